@@ -1,1 +1,75 @@
-//! (being written)
+//! Client authentication: the pure (no I/O) half of the proxy authenticating its clients.
+//!
+//! * [`secret`]: the password forms PostgreSQL keeps in `pg_authid` ([`StoredPassword`]) and the
+//!   SCRAM-SHA-256 verifier ([`ScramSecret`]).
+//! * [`md5`]: checking an `AuthenticationMD5Password` challenge response.
+//! * [`scram`]: the server side of a SCRAM-SHA-256 exchange ([`ScramServer`]), including the
+//!   "mock" exchange run for unknown users so that user names cannot be enumerated.
+//!
+//! Nothing in here panics on client input. Every failure is an [`AuthError`] whose text is meant
+//! for the proxy's log only: the client must only ever be told
+//! `password authentication failed for user "X"`, with SQLSTATE 08P01 (protocol violation) when
+//! [`AuthError::is_protocol_violation`] is true and 28P01 (invalid password) otherwise.
+
+pub mod md5;
+pub mod scram;
+pub mod secret;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::md5::md5_challenge_response_ok;
+pub use self::scram::{parse_sasl_initial, ScramServer, SCRAM_SHA_256};
+pub use self::secret::{ScramSecret, StoredPassword};
+
+/// Why an authentication attempt failed. For the log only; see the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The client's proof (or md5 response) did not match the stored secret, or the user does
+    /// not exist (mock exchange).
+    #[error("password does not match")]
+    WrongPassword,
+    /// The client picked a SASL mechanism the proxy did not offer (the name is truncated).
+    #[error("client selected an invalid SASL authentication mechanism {0:?}")]
+    UnsupportedMechanism(String),
+    /// The client asked for channel binding (`p=` gs2 flag), which the proxy never offers.
+    #[error("client requested SCRAM channel binding, which is not offered")]
+    ChannelBindingNotSupported,
+    /// The `c=` attribute of client-final-message does not match the gs2 header of
+    /// client-first-message.
+    #[error("unexpected SCRAM channel-binding attribute in client-final-message")]
+    ChannelBindingMismatch,
+    /// The client sent an authorization identity (`a=`), which PostgreSQL does not support.
+    #[error("client uses SCRAM authorization identity, which is not supported")]
+    AuthzidNotSupported,
+    /// The client sent a SCRAM extension attribute (mandatory `m=` or an optional one).
+    #[error("client sent an unsupported SCRAM extension")]
+    UnsupportedExtension,
+    /// The nonce in client-final-message is not the one the server sent.
+    #[error("SCRAM nonce mismatch")]
+    NonceMismatch,
+    /// A SASL/SCRAM message does not follow the grammar.
+    #[error("malformed SCRAM message: {0}")]
+    Malformed(&'static str),
+    /// A SCRAM step was called out of order (or after the exchange ended / failed).
+    #[error("SCRAM exchange step called out of order")]
+    InvalidState,
+}
+
+impl AuthError {
+    /// Whether this is a protocol violation (SQLSTATE 08P01) rather than a failed password
+    /// check (SQLSTATE 28P01).
+    pub fn is_protocol_violation(&self) -> bool {
+        !matches!(self, AuthError::WrongPassword)
+    }
+}
+
+/// Compares two byte strings without an early exit on the first difference. The lengths are
+/// not secret (a mismatch returns at once).
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}

@@ -1,1 +1,328 @@
-//! (being written)
+//! Configuration: a typed TOML schema, validated as a whole before anything binds a port, and
+//! handed out as an immutable snapshot (`Arc<Loaded>`) that a reload replaces.
+
+pub mod duration;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use duration::LagLimit;
+pub use schema::*;
+
+use crate::auth::{ScramSecret, StoredPassword};
+
+/// A configuration error: where it is and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// TOML syntax or schema error (unknown key, wrong type, bad duration); the message from
+    /// the TOML parser names the line and the key.
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    /// A value that parses but is not acceptable.
+    #[error("{origin}:{line}: {key}: {message}")]
+    Invalid { origin: String, line: usize, key: String, message: String },
+}
+
+/// A validated configuration plus what is derived from it once per load.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The parsed file.
+    pub config: Config,
+    /// `listen`, resolved.
+    pub listen: SocketAddr,
+    /// `http_listen`, resolved; `None` when disabled.
+    pub http_listen: Option<SocketAddr>,
+    /// Users by name, with their verifiers precomputed (SCRAM key derivation is slow on
+    /// purpose, so it happens here and not per login).
+    pub users: HashMap<String, Arc<User>>,
+}
+
+/// A configured user with derived secrets.
+#[derive(Debug)]
+pub struct User {
+    /// The configuration entry.
+    pub config: UserConfig,
+    /// The login name.
+    pub name: String,
+    /// The client-facing password as stored.
+    pub stored: StoredPassword,
+    /// SCRAM verifier for client logins, when one can be derived.
+    pub scram: Option<ScramSecret>,
+}
+
+impl User {
+    /// The pool size for this user.
+    pub fn pool_size(&self, pool: &PoolConfig) -> usize {
+        self.config.pool_size.unwrap_or(pool.size)
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates config text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    Validator { text, origin }.validate(config)
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, span: std::ops::Range<usize>, key: &str, message: String) -> ConfigError {
+        let line = if span.end == 0 {
+            0
+        } else {
+            self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
+        };
+        ConfigError::Invalid { origin: self.origin.to_owned(), line, key: key.to_owned(), message }
+    }
+
+    fn validate(&self, config: Config) -> Result<Loaded, ConfigError> {
+        let listen = config.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+            self.err(
+                config.listen.span(),
+                "listen",
+                format!("{:?} is not an IP:port address", config.listen.get_ref()),
+            )
+        })?;
+        let http_listen = match config.http_listen.get_ref().as_str() {
+            "" => None,
+            s => Some(s.parse::<SocketAddr>().map_err(|_| {
+                self.err(
+                    config.http_listen.span(),
+                    "http_listen",
+                    format!("{s:?} is not an IP:port address"),
+                )
+            })?),
+        };
+        self.validate_backends(&config)?;
+        let users = self.validate_users(&config)?;
+        let at_top = 0..0;
+        let p = &config.pool;
+        if p.size == 0 {
+            return Err(self.err(at_top, "pool.size", "must be at least 1".into()));
+        }
+        if p.min_size > p.size {
+            return Err(self.err(at_top, "pool.min_size", "must not exceed pool.size".into()));
+        }
+        if config.max_client_connections == 0 {
+            return Err(self.err(at_top, "max_client_connections", "must be at least 1".into()));
+        }
+        if config.max_message_size < 1024 {
+            return Err(self.err(at_top, "max_message_size", "must be at least 1kB".into()));
+        }
+        let h = &config.health;
+        if h.fall == 0 || h.rise == 0 {
+            return Err(self.err(at_top, "health.fall", "fall and rise must be at least 1".into()));
+        }
+        if h.interval.is_zero() || h.timeout.is_zero() {
+            return Err(self.err(at_top, "health.interval", "interval and timeout must be positive".into()));
+        }
+        if let Some(u) = &h.user {
+            if h.password.is_none() && !users.contains_key(u) {
+                return Err(self.err(
+                    at_top,
+                    "health.user",
+                    format!("{u:?} is not a configured user and health.password is not set"),
+                ));
+            }
+        }
+        Ok(Loaded { config, listen, http_listen, users })
+    }
+
+    fn validate_backends(&self, config: &Config) -> Result<(), ConfigError> {
+        if config.backends.is_empty() {
+            return Err(self.err(0..0, "backends", "at least one [[backends]] entry is required".into()));
+        }
+        let mut names = HashMap::new();
+        let mut addrs = HashMap::new();
+        for b in &config.backends {
+            let name = b.name.get_ref();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+                return Err(self.err(
+                    b.name.span(),
+                    "backends.name",
+                    format!("{name:?} must be non-empty and use only letters, digits, '_', '-', '.'"),
+                ));
+            }
+            if names.insert(name.clone(), ()).is_some() {
+                return Err(self.err(b.name.span(), "backends.name", format!("duplicate backend name {name:?}")));
+            }
+            let addr = b.address.get_ref();
+            if let Err(m) = check_host_port(addr) {
+                return Err(self.err(b.address.span(), "backends.address", m));
+            }
+            if addrs.insert(addr.clone(), ()).is_some() {
+                return Err(self.err(b.address.span(), "backends.address", format!("duplicate backend address {addr:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_users(&self, config: &Config) -> Result<HashMap<String, Arc<User>>, ConfigError> {
+        if config.users.is_empty() {
+            return Err(self.err(0..0, "users", "at least one [[users]] entry is required".into()));
+        }
+        let mut users = HashMap::new();
+        for u in &config.users {
+            let name = u.name.get_ref().clone();
+            let span = u.name.span();
+            if name.is_empty() {
+                return Err(self.err(span, "users.name", "must not be empty".into()));
+            }
+            if users.contains_key(&name) {
+                return Err(self.err(span, "users.name", format!("duplicate user {name:?}")));
+            }
+            let stored = StoredPassword::parse(u.password.as_deref().unwrap_or(""));
+            let scram = match u.auth {
+                AuthMethod::Trust => None,
+                _ if u.password.is_none() => {
+                    return Err(self.err(span, "users.password", format!("user {name:?} needs a password unless auth = \"trust\"")));
+                }
+                AuthMethod::Md5 if matches!(stored, StoredPassword::Scram(_)) => {
+                    return Err(self.err(span, "users.auth", format!("user {name:?}: md5 logins cannot be checked against a SCRAM verifier")));
+                }
+                AuthMethod::Md5 => None,
+                AuthMethod::ScramSha256 => match stored.scram_secret() {
+                    Some(s) => Some(s),
+                    None => {
+                        return Err(self.err(span, "users.auth", format!("user {name:?}: SCRAM logins cannot be checked against an md5 hash; use auth = \"md5\"")));
+                    }
+                },
+            };
+            if u.pool_size == Some(0) {
+                return Err(self.err(span, "users.pool_size", "must be at least 1".into()));
+            }
+            users.insert(name.clone(), Arc::new(User { config: u.clone(), name, stored, scram }));
+        }
+        Ok(users)
+    }
+}
+
+/// Checks `host:port` syntax (host may be a name, an IPv4 address or a bracketed IPv6 address).
+fn check_host_port(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} is not host:port"));
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
+        return Err(format!("{addr:?} has an invalid host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{addr:?} has an invalid port")),
+    }
+}
+
+impl Loaded {
+    /// Human summary for `switchyard check`.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let mut s = String::new();
+        use std::fmt::Write;
+        let _ = writeln!(s, "listen {} (pool_mode {:?})", self.listen, c.pool_mode);
+        match self.http_listen {
+            Some(a) => {
+                let _ = writeln!(s, "http {a}: /metrics /livez /readyz /status");
+            }
+            None => s.push_str("http disabled\n"),
+        }
+        for b in &c.backends {
+            let _ = writeln!(s, "backend {} at {} (weight {}; role discovered by probing)", b.name.get_ref(), b.address.get_ref(), b.weight);
+        }
+        let mut names: Vec<_> = self.users.keys().collect();
+        names.sort();
+        for n in names {
+            let u = &self.users[n];
+            let _ = writeln!(s, "user {} auth {:?}, pool size {}", n, u.config.auth, u.pool_size(&c.pool));
+        }
+        let _ = writeln!(
+            s,
+            "pools: size {} min {} checkout_timeout {:?} idle_timeout {:?} max_lifetime {:?}",
+            c.pool.size, c.pool.min_size, c.pool.checkout_timeout, c.pool.idle_timeout, c.pool.max_lifetime
+        );
+        let _ = writeln!(
+            s,
+            "routing: split {} consistency {:?} max_replica_lag {} primary_reads {:?} balance {:?}",
+            c.routing.read_write_split, c.routing.consistency, c.routing.max_replica_lag, c.routing.primary_reads, c.routing.balance
+        );
+        let _ = writeln!(s, "health: every {:?}, timeout {:?}, fall {} rise {}", c.health.interval, c.health.timeout, c.health.fall, c.health.rise);
+        s
+    }
+
+    /// The credentials the health monitor uses: (user, password).
+    pub fn monitor_credentials(&self) -> (String, Option<String>) {
+        let h = &self.config.health;
+        let user = h.user.clone().unwrap_or_else(|| self.config.users[0].name.get_ref().clone());
+        let password = h.password.clone().or_else(|| {
+            self.users.get(&user).and_then(|u| u.config.server_password().map(str::to_owned))
+        });
+        (user, password)
+    }
+
+    /// What a reload from `self` to `new` changes, one line each; settings that need a restart
+    /// are flagged.
+    pub fn diff(&self, new: &Loaded) -> Vec<String> {
+        let (a, b) = (&self.config, &new.config);
+        let mut out = Vec::new();
+        if self.listen != new.listen || self.http_listen != new.http_listen || a.workers != b.workers {
+            out.push("listen/http_listen/workers changed: takes effect after a restart".into());
+        }
+        if a.pool_mode != b.pool_mode {
+            out.push(format!("pool_mode {:?} -> {:?} (new clients)", a.pool_mode, b.pool_mode));
+        }
+        if a.pool != b.pool {
+            out.push("[pool] changed".into());
+        }
+        if a.health != b.health {
+            out.push("[health] changed".into());
+        }
+        if a.routing != b.routing {
+            out.push("[routing] changed".into());
+        }
+        if a.backends != b.backends {
+            out.push("[[backends]] changed".into());
+        }
+        for (name, u) in &new.users {
+            match self.users.get(name) {
+                None => out.push(format!("user {name} added")),
+                Some(old) if old.config != u.config => out.push(format!("user {name} changed")),
+                _ => {}
+            }
+        }
+        for name in self.users.keys() {
+            if !new.users.contains_key(name) {
+                out.push(format!("user {name} removed"));
+            }
+        }
+        out
+    }
+}
+
+/// Where `switchyard run` looks when `--config` is not given.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("config/switchyard.toml")
+}

@@ -1,0 +1,70 @@
+//! The handles every task shares, passed explicitly (no global state): configuration snapshot,
+//! cluster view, pools, metrics, statement registry, cancel registry, shutdown tokens.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Cluster;
+use crate::config::Loaded;
+use crate::metrics::Metrics;
+use crate::pool::Pools;
+use crate::session::cancel::CancelRegistry;
+use crate::session::statements::Registry;
+use crate::sql::Classifier;
+
+/// Shared state of one running proxy.
+pub struct App {
+    /// The current configuration (replaced on reload).
+    pub config: ArcSwap<Loaded>,
+    /// The classifier built from the current configuration.
+    pub classifier: ArcSwap<Classifier>,
+    /// The cluster view.
+    pub cluster: Arc<Cluster>,
+    /// Server connection pools.
+    pub pools: Arc<Pools>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Interned prepared statements.
+    pub statements: Registry,
+    /// Client cancel keys.
+    pub cancels: CancelRegistry,
+    /// Fired on SIGTERM/SIGINT: stop accepting, finish transactions, then close.
+    pub shutdown: CancellationToken,
+    /// Fired when the shutdown grace period ends: close everything now.
+    pub kill: CancellationToken,
+    /// Random secret for fake SCRAM exchanges with unknown users.
+    pub mock_secret: [u8; 32],
+}
+
+impl App {
+    /// Builds the shared state for a configuration.
+    pub fn new(config: Loaded, cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Arc<App> {
+        let classifier = classifier_for(&config);
+        Arc::new(App {
+            config: ArcSwap::from_pointee(config),
+            classifier: ArcSwap::from_pointee(classifier),
+            cluster,
+            pools: Arc::new(Pools::new(metrics.clone())),
+            metrics,
+            statements: Registry::default(),
+            cancels: CancelRegistry::default(),
+            shutdown: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            mock_secret: rand::random(),
+        })
+    }
+
+    /// Installs a new configuration (after it validated).
+    pub fn install(&self, config: Loaded) {
+        self.classifier.store(Arc::new(classifier_for(&config)));
+        self.pools.reconfigure(&config);
+        self.config.store(Arc::new(config));
+    }
+}
+
+fn classifier_for(config: &Loaded) -> Classifier {
+    let r = &config.config.routing;
+    Classifier::new(&r.write_functions, &r.read_functions)
+}

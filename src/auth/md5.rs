@@ -1,0 +1,45 @@
+//! `AuthenticationMD5Password`: checking the client's response.
+
+use ::md5::{Digest, Md5};
+
+use super::constant_time_eq;
+use super::secret::StoredPassword;
+
+/// Checks the response to an `AuthenticationMD5Password` challenge with `salt`.
+///
+/// `client_response` is the `PasswordMessage` payload without its trailing NUL; a correct one is
+/// `"md5" + md5hex(md5hex(password + user) + salt)`. With a clear-text stored password the inner
+/// hash is computed here, with an md5 stored hash it is used directly, and a SCRAM verifier can
+/// never satisfy an md5 challenge (`false`). The comparison is constant-time.
+pub fn md5_challenge_response_ok(
+    stored: &StoredPassword,
+    user: &str,
+    salt: [u8; 4],
+    client_response: &[u8],
+) -> bool {
+    let inner_hex = match stored {
+        StoredPassword::Plain(password) => {
+            let mut md5 = Md5::new();
+            md5.update(password.as_bytes());
+            md5.update(user.as_bytes());
+            hex(&md5.finalize())
+        }
+        StoredPassword::Md5(hash) => hash.to_ascii_lowercase(),
+        StoredPassword::Scram(_) => return false,
+    };
+    let mut md5 = Md5::new();
+    md5.update(inner_hex.as_bytes());
+    md5.update(salt);
+    let expected = format!("md5{}", hex(&md5.finalize()));
+    constant_time_eq(expected.as_bytes(), client_response)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    out
+}

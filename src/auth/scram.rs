@@ -1,0 +1,358 @@
+//! Server side of SCRAM-SHA-256 (RFC 5802 / RFC 7677) as PostgreSQL runs it.
+//!
+//! The exchange, with the messages the proxy relays:
+//!
+//! 1. proxy → `AuthenticationSASL` with [`ScramServer::mechanisms`];
+//! 2. client → `SASLInitialResponse`: [`parse_sasl_initial`], then [`ScramServer::client_first`],
+//!    whose result goes in `AuthenticationSASLContinue`;
+//! 3. client → `SASLResponse`: [`ScramServer::client_final`], whose result goes in
+//!    `AuthenticationSASLFinal` (followed by `AuthenticationOk`).
+//!
+//! Like PostgreSQL: channel binding is never offered (so gs2 flags `n` and `y` are accepted and
+//! `p` is a protocol error), an authorization identity is rejected, and the user name in
+//! client-first-message (`n=`) is ignored in favour of the startup user. Unlike PostgreSQL,
+//! which skips them, optional extension attributes are rejected too (no known client sends any).
+//! Any error ends the exchange; later calls fail with [`AuthError::InvalidState`].
+
+use std::mem;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::secret::{hmac_sha256, ScramSecret, DEFAULT_ITERATIONS, DEFAULT_SALT_LEN};
+use super::{constant_time_eq, AuthError};
+
+/// The SASL mechanism name.
+pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+
+/// Random bytes in the server nonce (PostgreSQL's `SCRAM_RAW_NONCE_LEN`).
+const SERVER_NONCE_LEN: usize = 18;
+
+/// How much of an unexpected mechanism name an error keeps (it comes from the client).
+const MAX_MECHANISM_IN_ERROR: usize = 64;
+
+/// Parses the body of a `SASLInitialResponse` message: the mechanism name as a NUL-terminated
+/// string, an Int32 length (-1 for no data) and that many bytes of data. "No data" gives an empty
+/// slice, which [`ScramServer::client_first`] rejects as malformed.
+pub fn parse_sasl_initial(body: &[u8]) -> Result<(&str, &[u8]), AuthError> {
+    let nul = body
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(AuthError::Malformed(
+            "SASLInitialResponse mechanism name is not NUL-terminated",
+        ))?;
+    let mechanism = std::str::from_utf8(&body[..nul]).map_err(|_| {
+        AuthError::Malformed("SASLInitialResponse mechanism name is not valid UTF-8")
+    })?;
+    let (len, data) = body[nul + 1..]
+        .split_first_chunk::<4>()
+        .ok_or(AuthError::Malformed(
+            "SASLInitialResponse is missing the data length",
+        ))?;
+    let len = i32::from_be_bytes(*len);
+    let expected = if len == -1 {
+        0
+    } else {
+        usize::try_from(len)
+            .map_err(|_| AuthError::Malformed("SASLInitialResponse has a negative data length"))?
+    };
+    if data.len() != expected {
+        return Err(AuthError::Malformed(
+            "SASLInitialResponse data length does not match the message",
+        ));
+    }
+    Ok((mechanism, data))
+}
+
+enum State {
+    /// Waiting for client-first-message.
+    Initial,
+    /// server-first-message sent; waiting for client-final-message.
+    AwaitingFinal {
+        /// The gs2 header of client-first-message (`n,,` or `y,,`), which `c=` must echo.
+        gs2_header: Vec<u8>,
+        /// client-first-message-bare, verbatim (part of AuthMessage).
+        client_first_bare: Vec<u8>,
+        /// server-first-message, verbatim (part of AuthMessage).
+        server_first: String,
+        /// client nonce + server nonce, which `r=` must echo.
+        nonce: String,
+    },
+    /// Succeeded or failed; no further steps.
+    Finished,
+}
+
+/// The server side of one SCRAM-SHA-256 exchange with one client.
+pub struct ScramServer {
+    secret: ScramSecret,
+    server_nonce: String,
+    /// Mock exchange for an unknown user: always fails at the proof check.
+    doomed: bool,
+    state: State,
+}
+
+impl ScramServer {
+    /// Starts an exchange checking the client's proof against `secret`, with a fresh random
+    /// server nonce (18 random bytes, base64).
+    pub fn new(secret: ScramSecret) -> Self {
+        Self::build(secret, random_nonce(), false)
+    }
+
+    /// Starts a mock exchange for a user that does not exist (or cannot log in this way), so
+    /// that the client cannot tell: the salt is derived deterministically from `user` and
+    /// `server_secret` (a per-proxy random secret, fixed for the process lifetime or longer), so
+    /// repeated attempts see the same salt as they would for a real user; the iteration count is
+    /// PostgreSQL's default; messages are validated exactly as for a real user, and
+    /// [`client_final`](Self::client_final) always ends with [`AuthError::WrongPassword`] after
+    /// doing the same work as a real check.
+    pub fn new_mock(user: &str, server_secret: &[u8]) -> Self {
+        let derive = |label: &[u8]| hmac_sha256(server_secret, &[label, user.as_bytes()]);
+        let salt = derive(b"switchyard scram mock salt\0")[..DEFAULT_SALT_LEN].to_vec();
+        let secret = ScramSecret {
+            iterations: DEFAULT_ITERATIONS,
+            salt,
+            stored_key: derive(b"switchyard scram mock stored key\0"),
+            server_key: derive(b"switchyard scram mock server key\0"),
+        };
+        Self::build(secret, random_nonce(), true)
+    }
+
+    /// Test-only: a fixed server nonce (for the RFC 7677 test vector).
+    #[cfg(test)]
+    pub(crate) fn with_nonce(secret: ScramSecret, server_nonce: &str) -> Self {
+        Self::build(secret, server_nonce.to_owned(), false)
+    }
+
+    fn build(secret: ScramSecret, server_nonce: String, doomed: bool) -> Self {
+        ScramServer {
+            secret,
+            server_nonce,
+            doomed,
+            state: State::Initial,
+        }
+    }
+
+    /// The body of the `AuthenticationSASL` message (after the Int32 10): the offered mechanism
+    /// names, each NUL-terminated, then a terminating NUL.
+    pub fn mechanisms() -> &'static [u8] {
+        b"SCRAM-SHA-256\0\0"
+    }
+
+    /// Handles the `SASLInitialResponse` (mechanism and data as returned by
+    /// [`parse_sasl_initial`]); returns server-first-message, the body of
+    /// `AuthenticationSASLContinue`.
+    pub fn client_first(&mut self, mechanism: &str, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        if !matches!(
+            mem::replace(&mut self.state, State::Finished),
+            State::Initial
+        ) {
+            return Err(AuthError::InvalidState);
+        }
+        if mechanism != SCRAM_SHA_256 {
+            return Err(AuthError::UnsupportedMechanism(
+                mechanism.chars().take(MAX_MECHANISM_IN_ERROR).collect(),
+            ));
+        }
+        let first = parse_client_first(data)?;
+        let nonce = format!("{}{}", first.client_nonce, self.server_nonce);
+        let server_first = format!(
+            "r={},s={},i={}",
+            nonce,
+            STANDARD.encode(&self.secret.salt),
+            self.secret.iterations
+        );
+        self.state = State::AwaitingFinal {
+            gs2_header: first.gs2_header.to_vec(),
+            client_first_bare: first.bare.to_vec(),
+            server_first: server_first.clone(),
+            nonce,
+        };
+        Ok(server_first.into_bytes())
+    }
+
+    /// Handles the `SASLResponse` carrying client-final-message: checks the channel-binding
+    /// echo, the nonce and the proof. Returns server-final-message (`v=<ServerSignature>`), the
+    /// body of `AuthenticationSASLFinal`. A proof that does not match (or any proof in a mock
+    /// exchange) gives [`AuthError::WrongPassword`].
+    pub fn client_final(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let State::AwaitingFinal {
+            gs2_header,
+            client_first_bare,
+            server_first,
+            nonce,
+        } = mem::replace(&mut self.state, State::Finished)
+        else {
+            return Err(AuthError::InvalidState);
+        };
+        check_message(data, "empty client-final-message")?;
+
+        let mut cur = Cursor::new(data);
+        let cbind = cur.attribute(b'c', "channel-binding attribute expected")?;
+        if cbind != STANDARD.encode(&gs2_header).as_bytes() {
+            return Err(AuthError::ChannelBindingMismatch);
+        }
+        cur.expect(b',', "comma expected after channel-binding attribute")?;
+        let client_nonce = cur.attribute(b'r', "nonce attribute expected")?;
+        if client_nonce != nonce.as_bytes() {
+            return Err(AuthError::NonceMismatch);
+        }
+        cur.expect(b',', "comma expected after nonce")?;
+        let without_proof = &data[..cur.pos - 1];
+        match cur.peek() {
+            Some(b'p') => {}
+            Some(c) if c.is_ascii_alphabetic() => return Err(AuthError::UnsupportedExtension),
+            _ => return Err(AuthError::Malformed("proof attribute expected")),
+        }
+        let proof = cur.attribute(b'p', "proof attribute expected")?;
+        if !cur.at_end() {
+            return Err(AuthError::Malformed(
+                "garbage at the end of client-final-message",
+            ));
+        }
+        let proof: [u8; 32] = STANDARD
+            .decode(proof)
+            .map_err(|_| AuthError::Malformed("proof is not valid base64"))?
+            .try_into()
+            .map_err(|_| AuthError::Malformed("proof has the wrong length"))?;
+
+        let auth_message: [&[u8]; 5] = [
+            &client_first_bare,
+            b",",
+            server_first.as_bytes(),
+            b",",
+            without_proof,
+        ];
+        let client_signature = hmac_sha256(&self.secret.stored_key, &auth_message);
+        let mut client_key = proof;
+        for (k, s) in client_key.iter_mut().zip(client_signature.iter()) {
+            *k ^= s;
+        }
+        let computed_stored_key = Sha256::digest(client_key);
+        let matches = constant_time_eq(&computed_stored_key, &self.secret.stored_key);
+        // Computed regardless of the outcome so that a mock exchange costs the same.
+        let server_signature = hmac_sha256(&self.secret.server_key, &auth_message);
+        if !matches || self.doomed {
+            return Err(AuthError::WrongPassword);
+        }
+        Ok(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
+    }
+}
+
+fn random_nonce() -> String {
+    let mut raw = [0u8; SERVER_NONCE_LEN];
+    rand::thread_rng().fill_bytes(&mut raw);
+    STANDARD.encode(raw)
+}
+
+/// The parts of client-first-message the server uses.
+struct ClientFirst<'a> {
+    gs2_header: &'a [u8],
+    bare: &'a [u8],
+    client_nonce: &'a str,
+}
+
+fn parse_client_first(data: &[u8]) -> Result<ClientFirst<'_>, AuthError> {
+    check_message(data, "empty client-first-message")?;
+    let mut cur = Cursor::new(data);
+
+    // gs2-header = gs2-cbind-flag "," [ authzid ] ","
+    match cur.next() {
+        Some(b'n') | Some(b'y') => {}
+        Some(b'p') => return Err(AuthError::ChannelBindingNotSupported),
+        _ => return Err(AuthError::Malformed("unexpected channel-binding flag")),
+    }
+    cur.expect(b',', "comma expected after channel-binding flag")?;
+    match cur.peek() {
+        Some(b',') => cur.pos += 1,
+        Some(b'a') => return Err(AuthError::AuthzidNotSupported),
+        _ => return Err(AuthError::Malformed("unexpected attribute in gs2 header")),
+    }
+    let (gs2_header, bare) = data.split_at(cur.pos);
+
+    // client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions]
+    if cur.peek() == Some(b'm') {
+        return Err(AuthError::UnsupportedExtension);
+    }
+    // The user name is ignored: the startup packet's user is authenticated (as PostgreSQL does).
+    cur.attribute(b'n', "user name attribute expected")?;
+    cur.expect(b',', "comma expected after user name")?;
+    let client_nonce = cur.attribute(b'r', "nonce attribute expected")?;
+    if client_nonce.is_empty() {
+        return Err(AuthError::Malformed("empty client nonce"));
+    }
+    // printable = %x21-2B / %x2D-7E (',' already ends the attribute)
+    if !client_nonce.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
+        return Err(AuthError::Malformed(
+            "non-printable characters in client nonce",
+        ));
+    }
+    let client_nonce = std::str::from_utf8(client_nonce)
+        .map_err(|_| AuthError::Malformed("non-printable characters in client nonce"))?;
+    match cur.peek() {
+        None => {}
+        Some(b',') => return Err(AuthError::UnsupportedExtension),
+        Some(_) => return Err(AuthError::Malformed("garbage after client nonce")),
+    }
+    Ok(ClientFirst {
+        gs2_header,
+        bare,
+        client_nonce,
+    })
+}
+
+/// Rejects empty messages and embedded NULs (PostgreSQL reads these messages as C strings).
+fn check_message(data: &[u8], empty: &'static str) -> Result<(), AuthError> {
+    if data.is_empty() {
+        return Err(AuthError::Malformed(empty));
+    }
+    if data.contains(&0) {
+        return Err(AuthError::Malformed("NUL byte in SCRAM message"));
+    }
+    Ok(())
+}
+
+/// A read position in a SCRAM message.
+struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Cursor { data, pos: 0 }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.data.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+
+    fn expect(&mut self, byte: u8, err: &'static str) -> Result<(), AuthError> {
+        if self.next() == Some(byte) {
+            Ok(())
+        } else {
+            Err(AuthError::Malformed(err))
+        }
+    }
+
+    /// Reads `<name>=<value>` and returns the value, which runs to the next ',' or the end.
+    fn attribute(&mut self, name: u8, err: &'static str) -> Result<&'a [u8], AuthError> {
+        self.expect(name, err)?;
+        self.expect(b'=', err)?;
+        let rest = self.data.get(self.pos..).unwrap_or_default();
+        let len = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+        self.pos += len;
+        Ok(&rest[..len])
+    }
+}

@@ -1,0 +1,817 @@
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+// --- helpers -------------------------------------------------------------------------------
+
+/// Runs a full exchange with postgres-protocol's client; returns the server's result for
+/// client-final and, on success, whether the client accepted server-final.
+fn exchange(
+    server: &mut ScramServer,
+    client_password: &str,
+    binding: ChannelBinding,
+) -> Result<bool, AuthError> {
+    let mut client = ScramSha256::new(client_password.as_bytes(), binding);
+    // Go through the SASLInitialResponse framing like the proxy will.
+    let body = sasl_initial_body(SCRAM_SHA_256, Some(client.message()));
+    let (mechanism, data) = parse_sasl_initial(&body)?;
+    let server_first = server.client_first(mechanism, data)?;
+    client
+        .update(&server_first)
+        .expect("client accepts server-first");
+    let server_final = server.client_final(client.message())?;
+    Ok(client.finish(&server_final).is_ok())
+}
+
+fn sasl_initial_body(mechanism: &str, data: Option<&[u8]>) -> Vec<u8> {
+    let mut body = mechanism.as_bytes().to_vec();
+    body.push(0);
+    match data {
+        Some(data) => {
+            body.extend_from_slice(&(data.len() as i32).to_be_bytes());
+            body.extend_from_slice(data);
+        }
+        None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+    body
+}
+
+/// A server that has accepted a well-formed client-first with client nonce "abc" and gs2
+/// header `n,,`; returns it and the nonce client-final must echo.
+fn server_after_first() -> (ScramServer, String) {
+    let secret = ScramSecret::from_password("pw", b"salt", 16);
+    let mut server = ScramServer::with_nonce(secret, "SERVERNONCE");
+    let first = server.client_first(SCRAM_SHA_256, b"n,,n=,r=abc").unwrap();
+    assert!(first.starts_with(b"r=abcSERVERNONCE,s="));
+    (server, "abcSERVERNONCE".to_owned())
+}
+
+fn assert_protocol_error(result: Result<Vec<u8>, AuthError>, what: &str) -> AuthError {
+    match result {
+        Ok(out) => panic!(
+            "{what}: accepted, returned {:?}",
+            String::from_utf8_lossy(&out)
+        ),
+        Err(e) => {
+            assert!(
+                e.is_protocol_violation(),
+                "{what}: {e:?} is not a protocol error"
+            );
+            e
+        }
+    }
+}
+
+// --- RFC 7677 test vector ------------------------------------------------------------------
+
+const RFC_SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
+const RFC_CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+const RFC_SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+const RFC_SERVER_FIRST: &str =
+    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+const RFC_CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+                                p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+const RFC_SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+/// The RFC 7677 credentials ("pencil", salt and i above) in pg_authid form.
+const RFC_VERIFIER: &str = "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$\
+                            WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:\
+                            wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+
+fn rfc_secret() -> ScramSecret {
+    ScramSecret::from_password("pencil", &STANDARD.decode(RFC_SALT).unwrap(), 4096)
+}
+
+#[test]
+fn rfc7677_exchange_exact() {
+    let mut server = ScramServer::with_nonce(rfc_secret(), RFC_SERVER_NONCE);
+    let server_first = server
+        .client_first(SCRAM_SHA_256, RFC_CLIENT_FIRST.as_bytes())
+        .unwrap();
+    assert_eq!(String::from_utf8(server_first).unwrap(), RFC_SERVER_FIRST);
+    let server_final = server.client_final(RFC_CLIENT_FINAL.as_bytes()).unwrap();
+    assert_eq!(String::from_utf8(server_final).unwrap(), RFC_SERVER_FINAL);
+}
+
+#[test]
+fn rfc7677_exchange_from_parsed_verifier() {
+    let secret = ScramSecret::parse(RFC_VERIFIER).unwrap();
+    assert_eq!(secret, rfc_secret());
+    assert_eq!(rfc_secret().to_string(), RFC_VERIFIER);
+    let mut server = ScramServer::with_nonce(secret, RFC_SERVER_NONCE);
+    server
+        .client_first(SCRAM_SHA_256, RFC_CLIENT_FIRST.as_bytes())
+        .unwrap();
+    let server_final = server.client_final(RFC_CLIENT_FINAL.as_bytes()).unwrap();
+    assert_eq!(server_final, RFC_SERVER_FINAL.as_bytes());
+}
+
+#[test]
+fn rfc7677_wrong_password() {
+    let secret = ScramSecret::from_password("pencil2", &STANDARD.decode(RFC_SALT).unwrap(), 4096);
+    let mut server = ScramServer::with_nonce(secret, RFC_SERVER_NONCE);
+    server
+        .client_first(SCRAM_SHA_256, RFC_CLIENT_FIRST.as_bytes())
+        .unwrap();
+    let err = server
+        .client_final(RFC_CLIENT_FINAL.as_bytes())
+        .unwrap_err();
+    assert_eq!(err, AuthError::WrongPassword);
+    assert!(!err.is_protocol_violation());
+}
+
+#[test]
+fn rfc7677_tampered_proof_is_wrong_password() {
+    let mut server = ScramServer::with_nonce(rfc_secret(), RFC_SERVER_NONCE);
+    server
+        .client_first(SCRAM_SHA_256, RFC_CLIENT_FIRST.as_bytes())
+        .unwrap();
+    let tampered = RFC_CLIENT_FINAL.replace("p=dHzb", "p=dHzc");
+    assert_eq!(
+        server.client_final(tampered.as_bytes()),
+        Err(AuthError::WrongPassword)
+    );
+}
+
+// --- round trips with postgres-protocol's client -----------------------------------------
+
+#[test]
+fn client_round_trip_correct_password() {
+    for binding in [ChannelBinding::unsupported(), ChannelBinding::unrequested()] {
+        let mut server = ScramServer::new(ScramSecret::generate("s3cret pass"));
+        assert_eq!(exchange(&mut server, "s3cret pass", binding), Ok(true));
+    }
+}
+
+#[test]
+fn client_round_trip_wrong_password() {
+    for binding in [ChannelBinding::unsupported(), ChannelBinding::unrequested()] {
+        let mut server = ScramServer::new(ScramSecret::generate("s3cret pass"));
+        let err = exchange(&mut server, "s3cret pasS", binding).unwrap_err();
+        assert_eq!(err, AuthError::WrongPassword);
+        assert!(!err.is_protocol_violation());
+    }
+}
+
+#[test]
+fn client_round_trip_from_stored_forms() {
+    let plain = StoredPassword::parse("hunter2");
+    assert!(matches!(plain, StoredPassword::Plain(ref p) if p == "hunter2"));
+    let secret = plain.scram_secret().unwrap();
+    let mut server = ScramServer::new(secret.clone());
+    assert_eq!(
+        exchange(&mut server, "hunter2", ChannelBinding::unsupported()),
+        Ok(true)
+    );
+
+    // The verifier text round-trips and still authenticates.
+    let stored = StoredPassword::parse(&secret.to_string());
+    assert_eq!(stored, StoredPassword::Scram(secret.clone()));
+    let mut server = ScramServer::new(stored.scram_secret().unwrap());
+    assert_eq!(
+        exchange(&mut server, "hunter2", ChannelBinding::unsupported()),
+        Ok(true)
+    );
+    let mut server = ScramServer::new(stored.scram_secret().unwrap());
+    assert_eq!(
+        exchange(&mut server, "hunter3", ChannelBinding::unsupported()),
+        Err(AuthError::WrongPassword)
+    );
+}
+
+#[test]
+fn client_round_trip_non_ascii_nfkc_password() {
+    // Already NFKC and without mapped characters: SASLprep leaves it unchanged, so the raw
+    // bytes are right.
+    let password = "pässwörd-ñ";
+    let mut server = ScramServer::new(ScramSecret::generate(password));
+    assert_eq!(
+        exchange(&mut server, password, ChannelBinding::unsupported()),
+        Ok(true)
+    );
+}
+
+#[test]
+fn generate_uses_random_salt_and_defaults() {
+    let a = ScramSecret::generate("x");
+    let b = ScramSecret::generate("x");
+    assert_eq!(a.iterations, 4096);
+    assert_eq!(a.salt.len(), 16);
+    assert_ne!(a.salt, b.salt);
+    assert_ne!(a.stored_key, b.stored_key);
+    assert_eq!(a, ScramSecret::from_password("x", &a.salt, 4096));
+}
+
+#[test]
+fn server_nonces_are_random_and_well_formed() {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let mut server = ScramServer::new(rfc_secret());
+        let first = server.client_first(SCRAM_SHA_256, b"n,,n=,r=abc").unwrap();
+        let first = String::from_utf8(first).unwrap();
+        let nonce = first
+            .strip_prefix("r=abc")
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        assert_eq!(nonce.len(), 24); // 18 bytes, base64
+        assert_eq!(STANDARD.decode(nonce).unwrap().len(), 18);
+        assert!(seen.insert(nonce.to_owned()));
+    }
+}
+
+#[test]
+fn username_in_client_first_is_ignored() {
+    // Any user name is accepted (even non-UTF-8); the AuthMessage uses the bare message
+    // verbatim, which the RFC vector (n=user) and the client round trips (n=) both check.
+    let mut server = ScramServer::with_nonce(rfc_secret(), "X");
+    assert!(server
+        .client_first(SCRAM_SHA_256, b"n,,n=some=2Cother\xff,r=abc")
+        .is_ok());
+}
+
+#[test]
+fn mechanisms_payload() {
+    assert_eq!(ScramServer::mechanisms(), b"SCRAM-SHA-256\0\0");
+}
+
+// --- mock exchange ---------------------------------------------------------------------------
+
+fn server_first_of(server: &mut ScramServer) -> String {
+    String::from_utf8(server.client_first(SCRAM_SHA_256, b"n,,n=,r=abc").unwrap()).unwrap()
+}
+
+fn salt_of(server_first: &str) -> &str {
+    server_first
+        .split(',')
+        .find_map(|a| a.strip_prefix("s="))
+        .unwrap()
+}
+
+#[test]
+fn mock_looks_normal_then_fails() {
+    let key = b"per-process secret";
+    let mut mock = ScramServer::new_mock("nobody", key);
+    let first = server_first_of(&mut mock);
+    assert!(first.starts_with("r=abc"));
+    assert!(first.ends_with(",i=4096"));
+    assert_eq!(STANDARD.decode(salt_of(&first)).unwrap().len(), 16);
+
+    // Deterministic per (user, secret), different across users and secrets.
+    let again = server_first_of(&mut ScramServer::new_mock("nobody", key));
+    assert_eq!(salt_of(&first), salt_of(&again));
+    assert_ne!(first, again); // fresh nonce each time
+    let other = server_first_of(&mut ScramServer::new_mock("somebody", key));
+    assert_ne!(salt_of(&first), salt_of(&other));
+    let other_key = server_first_of(&mut ScramServer::new_mock("nobody", b"other"));
+    assert_ne!(salt_of(&first), salt_of(&other_key));
+
+    // A full client exchange ends in WrongPassword, whatever the password.
+    for password in ["", "nobody", "password"] {
+        let mut mock = ScramServer::new_mock("nobody", key);
+        assert_eq!(
+            exchange(&mut mock, password, ChannelBinding::unsupported()),
+            Err(AuthError::WrongPassword)
+        );
+    }
+}
+
+#[test]
+fn mock_validates_messages_like_a_real_exchange() {
+    let mut mock = ScramServer::new_mock("nobody", b"k");
+    assert_eq!(
+        mock.client_first(SCRAM_SHA_256, b"p=tls-server-end-point,,n=,r=abc"),
+        Err(AuthError::ChannelBindingNotSupported)
+    );
+    let mut mock = ScramServer::new_mock("nobody", b"k");
+    server_first_of(&mut mock);
+    assert_eq!(
+        mock.client_final(b"c=biws,r=abcWRONG,p=AAAA"),
+        Err(AuthError::NonceMismatch)
+    );
+}
+
+// --- malformed input -----------------------------------------------------------------------
+
+#[test]
+fn client_first_malformed() {
+    let cases: &[(&[u8], Option<AuthError>)] = &[
+        (b"", None),
+        (b"n", None),
+        (b"n,", None),
+        (b"n,,", None),
+        (b"x,,n=,r=abc", None),
+        (b"nn,n=,r=abc", None),
+        (b"n,x,n=,r=abc", None),
+        (b"n,,r=abc", None),
+        (b"n,,n=", None),
+        (b"n,,n=,", None),
+        (b"n,,n=,r=", None),
+        (b"n,,n=user", None),
+        (b"n,,n=,x=abc", None),
+        (b"n,,n=,r=ab c", None),
+        (b"n,,n=,r=ab\x7f", None),
+        (b"n,,n=,r=\xc3\xa9", None),
+        (b"n,,n=,r=\xff\xfe", None),
+        (b"n,,n=,r=abc\0", None),
+        (b"\0,,n=,r=abc", None),
+        (b"n,,n=,rr=abc", None),
+        (b"n,,\xff", None),
+        (b"\xff\xfe\xfd", None),
+        (
+            b"p=tls-server-end-point,,n=,r=abc",
+            Some(AuthError::ChannelBindingNotSupported),
+        ),
+        (b"p", Some(AuthError::ChannelBindingNotSupported)),
+        (b"n,a=admin,n=,r=abc", Some(AuthError::AuthzidNotSupported)),
+        (b"y,a=,n=,r=abc", Some(AuthError::AuthzidNotSupported)),
+        (b"n,,m=ext,n=,r=abc", Some(AuthError::UnsupportedExtension)),
+        (b"n,,n=,r=abc,x=ext", Some(AuthError::UnsupportedExtension)),
+        (b"n,,n=,r=abc,", Some(AuthError::UnsupportedExtension)),
+    ];
+    for (input, expected) in cases {
+        let mut server = ScramServer::new(rfc_secret());
+        let what = format!("client-first {:?}", String::from_utf8_lossy(input));
+        let err = assert_protocol_error(server.client_first(SCRAM_SHA_256, input), &what);
+        match expected {
+            Some(expected) => assert_eq!(&err, expected, "{what}"),
+            None => assert!(matches!(err, AuthError::Malformed(_)), "{what}: {err:?}"),
+        }
+        // The exchange is over.
+        assert_eq!(
+            server.client_final(b"c=biws,r=abc,p=AAAA"),
+            Err(AuthError::InvalidState)
+        );
+    }
+}
+
+#[test]
+fn client_first_wrong_mechanism() {
+    for mechanism in ["SCRAM-SHA-256-PLUS", "PLAIN", "", "scram-sha-256"] {
+        let mut server = ScramServer::new(rfc_secret());
+        let err = server.client_first(mechanism, b"n,,n=,r=abc").unwrap_err();
+        assert_eq!(err, AuthError::UnsupportedMechanism(mechanism.to_owned()));
+        assert!(err.is_protocol_violation());
+    }
+    let long = "é".repeat(1000);
+    let err = ScramServer::new(rfc_secret())
+        .client_first(&long, b"n,,n=,r=abc")
+        .unwrap_err();
+    assert_eq!(err, AuthError::UnsupportedMechanism("é".repeat(64)));
+}
+
+#[test]
+fn client_final_malformed() {
+    let (_, nonce) = server_after_first();
+    let good_proof = STANDARD.encode([0u8; 32]);
+    let owned = |s: String| s.into_bytes();
+    let cases: Vec<(Vec<u8>, Option<AuthError>)> = vec![
+        (b"".to_vec(), None),
+        (b"c".to_vec(), None),
+        (b"c=biws".to_vec(), None),
+        (b"c=biws,".to_vec(), None),
+        (owned(format!("c=biws,r={nonce}")), None),
+        (owned(format!("c=biws,r={nonce},")), None),
+        (owned(format!("c=biws,r={nonce},p=")), None),
+        (owned(format!("c=biws,r={nonce},p=!!!!")), None),
+        (owned(format!("c=biws,r={nonce},p=AAAA")), None),
+        (
+            owned(format!("c=biws,r={nonce},p={}", STANDARD.encode([0u8; 33]))),
+            None,
+        ),
+        (owned(format!("c=biws,r={nonce},p={good_proof},x=1")), None),
+        (owned(format!("c=biws,r={nonce},p={good_proof}\0")), None),
+        (owned(format!("c=biws,r={nonce},,p={good_proof}")), None),
+        (owned(format!("r={nonce},c=biws,p={good_proof}")), None),
+        (owned(format!("c=biws,p={good_proof}")), None),
+        (b"\xff\xfe\xfd".to_vec(), None),
+        (
+            [format!("c=biws,r={nonce},p=").as_bytes(), b"\xc3\xa9\xff"].concat(),
+            None,
+        ),
+        (
+            owned(format!("c=biws,r=abc,p={good_proof}")),
+            Some(AuthError::NonceMismatch),
+        ),
+        (
+            owned(format!("c=biws,r={nonce}X,p={good_proof}")),
+            Some(AuthError::NonceMismatch),
+        ),
+        (
+            owned(format!("c=biws,r=,p={good_proof}")),
+            Some(AuthError::NonceMismatch),
+        ),
+        (
+            [b"c=biws,r=", nonce.as_bytes(), b"\xff,p=AAAA"].concat(),
+            Some(AuthError::NonceMismatch),
+        ),
+        (
+            owned(format!("c=eSws,r={nonce},p={good_proof}")),
+            Some(AuthError::ChannelBindingMismatch),
+        ),
+        (
+            owned(format!("c=,r={nonce},p={good_proof}")),
+            Some(AuthError::ChannelBindingMismatch),
+        ),
+        (
+            owned(format!(
+                "c=cD10bHMtc2VydmVyLWVuZC1wb2ludCws,r={nonce},p={good_proof}"
+            )),
+            Some(AuthError::ChannelBindingMismatch),
+        ),
+        (
+            owned(format!("c=biws,r={nonce},x=ext,p={good_proof}")),
+            Some(AuthError::UnsupportedExtension),
+        ),
+    ];
+    for (input, expected) in cases {
+        let (mut server, _) = server_after_first();
+        let what = format!("client-final {:?}", String::from_utf8_lossy(&input));
+        let err = assert_protocol_error(server.client_final(&input), &what);
+        match expected {
+            Some(expected) => assert_eq!(err, expected, "{what}"),
+            None => assert!(matches!(err, AuthError::Malformed(_)), "{what}: {err:?}"),
+        }
+        assert_eq!(server.client_final(&input), Err(AuthError::InvalidState));
+    }
+
+    // Well-formed but wrong proof is a password failure, not a protocol error.
+    let (mut server, _) = server_after_first();
+    assert_eq!(
+        server.client_final(format!("c=biws,r={nonce},p={good_proof}").as_bytes()),
+        Err(AuthError::WrongPassword)
+    );
+}
+
+#[test]
+fn y_flag_requires_matching_c_attribute() {
+    let secret = ScramSecret::from_password("pw", b"salt", 16);
+    let mut server = ScramServer::with_nonce(secret, "S");
+    server.client_first(SCRAM_SHA_256, b"y,,n=,r=abc").unwrap();
+    let proof = STANDARD.encode([0u8; 32]);
+    assert_eq!(
+        server.client_final(format!("c=biws,r=abcS,p={proof}").as_bytes()),
+        Err(AuthError::ChannelBindingMismatch)
+    );
+}
+
+#[test]
+fn steps_out_of_order() {
+    let mut server = ScramServer::new(rfc_secret());
+    assert_eq!(
+        server.client_final(b"c=biws,r=abc,p=AAAA"),
+        Err(AuthError::InvalidState)
+    );
+    assert!(AuthError::InvalidState.is_protocol_violation());
+    // A new server after a successful exchange refuses further steps.
+    let mut server = ScramServer::with_nonce(rfc_secret(), RFC_SERVER_NONCE);
+    server
+        .client_first(SCRAM_SHA_256, RFC_CLIENT_FIRST.as_bytes())
+        .unwrap();
+    assert_eq!(
+        server.client_first(SCRAM_SHA_256, RFC_CLIENT_FIRST.as_bytes()),
+        Err(AuthError::InvalidState)
+    );
+    let mut server = ScramServer::with_nonce(rfc_secret(), RFC_SERVER_NONCE);
+    server
+        .client_first(SCRAM_SHA_256, RFC_CLIENT_FIRST.as_bytes())
+        .unwrap();
+    server.client_final(RFC_CLIENT_FINAL.as_bytes()).unwrap();
+    assert_eq!(
+        server.client_final(RFC_CLIENT_FINAL.as_bytes()),
+        Err(AuthError::InvalidState)
+    );
+}
+
+#[test]
+fn sasl_initial_parsing() {
+    let body = sasl_initial_body("SCRAM-SHA-256", Some(b"n,,n=,r=abc"));
+    assert_eq!(
+        parse_sasl_initial(&body),
+        Ok(("SCRAM-SHA-256", &b"n,,n=,r=abc"[..]))
+    );
+    let body = sasl_initial_body("SCRAM-SHA-256", None);
+    assert_eq!(parse_sasl_initial(&body), Ok(("SCRAM-SHA-256", &b""[..])));
+    let body = sasl_initial_body("SCRAM-SHA-256", Some(b""));
+    assert_eq!(parse_sasl_initial(&body), Ok(("SCRAM-SHA-256", &b""[..])));
+
+    let mut bad: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"SCRAM-SHA-256".to_vec(),
+        b"SCRAM-SHA-256\0".to_vec(),
+        b"SCRAM-SHA-256\0\0\0\0".to_vec(),
+        b"\xff\0\0\0\0\0".to_vec(),
+        [b"SCRAM-SHA-256\0".as_slice(), &(-2i32).to_be_bytes()].concat(),
+        [b"SCRAM-SHA-256\0".as_slice(), &i32::MIN.to_be_bytes()].concat(),
+        [b"SCRAM-SHA-256\0".as_slice(), &(-1i32).to_be_bytes(), b"x"].concat(),
+        [b"SCRAM-SHA-256\0".as_slice(), &5i32.to_be_bytes(), b"abcd"].concat(),
+        [b"SCRAM-SHA-256\0".as_slice(), &3i32.to_be_bytes(), b"abcd"].concat(),
+        [b"SCRAM-SHA-256\0".as_slice(), &i32::MAX.to_be_bytes()].concat(),
+    ];
+    // Every truncation of a valid body except the full one is malformed.
+    let full = sasl_initial_body("SCRAM-SHA-256", Some(b"n,,n=,r=abc"));
+    bad.extend((0..full.len()).map(|n| full[..n].to_vec()));
+    for body in bad {
+        let err = parse_sasl_initial(&body).unwrap_err();
+        assert!(err.is_protocol_violation(), "{body:?}");
+    }
+
+    // A body without data leads to a malformed client-first.
+    let body = sasl_initial_body("SCRAM-SHA-256", None);
+    let (mechanism, data) = parse_sasl_initial(&body).unwrap();
+    let err = ScramServer::new(rfc_secret())
+        .client_first(mechanism, data)
+        .unwrap_err();
+    assert!(matches!(err, AuthError::Malformed(_)));
+}
+
+#[test]
+fn no_panics_on_mutated_messages() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5ca1ab1e);
+    let secret = ScramSecret::from_password("pencil", b"salt", 2);
+    let client_first = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO".to_vec();
+    let client_final = format!(
+        "c=biws,r=rOprNGfwEbeRWgbNEkqOSN,p={}",
+        STANDARD.encode([7u8; 32])
+    )
+    .into_bytes();
+    let alphabet = b",=abcnprymxyz\0\xff\xc3/+AZ09";
+    let mutate = |rng: &mut rand::rngs::StdRng, msg: &[u8]| -> Vec<u8> {
+        let mut m = msg.to_vec();
+        for _ in 0..rng.gen_range(1..4) {
+            match rng.gen_range(0..4) {
+                0 if !m.is_empty() => {
+                    let i = rng.gen_range(0..m.len());
+                    m[i] = alphabet[rng.gen_range(0..alphabet.len())];
+                }
+                1 if !m.is_empty() => {
+                    let i = rng.gen_range(0..m.len());
+                    m.remove(i);
+                }
+                2 => {
+                    let i = rng.gen_range(0..=m.len());
+                    m.insert(i, alphabet[rng.gen_range(0..alphabet.len())]);
+                }
+                _ => m.truncate(rng.gen_range(0..=m.len())),
+            }
+        }
+        m
+    };
+    for _ in 0..5000 {
+        let mut server = ScramServer::with_nonce(secret.clone(), "SN");
+        let first = mutate(&mut rng, &client_first);
+        if server.client_first(SCRAM_SHA_256, &first).is_err() {
+            continue;
+        }
+        let fin = mutate(&mut rng, &client_final);
+        let _ = server.client_final(&fin);
+        let _ = parse_sasl_initial(&fin);
+    }
+    for _ in 0..2000 {
+        let (mut server, _) = server_after_first();
+        let len = rng.gen_range(0..64);
+        let junk: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        assert!(server.client_final(&junk).is_err());
+        let _ = parse_sasl_initial(&junk);
+        let mut server = ScramServer::new(secret.clone());
+        let _ = server.client_first(SCRAM_SHA_256, &junk);
+    }
+}
+
+// --- stored password formats --------------------------------------------------------------
+
+#[test]
+fn stored_password_parse() {
+    let md5 = "md5".to_owned() + &"0123456789abcdef".repeat(2);
+    assert_eq!(
+        StoredPassword::parse(&md5),
+        StoredPassword::Md5("0123456789abcdef".repeat(2))
+    );
+    assert_eq!(
+        StoredPassword::parse(&md5.to_ascii_uppercase().replacen("MD5", "md5", 1)),
+        StoredPassword::Md5("0123456789abcdef".repeat(2))
+    );
+    for plain in [
+        "",
+        "md5",
+        "MD50123456789abcdef0123456789abcdef", // the prefix is case-sensitive
+        "md50123456789abcdef0123456789abcde",
+        "md50123456789abcdef0123456789abcdef0",
+        "md50123456789abcdef0123456789abcdeg",
+        "password",
+        "SCRAM-SHA-256$",
+        "SCRAM-SHA-256$4096:c2FsdA==$",
+        "SCRAM-SHA-256$0:c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "SCRAM-SHA-256$-1:c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "SCRAM-SHA-256$+1:c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "SCRAM-SHA-256$99999999999:c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "SCRAM-SHA-256$4096:c2FsdA=$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "SCRAM-SHA-256$4096:c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=x",
+        "SCRAM-SHA-256$4096:c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "scram-sha-256$4096:c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    ] {
+        assert_eq!(
+            StoredPassword::parse(plain),
+            StoredPassword::Plain(plain.to_owned()),
+            "{plain:?}"
+        );
+    }
+
+    let scram = "SCRAM-SHA-256$4096:c2FsdA==$AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=:\
+                 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let StoredPassword::Scram(secret) = StoredPassword::parse(scram) else {
+        panic!("not recognised as SCRAM");
+    };
+    assert_eq!(secret.iterations, 4096);
+    assert_eq!(secret.salt, b"salt");
+    assert_eq!(secret.stored_key, core::array::from_fn(|i| i as u8 + 1));
+    assert_eq!(secret.server_key, core::array::from_fn(|i| i as u8 + 32));
+    assert_eq!(secret.to_string(), scram);
+    assert_eq!(
+        ScramSecret::parse(&secret.to_string()),
+        Some(secret.clone())
+    );
+    assert_eq!(
+        StoredPassword::parse(scram).scram_secret(),
+        Some(secret.clone())
+    );
+    assert_eq!(StoredPassword::parse(&md5).scram_secret(), None);
+
+    // Generated secrets round-trip through the text form.
+    for password in ["", "a", "pässwörd", "with:colon$and$dollar"] {
+        let secret = ScramSecret::generate(password);
+        assert_eq!(
+            ScramSecret::parse(&secret.to_string()),
+            Some(secret.clone())
+        );
+        assert_eq!(
+            StoredPassword::parse(&secret.to_string()),
+            StoredPassword::Scram(secret)
+        );
+    }
+}
+
+#[test]
+fn debug_redacts_secrets() {
+    let secret = ScramSecret::from_password("pencil", b"salt", 2);
+    let printed = format!(
+        "{:?} {:?} {:?}",
+        StoredPassword::Plain("pencil".into()),
+        StoredPassword::Md5("0123456789abcdef0123456789abcdef".into()),
+        StoredPassword::Scram(secret.clone())
+    );
+    assert!(!printed.contains("pencil"), "{printed}");
+    assert!(!printed.contains("0123456789abcdef"), "{printed}");
+    assert!(
+        !printed.contains(&STANDARD.encode(secret.stored_key)),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(&STANDARD.encode(secret.server_key)),
+        "{printed}"
+    );
+}
+
+// --- md5 -------------------------------------------------------------------------------------
+
+#[test]
+fn md5_plain_and_hashed() {
+    let user = "md5_user";
+    let password = "password";
+    let salt = [0x2a, 0x3d, 0x8f, 0xe0];
+    let response = md5_hash(user.as_bytes(), password.as_bytes(), salt);
+    assert_eq!(response, "md562af4dd09bbb41884907a838a3233294");
+
+    let plain = StoredPassword::Plain(password.into());
+    assert!(md5_challenge_response_ok(
+        &plain,
+        user,
+        salt,
+        response.as_bytes()
+    ));
+
+    // pg_authid form: "md5" + md5hex(password + user).
+    let stored_md5 = {
+        use ::md5::{Digest, Md5};
+        let digest = Md5::digest(format!("{password}{user}").as_bytes());
+        format!(
+            "md5{}",
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
+    };
+    let hashed = StoredPassword::parse(&stored_md5);
+    assert!(matches!(hashed, StoredPassword::Md5(_)));
+    assert!(md5_challenge_response_ok(
+        &hashed,
+        user,
+        salt,
+        response.as_bytes()
+    ));
+    let hashed_upper = StoredPassword::parse(&("md5".to_owned() + &stored_md5[3..].to_uppercase()));
+    assert!(md5_challenge_response_ok(
+        &hashed_upper,
+        user,
+        salt,
+        response.as_bytes()
+    ));
+
+    // With a clear-text password the user name is part of the hash; an md5 hash has its user
+    // baked in (as in PostgreSQL, it is only valid for the role it was computed for).
+    assert!(!md5_challenge_response_ok(
+        &plain,
+        "other",
+        salt,
+        response.as_bytes()
+    ));
+
+    for stored in [&plain, &hashed] {
+        // Wrong password or salt; malformed responses.
+        let wrong = md5_hash(user.as_bytes(), b"passwordx", salt);
+        assert!(!md5_challenge_response_ok(
+            stored,
+            user,
+            salt,
+            wrong.as_bytes()
+        ));
+        assert!(!md5_challenge_response_ok(
+            stored,
+            user,
+            [0, 0, 0, 0],
+            response.as_bytes()
+        ));
+        assert!(!md5_challenge_response_ok(stored, user, salt, b""));
+        assert!(!md5_challenge_response_ok(
+            stored,
+            user,
+            salt,
+            &response.as_bytes()[..34]
+        ));
+        assert!(!md5_challenge_response_ok(
+            stored,
+            user,
+            salt,
+            format!("{response}\0").as_bytes()
+        ));
+        assert!(!md5_challenge_response_ok(
+            stored,
+            user,
+            salt,
+            response.to_uppercase().as_bytes()
+        ));
+        assert!(!md5_challenge_response_ok(stored, user, salt, b"\xff\xfe"));
+        // Sending the stored hash itself (pass-the-hash of the outer form) does not work.
+        assert!(!md5_challenge_response_ok(
+            stored,
+            user,
+            salt,
+            stored_md5.as_bytes()
+        ));
+    }
+
+    // A SCRAM verifier can never answer an md5 challenge.
+    let scram = StoredPassword::Scram(ScramSecret::from_password(password, b"salt", 2));
+    assert!(!md5_challenge_response_ok(
+        &scram,
+        user,
+        salt,
+        response.as_bytes()
+    ));
+}
+
+#[test]
+fn md5_non_ascii_password_and_user() {
+    let salt = [1, 2, 3, 4];
+    let response = md5_hash("üser".as_bytes(), "pässword".as_bytes(), salt);
+    assert!(md5_challenge_response_ok(
+        &StoredPassword::Plain("pässword".into()),
+        "üser",
+        salt,
+        response.as_bytes()
+    ));
+}
+
+#[test]
+fn error_classification() {
+    assert!(!AuthError::WrongPassword.is_protocol_violation());
+    for e in [
+        AuthError::UnsupportedMechanism("x".into()),
+        AuthError::ChannelBindingNotSupported,
+        AuthError::ChannelBindingMismatch,
+        AuthError::AuthzidNotSupported,
+        AuthError::UnsupportedExtension,
+        AuthError::NonceMismatch,
+        AuthError::Malformed("x"),
+        AuthError::InvalidState,
+    ] {
+        assert!(e.is_protocol_violation(), "{e:?}");
+        assert!(!e.to_string().is_empty());
+    }
+}

@@ -1,0 +1,103 @@
+//! Replication lag without comparing two hosts' clocks: the monitor keeps a short history of
+//! (local time, primary's current WAL LSN) and a replica's time lag is how long ago the primary
+//! first reached the replica's replay LSN.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Samples of the primary's WAL position over time.
+#[derive(Debug, Default, Clone)]
+pub struct LsnHistory {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+/// How many samples to keep (at 1 s intervals, ten minutes).
+const MAX_SAMPLES: usize = 600;
+
+impl LsnHistory {
+    /// Records the primary's current LSN observed at `at`.
+    pub fn record(&mut self, at: Instant, lsn: u64) {
+        if let Some(&(_, last)) = self.samples.back() {
+            if lsn < last {
+                // A new primary with a lower position: history no longer applies.
+                self.samples.clear();
+            } else if lsn == last {
+                return;
+            }
+        }
+        self.samples.push_back((at, lsn));
+        while self.samples.len() > MAX_SAMPLES {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The newest primary LSN known.
+    pub fn latest(&self) -> Option<u64> {
+        self.samples.back().map(|&(_, l)| l)
+    }
+
+    /// Time lag of a replica whose replay position is `replay` at `now`: zero when it has
+    /// replayed everything the primary had; otherwise the age of the first sample beyond it.
+    /// With no history older than the gap, the oldest sample's age is a lower bound.
+    pub fn time_lag(&self, replay: u64, now: Instant) -> Duration {
+        match self.samples.iter().find(|&&(_, lsn)| lsn > replay) {
+            None => Duration::ZERO,
+            Some(&(at, _)) => now.saturating_duration_since(at),
+        }
+    }
+
+    /// Forgets everything (the primary changed).
+    pub fn clear(&mut self) {
+        self.samples.clear();
+    }
+}
+
+/// Parses PostgreSQL's `X/Y` LSN text form.
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// Formats an LSN as PostgreSQL does.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_text_round_trip() {
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+        assert_eq!(parse_lsn("nope"), None);
+    }
+
+    #[test]
+    fn time_lag_from_history() {
+        let t0 = Instant::now();
+        let mut h = LsnHistory::default();
+        h.record(t0, 100);
+        h.record(t0 + Duration::from_secs(1), 200);
+        h.record(t0 + Duration::from_secs(2), 300);
+        let now = t0 + Duration::from_secs(3);
+        assert_eq!(h.time_lag(300, now), Duration::ZERO);
+        assert_eq!(h.time_lag(250, now), Duration::from_secs(1));
+        assert_eq!(h.time_lag(150, now), Duration::from_secs(2));
+        assert_eq!(h.time_lag(50, now), Duration::from_secs(3));
+        assert_eq!(h.latest(), Some(300));
+    }
+
+    #[test]
+    fn idle_primary_means_no_lag_and_regression_resets() {
+        let t0 = Instant::now();
+        let mut h = LsnHistory::default();
+        h.record(t0, 100);
+        h.record(t0 + Duration::from_secs(5), 100);
+        assert_eq!(h.time_lag(100, t0 + Duration::from_secs(9)), Duration::ZERO);
+        h.record(t0 + Duration::from_secs(6), 10);
+        assert_eq!(h.latest(), Some(10));
+        assert_eq!(h.time_lag(0, t0 + Duration::from_secs(7)), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,144 @@
+//! The cluster: which backends exist, which are up, which one is primary, how far behind each
+//! replica is. The monitor publishes an immutable `ClusterView` that readers load without
+//! locking (`arc_swap`); the hot path never waits on the monitor.
+
+pub mod health;
+pub mod lag;
+mod monitor;
+mod probe;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+pub use health::Role;
+pub use monitor::Monitor;
+
+use crate::config::LagLimit;
+
+/// Per-backend counters that outlive views (shared by name across reloads).
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Requests in flight on this backend (for least-outstanding balancing).
+    pub outstanding: AtomicUsize,
+}
+
+/// One backend in a view.
+#[derive(Debug, Clone)]
+pub struct BackendView {
+    /// Configured name.
+    pub name: Arc<str>,
+    /// `host:port`.
+    pub address: String,
+    /// Read weight.
+    pub weight: u32,
+    /// Reachable and answering probes (after thresholds).
+    pub up: bool,
+    /// Role after thresholds; `None` before the first successful probe.
+    pub role: Option<Role>,
+    /// Claims to be primary but lost the election to a server on a higher timeline: no traffic.
+    pub fenced: bool,
+    /// Timeline, when known.
+    pub timeline: Option<u32>,
+    /// WAL position: current (primary) or replayed (replica).
+    pub lsn: Option<u64>,
+    /// Replay lag behind the primary in bytes (replicas, when a primary is known).
+    pub lag_bytes: Option<u64>,
+    /// Replay lag in time, estimated from the primary's LSN history.
+    pub lag: Option<Duration>,
+    /// Replay paused on this replica.
+    pub replay_paused: bool,
+    /// Live counters.
+    pub stats: Arc<BackendStats>,
+}
+
+impl BackendView {
+    /// Whether this backend may serve reads given the lag limit.
+    pub fn is_eligible_replica(&self, limit: LagLimit) -> bool {
+        if !self.up || self.fenced || self.role != Some(Role::Replica) {
+            return false;
+        }
+        match limit {
+            LagLimit::Bytes(max) => self.lag_bytes.is_none_or(|b| b <= max),
+            LagLimit::Time(max) => self.lag.is_none_or(|t| t <= max),
+        }
+    }
+}
+
+/// An immutable snapshot of the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Bumped when the set of backends changes (config reload); pools are keyed by it.
+    pub topology: u64,
+    /// The backends, in configuration order.
+    pub backends: Vec<BackendView>,
+    /// Index of the elected primary, if any.
+    pub primary: Option<usize>,
+    /// The primary's newest WAL position seen by the monitor.
+    pub primary_lsn: Option<u64>,
+}
+
+impl ClusterView {
+    /// Index of a backend by name.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.backends.iter().position(|b| &*b.name == name)
+    }
+}
+
+/// Shared handle to the current view.
+pub struct Cluster {
+    view: ArcSwap<ClusterView>,
+    changed: Notify,
+    version: AtomicU64,
+}
+
+impl Cluster {
+    /// A cluster with an initial (unprobed) view.
+    pub fn new(view: ClusterView) -> Cluster {
+        Cluster { view: ArcSwap::from_pointee(view), changed: Notify::new(), version: AtomicU64::new(0) }
+    }
+
+    /// The current view (lock-free).
+    pub fn view(&self) -> arc_swap::Guard<Arc<ClusterView>> {
+        self.view.load()
+    }
+
+    /// The current view as an owned `Arc`.
+    pub fn snapshot(&self) -> Arc<ClusterView> {
+        self.view.load_full()
+    }
+
+    /// Publishes a new view and wakes waiters.
+    pub fn publish(&self, view: ClusterView) {
+        self.view.store(Arc::new(view));
+        self.version.fetch_add(1, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits up to `timeout` until a primary is known; returns its index.
+    pub async fn wait_primary(&self, timeout: Duration) -> Option<usize> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if let Some(p) = self.view().primary {
+                return Some(p);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.view().primary;
+            }
+        }
+    }
+
+    /// Waits for the next published view, up to `timeout`.
+    pub async fn changed(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.changed.notified()).await;
+    }
+
+    /// How many views have been published.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+}

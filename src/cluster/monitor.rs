@@ -1,0 +1,278 @@
+//! The monitor: one probe task per backend (each with its own connection) feeding one
+//! aggregator that applies thresholds, elects the primary, computes lag and publishes views.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::health::{Change, Health, Observation, Role};
+use super::lag::LsnHistory;
+use super::probe::{ProbeTarget, Prober};
+use super::{BackendStats, BackendView, Cluster, ClusterView};
+use crate::config::Loaded;
+use crate::metrics::Metrics;
+
+/// Runs the monitor for one configuration; `restart` it on reload with the new config.
+pub struct Monitor {
+    cluster: Arc<Cluster>,
+    metrics: Arc<Metrics>,
+    /// Stats by backend name, kept across reloads.
+    stats: HashMap<String, Arc<BackendStats>>,
+    /// Health by (name, address), kept across reloads when a backend is unchanged.
+    carried: HashMap<(String, String), Health>,
+    running: Option<CancellationToken>,
+    topology: u64,
+}
+
+struct ProbeResult {
+    index: usize,
+    observation: Result<Observation, String>,
+}
+
+impl Monitor {
+    /// A monitor publishing into `cluster`.
+    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Monitor {
+        Monitor { cluster, metrics, stats: HashMap::new(), carried: HashMap::new(), running: None, topology: 0 }
+    }
+
+    /// (Re)starts probing the backends of `config`, stopping the previous probes. The first
+    /// view with real probe results is published before this returns, or after one probe
+    /// timeout at most, so clients are not admitted before the primary is known.
+    pub async fn start(&mut self, config: &Loaded, shutdown: &CancellationToken) {
+        if let Some(old) = self.running.take() {
+            old.cancel();
+        }
+        self.topology += 1;
+        let token = shutdown.child_token();
+        let c = &config.config;
+        let (user, password) = config.monitor_credentials();
+        let (tx, rx) = mpsc::channel(64);
+        let mut names = Vec::new();
+        let mut healths = Vec::new();
+        let mut views = Vec::new();
+        for (index, b) in c.backends.iter().enumerate() {
+            let name = b.name.get_ref().clone();
+            let address = b.address.get_ref().clone();
+            let stats = self.stats.entry(name.clone()).or_default().clone();
+            let health = self.carried.get(&(name.clone(), address.clone())).cloned().unwrap_or_default();
+            views.push(BackendView {
+                name: name.clone().into(),
+                address: address.clone(),
+                weight: b.weight,
+                up: health.up,
+                role: health.role,
+                fenced: false,
+                timeline: None,
+                lsn: None,
+                lag_bytes: None,
+                lag: None,
+                replay_paused: false,
+                stats,
+            });
+            healths.push(health);
+            names.push((name, address.clone()));
+            let target = ProbeTarget {
+                address,
+                user: user.clone(),
+                password: password.clone(),
+                database: c.health.database.clone(),
+                timeout: c.health.timeout,
+            };
+            tokio::spawn(probe_loop(index, target, c.health.interval, tx.clone(), token.clone()));
+        }
+        drop(tx);
+        let mut agg = Aggregator {
+            cluster: self.cluster.clone(),
+            metrics: self.metrics.clone(),
+            names,
+            healths,
+            views,
+            history: LsnHistory::default(),
+            fall: c.health.fall,
+            rise: c.health.rise,
+            topology: self.topology,
+            primary: None,
+        };
+        // Publish the carried state at once so the topology (and pools keyed by it) is current.
+        agg.publish();
+        let first_round = Arc::new(tokio::sync::Notify::new());
+        let notify = first_round.clone();
+        let expected = c.backends.len();
+        let wait = first_round.notified();
+        tokio::spawn(agg.run(rx, expected, notify));
+        let _ = tokio::time::timeout(c.health.timeout + c.health.timeout / 2, wait).await;
+        self.running = Some(token);
+    }
+
+    /// Remembers health across a restart of the monitor (called before `start` on reload).
+    pub fn carry_over(&mut self) {
+        let view = self.cluster.snapshot();
+        self.carried.clear();
+        for b in &view.backends {
+            let h = Health::carried(b.up, b.role);
+            self.carried.insert((b.name.to_string(), b.address.clone()), h);
+        }
+    }
+}
+
+async fn probe_loop(index: usize, target: ProbeTarget, interval: std::time::Duration, tx: mpsc::Sender<ProbeResult>, stop: CancellationToken) {
+    let mut prober = Prober::new(target);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let observation = tokio::select! {
+            _ = stop.cancelled() => return,
+            o = prober.probe() => o,
+        };
+        if tx.send(ProbeResult { index, observation }).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct Aggregator {
+    cluster: Arc<Cluster>,
+    metrics: Arc<Metrics>,
+    names: Vec<(String, String)>,
+    healths: Vec<Health>,
+    views: Vec<BackendView>,
+    history: LsnHistory,
+    fall: u32,
+    rise: u32,
+    topology: u64,
+    primary: Option<usize>,
+}
+
+impl Aggregator {
+    async fn run(mut self, mut rx: mpsc::Receiver<ProbeResult>, expected: usize, first_round: Arc<tokio::sync::Notify>) {
+        let mut seen = vec![false; expected];
+        let mut announced = expected == 0;
+        if announced {
+            first_round.notify_one();
+        }
+        while let Some(r) = rx.recv().await {
+            self.apply(r.index, r.observation);
+            self.publish();
+            if !announced {
+                seen[r.index] = true;
+                if seen.iter().all(|&s| s) {
+                    announced = true;
+                    first_round.notify_one();
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, index: usize, result: Result<Observation, String>) {
+        let name = &self.names[index].0;
+        let h = &mut self.healths[index];
+        let obs = match &result {
+            Ok(o) => Some(*o),
+            Err(e) => {
+                tracing::debug!(backend = %name, error = %e, "probe failed");
+                None
+            }
+        };
+        match h.observe(obs, self.fall, self.rise) {
+            Change::None => {}
+            Change::WentUp => tracing::info!(backend = %name, role = ?h.role, "backend up"),
+            Change::WentDown => {
+                tracing::warn!(backend = %name, error = %result.as_ref().err().map(String::as_str).unwrap_or(""), "backend down")
+            }
+            Change::RoleChanged(r) => tracing::warn!(backend = %name, role = ?r, "backend changed role"),
+        }
+        if let (Some(o), true) = (obs, h.up) {
+            if o.primary && self.primary == Some(index) {
+                if let Some(lsn) = o.current_lsn {
+                    self.history.record(Instant::now(), lsn);
+                }
+            }
+        }
+    }
+
+    fn elect(&mut self) {
+        let candidates: Vec<usize> = (0..self.healths.len())
+            .filter(|&i| self.healths[i].up && self.healths[i].role == Some(Role::Primary))
+            .collect();
+        let key = |i: usize| {
+            let last = self.healths[i].last.unwrap_or_default();
+            (last.timeline.unwrap_or(0), self.primary == Some(i), last.current_lsn.unwrap_or(0))
+        };
+        let winner = candidates.iter().copied().max_by_key(|&i| key(i));
+        if winner != self.primary {
+            match winner {
+                Some(w) => tracing::warn!(backend = %self.names[w].0, "new primary"),
+                None => tracing::warn!("no primary available"),
+            }
+            self.history.clear();
+            if let Some(w) = winner {
+                if let Some(lsn) = self.healths[w].last.and_then(|o| o.current_lsn) {
+                    self.history.record(Instant::now(), lsn);
+                }
+            }
+        }
+        for &c in &candidates {
+            let fenced = Some(c) != winner;
+            if fenced && !self.views[c].fenced {
+                tracing::error!(backend = %self.names[c].0, "two servers claim to be primary: fencing this one (lower timeline)");
+            }
+            self.views[c].fenced = fenced;
+        }
+        self.primary = winner;
+    }
+
+    fn publish(&mut self) {
+        self.elect();
+        let now = Instant::now();
+        let primary_lsn = self.history.latest();
+        for (i, v) in self.views.iter_mut().enumerate() {
+            let h = &self.healths[i];
+            v.up = h.up;
+            v.role = h.role;
+            if h.role != Some(Role::Primary) {
+                v.fenced = false;
+            }
+            let last = h.last.unwrap_or_default();
+            v.timeline = last.timeline;
+            v.replay_paused = last.replay_paused;
+            v.lsn = if last.primary { last.current_lsn } else { last.replay_lsn };
+            if h.role == Some(Role::Replica) {
+                let replay = last.replay_lsn.or(last.receive_lsn);
+                v.lag_bytes = match (primary_lsn, replay) {
+                    (Some(p), Some(r)) => Some(p.saturating_sub(r)),
+                    _ => None,
+                };
+                v.lag = match (primary_lsn, replay) {
+                    (Some(_), Some(r)) => Some(self.history.time_lag(r, now)),
+                    _ => None,
+                };
+            } else {
+                v.lag_bytes = None;
+                v.lag = None;
+            }
+            let m = &self.metrics;
+            m.backend_up.with_label_values(&[&v.name]).set(v.up as i64);
+            let role = match (v.role, v.fenced) {
+                (Some(Role::Primary), false) => 1,
+                (Some(Role::Replica), _) => 0,
+                _ => -1,
+            };
+            m.backend_role.with_label_values(&[&v.name]).set(role);
+            m.replica_lag_bytes.with_label_values(&[&v.name]).set(v.lag_bytes.unwrap_or(0) as i64);
+            m.replica_lag_ms.with_label_values(&[&v.name]).set(v.lag.map(|d| d.as_millis() as i64).unwrap_or(0));
+        }
+        self.cluster.publish(ClusterView {
+            topology: self.topology,
+            backends: self.views.clone(),
+            primary: self.primary,
+            primary_lsn,
+        });
+    }
+}

@@ -1,0 +1,105 @@
+//! One probe of one backend over its own tokio-postgres connection.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use super::health::Observation;
+use super::lag::parse_lsn;
+
+/// How the monitor logs in.
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    pub address: String,
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+    pub timeout: Duration,
+}
+
+const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
+    pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
+    CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, \
+    (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
+    (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)";
+
+const TIMELINE_SQL: &str = "SELECT timeline_id FROM pg_control_checkpoint()";
+
+/// A prober that keeps its connection between probes.
+pub struct Prober {
+    target: ProbeTarget,
+    client: Option<Client>,
+    /// `pg_control_checkpoint()` is not readable by this user: stop asking.
+    no_timeline_access: bool,
+}
+
+impl Prober {
+    pub fn new(target: ProbeTarget) -> Prober {
+        Prober { target, client: None, no_timeline_access: false }
+    }
+
+    async fn connect(&self) -> Result<Client, String> {
+        let (host, port) = self.target.address.rsplit_once(':').ok_or("bad address")?;
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(host.trim_start_matches('[').trim_end_matches(']'))
+            .port(port.parse().map_err(|_| "bad port")?)
+            .user(&self.target.user)
+            .dbname(&self.target.database)
+            .application_name("switchyard-monitor")
+            .connect_timeout(self.target.timeout);
+        if let Some(p) = &self.target.password {
+            cfg.password(p);
+        }
+        let (client, conn) = cfg.connect(NoTls).await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// Probes once; `Err` carries a reason for the log.
+    pub async fn probe(&mut self) -> Result<Observation, String> {
+        let timeout = self.target.timeout;
+        match tokio::time::timeout(timeout, self.probe_inner()).await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(e)) => {
+                self.client = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.client = None;
+                Err(format!("probe timed out after {timeout:?}"))
+            }
+        }
+    }
+
+    async fn probe_inner(&mut self) -> Result<Observation, String> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(self.connect().await?);
+        }
+        let client = self.client.as_ref().expect("connected");
+        let row = client.query_one(PROBE_SQL, &[]).await.map_err(|e| e.to_string())?;
+        let in_recovery: bool = row.get(0);
+        let lsn = |i: usize| row.get::<_, Option<String>>(i).as_deref().and_then(parse_lsn);
+        let mut obs = Observation {
+            primary: !in_recovery,
+            timeline: row.get::<_, Option<i32>>(6).map(|t| t as u32),
+            current_lsn: lsn(1),
+            receive_lsn: lsn(2),
+            replay_lsn: lsn(3),
+            replay_paused: row.get(4),
+            receiver_streaming: row.get::<_, Option<String>>(5).as_deref() == Some("streaming"),
+        };
+        if obs.primary && !self.no_timeline_access {
+            match client.query_one(TIMELINE_SQL, &[]).await {
+                Ok(r) => obs.timeline = Some(r.get::<_, i32>(0) as u32),
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+                    self.no_timeline_access = true;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(obs)
+    }
+}

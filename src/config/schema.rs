@@ -1,0 +1,328 @@
+//! The TOML schema. Every field is documented with its default; `config/switchyard.toml` is
+//! the annotated example. Unknown keys are errors everywhere (`deny_unknown_fields`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::duration::{self, LagLimit};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address clients connect to. Default `"127.0.0.1:6432"`.
+    #[serde(default = "d::listen")]
+    pub listen: Spanned<String>,
+    /// Address of the HTTP endpoints (`/metrics`, `/livez`, `/readyz`, `/status`); `""`
+    /// disables them. Default `"127.0.0.1:9930"`.
+    #[serde(default = "d::http_listen")]
+    pub http_listen: Spanned<String>,
+    /// `"transaction"` (default): a server connection is held only for a transaction.
+    /// `"session"`: for the client's whole connection.
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// Client connections admitted at once; more get SQLSTATE 53300. Default 10000.
+    #[serde(default = "d::max_clients")]
+    pub max_client_connections: usize,
+    /// How long SIGTERM/SIGINT waits for in-flight transactions before closing. Default `"30s"`.
+    #[serde(default = "d::shutdown_timeout", deserialize_with = "duration::deserialize")]
+    pub shutdown_timeout: Duration,
+    /// A client must finish startup and authentication within this. Default `"10s"`.
+    #[serde(default = "d::startup_timeout", deserialize_with = "duration::deserialize")]
+    pub startup_timeout: Duration,
+    /// Largest client message buffered whole (bytes or `"64MB"`); COPY data and Bind parameters
+    /// stream through regardless. Default `"64MB"`.
+    #[serde(default = "d::max_message_size", deserialize_with = "duration::deserialize_bytes")]
+    pub max_message_size: u64,
+    /// Runtime worker threads; 0 means one per CPU. Default 0. Changing it needs a restart.
+    #[serde(default)]
+    pub workers: usize,
+    /// Server connection pools.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// Backend health checks.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Read/write routing.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// The PostgreSQL servers. Roles are discovered, never configured.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// Users clients may log in as.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+/// How long a client keeps a server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// Per transaction (and per autocommit statement).
+    #[default]
+    Transaction,
+    /// For the whole client session.
+    Session,
+}
+
+/// `[pool]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Server connections per (backend, user, database). Default 20.
+    pub size: usize,
+    /// Connections kept open per pool even when idle. Default 0.
+    pub min_size: usize,
+    /// Longest wait for a server connection; then SQLSTATE 53300. Default `"5s"`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub checkout_timeout: Duration,
+    /// Idle server connections above `min_size` close after this. Default `"10m"`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub idle_timeout: Duration,
+    /// Server connections are replaced after this age (when idle). Default `"1h"`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_lifetime: Duration,
+    /// TCP connect plus server authentication must finish within this. Default `"5s"`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub connect_timeout: Duration,
+    /// TCP keepalive idle time on server and client sockets. Default `"30s"`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub tcp_keepalive: Duration,
+    /// Run on a server connection before another client gets it, when the previous client
+    /// left session state behind (session mode, pinned clients). Default `"DISCARD ALL"`.
+    pub reset_query: String,
+}
+
+/// `[health]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Time between probes of each backend. Default `"1s"`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub interval: Duration,
+    /// A probe (connect plus query) slower than this fails. Default `"1s"`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+    /// Consecutive failed probes that mark a backend down. Default 3.
+    pub fall: u32,
+    /// Consecutive good probes that mark it up (and confirm a role change). Default 2.
+    pub rise: u32,
+    /// User the monitor logs in as. Default: the first `[[users]]` entry.
+    pub user: Option<String>,
+    /// Its password. Default: that user's `server_password` or `password`.
+    pub password: Option<String>,
+    /// Database the monitor connects to. Default `"postgres"`.
+    pub database: String,
+}
+
+/// `[routing]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Send reads to replicas. Default true.
+    pub read_write_split: bool,
+    /// Replicas further behind than this take no reads: a time (`"10s"`) or WAL bytes
+    /// (`"16MB"`, or an integer). Default `"10s"`.
+    pub max_replica_lag: LagLimit,
+    /// Whether the primary serves reads. Default `"fallback"`.
+    pub primary_reads: PrimaryReads,
+    /// Default consistency of reads. Default `"read_your_writes"`.
+    pub consistency: Consistency,
+    /// Whose writes a read must see under read_your_writes. Default `"user"`.
+    pub ryw_scope: RywScope,
+    /// How long a read waits for a replica to replay a needed write before going to the
+    /// primary. Default `"20ms"`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub ryw_wait: Duration,
+    /// Replica selection. Default `"least_outstanding"`.
+    pub balance: Balance,
+    /// Functions that write (added to the built-in list). Default empty.
+    pub write_functions: Vec<String>,
+    /// Functions known to be read-only, overriding the write list. Default empty.
+    pub read_functions: Vec<String>,
+    /// How long a write waits for a primary to appear before failing. Default `"5s"`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub primary_wait: Duration,
+}
+
+/// `routing.primary_reads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrimaryReads {
+    /// Only when no replica is eligible.
+    #[default]
+    Fallback,
+    /// Always one of the read targets.
+    Include,
+    /// Never; reads fail when no replica is eligible.
+    Never,
+}
+
+/// A consistency level for reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Reads see every write committed earlier in the scope.
+    #[default]
+    ReadYourWrites,
+    /// Any replica within the lag limit.
+    Eventual,
+    /// Reads on the primary.
+    Primary,
+}
+
+/// `routing.ryw_scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RywScope {
+    /// All connections of the same user.
+    #[default]
+    User,
+    /// The client connection only.
+    Session,
+    /// Every write through this proxy.
+    Global,
+}
+
+/// `routing.balance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Fewest in-flight requests, ties at random.
+    #[default]
+    LeastOutstanding,
+    /// In turn.
+    RoundRobin,
+    /// At random, by weight.
+    Random,
+}
+
+/// `[[backends]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Unique name, used in logs and metrics.
+    pub name: Spanned<String>,
+    /// `host:port`.
+    pub address: Spanned<String>,
+    /// Relative share of reads. Default 1.
+    #[serde(default = "d::weight")]
+    pub weight: u32,
+}
+
+/// How clients authenticate as a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256 (default).
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// MD5 challenge-response.
+    #[serde(rename = "md5")]
+    Md5,
+    /// No password.
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// `[[users]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Login name, also used to log in to the servers.
+    pub name: Spanned<String>,
+    /// Password clients must give: plain text, or a PostgreSQL `md5…`/`SCRAM-SHA-256$…`
+    /// verifier. Required unless `auth = "trust"`.
+    pub password: Option<String>,
+    /// `"scram-sha-256"` (default), `"md5"` or `"trust"`.
+    #[serde(default)]
+    pub auth: AuthMethod,
+    /// Password for the servers, when it differs or `password` is a verifier.
+    pub server_password: Option<String>,
+    /// This user's pool size, overriding `pool.size`.
+    pub pool_size: Option<usize>,
+    /// This user's read consistency, overriding `routing.consistency`.
+    pub consistency: Option<Consistency>,
+}
+
+impl UserConfig {
+    /// The password the proxy uses towards servers, if any.
+    pub fn server_password(&self) -> Option<&str> {
+        self.server_password.as_deref().or(self.password.as_deref())
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            size: 20,
+            min_size: 0,
+            checkout_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            connect_timeout: Duration::from_secs(5),
+            tcp_keepalive: Duration::from_secs(30),
+            reset_query: "DISCARD ALL".into(),
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            fall: 3,
+            rise: 2,
+            user: None,
+            password: None,
+            database: "postgres".into(),
+        }
+    }
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            read_write_split: true,
+            max_replica_lag: LagLimit::Time(Duration::from_secs(10)),
+            primary_reads: PrimaryReads::default(),
+            consistency: Consistency::default(),
+            ryw_scope: RywScope::default(),
+            ryw_wait: Duration::from_millis(20),
+            balance: Balance::default(),
+            write_functions: Vec::new(),
+            read_functions: Vec::new(),
+            primary_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Defaults that serde needs as functions.
+mod d {
+    use super::*;
+
+    pub fn listen() -> Spanned<String> {
+        Spanned::new(0..0, "127.0.0.1:6432".into())
+    }
+    pub fn http_listen() -> Spanned<String> {
+        Spanned::new(0..0, "127.0.0.1:9930".into())
+    }
+    pub fn max_clients() -> usize {
+        10_000
+    }
+    pub fn shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn startup_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_message_size() -> u64 {
+        64 << 20
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+}

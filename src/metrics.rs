@@ -1,0 +1,156 @@
+//! The Prometheus registry and the metric set. One `Metrics` value is created at start and
+//! passed as a handle; hot-path counters are resolved to concrete children once (per backend or
+//! per pool) so that counting is a single atomic add.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// All metrics, registered in `registry`.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Client connections open now.
+    pub clients: IntGauge,
+    /// Client connections accepted since start.
+    pub clients_total: IntCounter,
+    /// Client connections refused, by reason (`max_clients`, `auth`, `startup`, `shutdown`).
+    pub clients_rejected: IntCounterVec,
+    /// Server connections open now, by backend and state (`idle`, `active`).
+    pub server_conns: IntGaugeVec,
+    /// Server connections opened, by backend.
+    pub server_connects: IntCounterVec,
+    /// Failed server connection attempts, by backend.
+    pub server_connect_errors: IntCounterVec,
+    /// Requests (simple queries and extended-protocol Syncs) sent, by backend.
+    pub queries: IntCounterVec,
+    /// Transactions completed on a pooled connection (server connection released), by backend.
+    pub transactions: IntCounterVec,
+    /// Errors the proxy itself answered a client with, by SQLSTATE.
+    pub errors: IntCounterVec,
+    /// ErrorResponses relayed from servers, by backend.
+    pub server_errors: IntCounterVec,
+    /// Checkouts that had to wait for a server connection.
+    pub pool_waits: IntCounterVec,
+    /// Checkout wait time, by backend.
+    pub pool_wait_seconds: HistogramVec,
+    /// Clients pinned to a server connection, by reason.
+    pub pins: IntCounterVec,
+    /// Server connections closed instead of being reused, by reason.
+    pub server_discards: IntCounterVec,
+    /// Config reloads by result (`ok`, `error`).
+    pub reloads: IntCounterVec,
+    /// Cancel requests by result (`forwarded`, `unknown`).
+    pub cancels: IntCounterVec,
+    /// Backend health as seen by the monitor (1 up, 0 down).
+    pub backend_up: IntGaugeVec,
+    /// Backend role (1 primary, 0 replica, -1 unknown/fenced).
+    pub backend_role: IntGaugeVec,
+    /// Replication lag of replicas in bytes.
+    pub replica_lag_bytes: IntGaugeVec,
+    /// Replication lag of replicas in milliseconds.
+    pub replica_lag_ms: IntGaugeVec,
+    /// Reads routed, by destination role.
+    pub routed: IntCounterVec,
+    /// Requests transparently repeated on another server, by reason.
+    pub retries: IntCounterVec,
+    /// Time spent classifying SQL (sampled histogram in seconds).
+    pub classify_seconds: Histogram,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(format!("switchyard_{name}"), help), labels).expect("metric");
+    r.register(Box::new(c.clone())).expect("register");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(format!("switchyard_{name}"), help), labels).expect("metric");
+    r.register(Box::new(g.clone())).expect("register");
+    g
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let clients = IntGauge::new("switchyard_client_connections", "Client connections open now").expect("metric");
+        r.register(Box::new(clients.clone())).expect("register");
+        let clients_total =
+            IntCounter::new("switchyard_client_connections_total", "Client connections accepted").expect("metric");
+        r.register(Box::new(clients_total.clone())).expect("register");
+        let pool_wait_seconds = HistogramVec::new(
+            HistogramOpts::new("switchyard_pool_wait_seconds", "Time clients waited for a server connection")
+                .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            &["backend"],
+        )
+        .expect("metric");
+        r.register(Box::new(pool_wait_seconds.clone())).expect("register");
+        let classify_seconds = Histogram::with_opts(
+            HistogramOpts::new("switchyard_classify_seconds", "Time to classify one SQL string")
+                .buckets(vec![1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 1e-4]),
+        )
+        .expect("metric");
+        r.register(Box::new(classify_seconds.clone())).expect("register");
+        Metrics {
+            clients,
+            clients_total,
+            clients_rejected: counter_vec(&r, "client_rejected_total", "Client connections refused", &["reason"]),
+            server_conns: gauge_vec(&r, "server_connections", "Server connections open now", &["backend", "state"]),
+            server_connects: counter_vec(&r, "server_connects_total", "Server connections opened", &["backend"]),
+            server_connect_errors: counter_vec(&r, "server_connect_errors_total", "Failed server connection attempts", &["backend"]),
+            queries: counter_vec(&r, "queries_total", "Requests sent to servers (simple queries and Syncs)", &["backend"]),
+            transactions: counter_vec(&r, "transactions_total", "Transactions completed on pooled connections", &["backend"]),
+            errors: counter_vec(&r, "errors_total", "Errors the proxy answered clients with", &["sqlstate"]),
+            server_errors: counter_vec(&r, "server_errors_total", "ErrorResponses relayed from servers", &["backend"]),
+            pool_waits: counter_vec(&r, "pool_waits_total", "Checkouts that waited for a server connection", &["backend"]),
+            pool_wait_seconds,
+            pins: counter_vec(&r, "pinned_clients_total", "Clients pinned to one server connection", &["reason"]),
+            server_discards: counter_vec(&r, "server_discards_total", "Server connections closed instead of reused", &["reason"]),
+            reloads: counter_vec(&r, "reloads_total", "Configuration reloads", &["result"]),
+            cancels: counter_vec(&r, "cancel_requests_total", "Cancel requests", &["result"]),
+            backend_up: gauge_vec(&r, "backend_up", "Backend health (1 up, 0 down)", &["backend"]),
+            backend_role: gauge_vec(&r, "backend_role", "Backend role (1 primary, 0 replica, -1 unknown or fenced)", &["backend"]),
+            replica_lag_bytes: gauge_vec(&r, "replica_lag_bytes", "Replica replay lag in WAL bytes", &["backend"]),
+            replica_lag_ms: gauge_vec(&r, "replica_lag_milliseconds", "Replica replay lag in milliseconds", &["backend"]),
+            routed: counter_vec(&r, "routed_total", "Requests routed, by target role and reason", &["target", "reason"]),
+            retries: counter_vec(&r, "retries_total", "Requests repeated on another server", &["reason"]),
+            classify_seconds,
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Counts an error the proxy sent to a client.
+    pub fn error(&self, sqlstate: &str) {
+        self.errors.with_label_values(&[sqlstate]).inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_with_prefix() {
+        let m = Metrics::new();
+        m.clients.inc();
+        m.error("53300");
+        let text = m.render();
+        assert!(text.contains("switchyard_client_connections 1"), "{text}");
+        assert!(text.contains("switchyard_errors_total{sqlstate=\"53300\"} 1"), "{text}");
+    }
+}

@@ -1,0 +1,443 @@
+//! Server connection pools, one per (backend, user, database). A semaphore bounds each pool
+//! (fair, FIFO waiters); idle connections sit in a vector. Checkout takes a permit, then an idle
+//! connection that is still alive or a new one; checkin returns both.
+
+pub mod server;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use prometheus::{Histogram, IntCounter, IntGauge};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+pub use server::{ConnectError, ConnectParams, ServerConn};
+
+use crate::config::PoolConfig;
+use crate::metrics::Metrics;
+
+/// Identifies a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Backend name.
+    pub backend: Arc<str>,
+    /// Backend address (a changed address is a new pool).
+    pub address: String,
+    /// Login user.
+    pub user: String,
+    /// Database.
+    pub database: String,
+}
+
+/// Why a checkout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// No connection became free within `checkout_timeout`.
+    #[error("no server connection available within {0:?} (pool exhausted)")]
+    Timeout(Duration),
+    /// Opening a new connection failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The pool was retired (backend removed or changed).
+    #[error("pool closed")]
+    Closed,
+}
+
+impl PoolError {
+    /// SQLSTATE for the client.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            PoolError::Timeout(_) => "53300",
+            PoolError::Connect(e) => e.sqlstate(),
+            PoolError::Closed => "08006",
+        }
+    }
+
+    /// Message safe to show a client.
+    pub fn client_message(&self) -> String {
+        match self {
+            PoolError::Timeout(d) => format!("no server connection available within {d:?}: too many clients for the pool"),
+            PoolError::Connect(e) => e.client_message(),
+            PoolError::Closed => "server pool closed".into(),
+        }
+    }
+}
+
+/// Timeouts and limits a pool reads at checkout; replaced on reload.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub checkout_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub min_size: usize,
+}
+
+impl From<&PoolConfig> for Tuning {
+    fn from(c: &PoolConfig) -> Self {
+        Tuning {
+            checkout_timeout: c.checkout_timeout,
+            idle_timeout: c.idle_timeout,
+            max_lifetime: c.max_lifetime,
+            min_size: c.min_size,
+        }
+    }
+}
+
+/// Metric children resolved once per pool.
+struct PoolMetrics {
+    idle: IntGauge,
+    active: IntGauge,
+    connects: IntCounter,
+    connect_errors: IntCounter,
+    waits: IntCounter,
+    wait_seconds: Histogram,
+    transactions: IntCounter,
+}
+
+/// One pool.
+pub struct Pool {
+    /// Its identity.
+    pub key: PoolKey,
+    /// Backend index in the view the pool was made for.
+    pub backend: usize,
+    connect: Mutex<ConnectParams>,
+    tuning: Mutex<Tuning>,
+    idle: Mutex<Vec<Box<ServerConn>>>,
+    permits: Arc<Semaphore>,
+    size: AtomicUsize,
+    /// Permits to destroy instead of returning (after shrinking on reload).
+    to_forget: AtomicUsize,
+    retired: CancellationToken,
+    metrics: PoolMetrics,
+}
+
+/// A checked-out connection; return it with [`Pool::checkin`] or drop it to close it.
+pub struct Pooled {
+    /// The connection.
+    pub conn: Box<ServerConn>,
+    permit: OwnedSemaphorePermit,
+    pool: Arc<Pool>,
+}
+
+impl Pooled {
+    /// The pool it came from.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Returns the connection to its pool (or closes it when it must not be reused).
+    pub fn release(self) {
+        let pool = self.pool.clone();
+        pool.checkin(self);
+    }
+
+    /// Closes the connection, counting why.
+    pub fn discard(mut self, reason: &str, metrics: &Metrics) {
+        metrics.server_discards.with_label_values(&[reason]).inc();
+        self.conn.terminate();
+        self.pool.metrics.active.dec();
+        self.pool.return_permit(self.permit);
+    }
+}
+
+impl Pool {
+    fn new(key: PoolKey, backend: usize, connect: ConnectParams, size: usize, tuning: Tuning, metrics: &Metrics) -> Pool {
+        let name = &*key.backend;
+        Pool {
+            metrics: PoolMetrics {
+                idle: metrics.server_conns.with_label_values(&[name, "idle"]),
+                active: metrics.server_conns.with_label_values(&[name, "active"]),
+                connects: metrics.server_connects.with_label_values(&[name]),
+                connect_errors: metrics.server_connect_errors.with_label_values(&[name]),
+                waits: metrics.pool_waits.with_label_values(&[name]),
+                wait_seconds: metrics.pool_wait_seconds.with_label_values(&[name]),
+                transactions: metrics.transactions.with_label_values(&[name]),
+            },
+            key,
+            backend,
+            connect: Mutex::new(connect),
+            tuning: Mutex::new(tuning),
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(size)),
+            size: AtomicUsize::new(size),
+            to_forget: AtomicUsize::new(0),
+            retired: CancellationToken::new(),
+        }
+    }
+
+    /// Takes a connection, waiting up to `checkout_timeout` for a free slot.
+    pub async fn checkout(self: &Arc<Self>) -> Result<Pooled, PoolError> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(PoolError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.metrics.waits.inc();
+                let timeout = self.tuning.lock().expect("tuning").checkout_timeout;
+                let start = Instant::now();
+                let acquire = self.permits.clone().acquire_owned();
+                let p = tokio::select! {
+                    r = tokio::time::timeout(timeout, acquire) => match r {
+                        Ok(Ok(p)) => p,
+                        Ok(Err(_)) => return Err(PoolError::Closed),
+                        Err(_) => return Err(PoolError::Timeout(timeout)),
+                    },
+                    _ = self.retired.cancelled() => return Err(PoolError::Closed),
+                };
+                self.metrics.wait_seconds.observe(start.elapsed().as_secs_f64());
+                p
+            }
+        };
+        let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
+        loop {
+            let idle = self.idle.lock().expect("idle").pop();
+            match idle {
+                Some(mut conn) => {
+                    self.metrics.idle.dec();
+                    if conn.is_dead() || conn.created.elapsed() > max_lifetime {
+                        conn.terminate();
+                        continue;
+                    }
+                    self.metrics.active.inc();
+                    return Ok(Pooled { conn, permit, pool: self.clone() });
+                }
+                None => {
+                    let conn = self.open().await?;
+                    self.metrics.active.inc();
+                    return Ok(Pooled { conn, permit, pool: self.clone() });
+                }
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Box<ServerConn>, PoolError> {
+        let params = self.connect.lock().expect("connect").clone();
+        match ServerConn::connect(&params, self.backend).await {
+            Ok(c) => {
+                self.metrics.connects.inc();
+                Ok(Box::new(c))
+            }
+            Err(e) => {
+                self.metrics.connect_errors.inc();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Returns a connection.
+    pub fn checkin(&self, mut p: Pooled) {
+        self.metrics.active.dec();
+        self.metrics.transactions.inc();
+        let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
+        if p.conn.broken || p.conn.needs_reset || self.retired.is_cancelled() || p.conn.created.elapsed() > max_lifetime {
+            p.conn.terminate();
+        } else {
+            p.conn.idle_since = Instant::now();
+            self.idle.lock().expect("idle").push(p.conn);
+            self.metrics.idle.inc();
+        }
+        self.return_permit(p.permit);
+    }
+
+    fn return_permit(&self, permit: OwnedSemaphorePermit) {
+        let mut n = self.to_forget.load(Ordering::Relaxed);
+        while n > 0 {
+            match self.to_forget.compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    permit.forget();
+                    return;
+                }
+                Err(cur) => n = cur,
+            }
+        }
+        drop(permit);
+    }
+
+    /// Changes the pool size (reload).
+    fn resize(&self, size: usize) {
+        let old = self.size.swap(size, Ordering::AcqRel);
+        if size > old {
+            let mut grow = size - old;
+            // Cancel pending shrinks first.
+            while grow > 0 && self.to_forget.load(Ordering::Acquire) > 0 {
+                self.to_forget.fetch_sub(1, Ordering::AcqRel);
+                grow -= 1;
+            }
+            self.permits.add_permits(grow);
+        } else if size < old {
+            let shrink = old - size;
+            let forgotten = self.permits.forget_permits(shrink);
+            self.to_forget.fetch_add(shrink - forgotten, Ordering::AcqRel);
+        }
+    }
+
+    /// Closes idle connections past `idle_timeout` (above `min_size`) or `max_lifetime`, and
+    /// opens connections up to `min_size`.
+    async fn maintain(self: &Arc<Self>) {
+        let t = self.tuning.lock().expect("tuning").clone();
+        let mut closed = Vec::new();
+        {
+            let mut idle = self.idle.lock().expect("idle");
+            let in_use = self.size.load(Ordering::Relaxed).saturating_sub(self.permits.available_permits());
+            let mut keep = t.min_size.saturating_sub(in_use);
+            idle.retain_mut(|c| {
+                let expired = c.created.elapsed() > t.max_lifetime || c.is_dead();
+                let stale = c.idle_since.elapsed() > t.idle_timeout;
+                if expired || (stale && keep == 0) {
+                    closed.push(());
+                    c.terminate();
+                    false
+                } else {
+                    keep = keep.saturating_sub(1);
+                    true
+                }
+            });
+        }
+        for _ in &closed {
+            self.metrics.idle.dec();
+        }
+        let open_now = self.idle.lock().expect("idle").len() + self.size.load(Ordering::Relaxed).saturating_sub(self.permits.available_permits());
+        for _ in open_now..t.min_size {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else { break };
+            match self.open().await {
+                Ok(mut c) => {
+                    c.idle_since = Instant::now();
+                    self.idle.lock().expect("idle").push(c);
+                    self.metrics.idle.inc();
+                }
+                Err(e) => {
+                    tracing::debug!(pool = ?self.key, error = %e, "min_size connection failed");
+                    drop(permit);
+                    break;
+                }
+            }
+            drop(permit);
+        }
+    }
+
+    fn retire(&self) {
+        self.retired.cancel();
+        let drained: Vec<_> = std::mem::take(&mut *self.idle.lock().expect("idle"));
+        for mut c in drained {
+            self.metrics.idle.dec();
+            c.terminate();
+        }
+    }
+
+    /// Idle connection count (for status pages and tests).
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().expect("idle").len()
+    }
+}
+
+/// All pools.
+pub struct Pools {
+    map: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// What a pool needs from config to be created.
+pub struct PoolSpec<'a> {
+    pub backend_index: usize,
+    pub backend_name: &'a Arc<str>,
+    pub address: &'a str,
+    pub user: &'a crate::config::User,
+    pub database: &'a str,
+    pub config: &'a crate::config::Loaded,
+}
+
+impl Pools {
+    /// An empty set of pools.
+    pub fn new(metrics: Arc<Metrics>) -> Pools {
+        Pools { map: RwLock::new(HashMap::new()), metrics }
+    }
+
+    /// The pool for a (backend, user, database), created on first use.
+    pub fn get(&self, spec: PoolSpec<'_>) -> Arc<Pool> {
+        let key = PoolKey {
+            backend: spec.backend_name.clone(),
+            address: spec.address.to_owned(),
+            user: spec.user.name.clone(),
+            database: spec.database.to_owned(),
+        };
+        if let Some(p) = self.map.read().expect("pools").get(&key) {
+            return p.clone();
+        }
+        let mut map = self.map.write().expect("pools");
+        map.entry(key.clone())
+            .or_insert_with(|| {
+                let c = &spec.config.config;
+                let connect = connect_params(spec.address, spec.user, spec.database, &c.pool);
+                Arc::new(Pool::new(key, spec.backend_index, connect, spec.user.pool_size(&c.pool), Tuning::from(&c.pool), &self.metrics))
+            })
+            .clone()
+    }
+
+    /// Applies a new configuration: resizes pools, updates credentials and timeouts, retires
+    /// pools whose backend or user is gone.
+    pub fn reconfigure(&self, config: &crate::config::Loaded) {
+        let mut map = self.map.write().expect("pools");
+        map.retain(|key, pool| {
+            let backend_ok = config
+                .config
+                .backends
+                .iter()
+                .any(|b| b.name.get_ref().as_str() == &*key.backend && b.address.get_ref() == &key.address);
+            let Some(user) = config.users.get(&key.user).filter(|_| backend_ok) else {
+                pool.retire();
+                return false;
+            };
+            pool.resize(user.pool_size(&config.config.pool));
+            *pool.tuning.lock().expect("tuning") = Tuning::from(&config.config.pool);
+            *pool.connect.lock().expect("connect") = connect_params(&key.address, user, &key.database, &config.config.pool);
+            true
+        });
+    }
+
+    /// Runs maintenance every second until `stop`.
+    pub async fn maintain_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let pools: Vec<_> = self.map.read().expect("pools").values().cloned().collect();
+            for p in pools {
+                p.maintain().await;
+            }
+        }
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub fn close_idle(&self) {
+        for p in self.map.read().expect("pools").values() {
+            p.retire();
+        }
+    }
+
+    /// A snapshot of (key, idle, in use) for the status endpoint.
+    pub fn summary(&self) -> Vec<(PoolKey, usize, usize)> {
+        self.map
+            .read()
+            .expect("pools")
+            .values()
+            .map(|p| {
+                let in_use = p.size.load(Ordering::Relaxed).saturating_sub(p.permits.available_permits());
+                (p.key.clone(), p.idle_count(), in_use)
+            })
+            .collect()
+    }
+}
+
+fn connect_params(address: &str, user: &crate::config::User, database: &str, pool: &PoolConfig) -> ConnectParams {
+    ConnectParams {
+        address: address.to_owned(),
+        user: user.name.clone(),
+        password: user.config.server_password().map(str::to_owned),
+        database: database.to_owned(),
+        timeout: pool.connect_timeout,
+        keepalive: pool.tcp_keepalive,
+    }
+}

@@ -1,0 +1,363 @@
+//! One server connection: the socket, its read buffer, and what the proxy knows about the
+//! session state on it (reported parameters, applied settings, prepared statements).
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::protocol::{self, tag, ErrorFields, TxnStatus};
+use crate::session::settings::Settings;
+
+/// Largest server message accepted during startup and in setup queries.
+const MAX_SETUP_MESSAGE: usize = 1 << 20;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectParams {
+    /// `host:port`.
+    pub address: String,
+    /// Login user.
+    pub user: String,
+    /// Password for cleartext, md5 or SCRAM; `None` only works with trust.
+    pub password: Option<String>,
+    /// Database name.
+    pub database: String,
+    /// Connect plus authentication deadline.
+    pub timeout: Duration,
+    /// TCP keepalive idle time.
+    pub keepalive: Duration,
+}
+
+/// Why a server connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP or I/O failure.
+    #[error("cannot connect to {address}: {source}")]
+    Io { address: String, source: io::Error },
+    /// Deadline passed.
+    #[error("connecting to {0} timed out")]
+    Timeout(String),
+    /// The server refused us with an ErrorResponse (e.g. 3D000 unknown database, 28P01).
+    #[error("server {address} refused the connection: {code} {message}")]
+    Refused { address: String, severity: String, code: String, message: String },
+    /// The server asked for something we cannot do.
+    #[error("server {address}: {message}")]
+    Protocol { address: String, message: String },
+}
+
+impl ConnectError {
+    /// SQLSTATE to report to a client whose login needed this connection.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            ConnectError::Refused { code, .. } => code,
+            ConnectError::Io { .. } | ConnectError::Timeout(_) => "08006",
+            ConnectError::Protocol { .. } => "08P01",
+        }
+    }
+
+    /// Message safe to show a client (no addresses of internal servers).
+    pub fn client_message(&self) -> String {
+        match self {
+            ConnectError::Refused { message, .. } => message.clone(),
+            ConnectError::Io { .. } | ConnectError::Timeout(_) => "could not connect to the database server".into(),
+            ConnectError::Protocol { .. } => "the database server spoke an unexpected protocol".into(),
+        }
+    }
+
+    /// True when the server itself said no (a configuration problem, not an outage).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ConnectError::Refused { .. })
+    }
+}
+
+/// An owned copy of an ErrorResponse for setup queries.
+#[derive(Debug, Clone)]
+pub struct ServerError {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl From<ErrorFields<'_>> for ServerError {
+    fn from(f: ErrorFields<'_>) -> Self {
+        ServerError { severity: f.severity.into(), code: f.code.into(), message: f.message.into() }
+    }
+}
+
+/// An authenticated server connection, idle or in use.
+pub struct ServerConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet handled.
+    pub rbuf: BytesMut,
+    /// Index of the backend in the cluster view this connection belongs to.
+    pub backend: usize,
+    /// Server process id and cancel key (BackendKeyData).
+    pub pid: i32,
+    pub secret: i32,
+    /// Current values of the parameters the server reports (ParameterStatus).
+    pub params: Vec<(String, String)>,
+    /// Session settings currently applied on this connection.
+    pub applied: Arc<Settings>,
+    /// Proxy-wide statement ids prepared on this connection.
+    pub prepared: HashSet<u64>,
+    /// Who owns the unnamed prepared statement here: (client id, that client's parse counter).
+    pub unnamed_owner: Option<(u64, u64)>,
+    /// A previous client left session state (temp tables, SQL PREPAREs…): reset before reuse.
+    pub needs_reset: bool,
+    /// Opened at.
+    pub created: Instant,
+    /// Checked in at (for idle timeout).
+    pub idle_since: Instant,
+    /// Set when the connection must not be reused (protocol confusion, failed setup query).
+    pub broken: bool,
+}
+
+impl ServerConn {
+    /// Connects and authenticates, returning a connection ready for queries.
+    pub async fn connect(p: &ConnectParams, backend: usize) -> Result<ServerConn, ConnectError> {
+        match tokio::time::timeout(p.timeout, Self::connect_inner(p, backend)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout(p.address.clone())),
+        }
+    }
+
+    async fn connect_inner(p: &ConnectParams, backend: usize) -> Result<ServerConn, ConnectError> {
+        let io_err = |source| ConnectError::Io { address: p.address.clone(), source };
+        let stream = TcpStream::connect(&p.address).await.map_err(io_err)?;
+        crate::net::configure(&stream, p.keepalive);
+        let mut conn = ServerConn {
+            stream,
+            rbuf: BytesMut::with_capacity(8192),
+            backend,
+            pid: 0,
+            secret: 0,
+            params: Vec::new(),
+            applied: Arc::new(Settings::default()),
+            prepared: HashSet::new(),
+            unnamed_owner: None,
+            needs_reset: false,
+            created: Instant::now(),
+            idle_since: Instant::now(),
+            broken: false,
+        };
+        let mut out = BytesMut::new();
+        let params = [("user", p.user.as_str()), ("database", p.database.as_str())];
+        frontend::startup_message(params.iter().copied(), &mut out).map_err(io_err)?;
+        conn.stream.write_all(&out).await.map_err(io_err)?;
+        conn.authenticate(p).await?;
+        conn.read_until_ready(p).await?;
+        Ok(conn)
+    }
+
+    fn protocol_err(p: &ConnectParams, message: impl Into<String>) -> ConnectError {
+        ConnectError::Protocol { address: p.address.clone(), message: message.into() }
+    }
+
+    async fn next(&mut self, p: &ConnectParams) -> Result<(u8, BytesMut), ConnectError> {
+        crate::net::read_message(&mut self.stream, &mut self.rbuf, MAX_SETUP_MESSAGE)
+            .await
+            .map_err(|source| ConnectError::Io { address: p.address.clone(), source })
+    }
+
+    fn refused(p: &ConnectParams, frame: &[u8]) -> ConnectError {
+        let f = ErrorFields::parse(&frame[5..]);
+        ConnectError::Refused {
+            address: p.address.clone(),
+            severity: f.severity.into(),
+            code: f.code.into(),
+            message: f.message.into(),
+        }
+    }
+
+    async fn send(&mut self, p: &ConnectParams, buf: &[u8]) -> Result<(), ConnectError> {
+        self.stream
+            .write_all(buf)
+            .await
+            .map_err(|source| ConnectError::Io { address: p.address.clone(), source })
+    }
+
+    async fn authenticate(&mut self, p: &ConnectParams) -> Result<(), ConnectError> {
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let (t, frame) = self.next(p).await?;
+            match t {
+                tag::ERROR_RESPONSE => return Err(Self::refused(p, &frame)),
+                tag::AUTHENTICATION => {}
+                tag::NEGOTIATE_PROTOCOL_VERSION | tag::NOTICE_RESPONSE => continue,
+                other => return Err(Self::protocol_err(p, format!("unexpected message {:?} during authentication", other as char))),
+            }
+            let body = &frame[5..];
+            if body.len() < 4 {
+                return Err(Self::protocol_err(p, "short authentication message"));
+            }
+            let kind = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+            let data = &body[4..];
+            let password = || {
+                p.password.as_deref().ok_or_else(|| Self::protocol_err(p, format!("server asks for a password for user {:?} and none is configured", p.user)))
+            };
+            let mut out = BytesMut::new();
+            match kind {
+                0 => return Ok(()),
+                3 => frontend::password_message(password()?.as_bytes(), &mut out).expect("encode"),
+                5 => {
+                    let salt: [u8; 4] = data.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(|| Self::protocol_err(p, "short md5 salt"))?;
+                    let hash = postgres_protocol::authentication::md5_hash(p.user.as_bytes(), password()?.as_bytes(), salt);
+                    frontend::password_message(hash.as_bytes(), &mut out).expect("encode");
+                }
+                10 => {
+                    let offers_scram = data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
+                    if !offers_scram {
+                        return Err(Self::protocol_err(p, "server offers no supported SASL mechanism"));
+                    }
+                    let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out).expect("encode");
+                    scram = Some(s);
+                }
+                11 => {
+                    let s = scram.as_mut().ok_or_else(|| Self::protocol_err(p, "SASL continue without SASL start"))?;
+                    s.update(data).map_err(|e| Self::protocol_err(p, format!("SCRAM: {e}")))?;
+                    frontend::sasl_response(s.message(), &mut out).expect("encode");
+                }
+                12 => {
+                    let s = scram.as_mut().ok_or_else(|| Self::protocol_err(p, "SASL final without SASL start"))?;
+                    s.finish(data).map_err(|e| Self::protocol_err(p, format!("SCRAM server signature: {e}")))?;
+                    continue;
+                }
+                other => return Err(Self::protocol_err(p, format!("unsupported authentication request {other}"))),
+            }
+            self.send(p, &out).await?;
+        }
+    }
+
+    async fn read_until_ready(&mut self, p: &ConnectParams) -> Result<(), ConnectError> {
+        loop {
+            let (t, frame) = self.next(p).await?;
+            let body = &frame[5..];
+            match t {
+                tag::PARAMETER_STATUS => self.note_parameter(body),
+                tag::BACKEND_KEY_DATA if body.len() >= 8 => {
+                    self.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    self.secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                }
+                tag::READY_FOR_QUERY => return Ok(()),
+                tag::ERROR_RESPONSE => return Err(Self::refused(p, &frame)),
+                tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
+                other => return Err(Self::protocol_err(p, format!("unexpected message {:?} during startup", other as char))),
+            }
+        }
+    }
+
+    /// Records a ParameterStatus body (name, value).
+    pub fn note_parameter(&mut self, body: &[u8]) {
+        let Some((name, rest)) = protocol::read_cstr(body) else { return };
+        let Some((value, _)) = protocol::read_cstr(rest) else { return };
+        let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) else { return };
+        match self.params.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => value.clone_into(&mut slot.1),
+            None => self.params.push((name.to_owned(), value.to_owned())),
+        }
+    }
+
+    /// Runs a simple query to completion outside the relay (setup and cleanup), returning the
+    /// text of every data row's columns, or the first error. Not cancel safe.
+    pub async fn simple_query(&mut self, sql: &str, timeout: Duration) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
+        let fut = async {
+            let mut out = BytesMut::new();
+            protocol::encode::query(&mut out, sql);
+            self.stream.write_all(&out).await?;
+            let mut rows = Vec::new();
+            let mut error = None;
+            loop {
+                let (t, frame) = crate::net::read_message(&mut self.stream, &mut self.rbuf, 64 << 20).await?;
+                let body = &frame[5..];
+                match t {
+                    tag::DATA_ROW => rows.push(parse_data_row(body)),
+                    tag::ERROR_RESPONSE if error.is_none() => error = Some(ServerError::from(ErrorFields::parse(body))),
+                    tag::PARAMETER_STATUS => self.note_parameter(body),
+                    tag::READY_FOR_QUERY => {
+                        if body.first().and_then(|&b| TxnStatus::from_byte(b)) != Some(TxnStatus::Idle) {
+                            self.broken = true;
+                        }
+                        return Ok(match error {
+                            Some(e) => Err(e),
+                            None => Ok(rows),
+                        });
+                    }
+                    tag::COPY_IN_RESPONSE | tag::COPY_OUT_RESPONSE | tag::COPY_BOTH_RESPONSE => {
+                        self.broken = true;
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "setup query entered COPY"));
+                    }
+                    _ => {}
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => {
+                if r.is_err() {
+                    self.broken = true;
+                }
+                r
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(io::ErrorKind::TimedOut.into())
+            }
+        }
+    }
+
+    /// Whether the socket shows signs of death while idle (EOF or unsolicited bytes, e.g. a
+    /// FATAL from an administrator's pg_terminate_backend). Costs no syscall when tokio has
+    /// seen no readiness event on the socket.
+    pub fn is_dead(&mut self) -> bool {
+        if self.broken || !self.rbuf.is_empty() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        }
+    }
+
+    /// Sends Terminate (best effort, no waiting) before the connection is dropped.
+    pub fn terminate(&mut self) {
+        let mut out = BytesMut::new();
+        out.put_u8(b'X');
+        out.put_i32(4);
+        let _ = self.stream.try_write(&out);
+    }
+}
+
+/// Columns of a DataRow body as text (`None` for NULL); malformed rows yield what parsed.
+pub fn parse_data_row(mut body: &[u8]) -> Vec<Option<String>> {
+    let mut cols = Vec::new();
+    if body.len() < 2 {
+        return cols;
+    }
+    let n = body.get_i16();
+    for _ in 0..n {
+        if body.len() < 4 {
+            break;
+        }
+        let len = body.get_i32();
+        if len < 0 {
+            cols.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if body.len() < len {
+            break;
+        }
+        cols.push(Some(String::from_utf8_lossy(&body[..len]).into_owned()));
+        body.advance(len);
+    }
+    cols
+}

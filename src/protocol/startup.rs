@@ -1,0 +1,219 @@
+//! The untyped first message of a connection: StartupMessage, SSLRequest, GSSENCRequest or
+//! CancelRequest, all framed as a length followed by a 32-bit code.
+
+use super::frame::{read_cstr, read_i32};
+
+/// PostgreSQL's own bound on a startup packet (`MAX_STARTUP_PACKET_LENGTH`).
+pub const MAX_STARTUP_LEN: usize = 10_000;
+/// Protocol 3.0.
+pub const PROTOCOL_3_0: i32 = 196_608;
+const SSL_REQUEST: i32 = 80_877_103;
+const GSSENC_REQUEST: i32 = 80_877_104;
+const CANCEL_REQUEST: i32 = 80_877_102;
+
+/// A parsed first message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Initial {
+    /// The client asks for TLS; answer `S` or `N`.
+    SslRequest,
+    /// The client asks for GSSAPI encryption; answer `G` or `N`.
+    GssEncRequest,
+    /// Out-of-band cancel of the query running on connection `pid`.
+    Cancel { pid: i32, secret: i32 },
+    /// A StartupMessage.
+    Startup(Startup),
+}
+
+/// A StartupMessage: protocol version and the parameters in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Startup {
+    /// Major protocol version (3 for every supported client).
+    pub major: u16,
+    /// Minor protocol version; above 0 is answered with NegotiateProtocolVersion.
+    pub minor: u16,
+    /// Name/value pairs exactly as sent (`user`, `database`, `options`, GUCs, `_pq_.*`).
+    pub params: Vec<(String, String)>,
+}
+
+impl Startup {
+    /// The value of a parameter, if sent.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a first message is unacceptable; each maps to a FATAL the proxy sends back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid length of startup packet")]
+    BadLength,
+    #[error("unsupported frontend protocol {0}.{1}: server supports 3.0 to 3.0")]
+    UnsupportedProtocol(u16, u16),
+    #[error("invalid startup packet layout: expected terminator as last byte")]
+    Malformed,
+    #[error("invalid byte sequence in startup packet")]
+    NotUtf8,
+}
+
+/// The declared length of a startup packet from its first four bytes, validated.
+pub fn declared_len(first4: [u8; 4]) -> Result<usize, StartupError> {
+    let len = i32::from_be_bytes(first4);
+    if !(8..=MAX_STARTUP_LEN as i32).contains(&len) {
+        return Err(StartupError::BadLength);
+    }
+    Ok(len as usize)
+}
+
+/// Parses a whole first message (`packet` includes the four length bytes).
+pub fn parse(packet: &[u8]) -> Result<Initial, StartupError> {
+    let (_, body) = read_i32(packet).ok_or(StartupError::BadLength)?;
+    let (code, rest) = read_i32(body).ok_or(StartupError::BadLength)?;
+    match code {
+        SSL_REQUEST => Ok(Initial::SslRequest),
+        GSSENC_REQUEST => Ok(Initial::GssEncRequest),
+        CANCEL_REQUEST => {
+            let (pid, rest) = read_i32(rest).ok_or(StartupError::BadLength)?;
+            let (secret, _) = read_i32(rest).ok_or(StartupError::BadLength)?;
+            Ok(Initial::Cancel { pid, secret })
+        }
+        _ => {
+            let major = (code >> 16) as u16;
+            let minor = (code & 0xffff) as u16;
+            if major != 3 {
+                return Err(StartupError::UnsupportedProtocol(major, minor));
+            }
+            let params = parse_params(rest)?;
+            Ok(Initial::Startup(Startup { major, minor, params }))
+        }
+    }
+}
+
+fn parse_params(mut rest: &[u8]) -> Result<Vec<(String, String)>, StartupError> {
+    let mut params = Vec::new();
+    loop {
+        let (name, after) = read_cstr(rest).ok_or(StartupError::Malformed)?;
+        if name.is_empty() {
+            if !after.is_empty() {
+                return Err(StartupError::Malformed);
+            }
+            return Ok(params);
+        }
+        let (value, after) = read_cstr(after).ok_or(StartupError::Malformed)?;
+        let name = std::str::from_utf8(name).map_err(|_| StartupError::NotUtf8)?;
+        let value = std::str::from_utf8(value).map_err(|_| StartupError::NotUtf8)?;
+        params.push((name.to_owned(), value.to_owned()));
+        rest = after;
+    }
+}
+
+/// Splits the `options` startup parameter into `-c name=value` / `--name=value` settings, as
+/// PostgreSQL does (whitespace separates arguments; a backslash escapes the next character).
+/// Arguments that are not settings are returned as errors so the caller can refuse them the way
+/// the server would.
+pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let mut chars = options.chars();
+    let mut in_arg = false;
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                cur.push(n);
+                in_arg = true;
+            }
+        } else if c.is_whitespace() {
+            if in_arg {
+                args.push(std::mem::take(&mut cur));
+                in_arg = false;
+            }
+        } else {
+            cur.push(c);
+            in_arg = true;
+        }
+    }
+    if in_arg {
+        args.push(cur);
+    }
+    let mut out = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let setting = if arg == "-c" {
+            it.next().ok_or_else(|| "option -c requires a value".to_owned())?
+        } else if let Some(s) = arg.strip_prefix("-c") {
+            s.to_owned()
+        } else if let Some(s) = arg.strip_prefix("--") {
+            s.to_owned()
+        } else {
+            return Err(format!("unsupported option in startup packet: {arg}"));
+        };
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("-c {setting} requires a value"))?;
+        out.push((name.replace('-', "_"), value.to_owned()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(code: i32, body: &[u8]) -> Vec<u8> {
+        let mut p = Vec::new();
+        p.extend_from_slice(&((8 + body.len()) as i32).to_be_bytes());
+        p.extend_from_slice(&code.to_be_bytes());
+        p.extend_from_slice(body);
+        p
+    }
+
+    #[test]
+    fn startup_params() {
+        let p = packet(PROTOCOL_3_0, b"user\0app\0database\0db\0\0");
+        let Initial::Startup(s) = parse(&p).unwrap() else { panic!() };
+        assert_eq!((s.major, s.minor), (3, 0));
+        assert_eq!(s.param("user"), Some("app"));
+        assert_eq!(s.param("database"), Some("db"));
+        assert_eq!(s.param("x"), None);
+    }
+
+    #[test]
+    fn special_requests() {
+        assert_eq!(parse(&packet(SSL_REQUEST, b"")), Ok(Initial::SslRequest));
+        assert_eq!(parse(&packet(GSSENC_REQUEST, b"")), Ok(Initial::GssEncRequest));
+        let mut body = 7i32.to_be_bytes().to_vec();
+        body.extend_from_slice(&9i32.to_be_bytes());
+        assert_eq!(
+            parse(&packet(CANCEL_REQUEST, &body)),
+            Ok(Initial::Cancel { pid: 7, secret: 9 })
+        );
+    }
+
+    #[test]
+    fn bad_packets() {
+        assert_eq!(parse(&packet(2 << 16, b"\0")), Err(StartupError::UnsupportedProtocol(2, 0)));
+        assert_eq!(parse(&packet(PROTOCOL_3_0, b"user\0app")), Err(StartupError::Malformed));
+        assert_eq!(parse(&packet(PROTOCOL_3_0, b"user\0app\0\0x")), Err(StartupError::Malformed));
+        assert_eq!(parse(&packet(PROTOCOL_3_0, b"us\xffer\0a\0\0")), Err(StartupError::NotUtf8));
+        assert_eq!(declared_len(3i32.to_be_bytes()), Err(StartupError::BadLength));
+        assert_eq!(declared_len(i32::MAX.to_be_bytes()), Err(StartupError::BadLength));
+        assert_eq!(declared_len(8i32.to_be_bytes()), Ok(8));
+    }
+
+    #[test]
+    fn options_parsing() {
+        assert_eq!(
+            parse_options("-c search_path=a,b --statement-timeout=5s -cwork_mem=4MB").unwrap(),
+            vec![
+                ("search_path".into(), "a,b".into()),
+                ("statement_timeout".into(), "5s".into()),
+                ("work_mem".into(), "4MB".into())
+            ]
+        );
+        assert_eq!(
+            parse_options(r"-c application_name=a\ b").unwrap(),
+            vec![("application_name".into(), "a b".into())]
+        );
+        assert!(parse_options("-x").is_err());
+        assert!(parse_options("-c foo").is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! The daemon: bind, start the monitor, accept clients (bounded admission), and the one
+//! shutdown path: SIGTERM/SIGINT stop accepting, in-flight transactions get
+//! `shutdown_timeout`, then everything closes. SIGHUP reloads the configuration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
+use crate::cluster::{Cluster, ClusterView, Monitor};
+use crate::config::{self, Loaded};
+use crate::metrics::Metrics;
+use crate::protocol::encode;
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// A bound, not yet running proxy.
+pub struct Server {
+    app: Arc<App>,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    monitor: Monitor,
+    config_path: Option<PathBuf>,
+}
+
+impl Server {
+    /// Binds the listeners for `config` (nothing is accepted until [`Server::run`]).
+    pub async fn bind(config: Loaded, config_path: Option<PathBuf>) -> Result<Server, RunError> {
+        let listener = TcpListener::bind(config.listen).await.map_err(|source| RunError::Bind { addr: config.listen, source })?;
+        let http = match config.http_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })?),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let cluster = Arc::new(Cluster::new(ClusterView::default()));
+        let monitor = Monitor::new(cluster.clone(), metrics.clone());
+        let app = App::new(config, cluster, metrics);
+        Ok(Server { app, listener, http, monitor, config_path })
+    }
+
+    /// The shared state (tests and the demo use it to trigger shutdown).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// The bound client address.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener.local_addr().expect("bound")
+    }
+
+    /// Runs until shutdown completes.
+    pub async fn run(mut self) {
+        let app = self.app.clone();
+        let config = app.config.load_full();
+        self.monitor.start(&config, &app.shutdown).await;
+        let view = app.cluster.view();
+        match view.primary {
+            Some(p) => tracing::info!(primary = %view.backends[p].name, "cluster probed"),
+            None => tracing::warn!("no primary found yet; writes wait up to routing.primary_wait for one"),
+        }
+        drop(view);
+        tokio::spawn(app.pools.clone().maintain_loop(app.kill.clone()));
+        if let Some(http) = self.http.take() {
+            tokio::spawn(crate::admin::serve(app.clone(), http));
+        }
+        tokio::spawn(signals(app.clone(), self.monitor, self.config_path.clone()));
+        tracing::info!(listen = %config.listen, "switchyard accepting connections");
+        let tracker = TaskTracker::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                _ = app.shutdown.cancelled() => break,
+            };
+            let c = app.config.load();
+            crate::net::configure(&stream, c.config.pool.tcp_keepalive);
+            if app.metrics.clients.get() as usize >= c.config.max_client_connections || tracker.len() >= c.config.max_client_connections * 2 {
+                app.metrics.clients_rejected.with_label_values(&["max_clients"]).inc();
+                app.metrics.error("53300");
+                tokio::spawn(refuse(stream, "53300", "sorry, too many clients already"));
+                continue;
+            }
+            tracker.spawn(crate::session::run(app.clone(), stream, peer));
+        }
+        drop(self.listener);
+        tracker.close();
+        let grace = app.config.load().config.shutdown_timeout;
+        tracing::info!(clients = tracker.len(), ?grace, "shutting down: waiting for transactions to finish");
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(clients = tracker.len(), "grace period over: closing remaining connections");
+        }
+        app.kill.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+        app.pools.close_idle();
+        tracing::info!("shutdown complete");
+    }
+}
+
+async fn refuse(mut stream: tokio::net::TcpStream, code: &str, message: &str) {
+    let mut out = BytesMut::new();
+    encode::error(&mut out, "FATAL", code, message);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+}
+
+/// Signal handling: SIGTERM/SIGINT start shutdown; SIGHUP reloads.
+async fn signals(app: Arc<App>, mut monitor: Monitor, path: Option<PathBuf>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); app.shutdown.cancel(); }
+            _ = int.recv() => {
+                if app.shutdown.is_cancelled() {
+                    tracing::info!("second SIGINT: closing now");
+                    app.kill.cancel();
+                } else {
+                    tracing::info!("SIGINT: draining");
+                    app.shutdown.cancel();
+                }
+            }
+            _ = hup.recv() => match &path {
+                Some(p) => reload(&app, &mut monitor, p).await,
+                None => tracing::warn!("SIGHUP ignored: no configuration file"),
+            },
+            _ = app.kill.cancelled() => return,
+        }
+    }
+}
+
+/// Re-reads the configuration; an invalid file is rejected and the old one stays.
+pub async fn reload(app: &App, monitor: &mut Monitor, path: &std::path::Path) {
+    let new = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            app.metrics.reloads.with_label_values(&["error"]).inc();
+            tracing::error!(error = %e, "reload rejected: keeping the previous configuration");
+            return;
+        }
+    };
+    let old = app.config.load_full();
+    let changes = old.diff(&new);
+    let restart_monitor = old.config.backends != new.config.backends || old.config.health != new.config.health || old.config.users != new.config.users;
+    for c in &changes {
+        tracing::info!(change = %c, "reload");
+    }
+    app.install(new);
+    if restart_monitor {
+        monitor.carry_over();
+        let cfg = app.config.load_full();
+        monitor.start(&cfg, &app.shutdown).await;
+    }
+    app.metrics.reloads.with_label_values(&["ok"]).inc();
+    tracing::info!(changes = changes.len(), "configuration reloaded");
+}

@@ -1,0 +1,450 @@
+//! Client → server: each client message is forwarded as is where possible (zero copy: the
+//! bytes move from the client's read buffer to the server's write buffer), rewritten where the
+//! proxy renames prepared statements, or answered by the proxy itself.
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::pending::{Hook, Kind, Mode};
+use super::statements::{self, Statement};
+use super::{Fatal, Pass, Session};
+use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
+use crate::sql::{Deallocate, Effects};
+
+/// What the relay loop should do next.
+pub(super) enum Step {
+    /// Nothing more to do with the client's bytes for now.
+    Idle,
+    /// The next message needs a server connection.
+    NeedServer,
+    /// The client said goodbye.
+    Terminate,
+}
+
+/// PostgreSQL's own message size ceiling; beyond it the length is garbage.
+const MAX_PROTOCOL_MESSAGE: usize = 1 << 30;
+
+impl Session {
+    /// Handles complete client messages until the buffer runs dry, the server buffer is full,
+    /// or a message needs a server connection.
+    pub(super) fn process_client(&mut self) -> Result<Step, Fatal> {
+        loop {
+            if self.swbuf.len() >= super::relay::OUT_HIGH {
+                return Ok(Step::Idle);
+            }
+            match self.client_pass {
+                Pass::Forward(n) | Pass::Drop(n) => {
+                    let k = n.min(self.client.rbuf.len());
+                    if k == 0 {
+                        return Ok(Step::Idle);
+                    }
+                    let chunk = self.client.rbuf.split_to(k);
+                    if matches!(self.client_pass, Pass::Forward(_)) {
+                        self.swbuf.unsplit(chunk);
+                    }
+                    self.client_pass = match (self.client_pass, n - k) {
+                        (_, 0) => Pass::None,
+                        (Pass::Forward(_), r) => Pass::Forward(r),
+                        (_, r) => Pass::Drop(r),
+                    };
+                    continue;
+                }
+                Pass::None => {}
+            }
+            let h = match Header::peek(&self.client.rbuf, MAX_PROTOCOL_MESSAGE) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(Step::Idle),
+                Err(e) => return Err(Fatal::protocol(format!("invalid message from client: {e}"))),
+            };
+            let have = self.client.rbuf.len();
+            if have < h.frame_len {
+                match self.start_streaming(h)? {
+                    Some(step) => return Ok(step),
+                    None => continue,
+                }
+            }
+            if let Some(step) = self.handle(h)? {
+                return Ok(step);
+            }
+        }
+    }
+
+    /// A message not yet complete: stream it if it may be large, else wait for the rest.
+    /// Returns `None` when streaming started (the loop continues).
+    fn start_streaming(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
+        let streamable = match h.tag {
+            tag::COPY_DATA => true,
+            tag::QUERY | tag::BIND => h.frame_len > self.max_message,
+            _ => false,
+        };
+        if !streamable {
+            if h.frame_len > self.max_message {
+                return Err(Fatal::new("54000", format!("message of {} bytes exceeds max_message_size ({} bytes)", h.frame_len, self.max_message)));
+            }
+            return Ok(Some(Step::Idle));
+        }
+        if self.skip_until_sync && h.tag != tag::COPY_DATA {
+            self.client_pass = Pass::Drop(h.frame_len);
+            return Ok(None);
+        }
+        if self.server.is_none() {
+            if h.tag == tag::COPY_DATA {
+                // Copy data outside COPY is ignored, as PostgreSQL does.
+                self.client_pass = Pass::Drop(h.frame_len);
+                return Ok(None);
+            }
+            return Ok(Some(Step::NeedServer));
+        }
+        match h.tag {
+            tag::QUERY => {
+                // Too large to inspect: route it as is and assume it may change settings.
+                self.capture = true;
+                self.note_simple_query();
+                self.pending.expect(Kind::Query, Mode::Forward, Hook::None);
+            }
+            tag::BIND => {
+                // Only the statement name needs rewriting; the parameters stream through.
+                let body = &self.client.rbuf[5..];
+                let Some((portal, rest)) = read_cstr(body) else { return Ok(Some(Step::Idle)) };
+                let Some((name, _)) = read_cstr(rest) else { return Ok(Some(Step::Idle)) };
+                let prefix = 5 + portal.len() + 1 + name.len() + 1;
+                let (portal, name) = (Bytes::copy_from_slice(portal), Bytes::copy_from_slice(name));
+                let Some(server_name) = self.prepare_for_use(&name)? else { return Ok(None) };
+                let new_len = h.frame_len - name.len() + server_name.len();
+                let mut head = BytesMut::with_capacity(prefix + 8);
+                head.extend_from_slice(&[tag::BIND]);
+                head.extend_from_slice(&((new_len - 1) as i32).to_be_bytes());
+                head.extend_from_slice(&portal);
+                head.extend_from_slice(&[0]);
+                head.extend_from_slice(&server_name);
+                head.extend_from_slice(&[0]);
+                self.swbuf.extend_from_slice(&head);
+                self.client.rbuf.advance(prefix);
+                self.client_pass = Pass::Forward(h.frame_len - prefix);
+                self.pending.expect(Kind::Bind, Mode::Forward, Hook::None);
+                return Ok(None);
+            }
+            _ => {}
+        }
+        self.client_pass = Pass::Forward(h.frame_len);
+        Ok(None)
+    }
+
+    /// Handles one complete message. `Some(step)` stops the loop.
+    fn handle(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
+        let needs_server = match h.tag {
+            tag::TERMINATE => return Ok(Some(Step::Terminate)),
+            tag::SYNC | tag::FLUSH | tag::CLOSE => false,
+            tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
+                if self.server.is_none() {
+                    self.client.rbuf.advance(h.frame_len);
+                    return Ok(None);
+                }
+                self.forward(h.frame_len);
+                return Ok(None);
+            }
+            tag::QUERY | tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::FUNCTION_CALL => true,
+            other => {
+                return Err(Fatal::protocol(format!("invalid frontend message type {}", other)));
+            }
+        };
+        if self.skip_until_sync && h.tag != tag::SYNC {
+            self.client.rbuf.advance(h.frame_len);
+            return Ok(None);
+        }
+        if h.tag == tag::QUERY {
+            return self.handle_query(h);
+        }
+        if needs_server && self.server.is_none() {
+            return Ok(Some(Step::NeedServer));
+        }
+        match h.tag {
+            tag::PARSE => self.handle_parse(h)?,
+            tag::BIND => self.handle_bind(h)?,
+            tag::DESCRIBE => self.handle_describe_or_close(h, Kind::Describe)?,
+            tag::CLOSE => self.handle_describe_or_close(h, Kind::Close)?,
+            tag::EXECUTE => {
+                self.forward(h.frame_len);
+                self.pending.expect(Kind::Execute, Mode::Forward, Hook::None);
+            }
+            tag::FUNCTION_CALL => {
+                self.forward(h.frame_len);
+                self.pending.expect(Kind::FunctionCall, Mode::Forward, Hook::None);
+            }
+            tag::SYNC => {
+                self.skip_until_sync = false;
+                if self.server.is_some() {
+                    self.forward(h.frame_len);
+                    self.pending.expect(Kind::Sync, Mode::Forward, Hook::None);
+                } else {
+                    self.client.rbuf.advance(h.frame_len);
+                    self.respond_ready();
+                }
+            }
+            tag::FLUSH => {
+                if self.server.is_some() {
+                    self.forward(h.frame_len);
+                } else {
+                    self.client.rbuf.advance(h.frame_len);
+                }
+            }
+            _ => unreachable!(),
+        }
+        Ok(None)
+    }
+
+    /// Moves one whole message to the server unchanged.
+    fn forward(&mut self, len: usize) {
+        let frame = self.client.rbuf.split_to(len);
+        self.swbuf.unsplit(frame);
+    }
+
+    /// Sends bytes to the client in order with whatever responses are still due.
+    fn respond(&mut self, bytes: BytesMut) {
+        if self.pending.is_empty() {
+            self.client.wbuf.unsplit(bytes);
+        } else {
+            self.pending.synthetic(bytes.freeze());
+        }
+    }
+
+    fn respond_ready(&mut self) {
+        let mut b = BytesMut::new();
+        let status = if self.server.is_some() { self.txn } else { TxnStatus::Idle };
+        encode::ready_for_query(&mut b, status);
+        self.respond(b);
+    }
+
+    /// Reports an error inside an extended-protocol batch and skips to its Sync.
+    fn respond_batch_error(&mut self, code: &str, message: &str) {
+        let mut b = BytesMut::new();
+        encode::error(&mut b, "ERROR", code, message);
+        self.respond(b);
+        self.skip_until_sync = true;
+    }
+
+    fn apply_effects(&mut self, effects: Effects, pin: Option<&'static str>) {
+        if effects.contains(Effects::SETTINGS) {
+            self.capture = true;
+        }
+        if let Some(reason) = pin {
+            if self.pin.is_none() {
+                tracing::debug!(reason, "client pinned to its server connection");
+                self.app.metrics.pins.with_label_values(&[reason]).inc();
+                self.pin = Some(reason);
+            }
+            if let Some(p) = self.server.as_mut() {
+                p.conn.needs_reset = true;
+            }
+        }
+        if effects.contains(Effects::DISCARD_ALL) {
+            self.statements.clear();
+            self.unnamed = None;
+            if let Some(p) = self.server.as_mut() {
+                p.conn.prepared.clear();
+                p.conn.unnamed_owner = None;
+            }
+        }
+    }
+
+    /// A simple query destroys the unnamed statement on the server.
+    fn note_simple_query(&mut self) {
+        self.unnamed = None;
+        if let Some(p) = self.server.as_mut() {
+            p.conn.unnamed_owner = None;
+        }
+    }
+
+    fn handle_query(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
+        let body = &self.client.rbuf[5..h.frame_len];
+        let sql = std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).unwrap_or("");
+        let classifier = self.app.classifier.load();
+        let a = classifier.analyze(sql);
+        let local = match (&a.deallocate, self.pin) {
+            (Some(Deallocate::All), None) => Some(None),
+            (Some(Deallocate::Name(n)), None) if self.statements.contains_key(n.as_bytes()) => Some(Some(Bytes::copy_from_slice(n.as_bytes()))),
+            _ => None,
+        };
+        let (effects, pin) = (a.effects, a.pin_reason());
+        drop(classifier);
+        if let Some(name) = local {
+            // Protocol-level statements are shared server-side: forget the client's name only.
+            let all = name.is_none();
+            match name {
+                Some(n) => {
+                    self.statements.remove(&n);
+                }
+                None => self.statements.clear(),
+            }
+            self.client.rbuf.advance(h.frame_len);
+            let mut b = BytesMut::new();
+            encode::command_complete(&mut b, if all { "DEALLOCATE ALL" } else { "DEALLOCATE" });
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
+        if self.server.is_none() {
+            return Ok(Some(Step::NeedServer));
+        }
+        self.forward(h.frame_len);
+        self.note_simple_query();
+        self.apply_effects(effects, pin);
+        self.pending.expect(Kind::Query, Mode::Forward, Hook::None);
+        Ok(None)
+    }
+
+    fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {
+        let frame = self.client.rbuf.split_to(h.frame_len).freeze();
+        let Some((name, query, types)) = statements::split_parse(&frame[5..]) else {
+            return Err(Fatal::protocol("malformed Parse message"));
+        };
+        let sql = std::str::from_utf8(query).unwrap_or("");
+        let (effects, pin) = {
+            let c = self.app.classifier.load();
+            let a = c.analyze(sql);
+            (a.effects, a.pin_reason())
+        };
+        self.apply_effects(effects, pin);
+        if name.is_empty() {
+            self.swbuf.extend_from_slice(&frame);
+            self.unnamed_seq += 1;
+            let owner = (self.id, self.unnamed_seq);
+            self.unnamed = Some(frame);
+            if let Some(p) = self.server.as_mut() {
+                p.conn.unnamed_owner = Some(owner);
+            }
+            self.pending.expect(Kind::Parse, Mode::Forward, Hook::None);
+            return Ok(());
+        }
+        if self.statements.contains_key(name) {
+            let msg = format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name));
+            self.respond_batch_error("42P05", &msg);
+            return Ok(());
+        }
+        let stmt = self.app.statements.intern(query, types);
+        let client_name = frame.slice_ref(name);
+        self.statements.insert(client_name.clone(), stmt.clone());
+        let conn = &mut self.server.as_mut().expect("attached").conn;
+        if conn.prepared.contains(&stmt.id) {
+            let mut b = BytesMut::new();
+            encode::empty(&mut b, tag::PARSE_COMPLETE);
+            self.respond(b);
+        } else {
+            conn.prepared.insert(stmt.id);
+            encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
+            self.pending.expect(Kind::Parse, Mode::Forward, Hook::Parse { id: stmt.id, name: client_name });
+        }
+        Ok(())
+    }
+
+    /// Makes sure the statement a Bind/Describe names exists on the attached connection and
+    /// returns the name to use there. `None` when the proxy already answered with an error.
+    fn prepare_for_use(&mut self, name: &[u8]) -> Result<Option<Bytes>, Fatal> {
+        if name.is_empty() {
+            let owner = (self.id, self.unnamed_seq);
+            let conn = &mut self.server.as_mut().expect("attached").conn;
+            if conn.unnamed_owner != Some(owner) {
+                match &self.unnamed {
+                    Some(parse) => {
+                        self.swbuf.extend_from_slice(parse);
+                        self.pending.expect(Kind::Parse, Mode::Swallow, Hook::None);
+                        conn.unnamed_owner = Some(owner);
+                    }
+                    None => {
+                        // The client has no unnamed statement: make sure the server has none
+                        // either, so it answers with the right error.
+                        encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', b"");
+                        self.pending.expect(Kind::Close, Mode::Swallow, Hook::None);
+                        conn.unnamed_owner = None;
+                    }
+                }
+            }
+            return Ok(Some(Bytes::new()));
+        }
+        let Some(stmt) = self.statements.get(name).cloned() else {
+            if name.starts_with(statements::PREFIX) {
+                let msg = format!("prepared statement \"{}\" does not exist", String::from_utf8_lossy(name));
+                self.respond_batch_error("26000", &msg);
+                return Ok(None);
+            }
+            // Unknown to the proxy: the server will say it does not exist (or it is a SQL-level
+            // PREPARE on a pinned connection).
+            return Ok(Some(Bytes::copy_from_slice(name)));
+        };
+        self.ensure_prepared(&stmt);
+        Ok(Some(stmt.server_name.clone()))
+    }
+
+    fn ensure_prepared(&mut self, stmt: &Arc<Statement>) {
+        let conn = &mut self.server.as_mut().expect("attached").conn;
+        if conn.prepared.insert(stmt.id) {
+            encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
+            self.pending.expect(Kind::Parse, Mode::Swallow, Hook::Parse { id: stmt.id, name: Bytes::new() });
+        }
+    }
+
+    fn handle_bind(&mut self, h: Header) -> Result<(), Fatal> {
+        let frame = self.client.rbuf.split_to(h.frame_len);
+        let body = &frame[5..];
+        let parsed = read_cstr(body).and_then(|(portal, rest)| read_cstr(rest).map(|(name, rest)| (portal, name, rest)));
+        let Some((portal, name, rest)) = parsed else {
+            return Err(Fatal::protocol("malformed Bind message"));
+        };
+        let Some(server_name) = self.prepare_for_use(name)? else { return Ok(()) };
+        if server_name.as_ref() == name {
+            self.swbuf.unsplit(frame);
+        } else {
+            encode::bind_renamed(&mut self.swbuf, portal, &server_name, rest);
+        }
+        self.pending.expect(Kind::Bind, Mode::Forward, Hook::None);
+        Ok(())
+    }
+
+    fn handle_describe_or_close(&mut self, h: Header, kind: Kind) -> Result<(), Fatal> {
+        let frame = self.client.rbuf.split_to(h.frame_len);
+        let body = &frame[5..];
+        let (Some(&which), Some((name, _))) = (body.first(), body.get(1..).and_then(read_cstr)) else {
+            return Err(Fatal::protocol("malformed Describe/Close message"));
+        };
+        let t = if kind == Kind::Describe { tag::DESCRIBE } else { tag::CLOSE };
+        if which != b'S' && which != b'P' {
+            return Err(Fatal::protocol("invalid DESCRIBE/CLOSE message subtype"));
+        }
+        if kind == Kind::Close && which == b'S' && !name.is_empty() {
+            // Server-side statements are shared: the client's name is forgotten, the server
+            // keeps the statement for other clients.
+            self.statements.remove(name);
+            let mut b = BytesMut::new();
+            encode::empty(&mut b, tag::CLOSE_COMPLETE);
+            self.respond(b);
+            return Ok(());
+        }
+        if self.server.is_none() {
+            // Close of a portal or the unnamed statement with no server: nothing exists.
+            self.unnamed = None;
+            let mut b = BytesMut::new();
+            encode::empty(&mut b, tag::CLOSE_COMPLETE);
+            self.respond(b);
+            return Ok(());
+        }
+        if which == b'P' || kind == Kind::Close {
+            if kind == Kind::Close && which == b'S' {
+                self.unnamed = None;
+                if let Some(p) = self.server.as_mut() {
+                    p.conn.unnamed_owner = None;
+                }
+            }
+            self.swbuf.unsplit(frame);
+        } else {
+            let Some(server_name) = self.prepare_for_use(name)? else { return Ok(()) };
+            if server_name.as_ref() == name {
+                self.swbuf.unsplit(frame);
+            } else {
+                encode::describe_or_close(&mut self.swbuf, t, b'S', &server_name);
+            }
+        }
+        self.pending.expect(kind, Mode::Forward, Hook::None);
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! One client connection: startup and authentication (`login`), then the relay loop
+//! (`relay`), which forwards requests to a server connection it checks out per transaction
+//! (or per session) and relays responses back.
+
+pub mod cancel;
+mod client;
+mod login;
+pub mod pending;
+mod relay;
+mod serverside;
+pub mod settings;
+pub mod statements;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::app::App;
+use crate::config::{PoolMode, User};
+use crate::pool::{Pool, Pooled};
+use crate::protocol::{encode, TxnStatus};
+use pending::Pending;
+use settings::Settings;
+use statements::Statement;
+
+/// An error that ends a client connection, with what the client is told.
+#[derive(Debug)]
+pub enum Fatal {
+    /// The socket failed or closed; nothing can be sent.
+    Io(std::io::Error),
+    /// Send `FATAL` with this SQLSTATE and message, then close.
+    Client { code: String, message: String },
+    /// A protocol violation too early for an ErrorResponse to make sense: log and close.
+    Silent(String),
+}
+
+impl Fatal {
+    /// A FATAL with SQLSTATE `code`.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Fatal {
+        Fatal::Client { code: code.into(), message: message.into() }
+    }
+
+    /// A protocol violation (08P01).
+    pub fn protocol(message: impl Into<String>) -> Fatal {
+        Fatal::new("08P01", message)
+    }
+
+    /// A protocol violation answered by closing the connection only.
+    pub fn protocol_silent(message: impl Into<String>) -> Fatal {
+        Fatal::Silent(message.into())
+    }
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Runs one client connection to completion.
+pub async fn run(app: Arc<App>, mut stream: TcpStream, peer: std::net::SocketAddr) {
+    use tracing::Instrument;
+    let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("client", id, %peer, user = tracing::field::Empty);
+    let result = start(app.clone(), &mut stream, id, span.clone()).instrument(span.clone()).await;
+    if let Err(f) = result {
+        let _g = span.enter();
+        match f {
+            Fatal::Io(e) => tracing::debug!(error = %e, "client connection closed"),
+            Fatal::Silent(m) => tracing::info!(reason = %m, "closing client connection"),
+            Fatal::Client { code, message } => {
+                tracing::info!(sqlstate = %code, %message, "client connection refused");
+                app.metrics.error(&code);
+                let mut out = BytesMut::new();
+                encode::error(&mut out, "FATAL", &code, &message);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
+            }
+        }
+    }
+}
+
+async fn start(app: Arc<App>, stream: &mut TcpStream, id: u64, span: tracing::Span) -> Result<(), Fatal> {
+    let config = app.config.load_full();
+    let mut buf = BytesMut::with_capacity(1024);
+    let deadline = config.config.startup_timeout;
+    let login = tokio::time::timeout(deadline, async {
+        match login::read_startup(&app, stream, &mut buf).await? {
+            login::First::Cancelled => Ok(None),
+            login::First::Startup(s) => Ok(Some(login::authenticate(&app, stream, &mut buf, &s).await?)),
+        }
+    })
+    .await
+    .map_err(|_| Fatal::new("08006", "startup timeout: authentication not completed in time"))??;
+    let Some(login) = login else { return Ok(()) };
+    span.record("user", login.user.name.as_str());
+    let reg = app.cancels.register();
+    let startup = Arc::new(login.startup);
+    let mut session = Session {
+        id,
+        app: app.clone(),
+        pool_mode: config.config.pool_mode,
+        max_message: config.config.max_message_size as usize,
+        user: login.user,
+        database: login.database,
+        client: Side { rbuf: buf, wbuf: BytesMut::new() },
+        server: None,
+        swbuf: BytesMut::new(),
+        pending: Pending::default(),
+        statements: HashMap::new(),
+        unnamed: None,
+        unnamed_seq: 0,
+        desired: startup.clone(),
+        startup,
+        capture: false,
+        captured: Vec::new(),
+        pin: None,
+        skip_until_sync: false,
+        txn: TxnStatus::Idle,
+        server_pass: 0,
+        client_pass: Pass::None,
+        lost_txn: false,
+        pools: Vec::new(),
+        topology: 0,
+        cancel: reg.slot.clone(),
+        draining: false,
+    };
+    session.login(stream, reg.pid, reg.secret).await?;
+    app.metrics.clients_total.inc();
+    let result = session.relay(stream).await;
+    session.finish().await;
+    result
+}
+
+/// Buffers of one side of the relay.
+struct Side {
+    /// Bytes read and not yet handled.
+    rbuf: BytesMut,
+    /// Bytes to write to this side.
+    wbuf: BytesMut,
+}
+
+/// A client message being streamed through in pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    None,
+    /// This many more bytes go to the server as they arrive.
+    Forward(usize),
+    /// This many more bytes are dropped (the message was refused mid-stream).
+    Drop(usize),
+}
+
+/// The state of one logged-in client.
+struct Session {
+    /// Process-unique id (logs, unnamed statement ownership).
+    id: u64,
+    app: Arc<App>,
+    pool_mode: PoolMode,
+    /// Largest client message buffered whole.
+    max_message: usize,
+    user: Arc<User>,
+    database: String,
+    client: Side,
+    /// The server connection in use, if any.
+    server: Option<Pooled>,
+    /// Bytes to write to the server.
+    swbuf: BytesMut,
+    /// Responses still expected from the server, in order.
+    pending: Pending,
+    /// The client's named prepared statements (client name → interned statement).
+    statements: HashMap<Bytes, Arc<Statement>>,
+    /// The client's unnamed statement: its whole Parse message, to replay on another server.
+    unnamed: Option<Bytes>,
+    /// Counts the client's unnamed Parses (ownership check on the server connection).
+    unnamed_seq: u64,
+    /// Settings from startup.
+    startup: Arc<Settings>,
+    /// Startup settings overlaid with the session's own changes.
+    desired: Arc<Settings>,
+    /// A statement in the current transaction may have changed settings: read them back when
+    /// it ends.
+    capture: bool,
+    /// Rows of a settings read-back in progress.
+    captured: Vec<(String, String)>,
+    /// Pinned to its server connection, and why.
+    pin: Option<&'static str>,
+    /// An error was reported within an extended-protocol batch: drop messages until Sync.
+    skip_until_sync: bool,
+    /// Transaction status last reported to the client.
+    txn: TxnStatus,
+    /// Bytes of a server message being relayed in pieces.
+    server_pass: usize,
+    /// A client message being relayed in pieces.
+    client_pass: Pass,
+    /// The server died inside a transaction: the next request gets an error.
+    lost_txn: bool,
+    /// Pools by backend index for the current topology.
+    pools: Vec<Option<Arc<Pool>>>,
+    topology: u64,
+    cancel: Arc<cancel::CancelSlot>,
+    /// Shutdown started: close as soon as no transaction is open.
+    draining: bool,
+}

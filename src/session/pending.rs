@@ -1,0 +1,277 @@
+//! The queue of responses a session still expects from its server connection, in order.
+//!
+//! Every message sent to the server that produces a response gets an entry. Entries say what to
+//! do with the response: relay it, swallow it (the proxy's own setup messages), or collect it
+//! (reading settings back). Synthetic entries stand for responses the proxy produces itself
+//! (e.g. ParseComplete for a statement already prepared on this connection) and are emitted
+//! when they reach the front, so the client sees responses in exactly the order it asked.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::protocol::tag;
+
+/// Which request message an entry answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Parse,
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    Sync,
+    /// A simple Query (ends with ReadyForQuery).
+    Query,
+    /// A FunctionCall (ends with ReadyForQuery).
+    FunctionCall,
+}
+
+impl Kind {
+    /// Whether this kind belongs to the extended protocol (an error skips to the next Sync).
+    fn extended(self) -> bool {
+        !matches!(self, Kind::Sync | Kind::Query | Kind::FunctionCall)
+    }
+
+    /// Whether a server message with `t` completes this entry.
+    fn completed_by(self, t: u8) -> bool {
+        match self {
+            Kind::Parse => t == tag::PARSE_COMPLETE,
+            Kind::Bind => t == tag::BIND_COMPLETE,
+            Kind::Close => t == tag::CLOSE_COMPLETE,
+            Kind::Describe => t == tag::ROW_DESCRIPTION || t == tag::NO_DATA,
+            Kind::Execute => matches!(t, tag::COMMAND_COMPLETE | tag::EMPTY_QUERY | tag::PORTAL_SUSPENDED),
+            Kind::Sync | Kind::Query | Kind::FunctionCall => t == tag::READY_FOR_QUERY,
+        }
+    }
+}
+
+/// What to do with the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Relay to the client.
+    Forward,
+    /// Drop (the proxy sent the request on its own); errors still reach the client.
+    Swallow,
+    /// Drop, collecting data rows (reading settings back).
+    Capture,
+}
+
+/// Bookkeeping when an entry completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hook {
+    None,
+    /// A Parse of statement `id` (recorded as prepared when sent): on error it is not
+    /// prepared after all, and the client's `name` (if not empty) is forgotten.
+    Parse { id: u64, name: Bytes },
+}
+
+/// One expected response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// A response from the server.
+    Server { kind: Kind, mode: Mode, hook: Hook },
+    /// Bytes the proxy emits in place of a server response.
+    Synthetic(Bytes),
+}
+
+/// The outcome of matching a server message against the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    /// Relay the message to the client.
+    pub forward: bool,
+    /// Collect it (a data row of a capture).
+    pub capture: bool,
+    /// Entries that completed with it, with their hooks, for the session to act on.
+    pub completed: Option<(Kind, Mode, Hook)>,
+    /// Hooks of entries an error skipped.
+    pub skipped: Vec<Hook>,
+}
+
+/// The queue.
+#[derive(Debug, Default)]
+pub struct Pending {
+    q: VecDeque<Expect>,
+}
+
+impl Pending {
+    /// Appends an expected server response.
+    pub fn expect(&mut self, kind: Kind, mode: Mode, hook: Hook) {
+        self.q.push_back(Expect::Server { kind, mode, hook });
+    }
+
+    /// Appends a synthetic response.
+    pub fn synthetic(&mut self, bytes: Bytes) {
+        self.q.push_back(Expect::Synthetic(bytes));
+    }
+
+    /// Nothing outstanding.
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// Entries outstanding.
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// Removes and returns synthetic entries at the front.
+    pub fn pop_synthetic(&mut self) -> Option<Bytes> {
+        match self.q.front() {
+            Some(Expect::Synthetic(_)) => match self.q.pop_front() {
+                Some(Expect::Synthetic(b)) => Some(b),
+                _ => unreachable!(),
+            },
+            _ => None,
+        }
+    }
+
+    /// The mode of the entry a server message now belongs to.
+    pub fn front_mode(&self) -> Mode {
+        match self.q.front() {
+            Some(Expect::Server { mode, .. }) => *mode,
+            _ => Mode::Forward,
+        }
+    }
+
+    /// The kind of the last entry (to know whether an unfinished extended batch is open).
+    pub fn last_kind(&self) -> Option<Kind> {
+        self.q.iter().rev().find_map(|e| match e {
+            Expect::Server { kind, .. } => Some(*kind),
+            Expect::Synthetic(_) => None,
+        })
+    }
+
+    /// Matches one server message (synthetic entries must have been popped first).
+    pub fn on_server(&mut self, t: u8) -> Matched {
+        let mut m = Matched { forward: true, capture: false, completed: None, skipped: Vec::new() };
+        let Some(Expect::Server { kind, mode, .. }) = self.q.front() else {
+            // Asynchronous message (notice, notification, parameter status) or protocol noise.
+            return m;
+        };
+        let (kind, mode) = (*kind, *mode);
+        if t == tag::ERROR_RESPONSE {
+            // Errors always reach the client, except answers to the proxy's own queries.
+            m.forward = !(mode != Mode::Forward && !kind.extended());
+            if kind.extended() {
+                while let Some(Expect::Server { kind, .. }) = self.q.front() {
+                    if *kind == Kind::Sync {
+                        break;
+                    }
+                    if let Some(Expect::Server { hook, .. }) = self.q.pop_front() {
+                        m.skipped.push(hook);
+                    }
+                }
+                // Synthetic entries after the failed message were never going to be sent.
+                self.drop_synthetic_before_sync();
+            }
+            return m;
+        }
+        m.forward = mode == Mode::Forward;
+        m.capture = mode == Mode::Capture && t == tag::DATA_ROW;
+        if kind.completed_by(t) {
+            if let Some(Expect::Server { kind, mode, hook }) = self.q.pop_front() {
+                m.completed = Some((kind, mode, hook));
+            }
+        }
+        m
+    }
+
+    fn drop_synthetic_before_sync(&mut self) {
+        let mut kept = VecDeque::with_capacity(self.q.len());
+        let mut before_sync = true;
+        while let Some(e) = self.q.pop_front() {
+            match &e {
+                Expect::Server { kind: Kind::Sync, .. } => {
+                    before_sync = false;
+                    kept.push_back(e);
+                }
+                Expect::Synthetic(_) if before_sync => {}
+                _ => kept.push_back(e),
+            }
+        }
+        self.q = kept;
+    }
+
+    /// Empties the queue (server lost); returns how many ReadyForQuery the client still awaits.
+    pub fn abandon(&mut self) -> usize {
+        let n = self
+            .q
+            .iter()
+            .filter(|e| matches!(e, Expect::Server { kind: Kind::Sync | Kind::Query | Kind::FunctionCall, mode: Mode::Forward, .. }))
+            .count();
+        self.q.clear();
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_batch_completes_in_order() {
+        let mut p = Pending::default();
+        p.expect(Kind::Parse, Mode::Forward, Hook::Parse { id: 7, name: Bytes::new() });
+        p.expect(Kind::Bind, Mode::Forward, Hook::None);
+        p.expect(Kind::Execute, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        let m = p.on_server(b'1');
+        assert_eq!(m.completed, Some((Kind::Parse, Mode::Forward, Hook::Parse { id: 7, name: Bytes::new() })));
+        assert!(p.on_server(b'2').completed.is_some());
+        assert!(p.on_server(b'D').completed.is_none());
+        assert!(p.on_server(b'C').completed.is_some());
+        assert!(p.on_server(b'Z').completed.is_some());
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn error_skips_to_sync_and_drops_synthetics() {
+        let mut p = Pending::default();
+        p.expect(Kind::Parse, Mode::Forward, Hook::Parse { id: 1, name: Bytes::from_static(b"s1") });
+        p.synthetic(Bytes::from_static(b"2"));
+        p.expect(Kind::Execute, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        p.expect(Kind::Query, Mode::Forward, Hook::None);
+        let m = p.on_server(b'E');
+        assert!(m.forward);
+        assert_eq!(m.skipped, vec![Hook::Parse { id: 1, name: Bytes::from_static(b"s1") }, Hook::None]);
+        assert_eq!(p.len(), 2);
+        assert!(p.pop_synthetic().is_none());
+        assert!(p.on_server(b'Z').completed.is_some());
+        // A simple query keeps its entry through an error until ReadyForQuery.
+        assert!(p.on_server(b'E').forward);
+        assert_eq!(p.len(), 1);
+        assert!(p.on_server(b'Z').completed.is_some());
+    }
+
+    #[test]
+    fn swallowed_and_captured() {
+        let mut p = Pending::default();
+        p.expect(Kind::Query, Mode::Swallow, Hook::None);
+        p.expect(Kind::Query, Mode::Capture, Hook::None);
+        assert!(!p.on_server(b'S').forward);
+        assert!(!p.on_server(b'E').forward, "errors of the proxy's own simple queries are dropped");
+        assert!(!p.on_server(b'Z').forward);
+        let m = p.on_server(b'D');
+        assert!(!m.forward && m.capture);
+        assert_eq!(p.on_server(b'Z').completed.map(|c| c.1), Some(Mode::Capture));
+        // Injected extended messages: errors reach the client.
+        p.expect(Kind::Parse, Mode::Swallow, Hook::Parse { id: 1, name: Bytes::new() });
+        p.expect(Kind::Bind, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        assert!(p.on_server(b'E').forward);
+        assert_eq!(p.front_mode(), Mode::Forward);
+    }
+
+    #[test]
+    fn abandon_counts_ready_for_query_owed() {
+        let mut p = Pending::default();
+        p.expect(Kind::Query, Mode::Swallow, Hook::None);
+        p.expect(Kind::Bind, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        p.expect(Kind::Query, Mode::Forward, Hook::None);
+        assert_eq!(p.abandon(), 2);
+        assert!(p.is_empty());
+    }
+}

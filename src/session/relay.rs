@@ -1,0 +1,401 @@
+//! The relay loop: wait for bytes from either side, move complete (or streamable) messages
+//! through, check a server connection out when a request needs one and back in when its
+//! transaction ends. All waiting is in one poll function so that reads and writes in both
+//! directions progress together (a large pipeline cannot deadlock) and buffers stay bounded.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::cancel::Target;
+use super::client::Step;
+use super::{login, settings, Fatal, Pass, Session};
+use crate::config::PoolMode;
+use crate::pool::{Pool, PoolSpec, Pooled};
+use crate::protocol::{encode, tag, Header, TxnStatus};
+
+/// Stop reading from one side while the buffer towards the other holds this much.
+pub(super) const OUT_HIGH: usize = 256 * 1024;
+/// Read granularity.
+const READ_RESERVE: usize = 16 * 1024;
+
+/// What woke the relay.
+#[derive(Default)]
+struct Events {
+    client_data: bool,
+    client_closed: bool,
+    server_data: bool,
+    server_failed: Option<std::io::Error>,
+    shutdown: bool,
+    kill: bool,
+}
+
+impl Session {
+    /// First server contact: validates database and startup settings on a real server and
+    /// greets the client with that server's parameters.
+    pub(super) async fn login(&mut self, client: &mut TcpStream, pid: i32, secret: i32) -> Result<(), Fatal> {
+        let config = self.app.config.load_full();
+        let wait = config.config.routing.primary_wait;
+        let view = self.app.cluster.view();
+        let index = match view.primary.or_else(|| view.backends.iter().position(|b| b.up && !b.fenced)) {
+            Some(i) => i,
+            None => match self.app.cluster.wait_primary(wait).await {
+                Some(i) => i,
+                None => return Err(Fatal::new("57P03", "no database server is available")),
+            },
+        };
+        drop(view);
+        let pool = self.pool(index).ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
+        let mut p = pool.checkout().await.map_err(|e| Fatal::new(e.sqlstate(), e.client_message()))?;
+        if let Some(sql) = self.desired.sync_sql(&p.conn.applied) {
+            match p.conn.simple_query(&sql, config.config.pool.connect_timeout).await {
+                Ok(Ok(_)) => p.conn.applied = self.desired.clone(),
+                Ok(Err(e)) => {
+                    p.release();
+                    return Err(Fatal::new(e.code, e.message));
+                }
+                Err(_) => {
+                    p.discard("setup_failed", &self.app.metrics);
+                    return Err(Fatal::new("08006", "could not set up the server connection"));
+                }
+            }
+        }
+        let mut out = BytesMut::new();
+        login::greeting(&mut out, &p.conn.params, pid, secret);
+        client.write_all(&out).await.map_err(Fatal::Io)?;
+        self.app.metrics.clients.inc();
+        if self.pool_mode == PoolMode::Session {
+            self.hold(p);
+        } else {
+            p.release();
+        }
+        Ok(())
+    }
+
+    /// The pool for backend `index` in the current topology.
+    pub(super) fn pool(&mut self, index: usize) -> Option<Arc<Pool>> {
+        let view = self.app.cluster.view();
+        if view.topology != self.topology {
+            self.pools.clear();
+            self.topology = view.topology;
+        }
+        if let Some(Some(p)) = self.pools.get(index) {
+            return Some(p.clone());
+        }
+        let b = view.backends.get(index)?;
+        let config = self.app.config.load();
+        let pool = self.app.pools.get(PoolSpec {
+            backend_index: index,
+            backend_name: &b.name,
+            address: &b.address,
+            user: &self.user,
+            database: &self.database,
+            config: &config,
+        });
+        if self.pools.len() <= index {
+            self.pools.resize(index + 1, None);
+        }
+        self.pools[index] = Some(pool.clone());
+        Some(pool)
+    }
+
+    /// Takes ownership of a checked-out connection.
+    fn hold(&mut self, p: Pooled) {
+        self.cancel.set(Some(Target { pool: p.pool().clone(), pid: p.conn.pid, secret: p.conn.secret }));
+        self.server = Some(p);
+    }
+
+    /// Checks out a server connection for the request at the front of the client buffer. On
+    /// failure the request is answered with an error and skipped; the client stays connected.
+    pub(super) async fn attach(&mut self) -> Result<(), Fatal> {
+        if self.lost_txn {
+            self.lost_txn = false;
+            self.fail_request("08006", "the server connection was lost; the transaction was rolled back");
+            return Ok(());
+        }
+        let wait = self.app.config.load().config.routing.primary_wait;
+        let index = match self.app.cluster.view().primary {
+            Some(i) => Some(i),
+            None => self.app.cluster.wait_primary(wait).await,
+        };
+        let Some(pool) = index.and_then(|i| self.pool(i)) else {
+            self.app.metrics.error("57P03");
+            self.fail_request("57P03", "no primary server is available");
+            return Ok(());
+        };
+        match pool.checkout().await {
+            Ok(p) => {
+                self.hold(p);
+                self.sync_settings();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "server checkout failed");
+                self.app.metrics.error(e.sqlstate());
+                self.fail_request(e.sqlstate(), &e.client_message());
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the settings difference between this client and the attached connection.
+    pub(super) fn sync_settings(&mut self) {
+        let Some(p) = self.server.as_mut() else { return };
+        if settings::same(&self.desired, &p.conn.applied) {
+            return;
+        }
+        if let Some(sql) = self.desired.sync_sql(&p.conn.applied) {
+            encode::query(&mut self.swbuf, &sql);
+            self.pending.expect(super::pending::Kind::Query, super::pending::Mode::Swallow, super::pending::Hook::None);
+        }
+        p.conn.applied = self.desired.clone();
+    }
+
+    /// Answers the request at the front of the client buffer with an error, without a server.
+    pub(super) fn fail_request(&mut self, code: &str, message: &str) {
+        encode::error(&mut self.client.wbuf, "ERROR", code, message);
+        let front = Header::peek(&self.client.rbuf, usize::MAX).ok().flatten();
+        match front {
+            Some(h) if h.tag == tag::QUERY || h.tag == tag::FUNCTION_CALL => {
+                let have = self.client.rbuf.len().min(h.frame_len);
+                self.client.rbuf.advance(have);
+                if have < h.frame_len {
+                    self.client_pass = Pass::Drop(h.frame_len - have);
+                }
+                encode::ready_for_query(&mut self.client.wbuf, TxnStatus::Idle);
+                self.txn = TxnStatus::Idle;
+            }
+            _ => self.skip_until_sync = true,
+        }
+    }
+
+    /// Whether the next client message is already complete in the buffer.
+    fn client_has_request(&self) -> bool {
+        matches!(Header::peek(&self.client.rbuf, usize::MAX), Ok(Some(h)) if self.client.rbuf.len() >= h.frame_len)
+    }
+
+    /// After responses arrived: read settings back or give the connection back when the
+    /// transaction is over.
+    fn settle(&mut self) {
+        let Some(p) = self.server.as_mut() else { return };
+        let quiet = self.pending.is_empty()
+            && self.txn == TxnStatus::Idle
+            && self.swbuf.is_empty()
+            && self.client_pass == Pass::None
+            && self.server_pass == 0;
+        if !quiet {
+            return;
+        }
+        let pooled = self.pool_mode == PoolMode::Transaction && self.pin.is_none();
+        if !pooled {
+            self.capture = false;
+            return;
+        }
+        if self.capture {
+            self.capture = false;
+            encode::query(&mut self.swbuf, settings::CAPTURE_SQL);
+            self.pending.expect(super::pending::Kind::Query, super::pending::Mode::Capture, super::pending::Hook::None);
+            return;
+        }
+        if p.conn.broken || !self.client_has_request() || self.draining {
+            self.release();
+        }
+    }
+
+    /// Returns the server connection to its pool.
+    pub(super) fn release(&mut self) {
+        let Some(p) = self.server.take() else { return };
+        self.server_pass = 0;
+        match self.cancel.busy.try_lock() {
+            Ok(_g) => {
+                self.cancel.set(None);
+                p.release();
+            }
+            Err(_) => {
+                self.cancel.set(None);
+                p.discard("cancel_in_flight", &self.app.metrics);
+            }
+        }
+    }
+
+    /// The server connection failed: answer what the client still waits for, drop it.
+    fn server_lost(&mut self, error: std::io::Error) {
+        let Some(p) = self.server.take() else { return };
+        self.cancel.set(None);
+        tracing::warn!(backend = %p.pool().key.backend, error = %error, "server connection lost");
+        p.discard("server_lost", &self.app.metrics);
+        let open_batch = matches!(self.pending.last_kind(), Some(k) if !matches!(k, super::pending::Kind::Sync | super::pending::Kind::Query | super::pending::Kind::FunctionCall));
+        let owed = self.pending.abandon();
+        let was_busy = owed > 0 || open_batch || self.server_pass > 0;
+        self.server_pass = 0;
+        if let Pass::Forward(n) = self.client_pass {
+            self.client_pass = Pass::Drop(n);
+        }
+        if was_busy {
+            self.app.metrics.error("08006");
+            encode::error(&mut self.client.wbuf, "ERROR", "08006", "the server connection was lost while running the request");
+            for _ in 0..owed {
+                encode::ready_for_query(&mut self.client.wbuf, TxnStatus::Idle);
+            }
+            if open_batch {
+                self.skip_until_sync = true;
+            }
+        } else if self.txn != TxnStatus::Idle {
+            self.lost_txn = true;
+        }
+        self.txn = TxnStatus::Idle;
+    }
+
+    /// The relay loop; returns when the client leaves.
+    pub(super) async fn relay(&mut self, client: &mut TcpStream) -> Result<(), Fatal> {
+        let mut shutdown = Box::pin(self.app.shutdown.clone().cancelled_owned());
+        let mut kill = Box::pin(self.app.kill.clone().cancelled_owned());
+        loop {
+            loop {
+                match self.process_client()? {
+                    Step::Idle => break,
+                    Step::NeedServer => self.attach().await?,
+                    Step::Terminate => {
+                        let _ = client.write_all(&self.client.wbuf).await;
+                        return Ok(());
+                    }
+                }
+            }
+            self.settle();
+            if self.draining && self.pending.is_empty() && self.txn == TxnStatus::Idle && self.client_pass == Pass::None {
+                return Err(Fatal::new("57P01", "terminating connection due to administrator command"));
+            }
+            let ev = self.wait(client, &mut shutdown, &mut kill).await;
+            if ev.kill {
+                return Err(Fatal::new("57P01", "terminating connection due to administrator command"));
+            }
+            if ev.shutdown {
+                self.draining = true;
+            }
+            if let Some(e) = ev.server_failed {
+                // Relay what arrived before the failure, then answer the rest.
+                self.process_server()?;
+                self.server_lost(e);
+            } else if ev.server_data {
+                self.process_server()?;
+            }
+            if ev.client_closed {
+                return Ok(());
+            }
+            let _ = ev.client_data;
+        }
+    }
+
+    /// Waits until something can be done, writing buffered bytes meanwhile.
+    async fn wait(&mut self, client: &mut TcpStream, shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>, kill: &mut Pin<Box<WaitForCancellationFutureOwned>>) -> Events {
+        std::future::poll_fn(|cx| self.poll_io(cx, client, shutdown, kill)).await
+    }
+
+    fn poll_io(&mut self, cx: &mut Context<'_>, client: &mut TcpStream, shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>, kill: &mut Pin<Box<WaitForCancellationFutureOwned>>) -> Poll<Events> {
+        let mut ev = Events::default();
+        // Writes first: they make room for reads.
+        if let Err(()) = write_some(cx, client, &mut self.client.wbuf) {
+            ev.client_closed = true;
+            return Poll::Ready(ev);
+        }
+        if let Some(p) = self.server.as_mut() {
+            if write_some(cx, &mut p.conn.stream, &mut self.swbuf).is_err() {
+                ev.server_failed = Some(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "write to server failed"));
+                return Poll::Ready(ev);
+            }
+            if self.client.wbuf.len() < OUT_HIGH {
+                match read_some(cx, &mut p.conn.stream, &mut p.conn.rbuf) {
+                    Poll::Ready(Ok(0)) => ev.server_failed = Some(std::io::ErrorKind::UnexpectedEof.into()),
+                    Poll::Ready(Ok(_)) => ev.server_data = true,
+                    Poll::Ready(Err(e)) => ev.server_failed = Some(e),
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if self.swbuf.len() < OUT_HIGH && (self.client.rbuf.len() < OUT_HIGH || !self.client_has_request()) {
+            match read_some(cx, client, &mut self.client.rbuf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => ev.client_closed = true,
+                Poll::Ready(Ok(_)) => ev.client_data = true,
+                Poll::Pending => {}
+            }
+        }
+        if !self.draining && shutdown.as_mut().poll(cx).is_ready() {
+            ev.shutdown = true;
+        }
+        if self.draining && kill.as_mut().poll(cx).is_ready() {
+            ev.kill = true;
+        }
+        if ev.client_data || ev.client_closed || ev.server_data || ev.server_failed.is_some() || ev.shutdown || ev.kill {
+            Poll::Ready(ev)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Ends the session: hands the server connection back clean, or closes it.
+    pub(super) async fn finish(&mut self) {
+        self.app.metrics.clients.dec();
+        let Some(mut p) = self.server.take() else { return };
+        self.cancel.set(None);
+        let busy = !self.pending.is_empty() || self.client_pass != Pass::None || self.server_pass > 0 || !self.swbuf.is_empty();
+        if busy {
+            p.discard("client_left_mid_request", &self.app.metrics);
+            return;
+        }
+        let rollback = self.txn != TxnStatus::Idle;
+        let reset = self.pin.is_some() || self.pool_mode == PoolMode::Session || p.conn.needs_reset;
+        if !rollback && !reset {
+            p.release();
+            return;
+        }
+        let config = self.app.config.load_full();
+        let metrics = self.app.metrics.clone();
+        // Cleaning up costs round trips: do it off the client's task.
+        tokio::spawn(async move {
+            let timeout = config.config.pool.connect_timeout;
+            if rollback && !matches!(p.conn.simple_query("ROLLBACK", timeout).await, Ok(Ok(_))) {
+                p.discard("rollback_failed", &metrics);
+                return;
+            }
+            if reset {
+                if !matches!(p.conn.simple_query(&config.config.pool.reset_query, timeout).await, Ok(Ok(_))) {
+                    p.discard("reset_failed", &metrics);
+                    return;
+                }
+                p.conn.prepared.clear();
+                p.conn.unnamed_owner = None;
+                p.conn.applied = Arc::default();
+                p.conn.needs_reset = false;
+            }
+            p.release();
+        });
+    }
+}
+
+/// Writes as much of `buf` as the socket takes now. `Err` when the peer is gone.
+fn write_some<W: AsyncWrite + Unpin>(cx: &mut Context<'_>, w: &mut W, buf: &mut BytesMut) -> Result<(), ()> {
+    while !buf.is_empty() {
+        match Pin::new(&mut *w).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(()),
+            Poll::Ready(Ok(n)) => buf.advance(n),
+            Poll::Pending => return Ok(()),
+        }
+    }
+    // Let go of a shared allocation (a slice of the other side's read buffer) so that buffer
+    // can reuse its memory.
+    *buf = BytesMut::new();
+    Ok(())
+}
+
+/// Reads what is available into `buf`.
+fn read_some(cx: &mut Context<'_>, r: &mut TcpStream, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_RESERVE / 4 {
+        buf.reserve(READ_RESERVE);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(r), cx, buf)
+}

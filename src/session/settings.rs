@@ -1,0 +1,157 @@
+//! Session settings that follow a client across server connections in transaction pooling.
+//!
+//! A client's *desired* settings are its startup parameters overlaid with the settings it
+//! changed in its session (read back from the server after any statement that may change them,
+//! so rollbacks, failed SETs, `RESET ALL` and `DISCARD ALL` are all accounted for exactly).
+//! Each server connection remembers what is *applied* on it; before a client's request runs on
+//! a connection whose applied settings differ, the proxy sends the difference as one query.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Setting name (lower case) → value, as PostgreSQL accepts it in `set_config`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings(pub BTreeMap<String, String>);
+
+/// Query that reads back the settings a session changed.
+pub const CAPTURE_SQL: &str = "SELECT name, setting FROM pg_settings WHERE source = 'session'";
+
+/// Startup parameters that are not settings.
+const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
+
+/// Settings PostgreSQL manages itself or that the proxy must not copy between sessions.
+const UNCOPYABLE: &[&str] = &["is_superuser", "session_authorization", "role", "transaction_isolation", "transaction_read_only", "transaction_deferrable"];
+
+impl Settings {
+    /// Builds the startup settings from startup parameters and parsed `options`; rejects names
+    /// that are not plain identifiers (they end up in SQL).
+    pub fn from_startup<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Settings, String> {
+        let mut s = Settings::default();
+        for (k, v) in params {
+            if NOT_SETTINGS.contains(&k) || k.starts_with("_pq_.") {
+                continue;
+            }
+            if !valid_name(k) {
+                return Err(format!("unrecognized configuration parameter \"{k}\""));
+            }
+            s.0.insert(k.to_ascii_lowercase(), v.to_owned());
+        }
+        Ok(s)
+    }
+
+    /// Builds settings from captured (name, setting) rows.
+    pub fn from_rows(rows: impl IntoIterator<Item = (String, String)>) -> Settings {
+        Settings(
+            rows.into_iter()
+                .filter(|(k, _)| valid_name(k) && !UNCOPYABLE.contains(&k.to_ascii_lowercase().as_str()))
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+        )
+    }
+
+    /// `self` overlaid with `over`.
+    pub fn overlay(&self, over: &Settings) -> Settings {
+        let mut s = self.clone();
+        for (k, v) in &over.0 {
+            s.0.insert(k.clone(), v.clone());
+        }
+        s
+    }
+
+    /// SQL that turns a connection with `applied` settings into one with `self`, or `None`
+    /// when they already agree.
+    pub fn sync_sql(&self, applied: &Settings) -> Option<String> {
+        let mut sets = Vec::new();
+        let mut resets = Vec::new();
+        for (k, v) in &self.0 {
+            if applied.0.get(k) != Some(v) {
+                sets.push(format!("set_config({}, {}, false)", literal(k), literal(v)));
+            }
+        }
+        for k in applied.0.keys() {
+            if !self.0.contains_key(k) {
+                resets.push(format!("RESET {}", ident(k)));
+            }
+        }
+        if sets.is_empty() && resets.is_empty() {
+            return None;
+        }
+        let mut sql = String::new();
+        if !sets.is_empty() {
+            sql.push_str("SELECT ");
+            sql.push_str(&sets.join(", "));
+        }
+        for r in resets {
+            if !sql.is_empty() {
+                sql.push_str("; ");
+            }
+            sql.push_str(&r);
+        }
+        Some(sql)
+    }
+}
+
+/// Whether two shared settings are the same, cheaply when they are the same allocation.
+pub fn same(a: &Arc<Settings>, b: &Arc<Settings>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+fn valid_name(k: &str) -> bool {
+    !k.is_empty() && k.len() < 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+/// A string literal safe whatever `standard_conforming_strings` is.
+fn literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    out.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A setting name for RESET: dotted names keep their dots (they are validated identifiers).
+fn ident(k: &str) -> String {
+    k.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(pairs: &[(&str, &str)]) -> Settings {
+        Settings(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn startup_filters_and_lowercases() {
+        let st = Settings::from_startup([("user", "u"), ("database", "d"), ("DateStyle", "ISO"), ("_pq_.x", "1"), ("application_name", "a")]).unwrap();
+        assert_eq!(st, s(&[("application_name", "a"), ("datestyle", "ISO")]));
+        assert!(Settings::from_startup([("x; drop table t", "1")]).is_err());
+    }
+
+    #[test]
+    fn sync_sql_sets_and_resets_only_differences() {
+        let desired = s(&[("a", "1"), ("b", "it's"), ("c", "3")]);
+        let applied = s(&[("a", "1"), ("c", "4"), ("my.d", "x")]);
+        assert_eq!(
+            desired.sync_sql(&applied).unwrap(),
+            "SELECT set_config(E'b', E'it''s', false), set_config(E'c', E'3', false); RESET \"my\".\"d\""
+        );
+        assert_eq!(desired.sync_sql(&desired), None);
+        assert_eq!(Settings::default().sync_sql(&s(&[("a", "1")])).unwrap(), "RESET \"a\"");
+        assert_eq!(s(&[("a", "x\\y")]).sync_sql(&Settings::default()).unwrap(), "SELECT set_config(E'a', E'x\\\\y', false)");
+    }
+
+    #[test]
+    fn overlay_and_rows() {
+        let st = s(&[("datestyle", "ISO"), ("application_name", "x")]);
+        let rows = Settings::from_rows(vec![("DateStyle".into(), "ISO, MDY".into()), ("role".into(), "r".into())]);
+        assert_eq!(st.overlay(&rows), s(&[("application_name", "x"), ("datestyle", "ISO, MDY")]));
+    }
+}
