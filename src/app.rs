@@ -36,6 +36,12 @@ pub struct App {
     pub kill: CancellationToken,
     /// Random secret for fake SCRAM exchanges with unknown users.
     pub mock_secret: [u8; 32],
+    /// Read-your-writes watermarks.
+    pub ryw: crate::ryw::Ryw,
+    /// Statements that wrote although classified as reads.
+    pub write_cache: crate::session::route::WriteCache,
+    /// Round-robin position.
+    pub rr: std::sync::atomic::AtomicUsize,
 }
 
 impl App {
@@ -53,6 +59,9 @@ impl App {
             shutdown: CancellationToken::new(),
             kill: CancellationToken::new(),
             mock_secret: rand::random(),
+            ryw: Default::default(),
+            write_cache: Default::default(),
+            rr: Default::default(),
         })
     }
 

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod balance;
 pub mod cluster;
 pub mod config;
 pub mod localpg;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod protocol;
+pub mod ryw;
 pub mod server;
 pub mod session;
 pub mod sql;

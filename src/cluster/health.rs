@@ -81,7 +81,7 @@ impl Health {
                 self.good_streak = 0;
                 self.role_streak = 0;
                 self.bad_streak = self.bad_streak.saturating_add(1);
-                if (self.up && self.bad_streak >= fall) || (first && self.up) {
+                if self.up && (self.bad_streak >= fall || first) {
                     self.up = false;
                     return Change::WentDown;
                 }

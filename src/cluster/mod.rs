@@ -24,6 +24,9 @@ use crate::config::LagLimit;
 pub struct BackendStats {
     /// Requests in flight on this backend (for least-outstanding balancing).
     pub outstanding: AtomicUsize,
+    /// Newest replay position seen by anyone (the monitor, or a session waiting for a
+    /// read-your-writes position), fresher than the view between probes.
+    pub replay_lsn: AtomicU64,
 }
 
 /// One backend in a view.
@@ -56,6 +59,11 @@ pub struct BackendView {
 }
 
 impl BackendView {
+    /// The newest known replay position of this replica.
+    pub fn replay_lsn(&self) -> u64 {
+        self.lsn.unwrap_or(0).max(self.stats.replay_lsn.load(Ordering::Acquire))
+    }
+
     /// Whether this backend may serve reads given the lag limit.
     pub fn is_eligible_replica(&self, limit: LagLimit) -> bool {
         if !self.up || self.fenced || self.role != Some(Role::Replica) {

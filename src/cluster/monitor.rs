@@ -207,6 +207,10 @@ impl Aggregator {
         };
         let winner = candidates.iter().copied().max_by_key(|&i| key(i));
         if winner != self.primary {
+            // Positions from another timeline history mean nothing now.
+            for v in &self.views {
+                v.stats.replay_lsn.store(0, std::sync::atomic::Ordering::Release);
+            }
             match winner {
                 Some(w) => tracing::warn!(backend = %self.names[w].0, "new primary"),
                 None => tracing::warn!("no primary available"),
@@ -244,6 +248,9 @@ impl Aggregator {
             v.replay_paused = last.replay_paused;
             v.lsn = if last.primary { last.current_lsn } else { last.replay_lsn };
             if h.role == Some(Role::Replica) {
+                if let Some(r) = last.replay_lsn {
+                    v.stats.replay_lsn.fetch_max(r, std::sync::atomic::Ordering::AcqRel);
+                }
                 let replay = last.replay_lsn.or(last.receive_lsn);
                 v.lag_bytes = match (primary_lsn, replay) {
                     (Some(p), Some(r)) => Some(p.saturating_sub(r)),

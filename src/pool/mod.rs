@@ -55,6 +55,12 @@ impl PoolError {
         }
     }
 
+    /// True when a server refused the login (bad database, role, password): retrying
+    /// elsewhere would not help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, PoolError::Connect(e) if e.is_refusal())
+    }
+
     /// Message safe to show a client.
     pub fn client_message(&self) -> String {
         match self {
@@ -104,6 +110,8 @@ pub struct Pool {
     pub backend: usize,
     connect: Mutex<ConnectParams>,
     tuning: Mutex<Tuning>,
+    /// Boxed so a checkout or checkin moves a pointer, not the whole connection state.
+    #[allow(clippy::vec_box)]
     idle: Mutex<Vec<Box<ServerConn>>>,
     permits: Arc<Semaphore>,
     size: AtomicUsize,

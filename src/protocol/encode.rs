@@ -146,6 +146,33 @@ pub fn parse(buf: &mut BytesMut, name: &[u8], query: &[u8], types: &[u8]) {
     });
 }
 
+/// RowDescription of text columns.
+pub fn row_description_text(buf: &mut BytesMut, names: &[&str]) {
+    message(buf, b'T', |b| {
+        b.put_i16(names.len() as i16);
+        for n in names {
+            cstr(b, n.as_bytes());
+            b.put_i32(0); // table oid
+            b.put_i16(0); // column number
+            b.put_i32(25); // text
+            b.put_i16(-1);
+            b.put_i32(-1);
+            b.put_i16(0); // text format
+        }
+    });
+}
+
+/// DataRow of text values.
+pub fn data_row_text(buf: &mut BytesMut, values: &[&str]) {
+    message(buf, b'D', |b| {
+        b.put_i16(values.len() as i16);
+        for v in values {
+            b.put_i32(v.len() as i32);
+            b.put_slice(v.as_bytes());
+        }
+    });
+}
+
 /// A simple Query message.
 pub fn query(buf: &mut BytesMut, sql: &str) {
     message(buf, b'Q', |b| cstr(b, sql.as_bytes()));

@@ -10,7 +10,9 @@ use super::pending::{Hook, Kind, Mode};
 use super::statements::{self, Statement};
 use super::{Fatal, Pass, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
-use crate::sql::{Deallocate, Effects};
+use super::route::Target;
+use crate::config::Consistency;
+use crate::sql::{Deallocate, Effects, Route, SwitchyardCommand, TxnControl};
 
 /// What the relay loop should do next.
 pub(super) enum Step {
@@ -96,6 +98,10 @@ impl Session {
             }
             return Ok(Some(Step::NeedServer));
         }
+        if let Some(mut r) = self.retry.take() {
+            // Streamed requests are not kept, so they cannot be repeated.
+            r.release_into(&mut self.client.wbuf);
+        }
         match h.tag {
             tag::QUERY => {
                 // Too large to inspect: route it as is and assume it may change settings.
@@ -153,6 +159,13 @@ impl Session {
             self.client.rbuf.advance(h.frame_len);
             return Ok(None);
         }
+        if self.server.is_some() && self.target == Target::Replica && self.at_request_boundary() {
+            // One request at a time on a replica: the next one may need another server.
+            return Ok(Some(Step::Idle));
+        }
+        if let Some(r) = self.retry.as_mut() {
+            r.original.extend_from_slice(&self.client.rbuf[..h.frame_len]);
+        }
         if h.tag == tag::QUERY {
             return self.handle_query(h);
         }
@@ -194,6 +207,14 @@ impl Session {
         Ok(None)
     }
 
+    /// Whether the requests sent so far are complete from the client's side and no transaction
+    /// is open, so the next message starts a new, separately routed request.
+    fn at_request_boundary(&self) -> bool {
+        !self.pending.is_empty()
+            && self.txn == TxnStatus::Idle
+            && matches!(self.pending.last_kind(), Some(Kind::Sync | Kind::Query | Kind::FunctionCall))
+    }
+
     /// Moves one whole message to the server unchanged.
     fn forward(&mut self, len: usize) {
         let frame = self.client.rbuf.split_to(len);
@@ -211,7 +232,13 @@ impl Session {
 
     fn respond_ready(&mut self) {
         let mut b = BytesMut::new();
-        let status = if self.server.is_some() { self.txn } else { TxnStatus::Idle };
+        let status = if self.server.is_some() {
+            self.txn
+        } else if self.deferred_begin.is_some() {
+            TxnStatus::InTransaction
+        } else {
+            TxnStatus::Idle
+        };
         encode::ready_for_query(&mut b, status);
         self.respond(b);
     }
@@ -267,7 +294,51 @@ impl Session {
             _ => None,
         };
         let (effects, pin) = (a.effects, a.pin_reason());
+        let command = a.switchyard.as_ref().map(|c| match c {
+            SwitchyardCommand::Set { name, value } => (0u8, name.to_string(), value.to_string()),
+            SwitchyardCommand::Reset { name } => (1, name.to_string(), String::new()),
+            SwitchyardCommand::Show { name } => (2, name.to_string(), String::new()),
+        });
+        let single_begin = matches!(a.txn, TxnControl::Begin { .. }) && a.statements == 1;
+        let begin_read_only = matches!(a.txn, TxnControl::Begin { read_only: true });
+        let ends_deferred = matches!(a.txn, TxnControl::Commit | TxnControl::Rollback) && a.statements == 1;
+        let is_commit = a.txn == TxnControl::Commit;
         drop(classifier);
+        if let Some((kind, name, value)) = command {
+            self.client.rbuf.advance(h.frame_len);
+            let mut b = BytesMut::new();
+            match self.switchyard_command(kind, &name, &value, &mut b) {
+                Ok(()) => {}
+                Err((code, message)) => {
+                    b.clear();
+                    encode::error(&mut b, "ERROR", code, &message);
+                }
+            }
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
+        if self.server.is_none() && self.deferred_begin.is_some() && ends_deferred {
+            // BEGIN ... COMMIT with nothing in between: no server needed.
+            self.client.rbuf.advance(h.frame_len);
+            self.deferred_begin = None;
+            let mut b = BytesMut::new();
+            encode::command_complete(&mut b, if is_commit { "COMMIT" } else { "ROLLBACK" });
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
+        if self.server.is_none() && single_begin && self.deferred_begin.is_none() && self.can_defer_begin() {
+            // Where the transaction runs depends on its first statement (SET TRANSACTION READ
+            // ONLY makes it a replica's): answer BEGIN now, send it with that statement.
+            let frame = self.client.rbuf.split_to(h.frame_len).freeze();
+            self.deferred_begin = Some((frame, begin_read_only));
+            let mut b = BytesMut::new();
+            encode::command_complete(&mut b, "BEGIN");
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
         if let Some(name) = local {
             // Protocol-level statements are shared server-side: forget the client's name only.
             let all = name.is_none();
@@ -292,6 +363,69 @@ impl Session {
         self.apply_effects(effects, pin);
         self.pending.expect(Kind::Query, Mode::Forward, Hook::None);
         Ok(None)
+    }
+
+    /// Whether a lone BEGIN may be answered before choosing a server.
+    fn can_defer_begin(&self) -> bool {
+        self.pool_mode == crate::config::PoolMode::Transaction
+            && self.pin.is_none()
+            && self.route_override.is_none()
+            && self.app.config.load().config.routing.read_write_split
+    }
+
+    /// `SET/RESET/SHOW switchyard.<name>` (kind 0/1/2), answered by the proxy.
+    fn switchyard_command(&mut self, kind: u8, name: &str, value: &str, out: &mut BytesMut) -> Result<(), (&'static str, String)> {
+        let default_consistency = self.user.config.consistency.unwrap_or(self.app.config.load().config.routing.consistency);
+        match (kind, name) {
+            (0, "route") => {
+                self.route_override = match value.to_ascii_lowercase().as_str() {
+                    "primary" => Some(Route::Primary),
+                    "replica" => Some(Route::Replica),
+                    "auto" | "default" => None,
+                    _ => return Err(("22023", format!("invalid value for parameter \"switchyard.route\": \"{value}\" (use primary, replica or auto)"))),
+                };
+                encode::command_complete(out, "SET");
+            }
+            (0, "consistency") => {
+                self.consistency = match value.to_ascii_lowercase().as_str() {
+                    "read_your_writes" => Consistency::ReadYourWrites,
+                    "eventual" => Consistency::Eventual,
+                    "primary" => Consistency::Primary,
+                    "default" => default_consistency,
+                    _ => return Err(("22023", format!("invalid value for parameter \"switchyard.consistency\": \"{value}\" (use read_your_writes, eventual or primary)"))),
+                };
+                encode::command_complete(out, "SET");
+            }
+            (1, "route") => {
+                self.route_override = None;
+                encode::command_complete(out, "RESET");
+            }
+            (1, "consistency") => {
+                self.consistency = default_consistency;
+                encode::command_complete(out, "RESET");
+            }
+            (2, "route") | (2, "consistency") => {
+                let v = if name == "route" {
+                    match self.route_override {
+                        None => "auto",
+                        Some(Route::Primary) => "primary",
+                        Some(Route::Replica) => "replica",
+                    }
+                } else {
+                    match self.consistency {
+                        Consistency::ReadYourWrites => "read_your_writes",
+                        Consistency::Eventual => "eventual",
+                        Consistency::Primary => "primary",
+                    }
+                };
+                let col = format!("switchyard.{name}");
+                encode::row_description_text(out, &[&col]);
+                encode::data_row_text(out, &[v]);
+                encode::command_complete(out, "SHOW");
+            }
+            _ => return Err(("42704", format!("unrecognized configuration parameter \"switchyard.{name}\""))),
+        }
+        Ok(())
     }
 
     fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {
@@ -325,6 +459,9 @@ impl Session {
         let stmt = self.app.statements.intern(query, types);
         let client_name = frame.slice_ref(name);
         self.statements.insert(client_name.clone(), stmt.clone());
+        if let Some(r) = self.retry.as_mut() {
+            r.names.push(client_name.clone());
+        }
         let conn = &mut self.server.as_mut().expect("attached").conn;
         if conn.prepared.contains(&stmt.id) {
             let mut b = BytesMut::new();

@@ -7,6 +7,8 @@ mod client;
 mod login;
 pub mod pending;
 mod relay;
+mod retry;
+pub mod route;
 mod serverside;
 pub mod settings;
 pub mod statements;
@@ -94,6 +96,8 @@ async fn start(app: Arc<App>, stream: &mut TcpStream, id: u64, span: tracing::Sp
     let Some(login) = login else { return Ok(()) };
     span.record("user", login.user.name.as_str());
     let reg = app.cancels.register();
+    let login_consistency = login.user.config.consistency.unwrap_or(config.config.routing.consistency);
+    let user_name = login.user.name.clone();
     let startup = Arc::new(login.startup);
     let mut session = Session {
         id,
@@ -123,6 +127,19 @@ async fn start(app: Arc<App>, stream: &mut TcpStream, id: u64, span: tracing::Sp
         topology: 0,
         cancel: reg.slot.clone(),
         draining: false,
+        route_override: None,
+        consistency: login_consistency,
+        deferred_begin: None,
+        force_primary: false,
+        wrote: false,
+        commit_pending: false,
+        ryw: crate::ryw::Scopes { session: Default::default(), user: app.ryw.user(&user_name), global: app.ryw.global() },
+        target: route::Target::Primary,
+        backend_index: None,
+        retry: None,
+        retry_attempts: 0,
+        capturing: (false, false),
+        captured_lsn: None,
     };
     session.login(stream, reg.pid, reg.secret).await?;
     app.metrics.clients_total.inc();
@@ -199,4 +216,31 @@ struct Session {
     cancel: Arc<cancel::CancelSlot>,
     /// Shutdown started: close as soon as no transaction is open.
     draining: bool,
+    /// `SET switchyard.route`: forced route, `None` for automatic.
+    route_override: Option<crate::sql::Route>,
+    /// Read consistency (user default, `SET switchyard.consistency`).
+    consistency: crate::config::Consistency,
+    /// A `BEGIN` answered by the proxy and not yet sent: the next statement decides where the
+    /// transaction runs. (message, read only)
+    deferred_begin: Option<route::DeferredBegin>,
+    /// Route the next request to the primary (a replica could not run it).
+    force_primary: bool,
+    /// The current request or transaction on the primary may write.
+    wrote: bool,
+    /// A write committed and its WAL position is being read back.
+    commit_pending: bool,
+    /// Read-your-writes watermarks of this session, its user and the proxy.
+    ryw: crate::ryw::Scopes,
+    /// What the attached server was chosen as.
+    target: route::Target,
+    /// Backend index of the attached server (outstanding-request accounting).
+    backend_index: Option<usize>,
+    /// The retryable request in flight on a replica, if any.
+    retry: Option<retry::Retry>,
+    /// Repetitions of the current request.
+    retry_attempts: u32,
+    /// The read-back in flight reads (settings, commit position).
+    capturing: (bool, bool),
+    /// Commit position read back.
+    captured_lsn: Option<u64>,
 }

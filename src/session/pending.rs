@@ -152,7 +152,7 @@ impl Pending {
         let (kind, mode) = (*kind, *mode);
         if t == tag::ERROR_RESPONSE {
             // Errors always reach the client, except answers to the proxy's own queries.
-            m.forward = !(mode != Mode::Forward && !kind.extended());
+            m.forward = mode == Mode::Forward || kind.extended();
             if kind.extended() {
                 while let Some(Expect::Server { kind, .. }) = self.q.front() {
                     if *kind == Kind::Sync {

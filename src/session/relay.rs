@@ -13,8 +13,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::cancel::Target;
+use super::cancel;
 use super::client::Step;
+use super::route::Target;
 use super::{login, settings, Fatal, Pass, Session};
 use crate::config::PoolMode;
 use crate::pool::{Pool, PoolSpec, Pooled};
@@ -22,6 +23,8 @@ use crate::protocol::{encode, tag, Header, TxnStatus};
 
 /// Stop reading from one side while the buffer towards the other holds this much.
 pub(super) const OUT_HIGH: usize = 256 * 1024;
+/// Reads the primary's WAL position after a commit (for read-your-writes).
+const COMMIT_LSN_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
 /// Read granularity.
 const READ_RESERVE: usize = 16 * 1024;
 
@@ -107,7 +110,7 @@ impl Session {
 
     /// Takes ownership of a checked-out connection.
     fn hold(&mut self, p: Pooled) {
-        self.cancel.set(Some(Target { pool: p.pool().clone(), pid: p.conn.pid, secret: p.conn.secret }));
+        self.cancel.set(Some(cancel::Target { pool: p.pool().clone(), pid: p.conn.pid, secret: p.conn.secret }));
         self.server = Some(p);
     }
 
@@ -119,26 +122,55 @@ impl Session {
             self.fail_request("08006", "the server connection was lost; the transaction was rolled back");
             return Ok(());
         }
-        let wait = self.app.config.load().config.routing.primary_wait;
-        let index = match self.app.cluster.view().primary {
-            Some(i) => Some(i),
-            None => self.app.cluster.wait_primary(wait).await,
+        let decision = self.decide();
+        self.force_primary = false;
+        let (index, d) = match self.choose(decision).await {
+            Ok(x) => x,
+            Err((code, message)) => {
+                self.app.metrics.error(code);
+                self.fail_request(code, message);
+                self.deferred_begin = None;
+                return Ok(());
+            }
         };
-        let Some(pool) = index.and_then(|i| self.pool(i)) else {
-            self.app.metrics.error("57P03");
-            self.fail_request("57P03", "no primary server is available");
+        let Some(pool) = self.pool(index) else {
+            self.fail_request("57P03", "no server is available");
             return Ok(());
         };
         match pool.checkout().await {
-            Ok(p) => {
-                self.hold(p);
-                self.sync_settings();
+            Ok(p) => self.hold(p),
+            Err(e) if d.target == Target::Replica && self.retry_attempts < super::retry::MAX_ATTEMPTS && !e.is_refusal() => {
+                // A replica that cannot be reached: the read goes elsewhere.
+                tracing::info!(backend = %pool.key.backend, error = %e, "replica unavailable: routing the read elsewhere");
+                self.app.metrics.retries.with_label_values(&["replica_unavailable"]).inc();
+                self.retry_attempts += 1;
+                self.force_primary = true;
+                return Ok(());
             }
             Err(e) => {
                 tracing::warn!(error = %e, "server checkout failed");
                 self.app.metrics.error(e.sqlstate());
                 self.fail_request(e.sqlstate(), &e.client_message());
+                self.deferred_begin = None;
+                return Ok(());
             }
+        }
+        self.target = d.target;
+        self.backend_index = Some(index);
+        if let Some(b) = self.app.cluster.view().backends.get(index) {
+            b.stats.outstanding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.app.metrics.routed.with_label_values(&[if d.target == Target::Primary { "primary" } else { "replica" }, d.reason]).inc();
+        self.sync_settings();
+        if let Some((begin, _)) = self.deferred_begin.take() {
+            self.swbuf.extend_from_slice(&begin);
+            self.pending.expect(super::pending::Kind::Query, super::pending::Mode::Swallow, super::pending::Hook::None);
+        }
+        if d.write && d.target == Target::Primary && self.app.config.load().config.routing.read_write_split {
+            self.wrote = true;
+        }
+        if d.retryable && d.target == Target::Replica {
+            self.retry = Some(super::retry::Retry::default());
         }
         Ok(())
     }
@@ -179,8 +211,8 @@ impl Session {
         matches!(Header::peek(&self.client.rbuf, usize::MAX), Ok(Some(h)) if self.client.rbuf.len() >= h.frame_len)
     }
 
-    /// After responses arrived: read settings back or give the connection back when the
-    /// transaction is over.
+    /// After responses arrived: read settings or the commit position back, or give the
+    /// connection back when the transaction is over.
     fn settle(&mut self) {
         let Some(p) = self.server.as_mut() else { return };
         let quiet = self.pending.is_empty()
@@ -192,17 +224,30 @@ impl Session {
             return;
         }
         let pooled = self.pool_mode == PoolMode::Transaction && self.pin.is_none();
-        if !pooled {
-            self.capture = false;
-            return;
-        }
-        if self.capture {
-            self.capture = false;
-            encode::query(&mut self.swbuf, settings::CAPTURE_SQL);
+        let settings = self.capture && pooled;
+        self.capture = false;
+        let lsn = self.commit_pending && !p.conn.broken;
+        if settings || lsn {
+            let sql = match (settings, lsn) {
+                (true, true) => format!("{}; {}", settings::CAPTURE_SQL, COMMIT_LSN_SQL),
+                (true, false) => settings::CAPTURE_SQL.to_owned(),
+                _ => COMMIT_LSN_SQL.to_owned(),
+            };
+            encode::query(&mut self.swbuf, &sql);
+            self.capturing = (settings, lsn);
             self.pending.expect(super::pending::Kind::Query, super::pending::Mode::Capture, super::pending::Hook::None);
             return;
         }
-        if p.conn.broken || !self.client_has_request() || self.draining {
+        if !pooled {
+            return;
+        }
+        let broken = p.conn.broken;
+        let keep = self.target == Target::Primary && !broken && !self.draining && self.client_has_request();
+        if keep {
+            // The next request is already here and runs on this primary connection without
+            // being routed: treat it as a possible write for read-your-writes.
+            self.wrote = self.app.config.load().config.routing.read_write_split;
+        } else {
             self.release();
         }
     }
@@ -210,7 +255,7 @@ impl Session {
     /// Returns the server connection to its pool.
     pub(super) fn release(&mut self) {
         let Some(p) = self.server.take() else { return };
-        self.server_pass = 0;
+        self.detach_bookkeeping();
         match self.cancel.busy.try_lock() {
             Ok(_g) => {
                 self.cancel.set(None);
@@ -223,16 +268,50 @@ impl Session {
         }
     }
 
-    /// The server connection failed: answer what the client still waits for, drop it.
+    /// Per-attachment state to clear when the server connection goes.
+    fn detach_bookkeeping(&mut self) {
+        self.server_pass = 0;
+        self.wrote = false;
+        if let Some(i) = self.backend_index.take() {
+            if let Some(b) = self.app.cluster.view().backends.get(i) {
+                let _ = b.stats.outstanding.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |n| n.checked_sub(1));
+            }
+        }
+        if self.commit_pending {
+            self.commit_pending = false;
+            self.ryw.end_commit(None);
+        }
+    }
+
+    /// The server connection failed: repeat a repeatable request elsewhere, else answer what
+    /// the client still waits for with an error; drop the connection.
     fn server_lost(&mut self, error: std::io::Error) {
         let Some(p) = self.server.take() else { return };
         self.cancel.set(None);
         tracing::warn!(backend = %p.pool().key.backend, error = %error, "server connection lost");
         p.discard("server_lost", &self.app.metrics);
+        if self.commit_pending {
+            // The commit reached the client; its position is unknown. Reads in scope go to the
+            // primary until the next commit's position is known... give up waiting instead.
+            self.commit_pending = false;
+            self.ryw.end_commit(None);
+        }
+        self.detach_bookkeeping();
+        let repeat = self.retry.as_ref().is_some_and(|r| r.holding()) && self.retry_attempts < super::retry::MAX_ATTEMPTS && self.client_pass == Pass::None;
+        if repeat {
+            self.app.metrics.retries.with_label_values(&["server_lost"]).inc();
+            self.retry_attempts += 1;
+            self.pending.abandon();
+            self.requeue_request();
+            self.txn = TxnStatus::Idle;
+            return;
+        }
+        if let Some(mut r) = self.retry.take() {
+            r.release_into(&mut self.client.wbuf);
+        }
         let open_batch = matches!(self.pending.last_kind(), Some(k) if !matches!(k, super::pending::Kind::Sync | super::pending::Kind::Query | super::pending::Kind::FunctionCall));
         let owed = self.pending.abandon();
-        let was_busy = owed > 0 || open_batch || self.server_pass > 0;
-        self.server_pass = 0;
+        let was_busy = owed > 0 || open_batch;
         if let Pass::Forward(n) = self.client_pass {
             self.client_pass = Pass::Drop(n);
         }
@@ -249,6 +328,18 @@ impl Session {
             self.lost_txn = true;
         }
         self.txn = TxnStatus::Idle;
+    }
+
+    /// Puts the repeatable request back at the front of the client buffer, undoing what its
+    /// first run recorded.
+    pub(super) fn requeue_request(&mut self) {
+        let Some(r) = self.retry.take() else { return };
+        for n in &r.names {
+            self.statements.remove(n);
+        }
+        let mut again = r.original;
+        again.unsplit(std::mem::take(&mut self.client.rbuf));
+        self.client.rbuf = again;
     }
 
     /// The relay loop; returns when the client leaves.
@@ -342,6 +433,7 @@ impl Session {
         self.app.metrics.clients.dec();
         let Some(mut p) = self.server.take() else { return };
         self.cancel.set(None);
+        self.detach_bookkeeping();
         let busy = !self.pending.is_empty() || self.client_pass != Pass::None || self.server_pass > 0 || !self.swbuf.is_empty();
         if busy {
             p.discard("client_left_mid_request", &self.app.metrics);

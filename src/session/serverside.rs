@@ -1,6 +1,7 @@
 //! Server → client: scan server messages in the read buffer, relay runs of them without
-//! copying, drop the answers to the proxy's own messages, and keep the bookkeeping (transaction
-//! status, parameters, prepared statements, settings read-back) up to date.
+//! copying, drop the answers to the proxy's own messages, hold back a repeatable read's
+//! response, and keep the bookkeeping (transaction status, parameters, prepared statements,
+//! settings and commit-position read-backs) up to date.
 
 use std::sync::Arc;
 
@@ -15,12 +16,17 @@ use crate::protocol::{tag, ErrorFields, Header, TxnStatus};
 /// Server messages are trusted up to PostgreSQL's own limit.
 const MAX_SERVER_MESSAGE: usize = (1 << 30) + 64;
 
+/// SQLSTATE of "cannot execute ... in a read-only transaction".
+const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+
 impl Session {
     /// Relays what the server sent.
     pub(super) fn process_server(&mut self) -> Result<(), Fatal> {
         let Some(p) = self.server.as_mut() else { return Ok(()) };
+        let backend = p.pool().key.backend.clone();
         let conn = &mut p.conn;
-        let out = &mut self.client.wbuf;
+        // What this call produces for the client, in order (zero copy where contiguous).
+        let mut out = BytesMut::new();
         // Bytes at the front of conn.rbuf already scanned and to be relayed.
         let mut run = 0usize;
         let flush = |run: &mut usize, rbuf: &mut BytesMut, out: &mut BytesMut| {
@@ -29,9 +35,10 @@ impl Session {
                 *run = 0;
             }
         };
+        let mut request_done = false;
         loop {
             while let Some(b) = self.pending.pop_synthetic() {
-                flush(&mut run, &mut conn.rbuf, out);
+                flush(&mut run, &mut conn.rbuf, &mut out);
                 out.extend_from_slice(&b);
             }
             let avail = conn.rbuf.len() - run;
@@ -52,23 +59,38 @@ impl Session {
                     return Err(Fatal::new("08P01", format!("invalid message from server: {e}")));
                 }
             };
+            let rescuing = self.retry.as_ref().is_some_and(|r| r.rescue);
             if avail < h.frame_len {
-                let streamable = matches!(h.tag, tag::DATA_ROW | tag::COPY_DATA) && self.pending.front_mode() == Mode::Forward;
+                let streamable = matches!(h.tag, tag::DATA_ROW | tag::COPY_DATA) && self.pending.front_mode() == Mode::Forward && !rescuing;
                 if !streamable {
                     break;
                 }
-                // A large row or copy chunk: relay it as it arrives.
+                // A large row or copy chunk: relay it as it arrives (too big to hold back).
+                if let Some(r) = self.retry.as_mut() {
+                    flush(&mut run, &mut conn.rbuf, &mut out);
+                    r.hold(std::mem::take(&mut out), &mut self.client.wbuf);
+                    r.release_into(&mut self.client.wbuf);
+                }
                 self.pending.on_server(h.tag);
                 self.server_pass = h.frame_len;
                 continue;
             }
             let m = self.pending.on_server(h.tag);
             let body = &conn.rbuf[run + 5..run + h.frame_len];
+            let mut forward = m.forward && !rescuing;
             match h.tag {
                 tag::READY_FOR_QUERY => {
                     if let Some(s) = body.first().and_then(|&b| TxnStatus::from_byte(b)) {
                         self.txn = s;
+                        if s == TxnStatus::Idle && self.wrote && m.forward {
+                            // The client learns of the commit with this message: until its WAL
+                            // position is known, reads in scope must not use a replica.
+                            self.ryw.begin_commit();
+                            self.commit_pending = true;
+                            self.wrote = false;
+                        }
                     }
+                    request_done = self.pending.is_empty();
                 }
                 tag::PARAMETER_STATUS => {
                     let b = body.to_vec();
@@ -83,11 +105,24 @@ impl Session {
                     if f.severity == "FATAL" || f.severity == "PANIC" {
                         conn.broken = true;
                     }
+                    if m.forward && f.code == READ_ONLY_SQL_TRANSACTION {
+                        if let Some(r) = self.retry.as_mut().filter(|r| r.holding()) {
+                            // The classifier called a write a read: nothing reached the client,
+                            // so run it on the primary once the replica is done with it.
+                            r.rescue = true;
+                            forward = false;
+                        }
+                    }
+                    if m.forward {
+                        self.app.metrics.server_errors.with_label_values(&[&backend]).inc();
+                    }
                 }
                 tag::DATA_ROW if m.capture => {
-                    let mut cols = parse_data_row(body).into_iter();
-                    if let (Some(Some(k)), Some(Some(v))) = (cols.next(), cols.next()) {
-                        self.captured.push((k, v));
+                    let cols = parse_data_row(body);
+                    match cols.as_slice() {
+                        [Some(lsn)] => self.captured_lsn = crate::cluster::lag::parse_lsn(lsn),
+                        [Some(k), Some(v)] => self.captured.push((k.clone(), v.clone())),
+                        _ => {}
                     }
                 }
                 _ => {}
@@ -101,18 +136,54 @@ impl Session {
                 }
             }
             if let Some((Kind::Query, Mode::Capture, _)) = m.completed {
-                let observed = Settings::from_rows(std::mem::take(&mut self.captured));
-                self.desired = Arc::new(self.startup.overlay(&observed));
-                conn.applied = Arc::new(observed);
+                let (settings, lsn) = std::mem::take(&mut self.capturing);
+                if settings {
+                    let observed = Settings::from_rows(std::mem::take(&mut self.captured));
+                    self.desired = Arc::new(self.startup.overlay(&observed));
+                    conn.applied = Arc::new(observed);
+                }
+                if lsn {
+                    self.commit_pending = false;
+                    self.ryw.end_commit(self.captured_lsn.take());
+                }
             }
-            if m.forward {
+            if forward {
                 run += h.frame_len;
             } else {
-                flush(&mut run, &mut conn.rbuf, out);
+                flush(&mut run, &mut conn.rbuf, &mut out);
                 conn.rbuf.advance(h.frame_len);
             }
         }
-        flush(&mut run, &mut conn.rbuf, out);
+        flush(&mut run, &mut conn.rbuf, &mut out);
+        match self.retry.as_mut() {
+            Some(r) => r.hold(out, &mut self.client.wbuf),
+            None => self.client.wbuf.unsplit(out),
+        }
+        if request_done {
+            self.retry_attempts = 0;
+            if let Some(mut r) = self.retry.take() {
+                if r.rescue && r.holding() {
+                    self.rescue_on_primary(r);
+                } else {
+                    r.release_into(&mut self.client.wbuf);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// A replica refused a statement as a write: remember it, and run it on the primary.
+    fn rescue_on_primary(&mut self, r: super::retry::Retry) {
+        if let Ok(Some(h)) = Header::peek(&r.original, usize::MAX) {
+            if h.tag == tag::QUERY && r.original.len() >= h.frame_len {
+                self.app.write_cache.insert(super::route::query_text(&r.original[5..h.frame_len]));
+            }
+        }
+        self.app.metrics.retries.with_label_values(&["read_only_violation"]).inc();
+        tracing::debug!("replica refused a write (25006): repeating on the primary");
+        self.retry = Some(r);
+        self.release();
+        self.requeue_request();
+        self.force_primary = true;
     }
 }

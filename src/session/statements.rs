@@ -26,6 +26,8 @@ pub struct Statement {
     pub query: Bytes,
     /// The raw parameter-type section of Parse (Int16 count, Int32 OIDs).
     pub types: Bytes,
+    /// Whether it may run on a replica (classified once).
+    pub read: std::sync::OnceLock<bool>,
 }
 
 /// The proxy-wide registry; looked up only when a client parses a named statement.
@@ -48,6 +50,7 @@ impl Registry {
             server_name: Bytes::from(format!("_sy{id}")),
             query: Bytes::copy_from_slice(query),
             types: Bytes::copy_from_slice(types),
+            read: std::sync::OnceLock::new(),
         });
         map.insert((s.query.clone(), s.types.clone()), s.clone());
         s

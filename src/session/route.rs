@@ -1,0 +1,316 @@
+//! Where the next request goes: the routing rules (classification, transactions, hints,
+//! session overrides, consistency) and the choice of backend (balancing, lag, read-your-writes).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::Session;
+use crate::balance::{self, Candidate};
+use crate::cluster::{BackendView, ClusterView, Role};
+use crate::config::{Consistency, PrimaryReads};
+use crate::protocol::{read_cstr, tag, Header};
+use crate::sql::{Route, TxnControl};
+
+/// The kind of server a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target {
+    Primary,
+    Replica,
+}
+
+/// A routing decision for one request (or one transaction).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Decision {
+    pub target: Target,
+    /// May write: its commit position must be tracked for read-your-writes.
+    pub write: bool,
+    /// An autocommit read: may be repeated elsewhere if its server fails before answering.
+    pub retryable: bool,
+    /// Metrics label.
+    pub reason: &'static str,
+}
+
+impl Decision {
+    fn primary(write: bool, reason: &'static str) -> Decision {
+        Decision { target: Target::Primary, write, retryable: false, reason }
+    }
+    fn replica(retryable: bool, reason: &'static str) -> Decision {
+        Decision { target: Target::Replica, write: false, retryable, reason }
+    }
+}
+
+/// Why no backend could be chosen: (SQLSTATE, message).
+pub(super) type NoBackend = (&'static str, &'static str);
+
+impl Session {
+    /// Whether sessions default to read-only transactions.
+    fn default_read_only(&self) -> bool {
+        self.desired.0.get("default_transaction_read_only").is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1" | "yes"))
+    }
+
+    /// Decides the route of the request at the front of the client buffer.
+    pub(super) fn decide(&self) -> Decision {
+        let config = self.app.config.load();
+        if self.pool_mode == crate::config::PoolMode::Session || !config.config.routing.read_write_split {
+            return Decision::primary(true, "no_split");
+        }
+        if self.pin.is_some() {
+            return Decision::primary(true, "pinned");
+        }
+        if self.force_primary {
+            return Decision::primary(true, "retry_on_primary");
+        }
+        if let Some((_, read_only)) = &self.deferred_begin {
+            let ro = *read_only || self.front_is_set_transaction_read_only();
+            return if ro { Decision::replica(false, "read_only_transaction") } else { Decision::primary(true, "transaction") };
+        }
+        let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else {
+            return Decision::primary(true, "unknown");
+        };
+        let (read, hint, txn) = match h.tag {
+            tag::QUERY if self.client.rbuf.len() >= h.frame_len => {
+                let sql = query_text(&self.client.rbuf[5..h.frame_len]);
+                let classifier = self.app.classifier.load();
+                let a = classifier.analyze(sql);
+                let txn = match a.txn {
+                    TxnControl::Begin { read_only } if a.statements == 1 => Some(read_only || self.default_read_only()),
+                    _ => None,
+                };
+                let read = a.route == Route::Replica && !self.app.write_cache.contains(sql);
+                (read, a.hint, txn)
+            }
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::SYNC | tag::FLUSH | tag::CLOSE => (self.batch_is_read().unwrap_or(false), None, None),
+            _ => (false, None, None),
+        };
+        let autocommit = self.txn == crate::protocol::TxnStatus::Idle;
+        if let Some(forced) = self.route_override.or(hint) {
+            return match forced {
+                Route::Primary => Decision::primary(!read, "hint_primary"),
+                Route::Replica => Decision::replica(autocommit && txn.is_none(), "hint_replica"),
+            };
+        }
+        if let Some(read_only) = txn {
+            return if read_only { Decision::replica(false, "read_only_transaction") } else { Decision::primary(true, "transaction") };
+        }
+        if !read || !autocommit {
+            return Decision::primary(true, if read { "transaction" } else { "write" });
+        }
+        if self.consistency == Consistency::Primary {
+            return Decision::primary(false, "consistency_primary");
+        }
+        Decision::replica(true, "read")
+    }
+
+    fn front_is_set_transaction_read_only(&self) -> bool {
+        let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else { return false };
+        if h.tag != tag::QUERY || self.client.rbuf.len() < h.frame_len {
+            return false;
+        }
+        let sql = query_text(&self.client.rbuf[5..h.frame_len]);
+        self.app.classifier.load().analyze(sql).txn == TxnControl::SetTransactionReadOnly
+    }
+
+    /// Scans an extended-protocol batch up to its Sync: `Some(true)` when every statement it
+    /// binds or parses is a read, `None` when the batch is not complete in the buffer.
+    fn batch_is_read(&self) -> Option<bool> {
+        let buf = &self.client.rbuf[..];
+        let mut at = 0;
+        let mut saw_statement = false;
+        let classifier = self.app.classifier.load();
+        loop {
+            let h = Header::peek(&buf[at..], usize::MAX).ok()??;
+            if buf.len() - at < h.frame_len {
+                return None;
+            }
+            let body = &buf[at + 5..at + h.frame_len];
+            match h.tag {
+                tag::PARSE => {
+                    let (_, query, _) = super::statements::split_parse(body)?;
+                    if !classifier.analyze(query_text(query)).is_read() {
+                        return Some(false);
+                    }
+                    saw_statement = true;
+                }
+                tag::BIND => {
+                    let (_, rest) = read_cstr(body)?;
+                    let (name, _) = read_cstr(rest)?;
+                    let read = if name.is_empty() {
+                        match &self.unnamed {
+                            Some(parse) => {
+                                let (_, query, _) = super::statements::split_parse(&parse[5..])?;
+                                classifier.analyze(query_text(query)).is_read()
+                            }
+                            // Parsed earlier in this batch (already checked) or nothing at all.
+                            None => saw_statement,
+                        }
+                    } else {
+                        match self.statements.get(name) {
+                            Some(s) => *s.read.get_or_init(|| classifier.analyze(query_text(&s.query)).is_read()),
+                            None => saw_statement,
+                        }
+                    };
+                    if !read {
+                        return Some(false);
+                    }
+                    saw_statement = true;
+                }
+                tag::DESCRIBE | tag::EXECUTE | tag::FLUSH | tag::CLOSE => {}
+                tag::SYNC => return Some(saw_statement),
+                _ => return Some(false),
+            }
+            at += h.frame_len;
+        }
+    }
+
+    /// Chooses the backend for a decision: `Ok((index, decision as taken))`.
+    pub(super) async fn choose(&mut self, d: Decision) -> Result<(usize, Decision), NoBackend> {
+        let config = self.app.config.load_full();
+        let routing = &config.config.routing;
+        if d.target == Target::Replica {
+            let view = self.app.cluster.snapshot();
+            let mut candidates: Vec<Candidate> = Vec::with_capacity(view.backends.len());
+            for (i, b) in view.backends.iter().enumerate() {
+                let primary_ok = routing.primary_reads == PrimaryReads::Include && view.primary == Some(i);
+                if b.is_eligible_replica(routing.max_replica_lag) || primary_ok {
+                    candidates.push(candidate(i, b));
+                }
+            }
+            let required = match self.consistency {
+                Consistency::ReadYourWrites => self.ryw.for_reads(routing.ryw_scope).required(),
+                _ => Some(0),
+            };
+            if candidates.is_empty() {
+                if routing.primary_reads == PrimaryReads::Never {
+                    return Err(("57P03", "no replica is available for reads (routing.primary_reads = \"never\")"));
+                }
+                return self.primary(&view, routing.primary_wait, Decision { target: Target::Primary, reason: "no_replica", ..d }).await;
+            }
+            let Some(required) = required else {
+                return self.primary(&view, routing.primary_wait, Decision { target: Target::Primary, reason: "ryw_commit_in_flight", ..d }).await;
+            };
+            let fresh: Vec<Candidate> = candidates.iter().copied().filter(|c| replayed(&view, c.index) >= required || Some(c.index) == view.primary).collect();
+            if !fresh.is_empty() {
+                let index = balance::pick(routing.balance, &fresh, &self.app.rr, rand::random()).expect("candidates");
+                let target = if Some(index) == view.primary { Target::Primary } else { Target::Replica };
+                return Ok((index, Decision { target, ..d }));
+            }
+            // No replica has replayed the session's last write yet: wait a little for the most
+            // advanced one, asking it directly (the monitor's view is up to an interval old).
+            let best = candidates.iter().max_by_key(|c| replayed(&view, c.index)).expect("candidates").index;
+            if self.wait_replayed(best, required, routing.ryw_wait).await {
+                return Ok((best, d));
+            }
+            return self.primary(&view, routing.primary_wait, Decision { target: Target::Primary, reason: "ryw_replica_behind", ..d }).await;
+        }
+        let view = self.app.cluster.snapshot();
+        self.primary(&view, routing.primary_wait, d).await
+    }
+
+    async fn primary(&self, view: &ClusterView, wait: Duration, d: Decision) -> Result<(usize, Decision), NoBackend> {
+        let index = match view.primary {
+            Some(p) => Some(p),
+            None => self.app.cluster.wait_primary(wait).await,
+        };
+        match index {
+            Some(i) => Ok((i, Decision { target: Target::Primary, retryable: false, ..d })),
+            None => Err(("57P03", "no primary server is available")),
+        }
+    }
+
+    /// Polls a replica's replay position until it reaches `lsn` or `wait` passes.
+    async fn wait_replayed(&mut self, index: usize, lsn: u64, wait: Duration) -> bool {
+        if wait.is_zero() {
+            return false;
+        }
+        let Some(pool) = self.pool(index) else { return false };
+        let deadline = Instant::now() + wait;
+        let Ok(Ok(mut p)) = tokio::time::timeout(wait, pool.checkout()).await else { return false };
+        let stats = self.app.cluster.view().backends.get(index).map(|b| b.stats.clone());
+        let mut ok = false;
+        loop {
+            match p.conn.simple_query("SELECT pg_last_wal_replay_lsn()::text", wait).await {
+                Ok(Ok(rows)) => {
+                    let replay = rows.first().and_then(|r| r.first().cloned().flatten()).as_deref().and_then(crate::cluster::lag::parse_lsn).unwrap_or(0);
+                    if let Some(s) = &stats {
+                        s.replay_lsn.fetch_max(replay, std::sync::atomic::Ordering::AcqRel);
+                    }
+                    if replay >= lsn {
+                        ok = true;
+                        break;
+                    }
+                }
+                _ => break,
+            }
+            if Instant::now() + Duration::from_millis(2) > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if p.conn.broken {
+            p.discard("ryw_probe_failed", &self.app.metrics);
+        } else {
+            p.release();
+        }
+        ok
+    }
+}
+
+fn candidate(index: usize, b: &BackendView) -> Candidate {
+    Candidate { index, weight: b.weight, outstanding: b.stats.outstanding.load(std::sync::atomic::Ordering::Relaxed) }
+}
+
+fn replayed(view: &ClusterView, index: usize) -> u64 {
+    let b = &view.backends[index];
+    if b.role == Some(Role::Primary) {
+        u64::MAX
+    } else {
+        b.replay_lsn()
+    }
+}
+
+/// The SQL text of a Query body or Parse query (invalid UTF-8 reads as empty: unknown).
+pub(super) fn query_text(body: &[u8]) -> &str {
+    std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).unwrap_or("")
+}
+
+/// A bounded set of statement texts that turned out to write although classified as reads.
+#[derive(Default)]
+pub struct WriteCache {
+    set: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Lets the common case (nothing learned) skip the lock.
+    used: std::sync::atomic::AtomicBool,
+}
+
+/// Entries kept before the cache starts over.
+const WRITE_CACHE_MAX: usize = 10_000;
+
+impl WriteCache {
+    fn key(sql: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        sql.hash(&mut h);
+        h.finish()
+    }
+
+    /// Whether `sql` is known to write.
+    pub fn contains(&self, sql: &str) -> bool {
+        if !self.used.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        self.set.lock().expect("write cache").contains(&Self::key(sql))
+    }
+
+    /// Remembers `sql` as a write.
+    pub fn insert(&self, sql: &str) {
+        let mut set = self.set.lock().expect("write cache");
+        if set.len() >= WRITE_CACHE_MAX {
+            set.clear();
+        }
+        set.insert(Self::key(sql));
+        self.used.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The request bytes of a deferred BEGIN.
+pub(super) type DeferredBegin = (Bytes, bool);
