@@ -46,13 +46,13 @@ pub struct App {
 
 impl App {
     /// Builds the shared state for a configuration.
-    pub fn new(config: Loaded, cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Arc<App> {
+    pub fn new(config: Loaded, cluster: Arc<Cluster>, pools: Arc<Pools>, metrics: Arc<Metrics>) -> Arc<App> {
         let classifier = classifier_for(&config);
         Arc::new(App {
             config: ArcSwap::from_pointee(config),
             classifier: ArcSwap::from_pointee(classifier),
             cluster,
-            pools: Arc::new(Pools::new(metrics.clone())),
+            pools,
             metrics,
             statements: Registry::default(),
             cancels: CancelRegistry::default(),

@@ -43,8 +43,9 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::new());
         let cluster = Arc::new(Cluster::new(ClusterView::default()));
-        let monitor = Monitor::new(cluster.clone(), metrics.clone());
-        let app = App::new(config, cluster, metrics);
+        let pools = Arc::new(crate::pool::Pools::new(metrics.clone()));
+        let monitor = Monitor::new(cluster.clone(), metrics.clone(), pools.clone());
+        let app = App::new(config, cluster, pools, metrics);
         Ok(Server { app, listener, http, monitor, config_path })
     }
 

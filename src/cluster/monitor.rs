@@ -14,11 +14,13 @@ use super::probe::{ProbeTarget, Prober};
 use super::{BackendStats, BackendView, Cluster, ClusterView};
 use crate::config::Loaded;
 use crate::metrics::Metrics;
+use crate::pool::Pools;
 
 /// Runs the monitor for one configuration; `restart` it on reload with the new config.
 pub struct Monitor {
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
+    pools: Arc<Pools>,
     /// Stats by backend name, kept across reloads.
     stats: HashMap<String, Arc<BackendStats>>,
     /// Health by (name, address), kept across reloads when a backend is unchanged.
@@ -34,8 +36,8 @@ struct ProbeResult {
 
 impl Monitor {
     /// A monitor publishing into `cluster`.
-    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Monitor {
-        Monitor { cluster, metrics, stats: HashMap::new(), carried: HashMap::new(), running: None, topology: 0 }
+    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>, pools: Arc<Pools>) -> Monitor {
+        Monitor { cluster, metrics, pools, stats: HashMap::new(), carried: HashMap::new(), running: None, topology: 0 }
     }
 
     /// (Re)starts probing the backends of `config`, stopping the previous probes. The first
@@ -87,6 +89,7 @@ impl Monitor {
         let mut agg = Aggregator {
             cluster: self.cluster.clone(),
             metrics: self.metrics.clone(),
+            pools: self.pools.clone(),
             names,
             healths,
             views,
@@ -140,6 +143,7 @@ async fn probe_loop(index: usize, target: ProbeTarget, interval: std::time::Dura
 struct Aggregator {
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
+    pools: Arc<Pools>,
     names: Vec<(String, String)>,
     healths: Vec<Health>,
     views: Vec<BackendView>,
@@ -158,8 +162,13 @@ impl Aggregator {
             first_round.notify_one();
         }
         while let Some(r) = rx.recv().await {
-            self.apply(r.index, r.observation);
+            let went_down = self.apply(r.index, r.observation);
             self.publish();
+            if went_down {
+                // Requests in flight there would wait for TCP to notice; fail them now so
+                // repeatable reads move elsewhere and the rest get a clear error.
+                self.pools.sever_backend(&self.names[r.index].0);
+            }
             if !announced {
                 seen[r.index] = true;
                 if seen.iter().all(|&s| s) {
@@ -170,7 +179,8 @@ impl Aggregator {
         }
     }
 
-    fn apply(&mut self, index: usize, result: Result<Observation, String>) {
+    /// Applies a probe result; returns whether the backend just went down.
+    fn apply(&mut self, index: usize, result: Result<Observation, String>) -> bool {
         let name = &self.names[index].0;
         let h = &mut self.healths[index];
         let obs = match &result {
@@ -180,7 +190,8 @@ impl Aggregator {
                 None
             }
         };
-        match h.observe(obs, self.fall, self.rise) {
+        let change = h.observe(obs, self.fall, self.rise);
+        match change {
             Change::None => {}
             Change::WentUp => tracing::info!(backend = %name, role = ?h.role, "backend up"),
             Change::WentDown => {
@@ -195,6 +206,7 @@ impl Aggregator {
                 }
             }
         }
+        change == Change::WentDown
     }
 
     fn elect(&mut self) {

@@ -45,24 +45,24 @@ fn example_config_in_repo_is_valid() {
 #[test]
 fn unknown_key_names_key_and_line() {
     let e = err(&format!("{MINIMAL}\n[pool]\nsizee = 3\n"));
-    assert!(e.contains("sizee") && e.contains("line 20"), "{e}");
+    assert!(e.contains("sizee") && e.contains("line 19"), "{e}");
 }
 
 #[test]
 fn bad_duration_is_reported() {
     let e = err(&format!("{MINIMAL}\n[pool]\ncheckout_timeout = \"soon\"\n"));
     assert!(e.contains("checkout_timeout") || e.contains("invalid duration"), "{e}");
-    assert!(e.contains("line 20"), "{e}");
+    assert!(e.contains("line 19"), "{e}");
 }
 
 #[test]
 fn duplicate_backend_names_and_bad_addresses() {
     let dup = MINIMAL.replace("name = \"pg2\"", "name = \"pg1\"");
     let e = err(&dup);
-    assert!(e.contains("t.toml:12") && e.contains("duplicate backend name"), "{e}");
+    assert!(e.contains("t.toml:11") && e.contains("duplicate backend name"), "{e}");
     let bad = MINIMAL.replace("127.0.0.1:5433", "127.0.0.1:99999");
     let e = err(&bad);
-    assert!(e.contains("t.toml:13") && e.contains("invalid port"), "{e}");
+    assert!(e.contains("t.toml:12") && e.contains("invalid port"), "{e}");
     let e = err(&MINIMAL.replace("listen = \"127.0.0.1:6432\"", "listen = \"nowhere\""));
     assert!(e.contains("t.toml:2: listen"), "{e}");
 }

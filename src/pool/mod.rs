@@ -4,7 +4,8 @@
 
 pub mod server;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -110,15 +111,39 @@ pub struct Pool {
     pub backend: usize,
     connect: Mutex<ConnectParams>,
     tuning: Mutex<Tuning>,
-    /// Boxed so a checkout or checkin moves a pointer, not the whole connection state.
-    #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<ServerConn>>>,
+    /// Idle connections, and the sockets of connections in use.
+    conns: Arc<Mutex<Conns>>,
     permits: Arc<Semaphore>,
     size: AtomicUsize,
     /// Permits to destroy instead of returning (after shrinking on reload).
     to_forget: AtomicUsize,
     retired: CancellationToken,
     metrics: PoolMetrics,
+}
+
+/// A pool's connections: idle ones, and the sockets of those in use (so that a backend the
+/// monitor declared down can have every in-flight request on it failed at once, instead of
+/// each waiting for TCP to notice).
+#[derive(Default)]
+pub struct Conns {
+    /// Boxed so a checkout or checkin moves a pointer, not the whole connection state.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<ServerConn>>,
+    active: HashSet<RawFd>,
+}
+
+/// Registration of an in-use connection's socket; removed when it is checked in or dropped.
+pub struct ActiveGuard {
+    conns: Arc<Mutex<Conns>>,
+    fd: RawFd,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.conns.lock() {
+            c.active.remove(&self.fd);
+        }
+    }
 }
 
 /// A checked-out connection; return it with [`Pool::checkin`] or drop it to close it.
@@ -167,7 +192,7 @@ impl Pool {
             backend,
             connect: Mutex::new(connect),
             tuning: Mutex::new(tuning),
-            idle: Mutex::new(Vec::new()),
+            conns: Arc::new(Mutex::new(Conns::default())),
             permits: Arc::new(Semaphore::new(size)),
             size: AtomicUsize::new(size),
             to_forget: AtomicUsize::new(0),
@@ -199,23 +224,47 @@ impl Pool {
         };
         let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
         loop {
-            let idle = self.idle.lock().expect("idle").pop();
-            match idle {
+            let idle = self.conns.lock().expect("conns").idle.pop();
+            let mut conn = match idle {
                 Some(mut conn) => {
                     self.metrics.idle.dec();
                     if conn.is_dead() || conn.created.elapsed() > max_lifetime {
                         conn.terminate();
                         continue;
                     }
-                    self.metrics.active.inc();
-                    return Ok(Pooled { conn, permit, pool: self.clone() });
+                    conn
                 }
-                None => {
-                    let conn = self.open().await?;
-                    self.metrics.active.inc();
-                    return Ok(Pooled { conn, permit, pool: self.clone() });
+                None => self.open().await?,
+            };
+            self.register(&mut conn);
+            self.metrics.active.inc();
+            return Ok(Pooled { conn, permit, pool: self.clone() });
+        }
+    }
+
+    fn register(&self, conn: &mut ServerConn) {
+        let fd = conn.stream.as_raw_fd();
+        self.conns.lock().expect("conns").active.insert(fd);
+        conn.active = Some(ActiveGuard { conns: self.conns.clone(), fd });
+    }
+
+    /// Fails every in-flight request on this pool's connections at once (their reads see EOF)
+    /// and closes the idle ones: the backend was declared down.
+    pub fn sever(&self) {
+        let idle = {
+            let mut c = self.conns.lock().expect("conns");
+            for &fd in &c.active {
+                // SAFETY: the fd belongs to a live connection: guards remove it under this lock
+                // before their socket closes. shutdown(2) only changes socket state.
+                unsafe {
+                    libc::shutdown(fd, libc::SHUT_RDWR);
                 }
             }
+            std::mem::take(&mut c.idle)
+        };
+        for mut conn in idle {
+            self.metrics.idle.dec();
+            conn.terminate();
         }
     }
 
@@ -242,7 +291,17 @@ impl Pool {
             p.conn.terminate();
         } else {
             p.conn.idle_since = Instant::now();
-            self.idle.lock().expect("idle").push(p.conn);
+            let guard = p.conn.active.take();
+            let mut c = self.conns.lock().expect("conns");
+            if let Some(g) = &guard {
+                c.active.remove(&g.fd);
+            }
+            c.idle.push(p.conn);
+            drop(c);
+            if let Some(g) = guard {
+                // Already removed; skip the guard's own lock.
+                std::mem::forget(g);
+            }
             self.metrics.idle.inc();
         }
         self.return_permit(p.permit);
@@ -286,7 +345,8 @@ impl Pool {
         let t = self.tuning.lock().expect("tuning").clone();
         let mut closed = Vec::new();
         {
-            let mut idle = self.idle.lock().expect("idle");
+            let mut conns = self.conns.lock().expect("conns");
+            let idle = &mut conns.idle;
             let in_use = self.size.load(Ordering::Relaxed).saturating_sub(self.permits.available_permits());
             let mut keep = t.min_size.saturating_sub(in_use);
             idle.retain_mut(|c| {
@@ -305,13 +365,13 @@ impl Pool {
         for _ in &closed {
             self.metrics.idle.dec();
         }
-        let open_now = self.idle.lock().expect("idle").len() + self.size.load(Ordering::Relaxed).saturating_sub(self.permits.available_permits());
+        let open_now = self.conns.lock().expect("conns").idle.len() + self.size.load(Ordering::Relaxed).saturating_sub(self.permits.available_permits());
         for _ in open_now..t.min_size {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else { break };
             match self.open().await {
                 Ok(mut c) => {
                     c.idle_since = Instant::now();
-                    self.idle.lock().expect("idle").push(c);
+                    self.conns.lock().expect("conns").idle.push(c);
                     self.metrics.idle.inc();
                 }
                 Err(e) => {
@@ -326,7 +386,7 @@ impl Pool {
 
     fn retire(&self) {
         self.retired.cancel();
-        let drained: Vec<_> = std::mem::take(&mut *self.idle.lock().expect("idle"));
+        let drained: Vec<_> = std::mem::take(&mut self.conns.lock().expect("conns").idle);
         for mut c in drained {
             self.metrics.idle.dec();
             c.terminate();
@@ -335,7 +395,7 @@ impl Pool {
 
     /// Idle connection count (for status pages and tests).
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().expect("idle").len()
+        self.conns.lock().expect("conns").idle.len()
     }
 }
 
@@ -415,6 +475,14 @@ impl Pools {
             for p in pools {
                 p.maintain().await;
             }
+        }
+    }
+
+    /// Fails in-flight requests on every pool of a backend the monitor declared down.
+    pub fn sever_backend(&self, backend: &str) {
+        let pools: Vec<_> = self.map.read().expect("pools").values().filter(|p| &*p.key.backend == backend).cloned().collect();
+        for p in pools {
+            p.sever();
         }
     }
 

@@ -118,6 +118,8 @@ pub struct ServerConn {
     pub idle_since: Instant,
     /// Set when the connection must not be reused (protocol confusion, failed setup query).
     pub broken: bool,
+    /// Registered as in use with its pool (removed on checkin, or when dropped).
+    pub active: Option<super::ActiveGuard>,
 }
 
 impl ServerConn {
@@ -147,6 +149,7 @@ impl ServerConn {
             created: Instant::now(),
             idle_since: Instant::now(),
             broken: false,
+            active: None,
         };
         let mut out = BytesMut::new();
         let params = [("user", p.user.as_str()), ("database", p.database.as_str())];

@@ -154,16 +154,16 @@ impl Pending {
             // Errors always reach the client, except answers to the proxy's own queries.
             m.forward = mode == Mode::Forward || kind.extended();
             if kind.extended() {
-                while let Some(Expect::Server { kind, .. }) = self.q.front() {
-                    if *kind == Kind::Sync {
+                // The server skips everything up to the next Sync; synthetic answers queued in
+                // that stretch must not be sent either.
+                while let Some(e) = self.q.front() {
+                    if matches!(e, Expect::Server { kind: Kind::Sync, .. }) {
                         break;
                     }
                     if let Some(Expect::Server { hook, .. }) = self.q.pop_front() {
                         m.skipped.push(hook);
                     }
                 }
-                // Synthetic entries after the failed message were never going to be sent.
-                self.drop_synthetic_before_sync();
             }
             return m;
         }
@@ -175,22 +175,6 @@ impl Pending {
             }
         }
         m
-    }
-
-    fn drop_synthetic_before_sync(&mut self) {
-        let mut kept = VecDeque::with_capacity(self.q.len());
-        let mut before_sync = true;
-        while let Some(e) = self.q.pop_front() {
-            match &e {
-                Expect::Server { kind: Kind::Sync, .. } => {
-                    before_sync = false;
-                    kept.push_back(e);
-                }
-                Expect::Synthetic(_) if before_sync => {}
-                _ => kept.push_back(e),
-            }
-        }
-        self.q = kept;
     }
 
     /// Empties the queue (server lost); returns how many ReadyForQuery the client still awaits.

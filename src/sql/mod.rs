@@ -1,1 +1,352 @@
-//! (being written)
+//! SQL analysis for routing: a real (allocation-free) lexer and the per-query decisions the
+//! proxy needs.
+//!
+//! * [`lexer`]: an iterator of [`Token`]s borrowing from the input (comments, every kind of
+//!   quoting, dollar-quoted bodies, numbers, operators, punctuation, identifiers).
+//! * [`split_statements`]: splits a query string on top-level `;`.
+//! * [`Classifier::analyze`]: one pass per statement over the tokens, producing an
+//!   [`Analysis`]: where the string may run in autocommit ([`Route`] and [`Reason`]), the
+//!   routing hint, the session effects ([`Effects`], [`PinReason`]), transaction control
+//!   ([`TxnControl`]), and the `DEALLOCATE` / `SET switchyard.*` commands the proxy handles
+//!   itself.
+//!
+//! # Routing contract
+//!
+//! [`Route::Replica`] is returned only for reads:
+//!
+//! * `SELECT` (also parenthesised, and set operations), `WITH ... SELECT` (also `RECURSIVE`),
+//!   `VALUES`, `TABLE x`, `SHOW x`;
+//! * `EXPLAIN` of `SELECT`/`WITH`/`VALUES`/`TABLE`/`INSERT`/`UPDATE`/`DELETE`/`MERGE` without
+//!   `ANALYZE` (the statement is only planned), and `EXPLAIN ANALYZE` of a read;
+//! * `COPY table TO STDOUT` and `COPY (read) TO STDOUT`.
+//!
+//! A read still goes to the primary when it contains, outside strings, comments and quoted
+//! identifiers: a locking clause (`FOR UPDATE`, `FOR NO KEY UPDATE`, `FOR SHARE`,
+//! `FOR KEY SHARE`), `SELECT ... INTO`, a data-modifying CTE, or a call of a function that must
+//! run on the primary (see [`Classifier`]). Everything else goes to the primary; a
+//! multi-statement string goes to a replica only if every statement would; a string the lexer
+//! cannot make sense of (unterminated quote, comment or dollar quote, unbalanced parentheses)
+//! goes to the primary as "unparsable". An empty string (only whitespace, comments, `;`) is
+//! routed to a replica with reason "empty".
+//!
+//! A hint in the leading comments, `/* switchyard:primary */` or `/* switchyard:replica */`
+//! (also as a `--` comment), is reported in [`Analysis::hint`] and overrides the route (reason
+//! "hint ..."), except for empty and unparsable strings. Whether to honour it is the proxy's
+//! decision.
+//!
+//! # Allocation
+//!
+//! `analyze` does not allocate, except when it returns a `DEALLOCATE` name or a
+//! `switchyard.*` name/value that needs case folding or unquoting (returned as `Cow::Owned`).
+//! Names configured in [`Classifier::new`] are interned once for the `'static` reasons.
+
+pub mod classify;
+mod effects;
+pub mod lexer;
+mod split;
+
+#[cfg(test)]
+mod classify_tests;
+#[cfg(test)]
+mod corpus_tests;
+#[cfg(test)]
+mod effects_tests;
+#[cfg(test)]
+mod lexer_tests;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::fmt;
+
+pub use classify::Classifier;
+pub use lexer::{Lexer, StrKind, Token, TokenKind, Unterminated};
+pub use split::split_statements;
+
+/// Where a statement string must run (in autocommit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    Primary,
+    Replica,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Primary => "primary",
+            Route::Replica => "replica",
+        }
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a string got its [`Route`]. The `&'static str` payloads are upper-case statement
+/// keywords (`"SELECT"`, `"INSERT"`), locking clauses (`"FOR UPDATE"`) or lower-case function
+/// names (`"nextval"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Nothing to run: "empty".
+    Empty,
+    /// A read: "read: SELECT".
+    Read(&'static str),
+    /// A statement that writes or otherwise needs the primary: "write: INSERT".
+    Write(&'static str),
+    /// A read with a locking clause: "locking clause FOR UPDATE".
+    Locking(&'static str),
+    /// `SELECT ... INTO` creates a table: "SELECT INTO".
+    SelectInto,
+    /// `WITH x AS (INSERT/UPDATE/DELETE/MERGE ...)`: "data-modifying CTE".
+    DataModifyingCte,
+    /// A call of a function that must run on the primary: "writing function nextval".
+    WritingFunction(&'static str),
+    /// BEGIN/START/COMMIT/END/ROLLBACK/ABORT/SAVEPOINT/RELEASE/PREPARE TRANSACTION/...:
+    /// "transaction control".
+    TransactionControl,
+    /// SET/RESET/DISCARD/DEALLOCATE/PREPARE/EXECUTE/LISTEN/UNLISTEN/DECLARE/FETCH/MOVE/CLOSE/
+    /// LOAD: "session command".
+    SessionCommand,
+    /// Unterminated quote/comment or unbalanced parentheses: "unparsable".
+    Unparsable,
+    /// A leading routing hint: "hint /* switchyard:primary */".
+    Hint(Route),
+    /// Several statements, the first a read and a later one not: "multi-statement with a
+    /// write".
+    MultiStatementWrite,
+    /// The first word is not a statement PostgreSQL knows: "unrecognized statement".
+    Unrecognized,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Empty => f.write_str("empty"),
+            Reason::Read(k) => write!(f, "read: {k}"),
+            Reason::Write(k) => write!(f, "write: {k}"),
+            Reason::Locking(k) => write!(f, "locking clause {k}"),
+            Reason::SelectInto => f.write_str("SELECT INTO"),
+            Reason::DataModifyingCte => f.write_str("data-modifying CTE"),
+            Reason::WritingFunction(n) => write!(f, "writing function {n}"),
+            Reason::TransactionControl => f.write_str("transaction control"),
+            Reason::SessionCommand => f.write_str("session command"),
+            Reason::Unparsable => f.write_str("unparsable"),
+            Reason::Hint(r) => write!(f, "hint /* switchyard:{r} */"),
+            Reason::MultiStatementWrite => f.write_str("multi-statement with a write"),
+            Reason::Unrecognized => f.write_str("unrecognized statement"),
+        }
+    }
+}
+
+/// Session effects of a query string, as bit flags (hand-written; union over all statements).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Effects(u16);
+
+impl Effects {
+    /// No effects.
+    pub const NONE: Effects = Effects(0);
+    /// May change session-level settings: `SET` (not `SET LOCAL`, not `SET TRANSACTION`),
+    /// `SET SESSION CHARACTERISTICS`, `RESET`, `DISCARD ALL`, a `set_config(` call anywhere.
+    pub const SETTINGS: Effects = Effects(1);
+    /// Creates state that cannot move between server connections (see [`PinReason`]).
+    pub const PIN: Effects = Effects(2);
+    /// Clears the server connection's prepared statements: `DISCARD ALL`, `DEALLOCATE ALL`.
+    pub const DISCARD_ALL: Effects = Effects(4);
+
+    pub const fn empty() -> Self {
+        Effects(0)
+    }
+    pub const fn bits(self) -> u16 {
+        self.0
+    }
+    pub const fn from_bits_truncate(bits: u16) -> Self {
+        Effects(bits & 7)
+    }
+    /// Whether all flags of `other` are set in `self`.
+    pub const fn contains(self, other: Effects) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Whether any flag of `other` is set in `self`.
+    pub const fn intersects(self, other: Effects) -> bool {
+        self.0 & other.0 != 0
+    }
+    pub const fn union(self, other: Effects) -> Self {
+        Effects(self.0 | other.0)
+    }
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn insert(&mut self, other: Effects) {
+        self.0 |= other.0;
+    }
+}
+
+impl std::ops::BitOr for Effects {
+    type Output = Effects;
+    fn bitor(self, rhs: Effects) -> Effects {
+        self.union(rhs)
+    }
+}
+
+impl std::ops::BitOrAssign for Effects {
+    fn bitor_assign(&mut self, rhs: Effects) {
+        self.insert(rhs);
+    }
+}
+
+impl fmt::Debug for Effects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("Effects(NONE)");
+        }
+        f.write_str("Effects(")?;
+        let mut first = true;
+        for (flag, name) in [
+            (Effects::SETTINGS, "SETTINGS"),
+            (Effects::PIN, "PIN"),
+            (Effects::DISCARD_ALL, "DISCARD_ALL"),
+        ] {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str(" | ")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        f.write_str(")")
+    }
+}
+
+/// Why a query pins its client to one server connection (first reason found).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PinReason {
+    /// `CREATE TEMP TABLE/VIEW/SEQUENCE` (not `ON COMMIT DROP`), `SELECT ... INTO TEMP`,
+    /// objects created in `pg_temp`.
+    TempTable,
+    /// Session-level advisory locks: `pg_advisory_lock[_shared]`,
+    /// `pg_try_advisory_lock[_shared]`.
+    AdvisoryLock,
+    /// `LISTEN`.
+    Listen,
+    /// SQL-level `PREPARE name AS ...`.
+    Prepare,
+    /// `DECLARE ... WITH HOLD`.
+    HoldCursor,
+    /// `SET [SESSION] ROLE`, `SET [SESSION] SESSION AUTHORIZATION`.
+    Role,
+    /// `LOAD 'library'`.
+    Load,
+    /// `dblink_connect[_u](...)` (a named dblink connection lives in the server session).
+    Dblink,
+}
+
+impl PinReason {
+    /// A metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinReason::TempTable => "temp_table",
+            PinReason::AdvisoryLock => "advisory_lock",
+            PinReason::Listen => "listen",
+            PinReason::Prepare => "prepare",
+            PinReason::HoldCursor => "hold_cursor",
+            PinReason::Role => "role",
+            PinReason::Load => "load",
+            PinReason::Dblink => "dblink",
+        }
+    }
+}
+
+impl fmt::Display for PinReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Transaction control done by the FIRST statement of a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TxnControl {
+    /// Not transaction control (also `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`, `COMMIT PREPARED`,
+    /// `ROLLBACK PREPARED`).
+    #[default]
+    None,
+    /// `BEGIN` / `START TRANSACTION`; `read_only` when the modes include `READ ONLY`.
+    Begin { read_only: bool },
+    /// `SET TRANSACTION ... READ ONLY` (also `SET [LOCAL] transaction_read_only = on`).
+    SetTransactionReadOnly,
+    /// `COMMIT` / `END` (also `... AND CHAIN`), and `PREPARE TRANSACTION`, which also ends the
+    /// transaction block.
+    Commit,
+    /// `ROLLBACK` / `ABORT` (not `ROLLBACK TO SAVEPOINT`).
+    Rollback,
+}
+
+/// A whole-string `DEALLOCATE [PREPARE] name` or `DEALLOCATE [PREPARE] ALL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deallocate<'a> {
+    /// The statement name, unquoted / case-folded per SQL identifier rules.
+    Name(Cow<'a, str>),
+    All,
+}
+
+/// A whole-string `SET [SESSION|LOCAL] switchyard.<name> {=|TO} <value>`,
+/// `RESET switchyard.<name>` (also `SET switchyard.<name> TO DEFAULT`) or
+/// `SHOW switchyard.<name>`. Names are case-folded; values are unquoted (identifiers are
+/// case-folded, string constants kept as written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchyardCommand<'a> {
+    Set {
+        name: Cow<'a, str>,
+        value: Cow<'a, str>,
+    },
+    Reset {
+        name: Cow<'a, str>,
+    },
+    Show {
+        name: Cow<'a, str>,
+    },
+}
+
+/// The analysis of one query string (one simple-query message or one Parse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis<'a> {
+    /// Where this string must run if in autocommit.
+    pub route: Route,
+    /// Why.
+    pub reason: Reason,
+    /// The routing hint among the leading comments, if any.
+    pub hint: Option<Route>,
+    /// Union of the effects of all statements.
+    pub effects: Effects,
+    /// The first pin reason found, if any (then `effects` contains [`Effects::PIN`]).
+    pub pin: Option<PinReason>,
+    /// Transaction control done by the first statement.
+    pub txn: TxnControl,
+    /// Set when the whole string is one `DEALLOCATE`.
+    pub deallocate: Option<Deallocate<'a>>,
+    /// Set when the whole string is one `SET/RESET/SHOW switchyard.*`.
+    pub switchyard: Option<SwitchyardCommand<'a>>,
+    /// Number of non-empty statements.
+    pub statements: u32,
+}
+
+impl Analysis<'_> {
+    /// The metrics label of [`Analysis::pin`].
+    pub fn pin_reason(&self) -> Option<&'static str> {
+        self.pin.map(PinReason::as_str)
+    }
+
+    /// Whether the string may run on a replica (in autocommit).
+    pub fn is_read(&self) -> bool {
+        self.route == Route::Replica
+    }
+}
+
+/// `"replica\t<reason>"` or `"primary\t<reason>"`, for `switchyard classify SQL...`.
+pub fn classify_line(c: &Classifier, sql: &str) -> String {
+    let a = c.analyze(sql);
+    format!("{}\t{}", a.route, a.reason)
+}

@@ -1,0 +1,910 @@
+//! Routing: which statements may run on a replica.
+//!
+//! Each statement is looked at twice, cheaply: its first few tokens decide the kind of
+//! statement (read, `EXPLAIN`, `COPY`, session command, transaction control, write), then one
+//! scan over all its tokens finds what makes a read unsafe for a replica (locking clauses,
+//! `SELECT ... INTO`, data-modifying CTEs, calls of writing functions) and the effects that can
+//! occur anywhere (`set_config(`, advisory locks). Neither pass allocates.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+
+use super::effects::{self, StmtOut};
+use super::lexer::{Token, TokenKind};
+use super::split::{STok, Stmt};
+use super::{Analysis, Effects, PinReason, Reason, Route};
+
+/// A function name from the configuration, lower case, possibly schema-qualified.
+#[derive(Debug, Clone)]
+struct FnName {
+    schema: Option<&'static str>,
+    name: &'static str,
+}
+
+/// Classifies query strings. Built once from the configuration; cheap to share.
+///
+/// Function calls (an identifier, possibly schema-qualified or quoted, followed by `(`) are
+/// matched against, in order:
+///
+/// 1. `read_functions`: treated as harmless, even if listed below;
+/// 2. the built-in list of functions that must run on the primary ([`is_builtin_write`]):
+///    sequence manipulation (`nextval`, `setval`, and `currval`/`lastval` which depend on a
+///    `nextval` in the same session), advisory locks, `pg_notify`, large-object writes,
+///    xid assignment, WAL/backup/replication-slot/origin control, server signalling and
+///    statistics resets, BRIN/GIN maintenance, `dblink_exec`, `pg_current_wal_*lsn`;
+/// 3. `write_functions`.
+///
+/// A configured name without a schema matches the function in any schema; `schema.name`
+/// matches only that schema. Built-in names match in any schema. Any other function is
+/// assumed harmless: a function that writes fails on a replica with SQLSTATE 25006 and the
+/// proxy re-runs the statement on the primary.
+#[derive(Debug, Clone, Default)]
+pub struct Classifier {
+    write_functions: Vec<FnName>,
+    read_functions: Vec<FnName>,
+}
+
+/// Interns configured names so that [`Reason::WritingFunction`] can carry a `&'static str`.
+/// Each distinct name is leaked once, however often the configuration is reloaded.
+fn intern(s: &str) -> &'static str {
+    static POOL: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut pool = POOL
+        .get_or_init(|| Mutex::new(HashSet::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(&s) = pool.get(s) {
+        return s;
+    }
+    let leaked: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    pool.insert(leaked);
+    leaked
+}
+
+fn parse_fn_name(s: &str) -> Option<FnName> {
+    let s = s.trim().trim_end_matches("()");
+    if s.is_empty() {
+        return None;
+    }
+    let unquote = |p: &str| -> String {
+        let p = p.trim();
+        if p.len() >= 2 && p.starts_with('"') && p.ends_with('"') {
+            p[1..p.len() - 1].replace("\"\"", "\"")
+        } else {
+            p.to_ascii_lowercase()
+        }
+    };
+    match s.rsplit_once('.') {
+        Some((schema, name)) => Some(FnName {
+            schema: Some(intern(&unquote(schema))),
+            name: intern(&unquote(name)),
+        }),
+        None => Some(FnName {
+            schema: None,
+            name: intern(&unquote(s)),
+        }),
+    }
+}
+
+/// Defines [`BUILTIN_WRITE_FUNCTIONS`] and a `match` over the same names.
+macro_rules! builtin_writes {
+    ($($lit:literal),* $(,)?) => {
+        /// The built-in functions that must run on the primary (see [`is_builtin_write`]).
+        pub const BUILTIN_WRITE_FUNCTIONS: &[&str] = &[$($lit),*];
+
+        #[inline]
+        fn builtin_match(name: &str) -> Option<&'static str> {
+            match name { $($lit => Some($lit),)* _ => None }
+        }
+    };
+}
+
+builtin_writes!(
+    // sequences
+    "nextval",
+    "setval",
+    "currval",
+    "lastval",
+    // advisory locks (session and transaction level)
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_advisory_xact_lock",
+    "pg_advisory_xact_lock_shared",
+    "pg_advisory_unlock",
+    "pg_advisory_unlock_shared",
+    "pg_advisory_unlock_all",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+    "pg_try_advisory_xact_lock",
+    "pg_try_advisory_xact_lock_shared",
+    // notifications
+    "pg_notify",
+    // large objects
+    "lo_create",
+    "lo_creat",
+    "lo_import",
+    "lo_export",
+    "lo_unlink",
+    "lo_put",
+    "lo_from_bytea",
+    "lo_open",
+    "lowrite",
+    "lo_truncate",
+    "lo_truncate64",
+    // transaction ids
+    "txid_current",
+    "pg_current_xact_id",
+    // WAL, backups, recovery
+    "pg_switch_wal",
+    "pg_create_restore_point",
+    "pg_start_backup",
+    "pg_stop_backup",
+    "pg_backup_start",
+    "pg_backup_stop",
+    "pg_promote",
+    "pg_current_wal_lsn",
+    "pg_current_wal_insert_lsn",
+    "pg_current_wal_flush_lsn",
+    "pg_walfile_name",
+    "pg_walfile_name_offset",
+    "pg_logical_emit_message",
+    // replication slots and origins
+    "pg_create_physical_replication_slot",
+    "pg_create_logical_replication_slot",
+    "pg_copy_physical_replication_slot",
+    "pg_copy_logical_replication_slot",
+    "pg_drop_replication_slot",
+    "pg_replication_slot_advance",
+    "pg_logical_slot_get_changes",
+    "pg_logical_slot_get_binary_changes",
+    "pg_replication_origin_create",
+    "pg_replication_origin_drop",
+    "pg_replication_origin_advance",
+    "pg_replication_origin_session_setup",
+    "pg_replication_origin_session_reset",
+    "pg_replication_origin_xact_setup",
+    "pg_replication_origin_xact_reset",
+    // server control
+    "pg_cancel_backend",
+    "pg_terminate_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_stat_reset",
+    "pg_stat_reset_shared",
+    "pg_stat_reset_single_table_counters",
+    "pg_stat_reset_single_function_counters",
+    "pg_stat_reset_slru",
+    "pg_stat_reset_replication_slot",
+    "pg_stat_reset_subscription_stats",
+    "pg_import_system_collations",
+    // index maintenance
+    "brin_summarize_new_values",
+    "brin_summarize_range",
+    "brin_desummarize_range",
+    "gin_clean_pending_list",
+    // extensions
+    "dblink_exec",
+    "pg_file_write",
+    "pg_file_rename",
+    "pg_file_unlink",
+    "pg_file_sync",
+);
+
+/// The built-in functions that must run on the primary (lower-case, unqualified name), or
+/// `None`. Returns the `'static` name for [`Reason::WritingFunction`].
+pub fn is_builtin_write(name: &str) -> Option<&'static str> {
+    // Cheap filter first: most calls (count, sum, coalesce, ...) and keywords followed by `(`
+    // (IN, AS, OVER, ...) are rejected on their first bytes.
+    let b = name.as_bytes();
+    let candidate = match b.first() {
+        Some(b'p') => b.len() > 3 && b[1] == b'g' && b[2] == b'_',
+        Some(b'l') => name == "lastval" || (b.len() > 5 && b[1] == b'o'),
+        Some(b'n') => name == "nextval",
+        Some(b's') => name == "setval",
+        Some(b'c') => name == "currval",
+        Some(b't') => name == "txid_current",
+        Some(b'b') => name.starts_with("brin_"),
+        Some(b'g') => name == "gin_clean_pending_list",
+        Some(b'd') => name == "dblink_exec",
+        _ => false,
+    };
+    if !candidate {
+        return None;
+    }
+    let hit = builtin_match(name);
+    if hit.is_some() {
+        return hit;
+    }
+    // Future members of the same families.
+    if name.starts_with("pg_stat_reset") {
+        return Some("pg_stat_reset*");
+    }
+    if name.starts_with("pg_create_") {
+        return Some("pg_create_*");
+    }
+    None
+}
+
+/// The name of a function call as PostgreSQL resolves it (unquoted names folded to lower case,
+/// quoted names verbatim), copied into `buf`. `None` if longer than an identifier can be.
+fn call_key<'b>(t: &Token<'_>, buf: &'b mut [u8; 64]) -> Option<&'b str> {
+    let n;
+    match t.kind {
+        TokenKind::Ident => {
+            let b = t.text.as_bytes();
+            if b.len() > 63 {
+                return None;
+            }
+            for (d, s) in buf.iter_mut().zip(b) {
+                *d = s.to_ascii_lowercase();
+            }
+            n = b.len();
+        }
+        TokenKind::QuotedIdent => {
+            let b = t.text.as_bytes();
+            if b.first() != Some(&b'"') || b.len() < 2 {
+                return None; // U&"..." names are not worth decoding
+            }
+            let body = &b[1..b.len() - 1];
+            let mut j = 0;
+            let mut i = 0;
+            while i < body.len() {
+                if j >= 63 {
+                    return None;
+                }
+                buf[j] = body[i];
+                j += 1;
+                i += if body[i] == b'"' { 2 } else { 1 };
+            }
+            n = j;
+        }
+        _ => return None,
+    }
+    std::str::from_utf8(&buf[..n]).ok()
+}
+
+/// The statement keywords PostgreSQL knows, as they appear in reasons.
+const STATEMENT_KEYWORDS: &[&str] = &[
+    "ABORT",
+    "ALTER",
+    "ANALYZE",
+    "ANALYSE",
+    "BEGIN",
+    "CALL",
+    "CHECKPOINT",
+    "CLOSE",
+    "CLUSTER",
+    "COMMENT",
+    "COMMIT",
+    "COPY",
+    "CREATE",
+    "DEALLOCATE",
+    "DECLARE",
+    "DELETE",
+    "DISCARD",
+    "DO",
+    "DROP",
+    "END",
+    "EXECUTE",
+    "EXPLAIN",
+    "FETCH",
+    "GRANT",
+    "IMPORT",
+    "INSERT",
+    "LISTEN",
+    "LOAD",
+    "LOCK",
+    "MERGE",
+    "MOVE",
+    "NOTIFY",
+    "PREPARE",
+    "REASSIGN",
+    "REFRESH",
+    "REINDEX",
+    "RELEASE",
+    "RESET",
+    "REVOKE",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "SECURITY",
+    "SELECT",
+    "SET",
+    "SHOW",
+    "START",
+    "TABLE",
+    "TRUNCATE",
+    "UNLISTEN",
+    "UPDATE",
+    "VACUUM",
+    "VALUES",
+    "WITH",
+];
+
+fn statement_keyword(t: &Token<'_>) -> Option<&'static str> {
+    if t.kind != TokenKind::Ident || t.text.len() > 10 || t.text.len() < 2 {
+        return None;
+    }
+    STATEMENT_KEYWORDS
+        .iter()
+        .find(|k| k.len() == t.text.len() && k.eq_ignore_ascii_case(t.text))
+        .copied()
+}
+
+/// What the head of a statement says it is.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Empty,
+    /// A read, subject to the token scan.
+    Read(&'static str),
+    /// `EXPLAIN` without `ANALYZE` of a plannable statement: nothing is executed.
+    ExplainPlain,
+    /// `COPY`: a read if `TO STDOUT` and (for the query form) the query is a read.
+    Copy {
+        inner_read: bool,
+    },
+    /// `CREATE ...`; `temp` for `CREATE TEMP TABLE/VIEW/SEQUENCE`.
+    Create {
+        temp: bool,
+    },
+    /// Needs the primary.
+    Primary(Reason),
+}
+
+/// What the token scan found in one statement.
+#[derive(Debug, Default)]
+struct Features {
+    dml_top: Option<&'static str>,
+    dml_nested: bool,
+    locking: Option<&'static str>,
+    select_into: bool,
+    write_fn: Option<&'static str>,
+    on_commit_drop: bool,
+    pg_temp: bool,
+    copy_to_stdout: Option<bool>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct ScanMode {
+    read: bool,
+    copy: bool,
+    create: bool,
+}
+
+/// The outcome for one statement.
+#[derive(Debug, Clone)]
+pub(crate) struct StmtResult<'a> {
+    pub route: Route,
+    pub reason: Reason,
+    pub out: StmtOut<'a>,
+    pub empty: bool,
+    pub unparsable: bool,
+}
+
+#[inline]
+fn is_read_start(t: &Token<'_>) -> Option<&'static str> {
+    if t.kind != TokenKind::Ident {
+        return None;
+    }
+    match t.text.len() {
+        4 if t.is_kw("with") => Some("WITH"),
+        5 if t.is_kw("table") => Some("TABLE"),
+        6 if t.is_kw("select") => Some("SELECT"),
+        6 if t.is_kw("values") => Some("VALUES"),
+        _ => None,
+    }
+}
+
+#[inline]
+fn opt_kw(t: &Option<STok<'_>>, k: &str) -> bool {
+    t.as_ref().is_some_and(|t| t.is_kw(k))
+}
+
+impl Classifier {
+    /// `write_functions`: functions (lower case, optionally `schema.name`) that must run on the
+    /// primary in addition to the built-in list. `read_functions`: functions that are harmless
+    /// even if they are in the built-in list or in `write_functions`.
+    pub fn new(write_functions: &[String], read_functions: &[String]) -> Self {
+        Classifier {
+            write_functions: write_functions
+                .iter()
+                .filter_map(|s| parse_fn_name(s))
+                .collect(),
+            read_functions: read_functions
+                .iter()
+                .filter_map(|s| parse_fn_name(s))
+                .collect(),
+        }
+    }
+
+    /// Analyse a query string (one or more statements). See the module documentation.
+    pub fn analyze<'a>(&self, sql: &'a str) -> Analysis<'a> {
+        let hint = leading_hint(sql);
+        let mut statements = 0u32;
+        let mut first: Option<StmtResult<'a>> = None;
+        let mut later_primary = false;
+        let mut unparsable = false;
+        let mut effects = Effects::NONE;
+        let mut pin = None;
+        let mut pos = 0usize;
+        loop {
+            let mut st = Stmt::new(sql, pos);
+            let r = self.analyze_stmt(&mut st);
+            let advanced = st.end > pos;
+            pos = st.end;
+            if !r.empty {
+                statements += 1;
+                unparsable |= r.unparsable;
+                effects |= r.out.effects;
+                if pin.is_none() {
+                    pin = r.out.pin;
+                }
+                match first {
+                    None => first = Some(r),
+                    Some(_) => later_primary |= r.route == Route::Primary,
+                }
+            }
+            if st.eof || !advanced {
+                break;
+            }
+        }
+        let Some(first) = first else {
+            return Analysis {
+                route: Route::Replica,
+                reason: Reason::Empty,
+                hint,
+                effects,
+                pin,
+                txn: Default::default(),
+                deallocate: None,
+                switchyard: None,
+                statements: 0,
+            };
+        };
+        let (mut route, mut reason) = (first.route, first.reason);
+        if unparsable {
+            route = Route::Primary;
+            reason = Reason::Unparsable;
+        } else if let Some(h) = hint {
+            route = h;
+            reason = Reason::Hint(h);
+        } else if route == Route::Replica && later_primary {
+            route = Route::Primary;
+            reason = Reason::MultiStatementWrite;
+        }
+        let single = statements == 1;
+        let out = first.out;
+        Analysis {
+            route,
+            reason,
+            hint,
+            effects,
+            pin,
+            txn: out.txn,
+            deallocate: if single { out.deallocate } else { None },
+            switchyard: if single { out.switchyard } else { None },
+            statements,
+        }
+    }
+
+    /// Analyse the statement `st` is positioned at, consuming it.
+    pub(crate) fn analyze_stmt<'a>(&self, st: &mut Stmt<'a>) -> StmtResult<'a> {
+        let mut out = StmtOut::default();
+        let mut head = st.clone();
+        let kind = match head.next() {
+            None => Kind::Empty,
+            Some(t) => self.head_kind(t, head, &mut out),
+        };
+        let mode = ScanMode {
+            read: matches!(kind, Kind::Read(_) | Kind::Copy { .. }),
+            copy: matches!(kind, Kind::Copy { .. }),
+            create: matches!(kind, Kind::Create { .. }),
+        };
+        let f = self.scan(st, mode, &mut out);
+        st.drain();
+        let unparsable = st.unparsable;
+        let empty = st.count == 0 && !unparsable;
+        if let Kind::Create { temp } = kind {
+            if (temp || f.pg_temp) && !f.on_commit_drop {
+                out.pin(PinReason::TempTable);
+            }
+        }
+        let (route, reason) = match kind {
+            Kind::Empty => (Route::Replica, Reason::Empty),
+            Kind::Read(k) => read_outcome(&f, k),
+            Kind::ExplainPlain => {
+                // Nothing is executed: no effects either.
+                out.effects = Effects::NONE;
+                out.pin = None;
+                (Route::Replica, Reason::Read("EXPLAIN"))
+            }
+            Kind::Copy { inner_read } => {
+                if inner_read && f.copy_to_stdout == Some(true) {
+                    read_outcome(&f, "COPY")
+                } else {
+                    (Route::Primary, Reason::Write("COPY"))
+                }
+            }
+            Kind::Create { .. } => (Route::Primary, Reason::Write("CREATE")),
+            Kind::Primary(r) => (Route::Primary, r),
+        };
+        StmtResult {
+            route,
+            reason,
+            out,
+            empty,
+            unparsable,
+        }
+    }
+
+    /// Decide the kind of statement from its first token(s). `rest` is positioned after
+    /// `first`. Records head-level effects in `out`.
+    fn head_kind<'a>(&self, first: STok<'a>, mut rest: Stmt<'a>, out: &mut StmtOut<'a>) -> Kind {
+        if first.is_punct(b'(') {
+            // (SELECT ...), ((VALUES ...)) UNION ...
+            let mut t = rest.next();
+            while t.as_ref().is_some_and(|t| t.is_punct(b'(')) {
+                t = rest.next();
+            }
+            return match t.as_ref().and_then(|t| is_read_start(t)) {
+                Some(k) => Kind::Read(k),
+                None => match t.as_ref().and_then(|t| statement_keyword(t)) {
+                    Some(k) => Kind::Primary(Reason::Write(k)),
+                    None => Kind::Primary(Reason::Unrecognized),
+                },
+            };
+        }
+        let Some(k) = statement_keyword(&first) else {
+            return Kind::Primary(Reason::Unrecognized);
+        };
+        match k {
+            "SELECT" | "VALUES" | "TABLE" | "WITH" => Kind::Read(k),
+            "SHOW" => {
+                effects::show_head(rest, out);
+                Kind::Read(k)
+            }
+            "EXPLAIN" => self.explain_kind(rest, out),
+            "COPY" => {
+                let inner_read = match rest.next() {
+                    Some(t) if t.is_punct(b'(') => {
+                        let mut t = rest.next();
+                        while t.as_ref().is_some_and(|t| t.is_punct(b'(')) {
+                            t = rest.next();
+                        }
+                        t.as_ref().and_then(|t| is_read_start(t)).is_some()
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+                Kind::Copy { inner_read }
+            }
+            "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT"
+            | "RELEASE" => {
+                effects::transaction_head(k, rest, out);
+                Kind::Primary(Reason::TransactionControl)
+            }
+            "PREPARE" if opt_kw(&rest.peek(), "transaction") => {
+                effects::transaction_head(k, rest, out);
+                Kind::Primary(Reason::TransactionControl)
+            }
+            "SET" | "RESET" | "DISCARD" | "DEALLOCATE" | "PREPARE" | "EXECUTE" | "LISTEN"
+            | "UNLISTEN" | "DECLARE" | "FETCH" | "MOVE" | "CLOSE" | "LOAD" => {
+                Kind::Primary(effects::session_head(k, rest, out))
+            }
+            "CREATE" => Kind::Create {
+                temp: effects::create_is_temp(rest),
+            },
+            _ => Kind::Primary(Reason::Write(k)),
+        }
+    }
+
+    /// `EXPLAIN [ANALYZE] [VERBOSE] stmt` or `EXPLAIN (option [value], ...) stmt`.
+    fn explain_kind<'a>(&self, mut rest: Stmt<'a>, out: &mut StmtOut<'a>) -> Kind {
+        let mut analyze = false;
+        let mut t = rest.next();
+        if t.as_ref().is_some_and(|t| t.is_punct(b'(')) {
+            // options
+            loop {
+                let Some(name) = rest.next() else {
+                    return Kind::Primary(Reason::Unparsable);
+                };
+                if name.is_punct(b')') {
+                    break;
+                }
+                if name.is_punct(b',') {
+                    continue;
+                }
+                let is_analyze = name.is_kw("analyze") || name.is_kw("analyse");
+                // optional value
+                let mut value_true = true;
+                if let Some(v) = rest.peek() {
+                    if !v.is_punct(b',') && !v.is_punct(b')') {
+                        rest.next();
+                        value_true = !is_false_value(&v);
+                    }
+                }
+                if is_analyze {
+                    analyze = value_true;
+                }
+            }
+            t = rest.next();
+        } else {
+            while let Some(x) = t.as_ref() {
+                if x.is_kw("analyze") || x.is_kw("analyse") {
+                    analyze = true;
+                } else if !x.is_kw("verbose") {
+                    break;
+                }
+                t = rest.next();
+            }
+        }
+        let Some(inner) = t else {
+            return Kind::Primary(Reason::Write("EXPLAIN"));
+        };
+        if analyze {
+            return match self.head_kind(inner, rest, out) {
+                Kind::ExplainPlain | Kind::Empty | Kind::Copy { .. } => {
+                    Kind::Primary(Reason::Write("EXPLAIN"))
+                }
+                k => k,
+            };
+        }
+        let plannable = inner.is_punct(b'(')
+            || is_read_start(&inner).is_some()
+            || inner.is_kw("insert")
+            || inner.is_kw("update")
+            || inner.is_kw("delete")
+            || inner.is_kw("merge");
+        if plannable {
+            Kind::ExplainPlain
+        } else if inner.is_kw("execute") {
+            Kind::Primary(Reason::SessionCommand)
+        } else {
+            Kind::Primary(Reason::Write("EXPLAIN"))
+        }
+    }
+
+    /// One pass over all tokens of the statement.
+    fn scan<'a>(&self, st: &mut Stmt<'a>, mode: ScanMode, out: &mut StmtOut<'a>) -> Features {
+        let mut f = Features::default();
+        // the three previous significant tokens, most recent first
+        let mut p1: Option<Token<'a>> = None;
+        let mut p2: Option<Token<'a>> = None;
+        let mut p3: Option<Token<'a>> = None;
+        while let Some(t) = st.next() {
+            match t.kind {
+                TokenKind::Ident => {
+                    let after_dot = p1.is_some_and(|p| p.is_punct(b'.'));
+                    match t.text.len() {
+                        2 if mode.copy
+                            && t.depth == 0
+                            && f.copy_to_stdout.is_none()
+                            && t.is_kw("to") =>
+                        {
+                            f.copy_to_stdout = Some(opt_kw(&st.peek(), "stdout"));
+                        }
+                        3 if mode.read && f.locking.is_none() && t.is_kw("for") => {
+                            f.locking = locking_clause(st.clone());
+                        }
+                        4 if mode.read && !after_dot && t.is_kw("into") => {
+                            let after_dml =
+                                p1.is_some_and(|p| p.is_kw("insert") || p.is_kw("merge"));
+                            if !after_dml {
+                                f.select_into = true;
+                                let mut la = st.clone();
+                                let mut n = la.next();
+                                if opt_kw(&n, "local") || opt_kw(&n, "global") {
+                                    n = la.next();
+                                }
+                                if opt_kw(&n, "temp") || opt_kw(&n, "temporary") {
+                                    out.pin(PinReason::TempTable);
+                                }
+                            }
+                        }
+                        4 if mode.copy
+                            && t.depth == 0
+                            && f.copy_to_stdout.is_none()
+                            && t.is_kw("from") =>
+                        {
+                            f.copy_to_stdout = Some(false);
+                        }
+                        4 if mode.create
+                            && t.depth == 0
+                            && t.is_kw("drop")
+                            && p1.is_some_and(|p| p.is_kw("commit"))
+                            && p2.is_some_and(|p| p.is_kw("on")) =>
+                        {
+                            f.on_commit_drop = true;
+                        }
+                        5 | 6 if mode.read && !after_dot => {
+                            let dml = if t.is_kw("insert") {
+                                Some("INSERT")
+                            } else if t.is_kw("delete") {
+                                Some("DELETE")
+                            } else if t.is_kw("merge") {
+                                Some("MERGE")
+                            } else if t.is_kw("update") {
+                                let locking = p1.is_some_and(|p| p.is_kw("for"))
+                                    || (p1.is_some_and(|p| p.is_kw("key"))
+                                        && p2.is_some_and(|p| p.is_kw("no")));
+                                if locking {
+                                    None
+                                } else {
+                                    Some("UPDATE")
+                                }
+                            } else {
+                                None
+                            };
+                            if let Some(d) = dml {
+                                if t.depth == 0 {
+                                    if f.dml_top.is_none() {
+                                        f.dml_top = Some(d);
+                                    }
+                                } else {
+                                    f.dml_nested = true;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                TokenKind::Punct => match t.text.as_bytes()[0] {
+                    b'(' => {
+                        if let Some(name) = p1.filter(|p| p.is_name()) {
+                            let schema = if p2.is_some_and(|p| p.is_punct(b'.')) {
+                                p3.filter(|p| p.is_name())
+                            } else {
+                                None
+                            };
+                            self.call(schema.as_ref(), &name, &mut f, out);
+                        }
+                    }
+                    b'.' if mode.create && p1.is_some_and(|p| p.name_eq("pg_temp")) => {
+                        f.pg_temp = true;
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+            p3 = p2;
+            p2 = p1;
+            p1 = Some(t.tok);
+        }
+        f
+    }
+
+    /// A function call `schema.name(`.
+    fn call(
+        &self,
+        schema: Option<&Token<'_>>,
+        name: &Token<'_>,
+        f: &mut Features,
+        out: &mut StmtOut<'_>,
+    ) {
+        let mut buf = [0u8; 64];
+        let Some(key) = call_key(name, &mut buf) else {
+            return;
+        };
+        // Effects, whatever the routing lists say.
+        let b = key.as_bytes();
+        let maybe_effect = b.len() >= 10 && matches!(b[0], b's' | b'p' | b'd');
+        if maybe_effect {
+            match key {
+                "set_config" => out.effects.insert(Effects::SETTINGS),
+                "pg_advisory_lock"
+                | "pg_advisory_lock_shared"
+                | "pg_try_advisory_lock"
+                | "pg_try_advisory_lock_shared" => out.pin(PinReason::AdvisoryLock),
+                "dblink_connect" | "dblink_connect_u" => out.pin(PinReason::Dblink),
+                _ => {}
+            }
+        }
+        if f.write_fn.is_some() {
+            return;
+        }
+        let matches = |n: &FnName| -> bool {
+            n.name == key
+                && match (n.schema, schema) {
+                    (None, _) => true,
+                    (Some(s), Some(t)) => t.name_eq(s),
+                    (Some(_), None) => false,
+                }
+        };
+        if !self.read_functions.is_empty() && self.read_functions.iter().any(matches) {
+            return;
+        }
+        if let Some(w) = is_builtin_write(key) {
+            f.write_fn = Some(w);
+            return;
+        }
+        if let Some(n) = self.write_functions.iter().find(|n| matches(n)) {
+            f.write_fn = Some(n.name);
+        }
+    }
+}
+
+/// The route for a read given what the scan found.
+fn read_outcome(f: &Features, k: &'static str) -> (Route, Reason) {
+    if let Some(d) = f.dml_top {
+        (Route::Primary, Reason::Write(d))
+    } else if let Some(l) = f.locking {
+        (Route::Primary, Reason::Locking(l))
+    } else if f.select_into {
+        (Route::Primary, Reason::SelectInto)
+    } else if f.dml_nested {
+        (Route::Primary, Reason::DataModifyingCte)
+    } else if let Some(w) = f.write_fn {
+        (Route::Primary, Reason::WritingFunction(w))
+    } else {
+        (Route::Replica, Reason::Read(k))
+    }
+}
+
+/// After `FOR`: `UPDATE`, `NO KEY UPDATE`, `SHARE`, `KEY SHARE`.
+fn locking_clause(mut la: Stmt<'_>) -> Option<&'static str> {
+    let a = la.next()?;
+    if a.is_kw("update") {
+        return Some("FOR UPDATE");
+    }
+    if a.is_kw("share") {
+        return Some("FOR SHARE");
+    }
+    if a.is_kw("no") {
+        let b = la.next()?;
+        let c = la.next()?;
+        if b.is_kw("key") && c.is_kw("update") {
+            return Some("FOR NO KEY UPDATE");
+        }
+        return None;
+    }
+    if a.is_kw("key") && opt_kw(&la.next(), "share") {
+        return Some("FOR KEY SHARE");
+    }
+    None
+}
+
+fn is_false_value(t: &Token<'_>) -> bool {
+    let v = match t.kind {
+        TokenKind::String(_) => t.string_value().unwrap_or_default(),
+        _ => std::borrow::Cow::Borrowed(t.text),
+    };
+    ["false", "off", "0", "no"]
+        .iter()
+        .any(|x| v.trim().eq_ignore_ascii_case(x))
+}
+
+/// A `switchyard:primary` / `switchyard:replica` hint among the comments before the first
+/// significant token.
+fn leading_hint(sql: &str) -> Option<Route> {
+    let mut hint = None;
+    for t in super::lexer::Lexer::new(sql) {
+        let body = match t.kind {
+            TokenKind::BlockComment => &t.text[2..t.text.len() - 2],
+            TokenKind::LineComment => &t.text[2..],
+            _ => break,
+        };
+        if hint.is_none() {
+            hint = parse_hint(body);
+        }
+    }
+    hint
+}
+
+fn parse_hint(body: &str) -> Option<Route> {
+    let b = body.trim();
+    let prefix = "switchyard";
+    if b.len() <= prefix.len()
+        || !b
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    {
+        return None;
+    }
+    let rest = b[prefix.len()..].trim_start();
+    let rest = rest.strip_prefix(':')?.trim();
+    if rest.eq_ignore_ascii_case("primary") {
+        Some(Route::Primary)
+    } else if rest.eq_ignore_ascii_case("replica") {
+        Some(Route::Replica)
+    } else {
+        None
+    }
+}

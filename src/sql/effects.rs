@@ -1,0 +1,312 @@
+//! Session effects and transaction control of session/transaction statements: `SET`, `RESET`,
+//! `SHOW`, `DISCARD`, `DEALLOCATE`, `LISTEN`, `PREPARE`, `DECLARE`, `LOAD`, `BEGIN`,
+//! `START TRANSACTION`, `COMMIT`, `ROLLBACK`, ..., and the `switchyard.*` commands.
+//!
+//! These functions look at the head of one statement (a clone of its token stream, positioned
+//! after the first keyword) and record what they find in a [`StmtOut`]. Effects that can occur
+//! anywhere in a statement (`set_config(...)`, advisory locks, `SELECT ... INTO TEMP`) are found
+//! by the token scan in [`super::classify`].
+
+use std::borrow::Cow;
+
+use super::lexer::TokenKind;
+use super::split::{STok, Stmt};
+use super::{Deallocate, Effects, PinReason, Reason, SwitchyardCommand, TxnControl};
+
+/// What one statement does to the session.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StmtOut<'a> {
+    pub txn: TxnControl,
+    pub effects: Effects,
+    pub pin: Option<PinReason>,
+    pub deallocate: Option<Deallocate<'a>>,
+    pub switchyard: Option<SwitchyardCommand<'a>>,
+}
+
+impl<'a> StmtOut<'a> {
+    #[inline]
+    pub fn pin(&mut self, p: PinReason) {
+        self.effects.insert(Effects::PIN);
+        if self.pin.is_none() {
+            self.pin = Some(p);
+        }
+    }
+}
+
+#[inline]
+fn kw(t: &Option<STok<'_>>, k: &str) -> bool {
+    t.as_ref().is_some_and(|t| t.is_kw(k))
+}
+
+/// Transaction control statements. `first` is the upper-case statement keyword; `rest` is
+/// positioned after it.
+pub(crate) fn transaction_head<'a>(first: &'static str, mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
+    match first {
+        "BEGIN" | "START" => {
+            if first == "START" && !kw(&rest.peek(), "transaction") {
+                return;
+            }
+            // modes: ISOLATION LEVEL ..., READ ONLY, READ WRITE, [NOT] DEFERRABLE
+            let mut read_only = false;
+            let mut prev_read = false;
+            for t in rest.by_ref() {
+                if prev_read {
+                    if t.is_kw("only") {
+                        read_only = true;
+                    } else if t.is_kw("write") {
+                        read_only = false;
+                    }
+                }
+                prev_read = t.is_kw("read");
+            }
+            out.txn = TxnControl::Begin { read_only };
+        }
+        "COMMIT" | "END" if !kw(&rest.peek(), "prepared") => {
+            out.txn = TxnControl::Commit;
+        }
+        "ROLLBACK" | "ABORT" => {
+            if kw(&rest.peek(), "prepared") {
+                return;
+            }
+            // ROLLBACK [WORK|TRANSACTION] TO [SAVEPOINT] name
+            if rest.any(|t| t.is_kw("to")) {
+                return;
+            }
+            out.txn = TxnControl::Rollback;
+        }
+        "PREPARE" => {
+            // PREPARE TRANSACTION 'gid' ends the transaction block.
+            out.txn = TxnControl::Commit;
+        }
+        _ => {}
+    }
+}
+
+/// Session statements. Returns the reason to report (always [`Reason::SessionCommand`] today).
+pub(crate) fn session_head<'a>(
+    first: &'static str,
+    mut rest: Stmt<'a>,
+    out: &mut StmtOut<'a>,
+) -> Reason {
+    match first {
+        "SET" => set_head(rest, out),
+        "RESET" => {
+            out.effects.insert(Effects::SETTINGS);
+            if let Some(name) = switchyard_name(&mut rest) {
+                if rest.next().is_none() {
+                    out.switchyard = Some(SwitchyardCommand::Reset { name });
+                }
+            }
+        }
+        "DISCARD" if kw(&rest.next(), "all") => {
+            out.effects.insert(Effects::SETTINGS | Effects::DISCARD_ALL);
+        }
+        "DEALLOCATE" => deallocate_head(rest, out),
+        "LISTEN" => out.pin(PinReason::Listen),
+        "PREPARE" => out.pin(PinReason::Prepare),
+        "LOAD" => out.pin(PinReason::Load),
+        "DECLARE" => {
+            // DECLARE name [BINARY] [ASENSITIVE|INSENSITIVE] [[NO] SCROLL] CURSOR
+            //   [{WITH|WITHOUT} HOLD] FOR query
+            let mut prev_with = false;
+            for t in rest.by_ref() {
+                if t.is_kw("for") {
+                    break;
+                }
+                if prev_with && t.is_kw("hold") {
+                    out.pin(PinReason::HoldCursor);
+                    break;
+                }
+                prev_with = t.is_kw("with");
+            }
+        }
+        _ => {}
+    }
+    Reason::SessionCommand
+}
+
+/// `SHOW switchyard.name` (whole statement).
+pub(crate) fn show_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
+    if let Some(name) = switchyard_name(&mut rest) {
+        if rest.next().is_none() {
+            out.switchyard = Some(SwitchyardCommand::Show { name });
+        }
+    }
+}
+
+fn set_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
+    let Some(mut t) = rest.next() else { return };
+    let mut local = false;
+    if t.is_kw("local") {
+        local = true;
+        let Some(n) = rest.next() else { return };
+        t = n;
+    } else if t.is_kw("session") {
+        let next = rest.peek();
+        if kw(&next, "characteristics") {
+            // SET SESSION CHARACTERISTICS AS TRANSACTION ...: session defaults.
+            out.effects.insert(Effects::SETTINGS);
+            return;
+        }
+        if kw(&next, "authorization") {
+            out.effects.insert(Effects::SETTINGS);
+            out.pin(PinReason::Role);
+            return;
+        }
+        let Some(n) = rest.next() else { return };
+        t = n;
+    }
+    if t.is_kw("transaction") {
+        // SET [SESSION|LOCAL] TRANSACTION modes: this transaction only.
+        let mut prev_read = false;
+        for m in rest.by_ref() {
+            if prev_read && m.is_kw("only") {
+                out.txn = TxnControl::SetTransactionReadOnly;
+            }
+            prev_read = m.is_kw("read");
+        }
+        return;
+    }
+    if t.is_kw("constraints") {
+        return; // transaction-local
+    }
+    if t.is_kw("role") || (t.is_kw("session") && kw(&rest.peek(), "authorization")) {
+        if !local {
+            out.effects.insert(Effects::SETTINGS);
+            out.pin(PinReason::Role);
+        }
+        return;
+    }
+    if !local {
+        out.effects.insert(Effects::SETTINGS);
+    }
+    // transaction_read_only
+    if t.name_eq("transaction_read_only") {
+        let mut v = rest.clone();
+        let mut sep = v.next();
+        if sep.as_ref().is_some_and(|s| s.is_kw("to") || s.text == "=") {
+            sep = v.next();
+        }
+        if let Some(val) = sep {
+            if is_true_value(&val) {
+                out.txn = TxnControl::SetTransactionReadOnly;
+            }
+        }
+        return;
+    }
+    // SET [SESSION|LOCAL] switchyard.name {=|TO} value
+    let mut r = Stmt::clone(&rest);
+    let Some(name) = switchyard_name_from(t, &mut r) else {
+        return;
+    };
+    let Some(sep) = r.next() else { return };
+    if !(sep.is_kw("to") || (sep.kind == TokenKind::Operator && sep.text == "=")) {
+        return;
+    }
+    let Some(val) = r.next() else { return };
+    if r.next().is_some() {
+        return; // lists and other forms are not ours
+    }
+    let value: Cow<'a, str> = match val.kind {
+        TokenKind::Ident if val.is_kw("default") => {
+            out.switchyard = Some(SwitchyardCommand::Reset { name });
+            return;
+        }
+        TokenKind::Ident | TokenKind::QuotedIdent => match val.ident_value() {
+            Some(v) => v,
+            None => return,
+        },
+        TokenKind::String(_) => match val.string_value() {
+            Some(v) => v,
+            None => return,
+        },
+        TokenKind::Number => Cow::Borrowed(val.text),
+        _ => return,
+    };
+    out.switchyard = Some(SwitchyardCommand::Set { name, value });
+}
+
+fn is_true_value(t: &STok<'_>) -> bool {
+    let v: Cow<'_, str> = match t.kind {
+        TokenKind::String(_) => t.string_value().unwrap_or(Cow::Borrowed("")),
+        _ => Cow::Borrowed(t.text),
+    };
+    let v = v.trim();
+    ["on", "true", "1", "yes", "t", "y"]
+        .iter()
+        .any(|x| v.eq_ignore_ascii_case(x))
+}
+
+/// Reads `switchyard . name` (or `"switchyard.name"`) from the stream.
+fn switchyard_name<'a>(rest: &mut Stmt<'a>) -> Option<Cow<'a, str>> {
+    let t = rest.next()?;
+    switchyard_name_from(t, rest)
+}
+
+fn switchyard_name_from<'a>(t: STok<'a>, rest: &mut Stmt<'a>) -> Option<Cow<'a, str>> {
+    if t.name_eq("switchyard") {
+        let dot = rest.next()?;
+        if !dot.is_punct(b'.') {
+            return None;
+        }
+        let n = rest.next()?;
+        if !n.is_name() {
+            return None;
+        }
+        return n.ident_value();
+    }
+    if t.kind == TokenKind::QuotedIdent {
+        let v = t.ident_value()?;
+        let prefix = "switchyard.";
+        if v.len() > prefix.len()
+            && v.get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        {
+            return Some(match v {
+                Cow::Borrowed(s) => Cow::Borrowed(&s[prefix.len()..]),
+                Cow::Owned(s) => Cow::Owned(s[prefix.len()..].to_string()),
+            });
+        }
+    }
+    None
+}
+
+fn deallocate_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
+    let Some(mut t) = rest.next() else { return };
+    // DEALLOCATE PREPARE x; but `DEALLOCATE prepare` names a statement called "prepare".
+    if t.is_kw("prepare") {
+        if let Some(n) = rest.next() {
+            t = n;
+        }
+    }
+    let whole = rest.next().is_none();
+    if t.is_kw("all") {
+        out.effects.insert(Effects::DISCARD_ALL);
+        if whole {
+            out.deallocate = Some(Deallocate::All);
+        }
+    } else if whole && t.is_name() {
+        out.deallocate = t.ident_value().map(Deallocate::Name);
+    }
+}
+
+/// `CREATE [OR REPLACE] [GLOBAL|LOCAL] {TEMP|TEMPORARY} [RECURSIVE] {TABLE|VIEW|SEQUENCE}`:
+/// whether the statement creates a temporary relation (before looking at `ON COMMIT DROP`).
+pub(crate) fn create_is_temp(mut rest: Stmt<'_>) -> bool {
+    let mut t = rest.next();
+    if kw(&t, "or") {
+        rest.next(); // REPLACE
+        t = rest.next();
+    }
+    if kw(&t, "global") || kw(&t, "local") {
+        t = rest.next();
+    }
+    if !(kw(&t, "temp") || kw(&t, "temporary")) {
+        return false;
+    }
+    t = rest.next();
+    if kw(&t, "recursive") || kw(&t, "unlogged") {
+        t = rest.next();
+    }
+    kw(&t, "table") || kw(&t, "view") || kw(&t, "sequence")
+}

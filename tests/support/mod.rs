@@ -1,0 +1,74 @@
+//! Shared integration-test harness. Each `tests/*.rs` does `mod support;`.
+//!
+//! - [`shared_cluster`]: one primary + 2 replicas per test binary, for tests that only read
+//!   and write (never kill, stop, promote or pause a node).
+//! - [`own_cluster`]: a private cluster for destructive tests; dropped at the end of the test
+//!   (also when it panics).
+//! - [`proxy::Proxy`]: runs the built `switchyard` binary against a cluster.
+//! - [`relay::Relay`]: a fault-injecting TCP relay.
+#![allow(dead_code, unused_imports)]
+
+pub mod proxy;
+pub mod relay;
+
+use std::sync::OnceLock;
+
+pub use switchyard::localpg;
+pub use switchyard::localpg::*;
+
+static SHARED: OnceLock<Result<LocalCluster, String>> = OnceLock::new();
+
+/// One cluster (primary + 2 replicas) per test binary, started on first use. Never dropped:
+/// its watchdog removes it when the test process exits. Don't kill/stop/promote/pause its
+/// nodes; use [`own_cluster`] for that.
+pub fn shared_cluster() -> &'static LocalCluster {
+    init_tracing();
+    match SHARED
+        .get_or_init(|| LocalCluster::start(ClusterOptions::default()).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => panic!("starting the shared test cluster failed: {e}"),
+    }
+}
+
+/// A private cluster with `replicas` replicas; stopped and removed when dropped.
+pub fn own_cluster(replicas: usize) -> LocalCluster {
+    own_cluster_with(ClusterOptions {
+        replicas,
+        ..Default::default()
+    })
+}
+
+/// A private cluster with custom options.
+pub fn own_cluster_with(opts: ClusterOptions) -> LocalCluster {
+    init_tracing();
+    LocalCluster::start(opts).unwrap_or_else(|e| panic!("starting a test cluster failed: {e}"))
+}
+
+/// Installs a `tracing` subscriber that writes through the test harness's capture
+/// (filter from `RUST_LOG`, default `warn`). Safe to call many times.
+pub fn init_tracing() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// Polls `f` every 20 ms until it returns true or `timeout` passes; returns the last result.
+pub fn wait_until(timeout: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
