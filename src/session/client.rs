@@ -14,6 +14,18 @@ use super::route::Target;
 use crate::config::Consistency;
 use crate::sql::{Deallocate, Effects, Route, SwitchyardCommand, TxnControl};
 
+/// What the proxy needs to know about a simple Query, kept between routing and forwarding so
+/// the SQL is lexed once.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct QueryInfo {
+    pub read: bool,
+    pub hint: Option<Route>,
+    pub txn: TxnControl,
+    pub statements: u32,
+    pub effects: Effects,
+    pub pin: Option<&'static str>,
+}
+
 /// What the relay loop should do next.
 pub(super) enum Step {
     /// Nothing more to do with the client's bytes for now.
@@ -284,8 +296,12 @@ impl Session {
     }
 
     fn handle_query(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
+        if let Some(info) = self.take_front_query(h.frame_len) {
+            // Analysed already, before a server was attached for it.
+            return Ok(self.forward_query(h, info));
+        }
         let body = &self.client.rbuf[5..h.frame_len];
-        let sql = std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).unwrap_or("");
+        let sql = super::route::query_text(body);
         let classifier = self.app.classifier.load();
         let a = classifier.analyze(sql);
         let local = match (&a.deallocate, self.pin) {
@@ -293,7 +309,14 @@ impl Session {
             (Some(Deallocate::Name(n)), None) if self.statements.contains_key(n.as_bytes()) => Some(Some(Bytes::copy_from_slice(n.as_bytes()))),
             _ => None,
         };
-        let (effects, pin) = (a.effects, a.pin_reason());
+        let info = QueryInfo {
+            read: a.route == Route::Replica,
+            hint: a.hint,
+            txn: a.txn,
+            statements: a.statements,
+            effects: a.effects,
+            pin: a.pin_reason(),
+        };
         let command = a.switchyard.as_ref().map(|c| match c {
             SwitchyardCommand::Set { name, value } => (0u8, name.to_string(), value.to_string()),
             SwitchyardCommand::Reset { name } => (1, name.to_string(), String::new()),
@@ -356,13 +379,32 @@ impl Session {
             return Ok(None);
         }
         if self.server.is_none() {
+            self.front_query = Some((self.client.rbuf.as_ptr() as usize, h.frame_len, info));
             return Ok(Some(Step::NeedServer));
         }
+        Ok(self.forward_query(h, info))
+    }
+
+    fn forward_query(&mut self, h: Header, info: QueryInfo) -> Option<Step> {
         self.forward(h.frame_len);
         self.note_simple_query();
-        self.apply_effects(effects, pin);
+        self.apply_effects(info.effects, info.pin);
         self.pending.expect(Kind::Query, Mode::Forward, Hook::None);
-        Ok(None)
+        None
+    }
+
+    /// The cached analysis of the Query at the front of the buffer, if it is that one.
+    pub(super) fn front_query_info(&self, frame_len: usize) -> Option<QueryInfo> {
+        match self.front_query {
+            Some((at, len, info)) if at == self.client.rbuf.as_ptr() as usize && len == frame_len => Some(info),
+            _ => None,
+        }
+    }
+
+    fn take_front_query(&mut self, frame_len: usize) -> Option<QueryInfo> {
+        let info = self.front_query_info(frame_len);
+        self.front_query = None;
+        info
     }
 
     /// Whether a lone BEGIN may be answered before choosing a server.

@@ -140,6 +140,7 @@ async fn start(app: Arc<App>, stream: &mut TcpStream, id: u64, span: tracing::Sp
         retry_attempts: 0,
         capturing: (false, false),
         captured_lsn: None,
+        front_query: None,
     };
     session.login(stream, reg.pid, reg.secret).await?;
     app.metrics.clients_total.inc();
@@ -243,4 +244,6 @@ struct Session {
     capturing: (bool, bool),
     /// Commit position read back.
     captured_lsn: Option<u64>,
+    /// Analysis of the Query at the front of the client buffer: (buffer address, length, info).
+    front_query: Option<(usize, usize, client::QueryInfo)>,
 }

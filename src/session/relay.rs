@@ -190,6 +190,7 @@ impl Session {
 
     /// Answers the request at the front of the client buffer with an error, without a server.
     pub(super) fn fail_request(&mut self, code: &str, message: &str) {
+        self.front_query = None;
         encode::error(&mut self.client.wbuf, "ERROR", code, message);
         let front = Header::peek(&self.client.rbuf, usize::MAX).ok().flatten();
         match front {
@@ -337,6 +338,7 @@ impl Session {
         for n in &r.names {
             self.statements.remove(n);
         }
+        self.front_query = None;
         let mut again = r.original;
         again.unsplit(std::mem::take(&mut self.client.rbuf));
         self.client.rbuf = again;

@@ -71,14 +71,19 @@ impl Session {
         let (read, hint, txn) = match h.tag {
             tag::QUERY if self.client.rbuf.len() >= h.frame_len => {
                 let sql = query_text(&self.client.rbuf[5..h.frame_len]);
-                let classifier = self.app.classifier.load();
-                let a = classifier.analyze(sql);
-                let txn = match a.txn {
-                    TxnControl::Begin { read_only } if a.statements == 1 => Some(read_only || self.default_read_only()),
+                let info = match self.front_query_info(h.frame_len) {
+                    Some(i) => i,
+                    None => {
+                        let a = self.app.classifier.load().analyze(sql);
+                        super::client::QueryInfo { read: a.route == Route::Replica, hint: a.hint, txn: a.txn, statements: a.statements, effects: a.effects, pin: a.pin_reason() }
+                    }
+                };
+                let txn = match info.txn {
+                    TxnControl::Begin { read_only } if info.statements == 1 => Some(read_only || self.default_read_only()),
                     _ => None,
                 };
-                let read = a.route == Route::Replica && !self.app.write_cache.contains(sql);
-                (read, a.hint, txn)
+                let read = info.read && !self.app.write_cache.contains(sql);
+                (read, info.hint, txn)
             }
             tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::SYNC | tag::FLUSH | tag::CLOSE => (self.batch_is_read().unwrap_or(false), None, None),
             _ => (false, None, None),
