@@ -92,6 +92,8 @@ pub fn status_json(app: &App) -> String {
                 "lag_bytes": b.lag_bytes,
                 "lag_ms": b.lag.map(|d| d.as_millis() as u64),
                 "replay_paused": b.replay_paused,
+                "receiver_streaming": b.receiver_streaming,
+                "last_replay_ms": b.last_replay_ms,
                 "outstanding": b.stats.outstanding.load(std::sync::atomic::Ordering::Relaxed),
             })
         })

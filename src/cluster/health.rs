@@ -28,6 +28,9 @@ pub struct Observation {
     pub replay_paused: bool,
     /// The WAL receiver is streaming (replicas).
     pub receiver_streaming: bool,
+    /// `pg_last_xact_replay_timestamp()` in ms since the epoch, by the replica's own clock
+    /// (reported for operators; lag never compares it with another host's clock).
+    pub last_replay_ms: Option<i64>,
 }
 
 impl Observation {

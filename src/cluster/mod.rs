@@ -54,6 +54,10 @@ pub struct BackendView {
     pub lag: Option<Duration>,
     /// Replay paused on this replica.
     pub replay_paused: bool,
+    /// Commit time of the last replayed transaction (replica's clock, ms since the epoch).
+    pub last_replay_ms: Option<i64>,
+    /// The WAL receiver is streaming.
+    pub receiver_streaming: bool,
     /// Live counters.
     pub stats: Arc<BackendStats>,
 }

@@ -72,6 +72,8 @@ impl Monitor {
                 lag_bytes: None,
                 lag: None,
                 replay_paused: false,
+                last_replay_ms: None,
+                receiver_streaming: false,
                 stats,
             });
             healths.push(health);
@@ -258,6 +260,8 @@ impl Aggregator {
             let last = h.last.unwrap_or_default();
             v.timeline = last.timeline;
             v.replay_paused = last.replay_paused;
+            v.last_replay_ms = last.last_replay_ms;
+            v.receiver_streaming = last.receiver_streaming;
             v.lsn = if last.primary { last.current_lsn } else { last.replay_lsn };
             if h.role == Some(Role::Replica) {
                 if let Some(r) = last.replay_lsn {

@@ -22,7 +22,8 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
     pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
     CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, \
     (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
-    (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)";
+    (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1), \
+    (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::bigint";
 
 const TIMELINE_SQL: &str = "SELECT timeline_id FROM pg_control_checkpoint()";
 
@@ -90,6 +91,7 @@ impl Prober {
             replay_lsn: lsn(3),
             replay_paused: row.get(4),
             receiver_streaming: row.get::<_, Option<String>>(5).as_deref() == Some("streaming"),
+            last_replay_ms: row.get(7),
         };
         if obs.primary && !self.no_timeline_access {
             match client.query_one(TIMELINE_SQL, &[]).await {
