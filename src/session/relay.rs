@@ -46,7 +46,11 @@ impl Session {
         let config = self.app.config.load_full();
         let wait = config.config.routing.primary_wait;
         let view = self.app.cluster.view();
-        let index = match view.primary.or_else(|| view.backends.iter().position(|b| b.up && !b.fenced)) {
+        // Session mode keeps this connection for every statement: it must be the primary.
+        // Transaction mode only needs a server that knows the database and the user.
+        let any_up = || view.backends.iter().position(|b| b.up && !b.fenced);
+        let found = if self.pool_mode == PoolMode::Session { view.primary } else { view.primary.or_else(any_up) };
+        let index = match found {
             Some(i) => i,
             None => match self.app.cluster.wait_primary(wait).await {
                 Some(i) => i,
