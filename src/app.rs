@@ -46,7 +46,12 @@ pub struct App {
 
 impl App {
     /// Builds the shared state for a configuration.
-    pub fn new(config: Loaded, cluster: Arc<Cluster>, pools: Arc<Pools>, metrics: Arc<Metrics>) -> Arc<App> {
+    pub fn new(
+        config: Loaded,
+        cluster: Arc<Cluster>,
+        pools: Arc<Pools>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<App> {
         let classifier = classifier_for(&config);
         Arc::new(App {
             config: ArcSwap::from_pointee(config),

@@ -15,7 +15,12 @@ pub struct Candidate {
 }
 
 /// Picks one candidate. `rr` is the shared round-robin counter; `rand` a random number.
-pub fn pick(strategy: Balance, candidates: &[Candidate], rr: &AtomicUsize, rand: u64) -> Option<usize> {
+pub fn pick(
+    strategy: Balance,
+    candidates: &[Candidate],
+    rr: &AtomicUsize,
+    rand: u64,
+) -> Option<usize> {
     let live: usize = candidates.iter().filter(|c| c.weight > 0).count();
     if live == 0 {
         return candidates.first().map(|c| c.index);
@@ -34,9 +39,17 @@ pub fn pick(strategy: Balance, candidates: &[Candidate], rr: &AtomicUsize, rand:
         Balance::LeastOutstanding => {
             // Lowest outstanding/weight; among ties, weighted random.
             let score = |c: &Candidate| (c.outstanding as u64 * 1_000_000) / c.weight.max(1) as u64;
-            let best = candidates.iter().filter(|c| c.weight > 0).map(score).min()?;
+            let best = candidates
+                .iter()
+                .filter(|c| c.weight > 0)
+                .map(score)
+                .min()?;
             let is_tie = |c: &&Candidate| c.weight > 0 && score(c) == best;
-            let total: u64 = candidates.iter().filter(is_tie).map(|c| c.weight as u64).sum();
+            let total: u64 = candidates
+                .iter()
+                .filter(is_tie)
+                .map(|c| c.weight as u64)
+                .sum();
             let mut slot = rand % total;
             for c in candidates.iter().filter(is_tie) {
                 if slot < c.weight as u64 {
@@ -64,7 +77,11 @@ mod tests {
     use super::*;
 
     fn c(index: usize, weight: u32, outstanding: usize) -> Candidate {
-        Candidate { index, weight, outstanding }
+        Candidate {
+            index,
+            weight,
+            outstanding,
+        }
     }
 
     #[test]
@@ -75,7 +92,9 @@ mod tests {
             assert_eq!(pick(Balance::LeastOutstanding, &cs, &rr, r), Some(2));
         }
         let tie = [c(1, 1, 0), c(2, 1, 0)];
-        let picks: std::collections::HashSet<_> = (0..10).map(|r| pick(Balance::LeastOutstanding, &tie, &rr, r).unwrap()).collect();
+        let picks: std::collections::HashSet<_> = (0..10)
+            .map(|r| pick(Balance::LeastOutstanding, &tie, &rr, r).unwrap())
+            .collect();
         assert_eq!(picks.len(), 2);
     }
 
@@ -99,7 +118,13 @@ mod tests {
     fn empty_and_zero_weight() {
         let rr = AtomicUsize::new(0);
         assert_eq!(pick(Balance::Random, &[], &rr, 1), None);
-        assert_eq!(pick(Balance::LeastOutstanding, &[c(4, 0, 0)], &rr, 1), Some(4));
-        assert_eq!(pick(Balance::LeastOutstanding, &[c(4, 0, 0), c(5, 1, 9)], &rr, 1), Some(5));
+        assert_eq!(
+            pick(Balance::LeastOutstanding, &[c(4, 0, 0)], &rr, 1),
+            Some(4)
+        );
+        assert_eq!(
+            pick(Balance::LeastOutstanding, &[c(4, 0, 0), c(5, 1, 9)], &rr, 1),
+            Some(5)
+        );
     }
 }

@@ -11,7 +11,10 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
         return ExitCode::from(1);
     }
     eprintln!("starting a primary and {replicas} streaming replica(s)...");
-    let cluster = match LocalCluster::start(ClusterOptions { replicas, ..Default::default() }) {
+    let cluster = match LocalCluster::start(ClusterOptions {
+        replicas,
+        ..Default::default()
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("could not start the demo cluster: {e}");
@@ -22,7 +25,11 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
         "listen = \"127.0.0.1:{port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\npool_mode = \"transaction\"\nshutdown_timeout = \"5s\"\n\n[health]\ninterval = \"500ms\"\n"
     );
     for n in cluster.nodes() {
-        text.push_str(&format!("\n[[backends]]\nname = \"{}\"\naddress = \"{}\"\n", n.name(), n.addr()));
+        text.push_str(&format!(
+            "\n[[backends]]\nname = \"{}\"\naddress = \"{}\"\n",
+            n.name(),
+            n.addr()
+        ));
     }
     text.push_str(&format!(
         "\n[[users]]\nname = \"{}\"\npassword = \"{}\"\n\n[[users]]\nname = \"{}\"\npassword = \"{}\"\n",
@@ -43,8 +50,21 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let nodes: Vec<(String, String, String)> = cluster.nodes().iter().map(|n| (n.name().to_owned(), n.addr(), n.data_dir().display().to_string())).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let nodes: Vec<(String, String, String)> = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            (
+                n.name().to_owned(),
+                n.addr(),
+                n.data_dir().display().to_string(),
+            )
+        })
+        .collect();
     let code = rt.block_on(async move {
         let server = match switchyard::server::Server::bind(loaded, Some(path.clone())).await {
             Ok(s) => s,
@@ -59,10 +79,19 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
             println!("  {name} at {addr} (data in {dir})");
         }
         println!();
-        println!("Connect:  psql \"host=127.0.0.1 port={port} user={} password={} dbname={}\"", localpg::APP_USER, localpg::APP_PASSWORD, localpg::APP_DB);
+        println!(
+            "Connect:  psql \"host=127.0.0.1 port={port} user={} password={} dbname={}\"",
+            localpg::APP_USER,
+            localpg::APP_PASSWORD,
+            localpg::APP_DB
+        );
         println!("Metrics:  curl http://127.0.0.1:{http_port}/metrics");
         println!("Status:   curl http://127.0.0.1:{http_port}/status");
-        println!("Config:   {}  (edit and `kill -HUP {}` to reload)", path.display(), std::process::id());
+        println!(
+            "Config:   {}  (edit and `kill -HUP {}` to reload)",
+            path.display(),
+            std::process::id()
+        );
         println!("Press Ctrl-C to stop; everything is removed.");
         server.run().await;
         ExitCode::SUCCESS

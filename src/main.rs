@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 mod demo;
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "A replication-aware PostgreSQL proxy and load balancer")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A replication-aware PostgreSQL proxy and load balancer"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,7 +59,10 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn runtime(workers: usize) -> tokio::runtime::Runtime {
@@ -103,7 +110,11 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Demo { replicas, port, http_port } => {
+        Command::Demo {
+            replicas,
+            port,
+            http_port,
+        } => {
             init_tracing();
             demo::run(replicas, port, http_port)
         }
@@ -114,7 +125,10 @@ fn main() -> ExitCode {
 fn classify(config: Option<PathBuf>, sql: Vec<String>) -> ExitCode {
     let classifier = match config {
         Some(path) => match switchyard::config::load(&path) {
-            Ok(c) => switchyard::sql::Classifier::new(&c.config.routing.write_functions, &c.config.routing.read_functions),
+            Ok(c) => switchyard::sql::Classifier::new(
+                &c.config.routing.write_functions,
+                &c.config.routing.read_functions,
+            ),
             Err(e) => {
                 eprintln!("invalid configuration: {e}");
                 return ExitCode::from(2);

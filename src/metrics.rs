@@ -60,13 +60,15 @@ pub struct Metrics {
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(format!("switchyard_{name}"), help), labels).expect("metric");
+    let c =
+        IntCounterVec::new(Opts::new(format!("switchyard_{name}"), help), labels).expect("metric");
     r.register(Box::new(c.clone())).expect("register");
     c
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(format!("switchyard_{name}"), help), labels).expect("metric");
+    let g =
+        IntGaugeVec::new(Opts::new(format!("switchyard_{name}"), help), labels).expect("metric");
     r.register(Box::new(g.clone())).expect("register");
     g
 }
@@ -75,47 +77,148 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let clients = IntGauge::new("switchyard_client_connections", "Client connections open now").expect("metric");
+        let clients = IntGauge::new(
+            "switchyard_client_connections",
+            "Client connections open now",
+        )
+        .expect("metric");
         r.register(Box::new(clients.clone())).expect("register");
-        let clients_total =
-            IntCounter::new("switchyard_client_connections_total", "Client connections accepted").expect("metric");
-        r.register(Box::new(clients_total.clone())).expect("register");
+        let clients_total = IntCounter::new(
+            "switchyard_client_connections_total",
+            "Client connections accepted",
+        )
+        .expect("metric");
+        r.register(Box::new(clients_total.clone()))
+            .expect("register");
         let pool_wait_seconds = HistogramVec::new(
-            HistogramOpts::new("switchyard_pool_wait_seconds", "Time clients waited for a server connection")
-                .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            HistogramOpts::new(
+                "switchyard_pool_wait_seconds",
+                "Time clients waited for a server connection",
+            )
+            .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
             &["backend"],
         )
         .expect("metric");
-        r.register(Box::new(pool_wait_seconds.clone())).expect("register");
+        r.register(Box::new(pool_wait_seconds.clone()))
+            .expect("register");
         let classify_seconds = Histogram::with_opts(
-            HistogramOpts::new("switchyard_classify_seconds", "Time to classify one SQL string")
-                .buckets(vec![1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 1e-4]),
+            HistogramOpts::new(
+                "switchyard_classify_seconds",
+                "Time to classify one SQL string",
+            )
+            .buckets(vec![1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 1e-4]),
         )
         .expect("metric");
-        r.register(Box::new(classify_seconds.clone())).expect("register");
+        r.register(Box::new(classify_seconds.clone()))
+            .expect("register");
         Metrics {
             clients,
             clients_total,
-            clients_rejected: counter_vec(&r, "client_rejected_total", "Client connections refused", &["reason"]),
-            server_conns: gauge_vec(&r, "server_connections", "Server connections open now", &["backend", "state"]),
-            server_connects: counter_vec(&r, "server_connects_total", "Server connections opened", &["backend"]),
-            server_connect_errors: counter_vec(&r, "server_connect_errors_total", "Failed server connection attempts", &["backend"]),
-            queries: counter_vec(&r, "queries_total", "Requests sent to servers (simple queries and Syncs)", &["backend"]),
-            transactions: counter_vec(&r, "transactions_total", "Transactions completed on pooled connections", &["backend"]),
-            errors: counter_vec(&r, "errors_total", "Errors the proxy answered clients with", &["sqlstate"]),
-            server_errors: counter_vec(&r, "server_errors_total", "ErrorResponses relayed from servers", &["backend"]),
-            pool_waits: counter_vec(&r, "pool_waits_total", "Checkouts that waited for a server connection", &["backend"]),
+            clients_rejected: counter_vec(
+                &r,
+                "client_rejected_total",
+                "Client connections refused",
+                &["reason"],
+            ),
+            server_conns: gauge_vec(
+                &r,
+                "server_connections",
+                "Server connections open now",
+                &["backend", "state"],
+            ),
+            server_connects: counter_vec(
+                &r,
+                "server_connects_total",
+                "Server connections opened",
+                &["backend"],
+            ),
+            server_connect_errors: counter_vec(
+                &r,
+                "server_connect_errors_total",
+                "Failed server connection attempts",
+                &["backend"],
+            ),
+            queries: counter_vec(
+                &r,
+                "queries_total",
+                "Requests sent to servers (simple queries and Syncs)",
+                &["backend"],
+            ),
+            transactions: counter_vec(
+                &r,
+                "transactions_total",
+                "Transactions completed on pooled connections",
+                &["backend"],
+            ),
+            errors: counter_vec(
+                &r,
+                "errors_total",
+                "Errors the proxy answered clients with",
+                &["sqlstate"],
+            ),
+            server_errors: counter_vec(
+                &r,
+                "server_errors_total",
+                "ErrorResponses relayed from servers",
+                &["backend"],
+            ),
+            pool_waits: counter_vec(
+                &r,
+                "pool_waits_total",
+                "Checkouts that waited for a server connection",
+                &["backend"],
+            ),
             pool_wait_seconds,
-            pins: counter_vec(&r, "pinned_clients_total", "Clients pinned to one server connection", &["reason"]),
-            server_discards: counter_vec(&r, "server_discards_total", "Server connections closed instead of reused", &["reason"]),
+            pins: counter_vec(
+                &r,
+                "pinned_clients_total",
+                "Clients pinned to one server connection",
+                &["reason"],
+            ),
+            server_discards: counter_vec(
+                &r,
+                "server_discards_total",
+                "Server connections closed instead of reused",
+                &["reason"],
+            ),
             reloads: counter_vec(&r, "reloads_total", "Configuration reloads", &["result"]),
             cancels: counter_vec(&r, "cancel_requests_total", "Cancel requests", &["result"]),
-            backend_up: gauge_vec(&r, "backend_up", "Backend health (1 up, 0 down)", &["backend"]),
-            backend_role: gauge_vec(&r, "backend_role", "Backend role (1 primary, 0 replica, -1 unknown or fenced)", &["backend"]),
-            replica_lag_bytes: gauge_vec(&r, "replica_lag_bytes", "Replica replay lag in WAL bytes", &["backend"]),
-            replica_lag_ms: gauge_vec(&r, "replica_lag_milliseconds", "Replica replay lag in milliseconds", &["backend"]),
-            routed: counter_vec(&r, "routed_total", "Requests routed, by target role and reason", &["target", "reason"]),
-            retries: counter_vec(&r, "retries_total", "Requests repeated on another server", &["reason"]),
+            backend_up: gauge_vec(
+                &r,
+                "backend_up",
+                "Backend health (1 up, 0 down)",
+                &["backend"],
+            ),
+            backend_role: gauge_vec(
+                &r,
+                "backend_role",
+                "Backend role (1 primary, 0 replica, -1 unknown or fenced)",
+                &["backend"],
+            ),
+            replica_lag_bytes: gauge_vec(
+                &r,
+                "replica_lag_bytes",
+                "Replica replay lag in WAL bytes",
+                &["backend"],
+            ),
+            replica_lag_ms: gauge_vec(
+                &r,
+                "replica_lag_milliseconds",
+                "Replica replay lag in milliseconds",
+                &["backend"],
+            ),
+            routed: counter_vec(
+                &r,
+                "routed_total",
+                "Requests routed, by target role and reason",
+                &["target", "reason"],
+            ),
+            retries: counter_vec(
+                &r,
+                "retries_total",
+                "Requests repeated on another server",
+                &["reason"],
+            ),
             classify_seconds,
             registry: r,
         }
@@ -151,6 +254,9 @@ mod tests {
         m.error("53300");
         let text = m.render();
         assert!(text.contains("switchyard_client_connections 1"), "{text}");
-        assert!(text.contains("switchyard_errors_total{sqlstate=\"53300\"} 1"), "{text}");
+        assert!(
+            text.contains("switchyard_errors_total{sqlstate=\"53300\"} 1"),
+            "{text}"
+        );
     }
 }

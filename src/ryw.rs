@@ -39,7 +39,9 @@ impl Watermark {
         if let Some(l) = lsn {
             self.lsn.fetch_max(l, Ordering::AcqRel);
         }
-        let _ = self.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 }
 
@@ -56,7 +58,12 @@ impl Ryw {
         if let Some(w) = self.users.read().expect("ryw").get(name) {
             return w.clone();
         }
-        self.users.write().expect("ryw").entry(name.to_owned()).or_default().clone()
+        self.users
+            .write()
+            .expect("ryw")
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// The proxy-wide watermark.
@@ -119,9 +126,21 @@ mod tests {
     #[test]
     fn scopes_share_user_and_global() {
         let r = Ryw::default();
-        let a = Scopes { session: Watermark::default(), user: r.user("u"), global: r.global() };
-        let b = Scopes { session: Watermark::default(), user: r.user("u"), global: r.global() };
-        let c = Scopes { session: Watermark::default(), user: r.user("v"), global: r.global() };
+        let a = Scopes {
+            session: Watermark::default(),
+            user: r.user("u"),
+            global: r.global(),
+        };
+        let b = Scopes {
+            session: Watermark::default(),
+            user: r.user("u"),
+            global: r.global(),
+        };
+        let c = Scopes {
+            session: Watermark::default(),
+            user: r.user("v"),
+            global: r.global(),
+        };
         a.begin_commit();
         a.end_commit(Some(42));
         assert_eq!(b.for_reads(RywScope::User).required(), Some(42));

@@ -21,7 +21,10 @@ use crate::protocol::encode;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A bound, not yet running proxy.
@@ -36,9 +39,18 @@ pub struct Server {
 impl Server {
     /// Binds the listeners for `config` (nothing is accepted until [`Server::run`]).
     pub async fn bind(config: Loaded, config_path: Option<PathBuf>) -> Result<Server, RunError> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| RunError::Bind { addr: config.listen, source })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let http = match config.http_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| RunError::Bind { addr, source })?,
+            ),
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
@@ -46,7 +58,13 @@ impl Server {
         let pools = Arc::new(crate::pool::Pools::new(metrics.clone()));
         let monitor = Monitor::new(cluster.clone(), metrics.clone(), pools.clone());
         let app = App::new(config, cluster, pools, metrics);
-        Ok(Server { app, listener, http, monitor, config_path })
+        Ok(Server {
+            app,
+            listener,
+            http,
+            monitor,
+            config_path,
+        })
     }
 
     /// The shared state (tests and the demo use it to trigger shutdown).
@@ -67,7 +85,9 @@ impl Server {
         let view = app.cluster.view();
         match view.primary {
             Some(p) => tracing::info!(primary = %view.backends[p].name, "cluster probed"),
-            None => tracing::warn!("no primary found yet; writes wait up to routing.primary_wait for one"),
+            None => tracing::warn!(
+                "no primary found yet; writes wait up to routing.primary_wait for one"
+            ),
         }
         drop(view);
         tokio::spawn(app.pools.clone().maintain_loop(app.kill.clone()));
@@ -92,8 +112,13 @@ impl Server {
             };
             let c = app.config.load();
             crate::net::configure(&stream, c.config.pool.tcp_keepalive);
-            if app.metrics.clients.get() as usize >= c.config.max_client_connections || tracker.len() >= c.config.max_client_connections * 2 {
-                app.metrics.clients_rejected.with_label_values(&["max_clients"]).inc();
+            if app.metrics.clients.get() as usize >= c.config.max_client_connections
+                || tracker.len() >= c.config.max_client_connections * 2
+            {
+                app.metrics
+                    .clients_rejected
+                    .with_label_values(&["max_clients"])
+                    .inc();
                 app.metrics.error("53300");
                 tokio::spawn(refuse(stream, "53300", "sorry, too many clients already"));
                 continue;
@@ -103,9 +128,16 @@ impl Server {
         drop(self.listener);
         tracker.close();
         let grace = app.config.load().config.shutdown_timeout;
-        tracing::info!(clients = tracker.len(), ?grace, "shutting down: waiting for transactions to finish");
+        tracing::info!(
+            clients = tracker.len(),
+            ?grace,
+            "shutting down: waiting for transactions to finish"
+        );
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!(clients = tracker.len(), "grace period over: closing remaining connections");
+            tracing::warn!(
+                clients = tracker.len(),
+                "grace period over: closing remaining connections"
+            );
         }
         app.kill.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
@@ -123,7 +155,11 @@ async fn refuse(mut stream: tokio::net::TcpStream, code: &str, message: &str) {
 /// Signal handling: SIGTERM/SIGINT start shutdown; SIGHUP reloads.
 async fn signals(app: Arc<App>, mut monitor: Monitor, path: Option<PathBuf>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -160,7 +196,9 @@ pub async fn reload(app: &App, monitor: &mut Monitor, path: &std::path::Path) {
     };
     let old = app.config.load_full();
     let changes = old.diff(&new);
-    let restart_monitor = old.config.backends != new.config.backends || old.config.health != new.config.health || old.config.users != new.config.users;
+    let restart_monitor = old.config.backends != new.config.backends
+        || old.config.health != new.config.health
+        || old.config.users != new.config.users;
     for c in &changes {
         tracing::info!(change = %c, "reload");
     }

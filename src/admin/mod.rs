@@ -33,7 +33,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(route(&app, req)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
@@ -48,18 +50,34 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 
 fn route(app: &App, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", app.metrics.render()),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            app.metrics.render(),
+        ),
         "/livez" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             let view = app.cluster.view();
             if app.shutdown.is_cancelled() {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n".into())
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shutting down\n".into(),
+                )
             } else if view.primary.is_some() {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
             } else if view.backends.iter().any(|b| b.up) {
-                reply(StatusCode::OK, "text/plain", "ready (no primary: reads only)\n".into())
+                reply(
+                    StatusCode::OK,
+                    "text/plain",
+                    "ready (no primary: reads only)\n".into(),
+                )
             } else {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no backend available\n".into())
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "no backend available\n".into(),
+                )
             }
         }
         "/status" => reply(StatusCode::OK, "application/json", status_json(app)),

@@ -72,7 +72,12 @@ pub enum Change {
 impl Health {
     /// State carried over a monitor restart: believed up/role, streaks reset.
     pub fn carried(up: bool, role: Option<Role>) -> Health {
-        Health { up, role, probed: true, ..Default::default() }
+        Health {
+            up,
+            role,
+            probed: true,
+            ..Default::default()
+        }
     }
 
     /// Applies a probe result with thresholds `fall` and `rise`.
@@ -125,7 +130,10 @@ mod tests {
     use super::*;
 
     fn obs(primary: bool) -> Option<Observation> {
-        Some(Observation { primary, ..Default::default() })
+        Some(Observation {
+            primary,
+            ..Default::default()
+        })
     }
 
     #[test]
@@ -145,7 +153,11 @@ mod tests {
         h.observe(obs(false), 3, 2);
         assert_eq!(h.observe(None, 3, 2), Change::None);
         assert_eq!(h.observe(None, 3, 2), Change::None);
-        assert_eq!(h.observe(obs(false), 3, 2), Change::None, "a success resets the streak");
+        assert_eq!(
+            h.observe(obs(false), 3, 2),
+            Change::None,
+            "a success resets the streak"
+        );
         assert_eq!(h.observe(None, 3, 2), Change::None);
         assert_eq!(h.observe(None, 3, 2), Change::None);
         assert_eq!(h.observe(None, 3, 2), Change::WentDown);
@@ -168,9 +180,16 @@ mod tests {
         h.observe(obs(false), 3, 2);
         assert_eq!(h.observe(obs(true), 3, 2), Change::None);
         assert_eq!(h.role, Some(Role::Replica));
-        assert_eq!(h.observe(obs(false), 3, 2), Change::None, "disagreeing probe resets");
+        assert_eq!(
+            h.observe(obs(false), 3, 2),
+            Change::None,
+            "disagreeing probe resets"
+        );
         assert_eq!(h.observe(obs(true), 3, 2), Change::None);
-        assert_eq!(h.observe(obs(true), 3, 2), Change::RoleChanged(Role::Primary));
+        assert_eq!(
+            h.observe(obs(true), 3, 2),
+            Change::RoleChanged(Role::Primary)
+        );
         assert_eq!(h.role, Some(Role::Primary));
     }
 }

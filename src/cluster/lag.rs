@@ -98,6 +98,9 @@ mod tests {
         assert_eq!(h.time_lag(100, t0 + Duration::from_secs(9)), Duration::ZERO);
         h.record(t0 + Duration::from_secs(6), 10);
         assert_eq!(h.latest(), Some(10));
-        assert_eq!(h.time_lag(0, t0 + Duration::from_secs(7)), Duration::from_secs(1));
+        assert_eq!(
+            h.time_lag(0, t0 + Duration::from_secs(7)),
+            Duration::from_secs(1)
+        );
     }
 }

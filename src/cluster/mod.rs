@@ -65,7 +65,9 @@ pub struct BackendView {
 impl BackendView {
     /// The newest known replay position of this replica.
     pub fn replay_lsn(&self) -> u64 {
-        self.lsn.unwrap_or(0).max(self.stats.replay_lsn.load(Ordering::Acquire))
+        self.lsn
+            .unwrap_or(0)
+            .max(self.stats.replay_lsn.load(Ordering::Acquire))
     }
 
     /// Whether this backend may serve reads given the lag limit.
@@ -110,7 +112,11 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster with an initial (unprobed) view.
     pub fn new(view: ClusterView) -> Cluster {
-        Cluster { view: ArcSwap::from_pointee(view), changed: Notify::new(), version: AtomicU64::new(0) }
+        Cluster {
+            view: ArcSwap::from_pointee(view),
+            changed: Notify::new(),
+            version: AtomicU64::new(0),
+        }
     }
 
     /// The current view (lock-free).

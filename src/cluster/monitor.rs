@@ -37,7 +37,15 @@ struct ProbeResult {
 impl Monitor {
     /// A monitor publishing into `cluster`.
     pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>, pools: Arc<Pools>) -> Monitor {
-        Monitor { cluster, metrics, pools, stats: HashMap::new(), carried: HashMap::new(), running: None, topology: 0 }
+        Monitor {
+            cluster,
+            metrics,
+            pools,
+            stats: HashMap::new(),
+            carried: HashMap::new(),
+            running: None,
+            topology: 0,
+        }
     }
 
     /// (Re)starts probing the backends of `config`, stopping the previous probes. The first
@@ -59,7 +67,11 @@ impl Monitor {
             let name = b.name.get_ref().clone();
             let address = b.address.get_ref().clone();
             let stats = self.stats.entry(name.clone()).or_default().clone();
-            let health = self.carried.get(&(name.clone(), address.clone())).cloned().unwrap_or_default();
+            let health = self
+                .carried
+                .get(&(name.clone(), address.clone()))
+                .cloned()
+                .unwrap_or_default();
             views.push(BackendView {
                 name: name.clone().into(),
                 address: address.clone(),
@@ -85,7 +97,13 @@ impl Monitor {
                 database: c.health.database.clone(),
                 timeout: c.health.timeout,
             };
-            tokio::spawn(probe_loop(index, target, c.health.interval, tx.clone(), token.clone()));
+            tokio::spawn(probe_loop(
+                index,
+                target,
+                c.health.interval,
+                tx.clone(),
+                token.clone(),
+            ));
         }
         drop(tx);
         let mut agg = Aggregator {
@@ -118,12 +136,19 @@ impl Monitor {
         self.carried.clear();
         for b in &view.backends {
             let h = Health::carried(b.up, b.role);
-            self.carried.insert((b.name.to_string(), b.address.clone()), h);
+            self.carried
+                .insert((b.name.to_string(), b.address.clone()), h);
         }
     }
 }
 
-async fn probe_loop(index: usize, target: ProbeTarget, interval: std::time::Duration, tx: mpsc::Sender<ProbeResult>, stop: CancellationToken) {
+async fn probe_loop(
+    index: usize,
+    target: ProbeTarget,
+    interval: std::time::Duration,
+    tx: mpsc::Sender<ProbeResult>,
+    stop: CancellationToken,
+) {
     let mut prober = Prober::new(target);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,7 +182,12 @@ struct Aggregator {
 }
 
 impl Aggregator {
-    async fn run(mut self, mut rx: mpsc::Receiver<ProbeResult>, expected: usize, first_round: Arc<tokio::sync::Notify>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<ProbeResult>,
+        expected: usize,
+        first_round: Arc<tokio::sync::Notify>,
+    ) {
         let mut seen = vec![false; expected];
         let mut announced = expected == 0;
         if announced {
@@ -199,7 +229,9 @@ impl Aggregator {
             Change::WentDown => {
                 tracing::warn!(backend = %name, error = %result.as_ref().err().map(String::as_str).unwrap_or(""), "backend down")
             }
-            Change::RoleChanged(r) => tracing::warn!(backend = %name, role = ?r, "backend changed role"),
+            Change::RoleChanged(r) => {
+                tracing::warn!(backend = %name, role = ?r, "backend changed role")
+            }
         }
         if let (Some(o), true) = (obs, h.up) {
             if o.primary && self.primary == Some(index) {
@@ -217,13 +249,19 @@ impl Aggregator {
             .collect();
         let key = |i: usize| {
             let last = self.healths[i].last.unwrap_or_default();
-            (last.timeline.unwrap_or(0), self.primary == Some(i), last.current_lsn.unwrap_or(0))
+            (
+                last.timeline.unwrap_or(0),
+                self.primary == Some(i),
+                last.current_lsn.unwrap_or(0),
+            )
         };
         let winner = candidates.iter().copied().max_by_key(|&i| key(i));
         if winner != self.primary {
             // Positions from another timeline history mean nothing now.
             for v in &self.views {
-                v.stats.replay_lsn.store(0, std::sync::atomic::Ordering::Release);
+                v.stats
+                    .replay_lsn
+                    .store(0, std::sync::atomic::Ordering::Release);
             }
             match winner {
                 Some(w) => tracing::warn!(backend = %self.names[w].0, "new primary"),
@@ -262,10 +300,16 @@ impl Aggregator {
             v.replay_paused = last.replay_paused;
             v.last_replay_ms = last.last_replay_ms;
             v.receiver_streaming = last.receiver_streaming;
-            v.lsn = if last.primary { last.current_lsn } else { last.replay_lsn };
+            v.lsn = if last.primary {
+                last.current_lsn
+            } else {
+                last.replay_lsn
+            };
             if h.role == Some(Role::Replica) {
                 if let Some(r) = last.replay_lsn {
-                    v.stats.replay_lsn.fetch_max(r, std::sync::atomic::Ordering::AcqRel);
+                    v.stats
+                        .replay_lsn
+                        .fetch_max(r, std::sync::atomic::Ordering::AcqRel);
                 }
                 let replay = last.replay_lsn.or(last.receive_lsn);
                 v.lag_bytes = match (primary_lsn, replay) {
@@ -288,8 +332,12 @@ impl Aggregator {
                 _ => -1,
             };
             m.backend_role.with_label_values(&[&v.name]).set(role);
-            m.replica_lag_bytes.with_label_values(&[&v.name]).set(v.lag_bytes.unwrap_or(0) as i64);
-            m.replica_lag_ms.with_label_values(&[&v.name]).set(v.lag.map(|d| d.as_millis() as i64).unwrap_or(0));
+            m.replica_lag_bytes
+                .with_label_values(&[&v.name])
+                .set(v.lag_bytes.unwrap_or(0) as i64);
+            m.replica_lag_ms
+                .with_label_values(&[&v.name])
+                .set(v.lag.map(|d| d.as_millis() as i64).unwrap_or(0));
         }
         self.cluster.publish(ClusterView {
             topology: self.topology,

@@ -37,7 +37,11 @@ pub struct Prober {
 
 impl Prober {
     pub fn new(target: ProbeTarget) -> Prober {
-        Prober { target, client: None, no_timeline_access: false }
+        Prober {
+            target,
+            client: None,
+            no_timeline_access: false,
+        }
     }
 
     async fn connect(&self) -> Result<Client, String> {
@@ -80,9 +84,16 @@ impl Prober {
             self.client = Some(self.connect().await?);
         }
         let client = self.client.as_ref().expect("connected");
-        let row = client.query_one(PROBE_SQL, &[]).await.map_err(|e| e.to_string())?;
+        let row = client
+            .query_one(PROBE_SQL, &[])
+            .await
+            .map_err(|e| e.to_string())?;
         let in_recovery: bool = row.get(0);
-        let lsn = |i: usize| row.get::<_, Option<String>>(i).as_deref().and_then(parse_lsn);
+        let lsn = |i: usize| {
+            row.get::<_, Option<String>>(i)
+                .as_deref()
+                .and_then(parse_lsn)
+        };
         let mut obs = Observation {
             primary: !in_recovery,
             timeline: row.get::<_, Option<i32>>(6).map(|t| t as u32),
@@ -96,7 +107,10 @@ impl Prober {
         if obs.primary && !self.no_timeline_access {
             match client.query_one(TIMELINE_SQL, &[]).await {
                 Ok(r) => obs.timeline = Some(r.get::<_, i32>(0) as u32),
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+                Err(e)
+                    if e.code()
+                        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+                {
                     self.no_timeline_access = true;
                 }
                 Err(e) => return Err(e.to_string()),

@@ -26,9 +26,14 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "kB" | "KB" | "kiB" | "KiB" => 1 << 10,
         "MB" | "MiB" => 1 << 20,
         "GB" | "GiB" => 1 << 30,
-        other => return Err(format!("invalid size unit {other:?} in {s:?} (use B, kB, MB or GB)")),
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {s:?} (use B, kB, MB or GB)"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// A size given as an integer or a string with a unit.
@@ -60,10 +65,12 @@ impl<'de> Deserialize<'de> for LagLimit {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match RawSize::deserialize(d)? {
             RawSize::Int(n) => Ok(LagLimit::Bytes(n)),
-            RawSize::Str(s) if s.trim_end().ends_with('B') => {
-                parse_bytes(&s).map(LagLimit::Bytes).map_err(de::Error::custom)
-            }
-            RawSize::Str(s) => parse_duration(&s).map(LagLimit::Time).map_err(de::Error::custom),
+            RawSize::Str(s) if s.trim_end().ends_with('B') => parse_bytes(&s)
+                .map(LagLimit::Bytes)
+                .map_err(de::Error::custom),
+            RawSize::Str(s) => parse_duration(&s)
+                .map(LagLimit::Time)
+                .map_err(de::Error::custom),
         }
     }
 }

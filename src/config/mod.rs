@@ -21,14 +21,22 @@ use crate::auth::{ScramSecret, StoredPassword};
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// TOML syntax or schema error (unknown key, wrong type, bad duration); the message from
     /// the TOML parser names the line and the key.
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     /// A value that parses but is not acceptable.
     #[error("{origin}:{line}: {key}: {message}")]
-    Invalid { origin: String, line: usize, key: String, message: String },
+    Invalid {
+        origin: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
 }
 
 /// A validated configuration plus what is derived from it once per load.
@@ -93,9 +101,17 @@ impl Validator<'_> {
         let line = if span.end == 0 {
             0
         } else {
-            self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
+            self.text[..span.start.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1
         };
-        ConfigError::Invalid { origin: self.origin.to_owned(), line, key: key.to_owned(), message }
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            line,
+            key: key.to_owned(),
+            message,
+        }
     }
 
     fn validate(&self, config: Config) -> Result<Loaded, ConfigError> {
@@ -127,17 +143,29 @@ impl Validator<'_> {
             return Err(self.err(at_top, "pool.min_size", "must not exceed pool.size".into()));
         }
         if config.max_client_connections == 0 {
-            return Err(self.err(at_top, "max_client_connections", "must be at least 1".into()));
+            return Err(self.err(
+                at_top,
+                "max_client_connections",
+                "must be at least 1".into(),
+            ));
         }
         if config.max_message_size < 1024 {
             return Err(self.err(at_top, "max_message_size", "must be at least 1kB".into()));
         }
         let h = &config.health;
         if h.fall == 0 || h.rise == 0 {
-            return Err(self.err(at_top, "health.fall", "fall and rise must be at least 1".into()));
+            return Err(self.err(
+                at_top,
+                "health.fall",
+                "fall and rise must be at least 1".into(),
+            ));
         }
         if h.interval.is_zero() || h.timeout.is_zero() {
-            return Err(self.err(at_top, "health.interval", "interval and timeout must be positive".into()));
+            return Err(self.err(
+                at_top,
+                "health.interval",
+                "interval and timeout must be positive".into(),
+            ));
         }
         if let Some(u) = &h.user {
             if h.password.is_none() && !users.contains_key(u) {
@@ -148,33 +176,56 @@ impl Validator<'_> {
                 ));
             }
         }
-        Ok(Loaded { config, listen, http_listen, users })
+        Ok(Loaded {
+            config,
+            listen,
+            http_listen,
+            users,
+        })
     }
 
     fn validate_backends(&self, config: &Config) -> Result<(), ConfigError> {
         if config.backends.is_empty() {
-            return Err(self.err(0..0, "backends", "at least one [[backends]] entry is required".into()));
+            return Err(self.err(
+                0..0,
+                "backends",
+                "at least one [[backends]] entry is required".into(),
+            ));
         }
         let mut names = HashMap::new();
         let mut addrs = HashMap::new();
         for b in &config.backends {
             let name = b.name.get_ref();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            {
                 return Err(self.err(
                     b.name.span(),
                     "backends.name",
-                    format!("{name:?} must be non-empty and use only letters, digits, '_', '-', '.'"),
+                    format!(
+                        "{name:?} must be non-empty and use only letters, digits, '_', '-', '.'"
+                    ),
                 ));
             }
             if names.insert(name.clone(), ()).is_some() {
-                return Err(self.err(b.name.span(), "backends.name", format!("duplicate backend name {name:?}")));
+                return Err(self.err(
+                    b.name.span(),
+                    "backends.name",
+                    format!("duplicate backend name {name:?}"),
+                ));
             }
             let addr = b.address.get_ref();
             if let Err(m) = check_host_port(addr) {
                 return Err(self.err(b.address.span(), "backends.address", m));
             }
             if addrs.insert(addr.clone(), ()).is_some() {
-                return Err(self.err(b.address.span(), "backends.address", format!("duplicate backend address {addr:?}")));
+                return Err(self.err(
+                    b.address.span(),
+                    "backends.address",
+                    format!("duplicate backend address {addr:?}"),
+                ));
             }
         }
         Ok(())
@@ -182,7 +233,11 @@ impl Validator<'_> {
 
     fn validate_users(&self, config: &Config) -> Result<HashMap<String, Arc<User>>, ConfigError> {
         if config.users.is_empty() {
-            return Err(self.err(0..0, "users", "at least one [[users]] entry is required".into()));
+            return Err(self.err(
+                0..0,
+                "users",
+                "at least one [[users]] entry is required".into(),
+            ));
         }
         let mut users = HashMap::new();
         for u in &config.users {
@@ -198,10 +253,20 @@ impl Validator<'_> {
             let scram = match u.auth {
                 AuthMethod::Trust => None,
                 _ if u.password.is_none() => {
-                    return Err(self.err(span, "users.password", format!("user {name:?} needs a password unless auth = \"trust\"")));
+                    return Err(self.err(
+                        span,
+                        "users.password",
+                        format!("user {name:?} needs a password unless auth = \"trust\""),
+                    ));
                 }
                 AuthMethod::Md5 if matches!(stored, StoredPassword::Scram(_)) => {
-                    return Err(self.err(span, "users.auth", format!("user {name:?}: md5 logins cannot be checked against a SCRAM verifier")));
+                    return Err(self.err(
+                        span,
+                        "users.auth",
+                        format!(
+                            "user {name:?}: md5 logins cannot be checked against a SCRAM verifier"
+                        ),
+                    ));
                 }
                 AuthMethod::Md5 => None,
                 AuthMethod::ScramSha256 => match stored.scram_secret() {
@@ -214,7 +279,15 @@ impl Validator<'_> {
             if u.pool_size == Some(0) {
                 return Err(self.err(span, "users.pool_size", "must be at least 1".into()));
             }
-            users.insert(name.clone(), Arc::new(User { config: u.clone(), name, stored, scram }));
+            users.insert(
+                name.clone(),
+                Arc::new(User {
+                    config: u.clone(),
+                    name,
+                    stored,
+                    scram,
+                }),
+            );
         }
         Ok(users)
     }
@@ -251,34 +324,63 @@ impl Loaded {
             None => s.push_str("http disabled\n"),
         }
         for b in &c.backends {
-            let _ = writeln!(s, "backend {} at {} (weight {}; role discovered by probing)", b.name.get_ref(), b.address.get_ref(), b.weight);
+            let _ = writeln!(
+                s,
+                "backend {} at {} (weight {}; role discovered by probing)",
+                b.name.get_ref(),
+                b.address.get_ref(),
+                b.weight
+            );
         }
         let mut names: Vec<_> = self.users.keys().collect();
         names.sort();
         for n in names {
             let u = &self.users[n];
-            let _ = writeln!(s, "user {} auth {:?}, pool size {}", n, u.config.auth, u.pool_size(&c.pool));
+            let _ = writeln!(
+                s,
+                "user {} auth {:?}, pool size {}",
+                n,
+                u.config.auth,
+                u.pool_size(&c.pool)
+            );
         }
         let _ = writeln!(
             s,
             "pools: size {} min {} checkout_timeout {:?} idle_timeout {:?} max_lifetime {:?}",
-            c.pool.size, c.pool.min_size, c.pool.checkout_timeout, c.pool.idle_timeout, c.pool.max_lifetime
+            c.pool.size,
+            c.pool.min_size,
+            c.pool.checkout_timeout,
+            c.pool.idle_timeout,
+            c.pool.max_lifetime
         );
         let _ = writeln!(
             s,
             "routing: split {} consistency {:?} max_replica_lag {} primary_reads {:?} balance {:?}",
-            c.routing.read_write_split, c.routing.consistency, c.routing.max_replica_lag, c.routing.primary_reads, c.routing.balance
+            c.routing.read_write_split,
+            c.routing.consistency,
+            c.routing.max_replica_lag,
+            c.routing.primary_reads,
+            c.routing.balance
         );
-        let _ = writeln!(s, "health: every {:?}, timeout {:?}, fall {} rise {}", c.health.interval, c.health.timeout, c.health.fall, c.health.rise);
+        let _ = writeln!(
+            s,
+            "health: every {:?}, timeout {:?}, fall {} rise {}",
+            c.health.interval, c.health.timeout, c.health.fall, c.health.rise
+        );
         s
     }
 
     /// The credentials the health monitor uses: (user, password).
     pub fn monitor_credentials(&self) -> (String, Option<String>) {
         let h = &self.config.health;
-        let user = h.user.clone().unwrap_or_else(|| self.config.users[0].name.get_ref().clone());
+        let user = h
+            .user
+            .clone()
+            .unwrap_or_else(|| self.config.users[0].name.get_ref().clone());
         let password = h.password.clone().or_else(|| {
-            self.users.get(&user).and_then(|u| u.config.server_password().map(str::to_owned))
+            self.users
+                .get(&user)
+                .and_then(|u| u.config.server_password().map(str::to_owned))
         });
         (user, password)
     }
@@ -288,11 +390,17 @@ impl Loaded {
     pub fn diff(&self, new: &Loaded) -> Vec<String> {
         let (a, b) = (&self.config, &new.config);
         let mut out = Vec::new();
-        if self.listen != new.listen || self.http_listen != new.http_listen || a.workers != b.workers {
+        if self.listen != new.listen
+            || self.http_listen != new.http_listen
+            || a.workers != b.workers
+        {
             out.push("listen/http_listen/workers changed: takes effect after a restart".into());
         }
         if a.pool_mode != b.pool_mode {
-            out.push(format!("pool_mode {:?} -> {:?} (new clients)", a.pool_mode, b.pool_mode));
+            out.push(format!(
+                "pool_mode {:?} -> {:?} (new clients)",
+                a.pool_mode, b.pool_mode
+            ));
         }
         if a.pool != b.pool {
             out.push("[pool] changed".into());

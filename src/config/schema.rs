@@ -27,14 +27,23 @@ pub struct Config {
     #[serde(default = "d::max_clients")]
     pub max_client_connections: usize,
     /// How long SIGTERM/SIGINT waits for in-flight transactions before closing. Default `"30s"`.
-    #[serde(default = "d::shutdown_timeout", deserialize_with = "duration::deserialize")]
+    #[serde(
+        default = "d::shutdown_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
     pub shutdown_timeout: Duration,
     /// A client must finish startup and authentication within this. Default `"10s"`.
-    #[serde(default = "d::startup_timeout", deserialize_with = "duration::deserialize")]
+    #[serde(
+        default = "d::startup_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
     pub startup_timeout: Duration,
     /// Largest client message buffered whole (bytes or `"64MB"`); COPY data and Bind parameters
     /// stream through regardless. Default `"64MB"`.
-    #[serde(default = "d::max_message_size", deserialize_with = "duration::deserialize_bytes")]
+    #[serde(
+        default = "d::max_message_size",
+        deserialize_with = "duration::deserialize_bytes"
+    )]
     pub max_message_size: u64,
     /// Runtime worker threads; 0 means one per CPU. Default 0. Changing it needs a restart.
     #[serde(default)]

@@ -29,7 +29,10 @@ fn minimal_file_from_the_issue_loads_with_defaults() {
     assert_eq!(l.config.pool.size, 20);
     assert_eq!(l.config.pool_mode, PoolMode::Transaction);
     assert_eq!(l.config.health.fall, 3);
-    assert_eq!(l.config.routing.ryw_wait, std::time::Duration::from_millis(20));
+    assert_eq!(
+        l.config.routing.ryw_wait,
+        std::time::Duration::from_millis(20)
+    );
     let app = &l.users["app"];
     assert_eq!(app.config.auth, AuthMethod::ScramSha256);
     assert!(app.scram.is_some());
@@ -38,7 +41,11 @@ fn minimal_file_from_the_issue_loads_with_defaults() {
 
 #[test]
 fn example_config_in_repo_is_valid() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchyard.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/switchyard.toml"
+    ))
+    .unwrap();
     parse(&text, "switchyard.toml").unwrap();
 }
 
@@ -51,7 +58,10 @@ fn unknown_key_names_key_and_line() {
 #[test]
 fn bad_duration_is_reported() {
     let e = err(&format!("{MINIMAL}\n[pool]\ncheckout_timeout = \"soon\"\n"));
-    assert!(e.contains("checkout_timeout") || e.contains("invalid duration"), "{e}");
+    assert!(
+        e.contains("checkout_timeout") || e.contains("invalid duration"),
+        "{e}"
+    );
     assert!(e.contains("line 19"), "{e}");
 }
 
@@ -59,7 +69,10 @@ fn bad_duration_is_reported() {
 fn duplicate_backend_names_and_bad_addresses() {
     let dup = MINIMAL.replace("name = \"pg2\"", "name = \"pg1\"");
     let e = err(&dup);
-    assert!(e.contains("t.toml:11") && e.contains("duplicate backend name"), "{e}");
+    assert!(
+        e.contains("t.toml:11") && e.contains("duplicate backend name"),
+        "{e}"
+    );
     let bad = MINIMAL.replace("127.0.0.1:5433", "127.0.0.1:99999");
     let e = err(&bad);
     assert!(e.contains("t.toml:12") && e.contains("invalid port"), "{e}");
@@ -69,13 +82,21 @@ fn duplicate_backend_names_and_bad_addresses() {
 
 #[test]
 fn users_are_checked() {
-    let e = err(&format!("{MINIMAL}\n[[users]]\nname = \"app\"\npassword = \"x\"\n"));
+    let e = err(&format!(
+        "{MINIMAL}\n[[users]]\nname = \"app\"\npassword = \"x\"\n"
+    ));
     assert!(e.contains("duplicate user"), "{e}");
     let e = err(&format!("{MINIMAL}\n[[users]]\nname = \"b\"\n"));
     assert!(e.contains("needs a password"), "{e}");
-    let ok = parse(&format!("{MINIMAL}\n[[users]]\nname = \"b\"\nauth = \"trust\"\n"), "t").unwrap();
+    let ok = parse(
+        &format!("{MINIMAL}\n[[users]]\nname = \"b\"\nauth = \"trust\"\n"),
+        "t",
+    )
+    .unwrap();
     assert!(ok.users["b"].scram.is_none());
-    let e = err(&format!("{MINIMAL}\n[[users]]\nname = \"b\"\nauth = \"kerberos\"\npassword = \"x\"\n"));
+    let e = err(&format!(
+        "{MINIMAL}\n[[users]]\nname = \"b\"\nauth = \"kerberos\"\npassword = \"x\"\n"
+    ));
     assert!(e.contains("kerberos"), "{e}");
 }
 
@@ -89,16 +110,31 @@ fn pool_bounds() {
 
 #[test]
 fn lag_limit_accepts_time_or_bytes() {
-    let l = parse(&format!("{MINIMAL}\n[routing]\nmax_replica_lag = \"16MB\"\n"), "t").unwrap();
+    let l = parse(
+        &format!("{MINIMAL}\n[routing]\nmax_replica_lag = \"16MB\"\n"),
+        "t",
+    )
+    .unwrap();
     assert_eq!(l.config.routing.max_replica_lag, LagLimit::Bytes(16 << 20));
-    let l = parse(&format!("{MINIMAL}\n[routing]\nmax_replica_lag = \"2s\"\n"), "t").unwrap();
-    assert_eq!(l.config.routing.max_replica_lag, LagLimit::Time(std::time::Duration::from_secs(2)));
+    let l = parse(
+        &format!("{MINIMAL}\n[routing]\nmax_replica_lag = \"2s\"\n"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        l.config.routing.max_replica_lag,
+        LagLimit::Time(std::time::Duration::from_secs(2))
+    );
 }
 
 #[test]
 fn diff_lists_changes() {
     let a = parse(MINIMAL, "t").unwrap();
-    let b = parse(&format!("{MINIMAL}\n[[users]]\nname = \"b\"\nauth = \"trust\"\n[pool]\nsize = 5\n"), "t").unwrap();
+    let b = parse(
+        &format!("{MINIMAL}\n[[users]]\nname = \"b\"\nauth = \"trust\"\n[pool]\nsize = 5\n"),
+        "t",
+    )
+    .unwrap();
     let d = a.diff(&b);
     assert!(d.contains(&"user b added".to_string()), "{d:?}");
     assert!(d.contains(&"[pool] changed".to_string()), "{d:?}");

@@ -21,7 +21,11 @@ pub fn configure(stream: &TcpStream, keepalive: Duration) {
 
 /// Reads until `buf` holds at least `n` bytes. EOF first is `UnexpectedEof`. Cancel safe:
 /// bytes read stay in `buf`.
-pub async fn fill_to<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut, n: usize) -> io::Result<()> {
+pub async fn fill_to<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    n: usize,
+) -> io::Result<()> {
     while buf.len() < n {
         buf.reserve(n - buf.len());
         if r.read_buf(buf).await? == 0 {

@@ -65,7 +65,9 @@ impl PoolError {
     /// Message safe to show a client.
     pub fn client_message(&self) -> String {
         match self {
-            PoolError::Timeout(d) => format!("no server connection available within {d:?}: too many clients for the pool"),
+            PoolError::Timeout(d) => format!(
+                "no server connection available within {d:?}: too many clients for the pool"
+            ),
             PoolError::Connect(e) => e.client_message(),
             PoolError::Closed => "server pool closed".into(),
         }
@@ -101,6 +103,7 @@ struct PoolMetrics {
     waits: IntCounter,
     wait_seconds: Histogram,
     transactions: IntCounter,
+    queries: IntCounter,
 }
 
 /// One pool.
@@ -176,7 +179,14 @@ impl Pooled {
 }
 
 impl Pool {
-    fn new(key: PoolKey, backend: usize, connect: ConnectParams, size: usize, tuning: Tuning, metrics: &Metrics) -> Pool {
+    fn new(
+        key: PoolKey,
+        backend: usize,
+        connect: ConnectParams,
+        size: usize,
+        tuning: Tuning,
+        metrics: &Metrics,
+    ) -> Pool {
         let name = &*key.backend;
         Pool {
             metrics: PoolMetrics {
@@ -187,6 +197,7 @@ impl Pool {
                 waits: metrics.pool_waits.with_label_values(&[name]),
                 wait_seconds: metrics.pool_wait_seconds.with_label_values(&[name]),
                 transactions: metrics.transactions.with_label_values(&[name]),
+                queries: metrics.queries.with_label_values(&[name]),
             },
             key,
             backend,
@@ -218,7 +229,9 @@ impl Pool {
                     },
                     _ = self.retired.cancelled() => return Err(PoolError::Closed),
                 };
-                self.metrics.wait_seconds.observe(start.elapsed().as_secs_f64());
+                self.metrics
+                    .wait_seconds
+                    .observe(start.elapsed().as_secs_f64());
                 p
             }
         };
@@ -238,14 +251,21 @@ impl Pool {
             };
             self.register(&mut conn);
             self.metrics.active.inc();
-            return Ok(Pooled { conn, permit, pool: self.clone() });
+            return Ok(Pooled {
+                conn,
+                permit,
+                pool: self.clone(),
+            });
         }
     }
 
     fn register(&self, conn: &mut ServerConn) {
         let fd = conn.stream.as_raw_fd();
         self.conns.lock().expect("conns").active.insert(fd);
-        conn.active = Some(ActiveGuard { conns: self.conns.clone(), fd });
+        conn.active = Some(ActiveGuard {
+            conns: self.conns.clone(),
+            fd,
+        });
     }
 
     /// Fails every in-flight request on this pool's connections at once (their reads see EOF)
@@ -287,7 +307,11 @@ impl Pool {
         self.metrics.active.dec();
         self.metrics.transactions.inc();
         let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
-        if p.conn.broken || p.conn.needs_reset || self.retired.is_cancelled() || p.conn.created.elapsed() > max_lifetime {
+        if p.conn.broken
+            || p.conn.needs_reset
+            || self.retired.is_cancelled()
+            || p.conn.created.elapsed() > max_lifetime
+        {
             p.conn.terminate();
         } else {
             p.conn.idle_since = Instant::now();
@@ -310,7 +334,10 @@ impl Pool {
     fn return_permit(&self, permit: OwnedSemaphorePermit) {
         let mut n = self.to_forget.load(Ordering::Relaxed);
         while n > 0 {
-            match self.to_forget.compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Relaxed) {
+            match self
+                .to_forget
+                .compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => {
                     permit.forget();
                     return;
@@ -319,6 +346,11 @@ impl Pool {
             }
         }
         drop(permit);
+    }
+
+    /// Counts a request (a simple query, Sync or function call) sent on this pool.
+    pub fn count_request(&self) {
+        self.metrics.queries.inc();
     }
 
     /// Changes the pool size (reload).
@@ -335,7 +367,8 @@ impl Pool {
         } else if size < old {
             let shrink = old - size;
             let forgotten = self.permits.forget_permits(shrink);
-            self.to_forget.fetch_add(shrink - forgotten, Ordering::AcqRel);
+            self.to_forget
+                .fetch_add(shrink - forgotten, Ordering::AcqRel);
         }
     }
 
@@ -347,7 +380,10 @@ impl Pool {
         {
             let mut conns = self.conns.lock().expect("conns");
             let idle = &mut conns.idle;
-            let in_use = self.size.load(Ordering::Relaxed).saturating_sub(self.permits.available_permits());
+            let in_use = self
+                .size
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.permits.available_permits());
             let mut keep = t.min_size.saturating_sub(in_use);
             idle.retain_mut(|c| {
                 let expired = c.created.elapsed() > t.max_lifetime || c.is_dead();
@@ -365,9 +401,15 @@ impl Pool {
         for _ in &closed {
             self.metrics.idle.dec();
         }
-        let open_now = self.conns.lock().expect("conns").idle.len() + self.size.load(Ordering::Relaxed).saturating_sub(self.permits.available_permits());
+        let open_now = self.conns.lock().expect("conns").idle.len()
+            + self
+                .size
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.permits.available_permits());
         for _ in open_now..t.min_size {
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else { break };
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                break;
+            };
             match self.open().await {
                 Ok(mut c) => {
                     c.idle_since = Instant::now();
@@ -418,7 +460,10 @@ pub struct PoolSpec<'a> {
 impl Pools {
     /// An empty set of pools.
     pub fn new(metrics: Arc<Metrics>) -> Pools {
-        Pools { map: RwLock::new(HashMap::new()), metrics }
+        Pools {
+            map: RwLock::new(HashMap::new()),
+            metrics,
+        }
     }
 
     /// The pool for a (backend, user, database), created on first use.
@@ -437,7 +482,14 @@ impl Pools {
             .or_insert_with(|| {
                 let c = &spec.config.config;
                 let connect = connect_params(spec.address, spec.user, spec.database, &c.pool);
-                Arc::new(Pool::new(key, spec.backend_index, connect, spec.user.pool_size(&c.pool), Tuning::from(&c.pool), &self.metrics))
+                Arc::new(Pool::new(
+                    key,
+                    spec.backend_index,
+                    connect,
+                    spec.user.pool_size(&c.pool),
+                    Tuning::from(&c.pool),
+                    &self.metrics,
+                ))
             })
             .clone()
     }
@@ -447,18 +499,17 @@ impl Pools {
     pub fn reconfigure(&self, config: &crate::config::Loaded) {
         let mut map = self.map.write().expect("pools");
         map.retain(|key, pool| {
-            let backend_ok = config
-                .config
-                .backends
-                .iter()
-                .any(|b| b.name.get_ref().as_str() == &*key.backend && b.address.get_ref() == &key.address);
+            let backend_ok = config.config.backends.iter().any(|b| {
+                b.name.get_ref().as_str() == &*key.backend && b.address.get_ref() == &key.address
+            });
             let Some(user) = config.users.get(&key.user).filter(|_| backend_ok) else {
                 pool.retire();
                 return false;
             };
             pool.resize(user.pool_size(&config.config.pool));
             *pool.tuning.lock().expect("tuning") = Tuning::from(&config.config.pool);
-            *pool.connect.lock().expect("connect") = connect_params(&key.address, user, &key.database, &config.config.pool);
+            *pool.connect.lock().expect("connect") =
+                connect_params(&key.address, user, &key.database, &config.config.pool);
             true
         });
     }
@@ -480,7 +531,14 @@ impl Pools {
 
     /// Fails in-flight requests on every pool of a backend the monitor declared down.
     pub fn sever_backend(&self, backend: &str) {
-        let pools: Vec<_> = self.map.read().expect("pools").values().filter(|p| &*p.key.backend == backend).cloned().collect();
+        let pools: Vec<_> = self
+            .map
+            .read()
+            .expect("pools")
+            .values()
+            .filter(|p| &*p.key.backend == backend)
+            .cloned()
+            .collect();
         for p in pools {
             p.sever();
         }
@@ -500,14 +558,22 @@ impl Pools {
             .expect("pools")
             .values()
             .map(|p| {
-                let in_use = p.size.load(Ordering::Relaxed).saturating_sub(p.permits.available_permits());
+                let in_use = p
+                    .size
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(p.permits.available_permits());
                 (p.key.clone(), p.idle_count(), in_use)
             })
             .collect()
     }
 }
 
-fn connect_params(address: &str, user: &crate::config::User, database: &str, pool: &PoolConfig) -> ConnectParams {
+fn connect_params(
+    address: &str,
+    user: &crate::config::User,
+    database: &str,
+    pool: &PoolConfig,
+) -> ConnectParams {
     ConnectParams {
         address: address.to_owned(),
         user: user.name.clone(),

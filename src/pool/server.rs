@@ -46,7 +46,12 @@ pub enum ConnectError {
     Timeout(String),
     /// The server refused us with an ErrorResponse (e.g. 3D000 unknown database, 28P01).
     #[error("server {address} refused the connection: {code} {message}")]
-    Refused { address: String, severity: String, code: String, message: String },
+    Refused {
+        address: String,
+        severity: String,
+        code: String,
+        message: String,
+    },
     /// The server asked for something we cannot do.
     #[error("server {address}: {message}")]
     Protocol { address: String, message: String },
@@ -66,8 +71,12 @@ impl ConnectError {
     pub fn client_message(&self) -> String {
         match self {
             ConnectError::Refused { message, .. } => message.clone(),
-            ConnectError::Io { .. } | ConnectError::Timeout(_) => "could not connect to the database server".into(),
-            ConnectError::Protocol { .. } => "the database server spoke an unexpected protocol".into(),
+            ConnectError::Io { .. } | ConnectError::Timeout(_) => {
+                "could not connect to the database server".into()
+            }
+            ConnectError::Protocol { .. } => {
+                "the database server spoke an unexpected protocol".into()
+            }
         }
     }
 
@@ -87,7 +96,11 @@ pub struct ServerError {
 
 impl From<ErrorFields<'_>> for ServerError {
     fn from(f: ErrorFields<'_>) -> Self {
-        ServerError { severity: f.severity.into(), code: f.code.into(), message: f.message.into() }
+        ServerError {
+            severity: f.severity.into(),
+            code: f.code.into(),
+            message: f.message.into(),
+        }
     }
 }
 
@@ -132,7 +145,10 @@ impl ServerConn {
     }
 
     async fn connect_inner(p: &ConnectParams, backend: usize) -> Result<ServerConn, ConnectError> {
-        let io_err = |source| ConnectError::Io { address: p.address.clone(), source };
+        let io_err = |source| ConnectError::Io {
+            address: p.address.clone(),
+            source,
+        };
         let stream = TcpStream::connect(&p.address).await.map_err(io_err)?;
         crate::net::configure(&stream, p.keepalive);
         let mut conn = ServerConn {
@@ -161,13 +177,19 @@ impl ServerConn {
     }
 
     fn protocol_err(p: &ConnectParams, message: impl Into<String>) -> ConnectError {
-        ConnectError::Protocol { address: p.address.clone(), message: message.into() }
+        ConnectError::Protocol {
+            address: p.address.clone(),
+            message: message.into(),
+        }
     }
 
     async fn next(&mut self, p: &ConnectParams) -> Result<(u8, BytesMut), ConnectError> {
         crate::net::read_message(&mut self.stream, &mut self.rbuf, MAX_SETUP_MESSAGE)
             .await
-            .map_err(|source| ConnectError::Io { address: p.address.clone(), source })
+            .map_err(|source| ConnectError::Io {
+                address: p.address.clone(),
+                source,
+            })
     }
 
     fn refused(p: &ConnectParams, frame: &[u8]) -> ConnectError {
@@ -184,7 +206,10 @@ impl ServerConn {
         self.stream
             .write_all(buf)
             .await
-            .map_err(|source| ConnectError::Io { address: p.address.clone(), source })
+            .map_err(|source| ConnectError::Io {
+                address: p.address.clone(),
+                source,
+            })
     }
 
     async fn authenticate(&mut self, p: &ConnectParams) -> Result<(), ConnectError> {
@@ -195,7 +220,15 @@ impl ServerConn {
                 tag::ERROR_RESPONSE => return Err(Self::refused(p, &frame)),
                 tag::AUTHENTICATION => {}
                 tag::NEGOTIATE_PROTOCOL_VERSION | tag::NOTICE_RESPONSE => continue,
-                other => return Err(Self::protocol_err(p, format!("unexpected message {:?} during authentication", other as char))),
+                other => {
+                    return Err(Self::protocol_err(
+                        p,
+                        format!(
+                            "unexpected message {:?} during authentication",
+                            other as char
+                        ),
+                    ))
+                }
             }
             let body = &frame[5..];
             if body.len() < 4 {
@@ -204,37 +237,68 @@ impl ServerConn {
             let kind = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
             let data = &body[4..];
             let password = || {
-                p.password.as_deref().ok_or_else(|| Self::protocol_err(p, format!("server asks for a password for user {:?} and none is configured", p.user)))
+                p.password.as_deref().ok_or_else(|| {
+                    Self::protocol_err(
+                        p,
+                        format!(
+                            "server asks for a password for user {:?} and none is configured",
+                            p.user
+                        ),
+                    )
+                })
             };
             let mut out = BytesMut::new();
             match kind {
                 0 => return Ok(()),
                 3 => frontend::password_message(password()?.as_bytes(), &mut out).expect("encode"),
                 5 => {
-                    let salt: [u8; 4] = data.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(|| Self::protocol_err(p, "short md5 salt"))?;
-                    let hash = postgres_protocol::authentication::md5_hash(p.user.as_bytes(), password()?.as_bytes(), salt);
+                    let salt: [u8; 4] = data
+                        .get(..4)
+                        .and_then(|s| s.try_into().ok())
+                        .ok_or_else(|| Self::protocol_err(p, "short md5 salt"))?;
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        p.user.as_bytes(),
+                        password()?.as_bytes(),
+                        salt,
+                    );
                     frontend::password_message(hash.as_bytes(), &mut out).expect("encode");
                 }
                 10 => {
                     let offers_scram = data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
                     if !offers_scram {
-                        return Err(Self::protocol_err(p, "server offers no supported SASL mechanism"));
+                        return Err(Self::protocol_err(
+                            p,
+                            "server offers no supported SASL mechanism",
+                        ));
                     }
                     let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out).expect("encode");
+                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                        .expect("encode");
                     scram = Some(s);
                 }
                 11 => {
-                    let s = scram.as_mut().ok_or_else(|| Self::protocol_err(p, "SASL continue without SASL start"))?;
-                    s.update(data).map_err(|e| Self::protocol_err(p, format!("SCRAM: {e}")))?;
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| Self::protocol_err(p, "SASL continue without SASL start"))?;
+                    s.update(data)
+                        .map_err(|e| Self::protocol_err(p, format!("SCRAM: {e}")))?;
                     frontend::sasl_response(s.message(), &mut out).expect("encode");
                 }
                 12 => {
-                    let s = scram.as_mut().ok_or_else(|| Self::protocol_err(p, "SASL final without SASL start"))?;
-                    s.finish(data).map_err(|e| Self::protocol_err(p, format!("SCRAM server signature: {e}")))?;
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| Self::protocol_err(p, "SASL final without SASL start"))?;
+                    s.finish(data).map_err(|e| {
+                        Self::protocol_err(p, format!("SCRAM server signature: {e}"))
+                    })?;
                     continue;
                 }
-                other => return Err(Self::protocol_err(p, format!("unsupported authentication request {other}"))),
+                other => {
+                    return Err(Self::protocol_err(
+                        p,
+                        format!("unsupported authentication request {other}"),
+                    ))
+                }
             }
             self.send(p, &out).await?;
         }
@@ -253,16 +317,27 @@ impl ServerConn {
                 tag::READY_FOR_QUERY => return Ok(()),
                 tag::ERROR_RESPONSE => return Err(Self::refused(p, &frame)),
                 tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
-                other => return Err(Self::protocol_err(p, format!("unexpected message {:?} during startup", other as char))),
+                other => {
+                    return Err(Self::protocol_err(
+                        p,
+                        format!("unexpected message {:?} during startup", other as char),
+                    ))
+                }
             }
         }
     }
 
     /// Records a ParameterStatus body (name, value).
     pub fn note_parameter(&mut self, body: &[u8]) {
-        let Some((name, rest)) = protocol::read_cstr(body) else { return };
-        let Some((value, _)) = protocol::read_cstr(rest) else { return };
-        let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) else { return };
+        let Some((name, rest)) = protocol::read_cstr(body) else {
+            return;
+        };
+        let Some((value, _)) = protocol::read_cstr(rest) else {
+            return;
+        };
+        let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) else {
+            return;
+        };
         match self.params.iter_mut().find(|(k, _)| k == name) {
             Some(slot) => value.clone_into(&mut slot.1),
             None => self.params.push((name.to_owned(), value.to_owned())),
@@ -271,7 +346,11 @@ impl ServerConn {
 
     /// Runs a simple query to completion outside the relay (setup and cleanup), returning the
     /// text of every data row's columns, or the first error. Not cancel safe.
-    pub async fn simple_query(&mut self, sql: &str, timeout: Duration) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+        timeout: Duration,
+    ) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
         let fut = async {
             let mut out = BytesMut::new();
             protocol::encode::query(&mut out, sql);
@@ -279,14 +358,19 @@ impl ServerConn {
             let mut rows = Vec::new();
             let mut error = None;
             loop {
-                let (t, frame) = crate::net::read_message(&mut self.stream, &mut self.rbuf, 64 << 20).await?;
+                let (t, frame) =
+                    crate::net::read_message(&mut self.stream, &mut self.rbuf, 64 << 20).await?;
                 let body = &frame[5..];
                 match t {
                     tag::DATA_ROW => rows.push(parse_data_row(body)),
-                    tag::ERROR_RESPONSE if error.is_none() => error = Some(ServerError::from(ErrorFields::parse(body))),
+                    tag::ERROR_RESPONSE if error.is_none() => {
+                        error = Some(ServerError::from(ErrorFields::parse(body)))
+                    }
                     tag::PARAMETER_STATUS => self.note_parameter(body),
                     tag::READY_FOR_QUERY => {
-                        if body.first().and_then(|&b| TxnStatus::from_byte(b)) != Some(TxnStatus::Idle) {
+                        if body.first().and_then(|&b| TxnStatus::from_byte(b))
+                            != Some(TxnStatus::Idle)
+                        {
                             self.broken = true;
                         }
                         return Ok(match error {
@@ -296,7 +380,10 @@ impl ServerConn {
                     }
                     tag::COPY_IN_RESPONSE | tag::COPY_OUT_RESPONSE | tag::COPY_BOTH_RESPONSE => {
                         self.broken = true;
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "setup query entered COPY"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "setup query entered COPY",
+                        ));
                     }
                     _ => {}
                 }

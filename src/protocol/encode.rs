@@ -210,11 +210,19 @@ mod tests {
     #[test]
     fn error_round_trips_through_parser() {
         let mut b = BytesMut::new();
-        error(&mut b, "FATAL", "28P01", "password authentication failed for user \"x\"");
+        error(
+            &mut b,
+            "FATAL",
+            "28P01",
+            "password authentication failed for user \"x\"",
+        );
         let f = super::super::ErrorFields::parse(&b[5..]);
         assert_eq!(f.severity, "FATAL");
         assert_eq!(f.code, "28P01");
         assert_eq!(f.message, "password authentication failed for user \"x\"");
-        assert_eq!(b.len(), 1 + i32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize);
+        assert_eq!(
+            b.len(),
+            1 + i32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize
+        );
     }
 }

@@ -21,7 +21,9 @@ impl<'a> ErrorFields<'a> {
             if field == 0 {
                 break;
             }
-            let Some((value, rest)) = read_cstr(rest) else { break };
+            let Some((value, rest)) = read_cstr(rest) else {
+                break;
+            };
             let value = std::str::from_utf8(value).unwrap_or("");
             match field {
                 b'V' => out.severity = value,

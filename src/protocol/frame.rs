@@ -37,9 +37,15 @@ impl Header {
         }
         let frame_len = declared as usize + 1;
         if frame_len > limit {
-            return Err(FrameError::TooLarge { len: frame_len, limit });
+            return Err(FrameError::TooLarge {
+                len: frame_len,
+                limit,
+            });
         }
-        Ok(Some(Header { tag: buf[0], frame_len }))
+        Ok(Some(Header {
+            tag: buf[0],
+            frame_len,
+        }))
     }
 
     /// Body length (frame minus header).
@@ -59,7 +65,10 @@ pub fn read_i32(buf: &[u8]) -> Option<(i32, &[u8])> {
     if buf.len() < 4 {
         return None;
     }
-    Some((i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]), &buf[4..]))
+    Some((
+        i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]),
+        &buf[4..],
+    ))
 }
 
 /// Reads a big-endian `i16` off the front of `buf`.
@@ -79,17 +88,29 @@ mod tests {
         assert_eq!(Header::peek(b"Z\0\0\0", 100), Ok(None));
         assert_eq!(
             Header::peek(b"Z\0\0\0\x05I", 100),
-            Ok(Some(Header { tag: b'Z', frame_len: 6 }))
+            Ok(Some(Header {
+                tag: b'Z',
+                frame_len: 6
+            }))
         );
     }
 
     #[test]
     fn peek_rejects_bad_and_huge_lengths() {
-        assert_eq!(Header::peek(b"Q\0\0\0\x03", 100), Err(FrameError::BadLength(3)));
-        assert_eq!(Header::peek(b"Q\xff\xff\xff\xff", 100), Err(FrameError::BadLength(-1)));
+        assert_eq!(
+            Header::peek(b"Q\0\0\0\x03", 100),
+            Err(FrameError::BadLength(3))
+        );
+        assert_eq!(
+            Header::peek(b"Q\xff\xff\xff\xff", 100),
+            Err(FrameError::BadLength(-1))
+        );
         assert_eq!(
             Header::peek(b"Q\x7f\xff\xff\xff", 1 << 20),
-            Err(FrameError::TooLarge { len: 0x8000_0000, limit: 1 << 20 })
+            Err(FrameError::TooLarge {
+                len: 0x8000_0000,
+                limit: 1 << 20
+            })
         );
     }
 

@@ -38,7 +38,10 @@ pub struct Startup {
 impl Startup {
     /// The value of a parameter, if sent.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -83,7 +86,11 @@ pub fn parse(packet: &[u8]) -> Result<Initial, StartupError> {
                 return Err(StartupError::UnsupportedProtocol(major, minor));
             }
             let params = parse_params(rest)?;
-            Ok(Initial::Startup(Startup { major, minor, params }))
+            Ok(Initial::Startup(Startup {
+                major,
+                minor,
+                params,
+            }))
         }
     }
 }
@@ -137,18 +144,29 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
-        let setting = if arg == "-c" {
-            it.next().ok_or_else(|| "option -c requires a value".to_owned())?
+        // Messages as PostgreSQL words them (all SQLSTATE 42601 there).
+        let (setting, long) = if arg == "-c" {
+            (
+                it.next()
+                    .ok_or_else(|| "option requires an argument -- 'c'".to_owned())?,
+                false,
+            )
         } else if let Some(s) = arg.strip_prefix("-c") {
-            s.to_owned()
+            (s.to_owned(), false)
         } else if let Some(s) = arg.strip_prefix("--") {
-            s.to_owned()
+            (s.to_owned(), true)
         } else {
-            return Err(format!("unsupported option in startup packet: {arg}"));
+            return Err(format!(
+                "invalid command-line argument for server process: {arg}"
+            ));
         };
-        let (name, value) = setting
-            .split_once('=')
-            .ok_or_else(|| format!("-c {setting} requires a value"))?;
+        let (name, value) = setting.split_once('=').ok_or_else(|| {
+            if long {
+                format!("--{setting} requires a value")
+            } else {
+                format!("-c {setting} requires a value")
+            }
+        })?;
         out.push((name.replace('-', "_"), value.to_owned()));
     }
     Ok(out)
@@ -169,7 +187,9 @@ mod tests {
     #[test]
     fn startup_params() {
         let p = packet(PROTOCOL_3_0, b"user\0app\0database\0db\0\0");
-        let Initial::Startup(s) = parse(&p).unwrap() else { panic!() };
+        let Initial::Startup(s) = parse(&p).unwrap() else {
+            panic!()
+        };
         assert_eq!((s.major, s.minor), (3, 0));
         assert_eq!(s.param("user"), Some("app"));
         assert_eq!(s.param("database"), Some("db"));
@@ -179,7 +199,10 @@ mod tests {
     #[test]
     fn special_requests() {
         assert_eq!(parse(&packet(SSL_REQUEST, b"")), Ok(Initial::SslRequest));
-        assert_eq!(parse(&packet(GSSENC_REQUEST, b"")), Ok(Initial::GssEncRequest));
+        assert_eq!(
+            parse(&packet(GSSENC_REQUEST, b"")),
+            Ok(Initial::GssEncRequest)
+        );
         let mut body = 7i32.to_be_bytes().to_vec();
         body.extend_from_slice(&9i32.to_be_bytes());
         assert_eq!(
@@ -190,12 +213,30 @@ mod tests {
 
     #[test]
     fn bad_packets() {
-        assert_eq!(parse(&packet(2 << 16, b"\0")), Err(StartupError::UnsupportedProtocol(2, 0)));
-        assert_eq!(parse(&packet(PROTOCOL_3_0, b"user\0app")), Err(StartupError::Malformed));
-        assert_eq!(parse(&packet(PROTOCOL_3_0, b"user\0app\0\0x")), Err(StartupError::Malformed));
-        assert_eq!(parse(&packet(PROTOCOL_3_0, b"us\xffer\0a\0\0")), Err(StartupError::NotUtf8));
-        assert_eq!(declared_len(3i32.to_be_bytes()), Err(StartupError::BadLength));
-        assert_eq!(declared_len(i32::MAX.to_be_bytes()), Err(StartupError::BadLength));
+        assert_eq!(
+            parse(&packet(2 << 16, b"\0")),
+            Err(StartupError::UnsupportedProtocol(2, 0))
+        );
+        assert_eq!(
+            parse(&packet(PROTOCOL_3_0, b"user\0app")),
+            Err(StartupError::Malformed)
+        );
+        assert_eq!(
+            parse(&packet(PROTOCOL_3_0, b"user\0app\0\0x")),
+            Err(StartupError::Malformed)
+        );
+        assert_eq!(
+            parse(&packet(PROTOCOL_3_0, b"us\xffer\0a\0\0")),
+            Err(StartupError::NotUtf8)
+        );
+        assert_eq!(
+            declared_len(3i32.to_be_bytes()),
+            Err(StartupError::BadLength)
+        );
+        assert_eq!(
+            declared_len(i32::MAX.to_be_bytes()),
+            Err(StartupError::BadLength)
+        );
         assert_eq!(declared_len(8i32.to_be_bytes()), Ok(8));
     }
 

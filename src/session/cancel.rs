@@ -73,7 +73,12 @@ impl CancelRegistry {
             }
             let secret = rand::random::<i32>();
             map.insert(pid, (secret, slot.clone()));
-            return Registration { registry: self, pid, secret, slot };
+            return Registration {
+                registry: self,
+                pid,
+                secret,
+                slot,
+            };
         }
     }
 
@@ -88,7 +93,9 @@ impl CancelRegistry {
             }
         };
         let _busy = slot.busy.lock().await;
-        let Some(t) = slot.target.lock().expect("cancel slot").clone() else { return false };
+        let Some(t) = slot.target.lock().expect("cancel slot").clone() else {
+            return false;
+        };
         let send = async {
             let mut s = TcpStream::connect(&t.pool.key.address).await?;
             let mut buf = BytesMut::new();

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::pending::{Hook, Kind, Mode};
+use super::route::Target;
 use super::statements::{self, Statement};
 use super::{Fatal, Pass, Session};
-use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
-use super::route::Target;
 use crate::config::Consistency;
+use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
 use crate::sql::{Deallocate, Effects, Route, SwitchyardCommand, TxnControl};
 
 /// What the proxy needs to know about a simple Query, kept between routing and forwarding so
@@ -34,6 +34,26 @@ pub(super) enum Step {
     NeedServer,
     /// The client said goodbye.
     Terminate,
+}
+
+/// Message types a client may send after startup.
+fn is_frontend_tag(t: u8) -> bool {
+    matches!(
+        t,
+        tag::QUERY
+            | tag::PARSE
+            | tag::BIND
+            | tag::DESCRIBE
+            | tag::EXECUTE
+            | tag::CLOSE
+            | tag::SYNC
+            | tag::FLUSH
+            | tag::FUNCTION_CALL
+            | tag::TERMINATE
+            | tag::COPY_DATA
+            | tag::COPY_DONE
+            | tag::COPY_FAIL
+    )
 }
 
 /// PostgreSQL's own message size ceiling; beyond it the length is garbage.
@@ -71,6 +91,14 @@ impl Session {
                 Ok(None) => return Ok(Step::Idle),
                 Err(e) => return Err(Fatal::protocol(format!("invalid message from client: {e}"))),
             };
+            if !is_frontend_tag(h.tag) {
+                // Refuse at once, as PostgreSQL does, rather than waiting for a body that may
+                // never come.
+                return Err(Fatal::protocol(format!(
+                    "invalid frontend message type {}",
+                    h.tag
+                )));
+            }
             let have = self.client.rbuf.len();
             if have < h.frame_len {
                 match self.start_streaming(h)? {
@@ -94,7 +122,13 @@ impl Session {
         };
         if !streamable {
             if h.frame_len > self.max_message {
-                return Err(Fatal::new("54000", format!("message of {} bytes exceeds max_message_size ({} bytes)", h.frame_len, self.max_message)));
+                return Err(Fatal::new(
+                    "54000",
+                    format!(
+                        "message of {} bytes exceeds max_message_size ({} bytes)",
+                        h.frame_len, self.max_message
+                    ),
+                ));
             }
             return Ok(Some(Step::Idle));
         }
@@ -124,11 +158,17 @@ impl Session {
             tag::BIND => {
                 // Only the statement name needs rewriting; the parameters stream through.
                 let body = &self.client.rbuf[5..];
-                let Some((portal, rest)) = read_cstr(body) else { return Ok(Some(Step::Idle)) };
-                let Some((name, _)) = read_cstr(rest) else { return Ok(Some(Step::Idle)) };
+                let Some((portal, rest)) = read_cstr(body) else {
+                    return Ok(Some(Step::Idle));
+                };
+                let Some((name, _)) = read_cstr(rest) else {
+                    return Ok(Some(Step::Idle));
+                };
                 let prefix = 5 + portal.len() + 1 + name.len() + 1;
                 let (portal, name) = (Bytes::copy_from_slice(portal), Bytes::copy_from_slice(name));
-                let Some(server_name) = self.prepare_for_use(&name)? else { return Ok(None) };
+                let Some(server_name) = self.prepare_for_use(&name)? else {
+                    return Ok(None);
+                };
                 let new_len = h.frame_len - name.len() + server_name.len();
                 let mut head = BytesMut::with_capacity(prefix + 8);
                 head.extend_from_slice(&[tag::BIND]);
@@ -162,9 +202,17 @@ impl Session {
                 self.forward(h.frame_len);
                 return Ok(None);
             }
-            tag::QUERY | tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::FUNCTION_CALL => true,
+            tag::QUERY
+            | tag::PARSE
+            | tag::BIND
+            | tag::DESCRIBE
+            | tag::EXECUTE
+            | tag::FUNCTION_CALL => true,
             other => {
-                return Err(Fatal::protocol(format!("invalid frontend message type {}", other)));
+                return Err(Fatal::protocol(format!(
+                    "invalid frontend message type {}",
+                    other
+                )));
             }
         };
         if self.skip_until_sync && h.tag != tag::SYNC {
@@ -176,7 +224,8 @@ impl Session {
             return Ok(Some(Step::Idle));
         }
         if let Some(r) = self.retry.as_mut() {
-            r.original.extend_from_slice(&self.client.rbuf[..h.frame_len]);
+            r.original
+                .extend_from_slice(&self.client.rbuf[..h.frame_len]);
         }
         if h.tag == tag::QUERY {
             return self.handle_query(h);
@@ -191,17 +240,30 @@ impl Session {
             tag::CLOSE => self.handle_describe_or_close(h, Kind::Close)?,
             tag::EXECUTE => {
                 self.forward(h.frame_len);
-                self.pending.expect(Kind::Execute, Mode::Forward, Hook::None);
+                self.pending
+                    .expect(Kind::Execute, Mode::Forward, Hook::None);
             }
             tag::FUNCTION_CALL => {
                 self.forward(h.frame_len);
-                self.pending.expect(Kind::FunctionCall, Mode::Forward, Hook::None);
+                self.count_request();
+                self.pending
+                    .expect(Kind::FunctionCall, Mode::Forward, Hook::None);
             }
             tag::SYNC => {
                 self.skip_until_sync = false;
                 if self.server.is_some() {
                     self.forward(h.frame_len);
-                    self.pending.expect(Kind::Sync, Mode::Forward, Hook::None);
+                    self.count_request();
+                    let restore =
+                        std::mem::take(&mut self.restore_pending) && self.restore_sql.is_some();
+                    self.pending.expect(
+                        Kind::Sync,
+                        Mode::Forward,
+                        if restore { Hook::HoldReady } else { Hook::None },
+                    );
+                    if restore {
+                        self.restore_startup_settings();
+                    }
                 } else {
                     self.client.rbuf.advance(h.frame_len);
                     self.respond_ready();
@@ -224,7 +286,10 @@ impl Session {
     fn at_request_boundary(&self) -> bool {
         !self.pending.is_empty()
             && self.txn == TxnStatus::Idle
-            && matches!(self.pending.last_kind(), Some(Kind::Sync | Kind::Query | Kind::FunctionCall))
+            && matches!(
+                self.pending.last_kind(),
+                Some(Kind::Sync | Kind::Query | Kind::FunctionCall)
+            )
     }
 
     /// Moves one whole message to the server unchanged.
@@ -304,9 +369,13 @@ impl Session {
         let sql = super::route::query_text(body);
         let classifier = self.app.classifier.load();
         let a = classifier.analyze(sql);
+        // Protocol-level statements are the proxy's: DEALLOCATE of one is answered here (also
+        // when pinned; SQL-level PREPAREs of a pinned client go to its server).
         let local = match (&a.deallocate, self.pin) {
             (Some(Deallocate::All), None) => Some(None),
-            (Some(Deallocate::Name(n)), None) if self.statements.contains_key(n.as_bytes()) => Some(Some(Bytes::copy_from_slice(n.as_bytes()))),
+            (Some(Deallocate::Name(n)), _) if self.statements.contains_key(n.as_bytes()) => {
+                Some(Some(Bytes::copy_from_slice(n.as_bytes())))
+            }
             _ => None,
         };
         let info = QueryInfo {
@@ -324,7 +393,8 @@ impl Session {
         });
         let single_begin = matches!(a.txn, TxnControl::Begin { .. }) && a.statements == 1;
         let begin_read_only = matches!(a.txn, TxnControl::Begin { read_only: true });
-        let ends_deferred = matches!(a.txn, TxnControl::Commit | TxnControl::Rollback) && a.statements == 1;
+        let ends_deferred =
+            matches!(a.txn, TxnControl::Commit | TxnControl::Rollback) && a.statements == 1;
         let is_commit = a.txn == TxnControl::Commit;
         drop(classifier);
         if let Some((kind, name, value)) = command {
@@ -351,7 +421,11 @@ impl Session {
             self.respond_ready();
             return Ok(None);
         }
-        if self.server.is_none() && single_begin && self.deferred_begin.is_none() && self.can_defer_begin() {
+        if self.server.is_none()
+            && single_begin
+            && self.deferred_begin.is_none()
+            && self.can_defer_begin()
+        {
             // Where the transaction runs depends on its first statement (SET TRANSACTION READ
             // ONLY makes it a replica's): answer BEGIN now, send it with that statement.
             let frame = self.client.rbuf.split_to(h.frame_len).freeze();
@@ -386,17 +460,63 @@ impl Session {
     }
 
     fn forward_query(&mut self, h: Header, info: QueryInfo) -> Option<Step> {
+        let settings = info.effects.contains(Effects::SETTINGS);
+        if settings {
+            self.note_custom_names(h.frame_len);
+        }
         self.forward(h.frame_len);
+        self.count_request();
         self.note_simple_query();
         self.apply_effects(info.effects, info.pin);
-        self.pending.expect(Kind::Query, Mode::Forward, Hook::None);
+        let restore = settings && self.restore_sql.is_some();
+        self.pending.expect(
+            Kind::Query,
+            Mode::Forward,
+            if restore { Hook::HoldReady } else { Hook::None },
+        );
+        if restore {
+            self.restore_startup_settings();
+        }
         None
+    }
+
+    /// Records the custom settings named by the message at the front (a Query or a Parse).
+    fn note_custom_names(&mut self, frame_len: usize) {
+        let body = &self.client.rbuf[5..frame_len];
+        let sql = if self.client.rbuf[0] == tag::PARSE {
+            statements::split_parse(body)
+                .map(|(_, q, _)| super::route::query_text(q))
+                .unwrap_or("")
+        } else {
+            super::route::query_text(body)
+        };
+        for n in super::settings::custom_names(sql) {
+            self.custom_names.insert(n);
+        }
+    }
+
+    /// After a statement that may have RESET settings: put startup values back at once.
+    fn restore_startup_settings(&mut self) {
+        if let Some(sql) = &self.restore_sql {
+            encode::query(&mut self.swbuf, sql);
+            self.pending.expect(Kind::Query, Mode::Restore, Hook::None);
+        }
+    }
+
+    fn count_request(&self) {
+        if let Some(p) = &self.server {
+            p.pool().count_request();
+        }
     }
 
     /// The cached analysis of the Query at the front of the buffer, if it is that one.
     pub(super) fn front_query_info(&self, frame_len: usize) -> Option<QueryInfo> {
         match self.front_query {
-            Some((at, len, info)) if at == self.client.rbuf.as_ptr() as usize && len == frame_len => Some(info),
+            Some((at, len, info))
+                if at == self.client.rbuf.as_ptr() as usize && len == frame_len =>
+            {
+                Some(info)
+            }
             _ => None,
         }
     }
@@ -416,8 +536,18 @@ impl Session {
     }
 
     /// `SET/RESET/SHOW switchyard.<name>` (kind 0/1/2), answered by the proxy.
-    fn switchyard_command(&mut self, kind: u8, name: &str, value: &str, out: &mut BytesMut) -> Result<(), (&'static str, String)> {
-        let default_consistency = self.user.config.consistency.unwrap_or(self.app.config.load().config.routing.consistency);
+    fn switchyard_command(
+        &mut self,
+        kind: u8,
+        name: &str,
+        value: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), (&'static str, String)> {
+        let default_consistency = self
+            .user
+            .config
+            .consistency
+            .unwrap_or(self.app.config.load().config.routing.consistency);
         match (kind, name) {
             (0, "route") => {
                 self.route_override = match value.to_ascii_lowercase().as_str() {
@@ -465,7 +595,12 @@ impl Session {
                 encode::data_row_text(out, &[v]);
                 encode::command_complete(out, "SHOW");
             }
-            _ => return Err(("42704", format!("unrecognized configuration parameter \"switchyard.{name}\""))),
+            _ => {
+                return Err((
+                    "42704",
+                    format!("unrecognized configuration parameter \"switchyard.{name}\""),
+                ))
+            }
         }
         Ok(())
     }
@@ -481,6 +616,12 @@ impl Session {
             let a = c.analyze(sql);
             (a.effects, a.pin_reason())
         };
+        if effects.contains(Effects::SETTINGS) {
+            for n in super::settings::custom_names(sql) {
+                self.custom_names.insert(n);
+            }
+            self.restore_pending = true;
+        }
         self.apply_effects(effects, pin);
         if name.is_empty() {
             self.swbuf.extend_from_slice(&frame);
@@ -494,11 +635,21 @@ impl Session {
             return Ok(());
         }
         if self.statements.contains_key(name) {
-            let msg = format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name));
+            let msg = format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(name)
+            );
             self.respond_batch_error("42P05", &msg);
             return Ok(());
         }
-        let stmt = self.app.statements.intern(query, types);
+        // A statement's meaning depends on the search_path it was parsed under.
+        let search_path = self
+            .desired
+            .0
+            .get("search_path")
+            .map(String::as_bytes)
+            .unwrap_or(b"");
+        let stmt = self.app.statements.intern(query, types, search_path);
         let client_name = frame.slice_ref(name);
         self.statements.insert(client_name.clone(), stmt.clone());
         if let Some(r) = self.retry.as_mut() {
@@ -512,7 +663,14 @@ impl Session {
         } else {
             conn.prepared.insert(stmt.id);
             encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
-            self.pending.expect(Kind::Parse, Mode::Forward, Hook::Parse { id: stmt.id, name: client_name });
+            self.pending.expect(
+                Kind::Parse,
+                Mode::Forward,
+                Hook::Parse {
+                    id: stmt.id,
+                    name: client_name,
+                },
+            );
         }
         Ok(())
     }
@@ -543,7 +701,10 @@ impl Session {
         }
         let Some(stmt) = self.statements.get(name).cloned() else {
             if name.starts_with(statements::PREFIX) {
-                let msg = format!("prepared statement \"{}\" does not exist", String::from_utf8_lossy(name));
+                let msg = format!(
+                    "prepared statement \"{}\" does not exist",
+                    String::from_utf8_lossy(name)
+                );
                 self.respond_batch_error("26000", &msg);
                 return Ok(None);
             }
@@ -559,18 +720,28 @@ impl Session {
         let conn = &mut self.server.as_mut().expect("attached").conn;
         if conn.prepared.insert(stmt.id) {
             encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
-            self.pending.expect(Kind::Parse, Mode::Swallow, Hook::Parse { id: stmt.id, name: Bytes::new() });
+            self.pending.expect(
+                Kind::Parse,
+                Mode::Swallow,
+                Hook::Parse {
+                    id: stmt.id,
+                    name: Bytes::new(),
+                },
+            );
         }
     }
 
     fn handle_bind(&mut self, h: Header) -> Result<(), Fatal> {
         let frame = self.client.rbuf.split_to(h.frame_len);
         let body = &frame[5..];
-        let parsed = read_cstr(body).and_then(|(portal, rest)| read_cstr(rest).map(|(name, rest)| (portal, name, rest)));
+        let parsed = read_cstr(body)
+            .and_then(|(portal, rest)| read_cstr(rest).map(|(name, rest)| (portal, name, rest)));
         let Some((portal, name, rest)) = parsed else {
             return Err(Fatal::protocol("malformed Bind message"));
         };
-        let Some(server_name) = self.prepare_for_use(name)? else { return Ok(()) };
+        let Some(server_name) = self.prepare_for_use(name)? else {
+            return Ok(());
+        };
         if server_name.as_ref() == name {
             self.swbuf.unsplit(frame);
         } else {
@@ -583,10 +754,15 @@ impl Session {
     fn handle_describe_or_close(&mut self, h: Header, kind: Kind) -> Result<(), Fatal> {
         let frame = self.client.rbuf.split_to(h.frame_len);
         let body = &frame[5..];
-        let (Some(&which), Some((name, _))) = (body.first(), body.get(1..).and_then(read_cstr)) else {
+        let (Some(&which), Some((name, _))) = (body.first(), body.get(1..).and_then(read_cstr))
+        else {
             return Err(Fatal::protocol("malformed Describe/Close message"));
         };
-        let t = if kind == Kind::Describe { tag::DESCRIBE } else { tag::CLOSE };
+        let t = if kind == Kind::Describe {
+            tag::DESCRIBE
+        } else {
+            tag::CLOSE
+        };
         if which != b'S' && which != b'P' {
             return Err(Fatal::protocol("invalid DESCRIBE/CLOSE message subtype"));
         }
@@ -616,7 +792,9 @@ impl Session {
             }
             self.swbuf.unsplit(frame);
         } else {
-            let Some(server_name) = self.prepare_for_use(name)? else { return Ok(()) };
+            let Some(server_name) = self.prepare_for_use(name)? else {
+                return Ok(());
+            };
             if server_name.as_ref() == name {
                 self.swbuf.unsplit(frame);
             } else {

@@ -36,7 +36,11 @@ pub enum First {
 }
 
 /// Reads packets until a StartupMessage (refusing SSL and GSS encryption) or a CancelRequest.
-pub async fn read_startup(app: &App, stream: &mut TcpStream, buf: &mut BytesMut) -> Result<First, Fatal> {
+pub async fn read_startup(
+    app: &App,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<First, Fatal> {
     loop {
         net::fill_to(stream, buf, 4).await.map_err(Fatal::Io)?;
         let len = startup::declared_len([buf[0], buf[1], buf[2], buf[3]])
@@ -48,18 +52,28 @@ pub async fn read_startup(app: &App, stream: &mut TcpStream, buf: &mut BytesMut)
                 if !buf.is_empty() {
                     // Data pipelined after an encryption request would be a downgrade attack
                     // vector (CVE-2021-23214); PostgreSQL refuses it too.
-                    return Err(Fatal::protocol("received unencrypted data after SSL request"));
+                    return Err(Fatal::protocol(
+                        "received unencrypted data after SSL request",
+                    ));
                 }
                 stream.write_all(b"N").await.map_err(Fatal::Io)?;
             }
             Ok(Initial::Cancel { pid, secret }) => {
                 let sent = app.cancels.cancel(pid, secret).await;
-                app.metrics.cancels.with_label_values(&[if sent { "forwarded" } else { "unknown" }]).inc();
+                app.metrics
+                    .cancels
+                    .with_label_values(&[if sent { "forwarded" } else { "unknown" }])
+                    .inc();
                 return Ok(First::Cancelled);
             }
             Ok(Initial::Startup(s)) => return Ok(First::Startup(s)),
             Err(startup::StartupError::UnsupportedProtocol(major, minor)) => {
-                return Err(Fatal::new("0A000", format!("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0")));
+                return Err(Fatal::new(
+                    "0A000",
+                    format!(
+                        "unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0"
+                    ),
+                ));
             }
             Err(e) => return Err(Fatal::protocol(e.to_string())),
         }
@@ -67,26 +81,59 @@ pub async fn read_startup(app: &App, stream: &mut TcpStream, buf: &mut BytesMut)
 }
 
 /// Validates the startup packet and authenticates the client.
-pub async fn authenticate(app: &App, stream: &mut TcpStream, buf: &mut BytesMut, s: &Startup) -> Result<Login, Fatal> {
+pub async fn authenticate(
+    app: &App,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    s: &Startup,
+) -> Result<Login, Fatal> {
     let mut out = BytesMut::new();
-    let unsupported: Vec<&str> = s.params.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("_pq_.")).collect();
+    let unsupported: Vec<&str> = s
+        .params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
     if s.minor > 0 || !unsupported.is_empty() {
-        encode::negotiate_protocol_version(&mut out, 0, &unsupported);
+        // The field is the newest protocol version supported (3.0), as PostgreSQL sends it.
+        encode::negotiate_protocol_version(&mut out, 3 << 16, &unsupported);
     }
-    let user_name = s.param("user").filter(|u| !u.is_empty()).ok_or_else(|| Fatal::new("28000", "no PostgreSQL user name specified in startup packet"))?;
-    if s.param("replication").is_some_and(|r| r != "false" && r != "off" && r != "0" && r != "no") {
-        return Err(Fatal::new("08P01", "switchyard does not proxy replication connections"));
+    let user_name = s.param("user").filter(|u| !u.is_empty()).ok_or_else(|| {
+        Fatal::new(
+            "28000",
+            "no PostgreSQL user name specified in startup packet",
+        )
+    })?;
+    if s.param("replication")
+        .is_some_and(|r| r != "false" && r != "off" && r != "0" && r != "no")
+    {
+        return Err(Fatal::new(
+            "08P01",
+            "switchyard does not proxy replication connections",
+        ));
     }
-    let database = s.param("database").filter(|d| !d.is_empty()).unwrap_or(user_name).to_owned();
-    let mut params: Vec<(String, String)> = s.params.iter().filter(|(k, _)| k != "options").cloned().collect();
-    if let Some(opts) = s.param("options") {
-        let parsed = startup::parse_options(opts).map_err(|m| Fatal::new("42704", m))?;
-        params.extend(parsed);
-    }
-    let settings = Settings::from_startup(params.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|m| Fatal::new("42704", m))?;
+    let database = s
+        .param("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(user_name)
+        .to_owned();
+    // PostgreSQL applies `options` switches first and then the startup parameters, so a
+    // parameter given both ways takes the startup parameter's value.
+    let mut params: Vec<(String, String)> = match s.param("options") {
+        Some(opts) => startup::parse_options(opts).map_err(|m| Fatal::new("42601", m))?,
+        None => Vec::new(),
+    };
+    params.extend(s.params.iter().filter(|(k, _)| k != "options").cloned());
+    let settings = Settings::from_startup(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|m| Fatal::new("42704", m))?;
     let config = app.config.load();
     let user = config.users.get(user_name).cloned();
-    let failed = || Fatal::new("28P01", format!("password authentication failed for user \"{user_name}\""));
+    let failed = || {
+        Fatal::new(
+            "28P01",
+            format!("password authentication failed for user \"{user_name}\""),
+        )
+    };
     let limit = 8192;
     match user.as_ref().map(|u| u.config.auth) {
         Some(AuthMethod::Trust) => {}
@@ -109,26 +156,38 @@ pub async fn authenticate(app: &App, stream: &mut TcpStream, buf: &mut BytesMut,
             encode::auth_sasl(&mut out, ScramServer::mechanisms());
             send(stream, &mut out).await?;
             let body = read_password(stream, buf, limit).await?;
-            let (mechanism, data) = auth::parse_sasl_initial(&body).map_err(|e| scram_fatal(e, user_name))?;
-            let first = scram.client_first(mechanism, data).map_err(|e| scram_fatal(e, user_name))?;
+            let (mechanism, data) =
+                auth::parse_sasl_initial(&body).map_err(|e| scram_fatal(e, user_name))?;
+            let first = scram
+                .client_first(mechanism, data)
+                .map_err(|e| scram_fatal(e, user_name))?;
             encode::auth_sasl_continue(&mut out, &first);
             send(stream, &mut out).await?;
             let body = read_password(stream, buf, limit).await?;
-            let last = scram.client_final(&body).map_err(|e| scram_fatal(e, user_name))?;
+            let last = scram
+                .client_final(&body)
+                .map_err(|e| scram_fatal(e, user_name))?;
             encode::auth_sasl_final(&mut out, &last);
         }
     }
     let user = user.ok_or_else(failed)?;
     encode::auth_ok(&mut out);
     send(stream, &mut out).await?;
-    Ok(Login { user, database, startup: settings })
+    Ok(Login {
+        user,
+        database,
+        startup: settings,
+    })
 }
 
 fn scram_fatal(e: auth::AuthError, user: &str) -> Fatal {
     if e.is_protocol_violation() {
-        Fatal::new("08P01", format!("malformed SCRAM message: {e}"))
+        Fatal::new("08P01", e.to_string())
     } else {
-        Fatal::new("28P01", format!("password authentication failed for user \"{user}\""))
+        Fatal::new(
+            "28P01",
+            format!("password authentication failed for user \"{user}\""),
+        )
     }
 }
 
@@ -139,13 +198,23 @@ async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), Fatal> {
 }
 
 /// Reads a PasswordMessage-family message (`p`) and returns its body.
-async fn read_password(stream: &mut TcpStream, buf: &mut BytesMut, limit: usize) -> Result<BytesMut, Fatal> {
-    let (t, mut frame) = net::read_message(stream, buf, limit).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::InvalidData => Fatal::protocol(e.to_string()),
-        _ => Fatal::Io(e),
-    })?;
+async fn read_password(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<BytesMut, Fatal> {
+    let (t, mut frame) =
+        net::read_message(stream, buf, limit)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidData => Fatal::protocol(e.to_string()),
+                _ => Fatal::Io(e),
+            })?;
     if t != tag::PASSWORD {
-        return Err(Fatal::protocol(format!("expected password response, got message type {:?}", t as char)));
+        return Err(Fatal::protocol(format!(
+            "expected password response, got message type {:?}",
+            t as char
+        )));
     }
     Ok(frame.split_off(5))
 }

@@ -43,7 +43,10 @@ pub enum Fatal {
 impl Fatal {
     /// A FATAL with SQLSTATE `code`.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Fatal {
-        Fatal::Client { code: code.into(), message: message.into() }
+        Fatal::Client {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 
     /// A protocol violation (08P01).
@@ -64,7 +67,9 @@ pub async fn run(app: Arc<App>, mut stream: TcpStream, peer: std::net::SocketAdd
     use tracing::Instrument;
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("client", id, %peer, user = tracing::field::Empty);
-    let result = start(app.clone(), &mut stream, id, span.clone()).instrument(span.clone()).await;
+    let result = start(app.clone(), &mut stream, id, span.clone())
+        .instrument(span.clone())
+        .await;
     if let Err(f) = result {
         let _g = span.enter();
         match f {
@@ -75,28 +80,46 @@ pub async fn run(app: Arc<App>, mut stream: TcpStream, peer: std::net::SocketAdd
                 app.metrics.error(&code);
                 let mut out = BytesMut::new();
                 encode::error(&mut out, "FATAL", &code, &message);
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out))
+                        .await;
             }
         }
     }
 }
 
-async fn start(app: Arc<App>, stream: &mut TcpStream, id: u64, span: tracing::Span) -> Result<(), Fatal> {
+async fn start(
+    app: Arc<App>,
+    stream: &mut TcpStream,
+    id: u64,
+    span: tracing::Span,
+) -> Result<(), Fatal> {
     let config = app.config.load_full();
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = config.config.startup_timeout;
     let login = tokio::time::timeout(deadline, async {
         match login::read_startup(&app, stream, &mut buf).await? {
             login::First::Cancelled => Ok(None),
-            login::First::Startup(s) => Ok(Some(login::authenticate(&app, stream, &mut buf, &s).await?)),
+            login::First::Startup(s) => {
+                Ok(Some(login::authenticate(&app, stream, &mut buf, &s).await?))
+            }
         }
     })
     .await
-    .map_err(|_| Fatal::new("08006", "startup timeout: authentication not completed in time"))??;
+    .map_err(|_| {
+        Fatal::new(
+            "08006",
+            "startup timeout: authentication not completed in time",
+        )
+    })??;
     let Some(login) = login else { return Ok(()) };
     span.record("user", login.user.name.as_str());
     let reg = app.cancels.register();
-    let login_consistency = login.user.config.consistency.unwrap_or(config.config.routing.consistency);
+    let login_consistency = login
+        .user
+        .config
+        .consistency
+        .unwrap_or(config.config.routing.consistency);
     let user_name = login.user.name.clone();
     let startup = Arc::new(login.startup);
     let mut session = Session {
@@ -106,7 +129,10 @@ async fn start(app: Arc<App>, stream: &mut TcpStream, id: u64, span: tracing::Sp
         max_message: config.config.max_message_size as usize,
         user: login.user,
         database: login.database,
-        client: Side { rbuf: buf, wbuf: BytesMut::new() },
+        client: Side {
+            rbuf: buf,
+            wbuf: BytesMut::new(),
+        },
         server: None,
         swbuf: BytesMut::new(),
         pending: Pending::default(),
@@ -133,7 +159,11 @@ async fn start(app: Arc<App>, stream: &mut TcpStream, id: u64, span: tracing::Sp
         force_primary: false,
         wrote: false,
         commit_pending: false,
-        ryw: crate::ryw::Scopes { session: Default::default(), user: app.ryw.user(&user_name), global: app.ryw.global() },
+        ryw: crate::ryw::Scopes {
+            session: Default::default(),
+            user: app.ryw.user(&user_name),
+            global: app.ryw.global(),
+        },
         target: route::Target::Primary,
         backend_index: None,
         retry: None,
@@ -141,7 +171,12 @@ async fn start(app: Arc<App>, stream: &mut TcpStream, id: u64, span: tracing::Sp
         capturing: (false, false),
         captured_lsn: None,
         front_query: None,
+        custom_names: Default::default(),
+        restore_sql: None,
+        restore_pending: false,
+        held_ready: None,
     };
+    session.restore_sql = settings::restore_sql(&session.startup).map(Into::into);
     session.login(stream, reg.pid, reg.secret).await?;
     app.metrics.clients_total.inc();
     let result = session.relay(stream).await;
@@ -246,4 +281,12 @@ struct Session {
     captured_lsn: Option<u64>,
     /// Analysis of the Query at the front of the client buffer: (buffer address, length, info).
     front_query: Option<(usize, usize, client::QueryInfo)>,
+    /// Custom (dotted) settings the client has touched; read back by name.
+    custom_names: std::collections::BTreeSet<String>,
+    /// Puts startup values back after a RESET (see `settings::restore_sql`).
+    restore_sql: Option<Arc<str>>,
+    /// A Parse with settings effects was sent: restore after the batch's Sync.
+    restore_pending: bool,
+    /// A ReadyForQuery held back until the restore query behind it completes.
+    held_ready: Option<BytesMut>,
 }

@@ -40,7 +40,10 @@ impl Kind {
             Kind::Bind => t == tag::BIND_COMPLETE,
             Kind::Close => t == tag::CLOSE_COMPLETE,
             Kind::Describe => t == tag::ROW_DESCRIPTION || t == tag::NO_DATA,
-            Kind::Execute => matches!(t, tag::COMMAND_COMPLETE | tag::EMPTY_QUERY | tag::PORTAL_SUSPENDED),
+            Kind::Execute => matches!(
+                t,
+                tag::COMMAND_COMPLETE | tag::EMPTY_QUERY | tag::PORTAL_SUSPENDED
+            ),
             Kind::Sync | Kind::Query | Kind::FunctionCall => t == tag::READY_FOR_QUERY,
         }
     }
@@ -55,6 +58,9 @@ pub enum Mode {
     Swallow,
     /// Drop, collecting data rows (reading settings back).
     Capture,
+    /// Drop, errors included: putting startup values back after a RESET (it fails harmlessly
+    /// in an aborted transaction).
+    Restore,
 }
 
 /// Bookkeeping when an entry completes.
@@ -63,7 +69,13 @@ pub enum Hook {
     None,
     /// A Parse of statement `id` (recorded as prepared when sent): on error it is not
     /// prepared after all, and the client's `name` (if not empty) is forgotten.
-    Parse { id: u64, name: Bytes },
+    Parse {
+        id: u64,
+        name: Bytes,
+    },
+    /// Hold this request's ReadyForQuery until the restore query queued behind it is done,
+    /// so the client gets its ParameterStatus messages first, as from a direct connection.
+    HoldReady,
 }
 
 /// One expected response.
@@ -86,6 +98,8 @@ pub struct Matched {
     pub completed: Option<(Kind, Mode, Hook)>,
     /// Hooks of entries an error skipped.
     pub skipped: Vec<Hook>,
+    /// The mode of the entry the message belonged to.
+    pub mode: Mode,
 }
 
 /// The queue.
@@ -144,12 +158,19 @@ impl Pending {
 
     /// Matches one server message (synthetic entries must have been popped first).
     pub fn on_server(&mut self, t: u8) -> Matched {
-        let mut m = Matched { forward: true, capture: false, completed: None, skipped: Vec::new() };
+        let mut m = Matched {
+            forward: true,
+            capture: false,
+            completed: None,
+            skipped: Vec::new(),
+            mode: Mode::Forward,
+        };
         let Some(Expect::Server { kind, mode, .. }) = self.q.front() else {
             // Asynchronous message (notice, notification, parameter status) or protocol noise.
             return m;
         };
         let (kind, mode) = (*kind, *mode);
+        m.mode = mode;
         if t == tag::ERROR_RESPONSE {
             // Errors always reach the client, except answers to the proxy's own queries.
             m.forward = mode == Mode::Forward || kind.extended();
@@ -157,7 +178,13 @@ impl Pending {
                 // The server skips everything up to the next Sync; synthetic answers queued in
                 // that stretch must not be sent either.
                 while let Some(e) = self.q.front() {
-                    if matches!(e, Expect::Server { kind: Kind::Sync, .. }) {
+                    if matches!(
+                        e,
+                        Expect::Server {
+                            kind: Kind::Sync,
+                            ..
+                        }
+                    ) {
                         break;
                     }
                     if let Some(Expect::Server { hook, .. }) = self.q.pop_front() {
@@ -167,7 +194,8 @@ impl Pending {
             }
             return m;
         }
-        m.forward = mode == Mode::Forward;
+        // The client must know the server's reported parameters whoever changed them.
+        m.forward = mode == Mode::Forward || t == tag::PARAMETER_STATUS;
         m.capture = mode == Mode::Capture && t == tag::DATA_ROW;
         if kind.completed_by(t) {
             if let Some(Expect::Server { kind, mode, hook }) = self.q.pop_front() {
@@ -182,7 +210,16 @@ impl Pending {
         let n = self
             .q
             .iter()
-            .filter(|e| matches!(e, Expect::Server { kind: Kind::Sync | Kind::Query | Kind::FunctionCall, mode: Mode::Forward, .. }))
+            .filter(|e| {
+                matches!(
+                    e,
+                    Expect::Server {
+                        kind: Kind::Sync | Kind::Query | Kind::FunctionCall,
+                        mode: Mode::Forward,
+                        ..
+                    }
+                )
+            })
             .count();
         self.q.clear();
         n
@@ -196,12 +233,29 @@ mod tests {
     #[test]
     fn extended_batch_completes_in_order() {
         let mut p = Pending::default();
-        p.expect(Kind::Parse, Mode::Forward, Hook::Parse { id: 7, name: Bytes::new() });
+        p.expect(
+            Kind::Parse,
+            Mode::Forward,
+            Hook::Parse {
+                id: 7,
+                name: Bytes::new(),
+            },
+        );
         p.expect(Kind::Bind, Mode::Forward, Hook::None);
         p.expect(Kind::Execute, Mode::Forward, Hook::None);
         p.expect(Kind::Sync, Mode::Forward, Hook::None);
         let m = p.on_server(b'1');
-        assert_eq!(m.completed, Some((Kind::Parse, Mode::Forward, Hook::Parse { id: 7, name: Bytes::new() })));
+        assert_eq!(
+            m.completed,
+            Some((
+                Kind::Parse,
+                Mode::Forward,
+                Hook::Parse {
+                    id: 7,
+                    name: Bytes::new()
+                }
+            ))
+        );
         assert!(p.on_server(b'2').completed.is_some());
         assert!(p.on_server(b'D').completed.is_none());
         assert!(p.on_server(b'C').completed.is_some());
@@ -212,14 +266,30 @@ mod tests {
     #[test]
     fn error_skips_to_sync_and_drops_synthetics() {
         let mut p = Pending::default();
-        p.expect(Kind::Parse, Mode::Forward, Hook::Parse { id: 1, name: Bytes::from_static(b"s1") });
+        p.expect(
+            Kind::Parse,
+            Mode::Forward,
+            Hook::Parse {
+                id: 1,
+                name: Bytes::from_static(b"s1"),
+            },
+        );
         p.synthetic(Bytes::from_static(b"2"));
         p.expect(Kind::Execute, Mode::Forward, Hook::None);
         p.expect(Kind::Sync, Mode::Forward, Hook::None);
         p.expect(Kind::Query, Mode::Forward, Hook::None);
         let m = p.on_server(b'E');
         assert!(m.forward);
-        assert_eq!(m.skipped, vec![Hook::Parse { id: 1, name: Bytes::from_static(b"s1") }, Hook::None]);
+        assert_eq!(
+            m.skipped,
+            vec![
+                Hook::Parse {
+                    id: 1,
+                    name: Bytes::from_static(b"s1")
+                },
+                Hook::None
+            ]
+        );
         assert_eq!(p.len(), 2);
         assert!(p.pop_synthetic().is_none());
         assert!(p.on_server(b'Z').completed.is_some());
@@ -234,14 +304,31 @@ mod tests {
         let mut p = Pending::default();
         p.expect(Kind::Query, Mode::Swallow, Hook::None);
         p.expect(Kind::Query, Mode::Capture, Hook::None);
-        assert!(!p.on_server(b'S').forward);
-        assert!(!p.on_server(b'E').forward, "errors of the proxy's own simple queries are dropped");
+        assert!(
+            p.on_server(b'S').forward,
+            "parameter status always reaches the client"
+        );
+        assert!(!p.on_server(b'C').forward);
+        assert!(
+            !p.on_server(b'E').forward,
+            "errors of the proxy's own simple queries are dropped"
+        );
         assert!(!p.on_server(b'Z').forward);
         let m = p.on_server(b'D');
         assert!(!m.forward && m.capture);
-        assert_eq!(p.on_server(b'Z').completed.map(|c| c.1), Some(Mode::Capture));
+        assert_eq!(
+            p.on_server(b'Z').completed.map(|c| c.1),
+            Some(Mode::Capture)
+        );
         // Injected extended messages: errors reach the client.
-        p.expect(Kind::Parse, Mode::Swallow, Hook::Parse { id: 1, name: Bytes::new() });
+        p.expect(
+            Kind::Parse,
+            Mode::Swallow,
+            Hook::Parse {
+                id: 1,
+                name: Bytes::new(),
+            },
+        );
         p.expect(Kind::Bind, Mode::Forward, Hook::None);
         p.expect(Kind::Sync, Mode::Forward, Hook::None);
         assert!(p.on_server(b'E').forward);

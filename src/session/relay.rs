@@ -42,14 +42,23 @@ struct Events {
 impl Session {
     /// First server contact: validates database and startup settings on a real server and
     /// greets the client with that server's parameters.
-    pub(super) async fn login(&mut self, client: &mut TcpStream, pid: i32, secret: i32) -> Result<(), Fatal> {
+    pub(super) async fn login(
+        &mut self,
+        client: &mut TcpStream,
+        pid: i32,
+        secret: i32,
+    ) -> Result<(), Fatal> {
         let config = self.app.config.load_full();
         let wait = config.config.routing.primary_wait;
         let view = self.app.cluster.view();
         // Session mode keeps this connection for every statement: it must be the primary.
         // Transaction mode only needs a server that knows the database and the user.
         let any_up = || view.backends.iter().position(|b| b.up && !b.fenced);
-        let found = if self.pool_mode == PoolMode::Session { view.primary } else { view.primary.or_else(any_up) };
+        let found = if self.pool_mode == PoolMode::Session {
+            view.primary
+        } else {
+            view.primary.or_else(any_up)
+        };
         let index = match found {
             Some(i) => i,
             None => match self.app.cluster.wait_primary(wait).await {
@@ -58,10 +67,28 @@ impl Session {
             },
         };
         drop(view);
-        let pool = self.pool(index).ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
-        let mut p = pool.checkout().await.map_err(|e| Fatal::new(e.sqlstate(), e.client_message()))?;
+        let pool = self
+            .pool(index)
+            .ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
+        let mut p = pool.checkout().await.map_err(|e| match e.sqlstate() {
+            // The client proved its identity to the proxy; the server does not know this role
+            // (or has another password for it): a configuration mismatch, not a bad password.
+            "28P01" | "28000" => Fatal::new(
+                "28000",
+                format!(
+                    "the database server refused role \"{}\": {}",
+                    self.user.name,
+                    e.client_message()
+                ),
+            ),
+            code => Fatal::new(code, e.client_message()),
+        })?;
         if let Some(sql) = self.desired.sync_sql(&p.conn.applied) {
-            match p.conn.simple_query(&sql, config.config.pool.connect_timeout).await {
+            match p
+                .conn
+                .simple_query(&sql, config.config.pool.connect_timeout)
+                .await
+            {
                 Ok(Ok(_)) => p.conn.applied = self.desired.clone(),
                 Ok(Err(e)) => {
                     p.release();
@@ -69,7 +96,10 @@ impl Session {
                 }
                 Err(_) => {
                     p.discard("setup_failed", &self.app.metrics);
-                    return Err(Fatal::new("08006", "could not set up the server connection"));
+                    return Err(Fatal::new(
+                        "08006",
+                        "could not set up the server connection",
+                    ));
                 }
             }
         }
@@ -114,7 +144,11 @@ impl Session {
 
     /// Takes ownership of a checked-out connection.
     fn hold(&mut self, p: Pooled) {
-        self.cancel.set(Some(cancel::Target { pool: p.pool().clone(), pid: p.conn.pid, secret: p.conn.secret }));
+        self.cancel.set(Some(cancel::Target {
+            pool: p.pool().clone(),
+            pid: p.conn.pid,
+            secret: p.conn.secret,
+        }));
         self.server = Some(p);
     }
 
@@ -123,7 +157,10 @@ impl Session {
     pub(super) async fn attach(&mut self) -> Result<(), Fatal> {
         if self.lost_txn {
             self.lost_txn = false;
-            self.fail_request("08006", "the server connection was lost; the transaction was rolled back");
+            self.fail_request(
+                "08006",
+                "the server connection was lost; the transaction was rolled back",
+            );
             return Ok(());
         }
         let decision = self.decide();
@@ -143,10 +180,18 @@ impl Session {
         };
         match pool.checkout().await {
             Ok(p) => self.hold(p),
-            Err(e) if d.target == Target::Replica && self.retry_attempts < super::retry::MAX_ATTEMPTS && !e.is_refusal() => {
+            Err(e)
+                if d.target == Target::Replica
+                    && self.retry_attempts < super::retry::MAX_ATTEMPTS
+                    && !e.is_refusal() =>
+            {
                 // A replica that cannot be reached: the read goes elsewhere.
                 tracing::info!(backend = %pool.key.backend, error = %e, "replica unavailable: routing the read elsewhere");
-                self.app.metrics.retries.with_label_values(&["replica_unavailable"]).inc();
+                self.app
+                    .metrics
+                    .retries
+                    .with_label_values(&["replica_unavailable"])
+                    .inc();
                 self.retry_attempts += 1;
                 self.force_primary = true;
                 return Ok(());
@@ -162,15 +207,35 @@ impl Session {
         self.target = d.target;
         self.backend_index = Some(index);
         if let Some(b) = self.app.cluster.view().backends.get(index) {
-            b.stats.outstanding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            b.stats
+                .outstanding
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        self.app.metrics.routed.with_label_values(&[if d.target == Target::Primary { "primary" } else { "replica" }, d.reason]).inc();
+        self.app
+            .metrics
+            .routed
+            .with_label_values(&[
+                if d.target == Target::Primary {
+                    "primary"
+                } else {
+                    "replica"
+                },
+                d.reason,
+            ])
+            .inc();
         self.sync_settings();
         if let Some((begin, _)) = self.deferred_begin.take() {
             self.swbuf.extend_from_slice(&begin);
-            self.pending.expect(super::pending::Kind::Query, super::pending::Mode::Swallow, super::pending::Hook::None);
+            self.pending.expect(
+                super::pending::Kind::Query,
+                super::pending::Mode::Swallow,
+                super::pending::Hook::None,
+            );
         }
-        if d.write && d.target == Target::Primary && self.app.config.load().config.routing.read_write_split {
+        if d.write
+            && d.target == Target::Primary
+            && self.app.config.load().config.routing.read_write_split
+        {
             self.wrote = true;
         }
         if d.retryable && d.target == Target::Replica {
@@ -181,13 +246,19 @@ impl Session {
 
     /// Queues the settings difference between this client and the attached connection.
     pub(super) fn sync_settings(&mut self) {
-        let Some(p) = self.server.as_mut() else { return };
+        let Some(p) = self.server.as_mut() else {
+            return;
+        };
         if settings::same(&self.desired, &p.conn.applied) {
             return;
         }
         if let Some(sql) = self.desired.sync_sql(&p.conn.applied) {
             encode::query(&mut self.swbuf, &sql);
-            self.pending.expect(super::pending::Kind::Query, super::pending::Mode::Swallow, super::pending::Hook::None);
+            self.pending.expect(
+                super::pending::Kind::Query,
+                super::pending::Mode::Swallow,
+                super::pending::Hook::None,
+            );
         }
         p.conn.applied = self.desired.clone();
     }
@@ -219,7 +290,9 @@ impl Session {
     /// After responses arrived: read settings or the commit position back, or give the
     /// connection back when the transaction is over.
     fn settle(&mut self) {
-        let Some(p) = self.server.as_mut() else { return };
+        let Some(p) = self.server.as_mut() else {
+            return;
+        };
         let quiet = self.pending.is_empty()
             && self.txn == TxnStatus::Idle
             && self.swbuf.is_empty()
@@ -234,20 +307,31 @@ impl Session {
         let lsn = self.commit_pending && !p.conn.broken;
         if settings || lsn {
             let sql = match (settings, lsn) {
-                (true, true) => format!("{}; {}", settings::CAPTURE_SQL, COMMIT_LSN_SQL),
-                (true, false) => settings::CAPTURE_SQL.to_owned(),
+                (true, true) => format!(
+                    "{}; {}",
+                    settings::capture_sql(&self.custom_names),
+                    COMMIT_LSN_SQL
+                ),
+                (true, false) => settings::capture_sql(&self.custom_names),
                 _ => COMMIT_LSN_SQL.to_owned(),
             };
             encode::query(&mut self.swbuf, &sql);
             self.capturing = (settings, lsn);
-            self.pending.expect(super::pending::Kind::Query, super::pending::Mode::Capture, super::pending::Hook::None);
+            self.pending.expect(
+                super::pending::Kind::Query,
+                super::pending::Mode::Capture,
+                super::pending::Hook::None,
+            );
             return;
         }
         if !pooled {
             return;
         }
         let broken = p.conn.broken;
-        let keep = self.target == Target::Primary && !broken && !self.draining && self.client_has_request();
+        let keep = self.target == Target::Primary
+            && !broken
+            && !self.draining
+            && self.client_has_request();
         if keep {
             // The next request is already here and runs on this primary connection without
             // being routed: treat it as a possible write for read-your-writes.
@@ -279,7 +363,11 @@ impl Session {
         self.wrote = false;
         if let Some(i) = self.backend_index.take() {
             if let Some(b) = self.app.cluster.view().backends.get(i) {
-                let _ = b.stats.outstanding.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |n| n.checked_sub(1));
+                let _ = b.stats.outstanding.fetch_update(
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                    |n| n.checked_sub(1),
+                );
             }
         }
         if self.commit_pending {
@@ -302,9 +390,15 @@ impl Session {
             self.ryw.end_commit(None);
         }
         self.detach_bookkeeping();
-        let repeat = self.retry.as_ref().is_some_and(|r| r.holding()) && self.retry_attempts < super::retry::MAX_ATTEMPTS && self.client_pass == Pass::None;
+        let repeat = self.retry.as_ref().is_some_and(|r| r.holding())
+            && self.retry_attempts < super::retry::MAX_ATTEMPTS
+            && self.client_pass == Pass::None;
         if repeat {
-            self.app.metrics.retries.with_label_values(&["server_lost"]).inc();
+            self.app
+                .metrics
+                .retries
+                .with_label_values(&["server_lost"])
+                .inc();
             self.retry_attempts += 1;
             self.pending.abandon();
             self.requeue_request();
@@ -314,6 +408,11 @@ impl Session {
         if let Some(mut r) = self.retry.take() {
             r.release_into(&mut self.client.wbuf);
         }
+        if let Some(z) = self.held_ready.take() {
+            // The client's statement completed; only the proxy's restore query behind it was
+            // lost.
+            self.client.wbuf.unsplit(z);
+        }
         let open_batch = matches!(self.pending.last_kind(), Some(k) if !matches!(k, super::pending::Kind::Sync | super::pending::Kind::Query | super::pending::Kind::FunctionCall));
         let owed = self.pending.abandon();
         let was_busy = owed > 0 || open_batch;
@@ -322,7 +421,12 @@ impl Session {
         }
         if was_busy {
             self.app.metrics.error("08006");
-            encode::error(&mut self.client.wbuf, "ERROR", "08006", "the server connection was lost while running the request");
+            encode::error(
+                &mut self.client.wbuf,
+                "ERROR",
+                "08006",
+                "the server connection was lost while running the request",
+            );
             for _ in 0..owed {
                 encode::ready_for_query(&mut self.client.wbuf, TxnStatus::Idle);
             }
@@ -364,12 +468,26 @@ impl Session {
                 }
             }
             self.settle();
-            if self.draining && self.pending.is_empty() && self.txn == TxnStatus::Idle && self.client_pass == Pass::None {
-                return Err(Fatal::new("57P01", "terminating connection due to administrator command"));
+            if self.draining
+                && self.pending.is_empty()
+                && self.txn == TxnStatus::Idle
+                && self.client_pass == Pass::None
+            {
+                // Everything the client asked for is answered (a COMMIT's result included):
+                // deliver it, then say goodbye.
+                self.flush_client(client).await;
+                return Err(Fatal::new(
+                    "57P01",
+                    "terminating connection due to administrator command",
+                ));
             }
             let ev = self.wait(client, &mut shutdown, &mut kill).await;
             if ev.kill {
-                return Err(Fatal::new("57P01", "terminating connection due to administrator command"));
+                self.flush_client(client).await;
+                return Err(Fatal::new(
+                    "57P01",
+                    "terminating connection due to administrator command",
+                ));
             }
             if ev.shutdown {
                 self.draining = true;
@@ -388,12 +506,36 @@ impl Session {
         }
     }
 
+    /// Writes what is buffered for the client (bounded: a client that does not read is not
+    /// waited for long).
+    async fn flush_client(&mut self, client: &mut TcpStream) {
+        if !self.client.wbuf.is_empty() {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                client.write_all(&self.client.wbuf),
+            )
+            .await;
+            self.client.wbuf.clear();
+        }
+    }
+
     /// Waits until something can be done, writing buffered bytes meanwhile.
-    async fn wait(&mut self, client: &mut TcpStream, shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>, kill: &mut Pin<Box<WaitForCancellationFutureOwned>>) -> Events {
+    async fn wait(
+        &mut self,
+        client: &mut TcpStream,
+        shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+        kill: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+    ) -> Events {
         std::future::poll_fn(|cx| self.poll_io(cx, client, shutdown, kill)).await
     }
 
-    fn poll_io(&mut self, cx: &mut Context<'_>, client: &mut TcpStream, shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>, kill: &mut Pin<Box<WaitForCancellationFutureOwned>>) -> Poll<Events> {
+    fn poll_io(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut TcpStream,
+        shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+        kill: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+    ) -> Poll<Events> {
         let mut ev = Events::default();
         // Writes first: they make room for reads.
         if let Err(()) = write_some(cx, client, &mut self.client.wbuf) {
@@ -402,19 +544,26 @@ impl Session {
         }
         if let Some(p) = self.server.as_mut() {
             if write_some(cx, &mut p.conn.stream, &mut self.swbuf).is_err() {
-                ev.server_failed = Some(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "write to server failed"));
+                ev.server_failed = Some(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "write to server failed",
+                ));
                 return Poll::Ready(ev);
             }
             if self.client.wbuf.len() < OUT_HIGH {
                 match read_some(cx, &mut p.conn.stream, &mut p.conn.rbuf) {
-                    Poll::Ready(Ok(0)) => ev.server_failed = Some(std::io::ErrorKind::UnexpectedEof.into()),
+                    Poll::Ready(Ok(0)) => {
+                        ev.server_failed = Some(std::io::ErrorKind::UnexpectedEof.into())
+                    }
                     Poll::Ready(Ok(_)) => ev.server_data = true,
                     Poll::Ready(Err(e)) => ev.server_failed = Some(e),
                     Poll::Pending => {}
                 }
             }
         }
-        if self.swbuf.len() < OUT_HIGH && (self.client.rbuf.len() < OUT_HIGH || !self.client_has_request()) {
+        if self.swbuf.len() < OUT_HIGH
+            && (self.client.rbuf.len() < OUT_HIGH || !self.client_has_request())
+        {
             match read_some(cx, client, &mut self.client.rbuf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => ev.client_closed = true,
                 Poll::Ready(Ok(_)) => ev.client_data = true,
@@ -427,7 +576,13 @@ impl Session {
         if self.draining && kill.as_mut().poll(cx).is_ready() {
             ev.kill = true;
         }
-        if ev.client_data || ev.client_closed || ev.server_data || ev.server_failed.is_some() || ev.shutdown || ev.kill {
+        if ev.client_data
+            || ev.client_closed
+            || ev.server_data
+            || ev.server_failed.is_some()
+            || ev.shutdown
+            || ev.kill
+        {
             Poll::Ready(ev)
         } else {
             Poll::Pending
@@ -437,10 +592,15 @@ impl Session {
     /// Ends the session: hands the server connection back clean, or closes it.
     pub(super) async fn finish(&mut self) {
         self.app.metrics.clients.dec();
-        let Some(mut p) = self.server.take() else { return };
+        let Some(mut p) = self.server.take() else {
+            return;
+        };
         self.cancel.set(None);
         self.detach_bookkeeping();
-        let busy = !self.pending.is_empty() || self.client_pass != Pass::None || self.server_pass > 0 || !self.swbuf.is_empty();
+        let busy = !self.pending.is_empty()
+            || self.client_pass != Pass::None
+            || self.server_pass > 0
+            || !self.swbuf.is_empty();
         if busy {
             p.discard("client_left_mid_request", &self.app.metrics);
             return;
@@ -461,7 +621,12 @@ impl Session {
                 return;
             }
             if reset {
-                if !matches!(p.conn.simple_query(&config.config.pool.reset_query, timeout).await, Ok(Ok(_))) {
+                if !matches!(
+                    p.conn
+                        .simple_query(&config.config.pool.reset_query, timeout)
+                        .await,
+                    Ok(Ok(_))
+                ) {
                     p.discard("reset_failed", &metrics);
                     return;
                 }
@@ -476,7 +641,11 @@ impl Session {
 }
 
 /// Writes as much of `buf` as the socket takes now. `Err` when the peer is gone.
-fn write_some<W: AsyncWrite + Unpin>(cx: &mut Context<'_>, w: &mut W, buf: &mut BytesMut) -> Result<(), ()> {
+fn write_some<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    w: &mut W,
+    buf: &mut BytesMut,
+) -> Result<(), ()> {
     while !buf.is_empty() {
         match Pin::new(&mut *w).poll_write(cx, buf) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(()),
@@ -491,7 +660,11 @@ fn write_some<W: AsyncWrite + Unpin>(cx: &mut Context<'_>, w: &mut W, buf: &mut 
 }
 
 /// Reads what is available into `buf`.
-fn read_some(cx: &mut Context<'_>, r: &mut TcpStream, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+fn read_some(
+    cx: &mut Context<'_>,
+    r: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
     if buf.capacity() - buf.len() < READ_RESERVE / 4 {
         buf.reserve(READ_RESERVE);
     }

@@ -33,10 +33,20 @@ pub(super) struct Decision {
 
 impl Decision {
     fn primary(write: bool, reason: &'static str) -> Decision {
-        Decision { target: Target::Primary, write, retryable: false, reason }
+        Decision {
+            target: Target::Primary,
+            write,
+            retryable: false,
+            reason,
+        }
     }
     fn replica(retryable: bool, reason: &'static str) -> Decision {
-        Decision { target: Target::Replica, write: false, retryable, reason }
+        Decision {
+            target: Target::Replica,
+            write: false,
+            retryable,
+            reason,
+        }
     }
 }
 
@@ -46,13 +56,18 @@ pub(super) type NoBackend = (&'static str, &'static str);
 impl Session {
     /// Whether sessions default to read-only transactions.
     fn default_read_only(&self) -> bool {
-        self.desired.0.get("default_transaction_read_only").is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1" | "yes"))
+        self.desired
+            .0
+            .get("default_transaction_read_only")
+            .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1" | "yes"))
     }
 
     /// Decides the route of the request at the front of the client buffer.
     pub(super) fn decide(&self) -> Decision {
         let config = self.app.config.load();
-        if self.pool_mode == crate::config::PoolMode::Session || !config.config.routing.read_write_split {
+        if self.pool_mode == crate::config::PoolMode::Session
+            || !config.config.routing.read_write_split
+        {
             return Decision::primary(true, "no_split");
         }
         if self.pin.is_some() {
@@ -63,7 +78,11 @@ impl Session {
         }
         if let Some((_, read_only)) = &self.deferred_begin {
             let ro = *read_only || self.front_is_set_transaction_read_only();
-            return if ro { Decision::replica(false, "read_only_transaction") } else { Decision::primary(true, "transaction") };
+            return if ro {
+                Decision::replica(false, "read_only_transaction")
+            } else {
+                Decision::primary(true, "transaction")
+            };
         }
         let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else {
             return Decision::primary(true, "unknown");
@@ -75,17 +94,32 @@ impl Session {
                     Some(i) => i,
                     None => {
                         let a = self.app.classifier.load().analyze(sql);
-                        super::client::QueryInfo { read: a.route == Route::Replica, hint: a.hint, txn: a.txn, statements: a.statements, effects: a.effects, pin: a.pin_reason() }
+                        super::client::QueryInfo {
+                            read: a.route == Route::Replica,
+                            hint: a.hint,
+                            txn: a.txn,
+                            statements: a.statements,
+                            effects: a.effects,
+                            pin: a.pin_reason(),
+                        }
                     }
                 };
                 let txn = match info.txn {
-                    TxnControl::Begin { read_only } if info.statements == 1 => Some(read_only || self.default_read_only()),
+                    TxnControl::Begin { read_only } if info.statements == 1 => {
+                        Some(read_only || self.default_read_only())
+                    }
                     _ => None,
                 };
                 let read = info.read && !self.app.write_cache.contains(sql);
                 (read, info.hint, txn)
             }
-            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::SYNC | tag::FLUSH | tag::CLOSE => (self.batch_is_read().unwrap_or(false), None, None),
+            tag::PARSE
+            | tag::BIND
+            | tag::DESCRIBE
+            | tag::EXECUTE
+            | tag::SYNC
+            | tag::FLUSH
+            | tag::CLOSE => (self.batch_is_read().unwrap_or(false), None, None),
             _ => (false, None, None),
         };
         let autocommit = self.txn == crate::protocol::TxnStatus::Idle;
@@ -96,7 +130,11 @@ impl Session {
             };
         }
         if let Some(read_only) = txn {
-            return if read_only { Decision::replica(false, "read_only_transaction") } else { Decision::primary(true, "transaction") };
+            return if read_only {
+                Decision::replica(false, "read_only_transaction")
+            } else {
+                Decision::primary(true, "transaction")
+            };
         }
         if !read || !autocommit {
             return Decision::primary(true, if read { "transaction" } else { "write" });
@@ -108,7 +146,9 @@ impl Session {
     }
 
     fn front_is_set_transaction_read_only(&self) -> bool {
-        let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else { return false };
+        let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else {
+            return false;
+        };
         if h.tag != tag::QUERY || self.client.rbuf.len() < h.frame_len {
             return false;
         }
@@ -151,7 +191,9 @@ impl Session {
                         }
                     } else {
                         match self.statements.get(name) {
-                            Some(s) => *s.read.get_or_init(|| classifier.analyze(query_text(&s.query)).is_read()),
+                            Some(s) => *s
+                                .read
+                                .get_or_init(|| classifier.analyze(query_text(&s.query)).is_read()),
                             None => saw_statement,
                         }
                     };
@@ -176,7 +218,8 @@ impl Session {
             let view = self.app.cluster.snapshot();
             let mut candidates: Vec<Candidate> = Vec::with_capacity(view.backends.len());
             for (i, b) in view.backends.iter().enumerate() {
-                let primary_ok = routing.primary_reads == PrimaryReads::Include && view.primary == Some(i);
+                let primary_ok =
+                    routing.primary_reads == PrimaryReads::Include && view.primary == Some(i);
                 if b.is_eligible_replica(routing.max_replica_lag) || primary_ok {
                     candidates.push(candidate(i, b));
                 }
@@ -187,38 +230,96 @@ impl Session {
             };
             if candidates.is_empty() {
                 if routing.primary_reads == PrimaryReads::Never {
-                    return Err(("57P03", "no replica is available for reads (routing.primary_reads = \"never\")"));
+                    return Err((
+                        "57P03",
+                        "no replica is available for reads (routing.primary_reads = \"never\")",
+                    ));
                 }
-                return self.primary(&view, routing.primary_wait, Decision { target: Target::Primary, reason: "no_replica", ..d }).await;
+                return self
+                    .primary(
+                        &view,
+                        routing.primary_wait,
+                        Decision {
+                            target: Target::Primary,
+                            reason: "no_replica",
+                            ..d
+                        },
+                    )
+                    .await;
             }
             let Some(required) = required else {
-                return self.primary(&view, routing.primary_wait, Decision { target: Target::Primary, reason: "ryw_commit_in_flight", ..d }).await;
+                return self
+                    .primary(
+                        &view,
+                        routing.primary_wait,
+                        Decision {
+                            target: Target::Primary,
+                            reason: "ryw_commit_in_flight",
+                            ..d
+                        },
+                    )
+                    .await;
             };
-            let fresh: Vec<Candidate> = candidates.iter().copied().filter(|c| replayed(&view, c.index) >= required || Some(c.index) == view.primary).collect();
+            let fresh: Vec<Candidate> = candidates
+                .iter()
+                .copied()
+                .filter(|c| replayed(&view, c.index) >= required || Some(c.index) == view.primary)
+                .collect();
             if !fresh.is_empty() {
-                let index = balance::pick(routing.balance, &fresh, &self.app.rr, rand::random()).expect("candidates");
-                let target = if Some(index) == view.primary { Target::Primary } else { Target::Replica };
+                let index = balance::pick(routing.balance, &fresh, &self.app.rr, rand::random())
+                    .expect("candidates");
+                let target = if Some(index) == view.primary {
+                    Target::Primary
+                } else {
+                    Target::Replica
+                };
                 return Ok((index, Decision { target, ..d }));
             }
             // No replica has replayed the session's last write yet: wait a little for the most
             // advanced one, asking it directly (the monitor's view is up to an interval old).
-            let best = candidates.iter().max_by_key(|c| replayed(&view, c.index)).expect("candidates").index;
+            let best = candidates
+                .iter()
+                .max_by_key(|c| replayed(&view, c.index))
+                .expect("candidates")
+                .index;
             if self.wait_replayed(best, required, routing.ryw_wait).await {
                 return Ok((best, d));
             }
-            return self.primary(&view, routing.primary_wait, Decision { target: Target::Primary, reason: "ryw_replica_behind", ..d }).await;
+            return self
+                .primary(
+                    &view,
+                    routing.primary_wait,
+                    Decision {
+                        target: Target::Primary,
+                        reason: "ryw_replica_behind",
+                        ..d
+                    },
+                )
+                .await;
         }
         let view = self.app.cluster.snapshot();
         self.primary(&view, routing.primary_wait, d).await
     }
 
-    async fn primary(&self, view: &ClusterView, wait: Duration, d: Decision) -> Result<(usize, Decision), NoBackend> {
+    async fn primary(
+        &self,
+        view: &ClusterView,
+        wait: Duration,
+        d: Decision,
+    ) -> Result<(usize, Decision), NoBackend> {
         let index = match view.primary {
             Some(p) => Some(p),
             None => self.app.cluster.wait_primary(wait).await,
         };
         match index {
-            Some(i) => Ok((i, Decision { target: Target::Primary, retryable: false, ..d })),
+            Some(i) => Ok((
+                i,
+                Decision {
+                    target: Target::Primary,
+                    retryable: false,
+                    ..d
+                },
+            )),
             None => Err(("57P03", "no primary server is available")),
         }
     }
@@ -228,17 +329,37 @@ impl Session {
         if wait.is_zero() {
             return false;
         }
-        let Some(pool) = self.pool(index) else { return false };
+        let Some(pool) = self.pool(index) else {
+            return false;
+        };
         let deadline = Instant::now() + wait;
-        let Ok(Ok(mut p)) = tokio::time::timeout(wait, pool.checkout()).await else { return false };
-        let stats = self.app.cluster.view().backends.get(index).map(|b| b.stats.clone());
+        let Ok(Ok(mut p)) = tokio::time::timeout(wait, pool.checkout()).await else {
+            return false;
+        };
+        let stats = self
+            .app
+            .cluster
+            .view()
+            .backends
+            .get(index)
+            .map(|b| b.stats.clone());
         let mut ok = false;
         loop {
-            match p.conn.simple_query("SELECT pg_last_wal_replay_lsn()::text", wait).await {
+            match p
+                .conn
+                .simple_query("SELECT pg_last_wal_replay_lsn()::text", wait)
+                .await
+            {
                 Ok(Ok(rows)) => {
-                    let replay = rows.first().and_then(|r| r.first().cloned().flatten()).as_deref().and_then(crate::cluster::lag::parse_lsn).unwrap_or(0);
+                    let replay = rows
+                        .first()
+                        .and_then(|r| r.first().cloned().flatten())
+                        .as_deref()
+                        .and_then(crate::cluster::lag::parse_lsn)
+                        .unwrap_or(0);
                     if let Some(s) = &stats {
-                        s.replay_lsn.fetch_max(replay, std::sync::atomic::Ordering::AcqRel);
+                        s.replay_lsn
+                            .fetch_max(replay, std::sync::atomic::Ordering::AcqRel);
                     }
                     if replay >= lsn {
                         ok = true;
@@ -262,7 +383,14 @@ impl Session {
 }
 
 fn candidate(index: usize, b: &BackendView) -> Candidate {
-    Candidate { index, weight: b.weight, outstanding: b.stats.outstanding.load(std::sync::atomic::Ordering::Relaxed) }
+    Candidate {
+        index,
+        weight: b.weight,
+        outstanding: b
+            .stats
+            .outstanding
+            .load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 fn replayed(view: &ClusterView, index: usize) -> u64 {
@@ -303,7 +431,10 @@ impl WriteCache {
         if !self.used.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
-        self.set.lock().expect("write cache").contains(&Self::key(sql))
+        self.set
+            .lock()
+            .expect("write cache")
+            .contains(&Self::key(sql))
     }
 
     /// Remembers `sql` as a write.

@@ -22,7 +22,9 @@ const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 impl Session {
     /// Relays what the server sent.
     pub(super) fn process_server(&mut self) -> Result<(), Fatal> {
-        let Some(p) = self.server.as_mut() else { return Ok(()) };
+        let Some(p) = self.server.as_mut() else {
+            return Ok(());
+        };
         let backend = p.pool().key.backend.clone();
         let conn = &mut p.conn;
         // What this call produces for the client, in order (zero copy where contiguous).
@@ -36,6 +38,7 @@ impl Session {
             }
         };
         let mut request_done = false;
+        let mut resync = false;
         loop {
             while let Some(b) = self.pending.pop_synthetic() {
                 flush(&mut run, &mut conn.rbuf, &mut out);
@@ -56,12 +59,17 @@ impl Session {
                 Ok(None) => break,
                 Err(e) => {
                     conn.broken = true;
-                    return Err(Fatal::new("08P01", format!("invalid message from server: {e}")));
+                    return Err(Fatal::new(
+                        "08P01",
+                        format!("invalid message from server: {e}"),
+                    ));
                 }
             };
             let rescuing = self.retry.as_ref().is_some_and(|r| r.rescue);
             if avail < h.frame_len {
-                let streamable = matches!(h.tag, tag::DATA_ROW | tag::COPY_DATA) && self.pending.front_mode() == Mode::Forward && !rescuing;
+                let streamable = matches!(h.tag, tag::DATA_ROW | tag::COPY_DATA)
+                    && self.pending.front_mode() == Mode::Forward
+                    && !rescuing;
                 if !streamable {
                     break;
                 }
@@ -98,8 +106,12 @@ impl Session {
                 }
                 tag::ERROR_RESPONSE => {
                     let f = ErrorFields::parse(body);
-                    if !m.forward {
-                        tracing::warn!(sqlstate = f.code, message = f.message, "the proxy's own query failed on the server");
+                    if !m.forward && m.mode != Mode::Restore {
+                        tracing::warn!(
+                            sqlstate = f.code,
+                            message = f.message,
+                            "the proxy's own query failed on the server"
+                        );
                         conn.broken = true;
                     }
                     if f.severity == "FATAL" || f.severity == "PANIC" {
@@ -114,7 +126,11 @@ impl Session {
                         }
                     }
                     if m.forward {
-                        self.app.metrics.server_errors.with_label_values(&[&backend]).inc();
+                        self.app
+                            .metrics
+                            .server_errors
+                            .with_label_values(&[&backend])
+                            .inc();
                     }
                 }
                 tag::DATA_ROW if m.capture => {
@@ -135,12 +151,28 @@ impl Session {
                     }
                 }
             }
+            match &m.completed {
+                Some((_, Mode::Forward, Hook::HoldReady)) if h.tag == tag::READY_FOR_QUERY => {
+                    self.held_ready = Some(BytesMut::from(&conn.rbuf[run..run + h.frame_len]));
+                    forward = false;
+                }
+                Some((_, Mode::Restore, _)) => {
+                    if let Some(z) = self.held_ready.take() {
+                        flush(&mut run, &mut conn.rbuf, &mut out);
+                        out.unsplit(z);
+                    }
+                }
+                _ => {}
+            }
             if let Some((Kind::Query, Mode::Capture, _)) = m.completed {
                 let (settings, lsn) = std::mem::take(&mut self.capturing);
                 if settings {
                     let observed = Settings::from_rows(std::mem::take(&mut self.captured));
                     self.desired = Arc::new(self.startup.overlay(&observed));
                     conn.applied = Arc::new(observed);
+                    // If the connection stays (a request is already waiting), it must carry the
+                    // client's settings exactly.
+                    resync = true;
                 }
                 if lsn {
                     self.commit_pending = false;
@@ -159,6 +191,9 @@ impl Session {
             Some(r) => r.hold(out, &mut self.client.wbuf),
             None => self.client.wbuf.unsplit(out),
         }
+        if resync {
+            self.sync_settings();
+        }
         if request_done {
             self.retry_attempts = 0;
             if let Some(mut r) = self.retry.take() {
@@ -176,10 +211,16 @@ impl Session {
     fn rescue_on_primary(&mut self, r: super::retry::Retry) {
         if let Ok(Some(h)) = Header::peek(&r.original, usize::MAX) {
             if h.tag == tag::QUERY && r.original.len() >= h.frame_len {
-                self.app.write_cache.insert(super::route::query_text(&r.original[5..h.frame_len]));
+                self.app
+                    .write_cache
+                    .insert(super::route::query_text(&r.original[5..h.frame_len]));
             }
         }
-        self.app.metrics.retries.with_label_values(&["read_only_violation"]).inc();
+        self.app
+            .metrics
+            .retries
+            .with_label_values(&["read_only_violation"])
+            .inc();
         tracing::debug!("replica refused a write (25006): repeating on the primary");
         self.retry = Some(r);
         self.release();

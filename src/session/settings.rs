@@ -13,19 +13,109 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings(pub BTreeMap<String, String>);
 
-/// Query that reads back the settings a session changed.
-pub const CAPTURE_SQL: &str = "SELECT name, setting FROM pg_settings WHERE source = 'session'";
+/// Query that reads back the settings a session changed. Custom (dotted) settings are
+/// placeholders that `pg_settings` does not list; they are read by name.
+pub fn capture_sql(custom: &std::collections::BTreeSet<String>) -> String {
+    let mut sql = String::from("SELECT name, setting FROM pg_settings WHERE source = 'session'");
+    if !custom.is_empty() {
+        let names: Vec<String> = custom.iter().map(|n| literal(n)).collect();
+        sql.push_str(&format!(
+            " UNION ALL SELECT n, current_setting(n, true) FROM unnest(ARRAY[{}]::text[]) AS n \
+             WHERE coalesce(current_setting(n, true), '') <> ''",
+            names.join(", ")
+        ));
+    }
+    sql
+}
+
+/// A query that puts back startup values that a `RESET` (or `RESET ALL`, `DISCARD ALL`,
+/// `SET ... TO DEFAULT`) just replaced with the server connection's defaults: on a direct
+/// connection those return to the startup values, and on a pooled one they must too, at once,
+/// not only when the transaction ends. Settings the session set itself are left alone.
+pub fn restore_sql(startup: &Settings) -> Option<String> {
+    if startup.0.is_empty() {
+        return None;
+    }
+    let rows: Vec<String> = startup
+        .0
+        .iter()
+        .map(|(k, v)| format!("({}, {})", literal(k), literal(v)))
+        .collect();
+    Some(format!(
+        "SELECT set_config(s.k, s.v, false) FROM (VALUES {}) AS s(k, v) \
+         JOIN pg_settings p ON lower(p.name) = s.k WHERE p.source <> 'session'",
+        rows.join(", ")
+    ))
+}
+
+/// Dotted (custom) setting names a statement sets or resets: `SET [SESSION|LOCAL] a.b ...`,
+/// `RESET a.b`, `set_config('a.b', ...)`. Lower-cased; other names are tracked through
+/// `pg_settings`.
+pub fn custom_names(sql: &str) -> Vec<String> {
+    use crate::sql::{Lexer, TokenKind};
+    let toks: Vec<_> = Lexer::new(sql).filter(|t| !t.is_comment()).collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        let t = &toks[i];
+        if t.is_kw("set") || t.is_kw("reset") {
+            let mut j = i + 1;
+            if toks
+                .get(j)
+                .is_some_and(|t| t.is_kw("session") || t.is_kw("local"))
+            {
+                j += 1;
+            }
+            let mut name = String::new();
+            while let Some(tok) = toks.get(j) {
+                match tok.ident_value() {
+                    Some(v) if tok.is_name() => name.push_str(&v),
+                    _ => break,
+                }
+                if toks.get(j + 1).is_some_and(|t| t.is_punct(b'.')) {
+                    name.push('.');
+                    j += 2;
+                } else {
+                    break;
+                }
+            }
+            if name.contains('.') && valid_name(&name) {
+                out.push(name.to_ascii_lowercase());
+            }
+        } else if t.kind == TokenKind::Ident
+            && t.text.eq_ignore_ascii_case("set_config")
+            && toks.get(i + 1).is_some_and(|t| t.is_punct(b'('))
+        {
+            if let Some(v) = toks.get(i + 2).and_then(|t| t.string_value()) {
+                if v.contains('.') && valid_name(&v) {
+                    out.push(v.to_ascii_lowercase());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
 
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 
 /// Settings PostgreSQL manages itself or that the proxy must not copy between sessions.
-const UNCOPYABLE: &[&str] = &["is_superuser", "session_authorization", "role", "transaction_isolation", "transaction_read_only", "transaction_deferrable"];
+const UNCOPYABLE: &[&str] = &[
+    "is_superuser",
+    "session_authorization",
+    "role",
+    "transaction_isolation",
+    "transaction_read_only",
+    "transaction_deferrable",
+];
 
 impl Settings {
     /// Builds the startup settings from startup parameters and parsed `options`; rejects names
     /// that are not plain identifiers (they end up in SQL).
-    pub fn from_startup<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Settings, String> {
+    pub fn from_startup<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Settings, String> {
         let mut s = Settings::default();
         for (k, v) in params {
             if NOT_SETTINGS.contains(&k) || k.starts_with("_pq_.") {
@@ -43,7 +133,9 @@ impl Settings {
     pub fn from_rows(rows: impl IntoIterator<Item = (String, String)>) -> Settings {
         Settings(
             rows.into_iter()
-                .filter(|(k, _)| valid_name(k) && !UNCOPYABLE.contains(&k.to_ascii_lowercase().as_str()))
+                .filter(|(k, _)| {
+                    valid_name(k) && !UNCOPYABLE.contains(&k.to_ascii_lowercase().as_str())
+                })
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))
                 .collect(),
         )
@@ -97,7 +189,10 @@ pub fn same(a: &Arc<Settings>, b: &Arc<Settings>) -> bool {
 }
 
 fn valid_name(k: &str) -> bool {
-    !k.is_empty() && k.len() < 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    !k.is_empty()
+        && k.len() < 64
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
 /// A string literal safe whatever `standard_conforming_strings` is.
@@ -117,7 +212,10 @@ fn literal(s: &str) -> String {
 
 /// A setting name for RESET: dotted names keep their dots (they are validated identifiers).
 fn ident(k: &str) -> String {
-    k.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")
+    k.split('.')
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 #[cfg(test)]
@@ -125,12 +223,24 @@ mod tests {
     use super::*;
 
     fn s(pairs: &[(&str, &str)]) -> Settings {
-        Settings(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Settings(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn startup_filters_and_lowercases() {
-        let st = Settings::from_startup([("user", "u"), ("database", "d"), ("DateStyle", "ISO"), ("_pq_.x", "1"), ("application_name", "a")]).unwrap();
+        let st = Settings::from_startup([
+            ("user", "u"),
+            ("database", "d"),
+            ("DateStyle", "ISO"),
+            ("_pq_.x", "1"),
+            ("application_name", "a"),
+        ])
+        .unwrap();
         assert_eq!(st, s(&[("application_name", "a"), ("datestyle", "ISO")]));
         assert!(Settings::from_startup([("x; drop table t", "1")]).is_err());
     }
@@ -144,14 +254,49 @@ mod tests {
             "SELECT set_config(E'b', E'it''s', false), set_config(E'c', E'3', false); RESET \"my\".\"d\""
         );
         assert_eq!(desired.sync_sql(&desired), None);
-        assert_eq!(Settings::default().sync_sql(&s(&[("a", "1")])).unwrap(), "RESET \"a\"");
-        assert_eq!(s(&[("a", "x\\y")]).sync_sql(&Settings::default()).unwrap(), "SELECT set_config(E'a', E'x\\\\y', false)");
+        assert_eq!(
+            Settings::default().sync_sql(&s(&[("a", "1")])).unwrap(),
+            "RESET \"a\""
+        );
+        assert_eq!(
+            s(&[("a", "x\\y")]).sync_sql(&Settings::default()).unwrap(),
+            "SELECT set_config(E'a', E'x\\\\y', false)"
+        );
+    }
+
+    #[test]
+    fn custom_names_are_found() {
+        assert_eq!(
+            custom_names("SET app.tenant_id = '1'; reset \"My\".x; select set_config('app.user', 'a', false); SET search_path = x; SET LOCAL a.b TO 1"),
+            vec!["app.tenant_id", "my.x", "app.user", "a.b"]
+        );
+        assert!(custom_names("select 'set a.b = 1'").is_empty());
+    }
+
+    #[test]
+    fn capture_and_restore_sql() {
+        let mut names = std::collections::BTreeSet::new();
+        assert!(!capture_sql(&names).contains("unnest"));
+        names.insert("app.x".to_string());
+        assert!(capture_sql(&names).contains("ARRAY[E'app.x']"));
+        assert_eq!(restore_sql(&Settings::default()), None);
+        let r = restore_sql(&s(&[("datestyle", "SQL, YMD")])).unwrap();
+        assert!(
+            r.contains("(E'datestyle', E'SQL, YMD')") && r.contains("source <> 'session'"),
+            "{r}"
+        );
     }
 
     #[test]
     fn overlay_and_rows() {
         let st = s(&[("datestyle", "ISO"), ("application_name", "x")]);
-        let rows = Settings::from_rows(vec![("DateStyle".into(), "ISO, MDY".into()), ("role".into(), "r".into())]);
-        assert_eq!(st.overlay(&rows), s(&[("application_name", "x"), ("datestyle", "ISO, MDY")]));
+        let rows = Settings::from_rows(vec![
+            ("DateStyle".into(), "ISO, MDY".into()),
+            ("role".into(), "r".into()),
+        ]);
+        assert_eq!(
+            st.overlay(&rows),
+            s(&[("application_name", "x"), ("datestyle", "ISO, MDY")])
+        );
     }
 }

@@ -33,15 +33,22 @@ pub struct Statement {
 /// The proxy-wide registry; looked up only when a client parses a named statement.
 #[derive(Default)]
 pub struct Registry {
-    map: Mutex<HashMap<(Bytes, Bytes), Arc<Statement>>>,
+    /// Keyed by (query, parameter types, search_path at Parse time).
+    map: Mutex<HashMap<(Bytes, Bytes, Bytes), Arc<Statement>>>,
     next: AtomicU64,
 }
 
 impl Registry {
-    /// The interned statement for (query, types).
-    pub fn intern(&self, query: &[u8], types: &[u8]) -> Arc<Statement> {
+    /// The interned statement for (query, types) parsed under `search_path`: the same text
+    /// under another search_path may name other tables, so it is another statement.
+    pub fn intern(&self, query: &[u8], types: &[u8], search_path: &[u8]) -> Arc<Statement> {
+        let key = (
+            Bytes::copy_from_slice(query),
+            Bytes::copy_from_slice(types),
+            Bytes::copy_from_slice(search_path),
+        );
         let mut map = self.map.lock().expect("registry");
-        if let Some(s) = map.get(&(Bytes::copy_from_slice(query), Bytes::copy_from_slice(types))) {
+        if let Some(s) = map.get(&key) {
             return s.clone();
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -52,7 +59,7 @@ impl Registry {
             types: Bytes::copy_from_slice(types),
             read: std::sync::OnceLock::new(),
         });
-        map.insert((s.query.clone(), s.types.clone()), s.clone());
+        map.insert(key, s.clone());
         s
     }
 
@@ -81,18 +88,23 @@ mod tests {
     #[test]
     fn interning_shares_identical_statements() {
         let r = Registry::default();
-        let a = r.intern(b"select $1", b"\0\x01\0\0\0\x17");
-        let b = r.intern(b"select $1", b"\0\x01\0\0\0\x17");
-        let c = r.intern(b"select $1", b"\0\0");
+        let a = r.intern(b"select $1", b"\0\x01\0\0\0\x17", b"");
+        let b = r.intern(b"select $1", b"\0\x01\0\0\0\x17", b"");
+        let c = r.intern(b"select $1", b"\0\0", b"");
+        let d = r.intern(b"select $1", b"\0\0", b"tenant_a");
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
+        assert_ne!(c.id, d.id);
         assert_eq!(&a.server_name[..], format!("_sy{}", a.id).as_bytes());
-        assert_eq!(r.len(), 2);
+        assert_eq!(r.len(), 3);
     }
 
     #[test]
     fn parse_body_split() {
-        assert_eq!(split_parse(b"s1\0select 1\0\0\0"), Some((&b"s1"[..], &b"select 1"[..], &b"\0\0"[..])));
+        assert_eq!(
+            split_parse(b"s1\0select 1\0\0\0"),
+            Some((&b"s1"[..], &b"select 1"[..], &b"\0\0"[..]))
+        );
         assert_eq!(split_parse(b"s1\0select 1"), None);
     }
 }

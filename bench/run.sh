@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Foundation benchmark: pgbench against PostgreSQL directly, through switchyard, and through
+# PgBouncer, all on one fresh throwaway primary. Prints a Markdown report on stdout (progress
+# goes to stderr).
+#
+# Usage: bench/run.sh
+# Knobs (environment):
+#   BENCH_SECONDS=10   duration of each pgbench run
+#   BENCH_ROUNDS=3     interleaved rounds; the table shows the median per cell
+#   BENCH_CLIENTS="1 16 64"   client counts
+#   BENCH_SCALE=10     pgbench -i scale factor
+#   SWITCHYARD_BIN=... benchmark this binary instead of running `cargo build --release`
+#   PG_BINDIR=...      PostgreSQL server binaries (default: found via pg_config / PATH)
+#   BENCH_KEEP=1       keep the temp dir (data dirs, configs, every pgbench output, logs)
+set -euo pipefail
+
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+read -ra CLIENTS <<<"${BENCH_CLIENTS:-1 16 64}"
+WORKLOADS=("-S -M simple" "-S -M extended" "-S -M prepared" "-N -M simple")
+TARGETS=(direct switchyard pgbouncer)
+
+install_traps
+find_pg_bindir
+find_pgbench
+find_psql
+find_pgbouncer
+make_workdir
+prepare_switchyard
+
+free_port PG_PORT
+free_port SY_PORT
+free_port SY_HTTP
+free_port BOUNCER_PORT
+
+log "PostgreSQL primary on 127.0.0.1:$PG_PORT ($PG_BINDIR)"
+pg_init "$WORK/primary" "$PG_PORT"
+pg_start "$WORK/primary"
+pg_setup_bench_db "$WORK/primary" "$PG_PORT"
+
+log "PgBouncer on 127.0.0.1:$BOUNCER_PORT"
+start_pgbouncer "$BOUNCER_PORT" "$PG_PORT"
+
+log "switchyard on 127.0.0.1:$SY_PORT (http $SY_HTTP)"
+cat >"$WORK/switchyard.toml" <<EOF
+listen = "127.0.0.1:$SY_PORT"
+http_listen = "127.0.0.1:$SY_HTTP"
+pool_mode = "transaction"
+shutdown_timeout = "2s"
+
+[pool]
+size = 20
+
+[routing]
+read_write_split = false
+
+[[backends]]
+name = "primary"
+address = "127.0.0.1:$PG_PORT"
+
+[[users]]
+name = "bench"
+password = "$BENCH_PASSWORD"
+auth = "scram-sha-256"
+EOF
+start_switchyard sy "$WORK/switchyard.toml" "$SY_PORT" "$SY_HTTP"
+
+declare -A PORT_OF=([direct]="$PG_PORT" [switchyard]="$SY_PORT" [pgbouncer]="$BOUNCER_PORT")
+
+total=$((ROUNDS * ${#WORKLOADS[@]} * ${#CLIENTS[@]} * ${#TARGETS[@]}))
+log "$total runs of $BENCH_SECONDS s (~$((total * (BENCH_SECONDS + 1) / 60)) min)"
+mkdir -p "$WORK/out"
+n=0
+for ((round = 1; round <= ROUNDS; round++)); do
+    for wl in "${WORKLOADS[@]}"; do
+        for c in "${CLIENTS[@]}"; do
+            jobs=1
+            [ "$c" -ge 2 ] && jobs=2
+            # Rotate the target order each round so no target always runs first or last.
+            for ((t = 0; t < ${#TARGETS[@]}; t++)); do
+                target="${TARGETS[$(((t + round - 1) % ${#TARGETS[@]}))]}"
+                n=$((n + 1))
+                key="$wl|$c|$target"
+                out="$WORK/out/r$round-${wl// /}-c$c-$target.txt"
+                # shellcheck disable=SC2086  # $wl is several pgbench options
+                run_pgbench "${PORT_OF[$target]}" "$out" $wl -c "$c" -j "$jobs"
+                record_result "$key" "$out"
+                log "[$n/$total] round $round: $wl -c $c -> $target: $RESULT_MSG"
+            done
+        done
+    done
+done
+
+SY_RSS="$(rss_report "$SY_PID_sy")"
+
+echo
+echo "# switchyard foundation benchmark"
+echo
+print_machine
+echo "## Setup"
+echo
+echo "- One PostgreSQL primary (fsync=off, max_connections=300, shared_buffers=128MB), pgbench scale $BENCH_SCALE."
+echo "- switchyard: transaction pooling, pool size 20, read_write_split = false, SCRAM client auth."
+echo "- PgBouncer: pool_mode = transaction, default_pool_size = 20, max_client_conn = 500, SCRAM auth."
+echo "- pgbench -n -T $BENCH_SECONDS, -j 2 for 2+ clients; $ROUNDS interleaved round(s); median tps"
+echo "  (tps excludes connection time). Every process shares the same $(nproc) CPUs, so proxies"
+echo "  compete with PostgreSQL and pgbench for CPU."
+echo
+echo "## Results (median tps)"
+echo
+echo "| workload | clients | direct tps | switchyard tps | pgbouncer tps | switchyard/direct | switchyard/pgbouncer |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for wl in "${WORKLOADS[@]}"; do
+    for c in "${CLIENTS[@]}"; do
+        cell "$wl|$c|direct"
+        d="$CELL" dn="$CELL_NUM"
+        cell "$wl|$c|switchyard"
+        s="$CELL" sn="$CELL_NUM"
+        cell "$wl|$c|pgbouncer"
+        b="$CELL" bn="$CELL_NUM"
+        echo "| \`$wl\` | $c | $d | $s | $b | $(ratio "$sn" "$dn") | $(ratio "$sn" "$bn") |"
+    done
+done
+pgb_prep_ok=""
+for c in "${CLIENTS[@]}"; do
+    [ -n "${RES_TPS[-S -M prepared|$c|pgbouncer]:-}" ] && [ "${RES_FAIL[-S -M prepared|$c|pgbouncer]:-0}" -eq 0 ] &&
+        pgb_prep_ok+=" $c"
+done
+if [ -n "$pgb_prep_ok" ]; then
+    echo
+    echo "Note: $PGBOUNCER_VERSION has no prepared-statement support in transaction mode;"
+    echo "\`-M prepared\` completed there only at${pgb_prep_ok} client(s), where PgBouncer happened to hand the"
+    echo "client the same server connection every time (it reuses the most recently released one)."
+fi
+if [ "$ROUNDS" -gt 1 ]; then
+    echo
+    echo "### Spread over rounds (min-max tps)"
+    echo
+    echo "| workload | clients | direct | switchyard | pgbouncer |"
+    echo "|---|---:|---:|---:|---:|"
+    for wl in "${WORKLOADS[@]}"; do
+        for c in "${CLIENTS[@]}"; do
+            echo "| \`$wl\` | $c | $(spread "$wl|$c|direct") | $(spread "$wl|$c|switchyard") | $(spread "$wl|$c|pgbouncer") |"
+        done
+    done
+fi
+print_failures
+echo
+echo "## switchyard process"
+echo
+echo "- $SY_RSS (after all runs)"
+print_proxy_log_summary sy

@@ -1,0 +1,1561 @@
+//! Hostile and broken clients: garbage instead of a startup packet, 2 GB length headers,
+//! truncated messages, unknown message types, silent clients, malformed SCRAM. Each must get a
+//! clean error or a disconnect (never a hang), the proxy must keep running with bounded memory,
+//! and a client connected before must keep working.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use support::proxy::{Proxy, ProxyOptions};
+use support::*;
+
+/// One proxy for the whole file: a 1 s startup timeout, and one server connection per
+/// (backend, user, database) so a server connection left in a bad state would be handed to
+/// the next client at once.
+fn proxy() -> &'static Proxy {
+    static P: OnceLock<Proxy> = OnceLock::new();
+    P.get_or_init(|| {
+        Proxy::start_with(
+            shared_cluster(),
+            ProxyOptions {
+                extra_top: "startup_timeout = \"1s\"\n".into(),
+                extra_tables: "[pool]\nsize = 1\n".into(),
+                ..Default::default()
+            },
+        )
+    })
+}
+
+/// Bounded wait on any future.
+async fn within<T>(what: &str, d: Duration, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(d, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {d:?}: {what}"),
+    }
+}
+
+/// Raw protocol helpers: a client that speaks the wire protocol itself, so tests control every
+/// byte and see every message.
+#[allow(dead_code)]
+mod raw {
+    use std::collections::BTreeMap;
+    use std::fmt;
+    use std::time::{Duration, Instant};
+
+    use bytes::{BufMut, BytesMut};
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use postgres_protocol::message::{backend, frontend};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Default bound of every network wait.
+    pub const IO: Duration = Duration::from_secs(10);
+    pub const PROTO_3_0: i32 = 3 << 16;
+
+    /// One backend message: tag and body (after the length).
+    #[derive(Clone, PartialEq, Eq)]
+    pub struct Frame {
+        pub tag: u8,
+        pub body: Vec<u8>,
+    }
+
+    impl Frame {
+        /// Fields of an ErrorResponse / NoticeResponse.
+        pub fn fields(&self) -> BTreeMap<char, String> {
+            let mut out = BTreeMap::new();
+            let mut b = &self.body[..];
+            while let Some((&f, rest)) = b.split_first() {
+                if f == 0 {
+                    break;
+                }
+                let Some(nul) = rest.iter().position(|&c| c == 0) else {
+                    break;
+                };
+                out.insert(
+                    f as char,
+                    String::from_utf8_lossy(&rest[..nul]).into_owned(),
+                );
+                b = &rest[nul + 1..];
+            }
+            out
+        }
+        pub fn code(&self) -> String {
+            self.fields().get(&'C').cloned().unwrap_or_default()
+        }
+        pub fn severity(&self) -> String {
+            let f = self.fields();
+            f.get(&'V').or(f.get(&'S')).cloned().unwrap_or_default()
+        }
+        pub fn message(&self) -> String {
+            self.fields().get(&'M').cloned().unwrap_or_default()
+        }
+        pub fn is_error(&self) -> bool {
+            self.tag == b'E'
+        }
+        /// The whole message as sent (tag, length, body), for `backend::Message::parse`.
+        pub fn wire(&self) -> BytesMut {
+            let mut b = BytesMut::new();
+            b.put_u8(self.tag);
+            b.put_i32(self.body.len() as i32 + 4);
+            b.extend_from_slice(&self.body);
+            b
+        }
+        pub fn parse(&self) -> backend::Message {
+            match backend::Message::parse(&mut self.wire()) {
+                Ok(Some(m)) => m,
+                Ok(None) => panic!("incomplete message {self:?}"),
+                Err(e) => panic!("unparsable message {self:?}: {e}"),
+            }
+        }
+        /// DataRow columns.
+        pub fn data_row(&self) -> Vec<Option<Vec<u8>>> {
+            assert_eq!(self.tag, b'D', "not a DataRow: {self:?}");
+            let b = &self.body;
+            let n = i16::from_be_bytes([b[0], b[1]]) as usize;
+            let mut at = 2;
+            let mut cols = Vec::new();
+            for _ in 0..n {
+                let len = i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+                at += 4;
+                if len < 0 {
+                    cols.push(None);
+                } else {
+                    cols.push(Some(b[at..at + len as usize].to_vec()));
+                    at += len as usize;
+                }
+            }
+            cols
+        }
+    }
+
+    impl fmt::Debug for Frame {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self.tag {
+                b'E' | b'N' => write!(f, "{}{:?}", self.tag as char, self.fields()),
+                _ => write!(
+                    f,
+                    "{}({} bytes: {:?})",
+                    self.tag as char,
+                    self.body.len(),
+                    String::from_utf8_lossy(&self.body[..self.body.len().min(80)])
+                ),
+            }
+        }
+    }
+
+    /// What a bounded read found.
+    #[derive(Debug)]
+    pub enum Next {
+        Frame(Frame),
+        /// EOF or a connection error (reset).
+        Closed(String),
+        Timeout,
+    }
+
+    pub struct Raw {
+        pub s: TcpStream,
+        pub buf: BytesMut,
+    }
+
+    impl Raw {
+        pub async fn connect(addr: &str) -> Raw {
+            let s = tokio::time::timeout(IO, TcpStream::connect(addr))
+                .await
+                .unwrap_or_else(|_| panic!("connect to {addr} timed out"))
+                .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+            s.set_nodelay(true).ok();
+            Raw {
+                s,
+                buf: BytesMut::new(),
+            }
+        }
+
+        pub async fn send(&mut self, b: &[u8]) -> std::io::Result<()> {
+            match tokio::time::timeout(IO, self.s.write_all(b)).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            }
+        }
+
+        /// The next message, EOF, or a timeout after `within`.
+        pub async fn next(&mut self, within: Duration) -> Next {
+            let deadline = Instant::now() + within;
+            loop {
+                if self.buf.len() >= 5 {
+                    let len =
+                        i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                    assert!(
+                        (4..=(64 << 20)).contains(&len),
+                        "the proxy sent a message with length {len} (tag {:?})",
+                        self.buf[0] as char
+                    );
+                    let total = len as usize + 1;
+                    if self.buf.len() >= total {
+                        let m = self.buf.split_to(total);
+                        return Next::Frame(Frame {
+                            tag: m[0],
+                            body: m[5..].to_vec(),
+                        });
+                    }
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, self.s.read_buf(&mut self.buf)).await {
+                    Err(_) => return Next::Timeout,
+                    Ok(Ok(0)) => return Next::Closed("EOF".into()),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Next::Closed(e.to_string()),
+                }
+            }
+        }
+
+        /// The next message; panics on EOF or timeout.
+        pub async fn frame(&mut self) -> Frame {
+            match self.next(IO).await {
+                Next::Frame(f) => f,
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+
+        /// Exactly one raw byte (SSLRequest answers), or `None` on timeout/EOF.
+        pub async fn byte(&mut self, within: Duration) -> Option<u8> {
+            if self.buf.is_empty() {
+                let mut one = [0u8; 1];
+                match tokio::time::timeout(within, self.s.read(&mut one)).await {
+                    Ok(Ok(1)) => return Some(one[0]),
+                    _ => return None,
+                }
+            }
+            let b = self.buf[0];
+            let _ = self.buf.split_to(1);
+            Some(b)
+        }
+
+        /// Reads until the connection closes (panics if it stays open past `within`);
+        /// returns the messages that came first.
+        pub async fn expect_closed(&mut self, within: Duration, what: &str) -> Vec<Frame> {
+            let deadline = Instant::now() + within;
+            let mut got = Vec::new();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.next(left).await {
+                    Next::Frame(f) => got.push(f),
+                    Next::Closed(_) => return got,
+                    Next::Timeout => panic!(
+                        "{what}: connection still open {within:?} later (messages so far: {got:?}, \
+                         {} unparsed bytes)",
+                        self.buf.len()
+                    ),
+                }
+            }
+        }
+
+        /// Runs a simple query and reads up to ReadyForQuery.
+        pub async fn query(&mut self, sql: &str) -> QueryResult {
+            let mut out = BytesMut::new();
+            frontend::query(sql, &mut out).unwrap();
+            self.send(&out)
+                .await
+                .unwrap_or_else(|e| panic!("sending {sql:?}: {e}"));
+            self.read_result(sql).await
+        }
+
+        pub async fn read_result(&mut self, what: &str) -> QueryResult {
+            let mut r = QueryResult::default();
+            loop {
+                let f = match self.next(IO).await {
+                    Next::Frame(f) => f,
+                    other => panic!("{what:?}: expected a response, got {other:?}"),
+                };
+                match f.tag {
+                    b'D' => r.rows.push(f.data_row()),
+                    b'E' => {
+                        if r.error.is_none() {
+                            r.error = Some(f)
+                        }
+                    }
+                    b'S' => {
+                        if let backend::Message::ParameterStatus(p) = f.parse() {
+                            r.params.push((
+                                p.name().unwrap().to_string(),
+                                p.value().unwrap().to_string(),
+                            ));
+                        }
+                    }
+                    b'C' => r
+                        .tags
+                        .push(String::from_utf8_lossy(&f.body[..f.body.len() - 1]).into_owned()),
+                    b'Z' => {
+                        r.status = f.body[0];
+                        return r;
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        /// Like `query` but panics on an error response.
+        pub async fn query_ok(&mut self, sql: &str) -> QueryResult {
+            let r = self.query(sql).await;
+            if let Some(e) = &r.error {
+                panic!("{sql:?} failed: {e:?}");
+            }
+            r
+        }
+    }
+
+    #[derive(Debug, Default)]
+    pub struct QueryResult {
+        pub rows: Vec<Vec<Option<Vec<u8>>>>,
+        pub error: Option<Frame>,
+        /// ParameterStatus messages that came with the response.
+        pub params: Vec<(String, String)>,
+        pub tags: Vec<String>,
+        pub status: u8,
+    }
+
+    impl QueryResult {
+        /// First column of the first row as (lossy) text.
+        pub fn scalar(&self) -> String {
+            let v = self.rows[0][0].as_ref().expect("NULL");
+            String::from_utf8_lossy(v).into_owned()
+        }
+    }
+
+    /// A StartupMessage with any protocol version.
+    pub fn startup_packet(version: i32, params: &[(&str, &str)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&version.to_be_bytes());
+        for (k, v) in params {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut p = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        p.extend_from_slice(&body);
+        p
+    }
+
+    pub fn ssl_request() -> Vec<u8> {
+        let mut b = BytesMut::new();
+        frontend::ssl_request(&mut b);
+        b.to_vec()
+    }
+
+    pub fn gssenc_request() -> Vec<u8> {
+        let mut p = 8i32.to_be_bytes().to_vec();
+        p.extend_from_slice(&80_877_104i32.to_be_bytes());
+        p
+    }
+
+    /// A logged-in connection.
+    pub struct Session {
+        pub raw: Raw,
+        /// ParameterStatus values of the greeting.
+        pub params: BTreeMap<String, String>,
+        pub key: Option<(i32, i32)>,
+        /// NegotiateProtocolVersion messages.
+        pub negotiate: Vec<Frame>,
+        /// Authentication request codes seen (10 SASL, 5 md5, 3 cleartext, 0 ok...).
+        pub auth: Vec<i32>,
+    }
+
+    /// A refused login: the ErrorResponse and the connection (to check it closes).
+    pub struct Refused {
+        pub error: Frame,
+        pub raw: Raw,
+        pub auth: Vec<i32>,
+        pub negotiate: Vec<Frame>,
+    }
+
+    pub type LoginResult = Result<Session, Refused>;
+
+    /// Sends a StartupMessage (`params` must include `user`) and completes authentication
+    /// with `password` (SCRAM, md5 or cleartext as asked), then reads up to ReadyForQuery.
+    pub async fn login(
+        addr: &str,
+        version: i32,
+        params: &[(&str, &str)],
+        password: Option<&str>,
+    ) -> LoginResult {
+        let raw = Raw::connect(addr).await;
+        login_on(raw, version, params, password).await
+    }
+
+    /// Like [`login`] on an already open connection (after an SSLRequest, say).
+    pub async fn login_on(
+        mut raw: Raw,
+        version: i32,
+        params: &[(&str, &str)],
+        password: Option<&str>,
+    ) -> LoginResult {
+        let user = params
+            .iter()
+            .find(|(k, _)| *k == "user")
+            .map(|(_, v)| *v)
+            .unwrap_or("");
+        raw.send(&startup_packet(version, params))
+            .await
+            .expect("sending startup");
+        let mut auth = Vec::new();
+        let mut negotiate = Vec::new();
+        let mut scram: Option<ScramSha256> = None;
+        // Authentication.
+        loop {
+            let f = raw.frame().await;
+            match f.tag {
+                b'v' => {
+                    negotiate.push(f);
+                    continue;
+                }
+                b'N' => continue,
+                b'E' => {
+                    return Err(Refused {
+                        error: f,
+                        raw,
+                        auth,
+                        negotiate,
+                    })
+                }
+                b'R' => {}
+                _ => panic!("unexpected message during authentication: {f:?}"),
+            }
+            let code = i32::from_be_bytes([f.body[0], f.body[1], f.body[2], f.body[3]]);
+            auth.push(code);
+            let pw = || {
+                password
+                    .expect("the server asked for a password")
+                    .as_bytes()
+            };
+            let mut out = BytesMut::new();
+            match f.parse() {
+                backend::Message::AuthenticationOk => break,
+                backend::Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(pw(), &mut out).unwrap()
+                }
+                backend::Message::AuthenticationMd5Password(b) => {
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        user.as_bytes(),
+                        pw(),
+                        b.salt(),
+                    );
+                    frontend::password_message(hash.as_bytes(), &mut out).unwrap();
+                }
+                backend::Message::AuthenticationSasl(_) => {
+                    let mechs: Vec<&[u8]> = f.body[4..]
+                        .split(|&b| b == 0)
+                        .filter(|m| !m.is_empty())
+                        .collect();
+                    assert!(
+                        mechs.contains(&&b"SCRAM-SHA-256"[..]),
+                        "SASL mechanisms offered: {mechs:?}"
+                    );
+                    let s = ScramSha256::new(pw(), ChannelBinding::unsupported());
+                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                        .unwrap();
+                    scram = Some(s);
+                }
+                backend::Message::AuthenticationSaslContinue(b) => {
+                    let s = scram.as_mut().expect("SASL continue before SASL start");
+                    s.update(b.data()).expect("server-first-message");
+                    frontend::sasl_response(s.message(), &mut out).unwrap();
+                }
+                backend::Message::AuthenticationSaslFinal(b) => {
+                    let s = scram.as_mut().expect("SASL final before SASL start");
+                    s.finish(b.data())
+                        .expect("the server's SCRAM signature must verify");
+                    continue;
+                }
+                _ => panic!("unsupported authentication request {code}"),
+            }
+            raw.send(&out).await.expect("sending auth response");
+        }
+        // Greeting.
+        let mut params = BTreeMap::new();
+        let mut key = None;
+        loop {
+            let f = raw.frame().await;
+            match f.tag {
+                b'S' => {
+                    if let backend::Message::ParameterStatus(p) = f.parse() {
+                        params.insert(
+                            p.name().unwrap().to_string(),
+                            p.value().unwrap().to_string(),
+                        );
+                    }
+                }
+                b'K' => {
+                    if let backend::Message::BackendKeyData(k) = f.parse() {
+                        key = Some((k.process_id(), k.secret_key()));
+                    }
+                }
+                b'Z' => {
+                    assert_eq!(f.body, b"I", "ReadyForQuery after login must be idle");
+                    break;
+                }
+                b'N' => {}
+                b'v' => negotiate.push(f),
+                b'E' => {
+                    return Err(Refused {
+                        error: f,
+                        raw,
+                        auth,
+                        negotiate,
+                    })
+                }
+                _ => panic!("unexpected message after AuthenticationOk: {f:?}"),
+            }
+        }
+        Ok(Session {
+            raw,
+            params,
+            key,
+            negotiate,
+            auth,
+        })
+    }
+
+    /// Unwraps a successful login.
+    pub fn ok(r: LoginResult, what: &str) -> Session {
+        match r {
+            Ok(s) => s,
+            Err(r) => panic!("{what}: login refused: {:?}", r.error),
+        }
+    }
+
+    /// Unwraps a refused login.
+    pub fn refused(r: LoginResult, what: &str) -> Refused {
+        match r {
+            Ok(s) => panic!(
+                "{what}: login should have been refused, but succeeded (params {:?})",
+                s.params
+            ),
+            Err(r) => r,
+        }
+    }
+}
+
+use raw::{login, Frame, Raw, PROTO_3_0};
+
+fn app_params() -> Vec<(&'static str, &'static str)> {
+    vec![("user", APP_USER), ("database", APP_DB)]
+}
+
+/// Resident memory of a process, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS line");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS value");
+    kb * 1024
+}
+
+/// A client connected before the bad input, running queries in the background the whole time
+/// (autocommit reads and read-write transactions); `finish` checks it never failed.
+struct Witness {
+    client: Arc<tokio_postgres::Client>,
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Witness {
+    async fn start() -> Witness {
+        let client = Arc::new(
+            within(
+                "witness login",
+                Duration::from_secs(20),
+                proxy().connect_app(),
+            )
+            .await,
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let task = {
+            let (c, stop, ok) = (client.clone(), stop.clone(), ok.clone());
+            tokio::spawn(async move {
+                let mut i: i32 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let sql = if i % 3 == 0 {
+                        // A read-write transaction: the primary.
+                        "BEGIN; SELECT txid_current(); COMMIT"
+                    } else {
+                        "SELECT 1"
+                    };
+                    tokio::time::timeout(raw::IO, c.batch_execute(sql))
+                        .await
+                        .map_err(|_| format!("witness query {i} ({sql}) timed out"))?
+                        .map_err(|e| format!("witness query {i} ({sql}) failed: {e}"))?;
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(())
+            })
+        };
+        Witness {
+            client,
+            stop,
+            ok,
+            task,
+        }
+    }
+
+    /// Stops the background loop; asserts it never failed and made progress, that the witness
+    /// still answers correctly, that new clients get in, and that the proxy still runs.
+    async fn finish(self, what: &str) {
+        let p = proxy();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        let r = within("witness loop", Duration::from_secs(15), self.task)
+            .await
+            .unwrap();
+        if let Err(e) = r {
+            panic!(
+                "{what}: a client connected before was disturbed: {e}\nproxy log:\n{}",
+                p.log_tail(40)
+            );
+        }
+        assert!(
+            self.ok.load(Ordering::Relaxed) >= 2,
+            "{what}: the witness made no progress"
+        );
+        let row = within(
+            "witness query",
+            raw::IO,
+            self.client.query_one("SELECT $1::int + 1", &[&41i32]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: witness query failed: {e}"));
+        assert_eq!(row.get::<_, i32>(0), 42);
+        let mut s = raw::ok(
+            within(
+                "fresh login",
+                Duration::from_secs(20),
+                login(&p.addr(), PROTO_3_0, &app_params(), Some(APP_PASSWORD)),
+            )
+            .await,
+            &format!("{what}: a fresh login"),
+        );
+        let r = s.raw.query_ok("BEGIN; SELECT 'fresh'; COMMIT").await;
+        assert_eq!(r.scalar(), "fresh");
+        assert!(p.is_running(), "{what}: the proxy exited");
+    }
+}
+
+/// After bad input, the connection must close within `d`, and anything the proxy said first
+/// must be FATAL ErrorResponses. Returns their SQLSTATEs.
+async fn closed_with_fatal_only(conn: &mut Raw, d: Duration, what: &str) -> Vec<String> {
+    let frames = conn.expect_closed(d, what).await;
+    for f in &frames {
+        assert!(
+            f.is_error() && f.severity() == "FATAL",
+            "{what}: unexpected message before the close: {f:?}"
+        );
+    }
+    frames.iter().map(|f| f.code()).collect()
+}
+
+/// The connection must get exactly one FATAL with `code`, then close.
+async fn fatal_then_closed(conn: &mut Raw, code: &str, what: &str) -> Frame {
+    let frames = conn.expect_closed(Duration::from_secs(5), what).await;
+    assert!(
+        frames.len() == 1 && frames[0].is_error(),
+        "{what}: expected one ErrorResponse then a close, got {frames:?}"
+    );
+    let f = frames.into_iter().next().unwrap();
+    assert_eq!(
+        (f.severity().as_str(), f.code().as_str()),
+        ("FATAL", code),
+        "{what}: {f:?}"
+    );
+    f
+}
+
+/// Sends bytes, ignoring errors (the proxy may already have closed the connection).
+async fn send_lossy(conn: &mut Raw, b: &[u8]) {
+    let _ = conn.send(b).await;
+}
+
+/// A logged-in raw client as `app`.
+async fn logged_in(what: &str) -> Raw {
+    let s = raw::ok(
+        login(
+            &proxy().addr(),
+            PROTO_3_0,
+            &app_params(),
+            Some(APP_PASSWORD),
+        )
+        .await,
+        what,
+    );
+    s.raw
+}
+
+fn header(tag: u8, len: u32) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&len.to_be_bytes());
+    v
+}
+
+/// Deterministic junk.
+fn junk(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u8
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// Closed; if anything is said first, only FATALs.
+    Close,
+    /// Exactly one FATAL with this SQLSTATE, then closed.
+    Fatal(&'static str),
+}
+
+async fn run_case(addr: String, name: &'static str, bytes: Vec<u8>, expect: Expect) {
+    let mut conn = Raw::connect(&addr).await;
+    send_lossy(&mut conn, &bytes).await;
+    match expect {
+        Expect::Close => {
+            let codes = closed_with_fatal_only(&mut conn, Duration::from_secs(5), name).await;
+            eprintln!("{name}: closed after {codes:?}");
+        }
+        Expect::Fatal(code) => {
+            fatal_then_closed(&mut conn, code, name).await;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_instead_of_a_startup_packet() {
+    let p = proxy();
+    let witness = Witness::start().await;
+    let mut unterminated = raw::startup_packet(PROTO_3_0, &app_params());
+    // Drop the final terminator but keep the length right.
+    unterminated.pop();
+    let n = unterminated.len() as i32;
+    unterminated[..4].copy_from_slice(&n.to_be_bytes());
+    let mut ssl_then_startup = raw::ssl_request();
+    ssl_then_startup.extend_from_slice(&raw::startup_packet(PROTO_3_0, &app_params()));
+    let mut non_utf8 = raw::startup_packet(PROTO_3_0, &[("user", "app"), ("database", "x")]);
+    let at = non_utf8.len() - 3;
+    non_utf8[at] = 0xff;
+    let mut bad_version = 8i32.to_be_bytes().to_vec();
+    bad_version.extend_from_slice(&0x1234_5678i32.to_be_bytes());
+
+    let cases: Vec<(&'static str, Vec<u8>, Expect)> = vec![
+        (
+            "HTTP request",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+            Expect::Close,
+        ),
+        (
+            "TLS ClientHello (direct SSL)",
+            [
+                &[0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc][..],
+                &junk(508, 1),
+            ]
+            .concat(),
+            Expect::Close,
+        ),
+        ("length 3", vec![0, 0, 0, 3], Expect::Close),
+        ("length 0", vec![0, 0, 0, 0, 1, 2, 3, 4], Expect::Close),
+        ("length 7", vec![0, 0, 0, 7, 0, 3, 0], Expect::Close),
+        (
+            "negative length",
+            vec![0xff, 0xff, 0xff, 0xf0, 0, 3, 0, 0],
+            Expect::Close,
+        ),
+        ("random bytes", junk(4096, 7), Expect::Close),
+        ("protocol 4660.22136", bad_version, Expect::Fatal("0A000")),
+        (
+            "unterminated parameters",
+            unterminated,
+            Expect::Fatal("08P01"),
+        ),
+        ("non-UTF-8 parameter", non_utf8, Expect::Fatal("08P01")),
+        (
+            "SSLRequest with pipelined plaintext",
+            ssl_then_startup,
+            Expect::Fatal("08P01"),
+        ),
+    ];
+    let mut set = tokio::task::JoinSet::new();
+    for (name, bytes, expect) in cases {
+        set.spawn(run_case(p.addr(), name, bytes, expect));
+    }
+    while let Some(r) = within("garbage cases", Duration::from_secs(30), set.join_next()).await {
+        r.unwrap();
+    }
+    witness.finish("garbage instead of a startup packet").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gigabyte_lengths_are_refused_without_allocating() {
+    let p = proxy();
+    let witness = Witness::start().await;
+    let pid = p.pid();
+    let before = rss_bytes(pid);
+
+    // As a startup packet length: closed (PostgreSQL closes silently too).
+    for first in [
+        [0x7fu8, 0xff, 0xff, 0xff],
+        [0x80, 0, 0, 0],
+        [0, 0x98, 0x96, 0x81],
+    ] {
+        let mut conn = Raw::connect(&p.addr()).await;
+        send_lossy(&mut conn, &first).await;
+        send_lossy(&mut conn, &junk(64 << 10, 3)).await;
+        closed_with_fatal_only(&mut conn, Duration::from_secs(5), "huge startup length").await;
+    }
+
+    // As a regular message after login: FATAL 08P01, then closed.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..8u64 {
+        set.spawn(async move {
+            let mut conn = logged_in("login before the huge header").await;
+            let mut msg = header(b'Q', 0x7fff_ffff);
+            msg.extend_from_slice(b"SELECT 1;");
+            msg.extend_from_slice(&junk(64 << 10, i));
+            send_lossy(&mut conn, &msg).await;
+            fatal_then_closed(&mut conn, "08P01", "Q with length 0x7fffffff").await;
+        });
+    }
+    while let Some(r) = within("huge headers", Duration::from_secs(30), set.join_next()).await {
+        r.unwrap();
+    }
+    for (name, msg, code) in [
+        ("Q with length -1", header(b'Q', 0xffff_ffff), "08P01"),
+        ("Q with length 3", header(b'Q', 3), "08P01"),
+        ("Q with length 0", header(b'Q', 0), "08P01"),
+        (
+            "P with length 0x7fffffff",
+            header(b'P', 0x7fff_ffff),
+            "08P01",
+        ),
+        (
+            "B with length 0x7fffffff",
+            header(b'B', 0x7fff_ffff),
+            "08P01",
+        ),
+        (
+            "d with length 0x7fffffff",
+            header(b'd', 0x7fff_ffff),
+            "08P01",
+        ),
+    ] {
+        let mut conn = logged_in(name).await;
+        send_lossy(&mut conn, &msg).await;
+        send_lossy(&mut conn, &junk(4096, 9)).await;
+        fatal_then_closed(&mut conn, code, name).await;
+    }
+    // A Parse too big to buffer (over max_message_size, under the protocol limit): refused.
+    let mut conn = logged_in("P of 256 MB").await;
+    send_lossy(&mut conn, &header(b'P', 256 << 20)).await;
+    send_lossy(&mut conn, &junk(64 << 10, 11)).await;
+    let frames = conn
+        .expect_closed(Duration::from_secs(5), "P of 256 MB")
+        .await;
+    assert!(
+        frames.len() == 1
+            && frames[0].severity() == "FATAL"
+            && ["54000", "08P01"].contains(&frames[0].code().as_str()),
+        "P of 256 MB: expected one FATAL (54000 or 08P01) then a close, got {frames:?}"
+    );
+
+    // As a SASL response length during SCRAM.
+    let mut conn = Raw::connect(&p.addr()).await;
+    conn.send(&raw::startup_packet(PROTO_3_0, &app_params()))
+        .await
+        .unwrap();
+    let f = conn.frame().await;
+    assert_eq!(
+        (f.tag, &f.body[..4]),
+        (b'R', &10i32.to_be_bytes()[..]),
+        "{f:?}"
+    );
+    send_lossy(&mut conn, &header(b'p', 0x7fff_ffff)).await;
+    send_lossy(&mut conn, &junk(64 << 10, 5)).await;
+    fatal_then_closed(
+        &mut conn,
+        "08P01",
+        "SASLInitialResponse with length 0x7fffffff",
+    )
+    .await;
+
+    let after = rss_bytes(pid);
+    eprintln!(
+        "proxy VmRSS before {} kB, after {} kB",
+        before / 1024,
+        after / 1024
+    );
+    assert!(
+        after < before + (50 << 20),
+        "proxy memory grew from {} MB to {} MB after 2 GB length headers",
+        before >> 20,
+        after >> 20
+    );
+    witness.finish("2 GB lengths").await;
+}
+
+/// A client that asks for a 200 MB result and doesn't read it: the proxy must not buffer the
+/// result (backpressure to the server), and must clean up when the client goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_does_not_make_the_proxy_buffer() {
+    let p = proxy();
+    let witness = Witness::start().await;
+    let pid = p.pid();
+    let before = rss_bytes(pid);
+    // Another user: its own pool, so the stalled server connection blocks nobody else.
+    let mut s = raw::ok(
+        login(
+            &p.addr(),
+            PROTO_3_0,
+            &[("user", OTHER_USER), ("database", APP_DB)],
+            Some(OTHER_PASSWORD),
+        )
+        .await,
+        "slow reader login",
+    );
+    let mut q = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query(
+        "SELECT repeat('x', 1048576) FROM generate_series(1, 200)",
+        &mut q,
+    )
+    .unwrap();
+    s.raw.send(&q).await.unwrap();
+    let mut peak = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(rss_bytes(pid));
+    }
+    eprintln!(
+        "proxy VmRSS before {} kB, peak while the client did not read {} kB",
+        before / 1024,
+        peak / 1024
+    );
+    assert!(
+        peak < before + (50 << 20),
+        "the proxy buffered a result the client did not read: VmRSS {} MB -> {} MB",
+        before >> 20,
+        peak >> 20
+    );
+    // The data is all there when the client does read (a few rows of it).
+    let mut rows = 0;
+    while rows < 5 {
+        match s.raw.next(raw::IO).await {
+            raw::Next::Frame(f) if f.tag == b'D' => {
+                assert_eq!(f.data_row()[0].as_ref().map(|v| v.len()), Some(1 << 20));
+                rows += 1;
+            }
+            raw::Next::Frame(f) if f.tag == b'T' => {}
+            other => panic!("slow reader: expected rows, got {other:?}"),
+        }
+    }
+    drop(s);
+    // Its server connection is not handed out mid-result: the same user works again.
+    let mut s2 = raw::ok(
+        login(
+            &p.addr(),
+            PROTO_3_0,
+            &[("user", OTHER_USER), ("database", APP_DB)],
+            Some(OTHER_PASSWORD),
+        )
+        .await,
+        "login after the slow reader left",
+    );
+    for _ in 0..3 {
+        let r = s2
+            .raw
+            .query_ok("SELECT 'after', count(*) FROM generate_series(1, 3)")
+            .await;
+        assert_eq!(r.rows.len(), 1);
+        assert_eq!(r.scalar(), "after");
+        let r = s2.raw.query_ok("BEGIN; SELECT 'tx'; COMMIT").await;
+        assert_eq!(r.scalar(), "tx");
+    }
+    witness.finish("slow reader").await;
+}
+
+/// A query larger than `max_message_size` (64 MB) streams through to the server without the
+/// proxy holding it in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_larger_than_max_message_size_streams_through() {
+    let p = proxy();
+    let witness = Witness::start().await;
+    let pid = p.pid();
+    let mut s = raw::ok(
+        login(
+            &p.addr(),
+            PROTO_3_0,
+            &[("user", OTHER_USER), ("database", APP_DB)],
+            Some(OTHER_PASSWORD),
+        )
+        .await,
+        "big query login",
+    );
+    let before = rss_bytes(pid);
+    let n: usize = 80 << 20;
+    let head = b"SELECT length('";
+    let tail = b"')\0";
+    let mut msg = header(b'Q', (4 + head.len() + n + tail.len()) as u32);
+    msg.extend_from_slice(head);
+    let sampler = {
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (peak2, stop2) = (peak.clone(), stop.clone());
+        let h = tokio::spawn(async move {
+            while !stop2.load(Ordering::Relaxed) {
+                peak2.fetch_max(rss_bytes(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        (peak, stop, h)
+    };
+    s.raw.send(&msg).await.unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..(n >> 20) {
+        within(
+            "sending the big query",
+            Duration::from_secs(30),
+            s.raw.send(&chunk),
+        )
+        .await
+        .unwrap();
+    }
+    s.raw.send(tail).await.unwrap();
+    let r = within(
+        "big query result",
+        Duration::from_secs(60),
+        s.raw.read_result("big query"),
+    )
+    .await;
+    sampler.1.store(true, Ordering::Relaxed);
+    sampler.2.await.unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.scalar(), n.to_string());
+    let peak = sampler.0.load(Ordering::Relaxed);
+    eprintln!(
+        "proxy VmRSS before {} kB, peak while streaming an 80 MB query {} kB",
+        before / 1024,
+        peak / 1024
+    );
+    assert!(
+        peak < before + (50 << 20),
+        "the proxy held an 80 MB query in memory: VmRSS {} MB -> {} MB",
+        before >> 20,
+        peak >> 20
+    );
+    let r = s.raw.query_ok("SELECT 'still fine'").await;
+    assert_eq!(r.scalar(), "still fine");
+    witness.finish("80 MB query").await;
+}
+
+/// Truncated messages followed by a close, in every phase; the server connection a truncated
+/// request was being streamed to must not be handed to anyone else, and a transaction the
+/// client left open must not keep its locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_messages_then_close() {
+    let p = proxy();
+    let witness = Witness::start().await;
+    let addr = p.addr();
+
+    // Startup packet cut short.
+    for (declared, sent) in [(200usize, 50usize), (9999, 9998), (8, 4)] {
+        let mut conn = Raw::connect(&addr).await;
+        let mut b = (declared as i32).to_be_bytes().to_vec();
+        b.extend_from_slice(&PROTO_3_0.to_be_bytes());
+        b.extend_from_slice(&junk(sent.saturating_sub(8), 1));
+        b.truncate(sent);
+        send_lossy(&mut conn, &b).await;
+        drop(conn);
+    }
+    // SASLInitialResponse cut short.
+    {
+        let mut conn = Raw::connect(&addr).await;
+        conn.send(&raw::startup_packet(PROTO_3_0, &app_params()))
+            .await
+            .unwrap();
+        let f = conn.frame().await;
+        assert_eq!(f.tag, b'R');
+        let mut b = header(b'p', 100);
+        b.extend_from_slice(b"SCRAM-");
+        send_lossy(&mut conn, &b).await;
+        drop(conn);
+    }
+    // A query cut short after login.
+    {
+        let mut conn = logged_in("truncated Q").await;
+        let mut b = header(b'Q', 100);
+        b.extend_from_slice(b"SELECT 1 ");
+        send_lossy(&mut conn, &b).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(conn);
+    }
+    // A query too large to buffer, streamed to a server, cut short: that server connection
+    // is mid-message and must be thrown away.
+    for _ in 0..2 {
+        let mut conn = logged_in("truncated streamed Q").await;
+        let mut b = header(b'Q', 100 << 20);
+        b.extend_from_slice(b"SELECT '");
+        b.extend_from_slice(&vec![b'x'; 256 << 10]);
+        send_lossy(&mut conn, &b).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(conn);
+        // With one server connection per backend, a reused half-fed connection would make
+        // these hang or fail.
+        let w = &witness.client;
+        for i in 0..3 {
+            within(
+                "transaction after a truncated streamed query",
+                raw::IO,
+                w.batch_execute("BEGIN; SELECT txid_current(); COMMIT"),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("transaction {i} after a truncated streamed query: {e}"));
+        }
+    }
+    // The same inside a transaction that holds a lock.
+    witness
+        .client
+        .batch_execute("CREATE TABLE IF NOT EXISTS bad_input_locked (id int)")
+        .await
+        .unwrap();
+    {
+        let mut conn = logged_in("truncated Q in a transaction").await;
+        conn.query_ok("BEGIN").await;
+        conn.query_ok("LOCK TABLE bad_input_locked IN ACCESS EXCLUSIVE MODE")
+            .await;
+        let mut b = header(b'Q', 100);
+        b.extend_from_slice(b"SELECT 1 ");
+        send_lossy(&mut conn, &b).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(conn);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = within(
+            "lock after the client left",
+            raw::IO,
+            witness.client.batch_execute(
+                "BEGIN; LOCK TABLE bad_input_locked IN ACCESS EXCLUSIVE MODE NOWAIT; COMMIT",
+            ),
+        )
+        .await;
+        match r {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("lock still held: {e}");
+                let _ = witness.client.batch_execute("ROLLBACK").await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!(
+                "the transaction of a client that left mid-message still holds its lock: {e}"
+            ),
+        }
+    }
+    witness.finish("truncated messages").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_message_types_after_login() {
+    let witness = Witness::start().await;
+    for (name, msg) in [
+        ("type 'y'", header(b'y', 4)),
+        ("type 0", header(0, 4)),
+        ("backend type 'Z'", [&header(b'Z', 5)[..], b"I"].concat()),
+        (
+            "password message after login",
+            [&header(b'p', 8)[..], b"pass"].concat(),
+        ),
+    ] {
+        let mut conn = logged_in(name).await;
+        // A normal query first, so the client is past the first request.
+        let r = conn.query_ok("SELECT 1").await;
+        assert_eq!(r.scalar(), "1");
+        send_lossy(&mut conn, &msg).await;
+        fatal_then_closed(&mut conn, "08P01", name).await;
+    }
+    // Also in the middle of a transaction: closed, and its transaction doesn't linger.
+    let mut conn = logged_in("unknown type in a transaction").await;
+    conn.query_ok("BEGIN").await;
+    conn.query_ok("SELECT txid_current()").await;
+    send_lossy(&mut conn, &header(b'y', 4)).await;
+    fatal_then_closed(&mut conn, "08P01", "unknown type in a transaction").await;
+    witness.finish("unknown message types").await;
+}
+
+/// PostgreSQL rejects an unknown message type as soon as it reads the type byte, without
+/// waiting for the body its length announces: so must the proxy (else a confused client, e.g.
+/// one that sends a second startup packet, hangs instead of getting an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_message_type_is_refused_before_its_body_arrives() {
+    let witness = Witness::start().await;
+    for (name, msg) in [
+        (
+            "startup packet after login",
+            raw::startup_packet(PROTO_3_0, &app_params()),
+        ),
+        ("type 'y' announcing 1 MB", header(b'y', 1 << 20)),
+    ] {
+        // What PostgreSQL itself does.
+        let mut direct = raw::ok(
+            login(
+                &shared_cluster().primary().addr(),
+                PROTO_3_0,
+                &app_params(),
+                Some(APP_PASSWORD),
+            )
+            .await,
+            "direct login",
+        )
+        .raw;
+        send_lossy(&mut direct, &msg).await;
+        fatal_then_closed(
+            &mut direct,
+            "08P01",
+            &format!("{name}, direct to PostgreSQL"),
+        )
+        .await;
+
+        let mut conn = logged_in(name).await;
+        let r = conn.query_ok("SELECT 1").await;
+        assert_eq!(r.scalar(), "1");
+        send_lossy(&mut conn, &msg).await;
+        fatal_then_closed(&mut conn, "08P01", name).await;
+    }
+    witness
+        .finish("unknown message type with a long body")
+        .await;
+}
+
+/// A client that connects and says nothing (or stops half-way through startup or
+/// authentication) is closed with an error once `startup_timeout` (1 s) passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_are_closed_after_the_startup_timeout() {
+    let p = proxy();
+    let witness = Witness::start().await;
+    let addr = p.addr();
+    let mut set = tokio::task::JoinSet::new();
+    for phase in [
+        "nothing",
+        "half a startup packet",
+        "SSLRequest only",
+        "startup, no password",
+    ] {
+        let addr = addr.clone();
+        set.spawn(async move {
+            let mut conn = Raw::connect(&addr).await;
+            let t = Instant::now();
+            match phase {
+                "nothing" => {}
+                "half a startup packet" => {
+                    let s = raw::startup_packet(PROTO_3_0, &app_params());
+                    conn.send(&s[..s.len() / 2]).await.unwrap();
+                }
+                "SSLRequest only" => {
+                    conn.send(&raw::ssl_request()).await.unwrap();
+                    assert_eq!(conn.byte(raw::IO).await, Some(b'N'));
+                }
+                _ => {
+                    conn.send(&raw::startup_packet(PROTO_3_0, &app_params()))
+                        .await
+                        .unwrap();
+                    let f = conn.frame().await;
+                    assert_eq!(f.tag, b'R', "{f:?}");
+                }
+            }
+            let frames = conn.expect_closed(Duration::from_secs(6), phase).await;
+            let took = t.elapsed();
+            assert!(
+                took >= Duration::from_millis(700),
+                "{phase}: closed after {took:?}, before the 1 s startup timeout"
+            );
+            assert!(
+                took <= Duration::from_secs(5),
+                "{phase}: closed only after {took:?}"
+            );
+            assert!(
+                frames.len() == 1 && frames[0].is_error(),
+                "{phase}: expected one ErrorResponse before the close, got {frames:?}"
+            );
+            assert_eq!(
+                (frames[0].severity().as_str(), frames[0].code().as_str()),
+                ("FATAL", "08006"),
+                "{phase}: {:?}",
+                frames[0]
+            );
+        });
+    }
+    while let Some(r) = within("silent clients", Duration::from_secs(20), set.join_next()).await {
+        r.unwrap();
+    }
+    witness.finish("silent clients").await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Malformed SCRAM
+// ------------------------------------------------------------------------------------------
+
+/// Connects, sends a startup packet for `user` and reads the AuthenticationSASL request.
+async fn scram_start(user: &str) -> Raw {
+    let mut conn = Raw::connect(&proxy().addr()).await;
+    conn.send(&raw::startup_packet(
+        PROTO_3_0,
+        &[("user", user), ("database", APP_DB)],
+    ))
+    .await
+    .unwrap();
+    let f = conn.frame().await;
+    assert!(
+        f.tag == b'R' && f.body[..4] == 10i32.to_be_bytes(),
+        "{user}: expected AuthenticationSASL, got {f:?}"
+    );
+    conn
+}
+
+/// A SASLInitialResponse with the given mechanism and data (None: length -1).
+fn sasl_initial(mechanism: &str, data: Option<&[u8]>) -> Vec<u8> {
+    let mut body = mechanism.as_bytes().to_vec();
+    body.push(0);
+    match data {
+        None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+        Some(d) => {
+            body.extend_from_slice(&(d.len() as i32).to_be_bytes());
+            body.extend_from_slice(d);
+        }
+    }
+    let mut m = header(b'p', body.len() as u32 + 4);
+    m.extend_from_slice(&body);
+    m
+}
+
+fn sasl_response(data: &[u8]) -> Vec<u8> {
+    let mut m = header(b'p', data.len() as u32 + 4);
+    m.extend_from_slice(data);
+    m
+}
+
+/// Runs a correct client-first with `password`; returns the connection and the client-final
+/// message the client would send.
+async fn scram_to_final(user: &str, password: &str) -> (Raw, String) {
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    let mut conn = scram_start(user).await;
+    let mut s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+    conn.send(&sasl_initial("SCRAM-SHA-256", Some(s.message())))
+        .await
+        .unwrap();
+    let f = conn.frame().await;
+    assert!(
+        f.tag == b'R' && f.body[..4] == 11i32.to_be_bytes(),
+        "{user}: expected AuthenticationSASLContinue, got {f:?}"
+    );
+    s.update(&f.body[4..]).expect("server-first-message");
+    let fin = String::from_utf8(s.message().to_vec()).unwrap();
+    (conn, fin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_scram_exchanges_are_refused_cleanly() {
+    let witness = Witness::start().await;
+    let outcomes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut set = tokio::task::JoinSet::new();
+
+    // Broken client-first messages, for a real user and an unknown one alike.
+    let firsts: Vec<(&'static str, Vec<u8>)> = vec![
+        (
+            "garbage client-first",
+            sasl_initial("SCRAM-SHA-256", Some(b"garbage")),
+        ),
+        (
+            "mechanism not offered",
+            sasl_initial("SCRAM-SHA-1", Some(b"n,,n=,r=abcdefghijklmnop")),
+        ),
+        (
+            "channel binding without TLS",
+            sasl_initial(
+                "SCRAM-SHA-256",
+                Some(b"p=tls-server-end-point,,n=,r=abcdefghijklmnop"),
+            ),
+        ),
+        (
+            "authorization identity",
+            sasl_initial("SCRAM-SHA-256", Some(b"n,a=postgres,n=,r=abcdefghijklmnop")),
+        ),
+        ("no data (length -1)", sasl_initial("SCRAM-SHA-256", None)),
+        ("empty data", sasl_initial("SCRAM-SHA-256", Some(b""))),
+        (
+            "missing nonce",
+            sasl_initial("SCRAM-SHA-256", Some(b"n,,n=")),
+        ),
+        ("data length beyond the message", {
+            let mut m = header(b'p', 4 + 14 + 4 + 5);
+            m.extend_from_slice(b"SCRAM-SHA-256\0");
+            m.extend_from_slice(&100i32.to_be_bytes());
+            m.extend_from_slice(b"n,,n=");
+            m
+        }),
+        (
+            "mechanism not NUL-terminated",
+            [&header(b'p', 4 + 5)[..], b"SCRAM"].concat(),
+        ),
+        ("a query instead of SASLInitialResponse", {
+            let mut m = header(b'Q', 4 + 9);
+            m.extend_from_slice(b"SELECT 1\0");
+            m
+        }),
+    ];
+    for user in [APP_USER, "no_such_scram_user"] {
+        for (name, msg) in firsts.clone() {
+            let outcomes = outcomes.clone();
+            set.spawn(async move {
+                let what = format!("{name} ({user})");
+                let mut conn = scram_start(user).await;
+                send_lossy(&mut conn, &msg).await;
+                let f = fatal_then_closed(&mut conn, "08P01", &what).await;
+                outcomes.lock().unwrap().push(format!("{what}: {f:?}"));
+            });
+        }
+    }
+
+    // Broken client-final messages.
+    type Mangle = fn(&str) -> Vec<u8>;
+    let finals: Vec<(
+        &'static str,
+        &'static str,
+        &'static str,
+        Mangle,
+        &'static str,
+    )> = vec![
+        (
+            "wrong proof",
+            APP_USER,
+            "wrong-password",
+            |m| sasl_response(m.as_bytes()),
+            "28P01",
+        ),
+        (
+            "wrong proof, unknown user",
+            "no_such_scram_user",
+            "whatever",
+            |m| sasl_response(m.as_bytes()),
+            "28P01",
+        ),
+        (
+            "tampered nonce",
+            APP_USER,
+            APP_PASSWORD,
+            |m| {
+                let (before, after) = m.split_once(",r=").unwrap();
+                let (nonce, rest) = after.split_once(',').unwrap();
+                let mut n = nonce.to_string();
+                n.replace_range(n.len() - 2.., "AA");
+                sasl_response(format!("{before},r={n},{rest}").as_bytes())
+            },
+            "08P01",
+        ),
+        (
+            "proof of the wrong length",
+            APP_USER,
+            APP_PASSWORD,
+            |m| {
+                let (before, _) = m.split_once(",p=").unwrap();
+                sasl_response(format!("{before},p=AAAA").as_bytes())
+            },
+            "08P01",
+        ),
+        (
+            "proof not base64",
+            APP_USER,
+            APP_PASSWORD,
+            |m| {
+                let (before, _) = m.split_once(",p=").unwrap();
+                sasl_response(format!("{before},p=!!!!not*base64!!!!").as_bytes())
+            },
+            "08P01",
+        ),
+        (
+            "wrong channel-binding echo",
+            APP_USER,
+            APP_PASSWORD,
+            |m| sasl_response(m.replacen("c=biws", "c=eSws", 1).as_bytes()),
+            "08P01",
+        ),
+        (
+            "garbage client-final",
+            APP_USER,
+            APP_PASSWORD,
+            |_| sasl_response(b"hello"),
+            "08P01",
+        ),
+        (
+            "empty client-final",
+            APP_USER,
+            APP_PASSWORD,
+            |_| sasl_response(b""),
+            "08P01",
+        ),
+        (
+            "a query instead of SASLResponse",
+            APP_USER,
+            APP_PASSWORD,
+            |_| {
+                let mut m = header(b'Q', 4 + 9);
+                m.extend_from_slice(b"SELECT 1\0");
+                m
+            },
+            "08P01",
+        ),
+    ];
+    for (name, user, password, mangle, code) in finals {
+        let outcomes = outcomes.clone();
+        set.spawn(async move {
+            let (mut conn, fin) = scram_to_final(user, password).await;
+            send_lossy(&mut conn, &mangle(&fin)).await;
+            let f = fatal_then_closed(&mut conn, code, name).await;
+            if code == "28P01" {
+                assert!(f.message().contains(user), "{name}: {f:?}");
+            }
+            outcomes.lock().unwrap().push(format!("{name}: {f:?}"));
+        });
+    }
+    while let Some(r) = within("SCRAM cases", Duration::from_secs(60), set.join_next()).await {
+        r.unwrap();
+    }
+    for o in outcomes.lock().unwrap().iter() {
+        eprintln!("{o}");
+    }
+    // The correct exchange still works.
+    let (mut conn, fin) = scram_to_final(APP_USER, APP_PASSWORD).await;
+    conn.send(&sasl_response(fin.as_bytes())).await.unwrap();
+    let f = conn.frame().await;
+    assert!(
+        f.tag == b'R' && f.body[..4] == 12i32.to_be_bytes(),
+        "expected AuthenticationSASLFinal, got {f:?}"
+    );
+    let f = conn.frame().await;
+    assert!(
+        f.tag == b'R' && f.body[..4] == 0i32.to_be_bytes(),
+        "expected AuthenticationOk, got {f:?}"
+    );
+    witness.finish("malformed SCRAM").await;
+}

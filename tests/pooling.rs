@@ -1,0 +1,2311 @@
+//! Pooling and transparency (issue "Foundation", points 5, 6 and 8): pools per (backend, user,
+//! database) and their limits and timeouts, transaction and session pooling, session state
+//! that follows a client across server connections (settings, prepared statements), state
+//! that pins a client to its server connection, and server connections left dirty by clients
+//! that vanish.
+//!
+//! Every test starts its own proxy against the shared cluster and uses its own tables, so the
+//! tests can run in parallel. Most set `[routing] read_write_split = false`, so every request
+//! runs on the primary and the reuse of server connections is deterministic; with
+//! `[pool] size = 1` every client shares one server connection.
+
+mod support;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::message::frontend;
+use support::proxy::{Proxy, ProxyOptions};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_postgres::{AsyncMessage, Client, SimpleQueryMessage};
+
+/// Longest wait for any single step; every await in these tests is bounded by it.
+const STEP: Duration = Duration::from_secs(20);
+
+type Rows = Vec<Vec<Option<String>>>;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {STEP:?}: {what}"),
+    }
+}
+
+/// A proxy in front of the shared cluster with `pool` as the `[pool]` table and no read/write
+/// split (everything runs on the primary).
+fn proxy(mode: &str, pool: &str) -> Proxy {
+    proxy_with(
+        mode,
+        &format!("[routing]\nread_write_split = false\n\n[pool]\n{pool}\n"),
+    )
+}
+
+fn proxy_with(mode: &str, extra_tables: &str) -> Proxy {
+    Proxy::start_with(
+        shared_cluster(),
+        ProxyOptions {
+            pool_mode: mode.into(),
+            extra_tables: extra_tables.into(),
+            ..Default::default()
+        },
+    )
+}
+
+fn app_cs(p: &Proxy) -> String {
+    format!(
+        "{} connect_timeout=10",
+        p.conn_string(APP_USER, APP_PASSWORD, APP_DB)
+    )
+}
+
+async fn connect_cs(cs: &str) -> Client {
+    let (client, conn) = bounded(
+        "connect",
+        tokio_postgres::connect(cs, tokio_postgres::NoTls),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connecting with {cs:?}: {e} ({e:?})"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Connects as the application user through the proxy.
+async fn connect(p: &Proxy) -> Client {
+    connect_cs(&app_cs(p)).await
+}
+
+/// Runs a simple query (bounded), returning the text rows or the error.
+async fn try_simple(c: &Client, sql: &str) -> Result<Rows, tokio_postgres::Error> {
+    let msgs = bounded(sql, c.simple_query(sql)).await?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// Runs a simple query that must succeed.
+async fn q(c: &Client, sql: &str) -> Rows {
+    match try_simple(c, sql).await {
+        Ok(r) => r,
+        Err(e) => panic!("{sql}: {e} ({e:?})"),
+    }
+}
+
+/// The first column of the first row (NULL as "<null>").
+async fn one(c: &Client, sql: &str) -> String {
+    let rows = q(c, sql).await;
+    let row = rows
+        .first()
+        .unwrap_or_else(|| panic!("{sql}: no rows returned"));
+    row[0].clone().unwrap_or_else(|| "<null>".into())
+}
+
+async fn show(c: &Client, name: &str) -> String {
+    one(c, &format!("SHOW {name}")).await
+}
+
+async fn backend_pid(c: &Client) -> i32 {
+    one(c, "SELECT pg_backend_pid()").await.parse().unwrap()
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+/// Runs SQL as the superuser directly on the primary (not through the proxy).
+fn su(sql: &str) -> String {
+    tokio::task::block_in_place(|| {
+        shared_cluster()
+            .primary()
+            .psql_db(APP_DB, sql)
+            .unwrap_or_else(|e| panic!("superuser SQL failed: {e}"))
+    })
+}
+
+/// Creates a table owned by the application user (dropping an old one).
+fn create_table(name: &str, columns: &str) {
+    su(&format!(
+        "DROP TABLE IF EXISTS {name}; CREATE TABLE {name} ({columns}); \
+         ALTER TABLE {name} OWNER TO {APP_USER}"
+    ));
+}
+
+/// (idle, in_use) of the proxy's pool for app/app on the primary, from `/status`.
+async fn pool_status(p: &Proxy) -> Option<(u64, u64)> {
+    let (code, body) = p.http_get("/status").await;
+    assert_eq!(code, 200, "/status: {body}");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"));
+    let primary = shared_cluster().primary().name();
+    v["pools"].as_array()?.iter().find_map(|pool| {
+        (pool["backend"] == primary && pool["user"] == APP_USER && pool["database"] == APP_DB).then(
+            || {
+                (
+                    pool["idle"].as_u64().expect("idle"),
+                    pool["in_use"].as_u64().expect("in_use"),
+                )
+            },
+        )
+    })
+}
+
+/// Waits (bounded) until the pool status satisfies `pred`.
+async fn wait_pool(p: &Proxy, what: &str, timeout: Duration, pred: impl Fn(u64, u64) -> bool) {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        last = pool_status(p).await.or(last);
+        if let Some((idle, in_use)) = last {
+            if pred(idle, in_use) {
+                return;
+            }
+        }
+        if Instant::now() >= deadline {
+            panic!("pool status (idle, in_use) {last:?} after {timeout:?}: expected {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until superuser SQL returns `want`.
+async fn wait_su(sql: &str, want: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = su(sql);
+        if got == want {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("{sql}: got {got:?}, expected {want:?} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of one Prometheus series (`name{labels}`), 0 when absent.
+async fn metric(p: &Proxy, series: &str) -> f64 {
+    let (code, body) = p.http_get("/metrics").await;
+    assert_eq!(code, 200);
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|r| r.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Background clients hammering the same pool with transactions, prepared statements,
+/// their own session settings and `DISCARD ALL`, checking their own results.
+struct Churn {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<u64, String>>>,
+}
+
+fn churn(p: &Proxy, n: usize) -> Churn {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = (0..n)
+        .map(|i| {
+            let cs = app_cs(p);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let res = tokio::time::timeout(Duration::from_secs(90), async {
+                    churn_client(&cs, i, &stop).await
+                })
+                .await;
+                res.unwrap_or_else(|_| Err(format!("churn client {i} ran too long")))
+            })
+        })
+        .collect();
+    Churn { stop, tasks }
+}
+
+async fn churn_client(cs: &str, i: usize, stop: &AtomicBool) -> Result<u64, String> {
+    let op_timeout = Duration::from_secs(10);
+    let (c, conn) = tokio_postgres::connect(cs, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("churn {i} connect: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let name = format!("churn{i}");
+    let set = format!("SET application_name = '{name}'");
+    c.batch_execute(&set).await.map_err(|e| e.to_string())?;
+    let mut ops = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let op = async {
+            match ops % 6 {
+                0 => {
+                    c.batch_execute("BEGIN; SELECT pg_backend_pid(); COMMIT")
+                        .await?;
+                }
+                1 => {
+                    let st = c.prepare("SELECT $1::int4 + 1").await?;
+                    let v: i32 = c.query_one(&st, &[&(ops as i32)]).await?.get(0);
+                    if v != ops as i32 + 1 {
+                        return Ok(Some(format!("prepared statement returned {v}")));
+                    }
+                }
+                2 => {
+                    let v: String = c
+                        .query_one("SELECT current_setting('application_name')", &[])
+                        .await?
+                        .get(0);
+                    if v != name {
+                        return Ok(Some(format!("application_name is {v:?}, not {name:?}")));
+                    }
+                }
+                3 => {
+                    c.batch_execute("DISCARD ALL").await?;
+                    c.batch_execute(&set).await?;
+                }
+                4 => {
+                    let v: String = c.query_one("SELECT $1::text", &[&name]).await?.get(0);
+                    if v != name {
+                        return Ok(Some(format!("unnamed statement returned {v:?}")));
+                    }
+                }
+                _ => {
+                    c.batch_execute("BEGIN; SET LOCAL work_mem = '17MB'; SELECT 1; ROLLBACK")
+                        .await?;
+                }
+            }
+            Ok::<_, tokio_postgres::Error>(None)
+        };
+        match tokio::time::timeout(op_timeout, op).await {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(wrong))) => return Err(format!("churn {i} op {ops}: {wrong}")),
+            Ok(Err(e)) => return Err(format!("churn {i} op {ops}: {e} ({e:?})")),
+            Err(_) => return Err(format!("churn {i} op {ops} timed out")),
+        }
+        ops += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(ops)
+}
+
+impl Churn {
+    /// Stops the clients; panics if any failed; returns the operations done.
+    async fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut total = 0;
+        for t in self.tasks {
+            match bounded("churn client", t).await {
+                Ok(Ok(n)) => total += n,
+                Ok(Err(e)) => panic!("a background client failed: {e}"),
+                Err(e) => panic!("a background client panicked: {e}"),
+            }
+        }
+        total
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw protocol client (for exact control of Parse/Bind/Execute/Sync and of the socket)
+// ---------------------------------------------------------------------------------------------
+
+type Msg = (u8, Vec<u8>);
+
+struct Raw {
+    s: TcpStream,
+    rbuf: BytesMut,
+}
+
+impl Raw {
+    /// Logs in (trust, cleartext or SCRAM) and reads up to the first ReadyForQuery.
+    async fn connect(p: &Proxy, user: &str, password: &str, db: &str) -> Raw {
+        let s = bounded("raw connect", TcpStream::connect(p.addr()))
+            .await
+            .expect("raw connect");
+        s.set_nodelay(true).unwrap();
+        let mut raw = Raw {
+            s,
+            rbuf: BytesMut::new(),
+        };
+        let mut out = BytesMut::new();
+        frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
+        raw.send(&out).await;
+        let mut scram: Option<postgres_protocol::authentication::sasl::ScramSha256> = None;
+        loop {
+            let (t, body) = raw.recv().await;
+            match t {
+                b'R' => {
+                    let kind = i32::from_be_bytes(body[..4].try_into().unwrap());
+                    let data = &body[4..];
+                    let mut out = BytesMut::new();
+                    match kind {
+                        0 => continue,
+                        3 => frontend::password_message(password.as_bytes(), &mut out).unwrap(),
+                        10 => {
+                            let s = postgres_protocol::authentication::sasl::ScramSha256::new(
+                                password.as_bytes(),
+                                postgres_protocol::authentication::sasl::ChannelBinding::unsupported(),
+                            );
+                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                                .unwrap();
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram.as_mut().expect("SASL continue before start");
+                            s.update(data).expect("SCRAM update");
+                            frontend::sasl_response(s.message(), &mut out).unwrap();
+                        }
+                        12 => {
+                            scram
+                                .as_mut()
+                                .expect("SASL final before start")
+                                .finish(data)
+                                .expect("SCRAM server signature");
+                            continue;
+                        }
+                        other => panic!("unsupported authentication request {other}"),
+                    }
+                    raw.send(&out).await;
+                }
+                b'E' => panic!("raw login failed: {}", err_text(&body)),
+                b'Z' => return raw,
+                _ => {}
+            }
+        }
+    }
+
+    async fn app(p: &Proxy) -> Raw {
+        Raw::connect(p, APP_USER, APP_PASSWORD, APP_DB).await
+    }
+
+    async fn send(&mut self, b: &[u8]) {
+        bounded("raw write", self.s.write_all(b))
+            .await
+            .expect("raw write");
+    }
+
+    /// The next message; panics on EOF.
+    async fn recv(&mut self) -> Msg {
+        match self.try_recv().await {
+            Some(m) => m,
+            None => panic!("the proxy closed the raw connection"),
+        }
+    }
+
+    /// The next message, `None` on EOF or reset.
+    async fn try_recv(&mut self) -> Option<Msg> {
+        loop {
+            if self.rbuf.len() >= 5 {
+                let len = i32::from_be_bytes(self.rbuf[1..5].try_into().unwrap()) as usize;
+                if self.rbuf.len() > len {
+                    let frame = self.rbuf.split_to(1 + len);
+                    return Some((frame[0], frame[5..].to_vec()));
+                }
+            }
+            match bounded("raw read", self.s.read_buf(&mut self.rbuf)).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Messages up to and including the next ReadyForQuery.
+    async fn until_ready(&mut self) -> Vec<Msg> {
+        let mut msgs = Vec::new();
+        loop {
+            let m = self.recv().await;
+            let done = m.0 == b'Z';
+            msgs.push(m);
+            if done {
+                return msgs;
+            }
+        }
+    }
+
+    async fn roundtrip(&mut self, b: &[u8]) -> Vec<Msg> {
+        self.send(b).await;
+        self.until_ready().await
+    }
+
+    async fn simple(&mut self, sql: &str) -> Vec<Msg> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out).unwrap();
+        self.roundtrip(&out).await
+    }
+
+    /// Closes the socket with a RST instead of a FIN.
+    #[allow(deprecated)]
+    fn reset(self) {
+        let _ = self.s.set_linger(Some(Duration::ZERO));
+        drop(self);
+    }
+}
+
+fn m_parse(out: &mut BytesMut, name: &str, sql: &str) {
+    frontend::parse(name, sql, std::iter::empty(), out).unwrap();
+}
+
+/// Bind with text parameters and text results.
+fn m_bind(out: &mut BytesMut, portal: &str, stmt: &str, params: &[&str]) {
+    let mut body = BytesMut::new();
+    body.put_slice(portal.as_bytes());
+    body.put_u8(0);
+    body.put_slice(stmt.as_bytes());
+    body.put_u8(0);
+    body.put_i16(0);
+    body.put_i16(params.len() as i16);
+    for p in params {
+        body.put_i32(p.len() as i32);
+        body.put_slice(p.as_bytes());
+    }
+    body.put_i16(0);
+    out.put_u8(b'B');
+    out.put_i32(body.len() as i32 + 4);
+    out.put_slice(&body);
+}
+
+fn m_execute(out: &mut BytesMut) {
+    frontend::execute("", 0, out).unwrap();
+}
+
+fn m_describe(out: &mut BytesMut, name: &str) {
+    frontend::describe(b'S', name, out).unwrap();
+}
+
+fn m_close(out: &mut BytesMut, name: &str) {
+    frontend::close(b'S', name, out).unwrap();
+}
+
+fn m_sync(out: &mut BytesMut) {
+    frontend::sync(out);
+}
+
+/// Bind (text params) + Execute + Sync of statement `stmt`.
+fn bind_exec(stmt: &str, params: &[&str]) -> BytesMut {
+    let mut out = BytesMut::new();
+    m_bind(&mut out, "", stmt, params);
+    m_execute(&mut out);
+    m_sync(&mut out);
+    out
+}
+
+fn parse_sync(name: &str, sql: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    m_parse(&mut out, name, sql);
+    m_sync(&mut out);
+    out
+}
+
+fn err_field(body: &[u8], field: u8) -> Option<String> {
+    let mut rest = body;
+    while let Some((&t, r)) = rest.split_first() {
+        if t == 0 {
+            break;
+        }
+        let end = r.iter().position(|&b| b == 0)?;
+        if t == field {
+            return Some(String::from_utf8_lossy(&r[..end]).into_owned());
+        }
+        rest = &r[end + 1..];
+    }
+    None
+}
+
+fn err_text(body: &[u8]) -> String {
+    format!(
+        "{} {}: {}",
+        err_field(body, b'S').unwrap_or_default(),
+        err_field(body, b'C').unwrap_or_default(),
+        err_field(body, b'M').unwrap_or_default()
+    )
+}
+
+/// SQLSTATE of the first ErrorResponse.
+fn error_code(msgs: &[Msg]) -> Option<String> {
+    msgs.iter()
+        .find(|(t, _)| *t == b'E')
+        .and_then(|(_, b)| err_field(b, b'C'))
+}
+
+/// The message types, e.g. "12DCZ".
+fn tags(msgs: &[Msg]) -> String {
+    msgs.iter().map(|(t, _)| *t as char).collect()
+}
+
+fn data_rows(msgs: &[Msg]) -> Rows {
+    msgs.iter()
+        .filter(|(t, _)| *t == b'D')
+        .map(|(_, b)| {
+            let n = i16::from_be_bytes([b[0], b[1]]) as usize;
+            let mut at = 2;
+            (0..n)
+                .map(|_| {
+                    let len = i32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+                    at += 4;
+                    if len < 0 {
+                        None
+                    } else {
+                        let v = String::from_utf8_lossy(&b[at..at + len as usize]).into_owned();
+                        at += len as usize;
+                        Some(v)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The single value returned by a request, with a useful panic otherwise.
+fn single(msgs: &[Msg], what: &str) -> String {
+    if let Some(c) = error_code(msgs) {
+        let e = msgs.iter().find(|(t, _)| *t == b'E').unwrap();
+        panic!(
+            "{what}: error {c}: {} (messages {})",
+            err_text(&e.1),
+            tags(msgs)
+        );
+    }
+    let rows = data_rows(msgs);
+    assert_eq!(
+        rows.len(),
+        1,
+        "{what}: expected one row, got {rows:?} ({})",
+        tags(msgs)
+    );
+    rows[0][0].clone().unwrap_or_else(|| "<null>".into())
+}
+
+/// Transaction status of the last ReadyForQuery.
+fn ready_status(msgs: &[Msg]) -> char {
+    let (t, b) = msgs.last().expect("no messages");
+    assert_eq!(
+        *t,
+        b'Z',
+        "last message is not ReadyForQuery: {}",
+        tags(msgs)
+    );
+    b[0] as char
+}
+
+/// Type OIDs of a RowDescription.
+fn row_types(msgs: &[Msg]) -> Vec<u32> {
+    let (_, b) = msgs
+        .iter()
+        .find(|(t, _)| *t == b'T')
+        .unwrap_or_else(|| panic!("no RowDescription in {}", tags(msgs)));
+    let n = i16::from_be_bytes([b[0], b[1]]) as usize;
+    let mut at = 2;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let end = at + b[at..].iter().position(|&x| x == 0).unwrap();
+        at = end + 1;
+        // table oid (4), column (2), type oid (4), size (2), modifier (4), format (2)
+        out.push(u32::from_be_bytes(b[at + 6..at + 10].try_into().unwrap()));
+        at += 18;
+    }
+    out
+}
+
+const INT4_OID: u32 = 23;
+const TEXT_OID: u32 = 25;
+
+// ---------------------------------------------------------------------------------------------
+// Pool size, modes, timeouts
+// ---------------------------------------------------------------------------------------------
+
+/// Transaction pooling: 10 clients doing transactions concurrently through a pool of 2 all
+/// succeed, and between them they never use more than 2 server connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_share_a_small_transaction_pool() {
+    let p = proxy("transaction", "size = 2");
+    let cs = app_cs(&p);
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let cs = cs.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = connect_cs(&cs).await;
+            let mut pids = HashSet::new();
+            for j in 0..10 {
+                q(&c, "BEGIN").await;
+                pids.insert(backend_pid(&c).await);
+                q(&c, "SELECT pg_sleep(0.005)").await;
+                assert_eq!(
+                    one(&c, &format!("SELECT {i} * 100 + {j}")).await,
+                    (i * 100 + j).to_string()
+                );
+                q(&c, "COMMIT").await;
+                assert_eq!(one(&c, "SELECT 1 + 1").await, "2");
+            }
+            pids
+        }));
+    }
+    let mut max_in_use = 0;
+    let sampler_deadline = Instant::now() + Duration::from_secs(60);
+    while tasks.iter().any(|t| !t.is_finished()) && Instant::now() < sampler_deadline {
+        if let Some((idle, in_use)) = pool_status(&p).await {
+            assert!(
+                idle + in_use <= 2,
+                "pool holds {idle} idle + {in_use} in use > size 2"
+            );
+            max_in_use = max_in_use.max(in_use);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut all = HashSet::new();
+    for t in tasks {
+        all.extend(bounded("client task", t).await.expect("a client failed"));
+    }
+    assert!(
+        all.len() <= 2,
+        "10 clients used {} server connections with pool size 2: {all:?}",
+        all.len()
+    );
+    assert!(max_in_use <= 2);
+    wait_pool(
+        &p,
+        "nothing in use once the clients are idle",
+        STEP,
+        |_, u| u == 0,
+    )
+    .await;
+}
+
+/// Session pooling: a client keeps one server connection (one backend pid) across
+/// transactions while other clients work; each client has its own; and the next client on a
+/// returned connection finds it reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keeps_one_server_connection_per_client() {
+    let p = proxy("session", "size = 3");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let c = connect(&p).await;
+    let mut first = Vec::new();
+    for cl in [&a, &b, &c] {
+        first.push(backend_pid(cl).await);
+    }
+    let distinct: HashSet<_> = first.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "session clients share server connections: {first:?}"
+    );
+    for round in 0..5 {
+        for (cl, pid) in [&a, &b, &c].into_iter().zip(&first) {
+            q(cl, "BEGIN").await;
+            assert_eq!(
+                backend_pid(cl).await,
+                *pid,
+                "round {round}: backend changed"
+            );
+            q(cl, "COMMIT").await;
+            assert_eq!(
+                backend_pid(cl).await,
+                *pid,
+                "round {round}: backend changed"
+            );
+        }
+    }
+    q(&a, "SET search_path = sess_a, public").await;
+    q(&a, "SET work_mem = '13MB'").await;
+    q(&a, "CREATE TEMP TABLE pool_sess_tmp (x int)").await;
+    q(&a, "PREPARE pool_sess_prep AS SELECT 1").await;
+    drop(a);
+    // The only free connection is a's (b and c hold theirs).
+    let e = connect(&p).await;
+    assert_eq!(show(&e, "search_path").await, "\"$user\", public");
+    assert_ne!(show(&e, "work_mem").await, "13MB");
+    assert_eq!(
+        one(&e, "SELECT to_regclass('pg_temp.pool_sess_tmp') IS NULL").await,
+        "t"
+    );
+    assert_eq!(
+        one(
+            &e,
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = 'pool_sess_prep'"
+        )
+        .await,
+        "0"
+    );
+    let e_pid = backend_pid(&e).await;
+    assert!(
+        !first[1..].contains(&e_pid),
+        "e shares b's or c's server connection"
+    );
+    for (cl, pid) in [&b, &c].into_iter().zip(&first[1..]) {
+        assert_eq!(backend_pid(cl).await, *pid);
+    }
+}
+
+/// A pool of 1 whose connection is held by an open transaction: another client's query fails
+/// with SQLSTATE 53300 after checkout_timeout (not a hang), a new login fails the same way, and
+/// the client stays usable once the connection is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_timeout_fails_with_53300_instead_of_hanging() {
+    let p = proxy("transaction", "size = 1\ncheckout_timeout = \"500ms\"");
+    let b = connect(&p).await;
+    let a = connect(&p).await;
+    q(&a, "BEGIN").await;
+    q(&a, "SELECT 1").await;
+
+    let start = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(5), b.simple_query("SELECT 1"))
+        .await
+        .expect("the query hung instead of failing after checkout_timeout")
+        .expect_err("a query got a server connection although the only one is in use");
+    let waited = start.elapsed();
+    assert_eq!(sqlstate(&err), "53300", "{err:?}");
+    assert!(
+        waited >= Duration::from_millis(400),
+        "failed after only {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(4), "took {waited:?} to fail");
+
+    // The same through the extended protocol.
+    let start = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        b.query_one("SELECT $1::int4", &[&1i32]),
+    )
+    .await
+    .expect("an extended-protocol query hung instead of failing after checkout_timeout")
+    .expect_err("an extended-protocol query got a server connection");
+    assert_eq!(sqlstate(&err), "53300", "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(4));
+
+    let start = Instant::now();
+    let login = tokio::time::timeout(
+        Duration::from_secs(5),
+        p.try_connect(APP_USER, APP_PASSWORD, APP_DB),
+    )
+    .await
+    .expect("a login hung while the pool was exhausted");
+    match login {
+        Ok(_) => panic!("a login succeeded although the pool was exhausted"),
+        Err(e) => assert_eq!(sqlstate(&e), "53300", "{e:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(4));
+
+    q(&a, "COMMIT").await;
+    assert_eq!(one(&b, "SELECT 'after'").await, "after");
+    assert!(metric(&p, "switchyard_errors_total{sqlstate=\"53300\"}").await >= 1.0);
+}
+
+/// idle_timeout closes idle server connections (they vanish from pg_stat_activity); min_size
+/// connections are opened proactively and kept although idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_connections_and_min_size_keeps_them() {
+    // idle_timeout without min_size.
+    let p = proxy("transaction", "size = 4\nidle_timeout = \"1s\"");
+    let clients = [connect(&p).await, connect(&p).await, connect(&p).await];
+    let mut pids = Vec::new();
+    for c in &clients {
+        q(c, "BEGIN").await;
+        pids.push(backend_pid(c).await);
+    }
+    assert_eq!(pids.iter().collect::<HashSet<_>>().len(), 3, "{pids:?}");
+    for c in &clients {
+        q(c, "COMMIT").await;
+    }
+    wait_pool(&p, "3 idle connections", Duration::from_secs(5), |i, u| {
+        i == 3 && u == 0
+    })
+    .await;
+    wait_pool(
+        &p,
+        "idle connections closed after idle_timeout",
+        Duration::from_secs(10),
+        |i, _| i == 0,
+    )
+    .await;
+    let list = pids
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_su(
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid IN ({list})"),
+        "0",
+        Duration::from_secs(10),
+    )
+    .await;
+    // The clients still work (new server connections).
+    for c in &clients {
+        assert_eq!(one(c, "SELECT 'still here'").await, "still here");
+    }
+    drop(clients);
+    drop(p);
+
+    // min_size: opened without demand, and kept past idle_timeout.
+    let p = proxy(
+        "transaction",
+        "size = 4\nmin_size = 2\nidle_timeout = \"1s\"",
+    );
+    let c0 = connect(&p).await; // creates the pool
+    wait_pool(
+        &p,
+        "min_size connections opened",
+        Duration::from_secs(10),
+        |i, _| i >= 2,
+    )
+    .await;
+    let clients = [connect(&p).await, connect(&p).await, connect(&p).await, c0];
+    for c in &clients {
+        q(c, "BEGIN").await;
+    }
+    wait_pool(&p, "4 in use", Duration::from_secs(5), |_, u| u == 4).await;
+    for c in &clients {
+        q(c, "COMMIT").await;
+    }
+    wait_pool(
+        &p,
+        "idle connections above min_size closed",
+        Duration::from_secs(10),
+        |i, u| i == 2 && u == 0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = pool_status(&p).await;
+    assert_eq!(s, Some((2, 0)), "min_size connections were not kept");
+}
+
+/// max_lifetime: a server connection older than it is replaced (new backend pid, the old
+/// backend gone), but never in the middle of a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_lifetime_replaces_server_connections() {
+    let p = proxy("transaction", "size = 1\nmax_lifetime = \"1s\"");
+    let c = connect(&p).await;
+    let pid1 = backend_pid(&c).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let pid2 = backend_pid(&c).await;
+    assert_ne!(pid1, pid2, "the server connection outlived max_lifetime");
+    wait_su(
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid1}"),
+        "0",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // A transaction longer than max_lifetime keeps its connection to the end.
+    q(&c, "BEGIN").await;
+    let pid3 = backend_pid(&c).await;
+    q(&c, "SELECT pg_sleep(1.5)").await;
+    assert_eq!(
+        backend_pid(&c).await,
+        pid3,
+        "connection replaced inside a transaction"
+    );
+    q(&c, "COMMIT").await;
+    let pid4 = backend_pid(&c).await;
+    assert_ne!(
+        pid3, pid4,
+        "expired connection reused after the transaction"
+    );
+}
+
+/// Pools are per (backend, user, database): exhausting app/app's pool of 1 does not affect
+/// another user or another database, and /status lists the pools separately.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_are_per_user_and_database() {
+    let p = proxy("transaction", "size = 1\ncheckout_timeout = \"500ms\"");
+    let a = connect(&p).await;
+    let a2 = connect(&p).await;
+    let other = connect_cs(&format!(
+        "{} connect_timeout=10",
+        p.conn_string(OTHER_USER, OTHER_PASSWORD, APP_DB)
+    ))
+    .await;
+    let other_db = connect_cs(&format!(
+        "{} connect_timeout=10",
+        p.conn_string(APP_USER, APP_PASSWORD, "postgres")
+    ))
+    .await;
+    q(&a, "BEGIN").await;
+    let a_pid = backend_pid(&a).await;
+    let err = try_simple(&a2, "SELECT 1")
+        .await
+        .expect_err("app/app pool should be exhausted");
+    assert_eq!(sqlstate(&err), "53300");
+    assert_eq!(one(&other, "SELECT current_user::text").await, OTHER_USER);
+    assert_ne!(backend_pid(&other).await, a_pid);
+    assert_eq!(
+        one(&other_db, "SELECT current_database()::text").await,
+        "postgres"
+    );
+    assert_ne!(backend_pid(&other_db).await, a_pid);
+    let (_, body) = p.http_get("/status").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut keys: Vec<(String, String)> = v["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pl| pl["backend"] == shared_cluster().primary().name())
+        .map(|pl| {
+            (
+                pl["user"].as_str().unwrap().to_string(),
+                pl["database"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            (APP_USER.to_string(), APP_DB.to_string()),
+            (APP_USER.to_string(), "postgres".to_string()),
+            (OTHER_USER.to_string(), APP_DB.to_string()),
+        ],
+        "{body}"
+    );
+    q(&a, "COMMIT").await;
+    assert_eq!(one(&a2, "SELECT 'a2'").await, "a2");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session settings in transaction pooling
+// ---------------------------------------------------------------------------------------------
+
+/// One client's SETs follow it onto the shared server connection and are never seen by
+/// another client of the same pool (and they take effect: statement_timeout cancels).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_follow_the_client_and_never_leak() {
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let defaults = (
+        show(&b, "search_path").await,
+        show(&b, "statement_timeout").await,
+        show(&b, "application_name").await,
+    );
+    q(&a, "SET search_path = pool_a_schema, public").await;
+    q(&a, "SET statement_timeout = '1234ms'").await;
+    q(&a, "SET application_name = 'client_a'").await;
+    // Parameters reported to clients.
+    q(&a, "SET TimeZone = 'Asia/Tokyo'").await;
+    q(&a, "SET DateStyle = 'German'").await;
+    let b_tz = show(&b, "TimeZone").await;
+    let b_ds = show(&b, "DateStyle").await;
+    assert_ne!(b_tz, "Asia/Tokyo");
+    for round in 0..5 {
+        assert_eq!(
+            backend_pid(&a).await,
+            backend_pid(&b).await,
+            "size 1: one connection"
+        );
+        assert_eq!(
+            (
+                show(&b, "search_path").await,
+                show(&b, "statement_timeout").await,
+                show(&b, "application_name").await
+            ),
+            defaults,
+            "round {round}: b sees a's settings"
+        );
+        assert_eq!(
+            show(&a, "search_path").await,
+            "pool_a_schema, public",
+            "round {round}"
+        );
+        assert_eq!(
+            show(&a, "statement_timeout").await,
+            "1234ms",
+            "round {round}"
+        );
+        assert_eq!(
+            one(&a, "SELECT current_setting('application_name')").await,
+            "client_a",
+            "round {round}"
+        );
+        assert_eq!(show(&b, "TimeZone").await, b_tz, "round {round}");
+        assert_eq!(show(&b, "DateStyle").await, b_ds, "round {round}");
+        assert_eq!(show(&a, "TimeZone").await, "Asia/Tokyo", "round {round}");
+        assert_eq!(show(&a, "DateStyle").await, "German, DMY", "round {round}");
+        // Inside a transaction too.
+        q(&b, "BEGIN").await;
+        assert_eq!(
+            show(&b, "application_name").await,
+            defaults.2,
+            "round {round}"
+        );
+        q(&b, "COMMIT").await;
+    }
+    // The settings are in force, not just displayed.
+    let start = Instant::now();
+    let err = try_simple(&a, "SELECT pg_sleep(3)")
+        .await
+        .expect_err("a's statement_timeout did not apply");
+    assert_eq!(sqlstate(&err), "57014", "{err:?}");
+    assert!(start.elapsed() < Duration::from_millis(2800));
+    q(&b, "SELECT pg_sleep(1.5)").await;
+    // b's own settings don't reach a either.
+    q(&b, "SET application_name = 'client_b'").await;
+    assert_eq!(show(&a, "application_name").await, "client_a");
+    assert_eq!(show(&b, "application_name").await, "client_b");
+    // A new client on the same pool sees defaults.
+    let c = connect(&p).await;
+    assert_eq!(show(&c, "application_name").await, defaults.2);
+    assert_eq!(show(&c, "search_path").await, defaults.0);
+}
+
+/// Custom (dotted) settings, as used for row-level security (`SET app.tenant_id = ...`), follow
+/// their client onto other server connections and never reach another client of a shared
+/// server connection. (Problems are collected so that one does not hide the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_settings_follow_the_client_and_never_leak() {
+    let tenant = "SELECT coalesce(current_setting('app.tenant_id', true), '<unset>')";
+    let unset = |v: &str| v == "<unset>" || v.is_empty();
+    let mut problems = Vec::new();
+
+    // Follows: h holds one of two server connections every other round, so a alternates.
+    let p2 = proxy("transaction", "size = 2");
+    let a = connect(&p2).await;
+    let h = connect(&p2).await;
+    q(&a, "SET app.tenant_id = '42'").await;
+    let mut pids = HashSet::new();
+    for round in 0..4 {
+        if round % 2 == 0 {
+            q(&h, "BEGIN").await;
+            q(&h, "SELECT 1").await;
+        }
+        pids.insert(backend_pid(&a).await);
+        let seen = one(&a, tenant).await;
+        if seen != "42" {
+            problems.push(format!("round {round}: a's app.tenant_id is {seen:?} on another server connection, not \"42\""));
+        }
+        if round % 2 == 0 {
+            q(&h, "COMMIT").await;
+        }
+    }
+    assert_eq!(pids.len(), 2, "a never changed server connection");
+    drop((a, h, p2));
+
+    // Never leaks: one shared server connection.
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    assert_eq!(one(&b, tenant).await, "<unset>");
+    q(&a, "SET app.tenant_id = '42'").await;
+    q(&a, "SELECT set_config('app.user_id', 'alice', false)").await;
+    for round in 0..3 {
+        assert_eq!(
+            backend_pid(&a).await,
+            backend_pid(&b).await,
+            "size 1: one connection"
+        );
+        let seen = one(&b, tenant).await;
+        if !unset(&seen) {
+            problems.push(format!(
+                "round {round}: b sees a's app.tenant_id = {seen:?}"
+            ));
+        }
+        let seen = one(
+            &b,
+            "SELECT coalesce(current_setting('app.user_id', true), '<unset>')",
+        )
+        .await;
+        if !unset(&seen) {
+            problems.push(format!("round {round}: b sees a's app.user_id = {seen:?}"));
+        }
+        q(&b, "SET app.tenant_id = '7'").await;
+        let seen = one(&a, tenant).await;
+        if seen != "42" {
+            problems.push(format!(
+                "round {round}: a's app.tenant_id is {seen:?} after b set its own"
+            ));
+        }
+        q(&b, "RESET app.tenant_id").await;
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Like PostgreSQL: a SET in a rolled-back transaction (or rolled back to a savepoint, or in
+/// a failed transaction) does not stick, SET LOCAL ends with its transaction, and a SET in a
+/// committed transaction sticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_set_and_set_local_do_not_persist() {
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let default = show(&b, "work_mem").await;
+    assert_ne!(default, "7MB");
+
+    q(&a, "BEGIN").await;
+    q(&a, "SET work_mem = '7MB'").await;
+    assert_eq!(show(&a, "work_mem").await, "7MB");
+    q(&a, "ROLLBACK").await;
+    assert_eq!(show(&b, "work_mem").await, default);
+    assert_eq!(
+        show(&a, "work_mem").await,
+        default,
+        "SET of a rolled-back transaction stuck"
+    );
+
+    q(&a, "BEGIN").await;
+    q(&a, "SET LOCAL work_mem = '9MB'").await;
+    assert_eq!(show(&a, "work_mem").await, "9MB");
+    q(&a, "COMMIT").await;
+    assert_eq!(show(&b, "work_mem").await, default);
+    assert_eq!(
+        show(&a, "work_mem").await,
+        default,
+        "SET LOCAL outlived its transaction"
+    );
+
+    q(&a, "BEGIN").await;
+    q(&a, "SET work_mem = '8MB'").await;
+    q(&a, "COMMIT").await;
+    assert_eq!(show(&b, "work_mem").await, default, "a's SET leaked to b");
+    assert_eq!(
+        show(&a, "work_mem").await,
+        "8MB",
+        "SET of a committed transaction lost"
+    );
+
+    // A SET in a transaction that then fails.
+    q(&a, "BEGIN").await;
+    q(&a, "SET work_mem = '5MB'").await;
+    assert!(try_simple(&a, "SELECT 1/0").await.is_err());
+    q(&a, "ROLLBACK").await;
+    assert_eq!(show(&b, "work_mem").await, default);
+    assert_eq!(
+        show(&a, "work_mem").await,
+        "8MB",
+        "SET of a failed transaction stuck"
+    );
+
+    // Rolled back to a savepoint.
+    q(&a, "BEGIN").await;
+    q(&a, "SAVEPOINT s").await;
+    q(&a, "SET work_mem = '6MB'").await;
+    q(&a, "ROLLBACK TO SAVEPOINT s").await;
+    q(&a, "COMMIT").await;
+    assert_eq!(show(&b, "work_mem").await, default);
+    assert_eq!(
+        show(&a, "work_mem").await,
+        "8MB",
+        "SET rolled back to a savepoint stuck"
+    );
+
+    // A SET in a multi-statement simple query.
+    q(&a, "SET work_mem = '10MB'; SELECT 1").await;
+    assert_eq!(show(&b, "work_mem").await, default);
+    assert_eq!(show(&a, "work_mem").await, "10MB");
+}
+
+/// set_config(..., false), SET ... TO DEFAULT, RESET, RESET ALL and DISCARD ALL are tracked,
+/// and startup parameters (application_name and options) are re-applied on every server
+/// connection and are what RESET returns to, as in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_forms_set_config_and_startup_parameters_are_tracked() {
+    let p = proxy("transaction", "size = 1");
+    let a = connect_cs(&format!(
+        "{} application_name=start_a options='-c work_mem=3MB'",
+        app_cs(&p)
+    ))
+    .await;
+    let b = connect(&p).await;
+    let default_wm = show(&b, "work_mem").await;
+    let default_st = show(&b, "statement_timeout").await;
+    assert_ne!(default_wm, "3MB");
+    let check_b = |what: &'static str| {
+        let b = &b;
+        let default_wm = default_wm.clone();
+        async move {
+            assert_eq!(
+                show(b, "application_name").await,
+                "",
+                "{what}: b sees a's application_name"
+            );
+            assert_eq!(
+                show(b, "work_mem").await,
+                default_wm,
+                "{what}: b sees a's work_mem"
+            );
+        }
+    };
+
+    check_b("startup").await;
+    assert_eq!(show(&a, "application_name").await, "start_a");
+    assert_eq!(
+        show(&a, "work_mem").await,
+        "3MB",
+        "startup options not applied"
+    );
+    check_b("startup").await;
+    assert_eq!(
+        show(&a, "work_mem").await,
+        "3MB",
+        "startup options not re-applied"
+    );
+
+    q(&a, "SELECT set_config('work_mem', '6MB', false)").await;
+    check_b("set_config").await;
+    assert_eq!(
+        show(&a, "work_mem").await,
+        "6MB",
+        "set_config(..., false) not tracked"
+    );
+
+    q(&a, "SELECT set_config('work_mem', '14MB', true)").await;
+    check_b("set_config local").await;
+    assert_eq!(
+        show(&a, "work_mem").await,
+        "6MB",
+        "set_config(..., true) persisted"
+    );
+
+    q(&a, "SET work_mem TO DEFAULT").await;
+    check_b("SET TO DEFAULT").await;
+    assert_eq!(
+        show(&a, "work_mem").await,
+        "3MB",
+        "SET TO DEFAULT should return to the startup value"
+    );
+
+    q(&a, "SET work_mem = '11MB'").await;
+    check_b("SET").await;
+    assert_eq!(show(&a, "work_mem").await, "11MB");
+    q(&a, "RESET work_mem").await;
+    check_b("RESET").await;
+    assert_eq!(
+        show(&a, "work_mem").await,
+        "3MB",
+        "RESET should return to the startup value"
+    );
+
+    q(&a, "SET application_name = 'changed'").await;
+    q(&a, "SET statement_timeout = '2s'").await;
+    q(&a, "SET work_mem = '12MB'").await;
+    check_b("SET x3").await;
+    assert_eq!(show(&a, "application_name").await, "changed");
+    q(&a, "RESET ALL").await;
+    check_b("RESET ALL").await;
+    assert_eq!(
+        show(&a, "application_name").await,
+        "start_a",
+        "RESET ALL lost the startup value"
+    );
+    assert_eq!(
+        show(&a, "work_mem").await,
+        "3MB",
+        "RESET ALL lost the startup value"
+    );
+    assert_eq!(show(&a, "statement_timeout").await, default_st);
+
+    q(&a, "SET work_mem = '15MB'").await;
+    q(&a, "SET search_path = discard_me").await;
+    q(&a, "DISCARD ALL").await;
+    check_b("DISCARD ALL").await;
+    assert_eq!(
+        show(&a, "work_mem").await,
+        "3MB",
+        "DISCARD ALL lost the startup value"
+    );
+    assert_eq!(show(&a, "search_path").await, "\"$user\", public");
+    assert_eq!(show(&a, "application_name").await, "start_a");
+}
+
+/// RESET inside a transaction returns to the startup value, exactly as on a direct connection
+/// to the server (checked side by side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_inside_a_transaction_returns_to_the_startup_value() {
+    async fn sequence(a: &Client) -> (String, String) {
+        q(a, "BEGIN").await;
+        q(a, "SET application_name = 'inside'").await;
+        q(a, "RESET application_name").await;
+        let app_name = show(a, "application_name").await;
+        q(a, "SET work_mem = '20MB'").await;
+        q(a, "RESET ALL").await;
+        let wm = show(a, "work_mem").await;
+        q(a, "COMMIT").await;
+        (app_name, wm)
+    }
+    let startup = " application_name=start_tx options='-c work_mem=3MB'";
+    let primary = shared_cluster().primary();
+    let direct = connect_cs(&format!(
+        "{}{startup}",
+        primary.conn_string(APP_USER, APP_PASSWORD, APP_DB)
+    ))
+    .await;
+    let expected = sequence(&direct).await;
+    assert_eq!(
+        expected,
+        ("start_tx".to_string(), "3MB".to_string()),
+        "PostgreSQL itself"
+    );
+
+    let p = proxy("transaction", "size = 1");
+    let a = connect_cs(&format!("{}{startup}", app_cs(&p))).await;
+    let b = connect(&p).await;
+    q(&b, "SELECT 1").await;
+    assert_eq!(
+        sequence(&a).await,
+        expected,
+        "RESET inside a transaction did not return to the client's startup values"
+    );
+}
+
+/// With the read/write split on (the default), reads run on replicas and the client's
+/// settings follow it there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_follow_reads_to_replicas() {
+    let p = proxy_with(
+        "transaction",
+        "[routing]\nconsistency = \"eventual\"\n\n[pool]\nsize = 1\n",
+    );
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    q(&a, "SET statement_timeout = '1234ms'").await;
+    q(&a, "SET search_path = split_a, public").await;
+    let mut on_replica = 0;
+    for round in 0..6 {
+        let r = q(
+            &a,
+            "SELECT current_setting('statement_timeout'), current_setting('search_path'), pg_is_in_recovery()",
+        )
+        .await;
+        assert_eq!(r[0][0].as_deref(), Some("1234ms"), "round {round}: {r:?}");
+        assert_eq!(
+            r[0][1].as_deref(),
+            Some("split_a, public"),
+            "round {round}: {r:?}"
+        );
+        if r[0][2].as_deref() == Some("t") {
+            on_replica += 1;
+        }
+        let r = q(
+            &b,
+            "SELECT current_setting('statement_timeout'), current_setting('search_path')",
+        )
+        .await;
+        assert_eq!(
+            r[0][0].as_deref(),
+            Some("0"),
+            "round {round}: b sees a's settings"
+        );
+        assert_eq!(
+            r[0][1].as_deref(),
+            Some("\"$user\", public"),
+            "round {round}"
+        );
+    }
+    assert!(
+        on_replica > 0,
+        "no read ran on a replica: the test proves nothing"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prepared statements in transaction pooling
+// ---------------------------------------------------------------------------------------------
+
+/// A statement prepared once (extended protocol) keeps working on other server connections,
+/// while other clients prepare, close and DISCARD ALL their own statements on the same pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_prepared_statements_follow_the_client() {
+    let p = proxy("transaction", "size = 2");
+    let a = connect(&p).await;
+    let h = connect(&p).await;
+    let st = bounded(
+        "prepare",
+        a.prepare("SELECT $1::int4 * 2, pg_backend_pid()"),
+    )
+    .await
+    .unwrap();
+    // Deterministic part: h holds one connection every other time, so a alternates.
+    let mut pids = HashSet::new();
+    for i in 0..10i32 {
+        if i % 2 == 0 {
+            q(&h, "BEGIN").await;
+            q(&h, "SELECT 1").await;
+        }
+        let row = bounded("execute", a.query_one(&st, &[&i])).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i * 2);
+        pids.insert(row.get::<_, i32>(1));
+        if i % 2 == 0 {
+            q(&h, "COMMIT").await;
+        }
+        // Other clients' DISCARD ALL drops every statement on the server connection.
+        if i == 5 {
+            q(&h, "DISCARD ALL").await;
+        }
+    }
+    assert_eq!(
+        pids.len(),
+        2,
+        "the statement never ran on another server connection: {pids:?}"
+    );
+
+    // With churn.
+    let ch = churn(&p, 4);
+    let st2 = bounded("prepare", a.prepare("SELECT $1::text || '!'"))
+        .await
+        .unwrap();
+    for i in 0..40i32 {
+        let row = bounded("execute", a.query_one(&st, &[&i])).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i * 2);
+        let s = format!("v{i}");
+        let row = bounded("execute", a.query_one(&st2, &[&s])).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), format!("v{i}!"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(ch.finish().await > 0);
+
+    // DISCARD ALL by the client itself forgets its statements, like PostgreSQL.
+    q(&a, "DISCARD ALL").await;
+    let err = bounded("execute", a.query_one(&st2, &[&"x"]))
+        .await
+        .expect_err("a statement survived the client's DISCARD ALL");
+    assert_eq!(sqlstate(&err), "26000", "{err:?}");
+}
+
+/// JDBC names every statement S_1, S_2, ... per connection: two clients whose S_1 are
+/// different statements use them alternately on one shared server connection without
+/// clashing; Close forgets only the client's own name; re-Parse of a live name fails with
+/// 42P05 as in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_style_statement_names_from_different_clients_do_not_clash() {
+    let p = proxy("transaction", "size = 1");
+    let mut x = Raw::app(&p).await;
+    let mut y = Raw::app(&p).await;
+    let r = x
+        .roundtrip(&parse_sync("S_1", "SELECT 'x:' || $1::text"))
+        .await;
+    assert_eq!(tags(&r), "1Z", "{:?}", error_code(&r));
+    let r = y
+        .roundtrip(&parse_sync("S_1", "SELECT $1::int4 * 100"))
+        .await;
+    assert_eq!(tags(&r), "1Z", "{:?}", error_code(&r));
+    for i in 0..6 {
+        let r = x
+            .roundtrip(&bind_exec("S_1", &[format!("k{i}").as_str()]))
+            .await;
+        assert_eq!(single(&r, "x S_1"), format!("x:k{i}"));
+        let r = y
+            .roundtrip(&bind_exec("S_1", &[i.to_string().as_str()]))
+            .await;
+        assert_eq!(single(&r, "y S_1"), (i * 100).to_string());
+        let mut d = BytesMut::new();
+        m_describe(&mut d, "S_1");
+        m_sync(&mut d);
+        let r = x.roundtrip(&d).await;
+        assert_eq!(row_types(&r), vec![TEXT_OID], "x's S_1 described as y's");
+        let r = y.roundtrip(&d).await;
+        assert_eq!(row_types(&r), vec![INT4_OID], "y's S_1 described as x's");
+    }
+    // One round trip with Parse + Bind + Execute + Sync (JDBC's usual batch).
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "S_2", "SELECT 'x2:' || $1::text");
+    m_bind(&mut b, "", "S_2", &["a"]);
+    m_execute(&mut b);
+    m_sync(&mut b);
+    let r = x.roundtrip(&b).await;
+    assert_eq!(single(&r, "x S_2"), "x2:a");
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "S_2", "SELECT 'y2:' || $1::text");
+    m_bind(&mut b, "", "S_2", &["b"]);
+    m_execute(&mut b);
+    m_sync(&mut b);
+    let r = y.roundtrip(&b).await;
+    assert_eq!(single(&r, "y S_2"), "y2:b");
+
+    // Parse of a name the client already uses: 42P05, and the old statement still works.
+    let r = x.roundtrip(&parse_sync("S_1", "SELECT 'other'")).await;
+    assert_eq!(error_code(&r).as_deref(), Some("42P05"), "{}", tags(&r));
+    assert_eq!(ready_status(&r), 'I');
+    let r = x.roundtrip(&bind_exec("S_1", &["still"])).await;
+    assert_eq!(single(&r, "x S_1 after 42P05"), "x:still");
+
+    // A Parse that fails does not create the statement: the name is free afterwards.
+    let r = x.roundtrip(&parse_sync("S_9", "SELEC broken")).await;
+    assert_eq!(error_code(&r).as_deref(), Some("42601"), "{}", tags(&r));
+    let r = x.roundtrip(&parse_sync("S_9", "SELECT 'nine'")).await;
+    assert_eq!(tags(&r), "1Z", "{:?}", error_code(&r));
+    assert_eq!(
+        single(&x.roundtrip(&bind_exec("S_9", &[])).await, "S_9"),
+        "nine"
+    );
+
+    // Same name, same SQL in both clients: closing it in x does not affect y.
+    let same = "SELECT $1::int4 + 7";
+    assert_eq!(tags(&x.roundtrip(&parse_sync("S_3", same)).await), "1Z");
+    assert_eq!(tags(&y.roundtrip(&parse_sync("S_3", same)).await), "1Z");
+    let mut c = BytesMut::new();
+    m_close(&mut c, "S_3");
+    m_sync(&mut c);
+    let r = x.roundtrip(&c).await;
+    assert_eq!(tags(&r), "3Z");
+    let r = x.roundtrip(&bind_exec("S_3", &["1"])).await;
+    assert_eq!(
+        error_code(&r).as_deref(),
+        Some("26000"),
+        "Bind after Close: {}",
+        tags(&r)
+    );
+    assert_eq!(ready_status(&r), 'I');
+    let r = y.roundtrip(&bind_exec("S_3", &["1"])).await;
+    assert_eq!(single(&r, "y S_3 after x closed its S_3"), "8");
+    // x may reuse the name for something else.
+    assert_eq!(
+        tags(
+            &x.roundtrip(&parse_sync("S_3", "SELECT 'new' || $1::text"))
+                .await
+        ),
+        "1Z"
+    );
+    let r = x.roundtrip(&bind_exec("S_3", &["!"])).await;
+    assert_eq!(single(&r, "x new S_3"), "new!");
+    let r = y.roundtrip(&bind_exec("S_3", &["2"])).await;
+    assert_eq!(single(&r, "y S_3"), "9");
+    // Closing a statement that does not exist is not an error (PostgreSQL).
+    let mut c = BytesMut::new();
+    m_close(&mut c, "never_prepared");
+    m_sync(&mut c);
+    assert_eq!(tags(&x.roundtrip(&c).await), "3Z");
+}
+
+/// Two clients prepare the same SQL text under different search_paths (schema per tenant):
+/// each statement reads its client's own table, as with direct connections, even when the
+/// tables' column types differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_statement_text_under_different_search_paths() {
+    su("DROP SCHEMA IF EXISTS pool_sp_a CASCADE; DROP SCHEMA IF EXISTS pool_sp_b CASCADE; \
+        DROP SCHEMA IF EXISTS pool_sp_c CASCADE; \
+        CREATE SCHEMA pool_sp_a AUTHORIZATION app; CREATE SCHEMA pool_sp_b AUTHORIZATION app; \
+        CREATE SCHEMA pool_sp_c AUTHORIZATION app; \
+        CREATE TABLE pool_sp_a.pool_sp_t (x int); INSERT INTO pool_sp_a.pool_sp_t VALUES (1); \
+        CREATE TABLE pool_sp_c.pool_sp_t (x int); INSERT INTO pool_sp_c.pool_sp_t VALUES (3); \
+        CREATE TABLE pool_sp_b.pool_sp_t (x text); INSERT INTO pool_sp_b.pool_sp_t VALUES ('bee'); \
+        ALTER TABLE pool_sp_a.pool_sp_t OWNER TO app; ALTER TABLE pool_sp_b.pool_sp_t OWNER TO app; \
+        ALTER TABLE pool_sp_c.pool_sp_t OWNER TO app");
+    let p = proxy("transaction", "size = 1");
+    let sql = "SELECT x FROM pool_sp_t";
+    let mut clients = Vec::new();
+    for schema in ["pool_sp_a", "pool_sp_c", "pool_sp_b"] {
+        let mut c = Raw::app(&p).await;
+        assert_eq!(
+            error_code(&c.simple(&format!("SET search_path = {schema}")).await),
+            None
+        );
+        clients.push(c);
+    }
+    for c in clients.iter_mut() {
+        let r = c.roundtrip(&parse_sync("S_1", sql)).await;
+        assert_eq!(tags(&r), "1Z", "{:?}", error_code(&r));
+    }
+    // Same column type (int): a and c.
+    for round in 0..3 {
+        for (i, want) in [(0, "1"), (1, "3")] {
+            let r = clients[i].roundtrip(&bind_exec("S_1", &[])).await;
+            assert_eq!(single(&r, &format!("round {round} client {i}")), want);
+        }
+    }
+    // Different column type (text): b.
+    for round in 0..3 {
+        for (i, want) in [(0, "1"), (2, "bee")] {
+            let r = clients[i].roundtrip(&bind_exec("S_1", &[])).await;
+            assert_eq!(single(&r, &format!("round {round} client {i}")), want);
+        }
+    }
+}
+
+/// DEALLOCATE name / DEALLOCATE ALL of protocol-level statements (as psycopg sends them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_of_protocol_statements() {
+    let p = proxy("transaction", "size = 1");
+    let mut x = Raw::app(&p).await;
+    let mut y = Raw::app(&p).await;
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "s_a", "SELECT 'a' || $1::text");
+    m_parse(&mut b, "s_b", "SELECT 'b' || $1::text");
+    m_parse(&mut b, "s_c", "SELECT 'c' || $1::text");
+    m_sync(&mut b);
+    assert_eq!(tags(&x.roundtrip(&b).await), "111Z");
+    assert_eq!(
+        tags(
+            &y.roundtrip(&parse_sync("s_a", "SELECT 'ya' || $1::text"))
+                .await
+        ),
+        "1Z"
+    );
+
+    let r = x.simple("DEALLOCATE s_a").await;
+    assert_eq!(error_code(&r), None, "DEALLOCATE s_a failed: {}", tags(&r));
+    assert_eq!(tags(&r), "CZ");
+    assert_eq!(single(&y.simple("SELECT 1").await, "y"), "1");
+    let r = x.roundtrip(&bind_exec("s_a", &["1"])).await;
+    assert_eq!(
+        error_code(&r).as_deref(),
+        Some("26000"),
+        "s_a survived DEALLOCATE"
+    );
+    let r = x.roundtrip(&bind_exec("s_b", &["1"])).await;
+    assert_eq!(single(&r, "s_b after DEALLOCATE s_a"), "b1");
+    let r = y.roundtrip(&bind_exec("s_a", &["1"])).await;
+    assert_eq!(single(&r, "y's s_a after x's DEALLOCATE s_a"), "ya1");
+    // The name can be used again.
+    assert_eq!(
+        tags(
+            &x.roundtrip(&parse_sync("s_a", "SELECT 'a2' || $1::text"))
+                .await
+        ),
+        "1Z"
+    );
+    assert_eq!(
+        single(&x.roundtrip(&bind_exec("s_a", &["!"])).await, "new s_a"),
+        "a2!"
+    );
+    // DEALLOCATE PREPARE form.
+    let r = x.simple("DEALLOCATE PREPARE s_c").await;
+    assert_eq!(error_code(&r), None, "{}", tags(&r));
+    assert_eq!(
+        error_code(&x.roundtrip(&bind_exec("s_c", &["1"])).await).as_deref(),
+        Some("26000")
+    );
+
+    let r = x.simple("DEALLOCATE ALL").await;
+    assert_eq!(error_code(&r), None, "DEALLOCATE ALL failed: {}", tags(&r));
+    for name in ["s_a", "s_b"] {
+        let r = x.roundtrip(&bind_exec(name, &["1"])).await;
+        assert_eq!(
+            error_code(&r).as_deref(),
+            Some("26000"),
+            "{name} survived DEALLOCATE ALL"
+        );
+    }
+    let r = y.roundtrip(&bind_exec("s_a", &["2"])).await;
+    assert_eq!(single(&r, "y's s_a after x's DEALLOCATE ALL"), "ya2");
+    assert_eq!(
+        tags(
+            &x.roundtrip(&parse_sync("s_b", "SELECT 'b2' || $1::text"))
+                .await
+        ),
+        "1Z"
+    );
+    assert_eq!(
+        single(&x.roundtrip(&bind_exec("s_b", &["?"])).await, "new s_b"),
+        "b2?"
+    );
+    // DEALLOCATE of a name that does not exist: 26000 as in PostgreSQL.
+    let r = x.simple("DEALLOCATE no_such_statement").await;
+    assert_eq!(error_code(&r).as_deref(), Some("26000"), "{}", tags(&r));
+    assert_eq!(ready_status(&r), 'I');
+}
+
+/// The same for a client pinned to its server connection (it made a temporary table), where
+/// DEALLOCATE reaches the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_of_protocol_statements_while_pinned() {
+    let p = proxy("transaction", "size = 2");
+    let mut x = Raw::app(&p).await;
+    let r = x.simple("CREATE TEMP TABLE pool_dealloc_tmp (x int)").await;
+    assert_eq!(error_code(&r), None);
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "s_d", "SELECT 'd' || $1::text");
+    m_parse(&mut b, "s_e", "SELECT 'e' || $1::text");
+    m_sync(&mut b);
+    assert_eq!(tags(&x.roundtrip(&b).await), "11Z");
+    assert_eq!(
+        single(&x.roundtrip(&bind_exec("s_d", &["1"])).await, "s_d"),
+        "d1"
+    );
+
+    let r = x.simple("DEALLOCATE s_d").await;
+    assert_eq!(
+        error_code(&r),
+        None,
+        "DEALLOCATE of a protocol-level statement failed on a pinned client: {}",
+        r.iter()
+            .find(|(t, _)| *t == b'E')
+            .map(|(_, b)| err_text(b))
+            .unwrap_or_default()
+    );
+    let r = x.roundtrip(&bind_exec("s_d", &["1"])).await;
+    assert_eq!(
+        error_code(&r).as_deref(),
+        Some("26000"),
+        "s_d survived DEALLOCATE"
+    );
+    assert_eq!(
+        tags(
+            &x.roundtrip(&parse_sync("s_d", "SELECT 'd2' || $1::text"))
+                .await
+        ),
+        "1Z"
+    );
+    assert_eq!(
+        single(&x.roundtrip(&bind_exec("s_d", &["!"])).await, "new s_d"),
+        "d2!"
+    );
+
+    let r = x.simple("DEALLOCATE ALL").await;
+    assert_eq!(error_code(&r), None, "{}", tags(&r));
+    let r = x.roundtrip(&bind_exec("s_e", &["1"])).await;
+    assert_eq!(
+        error_code(&r).as_deref(),
+        Some("26000"),
+        "s_e survived DEALLOCATE ALL"
+    );
+    // Re-preparing the same SQL under the same name works after DEALLOCATE ALL.
+    assert_eq!(
+        tags(
+            &x.roundtrip(&parse_sync("s_e", "SELECT 'e' || $1::text"))
+                .await
+        ),
+        "1Z"
+    );
+    assert_eq!(
+        single(
+            &x.roundtrip(&bind_exec("s_e", &["2"])).await,
+            "re-prepared s_e"
+        ),
+        "e2"
+    );
+    // The temporary table is still there (the client stayed on its connection).
+    let r = x.simple("SELECT count(*) FROM pool_dealloc_tmp").await;
+    assert_eq!(single(&r, "temp table"), "0");
+}
+
+/// asyncpg style: the unnamed statement is parsed and described in one round trip
+/// (Parse + Describe + Sync) and bound and executed in the next, while other clients use the
+/// shared server connection (and its unnamed statement) in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statement_across_round_trips() {
+    let p = proxy("transaction", "size = 1");
+    let mut x = Raw::app(&p).await;
+    let mut y = Raw::app(&p).await;
+    for i in 0..5 {
+        let mut b = BytesMut::new();
+        m_parse(&mut b, "", "SELECT $1::int4 + 1");
+        m_describe(&mut b, "");
+        m_sync(&mut b);
+        let r = x.roundtrip(&b).await;
+        assert_eq!(tags(&r), "1tTZ", "{:?}", error_code(&r));
+        assert_eq!(row_types(&r), vec![INT4_OID]);
+        // y clobbers the server's unnamed statement, and runs a simple query.
+        let mut b = BytesMut::new();
+        m_parse(&mut b, "", "SELECT 'y' || $1::text");
+        m_bind(&mut b, "", "", &["y"]);
+        m_execute(&mut b);
+        m_sync(&mut b);
+        assert_eq!(single(&y.roundtrip(&b).await, "y unnamed"), "yy");
+        assert_eq!(
+            single(&y.simple("SELECT 'simple'").await, "y simple"),
+            "simple"
+        );
+        let r = x
+            .roundtrip(&bind_exec("", &[(i * 10).to_string().as_str()]))
+            .await;
+        assert_eq!(single(&r, "x unnamed after y"), (i * 10 + 1).to_string());
+        // Executed again without a new Parse.
+        let r = x.roundtrip(&bind_exec("", &["41"])).await;
+        assert_eq!(single(&r, "x unnamed again"), "42");
+    }
+    // Parse + Sync, then y, then Describe + Bind + Execute + Sync.
+    assert_eq!(
+        tags(&x.roundtrip(&parse_sync("", "SELECT $1::text || '?'")).await),
+        "1Z"
+    );
+    assert_eq!(single(&y.simple("SELECT 2").await, "y"), "2");
+    let mut b = BytesMut::new();
+    m_describe(&mut b, "");
+    m_bind(&mut b, "", "", &["q"]);
+    m_execute(&mut b);
+    m_sync(&mut b);
+    let r = x.roundtrip(&b).await;
+    assert_eq!(row_types(&r), vec![TEXT_OID]);
+    assert_eq!(single(&r, "describe+bind"), "q?");
+    // A simple query destroys the client's unnamed statement, as in PostgreSQL.
+    assert_eq!(single(&x.simple("SELECT 3").await, "x simple"), "3");
+    let r = x.roundtrip(&bind_exec("", &["1"])).await;
+    assert_eq!(
+        error_code(&r).as_deref(),
+        Some("26000"),
+        "unnamed statement survived a simple query: {}",
+        tags(&r)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// State that pins a client to its server connection
+// ---------------------------------------------------------------------------------------------
+
+/// Waits until the pool is idle, then holds every server connection of the pool (size 2) in
+/// a transaction from fresh clients and runs `check` on each (the connections the pinned
+/// client left behind must look new).
+async fn check_every_connection(p: &Proxy, check: &str, want: &str) {
+    wait_pool(p, "no connection in use", STEP, |_, u| u == 0).await;
+    let c1 = connect(p).await;
+    let c2 = connect(p).await;
+    let mut pids = HashSet::new();
+    for c in [&c1, &c2] {
+        q(c, "BEGIN").await;
+        pids.insert(backend_pid(c).await);
+        assert_eq!(
+            one(c, check).await,
+            want,
+            "{check} on a reused server connection"
+        );
+    }
+    assert_eq!(pids.len(), 2);
+    for c in [&c1, &c2] {
+        q(c, "COMMIT").await;
+    }
+}
+
+/// A temporary table pins the client: it uses it across many transactions while others churn
+/// the pool; after it leaves, the table is gone (reset) and the pin was counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_table_pins_the_client_until_it_disconnects() {
+    let p = proxy("transaction", "size = 2");
+    let a = connect(&p).await;
+    // Through the extended protocol (the statement is parsed, described, then executed).
+    bounded(
+        "create",
+        a.execute("CREATE TEMP TABLE pool_pin_tmp (x int)", &[]),
+    )
+    .await
+    .unwrap();
+    let a_pid = backend_pid(&a).await;
+    let ch = churn(&p, 3);
+    for i in 0..15 {
+        q(&a, &format!("INSERT INTO pool_pin_tmp VALUES ({i})")).await;
+        q(&a, "BEGIN").await;
+        q(
+            &a,
+            &format!("INSERT INTO pool_pin_tmp VALUES ({})", 100 + i),
+        )
+        .await;
+        q(&a, "COMMIT").await;
+        assert_eq!(backend_pid(&a).await, a_pid, "pinned client moved");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(one(&a, "SELECT count(*) FROM pool_pin_tmp").await, "30");
+    assert!(ch.finish().await > 0);
+    assert_eq!(
+        metric(&p, "switchyard_pinned_clients_total{reason=\"temp_table\"}").await,
+        1.0
+    );
+    drop(a);
+    wait_su(
+        "SELECT count(*) FROM pg_class WHERE relname = 'pool_pin_tmp'",
+        "0",
+        Duration::from_secs(10),
+    )
+    .await;
+    check_every_connection(
+        &p,
+        "SELECT to_regclass('pg_temp.pool_pin_tmp') IS NULL",
+        "t",
+    )
+    .await;
+}
+
+/// A session advisory lock pins the client: others can't take the lock meanwhile, and the
+/// client can unlock it later; a lock still held when it disconnects is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisory_lock_pins_the_client_until_it_disconnects() {
+    const KEY: i64 = 77_001_234;
+    let p = proxy("transaction", "size = 2");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    q(&a, &format!("SELECT pg_advisory_lock({KEY})")).await;
+    let a_pid = backend_pid(&a).await;
+    assert_eq!(
+        metric(
+            &p,
+            "switchyard_pinned_clients_total{reason=\"advisory_lock\"}"
+        )
+        .await,
+        1.0
+    );
+    let ch = churn(&p, 2);
+    for i in 0..10 {
+        q(&b, "BEGIN").await;
+        assert_eq!(
+            one(&b, &format!("SELECT pg_try_advisory_xact_lock({KEY})")).await,
+            "f",
+            "round {i}: another client got the lock a holds"
+        );
+        q(&b, "COMMIT").await;
+        assert_eq!(backend_pid(&a).await, a_pid, "pinned client moved");
+    }
+    assert!(ch.finish().await > 0);
+    assert_eq!(
+        one(&a, &format!("SELECT pg_advisory_unlock({KEY})")).await,
+        "t"
+    );
+    q(&b, "BEGIN").await;
+    assert_eq!(
+        one(&b, &format!("SELECT pg_try_advisory_xact_lock({KEY})")).await,
+        "t"
+    );
+    q(&b, "COMMIT").await;
+    // Held when the client leaves: released by the reset.
+    q(&a, &format!("SELECT pg_advisory_lock({KEY})")).await;
+    drop(a);
+    wait_su(
+        &format!("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {KEY}"),
+        "0",
+        Duration::from_secs(10),
+    )
+    .await;
+    check_every_connection(
+        &p,
+        &format!("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {KEY} AND pid = pg_backend_pid()"),
+        "0",
+    )
+    .await;
+}
+
+/// LISTEN pins the client: it keeps receiving notifications sent later by other clients,
+/// between and after its own queries, while others churn the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_pins_the_client_and_notifications_arrive() {
+    let p = proxy("transaction", "size = 2");
+    let (a, mut conn) = bounded(
+        "connect",
+        tokio_postgres::connect(&app_cs(&p), tokio_postgres::NoTls),
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    let _ = tx.send(format!("{}:{}", n.channel(), n.payload()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    let _ = tx.send(format!("connection error: {e}"));
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    q(&a, "LISTEN pool_chan").await;
+    let a_pid = backend_pid(&a).await;
+    let b = connect(&p).await;
+    let ch = churn(&p, 2);
+    for i in 0..6 {
+        q(&b, &format!("NOTIFY pool_chan, 'n{i}'")).await;
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("notification n{i} never arrived"));
+        assert_eq!(got.as_deref(), Some(format!("pool_chan:n{i}").as_str()));
+        if i % 2 == 0 {
+            assert_eq!(backend_pid(&a).await, a_pid, "listening client moved");
+        }
+        // Sent while a is in a transaction: delivered after it ends.
+        if i == 3 {
+            q(&a, "BEGIN").await;
+            q(&b, "SELECT pg_notify('pool_chan', 'in_txn')").await;
+            q(&a, "SELECT 1").await;
+            q(&a, "COMMIT").await;
+            let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("notification sent during a transaction never arrived");
+            assert_eq!(got.as_deref(), Some("pool_chan:in_txn"));
+        }
+    }
+    assert!(ch.finish().await > 0);
+    assert_eq!(
+        metric(&p, "switchyard_pinned_clients_total{reason=\"listen\"}").await,
+        1.0
+    );
+    drop(a);
+    check_every_connection(&p, "SELECT count(*) FROM pg_listening_channels()", "0").await;
+}
+
+/// SQL-level PREPARE pins the client: EXECUTE works across transactions, other clients don't
+/// see the statement, DEALLOCATE works, and it is gone after the client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepare_pins_the_client_until_it_disconnects() {
+    let p = proxy("transaction", "size = 2");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    q(&a, "PREPARE pool_sqlprep(int) AS SELECT $1 * 3").await;
+    let a_pid = backend_pid(&a).await;
+    let ch = churn(&p, 2);
+    for i in 0..10 {
+        assert_eq!(
+            one(&a, &format!("EXECUTE pool_sqlprep({i})")).await,
+            (i * 3).to_string()
+        );
+        q(&a, "BEGIN").await;
+        assert_eq!(one(&a, "EXECUTE pool_sqlprep(1)").await, "3");
+        q(&a, "COMMIT").await;
+        let err = try_simple(&b, "EXECUTE pool_sqlprep(1)")
+            .await
+            .expect_err("another client executed a's SQL prepared statement");
+        assert_eq!(sqlstate(&err), "26000");
+        assert_eq!(backend_pid(&a).await, a_pid, "pinned client moved");
+    }
+    assert!(ch.finish().await > 0);
+    assert_eq!(
+        metric(&p, "switchyard_pinned_clients_total{reason=\"prepare\"}").await,
+        1.0
+    );
+    q(&a, "DEALLOCATE pool_sqlprep").await;
+    let err = try_simple(&a, "EXECUTE pool_sqlprep(1)")
+        .await
+        .expect_err("DEALLOCATE did nothing");
+    assert_eq!(sqlstate(&err), "26000");
+    q(&a, "PREPARE pool_sqlprep(int) AS SELECT $1 * 4").await;
+    assert_eq!(one(&a, "EXECUTE pool_sqlprep(2)").await, "8");
+    drop(a);
+    check_every_connection(
+        &p,
+        "SELECT count(*) FROM pg_prepared_statements WHERE name = 'pool_sqlprep'",
+        "0",
+    )
+    .await;
+}
+
+/// DECLARE ... WITH HOLD pins the client: FETCH continues across transactions while others
+/// churn the pool; the cursor is gone after the client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_cursor_pins_the_client_until_it_disconnects() {
+    let p = proxy("transaction", "size = 2");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    q(&a, "BEGIN").await;
+    q(
+        &a,
+        "DECLARE pool_cur CURSOR WITH HOLD FOR SELECT g FROM generate_series(1, 100) g ORDER BY g",
+    )
+    .await;
+    q(&a, "COMMIT").await;
+    let a_pid = backend_pid(&a).await;
+    let ch = churn(&p, 2);
+    for i in 0..8 {
+        let rows = q(&a, "FETCH 10 FROM pool_cur").await;
+        let got: Vec<i32> = rows
+            .iter()
+            .map(|r| r[0].as_ref().unwrap().parse().unwrap())
+            .collect();
+        let want: Vec<i32> = (i * 10 + 1..=i * 10 + 10).collect();
+        assert_eq!(got, want, "fetch {i}");
+        let err = try_simple(&b, "FETCH 1 FROM pool_cur")
+            .await
+            .expect_err("another client fetched from a's cursor");
+        assert_eq!(sqlstate(&err), "34000");
+        assert_eq!(backend_pid(&a).await, a_pid, "pinned client moved");
+    }
+    assert!(ch.finish().await > 0);
+    assert_eq!(
+        metric(
+            &p,
+            "switchyard_pinned_clients_total{reason=\"hold_cursor\"}"
+        )
+        .await,
+        1.0
+    );
+    drop(a);
+    check_every_connection(&p, "SELECT count(*) FROM pg_cursors", "0").await;
+}
+
+/// With the read/write split on, a pinned client's reads stay on its own connection on the
+/// primary (its temporary table is only there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_client_reads_stay_on_its_connection_with_read_write_split() {
+    let p = proxy_with(
+        "transaction",
+        "[routing]\nconsistency = \"eventual\"\n\n[pool]\nsize = 2\n",
+    );
+    let a = connect(&p).await;
+    // Before pinning, plain reads go to replicas.
+    let mut replica_reads = 0;
+    for _ in 0..4 {
+        if one(&a, "SELECT pg_is_in_recovery()").await == "t" {
+            replica_reads += 1;
+        }
+    }
+    assert!(replica_reads > 0, "reads never went to a replica");
+    q(&a, "CREATE TEMP TABLE pool_split_tmp (x int)").await;
+    q(&a, "INSERT INTO pool_split_tmp VALUES (1), (2)").await;
+    let a_pid = backend_pid(&a).await;
+    for i in 0..10 {
+        assert_eq!(
+            one(&a, "SELECT count(*) FROM pool_split_tmp").await,
+            "2",
+            "read {i}"
+        );
+        assert_eq!(one(&a, "SELECT pg_is_in_recovery()").await, "f", "read {i}");
+        assert_eq!(backend_pid(&a).await, a_pid, "pinned client moved");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dirty server connections
+// ---------------------------------------------------------------------------------------------
+
+/// Checks from a raw client that the server connection it gets is clean: not in a
+/// transaction, no leftover response.
+async fn assert_clean_connection(p: &Proxy, what: &str) {
+    let mut c = Raw::app(p).await;
+    let r = c.simple("SELECT 'clean', now() = statement_timestamp(), pg_current_xact_id_if_assigned() IS NULL").await;
+    assert_eq!(tags(&r), "TDCZ", "{what}: unexpected messages {}", tags(&r));
+    assert_eq!(
+        data_rows(&r),
+        vec![vec![
+            Some("clean".into()),
+            Some("t".into()),
+            Some("t".into())
+        ]],
+        "{what}: the server connection was still inside a transaction"
+    );
+    assert_eq!(ready_status(&r), 'I', "{what}");
+}
+
+/// A client that vanishes inside a transaction after an INSERT: the next client (already
+/// waiting for the only server connection) doesn't see the row and is not inside that
+/// transaction; the row is never committed. Once with a FIN, once with a RST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_client_mid_transaction_is_rolled_back() {
+    create_table("pool_vanish_txn", "id int");
+    let p = proxy("transaction", "size = 1");
+    for (round, rst) in [(1, false), (2, true)] {
+        let b = connect(&p).await;
+        let mut a = Raw::app(&p).await;
+        assert_eq!(ready_status(&a.simple("BEGIN").await), 'T');
+        let r = a
+            .simple(&format!("INSERT INTO pool_vanish_txn VALUES ({round})"))
+            .await;
+        assert_eq!(error_code(&r), None);
+        assert_eq!(ready_status(&r), 'T');
+        // b waits for the connection a holds.
+        let waiting = tokio::spawn(async move {
+            let r = try_simple(
+                &b,
+                "SELECT count(*), now() = statement_timestamp(), \
+                 pg_current_xact_id_if_assigned() IS NULL FROM pool_vanish_txn",
+            )
+            .await;
+            (b, r)
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if rst {
+            a.reset();
+        } else {
+            drop(a);
+        }
+        let (b, r) = bounded("waiting client", waiting).await.unwrap();
+        let r = r.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(
+            r,
+            vec![vec![Some("0".into()), Some("t".into()), Some("t".into())]],
+            "round {round}: the next client saw the vanished client's transaction"
+        );
+        assert_clean_connection(&p, "after a vanished transaction").await;
+        q(&b, "BEGIN").await;
+        q(&b, "COMMIT").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(su("SELECT count(*) FROM pool_vanish_txn"), "0");
+}
+
+/// A client that vanishes in the middle of COPY FROM STDIN (once between rows, once in the
+/// middle of a CopyData message): nothing is committed and the next client gets a clean
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_client_mid_copy_is_not_handed_on_dirty() {
+    create_table("pool_vanish_copy", "id int, v text");
+    let p = proxy("transaction", "size = 1");
+    for (round, partial) in [(1, false), (2, true)] {
+        let b = connect(&p).await;
+        let mut a = Raw::app(&p).await;
+        let mut out = BytesMut::new();
+        frontend::query("COPY pool_vanish_copy (id, v) FROM STDIN", &mut out).unwrap();
+        a.send(&out).await;
+        let (t, _) = a.recv().await;
+        assert_eq!(t as char, 'G', "expected CopyInResponse");
+        let mut out = BytesMut::new();
+        for i in 0..100 {
+            let row = format!("{i}\trow {i}\n");
+            out.put_u8(b'd');
+            out.put_i32(4 + row.len() as i32);
+            out.put_slice(row.as_bytes());
+        }
+        if partial {
+            out.put_u8(b'd');
+            out.put_i32(4 + 100);
+            out.put_slice(b"999\thalf a ");
+        }
+        a.send(&out).await;
+        let waiting = tokio::spawn(async move {
+            let r = try_simple(&b, "SELECT count(*) FROM pool_vanish_copy").await;
+            (b, r)
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(a);
+        let (b, r) = bounded("waiting client", waiting).await.unwrap();
+        let r = r.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(r, vec![vec![Some("0".into())]], "round {round}");
+        assert_clean_connection(&p, "after a vanished COPY").await;
+        // COPY still works for others.
+        q(&b, "SELECT 1").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(su("SELECT count(*) FROM pool_vanish_copy"), "0");
+}
+
+/// A client that vanishes with most of a large result unread: the next client gets exactly
+/// its own result, promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_client_with_unread_results_is_not_handed_on_dirty() {
+    let p = proxy("transaction", "size = 1");
+    let b = connect(&p).await;
+    let mut a = Raw::app(&p).await;
+    let mut out = BytesMut::new();
+    frontend::query(
+        "SELECT g, repeat('x', 2000) FROM generate_series(1, 30000) g",
+        &mut out,
+    )
+    .unwrap();
+    a.send(&out).await;
+    // Read a little of the result.
+    let mut got = 0;
+    while got < 100 {
+        let (t, _) = a.recv().await;
+        if t == b'D' {
+            got += 1;
+        }
+    }
+    let waiting = tokio::spawn(async move {
+        let start = Instant::now();
+        let r = try_simple(&b, "SELECT 42").await;
+        (b, r, start.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(a);
+    let (b, r, took) = bounded("waiting client", waiting).await.unwrap();
+    let r = r.expect("the next client's query failed");
+    assert_eq!(
+        r,
+        vec![vec![Some("42".into())]],
+        "the next client got someone else's rows"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_clean_connection(&p, "after a vanished reader").await;
+    assert_eq!(one(&b, "SELECT 'b ok'").await, "b ok");
+    wait_su(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT g, repeat(''x'', 2000)%' AND state = 'active'",
+        "0",
+        Duration::from_secs(10),
+    )
+    .await;
+}
