@@ -42,6 +42,8 @@ pub struct App {
     pub write_cache: crate::session::route::WriteCache,
     /// Round-robin position.
     pub rr: std::sync::atomic::AtomicUsize,
+    /// Shared copies of session settings.
+    pub settings: crate::session::settings::Interner,
 }
 
 impl App {
@@ -67,6 +69,7 @@ impl App {
             ryw: Default::default(),
             write_cache: Default::default(),
             rr: Default::default(),
+            settings: Default::default(),
         })
     }
 

@@ -65,9 +65,18 @@ fn init_tracing() {
         .init();
 }
 
+/// One thread (the default) runs every connection on a single event loop, like PgBouncer: no
+/// cross-thread wakeups, which on a small machine shared with PostgreSQL is the fastest choice.
+/// More workers use tokio's work-stealing scheduler (0 = one per CPU).
 fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    if workers == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+    }
     let mut b = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
+    if workers > 1 {
         b.worker_threads(workers);
     }
     b.enable_all().build().expect("tokio runtime")

@@ -57,7 +57,27 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// Time spent classifying SQL (sampled histogram in seconds).
     pub classify_seconds: Histogram,
+    /// `routed` children for the known reasons, resolved once: (reason, primary, replica).
+    routed_known: Vec<(&'static str, IntCounter, IntCounter)>,
 }
+
+/// Routing reasons, resolved to counters at start (others are looked up by label).
+const ROUTE_REASONS: &[&str] = &[
+    "read",
+    "write",
+    "transaction",
+    "read_only_transaction",
+    "no_split",
+    "pinned",
+    "retry_on_primary",
+    "unknown",
+    "hint_primary",
+    "hint_replica",
+    "consistency_primary",
+    "no_replica",
+    "ryw_commit_in_flight",
+    "ryw_replica_behind",
+];
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c =
@@ -111,7 +131,24 @@ impl Metrics {
         .expect("metric");
         r.register(Box::new(classify_seconds.clone()))
             .expect("register");
+        let routed = counter_vec(
+            &r,
+            "routed_total",
+            "Requests routed, by target role and reason",
+            &["target", "reason"],
+        );
+        let routed_known = ROUTE_REASONS
+            .iter()
+            .map(|&reason| {
+                (
+                    reason,
+                    routed.with_label_values(&["primary", reason]),
+                    routed.with_label_values(&["replica", reason]),
+                )
+            })
+            .collect();
         Metrics {
+            routed_known,
             clients,
             clients_total,
             clients_rejected: counter_vec(
@@ -207,12 +244,7 @@ impl Metrics {
                 "Replica replay lag in milliseconds",
                 &["backend"],
             ),
-            routed: counter_vec(
-                &r,
-                "routed_total",
-                "Requests routed, by target role and reason",
-                &["target", "reason"],
-            ),
+            routed: routed.clone(),
             retries: counter_vec(
                 &r,
                 "retries_total",
@@ -229,6 +261,23 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Counts a routing decision (a handful of atomic adds, no lock for known reasons).
+    pub fn count_routed(&self, primary: bool, reason: &'static str) {
+        match self.routed_known.iter().find(|(r, _, _)| *r == reason) {
+            Some((_, p, r)) => {
+                if primary {
+                    p.inc()
+                } else {
+                    r.inc()
+                }
+            }
+            None => self
+                .routed
+                .with_label_values(&[if primary { "primary" } else { "replica" }, reason])
+                .inc(),
+        }
     }
 
     /// Counts an error the proxy sent to a client.

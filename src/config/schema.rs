@@ -45,8 +45,10 @@ pub struct Config {
         deserialize_with = "duration::deserialize_bytes"
     )]
     pub max_message_size: u64,
-    /// Runtime worker threads; 0 means one per CPU. Default 0. Changing it needs a restart.
-    #[serde(default)]
+    /// Threads that run client connections. 1 (default): a single event loop, fastest when the
+    /// proxy shares a small machine; N: a work-stealing pool of N threads; 0: one per CPU.
+    /// Changing it needs a restart.
+    #[serde(default = "d::workers")]
     pub workers: usize,
     /// Server connection pools.
     #[serde(default)]
@@ -332,6 +334,9 @@ mod d {
         64 << 20
     }
     pub fn weight() -> u32 {
+        1
+    }
+    pub fn workers() -> usize {
         1
     }
 }

@@ -235,13 +235,13 @@ impl Pool {
                 p
             }
         };
-        let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
         loop {
             let idle = self.conns.lock().expect("conns").idle.pop();
             let mut conn = match idle {
                 Some(mut conn) => {
                     self.metrics.idle.dec();
-                    if conn.is_dead() || conn.created.elapsed() > max_lifetime {
+                    // Age is checked at checkin and by maintenance; here only liveness.
+                    if conn.is_dead() {
                         conn.terminate();
                         continue;
                     }
@@ -307,14 +307,15 @@ impl Pool {
         self.metrics.active.dec();
         self.metrics.transactions.inc();
         let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
+        let now = Instant::now();
         if p.conn.broken
             || p.conn.needs_reset
             || self.retired.is_cancelled()
-            || p.conn.created.elapsed() > max_lifetime
+            || now.saturating_duration_since(p.conn.created) > max_lifetime
         {
             p.conn.terminate();
         } else {
-            p.conn.idle_since = Instant::now();
+            p.conn.idle_since = now;
             let guard = p.conn.active.take();
             let mut c = self.conns.lock().expect("conns");
             if let Some(g) = &guard {

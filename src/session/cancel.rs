@@ -42,12 +42,12 @@ impl CancelSlot {
 /// All clients' cancel keys.
 #[derive(Default)]
 pub struct CancelRegistry {
-    map: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
+    map: Arc<Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>>,
 }
 
 /// Removes the client's key when its session ends.
-pub struct Registration<'a> {
-    registry: &'a CancelRegistry,
+pub struct Registration {
+    map: Arc<Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>>,
     /// The key handed to the client.
     pub pid: i32,
     pub secret: i32,
@@ -55,15 +55,15 @@ pub struct Registration<'a> {
     pub slot: Arc<CancelSlot>,
 }
 
-impl Drop for Registration<'_> {
+impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.map.lock().expect("cancels").remove(&self.pid);
+        self.map.lock().expect("cancels").remove(&self.pid);
     }
 }
 
 impl CancelRegistry {
     /// Issues a fresh random key for a new client.
-    pub fn register(&self) -> Registration<'_> {
+    pub fn register(&self) -> Registration {
         let slot = Arc::new(CancelSlot::default());
         let mut map = self.map.lock().expect("cancels");
         loop {
@@ -74,7 +74,7 @@ impl CancelRegistry {
             let secret = rand::random::<i32>();
             map.insert(pid, (secret, slot.clone()));
             return Registration {
-                registry: self,
+                map: self.map.clone(),
                 pid,
                 secret,
                 slot,

@@ -334,7 +334,7 @@ impl Session {
         }
         if let Some(reason) = pin {
             if self.pin.is_none() {
-                tracing::debug!(reason, "client pinned to its server connection");
+                tracing::debug!(parent: &self.span, reason, "client pinned to its server connection");
                 self.app.metrics.pins.with_label_values(&[reason]).inc();
                 self.pin = Some(reason);
             }

@@ -67,9 +67,21 @@ pub async fn run(app: Arc<App>, mut stream: TcpStream, peer: std::net::SocketAdd
     use tracing::Instrument;
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("client", id, %peer, user = tracing::field::Empty);
-    let result = start(app.clone(), &mut stream, id, span.clone())
+    // Startup runs inside the span; the relay loop does not (entering a span on every poll
+    // costs more than the relay's own work per message), its events name the span as parent.
+    let result = match start(app.clone(), &mut stream, id, span.clone())
         .instrument(span.clone())
-        .await;
+        .await
+    {
+        Ok(Some((mut session, registration))) => {
+            let result = session.relay(&mut stream).await;
+            session.finish().await;
+            drop(registration);
+            result
+        }
+        Ok(None) => Ok(()),
+        Err(f) => Err(f),
+    };
     if let Err(f) = result {
         let _g = span.enter();
         match f {
@@ -88,12 +100,14 @@ pub async fn run(app: Arc<App>, mut stream: TcpStream, peer: std::net::SocketAdd
     }
 }
 
+/// Startup, authentication and the first server contact: a logged-in session, or `None` for a
+/// cancel request.
 async fn start(
     app: Arc<App>,
     stream: &mut TcpStream,
     id: u64,
     span: tracing::Span,
-) -> Result<(), Fatal> {
+) -> Result<Option<(Session, cancel::Registration)>, Fatal> {
     let config = app.config.load_full();
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = config.config.startup_timeout;
@@ -112,7 +126,7 @@ async fn start(
             "startup timeout: authentication not completed in time",
         )
     })??;
-    let Some(login) = login else { return Ok(()) };
+    let Some(login) = login else { return Ok(None) };
     span.record("user", login.user.name.as_str());
     let reg = app.cancels.register();
     let login_consistency = login
@@ -121,7 +135,7 @@ async fn start(
         .consistency
         .unwrap_or(config.config.routing.consistency);
     let user_name = login.user.name.clone();
-    let startup = Arc::new(login.startup);
+    let startup = app.settings.intern(login.startup);
     let mut session = Session {
         id,
         app: app.clone(),
@@ -175,13 +189,12 @@ async fn start(
         restore_sql: None,
         restore_pending: false,
         held_ready: None,
+        span,
     };
     session.restore_sql = settings::restore_sql(&session.startup).map(Into::into);
     session.login(stream, reg.pid, reg.secret).await?;
     app.metrics.clients_total.inc();
-    let result = session.relay(stream).await;
-    session.finish().await;
-    result
+    Ok(Some((session, reg)))
 }
 
 /// Buffers of one side of the relay.
@@ -289,4 +302,6 @@ struct Session {
     restore_pending: bool,
     /// A ReadyForQuery held back until the restore query behind it completes.
     held_ready: Option<BytesMut>,
+    /// The client's span, parent of the relay's log events.
+    span: tracing::Span,
 }

@@ -186,7 +186,7 @@ impl Session {
                     && !e.is_refusal() =>
             {
                 // A replica that cannot be reached: the read goes elsewhere.
-                tracing::info!(backend = %pool.key.backend, error = %e, "replica unavailable: routing the read elsewhere");
+                tracing::info!(parent: &self.span, backend = %pool.key.backend, error = %e, "replica unavailable: routing the read elsewhere");
                 self.app
                     .metrics
                     .retries
@@ -197,7 +197,7 @@ impl Session {
                 return Ok(());
             }
             Err(e) => {
-                tracing::warn!(error = %e, "server checkout failed");
+                tracing::warn!(parent: &self.span, error = %e, "server checkout failed");
                 self.app.metrics.error(e.sqlstate());
                 self.fail_request(e.sqlstate(), &e.client_message());
                 self.deferred_begin = None;
@@ -213,16 +213,7 @@ impl Session {
         }
         self.app
             .metrics
-            .routed
-            .with_label_values(&[
-                if d.target == Target::Primary {
-                    "primary"
-                } else {
-                    "replica"
-                },
-                d.reason,
-            ])
-            .inc();
+            .count_routed(d.target == Target::Primary, d.reason);
         self.sync_settings();
         if let Some((begin, _)) = self.deferred_begin.take() {
             self.swbuf.extend_from_slice(&begin);
@@ -381,7 +372,7 @@ impl Session {
     fn server_lost(&mut self, error: std::io::Error) {
         let Some(p) = self.server.take() else { return };
         self.cancel.set(None);
-        tracing::warn!(backend = %p.pool().key.backend, error = %error, "server connection lost");
+        tracing::warn!(parent: &self.span, backend = %p.pool().key.backend, error = %error, "server connection lost");
         p.discard("server_lost", &self.app.metrics);
         if self.commit_pending {
             // The commit reached the client; its position is unknown. Reads in scope go to the
@@ -570,7 +561,9 @@ impl Session {
                 Poll::Pending => {}
             }
         }
-        if !self.draining && shutdown.as_mut().poll(cx).is_ready() {
+        // Shutdown only matters between requests; not polling it mid-request saves work on
+        // every wakeup.
+        if !self.draining && self.pending.is_empty() && shutdown.as_mut().poll(cx).is_ready() {
             ev.shutdown = true;
         }
         if self.draining && kill.as_mut().poll(cx).is_ready() {

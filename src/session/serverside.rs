@@ -3,8 +3,6 @@
 //! response, and keep the bookkeeping (transaction status, parameters, prepared statements,
 //! settings and commit-position read-backs) up to date.
 
-use std::sync::Arc;
-
 use bytes::{Buf, BytesMut};
 
 use super::pending::{Hook, Kind, Mode};
@@ -39,6 +37,7 @@ impl Session {
         };
         let mut request_done = false;
         let mut resync = false;
+        let mut own_failure = None;
         loop {
             while let Some(b) = self.pending.pop_synthetic() {
                 flush(&mut run, &mut conn.rbuf, &mut out);
@@ -107,11 +106,7 @@ impl Session {
                 tag::ERROR_RESPONSE => {
                     let f = ErrorFields::parse(body);
                     if !m.forward && m.mode != Mode::Restore {
-                        tracing::warn!(
-                            sqlstate = f.code,
-                            message = f.message,
-                            "the proxy's own query failed on the server"
-                        );
+                        own_failure = Some(format!("{} {}", f.code, f.message));
                         conn.broken = true;
                     }
                     if f.severity == "FATAL" || f.severity == "PANIC" {
@@ -168,8 +163,8 @@ impl Session {
                 let (settings, lsn) = std::mem::take(&mut self.capturing);
                 if settings {
                     let observed = Settings::from_rows(std::mem::take(&mut self.captured));
-                    self.desired = Arc::new(self.startup.overlay(&observed));
-                    conn.applied = Arc::new(observed);
+                    self.desired = self.app.settings.intern(self.startup.overlay(&observed));
+                    conn.applied = self.app.settings.intern(observed);
                     // If the connection stays (a request is already waiting), it must carry the
                     // client's settings exactly.
                     resync = true;
@@ -190,6 +185,9 @@ impl Session {
         match self.retry.as_mut() {
             Some(r) => r.hold(out, &mut self.client.wbuf),
             None => self.client.wbuf.unsplit(out),
+        }
+        if let Some(e) = own_failure {
+            tracing::warn!(parent: &self.span, error = %e, "the proxy's own query failed on the server");
         }
         if resync {
             self.sync_settings();
@@ -221,7 +219,7 @@ impl Session {
             .retries
             .with_label_values(&["read_only_violation"])
             .inc();
-        tracing::debug!("replica refused a write (25006): repeating on the primary");
+        tracing::debug!(parent: &self.span, "replica refused a write (25006): repeating on the primary");
         self.retry = Some(r);
         self.release();
         self.requeue_request();

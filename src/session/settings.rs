@@ -10,8 +10,34 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Setting name (lower case) → value, as PostgreSQL accepts it in `set_config`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Settings(pub BTreeMap<String, String>);
+
+/// Shares one allocation among equal settings, so the per-transaction check "does this
+/// connection carry this client's settings?" is usually a pointer comparison.
+#[derive(Default)]
+pub struct Interner {
+    set: std::sync::Mutex<std::collections::HashSet<Arc<Settings>>>,
+}
+
+/// Distinct settings kept before the interner starts over (equality still works after).
+const INTERNER_MAX: usize = 10_000;
+
+impl Interner {
+    /// The shared copy of `s`.
+    pub fn intern(&self, s: Settings) -> Arc<Settings> {
+        let mut set = self.set.lock().expect("interner");
+        if let Some(a) = set.get(&s) {
+            return a.clone();
+        }
+        if set.len() >= INTERNER_MAX {
+            set.clear();
+        }
+        let a = Arc::new(s);
+        set.insert(a.clone());
+        a
+    }
+}
 
 /// Query that reads back the settings a session changed. Custom (dotted) settings are
 /// placeholders that `pg_settings` does not list; they are read by name.
