@@ -175,7 +175,9 @@ fn bench(c: &mut Criterion) {
     ];
     for (name, i) in named {
         let s = &stmts[i];
-        g.bench_function(name, |b| b.iter(|| black_box(classifier.analyze(black_box(s)))));
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(classifier.analyze(black_box(s))))
+        });
     }
     g.finish();
 }

@@ -235,13 +235,13 @@ impl Pool {
                 p
             }
         };
+        let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
         loop {
             let idle = self.conns.lock().expect("conns").idle.pop();
             let mut conn = match idle {
                 Some(mut conn) => {
                     self.metrics.idle.dec();
-                    // Age is checked at checkin and by maintenance; here only liveness.
-                    if conn.is_dead() {
+                    if conn.is_dead() || conn.created.elapsed() > max_lifetime {
                         conn.terminate();
                         continue;
                     }
@@ -559,11 +559,10 @@ impl Pools {
             .expect("pools")
             .values()
             .map(|p| {
-                let in_use = p
-                    .size
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(p.permits.available_permits());
-                (p.key.clone(), p.idle_count(), in_use)
+                // One consistent snapshot (permits alone double-count a connection that is
+                // being checked in or out).
+                let c = p.conns.lock().expect("conns");
+                (p.key.clone(), c.idle.len(), c.active.len())
             })
             .collect()
     }

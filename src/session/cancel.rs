@@ -39,15 +39,18 @@ impl CancelSlot {
     }
 }
 
+/// Issued pid → (secret, the client's slot).
+type KeyMap = HashMap<i32, (i32, Arc<CancelSlot>)>;
+
 /// All clients' cancel keys.
 #[derive(Default)]
 pub struct CancelRegistry {
-    map: Arc<Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>>,
+    map: Arc<Mutex<KeyMap>>,
 }
 
 /// Removes the client's key when its session ends.
 pub struct Registration {
-    map: Arc<Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>>,
+    map: Arc<Mutex<KeyMap>>,
     /// The key handed to the client.
     pub pid: i32,
     pub secret: i32,

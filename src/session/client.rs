@@ -199,6 +199,9 @@ impl Session {
                     self.client.rbuf.advance(h.frame_len);
                     return Ok(None);
                 }
+                if h.tag != tag::COPY_DATA {
+                    self.copy_ended_since_execute = true;
+                }
                 self.forward(h.frame_len);
                 return Ok(None);
             }
@@ -219,13 +222,35 @@ impl Session {
             self.client.rbuf.advance(h.frame_len);
             return Ok(None);
         }
-        if self.server.is_some() && self.target == Target::Replica && self.at_request_boundary() {
-            // One request at a time on a replica: the next one may need another server.
-            return Ok(Some(Step::Idle));
+        if self.server.is_some()
+            && !std::mem::take(&mut self.fresh_attach)
+            && self.releasable()
+            && self.at_request_boundary()
+        {
+            // The next request may need another server: on a replica it waits for the current
+            // one to finish (one request at a time), and on the primary it waits when only the
+            // proxy's own read-backs are outstanding (so a read after a write is routed, not
+            // stuck on the primary). Requests pipelined behind a client request on the primary
+            // follow it there.
+            if self.target == Target::Replica || !self.pending.client_waiting() {
+                self.fresh_attach = false;
+                return Ok(Some(Step::Idle));
+            }
+            self.wrote = self.app.config.load().config.routing.read_write_split;
         }
         if let Some(r) = self.retry.as_mut() {
             r.original
                 .extend_from_slice(&self.client.rbuf[..h.frame_len]);
+        }
+        if self.server.is_some()
+            && matches!(
+                h.tag,
+                tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::FLUSH
+            )
+        {
+            // An extended-protocol batch is open until its Sync: the server connection holds
+            // its portals and error state until then.
+            self.batch_open = true;
         }
         if h.tag == tag::QUERY {
             return self.handle_query(h);
@@ -240,6 +265,7 @@ impl Session {
             tag::CLOSE => self.handle_describe_or_close(h, Kind::Close)?,
             tag::EXECUTE => {
                 self.forward(h.frame_len);
+                self.copy_ended_since_execute = false;
                 self.pending
                     .expect(Kind::Execute, Mode::Forward, Hook::None);
             }
@@ -256,11 +282,15 @@ impl Session {
                     self.count_request();
                     let restore =
                         std::mem::take(&mut self.restore_pending) && self.restore_sql.is_some();
-                    self.pending.expect(
-                        Kind::Sync,
-                        Mode::Forward,
-                        if restore { Hook::HoldReady } else { Hook::None },
-                    );
+                    let hook = if restore {
+                        Hook::HoldReady
+                    } else if self.copy_ended_since_execute {
+                        Hook::AfterCopyEnd
+                    } else {
+                        Hook::None
+                    };
+                    self.pending.expect(Kind::Sync, Mode::Forward, hook);
+                    self.batch_open = false;
                     if restore {
                         self.restore_startup_settings();
                     }
@@ -284,12 +314,17 @@ impl Session {
     /// Whether the requests sent so far are complete from the client's side and no transaction
     /// is open, so the next message starts a new, separately routed request.
     fn at_request_boundary(&self) -> bool {
-        !self.pending.is_empty()
-            && self.txn == TxnStatus::Idle
+        self.txn == TxnStatus::Idle
+            && !self.batch_open
             && matches!(
                 self.pending.last_kind(),
-                Some(Kind::Sync | Kind::Query | Kind::FunctionCall)
+                Some(Kind::Sync | Kind::Query | Kind::FunctionCall) | None
             )
+    }
+
+    /// Whether the server connection goes back to the pool between transactions.
+    pub(super) fn releasable(&self) -> bool {
+        self.pool_mode == crate::config::PoolMode::Transaction && self.pin.is_none()
     }
 
     /// Moves one whole message to the server unchanged.
@@ -361,8 +396,13 @@ impl Session {
     }
 
     fn handle_query(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
-        if let Some(info) = self.take_front_query(h.frame_len) {
-            // Analysed already, before a server was attached for it.
+        if let Some(info) = self.front_query_info(h.frame_len) {
+            // Analysed already, before a server was attached for it (attaching may also have
+            // failed over without a server yet: then try again).
+            if self.server.is_none() {
+                return Ok(Some(Step::NeedServer));
+            }
+            self.front_query = None;
             return Ok(self.forward_query(h, info));
         }
         let body = &self.client.rbuf[5..h.frame_len];
@@ -379,7 +419,7 @@ impl Session {
             _ => None,
         };
         let info = QueryInfo {
-            read: a.route == Route::Replica,
+            read: super::route::underlying_read(&classifier, sql, &a),
             hint: a.hint,
             txn: a.txn,
             statements: a.statements,
@@ -429,7 +469,8 @@ impl Session {
             // Where the transaction runs depends on its first statement (SET TRANSACTION READ
             // ONLY makes it a replica's): answer BEGIN now, send it with that statement.
             let frame = self.client.rbuf.split_to(h.frame_len).freeze();
-            self.deferred_begin = Some((frame, begin_read_only));
+            let read_only = begin_read_only || self.default_read_only();
+            self.deferred_begin = Some((frame, read_only));
             let mut b = BytesMut::new();
             encode::command_complete(&mut b, "BEGIN");
             self.respond(b);
@@ -519,12 +560,6 @@ impl Session {
             }
             _ => None,
         }
-    }
-
-    fn take_front_query(&mut self, frame_len: usize) -> Option<QueryInfo> {
-        let info = self.front_query_info(frame_len);
-        self.front_query = None;
-        info
     }
 
     /// Whether a lone BEGIN may be answered before choosing a server.

@@ -189,6 +189,10 @@ async fn start(
         restore_sql: None,
         restore_pending: false,
         held_ready: None,
+        avoid: 0,
+        fresh_attach: false,
+        copy_ended_since_execute: false,
+        batch_open: false,
         span,
     };
     session.restore_sql = settings::restore_sql(&session.startup).map(Into::into);
@@ -304,4 +308,13 @@ struct Session {
     held_ready: Option<BytesMut>,
     /// The client's span, parent of the relay's log events.
     span: tracing::Span,
+    /// Backends (bit per index) that failed the current request: a repeat avoids them.
+    avoid: u64,
+    /// The server was just attached for the request at the front of the client buffer.
+    fresh_attach: bool,
+    /// A CopyDone/CopyFail was sent after the last Execute (tells which Syncs the server
+    /// ignores during an extended-protocol COPY FROM STDIN).
+    copy_ended_since_execute: bool,
+    /// Extended-protocol messages were sent without their Sync yet.
+    batch_open: bool,
 }

@@ -76,6 +76,9 @@ pub enum Hook {
     /// Hold this request's ReadyForQuery until the restore query queued behind it is done,
     /// so the client gets its ParameterStatus messages first, as from a direct connection.
     HoldReady,
+    /// A Sync the client sent after ending a COPY (the server answers it; Syncs sent while
+    /// the server was receiving COPY data are ignored by it).
+    AfterCopyEnd,
 }
 
 /// One expected response.
@@ -150,9 +153,29 @@ impl Pending {
 
     /// The kind of the last entry (to know whether an unfinished extended batch is open).
     pub fn last_kind(&self) -> Option<Kind> {
+        // Only the client's own requests count: the proxy's setup and read-back queries are
+        // not part of what the client has asked for.
         self.q.iter().rev().find_map(|e| match e {
-            Expect::Server { kind, .. } => Some(*kind),
-            Expect::Synthetic(_) => None,
+            Expect::Server {
+                kind,
+                mode: Mode::Forward,
+                ..
+            } => Some(*kind),
+            _ => None,
+        })
+    }
+
+    /// Whether a client request is still waiting for responses (as opposed to only the
+    /// proxy's own queries).
+    pub fn client_waiting(&self) -> bool {
+        self.q.iter().any(|e| {
+            matches!(
+                e,
+                Expect::Server {
+                    mode: Mode::Forward,
+                    ..
+                } | Expect::Synthetic(_)
+            )
         })
     }
 
@@ -195,6 +218,11 @@ impl Pending {
             return m;
         }
         // The client must know the server's reported parameters whoever changed them.
+        if t == tag::COPY_IN_RESPONSE && kind == Kind::Execute {
+            // Extended-protocol COPY FROM STDIN: the server ignores Syncs until the copy ends,
+            // so the ones sent with the Execute get no ReadyForQuery.
+            self.drop_syncs_ignored_by_copy();
+        }
         m.forward = mode == Mode::Forward || t == tag::PARAMETER_STATUS;
         m.capture = mode == Mode::Capture && t == tag::DATA_ROW;
         if kind.completed_by(t) {
@@ -203,6 +231,25 @@ impl Pending {
             }
         }
         m
+    }
+
+    fn drop_syncs_ignored_by_copy(&mut self) {
+        let mut i = 1;
+        while i < self.q.len() {
+            match &self.q[i] {
+                Expect::Server {
+                    kind: Kind::Sync,
+                    hook: Hook::AfterCopyEnd,
+                    ..
+                } => break,
+                Expect::Server {
+                    kind: Kind::Sync, ..
+                } => {
+                    self.q.remove(i);
+                }
+                _ => i += 1,
+            }
+        }
     }
 
     /// Empties the queue (server lost); returns how many ReadyForQuery the client still awaits.
@@ -333,6 +380,21 @@ mod tests {
         p.expect(Kind::Sync, Mode::Forward, Hook::None);
         assert!(p.on_server(b'E').forward);
         assert_eq!(p.front_mode(), Mode::Forward);
+    }
+
+    #[test]
+    fn copy_in_drops_the_syncs_the_server_ignores() {
+        let mut p = Pending::default();
+        p.expect(Kind::Bind, Mode::Forward, Hook::None);
+        p.expect(Kind::Execute, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::AfterCopyEnd);
+        p.on_server(b'2');
+        p.on_server(b'G');
+        assert_eq!(p.len(), 2);
+        assert!(p.on_server(b'C').completed.is_some());
+        assert!(p.on_server(b'Z').completed.is_some());
+        assert!(p.is_empty());
     }
 
     #[test]

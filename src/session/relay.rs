@@ -37,6 +37,7 @@ struct Events {
     server_failed: Option<std::io::Error>,
     shutdown: bool,
     kill: bool,
+    server_drained: bool,
 }
 
 impl Session {
@@ -193,7 +194,7 @@ impl Session {
                     .with_label_values(&["replica_unavailable"])
                     .inc();
                 self.retry_attempts += 1;
-                self.force_primary = true;
+                self.avoid |= 1u64 << (index % 64);
                 return Ok(());
             }
             Err(e) => {
@@ -205,6 +206,7 @@ impl Session {
             }
         }
         self.target = d.target;
+        self.fresh_attach = true;
         self.backend_index = Some(index);
         if let Some(b) = self.app.cluster.view().backends.get(index) {
             b.stats
@@ -280,17 +282,19 @@ impl Session {
 
     /// After responses arrived: read settings or the commit position back, or give the
     /// connection back when the transaction is over.
-    fn settle(&mut self) {
+    /// Returns whether the connection was released.
+    fn settle(&mut self) -> bool {
         let Some(p) = self.server.as_mut() else {
-            return;
+            return false;
         };
         let quiet = self.pending.is_empty()
+            && !self.batch_open
             && self.txn == TxnStatus::Idle
             && self.swbuf.is_empty()
             && self.client_pass == Pass::None
             && self.server_pass == 0;
         if !quiet {
-            return;
+            return false;
         }
         let pooled = self.pool_mode == PoolMode::Transaction && self.pin.is_none();
         let settings = self.capture && pooled;
@@ -313,23 +317,14 @@ impl Session {
                 super::pending::Mode::Capture,
                 super::pending::Hook::None,
             );
-            return;
+            return false;
         }
         if !pooled {
-            return;
+            return false;
         }
-        let broken = p.conn.broken;
-        let keep = self.target == Target::Primary
-            && !broken
-            && !self.draining
-            && self.client_has_request();
-        if keep {
-            // The next request is already here and runs on this primary connection without
-            // being routed: treat it as a possible write for read-your-writes.
-            self.wrote = self.app.config.load().config.routing.read_write_split;
-        } else {
-            self.release();
-        }
+        // The next request is routed afresh (it may be a read for a replica).
+        self.release();
+        true
     }
 
     /// Returns the server connection to its pool.
@@ -351,6 +346,7 @@ impl Session {
     /// Per-attachment state to clear when the server connection goes.
     fn detach_bookkeeping(&mut self) {
         self.server_pass = 0;
+        self.batch_open = false;
         self.wrote = false;
         if let Some(i) = self.backend_index.take() {
             if let Some(b) = self.app.cluster.view().backends.get(i) {
@@ -374,6 +370,10 @@ impl Session {
         self.cancel.set(None);
         tracing::warn!(parent: &self.span, backend = %p.pool().key.backend, error = %error, "server connection lost");
         p.discard("server_lost", &self.app.metrics);
+        if let Some(i) = self.backend_index {
+            // A repeat of this request goes somewhere else.
+            self.avoid |= 1u64 << (i % 64);
+        }
         if self.commit_pending {
             // The commit reached the client; its position is unknown. Reads in scope go to the
             // primary until the next commit's position is known... give up waiting instead.
@@ -458,7 +458,10 @@ impl Session {
                     }
                 }
             }
-            self.settle();
+            if self.settle() && self.client_has_request() {
+                // The next request was waiting for this connection to go: route it now.
+                continue;
+            }
             if self.draining
                 && self.pending.is_empty()
                 && self.txn == TxnStatus::Idle
@@ -534,6 +537,7 @@ impl Session {
             return Poll::Ready(ev);
         }
         if let Some(p) = self.server.as_mut() {
+            let had_output = !self.swbuf.is_empty();
             if write_some(cx, &mut p.conn.stream, &mut self.swbuf).is_err() {
                 ev.server_failed = Some(std::io::Error::new(
                     std::io::ErrorKind::BrokenPipe,
@@ -541,6 +545,9 @@ impl Session {
                 ));
                 return Poll::Ready(ev);
             }
+            // Everything queued reached the server: the connection may now be quiet enough to
+            // release, which a held-back request is waiting for.
+            ev.server_drained = had_output && self.swbuf.is_empty();
             if self.client.wbuf.len() < OUT_HIGH {
                 match read_some(cx, &mut p.conn.stream, &mut p.conn.rbuf) {
                     Poll::Ready(Ok(0)) => {
@@ -572,6 +579,7 @@ impl Session {
         if ev.client_data
             || ev.client_closed
             || ev.server_data
+            || ev.server_drained
             || ev.server_failed.is_some()
             || ev.shutdown
             || ev.kill

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 /// longer repeatable.
 pub(super) const HOLD_BUDGET: usize = 256 * 1024;
 
-/// Most repetitions of one request.
-pub(super) const MAX_ATTEMPTS: u32 = 3;
+/// Most repetitions of one request (each goes to a backend not yet tried for it).
+pub(super) const MAX_ATTEMPTS: u32 = 5;
 
 /// A repeatable request in flight.
 #[derive(Default)]

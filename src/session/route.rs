@@ -55,7 +55,7 @@ pub(super) type NoBackend = (&'static str, &'static str);
 
 impl Session {
     /// Whether sessions default to read-only transactions.
-    fn default_read_only(&self) -> bool {
+    pub(super) fn default_read_only(&self) -> bool {
         self.desired
             .0
             .get("default_transaction_read_only")
@@ -95,7 +95,7 @@ impl Session {
                     None => {
                         let a = self.app.classifier.load().analyze(sql);
                         super::client::QueryInfo {
-                            read: a.route == Route::Replica,
+                            read: underlying_read(&self.app.classifier.load(), sql, &a),
                             hint: a.hint,
                             txn: a.txn,
                             statements: a.statements,
@@ -119,7 +119,10 @@ impl Session {
             | tag::EXECUTE
             | tag::SYNC
             | tag::FLUSH
-            | tag::CLOSE => (self.batch_is_read().unwrap_or(false), None, None),
+            | tag::CLOSE => {
+                let (read, hint) = self.batch_is_read().unwrap_or((false, None));
+                (read, hint, None)
+            }
             _ => (false, None, None),
         };
         let autocommit = self.txn == crate::protocol::TxnStatus::Idle;
@@ -158,10 +161,11 @@ impl Session {
 
     /// Scans an extended-protocol batch up to its Sync: `Some(true)` when every statement it
     /// binds or parses is a read, `None` when the batch is not complete in the buffer.
-    fn batch_is_read(&self) -> Option<bool> {
+    fn batch_is_read(&self) -> Option<(bool, Option<Route>)> {
         let buf = &self.client.rbuf[..];
         let mut at = 0;
         let mut saw_statement = false;
+        let mut hint = None;
         let classifier = self.app.classifier.load();
         loop {
             let h = Header::peek(&buf[at..], usize::MAX).ok()??;
@@ -172,39 +176,43 @@ impl Session {
             match h.tag {
                 tag::PARSE => {
                     let (_, query, _) = super::statements::split_parse(body)?;
-                    if !classifier.analyze(query_text(query)).is_read() {
-                        return Some(false);
+                    let sql = query_text(query);
+                    let a = classifier.analyze(sql);
+                    hint = hint.or(a.hint);
+                    if !underlying_read(&classifier, sql, &a) && hint != Some(Route::Replica) {
+                        return Some((false, hint));
                     }
                     saw_statement = true;
                 }
                 tag::BIND => {
                     let (_, rest) = read_cstr(body)?;
                     let (name, _) = read_cstr(rest)?;
-                    let read = if name.is_empty() {
+                    let classify = |query: &[u8]| {
+                        let sql = query_text(query);
+                        let a = classifier.analyze(sql);
+                        (underlying_read(&classifier, sql, &a), a.hint)
+                    };
+                    let (read, h) = if name.is_empty() {
                         match &self.unnamed {
-                            Some(parse) => {
-                                let (_, query, _) = super::statements::split_parse(&parse[5..])?;
-                                classifier.analyze(query_text(query)).is_read()
-                            }
+                            Some(parse) => classify(super::statements::split_parse(&parse[5..])?.1),
                             // Parsed earlier in this batch (already checked) or nothing at all.
-                            None => saw_statement,
+                            None => (saw_statement, None),
                         }
                     } else {
                         match self.statements.get(name) {
-                            Some(s) => *s
-                                .read
-                                .get_or_init(|| classifier.analyze(query_text(&s.query)).is_read()),
-                            None => saw_statement,
+                            Some(s) => *s.route.get_or_init(|| classify(&s.query)),
+                            None => (saw_statement, None),
                         }
                     };
-                    if !read {
-                        return Some(false);
+                    hint = hint.or(h);
+                    if !read && hint != Some(Route::Replica) {
+                        return Some((false, hint));
                     }
                     saw_statement = true;
                 }
                 tag::DESCRIBE | tag::EXECUTE | tag::FLUSH | tag::CLOSE => {}
-                tag::SYNC => return Some(saw_statement),
-                _ => return Some(false),
+                tag::SYNC => return Some((saw_statement, hint)),
+                _ => return Some((false, hint)),
             }
             at += h.frame_len;
         }
@@ -220,12 +228,17 @@ impl Session {
             for (i, b) in view.backends.iter().enumerate() {
                 let primary_ok =
                     routing.primary_reads == PrimaryReads::Include && view.primary == Some(i);
-                if b.is_eligible_replica(routing.max_replica_lag) || primary_ok {
+                let tried = self.avoid & (1u64 << (i % 64)) != 0;
+                if (b.is_eligible_replica(routing.max_replica_lag) || primary_ok) && !tried {
                     candidates.push(candidate(i, b));
                 }
             }
+            // An explicit choice of a replica (hint or SET switchyard.route) is honoured as is.
+            let explicit = d.reason == "hint_replica";
             let required = match self.consistency {
-                Consistency::ReadYourWrites => self.ryw.for_reads(routing.ryw_scope).required(),
+                Consistency::ReadYourWrites if !explicit => {
+                    self.ryw.for_reads(routing.ryw_scope).required()
+                }
                 _ => Some(0),
             };
             if candidates.is_empty() {
@@ -400,6 +413,24 @@ fn replayed(view: &ClusterView, index: usize) -> u64 {
     } else {
         b.replay_lsn()
     }
+}
+
+/// Whether `sql` is a read by its classification alone: a routing hint overrides the route,
+/// but whether the statement may write (and so needs its commit position tracked) does not
+/// change with a hint.
+pub(super) fn underlying_read(
+    classifier: &crate::sql::Classifier,
+    sql: &str,
+    a: &crate::sql::Analysis<'_>,
+) -> bool {
+    if a.hint.is_none() {
+        return a.route == Route::Replica;
+    }
+    let start = crate::sql::Lexer::new(sql)
+        .find(|t| !t.is_comment())
+        .map(|t| t.offset)
+        .unwrap_or(sql.len());
+    classifier.analyze(&sql[start..]).route == Route::Replica
 }
 
 /// The SQL text of a Query body or Parse query (invalid UTF-8 reads as empty: unknown).

@@ -194,6 +194,7 @@ impl Session {
         }
         if request_done {
             self.retry_attempts = 0;
+            self.avoid = 0;
             if let Some(mut r) = self.retry.take() {
                 if r.rescue && r.holding() {
                     self.rescue_on_primary(r);

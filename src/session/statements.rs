@@ -26,8 +26,8 @@ pub struct Statement {
     pub query: Bytes,
     /// The raw parameter-type section of Parse (Int16 count, Int32 OIDs).
     pub types: Bytes,
-    /// Whether it may run on a replica (classified once).
-    pub read: std::sync::OnceLock<bool>,
+    /// Whether it is a read by classification, and its routing hint (classified once).
+    pub route: std::sync::OnceLock<(bool, Option<crate::sql::Route>)>,
 }
 
 /// The proxy-wide registry; looked up only when a client parses a named statement.
@@ -57,7 +57,7 @@ impl Registry {
             server_name: Bytes::from(format!("_sy{id}")),
             query: Bytes::copy_from_slice(query),
             types: Bytes::copy_from_slice(types),
-            read: std::sync::OnceLock::new(),
+            route: std::sync::OnceLock::new(),
         });
         map.insert(key, s.clone());
         s

@@ -1,0 +1,615 @@
+//! Real clients through the proxy (issue "Foundation", points 7 and 10): psql, pgbench,
+//! psycopg 3 and asyncpg, against the shared cluster.
+//!
+//! Each client also runs directly against the primary first, as a control: a script that
+//! fails there is broken itself, and psql's output through the proxy must equal its output
+//! against PostgreSQL. Missing tools fail the test with a message (scripts/deps.sh installs
+//! them); nothing is skipped silently.
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::proxy::Proxy;
+use support::*;
+
+// ----------------------------------------------------------------------------------------
+// Helpers
+// ----------------------------------------------------------------------------------------
+
+/// What a finished (or killed) process left.
+#[derive(Debug)]
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Ran {
+    fn describe(&self, what: &str) -> String {
+        format!(
+            "{what}: exit {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code,
+            self.elapsed,
+            tail(&self.stdout, 60),
+            tail(&self.stderr, 60)
+        )
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs `cmd` with stdin closed, collecting its output; kills it after `limit`.
+fn run(mut cmd: Command, limit: Duration) -> Ran {
+    let t = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let ho = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let he = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let mut killed = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for a child") {
+            break s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            killed = true;
+            break child.wait().expect("waiting for a killed child");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = String::from_utf8_lossy(&ho.join().unwrap()).into_owned();
+    let mut stderr = String::from_utf8_lossy(&he.join().unwrap()).into_owned();
+    if killed {
+        stderr.push_str(&format!("\n[killed after {limit:?}]"));
+    }
+    Ran {
+        code: if killed { None } else { status.code() },
+        stdout,
+        stderr,
+        elapsed: t.elapsed(),
+    }
+}
+
+/// A PostgreSQL client program: the cluster's bindir first, then `$PATH`. Panics with a
+/// clear message when missing.
+fn pg_tool(name: &str) -> PathBuf {
+    let found = match PgBinaries::find() {
+        Ok(b) if name == "psql" => Some(b.psql()),
+        Ok(b) => Some(b.bin(name)),
+        Err(_) => None,
+    };
+    if let Some(p) = found.filter(|p| p.exists()) {
+        return p;
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&paths) {
+            let p = d.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "`{name}` not found (neither in the PostgreSQL bindir nor in $PATH): \
+         install the PostgreSQL client tools (scripts/deps.sh does)"
+    );
+}
+
+/// The project's Python venv interpreter with psycopg and asyncpg. Panics with a clear
+/// message when missing.
+fn venv_python() -> PathBuf {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/deps.sh to create the venv with psycopg and asyncpg",
+        py.display()
+    );
+    let r = run(
+        {
+            let mut c = Command::new(&py);
+            c.args(["-c", "import psycopg, asyncpg"]);
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{}",
+        r.describe("the venv lacks psycopg or asyncpg: run scripts/deps.sh")
+    );
+    py
+}
+
+fn py_script(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(name);
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
+/// A URI DSN for the app user at `host:port`.
+fn dsn(port: u16) -> String {
+    format!("postgresql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{port}/{APP_DB}")
+}
+
+/// Runs a tests/py script with the DSN; asserts it exits 0 with "ok" as its last line.
+fn run_py(script: &str, port: u16, what: &str, limit: Duration) -> Ran {
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(py_script(script)).arg(dsn(port));
+    cmd.env("PYTHONUNBUFFERED", "1");
+    let r = run(cmd, limit);
+    let last = r.stdout.lines().last().unwrap_or("").trim().to_string();
+    assert!(
+        r.code == Some(0) && last == "ok",
+        "{}",
+        r.describe(&format!("{script} {what}"))
+    );
+    r
+}
+
+/// A client command against 127.0.0.1:`port` as the app user (password via PGPASSWORD).
+fn pg_command(tool: &str, port: u16) -> Command {
+    let mut c = Command::new(pg_tool(tool));
+    c.env("PGPASSWORD", APP_PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGAPPNAME", "switchyard-clients-test")
+        .env_remove("PGSERVICE")
+        .env_remove("PGOPTIONS")
+        .env("PGTZ", "UTC")
+        .env("PGDATESTYLE", "ISO, MDY")
+        .env("LC_ALL", "C")
+        .env("HOME", std::env::temp_dir())
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", APP_USER]);
+    c
+}
+
+/// GET /status on the proxy's HTTP port (blocking, 5 s timeout).
+fn proxy_status(proxy: &Proxy) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{}", proxy.http_port()).parse().unwrap(),
+        std::time::Duration::from_secs(5),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(
+        format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let (code, body) = support::proxy::parse_http_response(&buf).ok()?;
+    if code != 200 {
+        return None;
+    }
+    serde_json::from_str(&body).ok()
+}
+
+/// Starts a proxy in front of the shared cluster with `extra` TOML appended, and waits (up
+/// to 60 s) until it knows the primary and sees every backend up, so that a slow first
+/// health probe on a loaded machine does not fail the first write.
+fn start_ready_proxy(opts: support::proxy::ProxyOptions) -> Proxy {
+    start_ready_proxy_on(shared_cluster(), opts)
+}
+
+/// [`start_ready_proxy`] in front of any cluster.
+fn start_ready_proxy_on(cluster: &LocalCluster, opts: support::proxy::ProxyOptions) -> Proxy {
+    let proxy = Proxy::start_with(cluster, opts);
+    let ok = wait_until(std::time::Duration::from_secs(60), || {
+        !proxy.is_running()
+            || proxy_status(&proxy).is_some_and(|v| {
+                let b = v["backends"].as_array().cloned().unwrap_or_default();
+                !b.is_empty()
+                    && b.iter().all(|b| b["up"] == true)
+                    && b.iter().any(|b| b["primary"] == true)
+            })
+    });
+    assert!(
+        proxy.is_running(),
+        "the proxy exited right after starting:\n{}",
+        proxy.log_tail(40)
+    );
+    assert!(
+        ok,
+        "the proxy did not see the primary and all replicas up within 60 s: {:?}\n{}",
+        proxy_status(&proxy),
+        proxy.log_tail(40)
+    );
+    proxy
+}
+
+fn ready_proxy() -> Proxy {
+    start_ready_proxy(support::proxy::ProxyOptions::default())
+}
+
+fn primary_port() -> u16 {
+    shared_cluster().primary().port()
+}
+
+// ----------------------------------------------------------------------------------------
+// psql
+// ----------------------------------------------------------------------------------------
+
+const PSQL_SCRIPT: &str = r#"
+drop table if exists cl_psql;
+create table cl_psql (id int primary key, v text);
+\copy cl_psql from stdin
+1	one
+2	two
+3	three
+\.
+select 'count', count(*) from cl_psql;
+select 'multi-a' \; select 'multi-b' \; select 'multi-c';
+insert into cl_psql values (4, 'four'); insert into cl_psql values (5, 'five');
+select 'agg', string_agg(v, ',' order by id) from cl_psql;
+\copy (select id, v from cl_psql where id <= 2 order by id) to stdout
+\copy (select id, v from cl_psql where id >= 4 order by id) to stdout with (format csv, header)
+begin;
+insert into cl_psql values (6, 'six');
+savepoint s1;
+\set ON_ERROR_STOP 0
+insert into cl_psql values (6, 'dup');
+select 'aborted';
+\set ON_ERROR_STOP 1
+rollback to savepoint s1;
+commit;
+\set ON_ERROR_STOP 0
+select 1/0;
+select 'after-error' \; select 1/0 \; select 'never';
+\set ON_ERROR_STOP 1
+select 'count', count(*) from cl_psql;
+select 42 as answer \gset
+\echo answer :answer
+set application_name = 'psql-through-proxy';
+show application_name;
+prepare cl_p(int) as select $1 * 2;
+execute cl_p(21);
+deallocate cl_p;
+select 'copied-back', count(*) from cl_psql where v in ('one', 'two', 'three');
+\echo done
+"#;
+
+const PSQL_STOP_SCRIPT: &str = r#"
+select 'before';
+select 'in-multi' \; select 1/0 \; select 'skipped-in-multi';
+select 'after';
+"#;
+
+/// Runs psql with a script file on `port`.
+fn psql_script(port: u16, script: &Path) -> Ran {
+    let mut c = pg_command("psql", port);
+    c.args([
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        APP_DB,
+        "-f",
+    ])
+    .arg(script);
+    run(c, Duration::from_secs(60))
+}
+
+#[test]
+fn psql_script_through_the_proxy() {
+    shared_cluster();
+    let proxy = ready_proxy();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.sql");
+    std::fs::write(&script, PSQL_SCRIPT).unwrap();
+
+    let drop_table = || {
+        shared_cluster()
+            .primary()
+            .psql_db(APP_DB, "drop table if exists cl_psql")
+            .unwrap();
+    };
+    drop_table();
+    let direct = psql_script(primary_port(), &script);
+    assert_eq!(
+        direct.code,
+        Some(0),
+        "{}",
+        direct.describe("control: psql directly against the primary")
+    );
+    drop_table();
+    let via = psql_script(proxy.port(), &script);
+    assert_eq!(
+        via.code,
+        Some(0),
+        "{}\nproxy log:\n{}",
+        via.describe("psql through the proxy"),
+        proxy.log_tail(30)
+    );
+    let expected_stdout = "\
+count|3
+multi-a
+multi-b
+multi-c
+agg|one,two,three,four,five
+1\tone
+2\ttwo
+id,v
+4,four
+5,five
+after-error
+count|6
+answer 42
+psql-through-proxy
+42
+copied-back|3
+done
+";
+    assert_eq!(
+        via.stdout,
+        expected_stdout,
+        "{}",
+        via.describe("psql output")
+    );
+    assert_eq!(
+        via.stdout, direct.stdout,
+        "psql output through the proxy differs from PostgreSQL's"
+    );
+    assert_eq!(
+        via.stderr, direct.stderr,
+        "psql errors through the proxy differ from PostgreSQL's"
+    );
+    for needle in [
+        "duplicate key value violates unique constraint \"cl_psql_pkey\"",
+        "current transaction is aborted, commands ignored until end of transaction block",
+        "division by zero",
+        "NOTICE:  table \"cl_psql\" does not exist, skipping",
+    ] {
+        assert!(
+            via.stderr.contains(needle),
+            "missing {needle:?} in\n{}",
+            via.stderr
+        );
+    }
+    assert_eq!(
+        via.stderr.matches("division by zero").count(),
+        2,
+        "{}",
+        via.stderr
+    );
+
+    // ON_ERROR_STOP: psql stops at the first error with exit status 3.
+    let stop = dir.path().join("stop.sql");
+    std::fs::write(&stop, PSQL_STOP_SCRIPT).unwrap();
+    let direct = psql_script(primary_port(), &stop);
+    let via = psql_script(proxy.port(), &stop);
+    assert_eq!(via.code, Some(3), "{}", via.describe("psql ON_ERROR_STOP"));
+    assert_eq!(
+        via.stdout,
+        "before\nin-multi\n",
+        "{}",
+        via.describe("psql ON_ERROR_STOP")
+    );
+    assert!(via.stderr.contains("division by zero"), "{}", via.stderr);
+    assert_eq!(
+        (via.code, &via.stdout, &via.stderr),
+        (direct.code, &direct.stdout, &direct.stderr)
+    );
+
+    // Interactive-style input on stdin with \copy ... from pstdin is not needed; but a
+    // large \copy out through the proxy is.
+    let mut c = pg_command("psql", proxy.port());
+    c.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        APP_DB,
+        "-c",
+        "\\copy (select g, repeat('y', 50) from generate_series(1, 200000) g) to stdout",
+    ]);
+    let r = run(c, Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "{}", r.describe("psql large \\copy out"));
+    assert_eq!(r.stdout.lines().count(), 200_000);
+    assert!(r.stdout.ends_with(&format!("200000\t{}\n", "y".repeat(50))));
+}
+
+// ----------------------------------------------------------------------------------------
+// pgbench
+// ----------------------------------------------------------------------------------------
+
+/// A pgbench summary line value, e.g. "number of failed transactions".
+fn pgbench_value(out: &str, key: &str) -> Option<String> {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(key))
+        .map(|rest| rest.trim_start_matches(':').trim().to_string())
+}
+
+#[test]
+fn pgbench_all_protocols() {
+    let cluster = shared_cluster();
+    let proxy = ready_proxy();
+    let port = proxy.port();
+
+    // Initialise through the proxy: DDL, client-side COPY, VACUUM, primary keys.
+    let mut c = pg_command("pgbench", port);
+    c.args(["-i", "-s", "1", "-q", APP_DB]);
+    let r = run(c, Duration::from_secs(90));
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{}\nproxy log:\n{}",
+        r.describe("pgbench -i through the proxy"),
+        proxy.log_tail(30)
+    );
+
+    let primary = cluster.primary();
+    let q = |sql: &str| -> String {
+        primary
+            .psql_db(APP_DB, sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    assert_eq!(q("select count(*) from pgbench_accounts"), "100000");
+    assert_eq!(q("select count(*) from pgbench_branches"), "1");
+
+    for mode in ["simple", "extended", "prepared"] {
+        for select_only in [false, true] {
+            let what = format!(
+                "pgbench -M {mode}{} -c 16 -j 2 -T 5",
+                if select_only { " -S" } else { "" }
+            );
+            let mut c = pg_command("pgbench", port);
+            // -n: no VACUUM/TRUNCATE of the history before each run, so the balance
+            // invariant below spans all runs.
+            c.args(["-n", "-M", mode, "-c", "16", "-j", "2", "-T", "5"]);
+            if select_only {
+                c.arg("-S");
+            }
+            c.arg(APP_DB);
+            let r = run(c, Duration::from_secs(60));
+            assert_eq!(
+                r.code,
+                Some(0),
+                "{}\nproxy log:\n{}",
+                r.describe(&what),
+                proxy.log_tail(30)
+            );
+            let out = format!("{}\n{}", r.stdout, r.stderr);
+            let failed = pgbench_value(&out, "number of failed transactions")
+                .unwrap_or_else(|| panic!("{}", r.describe(&format!("{what}: no failure count"))));
+            assert!(
+                failed.starts_with("0 "),
+                "{}",
+                r.describe(&format!("{what}: failed transactions"))
+            );
+            let processed: u64 = pgbench_value(&out, "number of transactions actually processed")
+                .and_then(|v| {
+                    v.split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .map(String::from)
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            assert!(processed > 0, "{}", r.describe(&what));
+            let tps: f64 = out
+                .lines()
+                .find(|l| l.starts_with("tps = "))
+                .and_then(|l| l["tps = ".len()..].split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            assert!(tps > 0.0, "{}", r.describe(&what));
+            assert!(
+                !out.contains("aborted") && !out.contains("ERROR"),
+                "{}",
+                r.describe(&what)
+            );
+            eprintln!("{what}: {processed} transactions, {tps:.0} tps");
+        }
+        // TPC-B keeps the balances consistent: every transaction adds the same delta to one
+        // account, teller and branch and logs it in the history.
+        let sums = q(
+            "select (select sum(abalance) from pgbench_accounts)::text || ' ' || \
+                        (select sum(tbalance) from pgbench_tellers)::text || ' ' || \
+                        (select sum(bbalance) from pgbench_branches)::text || ' ' || \
+                        (select coalesce(sum(delta), 0) from pgbench_history)::text",
+        );
+        let parts: Vec<&str> = sums.split(' ').collect();
+        assert_eq!(parts.len(), 4, "{sums}");
+        assert!(
+            parts.iter().all(|p| *p == parts[0]),
+            "after -M {mode}: balances disagree (accounts, tellers, branches, history): {sums}"
+        );
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Python drivers
+// ----------------------------------------------------------------------------------------
+
+#[test]
+fn psycopg3_prepared_and_pipeline() {
+    let cluster = shared_cluster();
+    venv_python();
+    run_py(
+        "psycopg_client.py",
+        cluster.primary().port(),
+        "(control: directly against the primary)",
+        Duration::from_secs(90),
+    );
+    let proxy = ready_proxy();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("libpq-trace.txt");
+    let r = run(
+        {
+            let mut c = Command::new(venv_python());
+            c.arg(py_script("psycopg_client.py"))
+                .arg(dsn(proxy.port()))
+                .env("PYTHONUNBUFFERED", "1")
+                .env("PSYCOPG_TRACE_FILE", &trace);
+            c
+        },
+        Duration::from_secs(90),
+    );
+    let last = r.stdout.lines().last().unwrap_or("").trim().to_string();
+    assert!(
+        r.code == Some(0) && last == "ok",
+        "{}\n--- end of the libpq protocol trace ---\n{}\nproxy log:\n{}",
+        r.describe("psycopg_client.py through the proxy"),
+        tail(&std::fs::read_to_string(&trace).unwrap_or_default(), 60),
+        proxy.log_tail(40)
+    );
+}
+
+#[test]
+fn asyncpg_prepared_copy_and_pool() {
+    let cluster = shared_cluster();
+    venv_python();
+    run_py(
+        "asyncpg_client.py",
+        cluster.primary().port(),
+        "(control: directly against the primary)",
+        Duration::from_secs(90),
+    );
+    let proxy = ready_proxy();
+    let r = run(
+        {
+            let mut c = Command::new(venv_python());
+            c.arg(py_script("asyncpg_client.py"))
+                .arg(dsn(proxy.port()))
+                .env("PYTHONUNBUFFERED", "1");
+            c
+        },
+        Duration::from_secs(90),
+    );
+    let last = r.stdout.lines().last().unwrap_or("").trim().to_string();
+    assert!(
+        r.code == Some(0) && last == "ok",
+        "{}\nproxy log:\n{}",
+        r.describe("asyncpg_client.py through the proxy"),
+        proxy.log_tail(40)
+    );
+}

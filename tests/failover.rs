@@ -1,0 +1,895 @@
+//! Consistency and failover through the proxy: each test has its own primary + 2 replicas
+//! (it pauses replay, stops, kills or promotes nodes) and its own proxy with fast health
+//! checks. Where a statement ran is proven with `inet_server_port()`; the monitor's view is
+//! awaited through `/status` rather than with blind sleeps.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::proxy::Proxy;
+use support::*;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// Health checks: every 200 ms, down after 3 failures, up after 2 successes.
+const INTERVAL: Duration = Duration::from_millis(200);
+const FALL: u32 = 3;
+const RISE: u32 = 2;
+
+/// Every client operation must finish within this.
+const OP_TIMEOUT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+struct Ports {
+    /// By node name.
+    by_name: BTreeMap<String, u16>,
+}
+
+impl Ports {
+    fn of(c: &LocalCluster) -> Ports {
+        Ports {
+            by_name: c
+                .nodes()
+                .iter()
+                .map(|n| (n.name().to_string(), n.port()))
+                .collect(),
+        }
+    }
+
+    fn port(&self, name: &str) -> u16 {
+        self.by_name[name]
+    }
+
+    fn name(&self, port: u16) -> String {
+        self.by_name
+            .iter()
+            .find(|(_, &p)| p == port)
+            .map(|(n, _)| format!("{n} ({port})"))
+            .unwrap_or_else(|| format!("unknown server ({port})"))
+    }
+
+    fn tally(&self, ports: &[u16]) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for &p in ports {
+            *m.entry(self.name(p)).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(OP_TIMEOUT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer within {OP_TIMEOUT:?}"),
+    }
+}
+
+/// Rows of a simple query as text, or the error.
+async fn try_rows(
+    c: &Client,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+    let msgs = within(sql, c.simple_query(sql)).await?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+async fn rows(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    try_rows(c, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e} ({e:?})"))
+}
+
+/// `(port, second column)` of a query whose first column is `inet_server_port()`.
+async fn port_and(c: &Client, sql: &str) -> (u16, Option<String>) {
+    let r = rows(c, sql).await;
+    assert!(!r.is_empty(), "{sql}: no row");
+    let port = r[0][0]
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{sql}: first column is not a port: {:?}", r[0]));
+    (port, r[0].get(1).cloned().flatten())
+}
+
+async fn port(c: &Client, sql: &str) -> u16 {
+    port_and(c, sql).await.0
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|s| s.code().to_string())
+        .unwrap_or_else(|| format!("(no SQLSTATE: {e})"))
+}
+
+async fn execute(c: &Client, sql: &str) {
+    within(sql, c.batch_execute(sql))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e} ({e:?})"));
+}
+
+async fn metric(proxy: &Proxy, series: &str) -> f64 {
+    let (code, body) = within("GET /metrics", proxy.http_get("/metrics")).await;
+    assert_eq!(code, 200, "GET /metrics: {body}");
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+async fn status(proxy: &Proxy) -> serde_json::Value {
+    let (code, body) = within("GET /status", proxy.http_get("/status")).await;
+    assert_eq!(code, 200, "GET /status: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON: {e}: {body}"))
+}
+
+/// The `/status` entry of backend `name`.
+fn backend<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    s["backends"]
+        .as_array()
+        .and_then(|bs| bs.iter().find(|b| b["name"] == name))
+        .unwrap_or_else(|| panic!("no backend {name} in /status: {s}"))
+}
+
+/// Polls `/status` until `pred` holds; returns the time it took. Panics after `timeout`.
+async fn wait_status(
+    proxy: &Proxy,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let s = status(proxy).await;
+        if pred(&s) {
+            return t0.elapsed();
+        }
+        if t0.elapsed() >= timeout {
+            panic!("waited {timeout:?} for the proxy's monitor to see {what}; /status: {s:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `pg0` primary, `pg1`/`pg2` replicas, all up.
+fn cluster_ready(s: &serde_json::Value) -> bool {
+    ["pg0", "pg1", "pg2"].iter().all(|n| {
+        let b = backend(s, n);
+        let primary = *n == "pg0";
+        b["up"] == true
+            && b["primary"] == primary
+            && b["role"] == if primary { "primary" } else { "replica" }
+    })
+}
+
+/// A private cluster with table `f (id int primary key, v text)` owned by the app user, and a
+/// proxy with fast health checks plus `routing` (the `[routing]` table's body).
+async fn setup(routing: &str) -> (Arc<LocalCluster>, Proxy, Ports) {
+    let c = tokio::task::spawn_blocking(|| {
+        let c = own_cluster(2);
+        c.primary()
+            .psql_db(
+                APP_DB,
+                "SET ROLE app; CREATE TABLE f (id int PRIMARY KEY, v text); \
+                 INSERT INTO f VALUES (0, 'seed')",
+            )
+            .expect("creating table f");
+        c.wait_replicas_caught_up(Duration::from_secs(60))
+            .expect("replicas catching up");
+        Arc::new(c)
+    })
+    .await
+    .unwrap();
+    let extra = format!(
+        "[health]\ninterval = \"{}ms\"\nfall = {FALL}\nrise = {RISE}\n\n[routing]\n{routing}\n",
+        INTERVAL.as_millis()
+    );
+    let c2 = c.clone();
+    // FAILOVER_PROXY_LOG sets the proxy's RUST_LOG (default info), for debugging.
+    let opts = support::proxy::ProxyOptions {
+        extra_tables: extra,
+        env: vec![(
+            "RUST_LOG".into(),
+            std::env::var("FAILOVER_PROXY_LOG").unwrap_or_else(|_| "info".into()),
+        )],
+        ..Default::default()
+    };
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start_with(&c2, opts))
+        .await
+        .unwrap();
+    wait_status(
+        &proxy,
+        "pg0 as primary and pg1, pg2 as replicas",
+        Duration::from_secs(30),
+        cluster_ready,
+    )
+    .await;
+    let ports = Ports::of(&c);
+    (c, proxy, ports)
+}
+
+/// Runs a blocking node operation off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// Reads until both `want` ports answered (bounded); panics with what was seen.
+async fn wait_reads_reach(proxy: &Proxy, p: &Ports, want: &[&str], timeout: Duration) {
+    let c = proxy.connect_app().await;
+    let t0 = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        if let Ok(r) = try_rows(&c, "SELECT inet_server_port()").await {
+            seen.push(r[0][0].as_deref().unwrap().parse::<u16>().unwrap());
+        }
+        if want.iter().all(|n| seen.contains(&p.port(n))) {
+            return;
+        }
+        if t0.elapsed() > timeout {
+            panic!(
+                "reads did not reach {want:?} within {timeout:?}: {:?}",
+                p.tally(&seen)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// read-your-writes
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_with_replay_paused_everywhere() {
+    let (c, proxy, p) = setup("").await;
+    // Both replicas stop replaying: nothing written from now on is visible there.
+    blocking({
+        let c = c.clone();
+        move || {
+            for r in c.replicas() {
+                r.pause_replay().expect("pause_replay");
+            }
+        }
+    })
+    .await;
+    wait_status(
+        &proxy,
+        "replay paused on pg1 and pg2",
+        Duration::from_secs(10),
+        |s| {
+            backend(s, "pg1")["replay_paused"] == true && backend(s, "pg2")["replay_paused"] == true
+        },
+    )
+    .await;
+
+    let writer = proxy.connect_app().await;
+    let other = proxy.connect_app().await;
+    let eventual = proxy.connect_app().await;
+    execute(&eventual, "SET switchyard.consistency = eventual").await;
+
+    for i in 1..=5 {
+        let w = port(
+            &writer,
+            &format!("INSERT INTO f VALUES ({i}, 'w') RETURNING inet_server_port()"),
+        )
+        .await;
+        assert_eq!(w, p.port("pg0"), "write {i} ran on {}", p.name(w));
+        let probe = format!("SELECT inet_server_port(), count(*) FROM f WHERE id = {i}");
+
+        // Same session, at once.
+        let (at, n) = port_and(&writer, &probe).await;
+        assert_eq!(
+            n.as_deref(),
+            Some("1"),
+            "read-your-writes: the writing session did not see write {i} (read ran on {})",
+            p.name(at)
+        );
+        // Another session of the same user (user scope is the default).
+        let (at, n) = port_and(&other, &probe).await;
+        assert_eq!(
+            n.as_deref(),
+            Some("1"),
+            "read-your-writes: another session of the same user did not see write {i} \
+             (read ran on {})",
+            p.name(at)
+        );
+        // Extended protocol too.
+        let row = within(
+            "extended read",
+            other.query_one(
+                "SELECT inet_server_port(), count(*) FROM f WHERE id = $1",
+                &[&i],
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            row.get::<_, i64>(1),
+            1,
+            "read-your-writes (extended protocol): write {i} not seen (read ran on {})",
+            p.name(row.get::<_, i32>(0) as u16)
+        );
+        // A session under eventual consistency reads from a (paused) replica.
+        let (at, n) = port_and(&eventual, &probe).await;
+        assert!(
+            at != p.port("pg0"),
+            "consistency = eventual: the read should run on a replica, ran on {}",
+            p.name(at)
+        );
+        assert_eq!(
+            n.as_deref(),
+            Some("0"),
+            "a replica with replay paused cannot have write {i} (read ran on {})",
+            p.name(at)
+        );
+    }
+
+    // A write followed at once by a read in an eventual session: the read goes to a replica
+    // and does not see the write.
+    let mut wrong = Vec::new();
+    for i in 101..=105 {
+        let w = port(
+            &eventual,
+            &format!("INSERT INTO f VALUES ({i}, 'e') RETURNING inet_server_port()"),
+        )
+        .await;
+        assert_eq!(w, p.port("pg0"));
+        let (at, n) = port_and(
+            &eventual,
+            &format!("SELECT inet_server_port(), count(*) FROM f WHERE id = {i}"),
+        )
+        .await;
+        if at == p.port("pg0") || n.as_deref() != Some("0") {
+            wrong.push(format!(
+                "write {i}: read ran on {} and saw {n:?} rows",
+                p.name(at)
+            ));
+        }
+    }
+    // (Checked at the end, so that the rest runs too.)
+
+    // Replay resumes: read-your-writes keeps holding while replicas serve reads again.
+    blocking({
+        let c = c.clone();
+        move || {
+            for r in c.replicas() {
+                r.resume_replay().expect("resume_replay");
+            }
+        }
+    })
+    .await;
+    for i in 201..=220 {
+        port(
+            &writer,
+            &format!("INSERT INTO f VALUES ({i}, 'r') RETURNING inet_server_port()"),
+        )
+        .await;
+        let (at, n) = port_and(
+            &other,
+            &format!("SELECT inet_server_port(), count(*) FROM f WHERE id = {i}"),
+        )
+        .await;
+        assert_eq!(
+            n.as_deref(),
+            Some("1"),
+            "read-your-writes after resume: write {i} not seen by another session (read on {})",
+            p.name(at)
+        );
+    }
+    // And with nothing new written, reads are back on the replicas.
+    let t0 = Instant::now();
+    loop {
+        let at = port(&other, "SELECT inet_server_port()").await;
+        if at != p.port("pg0") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "reads never went back to the replicas after replay resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        wrong.is_empty(),
+        "consistency = eventual: a read right after the session's own write should run on \
+         a replica (and not see the write):\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// A read sent to the primary by a hint is not a write: it must not raise the user's
+/// read-your-writes position (which would keep the user's reads off replicas that are
+/// behind only on other people's writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_hinted_read_does_not_raise_the_read_your_writes_position() {
+    let (c, proxy, p) = setup("").await;
+    blocking({
+        let c = c.clone();
+        move || {
+            for r in c.replicas() {
+                r.pause_replay().expect("pause_replay");
+            }
+            // Someone else writes directly on the primary: the replicas are behind, but this
+            // proxy's users wrote nothing.
+            c.primary()
+                .psql_db(APP_DB, "INSERT INTO f VALUES (1, 'direct')")
+                .unwrap();
+        }
+    })
+    .await;
+    wait_status(
+        &proxy,
+        "pg1 and pg2 paused and behind",
+        Duration::from_secs(10),
+        |s| {
+            ["pg1", "pg2"].iter().all(|n| {
+                let b = backend(s, n);
+                b["replay_paused"] == true && b["lag_bytes"].as_u64().unwrap_or(0) > 0
+            })
+        },
+    )
+    .await;
+    let a = proxy.connect_app().await;
+    let b = proxy.connect_app().await;
+    let before = port(&b, "SELECT inet_server_port()").await;
+    assert_ne!(
+        before,
+        p.port("pg0"),
+        "no write went through the proxy: reads should use the replicas"
+    );
+    for _ in 0..3 {
+        let at = port(&a, "/* switchyard:primary */ SELECT inet_server_port()").await;
+        assert_eq!(at, p.port("pg0"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(port(&b, "SELECT inet_server_port()").await);
+    }
+    assert!(
+        !seen.contains(&p.port("pg0")),
+        "after primary-hinted reads (no write), the user's reads should stay on replicas: {:?}",
+        p.tally(&seen)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// lag
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replica_gets_no_reads_until_it_catches_up() {
+    let (c, proxy, p) = setup("max_replica_lag = \"1s\"").await;
+    wait_reads_reach(&proxy, &p, &["pg1", "pg2"], Duration::from_secs(10)).await;
+
+    // pg1 stops replaying while the primary keeps writing (directly, not through the proxy).
+    blocking({
+        let c = c.clone();
+        move || c.replicas()[0].pause_replay().expect("pause_replay")
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let stop = stop.clone();
+        let written = written.clone();
+        let cs = c.primary().conn_string(APP_USER, APP_PASSWORD, APP_DB);
+        tokio::spawn(async move {
+            let (client, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+                .await
+                .expect("connecting to the primary");
+            tokio::spawn(conn);
+            let mut i = 1000;
+            while !stop.load(Ordering::Relaxed) {
+                client
+                    .batch_execute(&format!("INSERT INTO f VALUES ({i}, 'lag')"))
+                    .await
+                    .expect("writing on the primary");
+                written.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    let took = wait_status(
+        &proxy,
+        "pg1 more than 1 s behind",
+        Duration::from_secs(20),
+        |s| backend(s, "pg1")["lag_ms"].as_u64().unwrap_or(0) > 1000,
+    )
+    .await;
+    eprintln!("pg1 reported over the lag limit after {took:?}");
+    // Now pg1 gets no reads; pg2 (fresh) gets them all.
+    let reused = proxy.connect_app().await;
+    let mut seen = Vec::new();
+    for i in 0..30 {
+        let at = if i % 2 == 0 {
+            port(&reused, "SELECT inet_server_port()").await
+        } else {
+            let fresh = proxy.connect_app().await;
+            port(&fresh, "SELECT inet_server_port()").await
+        };
+        seen.push(at);
+    }
+    let s = status(&proxy).await;
+    assert!(
+        seen.iter().all(|&x| x == p.port("pg2")),
+        "with pg1 lagging (lag_ms {}), reads should all go to pg2: {:?}",
+        backend(&s, "pg1")["lag_ms"],
+        p.tally(&seen)
+    );
+
+    // Replay resumes: pg1 catches up and gets reads again (the primary keeps writing).
+    blocking({
+        let c = c.clone();
+        move || c.replicas()[0].resume_replay().expect("resume_replay")
+    })
+    .await;
+    wait_status(
+        &proxy,
+        "pg1 within the lag limit again",
+        Duration::from_secs(20),
+        |s| {
+            let b = backend(s, "pg1");
+            b["replay_paused"] == false && b["lag_ms"].as_u64().is_some_and(|l| l < 1000)
+        },
+    )
+    .await;
+    wait_reads_reach(&proxy, &p, &["pg1", "pg2"], Duration::from_secs(10)).await;
+    stop.store(true, Ordering::Relaxed);
+    within("writer task", writer).await.unwrap();
+    assert!(written.load(Ordering::Relaxed) > 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// a replica goes away and comes back
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_replica_stops_getting_reads_and_gets_them_back_after_start() {
+    let (c, proxy, p) = setup("").await;
+    wait_reads_reach(&proxy, &p, &["pg1", "pg2"], Duration::from_secs(10)).await;
+    let reused = proxy.connect_app().await;
+    // Give the pools a connection to pg1 (they go stale when it stops).
+    for _ in 0..10 {
+        port(&reused, "SELECT inet_server_port()").await;
+    }
+
+    let stopped_at = blocking({
+        let c = c.clone();
+        move || {
+            c.replicas()[0].stop();
+            Instant::now()
+        }
+    })
+    .await;
+    // The monitor's view, polled on the side: when is pg1 marked down?
+    let http = proxy.http_port();
+    let marked_down = tokio::spawn(async move {
+        loop {
+            let (_, body) = support::proxy::http_get(http, "/status")
+                .await
+                .expect("GET /status");
+            let s: serde_json::Value = serde_json::from_str(&body).expect("/status JSON");
+            if backend(&s, "pg1")["up"] == false {
+                return Some(stopped_at.elapsed());
+            }
+            if stopped_at.elapsed() > Duration::from_secs(30) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // Reads go on meanwhile; errors in this window are reported, not failed, but a read that
+    // never gets an answer is a failure (checked at the end).
+    let mut reused = reused;
+    let mut window_errors = Vec::new();
+    let mut hangs = Vec::new();
+    while !marked_down.is_finished() {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            reused.simple_query("SELECT inet_server_port()"),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                window_errors.push(format!("{:?} {}: {e}", stopped_at.elapsed(), code(&e)))
+            }
+            Err(_) => {
+                hangs.push(format!(
+                    "a read sent {:?} after pg1 stopped got no answer within 2 s",
+                    stopped_at.elapsed() - Duration::from_secs(2)
+                ));
+                reused = proxy.connect_app().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let window = INTERVAL * FALL + Duration::from_secs(3);
+    let took = marked_down.await.unwrap();
+    let Some(took) = took else {
+        panic!(
+            "pg1 was never marked down after it stopped: {:#}",
+            status(&proxy).await
+        );
+    };
+    eprintln!(
+        "pg1 marked down {took:?} after it stopped; read errors meanwhile: {window_errors:?}; \
+         hung reads: {hangs:?}"
+    );
+    assert!(
+        took < window,
+        "pg1 still counted as up {took:?} after it stopped (fall {FALL} x interval {INTERVAL:?} \
+         + slack = {window:?})"
+    );
+
+    // From now on: no read error, and nothing is even tried on pg1.
+    let unavailable = "switchyard_retries_total{reason=\"replica_unavailable\"}";
+    let lost = "switchyard_retries_total{reason=\"server_lost\"}";
+    let (u0, l0) = (
+        metric(&proxy, unavailable).await,
+        metric(&proxy, lost).await,
+    );
+    let mut seen = Vec::new();
+    let mut errors = Vec::new();
+    for i in 0..40 {
+        let fresh;
+        let client = if i % 2 == 0 {
+            &reused
+        } else {
+            fresh = proxy.connect_app().await;
+            &fresh
+        };
+        match try_rows(client, "SELECT inet_server_port()").await {
+            Ok(r) => seen.push(r[0][0].as_deref().unwrap().parse::<u16>().unwrap()),
+            Err(e) => errors.push(format!("read {i}: {}: {e}", code(&e))),
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "reads failed after pg1 was marked down:\n{}",
+        errors.join("\n")
+    );
+    assert!(
+        seen.iter().all(|&x| x == p.port("pg2")),
+        "with pg1 down, reads should go to pg2: {:?}",
+        p.tally(&seen)
+    );
+    let (u1, l1) = (
+        metric(&proxy, unavailable).await,
+        metric(&proxy, lost).await,
+    );
+    assert_eq!(
+        (u1, l1),
+        (u0, l0),
+        "once pg1 is marked down the proxy should not try it (retries counted)"
+    );
+
+    // pg1 starts again: it is marked up (rise x interval) and gets reads back.
+    let started_at = blocking({
+        let c = c.clone();
+        move || {
+            c.replicas()[0].start().expect("starting pg1 again");
+            Instant::now()
+        }
+    })
+    .await;
+    let took = wait_status(&proxy, "pg1 up again", Duration::from_secs(15), |s| {
+        backend(s, "pg1")["up"] == true && backend(s, "pg1")["role"] == "replica"
+    })
+    .await;
+    eprintln!("pg1 marked up {took:?} after the poll started");
+    wait_reads_reach(&proxy, &p, &["pg1", "pg2"], Duration::from_secs(10)).await;
+    assert!(started_at.elapsed() < Duration::from_secs(30));
+    // The reused client connection survived all of it.
+    port(&reused, "SELECT inet_server_port()").await;
+    assert!(
+        hangs.is_empty(),
+        "reads must never hang while a replica goes down (they are retried elsewhere):\n{}",
+        hangs.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// the primary goes away
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promoted_replica_becomes_the_write_target() {
+    let (c, proxy, p) = setup("").await;
+    let mut client = proxy.connect_app().await;
+    let w = port(
+        &client,
+        "INSERT INTO f VALUES (1, 'before') RETURNING inet_server_port()",
+    )
+    .await;
+    assert_eq!(w, p.port("pg0"));
+
+    // The primary dies; pg1 is promoted by someone else (not the proxy).
+    let promoted_at = blocking({
+        let c = c.clone();
+        move || {
+            c.wait_replicas_caught_up(Duration::from_secs(30)).unwrap();
+            c.primary().kill();
+            c.replicas()[0].promote().expect("promoting pg1");
+            Instant::now()
+        }
+    })
+    .await;
+
+    // Writes succeed on pg1 within a bounded time, without restarting the proxy.
+    let limit = Duration::from_secs(15);
+    let mut errors = Vec::new();
+    let mut reconnects = 0;
+    let mut i = 2;
+    let at = loop {
+        let sql = format!("INSERT INTO f VALUES ({i}, 'after') RETURNING inet_server_port()");
+        i += 1;
+        match try_rows(&client, &sql).await {
+            Ok(r) => break r[0][0].as_deref().unwrap().parse::<u16>().unwrap(),
+            Err(e) => {
+                errors.push(format!("{:?}: {}: {e}", promoted_at.elapsed(), code(&e)));
+                if client.is_closed() {
+                    reconnects += 1;
+                    client = proxy.connect_app().await;
+                }
+            }
+        }
+        assert!(
+            promoted_at.elapsed() < limit,
+            "no write succeeded within {limit:?} of the promotion; errors:\n{}\n/status: {:#}",
+            errors.join("\n"),
+            status(&proxy).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "first write after the promotion succeeded {:?} after it ({} errors before, {reconnects} \
+         reconnects): {errors:?}",
+        promoted_at.elapsed(),
+        errors.len()
+    );
+    assert_eq!(
+        at,
+        p.port("pg1"),
+        "the write after the promotion ran on {}",
+        p.name(at)
+    );
+    let s = status(&proxy).await;
+    assert_eq!(backend(&s, "pg1")["primary"], true, "{s:#}");
+    assert_eq!(backend(&s, "pg0")["up"], false, "{s:#}");
+
+    // More writes, on old and new connections, all on pg1; the data is there.
+    let fresh = proxy.connect_app().await;
+    for (k, cl) in [&client, &fresh].into_iter().enumerate() {
+        for j in 0..3 {
+            let id = 100 + k * 10 + j;
+            let w = port(
+                cl,
+                &format!("INSERT INTO f VALUES ({id}, 'new') RETURNING inet_server_port()"),
+            )
+            .await;
+            assert_eq!(w, p.port("pg1"), "write {id} ran on {}", p.name(w));
+        }
+    }
+    let n = rows(
+        &fresh,
+        "/* switchyard:primary */ SELECT count(*) FROM f WHERE v IN ('before', 'new')",
+    )
+    .await;
+    assert_eq!(n[0][0].as_deref(), Some("7"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_primary_writes_fail_cleanly_and_reads_go_on() {
+    let (c, proxy, p) = setup("primary_wait = \"1s\"").await;
+    let client = proxy.connect_app().await;
+    port(&client, "SELECT inet_server_port()").await;
+
+    blocking({
+        let c = c.clone();
+        move || c.primary().stop()
+    })
+    .await;
+    wait_status(
+        &proxy,
+        "no primary",
+        INTERVAL * FALL + Duration::from_secs(5),
+        |s| {
+            backend(s, "pg0")["up"] == false
+                && s["backends"]
+                    .as_array()
+                    .is_some_and(|bs| bs.iter().all(|b| b["primary"] == false))
+        },
+    )
+    .await;
+
+    let slack = Duration::from_millis(1500);
+    let bound = Duration::from_secs(1) + slack;
+    // Simple protocol.
+    for sql in [
+        "INSERT INTO f VALUES (1, 'x')",
+        "UPDATE f SET v = 'y' WHERE id = 0",
+        "SELECT nextval('f_seq_does_not_matter')",
+    ] {
+        let t0 = Instant::now();
+        let r = try_rows(&client, sql).await;
+        let took = t0.elapsed();
+        match r {
+            Ok(_) => panic!("{sql}: succeeded without a primary"),
+            Err(e) => assert_eq!(code(&e), "57P03", "{sql}: {e}"),
+        }
+        assert!(
+            took <= bound,
+            "{sql}: failed after {took:?}, more than {bound:?}"
+        );
+    }
+    // Extended protocol.
+    let t0 = Instant::now();
+    let r = within(
+        "extended write",
+        client.execute("INSERT INTO f VALUES ($1, 'x')", &[&2i32]),
+    )
+    .await;
+    let took = t0.elapsed();
+    match r {
+        Ok(_) => panic!("extended-protocol write succeeded without a primary"),
+        Err(e) => assert_eq!(code(&e), "57P03", "extended-protocol write: {e}"),
+    }
+    assert!(took <= bound, "extended write failed after {took:?}");
+    // A read-write transaction.
+    execute(&client, "BEGIN").await;
+    let t0 = Instant::now();
+    match try_rows(&client, "INSERT INTO f VALUES (3, 'x')").await {
+        Ok(_) => panic!("a write in a transaction succeeded without a primary"),
+        Err(e) => assert_eq!(code(&e), "57P03", "write in a transaction: {e}"),
+    }
+    assert!(t0.elapsed() <= bound);
+    let _ = try_rows(&client, "ROLLBACK").await;
+
+    // Reads work on the replicas, on this connection and on new ones.
+    let mut seen = Vec::new();
+    for i in 0..20 {
+        let fresh;
+        let cl = if i % 2 == 0 {
+            &client
+        } else {
+            fresh = proxy.connect_app().await;
+            &fresh
+        };
+        let (at, n) = port_and(
+            cl,
+            "SELECT inet_server_port(), count(*) FROM f WHERE id = 0",
+        )
+        .await;
+        assert_eq!(n.as_deref(), Some("1"));
+        seen.push(at);
+    }
+    assert!(
+        seen.iter()
+            .all(|&x| x == p.port("pg1") || x == p.port("pg2")),
+        "reads without a primary: {:?}",
+        p.tally(&seen)
+    );
+    let row = within(
+        "extended read",
+        client.query_one("SELECT inet_server_port()", &[]),
+    )
+    .await
+    .expect("extended-protocol read without a primary");
+    let at = row.get::<_, i32>(0) as u16;
+    assert!(at == p.port("pg1") || at == p.port("pg2"));
+}

@@ -1,0 +1,1342 @@
+//! Read/write splitting through the proxy, against a real primary and two streaming replicas
+//! (the shared cluster: nothing here pauses, stops or kills a node).
+//!
+//! Where a statement ran is proven with `inet_server_port()`, compared with the nodes' ports.
+//! Every test starts its own proxy (so read-your-writes state, the learned-writes cache and
+//! metrics are its own) with a fast health check interval.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use support::proxy::Proxy;
+use support::*;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// Health check settings used by every proxy here.
+const HEALTH: &str = "[health]\ninterval = \"200ms\"\n";
+
+/// Every client operation must finish within this.
+const OP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Number of reads used to check that reads spread over the replicas.
+const READS: usize = 40;
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/// The cluster's ports: (primary, [replica1, replica2]).
+struct Ports {
+    primary: u16,
+    replicas: Vec<u16>,
+}
+
+impl Ports {
+    fn of(c: &LocalCluster) -> Ports {
+        Ports {
+            primary: c.primary().port(),
+            replicas: c.replicas().iter().map(|n| n.port()).collect(),
+        }
+    }
+
+    fn is_replica(&self, port: u16) -> bool {
+        self.replicas.contains(&port)
+    }
+
+    fn name(&self, port: u16) -> String {
+        if port == self.primary {
+            format!("primary ({port})")
+        } else if let Some(i) = self.replicas.iter().position(|&p| p == port) {
+            format!("replica {} ({port})", i + 1)
+        } else {
+            format!("unknown server ({port})")
+        }
+    }
+}
+
+/// Awaits `fut`, panicking if it takes longer than [`OP_TIMEOUT`].
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(OP_TIMEOUT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer within {OP_TIMEOUT:?}"),
+    }
+}
+
+/// Rows of a simple query as text (NULL as `None`).
+async fn rows(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let msgs = within(sql, c.simple_query(sql))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e} ({e:?})"));
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first column of the first row of a simple query.
+async fn value(c: &Client, sql: &str) -> Option<String> {
+    let r = rows(c, sql).await;
+    assert!(!r.is_empty(), "{sql}: no row");
+    r[0][0].clone()
+}
+
+/// Runs a simple query whose first column of the first row is `inet_server_port()`.
+async fn port(c: &Client, sql: &str) -> u16 {
+    let v = value(c, sql).await;
+    v.as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{sql}: first column is not a port: {v:?}"))
+}
+
+/// Runs a simple query that must fail; returns its SQLSTATE.
+async fn error_code(c: &Client, sql: &str) -> String {
+    match within(sql, c.simple_query(sql)).await {
+        Ok(m) => panic!("{sql}: expected an error, got {} messages", m.len()),
+        Err(e) => e
+            .code()
+            .map(|s| s.code().to_string())
+            .unwrap_or_else(|| panic!("{sql}: failed without a SQLSTATE: {e} ({e:?})")),
+    }
+}
+
+async fn execute(c: &Client, sql: &str) {
+    within(sql, c.batch_execute(sql))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e} ({e:?})"));
+}
+
+/// Counts how often each port answered.
+fn tally(ports: &[u16], p: &Ports) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for &x in ports {
+        *m.entry(p.name(x)).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Asserts that every read ran on a replica and that both replicas served some.
+fn assert_spread_over_replicas(what: &str, got: &[u16], p: &Ports) {
+    let t = tally(got, p);
+    assert!(
+        got.iter().all(|&x| p.is_replica(x)),
+        "{what}: every autocommit read should run on a replica; got {t:?}"
+    );
+    for &r in &p.replicas {
+        assert!(
+            got.contains(&r),
+            "{what}: reads should spread over both replicas, {} got none of {}: {t:?}",
+            p.name(r),
+            got.len()
+        );
+    }
+}
+
+/// The value of a Prometheus sample line `name{labels} value` (0 when absent).
+async fn metric(proxy: &Proxy, series: &str) -> f64 {
+    let (code, body) = within("GET /metrics", proxy.http_get("/metrics")).await;
+    assert_eq!(code, 200, "GET /metrics: {body}");
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// The routing and retry counters, for failure messages.
+async fn routing_metrics(proxy: &Proxy) -> String {
+    let (_, body) = within("GET /metrics", proxy.http_get("/metrics")).await;
+    body.lines()
+        .filter(|l| {
+            l.starts_with("switchyard_routed_total") || l.starts_with("switchyard_retries_total")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const READ_ONLY_VIOLATIONS: &str = "switchyard_retries_total{reason=\"read_only_violation\"}";
+
+async fn status(proxy: &Proxy) -> serde_json::Value {
+    let (code, body) = within("GET /status", proxy.http_get("/status")).await;
+    assert_eq!(code, 200, "GET /status: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON: {e}: {body}"))
+}
+
+/// Waits (bounded) until the proxy's monitor sees pg0 as the primary and pg1, pg2 as up
+/// replicas.
+async fn wait_cluster_ready(proxy: &Proxy) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(proxy).await;
+        let ok = s["backends"].as_array().is_some_and(|bs| {
+            bs.len() == 3
+                && bs.iter().all(|b| {
+                    let primary = b["name"] == "pg0";
+                    b["up"] == true
+                        && b["primary"] == primary
+                        && b["role"] == if primary { "primary" } else { "replica" }
+                })
+        });
+        if ok {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("the proxy's monitor never saw the cluster as expected: {s:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Tables, a sequence and a writing function, created once in the shared cluster's app
+/// database (owned by the app user) and replicated before any test uses them.
+fn shared_schema() -> &'static LocalCluster {
+    static SCHEMA: OnceLock<()> = OnceLock::new();
+    let c = shared_cluster();
+    SCHEMA.get_or_init(|| {
+        c.primary()
+            .psql_db(
+                APP_DB,
+                "SET ROLE app;
+                 CREATE TABLE routing_t (id serial PRIMARY KEY, v text);
+                 INSERT INTO routing_t (v) SELECT 'seed' || g FROM generate_series(1, 5) g;
+                 CREATE SEQUENCE routing_seq;
+                 CREATE TABLE routing_log (id serial PRIMARY KEY, port int, tag text);
+                 CREATE FUNCTION routing_writer(tag text) RETURNS int LANGUAGE plpgsql VOLATILE AS $$
+                 BEGIN
+                     INSERT INTO routing_log (port, tag) VALUES (inet_server_port(), tag);
+                     RETURN inet_server_port();
+                 END
+                 $$;",
+            )
+            .expect("creating the routing test schema");
+        c.wait_replicas_caught_up(Duration::from_secs(60))
+            .expect("replicas catching up with the routing test schema");
+    });
+    c
+}
+
+/// Starts a proxy in front of the shared cluster with `routing` as the `[routing]` table
+/// body, and waits until its monitor knows the cluster.
+async fn start_proxy(routing: &str) -> (&'static LocalCluster, Proxy, Ports) {
+    let c = tokio::task::spawn_blocking(shared_schema).await.unwrap();
+    let extra = format!("{HEALTH}\n[routing]\n{routing}\n");
+    // ROUTING_PROXY_LOG sets the proxy's RUST_LOG (default info), for debugging.
+    let opts = support::proxy::ProxyOptions {
+        extra_tables: extra,
+        env: vec![(
+            "RUST_LOG".into(),
+            std::env::var("ROUTING_PROXY_LOG").unwrap_or_else(|_| "info".into()),
+        )],
+        ..Default::default()
+    };
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start_with(c, opts))
+        .await
+        .unwrap();
+    wait_cluster_ready(&proxy).await;
+    (c, proxy, Ports::of(c))
+}
+
+/// `READS` reads of `sql` (its first column is the port): half on one reused connection,
+/// half on a fresh connection each.
+async fn many_reads(proxy: &Proxy, sql: &str) -> Vec<u16> {
+    let mut got = Vec::with_capacity(READS);
+    let reused = proxy.connect_app().await;
+    for _ in 0..READS / 2 {
+        got.push(port(&reused, sql).await);
+    }
+    for _ in 0..READS - READS / 2 {
+        let fresh = within("connect", proxy.connect_app()).await;
+        got.push(port(&fresh, sql).await);
+    }
+    got
+}
+
+// ---------------------------------------------------------------------------------------------
+// reads
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventual_reads_spread_over_both_replicas() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let got = many_reads(&proxy, "SELECT inet_server_port()").await;
+    assert_spread_over_replicas("consistency = eventual", &got, &p);
+
+    // Reads of a table spread too.
+    let got = many_reads(
+        &proxy,
+        "SELECT inet_server_port(), count(*) FROM routing_t WHERE v IS NOT NULL",
+    )
+    .await;
+    assert_spread_over_replicas("table read, consistency = eventual", &got, &p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventual_reads_right_after_a_write_go_to_replicas() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    // Writes made through this proxy do not pull eventual reads to the primary, not even
+    // the read sent the moment the write's answer arrived.
+    let c = proxy.connect_app().await;
+    let mut after = Vec::new();
+    for i in 0..10 {
+        let w = port(
+            &c,
+            &format!(
+                "INSERT INTO routing_t (v) VALUES ('eventual{i}') RETURNING inet_server_port()"
+            ),
+        )
+        .await;
+        assert_eq!(w, p.primary, "the write should run on the primary");
+        for _ in 0..2 {
+            after.push(port(&c, "SELECT inet_server_port()").await);
+        }
+    }
+    assert!(
+        after.iter().all(|&x| p.is_replica(x)),
+        "under consistency = eventual, reads right after a write should still run on \
+         replicas: {:?}",
+        tally(&after, &p)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_consistency_reads_spread_when_no_write_is_recent() {
+    let (c, proxy, p) = start_proxy("").await;
+    // No write went through this proxy yet.
+    let got = many_reads(&proxy, "SELECT inet_server_port()").await;
+    assert_spread_over_replicas("default consistency, no write yet", &got, &p);
+
+    // A write, then (once both replicas have replayed it and the monitor saw that) reads
+    // go back to the replicas.
+    let client = proxy.connect_app().await;
+    let w = port(
+        &client,
+        "INSERT INTO routing_t (v) VALUES ('ryw') RETURNING inet_server_port()",
+    )
+    .await;
+    assert_eq!(w, p.primary, "the write should run on the primary");
+    tokio::task::spawn_blocking(move || c.wait_replicas_caught_up(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("replicas catching up");
+    // Reads come back to the replicas once the monitor saw their new positions.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if p.is_replica(port(&client, "SELECT inet_server_port()").await) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reads never went back to the replicas after they replayed the write"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let got = many_reads(&proxy, "SELECT inet_server_port()").await;
+    assert_spread_over_replicas("default consistency, write replayed everywhere", &got, &p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statement_queries() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let c = proxy.connect_app().await;
+    // All reads: a replica, one server for the whole string.
+    for _ in 0..10 {
+        let r = rows(&c, "SELECT inet_server_port(); SELECT inet_server_port()").await;
+        assert_eq!(r.len(), 2);
+        let a: u16 = r[0][0].as_deref().unwrap().parse().unwrap();
+        let b: u16 = r[1][0].as_deref().unwrap().parse().unwrap();
+        assert!(
+            p.is_replica(a),
+            "read-only multi-statement ran on {}",
+            p.name(a)
+        );
+        assert_eq!(a, b, "one query string runs on one server");
+    }
+    // A read followed by a write: the whole string is a write.
+    let before = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    for _ in 0..5 {
+        let r = rows(
+            &c,
+            "SELECT inet_server_port(); INSERT INTO routing_t (v) VALUES ('multi')",
+        )
+        .await;
+        let a: u16 = r[0][0].as_deref().unwrap().parse().unwrap();
+        assert_eq!(
+            a,
+            p.primary,
+            "a multi-statement query with a write ran on {}",
+            p.name(a)
+        );
+    }
+    assert_eq!(
+        metric(&proxy, READ_ONLY_VIOLATIONS).await,
+        before,
+        "the multi-statement write should have been routed to the primary, not rescued"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// writes and transactions
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_run_on_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let c = proxy.connect_app().await;
+    let before = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let writes = [
+        "INSERT INTO routing_t (v) VALUES ('w') RETURNING inet_server_port()",
+        "insert into routing_t (v) select 'w2' returning inet_server_port()",
+        "UPDATE routing_t SET v = v WHERE id = (SELECT min(id) FROM routing_t) RETURNING inet_server_port()",
+        "DELETE FROM routing_t WHERE v = 'no such value' OR id = (SELECT max(id) FROM routing_t WHERE v = 'w') RETURNING inet_server_port()",
+        "SELECT inet_server_port() FROM routing_t ORDER BY id LIMIT 1 FOR UPDATE",
+        "SELECT inet_server_port() FROM routing_t ORDER BY id LIMIT 1 FOR NO KEY UPDATE",
+        "SELECT inet_server_port() FROM routing_t ORDER BY id LIMIT 1 FOR SHARE",
+        "SELECT inet_server_port() FROM routing_t ORDER BY id LIMIT 1 FOR KEY SHARE",
+        "select inet_server_port() from routing_t r order by id limit 1 for update of r skip locked",
+        "SELECT inet_server_port(), nextval('routing_seq')",
+        "SELECT inet_server_port(), setval('routing_seq', 100)",
+        "WITH x AS (INSERT INTO routing_t (v) VALUES ('cte') RETURNING 1) SELECT inet_server_port() FROM x",
+        "WITH x AS (UPDATE routing_t SET v = v WHERE id = (SELECT min(id) FROM routing_t) RETURNING 1) SELECT inet_server_port() FROM x",
+        "WITH x AS (DELETE FROM routing_t WHERE v = 'cte' RETURNING 1) SELECT inet_server_port() FROM (SELECT count(*) FROM x) s",
+    ];
+    for sql in writes {
+        for _ in 0..3 {
+            let got = port(&c, sql).await;
+            assert_eq!(got, p.primary, "{sql} ran on {}", p.name(got));
+        }
+    }
+    // Same on fresh connections (no session history).
+    for sql in writes {
+        let fresh = proxy.connect_app().await;
+        let got = port(&fresh, sql).await;
+        assert_eq!(
+            got,
+            p.primary,
+            "{sql} (fresh connection) ran on {}",
+            p.name(got)
+        );
+    }
+    assert_eq!(
+        metric(&proxy, READ_ONLY_VIOLATIONS).await,
+        before,
+        "every write should have been routed to the primary directly, none rescued after a \
+         replica refused it (25006)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_transactions_run_on_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let c = proxy.connect_app().await;
+    let begins = [
+        "BEGIN",
+        "START TRANSACTION",
+        "BEGIN READ WRITE",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ",
+        "begin transaction",
+    ];
+    for begin in begins {
+        for with_write in [false, true] {
+            execute(&c, begin).await;
+            let mut seen = Vec::new();
+            let mut pids = Vec::new();
+            let r = rows(&c, "SELECT inet_server_port(), pg_backend_pid()").await;
+            seen.push(r[0][0].as_deref().unwrap().parse::<u16>().unwrap());
+            pids.push(r[0][1].clone());
+            if with_write {
+                seen.push(
+                    port(
+                        &c,
+                        "INSERT INTO routing_t (v) VALUES ('txn') RETURNING inet_server_port()",
+                    )
+                    .await,
+                );
+            }
+            let r = rows(&c, "SELECT inet_server_port(), pg_backend_pid()").await;
+            seen.push(r[0][0].as_deref().unwrap().parse::<u16>().unwrap());
+            pids.push(r[0][1].clone());
+            execute(&c, "COMMIT").await;
+            assert!(
+                seen.iter().all(|&x| x == p.primary),
+                "{begin} ... COMMIT (with write: {with_write}) ran on {:?}",
+                tally(&seen, &p)
+            );
+            assert!(
+                pids.windows(2).all(|w| w[0] == w[1]),
+                "{begin}: one transaction, one server connection: {pids:?}"
+            );
+        }
+    }
+    // Through tokio-postgres' transaction API (extended protocol inside).
+    let mut c2 = proxy.connect_app().await;
+    let t = within("begin", c2.transaction()).await.unwrap();
+    let a: i32 = t
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let b: i32 = t
+        .query_one(
+            "INSERT INTO routing_t (v) VALUES ($1) RETURNING inet_server_port()",
+            &[&"ext-txn"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    within("commit", t.commit()).await.unwrap();
+    assert_eq!((a as u16, b as u16), (p.primary, p.primary));
+}
+
+/// Each way of starting a read-only transaction; the transaction must run on one replica.
+async fn check_read_only_transaction(c: &Client, p: &Ports, what: &str, start: &[&str]) -> u16 {
+    for s in start {
+        execute(c, s).await;
+    }
+    let mut seen = Vec::new();
+    let mut pids = Vec::new();
+    for i in 0..5 {
+        let r = rows(
+            c,
+            "SELECT inet_server_port(), pg_backend_pid(), current_setting('transaction_read_only'), pg_is_in_recovery()",
+        )
+        .await;
+        seen.push(r[0][0].as_deref().unwrap().parse::<u16>().unwrap());
+        pids.push(r[0][1].clone());
+        assert_eq!(
+            r[0][2].as_deref(),
+            Some("on"),
+            "{what}: statement {i} is not in a read-only transaction"
+        );
+        if i == 2 {
+            // Something heavier in between.
+            let n = value(c, "SELECT count(*) FROM routing_t").await;
+            assert!(n.is_some());
+        }
+    }
+    execute(c, "COMMIT").await;
+    assert!(
+        p.is_replica(seen[0]),
+        "{what}: a read-only transaction should run on a replica, ran on {:?}",
+        tally(&seen, p)
+    );
+    assert!(
+        seen.iter().all(|&x| x == seen[0]) && pids.iter().all(|x| *x == pids[0]),
+        "{what}: a read-only transaction must stay on one replica connection: ports {:?}, pids {pids:?}",
+        tally(&seen, p)
+    );
+    seen[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_transactions_stay_on_one_replica() {
+    let (_c, proxy, p) = start_proxy("").await;
+    let c = proxy.connect_app().await;
+    let variants: [(&str, &[&str]); 6] = [
+        ("BEGIN READ ONLY", &["BEGIN READ ONLY"]),
+        (
+            "START TRANSACTION READ ONLY",
+            &["START TRANSACTION READ ONLY"],
+        ),
+        (
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            &["BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"],
+        ),
+        (
+            "begin transaction read only",
+            &["begin transaction read only"],
+        ),
+        (
+            "BEGIN + SET TRANSACTION READ ONLY",
+            &["BEGIN", "SET TRANSACTION READ ONLY"],
+        ),
+        (
+            "START TRANSACTION + SET TRANSACTION READ ONLY",
+            &["START TRANSACTION", "set transaction read only"],
+        ),
+    ];
+    for (what, start) in variants {
+        for _ in 0..4 {
+            check_read_only_transaction(&c, &p, what, start).await;
+        }
+    }
+
+    // A write inside a read-only transaction fails as PostgreSQL says (not moved elsewhere),
+    // and the session goes on.
+    execute(&c, "BEGIN READ ONLY").await;
+    let code = error_code(&c, "INSERT INTO routing_t (v) VALUES ('ro')").await;
+    assert_eq!(code, "25006", "a write in a read-only transaction");
+    execute(&c, "ROLLBACK").await;
+
+    // tokio-postgres' read-only transaction (extended protocol statements inside).
+    let mut c2 = proxy.connect_app().await;
+    for _ in 0..3 {
+        let t = within(
+            "start read only",
+            c2.build_transaction().read_only(true).start(),
+        )
+        .await
+        .unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let r: i32 = t
+                .query_one("SELECT inet_server_port()", &[])
+                .await
+                .unwrap()
+                .get(0);
+            seen.push(r as u16);
+        }
+        within("commit", t.commit()).await.unwrap();
+        assert!(
+            p.is_replica(seen[0]) && seen.iter().all(|&x| x == seen[0]),
+            "extended-protocol read-only transaction: {:?}",
+            tally(&seen, &p)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_transaction_read_only_session_runs_transactions_on_a_replica() {
+    let (_c, proxy, p) = start_proxy("").await;
+    let c = proxy.connect_app().await;
+    execute(&c, "SET default_transaction_read_only = on").await;
+    assert_eq!(
+        value(&c, "SHOW default_transaction_read_only")
+            .await
+            .as_deref(),
+        Some("on")
+    );
+    for what in ["BEGIN", "START TRANSACTION"] {
+        for _ in 0..3 {
+            check_read_only_transaction(
+                &c,
+                &p,
+                &format!("SET default_transaction_read_only = on; {what}"),
+                &[what],
+            )
+            .await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// hints and session settings
+
+async fn replica_hinted_reads(c: &Client, p: &Ports, what: &str) {
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(port(c, "/* switchyard:replica */ SELECT inet_server_port()").await);
+    }
+    assert!(
+        seen.iter().all(|&x| p.is_replica(x)),
+        "replica hint ({what}): {:?}",
+        tally(&seen, p)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_hints() {
+    let (_c, proxy, p) = start_proxy("").await;
+    let c = proxy.connect_app().await;
+    replica_hinted_reads(&c, &p, "default consistency").await;
+    for _ in 0..10 {
+        let got = port(&c, "/* switchyard:primary */ SELECT inet_server_port()").await;
+        assert_eq!(got, p.primary, "primary hint ran on {}", p.name(got));
+    }
+    // Hints work under other consistency levels too.
+    execute(&c, "SET switchyard.consistency = eventual").await;
+    for _ in 0..5 {
+        let got = port(&c, "/* switchyard:primary */ SELECT inet_server_port()").await;
+        assert_eq!(
+            got,
+            p.primary,
+            "primary hint (eventual) ran on {}",
+            p.name(got)
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    replica_hinted_reads(&c, &p, "eventual").await;
+    execute(&c, "SET switchyard.consistency = primary").await;
+    replica_hinted_reads(&c, &p, "consistency = primary").await;
+    execute(&c, "RESET switchyard.consistency").await;
+    // Extended protocol carries the hint in the Parse.
+    for _ in 0..5 {
+        let got: i32 = within(
+            "hinted prepared read",
+            c.query_one("/* switchyard:replica */ SELECT inet_server_port()", &[]),
+        )
+        .await
+        .unwrap()
+        .get(0);
+        assert!(
+            p.is_replica(got as u16),
+            "replica hint (extended protocol) ran on {}",
+            p.name(got as u16)
+        );
+    }
+    for _ in 0..5 {
+        let got: i32 = within(
+            "hinted prepared read",
+            c.query_one("/* switchyard:primary */ SELECT inet_server_port()", &[]),
+        )
+        .await
+        .unwrap()
+        .get(0);
+        assert_eq!(
+            got as u16,
+            p.primary,
+            "primary hint (extended protocol) ran on {}",
+            p.name(got as u16)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_switchyard_route() {
+    let (_c, proxy, p) = start_proxy("").await;
+    let c = proxy.connect_app().await;
+    assert_eq!(
+        value(&c, "SHOW switchyard.route").await.as_deref(),
+        Some("auto")
+    );
+
+    execute(&c, "SET switchyard.route = primary").await;
+    assert_eq!(
+        value(&c, "SHOW switchyard.route").await.as_deref(),
+        Some("primary")
+    );
+    for _ in 0..10 {
+        let got = port(&c, "SELECT inet_server_port()").await;
+        assert_eq!(
+            got,
+            p.primary,
+            "route = primary: a read ran on {}",
+            p.name(got)
+        );
+    }
+    let got: i32 = c
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(got as u16, p.primary, "route = primary, extended protocol");
+
+    execute(&c, "SET switchyard.route TO 'replica'").await;
+    assert_eq!(
+        value(&c, "SHOW switchyard.route").await.as_deref(),
+        Some("replica")
+    );
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(port(&c, "SELECT inet_server_port()").await);
+    }
+    assert!(
+        seen.iter().all(|&x| p.is_replica(x)),
+        "route = replica: {:?}",
+        tally(&seen, &p)
+    );
+
+    execute(&c, "SET switchyard.route = auto").await;
+    assert_eq!(
+        value(&c, "SHOW switchyard.route").await.as_deref(),
+        Some("auto")
+    );
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(port(&c, "SELECT inet_server_port()").await);
+    }
+    assert_spread_over_replicas("route = auto", &seen, &p);
+    let w = port(
+        &c,
+        "INSERT INTO routing_t (v) VALUES ('auto') RETURNING inet_server_port()",
+    )
+    .await;
+    assert_eq!(w, p.primary, "route = auto: a write ran on {}", p.name(w));
+
+    // RESET goes back to auto.
+    execute(&c, "SET switchyard.route = primary").await;
+    execute(&c, "RESET switchyard.route").await;
+    assert_eq!(
+        value(&c, "SHOW switchyard.route").await.as_deref(),
+        Some("auto")
+    );
+
+    // A bad value is refused with 22023 and changes nothing.
+    execute(&c, "SET switchyard.route = primary").await;
+    assert_eq!(
+        error_code(&c, "SET switchyard.route = sideways").await,
+        "22023"
+    );
+    assert_eq!(
+        value(&c, "SHOW switchyard.route").await.as_deref(),
+        Some("primary"),
+        "a refused SET must not change the route"
+    );
+    let got = port(&c, "SELECT inet_server_port()").await;
+    assert_eq!(got, p.primary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_switchyard_consistency() {
+    let (_c, proxy, p) = start_proxy("").await;
+    let c = proxy.connect_app().await;
+    assert_eq!(
+        value(&c, "SHOW switchyard.consistency").await.as_deref(),
+        Some("read_your_writes"),
+        "the default consistency"
+    );
+    for v in ["eventual", "primary", "read_your_writes"] {
+        execute(&c, &format!("SET switchyard.consistency = {v}")).await;
+        assert_eq!(
+            value(&c, "SHOW switchyard.consistency").await.as_deref(),
+            Some(v)
+        );
+    }
+    execute(&c, "SET switchyard.consistency = 'primary'").await;
+    for _ in 0..10 {
+        let got = port(&c, "SELECT inet_server_port()").await;
+        assert_eq!(
+            got,
+            p.primary,
+            "consistency = primary: a read ran on {}",
+            p.name(got)
+        );
+    }
+    execute(&c, "SET switchyard.consistency = eventual").await;
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(port(&c, "SELECT inet_server_port()").await);
+    }
+    assert_spread_over_replicas("consistency = eventual", &seen, &p);
+
+    for bad in [
+        "SET switchyard.consistency = strong",
+        "SET switchyard.consistency = ''",
+    ] {
+        assert_eq!(error_code(&c, bad).await, "22023", "{bad}");
+    }
+    assert_eq!(
+        value(&c, "SHOW switchyard.consistency").await.as_deref(),
+        Some("eventual"),
+        "a refused SET must not change the consistency"
+    );
+    // The session is still usable after the errors.
+    let got = port(&c, "SELECT inet_server_port()").await;
+    assert!(p.is_replica(got));
+
+    // Per session: another connection has the default.
+    let other = proxy.connect_app().await;
+    assert_eq!(
+        value(&other, "SHOW switchyard.consistency")
+            .await
+            .as_deref(),
+        Some("read_your_writes")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchyard_settings_never_reach_postgres() {
+    // Statements of OTHER_USER are logged by every node (log_statement = all for that role
+    // only), so the servers' logs show whatever the proxy sent them.
+    let c = tokio::task::spawn_blocking(|| {
+        let c = shared_schema();
+        c.primary()
+            .psql(&format!(
+                "ALTER ROLE {OTHER_USER} SET log_statement = 'all'"
+            ))
+            .expect("ALTER ROLE ... SET log_statement");
+        c.wait_replicas_caught_up(Duration::from_secs(30))
+            .expect("replicas catching up");
+        c
+    })
+    .await
+    .unwrap();
+    let extra = format!("{HEALTH}\n[routing]\nconsistency = \"eventual\"\n");
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start(c, &extra))
+        .await
+        .unwrap();
+    wait_cluster_ready(&proxy).await;
+    let p = Ports::of(c);
+    let client = proxy.connect(OTHER_USER, OTHER_PASSWORD, APP_DB).await;
+    // Logged by the servers: proves logging works for this role.
+    let marker = format!("routing_marker_{}", std::process::id());
+    let got = port(
+        &client,
+        &format!("/* switchyard:primary */ SELECT inet_server_port(), '{marker}'"),
+    )
+    .await;
+    assert_eq!(got, p.primary);
+
+    let commands = [
+        "SET switchyard.consistency = eventual",
+        "SET switchyard.route = replica",
+        "SHOW switchyard.route",
+        "SHOW switchyard.consistency",
+        "SET switchyard.route TO primary",
+        "RESET switchyard.route",
+        "set switchyard.consistency to 'read_your_writes'",
+        "RESET switchyard.consistency",
+    ];
+    for sql in commands {
+        rows(&client, sql).await;
+    }
+    // An unknown switchyard.* name: the proxy refuses it (PostgreSQL would accept it as a
+    // placeholder setting).
+    let code = error_code(&client, "SET switchyard.nonsense = 1").await;
+    assert_eq!(code, "42704", "SET switchyard.<unknown>");
+    // Bad values and commands inside a transaction are answered by the proxy too.
+    assert_eq!(
+        error_code(&client, "SET switchyard.route = nowhere").await,
+        "22023"
+    );
+    execute(&client, "BEGIN").await;
+    execute(&client, "SET switchyard.consistency = primary").await;
+    let got = port(&client, "SELECT inet_server_port()").await;
+    execute(&client, "SET switchyard.route = replica").await;
+    execute(&client, "COMMIT").await;
+    assert_eq!(
+        got, p.primary,
+        "a read-write transaction runs on the primary"
+    );
+
+    // The server sessions the proxy used know nothing of switchyard.* either.
+    let probe = "SELECT inet_server_port(), current_setting('switchyard.route', true), \
+                 current_setting('switchyard.consistency', true), \
+                 current_setting('switchyard.nonsense', true)";
+    let mut seen = Vec::new();
+    for route in ["replica", "primary"] {
+        execute(&client, &format!("SET switchyard.route = {route}")).await;
+        for _ in 0..8 {
+            let r = rows(&client, probe).await;
+            let port: u16 = r[0][0].as_deref().unwrap().parse().unwrap();
+            seen.push(port);
+            assert!(
+                r[0][1..]
+                    .iter()
+                    .all(|v| v.as_deref().unwrap_or("").is_empty()),
+                "a switchyard.* setting reached PostgreSQL on {}: {:?}",
+                p.name(port),
+                r[0]
+            );
+        }
+    }
+    assert!(seen.contains(&p.primary) && seen.iter().any(|&x| p.is_replica(x)));
+    drop(client);
+
+    // The logs: the marker is there (logging works), no SET/RESET/SHOW switchyard.* is.
+    let logs: Vec<(String, String)> = c
+        .nodes()
+        .iter()
+        .map(|n| {
+            let text = std::fs::read(n.log_file())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            (n.name().to_string(), text)
+        })
+        .collect();
+    assert!(
+        logs.iter().any(|(_, l)| l.contains(&marker)),
+        "the marker statement should be in the primary's log (log_statement = all)"
+    );
+    for (name, log) in &logs {
+        let leaked: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                [
+                    "set switchyard.",
+                    "reset switchyard.",
+                    "show switchyard.",
+                    "set local switchyard.",
+                ]
+                .iter()
+                .any(|k| l.contains(k))
+            })
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "switchyard.* commands reached PostgreSQL ({name}):\n{}",
+            leaked.join("\n")
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// extended protocol
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_reads_and_writes() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let c = proxy.connect_app().await;
+
+    // Unprepared (tokio-postgres prepares an unnamed-then-named statement per call).
+    let mut seen = Vec::new();
+    for _ in 0..READS / 2 {
+        let r: i32 = within(
+            "query_one",
+            c.query_one("SELECT inet_server_port() WHERE $1::int > 0", &[&1i32]),
+        )
+        .await
+        .unwrap()
+        .get(0);
+        seen.push(r as u16);
+    }
+    // One prepared statement executed many times (it must follow the session to each replica).
+    let st = within("prepare", c.prepare("SELECT inet_server_port(), $1::text"))
+        .await
+        .unwrap();
+    for i in 0..READS / 2 {
+        let r = within("query_one", c.query_one(&st, &[&format!("x{i}")]))
+            .await
+            .unwrap();
+        let port: i32 = r.get(0);
+        let echo: String = r.get(1);
+        assert_eq!(echo, format!("x{i}"));
+        seen.push(port as u16);
+    }
+    assert_spread_over_replicas("extended protocol reads", &seen, &p);
+
+    // Writes, prepared or not, go to the primary.
+    let before = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let ins = within(
+        "prepare insert",
+        c.prepare("INSERT INTO routing_t (v) VALUES ($1) RETURNING inet_server_port()"),
+    )
+    .await
+    .unwrap();
+    for i in 0..10 {
+        let r: i32 = within("insert", c.query_one(&ins, &[&format!("ext{i}")]))
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            r as u16,
+            p.primary,
+            "prepared INSERT ran on {}",
+            p.name(r as u16)
+        );
+    }
+    let writes = [
+        "SELECT inet_server_port() FROM routing_t WHERE id > $1 ORDER BY id LIMIT 1 FOR UPDATE",
+        "SELECT inet_server_port() FROM routing_t WHERE id > $1 ORDER BY id LIMIT 1 FOR NO KEY UPDATE",
+        "SELECT inet_server_port() WHERE nextval('routing_seq') > $1::int",
+        "WITH x AS (INSERT INTO routing_t (v) VALUES ('extcte') RETURNING id) SELECT inet_server_port() FROM x WHERE id > $1",
+    ];
+    for sql in writes {
+        for _ in 0..3 {
+            let r: i32 = within(sql, c.query_one(sql, &[&0i32]))
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get(0);
+            assert_eq!(r as u16, p.primary, "{sql} ran on {}", p.name(r as u16));
+        }
+    }
+    let n = within(
+        "execute",
+        c.execute(
+            "UPDATE routing_t SET v = v WHERE v = $1",
+            &[&"no such value"],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(
+        metric(&proxy, READ_ONLY_VIOLATIONS).await,
+        before,
+        "extended-protocol writes should be routed to the primary, not rescued"
+    );
+    // Reads still go to replicas afterwards (eventual).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r: i32 = c
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(p.is_replica(r as u16));
+}
+
+// ---------------------------------------------------------------------------------------------
+// a "read" that writes
+
+/// Gives the proxy's pools a server connection on each replica (with the settings every
+/// tokio-postgres client starts with), so later requests need no settings sync first.
+async fn warm_up(proxy: &Proxy, p: &Ports) {
+    let c = proxy.connect_app().await;
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        seen.push(port(&c, "SELECT inet_server_port()").await);
+        if p.replicas.iter().all(|r| seen.contains(r)) {
+            return;
+        }
+    }
+    panic!("reads never reached both replicas: {:?}", tally(&seen, p));
+}
+
+/// Rows of routing_log with `tag`, read directly on the primary (not through the proxy).
+async fn count_log(tag: &str) -> i64 {
+    let cs = shared_cluster()
+        .primary()
+        .conn_string(APP_USER, APP_PASSWORD, APP_DB);
+    let (direct, conn) = within(
+        "connect",
+        tokio_postgres::connect(&cs, tokio_postgres::NoTls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    value(
+        &direct,
+        &format!("SELECT count(*) FROM routing_log WHERE tag = '{tag}'"),
+    )
+    .await
+    .unwrap()
+    .parse()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_that_writes_is_rescued_on_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    let before = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let n0 = count_log("simple").await;
+
+    // The classifier cannot know routing_writer(tag) writes: a replica refuses it with 25006
+    // and the proxy runs it again on the primary; the client sees only the success.
+    let got = port(&c, "SELECT routing_writer('simple')").await;
+    assert_eq!(
+        got,
+        p.primary,
+        "the writing function's result comes from {}",
+        p.name(got)
+    );
+    let after = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    assert!(
+        after >= before + 1.0,
+        "{READ_ONLY_VIOLATIONS} should have increased: {before} -> {after}\n{}",
+        routing_metrics(&proxy).await
+    );
+    assert_eq!(
+        count_log("simple").await,
+        n0 + 1,
+        "the function ran once with effect"
+    );
+
+    // Remembered: the same statement goes to the primary at once next time.
+    for _ in 0..3 {
+        let got = port(&c, "SELECT routing_writer('simple')").await;
+        assert_eq!(got, p.primary);
+    }
+    let again = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    assert_eq!(
+        again, after,
+        "a statement that turned out to write should be remembered and sent to the primary"
+    );
+    assert_eq!(count_log("simple").await, n0 + 4);
+
+    // On fresh connections too, with other statement texts (each rescued once).
+    for i in 0..3 {
+        let fresh = proxy.connect_app().await;
+        let got = port(
+            &fresh,
+            &format!("SELECT routing_writer('simple') AS fresh{i}"),
+        )
+        .await;
+        assert_eq!(got, p.primary);
+    }
+    assert_eq!(count_log("simple").await, n0 + 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_that_writes_is_rescued_on_the_primary_extended_protocol() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    let before = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let n0 = count_log("extended").await;
+    for i in 0..3 {
+        let r = within(
+            "extended writer",
+            c.query_one("SELECT routing_writer('extended'), $1::int", &[&i]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("extended-protocol read that writes failed: {e} ({e:?})"));
+        let got: i32 = r.get(0);
+        assert_eq!(got as u16, p.primary, "ran on {}", p.name(got as u16));
+        assert_eq!(r.get::<_, i32>(1), i);
+    }
+    let after = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    assert!(
+        after >= before + 1.0,
+        "{READ_ONLY_VIOLATIONS} should have increased: {before} -> {after}\n{}",
+        routing_metrics(&proxy).await
+    );
+    assert_eq!(
+        count_log("extended").await,
+        n0 + 3,
+        "each call ran once with effect"
+    );
+    // The connection is still in a sane state (reads right after a write are the subject of
+    // eventual_reads_right_after_a_write_go_to_replicas).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r: i32 = c
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(p.is_replica(r as u16));
+}
+
+/// The same rescue when the proxy first has to bring the replica connection's settings in
+/// line with the client's: on a brand-new proxy (first server connection of the pool), and
+/// for a client that changed a setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_that_writes_is_rescued_when_the_server_connection_needs_a_settings_sync() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let mut failures = Vec::new();
+
+    // 1. The very first statement through a new proxy (its replica pools are empty).
+    let c = proxy.connect_app().await;
+    match within(
+        "writer",
+        c.simple_query("SELECT routing_writer('sync') AS cold"),
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(e) => failures.push(format!(
+            "first statement through a new proxy: {:?} {e}",
+            e.code().map(|c| c.code())
+        )),
+    }
+
+    // 2. A client whose session settings differ from the pooled connections'.
+    warm_up(&proxy, &p).await;
+    for i in 0..4 {
+        let c = proxy.connect_app().await;
+        execute(&c, &format!("SET work_mem = '{}kB'", 4096 + i)).await;
+        // Let the proxy finish with the primary (settings read-back) first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match within(
+            "writer",
+            c.simple_query(&format!("SELECT routing_writer('sync') AS synced{i}")),
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(e) => failures.push(format!(
+                "after SET work_mem (attempt {i}): {:?} {e}",
+                e.code().map(|c| c.code())
+            )),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = c
+            .query_one("SELECT routing_writer('sync'), $1::int", &[&i])
+            .await;
+        if let Err(e) = r {
+            failures.push(format!(
+                "after SET work_mem, extended protocol (attempt {i}): {:?} {e}",
+                e.code().map(|c| c.code())
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "a read that writes must be rerun on the primary transparently:\n{}",
+        failures.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// pinned sessions
+
+/// After `pin_sql`, every read in the session runs on the primary, on the same server
+/// connection.
+async fn check_pinned(proxy: &Proxy, p: &Ports, pin_sql: &str, check_sql: Option<&str>) {
+    let c = proxy.connect_app().await;
+    // Unpinned reads go to replicas first (eventual).
+    let first = port(&c, "SELECT inet_server_port()").await;
+    assert!(p.is_replica(first), "{pin_sql}: before pinning");
+    execute(&c, pin_sql).await;
+    let mut seen = Vec::new();
+    let mut pids = Vec::new();
+    for i in 0..10 {
+        let r = rows(&c, "SELECT inet_server_port(), pg_backend_pid()").await;
+        seen.push(r[0][0].as_deref().unwrap().parse::<u16>().unwrap());
+        pids.push(r[0][1].clone());
+        if i % 3 == 0 {
+            if let Some(sql) = check_sql {
+                rows(&c, sql).await;
+            }
+        }
+    }
+    for _ in 0..3 {
+        let r: i32 = c
+            .query_one("SELECT inet_server_port()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        seen.push(r as u16);
+    }
+    assert!(
+        seen.iter().all(|&x| x == p.primary),
+        "after `{pin_sql}` the session must stay on the primary: {:?}",
+        tally(&seen, p)
+    );
+    assert!(
+        pids.iter().all(|x| *x == pids[0]),
+        "after `{pin_sql}` the session must keep its server connection: {pids:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_table_pins_the_session_to_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    check_pinned(
+        &proxy,
+        &p,
+        "CREATE TEMP TABLE routing_tmp (a int); INSERT INTO routing_tmp VALUES (1)",
+        Some("SELECT count(*) FROM routing_tmp"),
+    )
+    .await;
+    // Other sessions are not pinned.
+    let other = proxy.connect_app().await;
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(port(&other, "SELECT inet_server_port()").await);
+    }
+    assert!(
+        seen.iter().all(|&x| p.is_replica(x)),
+        "another session should not be pinned: {:?}",
+        tally(&seen, &p)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_session_state_pins_the_session_to_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    check_pinned(&proxy, &p, "SELECT pg_advisory_lock(4242)", None).await;
+    check_pinned(&proxy, &p, "LISTEN routing_channel", None).await;
+    check_pinned(
+        &proxy,
+        &p,
+        "PREPARE routing_q AS SELECT inet_server_port()",
+        Some("EXECUTE routing_q"),
+    )
+    .await;
+    check_pinned(
+        &proxy,
+        &p,
+        "DECLARE routing_cur CURSOR WITH HOLD FOR SELECT g FROM generate_series(1, 100) g",
+        Some("FETCH 1 FROM routing_cur"),
+    )
+    .await;
+}
