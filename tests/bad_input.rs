@@ -271,11 +271,7 @@ mod raw {
                 };
                 match f.tag {
                     b'D' => r.rows.push(f.data_row()),
-                    b'E' => {
-                        if r.error.is_none() {
-                            r.error = Some(f)
-                        }
-                    }
+                    b'E' if r.error.is_none() => r.error = Some(f),
                     b'S' => {
                         if let backend::Message::ParameterStatus(p) = f.parse() {
                             r.params.push((

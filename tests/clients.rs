@@ -198,7 +198,9 @@ fn proxy_status(proxy: &Proxy) -> Option<serde_json::Value> {
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .ok()?;
     s.write_all(
-        format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            .to_string()
+            .as_bytes(),
     )
     .ok()?;
     let mut buf = Vec::new();

@@ -79,7 +79,9 @@ fn proxy_status(proxy: &Proxy) -> Option<serde_json::Value> {
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .ok()?;
     s.write_all(
-        format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            .to_string()
+            .as_bytes(),
     )
     .ok()?;
     let mut buf = Vec::new();
@@ -455,7 +457,7 @@ impl Raw {
         let mut out = BytesMut::new();
         let mut ps: Vec<(&str, &str)> = vec![("user", user), ("database", db)];
         ps.extend_from_slice(extra);
-        postgres_protocol::message::frontend::startup_message(ps.into_iter(), &mut out).unwrap();
+        postgres_protocol::message::frontend::startup_message(ps, &mut out).unwrap();
         r.send(&out).await;
         let mut scram: Option<postgres_protocol::authentication::sasl::ScramSha256> = None;
         loop {
@@ -556,7 +558,7 @@ impl Raw {
                 let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
                     as usize;
                 assert!(len >= 4, "bad message length {len}");
-                if self.buf.len() >= 1 + len {
+                if self.buf.len() > len {
                     let mut m = self.buf.split_to(1 + len);
                     let tag = m[0];
                     m.advance(5);
@@ -2964,10 +2966,7 @@ fn large_value_streams_with_bounded_memory() {
         let mut b = &copied[19..];
         assert_eq!(b.get_i16(), 1);
         assert_eq!(b.get_i32() as usize, SIZE);
-        assert!(
-            &b[..SIZE] == &data[..],
-            "COPY TO STDOUT returned other bytes"
-        );
+        assert!(b[..SIZE] == data[..], "COPY TO STDOUT returned other bytes");
         assert_eq!(&b[SIZE..], &[0xff, 0xff]);
         drop(copied);
         let hwm_copy_out = proc_kb(pid, "VmHWM");

@@ -277,11 +277,7 @@ mod raw {
                 };
                 match f.tag {
                     b'D' => r.rows.push(f.data_row()),
-                    b'E' => {
-                        if r.error.is_none() {
-                            r.error = Some(f)
-                        }
-                    }
+                    b'E' if r.error.is_none() => r.error = Some(f),
                     b'S' => {
                         if let backend::Message::ParameterStatus(p) = f.parse() {
                             r.params.push((
@@ -942,8 +938,7 @@ async fn user_missing_on_the_server_gets_28000() {
         proxy.try_connect(GHOST_USER, GHOST_PASSWORD, APP_DB),
     )
     .await
-    .err()
-    .expect("a user missing on the server logged in");
+    .expect_err("a user missing on the server logged in");
     assert_eq!(db_code(&err).as_deref(), Some("28000"), "{err:?}");
     let row = witness.query_one("SELECT 3", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 3);
@@ -987,6 +982,7 @@ async fn protocol_versions_are_negotiated_like_postgres() {
         }
     }
 
+    #[allow(clippy::type_complexity)]
     let cases: [(i32, &[(&str, &str)], &str); 3] = [
         ((3 << 16) | 2, &[], "3.2"),
         ((3 << 16) | 2, &[("_pq_.made_up_option", "1")], "3.2 + _pq_"),
@@ -1632,6 +1628,7 @@ async fn parameter_status_after_reset_all_matches_a_direct_connection() {
 async fn invalid_startup_settings_get_the_servers_error() {
     let proxy = main_proxy();
     let c = shared_cluster();
+    #[allow(clippy::type_complexity)]
     let cases: [(&[(&str, &str)], Option<&str>); 7] = [
         (&[("DateStyle", "garbage")], Some("22023")),
         (&[("TimeZone", "Mars/Olympus_Mons")], Some("22023")),
@@ -1727,8 +1724,7 @@ async fn max_client_connections_bounds_clients() {
         proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB),
     )
     .await
-    .err()
-    .expect("a client past max_client_connections was admitted");
+    .expect_err("a client past max_client_connections was admitted");
     let dbe = err
         .as_db_error()
         .unwrap_or_else(|| panic!("expected an ErrorResponse past the limit, got {err:?}"));
@@ -1781,8 +1777,7 @@ async fn max_client_connections_bounds_clients() {
         proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB),
     )
     .await
-    .err()
-    .expect("admitted past the limit after a reconnect");
+    .expect_err("admitted past the limit after a reconnect");
     assert_eq!(db_code(&err).as_deref(), Some("53300"), "{err:?}");
     for cl in clients.iter().chain(std::iter::once(&newcomer)) {
         let row = within("admitted query", raw::IO, cl.query_one("SELECT 8", &[]))
