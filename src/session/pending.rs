@@ -103,6 +103,9 @@ pub struct Matched {
     pub skipped: Vec<Hook>,
     /// The mode of the entry the message belonged to.
     pub mode: Mode,
+    /// An error arrived in an extended-protocol batch whose Sync has not been sent: the server
+    /// now discards messages until that Sync.
+    pub awaiting_sync: bool,
 }
 
 /// The queue.
@@ -187,6 +190,7 @@ impl Pending {
             completed: None,
             skipped: Vec::new(),
             mode: Mode::Forward,
+            awaiting_sync: false,
         };
         let Some(Expect::Server { kind, mode, .. }) = self.q.front() else {
             // Asynchronous message (notice, notification, parameter status) or protocol noise.
@@ -214,6 +218,8 @@ impl Pending {
                         m.skipped.push(hook);
                     }
                 }
+                // No Sync sent yet: the server ignores what the client sends until its Sync.
+                m.awaiting_sync = self.q.is_empty();
             }
             return m;
         }

@@ -138,6 +138,11 @@ impl Session {
                 }
                 _ => {}
             }
+            if m.awaiting_sync {
+                // Mirror the server: what the client sends before its Sync is discarded (and
+                // answered by nobody), so the proxy must not expect or synthesize answers.
+                self.skip_until_sync = true;
+            }
             for hook in m.skipped {
                 if let Hook::Parse { id, name } = hook {
                     conn.prepared.remove(&id);
