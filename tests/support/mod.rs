@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod proxy;
+pub mod raw;
 pub mod relay;
 
 use std::sync::OnceLock;
