@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use support::proxy::Proxy;
+use support::ready::{start_ready_proxy, start_ready_proxy_on};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -66,64 +67,6 @@ fn proxy(extra: &str) -> Proxy {
         extra_tables: extra.to_string(),
         ..Default::default()
     })
-}
-
-/// GET /status on the proxy's HTTP port (blocking, 5 s timeout).
-fn proxy_status(proxy: &Proxy) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &format!("127.0.0.1:{}", proxy.http_port()).parse().unwrap(),
-        std::time::Duration::from_secs(5),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok()?;
-    s.write_all(
-        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-            .to_string()
-            .as_bytes(),
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let (code, body) = support::proxy::parse_http_response(&buf).ok()?;
-    if code != 200 {
-        return None;
-    }
-    serde_json::from_str(&body).ok()
-}
-
-/// Starts a proxy in front of the shared cluster with `extra` TOML appended, and waits (up
-/// to 60 s) until it knows the primary and sees every backend up, so that a slow first
-/// health probe on a loaded machine does not fail the first write.
-fn start_ready_proxy(opts: support::proxy::ProxyOptions) -> Proxy {
-    start_ready_proxy_on(shared_cluster(), opts)
-}
-
-/// [`start_ready_proxy`] in front of any cluster.
-fn start_ready_proxy_on(cluster: &LocalCluster, opts: support::proxy::ProxyOptions) -> Proxy {
-    let proxy = Proxy::start_with(cluster, opts);
-    let ok = wait_until(std::time::Duration::from_secs(60), || {
-        !proxy.is_running()
-            || proxy_status(&proxy).is_some_and(|v| {
-                let b = v["backends"].as_array().cloned().unwrap_or_default();
-                !b.is_empty()
-                    && b.iter().all(|b| b["up"] == true)
-                    && b.iter().any(|b| b["primary"] == true)
-            })
-    });
-    assert!(
-        proxy.is_running(),
-        "the proxy exited right after starting:\n{}",
-        proxy.log_tail(40)
-    );
-    assert!(
-        ok,
-        "the proxy did not see the primary and all replicas up within 60 s: {:?}\n{}",
-        proxy_status(&proxy),
-        proxy.log_tail(40)
-    );
-    proxy
 }
 
 /// Connects through the proxy as the app user; the connection's error, if it fails, is

@@ -10,6 +10,7 @@
 
 pub mod proxy;
 pub mod raw;
+pub mod ready;
 pub mod relay;
 
 use std::sync::OnceLock;
