@@ -286,7 +286,10 @@ start_switchyard() {
     local name="$1" cfg="$2" port="$3" http="$4"
     "$SY_BIN" check --config "$cfg" >"$WORK/$name.check.log" 2>&1 ||
         { cat "$WORK/$name.check.log" >&2; die "switchyard check failed for $cfg"; }
-    "$SY_BIN" run --config "$cfg" >"$WORK/$name.log" 2>&1 &
+    # In its own session, as a service manager (or PgBouncer's -d) would run it: with the
+    # kernel's autogroup scheduling on, a proxy left in this script's session shares one CPU
+    # share with pgbench and loses to a daemonized PgBouncer for that reason alone.
+    setsid "$SY_BIN" run --config "$cfg" >"$WORK/$name.log" 2>&1 </dev/null &
     local pid=$!
     BG_PIDS+=("$pid")
     printf -v "SY_PID_$name" '%s' "$pid"

@@ -30,8 +30,12 @@ pub struct App {
     pub statements: Registry,
     /// Client cancel keys.
     pub cancels: CancelRegistry,
-    /// Fired on SIGTERM/SIGINT: stop accepting, finish transactions, then close.
+    /// Fired on SIGTERM/SIGINT (by [`App::begin_shutdown`]): stop accepting, finish
+    /// transactions, then close.
     pub shutdown: CancellationToken,
+    /// Set with `shutdown`: sessions read this flag on every wakeup instead of the token,
+    /// whose check takes a lock.
+    shutting_down: std::sync::atomic::AtomicBool,
     /// Fired when the shutdown grace period ends: close everything now.
     pub kill: CancellationToken,
     /// Random secret for fake SCRAM exchanges with unknown users.
@@ -64,6 +68,7 @@ impl App {
             statements: Registry::default(),
             cancels: CancelRegistry::default(),
             shutdown: CancellationToken::new(),
+            shutting_down: Default::default(),
             kill: CancellationToken::new(),
             mock_secret: rand::random(),
             ryw: Default::default(),
@@ -71,6 +76,19 @@ impl App {
             rr: Default::default(),
             settings: Default::default(),
         })
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shutdown.cancel();
+    }
+
+    /// Whether a graceful shutdown has started (lock-free).
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Installs a new configuration (after it validated).

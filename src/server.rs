@@ -165,14 +165,14 @@ async fn signals(app: Arc<App>, mut monitor: Monitor, path: Option<PathBuf>) {
     };
     loop {
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: draining"); app.shutdown.cancel(); }
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); app.begin_shutdown(); }
             _ = int.recv() => {
-                if app.shutdown.is_cancelled() {
+                if app.shutting_down() {
                     tracing::info!("second SIGINT: closing now");
                     app.kill.cancel();
                 } else {
                     tracing::info!("SIGINT: draining");
-                    app.shutdown.cancel();
+                    app.begin_shutdown();
                 }
             }
             _ = hup.recv() => match &path {

@@ -58,7 +58,7 @@ fn route(app: &App, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>
         "/livez" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             let view = app.cluster.view();
-            if app.shutdown.is_cancelled() {
+            if app.shutting_down() {
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
@@ -126,7 +126,7 @@ pub fn status_json(app: &App) -> String {
         .collect();
     serde_json::json!({
         "clients": app.metrics.clients.get(),
-        "draining": app.shutdown.is_cancelled(),
+        "draining": app.shutting_down(),
         "backends": backends,
         "pools": pools,
         "prepared_statements": app.statements.len(),

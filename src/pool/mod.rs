@@ -6,7 +6,7 @@ pub mod server;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -121,30 +121,33 @@ pub struct Pool {
     /// Permits to destroy instead of returning (after shrinking on reload).
     to_forget: AtomicUsize,
     retired: CancellationToken,
+    /// `retired` as a flag: checked on every checkin, where the token would take a lock.
+    is_retired: AtomicBool,
     metrics: PoolMetrics,
 }
 
-/// A pool's connections: idle ones, and the sockets of those in use (so that a backend the
+/// A pool's connections: idle ones, and the socket of every open one (so that a backend the
 /// monitor declared down can have every in-flight request on it failed at once, instead of
-/// each waiting for TCP to notice).
+/// each waiting for TCP to notice). Sockets are registered when a connection opens and removed
+/// when it closes, so checkout and checkin only move a pointer.
 #[derive(Default)]
 pub struct Conns {
     /// Boxed so a checkout or checkin moves a pointer, not the whole connection state.
     #[allow(clippy::vec_box)]
     idle: Vec<Box<ServerConn>>,
-    active: HashSet<RawFd>,
+    sockets: HashSet<RawFd>,
 }
 
-/// Registration of an in-use connection's socket; removed when it is checked in or dropped.
-pub struct ActiveGuard {
+/// Registration of an open connection's socket; removed when the connection is dropped.
+pub struct SocketGuard {
     conns: Arc<Mutex<Conns>>,
     fd: RawFd,
 }
 
-impl Drop for ActiveGuard {
+impl Drop for SocketGuard {
     fn drop(&mut self) {
         if let Ok(mut c) = self.conns.lock() {
-            c.active.remove(&self.fd);
+            c.sockets.remove(&self.fd);
         }
     }
 }
@@ -208,6 +211,7 @@ impl Pool {
             size: AtomicUsize::new(size),
             to_forget: AtomicUsize::new(0),
             retired: CancellationToken::new(),
+            is_retired: AtomicBool::new(false),
         }
     }
 
@@ -238,7 +242,7 @@ impl Pool {
         let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
         loop {
             let idle = self.conns.lock().expect("conns").idle.pop();
-            let mut conn = match idle {
+            let conn = match idle {
                 Some(mut conn) => {
                     self.metrics.idle.dec();
                     if conn.is_dead() || conn.created.elapsed() > max_lifetime {
@@ -249,7 +253,6 @@ impl Pool {
                 }
                 None => self.open().await?,
             };
-            self.register(&mut conn);
             self.metrics.active.inc();
             return Ok(Pooled {
                 conn,
@@ -261,8 +264,8 @@ impl Pool {
 
     fn register(&self, conn: &mut ServerConn) {
         let fd = conn.stream.as_raw_fd();
-        self.conns.lock().expect("conns").active.insert(fd);
-        conn.active = Some(ActiveGuard {
+        self.conns.lock().expect("conns").sockets.insert(fd);
+        conn.socket = Some(SocketGuard {
             conns: self.conns.clone(),
             fd,
         });
@@ -273,7 +276,7 @@ impl Pool {
     pub fn sever(&self) {
         let idle = {
             let mut c = self.conns.lock().expect("conns");
-            for &fd in &c.active {
+            for &fd in &c.sockets {
                 // SAFETY: the fd belongs to a live connection: guards remove it under this lock
                 // before their socket closes. shutdown(2) only changes socket state.
                 unsafe {
@@ -293,7 +296,9 @@ impl Pool {
         match ServerConn::connect(&params, self.backend).await {
             Ok(c) => {
                 self.metrics.connects.inc();
-                Ok(Box::new(c))
+                let mut c = Box::new(c);
+                self.register(&mut c);
+                Ok(c)
             }
             Err(e) => {
                 self.metrics.connect_errors.inc();
@@ -310,23 +315,13 @@ impl Pool {
         let now = Instant::now();
         if p.conn.broken
             || p.conn.needs_reset
-            || self.retired.is_cancelled()
+            || self.is_retired.load(Ordering::Relaxed)
             || now.saturating_duration_since(p.conn.created) > max_lifetime
         {
             p.conn.terminate();
         } else {
             p.conn.idle_since = now;
-            let guard = p.conn.active.take();
-            let mut c = self.conns.lock().expect("conns");
-            if let Some(g) = &guard {
-                c.active.remove(&g.fd);
-            }
-            c.idle.push(p.conn);
-            drop(c);
-            if let Some(g) = guard {
-                // Already removed; skip the guard's own lock.
-                std::mem::forget(g);
-            }
+            self.conns.lock().expect("conns").idle.push(p.conn);
             self.metrics.idle.inc();
         }
         self.return_permit(p.permit);
@@ -386,21 +381,22 @@ impl Pool {
                 .load(Ordering::Relaxed)
                 .saturating_sub(self.permits.available_permits());
             let mut keep = t.min_size.saturating_sub(in_use);
-            idle.retain_mut(|c| {
+            // Closed connections are dropped after the lock is released: dropping one takes
+            // the lock to unregister its socket.
+            for mut c in std::mem::take(idle) {
                 let expired = c.created.elapsed() > t.max_lifetime || c.is_dead();
                 let stale = c.idle_since.elapsed() > t.idle_timeout;
                 if expired || (stale && keep == 0) {
-                    closed.push(());
-                    c.terminate();
-                    false
+                    closed.push(c);
                 } else {
                     keep = keep.saturating_sub(1);
-                    true
+                    idle.push(c);
                 }
-            });
+            }
         }
-        for _ in &closed {
+        for mut c in closed {
             self.metrics.idle.dec();
+            c.terminate();
         }
         let open_now = self.conns.lock().expect("conns").idle.len()
             + self
@@ -428,6 +424,7 @@ impl Pool {
     }
 
     fn retire(&self) {
+        self.is_retired.store(true, Ordering::Relaxed);
         self.retired.cancel();
         let drained: Vec<_> = std::mem::take(&mut self.conns.lock().expect("conns").idle);
         for mut c in drained {
@@ -562,7 +559,7 @@ impl Pools {
                 // One consistent snapshot (permits alone double-count a connection that is
                 // being checked in or out).
                 let c = p.conns.lock().expect("conns");
-                (p.key.clone(), c.idle.len(), c.active.len())
+                (p.key.clone(), c.idle.len(), c.sockets.len() - c.idle.len())
             })
             .collect()
     }

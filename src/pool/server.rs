@@ -106,6 +106,9 @@ impl From<ErrorFields<'_>> for ServerError {
 
 /// An authenticated server connection, idle or in use.
 pub struct ServerConn {
+    /// The socket's registration with its pool. First field: dropped (unregistered) before
+    /// `stream` closes the fd, so the pool never shuts down a reused descriptor number.
+    pub socket: Option<super::SocketGuard>,
     /// The socket.
     pub stream: TcpStream,
     /// Bytes read from the server and not yet handled.
@@ -131,8 +134,6 @@ pub struct ServerConn {
     pub idle_since: Instant,
     /// Set when the connection must not be reused (protocol confusion, failed setup query).
     pub broken: bool,
-    /// Registered as in use with its pool (removed on checkin, or when dropped).
-    pub active: Option<super::ActiveGuard>,
 }
 
 impl ServerConn {
@@ -165,7 +166,7 @@ impl ServerConn {
             created: Instant::now(),
             idle_since: Instant::now(),
             broken: false,
-            active: None,
+            socket: None,
         };
         let mut out = BytesMut::new();
         let params = [("user", p.user.as_str()), ("database", p.database.as_str())];

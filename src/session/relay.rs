@@ -28,6 +28,14 @@ const COMMIT_LSN_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
 /// Read granularity.
 const READ_RESERVE: usize = 16 * 1024;
 
+/// The shutdown signals a relay waits for.
+struct Stop {
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    kill: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// `shutdown` was polled once (its waker is registered).
+    armed: bool,
+}
+
 /// What woke the relay.
 #[derive(Default)]
 struct Events {
@@ -445,8 +453,11 @@ impl Session {
 
     /// The relay loop; returns when the client leaves.
     pub(super) async fn relay(&mut self, client: &mut TcpStream) -> Result<(), Fatal> {
-        let mut shutdown = Box::pin(self.app.shutdown.clone().cancelled_owned());
-        let mut kill = Box::pin(self.app.kill.clone().cancelled_owned());
+        let mut stop = Stop {
+            shutdown: Box::pin(self.app.shutdown.clone().cancelled_owned()),
+            kill: Box::pin(self.app.kill.clone().cancelled_owned()),
+            armed: false,
+        };
         loop {
             loop {
                 match self.process_client()? {
@@ -475,7 +486,7 @@ impl Session {
                     "terminating connection due to administrator command",
                 ));
             }
-            let ev = self.wait(client, &mut shutdown, &mut kill).await;
+            let ev = self.wait(client, &mut stop).await;
             if ev.kill {
                 self.flush_client(client).await;
                 return Err(Fatal::new(
@@ -514,21 +525,15 @@ impl Session {
     }
 
     /// Waits until something can be done, writing buffered bytes meanwhile.
-    async fn wait(
-        &mut self,
-        client: &mut TcpStream,
-        shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
-        kill: &mut Pin<Box<WaitForCancellationFutureOwned>>,
-    ) -> Events {
-        std::future::poll_fn(|cx| self.poll_io(cx, client, shutdown, kill)).await
+    async fn wait(&mut self, client: &mut TcpStream, stop: &mut Stop) -> Events {
+        std::future::poll_fn(|cx| self.poll_io(cx, client, stop)).await
     }
 
     fn poll_io(
         &mut self,
         cx: &mut Context<'_>,
         client: &mut TcpStream,
-        shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
-        kill: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+        stop: &mut Stop,
     ) -> Poll<Events> {
         let mut ev = Events::default();
         // Writes first: they make room for reads.
@@ -568,12 +573,16 @@ impl Session {
                 Poll::Pending => {}
             }
         }
-        // Shutdown only matters between requests; not polling it mid-request saves work on
-        // every wakeup.
-        if !self.draining && self.pending.is_empty() && shutdown.as_mut().poll(cx).is_ready() {
-            ev.shutdown = true;
+        // Shutdown only matters between requests. Its future is polled once to register this
+        // task's waker (the task is the same on every later poll), then again only once the
+        // lock-free flag says it fired: the token's own check takes a lock.
+        if !self.draining && self.pending.is_empty() && (!stop.armed || self.app.shutting_down()) {
+            stop.armed = true;
+            if stop.shutdown.as_mut().poll(cx).is_ready() {
+                ev.shutdown = true;
+            }
         }
-        if self.draining && kill.as_mut().poll(cx).is_ready() {
+        if self.draining && stop.kill.as_mut().poll(cx).is_ready() {
             ev.kill = true;
         }
         if ev.client_data
