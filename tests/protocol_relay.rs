@@ -358,6 +358,26 @@ mod fe {
         cstr(&mut b, m);
         msg(b'f', &b)
     }
+    /// FunctionCall ('F') of the function with OID `oid`: binary arguments and result when
+    /// `binary`, text otherwise.
+    pub fn function_call(oid: u32, args: &[Option<&[u8]>], binary: bool) -> Vec<u8> {
+        let code = i16::from(binary);
+        let mut b = oid.to_be_bytes().to_vec();
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&code.to_be_bytes());
+        b.extend_from_slice(&(args.len() as i16).to_be_bytes());
+        for a in args {
+            match a {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+            }
+        }
+        b.extend_from_slice(&code.to_be_bytes());
+        msg(b'F', &b)
+    }
     /// Parse (unnamed) + Bind + Execute of `sql` with text parameters, no Sync.
     pub fn pbe(sql: &str, params: &[&str]) -> Vec<u8> {
         let mut v = parse("", sql, &[]);
@@ -2974,5 +2994,172 @@ fn large_value_streams_with_bounded_memory() {
         .await
         .expect("the client that ran copy_in must stay usable");
         checker.batch_execute("drop table pr_big").await.unwrap();
+    });
+}
+
+/// Built-in function OIDs (fixed in PostgreSQL's catalog).
+const INT4PL_OID: u32 = 177;
+const SET_CONFIG_OID: u32 = 2078;
+const PG_ADVISORY_LOCK_INT8_OID: u32 = 2880;
+
+/// The value of a FunctionCallResponse ('V'): `None` for NULL.
+fn function_result(m: &Msg) -> Option<Vec<u8>> {
+    assert_eq!(m.tag, b'V', "not a FunctionCallResponse: {m:?}");
+    let mut b = &m.body[..];
+    let len = b.get_i32();
+    (len >= 0).then(|| b[..len as usize].to_vec())
+}
+
+#[test]
+fn function_call_is_relayed_and_its_session_effects_tracked() {
+    bounded(async {
+        let proxy = proxy("");
+        let mut raw = Raw::app(&proxy).await;
+
+        // int4pl(2, 40) with binary arguments and result.
+        raw.send(&fe::function_call(
+            INT4PL_OID,
+            &[Some(&2i32.to_be_bytes()), Some(&40i32.to_be_bytes())],
+            true,
+        ))
+        .await;
+        let r = raw.until_ready().await;
+        assert_eq!(sync_tags(&r), "VZ", "{r:?}");
+        assert_eq!(function_result(&r[0]), Some(42i32.to_be_bytes().to_vec()));
+        assert_eq!(r.last().unwrap().status(), 'I');
+
+        // A NULL argument to a strict function gives a NULL result.
+        raw.send(&fe::function_call(INT4PL_OID, &[None, Some(b"1")], false))
+            .await;
+        let r = raw.until_ready().await;
+        assert_eq!(sync_tags(&r), "VZ", "{r:?}");
+        assert_eq!(function_result(&r[0]), None);
+
+        // An OID that names no function: the server's error, and the session goes on.
+        raw.send(&fe::function_call(4_000_000_000, &[], false))
+            .await;
+        let r = raw.until_ready().await;
+        assert_eq!(sync_tags(&r), "EZ", "{r:?}");
+        assert_eq!(r[0].code(), "42883", "{r:?}");
+        let r = raw.query("select 'still here'").await;
+        assert_eq!(rows(&r), vec!["still here"]);
+
+        // Inside a transaction: the call runs on the transaction's connection, and the
+        // transaction status is reported after it.
+        let r = raw.query("begin").await;
+        assert_eq!(r.last().unwrap().status(), 'T');
+        let r = raw.query("select pg_backend_pid()::text").await;
+        let txn_pid = rows(&r)[0].clone();
+        raw.send(&fe::function_call(
+            INT4PL_OID,
+            &[Some(b"20"), Some(b"3")],
+            false,
+        ))
+        .await;
+        let r = raw.until_ready().await;
+        assert_eq!(sync_tags(&r), "VZ", "{r:?}");
+        assert_eq!(function_result(&r[0]), Some(b"23".to_vec()));
+        assert_eq!(r.last().unwrap().status(), 'T');
+        let r = raw.query("select pg_backend_pid()::text").await;
+        assert_eq!(rows(&r), vec![txn_pid]);
+        let r = raw.query("commit").await;
+        assert_eq!(r.last().unwrap().status(), 'I');
+
+        // set_config(..., false) through FunctionCall is a session setting like SET: it
+        // follows this client to every server connection, and no other client sees it.
+        raw.send(&fe::function_call(
+            SET_CONFIG_OID,
+            &[
+                Some(b"application_name"),
+                Some(b"via_fcall"),
+                Some(b"false"),
+            ],
+            false,
+        ))
+        .await;
+        let r = raw.until_ready().await;
+        assert_eq!(sync_tags(&r), "VZ", "{r:?}");
+        assert_eq!(function_result(&r[0]), Some(b"via_fcall".to_vec()));
+        let mut others = Vec::new();
+        for _ in 0..4 {
+            others.push(app_client(&proxy).await);
+        }
+        for round in 0..6 {
+            // Busy other clients take connections, so this client's next transactions land on
+            // different ones.
+            let mut busy = Vec::new();
+            for c in &others {
+                busy.push(c.simple_query("select pg_sleep(0.05)"));
+            }
+            let r = raw.query("show application_name").await;
+            assert_eq!(rows(&r), vec!["via_fcall"], "round {round}");
+            for b in busy {
+                b.await.expect("other client's query");
+            }
+            for c in &others {
+                let name: String = c
+                    .query_one("show application_name", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_ne!(name, "via_fcall", "round {round}: the setting leaked");
+            }
+        }
+
+        // A session advisory lock taken through FunctionCall pins the client to its server
+        // connection: the lock stays, and the client keeps seeing the same backend.
+        raw.send(&fe::function_call(
+            PG_ADVISORY_LOCK_INT8_OID,
+            &[Some(&7_340_001i64.to_be_bytes())],
+            true,
+        ))
+        .await;
+        let r = raw.until_ready().await;
+        assert_eq!(sync_tags(&r), "VZ", "{r:?}");
+        let r = raw.query("select pg_backend_pid()::text").await;
+        let pinned = rows(&r)[0].clone();
+        let held = "select count(*)::text from pg_locks \
+                    where locktype = 'advisory' and objid = 7340001 and granted";
+        for _ in 0..4 {
+            let mut busy = Vec::new();
+            for c in &others {
+                busy.push(c.simple_query("select pg_sleep(0.02)"));
+            }
+            let r = raw.query("select pg_backend_pid()::text").await;
+            assert_eq!(
+                rows(&r),
+                vec![pinned.clone()],
+                "the client moved off its lock"
+            );
+            for b in busy {
+                b.await.expect("other client's query");
+            }
+        }
+        // Checked on the primary itself (a read through the proxy may go to a replica).
+        let primary = direct_primary().await;
+        let n: String = primary.query_one(held, &[]).await.unwrap().get(0);
+        assert_eq!(n, "1", "the advisory lock must still be held by {pinned}");
+        let (_, metrics) = proxy.http_get("/metrics").await;
+        assert!(
+            metrics.lines().any(|l| l
+                .starts_with("switchyard_pinned_clients_total{reason=\"advisory_lock\"}")
+                && !l.ends_with(" 0")),
+            "pin not counted:\n{metrics}"
+        );
+
+        // The client leaves: its connection is reset before reuse, which releases the lock.
+        drop(raw);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let n: String = primary.query_one(held, &[]).await.unwrap().get(0);
+            if n == "0" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the advisory lock outlived its client"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     });
 }

@@ -270,8 +270,14 @@ impl Session {
                     .expect(Kind::Execute, Mode::Forward, Hook::None);
             }
             tag::FUNCTION_CALL => {
+                let body = &self.client.rbuf[5..h.frame_len];
+                let oid = body
+                    .get(..4)
+                    .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                let (effects, pin) = crate::sql::of_function_call(oid);
                 self.forward(h.frame_len);
                 self.count_request();
+                self.apply_effects(effects, pin.map(|p| p.as_str()));
                 self.pending
                     .expect(Kind::FunctionCall, Mode::Forward, Hook::None);
             }

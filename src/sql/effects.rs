@@ -310,3 +310,18 @@ pub(crate) fn create_is_temp(mut rest: Stmt<'_>) -> bool {
     }
     kw(&t, "table") || kw(&t, "view") || kw(&t, "sequence")
 }
+
+/// Session effects of a protocol-level FunctionCall ('F') of the built-in function with this
+/// OID. Built-in OIDs are fixed in PostgreSQL's catalog (`pg_proc.dat`), the same in every
+/// release: `set_config` changes settings; the session-level advisory lock functions pin.
+/// Other functions (large objects' `lo_*` among them, which only live within a transaction)
+/// have no session effect.
+pub fn of_function_call(oid: u32) -> (Effects, Option<PinReason>) {
+    match oid {
+        // set_config(text, text, boolean)
+        2078 => (Effects::SETTINGS, None),
+        // pg_advisory_lock, _shared, pg_try_advisory_lock, _shared: (bigint) and (int, int)
+        2880..=2883 | 2886..=2889 => (Effects::PIN, Some(PinReason::AdvisoryLock)),
+        _ => (Effects::NONE, None),
+    }
+}

@@ -60,6 +60,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 pub use classify::Classifier;
+pub use effects::of_function_call;
 pub use lexer::{Lexer, StrKind, Token, TokenKind, Unterminated};
 pub use split::split_statements;
 
