@@ -2309,3 +2309,101 @@ async fn vanished_client_with_unread_results_is_not_handed_on_dirty() {
     )
     .await;
 }
+
+/// Sequence state (`currval`, `lastval`) lives in the server session. With one shared server
+/// connection, a client that reads it after its own transaction ended must never get another
+/// client's value: it gets "not yet defined in this session" (55000), as a fresh session
+/// would; within one transaction nextval and currval still agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn currval_never_returns_another_clients_value() {
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    q(
+        &a,
+        "DROP SEQUENCE IF EXISTS pool_seq; CREATE SEQUENCE pool_seq",
+    )
+    .await;
+    assert_eq!(one(&a, "SELECT nextval('pool_seq')").await, "1");
+    // B advances it on the same (only) server connection: that session's currval is now 2.
+    assert_eq!(one(&b, "SELECT nextval('pool_seq')").await, "2");
+    let e = try_simple(&a, "SELECT currval('pool_seq')")
+        .await
+        .expect_err("A must not see B's currval");
+    assert_eq!(sqlstate(&e), "55000", "{e}");
+    // Within one transaction the value is the client's own.
+    q(&a, "BEGIN").await;
+    assert_eq!(one(&a, "SELECT nextval('pool_seq')").await, "3");
+    assert_eq!(one(&a, "SELECT currval('pool_seq')").await, "3");
+    assert_eq!(one(&a, "SELECT lastval()").await, "3");
+    q(&a, "COMMIT").await;
+    // The same in one statement, and with the extended protocol.
+    assert_eq!(
+        one(&a, "SELECT nextval('pool_seq') + currval('pool_seq') * 0").await,
+        "4"
+    );
+    assert_eq!(one(&b, "SELECT nextval('pool_seq')").await, "5");
+    let e = a
+        .query_one("SELECT lastval()", &[])
+        .await
+        .expect_err("A must not see B's lastval (extended protocol)");
+    assert_eq!(sqlstate(&e), "55000", "{e}");
+    // A's lastval cleared the connection: B's next read of sequence state in a new
+    // transaction is "not yet defined" too, not a value left by anyone.
+    let e = try_simple(&b, "SELECT currval('pool_seq')")
+        .await
+        .expect_err("B's state is gone with the connection's");
+    assert_eq!(sqlstate(&e), "55000", "{e}");
+    // Nobody else in between: A gets its connection back, and its value with it, across
+    // transactions, as in a session of its own; its own DISCARD SEQUENCES clears it.
+    assert_eq!(one(&a, "SELECT nextval('pool_seq')").await, "6");
+    assert_eq!(one(&a, "SELECT currval('pool_seq')").await, "6");
+    q(&a, "DISCARD SEQUENCES").await;
+    let e = try_simple(&a, "SELECT currval('pool_seq')")
+        .await
+        .expect_err("DISCARD SEQUENCES forgets it");
+    assert_eq!(sqlstate(&e), "55000", "{e}");
+    q(&a, "DROP SEQUENCE pool_seq").await;
+}
+
+/// A client that reads sequence state gets its last server connection back when it is idle,
+/// so `nextval` in one transaction and `currval` in the next agree, as in a session of its
+/// own, even with other clients busy on other connections of the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn currval_follows_the_client_to_its_last_connection() {
+    // A warm pool (as in production): other clients take the other idle connections first.
+    let p = proxy("transaction", "size = 4\nmin_size = 4");
+    let a = connect(&p).await;
+    q(
+        &a,
+        "DROP SEQUENCE IF EXISTS pool_seq2; CREATE SEQUENCE pool_seq2",
+    )
+    .await;
+    wait_pool(
+        &p,
+        "4 connections open",
+        Duration::from_secs(30),
+        |idle, in_use| idle + in_use >= 4,
+    )
+    .await;
+    let others: Vec<Client> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(connect(&p).await);
+        }
+        v
+    };
+    // Mark A as a reader of sequence state (its first read is cleared: 55000).
+    let _ = try_simple(&a, "SELECT currval('pool_seq2')").await;
+    for i in 1..=20 {
+        let v = one(&a, "SELECT nextval('pool_seq2')").await;
+        // Others take and return connections in between (never the one A holds state on
+        // while it is idle, unless it is the only one free).
+        for o in &others {
+            q(o, "SELECT 1").await;
+        }
+        assert_eq!(one(&a, "SELECT currval('pool_seq2')").await, v, "round {i}");
+        assert_eq!(v, i.to_string());
+    }
+    q(&a, "DROP SEQUENCE pool_seq2").await;
+}

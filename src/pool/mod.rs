@@ -217,6 +217,14 @@ impl Pool {
 
     /// Takes a connection, waiting up to `checkout_timeout` for a free slot.
     pub async fn checkout(self: &Arc<Self>) -> Result<Pooled, PoolError> {
+        self.checkout_preferring(None).await
+    }
+
+    /// [`Pool::checkout`], taking the idle connection with id `prefer` when there is one.
+    pub async fn checkout_preferring(
+        self: &Arc<Self>,
+        prefer: Option<u64>,
+    ) -> Result<Pooled, PoolError> {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(PoolError::Closed),
@@ -241,7 +249,14 @@ impl Pool {
         };
         let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
         loop {
-            let idle = self.conns.lock().expect("conns").idle.pop();
+            let idle = {
+                let mut c = self.conns.lock().expect("conns");
+                let preferred = prefer.and_then(|id| c.idle.iter().rposition(|x| x.id == id));
+                match preferred {
+                    Some(i) => Some(c.idle.remove(i)),
+                    None => c.idle.pop(),
+                }
+            };
             let conn = match idle {
                 Some(mut conn) => {
                     self.metrics.idle.dec();
@@ -321,7 +336,14 @@ impl Pool {
             p.conn.terminate();
         } else {
             p.conn.idle_since = now;
-            self.conns.lock().expect("conns").idle.push(p.conn);
+            let sticky = std::mem::take(&mut p.conn.sticky);
+            let mut c = self.conns.lock().expect("conns");
+            if sticky {
+                c.idle.insert(0, p.conn);
+            } else {
+                c.idle.push(p.conn);
+            }
+            drop(c);
             self.metrics.idle.inc();
         }
         self.return_permit(p.permit);

@@ -104,6 +104,21 @@ impl From<ErrorFields<'_>> for ServerError {
     }
 }
 
+/// Whose sequence state (`currval`, `lastval`) a server connection holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum SeqState {
+    /// None: no client has used the connection.
+    #[default]
+    Clean,
+    /// Only this client's, since its `epoch`-th `DISCARD SEQUENCES`.
+    Only { client: u64, epoch: u64 },
+    /// Possibly several clients'.
+    Mixed,
+}
+
+/// Source of connection ids.
+static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// An authenticated server connection, idle or in use.
 pub struct ServerConn {
     /// The socket's registration with its pool. First field: dropped (unregistered) before
@@ -128,6 +143,13 @@ pub struct ServerConn {
     pub unnamed_owner: Option<(u64, u64)>,
     /// A previous client left session state (temp tables, SQL PREPAREs…): reset before reuse.
     pub needs_reset: bool,
+    /// Process-unique id (a client that reads sequence state asks for its last one back).
+    pub id: u64,
+    /// Whose sequence state it holds.
+    pub seq: SeqState,
+    /// Checked in below the other idle connections, so that the client that used it last
+    /// (one that reads sequence state) is likely to get it back.
+    pub sticky: bool,
     /// Opened at.
     pub created: Instant,
     /// Checked in at (for idle timeout).
@@ -163,6 +185,9 @@ impl ServerConn {
             prepared: HashSet::new(),
             unnamed_owner: None,
             needs_reset: false,
+            id: NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            seq: SeqState::Clean,
+            sticky: false,
             created: Instant::now(),
             idle_since: Instant::now(),
             broken: false,

@@ -275,9 +275,9 @@ impl Session {
                     .get(..4)
                     .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 let (effects, pin) = crate::sql::of_function_call(oid);
+                self.apply_effects(effects, pin.map(|p| p.as_str()));
                 self.forward(h.frame_len);
                 self.count_request();
-                self.apply_effects(effects, pin.map(|p| p.as_str()));
                 self.pending
                     .expect(Kind::FunctionCall, Mode::Forward, Hook::None);
             }
@@ -369,9 +369,36 @@ impl Session {
         self.skip_until_sync = true;
     }
 
+    /// Session effects of the message about to be forwarded (called before it is queued).
     fn apply_effects(&mut self, effects: Effects, pin: Option<&'static str>) {
         if effects.contains(Effects::SETTINGS) {
             self.capture = true;
+        }
+        if effects.contains(Effects::SEQUENCE_RESET) {
+            // The client's sequence state is gone; what other connections hold of it is stale.
+            // This one holds only the client's (new) state if it held only the client's before.
+            let before = self.seq_mark();
+            self.seq_epoch += 1;
+            let after = self.seq_mark();
+            if let Some(p) = self.server.as_mut() {
+                use crate::pool::server::SeqState;
+                let was_mine = p.conn.seq == SeqState::Clean || p.conn.seq == before;
+                p.conn.seq = if was_mine { after } else { SeqState::Mixed };
+            }
+        }
+        if effects.contains(Effects::SEQUENCE_STATE) && !self.reads_sequences {
+            // From now on every connection this client gets holds only its own sequence
+            // state (see `claim_sequences`). This one too, unless the client already ran
+            // something on it in this transaction (a nextval there must stay visible).
+            self.reads_sequences = true;
+            let fresh = self.txn == TxnStatus::Idle && !self.pending.client_waiting();
+            let mine = self
+                .server
+                .as_ref()
+                .is_some_and(|p| p.conn.seq == self.seq_mark());
+            if fresh && !mine && self.server.is_some() && self.sequences_movable() {
+                self.discard_sequences();
+            }
         }
         if let Some(reason) = pin {
             if self.pin.is_none() {
@@ -511,10 +538,10 @@ impl Session {
         if settings {
             self.note_custom_names(h.frame_len);
         }
+        self.apply_effects(info.effects, info.pin);
         self.forward(h.frame_len);
         self.count_request();
         self.note_simple_query();
-        self.apply_effects(info.effects, info.pin);
         let restore = settings && self.restore_sql.is_some();
         self.pending.expect(
             Kind::Query,

@@ -158,6 +158,9 @@ async fn start(
         capture: false,
         captured: Vec::new(),
         pin: None,
+        reads_sequences: false,
+        seq_epoch: 0,
+        last_conn: None,
         skip_until_sync: false,
         txn: TxnStatus::Idle,
         server_pass: 0,
@@ -253,6 +256,15 @@ struct Session {
     captured: Vec<(String, String)>,
     /// Pinned to its server connection, and why.
     pin: Option<&'static str>,
+    /// The client reads its sequence state (`currval`/`lastval`): each server connection it
+    /// gets in transaction pooling is cleared of it first (`DISCARD SEQUENCES`), so it gets
+    /// "not yet defined in this session" rather than another client's value.
+    reads_sequences: bool,
+    /// Counts the client's own `DISCARD SEQUENCES`/`ALL` (sequence state before the last one
+    /// is not the client's any more).
+    seq_epoch: u64,
+    /// The server connection the client used last (asked for again when it reads sequences).
+    last_conn: Option<u64>,
     /// An error was reported within an extended-protocol batch: drop messages until Sync.
     skip_until_sync: bool,
     /// Transaction status last reported to the client.

@@ -785,6 +785,9 @@ impl Classifier {
         };
         // Effects, whatever the routing lists say.
         let b = key.as_bytes();
+        if b.len() == 7 && (key == "currval" || key == "lastval") {
+            out.effects.insert(Effects::SEQUENCE_STATE);
+        }
         let maybe_effect = b.len() >= 10 && matches!(b[0], b's' | b'p' | b'd');
         if maybe_effect {
             match key {

@@ -98,9 +98,13 @@ pub(crate) fn session_head<'a>(
                 }
             }
         }
-        "DISCARD" if kw(&rest.next(), "all") => {
-            out.effects.insert(Effects::SETTINGS | Effects::DISCARD_ALL);
-        }
+        "DISCARD" => match rest.next() {
+            t if kw(&t, "all") => out
+                .effects
+                .insert(Effects::SETTINGS | Effects::DISCARD_ALL | Effects::SEQUENCE_RESET),
+            t if kw(&t, "sequences") => out.effects.insert(Effects::SEQUENCE_RESET),
+            _ => {}
+        },
         "DEALLOCATE" => deallocate_head(rest, out),
         "LISTEN" => out.pin(PinReason::Listen),
         "PREPARE" => out.pin(PinReason::Prepare),

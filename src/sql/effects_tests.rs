@@ -8,6 +8,7 @@ const NONE: Effects = Effects::NONE;
 const S: Effects = Effects::SETTINGS;
 const PIN: Effects = Effects::PIN;
 const DA: Effects = Effects::DISCARD_ALL;
+const SEQ: Effects = Effects::SEQUENCE_STATE;
 
 #[test]
 fn effects_table() {
@@ -15,6 +16,15 @@ fn effects_table() {
     let cases: &[(&str, Effects, Option<PinReason>)] = &[
         ("SELECT 1", NONE, None),
         ("INSERT INTO t VALUES (1)", NONE, None),
+        // sequence state of the session
+        ("SELECT currval('s')", SEQ, None),
+        ("select LASTVAL()", SEQ, None),
+        ("INSERT INTO t VALUES (pg_catalog.currval('s'))", SEQ, None),
+        ("SELECT nextval('s')", NONE, None),
+        ("SELECT currval FROM t", NONE, None),
+        ("SELECT 'currval(1)'", NONE, None),
+        ("DISCARD SEQUENCES", Effects::SEQUENCE_RESET, None),
+        ("DISCARD TEMP", NONE, None),
         // settings
         ("SET search_path = app, public", S, None),
         ("set session statement_timeout to '5s'", S, None),
@@ -42,7 +52,7 @@ fn effects_table() {
             None,
         ),
         ("SELECT 'set_config(1)'", NONE, None),
-        ("DISCARD ALL", S | DA, None),
+        ("DISCARD ALL", S | DA | Effects::SEQUENCE_RESET, None),
         ("DISCARD PLANS", NONE, None),
         ("DISCARD TEMP", NONE, None),
         ("DEALLOCATE ALL", DA, None),

@@ -156,6 +156,10 @@ impl Effects {
     pub const PIN: Effects = Effects(2);
     /// Clears the server connection's prepared statements: `DISCARD ALL`, `DEALLOCATE ALL`.
     pub const DISCARD_ALL: Effects = Effects(4);
+    /// Reads the session's sequence state: a `currval(` or `lastval(` call.
+    pub const SEQUENCE_STATE: Effects = Effects(8);
+    /// Clears the session's sequence state: `DISCARD SEQUENCES`, `DISCARD ALL`.
+    pub const SEQUENCE_RESET: Effects = Effects(16);
 
     pub const fn empty() -> Self {
         Effects(0)
@@ -164,7 +168,7 @@ impl Effects {
         self.0
     }
     pub const fn from_bits_truncate(bits: u16) -> Self {
-        Effects(bits & 7)
+        Effects(bits & 31)
     }
     /// Whether all flags of `other` are set in `self`.
     pub const fn contains(self, other: Effects) -> bool {
@@ -209,6 +213,8 @@ impl fmt::Debug for Effects {
             (Effects::SETTINGS, "SETTINGS"),
             (Effects::PIN, "PIN"),
             (Effects::DISCARD_ALL, "DISCARD_ALL"),
+            (Effects::SEQUENCE_STATE, "SEQUENCE_STATE"),
+            (Effects::SEQUENCE_RESET, "SEQUENCE_RESET"),
         ] {
             if self.contains(flag) {
                 if !first {

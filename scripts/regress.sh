@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Runs PostgreSQL's own regression suite (pg_regress, parallel schedule) on a throwaway
+# primary: directly, then through switchyard in transaction pooling and in session pooling
+# mode. A test that passes directly must pass through the proxy; the script exits 1 when one
+# does not, and prints which.
+#
+# The suite's SQL and expected files are not in Debian's binary packages: they are taken from
+# the source package of the installed server version (`apt-get source`, with a deb-src entry
+# used for that download only), or from PG_REGRESS_SRC (a PostgreSQL source tree). The C
+# functions some tests load (regress.so) are built with the server headers
+# (postgresql-server-dev-<major>, installed when missing).
+#
+# Usage: scripts/regress.sh [MODE...]     MODE: direct, transaction, session (default: all)
+# Output and diffs: target/regress/<mode>/ (regression.out, regression.diffs).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+MODES=("$@")
+[ ${#MODES[@]} -eq 0 ] && MODES=(direct transaction session)
+for m in "${MODES[@]}"; do
+    case "$m" in
+        direct | transaction | session) ;;
+        *)
+            echo "regress.sh: unknown mode: $m (direct, transaction, session)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+log() { echo "[regress $(date +%H:%M:%S)] $*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+./scripts/deps.sh --no-python </dev/null
+cargo build --release --bins </dev/null
+SY_BIN=$ROOT/target/release/switchyard
+
+# ---------------------------------------------------------------- tools and sources
+BINDIR=$(
+    # shellcheck disable=SC1091
+    source <(sed -n '/^pg_bindir()/,/^}/p' scripts/deps.sh)
+    pg_bindir
+)
+[ -n "$BINDIR" ] || die "PostgreSQL server binaries not found"
+VERSION=$("$BINDIR/postgres" --version | awk '{print $3}')
+MAJOR=${VERSION%%.*}
+PG_REGRESS=$(dirname "$BINDIR")/lib/pgxs/src/test/regress/pg_regress
+[ -x "$PG_REGRESS" ] || die "pg_regress not found at $PG_REGRESS"
+
+WORK=$ROOT/target/regress
+mkdir -p "$WORK"
+chmod 755 "$ROOT/target" "$WORK"
+
+SUDO=()
+[ "$(id -u)" -ne 0 ] && SUDO=(sudo)
+
+fetch_sources() {
+    local dir=$WORK/source pkgver
+    if [ -n "${PG_REGRESS_SRC:-}" ]; then
+        SRC=$PG_REGRESS_SRC/src/test/regress
+        return
+    fi
+    SRC=$(find "$dir" -maxdepth 5 -type d -path '*/src/test/regress' 2>/dev/null | head -1 || true)
+    [ -n "$SRC" ] && [ -f "$SRC/parallel_schedule" ] && return
+    pkgver=$(dpkg-query -W -f='${Version}' "postgresql-$MAJOR" 2>/dev/null || true)
+    [ -n "$pkgver" ] || die "postgresql-$MAJOR is not a Debian package here: set PG_REGRESS_SRC"
+    log "fetching the postgresql-$MAJOR $pkgver source package (regression tests)"
+    rm -rf "$dir" && mkdir -p "$dir/lists/partial" "$dir/download"
+    # deb-src entries for the distribution's own mirrors, in a private list and state dir:
+    # the system's apt configuration is left as it was.
+    local suites
+    suites=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    {
+        echo "deb-src http://deb.debian.org/debian $suites main"
+        echo "deb-src http://deb.debian.org/debian $suites-updates main"
+        echo "deb-src http://deb.debian.org/debian-security $suites-security main"
+    } >"$dir/sources.list"
+    local apt_opts=(-o "Dir::Etc::SourceList=$dir/sources.list" -o "Dir::Etc::SourceParts=-"
+        -o "Dir::State::Lists=$dir/lists" -o "APT::Sandbox::User=root")
+    "${SUDO[@]}" apt-get "${apt_opts[@]}" update -qq </dev/null
+    # The exact version first (matching expected output); else the newest of that major.
+    (cd "$dir/download" && { "${SUDO[@]}" apt-get "${apt_opts[@]}" source --download-only -qq \
+        "postgresql-$MAJOR=$pkgver" </dev/null ||
+        "${SUDO[@]}" apt-get "${apt_opts[@]}" source --download-only -qq "postgresql-$MAJOR" \
+            </dev/null; })
+    local tarball
+    tarball=$(find "$dir/download" -name "postgresql-${MAJOR}_*.orig.tar.*" | head -1)
+    [ -n "$tarball" ] || die "could not download the postgresql-$MAJOR source package"
+    tar -xf "$tarball" -C "$dir" --wildcards '*/src/test/regress/*' '*/contrib/spi/*'
+    SRC=$(find "$dir" -maxdepth 5 -type d -path '*/src/test/regress' | head -1)
+    [ -f "$SRC/parallel_schedule" ] || die "no regression tests in $tarball"
+}
+
+build_regress_so() {
+    DLDIR=$WORK/lib
+    [ -f "$DLDIR/regress.so" ] && return
+    local inc=/usr/include/postgresql/$MAJOR/server
+    if [ ! -f "$inc/postgres.h" ]; then
+        # The installed server's own version: an unpinned install would upgrade the server
+        # (and its expected output would no longer match the fetched tests).
+        local pkgver
+        pkgver=$(dpkg-query -W -f='${Version}' "postgresql-$MAJOR" 2>/dev/null || true)
+        log "installing postgresql-server-dev-$MAJOR${pkgver:+=$pkgver} (headers for regress.so)"
+        "${SUDO[@]}" apt-get update -qq </dev/null
+        DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
+            "postgresql-server-dev-$MAJOR${pkgver:+=$pkgver}" </dev/null
+    fi
+    [ -f "$inc/postgres.h" ] || die "server headers not found in $inc"
+    mkdir -p "$DLDIR"
+    # regress.so, and the contrib/spi modules the trigger tests load (as the suite's own
+    # Makefile builds them).
+    gcc -O2 -fPIC -shared -I"$inc" -o "$DLDIR/regress.so" "$SRC/regress.c"
+    local spi m
+    spi=$(cd "$SRC/../../../contrib/spi" && pwd)
+    for m in refint autoinc; do
+        gcc -O2 -fPIC -shared -I"$inc" -DREFINT_VERBOSE -o "$DLDIR/$m.so" "$spi/$m.c"
+    done
+    chmod -R a+rX "$DLDIR"
+}
+
+fetch_sources
+build_regress_so
+log "regression tests: $SRC (server $VERSION)"
+
+# ---------------------------------------------------------------- servers
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+RUN=$(mktemp -d /tmp/switchyard-regress.XXXXXX)
+chmod 755 "$RUN"
+PG_PORT=$(free_port)
+SY_PID=""
+cleanup() {
+    [ -n "$SY_PID" ] && kill -INT "$SY_PID" 2>/dev/null && wait "$SY_PID" 2>/dev/null
+    as_pg "$BINDIR/pg_ctl" -D "$RUN/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+[ "$(id -u)" -eq 0 ] && chown postgres "$RUN"
+
+log "primary on 127.0.0.1:$PG_PORT"
+as_pg "$BINDIR/initdb" -D "$RUN/data" -U postgres --auth=trust --no-instructions \
+    --locale=C.UTF-8 -E UTF8 >"$RUN/initdb.log" 2>&1 || { cat "$RUN/initdb.log"; die "initdb failed"; }
+cat >>"$RUN/data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$RUN'
+max_connections = 200
+max_prepared_transactions = 10
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+as_pg "$BINDIR/pg_ctl" -D "$RUN/data" -l "$RUN/postgres.log" -w start >/dev/null
+
+start_proxy() { # MODE
+    local port http
+    port=$(free_port)
+    http=$(free_port)
+    cat >"$RUN/switchyard.toml" <<EOF
+listen = "127.0.0.1:$port"
+http_listen = "127.0.0.1:$http"
+pool_mode = "$1"
+max_client_connections = 400
+
+[pool]
+size = 60
+
+[[backends]]
+name = "primary"
+address = "127.0.0.1:$PG_PORT"
+
+[[users]]
+name = "postgres"
+auth = "trust"
+EOF
+    setsid "$SY_BIN" run --config "$RUN/switchyard.toml" >"$WORK/$1/switchyard.log" 2>&1 </dev/null &
+    SY_PID=$!
+    local i
+    for ((i = 0; i < 300; i++)); do
+        if curl -fsS "http://127.0.0.1:$http/readyz" 2>/dev/null | grep -q '^ready$'; then
+            PORT=$port
+            return
+        fi
+        sleep 0.1
+    done
+    die "switchyard did not become ready (see $WORK/$1/switchyard.log)"
+}
+
+stop_proxy() {
+    kill -INT "$SY_PID" 2>/dev/null || true
+    wait "$SY_PID" 2>/dev/null || true
+    SY_PID=""
+    # Its server connections end asynchronously; the next run drops the database.
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [ "$("$BINDIR/psql" -X -At -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c \
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'regression'")" = 0 ] && return
+        sleep 0.1
+    done
+}
+
+# ---------------------------------------------------------------- runs
+declare -A FAILED
+for mode in "${MODES[@]}"; do
+    out=$WORK/$mode
+    rm -rf "$out" && mkdir -p "$out"
+    chmod 777 "$out"
+    # A prepared transaction left by the previous run keeps its database from being dropped.
+    "$BINDIR/psql" -X -At -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
+        -c "SELECT gid FROM pg_prepared_xacts" | while read -r gid; do
+        [ -n "$gid" ] && "$BINDIR/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres \
+            -d regression -c "ROLLBACK PREPARED '$gid'" >/dev/null 2>&1
+    done
+    if [ "$mode" = direct ]; then
+        PORT=$PG_PORT
+    else
+        start_proxy "$mode"
+    fi
+    log "pg_regress ($mode) on port $PORT"
+    set +e
+    (cd "$out" && as_pg "$PG_REGRESS" --inputdir="$SRC" --outputdir="$out" --bindir="$BINDIR" \
+        --dlpath="$DLDIR" --schedule="$SRC/parallel_schedule" --host=127.0.0.1 --port="$PORT" \
+        --user=postgres --max-connections=20) >"$out/pg_regress.log" 2>&1
+    set -e
+    [ "$mode" != direct ] && stop_proxy
+    FAILED[$mode]=$(awk '/\.\.\. FAILED|\.\.\. failed/ { for (i = 1; i <= NF; i++) if ($i == "...") { print $(i - 1); break } }' \
+        "$out/pg_regress.log" | sort | tr '\n' ' ')
+    summary=$(grep -E '^ *(All [0-9]+ tests passed|[0-9]+ of [0-9]+ tests failed)' "$out/pg_regress.log" || true)
+    if [ -z "$summary" ]; then
+        # pg_regress did not get to run the tests (setup failed): that is a failure too.
+        FAILED[$mode]="(did-not-run) ${FAILED[$mode]}"
+        summary=$(tail -3 "$out/pg_regress.log" | tr '\n' ' ')
+    fi
+    log "$mode: ${summary# } ${FAILED[$mode]:+(failed: ${FAILED[$mode]})}"
+done
+
+# ---------------------------------------------------------------- verdict
+rc=0
+if [ -n "${FAILED[direct]+set}" ]; then
+    for mode in "${MODES[@]}"; do
+        [ "$mode" = direct ] && continue
+        extra=$(comm -13 <(tr ' ' '\n' <<<"${FAILED[direct]}" | sed '/^$/d' | sort) \
+            <(tr ' ' '\n' <<<"${FAILED[$mode]}" | sed '/^$/d' | sort) | tr '\n' ' ')
+        if [ -n "$extra" ]; then
+            log "$mode pooling: fails where PostgreSQL directly passes: $extra(diffs: $WORK/$mode/regression.diffs)"
+            rc=1
+        else
+            log "$mode pooling: same result as PostgreSQL directly"
+        fi
+    done
+fi
+exit $rc
