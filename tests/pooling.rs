@@ -687,7 +687,8 @@ async fn many_clients_share_a_small_transaction_pool() {
 /// returned connection finds it reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_keeps_one_server_connection_per_client() {
-    let p = proxy("session", "size = 3");
+    // With reuse on: the next client gets the returned connection, reset.
+    let p = proxy("session", "size = 3\nsession_reuse = true");
     let a = connect(&p).await;
     let b = connect(&p).await;
     let c = connect(&p).await;
@@ -746,6 +747,55 @@ async fn session_mode_keeps_one_server_connection_per_client() {
     for (cl, pid) in [&b, &c].into_iter().zip(&first[1..]) {
         assert_eq!(backend_pid(cl).await, *pid);
     }
+}
+
+/// Session mode by default gives every client a server session nobody used before, as a
+/// direct connection would: a leaving client's server connection is closed, not recycled, and
+/// connections `min_size` opened ahead (never used) are handed out as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_gives_each_client_a_fresh_server_session() {
+    let p = proxy("session", "size = 2\nmin_size = 1");
+    let a = connect(&p).await;
+    let a_pid = backend_pid(&a).await;
+    q(&a, "CREATE TEMP TABLE pool_fresh_tmp (x int)").await;
+    drop(a);
+    // a's backend goes away with it.
+    wait_su(
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {a_pid}"),
+        "0",
+        Duration::from_secs(30),
+    )
+    .await;
+    for _ in 0..3 {
+        let e = connect(&p).await;
+        let e_pid = backend_pid(&e).await;
+        assert_ne!(e_pid, a_pid, "a's server session was handed on");
+        // A session nobody used: no temporary schema yet, nothing prepared.
+        assert_eq!(
+            one(
+                &e,
+                "SELECT count(*) FROM pg_namespace WHERE oid = pg_my_temp_schema()"
+            )
+            .await,
+            "0"
+        );
+        drop(e);
+        wait_su(
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {e_pid}"),
+            "0",
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    assert!(
+        metric(
+            &p,
+            "switchyard_server_discards_total{reason=\"session_ended\"}"
+        )
+        .await
+            >= 4.0,
+        "closed sessions are counted"
+    );
 }
 
 /// A pool of 1 whose connection is held by an open transaction: another client's query fails

@@ -102,8 +102,15 @@ pub struct PoolConfig {
     #[serde(deserialize_with = "duration::deserialize")]
     pub tcp_keepalive: Duration,
     /// Run on a server connection before another client gets it, when the previous client
-    /// left session state behind (session mode, pinned clients). Default `"DISCARD ALL"`.
+    /// left session state behind (pinned clients; session mode with `session_reuse`).
+    /// Default `"DISCARD ALL"`.
     pub reset_query: String,
+    /// Session mode: hand a server connection another client used (after `reset_query`) to
+    /// the next client. Off by default: each client gets a server session nobody else used
+    /// (connections opened ahead by `min_size` included), exactly as if it had connected
+    /// directly; a reused one still differs in what `DISCARD ALL` cannot reset (loaded
+    /// libraries, the temporary schema, session statistics). Default `false`.
+    pub session_reuse: bool,
 }
 
 /// `[health]`.
@@ -276,6 +283,7 @@ impl Default for PoolConfig {
             connect_timeout: Duration::from_secs(5),
             tcp_keepalive: Duration::from_secs(30),
             reset_query: "DISCARD ALL".into(),
+            session_reuse: false,
         }
     }
 }

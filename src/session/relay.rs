@@ -672,6 +672,12 @@ impl Session {
             p.discard("client_left_mid_request", &self.app.metrics);
             return;
         }
+        if self.pool_mode == PoolMode::Session && !self.app.config.load().config.pool.session_reuse
+        {
+            // The server session was this client's alone; the next client gets a fresh one.
+            p.discard("session_ended", &self.app.metrics);
+            return;
+        }
         let rollback = self.txn != TxnStatus::Idle;
         let reset = self.pin.is_some() || self.pool_mode == PoolMode::Session || p.conn.needs_reset;
         if !rollback && !reset {

@@ -153,7 +153,11 @@ fn effects_table() {
             S | PIN,
             Some(Listen),
         ),
-        ("DISCARD ALL; SET x = 1", S | DA, None),
+        (
+            "DISCARD ALL; SET x = 1",
+            S | DA | Effects::SEQUENCE_RESET,
+            None,
+        ),
         (
             "SELECT 1; CREATE TEMP TABLE tt (a int); SET LOCAL x = 1",
             PIN,
