@@ -2,13 +2,11 @@
 //! bytes move from the client's read buffer to the server's write buffer), rewritten where the
 //! proxy renames prepared statements, or answered by the proxy itself.
 
-use std::sync::Arc;
-
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::pending::{Hook, Kind, Mode};
 use super::route::Target;
-use super::statements::{self, Statement};
+use super::statements;
 use super::{Fatal, Pass, Session};
 use crate::config::Consistency;
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
@@ -334,13 +332,13 @@ impl Session {
     }
 
     /// Moves one whole message to the server unchanged.
-    fn forward(&mut self, len: usize) {
+    pub(super) fn forward(&mut self, len: usize) {
         let frame = self.client.rbuf.split_to(len);
         self.swbuf.unsplit(frame);
     }
 
     /// Sends bytes to the client in order with whatever responses are still due.
-    fn respond(&mut self, bytes: BytesMut) {
+    pub(super) fn respond(&mut self, bytes: BytesMut) {
         if self.pending.is_empty() {
             self.client.wbuf.unsplit(bytes);
         } else {
@@ -362,7 +360,7 @@ impl Session {
     }
 
     /// Reports an error inside an extended-protocol batch and skips to its Sync.
-    fn respond_batch_error(&mut self, code: &str, message: &str) {
+    pub(super) fn respond_batch_error(&mut self, code: &str, message: &str) {
         let mut b = BytesMut::new();
         encode::error(&mut b, "ERROR", code, message);
         self.respond(b);
@@ -370,36 +368,11 @@ impl Session {
     }
 
     /// Session effects of the message about to be forwarded (called before it is queued).
-    fn apply_effects(&mut self, effects: Effects, pin: Option<&'static str>) {
+    pub(super) fn apply_effects(&mut self, effects: Effects, pin: Option<&'static str>) {
         if effects.contains(Effects::SETTINGS) {
             self.capture = true;
         }
-        if effects.contains(Effects::SEQUENCE_RESET) {
-            // The client's sequence state is gone; what other connections hold of it is stale.
-            // This one holds only the client's (new) state if it held only the client's before.
-            let before = self.seq_mark();
-            self.seq_epoch += 1;
-            let after = self.seq_mark();
-            if let Some(p) = self.server.as_mut() {
-                use crate::pool::server::SeqState;
-                let was_mine = p.conn.seq == SeqState::Clean || p.conn.seq == before;
-                p.conn.seq = if was_mine { after } else { SeqState::Mixed };
-            }
-        }
-        if effects.contains(Effects::SEQUENCE_STATE) && !self.reads_sequences {
-            // From now on every connection this client gets holds only its own sequence
-            // state (see `claim_sequences`). This one too, unless the client already ran
-            // something on it in this transaction (a nextval there must stay visible).
-            self.reads_sequences = true;
-            let fresh = self.txn == TxnStatus::Idle && !self.pending.client_waiting();
-            let mine = self
-                .server
-                .as_ref()
-                .is_some_and(|p| p.conn.seq == self.seq_mark());
-            if fresh && !mine && self.server.is_some() && self.sequences_movable() {
-                self.discard_sequences();
-            }
-        }
+        self.note_sequence_effects(effects);
         if let Some(reason) = pin {
             if self.pin.is_none() {
                 tracing::debug!(parent: &self.span, reason, "client pinned to its server connection");
@@ -670,206 +643,6 @@ impl Session {
                 ))
             }
         }
-        Ok(())
-    }
-
-    fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {
-        let frame = self.client.rbuf.split_to(h.frame_len).freeze();
-        let Some((name, query, types)) = statements::split_parse(&frame[5..]) else {
-            return Err(Fatal::protocol("malformed Parse message"));
-        };
-        let sql = std::str::from_utf8(query).unwrap_or("");
-        let (effects, pin) = {
-            let c = self.app.classifier.load();
-            let a = c.analyze(sql);
-            (a.effects, a.pin_reason())
-        };
-        if effects.contains(Effects::SETTINGS) {
-            for n in super::settings::custom_names(sql) {
-                self.custom_names.insert(n);
-            }
-            self.restore_pending = true;
-        }
-        self.apply_effects(effects, pin);
-        if name.is_empty() {
-            self.swbuf.extend_from_slice(&frame);
-            self.unnamed_seq += 1;
-            let owner = (self.id, self.unnamed_seq);
-            self.unnamed = Some(frame);
-            if let Some(p) = self.server.as_mut() {
-                p.conn.unnamed_owner = Some(owner);
-            }
-            self.pending.expect(Kind::Parse, Mode::Forward, Hook::None);
-            return Ok(());
-        }
-        if self.statements.contains_key(name) {
-            let msg = format!(
-                "prepared statement \"{}\" already exists",
-                String::from_utf8_lossy(name)
-            );
-            self.respond_batch_error("42P05", &msg);
-            return Ok(());
-        }
-        // A statement's meaning depends on the search_path it was parsed under.
-        let search_path = self
-            .desired
-            .0
-            .get("search_path")
-            .map(String::as_bytes)
-            .unwrap_or(b"");
-        let stmt = self.app.statements.intern(query, types, search_path);
-        let client_name = frame.slice_ref(name);
-        self.statements.insert(client_name.clone(), stmt.clone());
-        if let Some(r) = self.retry.as_mut() {
-            r.names.push(client_name.clone());
-        }
-        let conn = &mut self.server.as_mut().expect("attached").conn;
-        if conn.prepared.contains(&stmt.id) {
-            let mut b = BytesMut::new();
-            encode::empty(&mut b, tag::PARSE_COMPLETE);
-            self.respond(b);
-        } else {
-            conn.prepared.insert(stmt.id);
-            encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
-            self.pending.expect(
-                Kind::Parse,
-                Mode::Forward,
-                Hook::Parse {
-                    id: stmt.id,
-                    name: client_name,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    /// Makes sure the statement a Bind/Describe names exists on the attached connection and
-    /// returns the name to use there. `None` when the proxy already answered with an error.
-    fn prepare_for_use(&mut self, name: &[u8]) -> Result<Option<Bytes>, Fatal> {
-        if name.is_empty() {
-            let owner = (self.id, self.unnamed_seq);
-            let conn = &mut self.server.as_mut().expect("attached").conn;
-            if conn.unnamed_owner != Some(owner) {
-                match &self.unnamed {
-                    Some(parse) => {
-                        self.swbuf.extend_from_slice(parse);
-                        self.pending.expect(Kind::Parse, Mode::Swallow, Hook::None);
-                        conn.unnamed_owner = Some(owner);
-                    }
-                    None => {
-                        // The client has no unnamed statement: make sure the server has none
-                        // either, so it answers with the right error.
-                        encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', b"");
-                        self.pending.expect(Kind::Close, Mode::Swallow, Hook::None);
-                        conn.unnamed_owner = None;
-                    }
-                }
-            }
-            return Ok(Some(Bytes::new()));
-        }
-        let Some(stmt) = self.statements.get(name).cloned() else {
-            if name.starts_with(statements::PREFIX) {
-                let msg = format!(
-                    "prepared statement \"{}\" does not exist",
-                    String::from_utf8_lossy(name)
-                );
-                self.respond_batch_error("26000", &msg);
-                return Ok(None);
-            }
-            // Unknown to the proxy: the server will say it does not exist (or it is a SQL-level
-            // PREPARE on a pinned connection).
-            return Ok(Some(Bytes::copy_from_slice(name)));
-        };
-        self.ensure_prepared(&stmt);
-        Ok(Some(stmt.server_name.clone()))
-    }
-
-    fn ensure_prepared(&mut self, stmt: &Arc<Statement>) {
-        let conn = &mut self.server.as_mut().expect("attached").conn;
-        if conn.prepared.insert(stmt.id) {
-            encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
-            self.pending.expect(
-                Kind::Parse,
-                Mode::Swallow,
-                Hook::Parse {
-                    id: stmt.id,
-                    name: Bytes::new(),
-                },
-            );
-        }
-    }
-
-    fn handle_bind(&mut self, h: Header) -> Result<(), Fatal> {
-        let frame = self.client.rbuf.split_to(h.frame_len);
-        let body = &frame[5..];
-        let parsed = read_cstr(body)
-            .and_then(|(portal, rest)| read_cstr(rest).map(|(name, rest)| (portal, name, rest)));
-        let Some((portal, name, rest)) = parsed else {
-            return Err(Fatal::protocol("malformed Bind message"));
-        };
-        let Some(server_name) = self.prepare_for_use(name)? else {
-            return Ok(());
-        };
-        if server_name.as_ref() == name {
-            self.swbuf.unsplit(frame);
-        } else {
-            encode::bind_renamed(&mut self.swbuf, portal, &server_name, rest);
-        }
-        self.pending.expect(Kind::Bind, Mode::Forward, Hook::None);
-        Ok(())
-    }
-
-    fn handle_describe_or_close(&mut self, h: Header, kind: Kind) -> Result<(), Fatal> {
-        let frame = self.client.rbuf.split_to(h.frame_len);
-        let body = &frame[5..];
-        let (Some(&which), Some((name, _))) = (body.first(), body.get(1..).and_then(read_cstr))
-        else {
-            return Err(Fatal::protocol("malformed Describe/Close message"));
-        };
-        let t = if kind == Kind::Describe {
-            tag::DESCRIBE
-        } else {
-            tag::CLOSE
-        };
-        if which != b'S' && which != b'P' {
-            return Err(Fatal::protocol("invalid DESCRIBE/CLOSE message subtype"));
-        }
-        if kind == Kind::Close && which == b'S' && !name.is_empty() {
-            // Server-side statements are shared: the client's name is forgotten, the server
-            // keeps the statement for other clients.
-            self.statements.remove(name);
-            let mut b = BytesMut::new();
-            encode::empty(&mut b, tag::CLOSE_COMPLETE);
-            self.respond(b);
-            return Ok(());
-        }
-        if self.server.is_none() {
-            // Close of a portal or the unnamed statement with no server: nothing exists.
-            self.unnamed = None;
-            let mut b = BytesMut::new();
-            encode::empty(&mut b, tag::CLOSE_COMPLETE);
-            self.respond(b);
-            return Ok(());
-        }
-        if which == b'P' || kind == Kind::Close {
-            if kind == Kind::Close && which == b'S' {
-                self.unnamed = None;
-                if let Some(p) = self.server.as_mut() {
-                    p.conn.unnamed_owner = None;
-                }
-            }
-            self.swbuf.unsplit(frame);
-        } else {
-            let Some(server_name) = self.prepare_for_use(name)? else {
-                return Ok(());
-            };
-            if server_name.as_ref() == name {
-                self.swbuf.unsplit(frame);
-            } else {
-                encode::describe_or_close(&mut self.swbuf, t, b'S', &server_name);
-            }
-        }
-        self.pending.expect(kind, Mode::Forward, Hook::None);
         Ok(())
     }
 }

@@ -4,11 +4,13 @@
 
 pub mod cancel;
 mod client;
+mod extended;
 mod login;
 pub mod pending;
 mod relay;
 mod retry;
 pub mod route;
+mod sequences;
 mod serverside;
 pub mod settings;
 pub mod statements;

@@ -18,7 +18,6 @@ use super::client::Step;
 use super::route::Target;
 use super::{login, settings, Fatal, Pass, Session};
 use crate::config::PoolMode;
-use crate::pool::server::SeqState;
 use crate::pool::{Pool, PoolSpec, Pooled};
 use crate::protocol::{encode, tag, Header, TxnStatus};
 
@@ -162,52 +161,6 @@ impl Session {
         self.last_conn = Some(p.conn.id);
         self.server = Some(p);
         self.claim_sequences();
-    }
-
-    /// This client's mark on the attached connection's sequence state (currval/lastval). A
-    /// client that reads that state gets a connection holding only its own: the one it used
-    /// last if nobody else used it since, else one cleared with `DISCARD SEQUENCES`, so it
-    /// sees "not yet defined in this session" rather than another client's value.
-    fn claim_sequences(&mut self) {
-        let me = self.seq_mark();
-        let clear = self.reads_sequences && self.sequences_movable();
-        let Some(p) = self.server.as_mut() else {
-            return;
-        };
-        match p.conn.seq {
-            SeqState::Clean => p.conn.seq = me,
-            s if s == me => {}
-            _ if clear => self.discard_sequences(),
-            _ => p.conn.seq = SeqState::Mixed,
-        }
-    }
-
-    /// The state mark of a connection that holds only this client's sequence state.
-    pub(super) fn seq_mark(&self) -> SeqState {
-        SeqState::Only {
-            client: self.id,
-            epoch: self.seq_epoch,
-        }
-    }
-
-    /// Whether the client's transactions move between server connections.
-    pub(super) fn sequences_movable(&self) -> bool {
-        self.pin.is_none() && self.pool_mode == PoolMode::Transaction
-    }
-
-    /// Clears the attached connection's sequence state before what the client sends next.
-    pub(super) fn discard_sequences(&mut self) {
-        let me = self.seq_mark();
-        let Some(p) = self.server.as_mut() else {
-            return;
-        };
-        p.conn.seq = me;
-        encode::query(&mut self.swbuf, "DISCARD SEQUENCES");
-        self.pending.expect(
-            super::pending::Kind::Query,
-            super::pending::Mode::Swallow,
-            super::pending::Hook::None,
-        );
     }
 
     /// Checks out a server connection for the request at the front of the client buffer. On
