@@ -184,6 +184,12 @@ async fn wait_pool(p: &Proxy, what: &str, timeout: Duration, pred: impl Fn(u64, 
     }
 }
 
+/// Waits (bounded) until the server process `pid` has ended.
+async fn wait_backend_gone(pid: i32) {
+    let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
+    wait_su(&sql, "0", Duration::from_secs(30)).await;
+}
+
 /// Waits (bounded) until superuser SQL returns `want`.
 async fn wait_su(sql: &str, want: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -760,12 +766,7 @@ async fn session_mode_gives_each_client_a_fresh_server_session() {
     q(&a, "CREATE TEMP TABLE pool_fresh_tmp (x int)").await;
     drop(a);
     // a's backend goes away with it.
-    wait_su(
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {a_pid}"),
-        "0",
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_backend_gone(a_pid).await;
     for _ in 0..3 {
         let e = connect(&p).await;
         let e_pid = backend_pid(&e).await;
@@ -780,12 +781,7 @@ async fn session_mode_gives_each_client_a_fresh_server_session() {
             "0"
         );
         drop(e);
-        wait_su(
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {e_pid}"),
-            "0",
-            Duration::from_secs(30),
-        )
-        .await;
+        wait_backend_gone(e_pid).await;
     }
     assert!(
         metric(
@@ -940,12 +936,7 @@ async fn max_lifetime_replaces_server_connections() {
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let pid2 = backend_pid(&c).await;
     assert_ne!(pid1, pid2, "the server connection outlived max_lifetime");
-    wait_su(
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid1}"),
-        "0",
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_backend_gone(pid1).await;
 
     // A transaction longer than max_lifetime keeps its connection to the end.
     q(&c, "BEGIN").await;

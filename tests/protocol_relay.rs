@@ -309,9 +309,15 @@ mod fe {
         cstr(&mut b, portal);
         cstr(&mut b, stmt);
         b.extend_from_slice(&0i16.to_be_bytes());
-        b.extend_from_slice(&(params.len() as i16).to_be_bytes());
-        for p in params {
-            match p {
+        values(&mut b, params);
+        b.extend_from_slice(&0i16.to_be_bytes());
+        msg(b'B', &b)
+    }
+    /// A count and length-prefixed values (-1 for NULL), as in Bind and FunctionCall.
+    fn values(b: &mut Vec<u8>, vals: &[Option<&[u8]>]) {
+        b.extend_from_slice(&(vals.len() as i16).to_be_bytes());
+        for v in vals {
+            match v {
                 None => b.extend_from_slice(&(-1i32).to_be_bytes()),
                 Some(v) => {
                     b.extend_from_slice(&(v.len() as i32).to_be_bytes());
@@ -319,8 +325,6 @@ mod fe {
                 }
             }
         }
-        b.extend_from_slice(&0i16.to_be_bytes());
-        msg(b'B', &b)
     }
     pub fn describe(kind: u8, name: &str) -> Vec<u8> {
         let mut b = vec![kind];
@@ -365,16 +369,7 @@ mod fe {
         let mut b = oid.to_be_bytes().to_vec();
         b.extend_from_slice(&1i16.to_be_bytes());
         b.extend_from_slice(&code.to_be_bytes());
-        b.extend_from_slice(&(args.len() as i16).to_be_bytes());
-        for a in args {
-            match a {
-                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
-                Some(v) => {
-                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                    b.extend_from_slice(v);
-                }
-            }
-        }
+        values(&mut b, args);
         b.extend_from_slice(&code.to_be_bytes());
         msg(b'F', &b)
     }
