@@ -229,7 +229,11 @@ impl Pending {
             // so the ones sent with the Execute get no ReadyForQuery.
             self.drop_syncs_ignored_by_copy();
         }
-        m.forward = mode == Mode::Forward || t == tag::PARAMETER_STATUS;
+        // A notification is the client's whatever query it arrives during (the server sends
+        // pending ones when it goes idle, i.e. just before the proxy's own query's
+        // ReadyForQuery too).
+        m.forward =
+            mode == Mode::Forward || t == tag::PARAMETER_STATUS || t == tag::NOTIFICATION_RESPONSE;
         m.capture = mode == Mode::Capture && t == tag::DATA_ROW;
         if kind.completed_by(t) {
             if let Some(Expect::Server { kind, mode, hook }) = self.q.pop_front() {
@@ -360,6 +364,14 @@ mod tests {
         assert!(
             p.on_server(b'S').forward,
             "parameter status always reaches the client"
+        );
+        assert!(
+            p.on_server(b'A').forward,
+            "a notification is the client's even during the proxy's own query"
+        );
+        assert!(
+            !p.on_server(b'N').forward,
+            "the proxy's query's notices are not"
         );
         assert!(!p.on_server(b'C').forward);
         assert!(
