@@ -82,11 +82,17 @@ fetch_sources() {
     local apt_opts=(-o "Dir::Etc::SourceList=$dir/sources.list" -o "Dir::Etc::SourceParts=-"
         -o "Dir::State::Lists=$dir/lists" -o "APT::Sandbox::User=root")
     "${SUDO[@]}" apt-get "${apt_opts[@]}" update -qq </dev/null
-    # The exact version first (matching expected output); else the newest of that major.
-    (cd "$dir/download" && { "${SUDO[@]}" apt-get "${apt_opts[@]}" source --download-only -qq \
-        "postgresql-$MAJOR=$pkgver" </dev/null ||
-        "${SUDO[@]}" apt-get "${apt_opts[@]}" source --download-only -qq "postgresql-$MAJOR" \
-            </dev/null; })
+    # The exact version first (its expected output matches the server); else the newest of
+    # that major the mirrors still serve (a security update's source can be missing).
+    local v versions
+    versions=$(apt-cache "${apt_opts[@]}" showsrc "postgresql-$MAJOR" 2>/dev/null |
+        awk '/^Version:/ { print $2 }' | sort -rV | grep -vxF "$pkgver" || true)
+    for v in "$pkgver" $versions; do
+        (cd "$dir/download" && "${SUDO[@]}" apt-get "${apt_opts[@]}" source --download-only -qq \
+            "postgresql-$MAJOR=$v" </dev/null >/dev/null 2>&1) && break
+        log "source of postgresql-$MAJOR $v not available"
+        rm -f "$dir/download/"*
+    done
     local tarball
     tarball=$(find "$dir/download" -name "postgresql-${MAJOR}_*.orig.tar.*" | head -1)
     [ -n "$tarball" ] || die "could not download the postgresql-$MAJOR source package"
@@ -187,7 +193,8 @@ EOF
     SY_PID=$!
     local i
     for ((i = 0; i < 300; i++)); do
-        if curl -fsS "http://127.0.0.1:$http/readyz" 2>/dev/null | grep -q '^ready$'; then
+        if "$BINDIR/psql" -X -At -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+            -c 'SELECT 1' >/dev/null 2>&1; then
             PORT=$port
             return
         fi
