@@ -19,11 +19,19 @@ impl Session {
             return Err(Fatal::protocol("malformed Parse message"));
         };
         let sql = std::str::from_utf8(query).unwrap_or("");
-        let (effects, pin) = {
-            let c = self.app.classifier.load();
-            let a = c.analyze(sql);
-            (a.effects, a.pin_reason())
+        // Drivers send the same unnamed statement over and over: the same message as the
+        // previous unnamed Parse has the same effects.
+        let (effects, pin) = match &self.unnamed {
+            Some(prev) if name.is_empty() && prev[..] == frame[..] => self.unnamed_effects,
+            _ => {
+                let c = self.app.classifier.load();
+                let a = c.analyze(sql);
+                (a.effects, a.pin_reason())
+            }
         };
+        if name.is_empty() {
+            self.unnamed_effects = (effects, pin);
+        }
         if effects.contains(Effects::SETTINGS) {
             for n in super::settings::custom_names(sql) {
                 self.custom_names.insert(n);

@@ -154,6 +154,7 @@ async fn start(
         pending: Pending::default(),
         statements: HashMap::new(),
         unnamed: None,
+        unnamed_effects: Default::default(),
         unnamed_seq: 0,
         desired: startup.clone(),
         startup,
@@ -245,6 +246,8 @@ struct Session {
     statements: HashMap<Bytes, Arc<Statement>>,
     /// The client's unnamed statement: its whole Parse message, to replay on another server.
     unnamed: Option<Bytes>,
+    /// Session effects and pin reason of `unnamed` (valid while it is `Some`).
+    unnamed_effects: (crate::sql::Effects, Option<&'static str>),
     /// Counts the client's unnamed Parses (ownership check on the server connection).
     unnamed_seq: u64,
     /// Settings from startup.
