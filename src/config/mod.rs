@@ -353,6 +353,17 @@ impl Loaded {
             c.pool.idle_timeout,
             c.pool.max_lifetime
         );
+        if c.pool_mode == PoolMode::Session {
+            let _ = writeln!(
+                s,
+                "session mode: {}",
+                if c.pool.session_reuse {
+                    "server connections recycled between clients (session_reuse)"
+                } else {
+                    "a fresh server session per client"
+                }
+            );
+        }
         let _ = writeln!(
             s,
             "routing: split {} consistency {:?} max_replica_lag {} primary_reads {:?} balance {:?}",
