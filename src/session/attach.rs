@@ -1,0 +1,485 @@
+//! Server connections for a client: the first server contact at login, checking a
+//! connection out for a request (routing, settings sync, sequence state), reading settings or
+//! the commit position back when a transaction ends, giving the connection back, losing it
+//! (retry or error), and handing it back clean when the client leaves.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::cancel;
+use super::route::Target;
+use super::{login, settings, Fatal, Pass, Session};
+use crate::config::PoolMode;
+use crate::pool::{Pool, PoolSpec, Pooled};
+use crate::protocol::{encode, tag, Header, TxnStatus};
+
+/// Reads the primary's WAL position after a commit (for read-your-writes).
+const COMMIT_LSN_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
+
+impl Session {
+    /// First server contact: validates database and startup settings on a real server and
+    /// greets the client with that server's parameters.
+    pub(super) async fn login(
+        &mut self,
+        client: &mut TcpStream,
+        pid: i32,
+        secret: i32,
+    ) -> Result<(), Fatal> {
+        let config = self.app.config.load_full();
+        let wait = config.config.routing.primary_wait;
+        let view = self.app.cluster.view();
+        // Session mode keeps this connection for every statement: it must be the primary.
+        // Transaction mode only needs a server that knows the database and the user.
+        let any_up = || view.backends.iter().position(|b| b.up && !b.fenced);
+        let found = if self.pool_mode == PoolMode::Session {
+            view.primary
+        } else {
+            view.primary.or_else(any_up)
+        };
+        let index = match found {
+            Some(i) => i,
+            None => match self.app.cluster.wait_primary(wait).await {
+                Some(i) => i,
+                None => return Err(Fatal::new("57P03", "no database server is available")),
+            },
+        };
+        drop(view);
+        let pool = self
+            .pool(index)
+            .ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
+        let mut p = pool.checkout().await.map_err(|e| match e.sqlstate() {
+            // The client proved its identity to the proxy; the server does not know this role
+            // (or has another password for it): a configuration mismatch, not a bad password.
+            "28P01" | "28000" => Fatal::new(
+                "28000",
+                format!(
+                    "the database server refused role \"{}\": {}",
+                    self.user.name,
+                    e.client_message()
+                ),
+            ),
+            code => Fatal::new(code, e.client_message()),
+        })?;
+        if let Some(sql) = self.desired.sync_sql(&p.conn.applied) {
+            match p
+                .conn
+                .simple_query(&sql, config.config.pool.connect_timeout)
+                .await
+            {
+                Ok(Ok(_)) => p.conn.applied = self.desired.clone(),
+                Ok(Err(e)) => {
+                    p.release();
+                    return Err(Fatal::new(e.code, e.message));
+                }
+                Err(_) => {
+                    p.discard("setup_failed", &self.app.metrics);
+                    return Err(Fatal::new(
+                        "08006",
+                        "could not set up the server connection",
+                    ));
+                }
+            }
+        }
+        let mut out = BytesMut::new();
+        login::greeting(&mut out, &p.conn.params, pid, secret);
+        client.write_all(&out).await.map_err(Fatal::Io)?;
+        self.app.metrics.clients.inc();
+        if self.pool_mode == PoolMode::Session {
+            self.hold(p);
+        } else {
+            p.release();
+        }
+        Ok(())
+    }
+
+    /// The pool for backend `index` in the current topology.
+    pub(super) fn pool(&mut self, index: usize) -> Option<Arc<Pool>> {
+        let view = self.app.cluster.view();
+        if view.topology != self.topology {
+            self.pools.clear();
+            self.topology = view.topology;
+        }
+        if let Some(Some(p)) = self.pools.get(index) {
+            return Some(p.clone());
+        }
+        let b = view.backends.get(index)?;
+        let config = self.app.config.load();
+        let pool = self.app.pools.get(PoolSpec {
+            backend_index: index,
+            backend_name: &b.name,
+            address: &b.address,
+            user: &self.user,
+            database: &self.database,
+            config: &config,
+        });
+        if self.pools.len() <= index {
+            self.pools.resize(index + 1, None);
+        }
+        self.pools[index] = Some(pool.clone());
+        Some(pool)
+    }
+
+    /// Takes ownership of a checked-out connection.
+    fn hold(&mut self, p: Pooled) {
+        self.cancel.set(Some(cancel::Target {
+            pool: p.pool().clone(),
+            pid: p.conn.pid,
+            secret: p.conn.secret,
+        }));
+        self.last_conn = Some(p.conn.id);
+        self.server = Some(p);
+        self.claim_sequences();
+    }
+
+    /// Checks out a server connection for the request at the front of the client buffer. On
+    /// failure the request is answered with an error and skipped; the client stays connected.
+    pub(super) async fn attach(&mut self) -> Result<(), Fatal> {
+        if self.lost_txn {
+            self.lost_txn = false;
+            self.fail_request(
+                "08006",
+                "the server connection was lost; the transaction was rolled back",
+            );
+            return Ok(());
+        }
+        let decision = self.decide();
+        self.force_primary = false;
+        let (index, d) = match self.choose(decision).await {
+            Ok(x) => x,
+            Err((code, message)) => {
+                self.app.metrics.error(code);
+                self.fail_request(code, message);
+                self.deferred_begin = None;
+                return Ok(());
+            }
+        };
+        let Some(pool) = self.pool(index) else {
+            self.fail_request("57P03", "no server is available");
+            return Ok(());
+        };
+        let prefer = if self.reads_sequences {
+            self.last_conn
+        } else {
+            None
+        };
+        match pool.checkout_preferring(prefer).await {
+            Ok(p) => self.hold(p),
+            Err(e)
+                if d.target == Target::Replica
+                    && self.retry_attempts < super::retry::MAX_ATTEMPTS
+                    && !e.is_refusal() =>
+            {
+                // A replica that cannot be reached: the read goes elsewhere.
+                tracing::info!(parent: &self.span, backend = %pool.key.backend, error = %e, "replica unavailable: routing the read elsewhere");
+                self.app
+                    .metrics
+                    .retries
+                    .with_label_values(&["replica_unavailable"])
+                    .inc();
+                self.retry_attempts += 1;
+                self.avoid |= 1u64 << (index % 64);
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(parent: &self.span, error = %e, "server checkout failed");
+                self.app.metrics.error(e.sqlstate());
+                self.fail_request(e.sqlstate(), &e.client_message());
+                self.deferred_begin = None;
+                return Ok(());
+            }
+        }
+        self.target = d.target;
+        self.fresh_attach = true;
+        self.backend_index = Some(index);
+        if let Some(b) = self.app.cluster.view().backends.get(index) {
+            b.stats
+                .outstanding
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.app
+            .metrics
+            .count_routed(d.target == Target::Primary, d.reason);
+        self.sync_settings();
+        if let Some((begin, _)) = self.deferred_begin.take() {
+            self.swbuf.extend_from_slice(&begin);
+            self.pending.expect(
+                super::pending::Kind::Query,
+                super::pending::Mode::Swallow,
+                super::pending::Hook::None,
+            );
+        }
+        if d.write
+            && d.target == Target::Primary
+            && self.app.config.load().config.routing.read_write_split
+        {
+            self.wrote = true;
+        }
+        if d.retryable && d.target == Target::Replica {
+            self.retry = Some(super::retry::Retry::default());
+        }
+        Ok(())
+    }
+
+    /// Queues the settings difference between this client and the attached connection.
+    pub(super) fn sync_settings(&mut self) {
+        let Some(p) = self.server.as_mut() else {
+            return;
+        };
+        if settings::same(&self.desired, &p.conn.applied) {
+            return;
+        }
+        if let Some(sql) = self.desired.sync_sql(&p.conn.applied) {
+            encode::query(&mut self.swbuf, &sql);
+            self.pending.expect(
+                super::pending::Kind::Query,
+                super::pending::Mode::Swallow,
+                super::pending::Hook::None,
+            );
+        }
+        p.conn.applied = self.desired.clone();
+    }
+
+    /// Answers the request at the front of the client buffer with an error, without a server.
+    pub(super) fn fail_request(&mut self, code: &str, message: &str) {
+        self.front_query = None;
+        encode::error(&mut self.client.wbuf, "ERROR", code, message);
+        let front = Header::peek(&self.client.rbuf, usize::MAX).ok().flatten();
+        match front {
+            Some(h) if h.tag == tag::QUERY || h.tag == tag::FUNCTION_CALL => {
+                let have = self.client.rbuf.len().min(h.frame_len);
+                self.client.rbuf.advance(have);
+                if have < h.frame_len {
+                    self.client_pass = Pass::Drop(h.frame_len - have);
+                }
+                encode::ready_for_query(&mut self.client.wbuf, TxnStatus::Idle);
+                self.txn = TxnStatus::Idle;
+            }
+            _ => self.skip_until_sync = true,
+        }
+    }
+
+    /// After responses arrived: read settings or the commit position back, or give the
+    /// connection back when the transaction is over.
+    /// Returns whether the connection was released.
+    pub(super) fn settle(&mut self) -> bool {
+        let Some(p) = self.server.as_mut() else {
+            return false;
+        };
+        let quiet = self.pending.is_empty()
+            && !self.batch_open
+            && self.txn == TxnStatus::Idle
+            && self.swbuf.is_empty()
+            && self.client_pass == Pass::None
+            && self.server_pass == 0;
+        if !quiet {
+            return false;
+        }
+        let pooled = self.pool_mode == PoolMode::Transaction && self.pin.is_none();
+        let settings = self.capture && pooled;
+        self.capture = false;
+        let lsn = self.commit_pending && !p.conn.broken;
+        if settings || lsn {
+            let sql = match (settings, lsn) {
+                (true, true) => format!(
+                    "{}; {}",
+                    settings::capture_sql(&self.custom_names),
+                    COMMIT_LSN_SQL
+                ),
+                (true, false) => settings::capture_sql(&self.custom_names),
+                _ => COMMIT_LSN_SQL.to_owned(),
+            };
+            encode::query(&mut self.swbuf, &sql);
+            self.capturing = (settings, lsn);
+            self.pending.expect(
+                super::pending::Kind::Query,
+                super::pending::Mode::Capture,
+                super::pending::Hook::None,
+            );
+            return false;
+        }
+        if !pooled {
+            return false;
+        }
+        // The next request is routed afresh (it may be a read for a replica).
+        self.release();
+        true
+    }
+
+    /// Returns the server connection to its pool.
+    pub(super) fn release(&mut self) {
+        let Some(mut p) = self.server.take() else {
+            return;
+        };
+        p.conn.sticky = self.reads_sequences;
+        self.detach_bookkeeping();
+        match self.cancel.busy.try_lock() {
+            Ok(_g) => {
+                self.cancel.set(None);
+                p.release();
+            }
+            Err(_) => {
+                self.cancel.set(None);
+                p.discard("cancel_in_flight", &self.app.metrics);
+            }
+        }
+    }
+
+    /// Per-attachment state to clear when the server connection goes.
+    fn detach_bookkeeping(&mut self) {
+        self.server_pass = 0;
+        self.batch_open = false;
+        self.wrote = false;
+        if let Some(i) = self.backend_index.take() {
+            if let Some(b) = self.app.cluster.view().backends.get(i) {
+                let _ = b.stats.outstanding.fetch_update(
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                    |n| n.checked_sub(1),
+                );
+            }
+        }
+        if self.commit_pending {
+            self.commit_pending = false;
+            self.ryw.end_commit(None);
+        }
+    }
+
+    /// The server connection failed: repeat a repeatable request elsewhere, else answer what
+    /// the client still waits for with an error; drop the connection.
+    pub(super) fn server_lost(&mut self, error: std::io::Error) {
+        let Some(p) = self.server.take() else { return };
+        self.cancel.set(None);
+        tracing::warn!(parent: &self.span, backend = %p.pool().key.backend, error = %error, "server connection lost");
+        p.discard("server_lost", &self.app.metrics);
+        if let Some(i) = self.backend_index {
+            // A repeat of this request goes somewhere else.
+            self.avoid |= 1u64 << (i % 64);
+        }
+        if self.commit_pending {
+            // The commit reached the client; its position is unknown. Reads in scope go to the
+            // primary until the next commit's position is known... give up waiting instead.
+            self.commit_pending = false;
+            self.ryw.end_commit(None);
+        }
+        self.detach_bookkeeping();
+        let repeat = self.retry.as_ref().is_some_and(|r| r.holding())
+            && self.retry_attempts < super::retry::MAX_ATTEMPTS
+            && self.client_pass == Pass::None;
+        if repeat {
+            self.app
+                .metrics
+                .retries
+                .with_label_values(&["server_lost"])
+                .inc();
+            self.retry_attempts += 1;
+            self.pending.abandon();
+            self.requeue_request();
+            self.txn = TxnStatus::Idle;
+            return;
+        }
+        if let Some(mut r) = self.retry.take() {
+            r.release_into(&mut self.client.wbuf);
+        }
+        if let Some(z) = self.held_ready.take() {
+            // The client's statement completed; only the proxy's restore query behind it was
+            // lost.
+            self.client.wbuf.unsplit(z);
+        }
+        let open_batch = matches!(self.pending.last_kind(), Some(k) if !matches!(k, super::pending::Kind::Sync | super::pending::Kind::Query | super::pending::Kind::FunctionCall));
+        let owed = self.pending.abandon();
+        let was_busy = owed > 0 || open_batch;
+        if let Pass::Forward(n) = self.client_pass {
+            self.client_pass = Pass::Drop(n);
+        }
+        if was_busy {
+            self.app.metrics.error("08006");
+            encode::error(
+                &mut self.client.wbuf,
+                "ERROR",
+                "08006",
+                "the server connection was lost while running the request",
+            );
+            for _ in 0..owed {
+                encode::ready_for_query(&mut self.client.wbuf, TxnStatus::Idle);
+            }
+            if open_batch {
+                self.skip_until_sync = true;
+            }
+        } else if self.txn != TxnStatus::Idle {
+            self.lost_txn = true;
+        }
+        self.txn = TxnStatus::Idle;
+    }
+
+    /// Puts the repeatable request back at the front of the client buffer, undoing what its
+    /// first run recorded.
+    pub(super) fn requeue_request(&mut self) {
+        let Some(r) = self.retry.take() else { return };
+        for n in &r.names {
+            self.statements.remove(n);
+        }
+        self.front_query = None;
+        let mut again = r.original;
+        again.unsplit(std::mem::take(&mut self.client.rbuf));
+        self.client.rbuf = again;
+    }
+
+    /// Ends the session: hands the server connection back clean, or closes it.
+    pub(super) async fn finish(&mut self) {
+        self.app.metrics.clients.dec();
+        let Some(mut p) = self.server.take() else {
+            return;
+        };
+        self.cancel.set(None);
+        self.detach_bookkeeping();
+        let busy = !self.pending.is_empty()
+            || self.client_pass != Pass::None
+            || self.server_pass > 0
+            || !self.swbuf.is_empty();
+        if busy {
+            p.discard("client_left_mid_request", &self.app.metrics);
+            return;
+        }
+        if self.pool_mode == PoolMode::Session && !self.app.config.load().config.pool.session_reuse
+        {
+            // The server session was this client's alone; the next client gets a fresh one.
+            p.discard("session_ended", &self.app.metrics);
+            return;
+        }
+        let rollback = self.txn != TxnStatus::Idle;
+        let reset = self.pin.is_some() || self.pool_mode == PoolMode::Session || p.conn.needs_reset;
+        if !rollback && !reset {
+            p.release();
+            return;
+        }
+        let config = self.app.config.load_full();
+        let metrics = self.app.metrics.clone();
+        // Cleaning up costs round trips: do it off the client's task.
+        tokio::spawn(async move {
+            let timeout = config.config.pool.connect_timeout;
+            if rollback && !matches!(p.conn.simple_query("ROLLBACK", timeout).await, Ok(Ok(_))) {
+                p.discard("rollback_failed", &metrics);
+                return;
+            }
+            if reset {
+                if !matches!(
+                    p.conn
+                        .simple_query(&config.config.pool.reset_query, timeout)
+                        .await,
+                    Ok(Ok(_))
+                ) {
+                    p.discard("reset_failed", &metrics);
+                    return;
+                }
+                p.conn.prepared.clear();
+                p.conn.unnamed_owner = None;
+                p.conn.applied = Arc::default();
+                p.conn.needs_reset = false;
+            }
+            p.release();
+        });
+    }
+}
