@@ -15,11 +15,9 @@ use std::time::{Duration, Instant};
 use support::proxy::{render_config, Proxy, ProxyOptions};
 use support::*;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 const STEP: Duration = Duration::from_secs(20);
-
-type Rows = Vec<Vec<Option<String>>>;
 
 async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(STEP, fut).await {
@@ -67,16 +65,7 @@ async fn connect(p: &Proxy) -> (Client, JoinHandle<Result<(), tokio_postgres::Er
 }
 
 async fn try_simple(c: &Client, sql: &str) -> Result<Rows, tokio_postgres::Error> {
-    let msgs = bounded(sql, c.simple_query(sql)).await?;
-    Ok(msgs
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .collect())
+    Ok(text_rows(bounded(sql, c.simple_query(sql)).await?))
 }
 
 async fn q(c: &Client, sql: &str) -> Rows {

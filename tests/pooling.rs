@@ -23,12 +23,10 @@ use support::proxy::{Proxy, ProxyOptions};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_postgres::{AsyncMessage, Client, SimpleQueryMessage};
+use tokio_postgres::{AsyncMessage, Client};
 
 /// Longest wait for any single step; every await in these tests is bounded by it.
 const STEP: Duration = Duration::from_secs(20);
-
-type Rows = Vec<Vec<Option<String>>>;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -88,16 +86,7 @@ async fn connect(p: &Proxy) -> Client {
 
 /// Runs a simple query (bounded), returning the text rows or the error.
 async fn try_simple(c: &Client, sql: &str) -> Result<Rows, tokio_postgres::Error> {
-    let msgs = bounded(sql, c.simple_query(sql)).await?;
-    Ok(msgs
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .collect())
+    Ok(text_rows(bounded(sql, c.simple_query(sql)).await?))
 }
 
 /// Runs a simple query that must succeed.

@@ -74,3 +74,18 @@ pub fn wait_until(timeout: std::time::Duration, mut f: impl FnMut() -> bool) -> 
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Rows of a simple query as text columns (`None` for NULL).
+pub type Rows = Vec<Vec<Option<String>>>;
+
+/// The rows of a tokio-postgres simple query's messages.
+pub fn text_rows(msgs: Vec<tokio_postgres::SimpleQueryMessage>) -> Rows {
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
