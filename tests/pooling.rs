@@ -179,6 +179,12 @@ async fn wait_backend_gone(pid: i32) {
     wait_su(&sql, "0", Duration::from_secs(30)).await;
 }
 
+/// Terminates server process `pid` (a pooled connection) and waits until it has ended.
+async fn kill_server(pid: i32) {
+    su(&format!("SELECT pg_terminate_backend({pid})"));
+    wait_backend_gone(pid).await;
+}
+
 /// Waits (bounded) until superuser SQL returns `want`.
 async fn wait_su(sql: &str, want: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -677,6 +683,81 @@ async fn many_clients_share_a_small_transaction_pool() {
     .await;
 }
 
+/// Transaction pooling with affinity: while the pool has room, each client gets its own server
+/// connection back for every transaction (so server-session state no proxy can move stays
+/// with it); a client that leaves frees its connection for the next client instead of the
+/// pool growing; and under contention clients share without the pool exceeding its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_keeps_its_server_connection_while_the_pool_has_room() {
+    let p = proxy("transaction", "size = 3");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let c = connect(&p).await;
+    let first = [
+        backend_pid(&a).await,
+        backend_pid(&b).await,
+        backend_pid(&c).await,
+    ];
+    assert_eq!(
+        first.iter().collect::<HashSet<_>>().len(),
+        3,
+        "three clients, pool of three: three server connections {first:?}"
+    );
+    for round in 0..10 {
+        // Interleaved transactions: with plain LIFO reuse the clients would rotate through
+        // each other's connections.
+        for (i, client) in [&c, &a, &b].into_iter().enumerate() {
+            q(client, "BEGIN; SELECT 1; COMMIT").await;
+            let want = first[(i + 2) % 3];
+            assert_eq!(backend_pid(client).await, want, "round {round}");
+        }
+    }
+    // A leaves: its connection goes to the next client; the pool does not grow.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = connect(&p).await;
+    assert_eq!(
+        backend_pid(&d).await,
+        first[0],
+        "the new client got the connection of the client that left"
+    );
+    assert_eq!(backend_pid(&b).await, first[1]);
+    assert_eq!(backend_pid(&c).await, first[2]);
+    wait_pool(&p, "three connections", STEP, |idle, in_use| {
+        idle + in_use == 3
+    })
+    .await;
+
+    // Contention: more clients than connections; all work, the pool stays at its size.
+    let cs = app_cs(&p);
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let cs = cs.clone();
+            tokio::spawn(async move {
+                let c = connect_cs(&cs).await;
+                for j in 0..20 {
+                    assert_eq!(
+                        one(&c, &format!("SELECT {i} * 100 + {j}")).await,
+                        (i * 100 + j).to_string()
+                    );
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tasks.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        if let Some((idle, in_use)) = pool_status(&p).await {
+            assert!(idle + in_use <= 3, "{idle} idle + {in_use} in use > size 3");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for t in tasks {
+        bounded("client task", t).await.expect("a client failed");
+    }
+    assert_eq!(one(&b, "SELECT 1").await, "1");
+    assert_eq!(one(&c, "SELECT 2").await, "2");
+}
+
 /// Session pooling: a client keeps one server connection (one backend pid) across
 /// transactions while other clients work; each client has its own; and the next client on a
 /// returned connection finds it reset.
@@ -1097,27 +1178,31 @@ async fn custom_settings_follow_the_client_and_never_leak() {
     let unset = |v: &str| v == "<unset>" || v.is_empty();
     let mut problems = Vec::new();
 
-    // Follows: h holds one of two server connections every other round, so a alternates.
-    let p2 = proxy("transaction", "size = 2");
+    // Follows: a's server connection is terminated between rounds, so every round runs on
+    // another one (the pool's affinity would otherwise give a the same one each time).
+    let p2 = proxy("transaction", "size = 1");
     let a = connect(&p2).await;
     let h = connect(&p2).await;
     q(&a, "SET app.tenant_id = '42'").await;
     let mut pids = HashSet::new();
     for round in 0..4 {
-        if round % 2 == 0 {
-            q(&h, "BEGIN").await;
-            q(&h, "SELECT 1").await;
-        }
-        pids.insert(backend_pid(&a).await);
+        let pid = backend_pid(&a).await;
+        pids.insert(pid);
         let seen = one(&a, tenant).await;
         if seen != "42" {
             problems.push(format!("round {round}: a's app.tenant_id is {seen:?} on another server connection, not \"42\""));
         }
-        if round % 2 == 0 {
-            q(&h, "COMMIT").await;
+        let other = one(&h, tenant).await;
+        if !unset(&other) {
+            problems.push(format!("round {round}: h sees a's app.tenant_id {other:?}"));
         }
+        kill_server(pid).await;
     }
-    assert_eq!(pids.len(), 2, "a never changed server connection");
+    assert_eq!(
+        pids.len(),
+        4,
+        "a did not change server connection: {pids:?}"
+    );
     drop((a, h, p2));
 
     // Never leaks: one shared server connection.
@@ -1444,7 +1529,7 @@ async fn settings_follow_reads_to_replicas() {
 /// while other clients prepare, close and DISCARD ALL their own statements on the same pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_prepared_statements_follow_the_client() {
-    let p = proxy("transaction", "size = 2");
+    let p = proxy("transaction", "size = 1");
     let a = connect(&p).await;
     let h = connect(&p).await;
     let st = bounded(
@@ -1453,28 +1538,26 @@ async fn named_prepared_statements_follow_the_client() {
     )
     .await
     .unwrap();
-    // Deterministic part: h holds one connection every other time, so a alternates.
+    // Deterministic part: a and h share the one server connection, which is terminated now
+    // and then (a's next transaction runs on a new one), and h's DISCARD ALL drops every
+    // statement on it.
     let mut pids = HashSet::new();
     for i in 0..10i32 {
-        if i % 2 == 0 {
-            q(&h, "BEGIN").await;
-            q(&h, "SELECT 1").await;
+        if i % 3 == 2 {
+            q(&h, "DISCARD ALL").await;
         }
         let row = bounded("execute", a.query_one(&st, &[&i])).await.unwrap();
         assert_eq!(row.get::<_, i32>(0), i * 2);
-        pids.insert(row.get::<_, i32>(1));
-        if i % 2 == 0 {
-            q(&h, "COMMIT").await;
-        }
-        // Other clients' DISCARD ALL drops every statement on the server connection.
-        if i == 5 {
-            q(&h, "DISCARD ALL").await;
+        let pid = row.get::<_, i32>(1);
+        pids.insert(pid);
+        if i % 3 == 0 {
+            kill_server(pid).await;
         }
     }
     assert_eq!(
         pids.len(),
-        2,
-        "the statement never ran on another server connection: {pids:?}"
+        4,
+        "the statement did not run on each new server connection: {pids:?}"
     );
 
     // With churn.

@@ -1,6 +1,12 @@
 //! Server connection pools, one per (backend, user, database). A semaphore bounds each pool
-//! (fair, FIFO waiters); idle connections sit in a vector. Checkout takes a permit, then an idle
-//! connection that is still alive or a new one; checkin returns both.
+//! (fair, FIFO waiters); idle connections sit in a vector, oldest checkin first. Checkout takes
+//! a permit, then a connection chosen by affinity (see [`Conns::take`]); checkin returns both.
+//!
+//! Affinity: every connection remembers the client that used it last, and a client gets its own
+//! connection back while nobody else needs it. Transaction pooling then changes server sessions
+//! only under contention, so whatever a server session keeps that no proxy can move (sequence
+//! `currval`, a C function's static state, warm caches, the statements already prepared there)
+//! stays with its client as long as the pool has room.
 
 pub mod server;
 
@@ -136,6 +142,56 @@ pub struct Conns {
     #[allow(clippy::vec_box)]
     idle: Vec<Box<ServerConn>>,
     sockets: HashSet<RawFd>,
+    /// Connections being opened (counted against the pool size with `sockets`).
+    opening: usize,
+}
+
+/// What checkout does when the client's own connection is not idle.
+enum Take {
+    /// This idle connection.
+    Idle(Box<ServerConn>),
+    /// Open a new connection (the caller holds an [`Opening`] slot).
+    Open,
+}
+
+impl Conns {
+    /// Picks a connection for `owner` (0: nobody in particular): its own idle one; else the
+    /// most recently used idle one that no connected client owns; else a new one while the
+    /// pool has room; else the idle one unused the longest (its client is the least likely
+    /// to be back soon).
+    fn take(&mut self, owner: u64, size: usize) -> Take {
+        let mut free = None;
+        for (i, c) in self.idle.iter().enumerate().rev() {
+            if owner != 0 && c.owner == owner {
+                return Take::Idle(self.idle.remove(i));
+            }
+            if c.owner == 0 && free.is_none() {
+                free = Some(i);
+                if owner == 0 {
+                    break;
+                }
+            }
+        }
+        if let Some(i) = free {
+            return Take::Idle(self.idle.remove(i));
+        }
+        if self.idle.is_empty() || self.sockets.len() + self.opening < size {
+            self.opening += 1;
+            return Take::Open;
+        }
+        Take::Idle(self.idle.remove(0))
+    }
+}
+
+/// A connection being opened; holds its place in the pool's count until it is registered.
+struct Opening(Arc<Mutex<Conns>>);
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.0.lock() {
+            c.opening -= 1;
+        }
+    }
 }
 
 /// Registration of an open connection's socket; removed when the connection is dropped.
@@ -215,16 +271,9 @@ impl Pool {
         }
     }
 
-    /// Takes a connection, waiting up to `checkout_timeout` for a free slot.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Pooled, PoolError> {
-        self.checkout_preferring(None).await
-    }
-
-    /// [`Pool::checkout`], taking the idle connection with id `prefer` when there is one.
-    pub async fn checkout_preferring(
-        self: &Arc<Self>,
-        prefer: Option<u64>,
-    ) -> Result<Pooled, PoolError> {
+    /// Takes a connection for client `owner` (0 for the proxy's own use), waiting up to
+    /// `checkout_timeout` for a free slot.
+    pub async fn checkout(self: &Arc<Self>, owner: u64) -> Result<Pooled, PoolError> {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(PoolError::Closed),
@@ -248,17 +297,11 @@ impl Pool {
             }
         };
         let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
+        let size = self.size.load(Ordering::Relaxed);
         loop {
-            let idle = {
-                let mut c = self.conns.lock().expect("conns");
-                let preferred = prefer.and_then(|id| c.idle.iter().rposition(|x| x.id == id));
-                match preferred {
-                    Some(i) => Some(c.idle.remove(i)),
-                    None => c.idle.pop(),
-                }
-            };
-            let conn = match idle {
-                Some(mut conn) => {
+            let take = self.conns.lock().expect("conns").take(owner, size);
+            let mut conn = match take {
+                Take::Idle(mut conn) => {
                     self.metrics.idle.dec();
                     if conn.is_dead() || conn.created.elapsed() > max_lifetime {
                         conn.terminate();
@@ -266,14 +309,28 @@ impl Pool {
                     }
                     conn
                 }
-                None => self.open().await?,
+                Take::Open => {
+                    let slot = Opening(self.conns.clone());
+                    let conn = self.open().await;
+                    drop(slot);
+                    conn?
+                }
             };
+            conn.owner = owner;
             self.metrics.active.inc();
             return Ok(Pooled {
                 conn,
                 permit,
                 pool: self.clone(),
             });
+        }
+    }
+
+    /// Forgets that `owner` used any of the idle connections: the client left.
+    pub fn disown(&self, owner: u64) {
+        let mut c = self.conns.lock().expect("conns");
+        for conn in c.idle.iter_mut().filter(|x| x.owner == owner) {
+            conn.owner = 0;
         }
     }
 
@@ -336,14 +393,7 @@ impl Pool {
             p.conn.terminate();
         } else {
             p.conn.idle_since = now;
-            let sticky = std::mem::take(&mut p.conn.sticky);
-            let mut c = self.conns.lock().expect("conns");
-            if sticky {
-                c.idle.insert(0, p.conn);
-            } else {
-                c.idle.push(p.conn);
-            }
-            drop(c);
+            self.conns.lock().expect("conns").idle.push(p.conn);
             self.metrics.idle.inc();
         }
         self.return_permit(p.permit);

@@ -116,9 +116,6 @@ pub enum SeqState {
     Mixed,
 }
 
-/// Source of connection ids.
-static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
 /// An authenticated server connection, idle or in use.
 pub struct ServerConn {
     /// The socket's registration with its pool. First field: dropped (unregistered) before
@@ -143,13 +140,10 @@ pub struct ServerConn {
     pub unnamed_owner: Option<(u64, u64)>,
     /// A previous client left session state (temp tables, SQL PREPAREs…): reset before reuse.
     pub needs_reset: bool,
-    /// Process-unique id (a client that reads sequence state asks for its last one back).
-    pub id: u64,
+    /// The client that used it last, while connected (0: none); see the pool's affinity.
+    pub owner: u64,
     /// Whose sequence state it holds.
     pub seq: SeqState,
-    /// Checked in below the other idle connections, so that the client that used it last
-    /// (one that reads sequence state) is likely to get it back.
-    pub sticky: bool,
     /// Opened at.
     pub created: Instant,
     /// Checked in at (for idle timeout).
@@ -185,9 +179,8 @@ impl ServerConn {
             prepared: HashSet::new(),
             unnamed_owner: None,
             needs_reset: false,
-            id: NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             seq: SeqState::Clean,
-            sticky: false,
+            owner: 0,
             created: Instant::now(),
             idle_since: Instant::now(),
             broken: false,

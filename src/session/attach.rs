@@ -50,19 +50,22 @@ impl Session {
         let pool = self
             .pool(index)
             .ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
-        let mut p = pool.checkout().await.map_err(|e| match e.sqlstate() {
-            // The client proved its identity to the proxy; the server does not know this role
-            // (or has another password for it): a configuration mismatch, not a bad password.
-            "28P01" | "28000" => Fatal::new(
-                "28000",
-                format!(
-                    "the database server refused role \"{}\": {}",
-                    self.user.name,
-                    e.client_message()
+        let mut p = pool
+            .checkout(self.id)
+            .await
+            .map_err(|e| match e.sqlstate() {
+                // The client proved its identity to the proxy; the server does not know this role
+                // (or has another password for it): a configuration mismatch, not a bad password.
+                "28P01" | "28000" => Fatal::new(
+                    "28000",
+                    format!(
+                        "the database server refused role \"{}\": {}",
+                        self.user.name,
+                        e.client_message()
+                    ),
                 ),
-            ),
-            code => Fatal::new(code, e.client_message()),
-        })?;
+                code => Fatal::new(code, e.client_message()),
+            })?;
         if let Some(sql) = self.desired.sync_sql(&p.conn.applied) {
             match p
                 .conn
@@ -99,7 +102,9 @@ impl Session {
     pub(super) fn pool(&mut self, index: usize) -> Option<Arc<Pool>> {
         let view = self.app.cluster.view();
         if view.topology != self.topology {
-            self.pools.clear();
+            for pool in self.pools.drain(..).flatten() {
+                pool.disown(self.id);
+            }
             self.topology = view.topology;
         }
         if let Some(Some(p)) = self.pools.get(index) {
@@ -129,7 +134,6 @@ impl Session {
             pid: p.conn.pid,
             secret: p.conn.secret,
         }));
-        self.last_conn = Some(p.conn.id);
         self.server = Some(p);
         self.claim_sequences();
     }
@@ -160,12 +164,7 @@ impl Session {
             self.fail_request("57P03", "no server is available");
             return Ok(());
         };
-        let prefer = if self.reads_sequences {
-            self.last_conn
-        } else {
-            None
-        };
-        match pool.checkout_preferring(prefer).await {
+        match pool.checkout(self.id).await {
             Ok(p) => self.hold(p),
             Err(e)
                 if d.target == Target::Replica
@@ -310,10 +309,9 @@ impl Session {
 
     /// Returns the server connection to its pool.
     pub(super) fn release(&mut self) {
-        let Some(mut p) = self.server.take() else {
+        let Some(p) = self.server.take() else {
             return;
         };
-        p.conn.sticky = self.reads_sequences;
         self.detach_bookkeeping();
         match self.cancel.busy.try_lock() {
             Ok(_g) => {
@@ -433,6 +431,7 @@ impl Session {
         let Some(mut p) = self.server.take() else {
             return;
         };
+        p.conn.owner = 0;
         self.cancel.set(None);
         self.detach_bookkeeping();
         let busy = !self.pending.is_empty()

@@ -164,7 +164,6 @@ async fn start(
         pin: None,
         reads_sequences: false,
         seq_epoch: 0,
-        last_conn: None,
         skip_until_sync: false,
         txn: TxnStatus::Idle,
         server_pass: 0,
@@ -206,6 +205,15 @@ async fn start(
     session.login(stream, reg.pid, reg.secret).await?;
     app.metrics.clients_total.inc();
     Ok(Some((session, reg)))
+}
+
+impl Drop for Session {
+    /// The client is gone (however it ended): its idle server connections are anybody's.
+    fn drop(&mut self) {
+        for pool in self.pools.iter().flatten() {
+            pool.disown(self.id);
+        }
+    }
 }
 
 /// Buffers of one side of the relay.
@@ -262,15 +270,13 @@ struct Session {
     captured: Vec<(String, String)>,
     /// Pinned to its server connection, and why.
     pin: Option<&'static str>,
-    /// The client reads its sequence state (`currval`/`lastval`): each server connection it
-    /// gets in transaction pooling is cleared of it first (`DISCARD SEQUENCES`), so it gets
-    /// "not yet defined in this session" rather than another client's value.
+    /// The client reads its sequence state (`currval`/`lastval`): a server connection it gets
+    /// in transaction pooling that holds another client's is cleared first (`DISCARD
+    /// SEQUENCES`), so it reads "not yet defined in this session", never a foreign value.
     reads_sequences: bool,
     /// Counts the client's own `DISCARD SEQUENCES`/`ALL` (sequence state before the last one
     /// is not the client's any more).
     seq_epoch: u64,
-    /// The server connection the client used last (asked for again when it reads sequences).
-    last_conn: Option<u64>,
     /// An error was reported within an extended-protocol batch: drop messages until Sync.
     skip_until_sync: bool,
     /// Transaction status last reported to the client.

@@ -346,7 +346,7 @@ impl Session {
             return false;
         };
         let deadline = Instant::now() + wait;
-        let Ok(Ok(mut p)) = tokio::time::timeout(wait, pool.checkout()).await else {
+        let Ok(Ok(mut p)) = tokio::time::timeout(wait, pool.checkout(0)).await else {
             return false;
         };
         let stats = self
