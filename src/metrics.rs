@@ -39,6 +39,10 @@ pub struct Metrics {
     pub pins: IntCounterVec,
     /// Server connections closed instead of being reused, by reason.
     pub server_discards: IntCounterVec,
+    /// Named prepared statements interned proxy-wide.
+    pub prepared_statements: IntGauge,
+    /// Prepared statements closed on a server connection that held too many.
+    pub prepared_evictions: IntCounter,
     /// Config reloads by result (`ok`, `error`).
     pub reloads: IntCounterVec,
     /// Cancel requests by result (`forwarded`, `unknown`).
@@ -79,6 +83,18 @@ const ROUTE_REASONS: &[&str] = &[
     "ryw_replica_behind",
 ];
 
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(format!("switchyard_{name}"), help).expect("metric");
+    r.register(Box::new(c.clone())).expect("register");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(format!("switchyard_{name}"), help).expect("metric");
+    r.register(Box::new(g.clone())).expect("register");
+    g
+}
+
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c =
         IntCounterVec::new(Opts::new(format!("switchyard_{name}"), help), labels).expect("metric");
@@ -97,19 +113,12 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let clients = IntGauge::new(
-            "switchyard_client_connections",
-            "Client connections open now",
-        )
-        .expect("metric");
-        r.register(Box::new(clients.clone())).expect("register");
-        let clients_total = IntCounter::new(
-            "switchyard_client_connections_total",
+        let clients = gauge(&r, "client_connections", "Client connections open now");
+        let clients_total = counter(
+            &r,
+            "client_connections_total",
             "Client connections accepted",
-        )
-        .expect("metric");
-        r.register(Box::new(clients_total.clone()))
-            .expect("register");
+        );
         let pool_wait_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "switchyard_pool_wait_seconds",
@@ -217,6 +226,16 @@ impl Metrics {
                 "server_discards_total",
                 "Server connections closed instead of reused",
                 &["reason"],
+            ),
+            prepared_statements: gauge(
+                &r,
+                "prepared_statements",
+                "Named prepared statements interned proxy-wide",
+            ),
+            prepared_evictions: counter(
+                &r,
+                "prepared_statement_evictions_total",
+                "Prepared statements closed on a server connection past max_prepared_statements",
             ),
             reloads: counter_vec(&r, "reloads_total", "Configuration reloads", &["result"]),
             cancels: counter_vec(&r, "cancel_requests_total", "Cancel requests", &["result"]),

@@ -1890,6 +1890,73 @@ async fn deallocate_of_protocol_statements_while_pinned() {
     assert_eq!(single(&r, "temp table"), "0");
 }
 
+/// `max_prepared_statements` bounds what one server connection keeps prepared: past it the
+/// least recently used statement is closed there and prepared again when used, results stay
+/// right; a statement whose portal is open in the current transaction is never closed; and
+/// the proxy-wide registry counts what clients hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_keep_a_bounded_number_of_prepared_statements() {
+    let p = proxy("transaction", "size = 1\nmax_prepared_statements = 2");
+    let mut a = connect(&p).await;
+    let server_count = "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '_sy%'";
+    let mut sts = Vec::new();
+    for k in 0..5i32 {
+        let sql = format!("SELECT $1::int4 * {k}, generate_series(1, 3)");
+        sts.push(bounded("prepare", a.prepare(&sql)).await.unwrap());
+    }
+    for round in 0..3i32 {
+        for (k, st) in sts.iter().enumerate() {
+            let rows = bounded("execute", a.query(st, &[&round])).await.unwrap();
+            assert_eq!(rows.len(), 3);
+            assert_eq!(rows[0].get::<_, i32>(0), round * k as i32, "round {round}");
+        }
+        let n: i64 = one(&a, server_count).await.parse().unwrap();
+        assert!(
+            n <= 2,
+            "round {round}: {n} statements prepared on the server connection"
+        );
+    }
+    assert!(metric(&p, "switchyard_prepared_statement_evictions_total").await > 0.0);
+    assert_eq!(metric(&p, "switchyard_prepared_statements").await, 5.0);
+
+    // A portal open in a transaction keeps its statement, however many others run meanwhile
+    // (PostgreSQL 15 keeps a portal whose statement was closed; the protocol does not promise it).
+    let tx = bounded("begin", a.transaction()).await.unwrap();
+    let portal = bounded("bind", tx.bind(&sts[0], &[&7i32])).await.unwrap();
+    let first = bounded("portal", tx.query_portal(&portal, 1))
+        .await
+        .unwrap();
+    assert_eq!(first[0].get::<_, i32>(0), 0);
+    for (k, st) in sts.iter().enumerate().skip(1) {
+        let rows = bounded("execute", tx.query(st, &[&7i32])).await.unwrap();
+        assert_eq!(rows[0].get::<_, i32>(0), 7 * k as i32);
+    }
+    let rest = bounded("portal", tx.query_portal(&portal, 10))
+        .await
+        .expect("the open portal's statement was closed under it");
+    assert_eq!(rest.len(), 2);
+    // The protocol says closing a statement closes its portals: nothing used in the open
+    // transaction is closed, so the set exceeds the limit until the transaction ends.
+    let in_tx = text_rows(
+        bounded("count", tx.simple_query(server_count))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        in_tx[0][0].as_deref(),
+        Some("5"),
+        "statements kept during the transaction"
+    );
+    drop(portal);
+    bounded("commit", tx.commit()).await.unwrap();
+    // Outside the transaction the limit applies again.
+    bounded("execute", a.query(&sts[1], &[&1i32]))
+        .await
+        .unwrap();
+    let n: i64 = one(&a, server_count).await.parse().unwrap();
+    assert!(n <= 2, "after the transaction: {n} statements prepared");
+}
+
 /// asyncpg style: the unnamed statement is parsed and described in one round trip
 /// (Parse + Describe + Sync) and bound and executed in the next, while other clients use the
 /// shared server connection (and its unnamed statement) in between.
@@ -1978,7 +2045,8 @@ async fn check_every_connection(p: &Proxy, check: &str, want: &str) {
 }
 
 /// A temporary table pins the client: it uses it across many transactions while others churn
-/// the pool; after it leaves, the table is gone (reset) and the pin was counted.
+/// the pool; after it leaves, its server session ends (or, with `session_reuse`, is reset and
+/// reused) and the pin was counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temp_table_pins_the_client_until_it_disconnects() {
     let p = proxy("transaction", "size = 2");
@@ -2011,6 +2079,8 @@ async fn temp_table_pins_the_client_until_it_disconnects() {
         1.0
     );
     drop(a);
+    // Its server session ends with it (a reset would leave the temporary schema behind).
+    wait_backend_gone(a_pid).await;
     wait_su(
         "SELECT count(*) FROM pg_class WHERE relname = 'pool_pin_tmp'",
         "0",
@@ -2023,6 +2093,33 @@ async fn temp_table_pins_the_client_until_it_disconnects() {
         "t",
     )
     .await;
+    assert!(
+        metric(
+            &p,
+            "switchyard_server_discards_total{reason=\"session_ended\"}"
+        )
+        .await
+            >= 1.0
+    );
+    drop(p);
+
+    // With session_reuse the connection is reset and handed on instead.
+    let p = proxy("transaction", "size = 1\nsession_reuse = true");
+    let a = connect(&p).await;
+    q(&a, "CREATE TEMP TABLE pool_pin_tmp2 (x int)").await;
+    let a_pid = backend_pid(&a).await;
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = connect(&p).await;
+    assert_eq!(
+        backend_pid(&b).await,
+        a_pid,
+        "the reset connection was reused"
+    );
+    assert_eq!(
+        one(&b, "SELECT to_regclass('pg_temp.pool_pin_tmp2') IS NULL").await,
+        "t"
+    );
 }
 
 /// A session advisory lock pins the client: others can't take the lock meanwhile, and the

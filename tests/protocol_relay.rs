@@ -1447,7 +1447,6 @@ fn pipelined_write_behind_a_read_is_tracked_for_read_your_writes() {
     });
 }
 
-#[ignore = "known limitation (README): a name re-parsed in the same pipeline after a failed Parse gets 42P05"]
 #[test]
 fn failed_parse_frees_the_name_within_a_pipeline() {
     bounded(async {

@@ -142,6 +142,13 @@ impl Validator<'_> {
         if p.min_size > p.size {
             return Err(self.err(at_top, "pool.min_size", "must not exceed pool.size".into()));
         }
+        if p.max_prepared_statements == 0 {
+            return Err(self.err(
+                at_top,
+                "pool.max_prepared_statements",
+                "must be at least 1".into(),
+            ));
+        }
         if config.max_client_connections == 0 {
             return Err(self.err(
                 at_top,
@@ -346,12 +353,14 @@ impl Loaded {
         }
         let _ = writeln!(
             s,
-            "pools: size {} min {} checkout_timeout {:?} idle_timeout {:?} max_lifetime {:?}",
+            "pools: size {} min {} checkout_timeout {:?} idle_timeout {:?} max_lifetime {:?} \
+             max_prepared_statements {}",
             c.pool.size,
             c.pool.min_size,
             c.pool.checkout_timeout,
             c.pool.idle_timeout,
-            c.pool.max_lifetime
+            c.pool.max_lifetime,
+            c.pool.max_prepared_statements
         );
         if c.pool_mode == PoolMode::Session {
             let _ = writeln!(

@@ -105,12 +105,18 @@ pub struct PoolConfig {
     /// left session state behind (pinned clients; session mode with `session_reuse`).
     /// Default `"DISCARD ALL"`.
     pub reset_query: String,
-    /// Session mode: hand a server connection another client used (after `reset_query`) to
-    /// the next client. Off by default: each client gets a server session nobody else used
-    /// (connections opened ahead by `min_size` included), exactly as if it had connected
-    /// directly; a reused one still differs in what `DISCARD ALL` cannot reset (loaded
-    /// libraries, the temporary schema, session statistics). Default `false`.
+    /// Hand a server connection that held one client's session (session mode, or a client
+    /// pinned in transaction mode) to the next client after `reset_query`. Off by default:
+    /// such a connection is closed when its client leaves, so each session-mode client gets
+    /// a server session nobody else used (connections opened ahead by `min_size` included),
+    /// exactly as if it had connected directly; a reused one still differs in what `DISCARD
+    /// ALL` cannot reset (loaded libraries, the temporary schema, session statistics).
+    /// Default `false`.
     pub session_reuse: bool,
+    /// Proxy-wide prepared statements kept on one server connection; past it the least
+    /// recently used one is closed there (and prepared again when a client uses it).
+    /// Default `200`.
+    pub max_prepared_statements: usize,
 }
 
 /// `[health]`.
@@ -284,6 +290,7 @@ impl Default for PoolConfig {
             tcp_keepalive: Duration::from_secs(30),
             reset_query: "DISCARD ALL".into(),
             session_reuse: false,
+            max_prepared_statements: 200,
         }
     }
 }

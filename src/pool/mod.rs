@@ -8,6 +8,7 @@
 //! `currval`, a C function's static state, warm caches, the statements already prepared there)
 //! stays with its client as long as the pool has room.
 
+pub mod prepared;
 pub mod server;
 
 use std::collections::{HashMap, HashSet};

@@ -1,7 +1,6 @@
 //! One server connection: the socket, its read buffer, and what the proxy knows about the
 //! session state on it (reported parameters, applied settings, prepared statements).
 
-use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,7 +134,7 @@ pub struct ServerConn {
     /// Session settings currently applied on this connection.
     pub applied: Arc<Settings>,
     /// Proxy-wide statement ids prepared on this connection.
-    pub prepared: HashSet<u64>,
+    pub prepared: super::prepared::Prepared,
     /// Who owns the unnamed prepared statement here: (client id, that client's parse counter).
     pub unnamed_owner: Option<(u64, u64)>,
     /// A previous client left session state (temp tables, SQL PREPAREs…): reset before reuse.
@@ -176,7 +175,7 @@ impl ServerConn {
             secret: 0,
             params: Vec::new(),
             applied: Arc::new(Settings::default()),
-            prepared: HashSet::new(),
+            prepared: Default::default(),
             unnamed_owner: None,
             needs_reset: false,
             seq: SeqState::Clean,

@@ -128,7 +128,9 @@ impl Session {
     }
 
     /// Takes ownership of a checked-out connection.
-    fn hold(&mut self, p: Pooled) {
+    fn hold(&mut self, mut p: Pooled) {
+        // Idle in the pool: no portal exists there.
+        p.conn.prepared.end_batch();
         self.cancel.set(Some(cancel::Target {
             pool: p.pool().clone(),
             pid: p.conn.pid,
@@ -442,9 +444,11 @@ impl Session {
             p.discard("client_left_mid_request", &self.app.metrics);
             return;
         }
-        if self.pool_mode == PoolMode::Session && !self.app.config.load().config.pool.session_reuse
-        {
-            // The server session was this client's alone; the next client gets a fresh one.
+        let own_session = self.pool_mode == PoolMode::Session || self.pin.is_some();
+        if own_session && !self.app.config.load().config.pool.session_reuse {
+            // The server session was this client's alone (session mode, or pinned by state
+            // that `DISCARD ALL` does not fully undo: a temporary schema, loaded libraries):
+            // the next client gets a fresh one.
             p.discard("session_ended", &self.app.metrics);
             return;
         }

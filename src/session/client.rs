@@ -220,6 +220,15 @@ impl Session {
             self.client.rbuf.advance(h.frame_len);
             return Ok(None);
         }
+        if h.tag == tag::PARSE && self.parse_awaits_earlier(h) {
+            // Whether the name is taken depends on how the server answers the earlier Parse
+            // of it: wait for that answer (a Flush makes the server send it before Sync).
+            if !std::mem::replace(&mut self.parse_wait_flushed, true) {
+                encode::empty(&mut self.swbuf, tag::FLUSH);
+            }
+            return Ok(Some(Step::Idle));
+        }
+        self.parse_wait_flushed = false;
         if self.server.is_some()
             && !std::mem::take(&mut self.fresh_attach)
             && self.releasable()

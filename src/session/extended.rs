@@ -9,10 +9,21 @@ use bytes::{Bytes, BytesMut};
 use super::pending::{Hook, Kind, Mode};
 use super::statements::{self, Statement};
 use super::{Fatal, Session};
-use crate::protocol::{encode, read_cstr, tag, Header};
+use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
 use crate::sql::Effects;
 
 impl Session {
+    /// A named Parse whose name an earlier, still unanswered Parse of this client took: if
+    /// that one fails, the name is free again (as on the server), so this one must wait.
+    pub(super) fn parse_awaits_earlier(&self, h: Header) -> bool {
+        let Some((name, _)) = read_cstr(&self.client.rbuf[5..h.frame_len]) else {
+            return false;
+        };
+        !name.is_empty()
+            && self.statements.contains_key(name)
+            && self.pending.parse_outstanding(name)
+    }
+
     pub(super) fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {
         let frame = self.client.rbuf.split_to(h.frame_len).freeze();
         let Some((name, query, types)) = statements::split_parse(&frame[5..]) else {
@@ -71,13 +82,15 @@ impl Session {
         if let Some(r) = self.retry.as_mut() {
             r.names.push(client_name.clone());
         }
+        self.note_quiet();
         let conn = &mut self.server.as_mut().expect("attached").conn;
-        if conn.prepared.contains(&stmt.id) {
+        if conn.prepared.touch(stmt.id) {
             let mut b = BytesMut::new();
             encode::empty(&mut b, tag::PARSE_COMPLETE);
             self.respond(b);
         } else {
             conn.prepared.insert(stmt.id);
+            self.evict_prepared();
             encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
             self.pending.expect(
                 Kind::Parse,
@@ -133,8 +146,11 @@ impl Session {
     }
 
     pub(super) fn ensure_prepared(&mut self, stmt: &Arc<Statement>) {
+        self.note_quiet();
         let conn = &mut self.server.as_mut().expect("attached").conn;
-        if conn.prepared.insert(stmt.id) {
+        if !conn.prepared.touch(stmt.id) {
+            conn.prepared.insert(stmt.id);
+            self.evict_prepared();
             encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
             self.pending.expect(
                 Kind::Parse,
@@ -144,6 +160,35 @@ impl Session {
                     name: Bytes::new(),
                 },
             );
+        }
+    }
+
+    /// Nothing is in flight outside a transaction: no portal exists on the server connection,
+    /// so no statement used so far is needed by one, and any may be evicted (the limit is
+    /// enforced here too, for a set that grew while statements were protected).
+    fn note_quiet(&mut self) {
+        if self.txn == TxnStatus::Idle && self.pending.is_empty() {
+            if let Some(p) = self.server.as_mut() {
+                p.conn.prepared.end_batch();
+                if p.conn.prepared.len() > self.max_prepared {
+                    self.evict_prepared();
+                }
+            }
+        }
+    }
+
+    /// Closes the least recently used statements on the attached connection while it holds
+    /// more than `max_prepared_statements` (the server keeps each one's plan in memory).
+    fn evict_prepared(&mut self) {
+        let max = self.max_prepared;
+        let Some(p) = self.server.as_mut() else {
+            return;
+        };
+        while let Some(id) = p.conn.prepared.evict(max) {
+            let name = statements::server_name(id);
+            encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', name.as_bytes());
+            self.pending.expect(Kind::Close, Mode::Swallow, Hook::None);
+            self.app.metrics.prepared_evictions.inc();
         }
     }
 

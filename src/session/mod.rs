@@ -144,6 +144,7 @@ async fn start(
         app: app.clone(),
         pool_mode: config.config.pool_mode,
         max_message: config.config.max_message_size as usize,
+        max_prepared: config.config.pool.max_prepared_statements,
         user: login.user,
         database: login.database,
         client: Side {
@@ -165,6 +166,7 @@ async fn start(
         reads_sequences: false,
         seq_epoch: 0,
         skip_until_sync: false,
+        parse_wait_flushed: false,
         txn: TxnStatus::Idle,
         server_pass: 0,
         client_pass: Pass::None,
@@ -242,6 +244,8 @@ struct Session {
     pool_mode: PoolMode,
     /// Largest client message buffered whole.
     max_message: usize,
+    /// `[pool] max_prepared_statements` when the client connected.
+    max_prepared: usize,
     user: Arc<User>,
     database: String,
     client: Side,
@@ -279,6 +283,8 @@ struct Session {
     seq_epoch: u64,
     /// An error was reported within an extended-protocol batch: drop messages until Sync.
     skip_until_sync: bool,
+    /// A Flush was sent for the answer a held-back Parse waits for.
+    parse_wait_flushed: bool,
     /// Transaction status last reported to the client.
     txn: TxnStatus,
     /// Bytes of a server message being relayed in pieces.

@@ -125,6 +125,13 @@ impl Pending {
         self.q.push_back(Expect::Synthetic(bytes));
     }
 
+    /// Whether a Parse of the client's statement `name` awaits its answer.
+    pub fn parse_outstanding(&self, name: &[u8]) -> bool {
+        self.q.iter().any(|e| {
+            matches!(e, Expect::Server { hook: Hook::Parse { name: n, .. }, .. } if n[..] == *name)
+        })
+    }
+
     /// Nothing outstanding.
     pub fn is_empty(&self) -> bool {
         self.q.is_empty()

@@ -145,7 +145,7 @@ impl Session {
             }
             for hook in m.skipped {
                 if let Hook::Parse { id, name } = hook {
-                    conn.prepared.remove(&id);
+                    conn.prepared.remove(id);
                     if !name.is_empty() && self.statements.get(&name).is_some_and(|s| s.id == id) {
                         self.statements.remove(&name);
                     }

@@ -5,12 +5,17 @@
 //! `S_1` from two clients never clash, and a server connection that already has a statement
 //! prepared is not asked to prepare it again. Each server connection records which ids it has;
 //! a client's Bind or Describe on a connection that lacks one prepares it there first.
+//!
+//! Bounded: the registry keeps a statement while some client has it prepared (entries nobody
+//! holds are swept when the registry has doubled since the last sweep), and each server
+//! connection keeps at most `max_prepared_statements` (pool/prepared.rs).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use prometheus::IntGauge;
 
 /// Prefix of proxy-wide statement names; client names with it are refused as unknown.
 pub const PREFIX: &[u8] = b"_sy";
@@ -31,14 +36,41 @@ pub struct Statement {
 }
 
 /// The proxy-wide registry; looked up only when a client parses a named statement.
-#[derive(Default)]
 pub struct Registry {
     /// Keyed by (query, parameter types, search_path at Parse time).
     map: Mutex<HashMap<(Bytes, Bytes, Bytes), Arc<Statement>>>,
     next: AtomicU64,
+    /// Size at which the next sweep runs.
+    sweep_at: AtomicUsize,
+    /// Interned statements, for the metrics.
+    gauge: Option<IntGauge>,
+}
+
+/// Sweeps never run below this size.
+const MIN_SWEEP: usize = 1024;
+
+/// The server-side name of statement `id`.
+pub fn server_name(id: u64) -> String {
+    format!("_sy{id}")
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new(None)
+    }
 }
 
 impl Registry {
+    /// An empty registry that reports its size to `gauge`.
+    pub fn new(gauge: Option<IntGauge>) -> Registry {
+        Registry {
+            map: Mutex::default(),
+            next: AtomicU64::new(0),
+            sweep_at: AtomicUsize::new(MIN_SWEEP),
+            gauge,
+        }
+    }
+
     /// The interned statement for (query, types) parsed under `search_path`: the same text
     /// under another search_path may name other tables, so it is another statement.
     pub fn intern(&self, query: &[u8], types: &[u8], search_path: &[u8]) -> Arc<Statement> {
@@ -51,15 +83,25 @@ impl Registry {
         if let Some(s) = map.get(&key) {
             return s.clone();
         }
+        if map.len() >= self.sweep_at.load(Ordering::Relaxed) {
+            // Statements no client holds any more (closed, discarded, client gone). Server
+            // connections may still have them; their limit closes them in time.
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+            self.sweep_at
+                .store((map.len() * 2).max(MIN_SWEEP), Ordering::Relaxed);
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let s = Arc::new(Statement {
             id,
-            server_name: Bytes::from(format!("_sy{id}")),
+            server_name: Bytes::from(server_name(id)),
             query: Bytes::copy_from_slice(query),
             types: Bytes::copy_from_slice(types),
             route: std::sync::OnceLock::new(),
         });
         map.insert(key, s.clone());
+        if let Some(g) = &self.gauge {
+            g.set(map.len() as i64);
+        }
         s
     }
 
@@ -97,6 +139,27 @@ mod tests {
         assert_ne!(c.id, d.id);
         assert_eq!(&a.server_name[..], format!("_sy{}", a.id).as_bytes());
         assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn statements_nobody_holds_are_swept_once_the_registry_doubles() {
+        let r = Registry::default();
+        let held: Vec<_> = (0..10)
+            .map(|i| r.intern(format!("select {i}").as_bytes(), b"", b""))
+            .collect();
+        for i in 10..MIN_SWEEP {
+            drop(r.intern(format!("select {i}").as_bytes(), b"", b""));
+        }
+        assert_eq!(r.len(), MIN_SWEEP);
+        let again = r.intern(b"select 0", b"", b"");
+        assert_eq!(again.id, held[0].id, "a held statement is found, not swept");
+        let new = r.intern(b"select new", b"", b"");
+        assert_eq!(
+            r.len(),
+            11,
+            "the sweep kept the 10 held statements and added one"
+        );
+        assert_ne!(new.id, held[9].id);
     }
 
     #[test]
