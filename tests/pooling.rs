@@ -2576,6 +2576,37 @@ async fn currval_never_returns_another_clients_value() {
     q(&a, "DROP SEQUENCE pool_seq").await;
 }
 
+/// A connection whose last client left is handed on without that client's sequence state, so
+/// the next client's first `currval` after its own `nextval` in an earlier transaction is its
+/// own value (as in a new session), and a `currval` before any `nextval` is 55000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn currval_works_across_transactions_on_a_connection_another_client_left() {
+    let p = proxy("transaction", "size = 1");
+    let x = connect(&p).await;
+    q(
+        &x,
+        "DROP SEQUENCE IF EXISTS pool_seq3; CREATE SEQUENCE pool_seq3",
+    )
+    .await;
+    assert_eq!(one(&x, "SELECT nextval('pool_seq3')").await, "1");
+    let pid = backend_pid(&x).await;
+    drop(x);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let y = connect(&p).await;
+    assert_eq!(backend_pid(&y).await, pid, "the same server connection");
+    let e = try_simple(&y, "SELECT currval('pool_seq3')")
+        .await
+        .expect_err("Y must not see X's currval");
+    assert_eq!(sqlstate(&e), "55000", "{e}");
+    drop(y);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let z = connect(&p).await;
+    assert_eq!(one(&z, "SELECT nextval('pool_seq3')").await, "2");
+    assert_eq!(one(&z, "SELECT currval('pool_seq3')").await, "2");
+    assert_eq!(one(&z, "SELECT lastval()").await, "2");
+    q(&z, "DROP SEQUENCE pool_seq3").await;
+}
+
 /// A client that reads sequence state gets its last server connection back when it is idle,
 /// so `nextval` in one transaction and `currval` in the next agree, as in a session of its
 /// own, even with other clients busy on other connections of the pool.

@@ -317,7 +317,9 @@ impl Pool {
                     conn?
                 }
             };
-            conn.owner = owner;
+            if conn.owner != owner {
+                conn.previous_owner = std::mem::replace(&mut conn.owner, owner);
+            }
             self.metrics.active.inc();
             return Ok(Pooled {
                 conn,

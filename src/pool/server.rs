@@ -141,6 +141,8 @@ pub struct ServerConn {
     pub needs_reset: bool,
     /// The client that used it last, while connected (0: none); see the pool's affinity.
     pub owner: u64,
+    /// The owner before `owner` got it (0: the connection was free then).
+    pub previous_owner: u64,
     /// Whose sequence state it holds.
     pub seq: SeqState,
     /// Opened at.
@@ -180,6 +182,7 @@ impl ServerConn {
             needs_reset: false,
             seq: SeqState::Clean,
             owner: 0,
+            previous_owner: 0,
             created: Instant::now(),
             idle_since: Instant::now(),
             broken: false,

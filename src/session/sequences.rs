@@ -15,16 +15,24 @@ use crate::sql::Effects;
 impl Session {
     /// Marks the just-attached connection with this client's use of it, clearing it first when
     /// the client reads sequence state and the connection holds someone else's.
+    ///
+    /// A free connection (its last client left) that holds sequence state is cleared for
+    /// every client, so a later first `currval` finds only the client's own state there: the
+    /// `DISCARD SEQUENCES` rides ahead of the client's request and happens about once per
+    /// client connection. A connection taken from a client still connected (contention) is
+    /// cleared only for clients that read sequence state, so busy pools pay nothing.
     pub(super) fn claim_sequences(&mut self) {
         let me = self.seq_mark();
-        let clear = self.reads_sequences && self.sequences_movable();
+        let movable = self.sequences_movable();
+        let clear = self.reads_sequences && movable;
         let Some(p) = self.server.as_mut() else {
             return;
         };
+        let was_free = p.conn.previous_owner == 0;
         match p.conn.seq {
             SeqState::Clean => p.conn.seq = me,
             s if s == me => {}
-            _ if clear => self.discard_sequences(),
+            _ if clear || (was_free && movable) => self.discard_sequences(),
             _ => p.conn.seq = SeqState::Mixed,
         }
     }
