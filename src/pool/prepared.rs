@@ -1,6 +1,7 @@
 //! The proxy-wide prepared statements that exist on one server connection, bounded: past the
-//! limit the least recently used one is closed, except statements the current batch (since
-//! the client's last Sync) uses, whose portals a Close would destroy.
+//! limit the least recently used one is closed, except statements used since the connection
+//! was last quiet (outside a transaction with nothing in flight): a portal made from one of
+//! those may still be open, and the protocol says closing a statement closes its portals.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,7 @@ pub struct Prepared {
     used: HashMap<u64, u64>,
     /// Advances on every use.
     clock: u64,
-    /// Stamp at the start of the current batch: newer uses are protected from eviction.
+    /// Stamp when the connection was last quiet: later uses are protected from eviction.
     batch_start: u64,
 }
 
@@ -54,13 +55,14 @@ impl Prepared {
         self.used.is_empty()
     }
 
-    /// A new batch starts after this point (the client sent Sync).
-    pub fn end_batch(&mut self) {
+    /// The connection is quiet: no portal exists, every statement used so far may go.
+    pub fn mark_quiet(&mut self) {
         self.batch_start = self.clock;
     }
 
-    /// While more than `max` are prepared, removes the least recently used one that the
-    /// current batch has not used and returns its id (for the caller to close on the server).
+    /// While more than `max` are prepared, removes the least recently used one not used since
+    /// the connection was last quiet and returns its id (for the caller to close on the
+    /// server).
     pub fn evict(&mut self, max: usize) -> Option<u64> {
         if self.used.len() <= max {
             return None;
@@ -85,11 +87,11 @@ mod tests {
         for id in 1..=3 {
             assert!(p.insert(id));
         }
-        p.end_batch();
+        p.mark_quiet();
         assert!(p.touch(1));
         assert!(!p.touch(9));
         assert_eq!(p.evict(3), None, "at the limit nothing goes");
-        p.end_batch();
+        p.mark_quiet();
         assert!(p.insert(4));
         assert_eq!(p.evict(3), Some(2), "2 is the least recently used");
         assert_eq!(p.evict(3), None);
@@ -105,7 +107,7 @@ mod tests {
         // Same batch: both protected, the set grows past the limit for now.
         assert_eq!(p.evict(1), None);
         assert_eq!(p.len(), 2);
-        p.end_batch();
+        p.mark_quiet();
         p.insert(3);
         assert_eq!(p.evict(1), Some(1));
         assert_eq!(p.evict(1), Some(2));

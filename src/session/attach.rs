@@ -130,7 +130,7 @@ impl Session {
     /// Takes ownership of a checked-out connection.
     fn hold(&mut self, mut p: Pooled) {
         // Idle in the pool: no portal exists there.
-        p.conn.prepared.end_batch();
+        p.conn.prepared.mark_quiet();
         self.cancel.set(Some(cancel::Target {
             pool: p.pool().clone(),
             pid: p.conn.pid,

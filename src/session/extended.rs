@@ -169,7 +169,7 @@ impl Session {
     fn note_quiet(&mut self) {
         if self.txn == TxnStatus::Idle && self.pending.is_empty() {
             if let Some(p) = self.server.as_mut() {
-                p.conn.prepared.end_batch();
+                p.conn.prepared.mark_quiet();
                 if p.conn.prepared.len() > self.max_prepared {
                     self.evict_prepared();
                 }
