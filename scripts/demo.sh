@@ -7,5 +7,5 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-./scripts/deps.sh --no-python
+./scripts/deps.sh --no-drivers
 exec cargo run --release -- demo "$@"

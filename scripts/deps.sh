@@ -3,10 +3,11 @@
 #   - PostgreSQL server + client + contrib (initdb, postgres, pg_ctl, pg_basebackup, psql,
 #     pgbench, pg_stat_statements) from the distribution's packages
 #   - pgbouncer (only with --bench)
-#   - a Python venv in ./.venv with psycopg 3 and asyncpg (skip with --no-python)
+#   - the client drivers the tests run (skip with --no-drivers): a Python venv in ./.venv
+#     with psycopg 3 and asyncpg; a JDK and pgjdbc (Debian's libpostgresql-jdbc-java)
 # Idempotent and non-interactive; works as root, or as a user with sudo.
 #
-# Usage: scripts/deps.sh [--bench] [--no-python]
+# Usage: scripts/deps.sh [--bench] [--no-drivers]
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,7 +17,7 @@ PYTHON=1
 for arg in "$@"; do
     case "$arg" in
         --bench) BENCH=1 ;;
-        --no-python) PYTHON=0 ;;
+        --no-drivers | --no-python) PYTHON=0 ;;
         -h | --help)
             awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
             exit 0
@@ -160,6 +161,18 @@ if [ "$PYTHON" -eq 1 ]; then
         "$VENV/bin/python" -c 'import psycopg, asyncpg'
         log "python venv: $VENV ready"
     fi
+fi
+
+# ---------------------------------------------------------------- Java + pgjdbc
+PGJDBC_JAR=/usr/share/java/postgresql.jar
+if [ "$PYTHON" -eq 1 ]; then
+    missing=()
+    command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
+    [ -f "$PGJDBC_JAR" ] || missing+=(libpostgresql-jdbc-java)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+    log "java: $(java -version 2>&1 | head -1); pgjdbc: $PGJDBC_JAR"
 fi
 
 log "ok"

@@ -35,7 +35,7 @@ die() {
     exit 1
 }
 
-./scripts/deps.sh --no-python </dev/null
+./scripts/deps.sh --no-drivers </dev/null
 cargo build --release --bins </dev/null
 SY_BIN=$ROOT/target/release/switchyard
 

@@ -1,5 +1,5 @@
 //! Real clients through the proxy (issue "Foundation", points 7 and 10): psql, pgbench,
-//! psycopg 3 and asyncpg, against the shared cluster.
+//! psycopg 3, asyncpg and pgjdbc, against the shared cluster.
 //!
 //! Each client also runs directly against the primary first, as a control: a script that
 //! fails there is broken itself, and psql's output through the proxy must equal its output
@@ -557,4 +557,58 @@ fn asyncpg_prepared_copy_and_pool() {
         r.describe("asyncpg_client.py through the proxy"),
         proxy.log_tail(40)
     );
+}
+
+// ----------------------------------------------------------------------------------------
+// pgjdbc
+// ----------------------------------------------------------------------------------------
+
+/// Runs tests/java/JdbcClient.java (Java's single-file launcher, Debian's pgjdbc) against
+/// 127.0.0.1:`port`; asserts it exits 0 with "ok" as its last line.
+fn run_jdbc(port: u16, what: &str) -> Ran {
+    let jar = Path::new("/usr/share/java/postgresql.jar");
+    assert!(
+        jar.exists(),
+        "{} is missing: run scripts/deps.sh (installs libpostgresql-jdbc-java)",
+        jar.display()
+    );
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/JdbcClient.java");
+    let mut cmd = Command::new("java");
+    cmd.arg("-cp")
+        .arg(jar)
+        .arg(source)
+        .args([
+            "127.0.0.1",
+            &port.to_string(),
+            APP_DB,
+            APP_USER,
+            APP_PASSWORD,
+        ])
+        .env("HOME", std::env::temp_dir());
+    let r = run(cmd, Duration::from_secs(180));
+    let last = r.stdout.lines().last().unwrap_or("").trim().to_string();
+    assert!(
+        r.code == Some(0) && last == "ok",
+        "{}",
+        r.describe(&format!("JdbcClient.java {what}"))
+    );
+    r
+}
+
+/// pgjdbc as applications use it, with server-side prepared statements from the first use
+/// (`prepareThreshold=1`: every connection names its statements S_1, S_2, ...), batches,
+/// commits and rollbacks, a cursor read with `fetchSize`, errors, metadata, and four
+/// connections at once through a pool of two server connections (so statements move).
+#[test]
+fn pgjdbc_prepared_batches_cursors_and_concurrency() {
+    run_jdbc(primary_port(), "(control: directly against the primary)");
+    let proxy = start_ready_proxy(support::proxy::ProxyOptions {
+        extra_tables: "[pool]\nsize = 2\n".into(),
+        ..Default::default()
+    });
+    let r = std::panic::catch_unwind(|| run_jdbc(proxy.port(), "through the proxy"));
+    if let Err(e) = r {
+        eprintln!("proxy log:\n{}", proxy.log_tail(40));
+        std::panic::resume_unwind(e);
+    }
 }
