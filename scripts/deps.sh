@@ -4,7 +4,8 @@
 #     pgbench, pg_stat_statements) from the distribution's packages
 #   - pgbouncer (only with --bench)
 #   - the client drivers the tests run (skip with --no-drivers): a Python venv in ./.venv
-#     with psycopg 3 and asyncpg; a JDK and pgjdbc (Debian's libpostgresql-jdbc-java)
+#     with psycopg 3 and asyncpg; a JDK and pgjdbc (Debian's libpostgresql-jdbc-java);
+#     Node.js with node-postgres and postgres.js (npm ci in tests/node, versions locked)
 # Idempotent and non-interactive; works as root, or as a user with sudo.
 #
 # Usage: scripts/deps.sh [--bench] [--no-drivers]
@@ -173,6 +174,20 @@ if [ "$PYTHON" -eq 1 ]; then
         apt_install "${missing[@]}"
     fi
     log "java: $(java -version 2>&1 | head -1); pgjdbc: $PGJDBC_JAR"
+fi
+
+# ---------------------------------------------------------------- Node.js drivers
+if [ "$PYTHON" -eq 1 ]; then
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+    if [ ! -f tests/node/node_modules/.package-lock.json ] ||
+        ! cmp -s tests/node/package-lock.json tests/node/node_modules/.sy-installed-lock; then
+        log "npm ci (tests/node: pg, postgres)"
+        (cd tests/node && npm ci --no-audit --no-fund --loglevel=error </dev/null &&
+            cp package-lock.json node_modules/.sy-installed-lock)
+    fi
+    log "node: $(node --version) (tests/node: pg, postgres)"
 fi
 
 log "ok"

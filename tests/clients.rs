@@ -1,5 +1,5 @@
 //! Real clients through the proxy (issue "Foundation", points 7 and 10): psql, pgbench,
-//! psycopg 3, asyncpg and pgjdbc, against the shared cluster.
+//! psycopg 3, asyncpg, pgjdbc, node-postgres and postgres.js, against the shared cluster.
 //!
 //! Each client also runs directly against the primary first, as a control: a script that
 //! fails there is broken itself, and psql's output through the proxy must equal its output
@@ -607,6 +607,53 @@ fn pgjdbc_prepared_batches_cursors_and_concurrency() {
         ..Default::default()
     });
     let r = std::panic::catch_unwind(|| run_jdbc(proxy.port(), "through the proxy"));
+    if let Err(e) = r {
+        eprintln!("proxy log:\n{}", proxy.log_tail(40));
+        std::panic::resume_unwind(e);
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// node-postgres and postgres.js
+// ----------------------------------------------------------------------------------------
+
+/// Runs tests/node/client.mjs against 127.0.0.1:`port`; asserts it exits 0 with "ok" last.
+fn run_node(port: u16, what: &str) -> Ran {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        dir.join("node_modules/pg").exists() && dir.join("node_modules/postgres").exists(),
+        "tests/node/node_modules lacks pg or postgres: run scripts/deps.sh (npm ci)"
+    );
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir).arg("client.mjs").args([
+        "127.0.0.1",
+        &port.to_string(),
+        APP_DB,
+        APP_USER,
+        APP_PASSWORD,
+    ]);
+    let r = run(cmd, Duration::from_secs(120));
+    let last = r.stdout.lines().last().unwrap_or("").trim().to_string();
+    assert!(
+        r.code == Some(0) && last == "ok",
+        "{}",
+        r.describe(&format!("client.mjs {what}"))
+    );
+    r
+}
+
+/// node-postgres (simple and parameterized queries, named statements whose one name means
+/// different statements on different connections, transactions, errors, a pool) and
+/// postgres.js (200 pipelined queries on automatically prepared statements, transactions, a
+/// cursor), with more client connections than the pool's two server connections.
+#[test]
+fn node_postgres_and_postgres_js() {
+    run_node(primary_port(), "(control: directly against the primary)");
+    let proxy = start_ready_proxy(support::proxy::ProxyOptions {
+        extra_tables: "[pool]\nsize = 2\n".into(),
+        ..Default::default()
+    });
+    let r = std::panic::catch_unwind(|| run_node(proxy.port(), "through the proxy"));
     if let Err(e) = r {
         eprintln!("proxy log:\n{}", proxy.log_tail(40));
         std::panic::resume_unwind(e);
