@@ -14,11 +14,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 BENCH=0
-PYTHON=1
+DRIVERS=1
 for arg in "$@"; do
     case "$arg" in
         --bench) BENCH=1 ;;
-        --no-drivers | --no-python) PYTHON=0 ;;
+        --no-drivers | --no-python) DRIVERS=0 ;;
         -h | --help)
             awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
             exit 0
@@ -140,7 +140,7 @@ if [ "$BENCH" -eq 1 ]; then
 fi
 
 # ---------------------------------------------------------------- Python venv
-if [ "$PYTHON" -eq 1 ]; then
+if [ "$DRIVERS" -eq 1 ]; then
     VENV=.venv
     if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import psycopg, asyncpg' 2>/dev/null; then
         log "python venv: $VENV (psycopg, asyncpg present)"
@@ -166,7 +166,7 @@ fi
 
 # ---------------------------------------------------------------- Java + pgjdbc
 PGJDBC_JAR=/usr/share/java/postgresql.jar
-if [ "$PYTHON" -eq 1 ]; then
+if [ "$DRIVERS" -eq 1 ]; then
     missing=()
     command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
     [ -f "$PGJDBC_JAR" ] || missing+=(libpostgresql-jdbc-java)
@@ -177,7 +177,7 @@ if [ "$PYTHON" -eq 1 ]; then
 fi
 
 # ---------------------------------------------------------------- Node.js drivers
-if [ "$PYTHON" -eq 1 ]; then
+if [ "$DRIVERS" -eq 1 ]; then
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         apt_install nodejs npm
     fi

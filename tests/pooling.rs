@@ -200,6 +200,22 @@ async fn wait_su(sql: &str, want: &str, timeout: Duration) {
     }
 }
 
+/// Waits (bounded) until the proxy has `n` clients: the ones dropped have been processed
+/// (their server connections returned and disowned).
+async fn wait_clients(p: &Proxy, n: u64) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let now = metric(p, "switchyard_client_connections").await;
+        if now == n as f64 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("{now} clients connected after {STEP:?}, expected {n}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The value of one Prometheus series (`name{labels}`), 0 when absent.
 async fn metric(p: &Proxy, series: &str) -> f64 {
     let (code, body) = p.http_get("/metrics").await;
@@ -714,7 +730,7 @@ async fn each_client_keeps_its_server_connection_while_the_pool_has_room() {
     }
     // A leaves: its connection goes to the next client; the pool does not grow.
     drop(a);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_clients(&p, 2).await;
     let d = connect(&p).await;
     assert_eq!(
         backend_pid(&d).await,
@@ -2109,7 +2125,7 @@ async fn temp_table_pins_the_client_until_it_disconnects() {
     q(&a, "CREATE TEMP TABLE pool_pin_tmp2 (x int)").await;
     let a_pid = backend_pid(&a).await;
     drop(a);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_clients(&p, 0).await;
     let b = connect(&p).await;
     assert_eq!(
         backend_pid(&b).await,
@@ -2591,7 +2607,7 @@ async fn currval_works_across_transactions_on_a_connection_another_client_left()
     assert_eq!(one(&x, "SELECT nextval('pool_seq3')").await, "1");
     let pid = backend_pid(&x).await;
     drop(x);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_clients(&p, 0).await;
     let y = connect(&p).await;
     assert_eq!(backend_pid(&y).await, pid, "the same server connection");
     let e = try_simple(&y, "SELECT currval('pool_seq3')")
@@ -2599,7 +2615,7 @@ async fn currval_works_across_transactions_on_a_connection_another_client_left()
         .expect_err("Y must not see X's currval");
     assert_eq!(sqlstate(&e), "55000", "{e}");
     drop(y);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_clients(&p, 0).await;
     let z = connect(&p).await;
     assert_eq!(one(&z, "SELECT nextval('pool_seq3')").await, "2");
     assert_eq!(one(&z, "SELECT currval('pool_seq3')").await, "2");
