@@ -26,13 +26,23 @@ impl Session {
 
     pub(super) fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {
         let frame = self.client.rbuf.split_to(h.frame_len).freeze();
+        // Drivers send the same unnamed statement over and over: the same message as the
+        // previous unnamed Parse has the same effects, found without parsing it again.
+        let (effects, pin) = self.unnamed_effects;
+        let repeat = frame.get(5) == Some(&0)
+            && self.unnamed.as_deref() == Some(&frame[..])
+            && !effects.contains(Effects::SETTINGS);
+        if repeat {
+            self.apply_effects(effects, pin);
+            self.forward_unnamed_parse(frame);
+            return Ok(());
+        }
         let Some((name, query, types)) = statements::split_parse(&frame[5..]) else {
             return Err(Fatal::protocol("malformed Parse message"));
         };
         let sql = std::str::from_utf8(query).unwrap_or("");
-        // Drivers send the same unnamed statement over and over: the same message as the
-        // previous unnamed Parse has the same effects.
         let (effects, pin) = match &self.unnamed {
+            // (A repeat that changes settings: its custom names are read again below.)
             Some(prev) if name.is_empty() && prev[..] == frame[..] => self.unnamed_effects,
             _ => {
                 let c = self.app.classifier.load();
@@ -51,14 +61,7 @@ impl Session {
         }
         self.apply_effects(effects, pin);
         if name.is_empty() {
-            self.swbuf.extend_from_slice(&frame);
-            self.unnamed_seq += 1;
-            let owner = (self.id, self.unnamed_seq);
-            self.unnamed = Some(frame);
-            if let Some(p) = self.server.as_mut() {
-                p.conn.unnamed_owner = Some(owner);
-            }
-            self.pending.expect(Kind::Parse, Mode::Forward, Hook::None);
+            self.forward_unnamed_parse(frame);
             return Ok(());
         }
         if self.statements.contains_key(name) {
@@ -102,6 +105,18 @@ impl Session {
             );
         }
         Ok(())
+    }
+
+    /// Sends the client's unnamed Parse on and records it as the unnamed statement.
+    fn forward_unnamed_parse(&mut self, frame: Bytes) {
+        self.swbuf.extend_from_slice(&frame);
+        self.unnamed_seq += 1;
+        let owner = (self.id, self.unnamed_seq);
+        self.unnamed = Some(frame);
+        if let Some(p) = self.server.as_mut() {
+            p.conn.unnamed_owner = Some(owner);
+        }
+        self.pending.expect(Kind::Parse, Mode::Forward, Hook::None);
     }
 
     /// Makes sure the statement a Bind/Describe names exists on the attached connection and
