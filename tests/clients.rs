@@ -157,19 +157,47 @@ fn dsn(port: u16) -> String {
     format!("postgresql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{port}/{APP_DB}")
 }
 
+/// Runs a driver test program; asserts it exits 0 with "ok" as its last line.
+fn run_ok(cmd: Command, limit: Duration, what: &str) -> Ran {
+    let r = run(cmd, limit);
+    let last = r.stdout.lines().last().unwrap_or("").trim().to_string();
+    assert!(r.code == Some(0) && last == "ok", "{}", r.describe(what));
+    r
+}
+
 /// Runs a tests/py script with the DSN; asserts it exits 0 with "ok" as its last line.
 fn run_py(script: &str, port: u16, what: &str, limit: Duration) -> Ran {
     let mut cmd = Command::new(venv_python());
     cmd.arg(py_script(script)).arg(dsn(port));
     cmd.env("PYTHONUNBUFFERED", "1");
-    let r = run(cmd, limit);
-    let last = r.stdout.lines().last().unwrap_or("").trim().to_string();
-    assert!(
-        r.code == Some(0) && last == "ok",
-        "{}",
-        r.describe(&format!("{script} {what}"))
-    );
-    r
+    run_ok(cmd, limit, &format!("{script} {what}"))
+}
+
+/// The arguments the Java and Node test programs take: host, port, database, user, password.
+fn client_args(port: u16) -> [String; 5] {
+    [
+        "127.0.0.1".into(),
+        port.to_string(),
+        APP_DB.into(),
+        APP_USER.into(),
+        APP_PASSWORD.into(),
+    ]
+}
+
+/// Runs a driver program directly against the primary (the control: a program that fails
+/// there is broken itself), then through a proxy whose pool has two server connections (the
+/// programs open more client connections than that, so statements and settings must move).
+fn control_then_through_a_small_pool(client: fn(u16, &str) -> Ran) {
+    client(primary_port(), "(control: directly against the primary)");
+    let proxy = start_ready_proxy(support::proxy::ProxyOptions {
+        extra_tables: "[pool]\nsize = 2\n".into(),
+        ..Default::default()
+    });
+    let r = std::panic::catch_unwind(|| client(proxy.port(), "through the proxy"));
+    if let Err(e) = r {
+        eprintln!("proxy log:\n{}", proxy.log_tail(40));
+        std::panic::resume_unwind(e);
+    }
 }
 
 /// A client command against 127.0.0.1:`port` as the app user (password via PGPASSWORD).
@@ -577,22 +605,13 @@ fn run_jdbc(port: u16, what: &str) -> Ran {
     cmd.arg("-cp")
         .arg(jar)
         .arg(source)
-        .args([
-            "127.0.0.1",
-            &port.to_string(),
-            APP_DB,
-            APP_USER,
-            APP_PASSWORD,
-        ])
+        .args(client_args(port))
         .env("HOME", std::env::temp_dir());
-    let r = run(cmd, Duration::from_secs(180));
-    let last = r.stdout.lines().last().unwrap_or("").trim().to_string();
-    assert!(
-        r.code == Some(0) && last == "ok",
-        "{}",
-        r.describe(&format!("JdbcClient.java {what}"))
-    );
-    r
+    run_ok(
+        cmd,
+        Duration::from_secs(180),
+        &format!("JdbcClient.java {what}"),
+    )
 }
 
 /// pgjdbc as applications use it, with server-side prepared statements from the first use
@@ -601,16 +620,7 @@ fn run_jdbc(port: u16, what: &str) -> Ran {
 /// connections at once through a pool of two server connections (so statements move).
 #[test]
 fn pgjdbc_prepared_batches_cursors_and_concurrency() {
-    run_jdbc(primary_port(), "(control: directly against the primary)");
-    let proxy = start_ready_proxy(support::proxy::ProxyOptions {
-        extra_tables: "[pool]\nsize = 2\n".into(),
-        ..Default::default()
-    });
-    let r = std::panic::catch_unwind(|| run_jdbc(proxy.port(), "through the proxy"));
-    if let Err(e) = r {
-        eprintln!("proxy log:\n{}", proxy.log_tail(40));
-        std::panic::resume_unwind(e);
-    }
+    control_then_through_a_small_pool(run_jdbc);
 }
 
 // ----------------------------------------------------------------------------------------
@@ -625,21 +635,10 @@ fn run_node(port: u16, what: &str) -> Ran {
         "tests/node/node_modules lacks pg or postgres: run scripts/deps.sh (npm ci)"
     );
     let mut cmd = Command::new("node");
-    cmd.current_dir(&dir).arg("client.mjs").args([
-        "127.0.0.1",
-        &port.to_string(),
-        APP_DB,
-        APP_USER,
-        APP_PASSWORD,
-    ]);
-    let r = run(cmd, Duration::from_secs(120));
-    let last = r.stdout.lines().last().unwrap_or("").trim().to_string();
-    assert!(
-        r.code == Some(0) && last == "ok",
-        "{}",
-        r.describe(&format!("client.mjs {what}"))
-    );
-    r
+    cmd.current_dir(&dir)
+        .arg("client.mjs")
+        .args(client_args(port));
+    run_ok(cmd, Duration::from_secs(120), &format!("client.mjs {what}"))
 }
 
 /// node-postgres (simple and parameterized queries, named statements whose one name means
@@ -648,14 +647,5 @@ fn run_node(port: u16, what: &str) -> Ran {
 /// cursor), with more client connections than the pool's two server connections.
 #[test]
 fn node_postgres_and_postgres_js() {
-    run_node(primary_port(), "(control: directly against the primary)");
-    let proxy = start_ready_proxy(support::proxy::ProxyOptions {
-        extra_tables: "[pool]\nsize = 2\n".into(),
-        ..Default::default()
-    });
-    let r = std::panic::catch_unwind(|| run_node(proxy.port(), "through the proxy"));
-    if let Err(e) = r {
-        eprintln!("proxy log:\n{}", proxy.log_tail(40));
-        std::panic::resume_unwind(e);
-    }
+    control_then_through_a_small_pool(run_node);
 }
