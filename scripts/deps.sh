@@ -178,9 +178,9 @@ fi
 
 # ---------------------------------------------------------------- Node.js drivers
 if [ "$DRIVERS" -eq 1 ]; then
-    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-        apt_install nodejs npm
-    fi
+    # NodeSource's nodejs package bundles npm (and conflicts with Debian's npm package).
+    command -v node >/dev/null 2>&1 || apt_install nodejs
+    command -v npm >/dev/null 2>&1 || apt_install npm
     if [ ! -f tests/node/node_modules/.package-lock.json ] ||
         ! cmp -s tests/node/package-lock.json tests/node/node_modules/.sy-installed-lock; then
         log "npm ci (tests/node: pg, postgres)"
