@@ -18,6 +18,8 @@ use crate::sql::Classifier;
 pub struct App {
     /// The current configuration (replaced on reload).
     pub config: ArcSwap<Loaded>,
+    /// How many times `config` was replaced (sessions compare it to keep their own copy).
+    config_version: std::sync::atomic::AtomicU64,
     /// The classifier built from the current configuration.
     pub classifier: ArcSwap<Classifier>,
     /// The cluster view.
@@ -61,6 +63,7 @@ impl App {
         let classifier = classifier_for(&config);
         Arc::new(App {
             config: ArcSwap::from_pointee(config),
+            config_version: Default::default(),
             classifier: ArcSwap::from_pointee(classifier),
             cluster,
             pools,
@@ -96,6 +99,14 @@ impl App {
         self.classifier.store(Arc::new(classifier_for(&config)));
         self.pools.reconfigure(&config);
         self.config.store(Arc::new(config));
+        self.config_version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How many configurations were installed after the first.
+    pub fn config_version(&self) -> u64 {
+        self.config_version
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

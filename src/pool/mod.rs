@@ -8,6 +8,7 @@
 //! `currval`, a C function's static state, warm caches, the statements already prepared there)
 //! stays with its client as long as the pool has room.
 
+mod clock;
 pub mod prepared;
 pub mod server;
 
@@ -297,14 +298,15 @@ impl Pool {
                 p
             }
         };
-        let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
+        let max_lifetime = clock::ms(self.tuning.lock().expect("tuning").max_lifetime);
         let size = self.size.load(Ordering::Relaxed);
         loop {
             let take = self.conns.lock().expect("conns").take(owner, size);
             let mut conn = match take {
                 Take::Idle(mut conn) => {
                     self.metrics.idle.dec();
-                    if conn.is_dead() || conn.created.elapsed() > max_lifetime {
+                    if conn.is_dead() || clock::now_ms().saturating_sub(conn.created) > max_lifetime
+                    {
                         conn.terminate();
                         continue;
                     }
@@ -386,12 +388,12 @@ impl Pool {
     pub fn checkin(&self, mut p: Pooled) {
         self.metrics.active.dec();
         self.metrics.transactions.inc();
-        let max_lifetime = self.tuning.lock().expect("tuning").max_lifetime;
-        let now = Instant::now();
+        let max_lifetime = clock::ms(self.tuning.lock().expect("tuning").max_lifetime);
+        let now = clock::now_ms();
         if p.conn.broken
             || p.conn.needs_reset
             || self.is_retired.load(Ordering::Relaxed)
-            || now.saturating_duration_since(p.conn.created) > max_lifetime
+            || now.saturating_sub(p.conn.created) > max_lifetime
         {
             p.conn.terminate();
         } else {
@@ -458,9 +460,11 @@ impl Pool {
             let mut keep = t.min_size.saturating_sub(in_use);
             // Closed connections are dropped after the lock is released: dropping one takes
             // the lock to unregister its socket.
+            let now = clock::now_ms();
             for mut c in std::mem::take(idle) {
-                let expired = c.created.elapsed() > t.max_lifetime || c.is_dead();
-                let stale = c.idle_since.elapsed() > t.idle_timeout;
+                let expired =
+                    now.saturating_sub(c.created) > clock::ms(t.max_lifetime) || c.is_dead();
+                let stale = now.saturating_sub(c.idle_since) > clock::ms(t.idle_timeout);
                 if expired || (stale && keep == 0) {
                     closed.push(c);
                 } else {
@@ -484,7 +488,7 @@ impl Pool {
             };
             match self.open().await {
                 Ok(mut c) => {
-                    c.idle_since = Instant::now();
+                    c.idle_since = clock::now_ms();
                     self.conns.lock().expect("conns").idle.push(c);
                     self.metrics.idle.inc();
                 }

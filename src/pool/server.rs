@@ -3,7 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
@@ -145,10 +145,10 @@ pub struct ServerConn {
     pub previous_owner: u64,
     /// Whose sequence state it holds.
     pub seq: SeqState,
-    /// Opened at.
-    pub created: Instant,
-    /// Checked in at (for idle timeout).
-    pub idle_since: Instant,
+    /// Opened at ([`super::clock`] milliseconds).
+    pub created: u64,
+    /// Checked in at (for idle timeout; [`super::clock`] milliseconds).
+    pub idle_since: u64,
     /// Set when the connection must not be reused (protocol confusion, failed setup query).
     pub broken: bool,
 }
@@ -183,8 +183,8 @@ impl ServerConn {
             seq: SeqState::Clean,
             owner: 0,
             previous_owner: 0,
-            created: Instant::now(),
-            idle_since: Instant::now(),
+            created: super::clock::now_ms(),
+            idle_since: super::clock::now_ms(),
             broken: false,
             socket: None,
         };

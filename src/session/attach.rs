@@ -100,16 +100,16 @@ impl Session {
 
     /// The pool for backend `index` in the current topology.
     pub(super) fn pool(&mut self, index: usize) -> Option<Arc<Pool>> {
-        let view = self.app.cluster.view();
-        if view.topology != self.topology {
+        if self.current.view.topology != self.topology {
             for pool in self.pools.drain(..).flatten() {
                 pool.disown(self.id);
             }
-            self.topology = view.topology;
+            self.topology = self.current.view.topology;
         }
         if let Some(Some(p)) = self.pools.get(index) {
             return Some(p.clone());
         }
+        let view = self.current.view.clone();
         let b = view.backends.get(index)?;
         let config = self.app.config.load();
         let pool = self.app.pools.get(PoolSpec {
@@ -131,11 +131,11 @@ impl Session {
     fn hold(&mut self, mut p: Pooled) {
         // Idle in the pool: no portal exists there.
         p.conn.prepared.mark_quiet();
-        self.cancel.set(Some(cancel::Target {
+        self.cancel.set(cancel::Target {
             pool: p.pool().clone(),
             pid: p.conn.pid,
             secret: p.conn.secret,
-        }));
+        });
         self.server = Some(p);
         self.claim_sequences();
     }
@@ -151,6 +151,7 @@ impl Session {
             );
             return Ok(());
         }
+        self.current.refresh(&self.app);
         let decision = self.decide();
         self.force_primary = false;
         let (index, d) = match self.choose(decision).await {
@@ -195,7 +196,7 @@ impl Session {
         self.target = d.target;
         self.fresh_attach = true;
         self.backend_index = Some(index);
-        if let Some(b) = self.app.cluster.view().backends.get(index) {
+        if let Some(b) = self.current.view.backends.get(index) {
             b.stats
                 .outstanding
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -214,7 +215,7 @@ impl Session {
         }
         if d.write
             && d.target == Target::Primary
-            && self.app.config.load().config.routing.read_write_split
+            && self.current.config.config.routing.read_write_split
         {
             self.wrote = true;
         }
@@ -315,15 +316,10 @@ impl Session {
             return;
         };
         self.detach_bookkeeping();
-        match self.cancel.busy.try_lock() {
-            Ok(_g) => {
-                self.cancel.set(None);
-                p.release();
-            }
-            Err(_) => {
-                self.cancel.set(None);
-                p.discard("cancel_in_flight", &self.app.metrics);
-            }
+        if self.cancel.clear() {
+            p.release();
+        } else {
+            p.discard("cancel_in_flight", &self.app.metrics);
         }
     }
 
@@ -333,7 +329,8 @@ impl Session {
         self.batch_open = false;
         self.wrote = false;
         if let Some(i) = self.backend_index.take() {
-            if let Some(b) = self.app.cluster.view().backends.get(i) {
+            // The view the connection was attached under (stats counted in the same place).
+            if let Some(b) = self.current.view.backends.get(i) {
                 let _ = b.stats.outstanding.fetch_update(
                     std::sync::atomic::Ordering::Relaxed,
                     std::sync::atomic::Ordering::Relaxed,
@@ -351,7 +348,7 @@ impl Session {
     /// the client still waits for with an error; drop the connection.
     pub(super) fn server_lost(&mut self, error: std::io::Error) {
         let Some(p) = self.server.take() else { return };
-        self.cancel.set(None);
+        self.cancel.clear();
         tracing::warn!(parent: &self.span, backend = %p.pool().key.backend, error = %error, "server connection lost");
         p.discard("server_lost", &self.app.metrics);
         if let Some(i) = self.backend_index {
@@ -434,7 +431,7 @@ impl Session {
             return;
         };
         p.conn.owner = 0;
-        self.cancel.set(None);
+        let cancel_done = self.cancel.clear();
         self.detach_bookkeeping();
         let busy = !self.pending.is_empty()
             || self.client_pass != Pass::None
@@ -442,6 +439,10 @@ impl Session {
             || !self.swbuf.is_empty();
         if busy {
             p.discard("client_left_mid_request", &self.app.metrics);
+            return;
+        }
+        if !cancel_done {
+            p.discard("cancel_in_flight", &self.app.metrics);
             return;
         }
         let own_session = self.pool_mode == PoolMode::Session || self.pin.is_some();

@@ -25,17 +25,42 @@ pub struct Target {
 /// One client's slot.
 #[derive(Default)]
 pub struct CancelSlot {
-    target: Mutex<Option<Target>>,
-    /// Held while a cancel is being delivered; a session that cannot take it when releasing
-    /// its server connection discards the connection rather than hand it to another client who
-    /// might receive the stray cancel.
-    pub busy: tokio::sync::Mutex<()>,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// The server connection the client uses now.
+    target: Option<Target>,
+    /// A cancel is being delivered to `target`'s server. A session giving that connection up
+    /// meanwhile discards it rather than hand it to another client, whose query the stray
+    /// cancel could hit.
+    delivering: bool,
 }
 
 impl CancelSlot {
-    /// Records the server connection the client now uses (or none).
-    pub fn set(&self, t: Option<Target>) {
-        *self.target.lock().expect("cancel slot") = t;
+    /// Records the server connection the client now uses.
+    pub fn set(&self, t: Target) {
+        self.state.lock().expect("cancel slot").target = Some(t);
+    }
+
+    /// The client gives its server connection up. Returns `false` when a cancel is on its way
+    /// to that connection: it must not serve anyone else.
+    pub fn clear(&self) -> bool {
+        let mut s = self.state.lock().expect("cancel slot");
+        s.target = None;
+        !s.delivering
+    }
+}
+
+/// Marks a slot as delivering a cancel until dropped.
+struct Delivering<'a>(&'a CancelSlot);
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.state.lock() {
+            s.delivering = false;
+        }
     }
 }
 
@@ -95,10 +120,20 @@ impl CancelRegistry {
                 _ => return false,
             }
         };
-        let _busy = slot.busy.lock().await;
-        let Some(t) = slot.target.lock().expect("cancel slot").clone() else {
-            return false;
+        let t = {
+            let mut s = slot.state.lock().expect("cancel slot");
+            // One cancel at a time: a second one while the first is on its way has nothing
+            // more to do (the query it would cancel is the one being cancelled).
+            if s.delivering {
+                return false;
+            }
+            let Some(t) = s.target.clone() else {
+                return false;
+            };
+            s.delivering = true;
+            t
         };
+        let _delivering = Delivering(&slot);
         let send = async {
             let mut s = TcpStream::connect(&t.pool.key.address).await?;
             let mut buf = BytesMut::new();

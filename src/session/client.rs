@@ -71,9 +71,10 @@ impl Session {
                     if k == 0 {
                         return Ok(Step::Idle);
                     }
-                    let chunk = self.client.rbuf.split_to(k);
                     if matches!(self.client_pass, Pass::Forward(_)) {
-                        self.swbuf.unsplit(chunk);
+                        super::relay::move_bytes(&mut self.swbuf, &mut self.client.rbuf, k);
+                    } else {
+                        self.client.rbuf.advance(k);
                     }
                     self.client_pass = match (self.client_pass, n - k) {
                         (_, 0) => Pass::None,
@@ -243,7 +244,7 @@ impl Session {
                 self.fresh_attach = false;
                 return Ok(Some(Step::Idle));
             }
-            self.wrote = self.app.config.load().config.routing.read_write_split;
+            self.wrote = self.current.config.config.routing.read_write_split;
         }
         if let Some(r) = self.retry.as_mut() {
             r.original
@@ -342,14 +343,13 @@ impl Session {
 
     /// Moves one whole message to the server unchanged.
     pub(super) fn forward(&mut self, len: usize) {
-        let frame = self.client.rbuf.split_to(len);
-        self.swbuf.unsplit(frame);
+        super::relay::move_bytes(&mut self.swbuf, &mut self.client.rbuf, len);
     }
 
     /// Sends bytes to the client in order with whatever responses are still due.
     pub(super) fn respond(&mut self, bytes: BytesMut) {
         if self.pending.is_empty() {
-            self.client.wbuf.unsplit(bytes);
+            self.client.wbuf.extend_from_slice(&bytes);
         } else {
             self.pending.synthetic(bytes.freeze());
         }

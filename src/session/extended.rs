@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::pending::{Hook, Kind, Mode};
 use super::statements::{self, Statement};
@@ -25,18 +25,21 @@ impl Session {
     }
 
     pub(super) fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {
-        let frame = self.client.rbuf.split_to(h.frame_len).freeze();
         // Drivers send the same unnamed statement over and over: the same message as the
-        // previous unnamed Parse has the same effects, found without parsing it again.
+        // previous unnamed Parse has the same effects, found without parsing it again (and
+        // without keeping another copy of it).
         let (effects, pin) = self.unnamed_effects;
-        let repeat = frame.get(5) == Some(&0)
-            && self.unnamed.as_deref() == Some(&frame[..])
+        let repeat = self.client.rbuf.get(5) == Some(&0)
+            && self.unnamed.as_deref() == Some(&self.client.rbuf[..h.frame_len])
             && !effects.contains(Effects::SETTINGS);
         if repeat {
             self.apply_effects(effects, pin);
-            self.forward_unnamed_parse(frame);
+            self.forward(h.frame_len);
+            self.note_unnamed_parse();
             return Ok(());
         }
+        let frame = Bytes::copy_from_slice(&self.client.rbuf[..h.frame_len]);
+        self.client.rbuf.advance(h.frame_len);
         let Some((name, query, types)) = statements::split_parse(&frame[5..]) else {
             return Err(Fatal::protocol("malformed Parse message"));
         };
@@ -110,9 +113,14 @@ impl Session {
     /// Sends the client's unnamed Parse on and records it as the unnamed statement.
     fn forward_unnamed_parse(&mut self, frame: Bytes) {
         self.swbuf.extend_from_slice(&frame);
+        self.unnamed = Some(frame);
+        self.note_unnamed_parse();
+    }
+
+    /// The unnamed statement (`self.unnamed`) was just sent to the attached connection.
+    fn note_unnamed_parse(&mut self) {
         self.unnamed_seq += 1;
         let owner = (self.id, self.unnamed_seq);
-        self.unnamed = Some(frame);
         if let Some(p) = self.server.as_mut() {
             p.conn.unnamed_owner = Some(owner);
         }
@@ -208,9 +216,17 @@ impl Session {
     }
 
     pub(super) fn handle_bind(&mut self, h: Header) -> Result<(), Fatal> {
-        let frame = self.client.rbuf.split_to(h.frame_len);
-        let body = &frame[5..];
-        let parsed = read_cstr(body)
+        // The message is read in place (the read buffer is set aside meanwhile, so the
+        // statement's name can be borrowed from it) and consumed whatever the outcome.
+        let mut rbuf = std::mem::take(&mut self.client.rbuf);
+        let result = self.bind(&rbuf[..h.frame_len]);
+        rbuf.advance(h.frame_len);
+        self.client.rbuf = rbuf;
+        result
+    }
+
+    fn bind(&mut self, frame: &[u8]) -> Result<(), Fatal> {
+        let parsed = read_cstr(&frame[5..])
             .and_then(|(portal, rest)| read_cstr(rest).map(|(name, rest)| (portal, name, rest)));
         let Some((portal, name, rest)) = parsed else {
             return Err(Fatal::protocol("malformed Bind message"));
@@ -219,7 +235,7 @@ impl Session {
             return Ok(());
         };
         if server_name.as_ref() == name {
-            self.swbuf.unsplit(frame);
+            self.swbuf.extend_from_slice(frame);
         } else {
             encode::bind_renamed(&mut self.swbuf, portal, &server_name, rest);
         }
@@ -228,7 +244,14 @@ impl Session {
     }
 
     pub(super) fn handle_describe_or_close(&mut self, h: Header, kind: Kind) -> Result<(), Fatal> {
-        let frame = self.client.rbuf.split_to(h.frame_len);
+        let mut rbuf = std::mem::take(&mut self.client.rbuf);
+        let result = self.describe_or_close(&rbuf[..h.frame_len], kind);
+        rbuf.advance(h.frame_len);
+        self.client.rbuf = rbuf;
+        result
+    }
+
+    fn describe_or_close(&mut self, frame: &[u8], kind: Kind) -> Result<(), Fatal> {
         let body = &frame[5..];
         let (Some(&which), Some((name, _))) = (body.first(), body.get(1..).and_then(read_cstr))
         else {
@@ -266,13 +289,13 @@ impl Session {
                     p.conn.unnamed_owner = None;
                 }
             }
-            self.swbuf.unsplit(frame);
+            self.swbuf.extend_from_slice(frame);
         } else {
             let Some(server_name) = self.prepare_for_use(name)? else {
                 return Ok(());
             };
             if server_name.as_ref() == name {
-                self.swbuf.unsplit(frame);
+                self.swbuf.extend_from_slice(frame);
             } else {
                 encode::describe_or_close(&mut self.swbuf, t, b'S', &server_name);
             }

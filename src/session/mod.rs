@@ -5,6 +5,7 @@
 mod attach;
 pub mod cancel;
 mod client;
+mod current;
 mod extended;
 mod login;
 pub mod pending;
@@ -142,6 +143,7 @@ async fn start(
     let mut session = Session {
         id,
         app: app.clone(),
+        current: current::Current::new(&app),
         pool_mode: config.config.pool_mode,
         max_message: config.config.max_message_size as usize,
         max_prepared: config.config.pool.max_prepared_statements,
@@ -241,6 +243,8 @@ struct Session {
     /// Process-unique id (logs, unnamed statement ownership).
     id: u64,
     app: Arc<App>,
+    /// The configuration and cluster view requests are routed by.
+    current: current::Current,
     pool_mode: PoolMode,
     /// Largest client message buffered whole.
     max_message: usize,

@@ -90,17 +90,20 @@ pub enum Expect {
     Synthetic(Bytes),
 }
 
-/// The outcome of matching a server message against the queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The outcome of matching a server message against the queue (small and `Copy`: it is made
+/// for every server message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Matched {
     /// Relay the message to the client.
     pub forward: bool,
     /// Collect it (a data row of a capture).
     pub capture: bool,
-    /// Entries that completed with it, with their hooks, for the session to act on.
-    pub completed: Option<(Kind, Mode, Hook)>,
-    /// Hooks of entries an error skipped.
-    pub skipped: Vec<Hook>,
+    /// The entry that completed with it, for the session to act on.
+    pub completed: Option<(Kind, Mode)>,
+    /// That entry's hook was [`Hook::HoldReady`].
+    pub hold_ready: bool,
+    /// An error skipped entries: their hooks are waiting in [`Pending::take_skipped`].
+    pub skipped: bool,
     /// The mode of the entry the message belonged to.
     pub mode: Mode,
     /// An error arrived in an extended-protocol batch whose Sync has not been sent: the server
@@ -112,6 +115,8 @@ pub struct Matched {
 #[derive(Debug, Default)]
 pub struct Pending {
     q: VecDeque<Expect>,
+    /// Hooks of entries the last error skipped.
+    skipped: Vec<Hook>,
 }
 
 impl Pending {
@@ -195,7 +200,8 @@ impl Pending {
             forward: true,
             capture: false,
             completed: None,
-            skipped: Vec::new(),
+            hold_ready: false,
+            skipped: false,
             mode: Mode::Forward,
             awaiting_sync: false,
         };
@@ -222,7 +228,8 @@ impl Pending {
                         break;
                     }
                     if let Some(Expect::Server { hook, .. }) = self.q.pop_front() {
-                        m.skipped.push(hook);
+                        self.skipped.push(hook);
+                        m.skipped = true;
                     }
                 }
                 // No Sync sent yet: the server ignores what the client sends until its Sync.
@@ -244,10 +251,16 @@ impl Pending {
         m.capture = mode == Mode::Capture && t == tag::DATA_ROW;
         if kind.completed_by(t) {
             if let Some(Expect::Server { kind, mode, hook }) = self.q.pop_front() {
-                m.completed = Some((kind, mode, hook));
+                m.completed = Some((kind, mode));
+                m.hold_ready = hook == Hook::HoldReady;
             }
         }
         m
+    }
+
+    /// The hooks of the entries errors skipped since the last call.
+    pub fn take_skipped(&mut self) -> Vec<Hook> {
+        std::mem::take(&mut self.skipped)
     }
 
     fn drop_syncs_ignored_by_copy(&mut self) {
@@ -309,17 +322,8 @@ mod tests {
         p.expect(Kind::Execute, Mode::Forward, Hook::None);
         p.expect(Kind::Sync, Mode::Forward, Hook::None);
         let m = p.on_server(b'1');
-        assert_eq!(
-            m.completed,
-            Some((
-                Kind::Parse,
-                Mode::Forward,
-                Hook::Parse {
-                    id: 7,
-                    name: Bytes::new()
-                }
-            ))
-        );
+        assert_eq!(m.completed, Some((Kind::Parse, Mode::Forward)));
+        assert!(!m.hold_ready && !m.skipped);
         assert!(p.on_server(b'2').completed.is_some());
         assert!(p.on_server(b'D').completed.is_none());
         assert!(p.on_server(b'C').completed.is_some());
@@ -343,9 +347,9 @@ mod tests {
         p.expect(Kind::Sync, Mode::Forward, Hook::None);
         p.expect(Kind::Query, Mode::Forward, Hook::None);
         let m = p.on_server(b'E');
-        assert!(m.forward);
+        assert!(m.forward && m.skipped);
         assert_eq!(
-            m.skipped,
+            p.take_skipped(),
             vec![
                 Hook::Parse {
                     id: 1,

@@ -20,6 +20,9 @@ use crate::protocol::{Header, TxnStatus};
 pub(super) const OUT_HIGH: usize = 256 * 1024;
 /// Read granularity.
 const READ_RESERVE: usize = 16 * 1024;
+/// Output buffers up to this capacity are kept between writes (no allocation per request);
+/// runs of bytes longer than this move between buffers without copying.
+const KEEP: usize = 64 * 1024;
 
 /// The shutdown signals a relay waits for.
 struct Stop {
@@ -145,9 +148,10 @@ impl Session {
                 ));
                 return Poll::Ready(ev);
             }
-            // Everything queued reached the server: the connection may now be quiet enough to
-            // release, which a held-back request is waiting for.
-            ev.server_drained = had_output && self.swbuf.is_empty();
+            // Everything queued reached the server and no answer is due: the connection may now
+            // be quiet enough to release, which a held-back request is waiting for. (With
+            // answers due, their arrival wakes the relay anyway.)
+            ev.server_drained = had_output && self.swbuf.is_empty() && self.pending.is_empty();
             if self.client.wbuf.len() < OUT_HIGH {
                 match read_some(cx, &mut p.conn.stream, &mut p.conn.rbuf) {
                     Poll::Ready(Ok(0)) => {
@@ -208,10 +212,27 @@ fn write_some<W: AsyncWrite + Unpin>(
             Poll::Pending => return Ok(()),
         }
     }
-    // Let go of a shared allocation (a slice of the other side's read buffer) so that buffer
-    // can reuse its memory.
-    *buf = BytesMut::new();
+    if buf.capacity() > KEEP {
+        // A large buffer, or a slice of the other side's read buffer: let go of it (that
+        // buffer can then reuse its memory).
+        *buf = BytesMut::new();
+    } else {
+        buf.clear();
+    }
     Ok(())
+}
+
+/// Moves the first `n` bytes of `src` to the end of `dst`: copied when short (cheaper than
+/// sharing the allocation, and `dst` keeps its own memory), handed over when long.
+pub(super) fn move_bytes(dst: &mut BytesMut, src: &mut BytesMut, n: usize) {
+    if n <= KEEP {
+        dst.extend_from_slice(&src[..n]);
+        src.advance(n);
+    } else if dst.is_empty() {
+        *dst = src.split_to(n);
+    } else {
+        dst.unsplit(src.split_to(n));
+    }
 }
 
 /// Reads what is available into `buf`.

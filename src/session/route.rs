@@ -64,7 +64,7 @@ impl Session {
 
     /// Decides the route of the request at the front of the client buffer.
     pub(super) fn decide(&self) -> Decision {
-        let config = self.app.config.load();
+        let config = &self.current.config;
         if self.pool_mode == crate::config::PoolMode::Session
             || !config.config.routing.read_write_split
         {
@@ -220,10 +220,21 @@ impl Session {
 
     /// Chooses the backend for a decision: `Ok((index, decision as taken))`.
     pub(super) async fn choose(&mut self, d: Decision) -> Result<(usize, Decision), NoBackend> {
-        let config = self.app.config.load_full();
+        if d.target == Target::Primary {
+            if let Some(i) = self.current.view.primary {
+                return Ok((
+                    i,
+                    Decision {
+                        retryable: false,
+                        ..d
+                    },
+                ));
+            }
+        }
+        let config = self.current.config.clone();
         let routing = &config.config.routing;
         if d.target == Target::Replica {
-            let view = self.app.cluster.snapshot();
+            let view = self.current.view.clone();
             let mut candidates: Vec<Candidate> = Vec::with_capacity(view.backends.len());
             for (i, b) in view.backends.iter().enumerate() {
                 let primary_ok =
@@ -310,7 +321,7 @@ impl Session {
                 )
                 .await;
         }
-        let view = self.app.cluster.snapshot();
+        let view = self.current.view.clone();
         self.primary(&view, routing.primary_wait, d).await
     }
 

@@ -25,13 +25,20 @@ impl Session {
         };
         let backend = p.pool().key.backend.clone();
         let conn = &mut p.conn;
-        // What this call produces for the client, in order (zero copy where contiguous).
-        let mut out = BytesMut::new();
+        // What this call produces for the client, in order: straight into the client's output
+        // buffer unless a repeatable read's response is being held back (whether one is does
+        // not change within this call).
+        let direct = self.retry.is_none();
+        let mut out = if direct {
+            std::mem::take(&mut self.client.wbuf)
+        } else {
+            BytesMut::new()
+        };
         // Bytes at the front of conn.rbuf already scanned and to be relayed.
         let mut run = 0usize;
         let flush = |run: &mut usize, rbuf: &mut BytesMut, out: &mut BytesMut| {
             if *run > 0 {
-                out.unsplit(rbuf.split_to(*run));
+                super::relay::move_bytes(out, rbuf, *run);
                 *run = 0;
             }
         };
@@ -58,6 +65,9 @@ impl Session {
                 Ok(None) => break,
                 Err(e) => {
                     conn.broken = true;
+                    if direct {
+                        self.client.wbuf = out;
+                    }
                     return Err(Fatal::new(
                         "08P01",
                         format!("invalid message from server: {e}"),
@@ -143,28 +153,32 @@ impl Session {
                 // answered by nobody), so the proxy must not expect or synthesize answers.
                 self.skip_until_sync = true;
             }
-            for hook in m.skipped {
-                if let Hook::Parse { id, name } = hook {
-                    conn.prepared.remove(id);
-                    if !name.is_empty() && self.statements.get(&name).is_some_and(|s| s.id == id) {
-                        self.statements.remove(&name);
+            if m.skipped {
+                for hook in self.pending.take_skipped() {
+                    if let Hook::Parse { id, name } = hook {
+                        conn.prepared.remove(id);
+                        if !name.is_empty()
+                            && self.statements.get(&name).is_some_and(|s| s.id == id)
+                        {
+                            self.statements.remove(&name);
+                        }
                     }
                 }
             }
-            match &m.completed {
-                Some((_, Mode::Forward, Hook::HoldReady)) if h.tag == tag::READY_FOR_QUERY => {
+            match m.completed {
+                Some((_, Mode::Forward)) if m.hold_ready && h.tag == tag::READY_FOR_QUERY => {
                     self.held_ready = Some(BytesMut::from(&conn.rbuf[run..run + h.frame_len]));
                     forward = false;
                 }
-                Some((_, Mode::Restore, _)) => {
+                Some((_, Mode::Restore)) => {
                     if let Some(z) = self.held_ready.take() {
                         flush(&mut run, &mut conn.rbuf, &mut out);
-                        out.unsplit(z);
+                        out.extend_from_slice(&z);
                     }
                 }
                 _ => {}
             }
-            if let Some((Kind::Query, Mode::Capture, _)) = m.completed {
+            if let Some((Kind::Query, Mode::Capture)) = m.completed {
                 let (settings, lsn) = std::mem::take(&mut self.capturing);
                 if settings {
                     let observed = Settings::from_rows(std::mem::take(&mut self.captured));
@@ -189,7 +203,7 @@ impl Session {
         flush(&mut run, &mut conn.rbuf, &mut out);
         match self.retry.as_mut() {
             Some(r) => r.hold(out, &mut self.client.wbuf),
-            None => self.client.wbuf.unsplit(out),
+            None => self.client.wbuf = out,
         }
         if let Some(e) = own_failure {
             tracing::warn!(parent: &self.span, error = %e, "the proxy's own query failed on the server");
