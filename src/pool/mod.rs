@@ -128,8 +128,7 @@ pub struct Pool {
     size: AtomicUsize,
     /// Permits to destroy instead of returning (after shrinking on reload).
     to_forget: AtomicUsize,
-    retired: CancellationToken,
-    /// `retired` as a flag: checked on every checkin, where the token would take a lock.
+    /// The pool was retired (its semaphore is closed too, failing checkouts).
     is_retired: AtomicBool,
     metrics: PoolMetrics,
 }
@@ -268,7 +267,6 @@ impl Pool {
             permits: Arc::new(Semaphore::new(size)),
             size: AtomicUsize::new(size),
             to_forget: AtomicUsize::new(0),
-            retired: CancellationToken::new(),
             is_retired: AtomicBool::new(false),
         }
     }
@@ -284,13 +282,11 @@ impl Pool {
                 let timeout = self.tuning.lock().expect("tuning").checkout_timeout;
                 let start = Instant::now();
                 let acquire = self.permits.clone().acquire_owned();
-                let p = tokio::select! {
-                    r = tokio::time::timeout(timeout, acquire) => match r {
-                        Ok(Ok(p)) => p,
-                        Ok(Err(_)) => return Err(PoolError::Closed),
-                        Err(_) => return Err(PoolError::Timeout(timeout)),
-                    },
-                    _ = self.retired.cancelled() => return Err(PoolError::Closed),
+                // Retiring the pool closes the semaphore, which ends this wait too.
+                let p = match tokio::time::timeout(timeout, acquire).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(PoolError::Closed),
+                    Err(_) => return Err(PoolError::Timeout(timeout)),
                 };
                 self.metrics
                     .wait_seconds
@@ -504,7 +500,7 @@ impl Pool {
 
     fn retire(&self) {
         self.is_retired.store(true, Ordering::Relaxed);
-        self.retired.cancel();
+        self.permits.close();
         let drained: Vec<_> = std::mem::take(&mut self.conns.lock().expect("conns").idle);
         for mut c in drained {
             self.metrics.idle.dec();
