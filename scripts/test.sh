@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs switchyard's whole test suite: installs missing dependencies (scripts/deps.sh),
-# builds the binaries, then runs every unit and integration test in release mode.
+# builds the binaries, then runs every unit and integration test with release optimizations
+# (the `testing` profile: the release profile without its whole-program pass, which would be
+# repeated for every test binary).
 #
 # Usage: scripts/test.sh [CARGO TEST ARGS...] [-- TEST BINARY ARGS...]
 #   scripts/test.sh                          # everything
@@ -28,14 +30,14 @@ start=$(date +%s)
 echo "==> scripts/deps.sh"
 ./scripts/deps.sh </dev/null
 
-echo "==> cargo build --release --bins"
-cargo build --release --bins </dev/null
+echo "==> cargo build --profile testing --bins"
+cargo build --profile testing --bins </dev/null
 
 mkdir -p target
 log=target/test-output.log
-echo "==> cargo test --release ${cargo_args[*]:-} -- --test-threads=2 ${test_args[*]:-}"
+echo "==> cargo test --profile testing ${cargo_args[*]:-} -- --test-threads=2 ${test_args[*]:-}"
 set +e
-cargo test --release "${cargo_args[@]}" -- --test-threads=2 "${test_args[@]}" </dev/null 2>&1 |
+cargo test --profile testing "${cargo_args[@]}" -- --test-threads=2 "${test_args[@]}" </dev/null 2>&1 |
     tee "$log"
 rc=${PIPESTATUS[0]}
 set -e

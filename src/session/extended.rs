@@ -244,6 +244,13 @@ impl Session {
     }
 
     pub(super) fn handle_describe_or_close(&mut self, h: Header, kind: Kind) -> Result<(), Fatal> {
+        // A portal (as in every extended query's Describe) goes to the server unchanged.
+        let frame = &self.client.rbuf[..h.frame_len];
+        if self.server.is_some() && frame.get(5) == Some(&b'P') && frame[6..].contains(&0) {
+            self.forward(h.frame_len);
+            self.pending.expect(kind, Mode::Forward, Hook::None);
+            return Ok(());
+        }
         let mut rbuf = std::mem::take(&mut self.client.rbuf);
         let result = self.describe_or_close(&rbuf[..h.frame_len], kind);
         rbuf.advance(h.frame_len);

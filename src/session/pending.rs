@@ -252,7 +252,7 @@ impl Pending {
         if kind.completed_by(t) {
             if let Some(Expect::Server { kind, mode, hook }) = self.q.pop_front() {
                 m.completed = Some((kind, mode));
-                m.hold_ready = hook == Hook::HoldReady;
+                m.hold_ready = matches!(hook, Hook::HoldReady);
             }
         }
         m
