@@ -427,6 +427,18 @@ spread() {
     tr ' ' '\n' <<<"$v" | grep -v '^$' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f-%.0f\n", lo, hi }'
 }
 
+# paired KEY_A KEY_B: the median over rounds of A's tps / B's tps in the same round (the two
+# ran back to back, so machine load that changes between rounds mostly cancels out), or n/a.
+paired() {
+    local a="${RES_TPS[$1]:-}" b="${RES_TPS[$2]:-}"
+    if [ -z "$a" ] || [ -z "$b" ] || [ "${RES_FAIL[$1]:-0}" -gt 0 ] || [ "${RES_FAIL[$2]:-0}" -gt 0 ]; then
+        echo "n/a"
+        return
+    fi
+    paste -d' ' <(tr ' ' '\n' <<<"$a" | grep -v '^$') <(tr ' ' '\n' <<<"$b" | grep -v '^$') |
+        awk '{ print $1 / $2 }' | sort -g | awk '{ v[NR] = $1 } END {
+            if (NR % 2) printf "%.2f\n", v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 ratio() { # a b -> a/b with 2 decimals, or n/a
     if [ -z "$1" ] || [ -z "$2" ]; then echo "n/a"; else awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", a / b }'; fi
 }

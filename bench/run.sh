@@ -109,8 +109,8 @@ echo "  compete with PostgreSQL and pgbench for CPU."
 echo
 echo "## Results (median tps)"
 echo
-echo "| workload | clients | direct tps | switchyard tps | pgbouncer tps | switchyard/direct | switchyard/pgbouncer |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| workload | clients | direct tps | switchyard tps | pgbouncer tps | switchyard/direct | switchyard/pgbouncer | same-round switchyard/pgbouncer |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for wl in "${WORKLOADS[@]}"; do
     for c in "${CLIENTS[@]}"; do
         cell "$wl|$c|direct"
@@ -119,7 +119,7 @@ for wl in "${WORKLOADS[@]}"; do
         s="$CELL" sn="$CELL_NUM"
         cell "$wl|$c|pgbouncer"
         b="$CELL" bn="$CELL_NUM"
-        echo "| \`$wl\` | $c | $d | $s | $b | $(ratio "$sn" "$dn") | $(ratio "$sn" "$bn") |"
+        echo "| \`$wl\` | $c | $d | $s | $b | $(ratio "$sn" "$dn") | $(ratio "$sn" "$bn") | $(paired "$wl|$c|switchyard" "$wl|$c|pgbouncer") |"
     done
 done
 pgb_prep_ok=""
