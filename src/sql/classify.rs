@@ -417,6 +417,11 @@ impl Classifier {
 
     /// Analyse a query string (one or more statements). See the module documentation.
     pub fn analyze<'a>(&self, sql: &'a str) -> Analysis<'a> {
+        super::plain::plain_select(sql).unwrap_or_else(|| self.analyze_full(sql))
+    }
+
+    /// [`Classifier::analyze`] without the shortcut for plain `SELECT`s.
+    pub(crate) fn analyze_full<'a>(&self, sql: &'a str) -> Analysis<'a> {
         let hint = leading_hint(sql);
         let mut statements = 0u32;
         let mut first: Option<StmtResult<'a>> = None;

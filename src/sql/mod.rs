@@ -43,6 +43,7 @@
 pub mod classify;
 mod effects;
 pub mod lexer;
+mod plain;
 mod split;
 
 #[cfg(test)]

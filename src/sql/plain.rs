@@ -1,0 +1,135 @@
+//! The common simple-protocol query — one `SELECT` of plain words, such as
+//! `SELECT abalance FROM pgbench_accounts WHERE aid = 4711` — recognised in one pass over its
+//! bytes. Its analysis is always the same (a read with no session effects), and the full
+//! classifier would spend most of a relayed transaction's instructions re-deriving it.
+//!
+//! Plain means: nothing but words, numbers, whitespace, `, . = < > * +` and at most a trailing
+//! `;`, and neither `INTO` nor `FOR` among the words. So no parenthesis (no function call, no
+//! subquery), quote, comment, cast, parameter, operator that could hide one, `SELECT ... INTO`
+//! or locking clause. Anything else goes to the full classifier, as does anything this module
+//! is unsure of: it may only ever answer what the full analysis would.
+
+use super::{Analysis, Effects, Reason, Route, TxnControl};
+
+/// The analysis of `sql` if it is a plain `SELECT`.
+pub(super) fn plain_select(sql: &str) -> Option<Analysis<'_>> {
+    let s = sql.as_bytes().trim_ascii();
+    let s = s.strip_suffix(b";").map_or(s, <[u8]>::trim_ascii_end);
+    let rest = match s {
+        [a, b, c, d, e, f, ws, rest @ ..]
+            if [*a, *b, *c, *d, *e, *f].eq_ignore_ascii_case(b"select")
+                && ws.is_ascii_whitespace() =>
+        {
+            rest
+        }
+        _ => return None,
+    };
+    let mut word = None;
+    for (i, &c) in rest.iter().enumerate() {
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            word.get_or_insert(i);
+            continue;
+        }
+        if let Some(start) = word.take() {
+            if special(&rest[start..i]) {
+                return None;
+            }
+        }
+        if !matches!(
+            c,
+            b' ' | b'\t' | b'\n' | b'\r' | b',' | b'.' | b'=' | b'<' | b'>' | b'*' | b'+'
+        ) {
+            return None;
+        }
+    }
+    if word.is_some_and(|start| special(&rest[start..])) {
+        return None;
+    }
+    Some(Analysis {
+        route: Route::Replica,
+        reason: Reason::Read("SELECT"),
+        hint: None,
+        effects: Effects::NONE,
+        pin: None,
+        txn: TxnControl::None,
+        deallocate: None,
+        switchyard: None,
+        statements: 1,
+    })
+}
+
+/// Words that change what a `SELECT` does: `SELECT ... INTO` creates a table, `FOR UPDATE`
+/// and the other locking clauses need the primary.
+fn special(word: &[u8]) -> bool {
+    word.eq_ignore_ascii_case(b"into") || word.eq_ignore_ascii_case(b"for")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Classifier;
+    use super::*;
+
+    fn full(sql: &str) -> Analysis<'_> {
+        Classifier::new(&[], &[]).analyze_full(sql)
+    }
+
+    #[test]
+    fn plain_selects_are_recognised_as_the_full_classifier_sees_them() {
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 4711",
+            "select abalance from pgbench_accounts where aid = 4711;",
+            "  SELECT\n a.x, b.y FROM s.a, b WHERE a.id = b.id AND a.v >= 1.5e3 ORDER BY 1  ;  ",
+            "SELECT 1",
+            "SELECT * FROM t",
+            "SELECT x FROM t WHERE y <> 2 LIMIT 10 OFFSET 5",
+            "SELECT forward, intox, info FROM t",
+            "SELECT 1 UNION SELECT 2",
+        ] {
+            assert_eq!(plain_select(sql), Some(full(sql)), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn everything_else_is_left_to_the_full_classifier() {
+        for sql in [
+            "SELECT nextval('s')",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t for share",
+            "SELECT x INTO y FROM t",
+            "SELECT 'a'",
+            "SELECT \"x\" FROM t",
+            "SELECT 1; SELECT 2",
+            "SELECT 1;;",
+            "/* switchyard:primary */ SELECT 1",
+            "-- c\nSELECT 1",
+            "SELECT x::int FROM t",
+            "SELECT $1",
+            "SELECT x FROM t WHERE y = -1",
+            "SELECTx FROM t",
+            "SELECT",
+            "UPDATE t SET x = 1",
+            "SELECT x FROM t WHERE y = 1 -- c",
+            "SELECT é FROM t",
+        ] {
+            assert_eq!(plain_select(sql), None, "{sql:?}");
+        }
+    }
+
+    /// Every statement of the SQL corpus the fast path accepts gets exactly the full analysis.
+    #[test]
+    fn agrees_with_the_full_classifier_on_the_corpus() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/sql_corpus/statements.sql"),
+        )
+        .expect("corpus");
+        let mut accepted = 0;
+        for sql in super::super::corpus_tests::corpus_records(&text) {
+            if let Some(a) = plain_select(sql) {
+                assert_eq!(a, full(sql), "{sql:?}");
+                accepted += 1;
+            }
+        }
+        assert!(accepted >= 20, "the corpus's plain SELECTs: {accepted}");
+    }
+}
