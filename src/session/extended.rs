@@ -216,11 +216,15 @@ impl Session {
     }
 
     pub(super) fn handle_bind(&mut self, h: Header) -> Result<(), Fatal> {
-        // The message is read in place (the read buffer is set aside meanwhile, so the
-        // statement's name can be borrowed from it) and consumed whatever the outcome.
+        self.in_place(h.frame_len, Self::bind)
+    }
+
+    /// Handles the message at the front of the client buffer read in place (the buffer is set
+    /// aside meanwhile, so names can be borrowed from it); it is consumed whatever the outcome.
+    fn in_place<R>(&mut self, len: usize, f: impl FnOnce(&mut Self, &[u8]) -> R) -> R {
         let mut rbuf = std::mem::take(&mut self.client.rbuf);
-        let result = self.bind(&rbuf[..h.frame_len]);
-        rbuf.advance(h.frame_len);
+        let result = f(self, &rbuf[..len]);
+        rbuf.advance(len);
         self.client.rbuf = rbuf;
         result
     }
@@ -251,11 +255,7 @@ impl Session {
             self.pending.expect(kind, Mode::Forward, Hook::None);
             return Ok(());
         }
-        let mut rbuf = std::mem::take(&mut self.client.rbuf);
-        let result = self.describe_or_close(&rbuf[..h.frame_len], kind);
-        rbuf.advance(h.frame_len);
-        self.client.rbuf = rbuf;
-        result
+        self.in_place(h.frame_len, |s, frame| s.describe_or_close(frame, kind))
     }
 
     fn describe_or_close(&mut self, frame: &[u8], kind: Kind) -> Result<(), Fatal> {
