@@ -1,6 +1,7 @@
-//! Server connection pools, one per (backend, user, database). A semaphore bounds each pool
-//! (fair, FIFO waiters); idle connections sit in a vector, oldest checkin first. Checkout takes
-//! a permit, then a connection chosen by affinity (see [`Conns::take`]); checkin returns both.
+//! Server connection pools, one per (backend, user, database). A gate bounds each pool (fair,
+//! FIFO waiters, see gate.rs); idle connections sit in a vector, oldest checkin first. Checkout
+//! takes a permit, then a connection chosen by affinity (see [`Conns::take`]); checkin returns
+//! both.
 //!
 //! Affinity: every connection remembers the client that used it last, and a client gets its own
 //! connection back while nobody else needs it. Transaction pooling then changes server sessions
@@ -9,6 +10,7 @@
 //! stays with its client as long as the pool has room.
 
 mod clock;
+mod gate;
 pub mod prepared;
 pub mod server;
 
@@ -19,10 +21,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, IntCounter, IntGauge};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use server::{ConnectError, ConnectParams, ServerConn};
+
+use gate::{Gate, GateError, Permit};
 
 use crate::config::PoolConfig;
 use crate::metrics::Metrics;
@@ -124,11 +127,9 @@ pub struct Pool {
     tuning: Mutex<Tuning>,
     /// Idle connections, and the sockets of connections in use.
     conns: Arc<Mutex<Conns>>,
-    permits: Arc<Semaphore>,
+    permits: Arc<Gate>,
     size: AtomicUsize,
-    /// Permits to destroy instead of returning (after shrinking on reload).
-    to_forget: AtomicUsize,
-    /// The pool was retired (its semaphore is closed too, failing checkouts).
+    /// The pool was retired (its gate is closed too, failing checkouts).
     is_retired: AtomicBool,
     metrics: PoolMetrics,
 }
@@ -213,7 +214,7 @@ impl Drop for SocketGuard {
 pub struct Pooled {
     /// The connection.
     pub conn: Box<ServerConn>,
-    permit: OwnedSemaphorePermit,
+    permit: Permit,
     pool: Arc<Pool>,
 }
 
@@ -234,7 +235,7 @@ impl Pooled {
         metrics.server_discards.with_label_values(&[reason]).inc();
         self.conn.terminate();
         self.pool.metrics.active.dec();
-        self.pool.return_permit(self.permit);
+        drop(self.permit);
     }
 }
 
@@ -264,9 +265,8 @@ impl Pool {
             connect: Mutex::new(connect),
             tuning: Mutex::new(tuning),
             conns: Arc::new(Mutex::new(Conns::default())),
-            permits: Arc::new(Semaphore::new(size)),
+            permits: Gate::new(size),
             size: AtomicUsize::new(size),
-            to_forget: AtomicUsize::new(0),
             is_retired: AtomicBool::new(false),
         }
     }
@@ -274,19 +274,17 @@ impl Pool {
     /// Takes a connection for client `owner` (0 for the proxy's own use), waiting up to
     /// `checkout_timeout` for a free slot.
     pub async fn checkout(self: &Arc<Self>, owner: u64) -> Result<Pooled, PoolError> {
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(PoolError::Closed),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
+        let permit = match self.permits.try_acquire() {
+            Some(p) => p,
+            None => {
                 self.metrics.waits.inc();
                 let timeout = self.tuning.lock().expect("tuning").checkout_timeout;
                 let start = Instant::now();
-                let acquire = self.permits.clone().acquire_owned();
-                // Retiring the pool closes the semaphore, which ends this wait too.
-                let p = match tokio::time::timeout(timeout, acquire).await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(PoolError::Closed),
-                    Err(_) => return Err(PoolError::Timeout(timeout)),
+                // Retiring the pool closes the gate, which ends this wait too.
+                let p = match self.permits.acquire(timeout).await {
+                    Ok(p) => p,
+                    Err(GateError::Closed) => return Err(PoolError::Closed),
+                    Err(GateError::Timeout) => return Err(PoolError::Timeout(timeout)),
                 };
                 self.metrics
                     .wait_seconds
@@ -397,24 +395,7 @@ impl Pool {
             self.conns.lock().expect("conns").idle.push(p.conn);
             self.metrics.idle.inc();
         }
-        self.return_permit(p.permit);
-    }
-
-    fn return_permit(&self, permit: OwnedSemaphorePermit) {
-        let mut n = self.to_forget.load(Ordering::Relaxed);
-        while n > 0 {
-            match self
-                .to_forget
-                .compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    permit.forget();
-                    return;
-                }
-                Err(cur) => n = cur,
-            }
-        }
-        drop(permit);
+        drop(p.permit);
     }
 
     /// Counts a request (a simple query, Sync or function call) sent on this pool.
@@ -426,18 +407,9 @@ impl Pool {
     fn resize(&self, size: usize) {
         let old = self.size.swap(size, Ordering::AcqRel);
         if size > old {
-            let mut grow = size - old;
-            // Cancel pending shrinks first.
-            while grow > 0 && self.to_forget.load(Ordering::Acquire) > 0 {
-                self.to_forget.fetch_sub(1, Ordering::AcqRel);
-                grow -= 1;
-            }
-            self.permits.add_permits(grow);
+            self.permits.add(size - old);
         } else if size < old {
-            let shrink = old - size;
-            let forgotten = self.permits.forget_permits(shrink);
-            self.to_forget
-                .fetch_add(shrink - forgotten, Ordering::AcqRel);
+            self.permits.remove(old - size);
         }
     }
 
@@ -452,7 +424,7 @@ impl Pool {
             let in_use = self
                 .size
                 .load(Ordering::Relaxed)
-                .saturating_sub(self.permits.available_permits());
+                .saturating_sub(self.permits.available());
             let mut keep = t.min_size.saturating_sub(in_use);
             // Closed connections are dropped after the lock is released: dropping one takes
             // the lock to unregister its socket.
@@ -477,9 +449,9 @@ impl Pool {
             + self
                 .size
                 .load(Ordering::Relaxed)
-                .saturating_sub(self.permits.available_permits());
+                .saturating_sub(self.permits.available());
         for _ in open_now..t.min_size {
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let Some(permit) = self.permits.try_acquire() else {
                 break;
             };
             match self.open().await {

@@ -421,9 +421,9 @@ impl Session {
             return Ok(self.forward_query(h, info));
         }
         let body = &self.client.rbuf[5..h.frame_len];
-        let sql = super::route::query_text(body);
+        let text = super::route::query_bytes(body);
         let classifier = self.app.classifier.load();
-        let a = classifier.analyze(sql);
+        let a = classifier.analyze_text(text);
         // Protocol-level statements are the proxy's: DEALLOCATE of one is answered here (also
         // when pinned; SQL-level PREPAREs of a pinned client go to its server).
         let local = match (&a.deallocate, self.pin) {
@@ -434,7 +434,7 @@ impl Session {
             _ => None,
         };
         let info = QueryInfo {
-            read: super::route::underlying_read(&classifier, sql, &a),
+            read: super::route::underlying_read(&classifier, text, &a),
             hint: a.hint,
             txn: a.txn,
             statements: a.statements,

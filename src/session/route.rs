@@ -89,13 +89,14 @@ impl Session {
         };
         let (read, hint, txn) = match h.tag {
             tag::QUERY if self.client.rbuf.len() >= h.frame_len => {
-                let sql = query_text(&self.client.rbuf[5..h.frame_len]);
+                let text = query_bytes(&self.client.rbuf[5..h.frame_len]);
                 let info = match self.front_query_info(h.frame_len) {
                     Some(i) => i,
                     None => {
-                        let a = self.app.classifier.load().analyze(sql);
+                        let classifier = self.app.classifier.load();
+                        let a = classifier.analyze_text(text);
                         super::client::QueryInfo {
-                            read: underlying_read(&self.app.classifier.load(), sql, &a),
+                            read: underlying_read(&classifier, text, &a),
                             hint: a.hint,
                             txn: a.txn,
                             statements: a.statements,
@@ -110,7 +111,7 @@ impl Session {
                     }
                     _ => None,
                 };
-                let read = info.read && !self.app.write_cache.contains(sql);
+                let read = info.read && !self.app.write_cache.contains(text);
                 (read, info.hint, txn)
             }
             tag::PARSE
@@ -176,10 +177,10 @@ impl Session {
             match h.tag {
                 tag::PARSE => {
                     let (_, query, _) = super::statements::split_parse(body)?;
-                    let sql = query_text(query);
-                    let a = classifier.analyze(sql);
+                    let text = query_bytes(query);
+                    let a = classifier.analyze_text(text);
                     hint = hint.or(a.hint);
-                    if !underlying_read(&classifier, sql, &a) && hint != Some(Route::Replica) {
+                    if !underlying_read(&classifier, text, &a) && hint != Some(Route::Replica) {
                         return Some((false, hint));
                     }
                     saw_statement = true;
@@ -188,9 +189,9 @@ impl Session {
                     let (_, rest) = read_cstr(body)?;
                     let (name, _) = read_cstr(rest)?;
                     let classify = |query: &[u8]| {
-                        let sql = query_text(query);
-                        let a = classifier.analyze(sql);
-                        (underlying_read(&classifier, sql, &a), a.hint)
+                        let text = query_bytes(query);
+                        let a = classifier.analyze_text(text);
+                        (underlying_read(&classifier, text, &a), a.hint)
                     };
                     let (read, h) = if name.is_empty() {
                         match &self.unnamed {
@@ -431,12 +432,13 @@ fn replayed(view: &ClusterView, index: usize) -> u64 {
 /// change with a hint.
 pub(super) fn underlying_read(
     classifier: &crate::sql::Classifier,
-    sql: &str,
+    text: &[u8],
     a: &crate::sql::Analysis<'_>,
 ) -> bool {
     if a.hint.is_none() {
         return a.route == Route::Replica;
     }
+    let sql = std::str::from_utf8(text).unwrap_or("");
     let start = crate::sql::Lexer::new(sql)
         .find(|t| !t.is_comment())
         .map(|t| t.offset)
@@ -446,7 +448,12 @@ pub(super) fn underlying_read(
 
 /// The SQL text of a Query body or Parse query (invalid UTF-8 reads as empty: unknown).
 pub(super) fn query_text(body: &[u8]) -> &str {
-    std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(body)).unwrap_or("")
+    std::str::from_utf8(query_bytes(body)).unwrap_or("")
+}
+
+/// The SQL text of a Query body or Parse query, not validated as UTF-8.
+pub(super) fn query_bytes(body: &[u8]) -> &[u8] {
+    body.strip_suffix(&[0]).unwrap_or(body)
 }
 
 /// A bounded set of statement texts that turned out to write although classified as reads.
@@ -461,7 +468,7 @@ pub struct WriteCache {
 const WRITE_CACHE_MAX: usize = 10_000;
 
 impl WriteCache {
-    fn key(sql: &str) -> u64 {
+    fn key(sql: &[u8]) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         sql.hash(&mut h);
@@ -469,7 +476,7 @@ impl WriteCache {
     }
 
     /// Whether `sql` is known to write.
-    pub fn contains(&self, sql: &str) -> bool {
+    pub fn contains(&self, sql: &[u8]) -> bool {
         if !self.used.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
@@ -480,7 +487,7 @@ impl WriteCache {
     }
 
     /// Remembers `sql` as a write.
-    pub fn insert(&self, sql: &str) {
+    pub fn insert(&self, sql: &[u8]) {
         let mut set = self.set.lock().expect("write cache");
         if set.len() >= WRITE_CACHE_MAX {
             set.clear();

@@ -237,7 +237,7 @@ impl Session {
             if h.tag == tag::QUERY && r.original.len() >= h.frame_len {
                 self.app
                     .write_cache
-                    .insert(super::route::query_text(&r.original[5..h.frame_len]));
+                    .insert(super::route::query_bytes(&r.original[5..h.frame_len]));
             }
         }
         self.app

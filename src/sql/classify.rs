@@ -417,7 +417,14 @@ impl Classifier {
 
     /// Analyse a query string (one or more statements). See the module documentation.
     pub fn analyze<'a>(&self, sql: &'a str) -> Analysis<'a> {
-        super::plain::plain_select(sql).unwrap_or_else(|| self.analyze_full(sql))
+        super::plain::plain_select(sql.as_bytes()).unwrap_or_else(|| self.analyze_full(sql))
+    }
+
+    /// [`Classifier::analyze`] of query text as received (not validated as UTF-8 yet: a plain
+    /// `SELECT` is recognised without that; other invalid UTF-8 reads as empty, unknown).
+    pub fn analyze_text<'a>(&self, text: &'a [u8]) -> Analysis<'a> {
+        super::plain::plain_select(text)
+            .unwrap_or_else(|| self.analyze_full(std::str::from_utf8(text).unwrap_or("")))
     }
 
     /// [`Classifier::analyze`] without the shortcut for plain `SELECT`s.

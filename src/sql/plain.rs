@@ -11,9 +11,36 @@
 
 use super::{Analysis, Effects, Reason, Route, TxnControl};
 
-/// The analysis of `sql` if it is a plain `SELECT`.
-pub(super) fn plain_select(sql: &str) -> Option<Analysis<'_>> {
-    let s = sql.as_bytes().trim_ascii();
+/// Byte classes of the scan over what follows `SELECT`.
+const OTHER: u8 = 0;
+const WORD: u8 = 1;
+const SEPARATOR: u8 = 2;
+
+/// The class of every byte value (one table lookup per byte).
+static CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_alphanumeric() || b == b'_' {
+            WORD
+        } else if matches!(
+            b,
+            b' ' | b'\t' | b'\n' | b'\r' | b',' | b'.' | b'=' | b'<' | b'>' | b'*' | b'+'
+        ) {
+            SEPARATOR
+        } else {
+            OTHER
+        };
+        c += 1;
+    }
+    t
+};
+
+/// The analysis of `sql` (the text of a query, not necessarily UTF-8) if it is a plain
+/// `SELECT`. A plain `SELECT` is ASCII, so the text need not be validated first.
+pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
+    let s = sql.trim_ascii();
     let s = s.strip_suffix(b";").map_or(s, <[u8]>::trim_ascii_end);
     let rest = match s {
         [a, b, c, d, e, f, ws, rest @ ..]
@@ -24,25 +51,29 @@ pub(super) fn plain_select(sql: &str) -> Option<Analysis<'_>> {
         }
         _ => return None,
     };
-    let mut word = None;
+    // Start of the word being scanned.
+    let mut start = 0;
+    let mut in_word = false;
     for (i, &c) in rest.iter().enumerate() {
-        if c.is_ascii_alphanumeric() || c == b'_' {
-            word.get_or_insert(i);
-            continue;
-        }
-        if let Some(start) = word.take() {
-            if special(&rest[start..i]) {
-                return None;
+        match CLASS[c as usize] {
+            WORD => {
+                if !in_word {
+                    start = i;
+                    in_word = true;
+                }
             }
-        }
-        if !matches!(
-            c,
-            b' ' | b'\t' | b'\n' | b'\r' | b',' | b'.' | b'=' | b'<' | b'>' | b'*' | b'+'
-        ) {
-            return None;
+            SEPARATOR => {
+                if in_word {
+                    in_word = false;
+                    if special(&rest[start..i]) {
+                        return None;
+                    }
+                }
+            }
+            _ => return None,
         }
     }
-    if word.is_some_and(|start| special(&rest[start..])) {
+    if in_word && special(&rest[start..]) {
         return None;
     }
     Some(Analysis {
@@ -61,7 +92,11 @@ pub(super) fn plain_select(sql: &str) -> Option<Analysis<'_>> {
 /// Words that change what a `SELECT` does: `SELECT ... INTO` creates a table, `FOR UPDATE`
 /// and the other locking clauses need the primary.
 fn special(word: &[u8]) -> bool {
-    word.eq_ignore_ascii_case(b"into") || word.eq_ignore_ascii_case(b"for")
+    match word.len() {
+        3 => word.eq_ignore_ascii_case(b"for"),
+        4 => word.eq_ignore_ascii_case(b"into"),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -85,7 +120,7 @@ mod tests {
             "SELECT forward, intox, info FROM t",
             "SELECT 1 UNION SELECT 2",
         ] {
-            assert_eq!(plain_select(sql), Some(full(sql)), "{sql:?}");
+            assert_eq!(plain_select(sql.as_bytes()), Some(full(sql)), "{sql:?}");
         }
     }
 
@@ -95,6 +130,8 @@ mod tests {
             "SELECT nextval('s')",
             "SELECT * FROM t FOR UPDATE",
             "SELECT * FROM t for share",
+            "SELECT x FROM t WHERE a.b = 1 FOR",
+            "SELECT x INTO",
             "SELECT x INTO y FROM t",
             "SELECT 'a'",
             "SELECT \"x\" FROM t",
@@ -111,8 +148,11 @@ mod tests {
             "SELECT x FROM t WHERE y = 1 -- c",
             "SELECT é FROM t",
         ] {
-            assert_eq!(plain_select(sql), None, "{sql:?}");
+            assert_eq!(plain_select(sql.as_bytes()), None, "{sql:?}");
         }
+        // Not UTF-8 at all.
+        assert_eq!(plain_select(b"SELECT \xff FROM t"), None);
+        assert_eq!(plain_select(b"SELECT x FROM t\xc3"), None);
     }
 
     /// Every statement of the SQL corpus the fast path accepts gets exactly the full analysis.
@@ -125,7 +165,7 @@ mod tests {
         .expect("corpus");
         let mut accepted = 0;
         for sql in super::super::corpus_tests::corpus_records(&text) {
-            if let Some(a) = plain_select(sql) {
+            if let Some(a) = plain_select(sql.as_bytes()) {
                 assert_eq!(a, full(sql), "{sql:?}");
                 accepted += 1;
             }
