@@ -11,31 +11,34 @@
 
 use super::{Analysis, Effects, Reason, Route, TxnControl};
 
-/// Byte classes of the scan over what follows `SELECT`.
-const OTHER: u8 = 0;
-const WORD: u8 = 1;
-const SEPARATOR: u8 = 2;
-
-/// The class of every byte value (one table lookup per byte).
-static CLASS: [u8; 256] = {
-    let mut t = [OTHER; 256];
+/// What each byte value reads as in the scan over what follows `SELECT`: a word byte as its
+/// lowercase self, a separator (whitespace, `, . = < > * +`) as 0, anything else as [`BAD`].
+static MAP: [u8; 256] = {
+    let mut t = [BAD; 256];
     let mut c = 0;
     while c < 256 {
         let b = c as u8;
-        t[c] = if b.is_ascii_alphanumeric() || b == b'_' {
-            WORD
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            t[c] = b.to_ascii_lowercase();
         } else if matches!(
             b,
             b' ' | b'\t' | b'\n' | b'\r' | b',' | b'.' | b'=' | b'<' | b'>' | b'*' | b'+'
         ) {
-            SEPARATOR
-        } else {
-            OTHER
-        };
+            t[c] = 0;
+        }
         c += 1;
     }
     t
 };
+
+/// Not allowed in a plain `SELECT`.
+const BAD: u8 = 0xff;
+
+/// Words that change what a `SELECT` does (`SELECT ... INTO` creates a table, `FOR UPDATE`
+/// and the other locking clauses need the primary), as the scan's last bytes hold them when
+/// they end a word: a separator, then the word.
+const FOR: u64 = u64::from_be_bytes([0, 0, 0, 0, 0, b'f', b'o', b'r']);
+const INTO: u64 = u64::from_be_bytes([0, 0, 0, 0, b'i', b'n', b't', b'o']);
 
 /// The analysis of `sql` (the text of a query, not necessarily UTF-8) if it is a plain
 /// `SELECT`. A plain `SELECT` is ASCII, so the text need not be validated first.
@@ -51,29 +54,21 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
         }
         _ => return None,
     };
-    // Start of the word being scanned.
-    let mut start = 0;
-    let mut in_word = false;
-    for (i, &c) in rest.iter().enumerate() {
-        match CLASS[c as usize] {
-            WORD => {
-                if !in_word {
-                    start = i;
-                    in_word = true;
-                }
-            }
-            SEPARATOR => {
-                if in_word {
-                    in_word = false;
-                    if special(&rest[start..i]) {
-                        return None;
-                    }
-                }
-            }
-            _ => return None,
+    // The last eight mapped bytes (a separator before `rest`): at each separator, the word
+    // just ended is in the low bytes, a separator before it.
+    let mut last: u64 = 0;
+    let special = |last: u64| last & 0xffff_ffff == FOR || last & 0xff_ffff_ffff == INTO;
+    for &c in rest {
+        let m = MAP[c as usize];
+        if m == BAD {
+            return None;
         }
+        if m == 0 && special(last) {
+            return None;
+        }
+        last = (last << 8) | u64::from(m);
     }
-    if in_word && special(&rest[start..]) {
+    if special(last) {
         return None;
     }
     Some(Analysis {
@@ -87,16 +82,6 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
         switchyard: None,
         statements: 1,
     })
-}
-
-/// Words that change what a `SELECT` does: `SELECT ... INTO` creates a table, `FOR UPDATE`
-/// and the other locking clauses need the primary.
-fn special(word: &[u8]) -> bool {
-    match word.len() {
-        3 => word.eq_ignore_ascii_case(b"for"),
-        4 => word.eq_ignore_ascii_case(b"into"),
-        _ => false,
-    }
 }
 
 #[cfg(test)]
