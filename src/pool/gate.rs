@@ -191,9 +191,22 @@ impl Gate {
 
     /// Enforces the deadlines of waits while there are any.
     async fn sweep(self: Arc<Self>) {
+        /// If the task is dropped while sleeping (its runtime shut down), the next wait
+        /// starts a new sweeper.
+        struct Sweeping(Option<Arc<Gate>>);
+        impl Drop for Sweeping {
+            fn drop(&mut self) {
+                if let Some(gate) = self.0.take() {
+                    gate.lock().sweeping = false;
+                }
+            }
+        }
+        let mut sweeping = Sweeping(Some(self.clone()));
         loop {
             let now = clock::now_ms();
             let Some(next) = self.expire(now) else {
+                // `expire` stopped the sweeping under the lock.
+                sweeping.0 = None;
                 return;
             };
             // +1: the coarse clock must have passed the deadline when it is read next.
@@ -344,9 +357,35 @@ mod tests {
             assert!(waited >= Duration::from_millis(90), "{waited:?}");
             assert!(waited < Duration::from_secs(10), "{waited:?}");
             assert!(gate.lock().waiters.is_empty());
+            // The sweeper stopped with the queue empty; the next wait starts another.
+            let r = gate.acquire(Duration::from_millis(20)).await;
+            assert_eq!(r.err(), Some(GateError::Timeout));
             drop(held);
             assert_eq!(gate.available(), 1);
         });
+    }
+
+    #[test]
+    fn deadlines_hold_after_the_runtime_of_a_sweeper_is_gone() {
+        let gate = Gate::new(1);
+        let held = gate.try_acquire().expect("free permit");
+        {
+            let rt = rt();
+            rt.block_on(async {
+                let mut waiting = Box::pin(gate.acquire(LONG));
+                assert!(futures_poll(&mut waiting).is_pending());
+                // Let the sweeper start and go to sleep.
+                tokio::task::yield_now().await;
+                assert!(gate.lock().sweeping);
+            });
+            // Dropping the runtime drops the sleeping sweeper.
+        }
+        assert!(!gate.lock().sweeping);
+        rt().block_on(async {
+            let r = gate.acquire(Duration::from_millis(20)).await;
+            assert_eq!(r.err(), Some(GateError::Timeout));
+        });
+        drop(held);
     }
 
     #[test]
