@@ -42,7 +42,13 @@ struct FnName {
 pub struct Classifier {
     write_functions: Vec<FnName>,
     read_functions: Vec<FnName>,
+    /// The analysis of each of [`TXN_WORDS`] alone, made by the full classifier when this one
+    /// is built (a transaction of an OLTP client sends them as often as anything else).
+    txn_words: Vec<(&'static str, Analysis<'static>)>,
 }
+
+/// Statements of one word that begin or end a transaction.
+const TXN_WORDS: [&str; 5] = ["begin", "commit", "end", "rollback", "abort"];
 
 /// Interns configured names so that [`Reason::WritingFunction`] can carry a `&'static str`.
 /// Each distinct name is leaked once, however often the configuration is reloaded.
@@ -403,7 +409,7 @@ impl Classifier {
     /// primary in addition to the built-in list. `read_functions`: functions that are harmless
     /// even if they are in the built-in list or in `write_functions`.
     pub fn new(write_functions: &[String], read_functions: &[String]) -> Self {
-        Classifier {
+        let mut c = Classifier {
             write_functions: write_functions
                 .iter()
                 .filter_map(|s| parse_fn_name(s))
@@ -412,18 +418,39 @@ impl Classifier {
                 .iter()
                 .filter_map(|s| parse_fn_name(s))
                 .collect(),
+            txn_words: Vec::new(),
+        };
+        c.txn_words = TXN_WORDS.iter().map(|w| (*w, c.analyze_full(w))).collect();
+        c
+    }
+
+    /// The analysis of the commonest statements, found without the full classifier: a plain
+    /// `SELECT` (see plain.rs) or one of [`TXN_WORDS`].
+    fn shortcut(&self, text: &[u8]) -> Option<Analysis<'static>> {
+        if let Some(a) = super::plain::plain_select(text) {
+            return Some(a);
         }
+        let s = text.trim_ascii();
+        let s = s.strip_suffix(b";").map_or(s, <[u8]>::trim_ascii_end);
+        if s.len() > 8 {
+            return None;
+        }
+        self.txn_words
+            .iter()
+            .find(|(w, _)| s.eq_ignore_ascii_case(w.as_bytes()))
+            .map(|(_, a)| a.clone())
     }
 
     /// Analyse a query string (one or more statements). See the module documentation.
     pub fn analyze<'a>(&self, sql: &'a str) -> Analysis<'a> {
-        super::plain::plain_select(sql.as_bytes()).unwrap_or_else(|| self.analyze_full(sql))
+        self.shortcut(sql.as_bytes())
+            .unwrap_or_else(|| self.analyze_full(sql))
     }
 
     /// [`Classifier::analyze`] of query text as received (not validated as UTF-8 yet: a plain
     /// `SELECT` is recognised without that; other invalid UTF-8 reads as empty, unknown).
     pub fn analyze_text<'a>(&self, text: &'a [u8]) -> Analysis<'a> {
-        super::plain::plain_select(text)
+        self.shortcut(text)
             .unwrap_or_else(|| self.analyze_full(std::str::from_utf8(text).unwrap_or("")))
     }
 

@@ -1,6 +1,6 @@
 //! Routing tests: (statement, expected route, expected reason).
 
-use super::{classify_line, Classifier, Route};
+use super::{classify_line, Classifier, Route, TxnControl};
 
 const P: Route = Route::Primary;
 const R: Route = Route::Replica;
@@ -676,5 +676,38 @@ fn builtin_write_list_is_reachable() {
         "exists",
     ] {
         assert_eq!(is_builtin_write(name), None, "{name}");
+    }
+}
+
+#[test]
+fn transaction_words_are_analysed_as_the_full_classifier_does() {
+    let c = Classifier::default();
+    for word in ["BEGIN", "COMMIT", "END", "ROLLBACK", "ABORT"] {
+        let lower = word.to_lowercase();
+        for sql in [
+            word.to_string(),
+            format!("{word};"),
+            format!("  {lower} ;\n"),
+            format!("\t{lower}"),
+        ] {
+            assert_eq!(c.analyze(&sql), c.analyze_full(&sql), "{sql:?}");
+            assert_eq!(
+                c.analyze_text(sql.as_bytes()),
+                c.analyze_full(&sql),
+                "{sql:?}"
+            );
+        }
+        // The shortcut answers what the full analysis would, not just anything.
+        assert_ne!(c.analyze(word).txn, TxnControl::None, "{word}");
+    }
+    // Longer statements and other words go the full way.
+    for sql in [
+        "BEGIN; SELECT 1",
+        "BEGIN READ ONLY",
+        "END IF",
+        "ENDX",
+        "COMMIT PREPARED 'x'",
+    ] {
+        assert_eq!(c.analyze(sql), c.analyze_full(sql), "{sql:?}");
     }
 }
