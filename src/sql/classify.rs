@@ -430,8 +430,7 @@ impl Classifier {
         if let Some(a) = super::plain::plain_select(text) {
             return Some(a);
         }
-        let s = text.trim_ascii();
-        let s = s.strip_suffix(b";").map_or(s, <[u8]>::trim_ascii_end);
+        let s = super::plain::one_statement(text);
         if s.len() > 8 {
             return None;
         }

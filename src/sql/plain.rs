@@ -11,6 +11,12 @@
 
 use super::{Analysis, Effects, Reason, Route, TxnControl};
 
+/// `sql` without surrounding whitespace and one trailing `;`.
+pub(super) fn one_statement(sql: &[u8]) -> &[u8] {
+    let s = sql.trim_ascii();
+    s.strip_suffix(b";").map_or(s, <[u8]>::trim_ascii_end)
+}
+
 /// What each byte value reads as in the scan over what follows `SELECT`: a word byte as its
 /// lowercase self, a separator (whitespace, `, . = < > * +`) as 0, anything else as [`BAD`].
 static MAP: [u8; 256] = {
@@ -43,9 +49,7 @@ const INTO: u64 = u64::from_be_bytes([0, 0, 0, 0, b'i', b'n', b't', b'o']);
 /// The analysis of `sql` (the text of a query, not necessarily UTF-8) if it is a plain
 /// `SELECT`. A plain `SELECT` is ASCII, so the text need not be validated first.
 pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
-    let s = sql.trim_ascii();
-    let s = s.strip_suffix(b";").map_or(s, <[u8]>::trim_ascii_end);
-    let rest = match s {
+    let rest = match one_statement(sql) {
         [a, b, c, d, e, f, ws, rest @ ..]
             if [*a, *b, *c, *d, *e, *f].eq_ignore_ascii_case(b"select")
                 && ws.is_ascii_whitespace() =>
