@@ -453,6 +453,63 @@ mod tests {
         });
     }
 
+    #[test]
+    fn permits_are_neither_lost_nor_exceeded_across_threads() {
+        use std::sync::atomic::AtomicUsize;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let gate = Gate::new(3);
+            let held = Arc::new(AtomicUsize::new(0));
+            let peak = Arc::new(AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for i in 0..40 {
+                let (gate, held, peak) = (gate.clone(), held.clone(), peak.clone());
+                tasks.push(tokio::spawn(async move {
+                    for j in 0..50 {
+                        // Some waits give up early (short deadline, or dropped by a race with a
+                        // timer), exercising removal from the queue and grants to a dropped wait.
+                        let wait = gate.acquire(Duration::from_millis(if (i + j) % 7 == 0 {
+                            1
+                        } else {
+                            30_000
+                        }));
+                        let p = if j % 5 == 0 {
+                            match tokio::time::timeout(Duration::from_micros(50), wait).await {
+                                Ok(r) => r,
+                                Err(_) => continue,
+                            }
+                        } else {
+                            wait.await
+                        };
+                        let Ok(p) = p else { continue };
+                        let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        drop(p);
+                    }
+                }));
+            }
+            // A lost permit would leave tasks waiting forever: fail instead of hanging.
+            let all = async {
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(60), all)
+                .await
+                .expect("every task finished");
+            assert!(peak.load(Ordering::SeqCst) <= 3, "{peak:?}");
+            assert_eq!(peak.load(Ordering::SeqCst), 3, "the permits were used");
+            assert_eq!(gate.available(), 3, "every permit came back");
+            assert!(gate.lock().waiters.is_empty());
+        });
+    }
+
     /// Polls once with a no-op waker.
     fn futures_poll(f: &mut Pin<Box<Acquire>>) -> Poll<Result<Permit, GateError>> {
         let waker = Waker::noop();
