@@ -120,18 +120,6 @@ async fn execute(c: &Client, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e} ({e:?})"));
 }
 
-async fn metric(proxy: &Proxy, series: &str) -> f64 {
-    let (code, body) = within("GET /metrics", proxy.http_get("/metrics")).await;
-    assert_eq!(code, 200, "GET /metrics: {body}");
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 async fn status(proxy: &Proxy) -> serde_json::Value {
     let (code, body) = within("GET /status", proxy.http_get("/status")).await;
     assert_eq!(code, 200, "GET /status: {body}");
@@ -640,10 +628,7 @@ async fn stopped_replica_stops_getting_reads_and_gets_them_back_after_start() {
     // From now on: no read error, and nothing is even tried on pg1.
     let unavailable = "switchyard_retries_total{reason=\"replica_unavailable\"}";
     let lost = "switchyard_retries_total{reason=\"server_lost\"}";
-    let (u0, l0) = (
-        metric(&proxy, unavailable).await,
-        metric(&proxy, lost).await,
-    );
+    let (u0, l0) = (proxy.metric(unavailable).await, proxy.metric(lost).await);
     let mut seen = Vec::new();
     let mut errors = Vec::new();
     for i in 0..40 {
@@ -669,10 +654,7 @@ async fn stopped_replica_stops_getting_reads_and_gets_them_back_after_start() {
         "with pg1 down, reads should go to pg2: {:?}",
         p.tally(&seen)
     );
-    let (u1, l1) = (
-        metric(&proxy, unavailable).await,
-        metric(&proxy, lost).await,
-    );
+    let (u1, l1) = (proxy.metric(unavailable).await, proxy.metric(lost).await);
     assert_eq!(
         (u1, l1),
         (u0, l0),

@@ -98,24 +98,12 @@ fn create_table(name: &str) {
     ));
 }
 
-async fn metric(p: &Proxy, series: &str) -> f64 {
-    let (code, body) = p.http_get("/metrics").await;
-    assert_eq!(code, 200);
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|r| r.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 /// Waits until the reload counter for `result` reaches `n`.
 async fn wait_reloads(p: &Proxy, result: &str, n: f64) {
     let series = format!("switchyard_reloads_total{{result=\"{result}\"}}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v = metric(p, &series).await;
+        let v = p.metric(&series).await;
         if v >= n {
             assert_eq!(v, n, "{series}");
             return;
@@ -379,7 +367,7 @@ async fn sighup_rejects_an_invalid_config_and_keeps_the_old_one() {
     p.reload();
     wait_reloads(&p, "error", 1.0).await;
     assert_eq!(
-        metric(&p, "switchyard_reloads_total{result=\"ok\"}").await,
+        p.metric("switchyard_reloads_total{result=\"ok\"}").await,
         0.0
     );
     // The log entry (it may span several lines) says the reload was rejected and why.

@@ -205,7 +205,7 @@ async fn wait_su(sql: &str, want: &str, timeout: Duration) {
 async fn wait_clients(p: &Proxy, n: u64) {
     let deadline = Instant::now() + STEP;
     loop {
-        let now = metric(p, "switchyard_client_connections").await;
+        let now = p.metric("switchyard_client_connections").await;
         if now == n as f64 {
             return;
         }
@@ -217,18 +217,6 @@ async fn wait_clients(p: &Proxy, n: u64) {
 }
 
 /// The value of one Prometheus series (`name{labels}`), 0 when absent.
-async fn metric(p: &Proxy, series: &str) -> f64 {
-    let (code, body) = p.http_get("/metrics").await;
-    assert_eq!(code, 200);
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|r| r.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 /// Background clients hammering the same pool with transactions, prepared statements,
 /// their own session settings and `DISCARD ALL`, checking their own results.
 struct Churn {
@@ -870,11 +858,8 @@ async fn session_mode_gives_each_client_a_fresh_server_session() {
         wait_backend_gone(e_pid).await;
     }
     assert!(
-        metric(
-            &p,
-            "switchyard_server_discards_total{reason=\"session_ended\"}"
-        )
-        .await
+        p.metric("switchyard_server_discards_total{reason=\"session_ended\"}")
+            .await
             >= 4.0,
         "closed sessions are counted"
     );
@@ -931,7 +916,11 @@ async fn checkout_timeout_fails_with_53300_instead_of_hanging() {
 
     q(&a, "COMMIT").await;
     assert_eq!(one(&b, "SELECT 'after'").await, "after");
-    assert!(metric(&p, "switchyard_errors_total{sqlstate=\"53300\"}").await >= 1.0);
+    assert!(
+        p.metric("switchyard_errors_total{sqlstate=\"53300\"}")
+            .await
+            >= 1.0
+    );
 }
 
 /// idle_timeout closes idle server connections (they vanish from pg_stat_activity); min_size
@@ -1932,8 +1921,12 @@ async fn server_connections_keep_a_bounded_number_of_prepared_statements() {
             "round {round}: {n} statements prepared on the server connection"
         );
     }
-    assert!(metric(&p, "switchyard_prepared_statement_evictions_total").await > 0.0);
-    assert_eq!(metric(&p, "switchyard_prepared_statements").await, 5.0);
+    assert!(
+        p.metric("switchyard_prepared_statement_evictions_total")
+            .await
+            > 0.0
+    );
+    assert_eq!(p.metric("switchyard_prepared_statements").await, 5.0);
 
     // A portal open in a transaction keeps its statement, however many others run meanwhile
     // (PostgreSQL 15 keeps a portal whose statement was closed; the protocol does not promise it).
@@ -2091,7 +2084,8 @@ async fn temp_table_pins_the_client_until_it_disconnects() {
     assert_eq!(one(&a, "SELECT count(*) FROM pool_pin_tmp").await, "30");
     assert!(ch.finish().await > 0);
     assert_eq!(
-        metric(&p, "switchyard_pinned_clients_total{reason=\"temp_table\"}").await,
+        p.metric("switchyard_pinned_clients_total{reason=\"temp_table\"}")
+            .await,
         1.0
     );
     drop(a);
@@ -2110,11 +2104,8 @@ async fn temp_table_pins_the_client_until_it_disconnects() {
     )
     .await;
     assert!(
-        metric(
-            &p,
-            "switchyard_server_discards_total{reason=\"session_ended\"}"
-        )
-        .await
+        p.metric("switchyard_server_discards_total{reason=\"session_ended\"}")
+            .await
             >= 1.0
     );
     drop(p);
@@ -2149,11 +2140,8 @@ async fn advisory_lock_pins_the_client_until_it_disconnects() {
     q(&a, &format!("SELECT pg_advisory_lock({KEY})")).await;
     let a_pid = backend_pid(&a).await;
     assert_eq!(
-        metric(
-            &p,
-            "switchyard_pinned_clients_total{reason=\"advisory_lock\"}"
-        )
-        .await,
+        p.metric("switchyard_pinned_clients_total{reason=\"advisory_lock\"}")
+            .await,
         1.0
     );
     let ch = churn(&p, 2);
@@ -2249,7 +2237,8 @@ async fn listen_pins_the_client_and_notifications_arrive() {
     }
     assert!(ch.finish().await > 0);
     assert_eq!(
-        metric(&p, "switchyard_pinned_clients_total{reason=\"listen\"}").await,
+        p.metric("switchyard_pinned_clients_total{reason=\"listen\"}")
+            .await,
         1.0
     );
     drop(a);
@@ -2282,7 +2271,8 @@ async fn sql_prepare_pins_the_client_until_it_disconnects() {
     }
     assert!(ch.finish().await > 0);
     assert_eq!(
-        metric(&p, "switchyard_pinned_clients_total{reason=\"prepare\"}").await,
+        p.metric("switchyard_pinned_clients_total{reason=\"prepare\"}")
+            .await,
         1.0
     );
     q(&a, "DEALLOCATE pool_sqlprep").await;
@@ -2333,11 +2323,8 @@ async fn hold_cursor_pins_the_client_until_it_disconnects() {
     }
     assert!(ch.finish().await > 0);
     assert_eq!(
-        metric(
-            &p,
-            "switchyard_pinned_clients_total{reason=\"hold_cursor\"}"
-        )
-        .await,
+        p.metric("switchyard_pinned_clients_total{reason=\"hold_cursor\"}")
+            .await,
         1.0
     );
     drop(a);

@@ -721,6 +721,15 @@ fn simple_query_error_in_the_middle_stops_the_rest() {
             .await
             .unwrap();
 
+        let relayed_errors = || async {
+            let mut n = 0.0;
+            for (backend, _) in proxy.backends() {
+                let series = format!("switchyard_server_errors_total{{backend=\"{backend}\"}}");
+                n += proxy.metric(&series).await;
+            }
+            n
+        };
+        let errors_before = relayed_errors().await;
         // tokio-postgres reports the error.
         let e = within(
             WAIT,
@@ -732,6 +741,8 @@ fn simple_query_error_in_the_middle_stops_the_rest() {
         .await
         .unwrap_err();
         assert_eq!(sqlstate(&e), "22012", "{e}");
+        // Counted once, for the backend that sent it.
+        assert_eq!(relayed_errors().await, errors_before + 1.0);
         // The implicit transaction was rolled back as a whole; the third statement never ran.
         let n: i64 = client
             .query_one("select count(*) from pr_midfail", &[])

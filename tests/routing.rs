@@ -139,18 +139,6 @@ fn assert_spread_over_replicas(what: &str, got: &[u16], p: &Ports) {
 }
 
 /// The value of a Prometheus sample line `name{labels} value` (0 when absent).
-async fn metric(proxy: &Proxy, series: &str) -> f64 {
-    let (code, body) = within("GET /metrics", proxy.http_get("/metrics")).await;
-    assert_eq!(code, 200, "GET /metrics: {body}");
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 /// The routing and retry counters, for failure messages.
 async fn routing_metrics(proxy: &Proxy) -> String {
     let (_, body) = within("GET /metrics", proxy.http_get("/metrics")).await;
@@ -360,7 +348,7 @@ async fn multi_statement_queries() {
         assert_eq!(a, b, "one query string runs on one server");
     }
     // A read followed by a write: the whole string is a write.
-    let before = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let before = proxy.metric(READ_ONLY_VIOLATIONS).await;
     for _ in 0..5 {
         let r = rows(
             &c,
@@ -376,7 +364,7 @@ async fn multi_statement_queries() {
         );
     }
     assert_eq!(
-        metric(&proxy, READ_ONLY_VIOLATIONS).await,
+        proxy.metric(READ_ONLY_VIOLATIONS).await,
         before,
         "the multi-statement write should have been routed to the primary, not rescued"
     );
@@ -389,7 +377,7 @@ async fn multi_statement_queries() {
 async fn writes_run_on_the_primary() {
     let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
     let c = proxy.connect_app().await;
-    let before = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let before = proxy.metric(READ_ONLY_VIOLATIONS).await;
     let writes = [
         "INSERT INTO routing_t (v) VALUES ('w') RETURNING inet_server_port()",
         "insert into routing_t (v) select 'w2' returning inet_server_port()",
@@ -424,7 +412,7 @@ async fn writes_run_on_the_primary() {
         );
     }
     assert_eq!(
-        metric(&proxy, READ_ONLY_VIOLATIONS).await,
+        proxy.metric(READ_ONLY_VIOLATIONS).await,
         before,
         "every write should have been routed to the primary directly, none rescued after a \
          replica refused it (25006)"
@@ -1003,7 +991,7 @@ async fn extended_protocol_reads_and_writes() {
     assert_spread_over_replicas("extended protocol reads", &seen, &p);
 
     // Writes, prepared or not, go to the primary.
-    let before = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let before = proxy.metric(READ_ONLY_VIOLATIONS).await;
     let ins = within(
         "prepare insert",
         c.prepare("INSERT INTO routing_t (v) VALUES ($1) RETURNING inet_server_port()"),
@@ -1048,7 +1036,7 @@ async fn extended_protocol_reads_and_writes() {
     .unwrap();
     assert_eq!(n, 0);
     assert_eq!(
-        metric(&proxy, READ_ONLY_VIOLATIONS).await,
+        proxy.metric(READ_ONLY_VIOLATIONS).await,
         before,
         "extended-protocol writes should be routed to the primary, not rescued"
     );
@@ -1106,7 +1094,7 @@ async fn read_that_writes_is_rescued_on_the_primary() {
     let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
     warm_up(&proxy, &p).await;
     let c = proxy.connect_app().await;
-    let before = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let before = proxy.metric(READ_ONLY_VIOLATIONS).await;
     let n0 = count_log("simple").await;
 
     // The classifier cannot know routing_writer(tag) writes: a replica refuses it with 25006
@@ -1118,7 +1106,7 @@ async fn read_that_writes_is_rescued_on_the_primary() {
         "the writing function's result comes from {}",
         p.name(got)
     );
-    let after = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let after = proxy.metric(READ_ONLY_VIOLATIONS).await;
     assert!(
         after >= before + 1.0,
         "{READ_ONLY_VIOLATIONS} should have increased: {before} -> {after}\n{}",
@@ -1135,7 +1123,7 @@ async fn read_that_writes_is_rescued_on_the_primary() {
         let got = port(&c, "SELECT routing_writer('simple')").await;
         assert_eq!(got, p.primary);
     }
-    let again = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let again = proxy.metric(READ_ONLY_VIOLATIONS).await;
     assert_eq!(
         again, after,
         "a statement that turned out to write should be remembered and sent to the primary"
@@ -1160,7 +1148,7 @@ async fn read_that_writes_is_rescued_on_the_primary_extended_protocol() {
     let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
     warm_up(&proxy, &p).await;
     let c = proxy.connect_app().await;
-    let before = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let before = proxy.metric(READ_ONLY_VIOLATIONS).await;
     let n0 = count_log("extended").await;
     for i in 0..3 {
         let r = within(
@@ -1173,7 +1161,7 @@ async fn read_that_writes_is_rescued_on_the_primary_extended_protocol() {
         assert_eq!(got as u16, p.primary, "ran on {}", p.name(got as u16));
         assert_eq!(r.get::<_, i32>(1), i);
     }
-    let after = metric(&proxy, READ_ONLY_VIOLATIONS).await;
+    let after = proxy.metric(READ_ONLY_VIOLATIONS).await;
     assert!(
         after >= before + 1.0,
         "{READ_ONLY_VIOLATIONS} should have increased: {before} -> {after}\n{}",

@@ -23,7 +23,6 @@ impl Session {
         let Some(p) = self.server.as_mut() else {
             return Ok(());
         };
-        let backend = p.pool().key.backend.clone();
         let conn = &mut p.conn;
         // What this call produces for the client, in order: straight into the client's output
         // buffer unless a repeatable read's response is being held back (whether one is does
@@ -45,6 +44,8 @@ impl Session {
         let mut request_done = false;
         let mut resync = false;
         let mut own_failure = None;
+        // Errors relayed to the client (counted per backend after the loop).
+        let mut errors = 0u64;
         loop {
             while let Some(b) = self.pending.pop_synthetic() {
                 flush(&mut run, &mut conn.rbuf, &mut out);
@@ -137,11 +138,7 @@ impl Session {
                         }
                     }
                     if m.forward {
-                        self.app
-                            .metrics
-                            .server_errors
-                            .with_label_values(&[&backend])
-                            .inc();
+                        errors += 1;
                     }
                 }
                 tag::DATA_ROW if m.capture => {
@@ -207,6 +204,13 @@ impl Session {
             }
         }
         flush(&mut run, &mut conn.rbuf, &mut out);
+        if errors > 0 {
+            self.app
+                .metrics
+                .server_errors
+                .with_label_values(&[&p.pool().key.backend])
+                .inc_by(errors);
+        }
         match self.retry.as_mut() {
             Some(r) => r.hold(out, &mut self.client.wbuf),
             None => self.client.wbuf = out,

@@ -350,6 +350,20 @@ impl Proxy {
             .await
             .unwrap_or_else(|e| panic!("GET {path} on 127.0.0.1:{}: {e}", self.http_port))
     }
+
+    /// The value of one series of `/metrics` (e.g. `switchyard_errors_total{sqlstate="53300"}`),
+    /// 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (code, body) = self.http_get("/metrics").await;
+        assert_eq!(code, 200, "GET /metrics: {body}");
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    }
 }
 
 impl Drop for Proxy {
