@@ -275,8 +275,9 @@ impl Pool {
     /// `checkout_timeout` for a free slot.
     pub async fn checkout(self: &Arc<Self>, owner: u64) -> Result<Pooled, PoolError> {
         let permit = match self.permits.try_acquire() {
-            Some(p) => p,
-            None => {
+            Ok(p) => p,
+            Err(GateError::Closed) => return Err(PoolError::Closed),
+            Err(_) => {
                 self.metrics.waits.inc();
                 let timeout = self.tuning.lock().expect("tuning").checkout_timeout;
                 let start = Instant::now();
@@ -284,7 +285,7 @@ impl Pool {
                 let p = match self.permits.acquire(timeout).await {
                     Ok(p) => p,
                     Err(GateError::Closed) => return Err(PoolError::Closed),
-                    Err(GateError::Timeout) => return Err(PoolError::Timeout(timeout)),
+                    Err(_) => return Err(PoolError::Timeout(timeout)),
                 };
                 self.metrics
                     .wait_seconds
@@ -451,7 +452,7 @@ impl Pool {
                 .load(Ordering::Relaxed)
                 .saturating_sub(self.permits.available());
         for _ in open_now..t.min_size {
-            let Some(permit) = self.permits.try_acquire() else {
+            let Ok(permit) = self.permits.try_acquire() else {
                 break;
             };
             match self.open().await {
