@@ -4,7 +4,8 @@
 //! classifier would spend most of a relayed transaction's instructions re-deriving it.
 //!
 //! Plain means: nothing but words, numbers, whitespace, `, . = < > * +` and at most a trailing
-//! `;`, and neither `INTO` nor `FOR` among the words. So no parenthesis (no function call, no
+//! `;`, no letter right after a digit (PostgreSQL splits `1for` into `1 for`), and neither
+//! `INTO` nor `FOR` among the words. So no parenthesis (no function call, no
 //! subquery), quote, comment, cast, parameter, operator that could hide one, `SELECT ... INTO`
 //! or locking clause. Anything else goes to the full classifier, as does anything this module
 //! is unsure of: it may only ever answer what the full analysis would.
@@ -70,6 +71,11 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
         if m == 0 && special(last) {
             return None;
         }
+        if m >= b'_' && (last as u8).is_ascii_digit() {
+            // A letter right after a digit: PostgreSQL reads `1for` as `1 for` and `1into` as
+            // `1 into` (and `1e5` as a number); the full classifier knows which.
+            return None;
+        }
         last = (last << 8) | u64::from(m);
     }
     if special(last) {
@@ -102,7 +108,7 @@ mod tests {
         for sql in [
             "SELECT abalance FROM pgbench_accounts WHERE aid = 4711",
             "select abalance from pgbench_accounts where aid = 4711;",
-            "  SELECT\n a.x, b.y FROM s.a, b WHERE a.id = b.id AND a.v >= 1.5e3 ORDER BY 1  ;  ",
+            "  SELECT\n a.x, b.y FROM s.a, b WHERE a.id = b.id AND a.v >= 1.5 ORDER BY 1  ;  ",
             "SELECT 1",
             "SELECT * FROM t",
             "SELECT x FROM t WHERE y <> 2 LIMIT 10 OFFSET 5",
@@ -120,6 +126,9 @@ mod tests {
             "SELECT * FROM t FOR UPDATE",
             "SELECT * FROM t for share",
             "SELECT x FROM t WHERE a.b = 1 FOR",
+            "SELECT * FROM t WHERE a = 1for update",
+            "SELECT 1into x",
+            "SELECT 1e5",
             "SELECT x INTO",
             "SELECT x INTO y FROM t",
             "SELECT 'a'",
