@@ -322,6 +322,13 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(30);
 
+    /// A gate of one permit, and that permit.
+    fn gate_in_use() -> (Arc<Gate>, Permit) {
+        let gate = Gate::new(1);
+        let held = gate.try_acquire().expect("free permit");
+        (gate, held)
+    }
+
     #[test]
     fn permits_are_handed_to_waiters_in_order() {
         rt().block_on(async {
@@ -353,8 +360,7 @@ mod tests {
     #[test]
     fn a_wait_past_its_deadline_fails_and_leaves_the_queue() {
         rt().block_on(async {
-            let gate = Gate::new(1);
-            let held = gate.try_acquire().expect("free permit");
+            let (gate, held) = gate_in_use();
             let start = std::time::Instant::now();
             let r = gate.acquire(Duration::from_millis(100)).await;
             assert_eq!(r.err(), Some(GateError::Timeout));
@@ -372,8 +378,7 @@ mod tests {
 
     #[test]
     fn deadlines_hold_after_the_runtime_of_a_sweeper_is_gone() {
-        let gate = Gate::new(1);
-        let held = gate.try_acquire().expect("free permit");
+        let (gate, held) = gate_in_use();
         {
             let rt = rt();
             rt.block_on(async {
@@ -396,8 +401,7 @@ mod tests {
     #[test]
     fn a_wait_dropped_after_its_grant_passes_the_permit_on() {
         rt().block_on(async {
-            let gate = Gate::new(1);
-            let held = gate.try_acquire().expect("free permit");
+            let (gate, held) = gate_in_use();
             let mut waiting = Box::pin(gate.acquire(LONG));
             assert!(futures_poll(&mut waiting).is_pending());
             drop(held); // granted to `waiting`, which is then dropped unpolled
@@ -417,8 +421,7 @@ mod tests {
     #[test]
     fn closing_fails_waiters_and_later_acquisitions() {
         rt().block_on(async {
-            let gate = Gate::new(1);
-            let held = gate.try_acquire().expect("free permit");
+            let (gate, held) = gate_in_use();
             let waiter = tokio::spawn({
                 let gate = gate.clone();
                 async move { gate.acquire(LONG).await.err() }
