@@ -1249,6 +1249,64 @@ async fn custom_settings_follow_the_client_and_never_leak() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// Settings made in another client encoding (LATIN1, where `é` is the byte 0xe9 and the text
+/// is not UTF-8) are tracked like any others: they never reach the next client of the server
+/// connection, and they follow their client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_in_another_client_encoding_are_tracked() {
+    let p = proxy("transaction", "size = 1");
+    let mut a = support::raw::ok(
+        bounded(
+            "LATIN1 login",
+            support::raw::login(
+                &p.addr(),
+                support::raw::PROTO_3_0,
+                &[
+                    ("user", APP_USER),
+                    ("database", APP_DB),
+                    ("client_encoding", "LATIN1"),
+                ],
+                Some(APP_PASSWORD),
+            ),
+        )
+        .await,
+        "LATIN1 client",
+    );
+    let b = connect(&p).await;
+    let default_path = show(&b, "search_path").await;
+    let tag = "SELECT coalesce(current_setting('app.tag', true), '<unset>')";
+    bounded(
+        "SET",
+        a.raw.query_bytes(b"SET search_path = 'caf\xe9', public"),
+    )
+    .await;
+    bounded("SET", a.raw.query_bytes(b"SET app.tag = 'caf\xe9'")).await;
+    for round in 0..3 {
+        assert_eq!(
+            show(&b, "search_path").await,
+            default_path,
+            "round {round}: the LATIN1 client's search_path reached another client"
+        );
+        let other = one(&b, tag).await;
+        assert!(
+            other == "<unset>" || other.is_empty(),
+            "round {round}: the LATIN1 client's app.tag reached another client: {other:?}"
+        );
+        let r = bounded("SHOW", a.raw.query_bytes(b"SHOW search_path")).await;
+        assert_eq!(
+            r.rows[0][0].as_deref(),
+            Some(&b"\"caf\xe9\", public"[..]),
+            "round {round}"
+        );
+        let r = bounded("tag", a.raw.query_bytes(tag.as_bytes())).await;
+        assert_eq!(
+            r.rows[0][0].as_deref(),
+            Some(&b"caf\xe9"[..]),
+            "round {round}"
+        );
+    }
+}
+
 /// Like PostgreSQL: a SET in a rolled-back transaction (or rolled back to a savepoint, or in
 /// a failed transaction) does not stick, SET LOCAL ends with its transaction, and a SET in a
 /// committed transaction sticks.

@@ -542,11 +542,11 @@ impl Session {
         let sql = if self.client.rbuf[0] == tag::PARSE {
             statements::split_parse(body)
                 .map(|(_, q, _)| super::route::query_text(q))
-                .unwrap_or("")
+                .unwrap_or_default()
         } else {
             super::route::query_text(body)
         };
-        for n in super::settings::custom_names(sql) {
+        for n in super::settings::custom_names(&sql) {
             self.custom_names.insert(n);
         }
     }

@@ -43,13 +43,12 @@ impl Session {
         let Some((name, query, types)) = statements::split_parse(&frame[5..]) else {
             return Err(Fatal::protocol("malformed Parse message"));
         };
-        let sql = std::str::from_utf8(query).unwrap_or("");
         let (effects, pin) = match &self.unnamed {
             // (A repeat that changes settings: its custom names are read again below.)
             Some(prev) if name.is_empty() && prev[..] == frame[..] => self.unnamed_effects,
             _ => {
                 let c = self.app.classifier.load();
-                let a = c.analyze(sql);
+                let a = c.analyze_text(query);
                 (a.effects, a.pin_reason())
             }
         };
@@ -57,7 +56,7 @@ impl Session {
             self.unnamed_effects = (effects, pin);
         }
         if effects.contains(Effects::SETTINGS) {
-            for n in super::settings::custom_names(sql) {
+            for n in super::settings::custom_names(&String::from_utf8_lossy(query)) {
                 self.custom_names.insert(n);
             }
             self.restore_pending = true;

@@ -156,8 +156,8 @@ impl Session {
         if h.tag != tag::QUERY || self.client.rbuf.len() < h.frame_len {
             return false;
         }
-        let sql = query_text(&self.client.rbuf[5..h.frame_len]);
-        self.app.classifier.load().analyze(sql).txn == TxnControl::SetTransactionReadOnly
+        let text = query_bytes(&self.client.rbuf[5..h.frame_len]);
+        self.app.classifier.load().analyze_text(text).txn == TxnControl::SetTransactionReadOnly
     }
 
     /// Scans an extended-protocol batch up to its Sync: `Some(true)` when every statement it
@@ -438,17 +438,18 @@ pub(super) fn underlying_read(
     if a.hint.is_none() {
         return a.route == Route::Replica;
     }
-    let sql = std::str::from_utf8(text).unwrap_or("");
-    let start = crate::sql::Lexer::new(sql)
+    let sql = String::from_utf8_lossy(text);
+    let start = crate::sql::Lexer::new(&sql)
         .find(|t| !t.is_comment())
         .map(|t| t.offset)
         .unwrap_or(sql.len());
     classifier.analyze(&sql[start..]).route == Route::Replica
 }
 
-/// The SQL text of a Query body or Parse query (invalid UTF-8 reads as empty: unknown).
-pub(super) fn query_text(body: &[u8]) -> &str {
-    std::str::from_utf8(query_bytes(body)).unwrap_or("")
+/// The SQL text of a Query body or Parse query; text that is not UTF-8 (a client encoding
+/// such as LATIN1) with the foreign bytes replaced, which keeps the statement's structure.
+pub(super) fn query_text(body: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(query_bytes(body))
 }
 
 /// The SQL text of a Query body or Parse query, not validated as UTF-8.

@@ -40,13 +40,19 @@ impl Interner {
 }
 
 /// Query that reads back the settings a session changed. Custom (dotted) settings are
-/// placeholders that `pg_settings` does not list; they are read by name.
+/// placeholders that `pg_settings` does not list; they are read by name. Values come back as
+/// the hex of their UTF-8 bytes, whatever the session's `client_encoding` (the server
+/// connection speaks the client's, which may be LATIN1): see [`Settings::from_rows`].
 pub fn capture_sql(custom: &std::collections::BTreeSet<String>) -> String {
-    let mut sql = String::from("SELECT name, setting FROM pg_settings WHERE source = 'session'");
+    let mut sql = String::from(
+        "SELECT name, encode(convert_to(setting, 'UTF8'), 'hex') FROM pg_settings \
+         WHERE source = 'session'",
+    );
     if !custom.is_empty() {
         let names: Vec<String> = custom.iter().map(|n| literal(n)).collect();
         sql.push_str(&format!(
-            " UNION ALL SELECT n, current_setting(n, true) FROM unnest(ARRAY[{}]::text[]) AS n \
+            " UNION ALL SELECT n, encode(convert_to(current_setting(n, true), 'UTF8'), 'hex') \
+             FROM unnest(ARRAY[{}]::text[]) AS n \
              WHERE coalesce(current_setting(n, true), '') <> ''",
             names.join(", ")
         ));
@@ -155,14 +161,14 @@ impl Settings {
         Ok(s)
     }
 
-    /// Builds settings from captured (name, setting) rows.
+    /// Builds settings from rows of [`capture_sql`]: (name, hex of the value's UTF-8).
     pub fn from_rows(rows: impl IntoIterator<Item = (String, String)>) -> Settings {
         Settings(
             rows.into_iter()
                 .filter(|(k, _)| {
                     valid_name(k) && !UNCOPYABLE.contains(&k.to_ascii_lowercase().as_str())
                 })
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), unhex(&v)?)))
                 .collect(),
         )
     }
@@ -221,8 +227,27 @@ fn valid_name(k: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
-/// A string literal safe whatever `standard_conforming_strings` is.
+/// The text whose UTF-8 bytes `hex` spells, if it does.
+fn unhex(hex: &str) -> Option<String> {
+    let digit = |c: u8| (c as char).to_digit(16);
+    let bytes = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|p| match p {
+            [h, l] => Some((digit(*h)? * 16 + digit(*l)?) as u8),
+            _ => None,
+        })
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// A string constant safe whatever `standard_conforming_strings` and `client_encoding` are:
+/// text that is not ASCII is spelled as its UTF-8 bytes, which the server converts.
 fn literal(s: &str) -> String {
+    if !s.is_ascii() {
+        let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
+        return format!("convert_from(decode('{hex}', 'hex'), 'UTF8')");
+    }
     let mut out = String::with_capacity(s.len() + 4);
     out.push_str("E'");
     for c in s.chars() {
@@ -288,6 +313,12 @@ mod tests {
             s(&[("a", "x\\y")]).sync_sql(&Settings::default()).unwrap(),
             "SELECT set_config(E'a', E'x\\\\y', false)"
         );
+        assert_eq!(
+            s(&[("a", "caf\u{e9}'")])
+                .sync_sql(&Settings::default())
+                .unwrap(),
+            "SELECT set_config(E'a', convert_from(decode('636166c3a927', 'hex'), 'UTF8'), false)"
+        );
     }
 
     #[test]
@@ -316,13 +347,21 @@ mod tests {
     #[test]
     fn overlay_and_rows() {
         let st = s(&[("datestyle", "ISO"), ("application_name", "x")]);
+        let hex = |v: &str| v.bytes().map(|b| format!("{b:02x}")).collect::<String>();
         let rows = Settings::from_rows(vec![
-            ("DateStyle".into(), "ISO, MDY".into()),
-            ("role".into(), "r".into()),
+            ("DateStyle".into(), hex("ISO, MDY")),
+            ("role".into(), hex("r")),
+            ("app.x".into(), "636166c3a9".into()),
+            ("app.odd".into(), "636".into()),
+            ("app.latin1".into(), "63e9".into()),
         ]);
         assert_eq!(
             st.overlay(&rows),
-            s(&[("application_name", "x"), ("datestyle", "ISO, MDY")])
+            s(&[
+                ("app.x", "caf\u{e9}"),
+                ("application_name", "x"),
+                ("datestyle", "ISO, MDY")
+            ])
         );
     }
 }

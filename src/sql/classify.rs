@@ -425,9 +425,13 @@ impl Classifier {
     }
 
     /// The analysis of the commonest statements, found without the full classifier: a plain
-    /// `SELECT` (see plain.rs) or one of [`TXN_WORDS`].
+    /// `SELECT` (see plain.rs), a plain `INSERT`, `UPDATE` or `DELETE` (plain_write.rs) or one
+    /// of [`TXN_WORDS`].
     fn shortcut(&self, text: &[u8]) -> Option<Analysis<'static>> {
         if let Some(a) = super::plain::plain_select(text) {
+            return Some(a);
+        }
+        if let Some(a) = super::plain_write::plain_write(text) {
             return Some(a);
         }
         let s = super::plain::one_statement(text);
@@ -446,11 +450,21 @@ impl Classifier {
             .unwrap_or_else(|| self.analyze_full(sql))
     }
 
-    /// [`Classifier::analyze`] of query text as received (not validated as UTF-8 yet: a plain
-    /// `SELECT` is recognised without that; other invalid UTF-8 reads as empty, unknown).
+    /// [`Classifier::analyze`] of query text as received, not validated as UTF-8 yet: the
+    /// shortcuts take ASCII only, and text in another client encoding (LATIN1, ...) is analysed
+    /// with its foreign bytes replaced, which keeps the structure the analysis looks at (the
+    /// keywords, quotes and punctuation are ASCII in every encoding PostgreSQL accepts from a
+    /// client).
     pub fn analyze_text<'a>(&self, text: &'a [u8]) -> Analysis<'a> {
-        self.shortcut(text)
-            .unwrap_or_else(|| self.analyze_full(std::str::from_utf8(text).unwrap_or("")))
+        if let Some(a) = self.shortcut(text) {
+            return a;
+        }
+        match std::str::from_utf8(text) {
+            Ok(sql) => self.analyze_full(sql),
+            Err(_) => self
+                .analyze_full(&String::from_utf8_lossy(text))
+                .into_owned(),
+        }
     }
 
     /// [`Classifier::analyze`] without the shortcut for plain `SELECT`s.
@@ -822,21 +836,10 @@ impl Classifier {
             return;
         };
         // Effects, whatever the routing lists say.
-        let b = key.as_bytes();
-        if b.len() == 7 && (key == "currval" || key == "lastval") {
-            out.effects.insert(Effects::SEQUENCE_STATE);
-        }
-        let maybe_effect = b.len() >= 10 && matches!(b[0], b's' | b'p' | b'd');
-        if maybe_effect {
-            match key {
-                "set_config" => out.effects.insert(Effects::SETTINGS),
-                "pg_advisory_lock"
-                | "pg_advisory_lock_shared"
-                | "pg_try_advisory_lock"
-                | "pg_try_advisory_lock_shared" => out.pin(PinReason::AdvisoryLock),
-                "dblink_connect" | "dblink_connect_u" => out.pin(PinReason::Dblink),
-                _ => {}
-            }
+        match call_effect(key) {
+            Some(CallEffect::Session(e)) => out.effects.insert(e),
+            Some(CallEffect::Pin(p)) => out.pin(p),
+            None => {}
         }
         if f.write_fn.is_some() {
             return;
@@ -859,6 +862,36 @@ impl Classifier {
         if let Some(n) = self.write_functions.iter().find(|n| matches(n)) {
             f.write_fn = Some(n.name);
         }
+    }
+}
+
+/// What calling a function does to the session, whatever the routing lists say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallEffect {
+    /// Session state the proxy tracks (settings, sequence state).
+    Session(Effects),
+    /// State that cannot move to another server connection.
+    Pin(PinReason),
+}
+
+/// The session effect of calling the function `key` (its name as PostgreSQL resolves it:
+/// unquoted names folded to lower case), if any.
+pub(super) fn call_effect(key: &str) -> Option<CallEffect> {
+    let b = key.as_bytes();
+    if b.len() == 7 && (key == "currval" || key == "lastval") {
+        return Some(CallEffect::Session(Effects::SEQUENCE_STATE));
+    }
+    if b.len() < 10 || !matches!(b[0], b's' | b'p' | b'd') {
+        return None;
+    }
+    match key {
+        "set_config" => Some(CallEffect::Session(Effects::SETTINGS)),
+        "pg_advisory_lock"
+        | "pg_advisory_lock_shared"
+        | "pg_try_advisory_lock"
+        | "pg_try_advisory_lock_shared" => Some(CallEffect::Pin(PinReason::AdvisoryLock)),
+        "dblink_connect" | "dblink_connect_u" => Some(CallEffect::Pin(PinReason::Dblink)),
+        _ => None,
     }
 }
 

@@ -711,3 +711,30 @@ fn transaction_words_are_analysed_as_the_full_classifier_does() {
         assert_eq!(c.analyze(sql), c.analyze_full(sql), "{sql:?}");
     }
 }
+
+/// Text in another client encoding (here LATIN1, where `é` is the single byte 0xe9) is not
+/// UTF-8: it is analysed with that byte replaced, as the same statement would be in UTF-8.
+#[test]
+fn text_in_another_client_encoding_is_analysed_by_its_structure() {
+    use super::{Deallocate, Effects, PinReason};
+    let c = Classifier::default();
+    let a = c.analyze_text(b"UPDATE t SET v = 'caf\xe9'; SELECT 1");
+    assert_eq!(
+        (a.route, a.reason.to_string().as_str()),
+        (P, "write: UPDATE")
+    );
+    assert_eq!(a.statements, 2);
+    let a = c.analyze_text(b"SET application_name = 'caf\xe9'");
+    assert!(a.effects.contains(Effects::SETTINGS), "{a:?}");
+    let a = c.analyze_text(b"SELECT pg_advisory_lock(1) /* caf\xe9 */");
+    assert_eq!(a.pin, Some(PinReason::AdvisoryLock));
+    let a = c.analyze_text(b"/* switchyard:primary */ SELECT 'caf\xe9'");
+    assert_eq!((a.route, a.hint), (P, Some(P)));
+    let a = c.analyze_text(b"DEALLOCATE \"caf\xe9\"");
+    assert_eq!(a.deallocate, Some(Deallocate::Name("caf\u{fffd}".into())));
+    let a = c.analyze_text(b"SELECT 'caf\xe9' FROM t");
+    assert_eq!(
+        (a.route, a.reason.to_string().as_str()),
+        (R, "read: SELECT")
+    );
+}

@@ -44,6 +44,7 @@ pub mod classify;
 mod effects;
 pub mod lexer;
 mod plain;
+mod plain_write;
 mod split;
 
 #[cfg(test)]
@@ -342,6 +343,32 @@ pub struct Analysis<'a> {
 }
 
 impl Analysis<'_> {
+    /// The same analysis, owning what it borrowed from the text.
+    pub fn into_owned(self) -> Analysis<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Analysis {
+            route: self.route,
+            reason: self.reason,
+            hint: self.hint,
+            effects: self.effects,
+            pin: self.pin,
+            txn: self.txn,
+            deallocate: self.deallocate.map(|d| match d {
+                Deallocate::Name(n) => Deallocate::Name(own(n)),
+                Deallocate::All => Deallocate::All,
+            }),
+            switchyard: self.switchyard.map(|c| match c {
+                SwitchyardCommand::Set { name, value } => SwitchyardCommand::Set {
+                    name: own(name),
+                    value: own(value),
+                },
+                SwitchyardCommand::Reset { name } => SwitchyardCommand::Reset { name: own(name) },
+                SwitchyardCommand::Show { name } => SwitchyardCommand::Show { name: own(name) },
+            }),
+            statements: self.statements,
+        }
+    }
+
     /// The metrics label of [`Analysis::pin`].
     pub fn pin_reason(&self) -> Option<&'static str> {
         self.pin.map(PinReason::as_str)

@@ -1,14 +1,15 @@
-//! The common simple-protocol query — one `SELECT` of plain words, such as
-//! `SELECT abalance FROM pgbench_accounts WHERE aid = 4711` — recognised in one pass over its
-//! bytes. Its analysis is always the same (a read with no session effects), and the full
-//! classifier would spend most of a relayed transaction's instructions re-deriving it.
+//! The common query — one `SELECT` of plain words, such as
+//! `SELECT abalance FROM pgbench_accounts WHERE aid = 4711` or, in a Parse, `... WHERE aid = $1`
+//! — recognised in one pass over its bytes. Its analysis is always the same (a read with no
+//! session effects), and the full classifier would spend most of a relayed transaction's
+//! instructions re-deriving it.
 //!
-//! Plain means: nothing but words, numbers, whitespace, `, . = < > * +` and at most a trailing
-//! `;`, no letter right after a digit (PostgreSQL splits `1for` into `1 for`), and neither
-//! `INTO` nor `FOR` among the words. So no parenthesis (no function call, no
-//! subquery), quote, comment, cast, parameter, operator that could hide one, `SELECT ... INTO`
-//! or locking clause. Anything else goes to the full classifier, as does anything this module
-//! is unsure of: it may only ever answer what the full analysis would.
+//! Plain means: nothing but words, numbers, parameters `$n`, whitespace, `, . = < > * +` and at
+//! most a trailing `;`, no letter right after a digit (PostgreSQL splits `1for` into `1 for`),
+//! and neither `INTO` nor `FOR` among the words. So no parenthesis (no function call, no
+//! subquery), quote, comment, cast, operator that could hide one, `SELECT ... INTO` or locking
+//! clause. Anything else goes to the full classifier, as does anything this module is unsure
+//! of: it may only ever answer what the full analysis would.
 
 use super::{Analysis, Effects, Reason, Route, TxnControl};
 
@@ -32,6 +33,8 @@ static MAP: [u8; 256] = {
             b' ' | b'\t' | b'\n' | b'\r' | b',' | b'.' | b'=' | b'<' | b'>' | b'*' | b'+'
         ) {
             t[c] = 0;
+        } else if b == b'$' {
+            t[c] = PARAM;
         }
         c += 1;
     }
@@ -40,6 +43,9 @@ static MAP: [u8; 256] = {
 
 /// Not allowed in a plain `SELECT`.
 const BAD: u8 = 0xff;
+
+/// `$`, allowed as the start of a parameter `$n` after a separator.
+const PARAM: u8 = 1;
 
 /// Words that change what a `SELECT` does (`SELECT ... INTO` creates a table, `FOR UPDATE`
 /// and the other locking clauses need the primary), as the scan's last bytes hold them when
@@ -63,15 +69,21 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
     // just ended is in the low bytes, a separator before it.
     let mut last: u64 = 0;
     let special = |last: u64| last & 0xffff_ffff == FOR || last & 0xff_ffff_ffff == INTO;
-    for &c in rest {
+    for (i, &c) in rest.iter().enumerate() {
         let m = MAP[c as usize];
         if m == BAD {
             return None;
         }
-        if m == 0 && special(last) {
-            return None;
-        }
-        if m >= b'_' && (last as u8).is_ascii_digit() {
+        if m == 0 {
+            if special(last) {
+                return None;
+            }
+        } else if m == PARAM {
+            // `$n` after a separator; not `a$b`, `$$`, `$tag$` or `$` alone.
+            if last as u8 != 0 || !rest.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                return None;
+            }
+        } else if m >= b'_' && (last as u8).is_ascii_digit() {
             // A letter right after a digit: PostgreSQL reads `1for` as `1 for` and `1into` as
             // `1 into` (and `1e5` as a number); the full classifier knows which.
             return None;
@@ -114,6 +126,8 @@ mod tests {
             "SELECT x FROM t WHERE y <> 2 LIMIT 10 OFFSET 5",
             "SELECT forward, intox, info FROM t",
             "SELECT 1 UNION SELECT 2",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+            "SELECT $1, $2 , $10",
         ] {
             assert_eq!(plain_select(sql.as_bytes()), Some(full(sql)), "{sql:?}");
         }
@@ -138,7 +152,13 @@ mod tests {
             "/* switchyard:primary */ SELECT 1",
             "-- c\nSELECT 1",
             "SELECT x::int FROM t",
-            "SELECT $1",
+            "SELECT $",
+            "SELECT $$x$$",
+            "SELECT $a$x$a$",
+            "SELECT a$1 FROM t",
+            "SELECT $1a",
+            "SELECT $1for update",
+            "SELECT x FROM t WHERE y = $",
             "SELECT x FROM t WHERE y = -1",
             "SELECTx FROM t",
             "SELECT",

@@ -223,6 +223,25 @@ impl Raw {
         self.read_result(sql).await
     }
 
+    /// Runs a simple query given as bytes (text in another client encoding) and reads up to
+    /// ReadyForQuery.
+    pub async fn query_bytes(&mut self, sql: &[u8]) -> QueryResult {
+        let mut out = BytesMut::new();
+        out.put_u8(b'Q');
+        out.put_i32((4 + sql.len() + 1) as i32);
+        out.put_slice(sql);
+        out.put_u8(0);
+        let what = String::from_utf8_lossy(sql).into_owned();
+        self.send(&out)
+            .await
+            .unwrap_or_else(|e| panic!("sending {what:?}: {e}"));
+        let r = self.read_result(&what).await;
+        if let Some(e) = &r.error {
+            panic!("{what:?} failed: {e:?}");
+        }
+        r
+    }
+
     pub async fn read_result(&mut self, what: &str) -> QueryResult {
         let mut r = QueryResult::default();
         loop {
