@@ -868,6 +868,30 @@ async fn session_mode_gives_each_client_a_fresh_server_session() {
 /// A pool of 1 whose connection is held by an open transaction: another client's query fails
 /// with SQLSTATE 53300 after checkout_timeout (not a hang), a new login fails the same way, and
 /// the client stays usable once the connection is free again.
+/// A lone BEGIN holds no server connection: the proxy answers it and sends it with the
+/// transaction's first statement (one round trip less, and the connection serves others
+/// meanwhile). The transaction is real all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_begin_holds_no_server_connection() {
+    let p = proxy("transaction", "size = 1\ncheckout_timeout = \"1s\"");
+    create_table("pool_deferred_t", "v int");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    for round in 0..3 {
+        q(&a, "BEGIN").await;
+        assert_eq!(one(&b, "SELECT 'b runs'").await, "b runs", "round {round}");
+        let pid = backend_pid(&a).await;
+        q(&a, "INSERT INTO pool_deferred_t VALUES (1)").await;
+        assert_eq!(backend_pid(&a).await, pid, "round {round}: one transaction");
+        q(&a, "ROLLBACK").await;
+        assert_eq!(one(&b, "SELECT count(*) FROM pool_deferred_t").await, "0");
+    }
+    q(&a, "BEGIN").await;
+    q(&a, "INSERT INTO pool_deferred_t VALUES (2)").await;
+    q(&a, "COMMIT").await;
+    assert_eq!(one(&b, "SELECT sum(v) FROM pool_deferred_t").await, "2");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_timeout_fails_with_53300_instead_of_hanging() {
     let p = proxy("transaction", "size = 1\ncheckout_timeout = \"500ms\"");
@@ -983,7 +1007,9 @@ async fn idle_timeout_closes_connections_and_min_size_keeps_them() {
     .await;
     let clients = [connect(&p).await, connect(&p).await, connect(&p).await, c0];
     for c in &clients {
+        // (A lone BEGIN holds no server connection yet.)
         q(c, "BEGIN").await;
+        q(c, "SELECT 1").await;
     }
     wait_pool(&p, "4 in use", Duration::from_secs(5), |_, u| u == 4).await;
     for c in &clients {

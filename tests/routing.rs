@@ -613,6 +613,82 @@ async fn default_transaction_read_only_session_runs_transactions_on_a_replica() 
     }
 }
 
+/// A BEGIN is answered by the proxy and sent with the first statement only when the server
+/// cannot refuse it there: a hot standby refuses SERIALIZABLE and READ WRITE, so such
+/// transactions run on the primary whatever else makes them read-only, and a malformed BEGIN
+/// is answered by the server at once (answered "BEGIN" by the proxy, its first statement would
+/// have run and committed outside any transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begins_a_replica_would_refuse_run_on_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let c = proxy.connect_app().await;
+    let serializable: [&[&str]; 4] = [
+        &["BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY"],
+        &["START TRANSACTION READ ONLY ISOLATION LEVEL SERIALIZABLE"],
+        &[
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "SET TRANSACTION READ ONLY",
+        ],
+        &[
+            "BEGIN",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+        ],
+    ];
+    for start in serializable {
+        for _ in 0..3 {
+            for sql in start {
+                execute(&c, sql).await;
+            }
+            let seen = port(&c, "SELECT inet_server_port()").await;
+            assert_eq!(
+                value(&c, "SHOW transaction_isolation").await.as_deref(),
+                Some("serializable"),
+                "{start:?}"
+            );
+            execute(&c, "COMMIT").await;
+            assert_eq!(seen, p.primary, "{start:?} ran on {}", p.name(seen));
+        }
+    }
+    execute(&c, "SET default_transaction_read_only = on").await;
+    for _ in 0..3 {
+        execute(&c, "BEGIN READ WRITE").await;
+        let seen = port(
+            &c,
+            "INSERT INTO routing_t (v) VALUES ('rw') RETURNING inet_server_port()",
+        )
+        .await;
+        execute(&c, "COMMIT").await;
+        assert_eq!(seen, p.primary, "BEGIN READ WRITE ran on {}", p.name(seen));
+    }
+    execute(&c, "RESET default_transaction_read_only").await;
+
+    for (i, bad) in [
+        "BEGIN ISOLATION LEVEL FOO",
+        "BEGIN garbage",
+        "BEGIN READ ONLY,",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(error_code(&c, bad).await, "42601", "{bad}");
+        // As directly: no transaction is open, so the next statement commits on its own and a
+        // ROLLBACK finds nothing to roll back.
+        let v = format!("after bad begin {i}");
+        execute(&c, &format!("INSERT INTO routing_t (v) VALUES ('{v}')")).await;
+        execute(&c, "ROLLBACK").await;
+        assert_eq!(
+            value(
+                &c,
+                &format!("/* switchyard:primary */ SELECT count(*) FROM routing_t WHERE v = '{v}'")
+            )
+            .await
+            .as_deref(),
+            Some("1"),
+            "after {bad:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // hints and session settings
 

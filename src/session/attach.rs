@@ -205,8 +205,8 @@ impl Session {
             .metrics
             .count_routed(d.target == Target::Primary, d.reason);
         self.sync_settings();
-        if let Some((begin, _)) = self.deferred_begin.take() {
-            self.swbuf.extend_from_slice(&begin);
+        if let Some(begin) = self.deferred_begin.take() {
+            self.swbuf.extend_from_slice(&begin.frame);
             self.pending.expect(
                 super::pending::Kind::Query,
                 super::pending::Mode::Swallow,

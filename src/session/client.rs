@@ -446,8 +446,14 @@ impl Session {
             SwitchyardCommand::Reset { name } => (1, name.to_string(), String::new()),
             SwitchyardCommand::Show { name } => (2, name.to_string(), String::new()),
         });
-        let single_begin = matches!(a.txn, TxnControl::Begin { .. }) && a.statements == 1;
-        let begin_read_only = matches!(a.txn, TxnControl::Begin { read_only: true });
+        // A lone BEGIN the server cannot refuse (see sql/begin.rs) may be deferred.
+        let deferrable_begin = (matches!(a.txn, TxnControl::Begin { .. }) && a.statements == 1)
+            .then(|| {
+                std::str::from_utf8(text)
+                    .ok()
+                    .and_then(crate::sql::begin_modes)
+            })
+            .flatten();
         let ends_deferred =
             matches!(a.txn, TxnControl::Commit | TxnControl::Rollback) && a.statements == 1;
         let is_commit = a.txn == TxnControl::Commit;
@@ -476,16 +482,18 @@ impl Session {
             self.respond_ready();
             return Ok(None);
         }
-        if self.server.is_none()
-            && single_begin
-            && self.deferred_begin.is_none()
-            && self.can_defer_begin()
-        {
+        if let Some(modes) = deferrable_begin.filter(|_| {
+            self.server.is_none() && self.deferred_begin.is_none() && self.can_defer_begin()
+        }) {
             // Where the transaction runs depends on its first statement (SET TRANSACTION READ
             // ONLY makes it a replica's): answer BEGIN now, send it with that statement.
+            // Without splitting this still saves a round trip per transaction.
             let frame = self.client.rbuf.split_to(h.frame_len).freeze();
-            let read_only = begin_read_only || self.default_read_only();
-            self.deferred_begin = Some((frame, read_only));
+            self.deferred_begin = Some(super::route::DeferredBegin {
+                frame,
+                read_only: modes.read_only.unwrap_or_else(|| self.default_read_only()),
+                serializable: modes.serializable,
+            });
             let mut b = BytesMut::new();
             encode::command_complete(&mut b, "BEGIN");
             self.respond(b);
@@ -577,12 +585,14 @@ impl Session {
         }
     }
 
-    /// Whether a lone BEGIN may be answered before choosing a server.
+    /// Whether a lone BEGIN may be answered before choosing a server: in transaction pooling
+    /// it is sent with the transaction's first statement, which decides where the transaction
+    /// runs (with read/write splitting) and saves a round trip to the server and the time the
+    /// server connection would sit idle in between.
     fn can_defer_begin(&self) -> bool {
         self.pool_mode == crate::config::PoolMode::Transaction
             && self.pin.is_none()
             && self.route_override.is_none()
-            && self.app.config.load().config.routing.read_write_split
     }
 
     /// `SET/RESET/SHOW switchyard.<name>` (kind 0/1/2), answered by the proxy.

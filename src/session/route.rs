@@ -76,8 +76,9 @@ impl Session {
         if self.force_primary {
             return Decision::primary(true, "retry_on_primary");
         }
-        if let Some((_, read_only)) = &self.deferred_begin {
-            let ro = *read_only || self.front_is_set_transaction_read_only();
+        if let Some(begin) = &self.deferred_begin {
+            let ro = !begin.serializable
+                && (begin.read_only || self.front_is_set_transaction_read_only());
             return if ro {
                 Decision::replica(false, "read_only_transaction")
             } else {
@@ -157,7 +158,13 @@ impl Session {
             return false;
         }
         let text = query_bytes(&self.client.rbuf[5..h.frame_len]);
-        self.app.classifier.load().analyze_text(text).txn == TxnControl::SetTransactionReadOnly
+        // A hot standby refuses SERIALIZABLE: such a transaction stays on the primary.
+        let serializable = text
+            .windows(12)
+            .any(|w| w.eq_ignore_ascii_case(b"serializable"));
+        !serializable
+            && self.app.classifier.load().analyze_text(text).txn
+                == TxnControl::SetTransactionReadOnly
     }
 
     /// Scans an extended-protocol batch up to its Sync: `Some(true)` when every statement it
@@ -498,5 +505,13 @@ impl WriteCache {
     }
 }
 
-/// The request bytes of a deferred BEGIN.
-pub(super) type DeferredBegin = (Bytes, bool);
+/// A BEGIN answered by the proxy, sent with the transaction's first statement.
+pub(super) struct DeferredBegin {
+    /// Its request bytes.
+    pub frame: Bytes,
+    /// `READ ONLY`, or no mode and `default_transaction_read_only` on.
+    pub read_only: bool,
+    /// `ISOLATION LEVEL SERIALIZABLE`, which a hot standby refuses: the transaction stays on
+    /// the primary whatever else makes it read-only.
+    pub serializable: bool,
+}

@@ -40,6 +40,7 @@
 //! `switchyard.*` name/value that needs case folding or unquoting (returned as `Cow::Owned`).
 //! Names configured in [`Classifier::new`] are interned once for the `'static` reasons.
 
+mod begin;
 pub mod classify;
 mod effects;
 pub mod lexer;
@@ -61,6 +62,7 @@ mod tests;
 use std::borrow::Cow;
 use std::fmt;
 
+pub use begin::{begin_modes, BeginModes};
 pub use classify::Classifier;
 pub use effects::of_function_call;
 pub use lexer::{Lexer, StrKind, Token, TokenKind, Unterminated};

@@ -1,0 +1,176 @@
+//! The `BEGIN` and `START TRANSACTION` statements the proxy may answer itself before the
+//! transaction has a server (it sends them later, together with the transaction's first
+//! statement): only those PostgreSQL cannot refuse, checked against its grammar
+//! (`gram.y`: `BEGIN [WORK | TRANSACTION] [mode [[,] mode ...]]`, `START TRANSACTION [...]`).
+//! A refused `BEGIN` sent that way would leave the first statement running outside the
+//! transaction the client believes it opened, committing on its own; anything this module
+//! does not accept is sent at once, and the server answers it.
+
+use super::lexer::{Lexer, Token};
+
+/// What a `BEGIN` that the server cannot refuse asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BeginModes {
+    /// `READ ONLY` (true) or `READ WRITE` (false), if given.
+    pub read_only: Option<bool>,
+    /// `ISOLATION LEVEL SERIALIZABLE`, which a hot standby refuses.
+    pub serializable: bool,
+}
+
+/// The modes of `sql` if it is one well-formed `BEGIN` or `START TRANSACTION` (comments and a
+/// trailing `;` allowed) that names each kind of mode at most once.
+pub fn begin_modes(sql: &str) -> Option<BeginModes> {
+    let mut words = Lexer::new(sql).filter(|t| !t.is_comment());
+    let mut next = move || words.next();
+    let first = next()?;
+    let mut t = if first.is_kw("begin") {
+        match next() {
+            Some(w) if w.is_kw("work") || w.is_kw("transaction") => next(),
+            other => other,
+        }
+    } else if first.is_kw("start") && next()?.is_kw("transaction") {
+        next()
+    } else {
+        return None;
+    };
+    let mut m = BeginModes::default();
+    let (mut isolation, mut deferrable) = (false, false);
+    let mut items = 0;
+    let mut after_comma = false;
+    while let Some(w) = t {
+        let kw = |t: Option<Token<'_>>, k: &str| t.is_some_and(|t| t.is_kw(k));
+        if w.is_punct(b';') {
+            // The end: nothing may follow.
+            return (!after_comma && next().is_none()).then_some(m);
+        }
+        if w.is_punct(b',') {
+            if items == 0 || after_comma {
+                return None;
+            }
+            after_comma = true;
+            t = next();
+            continue;
+        }
+        if w.is_kw("isolation") {
+            if isolation || !kw(next(), "level") {
+                return None;
+            }
+            isolation = true;
+            let level = next()?;
+            if level.is_kw("serializable") {
+                m.serializable = true;
+            } else if level.is_kw("repeatable") {
+                if !kw(next(), "read") {
+                    return None;
+                }
+            } else if level.is_kw("read") {
+                let which = next()?;
+                if !which.is_kw("committed") && !which.is_kw("uncommitted") {
+                    return None;
+                }
+            } else {
+                return None;
+            }
+        } else if w.is_kw("read") {
+            let which = next()?;
+            let ro = if which.is_kw("only") {
+                true
+            } else if which.is_kw("write") {
+                false
+            } else {
+                return None;
+            };
+            if m.read_only.replace(ro).is_some() {
+                return None;
+            }
+        } else if w.is_kw("deferrable") || w.is_kw("not") {
+            if deferrable || (w.is_kw("not") && !kw(next(), "deferrable")) {
+                return None;
+            }
+            deferrable = true;
+        } else {
+            return None;
+        }
+        items += 1;
+        after_comma = false;
+        t = next();
+    }
+    (!after_comma).then_some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_formed_begins_are_accepted() {
+        let plain = BeginModes::default();
+        let ro = BeginModes {
+            read_only: Some(true),
+            ..plain
+        };
+        for (sql, want) in [
+            ("BEGIN", plain),
+            ("begin;", plain),
+            (" BEGIN WORK ; ", plain),
+            ("BEGIN TRANSACTION", plain),
+            ("START TRANSACTION", plain),
+            ("/* c */ BEGIN -- c\n", plain),
+            ("BEGIN READ ONLY", ro),
+            ("START TRANSACTION READ ONLY, DEFERRABLE", ro),
+            (
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE",
+                BeginModes {
+                    read_only: Some(false),
+                    ..plain
+                },
+            ),
+            (
+                "begin isolation level read committed, not deferrable",
+                plain,
+            ),
+            ("BEGIN ISOLATION LEVEL READ UNCOMMITTED", plain),
+            (
+                "BEGIN TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE",
+                BeginModes {
+                    read_only: Some(true),
+                    serializable: true,
+                },
+            ),
+        ] {
+            assert_eq!(begin_modes(sql), Some(want), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn anything_the_server_could_refuse_is_not() {
+        for sql in [
+            "BEGIN ISOLATION LEVEL FOO",
+            "BEGIN garbage",
+            "BEGIN READ",
+            "BEGIN READ ONLY,",
+            "BEGIN , READ ONLY",
+            "BEGIN READ ONLY,, DEFERRABLE",
+            "BEGIN READ ONLY READ WRITE",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE ISOLATION LEVEL READ COMMITTED",
+            "BEGIN DEFERRABLE NOT DEFERRABLE",
+            "BEGIN NOT READ ONLY",
+            "BEGIN ISOLATION SERIALIZABLE",
+            "BEGIN ISOLATION LEVEL REPEATABLE",
+            "BEGIN ISOLATION LEVEL READ",
+            "BEGIN WORK WORK",
+            "BEGIN; SELECT 1",
+            "BEGIN;;",
+            "BEGIN (",
+            "BEGIN 'x'",
+            "BEGIN \"read\" only",
+            "START",
+            "START WORK",
+            "BEGIN /* unterminated",
+            "COMMIT",
+            "",
+        ] {
+            assert_eq!(begin_modes(sql), None, "{sql:?}");
+        }
+    }
+}
