@@ -227,7 +227,9 @@ fn valid_name(k: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
-/// The text whose UTF-8 bytes `hex` spells, if it does.
+/// The text whose UTF-8 bytes `hex` spells (bytes that are not UTF-8, possible only in a
+/// SQL_ASCII database, replaced: the setting is still known to be there, so it is reset before
+/// another client uses the connection).
 fn unhex(hex: &str) -> Option<String> {
     let digit = |c: u8| (c as char).to_digit(16);
     let bytes = hex
@@ -238,7 +240,7 @@ fn unhex(hex: &str) -> Option<String> {
             _ => None,
         })
         .collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// A string constant safe whatever `standard_conforming_strings` and `client_encoding` are:
@@ -354,10 +356,12 @@ mod tests {
             ("app.x".into(), "636166c3a9".into()),
             ("app.odd".into(), "636".into()),
             ("app.latin1".into(), "63e9".into()),
+            ("app.bad".into(), "6x".into()),
         ]);
         assert_eq!(
             st.overlay(&rows),
             s(&[
+                ("app.latin1", "c\u{fffd}"),
                 ("app.x", "caf\u{e9}"),
                 ("application_name", "x"),
                 ("datestyle", "ISO, MDY")

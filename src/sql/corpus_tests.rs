@@ -12,6 +12,27 @@ fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sql_corpus")
 }
 
+/// `n` statements, each one of `heads` followed by up to 7 of `pieces` (pseudo-random, the
+/// same every run): material for checking a shortcut against the full classifier.
+pub(crate) fn generated_statements(heads: &[&str], pieces: &[&str], n: usize) -> Vec<String> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed as usize
+    };
+    (0..n)
+        .map(|_| {
+            let mut sql = heads[next() % heads.len()].to_string();
+            for _ in 0..next() % 8 {
+                sql.push_str(pieces[next() % pieces.len()]);
+            }
+            sql
+        })
+        .collect()
+}
+
 /// Records of `statements.sql`: separated by lines that are exactly `-- ;;`; records holding
 /// only comments/whitespace are skipped.
 pub(crate) fn corpus_records(text: &str) -> Vec<&str> {

@@ -338,22 +338,11 @@ mod tests {
             "UPDATE",
             "INTO",
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let (mut accepted, mut tried) = (0, 0);
-        for _ in 0..20_000 {
-            let mut sql = heads[next() as usize % heads.len()].to_string();
-            for _ in 0..next() % 8 {
-                sql.push_str(pieces[next() as usize % pieces.len()]);
-            }
-            tried += 1;
+        let statements = super::super::corpus_tests::generated_statements(&heads, &pieces, 20_000);
+        let (mut accepted, tried) = (0, statements.len());
+        for sql in &statements {
             if let Some(a) = plain_write(sql.as_bytes()) {
-                assert_eq!(a, full(&sql), "{sql:?}");
+                assert_eq!(a, full(sql), "{sql:?}");
                 accepted += 1;
             }
         }
