@@ -892,6 +892,121 @@ async fn a_lone_begin_holds_no_server_connection() {
     assert_eq!(one(&b, "SELECT sum(v) FROM pool_deferred_t").await, "2");
 }
 
+/// Logs in over the raw protocol (to see ReadyForQuery's transaction status).
+async fn raw_login(p: &Proxy) -> support::raw::Session {
+    support::raw::ok(
+        bounded(
+            "raw login",
+            support::raw::login(
+                &p.addr(),
+                support::raw::PROTO_3_0,
+                &[("user", APP_USER), ("database", APP_DB)],
+                Some(APP_PASSWORD),
+            ),
+        )
+        .await,
+        "raw client",
+    )
+}
+
+/// Runs `sql` over the raw protocol: (SQLSTATE or "", command tags, transaction status).
+async fn raw_q(s: &mut support::raw::Session, sql: &str) -> (String, Vec<String>, char) {
+    let r = bounded(sql, s.raw.query(sql)).await;
+    let code = r.error.as_ref().map(|e| e.code()).unwrap_or_default();
+    (code, r.tags, r.status as char)
+}
+
+/// A transaction block that fails without a server fails as PostgreSQL's would. After a BEGIN
+/// the proxy answered, no server for the first statement (53300) leaves the block failed
+/// ("E"); a ROLLBACK ends it without a server; once a server is to be had, statements in the
+/// failed block are refused (25P02) and COMMIT is answered ROLLBACK; nothing of it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_fails_without_a_server_stays_failed() {
+    let p = proxy("transaction", "size = 1\ncheckout_timeout = \"300ms\"");
+    create_table("pool_failed_t", "v int");
+    let holder = connect(&p).await;
+    let mut a = raw_login(&p).await;
+    let insert = "INSERT INTO pool_failed_t VALUES (1)";
+    q(&holder, "BEGIN").await;
+    q(&holder, "SELECT 1").await;
+
+    assert_eq!(
+        raw_q(&mut a, "BEGIN").await,
+        ("".into(), vec!["BEGIN".into()], 'T')
+    );
+    let (code, _, status) = raw_q(&mut a, insert).await;
+    assert_eq!((code.as_str(), status), ("53300", 'E'));
+    assert_eq!(
+        raw_q(&mut a, "ROLLBACK").await,
+        ("".into(), vec!["ROLLBACK".into()], 'I'),
+        "ROLLBACK of the failed block, answered while the only connection is still taken"
+    );
+
+    assert_eq!(raw_q(&mut a, "BEGIN").await.2, 'T');
+    let (code, _, status) = raw_q(&mut a, insert).await;
+    assert_eq!((code.as_str(), status), ("53300", 'E'));
+    q(&holder, "COMMIT").await;
+    for sql in [insert, "SELECT 1"] {
+        let (code, _, status) = raw_q(&mut a, sql).await;
+        assert_eq!(
+            (code.as_str(), status),
+            ("25P02", 'E'),
+            "{sql} in the failed block"
+        );
+    }
+    assert_eq!(
+        raw_q(&mut a, "COMMIT").await,
+        ("".into(), vec!["ROLLBACK".into()], 'I')
+    );
+    assert_eq!(
+        one(&holder, "SELECT count(*) FROM pool_failed_t").await,
+        "0"
+    );
+    // And the client goes on normally.
+    assert_eq!(
+        raw_q(&mut a, insert).await,
+        ("".into(), vec!["INSERT 0 1".into()], 'I')
+    );
+    assert_eq!(
+        one(&holder, "SELECT count(*) FROM pool_failed_t").await,
+        "1"
+    );
+}
+
+/// A transaction whose server connection dies fails: the client's next request gets 08006
+/// with the block failed ("E"), later ones 25P02, COMMIT is answered ROLLBACK, and nothing of
+/// it commits (a client that goes on after an error must not see its later statements
+/// committed on their own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_whose_server_dies_stays_failed() {
+    let p = proxy("transaction", "size = 2");
+    create_table("pool_lost_t", "v int");
+    let check = connect(&p).await;
+    let mut a = raw_login(&p).await;
+    let insert = "INSERT INTO pool_lost_t VALUES (1)";
+    assert_eq!(raw_q(&mut a, "BEGIN").await.2, 'T');
+    assert_eq!(raw_q(&mut a, insert).await.2, 'T');
+    let r = bounded("pid", a.raw.query("SELECT pg_backend_pid()")).await;
+    let pid: i32 = r.scalar().parse().unwrap();
+    kill_server(pid).await;
+    // (The server's own FATAL 57P01 reaches the client first if the proxy read it before the
+    // connection closed; then comes the proxy's 08006.)
+    let (code, _, status) = raw_q(&mut a, insert).await;
+    assert!(
+        matches!((code.as_str(), status), ("08006" | "57P01", 'E')),
+        "{code} {status}"
+    );
+    let (code, _, status) = raw_q(&mut a, insert).await;
+    assert_eq!((code.as_str(), status), ("25P02", 'E'));
+    assert_eq!(
+        raw_q(&mut a, "COMMIT").await,
+        ("".into(), vec!["ROLLBACK".into()], 'I')
+    );
+    assert_eq!(one(&check, "SELECT count(*) FROM pool_lost_t").await, "0");
+    assert_eq!(raw_q(&mut a, insert).await.2, 'I');
+    assert_eq!(one(&check, "SELECT count(*) FROM pool_lost_t").await, "1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_timeout_fails_with_53300_instead_of_hanging() {
     let p = proxy("transaction", "size = 1\ncheckout_timeout = \"500ms\"");

@@ -145,6 +145,7 @@ impl Session {
     pub(super) async fn attach(&mut self) -> Result<(), Fatal> {
         if self.lost_txn {
             self.lost_txn = false;
+            self.aborted_txn = true;
             self.fail_request(
                 "08006",
                 "the server connection was lost; the transaction was rolled back",
@@ -152,6 +153,8 @@ impl Session {
             return Ok(());
         }
         self.current.refresh(&self.app);
+        // A failed transaction block is recreated on the primary, whatever comes next.
+        self.force_primary |= self.aborted_txn;
         let decision = self.decide();
         self.force_primary = false;
         let (index, d) = match self.choose(decision).await {
@@ -212,6 +215,23 @@ impl Session {
                 super::pending::Mode::Swallow,
                 super::pending::Hook::None,
             );
+            // Open from the client's view since the proxy answered the BEGIN.
+            self.txn = TxnStatus::InTransaction;
+        }
+        if std::mem::take(&mut self.aborted_txn) {
+            // The client's block failed without a server: open one here and make it fail, so
+            // that the server answers the rest of it as it would in the client's own (errors
+            // 25P02, COMMIT answered ROLLBACK, the extended protocol included).
+            encode::query(
+                &mut self.swbuf,
+                "BEGIN; SELECT 'switchyard: this transaction failed earlier'::pg_catalog.int4",
+            );
+            self.pending.expect(
+                super::pending::Kind::Query,
+                super::pending::Mode::Restore,
+                super::pending::Hook::None,
+            );
+            self.txn = TxnStatus::Failed;
         }
         if d.write
             && d.target == Target::Primary
@@ -245,8 +265,16 @@ impl Session {
     }
 
     /// Answers the request at the front of the client buffer with an error, without a server.
+    /// Inside a transaction block (one the proxy answered BEGIN for, or one whose server was
+    /// lost) the block is failed from then on, as PostgreSQL's would be.
     pub(super) fn fail_request(&mut self, code: &str, message: &str) {
         self.front_query = None;
+        self.aborted_txn |= self.deferred_begin.take().is_some();
+        let status = if self.aborted_txn {
+            TxnStatus::Failed
+        } else {
+            TxnStatus::Idle
+        };
         encode::error(&mut self.client.wbuf, "ERROR", code, message);
         let front = Header::peek(&self.client.rbuf, usize::MAX).ok().flatten();
         match front {
@@ -256,7 +284,7 @@ impl Session {
                 if have < h.frame_len {
                     self.client_pass = Pass::Drop(h.frame_len - have);
                 }
-                encode::ready_for_query(&mut self.client.wbuf, TxnStatus::Idle);
+                encode::ready_for_query(&mut self.client.wbuf, status);
                 self.txn = TxnStatus::Idle;
             }
             _ => self.skip_until_sync = true,
@@ -387,6 +415,8 @@ impl Session {
         }
         let open_batch = matches!(self.pending.last_kind(), Some(k) if !matches!(k, super::pending::Kind::Sync | super::pending::Kind::Query | super::pending::Kind::FunctionCall));
         let owed = self.pending.abandon();
+        // A transaction block dies with its server: the client's block has failed.
+        let in_block = self.txn != TxnStatus::Idle;
         let was_busy = owed > 0 || open_batch;
         if let Pass::Forward(n) = self.client_pass {
             self.client_pass = Pass::Drop(n);
@@ -399,13 +429,19 @@ impl Session {
                 "08006",
                 "the server connection was lost while running the request",
             );
+            let status = if in_block {
+                TxnStatus::Failed
+            } else {
+                TxnStatus::Idle
+            };
             for _ in 0..owed {
-                encode::ready_for_query(&mut self.client.wbuf, TxnStatus::Idle);
+                encode::ready_for_query(&mut self.client.wbuf, status);
             }
             if open_batch {
                 self.skip_until_sync = true;
             }
-        } else if self.txn != TxnStatus::Idle {
+            self.aborted_txn = in_block;
+        } else if in_block {
             self.lost_txn = true;
         }
         self.txn = TxnStatus::Idle;

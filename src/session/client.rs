@@ -361,6 +361,8 @@ impl Session {
             self.txn
         } else if self.deferred_begin.is_some() {
             TxnStatus::InTransaction
+        } else if self.aborted_txn {
+            TxnStatus::Failed
         } else {
             TxnStatus::Idle
         };
@@ -468,6 +470,17 @@ impl Session {
                     encode::error(&mut b, "ERROR", code, &message);
                 }
             }
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
+        if self.server.is_none() && self.aborted_txn && ends_deferred {
+            // The end of a block that failed without a server: PostgreSQL answers COMMIT in a
+            // failed block with ROLLBACK too.
+            self.client.rbuf.advance(h.frame_len);
+            self.aborted_txn = false;
+            let mut b = BytesMut::new();
+            encode::command_complete(&mut b, "ROLLBACK");
             self.respond(b);
             self.respond_ready();
             return Ok(None);

@@ -173,6 +173,7 @@ async fn start(
         server_pass: 0,
         client_pass: Pass::None,
         lost_txn: false,
+        aborted_txn: false,
         pools: Vec::new(),
         topology: 0,
         cancel: reg.slot.clone(),
@@ -297,6 +298,13 @@ struct Session {
     client_pass: Pass,
     /// The server died inside a transaction: the next request gets an error.
     lost_txn: bool,
+    /// The client's transaction block failed and no server holds it (its server connection
+    /// was lost, or none could be had for the first statement after a BEGIN the proxy
+    /// answered). As in PostgreSQL's failed block, ReadyForQuery says "E" and nothing runs
+    /// until the client ends the block: a lone COMMIT or ROLLBACK is answered "ROLLBACK" here,
+    /// and anything else gets a server whose transaction is made to fail first (attach.rs), so
+    /// that it answers everything exactly as PostgreSQL would.
+    aborted_txn: bool,
     /// Pools by backend index for the current topology.
     pools: Vec<Option<Arc<Pool>>>,
     topology: u64,
