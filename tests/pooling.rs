@@ -890,6 +890,33 @@ async fn a_lone_begin_holds_no_server_connection() {
     q(&a, "INSERT INTO pool_deferred_t VALUES (2)").await;
     q(&a, "COMMIT").await;
     assert_eq!(one(&b, "SELECT sum(v) FROM pool_deferred_t").await, "2");
+
+    // A BEGIN the server could refuse is not answered by the proxy: the server refuses it at
+    // once, and, as directly, the next statement commits on its own (had the proxy answered
+    // "BEGIN", the client would believe it inside a transaction that ROLLBACK undoes).
+    for (i, bad) in [
+        "BEGIN ISOLATION LEVEL FOO",
+        "BEGIN garbage",
+        "BEGIN READ ONLY,",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let err = try_simple(&a, bad).await.expect_err(bad);
+        assert_eq!(sqlstate(&err), "42601", "{bad}: {err:?}");
+        let v = 10 + i;
+        q(&a, &format!("INSERT INTO pool_deferred_t VALUES ({v})")).await;
+        q(&a, "ROLLBACK").await;
+        assert_eq!(
+            one(
+                &b,
+                &format!("SELECT count(*) FROM pool_deferred_t WHERE v = {v}")
+            )
+            .await,
+            "1",
+            "after {bad:?}"
+        );
+    }
 }
 
 /// Logs in over the raw protocol (to see ReadyForQuery's transaction status).

@@ -502,11 +502,7 @@ impl Session {
             // ONLY makes it a replica's): answer BEGIN now, send it with that statement.
             // Without splitting this still saves a round trip per transaction.
             let frame = self.client.rbuf.split_to(h.frame_len).freeze();
-            self.deferred_begin = Some(super::route::DeferredBegin {
-                frame,
-                read_only: modes.read_only.unwrap_or_else(|| self.default_read_only()),
-                serializable: modes.serializable,
-            });
+            self.deferred_begin = Some(super::route::DeferredBegin { frame, modes });
             let mut b = BytesMut::new();
             encode::command_complete(&mut b, "BEGIN");
             self.respond(b);

@@ -10,7 +10,7 @@ use crate::balance::{self, Candidate};
 use crate::cluster::{BackendView, ClusterView, Role};
 use crate::config::{Consistency, PrimaryReads};
 use crate::protocol::{read_cstr, tag, Header};
-use crate::sql::{Route, TxnControl};
+use crate::sql::{BeginModes, Route, TxnControl};
 
 /// The kind of server a request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,14 @@ impl Session {
             .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1" | "yes"))
     }
 
+    /// Whether a transaction begun with `modes` may run on a replica: READ ONLY given (or
+    /// made so by a `SET TRANSACTION` first: `later_read_only`), or no access mode and
+    /// `default_transaction_read_only` on; never SERIALIZABLE, which a hot standby refuses.
+    fn begin_on_replica(&self, modes: BeginModes, later_read_only: bool) -> bool {
+        !modes.serializable
+            && (modes.read_only.unwrap_or_else(|| self.default_read_only()) || later_read_only)
+    }
+
     /// Decides the route of the request at the front of the client buffer.
     pub(super) fn decide(&self) -> Decision {
         let config = &self.current.config;
@@ -77,8 +85,7 @@ impl Session {
             return Decision::primary(true, "retry_on_primary");
         }
         if let Some(begin) = &self.deferred_begin {
-            let ro = !begin.serializable
-                && (begin.read_only || self.front_is_set_transaction_read_only());
+            let ro = self.begin_on_replica(begin.modes, self.front_is_set_transaction_read_only());
             return if ro {
                 Decision::replica(false, "read_only_transaction")
             } else {
@@ -106,10 +113,12 @@ impl Session {
                         }
                     }
                 };
+                // (A BEGIN the server could refuse is left to the primary, which answers it.)
                 let txn = match info.txn {
-                    TxnControl::Begin { read_only } if info.statements == 1 => {
-                        Some(read_only || self.default_read_only())
-                    }
+                    TxnControl::Begin { .. } if info.statements == 1 => std::str::from_utf8(text)
+                        .ok()
+                        .and_then(crate::sql::begin_modes)
+                        .map(|modes| self.begin_on_replica(modes, false)),
                     _ => None,
                 };
                 let read = info.read && !self.app.write_cache.contains(text);
@@ -509,9 +518,6 @@ impl WriteCache {
 pub(super) struct DeferredBegin {
     /// Its request bytes.
     pub frame: Bytes,
-    /// `READ ONLY`, or no mode and `default_transaction_read_only` on.
-    pub read_only: bool,
-    /// `ISOLATION LEVEL SERIALIZABLE`, which a hot standby refuses: the transaction stays on
-    /// the primary whatever else makes it read-only.
-    pub serializable: bool,
+    /// What it asks for (where the transaction may run).
+    pub modes: BeginModes,
 }
