@@ -69,6 +69,7 @@ pub struct Metrics {
 const ROUTE_REASONS: &[&str] = &[
     "read",
     "write",
+    "setting",
     "transaction",
     "read_only_transaction",
     "no_split",

@@ -600,7 +600,6 @@ async fn default_transaction_read_only_session_runs_transactions_on_a_replica() 
             .as_deref(),
         Some("on")
     );
-    settle_read_your_writes(&c, &p).await;
     for what in ["BEGIN", "START TRANSACTION"] {
         for _ in 0..3 {
             check_read_only_transaction(
@@ -650,7 +649,6 @@ async fn begins_a_replica_would_refuse_run_on_the_primary() {
         }
     }
     execute(&c, "SET default_transaction_read_only = on").await;
-    settle_read_your_writes(&c, &p).await;
     for _ in 0..3 {
         execute(&c, "BEGIN READ WRITE").await;
         let seen = port(&c, "SELECT inet_server_port()").await;
@@ -672,19 +670,46 @@ async fn begins_a_replica_would_refuse_run_on_the_primary() {
     }
 }
 
-/// A SET runs on the primary and counts as a write for read-your-writes: reads go to a replica
-/// once one is seen to have replayed the primary's position after it (the next health probe),
-/// which other tests' writes can delay past `ryw_wait`. Waits (bounded) until an autocommit
-/// read lands on a replica again.
-async fn settle_read_your_writes(c: &Client, p: &Ports) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !p.is_replica(port(c, "SELECT inet_server_port()").await) {
+/// A SET changes no data: a read right after it is not held back for read-your-writes, while
+/// a read right after a write is (with the health probe 30 s away, the replicas' last seen
+/// positions stay behind the primary's, which the test moves on first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_is_not_a_write_for_read_your_writes() {
+    let c = tokio::task::spawn_blocking(shared_schema).await.unwrap();
+    let opts = support::proxy::ProxyOptions {
+        extra_tables: "[health]\ninterval = \"30s\"\n".into(),
+        ..Default::default()
+    };
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start_with(c, opts))
+        .await
+        .unwrap();
+    wait_cluster_ready(&proxy).await;
+    let p = Ports::of(c);
+    tokio::task::spawn_blocking(move || {
+        c.primary()
+            .psql_db(APP_DB, "INSERT INTO routing_t (v) VALUES ('ryw set')")
+            .expect("a write on the primary")
+    })
+    .await
+    .unwrap();
+    let s = proxy.connect_app().await;
+    for sql in ["SET application_name = 'ryw'", "RESET application_name"] {
+        execute(&s, sql).await;
+        let seen = port(&s, "SELECT inet_server_port()").await;
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "reads never went back to a replica"
+            p.is_replica(seen),
+            "a read right after {sql:?} ran on {}",
+            p.name(seen)
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    execute(&s, "INSERT INTO routing_t (v) VALUES ('ryw write')").await;
+    let seen = port(&s, "SELECT inet_server_port()").await;
+    assert_eq!(
+        seen,
+        p.primary,
+        "a read right after a write ran on {}",
+        p.name(seen)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ use crate::sql::{Deallocate, Effects, Route, SwitchyardCommand, TxnControl};
 #[derive(Debug, Clone, Copy)]
 pub(super) struct QueryInfo {
     pub read: bool,
+    /// One `SET`/`RESET` of settings (see [`crate::sql::Analysis::only_sets_settings`]).
+    pub setting: bool,
     pub hint: Option<Route>,
     pub txn: TxnControl,
     pub statements: u32,
@@ -437,6 +439,7 @@ impl Session {
         };
         let info = QueryInfo {
             read: super::route::underlying_read(&classifier, text, &a),
+            setting: a.only_sets_settings(),
             hint: a.hint,
             txn: a.txn,
             statements: a.statements,

@@ -95,7 +95,7 @@ impl Session {
         let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else {
             return Decision::primary(true, "unknown");
         };
-        let (read, hint, txn) = match h.tag {
+        let (read, hint, txn, setting) = match h.tag {
             tag::QUERY if self.client.rbuf.len() >= h.frame_len => {
                 let text = query_bytes(&self.client.rbuf[5..h.frame_len]);
                 let info = match self.front_query_info(h.frame_len) {
@@ -105,6 +105,7 @@ impl Session {
                         let a = classifier.analyze_text(text);
                         super::client::QueryInfo {
                             read: underlying_read(&classifier, text, &a),
+                            setting: a.only_sets_settings(),
                             hint: a.hint,
                             txn: a.txn,
                             statements: a.statements,
@@ -122,7 +123,7 @@ impl Session {
                     _ => None,
                 };
                 let read = info.read && !self.app.write_cache.contains(text);
-                (read, info.hint, txn)
+                (read, info.hint, txn, info.setting)
             }
             tag::PARSE
             | tag::BIND
@@ -132,9 +133,9 @@ impl Session {
             | tag::FLUSH
             | tag::CLOSE => {
                 let (read, hint) = self.batch_is_read().unwrap_or((false, None));
-                (read, hint, None)
+                (read, hint, None, false)
             }
-            _ => (false, None, None),
+            _ => (false, None, None, false),
         };
         let autocommit = self.txn == crate::protocol::TxnStatus::Idle;
         if let Some(forced) = self.route_override.or(hint) {
@@ -149,6 +150,10 @@ impl Session {
             } else {
                 Decision::primary(true, "transaction")
             };
+        }
+        if setting && autocommit {
+            // The session's settings live on the primary's side too; no data changes.
+            return Decision::primary(false, "setting");
         }
         if !read || !autocommit {
             return Decision::primary(true, if read { "transaction" } else { "write" });

@@ -738,3 +738,34 @@ fn text_in_another_client_encoding_is_analysed_by_its_structure() {
         (R, "read: SELECT")
     );
 }
+
+/// Which strings only set settings (not writes for read-your-writes).
+#[test]
+fn only_sets_settings() {
+    let c = Classifier::default();
+    for sql in [
+        "SET search_path = a, public",
+        "set application_name to 'x';",
+        "SET SESSION statement_timeout = '1s'",
+        "SET app.tenant_id = '42'",
+        "RESET ALL",
+        "RESET work_mem",
+    ] {
+        assert!(c.analyze(sql).only_sets_settings(), "{sql:?}");
+    }
+    for sql in [
+        "SET x = 1; INSERT INTO t VALUES (1)",
+        "UPDATE t SET x = set_config('a.b', 'c', false)",
+        "SELECT set_config('a.b', 'c', false)",
+        "EXECUTE p",
+        "DISCARD ALL",
+        "SET ROLE r",
+        "SET SESSION AUTHORIZATION r",
+        "/* switchyard:primary */ SET a.b = 1",
+        "LISTEN c",
+        "INSERT INTO t VALUES (1)",
+        "SELECT 1",
+    ] {
+        assert!(!c.analyze(sql).only_sets_settings(), "{sql:?}");
+    }
+}

@@ -380,6 +380,15 @@ impl Analysis<'_> {
     pub fn is_read(&self) -> bool {
         self.route == Route::Replica
     }
+
+    /// Whether the string is one `SET`/`RESET` of settings: it needs the session's server but
+    /// changes no data (so it is not a write for read-your-writes).
+    pub fn only_sets_settings(&self) -> bool {
+        self.statements == 1
+            && self.reason == Reason::SessionCommand
+            && self.effects == Effects::SETTINGS
+            && self.hint.is_none()
+    }
 }
 
 /// `"replica\t<reason>"` or `"primary\t<reason>"`, for `switchyard classify SQL...`.
