@@ -865,9 +865,6 @@ async fn session_mode_gives_each_client_a_fresh_server_session() {
     );
 }
 
-/// A pool of 1 whose connection is held by an open transaction: another client's query fails
-/// with SQLSTATE 53300 after checkout_timeout (not a hang), a new login fails the same way, and
-/// the client stays usable once the connection is free again.
 /// A lone BEGIN holds no server connection: the proxy answers it and sends it with the
 /// transaction's first statement (one round trip less, and the connection serves others
 /// meanwhile). The transaction is real all the same.
@@ -919,15 +916,18 @@ async fn a_lone_begin_holds_no_server_connection() {
     }
 }
 
-/// Logs in over the raw protocol (to see ReadyForQuery's transaction status).
-async fn raw_login(p: &Proxy) -> support::raw::Session {
+/// Logs in over the raw protocol (to see ReadyForQuery's transaction status, or to send bytes
+/// that are not UTF-8), with `extra` startup parameters.
+async fn raw_login(p: &Proxy, extra: &[(&str, &str)]) -> support::raw::Session {
+    let mut params = vec![("user", APP_USER), ("database", APP_DB)];
+    params.extend_from_slice(extra);
     support::raw::ok(
         bounded(
             "raw login",
             support::raw::login(
                 &p.addr(),
                 support::raw::PROTO_3_0,
-                &[("user", APP_USER), ("database", APP_DB)],
+                &params,
                 Some(APP_PASSWORD),
             ),
         )
@@ -952,7 +952,7 @@ async fn a_transaction_that_fails_without_a_server_stays_failed() {
     let p = proxy("transaction", "size = 1\ncheckout_timeout = \"300ms\"");
     create_table("pool_failed_t", "v int");
     let holder = connect(&p).await;
-    let mut a = raw_login(&p).await;
+    let mut a = raw_login(&p, &[]).await;
     let insert = "INSERT INTO pool_failed_t VALUES (1)";
     q(&holder, "BEGIN").await;
     q(&holder, "SELECT 1").await;
@@ -1009,7 +1009,7 @@ async fn a_transaction_whose_server_dies_stays_failed() {
     let p = proxy("transaction", "size = 2");
     create_table("pool_lost_t", "v int");
     let check = connect(&p).await;
-    let mut a = raw_login(&p).await;
+    let mut a = raw_login(&p, &[]).await;
     let insert = "INSERT INTO pool_lost_t VALUES (1)";
     assert_eq!(raw_q(&mut a, "BEGIN").await.2, 'T');
     assert_eq!(raw_q(&mut a, insert).await.2, 'T');
@@ -1034,6 +1034,9 @@ async fn a_transaction_whose_server_dies_stays_failed() {
     assert_eq!(one(&check, "SELECT count(*) FROM pool_lost_t").await, "1");
 }
 
+/// A pool of 1 whose connection is held by an open transaction: another client's query fails
+/// with SQLSTATE 53300 after checkout_timeout (not a hang), a new login fails the same way, and
+/// the client stays usable once the connection is free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_timeout_fails_with_53300_instead_of_hanging() {
     let p = proxy("transaction", "size = 1\ncheckout_timeout = \"500ms\"");
@@ -1423,23 +1426,7 @@ async fn custom_settings_follow_the_client_and_never_leak() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_in_another_client_encoding_are_tracked() {
     let p = proxy("transaction", "size = 1");
-    let mut a = support::raw::ok(
-        bounded(
-            "LATIN1 login",
-            support::raw::login(
-                &p.addr(),
-                support::raw::PROTO_3_0,
-                &[
-                    ("user", APP_USER),
-                    ("database", APP_DB),
-                    ("client_encoding", "LATIN1"),
-                ],
-                Some(APP_PASSWORD),
-            ),
-        )
-        .await,
-        "LATIN1 client",
-    );
+    let mut a = raw_login(&p, &[("client_encoding", "LATIN1")]).await;
     let b = connect(&p).await;
     let default_path = show(&b, "search_path").await;
     let tag = "SELECT coalesce(current_setting('app.tag', true), '<unset>')";

@@ -6,10 +6,32 @@
 
 use std::path::PathBuf;
 
-use super::{split_statements, Classifier, Reason, Route};
+use super::{split_statements, Analysis, Classifier, Reason, Route};
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sql_corpus")
+}
+
+/// The corpus's statement file.
+pub(crate) fn corpus_statements() -> String {
+    std::fs::read_to_string(corpus_dir().join("statements.sql")).expect("corpus")
+}
+
+/// Runs a classifier shortcut on each statement and checks that wherever it answers, it
+/// answers exactly what the full classifier does. Returns how many it answered.
+pub(crate) fn agreeing_answers<'s>(
+    shortcut: fn(&[u8]) -> Option<Analysis<'static>>,
+    statements: impl IntoIterator<Item = &'s str>,
+) -> usize {
+    let c = Classifier::new(&[], &[]);
+    let mut answered = 0;
+    for sql in statements {
+        if let Some(a) = shortcut(sql.as_bytes()) {
+            assert_eq!(a, c.analyze_full(sql), "{sql:?}");
+            answered += 1;
+        }
+    }
+    answered
 }
 
 /// `n` statements, each one of `heads` followed by up to 7 of `pieces` (pseudo-random, the
@@ -96,7 +118,7 @@ fn primary_by_policy(r: Reason) -> bool {
 
 #[test]
 fn corpus_is_well_formed() {
-    let text = std::fs::read_to_string(corpus_dir().join("statements.sql")).unwrap();
+    let text = corpus_statements();
     let recs = corpus_records(&text);
     assert!(recs.len() >= 1000, "only {} records", recs.len());
     let c = Classifier::default();
@@ -118,7 +140,7 @@ fn corpus_is_well_formed() {
 
 #[test]
 fn corpus_matches_postgres_labels() {
-    let text = std::fs::read_to_string(corpus_dir().join("statements.sql")).unwrap();
+    let text = corpus_statements();
     let labels = std::fs::read_to_string(corpus_dir().join("labels.tsv")).unwrap();
     let recs = corpus_records(&text);
     let labels: Vec<(&str, &str)> = labels

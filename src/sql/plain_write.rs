@@ -194,6 +194,9 @@ fn has_effect(name: &[u8], quoted: bool) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::corpus_tests::{
+        agreeing_answers, corpus_records, corpus_statements, generated_statements,
+    };
     use super::super::Classifier;
     use super::*;
 
@@ -273,18 +276,8 @@ mod tests {
     /// Every statement of the SQL corpus the fast path accepts gets exactly the full analysis.
     #[test]
     fn agrees_with_the_full_classifier_on_the_corpus() {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/sql_corpus/statements.sql"),
-        )
-        .expect("corpus");
-        let mut accepted = 0;
-        for sql in super::super::corpus_tests::corpus_records(&text) {
-            if let Some(a) = plain_write(sql.as_bytes()) {
-                assert_eq!(a, full(sql), "{sql:?}");
-                accepted += 1;
-            }
-        }
+        let text = corpus_statements();
+        let accepted = agreeing_answers(plain_write, corpus_records(&text));
         assert!(accepted >= 10, "the corpus's plain writes: {accepted}");
     }
 
@@ -338,14 +331,12 @@ mod tests {
             "UPDATE",
             "INTO",
         ];
-        let statements = super::super::corpus_tests::generated_statements(&heads, &pieces, 20_000);
-        let (mut accepted, tried) = (0, statements.len());
-        for sql in &statements {
-            if let Some(a) = plain_write(sql.as_bytes()) {
-                assert_eq!(a, full(sql), "{sql:?}");
-                accepted += 1;
-            }
-        }
-        assert!(accepted > tried / 20, "{accepted} of {tried} accepted");
+        let statements = generated_statements(&heads, &pieces, 20_000);
+        let accepted = agreeing_answers(plain_write, statements.iter().map(String::as_str));
+        assert!(
+            accepted > statements.len() / 20,
+            "{accepted} of {} accepted",
+            statements.len()
+        );
     }
 }
