@@ -79,6 +79,7 @@ const ROUTE_REASONS: &[&str] = &[
     "hint_primary",
     "hint_replica",
     "consistency_primary",
+    "serializable",
     "no_replica",
     "ryw_commit_in_flight",
     "ryw_replica_behind",

@@ -183,7 +183,7 @@ async fn wait_cluster_ready(proxy: &Proxy) {
     }
 }
 
-/// Tables, a sequence and a writing function, created once in the shared cluster's app
+/// Tables, a sequence, a writing function and one only a primary can run, created once in the shared cluster's app
 /// database (owned by the app user) and replicated before any test uses them.
 fn shared_schema() -> &'static LocalCluster {
     static SCHEMA: OnceLock<()> = OnceLock::new();
@@ -202,7 +202,9 @@ fn shared_schema() -> &'static LocalCluster {
                      INSERT INTO routing_log (port, tag) VALUES (inet_server_port(), tag);
                      RETURN inet_server_port();
                  END
-                 $$;",
+                 $$;
+                 CREATE FUNCTION routing_wal_position() RETURNS pg_lsn LANGUAGE sql
+                     AS 'SELECT pg_current_wal_lsn()';",
             )
             .expect("creating the routing test schema");
         c.wait_replicas_caught_up(Duration::from_secs(60))
@@ -709,6 +711,126 @@ async fn a_set_is_not_a_write_for_read_your_writes() {
         p.primary,
         "a read right after a write ran on {}",
         p.name(seen)
+    );
+}
+
+/// A hot standby refuses every statement of a SERIALIZABLE transaction, reads included
+/// (0A000). A session whose transactions default to SERIALIZABLE reads on the primary and never
+/// sees that refusal: set by the session itself (`SET`, `SET SESSION CHARACTERISTICS`, startup
+/// options), the proxy knows it at once; set as a database default, which the proxy does not
+/// see, the first refused read is repeated on the primary and the rest go there directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serializable_sessions_read_on_the_primary() {
+    let (c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let on_primary = |what: &str, seen: u16| {
+        assert_eq!(seen, p.primary, "{what} ran on {}", p.name(seen));
+    };
+    const REFUSED: &str = "switchyard_retries_total{reason=\"serializable\"}";
+    let start = proxy.metric(REFUSED).await;
+    for set in [
+        "SET default_transaction_isolation = 'serializable'",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+    ] {
+        let s = proxy.connect_app().await;
+        execute(&s, set).await;
+        for _ in 0..3 {
+            on_primary(set, port(&s, "SELECT inet_server_port()").await);
+            execute(&s, "BEGIN READ ONLY").await;
+            on_primary(set, port(&s, "SELECT inet_server_port()").await);
+            assert_eq!(
+                value(&s, "SHOW transaction_isolation").await.as_deref(),
+                Some("serializable")
+            );
+            execute(&s, "COMMIT").await;
+        }
+        // A level named in the BEGIN overrides the default: a replica can run it.
+        execute(&s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await;
+        let seen = port(&s, "SELECT inet_server_port()").await;
+        execute(&s, "COMMIT").await;
+        assert!(
+            p.is_replica(seen),
+            "{set}: a REPEATABLE READ read-only transaction ran on {}",
+            p.name(seen)
+        );
+        // Back to the server's default: reads use the replicas again.
+        execute(&s, "RESET default_transaction_isolation").await;
+        let seen = port(&s, "SELECT inet_server_port()").await;
+        assert!(
+            p.is_replica(seen),
+            "{set}, then RESET: a read ran on {}",
+            p.name(seen)
+        );
+    }
+
+    let cs = format!(
+        "{} options='-c default_transaction_isolation=serializable'",
+        proxy.conn_string(APP_USER, APP_PASSWORD, APP_DB)
+    );
+    let (s, conn) = within(
+        "connect",
+        tokio_postgres::connect(&cs, tokio_postgres::NoTls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        on_primary(
+            "startup options",
+            port(&s, "SELECT inet_server_port()").await,
+        );
+    }
+    assert_eq!(
+        proxy.metric(REFUSED).await,
+        start,
+        "a session's own SERIALIZABLE default is known without asking a replica\n{}",
+        routing_metrics(&proxy).await
+    );
+
+    // A database default: the proxy learns it from the first refusal, which the client never
+    // sees.
+    tokio::task::spawn_blocking(move || {
+        c.primary()
+            .psql("CREATE DATABASE routing_serial OWNER app")
+            .and_then(|_| {
+                c.primary().psql(
+                    "ALTER DATABASE routing_serial SET default_transaction_isolation = 'serializable'",
+                )
+            })
+            .expect("creating a database that defaults to SERIALIZABLE");
+        c.wait_replicas_caught_up(Duration::from_secs(60))
+            .expect("replicas catching up with the new database");
+    })
+    .await
+    .unwrap();
+    let s = proxy
+        .connect(APP_USER, APP_PASSWORD, "routing_serial")
+        .await;
+    for _ in 0..3 {
+        on_primary(
+            "database default",
+            port(&s, "SELECT inet_server_port()").await,
+        );
+    }
+    execute(&s, "BEGIN READ ONLY").await;
+    on_primary(
+        "database default, read-only transaction",
+        port(&s, "SELECT inet_server_port()").await,
+    );
+    execute(&s, "COMMIT").await;
+    let after = proxy.metric(REFUSED).await;
+    assert_eq!(
+        after,
+        start + 1.0,
+        "one refused read, repeated on the primary; later reads went there directly\n{}",
+        routing_metrics(&proxy).await
+    );
+    // Setting a replica connection's settings (the startup ones, at least application_name)
+    // must work whatever its default isolation level.
+    let log = proxy.log();
+    assert!(
+        !log.contains("the proxy's own query failed"),
+        "a settings sync failed on a server:\n{log}"
     );
 }
 
@@ -1240,6 +1362,28 @@ async fn read_that_writes_is_rescued_on_the_primary() {
         assert_eq!(got, p.primary);
     }
     assert_eq!(count_log("simple").await, n0 + 7);
+}
+
+/// A read only the primary can answer, which the classifier cannot know (a function calling
+/// `pg_current_wal_lsn()`; a hot standby says 55000, "recovery is in progress"): the client gets
+/// the primary's answer, and the statement goes there directly afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_the_primary_can_answer_is_rescued_on_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    let sql = "SELECT inet_server_port(), routing_wal_position()";
+    let before = proxy.metric(READ_ONLY_VIOLATIONS).await;
+    for _ in 0..4 {
+        let got = port(&c, sql).await;
+        assert_eq!(got, p.primary, "{sql} answered by {}", p.name(got));
+    }
+    assert_eq!(
+        proxy.metric(READ_ONLY_VIOLATIONS).await,
+        before + 1.0,
+        "refused once by a replica, then remembered\n{}",
+        routing_metrics(&proxy).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,7 +66,7 @@ impl Session {
                 ),
                 code => Fatal::new(code, e.client_message()),
             })?;
-        if let Some(sql) = self.desired.sync_sql(&p.conn.applied) {
+        if let Some(sql) = self.desired.sync_sql(&p.conn.applied, true) {
             match p
                 .conn
                 .simple_query(&sql, config.config.pool.connect_timeout)
@@ -253,7 +253,9 @@ impl Session {
         if settings::same(&self.desired, &p.conn.applied) {
             return;
         }
-        if let Some(sql) = self.desired.sync_sql(&p.conn.applied) {
+        // Nothing in flight and no transaction open: the query runs in a transaction of its own.
+        let standalone = self.txn == TxnStatus::Idle && self.pending.is_empty();
+        if let Some(sql) = self.desired.sync_sql(&p.conn.applied, standalone) {
             encode::query(&mut self.swbuf, &sql);
             self.pending.expect(
                 super::pending::Kind::Query,

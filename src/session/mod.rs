@@ -174,6 +174,7 @@ async fn start(
         client_pass: Pass::None,
         lost_txn: false,
         aborted_txn: false,
+        replica_refused: false,
         pools: Vec::new(),
         topology: 0,
         cancel: reg.slot.clone(),
@@ -305,6 +306,10 @@ struct Session {
     /// and anything else gets a server whose transaction is made to fail first (attach.rs), so
     /// that it answers everything exactly as PostgreSQL would.
     aborted_txn: bool,
+    /// A replica refused one of this session's reads as a hot standby must (0A000: the
+    /// session's transactions are SERIALIZABLE by a role, database or server default, which
+    /// the proxy does not see): its reads run on the primary until its settings change.
+    replica_refused: bool,
     /// Pools by backend index for the current topology.
     pools: Vec<Option<Arc<Pool>>>,
     topology: u64,

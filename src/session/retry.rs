@@ -1,6 +1,7 @@
 //! Repeating an autocommit read elsewhere: while such a request runs on a replica, the client's
 //! request bytes are kept and the response is held back (up to a budget) until it completes.
-//! If the replica fails first, or answers 25006 (it was a write after all), the response is
+//! If the replica fails first, or refuses it as a hot standby must (it was a write after all,
+//! needs the primary, or the session is SERIALIZABLE), the response is
 //! dropped and the request goes back to the front of the client's buffer, to be routed again;
 //! the client never sees the failure.
 
@@ -24,8 +25,12 @@ pub(super) struct Retry {
     pub held: BytesMut,
     /// Set once anything reached the client: no repeating after that.
     pub released: bool,
-    /// Repeat on the primary when the request completes on the server (25006).
+    /// Repeat on the primary when the request completes on the server: the replica refused
+    /// it as a hot standby must (25006, 55000, 0A000).
     pub rescue: bool,
+    /// The refusal was the statement's own (not the session's isolation level): its text is
+    /// remembered as needing the primary.
+    pub remember: bool,
 }
 
 impl Retry {

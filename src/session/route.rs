@@ -62,11 +62,25 @@ impl Session {
             .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1" | "yes"))
     }
 
+    /// Whether the session's transactions are SERIALIZABLE unless they say otherwise. A hot
+    /// standby refuses every statement of such a session, reads included (0A000).
+    fn serializable_default(&self) -> bool {
+        self.replica_refused
+            || self
+                .desired
+                .0
+                .get("default_transaction_isolation")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("serializable"))
+    }
+
     /// Whether a transaction begun with `modes` may run on a replica: READ ONLY given (or
     /// made so by a `SET TRANSACTION` first: `later_read_only`), or no access mode and
-    /// `default_transaction_read_only` on; never SERIALIZABLE, which a hot standby refuses.
+    /// `default_transaction_read_only` on; never SERIALIZABLE (given, or the session's
+    /// default), which a hot standby refuses.
     fn begin_on_replica(&self, modes: BeginModes, later_read_only: bool) -> bool {
-        !modes.serializable
+        !modes
+            .serializable
+            .unwrap_or_else(|| self.serializable_default())
             && (modes.read_only.unwrap_or_else(|| self.default_read_only()) || later_read_only)
     }
 
@@ -160,6 +174,9 @@ impl Session {
         }
         if self.consistency == Consistency::Primary {
             return Decision::primary(false, "consistency_primary");
+        }
+        if self.serializable_default() {
+            return Decision::primary(false, "serializable");
         }
         Decision::replica(true, "read")
     }

@@ -6,6 +6,7 @@
 use bytes::{Buf, BytesMut};
 
 use super::pending::{Hook, Kind, Mode};
+use super::route::Target;
 use super::settings::Settings;
 use super::{Fatal, Session};
 use crate::pool::server::parse_data_row;
@@ -14,8 +15,20 @@ use crate::protocol::{tag, ErrorFields, Header, TxnStatus};
 /// Server messages are trusted up to PostgreSQL's own limit.
 const MAX_SERVER_MESSAGE: usize = (1 << 30) + 64;
 
-/// SQLSTATE of "cannot execute ... in a read-only transaction".
-const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+/// What a hot standby answers a read that only the primary can run, by SQLSTATE: whether the
+/// statement itself is the reason (else the session's isolation level is).
+fn refused_by_standby(code: &str) -> Option<bool> {
+    match code {
+        // "cannot execute ... in a read-only transaction": a write after all.
+        "25006" => Some(true),
+        // "recovery is in progress" (pg_current_wal_lsn() and other WAL control functions).
+        "55000" => Some(true),
+        // "cannot use serializable mode in a hot standby": every statement of a session whose
+        // transactions default to SERIALIZABLE.
+        "0A000" => Some(false),
+        _ => None,
+    }
+}
 
 impl Session {
     /// Relays what the server sent.
@@ -129,11 +142,19 @@ impl Session {
                     if f.severity == "FATAL" || f.severity == "PANIC" {
                         conn.broken = true;
                     }
-                    if m.forward && f.code == READ_ONLY_SQL_TRANSACTION {
+                    let refused = match refused_by_standby(f.code) {
+                        Some(own) if m.forward && self.target == Target::Replica => Some(own),
+                        _ => None,
+                    };
+                    if refused == Some(false) {
+                        self.replica_refused = true;
+                    }
+                    if let Some(own) = refused {
                         if let Some(r) = self.retry.as_mut().filter(|r| r.holding()) {
-                            // The classifier called a write a read: nothing reached the client,
-                            // so run it on the primary once the replica is done with it.
+                            // A read only the primary can run: nothing reached the client, so
+                            // run it there once the replica is done with it.
                             r.rescue = true;
+                            r.remember = own;
                             forward = false;
                         }
                     }
@@ -186,6 +207,8 @@ impl Session {
                 if settings {
                     let observed = Settings::from_rows(std::mem::take(&mut self.captured));
                     self.desired = self.app.settings.intern(self.startup.overlay(&observed));
+                    // Whether reads may use a replica again is for the new settings to say.
+                    self.replica_refused = false;
                     conn.applied = self.app.settings.intern(observed);
                     // If the connection stays (a request is already waiting), it must carry the
                     // client's settings exactly.
@@ -235,10 +258,11 @@ impl Session {
         Ok(())
     }
 
-    /// A replica refused a statement as a write: remember it, and run it on the primary.
+    /// A replica refused a read: remember the statement if it was the reason, and run it on
+    /// the primary.
     fn rescue_on_primary(&mut self, r: super::retry::Retry) {
         if let Ok(Some(h)) = Header::peek(&r.original, usize::MAX) {
-            if h.tag == tag::QUERY && r.original.len() >= h.frame_len {
+            if r.remember && h.tag == tag::QUERY && r.original.len() >= h.frame_len {
                 self.app
                     .write_cache
                     .insert(super::route::query_bytes(&r.original[5..h.frame_len]));
@@ -247,9 +271,13 @@ impl Session {
         self.app
             .metrics
             .retries
-            .with_label_values(&["read_only_violation"])
+            .with_label_values(&[if r.remember {
+                "read_only_violation"
+            } else {
+                "serializable"
+            }])
             .inc();
-        tracing::debug!(parent: &self.span, "replica refused a write (25006): repeating on the primary");
+        tracing::debug!(parent: &self.span, "a replica refused a read: repeating it on the primary");
         self.retry = Some(r);
         self.release();
         self.requeue_request();

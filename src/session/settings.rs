@@ -183,8 +183,11 @@ impl Settings {
     }
 
     /// SQL that turns a connection with `applied` settings into one with `self`, or `None`
-    /// when they already agree.
-    pub fn sync_sql(&self, applied: &Settings) -> Option<String> {
+    /// when they already agree. `standalone`: it runs outside any transaction block, so its
+    /// own transaction can be made READ COMMITTED: the `SELECT` needs a snapshot, which a hot
+    /// standby refuses when the connection's transactions default to SERIALIZABLE (the
+    /// setting this may be about to undo, or a role or database default).
+    pub fn sync_sql(&self, applied: &Settings, standalone: bool) -> Option<String> {
         let mut sets = Vec::new();
         let mut resets = Vec::new();
         for (k, v) in &self.0 {
@@ -202,6 +205,9 @@ impl Settings {
         }
         let mut sql = String::new();
         if !sets.is_empty() {
+            if standalone {
+                sql.push_str("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; ");
+            }
             sql.push_str("SELECT ");
             sql.push_str(&sets.join(", "));
         }
@@ -303,21 +309,29 @@ mod tests {
         let desired = s(&[("a", "1"), ("b", "it's"), ("c", "3")]);
         let applied = s(&[("a", "1"), ("c", "4"), ("my.d", "x")]);
         assert_eq!(
-            desired.sync_sql(&applied).unwrap(),
+            desired.sync_sql(&applied, false).unwrap(),
             "SELECT set_config(E'b', E'it''s', false), set_config(E'c', E'3', false); RESET \"my\".\"d\""
         );
-        assert_eq!(desired.sync_sql(&desired), None);
         assert_eq!(
-            Settings::default().sync_sql(&s(&[("a", "1")])).unwrap(),
+            desired.sync_sql(&applied, true).unwrap(),
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SELECT set_config(E'b', E'it''s', false), set_config(E'c', E'3', false); RESET \"my\".\"d\""
+        );
+        assert_eq!(desired.sync_sql(&desired, true), None);
+        assert_eq!(
+            Settings::default()
+                .sync_sql(&s(&[("a", "1")]), true)
+                .unwrap(),
             "RESET \"a\""
         );
         assert_eq!(
-            s(&[("a", "x\\y")]).sync_sql(&Settings::default()).unwrap(),
+            s(&[("a", "x\\y")])
+                .sync_sql(&Settings::default(), false)
+                .unwrap(),
             "SELECT set_config(E'a', E'x\\\\y', false)"
         );
         assert_eq!(
             s(&[("a", "caf\u{e9}'")])
-                .sync_sql(&Settings::default())
+                .sync_sql(&Settings::default(), false)
                 .unwrap(),
             "SELECT set_config(E'a', convert_from(decode('636166c3a927', 'hex'), 'UTF8'), false)"
         );

@@ -13,8 +13,9 @@ use super::lexer::{Lexer, Token};
 pub struct BeginModes {
     /// `READ ONLY` (true) or `READ WRITE` (false), if given.
     pub read_only: Option<bool>,
-    /// `ISOLATION LEVEL SERIALIZABLE`, which a hot standby refuses.
-    pub serializable: bool,
+    /// `ISOLATION LEVEL SERIALIZABLE` (true; a hot standby refuses it) or another level
+    /// (false), if given.
+    pub serializable: Option<bool>,
 }
 
 /// The modes of `sql` if it is one well-formed `BEGIN` or `START TRANSACTION` (comments and a
@@ -34,7 +35,7 @@ pub fn begin_modes(sql: &str) -> Option<BeginModes> {
         return None;
     };
     let mut m = BeginModes::default();
-    let (mut isolation, mut deferrable) = (false, false);
+    let mut deferrable = false;
     let mut items = 0;
     let mut after_comma = false;
     while let Some(w) = t {
@@ -52,14 +53,12 @@ pub fn begin_modes(sql: &str) -> Option<BeginModes> {
             continue;
         }
         if w.is_kw("isolation") {
-            if isolation || !kw(next(), "level") {
+            if m.serializable.is_some() || !kw(next(), "level") {
                 return None;
             }
-            isolation = true;
             let level = next()?;
-            if level.is_kw("serializable") {
-                m.serializable = true;
-            } else if level.is_kw("repeatable") {
+            m.serializable = Some(level.is_kw("serializable"));
+            if level.is_kw("repeatable") {
                 if !kw(next(), "read") {
                     return None;
                 }
@@ -68,7 +67,7 @@ pub fn begin_modes(sql: &str) -> Option<BeginModes> {
                 if !which.is_kw("committed") && !which.is_kw("uncommitted") {
                     return None;
                 }
-            } else {
+            } else if !level.is_kw("serializable") {
                 return None;
             }
         } else if w.is_kw("read") {
@@ -122,19 +121,28 @@ mod tests {
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE",
                 BeginModes {
                     read_only: Some(false),
-                    ..plain
+                    serializable: Some(false),
                 },
             ),
             (
                 "begin isolation level read committed, not deferrable",
-                plain,
+                BeginModes {
+                    serializable: Some(false),
+                    ..plain
+                },
             ),
-            ("BEGIN ISOLATION LEVEL READ UNCOMMITTED", plain),
+            (
+                "BEGIN ISOLATION LEVEL READ UNCOMMITTED",
+                BeginModes {
+                    serializable: Some(false),
+                    ..plain
+                },
+            ),
             (
                 "BEGIN TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE",
                 BeginModes {
                     read_only: Some(true),
-                    serializable: true,
+                    serializable: Some(true),
                 },
             ),
         ] {
