@@ -2689,6 +2689,110 @@ async fn vanished_client_mid_copy_is_not_handed_on_dirty() {
     assert_eq!(su("SELECT count(*) FROM pool_vanish_copy"), "0");
 }
 
+/// A client that vanishes in the middle of an extended-protocol batch, before its Sync: the
+/// server keeps the batch's implicit transaction open (once after a success) or ignores
+/// everything until a Sync (once after an error). Nothing of it commits and the next client
+/// gets a clean connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_client_mid_batch_is_not_handed_on_dirty() {
+    create_table("pool_vanish_batch", "v int");
+    let p = proxy("transaction", "size = 1");
+    for (round, fail) in [(1, false), (2, true)] {
+        let b = connect(&p).await;
+        let mut a = Raw::app(&p).await;
+        let mut out = BytesMut::new();
+        m_parse(&mut out, "", "INSERT INTO pool_vanish_batch VALUES (1)");
+        m_bind(&mut out, "", "", &[]);
+        m_execute(&mut out);
+        if fail {
+            m_parse(&mut out, "", "SELECT 1/0");
+            m_bind(&mut out, "", "", &[]);
+            m_execute(&mut out);
+        }
+        // Flush: the answers come without a Sync.
+        out.put_u8(b'H');
+        out.put_i32(4);
+        a.send(&out).await;
+        let last = if fail { b'E' } else { b'C' };
+        while bounded("the batch's answers", a.recv()).await.0 != last {}
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            one(&b, "SELECT count(*) FROM pool_vanish_batch").await,
+            "0",
+            "round {round}: the next client ran inside the vanished client's batch"
+        );
+        assert_clean_connection(&p, "after a vanished batch").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(su("SELECT count(*) FROM pool_vanish_batch"), "0");
+}
+
+/// The server connection is lost while the proxy still holds bytes for it (a COPY upload
+/// that a partitioned server stopped reading): the client gets an error and a failed block,
+/// not a hang, and nothing of the lost upload reaches the next server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_lost_with_unsent_bytes_leaves_nothing_behind() {
+    use support::relay::{Mode, Relay};
+    create_table("pool_lost_copy", "v text");
+    let c = shared_cluster();
+    let relay = Relay::for_node(c.primary());
+    let p = Proxy::start_with(
+        c,
+        ProxyOptions {
+            pool_mode: "transaction".into(),
+            backends: Some(vec![(c.primary().name().to_string(), relay.addr_string())]),
+            extra_tables: "[routing]\nread_write_split = false\n[pool]\nsize = 2\n\
+                           [health]\ninterval = \"200ms\"\n"
+                .into(),
+            ..Default::default()
+        },
+    );
+    let a = Arc::new(connect(&p).await);
+    q(&a, "BEGIN").await;
+    q(&a, "SELECT 1").await;
+    let upload = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            use tokio_postgres::binary_copy::BinaryCopyInWriter;
+            use tokio_postgres::types::Type;
+            let sink = a
+                .copy_in("COPY pool_lost_copy FROM STDIN (FORMAT binary)")
+                .await?;
+            let w = BinaryCopyInWriter::new(sink, &[Type::TEXT]);
+            let mut w = std::pin::pin!(w);
+            let value = "x".repeat(32 * 1024);
+            for _ in 0..4096 {
+                w.as_mut().write(&[&value]).await?;
+            }
+            w.finish().await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.set_mode(Mode::Blackhole);
+    // The upload fills the sockets, then the proxy's buffer towards the server.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reset = tokio::task::spawn_blocking(move || {
+        relay.reset_all();
+        relay.set_mode(Mode::Pass);
+        relay
+    });
+    let relay = bounded("resetting the relay", reset).await.unwrap();
+    let err = bounded("the interrupted upload", upload)
+        .await
+        .unwrap()
+        .expect_err("the upload survived a lost server connection");
+    assert!(err.code().is_some(), "no SQLSTATE: {err:?}");
+    assert_eq!(
+        sqlstate(&try_simple(&a, "SELECT 1").await.unwrap_err()),
+        "25P02"
+    );
+    q(&a, "ROLLBACK").await;
+    assert_eq!(one(&a, "SELECT 'after'").await, "after");
+    assert_eq!(one(&a, "SELECT count(*) FROM pool_lost_copy").await, "0");
+    drop(relay);
+}
+
 /// A client that vanishes with most of a large result unread: the next client gets exactly
 /// its own result, promptly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -385,18 +385,29 @@ impl Pool {
         self.metrics.transactions.inc();
         let max_lifetime = clock::ms(self.tuning.lock().expect("tuning").max_lifetime);
         let now = clock::now_ms();
-        if p.conn.broken
-            || p.conn.needs_reset
-            || self.is_retired.load(Ordering::Relaxed)
-            || now.saturating_sub(p.conn.created) > max_lifetime
+        if p.conn.broken || p.conn.needs_reset || now.saturating_sub(p.conn.created) > max_lifetime
         {
             p.conn.terminate();
         } else {
             p.conn.idle_since = now;
-            self.conns.lock().expect("conns").idle.push(p.conn);
-            self.metrics.idle.inc();
+            self.park(p.conn);
         }
         drop(p.permit);
+    }
+
+    /// Puts a connection among the idle ones, or closes it if the pool was retired meanwhile
+    /// (checked under the lock [`retire`](Self::retire) drains the idle list under, so that no
+    /// connection can land in a pool nobody will look at again).
+    fn park(&self, mut c: Box<ServerConn>) {
+        let mut conns = self.conns.lock().expect("conns");
+        if self.is_retired.load(Ordering::Relaxed) {
+            drop(conns);
+            c.terminate();
+            return;
+        }
+        conns.idle.push(c);
+        drop(conns);
+        self.metrics.idle.inc();
     }
 
     /// Counts a request (a simple query, Sync or function call) sent on this pool.
@@ -458,8 +469,7 @@ impl Pool {
             match self.open().await {
                 Ok(mut c) => {
                     c.idle_since = clock::now_ms();
-                    self.conns.lock().expect("conns").idle.push(c);
-                    self.metrics.idle.inc();
+                    self.park(c);
                 }
                 Err(e) => {
                     tracing::debug!(pool = ?self.key, error = %e, "min_size connection failed");
@@ -472,9 +482,12 @@ impl Pool {
     }
 
     fn retire(&self) {
-        self.is_retired.store(true, Ordering::Relaxed);
         self.permits.close();
-        let drained: Vec<_> = std::mem::take(&mut self.conns.lock().expect("conns").idle);
+        let drained: Vec<_> = {
+            let mut conns = self.conns.lock().expect("conns");
+            self.is_retired.store(true, Ordering::Relaxed);
+            std::mem::take(&mut conns.idle)
+        };
         for mut c in drained {
             self.metrics.idle.dec();
             c.terminate();
@@ -527,12 +540,19 @@ impl Pools {
         map.entry(key.clone())
             .or_insert_with(|| {
                 let c = &spec.config.config;
-                let connect = connect_params(spec.address, spec.user, spec.database, &c.pool);
+                // The user as now configured: the session's record is from its login, before
+                // any reload that changed its server password or pool size.
+                let user = spec
+                    .config
+                    .users
+                    .get(&spec.user.name)
+                    .map_or(spec.user, |u| &**u);
+                let connect = connect_params(spec.address, user, spec.database, &c.pool);
                 Arc::new(Pool::new(
                     key,
                     spec.backend_index,
                     connect,
-                    spec.user.pool_size(&c.pool),
+                    user.pool_size(&c.pool),
                     Tuning::from(&c.pool),
                     &self.metrics,
                 ))

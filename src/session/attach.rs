@@ -381,6 +381,10 @@ impl Session {
         self.cancel.clear();
         tracing::warn!(parent: &self.span, backend = %p.pool().key.backend, error = %error, "server connection lost");
         p.discard("server_lost", &self.app.metrics);
+        // Bytes not yet written were for that connection only: what the client is told failed
+        // must not run on the next one (and a full buffer would stop the relay for good).
+        self.swbuf.clear();
+        self.parse_wait_flushed = false;
         if let Some(i) = self.backend_index {
             // A repeat of this request goes somewhere else.
             self.avoid |= 1u64 << (i % 64);
@@ -470,8 +474,12 @@ impl Session {
         };
         p.conn.owner = 0;
         let cancel_done = self.cancel.clear();
+        // An extended-protocol batch without its Sync leaves the server inside an implicit
+        // transaction, or ignoring everything until a Sync after an error.
+        let mid_batch = self.batch_open || self.skip_until_sync;
         self.detach_bookkeeping();
         let busy = !self.pending.is_empty()
+            || mid_batch
             || self.client_pass != Pass::None
             || self.server_pass > 0
             || !self.swbuf.is_empty();
@@ -492,7 +500,12 @@ impl Session {
             return;
         }
         let rollback = self.txn != TxnStatus::Idle;
-        let reset = self.pin.is_some() || self.pool_mode == PoolMode::Session || p.conn.needs_reset;
+        // Settings changed and not read back yet (the client left with the SET's answer): what
+        // the connection carries is unknown.
+        let reset = self.pin.is_some()
+            || self.pool_mode == PoolMode::Session
+            || p.conn.needs_reset
+            || self.capture;
         if !rollback && !reset {
             p.release();
             return;

@@ -159,10 +159,20 @@ impl Session {
             tag::BIND => {
                 // Only the statement name needs rewriting; the parameters stream through.
                 let body = &self.client.rbuf[5..];
-                let Some((portal, rest)) = read_cstr(body) else {
-                    return Ok(Some(Step::Idle));
-                };
-                let Some((name, _)) = read_cstr(rest) else {
+                let Some((portal, name)) =
+                    read_cstr(body).and_then(|(portal, rest)| Some((portal, read_cstr(rest)?.0)))
+                else {
+                    // Its names are not all here yet: wait for them, within the size any
+                    // message may be buffered to.
+                    if self.client.rbuf.len() > self.max_message {
+                        return Err(Fatal::new(
+                            "54000",
+                            format!(
+                                "message of {} bytes exceeds max_message_size ({} bytes)",
+                                h.frame_len, self.max_message
+                            ),
+                        ));
+                    }
                     return Ok(Some(Step::Idle));
                 };
                 let prefix = 5 + portal.len() + 1 + name.len() + 1;

@@ -163,7 +163,10 @@ impl Session {
                 }
             }
         }
+        // Not while the client leaves the proxy's own answers unread (as PostgreSQL stops
+        // reading a client that does not read).
         if self.swbuf.len() < OUT_HIGH
+            && self.client.wbuf.len() < OUT_HIGH
             && (self.client.rbuf.len() < OUT_HIGH || !self.client_has_request())
         {
             match read_some(cx, client, &mut self.client.rbuf) {
