@@ -2239,6 +2239,172 @@ async fn unnamed_statement_across_round_trips() {
     );
 }
 
+/// An error the proxy answers itself inside a batch (a named statement the client already
+/// has: 42P05) ends the batch as PostgreSQL's own error would: what ran before it in the
+/// batch's implicit transaction is rolled back, and an open transaction block fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_the_proxy_answers_fails_the_transaction() {
+    create_table("pool_local_error", "v int");
+    let p = proxy("transaction", "size = 2");
+    let mut a = Raw::app(&p).await;
+    assert_eq!(
+        tags(&a.roundtrip(&parse_sync("s1", "SELECT 1")).await),
+        "1Z"
+    );
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "", "INSERT INTO pool_local_error VALUES (1)");
+    m_bind(&mut b, "", "", &[]);
+    m_execute(&mut b);
+    m_parse(&mut b, "s1", "SELECT 1");
+    m_bind(&mut b, "", "s1", &[]);
+    m_execute(&mut b);
+    m_sync(&mut b);
+    let r = a.roundtrip(&b).await;
+    assert_eq!(tags(&r), "12CEZ");
+    assert_eq!(error_code(&r).as_deref(), Some("42P05"));
+    assert_eq!(ready_status(&r), 'I');
+    assert_eq!(
+        su("SELECT count(*) FROM pool_local_error"),
+        "0",
+        "the batch's INSERT committed although the batch failed"
+    );
+
+    // Inside a transaction block: the block fails, and its COMMIT rolls back.
+    assert_eq!(ready_status(&a.simple("BEGIN").await), 'T');
+    assert_eq!(
+        ready_status(&a.simple("INSERT INTO pool_local_error VALUES (2)").await),
+        'T'
+    );
+    let r = a.roundtrip(&parse_sync("s1", "SELECT 1")).await;
+    assert_eq!(error_code(&r).as_deref(), Some("42P05"));
+    assert_eq!(ready_status(&r), 'E');
+    let r = a.simple("SELECT 1").await;
+    assert_eq!(error_code(&r).as_deref(), Some("25P02"));
+    let r = a.simple("COMMIT").await;
+    assert!(
+        tags(&r).contains('C') && ready_status(&r) == 'I',
+        "{}",
+        tags(&r)
+    );
+    assert_eq!(su("SELECT count(*) FROM pool_local_error"), "0");
+    // The statement is still the client's, and the session is fine.
+    let r = a.roundtrip(&bind_exec("s1", &[])).await;
+    assert_eq!(single(&r, "s1 after the failed block"), "1");
+}
+
+/// The proxy's view of the statements prepared on a connection can be wrong in a way it
+/// cannot see (a `DISCARD ALL` that failed: the proxy forgot the statements, the server did
+/// not): preparing one again must still work, for this client and the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_prepared_again_after_a_failed_discard_all() {
+    let p = proxy("transaction", "size = 1");
+    let text = "SELECT 'after a failed discard'";
+    let mut a = Raw::app(&p).await;
+    assert_eq!(tags(&a.roundtrip(&parse_sync("s1", text)).await), "1Z");
+    assert_eq!(ready_status(&a.simple("BEGIN").await), 'T');
+    let r = a.simple("DISCARD ALL").await;
+    assert_eq!(error_code(&r).as_deref(), Some("25001"));
+    a.simple("ROLLBACK").await;
+    for (who, c) in [
+        ("the same client", &mut a),
+        ("another client", &mut Raw::app(&p).await),
+    ] {
+        let mut b = BytesMut::new();
+        m_parse(&mut b, "s2", text);
+        m_bind(&mut b, "", "s2", &[]);
+        m_execute(&mut b);
+        m_sync(&mut b);
+        let r = c.roundtrip(&b).await;
+        assert_eq!(single(&r, who), "after a failed discard", "{who}");
+    }
+}
+
+/// A Parse the proxy answers from a statement already prepared on the connection, skipped by
+/// the server after an earlier error in the batch, does not define the client's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_parse_of_a_prepared_statement_defines_nothing() {
+    let p = proxy("transaction", "size = 1");
+    let mut a = Raw::app(&p).await;
+    assert_eq!(
+        tags(&a.roundtrip(&parse_sync("s1", "SELECT 7")).await),
+        "1Z"
+    );
+    let mut b = BytesMut::new();
+    m_bind(&mut b, "", "no_such_statement", &[]);
+    m_parse(&mut b, "s2", "SELECT 7");
+    m_sync(&mut b);
+    let r = a.roundtrip(&b).await;
+    assert_eq!(error_code(&r).as_deref(), Some("26000"), "{}", tags(&r));
+    // s2 was never defined: parsing it now works, as on PostgreSQL.
+    let r = a.roundtrip(&parse_sync("s2", "SELECT 7")).await;
+    assert_eq!(tags(&r), "1Z", "{:?}", error_code(&r));
+    assert_eq!(single(&a.roundtrip(&bind_exec("s2", &[])).await, "s2"), "7");
+}
+
+/// A Parse of the unnamed statement that the server skips (an earlier error in the batch)
+/// leaves the server's unnamed statement as it was: the previous client's. The proxy must
+/// not then let this client bind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_unnamed_parse_never_exposes_another_clients_statement() {
+    let p = proxy("transaction", "size = 1");
+    let mut a = Raw::app(&p).await;
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "", "SELECT 'the first client''s statement'");
+    m_bind(&mut b, "", "", &[]);
+    m_execute(&mut b);
+    m_sync(&mut b);
+    assert_eq!(
+        single(&a.roundtrip(&b).await, "a"),
+        "the first client's statement"
+    );
+    // (The first client stays connected: a connection its last client left is cleaned
+    // with a simple query, which also destroys the unnamed statement.)
+    let mut c = Raw::app(&p).await;
+    let mut b = BytesMut::new();
+    m_bind(&mut b, "", "no_such_statement", &[]);
+    m_parse(&mut b, "", "SELECT 'mine'");
+    m_sync(&mut b);
+    let r = c.roundtrip(&b).await;
+    assert_eq!(error_code(&r).as_deref(), Some("26000"), "{}", tags(&r));
+    let r = c.roundtrip(&bind_exec("", &[])).await;
+    assert_eq!(
+        error_code(&r).as_deref(),
+        Some("26000"),
+        "the unnamed statement after a skipped Parse: {:?}",
+        data_rows(&r)
+    );
+    drop(a);
+}
+
+/// The unnamed statement survives between round trips while the proxy runs its own queries
+/// on the connection in between (here the commit-position read-back after a write, with
+/// read/write splitting): they destroy the server's unnamed statement, which the proxy
+/// then prepares again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unnamed_statement_survives_the_proxys_own_queries() {
+    create_table("pool_unnamed_rt", "v int");
+    let p = proxy_with("transaction", "[pool]\nsize = 1\n");
+    let mut a = Raw::app(&p).await;
+    for round in 0..3 {
+        let mut b = BytesMut::new();
+        m_parse(&mut b, "", "INSERT INTO pool_unnamed_rt VALUES (1)");
+        m_describe(&mut b, "");
+        m_sync(&mut b);
+        let r = a.roundtrip(&b).await;
+        assert_eq!(error_code(&r), None, "round {round}: {}", tags(&r));
+        for _ in 0..2 {
+            let r = a.roundtrip(&bind_exec("", &[])).await;
+            assert_eq!(
+                error_code(&r),
+                None,
+                "round {round}: executing the unnamed statement again: {}",
+                tags(&r)
+            );
+        }
+    }
+    assert_eq!(su("SELECT count(*) FROM pool_unnamed_rt"), "6");
+}
+
 // ---------------------------------------------------------------------------------------------
 // State that pins a client to its server connection
 // ---------------------------------------------------------------------------------------------

@@ -222,12 +222,8 @@ impl Session {
             // The client's block failed without a server: open one here and make it fail, so
             // that the server answers the rest of it as it would in the client's own (errors
             // 25P02, COMMIT answered ROLLBACK, the extended protocol included).
-            encode::query(
-                &mut self.swbuf,
+            self.own_query(
                 "BEGIN; SELECT 'switchyard: this transaction failed earlier'::pg_catalog.int4",
-            );
-            self.pending.expect(
-                super::pending::Kind::Query,
                 super::pending::Mode::Restore,
                 super::pending::Hook::None,
             );
@@ -255,15 +251,14 @@ impl Session {
         }
         // Nothing in flight and no transaction open: the query runs in a transaction of its own.
         let standalone = self.txn == TxnStatus::Idle && self.pending.is_empty();
-        if let Some(sql) = self.desired.sync_sql(&p.conn.applied, standalone) {
-            encode::query(&mut self.swbuf, &sql);
-            self.pending.expect(
-                super::pending::Kind::Query,
+        let applied = std::mem::replace(&mut p.conn.applied, self.desired.clone());
+        if let Some(sql) = self.desired.sync_sql(&applied, standalone) {
+            self.own_query(
+                &sql,
                 super::pending::Mode::Swallow,
                 super::pending::Hook::None,
             );
         }
-        p.conn.applied = self.desired.clone();
     }
 
     /// Answers the request at the front of the client buffer with an error, without a server.
@@ -323,10 +318,9 @@ impl Session {
                 (true, false) => settings::capture_sql(&self.custom_names),
                 _ => COMMIT_LSN_SQL.to_owned(),
             };
-            encode::query(&mut self.swbuf, &sql);
             self.capturing = (settings, lsn);
-            self.pending.expect(
-                super::pending::Kind::Query,
+            self.own_query(
+                &sql,
                 super::pending::Mode::Capture,
                 super::pending::Hook::None,
             );

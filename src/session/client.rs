@@ -56,6 +56,10 @@ fn is_frontend_tag(t: u8) -> bool {
     )
 }
 
+/// A statement name no client or proxy uses: a Bind of it fails (see
+/// [`Session::respond_batch_error`]).
+const FAIL_STATEMENT: &[u8] = b"switchyard: failed batch";
+
 /// PostgreSQL's own message size ceiling; beyond it the length is garbage.
 const MAX_PROTOCOL_MESSAGE: usize = 1 << 30;
 
@@ -360,10 +364,19 @@ impl Session {
 
     /// Sends bytes to the client in order with whatever responses are still due.
     pub(super) fn respond(&mut self, bytes: BytesMut) {
-        if self.pending.is_empty() {
-            self.client.wbuf.extend_from_slice(&bytes);
+        self.respond_undoable(bytes, Hook::None);
+    }
+
+    /// Like [`respond`](Self::respond), with what to undo if an error before it in the same
+    /// batch means the server would not have answered it.
+    pub(super) fn respond_undoable(&mut self, bytes: BytesMut, hook: Hook) {
+        if !self.pending.is_empty() {
+            self.pending.synthetic(bytes.freeze(), hook);
+        } else if let Some(r) = self.retry.as_mut() {
+            // Part of a repeatable request's answer: held back with the rest of it.
+            r.hold(bytes, &mut self.client.wbuf);
         } else {
-            self.pending.synthetic(bytes.freeze());
+            self.client.wbuf.extend_from_slice(&bytes);
         }
     }
 
@@ -382,12 +395,39 @@ impl Session {
         self.respond(b);
     }
 
-    /// Reports an error inside an extended-protocol batch and skips to its Sync.
+    /// Reports an error inside an extended-protocol batch and skips to its Sync. The server
+    /// is made to fail too (a Bind of a statement that cannot exist, its error dropped), so
+    /// that, as in PostgreSQL, the error rolls back the batch's implicit transaction or fails
+    /// the client's transaction block.
     pub(super) fn respond_batch_error(&mut self, code: &str, message: &str) {
         let mut b = BytesMut::new();
         encode::error(&mut b, "ERROR", code, message);
         self.respond(b);
         self.skip_until_sync = true;
+        if self.server.is_some() {
+            // Portal "", statement FAIL_STATEMENT, no formats, parameters or result formats.
+            encode::bind_renamed(&mut self.swbuf, b"", FAIL_STATEMENT, &[0; 6]);
+            self.pending.expect(Kind::Bind, Mode::Restore, Hook::None);
+        }
+    }
+
+    /// The proxy's own simple query on the attached connection (it destroys the server's
+    /// unnamed statement, as any simple query does).
+    pub(super) fn own_query(&mut self, sql: &str, mode: Mode, hook: Hook) {
+        encode::query(&mut self.swbuf, sql);
+        self.pending.expect(Kind::Query, mode, hook);
+        if let Some(p) = self.server.as_mut() {
+            p.conn.unnamed_owner = None;
+        }
+    }
+
+    /// The client no longer has an unnamed statement: no server connection holds it.
+    pub(super) fn forget_unnamed(&mut self) {
+        self.unnamed = None;
+        self.unnamed_seq += 1;
+        if let Some(p) = self.server.as_mut() {
+            p.conn.unnamed_owner = None;
+        }
     }
 
     /// Session effects of the message about to be forwarded (called before it is queued).
@@ -407,21 +447,19 @@ impl Session {
             }
         }
         if effects.contains(Effects::DISCARD_ALL) {
+            // (Should the command fail, the server keeps statements the proxy now believes
+            // gone: every statement it prepares again is closed first, see ensure_prepared.)
             self.statements.clear();
-            self.unnamed = None;
+            self.forget_unnamed();
             if let Some(p) = self.server.as_mut() {
                 p.conn.prepared.clear();
-                p.conn.unnamed_owner = None;
             }
         }
     }
 
     /// A simple query destroys the unnamed statement on the server.
     fn note_simple_query(&mut self) {
-        self.unnamed = None;
-        if let Some(p) = self.server.as_mut() {
-            p.conn.unnamed_owner = None;
-        }
+        self.forget_unnamed();
     }
 
     fn handle_query(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
@@ -583,9 +621,8 @@ impl Session {
 
     /// After a statement that may have RESET settings: put startup values back at once.
     fn restore_startup_settings(&mut self) {
-        if let Some(sql) = &self.restore_sql {
-            encode::query(&mut self.swbuf, sql);
-            self.pending.expect(Kind::Query, Mode::Restore, Hook::None);
+        if let Some(sql) = self.restore_sql.clone() {
+            self.own_query(&sql, Mode::Restore, Hook::None);
         }
     }
 

@@ -92,10 +92,17 @@ impl Session {
         if conn.prepared.touch(stmt.id) {
             let mut b = BytesMut::new();
             encode::empty(&mut b, tag::PARSE_COMPLETE);
-            self.respond(b);
+            self.respond_undoable(
+                b,
+                Hook::CachedParse {
+                    id: stmt.id,
+                    name: client_name,
+                },
+            );
         } else {
             conn.prepared.insert(stmt.id);
             self.evict_prepared();
+            self.close_before_parse(&stmt);
             encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
             self.pending.expect(
                 Kind::Parse,
@@ -123,7 +130,21 @@ impl Session {
         if let Some(p) = self.server.as_mut() {
             p.conn.unnamed_owner = Some(owner);
         }
-        self.pending.expect(Kind::Parse, Mode::Forward, Hook::None);
+        self.pending.expect(
+            Kind::Parse,
+            Mode::Forward,
+            Hook::UnnamedParse { client: true },
+        );
+    }
+
+    /// Closes `stmt`'s shared name on the attached connection ahead of preparing it there.
+    /// The proxy prepares only what it believes the connection lacks, but the server may
+    /// still hold it: after a `DISCARD ALL` that failed, or an eviction the server skipped
+    /// after an error. A Parse would then fail with 42P05 for every client using it on that
+    /// connection; a Close of a name that does not exist is no error.
+    fn close_before_parse(&mut self, stmt: &Statement) {
+        encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', &stmt.server_name);
+        self.pending.expect(Kind::Close, Mode::Swallow, Hook::None);
     }
 
     /// Makes sure the statement a Bind/Describe names exists on the attached connection and
@@ -136,7 +157,11 @@ impl Session {
                 match &self.unnamed {
                     Some(parse) => {
                         self.swbuf.extend_from_slice(parse);
-                        self.pending.expect(Kind::Parse, Mode::Swallow, Hook::None);
+                        self.pending.expect(
+                            Kind::Parse,
+                            Mode::Swallow,
+                            Hook::UnnamedParse { client: false },
+                        );
                         conn.unnamed_owner = Some(owner);
                     }
                     None => {
@@ -173,6 +198,7 @@ impl Session {
         if !conn.prepared.touch(stmt.id) {
             conn.prepared.insert(stmt.id);
             self.evict_prepared();
+            self.close_before_parse(stmt);
             encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
             self.pending.expect(
                 Kind::Parse,
@@ -282,7 +308,9 @@ impl Session {
         }
         if self.server.is_none() {
             // Close of a portal or the unnamed statement with no server: nothing exists.
-            self.unnamed = None;
+            if which == b'S' {
+                self.forget_unnamed();
+            }
             let mut b = BytesMut::new();
             encode::empty(&mut b, tag::CLOSE_COMPLETE);
             self.respond(b);
@@ -290,10 +318,7 @@ impl Session {
         }
         if which == b'P' || kind == Kind::Close {
             if kind == Kind::Close && which == b'S' {
-                self.unnamed = None;
-                if let Some(p) = self.server.as_mut() {
-                    p.conn.unnamed_owner = None;
-                }
+                self.forget_unnamed();
             }
             self.swbuf.extend_from_slice(frame);
         } else {

@@ -59,7 +59,7 @@ pub enum Mode {
     /// Drop, collecting data rows (reading settings back).
     Capture,
     /// Drop, errors included: putting startup values back after a RESET (it fails harmlessly
-    /// in an aborted transaction).
+    /// in an aborted transaction), or a message sent to fail on purpose.
     Restore,
 }
 
@@ -79,6 +79,18 @@ pub enum Hook {
     /// A Sync the client sent after ending a COPY (the server answers it; Syncs sent while
     /// the server was receiving COPY data are ignored by it).
     AfterCopyEnd,
+    /// A Parse of the unnamed statement: the client's own (`client`), or the proxy putting the
+    /// client's back. If an error makes the server skip it, the server's unnamed statement is
+    /// not the client's (and, for the client's own, the client has none it can rely on).
+    UnnamedParse {
+        client: bool,
+    },
+    /// A synthetic ParseComplete for the client's statement `name`, already prepared on the
+    /// connection as `id`: if an error skips it, the client's Parse did not happen.
+    CachedParse {
+        id: u64,
+        name: Bytes,
+    },
 }
 
 /// One expected response.
@@ -86,8 +98,9 @@ pub enum Hook {
 pub enum Expect {
     /// A response from the server.
     Server { kind: Kind, mode: Mode, hook: Hook },
-    /// Bytes the proxy emits in place of a server response.
-    Synthetic(Bytes),
+    /// Bytes the proxy emits in place of a server response (with what to undo if an earlier
+    /// error skips it).
+    Synthetic(Bytes, Hook),
 }
 
 /// The outcome of matching a server message against the queue (small and `Copy`: it is made
@@ -126,8 +139,8 @@ impl Pending {
     }
 
     /// Appends a synthetic response.
-    pub fn synthetic(&mut self, bytes: Bytes) {
-        self.q.push_back(Expect::Synthetic(bytes));
+    pub fn synthetic(&mut self, bytes: Bytes, hook: Hook) {
+        self.q.push_back(Expect::Synthetic(bytes, hook));
     }
 
     /// Whether a Parse of the client's statement `name` awaits its answer.
@@ -150,8 +163,8 @@ impl Pending {
     /// Removes and returns synthetic entries at the front.
     pub fn pop_synthetic(&mut self) -> Option<Bytes> {
         match self.q.front() {
-            Some(Expect::Synthetic(_)) => match self.q.pop_front() {
-                Some(Expect::Synthetic(b)) => Some(b),
+            Some(Expect::Synthetic(..)) => match self.q.pop_front() {
+                Some(Expect::Synthetic(b, _)) => Some(b),
                 _ => unreachable!(),
             },
             _ => None,
@@ -189,7 +202,7 @@ impl Pending {
                 Expect::Server {
                     mode: Mode::Forward,
                     ..
-                } | Expect::Synthetic(_)
+                } | Expect::Synthetic(..)
             )
         })
     }
@@ -212,8 +225,9 @@ impl Pending {
         let (kind, mode) = (*kind, *mode);
         m.mode = mode;
         if t == tag::ERROR_RESPONSE {
-            // Errors always reach the client, except answers to the proxy's own queries.
-            m.forward = mode == Mode::Forward || kind.extended();
+            // Errors always reach the client, except answers to the proxy's own queries and
+            // to what it sent to fail.
+            m.forward = mode == Mode::Forward || (kind.extended() && mode != Mode::Restore);
             if kind.extended() {
                 // The server skips everything up to the next Sync; synthetic answers queued in
                 // that stretch must not be sent either.
@@ -227,7 +241,9 @@ impl Pending {
                     ) {
                         break;
                     }
-                    if let Some(Expect::Server { hook, .. }) = self.q.pop_front() {
+                    if let Some(Expect::Server { hook, .. } | Expect::Synthetic(_, hook)) =
+                        self.q.pop_front()
+                    {
                         self.skipped.push(hook);
                         m.skipped = true;
                     }
@@ -342,12 +358,17 @@ mod tests {
                 name: Bytes::from_static(b"s1"),
             },
         );
-        p.synthetic(Bytes::from_static(b"2"));
+        let cached = Hook::CachedParse {
+            id: 2,
+            name: Bytes::from_static(b"s2"),
+        };
+        p.synthetic(Bytes::from_static(b"1"), cached.clone());
         p.expect(Kind::Execute, Mode::Forward, Hook::None);
         p.expect(Kind::Sync, Mode::Forward, Hook::None);
         p.expect(Kind::Query, Mode::Forward, Hook::None);
         let m = p.on_server(b'E');
         assert!(m.forward && m.skipped);
+        // The synthetic answer's hook is among the skipped: its Parse did not happen either.
         assert_eq!(
             p.take_skipped(),
             vec![
@@ -355,6 +376,7 @@ mod tests {
                     id: 1,
                     name: Bytes::from_static(b"s1")
                 },
+                cached,
                 Hook::None
             ]
         );

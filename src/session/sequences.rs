@@ -9,7 +9,7 @@
 use super::Session;
 use crate::config::PoolMode;
 use crate::pool::server::SeqState;
-use crate::protocol::{encode, TxnStatus};
+use crate::protocol::TxnStatus;
 use crate::sql::Effects;
 
 impl Session {
@@ -86,9 +86,8 @@ impl Session {
             return;
         };
         p.conn.seq = me;
-        encode::query(&mut self.swbuf, "DISCARD SEQUENCES");
-        self.pending.expect(
-            super::pending::Kind::Query,
+        self.own_query(
+            "DISCARD SEQUENCES",
             super::pending::Mode::Swallow,
             super::pending::Hook::None,
         );

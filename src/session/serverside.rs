@@ -179,13 +179,29 @@ impl Session {
             }
             if m.skipped {
                 for hook in self.pending.take_skipped() {
-                    if let Hook::Parse { id, name } = hook {
-                        conn.prepared.remove(id);
-                        if !name.is_empty()
-                            && self.statements.get(&name).is_some_and(|s| s.id == id)
+                    match hook {
+                        Hook::Parse { id, name } => {
+                            conn.prepared.remove(id);
+                            if !name.is_empty()
+                                && self.statements.get(&name).is_some_and(|s| s.id == id)
+                            {
+                                self.statements.remove(&name);
+                            }
+                        }
+                        Hook::CachedParse { id, name }
+                            if self.statements.get(&name).is_some_and(|s| s.id == id) =>
                         {
                             self.statements.remove(&name);
                         }
+                        Hook::UnnamedParse { client } => {
+                            // The server's unnamed statement is whatever it was before.
+                            conn.unnamed_owner = None;
+                            if client {
+                                self.unnamed = None;
+                                self.unnamed_seq += 1;
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
