@@ -2341,6 +2341,52 @@ async fn a_skipped_parse_of_a_prepared_statement_defines_nothing() {
     assert_eq!(single(&a.roundtrip(&bind_exec("s2", &[])).await, "s2"), "7");
 }
 
+/// `DEALLOCATE name` sent through the extended protocol (psycopg does in pipeline mode) frees
+/// the client's protocol-level statement, as on PostgreSQL; an unknown name fails as there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_through_the_extended_protocol() {
+    let p = proxy("transaction", "size = 1");
+    let mut a = Raw::app(&p).await;
+    let dealloc = |name: &str| {
+        let mut b = BytesMut::new();
+        m_parse(&mut b, "", &format!("DEALLOCATE {name}"));
+        m_bind(&mut b, "", "", &[]);
+        m_execute(&mut b);
+        m_sync(&mut b);
+        b
+    };
+    for round in 0..2 {
+        assert_eq!(
+            tags(&a.roundtrip(&parse_sync("s1", "SELECT 5")).await),
+            "1Z"
+        );
+        let r = a.roundtrip(&dealloc("s1")).await;
+        assert_eq!(tags(&r), "12CZ", "round {round}: {:?}", error_code(&r));
+        let r = a.roundtrip(&bind_exec("s1", &[])).await;
+        assert_eq!(error_code(&r).as_deref(), Some("26000"), "round {round}");
+    }
+    let r = a.roundtrip(&dealloc("s1")).await;
+    assert_eq!(error_code(&r).as_deref(), Some("26000"));
+    // Another client's statement of the same text is unaffected.
+    let mut b = Raw::app(&p).await;
+    assert_eq!(
+        tags(&b.roundtrip(&parse_sync("t1", "SELECT 5")).await),
+        "1Z"
+    );
+    assert_eq!(
+        tags(&a.roundtrip(&parse_sync("s1", "SELECT 5")).await),
+        "1Z"
+    );
+    let r = a.roundtrip(&dealloc("s1")).await;
+    assert_eq!(
+        tags(&r),
+        "12CZ",
+        "{:?}",
+        r.iter().find(|m| m.0 == b'E').map(|m| err_text(&m.1))
+    );
+    assert_eq!(single(&b.roundtrip(&bind_exec("t1", &[])).await, "t1"), "5");
+}
+
 /// A Parse of the unnamed statement that the server skips (an earlier error in the batch)
 /// leaves the server's unnamed statement as it was: the previous client's. The proxy must
 /// not then let this client bind it.

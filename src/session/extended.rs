@@ -31,7 +31,8 @@ impl Session {
         let (effects, pin) = self.unnamed_effects;
         let repeat = self.client.rbuf.get(5) == Some(&0)
             && self.unnamed.as_deref() == Some(&self.client.rbuf[..h.frame_len])
-            && !effects.contains(Effects::SETTINGS);
+            && !effects.contains(Effects::SETTINGS)
+            && !self.unnamed_deallocates;
         if repeat {
             self.apply_effects(effects, pin);
             self.forward(h.frame_len);
@@ -43,15 +44,48 @@ impl Session {
         let Some((name, query, types)) = statements::split_parse(&frame[5..]) else {
             return Err(Fatal::protocol("malformed Parse message"));
         };
+        let mut deallocate = None;
         let (effects, pin) = match &self.unnamed {
             // (A repeat that changes settings: its custom names are read again below.)
-            Some(prev) if name.is_empty() && prev[..] == frame[..] => self.unnamed_effects,
+            Some(prev) if name.is_empty() && prev[..] == frame[..] && !self.unnamed_deallocates => {
+                self.unnamed_effects
+            }
             _ => {
                 let c = self.app.classifier.load();
                 let a = c.analyze_text(query);
+                if name.is_empty() {
+                    self.unnamed_deallocates = a.deallocate.is_some();
+                }
+                match &a.deallocate {
+                    Some(crate::sql::Deallocate::Name(n)) if name.is_empty() => {
+                        deallocate = self
+                            .statements
+                            .get(n.as_bytes())
+                            .map(|s| (n.to_string(), s.clone()));
+                    }
+                    _ => {}
+                }
                 (a.effects, a.pin_reason())
             }
         };
+        if let Some((client_name, stmt)) = deallocate {
+            // `DEALLOCATE name` of one of the client's protocol-level statements (psycopg
+            // sends it this way in pipeline mode): the server knows the statement by its
+            // shared name. Prepared there if need be, it is deallocated there under that name
+            // (the connection prepares it again when it is next needed) and the client's name
+            // is free.
+            self.ensure_prepared(&stmt);
+            self.statements.remove(client_name.as_bytes());
+            if let Some(p) = self.server.as_mut() {
+                p.conn.prepared.remove(stmt.id);
+            }
+            let text = format!("DEALLOCATE {}", String::from_utf8_lossy(&stmt.server_name));
+            let mut rewritten = BytesMut::new();
+            encode::parse(&mut rewritten, b"", text.as_bytes(), types);
+            self.unnamed_effects = (effects, pin);
+            self.forward_unnamed_parse(rewritten.freeze());
+            return Ok(());
+        }
         if name.is_empty() {
             self.unnamed_effects = (effects, pin);
         }

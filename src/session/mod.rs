@@ -159,6 +159,7 @@ async fn start(
         statements: HashMap::new(),
         unnamed: None,
         unnamed_effects: Default::default(),
+        unnamed_deallocates: false,
         unnamed_seq: 0,
         desired: startup.clone(),
         startup,
@@ -267,6 +268,9 @@ struct Session {
     unnamed: Option<Bytes>,
     /// Session effects and pin reason of `unnamed` (valid while it is `Some`).
     unnamed_effects: (crate::sql::Effects, Option<&'static str>),
+    /// The unnamed statement is a `DEALLOCATE`: what it does depends on the client's
+    /// statements at the time, so a repeat of it is analysed again.
+    unnamed_deallocates: bool,
     /// Counts the client's unnamed Parses (ownership check on the server connection).
     unnamed_seq: u64,
     /// Settings from startup.

@@ -298,25 +298,39 @@ impl Pending {
         }
     }
 
-    /// Empties the queue (server lost); returns how many ReadyForQuery the client still awaits.
+    /// Empties the queue (server lost); returns how many ReadyForQuery the client still awaits
+    /// (those of its requests the proxy was to answer itself included).
     pub fn abandon(&mut self) -> usize {
         let n = self
             .q
             .iter()
-            .filter(|e| {
-                matches!(
-                    e,
-                    Expect::Server {
-                        kind: Kind::Sync | Kind::Query | Kind::FunctionCall,
-                        mode: Mode::Forward,
-                        ..
-                    }
-                )
+            .filter(|e| match e {
+                Expect::Server {
+                    kind: Kind::Sync | Kind::Query | Kind::FunctionCall,
+                    mode: Mode::Forward,
+                    ..
+                } => true,
+                Expect::Synthetic(b, _) => has_ready(b),
+                _ => false,
             })
             .count();
         self.q.clear();
         n
     }
+}
+
+/// Whether `bytes` (whole backend messages) include a ReadyForQuery.
+fn has_ready(mut bytes: &[u8]) -> bool {
+    while let Ok(Some(h)) = crate::protocol::Header::peek(bytes, usize::MAX) {
+        if h.tag == tag::READY_FOR_QUERY {
+            return true;
+        }
+        let Some(rest) = bytes.get(h.frame_len..) else {
+            return false;
+        };
+        bytes = rest;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -344,6 +358,23 @@ mod tests {
         assert!(p.on_server(b'D').completed.is_none());
         assert!(p.on_server(b'C').completed.is_some());
         assert!(p.on_server(b'Z').completed.is_some());
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn abandon_counts_the_ready_for_query_of_local_answers() {
+        let mut p = Pending::default();
+        p.expect(Kind::Query, Mode::Forward, Hook::None);
+        p.expect(Kind::Query, Mode::Swallow, Hook::None);
+        // A locally answered query (CommandComplete "DEALLOCATE", ReadyForQuery).
+        let mut local = bytes::BytesMut::new();
+        crate::protocol::encode::command_complete(&mut local, "DEALLOCATE");
+        crate::protocol::encode::ready_for_query(&mut local, crate::protocol::TxnStatus::Idle);
+        p.synthetic(local.freeze(), Hook::None);
+        // A synthetic ParseComplete owes no ReadyForQuery of its own.
+        p.synthetic(Bytes::from_static(b"1\0\0\0\x04"), Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        assert_eq!(p.abandon(), 3);
         assert!(p.is_empty());
     }
 
