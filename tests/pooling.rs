@@ -2237,6 +2237,21 @@ async fn unnamed_statement_across_round_trips() {
         "unnamed statement survived a simple query: {}",
         tags(&r)
     );
+    // Also one the proxy answers itself.
+    for local in ["SHOW switchyard.route", "BEGIN"] {
+        assert_eq!(
+            tags(&x.roundtrip(&parse_sync("", "SELECT $1::text")).await),
+            "1Z"
+        );
+        assert_eq!(error_code(&x.simple(local).await), None, "{local}");
+        let r = x.roundtrip(&bind_exec("", &["1"])).await;
+        assert_eq!(
+            error_code(&r).as_deref(),
+            Some("26000"),
+            "unnamed statement survived {local}: {}",
+            tags(&r)
+        );
+    }
 }
 
 /// An error the proxy answers itself inside a batch (a named statement the client already

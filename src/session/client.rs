@@ -511,6 +511,8 @@ impl Session {
             matches!(a.txn, TxnControl::Commit | TxnControl::Rollback) && a.statements == 1;
         let is_commit = a.txn == TxnControl::Commit;
         drop(classifier);
+        // Any simple query destroys the unnamed statement, the ones answered here included.
+        self.forget_unnamed();
         if let Some((kind, name, value)) = command {
             self.client.rbuf.advance(h.frame_len);
             let mut b = BytesMut::new();
