@@ -2032,6 +2032,22 @@ async fn deallocate_of_protocol_statements() {
     let r = x.simple("DEALLOCATE no_such_statement").await;
     assert_eq!(error_code(&r).as_deref(), Some("26000"), "{}", tags(&r));
     assert_eq!(ready_status(&r), 'I');
+    // In a failed transaction block nothing runs, DEALLOCATE (ALL) included.
+    x.simple("BEGIN").await;
+    x.simple("SELECT 1/0").await;
+    for sql in ["DEALLOCATE s_b", "DEALLOCATE ALL"] {
+        let r = x.simple(sql).await;
+        assert_eq!(
+            error_code(&r).as_deref(),
+            Some("25P02"),
+            "{sql}: {}",
+            tags(&r)
+        );
+        assert_eq!(ready_status(&r), 'E');
+    }
+    x.simple("ROLLBACK").await;
+    let r = x.roundtrip(&bind_exec("s_b", &["!"])).await;
+    assert_eq!(single(&r, "s_b after a failed block"), "b2!");
 }
 
 /// The same for a client pinned to its server connection (it made a temporary table), where

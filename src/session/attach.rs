@@ -88,7 +88,11 @@ impl Session {
         }
         let mut out = BytesMut::new();
         login::greeting(&mut out, &p.conn.params, pid, secret);
-        client.write_all(&out).await.map_err(Fatal::Io)?;
+        if let Err(e) = client.write_all(&out).await {
+            // The client left during its login: the connection goes back unused.
+            p.release();
+            return Err(Fatal::Io(e));
+        }
         self.app.metrics.clients.inc();
         if self.pool_mode == PoolMode::Session {
             self.hold(p);

@@ -446,7 +446,8 @@ impl Session {
                 p.conn.needs_reset = true;
             }
         }
-        if effects.contains(Effects::DISCARD_ALL) {
+        // (Nothing runs in a failed transaction block.)
+        if effects.contains(Effects::DISCARD_ALL) && self.txn != TxnStatus::Failed {
             // (Should the command fail, the server keeps statements the proxy now believes
             // gone: every statement it prepares again is closed first, see ensure_prepared.)
             self.statements.clear();
@@ -478,7 +479,10 @@ impl Session {
         let a = classifier.analyze_text(text);
         // Protocol-level statements are the proxy's: DEALLOCATE of one is answered here (also
         // when pinned; SQL-level PREPAREs of a pinned client go to its server).
+        // (In a failed transaction block the server answers, with 25P02.)
+        let failed_block = self.txn == TxnStatus::Failed || self.aborted_txn;
         let local = match (&a.deallocate, self.pin) {
+            _ if failed_block => None,
             (Some(Deallocate::All), None) => Some(None),
             (Some(Deallocate::Name(n)), _) if self.statements.contains_key(n.as_bytes()) => {
                 Some(Some(Bytes::copy_from_slice(n.as_bytes())))
