@@ -763,6 +763,24 @@ async fn serializable_sessions_read_on_the_primary() {
         );
     }
 
+    // Replica connections left defaulting to SERIALIZABLE serve other clients next: the
+    // proxy's own cleanup and settings queries must work on them (the log check at the end).
+    for _ in 0..4 {
+        let s = proxy.connect_app().await;
+        execute(&s, "SET default_transaction_isolation = 'serializable'").await;
+        execute(&s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await;
+        port(&s, "SELECT inet_server_port()").await;
+        execute(&s, "COMMIT").await;
+        drop(s);
+        let t = proxy.connect_app().await;
+        let seen = port(&t, "SELECT inet_server_port()").await;
+        assert!(
+            p.is_replica(seen),
+            "a read after them ran on {}",
+            p.name(seen)
+        );
+    }
+
     let cs = format!(
         "{} options='-c default_transaction_isolation=serializable'",
         proxy.conn_string(APP_USER, APP_PASSWORD, APP_DB)

@@ -245,16 +245,22 @@ impl Session {
         Ok(())
     }
 
+    /// Whether a query the proxy sends now runs in a transaction of its own: no transaction
+    /// open and nothing of the client's in flight (the proxy's own queries ahead of it are
+    /// simple queries outside any block).
+    pub(super) fn standalone(&self) -> bool {
+        self.txn == TxnStatus::Idle && !self.pending.client_waiting()
+    }
+
     /// Queues the settings difference between this client and the attached connection.
     pub(super) fn sync_settings(&mut self) {
+        let standalone = self.standalone();
         let Some(p) = self.server.as_mut() else {
             return;
         };
         if settings::same(&self.desired, &p.conn.applied) {
             return;
         }
-        // Nothing in flight and no transaction open: the query runs in a transaction of its own.
-        let standalone = self.txn == TxnStatus::Idle && self.pending.is_empty();
         let applied = std::mem::replace(&mut p.conn.applied, self.desired.clone());
         if let Some(sql) = self.desired.sync_sql(&applied, standalone) {
             self.own_query(

@@ -157,7 +157,7 @@ impl Session {
             tag::QUERY => {
                 // Too large to inspect: route it as is and assume it may change settings.
                 self.capture = true;
-                self.note_simple_query();
+                self.forget_unnamed();
                 self.pending.expect(Kind::Query, Mode::Forward, Hook::None);
             }
             tag::BIND => {
@@ -458,11 +458,6 @@ impl Session {
         }
     }
 
-    /// A simple query destroys the unnamed statement on the server.
-    fn note_simple_query(&mut self) {
-        self.forget_unnamed();
-    }
-
     fn handle_query(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
         if let Some(info) = self.front_query_info(h.frame_len) {
             // Analysed already, before a server was attached for it (attaching may also have
@@ -597,7 +592,7 @@ impl Session {
         self.apply_effects(info.effects, info.pin);
         self.forward(h.frame_len);
         self.count_request();
-        self.note_simple_query();
+        self.forget_unnamed();
         let restore = settings && self.restore_sql.is_some();
         self.pending.expect(
             Kind::Query,

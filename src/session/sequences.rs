@@ -86,8 +86,15 @@ impl Session {
             return;
         };
         p.conn.seq = me;
+        // DISCARD needs a snapshot, which a hot standby refuses when the connection's
+        // transactions default to SERIALIZABLE (see settings::sync_sql).
+        let sql = if self.standalone() {
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; DISCARD SEQUENCES"
+        } else {
+            "DISCARD SEQUENCES"
+        };
         self.own_query(
-            "DISCARD SEQUENCES",
+            sql,
             super::pending::Mode::Swallow,
             super::pending::Hook::None,
         );
