@@ -416,6 +416,30 @@ async fn two_gigabyte_lengths_are_refused_without_allocating() {
     witness.finish("2 GB lengths").await;
 }
 
+/// A Bind over `max_message_size` streams once its names are known (only the statement name
+/// is rewritten); one whose names have not ended by then is refused, not buffered on up to the
+/// protocol's 1 GB limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_whose_names_never_end_is_refused() {
+    let mut conn = logged_in("endless Bind names").await;
+    send_lossy(&mut conn, &header(b'B', 256 << 20)).await;
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..72 {
+        send_lossy(&mut conn, &chunk).await;
+    }
+    // (The FATAL may be lost to the reset that closing with unread bytes causes.)
+    let frames = conn
+        .expect_closed(Duration::from_secs(10), "a Bind whose names never end")
+        .await;
+    assert!(
+        frames.len() <= 1
+            && frames
+                .iter()
+                .all(|f| f.severity() == "FATAL" && f.code() == "54000"),
+        "expected at most one FATAL 54000, then a close: {frames:?}"
+    );
+}
+
 /// A client that asks for a 200 MB result and doesn't read it: the proxy must not buffer the
 /// result (backpressure to the server), and must clean up when the client goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
