@@ -310,6 +310,56 @@ async fn sighup_adds_a_user_without_dropping_clients() {
     assert!(p.is_running());
 }
 
+/// SIGHUP with a user's new `server_password` (rotated on the server too): a client that
+/// logged in before the reload and then needs a pool that did not exist yet (its first read
+/// on a replica) connects with the new password, not the one of its login time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_server_password_reaches_pools_created_later() {
+    su("DROP ROLE IF EXISTS lc_rotated; CREATE ROLE lc_rotated LOGIN PASSWORD 'lc_old'");
+    let user = |server_pw: &str| {
+        format!(
+            "[health]\ninterval = \"200ms\"\n[routing]\nconsistency = \"eventual\"\n\
+             [[users]]\nname = \"lc_rotated\"\npassword = \"lc_client\"\n\
+             server_password = \"{server_pw}\"\n"
+        )
+    };
+    let p = proxy("", &user("lc_old"));
+    let c = shared_cluster();
+    let replicas: Vec<String> = c.replicas().iter().map(|n| n.port().to_string()).collect();
+    // Both replicas up in the proxy's view, so that reads go there.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (_, body) = p.http_get("/status").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("status json");
+        let up = v["backends"]
+            .as_array()
+            .is_some_and(|bs| bs.len() == 3 && bs.iter().all(|b| b["up"] == true));
+        if up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cluster never up: {v:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (client, _conn) = connect_as(&p, "lc_rotated", "lc_client")
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}\n{}", p.log_tail(40)));
+
+    su("ALTER ROLE lc_rotated PASSWORD 'lc_new'");
+    blocking(|| c.wait_replicas_caught_up(STEP)).expect("replicas caught up");
+    p.rewrite_config(&user("lc_new"));
+    p.reload();
+    wait_reloads(&p, "ok", 1.0).await;
+
+    let port = try_simple(&client, "SELECT inet_server_port()::text")
+        .await
+        .unwrap_or_else(|e| panic!("a read after the reload: {e}\n{}", p.log_tail(40)));
+    let port = port[0][0].clone().unwrap();
+    assert!(
+        replicas.contains(&port),
+        "the read ran on {port}, not a replica {replicas:?}: nothing was checked"
+    );
+}
+
 /// SIGHUP with a different [pool] size: a pool of 1 held by an open transaction makes other
 /// clients wait and fail (53300); grown to 2 they get a connection; shrunk back to 1 they
 /// wait again.
