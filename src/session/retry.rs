@@ -14,6 +14,16 @@ pub(super) const HOLD_BUDGET: usize = 256 * 1024;
 /// Most repetitions of one request (each goes to a backend not yet tried for it).
 pub(super) const MAX_ATTEMPTS: u32 = 5;
 
+/// Why a replica refused a read only the primary can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The statement itself (a write after all, or a function that needs the primary): its
+    /// text is remembered as needing the primary.
+    Statement,
+    /// The session's transactions are SERIALIZABLE: its reads stay on the primary.
+    Session,
+}
+
 /// A repeatable request in flight.
 #[derive(Default)]
 pub(super) struct Retry {
@@ -26,11 +36,8 @@ pub(super) struct Retry {
     /// Set once anything reached the client: no repeating after that.
     pub released: bool,
     /// Repeat on the primary when the request completes on the server: the replica refused
-    /// it as a hot standby must (25006, 55000, 0A000).
-    pub rescue: bool,
-    /// The refusal was the statement's own (not the session's isolation level): its text is
-    /// remembered as needing the primary.
-    pub remember: bool,
+    /// it as a hot standby must (25006, 55000, 0A000), for this reason.
+    pub rescue: Option<Refusal>,
 }
 
 impl Retry {

@@ -6,6 +6,7 @@
 use bytes::{Buf, BytesMut};
 
 use super::pending::{Hook, Kind, Mode};
+use super::retry::Refusal;
 use super::route::Target;
 use super::settings::Settings;
 use super::{Fatal, Session};
@@ -15,17 +16,16 @@ use crate::protocol::{tag, ErrorFields, Header, TxnStatus};
 /// Server messages are trusted up to PostgreSQL's own limit.
 const MAX_SERVER_MESSAGE: usize = (1 << 30) + 64;
 
-/// What a hot standby answers a read that only the primary can run, by SQLSTATE: whether the
-/// statement itself is the reason (else the session's isolation level is).
-fn refused_by_standby(code: &str) -> Option<bool> {
+/// Why a hot standby refused a read that only the primary can run, by SQLSTATE.
+fn refused_by_standby(code: &str) -> Option<Refusal> {
     match code {
         // "cannot execute ... in a read-only transaction": a write after all.
-        "25006" => Some(true),
+        "25006" => Some(Refusal::Statement),
         // "recovery is in progress" (pg_current_wal_lsn() and other WAL control functions).
-        "55000" => Some(true),
+        "55000" => Some(Refusal::Statement),
         // "cannot use serializable mode in a hot standby": every statement of a session whose
         // transactions default to SERIALIZABLE.
-        "0A000" => Some(false),
+        "0A000" => Some(Refusal::Session),
         _ => None,
     }
 }
@@ -88,7 +88,7 @@ impl Session {
                     ));
                 }
             };
-            let rescuing = self.retry.as_ref().is_some_and(|r| r.rescue);
+            let rescuing = self.retry.as_ref().is_some_and(|r| r.rescue.is_some());
             if avail < h.frame_len {
                 let streamable = matches!(h.tag, tag::DATA_ROW | tag::COPY_DATA)
                     && self.pending.front_mode() == Mode::Forward
@@ -142,19 +142,16 @@ impl Session {
                     if f.severity == "FATAL" || f.severity == "PANIC" {
                         conn.broken = true;
                     }
-                    let refused = match refused_by_standby(f.code) {
-                        Some(own) if m.forward && self.target == Target::Replica => Some(own),
-                        _ => None,
-                    };
-                    if refused == Some(false) {
+                    let refused = refused_by_standby(f.code)
+                        .filter(|_| m.forward && self.target == Target::Replica);
+                    if refused == Some(Refusal::Session) {
                         self.replica_refused = true;
                     }
-                    if let Some(own) = refused {
+                    if refused.is_some() {
                         if let Some(r) = self.retry.as_mut().filter(|r| r.holding()) {
                             // A read only the primary can run: nothing reached the client, so
                             // run it there once the replica is done with it.
-                            r.rescue = true;
-                            r.remember = own;
+                            r.rescue = refused;
                             forward = false;
                         }
                     }
@@ -264,7 +261,7 @@ impl Session {
             self.retry_attempts = 0;
             self.avoid = 0;
             if let Some(mut r) = self.retry.take() {
-                if r.rescue && r.holding() {
+                if r.rescue.is_some() && r.holding() {
                     self.rescue_on_primary(r);
                 } else {
                     r.release_into(&mut self.client.wbuf);
@@ -278,7 +275,10 @@ impl Session {
     /// the primary.
     fn rescue_on_primary(&mut self, r: super::retry::Retry) {
         if let Ok(Some(h)) = Header::peek(&r.original, usize::MAX) {
-            if r.remember && h.tag == tag::QUERY && r.original.len() >= h.frame_len {
+            if r.rescue == Some(Refusal::Statement)
+                && h.tag == tag::QUERY
+                && r.original.len() >= h.frame_len
+            {
                 self.app
                     .write_cache
                     .insert(super::route::query_bytes(&r.original[5..h.frame_len]));
@@ -287,10 +287,9 @@ impl Session {
         self.app
             .metrics
             .retries
-            .with_label_values(&[if r.remember {
-                "read_only_violation"
-            } else {
-                "serializable"
+            .with_label_values(&[match r.rescue {
+                Some(Refusal::Session) => "serializable",
+                _ => "read_only_violation",
             }])
             .inc();
         tracing::debug!(parent: &self.span, "a replica refused a read: repeating it on the primary");
