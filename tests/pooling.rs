@@ -3211,3 +3211,23 @@ async fn currval_follows_the_client_to_its_last_connection() {
     }
     q(&a, "DROP SEQUENCE pool_seq2").await;
 }
+
+/// A request the proxy answers itself, pipelined behind a transaction block's BEGIN still in
+/// flight, reports the block's status ("T"), not the one before the BEGIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_answer_behind_a_begin_in_flight_reports_the_block() {
+    let p = proxy("transaction", "size = 2");
+    let mut a = Raw::app(&p).await;
+    let mut b = BytesMut::new();
+    // Two statements: not a lone BEGIN the proxy could defer, so it goes to the server.
+    frontend::query("BEGIN; SELECT pg_sleep(0.2)", &mut b).unwrap();
+    frontend::query("SET switchyard.route = primary", &mut b).unwrap();
+    a.send(&b).await;
+    let first = a.until_ready().await;
+    assert_eq!(ready_status(&first), 'T', "{}", tags(&first));
+    let second = a.until_ready().await;
+    assert_eq!(tags(&second), "CZ");
+    assert_eq!(ready_status(&second), 'T');
+    let r = a.simple("ROLLBACK").await;
+    assert_eq!(ready_status(&r), 'I');
+}

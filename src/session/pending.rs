@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::protocol::tag;
+use crate::protocol::{tag, TxnStatus};
 
 /// Which request message an entry answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,23 +319,60 @@ impl Pending {
     }
 }
 
-/// Whether `bytes` (whole backend messages) include a ReadyForQuery.
-fn has_ready(mut bytes: &[u8]) -> bool {
-    while let Ok(Some(h)) = crate::protocol::Header::peek(bytes, usize::MAX) {
-        if h.tag == tag::READY_FOR_QUERY {
-            return true;
+/// Offsets of the ReadyForQuery messages in `bytes` (whole backend messages).
+fn ready_offsets(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while let Ok(Some(h)) = crate::protocol::Header::peek(bytes.get(at..)?, usize::MAX) {
+            let start = at;
+            at += h.frame_len;
+            if h.tag == tag::READY_FOR_QUERY && at <= bytes.len() {
+                return Some(start);
+            }
         }
-        let Some(rest) = bytes.get(h.frame_len..) else {
-            return false;
+        None
+    })
+}
+
+/// Whether `bytes` (whole backend messages) include a ReadyForQuery.
+fn has_ready(bytes: &[u8]) -> bool {
+    ready_offsets(bytes).next().is_some()
+}
+
+/// Sets the status of the ReadyForQuery messages in `bytes`: a request the proxy answered
+/// while others were in flight reports the status those left, known only when it is sent.
+pub fn restamp_ready(bytes: &mut [u8], status: TxnStatus) {
+    let mut at = 0;
+    loop {
+        let Some(i) = ready_offsets(&bytes[at..]).next() else {
+            return;
         };
-        bytes = rest;
+        // A ReadyForQuery is 6 bytes: tag, length 5, status.
+        bytes[at + i + 5] = status.byte();
+        at += i + 6;
     }
-    false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restamp_sets_the_status_of_every_ready_for_query() {
+        use crate::protocol::encode;
+        let mut b = bytes::BytesMut::new();
+        encode::command_complete(&mut b, "SET");
+        encode::ready_for_query(&mut b, TxnStatus::Idle);
+        encode::command_complete(&mut b, "Z\0\0\0\u{5}I");
+        encode::ready_for_query(&mut b, TxnStatus::Idle);
+        let before = b.clone();
+        restamp_ready(&mut b, TxnStatus::InTransaction);
+        // Only the two status bytes change (CommandComplete "SET" is 9 bytes), not the bytes
+        // inside the second CommandComplete that look like a ReadyForQuery.
+        let changed: Vec<usize> = (0..b.len()).filter(|&i| b[i] != before[i]).collect();
+        assert_eq!(changed, [14, b.len() - 1]);
+        assert!(changed.iter().all(|&i| b[i] == b'T'));
+    }
 
     #[test]
     fn extended_batch_completes_in_order() {

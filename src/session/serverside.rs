@@ -62,7 +62,10 @@ impl Session {
         loop {
             while let Some(b) = self.pending.pop_synthetic() {
                 flush(&mut run, &mut conn.rbuf, &mut out);
+                let start = out.len();
                 out.extend_from_slice(&b);
+                // Its status is the one the requests before it left.
+                super::pending::restamp_ready(&mut out[start..], self.txn);
             }
             let avail = conn.rbuf.len() - run;
             if self.server_pass > 0 {
