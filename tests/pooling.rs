@@ -3231,3 +3231,34 @@ async fn a_local_answer_behind_a_begin_in_flight_reports_the_block() {
     let r = a.simple("ROLLBACK").await;
     assert_eq!(ready_status(&r), 'I');
 }
+
+/// A server connection lost while a request the proxy answers itself waits behind a request
+/// on that connection: the client still gets an answer to each (it waited forever before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_answer_behind_a_lost_request_is_still_answered() {
+    let p = proxy("transaction", "size = 2");
+    let mut a = Raw::app(&p).await;
+    let mut b = BytesMut::new();
+    frontend::query("SELECT pg_sleep(60) /* lost behind */", &mut b).unwrap();
+    frontend::query("SET switchyard.route = primary", &mut b).unwrap();
+    a.send(&b).await;
+    let pid_sql = "SELECT coalesce(max(pid), 0) FROM pg_stat_activity \
+                   WHERE query LIKE 'SELECT pg_sleep(60) /* lost behind */%'";
+    let deadline = Instant::now() + STEP;
+    let pid = loop {
+        let pid: i32 = su(pid_sql).parse().unwrap();
+        if pid != 0 {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the sleep never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    kill_server(pid).await;
+    let first = a.until_ready().await;
+    assert!(error_code(&first).is_some(), "{}", tags(&first));
+    assert_eq!(ready_status(&first), 'I');
+    let second = a.until_ready().await;
+    assert_eq!(ready_status(&second), 'I', "{}", tags(&second));
+    let r = a.simple("SELECT 'still here'").await;
+    assert_eq!(single(&r, "after the lost request"), "still here");
+}
