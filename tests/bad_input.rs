@@ -1093,3 +1093,92 @@ async fn malformed_scram_exchanges_are_refused_cleanly() {
     );
     witness.finish("malformed SCRAM").await;
 }
+
+/// A client that pipelines requests the proxy answers itself and reads none of the answers:
+/// the proxy stops reading it (as PostgreSQL does) instead of buffering the answers, and the
+/// answers are all there, in order, when the client reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_local_answers_do_not_make_the_proxy_buffer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A proxy of its own (its memory is measured).
+    let p = tokio::task::spawn_blocking(|| {
+        Proxy::start_with(shared_cluster(), ProxyOptions::default())
+    })
+    .await
+    .unwrap();
+    let pid = p.pid();
+    let conn = raw::ok(
+        login(&p.addr(), PROTO_3_0, &app_params(), Some(APP_PASSWORD)).await,
+        "unread local answers",
+    )
+    .raw;
+    assert!(conn.buf.is_empty());
+    let before = rss_bytes(pid);
+    let (mut rd, mut wr) = conn.s.into_split();
+    // 1.5 M queries (54 MB) answered by the proxy itself: 22 MB of answers.
+    const PER_CHUNK: usize = 10_000;
+    const CHUNKS: usize = 150;
+    let writer = tokio::spawn(async move {
+        let mut chunk = bytes::BytesMut::new();
+        for _ in 0..PER_CHUNK {
+            postgres_protocol::message::frontend::query(
+                "SET switchyard.route = primary",
+                &mut chunk,
+            )
+            .unwrap();
+        }
+        for _ in 0..CHUNKS {
+            wr.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(wr)
+    });
+    let mut peak = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(rss_bytes(pid));
+        if writer.is_finished() {
+            break;
+        }
+    }
+    eprintln!(
+        "proxy VmRSS before {} kB, peak while the client did not read {} kB",
+        before / 1024,
+        peak / 1024
+    );
+    assert!(
+        peak < before + (12 << 20),
+        "the proxy buffered answers the client did not read: VmRSS {} MB -> {} MB",
+        before >> 20,
+        peak >> 20
+    );
+    // Every answer arrives: CommandComplete "SET", ReadyForQuery "I", 1.5 M times.
+    let want = PER_CHUNK * CHUNKS;
+    let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+    let (mut complete, mut ready) = (0usize, 0usize);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ready < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, rd.read_buf(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{ready} of {want} answers after 120 s"))
+            .expect("read");
+        assert!(n > 0, "the proxy closed after {ready} of {want} answers");
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() < len + 1 {
+                break;
+            }
+            let m = buf.split_to(len + 1);
+            match (m[0], &m[5..]) {
+                (b'C', b"SET\0") if complete == ready => complete += 1,
+                (b'Z', b"I") if complete == ready + 1 => ready += 1,
+                (t, body) => panic!(
+                    "answer {ready}: unexpected {:?} {:?}",
+                    t as char,
+                    String::from_utf8_lossy(body)
+                ),
+            }
+        }
+    }
+    writer.await.unwrap().expect("writer");
+}
