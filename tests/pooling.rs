@@ -2323,9 +2323,10 @@ async fn an_error_the_proxy_answers_fails_the_transaction() {
     assert_eq!(single(&r, "s1 after the failed block"), "1");
 }
 
-/// The proxy's view of the statements prepared on a connection can be wrong in a way it
-/// cannot see (a `DISCARD ALL` that failed: the proxy forgot the statements, the server did
-/// not): preparing one again must still work, for this client and the next.
+/// A `DISCARD ALL` that fails (in a transaction block, or in a multi-statement Query, which is
+/// one) discards nothing: the client's statements are still there, as on PostgreSQL. And
+/// preparing statements works after it, for this client and the next (were the proxy's view
+/// of a connection's statements wrong, a shared name is closed before it is prepared).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_prepared_again_after_a_failed_discard_all() {
     let p = proxy("transaction", "size = 1");
@@ -2336,6 +2337,21 @@ async fn statements_prepared_again_after_a_failed_discard_all() {
     let r = a.simple("DISCARD ALL").await;
     assert_eq!(error_code(&r).as_deref(), Some("25001"));
     a.simple("ROLLBACK").await;
+    let r = a.simple("SELECT 1; DISCARD ALL").await;
+    assert_eq!(error_code(&r).as_deref(), Some("25001"));
+    let r = a.roundtrip(&bind_exec("s1", &[])).await;
+    assert_eq!(
+        single(&r, "s1 after failed DISCARD ALLs"),
+        "after a failed discard"
+    );
+    let r = a.roundtrip(&parse_sync("s1", text)).await;
+    assert_eq!(error_code(&r).as_deref(), Some("42P05"), "{}", tags(&r));
+    // DEALLOCATE ALL in a block does discard them (not transactional), as on PostgreSQL.
+    a.simple("BEGIN").await;
+    assert!(error_code(&a.simple("DEALLOCATE ALL").await).is_none());
+    a.simple("ROLLBACK").await;
+    let r = a.roundtrip(&bind_exec("s1", &[])).await;
+    assert_eq!(error_code(&r).as_deref(), Some("26000"), "{}", tags(&r));
     for (who, c) in [
         ("the same client", &mut a),
         ("another client", &mut Raw::app(&p).await),

@@ -446,10 +446,13 @@ impl Session {
                 p.conn.needs_reset = true;
             }
         }
-        // (Nothing runs in a failed transaction block.)
-        if effects.contains(Effects::DISCARD_ALL) && self.txn != TxnStatus::Failed {
-            // (Should the command fail, the server keeps statements the proxy now believes
-            // gone: every statement it prepares again is closed first, see ensure_prepared.)
+        // DISCARD ALL fails in a transaction block; nothing runs in a failed one.
+        let clears = (effects.contains(Effects::DISCARD_ALL) && self.txn == TxnStatus::Idle)
+            || (effects.contains(Effects::DEALLOCATE_ALL) && self.txn != TxnStatus::Failed);
+        if clears {
+            // (Should the command fail all the same, the server keeps statements the proxy now
+            // believes gone: every statement it prepares again is closed first, see
+            // ensure_prepared.)
             self.statements.clear();
             self.forget_unnamed();
             if let Some(p) = self.server.as_mut() {

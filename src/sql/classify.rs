@@ -523,6 +523,10 @@ impl Classifier {
             reason = Reason::MultiStatementWrite;
         }
         let single = statements == 1;
+        if !single {
+            // It fails there (a multi-statement Query is an implicit transaction block).
+            effects.remove(Effects::DISCARD_ALL);
+        }
         let out = first.out;
         Analysis {
             route,

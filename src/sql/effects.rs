@@ -285,7 +285,7 @@ fn deallocate_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
     }
     let whole = rest.next().is_none();
     if t.is_kw("all") {
-        out.effects.insert(Effects::DISCARD_ALL);
+        out.effects.insert(Effects::DEALLOCATE_ALL);
         if whole {
             out.deallocate = Some(Deallocate::All);
         }

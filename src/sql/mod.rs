@@ -158,12 +158,15 @@ impl Effects {
     pub const SETTINGS: Effects = Effects(1);
     /// Creates state that cannot move between server connections (see [`PinReason`]).
     pub const PIN: Effects = Effects(2);
-    /// Clears the server connection's prepared statements: `DISCARD ALL`, `DEALLOCATE ALL`.
+    /// `DISCARD ALL` alone in its Query (elsewhere it fails: it cannot run in a transaction
+    /// block, and a multi-statement Query is one): clears the prepared statements.
     pub const DISCARD_ALL: Effects = Effects(4);
     /// Reads the session's sequence state: a `currval(` or `lastval(` call.
     pub const SEQUENCE_STATE: Effects = Effects(8);
     /// Clears the session's sequence state: `DISCARD SEQUENCES`, `DISCARD ALL`.
     pub const SEQUENCE_RESET: Effects = Effects(16);
+    /// `DEALLOCATE ALL`: clears the prepared statements (also inside a transaction block).
+    pub const DEALLOCATE_ALL: Effects = Effects(32);
 
     pub const fn empty() -> Self {
         Effects(0)
@@ -172,7 +175,7 @@ impl Effects {
         self.0
     }
     pub const fn from_bits_truncate(bits: u16) -> Self {
-        Effects(bits & 31)
+        Effects(bits & 63)
     }
     /// Whether all flags of `other` are set in `self`.
     pub const fn contains(self, other: Effects) -> bool {
@@ -190,6 +193,9 @@ impl Effects {
     }
     pub fn insert(&mut self, other: Effects) {
         self.0 |= other.0;
+    }
+    pub fn remove(&mut self, other: Effects) {
+        self.0 &= !other.0;
     }
 }
 
@@ -219,6 +225,7 @@ impl fmt::Debug for Effects {
             (Effects::DISCARD_ALL, "DISCARD_ALL"),
             (Effects::SEQUENCE_STATE, "SEQUENCE_STATE"),
             (Effects::SEQUENCE_RESET, "SEQUENCE_RESET"),
+            (Effects::DEALLOCATE_ALL, "DEALLOCATE_ALL"),
         ] {
             if self.contains(flag) {
                 if !first {
