@@ -3278,3 +3278,33 @@ async fn a_local_answer_behind_a_lost_request_is_still_answered() {
     let r = a.simple("SELECT 'still here'").await;
     assert_eq!(single(&r, "after the lost request"), "still here");
 }
+
+/// A server connection that holds a client's session (session pooling, or a client pinned
+/// by an advisory lock) is lost: the client loses its connection, as it would connected
+/// directly, instead of going on in a fresh server session without its lock or settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_session_connection_closes_its_client() {
+    for (mode, setup) in [
+        ("session", "SET application_name = 'lost session'"),
+        ("transaction", "SELECT pg_advisory_lock(4242)"),
+    ] {
+        let p = proxy(mode, "size = 2");
+        let mut a = Raw::app(&p).await;
+        assert!(error_code(&a.simple(setup).await).is_none(), "{mode}");
+        let pid: i32 = single(&a.simple("SELECT pg_backend_pid()").await, mode)
+            .parse()
+            .unwrap();
+        kill_server(pid).await;
+        let mut got = Vec::new();
+        while let Some(m) = a.try_recv().await {
+            got.push(m);
+        }
+        assert!(
+            got.iter()
+                .any(|(t, b)| *t == b'E' && err_field(b, b'S').as_deref() == Some("FATAL")),
+            "{mode}: expected a FATAL, then the connection closed; got {}",
+            tags(&got)
+        );
+        assert!(!got.iter().any(|(t, _)| *t == b'D'), "{mode}");
+    }
+}

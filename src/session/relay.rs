@@ -98,6 +98,18 @@ impl Session {
             if let Some(e) = ev.server_failed {
                 // Relay what arrived before the failure, then answer the rest.
                 self.process_server()?;
+                if self.server.is_some() && !self.releasable() {
+                    // The connection was this client's session (session pooling, or pinned
+                    // state): it cannot go on elsewhere as if nothing happened (its SET ROLE,
+                    // locks, temporary tables, LISTENs are gone). As PostgreSQL's own client
+                    // would, it loses its connection.
+                    self.server_lost(e);
+                    self.flush_client(client).await;
+                    return Err(Fatal::new(
+                        "08006",
+                        "the server connection holding this session was lost",
+                    ));
+                }
                 self.server_lost(e);
             } else if ev.server_data {
                 self.process_server()?;
