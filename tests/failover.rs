@@ -752,7 +752,14 @@ async fn promoted_replica_becomes_the_write_target() {
     );
     let s = status(&proxy).await;
     assert_eq!(backend(&s, "pg1")["primary"], true, "{s:#}");
-    assert_eq!(backend(&s, "pg0")["up"], false, "{s:#}");
+    // (pg1, on a new timeline, can win before the dead pg0 is marked down: fenced meanwhile.)
+    wait_status(
+        &proxy,
+        "pg0 down",
+        INTERVAL * FALL + Duration::from_secs(5),
+        |s| backend(s, "pg0")["up"] == false,
+    )
+    .await;
 
     // More writes, on old and new connections, all on pg1; the data is there.
     let fresh = proxy.connect_app().await;
@@ -874,4 +881,100 @@ async fn without_a_primary_writes_fail_cleanly_and_reads_go_on() {
     .expect("extended-protocol read without a primary");
     let at = row.get::<_, i32>(0) as u16;
     assert!(at == p.port("pg1") || at == p.port("pg2"));
+}
+
+/// A replica promoted while the old primary still runs (split brain, as when the old primary
+/// was only cut off from whoever promoted): the promoted one is on a new timeline and wins at
+/// once (not after its end-of-recovery checkpoint), the old one is fenced and its connections
+/// cut, so a transaction open there never commits; a reload keeps that choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_replica_wins_over_the_old_primary_still_running() {
+    let (c, proxy, p) = setup("").await;
+    let client = proxy.connect_app().await;
+    let open = proxy.connect_app().await;
+    execute(&open, "BEGIN").await;
+    let w = port(
+        &open,
+        "INSERT INTO f VALUES (1, 'open on the old primary') RETURNING inet_server_port()",
+    )
+    .await;
+    assert_eq!(w, p.port("pg0"));
+
+    let promoted_at = blocking({
+        let c = c.clone();
+        move || {
+            c.wait_replicas_caught_up(Duration::from_secs(30)).unwrap();
+            c.replicas()[0].promote().expect("promoting pg1");
+            Instant::now()
+        }
+    })
+    .await;
+    let split = |s: &serde_json::Value| {
+        backend(s, "pg1")["primary"] == true
+            && backend(s, "pg0")["role"] == "fenced"
+            && backend(s, "pg0")["up"] == true
+    };
+    let took = wait_status(
+        &proxy,
+        "pg1 primary, pg0 fenced",
+        Duration::from_secs(20),
+        split,
+    )
+    .await;
+    eprintln!("pg1 elected {took:?} after its promotion");
+    let mut i = 2;
+    let mut write = || {
+        i += 1;
+        format!("INSERT INTO f VALUES ({i}, 'new') RETURNING inet_server_port()")
+    };
+    for _ in 0..3 {
+        let w = port(&client, &write()).await;
+        assert_eq!(w, p.port("pg1"), "a write ran on {}", p.name(w));
+    }
+    // The transaction open on pg0 lost its connection: it does not commit anywhere.
+    let _ = try_rows(&open, "COMMIT").await;
+    let on_old = blocking({
+        let c = c.clone();
+        move || {
+            c.primary()
+                .psql_db(APP_DB, "SELECT count(*) FROM f WHERE id = 1")
+                .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(on_old, "0", "the old primary committed a transaction");
+
+    // A reload that restarts the monitor (a [health] change) keeps pg1 and the fence.
+    proxy.rewrite_config(&format!(
+        "[health]\ninterval = \"{}ms\"\nfall = {FALL}\nrise = {RISE}\ntimeout = \"900ms\"\n",
+        INTERVAL.as_millis()
+    ));
+    let before = proxy
+        .metric("switchyard_reloads_total{result=\"ok\"}")
+        .await;
+    proxy.reload();
+    let t0 = Instant::now();
+    while proxy
+        .metric("switchyard_reloads_total{result=\"ok\"}")
+        .await
+        <= before
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the reload did not happen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        let s = status(&proxy).await;
+        assert!(split(&s), "after the reload: {s:#}");
+        let w = port(&client, &write()).await;
+        assert_eq!(
+            w,
+            p.port("pg1"),
+            "a write after the reload ran on {}",
+            p.name(w)
+        );
+        tokio::time::sleep(INTERVAL / 2).await;
+    }
 }

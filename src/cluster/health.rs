@@ -16,7 +16,10 @@ pub enum Role {
 pub struct Observation {
     /// `pg_is_in_recovery()` was false.
     pub primary: bool,
-    /// Timeline (from `pg_control_checkpoint()` or the WAL receiver), when readable.
+    /// Timeline: a primary's from the WAL file it writes (a promoted server's new timeline at
+    /// once, where `pg_control_checkpoint()` shows it only after the end-of-recovery
+    /// checkpoint, which can take minutes); a replica's from its WAL receiver, when readable
+    /// (`pg_monitor`).
     pub timeline: Option<u32>,
     /// `pg_current_wal_lsn()` on a primary.
     pub current_lsn: Option<u64>,

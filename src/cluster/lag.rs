@@ -38,11 +38,12 @@ impl LsnHistory {
 
     /// Time lag of a replica whose replay position is `replay` at `now`: zero when it has
     /// replayed everything the primary had; otherwise the age of the first sample beyond it.
-    /// With no history older than the gap, the oldest sample's age is a lower bound.
-    pub fn time_lag(&self, replay: u64, now: Instant) -> Duration {
-        match self.samples.iter().find(|&&(_, lsn)| lsn > replay) {
-            None => Duration::ZERO,
-            Some(&(at, _)) => now.saturating_duration_since(at),
+    /// The flag says the lag is only a lower bound: the replica is behind even the oldest
+    /// sample (the history began, or was cut, after the primary passed its position).
+    pub fn time_lag(&self, replay: u64, now: Instant) -> (Duration, bool) {
+        match self.samples.iter().position(|&(_, lsn)| lsn > replay) {
+            None => (Duration::ZERO, false),
+            Some(i) => (now.saturating_duration_since(self.samples[i].0), i == 0),
         }
     }
 
@@ -82,10 +83,12 @@ mod tests {
         h.record(t0 + Duration::from_secs(1), 200);
         h.record(t0 + Duration::from_secs(2), 300);
         let now = t0 + Duration::from_secs(3);
-        assert_eq!(h.time_lag(300, now), Duration::ZERO);
-        assert_eq!(h.time_lag(250, now), Duration::from_secs(1));
-        assert_eq!(h.time_lag(150, now), Duration::from_secs(2));
-        assert_eq!(h.time_lag(50, now), Duration::from_secs(3));
+        assert_eq!(h.time_lag(300, now), (Duration::ZERO, false));
+        assert_eq!(h.time_lag(250, now), (Duration::from_secs(1), false));
+        assert_eq!(h.time_lag(150, now), (Duration::from_secs(2), false));
+        assert_eq!(h.time_lag(100, now), (Duration::from_secs(2), false));
+        // Behind the oldest sample: at least that old, maybe much older.
+        assert_eq!(h.time_lag(50, now), (Duration::from_secs(3), true));
         assert_eq!(h.latest(), Some(300));
     }
 
@@ -95,12 +98,15 @@ mod tests {
         let mut h = LsnHistory::default();
         h.record(t0, 100);
         h.record(t0 + Duration::from_secs(5), 100);
-        assert_eq!(h.time_lag(100, t0 + Duration::from_secs(9)), Duration::ZERO);
+        assert_eq!(
+            h.time_lag(100, t0 + Duration::from_secs(9)),
+            (Duration::ZERO, false)
+        );
         h.record(t0 + Duration::from_secs(6), 10);
         assert_eq!(h.latest(), Some(10));
         assert_eq!(
             h.time_lag(0, t0 + Duration::from_secs(7)),
-            Duration::from_secs(1)
+            (Duration::from_secs(1), true)
         );
     }
 }

@@ -42,7 +42,8 @@ pub struct BackendView {
     pub up: bool,
     /// Role after thresholds; `None` before the first successful probe.
     pub role: Option<Role>,
-    /// Claims to be primary but lost the election to a server on a higher timeline: no traffic.
+    /// Claims to be primary but is not the elected one (a server on a higher timeline claims it
+    /// too, or one on the same timeline: then neither is trusted): no traffic.
     pub fenced: bool,
     /// Timeline, when known.
     pub timeline: Option<u32>,
@@ -50,8 +51,12 @@ pub struct BackendView {
     pub lsn: Option<u64>,
     /// Replay lag behind the primary in bytes (replicas, when a primary is known).
     pub lag_bytes: Option<u64>,
-    /// Replay lag in time, estimated from the primary's LSN history.
+    /// Replay lag in time, estimated from the primary's LSN history (kept when the primary is
+    /// lost, so a replica's lag goes on growing until a new primary is elected).
     pub lag: Option<Duration>,
+    /// `lag` is only a lower bound: the replica is behind every position in the history (it
+    /// was already behind when the history began, at the proxy's start or an election).
+    pub lag_at_least: bool,
     /// Replay paused on this replica.
     pub replay_paused: bool,
     /// Commit time of the last replayed transaction (replica's clock, ms since the epoch).
@@ -77,7 +82,10 @@ impl BackendView {
         }
         match limit {
             LagLimit::Bytes(max) => self.lag_bytes.is_none_or(|b| b <= max),
-            LagLimit::Time(max) => self.lag.is_none_or(|t| t <= max),
+            // Behind the whole history, only a paused replica is known not to be catching up.
+            LagLimit::Time(max) => self
+                .lag
+                .is_none_or(|t| t <= max && !(self.lag_at_least && self.replay_paused)),
         }
     }
 }
@@ -93,6 +101,9 @@ pub struct ClusterView {
     pub primary: Option<usize>,
     /// The primary's newest WAL position seen by the monitor.
     pub primary_lsn: Option<u64>,
+    /// The highest timeline a primary was seen on: a server claiming to be primary on a
+    /// lower one is a stale old primary and is never elected.
+    pub primary_timeline: u32,
 }
 
 impl ClusterView {

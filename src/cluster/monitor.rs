@@ -2,7 +2,7 @@
 //! aggregator that applies thresholds, elects the primary, computes lag and publishes views.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -25,6 +25,12 @@ pub struct Monitor {
     stats: HashMap<String, Arc<BackendStats>>,
     /// Health by (name, address), kept across reloads when a backend is unchanged.
     carried: HashMap<(String, String), Health>,
+    /// The highest timeline a primary was seen on, kept across reloads.
+    primary_timeline: u32,
+    /// The elected primary's name and WAL position history, kept across reloads (the new
+    /// monitor goes on measuring lag against them: a replica far behind stays far behind).
+    primary_name: Option<String>,
+    history: Arc<Mutex<LsnHistory>>,
     running: Option<CancellationToken>,
     topology: u64,
 }
@@ -43,6 +49,9 @@ impl Monitor {
             pools,
             stats: HashMap::new(),
             carried: HashMap::new(),
+            primary_timeline: 0,
+            primary_name: None,
+            history: Default::default(),
             running: None,
             topology: 0,
         }
@@ -83,6 +92,7 @@ impl Monitor {
                 lsn: None,
                 lag_bytes: None,
                 lag: None,
+                lag_at_least: false,
                 replay_paused: false,
                 last_replay_ms: None,
                 receiver_streaming: false,
@@ -113,12 +123,23 @@ impl Monitor {
             names,
             healths,
             views,
-            history: LsnHistory::default(),
+            history: self.history.clone(),
             fall: c.health.fall,
             rise: c.health.rise,
             topology: self.topology,
             primary: None,
+            primary_timeline: self.primary_timeline,
+            to_sever: Vec::new(),
         };
+        // The primary elected before the reload, still configured at the same address: the
+        // history goes on (electing it again is no change of primary).
+        agg.primary = self
+            .primary_name
+            .take()
+            .and_then(|n| agg.names.iter().position(|(name, _)| *name == n));
+        if agg.primary.is_none() {
+            lock(&self.history).clear();
+        }
         // Publish the carried state at once so the topology (and pools keyed by it) is current.
         agg.publish();
         let first_round = Arc::new(tokio::sync::Notify::new());
@@ -130,12 +151,29 @@ impl Monitor {
         self.running = Some(token);
     }
 
-    /// Remembers health across a restart of the monitor (called before `start` on reload).
+    /// Remembers health across a restart of the monitor (called before `start` on reload):
+    /// each backend's state and last observation, so that the new monitor elects the same
+    /// primary and judges lag as the old one did until its own probes come in.
     pub fn carry_over(&mut self) {
         let view = self.cluster.snapshot();
         self.carried.clear();
+        self.primary_timeline = self.primary_timeline.max(view.primary_timeline);
+        self.primary_name = view.primary.map(|i| view.backends[i].name.to_string());
         for b in &view.backends {
-            let h = Health::carried(b.up, b.role);
+            let mut h = Health::carried(b.up, b.role);
+            if b.role.is_some() {
+                let primary = b.role == Some(Role::Primary);
+                h.last = Some(Observation {
+                    primary,
+                    timeline: b.timeline,
+                    current_lsn: b.lsn.filter(|_| primary),
+                    receive_lsn: None,
+                    replay_lsn: b.lsn.filter(|_| !primary),
+                    replay_paused: b.replay_paused,
+                    receiver_streaming: b.receiver_streaming,
+                    last_replay_ms: b.last_replay_ms,
+                });
+            }
             self.carried
                 .insert((b.name.to_string(), b.address.clone()), h);
         }
@@ -174,11 +212,15 @@ struct Aggregator {
     names: Vec<(String, String)>,
     healths: Vec<Health>,
     views: Vec<BackendView>,
-    history: LsnHistory,
+    history: Arc<Mutex<LsnHistory>>,
     fall: u32,
     rise: u32,
     topology: u64,
     primary: Option<usize>,
+    /// See [`ClusterView::primary_timeline`].
+    primary_timeline: u32,
+    /// Backends just fenced: connections to them are cut.
+    to_sever: Vec<usize>,
 }
 
 impl Aggregator {
@@ -200,6 +242,11 @@ impl Aggregator {
                 // Requests in flight there would wait for TCP to notice; fail them now so
                 // repeatable reads move elsewhere and the rest get a clear error.
                 self.pools.sever_backend(&self.names[r.index].0);
+            }
+            for i in std::mem::take(&mut self.to_sever) {
+                // A server no longer trusted as primary: what its connections would still
+                // write (open transactions, pinned and session-mode clients) must not land.
+                self.pools.sever_backend(&self.names[i].0);
             }
             if !announced {
                 seen[r.index] = true;
@@ -236,48 +283,63 @@ impl Aggregator {
         if let (Some(o), true) = (obs, h.up) {
             if o.primary && self.primary == Some(index) {
                 if let Some(lsn) = o.current_lsn {
-                    self.history.record(Instant::now(), lsn);
+                    lock(&self.history).record(Instant::now(), lsn);
                 }
             }
         }
         change == Change::WentDown
     }
 
+    /// Elects the primary: of the servers up and not in recovery, the one on the highest
+    /// timeline (a promotion starts a new one), if it is alone there and not below a timeline
+    /// a primary was already seen on. Two on the same timeline cannot be told apart (a
+    /// configuration error, or a server restarted without `standby.signal`): neither gets
+    /// traffic until one of them stops claiming the role.
     fn elect(&mut self) {
         let candidates: Vec<usize> = (0..self.healths.len())
             .filter(|&i| self.healths[i].up && self.healths[i].role == Some(Role::Primary))
             .collect();
-        let key = |i: usize| {
-            let last = self.healths[i].last.unwrap_or_default();
-            (
-                last.timeline.unwrap_or(0),
-                self.primary == Some(i),
-                last.current_lsn.unwrap_or(0),
-            )
-        };
-        let winner = candidates.iter().copied().max_by_key(|&i| key(i));
+        let timeline = |i: usize| self.healths[i].last.and_then(|o| o.timeline).unwrap_or(0);
+        let top = candidates.iter().map(|&i| timeline(i)).max();
+        let winner = top.filter(|&t| t >= self.primary_timeline).and_then(|t| {
+            match candidates.iter().filter(|&&i| timeline(i) == t).count() {
+                1 => candidates.iter().copied().find(|&i| timeline(i) == t),
+                _ => None,
+            }
+        });
+        if let Some(w) = winner {
+            self.primary_timeline = self.primary_timeline.max(timeline(w));
+        }
         if winner != self.primary {
-            // Positions from another timeline history mean nothing now.
-            for v in &self.views {
-                v.stats
-                    .replay_lsn
-                    .store(0, std::sync::atomic::Ordering::Release);
-            }
             match winner {
-                Some(w) => tracing::warn!(backend = %self.names[w].0, "new primary"),
-                None => tracing::warn!("no primary available"),
-            }
-            self.history.clear();
-            if let Some(w) = winner {
-                if let Some(lsn) = self.healths[w].last.and_then(|o| o.current_lsn) {
-                    self.history.record(Instant::now(), lsn);
+                Some(w) => {
+                    tracing::warn!(backend = %self.names[w].0, timeline = timeline(w), "new primary");
+                    // Positions from another timeline history mean nothing now.
+                    for v in &self.views {
+                        v.stats
+                            .replay_lsn
+                            .store(0, std::sync::atomic::Ordering::Release);
+                    }
+                    lock(&self.history).clear();
+                    if let Some(lsn) = self.healths[w].last.and_then(|o| o.current_lsn) {
+                        lock(&self.history).record(Instant::now(), lsn);
+                    }
                 }
+                // The history stays: replicas' lag goes on growing from the last position
+                // the primary was seen at, so a stale one does not become eligible.
+                None => tracing::warn!("no primary available"),
             }
         }
         for &c in &candidates {
             let fenced = Some(c) != winner;
             if fenced && !self.views[c].fenced {
-                tracing::error!(backend = %self.names[c].0, "two servers claim to be primary: fencing this one (lower timeline)");
+                let (name, t) = (&self.names[c].0, timeline(c));
+                if t < top.unwrap_or(0) || t < self.primary_timeline {
+                    tracing::error!(backend = %name, timeline = t, primary_timeline = self.primary_timeline.max(top.unwrap_or(0)), "a server on an older timeline claims to be primary (an old primary back after a failover): fenced, its connections cut");
+                } else {
+                    tracing::error!(backend = %name, timeline = t, "several servers claim to be primary on the same timeline: none is trusted (fenced) until only one does");
+                }
+                self.to_sever.push(c);
             }
             self.views[c].fenced = fenced;
         }
@@ -287,7 +349,8 @@ impl Aggregator {
     fn publish(&mut self) {
         self.elect();
         let now = Instant::now();
-        let primary_lsn = self.history.latest();
+        let history = lock(&self.history);
+        let primary_lsn = history.latest();
         for (i, v) in self.views.iter_mut().enumerate() {
             let h = &self.healths[i];
             v.up = h.up;
@@ -316,13 +379,17 @@ impl Aggregator {
                     (Some(p), Some(r)) => Some(p.saturating_sub(r)),
                     _ => None,
                 };
-                v.lag = match (primary_lsn, replay) {
-                    (Some(_), Some(r)) => Some(self.history.time_lag(r, now)),
-                    _ => None,
+                (v.lag, v.lag_at_least) = match (primary_lsn, replay) {
+                    (Some(_), Some(r)) => {
+                        let (lag, at_least) = history.time_lag(r, now);
+                        (Some(lag), at_least)
+                    }
+                    _ => (None, false),
                 };
             } else {
                 v.lag_bytes = None;
                 v.lag = None;
+                v.lag_at_least = false;
             }
             let m = &self.metrics;
             m.backend_up.with_label_values(&[&v.name]).set(v.up as i64);
@@ -344,6 +411,13 @@ impl Aggregator {
             backends: self.views.clone(),
             primary: self.primary,
             primary_lsn,
+            primary_timeline: self.primary_timeline,
         });
     }
+}
+
+/// The history's lock (a panic elsewhere while holding it leaves nothing half-updated that
+/// matters: the samples are only ever appended or cleared).
+fn lock(h: &Mutex<LsnHistory>) -> MutexGuard<'_, LsnHistory> {
+    h.lock().unwrap_or_else(|e| e.into_inner())
 }

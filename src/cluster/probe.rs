@@ -22,17 +22,15 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
     pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
     CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, \
     (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
-    (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1), \
+    CASE WHEN pg_is_in_recovery() \
+        THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1) \
+        ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
     (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::bigint";
-
-const TIMELINE_SQL: &str = "SELECT timeline_id FROM pg_control_checkpoint()";
 
 /// A prober that keeps its connection between probes.
 pub struct Prober {
     target: ProbeTarget,
     client: Option<Client>,
-    /// `pg_control_checkpoint()` is not readable by this user: stop asking.
-    no_timeline_access: bool,
 }
 
 impl Prober {
@@ -40,7 +38,6 @@ impl Prober {
         Prober {
             target,
             client: None,
-            no_timeline_access: false,
         }
     }
 
@@ -94,7 +91,7 @@ impl Prober {
                 .as_deref()
                 .and_then(parse_lsn)
         };
-        let mut obs = Observation {
+        let obs = Observation {
             primary: !in_recovery,
             timeline: row.get::<_, Option<i32>>(6).map(|t| t as u32),
             current_lsn: lsn(1),
@@ -104,18 +101,6 @@ impl Prober {
             receiver_streaming: row.get::<_, Option<String>>(5).as_deref() == Some("streaming"),
             last_replay_ms: row.get(7),
         };
-        if obs.primary && !self.no_timeline_access {
-            match client.query_one(TIMELINE_SQL, &[]).await {
-                Ok(r) => obs.timeline = Some(r.get::<_, i32>(0) as u32),
-                Err(e)
-                    if e.code()
-                        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
-                {
-                    self.no_timeline_access = true;
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
         Ok(obs)
     }
 }
