@@ -3308,3 +3308,39 @@ async fn a_lost_session_connection_closes_its_client() {
         assert!(!got.iter().any(|(t, _)| *t == b'D'), "{mode}");
     }
 }
+
+/// A message that fills the proxy's buffer towards the server (a 300 kB Bind) followed by more
+/// in the same write (Execute, Sync): the rest is relayed once the buffer has room (it waited
+/// forever: nothing new came from the client, and the server waits for the Sync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_behind_one_that_fills_the_server_buffer_are_relayed() {
+    let p = proxy("transaction", "size = 2");
+    let mut a = Raw::app(&p).await;
+    let big = "x".repeat(300_000);
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "", "SELECT length($1::text)");
+    m_bind(&mut b, "", "", &[&big]);
+    m_execute(&mut b);
+    m_sync(&mut b);
+    let r = a.roundtrip(&b).await;
+    assert_eq!(single(&r, "300 kB Bind"), "300000");
+    // The same in a COPY: 4 MB of rows in one write, then CopyDone.
+    create_table("pool_big_copy", "v text");
+    let r = a.simple("SELECT 1").await;
+    assert_eq!(single(&r, "between"), "1");
+    let mut b = BytesMut::new();
+    frontend::query("COPY pool_big_copy FROM STDIN", &mut b).unwrap();
+    a.send(&b).await;
+    assert_eq!(a.recv().await.0, b'G');
+    let mut b = BytesMut::new();
+    let row = format!("{}\n", "y".repeat(1000));
+    for _ in 0..4000 {
+        frontend::CopyData::new(row.as_bytes())
+            .unwrap()
+            .write(&mut b);
+    }
+    frontend::copy_done(&mut b);
+    let r = a.roundtrip(&b).await;
+    assert!(tags(&r).starts_with('C'), "{}", tags(&r));
+    assert_eq!(su("SELECT count(*) FROM pool_big_copy"), "4000");
+}

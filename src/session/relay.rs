@@ -42,6 +42,9 @@ struct Events {
     shutdown: bool,
     kill: bool,
     server_drained: bool,
+    /// The server buffer, full, has room again while client messages wait in the client
+    /// buffer (processing them stopped when it filled; no new client bytes need arrive).
+    server_room: bool,
 }
 
 impl Session {
@@ -153,6 +156,7 @@ impl Session {
         }
         if let Some(p) = self.server.as_mut() {
             let had_output = !self.swbuf.is_empty();
+            let was_full = self.swbuf.len() >= OUT_HIGH;
             if write_some(cx, &mut p.conn.stream, &mut self.swbuf).is_err() {
                 ev.server_failed = Some(std::io::Error::new(
                     std::io::ErrorKind::BrokenPipe,
@@ -164,6 +168,8 @@ impl Session {
             // be quiet enough to release, which a held-back request is waiting for. (With
             // answers due, their arrival wakes the relay anyway.)
             ev.server_drained = had_output && self.swbuf.is_empty() && self.pending.is_empty();
+            ev.server_room =
+                was_full && self.swbuf.len() < OUT_HIGH && !self.client.rbuf.is_empty();
             if self.client.wbuf.len() < OUT_HIGH {
                 match read_some(cx, &mut p.conn.stream, &mut p.conn.rbuf) {
                     Poll::Ready(Ok(0)) => {
@@ -203,6 +209,7 @@ impl Session {
             || ev.client_closed
             || ev.server_data
             || ev.server_drained
+            || ev.server_room
             || ev.server_failed.is_some()
             || ev.shutdown
             || ev.kill
