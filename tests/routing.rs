@@ -1589,3 +1589,27 @@ async fn other_session_state_pins_the_session_to_the_primary() {
     )
     .await;
 }
+
+/// A read a replica refuses, in a Query that opened a transaction block there ("BEGIN; SELECT
+/// a function that writes"), is repeated on the primary; the replica's connection, left in
+/// that failed block, is not handed to the next read (one connection per pool here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_read_that_opened_a_block_leaves_no_dirty_replica_connection() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"\n\n[pool]\nsize = 1").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    let before = proxy.metric(READ_ONLY_VIOLATIONS).await;
+    let sql = "/* switchyard:replica */ BEGIN; SELECT inet_server_port(), routing_writer('block')";
+    let got = port(&c, sql).await;
+    assert_eq!(got, p.primary, "ran on {}", p.name(got));
+    assert_eq!(proxy.metric(READ_ONLY_VIOLATIONS).await, before + 1.0);
+    rows(&c, "COMMIT").await;
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        seen.push(port(&c, "/* switchyard:replica */ SELECT inet_server_port()").await);
+    }
+    assert!(
+        p.replicas.iter().all(|r| seen.contains(r)),
+        "reads on {seen:?}"
+    );
+}

@@ -276,6 +276,9 @@ impl Session {
     /// lost) the block is failed from then on, as PostgreSQL's would be.
     pub(super) fn fail_request(&mut self, code: &str, message: &str) {
         self.front_query = None;
+        // The request is over: the next one may try every backend again.
+        self.retry_attempts = 0;
+        self.avoid = 0;
         self.aborted_txn |= self.deferred_begin.take().is_some();
         let status = if self.aborted_txn {
             TxnStatus::Failed
@@ -355,6 +358,16 @@ impl Session {
         } else {
             p.discard("cancel_in_flight", &self.app.metrics);
         }
+    }
+
+    /// Closes the attached server connection (not fit for another client).
+    pub(super) fn discard_server(&mut self, reason: &str) {
+        let Some(p) = self.server.take() else {
+            return;
+        };
+        self.detach_bookkeeping();
+        self.cancel.clear();
+        p.discard(reason, &self.app.metrics);
     }
 
     /// Per-attachment state to clear when the server connection goes.

@@ -297,7 +297,14 @@ impl Session {
             .inc();
         tracing::debug!(parent: &self.span, "a replica refused a read: repeating it on the primary");
         self.retry = Some(r);
-        self.release();
+        if self.txn == TxnStatus::Idle {
+            self.release();
+        } else {
+            // The refused Query had opened a block there ("BEGIN; SELECT ..."): the connection
+            // is not for anyone else, and the client's transaction starts over on the primary.
+            self.discard_server("refused_in_block");
+            self.txn = TxnStatus::Idle;
+        }
         self.requeue_request();
         self.force_primary = true;
     }
