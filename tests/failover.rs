@@ -914,14 +914,14 @@ async fn a_promoted_replica_wins_over_the_old_primary_still_running() {
             && backend(s, "pg0")["role"] == "fenced"
             && backend(s, "pg0")["up"] == true
     };
-    let took = wait_status(
+    wait_status(
         &proxy,
         "pg1 primary, pg0 fenced",
         Duration::from_secs(20),
         split,
     )
     .await;
-    eprintln!("pg1 elected {took:?} after its promotion");
+    eprintln!("pg1 elected {:?} after its promotion", promoted_at.elapsed());
     let mut i = 2;
     let mut write = || {
         i += 1;
