@@ -921,7 +921,10 @@ async fn a_promoted_replica_wins_over_the_old_primary_still_running() {
         split,
     )
     .await;
-    eprintln!("pg1 elected {:?} after its promotion", promoted_at.elapsed());
+    eprintln!(
+        "pg1 elected {:?} after its promotion",
+        promoted_at.elapsed()
+    );
     let mut i = 2;
     let mut write = || {
         i += 1;

@@ -3344,3 +3344,27 @@ async fn messages_behind_one_that_fills_the_server_buffer_are_relayed() {
     assert!(tags(&r).starts_with('C'), "{}", tags(&r));
     assert_eq!(su("SELECT count(*) FROM pool_big_copy"), "4000");
 }
+
+/// `BEGIN` then `PREPARE TRANSACTION` with nothing in between (psycopg2's tpc_begin and
+/// tpc_prepare): PostgreSQL leaves an (empty) prepared transaction, which `COMMIT PREPARED`
+/// then ends. The proxy, which defers a lone BEGIN, answered both itself: nothing was prepared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_transaction_is_prepared_on_the_server() {
+    let p = proxy("transaction", "size = 2");
+    let mut a = Raw::app(&p).await;
+    assert_eq!(ready_status(&a.simple("BEGIN").await), 'T');
+    let r = a.simple("PREPARE TRANSACTION 'pool_empty_2pc'").await;
+    assert_eq!(tags(&r), "CZ", "{:?}", error_code(&r));
+    assert_eq!(r[0].1, b"PREPARE TRANSACTION\0");
+    assert_eq!(ready_status(&r), 'I');
+    assert_eq!(
+        su("SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'pool_empty_2pc'"),
+        "1"
+    );
+    let r = a.simple("COMMIT PREPARED 'pool_empty_2pc'").await;
+    assert!(error_code(&r).is_none(), "{:?}", error_code(&r));
+    assert_eq!(
+        su("SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'pool_empty_2pc'"),
+        "0"
+    );
+}

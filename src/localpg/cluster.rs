@@ -166,6 +166,9 @@ impl LocalCluster {
             "full_page_writes = off".into(),
             "shared_buffers = 32MB".into(),
             "max_connections = 300".into(),
+            // Two-phase commit through the proxy is tested (standbys need at least the
+            // primary's value).
+            "max_prepared_transactions = 10".into(),
             "wal_level = replica".into(),
             "max_wal_senders = 10".into(),
             "max_replication_slots = 10".into(),

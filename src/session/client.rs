@@ -511,6 +511,8 @@ impl Session {
             .flatten();
         let ends_deferred =
             matches!(a.txn, TxnControl::Commit | TxnControl::Rollback) && a.statements == 1;
+        let ends_block =
+            ends_deferred || (a.txn == TxnControl::PrepareTransaction && a.statements == 1);
         let is_commit = a.txn == TxnControl::Commit;
         drop(classifier);
         // Any simple query destroys the unnamed statement, the ones answered here included.
@@ -529,9 +531,9 @@ impl Session {
             self.respond_ready();
             return Ok(None);
         }
-        if self.server.is_none() && self.aborted_txn && ends_deferred {
-            // The end of a block that failed without a server: PostgreSQL answers COMMIT in a
-            // failed block with ROLLBACK too.
+        if self.server.is_none() && self.aborted_txn && ends_block {
+            // The end of a block that failed without a server: PostgreSQL answers COMMIT (and
+            // PREPARE TRANSACTION) in a failed block with ROLLBACK too.
             self.client.rbuf.advance(h.frame_len);
             self.aborted_txn = false;
             let mut b = BytesMut::new();
@@ -541,7 +543,8 @@ impl Session {
             return Ok(None);
         }
         if self.server.is_none() && self.deferred_begin.is_some() && ends_deferred {
-            // BEGIN ... COMMIT with nothing in between: no server needed.
+            // BEGIN ... COMMIT with nothing in between: no server needed. (Not BEGIN ...
+            // PREPARE TRANSACTION: that leaves a prepared transaction, empty or not.)
             self.client.rbuf.advance(h.frame_len);
             self.deferred_begin = None;
             let mut b = BytesMut::new();

@@ -76,7 +76,7 @@ pub(crate) fn transaction_head<'a>(first: &'static str, mut rest: Stmt<'a>, out:
         }
         "PREPARE" => {
             // PREPARE TRANSACTION 'gid' ends the transaction block.
-            out.txn = TxnControl::Commit;
+            out.txn = TxnControl::PrepareTransaction;
         }
         _ => {}
     }

@@ -289,7 +289,7 @@ fn transaction_control() {
         ("END", T::Commit),
         ("end transaction", T::Commit),
         ("COMMIT PREPARED 'x'", T::None),
-        ("PREPARE TRANSACTION 'x'", T::Commit),
+        ("PREPARE TRANSACTION 'x'", T::PrepareTransaction),
         ("ROLLBACK", T::Rollback),
         ("ROLLBACK WORK", T::Rollback),
         ("ROLLBACK AND NO CHAIN", T::Rollback),

@@ -295,9 +295,11 @@ pub enum TxnControl {
     Begin { read_only: bool },
     /// `SET TRANSACTION ... READ ONLY` (also `SET [LOCAL] transaction_read_only = on`).
     SetTransactionReadOnly,
-    /// `COMMIT` / `END` (also `... AND CHAIN`), and `PREPARE TRANSACTION`, which also ends the
-    /// transaction block.
+    /// `COMMIT` / `END` (also `... AND CHAIN`).
     Commit,
+    /// `PREPARE TRANSACTION 'gid'`: ends the transaction block, leaving it prepared (an empty
+    /// one too: it must reach the server).
+    PrepareTransaction,
     /// `ROLLBACK` / `ABORT` (not `ROLLBACK TO SAVEPOINT`).
     Rollback,
 }
