@@ -3368,3 +3368,74 @@ async fn an_empty_transaction_is_prepared_on_the_server() {
         "0"
     );
 }
+
+/// A schema change sent through the proxy: a statement parsed after it sees the new schema,
+/// as on PostgreSQL, although the same text was prepared before it on the same server
+/// connection under the proxy's shared name (that one would fail with 0A000 "cached plan must
+/// not change result type", or describe the old parameter types). A statement prepared before
+/// the change fails as on PostgreSQL, and preparing it again works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_parsed_after_a_schema_change_see_it() {
+    create_table("pool_ddl", "a int");
+    su("INSERT INTO pool_ddl VALUES (1)");
+    let p = proxy("transaction", "size = 1");
+    let text = "SELECT * FROM pool_ddl";
+    let mut a = Raw::app(&p).await;
+    assert_eq!(tags(&a.roundtrip(&parse_sync("s1", text)).await), "1Z");
+    assert_eq!(
+        single(&a.roundtrip(&bind_exec("s1", &[])).await, "before"),
+        "1"
+    );
+    let r = a
+        .simple("ALTER TABLE pool_ddl ADD COLUMN b text DEFAULT 'new'")
+        .await;
+    assert!(error_code(&r).is_none(), "{:?}", error_code(&r));
+
+    let mut b = Raw::app(&p).await;
+    assert_eq!(tags(&b.roundtrip(&parse_sync("s1", text)).await), "1Z");
+    let r = b.roundtrip(&bind_exec("s1", &[])).await;
+    assert_eq!(error_code(&r), None, "{}", tags(&r));
+    assert_eq!(
+        data_rows(&r),
+        vec![vec![Some("1".into()), Some("new".into())]]
+    );
+
+    // A's statement predates the change: PostgreSQL refuses it too.
+    let r = a.roundtrip(&bind_exec("s1", &[])).await;
+    assert_eq!(error_code(&r).as_deref(), Some("0A000"), "{}", tags(&r));
+    let mut c = BytesMut::new();
+    m_close(&mut c, "s1");
+    m_parse(&mut c, "s1", text);
+    m_bind(&mut c, "", "s1", &[]);
+    m_execute(&mut c);
+    m_sync(&mut c);
+    let r = a.roundtrip(&c).await;
+    assert_eq!(
+        data_rows(&r),
+        vec![vec![Some("1".into()), Some("new".into())]]
+    );
+
+    // Parameter types: inferred at Parse from the column, which a new table changes.
+    create_table("pool_ddl_p", "v date");
+    let ins = "INSERT INTO pool_ddl_p VALUES ($1)";
+    let mut d = BytesMut::new();
+    m_parse(&mut d, "ins", ins);
+    m_describe(&mut d, "ins");
+    m_sync(&mut d);
+    let r = a.roundtrip(&d).await;
+    assert_eq!(tags(&r), "1tnZ");
+    let r = a
+        .simple("DROP TABLE pool_ddl_p; CREATE TABLE pool_ddl_p (v int)")
+        .await;
+    assert!(error_code(&r).is_none(), "{:?}", error_code(&r));
+    let r = b.roundtrip(&d).await;
+    let (_, t) = r
+        .iter()
+        .find(|(t, _)| *t == b't')
+        .expect("ParameterDescription");
+    assert_eq!(
+        u32::from_be_bytes(t[2..6].try_into().unwrap()),
+        23,
+        "int4 now"
+    );
+}

@@ -11,6 +11,8 @@ pub struct ErrorFields<'a> {
     pub code: &'a str,
     /// `M`: primary message.
     pub message: &'a str,
+    /// `R`: the server's routine that raised it (not translated, unlike the message).
+    pub routine: &'a str,
 }
 
 impl<'a> ErrorFields<'a> {
@@ -30,6 +32,7 @@ impl<'a> ErrorFields<'a> {
                 b'S' if out.severity.is_empty() => out.severity = value,
                 b'C' => out.code = value,
                 b'M' => out.message = value,
+                b'R' => out.routine = value,
                 _ => {}
             }
             body = rest;

@@ -435,6 +435,9 @@ impl Session {
         if effects.contains(Effects::SETTINGS) {
             self.capture = true;
         }
+        if effects.contains(Effects::SCHEMA) {
+            self.schema_changed = true;
+        }
         self.note_sequence_effects(effects);
         if let Some(reason) = pin {
             if self.pin.is_none() {

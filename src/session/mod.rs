@@ -176,6 +176,7 @@ async fn start(
         lost_txn: false,
         aborted_txn: false,
         replica_refused: false,
+        schema_changed: false,
         pools: Vec::new(),
         topology: 0,
         cancel: reg.slot.clone(),
@@ -314,6 +315,9 @@ struct Session {
     /// session's transactions are SERIALIZABLE by a role, database or server default, which
     /// the proxy does not see): its reads run on the primary until its settings change.
     replica_refused: bool,
+    /// A statement that changes the schema was sent: once its transaction is over, the
+    /// registry's statements are invalidated (statements.rs).
+    schema_changed: bool,
     /// Pools by backend index for the current topology.
     pools: Vec<Option<Arc<Pool>>>,
     topology: u64,

@@ -122,6 +122,12 @@ impl Session {
                 tag::READY_FOR_QUERY => {
                     if let Some(s) = body.first().and_then(|&b| TxnStatus::from_byte(b)) {
                         self.txn = s;
+                        if s == TxnStatus::Idle && self.schema_changed {
+                            // The schema change is committed (or rolled back): statements
+                            // parsed from now on see it.
+                            self.app.statements.invalidate();
+                            self.schema_changed = !self.pending.is_empty();
+                        }
                         if s == TxnStatus::Idle && self.wrote && m.forward {
                             // The client learns of the commit with this message: until its WAL
                             // position is known, reads in scope must not use a replica.
@@ -138,6 +144,13 @@ impl Session {
                 }
                 tag::ERROR_RESPONSE => {
                     let f = ErrorFields::parse(body);
+                    if f.routine == "RevalidateCachedQuery" {
+                        // "cached plan must not change result type": the schema changed
+                        // behind the proxy's back (DDL not sent through it). The client
+                        // gets the error as from PostgreSQL; its next Parse gets a new
+                        // statement.
+                        self.app.statements.invalidate();
+                    }
                     if !m.forward && m.mode != Mode::Restore {
                         own_failure = Some(format!("{} {}", f.code, f.message));
                         conn.broken = true;

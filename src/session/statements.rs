@@ -33,6 +33,8 @@ pub struct Statement {
     pub types: Bytes,
     /// Whether it is a read by classification, and its routing hint (classified once).
     pub route: std::sync::OnceLock<(bool, Option<crate::sql::Route>)>,
+    /// The registry's schema epoch it was interned in.
+    epoch: u64,
 }
 
 /// The proxy-wide registry; looked up only when a client parses a named statement.
@@ -44,6 +46,11 @@ pub struct Registry {
     sweep_at: AtomicUsize,
     /// Interned statements, for the metrics.
     gauge: Option<IntGauge>,
+    /// Bumped when the schema may have changed: statements interned before are not handed to
+    /// new Parses (their server-side copies keep the parameter and result types of their own
+    /// Parse, as a client's own statement on PostgreSQL does; a new Parse must see the new
+    /// schema, as it would on PostgreSQL).
+    epoch: AtomicU64,
 }
 
 /// Sweeps never run below this size.
@@ -68,7 +75,15 @@ impl Registry {
             next: AtomicU64::new(0),
             sweep_at: AtomicUsize::new(MIN_SWEEP),
             gauge,
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    /// The schema may have changed (a DDL statement completed, or a server said a statement's
+    /// result type changed): statements parsed from now on are parsed anew.
+    pub fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        tracing::debug!("schema changed: statements parsed from now on are prepared anew");
     }
 
     /// The interned statement for (query, types) parsed under `search_path`: the same text
@@ -79,8 +94,9 @@ impl Registry {
             Bytes::copy_from_slice(types),
             Bytes::copy_from_slice(search_path),
         );
+        let epoch = self.epoch.load(Ordering::Acquire);
         let mut map = self.map.lock().expect("registry");
-        if let Some(s) = map.get(&key) {
+        if let Some(s) = map.get(&key).filter(|s| s.epoch == epoch) {
             return s.clone();
         }
         if map.len() >= self.sweep_at.load(Ordering::Relaxed) {
@@ -97,6 +113,7 @@ impl Registry {
             query: Bytes::copy_from_slice(query),
             types: Bytes::copy_from_slice(types),
             route: std::sync::OnceLock::new(),
+            epoch,
         });
         map.insert(key, s.clone());
         if let Some(g) = &self.gauge {
@@ -139,6 +156,18 @@ mod tests {
         assert_ne!(c.id, d.id);
         assert_eq!(&a.server_name[..], format!("_sy{}", a.id).as_bytes());
         assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn a_schema_change_makes_new_parses_new_statements() {
+        let r = Registry::default();
+        let a = r.intern(b"select * from t", b"", b"");
+        assert_eq!(r.intern(b"select * from t", b"", b"").id, a.id);
+        r.invalidate();
+        let b = r.intern(b"select * from t", b"", b"");
+        assert_ne!(b.id, a.id);
+        assert_eq!(r.intern(b"select * from t", b"", b"").id, b.id);
+        assert_eq!(r.len(), 1, "the old entry was replaced");
     }
 
     #[test]

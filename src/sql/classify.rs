@@ -562,6 +562,9 @@ impl Classifier {
             if (temp || f.pg_temp) && !f.on_commit_drop {
                 out.pin(PinReason::TempTable);
             }
+            if !temp && !f.pg_temp {
+                out.effects.insert(Effects::SCHEMA);
+            }
         }
         let (route, reason) = match kind {
             Kind::Empty => (Route::Replica, Reason::Empty),
@@ -648,6 +651,10 @@ impl Classifier {
             "CREATE" => Kind::Create {
                 temp: effects::create_is_temp(rest),
             },
+            "ALTER" | "DROP" | "IMPORT" => {
+                out.effects.insert(Effects::SCHEMA);
+                Kind::Primary(Reason::Write(k))
+            }
             _ => Kind::Primary(Reason::Write(k)),
         }
     }

@@ -9,6 +9,7 @@ const S: Effects = Effects::SETTINGS;
 const PIN: Effects = Effects::PIN;
 const DA: Effects = Effects::DISCARD_ALL;
 const DEA: Effects = Effects::DEALLOCATE_ALL;
+const SCHEMA: Effects = Effects::SCHEMA;
 const SEQ: Effects = Effects::SEQUENCE_STATE;
 
 #[test]
@@ -91,9 +92,13 @@ fn effects_table() {
             PIN,
             Some(TempTable),
         ),
-        ("CREATE TABLE t2 (a int)", NONE, None),
-        ("CREATE TABLE temp (a int)", NONE, None),
-        ("CREATE UNLOGGED TABLE t2 (a int)", NONE, None),
+        ("CREATE TABLE t2 (a int)", SCHEMA, None),
+        ("CREATE TABLE temp (a int)", SCHEMA, None),
+        ("CREATE UNLOGGED TABLE t2 (a int)", SCHEMA, None),
+        ("ALTER TABLE t ADD COLUMN b int", SCHEMA, None),
+        ("DROP TABLE IF EXISTS t", SCHEMA, None),
+        ("DROP TABLE pg_temp.tt", SCHEMA, None),
+        ("COMMENT ON TABLE t IS 'x'", NONE, None),
         ("SELECT 1 INTO TEMP tt", PIN, Some(TempTable)),
         (
             "SELECT * INTO TEMPORARY TABLE tt FROM t",

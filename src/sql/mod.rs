@@ -167,6 +167,10 @@ impl Effects {
     pub const SEQUENCE_RESET: Effects = Effects(16);
     /// `DEALLOCATE ALL`: clears the prepared statements (also inside a transaction block).
     pub const DEALLOCATE_ALL: Effects = Effects(32);
+    /// Changes the schema (`CREATE` but of temporary objects, `ALTER`, `DROP`, `IMPORT
+    /// FOREIGN SCHEMA`): a statement parsed before it may describe its parameters or results
+    /// wrongly, so one parsed after it must be parsed anew.
+    pub const SCHEMA: Effects = Effects(64);
 
     pub const fn empty() -> Self {
         Effects(0)
@@ -175,7 +179,7 @@ impl Effects {
         self.0
     }
     pub const fn from_bits_truncate(bits: u16) -> Self {
-        Effects(bits & 63)
+        Effects(bits & 127)
     }
     /// Whether all flags of `other` are set in `self`.
     pub const fn contains(self, other: Effects) -> bool {
@@ -226,6 +230,7 @@ impl fmt::Debug for Effects {
             (Effects::SEQUENCE_STATE, "SEQUENCE_STATE"),
             (Effects::SEQUENCE_RESET, "SEQUENCE_RESET"),
             (Effects::DEALLOCATE_ALL, "DEALLOCATE_ALL"),
+            (Effects::SCHEMA, "SCHEMA"),
         ] {
             if self.contains(flag) {
                 if !first {
