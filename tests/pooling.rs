@@ -3271,7 +3271,18 @@ async fn a_local_answer_behind_a_lost_request_is_still_answered() {
     };
     kill_server(pid).await;
     let first = a.until_ready().await;
-    assert!(error_code(&first).is_some(), "{}", tags(&first));
+    // The server's FATAL is not relayed (the client's session goes on); the error says why.
+    assert_eq!(
+        error_code(&first).as_deref(),
+        Some("08006"),
+        "{}",
+        tags(&first)
+    );
+    let errors: Vec<_> = first.iter().filter(|(t, _)| *t == b'E').collect();
+    assert_eq!(errors.len(), 1, "{}", tags(&first));
+    assert_eq!(err_field(&errors[0].1, b'S').as_deref(), Some("ERROR"));
+    let text = err_text(&errors[0].1);
+    assert!(text.contains("administrator command"), "{text}");
     assert_eq!(ready_status(&first), 'I');
     let second = a.until_ready().await;
     assert_eq!(ready_status(&second), 'I', "{}", tags(&second));
@@ -3299,10 +3310,16 @@ async fn a_lost_session_connection_closes_its_client() {
         while let Some(m) = a.try_recv().await {
             got.push(m);
         }
-        assert!(
-            got.iter()
-                .any(|(t, b)| *t == b'E' && err_field(b, b'S').as_deref() == Some("FATAL")),
-            "{mode}: expected a FATAL, then the connection closed; got {}",
+        // The server's own FATAL (57P01), once, then the end of the connection.
+        let fatals: Vec<_> = got
+            .iter()
+            .filter(|(t, b)| *t == b'E' && err_field(b, b'S').as_deref() == Some("FATAL"))
+            .map(|(_, b)| err_field(b, b'C'))
+            .collect();
+        assert_eq!(
+            fatals,
+            [Some("57P01".to_string())],
+            "{mode}: expected the server's FATAL, then the connection closed; got {}",
             tags(&got)
         );
         assert!(!got.iter().any(|(t, _)| *t == b'D'), "{mode}");

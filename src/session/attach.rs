@@ -133,6 +133,7 @@ impl Session {
 
     /// Takes ownership of a checked-out connection.
     fn hold(&mut self, mut p: Pooled) {
+        self.server_fatal = None;
         // Idle in the pool: no portal exists there.
         p.conn.prepared.mark_quiet();
         self.cancel.set(cancel::Target {
@@ -446,11 +447,15 @@ impl Session {
         }
         if was_busy {
             self.app.metrics.error("08006");
+            let why = match self.server_fatal.take() {
+                Some((m, false)) => format!(": {m}"),
+                _ => String::new(),
+            };
             encode::error(
                 &mut self.client.wbuf,
                 "ERROR",
                 "08006",
-                "the server connection was lost while running the request",
+                &format!("the server connection was lost while running the request{why}"),
             );
             let status = if in_block {
                 TxnStatus::Failed

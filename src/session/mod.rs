@@ -177,6 +177,7 @@ async fn start(
         aborted_txn: false,
         replica_refused: false,
         schema_changed: false,
+        server_fatal: None,
         pools: Vec::new(),
         topology: 0,
         cancel: reg.slot.clone(),
@@ -318,6 +319,10 @@ struct Session {
     /// A statement that changes the schema was sent: once its transaction is over, the
     /// registry's statements are invalidated (statements.rs).
     schema_changed: bool,
+    /// The attached server connection sent a FATAL (it is ending): its message, and whether
+    /// it was relayed (the client's own session ends with it) or not (transaction pooling:
+    /// the client goes on, and the error it gets for the lost request says why).
+    server_fatal: Option<(String, bool)>,
     /// Pools by backend index for the current topology.
     pools: Vec<Option<Arc<Pool>>>,
     topology: u64,

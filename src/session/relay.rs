@@ -106,8 +106,13 @@ impl Session {
                     // state): it cannot go on elsewhere as if nothing happened (its SET ROLE,
                     // locks, temporary tables, LISTENs are gone). As PostgreSQL's own client
                     // would, it loses its connection.
+                    let relayed = matches!(self.server_fatal, Some((_, true)));
                     self.server_lost(e);
                     self.flush_client(client).await;
+                    if relayed {
+                        // The client has the server's own FATAL: it ends here, as it would.
+                        return Err(Fatal::protocol_silent("server session ended"));
+                    }
                     return Err(Fatal::new(
                         "08006",
                         "the server connection holding this session was lost",

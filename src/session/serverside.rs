@@ -33,6 +33,7 @@ fn refused_by_standby(code: &str) -> Option<Refusal> {
 impl Session {
     /// Relays what the server sent.
     pub(super) fn process_server(&mut self) -> Result<(), Fatal> {
+        let releasable = self.releasable();
         let Some(p) = self.server.as_mut() else {
             return Ok(());
         };
@@ -157,6 +158,12 @@ impl Session {
                     }
                     if f.severity == "FATAL" || f.severity == "PANIC" {
                         conn.broken = true;
+                        // Not the client's session ending when it goes on elsewhere: not
+                        // relayed (a driver takes a FATAL for the end of its connection).
+                        if releasable {
+                            forward = false;
+                        }
+                        self.server_fatal = Some((f.message.to_string(), forward));
                     }
                     let refused = refused_by_standby(f.code)
                         .filter(|_| m.forward && self.target == Target::Replica);
