@@ -331,6 +331,8 @@ type Msg = (u8, Vec<u8>);
 struct Raw {
     s: TcpStream,
     rbuf: BytesMut,
+    /// The process id of the client's BackendKeyData.
+    key_pid: i32,
 }
 
 impl Raw {
@@ -343,6 +345,7 @@ impl Raw {
         let mut raw = Raw {
             s,
             rbuf: BytesMut::new(),
+            key_pid: 0,
         };
         let mut out = BytesMut::new();
         frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
@@ -385,6 +388,7 @@ impl Raw {
                     raw.send(&out).await;
                 }
                 b'E' => panic!("raw login failed: {}", err_text(&body)),
+                b'K' => raw.key_pid = i32::from_be_bytes(body[..4].try_into().unwrap()),
                 b'Z' => return raw,
                 _ => {}
             }
@@ -3455,4 +3459,33 @@ async fn statements_parsed_after_a_schema_change_see_it() {
         23,
         "int4 now"
     );
+}
+
+/// The process id a client is given: in session pooling its server process's own (so
+/// `pg_backend_pid()`, notifications and `pg_terminate_backend` agree with it, as connected
+/// directly); in transaction pooling the proxy's, and the notifications of a LISTENing
+/// (pinned) client's own NOTIFY carry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_id_a_client_is_given_matches_its_notifications() {
+    for mode in ["session", "transaction"] {
+        let p = proxy(mode, "size = 2");
+        let mut a = Raw::app(&p).await;
+        let backend: i32 = single(&a.simple("SELECT pg_backend_pid()").await, mode)
+            .parse()
+            .unwrap();
+        if mode == "session" {
+            assert_eq!(a.key_pid, backend, "session: the server process's own id");
+        }
+        a.simple("LISTEN pool_pid_channel").await;
+        let r = a.simple("NOTIFY pool_pid_channel, 'hi'").await;
+        let (_, n) = r
+            .iter()
+            .find(|(t, _)| *t == b'A')
+            .unwrap_or_else(|| panic!("{mode}: no notification: {}", tags(&r)));
+        assert_eq!(
+            i32::from_be_bytes(n[..4].try_into().unwrap()),
+            a.key_pid,
+            "{mode}: the notification of its own NOTIFY"
+        );
+    }
 }

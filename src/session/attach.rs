@@ -25,8 +25,7 @@ impl Session {
     pub(super) async fn login(
         &mut self,
         client: &mut TcpStream,
-        pid: i32,
-        secret: i32,
+        reg: &mut super::cancel::Registration,
     ) -> Result<(), Fatal> {
         let config = self.app.config.load_full();
         let wait = config.config.routing.primary_wait;
@@ -86,8 +85,13 @@ impl Session {
                 }
             }
         }
+        if self.pool_mode == PoolMode::Session && self.app.cancels.adopt_pid(reg, p.conn.pid) {
+            // The client keeps this server process for its whole session: it is told its
+            // real process id (pg_backend_pid(), notifications, pg_terminate_backend agree).
+            self.client_pid = reg.pid;
+        }
         let mut out = BytesMut::new();
-        login::greeting(&mut out, &p.conn.params, pid, secret);
+        login::greeting(&mut out, &p.conn.params, reg.pid, reg.secret);
         if let Err(e) = client.write_all(&out).await {
             // The client left during its login: the connection goes back unused.
             p.release();

@@ -110,6 +110,20 @@ impl CancelRegistry {
         }
     }
 
+    /// Makes `pid` the client's key (its server process's own, when it keeps that server for
+    /// its whole session), unless another client's key is that number. Returns whether it did.
+    pub fn adopt_pid(&self, reg: &mut Registration, pid: i32) -> bool {
+        let mut map = self.map.lock().expect("cancels");
+        if pid <= 0 || map.contains_key(&pid) {
+            return false;
+        }
+        if let Some(entry) = map.remove(&reg.pid) {
+            map.insert(pid, entry);
+            reg.pid = pid;
+        }
+        reg.pid == pid
+    }
+
     /// Delivers a client's CancelRequest to the server running its query; returns whether one
     /// was sent. Unknown keys and wrong secrets are ignored (as PostgreSQL does).
     pub async fn cancel(&self, pid: i32, secret: i32) -> bool {

@@ -132,7 +132,7 @@ async fn start(
     })??;
     let Some(login) = login else { return Ok(None) };
     span.record("user", login.user.name.as_str());
-    let reg = app.cancels.register();
+    let mut reg = app.cancels.register();
     let login_consistency = login
         .user
         .config
@@ -142,6 +142,7 @@ async fn start(
     let startup = app.settings.intern(login.startup);
     let mut session = Session {
         id,
+        client_pid: reg.pid,
         app: app.clone(),
         current: current::Current::new(&app),
         pool_mode: config.config.pool_mode,
@@ -211,7 +212,7 @@ async fn start(
         span,
     };
     session.restore_sql = settings::restore_sql(&session.startup).map(Into::into);
-    session.login(stream, reg.pid, reg.secret).await?;
+    session.login(stream, &mut reg).await?;
     app.metrics.clients_total.inc();
     Ok(Some((session, reg)))
 }
@@ -247,6 +248,8 @@ enum Pass {
 struct Session {
     /// Process-unique id (logs, unnamed statement ownership).
     id: u64,
+    /// The process id this client was given (BackendKeyData).
+    client_pid: i32,
     app: Arc<App>,
     /// The configuration and cluster view requests are routed by.
     current: current::Current,

@@ -117,6 +117,14 @@ impl Session {
                 continue;
             }
             let m = self.pending.on_server(h.tag);
+            if h.tag == tag::NOTIFICATION_RESPONSE && h.frame_len >= 9 {
+                // A notification this session's own server process sent (its NOTIFY) names
+                // the process id the client was given, as PostgreSQL's would be its own.
+                let at = run + 5..run + 9;
+                if conn.rbuf[at.clone()] == conn.pid.to_be_bytes() {
+                    conn.rbuf[at].copy_from_slice(&self.client_pid.to_be_bytes());
+                }
+            }
             let body = &conn.rbuf[run + 5..run + h.frame_len];
             let mut forward = m.forward && !rescuing;
             match h.tag {
