@@ -19,6 +19,18 @@ pub fn configure(stream: &TcpStream, keepalive: Duration) {
     }
 }
 
+/// [`configure`] for a server connection, plus TCP_USER_TIMEOUT of the keepalive time: data
+/// sent to a server that stops acknowledging it (a partition that drops an established flow
+/// while new connections still work) fails the connection then, instead of after the
+/// kernel's retransmissions (about 15 minutes). A long query is not affected (the server's
+/// kernel acknowledges what it received).
+pub fn configure_server(stream: &TcpStream, keepalive: Duration) {
+    configure(stream, keepalive);
+    if !keepalive.is_zero() {
+        let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(keepalive));
+    }
+}
+
 /// Reads until `buf` holds at least `n` bytes. EOF first is `UnexpectedEof`. Cancel safe:
 /// bytes read stay in `buf`.
 pub async fn fill_to<R: AsyncRead + Unpin>(
@@ -48,4 +60,31 @@ pub async fn read_message<R: AsyncRead + Unpin>(
         .expect("five bytes present");
     fill_to(r, buf, header.frame_len).await?;
     Ok((header.tag, buf.split_to(header.frame_len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_sockets_time_out_unacknowledged_data() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            configure_server(&s, Duration::from_secs(30));
+            let r = socket2::SockRef::from(&s);
+            assert_eq!(r.tcp_user_timeout().unwrap(), Some(Duration::from_secs(30)));
+            assert!(r.keepalive().unwrap());
+            assert!(r.tcp_nodelay().unwrap());
+            let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            configure(&c, Duration::ZERO);
+            let r = socket2::SockRef::from(&c);
+            assert_eq!(r.tcp_user_timeout().unwrap(), None);
+            assert!(!r.keepalive().unwrap());
+        });
+    }
 }

@@ -168,7 +168,7 @@ impl ServerConn {
             source,
         };
         let stream = TcpStream::connect(&p.address).await.map_err(io_err)?;
-        crate::net::configure(&stream, p.keepalive);
+        crate::net::configure_server(&stream, p.keepalive);
         let mut conn = ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(8192),
