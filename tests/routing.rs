@@ -1613,3 +1613,21 @@ async fn a_refused_read_that_opened_a_block_leaves_no_dirty_replica_connection()
         "reads on {seen:?}"
     );
 }
+
+/// A read of a view only the primary fills (pg_prepared_xacts: psycopg2's tpc_recover) runs
+/// there, not on a replica, which shows its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_views_only_the_primary_fills_run_there() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    for sql in [
+        "SELECT inet_server_port(), count(*) FROM pg_prepared_xacts",
+        "SELECT inet_server_port(), count(*) FROM pg_stat_replication",
+    ] {
+        for _ in 0..4 {
+            let got = port(&c, sql).await;
+            assert_eq!(got, p.primary, "{sql} ran on {}", p.name(got));
+        }
+    }
+}

@@ -91,6 +91,11 @@ fn parse_fn_name(s: &str) -> Option<FnName> {
     }
 }
 
+/// System views whose rows only the primary has (a standby shows its own, empty or other):
+/// a read of one runs on the primary. (Lengths 17 and 19: see `scan`; plain.rs knows their
+/// last eight bytes.)
+pub const PRIMARY_VIEWS: &[&str] = &["pg_prepared_xacts", "pg_stat_replication"];
+
 /// Defines [`BUILTIN_WRITE_FUNCTIONS`] and a `match` over the same names.
 macro_rules! builtin_writes {
     ($($lit:literal),* $(,)?) => {
@@ -363,6 +368,7 @@ struct Features {
     locking: Option<&'static str>,
     select_into: bool,
     write_fn: Option<&'static str>,
+    primary_view: Option<&'static str>,
     on_commit_drop: bool,
     pg_temp: bool,
     copy_to_stdout: Option<bool>,
@@ -747,6 +753,9 @@ impl Classifier {
                         3 if mode.read && f.locking.is_none() && t.is_kw("for") => {
                             f.locking = locking_clause(st.clone());
                         }
+                        17 | 19 if mode.read && f.primary_view.is_none() => {
+                            f.primary_view = PRIMARY_VIEWS.iter().copied().find(|v| t.name_eq(v));
+                        }
                         4 if mode.read && !after_dot && t.is_kw("into") => {
                             let after_dml =
                                 p1.is_some_and(|p| p.is_kw("insert") || p.is_kw("merge"));
@@ -918,6 +927,8 @@ fn read_outcome(f: &Features, k: &'static str) -> (Route, Reason) {
         (Route::Primary, Reason::DataModifyingCte)
     } else if let Some(w) = f.write_fn {
         (Route::Primary, Reason::WritingFunction(w))
+    } else if let Some(v) = f.primary_view {
+        (Route::Primary, Reason::PrimaryView(v))
     } else {
         (Route::Replica, Reason::Read(k))
     }

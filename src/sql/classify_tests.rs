@@ -446,6 +446,18 @@ fn writes_and_primary_reads() {
             ("ROLLBACK TO SAVEPOINT a", P, "transaction control"),
             ("PREPARE TRANSACTION 'x'", P, "transaction control"),
             ("COMMIT PREPARED 'x'", P, "transaction control"),
+            // views only the primary fills
+            (
+                "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
+                P,
+                "primary-only view pg_prepared_xacts",
+            ),
+            (
+                "select * from PG_CATALOG.PG_STAT_REPLICATION",
+                P,
+                "primary-only view pg_stat_replication",
+            ),
+            ("SELECT replication, application FROM t", R, "read: SELECT"),
             // multi-statement
             (
                 "SELECT 1; INSERT INTO t VALUES (1)",

@@ -107,6 +107,8 @@ pub enum Reason {
     SelectInto,
     /// `WITH x AS (INSERT/UPDATE/DELETE/MERGE ...)`: "data-modifying CTE".
     DataModifyingCte,
+    /// A read of a view only the primary fills: "primary-only view pg_prepared_xacts".
+    PrimaryView(&'static str),
     /// A call of a function that must run on the primary: "writing function nextval".
     WritingFunction(&'static str),
     /// BEGIN/START/COMMIT/END/ROLLBACK/ABORT/SAVEPOINT/RELEASE/PREPARE TRANSACTION/...:
@@ -136,6 +138,7 @@ impl fmt::Display for Reason {
             Reason::SelectInto => f.write_str("SELECT INTO"),
             Reason::DataModifyingCte => f.write_str("data-modifying CTE"),
             Reason::WritingFunction(n) => write!(f, "writing function {n}"),
+            Reason::PrimaryView(n) => write!(f, "primary-only view {n}"),
             Reason::TransactionControl => f.write_str("transaction control"),
             Reason::SessionCommand => f.write_str("session command"),
             Reason::Unparsable => f.write_str("unparsable"),

@@ -53,6 +53,13 @@ const PARAM: u8 = 1;
 const FOR: u64 = u64::from_be_bytes([0, 0, 0, 0, 0, b'f', b'o', b'r']);
 const INTO: u64 = u64::from_be_bytes([0, 0, 0, 0, b'i', b'n', b't', b'o']);
 
+/// The last eight bytes of the views only a primary fills (classify.rs `PRIMARY_VIEWS`): a
+/// word ending so is left to the full classifier.
+const PRIMARY_VIEW_ENDS: [u64; 2] = [
+    u64::from_be_bytes(*b"ed_xacts"),
+    u64::from_be_bytes(*b"lication"),
+];
+
 /// The analysis of `sql` (the text of a query, not necessarily UTF-8) if it is a plain
 /// `SELECT`. A plain `SELECT` is ASCII, so the text need not be validated first.
 pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
@@ -68,7 +75,11 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
     // The last eight mapped bytes (a separator before `rest`): at each separator, the word
     // just ended is in the low bytes, a separator before it.
     let mut last: u64 = 0;
-    let special = |last: u64| last & 0xffff_ffff == FOR || last & 0xff_ffff_ffff == INTO;
+    let special = |last: u64| {
+        last & 0xffff_ffff == FOR
+            || last & 0xff_ffff_ffff == INTO
+            || PRIMARY_VIEW_ENDS.contains(&last)
+    };
     for (i, &c) in rest.iter().enumerate() {
         let m = MAP[c as usize];
         if m == BAD {
@@ -112,6 +123,17 @@ mod tests {
         agreeing_answers, corpus_records, corpus_statements, generated_statements,
     };
     use super::*;
+
+    #[test]
+    fn views_only_the_primary_fills_are_left_to_the_full_classifier() {
+        for sql in [
+            "SELECT gid FROM pg_prepared_xacts",
+            "select * from pg_catalog.pg_stat_replication",
+        ] {
+            assert!(plain_select(sql.as_bytes()).is_none(), "{sql}");
+        }
+        assert!(plain_select(b"SELECT gid FROM prepared").is_some());
+    }
 
     #[test]
     fn plain_selects_are_recognised_as_the_full_classifier_sees_them() {
