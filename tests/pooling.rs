@@ -3489,3 +3489,56 @@ async fn the_process_id_a_client_is_given_matches_its_notifications() {
         );
     }
 }
+
+/// `DROP DATABASE` of a database the proxy keeps idle connections to: they are closed first,
+/// so it succeeds as it would connected directly (PostgreSQL refuses while others are
+/// connected: test suites that create and drop their database through the proxy failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_the_pool_holds_connections_to_can_be_dropped() {
+    su("DROP DATABASE IF EXISTS pool_dropme");
+    su(&format!("CREATE DATABASE pool_dropme OWNER {APP_USER}"));
+    let p = proxy("transaction", "size = 2");
+    let mut a = Raw::connect(&p, APP_USER, APP_PASSWORD, "pool_dropme").await;
+    assert_eq!(single(&a.simple("SELECT 1").await, "in pool_dropme"), "1");
+    drop(a);
+    wait_clients(&p, 0).await;
+    let mut b = Raw::app(&p).await;
+    let r = b.simple("DROP DATABASE pool_dropme").await;
+    assert_eq!(error_code(&r), None, "{}", tags(&r));
+    assert_eq!(
+        su("SELECT count(*) FROM pg_database WHERE datname = 'pool_dropme'"),
+        "0"
+    );
+}
+
+/// The server process of a session-mode client ends during its request: the client gets the
+/// server's FATAL and then the end of the connection, nothing else (an ERROR and a
+/// ReadyForQuery after it made libpq and asyncpg believe the connection still usable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_server_ends_mid_request_gets_only_the_fatal() {
+    let p = proxy("session", "size = 2");
+    let mut a = Raw::app(&p).await;
+    let pid: i32 = single(&a.simple("SELECT pg_backend_pid()").await, "pid")
+        .parse()
+        .unwrap();
+    let mut b = BytesMut::new();
+    frontend::query("SELECT pg_sleep(60)", &mut b).unwrap();
+    a.send(&b).await;
+    let deadline = Instant::now() + STEP;
+    while su(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND query LIKE 'SELECT pg_sleep%'"
+    )) != "1"
+    {
+        assert!(Instant::now() < deadline, "the sleep never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill_server(pid).await;
+    let mut got = Vec::new();
+    while let Some(m) = a.try_recv().await {
+        got.push(m);
+    }
+    // RowDescription (sent before the sleep, as PostgreSQL does), the FATAL, the close.
+    assert_eq!(tags(&got), "TE", "expected the FATAL alone after the row description");
+    assert_eq!(err_field(&got[1].1, b'S').as_deref(), Some("FATAL"));
+    assert_eq!(err_field(&got[1].1, b'C').as_deref(), Some("57P01"));
+}
