@@ -494,6 +494,15 @@ impl Pool {
         }
     }
 
+    /// Closes the idle connections (the pool stays in use).
+    fn close_idle(&self) {
+        let idle = std::mem::take(&mut self.conns.lock().expect("conns").idle);
+        for mut c in idle {
+            self.metrics.idle.dec();
+            c.terminate();
+        }
+    }
+
     /// Idle connection count (for status pages and tests).
     pub fn idle_count(&self) -> usize {
         self.conns.lock().expect("conns").idle.len()
@@ -607,6 +616,22 @@ impl Pools {
             .collect();
         for p in pools {
             p.sever();
+        }
+    }
+
+    /// Closes the idle connections to `database` on every backend (before a client drops it:
+    /// PostgreSQL refuses `DROP DATABASE` while others are connected to it).
+    pub fn close_idle_for_database(&self, database: &str) {
+        let pools: Vec<_> = self
+            .map
+            .read()
+            .expect("pools")
+            .values()
+            .filter(|p| p.key.database == database)
+            .cloned()
+            .collect();
+        for p in pools {
+            p.close_idle();
         }
     }
 

@@ -517,6 +517,15 @@ impl Session {
         let ends_block =
             ends_deferred || (a.txn == TxnControl::PrepareTransaction && a.statements == 1);
         let is_commit = a.txn == TxnControl::Commit;
+        if a.statements == 1 && a.reason == crate::sql::Reason::Write("DROP") {
+            if let Some(db) = std::str::from_utf8(text)
+                .ok()
+                .and_then(crate::sql::dropped_database)
+            {
+                // Idle pooled connections to it would make PostgreSQL refuse.
+                self.app.pools.close_idle_for_database(&db);
+            }
+        }
         drop(classifier);
         // Any simple query destroys the unnamed statement, the ones answered here included.
         self.forget_unnamed();

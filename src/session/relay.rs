@@ -107,7 +107,11 @@ impl Session {
                     // locks, temporary tables, LISTENs are gone). As PostgreSQL's own client
                     // would, it loses its connection.
                     let relayed = matches!(self.server_fatal, Some((_, true)));
+                    // Nothing after what the server sent (an ERROR and ReadyForQuery for the
+                    // lost request would tell drivers the connection lives on).
+                    let sent = self.client.wbuf.len();
                     self.server_lost(e);
+                    self.client.wbuf.truncate(sent);
                     self.flush_client(client).await;
                     if relayed {
                         // The client has the server's own FATAL: it ends here, as it would.

@@ -329,3 +329,24 @@ pub fn of_function_call(oid: u32) -> (Effects, Option<PinReason>) {
         _ => (Effects::NONE, None),
     }
 }
+
+/// The database a lone `DROP DATABASE [IF EXISTS] name [[WITH] (...)]` drops (it waits for,
+/// then refuses, other connections to it: the proxy's idle ones are closed first).
+pub fn dropped_database(sql: &str) -> Option<String> {
+    let mut st = Stmt::new(sql, 0);
+    let first = st.next();
+    if !(kw(&first, "drop") && kw(&st.next(), "database")) {
+        return None;
+    }
+    let mut name = st.next()?;
+    if name.is_kw("if") {
+        if !kw(&st.next(), "exists") {
+            return None;
+        }
+        name = st.next()?;
+    }
+    if !name.is_name() {
+        return None;
+    }
+    name.ident_value().map(Cow::into_owned)
+}

@@ -420,3 +420,17 @@ fn switchyard_commands() {
     let a = c.analyze("SHOW switchyard.route");
     assert_eq!(a.route, super::Route::Replica);
 }
+
+#[test]
+fn dropped_database_names() {
+    use super::dropped_database as d;
+    assert_eq!(d("DROP DATABASE test_x").as_deref(), Some("test_x"));
+    assert_eq!(
+        d("drop database if exists \"Test X\" WITH (FORCE)").as_deref(),
+        Some("Test X")
+    );
+    assert_eq!(d("DROP DATABASE Mixed").as_deref(), Some("mixed"));
+    assert_eq!(d("DROP TABLE t"), None);
+    assert_eq!(d("DROP DATABASE"), None);
+    assert_eq!(d("DROP DATABASE IF"), None);
+}

@@ -64,7 +64,7 @@ use std::fmt;
 
 pub use begin::{begin_modes, BeginModes};
 pub use classify::Classifier;
-pub use effects::of_function_call;
+pub use effects::{dropped_database, of_function_call};
 pub use lexer::{Lexer, StrKind, Token, TokenKind, Unterminated};
 pub use split::split_statements;
 
