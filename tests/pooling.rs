@@ -185,6 +185,23 @@ async fn kill_server(pid: i32) {
     wait_backend_gone(pid).await;
 }
 
+/// Waits (bounded) until a server process runs a query starting with `text`; its pid.
+async fn running(text: &str) -> i32 {
+    let sql = format!(
+        "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE query LIKE '{}%'",
+        text.replace('\'', "''")
+    );
+    let deadline = Instant::now() + STEP;
+    loop {
+        let pid: i32 = su(&sql).parse().unwrap();
+        if pid != 0 {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "{text}: never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (bounded) until superuser SQL returns `want`.
 async fn wait_su(sql: &str, want: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -3262,17 +3279,7 @@ async fn a_local_answer_behind_a_lost_request_is_still_answered() {
     frontend::query("SELECT pg_sleep(60) /* lost behind */", &mut b).unwrap();
     frontend::query("SET switchyard.route = primary", &mut b).unwrap();
     a.send(&b).await;
-    let pid_sql = "SELECT coalesce(max(pid), 0) FROM pg_stat_activity \
-                   WHERE query LIKE 'SELECT pg_sleep(60) /* lost behind */%'";
-    let deadline = Instant::now() + STEP;
-    let pid = loop {
-        let pid: i32 = su(pid_sql).parse().unwrap();
-        if pid != 0 {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the sleep never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let pid = running("SELECT pg_sleep(60) /* lost behind */").await;
     kill_server(pid).await;
     let first = a.until_ready().await;
     // The server's FATAL is not relayed (the client's session goes on); the error says why.
@@ -3518,27 +3525,21 @@ async fn a_database_the_pool_holds_connections_to_can_be_dropped() {
 async fn a_session_whose_server_ends_mid_request_gets_only_the_fatal() {
     let p = proxy("session", "size = 2");
     let mut a = Raw::app(&p).await;
-    let pid: i32 = single(&a.simple("SELECT pg_backend_pid()").await, "pid")
-        .parse()
-        .unwrap();
     let mut b = BytesMut::new();
-    frontend::query("SELECT pg_sleep(60)", &mut b).unwrap();
+    frontend::query("SELECT pg_sleep(60) /* session ends */", &mut b).unwrap();
     a.send(&b).await;
-    let deadline = Instant::now() + STEP;
-    while su(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND query LIKE 'SELECT pg_sleep%'"
-    )) != "1"
-    {
-        assert!(Instant::now() < deadline, "the sleep never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let pid = running("SELECT pg_sleep(60) /* session ends */").await;
     kill_server(pid).await;
     let mut got = Vec::new();
     while let Some(m) = a.try_recv().await {
         got.push(m);
     }
     // RowDescription (sent before the sleep, as PostgreSQL does), the FATAL, the close.
-    assert_eq!(tags(&got), "TE", "expected the FATAL alone after the row description");
+    assert_eq!(
+        tags(&got),
+        "TE",
+        "expected the FATAL alone after the row description"
+    );
     assert_eq!(err_field(&got[1].1, b'S').as_deref(), Some("FATAL"));
     assert_eq!(err_field(&got[1].1, b'C').as_deref(), Some("57P01"));
 }
