@@ -166,7 +166,7 @@ impl Session {
         self.force_primary |= self.aborted_txn;
         let decision = self.decide();
         self.force_primary = false;
-        let (index, d) = match self.choose(decision).await {
+        let (mut index, d) = match self.choose(decision).await {
             Ok(x) => x,
             Err((code, message)) => {
                 self.app.metrics.error(code);
@@ -175,6 +175,20 @@ impl Session {
                 return Ok(());
             }
         };
+        if d.target == Target::Primary {
+            // Waiting for a primary may have crossed a reload that renumbered the backends:
+            // the index must be the primary of the view the pools are looked up in.
+            self.current.refresh(&self.app);
+            match self.current.view.primary {
+                Some(p) => index = p,
+                None => {
+                    self.app.metrics.error("57P03");
+                    self.fail_request("57P03", "no primary server is available");
+                    self.deferred_begin = None;
+                    return Ok(());
+                }
+            }
+        }
         let Some(pool) = self.pool(index) else {
             self.fail_request("57P03", "no server is available");
             return Ok(());
