@@ -45,6 +45,14 @@ fn app_params() -> Vec<(&'static str, &'static str)> {
 }
 
 /// Resident memory of a process, in bytes.
+/// A proxy of its own with default settings (for tests whose memory use, or memory checks,
+/// must not meet the shared proxy's).
+async fn own_proxy() -> Proxy {
+    tokio::task::spawn_blocking(|| Proxy::start_with(shared_cluster(), ProxyOptions::default()))
+        .await
+        .unwrap()
+}
+
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
@@ -423,11 +431,7 @@ async fn two_gigabyte_lengths_are_refused_without_allocating() {
 async fn a_bind_whose_names_never_end_is_refused() {
     // A proxy of its own: this one buffers up to max_message_size, which the memory checks of
     // the tests sharing the other one would see.
-    let p = tokio::task::spawn_blocking(|| {
-        Proxy::start_with(shared_cluster(), ProxyOptions::default())
-    })
-    .await
-    .unwrap();
+    let p = own_proxy().await;
     let mut conn = raw::ok(
         login(&p.addr(), PROTO_3_0, &app_params(), Some(APP_PASSWORD)).await,
         "endless Bind names",
@@ -1101,11 +1105,7 @@ async fn malformed_scram_exchanges_are_refused_cleanly() {
 async fn unread_local_answers_do_not_make_the_proxy_buffer() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A proxy of its own (its memory is measured).
-    let p = tokio::task::spawn_blocking(|| {
-        Proxy::start_with(shared_cluster(), ProxyOptions::default())
-    })
-    .await
-    .unwrap();
+    let p = own_proxy().await;
     let pid = p.pid();
     let conn = raw::ok(
         login(&p.addr(), PROTO_3_0, &app_params(), Some(APP_PASSWORD)).await,

@@ -211,6 +211,21 @@ async fn setup(routing: &str) -> (Arc<LocalCluster>, Proxy, Ports) {
     (c, proxy, ports)
 }
 
+/// Promotes pg1 once the replicas have caught up, SIGKILLing the primary first if asked;
+/// returns when the promotion was done.
+async fn promote_pg1(c: &Arc<LocalCluster>, kill_primary: bool) -> Instant {
+    let c = c.clone();
+    blocking(move || {
+        c.wait_replicas_caught_up(Duration::from_secs(30)).unwrap();
+        if kill_primary {
+            c.primary().kill();
+        }
+        c.replicas()[0].promote().expect("promoting pg1");
+        Instant::now()
+    })
+    .await
+}
+
 /// Runs a blocking node operation off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
@@ -701,16 +716,7 @@ async fn promoted_replica_becomes_the_write_target() {
     assert_eq!(w, p.port("pg0"));
 
     // The primary dies; pg1 is promoted by someone else (not the proxy).
-    let promoted_at = blocking({
-        let c = c.clone();
-        move || {
-            c.wait_replicas_caught_up(Duration::from_secs(30)).unwrap();
-            c.primary().kill();
-            c.replicas()[0].promote().expect("promoting pg1");
-            Instant::now()
-        }
-    })
-    .await;
+    let promoted_at = promote_pg1(&c, true).await;
 
     // Writes succeed on pg1 within a bounded time, without restarting the proxy.
     let limit = Duration::from_secs(15);
@@ -900,15 +906,7 @@ async fn a_promoted_replica_wins_over_the_old_primary_still_running() {
     .await;
     assert_eq!(w, p.port("pg0"));
 
-    let promoted_at = blocking({
-        let c = c.clone();
-        move || {
-            c.wait_replicas_caught_up(Duration::from_secs(30)).unwrap();
-            c.replicas()[0].promote().expect("promoting pg1");
-            Instant::now()
-        }
-    })
-    .await;
+    let promoted_at = promote_pg1(&c, false).await;
     let split = |s: &serde_json::Value| {
         backend(s, "pg1")["primary"] == true
             && backend(s, "pg0")["role"] == "fenced"
