@@ -15,7 +15,6 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
 
 MODES=("$@")
 [ ${#MODES[@]} -eq 0 ] && MODES=(direct transaction session)
@@ -29,34 +28,22 @@ for m in "${MODES[@]}"; do
     esac
 done
 
-log() { echo "[regress $(date +%H:%M:%S)] $*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
 ./scripts/deps.sh --no-drivers </dev/null
 cargo build --release --bins </dev/null
+LOG_TAG=regress
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 SY_BIN=$ROOT/target/release/switchyard
 
 # ---------------------------------------------------------------- tools and sources
-BINDIR=$(
-    # shellcheck disable=SC1091
-    source <(sed -n '/^pg_bindir()/,/^}/p' scripts/deps.sh)
-    pg_bindir
-)
-[ -n "$BINDIR" ] || die "PostgreSQL server binaries not found"
-VERSION=$("$BINDIR/postgres" --version | awk '{print $3}')
-MAJOR=${VERSION%%.*}
+VERSION=$PG_VERSION
+MAJOR=$PG_MAJOR
 PG_REGRESS=$(dirname "$BINDIR")/lib/pgxs/src/test/regress/pg_regress
 [ -x "$PG_REGRESS" ] || die "pg_regress not found at $PG_REGRESS"
 
 WORK=$ROOT/target/regress
 mkdir -p "$WORK"
 chmod 755 "$ROOT/target" "$WORK"
-
-SUDO=()
-[ "$(id -u)" -ne 0 ] && SUDO=(sudo)
 
 fetch_sources() {
     local dir=$WORK/source pkgver
@@ -132,89 +119,7 @@ fetch_sources
 build_regress_so
 log "regression tests: $SRC (server $VERSION)"
 
-# ---------------------------------------------------------------- servers
-as_pg() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-RUN=$(mktemp -d /tmp/switchyard-regress.XXXXXX)
-chmod 755 "$RUN"
-PG_PORT=$(free_port)
-SY_PID=""
-cleanup() {
-    [ -n "$SY_PID" ] && kill -INT "$SY_PID" 2>/dev/null && wait "$SY_PID" 2>/dev/null
-    as_pg "$BINDIR/pg_ctl" -D "$RUN/data" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
-[ "$(id -u)" -eq 0 ] && chown postgres "$RUN"
-
-log "primary on 127.0.0.1:$PG_PORT"
-as_pg "$BINDIR/initdb" -D "$RUN/data" -U postgres --auth=trust --no-instructions \
-    --locale=C.UTF-8 -E UTF8 >"$RUN/initdb.log" 2>&1 || { cat "$RUN/initdb.log"; die "initdb failed"; }
-cat >>"$RUN/data/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$RUN'
-max_connections = 200
-max_prepared_transactions = 10
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-EOF
-as_pg "$BINDIR/pg_ctl" -D "$RUN/data" -l "$RUN/postgres.log" -w start >/dev/null
-
-start_proxy() { # MODE
-    local port http
-    port=$(free_port)
-    http=$(free_port)
-    cat >"$RUN/switchyard.toml" <<EOF
-listen = "127.0.0.1:$port"
-http_listen = "127.0.0.1:$http"
-pool_mode = "$1"
-max_client_connections = 400
-
-[pool]
-size = 60
-
-[[backends]]
-name = "primary"
-address = "127.0.0.1:$PG_PORT"
-
-[[users]]
-name = "postgres"
-auth = "trust"
-EOF
-    setsid "$SY_BIN" run --config "$RUN/switchyard.toml" >"$WORK/$1/switchyard.log" 2>&1 </dev/null &
-    SY_PID=$!
-    local i
-    for ((i = 0; i < 300; i++)); do
-        if "$BINDIR/psql" -X -At -h 127.0.0.1 -p "$port" -U postgres -d postgres \
-            -c 'SELECT 1' >/dev/null 2>&1; then
-            PORT=$port
-            return
-        fi
-        sleep 0.1
-    done
-    die "switchyard did not become ready (see $WORK/$1/switchyard.log)"
-}
-
-stop_proxy() {
-    kill -INT "$SY_PID" 2>/dev/null || true
-    wait "$SY_PID" 2>/dev/null || true
-    SY_PID=""
-    # Its server connections end asynchronously; the next run drops the database.
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [ "$("$BINDIR/psql" -X -At -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c \
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'regression'")" = 0 ] && return
-        sleep 0.1
-    done
-}
+start_primary
 
 # ---------------------------------------------------------------- runs
 declare -A FAILED
@@ -222,16 +127,11 @@ for mode in "${MODES[@]}"; do
     out=$WORK/$mode
     rm -rf "$out" && mkdir -p "$out"
     chmod 777 "$out"
-    # A prepared transaction left by the previous run keeps its database from being dropped.
-    "$BINDIR/psql" -X -At -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
-        -c "SELECT gid FROM pg_prepared_xacts" | while read -r gid; do
-        [ -n "$gid" ] && "$BINDIR/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres \
-            -d regression -c "ROLLBACK PREPARED '$gid'" >/dev/null 2>&1
-    done
+    rollback_prepared
     if [ "$mode" = direct ]; then
         PORT=$PG_PORT
     else
-        start_proxy "$mode"
+        start_proxy "$mode" "$out/switchyard.log"
     fi
     log "pg_regress ($mode) on port $PORT"
     set +e
@@ -239,7 +139,7 @@ for mode in "${MODES[@]}"; do
         --dlpath="$DLDIR" --schedule="$SRC/parallel_schedule" --host=127.0.0.1 --port="$PORT" \
         --user=postgres --max-connections=20) >"$out/pg_regress.log" 2>&1
     set -e
-    [ "$mode" != direct ] && stop_proxy
+    [ "$mode" != direct ] && stop_proxy regression
     FAILED[$mode]=$(awk '/\.\.\. FAILED|\.\.\. failed/ { for (i = 1; i <= NF; i++) if ($i == "...") { print $(i - 1); break } }' \
         "$out/pg_regress.log" | sort | tr '\n' ' ')
     summary=$(grep -E '^ *(All [0-9]+ tests passed|[0-9]+ of [0-9]+ tests failed)' "$out/pg_regress.log" || true)

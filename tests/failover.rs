@@ -570,6 +570,36 @@ async fn stopped_replica_stops_getting_reads_and_gets_them_back_after_start() {
     for _ in 0..10 {
         port(&reused, "SELECT inet_server_port()").await;
     }
+    // Reads in flight when pg1 stops: its server processes end with a FATAL (a fast shutdown);
+    // the reads are repeated on another server and their clients never hear of it.
+    let sleeper = "SELECT inet_server_port(), pg_sleep(2) /* in flight at the stop */";
+    let mut in_flight = Vec::new();
+    for _ in 0..6 {
+        let client = proxy.connect_app().await;
+        in_flight.push(tokio::spawn(async move {
+            let r = client.query_one(sleeper, &[]).await;
+            r.map(|row| row.get::<_, i32>(0) as u16)
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = blocking({
+            let c = c.clone();
+            move || {
+                c.replicas()[0].psql(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE query LIKE '%in flight at the stop%' AND pid <> pg_backend_pid()",
+                )
+            }
+        })
+        .await
+        .expect("pg_stat_activity on pg1");
+        if n.trim() != "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no read in flight on pg1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let stopped_at = blocking({
         let c = c.clone();
@@ -621,6 +651,19 @@ async fn stopped_replica_stops_getting_reads_and_gets_them_back_after_start() {
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (i, read) in in_flight.into_iter().enumerate() {
+        let r = tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("a read in flight at the stop never got an answer")
+            .unwrap();
+        match r {
+            Ok(port) => assert_ne!(port, p.port("pg1"), "read {i} answered by the stopped pg1"),
+            Err(e) => panic!(
+                "read {i} in flight when pg1 stopped failed: {e} ({})",
+                code(&e)
+            ),
+        }
     }
     let window = INTERVAL * FALL + Duration::from_secs(3);
     let took = marked_down.await.unwrap();

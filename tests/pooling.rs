@@ -59,6 +59,35 @@ fn proxy_with(mode: &str, extra_tables: &str) -> Proxy {
     )
 }
 
+/// A proxy reaching the primary through a fault-injecting relay (connections lost without a
+/// word from the server: `relay.reset_all()`), with fast health checks.
+fn relayed_proxy(mode: &str, pool: &str) -> (Proxy, support::relay::Relay) {
+    let c = shared_cluster();
+    let relay = support::relay::Relay::for_node(c.primary());
+    let p = Proxy::start_with(
+        c,
+        ProxyOptions {
+            pool_mode: mode.into(),
+            backends: Some(vec![(c.primary().name().to_string(), relay.addr_string())]),
+            extra_tables: format!(
+                "[routing]\nread_write_split = false\n[pool]\n{pool}\n\
+                 [health]\ninterval = \"200ms\"\n"
+            ),
+            ..Default::default()
+        },
+    );
+    (p, relay)
+}
+
+/// Cuts every connection through `relay` (RST, the server says nothing) and waits for it.
+async fn cut(relay: support::relay::Relay) -> support::relay::Relay {
+    let reset = tokio::task::spawn_blocking(move || {
+        relay.reset_all();
+        relay
+    });
+    bounded("resetting the relay", reset).await.unwrap()
+}
+
 fn app_cs(p: &Proxy) -> String {
     format!(
         "{} connect_timeout=10",
@@ -1021,13 +1050,13 @@ async fn a_transaction_that_fails_without_a_server_stays_failed() {
     );
 }
 
-/// A transaction whose server connection dies fails: the client's next request gets 08006
-/// with the block failed ("E"), later ones 25P02, COMMIT is answered ROLLBACK, and nothing of
-/// it commits (a client that goes on after an error must not see its later statements
-/// committed on their own).
+/// A transaction whose server connection is lost (without a word from the server: a crash, a
+/// partition) fails: the client's next request gets 08006 with the block failed ("E"), later
+/// ones 25P02, COMMIT is answered ROLLBACK, and nothing of it commits (a client that goes on
+/// after an error must not see its later statements committed on their own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_whose_server_dies_stays_failed() {
-    let p = proxy("transaction", "size = 2");
+    let (p, relay) = relayed_proxy("transaction", "size = 2");
     create_table("pool_lost_t", "v int");
     let check = connect(&p).await;
     let mut a = raw_login(&p, &[]).await;
@@ -1036,14 +1065,11 @@ async fn a_transaction_whose_server_dies_stays_failed() {
     assert_eq!(raw_q(&mut a, insert).await.2, 'T');
     let r = bounded("pid", a.raw.query("SELECT pg_backend_pid()")).await;
     let pid: i32 = r.scalar().parse().unwrap();
+    let relay = cut(relay).await;
+    // The server process notices its client is gone only when it reads or writes.
     kill_server(pid).await;
-    // (The server's own FATAL 57P01 reaches the client first if the proxy read it before the
-    // connection closed; then comes the proxy's 08006.)
     let (code, _, status) = raw_q(&mut a, insert).await;
-    assert!(
-        matches!((code.as_str(), status), ("08006" | "57P01", 'E')),
-        "{code} {status}"
-    );
+    assert_eq!((code.as_str(), status), ("08006", 'E'));
     let (code, _, status) = raw_q(&mut a, insert).await;
     assert_eq!((code.as_str(), status), ("25P02", 'E'));
     assert_eq!(
@@ -1053,6 +1079,7 @@ async fn a_transaction_whose_server_dies_stays_failed() {
     assert_eq!(one(&check, "SELECT count(*) FROM pool_lost_t").await, "0");
     assert_eq!(raw_q(&mut a, insert).await.2, 'I');
     assert_eq!(one(&check, "SELECT count(*) FROM pool_lost_t").await, "1");
+    drop(relay);
 }
 
 /// A pool of 1 whose connection is held by an open transaction: another client's query fails
@@ -3013,21 +3040,9 @@ async fn vanished_client_mid_batch_is_not_handed_on_dirty() {
 /// not a hang, and nothing of the lost upload reaches the next server connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_lost_with_unsent_bytes_leaves_nothing_behind() {
-    use support::relay::{Mode, Relay};
+    use support::relay::Mode;
     create_table("pool_lost_copy", "v text");
-    let c = shared_cluster();
-    let relay = Relay::for_node(c.primary());
-    let p = Proxy::start_with(
-        c,
-        ProxyOptions {
-            pool_mode: "transaction".into(),
-            backends: Some(vec![(c.primary().name().to_string(), relay.addr_string())]),
-            extra_tables: "[routing]\nread_write_split = false\n[pool]\nsize = 2\n\
-                           [health]\ninterval = \"200ms\"\n"
-                .into(),
-            ..Default::default()
-        },
-    );
+    let (p, relay) = relayed_proxy("transaction", "size = 2");
     let a = Arc::new(connect(&p).await);
     q(&a, "BEGIN").await;
     q(&a, "SELECT 1").await;
@@ -3273,16 +3288,17 @@ async fn a_local_answer_behind_a_begin_in_flight_reports_the_block() {
 /// on that connection: the client still gets an answer to each (it waited forever before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_behind_a_lost_request_is_still_answered() {
-    let p = proxy("transaction", "size = 2");
+    let (p, relay) = relayed_proxy("transaction", "size = 2");
     let mut a = Raw::app(&p).await;
     let mut b = BytesMut::new();
     frontend::query("SELECT pg_sleep(60) /* lost behind */", &mut b).unwrap();
     frontend::query("SET switchyard.route = primary", &mut b).unwrap();
     a.send(&b).await;
     let pid = running("SELECT pg_sleep(60) /* lost behind */").await;
+    let relay = cut(relay).await;
     kill_server(pid).await;
     let first = a.until_ready().await;
-    // The server's FATAL is not relayed (the client's session goes on); the error says why.
+    // The client's session goes on (nothing but its server connection ended).
     assert_eq!(
         error_code(&first).as_deref(),
         Some("08006"),
@@ -3293,12 +3309,74 @@ async fn a_local_answer_behind_a_lost_request_is_still_answered() {
     assert_eq!(errors.len(), 1, "{}", tags(&first));
     assert_eq!(err_field(&errors[0].1, b'S').as_deref(), Some("ERROR"));
     let text = err_text(&errors[0].1);
-    assert!(text.contains("administrator command"), "{text}");
+    assert!(text.contains("connection was lost"), "{text}");
     assert_eq!(ready_status(&first), 'I');
     let second = a.until_ready().await;
     assert_eq!(ready_status(&second), 'I', "{}", tags(&second));
     let r = a.simple("SELECT 'still here'").await;
     assert_eq!(single(&r, "after the lost request"), "still here");
+    drop(relay);
+}
+
+/// In transaction pooling, the server ends the session a client is using (an administrator's
+/// `pg_terminate_backend`, as drivers' own tests do; a shutdown; an idle-in-transaction
+/// timeout): as connected directly, the client gets the server's FATAL, then the end of its
+/// connection, with a request in flight or a transaction open. A client whose connection was
+/// only idle in the pool is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_ending_the_session_in_use_ends_the_client_connection() {
+    let p = proxy("transaction", "size = 4");
+    let fatal_then_close = |got: &[Msg], what: &str| {
+        let errors: Vec<_> = got.iter().filter(|(t, _)| *t == b'E').collect();
+        assert_eq!(errors.len(), 1, "{what}: {}", tags(got));
+        assert_eq!(
+            err_field(&errors[0].1, b'S').as_deref(),
+            Some("FATAL"),
+            "{what}"
+        );
+        assert_eq!(
+            err_field(&errors[0].1, b'C').as_deref(),
+            Some("57P01"),
+            "{what}"
+        );
+        assert!(
+            !got.iter().any(|(t, _)| *t == b'Z'),
+            "{what}: {}",
+            tags(got)
+        );
+    };
+    // A request in flight.
+    let mut a = Raw::app(&p).await;
+    let mut b = BytesMut::new();
+    frontend::query("SELECT pg_sleep(60) /* txn ends */", &mut b).unwrap();
+    a.send(&b).await;
+    let pid = running("SELECT pg_sleep(60) /* txn ends */").await;
+    kill_server(pid).await;
+    let mut got = Vec::new();
+    while let Some(m) = a.try_recv().await {
+        got.push(m);
+    }
+    fatal_then_close(&got, "request in flight");
+    // A transaction open, nothing in flight.
+    let mut t = Raw::app(&p).await;
+    assert_eq!(ready_status(&t.simple("BEGIN").await), 'T');
+    let pid: i32 = single(&t.simple("SELECT pg_backend_pid()").await, "in a block")
+        .parse()
+        .unwrap();
+    kill_server(pid).await;
+    let mut got = Vec::new();
+    while let Some(m) = t.try_recv().await {
+        got.push(m);
+    }
+    fatal_then_close(&got, "transaction open");
+    // Idle between transactions: its pooled connection ends, it goes on.
+    let mut i = Raw::app(&p).await;
+    let pid: i32 = single(&i.simple("SELECT pg_backend_pid()").await, "idle")
+        .parse()
+        .unwrap();
+    kill_server(pid).await;
+    let r = i.simple("SELECT 'idle client goes on'").await;
+    assert_eq!(single(&r, "idle client"), "idle client goes on");
 }
 
 /// A server connection that holds a client's session (session pooling, or a client pinned
@@ -3470,8 +3548,9 @@ async fn statements_parsed_after_a_schema_change_see_it() {
 
 /// The process id a client is given: in session pooling its server process's own (so
 /// `pg_backend_pid()`, notifications and `pg_terminate_backend` agree with it, as connected
-/// directly); in transaction pooling the proxy's, and the notifications of a LISTENing
-/// (pinned) client's own NOTIFY carry it.
+/// directly); in transaction pooling the proxy's, and notifications carry the notifying
+/// client's: a LISTENing (pinned) client's own NOTIFY, and another client's, whichever server
+/// connection it ran on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_process_id_a_client_is_given_matches_its_notifications() {
     for mode in ["session", "transaction"] {
@@ -3494,6 +3573,29 @@ async fn the_process_id_a_client_is_given_matches_its_notifications() {
             a.key_pid,
             "{mode}: the notification of its own NOTIFY"
         );
+        // Another client's NOTIFY, in a transaction and on its own.
+        let mut b = Raw::app(&p).await;
+        for sql in [
+            "BEGIN; NOTIFY pool_pid_channel, 'from b'; COMMIT",
+            "NOTIFY pool_pid_channel, 'from b'",
+        ] {
+            assert_eq!(error_code(&b.simple(sql).await), None, "{mode}: {sql}");
+            let deadline = Instant::now() + STEP;
+            let n = loop {
+                let r = a.simple("SELECT 1").await;
+                if let Some((_, n)) = r.into_iter().find(|(t, _)| *t == b'A') {
+                    break n;
+                }
+                assert!(Instant::now() < deadline, "{mode}: {sql}: no notification");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert_eq!(
+                i32::from_be_bytes(n[..4].try_into().unwrap()),
+                b.key_pid,
+                "{mode}: {sql}: the notifying client's process id"
+            );
+            assert_ne!(b.key_pid, a.key_pid);
+        }
     }
 }
 

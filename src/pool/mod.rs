@@ -11,6 +11,7 @@
 
 mod clock;
 mod gate;
+pub mod holders;
 pub mod prepared;
 pub mod server;
 
@@ -513,6 +514,8 @@ impl Pool {
 pub struct Pools {
     map: RwLock<HashMap<PoolKey, Arc<Pool>>>,
     metrics: Arc<Metrics>,
+    /// Which client each server process serves (notifications name the notifier's pid).
+    pub holders: holders::Holders,
 }
 
 /// What a pool needs from config to be created.
@@ -531,6 +534,7 @@ impl Pools {
         Pools {
             map: RwLock::new(HashMap::new()),
             metrics,
+            holders: holders::Holders::default(),
         }
     }
 

@@ -151,6 +151,8 @@ pub struct ServerConn {
     pub idle_since: u64,
     /// Set when the connection must not be reused (protocol confusion, failed setup query).
     pub broken: bool,
+    /// Its entry among the server processes serving clients (made when it first serves one).
+    pub holder: Option<super::holders::Holder>,
 }
 
 impl ServerConn {
@@ -186,6 +188,7 @@ impl ServerConn {
             created: super::clock::now_ms(),
             idle_since: super::clock::now_ms(),
             broken: false,
+            holder: None,
             socket: None,
         };
         let mut out = BytesMut::new();

@@ -145,6 +145,13 @@ impl Session {
             pid: p.conn.pid,
             secret: p.conn.secret,
         });
+        if p.conn.holder.is_none() {
+            let backend = p.pool().key.backend.clone();
+            p.conn.holder = Some(self.app.pools.holders.register(backend, p.conn.pid));
+        }
+        if let Some(h) = &p.conn.holder {
+            h.set(self.client_pid);
+        }
         self.server = Some(p);
         self.claim_sequences();
     }
@@ -432,9 +439,11 @@ impl Session {
             self.ryw.end_commit(None);
         }
         self.detach_bookkeeping();
-        let repeat = self.retry.as_ref().is_some_and(|r| r.holding())
-            && self.retry_attempts < super::retry::MAX_ATTEMPTS
-            && self.client_pass == Pass::None;
+        let repeat = super::retry::repeats_on_loss(
+            self.retry.as_ref(),
+            self.retry_attempts,
+            self.client_pass == Pass::None,
+        );
         if repeat {
             self.app
                 .metrics

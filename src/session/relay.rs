@@ -101,12 +101,13 @@ impl Session {
             if let Some(e) = ev.server_failed {
                 // Relay what arrived before the failure, then answer the rest.
                 self.process_server()?;
-                if self.server.is_some() && !self.releasable() {
+                let relayed = matches!(self.server_fatal, Some((_, true)));
+                if self.server.is_some() && (relayed || !self.releasable()) {
                     // The connection was this client's session (session pooling, or pinned
                     // state): it cannot go on elsewhere as if nothing happened (its SET ROLE,
-                    // locks, temporary tables, LISTENs are gone). As PostgreSQL's own client
-                    // would, it loses its connection.
-                    let relayed = matches!(self.server_fatal, Some((_, true)));
+                    // locks, temporary tables, LISTENs are gone). Or the server ended the
+                    // session the client was using and the client has its FATAL. As
+                    // PostgreSQL's own client would, it loses its connection.
                     // Nothing after what the server sent (an ERROR and ReadyForQuery for the
                     // lost request would tell drivers the connection lives on).
                     let sent = self.client.wbuf.len();

@@ -40,6 +40,12 @@ pub(super) struct Retry {
     pub rescue: Option<Refusal>,
 }
 
+/// Whether the request in flight is repeated elsewhere when its server connection is lost: its
+/// response is still held back, attempts remain, and no message is half streamed to the server.
+pub(super) fn repeats_on_loss(retry: Option<&Retry>, attempts: u32, pass_idle: bool) -> bool {
+    retry.is_some_and(|r| r.holding()) && attempts < MAX_ATTEMPTS && pass_idle
+}
+
 impl Retry {
     /// Still repeatable.
     pub fn holding(&self) -> bool {

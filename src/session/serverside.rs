@@ -9,7 +9,7 @@ use super::pending::{Hook, Kind, Mode};
 use super::retry::Refusal;
 use super::route::Target;
 use super::settings::Settings;
-use super::{Fatal, Session};
+use super::{Fatal, Pass, Session};
 use crate::pool::server::parse_data_row;
 use crate::protocol::{tag, ErrorFields, Header, TxnStatus};
 
@@ -118,11 +118,20 @@ impl Session {
             }
             let m = self.pending.on_server(h.tag);
             if h.tag == tag::NOTIFICATION_RESPONSE && h.frame_len >= 9 {
-                // A notification this session's own server process sent (its NOTIFY) names
-                // the process id the client was given, as PostgreSQL's would be its own.
+                // A notification names the process id the notifying client was given, as
+                // PostgreSQL's would name its process: this client's own (its NOTIFY ran on
+                // this connection), or another's that held the notifying server process.
                 let at = run + 5..run + 9;
-                if conn.rbuf[at.clone()] == conn.pid.to_be_bytes() {
-                    conn.rbuf[at].copy_from_slice(&self.client_pid.to_be_bytes());
+                if let Ok(pid) = <[u8; 4]>::try_from(&conn.rbuf[at.clone()]) {
+                    let pid = i32::from_be_bytes(pid);
+                    let client = if pid == conn.pid {
+                        Some(self.client_pid)
+                    } else {
+                        conn.holder.as_ref().and_then(|h| h.client_of(pid))
+                    };
+                    if let Some(c) = client {
+                        conn.rbuf[at].copy_from_slice(&c.to_be_bytes());
+                    }
                 }
             }
             let body = &conn.rbuf[run + 5..run + h.frame_len];
@@ -166,10 +175,22 @@ impl Session {
                     }
                     if f.severity == "FATAL" || f.severity == "PANIC" {
                         conn.broken = true;
-                        // Not the client's session ending when it goes on elsewhere: not
-                        // relayed (a driver takes a FATAL for the end of its connection).
                         if releasable {
-                            forward = false;
+                            // The server ended the session the client was using (an
+                            // administrator's pg_terminate_backend, a shutdown, an idle
+                            // transaction timeout): as connected directly, the client gets
+                            // the FATAL and loses its connection (relay.rs) when it was
+                            // using it (a request in flight, a transaction open). Not when
+                            // its read is repeated elsewhere (it never hears of this server),
+                            // nor when only the proxy's own query ran there.
+                            let repeats = super::retry::repeats_on_loss(
+                                self.retry.as_ref(),
+                                self.retry_attempts,
+                                self.client_pass == Pass::None,
+                            );
+                            let using =
+                                self.txn != TxnStatus::Idle || self.pending.client_waiting();
+                            forward = using && !repeats && !rescuing;
                         }
                         self.server_fatal = Some((f.message.to_string(), forward));
                     }
