@@ -119,7 +119,8 @@ stop_proxy() {
     SY_PID=""
     local i
     for ((i = 0; i < 100; i++)); do
-        [ "$(pg_psql postgres -c "SELECT count(*) FROM pg_stat_activity WHERE datname = '$1'")" = 0 ] &&
+        [ "$(pg_psql postgres -c "SELECT count(*) FROM pg_stat_activity
+                WHERE datname = '$1' AND pid <> pg_backend_pid()")" = 0 ] &&
             return
         sleep 0.1
     done

@@ -3599,6 +3599,96 @@ async fn the_process_id_a_client_is_given_matches_its_notifications() {
     }
 }
 
+/// SQL `EXECUTE` of a statement the client prepared with a Parse message, as PostgreSQL allows
+/// (asyncpg's tests do it): in a simple Query, in an unnamed and in a named Parse, and again
+/// after the server connection was replaced and after the statement was evicted there (the
+/// proxy prepares it before what executes it); in both pool modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_execute_of_a_protocol_level_statement() {
+    for mode in ["transaction", "session"] {
+        let p = proxy(mode, "size = 2\nmax_prepared_statements = 2");
+        let mut a = Raw::app(&p).await;
+        let mut b = BytesMut::new();
+        m_parse(&mut b, "FooBar", "SELECT $1::int + 1");
+        frontend::sync(&mut b);
+        assert_eq!(tags(&a.roundtrip(&b).await), "1Z", "{mode}");
+        let simple = |r: Vec<Msg>, what: &str| -> String {
+            assert_eq!(error_code(&r), None, "{mode}: {what}: {}", tags(&r));
+            single(&r, what)
+        };
+        // Quoted: its name as written; unquoted names fold to lower case, as on PostgreSQL.
+        assert_eq!(
+            simple(a.simple("EXECUTE \"FooBar\"(41)").await, "simple"),
+            "42"
+        );
+        let r = a.simple("EXECUTE FooBar(41)").await;
+        assert_eq!(
+            error_code(&r).as_deref(),
+            Some("26000"),
+            "{mode}: folded name"
+        );
+        // Through Parse messages: unnamed, and named (then used later).
+        let exec = |out: &mut BytesMut, name: &str, arg: &str| {
+            m_parse(out, name, &format!("EXECUTE \"FooBar\"({arg})"));
+            m_bind(out, "", name, &[]);
+            m_execute(out);
+            frontend::sync(out);
+        };
+        let mut b = BytesMut::new();
+        exec(&mut b, "", "1");
+        exec(&mut b, "via_exec", "2");
+        let r = a.roundtrip(&b).await;
+        assert_eq!(error_code(&r), None, "{mode}: {}", tags(&r));
+        let r2 = a.until_ready().await;
+        assert_eq!(error_code(&r2), None, "{mode}: {}", tags(&r2));
+        assert_eq!(single(&r, "unnamed"), "2", "{mode}");
+        assert_eq!(single(&r2, "named"), "3", "{mode}");
+        if mode == "session" {
+            continue;
+        }
+        // Other statements push FooBar out of the connection's two slots.
+        for i in 0..3 {
+            let mut b = BytesMut::new();
+            m_parse(&mut b, &format!("other{i}"), &format!("SELECT {i}"));
+            m_bind(&mut b, "", &format!("other{i}"), &[]);
+            m_execute(&mut b);
+            frontend::sync(&mut b);
+            assert_eq!(error_code(&a.roundtrip(&b).await), None, "{mode}");
+        }
+        let use_named = |out: &mut BytesMut| {
+            m_bind(out, "", "via_exec", &[]);
+            m_execute(out);
+            frontend::sync(out);
+        };
+        let mut b = BytesMut::new();
+        use_named(&mut b);
+        assert_eq!(single(&a.roundtrip(&b).await, "after eviction"), "3");
+        // The unnamed statement kept, then its server connection replaced. (A simple query
+        // destroys the unnamed statement: the pid is asked for first.)
+        let pid: i32 = simple(a.simple("SELECT pg_backend_pid()").await, "pid")
+            .parse()
+            .unwrap();
+        let mut b = BytesMut::new();
+        m_parse(&mut b, "", "EXECUTE \"FooBar\"(9)");
+        frontend::sync(&mut b);
+        assert_eq!(tags(&a.roundtrip(&b).await), "1Z", "{mode}");
+        kill_server(pid).await;
+        let mut b = BytesMut::new();
+        m_bind(&mut b, "", "", &[]);
+        m_execute(&mut b);
+        frontend::sync(&mut b);
+        let r = a.roundtrip(&b).await;
+        assert_eq!(single(&r, "unnamed on a new connection"), "10", "{mode}");
+        let mut b = BytesMut::new();
+        use_named(&mut b);
+        assert_eq!(single(&a.roundtrip(&b).await, "named, new connection"), "3");
+        assert_eq!(
+            simple(a.simple("EXECUTE \"FooBar\"(0)").await, "simple"),
+            "1"
+        );
+    }
+}
+
 /// `DROP DATABASE` of a database the proxy keeps idle connections to: they are closed first,
 /// so it succeeds as it would connected directly (PostgreSQL refuses while others are
 /// connected: test suites that create and drop their database through the proxy failed).

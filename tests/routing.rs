@@ -673,13 +673,14 @@ async fn begins_a_replica_would_refuse_run_on_the_primary() {
 }
 
 /// A SET changes no data: a read right after it is not held back for read-your-writes, while
-/// a read right after a write is (with the health probe 30 s away, the replicas' last seen
-/// positions stay behind the primary's, which the test moves on first).
+/// a read right after a write is (with the health probe 30 s away and no polling of a
+/// replica's replay position, `ryw_wait = 0`, the replicas' last seen positions stay behind
+/// the primary's, which the test moves on first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_is_not_a_write_for_read_your_writes() {
     let c = tokio::task::spawn_blocking(shared_schema).await.unwrap();
     let opts = support::proxy::ProxyOptions {
-        extra_tables: "[health]\ninterval = \"30s\"\n".into(),
+        extra_tables: "[health]\ninterval = \"30s\"\n[routing]\nryw_wait = \"0ms\"\n".into(),
         ..Default::default()
     };
     let proxy = tokio::task::spawn_blocking(move || Proxy::start_with(c, opts))
@@ -705,13 +706,19 @@ async fn a_set_is_not_a_write_for_read_your_writes() {
         );
     }
     execute(&s, "INSERT INTO routing_t (v) VALUES ('ryw write')").await;
-    let seen = port(&s, "SELECT inet_server_port()").await;
+    let r = rows(
+        &s,
+        "SELECT inet_server_port(), count(*) FROM routing_t WHERE v = 'ryw write'",
+    )
+    .await;
+    let seen: u16 = r[0][0].as_deref().unwrap().parse().unwrap();
     assert_eq!(
         seen,
         p.primary,
         "a read right after a write ran on {}",
         p.name(seen)
     );
+    assert_eq!(r[0][1].as_deref(), Some("1"), "the read missed the write");
 }
 
 /// A hot standby refuses every statement of a SERIALIZABLE transaction, reads included

@@ -24,6 +24,24 @@ pub(super) struct QueryInfo {
     pub statements: u32,
     pub effects: Effects,
     pub pin: Option<&'static str>,
+    /// `EXECUTE` of one of the client's protocol-level statements (renamed on the way).
+    pub execute: bool,
+}
+
+impl QueryInfo {
+    /// What the analysis `a` of Query text `text` says.
+    pub(super) fn of(c: &crate::sql::Classifier, text: &[u8], a: &crate::sql::Analysis) -> Self {
+        QueryInfo {
+            read: super::route::underlying_read(c, text, a),
+            setting: a.only_sets_settings(),
+            hint: a.hint,
+            txn: a.txn,
+            statements: a.statements,
+            effects: a.effects,
+            pin: a.pin_reason(),
+            execute: false,
+        }
+    }
 }
 
 /// What the relay loop should do next.
@@ -424,6 +442,7 @@ impl Session {
     /// The client no longer has an unnamed statement: no server connection holds it.
     pub(super) fn forget_unnamed(&mut self) {
         self.unnamed = None;
+        self.unnamed_depends = None;
         self.unnamed_seq += 1;
         if let Some(p) = self.server.as_mut() {
             p.conn.unnamed_owner = None;
@@ -491,13 +510,11 @@ impl Session {
             _ => None,
         };
         let info = QueryInfo {
-            read: super::route::underlying_read(&classifier, text, &a),
-            setting: a.only_sets_settings(),
-            hint: a.hint,
-            txn: a.txn,
-            statements: a.statements,
-            effects: a.effects,
-            pin: a.pin_reason(),
+            execute: a
+                .execute
+                .as_ref()
+                .is_some_and(|e| !failed_block && self.statements.contains_key(e.name.as_bytes())),
+            ..QueryInfo::of(&classifier, text, &a)
         };
         let command = a.switchyard.as_ref().map(|c| match c {
             SwitchyardCommand::Set { name, value } => (0u8, name.to_string(), value.to_string()),
@@ -608,7 +625,11 @@ impl Session {
             self.note_custom_names(h.frame_len);
         }
         self.apply_effects(info.effects, info.pin);
-        self.forward(h.frame_len);
+        if info.execute {
+            self.forward_execute(h.frame_len);
+        } else {
+            self.forward(h.frame_len);
+        }
         self.count_request();
         self.forget_unnamed();
         let restore = settings && self.restore_sql.is_some();
@@ -621,6 +642,34 @@ impl Session {
             self.restore_startup_settings();
         }
         None
+    }
+
+    /// Sends the Query at the front, `EXECUTE` of one of the client's protocol-level
+    /// statements, as `EXECUTE` of its shared name, prepared on this connection first.
+    fn forward_execute(&mut self, len: usize) {
+        let frame = self.client.rbuf.split_to(len).freeze();
+        let text = super::route::query_bytes(&frame[5..]);
+        let target = self
+            .app
+            .classifier
+            .load()
+            .analyze_text(text)
+            .execute
+            .and_then(|e| {
+                let s = self.statements.get(e.name.as_bytes())?;
+                Some((statements::executing(text, e.span, s), s.clone()))
+            });
+        match target {
+            Some((sql, stmt)) => {
+                self.ensure_prepared(&stmt);
+                encode::message(&mut self.swbuf, tag::QUERY, |b| {
+                    b.extend_from_slice(&sql);
+                    b.extend_from_slice(&[0]);
+                });
+            }
+            // (Analysed as such when it arrived: not reached.)
+            None => self.swbuf.extend_from_slice(&frame),
+        }
     }
 
     /// Records the custom settings named by the message at the front (a Query or a Parse).

@@ -45,6 +45,9 @@ impl Session {
             return Err(Fatal::protocol("malformed Parse message"));
         };
         let mut deallocate = None;
+        // `EXECUTE name` of one of the client's statements: (the text naming the shared
+        // statement, that statement).
+        let mut executes = None;
         let (effects, pin) = match &self.unnamed {
             // (A repeat that changes settings: its custom names are read again below.)
             Some(prev) if name.is_empty() && prev[..] == frame[..] && !self.unnamed_deallocates => {
@@ -54,7 +57,13 @@ impl Session {
                 let c = self.app.classifier.load();
                 let a = c.analyze_text(query);
                 if name.is_empty() {
-                    self.unnamed_deallocates = a.deallocate.is_some();
+                    self.unnamed_deallocates = a.deallocate.is_some() || a.execute.is_some();
+                }
+                if let Some(e) = &a.execute {
+                    if let Some(s) = self.statements.get(e.name.as_bytes()) {
+                        executes =
+                            Some((statements::executing(query, e.span.clone(), s), s.clone()));
+                    }
                 }
                 match &a.deallocate {
                     Some(crate::sql::Deallocate::Name(n)) if name.is_empty() => {
@@ -83,7 +92,7 @@ impl Session {
             let mut rewritten = BytesMut::new();
             encode::parse(&mut rewritten, b"", text.as_bytes(), types);
             self.unnamed_effects = (effects, pin);
-            self.forward_unnamed_parse(rewritten.freeze());
+            self.forward_unnamed_parse(rewritten.freeze(), None);
             return Ok(());
         }
         if name.is_empty() {
@@ -96,8 +105,24 @@ impl Session {
             self.restore_pending = true;
         }
         self.apply_effects(effects, pin);
+        let (query, depends) = match &executes {
+            Some((text, target)) => {
+                // The statement it runs exists on this connection first.
+                self.ensure_prepared(target);
+                (&text[..], Some(target))
+            }
+            None => (query, None),
+        };
         if name.is_empty() {
-            self.forward_unnamed_parse(frame);
+            let frame = match depends {
+                Some(_) => {
+                    let mut b = BytesMut::new();
+                    encode::parse(&mut b, b"", query, types);
+                    b.freeze()
+                }
+                None => frame.clone(),
+            };
+            self.forward_unnamed_parse(frame, depends.cloned());
             return Ok(());
         }
         if self.statements.contains_key(name) {
@@ -115,7 +140,10 @@ impl Session {
             .get("search_path")
             .map(String::as_bytes)
             .unwrap_or(b"");
-        let stmt = self.app.statements.intern(query, types, search_path);
+        let stmt = self
+            .app
+            .statements
+            .intern_with(query, types, search_path, depends);
         let client_name = frame.slice_ref(name);
         self.statements.insert(client_name.clone(), stmt.clone());
         if let Some(r) = self.retry.as_mut() {
@@ -150,10 +178,12 @@ impl Session {
         Ok(())
     }
 
-    /// Sends the client's unnamed Parse on and records it as the unnamed statement.
-    fn forward_unnamed_parse(&mut self, frame: Bytes) {
+    /// Sends the client's unnamed Parse on and records it as the unnamed statement (which
+    /// runs statement `depends`, if given).
+    fn forward_unnamed_parse(&mut self, frame: Bytes, depends: Option<Arc<Statement>>) {
         self.swbuf.extend_from_slice(&frame);
         self.unnamed = Some(frame);
+        self.unnamed_depends = depends;
         self.note_unnamed_parse();
     }
 
@@ -186,8 +216,12 @@ impl Session {
     pub(super) fn prepare_for_use(&mut self, name: &[u8]) -> Result<Option<Bytes>, Fatal> {
         if name.is_empty() {
             let owner = (self.id, self.unnamed_seq);
+            let replay = self.server.as_ref().expect("attached").conn.unnamed_owner != Some(owner);
+            if let Some(d) = self.unnamed_depends.clone().filter(|_| replay) {
+                self.ensure_prepared(&d);
+            }
             let conn = &mut self.server.as_mut().expect("attached").conn;
-            if conn.unnamed_owner != Some(owner) {
+            if replay {
                 match &self.unnamed {
                     Some(parse) => {
                         self.swbuf.extend_from_slice(parse);
@@ -227,6 +261,10 @@ impl Session {
     }
 
     pub(super) fn ensure_prepared(&mut self, stmt: &Arc<Statement>) {
+        if let Some(d) = &stmt.depends {
+            // (Also when `stmt` is there: its dependency may have been evicted since.)
+            self.ensure_prepared(d);
+        }
         self.note_quiet();
         let conn = &mut self.server.as_mut().expect("attached").conn;
         if !conn.prepared.touch(stmt.id) {

@@ -161,6 +161,7 @@ async fn start(
         unnamed: None,
         unnamed_effects: Default::default(),
         unnamed_deallocates: false,
+        unnamed_depends: None,
         unnamed_seq: 0,
         desired: startup.clone(),
         startup,
@@ -273,9 +274,12 @@ struct Session {
     unnamed: Option<Bytes>,
     /// Session effects and pin reason of `unnamed` (valid while it is `Some`).
     unnamed_effects: (crate::sql::Effects, Option<&'static str>),
-    /// The unnamed statement is a `DEALLOCATE`: what it does depends on the client's
-    /// statements at the time, so a repeat of it is analysed again.
+    /// The unnamed statement is a `DEALLOCATE` or an `EXECUTE`: what it does depends on the
+    /// client's statements at the time, so a repeat of it is analysed again.
     unnamed_deallocates: bool,
+    /// The statement `unnamed` runs (`EXECUTE` of a client's statement): prepared on a server
+    /// connection before `unnamed` is replayed there.
+    unnamed_depends: Option<Arc<Statement>>,
     /// Counts the client's unnamed Parses (ownership check on the server connection).
     unnamed_seq: u64,
     /// Settings from startup.

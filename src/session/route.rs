@@ -117,15 +117,7 @@ impl Session {
                     None => {
                         let classifier = self.app.classifier.load();
                         let a = classifier.analyze_text(text);
-                        super::client::QueryInfo {
-                            read: underlying_read(&classifier, text, &a),
-                            setting: a.only_sets_settings(),
-                            hint: a.hint,
-                            txn: a.txn,
-                            statements: a.statements,
-                            effects: a.effects,
-                            pin: a.pin_reason(),
-                        }
+                        super::client::QueryInfo::of(&classifier, text, &a)
                     }
                 };
                 // (A BEGIN the server could refuse is left to the primary, which answers it.)

@@ -33,6 +33,9 @@ pub struct Statement {
     pub types: Bytes,
     /// Whether it is a read by classification, and its routing hint (classified once).
     pub route: std::sync::OnceLock<(bool, Option<crate::sql::Route>)>,
+    /// The statement its text runs (`EXECUTE _sy<id>`, see [`executing`]): prepared on a
+    /// connection before this one is used there.
+    pub depends: Option<Arc<Statement>>,
     /// The registry's schema epoch it was interned in.
     epoch: u64,
 }
@@ -89,6 +92,18 @@ impl Registry {
     /// The interned statement for (query, types) parsed under `search_path`: the same text
     /// under another search_path may name other tables, so it is another statement.
     pub fn intern(&self, query: &[u8], types: &[u8], search_path: &[u8]) -> Arc<Statement> {
+        self.intern_with(query, types, search_path, None)
+    }
+
+    /// [`Registry::intern`] of a text that runs statement `depends` (made by [`executing`]: the
+    /// same text always names the same statement).
+    pub fn intern_with(
+        &self,
+        query: &[u8],
+        types: &[u8],
+        search_path: &[u8],
+        depends: Option<&Arc<Statement>>,
+    ) -> Arc<Statement> {
         let key = (
             Bytes::copy_from_slice(query),
             Bytes::copy_from_slice(types),
@@ -113,6 +128,7 @@ impl Registry {
             query: Bytes::copy_from_slice(query),
             types: Bytes::copy_from_slice(types),
             route: std::sync::OnceLock::new(),
+            depends: depends.cloned(),
             epoch,
         });
         map.insert(key, s.clone());
@@ -131,6 +147,17 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `EXECUTE name ...` of a client's protocol-level statement, as its text is to reach the
+/// server: the name (at `span` in `query`) replaced by the statement's shared one. PostgreSQL
+/// lets SQL `EXECUTE` run a statement prepared with a Parse message (asyncpg's tests do).
+pub fn executing(query: &[u8], span: std::ops::Range<usize>, stmt: &Statement) -> Vec<u8> {
+    let mut q = Vec::with_capacity(query.len() + stmt.server_name.len());
+    q.extend_from_slice(&query[..span.start]);
+    q.extend_from_slice(&stmt.server_name);
+    q.extend_from_slice(&query[span.end..]);
+    q
 }
 
 /// Splits a Parse body into (name, query, types section).
@@ -189,6 +216,17 @@ mod tests {
             "the sweep kept the 10 held statements and added one"
         );
         assert_ne!(new.id, held[9].id);
+    }
+
+    #[test]
+    fn an_execute_names_the_shared_statement() {
+        let r = Registry::default();
+        let target = r.intern(b"select 1", b"", b"");
+        let q = executing(b"/* x */ EXECUTE foobar(1)", 16..22, &target);
+        assert_eq!(q, format!("/* x */ EXECUTE _sy{}(1)", target.id).as_bytes());
+        let s = r.intern_with(&q, b"", b"", Some(&target));
+        assert_eq!(s.depends.as_ref().map(|d| d.id), Some(target.id));
+        assert_eq!(r.intern_with(&q, b"", b"", Some(&target)).id, s.id);
     }
 
     #[test]

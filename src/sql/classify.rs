@@ -513,6 +513,7 @@ impl Classifier {
                 pin,
                 txn: Default::default(),
                 deallocate: None,
+                execute: None,
                 switchyard: None,
                 statements: 0,
             };
@@ -542,6 +543,7 @@ impl Classifier {
             pin,
             txn: out.txn,
             deallocate: if single { out.deallocate } else { None },
+            execute: if single { out.execute } else { None },
             switchyard: if single { out.switchyard } else { None },
             statements,
         }

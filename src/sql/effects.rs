@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use super::lexer::TokenKind;
 use super::split::{STok, Stmt};
-use super::{Deallocate, Effects, PinReason, Reason, SwitchyardCommand, TxnControl};
+use super::{Deallocate, Effects, Execute, PinReason, Reason, SwitchyardCommand, TxnControl};
 
 /// What one statement does to the session.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +20,7 @@ pub(crate) struct StmtOut<'a> {
     pub effects: Effects,
     pub pin: Option<PinReason>,
     pub deallocate: Option<Deallocate<'a>>,
+    pub execute: Option<Execute<'a>>,
     pub switchyard: Option<SwitchyardCommand<'a>>,
 }
 
@@ -106,6 +107,14 @@ pub(crate) fn session_head<'a>(
             _ => {}
         },
         "DEALLOCATE" => deallocate_head(rest, out),
+        "EXECUTE" => {
+            if let Some(t) = rest.next().filter(|t| t.is_name()) {
+                out.execute = t.ident_value().map(|name| Execute {
+                    name,
+                    span: t.offset..t.end(),
+                });
+            }
+        }
         "LISTEN" => out.pin(PinReason::Listen),
         "PREPARE" => out.pin(PinReason::Prepare),
         "LOAD" => out.pin(PinReason::Load),

@@ -353,6 +353,32 @@ fn deallocate() {
 }
 
 #[test]
+fn execute() {
+    // (SQL, the name, the text at the span)
+    let cases: &[(&str, Option<(&str, &str)>)] = &[
+        ("EXECUTE foobar", Some(("foobar", "foobar"))),
+        ("execute s1 (1, 'a');", Some(("s1", "s1"))),
+        (
+            "/* switchyard:primary */ EXECUTE MyStmt(1)",
+            Some(("mystmt", "MyStmt")),
+        ),
+        ("EXECUTE \"My\"\"S\"", Some(("My\"S", "\"My\"\"S\""))),
+        ("EXECUTE s1; SELECT 1", None),
+        ("SELECT 1; EXECUTE s1", None),
+        ("EXECUTE", None),
+        ("EXECUTE 's1'", None),
+        ("EXPLAIN EXECUTE s1", None),
+        ("SELECT 'EXECUTE s1'", None),
+    ];
+    let c = Classifier::default();
+    for (sql, want) in cases {
+        let got = c.analyze(sql).execute;
+        let got = got.as_ref().map(|e| (&*e.name, &sql[e.span.clone()]));
+        assert_eq!(got, *want, "{sql:?}");
+    }
+}
+
+#[test]
 fn switchyard_commands() {
     let set = |n: &'static str, v: &'static str| {
         Some(Sy::Set {

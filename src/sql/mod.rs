@@ -320,6 +320,14 @@ pub enum Deallocate<'a> {
     All,
 }
 
+/// A whole-string `EXECUTE name [(arguments)]`: the prepared statement's name (unquoted /
+/// case-folded) and where it is written in the text (to name it otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execute<'a> {
+    pub name: Cow<'a, str>,
+    pub span: std::ops::Range<usize>,
+}
+
 /// A whole-string `SET [SESSION|LOCAL] switchyard.<name> {=|TO} <value>`,
 /// `RESET switchyard.<name>` (also `SET switchyard.<name> TO DEFAULT`) or
 /// `SHOW switchyard.<name>`. Names are case-folded; values are unquoted (identifiers are
@@ -355,6 +363,8 @@ pub struct Analysis<'a> {
     pub txn: TxnControl,
     /// Set when the whole string is one `DEALLOCATE`.
     pub deallocate: Option<Deallocate<'a>>,
+    /// Set when the whole string is one `EXECUTE`.
+    pub execute: Option<Execute<'a>>,
     /// Set when the whole string is one `SET/RESET/SHOW switchyard.*`.
     pub switchyard: Option<SwitchyardCommand<'a>>,
     /// Number of non-empty statements.
@@ -375,6 +385,10 @@ impl Analysis<'_> {
             deallocate: self.deallocate.map(|d| match d {
                 Deallocate::Name(n) => Deallocate::Name(own(n)),
                 Deallocate::All => Deallocate::All,
+            }),
+            execute: self.execute.map(|e| Execute {
+                name: own(e.name),
+                span: e.span,
             }),
             switchyard: self.switchyard.map(|c| match c {
                 SwitchyardCommand::Set { name, value } => SwitchyardCommand::Set {

@@ -112,6 +112,7 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
         pin: None,
         txn: TxnControl::None,
         deallocate: None,
+        execute: None,
         switchyard: None,
         statements: 1,
     })

@@ -172,6 +172,7 @@ pub(super) fn plain_write(sql: &[u8]) -> Option<Analysis<'static>> {
         pin: None,
         txn: TxnControl::None,
         deallocate: None,
+        execute: None,
         switchyard: None,
         statements: 1,
     })

@@ -51,6 +51,7 @@ fn full_analysis_shape() {
             pin: Some(PinReason::Listen),
             txn: TxnControl::Begin { read_only: true },
             deallocate: None,
+            execute: None,
             switchyard: None,
             statements: 4,
         }
