@@ -3689,6 +3689,34 @@ async fn sql_execute_of_a_protocol_level_statement() {
     }
 }
 
+/// A client that writes and leaves as soon as it has its answer, while the proxy still reads
+/// the commit's position back (for read-your-writes), leaves its server connection to the pool:
+/// it is not closed for being busy with the proxy's own query (every connect-write-leave
+/// client cost a server connection, and a notification sent that way lost its sender's pid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_writes_and_leaves_at_once_leaves_its_connection_pooled() {
+    create_table("pool_write_leave", "v int");
+    let p = proxy_with("transaction", "[pool]\nsize = 2\n");
+    for _ in 0..10 {
+        let mut a = Raw::app(&p).await;
+        let r = a.simple("INSERT INTO pool_write_leave VALUES (1)").await;
+        assert_eq!(error_code(&r), None, "{}", tags(&r));
+        drop(a);
+    }
+    let mut b = Raw::app(&p).await;
+    let r = b.simple("SELECT count(*) FROM pool_write_leave").await;
+    assert_eq!(single(&r, "count"), "10");
+    let lost = "switchyard_server_discards_total{reason=\"client_left_mid_request\"}";
+    assert_eq!(p.metric(lost).await, 0.0, "connections closed");
+    let opened = p
+        .metric("switchyard_server_connects_total{backend=\"pg0\"}")
+        .await;
+    assert!(
+        opened <= 2.0,
+        "{opened} server connections opened for pool size 2"
+    );
+}
+
 /// `DROP DATABASE` of a database the proxy keeps idle connections to: they are closed first,
 /// so it succeeds as it would connected directly (PostgreSQL refuses while others are
 /// connected: test suites that create and drop their database through the proxy failed).

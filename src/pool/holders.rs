@@ -3,18 +3,39 @@
 //! that server process; the listener must see the process id the notifying client was given
 //! instead, as it would with PostgreSQL. Every server connection that served a client has an
 //! entry here, keyed by backend and server pid, holding the issued pid of its latest client:
-//! set with one atomic store per checkout, read only when a notification arrives.
+//! set with one atomic store per checkout, read only when a notification arrives. An entry
+//! outlives its connection by [`AFTERLIFE`]: a notification is delivered when the listener's
+//! transaction ends, by when the notifier's connection may be gone.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-type Map = HashMap<(Arc<str>, i32), Arc<AtomicI32>>;
+/// How long an entry is kept after its connection closed.
+pub const AFTERLIFE: Duration = Duration::from_secs(600);
+
+/// The latest client's pid, and when the connection closed.
+type Entry = (Arc<AtomicI32>, Option<Instant>);
+type Map = HashMap<(Arc<str>, i32), Entry>;
+
+/// Sweeps never run below this size.
+const MIN_SWEEP: usize = 1024;
 
 /// All entries (one per server connection that has served a client).
-#[derive(Default)]
 pub struct Holders {
     map: Arc<Mutex<Map>>,
+    /// Size at which the next registration sweeps (so sweeping stays amortised O(1)).
+    sweep_at: AtomicUsize,
+}
+
+impl Default for Holders {
+    fn default() -> Self {
+        Holders {
+            map: Arc::default(),
+            sweep_at: AtomicUsize::new(MIN_SWEEP),
+        }
+    }
 }
 
 /// A server connection's entry; removed when the connection is dropped.
@@ -29,15 +50,27 @@ impl Holders {
     pub fn register(&self, backend: Arc<str>, pid: i32) -> Holder {
         let client = Arc::new(AtomicI32::new(0));
         let key = (backend, pid);
-        self.map
-            .lock()
-            .expect("holders")
-            .insert(key.clone(), client.clone());
+        let mut map = self.map.lock().expect("holders");
+        if map.len() >= self.sweep_at.load(Ordering::Relaxed) {
+            drop(map);
+            self.sweep(Instant::now());
+            map = self.map.lock().expect("holders");
+            self.sweep_at
+                .store((map.len() * 2).max(MIN_SWEEP), Ordering::Relaxed);
+        }
+        map.insert(key.clone(), (client.clone(), None));
+        drop(map);
         Holder {
             map: self.map.clone(),
             key,
             client,
         }
+    }
+
+    /// Drops the entries of connections closed more than [`AFTERLIFE`] before `now`.
+    fn sweep(&self, now: Instant) {
+        let mut map = self.map.lock().expect("holders");
+        map.retain(|_, (_, closed)| closed.is_none_or(|t| now.duration_since(t) < AFTERLIFE));
     }
 
     /// How many entries exist (tests).
@@ -61,7 +94,10 @@ impl Holder {
     /// backend, if any did.
     pub fn client_of(&self, pid: i32) -> Option<i32> {
         let map = self.map.lock().expect("holders");
-        let c = map.get(&(self.key.0.clone(), pid))?.load(Ordering::Relaxed);
+        let c = map
+            .get(&(self.key.0.clone(), pid))?
+            .0
+            .load(Ordering::Relaxed);
         (c != 0).then_some(c)
     }
 }
@@ -69,12 +105,11 @@ impl Holder {
 impl Drop for Holder {
     fn drop(&mut self) {
         if let Ok(mut map) = self.map.lock() {
-            // A newer connection may have the same pid already (the old process ended).
-            if map
-                .get(&self.key)
-                .is_some_and(|c| Arc::ptr_eq(c, &self.client))
-            {
-                map.remove(&self.key);
+            // (A newer connection may have the same pid already: the old process ended.)
+            if let Some((c, closed)) = map.get_mut(&self.key) {
+                if Arc::ptr_eq(c, &self.client) {
+                    *closed = Some(Instant::now());
+                }
             }
         }
     }
@@ -101,8 +136,25 @@ mod tests {
         b.set(8);
         assert_eq!(a.client_of(200), Some(8));
         drop(b);
+        assert_eq!(
+            a.client_of(200),
+            Some(8),
+            "kept after its connection closed"
+        );
+        assert_eq!(h.len(), 3);
+    }
+
+    #[test]
+    fn entries_of_closed_connections_go_after_their_afterlife() {
+        let h = Holders::default();
+        let a = h.register("pg1".into(), 100);
+        drop(h.register("pg1".into(), 200));
+        h.sweep(Instant::now());
+        assert_eq!(h.len(), 2, "within its afterlife");
+        h.sweep(Instant::now() + AFTERLIFE + Duration::from_secs(1));
+        assert_eq!(h.len(), 1, "the closed one was dropped, the open one kept");
         assert_eq!(a.client_of(200), None);
-        assert_eq!(h.len(), 2);
+        assert_eq!(a.client_of(100), None, "open, never held by a client");
     }
 
     #[test]
@@ -113,7 +165,10 @@ mod tests {
         new.set(5);
         drop(old);
         assert_eq!(new.client_of(100), Some(5));
-        drop(new);
-        assert!(h.is_empty());
+        assert_eq!(
+            h.map.lock().unwrap()[&("pg1".into(), 100)].1,
+            None,
+            "still open"
+        );
     }
 }

@@ -427,6 +427,50 @@ impl ServerConn {
         }
     }
 
+    /// Sends `unsent` (the rest of requests already begun) and reads the answers to `queries`
+    /// simple queries sent before, discarding them. Returns whether the connection ended up
+    /// idle outside a transaction, ready for another client.
+    pub async fn finish_queries(
+        &mut self,
+        unsent: &[u8],
+        queries: usize,
+        timeout: Duration,
+    ) -> bool {
+        let fut = async {
+            self.stream.write_all(unsent).await?;
+            let mut idle = true;
+            for _ in 0..queries {
+                loop {
+                    let (t, frame) =
+                        crate::net::read_message(&mut self.stream, &mut self.rbuf, 64 << 20)
+                            .await?;
+                    match t {
+                        tag::PARAMETER_STATUS => self.note_parameter(&frame[5..]),
+                        tag::READY_FOR_QUERY => {
+                            idle = frame.get(5).and_then(|&b| TxnStatus::from_byte(b))
+                                == Some(TxnStatus::Idle);
+                            break;
+                        }
+                        tag::COPY_IN_RESPONSE
+                        | tag::COPY_OUT_RESPONSE
+                        | tag::COPY_BOTH_RESPONSE => {
+                            return Ok::<bool, io::Error>(false);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(idle)
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(true)) => true,
+            _ => {
+                self.broken = true;
+                false
+            }
+        }
+    }
+
     /// Whether the socket shows signs of death while idle (EOF or unsolicited bytes, e.g. a
     /// FATAL from an administrator's pg_terminate_backend). Costs no syscall when tokio has
     /// seen no readiness event on the socket.

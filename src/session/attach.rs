@@ -527,11 +527,19 @@ impl Session {
         // transaction, or ignoring everything until a Sync after an error.
         let mid_batch = self.batch_open || self.skip_until_sync;
         self.detach_bookkeeping();
-        let busy = !self.pending.is_empty()
+        // Only the proxy's own queries after the client's last answer are in flight (reading a
+        // commit's position or settings back: a client that writes and leaves at once): the
+        // connection is fine once they are answered.
+        let own_queries = self
+            .pending
+            .own_queries_only()
+            .filter(|_| !mid_batch)
+            .unwrap_or(0);
+        let busy = (!self.pending.is_empty() && own_queries == 0)
             || mid_batch
             || self.client_pass != Pass::None
             || self.server_pass > 0
-            || !self.swbuf.is_empty();
+            || (!self.swbuf.is_empty() && own_queries == 0);
         if busy {
             p.discard("client_left_mid_request", &self.app.metrics);
             return;
@@ -549,21 +557,29 @@ impl Session {
             return;
         }
         let rollback = self.txn != TxnStatus::Idle;
-        // Settings changed and not read back yet (the client left with the SET's answer): what
-        // the connection carries is unknown.
+        // Settings changed and not read back yet (the client left with the SET's answer, or
+        // before the proxy's reading them back was answered): what the connection carries is
+        // unknown. (A commit position's read-back changes nothing.)
+        let lsn_only = own_queries == 1 && self.capturing == (false, true);
         let reset = self.pin.is_some()
             || self.pool_mode == PoolMode::Session
             || p.conn.needs_reset
-            || self.capture;
-        if !rollback && !reset {
+            || self.capture
+            || (own_queries > 0 && !lsn_only);
+        if !rollback && !reset && own_queries == 0 {
             p.release();
             return;
         }
+        let unsent = std::mem::take(&mut self.swbuf);
         let config = self.app.config.load_full();
         let metrics = self.app.metrics.clone();
         // Cleaning up costs round trips: do it off the client's task.
         tokio::spawn(async move {
             let timeout = config.config.pool.connect_timeout;
+            if own_queries > 0 && !p.conn.finish_queries(&unsent, own_queries, timeout).await {
+                p.discard("client_left_mid_request", &metrics);
+                return;
+            }
             if rollback && !matches!(p.conn.simple_query("ROLLBACK", timeout).await, Ok(Ok(_))) {
                 p.discard("rollback_failed", &metrics);
                 return;

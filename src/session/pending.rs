@@ -298,6 +298,19 @@ impl Pending {
         }
     }
 
+    /// How many simple queries the proxy sent on its own are queued, when nothing else is (no
+    /// client request waits for an answer).
+    pub fn own_queries_only(&self) -> Option<usize> {
+        self.q.iter().try_fold(0, |n, e| match e {
+            Expect::Server {
+                kind: Kind::Query,
+                mode,
+                ..
+            } if *mode != Mode::Forward => Some(n + 1),
+            _ => None,
+        })
+    }
+
     /// Empties the queue (server lost); returns how many ReadyForQuery the client still awaits
     /// (those of its requests the proxy was to answer itself included).
     pub fn abandon(&mut self) -> usize {
