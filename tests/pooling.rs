@@ -3724,12 +3724,20 @@ async fn a_client_that_writes_and_leaves_at_once_leaves_its_connection_pooled() 
 async fn a_database_the_pool_holds_connections_to_can_be_dropped() {
     su("DROP DATABASE IF EXISTS pool_dropme");
     su(&format!("CREATE DATABASE pool_dropme OWNER {APP_USER}"));
-    let p = proxy("transaction", "size = 2");
+    let p = proxy_with("transaction", "[pool]\nsize = 2\n");
     let mut a = Raw::connect(&p, APP_USER, APP_PASSWORD, "pool_dropme").await;
-    assert_eq!(single(&a.simple("SELECT 1").await, "in pool_dropme"), "1");
-    drop(a);
-    wait_clients(&p, 0).await;
     let mut b = Raw::app(&p).await;
+    // (On the primary: the replicas may not have replayed the CREATE DATABASE yet.)
+    let r = a.simple("/* switchyard:primary */ SELECT 1").await;
+    assert_eq!(single(&r, "in pool_dropme"), "1");
+    drop(a);
+    wait_clients(&p, 1).await;
+    // One more that writes and leaves at once: its connection may still be busy with the
+    // proxy's reading the commit position back when the DROP arrives (closed when done).
+    let mut w = Raw::connect(&p, APP_USER, APP_PASSWORD, "pool_dropme").await;
+    let r = w.simple("CREATE TABLE dropme_t (v int)").await;
+    assert_eq!(error_code(&r), None, "{}", tags(&r));
+    drop(w);
     let r = b.simple("DROP DATABASE pool_dropme").await;
     assert_eq!(error_code(&r), None, "{}", tags(&r));
     assert_eq!(

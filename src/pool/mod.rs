@@ -17,7 +17,7 @@ pub mod server;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -132,6 +132,9 @@ pub struct Pool {
     size: AtomicUsize,
     /// The pool was retired (its gate is closed too, failing checkouts).
     is_retired: AtomicBool,
+    /// Connections opened at or before this time ([`clock`] ms; 0: none) are closed when
+    /// checked in (their database is being dropped).
+    close_opened_until: AtomicU64,
     metrics: PoolMetrics,
 }
 
@@ -269,6 +272,7 @@ impl Pool {
             permits: Gate::new(size),
             size: AtomicUsize::new(size),
             is_retired: AtomicBool::new(false),
+            close_opened_until: AtomicU64::new(0),
         }
     }
 
@@ -386,7 +390,10 @@ impl Pool {
         self.metrics.transactions.inc();
         let max_lifetime = clock::ms(self.tuning.lock().expect("tuning").max_lifetime);
         let now = clock::now_ms();
-        if p.conn.broken || p.conn.needs_reset || now.saturating_sub(p.conn.created) > max_lifetime
+        if p.conn.broken
+            || p.conn.needs_reset
+            || now.saturating_sub(p.conn.created) > max_lifetime
+            || p.conn.created <= self.close_opened_until.load(Ordering::Relaxed)
         {
             p.conn.terminate();
         } else {
@@ -495,8 +502,11 @@ impl Pool {
         }
     }
 
-    /// Closes the idle connections (the pool stays in use).
-    fn close_idle(&self) {
+    /// Closes the connections open now: the idle ones at once, the ones in use when they are
+    /// checked in (the pool stays in use).
+    fn close_open(&self) {
+        self.close_opened_until
+            .store(clock::now_ms(), Ordering::Relaxed);
         let idle = std::mem::take(&mut self.conns.lock().expect("conns").idle);
         for mut c in idle {
             self.metrics.idle.dec();
@@ -623,9 +633,10 @@ impl Pools {
         }
     }
 
-    /// Closes the idle connections to `database` on every backend (before a client drops it:
-    /// PostgreSQL refuses `DROP DATABASE` while others are connected to it).
-    pub fn close_idle_for_database(&self, database: &str) {
+    /// Closes the connections to `database` on every backend, idle ones at once, ones in use
+    /// (a departed client's, finishing the proxy's own query) when checked in (before a client
+    /// drops it: PostgreSQL refuses `DROP DATABASE` while others stay connected to it).
+    pub fn close_for_database(&self, database: &str) {
         let pools: Vec<_> = self
             .map
             .read()
@@ -635,7 +646,7 @@ impl Pools {
             .cloned()
             .collect();
         for p in pools {
-            p.close_idle();
+            p.close_open();
         }
     }
 

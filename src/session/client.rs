@@ -540,7 +540,7 @@ impl Session {
                 .and_then(crate::sql::dropped_database)
             {
                 // Idle pooled connections to it would make PostgreSQL refuse.
-                self.app.pools.close_idle_for_database(&db);
+                self.app.pools.close_for_database(&db);
             }
         }
         drop(classifier);
