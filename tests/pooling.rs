@@ -476,6 +476,26 @@ impl Raw {
         }
     }
 
+    /// Every message until the proxy closes the connection.
+    async fn until_closed(&mut self) -> Vec<Msg> {
+        let mut got = Vec::new();
+        while let Some(m) = self.try_recv().await {
+            got.push(m);
+        }
+        got
+    }
+
+    /// Sends `sql` (a long query, unique text), terminates the server process running it and
+    /// returns what the client got until its connection closed.
+    async fn killed_mid_request(&mut self, sql: &str) -> Vec<Msg> {
+        let mut b = BytesMut::new();
+        frontend::query(sql, &mut b).unwrap();
+        self.send(&b).await;
+        let pid = running(sql).await;
+        kill_server(pid).await;
+        self.until_closed().await
+    }
+
     /// Messages up to and including the next ReadyForQuery.
     async fn until_ready(&mut self) -> Vec<Msg> {
         let mut msgs = Vec::new();
@@ -3347,15 +3367,9 @@ async fn a_server_ending_the_session_in_use_ends_the_client_connection() {
     };
     // A request in flight.
     let mut a = Raw::app(&p).await;
-    let mut b = BytesMut::new();
-    frontend::query("SELECT pg_sleep(60) /* txn ends */", &mut b).unwrap();
-    a.send(&b).await;
-    let pid = running("SELECT pg_sleep(60) /* txn ends */").await;
-    kill_server(pid).await;
-    let mut got = Vec::new();
-    while let Some(m) = a.try_recv().await {
-        got.push(m);
-    }
+    let got = a
+        .killed_mid_request("SELECT pg_sleep(60) /* txn ends */")
+        .await;
     fatal_then_close(&got, "request in flight");
     // A transaction open, nothing in flight.
     let mut t = Raw::app(&p).await;
@@ -3364,11 +3378,7 @@ async fn a_server_ending_the_session_in_use_ends_the_client_connection() {
         .parse()
         .unwrap();
     kill_server(pid).await;
-    let mut got = Vec::new();
-    while let Some(m) = t.try_recv().await {
-        got.push(m);
-    }
-    fatal_then_close(&got, "transaction open");
+    fatal_then_close(&t.until_closed().await, "transaction open");
     // Idle between transactions: its pooled connection ends, it goes on.
     let mut i = Raw::app(&p).await;
     let pid: i32 = single(&i.simple("SELECT pg_backend_pid()").await, "idle")
@@ -3395,10 +3405,7 @@ async fn a_lost_session_connection_closes_its_client() {
             .parse()
             .unwrap();
         kill_server(pid).await;
-        let mut got = Vec::new();
-        while let Some(m) = a.try_recv().await {
-            got.push(m);
-        }
+        let got = a.until_closed().await;
         // The server's own FATAL (57P01), once, then the end of the connection.
         let fatals: Vec<_> = got
             .iter()
@@ -3753,15 +3760,9 @@ async fn a_database_the_pool_holds_connections_to_can_be_dropped() {
 async fn a_session_whose_server_ends_mid_request_gets_only_the_fatal() {
     let p = proxy("session", "size = 2");
     let mut a = Raw::app(&p).await;
-    let mut b = BytesMut::new();
-    frontend::query("SELECT pg_sleep(60) /* session ends */", &mut b).unwrap();
-    a.send(&b).await;
-    let pid = running("SELECT pg_sleep(60) /* session ends */").await;
-    kill_server(pid).await;
-    let mut got = Vec::new();
-    while let Some(m) = a.try_recv().await {
-        got.push(m);
-    }
+    let got = a
+        .killed_mid_request("SELECT pg_sleep(60) /* session ends */")
+        .await;
     // RowDescription (sent before the sleep, as PostgreSQL does), the FATAL, the close.
     assert_eq!(
         tags(&got),
