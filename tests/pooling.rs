@@ -3553,11 +3553,11 @@ async fn statements_parsed_after_a_schema_change_see_it() {
     );
 }
 
-/// The process id a client is given: in session pooling its server process's own (so
-/// `pg_backend_pid()`, notifications and `pg_terminate_backend` agree with it, as connected
-/// directly); in transaction pooling the proxy's, and notifications carry the notifying
-/// client's: a LISTENing (pinned) client's own NOTIFY, and another client's, whichever server
-/// connection it ran on.
+/// The process id a client is given is the server process's it logged in on, so
+/// `pg_backend_pid()` agrees with it as connected directly: in session pooling, and in
+/// transaction pooling while the pool has room (that process stays the client's). And
+/// notifications carry the notifying client's: a LISTENing (pinned) client's own NOTIFY, and
+/// another client's, whichever server connection it ran on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_process_id_a_client_is_given_matches_its_notifications() {
     for mode in ["session", "transaction"] {
@@ -3566,9 +3566,7 @@ async fn the_process_id_a_client_is_given_matches_its_notifications() {
         let backend: i32 = single(&a.simple("SELECT pg_backend_pid()").await, mode)
             .parse()
             .unwrap();
-        if mode == "session" {
-            assert_eq!(a.key_pid, backend, "session: the server process's own id");
-        }
+        assert_eq!(a.key_pid, backend, "{mode}: the server process's own id");
         a.simple("LISTEN pool_pid_channel").await;
         let r = a.simple("NOTIFY pool_pid_channel, 'hi'").await;
         let (_, n) = r
@@ -3603,6 +3601,96 @@ async fn the_process_id_a_client_is_given_matches_its_notifications() {
             );
             assert_ne!(b.key_pid, a.key_pid);
         }
+    }
+}
+
+/// `pg_terminate_backend(pid)` sent through the proxy, of the pid a client was given, ends that
+/// client with the FATAL a direct connection gets (57P01), in transaction pooling too, where
+/// the client holds no server process between transactions: the pid in the text (simple
+/// Query), as a binary parameter (tokio-postgres) and as a text one. A client of another role
+/// stays (PostgreSQL refuses a non-superuser that too); a superuser ends anyone's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_terminate_backend_of_a_client_pid_ends_that_client() {
+    let ended = |got: Vec<Msg>, what: &str| {
+        assert_eq!(
+            error_code(&got).as_deref(),
+            Some("57P01"),
+            "{what}: the client ends with the FATAL: {}",
+            tags(&got)
+        );
+    };
+    for mode in ["transaction", "session"] {
+        let p = proxy(mode, "size = 6");
+        let control = connect(&p).await;
+        let mut victim = Raw::app(&p).await;
+        let pid: i32 = single(&victim.simple("SELECT pg_backend_pid()").await, mode)
+            .parse()
+            .unwrap();
+        assert_eq!(pid, victim.key_pid, "{mode}: the pid it was given");
+        let sql = format!("SELECT pg_terminate_backend({pid})");
+        assert_eq!(one(&control, &sql).await, "t", "{mode}");
+        ended(victim.until_closed().await, &format!("{mode}: in the text"));
+
+        let mut victim = Raw::app(&p).await;
+        let row = bounded(
+            "terminate by parameter",
+            control.query_one("SELECT pg_terminate_backend($1)", &[&victim.key_pid]),
+        )
+        .await
+        .expect("pg_terminate_backend($1)");
+        assert!(row.get::<_, bool>(0), "{mode}: binary parameter");
+        ended(
+            victim.until_closed().await,
+            &format!("{mode}: binary parameter"),
+        );
+
+        let mut victim = Raw::app(&p).await;
+        let mut killer = Raw::app(&p).await;
+        let mut b = BytesMut::new();
+        m_parse(&mut b, "", "SELECT pg_terminate_backend($1::int4)");
+        m_bind(&mut b, "", "", &[&victim.key_pid.to_string()]);
+        m_execute(&mut b);
+        m_sync(&mut b);
+        let r = killer.roundtrip(&b).await;
+        assert_eq!(error_code(&r), None, "{mode}: {}", tags(&r));
+        ended(
+            victim.until_closed().await,
+            &format!("{mode}: text parameter"),
+        );
+
+        // Another role's client: refused by the server, and the proxy leaves it alone.
+        let other_cs = p.conn_string(OTHER_USER, OTHER_PASSWORD, APP_DB);
+        let mut other = Raw::connect(&p, OTHER_USER, OTHER_PASSWORD, APP_DB).await;
+        let r = killer
+            .simple(&format!("SELECT pg_terminate_backend({})", other.key_pid))
+            .await;
+        assert_eq!(
+            error_code(&r).as_deref(),
+            Some("42501"),
+            "{mode}: {}",
+            tags(&r)
+        );
+        assert_eq!(
+            single(&other.simple("SELECT 1").await, mode),
+            "1",
+            "{mode}: {other_cs}"
+        );
+        // A superuser's.
+        let admin = connect_cs(&p.conn_string(SUPERUSER, SUPERUSER_PASSWORD, APP_DB)).await;
+        let sql = format!("SELECT pg_terminate_backend({})", other.key_pid);
+        assert_eq!(one(&admin, &sql).await, "t", "{mode}: superuser");
+        ended(
+            other.until_closed().await,
+            &format!("{mode}: by a superuser"),
+        );
+        // The killer, the control and the superuser go on.
+        assert_eq!(
+            single(&killer.simple("SELECT 2").await, mode),
+            "2",
+            "{mode}"
+        );
+        assert_eq!(one(&control, "SELECT 3").await, "3", "{mode}");
+        assert_eq!(one(&admin, "SELECT 4").await, "4", "{mode}");
     }
 }
 

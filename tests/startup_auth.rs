@@ -644,7 +644,7 @@ async fn ssl_and_gssenc_requests_are_answered_n() {
 // ------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn greeting_matches_a_direct_connection_and_keys_are_the_proxys_own() {
+async fn greeting_matches_a_direct_connection_and_each_client_has_its_own_key() {
     let proxy = main_proxy();
     let c = shared_cluster();
     let mut params = app_params();
@@ -653,7 +653,7 @@ async fn greeting_matches_a_direct_connection_and_keys_are_the_proxys_own() {
         login(&c.primary().addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await,
         "direct",
     );
-    let mut a = raw::ok(
+    let a = raw::ok(
         login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await,
         "proxy",
     );
@@ -682,29 +682,16 @@ async fn greeting_matches_a_direct_connection_and_keys_are_the_proxys_own() {
         "ParameterStatus via the proxy differs from a direct connection to the primary"
     );
 
-    // BackendKeyData: the proxy's own key, different per client, not a server's.
-    let mut b = raw::ok(
+    // BackendKeyData: a key per client. (Its pid is the server process's the client logged in
+    // on, which pg_backend_pid() agrees with while the pool has room: pooling.rs checks that
+    // with a proxy of its own; this one is shared by the file's tests.)
+    let b = raw::ok(
         login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await,
         "proxy 2",
     );
     let (ka, kb) = (a.key.expect("no key"), b.key.expect("no key"));
     assert_ne!(ka.0, kb.0, "two clients got the same BackendKeyData pid");
     assert_ne!(ka, kb);
-    for (s, k) in [(&mut a, ka), (&mut b, kb)] {
-        s.raw.query_ok("BEGIN").await;
-        let pid: i32 = s
-            .raw
-            .query_ok("SELECT pg_backend_pid()")
-            .await
-            .scalar()
-            .parse()
-            .unwrap();
-        s.raw.query_ok("COMMIT").await;
-        assert_ne!(
-            pid, k.0,
-            "BackendKeyData carries the server's pid: the proxy must issue its own"
-        );
-    }
 }
 
 // ------------------------------------------------------------------------------------------

@@ -85,11 +85,20 @@ impl Session {
                 }
             }
         }
-        if self.pool_mode == PoolMode::Session && self.app.cancels.adopt_pid(reg, p.conn.pid) {
-            // The client keeps this server process for its whole session: it is told its
-            // real process id (pg_backend_pid(), notifications, pg_terminate_backend agree).
+        if self.app.cancels.adopt_pid(reg, p.conn.pid) {
+            // The client is told the process id of the server process it logs in on. In
+            // session pooling it keeps that process for its whole session; in transaction
+            // pooling the process is its own (the pool's affinity) while the pool has room.
+            // Either way pg_backend_pid(), notifications and pg_terminate_backend agree with
+            // the BackendKeyData. (Another client's key with that number: a random one, above
+            // any process id.)
             self.client_pid = reg.pid;
         }
+        self.superuser = p
+            .conn
+            .params
+            .iter()
+            .any(|(k, v)| k == "is_superuser" && v == "on");
         let mut out = BytesMut::new();
         login::greeting(&mut out, &p.conn.params, reg.pid, reg.secret);
         if let Err(e) = client.write_all(&out).await {

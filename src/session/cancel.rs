@@ -1,14 +1,17 @@
 //! Cancel keys: the proxy gives each client its own BackendKeyData and maps it to whatever
 //! server connection that client is using at the moment, so a CancelRequest reaches the server
-//! running that client's query and nothing else.
+//! running that client's query and nothing else. The same registry ends a client whose pid
+//! a `pg_terminate_backend` call through the proxy names ([`CancelRegistry::terminate`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::pool::Pool;
 
@@ -23,9 +26,14 @@ pub struct Target {
 }
 
 /// One client's slot.
-#[derive(Default)]
 pub struct CancelSlot {
     state: Mutex<SlotState>,
+    /// The client's user (who may end it, see [`CancelRegistry::terminate`]).
+    user: Arc<str>,
+    /// Ends the client's session (a child of the proxy's own kill switch).
+    pub kill: CancellationToken,
+    /// `kill` was cancelled for this client alone (read without the token's lock).
+    killed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -39,6 +47,12 @@ struct SlotState {
 }
 
 impl CancelSlot {
+    /// Whether this client was ended by [`CancelRegistry::terminate`].
+    #[inline]
+    pub fn killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
     /// Records the server connection the client now uses.
     pub fn set(&self, t: Target) {
         self.state.lock().expect("cancel slot").target = Some(t);
@@ -89,14 +103,24 @@ impl Drop for Registration {
     }
 }
 
+/// Issued pids that are not a server's start here: above Linux's largest process id
+/// (`PID_MAX_LIMIT`, 2^22), so no server process can have one.
+const ISSUED_MIN: i32 = 1 << 22;
+
 impl CancelRegistry {
-    /// Issues a fresh random key for a new client.
-    pub fn register(&self) -> Registration {
-        let slot = Arc::new(CancelSlot::default());
+    /// Issues a fresh random key for a new client of `user`; `kill` is the proxy's kill
+    /// switch, which ends this client too.
+    pub fn register(&self, user: Arc<str>, kill: &CancellationToken) -> Registration {
+        let slot = Arc::new(CancelSlot {
+            state: Mutex::default(),
+            user,
+            kill: kill.child_token(),
+            killed: AtomicBool::new(false),
+        });
         let mut map = self.map.lock().expect("cancels");
         loop {
-            let pid = rand::random::<i32>() & 0x7fff_ffff;
-            if pid == 0 || map.contains_key(&pid) {
+            let pid = (rand::random::<i32>() & 0x7fff_ffff) | ISSUED_MIN;
+            if map.contains_key(&pid) {
                 continue;
             }
             let secret = rand::random::<i32>();
@@ -122,6 +146,22 @@ impl CancelRegistry {
             reg.pid = pid;
         }
         reg.pid == pid
+    }
+
+    /// `pg_terminate_backend(pid)` went through the proxy from a client of `user` (a
+    /// `superuser` or not): the client that was given `pid` ends as a direct connection
+    /// would, if `user` may end it (PostgreSQL lets a role signal its own sessions, and
+    /// superusers any). Returns whether a client was ended.
+    pub fn terminate(&self, pid: i32, user: &str, superuser: bool) -> bool {
+        let map = self.map.lock().expect("cancels");
+        match map.get(&pid) {
+            Some((_, slot)) if superuser || *slot.user == *user => {
+                slot.killed.store(true, Ordering::Release);
+                slot.kill.cancel();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Delivers a client's CancelRequest to the server running its query; returns whether one

@@ -620,6 +620,15 @@ impl Session {
     }
 
     fn forward_query(&mut self, h: Header, info: QueryInfo) -> Option<Step> {
+        if info.effects.contains(Effects::TERMINATE) {
+            let text = super::route::query_bytes(&self.client.rbuf[5..h.frame_len]);
+            let arg = std::str::from_utf8(text)
+                .ok()
+                .and_then(crate::sql::terminate_arg);
+            if let Some(crate::sql::TerminateArg::Pid(pid)) = arg {
+                self.terminate_client(pid);
+            }
+        }
         let settings = info.effects.contains(Effects::SETTINGS);
         if settings {
             self.note_custom_names(h.frame_len);
@@ -709,6 +718,22 @@ impl Session {
                 Some(info)
             }
             _ => None,
+        }
+    }
+
+    /// A `pg_terminate_backend(pid)` is on its way to the server: the proxy's client that was
+    /// given `pid` ends too (the server ends the process only, and in transaction pooling that
+    /// client may have none, or another). Not in a failed block, where nothing runs.
+    pub(super) fn terminate_client(&self, pid: i32) {
+        if self.txn == TxnStatus::Failed {
+            return;
+        }
+        if self
+            .app
+            .cancels
+            .terminate(pid, &self.user.name, self.superuser)
+        {
+            tracing::info!(parent: &self.span, pid, "client ended by pg_terminate_backend");
         }
     }
 

@@ -10,7 +10,7 @@ use super::pending::{Hook, Kind, Mode};
 use super::statements::{self, Statement};
 use super::{Fatal, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
-use crate::sql::Effects;
+use crate::sql::{Effects, TerminateArg};
 
 impl Session {
     /// A named Parse whose name an earlier, still unanswered Parse of this client took: if
@@ -335,6 +335,15 @@ impl Session {
         let Some(server_name) = self.prepare_for_use(name)? else {
             return Ok(());
         };
+        if let Some(arg) = self.terminate_arg_of(name) {
+            let pid = match arg {
+                TerminateArg::Pid(pid) => Some(pid),
+                TerminateArg::Param(n) => bind_int_param(rest, n),
+            };
+            if let Some(pid) = pid {
+                self.terminate_client(pid);
+            }
+        }
         if server_name.as_ref() == name {
             self.swbuf.extend_from_slice(frame);
         } else {
@@ -342,6 +351,25 @@ impl Session {
         }
         self.pending.expect(Kind::Bind, Mode::Forward, Hook::None);
         Ok(())
+    }
+
+    /// What the `pg_terminate_backend(...)` call of statement `name` (the unnamed one when
+    /// empty) names, if it calls one with a plain argument.
+    fn terminate_arg_of(&self, name: &[u8]) -> Option<TerminateArg> {
+        let text = |q: &[u8]| {
+            std::str::from_utf8(q)
+                .ok()
+                .and_then(crate::sql::terminate_arg)
+        };
+        if name.is_empty() {
+            if !self.unnamed_effects.0.contains(Effects::TERMINATE) {
+                return None;
+            }
+            let frame = self.unnamed.as_ref()?;
+            return statements::split_parse(&frame[5..]).and_then(|(_, q, _)| text(q));
+        }
+        let s = self.statements.get(name)?;
+        *s.terminate.get_or_init(|| text(&s.query))
     }
 
     pub(super) fn handle_describe_or_close(&mut self, h: Header, kind: Kind) -> Result<(), Fatal> {
@@ -405,5 +433,109 @@ impl Session {
         }
         self.pending.expect(kind, Mode::Forward, Hook::None);
         Ok(())
+    }
+}
+
+/// Parameter `n` (1-based) of a Bind message as a process id, from `rest` (the message after
+/// the portal and statement names): text or binary `int4`/`int8`, else `None`.
+fn bind_int_param(rest: &[u8], n: usize) -> Option<i32> {
+    let mut b = rest;
+    let formats = usize::try_from(b.get_i16_checked()?).ok()?;
+    let mut format_of_n = 0;
+    for i in 0..formats {
+        let f = b.get_i16_checked()?;
+        if formats == 1 || i + 1 == n {
+            format_of_n = f;
+        }
+    }
+    let params = usize::try_from(b.get_i16_checked()?).ok()?;
+    if n > params {
+        return None;
+    }
+    for i in 1..=n {
+        let len = b.get_i32_checked()?;
+        let Ok(len) = usize::try_from(len) else {
+            if i == n {
+                return None; // NULL
+            }
+            continue;
+        };
+        let value = b.get(..len)?;
+        b = &b[len..];
+        if i < n {
+            continue;
+        }
+        return match (format_of_n, len) {
+            (0, _) => std::str::from_utf8(value).ok()?.trim().parse().ok(),
+            (1, 4) => Some(i32::from_be_bytes(value.try_into().ok()?)),
+            (1, 8) => i32::try_from(i64::from_be_bytes(value.try_into().ok()?)).ok(),
+            _ => None,
+        };
+    }
+    None
+}
+
+/// Big-endian reads that fail instead of panicking on a short message.
+trait CheckedGet {
+    fn get_i16_checked(&mut self) -> Option<i16>;
+    fn get_i32_checked(&mut self) -> Option<i32>;
+}
+
+impl CheckedGet for &[u8] {
+    fn get_i16_checked(&mut self) -> Option<i16> {
+        let (v, rest) = self.split_first_chunk::<2>()?;
+        *self = rest;
+        Some(i16::from_be_bytes(*v))
+    }
+    fn get_i32_checked(&mut self) -> Option<i32> {
+        let (v, rest) = self.split_first_chunk::<4>()?;
+        *self = rest;
+        Some(i32::from_be_bytes(*v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_int_param;
+
+    /// The part of a Bind after its two names.
+    fn bind_rest(formats: &[i16], params: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&(formats.len() as i16).to_be_bytes());
+        for f in formats {
+            b.extend_from_slice(&f.to_be_bytes());
+        }
+        b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for p in params {
+            match p {
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn bind_parameters_are_read_as_pids() {
+        let text = bind_rest(&[], &[Some(b"12345")]);
+        assert_eq!(bind_int_param(&text, 1), Some(12345));
+        let bin4 = bind_rest(&[1], &[Some(&77i32.to_be_bytes())]);
+        assert_eq!(bind_int_param(&bin4, 1), Some(77));
+        let bin8 = bind_rest(&[1], &[Some(&78i64.to_be_bytes())]);
+        assert_eq!(bind_int_param(&bin8, 1), Some(78));
+        let mixed = bind_rest(&[0, 1], &[Some(b"x"), Some(&9i32.to_be_bytes())]);
+        assert_eq!(bind_int_param(&mixed, 2), Some(9));
+        assert_eq!(bind_int_param(&mixed, 1), None, "not a number");
+        let null = bind_rest(&[], &[None, Some(b"5")]);
+        assert_eq!(bind_int_param(&null, 1), None);
+        assert_eq!(bind_int_param(&null, 2), Some(5));
+        assert_eq!(bind_int_param(&null, 3), None, "no such parameter");
+        let big = bind_rest(&[1], &[Some(&(1i64 << 40).to_be_bytes())]);
+        assert_eq!(bind_int_param(&big, 1), None);
+        assert_eq!(bind_int_param(&text[..5], 1), None, "truncated");
     }
 }

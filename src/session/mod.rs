@@ -132,7 +132,9 @@ async fn start(
     })??;
     let Some(login) = login else { return Ok(None) };
     span.record("user", login.user.name.as_str());
-    let mut reg = app.cancels.register();
+    let mut reg = app
+        .cancels
+        .register(Arc::from(login.user.name.as_str()), &app.kill);
     let login_consistency = login
         .user
         .config
@@ -183,6 +185,7 @@ async fn start(
         pools: Vec::new(),
         topology: 0,
         cancel: reg.slot.clone(),
+        superuser: false,
         draining: false,
         route_override: None,
         consistency: login_consistency,
@@ -249,6 +252,8 @@ enum Pass {
 struct Session {
     /// Process-unique id (logs, unnamed statement ownership).
     id: u64,
+    /// Whether the server said the client's role is a superuser at login (`is_superuser`).
+    superuser: bool,
     /// The process id this client was given (BackendKeyData).
     client_pid: i32,
     app: Arc<App>,

@@ -30,6 +30,8 @@ struct Stop {
     kill: Pin<Box<WaitForCancellationFutureOwned>>,
     /// `shutdown` was polled once (its waker is registered).
     armed: bool,
+    /// `kill` (the client's own, a child of the proxy's) was polled once.
+    kill_armed: bool,
 }
 
 /// What woke the relay.
@@ -56,8 +58,9 @@ impl Session {
     pub(super) async fn relay(&mut self, client: &mut TcpStream) -> Result<(), Fatal> {
         let mut stop = Stop {
             shutdown: Box::pin(self.app.shutdown.clone().cancelled_owned()),
-            kill: Box::pin(self.app.kill.clone().cancelled_owned()),
+            kill: Box::pin(self.cancel.kill.clone().cancelled_owned()),
             armed: false,
+            kill_armed: false,
         };
         loop {
             loop {
@@ -212,8 +215,13 @@ impl Session {
                 ev.shutdown = true;
             }
         }
-        if self.draining && stop.kill.as_mut().poll(cx).is_ready() {
-            ev.kill = true;
+        // The kill switch likewise: the proxy's fires only while draining, the client's own
+        // (pg_terminate_backend of its pid, see cancel.rs) sets a flag first.
+        if !stop.kill_armed || self.draining || self.cancel.killed() {
+            stop.kill_armed = true;
+            if stop.kill.as_mut().poll(cx).is_ready() {
+                ev.kill = true;
+            }
         }
         if ev.client_data
             || ev.client_closed

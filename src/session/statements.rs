@@ -33,6 +33,8 @@ pub struct Statement {
     pub types: Bytes,
     /// Whether it is a read by classification, and its routing hint (classified once).
     pub route: std::sync::OnceLock<(bool, Option<crate::sql::Route>)>,
+    /// The pid its `pg_terminate_backend(...)` call names, if any (found at its first Bind).
+    pub terminate: std::sync::OnceLock<Option<crate::sql::TerminateArg>>,
     /// The statement its text runs (`EXECUTE _sy<id>`, see [`executing`]): prepared on a
     /// connection before this one is used there.
     pub depends: Option<Arc<Statement>>,
@@ -128,6 +130,7 @@ impl Registry {
             query: Bytes::copy_from_slice(query),
             types: Bytes::copy_from_slice(types),
             route: std::sync::OnceLock::new(),
+            terminate: std::sync::OnceLock::new(),
             depends: depends.cloned(),
             epoch,
         });

@@ -908,6 +908,7 @@ pub(super) fn call_effect(key: &str) -> Option<CallEffect> {
     }
     match key {
         "set_config" => Some(CallEffect::Session(Effects::SETTINGS)),
+        "pg_terminate_backend" => Some(CallEffect::Session(Effects::TERMINATE)),
         "pg_advisory_lock"
         | "pg_advisory_lock_shared"
         | "pg_try_advisory_lock"

@@ -47,6 +47,7 @@ pub mod lexer;
 mod plain;
 mod plain_write;
 mod split;
+mod terminate;
 
 #[cfg(test)]
 mod classify_tests;
@@ -67,6 +68,7 @@ pub use classify::Classifier;
 pub use effects::{dropped_database, of_function_call};
 pub use lexer::{Lexer, StrKind, Token, TokenKind, Unterminated};
 pub use split::split_statements;
+pub use terminate::{terminate_arg, TerminateArg};
 
 /// Where a statement string must run (in autocommit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,6 +176,9 @@ impl Effects {
     /// FOREIGN SCHEMA`): a statement parsed before it may describe its parameters or results
     /// wrongly, so one parsed after it must be parsed anew.
     pub const SCHEMA: Effects = Effects(64);
+    /// Calls `pg_terminate_backend(`: when its argument is a literal or a parameter
+    /// ([`terminate_arg`]), the proxy ends its own client of that pid too.
+    pub const TERMINATE: Effects = Effects(128);
 
     pub const fn empty() -> Self {
         Effects(0)
@@ -182,7 +187,7 @@ impl Effects {
         self.0
     }
     pub const fn from_bits_truncate(bits: u16) -> Self {
-        Effects(bits & 127)
+        Effects(bits & 255)
     }
     /// Whether all flags of `other` are set in `self`.
     pub const fn contains(self, other: Effects) -> bool {
@@ -234,6 +239,7 @@ impl fmt::Debug for Effects {
             (Effects::SEQUENCE_RESET, "SEQUENCE_RESET"),
             (Effects::DEALLOCATE_ALL, "DEALLOCATE_ALL"),
             (Effects::SCHEMA, "SCHEMA"),
+            (Effects::TERMINATE, "TERMINATE"),
         ] {
             if self.contains(flag) {
                 if !first {
