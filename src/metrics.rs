@@ -49,9 +49,10 @@ pub struct Metrics {
     pub cancels: IntCounterVec,
     /// Backend health as seen by the monitor (1 up, 0 down).
     pub backend_up: IntGaugeVec,
-    /// Backend role (1 primary, 0 replica, -1 unknown/fenced).
+    /// Backend role (1 primary, 0 replica, -1 unknown, -2 fenced: claims the primary role and
+    /// takes nothing).
     pub backend_role: IntGaugeVec,
-    /// Replication lag of replicas in bytes.
+    /// Replication lag of replicas in bytes (no series while unknown).
     pub replica_lag_bytes: IntGaugeVec,
     /// Replication lag of replicas in milliseconds.
     pub replica_lag_ms: IntGaugeVec,
@@ -250,7 +251,7 @@ impl Metrics {
             backend_role: gauge_vec(
                 &r,
                 "backend_role",
-                "Backend role (1 primary, 0 replica, -1 unknown or fenced)",
+                "Backend role (1 primary, 0 replica, -1 unknown, -2 fenced primary)",
                 &["backend"],
             ),
             replica_lag_bytes: gauge_vec(

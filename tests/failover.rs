@@ -232,6 +232,37 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// Reads until both `want` ports answered (bounded); panics with what was seen.
+/// The value of one `/metrics` series, `None` when the proxy exports no such series.
+async fn series(proxy: &Proxy, name: &str) -> Option<f64> {
+    let (_, body) = proxy.http_get("/metrics").await;
+    body.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Roles and lags as `/metrics` shows them: `switchyard_backend_role` of each backend, and
+/// whether a `switchyard_replica_lag_bytes` series exists for it (only while its lag is known).
+async fn roles_and_lags(proxy: &Proxy) -> Vec<(String, Option<f64>, bool)> {
+    let mut out = Vec::new();
+    for b in ["pg0", "pg1", "pg2"] {
+        let role = series(
+            proxy,
+            &format!("switchyard_backend_role{{backend=\"{b}\"}}"),
+        )
+        .await;
+        let lag = series(
+            proxy,
+            &format!("switchyard_replica_lag_bytes{{backend=\"{b}\"}}"),
+        )
+        .await
+        .is_some();
+        out.push((b.to_string(), role, lag));
+    }
+    out
+}
+
 async fn wait_reads_reach(proxy: &Proxy, p: &Ports, want: &[&str], timeout: Duration) {
     let c = proxy.connect_app().await;
     let t0 = Instant::now();
@@ -565,6 +596,17 @@ async fn lagging_replica_gets_no_reads_until_it_catches_up() {
 async fn stopped_replica_stops_getting_reads_and_gets_them_back_after_start() {
     let (c, proxy, p) = setup("").await;
     wait_reads_reach(&proxy, &p, &["pg1", "pg2"], Duration::from_secs(10)).await;
+    let lags = roles_and_lags(&proxy).await;
+    let want = |b: &str, role: f64, lag: bool| (b.to_string(), Some(role), lag);
+    assert_eq!(
+        lags,
+        [
+            want("pg0", 1.0, false),
+            want("pg1", 0.0, true),
+            want("pg2", 0.0, true)
+        ],
+        "/metrics: the primary has no lag series, both replicas one"
+    );
     let reused = proxy.connect_app().await;
     // Give the pools a connection to pg1 (they go stale when it stops).
     for _ in 0..10 {
@@ -681,6 +723,17 @@ async fn stopped_replica_stops_getting_reads_and_gets_them_back_after_start() {
         took < window,
         "pg1 still counted as up {took:?} after it stopped (fall {FALL} x interval {INTERVAL:?} \
          + slack = {window:?})"
+    );
+
+    let lags = roles_and_lags(&proxy).await;
+    assert_eq!(
+        lags[1],
+        want("pg1", 0.0, false),
+        "/metrics: a replica down keeps its last role and has no lag series"
+    );
+    assert_eq!(
+        series(&proxy, "switchyard_backend_up{backend=\"pg1\"}").await,
+        Some(0.0)
     );
 
     // From now on: no read error, and nothing is even tried on pg1.
@@ -965,6 +1018,21 @@ async fn a_promoted_replica_wins_over_the_old_primary_still_running() {
     eprintln!(
         "pg1 elected {:?} after its promotion",
         promoted_at.elapsed()
+    );
+    let role = |b: &'static str| {
+        let proxy = &proxy;
+        async move {
+            series(
+                proxy,
+                &format!("switchyard_backend_role{{backend=\"{b}\"}}"),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        (role("pg0").await, role("pg1").await),
+        (Some(-2.0), Some(1.0)),
+        "/metrics: the fenced old primary and the new one"
     );
     let mut i = 2;
     let mut write = || {

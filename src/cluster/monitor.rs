@@ -396,15 +396,31 @@ impl Aggregator {
             let role = match (v.role, v.fenced) {
                 (Some(Role::Primary), false) => 1,
                 (Some(Role::Replica), _) => 0,
-                _ => -1,
+                (Some(Role::Primary), true) => -2,
+                (None, _) => -1,
             };
             m.backend_role.with_label_values(&[&v.name]).set(role);
-            m.replica_lag_bytes
-                .with_label_values(&[&v.name])
-                .set(v.lag_bytes.unwrap_or(0) as i64);
-            m.replica_lag_ms
-                .with_label_values(&[&v.name])
-                .set(v.lag.map(|d| d.as_millis() as i64).unwrap_or(0));
+            // A lag nobody knows (a primary, a server down, no primary to compare with) is no
+            // series at all rather than a 0 that reads as "caught up".
+            let labels = [v.name.as_ref()];
+            match v.lag_bytes.filter(|_| v.up) {
+                Some(b) => m
+                    .replica_lag_bytes
+                    .with_label_values(&labels)
+                    .set(i64::try_from(b).unwrap_or(i64::MAX)),
+                None => {
+                    let _ = m.replica_lag_bytes.remove_label_values(&labels);
+                }
+            }
+            match v.lag.filter(|_| v.up) {
+                Some(d) => m
+                    .replica_lag_ms
+                    .with_label_values(&labels)
+                    .set(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                None => {
+                    let _ = m.replica_lag_ms.remove_label_values(&labels);
+                }
+            }
         }
         self.cluster.publish(ClusterView {
             topology: self.topology,
