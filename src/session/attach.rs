@@ -437,6 +437,8 @@ impl Session {
         // must not run on the next one (and a full buffer would stop the relay for good).
         self.swbuf.clear();
         self.parse_wait_flushed = false;
+        // Whether a pg_terminate_backend in flight ran is unknown: nobody is ended for it.
+        self.terminates = None;
         if let Some(i) = self.backend_index {
             // A repeat of this request goes somewhere else.
             self.avoid |= 1u64 << (i % 64);

@@ -721,19 +721,14 @@ impl Session {
         }
     }
 
-    /// A `pg_terminate_backend(pid)` is on its way to the server: the proxy's client that was
-    /// given `pid` ends too (the server ends the process only, and in transaction pooling that
-    /// client may have none, or another). Not in a failed block, where nothing runs.
-    pub(super) fn terminate_client(&self, pid: i32) {
-        if self.txn == TxnStatus::Failed {
-            return;
-        }
-        if self
-            .app
-            .cancels
-            .terminate(pid, &self.user.name, self.superuser)
-        {
-            tracing::info!(parent: &self.span, pid, "client ended by pg_terminate_backend");
+    /// A `pg_terminate_backend(pid)` is on its way to the server: once it has run (the
+    /// request's ReadyForQuery without an error before it), the proxy's client that was given
+    /// `pid` ends too: the server ends the process only, and in transaction pooling that client
+    /// may have none, or another. (Not before: the server would find the process gone and
+    /// answer `false`.) Not in a failed block, where nothing runs.
+    pub(super) fn terminate_client(&mut self, pid: i32) {
+        if self.txn != TxnStatus::Failed {
+            self.terminates = Some(pid);
         }
     }
 

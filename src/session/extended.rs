@@ -12,6 +12,10 @@ use super::{Fatal, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
 use crate::sql::{Effects, TerminateArg};
 
+/// A statement a Bind names: its server-side name, and the client's statement behind it
+/// (`None` for the unnamed statement and for names only the server knows).
+type Prepared = (Bytes, Option<Arc<Statement>>);
+
 impl Session {
     /// A named Parse whose name an earlier, still unanswered Parse of this client took: if
     /// that one fails, the name is free again (as on the server), so this one must wait.
@@ -214,6 +218,14 @@ impl Session {
     /// Makes sure the statement a Bind/Describe names exists on the attached connection and
     /// returns the name to use there. `None` when the proxy already answered with an error.
     pub(super) fn prepare_for_use(&mut self, name: &[u8]) -> Result<Option<Bytes>, Fatal> {
+        Ok(self
+            .prepare_statement(name)?
+            .map(|(server_name, _)| server_name))
+    }
+
+    /// [`prepare_for_use`](Self::prepare_for_use), also returning the client's named statement
+    /// if it is one the proxy knows.
+    fn prepare_statement(&mut self, name: &[u8]) -> Result<Option<Prepared>, Fatal> {
         if name.is_empty() {
             let owner = (self.id, self.unnamed_seq);
             let replay = self.server.as_ref().expect("attached").conn.unnamed_owner != Some(owner);
@@ -241,7 +253,7 @@ impl Session {
                     }
                 }
             }
-            return Ok(Some(Bytes::new()));
+            return Ok(Some((Bytes::new(), None)));
         }
         let Some(stmt) = self.statements.get(name).cloned() else {
             if name.starts_with(statements::PREFIX) {
@@ -254,10 +266,10 @@ impl Session {
             }
             // Unknown to the proxy: the server will say it does not exist (or it is a SQL-level
             // PREPARE on a pinned connection).
-            return Ok(Some(Bytes::copy_from_slice(name)));
+            return Ok(Some((Bytes::copy_from_slice(name), None)));
         };
         self.ensure_prepared(&stmt);
-        Ok(Some(stmt.server_name.clone()))
+        Ok(Some((stmt.server_name.clone(), Some(stmt))))
     }
 
     pub(super) fn ensure_prepared(&mut self, stmt: &Arc<Statement>) {
@@ -332,10 +344,10 @@ impl Session {
         let Some((portal, name, rest)) = parsed else {
             return Err(Fatal::protocol("malformed Bind message"));
         };
-        let Some(server_name) = self.prepare_for_use(name)? else {
+        let Some((server_name, stmt)) = self.prepare_statement(name)? else {
             return Ok(());
         };
-        if let Some(arg) = self.terminate_arg_of(name) {
+        if let Some(arg) = self.terminate_arg_of(name, stmt.as_deref()) {
             let pid = match arg {
                 TerminateArg::Pid(pid) => Some(pid),
                 TerminateArg::Param(n) => bind_int_param(rest, n),
@@ -353,23 +365,22 @@ impl Session {
         Ok(())
     }
 
-    /// What the `pg_terminate_backend(...)` call of statement `name` (the unnamed one when
-    /// empty) names, if it calls one with a plain argument.
-    fn terminate_arg_of(&self, name: &[u8]) -> Option<TerminateArg> {
+    /// What the `pg_terminate_backend(...)` call of the client's statement `name` (`stmt`,
+    /// when the proxy knows it) names, if it calls one with a plain argument.
+    fn terminate_arg_of(&self, name: &[u8], stmt: Option<&Statement>) -> Option<TerminateArg> {
         let text = |q: &[u8]| {
             std::str::from_utf8(q)
                 .ok()
                 .and_then(crate::sql::terminate_arg)
         };
-        if name.is_empty() {
-            if !self.unnamed_effects.0.contains(Effects::TERMINATE) {
-                return None;
+        match stmt {
+            Some(s) => *s.terminate.get_or_init(|| text(&s.query)),
+            None if name.is_empty() && self.unnamed_effects.0.contains(Effects::TERMINATE) => {
+                let frame = self.unnamed.as_ref()?;
+                statements::split_parse(&frame[5..]).and_then(|(_, q, _)| text(q))
             }
-            let frame = self.unnamed.as_ref()?;
-            return statements::split_parse(&frame[5..]).and_then(|(_, q, _)| text(q));
+            None => None,
         }
-        let s = self.statements.get(name)?;
-        *s.terminate.get_or_init(|| text(&s.query))
     }
 
     pub(super) fn handle_describe_or_close(&mut self, h: Header, kind: Kind) -> Result<(), Fatal> {

@@ -186,6 +186,7 @@ async fn start(
         topology: 0,
         cancel: reg.slot.clone(),
         superuser: false,
+        terminates: None,
         draining: false,
         route_override: None,
         consistency: login_consistency,
@@ -254,6 +255,8 @@ struct Session {
     id: u64,
     /// Whether the server said the client's role is a superuser at login (`is_superuser`).
     superuser: bool,
+    /// The pid a `pg_terminate_backend` call in flight names (see `terminate_client`).
+    terminates: Option<i32>,
     /// The process id this client was given (BackendKeyData).
     client_pid: i32,
     app: Arc<App>,

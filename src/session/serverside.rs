@@ -155,12 +155,25 @@ impl Session {
                         }
                     }
                     request_done = self.pending.is_empty();
+                    if m.forward {
+                        // The client's pg_terminate_backend ran (see terminate_client).
+                        if let Some(pid) = self.terminates.take() {
+                            let (user, su, span) = (&self.user.name, self.superuser, &self.span);
+                            if self.app.cancels.terminate(pid, user, su) {
+                                tracing::info!(parent: span, pid, "client ended by pg_terminate_backend");
+                            }
+                        }
+                    }
                 }
                 tag::PARAMETER_STATUS => {
                     let b = body.to_vec();
                     conn.note_parameter(&b);
                 }
                 tag::ERROR_RESPONSE => {
+                    if m.forward {
+                        // (Whatever failed, the client's pg_terminate_backend did not run.)
+                        self.terminates = None;
+                    }
                     let f = ErrorFields::parse(body);
                     if f.routine == "RevalidateCachedQuery" {
                         // "cached plan must not change result type": the schema changed
