@@ -79,6 +79,38 @@ pub fn read_i16(buf: &[u8]) -> Option<(i16, &[u8])> {
     Some((i16::from_be_bytes([buf[0], buf[1]]), &buf[2..]))
 }
 
+/// Parameter `n` (1-based) of a Bind message, from `rest` (the message after the portal and
+/// statement names): its format code (0 text, 1 binary) and value (`None` for NULL). `None`
+/// when the message has no such parameter or is malformed.
+pub fn bind_param(rest: &[u8], n: usize) -> Option<(i16, Option<&[u8]>)> {
+    let (formats, mut b) = read_i16(rest)?;
+    let formats = usize::try_from(formats).ok()?;
+    let mut format = 0;
+    for i in 1..=formats {
+        let (f, r) = read_i16(b)?;
+        if formats == 1 || i == n {
+            format = f;
+        }
+        b = r;
+    }
+    let (params, mut b) = read_i16(b)?;
+    if n == 0 || n > usize::try_from(params).ok()? {
+        return None;
+    }
+    for i in 1..=n {
+        let (len, r) = read_i32(b)?;
+        let value = match usize::try_from(len) {
+            Ok(len) => Some(r.get(..len)?),
+            Err(_) => None,
+        };
+        if i == n {
+            return Some((format, value));
+        }
+        b = &r[value.map_or(0, <[u8]>::len)..];
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

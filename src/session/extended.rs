@@ -450,58 +450,14 @@ impl Session {
 /// Parameter `n` (1-based) of a Bind message as a process id, from `rest` (the message after
 /// the portal and statement names): text or binary `int4`/`int8`, else `None`.
 fn bind_int_param(rest: &[u8], n: usize) -> Option<i32> {
-    let mut b = rest;
-    let formats = usize::try_from(b.get_i16_checked()?).ok()?;
-    let mut format_of_n = 0;
-    for i in 0..formats {
-        let f = b.get_i16_checked()?;
-        if formats == 1 || i + 1 == n {
-            format_of_n = f;
-        }
-    }
-    let params = usize::try_from(b.get_i16_checked()?).ok()?;
-    if n > params {
-        return None;
-    }
-    for i in 1..=n {
-        let len = b.get_i32_checked()?;
-        let Ok(len) = usize::try_from(len) else {
-            if i == n {
-                return None; // NULL
-            }
-            continue;
-        };
-        let value = b.get(..len)?;
-        b = &b[len..];
-        if i < n {
-            continue;
-        }
-        return match (format_of_n, len) {
-            (0, _) => std::str::from_utf8(value).ok()?.trim().parse().ok(),
-            (1, 4) => Some(i32::from_be_bytes(value.try_into().ok()?)),
-            (1, 8) => i32::try_from(i64::from_be_bytes(value.try_into().ok()?)).ok(),
+    match crate::protocol::frame::bind_param(rest, n)? {
+        (0, Some(v)) => std::str::from_utf8(v).ok()?.trim().parse().ok(),
+        (1, Some(v)) => match v.len() {
+            4 => Some(i32::from_be_bytes(v.try_into().ok()?)),
+            8 => i32::try_from(i64::from_be_bytes(v.try_into().ok()?)).ok(),
             _ => None,
-        };
-    }
-    None
-}
-
-/// Big-endian reads that fail instead of panicking on a short message.
-trait CheckedGet {
-    fn get_i16_checked(&mut self) -> Option<i16>;
-    fn get_i32_checked(&mut self) -> Option<i32>;
-}
-
-impl CheckedGet for &[u8] {
-    fn get_i16_checked(&mut self) -> Option<i16> {
-        let (v, rest) = self.split_first_chunk::<2>()?;
-        *self = rest;
-        Some(i16::from_be_bytes(*v))
-    }
-    fn get_i32_checked(&mut self) -> Option<i32> {
-        let (v, rest) = self.split_first_chunk::<4>()?;
-        *self = rest;
-        Some(i32::from_be_bytes(*v))
+        },
+        _ => None,
     }
 }
 
