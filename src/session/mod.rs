@@ -9,6 +9,7 @@ mod current;
 mod extended;
 mod login;
 pub mod pending;
+mod query;
 mod relay;
 mod retry;
 pub mod route;
@@ -372,7 +373,7 @@ struct Session {
     /// Commit position read back.
     captured_lsn: Option<u64>,
     /// Analysis of the Query at the front of the client buffer: (buffer address, length, info).
-    front_query: Option<(usize, usize, client::QueryInfo)>,
+    front_query: Option<(usize, usize, query::QueryInfo)>,
     /// Custom (dotted) settings the client has touched; read back by name.
     custom_names: std::collections::BTreeSet<String>,
     /// Puts startup values back after a RESET (see `settings::restore_sql`).

@@ -117,7 +117,7 @@ impl Session {
                     None => {
                         let classifier = self.app.classifier.load();
                         let a = classifier.analyze_text(text);
-                        super::client::QueryInfo::of(&classifier, text, &a)
+                        super::query::QueryInfo::of(&classifier, text, &a)
                     }
                 };
                 // (A BEGIN the server could refuse is left to the primary, which answers it.)

@@ -1,0 +1,366 @@
+//! The simple Query path: each Query is analysed once (before a server is attached for it:
+//! the analysis also routes it), answered by the proxy where it can be (`SET/SHOW
+//! switchyard.*`, `DEALLOCATE` of a protocol-level statement, a lone `BEGIN` deferred until
+//! the transaction's first statement, a block that failed without a server) and otherwise
+//! forwarded with its session effects applied.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::client::Step;
+use super::pending::{Hook, Kind, Mode};
+use super::statements;
+use super::{Fatal, Session};
+use crate::config::Consistency;
+use crate::protocol::{encode, tag, Header, TxnStatus};
+use crate::sql::{Deallocate, Effects, Route, SwitchyardCommand, TxnControl};
+
+/// What the proxy needs to know about a simple Query, kept between routing and forwarding so
+/// the SQL is lexed once.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct QueryInfo {
+    pub read: bool,
+    /// One `SET`/`RESET` of settings (see [`crate::sql::Analysis::only_sets_settings`]).
+    pub setting: bool,
+    pub hint: Option<Route>,
+    pub txn: TxnControl,
+    pub statements: u32,
+    pub effects: Effects,
+    pub pin: Option<&'static str>,
+    /// `EXECUTE` of one of the client's protocol-level statements (renamed on the way).
+    pub execute: bool,
+}
+
+impl QueryInfo {
+    /// What the analysis `a` of Query text `text` says.
+    pub(super) fn of(c: &crate::sql::Classifier, text: &[u8], a: &crate::sql::Analysis) -> Self {
+        QueryInfo {
+            read: super::route::underlying_read(c, text, a),
+            setting: a.only_sets_settings(),
+            hint: a.hint,
+            txn: a.txn,
+            statements: a.statements,
+            effects: a.effects,
+            pin: a.pin_reason(),
+            execute: false,
+        }
+    }
+}
+
+impl Session {
+    pub(super) fn handle_query(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
+        if let Some(info) = self.front_query_info(h.frame_len) {
+            // Analysed already, before a server was attached for it (attaching may also have
+            // failed over without a server yet: then try again).
+            if self.server.is_none() {
+                return Ok(Some(Step::NeedServer));
+            }
+            self.front_query = None;
+            return Ok(self.forward_query(h, info));
+        }
+        let body = &self.client.rbuf[5..h.frame_len];
+        let text = super::route::query_bytes(body);
+        let classifier = self.app.classifier.load();
+        let a = classifier.analyze_text(text);
+        // Protocol-level statements are the proxy's: DEALLOCATE of one is answered here (also
+        // when pinned; SQL-level PREPAREs of a pinned client go to its server).
+        // (In a failed transaction block the server answers, with 25P02.)
+        let failed_block = self.txn == TxnStatus::Failed || self.aborted_txn;
+        let local = match (&a.deallocate, self.pin) {
+            _ if failed_block => None,
+            (Some(Deallocate::All), None) => Some(None),
+            (Some(Deallocate::Name(n)), _) if self.statements.contains_key(n.as_bytes()) => {
+                Some(Some(Bytes::copy_from_slice(n.as_bytes())))
+            }
+            _ => None,
+        };
+        let info = QueryInfo {
+            execute: a
+                .execute
+                .as_ref()
+                .is_some_and(|e| !failed_block && self.statements.contains_key(e.name.as_bytes())),
+            ..QueryInfo::of(&classifier, text, &a)
+        };
+        let command = a.switchyard.as_ref().map(|c| match c {
+            SwitchyardCommand::Set { name, value } => (0u8, name.to_string(), value.to_string()),
+            SwitchyardCommand::Reset { name } => (1, name.to_string(), String::new()),
+            SwitchyardCommand::Show { name } => (2, name.to_string(), String::new()),
+        });
+        // A lone BEGIN the server cannot refuse (see sql/begin.rs) may be deferred.
+        let deferrable_begin = (matches!(a.txn, TxnControl::Begin { .. }) && a.statements == 1)
+            .then(|| {
+                std::str::from_utf8(text)
+                    .ok()
+                    .and_then(crate::sql::begin_modes)
+            })
+            .flatten();
+        let ends_deferred =
+            matches!(a.txn, TxnControl::Commit | TxnControl::Rollback) && a.statements == 1;
+        let ends_block =
+            ends_deferred || (a.txn == TxnControl::PrepareTransaction && a.statements == 1);
+        let is_commit = a.txn == TxnControl::Commit;
+        if a.statements == 1 && a.reason == crate::sql::Reason::Write("DROP") {
+            if let Some(db) = std::str::from_utf8(text)
+                .ok()
+                .and_then(crate::sql::dropped_database)
+            {
+                // Idle pooled connections to it would make PostgreSQL refuse.
+                self.app.pools.close_for_database(&db);
+            }
+        }
+        drop(classifier);
+        // Any simple query destroys the unnamed statement, the ones answered here included.
+        self.forget_unnamed();
+        if let Some((kind, name, value)) = command {
+            self.client.rbuf.advance(h.frame_len);
+            let mut b = BytesMut::new();
+            match self.switchyard_command(kind, &name, &value, &mut b) {
+                Ok(()) => {}
+                Err((code, message)) => {
+                    b.clear();
+                    encode::error(&mut b, "ERROR", code, &message);
+                }
+            }
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
+        if self.server.is_none() && self.aborted_txn && ends_block {
+            // The end of a block that failed without a server: PostgreSQL answers COMMIT (and
+            // PREPARE TRANSACTION) in a failed block with ROLLBACK too.
+            self.client.rbuf.advance(h.frame_len);
+            self.aborted_txn = false;
+            let mut b = BytesMut::new();
+            encode::command_complete(&mut b, "ROLLBACK");
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
+        if self.server.is_none() && self.deferred_begin.is_some() && ends_deferred {
+            // BEGIN ... COMMIT with nothing in between: no server needed. (Not BEGIN ...
+            // PREPARE TRANSACTION: that leaves a prepared transaction, empty or not.)
+            self.client.rbuf.advance(h.frame_len);
+            self.deferred_begin = None;
+            let mut b = BytesMut::new();
+            encode::command_complete(&mut b, if is_commit { "COMMIT" } else { "ROLLBACK" });
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
+        if let Some(modes) = deferrable_begin.filter(|_| {
+            self.server.is_none() && self.deferred_begin.is_none() && self.can_defer_begin()
+        }) {
+            // Where the transaction runs depends on its first statement (SET TRANSACTION READ
+            // ONLY makes it a replica's): answer BEGIN now, send it with that statement.
+            // Without splitting this still saves a round trip per transaction.
+            let frame = self.client.rbuf.split_to(h.frame_len).freeze();
+            self.deferred_begin = Some(super::route::DeferredBegin { frame, modes });
+            let mut b = BytesMut::new();
+            encode::command_complete(&mut b, "BEGIN");
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
+        if let Some(name) = local {
+            // Protocol-level statements are shared server-side: forget the client's name only.
+            let all = name.is_none();
+            match name {
+                Some(n) => {
+                    self.statements.remove(&n);
+                }
+                None => self.statements.clear(),
+            }
+            self.client.rbuf.advance(h.frame_len);
+            let mut b = BytesMut::new();
+            encode::command_complete(&mut b, if all { "DEALLOCATE ALL" } else { "DEALLOCATE" });
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
+        if self.server.is_none() {
+            self.front_query = Some((self.client.rbuf.as_ptr() as usize, h.frame_len, info));
+            return Ok(Some(Step::NeedServer));
+        }
+        Ok(self.forward_query(h, info))
+    }
+
+    fn forward_query(&mut self, h: Header, info: QueryInfo) -> Option<Step> {
+        if info.effects.contains(Effects::TERMINATE) {
+            let text = super::route::query_bytes(&self.client.rbuf[5..h.frame_len]);
+            let arg = std::str::from_utf8(text)
+                .ok()
+                .and_then(crate::sql::terminate_arg);
+            if let Some(crate::sql::TerminateArg::Pid(pid)) = arg {
+                self.terminate_client(pid);
+            }
+        }
+        let settings = info.effects.contains(Effects::SETTINGS);
+        if settings {
+            self.note_custom_names(h.frame_len);
+        }
+        self.apply_effects(info.effects, info.pin);
+        if info.execute {
+            self.forward_execute(h.frame_len);
+        } else {
+            self.forward(h.frame_len);
+        }
+        self.count_request();
+        self.forget_unnamed();
+        let restore = settings && self.restore_sql.is_some();
+        self.pending.expect(
+            Kind::Query,
+            Mode::Forward,
+            if restore { Hook::HoldReady } else { Hook::None },
+        );
+        if restore {
+            self.restore_startup_settings();
+        }
+        None
+    }
+
+    /// Sends the Query at the front, `EXECUTE` of one of the client's protocol-level
+    /// statements, as `EXECUTE` of its shared name, prepared on this connection first.
+    fn forward_execute(&mut self, len: usize) {
+        let frame = self.client.rbuf.split_to(len).freeze();
+        let text = super::route::query_bytes(&frame[5..]);
+        let target = self
+            .app
+            .classifier
+            .load()
+            .analyze_text(text)
+            .execute
+            .and_then(|e| {
+                let s = self.statements.get(e.name.as_bytes())?;
+                Some((statements::executing(text, e.span, s), s.clone()))
+            });
+        match target {
+            Some((sql, stmt)) => {
+                self.ensure_prepared(&stmt);
+                encode::message(&mut self.swbuf, tag::QUERY, |b| {
+                    b.extend_from_slice(&sql);
+                    b.extend_from_slice(&[0]);
+                });
+            }
+            // (Analysed as such when it arrived: not reached.)
+            None => self.swbuf.extend_from_slice(&frame),
+        }
+    }
+
+    /// Records the custom settings named by the message at the front (a Query or a Parse).
+    fn note_custom_names(&mut self, frame_len: usize) {
+        let body = &self.client.rbuf[5..frame_len];
+        let sql = if self.client.rbuf[0] == tag::PARSE {
+            statements::split_parse(body)
+                .map(|(_, q, _)| super::route::query_text(q))
+                .unwrap_or_default()
+        } else {
+            super::route::query_text(body)
+        };
+        for n in super::settings::custom_names(&sql) {
+            self.custom_names.insert(n);
+        }
+    }
+
+    /// After a statement that may have RESET settings: put startup values back at once.
+    /// The cached analysis of the Query at the front of the buffer, if it is that one.
+    pub(super) fn front_query_info(&self, frame_len: usize) -> Option<QueryInfo> {
+        match self.front_query {
+            Some((at, len, info))
+                if at == self.client.rbuf.as_ptr() as usize && len == frame_len =>
+            {
+                Some(info)
+            }
+            _ => None,
+        }
+    }
+
+    /// A `pg_terminate_backend(pid)` is on its way to the server: once it has run (the
+    /// request's ReadyForQuery without an error before it), the proxy's client that was given
+    /// `pid` ends too: the server ends the process only, and in transaction pooling that client
+    /// may have none, or another. (Not before: the server would find the process gone and
+    /// answer `false`.) Not in a failed block, where nothing runs.
+    pub(super) fn terminate_client(&mut self, pid: i32) {
+        if self.txn != TxnStatus::Failed {
+            self.terminates = Some(pid);
+        }
+    }
+
+    /// Whether a lone BEGIN may be answered before choosing a server: in transaction pooling
+    /// it is sent with the transaction's first statement, which decides where the transaction
+    /// runs (with read/write splitting) and saves a round trip to the server and the time the
+    /// server connection would sit idle in between.
+    fn can_defer_begin(&self) -> bool {
+        self.pool_mode == crate::config::PoolMode::Transaction
+            && self.pin.is_none()
+            && self.route_override.is_none()
+    }
+
+    /// `SET/RESET/SHOW switchyard.<name>` (kind 0/1/2), answered by the proxy.
+    fn switchyard_command(
+        &mut self,
+        kind: u8,
+        name: &str,
+        value: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), (&'static str, String)> {
+        let default_consistency = self
+            .user
+            .config
+            .consistency
+            .unwrap_or(self.app.config.load().config.routing.consistency);
+        match (kind, name) {
+            (0, "route") => {
+                self.route_override = match value.to_ascii_lowercase().as_str() {
+                    "primary" => Some(Route::Primary),
+                    "replica" => Some(Route::Replica),
+                    "auto" | "default" => None,
+                    _ => return Err(("22023", format!("invalid value for parameter \"switchyard.route\": \"{value}\" (use primary, replica or auto)"))),
+                };
+                encode::command_complete(out, "SET");
+            }
+            (0, "consistency") => {
+                self.consistency = match value.to_ascii_lowercase().as_str() {
+                    "read_your_writes" => Consistency::ReadYourWrites,
+                    "eventual" => Consistency::Eventual,
+                    "primary" => Consistency::Primary,
+                    "default" => default_consistency,
+                    _ => return Err(("22023", format!("invalid value for parameter \"switchyard.consistency\": \"{value}\" (use read_your_writes, eventual or primary)"))),
+                };
+                encode::command_complete(out, "SET");
+            }
+            (1, "route") => {
+                self.route_override = None;
+                encode::command_complete(out, "RESET");
+            }
+            (1, "consistency") => {
+                self.consistency = default_consistency;
+                encode::command_complete(out, "RESET");
+            }
+            (2, "route") | (2, "consistency") => {
+                let v = if name == "route" {
+                    match self.route_override {
+                        None => "auto",
+                        Some(Route::Primary) => "primary",
+                        Some(Route::Replica) => "replica",
+                    }
+                } else {
+                    match self.consistency {
+                        Consistency::ReadYourWrites => "read_your_writes",
+                        Consistency::Eventual => "eventual",
+                        Consistency::Primary => "primary",
+                    }
+                };
+                let col = format!("switchyard.{name}");
+                encode::row_description_text(out, &[&col]);
+                encode::data_row_text(out, &[v]);
+                encode::command_complete(out, "SHOW");
+            }
+            _ => {
+                return Err((
+                    "42704",
+                    format!("unrecognized configuration parameter \"switchyard.{name}\""),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
