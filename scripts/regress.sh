@@ -51,10 +51,14 @@ fetch_sources() {
         SRC=$PG_REGRESS_SRC/src/test/regress
         return
     fi
-    SRC=$(find "$dir" -maxdepth 5 -type d -path '*/src/test/regress' 2>/dev/null | head -1 || true)
-    [ -n "$SRC" ] && [ -f "$SRC/parallel_schedule" ] && return
     pkgver=$(dpkg-query -W -f='${Version}' "postgresql-$MAJOR" 2>/dev/null || true)
     [ -n "$pkgver" ] || die "postgresql-$MAJOR is not a Debian package here: set PG_REGRESS_SRC"
+    # A download is reused only for the server package it was fetched for: after a server
+    # upgrade the old tests' expected output (and psql's behaviour they record) differ.
+    if [ "$(cat "$dir/fetched-for" 2>/dev/null)" = "$pkgver" ]; then
+        SRC=$(find "$dir" -maxdepth 5 -type d -path '*/src/test/regress' | head -1 || true)
+        [ -n "$SRC" ] && [ -f "$SRC/parallel_schedule" ] && return
+    fi
     log "fetching the postgresql-$MAJOR $pkgver source package (regression tests)"
     rm -rf "$dir" && mkdir -p "$dir/lists/partial" "$dir/download"
     # deb-src entries for the distribution's own mirrors, in a private list and state dir:
@@ -86,6 +90,8 @@ fetch_sources() {
     tar -xf "$tarball" -C "$dir" --wildcards '*/src/test/regress/*' '*/contrib/spi/*'
     SRC=$(find "$dir" -maxdepth 5 -type d -path '*/src/test/regress' | head -1)
     [ -f "$SRC/parallel_schedule" ] || die "no regression tests in $tarball"
+    echo "$pkgver" >"$dir/fetched-for"
+    rm -rf "$WORK/lib"
 }
 
 build_regress_so() {
