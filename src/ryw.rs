@@ -4,29 +4,69 @@
 //! client already has its answer, so off the critical path) and raises the watermarks of its
 //! session, its user and the whole proxy. Between the commit reaching the client and that
 //! position being known, `in_flight` is raised so reads in the same scope go to the primary.
+//!
+//! A watermark remembers the timeline its position was recorded on. After a failover, a
+//! position from the old timeline past where the new primary began is a write lost with the
+//! old primary: no server will ever replay it, and waiting for it would send the scope's reads
+//! to the primary for good. Such a position is lowered to where the new timeline began.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use crate::cluster::Epoch;
 use crate::config::RywScope;
 
 /// One scope's watermark.
 #[derive(Debug, Default)]
 pub struct Watermark {
-    lsn: AtomicU64,
+    /// The position and the timeline it was recorded on, under one lock: a new timeline's
+    /// commit must never be lowered as an old timeline's position.
+    at: Mutex<Position>,
     in_flight: AtomicUsize,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Position {
+    lsn: u64,
+    /// The timeline (and its start) `lsn` was recorded on.
+    epoch: Epoch,
+}
+
+impl Position {
+    /// Moves a position recorded on an older timeline onto `epoch`'s: lowered to where that
+    /// timeline began when it is past it.
+    fn settle(&mut self, epoch: Epoch) {
+        if self.epoch.timeline < epoch.timeline {
+            self.lsn = self.lsn.min(epoch.start_lsn);
+            self.epoch = epoch;
+        }
+    }
+
+    /// Raises the position to `lsn`, read from the primary of `epoch`.
+    fn raise(&mut self, lsn: u64, epoch: Epoch) {
+        self.settle(epoch);
+        // Read on an older timeline than one already seen (the commit's answer came from the
+        // old primary, the failover was noticed meanwhile): lowered the same way.
+        let lsn = if epoch.timeline < self.epoch.timeline {
+            lsn.min(self.epoch.start_lsn)
+        } else {
+            lsn
+        };
+        self.lsn = self.lsn.max(lsn);
+    }
 }
 
 impl Watermark {
     /// The LSN reads must have replayed, or `None` when a commit's position is not yet known
     /// (then only the primary is safe).
-    pub fn required(&self) -> Option<u64> {
+    pub fn required(&self, epoch: Epoch) -> Option<u64> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            None
-        } else {
-            Some(self.lsn.load(Ordering::Acquire))
+            return None;
         }
+        let mut at = self.lock();
+        at.settle(epoch);
+        Some(at.lsn)
     }
 
     /// A commit was reported to the client; its position is being read.
@@ -34,14 +74,20 @@ impl Watermark {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The commit's position is known (or `None`: lost, give up waiting for it).
-    pub fn end_commit(&self, lsn: Option<u64>) {
+    /// The commit's position is known, read from the primary of `epoch` (the view when the
+    /// commit was reported), or `None`: lost, give up waiting for it.
+    pub fn end_commit(&self, lsn: Option<u64>, epoch: Epoch) {
         if let Some(l) = lsn {
-            self.lsn.fetch_max(l, Ordering::AcqRel);
+            self.lock().raise(l, epoch);
         }
         let _ = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// The position (nothing panics while holding it).
+    fn lock(&self) -> MutexGuard<'_, Position> {
+        self.at.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -77,6 +123,8 @@ pub struct Scopes {
     pub session: Watermark,
     pub user: Arc<Watermark>,
     pub global: Arc<Watermark>,
+    /// The cluster's epoch when the last commit was reported (its position is read there).
+    pub commit_epoch: Epoch,
 }
 
 impl Scopes {
@@ -89,8 +137,9 @@ impl Scopes {
         }
     }
 
-    /// A commit was reported to the client.
-    pub fn begin_commit(&self) {
+    /// A commit was reported to the client, with the cluster on `epoch`.
+    pub fn begin_commit(&mut self, epoch: Epoch) {
+        self.commit_epoch = epoch;
         self.session.begin_commit();
         self.user.begin_commit();
         self.global.begin_commit();
@@ -98,9 +147,10 @@ impl Scopes {
 
     /// The commit position is known (or lost).
     pub fn end_commit(&self, lsn: Option<u64>) {
-        self.session.end_commit(lsn);
-        self.user.end_commit(lsn);
-        self.global.end_commit(lsn);
+        let epoch = self.commit_epoch;
+        self.session.end_commit(lsn, epoch);
+        self.user.end_commit(lsn, epoch);
+        self.global.end_commit(lsn, epoch);
     }
 }
 
@@ -108,44 +158,96 @@ impl Scopes {
 mod tests {
     use super::*;
 
+    const E1: Epoch = Epoch {
+        timeline: 1,
+        start_lsn: 0,
+    };
+
     #[test]
     fn commit_in_flight_blocks_until_known() {
         let w = Watermark::default();
-        assert_eq!(w.required(), Some(0));
+        assert_eq!(w.required(E1), Some(0));
         w.begin_commit();
-        assert_eq!(w.required(), None);
-        w.end_commit(Some(500));
-        assert_eq!(w.required(), Some(500));
+        assert_eq!(w.required(E1), None);
+        w.end_commit(Some(500), E1);
+        assert_eq!(w.required(E1), Some(500));
         w.begin_commit();
-        w.end_commit(Some(100));
-        assert_eq!(w.required(), Some(500), "watermarks never go back");
-        w.end_commit(None);
-        assert_eq!(w.required(), Some(500), "no underflow");
+        w.end_commit(Some(100), E1);
+        assert_eq!(w.required(E1), Some(500), "watermarks never go back");
+        w.end_commit(None, E1);
+        assert_eq!(w.required(E1), Some(500), "no underflow");
     }
 
     #[test]
     fn scopes_share_user_and_global() {
         let r = Ryw::default();
-        let a = Scopes {
+        let mut a = Scopes {
             session: Watermark::default(),
             user: r.user("u"),
             global: r.global(),
+            commit_epoch: E1,
         };
         let b = Scopes {
             session: Watermark::default(),
             user: r.user("u"),
             global: r.global(),
+            commit_epoch: E1,
         };
         let c = Scopes {
             session: Watermark::default(),
             user: r.user("v"),
             global: r.global(),
+            commit_epoch: E1,
         };
-        a.begin_commit();
+        a.begin_commit(E1);
         a.end_commit(Some(42));
-        assert_eq!(b.for_reads(RywScope::User).required(), Some(42));
-        assert_eq!(b.for_reads(RywScope::Session).required(), Some(0));
-        assert_eq!(c.for_reads(RywScope::User).required(), Some(0));
-        assert_eq!(c.for_reads(RywScope::Global).required(), Some(42));
+        assert_eq!(b.for_reads(RywScope::User).required(E1), Some(42));
+        assert_eq!(b.for_reads(RywScope::Session).required(E1), Some(0));
+        assert_eq!(c.for_reads(RywScope::User).required(E1), Some(0));
+        assert_eq!(c.for_reads(RywScope::Global).required(E1), Some(42));
+    }
+
+    #[test]
+    fn a_position_lost_with_the_old_primary_is_lowered_to_the_new_timeline_start() {
+        let w = Watermark::default();
+        w.begin_commit();
+        w.end_commit(Some(9_000), E1);
+        // The new primary began at 5_000: the write at 9_000 on timeline 1 never reached it.
+        let e2 = Epoch {
+            timeline: 2,
+            start_lsn: 5_000,
+        };
+        assert_eq!(w.required(e2), Some(5_000));
+        // Commits on the new timeline raise it as usual, even past the old position...
+        w.begin_commit();
+        w.end_commit(Some(6_000), e2);
+        assert_eq!(w.required(e2), Some(6_000));
+        w.begin_commit();
+        w.end_commit(Some(12_000), e2);
+        assert_eq!(
+            w.required(e2),
+            Some(12_000),
+            "never lowered again on its own timeline"
+        );
+        // A position below the new timeline's start is history the new primary has: kept.
+        let v = Watermark::default();
+        v.begin_commit();
+        v.end_commit(Some(4_000), E1);
+        assert_eq!(v.required(e2), Some(4_000));
+        // A commit read on the old timeline that completes after the failover was seen (its
+        // answer came from the old primary): lowered like the rest.
+        let u = Watermark::default();
+        u.begin_commit();
+        u.end_commit(Some(9_000), E1);
+        assert_eq!(u.required(e2), Some(5_000));
+        u.begin_commit();
+        u.end_commit(Some(9_500), E1);
+        assert_eq!(u.required(e2), Some(5_000));
+        // An unknown start (u64::MAX) lowers nothing.
+        let unknown = Epoch {
+            timeline: 3,
+            start_lsn: u64::MAX,
+        };
+        assert_eq!(u.required(unknown), Some(5_000));
     }
 }

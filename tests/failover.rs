@@ -885,6 +885,115 @@ async fn promoted_replica_becomes_the_write_target() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lost_with_the_old_primary_does_not_keep_reads_off_the_replicas() {
+    let (c, proxy, p) = setup("").await;
+    // pg2 streams from pg1 (cascading): it has exactly what pg1 has, and follows it onto the
+    // new timeline after the promotion. pg1 then stops, so what pg0 writes next reaches
+    // neither.
+    blocking({
+        let c = c.clone();
+        move || {
+            let (pg1, pg2) = (&c.replicas()[0], &c.replicas()[1]);
+            pg2.follow(pg1).expect("pg2 following pg1");
+            pg2.wait_streaming_from(pg1, Duration::from_secs(30))
+                .expect("pg2 streaming from pg1");
+            pg1.stop();
+        }
+    })
+    .await;
+    wait_status(
+        &proxy,
+        "pg1 down",
+        INTERVAL * FALL + Duration::from_secs(10),
+        |s| backend(s, "pg1")["up"] == false,
+    )
+    .await;
+
+    // The app's write (about 1 MB of WAL) commits on pg0 only: the app user's read-your-writes
+    // position is now past anything pg1 has.
+    let client = proxy.connect_app().await;
+    let w = port(
+        &client,
+        "INSERT INTO f SELECT g, repeat('x', 100) FROM generate_series(1000, 9000) g \
+         RETURNING inet_server_port()",
+    )
+    .await;
+    assert_eq!(w, p.port("pg0"));
+    let lost_at = blocking({
+        let c = c.clone();
+        move || {
+            let lsn = c.primary().current_wal_lsn().expect("pg0's position");
+            // pg0 dies with the write; pg1 comes back and is promoted without it.
+            c.primary().kill();
+            let pg1 = &c.replicas()[0];
+            pg1.start().expect("starting pg1");
+            pg1.promote().expect("promoting pg1");
+            lsn
+        }
+    })
+    .await;
+    let new_at = blocking({
+        let c = c.clone();
+        move || c.replicas()[0].current_wal_lsn().expect("pg1's position")
+    })
+    .await;
+    assert!(
+        lost_at.0 > new_at.0,
+        "the scenario needs the lost write's position ({lost_at:?}) past the new primary's \
+         ({new_at:?})"
+    );
+    wait_status(
+        &proxy,
+        "pg1 primary, pg2 its replica, pg0 down",
+        Duration::from_secs(30),
+        |s| {
+            backend(s, "pg1")["primary"] == true
+                && backend(s, "pg2")["up"] == true
+                && backend(s, "pg2")["role"] == "replica"
+                && backend(s, "pg0")["up"] == false
+        },
+    )
+    .await;
+    let lost = rows(
+        &client,
+        "/* switchyard:primary */ SELECT count(*) FROM f WHERE id >= 1000",
+    )
+    .await;
+    assert_eq!(
+        lost[0][0].as_deref(),
+        Some("0"),
+        "the write was lost with pg0"
+    );
+
+    // The app's reads go to pg2 again once it has replayed the new primary's start (before,
+    // they waited for a position no server will ever reach and went to the primary for good).
+    let t0 = Instant::now();
+    let mut seen = Vec::new();
+    while !seen.contains(&p.port("pg2")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the app's reads stayed off pg2: {:?}; /status: {:#}",
+            p.tally(&seen),
+            status(&proxy).await
+        );
+        seen.push(port(&client, "SELECT inet_server_port()").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And a new write on the new timeline still keeps its own reads consistent.
+    port(
+        &client,
+        "INSERT INTO f VALUES (20000, 'tl2') RETURNING inet_server_port()",
+    )
+    .await;
+    let r = rows(&client, "SELECT count(*) FROM f WHERE id = 20000").await;
+    assert_eq!(
+        r[0][0].as_deref(),
+        Some("1"),
+        "read right after the write sees it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_primary_writes_fail_cleanly_and_reads_go_on() {
     let (c, proxy, p) = setup("primary_wait = \"1s\"").await;
     let client = proxy.connect_app().await;

@@ -101,9 +101,20 @@ pub struct ClusterView {
     pub primary: Option<usize>,
     /// The primary's newest WAL position seen by the monitor.
     pub primary_lsn: Option<u64>,
+    /// The primaries' timeline and where its first primary began.
+    pub epoch: Epoch,
+}
+
+/// The timeline primaries are on, and where the first primary on it began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Epoch {
     /// The highest timeline a primary was seen on: a server claiming to be primary on a
     /// lower one is a stale old primary and is never elected.
-    pub primary_timeline: u32,
+    pub timeline: u32,
+    /// The first primary seen on `timeline`: its WAL position then (`u64::MAX` when unknown).
+    /// A position recorded on an older timeline beyond it belongs to history the new primary
+    /// never had (writes lost with the old primary): no server will ever replay it.
+    pub start_lsn: u64,
 }
 
 impl ClusterView {

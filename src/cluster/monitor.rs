@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::health::{Change, Health, Observation, Role};
 use super::lag::LsnHistory;
 use super::probe::{ProbeTarget, Prober};
-use super::{BackendStats, BackendView, Cluster, ClusterView};
+use super::{BackendStats, BackendView, Cluster, ClusterView, Epoch};
 use crate::config::Loaded;
 use crate::metrics::Metrics;
 use crate::pool::Pools;
@@ -25,8 +25,8 @@ pub struct Monitor {
     stats: HashMap<String, Arc<BackendStats>>,
     /// Health by (name, address), kept across reloads when a backend is unchanged.
     carried: HashMap<(String, String), Health>,
-    /// The highest timeline a primary was seen on, kept across reloads.
-    primary_timeline: u32,
+    /// The primaries' timeline, kept across reloads.
+    epoch: Epoch,
     /// The elected primary's name and WAL position history, kept across reloads (the new
     /// monitor goes on measuring lag against them: a replica far behind stays far behind).
     primary_name: Option<String>,
@@ -49,7 +49,7 @@ impl Monitor {
             pools,
             stats: HashMap::new(),
             carried: HashMap::new(),
-            primary_timeline: 0,
+            epoch: Epoch::default(),
             primary_name: None,
             history: Default::default(),
             running: None,
@@ -128,7 +128,7 @@ impl Monitor {
             rise: c.health.rise,
             topology: self.topology,
             primary: None,
-            primary_timeline: self.primary_timeline,
+            epoch: self.epoch,
             to_sever: Vec::new(),
         };
         // The primary elected before the reload, still configured at the same address: the
@@ -157,7 +157,9 @@ impl Monitor {
     pub fn carry_over(&mut self) {
         let view = self.cluster.snapshot();
         self.carried.clear();
-        self.primary_timeline = self.primary_timeline.max(view.primary_timeline);
+        if view.epoch.timeline > self.epoch.timeline {
+            self.epoch = view.epoch;
+        }
         self.primary_name = view.primary.map(|i| view.backends[i].name.to_string());
         for b in &view.backends {
             let mut h = Health::carried(b.up, b.role);
@@ -217,8 +219,8 @@ struct Aggregator {
     rise: u32,
     topology: u64,
     primary: Option<usize>,
-    /// See [`ClusterView::primary_timeline`].
-    primary_timeline: u32,
+    /// See [`ClusterView::epoch`].
+    epoch: Epoch,
     /// Backends just fenced: connections to them are cut.
     to_sever: Vec<usize>,
 }
@@ -301,14 +303,20 @@ impl Aggregator {
             .collect();
         let timeline = |i: usize| self.healths[i].last.and_then(|o| o.timeline).unwrap_or(0);
         let top = candidates.iter().map(|&i| timeline(i)).max();
-        let winner = top.filter(|&t| t >= self.primary_timeline).and_then(|t| {
+        let winner = top.filter(|&t| t >= self.epoch.timeline).and_then(|t| {
             match candidates.iter().filter(|&&i| timeline(i) == t).count() {
                 1 => candidates.iter().copied().find(|&i| timeline(i) == t),
                 _ => None,
             }
         });
-        if let Some(w) = winner {
-            self.primary_timeline = self.primary_timeline.max(timeline(w));
+        if let Some(w) = winner.filter(|&w| timeline(w) > self.epoch.timeline) {
+            self.epoch = Epoch {
+                timeline: timeline(w),
+                start_lsn: self.healths[w]
+                    .last
+                    .and_then(|o| o.current_lsn)
+                    .unwrap_or(u64::MAX),
+            };
         }
         if winner != self.primary {
             match winner {
@@ -334,8 +342,8 @@ impl Aggregator {
             let fenced = Some(c) != winner;
             if fenced && !self.views[c].fenced {
                 let (name, t) = (&self.names[c].0, timeline(c));
-                if t < top.unwrap_or(0) || t < self.primary_timeline {
-                    tracing::error!(backend = %name, timeline = t, primary_timeline = self.primary_timeline.max(top.unwrap_or(0)), "a server on an older timeline claims to be primary (an old primary back after a failover): fenced, its connections cut");
+                if t < top.unwrap_or(0) || t < self.epoch.timeline {
+                    tracing::error!(backend = %name, timeline = t, primary_timeline = self.epoch.timeline.max(top.unwrap_or(0)), "a server on an older timeline claims to be primary (an old primary back after a failover): fenced, its connections cut");
                 } else {
                     tracing::error!(backend = %name, timeline = t, "several servers claim to be primary on the same timeline: none is trusted (fenced) until only one does");
                 }
@@ -427,7 +435,7 @@ impl Aggregator {
             backends: self.views.clone(),
             primary: self.primary,
             primary_lsn,
-            primary_timeline: self.primary_timeline,
+            epoch: self.epoch,
         });
     }
 }

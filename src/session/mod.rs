@@ -199,6 +199,7 @@ async fn start(
             session: Default::default(),
             user: app.ryw.user(&user_name),
             global: app.ryw.global(),
+            commit_epoch: Default::default(),
         },
         target: route::Target::Primary,
         backend_index: None,

@@ -279,7 +279,7 @@ impl Session {
             let explicit = d.reason == "hint_replica";
             let required = match self.consistency {
                 Consistency::ReadYourWrites if !explicit => {
-                    self.ryw.for_reads(routing.ryw_scope).required()
+                    self.ryw.for_reads(routing.ryw_scope).required(view.epoch)
                 }
                 _ => Some(0),
             };

@@ -149,7 +149,7 @@ impl Session {
                         if s == TxnStatus::Idle && self.wrote && m.forward {
                             // The client learns of the commit with this message: until its WAL
                             // position is known, reads in scope must not use a replica.
-                            self.ryw.begin_commit();
+                            self.ryw.begin_commit(self.current.view.epoch);
                             self.commit_pending = true;
                             self.wrote = false;
                         }
