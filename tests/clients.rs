@@ -167,10 +167,15 @@ fn run_ok(cmd: Command, limit: Duration, what: &str) -> Ran {
 
 /// Runs a tests/py script with the DSN; asserts it exits 0 with "ok" as its last line.
 fn run_py(script: &str, port: u16, what: &str, limit: Duration) -> Ran {
+    run_py_with(script, port, &[], what, limit)
+}
+
+/// [`run_py`] with more arguments after the DSN.
+fn run_py_with(script: &str, port: u16, args: &[&str], what: &str, limit: Duration) -> Ran {
     let mut cmd = Command::new(venv_python());
-    cmd.arg(py_script(script)).arg(dsn(port));
+    cmd.arg(py_script(script)).arg(dsn(port)).args(args);
     cmd.env("PYTHONUNBUFFERED", "1");
-    run_ok(cmd, limit, &format!("{script} {what}"))
+    run_ok(cmd, limit, &format!("{script} {args:?} {what}"))
 }
 
 /// The arguments the Java and Node test programs take: host, port, database, user, password.
@@ -555,6 +560,47 @@ fn psycopg3_prepared_and_pipeline() {
         tail(&std::fs::read_to_string(&trace).unwrap_or_default(), 60),
         proxy.log_tail(40)
     );
+}
+
+#[test]
+fn psycopg3_statements_after_schema_changes_and_closes() {
+    let cluster = shared_cluster();
+    venv_python();
+    let script = "psycopg_statements.py";
+    let limit = Duration::from_secs(90);
+    run_py_with(
+        script,
+        cluster.primary().port(),
+        &["--own-session"],
+        "(control: directly against the primary)",
+        limit,
+    );
+    // Transaction pooling: server sessions are shared, so what the server lists in
+    // pg_prepared_statements is not the client's own; the schema change part applies.
+    let txn = ready_proxy();
+    let r = std::panic::catch_unwind(|| run_py(script, txn.port(), "(transaction pooling)", limit));
+    if let Err(e) = r {
+        eprintln!("proxy log:\n{}", txn.log_tail(40));
+        std::panic::resume_unwind(e);
+    }
+    drop(txn);
+    let session = start_ready_proxy(support::proxy::ProxyOptions {
+        pool_mode: "session".into(),
+        ..Default::default()
+    });
+    let r = std::panic::catch_unwind(|| {
+        run_py_with(
+            script,
+            session.port(),
+            &["--own-session"],
+            "(session pooling)",
+            limit,
+        )
+    });
+    if let Err(e) = r {
+        eprintln!("proxy log:\n{}", session.log_tail(40));
+        std::panic::resume_unwind(e);
+    }
 }
 
 #[test]

@@ -35,9 +35,9 @@ impl Prepared {
         self.used.insert(id, self.clock).is_none()
     }
 
-    /// Forgets `id` (its Parse failed).
-    pub fn remove(&mut self, id: u64) {
-        self.used.remove(&id);
+    /// Forgets `id` (its Parse failed, or it is being closed). False if it was not here.
+    pub fn remove(&mut self, id: u64) -> bool {
+        self.used.remove(&id).is_some()
     }
 
     /// Forgets everything (the server session was reset).

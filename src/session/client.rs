@@ -422,6 +422,10 @@ impl Session {
         }
         if effects.contains(Effects::SCHEMA) {
             self.schema_changed = true;
+            // This session sees the change at once: what it parses from now on is prepared
+            // anew (a statement interned before would still carry, say, a dropped type's
+            // id). Others see it once it commits (invalidated again then).
+            self.app.statements.invalidate();
         }
         self.note_sequence_effects(effects);
         if let Some(reason) = pin {

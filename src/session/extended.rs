@@ -272,6 +272,18 @@ impl Session {
         Ok(Some((stmt.server_name.clone(), Some(stmt))))
     }
 
+    /// The client closed `stmt` (its name is already forgotten): whether to close it on the
+    /// attached connection too, as PostgreSQL would (then forgotten there). Not when no
+    /// connection is attached or the statement is not prepared on it, nor while another of
+    /// the client's names is the same statement.
+    pub(super) fn close_on_server(&mut self, stmt: &Statement) -> bool {
+        !self.statements.values().any(|o| o.id == stmt.id)
+            && self
+                .server
+                .as_mut()
+                .is_some_and(|p| p.conn.prepared.remove(stmt.id))
+    }
+
     pub(super) fn ensure_prepared(&mut self, stmt: &Arc<Statement>) {
         if let Some(d) = &stmt.depends {
             // (Also when `stmt` is there: its dependency may have been evicted since.)
@@ -409,12 +421,23 @@ impl Session {
             return Err(Fatal::protocol("invalid DESCRIBE/CLOSE message subtype"));
         }
         if kind == Kind::Close && which == b'S' && !name.is_empty() {
-            // Server-side statements are shared: the client's name is forgotten, the server
-            // keeps the statement for other clients.
-            self.statements.remove(name);
-            let mut b = BytesMut::new();
-            encode::empty(&mut b, tag::CLOSE_COMPLETE);
-            self.respond(b);
+            // The client's name is forgotten. On the attached connection the statement is
+            // closed too (the server's answer is the client's), as on PostgreSQL, unless
+            // another of the client's names is the same statement; other clients prepare it
+            // there again when they need it. With no connection attached, the connections
+            // that have it keep it until their limit evicts it.
+            let stmt = self.statements.remove(name);
+            match stmt.filter(|s| self.close_on_server(s)) {
+                Some(s) => {
+                    encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', &s.server_name);
+                    self.pending.expect(Kind::Close, Mode::Forward, Hook::None);
+                }
+                None => {
+                    let mut b = BytesMut::new();
+                    encode::empty(&mut b, tag::CLOSE_COMPLETE);
+                    self.respond(b);
+                }
+            }
             return Ok(());
         }
         if self.server.is_none() {

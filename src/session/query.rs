@@ -10,7 +10,7 @@ use super::client::Step;
 use super::pending::{Hook, Kind, Mode};
 use super::statements;
 use super::{Fatal, Session};
-use crate::config::Consistency;
+use crate::config::{Consistency, PoolMode};
 use crate::protocol::{encode, tag, Header, TxnStatus};
 use crate::sql::{Deallocate, Effects, Route, SwitchyardCommand, TxnControl};
 
@@ -65,9 +65,12 @@ impl Session {
         // when pinned; SQL-level PREPAREs of a pinned client go to its server).
         // (In a failed transaction block the server answers, with 25P02.)
         let failed_block = self.txn == TxnStatus::Failed || self.aborted_txn;
-        let local = match (&a.deallocate, self.pin) {
+        // In session pooling the server session is the client's own: DEALLOCATE ALL goes
+        // there (as when pinned) and clears what the connection has.
+        let own_session = self.pin.is_some() || self.pool_mode == PoolMode::Session;
+        let local = match (&a.deallocate, own_session) {
             _ if failed_block => None,
-            (Some(Deallocate::All), None) => Some(None),
+            (Some(Deallocate::All), false) => Some(None),
             (Some(Deallocate::Name(n)), _) if self.statements.contains_key(n.as_bytes()) => {
                 Some(Some(Bytes::copy_from_slice(n.as_bytes())))
             }
@@ -161,11 +164,25 @@ impl Session {
             return Ok(None);
         }
         if let Some(name) = local {
-            // Protocol-level statements are shared server-side: forget the client's name only.
+            // Protocol-level statements are shared server-side: the client's names are
+            // forgotten. `DEALLOCATE name` also closes the statement on the attached
+            // connection, as Close does (see `close_on_server`).
             let all = name.is_none();
             match name {
                 Some(n) => {
-                    self.statements.remove(&n);
+                    if let Some(stmt) = self.statements.remove(&n) {
+                        if self.close_on_server(&stmt) {
+                            self.client.rbuf.advance(h.frame_len);
+                            let sql = format!(
+                                "DEALLOCATE {}",
+                                String::from_utf8_lossy(&stmt.server_name)
+                            );
+                            encode::query(&mut self.swbuf, &sql);
+                            self.count_request();
+                            self.pending.expect(Kind::Query, Mode::Forward, Hook::None);
+                            return Ok(None);
+                        }
+                    }
                 }
                 None => self.statements.clear(),
             }

@@ -1,0 +1,99 @@
+"""psycopg 3's prepared statements against schema changes and closing, through switchyard.
+
+- In one transaction, a statement using an enum type is prepared, the type and its table are
+  dropped and created again (psycopg then sends DEALLOCATE ALL) and the same statement is
+  prepared again: it must see the new type (a server statement parsed before the change
+  would fail with "cache lookup failed for type").
+- With --own-session (directly, or through session pooling, where the server session is the
+  client's own): the server's pg_prepared_statements after DEALLOCATE ALL, after
+  DEALLOCATE of one statement, and after psycopg closes the statements beyond its
+  prepared_max.
+
+Usage: python psycopg_statements.py DSN [--own-session]
+Exits non-zero with a message on the first failure; prints "ok" last on success.
+"""
+
+import sys
+
+import psycopg
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def change_type(dsn):
+    insert = "INSERT INTO cl_pst (tags) VALUES (%(v)s::cl_pst_enum[])"
+    with psycopg.connect(dsn, prepare_threshold=0, connect_timeout=10) as conn:
+        try:
+            for round in range(3):
+                conn.execute("DROP TABLE IF EXISTS cl_pst")
+                conn.execute("DROP TYPE IF EXISTS cl_pst_enum")
+                conn.execute("CREATE TYPE cl_pst_enum AS ENUM ('foo', 'bar')")
+                conn.execute("CREATE TABLE cl_pst (id serial, tags cl_pst_enum[])")
+                try:
+                    conn.execute(insert, {"v": ["foo", "bar"]})
+                except psycopg.Error as e:
+                    raise AssertionError(f"insert after re-creating the type (round {round}): {e}")
+            n = conn.execute("SELECT count(*) FROM cl_pst").fetchone()[0]
+            check(n == 1, f"rows in the last table: {n}")
+        finally:
+            conn.rollback()
+
+
+def server_statements(conn):
+    rows = conn.execute(
+        "SELECT statement FROM pg_prepared_statements ORDER BY prepare_time, statement",
+        prepare=False,
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def own_session(dsn):
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("SELECT 1 AS a", prepare=True)
+        conn.execute("SELECT 2 AS b", prepare=True)
+        got = server_statements(conn)
+        check(got == ["SELECT 1 AS a", "SELECT 2 AS b"], f"after preparing two: {got}")
+
+        conn.execute("DEALLOCATE ALL")
+        got = server_statements(conn)
+        check(got == [], f"after DEALLOCATE ALL: {got}")
+        # psycopg forgot them too: the next use prepares again, and it works.
+        check(conn.execute("SELECT 1 AS a", prepare=True).fetchone() == (1,), "select 1")
+
+        # A DDL statement makes psycopg drop its statements with DEALLOCATE ALL.
+        conn.execute("DROP TABLE IF EXISTS cl_pst_ddl")
+        got = server_statements(conn)
+        check(got == [], f"after a DDL statement (DEALLOCATE ALL by psycopg): {got}")
+
+        # psycopg closes the least recently used statement beyond prepared_max.
+        conn.prepared_max = 3
+        conn.prepare_threshold = 0
+        texts = [f"SELECT {i} AS n" for i in range(6)]
+        for t in texts:
+            check(conn.execute(t).fetchone() is not None, t)
+        got = server_statements(conn)
+        check(got == texts[-3:], f"with prepared_max = 3, the server has {got}")
+
+    # SQL DEALLOCATE of one protocol-level statement, by the name psycopg gave it.
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("SELECT 7 AS x", prepare=True)
+        conn.execute("SELECT 8 AS y", prepare=True)
+        check(len(server_statements(conn)) == 2, "two prepared")
+        # psycopg names its statements _pg3_<n>, in order.
+        conn.execute("DEALLOCATE _pg3_0", prepare=False)
+        got = server_statements(conn)
+        check(got == ["SELECT 8 AS y"], f"after DEALLOCATE _pg3_0: {got}")
+
+
+def main(dsn, own):
+    change_type(dsn)
+    if own:
+        own_session(dsn)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], "--own-session" in sys.argv[2:])
