@@ -571,35 +571,24 @@ fn psycopg3_statements_after_schema_changes_and_closes() {
     run_py_with(
         script,
         cluster.primary().port(),
-        &["--own-session"],
+        &["--alone"],
         "(control: directly against the primary)",
         limit,
     );
-    // Transaction pooling: server sessions are shared, so what the server lists in
-    // pg_prepared_statements is not the client's own; the schema change part applies.
-    let txn = ready_proxy();
-    let r = std::panic::catch_unwind(|| run_py(script, txn.port(), "(transaction pooling)", limit));
-    if let Err(e) = r {
-        eprintln!("proxy log:\n{}", txn.log_tail(40));
-        std::panic::resume_unwind(e);
-    }
-    drop(txn);
-    let session = start_ready_proxy(support::proxy::ProxyOptions {
-        pool_mode: "session".into(),
-        ..Default::default()
-    });
-    let r = std::panic::catch_unwind(|| {
-        run_py_with(
-            script,
-            session.port(),
-            &["--own-session"],
-            "(session pooling)",
-            limit,
-        )
-    });
-    if let Err(e) = r {
-        eprintln!("proxy log:\n{}", session.log_tail(40));
-        std::panic::resume_unwind(e);
+    // Each proxy serves only this script: what the server lists in pg_prepared_statements
+    // must be exactly what a direct connection shows, in both pool modes.
+    for mode in ["transaction", "session"] {
+        let proxy = start_ready_proxy(support::proxy::ProxyOptions {
+            pool_mode: mode.into(),
+            ..Default::default()
+        });
+        let r = std::panic::catch_unwind(|| {
+            run_py_with(script, proxy.port(), &["--alone"], mode, limit)
+        });
+        if let Err(e) = r {
+            eprintln!("proxy log:\n{}", proxy.log_tail(40));
+            std::panic::resume_unwind(e);
+        }
     }
 }
 

@@ -4,12 +4,15 @@
 //! those may still be open, and the protocol says closing a statement closes its portals.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use crate::session::statements::Statement;
 
 /// Statement ids prepared on a server connection, with when each was last used.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    /// Statement id → use stamp.
-    used: HashMap<u64, u64>,
+    /// Statement id → use stamp, and the statement (to tell whether any client still has it).
+    used: HashMap<u64, (u64, Weak<Statement>)>,
     /// Advances on every use.
     clock: u64,
     /// Stamp when the connection was last quiet: later uses are protected from eviction.
@@ -21,7 +24,7 @@ impl Prepared {
     pub fn touch(&mut self, id: u64) -> bool {
         self.clock += 1;
         match self.used.get_mut(&id) {
-            Some(stamp) => {
+            Some((stamp, _)) => {
                 *stamp = self.clock;
                 true
             }
@@ -29,10 +32,27 @@ impl Prepared {
         }
     }
 
-    /// Records `id` as prepared (and used now). False if it already was.
-    pub fn insert(&mut self, id: u64) -> bool {
+    /// Records `stmt` as prepared (and used now). False if it already was.
+    pub fn insert(&mut self, stmt: &Arc<Statement>) -> bool {
         self.clock += 1;
-        self.used.insert(id, self.clock).is_none()
+        self.used
+            .insert(stmt.id, (self.clock, Arc::downgrade(stmt)))
+            .is_none()
+    }
+
+    /// Removes the statements no client has prepared any more and returns their ids (for
+    /// the caller to close on the server).
+    pub fn take_unheld(&mut self) -> Vec<u64> {
+        let gone: Vec<u64> = self
+            .used
+            .iter()
+            .filter(|(_, (_, s))| !Statement::is_held(s))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &gone {
+            self.used.remove(id);
+        }
+        gone
     }
 
     /// Forgets `id` (its Parse failed, or it is being closed). False if it was not here.
@@ -70,8 +90,8 @@ impl Prepared {
         let (&id, _) = self
             .used
             .iter()
-            .filter(|(_, &stamp)| stamp <= self.batch_start)
-            .min_by_key(|(_, &stamp)| stamp)?;
+            .filter(|(_, (stamp, _))| *stamp <= self.batch_start)
+            .min_by_key(|(_, (stamp, _))| *stamp)?;
         self.used.remove(&id);
         Some(id)
     }
@@ -80,19 +100,31 @@ impl Prepared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::statements::Registry;
+
+    /// Statements with ids 1..=9 (`v[id - 1]`), kept alive by `v`.
+    fn statements(r: &Registry) -> Vec<Arc<Statement>> {
+        let v: Vec<_> = (1..=9)
+            .map(|i| r.intern(format!("select {i}").as_bytes(), b"", b""))
+            .collect();
+        assert!(v.iter().enumerate().all(|(i, s)| s.id == i as u64 + 1));
+        v
+    }
 
     #[test]
     fn evicts_least_recently_used_beyond_the_limit() {
+        let r = Registry::default();
+        let v = statements(&r);
         let mut p = Prepared::default();
         for id in 1..=3 {
-            assert!(p.insert(id));
+            assert!(p.insert(&v[id as usize - 1]));
         }
         p.mark_quiet();
         assert!(p.touch(1));
         assert!(!p.touch(9));
         assert_eq!(p.evict(3), None, "at the limit nothing goes");
         p.mark_quiet();
-        assert!(p.insert(4));
+        assert!(p.insert(&v[4 - 1]));
         assert_eq!(p.evict(3), Some(2), "2 is the least recently used");
         assert_eq!(p.evict(3), None);
         assert_eq!(p.len(), 3);
@@ -101,21 +133,46 @@ mod tests {
 
     #[test]
     fn never_evicts_what_the_current_batch_uses() {
+        let r = Registry::default();
+        let v = statements(&r);
         let mut p = Prepared::default();
-        p.insert(1);
-        p.insert(2);
+        p.insert(&v[1 - 1]);
+        p.insert(&v[2 - 1]);
         // Same batch: both protected, the set grows past the limit for now.
         assert_eq!(p.evict(1), None);
         assert_eq!(p.len(), 2);
         p.mark_quiet();
-        p.insert(3);
+        p.insert(&v[3 - 1]);
         assert_eq!(p.evict(1), Some(1));
         assert_eq!(p.evict(1), Some(2));
         assert_eq!(p.evict(1), None, "3 belongs to the current batch");
         p.remove(3);
         assert!(p.is_empty());
-        p.insert(5);
+        p.insert(&v[5 - 1]);
         p.clear();
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn statements_no_client_holds_are_taken_out() {
+        let r = Registry::default();
+        let mut v = statements(&r);
+        let mut p = Prepared::default();
+        for s in &v[..3] {
+            p.insert(s);
+        }
+        // Clients hold 1 and 2 (a second reference each, as a client's map would); 3 is only
+        // in the registry.
+        let held: Vec<_> = v[..2].to_vec();
+        v.truncate(0);
+        let mut gone = p.take_unheld();
+        gone.sort();
+        assert_eq!(gone, [3]);
+        assert_eq!(p.len(), 2);
+        drop(held);
+        let mut gone = p.take_unheld();
+        gone.sort();
+        assert_eq!(gone, [1, 2]);
         assert!(p.is_empty());
     }
 }

@@ -247,6 +247,7 @@ impl Session {
             .metrics
             .count_routed(d.target == Target::Primary, d.reason);
         self.sync_settings();
+        self.close_unheld_statements();
         if let Some(begin) = self.deferred_begin.take() {
             self.swbuf.extend_from_slice(&begin.frame);
             self.pending.expect(

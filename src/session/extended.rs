@@ -166,7 +166,7 @@ impl Session {
                 },
             );
         } else {
-            conn.prepared.insert(stmt.id);
+            conn.prepared.insert(&stmt);
             self.evict_prepared();
             self.close_before_parse(&stmt);
             encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
@@ -292,7 +292,7 @@ impl Session {
         self.note_quiet();
         let conn = &mut self.server.as_mut().expect("attached").conn;
         if !conn.prepared.touch(stmt.id) {
-            conn.prepared.insert(stmt.id);
+            conn.prepared.insert(stmt);
             self.evict_prepared();
             self.close_before_parse(stmt);
             encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
@@ -318,6 +318,36 @@ impl Session {
                     self.evict_prepared();
                 }
             }
+        }
+    }
+
+    /// Closes the statements no client has prepared any more on the connection just attached
+    /// (ahead of the request, whose Sync, Flush or Query makes the server answer them), the
+    /// first time this client gets it and after the client dropped statements: a client then
+    /// sees in `pg_prepared_statements` what it prepared (and what clients connected now
+    /// did), not what it deallocated or clients long gone left behind, and a server session
+    /// does not keep plans nobody can use. A client getting its own connection back costs
+    /// nothing.
+    /// (Only outside a transaction block, where no portal exists.)
+    pub(super) fn close_unheld_statements(&mut self) {
+        let Some(p) = self.server.as_mut() else {
+            return;
+        };
+        if p.conn.swept_for == self.id && !self.sweep_statements {
+            return;
+        }
+        if self.txn != TxnStatus::Idle {
+            // A portal of the block's may come from a statement the client deallocated with
+            // SQL (which keeps portals, where Close would end them): after the block.
+            self.sweep_statements = true;
+            return;
+        }
+        p.conn.swept_for = self.id;
+        self.sweep_statements = false;
+        for id in p.conn.prepared.take_unheld() {
+            let name = statements::server_name(id);
+            encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', name.as_bytes());
+            self.pending.expect(Kind::Close, Mode::Swallow, Hook::None);
         }
     }
 
@@ -433,6 +463,7 @@ impl Session {
                     self.pending.expect(Kind::Close, Mode::Forward, Hook::None);
                 }
                 None => {
+                    self.sweep_statements = true;
                     let mut b = BytesMut::new();
                     encode::empty(&mut b, tag::CLOSE_COMPLETE);
                     self.respond(b);

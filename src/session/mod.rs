@@ -161,6 +161,7 @@ async fn start(
         swbuf: BytesMut::new(),
         pending: Pending::default(),
         statements: HashMap::new(),
+        sweep_statements: false,
         unnamed: None,
         unnamed_effects: Default::default(),
         unnamed_deallocates: false,
@@ -280,6 +281,9 @@ struct Session {
     pending: Pending,
     /// The client's named prepared statements (client name → interned statement).
     statements: HashMap<Bytes, Arc<Statement>>,
+    /// The client dropped statements: the next connection attached closes those no client
+    /// has any more (see `close_unheld_statements`).
+    sweep_statements: bool,
     /// The client's unnamed statement: its whole Parse message, to replay on another server.
     unnamed: Option<Bytes>,
     /// Session effects and pin reason of `unnamed` (valid while it is `Some`).

@@ -186,6 +186,9 @@ impl Session {
                 }
                 None => self.statements.clear(),
             }
+            // What no client has now goes from the next connection attached (not from this
+            // one now: nothing would follow the Closes to make the server answer them).
+            self.sweep_statements = true;
             self.client.rbuf.advance(h.frame_len);
             let mut b = BytesMut::new();
             encode::command_complete(&mut b, if all { "DEALLOCATE ALL" } else { "DEALLOCATE" });

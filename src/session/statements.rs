@@ -40,6 +40,21 @@ pub struct Statement {
     pub depends: Option<Arc<Statement>>,
     /// The registry's schema epoch it was interned in.
     epoch: u64,
+    /// The registry still holds it (it was not swept or replaced since).
+    in_registry: std::sync::atomic::AtomicBool,
+}
+
+impl Statement {
+    /// Whether a client still has `s` (a server connection's weak reference) prepared: a
+    /// strong reference beyond the registry's own. (Also dependent statements and a client's
+    /// unnamed statement running it count: they prepare it when they run.)
+    pub fn is_held(s: &std::sync::Weak<Statement>) -> bool {
+        let refs = s.strong_count();
+        match s.upgrade() {
+            Some(st) => refs > usize::from(st.in_registry.load(Ordering::Acquire)),
+            None => false,
+        }
+    }
 }
 
 /// The proxy-wide registry; looked up only when a client parses a named statement.
@@ -119,7 +134,13 @@ impl Registry {
         if map.len() >= self.sweep_at.load(Ordering::Relaxed) {
             // Statements no client holds any more (closed, discarded, client gone). Server
             // connections may still have them; their limit closes them in time.
-            map.retain(|_, s| Arc::strong_count(s) > 1);
+            map.retain(|_, s| {
+                let keep = Arc::strong_count(s) > 1;
+                if !keep {
+                    s.in_registry.store(false, Ordering::Release);
+                }
+                keep
+            });
             self.sweep_at
                 .store((map.len() * 2).max(MIN_SWEEP), Ordering::Relaxed);
         }
@@ -133,8 +154,11 @@ impl Registry {
             terminate: std::sync::OnceLock::new(),
             depends: depends.cloned(),
             epoch,
+            in_registry: std::sync::atomic::AtomicBool::new(true),
         });
-        map.insert(key, s.clone());
+        if let Some(old) = map.insert(key, s.clone()) {
+            old.in_registry.store(false, Ordering::Release);
+        }
         if let Some(g) = &self.gauge {
             g.set(map.len() as i64);
         }

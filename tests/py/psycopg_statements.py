@@ -4,12 +4,12 @@
   dropped and created again (psycopg then sends DEALLOCATE ALL) and the same statement is
   prepared again: it must see the new type (a server statement parsed before the change
   would fail with "cache lookup failed for type").
-- With --own-session (directly, or through session pooling, where the server session is the
-  client's own): the server's pg_prepared_statements after DEALLOCATE ALL, after
-  DEALLOCATE of one statement, and after psycopg closes the statements beyond its
-  prepared_max.
+- With --alone (directly, or through a proxy no other client uses): the server's
+  pg_prepared_statements after DEALLOCATE ALL, after DEALLOCATE of one statement, after
+  psycopg closes the statements beyond its prepared_max, and in a new connection after
+  another one prepared statements and left.
 
-Usage: python psycopg_statements.py DSN [--own-session]
+Usage: python psycopg_statements.py DSN [--alone]
 Exits non-zero with a message on the first failure; prints "ok" last on success.
 """
 
@@ -50,7 +50,7 @@ def server_statements(conn):
     return [r[0] for r in rows]
 
 
-def own_session(dsn):
+def alone(dsn):
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         conn.execute("SELECT 1 AS a", prepare=True)
         conn.execute("SELECT 2 AS b", prepare=True)
@@ -87,13 +87,21 @@ def own_session(dsn):
         got = server_statements(conn)
         check(got == ["SELECT 8 AS y"], f"after DEALLOCATE _pg3_0: {got}")
 
+    # A new connection after that one left: nothing of the other's, and its own.
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        got = server_statements(conn)
+        check(got == [], f"a new connection sees {got}")
+        conn.execute("SELECT 9 AS z", prepare=True)
+        got = server_statements(conn)
+        check(got == ["SELECT 9 AS z"], f"a new connection's own: {got}")
 
-def main(dsn, own):
+
+def main(dsn, only_client):
     change_type(dsn)
-    if own:
-        own_session(dsn)
+    if only_client:
+        alone(dsn)
     print("ok")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], "--own-session" in sys.argv[2:])
+    main(sys.argv[1], "--alone" in sys.argv[2:])
