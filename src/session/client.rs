@@ -246,6 +246,11 @@ impl Session {
             }
             self.wrote = self.current.config.config.routing.read_write_split;
         }
+        if self.sweep_statements && self.server.is_some() && self.at_request_boundary() {
+            // The client dropped statements and its next request follows on the connection it
+            // has: those no client has any more are closed ahead of it.
+            self.close_unheld_statements();
+        }
         if let Some(r) = self.retry.as_mut() {
             r.original
                 .extend_from_slice(&self.client.rbuf[..h.frame_len]);

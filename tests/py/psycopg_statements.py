@@ -87,6 +87,15 @@ def alone(dsn):
         got = server_statements(conn)
         check(got == ["SELECT 8 AS y"], f"after DEALLOCATE _pg3_0: {got}")
 
+    # DEALLOCATE ALL by psycopg right after a write (switchyard still reads the commit's
+    # position on the connection), then a query at once.
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("SELECT 10 AS w", prepare=True)
+        conn.execute("DROP TABLE IF EXISTS cl_pst_x; CREATE TABLE cl_pst_x ()")
+        got = server_statements(conn)
+        conn.execute("DROP TABLE cl_pst_x")
+        check(got == [], f"after a write and DEALLOCATE ALL: {got}")
+
     # A new connection after that one left: nothing of the other's, and its own.
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         got = server_statements(conn)
