@@ -454,8 +454,8 @@ impl Session {
             // The client's name is forgotten. On the attached connection the statement is
             // closed too (the server's answer is the client's), as on PostgreSQL, unless
             // another of the client's names is the same statement; other clients prepare it
-            // there again when they need it. With no connection attached, the connections
-            // that have it keep it until their limit evicts it.
+            // there again when they need it. Else it goes (if no other client has it) ahead
+            // of the client's next request, see `close_unheld_statements`.
             let stmt = self.statements.remove(name);
             match stmt.filter(|s| self.close_on_server(s)) {
                 Some(s) => {
