@@ -11,7 +11,7 @@
 //! to the primary for good. Such a position is lowered to where the new timeline began.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::cluster::Epoch;
@@ -20,9 +20,13 @@ use crate::config::RywScope;
 /// One scope's watermark.
 #[derive(Debug, Default)]
 pub struct Watermark {
-    /// The position and the timeline it was recorded on, under one lock: a new timeline's
-    /// commit must never be lowered as an old timeline's position.
+    /// The position and the timeline it was recorded on, changed under one lock: a new
+    /// timeline's commit must never be lowered as an old timeline's position.
     at: Mutex<Position>,
+    /// Copies of `at` for readers (lock-free while the timeline is current): the position,
+    /// then the timeline, stored in that order.
+    lsn: AtomicU64,
+    timeline: AtomicU32,
     in_flight: AtomicUsize,
 }
 
@@ -64,9 +68,12 @@ impl Watermark {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let mut at = self.lock();
-        at.settle(epoch);
-        Some(at.lsn)
+        if self.timeline.load(Ordering::Acquire) < epoch.timeline {
+            let mut at = self.lock();
+            at.settle(epoch);
+            self.publish(&at);
+        }
+        Some(self.lsn.load(Ordering::Acquire))
     }
 
     /// A commit was reported to the client; its position is being read.
@@ -78,11 +85,19 @@ impl Watermark {
     /// commit was reported), or `None`: lost, give up waiting for it.
     pub fn end_commit(&self, lsn: Option<u64>, epoch: Epoch) {
         if let Some(l) = lsn {
-            self.lock().raise(l, epoch);
+            let mut at = self.lock();
+            at.raise(l, epoch);
+            self.publish(&at);
         }
         let _ = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Makes `at` (locked) what readers see.
+    fn publish(&self, at: &Position) {
+        self.lsn.store(at.lsn, Ordering::Release);
+        self.timeline.store(at.epoch.timeline, Ordering::Release);
     }
 
     /// The position (nothing panics while holding it).

@@ -575,11 +575,14 @@ fn psycopg3_statements_after_schema_changes_and_closes() {
         "(control: directly against the primary)",
         limit,
     );
-    // Each proxy serves only this script: what the server lists in pg_prepared_statements
-    // must be exactly what a direct connection shows, in both pool modes.
+    // Each proxy serves only this script and sends everything to the primary (with reads
+    // split, each read may run on another server, which lists its own statements): what the
+    // server lists in pg_prepared_statements must be exactly what a direct connection shows,
+    // in both pool modes.
     for mode in ["transaction", "session"] {
         let proxy = start_ready_proxy(support::proxy::ProxyOptions {
             pool_mode: mode.into(),
+            extra_tables: "[routing]\nread_write_split = false\n".into(),
             ..Default::default()
         });
         let r = std::panic::catch_unwind(|| {
