@@ -39,12 +39,7 @@ pub struct Server {
 impl Server {
     /// Binds the listeners for `config` (nothing is accepted until [`Server::run`]).
     pub async fn bind(config: Loaded, config_path: Option<PathBuf>) -> Result<Server, RunError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| RunError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        // The HTTP port first: once clients can connect, /metrics and /readyz answer too.
         let http = match config.http_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -53,6 +48,12 @@ impl Server {
             ),
             None => None,
         };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let metrics = Arc::new(Metrics::new());
         let cluster = Arc::new(Cluster::new(ClusterView::default()));
         let pools = Arc::new(crate::pool::Pools::new(metrics.clone()));

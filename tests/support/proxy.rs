@@ -147,18 +147,22 @@ impl Proxy {
                     self.log_tail(100)
                 );
             }
-            if std::net::TcpStream::connect_timeout(
-                &self.addr().parse().unwrap(),
-                Duration::from_millis(200),
-            )
-            .is_ok()
-            {
+            // Both ports: tests go to /status or /metrics first thing.
+            let up = |port: u16| {
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+            };
+            if up(self.port) && up(self.http_port) {
                 return;
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "switchyard did not listen on {} within {timeout:?}\nlog:\n{}",
+                    "switchyard did not listen on {} (http {}) within {timeout:?}\nlog:\n{}",
                     self.addr(),
+                    self.http_port,
                     self.log_tail(100)
                 );
             }
