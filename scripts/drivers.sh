@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs real drivers' own test suites, unmodified, on a throwaway primary: directly, then
-# through switchyard in transaction pooling and in session pooling mode, and compares them
-# test by test. A test that passes directly must pass through the proxy; the script exits 1
+# through switchyard in transaction pooling and in session pooling mode, and (split) in
+# transaction pooling in front of the primary and two streaming replicas with reads split;
+# and compares them test by test. A test that passes directly must pass through the proxy; the script exits 1
 # when one does not, and prints which.
 #
 # Suites (the released source distributions from PyPI, the drivers' wheels in a private venv):
@@ -11,7 +12,8 @@
 #              when run as root)
 #
 # Usage: scripts/drivers.sh [SUITE...] [-- MODE...]
-#   SUITE: psycopg2, asyncpg (default: both); MODE: direct, transaction, session (default: all)
+#   SUITE: psycopg2, asyncpg (default: both)
+#   MODE: direct, transaction, session, split (default: all)
 # Output: target/drivers/<suite>/<mode>.log (the runner's output) and <mode>.tsv (test, outcome).
 set -euo pipefail
 
@@ -37,16 +39,16 @@ for arg in "$@"; do
         esac
     else
         case "$arg" in
-            direct | transaction | session) MODES+=("$arg") ;;
+            direct | transaction | session | split) MODES+=("$arg") ;;
             *)
-                echo "drivers.sh: unknown mode: $arg (direct, transaction, session)" >&2
+                echo "drivers.sh: unknown mode: $arg (direct, transaction, session, split)" >&2
                 exit 2
                 ;;
         esac
     fi
 done
 [ ${#SUITES[@]} -eq 0 ] && SUITES=(psycopg2 asyncpg)
-[ ${#MODES[@]} -eq 0 ] && MODES=(direct transaction session)
+[ ${#MODES[@]} -eq 0 ] && MODES=(direct transaction session split)
 [ "${MODES[0]}" = direct ] || MODES=(direct "${MODES[@]}")
 
 ./scripts/deps.sh </dev/null
@@ -80,6 +82,7 @@ fetch_tests asyncpg "$ASYNCPG_VERSION"
 
 # ---------------------------------------------------------------- runs
 start_primary
+[[ " ${MODES[*]} " == *" split "* ]] && start_replicas 2
 
 prepare_db() { # SUITE: a fresh database for the suite
     case "$1" in
@@ -126,6 +129,7 @@ for suite in "${SUITES[@]}"; do
     for mode in "${MODES[@]}"; do
         rollback_prepared
         prepare_db "$suite"
+        [ "$mode" = split ] && wait_replay
         if [ "$mode" = direct ]; then
             PORT=$PG_PORT
         else
@@ -135,6 +139,7 @@ for suite in "${SUITES[@]}"; do
         started=$(date +%s)
         status=0
         run_suite "$suite" "$mode" "$PORT" || status=$?
+        [ "$mode" = split ] && log "$mode: transactions per backend: $(transactions_per_backend)"
         [ "$mode" != direct ] && stop_proxy "$(suite_db "$suite")"
         [ "$status" -eq 124 ] && log "$suite ($mode): cut off after ${RUN_TIMEOUT}s (hang?)"
         touch "$out/$mode.tsv"
@@ -160,11 +165,11 @@ for suite in "${SUITES[@]}"; do
                 }
             }' "$out/direct.tsv" "$out/$mode.tsv" | sort)
         if [ -n "$worse" ]; then
-            log "$suite, $mode pooling: fails where PostgreSQL directly passes (see $out/$mode.log):"
+            log "$suite, $mode: fails where PostgreSQL directly passes (see $out/$mode.log):"
             echo "$worse" >&2
             rc=1
         else
-            log "$suite, $mode pooling: every test that passes directly passes"
+            log "$suite, $mode: every test that passes directly passes"
         fi
     done
 done

@@ -37,9 +37,15 @@ RUN=$(mktemp -d /tmp/switchyard-script.XXXXXX)
 chmod 755 "$RUN"
 [ "$(id -u)" -eq 0 ] && chown postgres "$RUN"
 PG_PORT=""
+REPLICA_PORTS=()
 SY_PID=""
+SY_HTTP=""
 cleanup() {
     [ -n "$SY_PID" ] && kill -INT "$SY_PID" 2>/dev/null && wait "$SY_PID" 2>/dev/null
+    local i
+    for ((i = 1; i <= ${#REPLICA_PORTS[@]}; i++)); do
+        as_pg "$BINDIR/pg_ctl" -D "$RUN/replica$i" -m immediate stop >/dev/null 2>&1
+    done
     [ -n "$PG_PORT" ] && as_pg "$BINDIR/pg_ctl" -D "$RUN/data" -m immediate stop >/dev/null 2>&1
     rm -rf "$RUN"
 }
@@ -74,41 +80,105 @@ EOF
     as_pg "$BINDIR/pg_ctl" -D "$RUN/data" -l "$RUN/postgres.log" -w start >/dev/null
 }
 
-# Starts switchyard in front of the primary: start_proxy MODE LOGFILE (MODE: transaction or
-# session); the superuser `postgres` is its only user (trust). Sets PORT and SY_PID.
+# Starts N streaming replicas of the primary (pg_basebackup -R, hot standby); appends their
+# ports to REPLICA_PORTS. Call once.
+start_replicas() {
+    local i port dir
+    for ((i = 1; i <= $1; i++)); do
+        port=$(free_port)
+        dir=$RUN/replica$i
+        as_pg "$BINDIR/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$dir" -R \
+            -X stream -c fast >"$RUN/basebackup$i.log" 2>&1 || {
+            cat "$RUN/basebackup$i.log"
+            die "pg_basebackup for replica $i failed"
+        }
+        echo "port = $port" >>"$dir/postgresql.conf"
+        REPLICA_PORTS+=("$port")
+        log "replica $i on 127.0.0.1:$port"
+        as_pg "$BINDIR/pg_ctl" -D "$dir" -l "$RUN/replica$i.log" -w start >/dev/null
+    done
+}
+
+# Waits (up to 30 s) until every replica has replayed the primary's WAL as of now: what was
+# set up directly on the primary (a database, an extension) is then there on the replicas too.
+wait_replay() {
+    local lsn port i
+    lsn=$(pg_psql postgres -c 'SELECT pg_current_wal_lsn()')
+    for port in "${REPLICA_PORTS[@]}"; do
+        for ((i = 0; i < 300; i++)); do
+            [ "$("$BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d postgres -c \
+                "SELECT pg_last_wal_replay_lsn() >= '$lsn'")" = t ] && continue 2
+            sleep 0.1
+        done
+        die "replica on port $port did not replay up to $lsn within 30 s"
+    done
+}
+
+# Starts switchyard: start_proxy MODE LOGFILE. MODE: transaction or session, in front of the
+# primary alone; split: transaction pooling in front of the primary and the replicas
+# (start_replicas), reads split with the default consistency (read-your-writes). The superuser
+# `postgres` is its only user (trust). Waits until every backend is up in /status. Sets PORT
+# and SY_PID.
 start_proxy() {
-    local port http
+    local port http pool_mode=$1 backends=("$PG_PORT") i
+    if [ "$1" = split ]; then
+        pool_mode=transaction
+        backends+=("${REPLICA_PORTS[@]}")
+    fi
     port=$(free_port)
     http=$(free_port)
     cat >"$RUN/switchyard.toml" <<EOF
 listen = "127.0.0.1:$port"
 http_listen = "127.0.0.1:$http"
-pool_mode = "$1"
+pool_mode = "$pool_mode"
 max_client_connections = 400
 
 [pool]
 size = 60
 
-[[backends]]
-name = "primary"
-address = "127.0.0.1:$PG_PORT"
-
-[[users]]
-name = "postgres"
-auth = "trust"
+[health]
+interval = "200ms"
 EOF
+    for ((i = 0; i < ${#backends[@]}; i++)); do
+        printf '\n[[backends]]\nname = "pg%d"\naddress = "127.0.0.1:%s"\n' "$i" "${backends[$i]}" \
+            >>"$RUN/switchyard.toml"
+    done
+    printf '\n[[users]]\nname = "postgres"\nauth = "trust"\n' >>"$RUN/switchyard.toml"
     setsid "$SY_BIN" run --config "$RUN/switchyard.toml" >"$2" 2>&1 </dev/null &
     SY_PID=$!
-    local i
     for ((i = 0; i < 300; i++)); do
         if "$BINDIR/psql" -X -At -h 127.0.0.1 -p "$port" -U postgres -d postgres \
-            -c 'SELECT 1' >/dev/null 2>&1; then
+            -c 'SELECT 1' >/dev/null 2>&1 && backends_up "$http" "${#backends[@]}"; then
             PORT=$port
+            SY_HTTP=$http
             return
         fi
         sleep 0.1
     done
     die "switchyard did not become ready (see $2)"
+}
+
+# True when switchyard's /status on 127.0.0.1:HTTP lists N backends, all up: backends_up HTTP N
+backends_up() {
+    python3 -c '
+import json, sys, urllib.request
+port, n = sys.argv[1], int(sys.argv[2])
+with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
+    backends = json.load(r)["backends"]
+sys.exit(0 if len(backends) == n and all(b["up"] for b in backends) else 1)
+' "$1" "$2" 2>/dev/null
+}
+
+# switchyard's transactions per backend so far, from /metrics ("pg0 1234, pg1 567, ..."): in
+# split mode this shows the replicas served reads.
+transactions_per_backend() {
+    python3 -c '
+import sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5) as r:
+    lines = r.read().decode().splitlines()
+pre = "switchyard_transactions_total{backend=\""
+print(", ".join(l[len(pre):].replace("\"} ", " ") for l in lines if l.startswith(pre)))
+' "$SY_HTTP"
 }
 
 # Stops switchyard and waits until its server connections to database DB have ended (so that

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs PostgreSQL's own regression suite (pg_regress, parallel schedule) on a throwaway
 # primary: directly, then through switchyard in transaction pooling and in session pooling
-# mode. A test that passes directly must pass through the proxy; the script exits 1 when one
-# does not, and prints which.
+# mode, and (split) in transaction pooling in front of the primary and two streaming replicas
+# with reads split. A test that passes directly must pass through the proxy; the script exits 1
+# when one does not, and prints which.
 #
 # The suite's SQL and expected files are not in Debian's binary packages: they are taken from
 # the source package of the installed server version (`apt-get source`, with a deb-src entry
@@ -10,19 +11,19 @@
 # functions some tests load (regress.so) are built with the server headers
 # (postgresql-server-dev-<major>, installed when missing).
 #
-# Usage: scripts/regress.sh [MODE...]     MODE: direct, transaction, session (default: all)
+# Usage: scripts/regress.sh [MODE...]     MODE: direct, transaction, session, split (default: all)
 # Output and diffs: target/regress/<mode>/ (regression.out, regression.diffs).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 MODES=("$@")
-[ ${#MODES[@]} -eq 0 ] && MODES=(direct transaction session)
+[ ${#MODES[@]} -eq 0 ] && MODES=(direct transaction session split)
 for m in "${MODES[@]}"; do
     case "$m" in
-        direct | transaction | session) ;;
+        direct | transaction | session | split) ;;
         *)
-            echo "regress.sh: unknown mode: $m (direct, transaction, session)" >&2
+            echo "regress.sh: unknown mode: $m (direct, transaction, session, split)" >&2
             exit 2
             ;;
     esac
@@ -126,6 +127,7 @@ build_regress_so
 log "regression tests: $SRC (server $VERSION)"
 
 start_primary
+[[ " ${MODES[*]} " == *" split "* ]] && start_replicas 2
 
 # ---------------------------------------------------------------- runs
 declare -A FAILED
@@ -145,6 +147,7 @@ for mode in "${MODES[@]}"; do
         --dlpath="$DLDIR" --schedule="$SRC/parallel_schedule" --host=127.0.0.1 --port="$PORT" \
         --user=postgres --max-connections=20) >"$out/pg_regress.log" 2>&1
     set -e
+    [ "$mode" = split ] && log "$mode: transactions per backend: $(transactions_per_backend)"
     [ "$mode" != direct ] && stop_proxy regression
     FAILED[$mode]=$(awk '/\.\.\. FAILED|\.\.\. failed/ { for (i = 1; i <= NF; i++) if ($i == "...") { print $(i - 1); break } }' \
         "$out/pg_regress.log" | sort | tr '\n' ' ')
@@ -165,10 +168,10 @@ if [ -n "${FAILED[direct]+set}" ]; then
         extra=$(comm -13 <(tr ' ' '\n' <<<"${FAILED[direct]}" | sed '/^$/d' | sort) \
             <(tr ' ' '\n' <<<"${FAILED[$mode]}" | sed '/^$/d' | sort) | tr '\n' ' ')
         if [ -n "$extra" ]; then
-            log "$mode pooling: fails where PostgreSQL directly passes: $extra(diffs: $WORK/$mode/regression.diffs)"
+            log "$mode: fails where PostgreSQL directly passes: $extra(diffs: $WORK/$mode/regression.diffs)"
             rc=1
         else
-            log "$mode pooling: same result as PostgreSQL directly"
+            log "$mode: same result as PostgreSQL directly"
         fi
     done
 fi

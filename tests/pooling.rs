@@ -1447,6 +1447,25 @@ async fn custom_settings_follow_the_client_and_never_leak() {
         4,
         "a did not change server connection: {pids:?}"
     );
+    // A reset custom setting, and one reset without ever being set, exist with an empty value
+    // (SHOW answers '' instead of failing with "unrecognized configuration parameter"), on the
+    // next server connection too.
+    q(&a, "RESET app.tenant_id").await;
+    q(&a, "RESET app.never_set").await;
+    kill_server(backend_pid(&a).await).await;
+    for name in ["app.tenant_id", "app.never_set"] {
+        match try_simple(&a, &format!("SHOW {name}")).await {
+            Ok(_) => {
+                let v = show(&a, name).await;
+                if !v.is_empty() {
+                    problems.push(format!("after RESET, {name} is {v:?}, not ''"));
+                }
+            }
+            Err(e) => problems.push(format!(
+                "after RESET, SHOW {name} on another server connection failed: {e:?}"
+            )),
+        }
+    }
     drop((a, h, p2));
 
     // Never leaks: one shared server connection.
@@ -3862,4 +3881,71 @@ async fn a_session_whose_server_ends_mid_request_gets_only_the_fatal() {
     );
     assert_eq!(err_field(&got[1].1, b'S').as_deref(), Some("FATAL"));
     assert_eq!(err_field(&got[1].1, b'C').as_deref(), Some("57P01"));
+}
+
+/// A statement the client described keeps its row shape. After a schema change that alters
+/// it, its Bind on another server connection (where the proxy must prepare it anew) fails as
+/// on PostgreSQL ("cached plan must not change result type", 0A000) instead of returning rows
+/// of the new shape for the client to decode with the old one; after a schema change that
+/// does not alter it, it runs there as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_described_statement_keeps_its_row_shape_on_another_connection() {
+    let p = proxy("transaction", "size = 2");
+    let a = connect(&p).await;
+    let ddl = connect(&p).await;
+    q(&ddl, "DROP TABLE IF EXISTS shape_t").await;
+    q(&ddl, "CREATE TABLE shape_t (a int, b int)").await;
+    q(&ddl, "INSERT INTO shape_t VALUES (1, 2)").await;
+    let st = bounded("prepare", a.prepare("SELECT * FROM shape_t"))
+        .await
+        .unwrap();
+    let rows = bounded("query", a.query(&st, &[])).await.unwrap();
+    assert_eq!(rows[0].get::<_, i32>(1), 2);
+
+    // A schema change that keeps the shape: the statement runs on a new connection.
+    q(&ddl, "CREATE INDEX ON shape_t (a)").await;
+    let before = backend_pid(&a).await;
+    kill_server(before).await;
+    let rows = bounded("query after CREATE INDEX", a.query(&st, &[]))
+        .await
+        .unwrap_or_else(|e| panic!("after a schema change that keeps the shape: {e:?}"));
+    assert_eq!(rows[0].get::<_, i32>(1), 2);
+    assert_ne!(
+        backend_pid(&a).await,
+        before,
+        "a kept its server connection"
+    );
+
+    // One that changes it.
+    q(&ddl, "ALTER TABLE shape_t ALTER COLUMN b TYPE text").await;
+    kill_server(backend_pid(&a).await).await;
+    match bounded("query after ALTER", a.query(&st, &[])).await {
+        Ok(rows) => panic!(
+            "the statement ran with a new row shape ({:?}) on another connection",
+            rows[0].columns()
+        ),
+        Err(e) => {
+            assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+            assert_eq!(
+                e.as_db_error().map(|d| d.message()),
+                Some("cached plan must not change result type"),
+                "{e:?}"
+            );
+            // Drivers recognise it by its routine (asyncpg then prepares it again).
+            assert_eq!(
+                e.as_db_error().and_then(|d| d.routine()),
+                Some("RevalidateCachedQuery"),
+                "{e:?}"
+            );
+        }
+    }
+    // The client's next request works (the failed batch ended), and the statement prepared
+    // again has the new shape.
+    assert_eq!(one(&a, "SELECT 1").await, "1");
+    let st = bounded("prepare again", a.prepare("SELECT * FROM shape_t"))
+        .await
+        .unwrap();
+    let rows = bounded("query", a.query(&st, &[])).await.unwrap();
+    assert_eq!(rows[0].get::<_, String>(1), "2");
+    q(&ddl, "DROP TABLE shape_t").await;
 }

@@ -430,6 +430,69 @@ impl ServerConn {
         }
     }
 
+    /// Prepares statement `name` anew (closing a copy the connection may hold) and describes
+    /// it, outside the relay, on an idle connection: returns the RowDescription or NoData
+    /// message, or the server's error (the statement is then not prepared). Not cancel safe.
+    pub async fn prepare_described(
+        &mut self,
+        name: &[u8],
+        query: &[u8],
+        types: &[u8],
+        timeout: Duration,
+    ) -> io::Result<Result<bytes::Bytes, ServerError>> {
+        use protocol::encode;
+        let fut = async {
+            let mut out = BytesMut::new();
+            encode::describe_or_close(&mut out, tag::CLOSE, b'S', name);
+            encode::parse(&mut out, name, query, types);
+            encode::describe_or_close(&mut out, tag::DESCRIBE, b'S', name);
+            encode::empty(&mut out, tag::SYNC);
+            self.stream.write_all(&out).await?;
+            let mut shape = None;
+            let mut error = None;
+            loop {
+                let (t, frame) =
+                    crate::net::read_message(&mut self.stream, &mut self.rbuf, 64 << 20).await?;
+                match t {
+                    tag::ROW_DESCRIPTION | tag::NO_DATA => shape = Some(frame.freeze()),
+                    tag::ERROR_RESPONSE if error.is_none() => {
+                        error = Some(ServerError::from(ErrorFields::parse(&frame[5..])))
+                    }
+                    tag::PARAMETER_STATUS => self.note_parameter(&frame[5..]),
+                    tag::READY_FOR_QUERY => {
+                        if frame.get(5).and_then(|&b| TxnStatus::from_byte(b))
+                            != Some(TxnStatus::Idle)
+                        {
+                            self.broken = true;
+                        }
+                        return Ok(match (error, shape) {
+                            (None, Some(shape)) => Ok(shape),
+                            (Some(e), _) => Err(e),
+                            (None, None) => Err(ServerError {
+                                severity: "ERROR".into(),
+                                code: "08P01".into(),
+                                message: "no row description for a described statement".into(),
+                            }),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => {
+                if r.is_err() {
+                    self.broken = true;
+                }
+                r
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(io::ErrorKind::TimedOut.into())
+            }
+        }
+    }
+
     /// Sends `unsent` (the rest of requests already begun) and reads the answers to `queries`
     /// simple queries sent before, discarding them. Returns whether the connection ended up
     /// idle outside a transaction, ready for another client.

@@ -22,6 +22,18 @@ fn cstr(buf: &mut BytesMut, s: &[u8]) {
 
 /// ErrorResponse (or NoticeResponse with `tag = b'N'`) with severity, SQLSTATE and message.
 pub fn error_fields(buf: &mut BytesMut, tag: u8, severity: &str, code: &str, msg: &str) {
+    error_with(buf, tag, severity, code, msg, &[]);
+}
+
+/// [`error_fields`] with more fields (`(field type, value)`: `b'R'` for the routine, ...).
+pub fn error_with(
+    buf: &mut BytesMut,
+    tag: u8,
+    severity: &str,
+    code: &str,
+    msg: &str,
+    extra: &[(u8, &str)],
+) {
     message(buf, tag, |b| {
         b.put_u8(b'S');
         cstr(b, severity.as_bytes());
@@ -31,6 +43,10 @@ pub fn error_fields(buf: &mut BytesMut, tag: u8, severity: &str, code: &str, msg
         cstr(b, code.as_bytes());
         b.put_u8(b'M');
         cstr(b, msg.as_bytes());
+        for (t, v) in extra {
+            b.put_u8(*t);
+            cstr(b, v.as_bytes());
+        }
         b.put_u8(0);
     });
 }

@@ -391,6 +391,12 @@ impl Session {
     pub(super) fn respond_batch_error(&mut self, code: &str, message: &str) {
         let mut b = BytesMut::new();
         encode::error(&mut b, "ERROR", code, message);
+        self.respond_batch_error_message(b);
+    }
+
+    /// [`respond_batch_error`](Self::respond_batch_error) with an ErrorResponse message made
+    /// by the caller.
+    pub(super) fn respond_batch_error_message(&mut self, b: BytesMut) {
         self.respond(b);
         self.skip_until_sync = true;
         if self.server.is_some() {

@@ -353,7 +353,7 @@ impl Session {
 
     /// Closes the least recently used statements on the attached connection while it holds
     /// more than `max_prepared_statements` (the server keeps each one's plan in memory).
-    fn evict_prepared(&mut self) {
+    pub(super) fn evict_prepared(&mut self) {
         let max = self.max_prepared;
         let Some(p) = self.server.as_mut() else {
             return;
@@ -386,6 +386,21 @@ impl Session {
         let Some((portal, name, rest)) = parsed else {
             return Err(Fatal::protocol("malformed Bind message"));
         };
+        if self.shape_changed(name) {
+            // As PostgreSQL answers the Bind of a statement a schema change altered (drivers
+            // know the error by its routine: asyncpg then prepares the statement again).
+            let mut b = BytesMut::new();
+            encode::error_with(
+                &mut b,
+                tag::ERROR_RESPONSE,
+                "ERROR",
+                "0A000",
+                "cached plan must not change result type",
+                &[(b'F', "plancache.c"), (b'R', "RevalidateCachedQuery")],
+            );
+            self.respond_batch_error_message(b);
+            return Ok(());
+        }
         let Some((server_name, stmt)) = self.prepare_statement(name)? else {
             return Ok(());
         };
@@ -481,22 +496,26 @@ impl Session {
             self.respond(b);
             return Ok(());
         }
+        let mut hook = Hook::None;
         if which == b'P' || kind == Kind::Close {
             if kind == Kind::Close && which == b'S' {
                 self.forget_unnamed();
             }
             self.swbuf.extend_from_slice(frame);
         } else {
-            let Some(server_name) = self.prepare_for_use(name)? else {
+            let Some((server_name, stmt)) = self.prepare_statement(name)? else {
                 return Ok(());
             };
+            if let Some(s) = stmt.filter(|s| s.shape.get().is_none()) {
+                hook = Hook::Shape { id: s.id };
+            }
             if server_name.as_ref() == name {
                 self.swbuf.extend_from_slice(frame);
             } else {
                 encode::describe_or_close(&mut self.swbuf, t, b'S', &server_name);
             }
         }
-        self.pending.expect(kind, Mode::Forward, Hook::None);
+        self.pending.expect(kind, Mode::Forward, hook);
         Ok(())
     }
 }

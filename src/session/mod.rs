@@ -16,6 +16,7 @@ pub mod route;
 mod sequences;
 mod serverside;
 pub mod settings;
+mod shapes;
 pub mod statements;
 
 use std::collections::HashMap;
@@ -162,6 +163,9 @@ async fn start(
         pending: Pending::default(),
         statements: HashMap::new(),
         sweep_statements: false,
+        shapes_epoch: 0,
+        stale_shapes: false,
+        changed_shapes: Vec::new(),
         unnamed: None,
         unnamed_effects: Default::default(),
         unnamed_deallocates: false,
@@ -284,6 +288,12 @@ struct Session {
     /// The client dropped statements: the next connection attached closes those no client
     /// has any more (see `close_unheld_statements`).
     sweep_statements: bool,
+    /// The statement registry's epoch when `stale_shapes` was found (shapes.rs).
+    shapes_epoch: u64,
+    /// Some statement the client described was interned before the schema last changed.
+    stale_shapes: bool,
+    /// Statements whose row shape changed, found for the current request (shapes.rs).
+    changed_shapes: Vec<u64>,
     /// The client's unnamed statement: its whole Parse message, to replay on another server.
     unnamed: Option<Bytes>,
     /// Session effects and pin reason of `unnamed` (valid while it is `Some`).

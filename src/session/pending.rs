@@ -91,6 +91,11 @@ pub enum Hook {
         id: u64,
         name: Bytes,
     },
+    /// The client's Describe of statement `id`, whose row shape is not recorded yet: its
+    /// answer is (see [`Matched::shape_of`]).
+    Shape {
+        id: u64,
+    },
 }
 
 /// One expected response.
@@ -115,6 +120,8 @@ pub struct Matched {
     pub completed: Option<(Kind, Mode)>,
     /// That entry's hook was [`Hook::HoldReady`].
     pub hold_ready: bool,
+    /// That entry's hook was [`Hook::Shape`]: the message is statement `id`'s row shape.
+    pub shape_of: Option<u64>,
     /// An error skipped entries: their hooks are waiting in [`Pending::take_skipped`].
     pub skipped: bool,
     /// The mode of the entry the message belonged to.
@@ -214,6 +221,7 @@ impl Pending {
             capture: false,
             completed: None,
             hold_ready: false,
+            shape_of: None,
             skipped: false,
             mode: Mode::Forward,
             awaiting_sync: false,
@@ -269,6 +277,9 @@ impl Pending {
             if let Some(Expect::Server { kind, mode, hook }) = self.q.pop_front() {
                 m.completed = Some((kind, mode));
                 m.hold_ready = matches!(hook, Hook::HoldReady);
+                if let Hook::Shape { id } = hook {
+                    m.shape_of = Some(id);
+                }
             }
         }
         m

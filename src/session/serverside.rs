@@ -3,7 +3,7 @@
 //! response, and keep the bookkeeping (transaction status, parameters, prepared statements,
 //! settings and commit-position read-backs) up to date.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::pending::{Hook, Kind, Mode};
 use super::retry::Refusal;
@@ -132,6 +132,17 @@ impl Session {
                     if let Some(c) = client {
                         conn.rbuf[at].copy_from_slice(&c.to_be_bytes());
                     }
+                }
+            }
+            if let Some(id) = m
+                .shape_of
+                .filter(|_| matches!(h.tag, tag::ROW_DESCRIPTION | tag::NO_DATA))
+            {
+                // The row shape the client now knows its statement by.
+                if let Some(s) = self.statements.values().find(|s| s.id == id) {
+                    let _ = s
+                        .shape
+                        .set(Bytes::copy_from_slice(&conn.rbuf[run..run + h.frame_len]));
                 }
             }
             let body = &conn.rbuf[run + 5..run + h.frame_len];

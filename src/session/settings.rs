@@ -40,7 +40,9 @@ impl Interner {
 }
 
 /// Query that reads back the settings a session changed. Custom (dotted) settings are
-/// placeholders that `pg_settings` does not list; they are read by name. Values come back as
+/// placeholders that `pg_settings` does not list; they are read by name, and one that exists
+/// with an empty value (after `RESET`, which creates it) is kept: `SHOW` of it answers '' where
+/// an undefined one fails, so it is created on the client's next connections too. Values come back as
 /// the hex of their UTF-8 bytes, whatever the session's `client_encoding` (the server
 /// connection speaks the client's, which may be LATIN1): see [`Settings::from_rows`].
 pub fn capture_sql(custom: &std::collections::BTreeSet<String>) -> String {
@@ -53,7 +55,7 @@ pub fn capture_sql(custom: &std::collections::BTreeSet<String>) -> String {
         sql.push_str(&format!(
             " UNION ALL SELECT n, encode(convert_to(current_setting(n, true), 'UTF8'), 'hex') \
              FROM unnest(ARRAY[{}]::text[]) AS n \
-             WHERE coalesce(current_setting(n, true), '') <> ''",
+             WHERE current_setting(n, true) IS NOT NULL",
             names.join(", ")
         ));
     }

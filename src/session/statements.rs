@@ -38,6 +38,10 @@ pub struct Statement {
     /// The statement its text runs (`EXECUTE _sy<id>`, see [`executing`]): prepared on a
     /// connection before this one is used there.
     pub depends: Option<Arc<Statement>>,
+    /// The RowDescription (or NoData) message a client's Describe of it got first: the row
+    /// shape clients that keep it decode results with. After a schema change, the proxy
+    /// checks a connection's new copy against it (attach.rs `check_statement_shapes`).
+    pub shape: std::sync::OnceLock<Bytes>,
     /// The registry's schema epoch it was interned in.
     epoch: u64,
     /// The registry still holds it (it was not swept or replaced since).
@@ -45,6 +49,12 @@ pub struct Statement {
 }
 
 impl Statement {
+    /// Interned before the schema last changed (by [`Registry::epoch`] `now`): a new Parse of
+    /// its text may give another row shape.
+    pub fn older_than(&self, now: u64) -> bool {
+        self.epoch != now
+    }
+
     /// Whether a client still has `s` (a server connection's weak reference) prepared: a
     /// strong reference beyond the registry's own. (Also dependent statements and a client's
     /// unnamed statement running it count: they prepare it when they run.)
@@ -97,6 +107,11 @@ impl Registry {
             gauge,
             epoch: AtomicU64::new(0),
         }
+    }
+
+    /// The current schema epoch (see [`Registry::invalidate`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// The schema may have changed (a DDL statement completed, or a server said a statement's
@@ -153,6 +168,7 @@ impl Registry {
             route: std::sync::OnceLock::new(),
             terminate: std::sync::OnceLock::new(),
             depends: depends.cloned(),
+            shape: std::sync::OnceLock::new(),
             epoch,
             in_registry: std::sync::atomic::AtomicBool::new(true),
         });

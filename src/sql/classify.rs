@@ -174,6 +174,9 @@ builtin_writes!(
     "pg_replication_origin_session_reset",
     "pg_replication_origin_xact_setup",
     "pg_replication_origin_xact_reset",
+    // the session's own process: the one its BackendKeyData names is on the primary (what
+    // pg_cancel_backend, pg_terminate_backend and notifications are compared with)
+    "pg_backend_pid",
     // server control
     "pg_cancel_backend",
     "pg_terminate_backend",
