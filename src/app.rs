@@ -46,6 +46,8 @@ pub struct App {
     pub ryw: crate::ryw::Ryw,
     /// Statements that wrote although classified as reads.
     pub write_cache: crate::session::route::WriteCache,
+    /// Each database's volatile functions.
+    pub catalogs: crate::catalog::Catalogs,
     /// Round-robin position.
     pub rr: std::sync::atomic::AtomicUsize,
     /// Shared copies of session settings.
@@ -76,6 +78,7 @@ impl App {
             mock_secret: rand::random(),
             ryw: Default::default(),
             write_cache: Default::default(),
+            catalogs: Default::default(),
             rr: Default::default(),
             settings: Default::default(),
         })

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod balance;
+pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod localpg;

@@ -392,6 +392,9 @@ async fn writes_run_on_the_primary() {
         "select inet_server_port() from routing_t r order by id limit 1 for update of r skip locked",
         "SELECT inet_server_port(), nextval('routing_seq')",
         "SELECT inet_server_port(), setval('routing_seq', 100)",
+        // The session's own process: the one its BackendKeyData names, which a later
+        // pg_cancel_backend or pg_terminate_backend (on the primary) must find.
+        "SELECT inet_server_port(), pg_backend_pid()",
         "WITH x AS (INSERT INTO routing_t (v) VALUES ('cte') RETURNING 1) SELECT inet_server_port() FROM x",
         "WITH x AS (UPDATE routing_t SET v = v WHERE id = (SELECT min(id) FROM routing_t) RETURNING 1) SELECT inet_server_port() FROM x",
         "WITH x AS (DELETE FROM routing_t WHERE v = 'cte' RETURNING 1) SELECT inet_server_port() FROM (SELECT count(*) FROM x) s",
@@ -1335,9 +1338,77 @@ async fn count_log(tag: &str) -> i64 {
     .unwrap()
 }
 
+/// Eventual consistency, with the schema's functions that write (`routing_writer`) or need
+/// the primary (`routing_wal_position`) listed as reads: volatile, they would run on the
+/// primary; listed, they reach a replica, which refuses them: the rescue paths.
+const RESCUE: &str =
+    "consistency = \"eventual\"\nread_functions = [\"routing_writer\", \"routing_wal_position\"]";
+
+/// A read that calls one of the database's own volatile functions runs on the primary (it may
+/// write, or keep session state in the server process); one calling a `STABLE` function runs
+/// on a replica. Functions created directly on the primary are learnt from the catalog; one
+/// created through the proxy counts at once (its session's next read may call it: with
+/// eventual consistency, on a replica that has not replayed it yet, it would not even exist).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_calling_volatile_functions_run_on_the_primary() {
+    let c = tokio::task::spawn_blocking(shared_schema).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        c.primary()
+            .psql_db(
+                APP_DB,
+                "SET ROLE app;
+                 CREATE OR REPLACE FUNCTION routing_volatile_port() RETURNS int LANGUAGE sql
+                     AS 'SELECT inet_server_port()';
+                 CREATE OR REPLACE FUNCTION routing_stable_port() RETURNS int STABLE
+                     LANGUAGE sql AS 'SELECT inet_server_port()';",
+            )
+            .expect("creating functions");
+        c.wait_replicas_caught_up(Duration::from_secs(60))
+            .expect("replicas catching up")
+    })
+    .await
+    .unwrap();
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let client = proxy.connect_app().await;
+    execute(&client, "SELECT 1").await;
+    for _ in 0..4 {
+        let got = port(&client, "SELECT routing_volatile_port()").await;
+        assert_eq!(got, p.primary, "a volatile function ran on {}", p.name(got));
+        let got = port(&client, "SELECT routing_stable_port()").await;
+        assert!(
+            p.is_replica(got),
+            "a stable function ran on {}",
+            p.name(got)
+        );
+    }
+    let r = within(
+        "extended",
+        client.query_one("SELECT routing_volatile_port(), $1::int", &[&1i32]),
+    )
+    .await
+    .unwrap();
+    let got = r.get::<_, i32>(0) as u16;
+    assert_eq!(got, p.primary, "extended protocol: ran on {}", p.name(got));
+
+    execute(&client, "DROP FUNCTION IF EXISTS routing_made_here()").await;
+    execute(
+        &client,
+        "CREATE FUNCTION routing_made_here() RETURNS int LANGUAGE sql AS 'SELECT inet_server_port()'",
+    )
+    .await;
+    let got = port(&client, "SELECT routing_made_here()").await;
+    assert_eq!(
+        got,
+        p.primary,
+        "a function created through the proxy ran on {}",
+        p.name(got)
+    );
+    execute(&client, "DROP FUNCTION routing_made_here()").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_that_writes_is_rescued_on_the_primary() {
-    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let (_c, proxy, p) = start_proxy(RESCUE).await;
     warm_up(&proxy, &p).await;
     let c = proxy.connect_app().await;
     let before = proxy.metric(READ_ONLY_VIOLATIONS).await;
@@ -1394,7 +1465,7 @@ async fn read_that_writes_is_rescued_on_the_primary() {
 /// the primary's answer, and the statement goes there directly afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_the_primary_can_answer_is_rescued_on_the_primary() {
-    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let (_c, proxy, p) = start_proxy(RESCUE).await;
     warm_up(&proxy, &p).await;
     let c = proxy.connect_app().await;
     let sql = "SELECT inet_server_port(), routing_wal_position()";
@@ -1413,7 +1484,7 @@ async fn read_only_the_primary_can_answer_is_rescued_on_the_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_that_writes_is_rescued_on_the_primary_extended_protocol() {
-    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let (_c, proxy, p) = start_proxy(RESCUE).await;
     warm_up(&proxy, &p).await;
     let c = proxy.connect_app().await;
     let before = proxy.metric(READ_ONLY_VIOLATIONS).await;
@@ -1456,7 +1527,7 @@ async fn read_that_writes_is_rescued_on_the_primary_extended_protocol() {
 /// for a client that changed a setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_that_writes_is_rescued_when_the_server_connection_needs_a_settings_sync() {
-    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let (_c, proxy, p) = start_proxy(RESCUE).await;
     let mut failures = Vec::new();
 
     // 1. The very first statement through a new proxy (its replica pools are empty).

@@ -9,7 +9,7 @@
 //! `currval`, a C function's static state, warm caches, the statements already prepared there)
 //! stays with its client as long as the pool has room.
 
-mod clock;
+pub(crate) mod clock;
 mod gate;
 pub mod holders;
 pub mod prepared;

@@ -246,6 +246,7 @@ impl Session {
         self.app
             .metrics
             .count_routed(d.target == Target::Primary, d.reason);
+        self.read_functions().await;
         self.check_statement_shapes().await;
         self.sync_settings();
         self.close_unheld_statements();

@@ -108,6 +108,9 @@ impl Session {
             }
             self.restore_pending = true;
         }
+        if effects.contains(Effects::SCHEMA) {
+            self.note_created_functions(query);
+        }
         self.apply_effects(effects, pin);
         let (query, depends) = match &executes {
             Some((text, target)) => {

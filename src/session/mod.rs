@@ -7,6 +7,7 @@ pub mod cancel;
 mod client;
 mod current;
 mod extended;
+mod functions;
 mod login;
 pub mod pending;
 mod query;
@@ -144,6 +145,7 @@ async fn start(
         .unwrap_or(config.config.routing.consistency);
     let user_name = login.user.name.clone();
     let startup = app.settings.intern(login.startup);
+    let functions = app.catalogs.of(&login.database);
     let mut session = Session {
         id,
         client_pid: reg.pid,
@@ -163,6 +165,7 @@ async fn start(
         pending: Pending::default(),
         statements: HashMap::new(),
         sweep_statements: false,
+        functions,
         shapes_epoch: 0,
         stale_shapes: false,
         changed_shapes: Vec::new(),
@@ -288,6 +291,8 @@ struct Session {
     /// The client dropped statements: the next connection attached closes those no client
     /// has any more (see `close_unheld_statements`).
     sweep_statements: bool,
+    /// The database's volatile functions (catalog.rs).
+    functions: Arc<crate::catalog::DbFunctions>,
     /// The statement registry's epoch when `stale_shapes` was found (shapes.rs).
     shapes_epoch: u64,
     /// Some statement the client described was interned before the schema last changed.

@@ -217,6 +217,11 @@ impl Session {
         if settings {
             self.note_custom_names(h.frame_len);
         }
+        if info.effects.contains(Effects::SCHEMA) {
+            self.note_created_functions(super::route::query_bytes(
+                &self.client.rbuf[5..h.frame_len],
+            ));
+        }
         self.apply_effects(info.effects, info.pin);
         if info.execute {
             self.forward_execute(h.frame_len);

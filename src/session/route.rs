@@ -128,7 +128,8 @@ impl Session {
                         .map(|modes| self.begin_on_replica(modes, false)),
                     _ => None,
                 };
-                let read = info.read && !self.app.write_cache.contains(text);
+                let read =
+                    info.read && !self.app.write_cache.contains(text) && !self.calls_volatile(text);
                 (read, info.hint, txn, info.setting)
             }
             tag::PARSE
@@ -210,7 +211,8 @@ impl Session {
                     let text = query_bytes(query);
                     let a = classifier.analyze_text(text);
                     hint = hint.or(a.hint);
-                    if !underlying_read(&classifier, text, &a) && hint != Some(Route::Replica) {
+                    let read = underlying_read(&classifier, text, &a) && !self.calls_volatile(text);
+                    if !read && hint != Some(Route::Replica) {
                         return Some((false, hint));
                     }
                     saw_statement = true;
@@ -223,15 +225,26 @@ impl Session {
                         let a = classifier.analyze_text(text);
                         (underlying_read(&classifier, text, &a), a.hint)
                     };
+                    // (The classification of a statement is kept with it; whether it calls
+                    // one of the database's volatile functions is asked each time: the list
+                    // changes.)
+                    let volatile = |query: &[u8]| self.calls_volatile(query_bytes(query));
                     let (read, h) = if name.is_empty() {
                         match &self.unnamed {
-                            Some(parse) => classify(super::statements::split_parse(&parse[5..])?.1),
+                            Some(parse) => {
+                                let query = super::statements::split_parse(&parse[5..])?.1;
+                                let (read, h) = classify(query);
+                                (read && !volatile(query), h)
+                            }
                             // Parsed earlier in this batch (already checked) or nothing at all.
                             None => (saw_statement, None),
                         }
                     } else {
                         match self.statements.get(name) {
-                            Some(s) => *s.route.get_or_init(|| classify(&s.query)),
+                            Some(s) => {
+                                let (read, h) = *s.route.get_or_init(|| classify(&s.query));
+                                (read && !volatile(&s.query), h)
+                            }
                             None => (saw_statement, None),
                         }
                     };

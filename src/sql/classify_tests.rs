@@ -210,6 +210,12 @@ fn writes_and_primary_reads() {
             ("SELECT nextval ( 's' )", P, "writing function nextval"),
             ("SELECT nextval/* x */('s')", P, "writing function nextval"),
             ("SELECT currval('s')", P, "writing function currval"),
+            // The process the client's BackendKeyData names is a primary's.
+            (
+                "SELECT pg_backend_pid()",
+                P,
+                "writing function pg_backend_pid",
+            ),
             (
                 "SELECT * FROM t WHERE id = nextval('s')",
                 P,

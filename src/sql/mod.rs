@@ -43,6 +43,7 @@
 mod begin;
 pub mod classify;
 mod effects;
+mod functions;
 pub mod lexer;
 mod plain;
 mod plain_write;
@@ -66,6 +67,7 @@ use std::fmt;
 pub use begin::{begin_modes, BeginModes};
 pub use classify::Classifier;
 pub use effects::{dropped_database, of_function_call};
+pub use functions::{calls_any, volatile_functions_defined};
 pub use lexer::{Lexer, StrKind, Token, TokenKind, Unterminated};
 pub use split::split_statements;
 pub use terminate::{terminate_arg, TerminateArg};

@@ -1,0 +1,56 @@
+//! The session's side of [`crate::catalog`]: reading a database's volatile functions on a
+//! connection just checked out, and noting the ones a statement it sends creates.
+
+use super::Session;
+use crate::catalog::VOLATILE_FUNCTIONS_SQL;
+use crate::protocol::TxnStatus;
+
+impl Session {
+    /// Reads the database's volatile functions on the connection just checked out, when the
+    /// list is due (see [`crate::catalog`]) and no other session is reading it. Nothing was
+    /// sent to the connection yet: what the proxy queued for it goes after this query.
+    pub(super) async fn read_functions(&mut self) {
+        if self.txn != TxnStatus::Idle {
+            return;
+        }
+        let epoch = self.app.statements.epoch();
+        let now = crate::pool::clock::now_ms();
+        if !self.functions.begin_read(epoch, now) {
+            return;
+        }
+        let timeout = self.current.config.config.pool.connect_timeout;
+        let names = match self.server.as_mut() {
+            Some(p) => match p.conn.simple_query(VOLATILE_FUNCTIONS_SQL, timeout).await {
+                Ok(Ok(rows)) => Some(
+                    rows.into_iter()
+                        .filter_map(|r| r.into_iter().next().flatten())
+                        .collect::<Vec<String>>(),
+                ),
+                Ok(Err(e)) => {
+                    tracing::warn!(parent: &self.span, code = %e.code, error = %e.message, "could not read the database's volatile functions");
+                    None
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
+        if let Some(n) = &names {
+            tracing::debug!(parent: &self.span, functions = n.len(), "volatile functions read");
+        }
+        self.functions.finish_read(names, epoch, now);
+    }
+
+    /// Whether the query text `text` calls one of the database's volatile functions not
+    /// listed in `routing.read_functions`: then it runs on the primary.
+    pub(super) fn calls_volatile(&self, text: &[u8]) -> bool {
+        let exempt = &self.current.config.config.routing.read_functions;
+        self.functions.calls_volatile(text, exempt)
+    }
+
+    /// A statement with a schema change is being sent: the functions it creates as volatile
+    /// are known as such from now on (its session's next read may call one).
+    pub(super) fn note_created_functions(&self, text: &[u8]) {
+        let names = crate::sql::volatile_functions_defined(&String::from_utf8_lossy(text));
+        self.functions.add_created(names);
+    }
+}
