@@ -213,7 +213,7 @@ impl Session {
     /// still hold it: after a `DISCARD ALL` that failed, or an eviction the server skipped
     /// after an error. A Parse would then fail with 42P05 for every client using it on that
     /// connection; a Close of a name that does not exist is no error.
-    fn close_before_parse(&mut self, stmt: &Statement) {
+    pub(super) fn close_before_parse(&mut self, stmt: &Statement) {
         encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', &stmt.server_name);
         self.pending.expect(Kind::Close, Mode::Swallow, Hook::None);
     }

@@ -95,6 +95,9 @@ impl Session {
                 Ok(Ok(_)) => {
                     tracing::debug!(parent: &self.span, statement = s.id, "row shape changed since the client described its statement");
                     self.changed_shapes.push(s.id);
+                    // Not left prepared there with the new shape (nor recorded as prepared:
+                    // a client that knows the old one would get rows of the new).
+                    self.close_before_parse(&s);
                 }
                 // Not prepared there: the Bind prepares it again, and reports the error.
                 Ok(Err(_)) => {}
