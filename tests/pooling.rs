@@ -3947,5 +3947,61 @@ async fn a_described_statement_keeps_its_row_shape_on_another_connection() {
         .unwrap();
     let rows = bounded("query", a.query(&st, &[])).await.unwrap();
     assert_eq!(rows[0].get::<_, String>(1), "2");
+
+    // A Describe of such a statement fails the same way (PostgreSQL revalidates it to
+    // describe it).
+    let mut r = raw_login(&p, &[]).await;
+    let mut b = BytesMut::new();
+    frontend::parse("s1", "SELECT * FROM shape_t", [], &mut b).unwrap();
+    frontend::describe(b'S', "s1", &mut b).unwrap();
+    frontend::sync(&mut b);
+    r.raw.send(&b).await.unwrap();
+    let (tags, error) = bounded("Parse/Describe", until_ready(&mut r.raw)).await;
+    assert_eq!(tags, ['1', 't', 'T', 'Z'], "{error:?}");
+    let pid: i32 = r
+        .raw
+        .query_ok("SELECT pg_backend_pid()")
+        .await
+        .scalar()
+        .parse()
+        .unwrap();
+    q(&ddl, "ALTER TABLE shape_t ADD COLUMN c int").await;
+    kill_server(pid).await;
+    let mut b = BytesMut::new();
+    frontend::describe(b'S', "s1", &mut b).unwrap();
+    frontend::sync(&mut b);
+    r.raw.send(&b).await.unwrap();
+    let (tags, error) = bounded("Describe after ALTER", until_ready(&mut r.raw)).await;
+    assert_eq!(tags, ['E', 'Z'], "{error:?}");
+    let error = error.unwrap();
+    assert_eq!(
+        error.get(&'C').map(String::as_str),
+        Some("0A000"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.get(&'R').map(String::as_str),
+        Some("RevalidateCachedQuery"),
+        "{error:?}"
+    );
+    assert_eq!(r.raw.query_ok("SELECT 1").await.scalar(), "1");
     q(&ddl, "DROP TABLE shape_t").await;
+}
+
+/// Messages up to ReadyForQuery: their tags, and the fields of an ErrorResponse among them.
+async fn until_ready(
+    r: &mut support::raw::Raw,
+) -> (Vec<char>, Option<std::collections::BTreeMap<char, String>>) {
+    let mut tags = Vec::new();
+    let mut error = None;
+    loop {
+        let f = r.frame().await;
+        tags.push(f.tag as char);
+        if f.is_error() {
+            error = Some(f.fields());
+        }
+        if f.tag == b'Z' {
+            return (tags, error);
+        }
+    }
 }

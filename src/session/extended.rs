@@ -389,19 +389,7 @@ impl Session {
         let Some((portal, name, rest)) = parsed else {
             return Err(Fatal::protocol("malformed Bind message"));
         };
-        if self.shape_changed(name) {
-            // As PostgreSQL answers the Bind of a statement a schema change altered (drivers
-            // know the error by its routine: asyncpg then prepares the statement again).
-            let mut b = BytesMut::new();
-            encode::error_with(
-                &mut b,
-                tag::ERROR_RESPONSE,
-                "ERROR",
-                "0A000",
-                "cached plan must not change result type",
-                &[(b'F', "plancache.c"), (b'R', "RevalidateCachedQuery")],
-            );
-            self.respond_batch_error_message(b);
+        if self.fail_changed_shape(name) {
             return Ok(());
         }
         let Some((server_name, stmt)) = self.prepare_statement(name)? else {
@@ -506,6 +494,9 @@ impl Session {
             }
             self.swbuf.extend_from_slice(frame);
         } else {
+            if self.fail_changed_shape(name) {
+                return Ok(());
+            }
             let Some((server_name, stmt)) = self.prepare_statement(name)? else {
                 return Ok(());
             };

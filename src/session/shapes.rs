@@ -9,16 +9,19 @@
 //! So after a schema change the proxy has seen (registry epoch), when the request a
 //! connection was just attached for binds such a statement (described by the client, interned
 //! before the change, not on that connection), the proxy prepares and describes it there
-//! first, one round trip, and answers the Bind with PostgreSQL's error if the shape differs.
+//! first, one round trip, and answers the Bind (or Describe) with PostgreSQL's error if the
+//! shape differs.
 //! Costs nothing until a schema change: one comparison per attach.
 
 use std::sync::Arc;
 
 use super::statements::Statement;
 use super::{settings, Session};
-use crate::protocol::{read_cstr, tag, Header, TxnStatus};
+use bytes::BytesMut;
 
-/// Client messages of a request looked at for Binds.
+use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
+
+/// Client messages of a request looked at for Binds and Describes.
 const SCAN_MAX: usize = 256;
 
 impl Session {
@@ -51,19 +54,24 @@ impl Session {
             if buf.len() < at + h.frame_len {
                 break;
             }
-            if h.tag == tag::BIND {
-                let name = read_cstr(&buf[at + 5..at + h.frame_len])
+            let body = &buf[at + 5..at + h.frame_len];
+            let name = match h.tag {
+                tag::BIND => read_cstr(body)
                     .and_then(|(_portal, rest)| read_cstr(rest))
-                    .map(|(name, _)| name);
-                if let Some(s) = name.and_then(|n| self.statements.get(n)) {
-                    if s.shape.get().is_some()
-                        && s.older_than(now)
-                        && s.depends.is_none()
-                        && !check.iter().any(|c| c.id == s.id)
-                        && !p.conn.prepared.touch(s.id)
-                    {
-                        check.push(s.clone());
-                    }
+                    .map(|(name, _)| name),
+                tag::DESCRIBE if body.first() == Some(&b'S') => {
+                    read_cstr(&body[1..]).map(|(name, _)| name)
+                }
+                _ => None,
+            };
+            if let Some(s) = name.and_then(|n| self.statements.get(n)) {
+                if s.shape.get().is_some()
+                    && s.older_than(now)
+                    && s.depends.is_none()
+                    && !check.iter().any(|c| c.id == s.id)
+                    && !p.conn.prepared.touch(s.id)
+                {
+                    check.push(s.clone());
                 }
             }
             at += h.frame_len;
@@ -107,13 +115,28 @@ impl Session {
         }
     }
 
-    /// Whether the client's statement `name` changed its row shape since the client described
-    /// it (found by [`Session::check_statement_shapes`] for this request).
-    pub(super) fn shape_changed(&self, name: &[u8]) -> bool {
-        !self.changed_shapes.is_empty()
+    /// If the client's statement `name` changed its row shape since the client described it
+    /// (found by [`Session::check_statement_shapes`] for this request), answers its Bind or
+    /// Describe as PostgreSQL does and returns true. (Drivers know the error by its routine:
+    /// asyncpg then prepares the statement again.)
+    pub(super) fn fail_changed_shape(&mut self, name: &[u8]) -> bool {
+        let changed = !self.changed_shapes.is_empty()
             && self
                 .statements
                 .get(name)
-                .is_some_and(|s| self.changed_shapes.contains(&s.id))
+                .is_some_and(|s| self.changed_shapes.contains(&s.id));
+        if changed {
+            let mut b = BytesMut::new();
+            encode::error_with(
+                &mut b,
+                tag::ERROR_RESPONSE,
+                "ERROR",
+                "0A000",
+                "cached plan must not change result type",
+                &[(b'F', "plancache.c"), (b'R', "RevalidateCachedQuery")],
+            );
+            self.respond_batch_error_message(b);
+        }
+        changed
     }
 }
