@@ -85,6 +85,26 @@ impl ConnectError {
     }
 }
 
+/// The outcome of an exchange outside the relay, bounded by a timeout: an I/O error or the
+/// timeout leaves the connection `broken` (its state is unknown).
+fn exchange_result<T>(
+    broken: &mut bool,
+    r: Result<io::Result<T>, tokio::time::error::Elapsed>,
+) -> io::Result<T> {
+    match r {
+        Ok(r) => {
+            if r.is_err() {
+                *broken = true;
+            }
+            r
+        }
+        Err(_) => {
+            *broken = true;
+            Err(io::ErrorKind::TimedOut.into())
+        }
+    }
+}
+
 /// An owned copy of an ErrorResponse for setup queries.
 #[derive(Debug, Clone)]
 pub struct ServerError {
@@ -416,18 +436,8 @@ impl ServerConn {
                 }
             }
         };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => {
-                if r.is_err() {
-                    self.broken = true;
-                }
-                r
-            }
-            Err(_) => {
-                self.broken = true;
-                Err(io::ErrorKind::TimedOut.into())
-            }
-        }
+        let r = tokio::time::timeout(timeout, fut).await;
+        exchange_result(&mut self.broken, r)
     }
 
     /// Prepares statement `name` anew (closing a copy the connection may hold) and describes
@@ -479,18 +489,8 @@ impl ServerConn {
                 }
             }
         };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => {
-                if r.is_err() {
-                    self.broken = true;
-                }
-                r
-            }
-            Err(_) => {
-                self.broken = true;
-                Err(io::ErrorKind::TimedOut.into())
-            }
-        }
+        let r = tokio::time::timeout(timeout, fut).await;
+        exchange_result(&mut self.broken, r)
     }
 
     /// Sends `unsent` (the rest of requests already begun) and reads the answers to `queries`
