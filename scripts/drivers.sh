@@ -139,7 +139,10 @@ for suite in "${SUITES[@]}"; do
         started=$(date +%s)
         status=0
         run_suite "$suite" "$mode" "$PORT" || status=$?
-        [ "$mode" = split ] && log "$mode: transactions per backend: $(transactions_per_backend)"
+        if [ "$mode" = split ] && ! check_replica_transactions; then
+            log "$suite (split): no transaction ran on a replica"
+            rc=1
+        fi
         [ "$mode" != direct ] && stop_proxy "$(suite_db "$suite")"
         [ "$status" -eq 124 ] && log "$suite ($mode): cut off after ${RUN_TIMEOUT}s (hang?)"
         touch "$out/$mode.tsv"

@@ -169,16 +169,22 @@ sys.exit(0 if len(backends) == n and all(b["up"] for b in backends) else 1)
 ' "$1" "$2" 2>/dev/null
 }
 
-# switchyard's transactions per backend so far, from /metrics ("pg0 1234, pg1 567, ..."): in
-# split mode this shows the replicas served reads.
-transactions_per_backend() {
-    python3 -c '
+# Logs switchyard's transactions per backend so far, from /metrics ("pg0 1234, pg1 567, ..."),
+# and fails when none ran on a replica (pg1, pg2, ...): a split run must have split reads.
+check_replica_transactions() {
+    local out
+    out=$(python3 -c '
 import sys, urllib.request
 with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5) as r:
     lines = r.read().decode().splitlines()
 pre = "switchyard_transactions_total{backend=\""
-print(", ".join(l[len(pre):].replace("\"} ", " ") for l in lines if l.startswith(pre)))
-' "$SY_HTTP"
+counts = dict(l[len(pre):].split("\"} ") for l in lines if l.startswith(pre))
+print(", ".join(f"{b} {n}" for b, n in sorted(counts.items())))
+sys.exit(0 if any(float(n) > 0 for b, n in counts.items() if b != "pg0") else 1)
+' "$SY_HTTP")
+    local rc=$?
+    log "transactions per backend: $out"
+    return $rc
 }
 
 # Stops switchyard and waits until its server connections to database DB have ended (so that
