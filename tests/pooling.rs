@@ -4005,3 +4005,44 @@ async fn until_ready(
         }
     }
 }
+
+/// The proxy's own queries on a connection just checked out (reading the database's volatile
+/// functions after a schema change) destroy the server's unnamed statement, as any simple
+/// query does: a client binding its unnamed statement in a later round trip still finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unnamed_statement_survives_the_proxys_catalog_read() {
+    let p = proxy("transaction", "size = 2");
+    let ddl = connect(&p).await;
+    let mut r = raw_login(&p, &[]).await;
+    let mut b = BytesMut::new();
+    frontend::parse("", "SELECT 41 + 1", [], &mut b).unwrap();
+    frontend::sync(&mut b);
+    r.raw.send(&b).await.unwrap();
+    let (tags, error) = bounded("Parse", until_ready(&mut r.raw)).await;
+    assert_eq!(tags, ['1', 'Z'], "{error:?}");
+    // A schema change: the next checkout reads the volatile functions again.
+    q(&ddl, "DROP TABLE IF EXISTS unnamed_catalog_t").await;
+    q(&ddl, "CREATE TABLE unnamed_catalog_t (a int)").await;
+    let mut b = BytesMut::new();
+    frontend::bind(
+        "",
+        "",
+        [],
+        [],
+        |_: (),
+         _: &mut BytesMut|
+         -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            unreachable!()
+        },
+        [0i16],
+        &mut b,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::sync(&mut b);
+    r.raw.send(&b).await.unwrap();
+    let (tags, error) = bounded("Bind of the unnamed statement", until_ready(&mut r.raw)).await;
+    assert_eq!(tags, ['2', 'D', 'C', 'Z'], "{error:?}");
+    q(&ddl, "DROP TABLE unnamed_catalog_t").await;
+}

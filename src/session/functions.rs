@@ -19,20 +19,23 @@ impl Session {
             return;
         }
         let timeout = self.current.config.config.pool.connect_timeout;
-        let names = match self.server.as_mut() {
-            Some(p) => match p.conn.simple_query(VOLATILE_FUNCTIONS_SQL, timeout).await {
-                Ok(Ok(rows)) => Some(
-                    rows.into_iter()
-                        .filter_map(|r| r.into_iter().next().flatten())
-                        .collect::<Vec<String>>(),
-                ),
-                Ok(Err(e)) => {
-                    tracing::warn!(parent: &self.span, code = %e.code, error = %e.message, "could not read the database's volatile functions");
-                    None
-                }
-                Err(_) => None,
-            },
-            None => None,
+        let Some(p) = self.server.as_mut() else {
+            self.functions.finish_read(None, epoch, now);
+            return;
+        };
+        // (A simple query destroys the server's unnamed statement.)
+        p.conn.unnamed_owner = None;
+        let names = match p.conn.simple_query(VOLATILE_FUNCTIONS_SQL, timeout).await {
+            Ok(Ok(rows)) => Some(
+                rows.into_iter()
+                    .filter_map(|r| r.into_iter().next().flatten())
+                    .collect::<Vec<String>>(),
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(parent: &self.span, code = %e.code, error = %e.message, "could not read the database's volatile functions");
+                None
+            }
+            Err(_) => None,
         };
         if let Some(n) = &names {
             tracing::debug!(parent: &self.span, functions = n.len(), "volatile functions read");

@@ -15,10 +15,10 @@
 
 use std::sync::Arc;
 
-use super::statements::Statement;
-use super::{settings, Session};
 use bytes::BytesMut;
 
+use super::statements::Statement;
+use super::{settings, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
 
 /// Client messages of a request looked at for Binds and Describes.
@@ -83,6 +83,8 @@ impl Session {
         // The text means what it means under the client's settings (search_path).
         if !settings::same(&self.desired, &p.conn.applied) {
             if let Some(sql) = self.desired.sync_sql(&p.conn.applied, true) {
+                // (A simple query destroys the server's unnamed statement.)
+                p.conn.unnamed_owner = None;
                 if !matches!(p.conn.simple_query(&sql, timeout).await, Ok(Ok(_))) {
                     return;
                 }
