@@ -392,12 +392,14 @@ impl ServerConn {
     }
 
     /// Runs a simple query to completion outside the relay (setup and cleanup), returning the
-    /// text of every data row's columns, or the first error. Not cancel safe.
+    /// text of every data row's columns, or the first error. Not cancel safe. (Like any simple
+    /// query, it destroys the server's unnamed statement.)
     pub async fn simple_query(
         &mut self,
         sql: &str,
         timeout: Duration,
     ) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
+        self.unnamed_owner = None;
         let fut = async {
             let mut out = BytesMut::new();
             protocol::encode::query(&mut out, sql);

@@ -23,8 +23,6 @@ impl Session {
             self.functions.finish_read(None, epoch, now);
             return;
         };
-        // (A simple query destroys the server's unnamed statement.)
-        p.conn.unnamed_owner = None;
         let names = match p.conn.simple_query(VOLATILE_FUNCTIONS_SQL, timeout).await {
             Ok(Ok(rows)) => Some(
                 rows.into_iter()

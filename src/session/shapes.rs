@@ -83,8 +83,6 @@ impl Session {
         // The text means what it means under the client's settings (search_path).
         if !settings::same(&self.desired, &p.conn.applied) {
             if let Some(sql) = self.desired.sync_sql(&p.conn.applied, true) {
-                // (A simple query destroys the server's unnamed statement.)
-                p.conn.unnamed_owner = None;
                 if !matches!(p.conn.simple_query(&sql, timeout).await, Ok(Ok(_))) {
                     return;
                 }
