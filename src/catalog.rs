@@ -7,10 +7,16 @@
 //! run. Functions declared `STABLE` or `IMMUTABLE` stay on replicas; `routing.read_functions`
 //! sends a volatile one there anyway.
 //!
-//! The names are read from the catalog on a connection a session has just checked out: the
+//! A function whose body may change session settings (`set_config(...)`, a `SET` statement:
+//! see [`crate::sql::body_sets_settings`]) is noted with the custom setting names its body
+//! names. In transaction pooling a call of one counts as a settings change: the session's
+//! settings are read back after its transaction, so they follow the client to its next
+//! server connection and never reach the next client of this one.
+//!
+//! The list is read from the catalog on a connection a session has just checked out: the
 //! first time a database is used, after a schema change seen through switchyard, and when the
 //! list is older than [`MAX_AGE_MS`] (functions created elsewhere). A `CREATE FUNCTION` sent
-//! through switchyard adds its name at once, so its session's next read already knows it.
+//! through switchyard adds its function at once, so its session's next read already knows it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,10 +31,12 @@ pub const MAX_AGE_MS: u64 = 30_000;
 const RETRY_MS: u64 = 1_000;
 
 /// The catalog query (in a READ COMMITTED transaction of its own: a hot standby refuses a
-/// snapshot to a session whose transactions default to SERIALIZABLE).
+/// snapshot to a session whose transactions default to SERIALIZABLE): each volatile
+/// function's name, and its body when that mentions `set_config` or `SET`/`RESET` (the
+/// body is then examined by [`crate::sql::body_sets_settings`]).
 pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; \
-     SELECT DISTINCT proname FROM pg_catalog.pg_proc \
-     WHERE provolatile = 'v' AND prokind = 'f' AND oid >= 16384";
+     SELECT proname, CASE WHEN prosrc ~* E'set_config|\\\\m(re)?set\\\\M' THEN prosrc END \
+     FROM pg_catalog.pg_proc WHERE provolatile = 'v' AND prokind = 'f' AND oid >= 16384";
 
 /// Every database's [`DbFunctions`].
 #[derive(Default)]
@@ -44,14 +52,46 @@ impl Catalogs {
     }
 }
 
+/// A volatile function, as read from the catalog or from a `CREATE FUNCTION`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    /// Its name (as in `pg_proc.proname`).
+    pub name: String,
+    /// When its body may change session settings: the custom (dotted) setting names the body
+    /// names (others are found in `pg_settings`).
+    pub settings: Option<Vec<String>>,
+}
+
+/// What is known of a database's volatile functions at one time.
+#[derive(Default)]
+struct Known {
+    /// Every volatile function's name.
+    volatile: HashSet<Box<str>>,
+    /// Those whose body may change settings → the custom setting names it names.
+    settings: HashMap<Box<str>, Vec<String>>,
+}
+
+impl Known {
+    fn add(&mut self, f: &Function) {
+        self.volatile.insert(f.name.as_str().into());
+        if let Some(names) = &f.settings {
+            let known = self.settings.entry(f.name.as_str().into()).or_default();
+            for n in names {
+                if !known.contains(n) {
+                    known.push(n.clone());
+                }
+            }
+        }
+    }
+}
+
 /// One database's volatile functions.
 #[derive(Default)]
 pub struct DbFunctions {
-    /// The names (as in `pg_proc.proname`).
-    volatile: ArcSwap<HashSet<Box<str>>>,
-    /// Names `CREATE FUNCTION`s through switchyard made volatile: kept across reads of the
+    known: ArcSwap<Known>,
+    /// Functions `CREATE FUNCTION`s through switchyard made volatile: kept across reads of the
     /// catalog (one may have begun before such a function was committed), never dropped.
-    created: Mutex<HashSet<Box<str>>>,
+    created: Mutex<Vec<Function>>,
     /// The statement registry's schema epoch + 1 when the list was last read (0: never).
     read_epoch: AtomicU64,
     /// When it was last read (`pool::clock::now_ms`).
@@ -68,30 +108,53 @@ impl DbFunctions {
     /// (Before the list is first read, only the functions created through switchyard are
     /// known.)
     pub fn calls_volatile(&self, text: &[u8], exempt: &[String]) -> bool {
-        let set = self.volatile.load();
-        if set.is_empty() || !text.contains(&b'(') {
+        let known = self.known.load();
+        if known.volatile.is_empty() || !text.contains(&b'(') {
             return false;
         }
         crate::sql::calls_any(&String::from_utf8_lossy(text), |n| {
-            set.contains(n)
+            known.volatile.contains(n)
                 && !exempt
                     .iter()
                     .any(|e| e == n || e.rsplit_once('.').is_some_and(|(_, b)| b == n))
         })
     }
 
+    /// When the query text `text` calls a function whose body may change session settings:
+    /// the custom setting names those bodies name.
+    pub fn settings_calls(&self, text: &[u8]) -> Option<Vec<String>> {
+        let known = self.known.load();
+        if known.settings.is_empty() || !text.contains(&b'(') {
+            return None;
+        }
+        let mut found: Option<Vec<String>> = None;
+        crate::sql::calls_any(&String::from_utf8_lossy(text), |n| {
+            if let Some(names) = known.settings.get(n) {
+                found
+                    .get_or_insert_with(Vec::new)
+                    .extend(names.iter().cloned());
+            }
+            false
+        });
+        found
+    }
+
     /// Adds the functions a statement just sent creates as volatile.
-    pub fn add_created(&self, names: Vec<String>) {
-        if names.is_empty() {
+    pub fn add_created(&self, functions: Vec<Function>) {
+        if functions.is_empty() {
             return;
         }
         let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
-        let mut set = HashSet::clone(&self.volatile.load());
-        for n in names {
-            created.insert(n.clone().into_boxed_str());
-            set.insert(n.into_boxed_str());
+        let old = self.known.load();
+        let mut known = Known {
+            volatile: old.volatile.clone(),
+            settings: old.settings.clone(),
+        };
+        for f in functions {
+            known.add(&f);
+            created.push(f);
         }
-        self.volatile.store(Arc::new(set));
+        self.known.store(Arc::new(known));
     }
 
     /// Whether the list should be read now (schema `epoch` of the statement registry), and if
@@ -111,14 +174,15 @@ impl DbFunctions {
         true
     }
 
-    /// Ends a read begun at schema `epoch`: `names` when it succeeded.
-    pub fn finish_read(&self, names: Option<Vec<String>>, epoch: u64, now_ms: u64) {
-        if let Some(names) = names {
+    /// Ends a read begun at schema `epoch`: `functions` when it succeeded.
+    pub fn finish_read(&self, functions: Option<Vec<Function>>, epoch: u64, now_ms: u64) {
+        if let Some(functions) = functions {
             let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
-            let mut set: HashSet<Box<str>> =
-                names.into_iter().map(String::into_boxed_str).collect();
-            set.extend(created.iter().cloned());
-            self.volatile.store(Arc::new(set));
+            let mut known = Known::default();
+            for f in functions.iter().chain(created.iter()) {
+                known.add(f);
+            }
+            self.known.store(Arc::new(known));
             self.read_epoch.store(epoch + 1, Ordering::Release);
             self.read_at.store(now_ms, Ordering::Relaxed);
         }
@@ -130,13 +194,20 @@ impl DbFunctions {
 mod tests {
     use super::*;
 
+    fn plain(name: &str) -> Function {
+        Function {
+            name: name.into(),
+            settings: None,
+        }
+    }
+
     #[test]
     fn reads_are_due_first_after_a_schema_change_and_when_old() {
         let f = DbFunctions::default();
         assert!(!f.calls_volatile(b"SELECT 1", &[]));
         assert!(f.begin_read(0, 1_000));
         assert!(!f.begin_read(0, 1_000), "one reader at a time");
-        f.finish_read(Some(vec!["f".into()]), 0, 1_000);
+        f.finish_read(Some(vec![plain("f")]), 0, 1_000);
         assert!(!f.begin_read(0, 2_000), "fresh");
         assert!(f.calls_volatile(b"SELECT f(1)", &[]));
         assert!(!f.calls_volatile(b"SELECT g(1)", &[]));
@@ -158,14 +229,66 @@ mod tests {
     #[test]
     fn created_functions_survive_reads_of_the_catalog() {
         let f = DbFunctions::default();
-        f.add_created(vec!["made_here".into()]);
+        f.add_created(vec![plain("made_here")]);
         assert!(f.begin_read(0, 10));
         f.finish_read(Some(vec![]), 0, 10);
         assert!(f.calls_volatile(b"SELECT made_here()", &[]));
         assert!(f.begin_read(1, 20), "a schema change is read at once");
-        f.finish_read(Some(vec!["other".into()]), 1, 20);
+        f.finish_read(Some(vec![plain("other")]), 1, 20);
         assert!(f.calls_volatile(b"SELECT made_here()", &[]));
         assert!(f.calls_volatile(b"SELECT other()", &[]));
         assert!(!f.calls_volatile(b"SELECT made_here", &[]), "not a call");
+    }
+
+    #[test]
+    fn calls_of_functions_that_change_settings_are_found() {
+        let f = DbFunctions::default();
+        assert!(f.begin_read(0, 10));
+        f.finish_read(
+            Some(vec![
+                plain("plain"),
+                Function {
+                    name: "tenant".into(),
+                    settings: Some(vec!["app.tenant".into()]),
+                },
+                Function {
+                    name: "path".into(),
+                    settings: Some(vec![]),
+                },
+                Function {
+                    name: "tenant".into(),
+                    settings: Some(vec!["app.user".into(), "app.tenant".into()]),
+                },
+            ]),
+            0,
+            10,
+        );
+        assert_eq!(f.settings_calls(b"SELECT plain(1)"), None);
+        assert_eq!(f.settings_calls(b"SELECT tenant"), None, "not a call");
+        assert_eq!(
+            f.settings_calls(b"SELECT s.tenant(1)").unwrap(),
+            ["app.tenant", "app.user"]
+        );
+        assert_eq!(
+            f.settings_calls(b"SELECT path()").unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(f.calls_volatile(b"SELECT path()", &[]));
+        f.add_created(vec![Function {
+            name: "made".into(),
+            settings: Some(vec!["app.m".into()]),
+        }]);
+        assert_eq!(
+            f.settings_calls(b"SELECT made(), plain()").unwrap(),
+            ["app.m"]
+        );
+        assert!(f.begin_read(1, 20));
+        f.finish_read(Some(vec![]), 1, 20);
+        assert_eq!(
+            f.settings_calls(b"SELECT made()").unwrap(),
+            ["app.m"],
+            "kept"
+        );
+        assert_eq!(f.settings_calls(b"SELECT tenant(1)"), None, "dropped");
     }
 }

@@ -4046,3 +4046,136 @@ async fn the_unnamed_statement_survives_the_proxys_catalog_read() {
     assert_eq!(tags, ['2', 'D', 'C', 'Z'], "{error:?}");
     q(&ddl, "DROP TABLE unnamed_catalog_t").await;
 }
+
+/// A prepared statement that sets a setting changes it every time it runs, not only in the
+/// transaction that parsed it: drivers parse `SELECT set_config('app.tenant_id', $1, false)`
+/// once and bind it again later. Each run's value follows its client and never reaches the
+/// next client of the server connection (named statements through tokio-postgres, and the
+/// unnamed statement bound again in a later transaction through the raw protocol).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_setting_change_is_tracked_at_every_run() {
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let tenant = "SELECT coalesce(current_setting('app.tenant_id', true), '<unset>')";
+    let unset = |v: &str| v == "<unset>" || v.is_empty();
+    let mut problems = Vec::new();
+
+    let st = a
+        .prepare("SELECT set_config('app.tenant_id', $1, false)")
+        .await
+        .unwrap();
+    for value in ["1", "2"] {
+        a.query(&st, &[&value]).await.unwrap();
+        let seen = one(&b, tenant).await;
+        if !unset(&seen) {
+            problems.push(format!(
+                "named, run {value}: b sees a's app.tenant_id = {seen:?}"
+            ));
+        }
+        let own = one(&a, tenant).await;
+        if own != value {
+            problems.push(format!("named, run {value}: a's app.tenant_id is {own:?}"));
+        }
+    }
+
+    let mut r = Raw::app(&p).await;
+    r.roundtrip(&parse_sync(
+        "",
+        "SELECT set_config('app.tenant_id', $1, false)",
+    ))
+    .await;
+    // (A simple query destroys the unnamed statement: r reads its value at the end.)
+    for value in ["3", "4"] {
+        let got = r.roundtrip(&bind_exec("", &[value])).await;
+        assert!(error_code(&got).is_none(), "{}", tags(&got));
+        let seen = one(&b, tenant).await;
+        if !unset(&seen) {
+            problems.push(format!(
+                "unnamed, run {value}: b sees r's app.tenant_id = {seen:?}"
+            ));
+        }
+    }
+    let own = single(&r.simple(tenant).await, "r's tenant");
+    if own != "4" {
+        problems.push(format!("unnamed: r's app.tenant_id is {own:?}"));
+    }
+    assert_eq!(one(&a, tenant).await, "2");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A function whose body changes a setting (`set_config(...)`, a PL/pgSQL `SET`, a dynamic
+/// `EXECUTE 'SET ...'`) changes it for the session, like a `SET` sent by the client: in
+/// transaction pooling the change follows its client and never reaches the next client of
+/// the server connection. Functions created directly on the server (found in the catalog)
+/// and through the proxy, called through the simple and the extended protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_changed_inside_functions_are_tracked() {
+    su(
+        "CREATE OR REPLACE FUNCTION sy_fn_tenant(t text) RETURNS void LANGUAGE plpgsql AS \
+        $$ BEGIN PERFORM set_config('app.fn_tenant', t, false); END $$; \
+        CREATE OR REPLACE FUNCTION sy_fn_dynamic(t text) RETURNS int LANGUAGE plpgsql AS \
+        $$ BEGIN EXECUTE 'SET app.fn_dyn = ' || quote_literal(t); RETURN 1; END $$",
+    );
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    q(
+        &a,
+        "CREATE OR REPLACE FUNCTION sy_fn_path() RETURNS void LANGUAGE plpgsql AS \
+         $$ BEGIN\n  SET search_path = sy_fn_schema, public;\nEND $$",
+    )
+    .await;
+    let default_path = show(&b, "search_path").await;
+    let get = |name: &str| format!("SELECT coalesce(current_setting('{name}', true), '<unset>')");
+    let unset = |v: &str| v == "<unset>" || v.is_empty();
+    let mut problems = Vec::new();
+
+    q(&a, "SELECT sy_fn_tenant('5')").await;
+    let seen = one(&b, &get("app.fn_tenant")).await;
+    if !unset(&seen) {
+        problems.push(format!(
+            "catalog, simple: b sees a's app.fn_tenant = {seen:?}"
+        ));
+    }
+    let own = one(&a, &get("app.fn_tenant")).await;
+    if own != "5" {
+        problems.push(format!("catalog, simple: a's app.fn_tenant is {own:?}"));
+    }
+
+    let st = a.prepare("SELECT sy_fn_tenant($1)").await.unwrap();
+    for value in ["6", "7"] {
+        a.query(&st, &[&value]).await.unwrap();
+        let seen = one(&b, &get("app.fn_tenant")).await;
+        if !unset(&seen) {
+            problems.push(format!(
+                "catalog, extended: b sees a's app.fn_tenant = {seen:?}"
+            ));
+        }
+        let own = one(&a, &get("app.fn_tenant")).await;
+        if own != value {
+            problems.push(format!("catalog, extended: a's app.fn_tenant is {own:?}"));
+        }
+    }
+
+    q(&a, "SELECT sy_fn_dynamic('d')").await;
+    let seen = one(&b, &get("app.fn_dyn")).await;
+    if !unset(&seen) {
+        problems.push(format!("dynamic: b sees a's app.fn_dyn = {seen:?}"));
+    }
+    let own = one(&a, &get("app.fn_dyn")).await;
+    if own != "d" {
+        problems.push(format!("dynamic: a's app.fn_dyn is {own:?}"));
+    }
+
+    q(&a, "SELECT sy_fn_path()").await;
+    let seen = show(&b, "search_path").await;
+    if seen != default_path {
+        problems.push(format!("created here: b's search_path is {seen:?}"));
+    }
+    let own = show(&a, "search_path").await;
+    if own != "sy_fn_schema, public" {
+        problems.push(format!("created here: a's search_path is {own:?}"));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -52,7 +52,7 @@ impl Session {
         // `EXECUTE name` of one of the client's statements: (the text naming the shared
         // statement, that statement).
         let mut executes = None;
-        let (effects, pin) = match &self.unnamed {
+        let (mut effects, pin) = match &self.unnamed {
             // (A repeat that changes settings: its custom names are read again below.)
             Some(prev) if name.is_empty() && prev[..] == frame[..] && !self.unnamed_deallocates => {
                 self.unnamed_effects
@@ -81,6 +81,9 @@ impl Session {
                 (a.effects, a.pin_reason())
             }
         };
+        if !effects.contains(Effects::SETTINGS) && self.calls_settings_function(query) {
+            effects |= Effects::SETTINGS;
+        }
         if let Some((client_name, stmt)) = deallocate {
             // `DEALLOCATE name` of one of the client's protocol-level statements (psycopg
             // sends it this way in pipeline mode): the server knows the statement by its
@@ -103,10 +106,7 @@ impl Session {
             self.unnamed_effects = (effects, pin);
         }
         if effects.contains(Effects::SETTINGS) {
-            for n in super::settings::custom_names(&String::from_utf8_lossy(query)) {
-                self.custom_names.insert(n);
-            }
-            self.restore_pending = true;
+            self.note_settings_statement(query);
         }
         if effects.contains(Effects::SCHEMA) {
             self.note_created_functions(query);
@@ -151,6 +151,7 @@ impl Session {
             .app
             .statements
             .intern_with(query, types, search_path, depends);
+        stmt.effects.get_or_init(|| effects);
         let client_name = frame.slice_ref(name);
         self.statements.insert(client_name.clone(), stmt.clone());
         if let Some(r) = self.retry.as_mut() {
@@ -216,6 +217,47 @@ impl Session {
     pub(super) fn close_before_parse(&mut self, stmt: &Statement) {
         encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', &stmt.server_name);
         self.pending.expect(Kind::Close, Mode::Swallow, Hook::None);
+    }
+
+    /// A statement that may change session settings is about to run (parsed, or bound
+    /// again): they are read back when its transaction ends, with the custom names its text
+    /// sets, and startup values a `RESET` in it replaced are put back at its Sync.
+    fn note_settings_statement(&mut self, query: &[u8]) {
+        for n in super::settings::custom_names(&String::from_utf8_lossy(query)) {
+            self.custom_names.insert(n);
+        }
+        self.calls_settings_function(query);
+        self.restore_pending = true;
+        self.capture = true;
+    }
+
+    /// A Bind of statement `name` runs it again: its settings changes apply to this run too
+    /// (a driver parses `SELECT set_config('app.tenant', $1, false)` once and binds it in
+    /// every later transaction).
+    pub(super) fn note_bind_effects(&mut self, name: &[u8]) {
+        let query = if name.is_empty() {
+            if !self.unnamed_effects.0.contains(Effects::SETTINGS) {
+                return;
+            }
+            match self.unnamed.as_ref() {
+                Some(frame) => statements::split_parse(&frame[5..]).map(|(_, q, _)| q.to_vec()),
+                None => None,
+            }
+        } else {
+            match self.statements.get(name) {
+                Some(s)
+                    if s.effects
+                        .get()
+                        .is_some_and(|e| e.contains(Effects::SETTINGS)) =>
+                {
+                    Some(s.query.to_vec())
+                }
+                _ => None,
+            }
+        };
+        if let Some(q) = query {
+            self.note_settings_statement(&q);
+        }
     }
 
     /// Makes sure the statement a Bind/Describe names exists on the attached connection and
@@ -392,6 +434,7 @@ impl Session {
         if self.fail_changed_shape(name) {
             return Ok(());
         }
+        self.note_bind_effects(name);
         let Some((server_name, stmt)) = self.prepare_statement(name)? else {
             return Ok(());
         };

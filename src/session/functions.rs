@@ -2,7 +2,7 @@
 //! connection just checked out, and noting the ones a statement it sends creates.
 
 use super::Session;
-use crate::catalog::VOLATILE_FUNCTIONS_SQL;
+use crate::catalog::{Function, VOLATILE_FUNCTIONS_SQL};
 use crate::protocol::TxnStatus;
 
 impl Session {
@@ -23,11 +23,15 @@ impl Session {
             self.functions.finish_read(None, epoch, now);
             return;
         };
-        let names = match p.conn.simple_query(VOLATILE_FUNCTIONS_SQL, timeout).await {
+        let functions = match p.conn.simple_query(VOLATILE_FUNCTIONS_SQL, timeout).await {
             Ok(Ok(rows)) => Some(
                 rows.into_iter()
-                    .filter_map(|r| r.into_iter().next().flatten())
-                    .collect::<Vec<String>>(),
+                    .filter_map(|r| {
+                        let mut cols = r.into_iter();
+                        let name = cols.next().flatten()?;
+                        Some(function(name, cols.next().flatten().as_deref()))
+                    })
+                    .collect::<Vec<Function>>(),
             ),
             Ok(Err(e)) => {
                 tracing::warn!(parent: &self.span, code = %e.code, error = %e.message, "could not read the database's volatile functions");
@@ -35,10 +39,24 @@ impl Session {
             }
             Err(_) => None,
         };
-        if let Some(n) = &names {
-            tracing::debug!(parent: &self.span, functions = n.len(), "volatile functions read");
+        if let Some(f) = &functions {
+            let settings = f.iter().filter(|f| f.settings.is_some()).count();
+            tracing::debug!(parent: &self.span, functions = f.len(), settings, "volatile functions read");
         }
-        self.functions.finish_read(names, epoch, now);
+        self.functions.finish_read(functions, epoch, now);
+    }
+
+    /// Whether the query text `text` calls a function whose body may change session settings
+    /// (then the settings are read back after its transaction, as after a `SET`); the custom
+    /// setting names those bodies name are read back too.
+    pub(super) fn calls_settings_function(&mut self, text: &[u8]) -> bool {
+        match self.functions.settings_calls(text) {
+            Some(names) => {
+                self.custom_names.extend(names);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether the query text `text` calls one of the database's volatile functions not
@@ -51,7 +69,21 @@ impl Session {
     /// A statement with a schema change is being sent: the functions it creates as volatile
     /// are known as such from now on (its session's next read may call one).
     pub(super) fn note_created_functions(&self, text: &[u8]) {
-        let names = crate::sql::volatile_functions_defined(&String::from_utf8_lossy(text));
-        self.functions.add_created(names);
+        let defined = crate::sql::volatile_functions_defined(&String::from_utf8_lossy(text));
+        self.functions.add_created(
+            defined
+                .into_iter()
+                .map(|d| function(d.name, d.body.as_deref()))
+                .collect(),
+        );
     }
+}
+
+/// The volatile function `name` with body `body` (when known): whether the body may change
+/// settings, and which custom ones it names.
+fn function(name: String, body: Option<&str>) -> Function {
+    let settings = body
+        .filter(|b| crate::sql::body_sets_settings(b))
+        .map(super::settings::body_custom_names);
+    Function { name, settings }
 }

@@ -213,7 +213,13 @@ impl Session {
                 self.terminate_client(pid);
             }
         }
-        let settings = info.effects.contains(Effects::SETTINGS);
+        let mut effects = info.effects;
+        let text = super::route::query_bytes(&self.client.rbuf[5..h.frame_len]);
+        if let Some(names) = self.functions.settings_calls(text) {
+            self.custom_names.extend(names);
+            effects |= Effects::SETTINGS;
+        }
+        let settings = effects.contains(Effects::SETTINGS);
         if settings {
             self.note_custom_names(h.frame_len);
         }
@@ -222,7 +228,7 @@ impl Session {
                 &self.client.rbuf[5..h.frame_len],
             ));
         }
-        self.apply_effects(info.effects, info.pin);
+        self.apply_effects(effects, info.pin);
         if info.execute {
             self.forward_execute(h.frame_len);
         } else {

@@ -82,6 +82,22 @@ pub fn restore_sql(startup: &Settings) -> Option<String> {
     ))
 }
 
+/// The custom setting names a function body (SQL or PL/pgSQL) sets or resets: as
+/// [`custom_names`] finds them in it and in its string literals (`EXECUTE 'SET app.x = ' ...`).
+pub fn body_custom_names(body: &str) -> Vec<String> {
+    let mut names = custom_names(body);
+    for t in crate::sql::Lexer::new(body) {
+        if let Some(v) = t.string_value() {
+            for n in custom_names(&v) {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+    }
+    names
+}
+
 /// Dotted (custom) setting names a statement sets or resets: `SET [SESSION|LOCAL] a.b ...`,
 /// `RESET a.b`, `set_config('a.b', ...)`. Lower-cased; other names are tracked through
 /// `pg_settings`.
@@ -383,5 +399,17 @@ mod tests {
                 ("datestyle", "ISO, MDY")
             ])
         );
+    }
+
+    #[test]
+    fn custom_names_of_function_bodies_include_dynamic_ones() {
+        assert_eq!(
+            body_custom_names(
+                "BEGIN PERFORM set_config('app.a', x, false); SET app.b = 1; \
+                 EXECUTE 'SET app.c = ' || quote_literal(x); EXECUTE 'RESET app.a'; END"
+            ),
+            ["app.a", "app.b", "app.c"]
+        );
+        assert!(body_custom_names("BEGIN SET search_path = x; END").is_empty());
     }
 }

@@ -33,6 +33,9 @@ pub struct Statement {
     pub types: Bytes,
     /// Whether it is a read by classification, and its routing hint (classified once).
     pub route: std::sync::OnceLock<(bool, Option<crate::sql::Route>)>,
+    /// Its session effects, as classified when a client first parsed it: those of each run
+    /// (settings it changes) apply at every Bind, not only at the Parse.
+    pub effects: std::sync::OnceLock<crate::sql::Effects>,
     /// The pid its `pg_terminate_backend(...)` call names, if any (found at its first Bind).
     pub terminate: std::sync::OnceLock<Option<crate::sql::TerminateArg>>,
     /// The statement its text runs (`EXECUTE _sy<id>`, see [`executing`]): prepared on a
@@ -166,6 +169,7 @@ impl Registry {
             query: Bytes::copy_from_slice(query),
             types: Bytes::copy_from_slice(types),
             route: std::sync::OnceLock::new(),
+            effects: std::sync::OnceLock::new(),
             terminate: std::sync::OnceLock::new(),
             depends: depends.cloned(),
             shape: std::sync::OnceLock::new(),

@@ -1,6 +1,6 @@
 //! Function names in SQL text, for routing by what the database says of its own functions:
-//! which functions a statement calls, and which functions a `CREATE FUNCTION` or `ALTER
-//! FUNCTION` makes volatile.
+//! which functions a statement calls, which functions a `CREATE FUNCTION` or `ALTER
+//! FUNCTION` makes volatile, and whether a function's body may change session settings.
 
 use super::lexer::{Lexer, Token};
 
@@ -22,10 +22,19 @@ pub fn calls_any(sql: &str, mut listed: impl FnMut(&str) -> bool) -> bool {
     false
 }
 
+/// A function a `CREATE FUNCTION` or `ALTER FUNCTION` makes volatile.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Defined {
+    /// Its name as PostgreSQL resolves it, without the schema.
+    pub name: String,
+    /// The body a `CREATE FUNCTION` gives it (`AS '...'`, its first string for C functions).
+    pub body: Option<String>,
+}
+
 /// The functions `sql` creates or alters as volatile: `CREATE [OR REPLACE] FUNCTION name`
 /// without `IMMUTABLE` or `STABLE` (volatile is the default), and `ALTER FUNCTION name ...
-/// VOLATILE`. Names as PostgreSQL resolves them, without their schema.
-pub fn volatile_functions_defined(sql: &str) -> Vec<String> {
+/// VOLATILE`.
+pub fn volatile_functions_defined(sql: &str) -> Vec<Defined> {
     let toks: Vec<Token<'_>> = Lexer::new(sql).filter(|t| !t.is_comment()).collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -58,6 +67,7 @@ pub fn volatile_functions_defined(sql: &str) -> Vec<String> {
         // The rest of the statement, outside parentheses (a body is one string token).
         let mut depth = 0usize;
         let mut volatile = !alter;
+        let mut body = None;
         while let Some(t) = toks.get(j) {
             if t.is_punct(b'(') {
                 depth += 1;
@@ -71,16 +81,56 @@ pub fn volatile_functions_defined(sql: &str) -> Vec<String> {
                     volatile = false;
                 } else if t.is_kw("volatile") {
                     volatile = true;
+                } else if body.is_none() && j > 0 && toks[j - 1].is_kw("as") {
+                    body = t.string_value().map(|b| b.into_owned());
                 }
             }
             j += 1;
         }
-        if let Some(n) = name.filter(|_| volatile) {
-            out.push(n);
+        if let Some(name) = name.filter(|_| volatile) {
+            out.push(Defined { name, body });
         }
         i = j;
     }
     out
+}
+
+/// Whether a function body (`pg_proc.prosrc` of a SQL or PL/pgSQL function) may change a
+/// session setting when it runs: it calls `set_config(`, or has a `SET` or `RESET`
+/// statement other than `SET LOCAL`, `SET TRANSACTION` and `SET CONSTRAINTS` (one that
+/// begins the body, follows `;` or begins a block or branch), also as the text of a dynamic
+/// `EXECUTE '...'`. A setting made so outlives the call, like a `SET` sent by the client.
+pub fn body_sets_settings(body: &str) -> bool {
+    sets_settings(body, 2)
+}
+
+fn sets_settings(body: &str, depth: u8) -> bool {
+    let toks: Vec<Token<'_>> = Lexer::new(body).filter(|t| !t.is_comment()).collect();
+    let starts_statement = |i: usize| {
+        i == 0 || {
+            let p = &toks[i - 1];
+            p.is_punct(b';') || ["begin", "then", "else", "loop"].iter().any(|k| p.is_kw(k))
+        }
+    };
+    toks.iter().enumerate().any(|(i, t)| {
+        let next = toks.get(i + 1);
+        if t.is_kw("set_config") && next.is_some_and(|n| n.is_punct(b'(')) {
+            return true;
+        }
+        if (t.is_kw("set") || t.is_kw("reset")) && starts_statement(i) {
+            return next.is_some_and(|n| {
+                n.is_name()
+                    && !(t.is_kw("set")
+                        && (n.is_kw("local") || n.is_kw("transaction") || n.is_kw("constraints")))
+            });
+        }
+        depth > 0
+            && t.string_value().is_some_and(|v| {
+                let v = v.trim_start().to_ascii_lowercase();
+                (v.starts_with("set") || v.starts_with("reset") || v.contains("set_config"))
+                    && sets_settings(&v, depth - 1)
+            })
+    })
 }
 
 #[cfg(test)]
@@ -106,6 +156,7 @@ mod tests {
     #[test]
     fn volatile_definitions_are_found() {
         let v = volatile_functions_defined;
+        let v = |sql: &str| -> Vec<String> { v(sql).into_iter().map(|d| d.name).collect() };
         assert_eq!(
             v("CREATE FUNCTION set_ttdummy(int4) RETURNS int4 AS '/x/regress.so' LANGUAGE C STRICT"),
             ["set_ttdummy"]
@@ -134,5 +185,52 @@ mod tests {
         );
         assert!(v("SELECT 'create function f()'").is_empty());
         assert!(v("CREATE TABLE function_t (a int)").is_empty());
+    }
+
+    #[test]
+    fn bodies_of_definitions_are_kept() {
+        assert_eq!(
+            volatile_functions_defined(
+                "CREATE FUNCTION t(x int) RETURNS void LANGUAGE sql AS $b$ SELECT 1 $b$ STRICT"
+            ),
+            [Defined {
+                name: "t".into(),
+                body: Some(" SELECT 1 ".into())
+            }]
+        );
+        assert_eq!(
+            volatile_functions_defined("ALTER FUNCTION t(int) VOLATILE"),
+            [Defined {
+                name: "t".into(),
+                body: None
+            }]
+        );
+    }
+
+    #[test]
+    fn bodies_that_change_settings_are_found() {
+        for body in [
+            "SELECT set_config('app.tenant', $1::text, false)",
+            "BEGIN PERFORM pg_catalog.set_config('app.tenant', x::text, false); END",
+            "SET search_path = a, b; SELECT 1",
+            "BEGIN\n  SET work_mem = '8MB';\nEND",
+            "BEGIN IF x THEN RESET app.tenant; END IF; END",
+            "BEGIN EXECUTE 'SET app.tenant = ' || quote_literal(x); END",
+            "BEGIN EXECUTE format($f$select set_config(%L, %L, false)$f$, k, v); END",
+            "DECLARE n int; BEGIN FOR i IN 1..3 LOOP SET SESSION app.n = 1; END LOOP; END",
+        ] {
+            assert!(body_sets_settings(body), "{body}");
+        }
+        for body in [
+            "SELECT 1",
+            "UPDATE t SET x = 1 WHERE y = 2",
+            "BEGIN UPDATE t\n SET x = 1; INSERT INTO u VALUES (1) ON CONFLICT (a) DO UPDATE SET b = 2; END",
+            "BEGIN SET LOCAL work_mem = '8MB'; SET TRANSACTION READ ONLY; SET CONSTRAINTS ALL DEFERRED; END",
+            "SELECT 'no set_config here', 'reset', 'set' -- set_config(",
+            "set_limit",
+            "BEGIN EXECUTE 'UPDATE t SET x = 1'; END",
+        ] {
+            assert!(!body_sets_settings(body), "{body}");
+        }
     }
 }

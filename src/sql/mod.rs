@@ -67,7 +67,7 @@ use std::fmt;
 pub use begin::{begin_modes, BeginModes};
 pub use classify::Classifier;
 pub use effects::{dropped_database, of_function_call};
-pub use functions::{calls_any, volatile_functions_defined};
+pub use functions::{body_sets_settings, calls_any, volatile_functions_defined, Defined};
 pub use lexer::{Lexer, StrKind, Token, TokenKind, Unterminated};
 pub use split::split_statements;
 pub use terminate::{terminate_arg, TerminateArg};
