@@ -1,17 +1,16 @@
-//! Server connections for a client: the first server contact at login, checking a
-//! connection out for a request (routing, settings sync, sequence state), reading settings or
-//! the commit position back when a transaction ends, giving the connection back, losing it
-//! (retry or error), and handing it back clean when the client leaves.
+//! Server connections for a client: checking a connection out for a request (routing,
+//! settings sync, sequence state), reading settings or the commit position back when a
+//! transaction ends, giving the connection back, and handing it back clean when the client
+//! leaves. (The first server contact at login is in login.rs; losing a connection, in
+//! retry.rs.)
 
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use bytes::Buf;
 
 use super::cancel;
 use super::route::Target;
-use super::{login, settings, Fatal, Pass, Session};
+use super::{settings, Fatal, Pass, Session};
 use crate::config::PoolMode;
 use crate::pool::{Pool, PoolSpec, Pooled};
 use crate::protocol::{encode, tag, Header, TxnStatus};
@@ -20,101 +19,6 @@ use crate::protocol::{encode, tag, Header, TxnStatus};
 const COMMIT_LSN_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
 
 impl Session {
-    /// First server contact: validates database and startup settings on a real server and
-    /// greets the client with that server's parameters.
-    pub(super) async fn login(
-        &mut self,
-        client: &mut TcpStream,
-        reg: &mut super::cancel::Registration,
-    ) -> Result<(), Fatal> {
-        let config = self.app.config.load_full();
-        let wait = config.config.routing.primary_wait;
-        let view = self.app.cluster.view();
-        // Session mode keeps this connection for every statement: it must be the primary.
-        // Transaction mode only needs a server that knows the database and the user.
-        let any_up = || view.backends.iter().position(|b| b.up && !b.fenced);
-        let found = if self.pool_mode == PoolMode::Session {
-            view.primary
-        } else {
-            view.primary.or_else(any_up)
-        };
-        let index = match found {
-            Some(i) => i,
-            None => match self.app.cluster.wait_primary(wait).await {
-                Some(i) => i,
-                None => return Err(Fatal::new("57P03", "no database server is available")),
-            },
-        };
-        drop(view);
-        let pool = self
-            .pool(index)
-            .ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
-        let mut p = pool
-            .checkout(self.id)
-            .await
-            .map_err(|e| match e.sqlstate() {
-                // The client proved its identity to the proxy; the server does not know this role
-                // (or has another password for it): a configuration mismatch, not a bad password.
-                "28P01" | "28000" => Fatal::new(
-                    "28000",
-                    format!(
-                        "the database server refused role \"{}\": {}",
-                        self.user.name,
-                        e.client_message()
-                    ),
-                ),
-                code => Fatal::new(code, e.client_message()),
-            })?;
-        if let Some(sql) = self.desired.sync_sql(&p.conn.applied, true) {
-            match p
-                .conn
-                .simple_query(&sql, config.config.pool.connect_timeout)
-                .await
-            {
-                Ok(Ok(_)) => p.conn.applied = self.desired.clone(),
-                Ok(Err(e)) => {
-                    p.release();
-                    return Err(Fatal::new(e.code, e.message));
-                }
-                Err(_) => {
-                    p.discard("setup_failed", &self.app.metrics);
-                    return Err(Fatal::new(
-                        "08006",
-                        "could not set up the server connection",
-                    ));
-                }
-            }
-        }
-        if self.app.cancels.adopt_pid(reg, p.conn.pid) {
-            // The client is told the process id of the server process it logs in on. In
-            // session pooling it keeps that process for its whole session; in transaction
-            // pooling the process is its own (the pool's affinity) while the pool has room.
-            // Either way pg_backend_pid(), notifications and pg_terminate_backend agree with
-            // the BackendKeyData. (Another client's key with that number: a random one, above
-            // any process id.)
-            self.client_pid = reg.pid;
-        }
-        self.superuser = p
-            .conn
-            .params
-            .iter()
-            .any(|(k, v)| k == "is_superuser" && v == "on");
-        let mut out = BytesMut::new();
-        login::greeting(&mut out, &p.conn.params, reg.pid, reg.secret);
-        if let Err(e) = client.write_all(&out).await {
-            // The client left during its login: the connection goes back unused.
-            p.release();
-            return Err(Fatal::Io(e));
-        }
-        self.app.metrics.clients.inc();
-        if self.pool_mode == PoolMode::Session {
-            self.hold(p);
-        } else {
-            p.release();
-        }
-        Ok(())
-    }
-
     /// The pool for backend `index` in the current topology.
     pub(super) fn pool(&mut self, index: usize) -> Option<Arc<Pool>> {
         if self.current.view.topology != self.topology {
@@ -145,7 +49,7 @@ impl Session {
     }
 
     /// Takes ownership of a checked-out connection.
-    fn hold(&mut self, mut p: Pooled) {
+    pub(super) fn hold(&mut self, mut p: Pooled) {
         self.server_fatal = None;
         // Idle in the pool: no portal exists there.
         p.conn.prepared.mark_quiet();
@@ -409,7 +313,7 @@ impl Session {
     }
 
     /// Per-attachment state to clear when the server connection goes.
-    fn detach_bookkeeping(&mut self) {
+    pub(super) fn detach_bookkeeping(&mut self) {
         self.server_pass = 0;
         self.batch_open = false;
         self.wrote = false;
@@ -427,106 +331,6 @@ impl Session {
             self.commit_pending = false;
             self.ryw.end_commit(None);
         }
-    }
-
-    /// The server connection failed: repeat a repeatable request elsewhere, else answer what
-    /// the client still waits for with an error; drop the connection.
-    pub(super) fn server_lost(&mut self, error: std::io::Error) {
-        let Some(p) = self.server.take() else { return };
-        self.cancel.clear();
-        tracing::warn!(parent: &self.span, backend = %p.pool().key.backend, error = %error, "server connection lost");
-        p.discard("server_lost", &self.app.metrics);
-        // Bytes not yet written were for that connection only: what the client is told failed
-        // must not run on the next one (and a full buffer would stop the relay for good).
-        self.swbuf.clear();
-        self.parse_wait_flushed = false;
-        // Whether a pg_terminate_backend in flight ran is unknown: nobody is ended for it.
-        self.terminates = None;
-        if let Some(i) = self.backend_index {
-            // A repeat of this request goes somewhere else.
-            self.avoid |= 1u64 << (i % 64);
-        }
-        if self.commit_pending {
-            // The commit reached the client; its position is unknown. Reads in scope go to the
-            // primary until the next commit's position is known... give up waiting instead.
-            self.commit_pending = false;
-            self.ryw.end_commit(None);
-        }
-        self.detach_bookkeeping();
-        let repeat = super::retry::repeats_on_loss(
-            self.retry.as_ref(),
-            self.retry_attempts,
-            self.client_pass == Pass::None,
-        );
-        if repeat {
-            self.app
-                .metrics
-                .retries
-                .with_label_values(&["server_lost"])
-                .inc();
-            self.retry_attempts += 1;
-            self.pending.abandon();
-            self.requeue_request();
-            self.txn = TxnStatus::Idle;
-            return;
-        }
-        if let Some(mut r) = self.retry.take() {
-            r.release_into(&mut self.client.wbuf);
-        }
-        if let Some(z) = self.held_ready.take() {
-            // The client's statement completed; only the proxy's restore query behind it was
-            // lost.
-            self.client.wbuf.unsplit(z);
-        }
-        let open_batch = matches!(self.pending.last_kind(), Some(k) if !matches!(k, super::pending::Kind::Sync | super::pending::Kind::Query | super::pending::Kind::FunctionCall));
-        let owed = self.pending.abandon();
-        // A transaction block dies with its server: the client's block has failed.
-        let in_block = self.txn != TxnStatus::Idle;
-        let was_busy = owed > 0 || open_batch;
-        if let Pass::Forward(n) = self.client_pass {
-            self.client_pass = Pass::Drop(n);
-        }
-        if was_busy {
-            self.app.metrics.error("08006");
-            let why = match self.server_fatal.take() {
-                Some((m, false)) => format!(": {m}"),
-                _ => String::new(),
-            };
-            encode::error(
-                &mut self.client.wbuf,
-                "ERROR",
-                "08006",
-                &format!("the server connection was lost while running the request{why}"),
-            );
-            let status = if in_block {
-                TxnStatus::Failed
-            } else {
-                TxnStatus::Idle
-            };
-            for _ in 0..owed {
-                encode::ready_for_query(&mut self.client.wbuf, status);
-            }
-            if open_batch {
-                self.skip_until_sync = true;
-            }
-            self.aborted_txn = in_block;
-        } else if in_block {
-            self.lost_txn = true;
-        }
-        self.txn = TxnStatus::Idle;
-    }
-
-    /// Puts the repeatable request back at the front of the client buffer, undoing what its
-    /// first run recorded.
-    pub(super) fn requeue_request(&mut self) {
-        let Some(r) = self.retry.take() else { return };
-        for n in &r.names {
-            self.statements.remove(n);
-        }
-        self.front_query = None;
-        let mut again = r.original;
-        again.unsplit(std::mem::take(&mut self.client.rbuf));
-        self.client.rbuf = again;
     }
 
     /// Ends the session: hands the server connection back clean, or closes it.

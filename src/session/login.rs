@@ -12,7 +12,7 @@ use super::settings::Settings;
 use super::Fatal;
 use crate::app::App;
 use crate::auth::{self, ScramServer};
-use crate::config::{AuthMethod, User};
+use crate::config::{AuthMethod, PoolMode, User};
 use crate::net;
 use crate::protocol::startup::{self, Initial, Startup};
 use crate::protocol::{encode, tag};
@@ -227,4 +227,101 @@ pub fn greeting(out: &mut BytesMut, params: &[(String, String)], pid: i32, secre
     }
     encode::backend_key_data(out, pid, secret);
     encode::ready_for_query(out, crate::protocol::TxnStatus::Idle);
+}
+
+impl super::Session {
+    /// First server contact: validates database and startup settings on a real server and
+    /// greets the client with that server's parameters.
+    pub(super) async fn login(
+        &mut self,
+        client: &mut TcpStream,
+        reg: &mut super::cancel::Registration,
+    ) -> Result<(), Fatal> {
+        let config = self.app.config.load_full();
+        let wait = config.config.routing.primary_wait;
+        let view = self.app.cluster.view();
+        // Session mode keeps this connection for every statement: it must be the primary.
+        // Transaction mode only needs a server that knows the database and the user.
+        let any_up = || view.backends.iter().position(|b| b.up && !b.fenced);
+        let found = if self.pool_mode == PoolMode::Session {
+            view.primary
+        } else {
+            view.primary.or_else(any_up)
+        };
+        let index = match found {
+            Some(i) => i,
+            None => match self.app.cluster.wait_primary(wait).await {
+                Some(i) => i,
+                None => return Err(Fatal::new("57P03", "no database server is available")),
+            },
+        };
+        drop(view);
+        let pool = self
+            .pool(index)
+            .ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
+        let mut p = pool
+            .checkout(self.id)
+            .await
+            .map_err(|e| match e.sqlstate() {
+                // The client proved its identity to the proxy; the server does not know this role
+                // (or has another password for it): a configuration mismatch, not a bad password.
+                "28P01" | "28000" => Fatal::new(
+                    "28000",
+                    format!(
+                        "the database server refused role \"{}\": {}",
+                        self.user.name,
+                        e.client_message()
+                    ),
+                ),
+                code => Fatal::new(code, e.client_message()),
+            })?;
+        if let Some(sql) = self.desired.sync_sql(&p.conn.applied, true) {
+            match p
+                .conn
+                .simple_query(&sql, config.config.pool.connect_timeout)
+                .await
+            {
+                Ok(Ok(_)) => p.conn.applied = self.desired.clone(),
+                Ok(Err(e)) => {
+                    p.release();
+                    return Err(Fatal::new(e.code, e.message));
+                }
+                Err(_) => {
+                    p.discard("setup_failed", &self.app.metrics);
+                    return Err(Fatal::new(
+                        "08006",
+                        "could not set up the server connection",
+                    ));
+                }
+            }
+        }
+        if self.app.cancels.adopt_pid(reg, p.conn.pid) {
+            // The client is told the process id of the server process it logs in on. In
+            // session pooling it keeps that process for its whole session; in transaction
+            // pooling the process is its own (the pool's affinity) while the pool has room.
+            // Either way pg_backend_pid(), notifications and pg_terminate_backend agree with
+            // the BackendKeyData. (Another client's key with that number: a random one, above
+            // any process id.)
+            self.client_pid = reg.pid;
+        }
+        self.superuser = p
+            .conn
+            .params
+            .iter()
+            .any(|(k, v)| k == "is_superuser" && v == "on");
+        let mut out = BytesMut::new();
+        greeting(&mut out, &p.conn.params, reg.pid, reg.secret);
+        if let Err(e) = client.write_all(&out).await {
+            // The client left during its login: the connection goes back unused.
+            p.release();
+            return Err(Fatal::Io(e));
+        }
+        self.app.metrics.clients.inc();
+        if self.pool_mode == PoolMode::Session {
+            self.hold(p);
+        } else {
+            p.release();
+        }
+        Ok(())
+    }
 }

@@ -9,6 +9,7 @@ mod current;
 mod extended;
 mod functions;
 mod login;
+mod parse;
 pub mod pending;
 mod query;
 mod relay;

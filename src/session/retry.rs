@@ -3,9 +3,13 @@
 //! If the replica fails first, or refuses it as a hot standby must (it was a write after all,
 //! needs the primary, or the session is SERIALIZABLE), the response is
 //! dropped and the request goes back to the front of the client's buffer, to be routed again;
-//! the client never sees the failure.
+//! the client never sees the failure. A lost server connection whose request cannot be
+//! repeated answers what the client still waits for with an error instead.
 
 use bytes::{Bytes, BytesMut};
+
+use super::Pass;
+use crate::protocol::{encode, TxnStatus};
 
 /// Response bytes held back at most; past this the response streams and the request is no
 /// longer repeatable.
@@ -68,6 +72,108 @@ impl Retry {
     pub fn release_into(&mut self, out: &mut BytesMut) {
         self.released = true;
         out.unsplit(std::mem::take(&mut self.held));
+    }
+}
+
+impl super::Session {
+    /// The server connection failed: repeat a repeatable request elsewhere, else answer what
+    /// the client still waits for with an error; drop the connection.
+    pub(super) fn server_lost(&mut self, error: std::io::Error) {
+        let Some(p) = self.server.take() else { return };
+        self.cancel.clear();
+        tracing::warn!(parent: &self.span, backend = %p.pool().key.backend, error = %error, "server connection lost");
+        p.discard("server_lost", &self.app.metrics);
+        // Bytes not yet written were for that connection only: what the client is told failed
+        // must not run on the next one (and a full buffer would stop the relay for good).
+        self.swbuf.clear();
+        self.parse_wait_flushed = false;
+        // Whether a pg_terminate_backend in flight ran is unknown: nobody is ended for it.
+        self.terminates = None;
+        if let Some(i) = self.backend_index {
+            // A repeat of this request goes somewhere else.
+            self.avoid |= 1u64 << (i % 64);
+        }
+        if self.commit_pending {
+            // The commit reached the client; its position is unknown. Reads in scope go to the
+            // primary until the next commit's position is known... give up waiting instead.
+            self.commit_pending = false;
+            self.ryw.end_commit(None);
+        }
+        self.detach_bookkeeping();
+        let repeat = super::retry::repeats_on_loss(
+            self.retry.as_ref(),
+            self.retry_attempts,
+            self.client_pass == Pass::None,
+        );
+        if repeat {
+            self.app
+                .metrics
+                .retries
+                .with_label_values(&["server_lost"])
+                .inc();
+            self.retry_attempts += 1;
+            self.pending.abandon();
+            self.requeue_request();
+            self.txn = TxnStatus::Idle;
+            return;
+        }
+        if let Some(mut r) = self.retry.take() {
+            r.release_into(&mut self.client.wbuf);
+        }
+        if let Some(z) = self.held_ready.take() {
+            // The client's statement completed; only the proxy's restore query behind it was
+            // lost.
+            self.client.wbuf.unsplit(z);
+        }
+        let open_batch = matches!(self.pending.last_kind(), Some(k) if !matches!(k, super::pending::Kind::Sync | super::pending::Kind::Query | super::pending::Kind::FunctionCall));
+        let owed = self.pending.abandon();
+        // A transaction block dies with its server: the client's block has failed.
+        let in_block = self.txn != TxnStatus::Idle;
+        let was_busy = owed > 0 || open_batch;
+        if let Pass::Forward(n) = self.client_pass {
+            self.client_pass = Pass::Drop(n);
+        }
+        if was_busy {
+            self.app.metrics.error("08006");
+            let why = match self.server_fatal.take() {
+                Some((m, false)) => format!(": {m}"),
+                _ => String::new(),
+            };
+            encode::error(
+                &mut self.client.wbuf,
+                "ERROR",
+                "08006",
+                &format!("the server connection was lost while running the request{why}"),
+            );
+            let status = if in_block {
+                TxnStatus::Failed
+            } else {
+                TxnStatus::Idle
+            };
+            for _ in 0..owed {
+                encode::ready_for_query(&mut self.client.wbuf, status);
+            }
+            if open_batch {
+                self.skip_until_sync = true;
+            }
+            self.aborted_txn = in_block;
+        } else if in_block {
+            self.lost_txn = true;
+        }
+        self.txn = TxnStatus::Idle;
+    }
+
+    /// Puts the repeatable request back at the front of the client buffer, undoing what its
+    /// first run recorded.
+    pub(super) fn requeue_request(&mut self) {
+        let Some(r) = self.retry.take() else { return };
+        for n in &r.names {
+            self.statements.remove(n);
+        }
+        self.front_query = None;
+        let mut again = r.original;
+        again.unsplit(std::mem::take(&mut self.client.rbuf));
+        self.client.rbuf = again;
     }
 }
 

@@ -1,0 +1,249 @@
+//! Parse messages from the client: named statements interned proxy-wide and prepared on the
+//! client's server connection (or answered from it when it has them already), the unnamed
+//! one tracked per client, and the session effects of what is parsed (settings a statement
+//! changes count again at each Bind of it).
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::pending::{Hook, Kind, Mode};
+use super::statements::{self, Statement};
+use super::{Fatal, Session};
+use crate::protocol::{encode, read_cstr, tag, Header};
+use crate::sql::Effects;
+
+impl Session {
+    /// A named Parse whose name an earlier, still unanswered Parse of this client took: if
+    /// that one fails, the name is free again (as on the server), so this one must wait.
+    pub(super) fn parse_awaits_earlier(&self, h: Header) -> bool {
+        let Some((name, _)) = read_cstr(&self.client.rbuf[5..h.frame_len]) else {
+            return false;
+        };
+        !name.is_empty()
+            && self.statements.contains_key(name)
+            && self.pending.parse_outstanding(name)
+    }
+
+    pub(super) fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {
+        // Drivers send the same unnamed statement over and over: the same message as the
+        // previous unnamed Parse has the same effects, found without parsing it again (and
+        // without keeping another copy of it).
+        let (effects, pin) = self.unnamed_effects;
+        let repeat = self.client.rbuf.get(5) == Some(&0)
+            && self.unnamed.as_deref() == Some(&self.client.rbuf[..h.frame_len])
+            && !effects.contains(Effects::SETTINGS)
+            && !self.unnamed_deallocates;
+        if repeat {
+            self.apply_effects(effects, pin);
+            self.forward(h.frame_len);
+            self.note_unnamed_parse();
+            return Ok(());
+        }
+        let frame = Bytes::copy_from_slice(&self.client.rbuf[..h.frame_len]);
+        self.client.rbuf.advance(h.frame_len);
+        let Some((name, query, types)) = statements::split_parse(&frame[5..]) else {
+            return Err(Fatal::protocol("malformed Parse message"));
+        };
+        let mut deallocate = None;
+        // `EXECUTE name` of one of the client's statements: (the text naming the shared
+        // statement, that statement).
+        let mut executes = None;
+        let (mut effects, pin) = match &self.unnamed {
+            // (A repeat that changes settings: its custom names are read again below.)
+            Some(prev) if name.is_empty() && prev[..] == frame[..] && !self.unnamed_deallocates => {
+                self.unnamed_effects
+            }
+            _ => {
+                let c = self.app.classifier.load();
+                let a = c.analyze_text(query);
+                if name.is_empty() {
+                    self.unnamed_deallocates = a.deallocate.is_some() || a.execute.is_some();
+                }
+                if let Some(e) = &a.execute {
+                    if let Some(s) = self.statements.get(e.name.as_bytes()) {
+                        executes =
+                            Some((statements::executing(query, e.span.clone(), s), s.clone()));
+                    }
+                }
+                match &a.deallocate {
+                    Some(crate::sql::Deallocate::Name(n)) if name.is_empty() => {
+                        deallocate = self
+                            .statements
+                            .get(n.as_bytes())
+                            .map(|s| (n.to_string(), s.clone()));
+                    }
+                    _ => {}
+                }
+                (a.effects, a.pin_reason())
+            }
+        };
+        if !effects.contains(Effects::SETTINGS) && self.calls_settings_function(query) {
+            effects |= Effects::SETTINGS;
+        }
+        if let Some((client_name, stmt)) = deallocate {
+            // `DEALLOCATE name` of one of the client's protocol-level statements (psycopg
+            // sends it this way in pipeline mode): the server knows the statement by its
+            // shared name. Prepared there if need be, it is deallocated there under that name
+            // (the connection prepares it again when it is next needed) and the client's name
+            // is free.
+            self.ensure_prepared(&stmt);
+            self.statements.remove(client_name.as_bytes());
+            if let Some(p) = self.server.as_mut() {
+                p.conn.prepared.remove(stmt.id);
+            }
+            let text = format!("DEALLOCATE {}", String::from_utf8_lossy(&stmt.server_name));
+            let mut rewritten = BytesMut::new();
+            encode::parse(&mut rewritten, b"", text.as_bytes(), types);
+            self.unnamed_effects = (effects, pin);
+            self.forward_unnamed_parse(rewritten.freeze(), None);
+            return Ok(());
+        }
+        if name.is_empty() {
+            self.unnamed_effects = (effects, pin);
+        }
+        if effects.contains(Effects::SETTINGS) {
+            self.note_settings_statement(query);
+        }
+        if effects.contains(Effects::SCHEMA) {
+            self.note_created_functions(query);
+        }
+        self.apply_effects(effects, pin);
+        let (query, depends) = match &executes {
+            Some((text, target)) => {
+                // The statement it runs exists on this connection first.
+                self.ensure_prepared(target);
+                (&text[..], Some(target))
+            }
+            None => (query, None),
+        };
+        if name.is_empty() {
+            let frame = match depends {
+                Some(_) => {
+                    let mut b = BytesMut::new();
+                    encode::parse(&mut b, b"", query, types);
+                    b.freeze()
+                }
+                None => frame.clone(),
+            };
+            self.forward_unnamed_parse(frame, depends.cloned());
+            return Ok(());
+        }
+        if self.statements.contains_key(name) {
+            let msg = format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(name)
+            );
+            self.respond_batch_error("42P05", &msg);
+            return Ok(());
+        }
+        // A statement's meaning depends on the search_path it was parsed under.
+        let search_path = self
+            .desired
+            .0
+            .get("search_path")
+            .map(String::as_bytes)
+            .unwrap_or(b"");
+        let stmt = self
+            .app
+            .statements
+            .intern_with(query, types, search_path, depends);
+        stmt.effects.get_or_init(|| effects);
+        let client_name = frame.slice_ref(name);
+        self.statements.insert(client_name.clone(), stmt.clone());
+        if let Some(r) = self.retry.as_mut() {
+            r.names.push(client_name.clone());
+        }
+        self.note_quiet();
+        let conn = &mut self.server.as_mut().expect("attached").conn;
+        if conn.prepared.touch(stmt.id) {
+            let mut b = BytesMut::new();
+            encode::empty(&mut b, tag::PARSE_COMPLETE);
+            self.respond_undoable(
+                b,
+                Hook::CachedParse {
+                    id: stmt.id,
+                    name: client_name,
+                },
+            );
+        } else {
+            conn.prepared.insert(&stmt);
+            self.evict_prepared();
+            self.close_before_parse(&stmt);
+            encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
+            self.pending.expect(
+                Kind::Parse,
+                Mode::Forward,
+                Hook::Parse {
+                    id: stmt.id,
+                    name: client_name,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends the client's unnamed Parse on and records it as the unnamed statement (which
+    /// runs statement `depends`, if given).
+    fn forward_unnamed_parse(&mut self, frame: Bytes, depends: Option<Arc<Statement>>) {
+        self.swbuf.extend_from_slice(&frame);
+        self.unnamed = Some(frame);
+        self.unnamed_depends = depends;
+        self.note_unnamed_parse();
+    }
+
+    /// The unnamed statement (`self.unnamed`) was just sent to the attached connection.
+    fn note_unnamed_parse(&mut self) {
+        self.unnamed_seq += 1;
+        let owner = (self.id, self.unnamed_seq);
+        if let Some(p) = self.server.as_mut() {
+            p.conn.unnamed_owner = Some(owner);
+        }
+        self.pending.expect(
+            Kind::Parse,
+            Mode::Forward,
+            Hook::UnnamedParse { client: true },
+        );
+    }
+
+    /// A statement that may change session settings is about to run (parsed, or bound
+    /// again): they are read back when its transaction ends, with the custom names its text
+    /// sets, and startup values a `RESET` in it replaced are put back at its Sync.
+    fn note_settings_statement(&mut self, query: &[u8]) {
+        for n in super::settings::custom_names(&String::from_utf8_lossy(query)) {
+            self.custom_names.insert(n);
+        }
+        self.calls_settings_function(query);
+        self.restore_pending = true;
+        self.capture = true;
+    }
+
+    /// A Bind of statement `name` runs it again: its settings changes apply to this run too
+    /// (a driver parses `SELECT set_config('app.tenant', $1, false)` once and binds it in
+    /// every later transaction).
+    pub(super) fn note_bind_effects(&mut self, name: &[u8]) {
+        let query = if name.is_empty() {
+            if !self.unnamed_effects.0.contains(Effects::SETTINGS) {
+                return;
+            }
+            match self.unnamed.as_ref() {
+                Some(frame) => statements::split_parse(&frame[5..]).map(|(_, q, _)| q.to_vec()),
+                None => None,
+            }
+        } else {
+            match self.statements.get(name) {
+                Some(s)
+                    if s.effects
+                        .get()
+                        .is_some_and(|e| e.contains(Effects::SETTINGS)) =>
+                {
+                    Some(s.query.to_vec())
+                }
+                _ => None,
+            }
+        };
+        if let Some(q) = query {
+            self.note_settings_statement(&q);
+        }
+    }
+}
