@@ -1,5 +1,6 @@
 //! What switchyard knows of each database's own functions: the names of the volatile ones
-//! (`pg_proc.provolatile = 'v'`, created after `initdb`: by users and extensions). A read that
+//! (`pg_proc.provolatile = 'v'`, created after `initdb`: by users and extensions; procedures
+//! too, which `CALL` runs on the primary anyway). A read that
 //! calls one runs on the primary, as Pgpool-II does: a volatile function may write (which a
 //! replica refuses, and the statement could be repeated on the primary only until rows reached
 //! the client) or change session state a replica's process would keep (a C function's static
@@ -36,7 +37,7 @@ const RETRY_MS: u64 = 1_000;
 /// body is then examined by [`crate::sql::body_sets_settings`]).
 pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; \
      SELECT proname, CASE WHEN prosrc ~* E'set_config|\\\\m(re)?set\\\\M' THEN prosrc END \
-     FROM pg_catalog.pg_proc WHERE provolatile = 'v' AND prokind = 'f' AND oid >= 16384";
+     FROM pg_catalog.pg_proc WHERE provolatile = 'v' AND prokind IN ('f', 'p') AND oid >= 16384";
 
 /// Every database's [`DbFunctions`].
 #[derive(Default)]

@@ -4108,14 +4108,17 @@ async fn a_prepared_setting_change_is_tracked_at_every_run() {
 /// `EXECUTE 'SET ...'`) changes it for the session, like a `SET` sent by the client: in
 /// transaction pooling the change follows its client and never reaches the next client of
 /// the server connection. Functions created directly on the server (found in the catalog)
-/// and through the proxy, called through the simple and the extended protocol.
+/// and through the proxy, called through the simple and the extended protocol; a procedure
+/// and a `DO` block likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_changed_inside_functions_are_tracked() {
     su(
         "CREATE OR REPLACE FUNCTION sy_fn_tenant(t text) RETURNS void LANGUAGE plpgsql AS \
         $$ BEGIN PERFORM set_config('app.fn_tenant', t, false); END $$; \
         CREATE OR REPLACE FUNCTION sy_fn_dynamic(t text) RETURNS int LANGUAGE plpgsql AS \
-        $$ BEGIN EXECUTE 'SET app.fn_dyn = ' || quote_literal(t); RETURN 1; END $$",
+        $$ BEGIN EXECUTE 'SET app.fn_dyn = ' || quote_literal(t); RETURN 1; END $$; \
+        CREATE OR REPLACE PROCEDURE sy_pr_tenant(t text) LANGUAGE plpgsql AS \
+        $$ BEGIN PERFORM set_config('app.fn_proc', t, false); END $$",
     );
     let p = proxy("transaction", "size = 1");
     let a = connect(&p).await;
@@ -4166,6 +4169,25 @@ async fn settings_changed_inside_functions_are_tracked() {
     let own = one(&a, &get("app.fn_dyn")).await;
     if own != "d" {
         problems.push(format!("dynamic: a's app.fn_dyn is {own:?}"));
+    }
+
+    for (sql, name, value) in [
+        ("CALL sy_pr_tenant('p')", "app.fn_proc", "p"),
+        (
+            "DO $$ BEGIN PERFORM set_config('app.fn_do', 'x', false); END $$",
+            "app.fn_do",
+            "x",
+        ),
+    ] {
+        q(&a, sql).await;
+        let seen = one(&b, &get(name)).await;
+        if !unset(&seen) {
+            problems.push(format!("{sql}: b sees a's {name} = {seen:?}"));
+        }
+        let own = one(&a, &get(name)).await;
+        if own != value {
+            problems.push(format!("{sql}: a's {name} is {own:?}"));
+        }
     }
 
     q(&a, "SELECT sy_fn_path()").await;

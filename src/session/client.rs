@@ -165,7 +165,8 @@ impl Session {
                 };
                 let prefix = 5 + portal.len() + 1 + name.len() + 1;
                 let (portal, name) = (Bytes::copy_from_slice(portal), Bytes::copy_from_slice(name));
-                self.note_bind_effects(&name);
+                let stmt = self.statements.get(&name).cloned();
+                self.note_bind_effects(&name, stmt.as_deref());
                 let Some(server_name) = self.prepare_for_use(&name)? else {
                     return Ok(None);
                 };

@@ -201,10 +201,10 @@ impl Session {
         if self.fail_changed_shape(name) {
             return Ok(());
         }
-        self.note_bind_effects(name);
         let Some((server_name, stmt)) = self.prepare_statement(name)? else {
             return Ok(());
         };
+        self.note_bind_effects(name, stmt.as_deref());
         if let Some(arg) = self.terminate_arg_of(name, stmt.as_deref()) {
             let pid = match arg {
                 TerminateArg::Pid(pid) => Some(pid),

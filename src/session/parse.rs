@@ -210,7 +210,7 @@ impl Session {
     /// again): they are read back when its transaction ends, with the custom names its text
     /// sets, and startup values a `RESET` in it replaced are put back at its Sync.
     fn note_settings_statement(&mut self, query: &[u8]) {
-        for n in super::settings::custom_names(&String::from_utf8_lossy(query)) {
+        for n in super::settings::body_custom_names(&String::from_utf8_lossy(query)) {
             self.custom_names.insert(n);
         }
         self.calls_settings_function(query);
@@ -218,29 +218,24 @@ impl Session {
         self.capture = true;
     }
 
-    /// A Bind of statement `name` runs it again: its settings changes apply to this run too
-    /// (a driver parses `SELECT set_config('app.tenant', $1, false)` once and binds it in
-    /// every later transaction).
-    pub(super) fn note_bind_effects(&mut self, name: &[u8]) {
-        let query = if name.is_empty() {
-            if !self.unnamed_effects.0.contains(Effects::SETTINGS) {
-                return;
+    /// A Bind of statement `name` (`stmt`, when it is one of the client's named statements)
+    /// runs it again: its settings changes apply to this run too (a driver parses `SELECT
+    /// set_config('app.tenant', $1, false)` once and binds it in every later transaction).
+    pub(super) fn note_bind_effects(&mut self, name: &[u8], stmt: Option<&Statement>) {
+        let settings = |e: Effects| e.contains(Effects::SETTINGS);
+        let query = match stmt {
+            Some(s) => s
+                .effects
+                .get()
+                .copied()
+                .is_some_and(settings)
+                .then(|| s.query.clone()),
+            None if name.is_empty() && settings(self.unnamed_effects.0) => {
+                self.unnamed.as_ref().and_then(|frame| {
+                    statements::split_parse(&frame[5..]).map(|(_, q, _)| frame.slice_ref(q))
+                })
             }
-            match self.unnamed.as_ref() {
-                Some(frame) => statements::split_parse(&frame[5..]).map(|(_, q, _)| q.to_vec()),
-                None => None,
-            }
-        } else {
-            match self.statements.get(name) {
-                Some(s)
-                    if s.effects
-                        .get()
-                        .is_some_and(|e| e.contains(Effects::SETTINGS)) =>
-                {
-                    Some(s.query.to_vec())
-                }
-                _ => None,
-            }
+            None => None,
         };
         if let Some(q) = query {
             self.note_settings_statement(&q);

@@ -286,7 +286,7 @@ impl Session {
         } else {
             super::route::query_text(body)
         };
-        for n in super::settings::custom_names(&sql) {
+        for n in super::settings::body_custom_names(&sql) {
             self.custom_names.insert(n);
         }
     }

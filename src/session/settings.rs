@@ -82,8 +82,9 @@ pub fn restore_sql(startup: &Settings) -> Option<String> {
     ))
 }
 
-/// The custom setting names a function body (SQL or PL/pgSQL) sets or resets: as
-/// [`custom_names`] finds them in it and in its string literals (`EXECUTE 'SET app.x = ' ...`).
+/// The custom setting names a function body (SQL or PL/pgSQL), or a statement that may
+/// change settings, sets or resets: as [`custom_names`] finds them in it and in its string
+/// literals (a `DO` block's body, `EXECUTE 'SET app.x = ' ...`).
 pub fn body_custom_names(body: &str) -> Vec<String> {
     let mut names = custom_names(body);
     for t in crate::sql::Lexer::new(body) {

@@ -666,6 +666,16 @@ impl Classifier {
                 out.effects.insert(Effects::SCHEMA);
                 Kind::Primary(Reason::Write(k))
             }
+            "DO" => {
+                // The block runs like a function's body: a setting it changes outlives it.
+                if rest.any(|t| {
+                    t.string_value()
+                        .is_some_and(|b| super::functions::body_sets_settings(&b))
+                }) {
+                    out.effects.insert(Effects::SETTINGS);
+                }
+                Kind::Primary(Reason::Write(k))
+            }
             _ => Kind::Primary(Reason::Write(k)),
         }
     }

@@ -46,6 +46,19 @@ fn effects_table() {
         ("RESET ALL", S, None),
         ("RESET ROLE", S, None),
         ("select set_config('a.b', 'c', false)", S, None),
+        // a DO block's body runs like a function's
+        (
+            "DO $$BEGIN PERFORM set_config('app.t', '1', false); END$$",
+            S,
+            None,
+        ),
+        (
+            "DO LANGUAGE plpgsql 'BEGIN SET search_path = x; END'",
+            S,
+            None,
+        ),
+        ("DO $$BEGIN UPDATE t SET a = 1; END$$", NONE, None),
+        ("DO $$BEGIN SET LOCAL work_mem = '8MB'; END$$", NONE, None),
         ("SELECT pg_catalog.set_config('a.b', 'c', true)", S, None),
         ("SELECT \"set_config\"('a', 'b', false)", S, None),
         (
