@@ -4201,3 +4201,72 @@ async fn settings_changed_inside_functions_are_tracked() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// A role taken some way other than `SET ROLE` (`set_config('role', ...)` with a literal or
+/// a parameter, a function that runs `SET ROLE`) is the session's identity like `SET ROLE`:
+/// the client is pinned to its server connection, and no other client ever runs as that
+/// role. A role taken inside a rolled-back transaction pins nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_taken_by_set_config_never_reaches_another_client() {
+    su(&format!(
+        "DO $$ BEGIN CREATE ROLE sy_priv NOLOGIN; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+         GRANT sy_priv TO {APP_USER}; \
+         CREATE OR REPLACE FUNCTION sy_fn_become() RETURNS void LANGUAGE plpgsql AS \
+         $$ BEGIN SET ROLE sy_priv; END $$"
+    ));
+    let who = "SELECT current_user::text";
+    let mut problems = Vec::new();
+    for (how, sql, param) in [
+        (
+            "literal",
+            "SELECT set_config('role', 'sy_priv', false)",
+            None,
+        ),
+        (
+            "parameter",
+            "SELECT set_config($1, 'sy_priv', false)",
+            Some("role"),
+        ),
+        ("function", "SELECT sy_fn_become()", None),
+    ] {
+        let p = proxy("transaction", "size = 2");
+        let a = connect(&p).await;
+        let b = connect(&p).await;
+        let c = connect(&p).await;
+        // Rolled back: nothing to pin.
+        q(&a, "BEGIN").await;
+        match param {
+            Some(v) => drop(a.query(sql, &[&v]).await.unwrap()),
+            None => drop(q(&a, sql).await),
+        }
+        q(&a, "ROLLBACK").await;
+        if one(&b, who).await != APP_USER {
+            problems.push(format!("{how}: b runs as another role after a's rollback"));
+        }
+        match param {
+            Some(v) => drop(a.query(sql, &[&v]).await.unwrap()),
+            None => drop(q(&a, sql).await),
+        }
+        // b and c share the one connection a did not keep.
+        for round in 0..3 {
+            for (name, other) in [("b", &b), ("c", &c)] {
+                let seen = one(other, who).await;
+                if seen != APP_USER {
+                    problems.push(format!("{how}, round {round}: {name} runs as {seen}"));
+                }
+            }
+            let own = one(&a, who).await;
+            if own != "sy_priv" {
+                problems.push(format!("{how}, round {round}: a runs as {own}"));
+            }
+        }
+        let pins = p
+            .metric("switchyard_pinned_clients_total{reason=\"role\"}")
+            .await;
+        if pins < 1.0 {
+            problems.push(format!("{how}: no pin counted ({pins})"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

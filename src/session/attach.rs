@@ -267,10 +267,10 @@ impl Session {
             let sql = match (settings, lsn) {
                 (true, true) => format!(
                     "{}; {}",
-                    settings::capture_sql(&self.custom_names),
+                    settings::capture_sql(&self.custom_names, &self.user.name),
                     COMMIT_LSN_SQL
                 ),
-                (true, false) => settings::capture_sql(&self.custom_names),
+                (true, false) => settings::capture_sql(&self.custom_names, &self.user.name),
                 _ => COMMIT_LSN_SQL.to_owned(),
             };
             self.capturing = (settings, lsn);

@@ -12,6 +12,7 @@ use super::settings::Settings;
 use super::{Fatal, Pass, Session};
 use crate::pool::server::parse_data_row;
 use crate::protocol::{tag, ErrorFields, Header, TxnStatus};
+use crate::sql::{Effects, PinReason};
 
 /// Server messages are trusted up to PostgreSQL's own limit.
 const MAX_SERVER_MESSAGE: usize = (1 << 30) + 64;
@@ -57,6 +58,8 @@ impl Session {
         };
         let mut request_done = false;
         let mut resync = false;
+        // The settings read back show the session's role or authorization changed.
+        let mut identity_changed = false;
         let mut own_failure = None;
         // Errors relayed to the client (counted per backend after the loop).
         let mut errors = 0u64;
@@ -294,7 +297,11 @@ impl Session {
             if let Some((Kind::Query, Mode::Capture)) = m.completed {
                 let (settings, lsn) = std::mem::take(&mut self.capturing);
                 if settings {
-                    let observed = Settings::from_rows(std::mem::take(&mut self.captured));
+                    let rows = std::mem::take(&mut self.captured);
+                    identity_changed = rows
+                        .iter()
+                        .any(|(k, _)| super::settings::IDENTITY.contains(&k.as_str()));
+                    let observed = Settings::from_rows(rows);
                     self.desired = self.app.settings.intern(self.startup.overlay(&observed));
                     // Whether reads may use a replica again is for the new settings to say.
                     self.replica_refused = false;
@@ -329,6 +336,11 @@ impl Session {
         }
         if let Some(e) = own_failure {
             tracing::warn!(parent: &self.span, error = %e, "the proxy's own query failed on the server");
+        }
+        if identity_changed {
+            // Another client must never run as the role this one took; nor can the role
+            // follow this client (switching to it needs its privileges on the new session).
+            self.apply_effects(Effects::NONE, Some(PinReason::Role.as_str()));
         }
         if resync {
             self.sync_settings();

@@ -45,10 +45,20 @@ impl Interner {
 /// an undefined one fails, so it is created on the client's next connections too. Values come back as
 /// the hex of their UTF-8 bytes, whatever the session's `client_encoding` (the server
 /// connection speaks the client's, which may be LATIN1): see [`Settings::from_rows`].
-pub fn capture_sql(custom: &std::collections::BTreeSet<String>) -> String {
-    let mut sql = String::from(
+///
+/// The session's identity comes back too when it changed: `role` when not `none`, and
+/// `session_authorization` when not `user`, the user the connection logged in as. Neither
+/// can move to another connection (a change pins the client, see [`IDENTITY`]); a change
+/// made some way the proxy does not parse as `SET ROLE` (`set_config('role', $1, false)`, a
+/// function's body) is found here.
+pub fn capture_sql(custom: &std::collections::BTreeSet<String>, user: &str) -> String {
+    let mut sql = format!(
         "SELECT name, encode(convert_to(setting, 'UTF8'), 'hex') FROM pg_settings \
-         WHERE source = 'session'",
+         WHERE source = 'session' \
+         UNION ALL SELECT n, encode(convert_to(current_setting(n), 'UTF8'), 'hex') \
+         FROM (VALUES ('role', 'none'), ('session_authorization', {})) AS i(n, initial) \
+         WHERE current_setting(n) <> initial",
+        literal(user)
     );
     if !custom.is_empty() {
         let names: Vec<String> = custom.iter().map(|n| literal(n)).collect();
@@ -150,6 +160,10 @@ pub fn custom_names(sql: &str) -> Vec<String> {
 
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
+
+/// Settings that are the session's identity: changed, they pin the client to its server
+/// connection (see [`capture_sql`]).
+pub const IDENTITY: &[&str] = &["role", "session_authorization"];
 
 /// Settings PostgreSQL manages itself or that the proxy must not copy between sessions.
 const UNCOPYABLE: &[&str] = &[
@@ -368,9 +382,10 @@ mod tests {
     #[test]
     fn capture_and_restore_sql() {
         let mut names = std::collections::BTreeSet::new();
-        assert!(!capture_sql(&names).contains("unnest"));
+        assert!(!capture_sql(&names, "app").contains("unnest"));
+        assert!(capture_sql(&names, "app").contains("('session_authorization', E'app')"));
         names.insert("app.x".to_string());
-        assert!(capture_sql(&names).contains("ARRAY[E'app.x']"));
+        assert!(capture_sql(&names, "app").contains("ARRAY[E'app.x']"));
         assert_eq!(restore_sql(&Settings::default()), None);
         let r = restore_sql(&s(&[("datestyle", "SQL, YMD")])).unwrap();
         assert!(
