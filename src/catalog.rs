@@ -12,7 +12,10 @@
 //! see [`crate::sql::body_sets_settings`]) is noted with the custom setting names its body
 //! names. In transaction pooling a call of one counts as a settings change: the session's
 //! settings are read back after its transaction, so they follow the client to its next
-//! server connection and never reach the next client of this one.
+//! server connection and never reach the next client of this one. A function whose body may
+//! leave state in the session (a temporary table, a session advisory lock, `LISTEN`: see
+//! [`crate::sql::body_keeps_state`]) is noted too: after a call of one, the session is
+//! checked for such state, and a client that has some is pinned to its connection.
 //!
 //! The list is read from the catalog on a connection a session has just checked out: the
 //! first time a database is used, after a schema change seen through switchyard, and when the
@@ -33,10 +36,13 @@ const RETRY_MS: u64 = 1_000;
 
 /// The catalog query (in a READ COMMITTED transaction of its own: a hot standby refuses a
 /// snapshot to a session whose transactions default to SERIALIZABLE): each volatile
-/// function's name, and its body when that mentions `set_config` or `SET`/`RESET` (the
-/// body is then examined by [`crate::sql::body_sets_settings`]).
+/// function's name, and its body when that mentions `set_config`, `SET`/`RESET`, temporary
+/// objects, advisory locks or `LISTEN` (the body is then examined by
+/// [`crate::sql::body_sets_settings`] and [`crate::sql::body_keeps_state`]).
 pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; \
-     SELECT proname, CASE WHEN prosrc ~* E'set_config|\\\\m(re)?set\\\\M' THEN prosrc END \
+     SELECT proname, CASE WHEN prosrc ~* \
+     E'set_config|\\\\m(re)?set\\\\M|\\\\mtemp|advisory_lock|\\\\mlisten\\\\M' \
+     THEN prosrc END \
      FROM pg_catalog.pg_proc WHERE provolatile = 'v' AND prokind IN ('f', 'p') AND oid >= 16384";
 
 /// Every database's [`DbFunctions`].
@@ -61,6 +67,20 @@ pub struct Function {
     /// When its body may change session settings: the custom (dotted) setting names the body
     /// names (others are found in `pg_settings`).
     pub settings: Option<Vec<String>>,
+    /// Its body may leave state in the session (a temporary table, a session advisory lock,
+    /// `LISTEN`).
+    pub state: bool,
+}
+
+/// What calls of the database's functions in a statement may do to the session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
+    /// Some called function may change settings.
+    pub settings: bool,
+    /// The custom setting names the bodies of those name.
+    pub names: Vec<String>,
+    /// Some called function may leave state in the session.
+    pub state: bool,
 }
 
 /// What is known of a database's volatile functions at one time.
@@ -68,18 +88,23 @@ pub struct Function {
 struct Known {
     /// Every volatile function's name.
     volatile: HashSet<Box<str>>,
-    /// Those whose body may change settings → the custom setting names it names.
-    settings: HashMap<Box<str>, Vec<String>>,
+    /// Those whose body may change settings or keep session state → what calls of them do.
+    effects: HashMap<Box<str>, Calls>,
 }
 
 impl Known {
     fn add(&mut self, f: &Function) {
         self.volatile.insert(f.name.as_str().into());
+        if f.settings.is_none() && !f.state {
+            return;
+        }
+        let known = self.effects.entry(f.name.as_str().into()).or_default();
+        known.state |= f.state;
         if let Some(names) = &f.settings {
-            let known = self.settings.entry(f.name.as_str().into()).or_default();
+            known.settings = true;
             for n in names {
-                if !known.contains(n) {
-                    known.push(n.clone());
+                if !known.names.contains(n) {
+                    known.names.push(n.clone());
                 }
             }
         }
@@ -121,19 +146,20 @@ impl DbFunctions {
         })
     }
 
-    /// When the query text `text` calls a function whose body may change session settings:
-    /// the custom setting names those bodies name.
-    pub fn settings_calls(&self, text: &[u8]) -> Option<Vec<String>> {
+    /// What the query text `text` does to the session through calls of functions whose body
+    /// may change settings or keep session state (`None`: no such call).
+    pub fn session_calls(&self, text: &[u8]) -> Option<Calls> {
         let known = self.known.load();
-        if known.settings.is_empty() || !text.contains(&b'(') {
+        if known.effects.is_empty() || !text.contains(&b'(') {
             return None;
         }
-        let mut found: Option<Vec<String>> = None;
+        let mut found: Option<Calls> = None;
         crate::sql::calls_any(&String::from_utf8_lossy(text), |n| {
-            if let Some(names) = known.settings.get(n) {
-                found
-                    .get_or_insert_with(Vec::new)
-                    .extend(names.iter().cloned());
+            if let Some(c) = known.effects.get(n) {
+                let f = found.get_or_insert_with(Calls::default);
+                f.settings |= c.settings;
+                f.state |= c.state;
+                f.names.extend(c.names.iter().cloned());
             }
             false
         });
@@ -149,7 +175,7 @@ impl DbFunctions {
         let old = self.known.load();
         let mut known = Known {
             volatile: old.volatile.clone(),
-            settings: old.settings.clone(),
+            effects: old.effects.clone(),
         };
         for f in functions {
             known.add(&f);
@@ -199,6 +225,7 @@ mod tests {
         Function {
             name: name.into(),
             settings: None,
+            state: false,
         }
     }
 
@@ -242,54 +269,41 @@ mod tests {
     }
 
     #[test]
-    fn calls_of_functions_that_change_settings_are_found() {
+    fn calls_of_functions_that_change_the_session_are_found() {
         let f = DbFunctions::default();
+        let with = |name: &str, settings: Option<&[&str]>, state: bool| Function {
+            name: name.into(),
+            settings: settings.map(|n| n.iter().map(|s| s.to_string()).collect()),
+            state,
+        };
         assert!(f.begin_read(0, 10));
         f.finish_read(
             Some(vec![
                 plain("plain"),
-                Function {
-                    name: "tenant".into(),
-                    settings: Some(vec!["app.tenant".into()]),
-                },
-                Function {
-                    name: "path".into(),
-                    settings: Some(vec![]),
-                },
-                Function {
-                    name: "tenant".into(),
-                    settings: Some(vec!["app.user".into(), "app.tenant".into()]),
-                },
+                with("tenant", Some(&["app.tenant"]), false),
+                with("path", Some(&[]), false),
+                with("tenant", Some(&["app.user", "app.tenant"]), false),
+                with("scratch", None, true),
             ]),
             0,
             10,
         );
-        assert_eq!(f.settings_calls(b"SELECT plain(1)"), None);
-        assert_eq!(f.settings_calls(b"SELECT tenant"), None, "not a call");
-        assert_eq!(
-            f.settings_calls(b"SELECT s.tenant(1)").unwrap(),
-            ["app.tenant", "app.user"]
-        );
-        assert_eq!(
-            f.settings_calls(b"SELECT path()").unwrap(),
-            Vec::<String>::new()
-        );
+        let calls = |text: &[u8]| f.session_calls(text);
+        assert_eq!(calls(b"SELECT plain(1)"), None);
+        assert_eq!(calls(b"SELECT tenant"), None, "not a call");
+        let c = calls(b"SELECT s.tenant(1)").unwrap();
+        assert!(c.settings && !c.state);
+        assert_eq!(c.names, ["app.tenant", "app.user"]);
+        let c = calls(b"SELECT path()").unwrap();
+        assert!(c.settings && c.names.is_empty());
         assert!(f.calls_volatile(b"SELECT path()", &[]));
-        f.add_created(vec![Function {
-            name: "made".into(),
-            settings: Some(vec!["app.m".into()]),
-        }]);
-        assert_eq!(
-            f.settings_calls(b"SELECT made(), plain()").unwrap(),
-            ["app.m"]
-        );
+        let c = calls(b"SELECT scratch(), plain()").unwrap();
+        assert!(c.state && !c.settings);
+        f.add_created(vec![with("made", Some(&["app.m"]), false)]);
+        assert_eq!(calls(b"SELECT made(), plain()").unwrap().names, ["app.m"]);
         assert!(f.begin_read(1, 20));
         f.finish_read(Some(vec![]), 1, 20);
-        assert_eq!(
-            f.settings_calls(b"SELECT made()").unwrap(),
-            ["app.m"],
-            "kept"
-        );
-        assert_eq!(f.settings_calls(b"SELECT tenant(1)"), None, "dropped");
+        assert_eq!(calls(b"SELECT made()").unwrap().names, ["app.m"], "kept");
+        assert_eq!(calls(b"SELECT tenant(1)"), None, "dropped");
     }
 }

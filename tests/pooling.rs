@@ -4270,3 +4270,71 @@ async fn a_role_taken_by_set_config_never_reaches_another_client() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// A function that leaves state in the session (a temporary table, a session advisory lock,
+/// a `LISTEN`; also a `DO` block) pins its caller like the same statement sent directly: the
+/// caller keeps seeing its state, and no other client gets it. A function whose temporary
+/// table is gone at commit (`ON COMMIT DROP`) pins nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_a_function_leaves_in_the_session_pins_its_caller() {
+    su(
+        "CREATE OR REPLACE FUNCTION sy_fn_temp() RETURNS void LANGUAGE plpgsql AS \
+        $$ BEGIN CREATE TEMP TABLE IF NOT EXISTS sy_fn_scratch (a int); END $$; \
+        CREATE OR REPLACE FUNCTION sy_fn_temp_drop() RETURNS void LANGUAGE plpgsql AS \
+        $$ BEGIN CREATE TEMP TABLE sy_fn_gone (a int) ON COMMIT DROP; END $$; \
+        CREATE OR REPLACE FUNCTION sy_fn_lock(k bigint) RETURNS void LANGUAGE plpgsql AS \
+        $$ BEGIN PERFORM pg_advisory_lock(k); END $$; \
+        CREATE OR REPLACE FUNCTION sy_fn_listen() RETURNS void LANGUAGE plpgsql AS \
+        $$ BEGIN EXECUTE 'LISTEN sy_fn_channel'; END $$",
+    );
+    let mut problems = Vec::new();
+    for (reason, call, probe) in [
+        (
+            "temp_table",
+            "SELECT sy_fn_temp()",
+            "SELECT (to_regclass('pg_temp.sy_fn_scratch') IS NOT NULL)::text",
+        ),
+        (
+            "advisory_lock",
+            "SELECT sy_fn_lock(4242)",
+            "SELECT (count(*) > 0)::text FROM pg_locks \
+             WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+        ),
+        (
+            "listen",
+            "SELECT sy_fn_listen()",
+            "SELECT (count(*) > 0)::text FROM pg_listening_channels()",
+        ),
+        (
+            "advisory_lock",
+            "DO $$ BEGIN PERFORM pg_advisory_lock(4243); END $$",
+            "SELECT (count(*) > 0)::text FROM pg_locks \
+             WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+        ),
+    ] {
+        let p = proxy("transaction", "size = 2");
+        let a = connect(&p).await;
+        let b = connect(&p).await;
+        let c = connect(&p).await;
+        q(&a, "SELECT sy_fn_temp_drop()").await;
+        q(&a, call).await;
+        for round in 0..3 {
+            for (name, other) in [("b", &b), ("c", &c)] {
+                if one(other, probe).await != "false" {
+                    problems.push(format!("{reason}, round {round}: {name} has a's state"));
+                }
+            }
+            if one(&a, probe).await != "true" {
+                problems.push(format!("{reason}, round {round}: a lost its state"));
+            }
+        }
+        let series = |r: &str| format!("switchyard_pinned_clients_total{{reason=\"{r}\"}}");
+        if p.metric(&series(reason)).await != 1.0 {
+            problems.push(format!("{reason}: not one pin counted"));
+        }
+        if reason != "temp_table" && p.metric(&series("temp_table")).await != 0.0 {
+            problems.push(format!("{reason}: ON COMMIT DROP pinned"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -262,15 +262,16 @@ impl Session {
         let pooled = self.pool_mode == PoolMode::Transaction && self.pin.is_none();
         let settings = self.capture && pooled;
         self.capture = false;
+        let state = std::mem::take(&mut self.check_state);
         let lsn = self.commit_pending && !p.conn.broken;
         if settings || lsn {
             let sql = match (settings, lsn) {
                 (true, true) => format!(
                     "{}; {}",
-                    settings::capture_sql(&self.custom_names, &self.user.name),
+                    settings::capture_sql(&self.custom_names, &self.user.name, state),
                     COMMIT_LSN_SQL
                 ),
-                (true, false) => settings::capture_sql(&self.custom_names, &self.user.name),
+                (true, false) => settings::capture_sql(&self.custom_names, &self.user.name, state),
                 _ => COMMIT_LSN_SQL.to_owned(),
             };
             self.capturing = (settings, lsn);

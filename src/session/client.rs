@@ -433,6 +433,10 @@ impl Session {
         if effects.contains(Effects::SETTINGS) {
             self.capture = true;
         }
+        if effects.contains(Effects::STATE) {
+            self.capture = true;
+            self.check_state = true;
+        }
         if effects.contains(Effects::SCHEMA) {
             self.schema_changed = true;
             // This session sees the change at once: what it parses from now on is prepared

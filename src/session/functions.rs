@@ -2,8 +2,9 @@
 //! connection just checked out, and noting the ones a statement it sends creates.
 
 use super::Session;
-use crate::catalog::{Function, VOLATILE_FUNCTIONS_SQL};
+use crate::catalog::{Calls, Function, VOLATILE_FUNCTIONS_SQL};
 use crate::protocol::TxnStatus;
+use crate::sql::Effects;
 
 impl Session {
     /// Reads the database's volatile functions on the connection just checked out, when the
@@ -46,17 +47,29 @@ impl Session {
         self.functions.finish_read(functions, epoch, now);
     }
 
-    /// Whether the query text `text` calls a function whose body may change session settings
-    /// (then the settings are read back after its transaction, as after a `SET`); the custom
-    /// setting names those bodies name are read back too.
-    pub(super) fn calls_settings_function(&mut self, text: &[u8]) -> bool {
-        match self.functions.settings_calls(text) {
-            Some(names) => {
-                self.custom_names.extend(names);
-                true
-            }
-            None => false,
+    /// The session effects of the query text `text` through its calls of the database's
+    /// functions: [`Effects::SETTINGS`] when a called function's body may change settings
+    /// (the custom setting names those bodies name are noted, to be read back with the
+    /// others), [`Effects::STATE`] when one may keep state in the session.
+    pub(super) fn function_effects(&mut self, text: &[u8]) -> Effects {
+        let calls = self.functions.session_calls(text);
+        self.note_calls(calls)
+    }
+
+    /// [`function_effects`](Self::function_effects) of calls found already.
+    pub(super) fn note_calls(&mut self, calls: Option<Calls>) -> Effects {
+        let Some(calls) = calls else {
+            return Effects::NONE;
+        };
+        let mut effects = Effects::NONE;
+        if calls.settings {
+            self.custom_names.extend(calls.names);
+            effects |= Effects::SETTINGS;
         }
+        if calls.state {
+            effects |= Effects::STATE;
+        }
+        effects
     }
 
     /// Whether the query text `text` calls one of the database's volatile functions not
@@ -80,10 +93,15 @@ impl Session {
 }
 
 /// The volatile function `name` with body `body` (when known): whether the body may change
-/// settings, and which custom ones it names.
+/// settings (and which custom ones it names) or keep state in the session.
 fn function(name: String, body: Option<&str>) -> Function {
     let settings = body
         .filter(|b| crate::sql::body_sets_settings(b))
         .map(super::settings::body_custom_names);
-    Function { name, settings }
+    let state = body.is_some_and(crate::sql::body_keeps_state);
+    Function {
+        name,
+        settings,
+        state,
+    }
 }

@@ -178,6 +178,7 @@ async fn start(
         desired: startup.clone(),
         startup,
         capture: false,
+        check_state: false,
         captured: Vec::new(),
         pin: None,
         reads_sequences: false,
@@ -319,6 +320,9 @@ struct Session {
     /// A statement in the current transaction may have changed settings: read them back when
     /// it ends.
     capture: bool,
+    /// A statement in the current transaction called a function that may keep state in the
+    /// session: the read-back looks for such state too (and pins the client if there is some).
+    check_state: bool,
     /// Rows of a settings read-back in progress.
     captured: Vec<(String, String)>,
     /// Pinned to its server connection, and why.

@@ -78,9 +78,7 @@ impl Session {
                 (a.effects, a.pin_reason())
             }
         };
-        if !effects.contains(Effects::SETTINGS) && self.calls_settings_function(query) {
-            effects |= Effects::SETTINGS;
-        }
+        effects |= self.function_effects(query);
         if let Some((client_name, stmt)) = deallocate {
             // `DEALLOCATE name` of one of the client's protocol-level statements (psycopg
             // sends it this way in pipeline mode): the server knows the statement by its
@@ -213,7 +211,7 @@ impl Session {
         for n in super::settings::body_custom_names(&String::from_utf8_lossy(query)) {
             self.custom_names.insert(n);
         }
-        self.calls_settings_function(query);
+        self.function_effects(query);
         self.restore_pending = true;
         self.capture = true;
     }
@@ -222,6 +220,13 @@ impl Session {
     /// runs it again: its settings changes apply to this run too (a driver parses `SELECT
     /// set_config('app.tenant', $1, false)` once and binds it in every later transaction).
     pub(super) fn note_bind_effects(&mut self, name: &[u8], stmt: Option<&Statement>) {
+        let state = match stmt {
+            Some(s) => s.effects.get().is_some_and(|e| e.contains(Effects::STATE)),
+            None => name.is_empty() && self.unnamed_effects.0.contains(Effects::STATE),
+        };
+        if state {
+            self.apply_effects(Effects::STATE, None);
+        }
         let settings = |e: Effects| e.contains(Effects::SETTINGS);
         let query = match stmt {
             Some(s) => s

@@ -213,12 +213,10 @@ impl Session {
                 self.terminate_client(pid);
             }
         }
-        let mut effects = info.effects;
-        let text = super::route::query_bytes(&self.client.rbuf[5..h.frame_len]);
-        if let Some(names) = self.functions.settings_calls(text) {
-            self.custom_names.extend(names);
-            effects |= Effects::SETTINGS;
-        }
+        let calls = self
+            .functions
+            .session_calls(super::route::query_bytes(&self.client.rbuf[5..h.frame_len]));
+        let effects = info.effects | self.note_calls(calls);
         let settings = effects.contains(Effects::SETTINGS);
         if settings {
             self.note_custom_names(h.frame_len);

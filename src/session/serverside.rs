@@ -60,6 +60,8 @@ impl Session {
         let mut resync = false;
         // The settings read back show the session's role or authorization changed.
         let mut identity_changed = false;
+        // The read-back found state in the session that cannot move (why).
+        let mut kept_state: Option<PinReason> = None;
         let mut own_failure = None;
         // Errors relayed to the client (counted per backend after the loop).
         let mut errors = 0u64;
@@ -297,10 +299,21 @@ impl Session {
             if let Some((Kind::Query, Mode::Capture)) = m.completed {
                 let (settings, lsn) = std::mem::take(&mut self.capturing);
                 if settings {
-                    let rows = std::mem::take(&mut self.captured);
+                    let (state, rows): (Vec<_>, Vec<_>) = std::mem::take(&mut self.captured)
+                        .into_iter()
+                        .partition(|(k, _)| k == super::settings::STATE_ROW);
                     identity_changed = rows
                         .iter()
                         .any(|(k, _)| super::settings::IDENTITY.contains(&k.as_str()));
+                    kept_state = state.into_iter().find_map(|(_, v)| {
+                        [
+                            PinReason::TempTable,
+                            PinReason::AdvisoryLock,
+                            PinReason::Listen,
+                        ]
+                        .into_iter()
+                        .find(|r| r.as_str() == v)
+                    });
                     let observed = Settings::from_rows(rows);
                     self.desired = self.app.settings.intern(self.startup.overlay(&observed));
                     // Whether reads may use a replica again is for the new settings to say.
@@ -341,6 +354,11 @@ impl Session {
             // Another client must never run as the role this one took; nor can the role
             // follow this client (switching to it needs its privileges on the new session).
             self.apply_effects(Effects::NONE, Some(PinReason::Role.as_str()));
+        }
+        if let Some(reason) = kept_state {
+            // Made inside a function: the client keeps its connection, as if it had made it
+            // itself (and no other client gets that state).
+            self.apply_effects(Effects::NONE, Some(reason.as_str()));
         }
         if resync {
             self.sync_settings();

@@ -51,7 +51,11 @@ impl Interner {
 /// can move to another connection (a change pins the client, see [`IDENTITY`]); a change
 /// made some way the proxy does not parse as `SET ROLE` (`set_config('role', $1, false)`, a
 /// function's body) is found here.
-pub fn capture_sql(custom: &std::collections::BTreeSet<String>, user: &str) -> String {
+///
+/// With `state`, rows `(`[`STATE_ROW`]`, reason)` say the session keeps state that cannot move
+/// (a temporary object, a session advisory lock, a `LISTEN`), for [`crate::sql::PinReason`]
+/// labels `temp_table`, `advisory_lock` and `listen`.
+pub fn capture_sql(custom: &std::collections::BTreeSet<String>, user: &str, state: bool) -> String {
     let mut sql = format!(
         "SELECT name, encode(convert_to(setting, 'UTF8'), 'hex') FROM pg_settings \
          WHERE source = 'session' \
@@ -69,8 +73,22 @@ pub fn capture_sql(custom: &std::collections::BTreeSet<String>, user: &str) -> S
             names.join(", ")
         ));
     }
+    if state {
+        sql.push_str(
+            " UNION ALL SELECT '_sy.state', 'temp_table' WHERE EXISTS (SELECT FROM \
+             pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()) \
+             UNION ALL SELECT '_sy.state', 'advisory_lock' WHERE EXISTS (SELECT FROM \
+             pg_catalog.pg_locks WHERE locktype = 'advisory' \
+             AND pid = pg_catalog.pg_backend_pid()) \
+             UNION ALL SELECT '_sy.state', 'listen' WHERE EXISTS \
+             (SELECT FROM pg_catalog.pg_listening_channels())",
+        );
+    }
     sql
 }
+
+/// The name of [`capture_sql`]'s rows that report session state.
+pub const STATE_ROW: &str = "_sy.state";
 
 /// A query that puts back startup values that a `RESET` (or `RESET ALL`, `DISCARD ALL`,
 /// `SET ... TO DEFAULT`) just replaced with the server connection's defaults: on a direct
@@ -382,10 +400,12 @@ mod tests {
     #[test]
     fn capture_and_restore_sql() {
         let mut names = std::collections::BTreeSet::new();
-        assert!(!capture_sql(&names, "app").contains("unnest"));
-        assert!(capture_sql(&names, "app").contains("('session_authorization', E'app')"));
+        assert!(!capture_sql(&names, "app", false).contains("unnest"));
+        assert!(capture_sql(&names, "app", false).contains("('session_authorization', E'app')"));
+        assert!(!capture_sql(&names, "app", false).contains(STATE_ROW));
+        assert!(capture_sql(&names, "app", true).contains("pg_listening_channels"));
         names.insert("app.x".to_string());
-        assert!(capture_sql(&names, "app").contains("ARRAY[E'app.x']"));
+        assert!(capture_sql(&names, "app", false).contains("ARRAY[E'app.x']"));
         assert_eq!(restore_sql(&Settings::default()), None);
         let r = restore_sql(&s(&[("datestyle", "SQL, YMD")])).unwrap();
         assert!(

@@ -667,12 +667,15 @@ impl Classifier {
                 Kind::Primary(Reason::Write(k))
             }
             "DO" => {
-                // The block runs like a function's body: a setting it changes outlives it.
-                if rest.any(|t| {
-                    t.string_value()
-                        .is_some_and(|b| super::functions::body_sets_settings(&b))
-                }) {
-                    out.effects.insert(Effects::SETTINGS);
+                // The block runs like a function's body: a setting it changes, or state it
+                // leaves in the session, outlives it.
+                for body in rest.filter_map(|t| t.string_value()) {
+                    if super::functions::body_sets_settings(&body) {
+                        out.effects.insert(Effects::SETTINGS);
+                    }
+                    if super::functions::body_keeps_state(&body) {
+                        out.effects.insert(Effects::STATE);
+                    }
                 }
                 Kind::Primary(Reason::Write(k))
             }

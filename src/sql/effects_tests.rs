@@ -59,6 +59,11 @@ fn effects_table() {
         ),
         ("DO $$BEGIN UPDATE t SET a = 1; END$$", NONE, None),
         ("DO $$BEGIN SET LOCAL work_mem = '8MB'; END$$", NONE, None),
+        (
+            "DO $$BEGIN CREATE TEMP TABLE t (a int); END$$",
+            Effects::STATE,
+            None,
+        ),
         ("SELECT pg_catalog.set_config('a.b', 'c', true)", S, None),
         ("SELECT \"set_config\"('a', 'b', false)", S, None),
         (

@@ -104,6 +104,46 @@ pub fn body_sets_settings(body: &str) -> bool {
     sets_settings(body, 2)
 }
 
+/// Whether a function body may leave state in the server session that outlives its
+/// transaction and cannot follow a client to another connection: it creates a temporary
+/// object, takes a session-level advisory lock, or runs `LISTEN` (also in a dynamic
+/// `EXECUTE '...'`). Whether it did is checked after the call's transaction.
+pub fn body_keeps_state(body: &str) -> bool {
+    keeps_state(body, 2)
+}
+
+fn keeps_state(body: &str, depth: u8) -> bool {
+    let toks: Vec<Token<'_>> = Lexer::new(body).filter(|t| !t.is_comment()).collect();
+    toks.iter().enumerate().any(|(i, t)| {
+        let next = toks.get(i + 1);
+        let call = next.is_some_and(|n| n.is_punct(b'('));
+        if t.is_kw("temp") || t.is_kw("temporary") || t.is_kw("listen") {
+            return true;
+        }
+        if call
+            && [
+                "pg_advisory_lock",
+                "pg_advisory_lock_shared",
+                "pg_try_advisory_lock",
+                "pg_try_advisory_lock_shared",
+            ]
+            .iter()
+            .any(|f| t.is_kw(f))
+        {
+            return true;
+        }
+        // (Only a string that reads as a statement: `EXECUTE 'CREATE TEMP TABLE ...'`.)
+        depth > 0
+            && t.string_value().is_some_and(|v| {
+                let head = v.trim_start().to_ascii_lowercase();
+                ["create", "listen", "select"]
+                    .iter()
+                    .any(|k| head.starts_with(k))
+                    && keeps_state(&v, depth - 1)
+            })
+    })
+}
+
 fn sets_settings(body: &str, depth: u8) -> bool {
     let toks: Vec<Token<'_>> = Lexer::new(body).filter(|t| !t.is_comment()).collect();
     let starts_statement = |i: usize| {
@@ -205,6 +245,28 @@ mod tests {
                 body: None
             }]
         );
+    }
+
+    #[test]
+    fn bodies_that_may_keep_session_state_are_found() {
+        for body in [
+            "BEGIN CREATE TEMP TABLE t (a int); END",
+            "CREATE TEMPORARY TABLE IF NOT EXISTS t AS SELECT 1",
+            "BEGIN PERFORM pg_advisory_lock(42); END",
+            "SELECT pg_catalog.pg_try_advisory_lock_shared(1, 2)",
+            "BEGIN LISTEN jobs; END",
+            "BEGIN EXECUTE 'LISTEN ' || quote_ident(ch); END",
+        ] {
+            assert!(body_keeps_state(body), "{body}");
+        }
+        for body in [
+            "SELECT 1",
+            "BEGIN PERFORM pg_advisory_xact_lock(42); UPDATE t SET a = 1; END",
+            "BEGIN PERFORM pg_notify('jobs', 'x'); END",
+            "SELECT 'a temporary note' -- temp",
+        ] {
+            assert!(!body_keeps_state(body), "{body}");
+        }
     }
 
     #[test]

@@ -67,7 +67,9 @@ use std::fmt;
 pub use begin::{begin_modes, BeginModes};
 pub use classify::Classifier;
 pub use effects::{dropped_database, of_function_call};
-pub use functions::{body_sets_settings, calls_any, volatile_functions_defined, Defined};
+pub use functions::{
+    body_keeps_state, body_sets_settings, calls_any, volatile_functions_defined, Defined,
+};
 pub use lexer::{Lexer, StrKind, Token, TokenKind, Unterminated};
 pub use split::split_statements;
 pub use terminate::{terminate_arg, TerminateArg};
@@ -181,6 +183,11 @@ impl Effects {
     /// Calls `pg_terminate_backend(`: when its argument is a literal or a parameter
     /// ([`terminate_arg`]), the proxy ends its own client of that pid too.
     pub const TERMINATE: Effects = Effects(128);
+    /// A `DO` block, or a call of one of the database's own functions (found by the session
+    /// from the catalog), whose body may leave state in the server session (a temporary
+    /// table, a session advisory lock, a `LISTEN`): after its transaction the proxy looks for
+    /// such state, and pins the client if there is some.
+    pub const STATE: Effects = Effects(256);
 
     pub const fn empty() -> Self {
         Effects(0)
@@ -189,7 +196,7 @@ impl Effects {
         self.0
     }
     pub const fn from_bits_truncate(bits: u16) -> Self {
-        Effects(bits & 255)
+        Effects(bits & 511)
     }
     /// Whether all flags of `other` are set in `self`.
     pub const fn contains(self, other: Effects) -> bool {
@@ -242,6 +249,7 @@ impl fmt::Debug for Effects {
             (Effects::DEALLOCATE_ALL, "DEALLOCATE_ALL"),
             (Effects::SCHEMA, "SCHEMA"),
             (Effects::TERMINATE, "TERMINATE"),
+            (Effects::STATE, "STATE"),
         ] {
             if self.contains(flag) {
                 if !first {
