@@ -115,6 +115,10 @@ impl Known {
 #[derive(Default)]
 pub struct DbFunctions {
     known: ArcSwap<Known>,
+    /// `known` lists volatile functions / functions with session effects: checked first, so
+    /// a statement in a database without any costs one relaxed load, not an `ArcSwap` load.
+    any_volatile: AtomicBool,
+    any_effects: AtomicBool,
     /// Functions `CREATE FUNCTION`s through switchyard made volatile: kept across reads of the
     /// catalog (one may have begun before such a function was committed), never dropped.
     created: Mutex<Vec<Function>>,
@@ -134,6 +138,9 @@ impl DbFunctions {
     /// (Before the list is first read, only the functions created through switchyard are
     /// known.)
     pub fn calls_volatile(&self, text: &[u8], exempt: &[String]) -> bool {
+        if !self.any_volatile.load(Ordering::Relaxed) {
+            return false;
+        }
         let known = self.known.load();
         if known.volatile.is_empty() || !text.contains(&b'(') {
             return false;
@@ -149,6 +156,9 @@ impl DbFunctions {
     /// What the query text `text` does to the session through calls of functions whose body
     /// may change settings or keep session state (`None`: no such call).
     pub fn session_calls(&self, text: &[u8]) -> Option<Calls> {
+        if !self.any_effects.load(Ordering::Relaxed) {
+            return None;
+        }
         let known = self.known.load();
         if known.effects.is_empty() || !text.contains(&b'(') {
             return None;
@@ -181,6 +191,15 @@ impl DbFunctions {
             known.add(&f);
             created.push(f);
         }
+        self.publish(known);
+    }
+
+    /// Makes `known` the list sessions see.
+    fn publish(&self, known: Known) {
+        self.any_volatile
+            .store(!known.volatile.is_empty(), Ordering::Relaxed);
+        self.any_effects
+            .store(!known.effects.is_empty(), Ordering::Relaxed);
         self.known.store(Arc::new(known));
     }
 
@@ -209,7 +228,7 @@ impl DbFunctions {
             for f in functions.iter().chain(created.iter()) {
                 known.add(f);
             }
-            self.known.store(Arc::new(known));
+            self.publish(known);
             self.read_epoch.store(epoch + 1, Ordering::Release);
             self.read_at.store(now_ms, Ordering::Relaxed);
         }
