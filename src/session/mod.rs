@@ -4,6 +4,7 @@
 
 mod attach;
 pub mod cancel;
+mod choose;
 mod client;
 mod current;
 mod extended;

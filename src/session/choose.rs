@@ -1,0 +1,220 @@
+//! Which backend serves a routing decision: the primary (waiting a while for one during a
+//! failover), or a replica among the eligible ones (balanced, fresh enough for the session's
+//! consistency, waiting briefly for one to replay the session's last commit).
+
+use std::time::{Duration, Instant};
+
+use super::route::{Decision, NoBackend, Target};
+use super::Session;
+use crate::balance::{self, Candidate};
+use crate::cluster::{BackendView, ClusterView, Role};
+use crate::config::{Consistency, PrimaryReads};
+
+impl Session {
+    /// Chooses the backend for a decision: `Ok((index, decision as taken))`.
+    pub(super) async fn choose(&mut self, d: Decision) -> Result<(usize, Decision), NoBackend> {
+        if d.target == Target::Primary {
+            if let Some(i) = self.current.view.primary {
+                return Ok((
+                    i,
+                    Decision {
+                        retryable: false,
+                        ..d
+                    },
+                ));
+            }
+        }
+        let config = self.current.config.clone();
+        let routing = &config.config.routing;
+        if d.target == Target::Replica {
+            let view = self.current.view.clone();
+            let mut candidates: Vec<Candidate> = Vec::with_capacity(view.backends.len());
+            for (i, b) in view.backends.iter().enumerate() {
+                let primary_ok =
+                    routing.primary_reads == PrimaryReads::Include && view.primary == Some(i);
+                let tried = self.avoid & (1u64 << (i % 64)) != 0;
+                if (b.is_eligible_replica(routing.max_replica_lag) || primary_ok) && !tried {
+                    candidates.push(candidate(i, b));
+                }
+            }
+            // An explicit choice of a replica (hint or SET switchyard.route) is honoured as is.
+            let explicit = d.reason == "hint_replica";
+            let required = match self.consistency {
+                Consistency::ReadYourWrites if !explicit => {
+                    self.ryw.for_reads(routing.ryw_scope).required(view.epoch)
+                }
+                _ => Some(0),
+            };
+            if candidates.is_empty() {
+                if routing.primary_reads == PrimaryReads::Never {
+                    return Err((
+                        "57P03",
+                        "no replica is available for reads (routing.primary_reads = \"never\")",
+                    ));
+                }
+                return self
+                    .primary(
+                        &view,
+                        routing.primary_wait,
+                        Decision {
+                            target: Target::Primary,
+                            reason: "no_replica",
+                            ..d
+                        },
+                    )
+                    .await;
+            }
+            let Some(required) = required else {
+                return self
+                    .primary(
+                        &view,
+                        routing.primary_wait,
+                        Decision {
+                            target: Target::Primary,
+                            reason: "ryw_commit_in_flight",
+                            ..d
+                        },
+                    )
+                    .await;
+            };
+            let fresh: Vec<Candidate> = candidates
+                .iter()
+                .copied()
+                .filter(|c| replayed(&view, c.index) >= required || Some(c.index) == view.primary)
+                .collect();
+            if !fresh.is_empty() {
+                let index = balance::pick(routing.balance, &fresh, &self.app.rr, rand::random())
+                    .expect("candidates");
+                let target = if Some(index) == view.primary {
+                    Target::Primary
+                } else {
+                    Target::Replica
+                };
+                return Ok((index, Decision { target, ..d }));
+            }
+            // No replica has replayed the session's last write yet: wait a little for the most
+            // advanced one, asking it directly (the monitor's view is up to an interval old).
+            let best = candidates
+                .iter()
+                .max_by_key(|c| replayed(&view, c.index))
+                .expect("candidates")
+                .index;
+            if self.wait_replayed(best, required, routing.ryw_wait).await {
+                return Ok((best, d));
+            }
+            return self
+                .primary(
+                    &view,
+                    routing.primary_wait,
+                    Decision {
+                        target: Target::Primary,
+                        reason: "ryw_replica_behind",
+                        ..d
+                    },
+                )
+                .await;
+        }
+        let view = self.current.view.clone();
+        self.primary(&view, routing.primary_wait, d).await
+    }
+
+    async fn primary(
+        &self,
+        view: &ClusterView,
+        wait: Duration,
+        d: Decision,
+    ) -> Result<(usize, Decision), NoBackend> {
+        let index = match view.primary {
+            Some(p) => Some(p),
+            None => self.app.cluster.wait_primary(wait).await,
+        };
+        match index {
+            Some(i) => Ok((
+                i,
+                Decision {
+                    target: Target::Primary,
+                    retryable: false,
+                    ..d
+                },
+            )),
+            None => Err(("57P03", "no primary server is available")),
+        }
+    }
+
+    /// Polls a replica's replay position until it reaches `lsn` or `wait` passes.
+    async fn wait_replayed(&mut self, index: usize, lsn: u64, wait: Duration) -> bool {
+        if wait.is_zero() {
+            return false;
+        }
+        let Some(pool) = self.pool(index) else {
+            return false;
+        };
+        let deadline = Instant::now() + wait;
+        let Ok(Ok(mut p)) = tokio::time::timeout(wait, pool.checkout(0)).await else {
+            return false;
+        };
+        let stats = self
+            .app
+            .cluster
+            .view()
+            .backends
+            .get(index)
+            .map(|b| b.stats.clone());
+        let mut ok = false;
+        loop {
+            match p
+                .conn
+                .simple_query("SELECT pg_last_wal_replay_lsn()::text", wait)
+                .await
+            {
+                Ok(Ok(rows)) => {
+                    let replay = rows
+                        .first()
+                        .and_then(|r| r.first().cloned().flatten())
+                        .as_deref()
+                        .and_then(crate::cluster::lag::parse_lsn)
+                        .unwrap_or(0);
+                    if let Some(s) = &stats {
+                        s.replay_lsn
+                            .fetch_max(replay, std::sync::atomic::Ordering::AcqRel);
+                    }
+                    if replay >= lsn {
+                        ok = true;
+                        break;
+                    }
+                }
+                _ => break,
+            }
+            if Instant::now() + Duration::from_millis(2) > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if p.conn.broken {
+            p.discard("ryw_probe_failed", &self.app.metrics);
+        } else {
+            p.release();
+        }
+        ok
+    }
+}
+
+fn candidate(index: usize, b: &BackendView) -> Candidate {
+    Candidate {
+        index,
+        weight: b.weight,
+        outstanding: b
+            .stats
+            .outstanding
+            .load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+fn replayed(view: &ClusterView, index: usize) -> u64 {
+    let b = &view.backends[index];
+    if b.role == Some(Role::Primary) {
+        u64::MAX
+    } else {
+        b.replay_lsn()
+    }
+}
