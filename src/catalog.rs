@@ -15,7 +15,9 @@
 //! server connection and never reach the next client of this one. A function whose body may
 //! leave state in the session (a temporary table, a session advisory lock, `LISTEN`: see
 //! [`crate::sql::body_keeps_state`]) is noted too: after a call of one, the session is
-//! checked for such state, and a client that has some is pinned to its connection.
+//! checked for such state, and a client that has some is pinned to its connection. A
+//! function whose body calls such a function (at any depth: `login()` calling `set_tenant()`
+//! calling `set_config`) has the effects of the ones it calls.
 //!
 //! The list is read from the catalog on a connection a session has just checked out: the
 //! first time a database is used, after a schema change seen through switchyard, and when the
@@ -36,14 +38,24 @@ const RETRY_MS: u64 = 1_000;
 
 /// The catalog query (in a READ COMMITTED transaction of its own: a hot standby refuses a
 /// snapshot to a session whose transactions default to SERIALIZABLE): each volatile
-/// function's name, and its body when that mentions `set_config`, `SET`/`RESET`, temporary
-/// objects, advisory locks or `LISTEN` (the body is then examined by
-/// [`crate::sql::body_sets_settings`] and [`crate::sql::body_keeps_state`]).
+/// function's name, and its body when that may matter: when it mentions `set_config`,
+/// `SET`/`RESET`, temporary objects, advisory locks or `LISTEN`, or calls (by a name followed
+/// by `(`) a function whose body matters, at any depth. Such a body is then examined by
+/// [`crate::sql::body_sets_settings`], [`crate::sql::body_keeps_state`] and for the
+/// functions it calls ([`crate::sql::called_names`]); the server only narrows down which
+/// bodies are sent.
 pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; \
-     SELECT proname, CASE WHEN prosrc ~* \
-     E'set_config|\\\\m(re)?set\\\\M|\\\\mtemp|advisory_lock|\\\\mlisten\\\\M' \
-     THEN prosrc END \
-     FROM pg_catalog.pg_proc WHERE provolatile = 'v' AND prokind IN ('f', 'p') AND oid >= 16384";
+     WITH RECURSIVE f AS (SELECT oid, proname, prosrc FROM pg_catalog.pg_proc \
+       WHERE provolatile = 'v' AND prokind IN ('f', 'p') AND oid >= 16384), \
+     calls AS (SELECT DISTINCT f.oid, pg_catalog.lower(m[1]) AS callee FROM f, \
+       pg_catalog.regexp_matches(f.prosrc, E'\"?([[:alpha:]_][[:alnum:]_$]*)\"?\\\\s*\\\\(', 'g') AS m), \
+     matters(name) AS ( \
+       SELECT pg_catalog.lower(proname) FROM f WHERE prosrc ~* \
+         E'set_config|\\\\m(re)?set\\\\M|\\\\mtemp|advisory_lock|\\\\mlisten\\\\M' \
+       UNION SELECT pg_catalog.lower(f.proname) FROM f JOIN calls c ON c.oid = f.oid \
+         JOIN matters ON matters.name = c.callee) \
+     SELECT proname, CASE WHEN pg_catalog.lower(proname) IN (SELECT name FROM matters) \
+       THEN prosrc END FROM f";
 
 /// Every database's [`DbFunctions`].
 #[derive(Default)]
@@ -70,6 +82,8 @@ pub struct Function {
     /// Its body may leave state in the session (a temporary table, a session advisory lock,
     /// `LISTEN`).
     pub state: bool,
+    /// The names of the functions its body calls (as [`crate::sql::called_names`] finds them).
+    pub calls: Vec<String>,
 }
 
 /// What calls of the database's functions in a statement may do to the session.
@@ -83,28 +97,86 @@ pub struct Calls {
     pub state: bool,
 }
 
+impl Calls {
+    /// Adds what `other` does; whether that added anything.
+    fn merge(&mut self, other: &Calls) -> bool {
+        let before = (self.settings, self.state, self.names.len());
+        self.settings |= other.settings;
+        self.state |= other.state;
+        for n in &other.names {
+            if !self.names.contains(n) {
+                self.names.push(n.clone());
+            }
+        }
+        before != (self.settings, self.state, self.names.len())
+    }
+}
+
 /// What is known of a database's volatile functions at one time.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Known {
     /// Every volatile function's name.
     volatile: HashSet<Box<str>>,
-    /// Those whose body may change settings or keep session state → what calls of them do.
+    /// Those whose body may change settings or keep session state, directly or through the
+    /// functions it calls → what calls of them do.
     effects: HashMap<Box<str>, Calls>,
+    /// The functions whose bodies call functions: name, names called.
+    callers: Vec<(Box<str>, Vec<Box<str>>)>,
 }
 
 impl Known {
+    /// `functions` with the effects of the functions they call.
+    fn of<'a>(functions: impl IntoIterator<Item = &'a Function>) -> Known {
+        let mut known = Known::default();
+        known.add_all(functions);
+        known
+    }
+
+    fn add_all<'a>(&mut self, functions: impl IntoIterator<Item = &'a Function>) {
+        for f in functions {
+            self.add(f);
+        }
+        self.propagate();
+    }
+
     fn add(&mut self, f: &Function) {
         self.volatile.insert(f.name.as_str().into());
+        if !f.calls.is_empty() {
+            let calls = f.calls.iter().map(|c| c.as_str().into()).collect();
+            self.callers.push((f.name.as_str().into(), calls));
+        }
         if f.settings.is_none() && !f.state {
             return;
         }
-        let known = self.effects.entry(f.name.as_str().into()).or_default();
-        known.state |= f.state;
-        if let Some(names) = &f.settings {
-            known.settings = true;
-            for n in names {
-                if !known.names.contains(n) {
-                    known.names.push(n.clone());
+        let direct = Calls {
+            settings: f.settings.is_some(),
+            names: f.settings.clone().unwrap_or_default(),
+            state: f.state,
+        };
+        self.effects
+            .entry(f.name.as_str().into())
+            .or_default()
+            .merge(&direct);
+    }
+
+    /// Gives each caller the effects of the functions it calls, until nothing changes (the
+    /// effects only grow, so chains of any depth and recursion end).
+    fn propagate(&mut self) {
+        let Known {
+            effects, callers, ..
+        } = self;
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for (caller, called) in callers.iter() {
+                for c in called {
+                    if c == caller {
+                        continue;
+                    }
+                    let Some(callee) = effects.get(c).cloned() else {
+                        continue;
+                    };
+                    changed |= effects.entry(caller.clone()).or_default().merge(&callee);
                 }
             }
         }
@@ -182,15 +254,9 @@ impl DbFunctions {
             return;
         }
         let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.known.load();
-        let mut known = Known {
-            volatile: old.volatile.clone(),
-            effects: old.effects.clone(),
-        };
-        for f in functions {
-            known.add(&f);
-            created.push(f);
-        }
+        let mut known = Known::clone(&self.known.load());
+        known.add_all(&functions);
+        created.extend(functions);
         self.publish(known);
     }
 
@@ -224,11 +290,7 @@ impl DbFunctions {
     pub fn finish_read(&self, functions: Option<Vec<Function>>, epoch: u64, now_ms: u64) {
         if let Some(functions) = functions {
             let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
-            let mut known = Known::default();
-            for f in functions.iter().chain(created.iter()) {
-                known.add(f);
-            }
-            self.publish(known);
+            self.publish(Known::of(functions.iter().chain(created.iter())));
             self.read_epoch.store(epoch + 1, Ordering::Release);
             self.read_at.store(now_ms, Ordering::Relaxed);
         }
@@ -245,6 +307,7 @@ mod tests {
             name: name.into(),
             settings: None,
             state: false,
+            calls: Vec::new(),
         }
     }
 
@@ -294,6 +357,7 @@ mod tests {
             name: name.into(),
             settings: settings.map(|n| n.iter().map(|s| s.to_string()).collect()),
             state,
+            calls: Vec::new(),
         };
         assert!(f.begin_read(0, 10));
         f.finish_read(
@@ -324,5 +388,56 @@ mod tests {
         f.finish_read(Some(vec![]), 1, 20);
         assert_eq!(calls(b"SELECT made()").unwrap().names, ["app.m"], "kept");
         assert_eq!(calls(b"SELECT tenant(1)"), None, "dropped");
+    }
+
+    #[test]
+    fn a_function_has_the_effects_of_the_functions_it_calls() {
+        let f = DbFunctions::default();
+        let with = |name: &str, settings: Option<&[&str]>, state: bool, calls: &[&str]| Function {
+            name: name.into(),
+            settings: settings.map(|n| n.iter().map(|s| s.to_string()).collect()),
+            state,
+            calls: calls.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(f.begin_read(0, 10));
+        f.finish_read(
+            Some(vec![
+                // Callers listed before their callees: the order does not matter.
+                with("login", None, false, &["lower", "mid"]),
+                with("mid", None, false, &["set_tenant", "scratch"]),
+                with("set_tenant", Some(&["app.tenant"]), false, &["set_config"]),
+                with("scratch", None, true, &[]),
+                with("loop_a", None, false, &["loop_b", "loop_a"]),
+                with("loop_b", None, false, &["loop_a"]),
+                with("unrelated", None, false, &["lower"]),
+            ]),
+            0,
+            10,
+        );
+        let c = f.session_calls(b"SELECT login('x')").unwrap();
+        assert!(c.settings && c.state);
+        assert_eq!(c.names, ["app.tenant"]);
+        let c = f.session_calls(b"SELECT mid('x')").unwrap();
+        assert!(c.settings && c.state);
+        assert_eq!(
+            f.session_calls(b"SELECT loop_a()"),
+            None,
+            "recursion without effects"
+        );
+        assert_eq!(f.session_calls(b"SELECT unrelated()"), None);
+        // A function created through switchyard that calls a known one, and one that a known
+        // caller calls but which was unknown until created.
+        f.add_created(vec![
+            with("outer", None, false, &["login"]),
+            with("loop_b", Some(&["app.b"]), false, &["loop_a"]),
+        ]);
+        assert_eq!(
+            f.session_calls(b"SELECT outer()").unwrap().names,
+            ["app.tenant"]
+        );
+        assert_eq!(
+            f.session_calls(b"SELECT loop_a()").unwrap().names,
+            ["app.b"]
+        );
     }
 }

@@ -4202,6 +4202,82 @@ async fn settings_changed_inside_functions_are_tracked() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// A function that changes settings or keeps state only through the functions it calls (a
+/// login function calling a tenant setter, at any depth, in plpgsql and SQL) has their
+/// effects: the caller keeps its settings, the next client of the connection does not see
+/// them, and state made that way pins the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_of_functions_a_function_calls_are_tracked() {
+    su(
+        "CREATE OR REPLACE FUNCTION sy_nest_set(t text) RETURNS void LANGUAGE plpgsql AS \
+        $$ BEGIN PERFORM set_config('app.nest', t, false); END $$; \
+        CREATE OR REPLACE FUNCTION sy_nest_mid(t text) RETURNS void LANGUAGE sql AS \
+        $$ SELECT public.Sy_Nest_Set (t) $$; \
+        CREATE OR REPLACE FUNCTION sy_nest_login(t text) RETURNS int LANGUAGE plpgsql AS \
+        $$ BEGIN PERFORM sy_nest_mid(t); RETURN 1; END $$; \
+        CREATE OR REPLACE FUNCTION sy_nest_tmp() RETURNS void LANGUAGE plpgsql AS \
+        $$ BEGIN CREATE TEMP TABLE IF NOT EXISTS sy_nest_scratch (x int); END $$; \
+        CREATE OR REPLACE FUNCTION sy_nest_prepare() RETURNS void LANGUAGE plpgsql AS \
+        $$ BEGIN PERFORM sy_nest_tmp(); END $$",
+    );
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    // Created through the proxy: calls the chain the catalog holds.
+    q(
+        &a,
+        "CREATE OR REPLACE FUNCTION sy_nest_outer(t text) RETURNS void LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM sy_nest_login(t || '!'); END $$",
+    )
+    .await;
+    let get = "SELECT coalesce(current_setting('app.nest', true), '<unset>')";
+    let unset = |v: &str| v == "<unset>" || v.is_empty();
+    let mut problems = Vec::new();
+    for (how, sql, value) in [
+        ("two levels down", "SELECT sy_nest_login('n1')", "n1"),
+        ("one level down", "SELECT sy_nest_mid('n2')", "n2"),
+        ("created here", "SELECT sy_nest_outer('n3')", "n3!"),
+    ] {
+        q(&a, sql).await;
+        let seen = one(&b, get).await;
+        if !unset(&seen) {
+            problems.push(format!("{how}: b sees a's app.nest = {seen:?}"));
+        }
+        let own = one(&a, get).await;
+        if own != value {
+            problems.push(format!("{how}: a's app.nest is {own:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // State made one call down pins the caller to its connection.
+    let p = proxy("transaction", "size = 2");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let c = connect(&p).await;
+    q(&a, "SELECT sy_nest_prepare()").await;
+    let probe = "SELECT (to_regclass('pg_temp.sy_nest_scratch') IS NOT NULL)::text";
+    for round in 0..3 {
+        for (name, other) in [("b", &b), ("c", &c)] {
+            assert_eq!(
+                one(other, probe).await,
+                "false",
+                "round {round}: {name} has a's table"
+            );
+        }
+        assert_eq!(
+            one(&a, probe).await,
+            "true",
+            "round {round}: a lost its table"
+        );
+    }
+    assert_eq!(
+        p.metric("switchyard_pinned_clients_total{reason=\"temp_table\"}")
+            .await,
+        1.0
+    );
+}
+
 /// A role taken some way other than `SET ROLE` (`set_config('role', ...)` with a literal or
 /// a parameter, a function that runs `SET ROLE`) is the session's identity like `SET ROLE`:
 /// the client is pinned to its server connection, and no other client ever runs as that

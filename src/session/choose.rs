@@ -8,7 +8,15 @@ use super::route::{Decision, NoBackend, Target};
 use super::Session;
 use crate::balance::{self, Candidate};
 use crate::cluster::{BackendView, ClusterView, Role};
-use crate::config::{Consistency, PrimaryReads};
+use crate::config::{Consistency, PrimaryReads, RoutingConfig};
+
+/// What [`Session::choose_replica`] found.
+enum Replica {
+    /// This backend, for this decision.
+    Chosen(usize, Decision),
+    /// The read goes to the primary, for this reason.
+    Primary(&'static str),
+}
 
 impl Session {
     /// Chooses the backend for a decision: `Ok((index, decision as taken))`.
@@ -26,96 +34,87 @@ impl Session {
         }
         let config = self.current.config.clone();
         let routing = &config.config.routing;
-        if d.target == Target::Replica {
-            let view = self.current.view.clone();
-            let mut candidates: Vec<Candidate> = Vec::with_capacity(view.backends.len());
-            for (i, b) in view.backends.iter().enumerate() {
-                let primary_ok =
-                    routing.primary_reads == PrimaryReads::Include && view.primary == Some(i);
-                let tried = self.avoid & (1u64 << (i % 64)) != 0;
-                if (b.is_eligible_replica(routing.max_replica_lag) || primary_ok) && !tried {
-                    candidates.push(candidate(i, b));
-                }
-            }
-            // An explicit choice of a replica (hint or SET switchyard.route) is honoured as is.
-            let explicit = d.reason == "hint_replica";
-            let required = match self.consistency {
-                Consistency::ReadYourWrites if !explicit => {
-                    self.ryw.for_reads(routing.ryw_scope).required(view.epoch)
-                }
-                _ => Some(0),
-            };
-            if candidates.is_empty() {
-                if routing.primary_reads == PrimaryReads::Never {
-                    return Err((
-                        "57P03",
-                        "no replica is available for reads (routing.primary_reads = \"never\")",
-                    ));
-                }
-                return self
-                    .primary(
-                        &view,
-                        routing.primary_wait,
-                        Decision {
-                            target: Target::Primary,
-                            reason: "no_replica",
-                            ..d
-                        },
-                    )
-                    .await;
-            }
-            let Some(required) = required else {
-                return self
-                    .primary(
-                        &view,
-                        routing.primary_wait,
-                        Decision {
-                            target: Target::Primary,
-                            reason: "ryw_commit_in_flight",
-                            ..d
-                        },
-                    )
-                    .await;
-            };
-            let fresh: Vec<Candidate> = candidates
-                .iter()
-                .copied()
-                .filter(|c| replayed(&view, c.index) >= required || Some(c.index) == view.primary)
-                .collect();
-            if !fresh.is_empty() {
-                let index = balance::pick(routing.balance, &fresh, &self.app.rr, rand::random())
-                    .expect("candidates");
-                let target = if Some(index) == view.primary {
-                    Target::Primary
-                } else {
-                    Target::Replica
-                };
-                return Ok((index, Decision { target, ..d }));
-            }
-            // No replica has replayed the session's last write yet: wait a little for the most
-            // advanced one, asking it directly (the monitor's view is up to an interval old).
-            let best = candidates
-                .iter()
-                .max_by_key(|c| replayed(&view, c.index))
-                .expect("candidates")
-                .index;
-            if self.wait_replayed(best, required, routing.ryw_wait).await {
-                return Ok((best, d));
-            }
-            return self
-                .primary(
-                    &view,
-                    routing.primary_wait,
-                    Decision {
-                        target: Target::Primary,
-                        reason: "ryw_replica_behind",
-                        ..d
-                    },
-                )
-                .await;
-        }
         let view = self.current.view.clone();
+        if d.target == Target::Replica {
+            match self.choose_replica(&view, routing, d).await? {
+                Replica::Chosen(index, d) => return Ok((index, d)),
+                Replica::Primary(reason) => {
+                    let d = Decision {
+                        target: Target::Primary,
+                        reason,
+                        ..d
+                    };
+                    return self.primary(&view, routing.primary_wait, d).await;
+                }
+            }
+        }
         self.primary(&view, routing.primary_wait, d).await
+    }
+
+    /// Chooses a replica for a read (or the primary, when `routing.primary_reads` lets reads
+    /// run there): among the eligible backends not tried yet, balanced, fresh enough for the
+    /// session's consistency; or says why the read goes to the primary instead.
+    async fn choose_replica(
+        &mut self,
+        view: &ClusterView,
+        routing: &RoutingConfig,
+        d: Decision,
+    ) -> Result<Replica, NoBackend> {
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(view.backends.len());
+        for (i, b) in view.backends.iter().enumerate() {
+            let primary_ok =
+                routing.primary_reads == PrimaryReads::Include && view.primary == Some(i);
+            let tried = self.avoid & (1u64 << (i % 64)) != 0;
+            if (b.is_eligible_replica(routing.max_replica_lag) || primary_ok) && !tried {
+                candidates.push(candidate(i, b));
+            }
+        }
+        // An explicit choice of a replica (hint or SET switchyard.route) is honoured as is.
+        let explicit = d.reason == "hint_replica";
+        let required = match self.consistency {
+            Consistency::ReadYourWrites if !explicit => {
+                self.ryw.for_reads(routing.ryw_scope).required(view.epoch)
+            }
+            _ => Some(0),
+        };
+        if candidates.is_empty() {
+            if routing.primary_reads == PrimaryReads::Never {
+                return Err((
+                    "57P03",
+                    "no replica is available for reads (routing.primary_reads = \"never\")",
+                ));
+            }
+            return Ok(Replica::Primary("no_replica"));
+        }
+        let Some(required) = required else {
+            return Ok(Replica::Primary("ryw_commit_in_flight"));
+        };
+        let fresh: Vec<Candidate> = candidates
+            .iter()
+            .copied()
+            .filter(|c| replayed(view, c.index) >= required || Some(c.index) == view.primary)
+            .collect();
+        if !fresh.is_empty() {
+            let index = balance::pick(routing.balance, &fresh, &self.app.rr, rand::random())
+                .expect("candidates");
+            let target = if Some(index) == view.primary {
+                Target::Primary
+            } else {
+                Target::Replica
+            };
+            return Ok(Replica::Chosen(index, Decision { target, ..d }));
+        }
+        // No replica has replayed the session's last write yet: wait a little for the most
+        // advanced one, asking it directly (the monitor's view is up to an interval old).
+        let best = candidates
+            .iter()
+            .max_by_key(|c| replayed(view, c.index))
+            .expect("candidates")
+            .index;
+        if self.wait_replayed(best, required, routing.ryw_wait).await {
+            return Ok(Replica::Chosen(best, d));
+        }
+        Ok(Replica::Primary("ryw_replica_behind"))
     }
 
     async fn primary(

@@ -93,15 +93,18 @@ impl Session {
 }
 
 /// The volatile function `name` with body `body` (when known): whether the body may change
-/// settings (and which custom ones it names) or keep state in the session.
+/// settings (and which custom ones it names) or keep state in the session, and which
+/// functions it calls.
 fn function(name: String, body: Option<&str>) -> Function {
     let settings = body
         .filter(|b| crate::sql::body_sets_settings(b))
         .map(super::settings::body_custom_names);
     let state = body.is_some_and(crate::sql::body_keeps_state);
+    let calls = body.map(crate::sql::called_names).unwrap_or_default();
     Function {
         name,
         settings,
         state,
+        calls,
     }
 }

@@ -22,6 +22,19 @@ pub fn calls_any(sql: &str, mut listed: impl FnMut(&str) -> bool) -> bool {
     false
 }
 
+/// The names of the functions `body` (a function's source) calls, each once (as
+/// [`calls_any`] sees calls).
+pub fn called_names(body: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    calls_any(body, |n| {
+        if !names.iter().any(|m| m == n) {
+            names.push(n.to_owned());
+        }
+        false
+    });
+    names
+}
+
 /// A function a `CREATE FUNCTION` or `ALTER FUNCTION` makes volatile.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Defined {

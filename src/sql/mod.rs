@@ -68,7 +68,8 @@ pub use begin::{begin_modes, BeginModes};
 pub use classify::Classifier;
 pub use effects::{dropped_database, of_function_call};
 pub use functions::{
-    body_keeps_state, body_sets_settings, calls_any, volatile_functions_defined, Defined,
+    body_keeps_state, body_sets_settings, called_names, calls_any, volatile_functions_defined,
+    Defined,
 };
 pub use lexer::{Lexer, StrKind, Token, TokenKind, Unterminated};
 pub use split::split_statements;
