@@ -38,7 +38,8 @@ const RETRY_MS: u64 = 1_000;
 
 /// The catalog query (in a READ COMMITTED transaction of its own: a hot standby refuses a
 /// snapshot to a session whose transactions default to SERIALIZABLE): each volatile
-/// function's name, and its body when that may matter: when it mentions `set_config`,
+/// function's name, its body when that may matter (below) and its OID (for FunctionCall
+/// messages, which name a function by OID). The body matters when it mentions `set_config`,
 /// `SET`/`RESET`, temporary objects, advisory locks or `LISTEN`, or calls (by a name followed
 /// by `(`) a function whose body matters, at any depth. Such a body is then examined by
 /// [`crate::sql::body_sets_settings`], [`crate::sql::body_keeps_state`] and for the
@@ -55,7 +56,7 @@ pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ C
        UNION SELECT pg_catalog.lower(f.proname) FROM f JOIN calls c ON c.oid = f.oid \
          JOIN matters ON matters.name = c.callee) \
      SELECT proname, CASE WHEN pg_catalog.lower(proname) IN (SELECT name FROM matters) \
-       THEN prosrc END FROM f";
+       THEN prosrc END, oid::pg_catalog.text FROM f";
 
 /// Every database's [`DbFunctions`].
 #[derive(Default)]
@@ -84,6 +85,8 @@ pub struct Function {
     pub state: bool,
     /// The names of the functions its body calls (as [`crate::sql::called_names`] finds them).
     pub calls: Vec<String>,
+    /// Its OID (0 when not read from the catalog).
+    pub oid: u32,
 }
 
 /// What calls of the database's functions in a statement may do to the session.
@@ -122,6 +125,8 @@ struct Known {
     effects: HashMap<Box<str>, Calls>,
     /// The functions whose bodies call functions: name, names called.
     callers: Vec<(Box<str>, Vec<Box<str>>)>,
+    /// Names by OID.
+    by_oid: HashMap<u32, Box<str>>,
 }
 
 impl Known {
@@ -141,6 +146,9 @@ impl Known {
 
     fn add(&mut self, f: &Function) {
         self.volatile.insert(f.name.as_str().into());
+        if f.oid != 0 {
+            self.by_oid.insert(f.oid, f.name.as_str().into());
+        }
         if !f.calls.is_empty() {
             let calls = f.calls.iter().map(|c| c.as_str().into()).collect();
             self.callers.push((f.name.as_str().into(), calls));
@@ -248,6 +256,16 @@ impl DbFunctions {
         found
     }
 
+    /// What a FunctionCall of the function with OID `oid` does to the session (`None`: it
+    /// neither changes settings nor keeps state, or it is not known).
+    pub fn oid_calls(&self, oid: u32) -> Option<Calls> {
+        if !self.any_effects.load(Ordering::Relaxed) {
+            return None;
+        }
+        let known = self.known.load();
+        known.effects.get(known.by_oid.get(&oid)?).cloned()
+    }
+
     /// Adds the functions a statement just sent creates as volatile.
     pub fn add_created(&self, functions: Vec<Function>) {
         if functions.is_empty() {
@@ -308,6 +326,7 @@ mod tests {
             settings: None,
             state: false,
             calls: Vec::new(),
+            oid: 0,
         }
     }
 
@@ -358,6 +377,7 @@ mod tests {
             settings: settings.map(|n| n.iter().map(|s| s.to_string()).collect()),
             state,
             calls: Vec::new(),
+            oid: 0,
         };
         assert!(f.begin_read(0, 10));
         f.finish_read(
@@ -398,6 +418,7 @@ mod tests {
             settings: settings.map(|n| n.iter().map(|s| s.to_string()).collect()),
             state,
             calls: calls.iter().map(|s| s.to_string()).collect(),
+            oid: 0,
         };
         assert!(f.begin_read(0, 10));
         f.finish_read(
@@ -416,6 +437,7 @@ mod tests {
         );
         let c = f.session_calls(b"SELECT login('x')").unwrap();
         assert!(c.settings && c.state);
+        assert_eq!(f.oid_calls(16_500), None, "no OIDs read");
         assert_eq!(c.names, ["app.tenant"]);
         let c = f.session_calls(b"SELECT mid('x')").unwrap();
         assert!(c.settings && c.state);
@@ -439,5 +461,29 @@ mod tests {
             f.session_calls(b"SELECT loop_a()").unwrap().names,
             ["app.b"]
         );
+    }
+
+    #[test]
+    fn function_calls_by_oid_have_the_effects_of_the_function() {
+        let f = DbFunctions::default();
+        let with = |name: &str, settings: Option<&[&str]>, oid: u32| Function {
+            name: name.into(),
+            settings: settings.map(|n| n.iter().map(|s| s.to_string()).collect()),
+            state: false,
+            calls: Vec::new(),
+            oid,
+        };
+        assert!(f.begin_read(0, 10));
+        f.finish_read(
+            Some(vec![
+                with("tenant", Some(&["app.tenant"]), 16_401),
+                with("plain", None, 16_402),
+            ]),
+            0,
+            10,
+        );
+        assert_eq!(f.oid_calls(16_401).unwrap().names, ["app.tenant"]);
+        assert_eq!(f.oid_calls(16_402), None);
+        assert_eq!(f.oid_calls(16_403), None);
     }
 }

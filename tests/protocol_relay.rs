@@ -3021,6 +3021,42 @@ fn function_result(m: &Msg) -> Option<Vec<u8>> {
     (len >= 0).then(|| b[..len as usize].to_vec())
 }
 
+/// A FunctionCall of one of the database's own functions (by its OID) that changes settings
+/// counts as a settings change, as a call by name does: the setting follows its client and
+/// does not stay on the server connection for the next client.
+#[test]
+fn function_call_of_a_database_function_is_tracked() {
+    bounded(async {
+        let d = direct_primary().await;
+        d.batch_execute(
+            "CREATE OR REPLACE FUNCTION pr_fc_tenant(t text) RETURNS text LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM set_config('app.fc_tenant', t, false); RETURN t; END $$",
+        )
+        .await
+        .unwrap();
+        let oid: u32 = d
+            .query_one("SELECT 'pr_fc_tenant'::regproc::oid", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let proxy = proxy("[pool]\nsize = 1\n");
+        let mut raw = Raw::app(&proxy).await;
+        raw.send(&fe::function_call(oid, &[Some(b"t1")], false))
+            .await;
+        let r = raw.until_ready().await;
+        assert_eq!(sync_tags(&r), "VZ", "{r:?}");
+        assert_eq!(function_result(&r[0]), Some(b"t1".to_vec()));
+        let get = "SELECT coalesce(current_setting('app.fc_tenant', true), '')";
+        let other = app_client(&proxy).await;
+        for round in 0..3 {
+            let seen: String = other.query_one(get, &[]).await.unwrap().get(0);
+            assert_eq!(seen, "", "round {round}: the other client sees the setting");
+            let r = raw.query(get).await;
+            assert_eq!(rows(&r), vec!["t1"], "round {round}");
+        }
+    });
+}
+
 #[test]
 fn function_call_is_relayed_and_its_session_effects_tracked() {
     bounded(async {

@@ -289,7 +289,8 @@ impl Session {
                 let oid = body
                     .get(..4)
                     .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                let (effects, pin) = crate::sql::of_function_call(oid);
+                let (builtin, pin) = crate::sql::of_function_call(oid);
+                let effects = builtin | self.oid_effects(oid);
                 self.apply_effects(effects, pin.map(|p| p.as_str()));
                 self.forward(h.frame_len);
                 self.count_request();

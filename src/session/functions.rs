@@ -30,7 +30,12 @@ impl Session {
                     .filter_map(|r| {
                         let mut cols = r.into_iter();
                         let name = cols.next().flatten()?;
-                        Some(function(name, cols.next().flatten().as_deref()))
+                        let body = cols.next().flatten();
+                        let oid = cols.next().flatten().and_then(|o| o.parse().ok());
+                        Some(Function {
+                            oid: oid.unwrap_or(0),
+                            ..function(name, body.as_deref())
+                        })
                     })
                     .collect::<Vec<Function>>(),
             ),
@@ -72,6 +77,13 @@ impl Session {
         effects
     }
 
+    /// The session effects of a FunctionCall of the database's function with OID `oid` (as
+    /// [`function_effects`](Self::function_effects) for a call by name).
+    pub(super) fn oid_effects(&mut self, oid: u32) -> Effects {
+        let calls = self.functions.oid_calls(oid);
+        self.note_calls(calls)
+    }
+
     /// Whether the query text `text` calls one of the database's volatile functions not
     /// listed in `routing.read_functions`: then it runs on the primary.
     pub(super) fn calls_volatile(&self, text: &[u8]) -> bool {
@@ -106,5 +118,6 @@ fn function(name: String, body: Option<&str>) -> Function {
         settings,
         state,
         calls,
+        oid: 0,
     }
 }

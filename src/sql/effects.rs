@@ -327,8 +327,9 @@ pub(crate) fn create_is_temp(mut rest: Stmt<'_>) -> bool {
 /// Session effects of a protocol-level FunctionCall ('F') of the built-in function with this
 /// OID. Built-in OIDs are fixed in PostgreSQL's catalog (`pg_proc.dat`), the same in every
 /// release: `set_config` changes settings; the session-level advisory lock functions pin.
-/// Other functions (large objects' `lo_*` among them, which only live within a transaction)
-/// have no session effect.
+/// Other built-in functions (large objects' `lo_*` among them, which only live within a
+/// transaction) have no session effect. (The database's own functions are looked up in the
+/// catalog: [`crate::catalog::DbFunctions::oid_calls`].)
 pub fn of_function_call(oid: u32) -> (Effects, Option<PinReason>) {
     match oid {
         // set_config(text, text, boolean)
