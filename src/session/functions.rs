@@ -33,7 +33,7 @@ impl Session {
                         let body = cols.next().flatten();
                         let oid = cols.next().flatten().and_then(|o| o.parse().ok());
                         Some(Function {
-                            oid: oid.unwrap_or(0),
+                            oid: oid.unwrap_or_default(),
                             ..function(name, body.as_deref())
                         })
                     })
