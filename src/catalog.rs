@@ -199,6 +199,9 @@ pub struct DbFunctions {
     /// a statement in a database without any costs one relaxed load, not an `ArcSwap` load.
     any_volatile: AtomicBool,
     any_effects: AtomicBool,
+    /// Which list `known` is: a number no other publication of any database's list had (so
+    /// a cache of what a statement's calls do can tell a new list from an old one).
+    generation: AtomicU64,
     /// Functions `CREATE FUNCTION`s through switchyard made volatile: kept across reads of the
     /// catalog (one may have begun before such a function was committed), never dropped.
     created: Mutex<Vec<Function>>,
@@ -256,6 +259,16 @@ impl DbFunctions {
         found
     }
 
+    /// Whether some known function changes settings or keeps state (one relaxed load).
+    pub fn any_effects(&self) -> bool {
+        self.any_effects.load(Ordering::Relaxed)
+    }
+
+    /// Which list of functions is known now (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     /// What a FunctionCall of the function with OID `oid` does to the session (`None`: it
     /// neither changes settings nor keeps state, or it is not known).
     pub fn oid_calls(&self, oid: u32) -> Option<Calls> {
@@ -280,6 +293,11 @@ impl DbFunctions {
 
     /// Makes `known` the list sessions see.
     fn publish(&self, known: Known) {
+        static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+        self.generation.store(
+            GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         self.any_volatile
             .store(!known.volatile.is_empty(), Ordering::Relaxed);
         self.any_effects

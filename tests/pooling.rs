@@ -4278,6 +4278,39 @@ async fn effects_of_functions_a_function_calls_are_tracked() {
     );
 }
 
+/// A statement a client prepared before the proxy knew that a function it calls changes
+/// settings (the function was redefined on the server afterwards) counts as a settings change
+/// at its next run once the proxy has read the catalog again: its setting follows its client
+/// and does not reach the next client of the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_before_its_function_changed_settings_is_tracked() {
+    su(
+        "CREATE OR REPLACE FUNCTION sy_late(t text) RETURNS text LANGUAGE plpgsql AS \
+        $$ BEGIN RETURN t; END $$",
+    );
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let st = a.prepare("SELECT sy_late($1)").await.unwrap();
+    a.query(&st, &[&"before"]).await.unwrap();
+    su(
+        "CREATE OR REPLACE FUNCTION sy_late(t text) RETURNS text LANGUAGE plpgsql AS \
+        $$ BEGIN PERFORM set_config('app.late', t, false); RETURN t; END $$",
+    );
+    // A schema change through the proxy: the catalog is read again at the next checkout.
+    q(&b, "CREATE TABLE IF NOT EXISTS sy_late_bump (x int)").await;
+    let get = "SELECT coalesce(current_setting('app.late', true), '<unset>')";
+    for value in ["v1", "v2"] {
+        a.query(&st, &[&value]).await.unwrap();
+        let seen = one(&b, get).await;
+        assert!(
+            seen == "<unset>" || seen.is_empty(),
+            "b sees a's app.late = {seen:?}"
+        );
+        assert_eq!(one(&a, get).await, value, "a's app.late");
+    }
+}
+
 /// A role taken some way other than `SET ROLE` (`set_config('role', ...)` with a literal or
 /// a parameter, a function that runs `SET ROLE`) is the session's identity like `SET ROLE`:
 /// the client is pinned to its server connection, and no other client ever runs as that

@@ -1,6 +1,9 @@
 //! The session's side of [`crate::catalog`]: reading a database's volatile functions on a
 //! connection just checked out, and noting the ones a statement it sends creates.
 
+use std::sync::atomic::Ordering;
+
+use super::statements::Statement;
 use super::Session;
 use crate::catalog::{Calls, Function, VOLATILE_FUNCTIONS_SQL};
 use crate::protocol::TxnStatus;
@@ -74,6 +77,34 @@ impl Session {
         if calls.state {
             effects |= Effects::STATE;
         }
+        effects
+    }
+
+    /// What the calls of the database's functions in statement `s` do to the session
+    /// ([`Effects::SETTINGS`], [`Effects::STATE`]) with the function list known now: found
+    /// again only when the list changed since the statement was last looked at.
+    pub(super) fn statement_calls(&self, s: &Statement) -> Effects {
+        if !self.functions.any_effects() {
+            return Effects::NONE;
+        }
+        let generation = self.functions.generation() & (u64::MAX >> 16);
+        let cached = s.calls.load(Ordering::Relaxed);
+        if cached >> 16 == generation {
+            return Effects::from_bits_truncate(cached as u16);
+        }
+        let mut effects = Effects::NONE;
+        if let Some(c) = self.functions.session_calls(&s.query) {
+            if c.settings {
+                effects |= Effects::SETTINGS;
+            }
+            if c.state {
+                effects |= Effects::STATE;
+            }
+        }
+        s.calls.store(
+            generation << 16 | u64::from(effects.bits()),
+            Ordering::Relaxed,
+        );
         effects
     }
 

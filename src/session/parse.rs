@@ -220,27 +220,23 @@ impl Session {
     /// runs it again: its settings changes apply to this run too (a driver parses `SELECT
     /// set_config('app.tenant', $1, false)` once and binds it in every later transaction).
     pub(super) fn note_bind_effects(&mut self, name: &[u8], stmt: Option<&Statement>) {
-        let state = match stmt {
-            Some(s) => s.effects.get().is_some_and(|e| e.contains(Effects::STATE)),
-            None => name.is_empty() && self.unnamed_effects.0.contains(Effects::STATE),
+        let effects = match stmt {
+            // With what its calls do by the functions known now (learnt since its Parse, too).
+            Some(s) => s.effects.get().copied().unwrap_or(Effects::NONE) | self.statement_calls(s),
+            None if name.is_empty() => self.unnamed_effects.0,
+            None => Effects::NONE,
         };
-        if state {
+        if effects.contains(Effects::STATE) {
             self.apply_effects(Effects::STATE, None);
         }
-        let settings = |e: Effects| e.contains(Effects::SETTINGS);
+        if !effects.contains(Effects::SETTINGS) {
+            return;
+        }
         let query = match stmt {
-            Some(s) => s
-                .effects
-                .get()
-                .copied()
-                .is_some_and(settings)
-                .then(|| s.query.clone()),
-            None if name.is_empty() && settings(self.unnamed_effects.0) => {
-                self.unnamed.as_ref().and_then(|frame| {
-                    statements::split_parse(&frame[5..]).map(|(_, q, _)| frame.slice_ref(q))
-                })
-            }
-            None => None,
+            Some(s) => Some(s.query.clone()),
+            None => self.unnamed.as_ref().and_then(|frame| {
+                statements::split_parse(&frame[5..]).map(|(_, q, _)| frame.slice_ref(q))
+            }),
         };
         if let Some(q) = query {
             self.note_settings_statement(&q);

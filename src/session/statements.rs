@@ -36,6 +36,11 @@ pub struct Statement {
     /// Its session effects, as classified when a client first parsed it: those of each run
     /// (settings it changes) apply at every Bind, not only at the Parse.
     pub effects: std::sync::OnceLock<crate::sql::Effects>,
+    /// What its calls of the database's functions do to the session, as last found: the
+    /// function list's generation << 16 | `Effects` bits. A Bind checks again when the list
+    /// has changed since (a function it calls may have been learnt, or redefined, after the
+    /// Parse). See session/functions.rs `statement_calls`.
+    pub calls: std::sync::atomic::AtomicU64,
     /// The pid its `pg_terminate_backend(...)` call names, if any (found at its first Bind).
     pub terminate: std::sync::OnceLock<Option<crate::sql::TerminateArg>>,
     /// The statement its text runs (`EXECUTE _sy<id>`, see [`executing`]): prepared on a
@@ -170,6 +175,7 @@ impl Registry {
             types: Bytes::copy_from_slice(types),
             route: std::sync::OnceLock::new(),
             effects: std::sync::OnceLock::new(),
+            calls: std::sync::atomic::AtomicU64::new(0),
             terminate: std::sync::OnceLock::new(),
             depends: depends.cloned(),
             shape: std::sync::OnceLock::new(),
