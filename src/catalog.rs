@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use crate::sql::Effects;
+
 /// A list older than this is read again.
 pub const MAX_AGE_MS: u64 = 30_000;
 
@@ -101,6 +103,18 @@ pub struct Calls {
 }
 
 impl Calls {
+    /// As statement effects: [`Effects::SETTINGS`], [`Effects::STATE`].
+    pub fn effects(&self) -> Effects {
+        let mut e = Effects::NONE;
+        if self.settings {
+            e |= Effects::SETTINGS;
+        }
+        if self.state {
+            e |= Effects::STATE;
+        }
+        e
+    }
+
     /// Adds what `other` does; whether that added anything.
     fn merge(&mut self, other: &Calls) -> bool {
         let before = (self.settings, self.state, self.names.len());

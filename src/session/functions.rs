@@ -69,13 +69,9 @@ impl Session {
         let Some(calls) = calls else {
             return Effects::NONE;
         };
-        let mut effects = Effects::NONE;
+        let effects = calls.effects();
         if calls.settings {
             self.custom_names.extend(calls.names);
-            effects |= Effects::SETTINGS;
-        }
-        if calls.state {
-            effects |= Effects::STATE;
         }
         effects
     }
@@ -92,15 +88,10 @@ impl Session {
         if cached >> 16 == generation {
             return Effects::from_bits_truncate(cached as u16);
         }
-        let mut effects = Effects::NONE;
-        if let Some(c) = self.functions.session_calls(&s.query) {
-            if c.settings {
-                effects |= Effects::SETTINGS;
-            }
-            if c.state {
-                effects |= Effects::STATE;
-            }
-        }
+        let effects = self
+            .functions
+            .session_calls(&s.query)
+            .map_or(Effects::NONE, |c| c.effects());
         s.calls.store(
             generation << 16 | u64::from(effects.bits()),
             Ordering::Relaxed,
