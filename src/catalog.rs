@@ -352,14 +352,21 @@ impl DbFunctions {
 mod tests {
     use super::*;
 
-    fn plain(name: &str) -> Function {
+    /// A function read from the catalog: `settings` when its body changes settings (with the
+    /// custom names it names), `state` when it keeps state, `calls` the functions it calls.
+    fn func(name: &str, settings: Option<&[&str]>, state: bool, calls: &[&str]) -> Function {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         Function {
             name: name.into(),
-            settings: None,
-            state: false,
-            calls: Vec::new(),
+            settings: settings.map(strings),
+            state,
+            calls: strings(calls),
             oid: 0,
         }
+    }
+
+    fn plain(name: &str) -> Function {
+        func(name, None, false, &[])
     }
 
     #[test]
@@ -404,21 +411,14 @@ mod tests {
     #[test]
     fn calls_of_functions_that_change_the_session_are_found() {
         let f = DbFunctions::default();
-        let with = |name: &str, settings: Option<&[&str]>, state: bool| Function {
-            name: name.into(),
-            settings: settings.map(|n| n.iter().map(|s| s.to_string()).collect()),
-            state,
-            calls: Vec::new(),
-            oid: 0,
-        };
         assert!(f.begin_read(0, 10));
         f.finish_read(
             Some(vec![
                 plain("plain"),
-                with("tenant", Some(&["app.tenant"]), false),
-                with("path", Some(&[]), false),
-                with("tenant", Some(&["app.user", "app.tenant"]), false),
-                with("scratch", None, true),
+                func("tenant", Some(&["app.tenant"]), false, &[]),
+                func("path", Some(&[]), false, &[]),
+                func("tenant", Some(&["app.user", "app.tenant"]), false, &[]),
+                func("scratch", None, true, &[]),
             ]),
             0,
             10,
@@ -434,7 +434,7 @@ mod tests {
         assert!(f.calls_volatile(b"SELECT path()", &[]));
         let c = calls(b"SELECT scratch(), plain()").unwrap();
         assert!(c.state && !c.settings);
-        f.add_created(vec![with("made", Some(&["app.m"]), false)]);
+        f.add_created(vec![func("made", Some(&["app.m"]), false, &[])]);
         assert_eq!(calls(b"SELECT made(), plain()").unwrap().names, ["app.m"]);
         assert!(f.begin_read(1, 20));
         f.finish_read(Some(vec![]), 1, 20);
@@ -445,24 +445,17 @@ mod tests {
     #[test]
     fn a_function_has_the_effects_of_the_functions_it_calls() {
         let f = DbFunctions::default();
-        let with = |name: &str, settings: Option<&[&str]>, state: bool, calls: &[&str]| Function {
-            name: name.into(),
-            settings: settings.map(|n| n.iter().map(|s| s.to_string()).collect()),
-            state,
-            calls: calls.iter().map(|s| s.to_string()).collect(),
-            oid: 0,
-        };
         assert!(f.begin_read(0, 10));
         f.finish_read(
             Some(vec![
                 // Callers listed before their callees: the order does not matter.
-                with("login", None, false, &["lower", "mid"]),
-                with("mid", None, false, &["set_tenant", "scratch"]),
-                with("set_tenant", Some(&["app.tenant"]), false, &["set_config"]),
-                with("scratch", None, true, &[]),
-                with("loop_a", None, false, &["loop_b", "loop_a"]),
-                with("loop_b", None, false, &["loop_a"]),
-                with("unrelated", None, false, &["lower"]),
+                func("login", None, false, &["lower", "mid"]),
+                func("mid", None, false, &["set_tenant", "scratch"]),
+                func("set_tenant", Some(&["app.tenant"]), false, &["set_config"]),
+                func("scratch", None, true, &[]),
+                func("loop_a", None, false, &["loop_b", "loop_a"]),
+                func("loop_b", None, false, &["loop_a"]),
+                func("unrelated", None, false, &["lower"]),
             ]),
             0,
             10,
@@ -482,8 +475,8 @@ mod tests {
         // A function created through switchyard that calls a known one, and one that a known
         // caller calls but which was unknown until created.
         f.add_created(vec![
-            with("outer", None, false, &["login"]),
-            with("loop_b", Some(&["app.b"]), false, &["loop_a"]),
+            func("outer", None, false, &["login"]),
+            func("loop_b", Some(&["app.b"]), false, &["loop_a"]),
         ]);
         assert_eq!(
             f.session_calls(b"SELECT outer()").unwrap().names,
@@ -498,18 +491,17 @@ mod tests {
     #[test]
     fn function_calls_by_oid_have_the_effects_of_the_function() {
         let f = DbFunctions::default();
-        let with = |name: &str, settings: Option<&[&str]>, oid: u32| Function {
-            name: name.into(),
-            settings: settings.map(|n| n.iter().map(|s| s.to_string()).collect()),
-            state: false,
-            calls: Vec::new(),
-            oid,
-        };
         assert!(f.begin_read(0, 10));
         f.finish_read(
             Some(vec![
-                with("tenant", Some(&["app.tenant"]), 16_401),
-                with("plain", None, 16_402),
+                Function {
+                    oid: 16_401,
+                    ..func("tenant", Some(&["app.tenant"]), false, &[])
+                },
+                Function {
+                    oid: 16_402,
+                    ..plain("plain")
+                },
             ]),
             0,
             10,
