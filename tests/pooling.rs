@@ -832,6 +832,55 @@ async fn each_client_keeps_its_server_connection_while_the_pool_has_room() {
     assert_eq!(one(&c, "SELECT 2").await, "2");
 }
 
+/// A client that leaves takes its settings with it: the idle connections it used are reset
+/// (not closed), so `pg_stat_activity` shows no `application_name` of a client that is gone.
+/// Covers a client that left between transactions (its idle connection) and one that left
+/// inside a transaction block (rolled back, then reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_left_leaves_no_settings_on_the_pool() {
+    let p = proxy("transaction", "size = 3");
+    let base = app_cs(&p);
+    let idle = connect_cs(&format!(
+        "{base} application_name=sy_left_idle options='-c work_mem=7MB'"
+    ))
+    .await;
+    q(&idle, "SET statement_timeout = '42s'").await;
+    let idle_pid = backend_pid(&idle).await;
+    let in_txn = connect_cs(&format!("{base} application_name=sy_left_txn")).await;
+    q(&in_txn, "BEGIN; SELECT 1").await;
+    let txn_pid = backend_pid(&in_txn).await;
+    assert_ne!(idle_pid, txn_pid, "pool of three: a connection each");
+    let listed =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'sy\\_left\\_%'";
+    assert_eq!(
+        su(listed),
+        "2",
+        "both clients' names are on their server connections"
+    );
+    drop(idle);
+    drop(in_txn);
+    wait_clients(&p, 0).await;
+    wait_su(listed, "0", STEP).await;
+    // Reset, not closed: both server processes are still there, idle, nameless.
+    for pid in [idle_pid, txn_pid] {
+        wait_su(
+            &format!(
+                "SELECT state || ':' || application_name FROM pg_stat_activity WHERE pid = {pid}"
+            ),
+            "idle:",
+            STEP,
+        )
+        .await;
+    }
+    // The next client starts from the server's defaults on whichever connection it gets.
+    let next = connect(&p).await;
+    for _ in 0..3 {
+        assert_ne!(show(&next, "work_mem").await, "7MB");
+        assert_ne!(show(&next, "statement_timeout").await, "42s");
+        assert_eq!(show(&next, "application_name").await, "");
+    }
+}
+
 /// Session pooling: a client keeps one server connection (one backend pid) across
 /// transactions while other clients work; each client has its own; and the next client on a
 /// returned connection finds it reset.
@@ -2451,6 +2500,62 @@ async fn statements_prepared_again_after_a_failed_discard_all() {
         let r = c.roundtrip(&b).await;
         assert_eq!(single(&r, who), "after a failed discard", "{who}");
     }
+}
+
+/// Statements a client deallocates inside a transaction block are closed on the server at
+/// once, as directly (`pg_prepared_statements` no longer lists them), a portal made from one
+/// of them goes on working (neither Close nor `DEALLOCATE` ends portals), and a rollback does
+/// not bring them back. In a failed block too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_deallocated_in_a_block_are_closed_at_once() {
+    let p = proxy("transaction", "size = 2");
+    let mut a = Raw::app(&p).await;
+    let count = "SELECT count(*) FROM pg_prepared_statements";
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "s1", "SELECT generate_series(1, 5) AS in_block");
+    m_parse(&mut b, "s2", "SELECT 'dropped in a block'");
+    m_sync(&mut b);
+    assert_eq!(tags(&a.roundtrip(&b).await), "11Z");
+    assert_eq!(single(&a.simple(count).await, "count"), "2");
+    assert_eq!(ready_status(&a.simple("BEGIN").await), 'T');
+    let mut b = BytesMut::new();
+    m_bind(&mut b, "p1", "s1", &[]);
+    frontend::execute("p1", 2, &mut b).unwrap();
+    m_sync(&mut b);
+    let r = a.roundtrip(&b).await;
+    assert_eq!(tags(&r), "2DDsZ", "{:?}", error_code(&r));
+    // Twice, as psycopg does: the second is answered by the proxy too, with the Closes of
+    // the first's statements sent ahead of it.
+    for _ in 0..2 {
+        let r = a.simple("DEALLOCATE ALL").await;
+        assert_eq!(error_code(&r), None, "{}", tags(&r));
+    }
+    assert_eq!(single(&a.simple(count).await, "count in the block"), "0");
+    let mut b = BytesMut::new();
+    frontend::execute("p1", 0, &mut b).unwrap();
+    m_sync(&mut b);
+    let r = a.roundtrip(&b).await;
+    assert_eq!(error_code(&r), None, "{}", tags(&r));
+    assert_eq!(data_rows(&r).len(), 3, "the portal's last three rows");
+    assert_eq!(
+        tags(&a.roundtrip(&parse_sync("s3", "SELECT 3")).await),
+        "1Z"
+    );
+    assert_eq!(single(&a.simple(count).await, "count"), "1");
+    assert_eq!(ready_status(&a.simple("ROLLBACK").await), 'I');
+    assert_eq!(single(&a.simple(count).await, "count after rollback"), "1");
+    // In a failed block: Close of one statement, then the rest at the next request.
+    assert_eq!(ready_status(&a.simple("BEGIN").await), 'T');
+    assert_eq!(ready_status(&a.simple("SELECT 1/0").await), 'E');
+    let mut b = BytesMut::new();
+    m_close(&mut b, "s3");
+    m_sync(&mut b);
+    assert_eq!(tags(&a.roundtrip(&b).await), "3Z");
+    assert_eq!(ready_status(&a.simple("ROLLBACK").await), 'I');
+    assert_eq!(
+        single(&a.simple(count).await, "count after the failed block"),
+        "0"
+    );
 }
 
 /// A Parse the proxy answers from a statement already prepared on the connection, skipped by
@@ -4308,6 +4413,68 @@ async fn a_statement_prepared_before_its_function_changed_settings_is_tracked() 
             "b sees a's app.late = {seen:?}"
         );
         assert_eq!(one(&a, get).await, value, "a's app.late");
+    }
+}
+
+/// The same for the unnamed statement: bound again without a new Parse, and parsed again with
+/// the same message (drivers send the same unnamed Parse for every run of a query), after the
+/// function it calls learnt to change settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_statement_parsed_before_its_function_changed_settings_is_tracked() {
+    let plain = |f: &str| {
+        format!(
+            "CREATE OR REPLACE FUNCTION {f}(t text) RETURNS text LANGUAGE plpgsql AS \
+             $$ BEGIN RETURN t; END $$"
+        )
+    };
+    let setter = |f: &str| {
+        format!(
+            "CREATE OR REPLACE FUNCTION {f}(t text) RETURNS text LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM set_config('app.{f}', t, false); RETURN t; END $$"
+        )
+    };
+    let p = proxy("transaction", "size = 1");
+    let mut a = Raw::app(&p).await;
+    let b = connect(&p).await;
+    let mut bump = 0;
+    for (f, reparse) in [("sy_late_rebind", false), ("sy_late_reparse", true)] {
+        su(&plain(f));
+        let mut parse = BytesMut::new();
+        m_parse(&mut parse, "", &format!("SELECT {f}($1)"));
+        let mut b1 = parse.clone();
+        b1.extend_from_slice(&bind_exec("", &["before"]));
+        assert_eq!(single(&a.roundtrip(&b1).await, f), "before");
+        su(&setter(f));
+        // A schema change through the proxy: the catalog is read again at the next checkout.
+        bump += 1;
+        q(
+            &b,
+            &format!("CREATE TABLE IF NOT EXISTS sy_late_bump{bump} (x int)"),
+        )
+        .await;
+        let get = format!("SELECT coalesce(current_setting('app.{f}', true), '<unset>')");
+        // a reads its own with a named statement: a simple query would end its unnamed one.
+        let mine = format!("get_{f}");
+        assert_eq!(tags(&a.roundtrip(&parse_sync(&mine, &get)).await), "1Z");
+        for value in ["v1", "v2"] {
+            let mut m = if reparse {
+                parse.clone()
+            } else {
+                BytesMut::new()
+            };
+            m.extend_from_slice(&bind_exec("", &[value]));
+            assert_eq!(
+                single(&a.roundtrip(&m).await, &format!("{f} {value}")),
+                value
+            );
+            let seen = one(&b, &get).await;
+            assert!(
+                seen == "<unset>" || seen.is_empty(),
+                "{f}: b sees a's app.{f} = {seen:?}"
+            );
+            let own = a.roundtrip(&bind_exec(&mine, &[])).await;
+            assert_eq!(single(&own, &get), value, "{f}: a's own");
+        }
     }
 }
 

@@ -331,12 +331,42 @@ impl Pool {
         }
     }
 
-    /// Forgets that `owner` used any of the idle connections: the client left.
-    pub fn disown(&self, owner: u64) {
+    /// Forgets that `owner` used any of the idle connections: the client left. Those that
+    /// still carry its session settings come back checked out, while the pool has free slots,
+    /// for the caller to reset: a connection no client owns should not show a client that left
+    /// (its `application_name` in `pg_stat_activity`). The others stay idle, unowned; the next
+    /// client's settings replace whatever they carry.
+    pub fn disown(self: &Arc<Self>, owner: u64) -> Vec<Pooled> {
+        let mut out = Vec::new();
         let mut c = self.conns.lock().expect("conns");
-        for conn in c.idle.iter_mut().filter(|x| x.owner == owner) {
+        let mut i = 0;
+        while i < c.idle.len() {
+            let conn = &mut c.idle[i];
+            if conn.owner != owner {
+                i += 1;
+                continue;
+            }
             conn.owner = 0;
+            if conn.applied.0.is_empty() {
+                i += 1;
+                continue;
+            }
+            let Ok(permit) = self.permits.try_acquire() else {
+                i += 1;
+                continue;
+            };
+            out.push(Pooled {
+                conn: c.idle.remove(i),
+                permit,
+                pool: self.clone(),
+            });
         }
+        drop(c);
+        for _ in &out {
+            self.metrics.idle.dec();
+            self.metrics.active.inc();
+        }
+        out
     }
 
     fn register(&self, conn: &mut ServerConn) {

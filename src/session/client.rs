@@ -248,7 +248,7 @@ impl Session {
             }
             self.wrote = self.current.config.config.routing.read_write_split;
         }
-        if self.sweep_statements && self.server.is_some() && self.at_request_boundary() {
+        if self.sweep_statements && self.server.is_some() && self.between_requests() {
             // The client dropped statements and its next request follows on the connection it
             // has: those no client has any more are closed ahead of it.
             self.close_unheld_statements();
@@ -336,8 +336,14 @@ impl Session {
     /// Whether the requests sent so far are complete from the client's side and no transaction
     /// is open, so the next message starts a new, separately routed request.
     fn at_request_boundary(&self) -> bool {
-        self.txn == TxnStatus::Idle
-            && !self.batch_open
+        self.txn == TxnStatus::Idle && self.between_requests()
+    }
+
+    /// Whether the next client message starts a request of its own (in or out of a
+    /// transaction block): what the proxy sends now is answered before it, whatever the
+    /// server makes of the requests ahead.
+    fn between_requests(&self) -> bool {
+        !self.batch_open
             && matches!(
                 self.pending.last_kind(),
                 Some(Kind::Sync | Kind::Query | Kind::FunctionCall) | None

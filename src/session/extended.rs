@@ -134,13 +134,15 @@ impl Session {
     }
 
     /// Closes the statements no client has prepared any more on the connection just attached
-    /// (ahead of the request, whose Sync, Flush or Query makes the server answer them), the
+    /// (ahead of the request, with a Flush that makes the server answer them), the
     /// first time this client gets it and after the client dropped statements: a client then
     /// sees in `pg_prepared_statements` what it prepared (and what clients connected now
     /// did), not what it deallocated or clients long gone left behind, and a server session
     /// does not keep plans nobody can use. A client getting its own connection back costs
-    /// nothing.
-    /// (Only outside a transaction block, where no portal exists.)
+    /// nothing. Inside a transaction block too, as `DEALLOCATE` would: closing a statement
+    /// leaves the portals made from it open (PostgreSQL's Close and `DEALLOCATE` both only
+    /// drop the statement, and neither is undone by a rollback), and a failed block accepts
+    /// Close.
     pub(super) fn close_unheld_statements(&mut self) {
         let Some(p) = self.server.as_mut() else {
             return;
@@ -148,18 +150,19 @@ impl Session {
         if p.conn.swept_for == self.id && !self.sweep_statements {
             return;
         }
-        if self.txn != TxnStatus::Idle {
-            // A portal of the block's may come from a statement the client deallocated with
-            // SQL (which keeps portals, where Close would end them): after the block.
-            self.sweep_statements = true;
-            return;
-        }
         p.conn.swept_for = self.id;
         self.sweep_statements = false;
+        let mut closed = false;
         for id in p.conn.prepared.take_unheld() {
             let name = statements::server_name(id);
             encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', name.as_bytes());
             self.pending.expect(Kind::Close, Mode::Swallow, Hook::None);
+            closed = true;
+        }
+        if closed {
+            // Answered now, whatever follows: the request may be one the proxy answers itself
+            // (a `DEALLOCATE`), which sends the server nothing to make it answer.
+            encode::empty(&mut self.swbuf, tag::FLUSH);
         }
     }
 

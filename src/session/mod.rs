@@ -173,6 +173,7 @@ async fn start(
         changed_shapes: Vec::new(),
         unnamed: None,
         unnamed_effects: Default::default(),
+        unnamed_generation: 0,
         unnamed_deallocates: false,
         unnamed_depends: None,
         unnamed_seq: 0,
@@ -238,9 +239,8 @@ async fn start(
 impl Drop for Session {
     /// The client is gone (however it ended): its idle server connections are anybody's.
     fn drop(&mut self) {
-        for pool in self.pools.iter().flatten() {
-            pool.disown(self.id);
-        }
+        let pools: Vec<_> = self.pools.drain(..).flatten().collect();
+        self.disown(&pools);
     }
 }
 
@@ -306,6 +306,9 @@ struct Session {
     unnamed: Option<Bytes>,
     /// Session effects and pin reason of `unnamed` (valid while it is `Some`).
     unnamed_effects: (crate::sql::Effects, Option<&'static str>),
+    /// The [`crate::catalog`] generation of the function list `unnamed_effects` counted the
+    /// calls of the database's functions with (the list changes: they are counted again).
+    unnamed_generation: u64,
     /// The unnamed statement is a `DEALLOCATE` or an `EXECUTE`: what it does depends on the
     /// client's statements at the time, so a repeat of it is analysed again.
     unnamed_deallocates: bool,

@@ -78,7 +78,11 @@ impl Session {
                 (a.effects, a.pin_reason())
             }
         };
+        let generation = self.functions.generation();
         effects |= self.function_effects(query);
+        if name.is_empty() {
+            self.unnamed_generation = generation;
+        }
         if let Some((client_name, stmt)) = deallocate {
             // `DEALLOCATE name` of one of the client's protocol-level statements (psycopg
             // sends it this way in pipeline mode): the server knows the statement by its
@@ -223,7 +227,7 @@ impl Session {
         let effects = match stmt {
             // With what its calls do by the functions known now (learnt since its Parse, too).
             Some(s) => s.effects.get().copied().unwrap_or(Effects::NONE) | self.statement_calls(s),
-            None if name.is_empty() => self.unnamed_effects.0,
+            None if name.is_empty() => self.unnamed_effects.0 | self.unnamed_calls(),
             None => Effects::NONE,
         };
         if effects.contains(Effects::STATE) {
@@ -241,5 +245,25 @@ impl Session {
         if let Some(q) = query {
             self.note_settings_statement(&q);
         }
+    }
+
+    /// What the unnamed statement's calls of the database's functions do, counted again when
+    /// the function list changed since its Parse (a function it calls was redefined, or read
+    /// from the catalog since): kept in its effects from then on.
+    fn unnamed_calls(&mut self) -> Effects {
+        let generation = self.functions.generation();
+        if generation == self.unnamed_generation {
+            return Effects::NONE;
+        }
+        self.unnamed_generation = generation;
+        let Some(frame) = self.unnamed.clone() else {
+            return Effects::NONE;
+        };
+        let Some((_, query, _)) = statements::split_parse(&frame[5..]) else {
+            return Effects::NONE;
+        };
+        let effects = self.function_effects(query);
+        self.unnamed_effects.0 |= effects;
+        effects
     }
 }

@@ -186,8 +186,8 @@ impl Session {
                 }
                 None => self.statements.clear(),
             }
-            // What no client has now goes from the next connection attached (not from this
-            // one now: nothing would follow the Closes to make the server answer them).
+            // What no client has now is closed ahead of the client's next request (on this
+            // connection, or the next one attached), see `close_unheld_statements`.
             self.sweep_statements = true;
             self.client.rbuf.advance(h.frame_len);
             let mut b = BytesMut::new();

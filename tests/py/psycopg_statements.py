@@ -5,8 +5,8 @@
   prepared again: it must see the new type (a server statement parsed before the change
   would fail with "cache lookup failed for type").
 - With --alone (directly, or through a proxy no other client uses): the server's
-  pg_prepared_statements after DEALLOCATE ALL, after DEALLOCATE of one statement, after
-  psycopg closes the statements beyond its prepared_max, and in a new connection after
+  pg_prepared_statements after DEALLOCATE ALL (also in a transaction block), after
+  DEALLOCATE of one statement, after psycopg closes the statements beyond its prepared_max, and in a new connection after
   another one prepared statements and left.
 
 Usage: python psycopg_statements.py DSN [--alone]
@@ -95,6 +95,23 @@ def alone(dsn):
         got = server_statements(conn)
         conn.execute("DROP TABLE cl_pst_x")
         check(got == [], f"after a write and DEALLOCATE ALL: {got}")
+
+    # In a transaction block (psycopg's default): statements dropped by DEALLOCATE ALL there
+    # are gone from the server at once, as directly (psycopg's own test_change_type counts
+    # them after it dropped its statements in a block).
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        conn.execute("SELECT 21 AS t1", prepare=True)
+        conn.execute("SELECT 22 AS t2", prepare=True)
+        conn.execute("DEALLOCATE ALL")
+        got = server_statements(conn)
+        check(got == [], f"in a block, after DEALLOCATE ALL: {got}")
+        conn.execute("SELECT 23 AS t3", prepare=True)
+        got = server_statements(conn)
+        check(got == ["SELECT 23 AS t3"], f"in a block, prepared after DEALLOCATE ALL: {got}")
+        conn.commit()
+        got = server_statements(conn)
+        check(got == ["SELECT 23 AS t3"], f"after the block: {got}")
+        conn.rollback()
 
     # A new connection after that one left: nothing of the other's, and its own.
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
