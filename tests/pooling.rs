@@ -833,9 +833,10 @@ async fn each_client_keeps_its_server_connection_while_the_pool_has_room() {
 }
 
 /// A client that leaves takes its settings with it: the idle connections it used are reset
-/// (not closed), so `pg_stat_activity` shows no `application_name` of a client that is gone.
-/// Covers a client that left between transactions (its idle connection) and one that left
-/// inside a transaction block (rolled back, then reset).
+/// (not closed) once nobody took them for a second, so `pg_stat_activity` shows no
+/// `application_name` of a client that is gone. Covers a client that left between
+/// transactions (its idle connection) and one that left inside a transaction block (rolled
+/// back, then reset).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_left_leaves_no_settings_on_the_pool() {
     let p = proxy("transaction", "size = 3");

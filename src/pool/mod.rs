@@ -152,6 +152,10 @@ pub struct Conns {
     opening: usize,
 }
 
+/// How long an idle connection no client owns keeps the settings of the client that left it
+/// before [`Pool::maintain`] resets them.
+const SETTINGS_LINGER_MS: u64 = 1000;
+
 /// What checkout does when the client's own connection is not idle.
 enum Take {
     /// This idle connection.
@@ -331,42 +335,13 @@ impl Pool {
         }
     }
 
-    /// Forgets that `owner` used any of the idle connections: the client left. Those that
-    /// still carry its session settings come back checked out, while the pool has free slots,
-    /// for the caller to reset: a connection no client owns should not show a client that left
-    /// (its `application_name` in `pg_stat_activity`). The others stay idle, unowned; the next
-    /// client's settings replace whatever they carry.
-    pub fn disown(self: &Arc<Self>, owner: u64) -> Vec<Pooled> {
-        let mut out = Vec::new();
+    /// Forgets that `owner` used any of the idle connections: the client left. (Settings it
+    /// left on them are reset by [`maintain`](Self::maintain) if nobody takes them first.)
+    pub fn disown(&self, owner: u64) {
         let mut c = self.conns.lock().expect("conns");
-        let mut i = 0;
-        while i < c.idle.len() {
-            let conn = &mut c.idle[i];
-            if conn.owner != owner {
-                i += 1;
-                continue;
-            }
+        for conn in c.idle.iter_mut().filter(|x| x.owner == owner) {
             conn.owner = 0;
-            if conn.applied.0.is_empty() {
-                i += 1;
-                continue;
-            }
-            let Ok(permit) = self.permits.try_acquire() else {
-                i += 1;
-                continue;
-            };
-            out.push(Pooled {
-                conn: c.idle.remove(i),
-                permit,
-                pool: self.clone(),
-            });
         }
-        drop(c);
-        for _ in &out {
-            self.metrics.idle.dec();
-            self.metrics.active.inc();
-        }
-        out
     }
 
     fn register(&self, conn: &mut ServerConn) {
@@ -495,6 +470,7 @@ impl Pool {
             self.metrics.idle.dec();
             c.terminate();
         }
+        self.clear_settings_left();
         let open_now = self.conns.lock().expect("conns").idle.len()
             + self
                 .size
@@ -516,6 +492,59 @@ impl Pool {
                 }
             }
             drop(permit);
+        }
+    }
+
+    /// Resets to the server's defaults the idle connections whose client left settings on
+    /// them (`application_name`, a `SET`) and nobody took for [`SETTINGS_LINGER_MS`], off
+    /// this task, while the pool has free slots: an unowned connection then carries no
+    /// client's settings, and `pg_stat_activity` shows no `application_name` of a client that
+    /// is gone. One taken sooner gets its next client's settings instead, so clients that
+    /// connect for each request cost nothing more.
+    fn clear_settings_left(self: &Arc<Self>) {
+        let now = clock::now_ms();
+        let taken: Vec<(Box<ServerConn>, Permit)> = {
+            let mut conns = self.conns.lock().expect("conns");
+            let mut taken = Vec::new();
+            let mut i = 0;
+            while i < conns.idle.len() {
+                let c = &conns.idle[i];
+                if c.owner != 0
+                    || c.applied.0.is_empty()
+                    || now.saturating_sub(c.idle_since) < SETTINGS_LINGER_MS
+                {
+                    i += 1;
+                    continue;
+                }
+                let Ok(permit) = self.permits.try_acquire() else {
+                    break;
+                };
+                taken.push((conns.idle.remove(i), permit));
+            }
+            taken
+        };
+        if taken.is_empty() {
+            return;
+        }
+        let timeout = self.connect.lock().expect("connect").timeout;
+        for (mut conn, permit) in taken {
+            self.metrics.idle.dec();
+            self.metrics.active.inc();
+            let pool = self.clone();
+            tokio::spawn(async move {
+                let reset = crate::session::settings::Settings::default()
+                    .sync_sql(&conn.applied, true)
+                    .unwrap_or_default();
+                let done = matches!(conn.simple_query(&reset, timeout).await, Ok(Ok(_)));
+                pool.metrics.active.dec();
+                if done && !conn.broken {
+                    conn.applied = Arc::default();
+                    pool.park(conn);
+                } else {
+                    conn.terminate();
+                }
+                drop(permit);
+            });
         }
     }
 

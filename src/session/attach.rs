@@ -22,8 +22,9 @@ impl Session {
     /// The pool for backend `index` in the current topology.
     pub(super) fn pool(&mut self, index: usize) -> Option<Arc<Pool>> {
         if self.current.view.topology != self.topology {
-            let pools: Vec<_> = self.pools.drain(..).flatten().collect();
-            self.disown(&pools);
+            for pool in self.pools.drain(..).flatten() {
+                pool.disown(self.id);
+            }
             self.topology = self.current.view.topology;
         }
         if let Some(Some(p)) = self.pools.get(index) {
@@ -385,7 +386,7 @@ impl Session {
             || self.capture
             || (own_queries > 0 && !lsn_only);
         if !rollback && !reset && own_queries == 0 {
-            clear_settings(p, &self.app);
+            p.release();
             return;
         }
         let unsent = std::mem::take(&mut self.swbuf);
@@ -417,51 +418,7 @@ impl Session {
                 p.conn.applied = Arc::default();
                 p.conn.needs_reset = false;
             }
-            give_back_clean(p, timeout, metrics).await;
+            p.release();
         });
     }
-
-    /// Gives up the idle connections this client owned in `pools` (it left, or they belong to
-    /// a topology it no longer uses), resetting the settings it left on them.
-    pub(super) fn disown(&self, pools: &[Arc<Pool>]) {
-        for pool in pools {
-            for p in pool.disown(self.id) {
-                clear_settings(p, &self.app);
-            }
-        }
-    }
-}
-
-/// Gives back a connection a client left, resetting the settings that client put on it off
-/// the client's task (see [`give_back_clean`]).
-fn clear_settings(p: Pooled, app: &Arc<crate::app::App>) {
-    if p.conn.applied.0.is_empty() {
-        p.release();
-        return;
-    }
-    let metrics = app.metrics.clone();
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        p.discard("session_ended", &metrics);
-        return;
-    };
-    let timeout = app.config.load().config.pool.connect_timeout;
-    rt.spawn(give_back_clean(p, timeout, metrics));
-}
-
-/// Resets the settings a client that left put on connection `p`, then gives it back (closes
-/// it when that fails): a connection nobody owns carries nobody's settings, so
-/// `pg_stat_activity` does not show the `application_name` of a client that is gone.
-async fn give_back_clean(
-    mut p: Pooled,
-    timeout: std::time::Duration,
-    metrics: Arc<crate::metrics::Metrics>,
-) {
-    if let Some(sql) = settings::Settings::default().sync_sql(&p.conn.applied, true) {
-        if !matches!(p.conn.simple_query(&sql, timeout).await, Ok(Ok(_))) {
-            p.discard("reset_failed", &metrics);
-            return;
-        }
-        p.conn.applied = Arc::default();
-    }
-    p.release();
 }

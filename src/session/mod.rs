@@ -239,8 +239,9 @@ async fn start(
 impl Drop for Session {
     /// The client is gone (however it ended): its idle server connections are anybody's.
     fn drop(&mut self) {
-        let pools: Vec<_> = self.pools.drain(..).flatten().collect();
-        self.disown(&pools);
+        for pool in self.pools.iter().flatten() {
+            pool.disown(self.id);
+        }
     }
 }
 
