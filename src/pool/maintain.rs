@@ -1,0 +1,128 @@
+//! A pool's upkeep, run every second by [`Pools::maintain_loop`](super::Pools::maintain_loop):
+//! closing connections idle too long or too old, opening connections up to `min_size`, and
+//! resetting the settings clients that left put on idle connections.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::gate::Permit;
+use super::server::ServerConn;
+use super::{clock, Pool};
+
+/// How long an idle connection no client owns keeps the settings of the client that left it
+/// before [`Pool::maintain`] resets them.
+const SETTINGS_LINGER_MS: u64 = 1000;
+
+impl Pool {
+    /// Closes idle connections past `idle_timeout` (above `min_size`) or `max_lifetime`,
+    /// resets the settings clients that left put on idle ones (see
+    /// [`clear_settings_left`](Self::clear_settings_left)), and opens connections up to
+    /// `min_size`.
+    pub(super) async fn maintain(self: &Arc<Self>) {
+        let t = self.tuning.lock().expect("tuning").clone();
+        let mut closed = Vec::new();
+        {
+            let mut conns = self.conns.lock().expect("conns");
+            let idle = &mut conns.idle;
+            let in_use = self
+                .size
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.permits.available());
+            let mut keep = t.min_size.saturating_sub(in_use);
+            // Closed connections are dropped after the lock is released: dropping one takes
+            // the lock to unregister its socket.
+            let now = clock::now_ms();
+            for mut c in std::mem::take(idle) {
+                let expired =
+                    now.saturating_sub(c.created) > clock::ms(t.max_lifetime) || c.is_dead();
+                let stale = now.saturating_sub(c.idle_since) > clock::ms(t.idle_timeout);
+                if expired || (stale && keep == 0) {
+                    closed.push(c);
+                } else {
+                    keep = keep.saturating_sub(1);
+                    idle.push(c);
+                }
+            }
+        }
+        for mut c in closed {
+            self.metrics.idle.dec();
+            c.terminate();
+        }
+        self.clear_settings_left();
+        let open_now = self.conns.lock().expect("conns").idle.len()
+            + self
+                .size
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.permits.available());
+        for _ in open_now..t.min_size {
+            let Ok(permit) = self.permits.try_acquire() else {
+                break;
+            };
+            match self.open().await {
+                Ok(mut c) => {
+                    c.idle_since = clock::now_ms();
+                    self.park(c);
+                }
+                Err(e) => {
+                    tracing::debug!(pool = ?self.key, error = %e, "min_size connection failed");
+                    drop(permit);
+                    break;
+                }
+            }
+            drop(permit);
+        }
+    }
+
+    /// Resets to the server's defaults the idle connections whose client left settings on
+    /// them (`application_name`, a `SET`) and nobody took for [`SETTINGS_LINGER_MS`], off
+    /// this task, while the pool has free slots: an unowned connection then carries no
+    /// client's settings, and `pg_stat_activity` shows no `application_name` of a client that
+    /// is gone. One taken sooner gets its next client's settings instead, so clients that
+    /// connect for each request cost nothing more.
+    fn clear_settings_left(self: &Arc<Self>) {
+        let now = clock::now_ms();
+        let taken: Vec<(Box<ServerConn>, Permit)> = {
+            let mut conns = self.conns.lock().expect("conns");
+            let mut taken = Vec::new();
+            let mut i = 0;
+            while i < conns.idle.len() {
+                let c = &conns.idle[i];
+                if c.owner != 0
+                    || c.applied.0.is_empty()
+                    || now.saturating_sub(c.idle_since) < SETTINGS_LINGER_MS
+                {
+                    i += 1;
+                    continue;
+                }
+                let Ok(permit) = self.permits.try_acquire() else {
+                    break;
+                };
+                taken.push((conns.idle.remove(i), permit));
+            }
+            taken
+        };
+        if taken.is_empty() {
+            return;
+        }
+        let timeout = self.connect.lock().expect("connect").timeout;
+        for (mut conn, permit) in taken {
+            self.metrics.idle.dec();
+            self.metrics.active.inc();
+            let pool = self.clone();
+            tokio::spawn(async move {
+                let reset = crate::session::settings::Settings::default()
+                    .sync_sql(&conn.applied, true)
+                    .unwrap_or_default();
+                let done = matches!(conn.simple_query(&reset, timeout).await, Ok(Ok(_)));
+                pool.metrics.active.dec();
+                if done && !conn.broken {
+                    conn.applied = Arc::default();
+                    pool.park(conn);
+                } else {
+                    conn.terminate();
+                }
+                drop(permit);
+            });
+        }
+    }
+}
