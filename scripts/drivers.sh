@@ -5,14 +5,21 @@
 # and compares them test by test. A test that passes directly must pass through the proxy; the script exits 1
 # when one does not, and prints which.
 #
-# Suites (the released source distributions from PyPI, the drivers' wheels in a private venv):
-#   psycopg2   psycopg2 2.9.10 (psycopg2-binary), tests/ of its sdist
-#   asyncpg    asyncpg 0.32.0, tests/ of its sdist (with PGHOST set it uses the given server;
-#              its tests that start clusters of their own fail the same way in every mode
-#              when run as root)
+# Suites:
+#   psycopg2        psycopg2 2.9.10 (psycopg2-binary), tests/ of its sdist from PyPI, the
+#                   driver's wheel in a private venv
+#   asyncpg         asyncpg 0.32.0, the same way (with PGHOST set it uses the given server; its
+#                   tests that start clusters of their own fail the same way in every mode
+#                   when run as root)
+#   tokio-postgres  the tokio-postgres this crate builds with (Cargo.lock), tests/ of its
+#                   crates.io package, all type features. Its tests connect to 127.0.0.1:5433
+#                   and `localhost` port 5433, so that port must be free: the direct run moves
+#                   the primary there, the proxy runs listen there. The primary gets the
+#                   users, passwords, authentication methods and extensions of the driver's
+#                   own test setup (pass_user, md5_user, scram_user; hstore, citext, ltree).
 #
 # Usage: scripts/drivers.sh [SUITE...] [-- MODE...]
-#   SUITE: psycopg2, asyncpg (default: both)
+#   SUITE: psycopg2, asyncpg, tokio-postgres (default: all three)
 #   MODE: direct, transaction, session, split (default: all)
 # Output: target/drivers/<suite>/<mode>.log (the runner's output) and <mode>.tsv (test, outcome).
 set -euo pipefail
@@ -31,9 +38,9 @@ for arg in "$@"; do
         seen_sep=1
     elif [ "$seen_sep" -eq 0 ]; then
         case "$arg" in
-            psycopg2 | asyncpg) SUITES+=("$arg") ;;
+            psycopg2 | asyncpg | tokio-postgres) SUITES+=("$arg") ;;
             *)
-                echo "drivers.sh: unknown suite: $arg (psycopg2, asyncpg)" >&2
+                echo "drivers.sh: unknown suite: $arg (psycopg2, asyncpg, tokio-postgres)" >&2
                 exit 2
                 ;;
         esac
@@ -47,7 +54,7 @@ for arg in "$@"; do
         esac
     fi
 done
-[ ${#SUITES[@]} -eq 0 ] && SUITES=(psycopg2 asyncpg)
+[ ${#SUITES[@]} -eq 0 ] && SUITES=(psycopg2 asyncpg tokio-postgres)
 [ ${#MODES[@]} -eq 0 ] && MODES=(direct transaction session split)
 [ "${MODES[0]}" = direct ] || MODES=(direct "${MODES[@]}")
 
@@ -63,11 +70,7 @@ mkdir -p "$WORK/src"
 
 # ---------------------------------------------------------------- drivers and their tests
 VENV=$WORK/venv
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
 PIP=("$VENV/bin/python" -m pip --quiet --disable-pip-version-check --no-input)
-"${PIP[@]}" install "psycopg2-binary==$PSYCOPG2_VERSION" "asyncpg==$ASYNCPG_VERSION"
 fetch_tests() { # NAME VERSION: the sdist's tests/ in $WORK/src/NAME-VERSION
     local dir=$WORK/src/$1-$2
     [ -d "$dir/tests" ] && return
@@ -77,8 +80,52 @@ fetch_tests() { # NAME VERSION: the sdist's tests/ in $WORK/src/NAME-VERSION
     # Only tests/: the sdist's package sources must not shadow the installed wheel.
     tar -xzf "$WORK/src/dl/$1-$2.tar.gz" -C "$dir" --strip-components=1 "$1-$2/tests"
 }
-fetch_tests psycopg2 "$PSYCOPG2_VERSION"
-fetch_tests asyncpg "$ASYNCPG_VERSION"
+if [[ " ${SUITES[*]} " =~ " psycopg2 "|" asyncpg " ]]; then
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "${PIP[@]}" install "psycopg2-binary==$PSYCOPG2_VERSION" "asyncpg==$ASYNCPG_VERSION"
+    fetch_tests psycopg2 "$PSYCOPG2_VERSION"
+    fetch_tests asyncpg "$ASYNCPG_VERSION"
+fi
+
+# tokio-postgres: the package cargo already fetched for this crate, copied (as a workspace of
+# its own) and its tests built once.
+TP_PORT=5433
+TP_FEATURES=runtime,array-impls,with-bit-vec-0_6,with-bit-vec-0_7,with-bit-vec-0_8
+TP_FEATURES+=,with-bit-vec-0_9,with-chrono-0_4,with-eui48-1,with-geo-types-0_6,with-geo-types-0_7
+TP_FEATURES+=,with-jiff-0_1,with-jiff-0_2,with-serde_json-1,with-smol_str-01,with-time-0_2
+TP_FEATURES+=,with-time-0_3,with-uuid-0_8,with-uuid-1
+TP_CARGO=(cargo test --features "$TP_FEATURES" --test test)
+if [[ " ${SUITES[*]} " == *" tokio-postgres "* ]]; then
+    tp_manifest=$(cargo metadata --format-version 1 </dev/null | python3 -c '
+import json, sys
+print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"]
+           if p["name"] == "tokio-postgres"))')
+    TP_SRC=$WORK/src/$(basename "$(dirname "$tp_manifest")")
+    if [ ! -d "$TP_SRC/tests" ]; then
+        cp -r "$(dirname "$tp_manifest")" "$TP_SRC.tmp"
+        printf '\n[workspace]\n' >>"$TP_SRC.tmp/Cargo.toml"
+        mv "$TP_SRC.tmp" "$TP_SRC"
+    fi
+    log "building $(basename "$TP_SRC")'s tests"
+    (cd "$TP_SRC" && CARGO_TARGET_DIR=$WORK/cargo-target "${TP_CARGO[@]}" --no-run --quiet) </dev/null
+    python3 -c 'import socket; socket.create_server(("127.0.0.1", int(__import__("sys").argv[1])))' \
+        "$TP_PORT" 2>/dev/null ||
+        die "tokio-postgres: its tests need 127.0.0.1:$TP_PORT, which is in use"
+    PROXY_EXTRA_TOML='
+[[users]]
+name = "pass_user"
+password = "password"
+
+[[users]]
+name = "md5_user"
+password = "password"
+auth = "md5"
+
+[[users]]
+name = "scram_user"
+password = "password"
+'
+fi
 
 # ---------------------------------------------------------------- runs
 start_primary
@@ -91,10 +138,38 @@ prepare_db() { # SUITE: a fresh database for the suite
             pg_psql psycopg2_test -c "CREATE EXTENSION hstore"
             ;;
         asyncpg) ;; # uses the postgres database and cleans up after itself
+        tokio-postgres)
+            # The driver's own test setup: a user per password method, and three extensions.
+            if ! grep -q pass_user "$RUN/data/pg_hba.conf"; then
+                {
+                    printf 'host all pass_user 127.0.0.1/32 password\n'
+                    printf 'host all md5_user 127.0.0.1/32 md5\n'
+                    printf 'host all scram_user 127.0.0.1/32 scram-sha-256\n'
+                    cat "$RUN/data/pg_hba.conf"
+                } >"$RUN/pg_hba.conf"
+                as_pg cp "$RUN/pg_hba.conf" "$RUN/data/pg_hba.conf"
+                pg_psql postgres -c "SELECT pg_reload_conf()" >/dev/null
+            fi
+            pg_psql postgres -c "DROP ROLE IF EXISTS pass_user" -c "DROP ROLE IF EXISTS md5_user" \
+                -c "DROP ROLE IF EXISTS scram_user" \
+                -c "SET password_encryption = 'md5'" \
+                -c "CREATE ROLE pass_user PASSWORD 'password' LOGIN" \
+                -c "CREATE ROLE md5_user PASSWORD 'password' LOGIN" \
+                -c "SET password_encryption = 'scram-sha-256'" \
+                -c "CREATE ROLE scram_user PASSWORD 'password' LOGIN" \
+                -c "CREATE EXTENSION IF NOT EXISTS hstore" -c "CREATE EXTENSION IF NOT EXISTS citext" \
+                -c "CREATE EXTENSION IF NOT EXISTS ltree" 2>&1 | grep -v '^NOTICE' >&2 || true
+            ;;
     esac
 }
 
-suite_db() { case "$1" in psycopg2) echo psycopg2_test ;; asyncpg) echo postgres ;; esac }
+suite_db() { case "$1" in psycopg2) echo psycopg2_test ;; *) echo postgres ;; esac }
+
+# libtest's lines "test NAME ... ok|FAILED|ignored" as "NAME<TAB>ok|fail|skip"
+libtest_outcomes() {
+    sed -n 's/^test \(.*\) \.\.\. \(ok\|FAILED\|ignored\)$/\1\t\2/p' "$1" |
+        sed 's/\tFAILED$/\tfail/; s/\tignored$/\tskip/'
+}
 
 run_suite() { # SUITE MODE PORT
     local out=$WORK/$1
@@ -111,6 +186,13 @@ run_suite() { # SUITE MODE PORT
         asyncpg)
             src=$WORK/src/asyncpg-$ASYNCPG_VERSION
             target=tests:suite
+            ;;
+        tokio-postgres)
+            (cd "$TP_SRC" && CARGO_TARGET_DIR=$WORK/cargo-target timeout -k 10 "$RUN_TIMEOUT" \
+                "${TP_CARGO[@]}" -- --color never) >"$out/$2.log" 2>&1 </dev/null
+            local status=$?
+            libtest_outcomes "$out/$2.log" >"$out/$2.tsv"
+            return $status
             ;;
     esac
     (cd "$src" && env "${env[@]}" timeout -k 10 "$RUN_TIMEOUT" "$VENV/bin/python" \
@@ -130,10 +212,20 @@ for suite in "${SUITES[@]}"; do
         rollback_prepared
         prepare_db "$suite"
         [ "$mode" = split ] && wait_replay
+        # tokio-postgres's tests connect to port 5433: the server listens there directly, the
+        # proxy otherwise (the replicas find the primary again when it moves back).
+        fixed_port=""
+        if [ "$suite" = tokio-postgres ]; then
+            fixed_port=$TP_PORT
+            if [ "$mode" = direct ]; then
+                home_port=$PG_PORT
+                move_primary "$TP_PORT"
+            fi
+        fi
         if [ "$mode" = direct ]; then
             PORT=$PG_PORT
         else
-            start_proxy "$mode" "$out/$mode.switchyard.log"
+            start_proxy "$mode" "$out/$mode.switchyard.log" "$fixed_port"
         fi
         log "$suite ($mode) on port $PORT"
         started=$(date +%s)
@@ -144,6 +236,9 @@ for suite in "${SUITES[@]}"; do
             rc=1
         fi
         [ "$mode" != direct ] && stop_proxy "$(suite_db "$suite")"
+        if [ "$suite" = tokio-postgres ] && [ "$mode" = direct ]; then
+            move_primary "$home_port"
+        fi
         [ "$status" -eq 124 ] && log "$suite ($mode): cut off after ${RUN_TIMEOUT}s (hang?)"
         touch "$out/$mode.tsv"
         log "$suite ($mode): $(summary "$out/$mode.tsv") in $(($(date +%s) - started))s"

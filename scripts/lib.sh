@@ -114,18 +114,28 @@ wait_replay() {
     done
 }
 
-# Starts switchyard: start_proxy MODE LOGFILE. MODE: transaction or session, in front of the
-# primary alone; split: transaction pooling in front of the primary and the replicas
-# (start_replicas), reads split with the default consistency (read-your-writes). The superuser
-# `postgres` is its only user (trust). Waits until every backend is up in /status. Sets PORT
-# and SY_PID.
+# Moves the primary to another port (a restart): move_primary PORT. Sets PG_PORT.
+move_primary() {
+    as_pg "$BINDIR/pg_ctl" -D "$RUN/data" -l "$RUN/postgres.log" -w -o "-p $1" restart >/dev/null
+    PG_PORT=$1
+}
+
+# TOML appended to the proxy's configuration (more [[users]]); the superuser `postgres`
+# (trust) is always there.
+PROXY_EXTRA_TOML=""
+
+# Starts switchyard: start_proxy MODE LOGFILE [PORT]. MODE: transaction or session, in front of
+# the primary alone; split: transaction pooling in front of the primary and the replicas
+# (start_replicas), reads split with the default consistency (read-your-writes). Listens on
+# 127.0.0.1:PORT (default: a free port). Users: `postgres` (trust) and PROXY_EXTRA_TOML's.
+# Waits until every backend is up in /status. Sets PORT and SY_PID.
 start_proxy() {
     local port http pool_mode=$1 backends=("$PG_PORT") i
     if [ "$1" = split ]; then
         pool_mode=transaction
         backends+=("${REPLICA_PORTS[@]}")
     fi
-    port=$(free_port)
+    port=${3:-$(free_port)}
     http=$(free_port)
     cat >"$RUN/switchyard.toml" <<EOF
 listen = "127.0.0.1:$port"
@@ -143,7 +153,8 @@ EOF
         printf '\n[[backends]]\nname = "pg%d"\naddress = "127.0.0.1:%s"\n' "$i" "${backends[$i]}" \
             >>"$RUN/switchyard.toml"
     done
-    printf '\n[[users]]\nname = "postgres"\nauth = "trust"\n' >>"$RUN/switchyard.toml"
+    printf '\n[[users]]\nname = "postgres"\nauth = "trust"\n%s\n' "$PROXY_EXTRA_TOML" \
+        >>"$RUN/switchyard.toml"
     setsid "$SY_BIN" run --config "$RUN/switchyard.toml" >"$2" 2>&1 </dev/null &
     SY_PID=$!
     for ((i = 0; i < 300; i++)); do
@@ -179,7 +190,9 @@ with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5
     lines = r.read().decode().splitlines()
 pre = "switchyard_transactions_total{backend=\""
 counts = dict(l[len(pre):].split("\"} ") for l in lines if l.startswith(pre))
-print(", ".join(f"{b} {n}" for b, n in sorted(counts.items())))
+routed = [l[len("switchyard_routed_total{"):].replace("\"} ", " ").replace("\"", "")
+          for l in lines if l.startswith("switchyard_routed_total{") and not l.endswith(" 0")]
+print(", ".join(f"{b} {n}" for b, n in sorted(counts.items())) + "; routed: " + ", ".join(routed))
 sys.exit(0 if any(float(n) > 0 for b, n in counts.items() if b != "pg0") else 1)
 ' "$SY_HTTP")
     local rc=$?

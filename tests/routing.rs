@@ -1709,3 +1709,65 @@ async fn reads_of_views_only_the_primary_fills_run_there() {
         }
     }
 }
+
+/// Whether the server is a standby is the primary's answer: a client's session through the
+/// proxy is the primary's. A replica answers `transaction_read_only = on`, and drivers asked
+/// for a writable server (tokio-postgres, pgjdbc and pgx with `target_session_attrs` or
+/// `targetServerType`) check exactly this after connecting and refuse the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_that_tell_a_primary_from_a_standby_are_answered_by_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    // Reads still spread: the same session's plain reads reach the replicas.
+    let reads: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..8 {
+            v.push(port(&c, "SELECT inet_server_port()").await);
+        }
+        v
+    };
+    assert!(
+        reads.iter().any(|&r| p.is_replica(r)),
+        "no read reached a replica: {reads:?}"
+    );
+    for (sql, want) in [
+        ("SHOW transaction_read_only", "off"),
+        ("show In_Hot_Standby", "off"),
+        ("SELECT pg_is_in_recovery()::text", "false"),
+    ] {
+        for _ in 0..8 {
+            assert_eq!(value(&c, sql).await.as_deref(), Some(want), "{sql}");
+        }
+    }
+    // The extended protocol's statements are routed the same way.
+    let stmt = c.prepare("SHOW transaction_read_only").await.unwrap();
+    for _ in 0..8 {
+        let row = within("query", c.query_one(&stmt, &[])).await.unwrap();
+        assert_eq!(row.get::<_, &str>(0), "off");
+    }
+    // A driver asked for a writable server accepts every connection.
+    for _ in 0..8 {
+        let cs = format!(
+            "{} target_session_attrs=read-write connect_timeout=10",
+            proxy.conn_string(localpg::APP_USER, localpg::APP_PASSWORD, localpg::APP_DB)
+        );
+        let (client, conn) = within(
+            "connect",
+            tokio_postgres::connect(&cs, tokio_postgres::NoTls),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("target_session_attrs=read-write refused: {e}"));
+        tokio::spawn(conn);
+        drop(client);
+    }
+    // Inside a read-only transaction on a replica, the replica answers (it is the server).
+    execute(&c, "BEGIN READ ONLY").await;
+    let on = port(&c, "SELECT inet_server_port()").await;
+    assert!(p.is_replica(on), "BEGIN READ ONLY ran on {}", p.name(on));
+    assert_eq!(
+        value(&c, "SHOW transaction_read_only").await.as_deref(),
+        Some("on")
+    );
+    execute(&c, "COMMIT").await;
+}

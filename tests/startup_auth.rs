@@ -694,6 +694,51 @@ async fn greeting_matches_a_direct_connection_and_each_client_has_its_own_key() 
     assert_ne!(ka, kb);
 }
 
+/// PostgreSQL truncates an `application_name` of 64 bytes or more with a notice during
+/// startup (tokio-postgres's own `notices` test expects it). Through the proxy the greeting
+/// carries the same notice, also for a client whose pooled server connection already has the
+/// setting, and the same truncated ParameterStatus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_of_applying_startup_settings_arrive_as_on_a_direct_connection() {
+    let proxy = main_proxy();
+    let c = shared_cluster();
+    let long = "n".repeat(65);
+    let mut params = app_params();
+    params.push(("application_name", &long));
+    let summary = |s: &raw::Session| -> Vec<(String, String)> {
+        s.notices.iter().map(|n| (n.code(), n.message())).collect()
+    };
+    let direct = raw::ok(
+        login(&c.primary().addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await,
+        "direct",
+    );
+    let want = summary(&direct);
+    assert_eq!(want.len(), 1, "direct: {want:?}");
+    assert_eq!(want[0].0, "42622", "direct: {want:?}");
+    assert_eq!(direct.params["application_name"], "n".repeat(63));
+    // The pool has one server connection: the second client logs in on the connection the
+    // first left with this very setting.
+    for i in 0..2 {
+        let s = raw::ok(
+            login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await,
+            "proxy",
+        );
+        assert_eq!(summary(&s), want, "client {i} through the proxy");
+        assert_eq!(
+            s.params["application_name"],
+            direct.params["application_name"]
+        );
+    }
+    // A setting that raises no notice raises none through the proxy either.
+    let mut quiet = app_params();
+    quiet.push(("application_name", "sy_quiet"));
+    let s = raw::ok(
+        login(&proxy.addr(), PROTO_3_0, &quiet, Some(APP_PASSWORD)).await,
+        "proxy, quiet",
+    );
+    assert!(s.notices.is_empty(), "{:?}", summary(&s));
+}
+
 // ------------------------------------------------------------------------------------------
 // Startup settings
 // ------------------------------------------------------------------------------------------

@@ -399,6 +399,17 @@ impl ServerConn {
         sql: &str,
         timeout: Duration,
     ) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
+        self.simple_query_noting(sql, timeout, None).await
+    }
+
+    /// [`Self::simple_query`], appending the NoticeResponse messages the server sent (whole)
+    /// to `notices` when given.
+    pub async fn simple_query_noting(
+        &mut self,
+        sql: &str,
+        timeout: Duration,
+        mut notices: Option<&mut BytesMut>,
+    ) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
         self.unnamed_owner = None;
         let fut = async {
             let mut out = BytesMut::new();
@@ -416,6 +427,11 @@ impl ServerConn {
                         error = Some(ServerError::from(ErrorFields::parse(body)))
                     }
                     tag::PARAMETER_STATUS => self.note_parameter(body),
+                    tag::NOTICE_RESPONSE => {
+                        if let Some(n) = notices.as_deref_mut() {
+                            n.extend_from_slice(&frame);
+                        }
+                    }
                     tag::READY_FOR_QUERY => {
                         if body.first().and_then(|&b| TxnStatus::from_byte(b))
                             != Some(TxnStatus::Idle)

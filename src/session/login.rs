@@ -219,6 +219,15 @@ async fn read_password(
     Ok(frame.split_off(5))
 }
 
+/// Whether applying `settings` makes PostgreSQL raise a notice: an `application_name` of
+/// NAMEDATALEN (64) bytes or more is truncated with one ("identifier ... will be truncated").
+fn raises_notice(settings: &Settings) -> bool {
+    settings
+        .0
+        .get("application_name")
+        .is_some_and(|v| v.len() >= 64)
+}
+
 /// Encodes the greeting after authentication: ParameterStatus for every reported parameter,
 /// BackendKeyData, ReadyForQuery.
 pub fn greeting(out: &mut BytesMut, params: &[(String, String)], pid: i32, secret: i32) {
@@ -275,10 +284,20 @@ impl super::Session {
                 ),
                 code => Fatal::new(code, e.client_message()),
             })?;
-        if let Some(sql) = self.desired.sync_sql(&p.conn.applied, true) {
+        // PostgreSQL sends the notices that applying the startup settings raises (a truncated
+        // application_name) during startup: they are relayed in the greeting. A setting known
+        // to raise one is applied again even on a connection that already has it.
+        let mut notices = BytesMut::new();
+        let empty = Settings::default();
+        let applied = if raises_notice(&self.desired) {
+            &empty
+        } else {
+            &*p.conn.applied
+        };
+        if let Some(sql) = self.desired.sync_sql(applied, true) {
             match p
                 .conn
-                .simple_query(&sql, config.config.pool.connect_timeout)
+                .simple_query_noting(&sql, config.config.pool.connect_timeout, Some(&mut notices))
                 .await
             {
                 Ok(Ok(_)) => p.conn.applied = self.desired.clone(),
@@ -309,7 +328,7 @@ impl super::Session {
             .params
             .iter()
             .any(|(k, v)| k == "is_superuser" && v == "on");
-        let mut out = BytesMut::new();
+        let mut out = notices;
         greeting(&mut out, &p.conn.params, reg.pid, reg.secret);
         if let Err(e) = client.write_all(&out).await {
             // The client left during its login: the connection goes back unused.

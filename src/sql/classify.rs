@@ -177,6 +177,9 @@ builtin_writes!(
     // the session's own process: the one its BackendKeyData names is on the primary (what
     // pg_cancel_backend, pg_terminate_backend and notifications are compared with)
     "pg_backend_pid",
+    // whether the server is a standby: the session's is the primary (drivers asked for a
+    // primary or a writable server check this)
+    "pg_is_in_recovery",
     // server control
     "pg_cancel_backend",
     "pg_terminate_backend",
@@ -628,6 +631,14 @@ impl Classifier {
         match k {
             "SELECT" | "VALUES" | "TABLE" | "WITH" => Kind::Read(k),
             "SHOW" => {
+                let role = rest.peek().and_then(|t| {
+                    ["transaction_read_only", "in_hot_standby", "all"]
+                        .into_iter()
+                        .find(|n| t.name_eq(n))
+                });
+                if let Some(n) = role {
+                    return Kind::Primary(Reason::ServerRole(n));
+                }
                 effects::show_head(rest, out);
                 Kind::Read(k)
             }

@@ -118,6 +118,11 @@ pub enum Reason {
     PrimaryView(&'static str),
     /// A call of a function that must run on the primary: "writing function nextval".
     WritingFunction(&'static str),
+    /// `SHOW` of what tells a primary from a standby (`transaction_read_only`,
+    /// `in_hot_standby`, or `ALL`): the client's session is the primary's, and a replica would
+    /// answer "on" (drivers asked for a writable server check this): "server role
+    /// transaction_read_only".
+    ServerRole(&'static str),
     /// BEGIN/START/COMMIT/END/ROLLBACK/ABORT/SAVEPOINT/RELEASE/PREPARE TRANSACTION/...:
     /// "transaction control".
     TransactionControl,
@@ -146,6 +151,7 @@ impl fmt::Display for Reason {
             Reason::DataModifyingCte => f.write_str("data-modifying CTE"),
             Reason::WritingFunction(n) => write!(f, "writing function {n}"),
             Reason::PrimaryView(n) => write!(f, "primary-only view {n}"),
+            Reason::ServerRole(n) => write!(f, "server role {n}"),
             Reason::TransactionControl => f.write_str("transaction control"),
             Reason::SessionCommand => f.write_str("session command"),
             Reason::Unparsable => f.write_str("unparsable"),

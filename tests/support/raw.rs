@@ -338,6 +338,8 @@ pub struct Session {
     pub negotiate: Vec<Frame>,
     /// Authentication request codes seen (10 SASL, 5 md5, 3 cleartext, 0 ok...).
     pub auth: Vec<i32>,
+    /// NoticeResponse messages between AuthenticationOk and ReadyForQuery.
+    pub notices: Vec<Frame>,
 }
 
 /// A refused login: the ErrorResponse and the connection (to check it closes).
@@ -449,6 +451,7 @@ pub async fn login_on(
     // Greeting.
     let mut params = BTreeMap::new();
     let mut key = None;
+    let mut notices = Vec::new();
     loop {
         let f = raw.frame().await;
         match f.tag {
@@ -469,7 +472,7 @@ pub async fn login_on(
                 assert_eq!(f.body, b"I", "ReadyForQuery after login must be idle");
                 break;
             }
-            b'N' => {}
+            b'N' => notices.push(f),
             b'v' => negotiate.push(f),
             b'E' => {
                 return Err(Refused {
@@ -488,6 +491,7 @@ pub async fn login_on(
         key,
         negotiate,
         auth,
+        notices,
     })
 }
 
