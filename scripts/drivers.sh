@@ -11,6 +11,9 @@
 #   asyncpg         asyncpg 0.32.0, the same way (with PGHOST set it uses the given server; its
 #                   tests that start clusters of their own fail the same way in every mode
 #                   when run as root)
+#   pg8000          pg8000 1.31.6 (pure Python), test/ of its sdist, run with pytest (its
+#                   auth/ tests, which reconfigure the server's SSL and need CI's pg_hba, and
+#                   its benchmarks are left out)
 #   tokio-postgres  the tokio-postgres this crate builds with (Cargo.lock), tests/ of its
 #                   crates.io package, all type features. Its tests connect to 127.0.0.1:5433
 #                   and `localhost` port 5433, so that port must be free: the direct run moves
@@ -19,7 +22,7 @@
 #                   own test setup (pass_user, md5_user, scram_user; hstore, citext, ltree).
 #
 # Usage: scripts/drivers.sh [SUITE...] [-- MODE...]
-#   SUITE: psycopg2, asyncpg, tokio-postgres (default: all three)
+#   SUITE: psycopg2, asyncpg, pg8000, tokio-postgres (default: all four)
 #   MODE: direct, transaction, session, split (default: all)
 # Output: target/drivers/<suite>/<mode>.log (the runner's output) and <mode>.tsv (test, outcome).
 set -euo pipefail
@@ -28,6 +31,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PSYCOPG2_VERSION=2.9.10
 ASYNCPG_VERSION=0.32.0
+PG8000_VERSION=1.31.6
 RUN_TIMEOUT=${DRIVERS_TIMEOUT:-900}
 
 SUITES=()
@@ -38,9 +42,9 @@ for arg in "$@"; do
         seen_sep=1
     elif [ "$seen_sep" -eq 0 ]; then
         case "$arg" in
-            psycopg2 | asyncpg | tokio-postgres) SUITES+=("$arg") ;;
+            psycopg2 | asyncpg | pg8000 | tokio-postgres) SUITES+=("$arg") ;;
             *)
-                echo "drivers.sh: unknown suite: $arg (psycopg2, asyncpg, tokio-postgres)" >&2
+                echo "drivers.sh: unknown suite: $arg (psycopg2, asyncpg, pg8000, tokio-postgres)" >&2
                 exit 2
                 ;;
         esac
@@ -54,7 +58,7 @@ for arg in "$@"; do
         esac
     fi
 done
-[ ${#SUITES[@]} -eq 0 ] && SUITES=(psycopg2 asyncpg tokio-postgres)
+[ ${#SUITES[@]} -eq 0 ] && SUITES=(psycopg2 asyncpg pg8000 tokio-postgres)
 [ ${#MODES[@]} -eq 0 ] && MODES=(direct transaction session split)
 [ "${MODES[0]}" = direct ] || MODES=(direct "${MODES[@]}")
 
@@ -71,20 +75,22 @@ mkdir -p "$WORK/src"
 # ---------------------------------------------------------------- drivers and their tests
 VENV=$WORK/venv
 PIP=("$VENV/bin/python" -m pip --quiet --disable-pip-version-check --no-input)
-fetch_tests() { # NAME VERSION: the sdist's tests/ in $WORK/src/NAME-VERSION
-    local dir=$WORK/src/$1-$2
-    [ -d "$dir/tests" ] && return
+fetch_tests() { # NAME VERSION [DIR]: the sdist's DIR (tests) in $WORK/src/NAME-VERSION
+    local dir=$WORK/src/$1-$2 tests=${3:-tests}
+    [ -d "$dir/$tests" ] && return
     log "downloading the $1 $2 source distribution (its tests)"
     "${PIP[@]}" download --no-deps --no-binary :all: "$1==$2" -d "$WORK/src/dl" </dev/null
     mkdir -p "$dir"
     # Only tests/: the sdist's package sources must not shadow the installed wheel.
-    tar -xzf "$WORK/src/dl/$1-$2.tar.gz" -C "$dir" --strip-components=1 "$1-$2/tests"
+    tar -xzf "$WORK/src/dl/$1-$2.tar.gz" -C "$dir" --strip-components=1 "$1-$2/$tests"
 }
-if [[ " ${SUITES[*]} " =~ " psycopg2 "|" asyncpg " ]]; then
+if [[ " ${SUITES[*]} " =~ " psycopg2 "|" asyncpg "|" pg8000 " ]]; then
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "${PIP[@]}" install "psycopg2-binary==$PSYCOPG2_VERSION" "asyncpg==$ASYNCPG_VERSION"
+    "${PIP[@]}" install "psycopg2-binary==$PSYCOPG2_VERSION" "asyncpg==$ASYNCPG_VERSION" \
+        "pg8000==$PG8000_VERSION" pytest pytest-mock pytz
     fetch_tests psycopg2 "$PSYCOPG2_VERSION"
     fetch_tests asyncpg "$ASYNCPG_VERSION"
+    fetch_tests pg8000 "$PG8000_VERSION" test
 fi
 
 # tokio-postgres: the package cargo already fetched for this crate, copied (as a workspace of
@@ -138,6 +144,12 @@ prepare_db() { # SUITE: a fresh database for the suite
             pg_psql psycopg2_test -c "CREATE EXTENSION hstore"
             ;;
         asyncpg) ;; # uses the postgres database and cleans up after itself
+        pg8000)
+            # Its hstore tests expect the extension; a role a failed run of its
+            # test_bytes_password left would fail the next run's.
+            pg_psql postgres -c "CREATE EXTENSION IF NOT EXISTS hstore" \
+                -c "DROP ROLE IF EXISTS boltzmann" 2>&1 | grep -v '^NOTICE' >&2 || true
+            ;;
         tokio-postgres)
             # The driver's own test setup: a user per password method, and three extensions.
             if ! grep -q pass_user "$RUN/data/pg_hba.conf"; then
@@ -165,6 +177,35 @@ prepare_db() { # SUITE: a fresh database for the suite
 
 suite_db() { case "$1" in psycopg2) echo psycopg2_test ;; *) echo postgres ;; esac }
 
+# Tests that cannot pass through switchyard for a reason outside the proxy's relay, one per
+# line as in the .tsv files: known_differences SUITE
+known_differences() {
+    case "$1" in
+        pg8000)
+            # They create a role and log in as it. switchyard authenticates clients against
+            # its configured [[users]] (it has no auth_query yet), so the login fails with
+            # 28P01 instead of reaching the server (which answers 3D000, the database they
+            # ask for does not exist).
+            printf '%s\n' test.dbapi.test_connection::test_password_bytes \
+                test.legacy.test_connection::testBytesPassword \
+                test.native.test_connection::test_bytes_password
+            ;;
+    esac
+}
+
+# pytest's JUnit XML as "test id<TAB>ok|fail|error|skip" (xfail counts as skip there)
+junit_outcomes() {
+    [ -f "$1" ] || return 0
+    python3 -c '
+import sys, xml.etree.ElementTree as ET
+for tc in ET.parse(sys.argv[1]).iter("testcase"):
+    kinds = {c.tag for c in tc}
+    out = ("error" if "error" in kinds else "fail" if "failure" in kinds
+           else "skip" if "skipped" in kinds else "ok")
+    print(tc.get("classname") + "::" + tc.get("name") + "\t" + out)
+' "$1"
+}
+
 # libtest's lines "test NAME ... ok|FAILED|ignored" as "NAME<TAB>ok|fail|skip"
 libtest_outcomes() {
     sed -n 's/^test \(.*\) \.\.\. \(ok\|FAILED\|ignored\)$/\1\t\2/p' "$1" |
@@ -186,6 +227,18 @@ run_suite() { # SUITE MODE PORT
         asyncpg)
             src=$WORK/src/asyncpg-$ASYNCPG_VERSION
             target=tests:suite
+            ;;
+        pg8000)
+            # pytest's report as "test id<TAB>outcome" (ok, fail, error, skip, xfail, xpass)
+            (cd "$WORK/src/pg8000-$PG8000_VERSION" && env "${env[@]}" timeout -k 10 "$RUN_TIMEOUT" \
+                "$VENV/bin/python" -m pytest test -p no:cacheprovider -q -rfE \
+                --ignore=test/native/auth --ignore=test/dbapi/auth --ignore=test/legacy/auth \
+                --ignore=test/native/test_benchmarks.py --ignore=test/dbapi/test_benchmarks.py \
+                --ignore=test/legacy/test_benchmarks.py --junitxml="$out/$2.xml") \
+                >"$out/$2.log" 2>&1 </dev/null
+            local status=$?
+            junit_outcomes "$out/$2.xml" >"$out/$2.tsv"
+            return $status
             ;;
         tokio-postgres)
             (cd "$TP_SRC" && CARGO_TARGET_DIR=$WORK/cargo-target timeout -k 10 "$RUN_TIMEOUT" \
@@ -248,7 +301,8 @@ for suite in "${SUITES[@]}"; do
         fi
     done
     # Verdict: every test that passed (or was skipped) directly must do the same through the
-    # proxy; a test missing from a run (cut off, crashed) counts as failed.
+    # proxy; a test missing from a run (cut off, crashed) counts as failed. The tests
+    # known_differences names are listed apart and do not fail the run.
     for mode in "${MODES[@]}"; do
         [ "$mode" = direct ] && continue
         worse=$(awk -F'\t' '
@@ -262,12 +316,19 @@ for suite in "${SUITES[@]}"; do
                     if (good_d && !good_p) print "  " t " (" p ")"
                 }
             }' "$out/direct.tsv" "$out/$mode.tsv" | sort)
+        # (lines "  TEST (outcome)"; an empty pattern list matches nothing)
+        known=$(grep -F -f <(known_differences "$suite" | sed 's/.*/  & (/') <<<"$worse" || true)
+        worse=$(grep -v -F -f <(known_differences "$suite" | sed 's/.*/  & (/') <<<"$worse" || true)
+        if [ -n "$known" ]; then
+            log "$suite, $mode: fails where PostgreSQL directly passes, for the known reason given above this verdict in drivers.sh:"
+            echo "$known" >&2
+        fi
         if [ -n "$worse" ]; then
             log "$suite, $mode: fails where PostgreSQL directly passes (see $out/$mode.log):"
             echo "$worse" >&2
             rc=1
         else
-            log "$suite, $mode: every test that passes directly passes"
+            log "$suite, $mode: every other test that passes directly passes"
         fi
     done
 done
