@@ -14,6 +14,10 @@
 #   pg8000          pg8000 1.31.6 (pure Python), test/ of its sdist, run with pytest (its
 #                   auth/ tests, which reconfigure the server's SSL and need CI's pg_hba, and
 #                   its benchmarks are left out)
+#   pgx, pq         the Go drivers pgx v4 (packages pgx and pgxpool) and lib/pq, from Debian's
+#                   golang-github-jackc-pgx-v4-dev and golang-github-lib-pq-dev (their full
+#                   sources with the tests), built by Debian's Go in GOPATH mode (installed
+#                   with apt when missing)
 #   tokio-postgres  the tokio-postgres this crate builds with (Cargo.lock), tests/ of its
 #                   crates.io package, all type features. Its tests connect to 127.0.0.1:5433
 #                   and `localhost` port 5433, so that port must be free: the direct run moves
@@ -22,7 +26,7 @@
 #                   own test setup (pass_user, md5_user, scram_user; hstore, citext, ltree).
 #
 # Usage: scripts/drivers.sh [SUITE...] [-- MODE...]
-#   SUITE: psycopg2, asyncpg, pg8000, tokio-postgres (default: all four)
+#   SUITE: psycopg2, asyncpg, pg8000, pgx, pq, tokio-postgres (default: all six)
 #   MODE: direct, transaction, session, split (default: all)
 # Output: target/drivers/<suite>/<mode>.log (the runner's output) and <mode>.tsv (test, outcome).
 set -euo pipefail
@@ -42,9 +46,9 @@ for arg in "$@"; do
         seen_sep=1
     elif [ "$seen_sep" -eq 0 ]; then
         case "$arg" in
-            psycopg2 | asyncpg | pg8000 | tokio-postgres) SUITES+=("$arg") ;;
+            psycopg2 | asyncpg | pg8000 | pgx | pq | tokio-postgres) SUITES+=("$arg") ;;
             *)
-                echo "drivers.sh: unknown suite: $arg (psycopg2, asyncpg, pg8000, tokio-postgres)" >&2
+                echo "drivers.sh: unknown suite: $arg (psycopg2, asyncpg, pg8000, pgx, pq, tokio-postgres)" >&2
                 exit 2
                 ;;
         esac
@@ -58,7 +62,7 @@ for arg in "$@"; do
         esac
     fi
 done
-[ ${#SUITES[@]} -eq 0 ] && SUITES=(psycopg2 asyncpg pg8000 tokio-postgres)
+[ ${#SUITES[@]} -eq 0 ] && SUITES=(psycopg2 asyncpg pg8000 pgx pq tokio-postgres)
 [ ${#MODES[@]} -eq 0 ] && MODES=(direct transaction session split)
 [ "${MODES[0]}" = direct ] || MODES=(direct "${MODES[@]}")
 
@@ -91,6 +95,24 @@ if [[ " ${SUITES[*]} " =~ " psycopg2 "|" asyncpg "|" pg8000 " ]]; then
     fetch_tests psycopg2 "$PSYCOPG2_VERSION"
     fetch_tests asyncpg "$ASYNCPG_VERSION"
     fetch_tests pg8000 "$PG8000_VERSION" test
+fi
+
+# pgx and pq: Debian's packages of their sources, tests included, and Debian's Go.
+GO_PACKAGES=(golang-go golang-github-jackc-pgx-v4-dev golang-github-lib-pq-dev
+    golang-github-stretchr-testify-dev)
+GO_ENV=(GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$WORK/go-cache" GOFLAGS=)
+if [[ " ${SUITES[*]} " =~ " pgx "|" pq " ]]; then
+    if ! dpkg -s "${GO_PACKAGES[@]}" >/dev/null 2>&1; then
+        log "installing Go and the pgx and lib/pq sources with apt"
+        DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q "${GO_PACKAGES[@]}" >/dev/null ||
+            { "${SUDO[@]}" apt-get update -q >/dev/null &&
+                DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q "${GO_PACKAGES[@]}" >/dev/null; } ||
+            die "could not install ${GO_PACKAGES[*]}"
+    fi
+    log "building the pgx and lib/pq tests"
+    env "${GO_ENV[@]}" go test -count=1 -run '^$' github.com/jackc/pgx/v4 \
+        github.com/jackc/pgx/v4/pgxpool github.com/lib/pq >/dev/null </dev/null ||
+        die "the pgx and lib/pq tests do not build"
 fi
 
 # tokio-postgres: the package cargo already fetched for this crate, copied (as a workspace of
@@ -150,6 +172,16 @@ prepare_db() { # SUITE: a fresh database for the suite
             pg_psql postgres -c "CREATE EXTENSION IF NOT EXISTS hstore" \
                 -c "DROP ROLE IF EXISTS boltzmann" 2>&1 | grep -v '^NOTICE' >&2 || true
             ;;
+        pgx)
+            # pgx's CI setup: a database, hstore and a domain its tests use.
+            pg_psql postgres -c "DROP DATABASE IF EXISTS pgx_test WITH (FORCE)" -c "CREATE DATABASE pgx_test"
+            pg_psql pgx_test -c "CREATE EXTENSION hstore" -c "CREATE DOMAIN uint64 AS numeric(20,0)"
+            ;;
+        pq)
+            # (FORCE: sessions its tests left may still be ending)
+            pg_psql postgres -c "DROP DATABASE IF EXISTS pqgotest WITH (FORCE)" -c "CREATE DATABASE pqgotest"
+            pg_psql pqgotest -c "CREATE EXTENSION hstore"
+            ;;
         tokio-postgres)
             # The driver's own test setup: a user per password method, and three extensions.
             if ! grep -q pass_user "$RUN/data/pg_hba.conf"; then
@@ -175,7 +207,14 @@ prepare_db() { # SUITE: a fresh database for the suite
     esac
 }
 
-suite_db() { case "$1" in psycopg2) echo psycopg2_test ;; *) echo postgres ;; esac }
+suite_db() {
+    case "$1" in
+        psycopg2) echo psycopg2_test ;;
+        pgx) echo pgx_test ;;
+        pq) echo pqgotest ;;
+        *) echo postgres ;;
+    esac
+}
 
 # Tests that cannot pass through switchyard for a reason outside the proxy's relay, one per
 # line as in the .tsv files: known_differences SUITE
@@ -203,6 +242,21 @@ for tc in ET.parse(sys.argv[1]).iter("testcase"):
     out = ("error" if "error" in kinds else "fail" if "failure" in kinds
            else "skip" if "skipped" in kinds else "ok")
     print(tc.get("classname") + "::" + tc.get("name") + "\t" + out)
+' "$1"
+}
+
+# go test -json's events as "package.Test<TAB>ok|fail|skip" (subtests too)
+go_outcomes() {
+    python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("Test") and e.get("Action") in ("pass", "fail", "skip"):
+        out = {"pass": "ok", "fail": "fail", "skip": "skip"}[e["Action"]]
+        print(e["Package"] + "." + e["Test"] + "\t" + out)
 ' "$1"
 }
 
@@ -238,6 +292,17 @@ run_suite() { # SUITE MODE PORT
                 >"$out/$2.log" 2>&1 </dev/null
             local status=$?
             junit_outcomes "$out/$2.xml" >"$out/$2.tsv"
+            return $status
+            ;;
+        pgx | pq)
+            local -a pkgs=(github.com/lib/pq)
+            [ "$1" = pgx ] && pkgs=(github.com/jackc/pgx/v4 github.com/jackc/pgx/v4/pgxpool)
+            (cd "$WORK" && env "${env[@]}" "${GO_ENV[@]}" PGSSLMODE=disable \
+                PGX_TEST_DATABASE="host=127.0.0.1 port=$3 user=postgres dbname=pgx_test" \
+                timeout -k 10 "$RUN_TIMEOUT" go test -count=1 -json -timeout "${RUN_TIMEOUT}s" \
+                "${pkgs[@]}") >"$out/$2.json" 2>"$out/$2.log" </dev/null
+            local status=$?
+            go_outcomes "$out/$2.json" >"$out/$2.tsv"
             return $status
             ;;
         tokio-postgres)

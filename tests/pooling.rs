@@ -1842,7 +1842,10 @@ async fn settings_follow_reads_to_replicas() {
     for round in 0..6 {
         let r = q(
             &a,
-            "SELECT current_setting('statement_timeout'), current_setting('search_path'), pg_is_in_recovery()",
+            // (`pg_is_in_recovery()` itself runs on the primary: whether the session's server
+            // is a standby is the primary's answer.)
+            "SELECT current_setting('statement_timeout'), current_setting('search_path'), \
+             pg_last_wal_replay_lsn() IS NOT NULL",
         )
         .await;
         assert_eq!(r[0][0].as_deref(), Some("1234ms"), "round {round}: {r:?}");
@@ -2998,6 +3001,9 @@ async fn hold_cursor_pins_the_client_until_it_disconnects() {
 
 /// With the read/write split on, a pinned client's reads stay on its own connection on the
 /// primary (its temporary table is only there).
+/// A read that is true on a replica (not `pg_is_in_recovery()`, which runs on the primary).
+const STANDBY_PROBE: &str = "SELECT pg_last_wal_replay_lsn() IS NOT NULL";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinned_client_reads_stay_on_its_connection_with_read_write_split() {
     let p = proxy_with(
@@ -3008,7 +3014,7 @@ async fn pinned_client_reads_stay_on_its_connection_with_read_write_split() {
     // Before pinning, plain reads go to replicas.
     let mut replica_reads = 0;
     for _ in 0..4 {
-        if one(&a, "SELECT pg_is_in_recovery()").await == "t" {
+        if one(&a, STANDBY_PROBE).await == "t" {
             replica_reads += 1;
         }
     }
@@ -3022,7 +3028,7 @@ async fn pinned_client_reads_stay_on_its_connection_with_read_write_split() {
             "2",
             "read {i}"
         );
-        assert_eq!(one(&a, "SELECT pg_is_in_recovery()").await, "f", "read {i}");
+        assert_eq!(one(&a, STANDBY_PROBE).await, "f", "read {i}");
         assert_eq!(backend_pid(&a).await, a_pid, "pinned client moved");
     }
 }
@@ -4614,4 +4620,56 @@ async fn state_a_function_leaves_in_the_session_pins_its_caller() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A new server process never has the id of a session that just ended, and drivers' pools
+/// tell their connections apart by it (pgx's pool tests: a connection closed in a failed
+/// transaction must come back as another process). So a client logging in gets a server
+/// connection whose process id no client was given before, or a new one while the pool has
+/// room; only a full pool (in transaction pooling: session pooling closes the connection of a
+/// client that left) hands out an id given before, the one given out longest ago.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_does_not_get_the_process_id_of_one_that_just_left() {
+    for mode in ["transaction", "session"] {
+        let p = proxy(mode, "size = 3");
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            let mut c = Raw::app(&p).await;
+            let backend: i32 = single(&c.simple("SELECT pg_backend_pid()").await, mode)
+                .parse()
+                .unwrap();
+            assert_eq!(
+                c.key_pid, backend,
+                "{mode}: client {i}: the server process's own id"
+            );
+            assert!(
+                !seen.contains(&c.key_pid),
+                "{mode}: client {i} got the id of a client that left: {} in {seen:?}",
+                c.key_pid
+            );
+            seen.push(c.key_pid);
+            drop(c);
+            // Until the proxy saw it leave (its connection is free again).
+            let deadline = Instant::now() + STEP;
+            while p.metric("switchyard_client_connections").await > 0.0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{mode}: client {i} still counted"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let c = Raw::app(&p).await;
+        if mode == "transaction" {
+            // The pool is full now: the next client gets the id given out longest ago.
+            assert_eq!(c.key_pid, seen[0], "{mode}: full pool: {seen:?}");
+        } else {
+            // Session pooling closes the connection of a client that left (session_reuse off).
+            assert!(
+                !seen.contains(&c.key_pid),
+                "{mode}: {} in {seen:?}",
+                c.key_pid
+            );
+        }
+    }
 }

@@ -1771,3 +1771,47 @@ async fn questions_that_tell_a_primary_from_a_standby_are_answered_by_the_primar
     );
     execute(&c, "COMMIT").await;
 }
+
+/// A read-only transaction runs on a replica, unless its first statement asks what only the
+/// primary answers for the session: `pg_backend_pid()` (the process the client's cancel key
+/// names, which lib/pq's `TestPing` then terminates), whether the server is a standby, a view
+/// only the primary fills. Then the whole transaction runs on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_transaction_asking_for_its_process_runs_on_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    for first in [
+        "SELECT pg_backend_pid(), inet_server_port()",
+        "SELECT pg_is_in_recovery(), inet_server_port()",
+        "SELECT count(*), inet_server_port() FROM pg_prepared_xacts",
+    ] {
+        execute(&c, "BEGIN READ ONLY").await;
+        let r = rows(&c, first).await;
+        let on: u16 = r[0][1].as_deref().unwrap().parse().unwrap();
+        assert_eq!(on, p.primary, "{first} ran on {}", p.name(on));
+        let then = port(&c, "SELECT inet_server_port()").await;
+        assert_eq!(then, p.primary, "{first}: the transaction moved");
+        execute(&c, "COMMIT").await;
+    }
+    // The extended protocol's first statement too.
+    execute(&c, "BEGIN READ ONLY").await;
+    let row = within(
+        "query",
+        c.query_one("SELECT inet_server_port()::int4, pg_backend_pid()", &[]),
+    )
+    .await
+    .unwrap();
+    let on = row.get::<_, i32>(0) as u16;
+    assert_eq!(on, p.primary, "extended: ran on {}", p.name(on));
+    execute(&c, "COMMIT").await;
+    // Other read-only transactions still run on a replica.
+    execute(&c, "BEGIN READ ONLY").await;
+    let on = port(&c, "SELECT inet_server_port()").await;
+    assert!(
+        p.is_replica(on),
+        "plain read-only transaction ran on {}",
+        p.name(on)
+    );
+    execute(&c, "COMMIT").await;
+}

@@ -165,8 +165,12 @@ impl Conns {
     /// Picks a connection for `owner` (0: nobody in particular): its own idle one; else the
     /// most recently used idle one that no connected client owns; else a new one while the
     /// pool has room; else the idle one unused the longest (its client is the least likely
-    /// to be back soon).
-    fn take(&mut self, owner: u64, size: usize) -> Take {
+    /// to be back soon). For a `login`, a free connection whose process id was given to a
+    /// client before comes after a new one, and among those the one given out longest ago.
+    fn take(&mut self, owner: u64, size: usize, login: bool) -> Take {
+        if login {
+            return self.take_for_login(size);
+        }
         let mut free = None;
         for (i, c) in self.idle.iter().enumerate().rev() {
             if owner != 0 && c.owner == owner {
@@ -187,6 +191,24 @@ impl Conns {
             return Take::Open;
         }
         Take::Idle(self.idle.remove(0))
+    }
+
+    fn take_for_login(&mut self, size: usize) -> Take {
+        if let Some(i) = self.idle.iter().rposition(|c| c.owner == 0 && c.told == 0) {
+            return Take::Idle(self.idle.remove(i));
+        }
+        if self.idle.is_empty() || self.sockets.len() + self.opening < size {
+            self.opening += 1;
+            return Take::Open;
+        }
+        let oldest = self
+            .idle
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.owner == 0)
+            .min_by_key(|(_, c)| c.told)
+            .map_or(0, |(i, _)| i);
+        Take::Idle(self.idle.remove(oldest))
     }
 }
 
@@ -280,6 +302,18 @@ impl Pool {
     /// Takes a connection for client `owner` (0 for the proxy's own use), waiting up to
     /// `checkout_timeout` for a free slot.
     pub async fn checkout(self: &Arc<Self>, owner: u64) -> Result<Pooled, PoolError> {
+        self.checkout_for(owner, false).await
+    }
+
+    /// [`checkout`](Self::checkout) for a client's login, whose process id will be the
+    /// server process's: prefers a connection whose id no client was given yet, then a new
+    /// one while the pool has room, so that a client does not get the id of one that just
+    /// left (as a new server process never would).
+    pub async fn checkout_login(self: &Arc<Self>, owner: u64) -> Result<Pooled, PoolError> {
+        self.checkout_for(owner, true).await
+    }
+
+    async fn checkout_for(self: &Arc<Self>, owner: u64, login: bool) -> Result<Pooled, PoolError> {
         let permit = match self.permits.try_acquire() {
             Ok(p) => p,
             Err(GateError::Closed) => return Err(PoolError::Closed),
@@ -302,7 +336,7 @@ impl Pool {
         let max_lifetime = clock::ms(self.tuning.lock().expect("tuning").max_lifetime);
         let size = self.size.load(Ordering::Relaxed);
         loop {
-            let take = self.conns.lock().expect("conns").take(owner, size);
+            let take = self.conns.lock().expect("conns").take(owner, size, login);
             let mut conn = match take {
                 Take::Idle(mut conn) => {
                     self.metrics.idle.dec();

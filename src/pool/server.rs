@@ -163,6 +163,9 @@ pub struct ServerConn {
     pub owner: u64,
     /// The owner before `owner` got it (0: the connection was free then).
     pub previous_owner: u64,
+    /// When its process id was last given to a client at login ([`super::clock`]
+    /// milliseconds; 0: never).
+    pub told: u64,
     /// The client for which it last closed the statements no client has any more (0: none).
     pub swept_for: u64,
     /// Whose sequence state it holds.
@@ -207,6 +210,7 @@ impl ServerConn {
             seq: SeqState::Clean,
             owner: 0,
             previous_owner: 0,
+            told: 0,
             swept_for: 0,
             created: super::clock::now_ms(),
             idle_since: super::clock::now_ms(),

@@ -333,6 +333,8 @@ fn bind_int_param(rest: &[u8], n: usize) -> Option<i32> {
     match crate::protocol::frame::bind_param(rest, n)? {
         (0, Some(v)) => std::str::from_utf8(v).ok()?.trim().parse().ok(),
         (1, Some(v)) => match v.len() {
+            // int2 (psycopg binds a small int so), int4, int8
+            2 => Some(i16::from_be_bytes(v.try_into().ok()?).into()),
             4 => Some(i32::from_be_bytes(v.try_into().ok()?)),
             8 => i32::try_from(i64::from_be_bytes(v.try_into().ok()?)).ok(),
             _ => None,
@@ -372,6 +374,12 @@ mod tests {
         assert_eq!(bind_int_param(&text, 1), Some(12345));
         let bin4 = bind_rest(&[1], &[Some(&77i32.to_be_bytes())]);
         assert_eq!(bind_int_param(&bin4, 1), Some(77));
+        let bin2 = bind_rest(&[1], &[Some(&8727i16.to_be_bytes())]);
+        assert_eq!(
+            bind_int_param(&bin2, 1),
+            Some(8727),
+            "int2: psycopg's small ints"
+        );
         let bin8 = bind_rest(&[1], &[Some(&78i64.to_be_bytes())]);
         assert_eq!(bind_int_param(&bin8, 1), Some(78));
         let mixed = bind_rest(&[0, 1], &[Some(b"x"), Some(&9i32.to_be_bytes())]);

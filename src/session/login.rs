@@ -269,7 +269,7 @@ impl super::Session {
             .pool(index)
             .ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
         let mut p = pool
-            .checkout(self.id)
+            .checkout_login(self.id)
             .await
             .map_err(|e| match e.sqlstate() {
                 // The client proved its identity to the proxy; the server does not know this role
@@ -315,6 +315,7 @@ impl super::Session {
             }
         }
         if self.app.cancels.adopt_pid(reg, p.conn.pid) {
+            p.conn.told = crate::pool::clock::now_ms().max(1);
             // The client is told the process id of the server process it logs in on. In
             // session pooling it keeps that process for its whole session; in transaction
             // pooling the process is its own (the pool's affinity) while the pool has room.

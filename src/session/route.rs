@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::Session;
 use crate::config::Consistency;
 use crate::protocol::{read_cstr, tag, Header};
-use crate::sql::{BeginModes, Route, TxnControl};
+use crate::sql::{BeginModes, Reason, Route, TxnControl};
 
 /// The kind of server a request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +95,8 @@ impl Session {
             return Decision::primary(true, "retry_on_primary");
         }
         if let Some(begin) = &self.deferred_begin {
-            let ro = self.begin_on_replica(begin.modes, self.front_is_set_transaction_read_only());
+            let ro = self.begin_on_replica(begin.modes, self.front_is_set_transaction_read_only())
+                && !self.front_asks_the_primary();
             return if ro {
                 Decision::replica(false, "read_only_transaction")
             } else {
@@ -168,6 +169,34 @@ impl Session {
             return Decision::primary(false, "serializable");
         }
         Decision::replica(true, "read")
+    }
+
+    /// Whether the request at the front of the client buffer (a read-only transaction's
+    /// first statement, as a Query or a Parse) asks what only the primary answers for the
+    /// session: its server process (`pg_backend_pid()`, the process its cancel key names),
+    /// whether the server is a standby, a view only the primary fills. The transaction then
+    /// runs there: on a replica the answers would be the replica's.
+    fn front_asks_the_primary(&self) -> bool {
+        let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else {
+            return false;
+        };
+        if self.client.rbuf.len() < h.frame_len {
+            return false;
+        }
+        let body = &self.client.rbuf[5..h.frame_len];
+        let text = match h.tag {
+            tag::QUERY => query_bytes(body),
+            tag::PARSE => match super::statements::split_parse(body) {
+                Some((_, query, _)) => query_bytes(query),
+                None => return false,
+            },
+            _ => return false,
+        };
+        let a = self.app.classifier.load().analyze_text(text);
+        matches!(
+            a.reason,
+            Reason::WritingFunction(_) | Reason::PrimaryView(_) | Reason::ServerRole(_)
+        )
     }
 
     fn front_is_set_transaction_read_only(&self) -> bool {
