@@ -492,12 +492,15 @@ async fn check_read_only_transaction(c: &Client, p: &Ports, what: &str, start: &
     for s in start {
         execute(c, s).await;
     }
-    let mut seen = Vec::new();
+    // The transaction's first statement decides where it runs: a plain read (one asking for
+    // the session's process would take the transaction to the primary: see
+    // a_read_only_transaction_asking_for_its_process_runs_on_the_primary).
+    let mut seen = vec![port(c, "SELECT inet_server_port()").await];
     let mut pids = Vec::new();
     for i in 0..5 {
         let r = rows(
             c,
-            "SELECT inet_server_port(), pg_backend_pid(), current_setting('transaction_read_only'), pg_is_in_recovery()",
+            "SELECT inet_server_port(), pg_backend_pid(), current_setting('transaction_read_only')",
         )
         .await;
         seen.push(r[0][0].as_deref().unwrap().parse::<u16>().unwrap());

@@ -716,14 +716,29 @@ async fn notices_of_applying_startup_settings_arrive_as_on_a_direct_connection()
     assert_eq!(want.len(), 1, "direct: {want:?}");
     assert_eq!(want[0].0, "42622", "direct: {want:?}");
     assert_eq!(direct.params["application_name"], "n".repeat(63));
-    // The pool has one server connection: the second client logs in on the connection the
-    // first left with this very setting.
+    // The pool has one server connection. A client with the same name and a search_path
+    // leaves it behind; each next client logs in on the connection the one before left with
+    // this very name, and gets the notice, and none of the leaver's other settings.
+    let mut leaver = params.clone();
+    leaver.push(("search_path", "sy_left_behind"));
+    let mut lv = raw::ok(
+        login(&proxy.addr(), PROTO_3_0, &leaver, Some(APP_PASSWORD)).await,
+        "leaver",
+    );
+    let path = lv.raw.query_ok("SHOW search_path").await.scalar();
+    assert_eq!(path, "sy_left_behind", "the leaver's own setting");
+    drop(lv);
     for i in 0..2 {
-        let s = raw::ok(
+        let mut s = raw::ok(
             login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await,
             "proxy",
         );
         assert_eq!(summary(&s), want, "client {i} through the proxy");
+        let path = s.raw.query_ok("SHOW search_path").await.scalar();
+        assert_eq!(
+            path, "\"$user\", public",
+            "client {i}: the leaver's setting"
+        );
         assert_eq!(
             s.params["application_name"],
             direct.params["application_name"]

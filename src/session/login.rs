@@ -288,13 +288,12 @@ impl super::Session {
         // application_name) during startup: they are relayed in the greeting. A setting known
         // to raise one is applied again even on a connection that already has it.
         let mut notices = BytesMut::new();
-        let empty = Settings::default();
-        let applied = if raises_notice(&self.desired) {
-            &empty
-        } else {
-            &*p.conn.applied
-        };
-        if let Some(sql) = self.desired.sync_sql(applied, true) {
+        let mut applied = std::borrow::Cow::Borrowed(&*p.conn.applied);
+        if raises_notice(&self.desired) {
+            // (Only that setting: what else the connection has is reset or kept as usual.)
+            applied.to_mut().0.remove("application_name");
+        }
+        if let Some(sql) = self.desired.sync_sql(&applied, true) {
             match p
                 .conn
                 .simple_query_noting(&sql, config.config.pool.connect_timeout, Some(&mut notices))
