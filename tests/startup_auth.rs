@@ -725,18 +725,28 @@ async fn notices_of_applying_startup_settings_arrive_as_on_a_direct_connection()
         login(&proxy.addr(), PROTO_3_0, &leaver, Some(APP_PASSWORD)).await,
         "leaver",
     );
-    let path = lv.raw.query_ok("SHOW search_path").await.scalar();
+    let path = lv
+        .raw
+        .query_ok("SELECT current_setting('search_path')")
+        .await
+        .scalar();
     assert_eq!(path, "sy_left_behind", "the leaver's own setting");
     // It says goodbye (a client that vanishes gets its connection reset).
     lv.raw.send(b"X\0\0\0\x04").await.expect("Terminate");
-    lv.raw.expect_closed(Duration::from_secs(10), "after Terminate").await;
+    lv.raw
+        .expect_closed(Duration::from_secs(10), "after Terminate")
+        .await;
     for i in 0..2 {
         let mut s = raw::ok(
             login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await,
             "proxy",
         );
         assert_eq!(summary(&s), want, "client {i} through the proxy");
-        let path = s.raw.query_ok("SHOW search_path").await.scalar();
+        let path = s
+            .raw
+            .query_ok("SELECT current_setting('search_path')")
+            .await
+            .scalar();
         assert_eq!(
             path, "\"$user\", public",
             "client {i}: the leaver's setting"
