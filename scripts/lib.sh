@@ -127,7 +127,8 @@ PROXY_EXTRA_TOML=""
 # Starts switchyard: start_proxy MODE LOGFILE [PORT]. MODE: transaction or session, in front of
 # the primary alone; split: transaction pooling in front of the primary and the replicas
 # (start_replicas), reads split with the default consistency (read-your-writes). Listens on
-# 127.0.0.1:PORT (default: a free port). Users: `postgres` (trust) and PROXY_EXTRA_TOML's.
+# 127.0.0.1:PORT (default: a free port). Users: `postgres` (trust) and PROXY_EXTRA_TOML's;
+# other roles log in with their server passwords ([auth_query] as postgres).
 # Waits until every backend is up in /status. Sets PORT and SY_PID.
 start_proxy() {
     local port http pool_mode=$1 backends=("$PG_PORT") i
@@ -148,6 +149,9 @@ size = 60
 
 [health]
 interval = "200ms"
+
+[auth_query]
+user = "postgres"
 EOF
     for ((i = 0; i < ${#backends[@]}; i++)); do
         printf '\n[[backends]]\nname = "pg%d"\naddress = "127.0.0.1:%s"\n' "$i" "${backends[$i]}" \

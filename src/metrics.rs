@@ -45,6 +45,8 @@ pub struct Metrics {
     pub prepared_evictions: IntCounter,
     /// Config reloads by result (`ok`, `error`).
     pub reloads: IntCounterVec,
+    /// `[auth_query]` lookups by result (`found`, `unknown`, `error`).
+    pub auth_queries: IntCounterVec,
     /// Cancel requests by result (`forwarded`, `unknown`).
     pub cancels: IntCounterVec,
     /// Backend health as seen by the monitor (1 up, 0 down).
@@ -241,6 +243,12 @@ impl Metrics {
                 "Prepared statements closed on a server connection past max_prepared_statements",
             ),
             reloads: counter_vec(&r, "reloads_total", "Configuration reloads", &["result"]),
+            auth_queries: counter_vec(
+                &r,
+                "auth_queries_total",
+                "Password lookups of roles not in [[users]] (auth_query)",
+                &["result"],
+            ),
             cancels: counter_vec(&r, "cancel_requests_total", "Cancel requests", &["result"]),
             backend_up: gauge_vec(
                 &r,

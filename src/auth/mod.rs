@@ -5,6 +5,9 @@
 //! * [`md5`]: checking an `AuthenticationMD5Password` challenge response.
 //! * [`scram`]: the server side of a SCRAM-SHA-256 exchange ([`ScramServer`]), including the
 //!   "mock" exchange run for unknown users so that user names cannot be enumerated.
+//! * [`scram_client`]: the client side of SCRAM-SHA-256 from a verifier's keys, to log in to
+//!   servers as a role looked up with `auth_query` ([`ScramKeysClient`]).
+//! * [`ServerCredential`]: what the proxy logs in to servers with.
 //!
 //! Nothing in here panics on client input. Every failure is an [`AuthError`] whose text is meant
 //! for the proxy's log only: the client must only ever be told
@@ -13,14 +16,16 @@
 
 pub mod md5;
 pub mod scram;
+pub mod scram_client;
 pub mod secret;
 
 #[cfg(test)]
 mod tests;
 
-pub use self::md5::md5_challenge_response_ok;
+pub use self::md5::{md5_challenge_response_ok, md5_response};
 pub use self::scram::{parse_sasl_initial, ScramServer, SCRAM_SHA_256};
-pub use self::secret::{ScramSecret, StoredPassword};
+pub use self::scram_client::{ScramKeys, ScramKeysClient};
+pub use self::secret::{ScramSecret, ServerCredential, StoredPassword};
 
 /// Why an authentication attempt failed. For the log only; see the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

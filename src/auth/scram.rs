@@ -21,6 +21,7 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::scram_client::ScramKeys;
 use super::secret::{hmac_sha256, ScramSecret, DEFAULT_ITERATIONS, DEFAULT_SALT_LEN};
 use super::{constant_time_eq, AuthError};
 
@@ -91,6 +92,8 @@ pub struct ScramServer {
     /// Mock exchange for an unknown user: always fails at the proof check.
     doomed: bool,
     state: State,
+    /// The ClientKey the client's proof gave away, once it checked out.
+    proven: Option<[u8; 32]>,
 }
 
 impl ScramServer {
@@ -131,6 +134,7 @@ impl ScramServer {
             server_nonce,
             doomed,
             state: State::Initial,
+            proven: None,
         }
     }
 
@@ -236,11 +240,26 @@ impl ScramServer {
         if !matches || self.doomed {
             return Err(AuthError::WrongPassword);
         }
+        self.proven = Some(client_key);
         Ok(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
     }
 }
 
-fn random_nonce() -> String {
+impl ScramServer {
+    /// After a successful exchange, what the proxy needs to log in to a server as this client
+    /// without its password: the verifier's salt, iterations and ServerKey, and the ClientKey
+    /// recovered from the client's proof (see [`super::scram_client`]).
+    pub fn proven_keys(&self) -> Option<ScramKeys> {
+        self.proven.map(|client_key| ScramKeys {
+            iterations: self.secret.iterations,
+            salt: self.secret.salt.clone(),
+            client_key,
+            server_key: self.secret.server_key,
+        })
+    }
+}
+
+pub(super) fn random_nonce() -> String {
     let mut raw = [0u8; SERVER_NONCE_LEN];
     rand::thread_rng().fill_bytes(&mut raw);
     STANDARD.encode(raw)

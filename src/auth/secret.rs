@@ -73,6 +73,39 @@ impl fmt::Debug for StoredPassword {
     }
 }
 
+/// What the proxy logs in to the servers with, as a user. `Debug` redacts the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ServerCredential {
+    /// No password: only servers that trust the user let it in.
+    None,
+    /// A clear-text password: answers clear-text, md5 and SCRAM requests.
+    Password(String),
+    /// The 32 hex digits of an md5 hash (md5hex(password + user)): answers md5 requests.
+    Md5(String),
+    /// SCRAM keys recovered from a client's proof: answer SCRAM-SHA-256 requests.
+    Scram(super::ScramKeys),
+}
+
+impl ServerCredential {
+    /// The credential a clear-text password (when there is one) gives.
+    pub fn from_password(password: Option<&str>) -> ServerCredential {
+        password.map_or(ServerCredential::None, |p| {
+            ServerCredential::Password(p.to_owned())
+        })
+    }
+}
+
+impl fmt::Debug for ServerCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerCredential::None => "None",
+            ServerCredential::Password(_) => "Password(<redacted>)",
+            ServerCredential::Md5(_) => "Md5(<redacted>)",
+            ServerCredential::Scram(_) => "Scram(<redacted>)",
+        })
+    }
+}
+
 /// A SCRAM-SHA-256 verifier, as stored by PostgreSQL:
 /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64 fields).
 ///

@@ -815,3 +815,150 @@ fn error_classification() {
         assert!(!e.to_string().is_empty());
     }
 }
+
+// --- logging in to a server from a client's proof (auth_query) ------------------------------
+
+/// A client logs in with `password` against `secret`; returns the keys its proof gave away.
+fn proven_keys(secret: &ScramSecret, password: &str) -> Option<ScramKeys> {
+    let mut server = ScramServer::new(secret.clone());
+    exchange(&mut server, password, ChannelBinding::unsupported()).ok()?;
+    server.proven_keys()
+}
+
+/// Runs a [`ScramKeysClient`] against a server holding `secret`: the server's verdict, and the
+/// client's on the server's signature.
+fn keys_exchange(keys: ScramKeys, secret: ScramSecret) -> Result<Result<(), AuthError>, AuthError> {
+    let mut client = ScramKeysClient::new(keys);
+    let mut server = ScramServer::new(secret);
+    let first = client.client_first();
+    let server_first = server.client_first(SCRAM_SHA_256, &first)?;
+    let client_final = match client.server_first(&server_first) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(e)),
+    };
+    let server_final = server.client_final(&client_final)?;
+    Ok(client.server_final(&server_final))
+}
+
+#[test]
+fn a_proof_gives_the_keys_to_log_in_to_a_server_with() {
+    let secret = ScramSecret::generate("s3cret pass");
+    let keys = proven_keys(&secret, "s3cret pass").expect("the right password logs in");
+    assert_eq!(
+        (keys.iterations, &keys.salt),
+        (secret.iterations, &secret.salt)
+    );
+    assert_eq!(keys.server_key, secret.server_key);
+    // The recovered ClientKey is the password's: H(ClientKey) = StoredKey.
+    use sha2::Digest;
+    assert_eq!(
+        <[u8; 32]>::from(sha2::Sha256::digest(keys.client_key)),
+        secret.stored_key
+    );
+    // With them, the proxy logs in to another server holding the same verifier (as
+    // PostgreSQL's is), and accepts that server's signature.
+    assert_eq!(keys_exchange(keys.clone(), secret.clone()), Ok(Ok(())));
+    // A wrong password proves nothing, and a mock exchange never does.
+    assert_eq!(proven_keys(&secret, "s3cret pasS"), None);
+    let mut mock = ScramServer::new_mock("nobody", b"proxy secret");
+    assert!(exchange(&mut mock, "anything", ChannelBinding::unsupported()).is_err());
+    assert_eq!(mock.proven_keys(), None);
+}
+
+#[test]
+fn keys_of_another_password_do_not_log_in() {
+    let secret = ScramSecret::generate("old password");
+    let keys = proven_keys(&secret, "old password").unwrap();
+    // The role's password changed: a new salt, and the client stops before sending a proof.
+    let changed = ScramSecret::generate("new password");
+    assert_eq!(
+        keys_exchange(keys.clone(), changed),
+        Ok(Err(AuthError::WrongPassword))
+    );
+    // Same salt and iterations, another password: the server refuses the proof.
+    let same_salt = ScramSecret::from_password("new password", &secret.salt, secret.iterations);
+    assert_eq!(
+        keys_exchange(keys.clone(), same_salt),
+        Err(AuthError::WrongPassword)
+    );
+    // A server that does not know the ServerKey is refused by the client.
+    let mut forged = secret.clone();
+    forged.server_key[0] ^= 1;
+    assert_eq!(
+        keys_exchange(keys, forged),
+        Ok(Err(AuthError::WrongPassword))
+    );
+}
+
+#[test]
+fn keys_client_rejects_bad_server_messages() {
+    let secret = ScramSecret::from_password("pw", b"salt", 16);
+    let keys = proven_keys(&secret, "pw").unwrap();
+    let salt = STANDARD.encode(b"salt");
+    for (server_first, what) in [
+        (
+            format!("r=XYZ,s={salt},i=16"),
+            "a nonce that does not extend the client's",
+        ),
+        ("r=abc,s=***,i=16".to_string(), "bad base64 salt"),
+        (format!("r=abcdef,s={salt}"), "no iteration count"),
+        (format!("r=abcdef,s={salt},i=x"), "a bad iteration count"),
+        (
+            format!("m=ext,r=abcdef,s={salt},i=16"),
+            "a mandatory extension",
+        ),
+        ("\u{ff}".to_string(), "not UTF-8 (as bytes below)"),
+    ] {
+        let mut client = ScramKeysClient::with_nonce(keys.clone(), "abc".into());
+        client.client_first();
+        let data: &[u8] = if server_first == "\u{ff}" {
+            &[0xff]
+        } else {
+            server_first.as_bytes()
+        };
+        assert!(client.server_first(data).is_err(), "{what}: accepted");
+        // The exchange is over after an error.
+        assert_eq!(
+            client.server_final(b"v=AAAA"),
+            Err(AuthError::InvalidState),
+            "{what}"
+        );
+    }
+    // The nonce must be extended, not merely repeated.
+    let mut client = ScramKeysClient::with_nonce(keys.clone(), "abc".into());
+    assert_eq!(client.client_first(), b"n,,n=,r=abc".to_vec());
+    assert_eq!(
+        client.server_first(format!("r=abc,s={salt},i=16").as_bytes()),
+        Err(AuthError::NonceMismatch)
+    );
+    // A server error in server-final is a failed login.
+    let mut client = ScramKeysClient::with_nonce(keys, "abc".into());
+    client.client_first();
+    client
+        .server_first(format!("r=abcdef,s={salt},i=16").as_bytes())
+        .unwrap();
+    assert_eq!(
+        client.server_final(b"e=invalid-proof"),
+        Err(AuthError::WrongPassword)
+    );
+}
+
+#[test]
+fn md5_response_from_the_stored_hash_is_the_clients() {
+    // A server's md5 challenge answered from the stored hash alone equals libpq's answer from
+    // the password.
+    use ::md5::{Digest, Md5};
+    let inner: String = Md5::digest(b"secretalice")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let StoredPassword::Md5(hex) = StoredPassword::parse(&format!("md5{inner}")) else {
+        panic!("md5 form not recognised")
+    };
+    for salt in [[1, 2, 3, 4], [0xff, 0, 0x7f, 9]] {
+        assert_eq!(
+            md5_response(&hex, salt),
+            md5_hash(b"alice", b"secret", salt)
+        );
+    }
+}

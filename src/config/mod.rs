@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub use duration::LagLimit;
 pub use schema::*;
 
-use crate::auth::{ScramSecret, StoredPassword};
+use crate::auth::{ScramSecret, ServerCredential, StoredPassword};
 
 /// A configuration error: where it is and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +64,38 @@ pub struct User {
     pub stored: StoredPassword,
     /// SCRAM verifier for client logins, when one can be derived.
     pub scram: Option<ScramSecret>,
+    /// What the proxy logs in to the servers with as this user.
+    pub server: ServerCredential,
+    /// Looked up with `[auth_query]` at login, not configured.
+    pub looked_up: bool,
 }
 
 impl User {
+    /// A role looked up with `[auth_query]`, which its client proved it may log in as:
+    /// `stored` is what the lookup returned, `server` what its login gave to log in to the
+    /// servers with. Pool size and consistency are the defaults.
+    pub fn looked_up(name: &str, stored: StoredPassword, server: ServerCredential) -> User {
+        let auth = match stored {
+            StoredPassword::Md5(_) => AuthMethod::Md5,
+            _ => AuthMethod::ScramSha256,
+        };
+        User {
+            config: UserConfig {
+                name: toml::Spanned::new(0..0, name.to_owned()),
+                password: None,
+                auth,
+                server_password: None,
+                pool_size: None,
+                consistency: None,
+            },
+            name: name.to_owned(),
+            stored,
+            scram: None,
+            server,
+            looked_up: true,
+        }
+    }
+
     /// The pool size for this user.
     pub fn pool_size(&self, pool: &PoolConfig) -> usize {
         self.config.pool_size.unwrap_or(pool.size)
@@ -183,6 +212,30 @@ impl Validator<'_> {
                 ));
             }
         }
+        if let Some(a) = &config.auth_query {
+            let name = a.user.get_ref();
+            if !users.contains_key(name) {
+                return Err(self.err(
+                    a.user.span(),
+                    "auth_query.user",
+                    format!("{name:?} is not a configured user"),
+                ));
+            }
+            if a.query.trim().is_empty() || !a.query.contains("$1") {
+                return Err(self.err(
+                    a.user.span(),
+                    "auth_query.query",
+                    "must take the role name as $1".into(),
+                ));
+            }
+            if a.database.is_empty() {
+                return Err(self.err(
+                    a.user.span(),
+                    "auth_query.database",
+                    "must not be empty".into(),
+                ));
+            }
+        }
         Ok(Loaded {
             config,
             listen,
@@ -293,6 +346,8 @@ impl Validator<'_> {
                     name,
                     stored,
                     scram,
+                    server: ServerCredential::from_password(u.server_password()),
+                    looked_up: false,
                 }),
             );
         }
@@ -349,6 +404,14 @@ impl Loaded {
                 n,
                 u.config.auth,
                 u.pool_size(&c.pool)
+            );
+        }
+        if let Some(a) = &c.auth_query {
+            let _ = writeln!(
+                s,
+                "other roles: password looked up as user {} in database {}",
+                a.user.get_ref(),
+                a.database
             );
         }
         let _ = writeln!(
@@ -433,6 +496,9 @@ impl Loaded {
         }
         if a.backends != b.backends {
             out.push("[[backends]] changed".into());
+        }
+        if a.auth_query != b.auth_query {
+            out.push("[auth_query] changed".into());
         }
         for (name, u) in &new.users {
             match self.users.get(name) {

@@ -65,6 +65,29 @@ pub struct Config {
     /// Users clients may log in as.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Roles not in `[[users]]` log in with the password the servers have for them.
+    /// Default: absent (only `[[users]]` log in).
+    pub auth_query: Option<AuthQueryConfig>,
+}
+
+/// `[auth_query]`: clients may log in as roles that are not in `[[users]]`. At each such login
+/// the proxy looks the role's password up on the servers (as PgBouncer's `auth_user` and
+/// `auth_query` do), checks the client against it, and logs in to the servers as that role
+/// with what the client's login proved.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthQueryConfig {
+    /// The `[[users]]` entry the proxy logs in as to run `query`. Required.
+    pub user: Spanned<String>,
+    /// The lookup, with the role name as `$1`: no row for an unknown role, else one row whose
+    /// last column is the password as `pg_authid.rolpassword` stores it (NULL: no login).
+    /// Default: `pg_authid`, which only a superuser may read; see the README for a
+    /// `SECURITY DEFINER` function that other users may call.
+    #[serde(default = "d::auth_query")]
+    pub query: String,
+    /// The database `query` runs in. Default `"postgres"`.
+    #[serde(default = "d::auth_database")]
+    pub database: String,
 }
 
 /// How long a client keeps a server connection.
@@ -329,6 +352,15 @@ impl Default for RoutingConfig {
 /// Defaults that serde needs as functions.
 mod d {
     use super::*;
+
+    pub fn auth_query() -> String {
+        "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END \
+         FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin"
+            .into()
+    }
+    pub fn auth_database() -> String {
+        "postgres".into()
+    }
 
     pub fn listen() -> Spanned<String> {
         Spanned::new(0..0, "127.0.0.1:6432".into())

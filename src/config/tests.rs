@@ -140,3 +140,56 @@ fn diff_lists_changes() {
     assert!(d.contains(&"[pool] changed".to_string()), "{d:?}");
     assert!(a.diff(&parse(MINIMAL, "t").unwrap()).is_empty());
 }
+
+#[test]
+fn auth_query_names_a_configured_user_and_takes_the_role_as_a_parameter() {
+    let l = parse(
+        &format!("{MINIMAL}\n[auth_query]\nuser = \"app\"\n"),
+        "t.toml",
+    )
+    .unwrap();
+    let a = l.config.auth_query.as_ref().expect("auth_query");
+    assert_eq!(a.database, "postgres");
+    assert!(a.query.contains("pg_catalog.pg_authid") && a.query.contains("$1"));
+    assert!(l
+        .describe()
+        .contains("other roles: password looked up as user app in database postgres"));
+    assert!(parse(MINIMAL, "t.toml")
+        .unwrap()
+        .config
+        .auth_query
+        .is_none());
+
+    let e = err(&format!("{MINIMAL}\n[auth_query]\nuser = \"nobody\"\n"));
+    assert!(
+        e.contains("t.toml:19: auth_query.user") && e.contains("\"nobody\""),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[auth_query]\nuser = \"app\"\nquery = \"SELECT 'x'\"\n"
+    ));
+    assert!(
+        e.contains("auth_query.query: must take the role name as $1"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[auth_query]\nuser = \"app\"\ndatabase = \"\"\n"
+    ));
+    assert!(e.contains("auth_query.database"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}\n[auth_query]\nuser = \"app\"\nauth_user = \"app\"\n"
+    ));
+    assert!(e.contains("auth_user"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[auth_query]\nquery = \"SELECT $1\"\n"));
+    assert!(e.contains("user"), "{e}");
+
+    // A reload that switches it on says so.
+    let on = parse(
+        &format!("{MINIMAL}\n[auth_query]\nuser = \"app\"\n"),
+        "t.toml",
+    )
+    .unwrap();
+    let off = parse(MINIMAL, "t.toml").unwrap();
+    assert!(off.diff(&on).contains(&"[auth_query] changed".to_string()));
+    assert!(on.diff(&on).is_empty());
+}

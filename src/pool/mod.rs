@@ -503,6 +503,9 @@ impl Pool {
 /// All pools.
 pub struct Pools {
     map: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    /// Roles looked up with `[auth_query]`, as their latest login left them (the credential
+    /// the servers take for them changes with their password).
+    looked_up: RwLock<HashMap<String, Arc<crate::config::User>>>,
     metrics: Arc<Metrics>,
     /// Which client each server process serves (notifications name the notifier's pid).
     pub holders: holders::Holders,
@@ -523,6 +526,7 @@ impl Pools {
     pub fn new(metrics: Arc<Metrics>) -> Pools {
         Pools {
             map: RwLock::new(HashMap::new()),
+            looked_up: RwLock::new(HashMap::new()),
             metrics,
             holders: holders::Holders::default(),
         }
@@ -543,13 +547,11 @@ impl Pools {
         map.entry(key.clone())
             .or_insert_with(|| {
                 let c = &spec.config.config;
-                // The user as now configured: the session's record is from its login, before
-                // any reload that changed its server password or pool size.
-                let user = spec
-                    .config
-                    .users
-                    .get(&spec.user.name)
-                    .map_or(spec.user, |u| &**u);
+                // The user as now configured (the session's record is from its login, before
+                // any reload that changed its server password or pool size), or as the latest
+                // login of a looked-up role left it.
+                let latest = self.user_now(&spec.user.name, spec.config);
+                let user = latest.as_deref().unwrap_or(spec.user);
                 let connect = connect_params(spec.address, user, spec.database, &c.pool);
                 Arc::new(Pool::new(
                     key,
@@ -563,22 +565,70 @@ impl Pools {
             .clone()
     }
 
+    /// A user as it is now: configured, or looked up (while `[auth_query]` is on and no
+    /// `[[users]]` entry has the name).
+    fn user_now(
+        &self,
+        name: &str,
+        config: &crate::config::Loaded,
+    ) -> Option<Arc<crate::config::User>> {
+        if let Some(u) = config.users.get(name) {
+            return Some(u.clone());
+        }
+        config.config.auth_query.as_ref()?;
+        self.looked_up.read().expect("looked up").get(name).cloned()
+    }
+
+    /// Records what a looked-up role's login proved: its pools log in to the servers with it
+    /// from now on (a client that logs in after its password changed brings the new one).
+    pub fn learn(&self, user: Arc<crate::config::User>) {
+        let name = user.name.clone();
+        let same = |known: &HashMap<String, Arc<crate::config::User>>| {
+            known.get(&name).is_some_and(|u| u.server == user.server)
+        };
+        // The same password logs in with the same keys: most logins change nothing.
+        if same(&self.looked_up.read().expect("looked up")) {
+            return;
+        }
+        let mut known = self.looked_up.write().expect("looked up");
+        if same(&known) {
+            return;
+        }
+        known.insert(name.clone(), user.clone());
+        drop(known);
+        for pool in self.map.read().expect("pools").values() {
+            if pool.key.user == name {
+                pool.connect.lock().expect("connect").credential = user.server.clone();
+            }
+        }
+    }
+
     /// Applies a new configuration: resizes pools, updates credentials and timeouts, retires
     /// pools whose backend or user is gone.
     pub fn reconfigure(&self, config: &crate::config::Loaded) {
+        if config.config.auth_query.is_none() {
+            self.looked_up.write().expect("looked up").clear();
+        } else {
+            // A role now in [[users]] logs in as configured.
+            self.looked_up
+                .write()
+                .expect("looked up")
+                .retain(|name, _| !config.users.contains_key(name));
+        }
         let mut map = self.map.write().expect("pools");
         map.retain(|key, pool| {
             let backend_ok = config.config.backends.iter().any(|b| {
                 b.name.get_ref().as_str() == &*key.backend && b.address.get_ref() == &key.address
             });
-            let Some(user) = config.users.get(&key.user).filter(|_| backend_ok) else {
+            let user = self.user_now(&key.user, config);
+            let Some(user) = user.filter(|_| backend_ok) else {
                 pool.retire();
                 return false;
             };
             pool.resize(user.pool_size(&config.config.pool));
             *pool.tuning.lock().expect("tuning") = Tuning::from(&config.config.pool);
             *pool.connect.lock().expect("connect") =
-                connect_params(&key.address, user, &key.database, &config.config.pool);
+                connect_params(&key.address, &user, &key.database, &config.config.pool);
             true
         });
     }
@@ -662,7 +712,7 @@ fn connect_params(
     ConnectParams {
         address: address.to_owned(),
         user: user.name.clone(),
-        password: user.config.server_password().map(str::to_owned),
+        credential: user.server.clone(),
         database: database.to_owned(),
         timeout: pool.connect_timeout,
         keepalive: pool.tcp_keepalive,

@@ -11,6 +11,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::auth::{ScramKeysClient, ServerCredential};
 use crate::protocol::{self, tag, ErrorFields, TxnStatus};
 use crate::session::settings::Settings;
 
@@ -24,14 +25,20 @@ pub struct ConnectParams {
     pub address: String,
     /// Login user.
     pub user: String,
-    /// Password for cleartext, md5 or SCRAM; `None` only works with trust.
-    pub password: Option<String>,
+    /// What to answer the server's authentication request with.
+    pub credential: ServerCredential,
     /// Database name.
     pub database: String,
     /// Connect plus authentication deadline.
     pub timeout: Duration,
     /// TCP keepalive idle time.
     pub keepalive: Duration,
+}
+
+/// A SCRAM exchange with a server, from a password or from a verifier's keys.
+enum Scram {
+    Password(ScramSha256),
+    Keys(ScramKeysClient),
 }
 
 /// Why a server connection could not be made.
@@ -227,6 +234,17 @@ impl ServerConn {
         Ok(conn)
     }
 
+    /// A login the proxy cannot complete with the credential it has: reported like the
+    /// server's own refusal (a configuration or password problem, not an outage).
+    fn refused_by_us(p: &ConnectParams, code: &str, message: String) -> ConnectError {
+        ConnectError::Refused {
+            address: p.address.clone(),
+            severity: "FATAL".into(),
+            code: code.into(),
+            message,
+        }
+    }
+
     fn protocol_err(p: &ConnectParams, message: impl Into<String>) -> ConnectError {
         ConnectError::Protocol {
             address: p.address.clone(),
@@ -264,7 +282,7 @@ impl ServerConn {
     }
 
     async fn authenticate(&mut self, p: &ConnectParams) -> Result<(), ConnectError> {
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<Scram> = None;
         loop {
             let (t, frame) = self.next(p).await?;
             match t {
@@ -287,31 +305,47 @@ impl ServerConn {
             }
             let kind = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
             let data = &body[4..];
-            let password = || {
-                p.password.as_deref().ok_or_else(|| {
-                    Self::protocol_err(
-                        p,
-                        format!(
-                            "server asks for a password for user {:?} and none is configured",
-                            p.user
-                        ),
-                    )
-                })
+            let cannot = |method: &str| {
+                let have = match &p.credential {
+                    ServerCredential::None => "no password is configured",
+                    ServerCredential::Password(_) => "a password is configured",
+                    ServerCredential::Md5(_) => "only the md5 hash of its password is known",
+                    ServerCredential::Scram(_) => "only the SCRAM keys of its password are known",
+                };
+                Self::refused_by_us(
+                    p,
+                    "28000",
+                    format!(
+                        "server asks for {method} authentication for user \"{}\", and {have}",
+                        p.user
+                    ),
+                )
             };
             let mut out = BytesMut::new();
             match kind {
                 0 => return Ok(()),
-                3 => frontend::password_message(password()?.as_bytes(), &mut out).expect("encode"),
+                3 => match &p.credential {
+                    ServerCredential::Password(pw) => {
+                        frontend::password_message(pw.as_bytes(), &mut out).expect("encode")
+                    }
+                    _ => return Err(cannot("clear-text password")),
+                },
                 5 => {
                     let salt: [u8; 4] = data
                         .get(..4)
                         .and_then(|s| s.try_into().ok())
                         .ok_or_else(|| Self::protocol_err(p, "short md5 salt"))?;
-                    let hash = postgres_protocol::authentication::md5_hash(
-                        p.user.as_bytes(),
-                        password()?.as_bytes(),
-                        salt,
-                    );
+                    let hash = match &p.credential {
+                        ServerCredential::Password(pw) => {
+                            postgres_protocol::authentication::md5_hash(
+                                p.user.as_bytes(),
+                                pw.as_bytes(),
+                                salt,
+                            )
+                        }
+                        ServerCredential::Md5(hex) => crate::auth::md5_response(hex, salt),
+                        _ => return Err(cannot("md5")),
+                    };
                     frontend::password_message(hash.as_bytes(), &mut out).expect("encode");
                 }
                 10 => {
@@ -322,24 +356,55 @@ impl ServerConn {
                             "server offers no supported SASL mechanism",
                         ));
                     }
-                    let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                    let (s, first) = match &p.credential {
+                        ServerCredential::Password(pw) => {
+                            let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                            let first = s.message().to_vec();
+                            (Scram::Password(s), first)
+                        }
+                        ServerCredential::Scram(keys) => {
+                            let mut s = ScramKeysClient::new(keys.clone());
+                            let first = s.client_first();
+                            (Scram::Keys(s), first)
+                        }
+                        _ => return Err(cannot("SCRAM-SHA-256")),
+                    };
+                    frontend::sasl_initial_response("SCRAM-SHA-256", &first, &mut out)
                         .expect("encode");
                     scram = Some(s);
                 }
                 11 => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| Self::protocol_err(p, "SASL continue without SASL start"))?;
-                    s.update(data)
-                        .map_err(|e| Self::protocol_err(p, format!("SCRAM: {e}")))?;
-                    frontend::sasl_response(s.message(), &mut out).expect("encode");
+                    let message = match scram.as_mut() {
+                        Some(Scram::Password(s)) => {
+                            s.update(data)
+                                .map_err(|e| Self::protocol_err(p, format!("SCRAM: {e}")))?;
+                            s.message().to_vec()
+                        }
+                        Some(Scram::Keys(s)) => s.server_first(data).map_err(|e| match e {
+                            crate::auth::AuthError::WrongPassword => Self::refused_by_us(
+                                p,
+                                "28P01",
+                                format!(
+                                    "the password of role \"{}\" changed on the server since \
+                                     its client logged in",
+                                    p.user
+                                ),
+                            ),
+                            e => Self::protocol_err(p, format!("SCRAM: {e}")),
+                        })?,
+                        None => {
+                            return Err(Self::protocol_err(p, "SASL continue without SASL start"))
+                        }
+                    };
+                    frontend::sasl_response(&message, &mut out).expect("encode");
                 }
                 12 => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| Self::protocol_err(p, "SASL final without SASL start"))?;
-                    s.finish(data).map_err(|e| {
+                    let checked = match scram.as_mut() {
+                        Some(Scram::Password(s)) => s.finish(data).map_err(|e| e.to_string()),
+                        Some(Scram::Keys(s)) => s.server_final(data).map_err(|e| e.to_string()),
+                        None => return Err(Self::protocol_err(p, "SASL final without SASL start")),
+                    };
+                    checked.map_err(|e| {
                         Self::protocol_err(p, format!("SCRAM server signature: {e}"))
                     })?;
                     continue;
@@ -412,13 +477,59 @@ impl ServerConn {
         &mut self,
         sql: &str,
         timeout: Duration,
+        notices: Option<&mut BytesMut>,
+    ) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
+        let mut out = BytesMut::new();
+        protocol::encode::query(&mut out, sql);
+        self.exchange(&out, timeout, notices).await
+    }
+
+    /// Runs `sql` with text parameters in the extended protocol (the unnamed statement), to
+    /// completion outside the relay, as [`Self::simple_query`] does. The values never become
+    /// part of the SQL text.
+    pub async fn query_params(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+        timeout: Duration,
+    ) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
+        let mut out = BytesMut::new();
+        let encoded = frontend::parse("", sql, std::iter::empty(), &mut out)
+            .and_then(|()| {
+                frontend::bind(
+                    "",
+                    "",
+                    std::iter::empty::<i16>(),
+                    params.iter(),
+                    |p, buf| {
+                        buf.put_slice(p.as_bytes());
+                        Ok(postgres_protocol::IsNull::No)
+                    },
+                    std::iter::empty::<i16>(),
+                    &mut out,
+                )
+                .map_err(|e| match e {
+                    frontend::BindError::Conversion(e) => io::Error::other(e),
+                    frontend::BindError::Serialization(e) => e,
+                })
+            })
+            .and_then(|()| frontend::execute("", 0, &mut out));
+        encoded?;
+        frontend::sync(&mut out);
+        self.exchange(&out, timeout, None).await
+    }
+
+    /// Sends `out` and reads to ReadyForQuery: the data rows' columns as text, or the first
+    /// error; notices go to `notices` when given.
+    async fn exchange(
+        &mut self,
+        out: &[u8],
+        timeout: Duration,
         mut notices: Option<&mut BytesMut>,
     ) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
         self.unnamed_owner = None;
         let fut = async {
-            let mut out = BytesMut::new();
-            protocol::encode::query(&mut out, sql);
-            self.stream.write_all(&out).await?;
+            self.stream.write_all(out).await?;
             let mut rows = Vec::new();
             let mut error = None;
             loop {

@@ -1,5 +1,6 @@
 //! A client's life before the relay: the first packet (SSL/GSS refusal, cancel, startup),
-//! authentication against the configured users, and the first server contact that validates
+//! authentication against the configured users (or a role's server password, looked up with
+//! `[auth_query]`), and the first server contact that validates
 //! the database and startup settings and yields the ParameterStatus values the client sees.
 
 use std::sync::Arc;
@@ -8,10 +9,11 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::lookup;
 use super::settings::Settings;
 use super::Fatal;
 use crate::app::App;
-use crate::auth::{self, ScramServer};
+use crate::auth::{self, ScramServer, ServerCredential, StoredPassword};
 use crate::config::{AuthMethod, PoolMode, User};
 use crate::net;
 use crate::protocol::startup::{self, Initial, Startup};
@@ -126,8 +128,23 @@ pub async fn authenticate(
     params.extend(s.params.iter().filter(|(k, _)| k != "options").cloned());
     let settings = Settings::from_startup(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|m| Fatal::new("42704", m))?;
-    let config = app.config.load();
-    let user = config.users.get(user_name).cloned();
+    let config = app.config.load_full();
+    let configured = config.users.get(user_name).cloned();
+    // A role not in [[users]]: its password as the servers have it (auth_query), if on.
+    let looked_up = match (&configured, &config.config.auth_query) {
+        (None, Some(query)) => lookup::password(app, &config, query, user_name).await?,
+        _ => None,
+    };
+    let check = match (&configured, &looked_up) {
+        (Some(u), _) => match u.config.auth {
+            AuthMethod::Trust => Check::Trust,
+            AuthMethod::Md5 => Check::Md5(&u.stored),
+            AuthMethod::ScramSha256 => Check::Scram(u.scram.clone()),
+        },
+        (None, Some(stored @ StoredPassword::Md5(_))) => Check::Md5(stored),
+        (None, Some(stored)) => Check::Scram(stored.scram_secret()),
+        (None, None) => Check::Scram(None),
+    };
     let failed = || {
         Fatal::new(
             "28P01",
@@ -135,21 +152,21 @@ pub async fn authenticate(
         )
     };
     let limit = 8192;
-    match user.as_ref().map(|u| u.config.auth) {
-        Some(AuthMethod::Trust) => {}
-        Some(AuthMethod::Md5) => {
-            let u = user.as_ref().expect("user");
+    let mut proven = None;
+    match check {
+        Check::Trust => {}
+        Check::Md5(stored) => {
             let salt: [u8; 4] = rand::random();
             encode::auth_md5(&mut out, salt);
             send(stream, &mut out).await?;
             let body = read_password(stream, buf, limit).await?;
             let response = body.strip_suffix(&[0]).unwrap_or(&body);
-            if !auth::md5_challenge_response_ok(&u.stored, &u.name, salt, response) {
+            if !auth::md5_challenge_response_ok(stored, user_name, salt, response) {
                 return Err(failed());
             }
         }
-        Some(AuthMethod::ScramSha256) | None => {
-            let mut scram = match user.as_ref().and_then(|u| u.scram.clone()) {
+        Check::Scram(secret) => {
+            let mut scram = match secret {
                 Some(secret) => ScramServer::new(secret),
                 None => ScramServer::new_mock(user_name, &app.mock_secret),
             };
@@ -168,9 +185,26 @@ pub async fn authenticate(
                 .client_final(&body)
                 .map_err(|e| scram_fatal(e, user_name))?;
             encode::auth_sasl_final(&mut out, &last);
+            proven = scram.proven_keys();
         }
     }
-    let user = user.ok_or_else(failed)?;
+    let user = match (configured, looked_up) {
+        (Some(u), _) => u,
+        (None, Some(stored)) => {
+            // The servers take what the client proved: the password's SCRAM keys, its md5
+            // hash, or a clear-text password the lookup returned.
+            let server = match (&stored, proven) {
+                (StoredPassword::Plain(p), _) => ServerCredential::Password(p.clone()),
+                (StoredPassword::Md5(hex), _) => ServerCredential::Md5(hex.clone()),
+                (StoredPassword::Scram(_), Some(keys)) => ServerCredential::Scram(keys),
+                (StoredPassword::Scram(_), None) => return Err(failed()),
+            };
+            let user = Arc::new(User::looked_up(user_name, stored, server));
+            app.pools.learn(user.clone());
+            user
+        }
+        (None, None) => return Err(failed()),
+    };
     encode::auth_ok(&mut out);
     send(stream, &mut out).await?;
     Ok(Login {
@@ -178,6 +212,15 @@ pub async fn authenticate(
         database,
         startup: settings,
     })
+}
+
+/// How a client proves who it is.
+enum Check<'a> {
+    Trust,
+    /// An md5 challenge, checked against this password.
+    Md5(&'a StoredPassword),
+    /// A SCRAM-SHA-256 exchange with this verifier; a mock one that fails without.
+    Scram(Option<auth::ScramSecret>),
 }
 
 fn scram_fatal(e: auth::AuthError, user: &str) -> Fatal {

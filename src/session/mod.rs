@@ -10,6 +10,7 @@ mod current;
 mod extended;
 mod functions;
 mod login;
+mod lookup;
 mod parse;
 pub mod pending;
 mod query;
