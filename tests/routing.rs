@@ -1808,6 +1808,20 @@ async fn a_read_only_transaction_asking_for_its_process_runs_on_the_primary() {
     let on = row.get::<_, i32>(0) as u16;
     assert_eq!(on, p.primary, "extended: ran on {}", p.name(on));
     execute(&c, "COMMIT").await;
+    // A statement prepared before the transaction, bound as its first statement.
+    let stmt = within(
+        "prepare",
+        c.prepare("SELECT inet_server_port()::int4, pg_backend_pid()"),
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        execute(&c, "BEGIN READ ONLY").await;
+        let row = within("query", c.query_one(&stmt, &[])).await.unwrap();
+        let on = row.get::<_, i32>(0) as u16;
+        assert_eq!(on, p.primary, "prepared earlier: ran on {}", p.name(on));
+        execute(&c, "COMMIT").await;
+    }
     // Other read-only transactions still run on a replica.
     execute(&c, "BEGIN READ ONLY").await;
     let on = port(&c, "SELECT inet_server_port()").await;

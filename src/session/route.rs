@@ -172,7 +172,8 @@ impl Session {
     }
 
     /// Whether the request at the front of the client buffer (a read-only transaction's
-    /// first statement, as a Query or a Parse) asks what only the primary answers for the
+    /// first statement: a Query, a Parse, or the Bind of a statement prepared earlier) asks
+    /// what only the primary answers for the
     /// session: its server process (`pg_backend_pid()`, the process its cancel key names),
     /// whether the server is a standby, a view only the primary fills. The transaction then
     /// runs there: on a replica the answers would be the replica's.
@@ -190,6 +191,27 @@ impl Session {
                 Some((_, query, _)) => query_bytes(query),
                 None => return false,
             },
+            tag::BIND => {
+                let Some((name, _)) = read_cstr(body).and_then(|(_, rest)| read_cstr(rest)) else {
+                    return false;
+                };
+                let query = if name.is_empty() {
+                    match self
+                        .unnamed
+                        .as_ref()
+                        .and_then(|p| super::statements::split_parse(&p[5..]))
+                    {
+                        Some((_, query, _)) => query,
+                        None => return false,
+                    }
+                } else {
+                    match self.statements.get(name) {
+                        Some(s) => &s.query[..],
+                        None => return false,
+                    }
+                };
+                query_bytes(query)
+            }
             _ => return false,
         };
         let a = self.app.classifier.load().analyze_text(text);
