@@ -353,6 +353,7 @@ declare -A RES_TPS=()   # key -> space-separated tps of successful rounds
 declare -A RES_FAIL=()  # key -> failed rounds
 declare -A RES_ERR=()   # key -> distinct error lines (newline separated)
 declare -A RES_UNSUP=() # key -> 1 when the failure is "prepared statement ... does not exist"
+declare -A RES_CPU=()   # key -> space-separated proxy CPU microseconds per transaction
 
 # run_pgbench PORT OUTFILE PGBENCH_ARGS...: one timed run as user bench on database bench;
 # pgbench's output goes to OUTFILE, its exit status to OUTFILE.rc.
@@ -390,6 +391,28 @@ record_result() {
     RES_ERR[$key]="$(printf '%s\n%s' "${RES_ERR[$key]:-}" "$errs" | grep -v '^$' | sort -u | head -8)"
     if grep -qE 'prepared statement "[^"]*" does not exist' "$out"; then RES_UNSUP[$key]=1; fi
     RESULT_MSG="FAILED (exit $rc, failed transactions ${failed:-?}, tps ${tps:-none}): $(head -1 <<<"$errs")"
+}
+
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# record_cpu KEY OUTFILE TICKS_BEFORE TICKS_AFTER: records the proxy's CPU time per
+# transaction (microseconds) of a successful run under KEY. Steadier than tps on a shared
+# machine: it does not depend on how much CPU the other jobs left the run.
+record_cpu() {
+    local key="$1" out="$2" before="$3" after="$4" tx
+    [ "$(cat "$out.rc")" -eq 0 ] || return 0
+    tx="$(awk -F': ' '/^number of transactions actually processed/ { split($2, a, "/"); print a[1]; exit }' "$out")"
+    [ -n "$tx" ] && [ "$tx" -gt 0 ] || return 0
+    RES_CPU[$key]="${RES_CPU[$key]:-} $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$tx" \
+        'BEGIN { printf "%.2f", t / hz / n * 1e6 }')"
+}
+
+# cpu_cell KEY: the median CPU microseconds per transaction, or n/a.
+cpu_cell() {
+    local v="${RES_CPU[$1]:-}"
+    if [ -z "${v// /}" ]; then echo "n/a"; return; fi
+    tr ' ' '\n' <<<"$v" | grep -v '^$' | median
 }
 
 # median of the numbers on stdin

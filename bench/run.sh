@@ -67,6 +67,7 @@ EOF
 start_switchyard sy "$WORK/switchyard.toml" "$SY_PORT" "$SY_HTTP"
 
 declare -A PORT_OF=([direct]="$PG_PORT" [switchyard]="$SY_PORT" [pgbouncer]="$BOUNCER_PORT")
+declare -A PID_OF=([direct]="" [switchyard]="$SY_PID_sy" [pgbouncer]="$(cat "$PGBOUNCER_PIDFILE")")
 
 total=$((ROUNDS * ${#WORKLOADS[@]} * ${#CLIENTS[@]} * ${#TARGETS[@]}))
 log "$total runs of $BENCH_SECONDS s (~$((total * (BENCH_SECONDS + 1) / 60)) min)"
@@ -83,9 +84,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 n=$((n + 1))
                 key="$wl|$c|$target"
                 out="$WORK/out/r$round-${wl// /}-c$c-$target.txt"
+                pid="${PID_OF[$target]}"
+                ticks=$([ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
                 # shellcheck disable=SC2086  # $wl is several pgbench options
                 run_pgbench "${PORT_OF[$target]}" "$out" $wl -c "$c" -j "$jobs"
                 record_result "$key" "$out"
+                [ -n "$pid" ] && record_cpu "$key" "$out" "$ticks" "$(cpu_ticks "$pid")"
                 log "[$n/$total] round $round: $wl -c $c -> $target: $RESULT_MSG"
             done
         done
@@ -133,6 +137,23 @@ if [ -n "$pgb_prep_ok" ]; then
     echo "\`-M prepared\` completed there only at${pgb_prep_ok} client(s), where PgBouncer happened to hand the"
     echo "client the same server connection every time (it reuses the most recently released one)."
 fi
+echo
+echo "### Proxy CPU time per transaction"
+echo
+echo "User plus system CPU of the proxy process over each run, divided by the transactions it"
+echo "carried; median over rounds, in microseconds. It does not depend on how much CPU other jobs"
+echo "left the run, so it compares the two proxies' cost more steadily than tps does."
+echo
+echo "| workload | clients | switchyard µs | pgbouncer µs | switchyard/pgbouncer |"
+echo "|---|---:|---:|---:|---:|"
+for wl in "${WORKLOADS[@]}"; do
+    for c in "${CLIENTS[@]}"; do
+        sc="$(cpu_cell "$wl|$c|switchyard")" bc="$(cpu_cell "$wl|$c|pgbouncer")"
+        r="n/a"
+        [ "$sc" != n/a ] && [ "$bc" != n/a ] && r="$(ratio "$sc" "$bc")"
+        echo "| \`$wl\` | $c | $sc | $bc | $r |"
+    done
+done
 if [ "$ROUNDS" -gt 1 ]; then
     echo
     echo "### Spread over rounds (min-max tps)"
