@@ -140,6 +140,24 @@ fn sessions_of(role: &str) -> usize {
     n.trim().parse().expect("a count")
 }
 
+/// Sends SIGHUP and waits until the proxy counts `nth` successful reloads.
+async fn reload(proxy: &Proxy, nth: u32) {
+    proxy.reload();
+    let deadline = std::time::Instant::now() + OP_TIMEOUT;
+    while proxy
+        .metric("switchyard_reloads_total{result=\"ok\"}")
+        .await
+        < f64::from(nth)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reload {nth} was not applied:\n{}",
+            proxy.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_not_in_users_logs_in_with_the_password_the_servers_have() {
     on_primary(
@@ -267,10 +285,44 @@ async fn a_changed_password_counts_from_the_next_login() {
     assert_eq!(scalar(&a, "SELECT 1").await, "1");
 
     on_primary("ALTER ROLE lookup_changing PASSWORD 'second pass';");
-    // The old password no longer logs in; the new one does at once.
+    // The old password no longer logs in.
     let (code, _) = refusal(&proxy, "lookup_changing", "first pass", APP_DB).await;
     assert_eq!(code, "28P01");
+    // The pools' server connections end (on every server: reads go to the replicas): the next
+    // one opened still has only the old password's keys, which the server refuses. The client
+    // is told why, and stays.
+    let terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE usename = 'lookup_changing'";
+    for node in cluster().nodes() {
+        node.psql(terminate)
+            .expect("ending the role's server sessions");
+    }
+    let count = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'lookup_changing'";
+    let none_left = || {
+        cluster()
+            .nodes()
+            .iter()
+            .all(|n| n.psql(count).is_ok_and(|c| c.trim() == "0"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), none_left),
+        "the role's server sessions ended"
+    );
+    let e = within("query", a.simple_query("SELECT 1"))
+        .await
+        .expect_err("a new server connection with the old keys");
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {e:?}"));
+    assert_eq!(db.code().code(), "28P01");
+    assert!(
+        db.message().contains("changed on the server"),
+        "{}",
+        db.message()
+    );
+    // The new password logs in at once, and its keys serve the pool from then on.
     let c = login(&proxy, "lookup_changing", "second pass", APP_DB).await;
+    assert_eq!(scalar(&a, "SELECT current_user").await, "lookup_changing");
 
     // Server connections opened from now on log in with the new password's keys: three
     // transactions at once need more than the one connection opened before the change.
@@ -346,16 +398,7 @@ async fn a_reload_keeps_looked_up_sessions_and_switching_it_off_stops_new_logins
 
     // An unchanged configuration reloaded: the session and new logins go on.
     let config = proxy.config_text();
-    let reloads = "switchyard_reloads_total{result=\"ok\"}";
-    proxy.reload();
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(proxy.metric(reloads))
-            }) >= 1.0
-        }),
-        "the reload was applied"
-    );
+    reload(&proxy, 1).await;
     assert_eq!(scalar(&c, "SELECT current_user").await, "lookup_reload");
     login(&proxy, "lookup_reload", "reload pass", APP_DB).await;
 
@@ -366,15 +409,7 @@ async fn a_reload_keeps_looked_up_sessions_and_switching_it_off_stops_new_logins
         .expect("config text")
         .to_string();
     proxy.write_raw_config(&without);
-    proxy.reload();
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(proxy.metric(reloads))
-            }) >= 2.0
-        }),
-        "the second reload was applied"
-    );
+    reload(&proxy, 2).await;
     let (code, _) = refusal(&proxy, "lookup_reload", "reload pass", APP_DB).await;
     assert_eq!(code, "28P01");
     login(&proxy, APP_USER, APP_PASSWORD, APP_DB).await;
