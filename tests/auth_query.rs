@@ -387,6 +387,23 @@ async fn a_lookup_that_fails_refuses_the_login_cleanly_and_a_definer_function_wo
     });
     let c = login(&allowed, "lookup_fn", "fn pass", APP_DB).await;
     assert_eq!(scalar(&c, "SELECT current_user").await, "lookup_fn");
+
+    // A client of the auth user left a search_path without `public` on the one server
+    // connection the lookup can use: the lookup runs with the defaults, and finds the function.
+    let shared = start_ready_proxy(ProxyOptions {
+        extra_tables: "[pool]\nsize = 1\n\n[auth_query]\nuser = \"postgres\"\n\
+                       query = \"SELECT name, password FROM switchyard_lookup($1)\"\n"
+            .into(),
+        ..Default::default()
+    });
+    let su = login(&shared, SUPERUSER, SUPERUSER_PASSWORD, "postgres").await;
+    within("SET", su.simple_query("SET search_path = pg_catalog"))
+        .await
+        .unwrap();
+    let c = login(&shared, "lookup_fn", "fn pass", APP_DB).await;
+    assert_eq!(scalar(&c, "SELECT current_user").await, "lookup_fn");
+    // The client's setting is still its own.
+    assert_eq!(scalar(&su, "SHOW search_path").await, "pg_catalog");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

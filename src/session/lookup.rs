@@ -5,6 +5,9 @@
 //! there is none: a standby has the same roles). The role name is a bound parameter, never
 //! part of the SQL text.
 
+use std::sync::Arc;
+
+use super::settings::Settings;
 use super::Fatal;
 use crate::app::App;
 use crate::auth::StoredPassword;
@@ -75,6 +78,24 @@ async fn run(
         .await
         .map_err(|e| failed(format!("connecting as the auth_query user: {e}")))?;
     let timeout = config.config.pool.connect_timeout;
+    // A client logged in as the auth user may have left its settings on this connection (a
+    // statement_timeout, a search_path): the lookup runs with the defaults.
+    if let Some(sql) = Settings::default().sync_sql(&p.conn.applied, true) {
+        match p.conn.simple_query(&sql, timeout).await {
+            Ok(Ok(_)) => p.conn.applied = Arc::default(),
+            Ok(Err(e)) => {
+                p.release();
+                return Err(failed(format!(
+                    "resetting settings: {} {}",
+                    e.code, e.message
+                )));
+            }
+            Err(e) => {
+                p.discard("auth_query_failed", &app.metrics);
+                return Err(failed(e.to_string()));
+            }
+        }
+    }
     let rows = match p.conn.query_params(&query.query, &[role], timeout).await {
         Ok(Ok(rows)) => {
             p.release();
