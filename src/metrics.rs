@@ -49,6 +49,9 @@ pub struct Metrics {
     pub auth_queries: IntCounterVec,
     /// Cancel requests by result (`forwarded`, `unknown`).
     pub cancels: IntCounterVec,
+    /// TLS handshakes by side (`client`: clients of the proxy, `server`: the proxy's server
+    /// connections) and result (`ok`, `error`).
+    pub tls_handshakes: IntCounterVec,
     /// Backend health as seen by the monitor (1 up, 0 down).
     pub backend_up: IntGaugeVec,
     /// Backend role (1 primary, 0 replica, -1 unknown, -2 fenced: claims the primary role and
@@ -250,6 +253,12 @@ impl Metrics {
                 &["result"],
             ),
             cancels: counter_vec(&r, "cancel_requests_total", "Cancel requests", &["result"]),
+            tls_handshakes: counter_vec(
+                &r,
+                "tls_handshakes_total",
+                "TLS handshakes with clients and servers",
+                &["side", "result"],
+            ),
             backend_up: gauge_vec(
                 &r,
                 "backend_up",

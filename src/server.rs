@@ -199,7 +199,10 @@ pub async fn reload(app: &App, monitor: &mut Monitor, path: &std::path::Path) {
     let changes = old.diff(&new);
     let restart_monitor = old.config.backends != new.config.backends
         || old.config.health != new.config.health
-        || old.config.users != new.config.users;
+        || old.config.users != new.config.users
+        // TLS for the probes: a changed mode, or the authorities file read again.
+        || old.config.server_tls != new.config.server_tls
+        || new.config.server_tls.ca.is_some();
     for c in &changes {
         tracing::info!(change = %c, "reload");
     }

@@ -106,6 +106,7 @@ impl Monitor {
                 password: password.clone(),
                 database: c.health.database.clone(),
                 timeout: c.health.timeout,
+                tls: config.server_tls.clone(),
             };
             tokio::spawn(probe_loop(
                 index,
@@ -130,6 +131,7 @@ impl Monitor {
             primary: None,
             epoch: self.epoch,
             to_sever: Vec::new(),
+            last_error: vec![None; c.backends.len()],
         };
         // The primary elected before the reload, still configured at the same address: the
         // history goes on (electing it again is no change of primary).
@@ -223,6 +225,9 @@ struct Aggregator {
     epoch: Epoch,
     /// Backends just fenced: connections to them are cut.
     to_sever: Vec<usize>,
+    /// The last probe failure of each backend, while it fails: each new reason is logged
+    /// once at warning level (a certificate or password problem must not hide in debug).
+    last_error: Vec<Option<String>>,
 }
 
 impl Aggregator {
@@ -265,9 +270,17 @@ impl Aggregator {
         let name = &self.names[index].0;
         let h = &mut self.healths[index];
         let obs = match &result {
-            Ok(o) => Some(*o),
+            Ok(o) => {
+                self.last_error[index] = None;
+                Some(*o)
+            }
             Err(e) => {
-                tracing::debug!(backend = %name, error = %e, "probe failed");
+                if self.last_error[index].as_ref() != Some(e) {
+                    tracing::warn!(backend = %name, error = %e, "probe failed");
+                    self.last_error[index] = Some(e.clone());
+                } else {
+                    tracing::debug!(backend = %name, error = %e, "probe failed");
+                }
                 None
             }
         };

@@ -15,6 +15,8 @@ pub struct ProbeTarget {
     pub password: Option<String>,
     pub database: String,
     pub timeout: Duration,
+    /// `[server_tls]`, as the pools use it.
+    pub tls: std::sync::Arc<crate::net::tls::ServerTls>,
 }
 
 const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
@@ -26,6 +28,19 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
         THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1) \
         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
     (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::bigint";
+
+/// An error with its causes (tokio-postgres's own message is only the kind: "error
+/// performing TLS handshake", "db error").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
 
 /// A prober that keeps its connection between probes.
 pub struct Prober {
@@ -53,10 +68,23 @@ impl Prober {
         if let Some(p) = &self.target.password {
             cfg.password(p);
         }
-        let (client, conn) = cfg.connect(NoTls).await.map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let client = match self.target.tls.for_tokio_postgres() {
+            Some((tls, mode)) => {
+                cfg.ssl_mode(mode);
+                let (client, conn) = cfg.connect(tls).await.map_err(|e| with_causes(&e))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                client
+            }
+            None => {
+                let (client, conn) = cfg.connect(NoTls).await.map_err(|e| with_causes(&e))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                client
+            }
+        };
         Ok(client)
     }
 
@@ -84,7 +112,7 @@ impl Prober {
         let row = client
             .query_one(PROBE_SQL, &[])
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| with_causes(&e))?;
         let in_recovery: bool = row.get(0);
         let lsn = |i: usize| {
             row.get::<_, Option<String>>(i)

@@ -51,6 +51,10 @@ pub struct Loaded {
     /// Users by name, with their verifiers precomputed (SCRAM key derivation is slow on
     /// purpose, so it happens here and not per login).
     pub users: HashMap<String, Arc<User>>,
+    /// `[tls]` loaded: the certificate and key clients negotiate with.
+    pub tls: Option<Arc<crate::net::tls::ClientTls>>,
+    /// `[server_tls]` loaded.
+    pub server_tls: Arc<crate::net::tls::ServerTls>,
 }
 
 /// A configured user with derived secrets.
@@ -236,12 +240,52 @@ impl Validator<'_> {
                 ));
             }
         }
+        let (tls, server_tls) = self.validate_tls(&config)?;
         Ok(Loaded {
             config,
             listen,
             http_listen,
             users,
+            tls,
+            server_tls,
         })
+    }
+
+    /// Reads the TLS files now, so that a missing or mismatched file stops a start or a
+    /// reload with a message naming the key.
+    #[allow(clippy::type_complexity)]
+    fn validate_tls(
+        &self,
+        config: &Config,
+    ) -> Result<
+        (
+            Option<Arc<crate::net::tls::ClientTls>>,
+            Arc<crate::net::tls::ServerTls>,
+        ),
+        ConfigError,
+    > {
+        use crate::net::tls::{ClientTls, ServerTls};
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => Some(Arc::new(
+                ClientTls::load(t.cert.get_ref(), t.key.get_ref(), t.mode).map_err(
+                    |(about_cert, m)| {
+                        if about_cert {
+                            self.err(t.cert.span(), "tls.cert", m)
+                        } else {
+                            self.err(t.key.span(), "tls.key", m)
+                        }
+                    },
+                )?,
+            )),
+        };
+        let st = &config.server_tls;
+        let server_tls = ServerTls::load(st.mode, st.ca.as_ref().map(|c| c.get_ref().as_str()))
+            .map_err(|m| match &st.ca {
+                Some(ca) => self.err(ca.span(), "server_tls.ca", m),
+                None => self.err(0..0, "server_tls.mode", m),
+            })?;
+        Ok((tls, Arc::new(server_tls)))
     }
 
     fn validate_backends(&self, config: &Config) -> Result<(), ConfigError> {
@@ -385,6 +429,18 @@ impl Loaded {
             }
             None => s.push_str("http disabled\n"),
         }
+        match &c.tls {
+            Some(t) => {
+                let _ = writeln!(
+                    s,
+                    "client TLS {:?} with certificate {}",
+                    t.mode,
+                    t.cert.get_ref()
+                );
+            }
+            None => s.push_str("client TLS off (SSLRequest answered N)\n"),
+        }
+        let _ = writeln!(s, "server TLS {:?}", c.server_tls.mode);
         for b in &c.backends {
             let _ = writeln!(
                 s,
@@ -499,6 +555,14 @@ impl Loaded {
         }
         if a.auth_query != b.auth_query {
             out.push("[auth_query] changed".into());
+        }
+        if a.tls != b.tls {
+            out.push("[tls] changed (new client connections)".into());
+        } else if a.tls.is_some() {
+            out.push("[tls] certificate files read again (new client connections)".into());
+        }
+        if a.server_tls != b.server_tls {
+            out.push("[server_tls] changed (new server connections)".into());
         }
         for (name, u) in &new.users {
             match self.users.get(name) {

@@ -68,6 +68,67 @@ pub struct Config {
     /// Roles not in `[[users]]` log in with the password the servers have for them.
     /// Default: absent (only `[[users]]` log in).
     pub auth_query: Option<AuthQueryConfig>,
+    /// TLS towards clients. Default: absent (SSLRequest is answered `N`).
+    pub tls: Option<TlsConfig>,
+    /// TLS towards the servers. Default: mode `"prefer"`.
+    #[serde(default)]
+    pub server_tls: ServerTlsConfig,
+}
+
+/// `[tls]`: clients may (or must) encrypt their connections. The files are read at start and
+/// at every reload, so a renewed certificate takes effect with SIGHUP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the proxy's own certificate first. Required.
+    pub cert: Spanned<String>,
+    /// PEM private key of that certificate. Required.
+    pub key: Spanned<String>,
+    /// `"allow"` (default): clients choose; `"require"`: a client that does not ask for TLS is
+    /// refused (28000). Cancel requests are taken either way.
+    #[serde(default)]
+    pub mode: ClientTlsMode,
+}
+
+/// Whether clients must use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    /// Plain and TLS connections are both accepted.
+    #[default]
+    Allow,
+    /// Only TLS connections may log in.
+    Require,
+}
+
+/// `[server_tls]`: how the proxy's connections to the servers (pools and health checks) are
+/// encrypted; the modes mean what libpq's `sslmode` means.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTlsConfig {
+    /// `"disable"`, `"prefer"` (default: TLS when the server offers it, unverified),
+    /// `"require"` (TLS or no connection, unverified), `"verify-ca"` (the certificate must
+    /// chain to `ca`), `"verify-full"` (and name the host of the backend's `address`).
+    pub mode: ServerTlsMode,
+    /// PEM file of the certificate authorities `verify-ca` and `verify-full` accept.
+    pub ca: Option<Spanned<String>>,
+}
+
+/// libpq's `sslmode` values that apply to a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    /// Never.
+    Disable,
+    /// When the server offers it.
+    #[default]
+    Prefer,
+    /// Always, without checking the certificate.
+    Require,
+    /// Always, with a certificate from `ca`.
+    VerifyCa,
+    /// Always, with a certificate from `ca` for the backend's host name.
+    VerifyFull,
 }
 
 /// `[auth_query]`: clients may log in as roles that are not in `[[users]]`. At each such login

@@ -193,3 +193,95 @@ fn auth_query_names_a_configured_user_and_takes_the_role_as_a_parameter() {
     assert!(off.diff(&on).contains(&"[auth_query] changed".to_string()));
     assert!(on.diff(&on).is_empty());
 }
+
+#[test]
+fn tls_files_are_read_and_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f).display().to_string();
+    let issue = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(path(&format!("{name}.crt")), cert.pem()).unwrap();
+        std::fs::write(path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    issue("one");
+    issue("two");
+    std::fs::write(path("empty.crt"), "not a certificate\n").unwrap();
+    let tls = |cert: &str, key: &str, more: &str| {
+        format!(
+            "{MINIMAL}\n[tls]\ncert = {:?}\nkey = {:?}\n{more}",
+            path(cert),
+            path(key)
+        )
+    };
+
+    let l = parse(&tls("one.crt", "one.key", ""), "t.toml").unwrap();
+    let t = l.tls.as_ref().expect("client TLS loaded");
+    assert_eq!(t.mode, ClientTlsMode::Allow);
+    assert_eq!(l.server_tls.mode, ServerTlsMode::Prefer);
+    assert!(
+        l.describe().contains("client TLS Allow"),
+        "{}",
+        l.describe()
+    );
+    let plain = parse(MINIMAL, "t.toml").unwrap();
+    assert!(plain.tls.is_none());
+    assert!(plain
+        .diff(&l)
+        .iter()
+        .any(|c| c.starts_with("[tls] changed")));
+    let strict = parse(&tls("one.crt", "one.key", "mode = \"require\"\n"), "t.toml").unwrap();
+    assert_eq!(strict.tls.as_ref().unwrap().mode, ClientTlsMode::Require);
+
+    let e = err(&tls("missing.crt", "one.key", ""));
+    assert!(
+        e.contains("t.toml:19: tls.cert") && e.contains("missing.crt"),
+        "{e}"
+    );
+    let e = err(&tls("empty.crt", "one.key", ""));
+    assert!(
+        e.contains("tls.cert") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+    let e = err(&tls("one.crt", "two.key", ""));
+    assert!(
+        e.contains("t.toml:20: tls.key") && e.contains("does not fit"),
+        "{e}"
+    );
+    let e = err(&tls("one.crt", "missing.key", ""));
+    assert!(e.contains("tls.key") && e.contains("missing.key"), "{e}");
+    let e = err(&tls("one.crt", "one.key", "mode = \"sometimes\"\n"));
+    assert!(e.contains("sometimes") && e.contains("mode"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[tls]\ncert = {:?}\n", path("one.crt")));
+    assert!(e.contains("key"), "{e}");
+
+    let e = err(&format!(
+        "{MINIMAL}\n[server_tls]\nmode = \"verify-full\"\n"
+    ));
+    assert!(
+        e.contains("server_tls.mode") && e.contains("needs `ca`"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[server_tls]\nmode = \"verify-ca\"\nca = {:?}\n",
+        path("missing.crt")
+    ));
+    assert!(e.contains("t.toml:20: server_tls.ca"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[server_tls]\nmode = \"allow\"\n"));
+    assert!(e.contains("allow"), "{e}");
+    let l = parse(
+        &format!(
+            "{MINIMAL}\n[server_tls]\nmode = \"verify-full\"\nca = {:?}\n",
+            path("one.crt")
+        ),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(l.server_tls.mode, ServerTlsMode::VerifyFull);
+    assert!(plain
+        .diff(&l)
+        .contains(&"[server_tls] changed (new server connections)".to_string()));
+}

@@ -1,11 +1,17 @@
-//! Sockets: options every connection gets, and reading whole messages during the startup
-//! phases (before the relay takes over a connection's buffers).
+//! Sockets: options every connection gets, the plain-or-TLS stream type, TLS materials, and
+//! reading whole messages during the startup phases (before the relay takes over a
+//! connection's buffers).
+
+mod stream;
+pub mod tls;
+
+pub use stream::Stream;
 
 use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Sets TCP_NODELAY (the proxy batches writes itself) and keepalive (`0` disables it).
@@ -29,6 +35,12 @@ pub fn configure_server(stream: &TcpStream, keepalive: Duration) {
     if !keepalive.is_zero() {
         let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(keepalive));
     }
+}
+
+/// Writes all of `data` and flushes it (TLS holds back what the socket did not take).
+pub async fn send_all<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> io::Result<()> {
+    w.write_all(data).await?;
+    w.flush().await
 }
 
 /// Reads until `buf` holds at least `n` bytes. EOF first is `UnexpectedEof`. Cancel safe:

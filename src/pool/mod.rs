@@ -117,6 +117,8 @@ struct PoolMetrics {
     wait_seconds: Histogram,
     transactions: IntCounter,
     queries: IntCounter,
+    tls_ok: IntCounter,
+    tls_errors: IntCounter,
 }
 
 /// One pool.
@@ -286,6 +288,10 @@ impl Pool {
                 wait_seconds: metrics.pool_wait_seconds.with_label_values(&[name]),
                 transactions: metrics.transactions.with_label_values(&[name]),
                 queries: metrics.queries.with_label_values(&[name]),
+                tls_ok: metrics.tls_handshakes.with_label_values(&["server", "ok"]),
+                tls_errors: metrics
+                    .tls_handshakes
+                    .with_label_values(&["server", "error"]),
             },
             key,
             backend,
@@ -376,7 +382,10 @@ impl Pool {
     }
 
     fn register(&self, conn: &mut ServerConn) {
-        let fd = conn.stream.as_raw_fd();
+        // A fresh connection always has its socket.
+        let Some(fd) = conn.stream.tcp().map(|t| t.as_raw_fd()) else {
+            return;
+        };
         self.conns.lock().expect("conns").sockets.insert(fd);
         conn.socket = Some(SocketGuard {
             conns: self.conns.clone(),
@@ -409,12 +418,18 @@ impl Pool {
         match ServerConn::connect(&params, self.backend).await {
             Ok(c) => {
                 self.metrics.connects.inc();
+                if c.stream.is_tls() {
+                    self.metrics.tls_ok.inc();
+                }
                 let mut c = Box::new(c);
                 self.register(&mut c);
                 Ok(c)
             }
             Err(e) => {
                 self.metrics.connect_errors.inc();
+                if matches!(e, ConnectError::Tls { .. }) {
+                    self.metrics.tls_errors.inc();
+                }
                 Err(e.into())
             }
         }
@@ -552,7 +567,7 @@ impl Pools {
                 // login of a looked-up role left it.
                 let latest = self.user_now(&spec.user.name, spec.config);
                 let user = latest.as_deref().unwrap_or(spec.user);
-                let connect = connect_params(spec.address, user, spec.database, &c.pool);
+                let connect = connect_params(spec.address, user, spec.database, spec.config);
                 Arc::new(Pool::new(
                     key,
                     spec.backend_index,
@@ -628,7 +643,7 @@ impl Pools {
             pool.resize(user.pool_size(&config.config.pool));
             *pool.tuning.lock().expect("tuning") = Tuning::from(&config.config.pool);
             *pool.connect.lock().expect("connect") =
-                connect_params(&key.address, &user, &key.database, &config.config.pool);
+                connect_params(&key.address, &user, &key.database, config);
             true
         });
     }
@@ -707,8 +722,9 @@ fn connect_params(
     address: &str,
     user: &crate::config::User,
     database: &str,
-    pool: &PoolConfig,
+    config: &crate::config::Loaded,
 ) -> ConnectParams {
+    let pool = &config.config.pool;
     ConnectParams {
         address: address.to_owned(),
         user: user.name.clone(),
@@ -716,5 +732,6 @@ fn connect_params(
         database: database.to_owned(),
         timeout: pool.connect_timeout,
         keepalive: pool.tcp_keepalive,
+        tls: config.server_tls.clone(),
     }
 }

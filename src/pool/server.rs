@@ -8,10 +8,10 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::auth::{ScramKeysClient, ServerCredential};
+use crate::net::Stream;
 use crate::protocol::{self, tag, ErrorFields, TxnStatus};
 use crate::session::settings::Settings;
 
@@ -33,6 +33,8 @@ pub struct ConnectParams {
     pub timeout: Duration,
     /// TCP keepalive idle time.
     pub keepalive: Duration,
+    /// `[server_tls]` as loaded.
+    pub tls: Arc<crate::net::tls::ServerTls>,
 }
 
 /// A SCRAM exchange with a server, from a password or from a verifier's keys.
@@ -61,6 +63,13 @@ pub enum ConnectError {
     /// The server asked for something we cannot do.
     #[error("server {address}: {message}")]
     Protocol { address: String, message: String },
+    /// TLS as `[server_tls]` asks for it could not be set up (no TLS on the server, a
+    /// certificate that does not verify).
+    #[error("server {address}: {source}")]
+    Tls {
+        address: String,
+        source: crate::net::tls::TlsConnectError,
+    },
 }
 
 impl ConnectError {
@@ -70,6 +79,7 @@ impl ConnectError {
             ConnectError::Refused { code, .. } => code,
             ConnectError::Io { .. } | ConnectError::Timeout(_) => "08006",
             ConnectError::Protocol { .. } => "08P01",
+            ConnectError::Tls { .. } => "08006",
         }
     }
 
@@ -83,12 +93,24 @@ impl ConnectError {
             ConnectError::Protocol { .. } => {
                 "the database server spoke an unexpected protocol".into()
             }
+            ConnectError::Tls { .. } => {
+                "could not set up an encrypted connection to the database server".into()
+            }
         }
     }
 
-    /// True when the server itself said no (a configuration problem, not an outage).
+    /// True when the server itself said no, or its TLS does not satisfy `[server_tls]` (a
+    /// configuration problem, not an outage).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, ConnectError::Refused { .. })
+        matches!(
+            self,
+            ConnectError::Refused { .. }
+                | ConnectError::Tls {
+                    source: crate::net::tls::TlsConnectError::Unsupported(_)
+                        | crate::net::tls::TlsConnectError::Handshake(_),
+                    ..
+                }
+        )
     }
 }
 
@@ -147,8 +169,8 @@ pub struct ServerConn {
     /// The socket's registration with its pool. First field: dropped (unregistered) before
     /// `stream` closes the fd, so the pool never shuts down a reused descriptor number.
     pub socket: Option<super::SocketGuard>,
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket, plain or TLS.
+    pub stream: Stream,
     /// Bytes read from the server and not yet handled.
     pub rbuf: BytesMut,
     /// Index of the backend in the cluster view this connection belongs to.
@@ -201,8 +223,20 @@ impl ServerConn {
             address: p.address.clone(),
             source,
         };
-        let stream = TcpStream::connect(&p.address).await.map_err(io_err)?;
-        crate::net::configure_server(&stream, p.keepalive);
+        let tcp = TcpStream::connect(&p.address).await.map_err(io_err)?;
+        crate::net::configure_server(&tcp, p.keepalive);
+        let host = p
+            .address
+            .rsplit_once(':')
+            .map_or(p.address.as_str(), |(h, _)| h);
+        let stream = p
+            .tls
+            .connect(tcp, host)
+            .await
+            .map_err(|source| ConnectError::Tls {
+                address: p.address.clone(),
+                source,
+            })?;
         let mut conn = ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(8192),
@@ -228,7 +262,9 @@ impl ServerConn {
         let mut out = BytesMut::new();
         let params = [("user", p.user.as_str()), ("database", p.database.as_str())];
         frontend::startup_message(params.iter().copied(), &mut out).map_err(io_err)?;
-        conn.stream.write_all(&out).await.map_err(io_err)?;
+        crate::net::send_all(&mut conn.stream, &out)
+            .await
+            .map_err(io_err)?;
         conn.authenticate(p).await?;
         conn.read_until_ready(p).await?;
         Ok(conn)
@@ -272,8 +308,7 @@ impl ServerConn {
     }
 
     async fn send(&mut self, p: &ConnectParams, buf: &[u8]) -> Result<(), ConnectError> {
-        self.stream
-            .write_all(buf)
+        crate::net::send_all(&mut self.stream, buf)
             .await
             .map_err(|source| ConnectError::Io {
                 address: p.address.clone(),
@@ -529,7 +564,7 @@ impl ServerConn {
     ) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
         self.unnamed_owner = None;
         let fut = async {
-            self.stream.write_all(out).await?;
+            crate::net::send_all(&mut self.stream, out).await?;
             let mut rows = Vec::new();
             let mut error = None;
             loop {
@@ -590,7 +625,7 @@ impl ServerConn {
             encode::parse(&mut out, name, query, types);
             encode::describe_or_close(&mut out, tag::DESCRIBE, b'S', name);
             encode::empty(&mut out, tag::SYNC);
-            self.stream.write_all(&out).await?;
+            crate::net::send_all(&mut self.stream, &out).await?;
             let mut shape = None;
             let mut error = None;
             loop {
@@ -636,7 +671,7 @@ impl ServerConn {
         timeout: Duration,
     ) -> bool {
         let fut = async {
-            self.stream.write_all(unsent).await?;
+            crate::net::send_all(&mut self.stream, unsent).await?;
             let mut idle = true;
             for _ in 0..queries {
                 loop {
@@ -677,11 +712,7 @@ impl ServerConn {
         if self.broken || !self.rbuf.is_empty() {
             return true;
         }
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Ok(_) => true,
-            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-        }
+        self.stream.has_unsolicited_input()
     }
 
     /// Sends Terminate (best effort, no waiting) before the connection is dropped.
@@ -689,7 +720,7 @@ impl ServerConn {
         let mut out = BytesMut::new();
         out.put_u8(b'X');
         out.put_i32(4);
-        let _ = self.stream.try_write(&out);
+        self.stream.write_now(&out);
     }
 }
 

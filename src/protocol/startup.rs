@@ -7,7 +7,9 @@ use super::frame::{read_cstr, read_i32};
 pub const MAX_STARTUP_LEN: usize = 10_000;
 /// Protocol 3.0.
 pub const PROTOCOL_3_0: i32 = 196_608;
-const SSL_REQUEST: i32 = 80_877_103;
+const SSL_REQUEST_CODE: i32 = 80_877_103;
+/// An SSLRequest packet whole (length 8, code 80877103), as a client sends it.
+pub const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 const GSSENC_REQUEST: i32 = 80_877_104;
 const CANCEL_REQUEST: i32 = 80_877_102;
 
@@ -72,7 +74,7 @@ pub fn parse(packet: &[u8]) -> Result<Initial, StartupError> {
     let (_, body) = read_i32(packet).ok_or(StartupError::BadLength)?;
     let (code, rest) = read_i32(body).ok_or(StartupError::BadLength)?;
     match code {
-        SSL_REQUEST => Ok(Initial::SslRequest),
+        SSL_REQUEST_CODE => Ok(Initial::SslRequest),
         GSSENC_REQUEST => Ok(Initial::GssEncRequest),
         CANCEL_REQUEST => {
             let (pid, rest) = read_i32(rest).ok_or(StartupError::BadLength)?;
@@ -198,7 +200,11 @@ mod tests {
 
     #[test]
     fn special_requests() {
-        assert_eq!(parse(&packet(SSL_REQUEST, b"")), Ok(Initial::SslRequest));
+        assert_eq!(
+            parse(&packet(SSL_REQUEST_CODE, b"")),
+            Ok(Initial::SslRequest)
+        );
+        assert_eq!(parse(&SSL_REQUEST), Ok(Initial::SslRequest));
         assert_eq!(
             parse(&packet(GSSENC_REQUEST, b"")),
             Ok(Initial::GssEncRequest)

@@ -1,4 +1,5 @@
-//! A client's life before the relay: the first packet (SSL/GSS refusal, cancel, startup),
+//! A client's life before the relay: the first packet (TLS or not, GSS refusal, cancel,
+//! startup),
 //! authentication against the configured users (or a role's server password, looked up with
 //! `[auth_query]`), and the first server contact that validates
 //! the database and startup settings and yields the ParameterStatus values the client sees.
@@ -6,16 +7,14 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::lookup;
 use super::settings::Settings;
 use super::Fatal;
 use crate::app::App;
 use crate::auth::{self, ScramServer, ServerCredential, StoredPassword};
-use crate::config::{AuthMethod, PoolMode, User};
-use crate::net;
+use crate::config::{AuthMethod, ClientTlsMode, PoolMode, User};
+use crate::net::{self, Stream};
 use crate::protocol::startup::{self, Initial, Startup};
 use crate::protocol::{encode, tag};
 
@@ -37,10 +36,11 @@ pub enum First {
     Cancelled,
 }
 
-/// Reads packets until a StartupMessage (refusing SSL and GSS encryption) or a CancelRequest.
+/// Reads packets until a StartupMessage or a CancelRequest. An SSLRequest gets `S` and a TLS
+/// handshake when `[tls]` is configured, `N` otherwise; GSS encryption is refused.
 pub async fn read_startup(
     app: &App,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
 ) -> Result<First, Fatal> {
     loop {
@@ -50,7 +50,7 @@ pub async fn read_startup(
         net::fill_to(stream, buf, len).await.map_err(Fatal::Io)?;
         let packet = buf.split_to(len);
         match startup::parse(&packet) {
-            Ok(Initial::SslRequest) | Ok(Initial::GssEncRequest) => {
+            Ok(kind @ (Initial::SslRequest | Initial::GssEncRequest)) => {
                 if !buf.is_empty() {
                     // Data pipelined after an encryption request would be a downgrade attack
                     // vector (CVE-2021-23214); PostgreSQL refuses it too.
@@ -58,7 +58,35 @@ pub async fn read_startup(
                         "received unencrypted data after SSL request",
                     ));
                 }
-                stream.write_all(b"N").await.map_err(Fatal::Io)?;
+                let tls = app.config.load().tls.clone();
+                match tls {
+                    Some(tls) if kind == Initial::SslRequest => {
+                        if stream.is_tls() {
+                            return Err(Fatal::protocol("SSLRequest on an encrypted connection"));
+                        }
+                        net::send_all(stream, b"S").await.map_err(Fatal::Io)?;
+                        let tcp = stream.take_plain().expect("a plain connection");
+                        match tls.accept(tcp).await {
+                            Ok(s) => {
+                                *stream = s;
+                                app.metrics
+                                    .tls_handshakes
+                                    .with_label_values(&["client", "ok"])
+                                    .inc();
+                            }
+                            Err(e) => {
+                                app.metrics
+                                    .tls_handshakes
+                                    .with_label_values(&["client", "error"])
+                                    .inc();
+                                return Err(Fatal::protocol_silent(format!(
+                                    "TLS handshake failed: {e}"
+                                )));
+                            }
+                        }
+                    }
+                    _ => net::send_all(stream, b"N").await.map_err(Fatal::Io)?,
+                }
             }
             Ok(Initial::Cancel { pid, secret }) => {
                 let sent = app.cancels.cancel(pid, secret).await;
@@ -68,7 +96,25 @@ pub async fn read_startup(
                     .inc();
                 return Ok(First::Cancelled);
             }
-            Ok(Initial::Startup(s)) => return Ok(First::Startup(s)),
+            Ok(Initial::Startup(s)) => {
+                let required = app
+                    .config
+                    .load()
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.mode == ClientTlsMode::Require);
+                if required && !stream.is_tls() {
+                    app.metrics
+                        .clients_rejected
+                        .with_label_values(&["no_tls"])
+                        .inc();
+                    return Err(Fatal::new(
+                        "28000",
+                        "this server accepts only encrypted connections (SSL off): connect with sslmode=require",
+                    ));
+                }
+                return Ok(First::Startup(s));
+            }
             Err(startup::StartupError::UnsupportedProtocol(major, minor)) => {
                 return Err(Fatal::new(
                     "0A000",
@@ -85,7 +131,7 @@ pub async fn read_startup(
 /// Validates the startup packet and authenticates the client.
 pub async fn authenticate(
     app: &App,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     s: &Startup,
 ) -> Result<Login, Fatal> {
@@ -234,15 +280,15 @@ fn scram_fatal(e: auth::AuthError, user: &str) -> Fatal {
     }
 }
 
-async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), Fatal> {
-    stream.write_all(out).await.map_err(Fatal::Io)?;
+async fn send(stream: &mut Stream, out: &mut BytesMut) -> Result<(), Fatal> {
+    net::send_all(stream, out).await.map_err(Fatal::Io)?;
     out.clear();
     Ok(())
 }
 
 /// Reads a PasswordMessage-family message (`p`) and returns its body.
 async fn read_password(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     limit: usize,
 ) -> Result<BytesMut, Fatal> {
@@ -286,7 +332,7 @@ impl super::Session {
     /// greets the client with that server's parameters.
     pub(super) async fn login(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut Stream,
         reg: &mut super::cancel::Registration,
     ) -> Result<(), Fatal> {
         let config = self.app.config.load_full();
@@ -373,7 +419,7 @@ impl super::Session {
             .any(|(k, v)| k == "is_superuser" && v == "on");
         let mut out = notices;
         greeting(&mut out, &p.conn.params, reg.pid, reg.secret);
-        if let Err(e) = client.write_all(&out).await {
+        if let Err(e) = net::send_all(client, &out).await {
             // The client left during its login: the connection goes back unused.
             p.release();
             return Err(Fatal::Io(e));

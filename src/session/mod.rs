@@ -28,8 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use crate::net::Stream;
 
 use crate::app::App;
 use crate::config::{PoolMode, User};
@@ -73,7 +74,8 @@ impl Fatal {
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// Runs one client connection to completion.
-pub async fn run(app: Arc<App>, mut stream: TcpStream, peer: std::net::SocketAddr) {
+pub async fn run(app: Arc<App>, tcp: TcpStream, peer: std::net::SocketAddr) {
+    let mut stream = Stream::Plain(tcp);
     use tracing::Instrument;
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("client", id, %peer, user = tracing::field::Empty);
@@ -102,9 +104,11 @@ pub async fn run(app: Arc<App>, mut stream: TcpStream, peer: std::net::SocketAdd
                 app.metrics.error(&code);
                 let mut out = BytesMut::new();
                 encode::error(&mut out, "FATAL", &code, &message);
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out))
-                        .await;
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    crate::net::send_all(&mut stream, &out),
+                )
+                .await;
             }
         }
     }
@@ -114,7 +118,7 @@ pub async fn run(app: Arc<App>, mut stream: TcpStream, peer: std::net::SocketAdd
 /// cancel request.
 async fn start(
     app: Arc<App>,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     id: u64,
     span: tracing::Span,
 ) -> Result<Option<(Session, cancel::Registration)>, Fatal> {

@@ -8,12 +8,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::client::Step;
 use super::{Fatal, Pass, Session};
+use crate::net::Stream;
 use crate::protocol::{Header, TxnStatus};
 
 /// Stop reading from one side while the buffer towards the other holds this much.
@@ -55,7 +55,7 @@ impl Session {
         matches!(Header::peek(&self.client.rbuf, usize::MAX), Ok(Some(h)) if self.client.rbuf.len() >= h.frame_len)
     }
     /// The relay loop; returns when the client leaves.
-    pub(super) async fn relay(&mut self, client: &mut TcpStream) -> Result<(), Fatal> {
+    pub(super) async fn relay(&mut self, client: &mut Stream) -> Result<(), Fatal> {
         let mut stop = Stop {
             shutdown: Box::pin(self.app.shutdown.clone().cancelled_owned()),
             kill: Box::pin(self.cancel.kill.clone().cancelled_owned()),
@@ -68,7 +68,7 @@ impl Session {
                     Step::Idle => break,
                     Step::NeedServer => self.attach().await?,
                     Step::Terminate => {
-                        let _ = client.write_all(&self.client.wbuf).await;
+                        let _ = crate::net::send_all(client, &self.client.wbuf).await;
                         return Ok(());
                     }
                 }
@@ -139,11 +139,11 @@ impl Session {
 
     /// Writes what is buffered for the client (bounded: a client that does not read is not
     /// waited for long).
-    async fn flush_client(&mut self, client: &mut TcpStream) {
+    async fn flush_client(&mut self, client: &mut Stream) {
         if !self.client.wbuf.is_empty() {
             let _ = tokio::time::timeout(
                 std::time::Duration::from_secs(1),
-                client.write_all(&self.client.wbuf),
+                crate::net::send_all(client, &self.client.wbuf),
             )
             .await;
             self.client.wbuf.clear();
@@ -151,26 +151,26 @@ impl Session {
     }
 
     /// Waits until something can be done, writing buffered bytes meanwhile.
-    async fn wait(&mut self, client: &mut TcpStream, stop: &mut Stop) -> Events {
+    async fn wait(&mut self, client: &mut Stream, stop: &mut Stop) -> Events {
         std::future::poll_fn(|cx| self.poll_io(cx, client, stop)).await
     }
 
     fn poll_io(
         &mut self,
         cx: &mut Context<'_>,
-        client: &mut TcpStream,
+        client: &mut Stream,
         stop: &mut Stop,
     ) -> Poll<Events> {
         let mut ev = Events::default();
         // Writes first: they make room for reads.
-        if let Err(()) = write_some(cx, client, &mut self.client.wbuf) {
+        if let Err(()) = write_to(cx, client, &mut self.client.wbuf) {
             ev.client_closed = true;
             return Poll::Ready(ev);
         }
         if let Some(p) = self.server.as_mut() {
             let had_output = !self.swbuf.is_empty();
             let was_full = self.swbuf.len() >= OUT_HIGH;
-            if write_some(cx, &mut p.conn.stream, &mut self.swbuf).is_err() {
+            if write_to(cx, &mut p.conn.stream, &mut self.swbuf).is_err() {
                 ev.server_failed = Some(std::io::Error::new(
                     std::io::ErrorKind::BrokenPipe,
                     "write to server failed",
@@ -184,7 +184,7 @@ impl Session {
             ev.server_room =
                 was_full && self.swbuf.len() < OUT_HIGH && !self.client.rbuf.is_empty();
             if self.client.wbuf.len() < OUT_HIGH {
-                match read_some(cx, &mut p.conn.stream, &mut p.conn.rbuf) {
+                match read_from(cx, &mut p.conn.stream, &mut p.conn.rbuf) {
                     Poll::Ready(Ok(0)) => {
                         ev.server_failed = Some(std::io::ErrorKind::UnexpectedEof.into())
                     }
@@ -200,7 +200,7 @@ impl Session {
             && self.client.wbuf.len() < OUT_HIGH
             && (self.client.rbuf.len() < OUT_HIGH || !self.client_has_request())
         {
-            match read_some(cx, client, &mut self.client.rbuf) {
+            match read_from(cx, client, &mut self.client.rbuf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => ev.client_closed = true,
                 Poll::Ready(Ok(_)) => ev.client_data = true,
                 Poll::Pending => {}
@@ -236,6 +236,44 @@ impl Session {
         } else {
             Poll::Pending
         }
+    }
+}
+
+/// [`write_some`] on a connection of either kind. Each kind gets its own copy of the
+/// generic code: a plain socket's path is what it was before TLS existed, without a flush.
+fn write_to(cx: &mut Context<'_>, s: &mut Stream, buf: &mut BytesMut) -> Result<(), ()> {
+    match s {
+        Stream::Plain(t) => write_some(cx, t, buf),
+        Stream::Tls(t) => write_tls(cx, &mut **t, buf),
+        Stream::Gone => Err(()),
+    }
+}
+
+/// [`write_some`], then a flush of what TLS held back: it may take all of `buf` while the
+/// socket takes only part of the records, and the relay writes again only when it has more
+/// to write or is woken (a pending flush registers the waker).
+fn write_tls<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    w: &mut W,
+    buf: &mut BytesMut,
+) -> Result<(), ()> {
+    write_some(cx, w, buf)?;
+    match Pin::new(&mut *w).poll_flush(cx) {
+        Poll::Ready(Err(_)) => Err(()),
+        _ => Ok(()),
+    }
+}
+
+/// [`read_some`] on a connection of either kind.
+fn read_from(
+    cx: &mut Context<'_>,
+    s: &mut Stream,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    match s {
+        Stream::Plain(t) => read_some(cx, t, buf),
+        Stream::Tls(t) => read_some(cx, &mut **t, buf),
+        Stream::Gone => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
     }
 }
 
@@ -276,13 +314,110 @@ pub(super) fn move_bytes(dst: &mut BytesMut, src: &mut BytesMut, n: usize) {
 }
 
 /// Reads what is available into `buf`.
-fn read_some(
+fn read_some<R: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
-    r: &mut TcpStream,
+    r: &mut R,
     buf: &mut BytesMut,
 ) -> Poll<std::io::Result<usize>> {
     if buf.capacity() - buf.len() < READ_RESERVE / 4 {
         buf.reserve(READ_RESERVE);
     }
     tokio_util::io::poll_read_buf(Pin::new(r), cx, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A TLS pair over an in-memory pipe that holds only `pipe` bytes.
+    async fn tls_pair(
+        pipe: usize,
+    ) -> (
+        tokio_rustls::server::TlsStream<tokio::io::DuplexStream>,
+        tokio_rustls::client::TlsStream<tokio::io::DuplexStream>,
+    ) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["proxy.test".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (a, b) = tokio::io::duplex(pipe);
+        let name = rustls::pki_types::ServerName::try_from("proxy.test").unwrap();
+        let (s, c) = tokio::join!(
+            tokio_rustls::TlsAcceptor::from(Arc::new(server)).accept(a),
+            tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, b)
+        );
+        (s.unwrap(), c.unwrap())
+    }
+
+    /// TLS may take a write whole and send only part of its records while the socket is
+    /// full; the relay stops writing once its buffer is empty, so `write_tls` must flush
+    /// (and be woken to flush again) or the end of a response never leaves.
+    #[test]
+    fn write_tls_delivers_everything_with_a_slow_reader() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut server, mut client) = tls_pair(4096).await;
+            let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+            let mut buf = BytesMut::from(&payload[..]);
+            let done = AtomicBool::new(false);
+            // The relay: writes whenever polled, and is polled again only when woken.
+            let writer = std::future::poll_fn(|cx| {
+                write_tls(cx, &mut server, &mut buf).expect("peer present");
+                if done.load(Ordering::Relaxed) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
+            let reader = async {
+                let mut got = Vec::new();
+                let mut chunk = vec![0u8; 1000];
+                while got.len() < payload.len() {
+                    let n = client.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "EOF after {} bytes", got.len());
+                    got.extend_from_slice(&chunk[..n]);
+                    // A slow client: the pipe fills up again and again.
+                    tokio::task::yield_now().await;
+                }
+                done.store(true, Ordering::Relaxed);
+                got
+            };
+            let (_, got) = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                tokio::join!(writer, reader)
+            })
+            .await
+            .expect("every byte arrives");
+            assert!(got == payload, "the bytes changed on the way");
+        });
+    }
 }

@@ -6,12 +6,14 @@
 //!   (also when it panics).
 //! - [`proxy::Proxy`]: runs the built `switchyard` binary against a cluster.
 //! - [`relay::Relay`]: a fault-injecting TCP relay.
+//! - [`tools`]: psql, pgbench and other commands, bounded in time.
 #![allow(dead_code, unused_imports)]
 
 pub mod proxy;
 pub mod raw;
 pub mod ready;
 pub mod relay;
+pub mod tools;
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,137 @@
+//! A connection's byte stream: plain TCP, or TLS over TCP once a client or server agreed to
+//! it. The relay reads and writes through [`Stream`] without knowing which; a plain stream
+//! costs one branch per call.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A client or server connection.
+pub enum Stream {
+    /// Unencrypted.
+    Plain(TcpStream),
+    /// TLS: accepted from a client, or opened to a server.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// A TLS handshake took the socket and failed: every call fails.
+    Gone,
+}
+
+impl Stream {
+    /// The TCP socket underneath (`None` once gone).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(s) => Some(s.get_ref().0),
+            Stream::Gone => None,
+        }
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Takes the plain socket out for a TLS handshake (leaving [`Stream::Gone`]).
+    pub fn take_plain(&mut self) -> Option<TcpStream> {
+        match std::mem::replace(self, Stream::Gone) {
+            Stream::Plain(s) => Some(s),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// Whether bytes or EOF wait on an idle connection (which expects none): a server's FATAL
+    /// after an administrator ended it, a closed socket. Looks without reading (TLS records
+    /// must stay intact) and costs no system call while tokio has seen no readiness event.
+    pub fn has_unsolicited_input(&self) -> bool {
+        let Some(tcp) = self.tcp() else { return true };
+        // rustls wants to read unless it holds decrypted bytes not taken yet, or the peer
+        // said goodbye (close_notify).
+        if let Stream::Tls(s) = self {
+            if !s.get_ref().1.wants_read() {
+                return true;
+            }
+        }
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match tcp.try_io(Interest::READABLE, || {
+            socket2::SockRef::from(tcp).peek(&mut probe)
+        }) {
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        }
+    }
+
+    /// Writes `data` if the socket takes it now, without waiting (a best-effort goodbye).
+    pub fn write_now(&mut self, data: &[u8]) {
+        match self {
+            Stream::Plain(s) => {
+                let _ = s.try_write(data);
+            }
+            Stream::Tls(s) => {
+                let mut cx = Context::from_waker(Waker::noop());
+                let _ = Pin::new(&mut **s).poll_write(&mut cx, data);
+                let _ = Pin::new(&mut **s).poll_flush(&mut cx);
+            }
+            Stream::Gone => {}
+        }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "connection lost in a TLS handshake",
+    )
+}
+
+impl AsyncRead for Stream {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(_) => Poll::Ready(Ok(())),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}

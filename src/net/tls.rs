@@ -1,0 +1,310 @@
+//! TLS materials, loaded once per configuration load (a reload picks up renewed certificate
+//! files): the acceptor clients negotiate with (`[tls]`), and the connector towards servers
+//! with the certificate checks of `[server_tls]`'s mode, as libpq's `sslmode` means them.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Stream;
+use crate::config::{ClientTlsMode, ServerTlsMode};
+
+/// The ALPN protocol PostgreSQL 17 names its protocol with (older peers ignore it).
+const ALPN: &[u8] = b"postgresql";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What clients may or must negotiate.
+pub struct ClientTls {
+    /// Whether plain connections are still accepted.
+    pub mode: ClientTlsMode,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl ClientTls {
+    /// Loads the certificate chain and key (PEM files). The error says which file and why.
+    pub fn load(cert: &str, key: &str, mode: ClientTlsMode) -> Result<ClientTls, (bool, String)> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| (true, format!("cannot read certificates from {cert:?}: {e}")))?;
+        if chain.is_empty() {
+            return Err((true, format!("{cert:?} holds no PEM certificate")));
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+            (
+                false,
+                format!("cannot read a private key from {key:?}: {e}"),
+            )
+        })?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| (true, e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key_der)
+            .map_err(|e| (false, format!("{key:?} does not fit the certificate: {e}")))?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(ClientTls {
+            mode,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+
+    /// Runs the server side of the handshake on a client that sent SSLRequest and got `S`.
+    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<Stream> {
+        let s = self.acceptor.accept(tcp).await?;
+        Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(s))))
+    }
+}
+
+/// How the proxy opens server connections.
+pub struct ServerTls {
+    /// libpq's `sslmode` meaning.
+    pub mode: ServerTlsMode,
+    /// `None` when the mode is `disable`.
+    config: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl Default for ServerTls {
+    fn default() -> ServerTls {
+        ServerTls::load(ServerTlsMode::default(), None).expect("no files to read")
+    }
+}
+
+/// Why a server connection could not be encrypted.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConnectError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server does not support TLS, and [server_tls] mode {0:?} requires it")]
+    Unsupported(ServerTlsMode),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+}
+
+impl ServerTls {
+    /// Builds the connector for `mode`; `ca` (PEM file) holds the roots that the
+    /// `verify-ca` and `verify-full` modes check the server's certificate against.
+    pub fn load(mode: ServerTlsMode, ca: Option<&str>) -> Result<ServerTls, String> {
+        let verifier: Arc<dyn ServerCertVerifier> = match mode {
+            ServerTlsMode::Disable => return Ok(ServerTls { mode, config: None }),
+            ServerTlsMode::Prefer | ServerTlsMode::Require => Arc::new(Unverified(provider())),
+            ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull => {
+                let ca = ca.ok_or("needs `ca`, the certificate authorities to check against")?;
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca)
+                    .map_err(|e| format!("cannot read certificates from {ca:?}: {e}"))?
+                {
+                    let c = c.map_err(|e| format!("cannot read certificates from {ca:?}: {e}"))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("{ca:?} holds an unusable certificate: {e}"))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!("{ca:?} holds no PEM certificate"));
+                }
+                let webpki =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                if mode == ServerTlsMode::VerifyCa {
+                    Arc::new(AnyName(webpki))
+                } else {
+                    webpki
+                }
+            }
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(ServerTls {
+            mode,
+            config: Some(Arc::new(config)),
+        })
+    }
+
+    /// Asks the server for TLS on a fresh connection (SSLRequest) and runs the handshake, or
+    /// goes on unencrypted where the mode allows it. `host` is the address's host part (the
+    /// name `verify-full` checks).
+    pub async fn connect(&self, mut tcp: TcpStream, host: &str) -> Result<Stream, TlsConnectError> {
+        let Some(config) = &self.config else {
+            return Ok(Stream::Plain(tcp));
+        };
+        tcp.write_all(&crate::protocol::startup::SSL_REQUEST)
+            .await?;
+        // Exactly one byte: anything the server sent after it would not be authenticated
+        // by the handshake (CVE-2021-23222).
+        match tcp.read_u8().await? {
+            b'S' => {}
+            b'N' if self.mode == ServerTlsMode::Prefer => return Ok(Stream::Plain(tcp)),
+            b'N' => return Err(TlsConnectError::Unsupported(self.mode)),
+            other => {
+                return Err(TlsConnectError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("unexpected answer {:?} to SSLRequest", other as char),
+                )))
+            }
+        }
+        let name = server_name(host)?;
+        let s = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(TlsConnectError::Handshake)?;
+        Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s))))
+    }
+
+    /// The same checks for the monitor's tokio-postgres connections, with the `sslmode` to
+    /// give tokio-postgres (which has no verify modes: the rustls config does the verifying).
+    pub fn for_tokio_postgres(
+        &self,
+    ) -> Option<(
+        tokio_postgres_rustls::MakeRustlsConnect,
+        tokio_postgres::config::SslMode,
+    )> {
+        let config = self.config.as_ref()?;
+        let mode = match self.mode {
+            ServerTlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        };
+        Some((
+            tokio_postgres_rustls::MakeRustlsConnect::new((**config).clone()),
+            mode,
+        ))
+    }
+}
+
+/// The host part of a backend address as a TLS server name.
+fn server_name(host: &str) -> std::io::Result<ServerName<'static>> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_owned()).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{host:?} is not a valid TLS server name: {e}"),
+        )
+    })
+}
+
+/// `prefer` and `require`: encryption without authentication of the server, as libpq does
+/// without a root certificate. The handshake's signatures are still checked.
+#[derive(Debug)]
+struct Unverified(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain must lead to a configured authority; the name is not checked.
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}

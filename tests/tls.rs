@@ -1,0 +1,558 @@
+//! TLS towards clients (`[tls]`) and towards the servers (`[server_tls]`), with a certificate
+//! authority and certificates made by rcgen for each run: psql, pgbench and tokio-postgres
+//! (through tokio-postgres-rustls) as clients, PostgreSQL with `ssl = on` as the server.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use support::proxy::{Proxy, ProxyOptions};
+use support::ready::{start_ready_proxy, start_ready_proxy_on};
+use support::tools::*;
+use support::*;
+
+/// A certificate authority and the files of one certificate it signed.
+struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
+    /// Where its certificate is (PEM).
+    ca_file: PathBuf,
+}
+
+impl Pki {
+    /// A new authority named `name`, its certificate written to `<dir>/<name>.crt`.
+    fn new(dir: &Path, name: &str) -> Pki {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
+        let ca_file = dir.join(format!("{name}.crt"));
+        std::fs::write(&ca_file, ca.pem()).expect("writing the CA");
+        Pki { ca, ca_file }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.ca_file.clone()
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) signed by this authority:
+    /// `(cert file, key file)` as `<file>.crt` and `.key` (mode 0600) beside the authority's.
+    fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let dir = self.ca_file.parent().expect("a directory");
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("leaf params");
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = p.signed_by(&key, &self.ca).expect("leaf certificate");
+        let (c, k) = (
+            dir.join(format!("{file}.crt")),
+            dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("writing the certificate");
+        write_private(&k, &key.serialize_pem());
+        (c, k)
+    }
+
+    /// rustls client settings that trust this authority only.
+    fn client_config(&self) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone()).expect("CA into the store");
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
+}
+
+/// Writes `text` to a file only its owner may read (PostgreSQL insists on it for a key).
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("writing a key");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
+fn toml_path(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+/// `[tls]` with the given certificate and mode.
+fn tls_table(cert: &Path, key: &Path, mode: &str) -> String {
+    format!(
+        "[tls]\ncert = {}\nkey = {}\nmode = \"{mode}\"\n",
+        toml_path(cert),
+        toml_path(key)
+    )
+}
+
+/// The client-side files every test here uses: one authority, one proxy certificate for
+/// 127.0.0.1.
+struct ClientSide {
+    _dir: tempfile::TempDir,
+    pki: Pki,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn client_side() -> ClientSide {
+    let dir = tempfile::Builder::new()
+        .prefix("switchyard-tls-")
+        .tempdir()
+        .expect("temp dir");
+    let pki = Pki::new(dir.path(), "proxy-ca");
+    let (cert, key) = pki.issue("proxy", &["127.0.0.1", "localhost"]);
+    ClientSide {
+        _dir: dir,
+        pki,
+        cert,
+        key,
+    }
+}
+
+/// psql on the proxy with libpq's `sslmode` (and the authority for the verify modes).
+fn psql(proxy: &Proxy, sslmode: &str, root: Option<&Path>, sql: &str) -> Ran {
+    let mut c = pg_command("psql", proxy.port());
+    c.env("PGSSLMODE", sslmode);
+    if let Some(r) = root {
+        c.env("PGSSLROOTCERT", r);
+    }
+    c.args([
+        "-X",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        APP_DB,
+        "-c",
+        sql,
+    ]);
+    run(c, Duration::from_secs(60))
+}
+
+/// tokio-postgres through the proxy over TLS, trusting `pki`.
+async fn tls_client(proxy: &Proxy, pki: &Pki) -> tokio_postgres::Client {
+    let mut cfg: tokio_postgres::Config = proxy
+        .conn_string(APP_USER, APP_PASSWORD, APP_DB)
+        .parse()
+        .expect("conn string");
+    cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(pki.client_config());
+    let (client, conn) = cfg
+        .connect(tls)
+        .await
+        .expect("TLS connect through the proxy");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_get_the_configured_certificate_and_every_message_type_over_tls() {
+    let files = client_side();
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_tables: tls_table(&files.cert, &files.key, "allow"),
+        ..Default::default()
+    });
+    let ca = files.pki.ca_file();
+
+    // libpq verifies the chain and the address (an IP SAN) against our authority.
+    let r = psql(&proxy, "verify-full", Some(&ca), "select 'over ' || 'tls'");
+    assert_eq!(r.code, Some(0), "{}", r.describe("psql verify-full"));
+    assert_eq!(r.stdout.trim(), "over tls");
+    let mut c = pg_command("psql", proxy.port());
+    c.env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", &ca)
+        .args(["-X", "-d", APP_DB, "-c", "\\conninfo"]);
+    let r = run(c, Duration::from_secs(60));
+    assert!(
+        r.code == Some(0) && r.stdout.contains("SSL connection"),
+        "{}",
+        r.describe("psql \\conninfo")
+    );
+    // Another authority's certificate is not the one libpq was told to trust.
+    let other = Pki::new(files._dir.path(), "other-ca");
+    let r = psql(&proxy, "verify-full", Some(&other.ca_file()), "select 1");
+    assert_ne!(r.code, Some(0), "{}", r.describe("psql with a foreign CA"));
+    // "allow": plain clients still log in.
+    let r = psql(&proxy, "disable", None, "select 'plain'");
+    assert_eq!(r.code, Some(0), "{}", r.describe("psql sslmode=disable"));
+    assert_eq!(r.stdout.trim(), "plain");
+
+    let client = tls_client(&proxy, &files.pki).await;
+    // Simple and extended protocol, a statement reused across transactions.
+    let rows = client.simple_query("select 1; select 2").await.unwrap();
+    assert_eq!(
+        text_rows(rows),
+        vec![vec![Some("1".to_string())], vec![Some("2".to_string())]]
+    );
+    let stmt = client.prepare("select $1::int * 2").await.unwrap();
+    for i in 0..20 {
+        let v: i32 = client.query_one(&stmt, &[&i]).await.unwrap().get(0);
+        assert_eq!(v, i * 2);
+    }
+    // Large values both ways: many TLS records, writes the socket takes only in part.
+    let big = "x".repeat(12 << 20);
+    let echoed: String = client
+        .query_one("select $1::text", &[&big])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(echoed.len(), big.len());
+    assert!(echoed == big, "the 12 MB value changed on the way");
+    let n: i64 = client
+        .query_one("select count(*) from generate_series(1, 300000)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 300_000);
+    let rows = client
+        .query(
+            "select g, md5(g::text) from generate_series(1, 50000) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 50_000);
+    assert_eq!(rows[49_999].get::<_, String>(1).len(), 32);
+    // COPY in and out.
+    client
+        .batch_execute("drop table if exists tls_copy; create table tls_copy (id int, v text)")
+        .await
+        .unwrap();
+    {
+        use futures_util::SinkExt;
+        let sink = client.copy_in("copy tls_copy from stdin").await.unwrap();
+        futures_util::pin_mut!(sink);
+        let mut data = String::new();
+        for i in 0..40_000 {
+            data.push_str(&format!("{i}\trow number {i}\n"));
+        }
+        sink.send(bytes::Bytes::from(data)).await.unwrap();
+        assert_eq!(sink.finish().await.unwrap(), 40_000);
+    }
+    let out = {
+        use futures_util::TryStreamExt;
+        let stream = client
+            .copy_out("copy (select * from tls_copy order by id) to stdout")
+            .await
+            .unwrap();
+        let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+        chunks.iter().map(|c| c.len()).sum::<usize>()
+    };
+    assert!(out > 40_000 * 10, "COPY TO STDOUT sent {out} bytes");
+    // A cancel request over TLS reaches the query.
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move {
+        let r = client.simple_query("select pg_sleep(30)").await;
+        (client, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(files.pki.client_config());
+    token.cancel_query(tls).await.expect("cancel over TLS");
+    let (client, r) = tokio::time::timeout(Duration::from_secs(20), sleeper)
+        .await
+        .expect("the cancelled query returns")
+        .unwrap();
+    let e = r.expect_err("the sleep was cancelled");
+    assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    let v: i32 = client.query_one("select 7", &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+    client.batch_execute("drop table tls_copy").await.unwrap();
+
+    // pgbench: concurrent TLS clients.
+    let script = files._dir.path().join("bench.sql");
+    std::fs::write(&script, "\\set v random(1, 1000)\nselect :v::int + 1;\n").unwrap();
+    let mut c = pg_command("pgbench", proxy.port());
+    c.env("PGSSLMODE", "require")
+        .args([
+            "-n", "-c", "8", "-j", "2", "-t", "200", "-M", "extended", "-f",
+        ])
+        .arg(&script)
+        .arg(APP_DB);
+    let r = run(c, Duration::from_secs(120));
+    assert!(
+        r.code == Some(0)
+            && r.stdout
+                .contains("number of transactions actually processed: 1600/1600"),
+        "{}\n{}",
+        r.describe("pgbench over TLS"),
+        proxy.log_tail(20)
+    );
+
+    let ok = proxy
+        .metric("switchyard_tls_handshakes_total{result=\"ok\",side=\"client\"}")
+        .await;
+    assert!(ok >= 13.0, "client handshakes counted: {ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_mode_refuses_plain_clients_and_survives_bad_handshakes() {
+    let files = client_side();
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_tables: tls_table(&files.cert, &files.key, "require"),
+        ..Default::default()
+    });
+    let r = psql(&proxy, "disable", None, "select 1");
+    assert_eq!(
+        r.code,
+        Some(2),
+        "{}",
+        r.describe("plain psql in require mode")
+    );
+    assert!(
+        r.stderr.contains("accepts only encrypted connections"),
+        "{}",
+        r.describe("plain psql in require mode")
+    );
+    let e = tokio_postgres::connect(
+        &proxy.conn_string(APP_USER, APP_PASSWORD, APP_DB),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("a plain connection is refused");
+    assert_eq!(e.code().map(|c| c.code()), Some("28000"), "{e}");
+    // libpq's default (prefer) negotiates TLS and gets in.
+    let r = psql(&proxy, "prefer", None, "select 'prefer'");
+    assert_eq!(r.code, Some(0), "{}", r.describe("psql sslmode=prefer"));
+
+    // A client that answers `S` with garbage instead of a ClientHello, and one that leaves
+    // in the middle of a handshake: closed, counted, nobody else affected.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], &b"\x16\x03\x01"[..]] {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+            .await
+            .unwrap();
+        let mut answer = [0u8; 1];
+        s.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"S");
+        s.write_all(garbage).await.unwrap();
+        if garbage.len() == 3 {
+            drop(s);
+            continue;
+        }
+        // Closed (with or without a TLS alert first), not left hanging.
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut rest))
+            .await
+            .expect("the proxy closes a failed handshake")
+            .ok();
+    }
+    let client = tls_client(&proxy, &files.pki).await;
+    let v: i32 = client.query_one("select 41 + 1", &[]).await.unwrap().get(0);
+    assert_eq!(v, 42);
+    let series = "switchyard_tls_handshakes_total{result=\"error\",side=\"client\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while proxy.metric(series).await < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "failed handshakes not counted:\n{}",
+            proxy.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = proxy
+        .metric("switchyard_client_rejected_total{reason=\"no_tls\"}")
+        .await;
+    assert!(refused >= 2.0, "plain clients refused: {refused}");
+}
+
+/// Whether the proxy's connection (the one running this query) is encrypted, as the server
+/// sees it.
+async fn server_side_ssl(client: &tokio_postgres::Client) -> bool {
+    client
+        .query_one(
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_use_tls_as_the_mode_says() {
+    // Server files live in the cluster's directory, which the harness hands to the
+    // `postgres` user when running as root.
+    let base = tempfile::Builder::new()
+        .prefix("sy-tls-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let pki = Pki::new(&base, "server-ca");
+    let (cert, key) = pki.issue("server", &["127.0.0.1"]);
+    let cluster = own_cluster_with(ClusterOptions {
+        replicas: 0,
+        base_dir: Some(base.clone()),
+        extra_conf: vec![
+            "ssl = on".into(),
+            format!("ssl_cert_file = '{}'", cert.display()),
+            format!("ssl_key_file = '{}'", key.display()),
+        ],
+    });
+    let ca = pki.ca_file();
+    let server_tls = |mode: &str, ca: Option<&Path>| {
+        let mut t = format!("[server_tls]\nmode = \"{mode}\"\n");
+        if let Some(ca) = ca {
+            t.push_str(&format!("ca = {}\n", toml_path(ca)));
+        }
+        t
+    };
+    let monitor_ssl = || {
+        cluster
+            .primary()
+            .psql(
+                "select coalesce(bool_and(s.ssl), false) from pg_stat_ssl s \
+                 join pg_stat_activity a using (pid) \
+                 where a.application_name = 'switchyard-monitor'",
+            )
+            .unwrap()
+    };
+
+    for (mode, ca, expect) in [
+        ("disable", None, false),
+        ("prefer", None, true),
+        ("require", None, true),
+        ("verify-ca", Some(ca.as_path()), true),
+        ("verify-full", Some(ca.as_path()), true),
+    ] {
+        let proxy = start_ready_proxy_on(
+            &cluster,
+            ProxyOptions {
+                extra_tables: server_tls(mode, ca),
+                ..Default::default()
+            },
+        );
+        let client = proxy.connect_app().await;
+        assert_eq!(server_side_ssl(&client).await, expect, "mode {mode}");
+        assert_eq!(
+            monitor_ssl(),
+            if expect { "t" } else { "f" },
+            "monitor, mode {mode}"
+        );
+        if expect {
+            let n = proxy
+                .metric("switchyard_tls_handshakes_total{result=\"ok\",side=\"server\"}")
+                .await;
+            assert!(n >= 1.0, "server handshakes counted in mode {mode}: {n}");
+        }
+        // Large values both ways over the server connection.
+        let big = "y".repeat(6 << 20);
+        let echoed: String = client
+            .query_one("select $1::text", &[&big])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            echoed == big,
+            "mode {mode}: the 6 MB value changed on the way"
+        );
+        // The server ends the pooled session while it is idle (its FATAL arrives encrypted):
+        // the next transaction gets a working connection.
+        let ended = cluster
+            .primary()
+            .psql(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+                 where usename = 'app' and application_name <> 'switchyard-monitor'",
+            )
+            .unwrap();
+        assert_ne!(ended, "0", "mode {mode}: no server session to end");
+        assert!(
+            wait_until(Duration::from_secs(20), || cluster
+                .primary()
+                .psql(
+                    "select count(*) from pg_stat_activity \
+                     where usename = 'app' and application_name <> 'switchyard-monitor'"
+                )
+                .unwrap()
+                == "0"),
+            "mode {mode}: the ended sessions linger"
+        );
+        assert_eq!(
+            server_side_ssl(&client).await,
+            expect,
+            "mode {mode}, new connection"
+        );
+        drop(client);
+    }
+    // Without a [server_tls] table: prefer.
+    let proxy = start_ready_proxy_on(&cluster, ProxyOptions::default());
+    assert!(server_side_ssl(&proxy.connect_app().await).await);
+    drop(proxy);
+
+    // The server's certificate now names another host: verify-ca still accepts it (the chain
+    // is checked, not the name), verify-full does not.
+    let (other_cert, other_key) = pki.issue("renamed", &["db.example"]);
+    std::fs::write(&cert, std::fs::read(&other_cert).unwrap()).unwrap();
+    std::fs::write(&key, std::fs::read(&other_key).unwrap()).unwrap();
+    cluster.primary().psql("select pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let proxy = start_ready_proxy_on(
+        &cluster,
+        ProxyOptions {
+            extra_tables: server_tls("verify-ca", Some(&ca)),
+            ..Default::default()
+        },
+    );
+    assert!(server_side_ssl(&proxy.connect_app().await).await);
+    drop(proxy);
+    let refused = |tables: String, why: &'static str| {
+        let proxy = Proxy::start_with(
+            &cluster,
+            ProxyOptions {
+                extra_tables: tables,
+                ..Default::default()
+            },
+        );
+        let log_says = wait_until(Duration::from_secs(30), || proxy.log().contains(why));
+        assert!(log_says, "log lacks {why:?}:\n{}", proxy.log_tail(30));
+        proxy
+    };
+    let proxy = refused(server_tls("verify-full", Some(&ca)), "not valid for name");
+    let Err(e) = proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB).await else {
+        panic!("no server the proxy can trust: the login succeeded");
+    };
+    // No server passes the checks, so none is up: the client is told so, the log says why.
+    assert_eq!(e.code().map(|c| c.code()), Some("57P03"), "{e}");
+    drop(proxy);
+    let foreign = Pki::new(&base, "foreign-ca");
+    drop(refused(
+        server_tls("verify-ca", Some(&foreign.ca_file())),
+        "UnknownIssuer",
+    ));
+
+    // A server without TLS: `require` refuses it, `prefer` goes on unencrypted.
+    let plain = shared_cluster();
+    let proxy = Proxy::start_with(
+        plain,
+        ProxyOptions {
+            extra_tables: format!(
+                "{}[routing]\nprimary_wait = \"1s\"\n",
+                server_tls("require", None)
+            ),
+            ..Default::default()
+        },
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || proxy
+            .log()
+            .contains("server does not support TLS")),
+        "{}",
+        proxy.log_tail(30)
+    );
+    let Err(e) = proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB).await else {
+        panic!("no server with TLS: the login succeeded");
+    };
+    assert_eq!(e.code().map(|c| c.code()), Some("57P03"), "{e}");
+    drop(proxy);
+    let proxy = start_ready_proxy_on(plain, ProxyOptions::default());
+    assert!(!server_side_ssl(&proxy.connect_app().await).await);
+}
