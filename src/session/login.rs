@@ -1,8 +1,7 @@
-//! A client's life before the relay: the first packet (TLS or not, GSS refusal, cancel,
-//! startup),
-//! authentication against the configured users (or a role's server password, looked up with
-//! `[auth_query]`), and the first server contact that validates
-//! the database and startup settings and yields the ParameterStatus values the client sees.
+//! A client's life before the relay: the first packets (TLS negotiation, GSS refusal, cancel,
+//! startup), authentication against the configured users (or a role's server password,
+//! looked up with `[auth_query]`), and the first server contact that validates the database
+//! and startup settings and yields the ParameterStatus values the client sees.
 
 use std::sync::Arc;
 
@@ -61,29 +60,7 @@ pub async fn read_startup(
                 let tls = app.config.load().tls.clone();
                 match tls {
                     Some(tls) if kind == Initial::SslRequest => {
-                        if stream.is_tls() {
-                            return Err(Fatal::protocol("SSLRequest on an encrypted connection"));
-                        }
-                        net::send_all(stream, b"S").await.map_err(Fatal::Io)?;
-                        let tcp = stream.take_plain().expect("a plain connection");
-                        match tls.accept(tcp).await {
-                            Ok(s) => {
-                                *stream = s;
-                                app.metrics
-                                    .tls_handshakes
-                                    .with_label_values(&["client", "ok"])
-                                    .inc();
-                            }
-                            Err(e) => {
-                                app.metrics
-                                    .tls_handshakes
-                                    .with_label_values(&["client", "error"])
-                                    .inc();
-                                return Err(Fatal::protocol_silent(format!(
-                                    "TLS handshake failed: {e}"
-                                )));
-                            }
-                        }
+                        start_tls(app, stream, &tls).await?
                     }
                     _ => net::send_all(stream, b"N").await.map_err(Fatal::Io)?,
                 }
@@ -126,6 +103,31 @@ pub async fn read_startup(
             Err(e) => return Err(Fatal::protocol(e.to_string())),
         }
     }
+}
+
+/// Answers an SSLRequest with `S` and runs the handshake: `stream` is TLS from here on.
+async fn start_tls(
+    app: &App,
+    stream: &mut Stream,
+    tls: &crate::net::tls::ClientTls,
+) -> Result<(), Fatal> {
+    if stream.is_tls() {
+        return Err(Fatal::protocol("SSLRequest on an encrypted connection"));
+    }
+    net::send_all(stream, b"S").await.map_err(Fatal::Io)?;
+    let Some(tcp) = stream.take_plain() else {
+        return Err(Fatal::protocol_silent(
+            "connection gone before the TLS handshake",
+        ));
+    };
+    let result = tls.accept(tcp).await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    app.metrics
+        .tls_handshakes
+        .with_label_values(&["client", outcome])
+        .inc();
+    *stream = result.map_err(|e| Fatal::protocol_silent(format!("TLS handshake failed: {e}")))?;
+    Ok(())
 }
 
 /// Validates the startup packet and authenticates the client.
