@@ -315,7 +315,8 @@ rss_report() {
         "/proc/$pid/status"
 }
 
-# start_pgbouncer PORT PG_PORT: transaction pooling, 20 server connections, SCRAM auth.
+# start_pgbouncer PORT PG_PORT: transaction pooling, 20 server connections, SCRAM auth (lines in
+# PGBOUNCER_EXTRA are added to the [pgbouncer] section).
 start_pgbouncer() {
     local port="$1" pgport="$2" d="$WORK/pgbouncer"
     as_pg mkdir -p "$d"
@@ -338,6 +339,7 @@ default_pool_size = 20
 max_client_conn = 500
 logfile = $d/pgbouncer.log
 pidfile = $d/pgbouncer.pid
+${PGBOUNCER_EXTRA:-}
 EOF
     PGBOUNCER_PIDFILE="$d/pgbouncer.pid"
     as_pg "$PGBOUNCER" -d "$d/pgbouncer.ini" >"$d/start.log" 2>&1 ||
@@ -354,6 +356,39 @@ declare -A RES_FAIL=()  # key -> failed rounds
 declare -A RES_ERR=()   # key -> distinct error lines (newline separated)
 declare -A RES_UNSUP=() # key -> 1 when the failure is "prepared statement ... does not exist"
 declare -A RES_CPU=()   # key -> space-separated proxy CPU microseconds per transaction
+
+# run_interleaved: every workload x client count x target, ROUNDS times, the target order
+# rotated each round so no target always runs first or last; records each run's tps, and the
+# proxy's CPU time where PID_OF names a process, under "workload|clients|target". Reads the
+# caller's WORKLOADS, CLIENTS, TARGETS, PORT_OF and PID_OF.
+run_interleaved() {
+    local total n round wl c jobs t target key out pid ticks
+    total=$((ROUNDS * ${#WORKLOADS[@]} * ${#CLIENTS[@]} * ${#TARGETS[@]}))
+    log "$total runs of $BENCH_SECONDS s (~$((total * (BENCH_SECONDS + 1) / 60)) min)"
+    mkdir -p "$WORK/out"
+    n=0
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for wl in "${WORKLOADS[@]}"; do
+            for c in "${CLIENTS[@]}"; do
+                jobs=1
+                [ "$c" -ge 2 ] && jobs=2
+                for ((t = 0; t < ${#TARGETS[@]}; t++)); do
+                    target="${TARGETS[$(((t + round - 1) % ${#TARGETS[@]}))]}"
+                    n=$((n + 1))
+                    key="$wl|$c|$target"
+                    out="$WORK/out/r$round-${wl// /}-c$c-$target.txt"
+                    pid="${PID_OF[$target]}"
+                    ticks=$([ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
+                    # shellcheck disable=SC2086  # $wl is several pgbench options
+                    run_pgbench "${PORT_OF[$target]}" "$out" $wl -c "$c" -j "$jobs"
+                    record_result "$key" "$out"
+                    [ -n "$pid" ] && record_cpu "$key" "$out" "$ticks" "$(cpu_ticks "$pid")"
+                    log "[$n/$total] round $round: $wl -c $c -> $target: $RESULT_MSG"
+                done
+            done
+        done
+    done
+}
 
 # run_pgbench PORT OUTFILE PGBENCH_ARGS...: one timed run as user bench on database bench;
 # pgbench's output goes to OUTFILE, its exit status to OUTFILE.rc.

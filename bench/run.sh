@@ -69,32 +69,7 @@ start_switchyard sy "$WORK/switchyard.toml" "$SY_PORT" "$SY_HTTP"
 declare -A PORT_OF=([direct]="$PG_PORT" [switchyard]="$SY_PORT" [pgbouncer]="$BOUNCER_PORT")
 declare -A PID_OF=([direct]="" [switchyard]="$SY_PID_sy" [pgbouncer]="$(cat "$PGBOUNCER_PIDFILE")")
 
-total=$((ROUNDS * ${#WORKLOADS[@]} * ${#CLIENTS[@]} * ${#TARGETS[@]}))
-log "$total runs of $BENCH_SECONDS s (~$((total * (BENCH_SECONDS + 1) / 60)) min)"
-mkdir -p "$WORK/out"
-n=0
-for ((round = 1; round <= ROUNDS; round++)); do
-    for wl in "${WORKLOADS[@]}"; do
-        for c in "${CLIENTS[@]}"; do
-            jobs=1
-            [ "$c" -ge 2 ] && jobs=2
-            # Rotate the target order each round so no target always runs first or last.
-            for ((t = 0; t < ${#TARGETS[@]}; t++)); do
-                target="${TARGETS[$(((t + round - 1) % ${#TARGETS[@]}))]}"
-                n=$((n + 1))
-                key="$wl|$c|$target"
-                out="$WORK/out/r$round-${wl// /}-c$c-$target.txt"
-                pid="${PID_OF[$target]}"
-                ticks=$([ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
-                # shellcheck disable=SC2086  # $wl is several pgbench options
-                run_pgbench "${PORT_OF[$target]}" "$out" $wl -c "$c" -j "$jobs"
-                record_result "$key" "$out"
-                [ -n "$pid" ] && record_cpu "$key" "$out" "$ticks" "$(cpu_ticks "$pid")"
-                log "[$n/$total] round $round: $wl -c $c -> $target: $RESULT_MSG"
-            done
-        done
-    done
-done
+run_interleaved
 
 SY_RSS="$(rss_report "$SY_PID_sy")"
 
