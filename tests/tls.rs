@@ -349,16 +349,12 @@ async fn require_mode_refuses_plain_clients_and_survives_bad_handshakes() {
     let client = tls_client(&proxy, &files.pki).await;
     let v: i32 = client.query_one("select 41 + 1", &[]).await.unwrap().get(0);
     assert_eq!(v, 42);
-    let series = "switchyard_tls_handshakes_total{result=\"error\",side=\"client\"}";
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while proxy.metric(series).await < 2.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "failed handshakes not counted:\n{}",
-            proxy.log_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_metric(
+        &proxy,
+        "switchyard_tls_handshakes_total{result=\"error\",side=\"client\"}",
+        2.0,
+    )
+    .await;
     let refused = proxy
         .metric("switchyard_client_rejected_total{reason=\"no_tls\"}")
         .await;
@@ -555,4 +551,102 @@ async fn server_connections_use_tls_as_the_mode_says() {
     drop(proxy);
     let proxy = start_ready_proxy_on(plain, ProxyOptions::default());
     assert!(!server_side_ssl(&proxy.connect_app().await).await);
+}
+
+/// Waits (20 s) until the metric reaches `at_least`.
+async fn wait_metric(proxy: &Proxy, series: &str, at_least: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while proxy.metric(series).await < at_least {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} did not reach {at_least}:\n{}",
+            proxy.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_renewed_certificate_files() {
+    let files = client_side();
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_tables: tls_table(&files.cert, &files.key, "require"),
+        ..Default::default()
+    });
+    let old_ca = files.pki.ca_file();
+    let r = psql(&proxy, "verify-full", Some(&old_ca), "select 'first'");
+    assert_eq!(r.code, Some(0), "{}", r.describe("psql before the renewal"));
+    let session = tls_client(&proxy, &files.pki).await;
+
+    // The certificate is renewed by another authority: new connections get it after SIGHUP.
+    let renewed = Pki::new(files._dir.path(), "renewed-ca");
+    let (cert, key) = renewed.issue("renewed", &["127.0.0.1"]);
+    std::fs::copy(&cert, &files.cert).unwrap();
+    std::fs::copy(&key, &files.key).unwrap();
+    proxy.reload();
+    wait_metric(&proxy, "switchyard_reloads_total{result=\"ok\"}", 1.0).await;
+    let r = psql(
+        &proxy,
+        "verify-full",
+        Some(&renewed.ca_file()),
+        "select 'renewed'",
+    );
+    assert_eq!(r.code, Some(0), "{}", r.describe("psql after the renewal"));
+    assert_eq!(r.stdout.trim(), "renewed");
+    let r = psql(&proxy, "verify-full", Some(&old_ca), "select 1");
+    assert_ne!(
+        r.code,
+        Some(0),
+        "{}",
+        r.describe("the old authority after the renewal")
+    );
+    // The session opened before goes on.
+    let v: i32 = session.query_one("select 5", &[]).await.unwrap().get(0);
+    assert_eq!(v, 5);
+
+    // A broken key file: the reload is rejected and the renewed certificate stays in use.
+    std::fs::write(&files.key, "not a key\n").unwrap();
+    proxy.reload();
+    wait_metric(&proxy, "switchyard_reloads_total{result=\"error\"}", 1.0).await;
+    assert!(proxy.log().contains("tls.key"), "{}", proxy.log_tail(10));
+    let r = psql(
+        &proxy,
+        "verify-full",
+        Some(&renewed.ca_file()),
+        "select 'kept'",
+    );
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{}",
+        r.describe("psql after a rejected reload")
+    );
+
+    // A CancelRequest in plain text is still taken in require mode (PostgreSQL takes them
+    // before any encryption or authentication): an unknown key is counted, not refused.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let refused_before = proxy
+        .metric("switchyard_client_rejected_total{reason=\"no_tls\"}")
+        .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    cancel.extend_from_slice(&12345i32.to_be_bytes());
+    cancel.extend_from_slice(&678i32.to_be_bytes());
+    s.write_all(&cancel).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut rest))
+        .await
+        .expect("the proxy closes a cancel connection")
+        .unwrap();
+    assert!(rest.is_empty(), "a cancel request gets no answer: {rest:?}");
+    wait_metric(
+        &proxy,
+        "switchyard_cancel_requests_total{result=\"unknown\"}",
+        1.0,
+    )
+    .await;
+    let refused_after = proxy
+        .metric("switchyard_client_rejected_total{reason=\"no_tls\"}")
+        .await;
+    assert_eq!(refused_before, refused_after);
 }
