@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -20,40 +20,6 @@ use support::*;
 // ----------------------------------------------------------------------------------------
 // Helpers
 // ----------------------------------------------------------------------------------------
-
-/// The project's Python venv interpreter with psycopg and asyncpg. Panics with a clear
-/// message when missing.
-fn venv_python() -> PathBuf {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/deps.sh to create the venv with psycopg and asyncpg",
-        py.display()
-    );
-    let r = run(
-        {
-            let mut c = Command::new(&py);
-            c.args(["-c", "import psycopg, asyncpg"]);
-            c
-        },
-        Duration::from_secs(60),
-    );
-    assert_eq!(
-        r.code,
-        Some(0),
-        "{}",
-        r.describe("the venv lacks psycopg or asyncpg: run scripts/deps.sh")
-    );
-    py
-}
-
-fn py_script(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/py")
-        .join(name);
-    assert!(p.exists(), "{} missing", p.display());
-    p
-}
 
 /// A URI DSN for the app user at `host:port`.
 fn dsn(port: u16) -> String {

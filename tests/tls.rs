@@ -650,3 +650,32 @@ async fn a_reload_reads_renewed_certificate_files() {
         .await;
     assert_eq!(refused_before, refused_after);
 }
+
+/// psycopg 3 (libpq's TLS) and asyncpg (its own protocol code on Python's ssl module) run
+/// their whole client programs over TLS, against a proxy that refuses plain connections.
+#[test]
+fn python_drivers_run_over_tls() {
+    let files = client_side();
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_tables: tls_table(&files.cert, &files.key, "require"),
+        ..Default::default()
+    });
+    let dsn = format!(
+        "postgresql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{}/{APP_DB}?sslmode=require",
+        proxy.port()
+    );
+    for script in ["psycopg_client.py", "asyncpg_client.py"] {
+        let mut c = std::process::Command::new(venv_python());
+        c.arg(py_script(script))
+            .arg(&dsn)
+            .env("PYTHONUNBUFFERED", "1");
+        let r = run(c, Duration::from_secs(240));
+        let last = r.stdout.lines().last().unwrap_or("").trim().to_string();
+        assert!(
+            r.code == Some(0) && last == "ok",
+            "{}\n{}",
+            r.describe(&format!("{script} over TLS")),
+            proxy.log_tail(20)
+        );
+    }
+}

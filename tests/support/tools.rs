@@ -2,7 +2,7 @@
 //! bounded in time, with their output kept for the failure message.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -120,4 +120,39 @@ pub fn pg_command(tool: &str, port: u16) -> Command {
         .env("HOME", std::env::temp_dir())
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", APP_USER]);
     c
+}
+
+/// The project's Python venv interpreter with psycopg and asyncpg. Panics with a clear
+/// message when missing.
+pub fn venv_python() -> PathBuf {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/deps.sh to create the venv with psycopg and asyncpg",
+        py.display()
+    );
+    let r = run(
+        {
+            let mut c = Command::new(&py);
+            c.args(["-c", "import psycopg, asyncpg"]);
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{}",
+        r.describe("the venv lacks psycopg or asyncpg: run scripts/deps.sh")
+    );
+    py
+}
+
+/// A program under tests/py.
+pub fn py_script(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(name);
+    assert!(p.exists(), "{} missing", p.display());
+    p
 }
