@@ -24,7 +24,7 @@ mod tests;
 
 pub use self::md5::{md5_challenge_response_ok, md5_response};
 pub use self::scram::{parse_sasl_initial, ScramServer, SCRAM_SHA_256};
-pub use self::scram_client::{ScramKeys, ScramKeysClient};
+pub use self::scram_client::{DerivedKeys, ScramKeys, ScramKeysClient};
 pub use self::secret::{ScramSecret, ServerCredential, StoredPassword};
 
 /// Why an authentication attempt failed. For the log only; see the module documentation.

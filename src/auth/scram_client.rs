@@ -1,4 +1,5 @@
-//! Client side of SCRAM-SHA-256 run from a verifier's keys instead of a password.
+//! Client side of SCRAM-SHA-256 run from a verifier's keys, or from a password whose keys are
+//! derived once per salt and iteration count.
 //!
 //! A role looked up with `auth_query` has only its verifier on the proxy
 //! (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`). When one of its clients proves
@@ -6,18 +7,24 @@
 //! and ClientKey with ServerKey is all a SCRAM client needs: the proof it sends is
 //! ClientKey XOR HMAC(H(ClientKey), AuthMessage), and it checks the server with
 //! HMAC(ServerKey, AuthMessage). The password never has to be known. (PgBouncer logs in the
-//! same way.) A client with a password uses postgres-protocol's `ScramSha256` instead.
+//! same way.)
 //!
 //! The keys are bound to the verifier's salt and iteration count: a server offering others has
 //! a new password for the role, and the exchange stops there.
+//!
+//! With a password, the keys come from the salt and iteration count the server sends. A server
+//! keeps them until the role's password changes, so [`DerivedKeys`] keeps the last ones: the
+//! 4,096 HMACs of the derivation (milliseconds of the event loop's thread) are paid once per
+//! pool, not at every server connection.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::secret::hmac_sha256;
+use super::secret::{client_key, hmac_sha256, salted_password, server_key};
 use super::{constant_time_eq, AuthError};
 
 /// What a SCRAM client needs of a role's secret: the verifier's salt and iteration count, and
@@ -39,6 +46,64 @@ impl fmt::Debug for ScramKeys {
     }
 }
 
+impl ScramKeys {
+    /// The keys of `password` for a verifier with `salt` and `iterations`.
+    pub fn from_password(password: &str, salt: &[u8], iterations: u32) -> ScramKeys {
+        let salted = salted_password(password, salt, iterations);
+        ScramKeys {
+            iterations,
+            salt: salt.to_vec(),
+            client_key: client_key(&salted),
+            server_key: server_key(&salted),
+        }
+    }
+}
+
+/// The keys a password last gave, shared by the exchanges of one pool.
+#[derive(Clone, Default)]
+pub struct DerivedKeys {
+    last: Arc<Mutex<Option<ScramKeys>>>,
+    derivations: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl fmt::Debug for DerivedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DerivedKeys")
+            .field("derivations", &self.derivations())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DerivedKeys {
+    /// The keys of `password` for `salt` and `iterations`, derived only when they differ from
+    /// the last ones (the lock is not held while deriving).
+    fn get(&self, password: &str, salt: &[u8], iterations: u32) -> ScramKeys {
+        if let Some(k) = self.last.lock().expect("keys").as_ref() {
+            if k.salt == salt && k.iterations == iterations {
+                return k.clone();
+            }
+        }
+        let keys = ScramKeys::from_password(password, salt, iterations);
+        self.derivations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.last.lock().expect("keys") = Some(keys.clone());
+        keys
+    }
+
+    /// How many derivations were made (tests).
+    pub fn derivations(&self) -> usize {
+        self.derivations.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Where an exchange's keys come from.
+enum Source {
+    /// Known keys, bound to their salt and iteration count.
+    Keys(ScramKeys),
+    /// A password: keys for whatever salt and iteration count the server sends.
+    Password(String, DerivedKeys),
+}
+
 enum State {
     /// client-first-message not produced yet.
     Initial,
@@ -52,7 +117,7 @@ enum State {
 
 /// One SCRAM-SHA-256 exchange with a server, from [`ScramKeys`]. No channel binding (gs2 `n`).
 pub struct ScramKeysClient {
-    keys: ScramKeys,
+    source: Source,
     nonce: String,
     state: State,
 }
@@ -66,8 +131,17 @@ impl ScramKeysClient {
     /// Starts an exchange with a given client nonce (printable, no comma).
     pub fn with_nonce(keys: ScramKeys, nonce: String) -> Self {
         ScramKeysClient {
-            keys,
+            source: Source::Keys(keys),
             nonce,
+            state: State::Initial,
+        }
+    }
+
+    /// Starts an exchange from a password, its keys taken from (or derived into) `derived`.
+    pub fn from_password(password: &str, derived: DerivedKeys) -> Self {
+        ScramKeysClient {
+            source: Source::Password(password.to_owned(), derived),
+            nonce: super::scram::random_nonce(),
             state: State::Initial,
         }
     }
@@ -116,10 +190,12 @@ impl ScramKeysClient {
         let iterations: u32 = iterations
             .parse()
             .map_err(|_| AuthError::Malformed("server iteration count is not a number"))?;
-        if salt != self.keys.salt || iterations != self.keys.iterations {
+        let keys = match &self.source {
+            Source::Keys(k) if k.salt == salt && k.iterations == iterations => k.clone(),
             // Another verifier: the role's password changed since the keys were learned.
-            return Err(AuthError::WrongPassword);
-        }
+            Source::Keys(_) => return Err(AuthError::WrongPassword),
+            Source::Password(password, derived) => derived.get(password, &salt, iterations),
+        };
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message: [&[u8]; 5] = [
             first_bare.as_bytes(),
@@ -128,13 +204,13 @@ impl ScramKeysClient {
             b",",
             without_proof.as_bytes(),
         ];
-        let stored_key: [u8; 32] = Sha256::digest(self.keys.client_key).into();
+        let stored_key: [u8; 32] = Sha256::digest(keys.client_key).into();
         let mut proof = hmac_sha256(&stored_key, &auth_message);
-        for (p, k) in proof.iter_mut().zip(self.keys.client_key.iter()) {
+        for (p, k) in proof.iter_mut().zip(keys.client_key.iter()) {
             *p ^= k;
         }
         self.state = State::SentFinal {
-            server_signature: hmac_sha256(&self.keys.server_key, &auth_message),
+            server_signature: hmac_sha256(&keys.server_key, &auth_message),
         };
         Ok(format!("{without_proof},p={}", STANDARD.encode(proof)).into_bytes())
     }

@@ -149,27 +149,18 @@ impl ScramSecret {
     /// StoredKey = H(HMAC(SaltedPassword, "Client Key")),
     /// ServerKey = HMAC(SaltedPassword, "Server Key").
     ///
-    /// SASLprep limitation: PostgreSQL (and libpq) run SASLprep and fall back to the raw bytes
-    /// when it fails. This crate has no Unicode normalisation tables, so the raw UTF-8 bytes are
-    /// always used. That is exactly what PostgreSQL does for every ASCII password (SASLprep
-    /// leaves printable ASCII unchanged and rejects control characters, so the fallback applies)
-    /// and for non-ASCII passwords already in NFKC form without mapped characters; it differs
-    /// only for non-ASCII passwords that SASLprep would change (e.g. containing a non-ASCII
-    /// space, a soft hyphen or a compatibility character such as full-width letters), which
-    /// then fail SCRAM authentication against the proxy.
+    /// SASLprep as PostgreSQL and libpq run it: the raw bytes when it fails (control
+    /// characters, unassigned code points).
     ///
     /// An iteration count of 0 is treated as 1.
     pub fn from_password(password: &str, salt: &[u8], iterations: u32) -> ScramSecret {
         let iterations = iterations.max(1);
-        let salted_password = hi(saslprep_lossy(password), salt, iterations);
-        let client_key = hmac_sha256(&salted_password, &[b"Client Key"]);
-        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
-        let server_key = hmac_sha256(&salted_password, &[b"Server Key"]);
+        let salted = salted_password(password, salt, iterations);
         ScramSecret {
             iterations,
             salt: salt.to_vec(),
-            stored_key,
-            server_key,
+            stored_key: Sha256::digest(client_key(&salted)).into(),
+            server_key: server_key(&salted),
         }
     }
 
@@ -213,11 +204,25 @@ fn decode_key(s: &str) -> Option<[u8; 32]> {
 
 /// The password bytes SCRAM hashes; see the SASLprep limitation on
 /// [`ScramSecret::from_password`].
-fn saslprep_lossy(password: &str) -> &[u8] {
-    // Printable ASCII is unchanged by SASLprep; other ASCII (controls) makes SASLprep fail, so
-    // PostgreSQL uses the raw bytes; non-ASCII would need Unicode tables we do not have, so we
-    // use the raw bytes too.
-    password.as_bytes()
+/// SaltedPassword = Hi(SASLprep(password), salt, iterations), SASLprep falling back to the raw
+/// bytes where it fails, as PostgreSQL does. Costly by design (`iterations` HMACs).
+pub(crate) fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
+    let prepared = stringprep::saslprep(password);
+    let bytes = match &prepared {
+        Ok(p) => p.as_bytes(),
+        Err(_) => password.as_bytes(),
+    };
+    hi(bytes, salt, iterations.max(1))
+}
+
+/// ClientKey = HMAC(SaltedPassword, "Client Key").
+pub(crate) fn client_key(salted_password: &[u8; 32]) -> [u8; 32] {
+    hmac_sha256(salted_password, &[b"Client Key"])
+}
+
+/// ServerKey = HMAC(SaltedPassword, "Server Key").
+pub(crate) fn server_key(salted_password: &[u8; 32]) -> [u8; 32] {
+    hmac_sha256(salted_password, &[b"Server Key"])
 }
 
 /// HMAC-SHA-256 of the concatenation of `parts` under `key`.

@@ -962,3 +962,79 @@ fn md5_response_from_the_stored_hash_is_the_clients() {
         );
     }
 }
+
+/// Runs a password [`ScramKeysClient`] against a server holding `secret`.
+fn password_exchange(
+    password: &str,
+    derived: &DerivedKeys,
+    secret: &ScramSecret,
+) -> Result<Result<(), AuthError>, AuthError> {
+    let mut client = ScramKeysClient::from_password(password, derived.clone());
+    let mut server = ScramServer::new(secret.clone());
+    let first = client.client_first();
+    let server_first = server.client_first(SCRAM_SHA_256, &first)?;
+    let client_final = match client.server_first(&server_first) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(e)),
+    };
+    let server_final = server.client_final(&client_final)?;
+    Ok(client.server_final(&server_final))
+}
+
+#[test]
+fn a_password_client_derives_its_keys_once_per_verifier() {
+    let derived = DerivedKeys::default();
+    let secret = ScramSecret::generate("pool password");
+    for _ in 0..5 {
+        assert_eq!(
+            password_exchange("pool password", &derived, &secret),
+            Ok(Ok(()))
+        );
+    }
+    assert_eq!(derived.derivations(), 1, "one derivation for five logins");
+    // The role's password changed on the server (new salt): derived again, once.
+    let changed = ScramSecret::generate("pool password");
+    for _ in 0..3 {
+        assert_eq!(
+            password_exchange("pool password", &derived, &changed),
+            Ok(Ok(()))
+        );
+    }
+    assert_eq!(derived.derivations(), 2);
+    // A wrong password is refused by the server, cached keys or not.
+    assert_eq!(
+        password_exchange("pool passworD", &DerivedKeys::default(), &secret),
+        Err(AuthError::WrongPassword)
+    );
+    // The keys are what a verifier holds: H(ClientKey) = StoredKey.
+    use sha2::Digest;
+    let keys = ScramKeys::from_password("pool password", &secret.salt, secret.iterations);
+    assert_eq!(
+        <[u8; 32]>::from(sha2::Sha256::digest(keys.client_key)),
+        secret.stored_key
+    );
+    assert_eq!(keys.server_key, secret.server_key);
+}
+
+#[test]
+fn saslprep_applies_as_in_postgresql() {
+    // A soft hyphen is mapped to nothing and a no-break space to a space: libpq (and
+    // postgres-protocol's client) send the prepared password's proof.
+    let secret = ScramSecret::generate("pass\u{00AD}word\u{00A0}x");
+    let mut server = ScramServer::new(secret.clone());
+    assert_eq!(
+        exchange(&mut server, "password x", ChannelBinding::unsupported()),
+        Ok(true)
+    );
+    assert_eq!(
+        password_exchange("password x", &DerivedKeys::default(), &secret),
+        Ok(Ok(()))
+    );
+    // Where SASLprep fails (a control character), the raw bytes count, as in PostgreSQL.
+    let secret = ScramSecret::generate("tab\tpass");
+    let mut server = ScramServer::new(secret.clone());
+    assert_eq!(
+        exchange(&mut server, "tab\tpass", ChannelBinding::unsupported()),
+        Ok(true)
+    );
+}

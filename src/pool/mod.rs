@@ -733,5 +733,6 @@ fn connect_params(
         timeout: pool.connect_timeout,
         keepalive: pool.tcp_keepalive,
         tls: config.server_tls.clone(),
+        derived: Default::default(),
     }
 }

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::net::TcpStream;
 
-use crate::auth::{ScramKeysClient, ServerCredential};
+use crate::auth::{DerivedKeys, ScramKeysClient, ServerCredential};
 use crate::net::Stream;
 use crate::protocol::{self, tag, ErrorFields, TxnStatus};
 use crate::session::settings::Settings;
@@ -35,12 +34,8 @@ pub struct ConnectParams {
     pub keepalive: Duration,
     /// `[server_tls]` as loaded.
     pub tls: Arc<crate::net::tls::ServerTls>,
-}
-
-/// A SCRAM exchange with a server, from a password or from a verifier's keys.
-enum Scram {
-    Password(ScramSha256),
-    Keys(ScramKeysClient),
+    /// SCRAM keys derived from the password, kept for the pool's next connections.
+    pub derived: DerivedKeys,
 }
 
 /// Why a server connection could not be made.
@@ -317,7 +312,7 @@ impl ServerConn {
     }
 
     async fn authenticate(&mut self, p: &ConnectParams) -> Result<(), ConnectError> {
-        let mut scram: Option<Scram> = None;
+        let mut scram: Option<ScramKeysClient> = None;
         loop {
             let (t, frame) = self.next(p).await?;
             match t {
@@ -391,31 +386,21 @@ impl ServerConn {
                             "server offers no supported SASL mechanism",
                         ));
                     }
-                    let (s, first) = match &p.credential {
+                    let mut s = match &p.credential {
                         ServerCredential::Password(pw) => {
-                            let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                            let first = s.message().to_vec();
-                            (Scram::Password(s), first)
+                            ScramKeysClient::from_password(pw, p.derived.clone())
                         }
-                        ServerCredential::Scram(keys) => {
-                            let mut s = ScramKeysClient::new(keys.clone());
-                            let first = s.client_first();
-                            (Scram::Keys(s), first)
-                        }
+                        ServerCredential::Scram(keys) => ScramKeysClient::new(keys.clone()),
                         _ => return Err(cannot("SCRAM-SHA-256")),
                     };
+                    let first = s.client_first();
                     frontend::sasl_initial_response("SCRAM-SHA-256", &first, &mut out)
                         .expect("encode");
                     scram = Some(s);
                 }
                 11 => {
                     let message = match scram.as_mut() {
-                        Some(Scram::Password(s)) => {
-                            s.update(data)
-                                .map_err(|e| Self::protocol_err(p, format!("SCRAM: {e}")))?;
-                            s.message().to_vec()
-                        }
-                        Some(Scram::Keys(s)) => s.server_first(data).map_err(|e| match e {
+                        Some(s) => s.server_first(data).map_err(|e| match e {
                             crate::auth::AuthError::WrongPassword => Self::refused_by_us(
                                 p,
                                 "28P01",
@@ -435,8 +420,7 @@ impl ServerConn {
                 }
                 12 => {
                     let checked = match scram.as_mut() {
-                        Some(Scram::Password(s)) => s.finish(data).map_err(|e| e.to_string()),
-                        Some(Scram::Keys(s)) => s.server_final(data).map_err(|e| e.to_string()),
+                        Some(s) => s.server_final(data).map_err(|e| e.to_string()),
                         None => return Err(Self::protocol_err(p, "SASL final without SASL start")),
                     };
                     checked.map_err(|e| {
