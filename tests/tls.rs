@@ -289,7 +289,8 @@ async fn clients_get_the_configured_certificate_and_every_message_type_over_tls(
     let ok = proxy
         .metric("switchyard_tls_handshakes_total{result=\"ok\",side=\"client\"}")
         .await;
-    assert!(ok >= 13.0, "client handshakes counted: {ok}");
+    // psql ×2, tokio-postgres, its cancel request, pgbench's 8 clients.
+    assert!(ok >= 12.0, "client handshakes counted: {ok}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -827,9 +827,11 @@ fn proven_keys(secret: &ScramSecret, password: &str) -> Option<ScramKeys> {
 
 /// Runs a [`ScramKeysClient`] against a server holding `secret`: the server's verdict, and the
 /// client's on the server's signature.
-fn keys_exchange(keys: ScramKeys, secret: ScramSecret) -> Result<Result<(), AuthError>, AuthError> {
-    let mut client = ScramKeysClient::new(keys);
-    let mut server = ScramServer::new(secret);
+fn client_exchange(
+    mut client: ScramKeysClient,
+    secret: &ScramSecret,
+) -> Result<Result<(), AuthError>, AuthError> {
+    let mut server = ScramServer::new(secret.clone());
     let first = client.client_first();
     let server_first = server.client_first(SCRAM_SHA_256, &first)?;
     let client_final = match client.server_first(&server_first) {
@@ -838,6 +840,11 @@ fn keys_exchange(keys: ScramKeys, secret: ScramSecret) -> Result<Result<(), Auth
     };
     let server_final = server.client_final(&client_final)?;
     Ok(client.server_final(&server_final))
+}
+
+/// [`client_exchange`] from known keys.
+fn keys_exchange(keys: ScramKeys, secret: ScramSecret) -> Result<Result<(), AuthError>, AuthError> {
+    client_exchange(ScramKeysClient::new(keys), &secret)
 }
 
 #[test]
@@ -963,22 +970,16 @@ fn md5_response_from_the_stored_hash_is_the_clients() {
     }
 }
 
-/// Runs a password [`ScramKeysClient`] against a server holding `secret`.
+/// [`client_exchange`] from a password.
 fn password_exchange(
     password: &str,
     derived: &DerivedKeys,
     secret: &ScramSecret,
 ) -> Result<Result<(), AuthError>, AuthError> {
-    let mut client = ScramKeysClient::from_password(password, derived.clone());
-    let mut server = ScramServer::new(secret.clone());
-    let first = client.client_first();
-    let server_first = server.client_first(SCRAM_SHA_256, &first)?;
-    let client_final = match client.server_first(&server_first) {
-        Ok(f) => f,
-        Err(e) => return Ok(Err(e)),
-    };
-    let server_final = server.client_final(&client_final)?;
-    Ok(client.server_final(&server_final))
+    client_exchange(
+        ScramKeysClient::from_password(password, derived.clone()),
+        secret,
+    )
 }
 
 #[test]
