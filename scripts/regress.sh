@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs PostgreSQL's own regression suite (pg_regress, parallel schedule) on a throwaway
 # primary: directly, then through switchyard in transaction pooling and in session pooling
-# mode, and (split) in transaction pooling in front of the primary and two streaming replicas
-# with reads split. A test that passes directly must pass through the proxy; the script exits 1
-# when one does not, and prints which.
+# mode, (split) in transaction pooling in front of the primary and two streaming replicas
+# with reads split, and (tls) in transaction pooling with every client on TLS (`[tls] mode =
+# "require"`, pg_regress and psql with sslmode=require). A test that passes directly must pass
+# through the proxy; the script exits 1 when one does not, and prints which.
 #
 # The suite's SQL and expected files are not in Debian's binary packages: they are taken from
 # the source package of the installed server version (`apt-get source`, with a deb-src entry
@@ -11,19 +12,20 @@
 # functions some tests load (regress.so) are built with the server headers
 # (postgresql-server-dev-<major>, installed when missing).
 #
-# Usage: scripts/regress.sh [MODE...]     MODE: direct, transaction, session, split (default: all)
+# Usage: scripts/regress.sh [MODE...]     MODE: direct, transaction, session, split, tls
+#                                          (default: all)
 # Output and diffs: target/regress/<mode>/ (regression.out, regression.diffs).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 MODES=("$@")
-[ ${#MODES[@]} -eq 0 ] && MODES=(direct transaction session split)
+[ ${#MODES[@]} -eq 0 ] && MODES=(direct transaction session split tls)
 for m in "${MODES[@]}"; do
     case "$m" in
-        direct | transaction | session | split) ;;
+        direct | transaction | session | split | tls) ;;
         *)
-            echo "regress.sh: unknown mode: $m (direct, transaction, session, split)" >&2
+            echo "regress.sh: unknown mode: $m (direct, transaction, session, split, tls)" >&2
             exit 2
             ;;
     esac
@@ -128,6 +130,13 @@ log "regression tests: $SRC (server $VERSION)"
 
 start_primary
 [[ " ${MODES[*]} " == *" split "* ]] && start_replicas 2
+if [[ " ${MODES[*]} " == *" tls "* ]]; then
+    command -v openssl >/dev/null || die "the tls mode needs openssl to make a certificate"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$RUN/tls-key.pem" -out "$RUN/tls-cert.pem" >"$RUN/openssl.log" 2>&1 ||
+        { cat "$RUN/openssl.log" >&2; die "openssl could not make a certificate"; }
+fi
 
 # ---------------------------------------------------------------- runs
 declare -A FAILED
@@ -136,14 +145,23 @@ for mode in "${MODES[@]}"; do
     rm -rf "$out" && mkdir -p "$out"
     chmod 777 "$out"
     rollback_prepared
+    sslmode=prefer
     if [ "$mode" = direct ]; then
         PORT=$PG_PORT
+    elif [ "$mode" = tls ]; then
+        # Plain clients are refused: every connection of the run is encrypted.
+        sslmode=require
+        saved_extra=$PROXY_EXTRA_TOML
+        PROXY_EXTRA_TOML+=$(printf '\n[tls]\ncert = "%s"\nkey = "%s"\nmode = "require"\n' \
+            "$RUN/tls-cert.pem" "$RUN/tls-key.pem")
+        PGSSLMODE=require start_proxy transaction "$out/switchyard.log"
+        PROXY_EXTRA_TOML=$saved_extra
     else
         start_proxy "$mode" "$out/switchyard.log"
     fi
     log "pg_regress ($mode) on port $PORT"
     set +e
-    (cd "$out" && as_pg "$PG_REGRESS" --inputdir="$SRC" --outputdir="$out" --bindir="$BINDIR" \
+    (cd "$out" && as_pg env PGSSLMODE="$sslmode" "$PG_REGRESS" --inputdir="$SRC" --outputdir="$out" --bindir="$BINDIR" \
         --dlpath="$DLDIR" --schedule="$SRC/parallel_schedule" --host=127.0.0.1 --port="$PORT" \
         --user=postgres --max-connections=20) >"$out/pg_regress.log" 2>&1
     set -e
@@ -151,6 +169,11 @@ for mode in "${MODES[@]}"; do
     if [ "$mode" = split ] && ! check_replica_transactions; then
         log "split: no transaction ran on a replica"
         split_ok=0
+    fi
+    if [ "$mode" = tls ]; then
+        handshakes=$(curl -fsS "http://127.0.0.1:$SY_HTTP/metrics" |
+            awk '/^switchyard_tls_handshakes_total\{result="ok",side="client"\}/ { print $2 }')
+        log "tls: ${handshakes:-0} client TLS handshakes"
     fi
     [ "$mode" != direct ] && stop_proxy regression
     FAILED[$mode]=$(awk '/\.\.\. FAILED|\.\.\. failed/ { for (i = 1; i <= NF; i++) if ($i == "...") { print $(i - 1); break } }' \
