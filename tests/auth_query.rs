@@ -143,19 +143,13 @@ fn sessions_of(role: &str) -> usize {
 /// Sends SIGHUP and waits until the proxy counts `nth` successful reloads.
 async fn reload(proxy: &Proxy, nth: u32) {
     proxy.reload();
-    let deadline = std::time::Instant::now() + OP_TIMEOUT;
-    while proxy
-        .metric("switchyard_reloads_total{result=\"ok\"}")
-        .await
-        < f64::from(nth)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reload {nth} was not applied:\n{}",
-            proxy.log_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    proxy
+        .wait_metric(
+            "switchyard_reloads_total{result=\"ok\"}",
+            f64::from(nth),
+            OP_TIMEOUT,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

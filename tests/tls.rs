@@ -350,12 +350,13 @@ async fn require_mode_refuses_plain_clients_and_survives_bad_handshakes() {
     let client = tls_client(&proxy, &files.pki).await;
     let v: i32 = client.query_one("select 41 + 1", &[]).await.unwrap().get(0);
     assert_eq!(v, 42);
-    wait_metric(
-        &proxy,
-        "switchyard_tls_handshakes_total{result=\"error\",side=\"client\"}",
-        2.0,
-    )
-    .await;
+    proxy
+        .wait_metric(
+            "switchyard_tls_handshakes_total{result=\"error\",side=\"client\"}",
+            2.0,
+            Duration::from_secs(20),
+        )
+        .await;
     let refused = proxy
         .metric("switchyard_client_rejected_total{reason=\"no_tls\"}")
         .await;
@@ -554,19 +555,6 @@ async fn server_connections_use_tls_as_the_mode_says() {
     assert!(!server_side_ssl(&proxy.connect_app().await).await);
 }
 
-/// Waits (20 s) until the metric reaches `at_least`.
-async fn wait_metric(proxy: &Proxy, series: &str, at_least: f64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while proxy.metric(series).await < at_least {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{series} did not reach {at_least}:\n{}",
-            proxy.log_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_reads_renewed_certificate_files() {
     let files = client_side();
@@ -585,7 +573,13 @@ async fn a_reload_reads_renewed_certificate_files() {
     std::fs::copy(&cert, &files.cert).unwrap();
     std::fs::copy(&key, &files.key).unwrap();
     proxy.reload();
-    wait_metric(&proxy, "switchyard_reloads_total{result=\"ok\"}", 1.0).await;
+    proxy
+        .wait_metric(
+            "switchyard_reloads_total{result=\"ok\"}",
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
     let r = psql(
         &proxy,
         "verify-full",
@@ -608,7 +602,13 @@ async fn a_reload_reads_renewed_certificate_files() {
     // A broken key file: the reload is rejected and the renewed certificate stays in use.
     std::fs::write(&files.key, "not a key\n").unwrap();
     proxy.reload();
-    wait_metric(&proxy, "switchyard_reloads_total{result=\"error\"}", 1.0).await;
+    proxy
+        .wait_metric(
+            "switchyard_reloads_total{result=\"error\"}",
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
     assert!(proxy.log().contains("tls.key"), "{}", proxy.log_tail(10));
     let r = psql(
         &proxy,
@@ -640,12 +640,13 @@ async fn a_reload_reads_renewed_certificate_files() {
         .expect("the proxy closes a cancel connection")
         .unwrap();
     assert!(rest.is_empty(), "a cancel request gets no answer: {rest:?}");
-    wait_metric(
-        &proxy,
-        "switchyard_cancel_requests_total{result=\"unknown\"}",
-        1.0,
-    )
-    .await;
+    proxy
+        .wait_metric(
+            "switchyard_cancel_requests_total{result=\"unknown\"}",
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
     let refused_after = proxy
         .metric("switchyard_client_rejected_total{reason=\"no_tls\"}")
         .await;

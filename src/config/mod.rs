@@ -264,17 +264,14 @@ impl Validator<'_> {
         ),
         ConfigError,
     > {
-        use crate::net::tls::{ClientTls, ServerTls};
+        use crate::net::tls::{ClientTls, ServerTls, TlsFile};
         let tls = match &config.tls {
             None => None,
             Some(t) => Some(Arc::new(
                 ClientTls::load(t.cert.get_ref(), t.key.get_ref(), t.mode).map_err(
-                    |(about_cert, m)| {
-                        if about_cert {
-                            self.err(t.cert.span(), "tls.cert", m)
-                        } else {
-                            self.err(t.key.span(), "tls.key", m)
-                        }
+                    |(file, m)| match file {
+                        TlsFile::Cert => self.err(t.cert.span(), "tls.cert", m),
+                        TlsFile::Key => self.err(t.key.span(), "tls.key", m),
                     },
                 )?,
             )),

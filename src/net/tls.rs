@@ -23,6 +23,13 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Which of `[tls]`'s files an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFile {
+    Cert,
+    Key,
+}
+
 /// What clients may or must negotiate.
 pub struct ClientTls {
     /// Whether plain connections are still accepted.
@@ -40,25 +47,39 @@ impl std::fmt::Debug for ClientTls {
 
 impl ClientTls {
     /// Loads the certificate chain and key (PEM files). The error says which file and why.
-    pub fn load(cert: &str, key: &str, mode: ClientTlsMode) -> Result<ClientTls, (bool, String)> {
+    pub fn load(
+        cert: &str,
+        key: &str,
+        mode: ClientTlsMode,
+    ) -> Result<ClientTls, (TlsFile, String)> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| (true, format!("cannot read certificates from {cert:?}: {e}")))?;
+            .map_err(|e| {
+                (
+                    TlsFile::Cert,
+                    format!("cannot read certificates from {cert:?}: {e}"),
+                )
+            })?;
         if chain.is_empty() {
-            return Err((true, format!("{cert:?} holds no PEM certificate")));
+            return Err((TlsFile::Cert, format!("{cert:?} holds no PEM certificate")));
         }
         let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
             (
-                false,
+                TlsFile::Key,
                 format!("cannot read a private key from {key:?}: {e}"),
             )
         })?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| (true, e.to_string()))?
+            .map_err(|e| (TlsFile::Cert, e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(chain, key_der)
-            .map_err(|e| (false, format!("{key:?} does not fit the certificate: {e}")))?;
+            .map_err(|e| {
+                (
+                    TlsFile::Key,
+                    format!("{key:?} does not fit the certificate: {e}"),
+                )
+            })?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(ClientTls {
             mode,

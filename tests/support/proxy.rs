@@ -368,6 +368,20 @@ impl Proxy {
             })
             .unwrap_or(0.0)
     }
+
+    /// Waits until the metric `series` reaches `at_least`; panics with the log tail after
+    /// `within`.
+    pub async fn wait_metric(&self, series: &str, at_least: f64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.metric(series).await < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{series} did not reach {at_least} within {within:?}:\n{}",
+                self.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for Proxy {
