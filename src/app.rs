@@ -52,6 +52,86 @@ pub struct App {
     pub rr: std::sync::atomic::AtomicUsize,
     /// Shared copies of session settings.
     pub settings: crate::session::settings::Interner,
+    /// Reloads asked for by the admin console, carried out by the task that handles SIGHUP.
+    pub reloads: Reloads,
+    /// The admin console's `PAUSE`: new transactions wait until `RESUME`.
+    pub pause: Pause,
+}
+
+/// Whether new transactions wait (the admin console's `PAUSE` and `RESUME`). Sessions read
+/// the flag, one atomic load per server checkout; only a paused session subscribes to the
+/// channel.
+pub struct Pause {
+    on: std::sync::atomic::AtomicBool,
+    tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Pause {
+    fn default() -> Self {
+        Pause {
+            on: Default::default(),
+            tx: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+impl Pause {
+    /// Whether new transactions wait now.
+    #[inline]
+    pub fn is_on(&self) -> bool {
+        // SeqCst on both sides: a session sets its server connection, then reads this; PAUSE
+        // sets this, then reads the connections. One of the two sees the other.
+        self.on.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Pauses (`true`) or resumes; returns whether that changed anything.
+    pub fn set(&self, on: bool) -> bool {
+        self.on.store(on, std::sync::atomic::Ordering::SeqCst);
+        self.tx.send_replace(on) != on
+    }
+
+    /// Returns once not paused.
+    pub async fn resumed(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|on| !on).await;
+    }
+}
+
+/// Where a reload's outcome goes: the number of changes, or why the file was rejected.
+pub type ReloadReply = tokio::sync::oneshot::Sender<Result<usize, String>>;
+
+/// The admin console's way to the reload that SIGHUP runs (one task owns the monitor that a
+/// reload restarts).
+pub struct Reloads {
+    tx: tokio::sync::mpsc::UnboundedSender<ReloadReply>,
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ReloadReply>>>,
+}
+
+impl Default for Reloads {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Reloads {
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+        }
+    }
+}
+
+impl Reloads {
+    /// Reloads the configuration file and waits for the outcome.
+    pub async fn request(&self) -> Result<usize, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(tx)
+            .map_err(|_| "switchyard is shutting down".to_owned())?;
+        rx.await
+            .unwrap_or_else(|_| Err("switchyard is shutting down".into()))
+    }
+
+    /// The receiving end, for the one task that carries reloads out.
+    pub fn take_receiver(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ReloadReply>> {
+        self.rx.lock().expect("reloads").take()
+    }
 }
 
 impl App {
@@ -81,6 +161,8 @@ impl App {
             catalogs: Default::default(),
             rr: Default::default(),
             settings: Default::default(),
+            reloads: Default::default(),
+            pause: Default::default(),
         })
     }
 

@@ -38,6 +38,10 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
         localpg::SUPERUSER,
         localpg::SUPERUSER_PASSWORD
     ));
+    text.push_str(&format!(
+        "\n[admin]\nusers = [\"{}\"]\n",
+        localpg::SUPERUSER
+    ));
     let path = cluster.dir().join("switchyard.toml");
     if let Err(e) = std::fs::write(&path, &text) {
         eprintln!("cannot write {}: {e}", path.display());
@@ -84,6 +88,11 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
             localpg::APP_USER,
             localpg::APP_PASSWORD,
             localpg::APP_DB
+        );
+        println!(
+            "Admin:    psql \"host=127.0.0.1 port={port} user={} password={} dbname=switchyard\" -c 'SHOW BACKENDS'",
+            localpg::SUPERUSER,
+            localpg::SUPERUSER_PASSWORD
         );
         println!("Metrics:  curl http://127.0.0.1:{http_port}/metrics");
         println!("Status:   curl http://127.0.0.1:{http_port}/status");

@@ -45,6 +45,10 @@ pub struct Metrics {
     pub prepared_evictions: IntCounter,
     /// Config reloads by result (`ok`, `error`).
     pub reloads: IntCounterVec,
+    /// 1 while the admin console's `PAUSE` holds new transactions, else 0.
+    pub paused: IntGauge,
+    /// Requests that waited for the admin console's `RESUME`.
+    pub pause_waits: IntCounter,
     /// `[auth_query]` lookups by result (`found`, `unknown`, `error`).
     pub auth_queries: IntCounterVec,
     /// Cancel requests by result (`forwarded`, `unknown`).
@@ -228,6 +232,16 @@ impl Metrics {
                 "pinned_clients_total",
                 "Clients pinned to one server connection",
                 &["reason"],
+            ),
+            paused: gauge(
+                &r,
+                "paused",
+                "1 while new transactions wait for the admin console's RESUME",
+            ),
+            pause_waits: counter(
+                &r,
+                "pause_waits_total",
+                "Requests that waited for the admin console's RESUME",
             ),
             server_discards: counter_vec(
                 &r,

@@ -164,8 +164,19 @@ async fn signals(app: Arc<App>, mut monitor: Monitor, path: Option<PathBuf>) {
         tracing::error!("cannot install signal handlers");
         return;
     };
+    let Some(mut asked) = app.reloads.take_receiver() else {
+        tracing::error!("reload requests already taken");
+        return;
+    };
     loop {
         tokio::select! {
+            Some(reply) = asked.recv() => {
+                let outcome = match &path {
+                    Some(p) => reload(&app, &mut monitor, p).await,
+                    None => Err("switchyard was started without a configuration file".into()),
+                };
+                let _ = reply.send(outcome);
+            }
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); app.begin_shutdown(); }
             _ = int.recv() => {
                 if app.shutting_down() {
@@ -177,7 +188,9 @@ async fn signals(app: Arc<App>, mut monitor: Monitor, path: Option<PathBuf>) {
                 }
             }
             _ = hup.recv() => match &path {
-                Some(p) => reload(&app, &mut monitor, p).await,
+                Some(p) => {
+                    let _ = reload(&app, &mut monitor, p).await;
+                }
                 None => tracing::warn!("SIGHUP ignored: no configuration file"),
             },
             _ = app.kill.cancelled() => return,
@@ -185,14 +198,19 @@ async fn signals(app: Arc<App>, mut monitor: Monitor, path: Option<PathBuf>) {
     }
 }
 
-/// Re-reads the configuration; an invalid file is rejected and the old one stays.
-pub async fn reload(app: &App, monitor: &mut Monitor, path: &std::path::Path) {
+/// Re-reads the configuration; an invalid file is rejected and the old one stays. Returns the
+/// number of changes, or the error.
+pub async fn reload(
+    app: &App,
+    monitor: &mut Monitor,
+    path: &std::path::Path,
+) -> Result<usize, String> {
     let new = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
             app.metrics.reloads.with_label_values(&["error"]).inc();
             tracing::error!(error = %e, "reload rejected: keeping the previous configuration");
-            return;
+            return Err(e.to_string());
         }
     };
     let old = app.config.load_full();
@@ -214,4 +232,5 @@ pub async fn reload(app: &App, monitor: &mut Monitor, path: &std::path::Path) {
     }
     app.metrics.reloads.with_label_values(&["ok"]).inc();
     tracing::info!(changes = changes.len(), "configuration reloaded");
+    Ok(changes.len())
 }

@@ -240,6 +240,9 @@ impl Validator<'_> {
                 ));
             }
         }
+        if let Some(a) = &config.admin {
+            self.validate_admin(a, &users, config.auth_query.is_some())?;
+        }
         let (tls, server_tls) = self.validate_tls(&config)?;
         Ok(Loaded {
             config,
@@ -249,6 +252,35 @@ impl Validator<'_> {
             tls,
             server_tls,
         })
+    }
+
+    /// `[admin]`: its users must be able to log in (a configured user, or any role when
+    /// `[auth_query]` looks passwords up).
+    fn validate_admin(
+        &self,
+        a: &AdminConfig,
+        users: &HashMap<String, Arc<User>>,
+        looked_up: bool,
+    ) -> Result<(), ConfigError> {
+        if a.database.is_empty() {
+            return Err(self.err(0..0, "admin.database", "must not be empty".into()));
+        }
+        for (key, names) in [
+            ("admin.users", &a.users),
+            ("admin.stats_users", &a.stats_users),
+        ] {
+            for n in names {
+                let name = n.get_ref();
+                if name.is_empty() || (!looked_up && !users.contains_key(name)) {
+                    return Err(self.err(
+                        n.span(),
+                        key,
+                        format!("{name:?} is not a configured user"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads the TLS files now, so that a missing or mismatched file stops a start or a
@@ -438,6 +470,24 @@ impl Loaded {
             None => s.push_str("client TLS off (SSLRequest answered N)\n"),
         }
         let _ = writeln!(s, "server TLS {:?}", c.server_tls.mode);
+        match &c.admin {
+            Some(a) => {
+                let names = |v: &[toml::Spanned<String>]| {
+                    v.iter()
+                        .map(|n| n.get_ref().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let _ = writeln!(
+                    s,
+                    "admin console: database {} (users: {}; stats users: {})",
+                    a.database,
+                    names(&a.users),
+                    names(&a.stats_users)
+                );
+            }
+            None => s.push_str("admin console off\n"),
+        }
         for b in &c.backends {
             let _ = writeln!(
                 s,
@@ -557,6 +607,9 @@ impl Loaded {
             out.push("[tls] changed (new client connections)".into());
         } else if a.tls.is_some() {
             out.push("[tls] certificate files read again (new client connections)".into());
+        }
+        if a.admin != b.admin {
+            out.push("[admin] changed (new console connections)".into());
         }
         if a.server_tls != b.server_tls {
             out.push("[server_tls] changed (new server connections)".into());

@@ -73,6 +73,48 @@ pub struct Config {
     /// TLS towards the servers. Default: mode `"prefer"`.
     #[serde(default)]
     pub server_tls: ServerTlsConfig,
+    /// The admin console. Default: absent (no console; every database name goes to the
+    /// servers).
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: the admin console, reached by connecting to the database `database` with any
+/// PostgreSQL client (`psql -d switchyard`, then `SHOW POOLS`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Users who may run every console command (`RELOAD`, `KILL` and the `SHOW`s). Default
+    /// none.
+    #[serde(default)]
+    pub users: Vec<Spanned<String>>,
+    /// Users who may run the `SHOW` commands only. Default none.
+    #[serde(default)]
+    pub stats_users: Vec<Spanned<String>>,
+    /// The database name that means the console. Default `"switchyard"`.
+    #[serde(default = "d::admin_database")]
+    pub database: String,
+}
+
+/// What a console user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAccess {
+    /// `SHOW` only.
+    Stats,
+    /// Everything.
+    Admin,
+}
+
+impl AdminConfig {
+    /// What `user` may do on the console (`None`: it may not connect).
+    pub fn access(&self, user: &str) -> Option<AdminAccess> {
+        if self.users.iter().any(|u| u.get_ref() == user) {
+            Some(AdminAccess::Admin)
+        } else if self.stats_users.iter().any(|u| u.get_ref() == user) {
+            Some(AdminAccess::Stats)
+        } else {
+            None
+        }
+    }
 }
 
 /// `[tls]`: clients may (or must) encrypt their connections. The files are read at start and
@@ -413,6 +455,10 @@ impl Default for RoutingConfig {
 /// Defaults that serde needs as functions.
 mod d {
     use super::*;
+
+    pub fn admin_database() -> String {
+        "switchyard".into()
+    }
 
     pub fn auth_query() -> String {
         "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END \

@@ -285,3 +285,49 @@ fn tls_files_are_read_and_checked_at_load() {
         .diff(&l)
         .contains(&"[server_tls] changed (new server connections)".to_string()));
 }
+
+#[test]
+fn admin_console_users_must_be_able_to_log_in() {
+    let l = parse(
+        &format!("{MINIMAL}\n[admin]\nusers = [\"app\"]\n"),
+        "t.toml",
+    )
+    .unwrap();
+    let a = l.config.admin.as_ref().expect("admin");
+    assert_eq!(a.database, "switchyard");
+    assert_eq!(a.access("app"), Some(AdminAccess::Admin));
+    assert_eq!(a.access("other"), None);
+    assert!(l
+        .describe()
+        .contains("admin console: database switchyard (users: app; stats users: )"));
+    assert!(parse(MINIMAL, "t.toml")
+        .unwrap()
+        .describe()
+        .contains("admin console off"));
+
+    let e = err(&format!("{MINIMAL}\n[admin]\nstats_users = [\"nobody\"]\n"));
+    assert!(
+        e.contains("t.toml:19: admin.stats_users") && e.contains("\"nobody\""),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[admin]\nusers = [\"app\"]\ndatabase = \"\"\n"
+    ));
+    assert!(e.contains("admin.database: must not be empty"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[admin]\nadmins = [\"app\"]\n"));
+    assert!(e.contains("admins"), "{e}");
+    // With [auth_query], any role may be named: its password is looked up at login.
+    let l = parse(
+        &format!("{MINIMAL}\n[auth_query]\nuser = \"app\"\n[admin]\nstats_users = [\"monitor\"]\n"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        l.config.admin.as_ref().unwrap().access("monitor"),
+        Some(AdminAccess::Stats)
+    );
+    let off = parse(MINIMAL, "t.toml").unwrap();
+    assert!(off
+        .diff(&l)
+        .contains(&"[admin] changed (new console connections)".to_string()));
+}

@@ -126,6 +126,11 @@ impl Gate {
         self.lock().free
     }
 
+    /// Checkouts waiting for a permit.
+    pub fn waiting(&self) -> usize {
+        self.lock().waiters.len()
+    }
+
     /// Adds `n` permits (to the oldest waiters first).
     pub fn add(&self, mut n: usize) {
         let mut st = self.lock();

@@ -702,20 +702,57 @@ impl Pools {
         }
     }
 
-    /// A snapshot of (key, idle, in use) for the status endpoint.
-    pub fn summary(&self) -> Vec<(PoolKey, usize, usize)> {
-        self.map
+    /// A snapshot of every pool, ordered by key (for `/status` and the admin console).
+    pub fn stats(&self) -> Vec<PoolStats> {
+        let mut out: Vec<PoolStats> = self
+            .map
             .read()
             .expect("pools")
             .values()
             .map(|p| {
+                let waiting = p.permits.waiting();
                 // One consistent snapshot (permits alone double-count a connection that is
                 // being checked in or out).
                 let c = p.conns.lock().expect("conns");
-                (p.key.clone(), c.idle.len(), c.sockets.len() - c.idle.len())
+                PoolStats {
+                    key: p.key.clone(),
+                    size: p.size.load(Ordering::Relaxed),
+                    idle: c
+                        .idle
+                        .iter()
+                        .map(|x| (x.pid, x.created, x.idle_since))
+                        .collect(),
+                    in_use: c.sockets.len() - c.idle.len(),
+                    opening: c.opening,
+                    waiting,
+                }
             })
-            .collect()
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.key.backend, &a.key.user, &a.key.database).cmp(&(
+                &b.key.backend,
+                &b.key.user,
+                &b.key.database,
+            ))
+        });
+        out
     }
+}
+
+/// One pool at one moment.
+pub struct PoolStats {
+    /// Its identity.
+    pub key: PoolKey,
+    /// Its size limit.
+    pub size: usize,
+    /// Its idle connections: (server process id, opened, idle since), [`clock`] milliseconds.
+    pub idle: Vec<(i32, u64, u64)>,
+    /// Connections checked out.
+    pub in_use: usize,
+    /// Connections being opened.
+    pub opening: usize,
+    /// Checkouts waiting for a connection.
+    pub waiting: usize,
 }
 
 fn connect_params(

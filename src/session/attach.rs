@@ -48,6 +48,24 @@ impl Session {
         Some(pool)
     }
 
+    /// The admin console paused new transactions: the request waits, unsent, until `RESUME`.
+    /// A shutdown meanwhile ends the session (nothing of the request reached a server).
+    pub(super) async fn wait_resumed(&self) -> Result<(), Fatal> {
+        tracing::debug!(parent: &self.span, "paused: the request waits for RESUME");
+        self.app.metrics.pause_waits.inc();
+        tokio::select! {
+            _ = self.app.pause.resumed() => Ok(()),
+            _ = self.app.shutdown.cancelled() => Err(Fatal::new(
+                "57P01",
+                "terminating connection because switchyard is shutting down",
+            )),
+            _ = self.cancel.kill.cancelled() => Err(Fatal::new(
+                "57P01",
+                "terminating connection due to administrator command",
+            )),
+        }
+    }
+
     /// Takes ownership of a checked-out connection.
     pub(super) fn hold(&mut self, mut p: Pooled) {
         self.server_fatal = None;
@@ -57,6 +75,8 @@ impl Session {
             pool: p.pool().clone(),
             pid: p.conn.pid,
             secret: p.conn.secret,
+            opened: p.conn.created,
+            held: self.pool_mode == PoolMode::Session || self.pin.is_some(),
         });
         if p.conn.holder.is_none() {
             let backend = p.pool().key.backend.clone();
@@ -80,6 +100,9 @@ impl Session {
                 "the server connection was lost; the transaction was rolled back",
             );
             return Ok(());
+        }
+        if self.app.pause.is_on() {
+            self.wait_resumed().await?;
         }
         self.current.refresh(&self.app);
         // A failed transaction block is recreated on the primary, whatever comes next.
@@ -138,6 +161,13 @@ impl Session {
                 self.deferred_begin = None;
                 return Ok(());
             }
+        }
+        if self.app.pause.is_on() {
+            // PAUSE came while this checkout was under way (and saw no connection held, or
+            // sees this one now): give it back unused and wait.
+            self.release();
+            self.wait_resumed().await?;
+            return Ok(());
         }
         self.target = d.target;
         self.fresh_attach = true;

@@ -23,6 +23,39 @@ pub struct Target {
     /// The server's process id and secret.
     pub pid: i32,
     pub secret: i32,
+    /// When that server connection was opened ([`crate::pool::clock`] milliseconds).
+    pub opened: u64,
+    /// The client keeps it between transactions (session pooling, or pinned).
+    pub held: bool,
+}
+
+/// What the admin console shows of a client; fixed at login.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The database it asked for.
+    pub database: String,
+    /// Its address.
+    pub peer: std::net::SocketAddr,
+    /// Whether its connection is encrypted.
+    pub tls: bool,
+    /// `application_name` from its startup packet.
+    pub application_name: String,
+    /// When it connected.
+    pub since: std::time::Instant,
+    /// A console connection rather than a client of the servers.
+    pub console: bool,
+}
+
+/// One client as the admin console lists it.
+pub struct ClientRow {
+    /// The process id the client was given.
+    pub pid: i32,
+    /// Its user.
+    pub user: Arc<str>,
+    /// Fixed facts.
+    pub info: ClientInfo,
+    /// The server connection it holds now, if any.
+    pub target: Option<Target>,
 }
 
 /// One client's slot.
@@ -30,6 +63,8 @@ pub struct CancelSlot {
     state: Mutex<SlotState>,
     /// The client's user (who may end it, see [`CancelRegistry::terminate`]).
     user: Arc<str>,
+    /// For the admin console.
+    info: ClientInfo,
     /// Ends the client's session (a child of the proxy's own kill switch).
     pub kill: CancellationToken,
     /// `kill` was cancelled for this client alone (read without the token's lock).
@@ -56,6 +91,13 @@ impl CancelSlot {
     /// Records the server connection the client now uses.
     pub fn set(&self, t: Target) {
         self.state.lock().expect("cancel slot").target = Some(t);
+    }
+
+    /// The client keeps its server connection between transactions from now on (pinned).
+    pub fn mark_held(&self) {
+        if let Some(t) = self.state.lock().expect("cancel slot").target.as_mut() {
+            t.held = true;
+        }
     }
 
     /// The client gives its server connection up. Returns `false` when a cancel is on its way
@@ -108,12 +150,18 @@ impl Drop for Registration {
 const ISSUED_MIN: i32 = 1 << 22;
 
 impl CancelRegistry {
-    /// Issues a fresh random key for a new client of `user`; `kill` is the proxy's kill
-    /// switch, which ends this client too.
-    pub fn register(&self, user: Arc<str>, kill: &CancellationToken) -> Registration {
+    /// Issues a fresh random key for a new client of `user`, described by `info`; `kill` is
+    /// the proxy's kill switch, which ends this client too.
+    pub fn register(
+        &self,
+        user: Arc<str>,
+        info: ClientInfo,
+        kill: &CancellationToken,
+    ) -> Registration {
         let slot = Arc::new(CancelSlot {
             state: Mutex::default(),
             user,
+            info,
             kill: kill.child_token(),
             killed: AtomicBool::new(false),
         });
@@ -162,6 +210,27 @@ impl CancelRegistry {
             }
             _ => false,
         }
+    }
+
+    /// Every registered client, ordered by process id (for the admin console).
+    pub fn clients(&self) -> Vec<ClientRow> {
+        let slots: Vec<(i32, Arc<CancelSlot>)> = {
+            let map = self.map.lock().expect("cancels");
+            map.iter()
+                .map(|(pid, (_, slot))| (*pid, slot.clone()))
+                .collect()
+        };
+        let mut rows: Vec<ClientRow> = slots
+            .into_iter()
+            .map(|(pid, slot)| ClientRow {
+                pid,
+                user: slot.user.clone(),
+                info: slot.info.clone(),
+                target: slot.state.lock().expect("cancel slot").target.clone(),
+            })
+            .collect();
+        rows.sort_by_key(|r| r.pid);
+        rows
     }
 
     /// Delivers a client's CancelRequest to the server running its query; returns whether one

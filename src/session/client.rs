@@ -457,6 +457,7 @@ impl Session {
                 tracing::debug!(parent: &self.span, reason, "client pinned to its server connection");
                 self.app.metrics.pins.with_label_values(&[reason]).inc();
                 self.pin = Some(reason);
+                self.cancel.mark_held();
             }
             if let Some(p) = self.server.as_mut() {
                 p.conn.needs_reset = true;

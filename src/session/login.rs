@@ -337,6 +337,9 @@ impl super::Session {
         client: &mut Stream,
         reg: &mut super::cancel::Registration,
     ) -> Result<(), Fatal> {
+        if self.app.pause.is_on() {
+            self.wait_resumed().await?;
+        }
         let config = self.app.config.load_full();
         let wait = config.config.routing.primary_wait;
         let view = self.app.cluster.view();

@@ -81,15 +81,21 @@ pub async fn run(app: Arc<App>, tcp: TcpStream, peer: std::net::SocketAddr) {
     let span = tracing::info_span!("client", id, %peer, user = tracing::field::Empty);
     // Startup runs inside the span; the relay loop does not (entering a span on every poll
     // costs more than the relay's own work per message), its events name the span as parent.
-    let result = match start(app.clone(), &mut stream, id, span.clone())
+    let result = match start(app.clone(), &mut stream, id, peer, span.clone())
         .instrument(span.clone())
         .await
     {
-        Ok(Some((mut session, registration))) => {
+        Ok(Some(Started::Session(mut session, registration))) => {
             let result = session.relay(&mut stream).await;
             session.finish().await;
             drop(registration);
             result
+        }
+        Ok(Some(Started::Console(console))) => {
+            console
+                .run(&app, &mut stream)
+                .instrument(span.clone())
+                .await
         }
         Ok(None) => Ok(()),
         Err(f) => Err(f),
@@ -114,14 +120,56 @@ pub async fn run(app: Arc<App>, tcp: TcpStream, peer: std::net::SocketAddr) {
     }
 }
 
-/// Startup, authentication and the first server contact: a logged-in session, or `None` for a
-/// cancel request.
+/// What a logged-in client goes on to.
+enum Started {
+    /// The relay to the servers.
+    Session(Box<Session>, cancel::Registration),
+    /// The admin console.
+    Console(ConsoleClient),
+}
+
+/// A client logged in to the admin console.
+struct ConsoleClient {
+    login: login::Login,
+    access: crate::config::AdminAccess,
+    registration: cancel::Registration,
+    buf: BytesMut,
+}
+
+impl ConsoleClient {
+    async fn run(self, app: &App, stream: &mut Stream) -> Result<(), Fatal> {
+        let application_name = self
+            .login
+            .startup
+            .0
+            .get("application_name")
+            .map_or("", String::as_str);
+        tracing::info!("admin console session");
+        app.metrics.clients.inc();
+        let result = crate::admin::console::run(
+            app,
+            stream,
+            self.buf,
+            &self.login.user.name,
+            application_name,
+            self.access,
+            &self.registration,
+        )
+        .await;
+        app.metrics.clients.dec();
+        result
+    }
+}
+
+/// Startup, authentication and the first server contact: a logged-in session (or console
+/// client), or `None` for a cancel request.
 async fn start(
     app: Arc<App>,
     stream: &mut Stream,
     id: u64,
+    peer: std::net::SocketAddr,
     span: tracing::Span,
-) -> Result<Option<(Session, cancel::Registration)>, Fatal> {
+) -> Result<Option<Started>, Fatal> {
     let config = app.config.load_full();
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = config.config.startup_timeout;
@@ -142,9 +190,50 @@ async fn start(
     })??;
     let Some(login) = login else { return Ok(None) };
     span.record("user", login.user.name.as_str());
+    let console = config
+        .config
+        .admin
+        .as_ref()
+        .filter(|a| a.database == login.database)
+        .map(|a| a.access(&login.user.name));
+    if console == Some(None) {
+        app.metrics
+            .clients_rejected
+            .with_label_values(&["not_admin"])
+            .inc();
+        return Err(Fatal::new(
+            "42501",
+            format!(
+                "permission denied for the admin console: user \"{}\" is not in [admin] users or stats_users",
+                login.user.name
+            ),
+        ));
+    }
+    let info = cancel::ClientInfo {
+        database: login.database.clone(),
+        peer,
+        tls: stream.is_tls(),
+        application_name: login
+            .startup
+            .0
+            .get("application_name")
+            .cloned()
+            .unwrap_or_default(),
+        since: std::time::Instant::now(),
+        console: console.is_some(),
+    };
     let mut reg = app
         .cancels
-        .register(Arc::from(login.user.name.as_str()), &app.kill);
+        .register(Arc::from(login.user.name.as_str()), info, &app.kill);
+    if let Some(Some(access)) = console {
+        app.metrics.clients_total.inc();
+        return Ok(Some(Started::Console(ConsoleClient {
+            login,
+            access,
+            registration: reg,
+            buf,
+        })));
+    }
     let login_consistency = login
         .user
         .config
@@ -238,7 +327,7 @@ async fn start(
     session.restore_sql = settings::restore_sql(&session.startup).map(Into::into);
     session.login(stream, &mut reg).await?;
     app.metrics.clients_total.inc();
-    Ok(Some((session, reg)))
+    Ok(Some(Started::Session(Box::new(session), reg)))
 }
 
 impl Drop for Session {

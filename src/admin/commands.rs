@@ -1,0 +1,298 @@
+//! The admin console's language: what a query text asks for, and the columns of each answer.
+//! Pure: executing a command is [`super::console`]'s job.
+
+use super::table::{Column, Type};
+
+/// One console command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// `SHOW ...`.
+    Show(Show),
+    /// `RELOAD`: re-read the configuration file (as SIGHUP does).
+    Reload,
+    /// `KILL pid`: end the client that was given this process id.
+    Kill(i32),
+    /// `PAUSE`: new transactions wait; returns once the open ones have ended.
+    Pause,
+    /// `RESUME`: the waiting transactions go on.
+    Resume,
+    /// `SET ...`: accepted and ignored (drivers send settings when they connect).
+    Set,
+    /// Nothing (an empty query).
+    Empty,
+}
+
+/// What `SHOW` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    Help,
+    Version,
+    Backends,
+    Pools,
+    Clients,
+    Servers,
+    Config,
+}
+
+/// A command the console refuses, with its SQLSTATE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl CommandError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> CommandError {
+        CommandError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The commands, for `SHOW HELP` and error messages: (syntax, what it does).
+pub const HELP: &[(&str, &str)] = &[
+    ("SHOW HELP", "this list"),
+    ("SHOW VERSION", "switchyard's version"),
+    (
+        "SHOW BACKENDS",
+        "servers: role, health, timeline, lag, traffic",
+    ),
+    (
+        "SHOW POOLS",
+        "server connection pools and their waiting clients",
+    ),
+    (
+        "SHOW CLIENTS",
+        "client connections and the server each uses now",
+    ),
+    (
+        "SHOW SERVERS",
+        "server connections: idle, or serving a client",
+    ),
+    ("SHOW CONFIG", "the configuration in effect"),
+    (
+        "RELOAD",
+        "re-read the configuration file, as SIGHUP does (admin users)",
+    ),
+    (
+        "KILL pid",
+        "end the client given that process id (admin users)",
+    ),
+    (
+        "PAUSE",
+        "hold new transactions and logins until RESUME; returns once the open transactions ended (admin users)",
+    ),
+    ("RESUME", "let the held transactions go on (admin users)"),
+];
+
+/// The statements of a query text, split at semicolons (no console command contains one), with
+/// `--` comments removed; empty statements are dropped.
+pub fn statements(text: &str) -> Vec<String> {
+    text.split(';')
+        .map(|piece| {
+            piece
+                .lines()
+                .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim()
+                .to_owned()
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Parses one statement (as [`statements`] returns them; `""` is [`Command::Empty`]).
+pub fn parse(statement: &str) -> Result<Command, CommandError> {
+    let words: Vec<&str> = statement.split_whitespace().collect();
+    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+    let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
+    match upper.as_slice() {
+        [] => Ok(Command::Empty),
+        ["SHOW", what] => match *what {
+            "HELP" => Ok(Command::Show(Show::Help)),
+            "VERSION" => Ok(Command::Show(Show::Version)),
+            "BACKENDS" => Ok(Command::Show(Show::Backends)),
+            "POOLS" => Ok(Command::Show(Show::Pools)),
+            "CLIENTS" => Ok(Command::Show(Show::Clients)),
+            "SERVERS" => Ok(Command::Show(Show::Servers)),
+            "CONFIG" => Ok(Command::Show(Show::Config)),
+            _ => Err(CommandError::new(
+                "42704",
+                format!(
+                    "unrecognized SHOW item \"{}\": SHOW HELP lists the commands",
+                    words[1]
+                ),
+            )),
+        },
+        ["RELOAD"] => Ok(Command::Reload),
+        ["PAUSE"] => Ok(Command::Pause),
+        ["RESUME"] => Ok(Command::Resume),
+        ["KILL", pid] => pid.parse::<i32>().map(Command::Kill).map_err(|_| {
+            CommandError::new(
+                "42601",
+                format!("KILL takes a client's process id, not \"{}\"", words[1]),
+            )
+        }),
+        ["SET", ..] => Ok(Command::Set),
+        _ => Err(CommandError::new(
+            "42601",
+            format!(
+                "unrecognized admin console command \"{}\": SHOW HELP lists the commands",
+                statement.chars().take(60).collect::<String>()
+            ),
+        )),
+    }
+}
+
+impl Command {
+    /// Whether a stats user (who may only look) may run it.
+    pub fn only_looks(self) -> bool {
+        matches!(self, Command::Show(_) | Command::Set | Command::Empty)
+    }
+
+    /// The columns of its result; `None` for a command that returns no rows.
+    pub fn columns(self) -> Option<&'static [Column]> {
+        use Type::{Bool, Int8, Text};
+        let Command::Show(show) = self else {
+            return None;
+        };
+        Some(match show {
+            Show::Help => &[("command", Text), ("description", Text)],
+            Show::Version => &[("version", Text)],
+            Show::Config => &[("setting", Text)],
+            Show::Backends => &[
+                ("name", Text),
+                ("address", Text),
+                ("role", Text),
+                ("up", Bool),
+                ("elected", Bool),
+                ("weight", Int8),
+                ("timeline", Int8),
+                ("lsn", Text),
+                ("lag_bytes", Int8),
+                ("lag_ms", Int8),
+                ("replay_paused", Bool),
+                ("outstanding", Int8),
+                ("transactions", Int8),
+                ("queries", Int8),
+                ("server_connects", Int8),
+                ("server_connect_errors", Int8),
+                ("pool_waits", Int8),
+            ],
+            Show::Pools => &[
+                ("backend", Text),
+                ("user", Text),
+                ("database", Text),
+                ("size", Int8),
+                ("in_use", Int8),
+                ("idle", Int8),
+                ("opening", Int8),
+                ("waiting", Int8),
+            ],
+            Show::Clients => &[
+                ("pid", Int8),
+                ("user", Text),
+                ("database", Text),
+                ("address", Text),
+                ("port", Int8),
+                ("tls", Bool),
+                ("application_name", Text),
+                ("state", Text),
+                ("backend", Text),
+                ("server_pid", Int8),
+                ("connected_seconds", Int8),
+            ],
+            Show::Servers => &[
+                ("backend", Text),
+                ("user", Text),
+                ("database", Text),
+                ("pid", Int8),
+                ("state", Text),
+                ("client_pid", Int8),
+                ("age_seconds", Int8),
+                ("idle_seconds", Int8),
+            ],
+        })
+    }
+
+    /// The CommandComplete tag of a command without rows.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Command::Show(_) => "SHOW",
+            Command::Reload => "RELOAD",
+            Command::Kill(_) => "KILL",
+            Command::Pause => "PAUSE",
+            Command::Resume => "RESUME",
+            Command::Set => "SET",
+            Command::Empty => "",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_at_semicolons_without_comments_or_empty_ones() {
+        assert_eq!(statements("SHOW POOLS"), vec!["SHOW POOLS"]);
+        assert_eq!(
+            statements(" show pools ;SHOW clients;; "),
+            vec!["show pools", "SHOW clients"]
+        );
+        assert_eq!(
+            statements("-- a comment\nSHOW VERSION -- trailing\n;"),
+            vec!["SHOW VERSION"]
+        );
+        assert!(statements("").is_empty());
+        assert!(statements(" ; ;\n").is_empty());
+        assert!(statements("-- only a comment").is_empty());
+        assert_eq!(statements("SHOW\n  POOLS"), vec!["SHOW   POOLS"]);
+    }
+
+    #[test]
+    fn commands_parse_case_insensitively() {
+        assert_eq!(parse("show Pools"), Ok(Command::Show(Show::Pools)));
+        assert_eq!(parse("SHOW  HELP"), Ok(Command::Show(Show::Help)));
+        assert_eq!(parse("reload"), Ok(Command::Reload));
+        assert_eq!(parse("KILL 4194305"), Ok(Command::Kill(4194305)));
+        assert_eq!(parse("SET extra_float_digits = 3"), Ok(Command::Set));
+        assert_eq!(parse(""), Ok(Command::Empty));
+        for show in [
+            "HELP", "VERSION", "BACKENDS", "POOLS", "CLIENTS", "SERVERS", "CONFIG",
+        ] {
+            let c = parse(&format!("SHOW {show}")).unwrap();
+            assert!(c.columns().is_some() && c.only_looks(), "{show}");
+            let documented = HELP
+                .iter()
+                .any(|(syntax, _)| *syntax == format!("SHOW {show}"));
+            assert!(documented, "SHOW {show} is missing from HELP");
+        }
+    }
+
+    #[test]
+    fn bad_commands_get_the_sqlstate_postgresql_would_use() {
+        assert_eq!(parse("SHOW nothing").unwrap_err().code, "42704");
+        assert_eq!(parse("KILL me").unwrap_err().code, "42601");
+        assert_eq!(parse("KILL").unwrap_err().code, "42601");
+        assert_eq!(parse("SELECT 1").unwrap_err().code, "42601");
+        assert_eq!(parse("SHOW POOLS now").unwrap_err().code, "42601");
+        let e = parse("DROP TABLE x").unwrap_err();
+        assert!(e.message.contains("SHOW HELP"), "{}", e.message);
+    }
+
+    #[test]
+    fn only_show_set_and_nothing_are_for_stats_users() {
+        assert!(!Command::Reload.only_looks());
+        assert!(!Command::Kill(1).only_looks());
+        assert!(!Command::Pause.only_looks() && !Command::Resume.only_looks());
+        assert_eq!(parse("pause"), Ok(Command::Pause));
+        assert_eq!(parse("Resume"), Ok(Command::Resume));
+        assert_eq!(parse("PAUSE now").unwrap_err().code, "42601");
+        assert!(Command::Set.only_looks());
+        assert!(Command::Reload.columns().is_none());
+        assert_eq!(Command::Reload.tag(), "RELOAD");
+    }
+}

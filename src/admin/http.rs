@@ -1,0 +1,145 @@
+//! The HTTP endpoints: `/metrics` (Prometheus text), `/livez`, `/readyz`, `/status` (JSON:
+//! backends, roles, lag, pools).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::cluster::Role;
+
+/// Serves HTTP on `listener` until shutdown.
+pub async fn serve(app: Arc<App>, listener: TcpListener) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = app.kill.cancelled() => return,
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(route(&app, req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("response")
+}
+
+fn route(app: &App, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            app.metrics.render(),
+        ),
+        "/livez" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            let view = app.cluster.view();
+            if app.shutting_down() {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shutting down\n".into(),
+                )
+            } else if view.primary.is_some() {
+                reply(StatusCode::OK, "text/plain", "ready\n".into())
+            } else if view.backends.iter().any(|b| b.up) {
+                reply(
+                    StatusCode::OK,
+                    "text/plain",
+                    "ready (no primary: reads only)\n".into(),
+                )
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "no backend available\n".into(),
+                )
+            }
+        }
+        "/status" => reply(StatusCode::OK, "application/json", status_json(app)),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// The cluster and pools as JSON.
+pub fn status_json(app: &App) -> String {
+    let view = app.cluster.view();
+    let backends: Vec<_> = view
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let role = match (b.role, b.fenced) {
+                (_, true) => "fenced",
+                (Some(Role::Primary), _) => "primary",
+                (Some(Role::Replica), _) => "replica",
+                (None, _) => "unknown",
+            };
+            serde_json::json!({
+                "name": &*b.name,
+                "address": b.address,
+                "up": b.up,
+                "role": role,
+                "primary": view.primary == Some(i),
+                "timeline": b.timeline,
+                "lsn": b.lsn.map(crate::cluster::lag::format_lsn),
+                "lag_bytes": b.lag_bytes,
+                "lag_ms": b.lag.map(|d| d.as_millis() as u64),
+                "replay_paused": b.replay_paused,
+                "receiver_streaming": b.receiver_streaming,
+                "last_replay_ms": b.last_replay_ms,
+                "outstanding": b.stats.outstanding.load(std::sync::atomic::Ordering::Relaxed),
+            })
+        })
+        .collect();
+    let pools: Vec<_> = app
+        .pools
+        .stats()
+        .into_iter()
+        .map(|p| {
+            serde_json::json!({
+                "backend": &*p.key.backend,
+                "user": p.key.user,
+                "database": p.key.database,
+                "size": p.size,
+                "idle": p.idle.len(),
+                "in_use": p.in_use,
+                "opening": p.opening,
+                "waiting": p.waiting,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "clients": app.metrics.clients.get(),
+        "draining": app.shutting_down(),
+        "paused": app.pause.is_on(),
+        "backends": backends,
+        "pools": pools,
+        "prepared_statements": app.statements.len(),
+    })
+    .to_string()
+}

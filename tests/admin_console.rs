@@ -1,0 +1,850 @@
+//! The admin console (`[admin]`): a client that connects to the database `switchyard` talks to
+//! the proxy itself. `SHOW BACKENDS | POOLS | CLIENTS | SERVERS | CONFIG | VERSION | HELP`
+//! answer from the running proxy, in the simple and the extended protocol (text and binary
+//! results); `RELOAD` and `KILL` are for `[admin] users` only; other users are refused.
+//!
+//! Every test starts its own proxy against the shared cluster.
+
+mod support;
+
+use std::future::Future;
+use std::time::Duration;
+
+use support::proxy::{Proxy, ProxyOptions};
+use support::ready::start_ready_proxy;
+use support::tools::{pg_command, run};
+use support::*;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// Longest wait for any single step.
+const STEP: Duration = Duration::from_secs(20);
+
+async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {STEP:?}: {what}"),
+    }
+}
+
+/// A proxy with the console on: `app` is an admin, `other` may only look.
+fn proxy() -> Proxy {
+    start_ready_proxy(ProxyOptions {
+        extra_tables: format!(
+            "[health]\ninterval = \"200ms\"\n\n[admin]\nusers = [\"{APP_USER}\"]\n\
+             stats_users = [\"{OTHER_USER}\"]\n"
+        ),
+        ..Default::default()
+    })
+}
+
+async fn connect(proxy: &Proxy, user: &str, password: &str, db: &str, app: &str) -> Client {
+    try_connect(proxy, user, password, db, app)
+        .await
+        .unwrap_or_else(|e| panic!("{user}@{db}: {e}\n{}", proxy.log_tail(30)))
+}
+
+async fn try_connect(
+    proxy: &Proxy,
+    user: &str,
+    password: &str,
+    db: &str,
+    app: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(proxy.port())
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .application_name(app)
+        .connect_timeout(Duration::from_secs(10));
+    let (client, conn) = bounded("connect", cfg.connect(tokio_postgres::NoTls)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// The console as the admin user.
+async fn console(proxy: &Proxy) -> Client {
+    connect(proxy, APP_USER, APP_PASSWORD, "switchyard", "ops").await
+}
+
+/// A row by column name.
+type Row = std::collections::HashMap<String, Option<String>>;
+
+/// Rows of a simple query, by column name.
+async fn show(c: &Client, sql: &str) -> Vec<Row> {
+    let msgs = bounded(sql, c.simple_query(sql))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                r.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, col)| (col.name().to_owned(), r.get(i).map(str::to_owned)))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The rows of `sql` once `ok` holds for them (polled for up to [`STEP`]).
+async fn until(c: &Client, sql: &str, ok: impl Fn(&[Row]) -> bool) -> Vec<Row> {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let rows = show(c, sql).await;
+        if ok(&rows) {
+            return rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql}: not as expected within {STEP:?}: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The SQLSTATE of a failed statement.
+async fn sqlstate(c: &Client, sql: &str) -> String {
+    match bounded(sql, c.simple_query(sql)).await {
+        Ok(_) => panic!("{sql} succeeded"),
+        Err(e) => e
+            .as_db_error()
+            .unwrap_or_else(|| panic!("{sql}: not a server error: {e:?}"))
+            .code()
+            .code()
+            .to_owned(),
+    }
+}
+
+fn get<'a>(row: &'a Row, col: &str) -> &'a str {
+    row.get(col)
+        .unwrap_or_else(|| panic!("no column {col} in {row:?}"))
+        .as_deref()
+        .unwrap_or("NULL")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_backends_pools_clients_and_servers() {
+    let proxy = proxy();
+    let cluster = shared_cluster();
+    let admin = console(&proxy).await;
+
+    // A client in the middle of a transaction holds a server connection.
+    let busy = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "busy-client").await;
+    bounded("begin", busy.batch_execute("BEGIN")).await.unwrap();
+    let row = bounded(
+        "pids",
+        busy.query_one(
+            "SELECT pg_backend_pid(), (SELECT count(*) FROM pg_stat_activity WHERE pid = pg_backend_pid())",
+            &[],
+        ),
+    )
+    .await
+    .unwrap();
+    let client_pid: i32 = row.get(0);
+
+    // Backends: every node, the primary elected, the replicas streaming with a known lag.
+    let backends = show(&admin, "SHOW BACKENDS").await;
+    assert_eq!(backends.len(), cluster.nodes().len(), "{backends:?}");
+    let primary = cluster.primary().name();
+    for b in &backends {
+        assert_eq!(get(b, "up"), "t", "{b:?}");
+        if get(b, "name") == primary {
+            assert_eq!(
+                (get(b, "role"), get(b, "elected")),
+                ("primary", "t"),
+                "{b:?}"
+            );
+            assert_eq!(get(b, "lag_bytes"), "NULL", "{b:?}");
+            assert!(get(b, "transactions").parse::<i64>().unwrap() >= 1, "{b:?}");
+        } else {
+            assert_eq!(
+                (get(b, "role"), get(b, "elected")),
+                ("replica", "f"),
+                "{b:?}"
+            );
+            assert_ne!(get(b, "lag_bytes"), "NULL", "{b:?}");
+        }
+        assert!(get(b, "lsn").contains('/'), "{b:?}");
+    }
+
+    // Pools: the busy client's, with its connection in use.
+    let pools = show(&admin, "SHOW POOLS").await;
+    let pool = pools
+        .iter()
+        .find(|p| {
+            get(p, "backend") == primary
+                && get(p, "user") == APP_USER
+                && get(p, "database") == APP_DB
+        })
+        .unwrap_or_else(|| panic!("no pool of {APP_USER}/{APP_DB} on {primary}: {pools:?}"));
+    assert_eq!(get(pool, "size"), "20", "{pool:?}");
+    assert!(get(pool, "in_use").parse::<i64>().unwrap() >= 1, "{pool:?}");
+    assert_eq!(get(pool, "waiting"), "0", "{pool:?}");
+
+    // Clients: the busy one (active, on the primary, with the pid it was given) and the
+    // console itself.
+    let clients = show(&admin, "SHOW CLIENTS").await;
+    let me = clients
+        .iter()
+        .find(|c| get(c, "application_name") == "busy-client")
+        .unwrap_or_else(|| panic!("busy client not listed: {clients:?}"));
+    assert_eq!(get(me, "pid"), client_pid.to_string(), "{me:?}");
+    assert_eq!(get(me, "state"), "active", "{me:?}");
+    assert_eq!(get(me, "backend"), primary, "{me:?}");
+    assert_eq!(get(me, "database"), APP_DB, "{me:?}");
+    assert_eq!(get(me, "address"), "127.0.0.1", "{me:?}");
+    assert_eq!(get(me, "tls"), "f", "{me:?}");
+    let server_pid = get(me, "server_pid").to_owned();
+    assert_ne!(server_pid, "NULL");
+    let ops = clients
+        .iter()
+        .find(|c| get(c, "application_name") == "ops")
+        .unwrap_or_else(|| panic!("console client not listed: {clients:?}"));
+    assert_eq!(
+        (get(ops, "state"), get(ops, "database")),
+        ("console", "switchyard")
+    );
+
+    // The server process serving the busy client is really there, doing its transaction.
+    let state = cluster
+        .primary()
+        .psql(&format!(
+            "SELECT state FROM pg_stat_activity WHERE pid = {server_pid}"
+        ))
+        .unwrap();
+    assert_eq!(state.trim(), "idle in transaction", "server {server_pid}");
+
+    // Servers: that connection, active for that client.
+    let servers = show(&admin, "SHOW SERVERS").await;
+    let s = servers
+        .iter()
+        .find(|s| get(s, "pid") == server_pid)
+        .unwrap_or_else(|| panic!("server {server_pid} not listed: {servers:?}"));
+    assert_eq!(get(s, "state"), "active", "{s:?}");
+    assert_eq!(get(s, "client_pid"), client_pid.to_string(), "{s:?}");
+    assert_eq!(get(s, "idle_seconds"), "NULL", "{s:?}");
+
+    // Once the transaction ends (and the proxy read its commit position), the client is idle
+    // and its connection back in the pool.
+    bounded("commit", busy.batch_execute("COMMIT"))
+        .await
+        .unwrap();
+    let clients = until(&admin, "SHOW CLIENTS", |rows| {
+        rows.iter()
+            .any(|c| get(c, "application_name") == "busy-client" && get(c, "state") == "idle")
+    })
+    .await;
+    let me = clients
+        .iter()
+        .find(|c| get(c, "application_name") == "busy-client")
+        .unwrap();
+    assert_eq!(get(me, "backend"), "NULL", "{me:?}");
+    let servers = until(&admin, "SHOW SERVERS", |rows| {
+        rows.iter()
+            .any(|s| get(s, "pid") == server_pid && get(s, "state") == "idle")
+    })
+    .await;
+    let s = servers
+        .iter()
+        .find(|s| get(s, "pid") == server_pid)
+        .unwrap();
+    assert_eq!(get(s, "client_pid"), "NULL", "{s:?}");
+
+    // Version, help, config; several statements in one query.
+    let msgs = bounded("multi", admin.simple_query("SHOW VERSION; SHOW HELP;"))
+        .await
+        .unwrap();
+    let rows = text_rows(msgs);
+    assert_eq!(
+        rows[0][0].as_deref(),
+        Some(format!("switchyard {}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    assert!(
+        rows.iter().any(|r| r[0].as_deref() == Some("SHOW POOLS")),
+        "{rows:?}"
+    );
+    let config = show(&admin, "show config").await;
+    assert!(
+        config
+            .iter()
+            .any(|r| get(r, "setting").starts_with("pools: size 20")),
+        "{config:?}"
+    );
+    assert!(
+        config
+            .iter()
+            .any(|r| get(r, "setting").contains("admin console: database switchyard")),
+        "{config:?}"
+    );
+
+    // Errors are statement errors: the session goes on. SET is accepted and ignored.
+    assert_eq!(sqlstate(&admin, "SELECT 1").await, "42601");
+    assert_eq!(sqlstate(&admin, "SHOW nothing").await, "42704");
+    assert_eq!(sqlstate(&admin, "KILL x").await, "42601");
+    assert_eq!(sqlstate(&admin, "KILL 12").await, "42704");
+    bounded("set", admin.simple_query("SET application_name = 'x'"))
+        .await
+        .unwrap();
+    // An empty query: EmptyQueryResponse, which tokio-postgres reports as a command of no rows.
+    let empty = bounded("empty", admin.simple_query("")).await.unwrap();
+    assert!(
+        matches!(empty.as_slice(), [SimpleQueryMessage::CommandComplete(0)]),
+        "{}",
+        empty.len()
+    );
+    assert_eq!(show(&admin, "SHOW VERSION").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_answers_the_extended_protocol_in_text_and_binary() {
+    let proxy = proxy();
+    let admin = console(&proxy).await;
+    let _client = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "typed").await;
+    // tokio-postgres prepares, describes and binds with binary results: int8 and bool
+    // columns arrive as such.
+    let stmt = bounded("prepare", admin.prepare("SHOW BACKENDS"))
+        .await
+        .unwrap();
+    assert!(stmt.params().is_empty());
+    assert_eq!(stmt.columns()[0].name(), "name");
+    assert_eq!(
+        stmt.columns()[3].type_(),
+        &tokio_postgres::types::Type::BOOL
+    );
+    for _ in 0..3 {
+        let rows = bounded("query", admin.query(&stmt, &[])).await.unwrap();
+        assert_eq!(rows.len(), shared_cluster().nodes().len());
+        let elected: Vec<bool> = rows.iter().map(|r| r.get("elected")).collect();
+        assert_eq!(elected.iter().filter(|e| **e).count(), 1, "{elected:?}");
+        for r in &rows {
+            let weight: i64 = r.get("weight");
+            let up: bool = r.get("up");
+            assert_eq!((weight, up), (1, true));
+        }
+    }
+    let rows = bounded("clients", admin.query("SHOW CLIENTS", &[]))
+        .await
+        .unwrap();
+    let typed = rows
+        .iter()
+        .find(|r| r.get::<_, String>("application_name") == "typed")
+        .expect("the client named typed");
+    assert!(typed.get::<_, i64>("pid") > 0);
+    assert!(typed.get::<_, i64>("port") > 0);
+    assert!(typed.get::<_, Option<i64>>("server_pid").is_none());
+    assert!(!typed.get::<_, bool>("tls"));
+
+    // A command without rows, and errors in the extended protocol (then Sync recovers).
+    let err = bounded("bad", admin.query("SHOW nothing", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42704"), "{err:?}");
+    let err = bounded("multi", admin.prepare("SHOW POOLS; SHOW CLIENTS"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42601"), "{err:?}");
+    assert_eq!(
+        bounded("set", admin.execute("SET x = 1", &[]))
+            .await
+            .unwrap(),
+        0
+    );
+    let rows = bounded("pools", admin.query("SHOW POOLS", &[]))
+        .await
+        .unwrap();
+    assert!(
+        rows.iter().all(|r| r.get::<_, i64>("size") == 20),
+        "{rows:?}"
+    );
+
+    // psql, interactive-style with \conninfo-free output: aligned rows, exit 0.
+    let mut psql = pg_command("psql", proxy.port());
+    psql.args([
+        "-d",
+        "switchyard",
+        "-X",
+        "-A",
+        "-t",
+        "-F",
+        "|",
+        "-c",
+        "SHOW POOLS",
+        "-c",
+        "SHOW VERSION",
+    ]);
+    let out = run(psql, STEP);
+    assert_eq!(out.code, Some(0), "{}", out.describe("psql SHOW POOLS"));
+    assert!(
+        out.stdout.contains(&format!("|{APP_USER}|{APP_DB}|20|")),
+        "{}",
+        out.describe("psql SHOW POOLS")
+    );
+    assert!(out.stdout.contains("switchyard "), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admin_users_reload_and_kill_and_only_console_users_connect() {
+    let proxy = proxy();
+    let admin = console(&proxy).await;
+
+    // A user in neither list is refused at login, after authenticating.
+    let err = try_connect(&proxy, MD5_USER, MD5_PASSWORD, "switchyard", "x")
+        .await
+        .expect_err("md5_user got into the console");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42501", "{db:?}");
+    assert!(db.message().contains("[admin]"), "{db:?}");
+    // A wrong password is still a wrong password.
+    let err = try_connect(&proxy, APP_USER, "wrong", "switchyard", "x")
+        .await
+        .expect_err("a wrong password got in");
+    assert_eq!(err.code().map(|c| c.code()), Some("28P01"));
+
+    // A stats user looks, but may not act.
+    let viewer = connect(&proxy, OTHER_USER, OTHER_PASSWORD, "switchyard", "viewer").await;
+    let clients = show(&viewer, "SHOW CLIENTS").await;
+    assert!(
+        clients
+            .iter()
+            .any(|c| get(c, "application_name") == "viewer" && get(c, "user") == OTHER_USER),
+        "{clients:?}"
+    );
+    assert_eq!(
+        show(&viewer, "SHOW BACKENDS").await.len(),
+        shared_cluster().nodes().len()
+    );
+    assert_eq!(sqlstate(&viewer, "RELOAD").await, "42501");
+    assert_eq!(sqlstate(&viewer, "KILL 1").await, "42501");
+
+    // KILL ends a client as pg_terminate_backend would.
+    let victim = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "victim").await;
+    let pid: i32 = bounded("pid", victim.query_one("SELECT pg_backend_pid()", &[]))
+        .await
+        .unwrap()
+        .get(0);
+    bounded("kill", admin.simple_query(&format!("KILL {pid}")))
+        .await
+        .unwrap();
+    let err = bounded("after kill", victim.simple_query("SELECT 1"))
+        .await
+        .expect_err("the killed client went on");
+    assert!(
+        err.code().map(|c| c.code()) == Some("57P01") || err.is_closed(),
+        "{err:?}"
+    );
+    until(&admin, "SHOW CLIENTS", |rows| {
+        !rows.iter().any(|c| get(c, "application_name") == "victim")
+    })
+    .await;
+
+    // RELOAD applies a changed file and says so; a broken file is rejected and the old
+    // configuration stays.
+    proxy.rewrite_config(&format!(
+        "[health]\ninterval = \"200ms\"\n\n[pool]\nsize = 7\n\n[admin]\nusers = [\"{APP_USER}\"]\n\
+         stats_users = [\"{OTHER_USER}\"]\n"
+    ));
+    bounded("reload", admin.simple_query("RELOAD"))
+        .await
+        .unwrap();
+    let config = show(&admin, "SHOW CONFIG").await;
+    assert!(
+        config
+            .iter()
+            .any(|r| get(r, "setting").starts_with("pools: size 7")),
+        "{config:?}"
+    );
+    let _c = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "after-reload").await;
+    let pools = show(&admin, "SHOW POOLS").await;
+    assert!(
+        pools
+            .iter()
+            .any(|p| get(p, "user") == APP_USER && get(p, "size") == "7"),
+        "{pools:?}"
+    );
+    proxy.write_raw_config("listen = 5\n");
+    let err = bounded("bad reload", admin.simple_query("RELOAD"))
+        .await
+        .expect_err("a broken file was accepted");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "F0000", "{db:?}");
+    assert!(db.message().contains("listen"), "{db:?}");
+    let config = show(&admin, "SHOW CONFIG").await;
+    assert!(config
+        .iter()
+        .any(|r| get(r, "setting").starts_with("pools: size 7")));
+    assert!(
+        proxy
+            .metric("switchyard_reloads_total{result=\"error\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        proxy
+            .metric("switchyard_reloads_total{result=\"ok\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_console_does_not_hold_up_shutdown() {
+    let proxy = proxy();
+    let admin = console(&proxy).await;
+    assert!(!show(&admin, "SHOW BACKENDS").await.is_empty());
+    proxy.signal(libc::SIGTERM);
+    // The default grace period is 30 s; a console session must not use it up.
+    let status = proxy.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit: {status:?}\n{}",
+        proxy.log_tail(20)
+    );
+    let err = bounded("after shutdown", admin.simple_query("SHOW POOLS"))
+        .await
+        .expect_err("the console outlived the proxy");
+    assert!(
+        err.code().map(|c| c.code()) == Some("57P01") || err.is_closed(),
+        "{err:?}"
+    );
+}
+
+/// A message of `tag` with `body`.
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Parse of `sql` as statement `name`.
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    msg(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
+}
+
+/// Bind of portal `portal` to statement `stmt` with `params` text parameters and
+/// `formats` result format codes.
+fn bind(portal: &str, stmt: &str, params: &[&str], formats: &[i16]) -> Vec<u8> {
+    let mut b = format!("{portal}\0{stmt}\0").into_bytes();
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        b.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        b.extend_from_slice(p.as_bytes());
+    }
+    b.extend_from_slice(&(formats.len() as i16).to_be_bytes());
+    for f in formats {
+        b.extend_from_slice(&f.to_be_bytes());
+    }
+    msg(b'B', &b)
+}
+
+fn execute(portal: &str) -> Vec<u8> {
+    let mut b = format!("{portal}\0").into_bytes();
+    b.extend_from_slice(&0i32.to_be_bytes());
+    msg(b'E', &b)
+}
+
+/// The tags of the messages up to ReadyForQuery, with the SQLSTATE of each ErrorResponse.
+async fn tags_until_ready(raw: &mut support::raw::Raw) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let f = raw.frame().await;
+        out.push(match f.tag {
+            b'E' => format!("E{}", f.code()),
+            b'C' => format!("C{}", String::from_utf8_lossy(&f.body[..f.body.len() - 1])),
+            t => (t as char).to_string(),
+        });
+        if f.tag == b'Z' {
+            return out;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_type_gets_the_answer_postgresql_would_give() {
+    use support::raw::{login, ok, PROTO_3_0};
+    let proxy = proxy();
+    let params = [("user", APP_USER), ("database", "switchyard")];
+    let mut s = ok(
+        login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await,
+        "console login",
+    );
+    let version = format!("15.0 (switchyard {})", env!("CARGO_PKG_VERSION"));
+    assert_eq!(s.params.get("server_version"), Some(&version));
+    assert_eq!(
+        s.params.get("client_encoding").map(String::as_str),
+        Some("UTF8")
+    );
+    assert!(s.key.is_some());
+    let raw = &mut s.raw;
+
+    // Simple protocol: an empty query, a SHOW, an error that stops the statements after it.
+    raw.send(&msg(b'Q', b"\0")).await.unwrap();
+    assert_eq!(tags_until_ready(raw).await, ["I", "Z"]);
+    raw.send(&msg(b'Q', b"SHOW VERSION\0")).await.unwrap();
+    assert_eq!(tags_until_ready(raw).await, ["T", "D", "CSHOW", "Z"]);
+    raw.send(&msg(b'Q', b"SET a = 1; SHOW x; SHOW VERSION\0"))
+        .await
+        .unwrap();
+    assert_eq!(tags_until_ready(raw).await, ["CSET", "E42704", "Z"]);
+
+    // Extended protocol, pipelined: a statement described, bound and executed; then an
+    // error, after which everything up to Sync is skipped.
+    let mut batch = parse("s1", "SHOW HELP");
+    batch.extend(msg(b'D', b"Ss1\0"));
+    batch.extend(bind("", "s1", &[], &[]));
+    batch.extend(msg(b'D', b"P\0"));
+    batch.extend(execute(""));
+    batch.extend(parse("s2", "SHOW nothing"));
+    batch.extend(bind("", "s1", &[], &[]));
+    batch.extend(execute(""));
+    batch.extend(msg(b'S', b""));
+    raw.send(&batch).await.unwrap();
+    let got = tags_until_ready(raw).await;
+    let help = raw.query_ok("SHOW HELP").await.rows.len();
+    assert!(help >= 9, "{help} commands");
+    let mut want = vec!["1", "t", "T", "2", "T"];
+    want.extend(std::iter::repeat_n("D", help));
+    want.extend(["CSHOW", "E42704", "Z"]);
+    assert_eq!(got, want);
+
+    // Binary results of int8 and bool columns; Flush answers without a Sync.
+    let mut batch = parse("", "SHOW BACKENDS");
+    batch.extend(bind("", "", &[], &[1]));
+    batch.extend(execute(""));
+    batch.extend(msg(b'H', b""));
+    raw.send(&batch).await.unwrap();
+    assert_eq!(raw.frame().await.tag, b'1');
+    assert_eq!(raw.frame().await.tag, b'2');
+    let row = raw.frame().await;
+    assert_eq!(row.tag, b'D');
+    let values = row.data_row();
+    assert_eq!(
+        values[3].as_deref(),
+        Some(&[1u8][..]),
+        "up = true, one byte"
+    );
+    assert_eq!(
+        values[5].as_deref(),
+        Some(&1i64.to_be_bytes()[..]),
+        "weight = 1"
+    );
+    raw.send(&msg(b'S', b"")).await.unwrap();
+    let rest = tags_until_ready(raw).await;
+    assert_eq!(rest.last().map(String::as_str), Some("Z"));
+    assert!(rest.contains(&"CSHOW".to_string()), "{rest:?}");
+
+    // Statement bookkeeping: a duplicate name, a parameter, a closed statement.
+    let mut batch = parse("s1", "SHOW POOLS");
+    batch.extend(msg(b'S', b""));
+    batch.extend(bind("", "s1", &["1"], &[]));
+    batch.extend(msg(b'S', b""));
+    batch.extend(msg(b'C', b"Ss1\0"));
+    batch.extend(bind("", "s1", &[], &[]));
+    batch.extend(msg(b'S', b""));
+    batch.extend(parse("", "SHOW POOLS; SHOW CLIENTS"));
+    batch.extend(msg(b'S', b""));
+    raw.send(&batch).await.unwrap();
+    assert_eq!(tags_until_ready(raw).await, ["E42P05", "Z"]);
+    assert_eq!(tags_until_ready(raw).await, ["E08P01", "Z"]);
+    assert_eq!(tags_until_ready(raw).await, ["3", "E26000", "Z"]);
+    assert_eq!(tags_until_ready(raw).await, ["E42601", "Z"]);
+
+    // A function call is refused; COPY messages outside COPY are ignored.
+    raw.send(&msg(b'F', b"\0\0\0\x01\0\0\0\0\0\0"))
+        .await
+        .unwrap();
+    assert_eq!(tags_until_ready(raw).await, ["E0A000", "Z"]);
+    let mut batch = msg(b'd', b"stray");
+    batch.extend(msg(b'c', b""));
+    batch.extend(msg(b'Q', b"SHOW VERSION\0"));
+    raw.send(&batch).await.unwrap();
+    assert_eq!(tags_until_ready(raw).await, ["T", "D", "CSHOW", "Z"]);
+
+    // An unknown message type ends the connection with 08P01, as PostgreSQL does.
+    raw.send(&msg(b'Y', b"")).await.unwrap();
+    let last = raw.expect_closed(STEP, "after an unknown message").await;
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert_eq!(
+        (last[0].severity(), last[0].code()),
+        ("FATAL".into(), "08P01".into())
+    );
+
+    // Terminate closes quietly; the console goes on serving others.
+    let mut s = ok(
+        login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await,
+        "console login",
+    );
+    s.raw.send(&msg(b'X', b"")).await.unwrap();
+    assert!(s
+        .raw
+        .expect_closed(STEP, "after Terminate")
+        .await
+        .is_empty());
+    let admin = console(&proxy).await;
+    assert_eq!(show(&admin, "SHOW VERSION").await.len(), 1);
+}
+
+/// Writes `INSERT INTO sw` until `stop`, each in autocommit (`txn` false) or as two inserts in
+/// a transaction that sleeps in between (`txn` true); returns (rows written, errors).
+async fn writer(
+    client: Client,
+    first: i32,
+    txn: bool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<i32>, Vec<String>) {
+    let (mut written, mut errors) = (Vec::new(), Vec::new());
+    let mut i = first;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let sql = if txn {
+            format!(
+                "BEGIN; INSERT INTO sw VALUES ({i}, inet_server_port()); SELECT pg_sleep(0.2); \
+                 INSERT INTO sw VALUES ({}, inet_server_port()); COMMIT",
+                i + 1
+            )
+        } else {
+            format!("INSERT INTO sw VALUES ({i}, inet_server_port())")
+        };
+        // Writes wait while paused: a generous bound.
+        match tokio::time::timeout(Duration::from_secs(90), client.batch_execute(&sql)).await {
+            Ok(Ok(())) => written.extend(if txn { vec![i, i + 1] } else { vec![i] }),
+            Ok(Err(e)) => errors.push(format!("{i}: {e}")),
+            Err(_) => errors.push(format!("{i}: no answer within 90 s")),
+        }
+        i += 2;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (written, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_switchover_resume_loses_no_write_and_shows_no_error() {
+    let cluster = std::sync::Arc::new(
+        tokio::task::spawn_blocking(|| own_cluster(1))
+            .await
+            .unwrap(),
+    );
+    let c2 = cluster.clone();
+    let proxy = tokio::task::spawn_blocking(move || {
+        support::ready::start_ready_proxy_on(
+            &c2,
+            ProxyOptions {
+                extra_tables: format!(
+                    "[health]\ninterval = \"200ms\"\n\n[admin]\nusers = [\"{APP_USER}\"]\n"
+                ),
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .unwrap();
+    let (old, new) = (cluster.primary(), &cluster.replicas()[0]);
+    let admin = console(&proxy).await;
+    let setup = proxy.connect_app().await;
+    bounded(
+        "table",
+        setup.batch_execute("CREATE TABLE sw (i int PRIMARY KEY, port int)"),
+    )
+    .await
+    .unwrap();
+
+    // Two clients write all along: one in autocommit, one in transactions that take 200 ms.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let auto = tokio::spawn(writer(proxy.connect_app().await, 0, false, stop.clone()));
+    let txns = tokio::spawn(writer(
+        proxy.connect_app().await,
+        1_000_001,
+        true,
+        stop.clone(),
+    ));
+    let count = |node: &Node| {
+        node.psql_db(APP_DB, "SELECT count(*) FROM sw")
+            .map(|s| s.trim().parse::<i64>().unwrap_or(-1))
+            .unwrap_or(-1)
+    };
+    assert!(
+        wait_until(STEP, || count(old) >= 20),
+        "no writes before PAUSE"
+    );
+
+    // PAUSE returns once no transaction is open; from then on nothing reaches a server.
+    bounded("pause", admin.simple_query("PAUSE")).await.unwrap();
+    let clients = show(&admin, "SHOW CLIENTS").await;
+    assert!(
+        clients.iter().all(|c| get(c, "state") != "active"),
+        "a transaction is open after PAUSE: {clients:?}"
+    );
+    let before = count(old);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(old), before, "a write ran while paused");
+    assert_eq!(proxy.metric("switchyard_paused").await, 1.0);
+    proxy
+        .wait_metric("switchyard_pause_waits_total", 2.0, STEP)
+        .await;
+
+    // The planned switchover: the primary stops, the replica is promoted, switchyard follows.
+    let c3 = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        c3.primary().stop();
+        c3.replicas()[0].promote().expect("promoting the replica");
+    })
+    .await
+    .unwrap();
+    until(&admin, "SHOW BACKENDS", |rows| {
+        rows.iter()
+            .any(|b| get(b, "name") == new.name() && get(b, "elected") == "t")
+    })
+    .await;
+
+    // RESUME: the waiting writes go on, on the new primary, and none failed.
+    bounded("resume", admin.simple_query("RESUME"))
+        .await
+        .unwrap();
+    assert!(
+        wait_until(STEP, || count(new) >= before + 20),
+        "writes did not resume on {}",
+        new.name()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (auto_rows, auto_errors) = auto.await.unwrap();
+    let (txn_rows, txn_errors) = txns.await.unwrap();
+    assert!(
+        auto_errors.is_empty(),
+        "autocommit writer saw errors: {auto_errors:?}"
+    );
+    assert!(
+        txn_errors.is_empty(),
+        "transaction writer saw errors: {txn_errors:?}"
+    );
+    // Every acknowledged row is on the new primary, exactly once.
+    let rows = new
+        .psql_db(APP_DB, "SELECT count(*), count(DISTINCT i) FROM sw")
+        .unwrap();
+    let want = auto_rows.len() + txn_rows.len();
+    assert_eq!(
+        rows.trim(),
+        format!("{want}|{want}"),
+        "rows on {}",
+        new.name()
+    );
+    let last = new
+        .psql_db(APP_DB, "SELECT port FROM sw ORDER BY i DESC LIMIT 1")
+        .unwrap();
+    assert_eq!(
+        last.trim(),
+        new.port().to_string(),
+        "the last write's server"
+    );
+    assert_eq!(proxy.metric("switchyard_paused").await, 0.0);
+    // RESUME again says so, and changes nothing.
+    let again = bounded("resume", admin.simple_query("RESUME"))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+}
