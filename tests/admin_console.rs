@@ -848,3 +848,83 @@ async fn pause_switchover_resume_loses_no_write_and_shows_no_error() {
         .unwrap();
     assert_eq!(again.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_warns_about_a_transaction_that_stays_open_and_holds_what_comes_after() {
+    use support::raw::{login, ok, PROTO_3_0};
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_top: "shutdown_timeout = \"1s\"\n".into(),
+        extra_tables: format!("[admin]\nusers = [\"{APP_USER}\"]\n"),
+        ..Default::default()
+    });
+    let open = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "open-txn").await;
+    bounded("begin", open.batch_execute("BEGIN")).await.unwrap();
+    let pid: i32 = bounded("pid", open.query_one("SELECT pg_backend_pid()", &[]))
+        .await
+        .unwrap()
+        .get(0);
+
+    // PAUSE waits for the open transaction up to shutdown_timeout (1 s here), then says
+    // which client is still in one.
+    let params = [("user", APP_USER), ("database", "switchyard")];
+    let mut s = ok(
+        login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await,
+        "console login",
+    );
+    let started = std::time::Instant::now();
+    s.raw.send(&msg(b'Q', b"PAUSE\0")).await.unwrap();
+    let warning = s.raw.frame().await;
+    assert_eq!(warning.tag, b'N', "{warning:?}");
+    assert_eq!(
+        (warning.severity(), warning.code()),
+        ("WARNING".into(), "01000".into())
+    );
+    assert!(
+        warning.message().contains(&pid.to_string()),
+        "{}",
+        warning.message()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(tags_until_ready(&mut s.raw).await, ["CPAUSE", "Z"]);
+
+    // That transaction goes on to its end; the next one waits, as does a new login.
+    bounded("in txn", open.batch_execute("SELECT 1; COMMIT"))
+        .await
+        .unwrap();
+    let next = tokio::spawn(async move { open.query_one("SELECT 42::int4", &[]).await });
+    let addr_proxy = proxy.addr();
+    let newcomer = tokio::spawn(async move {
+        let params = [("user", APP_USER), ("database", APP_DB)];
+        login(&addr_proxy, PROTO_3_0, &params, Some(APP_PASSWORD))
+            .await
+            .is_ok()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!next.is_finished(), "a transaction began while paused");
+    assert!(!newcomer.is_finished(), "a login completed while paused");
+    proxy
+        .wait_metric("switchyard_pause_waits_total", 2.0, STEP)
+        .await;
+
+    s.raw.send(&msg(b'Q', b"RESUME\0")).await.unwrap();
+    assert_eq!(tags_until_ready(&mut s.raw).await, ["CRESUME", "Z"]);
+    let row = bounded("next", next)
+        .await
+        .unwrap()
+        .expect("the held query");
+    assert_eq!(row.get::<_, i32>(0), 42);
+    assert!(
+        bounded("newcomer", newcomer).await.unwrap(),
+        "the held login failed"
+    );
+
+    // Resuming what is not paused, or pausing twice, says so.
+    s.raw.send(&msg(b'Q', b"RESUME\0")).await.unwrap();
+    let n = s.raw.frame().await;
+    assert_eq!((n.tag, n.message()), (b'N', "not paused".to_owned()));
+    assert_eq!(tags_until_ready(&mut s.raw).await, ["CRESUME", "Z"]);
+}

@@ -151,7 +151,15 @@ enum Outcome {
     /// Rows in the command's columns.
     Rows(Vec<Vec<Value>>),
     /// Done, with a notice for the client.
-    Done(Option<String>),
+    Done(Option<Notice>),
+}
+
+/// A NoticeResponse: severity, SQLSTATE, message.
+type Notice = (&'static str, &'static str, String);
+
+/// A notice of severity NOTICE.
+fn notice(message: impl Into<String>) -> Option<Notice> {
+    Some(("NOTICE", "00000", message.into()))
 }
 
 impl Console<'_> {
@@ -357,14 +365,8 @@ impl Console<'_> {
                 encode::command_complete(&mut self.out, "SHOW");
             }
             Outcome::Done(notice) => {
-                if let Some(n) = notice {
-                    encode::error_fields(
-                        &mut self.out,
-                        tag::NOTICE_RESPONSE,
-                        "NOTICE",
-                        "00000",
-                        &n,
-                    );
+                if let Some((severity, code, n)) = notice {
+                    encode::error_fields(&mut self.out, tag::NOTICE_RESPONSE, severity, code, &n);
                 }
                 if cmd == Command::Empty {
                     encode::empty(&mut self.out, tag::EMPTY_QUERY);
@@ -389,7 +391,7 @@ impl Console<'_> {
         match cmd {
             Command::Show(show) => Ok(Outcome::Rows(views::rows(self.app, show))),
             Command::Reload => match self.app.reloads.request().await {
-                Ok(changes) => Ok(Outcome::Done(Some(format!(
+                Ok(changes) => Ok(Outcome::Done(notice(format!(
                     "configuration reloaded: {changes} change(s)"
                 )))),
                 Err(e) => Err(CommandError::new(
@@ -415,7 +417,11 @@ impl Console<'_> {
                 if changed {
                     tracing::warn!("resumed from the admin console");
                 }
-                Ok(Outcome::Done((!changed).then(|| "not paused".to_owned())))
+                Ok(Outcome::Done(if changed {
+                    None
+                } else {
+                    notice("not paused")
+                }))
             }
             Command::Set | Command::Empty => Ok(Outcome::Done(None)),
         }
@@ -424,10 +430,10 @@ impl Console<'_> {
     /// Holds new transactions, then waits (up to `shutdown_timeout`) until no client is in
     /// one. Clients that keep their server connection between transactions (session pooling,
     /// pinned) are not waited for. Returns a notice when some transactions are still open.
-    async fn pause(&self) -> Option<String> {
+    async fn pause(&self) -> Option<Notice> {
         let app = self.app;
         if !app.pause.set(true) {
-            return Some("already paused".into());
+            return notice("already paused");
         }
         app.metrics.paused.set(1);
         tracing::warn!("paused from the admin console: new transactions wait for RESUME");
@@ -446,12 +452,13 @@ impl Console<'_> {
             }
             if tokio::time::Instant::now() >= deadline || app.shutting_down() {
                 let pids: Vec<String> = open.iter().map(i32::to_string).collect();
-                return Some(format!(
+                tracing::warn!(clients = ?open, "PAUSE: transactions still open after the grace period");
+                return Some(("WARNING", "01000", format!(
                     "paused, but {} client(s) still in a transaction after {grace:?} (process ids {}): \
                      their transactions go on, new ones wait for RESUME",
                     open.len(),
                     pids.join(", ")
-                ));
+                )));
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
