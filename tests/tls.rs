@@ -24,11 +24,16 @@ struct Pki {
 impl Pki {
     /// A new authority named `name`, its certificate written to `<dir>/<name>.crt`.
     fn new(dir: &Path, name: &str) -> Pki {
+        Pki::signing_with(dir, name, &rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    /// [`Pki::new`] with a key of `alg`, which then signs the certificates it issues.
+    fn signing_with(dir: &Path, name: &str, alg: &'static rcgen::SignatureAlgorithm) -> Pki {
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.distinguished_name.push(DnType::CommonName, name);
-        let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().expect("CA key"))
-            .expect("CA certificate");
+        let key = KeyPair::generate_for(alg).expect("CA key");
+        let ca = CertifiedIssuer::self_signed(p, key).expect("CA certificate");
         let ca_file = dir.join(format!("{name}.crt"));
         std::fs::write(&ca_file, ca.pem()).expect("writing the CA");
         Pki { ca, ca_file }
@@ -135,13 +140,26 @@ fn psql(proxy: &Proxy, sslmode: &str, root: Option<&Path>, sql: &str) -> Ran {
     run(c, Duration::from_secs(60))
 }
 
-/// tokio-postgres through the proxy over TLS, trusting `pki`.
+/// psql over TLS (`verify-full` against `root`) with `channel_binding=require`: libpq logs in
+/// only with SCRAM-SHA-256-PLUS bound to the certificate it verified.
+fn psql_bound(proxy: &Proxy, root: &Path, sql: &str) -> Ran {
+    let mut c = pg_command("psql", proxy.port());
+    c.env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", root)
+        .env("PGCHANNELBINDING", "require")
+        .args(["-X", "-A", "-t", "-d", APP_DB, "-c", sql]);
+    run(c, Duration::from_secs(60))
+}
+
+/// tokio-postgres through the proxy over TLS, trusting `pki`, with channel binding required
+/// (tokio-postgres-rustls gives it the certificate's `tls-server-end-point` hash).
 async fn tls_client(proxy: &Proxy, pki: &Pki) -> tokio_postgres::Client {
     let mut cfg: tokio_postgres::Config = proxy
         .conn_string(APP_USER, APP_PASSWORD, APP_DB)
         .parse()
         .expect("conn string");
-    cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+    cfg.ssl_mode(tokio_postgres::config::SslMode::Require)
+        .channel_binding(tokio_postgres::config::ChannelBinding::Require);
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(pki.client_config());
     let (client, conn) = cfg
         .connect(tls)
@@ -180,6 +198,15 @@ async fn clients_get_the_configured_certificate_and_every_message_type_over_tls(
     let other = Pki::new(files._dir.path(), "other-ca");
     let r = psql(&proxy, "verify-full", Some(&other.ca_file()), "select 1");
     assert_ne!(r.code, Some(0), "{}", r.describe("psql with a foreign CA"));
+    // SCRAM-SHA-256-PLUS: the proof is bound to the certificate libpq verified.
+    let r = psql_bound(&proxy, &ca, "select 'bound'");
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{}",
+        r.describe("psql channel_binding=require")
+    );
+    assert_eq!(r.stdout.trim(), "bound");
     // "allow": plain clients still log in.
     let r = psql(&proxy, "disable", None, "select 'plain'");
     assert_eq!(r.code, Some(0), "{}", r.describe("psql sslmode=disable"));
@@ -568,7 +595,12 @@ async fn a_reload_reads_renewed_certificate_files() {
     let session = tls_client(&proxy, &files.pki).await;
 
     // The certificate is renewed by another authority: new connections get it after SIGHUP.
-    let renewed = Pki::new(files._dir.path(), "renewed-ca");
+    // This one signs with ECDSA P-384 and SHA-384, which the channel binding hash follows.
+    let renewed = Pki::signing_with(
+        files._dir.path(),
+        "renewed-ca",
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+    );
     let (cert, key) = renewed.issue("renewed", &["127.0.0.1"]);
     std::fs::copy(&cert, &files.cert).unwrap();
     std::fs::copy(&key, &files.key).unwrap();
@@ -588,6 +620,16 @@ async fn a_reload_reads_renewed_certificate_files() {
     );
     assert_eq!(r.code, Some(0), "{}", r.describe("psql after the renewal"));
     assert_eq!(r.stdout.trim(), "renewed");
+    let r = psql_bound(&proxy, &renewed.ca_file(), "select 'bound'");
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{}",
+        r.describe("psql channel_binding=require after the renewal (SHA-384)")
+    );
+    let bound = tls_client(&proxy, &renewed).await;
+    let v: i32 = bound.query_one("select 6", &[]).await.unwrap().get(0);
+    assert_eq!(v, 6);
     let r = psql(&proxy, "verify-full", Some(&old_ca), "select 1");
     assert_ne!(
         r.code,

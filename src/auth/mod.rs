@@ -23,7 +23,7 @@ pub mod secret;
 mod tests;
 
 pub use self::md5::{md5_challenge_response_ok, md5_response};
-pub use self::scram::{parse_sasl_initial, ScramServer, SCRAM_SHA_256};
+pub use self::scram::{parse_sasl_initial, ScramServer, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
 pub use self::scram_client::{DerivedKeys, ScramKeys, ScramKeysClient};
 pub use self::secret::{ScramSecret, ServerCredential, StoredPassword};
 
@@ -37,12 +37,24 @@ pub enum AuthError {
     /// The client picked a SASL mechanism the proxy did not offer (the name is truncated).
     #[error("client selected an invalid SASL authentication mechanism {0:?}")]
     UnsupportedMechanism(String),
-    /// The client asked for channel binding (`p=` gs2 flag), which the proxy never offers.
-    #[error("client requested SCRAM channel binding, which is not offered")]
+    /// The client sent channel binding data (`p=` gs2 flag) with SCRAM-SHA-256, or over a
+    /// connection without TLS.
+    #[error("the client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data")]
     ChannelBindingNotSupported,
+    /// The client selected SCRAM-SHA-256-PLUS, but sent no channel binding data.
+    #[error("the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data")]
+    ChannelBindingRequired,
+    /// gs2 flag `y` over TLS: the client would bind but was told the server cannot (PLUS was
+    /// removed from the offer on the way).
+    #[error("SCRAM channel binding negotiation error: the client supports SCRAM channel binding but thinks the server does not, and this server does support it")]
+    ChannelBindingDowngrade,
+    /// A channel binding type other than `tls-server-end-point`.
+    #[error("unsupported SCRAM channel-binding type {0:?}")]
+    UnsupportedChannelBinding(String),
     /// The `c=` attribute of client-final-message does not match the gs2 header of
-    /// client-first-message.
-    #[error("unexpected SCRAM channel-binding attribute in client-final-message")]
+    /// client-first-message (and the channel binding data, when bound): for a bound client, the
+    /// certificate it saw is not switchyard's.
+    #[error("SCRAM channel binding check failed")]
     ChannelBindingMismatch,
     /// The client sent an authorization identity (`a=`), which PostgreSQL does not support.
     #[error("client uses SCRAM authorization identity, which is not supported")]

@@ -8,8 +8,13 @@
 //! 3. client → `SASLResponse`: [`ScramServer::client_final`], whose result goes in
 //!    `AuthenticationSASLFinal` (followed by `AuthenticationOk`).
 //!
-//! Like PostgreSQL: channel binding is never offered (so gs2 flags `n` and `y` are accepted and
-//! `p` is a protocol error), an authorization identity is rejected, and the user name in
+//! Like PostgreSQL: over TLS, SCRAM-SHA-256-PLUS is offered first, with `tls-server-end-point`
+//! channel binding ([`ScramServer::with_channel_binding`]): the client's proof then covers the
+//! hash of the certificate it saw, so a man in the middle that terminated TLS with another
+//! certificate cannot relay the exchange. Without TLS only SCRAM-SHA-256 is offered (and gs2
+//! flag `p` is a protocol error); with it, flag `y` (the client would bind but thinks the
+//! server cannot) means someone removed PLUS from the offer, and fails. An authorization
+//! identity is rejected, and the user name in
 //! client-first-message (`n=`) is ignored in favour of the startup user. Unlike PostgreSQL,
 //! which skips them, optional extension attributes are rejected too (no known client sends any).
 //! Any error ends the exchange; later calls fail with [`AuthError::InvalidState`].
@@ -27,6 +32,12 @@ use super::{constant_time_eq, AuthError};
 
 /// The SASL mechanism name.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+
+/// The SASL mechanism name with channel binding.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// The one channel binding type offered (as PostgreSQL offers only it).
+const TLS_SERVER_END_POINT: &[u8] = b"tls-server-end-point";
 
 /// Random bytes in the server nonce (PostgreSQL's `SCRAM_RAW_NONCE_LEN`).
 const SERVER_NONCE_LEN: usize = 18;
@@ -72,8 +83,9 @@ enum State {
     Initial,
     /// server-first-message sent; waiting for client-final-message.
     AwaitingFinal {
-        /// The gs2 header of client-first-message (`n,,` or `y,,`), which `c=` must echo.
-        gs2_header: Vec<u8>,
+        /// What `c=` must carry (base64): the gs2 header of client-first-message, followed by
+        /// the channel binding data when the client bound to the channel.
+        cbind_input: Vec<u8>,
         /// client-first-message-bare, verbatim (part of AuthMessage).
         client_first_bare: Vec<u8>,
         /// server-first-message, verbatim (part of AuthMessage).
@@ -94,6 +106,8 @@ pub struct ScramServer {
     state: State,
     /// The ClientKey the client's proof gave away, once it checked out.
     proven: Option<[u8; 32]>,
+    /// The connection's `tls-server-end-point` data: SCRAM-SHA-256-PLUS is offered.
+    binding: Option<std::sync::Arc<[u8]>>,
 }
 
 impl ScramServer {
@@ -135,13 +149,26 @@ impl ScramServer {
             doomed,
             state: State::Initial,
             proven: None,
+            binding: None,
         }
     }
 
+    /// Offers SCRAM-SHA-256-PLUS bound to `end_point`, the `tls-server-end-point` data of the
+    /// certificate the client's TLS connection presented (`None`: not offered).
+    pub fn with_channel_binding(mut self, end_point: Option<std::sync::Arc<[u8]>>) -> Self {
+        self.binding = end_point;
+        self
+    }
+
     /// The body of the `AuthenticationSASL` message (after the Int32 10): the offered mechanism
-    /// names, each NUL-terminated, then a terminating NUL.
-    pub fn mechanisms() -> &'static [u8] {
-        b"SCRAM-SHA-256\0\0"
+    /// names, each NUL-terminated, then a terminating NUL; PLUS first when offered, as
+    /// PostgreSQL lists them.
+    pub fn mechanisms(&self) -> &'static [u8] {
+        if self.binding.is_some() {
+            b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"
+        } else {
+            b"SCRAM-SHA-256\0\0"
+        }
     }
 
     /// Handles the `SASLInitialResponse` (mechanism and data as returned by
@@ -154,12 +181,36 @@ impl ScramServer {
         ) {
             return Err(AuthError::InvalidState);
         }
-        if mechanism != SCRAM_SHA_256 {
-            return Err(AuthError::UnsupportedMechanism(
-                mechanism.chars().take(MAX_MECHANISM_IN_ERROR).collect(),
-            ));
-        }
+        let plus = match mechanism {
+            SCRAM_SHA_256 => false,
+            SCRAM_SHA_256_PLUS if self.binding.is_some() => true,
+            _ => {
+                return Err(AuthError::UnsupportedMechanism(
+                    mechanism.chars().take(MAX_MECHANISM_IN_ERROR).collect(),
+                ))
+            }
+        };
         let first = parse_client_first(data)?;
+        let mut cbind_input = first.gs2_header.to_vec();
+        match (first.cbind, plus) {
+            (Cbind::Bound(name), true) if name == TLS_SERVER_END_POINT => {
+                cbind_input.extend_from_slice(self.binding.as_deref().unwrap_or_default());
+            }
+            (Cbind::Bound(name), true) => {
+                return Err(AuthError::UnsupportedChannelBinding(
+                    String::from_utf8_lossy(name)
+                        .chars()
+                        .take(MAX_MECHANISM_IN_ERROR)
+                        .collect(),
+                ))
+            }
+            (Cbind::Bound(_), false) => return Err(AuthError::ChannelBindingNotSupported),
+            (_, true) => return Err(AuthError::ChannelBindingRequired),
+            (Cbind::WouldBind, false) if self.binding.is_some() => {
+                return Err(AuthError::ChannelBindingDowngrade)
+            }
+            (Cbind::WouldBind | Cbind::No, false) => {}
+        }
         let nonce = format!("{}{}", first.client_nonce, self.server_nonce);
         let server_first = format!(
             "r={},s={},i={}",
@@ -168,7 +219,7 @@ impl ScramServer {
             self.secret.iterations
         );
         self.state = State::AwaitingFinal {
-            gs2_header: first.gs2_header.to_vec(),
+            cbind_input,
             client_first_bare: first.bare.to_vec(),
             server_first: server_first.clone(),
             nonce,
@@ -182,7 +233,7 @@ impl ScramServer {
     /// exchange) gives [`AuthError::WrongPassword`].
     pub fn client_final(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
         let State::AwaitingFinal {
-            gs2_header,
+            cbind_input,
             client_first_bare,
             server_first,
             nonce,
@@ -194,7 +245,7 @@ impl ScramServer {
 
         let mut cur = Cursor::new(data);
         let cbind = cur.attribute(b'c', "channel-binding attribute expected")?;
-        if cbind != STANDARD.encode(&gs2_header).as_bytes() {
+        if cbind != STANDARD.encode(&cbind_input).as_bytes() {
             return Err(AuthError::ChannelBindingMismatch);
         }
         cur.expect(b',', "comma expected after channel-binding attribute")?;
@@ -265,8 +316,20 @@ pub(super) fn random_nonce() -> String {
     STANDARD.encode(raw)
 }
 
+/// The gs2 channel binding flag of client-first-message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cbind<'a> {
+    /// `n`: the client does not bind.
+    No,
+    /// `y`: the client would bind, but thinks the server cannot.
+    WouldBind,
+    /// `p=<type>`: the client binds with this type.
+    Bound(&'a [u8]),
+}
+
 /// The parts of client-first-message the server uses.
 struct ClientFirst<'a> {
+    cbind: Cbind<'a>,
     gs2_header: &'a [u8],
     bare: &'a [u8],
     client_nonce: &'a str,
@@ -277,11 +340,26 @@ fn parse_client_first(data: &[u8]) -> Result<ClientFirst<'_>, AuthError> {
     let mut cur = Cursor::new(data);
 
     // gs2-header = gs2-cbind-flag "," [ authzid ] ","
-    match cur.next() {
-        Some(b'n') | Some(b'y') => {}
-        Some(b'p') => return Err(AuthError::ChannelBindingNotSupported),
+    // gs2-cbind-flag = ("p=" cb-name) / "n" / "y"
+    let cbind = match cur.next() {
+        Some(b'n') => Cbind::No,
+        Some(b'y') => Cbind::WouldBind,
+        Some(b'p') => {
+            cur.expect(b'=', "'=' expected after channel-binding flag p")?;
+            let start = cur.pos;
+            while cur
+                .peek()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            {
+                cur.pos += 1;
+            }
+            if cur.pos == start {
+                return Err(AuthError::Malformed("empty channel-binding type"));
+            }
+            Cbind::Bound(&data[start..cur.pos])
+        }
         _ => return Err(AuthError::Malformed("unexpected channel-binding flag")),
-    }
+    };
     cur.expect(b',', "comma expected after channel-binding flag")?;
     match cur.peek() {
         Some(b',') => cur.pos += 1,
@@ -315,6 +393,7 @@ fn parse_client_first(data: &[u8]) -> Result<ClientFirst<'_>, AuthError> {
         Some(_) => return Err(AuthError::Malformed("garbage after client nonce")),
     }
     Ok(ClientFirst {
+        cbind,
         gs2_header,
         bare,
         client_nonce,

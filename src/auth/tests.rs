@@ -15,9 +15,19 @@ fn exchange(
     client_password: &str,
     binding: ChannelBinding,
 ) -> Result<bool, AuthError> {
+    exchange_as(server, SCRAM_SHA_256, client_password, binding)
+}
+
+/// [`exchange`] with the client choosing `mechanism`.
+fn exchange_as(
+    server: &mut ScramServer,
+    mechanism: &str,
+    client_password: &str,
+    binding: ChannelBinding,
+) -> Result<bool, AuthError> {
     let mut client = ScramSha256::new(client_password.as_bytes(), binding);
     // Go through the SASLInitialResponse framing like the proxy will.
-    let body = sasl_initial_body(SCRAM_SHA_256, Some(client.message()));
+    let body = sasl_initial_body(mechanism, Some(client.message()));
     let (mechanism, data) = parse_sasl_initial(&body)?;
     let server_first = server.client_first(mechanism, data)?;
     client
@@ -236,7 +246,130 @@ fn username_in_client_first_is_ignored() {
 
 #[test]
 fn mechanisms_payload() {
-    assert_eq!(ScramServer::mechanisms(), b"SCRAM-SHA-256\0\0");
+    let server = ScramServer::new(rfc_secret());
+    assert_eq!(server.mechanisms(), b"SCRAM-SHA-256\0\0");
+    let server = server.with_channel_binding(Some(std::sync::Arc::from(&b"hash"[..])));
+    assert_eq!(
+        server.mechanisms(),
+        b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"
+    );
+}
+
+// --- channel binding (SCRAM-SHA-256-PLUS over TLS) -------------------------------------------
+
+fn bound_server(end_point: &[u8]) -> ScramServer {
+    ScramServer::new(ScramSecret::generate("s3cret pass"))
+        .with_channel_binding(Some(std::sync::Arc::from(end_point)))
+}
+
+#[test]
+fn plus_binds_the_proof_to_the_certificate_the_client_saw() {
+    let ours = [7u8; 32];
+    let plus = || ChannelBinding::tls_server_end_point(ours.to_vec());
+    assert_eq!(
+        exchange_as(
+            &mut bound_server(&ours),
+            SCRAM_SHA_256_PLUS,
+            "s3cret pass",
+            plus()
+        ),
+        Ok(true)
+    );
+    // A client that saw another certificate (a man in the middle terminated its TLS).
+    let theirs = ChannelBinding::tls_server_end_point(vec![8u8; 32]);
+    assert_eq!(
+        exchange_as(
+            &mut bound_server(&ours),
+            SCRAM_SHA_256_PLUS,
+            "s3cret pass",
+            theirs
+        ),
+        Err(AuthError::ChannelBindingMismatch)
+    );
+    // The password still counts.
+    assert_eq!(
+        exchange_as(
+            &mut bound_server(&ours),
+            SCRAM_SHA_256_PLUS,
+            "wrong",
+            plus()
+        ),
+        Err(AuthError::WrongPassword)
+    );
+    // A client without channel binding support may still use SCRAM-SHA-256 over TLS.
+    assert_eq!(
+        exchange(
+            &mut bound_server(&ours),
+            "s3cret pass",
+            ChannelBinding::unsupported()
+        ),
+        Ok(true)
+    );
+    // A mock exchange offers and checks the same, then fails on the proof.
+    let mut mock = ScramServer::new_mock("nobody", b"k")
+        .with_channel_binding(Some(std::sync::Arc::from(&ours[..])));
+    assert_eq!(mock.mechanisms(), b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+    assert_eq!(
+        exchange_as(&mut mock, SCRAM_SHA_256_PLUS, "s3cret pass", plus()),
+        Err(AuthError::WrongPassword)
+    );
+}
+
+#[test]
+fn channel_binding_negotiation_errors_are_protocol_violations() {
+    let ours = [7u8; 32];
+    let cases: &[(&str, &[u8], AuthError)] = &[
+        // PLUS without binding data.
+        (
+            SCRAM_SHA_256_PLUS,
+            b"n,,n=,r=abc",
+            AuthError::ChannelBindingRequired,
+        ),
+        (
+            SCRAM_SHA_256_PLUS,
+            b"y,,n=,r=abc",
+            AuthError::ChannelBindingRequired,
+        ),
+        // Over TLS, "y" means PLUS was removed from the offer on the way.
+        (
+            SCRAM_SHA_256,
+            b"y,,n=,r=abc",
+            AuthError::ChannelBindingDowngrade,
+        ),
+        // Binding data with the mechanism that has none.
+        (
+            SCRAM_SHA_256,
+            b"p=tls-server-end-point,,n=,r=abc",
+            AuthError::ChannelBindingNotSupported,
+        ),
+        (
+            SCRAM_SHA_256_PLUS,
+            b"p=tls-unique,,n=,r=abc",
+            AuthError::UnsupportedChannelBinding("tls-unique".into()),
+        ),
+    ];
+    for (mechanism, first, expected) in cases {
+        let what = format!("{mechanism} {:?}", String::from_utf8_lossy(first));
+        let err = bound_server(&ours)
+            .client_first(mechanism, first)
+            .unwrap_err();
+        assert_eq!(&err, expected, "{what}");
+        assert!(err.is_protocol_violation(), "{what}");
+    }
+    for first in [&b"p=,,n=,r=abc"[..], b"p,,n=,r=abc"] {
+        let err = bound_server(&ours)
+            .client_first(SCRAM_SHA_256_PLUS, first)
+            .unwrap_err();
+        assert!(matches!(err, AuthError::Malformed(_)), "{err:?}");
+    }
+    // Without TLS, PLUS is not offered and cannot be chosen.
+    let err = ScramServer::new(rfc_secret())
+        .client_first(SCRAM_SHA_256_PLUS, b"p=tls-server-end-point,,n=,r=abc")
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AuthError::UnsupportedMechanism(SCRAM_SHA_256_PLUS.into())
+    );
 }
 
 // --- mock exchange ---------------------------------------------------------------------------
@@ -326,7 +459,7 @@ fn client_first_malformed() {
             b"p=tls-server-end-point,,n=,r=abc",
             Some(AuthError::ChannelBindingNotSupported),
         ),
-        (b"p", Some(AuthError::ChannelBindingNotSupported)),
+        (b"p", None),
         (b"n,a=admin,n=,r=abc", Some(AuthError::AuthzidNotSupported)),
         (b"y,a=,n=,r=abc", Some(AuthError::AuthzidNotSupported)),
         (b"n,,m=ext,n=,r=abc", Some(AuthError::UnsupportedExtension)),
@@ -804,6 +937,9 @@ fn error_classification() {
     for e in [
         AuthError::UnsupportedMechanism("x".into()),
         AuthError::ChannelBindingNotSupported,
+        AuthError::ChannelBindingRequired,
+        AuthError::ChannelBindingDowngrade,
+        AuthError::UnsupportedChannelBinding("x".into()),
         AuthError::ChannelBindingMismatch,
         AuthError::AuthzidNotSupported,
         AuthError::UnsupportedExtension,

@@ -2,6 +2,7 @@
 //! reading whole messages during the startup phases (before the relay takes over a
 //! connection's buffers).
 
+mod end_point;
 mod stream;
 pub mod tls;
 

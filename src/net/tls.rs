@@ -35,6 +35,9 @@ pub struct ClientTls {
     /// Whether plain connections are still accepted.
     pub mode: ClientTlsMode,
     acceptor: tokio_rustls::TlsAcceptor,
+    /// The certificate's `tls-server-end-point` channel binding data (see end_point.rs);
+    /// `None`: SCRAM-SHA-256-PLUS is not offered.
+    pub end_point: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -63,6 +66,7 @@ impl ClientTls {
         if chain.is_empty() {
             return Err((TlsFile::Cert, format!("{cert:?} holds no PEM certificate")));
         }
+        let end_point = super::end_point::tls_server_end_point(&chain[0]).map(Arc::from);
         let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
             (
                 TlsFile::Key,
@@ -84,6 +88,7 @@ impl ClientTls {
         Ok(ClientTls {
             mode,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            end_point,
         })
     }
 

@@ -29,8 +29,9 @@ pub struct Login {
 
 /// Outcome of reading the first packets.
 pub enum First {
-    /// A normal client.
-    Startup(Startup),
+    /// A normal client, and the channel binding data of its TLS connection (the
+    /// certificate's `tls-server-end-point` hash; `None` without TLS).
+    Startup(Startup, Option<Arc<[u8]>>),
     /// A cancel request (handled; close the connection).
     Cancelled,
 }
@@ -42,6 +43,7 @@ pub async fn read_startup(
     stream: &mut Stream,
     buf: &mut BytesMut,
 ) -> Result<First, Fatal> {
+    let mut binding = None;
     loop {
         net::fill_to(stream, buf, 4).await.map_err(Fatal::Io)?;
         let len = startup::declared_len([buf[0], buf[1], buf[2], buf[3]])
@@ -60,7 +62,8 @@ pub async fn read_startup(
                 let tls = app.config.load().tls.clone();
                 match tls {
                     Some(tls) if kind == Initial::SslRequest => {
-                        start_tls(app, stream, &tls).await?
+                        start_tls(app, stream, &tls).await?;
+                        binding = tls.end_point.clone();
                     }
                     _ => net::send_all(stream, b"N").await.map_err(Fatal::Io)?,
                 }
@@ -90,7 +93,7 @@ pub async fn read_startup(
                         "this server accepts only encrypted connections (SSL off): connect with sslmode=require",
                     ));
                 }
-                return Ok(First::Startup(s));
+                return Ok(First::Startup(s, binding));
             }
             Err(startup::StartupError::UnsupportedProtocol(major, minor)) => {
                 return Err(Fatal::new(
@@ -136,6 +139,7 @@ pub async fn authenticate(
     stream: &mut Stream,
     buf: &mut BytesMut,
     s: &Startup,
+    binding: Option<Arc<[u8]>>,
 ) -> Result<Login, Fatal> {
     let mut out = BytesMut::new();
     let unsupported: Vec<&str> = s
@@ -214,11 +218,12 @@ pub async fn authenticate(
             }
         }
         Check::Scram(secret) => {
-            let mut scram = match secret {
+            let scram = match secret {
                 Some(secret) => ScramServer::new(secret),
                 None => ScramServer::new_mock(user_name, &app.mock_secret),
             };
-            encode::auth_sasl(&mut out, ScramServer::mechanisms());
+            let mut scram = scram.with_channel_binding(binding);
+            encode::auth_sasl(&mut out, scram.mechanisms());
             send(stream, &mut out).await?;
             let body = read_password(stream, buf, limit).await?;
             let (mechanism, data) =

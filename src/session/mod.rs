@@ -176,9 +176,9 @@ async fn start(
     let login = tokio::time::timeout(deadline, async {
         match login::read_startup(&app, stream, &mut buf).await? {
             login::First::Cancelled => Ok(None),
-            login::First::Startup(s) => {
-                Ok(Some(login::authenticate(&app, stream, &mut buf, &s).await?))
-            }
+            login::First::Startup(s, binding) => Ok(Some(
+                login::authenticate(&app, stream, &mut buf, &s, binding).await?,
+            )),
         }
     })
     .await
