@@ -554,6 +554,44 @@ async fn server_connections_use_tls_as_the_mode_says() {
         "UnknownIssuer",
     ));
 
+    // A server whose TLS rustls cannot speak (TLS 1.1 at most): the handshake fails. `prefer`
+    // goes on in plain text over a new connection, as libpq does, for the pools and the
+    // monitor alike; `require` refuses the server.
+    let primary = cluster.primary();
+    primary
+        .psql("ALTER SYSTEM SET ssl_min_protocol_version = 'TLSv1'")
+        .unwrap();
+    primary
+        .psql("ALTER SYSTEM SET ssl_max_protocol_version = 'TLSv1.1'")
+        .unwrap();
+    primary.stop();
+    primary
+        .start()
+        .expect("restarting the primary with TLS 1.1 at most");
+    let proxy = start_ready_proxy_on(
+        &cluster,
+        ProxyOptions {
+            extra_tables: server_tls("prefer", None),
+            ..Default::default()
+        },
+    );
+    assert!(
+        !server_side_ssl(&proxy.connect_app().await).await,
+        "prefer after a failed handshake"
+    );
+    assert_eq!(monitor_ssl(), "f", "the monitor after a failed handshake");
+    assert!(
+        proxy.log().contains("going on without TLS"),
+        "{}",
+        proxy.log_tail(20)
+    );
+    let failed = proxy
+        .metric("switchyard_tls_handshakes_total{result=\"error\",side=\"server\"}")
+        .await;
+    assert!(failed >= 1.0, "failed server handshakes counted: {failed}");
+    drop(proxy);
+    drop(refused(server_tls("require", None), "TLS handshake failed"));
+
     // A server without TLS: `require` refuses it, `prefer` goes on unencrypted.
     let plain = shared_cluster();
     let proxy = Proxy::start_with(

@@ -56,35 +56,41 @@ impl Prober {
         }
     }
 
+    /// Opens the monitor's connection the way the pools open theirs (TLS as `[server_tls]`
+    /// says, `prefer` falling back to plain text after a failed handshake), then logs in with
+    /// tokio-postgres over it.
     async fn connect(&self) -> Result<Client, String> {
-        let (host, port) = self.target.address.rsplit_once(':').ok_or("bad address")?;
+        let address = self.target.address.as_str();
+        let host = address.rsplit_once(':').ok_or("bad address")?.0;
+        let open = || async {
+            let tcp = tokio::net::TcpStream::connect(address).await?;
+            tcp.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(tcp)
+        };
+        let tcp = open()
+            .await
+            .map_err(|e| format!("error connecting to server: {e}"))?;
+        let (stream, _) = self
+            .target
+            .tls
+            .connect_or_fall_back(tcp, host, open)
+            .await
+            .map_err(|e| with_causes(&e))?;
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host(host.trim_start_matches('[').trim_end_matches(']'))
-            .port(port.parse().map_err(|_| "bad port")?)
-            .user(&self.target.user)
+        cfg.user(&self.target.user)
             .dbname(&self.target.database)
             .application_name("switchyard-monitor")
-            .connect_timeout(self.target.timeout);
+            .ssl_mode(tokio_postgres::config::SslMode::Disable);
         if let Some(p) = &self.target.password {
             cfg.password(p);
         }
-        let client = match self.target.tls.for_tokio_postgres() {
-            Some((tls, mode)) => {
-                cfg.ssl_mode(mode);
-                let (client, conn) = cfg.connect(tls).await.map_err(|e| with_causes(&e))?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                client
-            }
-            None => {
-                let (client, conn) = cfg.connect(NoTls).await.map_err(|e| with_causes(&e))?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                client
-            }
-        };
+        let (client, conn) = cfg
+            .connect_raw(stream, NoTls)
+            .await
+            .map_err(|e| with_causes(&e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
         Ok(client)
     }
 

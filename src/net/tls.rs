@@ -207,23 +207,31 @@ impl ServerTls {
         Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s))))
     }
 
-    /// The same checks for the monitor's tokio-postgres connections, with the `sslmode` to
-    /// give tokio-postgres (which has no verify modes: the rustls config does the verifying).
-    pub fn for_tokio_postgres(
+    /// [`ServerTls::connect`], and for `prefer`, libpq's fallback: when the handshake itself
+    /// fails (a server whose TLS rustls cannot speak), a new connection from `reopen` goes on
+    /// unencrypted, with a warning. Returns the stream and whether it fell back.
+    pub async fn connect_or_fall_back<F, Fut>(
         &self,
-    ) -> Option<(
-        tokio_postgres_rustls::MakeRustlsConnect,
-        tokio_postgres::config::SslMode,
-    )> {
-        let config = self.config.as_ref()?;
-        let mode = match self.mode {
-            ServerTlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            _ => tokio_postgres::config::SslMode::Require,
-        };
-        Some((
-            tokio_postgres_rustls::MakeRustlsConnect::new((**config).clone()),
-            mode,
-        ))
+        tcp: TcpStream,
+        host: &str,
+        reopen: F,
+    ) -> Result<(Stream, bool), TlsConnectError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<TcpStream>>,
+    {
+        match self.connect(tcp, host).await {
+            Ok(s) => Ok((s, false)),
+            Err(TlsConnectError::Handshake(e)) if self.mode == ServerTlsMode::Prefer => {
+                tracing::warn!(
+                    host,
+                    error = %e,
+                    "TLS handshake failed: going on without TLS ([server_tls] mode prefer)"
+                );
+                Ok((Stream::Plain(reopen().await?), true))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

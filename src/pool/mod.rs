@@ -420,6 +420,8 @@ impl Pool {
                 self.metrics.connects.inc();
                 if c.stream.is_tls() {
                     self.metrics.tls_ok.inc();
+                } else if c.tls_fell_back {
+                    self.metrics.tls_errors.inc();
                 }
                 let mut c = Box::new(c);
                 self.register(&mut c);

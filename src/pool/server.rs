@@ -202,6 +202,8 @@ pub struct ServerConn {
     pub broken: bool,
     /// Its entry among the server processes serving clients (made when it first serves one).
     pub holder: Option<super::holders::Holder>,
+    /// The TLS handshake failed and `[server_tls] mode = "prefer"` went on unencrypted.
+    pub tls_fell_back: bool,
 }
 
 impl ServerConn {
@@ -224,9 +226,14 @@ impl ServerConn {
             .address
             .rsplit_once(':')
             .map_or(p.address.as_str(), |(h, _)| h);
-        let stream = p
+        let reopen = || async {
+            let tcp = TcpStream::connect(&p.address).await?;
+            crate::net::configure_server(&tcp, p.keepalive);
+            Ok(tcp)
+        };
+        let (stream, tls_fell_back) = p
             .tls
-            .connect(tcp, host)
+            .connect_or_fall_back(tcp, host, reopen)
             .await
             .map_err(|source| ConnectError::Tls {
                 address: p.address.clone(),
@@ -253,6 +260,7 @@ impl ServerConn {
             broken: false,
             holder: None,
             socket: None,
+            tls_fell_back,
         };
         let mut out = BytesMut::new();
         let params = [("user", p.user.as_str()), ("database", p.database.as_str())];
