@@ -50,19 +50,11 @@ async fn try_connect(
     db: &str,
     app: &str,
 ) -> Result<Client, tokio_postgres::Error> {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host("127.0.0.1")
-        .port(proxy.port())
-        .user(user)
-        .password(password)
-        .dbname(db)
-        .application_name(app)
-        .connect_timeout(Duration::from_secs(10));
-    let (client, conn) = bounded("connect", cfg.connect(tokio_postgres::NoTls)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    bounded(
+        "connect",
+        proxy.try_connect_as(user, password, db, Some(app)),
+    )
+    .await
 }
 
 /// The console as the admin user.

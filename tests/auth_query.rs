@@ -78,18 +78,7 @@ async fn connect(
     password: &str,
     db: &str,
 ) -> Result<Client, tokio_postgres::Error> {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host("127.0.0.1")
-        .port(proxy.port())
-        .user(user)
-        .password(password)
-        .dbname(db)
-        .connect_timeout(Duration::from_secs(10));
-    let (client, conn) = within("connect", cfg.connect(tokio_postgres::NoTls)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    within("connect", proxy.try_connect(user, password, db)).await
 }
 
 async fn login(proxy: &Proxy, user: &str, password: &str, db: &str) -> Client {

@@ -11,7 +11,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::cluster::Role;
 
 /// Serves HTTP on `listener` until shutdown.
 pub async fn serve(app: Arc<App>, listener: TcpListener) {
@@ -93,12 +92,7 @@ pub fn status_json(app: &App) -> String {
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let role = match (b.role, b.fenced) {
-                (_, true) => "fenced",
-                (Some(Role::Primary), _) => "primary",
-                (Some(Role::Replica), _) => "replica",
-                (None, _) => "unknown",
-            };
+            let role = b.role_label();
             serde_json::json!({
                 "name": &*b.name,
                 "address": b.address,

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use super::commands::{Show, HELP};
 use super::table::{boolean, int, text, Value};
 use crate::app::App;
-use crate::cluster::Role;
 use crate::pool::clock;
 
 /// The rows of `SHOW <show>`, in the columns [`super::commands::Command::columns`] names.
@@ -40,12 +39,7 @@ fn backends(app: &App) -> Vec<Vec<Value>> {
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let role = match (b.role, b.fenced) {
-                (_, true) => "fenced",
-                (Some(Role::Primary), _) => "primary",
-                (Some(Role::Replica), _) => "replica",
-                (None, _) => "unknown",
-            };
+            let role = b.role_label();
             let name = [&*b.name];
             vec![
                 text(&*b.name),

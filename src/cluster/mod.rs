@@ -68,6 +68,17 @@ pub struct BackendView {
 }
 
 impl BackendView {
+    /// Its role as `/status` and the admin console name it: `primary`, `replica`, `fenced`
+    /// (claims the primary role and takes nothing) or `unknown` (not probed yet).
+    pub fn role_label(&self) -> &'static str {
+        match (self.role, self.fenced) {
+            (_, true) => "fenced",
+            (Some(Role::Primary), _) => "primary",
+            (Some(Role::Replica), _) => "replica",
+            (None, _) => "unknown",
+        }
+    }
+
     /// The newest known replay position of this replica.
     pub fn replay_lsn(&self) -> u64 {
         self.lsn

@@ -240,11 +240,30 @@ impl Proxy {
         password: &str,
         db: &str,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let cs = format!(
-            "{} connect_timeout=10",
-            self.conn_string(user, password, db)
-        );
-        let (client, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls).await?;
+        self.try_connect_as(user, password, db, None).await
+    }
+
+    /// [`try_connect`](Self::try_connect) with an `application_name`. The names go into a
+    /// `tokio_postgres::Config`, so any role or database name works without quoting.
+    pub async fn try_connect_as(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+        application_name: Option<&str>,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut cfg = tokio_postgres::Config::new();
+        // An empty password too: a server that asks for one gets it (and refuses it).
+        cfg.host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname(db)
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(name) = application_name {
+            cfg.application_name(name);
+        }
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
