@@ -506,6 +506,37 @@ async fn an_open_console_does_not_hold_up_shutdown() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_from_the_console_drains_as_sigterm_does() {
+    let proxy = proxy();
+    let viewer = connect(&proxy, OTHER_USER, OTHER_PASSWORD, "switchyard", "viewer").await;
+    assert_eq!(sqlstate(&viewer, "SHUTDOWN").await, "42501");
+    let busy = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "busy").await;
+    bounded("begin", busy.batch_execute("BEGIN; SELECT 1"))
+        .await
+        .unwrap();
+
+    let admin = console(&proxy).await;
+    bounded("shutdown", admin.simple_query("SHUTDOWN"))
+        .await
+        .unwrap();
+    // No new clients; the open transaction still ends as the client says.
+    assert!(
+        wait_until(STEP, || std::net::TcpStream::connect(proxy.addr()).is_err()),
+        "still accepting connections after SHUTDOWN"
+    );
+    bounded("commit", busy.batch_execute("COMMIT"))
+        .await
+        .unwrap();
+    let status = proxy.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit: {status:?}\n{}",
+        proxy.log_tail(20)
+    );
+    assert!(proxy.log().contains("SHUTDOWN from the admin console"));
+}
+
 /// A message of `tag` with `body`.
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut m = vec![tag];

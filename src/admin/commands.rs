@@ -16,6 +16,8 @@ pub enum Command {
     Pause,
     /// `RESUME`: the waiting transactions go on.
     Resume,
+    /// `SHUTDOWN`: what SIGTERM does (stop accepting, let open transactions finish).
+    Shutdown,
     /// `SET ...`: accepted and ignored (drivers send settings when they connect).
     Set,
     /// Nothing (an empty query).
@@ -84,6 +86,10 @@ pub const HELP: &[(&str, &str)] = &[
         "hold new transactions and logins until RESUME; returns once the open transactions ended (admin users)",
     ),
     ("RESUME", "let the held transactions go on (admin users)"),
+    (
+        "SHUTDOWN",
+        "stop accepting clients and close once open transactions end, as SIGTERM does (admin users)",
+    ),
 ];
 
 /// The statements of a query text, split at semicolons (no console command contains one), with
@@ -129,6 +135,7 @@ pub fn parse(statement: &str) -> Result<Command, CommandError> {
         ["RELOAD"] => Ok(Command::Reload),
         ["PAUSE"] => Ok(Command::Pause),
         ["RESUME"] => Ok(Command::Resume),
+        ["SHUTDOWN"] => Ok(Command::Shutdown),
         ["KILL", pid] => pid.parse::<i32>().map(Command::Kill).map_err(|_| {
             CommandError::new(
                 "42601",
@@ -225,6 +232,7 @@ impl Command {
             Command::Kill(_) => "KILL",
             Command::Pause => "PAUSE",
             Command::Resume => "RESUME",
+            Command::Shutdown => "SHUTDOWN",
             Command::Set => "SET",
             Command::Empty => "",
         }
@@ -288,6 +296,8 @@ mod tests {
         assert!(!Command::Reload.only_looks());
         assert!(!Command::Kill(1).only_looks());
         assert!(!Command::Pause.only_looks() && !Command::Resume.only_looks());
+        assert!(!Command::Shutdown.only_looks());
+        assert_eq!(parse("shutdown"), Ok(Command::Shutdown));
         assert_eq!(parse("pause"), Ok(Command::Pause));
         assert_eq!(parse("Resume"), Ok(Command::Resume));
         assert_eq!(parse("PAUSE now").unwrap_err().code, "42601");

@@ -423,6 +423,11 @@ impl Console<'_> {
                     notice("not paused")
                 }))
             }
+            Command::Shutdown => {
+                tracing::info!("SHUTDOWN from the admin console: draining");
+                self.app.begin_shutdown();
+                Ok(Outcome::Done(None))
+            }
             Command::Set | Command::Empty => Ok(Outcome::Done(None)),
         }
     }
