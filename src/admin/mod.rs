@@ -3,6 +3,7 @@
 
 mod commands;
 pub mod console;
+mod extended;
 mod http;
 mod table;
 mod views;
