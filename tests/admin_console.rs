@@ -537,6 +537,83 @@ async fn shutdown_from_the_console_drains_as_sigterm_does() {
     assert!(proxy.log().contains("SHUTDOWN from the admin console"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_replaces_server_connections_as_they_are_released() {
+    let proxy = proxy();
+    let admin = console(&proxy).await;
+    let idle = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "reconnect-idle").await;
+    bounded("select", idle.simple_query("SELECT 1"))
+        .await
+        .unwrap();
+    let busy = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "reconnect-busy").await;
+    bounded("begin", busy.batch_execute("BEGIN; SELECT 1"))
+        .await
+        .unwrap();
+    let clients = show(&admin, "SHOW CLIENTS").await;
+    let held = clients
+        .iter()
+        .find(|c| get(c, "application_name") == "reconnect-busy")
+        .map(|c| get(c, "server_pid").to_owned())
+        .expect("the busy client");
+    let before = until(&admin, "SHOW SERVERS", |rows| {
+        rows.iter().any(|s| get(s, "state") == "idle")
+    })
+    .await;
+    let idle_before: Vec<String> = before
+        .iter()
+        .filter(|s| get(s, "state") == "idle")
+        .map(|s| get(s, "pid").to_owned())
+        .collect();
+
+    assert_eq!(
+        sqlstate(
+            &connect(&proxy, OTHER_USER, OTHER_PASSWORD, "switchyard", "v").await,
+            "RECONNECT"
+        )
+        .await,
+        "42501"
+    );
+    bounded("reconnect", admin.simple_query("RECONNECT"))
+        .await
+        .unwrap();
+    // The idle connections are closed at once; the one in a transaction stays until released.
+    let after = show(&admin, "SHOW SERVERS").await;
+    for pid in &idle_before {
+        assert!(
+            !after.iter().any(|s| get(s, "pid") == pid),
+            "idle server {pid} survived RECONNECT: {after:?}"
+        );
+    }
+    assert!(
+        after
+            .iter()
+            .any(|s| get(s, "pid") == held && get(s, "state") == "active"),
+        "the busy client's server went during its transaction: {after:?}"
+    );
+    bounded("commit", busy.batch_execute("COMMIT"))
+        .await
+        .unwrap();
+    until(&admin, "SHOW SERVERS", |rows| {
+        !rows.iter().any(|s| get(s, "pid") == held)
+    })
+    .await;
+    assert!(
+        wait_until(STEP, || shared_cluster()
+            .primary()
+            .psql(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = {held}"
+            ))
+            .unwrap()
+            == "0"),
+        "server process {held} still runs after its release"
+    );
+    // Both clients go on, on new server connections.
+    for c in [&idle, &busy] {
+        let rows = bounded("after", c.simple_query("SELECT 7")).await.unwrap();
+        assert_eq!(text_rows(rows), vec![vec![Some("7".to_owned())]]);
+    }
+}
+
 /// A message of `tag` with `body`.
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut m = vec![tag];

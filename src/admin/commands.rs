@@ -18,6 +18,8 @@ pub enum Command {
     Resume,
     /// `SHUTDOWN`: what SIGTERM does (stop accepting, let open transactions finish).
     Shutdown,
+    /// `RECONNECT`: replace every server connection (idle ones now, others when released).
+    Reconnect,
     /// `SET ...`: accepted and ignored (drivers send settings when they connect).
     Set,
     /// Nothing (an empty query).
@@ -87,6 +89,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("RESUME", "let the held transactions go on (admin users)"),
     (
+        "RECONNECT",
+        "close every server connection, idle ones now and the others when released (admin users)",
+    ),
+    (
         "SHUTDOWN",
         "stop accepting clients and close once open transactions end, as SIGTERM does (admin users)",
     ),
@@ -136,6 +142,7 @@ pub fn parse(statement: &str) -> Result<Command, CommandError> {
         ["PAUSE"] => Ok(Command::Pause),
         ["RESUME"] => Ok(Command::Resume),
         ["SHUTDOWN"] => Ok(Command::Shutdown),
+        ["RECONNECT"] => Ok(Command::Reconnect),
         ["KILL", pid] => pid.parse::<i32>().map(Command::Kill).map_err(|_| {
             CommandError::new(
                 "42601",
@@ -233,6 +240,7 @@ impl Command {
             Command::Pause => "PAUSE",
             Command::Resume => "RESUME",
             Command::Shutdown => "SHUTDOWN",
+            Command::Reconnect => "RECONNECT",
             Command::Set => "SET",
             Command::Empty => "",
         }
@@ -296,7 +304,8 @@ mod tests {
         assert!(!Command::Reload.only_looks());
         assert!(!Command::Kill(1).only_looks());
         assert!(!Command::Pause.only_looks() && !Command::Resume.only_looks());
-        assert!(!Command::Shutdown.only_looks());
+        assert!(!Command::Shutdown.only_looks() && !Command::Reconnect.only_looks());
+        assert_eq!(parse("Reconnect"), Ok(Command::Reconnect));
         assert_eq!(parse("shutdown"), Ok(Command::Shutdown));
         assert_eq!(parse("pause"), Ok(Command::Pause));
         assert_eq!(parse("Resume"), Ok(Command::Resume));

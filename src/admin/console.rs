@@ -285,6 +285,13 @@ impl Console<'_> {
                     notice("not paused")
                 }))
             }
+            Command::Reconnect => {
+                let pools = self.app.pools.reconnect();
+                tracing::info!(pools, "RECONNECT from the admin console");
+                Ok(Outcome::Done(notice(format!(
+                    "{pools} pool(s): idle server connections closed, the others close when released"
+                ))))
+            }
             Command::Shutdown => {
                 tracing::info!("SHUTDOWN from the admin console: draining");
                 self.app.begin_shutdown();

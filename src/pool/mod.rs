@@ -684,17 +684,29 @@ impl Pools {
     /// (a departed client's, finishing the proxy's own query) when checked in (before a client
     /// drops it: PostgreSQL refuses `DROP DATABASE` while others stay connected to it).
     pub fn close_for_database(&self, database: &str) {
+        self.close_open_where(|k| k.database == database);
+    }
+
+    /// Closes every connection open now, idle ones at once, ones in use when released (the
+    /// admin console's `RECONNECT`: new server sessions pick up changed role or database
+    /// settings, a new server certificate, a restarted extension). Returns the pools touched.
+    pub fn reconnect(&self) -> usize {
+        self.close_open_where(|_| true)
+    }
+
+    fn close_open_where(&self, which: impl Fn(&PoolKey) -> bool) -> usize {
         let pools: Vec<_> = self
             .map
             .read()
             .expect("pools")
             .values()
-            .filter(|p| p.key.database == database)
+            .filter(|p| which(&p.key))
             .cloned()
             .collect();
-        for p in pools {
+        for p in &pools {
             p.close_open();
         }
+        pools.len()
     }
 
     /// Closes every idle connection (shutdown).
