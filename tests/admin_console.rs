@@ -355,7 +355,7 @@ async fn the_console_answers_the_extended_protocol_in_text_and_binary() {
         "{rows:?}"
     );
 
-    // psql, interactive-style with \conninfo-free output: aligned rows, exit 0.
+    // psql with two commands, unaligned rows: exit 0 and the pool and version in its output.
     let mut psql = pg_command("psql", proxy.port());
     psql.args([
         "-d",
