@@ -81,10 +81,7 @@ impl Console<'_> {
     }
 
     pub(super) fn describe(&mut self, body: &[u8]) -> Result<(), CommandError> {
-        let (&kind, name) = body
-            .split_first()
-            .ok_or_else(|| CommandError::new("08P01", "invalid Describe message"))?;
-        let name = name.strip_suffix(&[0]).unwrap_or(name);
+        let (kind, name) = kind_and_name(body, "Describe")?;
         let (cmd, formats) = match kind {
             b'S' => {
                 let cmd = *self
@@ -130,10 +127,7 @@ impl Console<'_> {
     }
 
     pub(super) fn close(&mut self, body: &[u8]) -> Result<(), CommandError> {
-        let (&kind, name) = body
-            .split_first()
-            .ok_or_else(|| CommandError::new("08P01", "invalid Close message"))?;
-        let name = name.strip_suffix(&[0]).unwrap_or(name);
+        let (kind, name) = kind_and_name(body, "Close")?;
         // Closing what does not exist is not an error.
         match kind {
             b'S' => drop(self.statements.remove(name)),
@@ -169,6 +163,14 @@ fn bind_shape(rest: &[u8]) -> Option<(usize, Vec<i16>)> {
         b = r;
     }
     Some((params.max(0) as usize, formats))
+}
+
+/// The body of a Describe or Close message: `S` or `P`, then a name (NUL-terminated).
+fn kind_and_name<'a>(body: &'a [u8], message: &str) -> Result<(u8, &'a [u8]), CommandError> {
+    let (&kind, name) = body
+        .split_first()
+        .ok_or_else(|| CommandError::new("08P01", format!("invalid {message} message")))?;
+    Ok((kind, name.strip_suffix(&[0]).unwrap_or(name)))
 }
 
 fn no_statement(name: &[u8]) -> CommandError {
