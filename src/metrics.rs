@@ -15,7 +15,8 @@ pub struct Metrics {
     pub clients: IntGauge,
     /// Client connections accepted since start.
     pub clients_total: IntCounter,
-    /// Client connections refused, by reason (`max_clients`, `auth`, `startup`, `shutdown`).
+    /// Client connections refused, by reason (`max_clients`, `no_tls`, `client_cert`,
+    /// `not_admin`). Failed logins count in `errors_total` by SQLSTATE.
     pub clients_rejected: IntCounterVec,
     /// Server connections open now, by backend and state (`idle`, `active`).
     pub server_conns: IntGaugeVec,

@@ -61,6 +61,50 @@ impl Pki {
         (c, k)
     }
 
+    /// A client certificate whose subject's common name is `cn`, with serial number
+    /// `serial` (for a revocation list): `(cert file, key file)` beside the authority's.
+    fn issue_client(&self, file: &str, cn: &str, serial: u64) -> (PathBuf, PathBuf) {
+        let dir = self.ca_file.parent().expect("a directory");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.serial_number = Some(serial.into());
+        let key = KeyPair::generate().expect("client key");
+        let cert = p.signed_by(&key, &self.ca).expect("client certificate");
+        let (c, k) = (
+            dir.join(format!("{file}.crt")),
+            dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("writing the certificate");
+        write_private(&k, &key.serialize_pem());
+        (c, k)
+    }
+
+    /// A revocation list of this authority naming the certificates with these serial
+    /// numbers, written to `<file>.crl` beside the authority's.
+    fn revocation_list(&self, file: &str, revoked: &[u64]) -> PathBuf {
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|&n| rcgen::RevokedCertParams {
+                    serial_number: n.into(),
+                    revocation_time: rcgen::date_time_ymd(2021, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.ca)
+        .expect("revocation list");
+        let path = self.ca_file.with_file_name(format!("{file}.crl"));
+        std::fs::write(&path, crl.pem().expect("CRL PEM")).expect("writing the CRL");
+        path
+    }
+
     /// rustls client settings that trust this authority only.
     fn client_config(&self) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
@@ -731,6 +775,281 @@ async fn a_reload_reads_renewed_certificate_files() {
         .metric("switchyard_client_rejected_total{reason=\"no_tls\"}")
         .await;
     assert_eq!(refused_before, refused_after);
+}
+
+/// psql as `user` over TLS (`verify-full` against `root`) with a client certificate (`cert`:
+/// its certificate and key files) and a password, or none of either (`-w`: never prompt).
+fn psql_cert(
+    proxy: &Proxy,
+    user: &str,
+    root: &Path,
+    cert: Option<&(PathBuf, PathBuf)>,
+    password: Option<&str>,
+) -> Ran {
+    let mut c = pg_command("psql", proxy.port());
+    c.env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", root)
+        .env_remove("PGPASSWORD");
+    if let Some((crt, key)) = cert {
+        c.env("PGSSLCERT", crt).env("PGSSLKEY", key);
+    }
+    if let Some(p) = password {
+        c.env("PGPASSWORD", p);
+    }
+    c.args([
+        "-U",
+        user,
+        "-w",
+        "-X",
+        "-A",
+        "-t",
+        "-d",
+        APP_DB,
+        "-c",
+        "select current_user",
+    ]);
+    run(c, Duration::from_secs(60))
+}
+
+/// `[tls] ca`: clients are asked for a certificate from that authority. A user with `auth =
+/// "cert"` logs in with one whose common name is its name and no password; `crl` revokes
+/// certificates; `client_cert = "verify-full"` requires every client's certificate, naming
+/// it, on top of its password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_log_users_in_and_are_checked() {
+    let files = client_side();
+    let dir = files._dir.path();
+    let root = files.pki.ca_file();
+    let carol = files.pki.issue_client("carol", "carol", 10);
+    let app = files.pki.issue_client("app-client", APP_USER, 11);
+    let revoked = files.pki.issue_client("carol-revoked", "carol", 12);
+    let crl = files.pki.revocation_list("clients", &[12]);
+    let foreign = Pki::new(dir, "foreign-ca").issue_client("carol-foreign", "carol", 10);
+    shared_cluster()
+        .primary()
+        .psql("CREATE ROLE carol LOGIN PASSWORD 'carol-on-the-server'")
+        .unwrap();
+    // Reads go to the replicas: they must know the role before carol's first login.
+    shared_cluster()
+        .wait_replicas_caught_up(Duration::from_secs(60))
+        .unwrap();
+    let tables = |client_cert: &str| {
+        format!(
+            "{}ca = {}\ncrl = {}\nclient_cert = \"{client_cert}\"\n\n\
+             [[users]]\nname = \"carol\"\nauth = \"cert\"\n\
+             server_password = \"carol-on-the-server\"\n",
+            tls_table(&files.cert, &files.key, "allow"),
+            toml_path(&root),
+            toml_path(&crl),
+        )
+    };
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_tables: tables("optional"),
+        ..Default::default()
+    });
+    let ok = |r: &Ran, who: &str, what: &str| {
+        assert!(
+            r.code == Some(0) && r.stdout.trim() == who,
+            "{}\n{}",
+            r.describe(what),
+            proxy.log_tail(20)
+        );
+    };
+    let refused = |r: &Ran, why: &str, what: &str| {
+        assert!(
+            r.code != Some(0) && r.stderr.contains(why),
+            "expected {why:?}\n{}",
+            r.describe(what)
+        );
+    };
+
+    // auth = "cert": the certificate is the login, no password asked for.
+    let r = psql_cert(&proxy, "carol", &root, Some(&carol), None);
+    ok(&r, "carol", "carol with her certificate");
+    let r = psql_cert(&proxy, "carol", &root, Some(&app), None);
+    refused(
+        &r,
+        "certificate authentication failed for user \"carol\"",
+        "carol with app's certificate",
+    );
+    assert!(
+        proxy
+            .log()
+            .contains("the client certificate's common name is not the user name"),
+        "{}",
+        proxy.log_tail(20)
+    );
+    let r = psql_cert(&proxy, "carol", &root, None, Some("carol-on-the-server"));
+    refused(
+        &r,
+        "connection requires a valid client certificate",
+        "carol without a certificate",
+    );
+    let mut plain = pg_command("psql", proxy.port());
+    plain
+        .env("PGSSLMODE", "disable")
+        .args(["-U", "carol", "-w", "-X", "-d", APP_DB, "-c", "select 1"]);
+    refused(
+        &run(plain, Duration::from_secs(60)),
+        "connection requires a valid client certificate",
+        "carol in plain text",
+    );
+    // The handshake itself refuses a revoked certificate and one of another authority.
+    let r = psql_cert(&proxy, "carol", &root, Some(&revoked), None);
+    refused(&r, "revoked", "carol with a revoked certificate");
+    let r = psql_cert(&proxy, "carol", &root, Some(&foreign), None);
+    refused(
+        &r,
+        "unknown ca",
+        "carol with another authority's certificate",
+    );
+    // Password users go on as before, with a certificate or without.
+    let r = psql_cert(&proxy, APP_USER, &root, None, Some(APP_PASSWORD));
+    ok(&r, APP_USER, "app with its password");
+    let r = psql_cert(&proxy, APP_USER, &root, Some(&carol), Some(APP_PASSWORD));
+    ok(
+        &r,
+        APP_USER,
+        "app with its password and carol's certificate",
+    );
+    let rejected = proxy
+        .metric("switchyard_client_rejected_total{reason=\"client_cert\"}")
+        .await;
+    assert_eq!(rejected, 3.0, "carol's three refused logins");
+
+    // verify-full for everybody: a certificate naming the user, and the password.
+    proxy.rewrite_config(&tables("verify-full"));
+    proxy.reload();
+    proxy
+        .wait_metric(
+            "switchyard_reloads_total{result=\"ok\"}",
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+    let r = psql_cert(&proxy, APP_USER, &root, Some(&app), Some(APP_PASSWORD));
+    ok(&r, APP_USER, "app with its certificate and password");
+    let r = psql_cert(&proxy, APP_USER, &root, None, Some(APP_PASSWORD));
+    refused(
+        &r,
+        "connection requires a valid client certificate",
+        "app without a certificate under verify-full",
+    );
+    let r = psql_cert(&proxy, APP_USER, &root, Some(&carol), Some(APP_PASSWORD));
+    refused(
+        &r,
+        "certificate validation (clientcert=verify-full) failed for user \"app\": CN mismatch",
+        "app with carol's certificate under verify-full",
+    );
+    let r = psql_cert(&proxy, APP_USER, &root, Some(&app), Some("wrong"));
+    refused(
+        &r,
+        "password authentication failed for user \"app\"",
+        "app's certificate with a wrong password",
+    );
+    let r = psql_cert(&proxy, "carol", &root, Some(&carol), None);
+    ok(&r, "carol", "carol under verify-full");
+}
+
+/// `[server_tls] cert` and `key`: the proxy presents its own certificate to servers that
+/// require one (`clientcert=verify-ca` in `pg_hba.conf`), from the pools and the health
+/// probes alike; without it such a server refuses the proxy and stays down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_that_require_a_client_certificate_get_the_proxys() {
+    let base = tempfile::Builder::new()
+        .prefix("sy-tls-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let pki = Pki::new(&base, "server-ca");
+    let (cert, key) = pki.issue("server", &["127.0.0.1"]);
+    let (proxy_cert, proxy_key) = pki.issue_client("switchyard-client", "switchyard", 20);
+    let cluster = own_cluster_with(ClusterOptions {
+        replicas: 0,
+        base_dir: Some(base.clone()),
+        extra_conf: vec![
+            "ssl = on".into(),
+            format!("ssl_cert_file = '{}'", cert.display()),
+            format!("ssl_key_file = '{}'", key.display()),
+            format!("ssl_ca_file = '{}'", pki.ca_file().display()),
+        ],
+    });
+    // TCP logins need TLS and a certificate from the authority, on top of their method.
+    let hba = cluster.primary().data_dir().join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).unwrap();
+    let required: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("host all ") {
+            Some(rest) => format!("hostssl all {rest} clientcert=verify-ca\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    assert!(required.contains("clientcert"), "{required}");
+    std::fs::write(&hba, required).unwrap();
+    cluster.primary().psql("select pg_reload_conf()").unwrap();
+
+    let server_tls = |identity: bool| {
+        let mut t = "[server_tls]\nmode = \"require\"\n".to_string();
+        if identity {
+            t.push_str(&format!(
+                "cert = {}\nkey = {}\n",
+                toml_path(&proxy_cert),
+                toml_path(&proxy_key)
+            ));
+        }
+        format!("{t}[routing]\nprimary_wait = \"1s\"\n")
+    };
+    // Without a certificate: the monitor's logins are refused, the server stays down.
+    let proxy = Proxy::start_with(
+        &cluster,
+        ProxyOptions {
+            extra_tables: server_tls(false),
+            ..Default::default()
+        },
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || proxy
+            .log()
+            .contains("connection requires a valid client certificate")),
+        "{}",
+        proxy.log_tail(30)
+    );
+    let Err(e) = proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB).await else {
+        panic!("a server that requires a client certificate let the proxy in without one");
+    };
+    assert_eq!(e.code().map(|c| c.code()), Some("57P03"), "{e}");
+    drop(proxy);
+
+    // With one: pools and monitor log in, and the server saw the proxy's certificate.
+    let proxy = start_ready_proxy_on(
+        &cluster,
+        ProxyOptions {
+            extra_tables: server_tls(true),
+            ..Default::default()
+        },
+    );
+    let client = proxy.connect_app().await;
+    let row = client
+        .query_one(
+            "select ssl, client_dn from pg_stat_ssl where pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("/CN=switchyard")
+    );
+    let monitor = cluster
+        .primary()
+        .psql(
+            "select string_agg(distinct s.client_dn, ',') from pg_stat_ssl s \
+             join pg_stat_activity a using (pid) \
+             where a.application_name = 'switchyard-monitor'",
+        )
+        .unwrap();
+    assert_eq!(monitor, "/CN=switchyard", "the monitor's certificate");
 }
 
 /// psycopg 3 (libpq's TLS) and asyncpg (its own protocol code on Python's ssl module) run

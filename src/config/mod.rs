@@ -297,23 +297,62 @@ impl Validator<'_> {
         ConfigError,
     > {
         use crate::net::tls::{ClientTls, ServerTls, TlsFile};
+        let span = |k: &Option<toml::Spanned<String>>| k.as_ref().map_or(0..0, |k| k.span());
         let tls = match &config.tls {
             None => None,
-            Some(t) => Some(Arc::new(
-                ClientTls::load(t.cert.get_ref(), t.key.get_ref(), t.mode).map_err(
-                    |(file, m)| match file {
-                        TlsFile::Cert => self.err(t.cert.span(), "tls.cert", m),
-                        TlsFile::Key => self.err(t.key.span(), "tls.key", m),
-                    },
-                )?,
-            )),
+            Some(t) => {
+                if t.ca.is_none() {
+                    if t.client_cert != ClientCertMode::Optional {
+                        return Err(self.err(
+                            0..0,
+                            "tls.client_cert",
+                            "needs `ca`, the authorities client certificates must chain to".into(),
+                        ));
+                    }
+                    if let Some(crl) = &t.crl {
+                        return Err(self.err(crl.span(), "tls.crl", "needs `ca`".into()));
+                    }
+                }
+                Some(Arc::new(ClientTls::load(t).map_err(|(file, m)| {
+                    let (span, key) = match file {
+                        TlsFile::Cert => (t.cert.span(), "tls.cert"),
+                        TlsFile::Key => (t.key.span(), "tls.key"),
+                        TlsFile::Ca => (span(&t.ca), "tls.ca"),
+                        TlsFile::Crl => (span(&t.crl), "tls.crl"),
+                    };
+                    self.err(span, key, m)
+                })?))
+            }
         };
         let st = &config.server_tls;
-        let server_tls = ServerTls::load(st.mode, st.ca.as_ref().map(|c| c.get_ref().as_str()))
-            .map_err(|m| match &st.ca {
-                Some(ca) => self.err(ca.span(), "server_tls.ca", m),
-                None => self.err(0..0, "server_tls.mode", m),
-            })?;
+        let identity = match (&st.cert, &st.key) {
+            (None, None) => None,
+            (Some(c), Some(_)) if st.mode == ServerTlsMode::Disable => {
+                return Err(self.err(
+                    c.span(),
+                    "server_tls.cert",
+                    "has no use with mode = \"disable\"".into(),
+                ));
+            }
+            (Some(c), Some(k)) => Some((c.get_ref().as_str(), k.get_ref().as_str())),
+            (Some(c), None) => {
+                return Err(self.err(c.span(), "server_tls.key", "`cert` needs `key`".into()))
+            }
+            (None, Some(k)) => {
+                return Err(self.err(k.span(), "server_tls.cert", "`key` needs `cert`".into()))
+            }
+        };
+        let server_tls = ServerTls::load(
+            st.mode,
+            st.ca.as_ref().map(|c| c.get_ref().as_str()),
+            identity,
+        )
+        .map_err(|(file, m)| match file {
+            TlsFile::Cert => self.err(span(&st.cert), "server_tls.cert", m),
+            TlsFile::Key => self.err(span(&st.key), "server_tls.key", m),
+            TlsFile::Ca if st.ca.is_some() => self.err(span(&st.ca), "server_tls.ca", m),
+            _ => self.err(0..0, "server_tls.mode", m),
+        })?;
         Ok((tls, Arc::new(server_tls)))
     }
 
@@ -385,11 +424,23 @@ impl Validator<'_> {
             let stored = StoredPassword::parse(u.password.as_deref().unwrap_or(""));
             let scram = match u.auth {
                 AuthMethod::Trust => None,
+                AuthMethod::Cert if config.tls.as_ref().is_some_and(|t| t.ca.is_some()) => None,
+                AuthMethod::Cert => {
+                    return Err(self.err(
+                        span,
+                        "users.auth",
+                        format!(
+                            "user {name:?}: auth = \"cert\" needs [tls] with `ca`, the authorities client certificates must chain to"
+                        ),
+                    ));
+                }
                 _ if u.password.is_none() => {
                     return Err(self.err(
                         span,
                         "users.password",
-                        format!("user {name:?} needs a password unless auth = \"trust\""),
+                        format!(
+                            "user {name:?} needs a password unless auth = \"trust\" or \"cert\""
+                        ),
                     ));
                 }
                 AuthMethod::Md5 if matches!(stored, StoredPassword::Scram(_)) => {
@@ -466,10 +517,31 @@ impl Loaded {
                     t.mode,
                     t.cert.get_ref()
                 );
+                if let Some(ca) = &t.ca {
+                    let _ = writeln!(
+                        s,
+                        "client certificates {:?} from authorities in {}{}",
+                        t.client_cert,
+                        ca.get_ref(),
+                        t.crl
+                            .as_ref()
+                            .map(|c| format!(", revocation lists in {}", c.get_ref()))
+                            .unwrap_or_default()
+                    );
+                }
             }
             None => s.push_str("client TLS off (SSLRequest answered N)\n"),
         }
-        let _ = writeln!(s, "server TLS {:?}", c.server_tls.mode);
+        let _ = writeln!(
+            s,
+            "server TLS {:?}{}",
+            c.server_tls.mode,
+            c.server_tls
+                .cert
+                .as_ref()
+                .map(|c| format!(" presenting certificate {}", c.get_ref()))
+                .unwrap_or_default()
+        );
         match &c.admin {
             Some(a) => {
                 let names = |v: &[toml::Spanned<String>]| {

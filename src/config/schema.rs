@@ -130,6 +130,30 @@ pub struct TlsConfig {
     /// refused (28000). Cancel requests are taken either way.
     #[serde(default)]
     pub mode: ClientTlsMode,
+    /// PEM file of the certificate authorities whose client certificates are accepted: when
+    /// set, clients are asked for a certificate, and one that does not chain to these (or is
+    /// revoked in `crl`) fails the handshake. Required by `client_cert` and `auth = "cert"`.
+    pub ca: Option<Spanned<String>>,
+    /// PEM file of certificate revocation lists for client certificates (needs `ca`).
+    pub crl: Option<Spanned<String>>,
+    /// Which clients must present a certificate from `ca`: `"optional"` (default: only users
+    /// with `auth = "cert"`), `"verify-ca"` (every client), `"verify-full"` (every client,
+    /// and its certificate's common name must be the user name).
+    #[serde(default)]
+    pub client_cert: ClientCertMode,
+}
+
+/// `[tls] client_cert`: PostgreSQL's `clientcert` option of `pg_hba.conf`, for every client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientCertMode {
+    /// Asked for when `ca` is set, required only by `auth = "cert"`.
+    #[default]
+    Optional,
+    /// Every client presents a certificate that chains to `ca`.
+    VerifyCa,
+    /// And its common name is the user name.
+    VerifyFull,
 }
 
 /// Whether clients must use TLS.
@@ -154,6 +178,11 @@ pub struct ServerTlsConfig {
     pub mode: ServerTlsMode,
     /// PEM file of the certificate authorities `verify-ca` and `verify-full` accept.
     pub ca: Option<Spanned<String>>,
+    /// PEM certificate chain the proxy presents to servers that ask for a client certificate
+    /// (`clientcert=verify-ca` in their `pg_hba.conf`); with `key`.
+    pub cert: Option<Spanned<String>>,
+    /// PEM private key of `cert`.
+    pub key: Option<Spanned<String>>,
 }
 
 /// libpq's `sslmode` values that apply to a proxy.
@@ -375,6 +404,10 @@ pub enum AuthMethod {
     /// No password.
     #[serde(rename = "trust")]
     Trust,
+    /// A TLS client certificate from `[tls] ca` whose common name is the user name, and no
+    /// password (PostgreSQL's `cert` method).
+    #[serde(rename = "cert")]
+    Cert,
 }
 
 /// `[[users]]`.
@@ -384,9 +417,9 @@ pub struct UserConfig {
     /// Login name, also used to log in to the servers.
     pub name: Spanned<String>,
     /// Password clients must give: plain text, or a PostgreSQL `md5…`/`SCRAM-SHA-256$…`
-    /// verifier. Required unless `auth = "trust"`.
+    /// verifier. Required unless `auth = "trust"` or `"cert"`.
     pub password: Option<String>,
-    /// `"scram-sha-256"` (default), `"md5"` or `"trust"`.
+    /// `"scram-sha-256"` (default), `"md5"`, `"trust"` or `"cert"`.
     #[serde(default)]
     pub auth: AuthMethod,
     /// Password for the servers, when it differs or `password` is a verifier.

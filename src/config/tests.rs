@@ -287,6 +287,129 @@ fn tls_files_are_read_and_checked_at_load() {
 }
 
 #[test]
+fn client_and_server_certificate_keys_are_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f).display().to_string();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&key).unwrap();
+    std::fs::write(path("ca.crt"), ca.pem()).unwrap();
+    std::fs::write(path("ca.key"), key.serialize_pem()).unwrap();
+    std::fs::write(path("junk.crl"), "not a CRL\n").unwrap();
+    let tls = |more: &str| {
+        format!(
+            "{MINIMAL}\n[tls]\ncert = {:?}\nkey = {:?}\n{more}",
+            path("ca.crt"),
+            path("ca.key")
+        )
+    };
+    let l = parse(
+        &tls(&format!(
+            "ca = {:?}\nclient_cert = \"verify-full\"\n",
+            path("ca.crt")
+        )),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        l.tls.as_ref().unwrap().client_cert,
+        ClientCertMode::VerifyFull
+    );
+    assert!(
+        l.describe()
+            .contains("client certificates VerifyFull from authorities in"),
+        "{}",
+        l.describe()
+    );
+    let e = err(&tls("client_cert = \"verify-ca\"\n"));
+    assert!(
+        e.contains("tls.client_cert") && e.contains("needs `ca`"),
+        "{e}"
+    );
+    let e = err(&tls(&format!("crl = {:?}\n", path("junk.crl"))));
+    assert!(
+        e.contains("t.toml:21: tls.crl") && e.contains("needs `ca`"),
+        "{e}"
+    );
+    let e = err(&tls(&format!(
+        "ca = {:?}\ncrl = {:?}\n",
+        path("ca.crt"),
+        path("junk.crl")
+    )));
+    assert!(
+        e.contains("t.toml:22: tls.crl") && e.contains("no PEM"),
+        "{e}"
+    );
+    let e = err(&tls(&format!("ca = {:?}\n", path("missing.crt"))));
+    assert!(
+        e.contains("t.toml:21: tls.ca") && e.contains("missing.crt"),
+        "{e}"
+    );
+    let e = err(&tls("client_cert = \"always\"\n"));
+    assert!(e.contains("always"), "{e}");
+
+    // auth = "cert" needs the authorities, and no password.
+    let cert_user = "\n[[users]]\nname = \"carol\"\nauth = \"cert\"\n";
+    let e = err(&format!("{MINIMAL}{cert_user}"));
+    assert!(
+        e.contains("users.auth") && e.contains("needs [tls] with `ca`"),
+        "{e}"
+    );
+    let l = parse(
+        &format!(
+            "{}{cert_user}",
+            tls(&format!("ca = {:?}\n", path("ca.crt")))
+        ),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(l.users["carol"].config.auth, AuthMethod::Cert);
+
+    // The proxy's own certificate towards servers.
+    let server = |more: &str| format!("{MINIMAL}\n[server_tls]\n{more}");
+    let l = parse(
+        &server(&format!(
+            "cert = {:?}\nkey = {:?}\n",
+            path("ca.crt"),
+            path("ca.key")
+        )),
+        "t.toml",
+    )
+    .unwrap();
+    assert!(
+        l.describe().contains("presenting certificate"),
+        "{}",
+        l.describe()
+    );
+    let e = err(&server(&format!("cert = {:?}\n", path("ca.crt"))));
+    assert!(
+        e.contains("server_tls.key") && e.contains("needs `key`"),
+        "{e}"
+    );
+    let e = err(&server(&format!("key = {:?}\n", path("ca.key"))));
+    assert!(
+        e.contains("server_tls.cert") && e.contains("needs `cert`"),
+        "{e}"
+    );
+    let e = err(&server(&format!(
+        "cert = {:?}\nkey = {:?}\n",
+        path("missing.crt"),
+        path("ca.key")
+    )));
+    assert!(e.contains("t.toml:19: server_tls.cert"), "{e}");
+    let e = err(&server(&format!(
+        "mode = \"disable\"\ncert = {:?}\nkey = {:?}\n",
+        path("ca.crt"),
+        path("ca.key")
+    )));
+    assert!(
+        e.contains("server_tls.cert") && e.contains("disable"),
+        "{e}"
+    );
+}
+
+#[test]
 fn admin_console_users_must_be_able_to_log_in() {
     let l = parse(
         &format!("{MINIMAL}\n[admin]\nusers = [\"app\"]\n"),

@@ -1,10 +1,6 @@
 //! `tls-server-end-point` channel binding data (RFC 5929 section 4.1), which SCRAM-SHA-256-PLUS
 //! binds a client's proof to: the hash of the server's certificate, with the hash function of
 //! the certificate's signature algorithm (SHA-256 in place of MD5 and SHA-1).
-//!
-//! The signature algorithm is read from the certificate's DER: `Certificate ::= SEQUENCE {
-//! tbsCertificate, signatureAlgorithm AlgorithmIdentifier, signatureValue }`, whose
-//! `AlgorithmIdentifier` starts with the algorithm's OID. Only that walk is needed.
 
 use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
 
@@ -31,20 +27,13 @@ pub fn tls_server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
 
 /// The hash the binding uses for a certificate with this signature algorithm.
 fn signature_hash(cert: &[u8]) -> Option<Hash> {
-    const SEQUENCE: u8 = 0x30;
-    const OID: u8 = 0x06;
-    let (SEQUENCE, certificate, _) = tlv(cert)? else {
-        return None;
-    };
-    let (SEQUENCE, _tbs, rest) = tlv(certificate)? else {
-        return None;
-    };
-    let (SEQUENCE, algorithm, _) = tlv(rest)? else {
-        return None;
-    };
-    let (OID, oid, _) = tlv(algorithm)? else {
-        return None;
-    };
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(cert).ok()?;
+    hash_for(cert.signature_algorithm.algorithm.as_bytes())
+}
+
+/// The hash for a signature algorithm's OID (its DER content bytes).
+fn hash_for(oid: &[u8]) -> Option<Hash> {
     // 1.2.840.113549.1.1.x (PKCS #1) and 1.2.840.10045.4.x (ECDSA).
     const PKCS1: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
     const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
@@ -66,24 +55,6 @@ fn signature_hash(cert: &[u8]) -> Option<Hash> {
         [0x03, 0x04] => Some(Hash::Sha512),
         _ => None,
     }
-}
-
-/// One DER tag-length-value: (tag, value, what follows).
-fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, der) = der.split_first()?;
-    let (&first, mut der) = der.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let (bytes, rest) = (der.get(..n)?, &der[n..]);
-        der = rest;
-        bytes.iter().fold(0, |len, &b| (len << 8) | usize::from(b))
-    };
-    Some((tag, der.get(..len)?, &der[len..]))
 }
 
 #[cfg(test)]
@@ -113,25 +84,14 @@ mod tests {
 
     #[test]
     fn rsa_oids_and_sha1_map_as_rfc_5929_says() {
-        // A minimal Certificate: SEQUENCE { SEQUENCE {}, SEQUENCE { OID }, BIT STRING }.
-        let with = |oid: &[u8]| {
-            let mut alg = vec![0x06, oid.len() as u8];
-            alg.extend_from_slice(oid);
-            let mut body = vec![0x30, 0x00, 0x30, alg.len() as u8];
-            body.extend(alg);
-            body.extend([0x03, 0x01, 0x00]);
-            let mut der = vec![0x30, body.len() as u8];
-            der.extend(body);
-            signature_hash(&der)
-        };
-        let pkcs1 = |x: u8| with(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, x]);
+        let pkcs1 = |x: u8| hash_for(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, x]);
         assert_eq!(pkcs1(0x05), Some(Hash::Sha256), "sha1WithRSAEncryption");
         assert_eq!(pkcs1(0x0b), Some(Hash::Sha256));
         assert_eq!(pkcs1(0x0c), Some(Hash::Sha384));
         assert_eq!(pkcs1(0x0d), Some(Hash::Sha512));
         assert_eq!(pkcs1(0x0a), None, "RSASSA-PSS");
         assert_eq!(
-            with(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01]),
+            hash_for(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01]),
             Some(Hash::Sha256),
             "ecdsa-with-SHA1"
         );

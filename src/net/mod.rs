@@ -2,10 +2,12 @@
 //! reading whole messages during the startup phases (before the relay takes over a
 //! connection's buffers).
 
+mod client_cert;
 mod end_point;
 mod stream;
 pub mod tls;
 
+pub use client_cert::ClientCert;
 pub use stream::Stream;
 
 use std::io;

@@ -8,13 +8,15 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Stream;
-use crate::config::{ClientTlsMode, ServerTlsMode};
+use super::{ClientCert, Stream};
+use crate::config::{ClientCertMode, ClientTlsMode, ServerTlsMode, TlsConfig};
 
 /// The ALPN protocol PostgreSQL 17 names its protocol with (older peers ignore it).
 const ALPN: &[u8] = b"postgresql";
@@ -23,17 +25,21 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Which of `[tls]`'s files an error is about.
+/// Which of `[tls]`'s (or `[server_tls]`'s) files an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFile {
     Cert,
     Key,
+    Ca,
+    Crl,
 }
 
 /// What clients may or must negotiate.
 pub struct ClientTls {
     /// Whether plain connections are still accepted.
     pub mode: ClientTlsMode,
+    /// Which clients must present a certificate (`Optional` also without `ca`).
+    pub client_cert: ClientCertMode,
     acceptor: tokio_rustls::TlsAcceptor,
     /// The certificate's `tls-server-end-point` channel binding data (see end_point.rs);
     /// `None`: SCRAM-SHA-256-PLUS is not offered.
@@ -44,59 +50,120 @@ impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
             .field("mode", &self.mode)
+            .field("client_cert", &self.client_cert)
             .finish()
     }
 }
 
+/// What a client's TLS handshake established (the default: no TLS).
+#[derive(Debug, Clone, Default)]
+pub struct TlsPeer {
+    /// The channel binding data of switchyard's certificate (`None`: no binding offered).
+    pub end_point: Option<Arc<[u8]>>,
+    /// The certificate the client presented, verified against `[tls] ca`.
+    pub cert: Option<ClientCert>,
+}
+
 impl ClientTls {
-    /// Loads the certificate chain and key (PEM files). The error says which file and why.
-    pub fn load(
-        cert: &str,
-        key: &str,
-        mode: ClientTlsMode,
-    ) -> Result<ClientTls, (TlsFile, String)> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| {
-                (
-                    TlsFile::Cert,
-                    format!("cannot read certificates from {cert:?}: {e}"),
-                )
-            })?;
-        if chain.is_empty() {
-            return Err((TlsFile::Cert, format!("{cert:?} holds no PEM certificate")));
-        }
+    /// Loads the certificate chain and key, and the client authorities and revocation lists
+    /// when given (PEM files). The error says which file and why.
+    pub fn load(t: &TlsConfig) -> Result<ClientTls, (TlsFile, String)> {
+        let (cert, key) = (t.cert.get_ref(), t.key.get_ref());
+        let chain = read_chain(cert).map_err(|m| (TlsFile::Cert, m))?;
         let end_point = super::end_point::tls_server_end_point(&chain[0]).map(Arc::from);
-        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        let key_der = read_key(key).map_err(|m| (TlsFile::Key, m))?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| (TlsFile::Cert, e.to_string()))?;
+        let builder = match &t.ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let roots = read_roots(ca.get_ref()).map_err(|m| (TlsFile::Ca, m))?;
+                let mut verifier =
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+                        // A client without a certificate gets through the handshake and is
+                        // refused at login, with a FATAL that says why, where one is needed.
+                        .allow_unauthenticated();
+                if let Some(crl) = &t.crl {
+                    let path = crl.get_ref();
+                    let crls = CertificateRevocationListDer::pem_file_iter(path)
+                        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                        .map_err(|e| {
+                            (
+                                TlsFile::Crl,
+                                format!("cannot read revocation lists from {path:?}: {e}"),
+                            )
+                        })?;
+                    if crls.is_empty() {
+                        return Err((TlsFile::Crl, format!("{path:?} holds no PEM X509 CRL")));
+                    }
+                    verifier = verifier.with_crls(crls);
+                }
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| (TlsFile::Ca, format!("{:?}: {e}", ca.get_ref())))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key_der).map_err(|e| {
             (
                 TlsFile::Key,
-                format!("cannot read a private key from {key:?}: {e}"),
+                format!("{key:?} does not fit the certificate: {e}"),
             )
         })?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| (TlsFile::Cert, e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key_der)
-            .map_err(|e| {
-                (
-                    TlsFile::Key,
-                    format!("{key:?} does not fit the certificate: {e}"),
-                )
-            })?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(ClientTls {
-            mode,
+            mode: t.mode,
+            client_cert: t.client_cert,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             end_point,
         })
     }
 
     /// Runs the server side of the handshake on a client that sent SSLRequest and got `S`.
-    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<Stream> {
+    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<(Stream, TlsPeer)> {
         let s = self.acceptor.accept(tcp).await?;
-        Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(s))))
+        let peer = TlsPeer {
+            end_point: self.end_point.clone(),
+            cert: s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| ClientCert::from_der(c)),
+        };
+        Ok((
+            Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(s))),
+            peer,
+        ))
     }
+}
+
+/// A PEM certificate chain (at least one certificate).
+fn read_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("cannot read certificates from {path:?}: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("{path:?} holds no PEM certificate"));
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("cannot read a private key from {path:?}: {e}"))
+}
+
+/// Certificate authorities from a PEM file (at least one).
+fn read_roots(path: &str) -> Result<Arc<rustls::RootCertStore>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_chain(path)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("{path:?} holds an unusable certificate: {e}"))?;
+    }
+    Ok(Arc::new(roots))
 }
 
 /// How the proxy opens server connections.
@@ -117,7 +184,7 @@ impl std::fmt::Debug for ServerTls {
 
 impl Default for ServerTls {
     fn default() -> ServerTls {
-        ServerTls::load(ServerTlsMode::default(), None).expect("no files to read")
+        ServerTls::load(ServerTlsMode::default(), None, None).expect("no files to read")
     }
 }
 
@@ -134,29 +201,27 @@ pub enum TlsConnectError {
 
 impl ServerTls {
     /// Builds the connector for `mode`; `ca` (PEM file) holds the roots that the
-    /// `verify-ca` and `verify-full` modes check the server's certificate against.
-    pub fn load(mode: ServerTlsMode, ca: Option<&str>) -> Result<ServerTls, String> {
+    /// `verify-ca` and `verify-full` modes check the server's certificate against, and
+    /// `identity` the (certificate chain, key) files presented to servers that ask.
+    pub fn load(
+        mode: ServerTlsMode,
+        ca: Option<&str>,
+        identity: Option<(&str, &str)>,
+    ) -> Result<ServerTls, (TlsFile, String)> {
         let verifier: Arc<dyn ServerCertVerifier> = match mode {
             ServerTlsMode::Disable => return Ok(ServerTls { mode, config: None }),
             ServerTlsMode::Prefer | ServerTlsMode::Require => Arc::new(Unverified(provider())),
             ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull => {
-                let ca = ca.ok_or("needs `ca`, the certificate authorities to check against")?;
-                let mut roots = rustls::RootCertStore::empty();
-                for c in CertificateDer::pem_file_iter(ca)
-                    .map_err(|e| format!("cannot read certificates from {ca:?}: {e}"))?
-                {
-                    let c = c.map_err(|e| format!("cannot read certificates from {ca:?}: {e}"))?;
-                    roots
-                        .add(c)
-                        .map_err(|e| format!("{ca:?} holds an unusable certificate: {e}"))?;
-                }
-                if roots.is_empty() {
-                    return Err(format!("{ca:?} holds no PEM certificate"));
-                }
-                let webpki =
-                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-                        .build()
-                        .map_err(|e| e.to_string())?;
+                let ca = ca.ok_or_else(|| {
+                    (
+                        TlsFile::Ca,
+                        "needs `ca`, the certificate authorities to check against".to_owned(),
+                    )
+                })?;
+                let roots = read_roots(ca).map_err(|m| (TlsFile::Ca, m))?;
+                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
+                    .build()
+                    .map_err(|e| (TlsFile::Ca, e.to_string()))?;
                 if mode == ServerTlsMode::VerifyCa {
                     Arc::new(AnyName(webpki))
                 } else {
@@ -164,12 +229,24 @@ impl ServerTls {
                 }
             }
         };
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| (TlsFile::Ca, e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = read_chain(cert).map_err(|m| (TlsFile::Cert, m))?;
+                let key_der = read_key(key).map_err(|m| (TlsFile::Key, m))?;
+                builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                    (
+                        TlsFile::Key,
+                        format!("{key:?} does not fit the certificate: {e}"),
+                    )
+                })?
+            }
+        };
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(ServerTls {
             mode,

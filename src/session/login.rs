@@ -12,7 +12,8 @@ use super::settings::Settings;
 use super::Fatal;
 use crate::app::App;
 use crate::auth::{self, ScramServer, ServerCredential, StoredPassword};
-use crate::config::{AuthMethod, ClientTlsMode, PoolMode, User};
+use crate::config::{AuthMethod, ClientCertMode, ClientTlsMode, PoolMode, User};
+use crate::net::tls::{ClientTls, TlsPeer};
 use crate::net::{self, Stream};
 use crate::protocol::startup::{self, Initial, Startup};
 use crate::protocol::{encode, tag};
@@ -29,9 +30,9 @@ pub struct Login {
 
 /// Outcome of reading the first packets.
 pub enum First {
-    /// A normal client, and the channel binding data of its TLS connection (the
-    /// certificate's `tls-server-end-point` hash; `None` without TLS).
-    Startup(Startup, Option<Arc<[u8]>>),
+    /// A normal client, and what its TLS handshake established (channel binding data, a
+    /// client certificate).
+    Startup(Startup, TlsPeer),
     /// A cancel request (handled; close the connection).
     Cancelled,
 }
@@ -43,7 +44,7 @@ pub async fn read_startup(
     stream: &mut Stream,
     buf: &mut BytesMut,
 ) -> Result<First, Fatal> {
-    let mut binding = None;
+    let mut peer = TlsPeer::default();
     loop {
         net::fill_to(stream, buf, 4).await.map_err(Fatal::Io)?;
         let len = startup::declared_len([buf[0], buf[1], buf[2], buf[3]])
@@ -62,8 +63,7 @@ pub async fn read_startup(
                 let tls = app.config.load().tls.clone();
                 match tls {
                     Some(tls) if kind == Initial::SslRequest => {
-                        start_tls(app, stream, &tls).await?;
-                        binding = tls.end_point.clone();
+                        peer = start_tls(app, stream, &tls).await?;
                     }
                     _ => net::send_all(stream, b"N").await.map_err(Fatal::Io)?,
                 }
@@ -93,7 +93,7 @@ pub async fn read_startup(
                         "this server accepts only encrypted connections (SSL off): connect with sslmode=require",
                     ));
                 }
-                return Ok(First::Startup(s, binding));
+                return Ok(First::Startup(s, peer));
             }
             Err(startup::StartupError::UnsupportedProtocol(major, minor)) => {
                 return Err(Fatal::new(
@@ -109,11 +109,7 @@ pub async fn read_startup(
 }
 
 /// Answers an SSLRequest with `S` and runs the handshake: `stream` is TLS from here on.
-async fn start_tls(
-    app: &App,
-    stream: &mut Stream,
-    tls: &crate::net::tls::ClientTls,
-) -> Result<(), Fatal> {
+async fn start_tls(app: &App, stream: &mut Stream, tls: &ClientTls) -> Result<TlsPeer, Fatal> {
     if stream.is_tls() {
         return Err(Fatal::protocol("SSLRequest on an encrypted connection"));
     }
@@ -129,8 +125,10 @@ async fn start_tls(
         .tls_handshakes
         .with_label_values(&["client", outcome])
         .inc();
-    *stream = result.map_err(|e| Fatal::protocol_silent(format!("TLS handshake failed: {e}")))?;
-    Ok(())
+    let (tls_stream, peer) =
+        result.map_err(|e| Fatal::protocol_silent(format!("TLS handshake failed: {e}")))?;
+    *stream = tls_stream;
+    Ok(peer)
 }
 
 /// Validates the startup packet and authenticates the client.
@@ -139,7 +137,7 @@ pub async fn authenticate(
     stream: &mut Stream,
     buf: &mut BytesMut,
     s: &Startup,
-    binding: Option<Arc<[u8]>>,
+    peer: TlsPeer,
 ) -> Result<Login, Fatal> {
     let mut out = BytesMut::new();
     let unsupported: Vec<&str> = s
@@ -182,6 +180,24 @@ pub async fn authenticate(
         .map_err(|m| Fatal::new("42704", m))?;
     let config = app.config.load_full();
     let configured = config.users.get(user_name).cloned();
+    // Client certificates first, as PostgreSQL checks `clientcert` before the method.
+    let cert_auth = configured
+        .as_ref()
+        .is_some_and(|u| u.config.auth == AuthMethod::Cert);
+    let client_cert = config
+        .tls
+        .as_ref()
+        .map_or(ClientCertMode::Optional, |t| t.client_cert);
+    if (cert_auth || client_cert != ClientCertMode::Optional) && peer.cert.is_none() {
+        app.metrics
+            .clients_rejected
+            .with_label_values(&["client_cert"])
+            .inc();
+        return Err(Fatal::new(
+            "28000",
+            "connection requires a valid client certificate",
+        ));
+    }
     // A role not in [[users]]: its password as the servers have it (auth_query), if on.
     let looked_up = match (&configured, &config.config.auth_query) {
         (None, Some(query)) => lookup::password(app, &config, query, user_name).await?,
@@ -189,7 +205,7 @@ pub async fn authenticate(
     };
     let check = match (&configured, &looked_up) {
         (Some(u), _) => match u.config.auth {
-            AuthMethod::Trust => Check::Trust,
+            AuthMethod::Trust | AuthMethod::Cert => Check::Trust,
             AuthMethod::Md5 => Check::Md5(&u.stored),
             AuthMethod::ScramSha256 => Check::Scram(u.scram.clone()),
         },
@@ -222,7 +238,7 @@ pub async fn authenticate(
                 Some(secret) => ScramServer::new(secret),
                 None => ScramServer::new_mock(user_name, &app.mock_secret),
             };
-            let mut scram = scram.with_channel_binding(binding);
+            let mut scram = scram.with_channel_binding(peer.end_point.clone());
             encode::auth_sasl(&mut out, scram.mechanisms());
             send(stream, &mut out).await?;
             let body = read_password(stream, buf, limit).await?;
@@ -239,6 +255,30 @@ pub async fn authenticate(
                 .map_err(|e| scram_fatal(e, user_name))?;
             encode::auth_sasl_final(&mut out, &last);
             proven = scram.proven_keys();
+        }
+    }
+    if cert_auth || client_cert == ClientCertMode::VerifyFull {
+        let cn = peer.cert.as_ref().and_then(|c| c.cn.as_deref());
+        if cn != Some(user_name) {
+            tracing::warn!(
+                user = user_name,
+                certificate_cn = ?cn,
+                "the client certificate's common name is not the user name"
+            );
+            app.metrics
+                .clients_rejected
+                .with_label_values(&["client_cert"])
+                .inc();
+            return Err(Fatal::new(
+                "28000",
+                if cert_auth {
+                    format!("certificate authentication failed for user \"{user_name}\"")
+                } else {
+                    format!(
+                        "certificate validation (clientcert=verify-full) failed for user \"{user_name}\": CN mismatch"
+                    )
+                },
+            ));
         }
     }
     let user = match (configured, looked_up) {
@@ -269,6 +309,7 @@ pub async fn authenticate(
 
 /// How a client proves who it is.
 enum Check<'a> {
+    /// No exchange (`trust`, and `cert`, whose certificate is checked on its own).
     Trust,
     /// An md5 challenge, checked against this password.
     Md5(&'a StoredPassword),

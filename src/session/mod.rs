@@ -176,8 +176,8 @@ async fn start(
     let login = tokio::time::timeout(deadline, async {
         match login::read_startup(&app, stream, &mut buf).await? {
             login::First::Cancelled => Ok(None),
-            login::First::Startup(s, binding) => Ok(Some(
-                login::authenticate(&app, stream, &mut buf, &s, binding).await?,
+            login::First::Startup(s, peer) => Ok(Some(
+                login::authenticate(&app, stream, &mut buf, &s, peer).await?,
             )),
         }
     })
