@@ -248,6 +248,44 @@ async fn the_console_shows_backends_pools_clients_and_servers() {
         .unwrap();
     assert_eq!(get(s, "client_pid"), "NULL", "{s:?}");
 
+    // The application_name a client sets later is the one listed, and a RESET brings back
+    // the one of its startup.
+    let named = |rows: &[Row], name: &str| {
+        rows.iter()
+            .any(|c| get(c, "pid") == client_pid.to_string() && get(c, "application_name") == name)
+    };
+    bounded(
+        "rename",
+        busy.batch_execute("SET application_name = 'renamed-client'"),
+    )
+    .await
+    .unwrap();
+    until(&admin, "SHOW CLIENTS", |rows| named(rows, "renamed-client")).await;
+    bounded("reset", busy.batch_execute("RESET application_name"))
+        .await
+        .unwrap();
+    until(&admin, "SHOW CLIENTS", |rows| named(rows, "busy-client")).await;
+    // Session pooling tracks it the same way.
+    let session_proxy = start_ready_proxy(ProxyOptions {
+        pool_mode: "session".into(),
+        extra_tables: format!("[admin]\nusers = [\"{APP_USER}\"]\n"),
+        ..Default::default()
+    });
+    let held = connect(&session_proxy, APP_USER, APP_PASSWORD, APP_DB, "held").await;
+    bounded(
+        "rename in session mode",
+        held.batch_execute("BEGIN; SET application_name = 'renamed-held'; COMMIT"),
+    )
+    .await
+    .unwrap();
+    let session_admin = console(&session_proxy).await;
+    until(&session_admin, "SHOW CLIENTS", |rows| {
+        rows.iter()
+            .any(|c| get(c, "application_name") == "renamed-held")
+    })
+    .await;
+    drop((held, session_admin, session_proxy));
+
     // Version, help, config; several statements in one query.
     let msgs = bounded("multi", admin.simple_query("SHOW VERSION; SHOW HELP;"))
         .await

@@ -38,7 +38,7 @@ pub struct ClientInfo {
     pub peer: std::net::SocketAddr,
     /// Whether its connection is encrypted.
     pub tls: bool,
-    /// `application_name` from its startup packet.
+    /// `application_name` from its startup packet (the admin console shows the current one).
     pub application_name: String,
     /// When it connected.
     pub since: std::time::Instant,
@@ -79,6 +79,8 @@ struct SlotState {
     /// meanwhile discards it rather than hand it to another client, whose query the stray
     /// cancel could hit.
     delivering: bool,
+    /// The `application_name` the client set since its startup, if it did.
+    application_name: Option<String>,
 }
 
 impl CancelSlot {
@@ -98,6 +100,11 @@ impl CancelSlot {
         if let Some(t) = self.state.lock().expect("cancel slot").target.as_mut() {
             t.held = true;
         }
+    }
+
+    /// The client's `application_name` is now `name` (a `SET`, a `RESET`).
+    pub fn set_application_name(&self, name: &str) {
+        self.state.lock().expect("cancel slot").application_name = Some(name.to_owned());
     }
 
     /// The client gives its server connection up. Returns `false` when a cancel is on its way
@@ -222,11 +229,18 @@ impl CancelRegistry {
         };
         let mut rows: Vec<ClientRow> = slots
             .into_iter()
-            .map(|(pid, slot)| ClientRow {
-                pid,
-                user: slot.user.clone(),
-                info: slot.info.clone(),
-                target: slot.state.lock().expect("cancel slot").target.clone(),
+            .map(|(pid, slot)| {
+                let state = slot.state.lock().expect("cancel slot");
+                let mut info = slot.info.clone();
+                if let Some(name) = &state.application_name {
+                    info.application_name.clone_from(name);
+                }
+                ClientRow {
+                    pid,
+                    user: slot.user.clone(),
+                    info,
+                    target: state.target.clone(),
+                }
             })
             .collect();
         rows.sort_by_key(|r| r.pid);

@@ -182,6 +182,14 @@ impl Session {
                     }
                 }
                 tag::PARAMETER_STATUS => {
+                    if m.forward {
+                        // The client's own SET or RESET: the admin console lists it.
+                        if let Some(name) = body.strip_prefix(b"application_name\0") {
+                            let name = name.strip_suffix(b"\0").unwrap_or(name);
+                            self.cancel
+                                .set_application_name(&String::from_utf8_lossy(name));
+                        }
+                    }
                     let b = body.to_vec();
                     conn.note_parameter(&b);
                 }
