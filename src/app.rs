@@ -55,46 +55,7 @@ pub struct App {
     /// Reloads asked for by the admin console, carried out by the task that handles SIGHUP.
     pub reloads: Reloads,
     /// The admin console's `PAUSE`: new transactions wait until `RESUME`.
-    pub pause: Pause,
-}
-
-/// Whether new transactions wait (the admin console's `PAUSE` and `RESUME`). Sessions read
-/// the flag, one atomic load per server checkout; only a paused session subscribes to the
-/// channel.
-pub struct Pause {
-    on: std::sync::atomic::AtomicBool,
-    tx: tokio::sync::watch::Sender<bool>,
-}
-
-impl Default for Pause {
-    fn default() -> Self {
-        Pause {
-            on: Default::default(),
-            tx: tokio::sync::watch::Sender::new(false),
-        }
-    }
-}
-
-impl Pause {
-    /// Whether new transactions wait now.
-    #[inline]
-    pub fn is_on(&self) -> bool {
-        // SeqCst on both sides: a session sets its server connection, then reads this; PAUSE
-        // sets this, then reads the connections. One of the two sees the other.
-        self.on.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Pauses (`true`) or resumes; returns whether that changed anything.
-    pub fn set(&self, on: bool) -> bool {
-        self.on.store(on, std::sync::atomic::Ordering::SeqCst);
-        self.tx.send_replace(on) != on
-    }
-
-    /// Returns once not paused.
-    pub async fn resumed(&self) {
-        let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|on| !on).await;
-    }
+    pub pause: crate::pause::Pause,
 }
 
 /// Where a reload's outcome goes: the number of changes, or why the file was rejected.

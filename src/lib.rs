@@ -14,6 +14,7 @@ pub mod config;
 pub mod localpg;
 pub mod metrics;
 pub mod net;
+pub mod pause;
 pub mod pool;
 pub mod protocol;
 pub mod ryw;

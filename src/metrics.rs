@@ -46,8 +46,10 @@ pub struct Metrics {
     pub prepared_evictions: IntCounter,
     /// Config reloads by result (`ok`, `error`).
     pub reloads: IntCounterVec,
-    /// 1 while the admin console's `PAUSE` holds new transactions, else 0.
+    /// 1 while the admin console's `PAUSE` holds every database's new transactions, else 0.
     pub paused: IntGauge,
+    /// Databases paused one by one (`PAUSE db`).
+    pub paused_databases: IntGauge,
     /// Requests that waited for the admin console's `RESUME`.
     pub pause_waits: IntCounter,
     /// `[auth_query]` lookups by result (`found`, `unknown`, `error`).
@@ -237,7 +239,12 @@ impl Metrics {
             paused: gauge(
                 &r,
                 "paused",
-                "1 while new transactions wait for the admin console's RESUME",
+                "1 while every database's new transactions wait for the admin console's RESUME",
+            ),
+            paused_databases: gauge(
+                &r,
+                "paused_databases",
+                "Databases whose new transactions wait for the admin console's RESUME (PAUSE db)",
             ),
             pause_waits: counter(
                 &r,

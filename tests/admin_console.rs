@@ -1066,3 +1066,91 @@ async fn pause_warns_about_a_transaction_that_stays_open_and_holds_what_comes_af
     assert_eq!((n.tag, n.message()), (b'N', "not paused".to_owned()));
     assert_eq!(tags_until_ready(&mut s.raw).await, ["CRESUME", "Z"]);
 }
+
+/// `PAUSE db` holds that database's transactions and logins only; `RESUME db` lets them go
+/// on. `RESUME` alone resumes everything; one database cannot be resumed out of a pause of
+/// every database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_of_one_database_holds_only_its_clients() {
+    let proxy = proxy();
+    let admin = console(&proxy).await;
+    let app_client = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "app-db").await;
+    let other_db = connect(&proxy, APP_USER, APP_PASSWORD, "postgres", "postgres-db").await;
+    for c in [&app_client, &other_db] {
+        bounded("warm", c.batch_execute("SELECT 1")).await.unwrap();
+    }
+
+    bounded("pause app", admin.simple_query(&format!("PAUSE {APP_DB}")))
+        .await
+        .unwrap();
+    assert_eq!(proxy.metric("switchyard_paused_databases").await, 1.0);
+    assert_eq!(proxy.metric("switchyard_paused").await, 0.0);
+    let pools = show(&admin, "SHOW POOLS").await;
+    for p in &pools {
+        let expect = if get(p, "database") == APP_DB {
+            "t"
+        } else {
+            "f"
+        };
+        assert_eq!(get(p, "paused"), expect, "{p:?}");
+    }
+    let (_, status) = proxy.http_get("/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["paused_databases"], serde_json::json!([APP_DB]));
+
+    // The other database's client goes on; the paused one's next transaction and a new login
+    // to that database wait.
+    let v: i32 = bounded("other db", other_db.query_one("SELECT 7::int4", &[]))
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 7);
+    let held = tokio::spawn(async move { app_client.query_one("SELECT 8::int4", &[]).await });
+    let addr = proxy.addr();
+    let newcomer = tokio::spawn(async move {
+        use support::raw::{login, PROTO_3_0};
+        let params = [("user", APP_USER), ("database", APP_DB)];
+        login(&addr, PROTO_3_0, &params, Some(APP_PASSWORD))
+            .await
+            .is_ok()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !held.is_finished(),
+        "a transaction on the paused database ran"
+    );
+    assert!(
+        !newcomer.is_finished(),
+        "a login to the paused database completed"
+    );
+    let other_login = connect(&proxy, APP_USER, APP_PASSWORD, "postgres", "late").await;
+    bounded("late", other_login.batch_execute("SELECT 1"))
+        .await
+        .unwrap();
+
+    // Resuming another database changes nothing; a pause of everything cannot be resumed
+    // database by database.
+    bounded("resume postgres", admin.simple_query("RESUME postgres"))
+        .await
+        .unwrap();
+    assert!(!held.is_finished(), "another database's RESUME let it go");
+    bounded("pause all", admin.simple_query("PAUSE"))
+        .await
+        .unwrap();
+    assert_eq!(proxy.metric("switchyard_paused").await, 1.0);
+    assert_eq!(sqlstate(&admin, &format!("RESUME {APP_DB}")).await, "55000");
+    bounded("resume all", admin.simple_query("RESUME"))
+        .await
+        .unwrap();
+    let row = bounded("held", held)
+        .await
+        .unwrap()
+        .expect("the held query");
+    assert_eq!(row.get::<_, i32>(0), 8);
+    assert!(
+        bounded("newcomer", newcomer).await.unwrap(),
+        "the held login failed"
+    );
+    assert_eq!(proxy.metric("switchyard_paused_databases").await, 0.0);
+    assert_eq!(proxy.metric("switchyard_paused").await, 0.0);
+}

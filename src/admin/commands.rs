@@ -4,7 +4,7 @@
 use super::table::{Column, Type};
 
 /// One console command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `SHOW ...`.
     Show(Show),
@@ -12,10 +12,11 @@ pub enum Command {
     Reload,
     /// `KILL pid`: end the client that was given this process id.
     Kill(i32),
-    /// `PAUSE`: new transactions wait; returns once the open ones have ended.
-    Pause,
-    /// `RESUME`: the waiting transactions go on.
-    Resume,
+    /// `PAUSE [db]`: new transactions (of every database, or of `db`) wait; returns once the
+    /// open ones have ended.
+    Pause(Option<String>),
+    /// `RESUME [db]`: the waiting transactions go on (all of them, or `db`'s).
+    Resume(Option<String>),
     /// `SHUTDOWN`: what SIGTERM does (stop accepting, let open transactions finish).
     Shutdown,
     /// `RECONNECT`: replace every server connection (idle ones now, others when released).
@@ -84,10 +85,13 @@ pub const HELP: &[(&str, &str)] = &[
         "end the client given that process id (admin users)",
     ),
     (
-        "PAUSE",
-        "hold new transactions and logins until RESUME; returns once the open transactions ended (admin users)",
+        "PAUSE [db]",
+        "hold new transactions and logins (of every database, or of db) until RESUME; returns once the open transactions ended (admin users)",
     ),
-    ("RESUME", "let the held transactions go on (admin users)"),
+    (
+        "RESUME [db]",
+        "let the held transactions go on (all, or db's) (admin users)",
+    ),
     (
         "RECONNECT",
         "close every server connection, idle ones now and the others when released (admin users)",
@@ -139,8 +143,10 @@ pub fn parse(statement: &str) -> Result<Command, CommandError> {
             )),
         },
         ["RELOAD"] => Ok(Command::Reload),
-        ["PAUSE"] => Ok(Command::Pause),
-        ["RESUME"] => Ok(Command::Resume),
+        ["PAUSE"] => Ok(Command::Pause(None)),
+        ["PAUSE", _] => Ok(Command::Pause(Some(database(words[1])))),
+        ["RESUME"] => Ok(Command::Resume(None)),
+        ["RESUME", _] => Ok(Command::Resume(Some(database(words[1])))),
         ["SHUTDOWN"] => Ok(Command::Shutdown),
         ["RECONNECT"] => Ok(Command::Reconnect),
         ["KILL", pid] => pid.parse::<i32>().map(Command::Kill).map_err(|_| {
@@ -160,14 +166,22 @@ pub fn parse(statement: &str) -> Result<Command, CommandError> {
     }
 }
 
+/// A database name as a command gives it: as written, or in double quotes.
+fn database(word: &str) -> String {
+    word.strip_prefix('"')
+        .and_then(|w| w.strip_suffix('"'))
+        .unwrap_or(word)
+        .replace("\"\"", "\"")
+}
+
 impl Command {
     /// Whether a stats user (who may only look) may run it.
-    pub fn only_looks(self) -> bool {
+    pub fn only_looks(&self) -> bool {
         matches!(self, Command::Show(_) | Command::Set | Command::Empty)
     }
 
     /// The columns of its result; `None` for a command that returns no rows.
-    pub fn columns(self) -> Option<&'static [Column]> {
+    pub fn columns(&self) -> Option<&'static [Column]> {
         use Type::{Bool, Int8, Text};
         let Command::Show(show) = self else {
             return None;
@@ -204,6 +218,7 @@ impl Command {
                 ("idle", Int8),
                 ("opening", Int8),
                 ("waiting", Int8),
+                ("paused", Bool),
             ],
             Show::Clients => &[
                 ("pid", Int8),
@@ -232,13 +247,13 @@ impl Command {
     }
 
     /// The CommandComplete tag of a command without rows.
-    pub fn tag(self) -> &'static str {
+    pub fn tag(&self) -> &'static str {
         match self {
             Command::Show(_) => "SHOW",
             Command::Reload => "RELOAD",
             Command::Kill(_) => "KILL",
-            Command::Pause => "PAUSE",
-            Command::Resume => "RESUME",
+            Command::Pause(_) => "PAUSE",
+            Command::Resume(_) => "RESUME",
             Command::Shutdown => "SHUTDOWN",
             Command::Reconnect => "RECONNECT",
             Command::Set => "SET",
@@ -303,13 +318,19 @@ mod tests {
     fn only_show_set_and_nothing_are_for_stats_users() {
         assert!(!Command::Reload.only_looks());
         assert!(!Command::Kill(1).only_looks());
-        assert!(!Command::Pause.only_looks() && !Command::Resume.only_looks());
+        assert!(!Command::Pause(None).only_looks() && !Command::Resume(None).only_looks());
         assert!(!Command::Shutdown.only_looks() && !Command::Reconnect.only_looks());
         assert_eq!(parse("Reconnect"), Ok(Command::Reconnect));
         assert_eq!(parse("shutdown"), Ok(Command::Shutdown));
-        assert_eq!(parse("pause"), Ok(Command::Pause));
-        assert_eq!(parse("Resume"), Ok(Command::Resume));
-        assert_eq!(parse("PAUSE now").unwrap_err().code, "42601");
+        assert_eq!(parse("pause"), Ok(Command::Pause(None)));
+        assert_eq!(parse("Resume"), Ok(Command::Resume(None)));
+        assert_eq!(parse("PAUSE app"), Ok(Command::Pause(Some("app".into()))));
+        assert_eq!(
+            parse("resume \"Mixed\"\"Case\""),
+            Ok(Command::Resume(Some("Mixed\"Case".into())))
+        );
+        assert!(parse("PAUSE a b").is_err());
+        assert_eq!(parse("RELOAD now").unwrap_err().code, "42601");
         assert!(Command::Set.only_looks());
         assert!(Command::Reload.columns().is_none());
         assert_eq!(Command::Reload.tag(), "RELOAD");

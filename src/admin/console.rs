@@ -180,7 +180,7 @@ impl Console<'_> {
         }
         for s in &statements {
             let run = match commands::parse(s) {
-                Ok(cmd) => self.run(cmd).await.map(|o| (cmd, o)),
+                Ok(cmd) => self.run(&cmd).await.map(|o| (cmd, o)),
                 Err(e) => Err(e),
             };
             match run {
@@ -188,7 +188,7 @@ impl Console<'_> {
                     if let (Outcome::Rows(_), Some(columns)) = (&outcome, cmd.columns()) {
                         table::row_description(&mut self.out, columns, &[]);
                     }
-                    self.complete(cmd, outcome, &[]);
+                    self.complete(&cmd, outcome, &[]);
                 }
                 Err(e) => {
                     self.error(&e);
@@ -217,7 +217,7 @@ impl Console<'_> {
     }
 
     /// Rows (without their description) and CommandComplete, or EmptyQueryResponse.
-    pub(super) fn complete(&mut self, cmd: Command, outcome: Outcome, formats: &[bool]) {
+    pub(super) fn complete(&mut self, cmd: &Command, outcome: Outcome, formats: &[bool]) {
         match outcome {
             Outcome::Rows(rows) => {
                 let columns = cmd.columns().unwrap_or(&[]);
@@ -230,7 +230,7 @@ impl Console<'_> {
                 if let Some((severity, code, n)) = notice {
                     encode::error_fields(&mut self.out, tag::NOTICE_RESPONSE, severity, code, &n);
                 }
-                if cmd == Command::Empty {
+                if *cmd == Command::Empty {
                     encode::empty(&mut self.out, tag::EMPTY_QUERY);
                 } else {
                     encode::command_complete(&mut self.out, cmd.tag());
@@ -240,7 +240,7 @@ impl Console<'_> {
     }
 
     /// Carries a command out, if this user may.
-    pub(super) async fn run(&mut self, cmd: Command) -> Result<Outcome, CommandError> {
+    pub(super) async fn run(&mut self, cmd: &Command) -> Result<Outcome, CommandError> {
         if self.access == AdminAccess::Stats && !cmd.only_looks() {
             return Err(CommandError::new(
                 "42501",
@@ -251,7 +251,7 @@ impl Console<'_> {
             ));
         }
         match cmd {
-            Command::Show(show) => Ok(Outcome::Rows(views::rows(self.app, show))),
+            Command::Show(show) => Ok(Outcome::Rows(views::rows(self.app, *show))),
             Command::Reload => match self.app.reloads.request().await {
                 Ok(changes) => Ok(Outcome::Done(notice(format!(
                     "configuration reloaded: {changes} change(s)"
@@ -262,7 +262,7 @@ impl Console<'_> {
                 )),
             },
             Command::Kill(pid) => {
-                if self.app.cancels.terminate(pid, "", true) {
+                if self.app.cancels.terminate(*pid, "", true) {
                     tracing::info!(pid, "client ended from the admin console");
                     Ok(Outcome::Done(None))
                 } else {
@@ -272,19 +272,24 @@ impl Console<'_> {
                     ))
                 }
             }
-            Command::Pause => Ok(Outcome::Done(self.pause().await)),
-            Command::Resume => {
-                let changed = self.app.pause.set(false);
-                self.app.metrics.paused.set(0);
-                if changed {
-                    tracing::warn!("resumed from the admin console");
+            Command::Pause(db) => Ok(Outcome::Done(self.pause(db.as_deref()).await)),
+            Command::Resume(db) => match self.app.pause.resume(db.as_deref()) {
+                Ok(changed) => {
+                    self.publish_pause();
+                    if changed {
+                        tracing::warn!(database = db.as_deref(), "resumed from the admin console");
+                    }
+                    Ok(Outcome::Done(if changed {
+                        None
+                    } else {
+                        notice("not paused")
+                    }))
                 }
-                Ok(Outcome::Done(if changed {
-                    None
-                } else {
-                    notice("not paused")
-                }))
-            }
+                Err(crate::pause::ResumeRefused) => Err(CommandError::new(
+                    "55000",
+                    "every database is paused: RESUME without a database name resumes them",
+                )),
+            },
             Command::Reconnect => {
                 let pools = self.app.pools.reconnect();
                 tracing::info!(pools, "RECONNECT from the admin console");
@@ -301,16 +306,20 @@ impl Console<'_> {
         }
     }
 
-    /// Holds new transactions, then waits (up to `shutdown_timeout`) until no client is in
-    /// one. Clients that keep their server connection between transactions (session pooling,
-    /// pinned) are not waited for. Returns a notice when some transactions are still open.
-    async fn pause(&self) -> Option<Notice> {
+    /// Holds new transactions (of every database, or of `database`), then waits (up to
+    /// `shutdown_timeout`) until no client of those is in one. Clients that keep their server
+    /// connection between transactions (session pooling, pinned) are not waited for. Returns
+    /// a notice when some transactions are still open.
+    async fn pause(&self, database: Option<&str>) -> Option<Notice> {
         let app = self.app;
-        if !app.pause.set(true) {
+        if !app.pause.pause(database) {
             return notice("already paused");
         }
-        app.metrics.paused.set(1);
-        tracing::warn!("paused from the admin console: new transactions wait for RESUME");
+        self.publish_pause();
+        tracing::warn!(
+            database,
+            "paused from the admin console: new transactions wait for RESUME"
+        );
         let grace = app.config.load().config.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + grace;
         loop {
@@ -318,6 +327,7 @@ impl Console<'_> {
                 .cancels
                 .clients()
                 .into_iter()
+                .filter(|c| database.is_none_or(|db| c.info.database == db))
                 .filter(|c| c.target.as_ref().is_some_and(|t| !t.held))
                 .map(|c| c.pid)
                 .collect();
@@ -336,6 +346,16 @@ impl Console<'_> {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// The pause gauges follow what is paused.
+    fn publish_pause(&self) {
+        let p = self.app.pause.paused();
+        self.app.metrics.paused.set(i64::from(p.all));
+        self.app
+            .metrics
+            .paused_databases
+            .set(p.databases.len() as i64);
     }
 }
 

@@ -55,10 +55,11 @@ impl Console<'_> {
         let malformed = || CommandError::new("08P01", "invalid Bind message");
         let (portal, rest) = read_cstr(body).ok_or_else(malformed)?;
         let (statement, rest) = read_cstr(rest).ok_or_else(malformed)?;
-        let cmd = *self
+        let cmd = self
             .statements
             .get(statement)
-            .ok_or_else(|| no_statement(statement))?;
+            .ok_or_else(|| no_statement(statement))?
+            .clone();
         let (params, result_formats) = bind_shape(rest).ok_or_else(malformed)?;
         if params > 0 {
             return Err(CommandError::new(
@@ -84,10 +85,11 @@ impl Console<'_> {
         let (kind, name) = kind_and_name(body, "Describe")?;
         let (cmd, formats) = match kind {
             b'S' => {
-                let cmd = *self
+                let cmd = self
                     .statements
                     .get(name)
-                    .ok_or_else(|| no_statement(name))?;
+                    .ok_or_else(|| no_statement(name))?
+                    .clone();
                 // No parameters, then the columns in text format.
                 encode::message(&mut self.out, tag::PARAMETER_DESCRIPTION, |b| b.put_i16(0));
                 (cmd, Vec::new())
@@ -121,8 +123,8 @@ impl Console<'_> {
             .get(name)
             .cloned()
             .ok_or_else(|| no_portal(name))?;
-        let outcome = self.run(cmd).await?;
-        self.complete(cmd, outcome, &formats);
+        let outcome = self.run(&cmd).await?;
+        self.complete(&cmd, outcome, &formats);
         Ok(())
     }
 

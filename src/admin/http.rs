@@ -130,7 +130,8 @@ pub fn status_json(app: &App) -> String {
     serde_json::json!({
         "clients": app.metrics.clients.get(),
         "draining": app.shutting_down(),
-        "paused": app.pause.is_on(),
+        "paused": app.pause.paused().all,
+        "paused_databases": app.pause.paused().databases,
         "backends": backends,
         "pools": pools,
         "prepared_statements": app.statements.len(),

@@ -65,10 +65,12 @@ fn backends(app: &App) -> Vec<Vec<Value>> {
 }
 
 fn pools(app: &App) -> Vec<Vec<Value>> {
+    let paused = app.pause.paused();
     app.pools
         .stats()
         .into_iter()
         .map(|p| {
+            let held = paused.holds(&p.key.database);
             vec![
                 text(&*p.key.backend),
                 text(p.key.user),
@@ -78,6 +80,7 @@ fn pools(app: &App) -> Vec<Vec<Value>> {
                 int(p.idle.len() as i64),
                 int(p.opening as i64),
                 int(p.waiting as i64),
+                boolean(held),
             ]
         })
         .collect()

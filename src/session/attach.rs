@@ -48,13 +48,14 @@ impl Session {
         Some(pool)
     }
 
-    /// The admin console paused new transactions: the request waits, unsent, until `RESUME`.
+    /// The admin console paused new transactions (of every database or of this client's): the
+    /// request waits, unsent, until `RESUME`.
     /// A shutdown meanwhile ends the session (nothing of the request reached a server).
     pub(super) async fn wait_resumed(&self) -> Result<(), Fatal> {
         tracing::debug!(parent: &self.span, "paused: the request waits for RESUME");
         self.app.metrics.pause_waits.inc();
         tokio::select! {
-            _ = self.app.pause.resumed() => Ok(()),
+            _ = self.app.pause.resumed(&self.database) => Ok(()),
             _ = self.app.shutdown.cancelled() => Err(Fatal::new(
                 "57P01",
                 "terminating connection because switchyard is shutting down",
@@ -101,7 +102,7 @@ impl Session {
             );
             return Ok(());
         }
-        if self.app.pause.is_on() {
+        if self.app.pause.holds(&self.database) {
             self.wait_resumed().await?;
         }
         self.current.refresh(&self.app);
@@ -162,7 +163,7 @@ impl Session {
                 return Ok(());
             }
         }
-        if self.app.pause.is_on() {
+        if self.app.pause.holds(&self.database) {
             // PAUSE came while this checkout was under way (and saw no connection held, or
             // sees this one now): give it back unused and wait.
             self.release();

@@ -383,7 +383,7 @@ impl super::Session {
         client: &mut Stream,
         reg: &mut super::cancel::Registration,
     ) -> Result<(), Fatal> {
-        if self.app.pause.is_on() {
+        if self.app.pause.holds(&self.database) {
             self.wait_resumed().await?;
         }
         let config = self.app.config.load_full();
