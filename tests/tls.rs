@@ -1052,6 +1052,127 @@ async fn servers_that_require_a_client_certificate_get_the_proxys() {
     assert_eq!(monitor, "/CN=switchyard", "the monitor's certificate");
 }
 
+/// A man in the middle between the proxy and a PostgreSQL with `ssl = on`: it answers the
+/// proxy's SSLRequest itself, terminates that TLS with its own certificate, opens its own TLS
+/// connection to the server (trusting `server_ca`), and passes the bytes on. Returns its
+/// address; it stops with the test's runtime.
+async fn tls_interceptor(server: String, own: &Pki, server_ca: &Pki) -> String {
+    let (cert, key) = own.issue("interceptor", &["127.0.0.1"]);
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    ));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(server_ca.client_config()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        while let Ok((mut front, _)) = listener.accept().await {
+            let (acceptor, connector, server) =
+                (acceptor.clone(), connector.clone(), server.clone());
+            tokio::spawn(async move {
+                let mut first = [0u8; 8];
+                if front.read_exact(&mut first).await.is_err() || first != SSL_REQUEST {
+                    return Ok(());
+                }
+                front.write_all(b"S").await?;
+                let mut front = acceptor.accept(front).await?;
+                let mut back = tokio::net::TcpStream::connect(&server).await?;
+                back.write_all(&SSL_REQUEST).await?;
+                if back.read_u8().await? != b'S' {
+                    return Ok(());
+                }
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let mut back = connector.connect(name, back).await?;
+                tokio::io::copy_bidirectional(&mut front, &mut back).await?;
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    addr
+}
+
+/// The pools' SCRAM logins over TLS bind to the server's certificate (SCRAM-SHA-256-PLUS, as
+/// libpq does by default): a man in the middle that terminates TLS with its own certificate
+/// cannot pass them on, even where `[server_tls]` does not check certificates. With
+/// `channel_binding = "disable"` it can, which shows it is the binding that stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_stops_a_man_in_the_middle_of_server_logins() {
+    let base = tempfile::Builder::new()
+        .prefix("sy-tls-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let pki = Pki::new(&base, "server-ca");
+    let (cert, key) = pki.issue("server", &["127.0.0.1"]);
+    let cluster = own_cluster_with(ClusterOptions {
+        replicas: 0,
+        base_dir: Some(base.clone()),
+        extra_conf: vec![
+            "ssl = on".into(),
+            format!("ssl_cert_file = '{}'", cert.display()),
+            format!("ssl_key_file = '{}'", key.display()),
+        ],
+    });
+    let interceptor = tls_interceptor(
+        cluster.primary().addr(),
+        &Pki::new(&base, "interceptor-ca"),
+        &pki,
+    )
+    .await;
+    let through = |binding: &str| ProxyOptions {
+        backends: Some(vec![("pg0".into(), interceptor.clone())]),
+        extra_tables: format!(
+            "[server_tls]\nmode = \"require\"\nchannel_binding = \"{binding}\"\n"
+        ),
+        ..Default::default()
+    };
+
+    // The health probes do not bind: the server is up through the interceptor. The pools'
+    // logins are refused by the server.
+    let proxy = start_ready_proxy_on(&cluster, through("prefer"));
+    let Err(e) = proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB).await else {
+        panic!("a login went through a man in the middle of a bound SCRAM exchange");
+    };
+    let message = e.as_db_error().map(|d| d.message().to_owned());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("SCRAM channel binding check failed")),
+        "{e:?}\n{}",
+        proxy.log_tail(20)
+    );
+    drop(proxy);
+
+    // Without binding, the interceptor reads and passes on everything.
+    let proxy = start_ready_proxy_on(&cluster, through("disable"));
+    assert!(server_side_ssl(&proxy.connect_app().await).await);
+    drop(proxy);
+
+    // Straight to the server, bound: the login works.
+    let proxy = start_ready_proxy_on(
+        &cluster,
+        ProxyOptions {
+            extra_tables: "[server_tls]\nmode = \"require\"\n".into(),
+            ..Default::default()
+        },
+    );
+    assert!(server_side_ssl(&proxy.connect_app().await).await);
+}
+
 /// psycopg 3 (libpq's TLS) and asyncpg (its own protocol code on Python's ssl module) run
 /// their whole client programs over TLS, against a proxy that refuses plain connections.
 #[test]

@@ -115,11 +115,50 @@ enum State {
     Finished,
 }
 
-/// One SCRAM-SHA-256 exchange with a server, from [`ScramKeys`]. No channel binding (gs2 `n`).
+/// What the exchange says about channel binding (RFC 5802's gs2 header), as libpq decides it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Binding {
+    /// `n`: no TLS, or no binding data for the server's certificate.
+    #[default]
+    None,
+    /// `y`: over TLS, but the server did not offer SCRAM-SHA-256-PLUS. A server that did
+    /// (the offer was tampered with) refuses the login.
+    NotOffered,
+    /// `p=tls-server-end-point`: SCRAM-SHA-256-PLUS, bound to this hash of the server's
+    /// certificate. A man in the middle holding another certificate cannot pass the proof on.
+    EndPoint(Vec<u8>),
+}
+
+impl Binding {
+    /// How a client over a connection whose server certificate gave `end_point` (`None`
+    /// without TLS: `tls` false) binds to a server offering `plus`. The mechanism's name and
+    /// the binding.
+    pub fn choose(tls: bool, end_point: Option<Vec<u8>>, plus: bool) -> (&'static str, Binding) {
+        match (tls, end_point, plus) {
+            (true, Some(hash), true) => ("SCRAM-SHA-256-PLUS", Binding::EndPoint(hash)),
+            (true, _, false) => ("SCRAM-SHA-256", Binding::NotOffered),
+            // Without the hash, saying `y` to a server that offers PLUS would read as a
+            // downgrade: plain `n`.
+            _ => ("SCRAM-SHA-256", Binding::None),
+        }
+    }
+
+    fn gs2_header(&self) -> &'static str {
+        match self {
+            Binding::None => "n,,",
+            Binding::NotOffered => "y,,",
+            Binding::EndPoint(_) => "p=tls-server-end-point,,",
+        }
+    }
+}
+
+/// One SCRAM-SHA-256 exchange with a server, from [`ScramKeys`] or a password, with the
+/// channel binding of [`with_binding`](Self::with_binding) (none by default).
 pub struct ScramKeysClient {
     source: Source,
     nonce: String,
     state: State,
+    binding: Binding,
 }
 
 impl ScramKeysClient {
@@ -134,6 +173,7 @@ impl ScramKeysClient {
             source: Source::Keys(keys),
             nonce,
             state: State::Initial,
+            binding: Binding::None,
         }
     }
 
@@ -143,14 +183,21 @@ impl ScramKeysClient {
             source: Source::Password(password.to_owned(), derived),
             nonce: super::scram::random_nonce(),
             state: State::Initial,
+            binding: Binding::None,
         }
+    }
+
+    /// Binds the exchange as `binding` says (see [`Binding::choose`]).
+    pub fn with_binding(mut self, binding: Binding) -> Self {
+        self.binding = binding;
+        self
     }
 
     /// client-first-message, the data of the `SASLInitialResponse`. The user name is empty:
     /// PostgreSQL takes the startup packet's.
     pub fn client_first(&mut self) -> Vec<u8> {
         let first_bare = format!("n=,r={}", self.nonce);
-        let message = format!("n,,{first_bare}").into_bytes();
+        let message = format!("{}{first_bare}", self.binding.gs2_header()).into_bytes();
         self.state = State::SentFirst { first_bare };
         message
     }
@@ -196,7 +243,12 @@ impl ScramKeysClient {
             Source::Keys(_) => return Err(AuthError::WrongPassword),
             Source::Password(password, derived) => derived.get(password, &salt, iterations),
         };
-        let without_proof = format!("c=biws,r={nonce}");
+        // c=: the gs2 header again, and for PLUS the binding data.
+        let mut cbind = self.binding.gs2_header().as_bytes().to_vec();
+        if let Binding::EndPoint(hash) = &self.binding {
+            cbind.extend_from_slice(hash);
+        }
+        let without_proof = format!("c={},r={nonce}", STANDARD.encode(cbind));
         let auth_message: [&[u8]; 5] = [
             first_bare.as_bytes(),
             b",",

@@ -1175,3 +1175,71 @@ fn saslprep_applies_as_in_postgresql() {
         Ok(true)
     );
 }
+
+/// [`client_exchange`] against a server that offers SCRAM-SHA-256-PLUS for `server_end_point`
+/// (`None`: no TLS), the client using `mechanism` and `binding`.
+fn bound_client_exchange(
+    mechanism: &str,
+    binding: scram_client::Binding,
+    server_end_point: Option<&[u8]>,
+) -> Result<Result<(), AuthError>, AuthError> {
+    let secret = ScramSecret::generate("pw");
+    let mut server =
+        ScramServer::new(secret.clone()).with_channel_binding(server_end_point.map(Into::into));
+    let mut client =
+        ScramKeysClient::from_password("pw", DerivedKeys::default()).with_binding(binding);
+    let first = client.client_first();
+    let server_first = server.client_first(mechanism, &first)?;
+    let client_final = match client.server_first(&server_first) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(e)),
+    };
+    let server_final = server.client_final(&client_final)?;
+    Ok(client.server_final(&server_final))
+}
+
+#[test]
+fn the_keys_client_binds_to_the_certificate_it_saw() {
+    use scram_client::Binding;
+    let cert = [5u8; 32];
+    // Over TLS, with the hash, to a server offering PLUS: bound, and the server checks it.
+    let (mechanism, binding) = Binding::choose(true, Some(cert.to_vec()), true);
+    assert_eq!(mechanism, "SCRAM-SHA-256-PLUS");
+    assert_eq!(
+        bound_client_exchange(mechanism, binding, Some(&cert)),
+        Ok(Ok(()))
+    );
+    // A man in the middle: the client saw another certificate than the server has.
+    assert_eq!(
+        bound_client_exchange(
+            "SCRAM-SHA-256-PLUS",
+            Binding::EndPoint(vec![6u8; 32]),
+            Some(&cert)
+        ),
+        Err(AuthError::ChannelBindingMismatch)
+    );
+    // Over TLS to a server that offers no PLUS: `y`. Had the server offered it (the offer was
+    // cut on the way), it refuses.
+    let (mechanism, binding) = Binding::choose(true, Some(cert.to_vec()), false);
+    assert_eq!(
+        (mechanism, &binding),
+        ("SCRAM-SHA-256", &Binding::NotOffered)
+    );
+    assert_eq!(
+        bound_client_exchange(mechanism, binding.clone(), None),
+        Ok(Ok(()))
+    );
+    assert_eq!(
+        bound_client_exchange(mechanism, binding, Some(&cert)),
+        Err(AuthError::ChannelBindingDowngrade)
+    );
+    // No hash for the certificate (Ed25519), or no TLS: `n`, which any server takes.
+    for (tls, hash) in [(true, None), (false, Some(cert.to_vec())), (false, None)] {
+        let (mechanism, binding) = Binding::choose(tls, hash, true);
+        assert_eq!((mechanism, &binding), ("SCRAM-SHA-256", &Binding::None));
+        assert_eq!(
+            bound_client_exchange(mechanism, binding, Some(&cert)),
+            Ok(Ok(()))
+        );
+    }
+}

@@ -342,7 +342,7 @@ impl Validator<'_> {
                 return Err(self.err(k.span(), "server_tls.cert", "`key` needs `cert`".into()))
             }
         };
-        let server_tls = ServerTls::load(
+        let mut server_tls = ServerTls::load(
             st.mode,
             st.ca.as_ref().map(|c| c.get_ref().as_str()),
             identity,
@@ -353,6 +353,7 @@ impl Validator<'_> {
             TlsFile::Ca if st.ca.is_some() => self.err(span(&st.ca), "server_tls.ca", m),
             _ => self.err(0..0, "server_tls.mode", m),
         })?;
+        server_tls.channel_binding &= st.channel_binding == ChannelBinding::Prefer;
         Ok((tls, Arc::new(server_tls)))
     }
 
@@ -534,13 +535,18 @@ impl Loaded {
         }
         let _ = writeln!(
             s,
-            "server TLS {:?}{}",
+            "server TLS {:?}{}{}",
             c.server_tls.mode,
             c.server_tls
                 .cert
                 .as_ref()
                 .map(|c| format!(" presenting certificate {}", c.get_ref()))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if c.server_tls.channel_binding == ChannelBinding::Disable {
+                ", without channel binding"
+            } else {
+                ""
+            }
         );
         match &c.admin {
             Some(a) => {

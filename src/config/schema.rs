@@ -183,6 +183,20 @@ pub struct ServerTlsConfig {
     pub cert: Option<Spanned<String>>,
     /// PEM private key of `cert`.
     pub key: Option<Spanned<String>>,
+    /// SCRAM channel binding of the pools' logins over TLS: `"prefer"` (default: bind when
+    /// the server offers SCRAM-SHA-256-PLUS) or `"disable"`, as libpq's `channel_binding`.
+    pub channel_binding: ChannelBinding,
+}
+
+/// `[server_tls] channel_binding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelBinding {
+    /// Bind when the server offers it.
+    #[default]
+    Prefer,
+    /// Never bind.
+    Disable,
 }
 
 /// libpq's `sslmode` values that apply to a proxy.

@@ -407,6 +407,15 @@ fn client_and_server_certificate_keys_are_checked_at_load() {
         e.contains("server_tls.cert") && e.contains("disable"),
         "{e}"
     );
+
+    // Channel binding of the pools' logins: on unless disabled (or without TLS).
+    assert!(parse(MINIMAL, "t.toml").unwrap().server_tls.channel_binding);
+    let off = parse(&server("channel_binding = \"disable\"\n"), "t.toml").unwrap();
+    assert!(!off.server_tls.channel_binding);
+    let plain = parse(&server("mode = \"disable\"\n"), "t.toml").unwrap();
+    assert!(!plain.server_tls.channel_binding);
+    let e = err(&server("channel_binding = \"require\"\n"));
+    assert!(e.contains("require"), "{e}");
 }
 
 #[test]

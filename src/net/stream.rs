@@ -34,6 +34,18 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The `tls-server-end-point` hash of the certificate a server presented on a TLS
+    /// connection switchyard opened (for SCRAM channel binding); `None` otherwise, or when
+    /// the certificate's signature names no hash.
+    pub fn server_end_point(&self) -> Option<Vec<u8>> {
+        let Stream::Tls(s) = self else { return None };
+        let tokio_rustls::TlsStream::Client(c) = &**s else {
+            return None;
+        };
+        let cert = c.get_ref().1.peer_certificates()?.first()?;
+        super::end_point::tls_server_end_point(cert)
+    }
+
     /// Takes the plain socket out for a TLS handshake (leaving [`Stream::Gone`]).
     pub fn take_plain(&mut self) -> Option<TcpStream> {
         match std::mem::replace(self, Stream::Gone) {

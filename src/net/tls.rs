@@ -172,6 +172,8 @@ pub struct ServerTls {
     pub mode: ServerTlsMode,
     /// `None` when the mode is `disable`.
     config: Option<Arc<rustls::ClientConfig>>,
+    /// SCRAM logins over TLS bind to the server's certificate when it offers that.
+    pub channel_binding: bool,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -209,7 +211,13 @@ impl ServerTls {
         identity: Option<(&str, &str)>,
     ) -> Result<ServerTls, (TlsFile, String)> {
         let verifier: Arc<dyn ServerCertVerifier> = match mode {
-            ServerTlsMode::Disable => return Ok(ServerTls { mode, config: None }),
+            ServerTlsMode::Disable => {
+                return Ok(ServerTls {
+                    mode,
+                    config: None,
+                    channel_binding: false,
+                })
+            }
             ServerTlsMode::Prefer | ServerTlsMode::Require => Arc::new(Unverified(provider())),
             ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull => {
                 let ca = ca.ok_or_else(|| {
@@ -251,6 +259,7 @@ impl ServerTls {
         Ok(ServerTls {
             mode,
             config: Some(Arc::new(config)),
+            channel_binding: true,
         })
     }
 

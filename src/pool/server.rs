@@ -9,6 +9,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::message::frontend;
 use tokio::net::TcpStream;
 
+use crate::auth::scram_client::Binding;
 use crate::auth::{DerivedKeys, ScramKeysClient, ServerCredential};
 use crate::net::Stream;
 use crate::protocol::{self, tag, ErrorFields, TxnStatus};
@@ -387,23 +388,29 @@ impl ServerConn {
                     frontend::password_message(hash.as_bytes(), &mut out).expect("encode");
                 }
                 10 => {
-                    let offers_scram = data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
-                    if !offers_scram {
+                    let offers = |name: &[u8]| data.split(|&b| b == 0).any(|m| m == name);
+                    if !offers(b"SCRAM-SHA-256") {
                         return Err(Self::protocol_err(
                             p,
                             "server offers no supported SASL mechanism",
                         ));
                     }
-                    let mut s = match &p.credential {
+                    let s = match &p.credential {
                         ServerCredential::Password(pw) => {
                             ScramKeysClient::from_password(pw, p.derived.clone())
                         }
                         ServerCredential::Scram(keys) => ScramKeysClient::new(keys.clone()),
                         _ => return Err(cannot("SCRAM-SHA-256")),
                     };
+                    let binds = self.stream.is_tls() && p.tls.channel_binding;
+                    let (mechanism, binding) = Binding::choose(
+                        binds,
+                        binds.then(|| self.stream.server_end_point()).flatten(),
+                        offers(b"SCRAM-SHA-256-PLUS"),
+                    );
+                    let mut s = s.with_binding(binding);
                     let first = s.client_first();
-                    frontend::sasl_initial_response("SCRAM-SHA-256", &first, &mut out)
-                        .expect("encode");
+                    frontend::sasl_initial_response(mechanism, &first, &mut out).expect("encode");
                     scram = Some(s);
                 }
                 11 => {
