@@ -341,6 +341,20 @@ fn client_and_server_certificate_keys_are_checked_at_load() {
         e.contains("t.toml:22: tls.crl") && e.contains("no PEM"),
         "{e}"
     );
+    std::fs::write(
+        path("bad.crl"),
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    let e = err(&tls(&format!(
+        "ca = {:?}\ncrl = {:?}\n",
+        path("ca.crt"),
+        path("bad.crl")
+    )));
+    assert!(
+        e.contains("t.toml:22: tls.crl") && e.contains("unusable"),
+        "{e}"
+    );
     let e = err(&tls(&format!("ca = {:?}\n", path("missing.crt"))));
     assert!(
         e.contains("t.toml:21: tls.ca") && e.contains("missing.crt"),

@@ -99,9 +99,12 @@ impl ClientTls {
                     }
                     verifier = verifier.with_crls(crls);
                 }
-                let verifier = verifier
-                    .build()
-                    .map_err(|e| (TlsFile::Ca, format!("{:?}: {e}", ca.get_ref())))?;
+                let verifier = verifier.build().map_err(|e| match e {
+                    rustls::server::VerifierBuilderError::InvalidCrl(e) => {
+                        (TlsFile::Crl, format!("an unusable revocation list: {e:?}"))
+                    }
+                    e => (TlsFile::Ca, format!("{:?}: {e}", ca.get_ref())),
+                })?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
