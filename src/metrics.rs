@@ -125,6 +125,11 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
 }
 
 impl Metrics {
+    /// Counts a client connection refused for `reason` (`client_rejected_total`).
+    pub fn rejected(&self, reason: &str) {
+        self.clients_rejected.with_label_values(&[reason]).inc();
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let r = Registry::new();

@@ -116,10 +116,7 @@ impl Server {
             if app.metrics.clients.get() as usize >= c.config.max_client_connections
                 || tracker.len() >= c.config.max_client_connections * 2
             {
-                app.metrics
-                    .clients_rejected
-                    .with_label_values(&["max_clients"])
-                    .inc();
+                app.metrics.rejected("max_clients");
                 app.metrics.error("53300");
                 tokio::spawn(refuse(stream, "53300", "sorry, too many clients already"));
                 continue;

@@ -100,6 +100,18 @@ async fn until(c: &Client, sql: &str, ok: impl Fn(&[Row]) -> bool) -> Vec<Row> {
     }
 }
 
+/// A raw login of the app user to its database, in a task: whether it completed.
+fn spawn_login(proxy: &Proxy) -> tokio::task::JoinHandle<bool> {
+    let addr = proxy.addr();
+    tokio::spawn(async move {
+        use support::raw::{login, PROTO_3_0};
+        let params = [("user", APP_USER), ("database", APP_DB)];
+        login(&addr, PROTO_3_0, &params, Some(APP_PASSWORD))
+            .await
+            .is_ok()
+    })
+}
+
 /// The SQLSTATE of a failed statement.
 async fn sqlstate(c: &Client, sql: &str) -> String {
     match bounded(sql, c.simple_query(sql)).await {
@@ -1034,13 +1046,7 @@ async fn pause_warns_about_a_transaction_that_stays_open_and_holds_what_comes_af
         .await
         .unwrap();
     let next = tokio::spawn(async move { open.query_one("SELECT 42::int4", &[]).await });
-    let addr_proxy = proxy.addr();
-    let newcomer = tokio::spawn(async move {
-        let params = [("user", APP_USER), ("database", APP_DB)];
-        login(&addr_proxy, PROTO_3_0, &params, Some(APP_PASSWORD))
-            .await
-            .is_ok()
-    });
+    let newcomer = spawn_login(&proxy);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!next.is_finished(), "a transaction began while paused");
     assert!(!newcomer.is_finished(), "a login completed while paused");
@@ -1106,14 +1112,7 @@ async fn pause_of_one_database_holds_only_its_clients() {
         .get(0);
     assert_eq!(v, 7);
     let held = tokio::spawn(async move { app_client.query_one("SELECT 8::int4", &[]).await });
-    let addr = proxy.addr();
-    let newcomer = tokio::spawn(async move {
-        use support::raw::{login, PROTO_3_0};
-        let params = [("user", APP_USER), ("database", APP_DB)];
-        login(&addr, PROTO_3_0, &params, Some(APP_PASSWORD))
-            .await
-            .is_ok()
-    });
+    let newcomer = spawn_login(&proxy);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !held.is_finished(),

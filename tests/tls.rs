@@ -436,6 +436,60 @@ async fn require_mode_refuses_plain_clients_and_survives_bad_handshakes() {
 
 /// Whether the proxy's connection (the one running this query) is encrypted, as the server
 /// sees it.
+/// A PostgreSQL with `ssl = on` (no replicas), its certificate for 127.0.0.1 signed by `pki`.
+/// The files live in the cluster's directory, which the harness hands to the `postgres` user
+/// when running as root.
+struct SslServer {
+    cluster: LocalCluster,
+    pki: Pki,
+    base: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// [`SslServer`], with more `postgresql.conf` lines made from its authority.
+fn ssl_server(more_conf: impl FnOnce(&Pki) -> Vec<String>) -> SslServer {
+    let base = tempfile::Builder::new()
+        .prefix("sy-tls-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let pki = Pki::new(&base, "server-ca");
+    let (cert, key) = pki.issue("server", &["127.0.0.1"]);
+    let mut extra_conf = vec![
+        "ssl = on".into(),
+        format!("ssl_cert_file = '{}'", cert.display()),
+        format!("ssl_key_file = '{}'", key.display()),
+    ];
+    extra_conf.extend(more_conf(&pki));
+    let cluster = own_cluster_with(ClusterOptions {
+        replicas: 0,
+        base_dir: Some(base.clone()),
+        extra_conf,
+    });
+    SslServer {
+        cluster,
+        pki,
+        base,
+        cert,
+        key,
+    }
+}
+
+/// No server passes the proxy's checks: its log says `why` (the probes fail), and a client is
+/// told no server is up (57P03).
+async fn assert_no_usable_server(proxy: &Proxy, why: &str) {
+    assert!(
+        wait_until(Duration::from_secs(30), || proxy.log().contains(why)),
+        "log lacks {why:?}:\n{}",
+        proxy.log_tail(30)
+    );
+    let Err(e) = proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB).await else {
+        panic!("the login succeeded though {why:?}");
+    };
+    assert_eq!(e.code().map(|c| c.code()), Some("57P03"), "{e}");
+}
+
 async fn server_side_ssl(client: &tokio_postgres::Client) -> bool {
     client
         .query_one(
@@ -449,24 +503,13 @@ async fn server_side_ssl(client: &tokio_postgres::Client) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_connections_use_tls_as_the_mode_says() {
-    // Server files live in the cluster's directory, which the harness hands to the
-    // `postgres` user when running as root.
-    let base = tempfile::Builder::new()
-        .prefix("sy-tls-")
-        .tempdir()
-        .expect("temp dir")
-        .keep();
-    let pki = Pki::new(&base, "server-ca");
-    let (cert, key) = pki.issue("server", &["127.0.0.1"]);
-    let cluster = own_cluster_with(ClusterOptions {
-        replicas: 0,
-        base_dir: Some(base.clone()),
-        extra_conf: vec![
-            "ssl = on".into(),
-            format!("ssl_cert_file = '{}'", cert.display()),
-            format!("ssl_key_file = '{}'", key.display()),
-        ],
-    });
+    let SslServer {
+        cluster,
+        pki,
+        base,
+        cert,
+        key,
+    } = ssl_server(|_| Vec::new());
     let ca = pki.ca_file();
     let server_tls = |mode: &str, ca: Option<&Path>| {
         let mut t = format!("[server_tls]\nmode = \"{mode}\"\n");
@@ -573,30 +616,26 @@ async fn server_connections_use_tls_as_the_mode_says() {
     );
     assert!(server_side_ssl(&proxy.connect_app().await).await);
     drop(proxy);
-    let refused = |tables: String, why: &'static str| {
-        let proxy = Proxy::start_with(
+    let proxy_with = |tables: String| {
+        Proxy::start_with(
             &cluster,
             ProxyOptions {
                 extra_tables: tables,
                 ..Default::default()
             },
-        );
-        let log_says = wait_until(Duration::from_secs(30), || proxy.log().contains(why));
-        assert!(log_says, "log lacks {why:?}:\n{}", proxy.log_tail(30));
-        proxy
+        )
     };
-    let proxy = refused(server_tls("verify-full", Some(&ca)), "not valid for name");
-    let Err(e) = proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB).await else {
-        panic!("no server the proxy can trust: the login succeeded");
-    };
-    // No server passes the checks, so none is up: the client is told so, the log says why.
-    assert_eq!(e.code().map(|c| c.code()), Some("57P03"), "{e}");
-    drop(proxy);
+    assert_no_usable_server(
+        &proxy_with(server_tls("verify-full", Some(&ca))),
+        "not valid for name",
+    )
+    .await;
     let foreign = Pki::new(&base, "foreign-ca");
-    drop(refused(
-        server_tls("verify-ca", Some(&foreign.ca_file())),
+    assert_no_usable_server(
+        &proxy_with(server_tls("verify-ca", Some(&foreign.ca_file()))),
         "UnknownIssuer",
-    ));
+    )
+    .await;
 
     // A server whose TLS rustls cannot speak (TLS 1.1 at most): the handshake fails. `prefer`
     // goes on in plain text over a new connection, as libpq does, for the pools and the
@@ -634,7 +673,11 @@ async fn server_connections_use_tls_as_the_mode_says() {
         .await;
     assert!(failed >= 1.0, "failed server handshakes counted: {failed}");
     drop(proxy);
-    drop(refused(server_tls("require", None), "TLS handshake failed"));
+    assert_no_usable_server(
+        &proxy_with(server_tls("require", None)),
+        "TLS handshake failed",
+    )
+    .await;
 
     // A server without TLS: `require` refuses it, `prefer` goes on unencrypted.
     let plain = shared_cluster();
@@ -648,17 +691,7 @@ async fn server_connections_use_tls_as_the_mode_says() {
             ..Default::default()
         },
     );
-    assert!(
-        wait_until(Duration::from_secs(30), || proxy
-            .log()
-            .contains("server does not support TLS")),
-        "{}",
-        proxy.log_tail(30)
-    );
-    let Err(e) = proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB).await else {
-        panic!("no server with TLS: the login succeeded");
-    };
-    assert_eq!(e.code().map(|c| c.code()), Some("57P03"), "{e}");
+    assert_no_usable_server(&proxy, "server does not support TLS").await;
     drop(proxy);
     let proxy = start_ready_proxy_on(plain, ProxyOptions::default());
     assert!(!server_side_ssl(&proxy.connect_app().await).await);
@@ -956,24 +989,9 @@ async fn client_certificates_log_users_in_and_are_checked() {
 /// probes alike; without it such a server refuses the proxy and stays down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_that_require_a_client_certificate_get_the_proxys() {
-    let base = tempfile::Builder::new()
-        .prefix("sy-tls-")
-        .tempdir()
-        .expect("temp dir")
-        .keep();
-    let pki = Pki::new(&base, "server-ca");
-    let (cert, key) = pki.issue("server", &["127.0.0.1"]);
+    let SslServer { cluster, pki, .. } =
+        ssl_server(|pki| vec![format!("ssl_ca_file = '{}'", pki.ca_file().display())]);
     let (proxy_cert, proxy_key) = pki.issue_client("switchyard-client", "switchyard", 20);
-    let cluster = own_cluster_with(ClusterOptions {
-        replicas: 0,
-        base_dir: Some(base.clone()),
-        extra_conf: vec![
-            "ssl = on".into(),
-            format!("ssl_cert_file = '{}'", cert.display()),
-            format!("ssl_key_file = '{}'", key.display()),
-            format!("ssl_ca_file = '{}'", pki.ca_file().display()),
-        ],
-    });
     // TCP logins need TLS and a certificate from the authority, on top of their method.
     let hba = cluster.primary().data_dir().join("pg_hba.conf");
     let text = std::fs::read_to_string(&hba).unwrap();
@@ -1007,17 +1025,7 @@ async fn servers_that_require_a_client_certificate_get_the_proxys() {
             ..Default::default()
         },
     );
-    assert!(
-        wait_until(Duration::from_secs(30), || proxy
-            .log()
-            .contains("connection requires a valid client certificate")),
-        "{}",
-        proxy.log_tail(30)
-    );
-    let Err(e) = proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB).await else {
-        panic!("a server that requires a client certificate let the proxy in without one");
-    };
-    assert_eq!(e.code().map(|c| c.code()), Some("57P03"), "{e}");
+    assert_no_usable_server(&proxy, "connection requires a valid client certificate").await;
     drop(proxy);
 
     // With one: pools and monitor log in, and the server saw the proxy's certificate.
@@ -1111,22 +1119,9 @@ async fn tls_interceptor(server: String, own: &Pki, server_ca: &Pki) -> String {
 /// `channel_binding = "disable"` it can, which shows it is the binding that stops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_binding_stops_a_man_in_the_middle_of_server_logins() {
-    let base = tempfile::Builder::new()
-        .prefix("sy-tls-")
-        .tempdir()
-        .expect("temp dir")
-        .keep();
-    let pki = Pki::new(&base, "server-ca");
-    let (cert, key) = pki.issue("server", &["127.0.0.1"]);
-    let cluster = own_cluster_with(ClusterOptions {
-        replicas: 0,
-        base_dir: Some(base.clone()),
-        extra_conf: vec![
-            "ssl = on".into(),
-            format!("ssl_cert_file = '{}'", cert.display()),
-            format!("ssl_key_file = '{}'", key.display()),
-        ],
-    });
+    let SslServer {
+        cluster, pki, base, ..
+    } = ssl_server(|_| Vec::new());
     let interceptor = tls_interceptor(
         cluster.primary().addr(),
         &Pki::new(&base, "interceptor-ca"),

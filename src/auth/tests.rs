@@ -964,12 +964,20 @@ fn proven_keys(secret: &ScramSecret, password: &str) -> Option<ScramKeys> {
 /// Runs a [`ScramKeysClient`] against a server holding `secret`: the server's verdict, and the
 /// client's on the server's signature.
 fn client_exchange(
-    mut client: ScramKeysClient,
+    client: ScramKeysClient,
     secret: &ScramSecret,
 ) -> Result<Result<(), AuthError>, AuthError> {
-    let mut server = ScramServer::new(secret.clone());
+    exchange_with(client, ScramServer::new(secret.clone()), SCRAM_SHA_256)
+}
+
+/// [`client_exchange`] against `server`, the client naming `mechanism`.
+fn exchange_with(
+    mut client: ScramKeysClient,
+    mut server: ScramServer,
+    mechanism: &str,
+) -> Result<Result<(), AuthError>, AuthError> {
     let first = client.client_first();
-    let server_first = server.client_first(SCRAM_SHA_256, &first)?;
+    let server_first = server.client_first(mechanism, &first)?;
     let client_final = match client.server_first(&server_first) {
         Ok(f) => f,
         Err(e) => return Ok(Err(e)),
@@ -1183,19 +1191,10 @@ fn bound_client_exchange(
     binding: scram_client::Binding,
     server_end_point: Option<&[u8]>,
 ) -> Result<Result<(), AuthError>, AuthError> {
-    let secret = ScramSecret::generate("pw");
-    let mut server =
-        ScramServer::new(secret.clone()).with_channel_binding(server_end_point.map(Into::into));
-    let mut client =
-        ScramKeysClient::from_password("pw", DerivedKeys::default()).with_binding(binding);
-    let first = client.client_first();
-    let server_first = server.client_first(mechanism, &first)?;
-    let client_final = match client.server_first(&server_first) {
-        Ok(f) => f,
-        Err(e) => return Ok(Err(e)),
-    };
-    let server_final = server.client_final(&client_final)?;
-    Ok(client.server_final(&server_final))
+    let server = ScramServer::new(ScramSecret::generate("pw"))
+        .with_channel_binding(server_end_point.map(Into::into));
+    let client = ScramKeysClient::from_password("pw", DerivedKeys::default()).with_binding(binding);
+    exchange_with(client, server, mechanism)
 }
 
 #[test]

@@ -84,10 +84,7 @@ pub async fn read_startup(
                     .as_ref()
                     .is_some_and(|t| t.mode == ClientTlsMode::Require);
                 if required && !stream.is_tls() {
-                    app.metrics
-                        .clients_rejected
-                        .with_label_values(&["no_tls"])
-                        .inc();
+                    app.metrics.rejected("no_tls");
                     return Err(Fatal::new(
                         "28000",
                         "this server accepts only encrypted connections (SSL off): connect with sslmode=require",
@@ -189,10 +186,7 @@ pub async fn authenticate(
         .as_ref()
         .map_or(ClientCertMode::Optional, |t| t.client_cert);
     if (cert_auth || client_cert != ClientCertMode::Optional) && peer.cert.is_none() {
-        app.metrics
-            .clients_rejected
-            .with_label_values(&["client_cert"])
-            .inc();
+        app.metrics.rejected("client_cert");
         return Err(Fatal::new(
             "28000",
             "connection requires a valid client certificate",
@@ -265,10 +259,7 @@ pub async fn authenticate(
                 certificate_cn = ?cn,
                 "the client certificate's common name is not the user name"
             );
-            app.metrics
-                .clients_rejected
-                .with_label_values(&["client_cert"])
-                .inc();
+            app.metrics.rejected("client_cert");
             return Err(Fatal::new(
                 "28000",
                 if cert_auth {

@@ -197,10 +197,7 @@ async fn start(
         .filter(|a| a.database == login.database)
         .map(|a| a.access(&login.user.name));
     if console == Some(None) {
-        app.metrics
-            .clients_rejected
-            .with_label_values(&["not_admin"])
-            .inc();
+        app.metrics.rejected("not_admin");
         return Err(Fatal::new(
             "42501",
             format!(
