@@ -46,30 +46,26 @@ impl Pki {
     /// A certificate for `names` (DNS names or IP addresses) signed by this authority:
     /// `(cert file, key file)` as `<file>.crt` and `.key` (mode 0600) beside the authority's.
     fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let dir = self.ca_file.parent().expect("a directory");
         let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .expect("leaf params");
         p.distinguished_name.push(DnType::CommonName, names[0]);
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = p.signed_by(&key, &self.ca).expect("leaf certificate");
-        let (c, k) = (
-            dir.join(format!("{file}.crt")),
-            dir.join(format!("{file}.key")),
-        );
-        std::fs::write(&c, cert.pem()).expect("writing the certificate");
-        write_private(&k, &key.serialize_pem());
-        (c, k)
+        self.sign(file, p)
     }
 
     /// A client certificate whose subject's common name is `cn`, with serial number
     /// `serial` (for a revocation list): `(cert file, key file)` beside the authority's.
     fn issue_client(&self, file: &str, cn: &str, serial: u64) -> (PathBuf, PathBuf) {
-        let dir = self.ca_file.parent().expect("a directory");
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("client params");
         p.distinguished_name.push(DnType::CommonName, cn);
         p.serial_number = Some(serial.into());
-        let key = KeyPair::generate().expect("client key");
-        let cert = p.signed_by(&key, &self.ca).expect("client certificate");
+        self.sign(file, p)
+    }
+
+    /// Signs `p` with a new key; writes both beside the authority's certificate.
+    fn sign(&self, file: &str, p: CertificateParams) -> (PathBuf, PathBuf) {
+        let dir = self.ca_file.parent().expect("a directory");
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = p.signed_by(&key, &self.ca).expect("leaf certificate");
         let (c, k) = (
             dir.join(format!("{file}.crt")),
             dir.join(format!("{file}.key")),
