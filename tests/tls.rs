@@ -715,14 +715,7 @@ async fn a_reload_reads_renewed_certificate_files() {
     let (cert, key) = renewed.issue("renewed", &["127.0.0.1"]);
     std::fs::copy(&cert, &files.cert).unwrap();
     std::fs::copy(&key, &files.key).unwrap();
-    proxy.reload();
-    proxy
-        .wait_metric(
-            "switchyard_reloads_total{result=\"ok\"}",
-            1.0,
-            Duration::from_secs(20),
-        )
-        .await;
+    proxy.reload_ok().await;
     let r = psql(
         &proxy,
         "verify-full",
@@ -948,14 +941,7 @@ async fn client_certificates_log_users_in_and_are_checked() {
 
     // verify-full for everybody: a certificate naming the user, and the password.
     proxy.rewrite_config(&tables("verify-full"));
-    proxy.reload();
-    proxy
-        .wait_metric(
-            "switchyard_reloads_total{result=\"ok\"}",
-            1.0,
-            Duration::from_secs(20),
-        )
-        .await;
+    proxy.reload_ok().await;
     let r = psql_cert(&proxy, APP_USER, &root, Some(&app), Some(APP_PASSWORD));
     ok(&r, APP_USER, "app with its certificate and password");
     let r = psql_cert(&proxy, APP_USER, &root, None, Some(APP_PASSWORD));

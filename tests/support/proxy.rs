@@ -388,6 +388,15 @@ impl Proxy {
             .unwrap_or(0.0)
     }
 
+    /// SIGHUP, then waits (20 s) until the proxy has accepted one more reload.
+    pub async fn reload_ok(&self) {
+        let series = "switchyard_reloads_total{result=\"ok\"}";
+        let before = self.metric(series).await;
+        self.reload();
+        self.wait_metric(series, before + 1.0, Duration::from_secs(20))
+            .await;
+    }
+
     /// Waits until the metric `series` reaches `at_least`; panics with the log tail after
     /// `within`.
     pub async fn wait_metric(&self, series: &str, at_least: f64, within: Duration) {
