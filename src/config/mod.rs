@@ -5,6 +5,7 @@ pub mod duration;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -281,80 +282,6 @@ impl Validator<'_> {
             }
         }
         Ok(())
-    }
-
-    /// Reads the TLS files now, so that a missing or mismatched file stops a start or a
-    /// reload with a message naming the key.
-    #[allow(clippy::type_complexity)]
-    fn validate_tls(
-        &self,
-        config: &Config,
-    ) -> Result<
-        (
-            Option<Arc<crate::net::tls::ClientTls>>,
-            Arc<crate::net::tls::ServerTls>,
-        ),
-        ConfigError,
-    > {
-        use crate::net::tls::{ClientTls, ServerTls, TlsFile};
-        let span = |k: &Option<toml::Spanned<String>>| k.as_ref().map_or(0..0, |k| k.span());
-        let tls = match &config.tls {
-            None => None,
-            Some(t) => {
-                if t.ca.is_none() {
-                    if t.client_cert != ClientCertMode::Optional {
-                        return Err(self.err(
-                            0..0,
-                            "tls.client_cert",
-                            "needs `ca`, the authorities client certificates must chain to".into(),
-                        ));
-                    }
-                    if let Some(crl) = &t.crl {
-                        return Err(self.err(crl.span(), "tls.crl", "needs `ca`".into()));
-                    }
-                }
-                Some(Arc::new(ClientTls::load(t).map_err(|(file, m)| {
-                    let (span, key) = match file {
-                        TlsFile::Cert => (t.cert.span(), "tls.cert"),
-                        TlsFile::Key => (t.key.span(), "tls.key"),
-                        TlsFile::Ca => (span(&t.ca), "tls.ca"),
-                        TlsFile::Crl => (span(&t.crl), "tls.crl"),
-                    };
-                    self.err(span, key, m)
-                })?))
-            }
-        };
-        let st = &config.server_tls;
-        let identity = match (&st.cert, &st.key) {
-            (None, None) => None,
-            (Some(c), Some(_)) if st.mode == ServerTlsMode::Disable => {
-                return Err(self.err(
-                    c.span(),
-                    "server_tls.cert",
-                    "has no use with mode = \"disable\"".into(),
-                ));
-            }
-            (Some(c), Some(k)) => Some((c.get_ref().as_str(), k.get_ref().as_str())),
-            (Some(c), None) => {
-                return Err(self.err(c.span(), "server_tls.key", "`cert` needs `key`".into()))
-            }
-            (None, Some(k)) => {
-                return Err(self.err(k.span(), "server_tls.cert", "`key` needs `cert`".into()))
-            }
-        };
-        let mut server_tls = ServerTls::load(
-            st.mode,
-            st.ca.as_ref().map(|c| c.get_ref().as_str()),
-            identity,
-        )
-        .map_err(|(file, m)| match file {
-            TlsFile::Cert => self.err(span(&st.cert), "server_tls.cert", m),
-            TlsFile::Key => self.err(span(&st.key), "server_tls.key", m),
-            TlsFile::Ca if st.ca.is_some() => self.err(span(&st.ca), "server_tls.ca", m),
-            _ => self.err(0..0, "server_tls.mode", m),
-        })?;
-        server_tls.channel_binding &= st.channel_binding == ChannelBinding::Prefer;
-        Ok((tls, Arc::new(server_tls)))
     }
 
     fn validate_backends(&self, config: &Config) -> Result<(), ConfigError> {
