@@ -56,6 +56,8 @@ pub struct App {
     pub reloads: Reloads,
     /// The admin console's `PAUSE`: new transactions wait until `RESUME`.
     pub pause: crate::pause::Pause,
+    /// The admin console's `DISABLE`: databases that refuse new logins.
+    pub disabled: crate::pause::Disabled,
 }
 
 /// Where a reload's outcome goes: the number of changes, or why the file was rejected.
@@ -124,6 +126,7 @@ impl App {
             settings: Default::default(),
             reloads: Default::default(),
             pause: Default::default(),
+            disabled: Default::default(),
         })
     }
 

@@ -16,7 +16,7 @@ pub struct Metrics {
     /// Client connections accepted since start.
     pub clients_total: IntCounter,
     /// Client connections refused, by reason (`max_clients`, `no_tls`, `client_cert`,
-    /// `not_admin`). Failed logins count in `errors_total` by SQLSTATE.
+    /// `not_admin`, `disabled`). Failed logins count in `errors_total` by SQLSTATE.
     pub clients_rejected: IntCounterVec,
     /// Server connections open now, by backend and state (`idle`, `active`).
     pub server_conns: IntGaugeVec,
@@ -50,6 +50,8 @@ pub struct Metrics {
     pub paused: IntGauge,
     /// Databases paused one by one (`PAUSE db`).
     pub paused_databases: IntGauge,
+    /// Databases that refuse new logins (`DISABLE db`).
+    pub disabled_databases: IntGauge,
     /// Requests that waited for the admin console's `RESUME`.
     pub pause_waits: IntCounter,
     /// `[auth_query]` lookups by result (`found`, `unknown`, `error`).
@@ -250,6 +252,11 @@ impl Metrics {
                 &r,
                 "paused_databases",
                 "Databases whose new transactions wait for the admin console's RESUME (PAUSE db)",
+            ),
+            disabled_databases: gauge(
+                &r,
+                "disabled_databases",
+                "Databases that refuse new logins (the admin console's DISABLE db)",
             ),
             pause_waits: counter(
                 &r,

@@ -1,7 +1,8 @@
-//! The admin console's `PAUSE` and `RESUME`, for every database or for some: new transactions
-//! and logins wait, unsent, until they are resumed. Sessions read one flag (anything paused?)
-//! per server checkout; only then do they look at which databases, and only a session that
-//! waits subscribes to the channel.
+//! The admin console's holds on databases. `PAUSE` and `RESUME`, for every database or for
+//! some: new transactions and logins wait, unsent, until they are resumed. Sessions read one
+//! flag (anything paused?) per server checkout; only then do they look at which databases,
+//! and only a session that waits subscribes to the channel. `DISABLE` and `ENABLE` one
+//! database: its new logins are refused ([`Disabled`], looked at once per login).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,9 +126,48 @@ impl Pause {
     }
 }
 
+/// The databases that `DISABLE` closed to new logins.
+#[derive(Default)]
+pub struct Disabled(Mutex<BTreeSet<String>>);
+
+impl Disabled {
+    /// Closes `database` to new logins; returns whether it was open.
+    pub fn disable(&self, database: &str) -> bool {
+        self.0.lock().expect("disabled").insert(database.to_owned())
+    }
+
+    /// Opens `database` to new logins again; returns whether it was closed.
+    pub fn enable(&self, database: &str) -> bool {
+        self.0.lock().expect("disabled").remove(database)
+    }
+
+    /// Whether logins to `database` are refused.
+    pub fn refuses(&self, database: &str) -> bool {
+        self.0.lock().expect("disabled").contains(database)
+    }
+
+    /// The disabled databases, in order.
+    pub fn list(&self) -> BTreeSet<String> {
+        self.0.lock().expect("disabled").clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disabled_database_refuses_logins_until_enabled() {
+        let d = Disabled::default();
+        assert!(!d.refuses("app"));
+        assert!(d.disable("app"));
+        assert!(!d.disable("app"), "already disabled");
+        assert!(d.refuses("app") && !d.refuses("other"));
+        assert_eq!(d.list().into_iter().collect::<Vec<_>>(), ["app"]);
+        assert!(!d.enable("other"));
+        assert!(d.enable("app"));
+        assert!(!d.refuses("app") && d.list().is_empty());
+    }
 
     #[test]
     fn databases_pause_alone_or_all_together() {

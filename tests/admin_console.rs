@@ -1,7 +1,8 @@
 //! The admin console (`[admin]`): a client that connects to the database `switchyard` talks to
 //! the proxy itself. `SHOW BACKENDS | POOLS | CLIENTS | SERVERS | CONFIG | VERSION | HELP`
 //! answer from the running proxy, in the simple and the extended protocol (text and binary
-//! results); `RELOAD` and `KILL` are for `[admin] users` only; other users are refused.
+//! results); `RELOAD`, `KILL`, `PAUSE`, `DISABLE` and the rest are for `[admin] users` only;
+//! other users are refused.
 //!
 //! Every test starts its own proxy against the shared cluster.
 
@@ -1152,4 +1153,150 @@ async fn pause_of_one_database_holds_only_its_clients() {
     );
     assert_eq!(proxy.metric("switchyard_paused_databases").await, 0.0);
     assert_eq!(proxy.metric("switchyard_paused").await, 0.0);
+}
+
+/// The SQLSTATE and message of a refused login.
+async fn refused_login(proxy: &Proxy, db: &str) -> (String, String) {
+    match try_connect(proxy, APP_USER, APP_PASSWORD, db, "refused").await {
+        Ok(_) => panic!("a login to {db} was let in"),
+        Err(e) => {
+            let db_error = e
+                .as_db_error()
+                .unwrap_or_else(|| panic!("login to {db}: not a server error: {e:?}"));
+            (
+                db_error.code().code().to_owned(),
+                db_error.message().to_owned(),
+            )
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_refuses_a_databases_logins_and_kill_ends_its_clients() {
+    let proxy = proxy();
+    let admin = console(&proxy).await;
+    let app_client = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "app-db").await;
+    let other_db = connect(&proxy, APP_USER, APP_PASSWORD, "postgres", "postgres-db").await;
+    for c in [&app_client, &other_db] {
+        bounded("warm", c.batch_execute("SELECT 1")).await.unwrap();
+    }
+
+    // DISABLE: new logins to that database are refused as PostgreSQL refuses a database
+    // that does not allow connections; its connected client and other databases go on.
+    bounded("disable", admin.simple_query(&format!("DISABLE {APP_DB}")))
+        .await
+        .unwrap();
+    let (code, message) = refused_login(&proxy, APP_DB).await;
+    assert_eq!(code, "55000", "{message}");
+    assert_eq!(
+        message,
+        format!("database \"{APP_DB}\" is not currently accepting connections")
+    );
+    assert_eq!(
+        proxy
+            .metric("switchyard_client_rejected_total{reason=\"disabled\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(proxy.metric("switchyard_disabled_databases").await, 1.0);
+    let (_, status) = proxy.http_get("/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["disabled_databases"], serde_json::json!([APP_DB]));
+    for p in show(&admin, "SHOW POOLS").await {
+        let expect = if get(&p, "database") == APP_DB {
+            "t"
+        } else {
+            "f"
+        };
+        assert_eq!(get(&p, "disabled"), expect, "{p:?}");
+    }
+    bounded("still served", app_client.batch_execute("SELECT 1"))
+        .await
+        .expect("a connected client of a disabled database goes on");
+    let late = connect(&proxy, APP_USER, APP_PASSWORD, "postgres", "late").await;
+    bounded("late", late.batch_execute("SELECT 1"))
+        .await
+        .unwrap();
+    // The console's own database cannot be closed; a stats user may not close any.
+    assert_eq!(sqlstate(&admin, "DISABLE switchyard").await, "55000");
+    assert_eq!(sqlstate(&admin, "KILL switchyard").await, "55000");
+    let looker = connect(&proxy, OTHER_USER, OTHER_PASSWORD, "switchyard", "v").await;
+    assert_eq!(sqlstate(&looker, "ENABLE postgres").await, "42501");
+    assert_eq!(sqlstate(&looker, "KILL postgres").await, "42501");
+
+    bounded("enable", admin.simple_query(&format!("ENABLE {APP_DB}")))
+        .await
+        .unwrap();
+    assert_eq!(proxy.metric("switchyard_disabled_databases").await, 0.0);
+    let back = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "back").await;
+    bounded("back", back.batch_execute("SELECT 1"))
+        .await
+        .unwrap();
+
+    // KILL: the database's clients end, in a transaction or not, and its server connections
+    // close; new logins wait for RESUME; the other database is untouched.
+    bounded("begin", app_client.batch_execute("BEGIN; SELECT 1"))
+        .await
+        .unwrap();
+    let server_pid = show(&admin, "SHOW CLIENTS")
+        .await
+        .iter()
+        .find(|c| get(c, "application_name") == "app-db")
+        .map(|c| get(c, "server_pid").to_owned())
+        .expect("the client in a transaction");
+    assert_ne!(server_pid, "NULL");
+    bounded("kill", admin.simple_query(&format!("KILL {APP_DB}")))
+        .await
+        .unwrap();
+    for (name, c) in [("in a transaction", &app_client), ("idle", &back)] {
+        assert!(
+            bounded("killed", c.simple_query("SELECT 1")).await.is_err(),
+            "the {name} client of the killed database was not ended"
+        );
+    }
+    let pools = until(&admin, "SHOW POOLS", |rows| {
+        rows.iter()
+            .filter(|p| get(p, "database") == APP_DB)
+            .all(|p| get(p, "in_use") == "0" && get(p, "idle") == "0")
+    })
+    .await;
+    assert!(
+        pools
+            .iter()
+            .any(|p| get(p, "database") == APP_DB && get(p, "paused") == "t"),
+        "{pools:?}"
+    );
+    assert!(
+        wait_until(STEP, || shared_cluster()
+            .primary()
+            .psql(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = {server_pid}"
+            ))
+            .unwrap()
+            == "0"),
+        "server process {server_pid} still runs after KILL"
+    );
+    let clients = show(&admin, "SHOW CLIENTS").await;
+    assert!(
+        !clients.iter().any(|c| get(c, "database") == APP_DB),
+        "{clients:?}"
+    );
+    let v = bounded("other db", other_db.simple_query("SELECT 7"))
+        .await
+        .expect("the other database's client goes on");
+    assert_eq!(text_rows(v), vec![vec![Some("7".to_owned())]]);
+
+    let newcomer = spawn_login(&proxy);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !newcomer.is_finished(),
+        "a login to the killed database completed before RESUME"
+    );
+    bounded("resume", admin.simple_query(&format!("RESUME {APP_DB}")))
+        .await
+        .unwrap();
+    assert!(
+        bounded("newcomer", newcomer).await.unwrap(),
+        "the held login failed after RESUME"
+    );
 }

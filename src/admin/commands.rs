@@ -12,6 +12,12 @@ pub enum Command {
     Reload,
     /// `KILL pid`: end the client that was given this process id.
     Kill(i32),
+    /// `KILL db`: pause the database, end its clients, close its server connections.
+    KillDatabase(String),
+    /// `DISABLE db`: refuse new logins to the database.
+    Disable(String),
+    /// `ENABLE db`: accept them again.
+    Enable(String),
     /// `PAUSE [db]`: new transactions (of every database, or of `db`) wait; returns once the
     /// open ones have ended.
     Pause(Option<String>),
@@ -85,6 +91,15 @@ pub const HELP: &[(&str, &str)] = &[
         "end the client given that process id (admin users)",
     ),
     (
+        "KILL db",
+        "pause db, end its clients and close its server connections; RESUME db lets clients in again (admin users)",
+    ),
+    (
+        "DISABLE db",
+        "refuse new logins to db; its connected clients go on (admin users)",
+    ),
+    ("ENABLE db", "accept logins to db again (admin users)"),
+    (
         "PAUSE [db]",
         "hold new transactions and logins (of every database, or of db) until RESUME; returns once the open transactions ended (admin users)",
     ),
@@ -149,12 +164,25 @@ pub fn parse(statement: &str) -> Result<Command, CommandError> {
         ["RESUME", _] => Ok(Command::Resume(Some(database(words[1])))),
         ["SHUTDOWN"] => Ok(Command::Shutdown),
         ["RECONNECT"] => Ok(Command::Reconnect),
-        ["KILL", pid] => pid.parse::<i32>().map(Command::Kill).map_err(|_| {
-            CommandError::new(
-                "42601",
-                format!("KILL takes a client's process id, not \"{}\"", words[1]),
-            )
+        // A number is a client's process id; a database named like one is written in quotes.
+        ["KILL", _] => Ok(match words[1].parse::<i32>() {
+            Ok(pid) => Command::Kill(pid),
+            Err(_) => Command::KillDatabase(database(words[1])),
         }),
+        ["DISABLE", _] => Ok(Command::Disable(database(words[1]))),
+        ["ENABLE", _] => Ok(Command::Enable(database(words[1]))),
+        ["KILL" | "DISABLE" | "ENABLE"] => Err(CommandError::new(
+            "42601",
+            format!(
+                "{} takes a database name{}",
+                upper[0],
+                if upper[0] == "KILL" {
+                    " or a client's process id"
+                } else {
+                    ""
+                }
+            ),
+        )),
         ["SET", ..] => Ok(Command::Set),
         _ => Err(CommandError::new(
             "42601",
@@ -219,6 +247,7 @@ impl Command {
                 ("opening", Int8),
                 ("waiting", Int8),
                 ("paused", Bool),
+                ("disabled", Bool),
             ],
             Show::Clients => &[
                 ("pid", Int8),
@@ -251,7 +280,9 @@ impl Command {
         match self {
             Command::Show(_) => "SHOW",
             Command::Reload => "RELOAD",
-            Command::Kill(_) => "KILL",
+            Command::Kill(_) | Command::KillDatabase(_) => "KILL",
+            Command::Disable(_) => "DISABLE",
+            Command::Enable(_) => "ENABLE",
             Command::Pause(_) => "PAUSE",
             Command::Resume(_) => "RESUME",
             Command::Shutdown => "SHUTDOWN",
@@ -306,8 +337,10 @@ mod tests {
     #[test]
     fn bad_commands_get_the_sqlstate_postgresql_would_use() {
         assert_eq!(parse("SHOW nothing").unwrap_err().code, "42704");
-        assert_eq!(parse("KILL me").unwrap_err().code, "42601");
         assert_eq!(parse("KILL").unwrap_err().code, "42601");
+        assert_eq!(parse("KILL a b").unwrap_err().code, "42601");
+        assert_eq!(parse("DISABLE").unwrap_err().code, "42601");
+        assert_eq!(parse("enable").unwrap_err().code, "42601");
         assert_eq!(parse("SELECT 1").unwrap_err().code, "42601");
         assert_eq!(parse("SHOW POOLS now").unwrap_err().code, "42601");
         let e = parse("DROP TABLE x").unwrap_err();
@@ -330,6 +363,23 @@ mod tests {
             Ok(Command::Resume(Some("Mixed\"Case".into())))
         );
         assert!(parse("PAUSE a b").is_err());
+        assert_eq!(parse("kill app"), Ok(Command::KillDatabase("app".into())));
+        assert_eq!(
+            parse("KILL \"42\""),
+            Ok(Command::KillDatabase("42".into())),
+            "a database named like a number, quoted"
+        );
+        assert_eq!(parse("Disable app"), Ok(Command::Disable("app".into())));
+        assert_eq!(parse("ENABLE \"App\""), Ok(Command::Enable("App".into())));
+        for c in [
+            Command::KillDatabase("app".into()),
+            Command::Disable("app".into()),
+            Command::Enable("app".into()),
+        ] {
+            assert!(!c.only_looks() && c.columns().is_none(), "{c:?}");
+            let documented = HELP.iter().any(|(syntax, _)| syntax.starts_with(c.tag()));
+            assert!(documented, "{c:?} is missing from HELP");
+        }
         assert_eq!(parse("RELOAD now").unwrap_err().code, "42601");
         assert!(Command::Set.only_looks());
         assert!(Command::Reload.columns().is_none());

@@ -272,6 +272,46 @@ impl Console<'_> {
                     ))
                 }
             }
+            Command::KillDatabase(db) => {
+                self.not_the_console(db)?;
+                self.app.pause.pause(Some(db));
+                self.publish_pause();
+                let ended = self.app.cancels.terminate_database(db);
+                self.app.pools.close_for_database(db);
+                tracing::warn!(
+                    database = %db,
+                    clients = ended,
+                    "KILL from the admin console: database paused, its clients ended, its server connections closed"
+                );
+                Ok(Outcome::Done(notice(format!(
+                    "{ended} client(s) ended; new logins and transactions on \"{db}\" wait for RESUME"
+                ))))
+            }
+            Command::Disable(db) => {
+                self.not_the_console(db)?;
+                let changed = self.app.disabled.disable(db);
+                self.publish_disabled();
+                if changed {
+                    tracing::warn!(database = %db, "DISABLE from the admin console: new logins are refused");
+                }
+                Ok(Outcome::Done(if changed {
+                    None
+                } else {
+                    notice("already disabled")
+                }))
+            }
+            Command::Enable(db) => {
+                let changed = self.app.disabled.enable(db);
+                self.publish_disabled();
+                if changed {
+                    tracing::warn!(database = %db, "ENABLE from the admin console: logins are accepted again");
+                }
+                Ok(Outcome::Done(if changed {
+                    None
+                } else {
+                    notice("not disabled")
+                }))
+            }
             Command::Pause(db) => Ok(Outcome::Done(self.pause(db.as_deref()).await)),
             Command::Resume(db) => match self.app.pause.resume(db.as_deref()) {
                 Ok(changed) => {
@@ -346,6 +386,23 @@ impl Console<'_> {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// `KILL` and `DISABLE` of the console's own database would lock the operators out.
+    fn not_the_console(&self, database: &str) -> Result<(), CommandError> {
+        let config = self.app.config.load();
+        match &config.config.admin {
+            Some(admin) if admin.database == database => Err(CommandError::new(
+                "55000",
+                format!("\"{database}\" is the admin console's database"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn publish_disabled(&self) {
+        let n = self.app.disabled.list().len();
+        self.app.metrics.disabled_databases.set(n as i64);
     }
 
     /// The pause gauges follow what is paused.

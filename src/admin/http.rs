@@ -132,6 +132,7 @@ pub fn status_json(app: &App) -> String {
         "draining": app.shutting_down(),
         "paused": app.pause.paused().all,
         "paused_databases": app.pause.paused().databases,
+        "disabled_databases": app.disabled.list(),
         "backends": backends,
         "pools": pools,
         "prepared_statements": app.statements.len(),

@@ -66,11 +66,13 @@ fn backends(app: &App) -> Vec<Vec<Value>> {
 
 fn pools(app: &App) -> Vec<Vec<Value>> {
     let paused = app.pause.paused();
+    let disabled = app.disabled.list();
     app.pools
         .stats()
         .into_iter()
         .map(|p| {
             let held = paused.holds(&p.key.database);
+            let closed = disabled.contains(&p.key.database);
             vec![
                 text(&*p.key.backend),
                 text(p.key.user),
@@ -81,6 +83,7 @@ fn pools(app: &App) -> Vec<Vec<Value>> {
                 int(p.opening as i64),
                 int(p.waiting as i64),
                 boolean(held),
+                boolean(closed),
             ]
         })
         .collect()

@@ -90,6 +90,12 @@ impl CancelSlot {
         self.killed.load(Ordering::Acquire)
     }
 
+    /// Ends the client's session.
+    fn end(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.cancel();
+    }
+
     /// Records the server connection the client now uses.
     pub fn set(&self, t: Target) {
         self.state.lock().expect("cancel slot").target = Some(t);
@@ -211,12 +217,25 @@ impl CancelRegistry {
         let map = self.map.lock().expect("cancels");
         match map.get(&pid) {
             Some((_, slot)) if superuser || *slot.user == *user => {
-                slot.killed.store(true, Ordering::Release);
-                slot.kill.cancel();
+                slot.end();
                 true
             }
             _ => false,
         }
+    }
+
+    /// Ends every client of `database` (the admin console's `KILL db`; console sessions are
+    /// not clients of a database). Returns how many.
+    pub fn terminate_database(&self, database: &str) -> usize {
+        let map = self.map.lock().expect("cancels");
+        let mut ended = 0;
+        for (_, slot) in map.values() {
+            if !slot.info.console && slot.info.database == database {
+                slot.end();
+                ended += 1;
+            }
+        }
+        ended
     }
 
     /// Every registered client, ordered by process id (for the admin console).

@@ -367,6 +367,22 @@ pub fn greeting(out: &mut BytesMut, params: &[(String, String)], pid: i32, secre
 }
 
 impl super::Session {
+    /// The admin console's `DISABLE` closed the database to new logins: refused as
+    /// PostgreSQL refuses a database that does not allow connections.
+    fn refuse_if_disabled(&self) -> Result<(), Fatal> {
+        if !self.app.disabled.refuses(&self.database) {
+            return Ok(());
+        }
+        self.app.metrics.rejected("disabled");
+        Err(Fatal::new(
+            "55000",
+            format!(
+                "database \"{}\" is not currently accepting connections",
+                self.database
+            ),
+        ))
+    }
+
     /// First server contact: validates database and startup settings on a real server and
     /// greets the client with that server's parameters.
     pub(super) async fn login(
@@ -374,8 +390,10 @@ impl super::Session {
         client: &mut Stream,
         reg: &mut super::cancel::Registration,
     ) -> Result<(), Fatal> {
+        self.refuse_if_disabled()?;
         if self.app.pause.holds(&self.database) {
             self.wait_resumed().await?;
+            self.refuse_if_disabled()?;
         }
         let config = self.app.config.load_full();
         let wait = config.config.routing.primary_wait;
