@@ -329,7 +329,7 @@ async fn the_console_shows_backends_pools_clients_and_servers() {
     // Errors are statement errors: the session goes on. SET is accepted and ignored.
     assert_eq!(sqlstate(&admin, "SELECT 1").await, "42601");
     assert_eq!(sqlstate(&admin, "SHOW nothing").await, "42704");
-    assert_eq!(sqlstate(&admin, "KILL x").await, "42601");
+    assert_eq!(sqlstate(&admin, "KILL x y").await, "42601");
     assert_eq!(sqlstate(&admin, "KILL 12").await, "42704");
     bounded("set", admin.simple_query("SET application_name = 'x'"))
         .await
