@@ -1095,10 +1095,11 @@ async fn tls_interceptor(server: String, own: &Pki, server_ca: &Pki) -> String {
     addr
 }
 
-/// The pools' SCRAM logins over TLS bind to the server's certificate (SCRAM-SHA-256-PLUS, as
-/// libpq does by default): a man in the middle that terminates TLS with its own certificate
-/// cannot pass them on, even where `[server_tls]` does not check certificates. With
-/// `channel_binding = "disable"` it can, which shows it is the binding that stops it.
+/// The SCRAM logins over TLS of the pools and of the health probes bind to the server's
+/// certificate (SCRAM-SHA-256-PLUS, as libpq does by default): a man in the middle that
+/// terminates TLS with its own certificate cannot pass them on, even where `[server_tls]` does
+/// not check certificates. With `channel_binding = "disable"` it can, which shows it is the
+/// binding that stops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_binding_stops_a_man_in_the_middle_of_server_logins() {
     let SslServer {
@@ -1118,9 +1119,17 @@ async fn channel_binding_stops_a_man_in_the_middle_of_server_logins() {
         ..Default::default()
     };
 
-    // The health probes do not bind: the server is up through the interceptor. The pools'
-    // logins are refused by the server.
-    let proxy = start_ready_proxy_on(&cluster, through("prefer"));
+    // The server refuses the probes' logins through the interceptor: the backend is down.
+    let proxy = Proxy::start_with(&cluster, through("prefer"));
+    assert_no_usable_server(&proxy, "SCRAM channel binding check failed").await;
+    drop(proxy);
+    // With the health probes logging in as a role the server trusts (no SCRAM, nothing to
+    // bind), the backend is up through the interceptor: the pools' own logins are refused.
+    let mut trusting = through("prefer");
+    trusting
+        .extra_tables
+        .push_str(&format!("\n[health]\nuser = \"{TRUST_USER}\"\n"));
+    let proxy = start_ready_proxy_on(&cluster, trusting);
     let Err(e) = proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB).await else {
         panic!("a login went through a man in the middle of a bound SCRAM exchange");
     };
@@ -1148,6 +1157,61 @@ async fn channel_binding_stops_a_man_in_the_middle_of_server_logins() {
         },
     );
     assert!(server_side_ssl(&proxy.connect_app().await).await);
+}
+
+/// `channel_binding = "require"`: only logins bound to the server's certificate are used. A
+/// SCRAM role over TLS logs in; a role the server asks for an md5 password, or trusts, does
+/// not, though the server would let it in; over plain text no health probe logs in, so no
+/// server is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_require_uses_only_bound_server_logins() {
+    let SslServer { cluster, .. } = ssl_server(|_| Vec::new());
+    let proxy = start_ready_proxy_on(
+        &cluster,
+        ProxyOptions {
+            extra_tables: "[server_tls]\nmode = \"require\"\nchannel_binding = \"require\"\n"
+                .into(),
+            ..Default::default()
+        },
+    );
+    assert!(server_side_ssl(&proxy.connect_app().await).await);
+    for (user, password, why) in [
+        (
+            MD5_USER,
+            MD5_PASSWORD,
+            "channel binding required, but the server asked for a password",
+        ),
+        (
+            TRUST_USER,
+            "",
+            "channel binding required, but the server accepted the login without a bound SCRAM exchange",
+        ),
+    ] {
+        let Err(e) = proxy.try_connect(user, password, "postgres").await else {
+            panic!("{user} logged in without channel binding");
+        };
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{user}: {e:?}"));
+        assert_eq!(db.code().code(), "08006", "{user}: {db:?}");
+        assert!(db.message().contains("channel_binding"), "{user}: {db:?}");
+        assert!(
+            wait_until(Duration::from_secs(10), || proxy.log().contains(why)),
+            "log lacks {why:?}:\n{}",
+            proxy.log_tail(20)
+        );
+    }
+    drop(proxy);
+
+    // A server without TLS (the shared cluster), reached in `prefer` mode: plain text, so the
+    // probes' logins cannot bind and no server is up.
+    let proxy = Proxy::start_with(
+        shared_cluster(),
+        ProxyOptions {
+            extra_tables: "[server_tls]\nmode = \"prefer\"\nchannel_binding = \"require\"\n".into(),
+            ..Default::default()
+        },
+    );
+    assert_no_usable_server(&proxy, "server did not use channel binding").await;
+    drop(proxy);
 }
 
 /// psycopg 3 (libpq's TLS) and asyncpg (its own protocol code on Python's ssl module) run

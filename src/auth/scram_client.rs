@@ -113,6 +113,9 @@ enum State {
     SentFinal { server_signature: [u8; 32] },
     /// Done, or failed.
     Finished,
+    /// The server proved it knows the ServerKey (and, bound, that it saw our certificate
+    /// hash).
+    Verified,
 }
 
 /// What the exchange says about channel binding (RFC 5802's gs2 header), as libpq decides it.
@@ -292,6 +295,14 @@ impl ScramKeysClient {
         if !constant_time_eq(&v, &server_signature) {
             return Err(AuthError::WrongPassword);
         }
+        self.state = State::Verified;
         Ok(())
+    }
+
+    /// Whether the exchange is complete and bound to the server's certificate: the server
+    /// signed the binding data of the certificate this client saw (`channel_binding =
+    /// "require"` accepts nothing less).
+    pub fn bound(&self) -> bool {
+        matches!(self.state, State::Verified) && matches!(self.binding, Binding::EndPoint(_))
     }
 }

@@ -1197,6 +1197,38 @@ fn bound_client_exchange(
     exchange_with(client, server, mechanism)
 }
 
+/// A client is `bound` only after the server verified an exchange bound to its certificate.
+#[test]
+fn only_a_complete_plus_exchange_is_bound() {
+    use scram_client::Binding;
+    let cert = [5u8; 32];
+    for (binding, mechanism, offered, bound) in [
+        (
+            Binding::EndPoint(cert.to_vec()),
+            "SCRAM-SHA-256-PLUS",
+            Some(&cert[..]),
+            true,
+        ),
+        (Binding::NotOffered, "SCRAM-SHA-256", None, false),
+        (Binding::None, "SCRAM-SHA-256", Some(&cert[..]), false),
+    ] {
+        let mut server = ScramServer::new(ScramSecret::generate("pw"))
+            .with_channel_binding(offered.map(Into::into));
+        let mut client =
+            ScramKeysClient::from_password("pw", DerivedKeys::default()).with_binding(binding);
+        let first = client.client_first();
+        let server_first = server.client_first(mechanism, &first).unwrap();
+        let client_final = client.server_first(&server_first).unwrap();
+        assert!(
+            !client.bound(),
+            "{mechanism}: bound before the server's proof"
+        );
+        let server_final = server.client_final(&client_final).unwrap();
+        client.server_final(&server_final).unwrap();
+        assert_eq!(client.bound(), bound, "{mechanism}");
+    }
+}
+
 #[test]
 fn the_keys_client_binds_to_the_certificate_it_saw() {
     use scram_client::Binding;

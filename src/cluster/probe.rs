@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::config::{SslMode, SslNegotiation};
+use tokio_postgres::Client;
 
 use super::health::Observation;
 use super::lag::parse_lsn;
+use crate::config::ChannelBinding;
+use crate::net::Stream;
 
 /// How the monitor logs in.
 #[derive(Debug, Clone)]
@@ -42,6 +45,32 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// tokio-postgres learns a connection's channel-binding data only from its TLS connector,
+/// while the probes' TLS is switchyard's own (the handshake the pools make, with `prefer`'s
+/// fallback to plain text). This connector hands the finished stream over as it is: with
+/// [`SslNegotiation::Direct`] tokio-postgres takes it without sending an SSLRequest first,
+/// and reads the server certificate's hash from it to bind its SCRAM login.
+struct Negotiated;
+
+impl tokio_postgres::tls::TlsConnect<Stream> for Negotiated {
+    type Stream = Stream;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Stream, std::convert::Infallible>>;
+
+    fn connect(self, stream: Stream) -> Self::Future {
+        std::future::ready(Ok(stream))
+    }
+}
+
+impl tokio_postgres::tls::TlsStream for Stream {
+    fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
+        match self.server_end_point() {
+            Some(hash) => tokio_postgres::tls::ChannelBinding::tls_server_end_point(hash),
+            None => tokio_postgres::tls::ChannelBinding::none(),
+        }
+    }
+}
+
 /// A prober that keeps its connection between probes.
 pub struct Prober {
     target: ProbeTarget,
@@ -58,7 +87,7 @@ impl Prober {
 
     /// Opens the monitor's connection the way the pools open theirs (TLS as `[server_tls]`
     /// says, `prefer` falling back to plain text after a failed handshake), then logs in with
-    /// tokio-postgres over it.
+    /// tokio-postgres over it, with the pools' channel binding.
     async fn connect(&self) -> Result<Client, String> {
         let address = self.target.address.as_str();
         let host = address.rsplit_once(':').ok_or("bad address")?.0;
@@ -80,12 +109,22 @@ impl Prober {
         cfg.user(&self.target.user)
             .dbname(&self.target.database)
             .application_name("switchyard-monitor")
-            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+            .ssl_mode(if stream.is_tls() {
+                SslMode::Require
+            } else {
+                SslMode::Disable
+            })
+            .ssl_negotiation(SslNegotiation::Direct)
+            .channel_binding(match self.target.tls.channel_binding {
+                ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+                ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+                ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+            });
         if let Some(p) = &self.target.password {
             cfg.password(p);
         }
         let (client, conn) = cfg
-            .connect_raw(stream, NoTls)
+            .connect_raw(stream, Negotiated)
             .await
             .map_err(|e| with_causes(&e))?;
         tokio::spawn(async move {

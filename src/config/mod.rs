@@ -469,10 +469,10 @@ impl Loaded {
                 .as_ref()
                 .map(|c| format!(" presenting certificate {}", c.get_ref()))
                 .unwrap_or_default(),
-            if c.server_tls.channel_binding == ChannelBinding::Disable {
-                ", without channel binding"
-            } else {
-                ""
+            match c.server_tls.binding() {
+                ChannelBinding::Disable => ", without channel binding",
+                ChannelBinding::Prefer => "",
+                ChannelBinding::Require => ", channel binding required",
             }
         );
         match &c.admin {

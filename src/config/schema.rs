@@ -183,9 +183,20 @@ pub struct ServerTlsConfig {
     pub cert: Option<Spanned<String>>,
     /// PEM private key of `cert`.
     pub key: Option<Spanned<String>>,
-    /// SCRAM channel binding of the pools' logins over TLS: `"prefer"` (default: bind when
-    /// the server offers SCRAM-SHA-256-PLUS) or `"disable"`, as libpq's `channel_binding`.
-    pub channel_binding: ChannelBinding,
+    /// SCRAM channel binding of the logins to servers over TLS (the pools' and the health
+    /// probes'), as libpq's `channel_binding`: `"prefer"` (default: bind when the server
+    /// offers SCRAM-SHA-256-PLUS), `"require"` (a server that does not prove it holds its
+    /// certificate's key this way is not used) or `"disable"`.
+    pub channel_binding: Option<Spanned<ChannelBinding>>,
+}
+
+impl ServerTlsConfig {
+    /// `channel_binding` as given, or its default.
+    pub fn binding(&self) -> ChannelBinding {
+        self.channel_binding
+            .as_ref()
+            .map_or_else(ChannelBinding::default, |b| *b.get_ref())
+    }
 }
 
 /// `[server_tls] channel_binding`.
@@ -197,6 +208,9 @@ pub enum ChannelBinding {
     Prefer,
     /// Never bind.
     Disable,
+    /// Only logins bound to the server's certificate: no login over plain text, nor one the
+    /// server accepts without SCRAM-SHA-256-PLUS (trust, password, md5, unbound SCRAM).
+    Require,
 }
 
 /// libpq's `sslmode` values that apply to a proxy.

@@ -422,14 +422,37 @@ fn client_and_server_certificate_keys_are_checked_at_load() {
         "{e}"
     );
 
-    // Channel binding of the pools' logins: on unless disabled (or without TLS).
-    assert!(parse(MINIMAL, "t.toml").unwrap().server_tls.channel_binding);
-    let off = parse(&server("channel_binding = \"disable\"\n"), "t.toml").unwrap();
-    assert!(!off.server_tls.channel_binding);
-    let plain = parse(&server("mode = \"disable\"\n"), "t.toml").unwrap();
-    assert!(!plain.server_tls.channel_binding);
-    let e = err(&server("channel_binding = \"require\"\n"));
-    assert!(e.contains("require"), "{e}");
+    // Channel binding of the logins to servers: preferred unless set (or without TLS).
+    use crate::config::ChannelBinding;
+    let binding = |extra: &str| {
+        parse(&server(extra), "t.toml")
+            .unwrap()
+            .server_tls
+            .channel_binding
+    };
+    assert_eq!(binding(""), ChannelBinding::Prefer);
+    assert_eq!(
+        binding("channel_binding = \"disable\"\n"),
+        ChannelBinding::Disable
+    );
+    assert_eq!(
+        binding("channel_binding = \"require\"\n"),
+        ChannelBinding::Require
+    );
+    assert_eq!(binding("mode = \"disable\"\n"), ChannelBinding::Disable);
+    let text = server("mode = \"disable\"\nchannel_binding = \"require\"\n");
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("channel_binding"))
+        .unwrap();
+    let e = err(&text);
+    assert!(
+        e.starts_with(&format!("t.toml:{line}: server_tls.channel_binding:"))
+            && e.contains("needs TLS"),
+        "{e}"
+    );
+    let e = err(&server("channel_binding = \"always\"\n"));
+    assert!(e.contains("channel_binding"), "{e}");
 }
 
 #[test]

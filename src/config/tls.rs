@@ -69,7 +69,17 @@ impl Validator<'_> {
             TlsFile::Ca if st.ca.is_some() => self.err(span(&st.ca), "server_tls.ca", m),
             _ => self.err(0..0, "server_tls.mode", m),
         })?;
-        server_tls.channel_binding &= st.channel_binding == ChannelBinding::Prefer;
+        server_tls.channel_binding = match (st.mode, st.binding()) {
+            (ServerTlsMode::Disable, ChannelBinding::Require) => {
+                return Err(self.err(
+                    st.channel_binding.as_ref().map_or(0..0, |b| b.span()),
+                    "server_tls.channel_binding",
+                    "\"require\" needs TLS: [server_tls] mode is \"disable\"".into(),
+                ))
+            }
+            (ServerTlsMode::Disable, _) => ChannelBinding::Disable,
+            (_, binding) => binding,
+        };
         Ok((tls, Arc::new(server_tls)))
     }
 }

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ClientCert, Stream};
-use crate::config::{ClientCertMode, ClientTlsMode, ServerTlsMode, TlsConfig};
+use crate::config::{ChannelBinding, ClientCertMode, ClientTlsMode, ServerTlsMode, TlsConfig};
 
 /// The ALPN protocol PostgreSQL 17 names its protocol with (older peers ignore it).
 const ALPN: &[u8] = b"postgresql";
@@ -175,8 +175,9 @@ pub struct ServerTls {
     pub mode: ServerTlsMode,
     /// `None` when the mode is `disable`.
     config: Option<Arc<rustls::ClientConfig>>,
-    /// SCRAM logins over TLS bind to the server's certificate when it offers that.
-    pub channel_binding: bool,
+    /// Whether SCRAM logins over TLS bind to the server's certificate (`Disable` when the
+    /// mode is `disable`).
+    pub channel_binding: ChannelBinding,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -202,6 +203,9 @@ pub enum TlsConnectError {
     Unsupported(ServerTlsMode),
     #[error("TLS handshake failed: {0}")]
     Handshake(std::io::Error),
+    /// `channel_binding = "require"`, and the server's login was not bound.
+    #[error("channel binding required, but {0}")]
+    Unbound(&'static str),
 }
 
 impl ServerTls {
@@ -218,7 +222,7 @@ impl ServerTls {
                 return Ok(ServerTls {
                     mode,
                     config: None,
-                    channel_binding: false,
+                    channel_binding: ChannelBinding::Disable,
                 })
             }
             ServerTlsMode::Prefer | ServerTlsMode::Require => Arc::new(Unverified(provider())),
@@ -262,7 +266,7 @@ impl ServerTls {
         Ok(ServerTls {
             mode,
             config: Some(Arc::new(config)),
-            channel_binding: true,
+            channel_binding: ChannelBinding::Prefer,
         })
     }
 

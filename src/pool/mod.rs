@@ -429,6 +429,13 @@ impl Pool {
             }
             Err(e) => {
                 self.metrics.connect_errors.inc();
+                // A refusal is a configuration or security matter the operator must see (the
+                // client is told less); an outage is the health probes' to report.
+                if e.is_refusal() {
+                    tracing::warn!(backend = %self.key.backend, user = %self.key.user, "server connection refused: {e}");
+                } else {
+                    tracing::debug!(backend = %self.key.backend, "server connection failed: {e}");
+                }
                 if matches!(e, ConnectError::Tls { .. }) {
                     self.metrics.tls_errors.inc();
                 }

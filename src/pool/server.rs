@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::scram_client::Binding;
 use crate::auth::{DerivedKeys, ScramKeysClient, ServerCredential};
+use crate::config::ChannelBinding;
 use crate::net::Stream;
 use crate::protocol::{self, tag, ErrorFields, TxnStatus};
 use crate::session::settings::Settings;
@@ -89,6 +90,12 @@ impl ConnectError {
             ConnectError::Protocol { .. } => {
                 "the database server spoke an unexpected protocol".into()
             }
+            ConnectError::Tls {
+                source: crate::net::tls::TlsConnectError::Unbound(_),
+                ..
+            } => "the database server's login was not bound to its TLS certificate, \
+                  which [server_tls] channel_binding = \"require\" demands"
+                .into(),
             ConnectError::Tls { .. } => {
                 "could not set up an encrypted connection to the database server".into()
             }
@@ -103,7 +110,8 @@ impl ConnectError {
             ConnectError::Refused { .. }
                 | ConnectError::Tls {
                     source: crate::net::tls::TlsConnectError::Unsupported(_)
-                        | crate::net::tls::TlsConnectError::Handshake(_),
+                        | crate::net::tls::TlsConnectError::Handshake(_)
+                        | crate::net::tls::TlsConnectError::Unbound(_),
                     ..
                 }
         )
@@ -360,9 +368,24 @@ impl ServerConn {
                     ),
                 )
             };
+            let require = p.tls.channel_binding == ChannelBinding::Require;
+            let unbound = |why: &'static str| ConnectError::Tls {
+                address: p.address.clone(),
+                source: crate::net::tls::TlsConnectError::Unbound(why),
+            };
             let mut out = BytesMut::new();
             match kind {
+                0 if require && !scram.as_ref().is_some_and(|s| s.bound()) => {
+                    return Err(unbound(
+                        "the server accepted the login without a bound SCRAM exchange",
+                    ))
+                }
                 0 => return Ok(()),
+                3 | 5 if require => {
+                    return Err(unbound(
+                        "the server asked for a password, not for SCRAM-SHA-256-PLUS",
+                    ))
+                }
                 3 => match &p.credential {
                     ServerCredential::Password(pw) => {
                         frontend::password_message(pw.as_bytes(), &mut out).expect("encode")
@@ -402,12 +425,21 @@ impl ServerConn {
                         ServerCredential::Scram(keys) => ScramKeysClient::new(keys.clone()),
                         _ => return Err(cannot("SCRAM-SHA-256")),
                     };
-                    let binds = self.stream.is_tls() && p.tls.channel_binding;
+                    let binds =
+                        self.stream.is_tls() && p.tls.channel_binding != ChannelBinding::Disable;
                     let (mechanism, binding) = Binding::choose(
                         binds,
                         binds.then(|| self.stream.server_end_point()).flatten(),
                         offers(b"SCRAM-SHA-256-PLUS"),
                     );
+                    if require && !matches!(binding, Binding::EndPoint(_)) {
+                        return Err(unbound(if self.stream.is_tls() {
+                            "the server did not offer SCRAM-SHA-256-PLUS, or its certificate's \
+                             signature algorithm has no binding hash"
+                        } else {
+                            "the connection is not encrypted"
+                        }));
+                    }
                     let mut s = s.with_binding(binding);
                     let first = s.client_first();
                     frontend::sasl_initial_response(mechanism, &first, &mut out).expect("encode");
