@@ -1738,6 +1738,16 @@ async fn questions_that_tell_a_primary_from_a_standby_are_answered_by_the_primar
         ("SHOW transaction_read_only", "off"),
         ("show In_Hot_Standby", "off"),
         ("SELECT pg_is_in_recovery()::text", "false"),
+        ("SELECT current_setting('transaction_read_only')", "off"),
+        ("SELECT current_setting('in_hot_standby')", "off"),
+        (
+            "SELECT setting FROM pg_settings WHERE name = 'transaction_read_only'",
+            "off",
+        ),
+        (
+            "SELECT setting FROM pg_show_all_settings() WHERE name = 'in_hot_standby'",
+            "off",
+        ),
     ] {
         for _ in 0..8 {
             assert_eq!(value(&c, sql).await.as_deref(), Some(want), "{sql}");

@@ -375,6 +375,8 @@ struct Features {
     select_into: bool,
     write_fn: Option<&'static str>,
     primary_view: Option<&'static str>,
+    /// A read of a setting that tells a primary from a standby.
+    server_role: Option<&'static str>,
     on_commit_drop: bool,
     pg_temp: bool,
     copy_to_stdout: Option<bool>,
@@ -785,6 +787,9 @@ impl Classifier {
                         17 | 19 if mode.read && f.primary_view.is_none() => {
                             f.primary_view = PRIMARY_VIEWS.iter().copied().find(|v| t.name_eq(v));
                         }
+                        11 if mode.read && t.name_eq("pg_settings") => {
+                            f.server_role = Some("pg_settings");
+                        }
                         4 if mode.read && !after_dot && t.is_kw("into") => {
                             let after_dml =
                                 p1.is_some_and(|p| p.is_kw("insert") || p.is_kw("merge"));
@@ -856,6 +861,9 @@ impl Classifier {
                                 None
                             };
                             self.call(schema.as_ref(), &name, &mut f, out);
+                            if mode.read && f.server_role.is_none() {
+                                f.server_role = server_role_call(&name, st.peek().as_deref());
+                            }
                         }
                     }
                     b'.' if mode.create && p1.is_some_and(|p| p.name_eq("pg_temp")) => {
@@ -945,6 +953,27 @@ pub(super) fn call_effect(key: &str) -> Option<CallEffect> {
     }
 }
 
+/// The settings whose values tell a primary from a standby (a standby reports both "on"):
+/// the client's session is the primary's, so reads of them go there.
+const SERVER_ROLE_SETTINGS: [&str; 2] = ["transaction_read_only", "in_hot_standby"];
+
+/// A call `name(arg ...` that reads what tells a primary from a standby:
+/// `current_setting('transaction_read_only')` (or `in_hot_standby`; setting names are
+/// case-insensitive), or `pg_show_all_settings()`, what `pg_settings` and `SHOW ALL` read.
+/// A setting named otherwise than by a constant (a parameter, a column) is not recognised.
+fn server_role_call(name: &Token<'_>, arg: Option<&Token<'_>>) -> Option<&'static str> {
+    if name.name_eq("pg_show_all_settings") {
+        return Some("pg_show_all_settings");
+    }
+    if !name.name_eq("current_setting") {
+        return None;
+    }
+    let value = arg?.string_value()?;
+    SERVER_ROLE_SETTINGS
+        .into_iter()
+        .find(|s| value.eq_ignore_ascii_case(s))
+}
+
 /// The route for a read given what the scan found.
 fn read_outcome(f: &Features, k: &'static str) -> (Route, Reason) {
     if let Some(d) = f.dml_top {
@@ -959,6 +988,8 @@ fn read_outcome(f: &Features, k: &'static str) -> (Route, Reason) {
         (Route::Primary, Reason::WritingFunction(w))
     } else if let Some(v) = f.primary_view {
         (Route::Primary, Reason::PrimaryView(v))
+    } else if let Some(s) = f.server_role {
+        (Route::Primary, Reason::ServerRole(s))
     } else {
         (Route::Replica, Reason::Read(k))
     }

@@ -45,6 +45,31 @@ fn reads() {
             ("VALUES (1, 'a'), (2, 'b')", R, "read: VALUES"),
             ("TABLE t", R, "read: TABLE"),
             ("table s.t order by 1", R, "read: TABLE"),
+            (
+                "SELECT current_setting('transaction_read_only')",
+                P,
+                "server role transaction_read_only",
+            ),
+            (
+                "select pg_catalog.current_setting('In_Hot_Standby', true)::bool",
+                P,
+                "server role in_hot_standby",
+            ),
+            (
+                "SELECT setting FROM pg_settings WHERE name = 'transaction_read_only'",
+                P,
+                "server role pg_settings",
+            ),
+            ("SELECT * FROM pg_catalog.pg_settings", P, "server role pg_settings"),
+            (
+                "SELECT count(*) FROM pg_show_all_settings()",
+                P,
+                "server role pg_show_all_settings",
+            ),
+            // Other settings read the same on every server the client's settings are on.
+            ("SELECT current_setting('app.tenant')", R, "read: SELECT"),
+            ("SELECT current_setting($1)", R, "read: SELECT"),
+            ("SELECT * FROM my_settings", R, "read: SELECT"),
             ("SHOW search_path", R, "read: SHOW"),
             ("show all", P, "server role all"),
             ("SELECT 'FOR UPDATE'", R, "read: SELECT"),

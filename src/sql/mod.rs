@@ -118,8 +118,9 @@ pub enum Reason {
     PrimaryView(&'static str),
     /// A call of a function that must run on the primary: "writing function nextval".
     WritingFunction(&'static str),
-    /// `SHOW` of what tells a primary from a standby (`transaction_read_only`,
-    /// `in_hot_standby`, or `ALL`): the client's session is the primary's, and a replica would
+    /// A read of what tells a primary from a standby (`SHOW transaction_read_only`,
+    /// `in_hot_standby` or `ALL`; `current_setting()` of the first two, `pg_settings`,
+    /// `pg_show_all_settings()`): the client's session is the primary's, and a replica would
     /// answer "on" (drivers asked for a writable server check this): "server role
     /// transaction_read_only".
     ServerRole(&'static str),

@@ -53,11 +53,13 @@ const PARAM: u8 = 1;
 const FOR: u64 = u64::from_be_bytes([0, 0, 0, 0, 0, b'f', b'o', b'r']);
 const INTO: u64 = u64::from_be_bytes([0, 0, 0, 0, b'i', b'n', b't', b'o']);
 
-/// The last eight bytes of the views only a primary fills (classify.rs `PRIMARY_VIEWS`): a
-/// word ending so is left to the full classifier.
-const PRIMARY_VIEW_ENDS: [u64; 2] = [
+/// The last eight bytes of the views read on the primary (classify.rs `PRIMARY_VIEWS`, and
+/// `pg_settings`, which shows whether the server is a standby): a word ending so is left to
+/// the full classifier.
+const PRIMARY_VIEW_ENDS: [u64; 3] = [
     u64::from_be_bytes(*b"ed_xacts"),
     u64::from_be_bytes(*b"lication"),
+    u64::from_be_bytes(*b"settings"),
 ];
 
 /// The analysis of `sql` (the text of a query, not necessarily UTF-8) if it is a plain
