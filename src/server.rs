@@ -40,17 +40,16 @@ impl Server {
     /// Binds the listeners for `config` (nothing is accepted until [`Server::run`]).
     pub async fn bind(config: Loaded, config_path: Option<PathBuf>) -> Result<Server, RunError> {
         // The HTTP port first: once clients can connect, /metrics and /readyz answer too.
+        let reuse_port = config.config.so_reuseport;
         let http = match config.http_listen {
             Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
+                crate::net::listen(addr, reuse_port)
                     .map_err(|source| RunError::Bind { addr, source })?,
             ),
             None => None,
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| RunError::Bind {
+        let listener =
+            crate::net::listen(config.listen, reuse_port).map_err(|source| RunError::Bind {
                 addr: config.listen,
                 source,
             })?;

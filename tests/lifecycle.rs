@@ -269,6 +269,92 @@ async fn transaction_outlasting_shutdown_timeout_is_cut_off() {
     );
 }
 
+/// Waits until `p` logs that it accepts clients; panics if it exits first.
+fn wait_accepting(p: &Proxy) {
+    let up = blocking(|| {
+        wait_until(Duration::from_secs(30), || {
+            !p.is_running() || p.log().contains("switchyard accepting connections")
+        })
+    });
+    assert!(
+        up && p.is_running(),
+        "the second switchyard did not start:\n{}",
+        p.log_tail(30)
+    );
+}
+
+/// `so_reuseport = true`: a second switchyard starts on the same address (with its own HTTP
+/// port, or sharing that too), the kernel spreads new clients over both, and the old one's
+/// SIGTERM hands the address over without a refused connection: its clients are told it is
+/// shutting down, the other's go on, and every new client reaches the other. Without
+/// `so_reuseport`, a second process on the address fails to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn so_reuseport_lets_a_second_process_share_and_take_over_the_address() {
+    let old = proxy("so_reuseport = true", NO_SPLIT);
+    let new = old.start_beside(true);
+    wait_accepting(&new);
+    let same_http = old.start_beside(false);
+    wait_accepting(&same_http);
+    drop(same_http);
+
+    let mut clients = Vec::new();
+    for _ in 0..24 {
+        let (c, conn) = connect(&old).await;
+        assert_eq!(one(&c, "SELECT 1").await, "1");
+        clients.push((c, conn));
+    }
+    let total = "switchyard_client_connections_total";
+    let on_old = old.metric(total).await;
+    let on_new = new.metric(total).await;
+    assert_eq!(on_old + on_new, 24.0, "old {on_old}, new {on_new}");
+    assert!(
+        on_old > 0.0 && on_new > 0.0,
+        "the kernel sent every client to one process: old {on_old}, new {on_new}"
+    );
+
+    old.signal(libc::SIGTERM);
+    let status = blocking(|| old.wait_exit(Duration::from_secs(30)))
+        .unwrap_or_else(|| panic!("the old switchyard did not exit\n{}", old.log_tail(30)));
+    assert!(status.success(), "{status}\n{}", old.log_tail(30));
+    let mut going_on = 0;
+    for (c, _) in &clients {
+        match try_simple(c, "SELECT 2").await {
+            Ok(rows) => {
+                assert_eq!(rows, vec![vec![Some("2".to_owned())]]);
+                going_on += 1;
+            }
+            Err(e) => assert!(
+                c.is_closed() || sqlstate(&e) == "57P01",
+                "a client of the old process: {e:?}"
+            ),
+        }
+    }
+    assert_eq!(going_on as f64, on_new, "the new process's clients go on");
+    for i in 0..24 {
+        let (c, _) = connect_as(&new, APP_USER, APP_PASSWORD)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} after the handover: {e}"));
+        assert_eq!(one(&c, "SELECT 3").await, "3");
+    }
+    assert_eq!(new.metric(total).await, on_new + 24.0);
+
+    // The default: the address is this process's alone.
+    let alone = proxy("", NO_SPLIT);
+    let second = alone.start_beside(true);
+    let status = blocking(|| second.wait_exit(Duration::from_secs(30))).unwrap_or_else(|| {
+        panic!(
+            "a second process shared the address\n{}",
+            second.log_tail(30)
+        )
+    });
+    assert!(!status.success());
+    assert!(
+        second.log().contains("Address already in use"),
+        "{}",
+        second.log_tail(10)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reload
 // ---------------------------------------------------------------------------------------------

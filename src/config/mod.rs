@@ -430,7 +430,17 @@ impl Loaded {
         let c = &self.config;
         let mut s = String::new();
         use std::fmt::Write;
-        let _ = writeln!(s, "listen {} (pool_mode {:?})", self.listen, c.pool_mode);
+        let _ = writeln!(
+            s,
+            "listen {} (pool_mode {:?}{})",
+            self.listen,
+            c.pool_mode,
+            if c.so_reuseport {
+                ", so_reuseport: shared with other processes"
+            } else {
+                ""
+            }
+        );
         match self.http_listen {
             Some(a) => {
                 let _ = writeln!(s, "http {a}: /metrics /livez /readyz /status");
@@ -584,8 +594,12 @@ impl Loaded {
         if self.listen != new.listen
             || self.http_listen != new.http_listen
             || a.workers != b.workers
+            || a.so_reuseport != b.so_reuseport
         {
-            out.push("listen/http_listen/workers changed: takes effect after a restart".into());
+            out.push(
+                "listen/http_listen/workers/so_reuseport changed: takes effect after a restart"
+                    .into(),
+            );
         }
         if a.pool_mode != b.pool_mode {
             out.push(format!(

@@ -50,6 +50,12 @@ pub struct Config {
     /// Changing it needs a restart.
     #[serde(default = "d::workers")]
     pub workers: usize,
+    /// SO_REUSEPORT on `listen` and `http_listen`: several switchyard processes may listen on
+    /// the same address, the kernel spreading new connections among them (one per core; or a
+    /// new version started beside the old, which then drains on SIGTERM). Default false: a
+    /// second process on the same address fails to start. Changing it needs a restart.
+    #[serde(default)]
+    pub so_reuseport: bool,
     /// Server connection pools.
     #[serde(default)]
     pub pool: PoolConfig,

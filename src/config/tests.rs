@@ -142,6 +142,23 @@ fn diff_lists_changes() {
 }
 
 #[test]
+fn so_reuseport_is_off_unless_set_and_needs_a_restart() {
+    let off = parse(MINIMAL, "t").unwrap();
+    assert!(!off.config.so_reuseport);
+    let on = parse(&format!("so_reuseport = true\n{MINIMAL}"), "t").unwrap();
+    assert!(on.config.so_reuseport);
+    assert!(on.describe().contains("so_reuseport"), "{}", on.describe());
+    let d = off.diff(&on);
+    assert!(
+        d.iter()
+            .any(|l| l.contains("so_reuseport") && l.contains("restart")),
+        "{d:?}"
+    );
+    let e = err(&format!("so_reuseport = \"yes\"\n{MINIMAL}"));
+    assert!(e.contains("so_reuseport") && e.contains("line 1,"), "{e}");
+}
+
+#[test]
 fn auth_query_names_a_configured_user_and_takes_the_role_as_a_parameter() {
     let l = parse(
         &format!("{MINIMAL}\n[auth_query]\nuser = \"app\"\n"),

@@ -15,7 +15,24 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Binds a listening socket as `TcpListener::bind` does (SO_REUSEADDR, a backlog of 1024),
+/// with SO_REUSEPORT when `reuse_port`: then several processes share the address, and the
+/// kernel spreads new connections among those listening.
+pub fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
 
 /// Sets TCP_NODELAY (the proxy batches writes itself) and keepalive (`0` disables it).
 pub fn configure(stream: &TcpStream, keepalive: Duration) {

@@ -81,10 +81,6 @@ impl Proxy {
 
     /// Starts the proxy with explicit `(name, address)` backends (no cluster needed).
     pub fn start_backends(backends: Vec<(String, String)>, opts: ProxyOptions) -> Proxy {
-        let dir = tempfile::Builder::new()
-            .prefix("switchyard-proxy-")
-            .tempdir()
-            .expect("creating proxy temp dir");
         let (port, http_port) = {
             // Hold both at once so they differ.
             let a = TcpListener::bind("127.0.0.1:0").expect("free port");
@@ -94,6 +90,36 @@ impl Proxy {
                 b.local_addr().unwrap().port(),
             )
         };
+        let proxy = Self::spawn(backends, opts, port, http_port);
+        proxy.wait_listening(Duration::from_secs(30));
+        proxy
+    }
+
+    /// Another switchyard with this one's configuration and client port (which only
+    /// `so_reuseport` lets two processes share), and its own HTTP port when `own_http`. Not
+    /// waited for: it may fail to start.
+    pub fn start_beside(&self, own_http: bool) -> Proxy {
+        let http_port = if own_http {
+            let l = TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().unwrap().port()
+        } else {
+            self.http_port
+        };
+        let opts = self.opts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Self::spawn(self.backends.clone(), opts, self.port, http_port)
+    }
+
+    /// The process, started with a config for these ports.
+    fn spawn(
+        backends: Vec<(String, String)>,
+        opts: ProxyOptions,
+        port: u16,
+        http_port: u16,
+    ) -> Proxy {
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-proxy-")
+            .tempdir()
+            .expect("creating proxy temp dir");
         let config_path = dir.path().join("switchyard.toml");
         let log_path = dir.path().join("proxy.log");
         std::fs::write(
@@ -121,7 +147,7 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("spawning {}: {e}", env!("CARGO_BIN_EXE_switchyard")));
         let watchdog = spawn_kill_on_exit_watchdog(child.id());
 
-        let proxy = Proxy {
+        Proxy {
             child: Mutex::new(child),
             exit: Mutex::new(None),
             watchdog: Mutex::new(watchdog),
@@ -132,9 +158,7 @@ impl Proxy {
             log_path,
             opts: Mutex::new(opts),
             backends,
-        };
-        proxy.wait_listening(Duration::from_secs(30));
-        proxy
+        }
     }
 
     fn wait_listening(&self, timeout: Duration) {
