@@ -641,13 +641,28 @@ async fn reconnect_replaces_server_connections_as_they_are_released() {
             .any(|s| get(s, "pid") == held && get(s, "state") == "active"),
         "the busy client's server went during its transaction: {after:?}"
     );
+    // WAIT_CLOSE returns once the marked connection in use is closed: after the COMMIT.
+    let waiter = {
+        let c = console(&proxy).await;
+        tokio::spawn(async move { c.simple_query(&format!("WAIT_CLOSE {APP_DB}")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiter.is_finished(),
+        "WAIT_CLOSE returned while a marked connection was in use"
+    );
     bounded("commit", busy.batch_execute("COMMIT"))
         .await
         .unwrap();
-    until(&admin, "SHOW SERVERS", |rows| {
-        !rows.iter().any(|s| get(s, "pid") == held)
-    })
-    .await;
+    bounded("wait_close", waiter)
+        .await
+        .unwrap()
+        .expect("WAIT_CLOSE");
+    let servers = show(&admin, "SHOW SERVERS").await;
+    assert!(
+        !servers.iter().any(|s| get(s, "pid") == held),
+        "WAIT_CLOSE returned before {held} was closed: {servers:?}"
+    );
     assert!(
         wait_until(STEP, || shared_cluster()
             .primary()
@@ -663,6 +678,58 @@ async fn reconnect_replaces_server_connections_as_they_are_released() {
         let rows = bounded("after", c.simple_query("SELECT 7")).await.unwrap();
         assert_eq!(text_rows(rows), vec![vec![Some("7".to_owned())]]);
     }
+
+    // RECONNECT of one database closes only its connections; WAIT_CLOSE of one with none in
+    // use returns at once.
+    let other = connect(
+        &proxy,
+        APP_USER,
+        APP_PASSWORD,
+        "postgres",
+        "reconnect-other",
+    )
+    .await;
+    bounded("other", other.simple_query("SELECT 1"))
+        .await
+        .unwrap();
+    let idle_of = |rows: &[Row], db: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|s| get(s, "state") == "idle" && get(s, "database") == db)
+            .map(|s| get(s, "pid").to_owned())
+            .collect()
+    };
+    let before = until(&admin, "SHOW SERVERS", |rows| {
+        !idle_of(rows, APP_DB).is_empty() && !idle_of(rows, "postgres").is_empty()
+    })
+    .await;
+    bounded(
+        "reconnect postgres",
+        admin.simple_query("RECONNECT postgres"),
+    )
+    .await
+    .unwrap();
+    let after = show(&admin, "SHOW SERVERS").await;
+    let pids =
+        |rows: &[Row]| -> Vec<String> { rows.iter().map(|s| get(s, "pid").to_owned()).collect() };
+    let after_pids = pids(&after);
+    for pid in idle_of(&before, "postgres") {
+        assert!(
+            !after_pids.contains(&pid),
+            "postgres' idle {pid} survived: {after:?}"
+        );
+    }
+    for pid in idle_of(&before, APP_DB) {
+        assert!(
+            after_pids.contains(&pid),
+            "{APP_DB}'s idle {pid} was closed: {after:?}"
+        );
+    }
+    bounded(
+        "wait_close postgres",
+        admin.simple_query("WAIT_CLOSE postgres"),
+    )
+    .await
+    .unwrap();
 }
 
 /// A message of `tag` with `body`.

@@ -25,8 +25,12 @@ pub enum Command {
     Resume(Option<String>),
     /// `SHUTDOWN`: what SIGTERM does (stop accepting, let open transactions finish).
     Shutdown,
-    /// `RECONNECT`: replace every server connection (idle ones now, others when released).
-    Reconnect,
+    /// `RECONNECT [db]`: replace every server connection (of `db`): idle ones now, others
+    /// when released.
+    Reconnect(Option<String>),
+    /// `WAIT_CLOSE [db]`: returns once the connections a `RECONNECT` (of `db`) marked are
+    /// closed.
+    WaitClose(Option<String>),
     /// `SET ...`: accepted and ignored (drivers send settings when they connect).
     Set,
     /// Nothing (an empty query).
@@ -108,8 +112,12 @@ pub const HELP: &[(&str, &str)] = &[
         "let the held transactions go on (all, or db's) (admin users)",
     ),
     (
-        "RECONNECT",
-        "close every server connection, idle ones now and the others when released (admin users)",
+        "RECONNECT [db]",
+        "close every server connection (of db), idle ones now and the others when released (admin users)",
+    ),
+    (
+        "WAIT_CLOSE [db]",
+        "return once the server connections RECONNECT marked (of db) are closed (admin users)",
     ),
     (
         "SHUTDOWN",
@@ -163,7 +171,10 @@ pub fn parse(statement: &str) -> Result<Command, CommandError> {
         ["RESUME"] => Ok(Command::Resume(None)),
         ["RESUME", _] => Ok(Command::Resume(Some(database(words[1])))),
         ["SHUTDOWN"] => Ok(Command::Shutdown),
-        ["RECONNECT"] => Ok(Command::Reconnect),
+        ["RECONNECT"] => Ok(Command::Reconnect(None)),
+        ["RECONNECT", _] => Ok(Command::Reconnect(Some(database(words[1])))),
+        ["WAIT_CLOSE"] => Ok(Command::WaitClose(None)),
+        ["WAIT_CLOSE", _] => Ok(Command::WaitClose(Some(database(words[1])))),
         // A number is a client's process id; a database named like one is written in quotes.
         ["KILL", _] => Ok(match words[1].parse::<i32>() {
             Ok(pid) => Command::Kill(pid),
@@ -286,7 +297,8 @@ impl Command {
             Command::Pause(_) => "PAUSE",
             Command::Resume(_) => "RESUME",
             Command::Shutdown => "SHUTDOWN",
-            Command::Reconnect => "RECONNECT",
+            Command::Reconnect(_) => "RECONNECT",
+            Command::WaitClose(_) => "WAIT_CLOSE",
             Command::Set => "SET",
             Command::Empty => "",
         }
@@ -352,8 +364,18 @@ mod tests {
         assert!(!Command::Reload.only_looks());
         assert!(!Command::Kill(1).only_looks());
         assert!(!Command::Pause(None).only_looks() && !Command::Resume(None).only_looks());
-        assert!(!Command::Shutdown.only_looks() && !Command::Reconnect.only_looks());
-        assert_eq!(parse("Reconnect"), Ok(Command::Reconnect));
+        assert!(!Command::Shutdown.only_looks() && !Command::Reconnect(None).only_looks());
+        assert!(!Command::WaitClose(None).only_looks());
+        assert_eq!(parse("Reconnect"), Ok(Command::Reconnect(None)));
+        assert_eq!(
+            parse("RECONNECT app"),
+            Ok(Command::Reconnect(Some("app".into())))
+        );
+        assert_eq!(parse("wait_close"), Ok(Command::WaitClose(None)));
+        assert_eq!(
+            parse("WAIT_CLOSE app"),
+            Ok(Command::WaitClose(Some("app".into())))
+        );
         assert_eq!(parse("shutdown"), Ok(Command::Shutdown));
         assert_eq!(parse("pause"), Ok(Command::Pause(None)));
         assert_eq!(parse("Resume"), Ok(Command::Resume(None)));

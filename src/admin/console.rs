@@ -313,6 +313,7 @@ impl Console<'_> {
                 }))
             }
             Command::Pause(db) => Ok(Outcome::Done(self.pause(db.as_deref()).await)),
+            Command::WaitClose(db) => Ok(Outcome::Done(self.wait_close(db.as_deref()).await)),
             Command::Resume(db) => match self.app.pause.resume(db.as_deref()) {
                 Ok(changed) => {
                     self.publish_pause();
@@ -330,9 +331,16 @@ impl Console<'_> {
                     "every database is paused: RESUME without a database name resumes them",
                 )),
             },
-            Command::Reconnect => {
-                let pools = self.app.pools.reconnect();
-                tracing::info!(pools, "RECONNECT from the admin console");
+            Command::Reconnect(db) => {
+                let pools = match db {
+                    None => self.app.pools.reconnect(),
+                    Some(db) => self.app.pools.close_for_database(db),
+                };
+                tracing::info!(
+                    pools,
+                    database = db.as_deref(),
+                    "RECONNECT from the admin console"
+                );
                 Ok(Outcome::Done(notice(format!(
                     "{pools} pool(s): idle server connections closed, the others close when released"
                 ))))
@@ -403,6 +411,41 @@ impl Console<'_> {
     fn publish_disabled(&self) {
         let n = self.app.disabled.list().len();
         self.app.metrics.disabled_databases.set(n as i64);
+    }
+
+    /// Waits (up to `shutdown_timeout`) until no client of every database, or of `database`,
+    /// holds a server connection that a `RECONNECT` marked to close; a notice names those
+    /// still held then.
+    async fn wait_close(&self, database: Option<&str>) -> Option<Notice> {
+        let app = self.app;
+        let grace = app.config.load().config.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let held: Vec<String> = app
+                .cancels
+                .clients()
+                .into_iter()
+                .filter(|c| database.is_none_or(|db| c.info.database == db))
+                .filter(|c| c.target.as_ref().is_some_and(|t| t.pool.closes(t.opened)))
+                .map(|c| c.pid.to_string())
+                .collect();
+            if held.is_empty() {
+                return None;
+            }
+            if tokio::time::Instant::now() >= deadline || app.shutting_down() {
+                return Some((
+                    "WARNING",
+                    "01000",
+                    format!(
+                        "{} server connection(s) to close are still in use after {grace:?} \
+                         (by the clients with process ids {}): they close when released",
+                        held.len(),
+                        held.join(", ")
+                    ),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// The pause gauges follow what is paused.

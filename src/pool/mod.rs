@@ -508,6 +508,12 @@ impl Pool {
 
     /// Closes the connections open now: the idle ones at once, the ones in use when they are
     /// checked in (the pool stays in use).
+    /// Whether a connection opened at `opened` ([`clock`] milliseconds) is to be closed when
+    /// released (opened before the last [`Pools::reconnect`] or the like).
+    pub fn closes(&self, opened: u64) -> bool {
+        opened <= self.close_opened_until.load(Ordering::Relaxed)
+    }
+
     fn close_open(&self) {
         self.close_opened_until
             .store(clock::now_ms(), Ordering::Relaxed);
@@ -690,8 +696,9 @@ impl Pools {
     /// Closes the connections to `database` on every backend, idle ones at once, ones in use
     /// (a departed client's, finishing the proxy's own query) when checked in (before a client
     /// drops it: PostgreSQL refuses `DROP DATABASE` while others stay connected to it).
-    pub fn close_for_database(&self, database: &str) {
-        self.close_open_where(|k| k.database == database);
+    /// Returns the pools touched.
+    pub fn close_for_database(&self, database: &str) -> usize {
+        self.close_open_where(|k| k.database == database)
     }
 
     /// Closes every connection open now, idle ones at once, ones in use when released (the
