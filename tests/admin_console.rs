@@ -1141,18 +1141,25 @@ async fn pause_warns_about_a_transaction_that_stays_open_and_holds_what_comes_af
     assert_eq!(tags_until_ready(&mut s.raw).await, ["CRESUME", "Z"]);
 }
 
+/// The console, and a client of `app` (named `app-db`) and one of `postgres`, each having run
+/// a query.
+async fn two_databases(proxy: &Proxy) -> (Client, Client, Client) {
+    let admin = console(proxy).await;
+    let app_client = connect(proxy, APP_USER, APP_PASSWORD, APP_DB, "app-db").await;
+    let other_db = connect(proxy, APP_USER, APP_PASSWORD, "postgres", "postgres-db").await;
+    for c in [&app_client, &other_db] {
+        bounded("warm", c.batch_execute("SELECT 1")).await.unwrap();
+    }
+    (admin, app_client, other_db)
+}
+
 /// `PAUSE db` holds that database's transactions and logins only; `RESUME db` lets them go
 /// on. `RESUME` alone resumes everything; one database cannot be resumed out of a pause of
 /// every database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_of_one_database_holds_only_its_clients() {
     let proxy = proxy();
-    let admin = console(&proxy).await;
-    let app_client = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "app-db").await;
-    let other_db = connect(&proxy, APP_USER, APP_PASSWORD, "postgres", "postgres-db").await;
-    for c in [&app_client, &other_db] {
-        bounded("warm", c.batch_execute("SELECT 1")).await.unwrap();
-    }
+    let (admin, app_client, other_db) = two_databases(&proxy).await;
 
     bounded("pause app", admin.simple_query(&format!("PAUSE {APP_DB}")))
         .await
@@ -1238,15 +1245,13 @@ async fn refused_login(proxy: &Proxy, db: &str) -> (String, String) {
     }
 }
 
+/// `DISABLE db` refuses that database's new logins (PostgreSQL's own error) and nothing
+/// else; `ENABLE db` lets them in. `KILL db` ends its clients, idle or in a transaction, closes
+/// its server connections and holds new logins until `RESUME db`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disable_refuses_a_databases_logins_and_kill_ends_its_clients() {
     let proxy = proxy();
-    let admin = console(&proxy).await;
-    let app_client = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "app-db").await;
-    let other_db = connect(&proxy, APP_USER, APP_PASSWORD, "postgres", "postgres-db").await;
-    for c in [&app_client, &other_db] {
-        bounded("warm", c.batch_execute("SELECT 1")).await.unwrap();
-    }
+    let (admin, app_client, other_db) = two_databases(&proxy).await;
 
     // DISABLE: new logins to that database are refused as PostgreSQL refuses a database
     // that does not allow connections; its connected client and other databases go on.

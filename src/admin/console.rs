@@ -289,29 +289,9 @@ impl Console<'_> {
             }
             Command::Disable(db) => {
                 self.not_the_console(db)?;
-                let changed = self.app.disabled.disable(db);
-                self.publish_disabled();
-                if changed {
-                    tracing::warn!(database = %db, "DISABLE from the admin console: new logins are refused");
-                }
-                Ok(Outcome::Done(if changed {
-                    None
-                } else {
-                    notice("already disabled")
-                }))
+                Ok(self.set_disabled(db, true))
             }
-            Command::Enable(db) => {
-                let changed = self.app.disabled.enable(db);
-                self.publish_disabled();
-                if changed {
-                    tracing::warn!(database = %db, "ENABLE from the admin console: logins are accepted again");
-                }
-                Ok(Outcome::Done(if changed {
-                    None
-                } else {
-                    notice("not disabled")
-                }))
-            }
+            Command::Enable(db) => Ok(self.set_disabled(db, false)),
             Command::Pause(db) => Ok(Outcome::Done(self.pause(db.as_deref()).await)),
             Command::WaitClose(db) => Ok(Outcome::Done(self.wait_close(db.as_deref()).await)),
             Command::Resume(db) => match self.app.pause.resume(db.as_deref()) {
@@ -408,9 +388,29 @@ impl Console<'_> {
         }
     }
 
-    fn publish_disabled(&self) {
-        let n = self.app.disabled.list().len();
+    /// `DISABLE db` (`on`) or `ENABLE db`; a notice when that changes nothing.
+    fn set_disabled(&self, db: &str, on: bool) -> Outcome {
+        let disabled = &self.app.disabled;
+        let changed = if on {
+            disabled.disable(db)
+        } else {
+            disabled.enable(db)
+        };
+        let n = disabled.list().len();
         self.app.metrics.disabled_databases.set(n as i64);
+        if !changed {
+            return Outcome::Done(notice(if on {
+                "already disabled"
+            } else {
+                "not disabled"
+            }));
+        }
+        if on {
+            tracing::warn!(database = %db, "DISABLE from the admin console: new logins are refused");
+        } else {
+            tracing::warn!(database = %db, "ENABLE from the admin console: logins are accepted again");
+        }
+        Outcome::Done(None)
     }
 
     /// Waits (up to `shutdown_timeout`) until no client of every database, or of `database`,
