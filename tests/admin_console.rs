@@ -1348,18 +1348,20 @@ async fn disable_refuses_a_databases_logins_and_kill_ends_its_clients() {
             == "0"),
         "server process {server_pid} still runs after KILL"
     );
-    let clients = show(&admin, "SHOW CLIENTS").await;
-    assert!(
-        !clients.iter().any(|c| get(c, "database") == APP_DB),
-        "{clients:?}"
-    );
+    until(&admin, "SHOW CLIENTS", |rows| {
+        !rows.iter().any(|c| get(c, "database") == APP_DB)
+    })
+    .await;
     let v = bounded("other db", other_db.simple_query("SELECT 7"))
         .await
         .expect("the other database's client goes on");
     assert_eq!(text_rows(v), vec![vec![Some("7".to_owned())]]);
 
+    let waits = proxy.metric("switchyard_pause_waits_total").await;
     let newcomer = spawn_login(&proxy);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy
+        .wait_metric("switchyard_pause_waits_total", waits + 1.0, STEP)
+        .await;
     assert!(
         !newcomer.is_finished(),
         "a login to the killed database completed before RESUME"

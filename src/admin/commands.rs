@@ -176,10 +176,22 @@ pub fn parse(statement: &str) -> Result<Command, CommandError> {
         ["WAIT_CLOSE"] => Ok(Command::WaitClose(None)),
         ["WAIT_CLOSE", _] => Ok(Command::WaitClose(Some(database(words[1])))),
         // A number is a client's process id; a database named like one is written in quotes.
-        ["KILL", _] => Ok(match words[1].parse::<i32>() {
-            Ok(pid) => Command::Kill(pid),
-            Err(_) => Command::KillDatabase(database(words[1])),
-        }),
+        // Anything else starting like a number is a mistyped process id, not a database.
+        ["KILL", _] => match words[1].parse::<i32>() {
+            Ok(pid) => Ok(Command::Kill(pid)),
+            Err(_)
+                if words[1].starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+') =>
+            {
+                Err(CommandError::new(
+                    "42601",
+                    format!(
+                        "KILL takes a client's process id or a database name, not \"{}\"",
+                        words[1]
+                    ),
+                ))
+            }
+            Err(_) => Ok(Command::KillDatabase(database(words[1]))),
+        },
         ["DISABLE", _] => Ok(Command::Disable(database(words[1]))),
         ["ENABLE", _] => Ok(Command::Enable(database(words[1]))),
         ["KILL" | "DISABLE" | "ENABLE"] => Err(CommandError::new(
@@ -351,6 +363,9 @@ mod tests {
         assert_eq!(parse("SHOW nothing").unwrap_err().code, "42704");
         assert_eq!(parse("KILL").unwrap_err().code, "42601");
         assert_eq!(parse("KILL a b").unwrap_err().code, "42601");
+        assert_eq!(parse("KILL 12x").unwrap_err().code, "42601");
+        assert_eq!(parse("KILL 99999999999").unwrap_err().code, "42601");
+        assert_eq!(parse("KILL -").unwrap_err().code, "42601");
         assert_eq!(parse("DISABLE").unwrap_err().code, "42601");
         assert_eq!(parse("enable").unwrap_err().code, "42601");
         assert_eq!(parse("SELECT 1").unwrap_err().code, "42601");

@@ -413,34 +413,44 @@ impl Console<'_> {
         Outcome::Done(None)
     }
 
-    /// Waits (up to `shutdown_timeout`) until no client of every database, or of `database`,
-    /// holds a server connection that a `RECONNECT` marked to close; a notice names those
-    /// still held then.
+    /// Waits (up to `shutdown_timeout`, or until switchyard starts shutting down) until no
+    /// server connection (of `database`) that a `RECONNECT` marked to close is open; a notice
+    /// says how many are, and which clients hold some, when it stops waiting before that.
     async fn wait_close(&self, database: Option<&str>) -> Option<Notice> {
         let app = self.app;
         let grace = app.config.load().config.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + grace;
         loop {
-            let held: Vec<String> = app
-                .cancels
-                .clients()
-                .into_iter()
-                .filter(|c| database.is_none_or(|db| c.info.database == db))
-                .filter(|c| c.target.as_ref().is_some_and(|t| t.pool.closes(t.opened)))
-                .map(|c| c.pid.to_string())
-                .collect();
-            if held.is_empty() {
+            let open = app.pools.marked_open(database);
+            if open == 0 {
                 return None;
             }
-            if tokio::time::Instant::now() >= deadline || app.shutting_down() {
+            let shutting_down = app.shutting_down();
+            if tokio::time::Instant::now() >= deadline || shutting_down {
+                let holders: Vec<String> = app
+                    .cancels
+                    .clients()
+                    .into_iter()
+                    .filter(|c| database.is_none_or(|db| c.info.database == db))
+                    .filter(|c| {
+                        c.target
+                            .as_ref()
+                            .is_some_and(|t| t.opened <= t.pool.closing_mark())
+                    })
+                    .map(|c| c.pid.to_string())
+                    .collect();
+                let when = if shutting_down {
+                    "switchyard is shutting down".to_owned()
+                } else {
+                    format!("waited {grace:?}")
+                };
                 return Some((
                     "WARNING",
                     "01000",
                     format!(
-                        "{} server connection(s) to close are still in use after {grace:?} \
-                         (by the clients with process ids {}): they close when released",
-                        held.len(),
-                        held.join(", ")
+                        "{when}: {open} server connection(s) to close are still open (held by \
+                         the clients with process ids [{}]); they close when released",
+                        holders.join(", ")
                     ),
                 ));
             }

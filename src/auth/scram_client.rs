@@ -111,7 +111,7 @@ enum State {
     SentFirst { first_bare: String },
     /// client-final-message sent; the server's signature it must send.
     SentFinal { server_signature: [u8; 32] },
-    /// Done, or failed.
+    /// Failed (or between two steps).
     Finished,
     /// The server proved it knows the ServerKey (and, bound, that it saw our certificate
     /// hash).

@@ -16,7 +16,7 @@ mod maintain;
 pub mod prepared;
 pub mod server;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -150,7 +150,8 @@ pub struct Conns {
     /// Boxed so a checkout or checkin moves a pointer, not the whole connection state.
     #[allow(clippy::vec_box)]
     idle: Vec<Box<ServerConn>>,
-    sockets: HashSet<RawFd>,
+    /// Each open connection's socket, with when it was opened ([`clock`] milliseconds).
+    sockets: HashMap<RawFd, u64>,
     /// Connections being opened (counted against the pool size with `sockets`).
     opening: usize,
 }
@@ -386,7 +387,11 @@ impl Pool {
         let Some(fd) = conn.stream.tcp().map(|t| t.as_raw_fd()) else {
             return;
         };
-        self.conns.lock().expect("conns").sockets.insert(fd);
+        self.conns
+            .lock()
+            .expect("conns")
+            .sockets
+            .insert(fd, conn.created);
         conn.socket = Some(SocketGuard {
             conns: self.conns.clone(),
             fd,
@@ -398,7 +403,7 @@ impl Pool {
     pub fn sever(&self) {
         let idle = {
             let mut c = self.conns.lock().expect("conns");
-            for &fd in &c.sockets {
+            for &fd in c.sockets.keys() {
                 // SAFETY: the fd belongs to a live connection: guards remove it under this lock
                 // before their socket closes. shutdown(2) only changes socket state.
                 unsafe {
@@ -429,9 +434,10 @@ impl Pool {
             }
             Err(e) => {
                 self.metrics.connect_errors.inc();
-                // A refusal is a configuration or security matter the operator must see (the
-                // client is told less); an outage is the health probes' to report.
-                if e.is_refusal() {
+                // A refused login or TLS setup is a configuration or security matter the
+                // operator must see (the client is told less); an outage, or a server that is
+                // busy or starting, is the health probes' to report.
+                if matches!(e, ConnectError::Tls { .. }) || e.sqlstate().starts_with("28") {
                     tracing::warn!(backend = %self.key.backend, user = %self.key.user, "server connection refused: {e}");
                 } else {
                     tracing::debug!(backend = %self.key.backend, "server connection failed: {e}");
@@ -506,14 +512,26 @@ impl Pool {
         }
     }
 
-    /// Closes the connections open now: the idle ones at once, the ones in use when they are
-    /// checked in (the pool stays in use).
-    /// Whether a connection opened at `opened` ([`clock`] milliseconds) is to be closed when
-    /// released (opened before the last [`Pools::reconnect`] or the like).
-    pub fn closes(&self, opened: u64) -> bool {
-        opened <= self.close_opened_until.load(Ordering::Relaxed)
+    /// When the last [`Pools::reconnect`] or the like marked the connections open then
+    /// ([`clock`] milliseconds; 0: never).
+    pub fn closing_mark(&self) -> u64 {
+        self.close_opened_until.load(Ordering::Relaxed)
     }
 
+    /// How many of the connections open now were marked to close when released (opened
+    /// before the last [`Pools::reconnect`] or the like): in use by a client, being reset
+    /// after one, or serving the proxy itself.
+    pub fn marked_open(&self) -> usize {
+        let until = self.closing_mark();
+        let c = self.conns.lock().expect("conns");
+        c.sockets
+            .values()
+            .filter(|&&opened| opened <= until)
+            .count()
+    }
+
+    /// Closes the connections open now: the idle ones at once, the ones in use when they are
+    /// checked in (the pool stays in use).
     fn close_open(&self) {
         self.close_opened_until
             .store(clock::now_ms(), Ordering::Relaxed);
@@ -721,6 +739,18 @@ impl Pools {
             p.close_open();
         }
         pools.len()
+    }
+
+    /// The connections marked to close when released (see [`Pool::marked_open`]) that are
+    /// still open, in every pool or in `database`'s.
+    pub fn marked_open(&self, database: Option<&str>) -> usize {
+        self.map
+            .read()
+            .expect("pools")
+            .values()
+            .filter(|p| database.is_none_or(|db| p.key.database == db))
+            .map(|p| p.marked_open())
+            .sum()
     }
 
     /// Closes every idle connection (shutdown).
