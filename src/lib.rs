@@ -15,6 +15,7 @@ pub mod localpg;
 pub mod metrics;
 pub mod net;
 pub mod pause;
+pub mod peering;
 pub mod pool;
 pub mod protocol;
 pub mod ryw;

@@ -32,6 +32,8 @@ pub struct Server {
     app: Arc<App>,
     listener: TcpListener,
     http: Option<TcpListener>,
+    /// `peering.listen`: cancel requests from other switchyard processes.
+    peering: Option<TcpListener>,
     monitor: Monitor,
     config_path: Option<PathBuf>,
 }
@@ -53,6 +55,13 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
+        let peering = match config.peer_listen {
+            Some(addr) => Some(
+                crate::net::listen(addr, false)
+                    .map_err(|source| RunError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let cluster = Arc::new(Cluster::new(ClusterView::default()));
         let pools = Arc::new(crate::pool::Pools::new(metrics.clone()));
@@ -62,6 +71,7 @@ impl Server {
             app,
             listener,
             http,
+            peering,
             monitor,
             config_path,
         })
@@ -93,6 +103,10 @@ impl Server {
         tokio::spawn(app.pools.clone().maintain_loop(app.kill.clone()));
         if let Some(http) = self.http.take() {
             tokio::spawn(crate::admin::serve(app.clone(), http));
+        }
+        if let Some(peering) = self.peering.take() {
+            // Until the process ends: the cancels of clients still draining arrive here too.
+            tokio::spawn(crate::peering::serve(app.clone(), peering));
         }
         tokio::spawn(signals(app.clone(), self.monitor, self.config_path.clone()));
         tracing::info!(listen = %config.listen, "switchyard accepting connections");

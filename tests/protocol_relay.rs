@@ -2798,6 +2798,105 @@ fn cancel_reaches_only_the_clients_query() {
     });
 }
 
+/// A cancel request that reaches another switchyard process than its client's (a load
+/// balancer's choice, or the kernel's under `so_reuseport`) is ignored there; with `[peering]`
+/// that process hands it to its peers and it reaches the query. A request crosses one hop at
+/// most, an unreachable peer does not stop the others, and the peering port takes nothing but
+/// cancel requests.
+#[test]
+fn cancel_reaches_the_clients_process_through_a_peer() {
+    bounded(async {
+        let [pa, pb, dead] = {
+            let held: Vec<std::net::TcpListener> = (0..3)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+                .collect();
+            [0, 1, 2].map(|i| held[i].local_addr().unwrap().port())
+        };
+        // One list for every process: its own entry is skipped; `dead` refuses connections.
+        let peers =
+            format!("peers = [\"127.0.0.1:{pa}\", \"127.0.0.1:{pb}\", \"127.0.0.1:{dead}\"]\n");
+        let a = proxy(&format!(
+            "[routing]\nread_write_split = false\n[peering]\nlisten = \"127.0.0.1:{pa}\"\n{peers}"
+        ));
+        let b = proxy(&format!("[peering]\nlisten = \"127.0.0.1:{pb}\"\n{peers}"));
+        let lone = proxy("");
+        let series =
+            |result: &str| format!("switchyard_cancel_requests_total{{result=\"{result}\"}}");
+
+        // Without peering, a process that did not issue the key ignores it.
+        let mut raw = Raw::app(&a).await;
+        raw.send(&fe::query("select pg_sleep(1.5), 'survived'"))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        raw_cancel(&lone.addr(), raw.key).await;
+        let r = raw.until_ready().await;
+        assert_eq!(tags(&r), "TDCZ", "{r:?}");
+        assert_eq!(lone.metric(&series("unknown")).await, 1.0);
+
+        // With it, that process forwards the key and the query is cancelled.
+        let t = Instant::now();
+        raw.send(&fe::query("select pg_sleep(30)")).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        raw_cancel(&b.addr(), raw.key).await;
+        let r = within(
+            Duration::from_secs(10),
+            "cancel through a peer",
+            raw.until_ready(),
+        )
+        .await;
+        assert_eq!(sync_tags(&r), "TEZ", "{r:?}");
+        assert_eq!(r.iter().find(|m| m.tag == b'E').unwrap().code(), "57014");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert_eq!(raw.query_ok("select 5").await, vec!["5"]);
+        assert_eq!(b.metric(&series("to_peers")).await, 1.0);
+        assert_eq!(b.metric(&series("unknown")).await, 0.0);
+        assert_eq!(
+            a.metric(&series("forwarded")).await,
+            1.0,
+            "placed by the client's process"
+        );
+        assert!(
+            b.log()
+                .contains("forwarding a cancel request to a peer failed"),
+            "the unreachable peer is logged\n{}",
+            b.log_tail(20)
+        );
+
+        // A key nobody issued goes to the peers once; the peer that gets it does not send it on.
+        raw_cancel(&b.addr(), (12345, 678)).await;
+        assert_eq!(b.metric(&series("to_peers")).await, 2.0);
+        assert_eq!(a.metric(&series("peer_unknown")).await, 1.0);
+        assert_eq!(a.metric(&series("to_peers")).await, 0.0, "one hop only");
+        assert_eq!(
+            b.metric(&series("peer_unknown")).await,
+            0.0,
+            "nothing came back"
+        );
+
+        // The peering port answers anything else with an error that says what it is.
+        let mut s = within(
+            WAIT,
+            "peering connect",
+            TcpStream::connect(("127.0.0.1", pa)),
+        )
+        .await
+        .unwrap();
+        s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        within(WAIT, "peering port answer", s.read_to_end(&mut answer))
+            .await
+            .unwrap();
+        assert_eq!(answer.first(), Some(&b'E'), "{answer:?}");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.contains("08P01") && text.contains("peering port"),
+            "{text}"
+        );
+    });
+}
+
 // ----------------------------------------------------------------------------------------
 // Large results and values: streamed, bounded proxy memory
 // ----------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ pub struct Loaded {
     pub listen: SocketAddr,
     /// `http_listen`, resolved; `None` when disabled.
     pub http_listen: Option<SocketAddr>,
+    /// `peering.listen`, resolved; `None` without `[peering]`.
+    pub peer_listen: Option<SocketAddr>,
     /// Users by name, with their verifiers precomputed (SCRAM key derivation is slow on
     /// purpose, so it happens here and not per login).
     pub users: HashMap<String, Arc<User>>,
@@ -245,14 +247,47 @@ impl Validator<'_> {
             self.validate_admin(a, &users, config.auth_query.is_some())?;
         }
         let (tls, server_tls) = self.validate_tls(&config)?;
+        let peer_listen = match &config.peering {
+            Some(p) => Some(self.validate_peering(p, listen, http_listen)?),
+            None => None,
+        };
         Ok(Loaded {
             config,
             listen,
             http_listen,
+            peer_listen,
             users,
             tls,
             server_tls,
         })
+    }
+
+    /// `[peering]`: its own address, not one of the other listeners', and the peers'.
+    fn validate_peering(
+        &self,
+        p: &PeeringConfig,
+        listen: SocketAddr,
+        http_listen: Option<SocketAddr>,
+    ) -> Result<SocketAddr, ConfigError> {
+        let own = p.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+            self.err(
+                p.listen.span(),
+                "peering.listen",
+                format!("{:?} is not an IP:port address", p.listen.get_ref()),
+            )
+        })?;
+        if own == listen || Some(own) == http_listen {
+            return Err(self.err(
+                p.listen.span(),
+                "peering.listen",
+                format!("{own} is already `listen` or `http_listen`: the peers' cancel requests need a port of their own"),
+            ));
+        }
+        for peer in &p.peers {
+            check_host_port(peer.get_ref())
+                .map_err(|m| self.err(peer.span(), "peering.peers", m))?;
+        }
+        Ok(own)
     }
 
     /// `[admin]`: its users must be able to log in (a configured user, or any role when
@@ -447,6 +482,16 @@ impl Loaded {
             }
             None => s.push_str("http disabled\n"),
         }
+        if let (Some(a), Some(p)) = (self.peer_listen, &c.peering) {
+            let _ = writeln!(
+                s,
+                "peering {a}: cancel requests this process did not issue go to {} peer(s)",
+                p.peers
+                    .iter()
+                    .filter(|x| x.get_ref().parse::<SocketAddr>() != Ok(a))
+                    .count()
+            );
+        }
         match &c.tls {
             Some(t) => {
                 let _ = writeln!(
@@ -626,6 +671,15 @@ impl Loaded {
             out.push("[tls] changed (new client connections)".into());
         } else if a.tls.is_some() {
             out.push("[tls] certificate files read again (new client connections)".into());
+        }
+        let peers = |c: &Config| c.peering.as_ref().map(|p| p.peers.clone());
+        if self.peer_listen != new.peer_listen {
+            out.push(
+                "peering.listen changed: its listener after a restart (forwarding to peers: next cancel request)"
+                    .into(),
+            );
+        } else if peers(a) != peers(b) {
+            out.push("peering.peers changed (next cancel request)".into());
         }
         if a.admin != b.admin {
             out.push("[admin] changed (new console connections)".into());

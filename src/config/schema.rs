@@ -82,6 +82,26 @@ pub struct Config {
     /// The admin console. Default: absent (no console; every database name goes to the
     /// servers).
     pub admin: Option<AdminConfig>,
+    /// Cancel requests shared with other switchyard processes. Default: absent (a cancel key
+    /// this process did not issue is ignored).
+    pub peering: Option<PeeringConfig>,
+}
+
+/// `[peering]`: several switchyard processes (one host with `so_reuseport`, or hosts behind a
+/// load balancer) forward each other the cancel requests they cannot place. A cancel request
+/// opens a new connection, which may reach another process than the one whose client sent the
+/// query; a process that did not issue the key sends it to every peer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeeringConfig {
+    /// This process's own `IP:port` for cancel requests from its peers (only those: nothing
+    /// received there is forwarded again). Each process needs its own. Changing it needs a
+    /// restart.
+    pub listen: Spanned<String>,
+    /// The peers' `peering.listen` addresses (`host:port`). This process's own may be among
+    /// them (one list for every process); it is skipped. Default none.
+    #[serde(default)]
+    pub peers: Vec<Spanned<String>>,
 }
 
 /// `[admin]`: the admin console, reached by connecting to the database `database` with any

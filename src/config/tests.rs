@@ -159,6 +159,66 @@ fn so_reuseport_is_off_unless_set_and_needs_a_restart() {
 }
 
 #[test]
+fn peering_takes_its_own_port_and_the_peers_addresses() {
+    let peering = "[peering]\nlisten = \"127.0.0.1:7001\"\npeers = [\"127.0.0.1:7001\", \"10.0.0.2:7001\", \"pg-proxy-3:7001\"]\n";
+    let off = parse(MINIMAL, "t").unwrap();
+    assert!(off.peer_listen.is_none());
+    assert!(!off.describe().contains("peering"));
+    let on = parse(&format!("{MINIMAL}\n{peering}"), "t").unwrap();
+    assert_eq!(on.peer_listen, Some("127.0.0.1:7001".parse().unwrap()));
+    assert!(
+        on.describe().contains(
+            "peering 127.0.0.1:7001: cancel requests this process did not issue go to 2 peer(s)"
+        ),
+        "its own address is not a peer: {}",
+        on.describe()
+    );
+    let d = off.diff(&on);
+    assert!(
+        d.iter()
+            .any(|l| l.contains("peering.listen") && l.contains("restart")),
+        "{d:?}"
+    );
+    let fewer = parse(
+        &format!("{MINIMAL}\n[peering]\nlisten = \"127.0.0.1:7001\"\n"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        on.diff(&fewer),
+        vec!["peering.peers changed (next cancel request)".to_string()]
+    );
+
+    let e = err(&format!(
+        "{MINIMAL}\n[peering]\nlisten = \"localhost:7001\"\n"
+    ));
+    assert!(
+        e.contains("peering.listen") && e.contains("not an IP:port") && e.contains(":19:"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[peering]\nlisten = \"127.0.0.1:6432\"\n"
+    ));
+    assert!(
+        e.contains("peering.listen") && e.contains("port of their own"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[peering]\nlisten = \"127.0.0.1:7001\"\npeers = [\n  \"10.0.0.2:7001\",\n  \"10.0.0.3\",\n]\n"
+    ));
+    assert!(
+        e.contains("peering.peers") && e.contains("10.0.0.3") && e.contains(":22:"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}\n[peering]\npeers = []\n"));
+    assert!(e.contains("listen"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}\n[peering]\nlisten = \"127.0.0.1:7001\"\npeer = []\n"
+    ));
+    assert!(e.contains("peer"), "unknown key: {e}");
+}
+
+#[test]
 fn auth_query_names_a_configured_user_and_takes_the_role_as_a_parameter() {
     let l = parse(
         &format!("{MINIMAL}\n[auth_query]\nuser = \"app\"\n"),

@@ -266,14 +266,15 @@ impl CancelRegistry {
         rows
     }
 
-    /// Delivers a client's CancelRequest to the server running its query; returns whether one
-    /// was sent. Unknown keys and wrong secrets are ignored (as PostgreSQL does).
-    pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
+    /// Delivers a client's CancelRequest to the server running its query. Unknown keys and
+    /// wrong secrets are ignored (as PostgreSQL does): another process may have issued them
+    /// (see [`crate::peering`]).
+    pub async fn cancel(&self, pid: i32, secret: i32) -> CancelOutcome {
         let slot = {
             let map = self.map.lock().expect("cancels");
             match map.get(&pid) {
                 Some((s, slot)) if *s == secret => slot.clone(),
-                _ => return false,
+                _ => return CancelOutcome::Unknown,
             }
         };
         let t = {
@@ -281,33 +282,69 @@ impl CancelRegistry {
             // One cancel at a time: a second one while the first is on its way has nothing
             // more to do (the query it would cancel is the one being cancelled).
             if s.delivering {
-                return false;
+                return CancelOutcome::NotRunning;
             }
             let Some(t) = s.target.clone() else {
-                return false;
+                return CancelOutcome::NotRunning;
             };
             s.delivering = true;
             t
         };
         let _delivering = Delivering(&slot);
-        let send = async {
-            let mut s = TcpStream::connect(&t.pool.key.address).await?;
-            let mut buf = BytesMut::new();
-            postgres_protocol::message::frontend::cancel_request(t.pid, t.secret, &mut buf);
-            s.write_all(&buf).await?;
-            // The server closes the connection once it has signalled the backend; waiting for
-            // that keeps the target connection out of other clients' hands until then.
-            let mut sink = [0u8; 64];
-            while s.read(&mut sink).await? > 0 {}
-            Ok::<_, std::io::Error>(())
-        };
-        match tokio::time::timeout(Duration::from_secs(5), send).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
+        // Waiting for the server to close keeps the target connection out of other clients'
+        // hands until the backend was signalled.
+        match send_cancel(&t.pool.key.address, t.pid, t.secret).await {
+            Ok(()) => CancelOutcome::Sent,
+            Err(e) => {
                 tracing::warn!(error = %e, "cancel request to server failed");
-                false
+                CancelOutcome::NotRunning
             }
-            Err(_) => false,
         }
     }
+}
+
+/// What became of a CancelRequest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Sent to the server running the client's query.
+    Sent,
+    /// The key is a client's of this process, and nothing was sent: it runs no query, a
+    /// cancel is already on its way, or sending failed.
+    NotRunning,
+    /// Not a key this process issued (or its secret is wrong).
+    Unknown,
+}
+
+impl CancelOutcome {
+    /// The `cancel_requests_total` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CancelOutcome::Sent => "forwarded",
+            CancelOutcome::NotRunning => "not_running",
+            CancelOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// Sends a CancelRequest for `(pid, secret)` to `address` and waits (5 s at most) until the
+/// other end closes the connection: a PostgreSQL server does once it has signalled the
+/// backend, a switchyard peer once it has placed the request.
+pub async fn send_cancel(address: &str, pid: i32, secret: i32) -> std::io::Result<()> {
+    let send = async {
+        let mut s = TcpStream::connect(address).await?;
+        let mut buf = BytesMut::new();
+        postgres_protocol::message::frontend::cancel_request(pid, secret, &mut buf);
+        s.write_all(&buf).await?;
+        let mut sink = [0u8; 64];
+        while s.read(&mut sink).await? > 0 {}
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), send)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer within 5s",
+            ))
+        })
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
+use super::cancel::CancelOutcome;
 use super::lookup;
 use super::settings::Settings;
 use super::Fatal;
@@ -69,11 +70,16 @@ pub async fn read_startup(
                 }
             }
             Ok(Initial::Cancel { pid, secret }) => {
-                let sent = app.cancels.cancel(pid, secret).await;
-                app.metrics
-                    .cancels
-                    .with_label_values(&[if sent { "forwarded" } else { "unknown" }])
-                    .inc();
+                let outcome = app.cancels.cancel(pid, secret).await;
+                // Another process's key, perhaps: its peers place it.
+                let label = if outcome == CancelOutcome::Unknown
+                    && crate::peering::forward(app, pid, secret).await > 0
+                {
+                    "to_peers"
+                } else {
+                    outcome.label()
+                };
+                app.metrics.cancels.with_label_values(&[label]).inc();
                 return Ok(First::Cancelled);
             }
             Ok(Initial::Startup(s)) => {
