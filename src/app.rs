@@ -56,6 +56,9 @@ pub struct App {
     pub reloads: Reloads,
     /// The admin console's `PAUSE`: new transactions wait until `RESUME`.
     pub pause: crate::pause::Pause,
+    /// The address the peering port is bound to (set once at start; a reload does not
+    /// move it).
+    pub peer_listen: std::sync::OnceLock<std::net::SocketAddr>,
     /// The admin console's `DISABLE`: databases that refuse new logins.
     pub disabled: crate::pause::Disabled,
 }
@@ -127,6 +130,7 @@ impl App {
             reloads: Default::default(),
             pause: Default::default(),
             disabled: Default::default(),
+            peer_listen: Default::default(),
         })
     }
 

@@ -11,26 +11,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::App;
-use crate::protocol::{encode, startup};
-use crate::session::cancel::{send_cancel, CancelOutcome};
+use crate::protocol::startup;
+use crate::session::cancel::{send_cancel, CancelOutcome, SERVER_LIMIT};
 
-/// How long a peer's connection may take to deliver its one request.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer's connection may take to deliver its one request (a peer sends it as
+/// soon as it is connected).
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting to a peer may take.
+const PEER_CONNECT: Duration = Duration::from_secs(1);
+/// How long a peer may take to answer: longer than it may wait for its server itself, so
+/// that a slow server is not mistaken for an unreachable peer.
+const PEER_LIMIT: Duration = Duration::from_secs(SERVER_LIMIT.as_secs() + 2);
 
 /// Sends a cancel request this process did not issue to every peer, at once, and returns
-/// when each has placed it or failed (its connection waits meanwhile, as a client's cancel
-/// waits until PostgreSQL has signalled the backend). Returns how many peers took it.
+/// when each has closed the connection (having placed it, or found the key unknown too) or
+/// failed. The client's connection waits meanwhile, as a cancel sent to PostgreSQL waits
+/// until the backend was signalled. Returns how many peers took the request.
 pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
     let config = app.config.load_full();
     let Some(p) = &config.config.peering else {
         return 0;
     };
-    let own = config.peer_listen;
+    let own = app.peer_listen.get().copied();
     let mut sends = tokio::task::JoinSet::new();
     for peer in &p.peers {
         let address = peer.get_ref().clone();
@@ -38,7 +44,7 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
             continue;
         }
         sends.spawn(async move {
-            let r = send_cancel(&address, pid, secret).await;
+            let r = send_cancel(&address, pid, secret, PEER_CONNECT, PEER_LIMIT).await;
             (address, r)
         });
     }
@@ -55,8 +61,13 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
     took
 }
 
-/// Serves the peers' cancel requests on `listener` until the proxy stops.
+/// Serves the peers' cancel requests on `listener` until the proxy stops. At most
+/// `max_client_connections` are handled at once; connections past that are closed unread
+/// (their cancel is lost, as one sent to a PostgreSQL server at its connection limit).
 pub async fn serve(app: Arc<App>, listener: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        app.config.load().config.max_client_connections,
+    ));
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -69,13 +80,21 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
             },
             _ = app.kill.cancelled() => return,
         };
-        tokio::spawn(place(app.clone(), stream));
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("peering port busy: connection closed");
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            place(&app, stream).await;
+            drop(slot);
+        });
     }
 }
 
 /// Reads one CancelRequest from a peer and places it here. Anything else gets a FATAL that
 /// says what this port is (a client pointed at it by mistake learns why it cannot log in).
-async fn place(app: Arc<App>, mut stream: TcpStream) {
+async fn place(app: &App, mut stream: TcpStream) {
     // The whole first packet, whatever it is (bounded as a client's is), so that the answer
     // is not lost to a reset over unread bytes.
     let read = tokio::time::timeout(READ_TIMEOUT, async {
@@ -95,14 +114,12 @@ async fn place(app: Arc<App>, mut stream: TcpStream) {
         _ => return,
     };
     let Some(startup::Initial::Cancel { pid, secret }) = parsed else {
-        let mut out = BytesMut::new();
-        encode::error(
-            &mut out,
-            "FATAL",
+        crate::server::refuse(
+            stream,
             "08P01",
             "this is a switchyard peering port: it takes only cancel requests from other switchyard processes",
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+        )
+        .await;
         return;
     };
     let outcome = app.cancels.cancel(pid, secret).await;

@@ -41,7 +41,16 @@ pub struct Server {
 impl Server {
     /// Binds the listeners for `config` (nothing is accepted until [`Server::run`]).
     pub async fn bind(config: Loaded, config_path: Option<PathBuf>) -> Result<Server, RunError> {
-        // The HTTP port first: once clients can connect, /metrics and /readyz answer too.
+        // The peering port first: a process that cannot have it fails before it shares
+        // (so_reuseport) the other addresses, where the kernel would queue clients for it.
+        let peering = match config.peer_listen {
+            Some(addr) => Some(
+                crate::net::listen(addr, false)
+                    .map_err(|source| RunError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        // Then HTTP: once clients can connect, /metrics and /readyz answer too.
         let reuse_port = config.config.so_reuseport;
         let http = match config.http_listen {
             Some(addr) => Some(
@@ -55,18 +64,14 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
-        let peering = match config.peer_listen {
-            Some(addr) => Some(
-                crate::net::listen(addr, false)
-                    .map_err(|source| RunError::Bind { addr, source })?,
-            ),
-            None => None,
-        };
         let metrics = Arc::new(Metrics::new());
         let cluster = Arc::new(Cluster::new(ClusterView::default()));
         let pools = Arc::new(crate::pool::Pools::new(metrics.clone()));
         let monitor = Monitor::new(cluster.clone(), metrics.clone(), pools.clone());
         let app = App::new(config, cluster, pools, metrics);
+        if let Some(addr) = peering.as_ref().and_then(|l| l.local_addr().ok()) {
+            let _ = app.peer_listen.set(addr);
+        }
         Ok(Server {
             app,
             listener,
@@ -157,7 +162,7 @@ impl Server {
     }
 }
 
-async fn refuse(mut stream: tokio::net::TcpStream, code: &str, message: &str) {
+pub(crate) async fn refuse(mut stream: tokio::net::TcpStream, code: &str, message: &str) {
     let mut out = BytesMut::new();
     encode::error(&mut out, "FATAL", code, message);
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;

@@ -355,6 +355,34 @@ async fn so_reuseport_lets_a_second_process_share_and_take_over_the_address() {
         "{}",
         second.log_tail(10)
     );
+
+    // With `[peering]` each process needs a peering port of its own: a second process started
+    // with the same file exits 1 naming it, and the first goes on.
+    let peer_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let peered = proxy(
+        "so_reuseport = true",
+        &format!("{NO_SPLIT}[peering]\nlisten = \"127.0.0.1:{peer_port}\"\n"),
+    );
+    let twin = peered.start_beside(true);
+    let status = blocking(|| twin.wait_exit(Duration::from_secs(30))).unwrap_or_else(|| {
+        panic!(
+            "a second process took the peering port\n{}",
+            twin.log_tail(30)
+        )
+    });
+    assert!(!status.success());
+    assert!(
+        twin.log()
+            .contains(&format!("cannot listen on 127.0.0.1:{peer_port}")),
+        "{}",
+        twin.log_tail(10)
+    );
+    let (c, _) = connect(&peered).await;
+    assert_eq!(one(&c, "SELECT 4").await, "4");
 }
 
 // ---------------------------------------------------------------------------------------------

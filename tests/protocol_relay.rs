@@ -613,6 +613,29 @@ impl Raw {
     }
 }
 
+/// Waits until a query starting with `sql` runs on the server `watcher` is connected to.
+async fn wait_running(watcher: &tokio_postgres::Client, sql: &str) {
+    let pattern = format!("{sql}%");
+    within(WAIT, "the query to start", async {
+        loop {
+            let n: i64 = watcher
+                .query_one(
+                    "select count(*) from pg_stat_activity where state = 'active' \
+                     and query like $1",
+                    &[&pattern],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 /// Sends a CancelRequest for `key` to `addr` and waits for the proxy to close it.
 async fn raw_cancel(addr: &str, key: (i32, i32)) {
     let mut s = within(WAIT, "cancel connect", TcpStream::connect(addr))
@@ -2710,26 +2733,7 @@ fn cancel_reaches_only_the_clients_query() {
             let r = a2.query("select pg_sleep(30) /* pr_cancel_a */", &[]).await;
             (r.map(|_| ()), t.elapsed())
         });
-        // Wait until A's query runs on a server.
-        let running = within(WAIT, "A's query to start", async {
-            loop {
-                let n: i64 = watcher
-                    .query_one(
-                        "select count(*) from pg_stat_activity where state = 'active' \
-                     and query like 'select pg_sleep(30) /* pr_cancel_a */%'",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                if n == 1 {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        assert!(running);
+        wait_running(&watcher, "select pg_sleep(30) /* pr_cancel_a */").await;
         let b_task = tokio::spawn(async move {
             let t = Instant::now();
             let r = b.query_one("select pg_sleep(1.5), 'b'", &[]).await;
@@ -2823,20 +2827,22 @@ fn cancel_reaches_the_clients_process_through_a_peer() {
         let series =
             |result: &str| format!("switchyard_cancel_requests_total{{result=\"{result}\"}}");
 
+        let watcher = direct_primary().await;
+
         // Without peering, a process that did not issue the key ignores it.
         let mut raw = Raw::app(&a).await;
-        raw.send(&fe::query("select pg_sleep(1.5), 'survived'"))
-            .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sql = "select pg_sleep(1.5), 'survived' /* pr_peer_lone */";
+        raw.send(&fe::query(sql)).await;
+        wait_running(&watcher, sql).await;
         raw_cancel(&lone.addr(), raw.key).await;
         let r = raw.until_ready().await;
         assert_eq!(tags(&r), "TDCZ", "{r:?}");
         assert_eq!(lone.metric(&series("unknown")).await, 1.0);
 
         // With it, that process forwards the key and the query is cancelled.
-        let t = Instant::now();
-        raw.send(&fe::query("select pg_sleep(30)")).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sql = "select pg_sleep(30) /* pr_peer_cancel */";
+        raw.send(&fe::query(sql)).await;
+        wait_running(&watcher, sql).await;
         raw_cancel(&b.addr(), raw.key).await;
         let r = within(
             Duration::from_secs(10),
@@ -2846,7 +2852,6 @@ fn cancel_reaches_the_clients_process_through_a_peer() {
         .await;
         assert_eq!(sync_tags(&r), "TEZ", "{r:?}");
         assert_eq!(r.iter().find(|m| m.tag == b'E').unwrap().code(), "57014");
-        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
         assert_eq!(raw.query_ok("select 5").await, vec!["5"]);
         assert_eq!(b.metric(&series("to_peers")).await, 1.0);
         assert_eq!(b.metric(&series("unknown")).await, 0.0);
@@ -2870,7 +2875,7 @@ fn cancel_reaches_the_clients_process_through_a_peer() {
         assert_eq!(
             b.metric(&series("peer_unknown")).await,
             0.0,
-            "nothing came back"
+            "B skips its own entry, and A does not send the request on"
         );
 
         // The peering port answers anything else with an error that says what it is.

@@ -276,16 +276,37 @@ impl Validator<'_> {
                 format!("{:?} is not an IP:port address", p.listen.get_ref()),
             )
         })?;
-        if own == listen || Some(own) == http_listen {
+        // Two addresses on one port clash when either is a wildcard.
+        let clash = |other: SocketAddr| {
+            other.port() == own.port()
+                && (other.ip() == own.ip()
+                    || other.ip().is_unspecified()
+                    || own.ip().is_unspecified())
+        };
+        if own.port() == 0 {
             return Err(self.err(
                 p.listen.span(),
                 "peering.listen",
-                format!("{own} is already `listen` or `http_listen`: the peers' cancel requests need a port of their own"),
+                "needs a fixed port: the peers list it".into(),
             ));
         }
-        for peer in &p.peers {
+        if clash(listen) || http_listen.is_some_and(clash) {
+            return Err(self.err(
+                p.listen.span(),
+                "peering.listen",
+                format!("{own} is the port of `listen` or `http_listen`: the peers' cancel requests need a port of their own"),
+            ));
+        }
+        for (i, peer) in p.peers.iter().enumerate() {
             check_host_port(peer.get_ref())
                 .map_err(|m| self.err(peer.span(), "peering.peers", m))?;
+            if p.peers[..i].iter().any(|q| q.get_ref() == peer.get_ref()) {
+                return Err(self.err(
+                    peer.span(),
+                    "peering.peers",
+                    format!("{:?} is listed twice", peer.get_ref()),
+                ));
+            }
         }
         Ok(own)
     }

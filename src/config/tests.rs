@@ -210,6 +210,25 @@ fn peering_takes_its_own_port_and_the_peers_addresses() {
         e.contains("peering.peers") && e.contains("10.0.0.3") && e.contains(":22:"),
         "{e}"
     );
+    let e = err(&format!(
+        "{MINIMAL}\n[peering]\nlisten = \"0.0.0.0:9930\"\n"
+    ));
+    assert!(
+        e.contains("port of `listen` or `http_listen`"),
+        "a wildcard on http_listen's port: {e}"
+    );
+    let e = err(&format!("{MINIMAL}\n[peering]\nlisten = \"127.0.0.1:0\"\n"));
+    assert!(
+        e.contains("peering.listen") && e.contains("fixed port"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[peering]\nlisten = \"127.0.0.1:7001\"\npeers = [\"a:1\", \"b:1\", \"a:1\"]\n"
+    ));
+    assert!(
+        e.contains("\"a:1\" is listed twice") && e.contains(":20:"),
+        "{e}"
+    );
     let e = err(&format!("{MINIMAL}\n[peering]\npeers = []\n"));
     assert!(e.contains("listen"), "{e}");
     let e = err(&format!(

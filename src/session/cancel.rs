@@ -293,11 +293,19 @@ impl CancelRegistry {
         let _delivering = Delivering(&slot);
         // Waiting for the server to close keeps the target connection out of other clients'
         // hands until the backend was signalled.
-        match send_cancel(&t.pool.key.address, t.pid, t.secret).await {
+        match send_cancel(
+            &t.pool.key.address,
+            t.pid,
+            t.secret,
+            SERVER_LIMIT,
+            SERVER_LIMIT,
+        )
+        .await
+        {
             Ok(()) => CancelOutcome::Sent,
             Err(e) => {
                 tracing::warn!(error = %e, "cancel request to server failed");
-                CancelOutcome::NotRunning
+                CancelOutcome::Failed
             }
         }
     }
@@ -308,9 +316,11 @@ impl CancelRegistry {
 pub enum CancelOutcome {
     /// Sent to the server running the client's query.
     Sent,
-    /// The key is a client's of this process, and nothing was sent: it runs no query, a
-    /// cancel is already on its way, or sending failed.
+    /// The key is a client's of this process, and nothing was sent: it runs no query, or a
+    /// cancel is already on its way.
     NotRunning,
+    /// The key is a client's of this process, and sending to its server failed.
+    Failed,
     /// Not a key this process issued (or its secret is wrong).
     Unknown,
 }
@@ -321,17 +331,35 @@ impl CancelOutcome {
         match self {
             CancelOutcome::Sent => "forwarded",
             CancelOutcome::NotRunning => "not_running",
+            CancelOutcome::Failed => "failed",
             CancelOutcome::Unknown => "unknown",
         }
     }
 }
 
-/// Sends a CancelRequest for `(pid, secret)` to `address` and waits (5 s at most) until the
-/// other end closes the connection: a PostgreSQL server does once it has signalled the
-/// backend, a switchyard peer once it has placed the request.
-pub async fn send_cancel(address: &str, pid: i32, secret: i32) -> std::io::Result<()> {
+/// How long a cancel request to a server may take, connecting included.
+pub const SERVER_LIMIT: Duration = Duration::from_secs(5);
+
+/// Sends a CancelRequest for `(pid, secret)` to `address` and waits until the other end
+/// closes the connection: a PostgreSQL server does once it has signalled the backend, a
+/// switchyard peer once it has placed the request. Fails after `connect` without a
+/// connection, or `limit` in all.
+pub async fn send_cancel(
+    address: &str,
+    pid: i32,
+    secret: i32,
+    connect: Duration,
+    limit: Duration,
+) -> std::io::Result<()> {
     let send = async {
-        let mut s = TcpStream::connect(address).await?;
+        let mut s = tokio::time::timeout(connect, TcpStream::connect(address))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {connect:?}"),
+                )
+            })??;
         let mut buf = BytesMut::new();
         postgres_protocol::message::frontend::cancel_request(pid, secret, &mut buf);
         s.write_all(&buf).await?;
@@ -339,12 +367,10 @@ pub async fn send_cancel(address: &str, pid: i32, secret: i32) -> std::io::Resul
         while s.read(&mut sink).await? > 0 {}
         Ok(())
     };
-    tokio::time::timeout(Duration::from_secs(5), send)
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer within 5s",
-            ))
-        })
+    tokio::time::timeout(limit, send).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {limit:?}"),
+        ))
+    })
 }

@@ -34,8 +34,22 @@ pub enum First {
     /// A normal client, and what its TLS handshake established (channel binding data, a
     /// client certificate).
     Startup(Startup, TlsPeer),
-    /// A cancel request (handled; close the connection).
-    Cancelled,
+    /// A cancel request (place it with [`cancel`], then close the connection).
+    Cancel { pid: i32, secret: i32 },
+}
+
+/// Places a client's CancelRequest: with the server running that client's query, or, for a
+/// key this process did not issue, with its peers (see [`crate::peering`]).
+pub async fn cancel(app: &App, pid: i32, secret: i32) {
+    let outcome = app.cancels.cancel(pid, secret).await;
+    let label = if outcome == CancelOutcome::Unknown
+        && crate::peering::forward(app, pid, secret).await > 0
+    {
+        "to_peers"
+    } else {
+        outcome.label()
+    };
+    app.metrics.cancels.with_label_values(&[label]).inc();
 }
 
 /// Reads packets until a StartupMessage or a CancelRequest. An SSLRequest gets `S` and a TLS
@@ -69,19 +83,7 @@ pub async fn read_startup(
                     _ => net::send_all(stream, b"N").await.map_err(Fatal::Io)?,
                 }
             }
-            Ok(Initial::Cancel { pid, secret }) => {
-                let outcome = app.cancels.cancel(pid, secret).await;
-                // Another process's key, perhaps: its peers place it.
-                let label = if outcome == CancelOutcome::Unknown
-                    && crate::peering::forward(app, pid, secret).await > 0
-                {
-                    "to_peers"
-                } else {
-                    outcome.label()
-                };
-                app.metrics.cancels.with_label_values(&[label]).inc();
-                return Ok(First::Cancelled);
-            }
+            Ok(Initial::Cancel { pid, secret }) => return Ok(First::Cancel { pid, secret }),
             Ok(Initial::Startup(s)) => {
                 let required = app
                     .config

@@ -175,10 +175,11 @@ async fn start(
     let deadline = config.config.startup_timeout;
     let login = tokio::time::timeout(deadline, async {
         match login::read_startup(&app, stream, &mut buf).await? {
-            login::First::Cancelled => Ok(None),
-            login::First::Startup(s, peer) => Ok(Some(
-                login::authenticate(&app, stream, &mut buf, &s, peer).await?,
-            )),
+            login::First::Cancel { pid, secret } => Ok(Err((pid, secret))),
+            login::First::Startup(s, peer) => Ok(Ok(login::authenticate(
+                &app, stream, &mut buf, &s, peer,
+            )
+            .await?)),
         }
     })
     .await
@@ -188,7 +189,15 @@ async fn start(
             "startup timeout: authentication not completed in time",
         )
     })??;
-    let Some(login) = login else { return Ok(None) };
+    let login = match login {
+        Ok(login) => login,
+        Err((pid, secret)) => {
+            // Not under the startup deadline: placing it waits for the server, or for the
+            // peers, each bounded on its own. The connection closes when it is placed.
+            login::cancel(&app, pid, secret).await;
+            return Ok(None);
+        }
+    };
     span.record("user", login.user.name.as_str());
     let console = config
         .config
