@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::App;
@@ -95,25 +94,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
 /// Reads one CancelRequest from a peer and places it here. Anything else gets a FATAL that
 /// says what this port is (a client pointed at it by mistake learns why it cannot log in).
 async fn place(app: &App, mut stream: TcpStream) {
-    // The whole first packet, whatever it is (bounded as a client's is), so that the answer
-    // is not lost to a reset over unread bytes.
-    let read = tokio::time::timeout(READ_TIMEOUT, async {
-        let mut head = [0u8; 4];
-        stream.read_exact(&mut head).await?;
-        let Ok(len) = startup::declared_len(head) else {
-            return Ok(None);
-        };
-        let mut packet = vec![0u8; len];
-        packet[..4].copy_from_slice(&head);
-        stream.read_exact(&mut packet[4..]).await?;
-        Ok::<_, std::io::Error>(Some(packet))
-    })
-    .await;
-    let parsed = match read {
-        Ok(Ok(packet)) => packet.and_then(|p| startup::parse(&p).ok()),
-        _ => return,
-    };
-    let Some(startup::Initial::Cancel { pid, secret }) = parsed else {
+    let Some(startup::Initial::Cancel { pid, secret }) =
+        crate::net::read_initial(&mut stream, READ_TIMEOUT).await
+    else {
         crate::server::refuse(
             stream,
             "08P01",

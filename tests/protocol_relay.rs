@@ -2902,6 +2902,74 @@ fn cancel_reaches_the_clients_process_through_a_peer() {
     });
 }
 
+/// The peering port holds at most `max_client_connections` connections at once, each for a
+/// short while: past that a connection is closed unread, and one that sends nothing gets
+/// FATAL 08P01 after two seconds and frees its place.
+#[test]
+fn peering_port_is_bounded() {
+    bounded(async {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let p = start_ready_proxy(support::proxy::ProxyOptions {
+            extra_top: "max_client_connections = 2".into(),
+            extra_tables: format!("[peering]\nlisten = \"127.0.0.1:{port}\"\n"),
+            ..Default::default()
+        });
+        let unknown = "switchyard_cancel_requests_total{result=\"peer_unknown\"}";
+        let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+        cancel.extend_from_slice(&12345i32.to_be_bytes());
+        cancel.extend_from_slice(&678i32.to_be_bytes());
+        let connect = || async {
+            within(
+                WAIT,
+                "peering connect",
+                TcpStream::connect(("127.0.0.1", port)),
+            )
+            .await
+            .unwrap()
+        };
+        // Two silent connections take both places (accepted in the order they connected).
+        let silent = [connect().await, connect().await];
+        let mut third = connect().await;
+        third.write_all(&cancel).await.unwrap();
+        let mut sink = Vec::new();
+        let _ = within(
+            WAIT,
+            "the third connection closed",
+            third.read_to_end(&mut sink),
+        )
+        .await;
+        assert!(sink.is_empty(), "{sink:?}");
+        // The silent ones are told what the port is after their time, and closed.
+        for mut s in silent {
+            let mut answer = Vec::new();
+            let _ = within(
+                WAIT,
+                "a silent connection closed",
+                s.read_to_end(&mut answer),
+            )
+            .await;
+            assert!(
+                String::from_utf8_lossy(&answer).contains("08P01"),
+                "{answer:?}"
+            );
+        }
+        assert_eq!(
+            p.metric(unknown).await,
+            0.0,
+            "the third request was not read"
+        );
+        // Then a request is placed again.
+        let mut s = connect().await;
+        s.write_all(&cancel).await.unwrap();
+        let _ = within(WAIT, "placed", s.read_to_end(&mut sink)).await;
+        assert_eq!(p.metric(unknown).await, 1.0);
+    });
+}
+
 // ----------------------------------------------------------------------------------------
 // Large results and values: streamed, bounded proxy memory
 // ----------------------------------------------------------------------------------------

@@ -1299,6 +1299,39 @@ async fn max_client_connections_bounds_clients() {
         let e = raw::refused(r, "bad password at the limit").error;
         assert!(matches!(e.code().as_str(), "53300" | "28P01"), "{e:?}");
     }
+    // A cancel request past the limit is still placed (PostgreSQL, too, takes them past
+    // max_connections): cancelling matters most when a proxy is full.
+    let token = clients[0].cancel_token();
+    let query = clients[0].simple_query("SELECT pg_sleep(30)");
+    let cancel = async {
+        loop {
+            // Until the query runs: a cancel before that has nothing to cancel.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            token
+                .cancel_query(tokio_postgres::NoTls)
+                .await
+                .expect("sending a cancel request past the limit");
+        }
+    };
+    let r = within(
+        "a query cancelled while full",
+        Duration::from_secs(20),
+        async {
+            tokio::select! {
+                r = query => r,
+                _ = cancel => unreachable!(),
+            }
+        },
+    )
+    .await;
+    let e = r.expect_err("the query must be cancelled");
+    assert_eq!(db_code(&e).as_deref(), Some("57014"), "{e:?}");
+    assert!(
+        proxy
+            .metric("switchyard_cancel_requests_total{result=\"forwarded\"}")
+            .await
+            >= 1.0
+    );
     // The admitted clients work.
     for cl in &clients {
         let row = within("admitted query", raw::IO, cl.query_one("SELECT 5", &[]))

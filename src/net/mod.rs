@@ -79,6 +79,29 @@ pub async fn fill_to<R: AsyncRead + Unpin>(
     Ok(())
 }
 
+/// Reads a connection's first packet whole (bounded as a client's startup packet is) within
+/// `limit`, and parses it. `None` when it does not arrive in time or is not a valid one.
+/// Reading it whole also keeps a reply from being lost to a reset over unread bytes.
+pub async fn read_initial<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: Duration,
+) -> Option<crate::protocol::startup::Initial> {
+    use crate::protocol::startup;
+    let mut buf = BytesMut::new();
+    let read = tokio::time::timeout(limit, async {
+        fill_to(r, &mut buf, 4).await?;
+        let len = startup::declared_len([buf[0], buf[1], buf[2], buf[3]])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        fill_to(r, &mut buf, len).await?;
+        Ok::<_, io::Error>(len)
+    })
+    .await;
+    match read {
+        Ok(Ok(len)) => startup::parse(&buf[..len]).ok(),
+        _ => None,
+    }
+}
+
 /// Reads one typed message whole into `buf` (which may already hold bytes) and splits it off:
 /// returns (tag, frame). `limit` bounds the frame length.
 pub async fn read_message<R: AsyncRead + Unpin>(

@@ -311,6 +311,20 @@ impl CancelRegistry {
     }
 }
 
+/// Places a client's CancelRequest: with the server running that client's query, or, for a
+/// key this process did not issue, with its peers (see [`crate::peering`]).
+pub async fn place(app: &crate::app::App, pid: i32, secret: i32) {
+    let outcome = app.cancels.cancel(pid, secret).await;
+    let label = if outcome == CancelOutcome::Unknown
+        && crate::peering::forward(app, pid, secret).await > 0
+    {
+        "to_peers"
+    } else {
+        outcome.label()
+    };
+    app.metrics.cancels.with_label_values(&[label]).inc();
+}
+
 /// What became of a CancelRequest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {

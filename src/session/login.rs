@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::cancel::CancelOutcome;
 use super::lookup;
 use super::settings::Settings;
 use super::Fatal;
@@ -34,22 +33,8 @@ pub enum First {
     /// A normal client, and what its TLS handshake established (channel binding data, a
     /// client certificate).
     Startup(Startup, TlsPeer),
-    /// A cancel request (place it with [`cancel`], then close the connection).
+    /// A cancel request (place it with [`super::cancel::place`], then close the connection).
     Cancel { pid: i32, secret: i32 },
-}
-
-/// Places a client's CancelRequest: with the server running that client's query, or, for a
-/// key this process did not issue, with its peers (see [`crate::peering`]).
-pub async fn cancel(app: &App, pid: i32, secret: i32) {
-    let outcome = app.cancels.cancel(pid, secret).await;
-    let label = if outcome == CancelOutcome::Unknown
-        && crate::peering::forward(app, pid, secret).await > 0
-    {
-        "to_peers"
-    } else {
-        outcome.label()
-    };
-    app.metrics.cancels.with_label_values(&[label]).inc();
 }
 
 /// Reads packets until a StartupMessage or a CancelRequest. An SSLRequest gets `S` and a TLS

@@ -194,7 +194,7 @@ async fn start(
         Err((pid, secret)) => {
             // Not under the startup deadline: placing it waits for the server, or for the
             // peers, each bounded on its own. The connection closes when it is placed.
-            login::cancel(&app, pid, secret).await;
+            cancel::place(&app, pid, secret).await;
             return Ok(None);
         }
     };
