@@ -134,8 +134,6 @@ impl Server {
             if app.metrics.clients.get() as usize >= c.config.max_client_connections
                 || tracker.len() >= c.config.max_client_connections * 2
             {
-                app.metrics.rejected("max_clients");
-                app.metrics.error("53300");
                 tokio::spawn(turn_away(app.clone(), stream));
                 continue;
             }
@@ -170,7 +168,11 @@ async fn turn_away(app: Arc<App>, mut stream: tokio::net::TcpStream) {
         Some(crate::protocol::startup::Initial::Cancel { pid, secret }) => {
             crate::session::cancel::place(&app, pid, secret).await;
         }
-        _ => refuse(stream, "53300", "sorry, too many clients already").await,
+        _ => {
+            app.metrics.rejected("max_clients");
+            app.metrics.error("53300");
+            refuse(stream, "53300", "sorry, too many clients already").await;
+        }
     }
 }
 

@@ -1301,6 +1301,9 @@ async fn max_client_connections_bounds_clients() {
     }
     // A cancel request past the limit is still placed (PostgreSQL, too, takes them past
     // max_connections): cancelling matters most when a proxy is full.
+    let rejected = "switchyard_client_rejected_total{reason=\"max_clients\"}";
+    let rejected_before = proxy.metric(rejected).await;
+    assert!(rejected_before >= 2.0, "the refused logins are counted");
     let token = clients[0].cancel_token();
     let query = clients[0].simple_query("SELECT pg_sleep(30)");
     let cancel = async {
@@ -1331,6 +1334,11 @@ async fn max_client_connections_bounds_clients() {
             .metric("switchyard_cancel_requests_total{result=\"forwarded\"}")
             .await
             >= 1.0
+    );
+    assert_eq!(
+        proxy.metric(rejected).await,
+        rejected_before,
+        "a cancel request is not a refused client"
     );
     // The admitted clients work.
     for cl in &clients {
