@@ -8,6 +8,7 @@
 //! the peers list each other, and no bits of the cancel key are spent on routing (its pid
 //! and secret stay as random as PostgreSQL's own).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
     let mut sends = tokio::task::JoinSet::new();
     for peer in &p.peers {
         let address = peer.get_ref().clone();
-        if own.is_some() && address.parse().ok() == own {
+        if own.is_some_and(|own| is_self(own, &address)) {
             continue;
         }
         sends.spawn(async move {
@@ -58,6 +59,21 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
         }
     }
     took
+}
+
+/// Whether the peer at `peer` is this process, whose peering port is bound to `own`: the same
+/// address, or, bound to a wildcard (`0.0.0.0:6442`), the same port on an address of this
+/// host (binding a socket to an address succeeds only on a host that has it). A host name
+/// is never taken for this process.
+pub fn is_self(own: SocketAddr, peer: &str) -> bool {
+    let Ok(addr) = peer.parse::<SocketAddr>() else {
+        return false;
+    };
+    addr == own
+        || (own.ip().is_unspecified()
+            && addr.port() == own.port()
+            && addr.is_ipv4() == own.is_ipv4()
+            && std::net::UdpSocket::bind((addr.ip(), 0)).is_ok())
 }
 
 /// Serves the peers' cancel requests on `listener` until the proxy stops. At most
@@ -113,4 +129,29 @@ async fn place(app: &App, mut stream: TcpStream) {
             _ => outcome.label(),
         }])
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_self;
+
+    #[test]
+    fn a_process_knows_its_own_entry() {
+        let own = "127.0.0.1:7001".parse().unwrap();
+        assert!(is_self(own, "127.0.0.1:7001"));
+        assert!(!is_self(own, "127.0.0.1:7002"));
+        assert!(!is_self(own, "127.0.0.2:7001"), "another loopback address");
+        assert!(!is_self(own, "localhost:7001"), "names are not resolved");
+        let wildcard = "0.0.0.0:7001".parse().unwrap();
+        assert!(
+            is_self(wildcard, "127.0.0.1:7001"),
+            "an address of this host"
+        );
+        assert!(!is_self(wildcard, "127.0.0.1:7002"));
+        assert!(
+            !is_self(wildcard, "192.0.2.1:7001"),
+            "TEST-NET-1: not this host's"
+        );
+        assert!(!is_self(wildcard, "[::1]:7001"), "another family");
+    }
 }

@@ -509,7 +509,7 @@ impl Loaded {
                 "peering {a}: cancel requests this process did not issue go to {} peer(s)",
                 p.peers
                     .iter()
-                    .filter(|x| x.get_ref().parse::<SocketAddr>() != Ok(a))
+                    .filter(|x| !crate::peering::is_self(a, x.get_ref()))
                     .count()
             );
         }
