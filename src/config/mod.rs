@@ -150,23 +150,26 @@ impl Validator<'_> {
         }
     }
 
-    fn validate(&self, config: Config) -> Result<Loaded, ConfigError> {
-        let listen = config.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+    /// An address to listen on: `IP:port`.
+    fn socket_addr(
+        &self,
+        value: &toml::Spanned<String>,
+        key: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        value.get_ref().parse::<SocketAddr>().map_err(|_| {
             self.err(
-                config.listen.span(),
-                "listen",
-                format!("{:?} is not an IP:port address", config.listen.get_ref()),
+                value.span(),
+                key,
+                format!("{:?} is not an IP:port address", value.get_ref()),
             )
-        })?;
+        })
+    }
+
+    fn validate(&self, config: Config) -> Result<Loaded, ConfigError> {
+        let listen = self.socket_addr(&config.listen, "listen")?;
         let http_listen = match config.http_listen.get_ref().as_str() {
             "" => None,
-            s => Some(s.parse::<SocketAddr>().map_err(|_| {
-                self.err(
-                    config.http_listen.span(),
-                    "http_listen",
-                    format!("{s:?} is not an IP:port address"),
-                )
-            })?),
+            _ => Some(self.socket_addr(&config.http_listen, "http_listen")?),
         };
         self.validate_backends(&config)?;
         let users = self.validate_users(&config)?;
@@ -269,13 +272,7 @@ impl Validator<'_> {
         listen: SocketAddr,
         http_listen: Option<SocketAddr>,
     ) -> Result<SocketAddr, ConfigError> {
-        let own = p.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
-            self.err(
-                p.listen.span(),
-                "peering.listen",
-                format!("{:?} is not an IP:port address", p.listen.get_ref()),
-            )
-        })?;
+        let own = self.socket_addr(&p.listen, "peering.listen")?;
         // Two addresses on one port clash when either is a wildcard.
         let clash = |other: SocketAddr| {
             other.port() == own.port()
