@@ -2831,7 +2831,7 @@ fn cancel_reaches_the_clients_process_through_a_peer() {
 
         // Without peering, a process that did not issue the key ignores it.
         let mut raw = Raw::app(&a).await;
-        let sql = "select pg_sleep(1.5), 'survived' /* pr_peer_lone */";
+        let sql = "select pg_sleep(3), 'survived' /* pr_peer_lone */";
         raw.send(&fe::query(sql)).await;
         wait_running(&watcher, sql).await;
         raw_cancel(&lone.addr(), raw.key).await;
@@ -2931,42 +2931,55 @@ fn peering_port_is_bounded() {
             .await
             .unwrap()
         };
-        // Two silent connections take both places (accepted in the order they connected).
-        let silent = [connect().await, connect().await];
-        let mut third = connect().await;
-        third.write_all(&cancel).await.unwrap();
-        let mut sink = Vec::new();
-        let _ = within(
-            WAIT,
-            "the third connection closed",
-            third.read_to_end(&mut sink),
-        )
-        .await;
-        assert!(sink.is_empty(), "{sink:?}");
-        // The silent ones are told what the port is after their time, and closed.
-        for mut s in silent {
-            let mut answer = Vec::new();
+        // Two silent connections take both places (accepted in the order they connected);
+        // a third is closed unread. The places free up two seconds after they were taken:
+        // should this test be stalled that long between its connects, it tries again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let before = p.metric(unknown).await;
+            let t = Instant::now();
+            let silent = [connect().await, connect().await];
+            let mut third = connect().await;
+            third.write_all(&cancel).await.unwrap();
+            let stalled = t.elapsed() > Duration::from_millis(1500);
+            let mut sink = Vec::new();
             let _ = within(
                 WAIT,
-                "a silent connection closed",
-                s.read_to_end(&mut answer),
+                "the third connection closed",
+                third.read_to_end(&mut sink),
             )
             .await;
+            assert!(sink.is_empty(), "{sink:?}");
+            // The silent ones are told what the port is after their time, and closed.
+            for mut s in silent {
+                let mut answer = Vec::new();
+                let _ = within(
+                    WAIT,
+                    "a silent connection closed",
+                    s.read_to_end(&mut answer),
+                )
+                .await;
+                assert!(
+                    String::from_utf8_lossy(&answer).contains("08P01"),
+                    "{answer:?}"
+                );
+            }
+            if p.metric(unknown).await == before {
+                break;
+            }
             assert!(
-                String::from_utf8_lossy(&answer).contains("08P01"),
-                "{answer:?}"
+                stalled && attempt < 3,
+                "the third request was read although both places were taken"
             );
         }
-        assert_eq!(
-            p.metric(unknown).await,
-            0.0,
-            "the third request was not read"
-        );
         // Then a request is placed again.
+        let before = p.metric(unknown).await;
         let mut s = connect().await;
         s.write_all(&cancel).await.unwrap();
+        let mut sink = Vec::new();
         let _ = within(WAIT, "placed", s.read_to_end(&mut sink)).await;
-        assert_eq!(p.metric(unknown).await, 1.0);
+        assert_eq!(p.metric(unknown).await, before + 1.0);
     });
 }
 
