@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::validate::Validator;
 use super::*;
 use crate::net::tls::{ClientTls, ServerTls, TlsFile};
 

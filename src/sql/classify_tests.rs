@@ -718,7 +718,7 @@ fn statement_counts() {
 
 #[test]
 fn builtin_write_list_is_reachable() {
-    use super::classify::{is_builtin_write, BUILTIN_WRITE_FUNCTIONS};
+    use super::names::{is_builtin_write, BUILTIN_WRITE_FUNCTIONS};
     for &name in BUILTIN_WRITE_FUNCTIONS {
         assert_eq!(is_builtin_write(name), Some(name), "{name}");
         let sql = format!("SELECT {name}(1)");

@@ -45,6 +45,7 @@ pub mod classify;
 mod effects;
 mod functions;
 pub mod lexer;
+pub mod names;
 mod plain;
 mod plain_write;
 mod split;

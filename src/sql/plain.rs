@@ -53,7 +53,7 @@ const PARAM: u8 = 1;
 const FOR: u64 = u64::from_be_bytes([0, 0, 0, 0, 0, b'f', b'o', b'r']);
 const INTO: u64 = u64::from_be_bytes([0, 0, 0, 0, b'i', b'n', b't', b'o']);
 
-/// The last eight bytes of the views read on the primary (classify.rs `PRIMARY_VIEWS`, and
+/// The last eight bytes of the views read on the primary (names.rs `PRIMARY_VIEWS`, and
 /// `pg_settings`, which shows whether the server is a standby): a word ending so is left to
 /// the full classifier.
 const PRIMARY_VIEW_ENDS: [u64; 3] = [

@@ -15,7 +15,7 @@
 //! is a function with session effects, anything non-ASCII, unbalanced or unterminated. Like
 //! plain.rs, it may only ever answer what the full analysis would.
 
-use super::classify::call_effect;
+use super::names::call_effect;
 use super::plain::one_statement;
 use super::{Analysis, Effects, Reason, Route, TxnControl};
 

@@ -1,0 +1,363 @@
+//! Checks a parsed configuration and builds what the proxy runs from ([`Loaded`]): every error
+//! names its key and line.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::*;
+
+pub(super) struct Validator<'a> {
+    pub(super) text: &'a str,
+    pub(super) origin: &'a str,
+}
+
+impl Validator<'_> {
+    pub(super) fn err(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: String,
+    ) -> ConfigError {
+        let line = if span.end == 0 {
+            0
+        } else {
+            self.text[..span.start.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1
+        };
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            line,
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    /// An address to listen on: `IP:port`.
+    fn socket_addr(
+        &self,
+        value: &toml::Spanned<String>,
+        key: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        value.get_ref().parse::<SocketAddr>().map_err(|_| {
+            self.err(
+                value.span(),
+                key,
+                format!("{:?} is not an IP:port address", value.get_ref()),
+            )
+        })
+    }
+
+    pub(super) fn validate(&self, config: Config) -> Result<Loaded, ConfigError> {
+        let listen = self.socket_addr(&config.listen, "listen")?;
+        let http_listen = match config.http_listen.get_ref().as_str() {
+            "" => None,
+            _ => Some(self.socket_addr(&config.http_listen, "http_listen")?),
+        };
+        self.validate_backends(&config)?;
+        let users = self.validate_users(&config)?;
+        let at_top = 0..0;
+        let p = &config.pool;
+        if p.size == 0 {
+            return Err(self.err(at_top, "pool.size", "must be at least 1".into()));
+        }
+        if p.min_size > p.size {
+            return Err(self.err(at_top, "pool.min_size", "must not exceed pool.size".into()));
+        }
+        if p.max_prepared_statements == 0 {
+            return Err(self.err(
+                at_top,
+                "pool.max_prepared_statements",
+                "must be at least 1".into(),
+            ));
+        }
+        if config.max_client_connections == 0 {
+            return Err(self.err(
+                at_top,
+                "max_client_connections",
+                "must be at least 1".into(),
+            ));
+        }
+        if config.max_message_size < 1024 {
+            return Err(self.err(at_top, "max_message_size", "must be at least 1kB".into()));
+        }
+        let h = &config.health;
+        if h.fall == 0 || h.rise == 0 {
+            return Err(self.err(
+                at_top,
+                "health.fall",
+                "fall and rise must be at least 1".into(),
+            ));
+        }
+        if h.interval.is_zero() || h.timeout.is_zero() {
+            return Err(self.err(
+                at_top,
+                "health.interval",
+                "interval and timeout must be positive".into(),
+            ));
+        }
+        if let Some(u) = &h.user {
+            if h.password.is_none() && !users.contains_key(u) {
+                return Err(self.err(
+                    at_top,
+                    "health.user",
+                    format!("{u:?} is not a configured user and health.password is not set"),
+                ));
+            }
+        }
+        if let Some(a) = &config.auth_query {
+            let name = a.user.get_ref();
+            if !users.contains_key(name) {
+                return Err(self.err(
+                    a.user.span(),
+                    "auth_query.user",
+                    format!("{name:?} is not a configured user"),
+                ));
+            }
+            if a.query.trim().is_empty() || !a.query.contains("$1") {
+                return Err(self.err(
+                    a.user.span(),
+                    "auth_query.query",
+                    "must take the role name as $1".into(),
+                ));
+            }
+            if a.database.is_empty() {
+                return Err(self.err(
+                    a.user.span(),
+                    "auth_query.database",
+                    "must not be empty".into(),
+                ));
+            }
+        }
+        if let Some(a) = &config.admin {
+            self.validate_admin(a, &users, config.auth_query.is_some())?;
+        }
+        let (tls, server_tls) = self.validate_tls(&config)?;
+        let peer_listen = match &config.peering {
+            Some(p) => Some(self.validate_peering(p, listen, http_listen)?),
+            None => None,
+        };
+        Ok(Loaded {
+            config,
+            listen,
+            http_listen,
+            peer_listen,
+            users,
+            tls,
+            server_tls,
+        })
+    }
+
+    /// `[peering]`: its own address, not one of the other listeners', and the peers'.
+    fn validate_peering(
+        &self,
+        p: &PeeringConfig,
+        listen: SocketAddr,
+        http_listen: Option<SocketAddr>,
+    ) -> Result<SocketAddr, ConfigError> {
+        let own = self.socket_addr(&p.listen, "peering.listen")?;
+        // Two addresses on one port clash when either is a wildcard.
+        let clash = |other: SocketAddr| {
+            other.port() == own.port()
+                && (other.ip() == own.ip()
+                    || other.ip().is_unspecified()
+                    || own.ip().is_unspecified())
+        };
+        if own.port() == 0 {
+            return Err(self.err(
+                p.listen.span(),
+                "peering.listen",
+                "needs a fixed port: the peers list it".into(),
+            ));
+        }
+        if clash(listen) || http_listen.is_some_and(clash) {
+            return Err(self.err(
+                p.listen.span(),
+                "peering.listen",
+                format!("{own} is the port of `listen` or `http_listen`: the peers' cancel requests need a port of their own"),
+            ));
+        }
+        for (i, peer) in p.peers.iter().enumerate() {
+            check_host_port(peer.get_ref())
+                .map_err(|m| self.err(peer.span(), "peering.peers", m))?;
+            if p.peers[..i].iter().any(|q| q.get_ref() == peer.get_ref()) {
+                return Err(self.err(
+                    peer.span(),
+                    "peering.peers",
+                    format!("{:?} is listed twice", peer.get_ref()),
+                ));
+            }
+        }
+        Ok(own)
+    }
+
+    /// `[admin]`: its users must be able to log in (a configured user, or any role when
+    /// `[auth_query]` looks passwords up).
+    fn validate_admin(
+        &self,
+        a: &AdminConfig,
+        users: &HashMap<String, Arc<User>>,
+        looked_up: bool,
+    ) -> Result<(), ConfigError> {
+        if a.database.is_empty() {
+            return Err(self.err(0..0, "admin.database", "must not be empty".into()));
+        }
+        for (key, names) in [
+            ("admin.users", &a.users),
+            ("admin.stats_users", &a.stats_users),
+        ] {
+            for n in names {
+                let name = n.get_ref();
+                if name.is_empty() || (!looked_up && !users.contains_key(name)) {
+                    return Err(self.err(
+                        n.span(),
+                        key,
+                        format!("{name:?} is not a configured user"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_backends(&self, config: &Config) -> Result<(), ConfigError> {
+        if config.backends.is_empty() {
+            return Err(self.err(
+                0..0,
+                "backends",
+                "at least one [[backends]] entry is required".into(),
+            ));
+        }
+        let mut names = HashMap::new();
+        let mut addrs = HashMap::new();
+        for b in &config.backends {
+            let name = b.name.get_ref();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            {
+                return Err(self.err(
+                    b.name.span(),
+                    "backends.name",
+                    format!(
+                        "{name:?} must be non-empty and use only letters, digits, '_', '-', '.'"
+                    ),
+                ));
+            }
+            if names.insert(name.clone(), ()).is_some() {
+                return Err(self.err(
+                    b.name.span(),
+                    "backends.name",
+                    format!("duplicate backend name {name:?}"),
+                ));
+            }
+            let addr = b.address.get_ref();
+            if let Err(m) = check_host_port(addr) {
+                return Err(self.err(b.address.span(), "backends.address", m));
+            }
+            if addrs.insert(addr.clone(), ()).is_some() {
+                return Err(self.err(
+                    b.address.span(),
+                    "backends.address",
+                    format!("duplicate backend address {addr:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_users(&self, config: &Config) -> Result<HashMap<String, Arc<User>>, ConfigError> {
+        if config.users.is_empty() {
+            return Err(self.err(
+                0..0,
+                "users",
+                "at least one [[users]] entry is required".into(),
+            ));
+        }
+        let mut users = HashMap::new();
+        for u in &config.users {
+            let name = u.name.get_ref().clone();
+            let span = u.name.span();
+            if name.is_empty() {
+                return Err(self.err(span, "users.name", "must not be empty".into()));
+            }
+            if users.contains_key(&name) {
+                return Err(self.err(span, "users.name", format!("duplicate user {name:?}")));
+            }
+            let stored = StoredPassword::parse(u.password.as_deref().unwrap_or(""));
+            let scram = match u.auth {
+                AuthMethod::Trust => None,
+                AuthMethod::Cert if config.tls.as_ref().is_some_and(|t| t.ca.is_some()) => None,
+                AuthMethod::Cert => {
+                    return Err(self.err(
+                        span,
+                        "users.auth",
+                        format!(
+                            "user {name:?}: auth = \"cert\" needs [tls] with `ca`, the authorities client certificates must chain to"
+                        ),
+                    ));
+                }
+                _ if u.password.is_none() => {
+                    return Err(self.err(
+                        span,
+                        "users.password",
+                        format!(
+                            "user {name:?} needs a password unless auth = \"trust\" or \"cert\""
+                        ),
+                    ));
+                }
+                AuthMethod::Md5 if matches!(stored, StoredPassword::Scram(_)) => {
+                    return Err(self.err(
+                        span,
+                        "users.auth",
+                        format!(
+                            "user {name:?}: md5 logins cannot be checked against a SCRAM verifier"
+                        ),
+                    ));
+                }
+                AuthMethod::Md5 => None,
+                AuthMethod::ScramSha256 => match stored.scram_secret() {
+                    Some(s) => Some(s),
+                    None => {
+                        return Err(self.err(span, "users.auth", format!("user {name:?}: SCRAM logins cannot be checked against an md5 hash; use auth = \"md5\"")));
+                    }
+                },
+            };
+            if u.pool_size == Some(0) {
+                return Err(self.err(span, "users.pool_size", "must be at least 1".into()));
+            }
+            users.insert(
+                name.clone(),
+                Arc::new(User {
+                    config: u.clone(),
+                    name,
+                    stored,
+                    scram,
+                    server: ServerCredential::from_password(u.server_password()),
+                    looked_up: false,
+                }),
+            );
+        }
+        Ok(users)
+    }
+}
+
+/// Checks `host:port` syntax (host may be a name, an IPv4 address or a bracketed IPv6 address).
+fn check_host_port(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} is not host:port"));
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
+        return Err(format!("{addr:?} has an invalid host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{addr:?} has an invalid port")),
+    }
+}

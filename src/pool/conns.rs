@@ -1,0 +1,108 @@
+//! A pool's connections and the policy that picks one: the idle list with its affinity
+//! ([`Conns::take`]), the count of connections being opened, and the registry of open
+//! sockets a backend declared down is severed through.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+
+use super::ServerConn;
+
+/// A pool's connections: idle ones, and the socket of every open one (so that a backend the
+/// monitor declared down can have every in-flight request on it failed at once, instead of
+/// each waiting for TCP to notice). Sockets are registered when a connection opens and removed
+/// when it closes, so checkout and checkin only move a pointer.
+#[derive(Default)]
+pub(super) struct Conns {
+    /// Boxed so a checkout or checkin moves a pointer, not the whole connection state.
+    #[allow(clippy::vec_box)]
+    pub(super) idle: Vec<Box<ServerConn>>,
+    /// Each open connection's socket, with when it was opened ([`clock`] milliseconds).
+    pub(super) sockets: HashMap<RawFd, u64>,
+    /// Connections being opened (counted against the pool size with `sockets`).
+    pub(super) opening: usize,
+}
+
+/// What checkout does when the client's own connection is not idle.
+pub(super) enum Take {
+    /// This idle connection.
+    Idle(Box<ServerConn>),
+    /// Open a new connection (the caller holds an [`Opening`] slot).
+    Open,
+}
+
+impl Conns {
+    /// Picks a connection for `owner` (0: nobody in particular): its own idle one; else the
+    /// most recently used idle one that no connected client owns; else a new one while the
+    /// pool has room; else the idle one unused the longest (its client is the least likely
+    /// to be back soon). For a `login`, a free connection whose process id was given to a
+    /// client before comes after a new one, and among those the one given out longest ago.
+    pub(super) fn take(&mut self, owner: u64, size: usize, login: bool) -> Take {
+        if login {
+            return self.take_for_login(size);
+        }
+        let mut free = None;
+        for (i, c) in self.idle.iter().enumerate().rev() {
+            if owner != 0 && c.owner == owner {
+                return Take::Idle(self.idle.remove(i));
+            }
+            if c.owner == 0 && free.is_none() {
+                free = Some(i);
+                if owner == 0 {
+                    break;
+                }
+            }
+        }
+        if let Some(i) = free {
+            return Take::Idle(self.idle.remove(i));
+        }
+        if self.idle.is_empty() || self.sockets.len() + self.opening < size {
+            self.opening += 1;
+            return Take::Open;
+        }
+        Take::Idle(self.idle.remove(0))
+    }
+
+    fn take_for_login(&mut self, size: usize) -> Take {
+        if let Some(i) = self.idle.iter().rposition(|c| c.owner == 0 && c.told == 0) {
+            return Take::Idle(self.idle.remove(i));
+        }
+        if self.idle.is_empty() || self.sockets.len() + self.opening < size {
+            self.opening += 1;
+            return Take::Open;
+        }
+        let oldest = self
+            .idle
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.owner == 0)
+            .min_by_key(|(_, c)| c.told)
+            .map_or(0, |(i, _)| i);
+        Take::Idle(self.idle.remove(oldest))
+    }
+}
+
+/// A connection being opened; holds its place in the pool's count until it is registered.
+pub(super) struct Opening(pub(super) Arc<Mutex<Conns>>);
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.0.lock() {
+            c.opening -= 1;
+        }
+    }
+}
+
+/// Registration of an open connection's socket; removed when the connection is dropped.
+pub struct SocketGuard {
+    pub(super) conns: Arc<Mutex<Conns>>,
+    pub(super) fd: RawFd,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.conns.lock() {
+            c.sockets.remove(&self.fd);
+        }
+    }
+}

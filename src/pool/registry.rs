@@ -1,0 +1,296 @@
+//! Every pool, by (backend, user, database): created on first use, reconfigured on reload,
+//! severed, closed and reported on as a whole.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{holders, ConnectParams, Pool, PoolKey, Tuning};
+use crate::metrics::Metrics;
+
+/// All pools.
+pub struct Pools {
+    map: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    /// Roles looked up with `[auth_query]`, as their latest login left them (the credential
+    /// the servers take for them changes with their password).
+    looked_up: RwLock<HashMap<String, Arc<crate::config::User>>>,
+    metrics: Arc<Metrics>,
+    /// Which client each server process serves (notifications name the notifier's pid).
+    pub holders: holders::Holders,
+}
+
+/// What a pool needs from config to be created.
+pub struct PoolSpec<'a> {
+    pub backend_index: usize,
+    pub backend_name: &'a Arc<str>,
+    pub address: &'a str,
+    pub user: &'a crate::config::User,
+    pub database: &'a str,
+    pub config: &'a crate::config::Loaded,
+}
+
+impl Pools {
+    /// An empty set of pools.
+    pub fn new(metrics: Arc<Metrics>) -> Pools {
+        Pools {
+            map: RwLock::new(HashMap::new()),
+            looked_up: RwLock::new(HashMap::new()),
+            metrics,
+            holders: holders::Holders::default(),
+        }
+    }
+
+    /// The pool for a (backend, user, database), created on first use.
+    pub fn get(&self, spec: PoolSpec<'_>) -> Arc<Pool> {
+        let key = PoolKey {
+            backend: spec.backend_name.clone(),
+            address: spec.address.to_owned(),
+            user: spec.user.name.clone(),
+            database: spec.database.to_owned(),
+        };
+        if let Some(p) = self.map.read().expect("pools").get(&key) {
+            return p.clone();
+        }
+        let mut map = self.map.write().expect("pools");
+        map.entry(key.clone())
+            .or_insert_with(|| {
+                let c = &spec.config.config;
+                // The user as now configured (the session's record is from its login, before
+                // any reload that changed its server password or pool size), or as the latest
+                // login of a looked-up role left it.
+                let latest = self.user_now(&spec.user.name, spec.config);
+                let user = latest.as_deref().unwrap_or(spec.user);
+                let connect = connect_params(spec.address, user, spec.database, spec.config);
+                Arc::new(Pool::new(
+                    key,
+                    spec.backend_index,
+                    connect,
+                    user.pool_size(&c.pool),
+                    Tuning::from(&c.pool),
+                    &self.metrics,
+                ))
+            })
+            .clone()
+    }
+
+    /// A user as it is now: configured, or looked up (while `[auth_query]` is on and no
+    /// `[[users]]` entry has the name).
+    fn user_now(
+        &self,
+        name: &str,
+        config: &crate::config::Loaded,
+    ) -> Option<Arc<crate::config::User>> {
+        if let Some(u) = config.users.get(name) {
+            return Some(u.clone());
+        }
+        config.config.auth_query.as_ref()?;
+        self.looked_up.read().expect("looked up").get(name).cloned()
+    }
+
+    /// Records what a looked-up role's login proved: its pools log in to the servers with it
+    /// from now on (a client that logs in after its password changed brings the new one).
+    pub fn learn(&self, user: Arc<crate::config::User>) {
+        let name = user.name.clone();
+        let same = |known: &HashMap<String, Arc<crate::config::User>>| {
+            known.get(&name).is_some_and(|u| u.server == user.server)
+        };
+        // The same password logs in with the same keys: most logins change nothing.
+        if same(&self.looked_up.read().expect("looked up")) {
+            return;
+        }
+        let mut known = self.looked_up.write().expect("looked up");
+        if same(&known) {
+            return;
+        }
+        known.insert(name.clone(), user.clone());
+        drop(known);
+        for pool in self.map.read().expect("pools").values() {
+            if pool.key.user == name {
+                pool.connect.lock().expect("connect").credential = user.server.clone();
+            }
+        }
+    }
+
+    /// Applies a new configuration: resizes pools, updates credentials and timeouts, retires
+    /// pools whose backend or user is gone.
+    pub fn reconfigure(&self, config: &crate::config::Loaded) {
+        if config.config.auth_query.is_none() {
+            self.looked_up.write().expect("looked up").clear();
+        } else {
+            // A role now in [[users]] logs in as configured.
+            self.looked_up
+                .write()
+                .expect("looked up")
+                .retain(|name, _| !config.users.contains_key(name));
+        }
+        let mut map = self.map.write().expect("pools");
+        map.retain(|key, pool| {
+            let backend_ok = config.config.backends.iter().any(|b| {
+                b.name.get_ref().as_str() == &*key.backend && b.address.get_ref() == &key.address
+            });
+            let user = self.user_now(&key.user, config);
+            let Some(user) = user.filter(|_| backend_ok) else {
+                pool.retire();
+                return false;
+            };
+            pool.resize(user.pool_size(&config.config.pool));
+            *pool.tuning.lock().expect("tuning") = Tuning::from(&config.config.pool);
+            *pool.connect.lock().expect("connect") =
+                connect_params(&key.address, &user, &key.database, config);
+            true
+        });
+    }
+
+    /// Runs maintenance every second until `stop`.
+    pub async fn maintain_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let pools: Vec<_> = self.map.read().expect("pools").values().cloned().collect();
+            for p in pools {
+                p.maintain().await;
+            }
+        }
+    }
+
+    /// Fails in-flight requests on every pool of a backend the monitor declared down.
+    pub fn sever_backend(&self, backend: &str) {
+        let pools: Vec<_> = self
+            .map
+            .read()
+            .expect("pools")
+            .values()
+            .filter(|p| &*p.key.backend == backend)
+            .cloned()
+            .collect();
+        for p in pools {
+            p.sever();
+        }
+    }
+
+    /// Closes the connections to `database` on every backend, idle ones at once, ones in use
+    /// (a departed client's, finishing the proxy's own query) when checked in (before a client
+    /// drops it: PostgreSQL refuses `DROP DATABASE` while others stay connected to it).
+    /// Returns the pools touched.
+    pub fn close_for_database(&self, database: &str) -> usize {
+        self.close_open_where(|k| k.database == database)
+    }
+
+    /// Closes every connection open now, idle ones at once, ones in use when released (the
+    /// admin console's `RECONNECT`: new server sessions pick up changed role or database
+    /// settings, a new server certificate, a restarted extension). Returns the pools touched.
+    pub fn reconnect(&self) -> usize {
+        self.close_open_where(|_| true)
+    }
+
+    fn close_open_where(&self, which: impl Fn(&PoolKey) -> bool) -> usize {
+        let pools: Vec<_> = self
+            .map
+            .read()
+            .expect("pools")
+            .values()
+            .filter(|p| which(&p.key))
+            .cloned()
+            .collect();
+        for p in &pools {
+            p.close_open();
+        }
+        pools.len()
+    }
+
+    /// The connections marked to close when released (see [`Pool::marked_open`]) that are
+    /// still open, in every pool or in `database`'s.
+    pub fn marked_open(&self, database: Option<&str>) -> usize {
+        self.map
+            .read()
+            .expect("pools")
+            .values()
+            .filter(|p| database.is_none_or(|db| p.key.database == db))
+            .map(|p| p.marked_open())
+            .sum()
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub fn close_idle(&self) {
+        for p in self.map.read().expect("pools").values() {
+            p.retire();
+        }
+    }
+
+    /// A snapshot of every pool, ordered by key (for `/status` and the admin console).
+    pub fn stats(&self) -> Vec<PoolStats> {
+        let mut out: Vec<PoolStats> = self
+            .map
+            .read()
+            .expect("pools")
+            .values()
+            .map(|p| {
+                let waiting = p.permits.waiting();
+                // One consistent snapshot (permits alone double-count a connection that is
+                // being checked in or out).
+                let c = p.conns.lock().expect("conns");
+                PoolStats {
+                    key: p.key.clone(),
+                    size: p.size.load(Ordering::Relaxed),
+                    idle: c
+                        .idle
+                        .iter()
+                        .map(|x| (x.pid, x.created, x.idle_since))
+                        .collect(),
+                    in_use: c.sockets.len() - c.idle.len(),
+                    opening: c.opening,
+                    waiting,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.key.backend, &a.key.user, &a.key.database).cmp(&(
+                &b.key.backend,
+                &b.key.user,
+                &b.key.database,
+            ))
+        });
+        out
+    }
+}
+
+/// One pool at one moment.
+pub struct PoolStats {
+    /// Its identity.
+    pub key: PoolKey,
+    /// Its size limit.
+    pub size: usize,
+    /// Its idle connections: (server process id, opened, idle since), [`clock`] milliseconds.
+    pub idle: Vec<(i32, u64, u64)>,
+    /// Connections checked out.
+    pub in_use: usize,
+    /// Connections being opened.
+    pub opening: usize,
+    /// Checkouts waiting for a connection.
+    pub waiting: usize,
+}
+
+fn connect_params(
+    address: &str,
+    user: &crate::config::User,
+    database: &str,
+    config: &crate::config::Loaded,
+) -> ConnectParams {
+    let pool = &config.config.pool;
+    ConnectParams {
+        address: address.to_owned(),
+        user: user.name.clone(),
+        credential: user.server.clone(),
+        database: database.to_owned(),
+        timeout: pool.connect_timeout,
+        keepalive: pool.tcp_keepalive,
+        tls: config.server_tls.clone(),
+        derived: Default::default(),
+    }
+}
