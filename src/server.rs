@@ -134,7 +134,7 @@ impl Server {
             if app.metrics.clients.get() as usize >= c.config.max_client_connections
                 || tracker.len() >= c.config.max_client_connections * 2
             {
-                tokio::spawn(turn_away(app.clone(), stream));
+                tokio::spawn(crate::session::turn_away(app.clone(), stream));
                 continue;
             }
             tracker.spawn(crate::session::run(app.clone(), stream, peer));
@@ -157,22 +157,6 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
         app.pools.close_idle();
         tracing::info!("shutdown complete");
-    }
-}
-
-/// Answers a connection past `max_client_connections` with FATAL 53300, after reading its
-/// first packet: a cancel request is placed instead, as PostgreSQL places one when it has no
-/// room for more clients (when cancelling a query matters most).
-async fn turn_away(app: Arc<App>, mut stream: tokio::net::TcpStream) {
-    match crate::net::read_initial(&mut stream, Duration::from_secs(1)).await {
-        Some(crate::protocol::startup::Initial::Cancel { pid, secret }) => {
-            crate::session::cancel::place(&app, pid, secret).await;
-        }
-        _ => {
-            app.metrics.rejected("max_clients");
-            app.metrics.error("53300");
-            refuse(stream, "53300", "sorry, too many clients already").await;
-        }
     }
 }
 

@@ -430,6 +430,87 @@ async fn require_mode_refuses_plain_clients_and_survives_bad_handshakes() {
     assert!(refused >= 2.0, "plain clients refused: {refused}");
 }
 
+/// Past `max_client_connections`, a TLS client is refused over TLS (after its startup packet,
+/// as PostgreSQL refuses one past `max_connections`), and a cancel request sent over TLS is
+/// placed, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_proxy_refuses_and_cancels_over_tls() {
+    let files = client_side();
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_top: "max_client_connections = 1\n".into(),
+        extra_tables: tls_table(&files.cert, &files.key, "allow"),
+        ..Default::default()
+    });
+    let client = tls_client(&proxy, &files.pki).await;
+    let rejected = "switchyard_client_rejected_total{reason=\"max_clients\"}";
+
+    // A second TLS client: its handshake completes and its login gets FATAL 53300 as an
+    // ErrorResponse (an error in answer to its SSLRequest would not be one).
+    let mut cfg: tokio_postgres::Config = proxy
+        .conn_string(APP_USER, APP_PASSWORD, APP_DB)
+        .parse()
+        .expect("conn string");
+    cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(files.pki.client_config());
+    let e = tokio::time::timeout(Duration::from_secs(20), cfg.connect(tls))
+        .await
+        .expect("a refusal, not a hang")
+        .err()
+        .expect("a TLS client past max_client_connections was admitted");
+    let dbe = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("expected an ErrorResponse over TLS, got {e:?}"));
+    assert_eq!((dbe.code().code(), dbe.severity()), ("53300", "FATAL"));
+    let r = psql(&proxy, "require", None, "select 1");
+    assert!(
+        r.code == Some(2) && r.stderr.contains("too many clients"),
+        "{}",
+        r.describe("psql sslmode=require past the limit")
+    );
+    proxy
+        .wait_metric(rejected, 2.0, Duration::from_secs(20))
+        .await;
+    let handshakes = "switchyard_tls_handshakes_total{result=\"ok\",side=\"client\"}";
+    let handshakes_before = proxy.metric(handshakes).await;
+
+    // The admitted client's query, cancelled over TLS while the proxy is full.
+    let token = client.cancel_token();
+    let query = client.simple_query("SELECT pg_sleep(30)");
+    let cancel = async {
+        loop {
+            // Until the query runs: a cancel before that has nothing to cancel.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(files.pki.client_config());
+            token
+                .cancel_query(tls)
+                .await
+                .expect("sending a cancel request over TLS past the limit");
+        }
+    };
+    let r = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::select! {
+            r = query => r,
+            _ = cancel => unreachable!(),
+        }
+    })
+    .await
+    .expect("the query is cancelled within seconds");
+    let e = r.expect_err("the sleep was cancelled");
+    assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    let after = proxy.metric(handshakes).await;
+    assert!(
+        after > handshakes_before,
+        "the cancel request came over TLS: {handshakes_before} -> {after}"
+    );
+    assert_eq!(
+        proxy.metric(rejected).await,
+        2.0,
+        "a cancel request is not a refused client"
+    );
+    let v: i32 = client.query_one("select 8", &[]).await.unwrap().get(0);
+    assert_eq!(v, 8);
+}
+
 /// Whether the proxy's connection (the one running this query) is encrypted, as the server
 /// sees it.
 /// A PostgreSQL with `ssl = on` (no replicas), its certificate for 127.0.0.1 signed by `pki`.

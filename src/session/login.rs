@@ -69,22 +69,7 @@ pub async fn read_startup(
                 }
             }
             Ok(Initial::Cancel { pid, secret }) => return Ok(First::Cancel { pid, secret }),
-            Ok(Initial::Startup(s)) => {
-                let required = app
-                    .config
-                    .load()
-                    .tls
-                    .as_ref()
-                    .is_some_and(|t| t.mode == ClientTlsMode::Require);
-                if required && !stream.is_tls() {
-                    app.metrics.rejected("no_tls");
-                    return Err(Fatal::new(
-                        "28000",
-                        "this server accepts only encrypted connections (SSL off): connect with sslmode=require",
-                    ));
-                }
-                return Ok(First::Startup(s, peer));
-            }
+            Ok(Initial::Startup(s)) => return Ok(First::Startup(s, peer)),
             Err(startup::StartupError::UnsupportedProtocol(major, minor)) => {
                 return Err(Fatal::new(
                     "0A000",
@@ -96,6 +81,24 @@ pub async fn read_startup(
             Err(e) => return Err(Fatal::protocol(e.to_string())),
         }
     }
+}
+
+/// Refuses a plain-text login when `[tls] mode = "require"`.
+pub fn check_encrypted(app: &App, stream: &Stream) -> Result<(), Fatal> {
+    let required = app
+        .config
+        .load()
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.mode == ClientTlsMode::Require);
+    if required && !stream.is_tls() {
+        app.metrics.rejected("no_tls");
+        return Err(Fatal::new(
+            "28000",
+            "this server accepts only encrypted connections (SSL off): connect with sslmode=require",
+        ));
+    }
+    Ok(())
 }
 
 /// Answers an SSLRequest with `S` and runs the handshake: `stream` is TLS from here on.

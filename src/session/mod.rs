@@ -74,6 +74,42 @@ impl Fatal {
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// Runs one client connection to completion.
+/// Answers a connection past `max_client_connections` with FATAL 53300 once it has sent its
+/// startup packet (over TLS when it asked for it), as PostgreSQL answers one past
+/// `max_connections`. A cancel request, plain or over TLS, is placed instead: cancelling a
+/// query matters most when the proxy is full. The whole exchange gets [`TURN_AWAY_LIMIT`].
+pub async fn turn_away(app: Arc<App>, tcp: TcpStream) {
+    let mut stream = Stream::Plain(tcp);
+    let mut buf = BytesMut::new();
+    let first = tokio::time::timeout(
+        TURN_AWAY_LIMIT,
+        login::read_startup(&app, &mut stream, &mut buf),
+    )
+    .await;
+    if let Ok(Ok(login::First::Cancel { pid, secret })) = first {
+        cancel::place(&app, pid, secret).await;
+        return;
+    }
+    app.metrics.rejected("max_clients");
+    app.metrics.error("53300");
+    let mut out = BytesMut::new();
+    encode::error(
+        &mut out,
+        "FATAL",
+        "53300",
+        "sorry, too many clients already",
+    );
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        crate::net::send_all(&mut stream, &out),
+    )
+    .await;
+}
+
+/// How long a connection past `max_client_connections` gets to say what it wants (its TLS
+/// handshake included) before it is refused.
+const TURN_AWAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn run(app: Arc<App>, tcp: TcpStream, peer: std::net::SocketAddr) {
     let mut stream = Stream::Plain(tcp);
     use tracing::Instrument;
@@ -176,10 +212,12 @@ async fn start(
     let login = tokio::time::timeout(deadline, async {
         match login::read_startup(&app, stream, &mut buf).await? {
             login::First::Cancel { pid, secret } => Ok(Err((pid, secret))),
-            login::First::Startup(s, peer) => Ok(Ok(login::authenticate(
-                &app, stream, &mut buf, &s, peer,
-            )
-            .await?)),
+            login::First::Startup(s, peer) => {
+                login::check_encrypted(&app, stream)?;
+                Ok(Ok(
+                    login::authenticate(&app, stream, &mut buf, &s, peer).await?
+                ))
+            }
         }
     })
     .await
