@@ -511,6 +511,110 @@ async fn a_full_proxy_refuses_and_cancels_over_tls() {
     assert_eq!(v, 8);
 }
 
+/// A local relay that opens each connection to `target` with direct TLS, as PostgreSQL 17's
+/// `sslnegotiation=direct` does (its ClientHello first, no SSLRequest), and carries a plain
+/// client's bytes through it. Returns its address.
+async fn direct_tls_relay(target: String, config: rustls::ClientConfig) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((mut plain, _)) = listener.accept().await {
+            let (connector, target) = (connector.clone(), target.clone());
+            tokio::spawn(async move {
+                let Ok(tcp) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let Ok(mut tls) = connector.connect(name, tcp).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Direct TLS: a client that opens with its ClientHello and names `postgresql` in ALPN logs
+/// in, queries and cancels without an SSLRequest; one without that ALPN is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_clients_skip_the_ssl_request() {
+    let files = client_side();
+    // `require`: a plain session would be refused, so one that works is encrypted.
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_tables: tls_table(&files.cert, &files.key, "require"),
+        ..Default::default()
+    });
+    let handshakes = "switchyard_tls_handshakes_total{result=\"ok\",side=\"client\"}";
+    let before = proxy.metric(handshakes).await;
+    let mut config = files.pki.client_config();
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    let relay = direct_tls_relay(proxy.addr(), config).await;
+    let (host, port) = relay.rsplit_once(':').unwrap();
+    let conn_string =
+        format!("host={host} port={port} user={APP_USER} password={APP_PASSWORD} dbname={APP_DB}");
+    let (client, conn) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_postgres::connect(&conn_string, tokio_postgres::NoTls),
+    )
+    .await
+    .expect("a login, not a hang")
+    .unwrap_or_else(|e| panic!("login over direct TLS: {e:?}\n{}", proxy.log_tail(20)));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let v: i32 = client.query_one("select 6 * 7", &[]).await.unwrap().get(0);
+    assert_eq!(v, 42);
+    // Its cancel request goes the same way (the token names the relay's address).
+    let token = client.cancel_token();
+    let query = client.simple_query("SELECT pg_sleep(30)");
+    let cancel = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            token
+                .cancel_query(tokio_postgres::NoTls)
+                .await
+                .expect("a cancel request over direct TLS");
+        }
+    };
+    let r = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::select! {
+            r = query => r,
+            _ = cancel => unreachable!(),
+        }
+    })
+    .await
+    .expect("the query is cancelled within seconds");
+    let e = r.expect_err("the sleep was cancelled");
+    assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    let after = proxy.metric(handshakes).await;
+    assert!(
+        after >= before + 2.0,
+        "direct handshakes: {before} -> {after}"
+    );
+
+    // Without ALPN: the handshake completes, then the connection is closed unanswered.
+    let relay = direct_tls_relay(proxy.addr(), files.pki.client_config()).await;
+    let (host, port) = relay.rsplit_once(':').unwrap();
+    let conn_string =
+        format!("host={host} port={port} user={APP_USER} password={APP_PASSWORD} dbname={APP_DB}");
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_postgres::connect(&conn_string, tokio_postgres::NoTls),
+    )
+    .await
+    .expect("closed, not left hanging");
+    assert!(r.is_err(), "a direct TLS client without ALPN was let in");
+    let ok = wait_until(Duration::from_secs(20), || {
+        proxy.log().contains("without the ALPN protocol")
+    });
+    assert!(ok, "the refusal is logged:\n{}", proxy.log_tail(20));
+    // The session that got in is unaffected.
+    let v: i32 = client.query_one("select 7", &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+}
+
 /// Whether the proxy's connection (the one running this query) is encrypted, as the server
 /// sees it.
 /// A PostgreSQL with `ssl = on` (no replicas), its certificate for 127.0.0.1 signed by `pki`.

@@ -62,6 +62,8 @@ pub struct TlsPeer {
     pub end_point: Option<Arc<[u8]>>,
     /// The certificate the client presented, verified against `[tls] ca`.
     pub cert: Option<ClientCert>,
+    /// The client named PostgreSQL's protocol in ALPN (a direct TLS connection must).
+    pub alpn: bool,
 }
 
 impl ClientTls {
@@ -123,7 +125,8 @@ impl ClientTls {
         })
     }
 
-    /// Runs the server side of the handshake on a client that sent SSLRequest and got `S`.
+    /// Runs the server side of the handshake on a client that sent SSLRequest and got `S`, or
+    /// that began with its ClientHello (direct TLS).
     pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<(Stream, TlsPeer)> {
         let s = self.acceptor.accept(tcp).await?;
         let peer = TlsPeer {
@@ -134,6 +137,7 @@ impl ClientTls {
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| ClientCert::from_der(c)),
+            alpn: s.get_ref().1.alpn_protocol() == Some(ALPN),
         };
         Ok((
             Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(s))),

@@ -45,6 +45,20 @@ pub async fn read_startup(
     buf: &mut BytesMut,
 ) -> Result<First, Fatal> {
     let mut peer = TlsPeer::default();
+    let tls = app.config.load().tls.clone();
+    if let Some(tls) = tls.filter(|_| buf.is_empty()) {
+        if starts_tls(stream).await? {
+            // PostgreSQL 17's `sslnegotiation=direct`: the handshake at once, no SSLRequest.
+            // As PostgreSQL, only for a client that names the protocol in ALPN (so that a TLS
+            // client meant for another service cannot be mistaken for one).
+            peer = handshake(app, stream, &tls).await?;
+            if !peer.alpn {
+                return Err(Fatal::protocol_silent(
+                    "direct TLS connection without the ALPN protocol \"postgresql\"",
+                ));
+            }
+        }
+    }
     loop {
         net::fill_to(stream, buf, 4).await.map_err(Fatal::Io)?;
         let len = startup::declared_len([buf[0], buf[1], buf[2], buf[3]])
@@ -101,12 +115,29 @@ pub fn check_encrypted(app: &App, stream: &Stream) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// Whether a plain connection's first byte opens a TLS handshake record. A packet of the
+/// startup phase never starts so: its first byte is the high byte of a short length.
+async fn starts_tls(stream: &Stream) -> Result<bool, Fatal> {
+    const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+    let Stream::Plain(tcp) = stream else {
+        return Ok(false);
+    };
+    let mut first = [0u8; 1];
+    let n = tcp.peek(&mut first).await.map_err(Fatal::Io)?;
+    Ok(n == 1 && first[0] == TLS_HANDSHAKE_RECORD)
+}
+
 /// Answers an SSLRequest with `S` and runs the handshake: `stream` is TLS from here on.
 async fn start_tls(app: &App, stream: &mut Stream, tls: &ClientTls) -> Result<TlsPeer, Fatal> {
     if stream.is_tls() {
         return Err(Fatal::protocol("SSLRequest on an encrypted connection"));
     }
     net::send_all(stream, b"S").await.map_err(Fatal::Io)?;
+    handshake(app, stream, tls).await
+}
+
+/// Runs the server side of a TLS handshake on a plain connection, counting its outcome.
+async fn handshake(app: &App, stream: &mut Stream, tls: &ClientTls) -> Result<TlsPeer, Fatal> {
     let Some(tcp) = stream.take_plain() else {
         return Err(Fatal::protocol_silent(
             "connection gone before the TLS handshake",

@@ -73,7 +73,6 @@ impl Fatal {
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-/// Runs one client connection to completion.
 /// Answers a connection past `max_client_connections` with FATAL 53300 once it has sent its
 /// startup packet (over TLS when it asked for it), as PostgreSQL answers one past
 /// `max_connections`. A cancel request, plain or over TLS, is placed instead: cancelling a
@@ -110,6 +109,7 @@ pub async fn turn_away(app: Arc<App>, tcp: TcpStream) {
 /// handshake included) before it is refused.
 const TURN_AWAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Runs one client connection to completion.
 pub async fn run(app: Arc<App>, tcp: TcpStream, peer: std::net::SocketAddr) {
     let mut stream = Stream::Plain(tcp);
     use tracing::Instrument;
