@@ -44,15 +44,21 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
             continue;
         }
         sends.spawn(async move {
+            if let Some(own) = own.filter(|_| address.parse::<SocketAddr>().is_err()) {
+                if names_self(own, &address).await {
+                    return (address, None);
+                }
+            }
             let r = send_cancel(&address, pid, secret, PEER_CONNECT, PEER_LIMIT).await;
-            (address, r)
+            (address, Some(r))
         });
     }
     let mut took = 0;
     while let Some(done) = sends.join_next().await {
         match done {
-            Ok((_, Ok(()))) => took += 1,
-            Ok((peer, Err(e))) => {
+            Ok((_, None)) => {}
+            Ok((_, Some(Ok(())))) => took += 1,
+            Ok((peer, Some(Err(e)))) => {
                 tracing::warn!(%peer, error = %e, "forwarding a cancel request to a peer failed")
             }
             Err(e) => tracing::warn!(error = %e, "cancel forwarding task failed"),
@@ -61,14 +67,27 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
     took
 }
 
-/// Whether the peer at `peer` is this process, whose peering port is bound to `own`: the same
-/// address, or, bound to a wildcard (`0.0.0.0:6442`), the same port on an address of this
-/// host (binding a socket to an address succeeds only on a host that has it). A host name
-/// is never taken for this process.
+/// Whether the host name of entry `peer` resolves to this process's peering address (see
+/// [`is_self_addr`]). A name that does not resolve within [`PEER_CONNECT`] is not this
+/// process: the send to it then fails and is logged.
+async fn names_self(own: SocketAddr, peer: &str) -> bool {
+    match tokio::time::timeout(PEER_CONNECT, tokio::net::lookup_host(peer)).await {
+        Ok(Ok(mut addrs)) => addrs.any(|a| is_self_addr(own, a)),
+        _ => false,
+    }
+}
+
+/// Whether the entry `peer`, an IP address and port, is this process (see
+/// [`is_self_addr`]). A host name is not resolved here: [`forward`] resolves it.
 pub fn is_self(own: SocketAddr, peer: &str) -> bool {
-    let Ok(addr) = peer.parse::<SocketAddr>() else {
-        return false;
-    };
+    peer.parse::<SocketAddr>()
+        .is_ok_and(|addr| is_self_addr(own, addr))
+}
+
+/// Whether a peer at `addr` is this process, whose peering port is bound to `own`: the same
+/// address, or, bound to a wildcard (`0.0.0.0:6442`), the same port on an address of this
+/// host (binding a socket to an address succeeds only on a host that has it).
+fn is_self_addr(own: SocketAddr, addr: SocketAddr) -> bool {
     addr == own
         || (own.ip().is_unspecified()
             && addr.port() == own.port()
@@ -133,7 +152,7 @@ async fn place(app: &App, mut stream: TcpStream) {
 
 #[cfg(test)]
 mod tests {
-    use super::is_self;
+    use super::{is_self, names_self};
 
     #[test]
     fn a_process_knows_its_own_entry() {
@@ -153,5 +172,15 @@ mod tests {
             "TEST-NET-1: not this host's"
         );
         assert!(!is_self(wildcard, "[::1]:7001"), "another family");
+    }
+
+    #[tokio::test]
+    async fn a_host_name_entry_is_resolved() {
+        let own = "127.0.0.1:7001".parse().unwrap();
+        assert!(names_self(own, "localhost:7001").await);
+        assert!(!names_self(own, "localhost:7002").await);
+        assert!(!names_self(own, "no-such-host.invalid:7001").await);
+        let wildcard = "0.0.0.0:7001".parse().unwrap();
+        assert!(names_self(wildcard, "localhost:7001").await);
     }
 }
