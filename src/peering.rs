@@ -44,12 +44,19 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
             continue;
         }
         sends.spawn(async move {
-            if let Some(own) = own.filter(|_| address.parse::<SocketAddr>().is_err()) {
-                if names_self(own, &address).await {
-                    return (address, None);
-                }
+            if address.parse::<SocketAddr>().is_ok() {
+                let r = send_cancel(&address, pid, secret, PEER_CONNECT, PEER_LIMIT).await;
+                return (address, Some(r));
             }
-            let r = send_cancel(&address, pid, secret, PEER_CONNECT, PEER_LIMIT).await;
+            // A host name: resolved once, here, both to skip this process and to connect.
+            let addrs = match resolve(&address).await {
+                Ok(a) => a,
+                Err(e) => return (address, Some(Err(e))),
+            };
+            if own.is_some_and(|own| addrs.iter().any(|&a| is_self_addr(own, a))) {
+                return (address, None);
+            }
+            let r = send_cancel(&addrs[..], pid, secret, PEER_CONNECT, PEER_LIMIT).await;
             (address, Some(r))
         });
     }
@@ -67,14 +74,24 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
     took
 }
 
-/// Whether the host name of entry `peer` resolves to this process's peering address (see
-/// [`is_self_addr`]). A name that does not resolve within [`PEER_CONNECT`] is not this
-/// process: the send to it then fails and is logged.
-async fn names_self(own: SocketAddr, peer: &str) -> bool {
-    match tokio::time::timeout(PEER_CONNECT, tokio::net::lookup_host(peer)).await {
-        Ok(Ok(mut addrs)) => addrs.any(|a| is_self_addr(own, a)),
-        _ => false,
+/// The addresses of a `host:port` peer entry, within [`PEER_CONNECT`].
+async fn resolve(peer: &str) -> std::io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = tokio::time::timeout(PEER_CONNECT, tokio::net::lookup_host(peer))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("name not resolved within {PEER_CONNECT:?}"),
+            )
+        })??
+        .collect();
+    if addrs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the name has no address",
+        ));
     }
+    Ok(addrs)
 }
 
 /// Whether the entry `peer`, an IP address and port, is this process (see
@@ -152,7 +169,7 @@ async fn place(app: &App, mut stream: TcpStream) {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_self, names_self};
+    use super::{is_self, is_self_addr, resolve};
 
     #[test]
     fn a_process_knows_its_own_entry() {
@@ -176,11 +193,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_host_name_entry_is_resolved() {
-        let own = "127.0.0.1:7001".parse().unwrap();
-        assert!(names_self(own, "localhost:7001").await);
-        assert!(!names_self(own, "localhost:7002").await);
-        assert!(!names_self(own, "no-such-host.invalid:7001").await);
-        let wildcard = "0.0.0.0:7001".parse().unwrap();
-        assert!(names_self(wildcard, "localhost:7001").await);
+        let names_self = |own: &str, peer: &'static str| {
+            let own: std::net::SocketAddr = own.parse().unwrap();
+            async move {
+                let addrs = resolve(peer).await.expect("localhost resolves");
+                addrs.iter().any(|&a| is_self_addr(own, a))
+            }
+        };
+        assert!(names_self("127.0.0.1:7001", "localhost:7001").await);
+        assert!(!names_self("127.0.0.1:7001", "localhost:7002").await);
+        assert!(names_self("0.0.0.0:7001", "localhost:7001").await);
+        assert!(resolve("no-such-host.invalid:7001").await.is_err());
     }
 }

@@ -17,6 +17,11 @@ use crate::config::{self, Loaded};
 use crate::metrics::Metrics;
 use crate::protocol::encode;
 
+/// How many connections past `max_client_connections` may be heard out at once (each for up
+/// to a few seconds: its startup packet, a TLS handshake, a cancel request to place); past
+/// that, one is refused without reading it.
+const TURN_AWAY_SLOTS: usize = 256;
+
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -116,6 +121,7 @@ impl Server {
         tokio::spawn(signals(app.clone(), self.monitor, self.config_path.clone()));
         tracing::info!(listen = %config.listen, "switchyard accepting connections");
         let tracker = TaskTracker::new();
+        let turn_away_slots = Arc::new(tokio::sync::Semaphore::new(TURN_AWAY_SLOTS));
         loop {
             let (stream, peer) = tokio::select! {
                 r = self.listener.accept() => match r {
@@ -134,7 +140,21 @@ impl Server {
             if app.metrics.clients.get() as usize >= c.config.max_client_connections
                 || tracker.len() >= c.config.max_client_connections * 2
             {
-                tokio::spawn(crate::session::turn_away(app.clone(), stream));
+                match turn_away_slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let app = app.clone();
+                        tokio::spawn(async move {
+                            crate::session::turn_away(app, stream).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => {
+                        // A flood past the limit: no reads, no handshakes, refused at once.
+                        app.metrics.rejected("max_clients");
+                        app.metrics.error("53300");
+                        tokio::spawn(refuse(stream, "53300", "sorry, too many clients already"));
+                    }
+                }
                 continue;
             }
             tracker.spawn(crate::session::run(app.clone(), stream, peer));

@@ -430,6 +430,62 @@ async fn require_mode_refuses_plain_clients_and_survives_bad_handshakes() {
     assert!(refused >= 2.0, "plain clients refused: {refused}");
 }
 
+/// Runs `sql` (a long sleep, its text unique among the tests) on `client`, waits until the
+/// server shows it running, then cancels it with `cancel`, once (again only should it still
+/// run 10 s later): a cancel sent in a loop could outlive the query and hit the next one.
+/// Returns the client and the query's error.
+async fn cancel_running<F, Fut>(
+    client: tokio_postgres::Client,
+    sql: &'static str,
+    cancel: F,
+) -> (tokio_postgres::Client, tokio_postgres::Error)
+where
+    F: Fn(tokio_postgres::CancelToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    let token = client.cancel_token();
+    let query = tokio::spawn(async move {
+        let r = client.simple_query(sql).await;
+        (client, r)
+    });
+    let seen =
+        format!("select count(*) from pg_stat_activity where state = 'active' and pid <> pg_backend_pid() and strpos(query, '{sql}') > 0");
+    let running = tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(20), || {
+            // On whichever server runs it (a read may go to a replica).
+            shared_cluster()
+                .nodes()
+                .iter()
+                .any(|n| n.psql(&seen).is_ok_and(|n| n == "1"))
+        })
+    })
+    .await
+    .unwrap();
+    assert!(running, "{sql} never showed as running");
+    let cancelled = async {
+        loop {
+            cancel(token.clone())
+                .await
+                .expect("sending the cancel request");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    };
+    let done = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::select! {
+            r = query => r.unwrap(),
+            _ = cancelled => unreachable!(),
+        }
+    })
+    .await
+    .expect("the query is cancelled within seconds");
+    let (client, r) = done;
+    let e = match r {
+        Ok(_) => panic!("{sql} completed: the cancel request did not reach it"),
+        Err(e) => e,
+    };
+    (client, e)
+}
+
 /// Past `max_client_connections`, a TLS client is refused over TLS (after its startup packet,
 /// as PostgreSQL refuses one past `max_connections`), and a cancel request sent over TLS is
 /// placed, not refused.
@@ -474,28 +530,12 @@ async fn a_full_proxy_refuses_and_cancels_over_tls() {
     let handshakes_before = proxy.metric(handshakes).await;
 
     // The admitted client's query, cancelled over TLS while the proxy is full.
-    let token = client.cancel_token();
-    let query = client.simple_query("SELECT pg_sleep(30)");
-    let cancel = async {
-        loop {
-            // Until the query runs: a cancel before that has nothing to cancel.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(files.pki.client_config());
-            token
-                .cancel_query(tls)
-                .await
-                .expect("sending a cancel request over TLS past the limit");
-        }
-    };
-    let r = tokio::time::timeout(Duration::from_secs(20), async {
-        tokio::select! {
-            r = query => r,
-            _ = cancel => unreachable!(),
-        }
+    let config = files.pki.client_config();
+    let (client, e) = cancel_running(client, "SELECT pg_sleep(30.1)", |token| {
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config.clone());
+        async move { token.cancel_query(tls).await }
     })
-    .await
-    .expect("the query is cancelled within seconds");
-    let e = r.expect_err("the sleep was cancelled");
+    .await;
     assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
     let after = proxy.metric(handshakes).await;
     assert!(
@@ -567,26 +607,10 @@ async fn direct_tls_clients_skip_the_ssl_request() {
     let v: i32 = client.query_one("select 6 * 7", &[]).await.unwrap().get(0);
     assert_eq!(v, 42);
     // Its cancel request goes the same way (the token names the relay's address).
-    let token = client.cancel_token();
-    let query = client.simple_query("SELECT pg_sleep(30)");
-    let cancel = async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            token
-                .cancel_query(tokio_postgres::NoTls)
-                .await
-                .expect("a cancel request over direct TLS");
-        }
-    };
-    let r = tokio::time::timeout(Duration::from_secs(20), async {
-        tokio::select! {
-            r = query => r,
-            _ = cancel => unreachable!(),
-        }
+    let (client, e) = cancel_running(client, "SELECT pg_sleep(30.2)", |token| async move {
+        token.cancel_query(tokio_postgres::NoTls).await
     })
-    .await
-    .expect("the query is cancelled within seconds");
-    let e = r.expect_err("the sleep was cancelled");
+    .await;
     assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
     let after = proxy.metric(handshakes).await;
     assert!(
@@ -610,6 +634,33 @@ async fn direct_tls_clients_skip_the_ssl_request() {
         proxy.log().contains("without the ALPN protocol")
     });
     assert!(ok, "the refusal is logged:\n{}", proxy.log_tail(20));
+    proxy
+        .wait_metric(
+            "switchyard_client_rejected_total{reason=\"no_alpn\"}",
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+
+    // Inside a TLS session, encryption is no longer negotiable: an SSLRequest is a protocol
+    // violation and a GSSENCRequest an unknown protocol version, as PostgreSQL answers them.
+    let mut config = files.pki.client_config();
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    let relay = direct_tls_relay(proxy.addr(), config).await;
+    for (request, code) in [
+        (support::raw::ssl_request(), "08P01"),
+        (support::raw::gssenc_request(), "0A000"),
+    ] {
+        let mut raw = support::raw::Raw::connect(&relay).await;
+        raw.send(&request).await.unwrap();
+        let f = raw.frame().await;
+        assert!(f.is_error(), "{f:?}");
+        assert_eq!(
+            (f.code().as_str(), f.severity().as_str()),
+            (code, "FATAL"),
+            "{f:?}"
+        );
+    }
     // The session that got in is unaffected.
     let v: i32 = client.query_one("select 7", &[]).await.unwrap().get(0);
     assert_eq!(v, 7);

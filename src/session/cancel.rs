@@ -359,7 +359,7 @@ pub const SERVER_LIMIT: Duration = Duration::from_secs(5);
 /// switchyard peer once it has placed the request. Fails after `connect` without a
 /// connection, or `limit` in all.
 pub async fn send_cancel(
-    address: &str,
+    address: impl tokio::net::ToSocketAddrs,
     pid: i32,
     secret: i32,
     connect: Duration,

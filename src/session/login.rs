@@ -53,6 +53,7 @@ pub async fn read_startup(
             // client meant for another service cannot be mistaken for one).
             peer = handshake(app, stream, &tls).await?;
             if !peer.alpn {
+                app.metrics.rejected("no_alpn");
                 return Err(Fatal::protocol_silent(
                     "direct TLS connection without the ALPN protocol \"postgresql\"",
                 ));
@@ -66,6 +67,14 @@ pub async fn read_startup(
         net::fill_to(stream, buf, len).await.map_err(Fatal::Io)?;
         let packet = buf.split_to(len);
         match startup::parse(&packet) {
+            Ok(Initial::GssEncRequest) if stream.is_tls() => {
+                // As PostgreSQL: once TLS is up, GSS encryption is no longer negotiable and
+                // the request is read as a startup packet of an unknown protocol version.
+                return Err(Fatal::new(
+                    "0A000",
+                    "unsupported frontend protocol 1234.5680: server supports 3.0 to 3.0",
+                ));
+            }
             Ok(kind @ (Initial::SslRequest | Initial::GssEncRequest)) => {
                 if !buf.is_empty() {
                     // Data pipelined after an encryption request would be a downgrade attack

@@ -85,9 +85,19 @@ pub async fn turn_away(app: Arc<App>, tcp: TcpStream) {
         login::read_startup(&app, &mut stream, &mut buf),
     )
     .await;
-    if let Ok(Ok(login::First::Cancel { pid, secret })) = first {
-        cancel::place(&app, pid, secret).await;
-        return;
+    match first {
+        Ok(Ok(login::First::Cancel { pid, secret })) => {
+            cancel::place(&app, pid, secret).await;
+            return;
+        }
+        Ok(Err(Fatal::Silent(why))) => {
+            // A failed handshake, a TLS client of another protocol: closed unanswered, as
+            // when there is room.
+            tracing::info!("connection past max_client_connections closed: {why}");
+            return;
+        }
+        Ok(Err(Fatal::Io(_))) => return,
+        _ => {}
     }
     app.metrics.rejected("max_clients");
     app.metrics.error("53300");
@@ -107,7 +117,7 @@ pub async fn turn_away(app: Arc<App>, tcp: TcpStream) {
 
 /// How long a connection past `max_client_connections` gets to say what it wants (its TLS
 /// handshake included) before it is refused.
-const TURN_AWAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+const TURN_AWAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs one client connection to completion.
 pub async fn run(app: Arc<App>, tcp: TcpStream, peer: std::net::SocketAddr) {
