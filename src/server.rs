@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
@@ -180,10 +179,19 @@ impl Server {
     }
 }
 
-pub(crate) async fn refuse(mut stream: tokio::net::TcpStream, code: &str, message: &str) {
+/// Sends a connection FATAL `code` (plain or TLS, whatever `stream` is), giving it a second.
+pub(crate) async fn refuse<W: tokio::io::AsyncWrite + Unpin>(
+    mut stream: W,
+    code: &str,
+    message: &str,
+) {
     let mut out = BytesMut::new();
     encode::error(&mut out, "FATAL", code, message);
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        crate::net::send_all(&mut stream, &out),
+    )
+    .await;
 }
 
 /// Signal handling: SIGTERM/SIGINT start shutdown; SIGHUP reloads.

@@ -101,18 +101,7 @@ pub async fn turn_away(app: Arc<App>, tcp: TcpStream) {
     }
     app.metrics.rejected("max_clients");
     app.metrics.error("53300");
-    let mut out = BytesMut::new();
-    encode::error(
-        &mut out,
-        "FATAL",
-        "53300",
-        "sorry, too many clients already",
-    );
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        crate::net::send_all(&mut stream, &out),
-    )
-    .await;
+    crate::server::refuse(&mut stream, "53300", "sorry, too many clients already").await;
 }
 
 /// How long a connection past `max_client_connections` gets to say what it wants (its TLS
