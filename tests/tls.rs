@@ -591,16 +591,22 @@ async fn direct_tls_clients_skip_the_ssl_request() {
     let mut config = files.pki.client_config();
     config.alpn_protocols = vec![b"postgresql".to_vec()];
     let relay = direct_tls_relay(proxy.addr(), config).await;
-    let (host, port) = relay.rsplit_once(':').unwrap();
-    let conn_string =
-        format!("host={host} port={port} user={APP_USER} password={APP_PASSWORD} dbname={APP_DB}");
-    let (client, conn) = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio_postgres::connect(&conn_string, tokio_postgres::NoTls),
-    )
-    .await
-    .expect("a login, not a hang")
-    .unwrap_or_else(|e| panic!("login over direct TLS: {e:?}\n{}", proxy.log_tail(20)));
+    // A plain tokio-postgres login through a relay, bounded.
+    let login = |relay: String| async move {
+        let (host, port) = relay.rsplit_once(':').unwrap();
+        let conn_string = format!(
+            "host={host} port={port} user={APP_USER} password={APP_PASSWORD} dbname={APP_DB}"
+        );
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio_postgres::connect(&conn_string, tokio_postgres::NoTls),
+        )
+        .await
+        .expect("a login or a refusal, not a hang")
+    };
+    let (client, conn) = login(relay.clone())
+        .await
+        .unwrap_or_else(|e| panic!("login over direct TLS: {e:?}\n{}", proxy.log_tail(20)));
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -619,16 +625,8 @@ async fn direct_tls_clients_skip_the_ssl_request() {
     );
 
     // Without ALPN: the handshake completes, then the connection is closed unanswered.
-    let relay = direct_tls_relay(proxy.addr(), files.pki.client_config()).await;
-    let (host, port) = relay.rsplit_once(':').unwrap();
-    let conn_string =
-        format!("host={host} port={port} user={APP_USER} password={APP_PASSWORD} dbname={APP_DB}");
-    let r = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio_postgres::connect(&conn_string, tokio_postgres::NoTls),
-    )
-    .await
-    .expect("closed, not left hanging");
+    let no_alpn = direct_tls_relay(proxy.addr(), files.pki.client_config()).await;
+    let r = login(no_alpn).await;
     assert!(r.is_err(), "a direct TLS client without ALPN was let in");
     let ok = wait_until(Duration::from_secs(20), || {
         proxy.log().contains("without the ALPN protocol")
@@ -644,9 +642,6 @@ async fn direct_tls_clients_skip_the_ssl_request() {
 
     // Inside a TLS session, encryption is no longer negotiable: an SSLRequest is a protocol
     // violation and a GSSENCRequest an unknown protocol version, as PostgreSQL answers them.
-    let mut config = files.pki.client_config();
-    config.alpn_protocols = vec![b"postgresql".to_vec()];
-    let relay = direct_tls_relay(proxy.addr(), config).await;
     for (request, code) in [
         (support::raw::ssl_request(), "08P01"),
         (support::raw::gssenc_request(), "0A000"),
