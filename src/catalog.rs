@@ -70,6 +70,12 @@ impl Catalogs {
     /// Database `db`'s functions (an empty list, to be read, the first time).
     pub fn of(&self, db: &str) -> Arc<DbFunctions> {
         let mut dbs = self.dbs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = dbs.get(db) {
+            return f.clone();
+        }
+        // Any name a client gives gets an entry: those of databases never read (that do not
+        // exist, or whose clients the servers refused) go when nobody holds them any more.
+        dbs.retain(|_, f| Arc::strong_count(f) > 1 || f.read_at.load(Ordering::Relaxed) != 0);
         dbs.entry(db.to_owned()).or_default().clone()
     }
 }
@@ -89,6 +95,30 @@ pub struct Function {
     pub calls: Vec<String>,
     /// Its OID (0 when not read from the catalog).
     pub oid: u32,
+}
+
+impl Function {
+    /// Adds what another definition under the same name does (an application that redefines
+    /// a function again and again keeps one entry).
+    fn merge(&mut self, other: Function) {
+        self.state |= other.state;
+        if let Some(names) = other.settings {
+            let mine = self.settings.get_or_insert_with(Vec::new);
+            for n in names {
+                if !mine.contains(&n) {
+                    mine.push(n);
+                }
+            }
+        }
+        for c in other.calls {
+            if !self.calls.contains(&c) {
+                self.calls.push(c);
+            }
+        }
+        if other.oid != 0 {
+            self.oid = other.oid;
+        }
+    }
 }
 
 /// What calls of the database's functions in a statement may do to the session.
@@ -164,8 +194,17 @@ impl Known {
             self.by_oid.insert(f.oid, f.name.as_str().into());
         }
         if !f.calls.is_empty() {
-            let calls = f.calls.iter().map(|c| c.as_str().into()).collect();
-            self.callers.push((f.name.as_str().into(), calls));
+            let calls = f.calls.iter().map(|c| Box::<str>::from(c.as_str()));
+            match self.callers.iter_mut().find(|(n, _)| **n == *f.name) {
+                Some((_, known)) => {
+                    for c in calls {
+                        if !known.contains(&c) {
+                            known.push(c);
+                        }
+                    }
+                }
+                None => self.callers.push((f.name.as_str().into(), calls.collect())),
+            }
         }
         if f.settings.is_none() && !f.state {
             return;
@@ -217,7 +256,8 @@ pub struct DbFunctions {
     /// a cache of what a statement's calls do can tell a new list from an old one).
     generation: AtomicU64,
     /// Functions `CREATE FUNCTION`s through switchyard made volatile: kept across reads of the
-    /// catalog (one may have begun before such a function was committed), never dropped.
+    /// catalog (one may have begun before such a function was committed), never dropped; one
+    /// entry per name, what each definition under it did merged.
     created: Mutex<Vec<Function>>,
     /// The statement registry's schema epoch + 1 when the list was last read (0: never).
     read_epoch: AtomicU64,
@@ -301,7 +341,12 @@ impl DbFunctions {
         let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
         let mut known = Known::clone(&self.known.load());
         known.add_all(&functions);
-        created.extend(functions);
+        for f in functions {
+            match created.iter_mut().find(|c| c.name == f.name) {
+                Some(c) => c.merge(f),
+                None => created.push(f),
+            }
+        }
         self.publish(known);
     }
 

@@ -365,6 +365,25 @@ impl Default for Metrics {
     }
 }
 
+/// A logged-in client, counted in `switchyard_clients` for as long as this lives: a session
+/// that ends in any way (a panic included) uncounts itself, so the count that admission
+/// compares with `max_client_connections` cannot drift upwards.
+pub struct CountedClient(IntGauge);
+
+impl CountedClient {
+    /// Counts one more client in `clients`.
+    pub fn new(clients: &IntGauge) -> CountedClient {
+        clients.inc();
+        CountedClient(clients.clone())
+    }
+}
+
+impl Drop for CountedClient {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,11 +138,26 @@ pub struct Scopes {
     pub session: Watermark,
     pub user: Arc<Watermark>,
     pub global: Arc<Watermark>,
-    /// The cluster's epoch when the last commit was reported (its position is read there).
-    pub commit_epoch: Epoch,
+    /// The cluster's epoch when the pending commit was reported (its position is read there).
+    commit_epoch: Epoch,
+    /// A commit was reported to the client and its position is not known yet: counted once
+    /// in each watermark, however many commits it stands for, until [`Scopes::end_commit`]
+    /// (or the session's end) uncounts it.
+    pending: bool,
 }
 
 impl Scopes {
+    /// A session's watermarks: its own, and the shared ones of its user and of the proxy.
+    pub fn new(ryw: &Ryw, user: &str) -> Scopes {
+        Scopes {
+            session: Watermark::default(),
+            user: ryw.user(user),
+            global: ryw.global(),
+            commit_epoch: Epoch::default(),
+            pending: false,
+        }
+    }
+
     /// The watermark that governs reads under `scope`.
     pub fn for_reads(&self, scope: RywScope) -> &Watermark {
         match scope {
@@ -152,20 +167,41 @@ impl Scopes {
         }
     }
 
-    /// A commit was reported to the client, with the cluster on `epoch`.
+    /// A commit was reported to the client, with the cluster on `epoch`. While an earlier
+    /// one's position is still unknown, this one joins it: the position read back for them
+    /// is read after both.
     pub fn begin_commit(&mut self, epoch: Epoch) {
+        if std::mem::replace(&mut self.pending, true) {
+            return;
+        }
         self.commit_epoch = epoch;
         self.session.begin_commit();
         self.user.begin_commit();
         self.global.begin_commit();
     }
 
-    /// The commit position is known (or lost).
-    pub fn end_commit(&self, lsn: Option<u64>) {
+    /// Whether a commit's position is waited for.
+    pub fn commit_pending(&self) -> bool {
+        self.pending
+    }
+
+    /// The pending commit's position is known, or `None`: lost (nothing pending: no-op).
+    pub fn end_commit(&mut self, lsn: Option<u64>) {
+        if !std::mem::take(&mut self.pending) {
+            return;
+        }
         let epoch = self.commit_epoch;
         self.session.end_commit(lsn, epoch);
         self.user.end_commit(lsn, epoch);
         self.global.end_commit(lsn, epoch);
+    }
+}
+
+impl Drop for Scopes {
+    /// A session that ends (or whose task dies) with a commit pending must not hold its
+    /// user's and the proxy's reads on the primary for good.
+    fn drop(&mut self) {
+        self.end_commit(None);
     }
 }
 
@@ -196,30 +232,39 @@ mod tests {
     #[test]
     fn scopes_share_user_and_global() {
         let r = Ryw::default();
-        let mut a = Scopes {
-            session: Watermark::default(),
-            user: r.user("u"),
-            global: r.global(),
-            commit_epoch: E1,
-        };
-        let b = Scopes {
-            session: Watermark::default(),
-            user: r.user("u"),
-            global: r.global(),
-            commit_epoch: E1,
-        };
-        let c = Scopes {
-            session: Watermark::default(),
-            user: r.user("v"),
-            global: r.global(),
-            commit_epoch: E1,
-        };
+        let mut a = Scopes::new(&r, "u");
+        let b = Scopes::new(&r, "u");
+        let c = Scopes::new(&r, "v");
         a.begin_commit(E1);
         a.end_commit(Some(42));
         assert_eq!(b.for_reads(RywScope::User).required(E1), Some(42));
         assert_eq!(b.for_reads(RywScope::Session).required(E1), Some(0));
         assert_eq!(c.for_reads(RywScope::User).required(E1), Some(0));
         assert_eq!(c.for_reads(RywScope::Global).required(E1), Some(42));
+    }
+
+    #[test]
+    fn pipelined_commits_are_counted_once_and_a_session_end_uncounts_them() {
+        let r = Ryw::default();
+        let mut a = Scopes::new(&r, "u");
+        let other = Scopes::new(&r, "u");
+        // Two requests commit before the position is read back once for both.
+        a.begin_commit(E1);
+        a.begin_commit(E1);
+        assert!(a.commit_pending());
+        assert_eq!(other.for_reads(RywScope::User).required(E1), None);
+        a.end_commit(Some(7));
+        assert!(!a.commit_pending());
+        assert_eq!(other.for_reads(RywScope::User).required(E1), Some(7));
+        assert_eq!(other.for_reads(RywScope::Global).required(E1), Some(7));
+        a.end_commit(None);
+        assert_eq!(other.for_reads(RywScope::Global).required(E1), Some(7));
+        // A session gone with a commit pending does not hold the shared scopes.
+        a.begin_commit(E1);
+        assert_eq!(other.for_reads(RywScope::Global).required(E1), None);
+        drop(a);
+        assert_eq!(other.for_reads(RywScope::User).required(E1), Some(7));
+        assert_eq!(other.for_reads(RywScope::Global).required(E1), Some(7));
     }
 
     #[test]

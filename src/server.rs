@@ -100,7 +100,9 @@ impl Server {
     pub async fn run(mut self) {
         let app = self.app.clone();
         let config = app.config.load_full();
-        self.monitor.start(&config, &app.shutdown).await;
+        // Probes go on through a shutdown's drain: a server failing meanwhile is still noticed
+        // (its requests failed at once, a fenced primary cut off) until connections are killed.
+        self.monitor.start(&config, &app.kill).await;
         let view = app.cluster.view();
         match view.primary {
             Some(p) => tracing::info!(primary = %view.backends[p].name, "cluster probed"),
@@ -269,7 +271,7 @@ pub async fn reload(
     if restart_monitor {
         monitor.carry_over();
         let cfg = app.config.load_full();
-        monitor.start(&cfg, &app.shutdown).await;
+        monitor.start(&cfg, &app.kill).await;
     }
     app.metrics.reloads.with_label_values(&["ok"]).inc();
     tracing::info!(changes = changes.len(), "configuration reloaded");

@@ -426,6 +426,124 @@ async fn sighup_adds_a_user_without_dropping_clients() {
     assert!(p.is_running());
 }
 
+/// Where a read ran (the server's port), from `/status`-independent SQL.
+async fn read_port(c: &Client) -> u16 {
+    one(c, "SELECT inet_server_port()")
+        .await
+        .parse()
+        .expect("a port")
+}
+
+/// Waits (bounded) until `/status` lists exactly `names`, each up.
+async fn wait_backends_up(p: &Proxy, names: &[&str]) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (_, body) = p.http_get("/status").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("status json");
+        let listed: Vec<(String, bool)> = v["backends"]
+            .as_array()
+            .map(|bs| {
+                bs.iter()
+                    .map(|b| {
+                        (
+                            b["name"].as_str().unwrap_or("").to_string(),
+                            b["up"] == true,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if listed.len() == names.len()
+            && listed
+                .iter()
+                .all(|(n, up)| *up && names.contains(&n.as_str()))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backends {listed:?}, expected {names:?} up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGHUP with a replica added, then another removed: reads reach the added one and no
+/// longer the removed one, which leaves no health series behind, and a client connected
+/// throughout keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_and_removes_replicas() {
+    let c = shared_cluster();
+    let entry = |n: &support::localpg::Node| (n.name().to_string(), n.addr());
+    let (primary, r1, r2) = (
+        entry(c.primary()),
+        entry(&c.replicas()[0]),
+        entry(&c.replicas()[1]),
+    );
+    let p = Proxy::start_backends(
+        vec![primary.clone(), r1.clone()],
+        ProxyOptions {
+            extra_tables: "[health]\ninterval = \"200ms\"\n[routing]\nconsistency = \"eventual\"\n"
+                .into(),
+            ..Default::default()
+        },
+    );
+    wait_backends_up(&p, &[&primary.0, &r1.0]).await;
+    let (client, _conn) = connect(&p).await;
+    let port = |e: &(String, String)| e.1.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+    assert_eq!(
+        read_port(&client).await,
+        port(&r1),
+        "a read before the reload"
+    );
+
+    // Added: reads spread over both replicas, the new one included.
+    p.rewrite_backends(&[primary.clone(), r1.clone(), r2.clone()]);
+    p.reload_ok().await;
+    wait_backends_up(&p, &[&primary.0, &r1.0, &r2.0]).await;
+    let deadline = Instant::now() + STEP;
+    while read_port(&client).await != port(&r2) {
+        assert!(
+            Instant::now() < deadline,
+            "no read reached the added replica\n{}",
+            p.log_tail(30)
+        );
+    }
+    let up = |name: &str| format!("switchyard_backend_up{{backend=\"{name}\"}} 1");
+    let (_, metrics) = p.http_get("/metrics").await;
+    assert!(
+        metrics.contains(&up(&r1.0)) && metrics.contains(&up(&r2.0)),
+        "{metrics}"
+    );
+
+    // Removed: no read runs there any more, and its series are gone.
+    p.rewrite_backends(&[primary.clone(), r2.clone()]);
+    p.reload_ok().await;
+    wait_backends_up(&p, &[&primary.0, &r2.0]).await;
+    for _ in 0..30 {
+        assert_eq!(
+            read_port(&client).await,
+            port(&r2),
+            "a read after the removal"
+        );
+    }
+    let (_, metrics) = p.http_get("/metrics").await;
+    let gone = format!("backend=\"{}\"", r1.0);
+    let stale: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.contains(&gone)
+                && (l.starts_with("switchyard_backend_") || l.starts_with("switchyard_replica_lag"))
+        })
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "health series of the removed backend: {stale:?}"
+    );
+    assert!(metrics.contains(&up(&r2.0)), "{metrics}");
+    assert_eq!(one(&client, "SELECT 41 + 1").await, "42");
+}
+
 /// SIGHUP with a user's new `server_password` (rotated on the server too): a client that
 /// logged in before the reload and then needs a pool that did not exist yet (its first read
 /// on a replica) connects with the new password, not the one of its login time.

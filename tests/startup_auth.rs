@@ -309,6 +309,26 @@ async fn bad_logins_get_the_right_errors_and_leave_others_alone() {
     )
     .await;
     assert_eq!(via.message(), direct.message());
+    // Each of those logins made a pool for the database it named; pools no connection ever
+    // opened in are forgotten once nobody uses them (any name a client gives would otherwise
+    // stay listed, and be looked after each second, for as long as the process runs).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, body) = proxy.http_get("/status").await;
+        assert_eq!(code, 200, "{body}");
+        if !body.contains("no_such_database") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a pool for a database that does not exist is still listed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        proxy.http_get("/status").await.1.contains(APP_DB),
+        "the pool in use is kept"
+    );
 
     // No user name at all.
     assert_refused(

@@ -140,6 +140,9 @@ pub struct Cluster {
     view: ArcSwap<ClusterView>,
     changed: Notify,
     version: AtomicU64,
+    /// Held while publishing, so that a view of an older topology (an aggregator a reload
+    /// just replaced, finishing a probe result) never replaces a newer one.
+    publishing: std::sync::Mutex<()>,
 }
 
 impl Cluster {
@@ -149,6 +152,7 @@ impl Cluster {
             view: ArcSwap::from_pointee(view),
             changed: Notify::new(),
             version: AtomicU64::new(0),
+            publishing: std::sync::Mutex::new(()),
         }
     }
 
@@ -162,8 +166,13 @@ impl Cluster {
         self.view.load_full()
     }
 
-    /// Publishes a new view and wakes waiters.
+    /// Publishes a new view and wakes waiters; a view of an older topology than the current
+    /// one is dropped.
     pub fn publish(&self, view: ClusterView) {
+        let _one = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        if view.topology < self.view.load().topology {
+            return;
+        }
         self.view.store(Arc::new(view));
         self.version.fetch_add(1, Ordering::Release);
         self.changed.notify_waiters();

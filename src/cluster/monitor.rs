@@ -60,12 +60,12 @@ impl Monitor {
     /// (Re)starts probing the backends of `config`, stopping the previous probes. The first
     /// view with real probe results is published before this returns, or after one probe
     /// timeout at most, so clients are not admitted before the primary is known.
-    pub async fn start(&mut self, config: &Loaded, shutdown: &CancellationToken) {
+    pub async fn start(&mut self, config: &Loaded, stop: &CancellationToken) {
         if let Some(old) = self.running.take() {
             old.cancel();
         }
         self.topology += 1;
-        let token = shutdown.child_token();
+        let token = stop.child_token();
         let c = &config.config;
         let (user, password) = config.monitor_credentials();
         let (tx, rx) = mpsc::channel(64);
@@ -117,6 +117,23 @@ impl Monitor {
             ));
         }
         drop(tx);
+        // A backend no longer configured leaves no health series behind (an up = 1 or a lag
+        // frozen at its last value would read as a live server).
+        for gone in self.cluster.snapshot().backends.iter() {
+            if names.iter().any(|(n, _)| **n == *gone.name) {
+                continue;
+            }
+            let labels = [gone.name.as_ref()];
+            let m = &self.metrics;
+            for g in [
+                &m.backend_up,
+                &m.backend_role,
+                &m.replica_lag_bytes,
+                &m.replica_lag_ms,
+            ] {
+                let _ = g.remove_label_values(&labels);
+            }
+        }
         let mut agg = Aggregator {
             cluster: self.cluster.clone(),
             metrics: self.metrics.clone(),
@@ -132,6 +149,7 @@ impl Monitor {
             epoch: self.epoch,
             to_sever: Vec::new(),
             last_error: vec![None; c.backends.len()],
+            stop: token.clone(),
         };
         // The primary elected before the reload, still configured at the same address: the
         // history goes on (electing it again is no change of primary).
@@ -228,6 +246,9 @@ struct Aggregator {
     /// The last probe failure of each backend, while it fails: each new reason is logged
     /// once at warning level (a certificate or password problem must not hide in debug).
     last_error: Vec<Option<String>>,
+    /// Cancelled when a reload restarts the monitor: from then on this aggregator's
+    /// topology is the old one, and it must publish nothing more.
+    stop: CancellationToken,
 }
 
 impl Aggregator {
@@ -242,8 +263,18 @@ impl Aggregator {
         if announced {
             first_round.notify_one();
         }
-        while let Some(r) = rx.recv().await {
+        loop {
+            let r = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                r = rx.recv() => match r {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
             let went_down = self.apply(r.index, r.observation);
+            if self.stop.is_cancelled() {
+                return;
+            }
             self.publish();
             if went_down {
                 // Requests in flight there would wait for TCP to notice; fail them now so

@@ -74,7 +74,21 @@ impl tokio_postgres::tls::TlsStream for Stream {
 /// A prober that keeps its connection between probes.
 pub struct Prober {
     target: ProbeTarget,
-    client: Option<Client>,
+    client: Option<Connected>,
+}
+
+/// The monitor's connection to one backend. Dropping it closes the socket at once, even with
+/// a probe in flight on a server that stopped answering (tokio-postgres' connection task
+/// would otherwise wait for that answer for as long as the socket stays open).
+struct Connected {
+    client: Client,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Prober {
@@ -88,7 +102,7 @@ impl Prober {
     /// Opens the monitor's connection the way the pools open theirs (TLS as `[server_tls]`
     /// says, `prefer` falling back to plain text after a failed handshake), then logs in with
     /// tokio-postgres over it, with the pools' channel binding.
-    async fn connect(&self) -> Result<Client, String> {
+    async fn connect(&self) -> Result<Connected, String> {
         let address = self.target.address.as_str();
         let host = address.rsplit_once(':').ok_or("bad address")?.0;
         let open = || async {
@@ -127,10 +141,11 @@ impl Prober {
             .connect_raw(stream, Negotiated)
             .await
             .map_err(|e| with_causes(&e))?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _ = conn.await;
-        });
-        Ok(client)
+        })
+        .abort_handle();
+        Ok(Connected { client, task })
     }
 
     /// Probes once; `Err` carries a reason for the log.
@@ -150,10 +165,10 @@ impl Prober {
     }
 
     async fn probe_inner(&mut self) -> Result<Observation, String> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+        if self.client.as_ref().is_none_or(|c| c.client.is_closed()) {
             self.client = Some(self.connect().await?);
         }
-        let client = self.client.as_ref().expect("connected");
+        let client = &self.client.as_ref().expect("connected").client;
         let row = client
             .query_one(PROBE_SQL, &[])
             .await

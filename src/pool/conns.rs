@@ -21,6 +21,9 @@ pub(super) struct Conns {
     pub(super) sockets: HashMap<RawFd, u64>,
     /// Connections being opened (counted against the pool size with `sockets`).
     pub(super) opening: usize,
+    /// How many times the pool was severed: a connection whose opening began before the
+    /// latest sever is not registered (it may reach a server declared down or fenced).
+    pub(super) severs: u64,
 }
 
 /// What checkout does when the client's own connection is not idle.

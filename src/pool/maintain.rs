@@ -17,8 +17,9 @@ impl Pool {
     /// Closes idle connections past `idle_timeout` (above `min_size`) or `max_lifetime`,
     /// resets the settings clients that left put on idle ones (see
     /// [`clear_settings_left`](Self::clear_settings_left)), and opens connections up to
-    /// `min_size`.
-    pub(super) async fn maintain(self: &Arc<Self>) {
+    /// `min_size` (see [`refill`](Self::refill)). Nothing here waits for a server: one that
+    /// stopped answering holds up no other pool's upkeep.
+    pub(super) fn maintain(self: &Arc<Self>) {
         let t = self.tuning.lock().expect("tuning").clone();
         let mut closed = Vec::new();
         {
@@ -49,12 +50,28 @@ impl Pool {
             c.terminate();
         }
         self.clear_settings_left();
-        let open_now = self.conns.lock().expect("conns").idle.len()
+        if self.open_count() < t.min_size && !self.refilling.swap(true, Ordering::AcqRel) {
+            let pool = self.clone();
+            tokio::spawn(async move {
+                pool.refill(t.min_size).await;
+                pool.refilling.store(false, Ordering::Release);
+            });
+        }
+    }
+
+    /// Connections open or being opened: idle ones, and those holding a slot.
+    fn open_count(&self) -> usize {
+        self.conns.lock().expect("conns").idle.len()
             + self
                 .size
                 .load(Ordering::Relaxed)
-                .saturating_sub(self.permits.available());
-        for _ in open_now..t.min_size {
+                .saturating_sub(self.permits.available())
+    }
+
+    /// Opens connections, one at a time, until `min_size` are open; stops at the first
+    /// failure (the next upkeep tries again).
+    async fn refill(&self, min_size: usize) {
+        for _ in self.open_count()..min_size {
             let Ok(permit) = self.permits.try_acquire() else {
                 break;
             };

@@ -60,6 +60,9 @@ pub enum PoolError {
     /// The pool was retired (backend removed or changed).
     #[error("pool closed")]
     Closed,
+    /// The backend was declared down (or fenced) while the connection was being opened.
+    #[error("the server was declared down while a connection to it was being opened")]
+    Severed,
 }
 
 impl PoolError {
@@ -68,7 +71,7 @@ impl PoolError {
         match self {
             PoolError::Timeout(_) => "53300",
             PoolError::Connect(e) => e.sqlstate(),
-            PoolError::Closed => "08006",
+            PoolError::Closed | PoolError::Severed => "08006",
         }
     }
 
@@ -86,6 +89,7 @@ impl PoolError {
             ),
             PoolError::Connect(e) => e.client_message(),
             PoolError::Closed => "server pool closed".into(),
+            PoolError::Severed => "the database server was declared unavailable".into(),
         }
     }
 }
@@ -141,6 +145,13 @@ pub struct Pool {
     /// Connections opened at or before this time ([`clock`] ms; 0: none) are closed when
     /// checked in (their database is being dropped).
     close_opened_until: AtomicU64,
+    /// A task is opening connections up to `min_size` (see [`maintain`](Self::maintain)).
+    refilling: AtomicBool,
+    /// A connection was ever opened (the server knows the database and the role).
+    ever_opened: AtomicBool,
+    /// Since when ([`clock`] ms) the pool has had no connection and nobody using it (0:
+    /// it has); see [`Pools::maintain_loop`].
+    unused_since: AtomicU64,
     metrics: PoolMetrics,
 }
 
@@ -149,18 +160,28 @@ pub struct Pooled {
     /// The connection.
     pub conn: Box<ServerConn>,
     permit: Permit,
-    pool: Arc<Pool>,
+    pool: Held,
+}
+
+/// The pool a checked-out connection came from. It counts the connection active until the
+/// connection is released, discarded or dropped (a session that timed out or died).
+struct Held(Arc<Pool>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.metrics.active.dec();
+    }
 }
 
 impl Pooled {
     /// The pool it came from.
     pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
+        &self.pool.0
     }
 
     /// Returns the connection to its pool (or closes it when it must not be reused).
     pub fn release(self) {
-        let pool = self.pool.clone();
+        let pool = self.pool.0.clone();
         pool.checkin(self);
     }
 
@@ -168,7 +189,6 @@ impl Pooled {
     pub fn discard(mut self, reason: &str, metrics: &Metrics) {
         metrics.server_discards.with_label_values(&[reason]).inc();
         self.conn.terminate();
-        self.pool.metrics.active.dec();
         drop(self.permit);
     }
 }
@@ -207,6 +227,9 @@ impl Pool {
             size: AtomicUsize::new(size),
             is_retired: AtomicBool::new(false),
             close_opened_until: AtomicU64::new(0),
+            refilling: AtomicBool::new(false),
+            ever_opened: AtomicBool::new(false),
+            unused_since: AtomicU64::new(0),
         }
     }
 
@@ -272,7 +295,7 @@ impl Pool {
             return Ok(Pooled {
                 conn,
                 permit,
-                pool: self.clone(),
+                pool: Held(self.clone()),
             });
         }
     }
@@ -286,20 +309,24 @@ impl Pool {
         }
     }
 
-    fn register(&self, conn: &mut ServerConn) {
+    /// Registers a new connection's socket, unless the pool was severed since `severs` (when
+    /// its opening began): then it returns false, and the connection must not be used.
+    fn register(&self, conn: &mut ServerConn, severs: u64) -> bool {
         // A fresh connection always has its socket.
         let Some(fd) = conn.stream.tcp().map(|t| t.as_raw_fd()) else {
-            return;
+            return true;
         };
-        self.conns
-            .lock()
-            .expect("conns")
-            .sockets
-            .insert(fd, conn.created);
+        let mut c = self.conns.lock().expect("conns");
+        if c.severs != severs {
+            return false;
+        }
+        c.sockets.insert(fd, conn.created);
+        drop(c);
         conn.socket = Some(SocketGuard {
             conns: self.conns.clone(),
             fd,
         });
+        true
     }
 
     /// Fails every in-flight request on this pool's connections at once (their reads see EOF)
@@ -307,6 +334,7 @@ impl Pool {
     pub fn sever(&self) {
         let idle = {
             let mut c = self.conns.lock().expect("conns");
+            c.severs += 1;
             for &fd in c.sockets.keys() {
                 // SAFETY: the fd belongs to a live connection: guards remove it under this lock
                 // before their socket closes. shutdown(2) only changes socket state.
@@ -324,16 +352,23 @@ impl Pool {
 
     async fn open(&self) -> Result<Box<ServerConn>, PoolError> {
         let params = self.connect.lock().expect("connect").clone();
+        let severs = self.conns.lock().expect("conns").severs;
         match ServerConn::connect(&params, self.backend).await {
             Ok(c) => {
                 self.metrics.connects.inc();
+                self.ever_opened.store(true, Ordering::Relaxed);
                 if c.stream.is_tls() {
                     self.metrics.tls_ok.inc();
                 } else if c.tls_fell_back {
                     self.metrics.tls_errors.inc();
                 }
                 let mut c = Box::new(c);
-                self.register(&mut c);
+                if !self.register(&mut c, severs) {
+                    // Opened to a server the monitor has since declared down or fenced: what
+                    // it would carry (a write to a fenced old primary) must not run there.
+                    c.terminate();
+                    return Err(PoolError::Severed);
+                }
                 Ok(c)
             }
             Err(e) => {
@@ -356,7 +391,6 @@ impl Pool {
 
     /// Returns a connection.
     pub fn checkin(&self, mut p: Pooled) {
-        self.metrics.active.dec();
         self.metrics.transactions.inc();
         let max_lifetime = clock::ms(self.tuning.lock().expect("tuning").max_lifetime);
         let now = clock::now_ms();
@@ -449,5 +483,14 @@ impl Pool {
     /// Idle connection count (for status pages and tests).
     pub fn idle_count(&self) -> usize {
         self.conns.lock().expect("conns").idle.len()
+    }
+
+    /// No connection is open, being opened or checked out.
+    fn is_empty(&self) -> bool {
+        let c = self.conns.lock().expect("conns");
+        c.idle.is_empty()
+            && c.sockets.is_empty()
+            && c.opening == 0
+            && self.permits.available() >= self.size.load(Ordering::Relaxed)
     }
 }

@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 use super::{holders, ConnectParams, Pool, PoolKey, Tuning};
 use crate::metrics::Metrics;
 
+/// How long a pool that had connections is kept with none and nobody using it (one of a
+/// database clients stopped using; PgBouncer's `autodb_idle_timeout` is the same hour).
+const UNUSED_POOL_MS: u64 = 3_600_000;
+
 /// All pools.
 pub struct Pools {
     map: RwLock<HashMap<PoolKey, Arc<Pool>>>,
@@ -144,7 +148,8 @@ impl Pools {
         });
     }
 
-    /// Runs maintenance every second until `stop`.
+    /// Runs maintenance every second until `stop`, and forgets unused pools (see
+    /// [`Pools::prune`]).
     pub async fn maintain_loop(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -153,10 +158,46 @@ impl Pools {
                 _ = tick.tick() => {}
             }
             let pools: Vec<_> = self.map.read().expect("pools").values().cloned().collect();
-            for p in pools {
-                p.maintain().await;
+            for p in &pools {
+                p.maintain();
             }
+            drop(pools);
+            self.prune(super::clock::now_ms());
         }
+    }
+
+    /// Forgets the pools nobody uses that have no connection: at once when no connection
+    /// to their database ever opened (a client that named a database that does not exist,
+    /// or a role the server refuses), otherwise after [`UNUSED_POOL_MS`]. Pools are made for
+    /// whatever database name a client that logged in to switchyard gives, so without this
+    /// the list (and the upkeep of every pool each second) would grow without bound.
+    fn prune(&self, now: u64) {
+        let mut map = self.map.write().expect("pools");
+        map.retain(|_, pool| {
+            // Sessions, checked-out connections and upkeep tasks hold their own references;
+            // under the write lock nobody can take one from the map.
+            if Arc::strong_count(pool) > 1 || !pool.is_empty() {
+                pool.unused_since.store(0, Ordering::Relaxed);
+                return true;
+            }
+            let since = match pool.unused_since.load(Ordering::Relaxed) {
+                0 => {
+                    pool.unused_since.store(now.max(1), Ordering::Relaxed);
+                    now
+                }
+                t => t,
+            };
+            let limit = if pool.ever_opened.load(Ordering::Relaxed) {
+                UNUSED_POOL_MS
+            } else {
+                0
+            };
+            if now.saturating_sub(since) < limit {
+                return true;
+            }
+            pool.retire();
+            false
+        });
     }
 
     /// Fails in-flight requests on every pool of a backend the monitor declared down.

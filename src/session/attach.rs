@@ -294,7 +294,7 @@ impl Session {
         let settings = self.capture && pooled;
         self.capture = false;
         let state = std::mem::take(&mut self.check_state);
-        let lsn = self.commit_pending && !p.conn.broken;
+        let lsn = self.ryw.commit_pending() && !p.conn.broken;
         if settings || lsn {
             let sql = match (settings, lsn) {
                 (true, true) => format!(
@@ -359,15 +359,12 @@ impl Session {
                 );
             }
         }
-        if self.commit_pending {
-            self.commit_pending = false;
-            self.ryw.end_commit(None);
-        }
+        self.ryw.end_commit(None);
     }
 
     /// Ends the session: hands the server connection back clean, or closes it.
     pub(super) async fn finish(&mut self) {
-        self.app.metrics.clients.dec();
+        self.counted = None;
         let Some(mut p) = self.server.take() else {
             return;
         };

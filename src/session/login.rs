@@ -419,6 +419,18 @@ impl super::Session {
         ))
     }
 
+    /// The backend to log in on, in the session's view. Session mode keeps this connection
+    /// for every statement: it must be the primary. Transaction mode only needs a server that
+    /// knows the database and the user.
+    fn login_backend(&self) -> Option<usize> {
+        let view = &self.current.view;
+        let any_up = || view.backends.iter().position(|b| b.up && !b.fenced);
+        match self.pool_mode {
+            PoolMode::Session => view.primary,
+            PoolMode::Transaction => view.primary.or_else(any_up),
+        }
+    }
+
     /// First server contact: validates database and startup settings on a real server and
     /// greets the client with that server's parameters.
     pub(super) async fn login(
@@ -431,25 +443,16 @@ impl super::Session {
             self.wait_resumed().await?;
             self.refuse_if_disabled()?;
         }
-        let config = self.app.config.load_full();
-        let wait = config.config.routing.primary_wait;
-        let view = self.app.cluster.view();
-        // Session mode keeps this connection for every statement: it must be the primary.
-        // Transaction mode only needs a server that knows the database and the user.
-        let any_up = || view.backends.iter().position(|b| b.up && !b.fenced);
-        let found = if self.pool_mode == PoolMode::Session {
-            view.primary
-        } else {
-            view.primary.or_else(any_up)
-        };
-        let index = match found {
-            Some(i) => i,
-            None => match self.app.cluster.wait_primary(wait).await {
-                Some(i) => i,
-                None => return Err(Fatal::new("57P03", "no database server is available")),
-            },
-        };
-        drop(view);
+        // The waits above may have crossed a reload that renumbered the backends: the index
+        // must be one of the view the pools are looked up in.
+        self.current.refresh(&self.app);
+        let wait = self.current.config.config.routing.primary_wait;
+        let mut found = self.login_backend();
+        if found.is_none() && self.app.cluster.wait_primary(wait).await.is_some() {
+            self.current.refresh(&self.app);
+            found = self.login_backend();
+        }
+        let index = found.ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
         let pool = self
             .pool(index)
             .ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
@@ -481,7 +484,11 @@ impl super::Session {
         if let Some(sql) = self.desired.sync_sql(&applied, true) {
             match p
                 .conn
-                .simple_query_noting(&sql, config.config.pool.connect_timeout, Some(&mut notices))
+                .simple_query_noting(
+                    &sql,
+                    self.current.config.config.pool.connect_timeout,
+                    Some(&mut notices),
+                )
                 .await
             {
                 Ok(Ok(_)) => p.conn.applied = self.desired.clone(),
@@ -520,7 +527,9 @@ impl super::Session {
             p.release();
             return Err(Fatal::Io(e));
         }
-        self.app.metrics.clients.inc();
+        self.counted = Some(crate::metrics::CountedClient::new(
+            &self.app.metrics.clients,
+        ));
         if self.pool_mode == PoolMode::Session {
             self.hold(p);
         } else {

@@ -180,8 +180,8 @@ impl ConsoleClient {
             .get("application_name")
             .map_or("", String::as_str);
         tracing::info!("admin console session");
-        app.metrics.clients.inc();
-        let result = crate::admin::console::run(
+        let _counted = crate::metrics::CountedClient::new(&app.metrics.clients);
+        crate::admin::console::run(
             app,
             stream,
             self.buf,
@@ -190,9 +190,7 @@ impl ConsoleClient {
             self.access,
             &self.registration,
         )
-        .await;
-        app.metrics.clients.dec();
-        result
+        .await
     }
 }
 
@@ -343,13 +341,8 @@ async fn start(
         deferred_begin: None,
         force_primary: false,
         wrote: false,
-        commit_pending: false,
-        ryw: crate::ryw::Scopes {
-            session: Default::default(),
-            user: app.ryw.user(&user_name),
-            global: app.ryw.global(),
-            commit_epoch: Default::default(),
-        },
+        ryw: crate::ryw::Scopes::new(&app.ryw, &user_name),
+        counted: None,
         target: route::Target::Primary,
         backend_index: None,
         retry: None,
@@ -523,8 +516,8 @@ struct Session {
     force_primary: bool,
     /// The current request or transaction on the primary may write.
     wrote: bool,
-    /// A write committed and its WAL position is being read back.
-    commit_pending: bool,
+    /// Counts the client in `switchyard_clients` from its login on.
+    counted: Option<crate::metrics::CountedClient>,
     /// Read-your-writes watermarks of this session, its user and the proxy.
     ryw: crate::ryw::Scopes,
     /// What the attached server was chosen as.

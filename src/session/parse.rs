@@ -63,7 +63,7 @@ impl Session {
                 if let Some(e) = &a.execute {
                     if let Some(s) = self.statements.get(e.name.as_bytes()) {
                         executes =
-                            Some((statements::executing(query, e.span.clone(), s), s.clone()));
+                            statements::executing(query, e.span.clone(), s).map(|q| (q, s.clone()));
                     }
                 }
                 match &a.deallocate {

@@ -259,7 +259,7 @@ impl Session {
             .execute
             .and_then(|e| {
                 let s = self.statements.get(e.name.as_bytes())?;
-                Some((statements::executing(text, e.span, s), s.clone()))
+                Some((statements::executing(text, e.span, s)?, s.clone()))
             });
         match target {
             Some((sql, stmt)) => {

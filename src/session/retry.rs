@@ -93,12 +93,9 @@ impl super::Session {
             // A repeat of this request goes somewhere else.
             self.avoid |= 1u64 << (i % 64);
         }
-        if self.commit_pending {
-            // The commit reached the client; its position is unknown. Reads in scope go to the
-            // primary until the next commit's position is known... give up waiting instead.
-            self.commit_pending = false;
-            self.ryw.end_commit(None);
-        }
+        // A commit reached the client and its position is unknown: reads in scope would go
+        // to the primary until the next commit's position is known; give up waiting instead.
+        self.ryw.end_commit(None);
         self.detach_bookkeeping();
         let repeat = super::retry::repeats_on_loss(
             self.retry.as_ref(),

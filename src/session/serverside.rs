@@ -164,9 +164,10 @@ impl Session {
                         }
                         if s == TxnStatus::Idle && self.wrote && m.forward {
                             // The client learns of the commit with this message: until its WAL
-                            // position is known, reads in scope must not use a replica.
+                            // position is known, reads in scope must not use a replica. One
+                            // count covers the commits of pipelined requests: the position is
+                            // read back once the connection is quiet, after all of them.
                             self.ryw.begin_commit(self.current.view.epoch);
-                            self.commit_pending = true;
                             self.wrote = false;
                         }
                     }
@@ -332,7 +333,6 @@ impl Session {
                     resync = true;
                 }
                 if lsn {
-                    self.commit_pending = false;
                     self.ryw.end_commit(self.captured_lsn.take());
                 }
             }

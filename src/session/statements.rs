@@ -205,12 +205,14 @@ impl Registry {
 /// `EXECUTE name ...` of a client's protocol-level statement, as its text is to reach the
 /// server: the name (at `span` in `query`) replaced by the statement's shared one. PostgreSQL
 /// lets SQL `EXECUTE` run a statement prepared with a Parse message (asyncpg's tests do).
-pub fn executing(query: &[u8], span: std::ops::Range<usize>, stmt: &Statement) -> Vec<u8> {
+/// (`None` if `span` is not within `query`.)
+pub fn executing(query: &[u8], span: std::ops::Range<usize>, stmt: &Statement) -> Option<Vec<u8>> {
+    let (before, after) = (query.get(..span.start)?, query.get(span.end..)?);
     let mut q = Vec::with_capacity(query.len() + stmt.server_name.len());
-    q.extend_from_slice(&query[..span.start]);
+    q.extend_from_slice(before);
     q.extend_from_slice(&stmt.server_name);
-    q.extend_from_slice(&query[span.end..]);
-    q
+    q.extend_from_slice(after);
+    Some(q)
 }
 
 /// Splits a Parse body into (name, query, types section).
@@ -275,8 +277,13 @@ mod tests {
     fn an_execute_names_the_shared_statement() {
         let r = Registry::default();
         let target = r.intern(b"select 1", b"", b"");
-        let q = executing(b"/* x */ EXECUTE foobar(1)", 16..22, &target);
+        let q = executing(b"/* x */ EXECUTE foobar(1)", 16..22, &target).unwrap();
         assert_eq!(q, format!("/* x */ EXECUTE _sy{}(1)", target.id).as_bytes());
+        assert_eq!(
+            executing(b"EXECUTE f", 8..12, &target),
+            None,
+            "a span past the end"
+        );
         let s = r.intern_with(&q, b"", b"", Some(&target));
         assert_eq!(s.depends.as_ref().map(|d| d.id), Some(target.id));
         assert_eq!(r.intern_with(&q, b"", b"", Some(&target)).id, s.id);

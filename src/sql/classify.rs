@@ -167,6 +167,29 @@ fn opt_kw(t: &Option<STok<'_>>, k: &str) -> bool {
     t.as_ref().is_some_and(|t| t.is_kw(k))
 }
 
+/// The offset in `text` of offset `at` of `String::from_utf8_lossy(text)`, which replaced each
+/// invalid sequence of `text` by one U+FFFD (3 bytes). `None` inside such a replacement or
+/// past the end.
+fn offset_before_lossy(text: &[u8], at: usize) -> Option<usize> {
+    let (mut lossy, mut original) = (0, 0);
+    for chunk in text.utf8_chunks() {
+        let valid = chunk.valid().len();
+        if at <= lossy + valid {
+            return Some(original + (at - lossy));
+        }
+        lossy += valid;
+        original += valid;
+        if !chunk.invalid().is_empty() {
+            if at < lossy + 3 {
+                return None;
+            }
+            lossy += 3;
+            original += chunk.invalid().len();
+        }
+    }
+    (at == lossy).then_some(original)
+}
+
 impl Classifier {
     /// `write_functions`: functions (lower case, optionally `schema.name`) that must run on the
     /// primary in addition to the built-in list. `read_functions`: functions that are harmless
@@ -217,17 +240,31 @@ impl Classifier {
     /// shortcuts take ASCII only, and text in another client encoding (LATIN1, ...) is analysed
     /// with its foreign bytes replaced, which keeps the structure the analysis looks at (the
     /// keywords, quotes and punctuation are ASCII in every encoding PostgreSQL accepts from a
-    /// client).
+    /// client). The span of an `EXECUTE` name found then is mapped back to `text`.
     pub fn analyze_text<'a>(&self, text: &'a [u8]) -> Analysis<'a> {
         if let Some(a) = self.shortcut(text) {
             return a;
         }
         match std::str::from_utf8(text) {
             Ok(sql) => self.analyze_full(sql),
-            Err(_) => self
-                .analyze_full(&String::from_utf8_lossy(text))
-                .into_owned(),
+            Err(_) => self.analyze_lossy(text),
         }
+    }
+
+    /// [`Classifier::analyze_text`] of text that is not UTF-8.
+    fn analyze_lossy(&self, text: &[u8]) -> Analysis<'static> {
+        let mut a = self
+            .analyze_full(&String::from_utf8_lossy(text))
+            .into_owned();
+        if let Some(e) = &mut a.execute {
+            let start = offset_before_lossy(text, e.span.start);
+            let end = offset_before_lossy(text, e.span.end);
+            match (start, end) {
+                (Some(s), Some(t)) => e.span = s..t,
+                _ => a.execute = None,
+            }
+        }
+        a
     }
 
     /// [`Classifier::analyze`] without the shortcut for plain `SELECT`s.

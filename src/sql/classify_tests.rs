@@ -799,7 +799,14 @@ fn text_in_another_client_encoding_is_analysed_by_its_structure() {
     assert_eq!(
         (a.route, a.reason.to_string().as_str()),
         (R, "read: SELECT")
-    );
+    ); // The span of an EXECUTE name is one of the text as received (each foreign byte became
+       // three in the analysed copy).
+    let text = b"/*\xff\xff\xff\xff*/EXECUTE s(1) /* \xe9 */";
+    let a = c.analyze_text(text);
+    let e = a.execute.expect("an EXECUTE");
+    assert_eq!((&*e.name, &text[e.span]), ("s", &b"s"[..]));
+    let a = c.analyze_text(b"EXECUTE caf\xe9");
+    assert_eq!(a.execute.map(|e| e.span), Some(8..12));
 }
 
 /// Which strings only set settings (not writes for read-your-writes).

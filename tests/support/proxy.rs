@@ -319,6 +319,14 @@ impl Proxy {
         self.write_config_atomically(&text);
     }
 
+    /// Rewrites the config file with these backends instead of the ones it was started with
+    /// (the rest as last rendered). Call [`reload`](Self::reload) after.
+    pub fn rewrite_backends(&self, backends: &[(String, String)]) {
+        let opts = self.opts.lock().unwrap_or_else(|e| e.into_inner());
+        let text = render_config(self.port, self.http_port, backends, &opts);
+        self.write_config_atomically(&text);
+    }
+
     /// Replaces the whole config file with `text` (for tests of bad configs and reloads).
     pub fn write_raw_config(&self, text: &str) {
         self.write_config_atomically(text);
