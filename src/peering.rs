@@ -36,6 +36,15 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
     let Some(p) = &config.config.peering else {
         return 0;
     };
+    if !first_forward(pid, secret, std::time::Instant::now()) {
+        // The same key again while its forward may still be on its way: a peer list that
+        // names a process's client port brought it back. Sent on again, it would go round.
+        tracing::warn!(
+            "a cancel request for a key forwarded moments ago: not forwarded again (a repeated \
+             cancel, or a [peering] peers entry naming a `listen` port, not a `peering.listen`)"
+        );
+        return 0;
+    }
     let own = app.peer_listen.get().copied();
     let mut sends = tokio::task::JoinSet::new();
     for peer in &p.peers {
@@ -72,6 +81,29 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
         }
     }
     took
+}
+
+/// How many keys [`first_forward`] remembers at most (each for [`PEER_LIMIT`]); past that,
+/// nothing more is forwarded until some expire.
+const RECENT_MAX: usize = 4096;
+
+/// Whether the key (`pid`, `secret`) was not forwarded within [`PEER_LIMIT`] before `now`
+/// (and remembers it). A request crosses one hop when the peers are listed by their
+/// `peering.listen`; this stops the loop a list naming client ports would make.
+fn first_forward(pid: i32, secret: i32, now: std::time::Instant) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static RECENT: OnceLock<Mutex<HashMap<(i32, i32), std::time::Instant>>> = OnceLock::new();
+    let mut recent = RECENT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    recent.retain(|_, at| now.saturating_duration_since(*at) < PEER_LIMIT);
+    if recent.contains_key(&(pid, secret)) || recent.len() >= RECENT_MAX {
+        return false;
+    }
+    recent.insert((pid, secret), now);
+    true
 }
 
 /// The addresses of a `host:port` peer entry, within [`PEER_CONNECT`].
@@ -169,7 +201,23 @@ async fn place(app: &App, mut stream: TcpStream) {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_self, is_self_addr, resolve};
+    use super::{first_forward, is_self, is_self_addr, resolve, PEER_LIMIT};
+
+    #[test]
+    fn a_key_is_forwarded_once_until_its_forward_is_over() {
+        let t = std::time::Instant::now();
+        let (pid, secret) = (-17, 0x5eed_1234);
+        assert!(first_forward(pid, secret, t));
+        assert!(
+            !first_forward(pid, secret, t + PEER_LIMIT / 2),
+            "it came back"
+        );
+        assert!(first_forward(pid, secret + 1, t), "another key");
+        assert!(
+            first_forward(pid, secret, t + PEER_LIMIT * 2),
+            "later, again"
+        );
+    }
 
     #[test]
     fn a_process_knows_its_own_entry() {

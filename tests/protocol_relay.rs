@@ -1531,6 +1531,174 @@ fn failed_parse_frees_the_name_within_a_pipeline() {
     });
 }
 
+/// Server connections that last a second (so a client's next request gets a new one, on
+/// which its statements must be prepared anew), one at a time, everything on the primary.
+fn short_lived_connections() -> Proxy {
+    proxy("[pool]\nsize = 1\nmax_lifetime = \"1s\"\n[routing]\nread_write_split = false\n")
+}
+
+/// Waits until the pool's one idle connection was replaced (older than `max_lifetime`).
+async fn outlive_the_connection() {
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+}
+
+#[test]
+fn execute_of_a_statement_that_no_longer_prepares_gets_an_answer() {
+    bounded(async {
+        // SQL EXECUTE of a statement the client prepared with a Parse message, on a server
+        // connection that lacks it: the proxy prepares it there first. When that fails (its
+        // table is gone), the client still gets an error and ReadyForQuery, and the connection
+        // goes on working (before, the server ignored the Query, waiting for a Sync, and the
+        // client hung; so did the next client of that connection).
+        let proxy = short_lived_connections();
+        let direct = direct_primary().await;
+        direct
+            .batch_execute("drop table if exists pr_exec; create table pr_exec (v int)")
+            .await
+            .unwrap();
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::parse("s1", "select v from pr_exec", &[]);
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        assert_eq!(tags(&raw.until_ready().await), "1Z");
+        assert!(raw.query_ok("execute s1").await.is_empty());
+        outlive_the_connection().await;
+        direct.batch_execute("drop table pr_exec").await.unwrap();
+        let r = raw.query("execute s1").await;
+        assert_eq!(tags(&r), "EZ", "{r:?}");
+        assert_eq!(
+            (r[0].code(), r[1].status()),
+            ("42P01".into(), 'I'),
+            "as directly"
+        );
+        assert_eq!(raw.query_ok("select 41 + 1").await, vec!["42"]);
+        let other = app_client(&proxy).await;
+        within(WAIT, "another client", other.simple_query("select 1"))
+            .await
+            .expect("another client on the pool's one connection");
+    });
+}
+
+#[test]
+fn a_statement_prepared_again_in_a_failed_batch_is_prepared_for_the_next() {
+    bounded(async {
+        // Two batches pipelined on a connection that lacks the client's statement: the first
+        // fails before the proxy's Parse of it, which the server then skips; the second must
+        // not count on it (it got 26000 "prepared statement does not exist").
+        let proxy = short_lived_connections();
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::parse("s2", "select 2", &[]);
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        assert_eq!(tags(&raw.until_ready().await), "1Z");
+        outlive_the_connection().await;
+        let mut out = fe::parse("", "select 1/(random() * 0)::int", &[]);
+        out.extend(fe::bind("", "", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::bind("", "s2", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        out.extend(fe::bind("", "s2", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready_n(2).await;
+        assert_eq!(tags(&r[0]), "12EZ", "{:?}", r[0]);
+        assert_eq!(r[0][2].code(), "22012");
+        assert_eq!(tags(&r[1]), "2DCZ", "the second batch: {:?}", r[1]);
+        assert_eq!(rows(&r[1]), vec!["2"]);
+    });
+}
+
+#[test]
+fn a_statement_of_another_database_is_not_checked_against_this_ones() {
+    bounded(async {
+        // The same text prepared in two databases: the tables it names are others (other
+        // OIDs), so after a schema change one database's row shape must not be held against
+        // the other's (its Bind got 0A000 "cached plan must not change result type").
+        let c = shared_cluster();
+        tokio::task::block_in_place(|| {
+            c.primary()
+                .psql("DROP DATABASE IF EXISTS pr_other")
+                .expect("second database");
+            c.primary()
+                .psql(&format!("CREATE DATABASE pr_other OWNER {APP_USER}"))
+                .expect("second database");
+            for db in [APP_DB, "pr_other"] {
+                c.primary()
+                    .psql_db(
+                        db,
+                        &format!(
+                            "DROP TABLE IF EXISTS pr_shape; CREATE TABLE pr_shape (v int); \
+                             ALTER TABLE pr_shape OWNER TO {APP_USER}"
+                        ),
+                    )
+                    .expect("table");
+            }
+        });
+        let proxy = short_lived_connections();
+        let mut a = Raw::app(&proxy).await;
+        let mut b = Raw::connect(&proxy.addr(), APP_USER, APP_PASSWORD, "pr_other", &[]).await;
+        let mut out = fe::parse("s", "select v from pr_shape", &[]);
+        out.extend(fe::describe(b'S', "s"));
+        out.extend(fe::sync());
+        a.send(&out).await;
+        assert_eq!(tags(&a.until_ready().await), "1tTZ");
+        b.send(&out).await;
+        assert_eq!(tags(&b.until_ready().await), "1tTZ");
+        // A schema change through the proxy, and b's next Bind on a new server connection.
+        a.query_ok("create table if not exists pr_shape_ddl (v int)")
+            .await;
+        outlive_the_connection().await;
+        let mut out = fe::bind("", "s", &[]);
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        b.send(&out).await;
+        let r = b.until_ready().await;
+        assert_eq!(tags(&r), "2CZ", "{r:?}");
+    });
+}
+
+#[test]
+fn commit_and_chain_opens_the_next_block() {
+    bounded(async {
+        // BEGIN, then COMMIT AND CHAIN with nothing between (answered by the proxy, the BEGIN
+        // not sent yet): a new block is open, as on PostgreSQL, so a ROLLBACK undoes what
+        // follows.
+        let proxy = proxy("");
+        let direct = direct_primary().await;
+        direct
+            .batch_execute("drop table if exists pr_chain; create table pr_chain (v int)")
+            .await
+            .unwrap();
+        let mut raw = Raw::app(&proxy).await;
+        raw.query_ok("begin").await;
+        let r = raw.query("commit and chain").await;
+        assert_eq!(tags(&r), "CZ", "{r:?}");
+        assert_eq!(
+            (r[0].command_tag().as_str(), r[1].status()),
+            ("COMMIT", 'T')
+        );
+        raw.query_ok("insert into pr_chain values (1)").await;
+        let r = raw.query("rollback and chain").await;
+        assert_eq!(
+            (r[0].command_tag().as_str(), r[1].status()),
+            ("ROLLBACK", 'T')
+        );
+        raw.query_ok("insert into pr_chain values (2)").await;
+        raw.query_ok("commit").await;
+        let n: i64 = direct
+            .query_one("select coalesce(sum(v), 0) from pr_chain", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            n, 2,
+            "only the row inserted in the last chained block stays"
+        );
+    });
+}
+
 #[test]
 fn flush_then_error_keeps_the_server_connection_until_sync() {
     bounded(async {
@@ -2711,6 +2879,31 @@ fn terminate_closes_and_releases_the_server_connection() {
             .unwrap()
             .get(0);
         assert_eq!(n, 0);
+
+        // A write and Terminate in one packet: PostgreSQL runs the write before it reads the
+        // Terminate, and so it must run through the proxy.
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::query("insert into pr_term values (3)");
+        out.extend(fe::terminate());
+        raw.send(&out).await;
+        raw.expect_eof(Duration::from_secs(5)).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let n: i64 = other
+                .query_one("select count(*) from pr_term where id = 3", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if n == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the write sent with Terminate never ran\n{}",
+                proxy.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     });
 }
 

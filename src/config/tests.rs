@@ -229,6 +229,13 @@ fn peering_takes_its_own_port_and_the_peers_addresses() {
         e.contains("\"a:1\" is listed twice") && e.contains(":20:"),
         "{e}"
     );
+    let e = err(&format!(
+        "{MINIMAL}\n[peering]\nlisten = \"127.0.0.1:7001\"\npeers = [\"127.0.0.1:6432\"]\n"
+    ));
+    assert!(
+        e.contains("peering.peers") && e.contains("is this process's `listen`"),
+        "the clients' port as a peer: {e}"
+    );
     let e = err(&format!("{MINIMAL}\n[peering]\npeers = []\n"));
     assert!(e.contains("listen"), "{e}");
     let e = err(&format!(

@@ -189,6 +189,22 @@ impl Validator<'_> {
                     format!("{:?} is listed twice", peer.get_ref()),
                 ));
             }
+            // The clients' port (or the HTTP one) listed as a peer: cancel requests forwarded
+            // there would be forwarded again, as a client's are.
+            let listener = peer
+                .get_ref()
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a == listen || Some(a) == http_listen);
+            if listener {
+                return Err(self.err(
+                    peer.span(),
+                    "peering.peers",
+                    format!(
+                        "{:?} is this process's `listen` or `http_listen`: peers are listed by their `peering.listen`",
+                        peer.get_ref()
+                    ),
+                ));
+            }
         }
         Ok(own)
     }

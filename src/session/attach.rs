@@ -283,6 +283,7 @@ impl Session {
         };
         let quiet = self.pending.is_empty()
             && !self.batch_open
+            && !self.skip_until_sync
             && self.txn == TxnStatus::Idle
             && self.swbuf.is_empty()
             && self.client_pass == Pass::None
@@ -348,6 +349,7 @@ impl Session {
     pub(super) fn detach_bookkeeping(&mut self) {
         self.server_pass = 0;
         self.batch_open = false;
+        self.bound_in_batch = false;
         self.wrote = false;
         if let Some(i) = self.backend_index.take() {
             // The view the connection was attached under (stats counted in the same place).

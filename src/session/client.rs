@@ -313,6 +313,7 @@ impl Session {
                     };
                     self.pending.expect(Kind::Sync, Mode::Forward, hook);
                     self.batch_open = false;
+                    self.bound_in_batch = false;
                     if restore {
                         self.restore_startup_settings();
                     }

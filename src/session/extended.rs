@@ -40,7 +40,14 @@ impl Session {
     fn prepare_statement(&mut self, name: &[u8]) -> Result<Option<Prepared>, Fatal> {
         if name.is_empty() {
             let owner = (self.id, self.unnamed_seq);
-            let replay = self.server.as_ref().expect("attached").conn.unnamed_owner != Some(owner);
+            // Also when the Parse that made it the client's is unanswered in an earlier
+            // pipelined batch: an error there would leave the server with whatever unnamed
+            // statement it had before, another client's perhaps.
+            let replay = self.server.as_ref().expect("attached").conn.unnamed_owner != Some(owner)
+                || (!self.pending.is_empty()
+                    && self
+                        .pending
+                        .parse_unsettled(|h| matches!(h, Hook::UnnamedParse { .. })));
             if let Some(d) = self.unnamed_depends.clone().filter(|_| replay) {
                 self.ensure_prepared(&d);
             }
@@ -103,9 +110,20 @@ impl Session {
         }
         self.note_quiet();
         let conn = &mut self.server.as_mut().expect("attached").conn;
-        if !conn.prepared.touch(stmt.id) {
-            conn.prepared.insert(stmt);
-            self.evict_prepared();
+        let present = conn.prepared.touch(stmt.id);
+        // Prepared by a Parse still unanswered in an earlier pipelined batch: an error in
+        // that batch would skip it, so this batch prepares it again (a Close and Parse of
+        // the same text, harmless when the first one succeeds).
+        let unsettled = present
+            && !self.pending.is_empty()
+            && self
+                .pending
+                .parse_unsettled(|h| matches!(h, Hook::Parse { id, .. } if *id == stmt.id));
+        if !present || unsettled {
+            if !present {
+                conn.prepared.insert(stmt);
+                self.evict_prepared();
+            }
             self.close_before_parse(stmt);
             encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
             self.pending.expect(
@@ -123,7 +141,7 @@ impl Session {
     /// so no statement used so far is needed by one, and any may be evicted (the limit is
     /// enforced here too, for a set that grew while statements were protected).
     pub(super) fn note_quiet(&mut self) {
-        if self.txn == TxnStatus::Idle && self.pending.is_empty() {
+        if self.txn == TxnStatus::Idle && self.pending.is_empty() && !self.bound_in_batch {
             if let Some(p) = self.server.as_mut() {
                 p.conn.prepared.mark_quiet();
                 if p.conn.prepared.len() > self.max_prepared {
@@ -207,6 +225,8 @@ impl Session {
         let Some((server_name, stmt)) = self.prepare_statement(name)? else {
             return Ok(());
         };
+        // A portal may exist from here to the Sync (an Execute with a row limit, a Flush).
+        self.bound_in_batch = true;
         self.note_bind_effects(name, stmt.as_deref());
         if let Some(arg) = self.terminate_arg_of(name, stmt.as_deref()) {
             let pid = match arg {

@@ -283,6 +283,7 @@ async fn start(
     let user_name = login.user.name.clone();
     let startup = app.settings.intern(login.startup);
     let functions = app.catalogs.of(&login.database);
+    let statement_scope = statements::scope(&login.database, &user_name);
     let mut session = Session {
         id,
         client_pid: reg.pid,
@@ -343,6 +344,8 @@ async fn start(
         wrote: false,
         ryw: crate::ryw::Scopes::new(&app.ryw, &user_name),
         counted: None,
+        bound_in_batch: false,
+        statement_scope,
         target: route::Target::Primary,
         backend_index: None,
         retry: None,
@@ -516,6 +519,11 @@ struct Session {
     force_primary: bool,
     /// The current request or transaction on the primary may write.
     wrote: bool,
+    /// The scope of the statements it prepares (see [`statements::scope`]).
+    statement_scope: Bytes,
+    /// A Bind was sent in the open extended batch: its portal may still exist on the server
+    /// (so no statement may be evicted until the Sync).
+    bound_in_batch: bool,
     /// Counts the client in `switchyard_clients` from its login on.
     counted: Option<crate::metrics::CountedClient>,
     /// Read-your-writes watermarks of this session, its user and the proxy.

@@ -146,10 +146,13 @@ impl Session {
             .get("search_path")
             .map(String::as_bytes)
             .unwrap_or(b"");
-        let stmt = self
-            .app
-            .statements
-            .intern_with(query, types, search_path, depends);
+        let stmt = self.app.statements.intern_with(
+            &self.statement_scope,
+            query,
+            types,
+            search_path,
+            depends,
+        );
         stmt.effects.get_or_init(|| effects);
         let client_name = frame.slice_ref(name);
         self.statements.insert(client_name.clone(), stmt.clone());

@@ -96,6 +96,12 @@ pub enum Hook {
     Shape {
         id: u64,
     },
+    /// The proxy's Sync after preparing the statement a SQL `EXECUTE` in the Query behind it
+    /// runs (see `forward_execute`).
+    ReprepareSync,
+    /// That Query, after that preparing failed: the client has the Parse's error, so the
+    /// Query's own (26000, about the statement's shared name) is dropped.
+    SkipError,
 }
 
 /// One expected response.
@@ -155,6 +161,24 @@ impl Pending {
         self.q.iter().any(|e| {
             matches!(e, Expect::Server { hook: Hook::Parse { name: n, .. }, .. } if n[..] == *name)
         })
+    }
+
+    /// Whether the last Parse whose hook `is` matches awaits its answer with the batch it
+    /// belongs to already ended (a Sync, Query or FunctionCall queued after it): an error
+    /// before it in that batch may still make the server skip it, so what is sent after that
+    /// end cannot count on it. (Only pipelined requests get here with entries queued.)
+    pub fn parse_unsettled(&self, is: impl Fn(&Hook) -> bool) -> bool {
+        let (mut found, mut ended) = (false, false);
+        for e in &self.q {
+            if let Expect::Server { kind, hook, .. } = e {
+                if *kind == Kind::Parse && is(hook) {
+                    (found, ended) = (true, false);
+                } else if found && !kind.extended() {
+                    ended = true;
+                }
+            }
+        }
+        ended
     }
 
     /// Nothing outstanding.
@@ -233,6 +257,15 @@ impl Pending {
         let (kind, mode) = (*kind, *mode);
         m.mode = mode;
         if t == tag::ERROR_RESPONSE {
+            if let Some(Expect::Server {
+                hook: hook @ Hook::SkipError,
+                ..
+            }) = self.q.front_mut()
+            {
+                *hook = Hook::None;
+                m.forward = false;
+                return m;
+            }
             // Errors always reach the client, except answers to the proxy's own queries and
             // to what it sent to fail.
             m.forward = mode == Mode::Forward || (kind.extended() && mode != Mode::Restore);
@@ -258,6 +291,20 @@ impl Pending {
                 }
                 // No Sync sent yet: the server ignores what the client sends until its Sync.
                 m.awaiting_sync = self.q.is_empty();
+                if let Some(Expect::Server {
+                    hook: Hook::ReprepareSync,
+                    ..
+                }) = self.q.front()
+                {
+                    if let Some(Expect::Server {
+                        kind: Kind::Query,
+                        hook: hook @ Hook::None,
+                        ..
+                    }) = self.q.get_mut(1)
+                    {
+                        *hook = Hook::SkipError;
+                    }
+                }
             }
             return m;
         }
@@ -379,6 +426,25 @@ pub fn restamp_ready(bytes: &mut [u8], status: TxnStatus) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_parse_is_unsettled_only_behind_the_end_of_its_batch() {
+        let parse = |id| Hook::Parse {
+            id,
+            name: Bytes::new(),
+        };
+        let is7 = |h: &Hook| matches!(h, Hook::Parse { id: 7, .. });
+        let mut p = Pending::default();
+        p.expect(Kind::Execute, Mode::Forward, Hook::None);
+        p.expect(Kind::Parse, Mode::Swallow, parse(7));
+        p.expect(Kind::Bind, Mode::Forward, Hook::None);
+        assert!(!p.parse_unsettled(is7), "in the same batch");
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        assert!(p.parse_unsettled(is7), "its batch ended");
+        assert!(!p.parse_unsettled(|h| matches!(h, Hook::Parse { id: 8, .. })));
+        p.expect(Kind::Parse, Mode::Swallow, parse(7));
+        assert!(!p.parse_unsettled(is7), "prepared again in this batch");
+    }
     use super::*;
 
     #[test]

@@ -101,6 +101,12 @@ impl Session {
         let ends_block =
             ends_deferred || (a.txn == TxnControl::PrepareTransaction && a.statements == 1);
         let is_commit = a.txn == TxnControl::Commit;
+        // `COMMIT AND CHAIN` / `ROLLBACK AND CHAIN`: a new block begins at once, with the
+        // same characteristics.
+        let chained = ends_deferred
+            && std::str::from_utf8(text)
+                .ok()
+                .is_some_and(crate::sql::chains);
         if a.statements == 1 && a.reason == crate::sql::Reason::Write("DROP") {
             if let Some(db) = std::str::from_utf8(text)
                 .ok()
@@ -132,6 +138,16 @@ impl Session {
             // PREPARE TRANSACTION) in a failed block with ROLLBACK too.
             self.client.rbuf.advance(h.frame_len);
             self.aborted_txn = false;
+            if chained {
+                // (The failed block's modes are not known here: the new one has the
+                // defaults.)
+                let mut frame = BytesMut::new();
+                encode::message(&mut frame, tag::QUERY, |b| b.extend_from_slice(b"BEGIN\0"));
+                self.deferred_begin = Some(super::route::DeferredBegin {
+                    frame: frame.freeze(),
+                    modes: Default::default(),
+                });
+            }
             let mut b = BytesMut::new();
             encode::command_complete(&mut b, "ROLLBACK");
             self.respond(b);
@@ -142,7 +158,10 @@ impl Session {
             // BEGIN ... COMMIT with nothing in between: no server needed. (Not BEGIN ...
             // PREPARE TRANSACTION: that leaves a prepared transaction, empty or not.)
             self.client.rbuf.advance(h.frame_len);
-            self.deferred_begin = None;
+            if !chained {
+                // (Chained, the deferred BEGIN with its modes stands for the new block.)
+                self.deferred_begin = None;
+            }
             let mut b = BytesMut::new();
             encode::command_complete(&mut b, if is_commit { "COMMIT" } else { "ROLLBACK" });
             self.respond(b);
@@ -263,7 +282,17 @@ impl Session {
             });
         match target {
             Some((sql, stmt)) => {
+                let queued = self.pending.len();
                 self.ensure_prepared(&stmt);
+                if self.pending.len() != queued {
+                    // The statement is prepared here first, with extended-protocol messages:
+                    // a Sync of the proxy's own ends them, so that if that Parse fails (the
+                    // server then ignores everything up to a Sync) the Query still runs and
+                    // gets its answer, instead of being ignored with the client waiting.
+                    encode::empty(&mut self.swbuf, tag::SYNC);
+                    self.pending
+                        .expect(Kind::Sync, Mode::Swallow, Hook::ReprepareSync);
+                }
                 encode::message(&mut self.swbuf, tag::QUERY, |b| {
                     b.extend_from_slice(&sql);
                     b.extend_from_slice(&[0]);

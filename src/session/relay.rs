@@ -54,6 +54,21 @@ impl Session {
     pub(super) fn client_has_request(&self) -> bool {
         matches!(Header::peek(&self.client.rbuf, usize::MAX), Ok(Some(h)) if self.client.rbuf.len() >= h.frame_len)
     }
+    /// Writes what the client sent before its Terminate and the server has not got yet (a
+    /// Query and Terminate in one packet): PostgreSQL runs such a request before it reads the
+    /// Terminate, so an `INSERT` sent and left at once is not lost. The connection is then
+    /// closed by [`finish`](Self::finish), as one with a request in flight.
+    async fn send_before_terminate(&mut self) {
+        let Some(p) = self.server.as_mut().filter(|_| !self.swbuf.is_empty()) else {
+            return;
+        };
+        let timeout = self.current.config.config.pool.connect_timeout;
+        let sent = crate::net::send_all(&mut p.conn.stream, &self.swbuf);
+        if matches!(tokio::time::timeout(timeout, sent).await, Ok(Ok(()))) {
+            self.swbuf.clear();
+        }
+    }
+
     /// The relay loop; returns when the client leaves.
     pub(super) async fn relay(&mut self, client: &mut Stream) -> Result<(), Fatal> {
         let mut stop = Stop {
@@ -68,6 +83,7 @@ impl Session {
                     Step::Idle => break,
                     Step::NeedServer => self.attach().await?,
                     Step::Terminate => {
+                        self.send_before_terminate().await;
                         let _ = crate::net::send_all(client, &self.client.wbuf).await;
                         return Ok(());
                     }
@@ -81,6 +97,12 @@ impl Session {
                 && self.pending.is_empty()
                 && self.txn == TxnStatus::Idle
                 && self.client_pass == Pass::None
+                // Nor in the middle of what the client sees as open: an extended batch (a
+                // suspended portal), a BEGIN the proxy has not sent yet, a failed block.
+                && !self.batch_open
+                && !self.skip_until_sync
+                && self.deferred_begin.is_none()
+                && !self.aborted_txn
             {
                 // Everything the client asked for is answered (a COMMIT's result included):
                 // deliver it, then say goodbye.

@@ -75,10 +75,14 @@ impl Statement {
     }
 }
 
+/// (scope, query, parameter types, search_path).
+type Key = (Bytes, Bytes, Bytes, Bytes);
+
 /// The proxy-wide registry; looked up only when a client parses a named statement.
 pub struct Registry {
-    /// Keyed by (query, parameter types, search_path at Parse time).
-    map: Mutex<HashMap<(Bytes, Bytes, Bytes), Arc<Statement>>>,
+    /// Keyed by (scope, query, parameter types, search_path at Parse time); the scope is
+    /// the database and role (see [`scope`]).
+    map: Mutex<HashMap<Key, Arc<Statement>>>,
     next: AtomicU64,
     /// Size at which the next sweep runs.
     sweep_at: AtomicUsize,
@@ -89,6 +93,12 @@ pub struct Registry {
     /// Parse, as a client's own statement on PostgreSQL does; a new Parse must see the new
     /// schema, as it would on PostgreSQL).
     epoch: AtomicU64,
+}
+
+/// The scope statements are shared in: clients of one database logged in as one role
+/// (`"$user"` in a search_path, and the tables and types a text names, depend on both).
+pub fn scope(database: &str, user: &str) -> Bytes {
+    Bytes::from(format!("{database}\0{user}"))
 }
 
 /// Sweeps never run below this size.
@@ -129,22 +139,28 @@ impl Registry {
         tracing::debug!("schema changed: statements parsed from now on are prepared anew");
     }
 
-    /// The interned statement for (query, types) parsed under `search_path`: the same text
-    /// under another search_path may name other tables, so it is another statement.
+    /// The interned statement for (query, types) parsed under `search_path` (in one scope,
+    /// for tests).
+    #[cfg(test)]
     pub fn intern(&self, query: &[u8], types: &[u8], search_path: &[u8]) -> Arc<Statement> {
-        self.intern_with(query, types, search_path, None)
+        self.intern_with(&Bytes::new(), query, types, search_path, None)
     }
 
-    /// [`Registry::intern`] of a text that runs statement `depends` (made by [`executing`]: the
-    /// same text always names the same statement).
+    /// The interned statement for (query, types) parsed under `search_path` in `scope` (see
+    /// [`scope`]): the same text under another search_path, in another database or as
+    /// another role may name other tables, so it is another statement (with its own row
+    /// shape and session effects). `depends`: the statement a text made by [`executing`]
+    /// runs (the same text always names the same statement).
     pub fn intern_with(
         &self,
+        scope: &Bytes,
         query: &[u8],
         types: &[u8],
         search_path: &[u8],
         depends: Option<&Arc<Statement>>,
     ) -> Arc<Statement> {
         let key = (
+            scope.clone(),
             Bytes::copy_from_slice(query),
             Bytes::copy_from_slice(types),
             Bytes::copy_from_slice(search_path),
@@ -284,9 +300,18 @@ mod tests {
             None,
             "a span past the end"
         );
-        let s = r.intern_with(&q, b"", b"", Some(&target));
+        let s = r.intern_with(&Bytes::new(), &q, b"", b"", Some(&target));
         assert_eq!(s.depends.as_ref().map(|d| d.id), Some(target.id));
-        assert_eq!(r.intern_with(&q, b"", b"", Some(&target)).id, s.id);
+        assert_eq!(
+            r.intern_with(&Bytes::new(), &q, b"", b"", Some(&target)).id,
+            s.id
+        );
+        let elsewhere = scope("other_db", "app");
+        assert_ne!(
+            r.intern_with(&elsewhere, &q, b"", b"", Some(&target)).id,
+            s.id,
+            "another database's statement"
+        );
     }
 
     #[test]

@@ -18,6 +18,18 @@ pub struct BeginModes {
     pub serializable: Option<bool>,
 }
 
+/// Whether `sql` (a `COMMIT`, `END`, `ROLLBACK` or `ABORT`) ends with `AND CHAIN`, which
+/// starts a new transaction at once (`AND NO CHAIN` does not).
+pub fn chains(sql: &str) -> bool {
+    let words: Vec<Token<'_>> = Lexer::new(sql)
+        .filter(|t| !t.is_comment() && !t.is_punct(b';'))
+        .collect();
+    match words.as_slice() {
+        [.., and, chain] => and.is_kw("and") && chain.is_kw("chain"),
+        _ => false,
+    }
+}
+
 /// The modes of `sql` if it is one well-formed `BEGIN` or `START TRANSACTION` (comments and a
 /// trailing `;` allowed) that names each kind of mode at most once.
 pub fn begin_modes(sql: &str) -> Option<BeginModes> {
@@ -99,6 +111,25 @@ pub fn begin_modes(sql: &str) -> Option<BeginModes> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn and_chain_is_found() {
+        for sql in [
+            "COMMIT AND CHAIN",
+            "end and chain;",
+            "ROLLBACK AND /* x */ CHAIN -- y",
+        ] {
+            assert!(chains(sql), "{sql}");
+        }
+        for sql in [
+            "COMMIT",
+            "COMMIT AND NO CHAIN",
+            "ROLLBACK; -- and chain",
+            "abort",
+        ] {
+            assert!(!chains(sql), "{sql}");
+        }
+    }
     use super::*;
 
     #[test]

@@ -65,7 +65,7 @@ mod tests;
 use std::borrow::Cow;
 use std::fmt;
 
-pub use begin::{begin_modes, BeginModes};
+pub use begin::{begin_modes, chains, BeginModes};
 pub use classify::Classifier;
 pub use effects::{dropped_database, of_function_call};
 pub use functions::{
