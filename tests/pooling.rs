@@ -885,6 +885,36 @@ async fn a_client_that_left_leaves_no_settings_on_the_pool() {
 /// Session pooling: a client keeps one server connection (one backend pid) across
 /// transactions while other clients work; each client has its own; and the next client on a
 /// returned connection finds it reset.
+/// With `standard_conforming_strings` off, `'x\\'` does not end where the classifier's lexer
+/// (which assumes it on) would end it, so a `SET` can hide behind it. Such text is taken as
+/// changing settings: the client's setting follows it, and never reaches the next client of
+/// the pool's one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_hidden_by_a_backslash_is_still_tracked() {
+    let p = proxy("transaction", "size = 1");
+    let a = connect_cs(&format!(
+        "{} options='-c standard_conforming_strings=off'",
+        app_cs(&p)
+    ))
+    .await;
+    // To PostgreSQL: SELECT 'x'', '; SET application_name = 'hidden'; -- ...
+    let sql = "SELECT 'x\\', '; SET application_name = 'hidden'; --'";
+    let rows = q(&a, sql).await;
+    assert_eq!(
+        rows[0][0].as_deref(),
+        Some("x', "),
+        "read as PostgreSQL reads it"
+    );
+    assert_eq!(one(&a, "SHOW application_name").await, "hidden");
+    let b = connect(&p).await;
+    assert_eq!(
+        one(&b, "SHOW application_name").await,
+        "",
+        "another client got the hidden setting"
+    );
+    assert_eq!(one(&a, "SHOW application_name").await, "hidden");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_keeps_one_server_connection_per_client() {
     // With reuse on: the next client gets the returned connection, reset.

@@ -522,6 +522,9 @@ impl super::Session {
             .any(|(k, v)| k == "is_superuser" && v == "on");
         let mut out = notices;
         greeting(&mut out, &p.conn.params, reg.pid, reg.secret);
+        for (name, value) in &p.conn.params {
+            self.note_reported(name.as_bytes(), value.as_bytes());
+        }
         if let Err(e) = net::send_all(client, &out).await {
             // The client left during its login: the connection goes back unused.
             p.release();

@@ -344,6 +344,8 @@ async fn start(
         wrote: false,
         ryw: crate::ryw::Scopes::new(&app.ryw, &user_name),
         counted: None,
+        reported: ("on".into(), "UTF8".into()),
+        opaque_backslashes: false,
         bound_in_batch: false,
         statement_scope,
         target: route::Target::Primary,
@@ -524,6 +526,12 @@ struct Session {
     /// A Bind was sent in the open extended batch: its portal may still exist on the server
     /// (so no statement may be evicted until the Sync).
     bound_in_batch: bool,
+    /// The server's `standard_conforming_strings` and `client_encoding` as last reported to
+    /// the client (ParameterStatus).
+    reported: (String, String),
+    /// A backslash in the client's text is opaque to the lexer under those (see
+    /// [`crate::sql::backslashes_are_opaque`]).
+    opaque_backslashes: bool,
     /// Counts the client in `switchyard_clients` from its login on.
     counted: Option<crate::metrics::CountedClient>,
     /// Read-your-writes watermarks of this session, its user and the proxy.

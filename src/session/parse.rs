@@ -56,7 +56,7 @@ impl Session {
             }
             _ => {
                 let c = self.app.classifier.load();
-                let a = c.analyze_text(query);
+                let a = super::route::analyze(&c, query, self.opaque_backslashes);
                 if name.is_empty() {
                     self.unnamed_deallocates = a.deallocate.is_some() || a.execute.is_some();
                 }

@@ -60,7 +60,7 @@ impl Session {
         let body = &self.client.rbuf[5..h.frame_len];
         let text = super::route::query_bytes(body);
         let classifier = self.app.classifier.load();
-        let a = classifier.analyze_text(text);
+        let a = super::route::analyze(&classifier, text, self.opaque_backslashes);
         // Protocol-level statements are the proxy's: DEALLOCATE of one is answered here (also
         // when pinned; SQL-level PREPAREs of a pinned client go to its server).
         // (In a failed transaction block the server answers, with 25P02.)

@@ -113,7 +113,7 @@ impl Session {
                     Some(i) => i,
                     None => {
                         let classifier = self.app.classifier.load();
-                        let a = classifier.analyze_text(text);
+                        let a = analyze(&classifier, text, self.opaque_backslashes);
                         super::query::QueryInfo::of(&classifier, text, &a)
                     }
                 };
@@ -214,7 +214,7 @@ impl Session {
             }
             _ => return false,
         };
-        let a = self.app.classifier.load().analyze_text(text);
+        let a = analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
         matches!(
             a.reason,
             Reason::WritingFunction(_) | Reason::PrimaryView(_) | Reason::ServerRole(_)
@@ -234,7 +234,7 @@ impl Session {
             .windows(12)
             .any(|w| w.eq_ignore_ascii_case(b"serializable"));
         !serializable
-            && self.app.classifier.load().analyze_text(text).txn
+            && analyze(&self.app.classifier.load(), text, self.opaque_backslashes).txn
                 == TxnControl::SetTransactionReadOnly
     }
 
@@ -256,7 +256,7 @@ impl Session {
                 tag::PARSE => {
                     let (_, query, _) = super::statements::split_parse(body)?;
                     let text = query_bytes(query);
-                    let a = classifier.analyze_text(text);
+                    let a = analyze(&classifier, text, self.opaque_backslashes);
                     hint = hint.or(a.hint);
                     let read = underlying_read(&classifier, text, &a) && !self.calls_volatile(text);
                     if !read && hint != Some(Route::Replica) {
@@ -269,7 +269,7 @@ impl Session {
                     let (name, _) = read_cstr(rest)?;
                     let classify = |query: &[u8]| {
                         let text = query_bytes(query);
-                        let a = classifier.analyze_text(text);
+                        let a = analyze(&classifier, text, self.opaque_backslashes);
                         (underlying_read(&classifier, text, &a), a.hint)
                     };
                     // (The classification of a statement is kept with it; whether it calls
@@ -308,6 +308,22 @@ impl Session {
             at += h.frame_len;
         }
     }
+}
+
+/// The classifier's analysis of a client's Query or Parse text, or [`Analysis::opaque`] when
+/// the text has a backslash the session's settings make opaque to the lexer
+/// (`opaque_backslashes`, see [`crate::sql::backslashes_are_opaque`]).
+///
+/// [`Analysis::opaque`]: crate::sql::Analysis::opaque
+pub(super) fn analyze<'a>(
+    classifier: &crate::sql::Classifier,
+    text: &'a [u8],
+    opaque_backslashes: bool,
+) -> crate::sql::Analysis<'a> {
+    if opaque_backslashes && text.contains(&b'\\') {
+        return crate::sql::Analysis::opaque();
+    }
+    classifier.analyze_text(text)
 }
 
 /// Whether `sql` is a read by its classification alone: a routing hint overrides the route,

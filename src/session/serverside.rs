@@ -31,7 +31,34 @@ fn refused_by_standby(code: &str) -> Option<Refusal> {
     }
 }
 
+/// See [`Session::note_reported`] (apart, for the borrow of the server connection).
+fn note_reported(
+    reported: &mut (String, String),
+    opaque_backslashes: &mut bool,
+    name: &[u8],
+    value: &[u8],
+) {
+    let value = String::from_utf8_lossy(value);
+    match name {
+        b"standard_conforming_strings" => reported.0 = value.into_owned(),
+        b"client_encoding" => reported.1 = value.into_owned(),
+        _ => return,
+    }
+    *opaque_backslashes = crate::sql::backslashes_are_opaque(&reported.0, &reported.1);
+}
+
 impl Session {
+    /// A parameter the server reported: `standard_conforming_strings` and `client_encoding`
+    /// decide how the client's backslashes are read.
+    pub(super) fn note_reported(&mut self, name: &[u8], value: &[u8]) {
+        note_reported(
+            &mut self.reported,
+            &mut self.opaque_backslashes,
+            name,
+            value,
+        );
+    }
+
     /// Relays what the server sent.
     pub(super) fn process_server(&mut self) -> Result<(), Fatal> {
         let releasable = self.releasable();
@@ -193,6 +220,15 @@ impl Session {
                     }
                     let b = body.to_vec();
                     conn.note_parameter(&b);
+                    if let Some((name, rest)) = crate::protocol::read_cstr(&b) {
+                        let value = crate::protocol::read_cstr(rest).map_or(&b""[..], |v| v.0);
+                        note_reported(
+                            &mut self.reported,
+                            &mut self.opaque_backslashes,
+                            name,
+                            value,
+                        );
+                    }
                 }
                 tag::ERROR_RESPONSE => {
                     if m.forward {

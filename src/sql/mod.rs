@@ -337,6 +337,28 @@ pub enum TxnControl {
     Rollback,
 }
 
+/// Whether a backslash in a client's text may not mean what the lexer takes it to mean: with
+/// `standard_conforming_strings` off, `'...'` strings take backslash escapes; in the client
+/// encodings whose multibyte characters may end in the byte of `\\` (SJIS, BIG5, GBK, UHC,
+/// GB18030, JOHAB), the server reads that byte as part of a character, the lexer (seeing
+/// the bytes, not the characters) as an escape. Either way a quote could end a string where
+/// the lexer sees none, and hide a statement from it.
+pub fn backslashes_are_opaque(standard_conforming_strings: &str, client_encoding: &str) -> bool {
+    const TWO_BYTE_ASCII_TRAIL: [&str; 7] = [
+        "SJIS",
+        "SHIFT_JIS_2004",
+        "BIG5",
+        "GBK",
+        "UHC",
+        "GB18030",
+        "JOHAB",
+    ];
+    standard_conforming_strings.eq_ignore_ascii_case("off")
+        || TWO_BYTE_ASCII_TRAIL
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(client_encoding))
+}
+
 /// A whole-string `DEALLOCATE [PREPARE] name` or `DEALLOCATE [PREPARE] ALL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deallocate<'a> {
@@ -398,6 +420,24 @@ pub struct Analysis<'a> {
 
 impl Analysis<'_> {
     /// The same analysis, owning what it borrowed from the text.
+    /// What is assumed of a text whose backslashes the lexer cannot interpret (see
+    /// [`backslashes_are_opaque`]): it may write, change settings and leave session state
+    /// anywhere, so it runs on the primary and the proxy reads back what it did.
+    pub fn opaque() -> Analysis<'static> {
+        Analysis {
+            route: Route::Primary,
+            reason: Reason::Unparsable,
+            hint: None,
+            effects: Effects::SETTINGS | Effects::STATE,
+            pin: None,
+            txn: TxnControl::None,
+            deallocate: None,
+            execute: None,
+            switchyard: None,
+            statements: 2,
+        }
+    }
+
     pub fn into_owned(self) -> Analysis<'static> {
         let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
         Analysis {

@@ -216,3 +216,19 @@ fn fuzz_fragments() {
         }
     }
 }
+
+#[test]
+fn backslashes_are_opaque_with_escapes_in_plain_strings_or_ascii_trail_bytes() {
+    use super::backslashes_are_opaque as opaque;
+    assert!(!opaque("on", "UTF8"));
+    assert!(!opaque("on", "LATIN1"));
+    assert!(opaque("off", "UTF8"));
+    assert!(opaque("on", "SJIS"));
+    assert!(opaque("on", "gbk"));
+    assert!(opaque("on", "BIG5"));
+    let a = super::Analysis::opaque();
+    assert_eq!(a.route, super::Route::Primary);
+    assert!(a
+        .effects
+        .contains(super::Effects::SETTINGS | super::Effects::STATE));
+}
