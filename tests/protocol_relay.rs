@@ -1660,6 +1660,48 @@ fn a_statement_of_another_database_is_not_checked_against_this_ones() {
 }
 
 #[test]
+fn the_proxys_statement_names_are_not_the_clients() {
+    bounded(async {
+        // A client that finds another's shared statement name (`_sy…` in
+        // pg_prepared_statements) cannot drop it from the connection (which would then fail
+        // the owner's Bind with 26000) nor run it: 26000, as for any name it never prepared.
+        let proxy = proxy("[pool]\nsize = 1\n[routing]\nread_write_split = false\n");
+        let mut a = Raw::app(&proxy).await;
+        let mut out = fe::parse("mine", "select 7", &[]);
+        out.extend(fe::sync());
+        a.send(&out).await;
+        assert_eq!(tags(&a.until_ready().await), "1Z");
+        let mut b = Raw::app(&proxy).await;
+        let names = b
+            .query_ok("select name from pg_prepared_statements where name like '\\_sy%'")
+            .await;
+        let shared = names
+            .first()
+            .expect("the shared name on the one connection")
+            .clone();
+        for sql in [format!("deallocate {shared}"), format!("execute {shared}")] {
+            let r = b.query(&sql).await;
+            assert_eq!(tags(&r), "EZ", "{sql}: {r:?}");
+            assert_eq!(r[0].code(), "26000", "{sql}");
+        }
+        let mut out = fe::parse("", &format!("deallocate prepare {shared}"), &[]);
+        out.extend(fe::bind("", "", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        b.send(&out).await;
+        let r = b.until_ready().await;
+        assert_eq!(tags(&r), "EZ", "{r:?}");
+        assert_eq!(r[0].code(), "26000");
+        let mut out = fe::bind("", "mine", &[]);
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        a.send(&out).await;
+        let r = a.until_ready().await;
+        assert_eq!(tags(&r), "2DCZ", "the owner's statement: {r:?}");
+    });
+}
+
+#[test]
 fn commit_and_chain_opens_the_next_block() {
     bounded(async {
         // BEGIN, then COMMIT AND CHAIN with nothing between (answered by the proxy, the BEGIN

@@ -20,6 +20,10 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+/// The most SCRAM iterations a server may ask for (PostgreSQL's default is 4,096; keys are
+/// derived once per password and salt, on the event loop).
+const MAX_ITERATIONS: u32 = 1_000_000;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -240,6 +244,13 @@ impl ScramKeysClient {
         let iterations: u32 = iterations
             .parse()
             .map_err(|_| AuthError::Malformed("server iteration count is not a number"))?;
+        if !(1..=MAX_ITERATIONS).contains(&iterations) {
+            // Deriving the keys runs on the event loop every client shares: a server (or a man
+            // in the middle before TLS is verified) asking for billions would stall them all.
+            return Err(AuthError::Malformed(
+                "server iteration count is 0 or above 1,000,000",
+            ));
+        }
         let keys = match &self.source {
             Source::Keys(k) if k.salt == salt && k.iterations == iterations => k.clone(),
             // Another verifier: the role's password changed since the keys were learned.

@@ -1055,6 +1055,11 @@ fn keys_client_rejects_bad_server_messages() {
         (format!("r=abcdef,s={salt}"), "no iteration count"),
         (format!("r=abcdef,s={salt},i=x"), "a bad iteration count"),
         (
+            format!("r=abcdef,s={salt},i=4000000000"),
+            "billions of iterations",
+        ),
+        (format!("r=abcdef,s={salt},i=0"), "no iterations"),
+        (
             format!("m=ext,r=abcdef,s={salt},i=16"),
             "a mandatory extension",
         ),
@@ -1273,4 +1278,24 @@ fn the_keys_client_binds_to_the_certificate_it_saw() {
             Ok(Ok(()))
         );
     }
+}
+
+#[test]
+fn a_password_client_refuses_an_iteration_count_it_cannot_afford() {
+    let derived = DerivedKeys::default();
+    let salt = STANDARD.encode(b"salt");
+    for i in ["4000000000", "1000001", "0"] {
+        let mut client = ScramKeysClient::from_password("pw", derived.clone());
+        let first = String::from_utf8(client.client_first()).unwrap();
+        let nonce = first.rsplit("r=").next().unwrap().to_string();
+        let server_first = format!("r={nonce}server,s={salt},i={i}");
+        assert!(
+            matches!(
+                client.server_first(server_first.as_bytes()),
+                Err(AuthError::Malformed(_))
+            ),
+            "i={i} accepted"
+        );
+    }
+    assert_eq!(derived.derivations(), 0, "no keys were derived");
 }

@@ -52,7 +52,9 @@ impl Session {
     /// or a message needs a server connection.
     pub(super) fn process_client(&mut self) -> Result<Step, Fatal> {
         loop {
-            if self.swbuf.len() >= super::relay::OUT_HIGH {
+            if self.swbuf.len() >= super::relay::OUT_HIGH
+                || self.pending.synthetic_bytes() >= super::relay::OUT_HIGH
+            {
                 return Ok(Step::Idle);
             }
             match self.client_pass {

@@ -344,6 +344,7 @@ async fn start(
         wrote: false,
         ryw: crate::ryw::Scopes::new(&app.ryw, &user_name),
         counted: None,
+        pin_unread_settings: false,
         reported: ("on".into(), "UTF8".into()),
         opaque_backslashes: false,
         bound_in_batch: false,
@@ -532,6 +533,8 @@ struct Session {
     /// A backslash in the client's text is opaque to the lexer under those (see
     /// [`crate::sql::backslashes_are_opaque`]).
     opaque_backslashes: bool,
+    /// Reading the client's settings back failed: pin it (see `process_server`).
+    pin_unread_settings: bool,
     /// Counts the client in `switchyard_clients` from its login on.
     counted: Option<crate::metrics::CountedClient>,
     /// Read-your-writes watermarks of this session, its user and the proxy.

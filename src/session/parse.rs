@@ -66,6 +66,16 @@ impl Session {
                             statements::executing(query, e.span.clone(), s).map(|q| (q, s.clone()));
                     }
                 }
+                let foreign = match (&a.deallocate, &a.execute) {
+                    (Some(crate::sql::Deallocate::Name(n)), _) => self.foreign_shared_name(n),
+                    (_, Some(e)) => self.foreign_shared_name(&e.name),
+                    _ => None,
+                };
+                if let Some(n) = foreign {
+                    let msg = format!("prepared statement \"{n}\" does not exist");
+                    self.respond_batch_error("26000", &msg);
+                    return Ok(());
+                }
                 match &a.deallocate {
                     Some(crate::sql::Deallocate::Name(n)) if name.is_empty() => {
                         deallocate = self

@@ -143,6 +143,9 @@ pub struct Pending {
     q: VecDeque<Expect>,
     /// Hooks of entries the last error skipped.
     skipped: Vec<Hook>,
+    /// Bytes of the synthetic entries queued (the relay stops reading a client whose
+    /// answers pile up here, as it does when they pile up unsent).
+    synthetic_bytes: usize,
 }
 
 impl Pending {
@@ -153,6 +156,7 @@ impl Pending {
 
     /// Appends a synthetic response.
     pub fn synthetic(&mut self, bytes: Bytes, hook: Hook) {
+        self.synthetic_bytes += bytes.len();
         self.q.push_back(Expect::Synthetic(bytes, hook));
     }
 
@@ -181,6 +185,11 @@ impl Pending {
         ended
     }
 
+    /// Bytes of the answers the proxy made itself that wait behind the server's.
+    pub fn synthetic_bytes(&self) -> usize {
+        self.synthetic_bytes
+    }
+
     /// Nothing outstanding.
     pub fn is_empty(&self) -> bool {
         self.q.is_empty()
@@ -195,7 +204,10 @@ impl Pending {
     pub fn pop_synthetic(&mut self) -> Option<Bytes> {
         match self.q.front() {
             Some(Expect::Synthetic(..)) => match self.q.pop_front() {
-                Some(Expect::Synthetic(b, _)) => Some(b),
+                Some(Expect::Synthetic(b, _)) => {
+                    self.synthetic_bytes -= b.len();
+                    Some(b)
+                }
                 _ => unreachable!(),
             },
             _ => None,
@@ -282,12 +294,15 @@ impl Pending {
                     ) {
                         break;
                     }
-                    if let Some(Expect::Server { hook, .. } | Expect::Synthetic(_, hook)) =
-                        self.q.pop_front()
-                    {
-                        self.skipped.push(hook);
-                        m.skipped = true;
+                    match self.q.pop_front() {
+                        Some(Expect::Server { hook, .. }) => self.skipped.push(hook),
+                        Some(Expect::Synthetic(b, hook)) => {
+                            self.synthetic_bytes -= b.len();
+                            self.skipped.push(hook);
+                        }
+                        None => {}
                     }
+                    m.skipped = true;
                 }
                 // No Sync sent yet: the server ignores what the client sends until its Sync.
                 m.awaiting_sync = self.q.is_empty();
@@ -386,6 +401,7 @@ impl Pending {
             })
             .count();
         self.q.clear();
+        self.synthetic_bytes = 0;
         n
     }
 }
@@ -426,6 +442,26 @@ pub fn restamp_ready(bytes: &mut [u8], status: TxnStatus) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn answers_made_by_the_proxy_are_counted_until_sent_or_skipped() {
+        let mut p = Pending::default();
+        p.expect(Kind::Execute, Mode::Forward, Hook::None);
+        p.synthetic(Bytes::from_static(b"abc"), Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        p.synthetic(Bytes::from_static(b"de"), Hook::None);
+        assert_eq!(p.synthetic_bytes(), 5);
+        // An error skips the first (up to the Sync).
+        let m = p.on_server(tag::ERROR_RESPONSE);
+        assert!(m.skipped);
+        assert_eq!(p.synthetic_bytes(), 2);
+        p.on_server(tag::READY_FOR_QUERY);
+        assert_eq!(p.pop_synthetic().as_deref(), Some(&b"de"[..]));
+        assert_eq!(p.synthetic_bytes(), 0);
+        p.synthetic(Bytes::from_static(b"x"), Hook::None);
+        p.abandon();
+        assert_eq!(p.synthetic_bytes(), 0);
+    }
 
     #[test]
     fn a_parse_is_unsettled_only_behind_the_end_of_its_batch() {

@@ -47,6 +47,14 @@ impl QueryInfo {
 }
 
 impl Session {
+    /// `name` if it is one of the proxy's shared statement names that the client has not
+    /// prepared under that name itself.
+    pub(super) fn foreign_shared_name(&self, name: &str) -> Option<String> {
+        (name.as_bytes().starts_with(statements::PREFIX)
+            && !self.statements.contains_key(name.as_bytes()))
+        .then(|| name.to_owned())
+    }
+
     pub(super) fn handle_query(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
         if let Some(info) = self.front_query_info(h.frame_len) {
             // Analysed already, before a server was attached for it (attaching may also have
@@ -76,6 +84,23 @@ impl Session {
             }
             _ => None,
         };
+        // The proxy's own shared names (`_sy…`) are not the client's to run or drop: dropped,
+        // another client's statement would be gone from a connection believed to hold it.
+        let foreign = match (&a.deallocate, &a.execute) {
+            (Some(Deallocate::Name(n)), _) => self.foreign_shared_name(n),
+            (_, Some(e)) => self.foreign_shared_name(&e.name),
+            _ => None,
+        };
+        if let Some(name) = foreign.filter(|_| !failed_block) {
+            drop(classifier);
+            self.client.rbuf.advance(h.frame_len);
+            let mut b = BytesMut::new();
+            let msg = format!("prepared statement \"{name}\" does not exist");
+            encode::error(&mut b, "ERROR", "26000", &msg);
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
         let info = QueryInfo {
             execute: a
                 .execute

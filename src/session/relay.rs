@@ -220,6 +220,7 @@ impl Session {
         // reading a client that does not read).
         if self.swbuf.len() < OUT_HIGH
             && self.client.wbuf.len() < OUT_HIGH
+            && self.pending.synthetic_bytes() < OUT_HIGH
             && (self.client.rbuf.len() < OUT_HIGH || !self.client_has_request())
         {
             match read_from(cx, client, &mut self.client.rbuf) {

@@ -90,6 +90,9 @@ impl Session {
         // The read-back found state in the session that cannot move (why).
         let mut kept_state: Option<PinReason> = None;
         let mut own_failure = None;
+        // The proxy's reading back of the client's settings failed (a statement_timeout or a
+        // cancel of the client's own hit it): what they are is unknown.
+        let mut capture_failed = false;
         // Errors relayed to the client (counted per backend after the loop).
         let mut errors = 0u64;
         loop {
@@ -245,7 +248,12 @@ impl Session {
                     }
                     if !m.forward && m.mode != Mode::Restore {
                         own_failure = Some(format!("{} {}", f.code, f.message));
-                        conn.broken = true;
+                        if m.mode == Mode::Capture && f.severity == "ERROR" {
+                            // (A failed query leaves the connection as it was.)
+                            capture_failed = true;
+                        } else {
+                            conn.broken = true;
+                        }
                     }
                     if f.severity == "FATAL" || f.severity == "PANIC" {
                         conn.broken = true;
@@ -343,7 +351,12 @@ impl Session {
             }
             if let Some((Kind::Query, Mode::Capture)) = m.completed {
                 let (settings, lsn) = std::mem::take(&mut self.capturing);
-                if settings {
+                if settings && capture_failed {
+                    // The settings stay unknown: the client keeps this connection, which has
+                    // them, rather than have them replaced by what was partly read.
+                    self.captured.clear();
+                    self.pin_unread_settings = true;
+                } else if settings {
                     let (state, rows): (Vec<_>, Vec<_>) = std::mem::take(&mut self.captured)
                         .into_iter()
                         .partition(|(k, _)| k == super::settings::STATE_ROW);
@@ -398,6 +411,9 @@ impl Session {
             // Another client must never run as the role this one took; nor can the role
             // follow this client (switching to it needs its privileges on the new session).
             self.apply_effects(Effects::NONE, Some(PinReason::Role.as_str()));
+        }
+        if std::mem::take(&mut self.pin_unread_settings) {
+            self.apply_effects(Effects::NONE, Some("unread_settings"));
         }
         if let Some(reason) = kept_state {
             // Made inside a function: the client keeps its connection, as if it had made it
