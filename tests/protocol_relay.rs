@@ -1702,6 +1702,43 @@ fn the_proxys_statement_names_are_not_the_clients() {
 }
 
 #[test]
+fn a_query_too_large_to_inspect_is_not_streamed_onto_a_replica() {
+    bounded(async {
+        // A read (on a replica) with a write pipelined behind it that is larger than
+        // max_message_size, so streamed without being inspected: it must wait for a server of
+        // its own (the primary), not follow the read onto the replica (25006), and it may
+        // change settings and state like any text the proxy cannot read.
+        let proxy = start_ready_proxy(support::proxy::ProxyOptions {
+            extra_top: "max_message_size = \"4kB\"\n".into(),
+            extra_tables: "[routing]\nconsistency = \"eventual\"\n".into(),
+            ..Default::default()
+        });
+        let direct = direct_primary().await;
+        direct
+            .batch_execute("drop table if exists pr_big; create table pr_big (v text)")
+            .await
+            .unwrap();
+        shared_cluster()
+            .wait_replicas_caught_up(Duration::from_secs(20))
+            .expect("replicas caught up");
+        let mut raw = Raw::app(&proxy).await;
+        let big = "z".repeat(64 * 1024);
+        let mut out = fe::query("select pg_sleep(0.2), 1");
+        out.extend(fe::query(&format!("insert into pr_big values ('{big}')")));
+        raw.send(&out).await;
+        let r = raw.until_ready_n(2).await;
+        assert_eq!(tags(&r[0]), "TDCZ", "the read: {:?}", r[0]);
+        assert_eq!(tags(&r[1]), "CZ", "the large write: {:?}", r[1]);
+        let n: i64 = direct
+            .query_one("select count(*) from pr_big where length(v) = 65536", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1);
+    });
+}
+
+#[test]
 fn commit_and_chain_opens_the_next_block() {
     bounded(async {
         // BEGIN, then COMMIT AND CHAIN with nothing between (answered by the proxy, the BEGIN

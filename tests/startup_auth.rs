@@ -350,7 +350,45 @@ async fn bad_logins_get_the_right_errors_and_leave_others_alone() {
     )
     .await;
     let refused = raw::refused(r, "replication connection");
-    assert_eq!(refused.error.severity(), "FATAL", "{:?}", refused.error);
+    assert_eq!(
+        (refused.error.severity(), refused.error.code()),
+        ("FATAL".into(), "0A000".into()),
+        "{:?}",
+        refused.error
+    );
+    // Read as PostgreSQL reads it: a boolean in any of its spellings, or `database`.
+    for (value, code) in [
+        ("database", Some("0A000")),
+        ("maybe", Some("22023")),
+        ("FALSE", None),
+        ("of", None),
+    ] {
+        let r = login(
+            &addr,
+            PROTO_3_0,
+            &[
+                ("user", APP_USER),
+                ("database", APP_DB),
+                ("replication", value),
+            ],
+            Some(APP_PASSWORD),
+        )
+        .await;
+        match code {
+            Some(code) => {
+                let refused = raw::refused(r, value);
+                assert_eq!(
+                    refused.error.code(),
+                    code,
+                    "replication={value}: {:?}",
+                    refused.error
+                );
+            }
+            None => {
+                raw::ok(r, value);
+            }
+        }
+    }
 
     // A burst of concurrent bad logins.
     let mut set = tokio::task::JoinSet::new();

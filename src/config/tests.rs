@@ -106,6 +106,10 @@ fn pool_bounds() {
     assert!(e.contains("pool.min_size"), "{e}");
     let e = err(&format!("{MINIMAL}\n[pool]\nsize = 0\n"));
     assert!(e.contains("pool.size"), "{e}");
+    for n in ["0", "4611686018427387904"] {
+        let e = err(&format!("max_client_connections = {n}\n{MINIMAL}"));
+        assert!(e.contains("max_client_connections"), "{n}: {e}");
+    }
 }
 
 #[test]
@@ -373,6 +377,16 @@ fn tls_files_are_read_and_checked_at_load() {
         path("missing.crt")
     ));
     assert!(e.contains("t.toml:20: server_tls.ca"), "{e}");
+    for mode in ["require", "prefer"] {
+        let e = err(&format!(
+            "{MINIMAL}\n[server_tls]\nmode = \"{mode}\"\nca = {:?}\n",
+            path("one.crt")
+        ));
+        assert!(
+            e.contains("server_tls.ca") && e.contains("is not checked"),
+            "a CA that {mode} would ignore: {e}"
+        );
+    }
     let e = err(&format!("{MINIMAL}\n[server_tls]\nmode = \"allow\"\n"));
     assert!(e.contains("allow"), "{e}");
     let l = parse(

@@ -42,6 +42,25 @@ impl Validator<'_> {
             }
         };
         let st = &config.server_tls;
+        if let Some(ca) = &st.ca {
+            let unchecked = match st.mode {
+                ServerTlsMode::Disable => Some("disable"),
+                ServerTlsMode::Prefer => Some("prefer"),
+                ServerTlsMode::Require => Some("require"),
+                ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull => None,
+            };
+            if let Some(mode) = unchecked {
+                // libpq's require checks the server against a root certificate it has: an
+                // operator who gives one expects it to be used.
+                return Err(self.err(
+                    ca.span(),
+                    "server_tls.ca",
+                    format!(
+                        "is not checked with mode = \"{mode}\": only \"verify-ca\" and \"verify-full\" check the servers' certificates against it"
+                    ),
+                ));
+            }
+        }
         let identity = match (&st.cert, &st.key) {
             (None, None) => None,
             (Some(c), Some(_)) if st.mode == ServerTlsMode::Disable => {

@@ -73,11 +73,11 @@ impl Validator<'_> {
                 "must be at least 1".into(),
             ));
         }
-        if config.max_client_connections == 0 {
+        if !(1..=10_000_000).contains(&config.max_client_connections) {
             return Err(self.err(
                 at_top,
                 "max_client_connections",
-                "must be at least 1".into(),
+                "must be from 1 to 10,000,000".into(),
             ));
         }
         if config.max_message_size < 1024 {

@@ -38,13 +38,45 @@ pub struct Startup {
 }
 
 impl Startup {
-    /// The value of a parameter, if sent.
+    /// The value of a parameter, if sent (the last one, when sent twice: PostgreSQL takes
+    /// the last).
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
+            .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// A boolean as PostgreSQL's `parse_bool` reads it: `true`/`false`, `yes`/`no`, `on`/`off`,
+/// `1`/`0`, any unambiguous prefix of those words, in any case (`None`: not a boolean).
+pub fn parse_bool(value: &str) -> Option<bool> {
+    let v = value.trim().to_ascii_lowercase();
+    if v.is_empty() {
+        return None;
+    }
+    match v.as_str() {
+        "1" => return Some(true),
+        "0" => return Some(false),
+        // "o" alone could be on or off.
+        "o" => return None,
+        _ => {}
+    }
+    for (word, b) in [
+        ("true", true),
+        ("false", false),
+        ("yes", true),
+        ("no", false),
+    ] {
+        if word.starts_with(&v) {
+            return Some(b);
+        }
+    }
+    if v.len() >= 2 && "off".starts_with(&v) {
+        return Some(false);
+    }
+    (v == "on").then_some(true)
 }
 
 /// Why a first message is unacceptable; each maps to a FATAL the proxy sends back.
@@ -177,6 +209,46 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parameter_sent_twice_has_its_last_value() {
+        let s = Startup {
+            major: 3,
+            minor: 0,
+            params: vec![
+                ("user".into(), "a".into()),
+                ("database".into(), "x".into()),
+                ("user".into(), "b".into()),
+            ],
+        };
+        assert_eq!(
+            (s.param("user"), s.param("database")),
+            (Some("b"), Some("x"))
+        );
+        assert_eq!(s.param("options"), None);
+    }
+
+    #[test]
+    fn booleans_are_read_as_postgresql_reads_them() {
+        for (v, b) in [
+            ("true", Some(true)),
+            ("T", Some(true)),
+            ("yes", Some(true)),
+            ("on", Some(true)),
+            ("1", Some(true)),
+            ("FALSE", Some(false)),
+            ("n", Some(false)),
+            ("of", Some(false)),
+            ("off", Some(false)),
+            ("0", Some(false)),
+            ("o", None),
+            ("database", None),
+            ("", None),
+            ("10", None),
+        ] {
+            assert_eq!(parse_bool(v), b, "{v:?}");
+        }
+    }
 
     fn packet(code: i32, body: &[u8]) -> Vec<u8> {
         let mut p = Vec::new();

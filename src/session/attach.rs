@@ -165,8 +165,16 @@ impl Session {
         }
         if self.app.pause.holds(&self.database) {
             // PAUSE came while this checkout was under way (and saw no connection held, or
-            // sees this one now): give it back unused and wait.
-            self.release();
+            // sees this one now): give it back unused and wait. Unless taking it queued
+            // something unsent (clearing its sequence state): then the connection is not
+            // what it claims to be, and is closed.
+            if self.swbuf.is_empty() && self.pending.is_empty() {
+                self.release();
+            } else {
+                self.swbuf.clear();
+                self.pending.abandon();
+                self.discard_server("paused_at_checkout");
+            }
             self.wait_resumed().await?;
             return Ok(());
         }

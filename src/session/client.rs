@@ -135,14 +135,21 @@ impl Session {
             }
             return Ok(Some(Step::NeedServer));
         }
+        if h.tag != tag::COPY_DATA && self.leave_for_next_request() {
+            // (A request of its own, behind one on a replica: it needs a server routed for it,
+            // the primary, as it cannot be inspected.)
+            return Ok(Some(Step::Idle));
+        }
         if let Some(mut r) = self.retry.take() {
             // Streamed requests are not kept, so they cannot be repeated.
             r.release_into(&mut self.client.wbuf);
         }
         match h.tag {
             tag::QUERY => {
-                // Too large to inspect: route it as is and assume it may change settings.
+                // Too large to inspect: route it as is and assume it may change settings and
+                // leave session state.
                 self.capture = true;
+                self.check_state = true;
                 self.forget_unnamed();
                 self.pending.expect(Kind::Query, Mode::Forward, Hook::None);
             }
@@ -184,6 +191,8 @@ impl Session {
                 self.client.rbuf.advance(prefix);
                 self.client_pass = Pass::Forward(h.frame_len - prefix);
                 self.pending.expect(Kind::Bind, Mode::Forward, Hook::None);
+                self.batch_open = true;
+                self.bound_in_batch = true;
                 return Ok(None);
             }
             _ => {}
@@ -234,21 +243,8 @@ impl Session {
             return Ok(Some(Step::Idle));
         }
         self.parse_wait_flushed = false;
-        if self.server.is_some()
-            && !std::mem::take(&mut self.fresh_attach)
-            && self.releasable()
-            && self.at_request_boundary()
-        {
-            // The next request may need another server: on a replica it waits for the current
-            // one to finish (one request at a time), and on the primary it waits when only the
-            // proxy's own read-backs are outstanding (so a read after a write is routed, not
-            // stuck on the primary). Requests pipelined behind a client request on the primary
-            // follow it there.
-            if self.target == Target::Replica || !self.pending.client_waiting() {
-                self.fresh_attach = false;
-                return Ok(Some(Step::Idle));
-            }
-            self.wrote = self.current.config.config.routing.read_write_split;
+        if self.leave_for_next_request() {
+            return Ok(Some(Step::Idle));
         }
         if self.sweep_statements && self.server.is_some() && self.between_requests() {
             // The client dropped statements and its next request follows on the connection it
@@ -338,6 +334,28 @@ impl Session {
 
     /// Whether the requests sent so far are complete from the client's side and no transaction
     /// is open, so the next message starts a new, separately routed request.
+    /// At the start of a request on an attached connection it may not belong on: whether
+    /// to wait until that connection goes (then the request is routed afresh).
+    fn leave_for_next_request(&mut self) -> bool {
+        if self.server.is_some()
+            && !std::mem::take(&mut self.fresh_attach)
+            && self.releasable()
+            && self.at_request_boundary()
+        {
+            // The next request may need another server: on a replica it waits for the current
+            // one to finish (one request at a time), and on the primary it waits when only the
+            // proxy's own read-backs are outstanding (so a read after a write is routed, not
+            // stuck on the primary). Requests pipelined behind a client request on the primary
+            // follow it there.
+            if self.target == Target::Replica || !self.pending.client_waiting() {
+                self.fresh_attach = false;
+                return true;
+            }
+            self.wrote = self.current.config.config.routing.read_write_split;
+        }
+        false
+    }
+
     fn at_request_boundary(&self) -> bool {
         self.txn == TxnStatus::Idle && self.between_requests()
     }

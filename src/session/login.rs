@@ -189,13 +189,27 @@ pub async fn authenticate(
             "no PostgreSQL user name specified in startup packet",
         )
     })?;
-    if s.param("replication")
-        .is_some_and(|r| r != "false" && r != "off" && r != "0" && r != "no")
-    {
-        return Err(Fatal::new(
-            "08P01",
-            "switchyard does not proxy replication connections",
-        ));
+    // As PostgreSQL reads it: a boolean, or `database` (logical replication).
+    match s.param("replication").map(|r| (r, startup::parse_bool(r))) {
+        None | Some((_, Some(false))) => {}
+        Some((_, Some(true))) => {
+            return Err(Fatal::new(
+                "0A000",
+                "switchyard does not proxy replication connections",
+            ))
+        }
+        Some((r, None)) if r.eq_ignore_ascii_case("database") => {
+            return Err(Fatal::new(
+                "0A000",
+                "switchyard does not proxy replication connections",
+            ))
+        }
+        Some((r, None)) => {
+            return Err(Fatal::new(
+                "22023",
+                format!("invalid value for parameter \"replication\": \"{r}\""),
+            ))
+        }
     }
     let database = s
         .param("database")
