@@ -168,7 +168,7 @@ struct Known {
     /// functions it calls → what calls of them do.
     effects: HashMap<Box<str>, Calls>,
     /// The functions whose bodies call functions: name, names called.
-    callers: Vec<(Box<str>, Vec<Box<str>>)>,
+    callers: HashMap<Box<str>, Vec<Box<str>>>,
     /// Names by OID.
     by_oid: HashMap<u32, Box<str>>,
 }
@@ -195,15 +195,11 @@ impl Known {
         }
         if !f.calls.is_empty() {
             let calls = f.calls.iter().map(|c| Box::<str>::from(c.as_str()));
-            match self.callers.iter_mut().find(|(n, _)| **n == *f.name) {
-                Some((_, known)) => {
-                    for c in calls {
-                        if !known.contains(&c) {
-                            known.push(c);
-                        }
-                    }
+            let known = self.callers.entry(f.name.as_str().into()).or_default();
+            for c in calls {
+                if !known.contains(&c) {
+                    known.push(c);
                 }
-                None => self.callers.push((f.name.as_str().into(), calls.collect())),
             }
         }
         if f.settings.is_none() && !f.state {

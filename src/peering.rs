@@ -36,15 +36,15 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
     let Some(p) = &config.config.peering else {
         return 0;
     };
-    if !first_forward(pid, secret, std::time::Instant::now()) {
-        // The same key again while its forward may still be on its way: a peer list that
+    let Some(_in_flight) = InFlight::claim(pid, secret) else {
+        // The same key again while its own forward is still under way: a peer list that
         // names a process's client port brought it back. Sent on again, it would go round.
         tracing::warn!(
-            "a cancel request for a key forwarded moments ago: not forwarded again (a repeated \
-             cancel, or a [peering] peers entry naming a `listen` port, not a `peering.listen`)"
+            "a cancel request came back while it was being forwarded: not forwarded again (does \
+             a [peering] peers entry name a `listen` port instead of a `peering.listen`?)"
         );
         return 0;
-    }
+    };
     let own = app.peer_listen.get().copied();
     let mut sends = tokio::task::JoinSet::new();
     for peer in &p.peers {
@@ -83,27 +83,45 @@ pub async fn forward(app: &App, pid: i32, secret: i32) -> usize {
     took
 }
 
-/// How many keys [`first_forward`] remembers at most (each for [`PEER_LIMIT`]); past that,
-/// nothing more is forwarded until some expire.
-const RECENT_MAX: usize = 4096;
+/// How many forwards [`InFlight`] tracks at most; past that, more go untracked (forwarded
+/// all the same), so a flood of unknown keys cannot stop anyone's forwards.
+const IN_FLIGHT_MAX: usize = 4096;
 
-/// Whether the key (`pid`, `secret`) was not forwarded within [`PEER_LIMIT`] before `now`
-/// (and remembers it). A request crosses one hop when the peers are listed by their
-/// `peering.listen`; this stops the loop a list naming client ports would make.
-fn first_forward(pid: i32, secret: i32, now: std::time::Instant) -> bool {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static RECENT: OnceLock<Mutex<HashMap<(i32, i32), std::time::Instant>>> = OnceLock::new();
-    let mut recent = RECENT
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    recent.retain(|_, at| now.saturating_duration_since(*at) < PEER_LIMIT);
-    if recent.contains_key(&(pid, secret)) || recent.len() >= RECENT_MAX {
-        return false;
+/// A key being forwarded now. A request crosses one hop when the peers are listed by their
+/// `peering.listen`; a list naming client ports would send it round, and it would come back
+/// while its own forward is still under way (that waits for every peer): such a return is
+/// not forwarded again. A client's later cancel of the same session's next query is.
+struct InFlight(Option<(i32, i32)>);
+
+impl InFlight {
+    fn keys() -> std::sync::MutexGuard<'static, std::collections::HashSet<(i32, i32)>> {
+        use std::sync::{Mutex, OnceLock};
+        static KEYS: OnceLock<Mutex<std::collections::HashSet<(i32, i32)>>> = OnceLock::new();
+        KEYS.get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
-    recent.insert((pid, secret), now);
-    true
+
+    /// `None` if the key is being forwarded already.
+    fn claim(pid: i32, secret: i32) -> Option<InFlight> {
+        let mut keys = Self::keys();
+        if keys.contains(&(pid, secret)) {
+            return None;
+        }
+        if keys.len() >= IN_FLIGHT_MAX {
+            return Some(InFlight(None));
+        }
+        keys.insert((pid, secret));
+        Some(InFlight(Some((pid, secret))))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(key) = self.0 {
+            Self::keys().remove(&key);
+        }
+    }
 }
 
 /// The addresses of a `host:port` peer entry, within [`PEER_CONNECT`].
@@ -201,21 +219,18 @@ async fn place(app: &App, mut stream: TcpStream) {
 
 #[cfg(test)]
 mod tests {
-    use super::{first_forward, is_self, is_self_addr, resolve, PEER_LIMIT};
+    use super::{is_self, is_self_addr, resolve, InFlight};
 
     #[test]
-    fn a_key_is_forwarded_once_until_its_forward_is_over() {
-        let t = std::time::Instant::now();
+    fn a_key_is_not_forwarded_again_while_its_forward_is_under_way() {
         let (pid, secret) = (-17, 0x5eed_1234);
-        assert!(first_forward(pid, secret, t));
+        let first = InFlight::claim(pid, secret).expect("the first forward");
+        assert!(InFlight::claim(pid, secret).is_none(), "it came back");
+        assert!(InFlight::claim(pid, secret + 1).is_some(), "another key");
+        drop(first);
         assert!(
-            !first_forward(pid, secret, t + PEER_LIMIT / 2),
-            "it came back"
-        );
-        assert!(first_forward(pid, secret + 1, t), "another key");
-        assert!(
-            first_forward(pid, secret, t + PEER_LIMIT * 2),
-            "later, again"
+            InFlight::claim(pid, secret).is_some(),
+            "a later cancel of the same key"
         );
     }
 

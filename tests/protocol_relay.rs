@@ -1723,11 +1723,21 @@ fn a_query_too_large_to_inspect_is_not_streamed_onto_a_replica() {
             .expect("replicas caught up");
         let mut raw = Raw::app(&proxy).await;
         let big = "z".repeat(64 * 1024);
-        let mut out = fe::query("select pg_sleep(0.2), 1");
+        let mut out = fe::query("select inet_server_port(), pg_sleep(0.2)");
         out.extend(fe::query(&format!("insert into pr_big values ('{big}')")));
         raw.send(&out).await;
         let r = raw.until_ready_n(2).await;
         assert_eq!(tags(&r[0]), "TDCZ", "the read: {:?}", r[0]);
+        let replicas: Vec<String> = shared_cluster()
+            .replicas()
+            .iter()
+            .map(|n| n.port().to_string())
+            .collect();
+        assert!(
+            replicas.contains(&rows(&r[0])[0]),
+            "the read ran on {:?}, not a replica {replicas:?}: nothing was checked",
+            rows(&r[0])
+        );
         assert_eq!(tags(&r[1]), "CZ", "the large write: {:?}", r[1]);
         let n: i64 = direct
             .query_one("select count(*) from pr_big where length(v) = 65536", &[])

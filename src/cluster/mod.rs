@@ -156,6 +156,12 @@ impl Cluster {
         }
     }
 
+    /// Runs `f` while no view is being published.
+    pub fn while_not_publishing<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _one = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        f()
+    }
+
     /// The current view (lock-free).
     pub fn view(&self) -> arc_swap::Guard<Arc<ClusterView>> {
         self.view.load()
@@ -166,14 +172,15 @@ impl Cluster {
         self.view.load_full()
     }
 
-    /// Publishes a new view and wakes waiters; a view of an older topology than the current
-    /// one is dropped.
-    pub fn publish(&self, view: ClusterView) {
+    /// Publishes a new view, runs `then` (under the same lock) and wakes waiters; a view of
+    /// an older topology than the current one is dropped, and `then` not run.
+    pub fn publish(&self, view: ClusterView, then: impl FnOnce()) {
         let _one = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         if view.topology < self.view.load().topology {
             return;
         }
         self.view.store(Arc::new(view));
+        then();
         self.version.fetch_add(1, Ordering::Release);
         self.changed.notify_waiters();
     }

@@ -117,23 +117,7 @@ impl Monitor {
             ));
         }
         drop(tx);
-        // A backend no longer configured leaves no health series behind (an up = 1 or a lag
-        // frozen at its last value would read as a live server).
-        for gone in self.cluster.snapshot().backends.iter() {
-            if names.iter().any(|(n, _)| **n == *gone.name) {
-                continue;
-            }
-            let labels = [gone.name.as_ref()];
-            let m = &self.metrics;
-            for g in [
-                &m.backend_up,
-                &m.backend_role,
-                &m.replica_lag_bytes,
-                &m.replica_lag_ms,
-            ] {
-                let _ = g.remove_label_values(&labels);
-            }
-        }
+        let before = self.cluster.snapshot();
         let mut agg = Aggregator {
             cluster: self.cluster.clone(),
             metrics: self.metrics.clone(),
@@ -162,6 +146,26 @@ impl Monitor {
         }
         // Publish the carried state at once so the topology (and pools keyed by it) is current.
         agg.publish();
+        // A backend no longer configured leaves no health series behind (an up = 1 or a lag
+        // frozen at its last value would read as a live server). After the new topology is
+        // published, so the replaced aggregator cannot write them again.
+        self.cluster.while_not_publishing(|| {
+            for gone in before.backends.iter() {
+                if agg.names.iter().any(|(n, _)| **n == *gone.name) {
+                    continue;
+                }
+                let labels = [gone.name.as_ref()];
+                let m = &self.metrics;
+                for g in [
+                    &m.backend_up,
+                    &m.backend_role,
+                    &m.replica_lag_bytes,
+                    &m.replica_lag_ms,
+                ] {
+                    let _ = g.remove_label_values(&labels);
+                }
+            }
+        });
         let first_round = Arc::new(tokio::sync::Notify::new());
         let notify = first_round.clone();
         let expected = c.backends.len();
@@ -443,6 +447,23 @@ impl Aggregator {
                 v.lag = None;
                 v.lag_at_least = false;
             }
+        }
+        drop(history);
+        let view = ClusterView {
+            topology: self.topology,
+            backends: self.views.clone(),
+            primary: self.primary,
+            primary_lsn,
+            epoch: self.epoch,
+        };
+        // The metrics with the view, under the same lock, only if it is taken: a replaced
+        // aggregator's last result must not bring back a removed backend's series.
+        self.cluster.publish(view, || self.write_metrics());
+    }
+
+    /// Each backend's health series, from the views just published.
+    fn write_metrics(&self) {
+        for v in &self.views {
             let m = &self.metrics;
             m.backend_up.with_label_values(&[&v.name]).set(v.up as i64);
             let role = match (v.role, v.fenced) {
@@ -474,13 +495,6 @@ impl Aggregator {
                 }
             }
         }
-        self.cluster.publish(ClusterView {
-            topology: self.topology,
-            backends: self.views.clone(),
-            primary: self.primary,
-            primary_lsn,
-            epoch: self.epoch,
-        });
     }
 }
 

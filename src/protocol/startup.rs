@@ -52,7 +52,7 @@ impl Startup {
 /// A boolean as PostgreSQL's `parse_bool` reads it: `true`/`false`, `yes`/`no`, `on`/`off`,
 /// `1`/`0`, any unambiguous prefix of those words, in any case (`None`: not a boolean).
 pub fn parse_bool(value: &str) -> Option<bool> {
-    let v = value.trim().to_ascii_lowercase();
+    let v = value.to_ascii_lowercase();
     if v.is_empty() {
         return None;
     }
@@ -244,6 +244,7 @@ mod tests {
             ("o", None),
             ("database", None),
             ("", None),
+            (" true", None),
             ("10", None),
         ] {
             assert_eq!(parse_bool(v), b, "{v:?}");

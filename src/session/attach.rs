@@ -358,6 +358,7 @@ impl Session {
         self.server_pass = 0;
         self.batch_open = false;
         self.bound_in_batch = false;
+        self.capture_failed = false;
         self.wrote = false;
         if let Some(i) = self.backend_index.take() {
             // The view the connection was attached under (stats counted in the same place).

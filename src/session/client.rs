@@ -52,11 +52,21 @@ impl Session {
     /// or a message needs a server connection.
     pub(super) fn process_client(&mut self) -> Result<Step, Fatal> {
         loop {
-            if self.swbuf.len() >= super::relay::OUT_HIGH
-                || self.pending.synthetic_bytes() >= super::relay::OUT_HIGH
-            {
+            if self.swbuf.len() >= super::relay::OUT_HIGH {
                 return Ok(Step::Idle);
             }
+            if self.pending.synthetic_bytes() >= super::relay::OUT_HIGH {
+                // Its own answers wait behind the server's: make the server send what it
+                // holds (a batch without Sync or Flush yet would otherwise keep them waiting).
+                if self.server.is_some()
+                    && self.client_pass == Pass::None
+                    && !std::mem::replace(&mut self.synthetic_flushed, true)
+                {
+                    encode::empty(&mut self.swbuf, tag::FLUSH);
+                }
+                return Ok(Step::Idle);
+            }
+            self.synthetic_flushed = false;
             match self.client_pass {
                 Pass::Forward(n) | Pass::Drop(n) => {
                     let k = n.min(self.client.rbuf.len());

@@ -198,7 +198,7 @@ pub async fn authenticate(
                 "switchyard does not proxy replication connections",
             ))
         }
-        Some((r, None)) if r.eq_ignore_ascii_case("database") => {
+        Some(("database", None)) => {
             return Err(Fatal::new(
                 "0A000",
                 "switchyard does not proxy replication connections",

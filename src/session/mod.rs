@@ -345,6 +345,8 @@ async fn start(
         ryw: crate::ryw::Scopes::new(&app.ryw, &user_name),
         counted: None,
         pin_unread_settings: false,
+        capture_failed: false,
+        synthetic_flushed: false,
         reported: ("on".into(), "UTF8".into()),
         opaque_backslashes: false,
         bound_in_batch: false,
@@ -535,6 +537,10 @@ struct Session {
     opaque_backslashes: bool,
     /// Reading the client's settings back failed: pin it (see `process_server`).
     pin_unread_settings: bool,
+    /// The read-back under way got an error (its ReadyForQuery is still to come).
+    capture_failed: bool,
+    /// A Flush was sent because the proxy's own answers piled up (see `process_client`).
+    synthetic_flushed: bool,
     /// Counts the client in `switchyard_clients` from its login on.
     counted: Option<crate::metrics::CountedClient>,
     /// Read-your-writes watermarks of this session, its user and the proxy.

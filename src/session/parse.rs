@@ -149,6 +149,15 @@ impl Session {
             self.respond_batch_error("42P05", &msg);
             return Ok(());
         }
+        // A text whose backslashes this session's settings make opaque is analysed apart (see
+        // route::analyze): its statement is not the same as another session's of that text.
+        let scope = if self.opaque_backslashes && query.contains(&b'\\') {
+            let mut s = BytesMut::from(&self.statement_scope[..]);
+            s.extend_from_slice(b"\0opaque backslashes");
+            s.freeze()
+        } else {
+            self.statement_scope.clone()
+        };
         // A statement's meaning depends on the search_path it was parsed under.
         let search_path = self
             .desired
@@ -156,13 +165,10 @@ impl Session {
             .get("search_path")
             .map(String::as_bytes)
             .unwrap_or(b"");
-        let stmt = self.app.statements.intern_with(
-            &self.statement_scope,
-            query,
-            types,
-            search_path,
-            depends,
-        );
+        let stmt = self
+            .app
+            .statements
+            .intern_with(&scope, query, types, search_path, depends);
         stmt.effects.get_or_init(|| effects);
         let client_name = frame.slice_ref(name);
         self.statements.insert(client_name.clone(), stmt.clone());

@@ -146,11 +146,14 @@ pub struct Pending {
     /// Bytes of the synthetic entries queued (the relay stops reading a client whose
     /// answers pile up here, as it does when they pile up unsent).
     synthetic_bytes: usize,
+    /// Parse entries queued.
+    parses: usize,
 }
 
 impl Pending {
     /// Appends an expected server response.
     pub fn expect(&mut self, kind: Kind, mode: Mode, hook: Hook) {
+        self.parses += usize::from(kind == Kind::Parse);
         self.q.push_back(Expect::Server { kind, mode, hook });
     }
 
@@ -167,22 +170,35 @@ impl Pending {
         })
     }
 
-    /// Whether the last Parse whose hook `is` matches awaits its answer with the batch it
-    /// belongs to already ended (a Sync, Query or FunctionCall queued after it): an error
-    /// before it in that batch may still make the server skip it, so what is sent after that
-    /// end cannot count on it. (Only pipelined requests get here with entries queued.)
+    /// Whether the last Parse whose hook `is` matches awaits its answer, with something that
+    /// may fail before it in its batch and the batch already ended (a Sync, Query or
+    /// FunctionCall queued after it): an error there may still make the server skip it, so
+    /// what is sent after that end cannot count on it. A Parse first in its batch (the
+    /// proxy's Closes aside, which cannot fail) is skipped only if it fails itself. Costs
+    /// nothing unless Parses are queued (pipelined requests).
     pub fn parse_unsettled(&self, is: impl Fn(&Hook) -> bool) -> bool {
-        let (mut found, mut ended) = (false, false);
+        if self.parses == 0 {
+            return false;
+        }
+        let (mut fallible, mut unsettled, mut found) = (false, false, false);
         for e in &self.q {
-            if let Expect::Server { kind, hook, .. } = e {
-                if *kind == Kind::Parse && is(hook) {
-                    (found, ended) = (true, false);
-                } else if found && !kind.extended() {
-                    ended = true;
-                }
+            let Expect::Server { kind, mode, hook } = e else {
+                continue;
+            };
+            if *kind == Kind::Parse && is(hook) {
+                // (Settled unless something before it may fail and its batch has ended.)
+                found = fallible;
+                unsettled = false;
+            } else if !kind.extended() {
+                unsettled |= found;
+                fallible = false;
+                continue;
+            }
+            if !(*kind == Kind::Close && *mode == Mode::Swallow) {
+                fallible = true;
             }
         }
-        ended
+        unsettled
     }
 
     /// Bytes of the answers the proxy made itself that wait behind the server's.
@@ -295,7 +311,10 @@ impl Pending {
                         break;
                     }
                     match self.q.pop_front() {
-                        Some(Expect::Server { hook, .. }) => self.skipped.push(hook),
+                        Some(Expect::Server { kind, hook, .. }) => {
+                            self.parses -= usize::from(kind == Kind::Parse);
+                            self.skipped.push(hook);
+                        }
                         Some(Expect::Synthetic(b, hook)) => {
                             self.synthetic_bytes -= b.len();
                             self.skipped.push(hook);
@@ -337,6 +356,7 @@ impl Pending {
         m.capture = mode == Mode::Capture && t == tag::DATA_ROW;
         if kind.completed_by(t) {
             if let Some(Expect::Server { kind, mode, hook }) = self.q.pop_front() {
+                self.parses -= usize::from(kind == Kind::Parse);
                 m.completed = Some((kind, mode));
                 m.hold_ready = matches!(hook, Hook::HoldReady);
                 if let Hook::Shape { id } = hook {
@@ -402,6 +422,7 @@ impl Pending {
             .count();
         self.q.clear();
         self.synthetic_bytes = 0;
+        self.parses = 0;
         n
     }
 }
@@ -478,8 +499,20 @@ mod tests {
         p.expect(Kind::Sync, Mode::Forward, Hook::None);
         assert!(p.parse_unsettled(is7), "its batch ended");
         assert!(!p.parse_unsettled(|h| matches!(h, Hook::Parse { id: 8, .. })));
+        p.expect(Kind::Close, Mode::Swallow, Hook::None);
         p.expect(Kind::Parse, Mode::Swallow, parse(7));
+        p.expect(Kind::Bind, Mode::Forward, Hook::None);
         assert!(!p.parse_unsettled(is7), "prepared again in this batch");
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        assert!(
+            !p.parse_unsettled(is7),
+            "first in its batch: only its own failure skips it (no re-parse in every batch)"
+        );
+        for t in *b"C12Z312Z" {
+            p.on_server(t);
+        }
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(p.parses, 0, "{p:?}");
     }
     use super::*;
 

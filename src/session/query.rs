@@ -50,9 +50,11 @@ impl Session {
     /// `name` if it is one of the proxy's shared statement names that the client has not
     /// prepared under that name itself.
     pub(super) fn foreign_shared_name(&self, name: &str) -> Option<String> {
-        (name.as_bytes().starts_with(statements::PREFIX)
-            && !self.statements.contains_key(name.as_bytes()))
-        .then(|| name.to_owned())
+        let shared = name
+            .as_bytes()
+            .strip_prefix(statements::PREFIX)
+            .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit));
+        (shared && !self.statements.contains_key(name.as_bytes())).then(|| name.to_owned())
     }
 
     pub(super) fn handle_query(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
@@ -127,8 +129,10 @@ impl Session {
             ends_deferred || (a.txn == TxnControl::PrepareTransaction && a.statements == 1);
         let is_commit = a.txn == TxnControl::Commit;
         // `COMMIT AND CHAIN` / `ROLLBACK AND CHAIN`: a new block begins at once, with the
-        // same characteristics.
+        // same characteristics. (Asked only when the proxy may answer it itself.)
         let chained = ends_deferred
+            && self.server.is_none()
+            && (self.deferred_begin.is_some() || self.aborted_txn)
             && std::str::from_utf8(text)
                 .ok()
                 .is_some_and(crate::sql::chains);

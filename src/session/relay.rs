@@ -50,6 +50,14 @@ struct Events {
 }
 
 impl Session {
+    /// Whether the message at the front of the client buffer is one too large to buffer whole
+    /// (streamed once it has a server), not being streamed yet: while it waits for its
+    /// server, no more of it is read.
+    fn holds_large_message(&self) -> bool {
+        self.client_pass == Pass::None
+            && matches!(Header::peek(&self.client.rbuf, usize::MAX), Ok(Some(h)) if h.frame_len > self.max_message)
+    }
+
     /// Whether the next client message is already complete in the buffer.
     pub(super) fn client_has_request(&self) -> bool {
         matches!(Header::peek(&self.client.rbuf, usize::MAX), Ok(Some(h)) if self.client.rbuf.len() >= h.frame_len)
@@ -221,7 +229,8 @@ impl Session {
         if self.swbuf.len() < OUT_HIGH
             && self.client.wbuf.len() < OUT_HIGH
             && self.pending.synthetic_bytes() < OUT_HIGH
-            && (self.client.rbuf.len() < OUT_HIGH || !self.client_has_request())
+            && (self.client.rbuf.len() < OUT_HIGH
+                || !(self.client_has_request() || self.holds_large_message()))
         {
             match read_from(cx, client, &mut self.client.rbuf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => ev.client_closed = true,

@@ -320,10 +320,16 @@ pub(super) fn analyze<'a>(
     text: &'a [u8],
     opaque_backslashes: bool,
 ) -> crate::sql::Analysis<'a> {
+    let a = classifier.analyze_text(text);
     if opaque_backslashes && text.contains(&b'\\') {
-        return crate::sql::Analysis::opaque();
+        // (What an `EXECUTE` or `DEALLOCATE` names comes before any string: still the name.)
+        return crate::sql::Analysis {
+            execute: a.execute,
+            deallocate: a.deallocate,
+            ..crate::sql::Analysis::opaque()
+        };
     }
-    classifier.analyze_text(text)
+    a
 }
 
 /// Whether `sql` is a read by its classification alone: a routing hint overrides the route,

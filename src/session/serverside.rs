@@ -90,9 +90,6 @@ impl Session {
         // The read-back found state in the session that cannot move (why).
         let mut kept_state: Option<PinReason> = None;
         let mut own_failure = None;
-        // The proxy's reading back of the client's settings failed (a statement_timeout or a
-        // cancel of the client's own hit it): what they are is unknown.
-        let mut capture_failed = false;
         // Errors relayed to the client (counted per backend after the loop).
         let mut errors = 0u64;
         loop {
@@ -249,8 +246,11 @@ impl Session {
                     if !m.forward && m.mode != Mode::Restore {
                         own_failure = Some(format!("{} {}", f.code, f.message));
                         if m.mode == Mode::Capture && f.severity == "ERROR" {
-                            // (A failed query leaves the connection as it was.)
-                            capture_failed = true;
+                            // The proxy's reading back of the client's settings failed (a
+                            // statement_timeout or a cancel of the client's own hit it): what
+                            // they are is unknown. (A failed query leaves the connection as it
+                            // was; its ReadyForQuery may come in a later read.)
+                            self.capture_failed = true;
                         } else {
                             conn.broken = true;
                         }
@@ -351,6 +351,7 @@ impl Session {
             }
             if let Some((Kind::Query, Mode::Capture)) = m.completed {
                 let (settings, lsn) = std::mem::take(&mut self.capturing);
+                let capture_failed = std::mem::take(&mut self.capture_failed);
                 if settings && capture_failed {
                     // The settings stay unknown: the client keeps this connection, which has
                     // them, rather than have them replaced by what was partly read.
