@@ -14,7 +14,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::client::Step;
 use super::{Fatal, Pass, Session};
 use crate::net::Stream;
-use crate::protocol::{Header, TxnStatus};
+use crate::protocol::{tag, Header, TxnStatus};
 
 /// Stop reading from one side while the buffer towards the other holds this much.
 pub(super) const OUT_HIGH: usize = 256 * 1024;
@@ -52,10 +52,22 @@ struct Events {
 impl Session {
     /// Whether the message at the front of the client buffer is one too large to buffer whole
     /// (streamed once it has a server), not being streamed yet: while it waits for its
-    /// server, no more of it is read.
+    /// server, no more of it is read. (Not a Bind whose names are not all here yet: they are
+    /// read, up to `max_message_size`, which refuses names that never end.)
     fn holds_large_message(&self) -> bool {
-        self.client_pass == Pass::None
-            && matches!(Header::peek(&self.client.rbuf, usize::MAX), Ok(Some(h)) if h.frame_len > self.max_message)
+        if self.client_pass != Pass::None {
+            return false;
+        }
+        match Header::peek(&self.client.rbuf, usize::MAX) {
+            Ok(Some(h)) if h.frame_len > self.max_message => match h.tag {
+                tag::QUERY => true,
+                tag::BIND => crate::protocol::read_cstr(&self.client.rbuf[5..])
+                    .and_then(|(_, rest)| crate::protocol::read_cstr(rest))
+                    .is_some(),
+                _ => false,
+            },
+            _ => false,
+        }
     }
 
     /// Whether the next client message is already complete in the buffer.
