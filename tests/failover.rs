@@ -121,9 +121,7 @@ async fn execute(c: &Client, sql: &str) {
 }
 
 async fn status(proxy: &Proxy) -> serde_json::Value {
-    let (code, body) = within("GET /status", proxy.http_get("/status")).await;
-    assert_eq!(code, 200, "GET /status: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON: {e}: {body}"))
+    within("GET /status", proxy.status()).await
 }
 
 /// The `/status` entry of backend `name`.

@@ -436,36 +436,15 @@ async fn read_port(c: &Client) -> u16 {
 
 /// Waits (bounded) until `/status` lists exactly `names`, each up.
 async fn wait_backends_up(p: &Proxy, names: &[&str]) {
-    let deadline = Instant::now() + STEP;
-    loop {
-        let (_, body) = p.http_get("/status").await;
-        let v: serde_json::Value = serde_json::from_str(&body).expect("status json");
-        let listed: Vec<(String, bool)> = v["backends"]
-            .as_array()
-            .map(|bs| {
-                bs.iter()
-                    .map(|b| {
-                        (
-                            b["name"].as_str().unwrap_or("").to_string(),
-                            b["up"] == true,
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if listed.len() == names.len()
-            && listed
-                .iter()
-                .all(|(n, up)| *up && names.contains(&n.as_str()))
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backends {listed:?}, expected {names:?} up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    p.wait_status(&format!("exactly {names:?} up"), STEP, |v| {
+        v["backends"].as_array().is_some_and(|bs| {
+            bs.len() == names.len()
+                && bs
+                    .iter()
+                    .all(|b| b["up"] == true && names.contains(&b["name"].as_str().unwrap_or("")))
+        })
+    })
+    .await;
 }
 
 /// SIGHUP with a replica added, then another removed: reads reach the added one and no
@@ -561,19 +540,12 @@ async fn sighup_server_password_reaches_pools_created_later() {
     let c = shared_cluster();
     let replicas: Vec<String> = c.replicas().iter().map(|n| n.port().to_string()).collect();
     // Both replicas up in the proxy's view, so that reads go there.
-    let deadline = Instant::now() + STEP;
-    loop {
-        let (_, body) = p.http_get("/status").await;
-        let v: serde_json::Value = serde_json::from_str(&body).expect("status json");
-        let up = v["backends"]
+    p.wait_status("three backends up", STEP, |v| {
+        v["backends"]
             .as_array()
-            .is_some_and(|bs| bs.len() == 3 && bs.iter().all(|b| b["up"] == true));
-        if up {
-            break;
-        }
-        assert!(Instant::now() < deadline, "cluster never up: {v:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .is_some_and(|bs| bs.len() == 3 && bs.iter().all(|b| b["up"] == true))
+    })
+    .await;
     let (client, _conn) = connect_as(&p, "lc_rotated", "lc_client")
         .await
         .unwrap_or_else(|e| panic!("login: {e}\n{}", p.log_tail(40)));

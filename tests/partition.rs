@@ -66,25 +66,15 @@ async fn ports(client: &tokio_postgres::Client, n: usize) -> HashSet<i32> {
 }
 
 async fn wait_backend_up(proxy: &Proxy, name: &str, up: bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, body) = proxy.http_get("/status").await;
-        let v: serde_json::Value = serde_json::from_str(&body).expect("status json");
-        let b = v["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["name"] == name)
-            .cloned();
-        if b.as_ref().and_then(|b| b["up"].as_bool()) == Some(up) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backend {name} never became up={up}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("backend {name} up={up}");
+    proxy
+        .wait_status(&what, Duration::from_secs(20), |v| {
+            v["backends"].as_array().is_some_and(|bs| {
+                bs.iter()
+                    .any(|b| b["name"] == name && b["up"].as_bool() == Some(up))
+            })
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

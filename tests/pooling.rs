@@ -167,10 +167,7 @@ fn create_table(name: &str, columns: &str) {
 
 /// (idle, in_use) of the proxy's pool for app/app on the primary, from `/status`.
 async fn pool_status(p: &Proxy) -> Option<(u64, u64)> {
-    let (code, body) = p.http_get("/status").await;
-    assert_eq!(code, 200, "/status: {body}");
-    let v: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"));
+    let v = p.status().await;
     let primary = shared_cluster().primary().name();
     v["pools"].as_array()?.iter().find_map(|pool| {
         (pool["backend"] == primary && pool["user"] == APP_USER && pool["database"] == APP_DB).then(
@@ -1379,8 +1376,7 @@ async fn pools_are_per_user_and_database() {
         "postgres"
     );
     assert_ne!(backend_pid(&other_db).await, a_pid);
-    let (_, body) = p.http_get("/status").await;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let v = p.status().await;
     let mut keys: Vec<(String, String)> = v["pools"]
         .as_array()
         .unwrap()
@@ -1401,7 +1397,7 @@ async fn pools_are_per_user_and_database() {
             (APP_USER.to_string(), "postgres".to_string()),
             (OTHER_USER.to_string(), APP_DB.to_string()),
         ],
-        "{body}"
+        "{v:#}"
     );
     q(&a, "COMMIT").await;
     assert_eq!(one(&a2, "SELECT 'a2'").await, "a2");

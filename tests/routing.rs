@@ -153,9 +153,7 @@ async fn routing_metrics(proxy: &Proxy) -> String {
 const READ_ONLY_VIOLATIONS: &str = "switchyard_retries_total{reason=\"read_only_violation\"}";
 
 async fn status(proxy: &Proxy) -> serde_json::Value {
-    let (code, body) = within("GET /status", proxy.http_get("/status")).await;
-    assert_eq!(code, 200, "GET /status: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON: {e}: {body}"))
+    within("GET /status", proxy.status()).await
 }
 
 /// Waits (bounded) until the proxy's monitor sees pg0 as the primary and pg1, pg2 as up

@@ -398,6 +398,35 @@ impl Proxy {
         &self.log_path
     }
 
+    /// `GET /status` as JSON (panics unless 200 and JSON).
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, body) = self.http_get("/status").await;
+        assert_eq!(code, 200, "GET /status: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON: {e}: {body}"))
+    }
+
+    /// Polls `/status` until `pred` holds (returning it), every 50 ms; panics with the last
+    /// status after `within`, naming `what`.
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.status().await;
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/status never showed {what} within {within:?}: {s:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `GET path` on the HTTP port (HTTP/1.1, `Connection: close`, 10 s timeout); returns
     /// the status code and the body (chunked encoding decoded). Panics on I/O errors.
     pub async fn http_get(&self, path: &str) -> (u16, String) {
