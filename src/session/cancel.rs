@@ -75,10 +75,13 @@ pub struct CancelSlot {
 struct SlotState {
     /// The server connection the client uses now.
     target: Option<Target>,
-    /// A cancel is being delivered to `target`'s server. A session giving that connection up
-    /// meanwhile discards it rather than hand it to another client, whose query the stray
-    /// cancel could hit.
-    delivering: bool,
+    /// A cancel is being delivered to this server process (its pid and secret). A session
+    /// giving that connection up meanwhile discards it rather than hand it to another client,
+    /// whose query the stray cancel could hit.
+    delivering: Option<(i32, i32)>,
+    /// A cancel whose delivery failed or timed out after it may have been sent: it may still
+    /// reach this server process, so its connection is discarded when given up too.
+    stray: Option<(i32, i32)>,
     /// The `application_name` the client set since its startup, if it did.
     application_name: Option<String>,
 }
@@ -114,21 +117,36 @@ impl CancelSlot {
     }
 
     /// The client gives its server connection up. Returns `false` when a cancel is on its way
-    /// to that connection: it must not serve anyone else.
+    /// to that connection, or may be: it must not serve anyone else.
     pub fn clear(&self) -> bool {
         let mut s = self.state.lock().expect("cancel slot");
-        s.target = None;
-        !s.delivering
+        let Some(t) = s.target.take() else {
+            return s.delivering.is_none();
+        };
+        let process = Some((t.pid, t.secret));
+        // (A stray cancel for a connection given up before was dealt with then.)
+        let stray = std::mem::take(&mut s.stray) == process;
+        !(stray || s.delivering == process)
     }
 }
 
-/// Marks a slot as delivering a cancel until dropped.
-struct Delivering<'a>(&'a CancelSlot);
+/// Marks a slot as delivering a cancel to a server process until dropped; `landed: false`
+/// leaves it marked as a possible stray.
+struct Delivering<'a> {
+    slot: &'a CancelSlot,
+    process: (i32, i32),
+    landed: bool,
+}
 
 impl Drop for Delivering<'_> {
     fn drop(&mut self) {
-        if let Ok(mut s) = self.0.state.lock() {
-            s.delivering = false;
+        if let Ok(mut s) = self.slot.state.lock() {
+            if s.delivering == Some(self.process) {
+                s.delivering = None;
+            }
+            if !self.landed {
+                s.stray = Some(self.process);
+            }
         }
     }
 }
@@ -279,18 +297,23 @@ impl CancelRegistry {
         };
         let t = {
             let mut s = slot.state.lock().expect("cancel slot");
-            // One cancel at a time: a second one while the first is on its way has nothing
-            // more to do (the query it would cancel is the one being cancelled).
-            if s.delivering {
-                return CancelOutcome::NotRunning;
-            }
             let Some(t) = s.target.clone() else {
                 return CancelOutcome::NotRunning;
             };
-            s.delivering = true;
+            // One cancel at a time per server process: a second one while the first is on its
+            // way has nothing more to do (the query it would cancel is the one being
+            // cancelled). One for the connection the client moved on to is delivered.
+            if s.delivering == Some((t.pid, t.secret)) {
+                return CancelOutcome::NotRunning;
+            }
+            s.delivering = Some((t.pid, t.secret));
             t
         };
-        let _delivering = Delivering(&slot);
+        let mut delivering = Delivering {
+            slot: &slot,
+            process: (t.pid, t.secret),
+            landed: false,
+        };
         // Waiting for the server to close keeps the target connection out of other clients'
         // hands until the backend was signalled.
         match send_cancel(
@@ -302,8 +325,12 @@ impl CancelRegistry {
         )
         .await
         {
-            Ok(()) => CancelOutcome::Sent,
+            Ok(()) => {
+                delivering.landed = true;
+                CancelOutcome::Sent
+            }
             Err(e) => {
+                // (Whether it was sent before the failure is not known.)
                 tracing::warn!(error = %e, "cancel request to server failed");
                 CancelOutcome::Failed
             }
