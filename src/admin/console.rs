@@ -20,6 +20,10 @@ use crate::session::Fatal;
 /// The largest message the console reads (its commands are one line).
 const MAX_MESSAGE: usize = 1 << 20;
 
+/// Answers are written out once this much is queued, so a pipeline or a Query of many
+/// `SHOW`s is answered in pieces instead of piling up in memory.
+const OUT_FLUSH: usize = 64 * 1024;
+
 /// The PostgreSQL version the console reports (drivers check it), before its own name.
 const REPORTED_VERSION: &str = "15.0";
 
@@ -57,7 +61,7 @@ pub async fn run(
     };
     greeting(&mut c.out, user, application_name, reg.pid, reg.secret);
     loop {
-        if !c.out.is_empty() && !has_message(&buf) {
+        if !c.out.is_empty() && (!has_message(&buf) || c.out.len() >= OUT_FLUSH) {
             net::send_all(stream, &c.out).await.map_err(Fatal::Io)?;
             c.out.clear();
         }
@@ -80,7 +84,7 @@ pub async fn run(
             continue;
         }
         match t {
-            tag::QUERY => c.query(body).await,
+            tag::QUERY => c.query(body, stream).await?,
             tag::PARSE => c.step(|c| c.parse(body)),
             tag::BIND => c.step(|c| c.bind(body)),
             tag::DESCRIBE => c.step(|c| c.describe(body)),
@@ -160,8 +164,10 @@ fn notice(message: impl Into<String>) -> Option<Notice> {
 }
 
 impl Console<'_> {
-    /// A simple Query: every statement in turn, stopping at the first error.
-    async fn query(&mut self, body: &[u8]) {
+    /// A simple Query: every statement in turn, stopping at the first error. Answers are
+    /// written out as they pass `OUT_FLUSH`, and the other tasks get a turn between
+    /// statements: one Query may hold many thousands of them.
+    async fn query(&mut self, body: &[u8], stream: &mut Stream) -> Result<(), Fatal> {
         self.portals.clear();
         let text = body.strip_suffix(&[0]).unwrap_or(body);
         let statements = match std::str::from_utf8(text) {
@@ -172,7 +178,7 @@ impl Console<'_> {
                     "invalid byte sequence for encoding \"UTF8\"",
                 ));
                 encode::ready_for_query(&mut self.out, TxnStatus::Idle);
-                return;
+                return Ok(());
             }
         };
         if statements.is_empty() {
@@ -195,8 +201,14 @@ impl Console<'_> {
                     break;
                 }
             }
+            if self.out.len() >= OUT_FLUSH {
+                net::send_all(stream, &self.out).await.map_err(Fatal::Io)?;
+                self.out.clear();
+            }
+            tokio::task::yield_now().await;
         }
         encode::ready_for_query(&mut self.out, TxnStatus::Idle);
+        Ok(())
     }
 
     /// Runs an extended-protocol step; a failure is answered and starts skipping until Sync.

@@ -3,17 +3,32 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::app::App;
 
+/// The most HTTP connections served at once; past it, new ones are closed unread. Scrapers and
+/// probes need a handful: the cap keeps a flood of idle connections from taking the file
+/// descriptors the client listener and the pools need.
+const MAX_CONNECTIONS: usize = 128;
+
+/// How long a connection may take to send a request's headers, including the wait for the
+/// next request on a kept-alive connection.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest one connection is served, whatever it does (a reader too slow to take a
+/// response, a body that never ends).
+const CONNECTION_LIMIT: Duration = Duration::from_secs(60);
+
 /// Serves HTTP on `listener` until shutdown.
 pub async fn serve(app: Arc<App>, listener: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -26,15 +41,22 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
             },
             _ = app.kill.cancelled() => return,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("http: {MAX_CONNECTIONS} connections open, one more closed");
+            continue;
+        };
         let app = app.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(route(&app, req)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
+            drop(slot);
         });
     }
 }
@@ -65,7 +87,11 @@ fn route(app: &App, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>
                 )
             } else if view.primary.is_some() {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
-            } else if view.backends.iter().any(|b| b.up) {
+            } else if view
+                .backends
+                .iter()
+                .any(|b| b.is_eligible_replica(app.config.load().config.routing.max_replica_lag))
+            {
                 reply(
                     StatusCode::OK,
                     "text/plain",
