@@ -147,11 +147,14 @@ impl App {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Installs a new configuration (after it validated).
+    /// Installs a new configuration (after it validated). It is published before the pools
+    /// are reconfigured: a pool made meanwhile by another worker thread gets the new settings
+    /// either from the snapshot or from the reconfiguration, never only the old ones.
     pub fn install(&self, config: Loaded) {
         self.classifier.store(Arc::new(classifier_for(&config)));
+        let config = Arc::new(config);
+        self.config.store(config.clone());
         self.pools.reconfigure(&config);
-        self.config.store(Arc::new(config));
         self.config_version
             .fetch_add(1, std::sync::atomic::Ordering::Release);
     }

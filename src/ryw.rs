@@ -135,7 +135,7 @@ impl Ryw {
 
 /// A session's three watermarks.
 pub struct Scopes {
-    pub session: Watermark,
+    pub session: Arc<Watermark>,
     pub user: Arc<Watermark>,
     pub global: Arc<Watermark>,
     /// The cluster's epoch when the pending commit was reported (its position is read there).
@@ -150,7 +150,7 @@ impl Scopes {
     /// A session's watermarks: its own, and the shared ones of its user and of the proxy.
     pub fn new(ryw: &Ryw, user: &str) -> Scopes {
         Scopes {
-            session: Watermark::default(),
+            session: Arc::default(),
             user: ryw.user(user),
             global: ryw.global(),
             commit_epoch: Epoch::default(),
@@ -197,6 +197,60 @@ impl Scopes {
     }
 }
 
+impl Scopes {
+    /// Hands the pending commit over to whoever learns its position otherwise: the cleanup
+    /// after a client that wrote and left before the position was read back, or the health
+    /// probes after the connection reading it was lost. The watermarks stay waiting for it.
+    pub fn hand_off(&mut self) -> Option<CommitInFlight> {
+        if !std::mem::take(&mut self.pending) {
+            return None;
+        }
+        Some(CommitInFlight {
+            session: self.session.clone(),
+            user: self.user.clone(),
+            global: self.global.clone(),
+            epoch: self.commit_epoch,
+            ended: false,
+        })
+    }
+}
+
+/// A commit whose position is still being read, outliving its session (see
+/// [`Scopes::hand_off`]). Dropped without [`CommitInFlight::resolve`], it is given up.
+pub struct CommitInFlight {
+    session: Arc<Watermark>,
+    user: Arc<Watermark>,
+    global: Arc<Watermark>,
+    epoch: Epoch,
+    ended: bool,
+}
+
+impl CommitInFlight {
+    /// The cluster's epoch when the commit was reported.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The position is known (or `None`: lost).
+    pub fn resolve(mut self, lsn: Option<u64>) {
+        self.end(lsn);
+    }
+
+    fn end(&mut self, lsn: Option<u64>) {
+        if !std::mem::replace(&mut self.ended, true) {
+            self.session.end_commit(lsn, self.epoch);
+            self.user.end_commit(lsn, self.epoch);
+            self.global.end_commit(lsn, self.epoch);
+        }
+    }
+}
+
+impl Drop for CommitInFlight {
+    fn drop(&mut self) {
+        self.end(None);
+    }
+}
+
 impl Drop for Scopes {
     /// A session that ends (or whose task dies) with a commit pending must not hold its
     /// user's and the proxy's reads on the primary for good.
@@ -213,6 +267,33 @@ mod tests {
         timeline: 1,
         start_lsn: 0,
     };
+
+    #[test]
+    fn a_commit_handed_off_still_raises_the_shared_watermarks() {
+        let ryw = Ryw::default();
+        let mut s = Scopes::new(&ryw, "app");
+        s.begin_commit(E1);
+        let c = s.hand_off().expect("pending");
+        drop(s);
+        let user = ryw.user("app");
+        assert_eq!(
+            user.required(E1),
+            None,
+            "still waited for after the session"
+        );
+        assert_eq!(ryw.global().required(E1), None);
+        c.resolve(Some(700));
+        assert_eq!(user.required(E1), Some(700));
+        assert_eq!(ryw.global().required(E1), Some(700));
+
+        let mut s = Scopes::new(&ryw, "app");
+        assert!(s.hand_off().is_none(), "nothing pending");
+        s.begin_commit(E1);
+        drop(s.hand_off());
+        assert_eq!(user.required(E1), Some(700), "given up when dropped");
+        drop(s);
+        assert_eq!(user.required(E1), Some(700));
+    }
 
     #[test]
     fn commit_in_flight_blocks_until_known() {

@@ -111,7 +111,11 @@ impl Server {
             ),
         }
         drop(view);
-        tokio::spawn(app.pools.clone().maintain_loop(app.kill.clone()));
+        tokio::spawn(
+            app.pools
+                .clone()
+                .maintain_loop(app.cluster.clone(), app.kill.clone()),
+        );
         if let Some(http) = self.http.take() {
             tokio::spawn(crate::admin::serve(app.clone(), http));
         }
@@ -248,7 +252,13 @@ pub async fn reload(
     monitor: &mut Monitor,
     path: &std::path::Path,
 ) -> Result<usize, String> {
-    let new = match config::load(path) {
+    // Off the event loop: loading reads files and derives the SCRAM verifiers of clear-text
+    // passwords (a few milliseconds each), which would stall every client meanwhile.
+    let owned = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || config::load(&owned))
+        .await
+        .map_err(|e| e.to_string())?;
+    let new = match loaded {
         Ok(c) => c,
         Err(e) => {
             app.metrics.reloads.with_label_values(&["error"]).inc();
@@ -261,9 +271,11 @@ pub async fn reload(
     let restart_monitor = old.config.backends != new.config.backends
         || old.config.health != new.config.health
         || old.config.users != new.config.users
-        // TLS for the probes: a changed mode, or the authorities file read again.
+        // TLS for the probes: a changed mode, or the authorities or the certificate files
+        // read again (renewed in place under the same names).
         || old.config.server_tls != new.config.server_tls
-        || new.config.server_tls.ca.is_some();
+        || new.config.server_tls.ca.is_some()
+        || new.config.server_tls.cert.is_some();
     for c in &changes {
         tracing::info!(change = %c, "reload");
     }

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default, Clone)]
 pub struct LsnHistory {
     samples: VecDeque<(Instant, u64)>,
+    /// Old samples were dropped to stay within [`MAX_SAMPLES`]: a replica behind the oldest
+    /// one kept is behind by more than the history tells.
+    trimmed: bool,
 }
 
 /// How many samples to keep (at 1 s intervals, ten minutes).
@@ -20,7 +23,7 @@ impl LsnHistory {
         if let Some(&(_, last)) = self.samples.back() {
             if lsn < last {
                 // A new primary with a lower position: history no longer applies.
-                self.samples.clear();
+                self.clear();
             } else if lsn == last {
                 return;
             }
@@ -28,6 +31,7 @@ impl LsnHistory {
         self.samples.push_back((at, lsn));
         while self.samples.len() > MAX_SAMPLES {
             self.samples.pop_front();
+            self.trimmed = true;
         }
     }
 
@@ -47,9 +51,15 @@ impl LsnHistory {
         }
     }
 
+    /// Whether samples were dropped (see `trimmed`).
+    pub fn trimmed(&self) -> bool {
+        self.trimmed
+    }
+
     /// Forgets everything (the primary changed).
     pub fn clear(&mut self) {
         self.samples.clear();
+        self.trimmed = false;
     }
 }
 
@@ -90,6 +100,23 @@ mod tests {
         // Behind the oldest sample: at least that old, maybe much older.
         assert_eq!(h.time_lag(50, now), (Duration::from_secs(3), true));
         assert_eq!(h.latest(), Some(300));
+    }
+
+    #[test]
+    fn a_history_cut_to_size_says_so_until_cleared() {
+        let t0 = Instant::now();
+        let mut h = LsnHistory::default();
+        for i in 0..MAX_SAMPLES as u64 {
+            h.record(t0 + Duration::from_secs(i), 100 + i);
+        }
+        assert!(!h.trimmed(), "full, nothing dropped yet");
+        h.record(
+            t0 + Duration::from_secs(MAX_SAMPLES as u64),
+            100 + MAX_SAMPLES as u64,
+        );
+        assert!(h.trimmed());
+        h.record(t0 + Duration::from_secs(1000), 5);
+        assert!(!h.trimmed(), "a new primary's history starts whole");
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct BackendView {
     /// `lag` is only a lower bound: the replica is behind every position in the history (it
     /// was already behind when the history began, at the proxy's start or an election).
     pub lag_at_least: bool,
+    /// Behind even the oldest position of a history that was cut to its size: how far behind
+    /// is not known, so the replica takes no reads (whatever `max_replica_lag` is).
+    pub beyond_history: bool,
     /// Replay paused on this replica.
     pub replay_paused: bool,
     /// Commit time of the last replayed transaction (replica's clock, ms since the epoch).
@@ -94,9 +97,9 @@ impl BackendView {
         match limit {
             LagLimit::Bytes(max) => self.lag_bytes.is_none_or(|b| b <= max),
             // Behind the whole history, only a paused replica is known not to be catching up.
-            LagLimit::Time(max) => self
-                .lag
-                .is_none_or(|t| t <= max && !(self.lag_at_least && self.replay_paused)),
+            LagLimit::Time(max) => self.lag.is_none_or(|t| {
+                t <= max && !(self.lag_at_least && self.replay_paused) && !self.beyond_history
+            }),
         }
     }
 }

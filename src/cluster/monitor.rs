@@ -93,6 +93,7 @@ impl Monitor {
                 lag_bytes: None,
                 lag: None,
                 lag_at_least: false,
+                beyond_history: false,
                 replay_paused: false,
                 last_replay_ms: None,
                 receiver_streaming: false,
@@ -132,18 +133,18 @@ impl Monitor {
             primary: None,
             epoch: self.epoch,
             to_sever: Vec::new(),
+            promoted: Vec::new(),
             last_error: vec![None; c.backends.len()],
             stop: token.clone(),
         };
         // The primary elected before the reload, still configured at the same address: the
-        // history goes on (electing it again is no change of primary).
+        // history goes on (electing it again is no change of primary). Without one (a reload
+        // while the primary is down) it goes on too, so that replicas' lag keeps growing
+        // from the last position seen; electing any primary then starts it afresh.
         agg.primary = self
             .primary_name
             .take()
             .and_then(|n| agg.names.iter().position(|(name, _)| *name == n));
-        if agg.primary.is_none() {
-            lock(&self.history).clear();
-        }
         // Publish the carried state at once so the topology (and pools keyed by it) is current.
         agg.publish();
         // A backend no longer configured leaves no health series behind (an up = 1 or a lag
@@ -247,6 +248,8 @@ struct Aggregator {
     epoch: Epoch,
     /// Backends just fenced: connections to them are cut.
     to_sever: Vec<usize>,
+    /// Backends that just changed role from standby to primary.
+    promoted: Vec<usize>,
     /// The last probe failure of each backend, while it fails: each new reason is logged
     /// once at warning level (a certificate or password problem must not hide in debug).
     last_error: Vec<Option<String>>,
@@ -284,6 +287,13 @@ impl Aggregator {
                 // Requests in flight there would wait for TCP to notice; fail them now so
                 // repeatable reads move elsewhere and the rest get a clear error.
                 self.pools.sever_backend(&self.names[r.index].0);
+            }
+            for i in std::mem::take(&mut self.promoted) {
+                // Its connections were opened to a standby: they told their clients
+                // `in_hot_standby = on`, which PostgreSQL corrects only after their next query,
+                // and a client greeted with it (libpq's target_session_attrs) would refuse a
+                // primary. Idle ones close now, ones in use when released.
+                self.pools.reconnect_backend(&self.names[i].0);
             }
             for i in std::mem::take(&mut self.to_sever) {
                 // A server no longer trusted as primary: what its connections would still
@@ -327,7 +337,10 @@ impl Aggregator {
                 tracing::warn!(backend = %name, error = %result.as_ref().err().map(String::as_str).unwrap_or(""), "backend down")
             }
             Change::RoleChanged(r) => {
-                tracing::warn!(backend = %name, role = ?r, "backend changed role")
+                tracing::warn!(backend = %name, role = ?r, "backend changed role");
+                if r == Role::Primary {
+                    self.promoted.push(index);
+                }
             }
         }
         if let (Some(o), true) = (obs, h.up) {
@@ -351,12 +364,17 @@ impl Aggregator {
             .collect();
         let timeline = |i: usize| self.healths[i].last.and_then(|o| o.timeline).unwrap_or(0);
         let top = candidates.iter().map(|&i| timeline(i)).max();
-        let winner = top.filter(|&t| t >= self.epoch.timeline).and_then(|t| {
-            match candidates.iter().filter(|&&i| timeline(i) == t).count() {
-                1 => candidates.iter().copied().find(|&i| timeline(i) == t),
-                _ => None,
-            }
-        });
+        // A standby receiving a newer timeline proves a promotion happened after every
+        // primary on an older one (its own probe may have failed, or not come in yet: at
+        // start, a failed first probe of the new primary left only the old one).
+        let streamed = (0..self.healths.len())
+            .filter(|&i| self.healths[i].up && self.healths[i].role == Some(Role::Replica))
+            .map(timeline)
+            .max()
+            .unwrap_or(0);
+        let floor = self.epoch.timeline.max(streamed);
+        let claims: Vec<(usize, u32)> = candidates.iter().map(|&i| (i, timeline(i))).collect();
+        let winner = elected(&claims, floor);
         if let Some(w) = winner.filter(|&w| timeline(w) > self.epoch.timeline) {
             self.epoch = Epoch {
                 timeline: timeline(w),
@@ -390,8 +408,8 @@ impl Aggregator {
             let fenced = Some(c) != winner;
             if fenced && !self.views[c].fenced {
                 let (name, t) = (&self.names[c].0, timeline(c));
-                if t < top.unwrap_or(0) || t < self.epoch.timeline {
-                    tracing::error!(backend = %name, timeline = t, primary_timeline = self.epoch.timeline.max(top.unwrap_or(0)), "a server on an older timeline claims to be primary (an old primary back after a failover): fenced, its connections cut");
+                if t < top.unwrap_or(0) || t < floor {
+                    tracing::error!(backend = %name, timeline = t, primary_timeline = floor.max(top.unwrap_or(0)), "a server on an older timeline claims to be primary (an old primary back after a failover): fenced, its connections cut");
                 } else {
                     tracing::error!(backend = %name, timeline = t, "several servers claim to be primary on the same timeline: none is trusted (fenced) until only one does");
                 }
@@ -442,10 +460,12 @@ impl Aggregator {
                     }
                     _ => (None, false),
                 };
+                v.beyond_history = v.lag_at_least && history.trimmed();
             } else {
                 v.lag_bytes = None;
                 v.lag = None;
                 v.lag_at_least = false;
+                v.beyond_history = false;
             }
         }
         drop(history);
@@ -502,4 +522,59 @@ impl Aggregator {
 /// matters: the samples are only ever appended or cleared).
 fn lock(h: &Mutex<LsnHistory>) -> MutexGuard<'_, LsnHistory> {
     h.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Of the servers claiming the primary role, as (index, timeline): the one on the highest
+/// timeline (a promotion starts a new one), if it is alone there and not below `floor` (the
+/// timeline a primary was already seen on, or one a standby receives). Two on the same
+/// timeline cannot be told apart: neither is trusted.
+fn elected(claims: &[(usize, u32)], floor: u32) -> Option<usize> {
+    let top = claims.iter().map(|&(_, t)| t).max()?;
+    if top < floor {
+        return None;
+    }
+    let mut at_top = claims.iter().filter(|&&(_, t)| t == top);
+    match (at_top.next(), at_top.next()) {
+        (Some(&(i, _)), None) => Some(i),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::elected;
+
+    #[test]
+    fn the_one_primary_is_elected() {
+        assert_eq!(elected(&[(1, 1)], 0), Some(1));
+        assert_eq!(elected(&[], 0), None);
+    }
+
+    #[test]
+    fn a_promotion_wins_over_the_old_primary_still_running() {
+        assert_eq!(elected(&[(0, 1), (2, 2)], 1), Some(2));
+        assert_eq!(elected(&[(0, 3), (2, 2)], 0), Some(0));
+    }
+
+    #[test]
+    fn two_primaries_on_one_timeline_are_both_refused() {
+        assert_eq!(elected(&[(0, 2), (1, 2)], 0), None);
+        // Even with an older one beside them.
+        assert_eq!(elected(&[(0, 2), (1, 2), (2, 1)], 0), None);
+    }
+
+    #[test]
+    fn an_old_primary_back_alone_is_not_elected() {
+        // The new primary is down; the old one is back on the timeline before it.
+        assert_eq!(elected(&[(0, 1)], 2), None);
+        assert_eq!(elected(&[(0, 2)], 2), Some(0));
+    }
+
+    #[test]
+    fn a_standby_on_a_newer_timeline_disqualifies_an_older_primary() {
+        // At start, the promoted server's first probe failed: only the old primary claims
+        // the role, but a standby already streams the promoted one's timeline.
+        let streamed = 2;
+        assert_eq!(elected(&[(0, 1)], streamed), None);
+    }
 }

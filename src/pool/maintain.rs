@@ -19,7 +19,7 @@ impl Pool {
     /// [`clear_settings_left`](Self::clear_settings_left)), and opens connections up to
     /// `min_size` (see [`refill`](Self::refill)). Nothing here waits for a server: one that
     /// stopped answering holds up no other pool's upkeep.
-    pub(super) fn maintain(self: &Arc<Self>) {
+    pub(super) fn maintain(self: &Arc<Self>, refill: bool) {
         let t = self.tuning.lock().expect("tuning").clone();
         let mut closed = Vec::new();
         {
@@ -50,7 +50,8 @@ impl Pool {
             c.terminate();
         }
         self.clear_settings_left();
-        if self.open_count() < t.min_size && !self.refilling.swap(true, Ordering::AcqRel) {
+        if refill && self.open_count() < t.min_size && !self.refilling.swap(true, Ordering::AcqRel)
+        {
             let pool = self.clone();
             tokio::spawn(async move {
                 pool.refill(t.min_size).await;

@@ -149,8 +149,14 @@ impl Pools {
     }
 
     /// Runs maintenance every second until `stop`, and forgets unused pools (see
-    /// [`Pools::prune`]).
-    pub async fn maintain_loop(self: Arc<Self>, stop: CancellationToken) {
+    /// [`Pools::prune`]). Pools of a backend that is down or fenced in `cluster`'s view are
+    /// not refilled to `min_size`: connections to a fenced old primary are what must not
+    /// exist, and ones to a server that is down would fail.
+    pub async fn maintain_loop(
+        self: Arc<Self>,
+        cluster: Arc<crate::cluster::Cluster>,
+        stop: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -158,8 +164,13 @@ impl Pools {
                 _ = tick.tick() => {}
             }
             let pools: Vec<_> = self.map.read().expect("pools").values().cloned().collect();
+            let view = cluster.view();
             for p in &pools {
-                p.maintain();
+                let serving = view
+                    .backends
+                    .iter()
+                    .any(|b| b.name == p.key.backend && b.up && !b.fenced);
+                p.maintain(serving);
             }
             drop(pools);
             self.prune(super::clock::now_ms());
@@ -228,6 +239,12 @@ impl Pools {
     /// settings, a new server certificate, a restarted extension). Returns the pools touched.
     pub fn reconnect(&self) -> usize {
         self.close_open_where(|_| true)
+    }
+
+    /// Closes the connections to `backend` open now, idle ones at once, ones in use when
+    /// released (the server was promoted: see the cluster monitor).
+    pub fn reconnect_backend(&self, backend: &str) -> usize {
+        self.close_open_where(|k| &*k.backend == backend)
     }
 
     fn close_open_where(&self, which: impl Fn(&PoolKey) -> bool) -> usize {

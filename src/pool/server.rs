@@ -103,17 +103,21 @@ impl ConnectError {
     }
 
     /// True when the server itself said no, or its TLS does not satisfy `[server_tls]` (a
-    /// configuration problem, not an outage).
+    /// configuration problem, not an outage). A server starting up, shutting down, in
+    /// recovery or at its connection limit (57P0x, 53xxx, 08xxx) is an outage: another
+    /// server may well take the request.
     pub fn is_refusal(&self) -> bool {
+        if let ConnectError::Refused { code, .. } = self {
+            return !["57P", "53", "08"].iter().any(|c| code.starts_with(c));
+        }
         matches!(
             self,
-            ConnectError::Refused { .. }
-                | ConnectError::Tls {
-                    source: crate::net::tls::TlsConnectError::Unsupported(_)
-                        | crate::net::tls::TlsConnectError::Handshake(_)
-                        | crate::net::tls::TlsConnectError::Unbound(_),
-                    ..
-                }
+            ConnectError::Tls {
+                source: crate::net::tls::TlsConnectError::Unsupported(_)
+                    | crate::net::tls::TlsConnectError::Handshake(_)
+                    | crate::net::tls::TlsConnectError::Unbound(_),
+                ..
+            }
         )
     }
 }
@@ -693,13 +697,15 @@ impl ServerConn {
     }
 
     /// Sends `unsent` (the rest of requests already begun) and reads the answers to `queries`
-    /// simple queries sent before, discarding them. Returns whether the connection ended up
-    /// idle outside a transaction, ready for another client.
+    /// simple queries sent before, passing their rows to `on_row` and discarding the rest.
+    /// Returns whether the connection ended up idle outside a transaction, ready for another
+    /// client.
     pub async fn finish_queries(
         &mut self,
         unsent: &[u8],
         queries: usize,
         timeout: Duration,
+        mut on_row: impl FnMut(Vec<Option<String>>),
     ) -> bool {
         let fut = async {
             crate::net::send_all(&mut self.stream, unsent).await?;
@@ -711,6 +717,7 @@ impl ServerConn {
                             .await?;
                     match t {
                         tag::PARAMETER_STATUS => self.note_parameter(&frame[5..]),
+                        tag::DATA_ROW => on_row(parse_data_row(&frame[5..])),
                         tag::READY_FOR_QUERY => {
                             idle = frame.get(5).and_then(|&b| TxnStatus::from_byte(b))
                                 == Some(TxnStatus::Idle);
@@ -779,4 +786,28 @@ pub fn parse_data_row(mut body: &[u8]) -> Vec<Option<String>> {
         body.advance(len);
     }
     cols
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectError;
+
+    fn refused(code: &str) -> ConnectError {
+        ConnectError::Refused {
+            address: "127.0.0.1:5432".into(),
+            severity: "FATAL".into(),
+            code: code.into(),
+            message: "no".into(),
+        }
+    }
+
+    #[test]
+    fn an_outage_is_not_a_refusal() {
+        for code in ["57P03", "57P01", "53300", "08006"] {
+            assert!(!refused(code).is_refusal(), "{code}");
+        }
+        for code in ["28P01", "28000", "3D000", "42501"] {
+            assert!(refused(code).is_refusal(), "{code}");
+        }
+    }
 }

@@ -16,7 +16,7 @@ use crate::pool::{Pool, PoolSpec, Pooled};
 use crate::protocol::{encode, tag, Header, TxnStatus};
 
 /// Reads the primary's WAL position after a commit (for read-your-writes).
-const COMMIT_LSN_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
+pub(super) const COMMIT_LSN_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
 
 impl Session {
     /// The pool for backend `index` in the current topology.
@@ -90,6 +90,20 @@ impl Session {
         self.claim_sequences();
     }
 
+    /// Whether backend `index` of the view as it is now is still what a request was routed
+    /// to: up, not fenced, and the primary if it went there as one. Asked once a checked-out
+    /// connection is registered with its pool. The monitor publishes a failure or a fence
+    /// before it severs the backend's connections, and a connection registered after that
+    /// sever is not cut: either it is in the sever, or the view read here shows the change.
+    pub(super) fn still_routable(&mut self, index: usize, backend: &str, target: Target) -> bool {
+        self.current.refresh(&self.app);
+        let view = &self.current.view;
+        view.backends
+            .get(index)
+            .is_some_and(|b| &*b.name == backend && b.up && !b.fenced)
+            && (target != Target::Primary || view.primary == Some(index))
+    }
+
     /// Checks out a server connection for the request at the front of the client buffer. On
     /// failure the request is answered with an error and skipped; the client stays connected.
     pub(super) async fn attach(&mut self) -> Result<(), Fatal> {
@@ -138,6 +152,11 @@ impl Session {
             return Ok(());
         };
         match pool.checkout(self.id).await {
+            Ok(p) if !self.still_routable(index, &pool.key.backend, d.target) => {
+                tracing::info!(parent: &self.span, backend = %pool.key.backend, "the server changed role or went away during the checkout: routing again");
+                p.discard("role_changed", &self.app.metrics);
+                return Ok(());
+            }
             Ok(p) => self.hold(p),
             Err(e)
                 if d.target == Target::Replica
@@ -360,6 +379,13 @@ impl Session {
         self.bound_in_batch = false;
         self.capture_failed = false;
         self.wrote = false;
+        self.uncount_outstanding();
+        self.ryw.end_commit(None);
+    }
+
+    /// Ends the attached backend's count of this session's request (also when the session's
+    /// task dies: see `Drop for Session`).
+    pub(super) fn uncount_outstanding(&mut self) {
         if let Some(i) = self.backend_index.take() {
             // The view the connection was attached under (stats counted in the same place).
             if let Some(b) = self.current.view.backends.get(i) {
@@ -370,7 +396,6 @@ impl Session {
                 );
             }
         }
-        self.ryw.end_commit(None);
     }
 
     /// Ends the session: hands the server connection back clean, or closes it.
@@ -384,6 +409,16 @@ impl Session {
         // An extended-protocol batch without its Sync leaves the server inside an implicit
         // transaction, or ignoring everything until a Sync after an error.
         let mid_batch = self.batch_open || self.skip_until_sync;
+        // The client wrote and left before its commit's position was read back: the cleanup
+        // below reads it, and the user's and the proxy's watermarks wait for it (the same
+        // user's next connection must see that write). Given up if the connection is closed
+        // unread instead.
+        let commit = if self.capturing.1 {
+            self.ryw.hand_off()
+        } else {
+            None
+        };
+        let mut lsn = self.captured_lsn.take();
         self.detach_bookkeeping();
         // Only the proxy's own queries after the client's last answer are in flight (reading a
         // commit's position or settings back: a client that writes and leaves at once): the
@@ -411,6 +446,21 @@ impl Session {
             // The server session was this client's alone (session mode, or pinned by state
             // that `DISCARD ALL` does not fully undo: a temporary schema, loaded libraries):
             // the next client gets a fresh one.
+            if let Some(commit) = commit {
+                let unsent = std::mem::take(&mut self.swbuf);
+                let timeout = self.app.config.load().config.pool.connect_timeout;
+                let metrics = self.app.metrics.clone();
+                tokio::spawn(async move {
+                    p.conn
+                        .finish_queries(&unsent, own_queries, timeout, |row| {
+                            commit_position(row, &mut lsn)
+                        })
+                        .await;
+                    commit.resolve(lsn);
+                    p.discard("session_ended", &metrics);
+                });
+                return;
+            }
             p.discard("session_ended", &self.app.metrics);
             return;
         }
@@ -434,9 +484,20 @@ impl Session {
         // Cleaning up costs round trips: do it off the client's task.
         tokio::spawn(async move {
             let timeout = config.config.pool.connect_timeout;
-            if own_queries > 0 && !p.conn.finish_queries(&unsent, own_queries, timeout).await {
-                p.discard("client_left_mid_request", &metrics);
-                return;
+            if own_queries > 0 {
+                let idle = p
+                    .conn
+                    .finish_queries(&unsent, own_queries, timeout, |row| {
+                        commit_position(row, &mut lsn)
+                    })
+                    .await;
+                if let Some(commit) = commit {
+                    commit.resolve(lsn);
+                }
+                if !idle {
+                    p.discard("client_left_mid_request", &metrics);
+                    return;
+                }
             }
             if rollback && !matches!(p.conn.simple_query("ROLLBACK", timeout).await, Ok(Ok(_))) {
                 p.discard("rollback_failed", &metrics);
@@ -459,5 +520,12 @@ impl Session {
             }
             p.release();
         });
+    }
+}
+
+/// A commit position read back (a row of one column), as the relay reads it.
+pub(super) fn commit_position(row: Vec<Option<String>>, lsn: &mut Option<u64>) {
+    if let [Some(l)] = row.as_slice() {
+        *lsn = crate::cluster::lag::parse_lsn(l).or(*lsn);
     }
 }

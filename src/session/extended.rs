@@ -296,6 +296,10 @@ impl Session {
             // there again when they need it. Else it goes (if no other client has it) ahead
             // of the client's next request, see `close_unheld_statements`.
             let stmt = self.statements.remove(name);
+            if let (Some(s), Some(r)) = (&stmt, self.retry.as_mut()) {
+                // Back if the request is repeated: its Bind may come before this Close.
+                r.closed.push((Bytes::copy_from_slice(name), s.clone()));
+            }
             match stmt.filter(|s| self.close_on_server(s)) {
                 Some(s) => {
                     encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', &s.server_name);

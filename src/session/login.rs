@@ -15,6 +15,7 @@ use crate::auth::{self, ScramServer, ServerCredential, StoredPassword};
 use crate::config::{AuthMethod, ClientCertMode, ClientTlsMode, PoolMode, User};
 use crate::net::tls::{ClientTls, TlsPeer};
 use crate::net::{self, Stream};
+use crate::pool::Pooled;
 use crate::protocol::startup::{self, Initial, Startup};
 use crate::protocol::{encode, tag};
 
@@ -445,20 +446,9 @@ impl super::Session {
         }
     }
 
-    /// First server contact: validates database and startup settings on a real server and
-    /// greets the client with that server's parameters.
-    pub(super) async fn login(
-        &mut self,
-        client: &mut Stream,
-        reg: &mut super::cancel::Registration,
-    ) -> Result<(), Fatal> {
-        self.refuse_if_disabled()?;
-        if self.app.pause.holds(&self.database) {
-            self.wait_resumed().await?;
-            self.refuse_if_disabled()?;
-        }
-        // The waits above may have crossed a reload that renumbered the backends: the index
-        // must be one of the view the pools are looked up in.
+    /// The backend to log in on and a connection checked out of its pool, waiting up to
+    /// `primary_wait` for a primary when there is none.
+    async fn login_checkout(&mut self) -> Result<(usize, Pooled), Fatal> {
         self.current.refresh(&self.app);
         let wait = self.current.config.config.routing.primary_wait;
         let mut found = self.login_backend();
@@ -470,7 +460,7 @@ impl super::Session {
         let pool = self
             .pool(index)
             .ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
-        let mut p = pool
+        let p = pool
             .checkout_login(self.id)
             .await
             .map_err(|e| match e.sqlstate() {
@@ -486,6 +476,41 @@ impl super::Session {
                 ),
                 code => Fatal::new(code, e.client_message()),
             })?;
+        Ok((index, p))
+    }
+
+    /// First server contact: validates database and startup settings on a real server and
+    /// greets the client with that server's parameters.
+    pub(super) async fn login(
+        &mut self,
+        client: &mut Stream,
+        reg: &mut super::cancel::Registration,
+    ) -> Result<(), Fatal> {
+        self.refuse_if_disabled()?;
+        if self.app.pause.holds(&self.database) {
+            self.wait_resumed().await?;
+            self.refuse_if_disabled()?;
+        }
+        // Session mode keeps this connection for every statement: it must still be the
+        // primary's once checked out. Transaction mode only needs a server that serves.
+        let target = match self.pool_mode {
+            PoolMode::Session => super::route::Target::Primary,
+            PoolMode::Transaction => super::route::Target::Replica,
+        };
+        let mut rerouted = 0;
+        let mut p = loop {
+            // (The waits above may have crossed a reload that renumbered the backends:
+            // login_checkout reads the view the pools are looked up in.)
+            let (index, p) = self.login_checkout().await?;
+            if self.still_routable(index, &p.pool().key.backend, target) {
+                break p;
+            }
+            p.discard("role_changed", &self.app.metrics);
+            rerouted += 1;
+            if rerouted == 3 {
+                return Err(Fatal::new("57P03", "no database server is available"));
+            }
+        };
         // PostgreSQL sends the notices that applying the startup settings raises (a truncated
         // application_name) during startup: they are relayed in the greeting. A setting known
         // to raise one is applied again even on a connection that already has it.

@@ -356,6 +356,7 @@ async fn start(
         retry: None,
         retry_attempts: 0,
         capturing: (false, false),
+        settings_lost: false,
         captured_lsn: None,
         front_query: None,
         custom_names: Default::default(),
@@ -377,6 +378,7 @@ async fn start(
 impl Drop for Session {
     /// The client is gone (however it ended): its idle server connections are anybody's.
     fn drop(&mut self) {
+        self.uncount_outstanding();
         for pool in self.pools.iter().flatten() {
             pool.disown(self.id);
         }
@@ -555,6 +557,9 @@ struct Session {
     retry_attempts: u32,
     /// The read-back in flight reads (settings, commit position).
     capturing: (bool, bool),
+    /// The server connection was lost while the settings were read back (see
+    /// `server_lost`).
+    settings_lost: bool,
     /// Commit position read back.
     captured_lsn: Option<u64>,
     /// Analysis of the Query at the front of the client buffer: (buffer address, length, info).

@@ -123,6 +123,17 @@ impl Session {
                     .and_then(crate::sql::begin_modes)
             })
             .flatten();
+        if self.lost_txn
+            && self.server.is_none()
+            && a.txn == TxnControl::Rollback
+            && a.statements == 1
+        {
+            // The block died with its server connection while the client was idle in it: its
+            // ROLLBACK is answered as in any failed block. (A COMMIT is told the block was
+            // lost first: see `attach`.)
+            self.lost_txn = false;
+            self.aborted_txn = true;
+        }
         let ends_deferred =
             matches!(a.txn, TxnControl::Commit | TxnControl::Rollback) && a.statements == 1;
         let ends_block =

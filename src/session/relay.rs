@@ -147,7 +147,10 @@ impl Session {
                 // Relay what arrived before the failure, then answer the rest.
                 self.process_server()?;
                 let relayed = matches!(self.server_fatal, Some((_, true)));
-                if self.server.is_some() && (relayed || !self.releasable()) {
+                // A row or copy chunk half relayed: whatever followed would be read as its
+                // rest (a driver waiting for bytes that never come, or out of sync).
+                let mid_message = self.server_pass > 0;
+                if self.server.is_some() && (relayed || mid_message || !self.releasable()) {
                     // The connection was this client's session (session pooling, or pinned
                     // state): it cannot go on elsewhere as if nothing happened (its SET ROLE,
                     // locks, temporary tables, LISTENs are gone). Or the server ended the
@@ -163,12 +166,25 @@ impl Session {
                         // The client has the server's own FATAL: it ends here, as it would.
                         return Err(Fatal::protocol_silent("server session ended"));
                     }
+                    if mid_message {
+                        // Its connection ends mid-message, as a direct one would.
+                        return Err(Fatal::protocol_silent(
+                            "server connection lost in the middle of a message",
+                        ));
+                    }
                     return Err(Fatal::new(
                         "08006",
                         "the server connection holding this session was lost",
                     ));
                 }
                 self.server_lost(e);
+                if self.settings_lost {
+                    self.flush_client(client).await;
+                    return Err(Fatal::new(
+                        "08006",
+                        "the server connection was lost before the settings the last statement changed were read back",
+                    ));
+                }
             } else if ev.server_data {
                 self.process_server()?;
             }

@@ -8,6 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::attach::COMMIT_LSN_SQL;
 use super::Pass;
 use crate::protocol::{encode, TxnStatus};
 
@@ -35,6 +36,8 @@ pub(super) struct Retry {
     pub original: BytesMut,
     /// Statement names the request defined (undone before repeating).
     pub names: Vec<Bytes>,
+    /// Statements the request closed (brought back before repeating).
+    pub closed: Vec<(Bytes, std::sync::Arc<super::statements::Statement>)>,
     /// Response bytes not yet released to the client.
     pub held: BytesMut,
     /// Set once anything reached the client: no repeating after that.
@@ -80,6 +83,10 @@ impl super::Session {
     /// the client still waits for with an error; drop the connection.
     pub(super) fn server_lost(&mut self, error: std::io::Error) {
         let Some(p) = self.server.take() else { return };
+        // Settings a statement changed were being read back: what the client's session has
+        // now is unknown (its next connection would silently lack them), so it ends (see
+        // relay.rs), as it would have with its own server.
+        self.settings_lost = std::mem::take(&mut self.capturing).0;
         self.cancel.clear();
         tracing::warn!(parent: &self.span, backend = %p.pool().key.backend, error = %error, "server connection lost");
         p.discard("server_lost", &self.app.metrics);
@@ -93,10 +100,35 @@ impl super::Session {
             // A repeat of this request goes somewhere else.
             self.avoid |= 1u64 << (i % 64);
         }
-        // A commit reached the client and its position is unknown: reads in scope would go
-        // to the primary until the next commit's position is known; give up waiting instead.
-        self.ryw.end_commit(None);
+        // A commit reached the client and the connection reading its position back is gone:
+        // the position is read on another connection to the primary. Until then reads in
+        // scope stay on the primary.
+        let commit = self.ryw.hand_off();
         self.detach_bookkeeping();
+        if let Some(commit) = commit {
+            // (After the bookkeeping, which counts in the view the connection was attached
+            // under.)
+            self.current.refresh(&self.app);
+            let primary = self.current.view.primary;
+            let pool = primary
+                .filter(|_| self.current.view.epoch.timeline == commit.epoch().timeline)
+                .and_then(|i| self.pool(i));
+            let timeout = self.current.config.config.pool.connect_timeout;
+            tokio::spawn(async move {
+                let mut lsn = None;
+                if let Some(pool) = pool {
+                    if let Ok(mut p) = pool.checkout(0).await {
+                        if let Ok(Ok(rows)) = p.conn.simple_query(COMMIT_LSN_SQL, timeout).await {
+                            for row in rows {
+                                super::attach::commit_position(row, &mut lsn);
+                            }
+                        }
+                        p.release();
+                    }
+                }
+                commit.resolve(lsn);
+            });
+        }
         let repeat = super::retry::repeats_on_loss(
             self.retry.as_ref(),
             self.retry_attempts,
@@ -166,6 +198,9 @@ impl super::Session {
         let Some(r) = self.retry.take() else { return };
         for n in &r.names {
             self.statements.remove(n);
+        }
+        for (n, s) in r.closed.into_iter().rev() {
+            self.statements.insert(n, s);
         }
         self.front_query = None;
         let mut again = r.original;

@@ -127,7 +127,8 @@ impl Session {
                 };
                 let read =
                     info.read && !self.app.write_cache.contains(text) && !self.calls_volatile(text);
-                (read, info.hint, txn, info.setting)
+                let setting = info.setting || info.effects.contains(crate::sql::Effects::SETTINGS);
+                (read, info.hint, txn, setting)
             }
             tag::PARSE
             | tag::BIND
@@ -340,6 +341,12 @@ pub(super) fn underlying_read(
     text: &[u8],
     a: &crate::sql::Analysis<'_>,
 ) -> bool {
+    // A `set_config(..., false)` changes the session: run on a replica, a role taken that way
+    // would pin the client to the replica, and every later write would fail there. Like a
+    // `SET`, it runs on the primary (which also has what every server connection inherits).
+    if a.effects.contains(crate::sql::Effects::SETTINGS) {
+        return false;
+    }
     if a.hint.is_none() {
         return a.route == Route::Replica;
     }

@@ -17,16 +17,22 @@ use crate::sql::{Effects, PinReason};
 /// Server messages are trusted up to PostgreSQL's own limit.
 const MAX_SERVER_MESSAGE: usize = (1 << 30) + 64;
 
-/// Why a hot standby refused a read that only the primary can run, by SQLSTATE.
-fn refused_by_standby(code: &str) -> Option<Refusal> {
-    match code {
+/// Why a hot standby refused a read that only the primary can run, by SQLSTATE (and, for
+/// 0A000, which is also "cached plan must not change result type" and others, the routine).
+fn refused_by_standby(f: &ErrorFields) -> Option<Refusal> {
+    match f.code {
         // "cannot execute ... in a read-only transaction": a write after all.
         "25006" => Some(Refusal::Statement),
         // "recovery is in progress" (pg_current_wal_lsn() and other WAL control functions).
         "55000" => Some(Refusal::Statement),
         // "cannot use serializable mode in a hot standby": every statement of a session whose
         // transactions default to SERIALIZABLE.
-        "0A000" => Some(Refusal::Session),
+        "0A000"
+            if f.routine == "GetSerializableTransactionSnapshot"
+                || (f.routine.is_empty() && f.message.contains("serializable")) =>
+        {
+            Some(Refusal::Session)
+        }
         _ => None,
     }
 }
@@ -276,7 +282,7 @@ impl Session {
                         }
                         self.server_fatal = Some((f.message.to_string(), forward));
                     }
-                    let refused = refused_by_standby(f.code)
+                    let refused = refused_by_standby(&f)
                         .filter(|_| m.forward && self.target == Target::Replica);
                     if refused == Some(Refusal::Session) {
                         self.replica_refused = true;

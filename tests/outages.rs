@@ -1,0 +1,233 @@
+//! Servers failing in ways the failover and partition tests do not make: a replica that
+//! refuses new sessions while it shuts down, a primary connection lost in the middle of a row,
+//! and a transaction block lost with its server while the client sat idle in it. Each test
+//! has its own cluster.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::proxy::ProxyOptions;
+use support::raw::{login, PROTO_3_0};
+use support::ready::start_ready_proxy_on;
+use support::relay::Relay;
+use support::*;
+
+const STEP: Duration = Duration::from_secs(30);
+
+/// Reads refused by a replica that no longer takes new sessions (a smart shutdown waiting for
+/// its last session: FATAL 57P03 "the database system is shutting down") run elsewhere; the
+/// replica's health probe, an existing session, keeps it up meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_refused_by_a_replica_shutting_down_run_elsewhere() {
+    let cluster = tokio::task::spawn_blocking(|| own_cluster(1))
+        .await
+        .unwrap();
+    let opts = ProxyOptions {
+        extra_tables: "[health]\ninterval = \"200ms\"\n[routing]\nconsistency = \"eventual\"\n"
+            .into(),
+        ..Default::default()
+    };
+    let proxy = {
+        let c = &cluster;
+        tokio::task::block_in_place(|| start_ready_proxy_on(c, opts))
+    };
+    let replica = &cluster.replicas()[0];
+    let primary_port = cluster.primary().port() as i32;
+
+    // A session that keeps the smart shutdown waiting.
+    let conn = replica.conn_string(APP_USER, APP_PASSWORD, APP_DB);
+    let (held, task) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .expect("direct connection to the replica");
+    let task = tokio::spawn(task);
+    held.simple_query("SELECT 1").await.unwrap();
+    // SIGTERM: smart shutdown.
+    let pid = replica.pid().expect("replica postmaster pid");
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + STEP;
+    loop {
+        match tokio_postgres::connect(&conn, tokio_postgres::NoTls).await {
+            Err(e) if e.code().map(|c| c.code()) == Some("57P03") => break,
+            Ok((c, t)) => {
+                drop(c);
+                drop(t);
+            }
+            Err(e) => panic!("a new session on the replica failed otherwise: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica still takes new sessions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = proxy.status().await;
+    assert!(
+        status["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["name"] == replica.name() && b["up"] == true),
+        "the replica must still be up for the proxy, or no read would try it: {status}"
+    );
+
+    let before = proxy
+        .metric("switchyard_retries_total{reason=\"replica_unavailable\"}")
+        .await;
+    let client = proxy.connect_app().await;
+    for _ in 0..5 {
+        let port: i32 = client
+            .query_one("SELECT inet_server_port()", &[])
+            .await
+            .expect("a read refused by a replica shutting down must run elsewhere")
+            .get(0);
+        assert_eq!(port, primary_port);
+    }
+    let after = proxy
+        .metric("switchyard_retries_total{reason=\"replica_unavailable\"}")
+        .await;
+    assert!(
+        after > before,
+        "no read was routed to the replica shutting down: the test proves nothing"
+    );
+
+    drop(held);
+    let _ = tokio::time::timeout(STEP, task).await;
+}
+
+/// A cluster with its primary reached through a relay, and a proxy in front.
+fn behind_relay() -> (LocalCluster, Relay, support::proxy::Proxy) {
+    let cluster = own_cluster(0);
+    let relay = Relay::for_node(cluster.primary());
+    let proxy = start_ready_proxy_on(
+        &cluster,
+        ProxyOptions {
+            backends: Some(vec![(
+                cluster.primary().name().to_string(),
+                relay.addr_string(),
+            )]),
+            ..Default::default()
+        },
+    );
+    (cluster, relay, proxy)
+}
+
+/// The server connection dies while a row larger than any buffer is half relayed: the client
+/// loses its connection, as it would connected directly. Anything appended after the half
+/// row (an error, ReadyForQuery) would be read as the rest of the row, and a driver would
+/// wait for ever for bytes that never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_lost_in_the_middle_of_a_row_ends_the_client_connection() {
+    use tokio::io::AsyncReadExt;
+
+    let (_cluster, relay, proxy) = tokio::task::spawn_blocking(behind_relay).await.unwrap();
+    let params = [("user", APP_USER), ("database", APP_DB)];
+    let mut s = match login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await {
+        Ok(s) => s,
+        Err(r) => panic!("login refused: {:?}", r.error),
+    };
+    // 60 MB: more than the socket buffers along the way hold, so the row cannot have left
+    // the server entirely while the client reads only its start.
+    const LEN: usize = 60_000_000;
+    let mut q = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query(&format!("SELECT repeat('x', {LEN})"), &mut q)
+        .unwrap();
+    s.raw.send(&q).await.unwrap();
+    let described = s.raw.frame().await;
+    assert_eq!(described.tag, b'T', "RowDescription first: {described:?}");
+    // Read the start of the DataRow (header, then a megabyte of it).
+    let buf = &mut s.raw.buf;
+    let deadline = Instant::now() + STEP;
+    while buf.len() < (1 << 20) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, s.raw.s.read_buf(buf))
+            .await
+            .expect("the row did not start arriving")
+            .unwrap();
+        assert!(n > 0, "the connection closed before the row");
+    }
+    assert_eq!(buf[0], b'D', "a DataRow");
+    let declared = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize + 1;
+    assert!(declared > LEN);
+
+    relay.reset_all();
+
+    // The rest: whatever was in flight, then EOF; never a complete row.
+    let mut got = buf.len();
+    buf.clear();
+    let deadline = Instant::now() + STEP;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = tokio::time::timeout(left, s.raw.s.read_buf(buf)).await;
+        match read {
+            Err(_) => panic!(
+                "the client connection stayed open after {got} of the row's {declared} bytes: \
+                 a driver would wait for the rest for ever"
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                got += n;
+                buf.clear();
+            }
+        }
+    }
+    assert!(
+        got < declared,
+        "the whole row arrived ({got} bytes): the server was not lost mid-row"
+    );
+    // Other clients carry on.
+    let client = proxy.connect_app().await;
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+/// A transaction block whose server connection is lost while the client is idle in it: the
+/// client's ROLLBACK is answered ROLLBACK (the block is gone either way); a COMMIT is told the
+/// block was lost, never that it committed, and nothing of it is in the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_lost_with_its_server_ends_cleanly() {
+    let (_cluster, relay, proxy) = tokio::task::spawn_blocking(behind_relay).await.unwrap();
+    let client = proxy.connect_app().await;
+    client
+        .batch_execute("CREATE TABLE lost_block (v int)")
+        .await
+        .unwrap();
+    const LOST: &str = "switchyard_server_discards_total{reason=\"server_lost\"}";
+
+    let before = proxy.metric(LOST).await;
+    client
+        .batch_execute("BEGIN; INSERT INTO lost_block VALUES (1)")
+        .await
+        .unwrap();
+    relay.reset_all();
+    proxy.wait_metric(LOST, before + 1.0, STEP).await;
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("ROLLBACK of a block lost with its server");
+
+    let before = proxy.metric(LOST).await;
+    client
+        .batch_execute("BEGIN; INSERT INTO lost_block VALUES (2)")
+        .await
+        .unwrap();
+    relay.reset_all();
+    proxy.wait_metric(LOST, before + 1.0, STEP).await;
+    let e = client
+        .batch_execute("COMMIT")
+        .await
+        .expect_err("COMMIT of a block lost with its server must fail");
+    assert_eq!(
+        e.code().map(|c| c.code()),
+        Some("08006"),
+        "COMMIT of a lost block: {e}"
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
+
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM lost_block", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing of a lost block may have committed");
+}
