@@ -138,6 +138,15 @@ impl Session {
                 if !streamable {
                     break;
                 }
+                if self.retry.as_ref().is_some_and(|r| {
+                    r.holding()
+                        && r.held.len() + out.len() + run + h.frame_len
+                            <= super::retry::HOLD_BUDGET
+                }) {
+                    // A repeatable read's response that still fits what is held back: wait
+                    // for the rest of the row rather than give up repeating it.
+                    break;
+                }
                 // A large row or copy chunk: relay it as it arrives (too big to hold back).
                 if let Some(r) = self.retry.as_mut() {
                     flush(&mut run, &mut conn.rbuf, &mut out);
