@@ -443,6 +443,129 @@ async fn read_your_writes_with_replay_paused_everywhere() {
     );
 }
 
+/// `[routing]` for the scope test: lag never excludes the paused replicas, plus `scope`.
+fn scope_routing(scope: &str) -> String {
+    format!("max_replica_lag = \"1h\"\n{scope}")
+}
+
+/// Rewrites the config with the usual health checks and `routing`, and reloads it.
+async fn reload_routing(proxy: &Proxy, routing: &str) {
+    proxy.rewrite_config(&format!(
+        "[health]\ninterval = \"{}ms\"\nfall = {FALL}\nrise = {RISE}\n\n[routing]\n{routing}\n",
+        INTERVAL.as_millis()
+    ));
+    within("reload", proxy.reload_ok()).await;
+}
+
+/// Inserts row `id` of `f` (through `c`), checking it ran on the primary.
+async fn write_row(c: &Client, p: &Ports, id: i32) {
+    let w = port(
+        c,
+        &format!("INSERT INTO f VALUES ({id}, 'scope') RETURNING inet_server_port()"),
+    )
+    .await;
+    assert_eq!(w, p.port("pg0"), "write {id} ran on {}", p.name(w));
+}
+
+/// Whether `c` sees row `id` of `f`, and the port of the server it read on.
+async fn sees(c: &Client, id: i32) -> (bool, u16) {
+    let (at, n) = port_and(
+        c,
+        &format!("SELECT inet_server_port(), count(*) FROM f WHERE id = {id}"),
+    )
+    .await;
+    (n.as_deref() == Some("1"), at)
+}
+
+/// `ryw_scope`: whose writes a read must see. `user` (the default): the writer's other
+/// sessions, not other users'; `global`: every session's, any user's; `session`: only the
+/// writing session's. Replay is paused on both replicas, so a read sent to a replica cannot
+/// see a write made since; the scope is changed by reloads, which keep the recorded writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_scope_user_global_and_session() {
+    let (c, proxy, p) = setup(&scope_routing("")).await;
+    blocking({
+        let c = c.clone();
+        move || {
+            c.primary()
+                .psql_db(APP_DB, &format!("GRANT SELECT ON f TO {OTHER_USER}"))
+                .expect("granting");
+            c.wait_replicas_caught_up(Duration::from_secs(60))
+                .expect("replicas catching up");
+            for r in c.replicas() {
+                r.pause_replay().expect("pause_replay");
+            }
+        }
+    })
+    .await;
+    wait_status(
+        &proxy,
+        "replay paused on pg1 and pg2",
+        Duration::from_secs(30),
+        |s| {
+            backend(s, "pg1")["replay_paused"] == true && backend(s, "pg2")["replay_paused"] == true
+        },
+    )
+    .await;
+    let writer = proxy.connect_app().await;
+    let same_user = proxy.connect_app().await;
+    let other_user = within("connect", proxy.connect(OTHER_USER, OTHER_PASSWORD, APP_DB)).await;
+    // user (the default).
+    write_row(&writer, &p, 1).await;
+    let (seen, at) = sees(&same_user, 1).await;
+    assert!(
+        seen,
+        "scope user: another session of the writer's user did not see its write (read on {})",
+        p.name(at)
+    );
+    let (seen, at) = sees(&other_user, 1).await;
+    assert!(
+        !seen && at != p.port("pg0"),
+        "scope user: another user's read should not wait for the write (read on {}, saw it: {seen})",
+        p.name(at)
+    );
+
+    // global.
+    reload_routing(&proxy, &scope_routing("ryw_scope = \"global\"")).await;
+    write_row(&writer, &p, 2).await;
+    let (seen, at) = sees(&other_user, 2).await;
+    assert!(
+        seen,
+        "scope global: another user did not see the write (read on {})",
+        p.name(at)
+    );
+    let (seen, at) = sees(&same_user, 2).await;
+    assert!(
+        seen,
+        "scope global: another session did not see the write (read on {})",
+        p.name(at)
+    );
+
+    // session.
+    reload_routing(&proxy, &scope_routing("ryw_scope = \"session\"")).await;
+    write_row(&writer, &p, 3).await;
+    let (seen, at) = sees(&writer, 3).await;
+    assert!(
+        seen,
+        "scope session: the writing session did not see its own write (read on {})",
+        p.name(at)
+    );
+    let (seen, at) = sees(&same_user, 3).await;
+    assert!(
+        !seen && at != p.port("pg0"),
+        "scope session: another session of the same user should not wait for the write (read \
+         on {}, saw it: {seen})",
+        p.name(at)
+    );
+    let (seen, at) = sees(&other_user, 3).await;
+    assert!(
+        !seen && at != p.port("pg0"),
+        "scope session: another user's read should not wait for the write (read on {}, saw it: \
+         {seen})",
+        p.name(at)
+    );
+}
+
 /// A read sent to the primary by a hint is not a write: it must not raise the user's
 /// read-your-writes position (which would keep the user's reads off replicas that are
 /// behind only on other people's writes).
