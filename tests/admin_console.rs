@@ -29,7 +29,13 @@ async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
 
 /// A proxy with the console on: `app` is an admin, `other` may only look.
 fn proxy() -> Proxy {
+    proxy_with_top("")
+}
+
+/// [`proxy`] with top-level keys `top` (e.g. `shutdown_timeout`).
+fn proxy_with_top(top: &str) -> Proxy {
     start_ready_proxy(ProxyOptions {
+        extra_top: top.into(),
         extra_tables: format!(
             "[health]\ninterval = \"200ms\"\n\n[admin]\nusers = [\"{APP_USER}\"]\n\
              stats_users = [\"{OTHER_USER}\"]\n"
@@ -590,7 +596,9 @@ async fn shutdown_from_the_console_drains_as_sigterm_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_replaces_server_connections_as_they_are_released() {
-    let proxy = proxy();
+    // WAIT_CLOSE gives up after shutdown_timeout: 3 s at first (for the check that it waits
+    // while a marked connection is held), then 120 s.
+    let proxy = proxy_with_top("shutdown_timeout = \"3s\"");
     let admin = console(&proxy).await;
     let idle = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "reconnect-idle").await;
     bounded("select", idle.simple_query("SELECT 1"))
@@ -601,11 +609,12 @@ async fn reconnect_replaces_server_connections_as_they_are_released() {
         .await
         .unwrap();
     let clients = show(&admin, "SHOW CLIENTS").await;
-    let held = clients
+    let busy_row = clients
         .iter()
         .find(|c| get(c, "application_name") == "reconnect-busy")
-        .map(|c| get(c, "server_pid").to_owned())
         .expect("the busy client");
+    let held = get(busy_row, "server_pid").to_owned();
+    let busy_pid = get(busy_row, "pid").to_owned();
     let before = until(&admin, "SHOW SERVERS", |rows| {
         rows.iter().any(|s| get(s, "state") == "idle")
     })
@@ -641,21 +650,62 @@ async fn reconnect_replaces_server_connections_as_they_are_released() {
             .any(|s| get(s, "pid") == held && get(s, "state") == "active"),
         "the busy client's server went during its transaction: {after:?}"
     );
-    // WAIT_CLOSE returns once the marked connection in use is closed: after the COMMIT.
+    // WAIT_CLOSE does not return while the marked connection is in use: it gives up after
+    // shutdown_timeout (3 s) with a warning counting it and naming its client.
+    let mut psql = pg_command("psql", proxy.port());
+    psql.args([
+        "-d",
+        "switchyard",
+        "-X",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        &format!("WAIT_CLOSE {APP_DB}"),
+    ]);
+    let out = tokio::task::block_in_place(|| run(psql, Duration::from_secs(60)));
+    let what = out.describe("psql WAIT_CLOSE while the marked connection is held");
+    assert_eq!(out.code, Some(0), "{what}");
+    assert!(
+        out.stderr.contains("WARNING")
+            && out
+                .stderr
+                .contains("1 server connection(s) to close are still open")
+            && out.stderr.contains(&format!("[{busy_pid}]")),
+        "WAIT_CLOSE returned while a marked connection was in use, without its warning \
+         (busy client {busy_pid}): {what}"
+    );
+    assert!(
+        out.elapsed >= Duration::from_millis(2900),
+        "WAIT_CLOSE gave up before shutdown_timeout: {what}"
+    );
+    assert!(
+        show(&admin, "SHOW SERVERS")
+            .await
+            .iter()
+            .any(|s| get(s, "pid") == held && get(s, "state") == "active"),
+        "the busy client's server went during its transaction"
+    );
+
+    // With a long shutdown_timeout, WAIT_CLOSE returns once the marked connection is closed:
+    // after the COMMIT (without a warning).
+    let text = proxy
+        .config_text()
+        .replace("shutdown_timeout = \"3s\"", "shutdown_timeout = \"120s\"");
+    assert!(text.contains("\"120s\""));
+    proxy.write_raw_config(&text);
+    proxy.reload_ok().await;
     let waiter = {
+        // Connected before, so that the command goes as soon as it is spawned.
         let c = console(&proxy).await;
         tokio::spawn(async move { c.simple_query(&format!("WAIT_CLOSE {APP_DB}")).await })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !waiter.is_finished(),
-        "WAIT_CLOSE returned while a marked connection was in use"
-    );
     bounded("commit", busy.batch_execute("COMMIT"))
         .await
         .unwrap();
-    bounded("wait_close", waiter)
+    // (Far less than 120 s: WAIT_CLOSE did not wait for its timeout.)
+    tokio::time::timeout(Duration::from_secs(60), waiter)
         .await
+        .expect("WAIT_CLOSE did not return within 60 s of the COMMIT")
         .unwrap()
         .expect("WAIT_CLOSE");
     let servers = show(&admin, "SHOW SERVERS").await;
