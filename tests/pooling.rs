@@ -4687,3 +4687,176 @@ async fn a_client_does_not_get_the_process_id_of_one_that_just_left() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// workers > 1
+// ---------------------------------------------------------------------------------------------
+
+/// Names of the threads of process `pid` (from /proc; empty if unreadable).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `workers = 2` (the work-stealing runtime, two threads): real work through it, with the
+/// read/write split on. 8 clients at once each run 25 rounds of a transaction (insert, a
+/// prepared read inside it that must see the transaction's own rows, commit; every fifth
+/// round rolled back instead) and, after each round, a prepared read outside a transaction
+/// that must see exactly the client's committed rows (read-your-writes, whichever server it
+/// runs on), with a per-client setting that must stay the client's own; then pgbench (8
+/// clients, prepared statements) runs transactions updating counters and logging them, and
+/// the counts on the primary must add up exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_serve_concurrent_transactions_prepared_statements_and_pgbench() {
+    use support::tools::{pg_command, run};
+    create_table("pool_w2_rows", "client int, round int");
+    create_table("pool_w2_counters", "id int PRIMARY KEY, n int NOT NULL");
+    create_table("pool_w2_log", "id int");
+    su("INSERT INTO pool_w2_counters SELECT g, 0 FROM generate_series(1, 20) g");
+    let p = support::ready::start_ready_proxy(ProxyOptions {
+        extra_top: "workers = 2\n".into(),
+        extra_tables: "[pool]\nsize = 4\n".into(),
+        ..Default::default()
+    });
+    // The runtime has its two worker threads (a single event loop has none).
+    let workers = thread_names(p.pid())
+        .iter()
+        .filter(|n| n.starts_with("tokio-r"))
+        .count();
+    assert!(
+        workers >= 2,
+        "threads of the proxy: {:?}",
+        thread_names(p.pid())
+    );
+
+    const CLIENTS: i32 = 8;
+    const ROUNDS: i32 = 25;
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let c = connect(&p).await;
+        tasks.push(tokio::spawn(async move {
+            let app_name = format!("w2_client_{client}");
+            c.batch_execute(&format!("SET application_name = '{app_name}'"))
+                .await?;
+            let insert = c
+                .prepare("INSERT INTO pool_w2_rows VALUES ($1, $2)")
+                .await?;
+            let count = c
+                .prepare("SELECT count(*) FROM pool_w2_rows WHERE client = $1")
+                .await?;
+            let mut committed = 0i64;
+            let mut problems = Vec::new();
+            for round in 0..ROUNDS {
+                c.batch_execute("BEGIN").await?;
+                c.execute(&insert, &[&client, &round]).await?;
+                c.execute(&insert, &[&client, &-round]).await?;
+                let inside: i64 = c.query_one(&count, &[&client]).await?.get(0);
+                if inside != committed + 2 {
+                    problems.push(format!(
+                        "client {client} round {round}: {inside} rows inside its \
+                         transaction, expected {}",
+                        committed + 2
+                    ));
+                }
+                if round % 5 == 4 {
+                    c.batch_execute("ROLLBACK").await?;
+                } else {
+                    c.batch_execute("COMMIT").await?;
+                    committed += 2;
+                }
+                let after: i64 = c.query_one(&count, &[&client]).await?.get(0);
+                if after != committed {
+                    problems.push(format!(
+                        "client {client} round {round}: read {after} rows after the \
+                         transaction, expected {committed}"
+                    ));
+                }
+                let name: String = c
+                    .query_one("SELECT current_setting('application_name')", &[])
+                    .await?
+                    .get(0);
+                if name != app_name {
+                    problems.push(format!(
+                        "client {client} round {round}: application_name {name:?}"
+                    ));
+                }
+            }
+            Ok::<_, tokio_postgres::Error>((committed, problems))
+        }));
+    }
+    let mut problems = Vec::new();
+    for (client, t) in tasks.into_iter().enumerate() {
+        let (committed, mut found) = tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .unwrap_or_else(|_| panic!("client {client} did not finish within 120 s"))
+            .expect("client task panicked")
+            .unwrap_or_else(|e| panic!("client {client}: {e} ({e:?})\n{}", p.log_tail(30)));
+        problems.append(&mut found);
+        let on_primary = su(&format!(
+            "SELECT count(*) FROM pool_w2_rows WHERE client = {client}"
+        ));
+        if on_primary != committed.to_string() {
+            problems.push(format!(
+                "client {client}: {on_primary} rows on the primary, {committed} committed"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(
+        su("SELECT count(*) FROM pool_w2_rows"),
+        (CLIENTS * (ROUNDS - ROUNDS / 5) * 2).to_string()
+    );
+
+    // pgbench: 8 clients, 2 threads, prepared statements, 150 transactions each.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("w2.sql");
+    std::fs::write(
+        &script,
+        "\\set id random(1, 20)\n\
+         BEGIN;\n\
+         UPDATE pool_w2_counters SET n = n + 1 WHERE id = :id;\n\
+         INSERT INTO pool_w2_log VALUES (:id);\n\
+         SELECT n FROM pool_w2_counters WHERE id = :id;\n\
+         END;\n",
+    )
+    .unwrap();
+    let mut c = pg_command("pgbench", p.port());
+    c.args([
+        "-n", "-c", "8", "-j", "2", "-t", "150", "-M", "prepared", "-f",
+    ])
+    .arg(&script)
+    .arg(APP_DB);
+    let r = tokio::task::block_in_place(|| run(c, Duration::from_secs(300)));
+    assert!(
+        r.code == Some(0)
+            && r.stdout
+                .contains("number of transactions actually processed: 1200/1200"),
+        "{}\n{}",
+        r.describe("pgbench through workers = 2"),
+        p.log_tail(30)
+    );
+    assert_eq!(su("SELECT sum(n) FROM pool_w2_counters"), "1200");
+    assert_eq!(su("SELECT count(*) FROM pool_w2_log"), "1200");
+    assert_eq!(
+        su("SELECT count(*) FROM pool_w2_counters c \
+            WHERE n <> (SELECT count(*) FROM pool_w2_log l WHERE l.id = c.id)"),
+        "0",
+        "a counter disagrees with its log"
+    );
+    // Still serving, and nothing left in use.
+    let c = connect(&p).await;
+    assert_eq!(one(&c, "SELECT 'still here'").await, "still here");
+    drop(c);
+    p.wait_status("no server connection in use", STEP, |s| {
+        s["pools"]
+            .as_array()
+            .is_some_and(|pools| pools.iter().all(|p| p["in_use"] == 0))
+    })
+    .await;
+}
