@@ -543,12 +543,13 @@ async fn only_admin_users_reload_and_kill_and_only_console_users_connect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_console_does_not_hold_up_shutdown() {
-    let proxy = proxy();
+    let proxy = proxy_with_top("shutdown_timeout = \"120s\"");
     let admin = console(&proxy).await;
     assert!(!show(&admin, "SHOW BACKENDS").await.is_empty());
     proxy.signal(libc::SIGTERM);
-    // The default grace period is 30 s; a console session must not use it up.
-    let status = proxy.wait_exit(Duration::from_secs(15));
+    // The grace period is 120 s; a console session must not use it up (an exit within 60 s
+    // is proof enough).
+    let status = tokio::task::block_in_place(|| proxy.wait_exit(Duration::from_secs(60)));
     assert!(
         status.is_some_and(|s| s.success()),
         "exit: {status:?}\n{}",
@@ -565,7 +566,8 @@ async fn an_open_console_does_not_hold_up_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_from_the_console_drains_as_sigterm_does() {
-    let proxy = proxy();
+    // Exiting within 60 s of the COMMIT shows it did not wait for the 120 s grace period.
+    let proxy = proxy_with_top("shutdown_timeout = \"120s\"");
     let viewer = connect(&proxy, OTHER_USER, OTHER_PASSWORD, "switchyard", "viewer").await;
     assert_eq!(sqlstate(&viewer, "SHUTDOWN").await, "42501");
     let busy = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "busy").await;
@@ -585,7 +587,7 @@ async fn shutdown_from_the_console_drains_as_sigterm_does() {
     bounded("commit", busy.batch_execute("COMMIT"))
         .await
         .unwrap();
-    let status = proxy.wait_exit(Duration::from_secs(15));
+    let status = tokio::task::block_in_place(|| proxy.wait_exit(Duration::from_secs(60)));
     assert!(
         status.is_some_and(|s| s.success()),
         "exit: {status:?}\n{}",
@@ -1049,12 +1051,12 @@ async fn pause_switchover_resume_loses_no_write_and_shows_no_error() {
         "a transaction is open after PAUSE: {clients:?}"
     );
     let before = count(old);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count(old), before, "a write ran while paused");
-    assert_eq!(proxy.metric("switchyard_paused").await, 1.0);
+    // Once the writers wait for RESUME (counted), nothing of theirs has run meanwhile.
     proxy
         .wait_metric("switchyard_pause_waits_total", 2.0, STEP)
         .await;
+    assert_eq!(count(old), before, "a write ran while paused");
+    assert_eq!(proxy.metric("switchyard_paused").await, 1.0);
 
     // The planned switchover: the primary stops, the replica is promoted, switchyard follows.
     let c3 = cluster.clone();
@@ -1163,14 +1165,15 @@ async fn pause_warns_about_a_transaction_that_stays_open_and_holds_what_comes_af
     bounded("in txn", open.batch_execute("SELECT 1; COMMIT"))
         .await
         .unwrap();
+    let waits = proxy.metric("switchyard_pause_waits_total").await;
     let next = tokio::spawn(async move { open.query_one("SELECT 42::int4", &[]).await });
     let newcomer = spawn_login(&proxy);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both reached the proxy and wait for RESUME (counted): neither may be through.
+    proxy
+        .wait_metric("switchyard_pause_waits_total", waits + 2.0, STEP)
+        .await;
     assert!(!next.is_finished(), "a transaction began while paused");
     assert!(!newcomer.is_finished(), "a login completed while paused");
-    proxy
-        .wait_metric("switchyard_pause_waits_total", 2.0, STEP)
-        .await;
 
     s.raw.send(&msg(b'Q', b"RESUME\0")).await.unwrap();
     assert_eq!(tags_until_ready(&mut s.raw).await, ["CRESUME", "Z"]);
@@ -1236,9 +1239,13 @@ async fn pause_of_one_database_holds_only_its_clients() {
         .unwrap()
         .get(0);
     assert_eq!(v, 7);
+    let waits = proxy.metric("switchyard_pause_waits_total").await;
     let held = tokio::spawn(async move { app_client.query_one("SELECT 8::int4", &[]).await });
     let newcomer = spawn_login(&proxy);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both reached the proxy and wait for RESUME (counted): neither may be through.
+    proxy
+        .wait_metric("switchyard_pause_waits_total", waits + 2.0, STEP)
+        .await;
     assert!(
         !held.is_finished(),
         "a transaction on the paused database ran"
