@@ -101,7 +101,7 @@ fn create_table(name: &str) {
 /// Waits until the reload counter for `result` reaches `n`.
 async fn wait_reloads(p: &Proxy, result: &str, n: f64) {
     let series = format!("switchyard_reloads_total{{result=\"{result}\"}}");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + STEP;
     loop {
         let v = p.metric(&series).await;
         if v >= n {
