@@ -371,7 +371,7 @@ async fn send_query(r: &mut raw::Raw, sql: &str) {
 /// Panics on a malformed row or a silence, with what came so far.
 async fn read_rows(r: &mut raw::Raw, what: &str) -> (Vec<(i64, u16)>, Vec<raw::Frame>) {
     let text = |v: &Option<Vec<u8>>| String::from_utf8_lossy(v.as_deref().unwrap()).into_owned();
-    let mut rows = Vec::new();
+    let mut rows: Vec<(i64, u16)> = Vec::new();
     let mut after = Vec::new();
     loop {
         let f = match r.next(Duration::from_secs(60)).await {
