@@ -29,7 +29,13 @@ async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
 
 /// A proxy with the console on: `app` is an admin, `other` may only look.
 fn proxy() -> Proxy {
+    proxy_with_top("")
+}
+
+/// [`proxy`] with top-level keys `top` (e.g. `shutdown_timeout`).
+fn proxy_with_top(top: &str) -> Proxy {
     start_ready_proxy(ProxyOptions {
+        extra_top: top.into(),
         extra_tables: format!(
             "[health]\ninterval = \"200ms\"\n\n[admin]\nusers = [\"{APP_USER}\"]\n\
              stats_users = [\"{OTHER_USER}\"]\n"
@@ -537,12 +543,13 @@ async fn only_admin_users_reload_and_kill_and_only_console_users_connect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_console_does_not_hold_up_shutdown() {
-    let proxy = proxy();
+    let proxy = proxy_with_top("shutdown_timeout = \"120s\"");
     let admin = console(&proxy).await;
     assert!(!show(&admin, "SHOW BACKENDS").await.is_empty());
     proxy.signal(libc::SIGTERM);
-    // The default grace period is 30 s; a console session must not use it up.
-    let status = proxy.wait_exit(Duration::from_secs(15));
+    // The grace period is 120 s; a console session must not use it up (an exit within 60 s
+    // is proof enough).
+    let status = tokio::task::block_in_place(|| proxy.wait_exit(Duration::from_secs(60)));
     assert!(
         status.is_some_and(|s| s.success()),
         "exit: {status:?}\n{}",
@@ -559,7 +566,8 @@ async fn an_open_console_does_not_hold_up_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_from_the_console_drains_as_sigterm_does() {
-    let proxy = proxy();
+    // Exiting within 60 s of the COMMIT shows it did not wait for the 120 s grace period.
+    let proxy = proxy_with_top("shutdown_timeout = \"120s\"");
     let viewer = connect(&proxy, OTHER_USER, OTHER_PASSWORD, "switchyard", "viewer").await;
     assert_eq!(sqlstate(&viewer, "SHUTDOWN").await, "42501");
     let busy = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "busy").await;
@@ -579,7 +587,7 @@ async fn shutdown_from_the_console_drains_as_sigterm_does() {
     bounded("commit", busy.batch_execute("COMMIT"))
         .await
         .unwrap();
-    let status = proxy.wait_exit(Duration::from_secs(15));
+    let status = tokio::task::block_in_place(|| proxy.wait_exit(Duration::from_secs(60)));
     assert!(
         status.is_some_and(|s| s.success()),
         "exit: {status:?}\n{}",
@@ -590,7 +598,9 @@ async fn shutdown_from_the_console_drains_as_sigterm_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_replaces_server_connections_as_they_are_released() {
-    let proxy = proxy();
+    // WAIT_CLOSE gives up after shutdown_timeout: 3 s at first (for the check that it waits
+    // while a marked connection is held), then 120 s.
+    let proxy = proxy_with_top("shutdown_timeout = \"3s\"");
     let admin = console(&proxy).await;
     let idle = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "reconnect-idle").await;
     bounded("select", idle.simple_query("SELECT 1"))
@@ -601,11 +611,12 @@ async fn reconnect_replaces_server_connections_as_they_are_released() {
         .await
         .unwrap();
     let clients = show(&admin, "SHOW CLIENTS").await;
-    let held = clients
+    let busy_row = clients
         .iter()
         .find(|c| get(c, "application_name") == "reconnect-busy")
-        .map(|c| get(c, "server_pid").to_owned())
         .expect("the busy client");
+    let held = get(busy_row, "server_pid").to_owned();
+    let busy_pid = get(busy_row, "pid").to_owned();
     let before = until(&admin, "SHOW SERVERS", |rows| {
         rows.iter().any(|s| get(s, "state") == "idle")
     })
@@ -641,21 +652,62 @@ async fn reconnect_replaces_server_connections_as_they_are_released() {
             .any(|s| get(s, "pid") == held && get(s, "state") == "active"),
         "the busy client's server went during its transaction: {after:?}"
     );
-    // WAIT_CLOSE returns once the marked connection in use is closed: after the COMMIT.
+    // WAIT_CLOSE does not return while the marked connection is in use: it gives up after
+    // shutdown_timeout (3 s) with a warning counting it and naming its client.
+    let mut psql = pg_command("psql", proxy.port());
+    psql.args([
+        "-d",
+        "switchyard",
+        "-X",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        &format!("WAIT_CLOSE {APP_DB}"),
+    ]);
+    let out = tokio::task::block_in_place(|| run(psql, Duration::from_secs(60)));
+    let what = out.describe("psql WAIT_CLOSE while the marked connection is held");
+    assert_eq!(out.code, Some(0), "{what}");
+    assert!(
+        out.stderr.contains("WARNING")
+            && out
+                .stderr
+                .contains("1 server connection(s) to close are still open")
+            && out.stderr.contains(&format!("[{busy_pid}]")),
+        "WAIT_CLOSE returned while a marked connection was in use, without its warning \
+         (busy client {busy_pid}): {what}"
+    );
+    assert!(
+        out.elapsed >= Duration::from_millis(2900),
+        "WAIT_CLOSE gave up before shutdown_timeout: {what}"
+    );
+    assert!(
+        show(&admin, "SHOW SERVERS")
+            .await
+            .iter()
+            .any(|s| get(s, "pid") == held && get(s, "state") == "active"),
+        "the busy client's server went during its transaction"
+    );
+
+    // With a long shutdown_timeout, WAIT_CLOSE returns once the marked connection is closed:
+    // after the COMMIT (without a warning).
+    let text = proxy
+        .config_text()
+        .replace("shutdown_timeout = \"3s\"", "shutdown_timeout = \"120s\"");
+    assert!(text.contains("\"120s\""));
+    proxy.write_raw_config(&text);
+    proxy.reload_ok().await;
     let waiter = {
+        // Connected before, so that the command goes as soon as it is spawned.
         let c = console(&proxy).await;
         tokio::spawn(async move { c.simple_query(&format!("WAIT_CLOSE {APP_DB}")).await })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !waiter.is_finished(),
-        "WAIT_CLOSE returned while a marked connection was in use"
-    );
     bounded("commit", busy.batch_execute("COMMIT"))
         .await
         .unwrap();
-    bounded("wait_close", waiter)
+    // (Far less than 120 s: WAIT_CLOSE did not wait for its timeout.)
+    tokio::time::timeout(Duration::from_secs(60), waiter)
         .await
+        .expect("WAIT_CLOSE did not return within 60 s of the COMMIT")
         .unwrap()
         .expect("WAIT_CLOSE");
     let servers = show(&admin, "SHOW SERVERS").await;
@@ -999,12 +1051,12 @@ async fn pause_switchover_resume_loses_no_write_and_shows_no_error() {
         "a transaction is open after PAUSE: {clients:?}"
     );
     let before = count(old);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count(old), before, "a write ran while paused");
-    assert_eq!(proxy.metric("switchyard_paused").await, 1.0);
+    // Once the writers wait for RESUME (counted), nothing of theirs has run meanwhile.
     proxy
         .wait_metric("switchyard_pause_waits_total", 2.0, STEP)
         .await;
+    assert_eq!(count(old), before, "a write ran while paused");
+    assert_eq!(proxy.metric("switchyard_paused").await, 1.0);
 
     // The planned switchover: the primary stops, the replica is promoted, switchyard follows.
     let c3 = cluster.clone();
@@ -1113,14 +1165,15 @@ async fn pause_warns_about_a_transaction_that_stays_open_and_holds_what_comes_af
     bounded("in txn", open.batch_execute("SELECT 1; COMMIT"))
         .await
         .unwrap();
+    let waits = proxy.metric("switchyard_pause_waits_total").await;
     let next = tokio::spawn(async move { open.query_one("SELECT 42::int4", &[]).await });
     let newcomer = spawn_login(&proxy);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both reached the proxy and wait for RESUME (counted): neither may be through.
+    proxy
+        .wait_metric("switchyard_pause_waits_total", waits + 2.0, STEP)
+        .await;
     assert!(!next.is_finished(), "a transaction began while paused");
     assert!(!newcomer.is_finished(), "a login completed while paused");
-    proxy
-        .wait_metric("switchyard_pause_waits_total", 2.0, STEP)
-        .await;
 
     s.raw.send(&msg(b'Q', b"RESUME\0")).await.unwrap();
     assert_eq!(tags_until_ready(&mut s.raw).await, ["CRESUME", "Z"]);
@@ -1186,9 +1239,13 @@ async fn pause_of_one_database_holds_only_its_clients() {
         .unwrap()
         .get(0);
     assert_eq!(v, 7);
+    let waits = proxy.metric("switchyard_pause_waits_total").await;
     let held = tokio::spawn(async move { app_client.query_one("SELECT 8::int4", &[]).await });
     let newcomer = spawn_login(&proxy);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both reached the proxy and wait for RESUME (counted): neither may be through.
+    proxy
+        .wait_metric("switchyard_pause_waits_total", waits + 2.0, STEP)
+        .await;
     assert!(
         !held.is_finished(),
         "a transaction on the paused database ran"

@@ -689,7 +689,7 @@ async fn truncated_messages_then_close() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(conn);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = within(
             "lock after the client left",
@@ -822,15 +822,17 @@ async fn silent_clients_are_closed_after_the_startup_timeout() {
                     assert_eq!(f.tag, b'R', "{f:?}");
                 }
             }
-            let frames = conn.expect_closed(Duration::from_secs(6), phase).await;
+            // The 1 s startup_timeout is the contract: closed after it (not before), and
+            // within 15 s (generous on a loaded machine).
+            let frames = conn.expect_closed(Duration::from_secs(20), phase).await;
             let took = t.elapsed();
             assert!(
                 took >= Duration::from_millis(700),
                 "{phase}: closed after {took:?}, before the 1 s startup timeout"
             );
             assert!(
-                took <= Duration::from_secs(5),
-                "{phase}: closed only after {took:?}"
+                took <= Duration::from_secs(15),
+                "{phase}: closed only after {took:?}, with a 1 s startup timeout"
             );
             assert!(
                 frames.len() == 1 && frames[0].is_error(),

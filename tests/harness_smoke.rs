@@ -210,18 +210,23 @@ fn promote_follow_and_rebuild() {
     }
 }
 
-/// Run as a child process by `watchdog_cleans_up_after_owner_is_sigkilled`: starts a
-/// cluster, reports it on stdout, then waits to be killed. A no-op otherwise.
+/// Run as a child process by `watchdog_cleans_up_after_owner_is_sigkilled` (which passes
+/// `--ignored`): starts a cluster and a proxy in front of it (kept in a `static`, as
+/// startup_auth.rs and bad_input.rs keep theirs, so never dropped), reports them on stdout,
+/// then waits to be killed. Ignored in a normal run, where it would check nothing.
 #[test]
+#[ignore = "helper process of watchdog_cleans_up_after_owner_is_sigkilled, which runs it"]
 fn watchdog_child_process() {
     if std::env::var_os(WATCHDOG_CHILD_ENV).is_none() {
         return;
     }
+    static PROXY: std::sync::OnceLock<support::proxy::Proxy> = std::sync::OnceLock::new();
     let c = LocalCluster::start(ClusterOptions {
         replicas: 1,
         ..Default::default()
     })
     .unwrap();
+    let proxy = PROXY.get_or_init(|| support::proxy::Proxy::start(&c, ""));
     let pids: Vec<String> = c
         .nodes()
         .iter()
@@ -229,14 +234,28 @@ fn watchdog_child_process() {
         .collect();
     let ports: Vec<String> = c.nodes().iter().map(|n| n.port().to_string()).collect();
     println!(
-        "LOCALPG_READY {} {} {}",
+        "LOCALPG_READY {} {} {} {} {} {}",
         c.dir().display(),
         pids.join(","),
-        ports.join(",")
+        ports.join(","),
+        proxy.pid(),
+        proxy.dir().display(),
+        proxy.port()
     );
     use std::io::Write;
     std::io::stdout().flush().unwrap();
     std::thread::sleep(Duration::from_secs(120));
+}
+
+/// Kills and reaps a child process when dropped (also when the test panics first).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // A child already reaped is not signalled again (std keeps its status).
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn process_gone(pid: i32) -> bool {
@@ -268,23 +287,29 @@ fn children_of(parents: &[i32]) -> Vec<i32> {
     out
 }
 
+/// A test process SIGKILLed while it owns a cluster and a proxy (in a `static`): the
+/// watchdogs kill the postmasters, their children and the proxy, and remove the cluster's
+/// and the proxy's directories.
 #[test]
 fn watchdog_cleans_up_after_owner_is_sigkilled() {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "watchdog_child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(WATCHDOG_CHILD_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(exe)
+            .args([
+                "--exact",
+                "watchdog_child_process",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(WATCHDOG_CHILD_ENV, "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -294,28 +319,29 @@ fn watchdog_cleans_up_after_owner_is_sigkilled() {
             }
         }
     });
-    let ready = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(r) => r,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child never reported its cluster");
-        }
-    };
+    let ready = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("child never reported its cluster");
     let f: Vec<&str> = ready.split(' ').collect();
     let dir = std::path::PathBuf::from(f[0]);
     let pids: Vec<i32> = f[1].split(',').map(|p| p.parse().unwrap()).collect();
-    let ports: Vec<u16> = f[2].split(',').map(|p| p.parse().unwrap()).collect();
+    let mut ports: Vec<u16> = f[2].split(',').map(|p| p.parse().unwrap()).collect();
+    let proxy_pid: i32 = f[3].parse().unwrap();
+    let proxy_dir = std::path::PathBuf::from(f[4]);
+    ports.push(f[5].parse().unwrap());
     assert!(dir.exists());
+    assert!(proxy_dir.join("proxy.log").exists(), "{proxy_dir:?}");
     assert!(pids.iter().all(|p| !process_gone(*p)));
+    assert!(!process_gone(proxy_pid));
     // The postmasters' children (backends, walsender/receiver, ...) must go too.
     let mut all = pids.clone();
     all.extend(children_of(&pids));
     assert!(all.len() > pids.len() + 4, "{all:?}");
+    all.push(proxy_pid);
 
     // SIGKILL: no destructor runs in the child.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -325,14 +351,15 @@ fn watchdog_cleans_up_after_owner_is_sigkilled() {
             .copied()
             .filter(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
             .collect();
-        if alive.is_empty() && open.is_empty() && !dir.exists() {
+        if alive.is_empty() && open.is_empty() && !dir.exists() && !proxy_dir.exists() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "after the owner was killed: postmasters alive {alive:?}, ports open {open:?}, \
-             dir exists: {}",
-            dir.exists()
+            "after the owner was killed: processes alive {alive:?} (proxy {proxy_pid}), ports \
+             open {open:?}, cluster dir exists: {}, proxy dir exists: {}",
+            dir.exists(),
+            proxy_dir.exists()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -526,24 +553,92 @@ fn http_response_parsing() {
     assert_eq!(parse_http_response(r).unwrap(), (503, "abcde".into()));
 }
 
-/// The Proxy helper against the real binary: starts, serves a query and HTTP, reloads on
-/// SIGHUP, stops on drop.
-#[tokio::test]
+/// (idle + in use, size) of the proxy's pool for app/app on `backend`, from `/status`.
+fn app_pool(status: &serde_json::Value, backend: &str) -> Option<u64> {
+    status["pools"].as_array()?.iter().find_map(|p| {
+        (p["backend"] == backend && p["user"] == APP_USER && p["database"] == APP_DB)
+            .then(|| p["size"].as_u64())
+            .flatten()
+    })
+}
+
+/// The Proxy helper against the real binary: starts, serves a query and HTTP, applies a new
+/// pool size on SIGHUP (seen in /status), stops on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_helper_end_to_end() {
     use support::proxy::Proxy;
     let c = shared_cluster();
-    let proxy = Proxy::start(c, "[pool]\nsize = 4\n");
+    let proxy = Proxy::start(c, "[routing]\nread_write_split = false\n[pool]\nsize = 4\n");
     assert!(proxy.config_path().exists());
     let client = proxy.connect(APP_USER, APP_PASSWORD, APP_DB).await;
     let row = client.query_one("SELECT 40 + 2", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
     let (status, _body) = proxy.http_get("/livez").await;
     assert_eq!(status, 200);
-    proxy.rewrite_config("[pool]\nsize = 5\n");
-    assert!(proxy.config_text().contains("size = 5"));
-    proxy.reload();
+    let primary = c.primary().name();
+    assert_eq!(app_pool(&proxy.status().await, primary), Some(4));
+    proxy.rewrite_config("[routing]\nread_write_split = false\n[pool]\nsize = 5\n");
+    proxy.reload_ok().await;
+    proxy
+        .wait_status("the pool resized to 5", Duration::from_secs(20), |s| {
+            app_pool(s, primary) == Some(5)
+        })
+        .await;
     assert!(proxy.is_running());
+    let row = client.query_one("SELECT 40 + 3", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 43);
     drop(client);
     proxy.signal(libc::SIGTERM);
-    assert!(proxy.wait_exit(Duration::from_secs(15)).is_some());
+    let exit = tokio::task::block_in_place(|| proxy.wait_exit(Duration::from_secs(30)));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "{exit:?}\n{}",
+        proxy.log_tail(20)
+    );
+}
+
+/// The proxy's ports are picked free but may be taken before it binds them: the harness then
+/// starts it again on other ports, and takes it as ready only once this very process listens
+/// (never another program on its port).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_start_retries_when_its_port_was_taken() {
+    use support::proxy::{free_port_pair, process_listens_on, Proxy, ProxyOptions};
+    let c = shared_cluster();
+    // Another program on the first port the proxy is given.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    let mut picks = 0;
+    let backends = c
+        .nodes()
+        .iter()
+        .map(|n| (n.name().to_string(), n.addr()))
+        .collect();
+    let proxy = tokio::task::block_in_place(|| {
+        Proxy::start_backends_on(backends, ProxyOptions::default(), || {
+            picks += 1;
+            let (port, http_port) = free_port_pair();
+            if picks == 1 {
+                (taken, http_port)
+            } else {
+                (port, http_port)
+            }
+        })
+    });
+    assert_eq!(picks, 2, "the proxy was not started again on other ports");
+    assert_ne!(proxy.port(), taken);
+    assert_eq!(process_listens_on(proxy.pid(), proxy.port()), Some(true));
+    assert_eq!(
+        process_listens_on(proxy.pid(), proxy.http_port()),
+        Some(true)
+    );
+    assert_eq!(process_listens_on(proxy.pid(), taken), Some(false));
+    assert_eq!(
+        process_listens_on(std::process::id(), taken),
+        Some(true),
+        "the squatter's own socket"
+    );
+    let client = proxy.connect(APP_USER, APP_PASSWORD, APP_DB).await;
+    let row = client.query_one("SELECT 6 * 7", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    drop(squatter);
 }

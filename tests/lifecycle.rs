@@ -101,7 +101,7 @@ fn create_table(name: &str) {
 /// Waits until the reload counter for `result` reaches `n`.
 async fn wait_reloads(p: &Proxy, result: &str, n: f64) {
     let series = format!("switchyard_reloads_total{{result=\"{result}\"}}");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + STEP;
     loop {
         let v = p.metric(&series).await;
         if v >= n {
@@ -142,10 +142,11 @@ fn refuses_connections(addr: &str) -> bool {
 
 /// SIGTERM or SIGINT: new connections are refused, an idle client gets FATAL 57P01 at once, an
 /// open transaction can still run statements and commit, then its client is closed too, and
-/// the process exits 0 without waiting for the rest of shutdown_timeout.
+/// the process exits 0 without waiting for the rest of shutdown_timeout (120 s: an exit within
+/// 60 s of the COMMIT is proof enough).
 async fn graceful_shutdown(sig: i32, table: &str) {
     create_table(table);
-    let p = proxy("shutdown_timeout = \"15s\"", NO_SPLIT);
+    let p = proxy("shutdown_timeout = \"120s\"", NO_SPLIT);
     let (idle, idle_conn) = connect(&p).await;
     assert_eq!(one(&idle, "SELECT 'idle'").await, "idle");
     let (busy, busy_conn) = connect(&p).await;
@@ -153,25 +154,23 @@ async fn graceful_shutdown(sig: i32, table: &str) {
     q(&busy, &format!("INSERT INTO {table} VALUES (1)")).await;
 
     p.signal(sig);
-    let signalled = Instant::now();
 
-    let err = ended(idle_conn, Duration::from_secs(5))
+    let err = ended(idle_conn, STEP)
         .await
         .expect_err("the idle client's connection ended without an error");
     assert_eq!(sqlstate(&err), "57P01", "idle client: {err:?}");
     assert!(idle.is_closed());
 
     assert!(
-        blocking(|| wait_until(Duration::from_secs(5), || refuses_connections(&p.addr()))),
+        blocking(|| wait_until(STEP, || refuses_connections(&p.addr()))),
         "new connections still accepted after the signal"
     );
     let (code, body) = p.http_get("/readyz").await;
     assert_eq!(code, 503, "/readyz while draining: {body}");
 
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The drain has begun (no new connections): the transaction goes on.
     q(&busy, &format!("INSERT INTO {table} VALUES (2)")).await;
     let commit = try_simple(&busy, "COMMIT").await;
-    let committed = Instant::now();
     // Problems are collected so that one does not hide the others.
     let mut problems = Vec::new();
     let rows = su(&format!("SELECT count(*) FROM {table}"));
@@ -182,7 +181,7 @@ async fn graceful_shutdown(sig: i32, table: &str) {
     }
     match commit {
         Ok(_) => {
-            let err = ended(busy_conn, Duration::from_secs(5))
+            let err = ended(busy_conn, STEP)
                 .await
                 .expect_err("the busy client's connection ended without an error");
             if sqlstate(&err) != "57P01" {
@@ -198,18 +197,16 @@ async fn graceful_shutdown(sig: i32, table: &str) {
             if rows == "2" { "was" } else { "was not" }
         )),
     }
-    match blocking(|| p.wait_exit(Duration::from_secs(10))) {
-        None => problems.push(format!("the proxy did not exit\n{}", p.log_tail(40))),
+    match blocking(|| p.wait_exit(Duration::from_secs(60))) {
+        None => problems.push(format!(
+            "the proxy did not exit within 60 s of the last transaction's end (it waits for \
+             the whole shutdown_timeout of 120 s although no client is left?)\n{}",
+            p.log_tail(40)
+        )),
         Some(status) if !status.success() => {
             problems.push(format!("exit status {status}\n{}", p.log_tail(40)))
         }
         Some(_) => {}
-    }
-    if committed.elapsed() > Duration::from_secs(8) || signalled.elapsed() > Duration::from_secs(14)
-    {
-        problems.push(
-            "the proxy waited for the whole shutdown_timeout although no client was left".into(),
-        );
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
@@ -224,8 +221,17 @@ async fn sigint_drains_transactions_then_exits_zero() {
     graceful_shutdown(libc::SIGINT, "lc_drain_int").await;
 }
 
-/// A transaction that outlasts shutdown_timeout is cut off (its client closed, nothing
-/// committed) and the process exits soon after the timeout.
+/// Whether the table has no row and no server session still runs an INSERT into it.
+fn nothing_left_of(table: &str) -> bool {
+    su(&format!("SELECT count(*) FROM {table}")) == "0"
+        && su(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO {table}%'"
+        )) == "0"
+}
+
+/// A transaction that outlasts shutdown_timeout is cut off: its client is told 57P01 (the
+/// server session's end, as from `pg_terminate_backend`), nothing of it commits, and the
+/// process exits after the timeout (not before it; within 30 s of a 1 s timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_outlasting_shutdown_timeout_is_cut_off() {
     let table = "lc_cutoff";
@@ -236,9 +242,9 @@ async fn transaction_outlasting_shutdown_timeout_is_cut_off() {
     q(&busy, &format!("INSERT INTO {table} VALUES (1)")).await;
     let t0 = Instant::now();
     p.signal(libc::SIGTERM);
-    let status = blocking(|| p.wait_exit(Duration::from_secs(10))).unwrap_or_else(|| {
+    let status = blocking(|| p.wait_exit(Duration::from_secs(30))).unwrap_or_else(|| {
         panic!(
-            "the proxy did not exit after shutdown_timeout\n{}",
+            "the proxy did not exit within 30 s of a 1 s shutdown_timeout\n{}",
             p.log_tail(40)
         )
     });
@@ -247,25 +253,62 @@ async fn transaction_outlasting_shutdown_timeout_is_cut_off() {
         took >= Duration::from_millis(900),
         "exited after {took:?}, before shutdown_timeout"
     );
-    assert!(took < Duration::from_secs(6), "exited only after {took:?}");
     eprintln!("cut-off exit status: {status}");
-    let conn_result = ended(busy_conn, Duration::from_secs(5)).await;
-    assert!(
-        conn_result.is_err() || busy.is_closed(),
-        "the client of the cut-off transaction was not disconnected"
+    let err = ended(busy_conn, STEP).await.expect_err(
+        "the client of the cut-off transaction saw its connection end without an error",
     );
-    assert!(
-        try_simple(&busy, "COMMIT").await.is_err(),
-        "COMMIT succeeded after the cut-off"
+    assert_eq!(
+        sqlstate(&err),
+        "57P01",
+        "what the client of the cut-off transaction was told: {err:?}"
     );
+    assert!(busy.is_closed());
     assert!(
-        blocking(|| wait_until(Duration::from_secs(10), || su(&format!(
-            "SELECT count(*) FROM {table}"
-        )) == "0"
-            && su(&format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO {table}%'"
-            )) == "0")),
+        blocking(|| wait_until(STEP, || nothing_left_of(table))),
         "the cut-off transaction left a row or a server session behind"
+    );
+}
+
+/// README: "a second SIGINT closes at once". With a transaction open and a 120 s
+/// shutdown_timeout, the first SIGINT starts the drain (the transaction goes on); the second
+/// ends it: the client gets 57P01, nothing of its transaction commits, and the process exits
+/// (within 60 s, far from the 120 s the drain would wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigint_closes_at_once() {
+    let table = "lc_second_int";
+    create_table(table);
+    let p = proxy("shutdown_timeout = \"120s\"", NO_SPLIT);
+    let (busy, busy_conn) = connect(&p).await;
+    q(&busy, "BEGIN").await;
+    q(&busy, &format!("INSERT INTO {table} VALUES (1)")).await;
+
+    p.signal(libc::SIGINT);
+    // Signals of one kind that arrive together are delivered once: the second SIGINT goes
+    // only after the first was handled (the listener is closed).
+    assert!(
+        blocking(|| wait_until(STEP, || refuses_connections(&p.addr()))),
+        "new connections still accepted after the first SIGINT"
+    );
+    // Draining, not closing: the transaction goes on.
+    q(&busy, &format!("INSERT INTO {table} VALUES (2)")).await;
+    assert!(p.is_running());
+
+    p.signal(libc::SIGINT);
+    let err = ended(busy_conn, STEP).await.expect_err(
+        "the client in a transaction saw its connection end without an error after the \
+         second SIGINT",
+    );
+    assert_eq!(sqlstate(&err), "57P01", "{err:?}");
+    let status = blocking(|| p.wait_exit(Duration::from_secs(60))).unwrap_or_else(|| {
+        panic!(
+            "the proxy still runs 60 s after the second SIGINT (shutdown_timeout 120 s)\n{}",
+            p.log_tail(40)
+        )
+    });
+    eprintln!("exit status after the second SIGINT: {status}");
+    assert!(
+        blocking(|| wait_until(STEP, || nothing_left_of(table))),
+        "the transaction cut by the second SIGINT left a row or a server session behind"
     );
 }
 

@@ -1,7 +1,9 @@
-//! Network failures between the proxy and its replicas, made with the fault-injecting relay:
+//! Network failures between the proxy and its servers, made with the fault-injecting relay:
 //! a replica that silently stops answering (a partition), a replica whose connections are
-//! reset, and losing both replicas at once. Reads keep working without client-visible errors;
-//! the proxy stops using the lost servers and takes them back when they return.
+//! reset, losing both replicas at once, a replica lost after part of a read's answer reached
+//! the client, and a partitioned primary. Reads keep working without client-visible errors
+//! where they can be repeated; the proxy stops using the lost servers and takes them back
+//! when they return.
 
 mod support;
 
@@ -9,42 +11,124 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use support::proxy::{Proxy, ProxyOptions};
+use support::raw::{self, Next};
+use support::ready::start_ready_proxy_on;
 use support::relay::{Mode, Relay};
-use support::{own_cluster, LocalCluster};
+use support::{own_cluster, LocalCluster, Node, APP_DB, APP_PASSWORD, APP_USER};
 
-/// A cluster whose replicas are reached through relays, and a proxy in front.
+const SERVER_LOST: &str = "switchyard_retries_total{reason=\"server_lost\"}";
+
+/// A cluster whose replicas (and, if asked, primary) are reached through relays, and a proxy
+/// in front.
 struct Setup {
     cluster: LocalCluster,
     relays: Vec<Relay>,
+    /// The primary's relay, when the primary is reached through one.
+    primary_relay: Option<Relay>,
     proxy: Proxy,
 }
 
 fn setup() -> Setup {
+    setup_with(false, "consistency = \"eventual\"\n")
+}
+
+/// A private cluster with relays in front of the replicas (and of the primary when
+/// `relay_primary`), and a proxy with `routing` as its `[routing]` table, started once its
+/// monitor sees every backend up. Health probes time out after 2 s (a loaded machine must
+/// not lose a server to one slow probe); a partitioned server is still marked down within
+/// a few seconds.
+fn setup_with(relay_primary: bool, routing: &str) -> Setup {
     let cluster = own_cluster(2);
     let relays: Vec<Relay> = cluster.replicas().iter().map(Relay::for_node).collect();
+    let primary_relay = relay_primary.then(|| Relay::for_node(cluster.primary()));
     let mut backends = vec![(
         cluster.primary().name().to_string(),
-        cluster.primary().addr(),
+        primary_relay
+            .as_ref()
+            .map(Relay::addr_string)
+            .unwrap_or_else(|| cluster.primary().addr()),
     )];
     for (n, r) in cluster.replicas().iter().zip(&relays) {
         backends.push((n.name().to_string(), r.addr_string()));
     }
-    let proxy = Proxy::start_with(
+    let proxy = start_ready_proxy_on(
         &cluster,
         ProxyOptions {
             backends: Some(backends),
-            extra_tables:
-                "[health]\ninterval = \"200ms\"\ntimeout = \"400ms\"\nfall = 2\nrise = 2\n\
-                           [pool]\nconnect_timeout = \"1s\"\n\
-                           [routing]\nconsistency = \"eventual\"\n"
-                    .into(),
+            extra_tables: format!(
+                "[health]\ninterval = \"200ms\"\ntimeout = \"2s\"\nfall = 2\nrise = 2\n\
+                 [pool]\nconnect_timeout = \"3s\"\n\
+                 [routing]\n{routing}\n"
+            ),
             ..Default::default()
         },
     );
     Setup {
         cluster,
         relays,
+        primary_relay,
         proxy,
+    }
+}
+
+/// How many statements containing `marker` run on `node` now (asked directly, not through
+/// the proxy or a relay).
+async fn running_on(node: &Node, marker: &str) -> i64 {
+    activity_on(node, marker, false).await
+}
+
+/// How many statements containing `marker` are in `pg_sleep` on `node` now.
+async fn sleeping_on(node: &Node, marker: &str) -> i64 {
+    activity_on(node, marker, true).await
+}
+
+async fn activity_on(node: &Node, marker: &str, sleeping: bool) -> i64 {
+    let cs = node.conn_string(support::SUPERUSER, support::SUPERUSER_PASSWORD, "postgres");
+    let (c, conn) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_postgres::connect(&cs, tokio_postgres::NoTls),
+    )
+    .await
+    .expect("connecting to a node timed out")
+    .unwrap_or_else(|e| panic!("connecting to {}: {e}", node.name()));
+    tokio::spawn(conn);
+    let row = tokio::time::timeout(
+        Duration::from_secs(20),
+        c.query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE state = 'active' AND query LIKE '%' || $1 || '%' \
+             AND ($2 = false OR wait_event = 'PgSleep') AND pid <> pg_backend_pid()",
+            &[&marker, &sleeping],
+        ),
+    )
+    .await
+    .expect("pg_stat_activity timed out")
+    .unwrap_or_else(|e| panic!("pg_stat_activity on {}: {e}", node.name()));
+    row.get(0)
+}
+
+/// Waits (bounded) until `pred` holds for the counts of statements containing `marker` on
+/// each of `nodes`; returns those counts.
+async fn wait_running(
+    nodes: &[Node],
+    marker: &str,
+    what: &str,
+    pred: impl Fn(&[i64]) -> bool,
+) -> Vec<i64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut counts = Vec::new();
+        for n in nodes {
+            counts.push(running_on(n, marker).await);
+        }
+        if pred(&counts) {
+            return counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never seen in pg_stat_activity (counts per node: {counts:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -68,13 +152,32 @@ async fn ports(client: &tokio_postgres::Client, n: usize) -> HashSet<i32> {
 async fn wait_backend_up(proxy: &Proxy, name: &str, up: bool) {
     let what = format!("backend {name} up={up}");
     proxy
-        .wait_status(&what, Duration::from_secs(20), |v| {
+        .wait_status(&what, Duration::from_secs(30), |v| {
             v["backends"].as_array().is_some_and(|bs| {
                 bs.iter()
                     .any(|b| b["name"] == name && b["up"].as_bool() == Some(up))
             })
         })
         .await;
+}
+
+/// Starts `n` reads of `sql` (first column: the port), each on its own client connection,
+/// once all are connected.
+async fn start_reads(
+    proxy: &Proxy,
+    n: usize,
+    sql: &'static str,
+) -> Vec<tokio::task::JoinHandle<Result<i32, tokio_postgres::Error>>> {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(proxy.connect_app().await);
+    }
+    clients
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move { c.query_one(sql, &[]).await.map(|r| r.get::<_, i32>(0)) })
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,21 +199,26 @@ async fn reads_survive_a_partitioned_replica() {
         "reads should spread over both replicas first"
     );
 
-    // Reads in flight when the replica stops answering: each runs long enough to be caught.
-    let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let c = s.proxy.connect_app().await;
-        tasks.push(tokio::spawn(async move {
-            let row = c
-                .query_one("SELECT inet_server_port(), pg_sleep(0.5)", &[])
-                .await;
-            row.map(|r| r.get::<_, i32>(0))
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Reads in flight when the replica stops answering: the partition begins once all of them
+    // run, some on the replica about to be lost (they sleep long enough to be caught there).
+    let retried = s.proxy.metric(SERVER_LOST).await;
+    let marker = "partitioned replica probe";
+    let tasks = start_reads(
+        &s.proxy,
+        6,
+        "SELECT inet_server_port(), pg_sleep(5) /* partitioned replica probe */",
+    )
+    .await;
+    let counts = wait_running(
+        s.cluster.replicas(),
+        marker,
+        "6 reads running, at least one on the replica to be lost",
+        |c| c[0] >= 1 && c.iter().sum::<i64>() == 6,
+    )
+    .await;
     s.relays[0].set_mode(Mode::Blackhole);
     for t in tasks {
-        let r = tokio::time::timeout(Duration::from_secs(30), t)
+        let r = tokio::time::timeout(Duration::from_secs(60), t)
             .await
             .expect("read hung")
             .unwrap();
@@ -122,6 +230,14 @@ async fn reads_survive_a_partitioned_replica() {
             "a read cannot have completed on the partitioned replica"
         );
     }
+    // Each read caught on the lost replica was repeated (and counted).
+    let now = s.proxy.metric(SERVER_LOST).await;
+    assert!(
+        now >= retried + counts[0] as f64,
+        "{} reads were in flight on the partitioned replica, but {SERVER_LOST} went from \
+         {retried} to {now}",
+        counts[0]
+    );
 
     wait_backend_up(&s.proxy, &lost_name, false).await;
     let seen = ports(&client, 20).await;
@@ -130,18 +246,10 @@ async fn reads_survive_a_partitioned_replica() {
         "the partitioned replica still gets reads: {seen:?}"
     );
 
-    let (_, metrics) = s.proxy.http_get("/metrics").await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("switchyard_retries_total{reason=\"server_lost\"}")),
-        "retries were not counted:\n{metrics}"
-    );
-
     // The partition heals: the replica is used again.
     s.relays[0].set_mode(Mode::Pass);
     wait_backend_up(&s.proxy, &lost_name, true).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if ports(&client, 20).await.contains(&lost) {
             break;
@@ -163,27 +271,42 @@ async fn reads_survive_losing_both_replicas_and_writes_go_on() {
         .unwrap();
     let primary = s.cluster.primary().port() as i32;
 
-    // Connections reset mid-read on one replica, while the other is partitioned.
-    let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let c = s.proxy.connect_app().await;
-        tasks.push(tokio::spawn(async move {
-            c.query_one("SELECT inet_server_port(), pg_sleep(0.4)", &[])
-                .await
-                .map(|r| r.get::<_, i32>(0))
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Connections reset mid-read on one replica, while the other is partitioned; the faults
+    // begin once every read runs on a replica.
+    let retried = s.proxy.metric(SERVER_LOST).await;
+    let tasks = start_reads(
+        &s.proxy,
+        6,
+        "SELECT inet_server_port(), pg_sleep(5) /* both replicas lost probe */",
+    )
+    .await;
+    wait_running(
+        s.cluster.replicas(),
+        "both replicas lost probe",
+        "6 reads running on the replicas",
+        |c| c.iter().sum::<i64>() == 6,
+    )
+    .await;
     s.relays[1].set_mode(Mode::Blackhole);
     s.relays[0].set_mode(Mode::Refuse);
     s.relays[0].reset_all();
     for t in tasks {
-        let r = tokio::time::timeout(Duration::from_secs(30), t)
+        let r = tokio::time::timeout(Duration::from_secs(60), t)
             .await
             .expect("read hung")
             .unwrap();
-        r.expect("reads in flight on lost replicas must be repeated, not fail");
+        let port = r.expect("reads in flight on lost replicas must be repeated, not fail");
+        assert_eq!(
+            port, primary,
+            "with both replicas lost, a repeated read can only have run on the primary"
+        );
     }
+    let now = s.proxy.metric(SERVER_LOST).await;
+    assert!(
+        now >= retried + 6.0,
+        "6 reads were in flight on the lost replicas, but {SERVER_LOST} went from {retried} \
+         to {now}"
+    );
     for n in s.cluster.replicas() {
         wait_backend_up(&s.proxy, n.name(), false).await;
     }
@@ -201,4 +324,444 @@ async fn reads_survive_losing_both_replicas_and_writes_go_on() {
         .unwrap()
         .get(0);
     assert_eq!(n, 5);
+}
+
+/// The columns of a DataRow, or `None` if it is malformed (column lengths past its end).
+fn data_row(f: &raw::Frame) -> Option<Vec<Option<Vec<u8>>>> {
+    let b = &f.body;
+    let n = i16::from_be_bytes([*b.first()?, *b.get(1)?]) as usize;
+    let mut at = 2;
+    let mut cols = Vec::new();
+    for _ in 0..n {
+        let len = i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len < 0 {
+            cols.push(None);
+        } else {
+            cols.push(Some(b.get(at..at + len as usize)?.to_vec()));
+            at += len as usize;
+        }
+    }
+    (at == b.len()).then_some(cols)
+}
+
+/// A raw-protocol session of the app user.
+async fn login_app(proxy: &Proxy) -> raw::Session {
+    raw::ok(
+        raw::login(
+            &proxy.addr(),
+            raw::PROTO_3_0,
+            &[("user", APP_USER), ("database", APP_DB)],
+            Some(APP_PASSWORD),
+        )
+        .await,
+        "login",
+    )
+}
+
+/// Sends a simple Query without reading its answer.
+async fn send_query(r: &mut raw::Raw, sql: &str) {
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query(sql, &mut out).unwrap();
+    r.send(&out).await.expect("sending a query");
+}
+
+/// Reads a large read's answer (rows of `g, port, ...`) up to ReadyForQuery, each message
+/// within 60 s: the rows as (g, port), and the other messages after the row description.
+/// Panics on a malformed row or a silence, with what came so far.
+async fn read_rows(r: &mut raw::Raw, what: &str) -> (Vec<(i64, u16)>, Vec<raw::Frame>) {
+    let text = |v: &Option<Vec<u8>>| String::from_utf8_lossy(v.as_deref().unwrap()).into_owned();
+    let mut rows: Vec<(i64, u16)> = Vec::new();
+    let mut after = Vec::new();
+    loop {
+        let f = match r.next(Duration::from_secs(60)).await {
+            Next::Frame(f) => f,
+            other => panic!(
+                "{what}: expected a message, got {other:?} after {} rows (from ports {:?}) and \
+                 {after:?}",
+                rows.len(),
+                rows.iter().map(|r| r.1).collect::<HashSet<u16>>()
+            ),
+        };
+        match f.tag {
+            b'T' => {}
+            b'D' => {
+                let row = data_row(&f).unwrap_or_else(|| {
+                    panic!(
+                        "{what}: a malformed DataRow after {} rows: {} bytes: {:?}",
+                        rows.len(),
+                        f.body.len(),
+                        String::from_utf8_lossy(&f.body)
+                    )
+                });
+                rows.push((
+                    text(&row[0]).parse().unwrap(),
+                    text(&row[1]).parse().unwrap(),
+                ));
+            }
+            b'Z' => {
+                after.push(f);
+                return (rows, after);
+            }
+            _ => after.push(f),
+        }
+    }
+}
+
+/// A replica read whose answer outgrew what the proxy holds back (256 kB) has reached the
+/// client in part: if its replica is lost then, the read cannot be repeated (the client would
+/// get the first rows twice). The client gets the rows it got, then 08006, and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "switchyard bug: a server connection lost in the middle of a DataRow already partly \
+            relayed gets its 08006 ErrorResponse appended inside that row (src/session/retry.rs \
+            server_lost does not account for server_pass): the client sees a malformed row, or \
+            waits forever for the rest of it"]
+async fn a_read_lost_after_part_of_its_answer_was_sent_fails_and_is_not_repeated() {
+    let s = tokio::task::spawn_blocking(setup).await.unwrap();
+    let retried = s.proxy.metric(SERVER_LOST).await;
+    let lost_errors = "switchyard_errors_total{sqlstate=\"08006\"}";
+    let errors = s.proxy.metric(lost_errors).await;
+    let mut sess = login_app(&s.proxy).await;
+    // Rows of about 1 kB; row 600 sleeps, so about 600 kB (more than the 256 kB held back)
+    // leave the server before it stops sending.
+    send_query(
+        &mut sess.raw,
+        "SELECT g, inet_server_port(), repeat('x', 1000), \
+         pg_sleep(CASE WHEN g = 600 THEN 30 ELSE 0 END) \
+         FROM generate_series(1, 1200) g /* large read */",
+    )
+    .await;
+
+    let text = |v: &Option<Vec<u8>>| String::from_utf8_lossy(v.as_deref().unwrap()).into_owned();
+    let mut got: Vec<i64> = Vec::new();
+    let mut server_port = None;
+    let mut after = Vec::new();
+    let mut lost = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let f = match sess.raw.next(left).await {
+            Next::Frame(f) => f,
+            other => panic!(
+                "the large read: expected a response, got {other:?} after {} rows",
+                got.len()
+            ),
+        };
+        match f.tag {
+            b'T' => {}
+            b'D' => {
+                let row = data_row(&f).unwrap_or_else(|| {
+                    panic!(
+                        "a malformed DataRow after {} rows: {} bytes: {:?}",
+                        got.len(),
+                        f.body.len(),
+                        String::from_utf8_lossy(&f.body)
+                    )
+                });
+                got.push(text(&row[0]).parse().unwrap());
+                let port: u16 = text(&row[1]).parse().unwrap();
+                server_port.get_or_insert(port);
+                // 300 rows (over 300 kB) reached the client: the proxy no longer holds the
+                // answer. The replica serving it is lost now.
+                if got.len() == 300 && !lost {
+                    let i = s
+                        .cluster
+                        .replicas()
+                        .iter()
+                        .position(|n| n.port() == port)
+                        .unwrap_or_else(|| panic!("the large read ran on port {port}, no replica"));
+                    s.relays[i].reset_all();
+                    lost = true;
+                }
+            }
+            b'Z' => {
+                after.push(f);
+                break;
+            }
+            _ => after.push(f),
+        }
+    }
+    assert!(lost, "the read ended before 300 rows arrived: {after:?}");
+    let want: Vec<i64> = (1..=got.len() as i64).collect();
+    assert!(
+        got == want,
+        "the rows must come once each, in order, with no repeat of the start ({} rows: first \
+         {:?}, last {:?})",
+        got.len(),
+        &got[..got.len().min(5)],
+        &got[got.len().saturating_sub(5)..]
+    );
+    assert!(
+        got.len() < 1200,
+        "the read cannot have completed: its replica was lost during pg_sleep"
+    );
+    let codes: Vec<String> = after
+        .iter()
+        .filter(|f| f.is_error())
+        .map(|f| f.code())
+        .collect();
+    assert_eq!(
+        codes,
+        ["08006"],
+        "a read lost after part of its answer reached the client must fail with 08006: \
+         {after:?}"
+    );
+    assert!(
+        !after.iter().any(|f| f.tag == b'C'),
+        "the lost read must not complete: {after:?}"
+    );
+    assert_eq!(
+        after.last().map(|f| f.body.clone()),
+        Some(b"I".to_vec()),
+        "ReadyForQuery after the error: idle"
+    );
+    assert_eq!(
+        s.proxy.metric(SERVER_LOST).await,
+        retried,
+        "a read whose answer was partly sent must not be repeated"
+    );
+    assert!(s.proxy.metric(lost_errors).await > errors);
+    // The client goes on.
+    let r = sess.raw.query_ok("SELECT 41 + 1").await;
+    assert_eq!(r.scalar(), "42");
+}
+
+/// A replica read whose answer stays under what the proxy holds back (256 kB; here about
+/// 100 kB of 1 kB rows, more than one network read) is repeated on the other replica when
+/// its replica is lost before the answer is complete: the client gets every row once and no
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "switchyard bug: a DataRow split across two reads from the server is streamed as a \
+            large row (src/session/serverside.rs), which releases the held answer whatever its \
+            size: a replica read under 256 kB is not repeated when its replica is lost, and its \
+            client, its last row cut, waits forever"]
+async fn a_read_lost_before_its_held_answer_was_sent_is_repeated() {
+    let s = tokio::task::spawn_blocking(setup).await.unwrap();
+    let retried = s.proxy.metric(SERVER_LOST).await;
+    let mut sess = login_app(&s.proxy).await;
+    // Row 100 sleeps: the rows before it (about 100 kB) leave the server first.
+    send_query(
+        &mut sess.raw,
+        "SELECT g, inet_server_port(), repeat('x', 1000), \
+         pg_sleep(CASE WHEN g = 100 THEN 10 ELSE 0 END) \
+         FROM generate_series(1, 120) g /* held read */",
+    )
+    .await;
+    // Lose the replica once the read sleeps there, its first rows sent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let i = loop {
+        let mut sleeping = Vec::new();
+        for n in s.cluster.replicas() {
+            sleeping.push(sleeping_on(n, "held read").await);
+        }
+        if let Some(i) = sleeping.iter().position(|&n| n == 1) {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the read never slept on a replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let node = &s.cluster.replicas()[i];
+    s.relays[i].reset_all();
+
+    let (rows, after) = read_rows(&mut sess.raw, "the held read").await;
+    let gs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let errors: Vec<&raw::Frame> = after.iter().filter(|f| f.is_error()).collect();
+    assert!(
+        errors.is_empty(),
+        "a read lost before any of its (held) answer reached the client must be repeated, not \
+         fail: {errors:?} (after {} rows)",
+        gs.len()
+    );
+    assert_eq!(
+        gs,
+        (1..=120).collect::<Vec<i64>>(),
+        "every row once, in order"
+    );
+    assert!(
+        rows.iter().all(|r| r.1 != node.port()),
+        "the answer must come whole from the replica that completed it"
+    );
+    assert!(
+        s.proxy.metric(SERVER_LOST).await > retried,
+        "the repeat was not counted in {SERVER_LOST}"
+    );
+}
+
+/// `primary_reads = "never"`: with no replica up, reads fail (57P03, as writes without a
+/// primary do) rather than run on the primary; writes go on; reads come back with a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_reads_never_fails_reads_without_a_replica() {
+    let s = tokio::task::spawn_blocking(|| {
+        setup_with(
+            false,
+            "consistency = \"eventual\"\nprimary_reads = \"never\"\n",
+        )
+    })
+    .await
+    .unwrap();
+    let client = s.proxy.connect_app().await;
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS part_never (v int)")
+        .await
+        .unwrap();
+    let replica_ports: HashSet<i32> = s
+        .cluster
+        .replicas()
+        .iter()
+        .map(|n| n.port() as i32)
+        .collect();
+    // Both replicas up: reads on them (never on the primary).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ports(&client, 10).await != replica_ports {
+        assert!(
+            Instant::now() < deadline,
+            "reads never spread over both replicas"
+        );
+    }
+
+    for r in &s.relays {
+        r.set_mode(Mode::Refuse);
+        r.reset_all();
+    }
+    for n in s.cluster.replicas() {
+        wait_backend_up(&s.proxy, n.name(), false).await;
+    }
+    for sql in [
+        "SELECT inet_server_port()",
+        "SELECT count(*) FROM part_never",
+    ] {
+        let simple = tokio::time::timeout(Duration::from_secs(30), client.simple_query(sql))
+            .await
+            .expect("read timed out");
+        let e = simple
+            .err()
+            .unwrap_or_else(|| panic!("{sql}: a read ran with no replica up"));
+        assert_eq!(
+            e.code().map(|c| c.code()),
+            Some("57P03"),
+            "{sql}: simple protocol: {e}"
+        );
+        let ext = tokio::time::timeout(Duration::from_secs(30), client.query_one(sql, &[]))
+            .await
+            .expect("read timed out");
+        let e = ext
+            .err()
+            .unwrap_or_else(|| panic!("{sql}: a read ran with no replica up (extended)"));
+        assert_eq!(
+            e.code().map(|c| c.code()),
+            Some("57P03"),
+            "{sql}: extended protocol: {e}"
+        );
+    }
+    // Writes do not need a replica; the session is still usable.
+    for i in 0..3 {
+        client
+            .execute("INSERT INTO part_never VALUES ($1)", &[&i])
+            .await
+            .expect("write with no replica up");
+    }
+    let n: i64 = client
+        .query_one(
+            "/* switchyard:primary */ SELECT count(*) FROM part_never",
+            &[],
+        )
+        .await
+        .expect("a primary-hinted read")
+        .get(0);
+    assert_eq!(n, 3);
+
+    // A replica back: reads work again, on it.
+    s.relays[0].set_mode(Mode::Pass);
+    let back = s.cluster.replicas()[0].name().to_string();
+    wait_backend_up(&s.proxy, &back, true).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.query_one("SELECT inet_server_port()", &[]),
+        )
+        .await
+        .expect("read timed out");
+        match r {
+            Ok(row) => {
+                let at: i32 = row.get(0);
+                assert_eq!(
+                    at,
+                    s.cluster.replicas()[0].port() as i32,
+                    "the only replica up should serve the read"
+                );
+                break;
+            }
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "reads never worked again with {back} back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A primary partitioned with a write in flight (no RST, no FIN: the request just gets no
+/// answer): once the monitor declares it down, the client gets 08006 in bounded time
+/// rather than waiting forever, and goes on; writes work again once the partition heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_flight_on_a_partitioned_primary_fails_in_bounded_time() {
+    let s = tokio::task::spawn_blocking(|| setup_with(true, ""))
+        .await
+        .unwrap();
+    let primary_name = s.cluster.primary().name().to_string();
+    let client = s.proxy.connect_app().await;
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS part_w (v int)")
+        .await
+        .unwrap();
+    let writer = s.proxy.connect_app().await;
+    let write = tokio::spawn(async move {
+        let r = writer
+            .simple_query(
+                "INSERT INTO part_w SELECT 1 FROM pg_sleep(20) /* write in the partition */",
+            )
+            .await
+            .map(|_| ());
+        (writer, r)
+    });
+    wait_running(
+        std::slice::from_ref(s.cluster.primary()),
+        "write in the partition",
+        "the write running on the primary",
+        |c| c[0] == 1,
+    )
+    .await;
+    s.primary_relay.as_ref().unwrap().set_mode(Mode::Blackhole);
+
+    let (writer, r) = tokio::time::timeout(Duration::from_secs(60), write)
+        .await
+        .expect("a write in flight on a partitioned primary got no answer within 60 s")
+        .unwrap();
+    let e = r.expect_err("the write's answer cannot have crossed the partition");
+    assert_eq!(e.code().map(|c| c.code()), Some("08006"), "{e}");
+
+    // The partition heals: the same client writes again.
+    s.primary_relay.as_ref().unwrap().set_mode(Mode::Pass);
+    wait_backend_up(&s.proxy, &primary_name, true).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout(
+            Duration::from_secs(30),
+            writer.simple_query("INSERT INTO part_w VALUES (2)"),
+        )
+        .await
+        .expect("write timed out")
+        {
+            Ok(_) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no write succeeded after the partition healed: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

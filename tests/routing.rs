@@ -309,23 +309,43 @@ async fn default_consistency_reads_spread_when_no_write_is_recent() {
     )
     .await;
     assert_eq!(w, p.primary, "the write should run on the primary");
-    tokio::task::spawn_blocking(move || c.wait_replicas_caught_up(Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .expect("replicas catching up");
-    // Reads come back to the replicas once the monitor saw their new positions.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if p.is_replica(port(&client, "SELECT inet_server_port()").await) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "reads never went back to the replicas after they replayed the write"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Where both replicas are once they have replayed the write (and anything else written
+    // meanwhile); reads spread again once the monitor has seen both get there.
+    let replayed = tokio::task::spawn_blocking(move || {
+        c.wait_replicas_caught_up(Duration::from_secs(30))
+            .expect("replicas catching up");
+        c.replicas()
+            .iter()
+            .map(|n| {
+                n.replay_lsn()
+                    .expect("replay position")
+                    .expect("a replica")
+                    .0
+            })
+            .min()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    proxy
+        .wait_status(
+            "both replicas' positions past the write",
+            Duration::from_secs(30),
+            |s| {
+                let replicas: Vec<&serde_json::Value> = s["backends"]
+                    .as_array()
+                    .map(|bs| bs.iter().filter(|b| b["name"] != "pg0").collect())
+                    .unwrap_or_default();
+                replicas.len() == 2
+                    && replicas.iter().all(|b| {
+                        b["lsn"]
+                            .as_str()
+                            .and_then(|l| l.parse::<Lsn>().ok())
+                            .is_some_and(|l| l.0 >= replayed)
+                    })
+            },
+        )
+        .await;
     let got = many_reads(&proxy, "SELECT inet_server_port()").await;
     assert_spread_over_replicas("default consistency, write replayed everywhere", &got, &p);
 }
@@ -902,8 +922,8 @@ async fn routing_hints() {
     replica_hinted_reads(&c, &p, "eventual").await;
     execute(&c, "SET switchyard.consistency = primary").await;
     replica_hinted_reads(&c, &p, "consistency = primary").await;
-    execute(&c, "RESET switchyard.consistency").await;
-    // Extended protocol carries the hint in the Parse.
+    // Extended protocol carries the hint in the Parse (still under consistency = primary,
+    // which would send an unhinted read to the primary).
     for _ in 0..5 {
         let got: i32 = within(
             "hinted prepared read",
@@ -914,10 +934,20 @@ async fn routing_hints() {
         .get(0);
         assert!(
             p.is_replica(got as u16),
-            "replica hint (extended protocol) ran on {}",
+            "replica hint (extended protocol, consistency = primary) ran on {}",
             p.name(got as u16)
         );
     }
+    // The unhinted read, for contrast: on the primary.
+    let got: i32 = within(
+        "unhinted prepared read",
+        c.query_one("SELECT inet_server_port()", &[]),
+    )
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(got as u16, p.primary, "consistency = primary, no hint");
+    execute(&c, "RESET switchyard.consistency").await;
     for _ in 0..5 {
         let got: i32 = within(
             "hinted prepared read",
@@ -965,6 +995,9 @@ async fn set_switchyard_route() {
         .get(0);
     assert_eq!(got as u16, p.primary, "route = primary, extended protocol");
 
+    // route = replica, under consistency = primary (which alone would send reads to the
+    // primary): the route wins.
+    execute(&c, "SET switchyard.consistency = primary").await;
     execute(&c, "SET switchyard.route TO 'replica'").await;
     assert_eq!(
         value(&c, "SHOW switchyard.route").await.as_deref(),
@@ -974,11 +1007,20 @@ async fn set_switchyard_route() {
     for _ in 0..10 {
         seen.push(port(&c, "SELECT inet_server_port()").await);
     }
+    let got: i32 = within(
+        "read, route = replica",
+        c.query_one("SELECT inet_server_port()", &[]),
+    )
+    .await
+    .unwrap()
+    .get(0);
+    seen.push(got as u16);
     assert!(
         seen.iter().all(|&x| p.is_replica(x)),
-        "route = replica: {:?}",
+        "route = replica (consistency = primary): {:?}",
         tally(&seen, &p)
     );
+    execute(&c, "RESET switchyard.consistency").await;
 
     execute(&c, "SET switchyard.route = auto").await;
     assert_eq!(
@@ -1076,6 +1118,114 @@ async fn set_switchyard_consistency() {
             .as_deref(),
         Some("read_your_writes")
     );
+}
+
+/// `primary_reads = "include"`: the primary is one of the read targets, with the replicas
+/// (with the default, "fallback", reads stay off it while a replica is eligible: the tests
+/// above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_reads_include_puts_the_primary_among_the_read_targets() {
+    let (_c, proxy, p) =
+        start_proxy("consistency = \"eventual\"\nprimary_reads = \"include\"").await;
+    let c = proxy.connect_app().await;
+    let mut seen = Vec::new();
+    let all =
+        |seen: &[u16]| seen.contains(&p.primary) && p.replicas.iter().all(|r| seen.contains(r));
+    for _ in 0..200 {
+        seen.push(port(&c, "SELECT inet_server_port()").await);
+        if all(&seen) {
+            break;
+        }
+    }
+    assert!(
+        all(&seen),
+        "primary_reads = include: reads should reach the primary and both replicas: {:?}",
+        tally(&seen, &p)
+    );
+    // Writes still go to the primary only.
+    for _ in 0..3 {
+        let w = port(
+            &c,
+            "INSERT INTO routing_t (v) VALUES ('include') RETURNING inet_server_port()",
+        )
+        .await;
+        assert_eq!(w, p.primary, "a write ran on {}", p.name(w));
+    }
+}
+
+/// A role created for the per-user override tests (its own `[[users]]` entry).
+const OVERRIDE_USER: &str = "routing_override";
+const OVERRIDE_PASSWORD: &str = "override-pw";
+
+/// Creates [`OVERRIDE_USER`] in the shared cluster once, replicated before use.
+fn override_user() -> &'static LocalCluster {
+    static USER: OnceLock<()> = OnceLock::new();
+    let c = shared_schema();
+    USER.get_or_init(|| {
+        c.primary()
+            .psql(&format!(
+                "SET password_encryption = 'scram-sha-256';
+                 CREATE ROLE {OVERRIDE_USER} LOGIN PASSWORD '{OVERRIDE_PASSWORD}';"
+            ))
+            .expect("creating the override role");
+        c.wait_replicas_caught_up(Duration::from_secs(60))
+            .expect("replicas catching up with the override role");
+    });
+    c
+}
+
+/// `[[users]] consistency` overrides `[routing] consistency` for that user's sessions (as
+/// their default: `SET switchyard.consistency` still changes it); other users keep the
+/// proxy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_consistency_override() {
+    tokio::task::spawn_blocking(override_user).await.unwrap();
+    let (_c, proxy, p) = start_proxy(&format!(
+        "consistency = \"eventual\"\n\n[[users]]\nname = \"{OVERRIDE_USER}\"\n\
+         password = \"{OVERRIDE_PASSWORD}\"\nconsistency = \"primary\"\n"
+    ))
+    .await;
+    let u = within(
+        "connect",
+        proxy.connect(OVERRIDE_USER, OVERRIDE_PASSWORD, APP_DB),
+    )
+    .await;
+    assert_eq!(
+        value(&u, "SHOW switchyard.consistency").await.as_deref(),
+        Some("primary"),
+        "the user's own default"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(port(&u, "SELECT inet_server_port()").await);
+        let fresh = within(
+            "connect",
+            proxy.connect(OVERRIDE_USER, OVERRIDE_PASSWORD, APP_DB),
+        )
+        .await;
+        seen.push(port(&fresh, "SELECT inet_server_port()").await);
+    }
+    assert!(
+        seen.iter().all(|&x| x == p.primary),
+        "consistency = primary for {OVERRIDE_USER}: its reads should all run on the primary: \
+         {:?}",
+        tally(&seen, &p)
+    );
+    // The app user keeps [routing] consistency = eventual.
+    let app = proxy.connect_app().await;
+    assert_eq!(
+        value(&app, "SHOW switchyard.consistency").await.as_deref(),
+        Some("eventual")
+    );
+    let got = many_reads(&proxy, "SELECT inet_server_port()").await;
+    assert_spread_over_replicas("another user, consistency = eventual", &got, &p);
+    // A session of the user may still choose otherwise.
+    execute(&u, "SET switchyard.consistency = eventual").await;
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(port(&u, "SELECT inet_server_port()").await);
+    }
+    assert_spread_over_replicas("the override user after SET eventual", &seen, &p);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1523,63 +1673,88 @@ async fn read_that_writes_is_rescued_on_the_primary_extended_protocol() {
     assert!(p.is_replica(r as u16));
 }
 
+/// The port in the first column of a simple query's first row, or the query's error.
+async fn simple_port(c: &Client, sql: &str) -> Result<u16, tokio_postgres::Error> {
+    within(sql, c.simple_query(sql)).await.map(|m| {
+        text_rows(m)[0][0]
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{sql}: first column is not a port"))
+    })
+}
+
 /// The same rescue when the proxy first has to bring the replica connection's settings in
 /// line with the client's: on a brand-new proxy (first server connection of the pool), and
 /// for a client that changed a setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_that_writes_is_rescued_when_the_server_connection_needs_a_settings_sync() {
     let (_c, proxy, p) = start_proxy(RESCUE).await;
+    let before = proxy.metric(READ_ONLY_VIOLATIONS).await;
+    let n0 = count_log("sync").await;
     let mut failures = Vec::new();
+    let mut wrong = Vec::new();
+    let mut check = |what: String, r: Result<u16, tokio_postgres::Error>| match r {
+        Ok(at) if at == p.primary => {}
+        Ok(at) => wrong.push(format!("{what}: answered by {}", p.name(at))),
+        Err(e) => failures.push(format!("{what}: {:?} {e}", e.code().map(|c| c.code()))),
+    };
 
     // 1. The very first statement through a new proxy (its replica pools are empty).
     let c = proxy.connect_app().await;
-    match within(
-        "writer",
-        c.simple_query("SELECT routing_writer('sync') AS cold"),
-    )
-    .await
-    {
-        Ok(_) => {}
-        Err(e) => failures.push(format!(
-            "first statement through a new proxy: {:?} {e}",
-            e.code().map(|c| c.code())
-        )),
-    }
+    check(
+        "first statement through a new proxy".into(),
+        simple_port(&c, "SELECT routing_writer('sync') AS cold").await,
+    );
 
-    // 2. A client whose session settings differ from the pooled connections'.
+    // 2. A client whose session settings differ from the pooled connections'. Every
+    // statement text is new, so none is known to need the primary yet: each reaches a
+    // replica, is refused there and is rerun on the primary.
     warm_up(&proxy, &p).await;
     for i in 0..4 {
         let c = proxy.connect_app().await;
         execute(&c, &format!("SET work_mem = '{}kB'", 4096 + i)).await;
         // Let the proxy finish with the primary (settings read-back) first.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        match within(
-            "writer",
-            c.simple_query(&format!("SELECT routing_writer('sync') AS synced{i}")),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(e) => failures.push(format!(
-                "after SET work_mem (attempt {i}): {:?} {e}",
-                e.code().map(|c| c.code())
-            )),
-        }
+        check(
+            format!("after SET work_mem (attempt {i})"),
+            simple_port(&c, &format!("SELECT routing_writer('sync') AS synced{i}")).await,
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let r = c
-            .query_one("SELECT routing_writer('sync'), $1::int", &[&i])
-            .await;
-        if let Err(e) = r {
-            failures.push(format!(
-                "after SET work_mem, extended protocol (attempt {i}): {:?} {e}",
-                e.code().map(|c| c.code())
-            ));
-        }
+        let r = within(
+            "extended writer",
+            c.query_one(
+                &format!("SELECT routing_writer('sync'), $1::int AS extended{i}"),
+                &[&i],
+            ),
+        )
+        .await;
+        check(
+            format!("after SET work_mem, extended protocol (attempt {i})"),
+            r.map(|r| r.get::<_, i32>(0) as u16),
+        );
     }
     assert!(
-        failures.is_empty(),
+        failures.is_empty() && wrong.is_empty(),
         "a read that writes must be rerun on the primary transparently:\n{}",
-        failures.join("\n")
+        failures
+            .iter()
+            .chain(&wrong)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Each of the 9 statements reached a replica and was rescued, running once with effect.
+    let after = proxy.metric(READ_ONLY_VIOLATIONS).await;
+    assert_eq!(
+        after,
+        before + 9.0,
+        "each statement should have been refused by a replica and rescued once\n{}",
+        routing_metrics(&proxy).await
+    );
+    assert_eq!(
+        count_log("sync").await,
+        n0 + 9,
+        "each call ran once with effect"
     );
 }
 
@@ -1683,13 +1858,19 @@ async fn a_refused_read_that_opened_a_block_leaves_no_dirty_replica_connection()
     assert_eq!(got, p.primary, "ran on {}", p.name(got));
     assert_eq!(proxy.metric(READ_ONLY_VIOLATIONS).await, before + 1.0);
     rows(&c, "COMMIT").await;
+    // Both replicas serve reads again, on their one connection each (ties are broken at
+    // random: read until both answered).
     let mut seen = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..60 {
         seen.push(port(&c, "/* switchyard:replica */ SELECT inet_server_port()").await);
+        if p.replicas.iter().all(|r| seen.contains(r)) {
+            break;
+        }
     }
     assert!(
         p.replicas.iter().all(|r| seen.contains(r)),
-        "reads on {seen:?}"
+        "reads on {:?}",
+        tally(&seen, &p)
     );
 }
 

@@ -1086,17 +1086,12 @@ async fn startup_settings_behave_as_on_a_direct_connection_on_a_shared_pool() {
     // statement_timeout from `options` is enforced for A, and only for A, on the shared
     // primary connection.
     a.proxied.raw.query_ok("BEGIN").await;
-    let t = Instant::now();
     let r = a.proxied.raw.query("SELECT pg_sleep(3)").await;
+    // 57014 is the proof that statement_timeout applied (how soon is not this test's).
     let e = r
         .error
         .expect("A's statement_timeout=1234 did not cancel pg_sleep(3)");
     assert_eq!(e.code(), "57014", "{e:?}");
-    assert!(
-        t.elapsed() < Duration::from_millis(2900),
-        "{:?}",
-        t.elapsed()
-    );
     a.proxied.raw.query("ROLLBACK").await;
     for (p, secs) in [(&mut c, "1.6"), (&mut b, "1.6")] {
         p.proxied.raw.query_ok("BEGIN").await;
@@ -1232,8 +1227,7 @@ async fn parameter_status_after_reset_all_matches_a_direct_connection() {
     let mut p = Profile::new("reset-status", &RESET_PROFILE).await;
     p.both("SET DateStyle = 'German'").await;
     p.both("RESET ALL").await;
-    // Give the proxy time to notice what the RESET did before the next statement.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // At once: a client's next statement does not wait for the proxy to catch up.
     p.check(0).await;
     assert_eq!(
         p.seen, p.direct_seen,

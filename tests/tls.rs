@@ -314,20 +314,13 @@ async fn clients_get_the_configured_certificate_and_every_message_type_over_tls(
         chunks.iter().map(|c| c.len()).sum::<usize>()
     };
     assert!(out > 40_000 * 10, "COPY TO STDOUT sent {out} bytes");
-    // A cancel request over TLS reaches the query.
-    let token = client.cancel_token();
-    let sleeper = tokio::spawn(async move {
-        let r = client.simple_query("select pg_sleep(30)").await;
-        (client, r)
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(files.pki.client_config());
-    token.cancel_query(tls).await.expect("cancel over TLS");
-    let (client, r) = tokio::time::timeout(Duration::from_secs(20), sleeper)
-        .await
-        .expect("the cancelled query returns")
-        .unwrap();
-    let e = r.expect_err("the sleep was cancelled");
+    // A cancel request over TLS reaches the query (sent once it runs).
+    let config = files.pki.client_config();
+    let (client, e) = cancel_running(client, "SELECT pg_sleep(30.3)", |token| {
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config.clone());
+        async move { token.cancel_query(tls).await }
+    })
+    .await;
     assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
     let v: i32 = client.query_one("select 7", &[]).await.unwrap().get(0);
     assert_eq!(v, 7);

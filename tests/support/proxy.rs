@@ -81,18 +81,40 @@ impl Proxy {
 
     /// Starts the proxy with explicit `(name, address)` backends (no cluster needed).
     pub fn start_backends(backends: Vec<(String, String)>, opts: ProxyOptions) -> Proxy {
-        let (port, http_port) = {
-            // Hold both at once so they differ.
-            let a = TcpListener::bind("127.0.0.1:0").expect("free port");
-            let b = TcpListener::bind("127.0.0.1:0").expect("free port");
-            (
-                a.local_addr().unwrap().port(),
-                b.local_addr().unwrap().port(),
-            )
-        };
-        let proxy = Self::spawn(backends, opts, port, http_port);
-        proxy.wait_listening(Duration::from_secs(30));
-        proxy
+        Self::start_backends_on(backends, opts, free_port_pair)
+    }
+
+    /// [`start_backends`](Self::start_backends) on the `(port, http_port)` pairs `ports`
+    /// gives. The ports are free when picked but another process may take one before the
+    /// proxy binds it: when the proxy exits at startup because an address is in use, it is
+    /// started again on the next pair (up to [`SPAWN_ATTEMPTS`] times). It is ready once this
+    /// very process listens on both ports (read from /proc, so that another program on a
+    /// port is never taken for it).
+    pub fn start_backends_on(
+        backends: Vec<(String, String)>,
+        opts: ProxyOptions,
+        mut ports: impl FnMut() -> (u16, u16),
+    ) -> Proxy {
+        for attempt in 1..=SPAWN_ATTEMPTS {
+            let (port, http_port) = ports();
+            let proxy = Self::spawn(backends.clone(), opts.clone(), port, http_port);
+            match proxy.wait_listening(Duration::from_secs(30)) {
+                Ok(()) => return proxy,
+                Err(Startup::AddrInUse) if attempt < SPAWN_ATTEMPTS => {
+                    eprintln!(
+                        "switchyard could not listen on {port} or {http_port} (address in use): \
+                         retrying on other ports"
+                    );
+                    drop(proxy);
+                }
+                Err(Startup::AddrInUse) => panic!(
+                    "switchyard found its ports in use {SPAWN_ATTEMPTS} times\nlog:\n{}",
+                    proxy.log_tail(100)
+                ),
+                Err(Startup::Failed(why)) => panic!("{why}"),
+            }
+        }
+        unreachable!()
     }
 
     /// Another switchyard with this one's configuration and client port (which only
@@ -145,7 +167,7 @@ impl Proxy {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", env!("CARGO_BIN_EXE_switchyard")));
-        let watchdog = spawn_kill_on_exit_watchdog(child.id());
+        let watchdog = spawn_kill_on_exit_watchdog(child.id(), dir.path());
 
         Proxy {
             child: Mutex::new(child),
@@ -161,34 +183,42 @@ impl Proxy {
         }
     }
 
-    fn wait_listening(&self, timeout: Duration) {
+    /// Waits until this process listens on both its ports (tests go to /status or /metrics
+    /// first thing). `AddrInUse` when it exited because an address was taken.
+    fn wait_listening(&self, timeout: Duration) -> Result<(), Startup> {
         let deadline = Instant::now() + timeout;
+        let pid = self.pid();
         loop {
             if let Some(status) = self.try_exit_status() {
-                panic!(
+                let log = self.log();
+                if log.contains("Address already in use") {
+                    return Err(Startup::AddrInUse);
+                }
+                return Err(Startup::Failed(format!(
                     "switchyard exited during startup with {status}\nconfig:\n{}\nlog:\n{}",
                     std::fs::read_to_string(&self.config_path).unwrap_or_default(),
                     self.log_tail(100)
-                );
+                )));
             }
-            // Both ports: tests go to /status or /metrics first thing.
-            let up = |port: u16| {
-                std::net::TcpStream::connect_timeout(
+            let ours = |port: u16| match process_listens_on(pid, port) {
+                Some(ours) => ours,
+                // No /proc to read: a TCP connection is the best evidence there is.
+                None => std::net::TcpStream::connect_timeout(
                     &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
                     Duration::from_millis(200),
                 )
-                .is_ok()
+                .is_ok(),
             };
-            if up(self.port) && up(self.http_port) {
-                return;
+            if ours(self.port) && ours(self.http_port) {
+                return Ok(());
             }
             if Instant::now() >= deadline {
-                panic!(
+                return Err(Startup::Failed(format!(
                     "switchyard did not listen on {} (http {}) within {timeout:?}\nlog:\n{}",
                     self.addr(),
                     self.http_port,
                     self.log_tail(100)
-                );
+                )));
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -570,14 +600,19 @@ pub fn render_config(
     s
 }
 
-/// `sh` in its own session that SIGKILLs `pid` once our end of its stdin closes (i.e. when
-/// the test process exits without dropping the Proxy).
-fn spawn_kill_on_exit_watchdog(pid: u32) -> Option<Child> {
+/// `sh` in its own session that, once our end of its stdin closes (i.e. when the test process
+/// exits without dropping the Proxy, as with one kept in a `static`), SIGKILLs `pid` and
+/// removes the proxy's temp dir `dir` (config and log).
+fn spawn_kill_on_exit_watchdog(pid: u32, dir: &Path) -> Option<Child> {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg("while read -r _; do :; done; kill -9 \"$1\" 2>/dev/null")
+        .arg(
+            "while read -r _; do :; done; kill -9 \"$1\" 2>/dev/null; \
+             sleep 0.2 2>/dev/null || sleep 1; rm -rf -- \"$2\"",
+        )
         .arg("switchyard-proxy-watchdog")
         .arg(pid.to_string())
+        .arg(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -590,6 +625,63 @@ fn spawn_kill_on_exit_watchdog(pid: u32) -> Option<Child> {
         });
     }
     cmd.spawn().ok()
+}
+
+/// How many times [`Proxy::start_backends_on`] starts the proxy when its ports were taken.
+pub const SPAWN_ATTEMPTS: usize = 5;
+
+/// Why a started proxy is not ready.
+enum Startup {
+    /// It exited because an address it was to listen on is in use.
+    AddrInUse,
+    /// Anything else (the message says what).
+    Failed(String),
+}
+
+/// Two distinct ports that were free a moment ago on 127.0.0.1.
+pub fn free_port_pair() -> (u16, u16) {
+    // Hold both at once so they differ.
+    let a = TcpListener::bind("127.0.0.1:0").expect("free port");
+    let b = TcpListener::bind("127.0.0.1:0").expect("free port");
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+/// Whether process `pid` has a TCP socket listening on `port` (IPv4 or IPv6), from
+/// /proc/net/tcp{,6} and /proc/`pid`/fd. `None` when /proc cannot tell (not Linux, or not
+/// readable).
+pub fn process_listens_on(pid: u32, port: u16) -> Option<bool> {
+    let mut inodes = Vec::new();
+    let mut readable = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        readable = true;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if f.len() < 10 || f[3] != "0A" {
+                continue;
+            }
+            let local_port = f[1]
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if !readable {
+        return None;
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    }))
 }
 
 /// A minimal HTTP/1.1 GET against 127.0.0.1:`port`.
