@@ -410,12 +410,10 @@ async fn read_rows(r: &mut raw::Raw, what: &str) -> (Vec<(i64, u16)>, Vec<raw::F
 
 /// A replica read whose answer outgrew what the proxy holds back (256 kB) has reached the
 /// client in part: if its replica is lost then, the read cannot be repeated (the client would
-/// get the first rows twice). The client gets the rows it got, then 08006, and goes on.
+/// get the first rows twice). The client gets the rows it got, then 08006, and goes on; or,
+/// when the connection was lost in the middle of a row (PostgreSQL sends in 8 kB pieces, so
+/// usually), loses its connection after the rows it got, as connected directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "switchyard bug: a server connection lost in the middle of a DataRow already partly \
-            relayed gets its 08006 ErrorResponse appended inside that row (src/session/retry.rs \
-            server_lost does not account for server_pass): the client sees a malformed row, or \
-            waits forever for the rest of it"]
 async fn a_read_lost_after_part_of_its_answer_was_sent_fails_and_is_not_repeated() {
     let s = tokio::task::spawn_blocking(setup).await.unwrap();
     let retried = s.proxy.metric(SERVER_LOST).await;
@@ -437,11 +435,16 @@ async fn a_read_lost_after_part_of_its_answer_was_sent_fails_and_is_not_repeated
     let mut server_port = None;
     let mut after = Vec::new();
     let mut lost = false;
+    let mut closed = false;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let f = match sess.raw.next(left).await {
             Next::Frame(f) => f,
+            Next::Closed(_) if lost => {
+                closed = true;
+                break;
+            }
             other => panic!(
                 "the large read: expected a response, got {other:?} after {} rows",
                 got.len()
@@ -495,6 +498,25 @@ async fn a_read_lost_after_part_of_its_answer_was_sent_fails_and_is_not_repeated
         got.len() < 1200,
         "the read cannot have completed: its replica was lost during pg_sleep"
     );
+    assert!(
+        !after.iter().any(|f| f.tag == b'C'),
+        "the lost read must not complete: {after:?}"
+    );
+    assert_eq!(
+        s.proxy.metric(SERVER_LOST).await,
+        retried,
+        "a read whose answer was partly sent must not be repeated"
+    );
+    assert!(s.proxy.metric(lost_errors).await > errors);
+    if closed {
+        // Lost mid-row: nothing but the rest of the stream came after the last whole row
+        // (bytes of the cut row stay unparsed), and other sessions carry on.
+        assert!(after.is_empty(), "nothing may follow a cut row: {after:?}");
+        let mut again = login_app(&s.proxy).await;
+        let r = again.raw.query_ok("SELECT 41 + 1").await;
+        assert_eq!(r.scalar(), "42");
+        return;
+    }
     let codes: Vec<String> = after
         .iter()
         .filter(|f| f.is_error())
@@ -506,21 +528,11 @@ async fn a_read_lost_after_part_of_its_answer_was_sent_fails_and_is_not_repeated
         "a read lost after part of its answer reached the client must fail with 08006: \
          {after:?}"
     );
-    assert!(
-        !after.iter().any(|f| f.tag == b'C'),
-        "the lost read must not complete: {after:?}"
-    );
     assert_eq!(
         after.last().map(|f| f.body.clone()),
         Some(b"I".to_vec()),
         "ReadyForQuery after the error: idle"
     );
-    assert_eq!(
-        s.proxy.metric(SERVER_LOST).await,
-        retried,
-        "a read whose answer was partly sent must not be repeated"
-    );
-    assert!(s.proxy.metric(lost_errors).await > errors);
     // The client goes on.
     let r = sess.raw.query_ok("SELECT 41 + 1").await;
     assert_eq!(r.scalar(), "42");
@@ -531,10 +543,6 @@ async fn a_read_lost_after_part_of_its_answer_was_sent_fails_and_is_not_repeated
 /// its replica is lost before the answer is complete: the client gets every row once and no
 /// error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "switchyard bug: a DataRow split across two reads from the server is streamed as a \
-            large row (src/session/serverside.rs), which releases the held answer whatever its \
-            size: a replica read under 256 kB is not repeated when its replica is lost, and its \
-            client, its last row cut, waits forever"]
 async fn a_read_lost_before_its_held_answer_was_sent_is_repeated() {
     let s = tokio::task::spawn_blocking(setup).await.unwrap();
     let retried = s.proxy.metric(SERVER_LOST).await;

@@ -140,8 +140,7 @@ impl Session {
                 }
                 if self.retry.as_ref().is_some_and(|r| {
                     r.holding()
-                        && r.held.len() + out.len() + run + h.frame_len
-                            <= super::retry::HOLD_BUDGET
+                        && r.held.len() + out.len() + run + h.frame_len <= super::retry::HOLD_BUDGET
                 }) {
                     // A repeatable read's response that still fits what is held back: wait
                     // for the rest of the row rather than give up repeating it.
