@@ -49,15 +49,19 @@ const RETRY_MS: u64 = 1_000;
 /// bodies are sent.
 pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; \
      WITH RECURSIVE f AS (SELECT oid, proname, prosrc FROM pg_catalog.pg_proc \
-       WHERE provolatile = 'v' AND prokind IN ('f', 'p') AND oid >= 16384), \
+       WHERE provolatile OPERATOR(pg_catalog.=) 'v' \
+         AND prokind OPERATOR(pg_catalog.=) ANY ('{f,p}'::pg_catalog.\"char\"[]) \
+         AND oid OPERATOR(pg_catalog.>=) 16384), \
      calls AS (SELECT DISTINCT f.oid, pg_catalog.lower(m[1]) AS callee FROM f, \
        pg_catalog.regexp_matches(f.prosrc, E'\"?([[:alpha:]_][[:alnum:]_$]*)\"?\\\\s*\\\\(', 'g') AS m), \
      matters(name) AS ( \
-       SELECT pg_catalog.lower(proname) FROM f WHERE prosrc ~* \
-         E'set_config|\\\\m(re)?set\\\\M|\\\\mtemp|advisory_lock|\\\\mlisten\\\\M' \
-       UNION SELECT pg_catalog.lower(f.proname) FROM f JOIN calls c ON c.oid = f.oid \
-         JOIN matters ON matters.name = c.callee) \
-     SELECT proname, CASE WHEN pg_catalog.lower(proname) IN (SELECT name FROM matters) \
+       SELECT pg_catalog.lower(proname) FROM f WHERE prosrc OPERATOR(pg_catalog.~*) \
+         E'set_config|\\\\m(re)?set\\\\M|(\\\\m|_)temp|advisory_lock|\\\\mlisten\\\\M' \
+       UNION SELECT pg_catalog.lower(f.proname) FROM f \
+         JOIN calls c ON c.oid OPERATOR(pg_catalog.=) f.oid \
+         JOIN matters ON matters.name OPERATOR(pg_catalog.=) c.callee) \
+     SELECT proname, CASE WHEN pg_catalog.lower(proname) OPERATOR(pg_catalog.=) ANY \
+       (SELECT name FROM matters) \
        THEN prosrc END, oid::pg_catalog.text FROM f";
 
 /// Every database's [`DbFunctions`].

@@ -364,15 +364,27 @@ impl Aggregator {
             .collect();
         let timeline = |i: usize| self.healths[i].last.and_then(|o| o.timeline).unwrap_or(0);
         let top = candidates.iter().map(|&i| timeline(i)).max();
-        // A standby receiving a newer timeline proves a promotion happened after every
-        // primary on an older one (its own probe may have failed, or not come in yet: at
-        // start, a failed first probe of the new primary left only the old one).
-        let streamed = (0..self.healths.len())
-            .filter(|&i| self.healths[i].up && self.healths[i].role == Some(Role::Replica))
-            .map(timeline)
-            .max()
-            .unwrap_or(0);
+        // While no primary is elected (at start, or after the primary was lost), a standby
+        // streaming a newer timeline proves a promotion happened after every primary on an
+        // older one: the promoted server's own probe may have failed, or not come in yet,
+        // leaving only the old primary to claim the role. (Not once a primary is elected: a
+        // standby of another cluster, or one left on an abandoned timeline, must not fence
+        // it.)
+        let streamed = if self.primary.is_none() {
+            (0..self.healths.len())
+                .filter(|&i| {
+                    let h = &self.healths[i];
+                    h.up && h.role == Some(Role::Replica)
+                        && h.last.is_some_and(|o| o.receiver_streaming)
+                })
+                .map(timeline)
+                .max()
+                .unwrap_or(0)
+        } else {
+            0
+        };
         let floor = self.epoch.timeline.max(streamed);
+
         let claims: Vec<(usize, u32)> = candidates.iter().map(|&i| (i, timeline(i))).collect();
         let winner = elected(&claims, floor);
         if let Some(w) = winner.filter(|&w| timeline(w) > self.epoch.timeline) {
@@ -409,7 +421,7 @@ impl Aggregator {
             if fenced && !self.views[c].fenced {
                 let (name, t) = (&self.names[c].0, timeline(c));
                 if t < top.unwrap_or(0) || t < floor {
-                    tracing::error!(backend = %name, timeline = t, primary_timeline = floor.max(top.unwrap_or(0)), "a server on an older timeline claims to be primary (an old primary back after a failover): fenced, its connections cut");
+                    tracing::error!(backend = %name, timeline = t, primary_timeline = floor.max(top.unwrap_or(0)), standby_timeline = streamed, "a server on an older timeline than a primary was seen on, or a standby streams, claims to be primary (an old primary back after a failover): fenced, its connections cut");
                 } else {
                     tracing::error!(backend = %name, timeline = t, "several servers claim to be primary on the same timeline: none is trusted (fenced) until only one does");
                 }

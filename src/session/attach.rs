@@ -16,7 +16,8 @@ use crate::pool::{Pool, PoolSpec, Pooled};
 use crate::protocol::{encode, tag, Header, TxnStatus};
 
 /// Reads the primary's WAL position after a commit (for read-your-writes).
-pub(super) const COMMIT_LSN_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
+pub(super) const COMMIT_LSN_SQL: &str =
+    "SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text";
 
 impl Session {
     /// The pool for backend `index` in the current topology.

@@ -144,7 +144,10 @@ impl Drop for Delivering<'_> {
             if s.delivering == Some(self.process) {
                 s.delivering = None;
             }
-            if !self.landed {
+            // (A connection the client already gave up was discarded then: `delivering`
+            // named it.)
+            let current = s.target.as_ref().map(|t| (t.pid, t.secret));
+            if !self.landed && current == Some(self.process) {
                 s.stray = Some(self.process);
             }
         }

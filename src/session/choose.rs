@@ -163,7 +163,10 @@ impl Session {
         loop {
             match p
                 .conn
-                .simple_query("SELECT pg_last_wal_replay_lsn()::text", wait)
+                .simple_query(
+                    "SELECT pg_catalog.pg_last_wal_replay_lsn()::pg_catalog.text",
+                    wait,
+                )
                 .await
             {
                 Ok(Ok(rows)) => {

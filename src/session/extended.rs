@@ -297,8 +297,11 @@ impl Session {
             // of the client's next request, see `close_unheld_statements`.
             let stmt = self.statements.remove(name);
             if let (Some(s), Some(r)) = (&stmt, self.retry.as_mut()) {
-                // Back if the request is repeated: its Bind may come before this Close.
-                r.closed.push((Bytes::copy_from_slice(name), s.clone()));
+                // Back if the request is repeated: its Bind may come before this Close. (One
+                // the request defined itself is simply undone.)
+                if !r.names.iter().any(|n| n[..] == *name) {
+                    r.closed.push((Bytes::copy_from_slice(name), s.clone()));
+                }
             }
             match stmt.filter(|s| self.close_on_server(s)) {
                 Some(s) => {

@@ -231,8 +231,12 @@ impl Session {
     /// again): they are read back when its transaction ends, with the custom names its text
     /// sets, and startup values a `RESET` in it replaced are put back at its Sync.
     fn note_settings_statement(&mut self, query: &[u8]) {
-        for n in super::settings::body_custom_names(&String::from_utf8_lossy(query)) {
+        let text = String::from_utf8_lossy(query);
+        for n in super::settings::body_custom_names(&text) {
             self.custom_names.insert(n);
+        }
+        if super::settings::computes_setting_name(&text) {
+            self.apply_effects(Effects::NONE, Some(super::settings::COMPUTED_SETTING));
         }
         self.function_effects(query);
         self.restore_pending = true;

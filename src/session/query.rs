@@ -277,15 +277,16 @@ impl Session {
             .session_calls(super::route::query_bytes(&self.client.rbuf[5..h.frame_len]));
         let effects = info.effects | self.note_calls(calls);
         let settings = effects.contains(Effects::SETTINGS);
-        if settings {
-            self.note_custom_names(h.frame_len);
+        let mut pin = info.pin;
+        if settings && self.note_custom_names(h.frame_len) {
+            pin = pin.or(Some(super::settings::COMPUTED_SETTING));
         }
         if info.effects.contains(Effects::SCHEMA) {
             self.note_created_functions(super::route::query_bytes(
                 &self.client.rbuf[5..h.frame_len],
             ));
         }
-        self.apply_effects(effects, info.pin);
+        self.apply_effects(effects, pin);
         if info.execute {
             self.forward_execute(h.frame_len);
         } else {
@@ -343,8 +344,10 @@ impl Session {
         }
     }
 
-    /// Records the custom settings named by the message at the front (a Query or a Parse).
-    fn note_custom_names(&mut self, frame_len: usize) {
+    /// Records the custom settings named by the message at the front (a Query or a Parse);
+    /// true when it also sets one whose name it does not write out (see
+    /// [`super::settings::computes_setting_name`]).
+    fn note_custom_names(&mut self, frame_len: usize) -> bool {
         let body = &self.client.rbuf[5..frame_len];
         let sql = if self.client.rbuf[0] == tag::PARSE {
             statements::split_parse(body)
@@ -356,6 +359,7 @@ impl Session {
         for n in super::settings::body_custom_names(&sql) {
             self.custom_names.insert(n);
         }
+        super::settings::computes_setting_name(&sql)
     }
 
     /// After a statement that may have RESET settings: put startup values back at once.

@@ -127,7 +127,11 @@ impl Session {
                 };
                 let read =
                     info.read && !self.app.write_cache.contains(text) && !self.calls_volatile(text);
-                let setting = info.setting || info.effects.contains(crate::sql::Effects::SETTINGS);
+                // A read that changes settings (`SELECT set_config(...)`) goes where a `SET`
+                // goes: on a replica, a role taken that way would pin the client there, and
+                // its writes would fail. (A text that also writes stays a write.)
+                let setting =
+                    info.setting || (read && info.effects.contains(crate::sql::Effects::SETTINGS));
                 (read, info.hint, txn, setting)
             }
             tag::PARSE
@@ -216,10 +220,13 @@ impl Session {
             _ => return false,
         };
         let a = analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
-        matches!(
-            a.reason,
-            Reason::WritingFunction(_) | Reason::PrimaryView(_) | Reason::ServerRole(_)
-        )
+        // (A first statement that changes settings, `set_config('role', ...)` say, could
+        // leave the session pinned to the replica.)
+        a.effects.contains(crate::sql::Effects::SETTINGS)
+            || matches!(
+                a.reason,
+                Reason::WritingFunction(_) | Reason::PrimaryView(_) | Reason::ServerRole(_)
+            )
     }
 
     fn front_is_set_transaction_read_only(&self) -> bool {
@@ -259,7 +266,10 @@ impl Session {
                     let text = query_bytes(query);
                     let a = analyze(&classifier, text, self.opaque_backslashes);
                     hint = hint.or(a.hint);
-                    let read = underlying_read(&classifier, text, &a) && !self.calls_volatile(text);
+                    // (A statement that changes settings runs on the primary, see `decide`.)
+                    let read = underlying_read(&classifier, text, &a)
+                        && !a.effects.contains(crate::sql::Effects::SETTINGS)
+                        && !self.calls_volatile(text);
                     if !read && hint != Some(Route::Replica) {
                         return Some((false, hint));
                     }
@@ -271,7 +281,11 @@ impl Session {
                     let classify = |query: &[u8]| {
                         let text = query_bytes(query);
                         let a = analyze(&classifier, text, self.opaque_backslashes);
-                        (underlying_read(&classifier, text, &a), a.hint)
+                        (
+                            underlying_read(&classifier, text, &a)
+                                && !a.effects.contains(crate::sql::Effects::SETTINGS),
+                            a.hint,
+                        )
                     };
                     // (The classification of a statement is kept with it; whether it calls
                     // one of the database's volatile functions is asked each time: the list
@@ -341,12 +355,6 @@ pub(super) fn underlying_read(
     text: &[u8],
     a: &crate::sql::Analysis<'_>,
 ) -> bool {
-    // A `set_config(..., false)` changes the session: run on a replica, a role taken that way
-    // would pin the client to the replica, and every later write would fail there. Like a
-    // `SET`, it runs on the primary (which also has what every server connection inherits).
-    if a.effects.contains(crate::sql::Effects::SETTINGS) {
-        return false;
-    }
     if a.hint.is_none() {
         return a.route == Route::Replica;
     }

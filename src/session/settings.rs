@@ -57,29 +57,33 @@ impl Interner {
 /// labels `temp_table`, `advisory_lock` and `listen`.
 pub fn capture_sql(custom: &std::collections::BTreeSet<String>, user: &str, state: bool) -> String {
     let mut sql = format!(
-        "SELECT name, encode(convert_to(setting, 'UTF8'), 'hex') FROM pg_settings \
-         WHERE source = 'session' \
-         UNION ALL SELECT n, encode(convert_to(current_setting(n), 'UTF8'), 'hex') \
-         FROM (VALUES ('role', 'none'), ('session_authorization', {})) AS i(n, initial) \
-         WHERE current_setting(n) <> initial",
+        "SELECT name, pg_catalog.encode(pg_catalog.convert_to(setting, 'UTF8'), 'hex') \
+         FROM pg_catalog.pg_settings WHERE source OPERATOR(pg_catalog.=) 'session' \
+         UNION ALL SELECT n, pg_catalog.encode(pg_catalog.convert_to(\
+         pg_catalog.current_setting(n), 'UTF8'), 'hex') \
+         FROM (VALUES ('role'::pg_catalog.text, 'none'::pg_catalog.text), \
+         ('session_authorization', {})) AS i(n, initial) \
+         WHERE pg_catalog.current_setting(n) OPERATOR(pg_catalog.<>) initial",
         literal(user)
     );
     if !custom.is_empty() {
         let names: Vec<String> = custom.iter().map(|n| literal(n)).collect();
         sql.push_str(&format!(
-            " UNION ALL SELECT n, encode(convert_to(current_setting(n, true), 'UTF8'), 'hex') \
-             FROM unnest(ARRAY[{}]::text[]) AS n \
-             WHERE current_setting(n, true) IS NOT NULL",
+            " UNION ALL SELECT n, pg_catalog.encode(pg_catalog.convert_to(\
+             pg_catalog.current_setting(n, true), 'UTF8'), 'hex') \
+             FROM pg_catalog.unnest(ARRAY[{}]::pg_catalog.text[]) AS n \
+             WHERE pg_catalog.current_setting(n, true) IS NOT NULL",
             names.join(", ")
         ));
     }
     if state {
         sql.push_str(
             " UNION ALL SELECT '_sy.state', 'temp_table' WHERE EXISTS (SELECT FROM \
-             pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()) \
+             pg_catalog.pg_class WHERE relnamespace OPERATOR(pg_catalog.=) \
+             pg_catalog.pg_my_temp_schema()) \
              UNION ALL SELECT '_sy.state', 'advisory_lock' WHERE EXISTS (SELECT FROM \
-             pg_catalog.pg_locks WHERE locktype = 'advisory' \
-             AND pid = pg_catalog.pg_backend_pid()) \
+             pg_catalog.pg_locks WHERE locktype OPERATOR(pg_catalog.=) 'advisory' \
+             AND pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()) \
              UNION ALL SELECT '_sy.state', 'listen' WHERE EXISTS \
              (SELECT FROM pg_catalog.pg_listening_channels())",
         );
@@ -104,8 +108,9 @@ pub fn restore_sql(startup: &Settings) -> Option<String> {
         .map(|(k, v)| format!("({}, {})", literal(k), literal(v)))
         .collect();
     Some(format!(
-        "SELECT set_config(s.k, s.v, false) FROM (VALUES {}) AS s(k, v) \
-         JOIN pg_settings p ON lower(p.name) = s.k WHERE p.source <> 'session'",
+        "SELECT pg_catalog.set_config(s.k, s.v, false) FROM (VALUES {}) AS s(k, v) \
+         JOIN pg_catalog.pg_settings p ON pg_catalog.lower(p.name) OPERATOR(pg_catalog.=) s.k \
+         WHERE p.source OPERATOR(pg_catalog.<>) 'session'",
         rows.join(", ")
     ))
 }
@@ -176,6 +181,23 @@ pub fn custom_names(sql: &str) -> Vec<String> {
     out
 }
 
+/// Whether a statement calls `set_config` with a name that is not written in it (`$1`, a
+/// column, an expression): a custom setting set that way cannot be read back (placeholders
+/// are read by name), so the client is pinned instead (`computed_setting`).
+pub fn computes_setting_name(sql: &str) -> bool {
+    use crate::sql::{Lexer, TokenKind};
+    let toks: Vec<_> = Lexer::new(sql).filter(|t| !t.is_comment()).collect();
+    toks.windows(3).any(|w| {
+        w[0].kind == TokenKind::Ident
+            && w[0].text.eq_ignore_ascii_case("set_config")
+            && w[1].is_punct(b'(')
+            && w[2].string_value().is_none()
+    })
+}
+
+/// The pin reason for [`computes_setting_name`].
+pub const COMPUTED_SETTING: &str = "computed_setting";
+
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 
@@ -243,7 +265,11 @@ impl Settings {
         let mut resets = Vec::new();
         for (k, v) in &self.0 {
             if applied.0.get(k) != Some(v) {
-                sets.push(format!("set_config({}, {}, false)", literal(k), literal(v)));
+                sets.push(format!(
+                    "pg_catalog.set_config({}, {}, false)",
+                    literal(k),
+                    literal(v)
+                ));
             }
         }
         for k in applied.0.keys() {
@@ -305,7 +331,7 @@ fn unhex(hex: &str) -> Option<String> {
 fn literal(s: &str) -> String {
     if !s.is_ascii() {
         let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
-        return format!("convert_from(decode('{hex}', 'hex'), 'UTF8')");
+        return format!("pg_catalog.convert_from(pg_catalog.decode('{hex}', 'hex'), 'UTF8')");
     }
     let mut out = String::with_capacity(s.len() + 4);
     out.push_str("E'");
@@ -361,11 +387,11 @@ mod tests {
         let applied = s(&[("a", "1"), ("c", "4"), ("my.d", "x")]);
         assert_eq!(
             desired.sync_sql(&applied, false).unwrap(),
-            "SELECT set_config(E'b', E'it''s', false), set_config(E'c', E'3', false); RESET \"my\".\"d\""
+            "SELECT pg_catalog.set_config(E'b', E'it''s', false), pg_catalog.set_config(E'c', E'3', false); RESET \"my\".\"d\""
         );
         assert_eq!(
             desired.sync_sql(&applied, true).unwrap(),
-            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SELECT set_config(E'b', E'it''s', false), set_config(E'c', E'3', false); RESET \"my\".\"d\""
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SELECT pg_catalog.set_config(E'b', E'it''s', false), pg_catalog.set_config(E'c', E'3', false); RESET \"my\".\"d\""
         );
         assert_eq!(desired.sync_sql(&desired, true), None);
         assert_eq!(
@@ -378,14 +404,27 @@ mod tests {
             s(&[("a", "x\\y")])
                 .sync_sql(&Settings::default(), false)
                 .unwrap(),
-            "SELECT set_config(E'a', E'x\\\\y', false)"
+            "SELECT pg_catalog.set_config(E'a', E'x\\\\y', false)"
         );
         assert_eq!(
             s(&[("a", "caf\u{e9}'")])
                 .sync_sql(&Settings::default(), false)
                 .unwrap(),
-            "SELECT set_config(E'a', convert_from(decode('636166c3a927', 'hex'), 'UTF8'), false)"
+            "SELECT pg_catalog.set_config(E'a', pg_catalog.convert_from(pg_catalog.decode('636166c3a927', 'hex'), 'UTF8'), false)"
         );
+    }
+
+    #[test]
+    fn setting_names_not_written_are_found() {
+        assert!(computes_setting_name("SELECT set_config($1, $2, false)"));
+        assert!(computes_setting_name(
+            "SELECT pg_catalog.set_config(k, v, false) FROM jsonb_each_text($1)"
+        ));
+        assert!(!computes_setting_name(
+            "SELECT set_config('app.t', $1, false)"
+        ));
+        assert!(!computes_setting_name("SELECT 'set_config(x'"));
+        assert!(!computes_setting_name("SELECT set_config"));
     }
 
     #[test]
@@ -409,7 +448,8 @@ mod tests {
         assert_eq!(restore_sql(&Settings::default()), None);
         let r = restore_sql(&s(&[("datestyle", "SQL, YMD")])).unwrap();
         assert!(
-            r.contains("(E'datestyle', E'SQL, YMD')") && r.contains("source <> 'session'"),
+            r.contains("(E'datestyle', E'SQL, YMD')")
+                && r.contains("source OPERATOR(pg_catalog.<>) 'session'"),
             "{r}"
         );
     }

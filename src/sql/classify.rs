@@ -366,6 +366,9 @@ impl Classifier {
             }
             if !temp && !f.pg_temp {
                 out.effects.insert(Effects::SCHEMA);
+                // Still perhaps temporary: `search_path` may name `pg_temp` first, or a
+                // function or `DO` body create one. The session's state is looked at after it.
+                out.effects.insert(Effects::STATE);
             }
         }
         let (route, reason) = match kind {
@@ -588,6 +591,9 @@ impl Classifier {
                                 }
                                 if opt_kw(&n, "temp") || opt_kw(&n, "temporary") {
                                     out.pin(PinReason::TempTable);
+                                } else {
+                                    // `INTO pg_temp.t`, or `pg_temp` first in `search_path`.
+                                    out.effects.insert(Effects::STATE);
                                 }
                             }
                         }
@@ -652,7 +658,7 @@ impl Classifier {
                             }
                         }
                     }
-                    b'.' if mode.create && p1.is_some_and(|p| p.name_eq("pg_temp")) => {
+                    b'.' if mode.create && p1.as_ref().is_some_and(is_temp_schema) => {
                         f.pg_temp = true;
                     }
                     _ => {}
@@ -798,4 +804,14 @@ fn parse_hint(body: &str) -> Option<Route> {
     } else {
         None
     }
+}
+
+/// `pg_temp`, or a session's own temporary schema by its real name (`pg_temp_3`).
+fn is_temp_schema(t: &Token<'_>) -> bool {
+    t.ident_value().is_some_and(|v| {
+        let v = v.to_ascii_lowercase();
+        v == "pg_temp"
+            || v.strip_prefix("pg_temp_")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }

@@ -10,6 +10,8 @@ const PIN: Effects = Effects::PIN;
 const DA: Effects = Effects::DISCARD_ALL;
 const DEA: Effects = Effects::DEALLOCATE_ALL;
 const SCHEMA: Effects = Effects::SCHEMA;
+/// A schema change that may still create a temporary object (`search_path` with `pg_temp`).
+const SCHEMA_STATE: Effects = Effects::SCHEMA.union(Effects::STATE);
 const SEQ: Effects = Effects::SEQUENCE_STATE;
 
 #[test]
@@ -110,9 +112,11 @@ fn effects_table() {
             PIN,
             Some(TempTable),
         ),
-        ("CREATE TABLE t2 (a int)", SCHEMA, None),
-        ("CREATE TABLE temp (a int)", SCHEMA, None),
-        ("CREATE UNLOGGED TABLE t2 (a int)", SCHEMA, None),
+        ("CREATE TABLE t2 (a int)", SCHEMA_STATE, None),
+        ("CREATE TABLE temp (a int)", SCHEMA_STATE, None),
+        ("CREATE UNLOGGED TABLE t2 (a int)", SCHEMA_STATE, None),
+        ("CREATE TABLE pg_temp_3.t2 (a int)", PIN, Some(TempTable)),
+        ("CREATE TABLE \"pg_temp\".t2 (a int)", PIN, Some(TempTable)),
         ("ALTER TABLE t ADD COLUMN b int", SCHEMA, None),
         ("DROP TABLE IF EXISTS t", SCHEMA, None),
         ("DROP TABLE pg_temp.tt", SCHEMA, None),
@@ -124,7 +128,8 @@ fn effects_table() {
             Some(TempTable),
         ),
         ("SELECT * INTO LOCAL TEMP tt FROM t", PIN, Some(TempTable)),
-        ("SELECT * INTO tt FROM t", NONE, None),
+        ("SELECT * INTO tt FROM t", Effects::STATE, None),
+        ("SELECT 1 AS a INTO pg_temp.tt", Effects::STATE, None),
         (
             "EXPLAIN ANALYZE CREATE TEMP TABLE tt AS SELECT 1",
             PIN,

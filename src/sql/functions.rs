@@ -133,6 +133,13 @@ fn keeps_state(body: &str, depth: u8) -> bool {
         if t.is_kw("temp") || t.is_kw("temporary") || t.is_kw("listen") {
             return true;
         }
+        // A temporary schema named (`CREATE TABLE pg_temp.t`, `SET search_path = pg_temp`).
+        if t.ident_value().is_some_and(|v| {
+            let v = v.to_ascii_lowercase();
+            v == "pg_temp" || v.starts_with("pg_temp_")
+        }) {
+            return true;
+        }
         if call
             && [
                 "pg_advisory_lock",
@@ -269,6 +276,8 @@ mod tests {
             "SELECT pg_catalog.pg_try_advisory_lock_shared(1, 2)",
             "BEGIN LISTEN jobs; END",
             "BEGIN EXECUTE 'LISTEN ' || quote_ident(ch); END",
+            "BEGIN CREATE TABLE pg_temp.t (a int); END",
+            "SELECT 1 INTO pg_temp_4.t",
         ] {
             assert!(body_keeps_state(body), "{body}");
         }
