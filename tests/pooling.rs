@@ -4558,8 +4558,107 @@ async fn a_role_taken_by_set_config_never_reaches_another_client() {
                 problems.push(format!("{how}, round {round}: a runs as {own}"));
             }
         }
+        // (A name passed as a parameter pins at once, for any setting: see
+        // a_setting_named_by_a_parameter_pins_its_client.)
+        let reason = if param.is_some() {
+            "computed_setting"
+        } else {
+            "role"
+        };
         let pins = p
-            .metric("switchyard_pinned_clients_total{reason=\"role\"}")
+            .metric(&format!(
+                "switchyard_pinned_clients_total{{reason=\"{reason}\"}}"
+            ))
+            .await;
+        if pins < 1.0 {
+            problems.push(format!("{how}: no pin counted ({pins})"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A custom setting set with a name the statement does not write out (`set_config($1, $2,
+/// false)`) cannot be read back (placeholders are read by name): its client is pinned, keeps
+/// the setting, and no other client ever sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_named_by_a_parameter_pins_its_client() {
+    let p = proxy("transaction", "size = 2");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let c = connect(&p).await;
+    drop(
+        a.query(
+            "SELECT set_config($1, $2, false)",
+            &[&"app.sy_param_tenant", &"42"],
+        )
+        .await
+        .unwrap(),
+    );
+    let seen = "SELECT coalesce(current_setting('app.sy_param_tenant', true), '')";
+    let mut problems = Vec::new();
+    // b and c share the one connection a did not keep.
+    for round in 0..3 {
+        for (name, other) in [("b", &b), ("c", &c)] {
+            let v = one(other, seen).await;
+            if !v.is_empty() {
+                problems.push(format!("round {round}: {name} sees a's setting {v:?}"));
+            }
+        }
+        let own = one(&a, seen).await;
+        if own != "42" {
+            problems.push(format!("round {round}: a lost its setting ({own:?})"));
+        }
+    }
+    let pins = p
+        .metric("switchyard_pinned_clients_total{reason=\"computed_setting\"}")
+        .await;
+    if pins < 1.0 {
+        problems.push(format!("no pin counted ({pins})"));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A table created without the word TEMP can still be temporary: `search_path` naming
+/// `pg_temp` first, or `INTO pg_temp.t`. Its client is pinned like one that said TEMP, keeps
+/// its table, and no other client gets a session holding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_temporary_without_saying_so_pins_its_client() {
+    let mut problems = Vec::new();
+    for (how, create, table) in [
+        (
+            "search_path",
+            "SET search_path = pg_temp, public; CREATE TABLE sy_tmp_path (a int)",
+            "sy_tmp_path",
+        ),
+        (
+            "select into",
+            "SELECT 1 AS a INTO pg_temp.sy_tmp_into",
+            "sy_tmp_into",
+        ),
+    ] {
+        let p = proxy("transaction", "size = 2");
+        let a = connect(&p).await;
+        let b = connect(&p).await;
+        let c = connect(&p).await;
+        // Separate statements: the SET first, then the CREATE.
+        for sql in create.split("; ") {
+            q(&a, sql).await;
+        }
+        let has = format!("SELECT (to_regclass('pg_temp.{table}') IS NOT NULL)::text");
+        for round in 0..3 {
+            for (name, other) in [("b", &b), ("c", &c)] {
+                if one(other, &has).await != "false" {
+                    problems.push(format!(
+                        "{how}, round {round}: {name} has a's temporary table"
+                    ));
+                }
+            }
+            if one(&a, &has).await != "true" {
+                problems.push(format!("{how}, round {round}: a lost its temporary table"));
+            }
+        }
+        let pins = p
+            .metric("switchyard_pinned_clients_total{reason=\"temp_table\"}")
             .await;
         if pins < 1.0 {
             problems.push(format!("{how}: no pin counted ({pins})"));
