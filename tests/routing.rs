@@ -745,6 +745,35 @@ async fn a_set_is_not_a_write_for_read_your_writes() {
     assert_eq!(r[0][1].as_deref(), Some("1"), "the read missed the write");
 }
 
+/// A read that changes settings (`SELECT set_config(...)`) runs where a `SET` runs, on the
+/// primary: on a replica, a role taken that way would pin the client there and its writes
+/// would fail. A text that changes a setting and writes is a write for read-your-writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_change_settings_run_on_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let s = proxy.connect_app().await;
+    let r = rows(
+        &s,
+        "SELECT set_config('app.sy_route', 'x', false), inet_server_port()",
+    )
+    .await;
+    let seen: u16 = r[0][1].as_deref().unwrap().parse().unwrap();
+    assert_eq!(seen, p.primary, "set_config ran on {}", p.name(seen));
+    // A role taken so pins the client: on the primary, where it can still write.
+    execute(&s, "SELECT set_config('role', current_user, false)").await;
+    execute(
+        &s,
+        "INSERT INTO routing_t (v) VALUES ('role by set_config')",
+    )
+    .await;
+    let seen = port(&s, "SELECT inet_server_port()").await;
+    assert_eq!(seen, p.primary, "a pinned client read on {}", p.name(seen));
+    // Other reads still go to the replicas.
+    let other = proxy.connect_app().await;
+    let seen = port(&other, "SELECT inet_server_port()").await;
+    assert!(p.is_replica(seen), "a plain read ran on {}", p.name(seen));
+}
+
 /// A hot standby refuses every statement of a SERIALIZABLE transaction, reads included
 /// (0A000). A session whose transactions default to SERIALIZABLE reads on the primary and never
 /// sees that refusal: set by the session itself (`SET`, `SET SESSION CHARACTERISTICS`, startup
