@@ -132,6 +132,19 @@ fn backend<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no backend {name} in /status: {s}"))
 }
 
+/// Waits until the proxy has seen replay paused on both replicas.
+async fn wait_replay_paused(proxy: &Proxy) {
+    wait_status(
+        proxy,
+        "replay paused on pg1 and pg2",
+        Duration::from_secs(30),
+        |s| {
+            backend(s, "pg1")["replay_paused"] == true && backend(s, "pg2")["replay_paused"] == true
+        },
+    )
+    .await;
+}
+
 /// Polls `/status` until `pred` holds; returns the time it took. Panics after `timeout`.
 async fn wait_status(
     proxy: &Proxy,
@@ -298,15 +311,7 @@ async fn read_your_writes_with_replay_paused_everywhere() {
         }
     })
     .await;
-    wait_status(
-        &proxy,
-        "replay paused on pg1 and pg2",
-        Duration::from_secs(30),
-        |s| {
-            backend(s, "pg1")["replay_paused"] == true && backend(s, "pg2")["replay_paused"] == true
-        },
-    )
-    .await;
+    wait_replay_paused(&proxy).await;
 
     let writer = proxy.connect_app().await;
     let other = proxy.connect_app().await;
@@ -498,15 +503,7 @@ async fn read_your_writes_scope_user_global_and_session() {
         }
     })
     .await;
-    wait_status(
-        &proxy,
-        "replay paused on pg1 and pg2",
-        Duration::from_secs(30),
-        |s| {
-            backend(s, "pg1")["replay_paused"] == true && backend(s, "pg2")["replay_paused"] == true
-        },
-    )
-    .await;
+    wait_replay_paused(&proxy).await;
     let writer = proxy.connect_app().await;
     let same_user = proxy.connect_app().await;
     let other_user = within("connect", proxy.connect(OTHER_USER, OTHER_PASSWORD, APP_DB)).await;

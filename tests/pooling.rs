@@ -4813,7 +4813,6 @@ fn thread_names(pid: u32) -> Vec<String> {
 /// counters and logging them, and the counts on the primary must add up exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_serve_concurrent_transactions_prepared_statements_and_pgbench() {
-    use support::tools::{pg_command, run};
     create_table("pool_w2_rows", "client int, round int");
     create_table("pool_w2_counters", "id int PRIMARY KEY, n int NOT NULL");
     create_table("pool_w2_log", "id int");
@@ -4918,41 +4917,7 @@ async fn two_workers_serve_concurrent_transactions_prepared_statements_and_pgben
     // pgbench thread; a client of the same thread holding a connection in its transaction
     // then cannot go on, and the prepare waits for a connection it holds: a deadlock of the
     // client's own making, as through PgBouncer.)
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("w2.sql");
-    std::fs::write(
-        &script,
-        "\\set id random(1, 20)\n\
-         BEGIN;\n\
-         UPDATE pool_w2_counters SET n = n + 1 WHERE id = :id;\n\
-         INSERT INTO pool_w2_log VALUES (:id);\n\
-         SELECT n FROM pool_w2_counters WHERE id = :id;\n\
-         END;\n",
-    )
-    .unwrap();
-    let mut c = pg_command("pgbench", p.port());
-    c.args([
-        "-n", "-c", "8", "-j", "2", "-t", "150", "-M", "extended", "-f",
-    ])
-    .arg(&script)
-    .arg(APP_DB);
-    let r = tokio::task::block_in_place(|| run(c, Duration::from_secs(300)));
-    assert!(
-        r.code == Some(0)
-            && r.stdout
-                .contains("number of transactions actually processed: 1200/1200"),
-        "{}\n{}",
-        r.describe("pgbench through workers = 2"),
-        p.log_tail(30)
-    );
-    assert_eq!(su("SELECT sum(n) FROM pool_w2_counters"), "1200");
-    assert_eq!(su("SELECT count(*) FROM pool_w2_log"), "1200");
-    assert_eq!(
-        su("SELECT count(*) FROM pool_w2_counters c \
-            WHERE n <> (SELECT count(*) FROM pool_w2_log l WHERE l.id = c.id)"),
-        "0",
-        "a counter disagrees with its log"
-    );
+    counters_pgbench(&p, "pool_w2", "extended", 2);
     // Still serving, and nothing left in use.
     let c = connect(&p).await;
     assert_eq!(one(&c, "SELECT 'still here'").await, "still here");
@@ -4974,38 +4939,54 @@ async fn two_workers_serve_concurrent_transactions_prepared_statements_and_pgben
 /// transaction pooler).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_prepared_transactions_on_a_pool_smaller_than_its_clients() {
-    use support::tools::{pg_command, run};
     create_table("pool_pgp_counters", "id int PRIMARY KEY, n int NOT NULL");
     create_table("pool_pgp_log", "id int");
     su("INSERT INTO pool_pgp_counters SELECT g, 0 FROM generate_series(1, 20) g");
     let p = proxy("transaction", "size = 2\ncheckout_timeout = \"20s\"");
+    counters_pgbench(&p, "pool_pgp", "prepared", 8);
+}
+
+/// pgbench through `p`: 8 clients, `threads` threads, 150 transactions each in protocol
+/// `mode`, each a block that counts in `{tables}_counters` (20 rows of `id`, `n`) and logs in
+/// `{tables}_log`. Every transaction must go through, and each counter agree with its log.
+fn counters_pgbench(p: &Proxy, tables: &str, mode: &str, threads: usize) {
+    use support::tools::{pg_command, run};
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("pgp.sql");
+    let script = dir.path().join("counters.sql");
     std::fs::write(
         &script,
-        "\\set id random(1, 20)\n\
-         BEGIN;\n\
-         UPDATE pool_pgp_counters SET n = n + 1 WHERE id = :id;\n\
-         INSERT INTO pool_pgp_log VALUES (:id);\n\
-         SELECT n FROM pool_pgp_counters WHERE id = :id;\n\
-         END;\n",
+        format!(
+            "\\set id random(1, 20)\n\
+             BEGIN;\n\
+             UPDATE {tables}_counters SET n = n + 1 WHERE id = :id;\n\
+             INSERT INTO {tables}_log VALUES (:id);\n\
+             SELECT n FROM {tables}_counters WHERE id = :id;\n\
+             END;\n"
+        ),
     )
     .unwrap();
     let mut c = pg_command("pgbench", p.port());
-    c.args([
-        "-n", "-c", "8", "-j", "8", "-t", "150", "-M", "prepared", "-f",
-    ])
-    .arg(&script)
-    .arg(APP_DB);
+    c.args(["-n", "-c", "8", "-t", "150", "-M", mode, "-f"])
+        .arg(&script)
+        .args(["-j", &threads.to_string()])
+        .arg(APP_DB);
     let r = tokio::task::block_in_place(|| run(c, Duration::from_secs(300)));
     assert!(
         r.code == Some(0)
             && r.stdout
                 .contains("number of transactions actually processed: 1200/1200"),
         "{}\n{}",
-        r.describe("pgbench -M prepared, 8 clients, pool of 2"),
+        r.describe(&format!("pgbench -M {mode}, {threads} threads")),
         p.log_tail(30)
     );
-    assert_eq!(su("SELECT sum(n) FROM pool_pgp_counters"), "1200");
-    assert_eq!(su("SELECT count(*) FROM pool_pgp_log"), "1200");
+    assert_eq!(su(&format!("SELECT sum(n) FROM {tables}_counters")), "1200");
+    assert_eq!(su(&format!("SELECT count(*) FROM {tables}_log")), "1200");
+    assert_eq!(
+        su(&format!(
+            "SELECT count(*) FROM {tables}_counters c \
+             WHERE n <> (SELECT count(*) FROM {tables}_log l WHERE l.id = c.id)"
+        )),
+        "0",
+        "a counter disagrees with its log"
+    );
 }

@@ -414,12 +414,18 @@ impl Session {
         // below reads it, and the user's and the proxy's watermarks wait for it (the same
         // user's next connection must see that write). Given up if the connection is closed
         // unread instead.
-        let commit = if self.capturing.1 {
-            self.ryw.hand_off()
-        } else {
-            None
-        };
         let mut lsn = self.captured_lsn.take();
+        let commit = match (self.capturing.1, lsn) {
+            (false, _) => None,
+            // (Its answer is already here: the watermarks are raised now.)
+            (true, Some(_)) => {
+                if let Some(c) = self.ryw.hand_off() {
+                    c.resolve(lsn);
+                }
+                None
+            }
+            (true, None) => self.ryw.hand_off(),
+        };
         self.detach_bookkeeping();
         // Only the proxy's own queries after the client's last answer are in flight (reading a
         // commit's position or settings back: a client that writes and leaves at once): the
