@@ -441,19 +441,10 @@ where
         let r = client.simple_query(sql).await;
         (client, r)
     });
-    let seen =
-        format!("select count(*) from pg_stat_activity where state = 'active' and pid <> pg_backend_pid() and strpos(query, '{sql}') > 0");
-    let running = tokio::task::spawn_blocking(move || {
-        wait_until(Duration::from_secs(20), || {
-            // On whichever server runs it (a read may go to a replica).
-            shared_cluster()
-                .nodes()
-                .iter()
-                .any(|n| n.psql(&seen).is_ok_and(|n| n == "1"))
-        })
-    })
-    .await
-    .unwrap();
+    let running =
+        tokio::task::spawn_blocking(move || active_anywhere(sql, Duration::from_secs(20)))
+            .await
+            .unwrap();
     assert!(running, "{sql} never showed as running");
     let cancelled = async {
         loop {

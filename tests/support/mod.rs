@@ -91,3 +91,19 @@ pub fn text_rows(msgs: Vec<tokio_postgres::SimpleQueryMessage>) -> Rows {
         })
         .collect()
 }
+
+/// Waits (blocking, up to `within`) until a statement whose text contains `text` is active
+/// on some node of the shared cluster (a read may run on a replica); whether it was seen.
+pub fn active_anywhere(text: &str, within: std::time::Duration) -> bool {
+    let seen = format!(
+        "select count(*) from pg_stat_activity where state = 'active' \
+         and pid <> pg_backend_pid() and strpos(query, '{}') > 0",
+        text.replace('\'', "''")
+    );
+    wait_until(within, || {
+        shared_cluster()
+            .nodes()
+            .iter()
+            .any(|n| n.psql(&seen).is_ok_and(|n| n == "1"))
+    })
+}
