@@ -231,3 +231,114 @@ async fn a_block_lost_with_its_server_ends_cleanly() {
         .get(0);
     assert_eq!(n, 0, "nothing of a lost block may have committed");
 }
+
+/// Runs a read that sleeps on the replica through `proxy`, and while it runs there, takes an
+/// ACCESS EXCLUSIVE lock on its table on the primary: replaying the lock, the replica (with
+/// `max_standby_streaming_delay = 0`) cancels the read for a conflict with recovery (40001).
+/// Returns the port of the server that answered the read and the retry counter's rise.
+async fn read_through_a_recovery_conflict(
+    cluster: &LocalCluster,
+    proxy: &support::proxy::Proxy,
+    table: &str,
+    simple: bool,
+) -> (i32, f64) {
+    const RETRIES: &str = "switchyard_retries_total{reason=\"recovery_conflict\"}";
+    let primary = cluster.primary();
+    let replica = &cluster.replicas()[0];
+    primary
+        .psql_db(
+            APP_DB,
+            &format!(
+                "CREATE TABLE {table} (v int); INSERT INTO {table} VALUES (1); \
+                 GRANT SELECT ON {table} TO {APP_USER}"
+            ),
+        )
+        .unwrap();
+    let lsn = primary.flush_wal().unwrap();
+    replica.wait_replay(lsn, STEP).unwrap();
+
+    let before = proxy.metric(RETRIES).await;
+    let client = proxy.connect_app().await;
+    let sql = format!(
+        "SELECT inet_server_port() AS port, pg_sleep(2) FROM (SELECT count(*) FROM {table}) s"
+    );
+    let read = {
+        let sql = sql.clone();
+        tokio::spawn(async move {
+            let port: i32 = if simple {
+                let rows = text_rows(client.simple_query(&sql).await?);
+                rows[0][0].as_deref().unwrap().parse().unwrap()
+            } else {
+                client.query_one(sql.as_str(), &[]).await?.get(0)
+            };
+            Ok::<i32, tokio_postgres::Error>(port)
+        })
+    };
+    let seen = format!(
+        "select count(*) from pg_stat_activity where state = 'active' \
+         and pid <> pg_backend_pid() and strpos(query, 'FROM {table}') > 0"
+    );
+    let replica_seen = tokio::task::block_in_place(|| {
+        wait_until(STEP, || replica.psql(&seen).is_ok_and(|n| n == "1"))
+    });
+    assert!(replica_seen, "the read never ran on the replica");
+    primary
+        .psql_db(
+            APP_DB,
+            &format!("BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; COMMIT"),
+        )
+        .unwrap();
+    let port = tokio::time::timeout(STEP, read)
+        .await
+        .expect("the read did not finish")
+        .unwrap()
+        .expect("a read a replica cancelled for a conflict with recovery must be repeated");
+    (port, proxy.metric(RETRIES).await - before)
+}
+
+/// A read a replica cancels for a conflict with recovery (40001, "canceling statement due
+/// to conflict with recovery") runs again elsewhere and the client never sees the error: on
+/// another server when the routing has one (here the primary, `primary_reads = "fallback"`),
+/// else on the same replica again (`primary_reads = "never"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_cancelled_for_a_recovery_conflict_run_again() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        own_cluster_with(switchyard::localpg::ClusterOptions {
+            replicas: 1,
+            extra_conf: vec!["max_standby_streaming_delay = 0".into()],
+            ..Default::default()
+        })
+    })
+    .await
+    .unwrap();
+    let primary_port = cluster.primary().port() as i32;
+    let replica_port = cluster.replicas()[0].port() as i32;
+    for (primary_reads, simple) in [("fallback", false), ("never", true)] {
+        let opts = ProxyOptions {
+            extra_tables: format!(
+                "[routing]\nconsistency = \"eventual\"\nprimary_reads = \"{primary_reads}\"\n"
+            ),
+            ..Default::default()
+        };
+        let proxy = {
+            let c = &cluster;
+            tokio::task::block_in_place(|| start_ready_proxy_on(c, opts))
+        };
+        let table = format!("conflict_{primary_reads}");
+        let (port, retries) =
+            read_through_a_recovery_conflict(&cluster, &proxy, &table, simple).await;
+        assert_eq!(
+            retries, 1.0,
+            "primary_reads = {primary_reads}: one repeat for the conflict"
+        );
+        let expected = if primary_reads == "never" {
+            replica_port
+        } else {
+            primary_port
+        };
+        assert_eq!(
+            port, expected,
+            "primary_reads = {primary_reads}: the read ran again on the wrong server"
+        );
+    }
+}

@@ -278,8 +278,7 @@ impl Session {
     pub(super) fn fail_request(&mut self, code: &str, message: &str) {
         self.front_query = None;
         // The request is over: the next one may try every backend again.
-        self.retry_attempts = 0;
-        self.avoid = 0;
+        self.request_over();
         self.aborted_txn |= self.deferred_begin.take().is_some();
         let status = if self.aborted_txn {
             TxnStatus::Failed

@@ -61,13 +61,26 @@ impl Session {
         d: Decision,
     ) -> Result<Replica, NoBackend> {
         let mut candidates: Vec<Candidate> = Vec::with_capacity(view.backends.len());
-        for (i, b) in view.backends.iter().enumerate() {
-            let primary_ok =
-                routing.primary_reads == PrimaryReads::Include && view.primary == Some(i);
-            let tried = self.avoid & (1u64 << (i % 64)) != 0;
-            if (b.is_eligible_replica(routing.max_replica_lag) || primary_ok) && !tried {
-                candidates.push(candidate(i, b));
+        let mut skip = self.avoid | self.conflicted;
+        loop {
+            for (i, b) in view.backends.iter().enumerate() {
+                let primary_ok =
+                    routing.primary_reads == PrimaryReads::Include && view.primary == Some(i);
+                let tried = skip & (1u64 << (i % 64)) != 0;
+                if (b.is_eligible_replica(routing.max_replica_lag) || primary_ok) && !tried {
+                    candidates.push(candidate(i, b));
+                }
             }
+            // A replica that cancelled the read for a conflict with recovery runs it again
+            // when nothing else may.
+            if candidates.is_empty()
+                && routing.primary_reads == PrimaryReads::Never
+                && skip != self.avoid
+            {
+                skip = self.avoid;
+                continue;
+            }
+            break;
         }
         // An explicit choice of a replica (hint or SET switchyard.route) is honoured as is.
         let explicit = d.reason == "hint_replica";

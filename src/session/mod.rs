@@ -364,6 +364,7 @@ async fn start(
         restore_pending: false,
         held_ready: None,
         avoid: 0,
+        conflicted: 0,
         fresh_attach: false,
         copy_ended_since_execute: false,
         batch_open: false,
@@ -576,6 +577,9 @@ struct Session {
     span: tracing::Span,
     /// Backends (bit per index) that failed the current request: a repeat avoids them.
     avoid: u64,
+    /// Replicas (bit per index) that cancelled the current request for a conflict with
+    /// recovery: a repeat avoids them while the routing has another server for it.
+    conflicted: u64,
     /// The server was just attached for the request at the front of the client buffer.
     fresh_attach: bool,
     /// A CopyDone/CopyFail was sent after the last Execute (tells which Syncs the server

@@ -1,9 +1,9 @@
 //! Repeating an autocommit read elsewhere: while such a request runs on a replica, the client's
 //! request bytes are kept and the response is held back (up to a budget) until it completes.
-//! If the replica fails first, or refuses it as a hot standby must (it was a write after all,
-//! needs the primary, or the session is SERIALIZABLE), the response is
-//! dropped and the request goes back to the front of the client's buffer, to be routed again;
-//! the client never sees the failure. A lost server connection whose request cannot be
+//! If the replica fails first, refuses it as a hot standby must (it was a write after all,
+//! needs the primary, or the session is SERIALIZABLE), or cancels it for a conflict with
+//! recovery, the response is dropped and the request goes back to the front of the client's
+//! buffer, to be routed again; the client never sees the failure. A lost server connection whose request cannot be
 //! repeated answers what the client still waits for with an error instead.
 
 use bytes::{Bytes, BytesMut};
@@ -19,14 +19,18 @@ pub(super) const HOLD_BUDGET: usize = 256 * 1024;
 /// Most repetitions of one request (each goes to a backend not yet tried for it).
 pub(super) const MAX_ATTEMPTS: u32 = 5;
 
-/// Why a replica refused a read only the primary can run.
+/// Why a replica did not run a read it was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refusal {
     /// The statement itself (a write after all, or a function that needs the primary): its
-    /// text is remembered as needing the primary.
+    /// text is remembered as needing the primary, where it runs again.
     Statement,
     /// The session's transactions are SERIALIZABLE: its reads stay on the primary.
     Session,
+    /// The replica cancelled it for a conflict with recovery (replaying a lock, a vacuum's
+    /// cleanup or a dropped tablespace it was in the way of): it runs again on another
+    /// server, or on the same replica when the routing has no other.
+    Conflict,
 }
 
 /// A repeatable request in flight.
@@ -42,8 +46,9 @@ pub(super) struct Retry {
     pub held: BytesMut,
     /// Set once anything reached the client: no repeating after that.
     pub released: bool,
-    /// Repeat on the primary when the request completes on the server: the replica refused
-    /// it as a hot standby must (25006, 55000, 0A000), for this reason.
+    /// Repeat when the request completes on the server: the replica refused it as a hot
+    /// standby must (25006, 55000, 0A000: on the primary) or cancelled it for a conflict with
+    /// recovery (40001: elsewhere), for this reason.
     pub rescue: Option<Refusal>,
 }
 
@@ -79,6 +84,14 @@ impl Retry {
 }
 
 impl super::Session {
+    /// The request is over (answered, or failed for good): the next one may try every backend
+    /// again, as many times.
+    pub(super) fn request_over(&mut self) {
+        self.retry_attempts = 0;
+        self.avoid = 0;
+        self.conflicted = 0;
+    }
+
     /// The server connection failed: repeat a repeatable request elsewhere, else answer what
     /// the client still waits for with an error; drop the connection.
     pub(super) fn server_lost(&mut self, error: std::io::Error) {

@@ -17,10 +17,25 @@ use crate::sql::{Effects, PinReason};
 /// Server messages are trusted up to PostgreSQL's own limit.
 const MAX_SERVER_MESSAGE: usize = (1 << 30) + 64;
 
-/// Why a hot standby refused a read that only the primary can run, by SQLSTATE (and, for
-/// 0A000, which is also "cached plan must not change result type" and others, the routine).
+/// Why a hot standby did not run a read: refused it as one that only the primary can run, by
+/// SQLSTATE (and, for 0A000, which is also "cached plan must not change result type" and
+/// others, the routine), or cancelled it for a conflict with recovery.
 fn refused_by_standby(f: &ErrorFields) -> Option<Refusal> {
     match f.code {
+        // "canceling statement due to conflict with recovery": 40001 (the only serialization
+        // failure a standby's reads can get: it runs nothing SERIALIZABLE), or 40P01 for a
+        // buffer pin deadlock with the startup process, which an advisory-lock deadlock
+        // between two readers (DeadLockReport) is not. Raised while processing interrupts
+        // (ProcessInterrupts; ProcessRecoveryConflictInterrupt from PostgreSQL 17). Only an
+        // ERROR: a FATAL one ends the connection, and a lost connection is repeated anyway.
+        "40001" | "40P01"
+            if f.severity == "ERROR"
+                && (f.routine.starts_with("ProcessRecoveryConflict")
+                    || f.routine == "ProcessInterrupts"
+                    || (f.routine.is_empty() && f.code == "40001")) =>
+        {
+            Some(Refusal::Conflict)
+        }
         // "cannot execute ... in a read-only transaction": a write after all.
         "25006" => Some(Refusal::Statement),
         // "recovery is in progress" (pg_current_wal_lsn() and other WAL control functions).
@@ -290,8 +305,13 @@ impl Session {
                         }
                         self.server_fatal = Some((f.message.to_string(), forward));
                     }
-                    let refused = refused_by_standby(&f)
-                        .filter(|_| m.forward && self.target == Target::Replica);
+                    let refused = refused_by_standby(&f).filter(|r| {
+                        m.forward
+                            && self.target == Target::Replica
+                            // A read cancelled again and again gets its error in the end.
+                            && (*r != Refusal::Conflict
+                                || self.retry_attempts + 1 < super::retry::MAX_ATTEMPTS)
+                    });
                     if refused == Some(Refusal::Session) {
                         self.replica_refused = true;
                     }
@@ -439,17 +459,40 @@ impl Session {
             self.sync_settings();
         }
         if request_done {
-            self.retry_attempts = 0;
-            self.avoid = 0;
-            if let Some(mut r) = self.retry.take() {
-                if r.rescue.is_some() && r.holding() {
+            match self.retry.take() {
+                Some(r) if r.rescue == Some(Refusal::Conflict) && r.holding() => {
+                    self.rescue_conflict(r)
+                }
+                Some(r) if r.rescue.is_some() && r.holding() => {
+                    self.request_over();
                     self.rescue_on_primary(r);
-                } else {
-                    r.release_into(&mut self.client.wbuf);
+                }
+                r => {
+                    self.request_over();
+                    if let Some(mut r) = r {
+                        r.release_into(&mut self.client.wbuf);
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// A replica cancelled a read for a conflict with recovery: run it again, on another
+    /// server if the routing has one (the replica may be replaying more of what it was in
+    /// the way of), else on the same replica.
+    fn rescue_conflict(&mut self, r: super::retry::Retry) {
+        self.app
+            .metrics
+            .retries
+            .with_label_values(&["recovery_conflict"])
+            .inc();
+        tracing::info!(parent: &self.span, "a replica cancelled a read for a conflict with recovery: repeating it");
+        self.retry_attempts += 1;
+        if let Some(i) = self.backend_index {
+            self.conflicted |= 1u64 << (i % 64);
+        }
+        self.requeue(r);
     }
 
     /// A replica refused a read: remember the statement if it was the reason, and run it on
@@ -474,16 +517,68 @@ impl Session {
             }])
             .inc();
         tracing::debug!(parent: &self.span, "a replica refused a read: repeating it on the primary");
+        self.requeue(r);
+        self.force_primary = true;
+    }
+
+    /// Gives the server connection up and puts the refused request back in front of the
+    /// client's buffer, to be routed again.
+    fn requeue(&mut self, r: super::retry::Retry) {
         self.retry = Some(r);
         if self.txn == TxnStatus::Idle {
             self.release();
         } else {
             // The refused Query had opened a block there ("BEGIN; SELECT ..."): the connection
-            // is not for anyone else, and the client's transaction starts over on the primary.
+            // is not for anyone else, and the client's transaction starts over.
             self.discard_server("refused_in_block");
             self.txn = TxnStatus::Idle;
         }
         self.requeue_request();
-        self.force_primary = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(severity: &str, code: &str, routine: &str, message: &str) -> Option<Refusal> {
+        refused_by_standby(&ErrorFields {
+            severity,
+            code,
+            message,
+            routine,
+        })
+    }
+
+    #[test]
+    fn recovery_conflicts_are_told_from_other_failures() {
+        let conflict = Some(Refusal::Conflict);
+        // PostgreSQL 15 and 16 (ProcessInterrupts), 17 on (its own routine).
+        assert_eq!(refusal("ERROR", "40001", "ProcessInterrupts", ""), conflict);
+        assert_eq!(
+            refusal("ERROR", "40001", "ProcessRecoveryConflictInterrupt", ""),
+            conflict
+        );
+        // A buffer pin deadlock with the startup process.
+        assert_eq!(refusal("ERROR", "40P01", "ProcessInterrupts", ""), conflict);
+        // A server that does not say where: a standby's reads get no other 40001.
+        assert_eq!(refusal("ERROR", "40001", "", ""), conflict);
+        // Two readers deadlocked on advisory locks: the client's own doing.
+        assert_eq!(refusal("ERROR", "40P01", "DeadLockReport", ""), None);
+        assert_eq!(refusal("ERROR", "40P01", "", ""), None);
+        // A conflict that ended the session: the lost connection is repeated as such.
+        assert_eq!(refusal("FATAL", "40001", "ProcessInterrupts", ""), None);
+        // A user's cancel and a statement timeout come from the same routine.
+        assert_eq!(refusal("ERROR", "57014", "ProcessInterrupts", ""), None);
+        // The refusals a hot standby must make.
+        assert_eq!(
+            refusal("ERROR", "25006", "PreventCommandIfReadOnly", ""),
+            Some(Refusal::Statement)
+        );
+        assert_eq!(
+            refusal("ERROR", "0A000", "GetSerializableTransactionSnapshot", ""),
+            Some(Refusal::Session)
+        );
+        assert_eq!(refusal("ERROR", "0A000", "RevalidateCachedQuery", ""), None);
     }
 }
