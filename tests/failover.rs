@@ -1237,6 +1237,21 @@ async fn a_promoted_replica_wins_over_the_old_primary_still_running() {
         .await
         .scalar();
     assert_eq!(w, p.port("pg0").to_string());
+    // A pooled connection to pg1 while it is a standby: it told its clients
+    // `in_hot_standby = on`, so it must not outlive the promotion.
+    let mut standby_pid = None;
+    for _ in 0..50 {
+        let (port, pid) = port_and(
+            &client,
+            "/* switchyard:replica */ SELECT inet_server_port(), pg_backend_pid()",
+        )
+        .await;
+        if port == p.port("pg1") {
+            standby_pid = pid;
+            break;
+        }
+    }
+    let standby_pid = standby_pid.expect("no replica-hinted read reached pg1");
 
     let promoted_at = promote_pg1(&c, false).await;
     let split = |s: &serde_json::Value| {
@@ -1254,6 +1269,20 @@ async fn a_promoted_replica_wins_over_the_old_primary_still_running() {
     eprintln!(
         "pg1 elected {:?} after its promotion",
         promoted_at.elapsed()
+    );
+    let gone = {
+        let c = c.clone();
+        blocking(move || {
+            let alive = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {standby_pid}");
+            wait_until(Duration::from_secs(20), || {
+                c.replicas()[0].psql(&alive).is_ok_and(|n| n == "0")
+            })
+        })
+        .await
+    };
+    assert!(
+        gone,
+        "the idle connection opened to pg1 while it was a standby outlived its promotion"
     );
     let role = |b: &'static str| {
         let proxy = &proxy;
