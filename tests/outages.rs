@@ -1,7 +1,8 @@
 //! Servers failing in ways the failover and partition tests do not make: a replica that
 //! refuses new sessions while it shuts down, a primary connection lost in the middle of a row,
-//! and a transaction block lost with its server while the client sat idle in it. Each test
-//! has its own cluster.
+//! a transaction block lost with its server while the client sat idle in it, a replica
+//! cancelling a read for a conflict with recovery, and two primaries on one timeline. Each
+//! test has its own cluster.
 
 mod support;
 
@@ -341,4 +342,100 @@ async fn reads_cancelled_for_a_recovery_conflict_run_again() {
             "primary_reads = {primary_reads}: the read ran again on the wrong server"
         );
     }
+}
+
+/// Two servers claiming to be primary on the same timeline (here a second cluster added by a
+/// reload, as after a split brain) cannot be told apart: neither is trusted. Writes of a
+/// connected client fail cleanly with 57P03, new logins are refused with 57P03, `/readyz` says
+/// not ready (a load balancer takes this proxy out) while `/livez` stays up; once one of them
+/// stops, the other is elected and writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_primaries_on_one_timeline_are_fenced_until_one_stops() {
+    let (a, b) = tokio::task::spawn_blocking(|| (own_cluster(0), own_cluster(0)))
+        .await
+        .unwrap();
+    let opts = ProxyOptions {
+        extra_tables: "[health]\ninterval = \"200ms\"\nfall = 2\nrise = 1\n\
+                       [routing]\nprimary_wait = \"300ms\"\n"
+            .into(),
+        ..Default::default()
+    };
+    let only_a = vec![("a".to_string(), a.primary().addr())];
+    let proxy =
+        tokio::task::spawn_blocking(move || support::proxy::Proxy::start_backends(only_a, opts))
+            .await
+            .unwrap();
+    let role = |s: &serde_json::Value, name: &str| {
+        s["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .map(|x| x["role"].clone())
+            .unwrap_or_default()
+    };
+    proxy
+        .wait_status("a primary", STEP, |s| role(s, "a") == "primary")
+        .await;
+    let client = proxy.connect_app().await;
+    client
+        .batch_execute("CREATE TABLE before_b (v int)")
+        .await
+        .unwrap();
+
+    proxy.rewrite_backends(&[
+        ("a".to_string(), a.primary().addr()),
+        ("b".to_string(), b.primary().addr()),
+    ]);
+    proxy.reload_ok().await;
+    let status = proxy
+        .wait_status("both fenced", STEP, |s| {
+            role(s, "a") == "fenced" && role(s, "b") == "fenced"
+        })
+        .await;
+    assert!(
+        status["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["primary"] == false && x["up"] == true),
+        "both up, neither elected: {status}"
+    );
+    let (code, body) = proxy.http_get("/readyz").await;
+    assert_eq!(code, 503, "/readyz with only fenced servers: {body}");
+    let (code, _) = proxy.http_get("/livez").await;
+    assert_eq!(code, 200, "/livez");
+
+    let e = client
+        .batch_execute("CREATE TABLE fenced_write (v int)")
+        .await
+        .expect_err("a write with only fenced servers");
+    assert_eq!(e.code().map(|c| c.code()), Some("57P03"), "{e}");
+    // A new session has no server to start on.
+    let e = proxy
+        .try_connect(APP_USER, APP_PASSWORD, APP_DB)
+        .await
+        .err()
+        .expect("a login with only fenced servers");
+    assert_eq!(e.code().map(|c| c.code()), Some("57P03"), "{e}");
+    let exists = "SELECT count(*) FROM pg_class WHERE relname = 'fenced_write'";
+    for c in [&a, &b] {
+        let n = tokio::task::block_in_place(|| c.primary().psql_db(APP_DB, exists).unwrap());
+        assert_eq!(n, "0", "the write reached a fenced server");
+    }
+
+    tokio::task::block_in_place(|| b.primary().kill());
+    proxy
+        .wait_status("a elected once b stopped", STEP, |s| {
+            role(s, "a") == "primary"
+        })
+        .await;
+    let (code, body) = proxy.http_get("/readyz").await;
+    assert_eq!(code, 200, "/readyz with a primary: {body}");
+    client
+        .batch_execute("CREATE TABLE fenced_write (v int)")
+        .await
+        .expect("a write once one primary is left");
+    let n = tokio::task::block_in_place(|| a.primary().psql_db(APP_DB, exists).unwrap());
+    assert_eq!(n, "1", "the write ran on the server left");
 }
