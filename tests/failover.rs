@@ -318,6 +318,55 @@ async fn read_your_writes_with_replay_paused_everywhere() {
     let eventual = proxy.connect_app().await;
     execute(&eventual, "SET switchyard.consistency = eventual").await;
 
+    // A writer that leaves at once (its Terminate in the same packet as its write): the
+    // commit position is still being read back when its session ends, and is handed on, so
+    // the same user's next read still sees the write.
+    for i in 301..=303 {
+        let mut raw = support::raw::ok(
+            support::raw::login(
+                &proxy.addr(),
+                support::raw::PROTO_3_0,
+                &[("user", APP_USER), ("database", APP_DB)],
+                Some(APP_PASSWORD),
+            )
+            .await,
+            "login",
+        )
+        .raw;
+        let mut out = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::query(
+            &format!("INSERT INTO f VALUES ({i}, 'left')"),
+            &mut out,
+        )
+        .unwrap();
+        postgres_protocol::message::frontend::terminate(&mut out);
+        raw.send(&out).await.unwrap();
+        let frames = raw.expect_closed(OP_TIMEOUT, "a writer that left").await;
+        assert!(
+            frames.iter().any(|f| f.tag == b'C'),
+            "the write did not complete: {frames:?}"
+        );
+        let (at, n) = port_and(
+            &other,
+            &format!("SELECT inet_server_port(), count(*) FROM f WHERE id = {i}"),
+        )
+        .await;
+        assert_eq!(
+            n.as_deref(),
+            Some("1"),
+            "read-your-writes: the write of a session that left at once was not seen by \
+             another session of the same user (read ran on {})",
+            p.name(at)
+        );
+        // (The replicas take reads meanwhile: the read above had one to avoid.)
+        let (at, _) = port_and(&eventual, "SELECT inet_server_port(), 1").await;
+        assert_ne!(
+            at,
+            p.port("pg0"),
+            "consistency = eventual read on the primary"
+        );
+    }
+
     for i in 1..=5 {
         let w = port(
             &writer,

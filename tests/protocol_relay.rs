@@ -1768,29 +1768,36 @@ fn a_query_too_large_to_inspect_is_not_streamed_onto_a_replica() {
             .wait_replicas_caught_up(Duration::from_secs(20))
             .expect("replicas caught up");
         let mut raw = Raw::app(&proxy).await;
-        let big = "z".repeat(64 * 1024);
-        let mut out = fe::query("select inet_server_port(), pg_sleep(0.2)");
-        out.extend(fe::query(&format!("insert into pr_big values ('{big}')")));
-        raw.send(&out).await;
-        let r = raw.until_ready_n(2).await;
-        assert_eq!(tags(&r[0]), "TDCZ", "the read: {:?}", r[0]);
         let replicas: Vec<String> = shared_cluster()
             .replicas()
             .iter()
             .map(|n| n.port().to_string())
             .collect();
-        assert!(
-            replicas.contains(&rows(&r[0])[0]),
-            "the read ran on {:?}, not a replica {replicas:?}: nothing was checked",
-            rows(&r[0])
-        );
-        assert_eq!(tags(&r[1]), "CZ", "the large write: {:?}", r[1]);
-        let n: i64 = direct
-            .query_one("select count(*) from pr_big where length(v) = 65536", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 1);
+        // 64 kB arrives whole while the read runs; 1 MB does not (the proxy stops reading a
+        // client with that much buffered): it must be taken up once the read is done.
+        for len in [64 * 1024, 1 << 20] {
+            let big = "z".repeat(len);
+            let mut out = fe::query("select inet_server_port(), pg_sleep(0.2)");
+            out.extend(fe::query(&format!("insert into pr_big values ('{big}')")));
+            raw.send(&out).await;
+            let r = raw.until_ready_n(2).await;
+            assert_eq!(tags(&r[0]), "TDCZ", "the read: {:?}", r[0]);
+            assert!(
+                replicas.contains(&rows(&r[0])[0]),
+                "the read ran on {:?}, not a replica {replicas:?}: nothing was checked",
+                rows(&r[0])
+            );
+            assert_eq!(tags(&r[1]), "CZ", "the large write: {:?}", r[1]);
+            let n: i64 = direct
+                .query_one(
+                    "select count(*) from pr_big where length(v) = $1",
+                    &[&(len as i32)],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 1);
+        }
     });
 }
 
@@ -2973,9 +2980,38 @@ fn terminate_closes_and_releases_the_server_connection() {
         );
         assert!(started.elapsed() < Duration::from_secs(10));
 
-        // Terminate while a query runs: the proxy closes at once; the pool recovers.
+        // Terminate while a query runs: as PostgreSQL does, the query finishes and is
+        // answered, then the connection closes; the pool recovers.
         let mut raw = Raw::app(&proxy).await;
-        let mut out = fe::query("select pg_sleep(2)");
+        let mut out = fe::query("select pg_sleep(1)");
+        out.extend(fe::terminate());
+        raw.send(&out).await;
+        let answered = raw.until_ready().await;
+        assert!(
+            answered.iter().any(|m| m.tag == b'C'),
+            "the query sent before Terminate was not answered: {answered:?}"
+        );
+        raw.expect_eof(Duration::from_secs(5)).await;
+        // Inside an extended-protocol batch without its Sync the server answers nothing
+        // before the Sync: the proxy does not wait for answers, it closes.
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::parse("", "select pg_sleep(1)", &[]);
+        out.extend(fe::bind("", "", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::terminate());
+        raw.send(&out).await;
+        raw.expect_eof(Duration::from_secs(5)).await;
+        // Nor in the middle of a COPY FROM STDIN, where the server waits for data.
+        let mut raw = Raw::app(&proxy).await;
+        raw.send(&fe::query("copy pr_term from stdin")).await;
+        let g = raw.recv().await;
+        assert_eq!(g.tag, b'G', "CopyInResponse: {g:?}");
+        raw.send(&fe::terminate()).await;
+        raw.expect_eof(Duration::from_secs(5)).await;
+        // The same with the COPY and the Terminate in one packet (the copy starts after the
+        // Terminate was read).
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::query("copy pr_term from stdin");
         out.extend(fe::terminate());
         raw.send(&out).await;
         raw.expect_eof(Duration::from_secs(5)).await;

@@ -223,6 +223,7 @@ impl Session {
                 }
                 if h.tag != tag::COPY_DATA {
                     self.copy_ended_since_execute = true;
+                    self.copy_in = false;
                 }
                 self.forward(h.frame_len);
                 return Ok(None);

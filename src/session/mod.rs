@@ -368,6 +368,8 @@ async fn start(
         fresh_attach: false,
         copy_ended_since_execute: false,
         batch_open: false,
+        terminating: false,
+        copy_in: false,
         span,
     };
     session.restore_sql = settings::restore_sql(&session.startup).map(Into::into);
@@ -587,4 +589,11 @@ struct Session {
     copy_ended_since_execute: bool,
     /// Extended-protocol messages were sent without their Sync yet.
     batch_open: bool,
+    /// The client sent Terminate behind requests still being answered: they are answered
+    /// (and their commits' positions read back) before the session ends, nothing more is read
+    /// from the client, and a client that no longer reads is not an error.
+    terminating: bool,
+    /// The server is copying data in from the client (CopyInResponse or CopyBothResponse
+    /// relayed, its copy not ended yet).
+    copy_in: bool,
 }

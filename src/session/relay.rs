@@ -74,10 +74,28 @@ impl Session {
     pub(super) fn client_has_request(&self) -> bool {
         matches!(Header::peek(&self.client.rbuf, usize::MAX), Ok(Some(h)) if self.client.rbuf.len() >= h.frame_len)
     }
+
+    /// Whether a Terminate arrives behind requests the server will answer without more from the
+    /// client: not inside a batch without its Sync (the server answers nothing until it), nor
+    /// while it copies data in from the client.
+    fn answers_due_before_terminate(&self) -> bool {
+        self.answers_due()
+            && !self.batch_open
+            && !self.skip_until_sync
+            && !self.copy_in
+            && self.client_pass == Pass::None
+    }
+
+    /// Whether the server still owes the client answers.
+    fn answers_due(&self) -> bool {
+        self.server.is_some() && self.pending.client_waiting()
+    }
+
     /// Writes what the client sent before its Terminate and the server has not got yet (a
     /// Query and Terminate in one packet): PostgreSQL runs such a request before it reads the
-    /// Terminate, so an `INSERT` sent and left at once is not lost. The connection is then
-    /// closed by [`finish`](Self::finish), as one with a request in flight.
+    /// Terminate, so an `INSERT` sent and left at once is not lost. For a Terminate that cannot
+    /// wait for the answers (see [`answers_due_before_terminate`](Self::answers_due_before_terminate)):
+    /// the connection is then closed by [`finish`](Self::finish), as one with a request in flight.
     async fn send_before_terminate(&mut self) {
         let Some(p) = self.server.as_mut().filter(|_| !self.swbuf.is_empty()) else {
             return;
@@ -102,6 +120,15 @@ impl Session {
                 match self.process_client()? {
                     Step::Idle => break,
                     Step::NeedServer => self.attach().await?,
+                    Step::Terminate if self.answers_due_before_terminate() => {
+                        // As PostgreSQL runs and answers what came before a Terminate, the
+                        // requests in flight finish here, not on a connection given up (a
+                        // write and its commit position, which the same user's next reads
+                        // must see). Anything after the Terminate is nothing.
+                        self.terminating = true;
+                        self.client.rbuf.clear();
+                        break;
+                    }
                     Step::Terminate => {
                         self.send_before_terminate().await;
                         let _ = crate::net::send_all(client, &self.client.wbuf).await;
@@ -109,9 +136,19 @@ impl Session {
                     }
                 }
             }
-            if self.settle() && self.client_has_request() {
+            if self.settle() && (self.client_has_request() || self.holds_large_message()) {
                 // The next request was waiting for this connection to go: route it now.
                 continue;
+            }
+            if self.terminating
+                && (self.copy_in || (!self.client_has_request() && !self.answers_due()))
+            {
+                // What came before the client's Terminate is answered (a commit position read
+                // back is left to the cleanup, as when any client leaves). Or a COPY FROM
+                // STDIN sent with the Terminate started: the server waits for data that will
+                // never come, and the connection is given up.
+                self.flush_client(client).await;
+                return Ok(());
             }
             if self.draining
                 && self.pending.is_empty()
@@ -222,8 +259,12 @@ impl Session {
         let mut ev = Events::default();
         // Writes first: they make room for reads.
         if let Err(()) = write_to(cx, client, &mut self.client.wbuf) {
-            ev.client_closed = true;
-            return Poll::Ready(ev);
+            if !self.terminating {
+                ev.client_closed = true;
+                return Poll::Ready(ev);
+            }
+            // A client that left after its Terminate: its requests still finish.
+            self.client.wbuf.clear();
         }
         if let Some(p) = self.server.as_mut() {
             let had_output = !self.swbuf.is_empty();
@@ -254,7 +295,8 @@ impl Session {
         }
         // Not while the client leaves the proxy's own answers unread (as PostgreSQL stops
         // reading a client that does not read).
-        if self.swbuf.len() < OUT_HIGH
+        if !self.terminating
+            && self.swbuf.len() < OUT_HIGH
             && self.client.wbuf.len() < OUT_HIGH
             && self.pending.synthetic_bytes() < OUT_HIGH
             && (self.client.rbuf.len() < OUT_HIGH

@@ -209,7 +209,9 @@ impl Session {
             let body = &conn.rbuf[run + 5..run + h.frame_len];
             let mut forward = m.forward && !rescuing;
             match h.tag {
+                tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE if m.forward => self.copy_in = true,
                 tag::READY_FOR_QUERY => {
+                    self.copy_in = false;
                     if let Some(s) = body.first().and_then(|&b| TxnStatus::from_byte(b)) {
                         self.txn = s;
                         if s == TxnStatus::Idle && self.schema_changed {
