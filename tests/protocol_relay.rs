@@ -1802,6 +1802,51 @@ fn a_query_too_large_to_inspect_is_not_streamed_onto_a_replica() {
 }
 
 #[test]
+fn a_flush_on_a_replica_gets_its_answers_before_the_sync() {
+    bounded(async {
+        // A cursor read in pieces (Execute with a row count, then Flush: pg-cursor, psycopg's
+        // pipeline, libpq's PQsendFlushRequest) on a replica: each piece is answered at its
+        // Flush, not held back as a repeatable read's response until a Sync that the client
+        // sends only once it has the rows.
+        let proxy = proxy("");
+        let replicas: Vec<String> = shared_cluster()
+            .replicas()
+            .iter()
+            .map(|n| n.port().to_string())
+            .collect();
+        let mut raw = Raw::app(&proxy).await;
+        raw.query_ok("set switchyard.route = replica").await;
+        let mut out = fe::parse(
+            "",
+            "select inet_server_port()::text from generate_series(1, 3)",
+            &[],
+        );
+        out.extend(fe::bind("", "", &[]));
+        out.extend(fe::execute("", 2));
+        out.extend(fe::flush());
+        raw.send(&out).await;
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            match raw.recv_within(Duration::from_secs(10)).await {
+                Some(m) => got.push(m),
+                None => panic!("no answer to the Flush within 10 s: {got:?}"),
+            }
+        }
+        assert_eq!(tags(&got), "12DDs", "{got:?}");
+        let mut out = fe::execute("", 2);
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready().await;
+        assert_eq!(tags(&r), "DCZ", "{r:?}");
+        let port = String::from_utf8_lossy(&got[2].body[6..]).to_string();
+        assert!(
+            replicas.contains(&port),
+            "the cursor ran on {port}, not a replica {replicas:?}: nothing was checked"
+        );
+    });
+}
+
+#[test]
 fn commit_and_chain_opens_the_next_block() {
     bounded(async {
         // BEGIN, then COMMIT AND CHAIN with nothing between (answered by the proxy, the BEGIN

@@ -262,7 +262,7 @@ impl Session {
             // has: those no client has any more are closed ahead of it.
             self.close_unheld_statements();
         }
-        if let Some(r) = self.retry.as_mut() {
+        if let Some(r) = self.retry.as_mut().filter(|r| r.holding()) {
             r.original
                 .extend_from_slice(&self.client.rbuf[..h.frame_len]);
         }
@@ -333,6 +333,11 @@ impl Session {
             }
             tag::FLUSH => {
                 if self.server.is_some() {
+                    if let Some(r) = self.retry.as_mut() {
+                        // The client asks for the answers so far (a cursor's rows before its
+                        // Sync): once it has them, the request cannot be repeated.
+                        r.release_into(&mut self.client.wbuf);
+                    }
                     self.forward(h.frame_len);
                 } else {
                     self.client.rbuf.advance(h.frame_len);
