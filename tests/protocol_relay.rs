@@ -1847,6 +1847,43 @@ fn a_flush_on_a_replica_gets_its_answers_before_the_sync() {
 }
 
 #[test]
+fn a_close_skipped_after_an_error_keeps_the_statement() {
+    bounded(async {
+        // PostgreSQL skips everything after an error up to the Sync, a Close included: the
+        // statement is still there, usable, and its name still taken.
+        let proxy = proxy("");
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::parse("kept", "select 41 + 1", &[]);
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        assert_eq!(tags(&raw.until_ready().await), "1Z");
+        let mut out = fe::bind("", "no_such_statement", &[]);
+        out.extend(fe::close(b'S', "kept"));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready().await;
+        assert_eq!(tags(&r), "EZ", "{r:?}");
+        assert_eq!(r[0].code(), "26000");
+        let mut out = fe::bind("", "kept", &[]);
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready().await;
+        assert_eq!(
+            tags(&r),
+            "2DCZ",
+            "the statement whose Close was skipped: {r:?}"
+        );
+        let mut out = fe::parse("kept", "select 2", &[]);
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready().await;
+        assert_eq!(tags(&r), "EZ", "its name is still taken: {r:?}");
+        assert_eq!(r[0].code(), "42P05");
+    });
+}
+
+#[test]
 fn commit_and_chain_opens_the_next_block() {
     bounded(async {
         // BEGIN, then COMMIT AND CHAIN with nothing between (answered by the proxy, the BEGIN

@@ -303,16 +303,25 @@ impl Session {
                     r.closed.push((Bytes::copy_from_slice(name), s.clone()));
                 }
             }
+            // Back as well if an error before the Close makes the server skip it.
+            let hook = |on_server| {
+                stmt.as_ref().map_or(Hook::None, |s| Hook::Closed {
+                    name: Bytes::copy_from_slice(name),
+                    statement: super::pending::ClosedStatement(s.clone()),
+                    on_server,
+                })
+            };
+            let (on_server, not) = (hook(true), hook(false));
             match stmt.filter(|s| self.close_on_server(s)) {
                 Some(s) => {
                     encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', &s.server_name);
-                    self.pending.expect(Kind::Close, Mode::Forward, Hook::None);
+                    self.pending.expect(Kind::Close, Mode::Forward, on_server);
                 }
                 None => {
                     self.sweep_statements = true;
                     let mut b = BytesMut::new();
                     encode::empty(&mut b, tag::CLOSE_COMPLETE);
-                    self.respond(b);
+                    self.respond_undoable(b, not);
                 }
             }
             return Ok(());

@@ -7,8 +7,11 @@
 //! when they reach the front, so the client sees responses in exactly the order it asked.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
+
+use super::statements::Statement;
 
 use crate::protocol::{tag, TxnStatus};
 
@@ -102,7 +105,28 @@ pub enum Hook {
     /// That Query, after that preparing failed: the client has the Parse's error, so the
     /// Query's own (26000, about the statement's shared name) is dropped.
     SkipError,
+    /// A Close of the client's statement `name` (forgotten when the Close was read), sent to
+    /// the server under its shared name too (`on_server`) or answered by the proxy: if an
+    /// error before it in the batch makes the server skip it, the statement is still the
+    /// client's, and still prepared on the connection.
+    Closed {
+        name: Bytes,
+        statement: ClosedStatement,
+        on_server: bool,
+    },
 }
+
+/// The statement a [`Hook::Closed`] gives back (compared by identity).
+#[derive(Debug, Clone)]
+pub struct ClosedStatement(pub Arc<Statement>);
+
+impl PartialEq for ClosedStatement {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ClosedStatement {}
 
 /// One expected response.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -360,6 +360,18 @@ impl Session {
                         {
                             self.statements.remove(&name);
                         }
+                        Hook::Closed {
+                            name,
+                            statement,
+                            on_server,
+                        } if self.statements.get(&name).is_none() => {
+                            // The server skipped the Close: the statement is still there
+                            // (and on this connection, if it was closed here).
+                            if on_server {
+                                conn.prepared.insert(&statement.0);
+                            }
+                            self.statements.insert(name, statement.0);
+                        }
                         Hook::UnnamedParse { client } => {
                             // The server's unnamed statement is whatever it was before.
                             conn.unnamed_owner = None;
