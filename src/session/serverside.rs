@@ -364,7 +364,7 @@ impl Session {
                             name,
                             statement,
                             on_server,
-                        } if self.statements.get(&name).is_none() => {
+                        } if !self.statements.contains_key(&name) => {
                             // The server skipped the Close: the statement is still there
                             // (and on this connection, if it was closed here).
                             if on_server {
