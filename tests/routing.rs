@@ -2050,3 +2050,59 @@ async fn a_read_only_transaction_asking_for_its_process_runs_on_the_primary() {
     );
     execute(&c, "COMMIT").await;
 }
+
+/// A read whose replica pool stays busy for all of `checkout_timeout` fails with 53300, as a
+/// write on a busy primary pool does: overload is not an outage, and waiting as long again on
+/// the primary would hold the client for a multiple of the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_replica_pool_fails_the_read_with_53300() {
+    let c = tokio::task::spawn_blocking(shared_schema).await.unwrap();
+    let replica_port = c.replicas()[0].port();
+    // The primary and one replica: the replica's only connection is easy to hold.
+    let backends = vec![
+        ("pg0".to_string(), c.primary().addr()),
+        ("pg1".to_string(), c.replicas()[0].addr()),
+    ];
+    let opts = support::proxy::ProxyOptions {
+        extra_tables: format!(
+            "{HEALTH}\n[routing]\nconsistency = \"eventual\"\n\
+             [pool]\nsize = 1\ncheckout_timeout = \"2s\"\n"
+        ),
+        backends: Some(backends),
+        ..Default::default()
+    };
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start_with(c, opts))
+        .await
+        .unwrap();
+    proxy
+        .wait_status("pg0 primary, pg1 replica", Duration::from_secs(30), |s| {
+            s["backends"].as_array().is_some_and(|b| {
+                b.iter().any(|x| x["name"] == "pg0" && x["primary"] == true)
+                    && b.iter()
+                        .any(|x| x["name"] == "pg1" && x["role"] == "replica" && x["up"] == true)
+            })
+        })
+        .await;
+    let holder = proxy.connect_app().await;
+    execute(&holder, "BEGIN READ ONLY").await;
+    let held = port(&holder, "SELECT inet_server_port()").await;
+    assert_eq!(
+        held, replica_port,
+        "the read-only block runs on the replica"
+    );
+
+    let reader = proxy.connect_app().await;
+    let e = within(
+        "a read on a busy replica pool",
+        reader.simple_query("SELECT 1"),
+    )
+    .await
+    .expect_err("a read got the replica's only connection, or ran elsewhere");
+    assert_eq!(e.code().map(|c| c.code()), Some("53300"), "{e}");
+
+    execute(&holder, "COMMIT").await;
+    assert_eq!(
+        port(&reader, "SELECT inet_server_port()").await,
+        replica_port
+    );
+}

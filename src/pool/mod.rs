@@ -408,11 +408,16 @@ impl Pool {
     }
 
     /// Puts a connection among the idle ones, or closes it if the pool was retired meanwhile
-    /// (checked under the lock [`retire`](Self::retire) drains the idle list under, so that no
-    /// connection can land in a pool nobody will look at again).
+    /// or it was open when the pool's connections were marked to close (checked under the lock
+    /// [`retire`](Self::retire) and [`close_open`](Self::close_open) drain the idle list
+    /// under, so that no connection can land in a pool nobody will look at again, nor survive
+    /// a `RECONNECT`, a promotion or a `DROP DATABASE` because it was being reset or opened
+    /// at the time).
     fn park(&self, mut c: Box<ServerConn>) {
         let mut conns = self.conns.lock().expect("conns");
-        if self.is_retired.load(Ordering::Relaxed) {
+        if self.is_retired.load(Ordering::Relaxed)
+            || c.created <= self.close_opened_until.load(Ordering::Relaxed)
+        {
             drop(conns);
             c.terminate();
             return;
@@ -471,9 +476,12 @@ impl Pool {
     /// Closes the connections open now: the idle ones at once, the ones in use when they are
     /// checked in (the pool stays in use).
     fn close_open(&self) {
-        self.close_opened_until
-            .store(clock::now_ms(), Ordering::Relaxed);
-        let idle = std::mem::take(&mut self.conns.lock().expect("conns").idle);
+        let idle = {
+            let mut conns = self.conns.lock().expect("conns");
+            self.close_opened_until
+                .store(clock::now_ms(), Ordering::Relaxed);
+            std::mem::take(&mut conns.idle)
+        };
         for mut c in idle {
             self.metrics.idle.dec();
             c.terminate();

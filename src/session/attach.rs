@@ -162,7 +162,11 @@ impl Session {
             Err(e)
                 if d.target == Target::Replica
                     && self.retry_attempts < super::retry::MAX_ATTEMPTS
-                    && !e.is_refusal() =>
+                    && !e.is_refusal()
+                    // A pool busy for all of `checkout_timeout` is overload, not an outage:
+                    // waiting as long again elsewhere would hold the client for a multiple of
+                    // it before its 53300.
+                    && !matches!(e, crate::pool::PoolError::Timeout(_)) =>
             {
                 // A replica that cannot be reached: the read goes elsewhere.
                 tracing::info!(parent: &self.span, backend = %pool.key.backend, error = %e, "replica unavailable: routing the read elsewhere");
