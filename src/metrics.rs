@@ -376,6 +376,13 @@ impl CountedClient {
         clients.inc();
         CountedClient(clients.clone())
     }
+
+    /// Counts one more client unless that makes more than `max`. (Two clients racing for the
+    /// last place may both be refused; never are more than `max` counted by this.)
+    pub fn admit(clients: &IntGauge, max: usize) -> Option<CountedClient> {
+        let c = CountedClient::new(clients);
+        (clients.get() as usize <= max).then_some(c)
+    }
 }
 
 impl Drop for CountedClient {
@@ -387,6 +394,19 @@ impl Drop for CountedClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admits_up_to_the_limit() {
+        let m = Metrics::new();
+        let a = CountedClient::admit(&m.clients, 2).expect("first");
+        let b = CountedClient::admit(&m.clients, 2).expect("second");
+        assert!(CountedClient::admit(&m.clients, 2).is_none());
+        assert_eq!(m.clients.get(), 2, "a refused client is not counted");
+        drop(a);
+        let c = CountedClient::admit(&m.clients, 2).expect("a place came free");
+        drop((b, c));
+        assert_eq!(m.clients.get(), 0);
+    }
 
     #[test]
     fn renders_with_prefix() {

@@ -1445,5 +1445,42 @@ async fn max_client_connections_bounds_clients() {
     }
     drop(clients);
     drop(newcomer);
+    // Clients that connect together all pass the first check at once (nobody is logged in
+    // yet): the limit still holds when they finish logging in.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.metric("switchyard_clients").await > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the clients that left are still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let conn = proxy.conn_string(APP_USER, APP_PASSWORD, APP_DB);
+    let burst: Vec<_> = (0..MAX * 3)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let r = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await;
+                r.map(|(client, task)| (client, tokio::spawn(task)))
+            })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    for t in burst {
+        match within("a login of the burst", Duration::from_secs(30), t)
+            .await
+            .unwrap()
+        {
+            Ok(c) => admitted.push(c),
+            Err(e) => assert_eq!(db_code(&e).as_deref(), Some("53300"), "{e:?}"),
+        }
+    }
+    assert!(
+        (1..=MAX).contains(&admitted.len()),
+        "{} of {} clients connecting together were admitted, the limit is {MAX}",
+        admitted.len(),
+        MAX * 3
+    );
+    drop(admitted);
     tokio::task::block_in_place(|| drop(proxy));
 }

@@ -487,6 +487,17 @@ impl super::Session {
         reg: &mut super::cancel::Registration,
     ) -> Result<(), Fatal> {
         self.refuse_if_disabled()?;
+        // Counted from here (waiting out a PAUSE and for a server included), as PostgreSQL
+        // counts a backend from its start: clients that got past admission together while
+        // others were logging in cannot add up to more than the limit.
+        let max = self.current.config.config.max_client_connections;
+        match crate::metrics::CountedClient::admit(&self.app.metrics.clients, max) {
+            Some(c) => self.counted = Some(c),
+            None => {
+                self.app.metrics.rejected("max_clients");
+                return Err(Fatal::new("53300", "sorry, too many clients already"));
+            }
+        }
         if self.app.pause.holds(&self.database) {
             self.wait_resumed().await?;
             self.refuse_if_disabled()?;
@@ -569,9 +580,6 @@ impl super::Session {
             p.release();
             return Err(Fatal::Io(e));
         }
-        self.counted = Some(crate::metrics::CountedClient::new(
-            &self.app.metrics.clients,
-        ));
         if self.pool_mode == PoolMode::Session {
             self.hold(p);
         } else {
