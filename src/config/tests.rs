@@ -112,6 +112,86 @@ fn pool_bounds() {
     }
 }
 
+/// The line `needle` first appears on.
+fn line_of(text: &str, needle: &str) -> usize {
+    1 + text[..text.find(needle).expect("needle")]
+        .matches('\n')
+        .count()
+}
+
+#[test]
+fn checks_without_a_span_name_the_key_and_its_line() {
+    for (text, needle, key) in [
+        (
+            format!("{MINIMAL}\n[pool]\n# comment\nsize = 0\n"),
+            "size = 0",
+            "pool.size",
+        ),
+        (
+            format!("{MINIMAL}\n[pool]\nsize = 2\nmin_size = 3\n"),
+            "min_size",
+            "pool.min_size",
+        ),
+        (
+            format!("{MINIMAL}\n[pool]\nconnect_timeout = \"0s\"\n"),
+            "connect_timeout",
+            "pool.connect_timeout",
+        ),
+        (
+            format!("startup_timeout = \"0ms\"\n{MINIMAL}"),
+            "startup_timeout",
+            "startup_timeout",
+        ),
+        (
+            format!("{MINIMAL}\n[health]\nfall = 2\nrise = 0\n"),
+            "rise",
+            "health.rise",
+        ),
+        (
+            format!("{MINIMAL}\n[health]\ninterval = \"1s\"\ntimeout = \"0s\"\n"),
+            "timeout",
+            "health.timeout",
+        ),
+        (
+            format!("{MINIMAL}\n[[users]]\nname = \"b\"\npassword = \"b\"\npool_size = 0\n"),
+            "pool_size",
+            "users.pool_size",
+        ),
+        (
+            format!("max_message_size = 10\n{MINIMAL}"),
+            "max_message_size",
+            "max_message_size",
+        ),
+    ] {
+        let e = err(&text);
+        let line = line_of(&text, needle);
+        assert!(
+            e.starts_with(&format!("t.toml:{line}: {key}:")),
+            "{key}: expected line {line}: {e}"
+        );
+    }
+}
+
+#[test]
+fn http_listen_needs_a_port_of_its_own() {
+    for http in ["127.0.0.1:6432", "0.0.0.0:6432"] {
+        let text = MINIMAL.replace("127.0.0.1:9930", http);
+        let e = err(&text);
+        assert!(
+            e.starts_with(&format!(
+                "t.toml:{}: http_listen:",
+                line_of(&text, "http_listen")
+            )),
+            "{http}: {e}"
+        );
+    }
+    parse(
+        &MINIMAL.replace("127.0.0.1:9930", "127.0.0.2:6432"),
+        "t.toml",
+    )
+    .expect("another address on the same port");
+}
+
 #[test]
 fn lag_limit_accepts_time_or_bytes() {
     let l = parse(

@@ -35,6 +35,60 @@ impl Validator<'_> {
         }
     }
 
+    /// Where a key without a span of its own is written, for [`err`](Self::err) to name its
+    /// line: in `table` (`""`: the top level, before any table), else the table's header (a
+    /// value taken from defaults), else nowhere (`0..0`).
+    fn key_at(&self, table: &str, key: &str) -> std::ops::Range<usize> {
+        let header = format!("[{table}]");
+        let mut start = None;
+        let mut offset = 0;
+        for line in self.text.split_inclusive('\n') {
+            let at = offset;
+            offset += line.len();
+            let t = line.trim_start();
+            if t.starts_with('[') {
+                if start.is_some() {
+                    break;
+                }
+                if !table.is_empty() && t.trim_end().starts_with(&header) {
+                    start = Some(at);
+                }
+                if table.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            if table.is_empty() || start.is_some() {
+                let rest = t.strip_prefix(key).map(str::trim_start);
+                if rest.is_some_and(|r| r.starts_with('=')) {
+                    return at..at + line.len().max(1);
+                }
+            }
+        }
+        start.map_or(0..0, |at| at..at + 1)
+    }
+
+    /// Where `key` is written in the `[[users]]` entry whose name is at `name` (else the name's
+    /// line).
+    fn user_key_at(&self, name: std::ops::Range<usize>, key: &str) -> std::ops::Range<usize> {
+        let text = self.text;
+        let begin = text[..name.start.min(text.len())].rfind("[[").unwrap_or(0);
+        let mut offset = begin;
+        for (i, line) in text[begin..].split_inclusive('\n').enumerate() {
+            let at = offset;
+            offset += line.len();
+            let t = line.trim_start();
+            if i > 0 && t.starts_with('[') {
+                break;
+            }
+            let rest = t.strip_prefix(key).map(str::trim_start);
+            if rest.is_some_and(|r| r.starts_with('=')) {
+                return at..at + line.len().max(1);
+            }
+        }
+        name
+    }
+
     /// An address to listen on: `IP:port`.
     fn socket_addr(
         &self,
@@ -56,52 +110,94 @@ impl Validator<'_> {
             "" => None,
             _ => Some(self.socket_addr(&config.http_listen, "http_listen")?),
         };
+        if let Some(h) = http_listen {
+            let clash = h.port() == listen.port()
+                && (h.ip() == listen.ip()
+                    || h.ip().is_unspecified()
+                    || listen.ip().is_unspecified());
+            if clash {
+                // (With so_reuseport both would bind, and the kernel would split connections
+                // between the two.)
+                return Err(self.err(
+                    config.http_listen.span(),
+                    "http_listen",
+                    format!(
+                        "{h} is the port of `listen`: the HTTP endpoints need a port of their own"
+                    ),
+                ));
+            }
+        }
         self.validate_backends(&config)?;
         let users = self.validate_users(&config)?;
-        let at_top = 0..0;
         let p = &config.pool;
+        let at = |table: &str, key: &str| self.key_at(table, key);
         if p.size == 0 {
-            return Err(self.err(at_top, "pool.size", "must be at least 1".into()));
+            return Err(self.err(at("pool", "size"), "pool.size", "must be at least 1".into()));
         }
         if p.min_size > p.size {
-            return Err(self.err(at_top, "pool.min_size", "must not exceed pool.size".into()));
+            return Err(self.err(
+                at("pool", "min_size"),
+                "pool.min_size",
+                "must not exceed pool.size".into(),
+            ));
         }
         if p.max_prepared_statements == 0 {
             return Err(self.err(
-                at_top,
+                at("pool", "max_prepared_statements"),
                 "pool.max_prepared_statements",
                 "must be at least 1".into(),
             ));
         }
+        if p.connect_timeout.is_zero() {
+            // (Every server connection and the proxy's own queries would fail at once.)
+            return Err(self.err(
+                at("pool", "connect_timeout"),
+                "pool.connect_timeout",
+                "must be positive".into(),
+            ));
+        }
+        if config.startup_timeout.is_zero() {
+            // (Every client would time out before its startup packet.)
+            return Err(self.err(
+                at("", "startup_timeout"),
+                "startup_timeout",
+                "must be positive".into(),
+            ));
+        }
         if !(1..=10_000_000).contains(&config.max_client_connections) {
             return Err(self.err(
-                at_top,
+                at("", "max_client_connections"),
                 "max_client_connections",
                 "must be from 1 to 10,000,000".into(),
             ));
         }
         if config.max_message_size < 1024 {
-            return Err(self.err(at_top, "max_message_size", "must be at least 1kB".into()));
+            return Err(self.err(
+                at("", "max_message_size"),
+                "max_message_size",
+                "must be at least 1kB".into(),
+            ));
         }
         let h = &config.health;
-        if h.fall == 0 || h.rise == 0 {
-            return Err(self.err(
-                at_top,
-                "health.fall",
-                "fall and rise must be at least 1".into(),
-            ));
-        }
-        if h.interval.is_zero() || h.timeout.is_zero() {
-            return Err(self.err(
-                at_top,
-                "health.interval",
-                "interval and timeout must be positive".into(),
-            ));
+        for (key, zero) in [
+            ("fall", h.fall == 0),
+            ("rise", h.rise == 0),
+            ("interval", h.interval.is_zero()),
+            ("timeout", h.timeout.is_zero()),
+        ] {
+            if zero {
+                let what = if key == "fall" || key == "rise" {
+                    "must be at least 1"
+                } else {
+                    "must be positive"
+                };
+                return Err(self.err(at("health", key), &format!("health.{key}"), what.into()));
+            }
         }
         if let Some(u) = &h.user {
             if h.password.is_none() && !users.contains_key(u) {
                 return Err(self.err(
-                    at_top,
+                    at("health", "user"),
                     "health.user",
                     format!("{u:?} is not a configured user and health.password is not set"),
                 ));
@@ -118,14 +214,14 @@ impl Validator<'_> {
             }
             if a.query.trim().is_empty() || !a.query.contains("$1") {
                 return Err(self.err(
-                    a.user.span(),
+                    at("auth_query", "query"),
                     "auth_query.query",
                     "must take the role name as $1".into(),
                 ));
             }
             if a.database.is_empty() {
                 return Err(self.err(
-                    a.user.span(),
+                    at("auth_query", "database"),
                     "auth_query.database",
                     "must not be empty".into(),
                 ));
@@ -218,7 +314,11 @@ impl Validator<'_> {
         looked_up: bool,
     ) -> Result<(), ConfigError> {
         if a.database.is_empty() {
-            return Err(self.err(0..0, "admin.database", "must not be empty".into()));
+            return Err(self.err(
+                self.key_at("admin", "database"),
+                "admin.database",
+                "must not be empty".into(),
+            ));
         }
         for (key, names) in [
             ("admin.users", &a.users),
@@ -309,7 +409,7 @@ impl Validator<'_> {
                 AuthMethod::Cert if config.tls.as_ref().is_some_and(|t| t.ca.is_some()) => None,
                 AuthMethod::Cert => {
                     return Err(self.err(
-                        span,
+                        self.user_key_at(span, "auth"),
                         "users.auth",
                         format!(
                             "user {name:?}: auth = \"cert\" needs [tls] with `ca`, the authorities client certificates must chain to"
@@ -318,7 +418,7 @@ impl Validator<'_> {
                 }
                 _ if u.password.is_none() => {
                     return Err(self.err(
-                        span,
+                        self.user_key_at(span, "auth"),
                         "users.password",
                         format!(
                             "user {name:?} needs a password unless auth = \"trust\" or \"cert\""
@@ -327,7 +427,7 @@ impl Validator<'_> {
                 }
                 AuthMethod::Md5 if matches!(stored, StoredPassword::Scram(_)) => {
                     return Err(self.err(
-                        span,
+                        self.user_key_at(span, "password"),
                         "users.auth",
                         format!(
                             "user {name:?}: md5 logins cannot be checked against a SCRAM verifier"
@@ -338,12 +438,16 @@ impl Validator<'_> {
                 AuthMethod::ScramSha256 => match stored.scram_secret() {
                     Some(s) => Some(s),
                     None => {
-                        return Err(self.err(span, "users.auth", format!("user {name:?}: SCRAM logins cannot be checked against an md5 hash; use auth = \"md5\"")));
+                        return Err(self.err(self.user_key_at(span, "password"), "users.auth", format!("user {name:?}: SCRAM logins cannot be checked against an md5 hash; use auth = \"md5\"")));
                     }
                 },
             };
             if u.pool_size == Some(0) {
-                return Err(self.err(span, "users.pool_size", "must be at least 1".into()));
+                return Err(self.err(
+                    self.user_key_at(span, "pool_size"),
+                    "users.pool_size",
+                    "must be at least 1".into(),
+                ));
             }
             users.insert(
                 name.clone(),
