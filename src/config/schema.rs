@@ -485,9 +485,17 @@ pub struct UserConfig {
 }
 
 impl UserConfig {
-    /// The password the proxy uses towards servers, if any.
+    /// The clear-text password the proxy uses towards servers, if any: `server_password`,
+    /// else `password` unless that is an md5 hash or a SCRAM verifier (never sent as a
+    /// password: a server asking for one in clear text would learn the verifier, and no
+    /// server takes it).
     pub fn server_password(&self) -> Option<&str> {
-        self.server_password.as_deref().or(self.password.as_deref())
+        self.server_password.as_deref().or(self.password.as_deref().filter(|p| {
+            matches!(
+                crate::auth::StoredPassword::parse(p),
+                crate::auth::StoredPassword::Plain(_)
+            )
+        }))
     }
 }
 

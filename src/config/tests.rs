@@ -193,6 +193,41 @@ fn http_listen_needs_a_port_of_its_own() {
 }
 
 #[test]
+fn a_verifier_is_never_sent_to_the_servers_as_a_password() {
+    let md5 = "md50123456789abcdef0123456789abcdef";
+    let scram = "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$\
+                 WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:\
+                 wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+    let with = |password: &str, auth: &str| {
+        MINIMAL.replace(
+            "password = \"app\"",
+            &format!("password = \"{password}\"\nauth = \"{auth}\""),
+        )
+    };
+    let l = parse(&with(md5, "md5"), "t.toml").unwrap();
+    assert!(
+        matches!(&l.users["app"].server, ServerCredential::Md5(h) if h == &md5[3..]),
+        "an md5 hash answers md5 requests: {:?}",
+        l.users["app"].server
+    );
+    assert_eq!(l.monitor_credentials().1, None);
+    let l = parse(&with(scram, "scram-sha-256"), "t.toml").unwrap();
+    assert!(
+        matches!(l.users["app"].server, ServerCredential::None),
+        "{:?}",
+        l.users["app"].server
+    );
+    assert_eq!(l.monitor_credentials().1, None);
+    let text = with(scram, "scram-sha-256").replace(
+        "auth = \"scram-sha-256\"",
+        "auth = \"scram-sha-256\"\nserver_password = \"s\"",
+    );
+    let l = parse(&text, "t.toml").unwrap();
+    assert!(matches!(&l.users["app"].server, ServerCredential::Password(p) if p == "s"));
+    assert_eq!(l.monitor_credentials().1.as_deref(), Some("s"));
+}
+
+#[test]
 fn lag_limit_accepts_time_or_bytes() {
     let l = parse(
         &format!("{MINIMAL}\n[routing]\nmax_replica_lag = \"16MB\"\n"),

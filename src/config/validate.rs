@@ -449,6 +449,12 @@ impl Validator<'_> {
                     "must be at least 1".into(),
                 ));
             }
+            // An md5 hash answers the servers' md5 requests as it is; a SCRAM verifier answers
+            // nothing (`server_password` is needed then, unless the servers trust the user).
+            let server = match (&u.server_password, &stored) {
+                (None, StoredPassword::Md5(hex)) => ServerCredential::Md5(hex.clone()),
+                _ => ServerCredential::from_password(u.server_password()),
+            };
             users.insert(
                 name.clone(),
                 Arc::new(User {
@@ -456,7 +462,7 @@ impl Validator<'_> {
                     name,
                     stored,
                     scram,
-                    server: ServerCredential::from_password(u.server_password()),
+                    server,
                     looked_up: false,
                 }),
             );
