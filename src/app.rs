@@ -149,7 +149,9 @@ impl App {
 
     /// Installs a new configuration (after it validated). It is published before the pools
     /// are reconfigured: a pool made meanwhile by another worker thread gets the new settings
-    /// either from the snapshot or from the reconfiguration, never only the old ones.
+    /// from the snapshot, from the reconfiguration, or (made after it, by a session that read
+    /// the old snapshot) from the copy the reconfiguration left the pools; never only the
+    /// old ones.
     pub fn install(&self, config: Loaded) {
         self.classifier.store(Arc::new(classifier_for(&config)));
         let config = Arc::new(config);

@@ -76,7 +76,19 @@ impl Pool {
             let Ok(permit) = self.permits.try_acquire() else {
                 break;
             };
-            match self.open().await {
+            // Counted as being opened, as a checkout's new connection is: a checkout deciding
+            // meanwhile whether the pool has room for one more must see it.
+            let slot = {
+                let mut c = self.conns.lock().expect("conns");
+                if c.sockets.len() + c.opening >= self.size.load(Ordering::Relaxed) {
+                    break;
+                }
+                c.opening += 1;
+                super::conns::Opening(self.conns.clone())
+            };
+            let opened = self.open().await;
+            drop(slot);
+            match opened {
                 Ok(mut c) => {
                     c.idle_since = clock::now_ms();
                     self.park(c);

@@ -22,6 +22,10 @@ pub struct Pools {
     /// the servers take for them changes with their password).
     looked_up: RwLock<HashMap<String, Arc<crate::config::User>>>,
     metrics: Arc<Metrics>,
+    /// The configuration the latest [`reconfigure`](Pools::reconfigure) applied (set and read
+    /// under the map's write lock): a pool created after it takes these settings even for a
+    /// session that read the configuration before the reload.
+    latest: std::sync::Mutex<Option<Arc<crate::config::Loaded>>>,
     /// Which client each server process serves (notifications name the notifier's pid).
     pub holders: holders::Holders,
 }
@@ -43,6 +47,7 @@ impl Pools {
             map: RwLock::new(HashMap::new()),
             looked_up: RwLock::new(HashMap::new()),
             metrics,
+            latest: std::sync::Mutex::new(None),
             holders: holders::Holders::default(),
         }
     }
@@ -59,15 +64,17 @@ impl Pools {
             return p.clone();
         }
         let mut map = self.map.write().expect("pools");
+        let latest = self.latest.lock().expect("latest").clone();
+        let config = latest.as_deref().unwrap_or(spec.config);
         map.entry(key.clone())
             .or_insert_with(|| {
-                let c = &spec.config.config;
+                let c = &config.config;
                 // The user as now configured (the session's record is from its login, before
                 // any reload that changed its server password or pool size), or as the latest
                 // login of a looked-up role left it.
-                let latest = self.user_now(&spec.user.name, spec.config);
+                let latest = self.user_now(&spec.user.name, config);
                 let user = latest.as_deref().unwrap_or(spec.user);
-                let connect = connect_params(spec.address, user, spec.database, spec.config);
+                let connect = connect_params(spec.address, user, spec.database, config);
                 Arc::new(Pool::new(
                     key,
                     spec.backend_index,
@@ -120,7 +127,7 @@ impl Pools {
 
     /// Applies a new configuration: resizes pools, updates credentials and timeouts, retires
     /// pools whose backend or user is gone.
-    pub fn reconfigure(&self, config: &crate::config::Loaded) {
+    pub fn reconfigure(&self, config: &Arc<crate::config::Loaded>) {
         if config.config.auth_query.is_none() {
             self.looked_up.write().expect("looked up").clear();
         } else {
@@ -131,6 +138,7 @@ impl Pools {
                 .retain(|name, _| !config.users.contains_key(name));
         }
         let mut map = self.map.write().expect("pools");
+        *self.latest.lock().expect("latest") = Some(config.clone());
         map.retain(|key, pool| {
             let backend_ok = config.config.backends.iter().any(|b| {
                 b.name.get_ref().as_str() == &*key.backend && b.address.get_ref() == &key.address
