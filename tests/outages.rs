@@ -236,13 +236,15 @@ async fn a_block_lost_with_its_server_ends_cleanly() {
 /// Runs a read that sleeps on the replica through `proxy`, and while it runs there, takes an
 /// ACCESS EXCLUSIVE lock on its table on the primary: replaying the lock, the replica (with
 /// `max_standby_streaming_delay = 0`) cancels the read for a conflict with recovery (40001).
-/// Returns the port of the server that answered the read and the retry counter's rise.
+/// `hint_and_call`: a comment in front and a call in the select list. Returns the port of the
+/// server that answered the read (or the error) and the retry counter's rise.
 async fn read_through_a_recovery_conflict(
     cluster: &LocalCluster,
     proxy: &support::proxy::Proxy,
     table: &str,
     simple: bool,
-) -> (i32, f64) {
+    hint_and_call: (&str, &str),
+) -> (Result<i32, tokio_postgres::Error>, f64) {
     const RETRIES: &str = "switchyard_retries_total{reason=\"recovery_conflict\"}";
     let primary = cluster.primary();
     let replica = &cluster.replicas()[0];
@@ -260,8 +262,10 @@ async fn read_through_a_recovery_conflict(
 
     let before = proxy.metric(RETRIES).await;
     let client = proxy.connect_app().await;
+    let (hint, call) = hint_and_call;
     let sql = format!(
-        "SELECT inet_server_port() AS port, pg_sleep(2) FROM (SELECT count(*) FROM {table}) s"
+        "{hint}SELECT inet_server_port() AS port, pg_sleep(2){call} \
+         FROM (SELECT count(*) FROM {table}) s"
     );
     let read = {
         let sql = sql.clone();
@@ -292,8 +296,7 @@ async fn read_through_a_recovery_conflict(
     let port = tokio::time::timeout(STEP, read)
         .await
         .expect("the read did not finish")
-        .unwrap()
-        .expect("a read a replica cancelled for a conflict with recovery must be repeated");
+        .unwrap();
     (port, proxy.metric(RETRIES).await - before)
 }
 
@@ -327,7 +330,9 @@ async fn reads_cancelled_for_a_recovery_conflict_run_again() {
         };
         let table = format!("conflict_{primary_reads}");
         let (port, retries) =
-            read_through_a_recovery_conflict(&cluster, &proxy, &table, simple).await;
+            read_through_a_recovery_conflict(&cluster, &proxy, &table, simple, ("", "")).await;
+        let port =
+            port.expect("a read a replica cancelled for a conflict with recovery must be repeated");
         assert_eq!(
             retries, 1.0,
             "primary_reads = {primary_reads}: one repeat for the conflict"
@@ -342,6 +347,37 @@ async fn reads_cancelled_for_a_recovery_conflict_run_again() {
             "primary_reads = {primary_reads}: the read ran again on the wrong server"
         );
     }
+
+    // Sent to a replica by a hint although it calls a volatile function (which may do
+    // anything, outside the database too): not repeated, the client gets the 40001.
+    let opts = ProxyOptions {
+        extra_tables: "[routing]\nconsistency = \"eventual\"\n".into(),
+        ..Default::default()
+    };
+    let proxy = {
+        let c = &cluster;
+        tokio::task::block_in_place(|| start_ready_proxy_on(c, opts))
+    };
+    let client = proxy.connect_app().await;
+    client
+        .batch_execute(
+            "CREATE FUNCTION conflict_volatile() RETURNS int VOLATILE LANGUAGE sql AS 'SELECT 1'",
+        )
+        .await
+        .unwrap();
+    let lsn = tokio::task::block_in_place(|| cluster.primary().flush_wal().unwrap());
+    tokio::task::block_in_place(|| cluster.replicas()[0].wait_replay(lsn, STEP).unwrap());
+    let (got, retries) = read_through_a_recovery_conflict(
+        &cluster,
+        &proxy,
+        "conflict_hinted",
+        false,
+        ("/* switchyard:replica */ ", ", conflict_volatile()"),
+    )
+    .await;
+    let e = got.expect_err("a hinted call of a volatile function was repeated");
+    assert_eq!(e.code().map(|c| c.code()), Some("40001"), "{e}");
+    assert_eq!(retries, 0.0);
 }
 
 /// Two servers claiming to be primary on the same timeline (here a second cluster added by a

@@ -1880,6 +1880,25 @@ fn a_close_skipped_after_an_error_keeps_the_statement() {
         let r = raw.until_ready().await;
         assert_eq!(tags(&r), "EZ", "its name is still taken: {r:?}");
         assert_eq!(r[0].code(), "42P05");
+        // A Close and a Parse of the name again in the skipped stretch (drivers re-prepare
+        // this way): neither happened, the first statement is still the one.
+        let mut out = fe::bind("", "no_such_statement", &[]);
+        out.extend(fe::close(b'S', "kept"));
+        out.extend(fe::parse("kept", "select 'replaced'", &[]));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        assert_eq!(tags(&raw.until_ready().await), "EZ");
+        let mut out = fe::bind("", "kept", &[]);
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready().await;
+        assert_eq!(tags(&r), "2DCZ", "{r:?}");
+        assert_eq!(
+            &r[1].body[6..],
+            b"42",
+            "the statement prepared first: {r:?}"
+        );
     });
 }
 
@@ -3153,6 +3172,32 @@ fn terminate_closes_and_releases_the_server_connection() {
             assert!(
                 Instant::now() < deadline,
                 "the write sent with Terminate never ran\n{}",
+                proxy.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // The same write queued behind a read running on a replica, and the client closes its
+        // socket right after the Terminate: PostgreSQL would still read and run the write.
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::query("/* switchyard:replica */ select pg_sleep(0.5)");
+        out.extend(fe::query("insert into pr_term values (4)"));
+        out.extend(fe::terminate());
+        raw.send(&out).await;
+        drop(raw);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let n: i64 = other
+                .query_one("select count(*) from pr_term where id = 4", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if n == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a write queued before Terminate was lost when the client closed\n{}",
                 proxy.log_tail(20)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;

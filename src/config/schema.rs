@@ -490,12 +490,14 @@ impl UserConfig {
     /// password: a server asking for one in clear text would learn the verifier, and no
     /// server takes it).
     pub fn server_password(&self) -> Option<&str> {
-        self.server_password.as_deref().or(self.password.as_deref().filter(|p| {
-            matches!(
-                crate::auth::StoredPassword::parse(p),
-                crate::auth::StoredPassword::Plain(_)
-            )
-        }))
+        self.server_password
+            .as_deref()
+            .or(self.password.as_deref().filter(|p| {
+                matches!(
+                    crate::auth::StoredPassword::parse(p),
+                    crate::auth::StoredPassword::Plain(_)
+                )
+            }))
     }
 }
 

@@ -185,11 +185,20 @@ fn http_listen_needs_a_port_of_its_own() {
             "{http}: {e}"
         );
     }
-    parse(
-        &MINIMAL.replace("127.0.0.1:9930", "127.0.0.2:6432"),
-        "t.toml",
-    )
-    .expect("another address on the same port");
+    for (listen, http) in [
+        ("127.0.0.1:6432", "127.0.0.2:6432"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("0.0.0.0:6432", "[::1]:6432"),
+    ] {
+        let text = MINIMAL
+            .replace("127.0.0.1:9930", http)
+            .replace("127.0.0.1:6432", listen);
+        parse(&text, "t.toml").unwrap_or_else(|e| panic!("{listen} and {http}: {e}"));
+    }
+    let text = MINIMAL
+        .replace("127.0.0.1:9930", "0.0.0.0:6432")
+        .replace("127.0.0.1:6432", "[::]:6432");
+    assert!(err(&text).contains("http_listen"), "[::] takes IPv4 too");
 }
 
 #[test]

@@ -111,10 +111,13 @@ impl Validator<'_> {
             _ => Some(self.socket_addr(&config.http_listen, "http_listen")?),
         };
         if let Some(h) = http_listen {
+            // (Port 0: each gets a port of its own. An unspecified IPv6 address takes IPv4 too.)
+            let any_of = |a: SocketAddr, b: SocketAddr| {
+                a.ip().is_unspecified() && (a.is_ipv6() || b.is_ipv4())
+            };
             let clash = h.port() == listen.port()
-                && (h.ip() == listen.ip()
-                    || h.ip().is_unspecified()
-                    || listen.ip().is_unspecified());
+                && h.port() != 0
+                && (h.ip() == listen.ip() || any_of(h, listen) || any_of(listen, h));
             if clash {
                 // (With so_reuseport both would bind, and the kernel would split connections
                 // between the two.)

@@ -245,7 +245,10 @@ impl Session {
             self.wrote = true;
         }
         if d.retryable && d.target == Target::Replica {
-            self.retry = Some(super::retry::Retry::default());
+            self.retry = Some(super::retry::Retry {
+                may_write: d.write,
+                ..Default::default()
+            });
         }
         Ok(())
     }
@@ -381,6 +384,7 @@ impl Session {
         self.server_pass = 0;
         self.batch_open = false;
         self.bound_in_batch = false;
+        self.copy_in = false;
         self.capture_failed = false;
         self.wrote = false;
         self.uncount_outstanding();

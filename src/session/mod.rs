@@ -369,6 +369,7 @@ async fn start(
         copy_ended_since_execute: false,
         batch_open: false,
         terminating: false,
+        client_eof: false,
         copy_in: false,
         span,
     };
@@ -593,6 +594,9 @@ struct Session {
     /// (and their commits' positions read back) before the session ends, nothing more is read
     /// from the client, and a client that no longer reads is not an error.
     terminating: bool,
+    /// The client closed its connection after a Terminate still queued behind other
+    /// requests: those run (and the Terminate ends the session), nothing more is read.
+    client_eof: bool,
     /// The server is copying data in from the client (CopyInResponse or CopyBothResponse
     /// relayed, its copy not ended yet).
     copy_in: bool,

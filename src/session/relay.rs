@@ -86,6 +86,25 @@ impl Session {
             && self.client_pass == Pass::None
     }
 
+    /// Whether a complete Terminate is among the client's buffered messages.
+    fn terminate_buffered(&self) -> bool {
+        let rbuf = &self.client.rbuf;
+        let mut at = match self.client_pass {
+            Pass::None => 0,
+            Pass::Forward(n) | Pass::Drop(n) => n,
+        };
+        while let Ok(Some(h)) = Header::peek(rbuf.get(at..).unwrap_or_default(), usize::MAX) {
+            if rbuf.len() < at + h.frame_len {
+                return false;
+            }
+            if h.tag == tag::TERMINATE {
+                return true;
+            }
+            at += h.frame_len;
+        }
+        false
+    }
+
     /// Whether the server still owes the client answers.
     fn answers_due(&self) -> bool {
         self.server.is_some() && self.pending.client_waiting()
@@ -226,7 +245,13 @@ impl Session {
                 self.process_server()?;
             }
             if ev.client_closed {
-                return Ok(());
+                if self.terminating || self.client_eof || !self.terminate_buffered() {
+                    return Ok(());
+                }
+                // The client sent its last requests and Terminate, and closed without waiting
+                // (its requests queued behind one still running): PostgreSQL reads and runs
+                // everything before the Terminate, and so does the proxy.
+                self.client_eof = true;
             }
             let _ = ev.client_data;
         }
@@ -259,7 +284,7 @@ impl Session {
         let mut ev = Events::default();
         // Writes first: they make room for reads.
         if let Err(()) = write_to(cx, client, &mut self.client.wbuf) {
-            if !self.terminating {
+            if !self.terminating && !self.client_eof {
                 ev.client_closed = true;
                 return Poll::Ready(ev);
             }
@@ -296,6 +321,7 @@ impl Session {
         // Not while the client leaves the proxy's own answers unread (as PostgreSQL stops
         // reading a client that does not read).
         if !self.terminating
+            && !self.client_eof
             && self.swbuf.len() < OUT_HIGH
             && self.client.wbuf.len() < OUT_HIGH
             && self.pending.synthetic_bytes() < OUT_HIGH

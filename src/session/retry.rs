@@ -50,6 +50,10 @@ pub(super) struct Retry {
     /// standby must (25006, 55000, 0A000: on the primary) or cancelled it for a conflict with
     /// recovery (40001: elsewhere), for this reason.
     pub rescue: Option<Refusal>,
+    /// Sent to a replica by a hint although it may write (not a read as classified): a
+    /// recovery conflict does not repeat it (what it does outside the database, a volatile
+    /// function's call out, would run again).
+    pub may_write: bool,
 }
 
 /// Whether the request in flight is repeated elsewhere when its server connection is lost: its
@@ -162,6 +166,8 @@ impl super::Session {
         if let Some(mut r) = self.retry.take() {
             r.release_into(&mut self.client.wbuf);
         }
+        // The request is answered (with the error below): the next one may try every backend.
+        self.request_over();
         if let Some(z) = self.held_ready.take() {
             // The client's statement completed; only the proxy's restore query behind it was
             // lost.

@@ -150,7 +150,10 @@ impl Session {
         if let Some(forced) = self.route_override.or(hint) {
             return match forced {
                 Route::Primary => Decision::primary(!read, "hint_primary"),
-                Route::Replica => Decision::replica(autocommit && txn.is_none(), "hint_replica"),
+                Route::Replica => Decision {
+                    write: !read,
+                    ..Decision::replica(autocommit && txn.is_none(), "hint_replica")
+                },
             };
         }
         if let Some(read_only) = txn {
@@ -252,6 +255,9 @@ impl Session {
         let buf = &self.client.rbuf[..];
         let mut at = 0;
         let mut saw_statement = false;
+        // (Under a replica hint a statement that is not a read goes on: the batch runs there,
+        // but is not a read.)
+        let mut all_read = true;
         let mut hint = None;
         let classifier = self.app.classifier.load();
         loop {
@@ -273,6 +279,7 @@ impl Session {
                     if !read && hint != Some(Route::Replica) {
                         return Some((false, hint));
                     }
+                    all_read &= read;
                     saw_statement = true;
                 }
                 tag::BIND => {
@@ -314,10 +321,11 @@ impl Session {
                     if !read && hint != Some(Route::Replica) {
                         return Some((false, hint));
                     }
+                    all_read &= read;
                     saw_statement = true;
                 }
                 tag::DESCRIBE | tag::EXECUTE | tag::FLUSH | tag::CLOSE => {}
-                tag::SYNC => return Some((saw_statement, hint)),
+                tag::SYNC => return Some((saw_statement && all_read, hint)),
                 _ => return Some((false, hint)),
             }
             at += h.frame_len;

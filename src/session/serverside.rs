@@ -310,9 +310,11 @@ impl Session {
                     let refused = refused_by_standby(&f).filter(|r| {
                         m.forward
                             && self.target == Target::Replica
-                            // A read cancelled again and again gets its error in the end.
+                            // A read cancelled again and again gets its error in the end; what a
+                            // hint sent there although it may write is not repeated.
                             && (*r != Refusal::Conflict
-                                || self.retry_attempts + 1 < super::retry::MAX_ATTEMPTS)
+                                || (self.retry_attempts + 1 < super::retry::MAX_ATTEMPTS
+                                    && !self.retry.as_ref().is_some_and(|r| r.may_write)))
                     });
                     if refused == Some(Refusal::Session) {
                         self.replica_refused = true;
@@ -345,7 +347,9 @@ impl Session {
                 self.skip_until_sync = true;
             }
             if m.skipped {
-                for hook in self.pending.take_skipped() {
+                // Undone latest first (a Close then a Parse of the same name: the Parse's
+                // statement goes, then the closed one comes back).
+                for hook in self.pending.take_skipped().into_iter().rev() {
                     match hook {
                         Hook::Parse { id, name } => {
                             conn.prepared.remove(id);
