@@ -9,6 +9,7 @@ mod client;
 mod current;
 mod extended;
 mod functions;
+mod leaving;
 mod login;
 mod lookup;
 mod parse;
@@ -368,8 +369,7 @@ async fn start(
         fresh_attach: false,
         copy_ended_since_execute: false,
         batch_open: false,
-        terminating: false,
-        client_eof: false,
+        leaving: leaving::Leaving::No,
         copy_in: false,
         span,
     };
@@ -590,13 +590,8 @@ struct Session {
     copy_ended_since_execute: bool,
     /// Extended-protocol messages were sent without their Sync yet.
     batch_open: bool,
-    /// The client sent Terminate behind requests still being answered: they are answered
-    /// (and their commits' positions read back) before the session ends, nothing more is read
-    /// from the client, and a client that no longer reads is not an error.
-    terminating: bool,
-    /// The client closed its connection after a Terminate still queued behind other
-    /// requests: those run (and the Terminate ends the session), nothing more is read.
-    client_eof: bool,
+    /// Whether the client is leaving with requests still to run or answer.
+    leaving: leaving::Leaving,
     /// The server is copying data in from the client (CopyInResponse or CopyBothResponse
     /// relayed, its copy not ended yet).
     copy_in: bool,

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::client::Step;
+use super::leaving::Leaving;
 use super::{Fatal, Pass, Session};
 use crate::net::Stream;
 use crate::protocol::{tag, Header, TxnStatus};
@@ -75,57 +76,6 @@ impl Session {
         matches!(Header::peek(&self.client.rbuf, usize::MAX), Ok(Some(h)) if self.client.rbuf.len() >= h.frame_len)
     }
 
-    /// Whether a Terminate arrives behind requests the server will answer without more from the
-    /// client: not inside a batch without its Sync (the server answers nothing until it), nor
-    /// while it copies data in from the client.
-    fn answers_due_before_terminate(&self) -> bool {
-        self.answers_due()
-            && !self.batch_open
-            && !self.skip_until_sync
-            && !self.copy_in
-            && self.client_pass == Pass::None
-    }
-
-    /// Whether a complete Terminate is among the client's buffered messages.
-    fn terminate_buffered(&self) -> bool {
-        let rbuf = &self.client.rbuf;
-        let mut at = match self.client_pass {
-            Pass::None => 0,
-            Pass::Forward(n) | Pass::Drop(n) => n,
-        };
-        while let Ok(Some(h)) = Header::peek(rbuf.get(at..).unwrap_or_default(), usize::MAX) {
-            if rbuf.len() < at + h.frame_len {
-                return false;
-            }
-            if h.tag == tag::TERMINATE {
-                return true;
-            }
-            at += h.frame_len;
-        }
-        false
-    }
-
-    /// Whether the server still owes the client answers.
-    fn answers_due(&self) -> bool {
-        self.server.is_some() && self.pending.client_waiting()
-    }
-
-    /// Writes what the client sent before its Terminate and the server has not got yet (a
-    /// Query and Terminate in one packet): PostgreSQL runs such a request before it reads the
-    /// Terminate, so an `INSERT` sent and left at once is not lost. For a Terminate that cannot
-    /// wait for the answers (see [`answers_due_before_terminate`](Self::answers_due_before_terminate)):
-    /// the connection is then closed by [`finish`](Self::finish), as one with a request in flight.
-    async fn send_before_terminate(&mut self) {
-        let Some(p) = self.server.as_mut().filter(|_| !self.swbuf.is_empty()) else {
-            return;
-        };
-        let timeout = self.current.config.config.pool.connect_timeout;
-        let sent = crate::net::send_all(&mut p.conn.stream, &self.swbuf);
-        if matches!(tokio::time::timeout(timeout, sent).await, Ok(Ok(()))) {
-            self.swbuf.clear();
-        }
-    }
-
     /// The relay loop; returns when the client leaves.
     pub(super) async fn relay(&mut self, client: &mut Stream) -> Result<(), Fatal> {
         let mut stop = Stop {
@@ -144,7 +94,7 @@ impl Session {
                         // requests in flight finish here, not on a connection given up (a
                         // write and its commit position, which the same user's next reads
                         // must see). Anything after the Terminate is nothing.
-                        self.terminating = true;
+                        self.leaving = Leaving::Terminated;
                         self.client.rbuf.clear();
                         break;
                     }
@@ -159,7 +109,7 @@ impl Session {
                 // The next request was waiting for this connection to go: route it now.
                 continue;
             }
-            if self.terminating
+            if self.leaving == Leaving::Terminated
                 && (self.copy_in || (!self.client_has_request() && !self.answers_due()))
             {
                 // What came before the client's Terminate is answered (a commit position read
@@ -245,13 +195,13 @@ impl Session {
                 self.process_server()?;
             }
             if ev.client_closed {
-                if self.terminating || self.client_eof || !self.terminate_buffered() {
+                if self.leaving.is_leaving() || !self.terminate_buffered() {
                     return Ok(());
                 }
                 // The client sent its last requests and Terminate, and closed without waiting
                 // (its requests queued behind one still running): PostgreSQL reads and runs
                 // everything before the Terminate, and so does the proxy.
-                self.client_eof = true;
+                self.leaving = Leaving::Closed;
             }
             let _ = ev.client_data;
         }
@@ -284,7 +234,7 @@ impl Session {
         let mut ev = Events::default();
         // Writes first: they make room for reads.
         if let Err(()) = write_to(cx, client, &mut self.client.wbuf) {
-            if !self.terminating && !self.client_eof {
+            if !self.leaving.is_leaving() {
                 ev.client_closed = true;
                 return Poll::Ready(ev);
             }
@@ -320,8 +270,7 @@ impl Session {
         }
         // Not while the client leaves the proxy's own answers unread (as PostgreSQL stops
         // reading a client that does not read).
-        if !self.terminating
-            && !self.client_eof
+        if !self.leaving.is_leaving()
             && self.swbuf.len() < OUT_HIGH
             && self.client.wbuf.len() < OUT_HIGH
             && self.pending.synthetic_bytes() < OUT_HIGH
