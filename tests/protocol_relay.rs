@@ -3159,23 +3159,28 @@ fn terminate_closes_and_releases_the_server_connection() {
         out.extend(fe::terminate());
         raw.send(&out).await;
         raw.expect_eof(Duration::from_secs(5)).await;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let n: i64 = other
-                .query_one("select count(*) from pr_term where id = 3", &[])
-                .await
-                .unwrap()
-                .get(0);
-            if n == 1 {
-                break;
+        let row_of = |id: i32| format!("select count(*) from pr_term where id = {id}");
+        let ran = |sql: String| {
+            let (other, proxy) = (&other, &proxy);
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(15);
+                loop {
+                    let n: i64 = other.query_one(&sql, &[]).await.unwrap().get(0);
+                    if n == 1 {
+                        return String::new();
+                    }
+                    if Instant::now() > deadline {
+                        return proxy.log_tail(20);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
-            assert!(
-                Instant::now() < deadline,
-                "the write sent with Terminate never ran\n{}",
-                proxy.log_tail(20)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
+        let log = ran(row_of(3)).await;
+        assert!(
+            log.is_empty(),
+            "the write sent with Terminate never ran\n{log}"
+        );
 
         // The same write queued behind a read running on a replica, and the client closes its
         // socket right after the Terminate: PostgreSQL would still read and run the write.
@@ -3185,23 +3190,11 @@ fn terminate_closes_and_releases_the_server_connection() {
         out.extend(fe::terminate());
         raw.send(&out).await;
         drop(raw);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let n: i64 = other
-                .query_one("select count(*) from pr_term where id = 4", &[])
-                .await
-                .unwrap()
-                .get(0);
-            if n == 1 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "a write queued before Terminate was lost when the client closed\n{}",
-                proxy.log_tail(20)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let log = ran(row_of(4)).await;
+        assert!(
+            log.is_empty(),
+            "a write queued before Terminate was lost when the client closed\n{log}"
+        );
     });
 }
 

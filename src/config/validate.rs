@@ -39,54 +39,56 @@ impl Validator<'_> {
     /// line: in `table` (`""`: the top level, before any table), else the table's header (a
     /// value taken from defaults), else nowhere (`0..0`).
     fn key_at(&self, table: &str, key: &str) -> std::ops::Range<usize> {
+        if table.is_empty() {
+            return self.key_in_block(0, false, key).unwrap_or(0..0);
+        }
         let header = format!("[{table}]");
-        let mut start = None;
         let mut offset = 0;
         for line in self.text.split_inclusive('\n') {
-            let at = offset;
+            if line.trim().starts_with(&header) {
+                return self
+                    .key_in_block(offset, true, key)
+                    .unwrap_or(offset..offset + 1);
+            }
             offset += line.len();
-            let t = line.trim_start();
-            if t.starts_with('[') {
-                if start.is_some() {
-                    break;
-                }
-                if !table.is_empty() && t.trim_end().starts_with(&header) {
-                    start = Some(at);
-                }
-                if table.is_empty() {
-                    break;
-                }
-                continue;
-            }
-            if table.is_empty() || start.is_some() {
-                let rest = t.strip_prefix(key).map(str::trim_start);
-                if rest.is_some_and(|r| r.starts_with('=')) {
-                    return at..at + line.len().max(1);
-                }
-            }
         }
-        start.map_or(0..0, |at| at..at + 1)
+        0..0
     }
 
     /// Where `key` is written in the `[[users]]` entry whose name is at `name` (else the name's
     /// line).
     fn user_key_at(&self, name: std::ops::Range<usize>, key: &str) -> std::ops::Range<usize> {
-        let text = self.text;
-        let begin = text[..name.start.min(text.len())].rfind("[[").unwrap_or(0);
+        let begin = self.text[..name.start.min(self.text.len())]
+            .rfind("[[")
+            .unwrap_or(0);
+        self.key_in_block(begin, true, key).unwrap_or(name)
+    }
+
+    /// The line setting `key` in the block that starts at byte `begin` (on its header line,
+    /// when `header`) and ends at the next header.
+    fn key_in_block(
+        &self,
+        begin: usize,
+        header: bool,
+        key: &str,
+    ) -> Option<std::ops::Range<usize>> {
         let mut offset = begin;
-        for (i, line) in text[begin..].split_inclusive('\n').enumerate() {
+        for (i, line) in self.text[begin..].split_inclusive('\n').enumerate() {
             let at = offset;
             offset += line.len();
             let t = line.trim_start();
-            if i > 0 && t.starts_with('[') {
-                break;
+            if t.starts_with('[') {
+                if i == 0 && header {
+                    continue;
+                }
+                return None;
             }
             let rest = t.strip_prefix(key).map(str::trim_start);
             if rest.is_some_and(|r| r.starts_with('=')) {
-                return at..at + line.len().max(1);
+                return Some(at..at + line.len().max(1));
             }
         }
-        name
+        None
     }
 
     /// An address to listen on: `IP:port`.
