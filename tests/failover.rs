@@ -237,6 +237,21 @@ async fn promote_pg1(c: &Arc<LocalCluster>, kill_primary: bool) -> Instant {
     .await
 }
 
+/// A client of the proxy that speaks the protocol itself, logged in as the app user.
+async fn raw_app(proxy: &Proxy) -> support::raw::Raw {
+    support::raw::ok(
+        support::raw::login(
+            &proxy.addr(),
+            support::raw::PROTO_3_0,
+            &[("user", APP_USER), ("database", APP_DB)],
+            Some(APP_PASSWORD),
+        )
+        .await,
+        "login",
+    )
+    .raw
+}
+
 /// Runs a blocking node operation off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
@@ -322,17 +337,7 @@ async fn read_your_writes_with_replay_paused_everywhere() {
     // commit position is still being read back when its session ends, and is handed on, so
     // the same user's next read still sees the write.
     for i in 301..=303 {
-        let mut raw = support::raw::ok(
-            support::raw::login(
-                &proxy.addr(),
-                support::raw::PROTO_3_0,
-                &[("user", APP_USER), ("database", APP_DB)],
-                Some(APP_PASSWORD),
-            )
-            .await,
-            "login",
-        )
-        .raw;
+        let mut raw = raw_app(&proxy).await;
         let mut out = bytes::BytesMut::new();
         postgres_protocol::message::frontend::query(
             &format!("INSERT INTO f VALUES ({i}, 'left')"),
@@ -1267,17 +1272,7 @@ async fn a_promoted_replica_wins_over_the_old_primary_still_running() {
     let client = proxy.connect_app().await;
     // The client with the open transaction speaks the protocol itself: what it is told about
     // its COMMIT (the command tag included) matters.
-    let mut open = support::raw::ok(
-        support::raw::login(
-            &proxy.addr(),
-            support::raw::PROTO_3_0,
-            &[("user", APP_USER), ("database", APP_DB)],
-            Some(APP_PASSWORD),
-        )
-        .await,
-        "login",
-    )
-    .raw;
+    let mut open = raw_app(&proxy).await;
     open.query_ok("BEGIN").await;
     let w = open
         .query_ok(
