@@ -1141,6 +1141,46 @@ async fn startup_parameter_wins_over_options_like_postgres() {
     assert_eq!(p.proxied.params, p.direct.params);
 }
 
+/// PostgreSQL's short `options` switches (`-e`, `-f`, `-S`, grouped or not) set what they stand
+/// for, as on a direct connection, across transactions on the shared pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_switches_behave_like_postgres() {
+    main_proxy();
+    let sql = "SELECT current_setting('DateStyle'), current_setting('enable_seqscan'), \
+               current_setting('enable_hashjoin'), current_setting('work_mem'), \
+               current_setting('enable_nestloop')";
+    let mut p = Profile::new(
+        "switches",
+        &[(
+            "options",
+            "-e -fs -S 2048 -fhOn -c enable_nestloop=off -c _pq_.x=1",
+        )],
+    )
+    .await;
+    let mut q = Profile::new("grouped", &[("options", "-eS4MB -fn")]).await;
+    // Another style on the same pooled connections in between: `-e` changes only the order,
+    // from the server's default (ISO), not from what the connection had.
+    let mut r = Profile::new("sql style", &[("DateStyle", "SQL, YMD")]).await;
+    let d = p.direct.raw.query_ok(sql).await;
+    assert_eq!(
+        show_row(&d.rows[0]),
+        ["ISO, DMY", "off", "off", "2MB", "off"],
+        "the switches do not do what this test expects on the server itself"
+    );
+    for round in 0..2 {
+        for x in [&mut p, &mut q] {
+            r.check(round).await;
+            x.both(sql).await;
+            x.check(round).await;
+        }
+        // A custom setting named like a protocol option is a setting in `options`.
+        let r = p.both("SELECT current_setting('_pq_.x')").await;
+        assert_eq!(r.scalar(), "1");
+    }
+    assert_eq!(p.proxied.params, p.direct.params);
+    assert_eq!(q.proxied.params, q.direct.params);
+}
+
 /// The startup packet of the RESET tests.
 const RESET_PROFILE: [(&str, &str); 4] = [
     ("application_name", "sy_reset"),
@@ -1243,7 +1283,7 @@ async fn invalid_startup_settings_get_the_servers_error() {
     let proxy = main_proxy();
     let c = shared_cluster();
     #[allow(clippy::type_complexity)]
-    let cases: [(&[(&str, &str)], Option<&str>); 7] = [
+    let cases: [(&[(&str, &str)], Option<&str>); 15] = [
         (&[("DateStyle", "garbage")], Some("22023")),
         (&[("TimeZone", "Mars/Olympus_Mons")], Some("22023")),
         (&[("extra_float_digits", "99")], Some("22023")),
@@ -1251,6 +1291,14 @@ async fn invalid_startup_settings_get_the_servers_error() {
         (&[("no_such_setting_xyz", "1")], Some("42704")),
         (&[("options", "-c work_mem")], None),
         (&[("options", "--not-a-switch")], None),
+        (&[("options", "-x")], Some("42601")),
+        (&[("options", "-fq")], Some("42601")),
+        (&[("options", "-e -S")], Some("42601")),
+        (&[("options", "-e stray")], Some("42601")),
+        (&[("options", "-S lots")], Some("22023")),
+        (&[("options", "-d 9")], Some("42501")),
+        (&[("options", "-c database=postgres")], Some("42704")),
+        (&[("options", "-c User=app")], Some("42704")),
     ];
     let mut mismatches = Vec::new();
     for (extra, expected) in cases {
@@ -1301,6 +1349,91 @@ async fn invalid_startup_settings_get_the_servers_error() {
         "invalid startup settings got a different SQLSTATE than from the server:\n{}",
         mismatches.join("\n")
     );
+}
+
+/// A SASLInitialResponse without data (length -1) gets an empty challenge, answered with
+/// client-first-message in a SASLResponse, as PostgreSQL does; with a mechanism not offered it
+/// is refused the way the server refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_initial_response_without_data_is_challenged_like_postgres() {
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use postgres_protocol::message::{backend, frontend};
+    let c = shared_cluster();
+    let proxy = main_proxy();
+
+    /// Logs in with an empty SASLInitialResponse for `mechanism`; the ErrorResponse if refused.
+    async fn login_without_initial_data(addr: &str, mechanism: &str) -> Option<raw::Frame> {
+        let mut r = raw::Raw::connect(addr).await;
+        r.send(&raw::startup_packet(PROTO_3_0, &app_params()))
+            .await
+            .unwrap();
+        let f = r.frame().await;
+        assert!(
+            matches!(f.parse(), backend::Message::AuthenticationSasl(_)),
+            "{addr}: {f:?}"
+        );
+        let mut out = bytes::BytesMut::new();
+        let mut body = mechanism.as_bytes().to_vec();
+        body.push(0);
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        out.extend_from_slice(b"p");
+        out.extend_from_slice(&(4 + body.len() as i32).to_be_bytes());
+        out.extend_from_slice(&body);
+        r.send(&out).await.unwrap();
+        let f = r.frame().await;
+        match f.parse() {
+            backend::Message::AuthenticationSaslContinue(b) => {
+                assert!(b.data().is_empty(), "{addr}: challenge {:?}", b.data());
+            }
+            backend::Message::ErrorResponse(_) => return Some(f),
+            _ => panic!("{addr}: {f:?}"),
+        }
+        let mut scram = ScramSha256::new(APP_PASSWORD.as_bytes(), ChannelBinding::unsupported());
+        out.clear();
+        frontend::sasl_response(scram.message(), &mut out).unwrap();
+        r.send(&out).await.unwrap();
+        let f = r.frame().await;
+        let backend::Message::AuthenticationSaslContinue(b) = f.parse() else {
+            panic!("{addr}: server-first expected: {f:?}");
+        };
+        scram.update(b.data()).expect("server-first-message");
+        out.clear();
+        frontend::sasl_response(scram.message(), &mut out).unwrap();
+        r.send(&out).await.unwrap();
+        let f = r.frame().await;
+        let backend::Message::AuthenticationSaslFinal(b) = f.parse() else {
+            panic!("{addr}: server-final expected: {f:?}");
+        };
+        scram.finish(b.data()).expect("the server's signature");
+        loop {
+            let f = r.frame().await;
+            match f.tag {
+                b'Z' => break,
+                b'E' => return Some(f),
+                _ => {}
+            }
+        }
+        let q = r.query_ok("SELECT current_user").await;
+        assert_eq!(q.scalar(), APP_USER, "{addr}");
+        None
+    }
+
+    for addr in [c.primary().addr(), proxy.addr()] {
+        let refused = within(
+            "login without initial data",
+            Duration::from_secs(30),
+            login_without_initial_data(&addr, "SCRAM-SHA-256"),
+        )
+        .await;
+        assert!(refused.is_none(), "{addr}: {refused:?}");
+    }
+    let d = login_without_initial_data(&c.primary().addr(), "NOT-A-MECHANISM")
+        .await
+        .expect("the server refuses an unknown mechanism");
+    let p = login_without_initial_data(&proxy.addr(), "NOT-A-MECHANISM")
+        .await
+        .expect("the proxy refuses an unknown mechanism");
+    assert_eq!((p.severity(), p.code()), (d.severity(), d.code()));
 }
 
 // ------------------------------------------------------------------------------------------

@@ -46,9 +46,11 @@ const SERVER_NONCE_LEN: usize = 18;
 const MAX_MECHANISM_IN_ERROR: usize = 64;
 
 /// Parses the body of a `SASLInitialResponse` message: the mechanism name as a NUL-terminated
-/// string, an Int32 length (-1 for no data) and that many bytes of data. "No data" gives an empty
-/// slice, which [`ScramServer::client_first`] rejects as malformed.
-pub fn parse_sasl_initial(body: &[u8]) -> Result<(&str, &[u8]), AuthError> {
+/// string, an Int32 length (-1 for no data) and that many bytes of data. No data gives `None`:
+/// as PostgreSQL does, the caller then sends an empty `AuthenticationSASLContinue`
+/// (after [`ScramServer::select`]) and takes client-first-message from the `SASLResponse`
+/// that answers it.
+pub fn parse_sasl_initial(body: &[u8]) -> Result<(&str, Option<&[u8]>), AuthError> {
     let nul = body
         .iter()
         .position(|&b| b == 0)
@@ -64,18 +66,20 @@ pub fn parse_sasl_initial(body: &[u8]) -> Result<(&str, &[u8]), AuthError> {
             "SASLInitialResponse is missing the data length",
         ))?;
     let len = i32::from_be_bytes(*len);
-    let expected = if len == -1 {
-        0
-    } else {
-        usize::try_from(len)
-            .map_err(|_| AuthError::Malformed("SASLInitialResponse has a negative data length"))?
-    };
-    if data.len() != expected {
+    let expected =
+        if len == -1 {
+            None
+        } else {
+            Some(usize::try_from(len).map_err(|_| {
+                AuthError::Malformed("SASLInitialResponse has a negative data length")
+            })?)
+        };
+    if data.len() != expected.unwrap_or(0) {
         return Err(AuthError::Malformed(
             "SASLInitialResponse data length does not match the message",
         ));
     }
-    Ok((mechanism, data))
+    Ok((mechanism, expected.map(|_| data)))
 }
 
 enum State {
@@ -171,6 +175,19 @@ impl ScramServer {
         }
     }
 
+    /// Checks the mechanism the client chose: whether it is one offered, and whether it binds
+    /// to the channel. PostgreSQL checks it before anything else, also when the
+    /// `SASLInitialResponse` carries no data.
+    pub fn select(&self, mechanism: &str) -> Result<bool, AuthError> {
+        match mechanism {
+            SCRAM_SHA_256 => Ok(false),
+            SCRAM_SHA_256_PLUS if self.binding.is_some() => Ok(true),
+            _ => Err(AuthError::UnsupportedMechanism(
+                mechanism.chars().take(MAX_MECHANISM_IN_ERROR).collect(),
+            )),
+        }
+    }
+
     /// Handles the `SASLInitialResponse` (mechanism and data as returned by
     /// [`parse_sasl_initial`]); returns server-first-message, the body of
     /// `AuthenticationSASLContinue`.
@@ -181,15 +198,7 @@ impl ScramServer {
         ) {
             return Err(AuthError::InvalidState);
         }
-        let plus = match mechanism {
-            SCRAM_SHA_256 => false,
-            SCRAM_SHA_256_PLUS if self.binding.is_some() => true,
-            _ => {
-                return Err(AuthError::UnsupportedMechanism(
-                    mechanism.chars().take(MAX_MECHANISM_IN_ERROR).collect(),
-                ))
-            }
-        };
+        let plus = self.select(mechanism)?;
         let first = parse_client_first(data)?;
         let mut cbind_input = first.gs2_header.to_vec();
         match (first.cbind, plus) {

@@ -29,7 +29,7 @@ fn exchange_as(
     // Go through the SASLInitialResponse framing like the proxy will.
     let body = sasl_initial_body(mechanism, Some(client.message()));
     let (mechanism, data) = parse_sasl_initial(&body)?;
-    let server_first = server.client_first(mechanism, data)?;
+    let server_first = server.client_first(mechanism, data.expect("initial data"))?;
     client
         .update(&server_first)
         .expect("client accepts server-first");
@@ -625,12 +625,15 @@ fn sasl_initial_parsing() {
     let body = sasl_initial_body("SCRAM-SHA-256", Some(b"n,,n=,r=abc"));
     assert_eq!(
         parse_sasl_initial(&body),
-        Ok(("SCRAM-SHA-256", &b"n,,n=,r=abc"[..]))
+        Ok(("SCRAM-SHA-256", Some(&b"n,,n=,r=abc"[..])))
     );
     let body = sasl_initial_body("SCRAM-SHA-256", None);
-    assert_eq!(parse_sasl_initial(&body), Ok(("SCRAM-SHA-256", &b""[..])));
+    assert_eq!(parse_sasl_initial(&body), Ok(("SCRAM-SHA-256", None)));
     let body = sasl_initial_body("SCRAM-SHA-256", Some(b""));
-    assert_eq!(parse_sasl_initial(&body), Ok(("SCRAM-SHA-256", &b""[..])));
+    assert_eq!(
+        parse_sasl_initial(&body),
+        Ok(("SCRAM-SHA-256", Some(&b""[..])))
+    );
 
     let mut bad: Vec<Vec<u8>> = vec![
         b"".to_vec(),
@@ -653,13 +656,19 @@ fn sasl_initial_parsing() {
         assert!(err.is_protocol_violation(), "{body:?}");
     }
 
-    // A body without data leads to a malformed client-first.
-    let body = sasl_initial_body("SCRAM-SHA-256", None);
-    let (mechanism, data) = parse_sasl_initial(&body).unwrap();
+    // Empty data (as a SASLResponse answering the empty challenge may carry) is a malformed
+    // client-first.
     let err = ScramServer::new(rfc_secret())
-        .client_first(mechanism, data)
+        .client_first(SCRAM_SHA_256, b"")
         .unwrap_err();
     assert!(matches!(err, AuthError::Malformed(_)));
+    // The mechanism is checked on its own, before there is data.
+    let server = ScramServer::new(rfc_secret());
+    assert_eq!(server.select(SCRAM_SHA_256), Ok(false));
+    assert!(matches!(
+        server.select(SCRAM_SHA_256_PLUS),
+        Err(AuthError::UnsupportedMechanism(_))
+    ));
 }
 
 #[test]

@@ -7,6 +7,7 @@
 pub mod encode;
 pub mod error;
 pub mod frame;
+pub mod options;
 pub mod startup;
 
 pub use error::ErrorFields;

@@ -147,65 +147,6 @@ fn parse_params(mut rest: &[u8]) -> Result<Vec<(String, String)>, StartupError> 
     }
 }
 
-/// Splits the `options` startup parameter into `-c name=value` / `--name=value` settings, as
-/// PostgreSQL does (whitespace separates arguments; a backslash escapes the next character).
-/// Arguments that are not settings are returned as errors so the caller can refuse them the way
-/// the server would.
-pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
-    let mut args = Vec::new();
-    let mut cur = String::new();
-    let mut chars = options.chars();
-    let mut in_arg = false;
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(n) = chars.next() {
-                cur.push(n);
-                in_arg = true;
-            }
-        } else if c.is_whitespace() {
-            if in_arg {
-                args.push(std::mem::take(&mut cur));
-                in_arg = false;
-            }
-        } else {
-            cur.push(c);
-            in_arg = true;
-        }
-    }
-    if in_arg {
-        args.push(cur);
-    }
-    let mut out = Vec::new();
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        // Messages as PostgreSQL words them (all SQLSTATE 42601 there).
-        let (setting, long) = if arg == "-c" {
-            (
-                it.next()
-                    .ok_or_else(|| "option requires an argument -- 'c'".to_owned())?,
-                false,
-            )
-        } else if let Some(s) = arg.strip_prefix("-c") {
-            (s.to_owned(), false)
-        } else if let Some(s) = arg.strip_prefix("--") {
-            (s.to_owned(), true)
-        } else {
-            return Err(format!(
-                "invalid command-line argument for server process: {arg}"
-            ));
-        };
-        let (name, value) = setting.split_once('=').ok_or_else(|| {
-            if long {
-                format!("--{setting} requires a value")
-            } else {
-                format!("-c {setting} requires a value")
-            }
-        })?;
-        out.push((name.replace('-', "_"), value.to_owned()));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,23 +258,5 @@ mod tests {
             Err(StartupError::BadLength)
         );
         assert_eq!(declared_len(8i32.to_be_bytes()), Ok(8));
-    }
-
-    #[test]
-    fn options_parsing() {
-        assert_eq!(
-            parse_options("-c search_path=a,b --statement-timeout=5s -cwork_mem=4MB").unwrap(),
-            vec![
-                ("search_path".into(), "a,b".into()),
-                ("statement_timeout".into(), "5s".into()),
-                ("work_mem".into(), "4MB".into())
-            ]
-        );
-        assert_eq!(
-            parse_options(r"-c application_name=a\ b").unwrap(),
-            vec![("application_name".into(), "a b".into())]
-        );
-        assert!(parse_options("-x").is_err());
-        assert!(parse_options("-c foo").is_err());
     }
 }

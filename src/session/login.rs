@@ -16,6 +16,7 @@ use crate::config::{AuthMethod, ClientCertMode, ClientTlsMode, PoolMode, User};
 use crate::net::tls::{ClientTls, TlsPeer};
 use crate::net::{self, Stream};
 use crate::pool::Pooled;
+use crate::protocol::options;
 use crate::protocol::startup::{self, Initial, Startup};
 use crate::protocol::{encode, tag};
 
@@ -219,13 +220,15 @@ pub async fn authenticate(
         .to_owned();
     // PostgreSQL applies `options` switches first and then the startup parameters, so a
     // parameter given both ways takes the startup parameter's value.
-    let mut params: Vec<(String, String)> = match s.param("options") {
-        Some(opts) => startup::parse_options(opts).map_err(|m| Fatal::new("42601", m))?,
+    let options = match s.param("options") {
+        Some(opts) => options::parse_options(opts).map_err(|m| Fatal::new("42601", m))?,
         None => Vec::new(),
     };
-    params.extend(s.params.iter().filter(|(k, _)| k != "options").cloned());
-    let settings = Settings::from_startup(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .map_err(|m| Fatal::new("42704", m))?;
+    let settings = Settings::from_startup(
+        options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        s.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(|m| Fatal::new("42704", m))?;
     let config = app.config.load_full();
     let configured = config.users.get(user_name).cloned();
     // Client certificates first, as PostgreSQL checks `clientcert` before the method.
@@ -289,6 +292,21 @@ pub async fn authenticate(
             let body = read_password(stream, buf, limit).await?;
             let (mechanism, data) =
                 auth::parse_sasl_initial(&body).map_err(|e| scram_fatal(e, user_name))?;
+            let later;
+            let data = match data {
+                Some(data) => data,
+                None => {
+                    // No initial response: an empty challenge, answered with what it would
+                    // have carried (PostgreSQL's `scram_exchange`).
+                    scram
+                        .select(mechanism)
+                        .map_err(|e| scram_fatal(e, user_name))?;
+                    encode::auth_sasl_continue(&mut out, &[]);
+                    send(stream, &mut out).await?;
+                    later = read_password(stream, buf, limit).await?;
+                    &later[..]
+                }
+            };
             let first = scram
                 .client_first(mechanism, data)
                 .map_err(|e| scram_fatal(e, user_name))?;

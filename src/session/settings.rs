@@ -216,18 +216,30 @@ const UNCOPYABLE: &[&str] = &[
 ];
 
 impl Settings {
-    /// Builds the startup settings from startup parameters and parsed `options`; rejects names
-    /// that are not plain identifiers (they end up in SQL).
+    /// Builds the startup settings: those `options` made (parsed), then the startup
+    /// parameters, which win as PostgreSQL applies them after. Among the parameters, the
+    /// startup packet's own fields (`user`, `database`, ...) and protocol options (`_pq_.*`)
+    /// are skipped; named in `options` the former are refused, as no setting has their name.
+    /// Names that are not plain identifiers are refused (they end up in SQL).
     pub fn from_startup<'a>(
+        options: impl IntoIterator<Item = (&'a str, &'a str)>,
         params: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Settings, String> {
+        let unrecognized = |k: &str| format!("unrecognized configuration parameter \"{k}\"");
         let mut s = Settings::default();
+        for (k, v) in options {
+            let name = k.to_ascii_lowercase();
+            if NOT_SETTINGS.contains(&name.as_str()) || !valid_name(k) {
+                return Err(unrecognized(k));
+            }
+            s.0.insert(name, v.to_owned());
+        }
         for (k, v) in params {
             if NOT_SETTINGS.contains(&k) || k.starts_with("_pq_.") {
                 continue;
             }
             if !valid_name(k) {
-                return Err(format!("unrecognized configuration parameter \"{k}\""));
+                return Err(unrecognized(k));
             }
             s.0.insert(k.to_ascii_lowercase(), v.to_owned());
         }
@@ -284,6 +296,14 @@ impl Settings {
         if !sets.is_empty() {
             if standalone {
                 sql.push_str("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; ");
+            }
+            let style = self.0.get("datestyle");
+            if style.is_some() && style != applied.0.get("datestyle") {
+                // A DateStyle may give only the output format or only the field order
+                // (`euro`, `DMY`), keeping the other from the value it replaces. A client's
+                // startup value replaced the server's default, so it does here too, whatever
+                // the connection had before.
+                sql.push_str("RESET datestyle; ");
             }
             sql.push_str("SELECT ");
             sql.push_str(&sets.join(", "));
@@ -369,16 +389,31 @@ mod tests {
 
     #[test]
     fn startup_filters_and_lowercases() {
-        let st = Settings::from_startup([
-            ("user", "u"),
-            ("database", "d"),
-            ("DateStyle", "ISO"),
-            ("_pq_.x", "1"),
-            ("application_name", "a"),
-        ])
+        let st = Settings::from_startup(
+            [("Work_Mem", "1MB"), ("_pq_.y", "2"), ("DateStyle", "SQL")],
+            [
+                ("user", "u"),
+                ("database", "d"),
+                ("options", "-c x=1"),
+                ("DateStyle", "ISO"),
+                ("_pq_.x", "1"),
+                ("application_name", "a"),
+            ],
+        )
         .unwrap();
-        assert_eq!(st, s(&[("application_name", "a"), ("datestyle", "ISO")]));
-        assert!(Settings::from_startup([("x; drop table t", "1")]).is_err());
+        assert_eq!(
+            st,
+            s(&[
+                ("_pq_.y", "2"),
+                ("application_name", "a"),
+                ("datestyle", "ISO"),
+                ("work_mem", "1MB")
+            ])
+        );
+        let none: [(&str, &str); 0] = [];
+        assert!(Settings::from_startup(none, [("x; drop table t", "1")]).is_err());
+        assert!(Settings::from_startup([("x; drop table t", "1")], none).is_err());
+        assert!(Settings::from_startup([("Database", "d")], none).is_err());
     }
 
     #[test]
@@ -394,6 +429,20 @@ mod tests {
             "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SELECT pg_catalog.set_config(E'b', E'it''s', false), pg_catalog.set_config(E'c', E'3', false); RESET \"my\".\"d\""
         );
         assert_eq!(desired.sync_sql(&desired, true), None);
+        // A DateStyle is applied from the server's default, as a partial one (`euro`) keeps
+        // the rest of the value it replaces.
+        assert_eq!(
+            s(&[("a", "1"), ("datestyle", "euro")])
+                .sync_sql(&s(&[("datestyle", "SQL, MDY")]), true)
+                .unwrap(),
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; RESET datestyle; SELECT pg_catalog.set_config(E'a', E'1', false), pg_catalog.set_config(E'datestyle', E'euro', false)"
+        );
+        assert_eq!(
+            s(&[("a", "1"), ("datestyle", "euro")])
+                .sync_sql(&s(&[("datestyle", "euro")]), false)
+                .unwrap(),
+            "SELECT pg_catalog.set_config(E'a', E'1', false)"
+        );
         assert_eq!(
             Settings::default()
                 .sync_sql(&s(&[("a", "1")]), true)
