@@ -2218,6 +2218,59 @@ fn copy_in_and_out() {
     });
 }
 
+/// PostgreSQL ignores a Sync or Flush sent during COPY FROM STDIN, so no ReadyForQuery is owed
+/// for it: the client's next statement gets its answer and the server connection is free for
+/// another client at once (a pool of one).
+#[test]
+fn sync_and_flush_during_copy_in_owe_nothing() {
+    bounded(async {
+        let proxy = proxy(
+            "[routing]\nread_write_split = false\n[pool]\nsize = 1\ncheckout_timeout = \"20s\"\n",
+        );
+        let setup = app_client(&proxy).await;
+        setup
+            .batch_execute("drop table if exists pr_copysync; create table pr_copysync (id int)")
+            .await
+            .unwrap();
+        let mut raw = Raw::app(&proxy).await;
+        for (round, begin) in [(1, ""), (2, "begin; ")] {
+            raw.send(&fe::query(&format!("{begin}copy pr_copysync from stdin")))
+                .await;
+            let mut m = raw.recv().await;
+            if !begin.is_empty() {
+                assert_eq!(m.command_tag(), "BEGIN");
+                m = raw.recv().await;
+            }
+            assert_eq!(m.tag, b'G', "CopyInResponse expected, got {m:?}");
+            let mut out = fe::copy_data(b"1\n");
+            out.extend(fe::sync());
+            out.extend(fe::flush());
+            out.extend(fe::copy_data(b"2\n"));
+            out.extend(fe::sync());
+            out.extend(fe::copy_done());
+            raw.send(&out).await;
+            let r = raw.until_ready().await;
+            assert_eq!(tags(&r), "CZ", "{r:?}");
+            assert_eq!(r[0].command_tag(), "COPY 2");
+            if !begin.is_empty() {
+                raw.query_ok("commit").await;
+            }
+            let count = raw.query_ok("select count(*) from pr_copysync").await;
+            assert_eq!(count, [format!("{}", 2 * round)]);
+            // The one server connection went back to the pool.
+            let n: i64 = within(Duration::from_secs(15), "another client's query", async {
+                setup
+                    .query_one("select count(*) from pr_copysync", &[])
+                    .await
+                    .unwrap()
+                    .get(0)
+            })
+            .await;
+            assert_eq!(n, 2 * round);
+        }
+    });
+}
+
 #[test]
 fn copy_fail_and_copy_errors() {
     bounded(async {

@@ -215,6 +215,12 @@ impl Session {
     fn handle(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
         let needs_server = match h.tag {
             tag::TERMINATE => return Ok(Some(Step::Terminate)),
+            tag::SYNC | tag::FLUSH if self.copy_in && self.server.is_some() => {
+                // The server ignores both during COPY FROM STDIN (for clients that send them
+                // after every Execute): passed on, with no answer owed.
+                self.forward(h.frame_len);
+                return Ok(None);
+            }
             tag::SYNC | tag::FLUSH | tag::CLOSE => false,
             tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
                 if self.server.is_none() {
