@@ -941,7 +941,19 @@ async fn malformed_scram_exchanges_are_refused_cleanly() {
             "authorization identity",
             sasl_initial("SCRAM-SHA-256", Some(b"n,a=postgres,n=,r=abcdefghijklmnop")),
         ),
-        ("no data (length -1)", sasl_initial("SCRAM-SHA-256", None)),
+        // Challenged with an empty SASLContinue first, as PostgreSQL does.
+        (
+            "no data (length -1), then garbage",
+            [
+                sasl_initial("SCRAM-SHA-256", None),
+                sasl_response(b"garbage"),
+            ]
+            .concat(),
+        ),
+        (
+            "no data (length -1), then nothing",
+            [sasl_initial("SCRAM-SHA-256", None), sasl_response(b"")].concat(),
+        ),
         ("empty data", sasl_initial("SCRAM-SHA-256", Some(b""))),
         (
             "missing nonce",
@@ -971,6 +983,10 @@ async fn malformed_scram_exchanges_are_refused_cleanly() {
                 let what = format!("{name} ({user})");
                 let mut conn = scram_start(user).await;
                 send_lossy(&mut conn, &msg).await;
+                if name.starts_with("no data") {
+                    let c = conn.frame().await;
+                    assert_eq!((c.tag, &c.body[..]), (b'R', &[0, 0, 0, 11][..]), "{what}");
+                }
                 let f = fatal_then_closed(&mut conn, "08P01", &what).await;
                 outcomes.lock().unwrap().push(format!("{what}: {f:?}"));
             });
