@@ -3749,6 +3749,31 @@ async fn the_process_id_a_client_is_given_matches_its_notifications() {
     }
 }
 
+/// `UPDATE pg_settings` is a `set_config` (the view's rule): the setting follows its client
+/// across transactions and never reaches another client sharing its server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_of_pg_settings_is_a_session_setting() {
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let default = one(&b, "SHOW work_mem").await;
+    assert_ne!(default, "7MB");
+    bounded(
+        "update pg_settings",
+        a.batch_execute("UPDATE pg_settings SET setting = '7MB' WHERE name = 'work_mem'"),
+    )
+    .await
+    .expect("update pg_settings");
+    for _ in 0..2 {
+        assert_eq!(one(&b, "SHOW work_mem").await, default, "another client");
+        assert_eq!(
+            one(&a, "SHOW work_mem").await,
+            "7MB",
+            "the client that set it"
+        );
+    }
+}
+
 /// `pg_terminate_backend(pid)` sent through the proxy, of the pid a client was given, ends that
 /// client with the FATAL a direct connection gets (57P01), in transaction pooling too, where
 /// the client holds no server process between transactions: the pid in the text (simple
@@ -3775,6 +3800,26 @@ async fn pg_terminate_backend_of_a_client_pid_ends_that_client() {
         let sql = format!("SELECT pg_terminate_backend({pid})");
         assert_eq!(one(&control, &sql).await, "t", "{mode}");
         ended(victim.until_closed().await, &format!("{mode}: in the text"));
+
+        // A call that never runs (no row qualifies) ends nobody.
+        let mut spared = Raw::app(&p).await;
+        let sql = format!(
+            "SELECT pg_terminate_backend({}) FROM pg_stat_activity WHERE false",
+            spared.key_pid
+        );
+        let r = bounded("a call under WHERE false", control.simple_query(&sql))
+            .await
+            .expect("the query runs");
+        assert!(
+            !r.iter()
+                .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
+            "{mode}: no row"
+        );
+        assert_eq!(
+            single(&spared.simple("SELECT 1").await, mode),
+            "1",
+            "{mode}: a call that did not run"
+        );
 
         let mut victim = Raw::app(&p).await;
         let row = bounded(

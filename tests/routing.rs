@@ -685,6 +685,19 @@ async fn begins_a_replica_would_refuse_run_on_the_primary() {
         execute(&c, "COMMIT").await;
         assert_eq!(seen, p.primary, "BEGIN READ WRITE ran on {}", p.name(seen));
     }
+    // The same said by the transaction's first statement (older Rails sets the isolation so).
+    for first in [
+        "SET TRANSACTION READ WRITE",
+        "set local transaction_read_only = off",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SET LOCAL transaction_isolation = 'serializable'",
+    ] {
+        execute(&c, "BEGIN").await;
+        execute(&c, first).await;
+        let seen = port(&c, "SELECT inet_server_port()").await;
+        execute(&c, "COMMIT").await;
+        assert_eq!(seen, p.primary, "BEGIN; {first} ran on {}", p.name(seen));
+    }
     execute(&c, "RESET default_transaction_read_only").await;
     // A BEGIN the server refuses is answered by the server (pooling.rs checks what follows).
     for bad in [
@@ -694,6 +707,30 @@ async fn begins_a_replica_would_refuse_run_on_the_primary() {
     ] {
         assert_eq!(error_code(&c, bad).await, "42601", "{bad}");
     }
+    // State that pins the client, made first in a read-only transaction: on a replica it would
+    // keep the client there, where its writes fail.
+    let d = proxy.connect_app().await;
+    execute(&d, "BEGIN READ ONLY").await;
+    execute(
+        &d,
+        "DECLARE sy_held CURSOR WITH HOLD FOR SELECT inet_server_port()",
+    )
+    .await;
+    execute(&d, "COMMIT").await;
+    let held = port(&d, "FETCH sy_held").await;
+    assert_eq!(
+        held,
+        p.primary,
+        "a WITH HOLD cursor ran on {}",
+        p.name(held)
+    );
+    let after = port(&d, "SELECT inet_server_port() FROM pg_class LIMIT 1").await;
+    assert_eq!(
+        after,
+        p.primary,
+        "the pinned client reads on {}",
+        p.name(after)
+    );
 }
 
 /// A SET changes no data: a read right after it is not held back for read-your-writes, while

@@ -413,8 +413,9 @@ struct Session {
     id: u64,
     /// Whether the server said the client's role is a superuser at login (`is_superuser`).
     superuser: bool,
-    /// The pid a `pg_terminate_backend` call in flight names (see `terminate_client`).
-    terminates: Option<i32>,
+    /// The pid a `pg_terminate_backend` call in flight names (see `terminate_client`), and
+    /// whether its statement has returned a row (a call under `WHERE false` runs nowhere).
+    terminates: Option<(i32, bool)>,
     /// The process id this client was given (BackendKeyData).
     client_pid: i32,
     app: Arc<App>,

@@ -379,10 +379,11 @@ impl Session {
     /// request's ReadyForQuery without an error before it), the proxy's client that was given
     /// `pid` ends too: the server ends the process only, and in transaction pooling that client
     /// may have none, or another. (Not before: the server would find the process gone and
-    /// answer `false`.) Not in a failed block, where nothing runs.
+    /// answer `false`.) Not in a failed block, where nothing runs, nor when the statement
+    /// returned no row (`... WHERE false`, a filter on `pg_stat_activity`), where no call ran.
     pub(super) fn terminate_client(&mut self, pid: i32) {
         if self.txn != TxnStatus::Failed {
-            self.terminates = Some(pid);
+            self.terminates = Some((pid, false));
         }
     }
 

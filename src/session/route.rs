@@ -223,9 +223,12 @@ impl Session {
             _ => return false,
         };
         let a = analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
-        // (A first statement that changes settings, `set_config('role', ...)` say, could
-        // leave the session pinned to the replica.)
+        // (A first statement that changes settings, `set_config('role', ...)` say, or leaves
+        // session state, a `WITH HOLD` cursor, a `PREPARE`, could leave the session pinned to
+        // the replica, where its later writes fail. A mode a standby refuses fails there.)
         a.effects.contains(crate::sql::Effects::SETTINGS)
+            || a.pin.is_some()
+            || a.txn == TxnControl::SetTransactionReadWrite
             || matches!(
                 a.reason,
                 Reason::WritingFunction(_) | Reason::PrimaryView(_) | Reason::ServerRole(_)

@@ -210,6 +210,11 @@ impl Session {
             let mut forward = m.forward && !rescuing;
             match h.tag {
                 tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE if m.forward => self.copy_in = true,
+                tag::COMMAND_COMPLETE | tag::PORTAL_SUSPENDED if m.forward => {
+                    if let Some((_, ran)) = self.terminates.as_mut() {
+                        *ran |= body != b"SELECT 0\0";
+                    }
+                }
                 tag::READY_FOR_QUERY => {
                     self.copy_in = false;
                     if let Some(s) = body.first().and_then(|&b| TxnStatus::from_byte(b)) {
@@ -232,7 +237,7 @@ impl Session {
                     request_done = self.pending.is_empty();
                     if m.forward {
                         // The client's pg_terminate_backend ran (see terminate_client).
-                        if let Some(pid) = self.terminates.take() {
+                        if let Some((pid, true)) = self.terminates.take() {
                             let (user, su, span) = (&self.user.name, self.superuser, &self.span);
                             if self.app.cancels.terminate(pid, user, su) {
                                 tracing::info!(parent: span, pid, "client ended by pg_terminate_backend");

@@ -453,7 +453,15 @@ impl Classifier {
                 effects::transaction_head(k, rest, out);
                 Kind::Primary(Reason::TransactionControl)
             }
-            "PREPARE" if opt_kw(&rest.peek(), "transaction") => {
+            // `PREPARE TRANSACTION 'gid'`; `PREPARE transaction AS ...` names a statement.
+            "PREPARE"
+                if {
+                    let mut r = rest.clone();
+                    opt_kw(&r.next(), "transaction")
+                        && r.next()
+                            .is_some_and(|t| matches!(t.kind, TokenKind::String(_)))
+                } =>
+            {
                 effects::transaction_head(k, rest, out);
                 Kind::Primary(Reason::TransactionControl)
             }
@@ -501,7 +509,8 @@ impl Classifier {
                 if name.is_punct(b',') {
                     continue;
                 }
-                let is_analyze = name.is_kw("analyze") || name.is_kw("analyse");
+                // (An option name may be quoted: `("analyze")` is ANALYZE.)
+                let is_analyze = name.name_eq("analyze") || name.name_eq("analyse");
                 // optional value
                 let mut value_true = true;
                 if let Some(v) = rest.peek() {
@@ -576,8 +585,14 @@ impl Classifier {
                         17 | 19 if mode.read && f.primary_view.is_none() => {
                             f.primary_view = PRIMARY_VIEWS.iter().copied().find(|v| t.name_eq(v));
                         }
-                        11 if mode.read && t.name_eq("pg_settings") => {
-                            f.server_role = Some("pg_settings");
+                        11 if t.name_eq("pg_settings") => {
+                            if mode.read {
+                                f.server_role = Some("pg_settings");
+                            } else {
+                                // `UPDATE pg_settings SET setting = ...` is a `set_config`
+                                // (the view's rule): a session setting.
+                                out.effects.insert(Effects::SETTINGS);
+                            }
                         }
                         4 if mode.read && !after_dot && t.is_kw("into") => {
                             let after_dml =

@@ -115,6 +115,8 @@ fn reads() {
             ("EXPLAIN ANALYSE VERBOSE SELECT 1", R, "read: SELECT"),
             ("EXPLAIN (ANALYZE, BUFFERS) WITH x AS (SELECT 1) SELECT * FROM x", R, "read: WITH"),
             ("EXPLAIN (ANALYZE true, FORMAT YAML) VALUES (1)", R, "read: VALUES"),
+            ("EXPLAIN (\"analyze\") DELETE FROM t", P, "write: DELETE"),
+            ("EXPLAIN (\"ANALYZE\") DELETE FROM t", R, "read: EXPLAIN"),
             ("COPY t TO STDOUT", R, "read: COPY"),
             ("copy public.t (a, b) to stdout with (format csv, header)", R, "read: COPY"),
             ("COPY (SELECT * FROM t WHERE a > 1) TO STDOUT WITH CSV", R, "read: COPY"),

@@ -171,12 +171,16 @@ fn set_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
     }
     if t.is_kw("transaction") {
         // SET [SESSION|LOCAL] TRANSACTION modes: this transaction only.
-        let mut prev_read = false;
+        let (mut prev_read, mut read_only, mut standby_refuses) = (false, false, false);
         for m in rest.by_ref() {
-            if prev_read && m.is_kw("only") {
-                out.txn = TxnControl::SetTransactionReadOnly;
-            }
+            read_only |= prev_read && m.is_kw("only");
+            standby_refuses |= (prev_read && m.is_kw("write")) || m.is_kw("serializable");
             prev_read = m.is_kw("read");
+        }
+        if standby_refuses {
+            out.txn = TxnControl::SetTransactionReadWrite;
+        } else if read_only {
+            out.txn = TxnControl::SetTransactionReadOnly;
         }
         return;
     }
@@ -193,17 +197,21 @@ fn set_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
     if !local {
         out.effects.insert(Effects::SETTINGS);
     }
-    // transaction_read_only
-    if t.name_eq("transaction_read_only") {
+    // transaction_read_only, transaction_isolation
+    let read_only = t.name_eq("transaction_read_only");
+    if read_only || t.name_eq("transaction_isolation") {
         let mut v = rest.clone();
         let mut sep = v.next();
         if sep.as_ref().is_some_and(|s| s.is_kw("to") || s.text == "=") {
             sep = v.next();
         }
         if let Some(val) = sep {
-            if is_true_value(&val) {
-                out.txn = TxnControl::SetTransactionReadOnly;
-            }
+            out.txn = match (read_only, is_true_value(&val)) {
+                (true, true) => TxnControl::SetTransactionReadOnly,
+                (true, false) => TxnControl::SetTransactionReadWrite,
+                (false, _) if value_is(&val, "serializable") => TxnControl::SetTransactionReadWrite,
+                (false, _) => TxnControl::None,
+            };
         }
         return;
     }
@@ -240,14 +248,18 @@ fn set_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
 }
 
 fn is_true_value(t: &STok<'_>) -> bool {
+    ["on", "true", "1", "yes", "t", "y"]
+        .iter()
+        .any(|x| value_is(t, x))
+}
+
+/// Whether a setting's value token (a word or a string) is `expected`, in any case.
+fn value_is(t: &STok<'_>, expected: &str) -> bool {
     let v: Cow<'_, str> = match t.kind {
         TokenKind::String(_) => t.string_value().unwrap_or(Cow::Borrowed("")),
         _ => Cow::Borrowed(t.text),
     };
-    let v = v.trim();
-    ["on", "true", "1", "yes", "t", "y"]
-        .iter()
-        .any(|x| v.eq_ignore_ascii_case(x))
+    v.trim().eq_ignore_ascii_case(expected)
 }
 
 /// Reads `switchyard . name` (or `"switchyard.name"`) from the stream.

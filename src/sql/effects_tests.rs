@@ -37,6 +37,18 @@ fn effects_table() {
         ("SET LOCAL TIME ZONE 'UTC'", NONE, None),
         ("SET NAMES 'UTF8'", S, None),
         ("SET SCHEMA 'app'", S, None),
+        // pg_settings's update rule calls set_config
+        (
+            "UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'",
+            S,
+            None,
+        ),
+        (
+            "UPDATE pg_catalog.pg_settings SET setting = 'x' WHERE name = 'role'",
+            S,
+            None,
+        ),
+        ("SELECT setting FROM pg_settings", NONE, None),
         ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", NONE, None),
         (
             "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
@@ -152,6 +164,24 @@ fn effects_table() {
         ("UNLISTEN chan", NONE, None),
         ("PREPARE p (int) AS SELECT $1", PIN, Some(Prepare)),
         ("PREPARE TRANSACTION 'x'", NONE, None),
+        ("PREPARE transaction AS SELECT 1", PIN, Some(Prepare)),
+        (
+            "SELECT pg_backup_start('nightly')",
+            PIN,
+            Some(ServerSession),
+        ),
+        (
+            "SELECT pg_start_backup('x', false, false)",
+            PIN,
+            Some(ServerSession),
+        ),
+        (
+            "SELECT pg_replication_origin_session_setup('o')",
+            PIN,
+            Some(ServerSession),
+        ),
+        ("SELECT * FROM pg_backup_stop()", NONE, None),
+        ("PREPARE transaction (int) AS SELECT $1", PIN, Some(Prepare)),
         (
             "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
             PIN,
@@ -295,12 +325,26 @@ fn transaction_control() {
         ("BEGIN; SELECT 1", T::Begin { read_only: false }),
         ("SELECT 1; BEGIN", T::None),
         ("SET TRANSACTION READ ONLY", T::SetTransactionReadOnly),
+        // A standby refuses SERIALIZABLE, read only or not.
         (
             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+            T::SetTransactionReadWrite,
+        ),
+        (
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
             T::SetTransactionReadOnly,
         ),
-        ("SET TRANSACTION READ WRITE", T::None),
+        ("SET TRANSACTION READ WRITE", T::SetTransactionReadWrite),
+        (
+            "set local transaction read write",
+            T::SetTransactionReadWrite,
+        ),
         ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", T::None),
+        (
+            "SET LOCAL transaction_isolation = 'SERIALIZABLE'",
+            T::SetTransactionReadWrite,
+        ),
+        ("SET transaction_isolation TO 'read committed'", T::None),
         (
             "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
             T::None,
@@ -310,7 +354,10 @@ fn transaction_control() {
             "SET LOCAL transaction_read_only TO 'true'",
             T::SetTransactionReadOnly,
         ),
-        ("SET transaction_read_only = off", T::None),
+        (
+            "SET transaction_read_only = off",
+            T::SetTransactionReadWrite,
+        ),
         ("COMMIT", T::Commit),
         ("COMMIT WORK", T::Commit),
         ("COMMIT AND CHAIN", T::Commit),
@@ -318,6 +365,7 @@ fn transaction_control() {
         ("end transaction", T::Commit),
         ("COMMIT PREPARED 'x'", T::None),
         ("PREPARE TRANSACTION 'x'", T::PrepareTransaction),
+        ("PREPARE transaction AS SELECT 1", T::None),
         ("ROLLBACK", T::Rollback),
         ("ROLLBACK WORK", T::Rollback),
         ("ROLLBACK AND NO CHAIN", T::Rollback),

@@ -293,6 +293,9 @@ pub enum PinReason {
     Load,
     /// `dblink_connect[_u](...)` (a named dblink connection lives in the server session).
     Dblink,
+    /// A non-exclusive backup (`pg_backup_start`, `pg_start_backup`) or a replication origin
+    /// (`pg_replication_origin_session_setup`): its end must run in the same server session.
+    ServerSession,
 }
 
 impl PinReason {
@@ -307,6 +310,7 @@ impl PinReason {
             PinReason::Role => "role",
             PinReason::Load => "load",
             PinReason::Dblink => "dblink",
+            PinReason::ServerSession => "server_session",
         }
     }
 }
@@ -328,6 +332,10 @@ pub enum TxnControl {
     Begin { read_only: bool },
     /// `SET TRANSACTION ... READ ONLY` (also `SET [LOCAL] transaction_read_only = on`).
     SetTransactionReadOnly,
+    /// `SET TRANSACTION ... READ WRITE` or `... ISOLATION LEVEL SERIALIZABLE` (also
+    /// `SET [LOCAL] transaction_read_only = off`, `transaction_isolation = serializable`):
+    /// modes a hot standby refuses.
+    SetTransactionReadWrite,
     /// `COMMIT` / `END` (also `... AND CHAIN`).
     Commit,
     /// `PREPARE TRANSACTION 'gid'`: ends the transaction block, leaving it prepared (an empty

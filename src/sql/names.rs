@@ -288,6 +288,9 @@ pub(super) fn call_effect(key: &str) -> Option<CallEffect> {
         | "pg_try_advisory_lock"
         | "pg_try_advisory_lock_shared" => Some(CallEffect::Pin(PinReason::AdvisoryLock)),
         "dblink_connect" | "dblink_connect_u" => Some(CallEffect::Pin(PinReason::Dblink)),
+        "pg_backup_start" | "pg_start_backup" | "pg_replication_origin_session_setup" => {
+            Some(CallEffect::Pin(PinReason::ServerSession))
+        }
         _ => None,
     }
 }

@@ -98,6 +98,10 @@ pub(super) fn plain_write(sql: &[u8]) -> Option<Analysis<'static>> {
                     }
                     i += 1;
                 }
+                if b[start..i].eq_ignore_ascii_case(b"pg_settings") {
+                    // Written to, a session setting: left to the full analysis.
+                    return None;
+                }
                 name = Some((start, i, false));
                 continue;
             }
@@ -138,6 +142,9 @@ pub(super) fn plain_write(sql: &[u8]) -> Option<Analysis<'static>> {
                 }
                 if b.get(i + 1) == Some(&c) {
                     return None; // '' or "" inside
+                }
+                if c == b'"' && &b[start..i] == b"pg_settings" {
+                    return None;
                 }
                 name = (c == b'"').then_some((start, i, true));
             }
@@ -228,6 +235,9 @@ mod tests {
     #[test]
     fn everything_else_is_left_to_the_full_classifier() {
         for sql in [
+            // writes to pg_settings are set_config calls
+            "UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'",
+            "update pg_catalog.\"pg_settings\" set setting = 'x' where name = 'role'",
             // calls with session effects, in every spelling
             "UPDATE t SET x = set_config('a.b', 'c', false)",
             "UPDATE t SET x = pg_catalog.SET_CONFIG ('a.b', 'c', false)",
