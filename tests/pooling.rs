@@ -3749,6 +3749,52 @@ async fn the_process_id_a_client_is_given_matches_its_notifications() {
     }
 }
 
+/// A literal in a statement becomes a constant under the settings it is parsed with: two
+/// clients in other time zones parsing one text get their own statements on a shared server
+/// connection, also when the time zone was set earlier in the same transaction (not yet read
+/// back by the proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_parsed_under_other_settings_are_not_shared() {
+    let p = proxy("transaction", "size = 1");
+    let sql = "SELECT extract(epoch FROM '2024-03-01 00:00'::timestamptz)::bigint";
+    let (utc, tokyo, new_york) = (1_709_251_200i64, 1_709_218_800i64, 1_709_269_200i64);
+    // (Statements are kept: tokio-postgres closes a dropped one, and the proxy with it.)
+    async fn epoch(c: &Client, s: &tokio_postgres::Statement) -> i64 {
+        let row = bounded("query", c.query_one(s, &[])).await.expect("query");
+        row.get::<_, i64>(0)
+    }
+    let a = connect(&p).await;
+    a.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    let sa = bounded("prepare", a.prepare(sql)).await.unwrap();
+    assert_eq!(epoch(&a, &sa).await, utc);
+    let b = connect(&p).await;
+    b.batch_execute("SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    let sb = bounded("prepare", b.prepare(sql)).await.unwrap();
+    assert_eq!(epoch(&b, &sb).await, tokyo, "a client in another time zone");
+    let c = connect(&p).await;
+    c.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    bounded(
+        "begin",
+        c.batch_execute("BEGIN; SET TimeZone = 'America/New_York'"),
+    )
+    .await
+    .unwrap();
+    let sc = bounded("prepare", c.prepare(sql)).await.unwrap();
+    assert_eq!(
+        epoch(&c, &sc).await,
+        new_york,
+        "a time zone set in the transaction"
+    );
+    c.batch_execute("COMMIT").await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(epoch(&a, &sa).await, utc, "the first client again");
+        assert_eq!(epoch(&b, &sb).await, tokyo, "the second client again");
+        assert_eq!(epoch(&c, &sc).await, new_york, "the third client again");
+    }
+}
+
 /// `UPDATE pg_settings` is a `set_config` (the view's rule): the setting follows its client
 /// across transactions and never reaches another client sharing its server connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

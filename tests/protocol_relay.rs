@@ -1393,6 +1393,124 @@ fn close_inside_a_failed_pipeline() {
     });
 }
 
+/// Names whose Parse, Close or both an earlier error made the server skip, in pipelined
+/// batches, answer later as on a direct connection: a Close skipped after its statement's own
+/// Parse failed brings back nothing, a name closed and parsed again behind a skipped Parse
+/// stays, and a text whose Parse failed prepares on the connection later (its table created
+/// meanwhile, behind the proxy's back). And a chain of statements that `EXECUTE` each other is
+/// refused past its limit.
+#[test]
+fn skipped_parses_and_closes_leave_names_as_postgresql_does() {
+    bounded(async {
+        let proxy = proxy(
+            "[routing]\nread_write_split = false\n[pool]\nsize = 1\ncheckout_timeout = \"20s\"\n",
+        );
+        let direct_addr = shared_cluster().primary().addr();
+        let direct = direct_primary().await;
+        let mut answers = Vec::new();
+        for addr in [direct_addr.clone(), proxy.addr()] {
+            direct
+                .batch_execute("drop table if exists pr_late")
+                .await
+                .unwrap();
+            let mut raw = Raw::connect(&addr, APP_USER, APP_PASSWORD, APP_DB, &[]).await;
+            let late = "select count(*) from pr_late";
+            // Its own Parse fails; the Close behind a failing Bind is skipped.
+            let mut out = fe::parse("s1", late, &[]);
+            out.extend(fe::sync());
+            out.extend(fe::bind("", "s1", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::close(b'S', "s1"));
+            out.extend(fe::sync());
+            // A Parse skipped after an error, then the name closed and parsed again.
+            out.extend(fe::parse("", "select 1/0", &[]));
+            out.extend(fe::bind("", "", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::parse("s3", "select 3", &[]));
+            out.extend(fe::sync());
+            out.extend(fe::close(b'S', "s3"));
+            out.extend(fe::sync());
+            out.extend(fe::parse("s3", "select 3", &[]));
+            out.extend(fe::bind("", "s3", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::sync());
+            // The name s1 is free.
+            out.extend(fe::parse("s1", "select 1", &[]));
+            out.extend(fe::sync());
+            raw.send(&out).await;
+            let mut got: Vec<String> = Vec::new();
+            for r in raw.until_ready_n(6).await {
+                let codes: Vec<String> = r
+                    .iter()
+                    .filter(|m| m.tag == b'E')
+                    .map(|m| m.code())
+                    .collect();
+                got.push(format!("{} {codes:?} {:?}", tags(&r), rows(&r)));
+            }
+            direct
+                .batch_execute("create table pr_late (id int)")
+                .await
+                .unwrap();
+            let mut out = fe::bind("", "s3", &[]);
+            out.extend(fe::execute("", 0));
+            out.extend(fe::sync());
+            out.extend(fe::parse("s2", late, &[]));
+            out.extend(fe::bind("", "s2", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::sync());
+            raw.send(&out).await;
+            for r in raw.until_ready_n(2).await {
+                let codes: Vec<String> = r
+                    .iter()
+                    .filter(|m| m.tag == b'E')
+                    .map(|m| m.code())
+                    .collect();
+                got.push(format!("{} {codes:?} {:?}", tags(&r), rows(&r)));
+            }
+            answers.push(got);
+        }
+        assert_eq!(
+            answers[0],
+            [
+                "EZ [\"42P01\"] []",
+                "EZ [\"26000\"] []",
+                "1EZ [\"22012\"] []",
+                "3Z [] []",
+                "12DCZ [] [\"3\"]",
+                "1Z [] []",
+                "2DCZ [] [\"3\"]",
+                "12DCZ [] [\"0\"]",
+            ],
+            "PostgreSQL answered otherwise than this test expects"
+        );
+        assert_eq!(
+            answers[1], answers[0],
+            "through the proxy (left) and directly (right)"
+        );
+
+        // EXECUTE of EXECUTE of ...: refused past the limit, what is within it runs.
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::parse("c0", "select 7", &[]);
+        for i in 1..40 {
+            out.extend(fe::parse(
+                &format!("c{i}"),
+                &format!("execute c{}", i - 1),
+                &[],
+            ));
+        }
+        out.extend(fe::sync());
+        out.extend(fe::bind("", "c31", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready_n(2).await;
+        assert_eq!(tags(&r[0]), format!("{}EZ", "1".repeat(32)), "{:?}", r[0]);
+        assert_eq!(r[0][32].code(), "54001");
+        assert_eq!(tags(&r[1]), "2DCZ", "{:?}", r[1]);
+        assert_eq!(rows(&r[1]), ["7"]);
+    });
+}
+
 /// Polls (bounded) until this session's plain read runs on the replica (`replica_port`), i.e.
 /// the proxy saw the replica replay every write of the user so far; returns what the scalar
 /// query `sql` read there.

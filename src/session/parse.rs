@@ -20,9 +20,9 @@ impl Session {
         let Some((name, _)) = read_cstr(&self.client.rbuf[5..h.frame_len]) else {
             return false;
         };
-        !name.is_empty()
-            && self.statements.contains_key(name)
-            && self.pending.parse_outstanding(name)
+        // (Also when the client closed it since: if the earlier Parse fails, the name was
+        // never taken, and the undoing of it must not meet a statement made after.)
+        !name.is_empty() && !self.pending.is_empty() && self.pending.parse_outstanding(name)
     }
 
     pub(super) fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {
@@ -62,6 +62,14 @@ impl Session {
                 }
                 if let Some(e) = &a.execute {
                     if let Some(s) = self.statements.get(e.name.as_bytes()) {
+                        if statements::chain_len(s) >= statements::MAX_CHAIN {
+                            // PostgreSQL would run out of stack running it.
+                            self.respond_batch_error(
+                                "54001",
+                                "statement nesting too deep: EXECUTE of statements that EXECUTE",
+                            );
+                            return Ok(());
+                        }
                         executes =
                             statements::executing(query, e.span.clone(), s).map(|q| (q, s.clone()));
                     }
@@ -158,17 +166,11 @@ impl Session {
         } else {
             self.statement_scope.clone()
         };
-        // A statement's meaning depends on the search_path it was parsed under.
-        let search_path = self
-            .desired
-            .0
-            .get("search_path")
-            .map(String::as_bytes)
-            .unwrap_or(b"");
+        let context = self.parse_context();
         let stmt = self
             .app
             .statements
-            .intern_with(&scope, query, types, search_path, depends);
+            .intern_with(&scope, query, types, &context, depends);
         stmt.effects.get_or_init(|| effects);
         let client_name = frame.slice_ref(name);
         self.statements.insert(client_name.clone(), stmt.clone());
@@ -230,6 +232,39 @@ impl Session {
     /// A statement that may change session settings is about to run (parsed, or bound
     /// again): they are read back when its transaction ends, with the custom names its text
     /// sets, and startup values a `RESET` in it replaced are put back at its Sync.
+    /// The settings a statement's meaning depends on, as it is parsed now: the search_path
+    /// names its tables, types and functions; literals become constants under the time zone,
+    /// date and interval styles, encoding and string syntax. Two clients' Parses of one text
+    /// share a server-side statement only when these agree. While a setting changed in this
+    /// request or transaction is not read back yet, the settings are not known: the statement
+    /// is shared with nobody.
+    fn parse_context(&self) -> Vec<u8> {
+        const PARSE_SETTINGS: [&str; 9] = [
+            "search_path",
+            "timezone",
+            "datestyle",
+            "intervalstyle",
+            "client_encoding",
+            "standard_conforming_strings",
+            "backslash_quote",
+            "transform_null_equals",
+            "lc_monetary",
+        ];
+        let mut c = Vec::new();
+        for k in PARSE_SETTINGS {
+            if let Some(v) = self.desired.0.get(k) {
+                c.extend_from_slice(k.as_bytes());
+                c.push(b'=');
+                c.extend_from_slice(v.as_bytes());
+                c.push(0);
+            }
+        }
+        if self.capture {
+            c.extend_from_slice(format!("unsettled {}", self.app.statements.unique()).as_bytes());
+        }
+        c
+    }
+
     fn note_settings_statement(&mut self, query: &[u8]) {
         let text = String::from_utf8_lossy(query);
         for n in super::settings::body_custom_names(&text) {

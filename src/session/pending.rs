@@ -108,7 +108,8 @@ pub enum Hook {
     /// A Close of the client's statement `name` (forgotten when the Close was read), sent to
     /// the server under its shared name too (`on_server`) or answered by the proxy: if an
     /// error before it in the batch makes the server skip it, the statement is still the
-    /// client's, and still prepared on the connection.
+    /// client's, and still prepared on the connection (unless the Parse that made it failed
+    /// too: [`Pending::forget_closes`]).
     Closed {
         name: Bytes,
         statement: ClosedStatement,
@@ -187,11 +188,30 @@ impl Pending {
         self.q.push_back(Expect::Synthetic(bytes, hook));
     }
 
-    /// Whether a Parse of the client's statement `name` awaits its answer.
+    /// Whether a Parse of the client's statement `name` awaits its answer (or the
+    /// ParseComplete the proxy gave for it from the connection's statements: an error before
+    /// it undoes that one too).
     pub fn parse_outstanding(&self, name: &[u8]) -> bool {
-        self.q.iter().any(|e| {
-            matches!(e, Expect::Server { hook: Hook::Parse { name: n, .. }, .. } if n[..] == *name)
+        self.q.iter().any(|e| match e {
+            Expect::Server {
+                hook: Hook::Parse { name: n, .. },
+                ..
+            }
+            | Expect::Synthetic(_, Hook::CachedParse { name: n, .. }) => n[..] == *name,
+            _ => false,
         })
+    }
+
+    /// The Parse of the client's statement `name` (`id`) was skipped: the statement never
+    /// existed, so a Close of it queued since gives nothing back when skipped in turn.
+    pub fn forget_closes(&mut self, name: &[u8], id: u64) {
+        for e in &mut self.q {
+            let (Expect::Server { hook, .. } | Expect::Synthetic(_, hook)) = e;
+            if matches!(hook, Hook::Closed { name: n, statement, .. } if n[..] == *name && statement.0.id == id)
+            {
+                *hook = Hook::None;
+            }
+        }
     }
 
     /// Whether the last Parse whose hook `is` matches awaits its answer, with something that

@@ -358,16 +358,18 @@ impl Session {
                     match hook {
                         Hook::Parse { id, name } => {
                             conn.prepared.remove(id);
-                            if !name.is_empty()
-                                && self.statements.get(&name).is_some_and(|s| s.id == id)
-                            {
-                                self.statements.remove(&name);
+                            if !name.is_empty() {
+                                if self.statements.get(&name).is_some_and(|s| s.id == id) {
+                                    self.statements.remove(&name);
+                                }
+                                self.pending.forget_closes(&name, id);
                             }
                         }
-                        Hook::CachedParse { id, name }
-                            if self.statements.get(&name).is_some_and(|s| s.id == id) =>
-                        {
-                            self.statements.remove(&name);
+                        Hook::CachedParse { id, name } => {
+                            if self.statements.get(&name).is_some_and(|s| s.id == id) {
+                                self.statements.remove(&name);
+                            }
+                            self.pending.forget_closes(&name, id);
                         }
                         Hook::Closed {
                             name,

@@ -24,6 +24,28 @@ use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
 /// Client messages of a request looked at for Binds and Describes.
 const SCAN_MAX: usize = 256;
 
+/// Whether two RowDescription messages describe the same row type, as PostgreSQL compares a
+/// statement's result before and after a schema change: column names, types, lengths and
+/// modifiers. Not the table and column each came from: a table dropped and created again
+/// with the same columns gives the same rows.
+fn same_row_type(a: &[u8], b: &[u8]) -> bool {
+    fn columns(m: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+        let body = m.get(5..)?;
+        let (n, mut rest) = body.split_first_chunk::<2>()?;
+        let mut out = Vec::with_capacity(u16::from_be_bytes(*n).into());
+        for _ in 0..u16::from_be_bytes(*n) {
+            let (name, after) = read_cstr(rest)?;
+            // table OID (4), column number (2), then type OID (4), length (2), modifier (4),
+            // then the format code (2).
+            let field = after.get(..18)?;
+            out.push((name, &field[6..16]));
+            rest = &after[18..];
+        }
+        Some(out)
+    }
+    a == b || matches!((columns(a), columns(b)), (Some(x), Some(y)) if x == y)
+}
+
 impl Session {
     /// See the module documentation. Runs on a connection just checked out: nothing was sent
     /// to it yet (what the proxy queued for it goes after this exchange, whose answers are read
@@ -96,7 +118,7 @@ impl Session {
                 .prepare_described(&s.server_name, &s.query, &s.types, timeout)
                 .await
             {
-                Ok(Ok(shape)) if s.shape.get() == Some(&shape) => {
+                Ok(Ok(shape)) if s.shape.get().is_some_and(|old| same_row_type(old, &shape)) => {
                     p.conn.prepared.insert(&s);
                     self.evict_prepared();
                 }
@@ -138,5 +160,54 @@ impl Session {
             self.respond_batch_error_message(b);
         }
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_row_type;
+
+    /// A RowDescription of `(name, table OID, type OID)` columns.
+    fn desc(cols: &[(&str, u32, u32)]) -> Vec<u8> {
+        let mut body = (cols.len() as u16).to_be_bytes().to_vec();
+        for (name, table, ty) in cols {
+            body.extend_from_slice(name.as_bytes());
+            body.push(0);
+            body.extend_from_slice(&table.to_be_bytes());
+            body.extend_from_slice(&1u16.to_be_bytes());
+            body.extend_from_slice(&ty.to_be_bytes());
+            body.extend_from_slice(&4i16.to_be_bytes());
+            body.extend_from_slice(&(-1i32).to_be_bytes());
+            body.extend_from_slice(&0u16.to_be_bytes());
+        }
+        let mut m = vec![b'T'];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn row_types_compare_as_postgresql_compares_them() {
+        let old = desc(&[("id", 16384, 23), ("v", 16384, 25)]);
+        // The same columns of a table created again: the same row type.
+        assert!(same_row_type(
+            &old,
+            &desc(&[("id", 16999, 23), ("v", 16999, 25)])
+        ));
+        // Another type, another name, another column count: not.
+        assert!(!same_row_type(
+            &old,
+            &desc(&[("id", 16384, 25), ("v", 16384, 25)])
+        ));
+        assert!(!same_row_type(
+            &old,
+            &desc(&[("id", 16384, 23), ("w", 16384, 25)])
+        ));
+        assert!(!same_row_type(&old, &desc(&[("id", 16384, 23)])));
+        let no_data = b"n\0\0\0\x04".to_vec();
+        assert!(same_row_type(&no_data, &no_data));
+        assert!(!same_row_type(&old, &no_data));
+        // A truncated message is compared whole.
+        assert!(!same_row_type(&old, &old[..old.len() - 1]));
     }
 }

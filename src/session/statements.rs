@@ -127,6 +127,11 @@ impl Registry {
         }
     }
 
+    /// A number no other call returns (ids are drawn from the same count).
+    pub fn unique(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// The current schema epoch (see [`Registry::invalidate`]).
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
@@ -146,24 +151,24 @@ impl Registry {
         self.intern_with(&Bytes::new(), query, types, search_path, None)
     }
 
-    /// The interned statement for (query, types) parsed under `search_path` in `scope` (see
-    /// [`scope`]): the same text under another search_path, in another database or as
-    /// another role may name other tables, so it is another statement (with its own row
-    /// shape and session effects). `depends`: the statement a text made by [`executing`]
+    /// The interned statement for (query, types) parsed under the settings `context` (see
+    /// `Session::parse_context`) in `scope` (see [`scope`]): the same text under another
+    /// search_path, in another database or as another role may name other tables, so it is
+    /// another statement (with its own row shape and session effects). `depends`: the statement a text made by [`executing`]
     /// runs (the same text always names the same statement).
     pub fn intern_with(
         &self,
         scope: &Bytes,
         query: &[u8],
         types: &[u8],
-        search_path: &[u8],
+        context: &[u8],
         depends: Option<&Arc<Statement>>,
     ) -> Arc<Statement> {
         let key = (
             scope.clone(),
             Bytes::copy_from_slice(query),
             Bytes::copy_from_slice(types),
-            Bytes::copy_from_slice(search_path),
+            Bytes::copy_from_slice(context),
         );
         let epoch = self.epoch.load(Ordering::Acquire);
         let mut map = self.map.lock().expect("registry");
@@ -216,6 +221,16 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// How many statements deep an `EXECUTE` of an `EXECUTE` of ... may go. Each level is a
+/// recursion here (preparing what a statement runs first) and on the server; past this, a
+/// Parse is refused as PostgreSQL refuses a statement that runs out of stack.
+pub const MAX_CHAIN: usize = 32;
+
+/// The length of the chain of statements `stmt` runs through `EXECUTE`, itself included.
+pub fn chain_len(stmt: &Statement) -> usize {
+    std::iter::successors(Some(stmt), |s| s.depends.as_deref()).count()
 }
 
 /// `EXECUTE name ...` of a client's protocol-level statement, as its text is to reach the
