@@ -1458,8 +1458,23 @@ fn skipped_parses_and_closes_leave_names_as_postgresql_does() {
             out.extend(fe::bind("", "s2", &[]));
             out.extend(fe::execute("", 0));
             out.extend(fe::sync());
+            // In a failed block: a Parse fails whatever its name (also one the connection has
+            // prepared), except one that ends the block. (A name taken waits for what is in
+            // flight before it: it may fail the block.)
+            out.extend(fe::query("begin; select 1/0"));
+            out.extend(fe::parse("s1", "select 1", &[]));
+            out.extend(fe::sync());
+            out.extend(fe::parse("s9", "select 3", &[]));
+            out.extend(fe::sync());
+            out.extend(fe::parse("rb", "rollback", &[]));
+            out.extend(fe::bind("", "rb", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::sync());
+            out.extend(fe::bind("", "s9", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::sync());
             raw.send(&out).await;
-            for r in raw.until_ready_n(2).await {
+            for r in raw.until_ready_n(7).await {
                 let codes: Vec<String> = r
                     .iter()
                     .filter(|m| m.tag == b'E')
@@ -1480,6 +1495,11 @@ fn skipped_parses_and_closes_leave_names_as_postgresql_does() {
                 "1Z [] []",
                 "2DCZ [] [\"3\"]",
                 "12DCZ [] [\"0\"]",
+                "CEZ [\"22012\"] []",
+                "EZ [\"25P02\"] []",
+                "EZ [\"25P02\"] []",
+                "12CZ [] []",
+                "EZ [\"26000\"] []",
             ],
             "PostgreSQL answered otherwise than this test expects"
         );

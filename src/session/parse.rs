@@ -10,19 +10,24 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::pending::{Hook, Kind, Mode};
 use super::statements::{self, Statement};
 use super::{Fatal, Session};
-use crate::protocol::{encode, read_cstr, tag, Header};
-use crate::sql::Effects;
+use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
+use crate::sql::{Effects, TxnControl};
 
 impl Session {
-    /// A named Parse whose name an earlier, still unanswered Parse of this client took: if
-    /// that one fails, the name is free again (as on the server), so this one must wait.
+    /// A named Parse whose name an earlier, still unanswered Parse of this client took (if
+    /// that one fails, the name is free again, as on the server), or whose name is taken
+    /// while answers are due: it waits for them.
     pub(super) fn parse_awaits_earlier(&self, h: Header) -> bool {
         let Some((name, _)) = read_cstr(&self.client.rbuf[5..h.frame_len]) else {
             return false;
         };
         // (Also when the client closed it since: if the earlier Parse fails, the name was
-        // never taken, and the undoing of it must not meet a statement made after.)
-        !name.is_empty() && !self.pending.is_empty() && self.pending.parse_outstanding(name)
+        // never taken, and the undoing of it must not meet a statement made after. And a
+        // name taken, for whatever is in flight may fail a transaction block, where the
+        // Parse gets 25P02 rather than 42P05.)
+        !name.is_empty()
+            && !self.pending.is_empty()
+            && (self.statements.contains_key(name) || self.pending.parse_outstanding(name))
     }
 
     pub(super) fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {
@@ -149,6 +154,15 @@ impl Session {
             self.forward_unnamed_parse(frame, depends.cloned());
             return Ok(());
         }
+        if self.txn == TxnStatus::Failed && !self.ends_a_block(query) {
+            // As PostgreSQL answers a Parse in a failed block (before looking at its name),
+            // not from the statements the connection has.
+            self.respond_batch_error(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            );
+            return Ok(());
+        }
         if self.statements.contains_key(name) {
             let msg = format!(
                 "prepared statement \"{}\" already exists",
@@ -232,6 +246,19 @@ impl Session {
     /// A statement that may change session settings is about to run (parsed, or bound
     /// again): they are read back when its transaction ends, with the custom names its text
     /// sets, and startup values a `RESET` in it replaced are put back at its Sync.
+    /// Whether `query` may be parsed in a failed transaction block: PostgreSQL's
+    /// `IsTransactionExitStmt` (`COMMIT`, `ROLLBACK`, `ROLLBACK TO`, `PREPARE TRANSACTION`).
+    fn ends_a_block(&self, query: &[u8]) -> bool {
+        let a = super::route::analyze(&self.app.classifier.load(), query, self.opaque_backslashes);
+        matches!(
+            a.txn,
+            TxnControl::Commit | TxnControl::Rollback | TxnControl::PrepareTransaction
+        ) || (a.statements == 1
+            && crate::sql::Lexer::new(&String::from_utf8_lossy(query))
+                .find(|t| !t.is_comment())
+                .is_some_and(|t| t.is_kw("rollback") || t.is_kw("abort")))
+    }
+
     /// The settings a statement's meaning depends on, as it is parsed now: the search_path
     /// names its tables, types and functions; literals become constants under the time zone,
     /// date and interval styles, encoding and string syntax. Two clients' Parses of one text
