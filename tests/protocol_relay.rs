@@ -1531,6 +1531,40 @@ fn skipped_parses_and_closes_leave_names_as_postgresql_does() {
     });
 }
 
+/// The Close of a statement evicted from a server connection, skipped after an error in its
+/// batch, is sent again: the connection never keeps more than `max_prepared_statements`.
+#[test]
+fn an_eviction_skipped_after_an_error_is_done_later() {
+    bounded(async {
+        let proxy = proxy(
+            "[routing]\nread_write_split = false\n[pool]\nsize = 1\nmax_prepared_statements = 2\n",
+        );
+        let mut raw = Raw::app(&proxy).await;
+        for (name, sql) in [("a", "select 'a'"), ("b", "select 'b'")] {
+            let mut out = fe::parse(name, sql, &[]);
+            out.extend(fe::sync());
+            raw.send(&out).await;
+            assert_eq!(tags(&raw.until_ready().await), "1Z");
+        }
+        // "c" evicts "a", in a batch an error ends first: the server skips both.
+        let mut out = fe::parse("", "select 1/0", &[]);
+        out.extend(fe::bind("", "", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::parse("c", "select 'c'", &[]));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        assert_eq!(tags(&raw.until_ready().await), "1EZ");
+        let mut out = fe::parse("d", "select 'd'", &[]);
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        assert_eq!(tags(&raw.until_ready().await), "1Z");
+        let n = raw
+            .query_ok("select count(*) from pg_prepared_statements where from_sql = false")
+            .await;
+        assert_eq!(n, ["2"], "statements on the server connection");
+    });
+}
+
 /// Polls (bounded) until this session's plain read runs on the replica (`replica_port`), i.e.
 /// the proxy saw the replica replay every write of the user so far; returns what the scalar
 /// query `sql` read there.

@@ -17,6 +17,9 @@ pub struct Prepared {
     clock: u64,
     /// Stamp when the connection was last quiet: later uses are protected from eviction.
     batch_start: u64,
+    /// Evicted statements whose Close an error before it made the server skip: still there,
+    /// closed at the next eviction.
+    orphans: Vec<u64>,
 }
 
 impl Prepared {
@@ -60,8 +63,17 @@ impl Prepared {
         self.used.remove(&id).is_some()
     }
 
+    /// The server skipped the Close of evicted statement `id`: it is closed again at the next
+    /// eviction, unless prepared here again meanwhile.
+    pub fn orphan(&mut self, id: u64) {
+        if !self.used.contains_key(&id) {
+            self.orphans.push(id);
+        }
+    }
+
     /// Forgets everything (the server session was reset).
     pub fn clear(&mut self) {
+        self.orphans.clear();
         self.used.clear();
     }
 
@@ -84,6 +96,11 @@ impl Prepared {
     /// the connection was last quiet and returns its id (for the caller to close on the
     /// server).
     pub fn evict(&mut self, max: usize) -> Option<u64> {
+        while let Some(id) = self.orphans.pop() {
+            if !self.used.contains_key(&id) {
+                return Some(id);
+            }
+        }
         if self.used.len() <= max {
             return None;
         }
@@ -129,6 +146,31 @@ mod tests {
         assert_eq!(p.evict(3), None);
         assert_eq!(p.len(), 3);
         assert!(p.touch(1) && p.touch(3) && p.touch(4) && !p.touch(2));
+    }
+
+    #[test]
+    fn a_skipped_close_is_sent_again_at_the_next_eviction() {
+        let r = Registry::default();
+        let v = statements(&r);
+        let mut p = Prepared::default();
+        for id in 1..=3 {
+            p.insert(&v[id as usize - 1]);
+        }
+        p.mark_quiet();
+        p.insert(&v[4 - 1]);
+        assert_eq!(p.evict(3), Some(1));
+        // Its Close was skipped: closed again first thing next time, even under the limit.
+        p.orphan(1);
+        assert_eq!(p.evict(3), Some(1));
+        assert_eq!(p.evict(3), None);
+        // Unless prepared again meanwhile (then it is as the server has it), or reset.
+        p.orphan(2);
+        p.insert(&v[5 - 1]);
+        p.orphan(5);
+        assert_eq!(p.evict(9), None);
+        p.orphan(1);
+        p.clear();
+        assert_eq!(p.evict(0), None);
     }
 
     #[test]

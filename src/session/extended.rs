@@ -194,7 +194,8 @@ impl Session {
         while let Some(id) = p.conn.prepared.evict(max) {
             let name = statements::server_name(id);
             encode::describe_or_close(&mut self.swbuf, tag::CLOSE, b'S', name.as_bytes());
-            self.pending.expect(Kind::Close, Mode::Swallow, Hook::None);
+            self.pending
+                .expect(Kind::Close, Mode::Swallow, Hook::Evicted { id });
             self.app.metrics.prepared_evictions.inc();
         }
     }

@@ -105,6 +105,11 @@ pub enum Hook {
     /// That Query, after that preparing failed: the client has the Parse's error, so the
     /// Query's own (26000, about the statement's shared name) is dropped.
     SkipError,
+    /// The Close of an evicted statement: if an error before it makes the server skip it, the
+    /// statement is still on the connection (see `Prepared::orphan`).
+    Evicted {
+        id: u64,
+    },
     /// A Close of the client's statement `name` (forgotten when the Close was read), sent to
     /// the server under its shared name too (`on_server`) or answered by the proxy: if an
     /// error before it in the batch makes the server skip it, the statement is still the

@@ -383,6 +383,7 @@ impl Session {
                             }
                             self.statements.insert(name, statement.0);
                         }
+                        Hook::Evicted { id } => conn.prepared.orphan(id),
                         Hook::UnnamedParse { client } => {
                             // The server's unnamed statement is whatever it was before.
                             conn.unnamed_owner = None;
