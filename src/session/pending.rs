@@ -224,30 +224,30 @@ impl Pending {
     /// FunctionCall queued after it): an error there may still make the server skip it, so
     /// what is sent after that end cannot count on it. A Parse first in its batch (the
     /// proxy's Closes aside, which cannot fail) is skipped only if it fails itself. Costs
-    /// nothing unless Parses are queued (pipelined requests).
+    /// nothing unless Parses are queued (pipelined requests), and is read from the back: a
+    /// pipeline of unnamed Parse/Bind pairs finds its Parse at once.
     pub fn parse_unsettled(&self, is: impl Fn(&Hook) -> bool) -> bool {
         if self.parses == 0 {
             return false;
         }
-        let (mut fallible, mut unsettled, mut found) = (false, false, false);
-        for e in &self.q {
-            let Expect::Server { kind, mode, hook } = e else {
-                continue;
-            };
-            if *kind == Kind::Parse && is(hook) {
-                // (Settled unless something before it may fail and its batch has ended.)
-                found = fallible;
-                unsettled = false;
-            } else if !kind.extended() {
-                unsettled |= found;
-                fallible = false;
-                continue;
-            }
-            if !(*kind == Kind::Close && *mode == Mode::Swallow) {
-                fallible = true;
+        let mut before = self.q.iter().rev().filter_map(|e| match e {
+            Expect::Server { kind, mode, hook } => Some((*kind, *mode, hook)),
+            Expect::Synthetic(..) => None,
+        });
+        // The last such Parse, and whether its batch ended behind it.
+        let mut ended = false;
+        loop {
+            match before.next() {
+                None => return false,
+                Some((Kind::Parse, _, hook)) if is(hook) => break,
+                Some((kind, _, _)) => ended |= !kind.extended(),
             }
         }
-        unsettled
+        // Whether something before it in its batch may fail.
+        ended
+            && before
+                .take_while(|(kind, _, _)| kind.extended())
+                .any(|(kind, mode, _)| !(kind == Kind::Close && mode == Mode::Swallow))
     }
 
     /// Bytes of the answers the proxy made itself that wait behind the server's.
@@ -531,6 +531,80 @@ mod tests {
         p.synthetic(Bytes::from_static(b"x"), Hook::None);
         p.abandon();
         assert_eq!(p.synthetic_bytes(), 0);
+    }
+
+    /// `parse_unsettled` read front to back, as it was written first: the reference the
+    /// back-to-front reading must agree with.
+    fn unsettled_from_the_front(p: &Pending, is: impl Fn(&Hook) -> bool) -> bool {
+        let (mut fallible, mut unsettled, mut found) = (false, false, false);
+        for e in &p.q {
+            let Expect::Server { kind, mode, hook } = e else {
+                continue;
+            };
+            if *kind == Kind::Parse && is(hook) {
+                found = fallible;
+                unsettled = false;
+            } else if !kind.extended() {
+                unsettled |= found;
+                fallible = false;
+                continue;
+            }
+            if !(*kind == Kind::Close && *mode == Mode::Swallow) {
+                fallible = true;
+            }
+        }
+        unsettled
+    }
+
+    #[test]
+    fn unsettled_reads_the_same_from_the_back() {
+        let kinds = [
+            Kind::Parse,
+            Kind::Bind,
+            Kind::Execute,
+            Kind::Close,
+            Kind::Sync,
+            Kind::Query,
+        ];
+        let mut seed = 0x2545_f491_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..5000 {
+            let mut p = Pending::default();
+            for _ in 0..next(12) {
+                if next(8) == 0 {
+                    p.synthetic(Bytes::from_static(b"x"), Hook::None);
+                    continue;
+                }
+                let kind = kinds[next(kinds.len() as u64) as usize];
+                let mode = if next(2) == 0 {
+                    Mode::Swallow
+                } else {
+                    Mode::Forward
+                };
+                let hook = if kind == Kind::Parse {
+                    Hook::Parse {
+                        id: next(3),
+                        name: Bytes::new(),
+                    }
+                } else {
+                    Hook::None
+                };
+                p.expect(kind, mode, hook);
+            }
+            for id in 0..3 {
+                let is = |h: &Hook| matches!(h, Hook::Parse { id: i, .. } if *i == id);
+                assert_eq!(
+                    p.parse_unsettled(is),
+                    unsettled_from_the_front(&p, is),
+                    "{p:?}"
+                );
+            }
+        }
     }
 
     #[test]
