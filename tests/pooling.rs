@@ -3793,6 +3793,28 @@ async fn statements_parsed_under_other_settings_are_not_shared() {
         assert_eq!(epoch(&b, &sb).await, tokyo, "the second client again");
         assert_eq!(epoch(&c, &sc).await, new_york, "the third client again");
     }
+    // A custom setting changed in the transaction changes nothing a Parse depends on: the
+    // statement is the first client's, prepared once on the connection.
+    let d = connect(&p).await;
+    d.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    bounded("begin", d.batch_execute("BEGIN; SET app.tenant = '1'"))
+        .await
+        .unwrap();
+    let sd = bounded("prepare", d.prepare(sql)).await.unwrap();
+    assert_eq!(epoch(&d, &sd).await, utc);
+    let on_server = one(
+        &d,
+        &format!(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement = '{}'",
+            sql.replace('\'', "''")
+        ),
+    )
+    .await;
+    d.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        on_server, "3",
+        "one statement per time zone on the server connection"
+    );
 }
 
 /// `UPDATE pg_settings` is a `set_config` (the view's rule): the setting follows its client

@@ -1473,8 +1473,13 @@ fn skipped_parses_and_closes_leave_names_as_postgresql_does() {
             out.extend(fe::bind("", "s9", &[]));
             out.extend(fe::execute("", 0));
             out.extend(fe::sync());
+            // A Parse pipelined behind the ROLLBACK of a failed block is parsed after it.
+            out.extend(fe::query("begin; select 1/0"));
+            out.extend(fe::query("rollback"));
+            out.extend(fe::parse("s10", "select 10", &[]));
+            out.extend(fe::sync());
             raw.send(&out).await;
-            for r in raw.until_ready_n(7).await {
+            for r in raw.until_ready_n(10).await {
                 let codes: Vec<String> = r
                     .iter()
                     .filter(|m| m.tag == b'E')
@@ -1500,6 +1505,9 @@ fn skipped_parses_and_closes_leave_names_as_postgresql_does() {
                 "EZ [\"25P02\"] []",
                 "12CZ [] []",
                 "EZ [\"26000\"] []",
+                "CEZ [\"22012\"] []",
+                "CZ [] []",
+                "1Z [] []",
             ],
             "PostgreSQL answered otherwise than this test expects"
         );
@@ -2440,6 +2448,29 @@ fn sync_and_flush_during_copy_in_owe_nothing() {
             .await;
             assert_eq!(n, 2 * round);
         }
+        // Extended-protocol COPY that fails on its data: the Sync the client sends after the
+        // error is answered, and the session goes on. (The Sync sent with the Execute was
+        // ignored: the batch is open until this one.)
+        // As libpq ends it too: CopyDone and Sync.
+        for end in [fe::sync(), [fe::copy_done(), fe::sync()].concat()] {
+            let mut out = fe::parse("", "copy pr_copysync from stdin", &[]);
+            out.extend(fe::bind("", "", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::sync());
+            raw.send(&out).await;
+            let mut r = Vec::new();
+            for _ in 0..3 {
+                r.push(raw.recv().await);
+            }
+            assert_eq!(tags(&r), "12G", "{r:?}");
+            raw.send(&fe::copy_data(b"not a number\n")).await;
+            let e = raw.recv().await;
+            assert_eq!(e.code(), "22P02", "{e:?}");
+            raw.send(&end).await;
+            assert_eq!(tags(&raw.until_ready().await), "Z");
+        }
+        let count = raw.query_ok("select count(*) from pr_copysync").await;
+        assert_eq!(count, ["4"]);
     });
 }
 

@@ -164,13 +164,16 @@ mod tests {
         assert_eq!(p.evict(3), Some(1));
         assert_eq!(p.evict(3), None);
         // Unless prepared again meanwhile (then it is as the server has it), or reset.
-        p.orphan(2);
-        p.insert(&v[5 - 1]);
-        p.orphan(5);
-        assert_eq!(p.evict(9), None);
         p.orphan(1);
+        p.insert(&v[1 - 1]);
+        assert_eq!(p.evict(9), None);
+        p.orphan(2);
+        assert_eq!(p.evict(9), None, "2 is prepared: no orphan");
+        p.mark_quiet();
+        assert_eq!(p.evict(2), Some(2));
+        p.orphan(2);
         p.clear();
-        assert_eq!(p.evict(0), None);
+        assert_eq!(p.evict(9), None);
     }
 
     #[test]

@@ -328,6 +328,7 @@ impl Session {
         let pooled = self.pool_mode == PoolMode::Transaction && self.pin.is_none();
         let settings = self.capture && pooled;
         self.capture = false;
+        self.context_unsettled = false;
         let state = std::mem::take(&mut self.check_state);
         let lsn = self.ryw.commit_pending() && !p.conn.broken;
         if settings || lsn {

@@ -159,6 +159,7 @@ impl Session {
                 // Too large to inspect: route it as is and assume it may change settings and
                 // leave session state.
                 self.capture = true;
+                self.context_unsettled = true;
                 self.check_state = true;
                 self.forget_unnamed();
                 self.pending.expect(Kind::Query, Mode::Forward, Hook::None);
@@ -306,6 +307,7 @@ impl Session {
                     .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 let (builtin, pin) = crate::sql::of_function_call(oid);
                 let effects = builtin | self.oid_effects(oid);
+                self.context_unsettled |= effects.contains(Effects::SETTINGS);
                 self.apply_effects(effects, pin.map(|p| p.as_str()));
                 self.forward(h.frame_len);
                 self.count_request();

@@ -371,6 +371,7 @@ async fn start(
         batch_open: false,
         leaving: leaving::Leaving::No,
         copy_in: false,
+        context_unsettled: false,
         span,
     };
     session.restore_sql = settings::restore_sql(&session.startup).map(Into::into);
@@ -596,4 +597,7 @@ struct Session {
     /// The server is copying data in from the client (CopyInResponse or CopyBothResponse
     /// relayed, its copy not ended yet).
     copy_in: bool,
+    /// A statement that may change a setting a Parse depends on ran since the settings were
+    /// last read back (see `parse_context`).
+    context_unsettled: bool,
 }

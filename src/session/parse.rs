@@ -15,8 +15,9 @@ use crate::sql::{Effects, TxnControl};
 
 impl Session {
     /// A named Parse whose name an earlier, still unanswered Parse of this client took (if
-    /// that one fails, the name is free again, as on the server), or whose name is taken
-    /// while answers are due: it waits for them.
+    /// that one fails, the name is free again, as on the server), or whose name is taken, or
+    /// in a failed block (a ROLLBACK may be on its way), while answers are due: it waits for
+    /// them.
     pub(super) fn parse_awaits_earlier(&self, h: Header) -> bool {
         let Some((name, _)) = read_cstr(&self.client.rbuf[5..h.frame_len]) else {
             return false;
@@ -27,7 +28,9 @@ impl Session {
         // Parse gets 25P02 rather than 42P05.)
         !name.is_empty()
             && !self.pending.is_empty()
-            && (self.statements.contains_key(name) || self.pending.parse_outstanding(name))
+            && (self.statements.contains_key(name)
+                || self.txn == TxnStatus::Failed
+                || self.pending.parse_outstanding(name))
     }
 
     pub(super) fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {
@@ -260,13 +263,16 @@ impl Session {
     }
 
     /// The settings a statement's meaning depends on, as it is parsed now: the search_path
-    /// names its tables, types and functions; literals become constants under the time zone,
-    /// date and interval styles, encoding and string syntax. Two clients' Parses of one text
-    /// share a server-side statement only when these agree. While a setting changed in this
-    /// request or transaction is not read back yet, the settings are not known: the statement
-    /// is shared with nobody.
+    /// names its tables, types and functions; literals become constants under the time zone
+    /// (and its abbreviations), date and interval styles, encoding, string syntax, array and
+    /// XML input settings. Two clients' Parses of one text share a server-side statement only
+    /// when these agree. While a statement that may have changed one of them is not read back
+    /// yet, the settings are not known: the statement is shared with nobody.
     fn parse_context(&self) -> Vec<u8> {
-        const PARSE_SETTINGS: [&str; 9] = [
+        const PARSE_SETTINGS: [&str; 12] = [
+            "timezone_abbreviations",
+            "array_nulls",
+            "xmloption",
             "search_path",
             "timezone",
             "datestyle",
@@ -286,7 +292,7 @@ impl Session {
                 c.push(0);
             }
         }
-        if self.capture {
+        if self.context_unsettled {
             c.extend_from_slice(format!("unsettled {}", self.app.statements.unique()).as_bytes());
         }
         c
@@ -300,7 +306,9 @@ impl Session {
         if super::settings::computes_setting_name(&text) {
             self.apply_effects(Effects::NONE, Some(super::settings::COMPUTED_SETTING));
         }
-        self.function_effects(query);
+        let called = self.function_effects(query);
+        self.context_unsettled |=
+            called.contains(Effects::SETTINGS) || super::settings::may_change_parse(&text);
         self.restore_pending = true;
         self.capture = true;
     }

@@ -207,14 +207,27 @@ impl Pending {
         })
     }
 
-    /// The Parse of the client's statement `name` (`id`) was skipped: the statement never
-    /// existed, so a Close of it queued since gives nothing back when skipped in turn.
-    pub fn forget_closes(&mut self, name: &[u8], id: u64) {
+    /// The Parse of the client's statement `name` (`id`) was skipped: the client's statement
+    /// never existed, so a Close of it queued since gives the name nothing back when skipped
+    /// in turn. `on_connection`: the server has the shared statement all the same (the
+    /// proxy answered the Parse from the connection's statements), so a skipped Close sent to
+    /// it leaves it there, to be closed later as an evicted one is.
+    pub fn forget_closes(&mut self, name: &[u8], id: u64, on_connection: bool) {
         for e in &mut self.q {
             let (Expect::Server { hook, .. } | Expect::Synthetic(_, hook)) = e;
-            if matches!(hook, Hook::Closed { name: n, statement, .. } if n[..] == *name && statement.0.id == id)
+            if let Hook::Closed {
+                name: n,
+                statement,
+                on_server,
+            } = hook
             {
-                *hook = Hook::None;
+                if n[..] == *name && statement.0.id == id {
+                    *hook = if *on_server && on_connection {
+                        Hook::Evicted { id }
+                    } else {
+                        Hook::None
+                    };
+                }
             }
         }
     }
@@ -275,6 +288,14 @@ impl Pending {
                 }
                 _ => unreachable!(),
             },
+            _ => None,
+        }
+    }
+
+    /// The kind of the entry a server message now belongs to.
+    pub fn front_kind(&self) -> Option<Kind> {
+        match self.q.front() {
+            Some(Expect::Server { kind, .. }) => Some(*kind),
             _ => None,
         }
     }
@@ -554,6 +575,39 @@ mod tests {
             }
         }
         unsettled
+    }
+
+    #[test]
+    fn a_close_behind_a_skipped_parse_gives_the_name_nothing_back() {
+        let reg = crate::session::statements::Registry::default();
+        let stmt = reg.intern(b"select 1", b"", b"");
+        let closed = |on_server| Hook::Closed {
+            name: Bytes::from_static(b"s1"),
+            statement: ClosedStatement(stmt.clone()),
+            on_server,
+        };
+        for (on_server, on_connection, left) in [
+            (true, false, Hook::None),
+            (false, true, Hook::None),
+            (true, true, Hook::Evicted { id: stmt.id }),
+        ] {
+            let mut p = Pending::default();
+            p.expect(Kind::Close, Mode::Forward, closed(on_server));
+            p.forget_closes(b"s2", stmt.id, on_connection);
+            p.forget_closes(b"s1", stmt.id + 1, on_connection);
+            assert!(matches!(
+                &p.q[0],
+                Expect::Server {
+                    hook: Hook::Closed { .. },
+                    ..
+                }
+            ));
+            p.forget_closes(b"s1", stmt.id, on_connection);
+            assert!(
+                matches!(&p.q[0], Expect::Server { hook, .. } if *hook == left),
+                "{on_server} {on_connection}: {p:?}"
+            );
+        }
     }
 
     #[test]

@@ -275,8 +275,15 @@ impl Session {
         let calls = self
             .functions
             .session_calls(super::route::query_bytes(&self.client.rbuf[5..h.frame_len]));
-        let effects = info.effects | self.note_calls(calls);
+        let called = self.note_calls(calls);
+        let effects = info.effects | called;
         let settings = effects.contains(Effects::SETTINGS);
+        if settings {
+            self.context_unsettled |= called.contains(Effects::SETTINGS)
+                || super::settings::may_change_parse(&String::from_utf8_lossy(
+                    super::route::query_bytes(&self.client.rbuf[5..h.frame_len]),
+                ));
+        }
         let mut pin = info.pin;
         if settings && self.note_custom_names(h.frame_len) {
             pin = pin.or(Some(super::settings::COMPUTED_SETTING));

@@ -209,7 +209,12 @@ impl Session {
             let body = &conn.rbuf[run + 5..run + h.frame_len];
             let mut forward = m.forward && !rescuing;
             match h.tag {
-                tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE if m.forward => self.copy_in = true,
+                tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE if m.forward => {
+                    self.copy_in = true;
+                    // An Execute's COPY: the Syncs sent with it were ignored (see
+                    // `Pending::on_server`), so its batch is open until the one after the copy.
+                    self.batch_open |= self.pending.front_kind() == Some(Kind::Execute);
+                }
                 tag::COMMAND_COMPLETE | tag::PORTAL_SUSPENDED if m.forward => {
                     if let Some((_, ran)) = self.terminates.as_mut() {
                         *ran |= body != b"SELECT 0\0";
@@ -268,8 +273,10 @@ impl Session {
                 }
                 tag::ERROR_RESPONSE => {
                     if m.forward {
-                        // (Whatever failed, the client's pg_terminate_backend did not run.)
+                        // (Whatever failed, the client's pg_terminate_backend did not run,
+                        // and a COPY FROM STDIN is over.)
                         self.terminates = None;
+                        self.copy_in = false;
                     }
                     let f = ErrorFields::parse(body);
                     if f.routine == "RevalidateCachedQuery" {
@@ -362,14 +369,14 @@ impl Session {
                                 if self.statements.get(&name).is_some_and(|s| s.id == id) {
                                     self.statements.remove(&name);
                                 }
-                                self.pending.forget_closes(&name, id);
+                                self.pending.forget_closes(&name, id, false);
                             }
                         }
                         Hook::CachedParse { id, name } => {
                             if self.statements.get(&name).is_some_and(|s| s.id == id) {
                                 self.statements.remove(&name);
                             }
-                            self.pending.forget_closes(&name, id);
+                            self.pending.forget_closes(&name, id, true);
                         }
                         Hook::Closed {
                             name,

@@ -181,6 +181,36 @@ pub fn custom_names(sql: &str) -> Vec<String> {
     out
 }
 
+/// Whether a statement that changes settings may change one a Parse depends on (see
+/// `Session::parse_context`): not `SET app.tenant = ...` nor `set_config('app.x', ...)`, the
+/// settings applications change in every transaction.
+pub fn may_change_parse(sql: &str) -> bool {
+    // (Words of the settings a Parse depends on, of the statements that set them another
+    // way, of RESET and DISCARD, and of a role change, which changes what `$user` names in
+    // the search_path.)
+    const WORDS: [&str; 17] = [
+        "search_path",
+        "schema",
+        "time",
+        "zone",
+        "date",
+        "interval",
+        "encoding",
+        "names",
+        "conforming",
+        "backslash",
+        "null",
+        "xml",
+        "monetary",
+        "reset",
+        "discard",
+        "role",
+        "authorization",
+    ];
+    let lower = sql.to_ascii_lowercase();
+    WORDS.iter().any(|w| lower.contains(w)) || computes_setting_name(sql)
+}
+
 /// Whether a statement calls `set_config` with a name that is not written in it (`$1`, a
 /// column, an expression): a custom setting set that way cannot be read back (placeholders
 /// are read by name), so the client is pinned instead (`computed_setting`).
