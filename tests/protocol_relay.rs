@@ -1407,6 +1407,15 @@ fn skipped_parses_and_closes_leave_names_as_postgresql_does() {
         );
         let direct_addr = shared_cluster().primary().addr();
         let direct = direct_primary().await;
+        // Message tags, error codes and rows of one answer.
+        let summary = |r: &[Msg]| {
+            let codes: Vec<String> = r
+                .iter()
+                .filter(|m| m.tag == b'E')
+                .map(|m| m.code())
+                .collect();
+            format!("{} {codes:?} {:?}", tags(r), rows(r))
+        };
         let mut answers = Vec::new();
         for addr in [direct_addr.clone(), proxy.addr()] {
             direct
@@ -1440,12 +1449,7 @@ fn skipped_parses_and_closes_leave_names_as_postgresql_does() {
             raw.send(&out).await;
             let mut got: Vec<String> = Vec::new();
             for r in raw.until_ready_n(6).await {
-                let codes: Vec<String> = r
-                    .iter()
-                    .filter(|m| m.tag == b'E')
-                    .map(|m| m.code())
-                    .collect();
-                got.push(format!("{} {codes:?} {:?}", tags(&r), rows(&r)));
+                got.push(summary(&r));
             }
             direct
                 .batch_execute("create table pr_late (id int)")
@@ -1480,12 +1484,7 @@ fn skipped_parses_and_closes_leave_names_as_postgresql_does() {
             out.extend(fe::sync());
             raw.send(&out).await;
             for r in raw.until_ready_n(10).await {
-                let codes: Vec<String> = r
-                    .iter()
-                    .filter(|m| m.tag == b'E')
-                    .map(|m| m.code())
-                    .collect();
-                got.push(format!("{} {codes:?} {:?}", tags(&r), rows(&r)));
+                got.push(summary(&r));
             }
             answers.push(got);
         }
