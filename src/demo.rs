@@ -21,8 +21,10 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The proxy's unix socket goes into the cluster's directory, removed with it.
+    let socket_dir = cluster.dir().display().to_string();
     let mut text = format!(
-        "listen = \"127.0.0.1:{port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\npool_mode = \"transaction\"\nshutdown_timeout = \"5s\"\n\n[health]\ninterval = \"500ms\"\n"
+        "listen = \"127.0.0.1:{port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\nunix_socket_dir = {socket_dir:?}\npool_mode = \"transaction\"\nshutdown_timeout = \"5s\"\n\n[health]\ninterval = \"500ms\"\n"
     );
     for n in cluster.nodes() {
         text.push_str(&format!(
@@ -85,6 +87,12 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
         println!();
         println!(
             "Connect:  psql \"host=127.0.0.1 port={port} user={} password={} dbname={}\"",
+            localpg::APP_USER,
+            localpg::APP_PASSWORD,
+            localpg::APP_DB
+        );
+        println!(
+            "Local:    psql \"host={socket_dir} port={port} user={} password={} dbname={}\"  (the unix socket)",
             localpg::APP_USER,
             localpg::APP_PASSWORD,
             localpg::APP_DB

@@ -14,6 +14,8 @@ use crate::app::App;
 use crate::cluster::{Cluster, ClusterView, Monitor};
 use crate::config::{self, Loaded};
 use crate::metrics::Metrics;
+use crate::net::listener::{Peer, UnixSocket};
+use crate::net::Stream;
 use crate::protocol::encode;
 
 /// How many connections past `max_client_connections` may be heard out at once (each for up
@@ -29,12 +31,16 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot make the unix socket in {dir}: {source}")]
+    BindUnix { dir: String, source: std::io::Error },
 }
 
 /// A bound, not yet running proxy.
 pub struct Server {
     app: Arc<App>,
     listener: TcpListener,
+    /// `unix_socket_dir`'s socket.
+    unix: Option<UnixSocket>,
     http: Option<TcpListener>,
     /// `peering.listen`: cancel requests from other switchyard processes.
     peering: Option<TcpListener>,
@@ -68,6 +74,18 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
+        let unix = match &config.unix_socket {
+            Some((dir, mode)) => {
+                let port = listener.local_addr().map_or(0, |a| a.port());
+                Some(
+                    UnixSocket::bind(dir, port, *mode).map_err(|source| RunError::BindUnix {
+                        dir: dir.display().to_string(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let cluster = Arc::new(Cluster::new(ClusterView::default()));
         let pools = Arc::new(crate::pool::Pools::new(metrics.clone()));
@@ -79,6 +97,7 @@ impl Server {
         Ok(Server {
             app,
             listener,
+            unix,
             http,
             peering,
             monitor,
@@ -124,24 +143,41 @@ impl Server {
             tokio::spawn(crate::peering::serve(app.clone(), peering));
         }
         tokio::spawn(signals(app.clone(), self.monitor, self.config_path.clone()));
-        tracing::info!(listen = %config.listen, "switchyard accepting connections");
+        match &self.unix {
+            Some(u) => tracing::info!(
+                listen = %config.listen,
+                unix_socket = %u.path().display(),
+                "switchyard accepting connections"
+            ),
+            None => tracing::info!(listen = %config.listen, "switchyard accepting connections"),
+        }
         let tracker = TaskTracker::new();
         let turn_away_slots = Arc::new(tokio::sync::Semaphore::new(TURN_AWAY_SLOTS));
         loop {
-            let (stream, peer) = tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
+            let unix = async {
+                match &self.unix {
+                    Some(u) => u.accept().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let accepted = tokio::select! {
+                r = self.listener.accept() => r.map(|(tcp, peer)| (Stream::Plain(tcp), Peer::Tcp(peer))),
+                r = unix => r.map(|s| (Stream::Unix(s), Peer::Unix)),
                 _ = app.shutdown.cancelled() => break,
             };
+            let (stream, peer) = match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
             let c = app.config.load();
-            crate::net::configure(&stream, c.config.pool.tcp_keepalive);
+            if let Some(tcp) = stream.tcp() {
+                crate::net::configure(tcp, c.config.pool.tcp_keepalive);
+            }
             if app.metrics.clients.get() as usize >= c.config.max_client_connections
                 || tracker.len() >= c.config.max_client_connections * 2
             {
@@ -165,6 +201,7 @@ impl Server {
             tracker.spawn(crate::session::run(app.clone(), stream, peer));
         }
         drop(self.listener);
+        drop(self.unix.take());
         tracker.close();
         let grace = app.config.load().config.shutdown_timeout;
         tracing::info!(

@@ -423,6 +423,75 @@ async fn require_mode_refuses_plain_clients_and_survives_bad_handshakes() {
     assert!(refused >= 2.0, "plain clients refused: {refused}");
 }
 
+/// A Unix-domain socket never leaves the host: its clients are not offered TLS (an SSLRequest
+/// gets `N`, as from PostgreSQL) and `mode = "require"` does not refuse them, as PostgreSQL's
+/// `hostssl` lines do not apply to `local` connections. TCP clients still need TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_clients_are_not_offered_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let files = client_side();
+    let sock = tempfile::Builder::new()
+        .prefix("sy-sock-")
+        .tempdir_in("/tmp")
+        .expect("socket dir");
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_top: format!("unix_socket_dir = {}\n", toml_path(sock.path())),
+        extra_tables: tls_table(&files.cert, &files.key, "require"),
+        ..Default::default()
+    });
+    let path = sock.path().join(format!(".s.PGSQL.{}", proxy.port()));
+    assert!(wait_until(Duration::from_secs(30), || path.exists()));
+
+    // An SSLRequest, then the login goes on unencrypted.
+    let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1];
+    s.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"N");
+    let mut startup = Vec::new();
+    startup.extend_from_slice(&196608i32.to_be_bytes());
+    for kv in ["user", APP_USER, "database", APP_DB] {
+        startup.extend_from_slice(kv.as_bytes());
+        startup.push(0);
+    }
+    startup.push(0);
+    let mut packet = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    s.write_all(&packet).await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut head))
+        .await
+        .expect("an answer to the startup packet")
+        .unwrap();
+    // AuthenticationSASL (R, code 10), not a FATAL asking for encryption.
+    assert_eq!((head[0], &head[5..9]), (b'R', &10i32.to_be_bytes()[..]));
+    drop(s);
+
+    // libpq ignores sslmode on a socket; the proxy lets it in under mode = "require".
+    let mut c = pg_command("psql", proxy.port());
+    c.env("PGSSLMODE", "require").args([
+        "-h",
+        sock.path().to_str().unwrap(),
+        "-XAt",
+        "-d",
+        APP_DB,
+        "-c",
+        "select 'local'",
+    ]);
+    let r = run(c, Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "{}", r.describe("psql over the socket"));
+    assert_eq!(r.stdout.trim(), "local");
+    // Over TCP a plain client is still refused.
+    let r = psql(&proxy, "disable", None, "select 1");
+    assert!(
+        r.stderr.contains("accepts only encrypted connections"),
+        "{}",
+        r.describe("plain psql over TCP")
+    );
+}
+
 /// Runs `sql` (a long sleep, its text unique among the tests) on `client`, waits until the
 /// server shows it running, then cancels it with `cancel`, once (again only should it still
 /// run 10 s later): a cancel sent in a loop could outlive the query and hit the next one.

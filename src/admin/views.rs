@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use super::commands::{Show, HELP};
 use super::table::{boolean, int, text, Value};
 use crate::app::App;
+use crate::net::listener::Peer;
 use crate::pool::clock;
 
 /// The rows of `SHOW <show>`, in the columns [`super::commands::Command::columns`] names.
@@ -103,8 +104,14 @@ fn clients(app: &App) -> Vec<Vec<Value>> {
                 int(c.pid),
                 text(&*c.user),
                 text(c.info.database),
-                text(c.info.peer.ip().to_string()),
-                int(c.info.peer.port()),
+                text(match c.info.peer {
+                    Peer::Tcp(a) => a.ip().to_string(),
+                    Peer::Unix => "unix".into(),
+                }),
+                match c.info.peer {
+                    Peer::Tcp(a) => int(a.port()),
+                    Peer::Unix => Value::default(),
+                },
                 boolean(c.info.tls),
                 text(c.info.application_name),
                 text(state),

@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 use super::health::Observation;
 use super::lag::parse_lsn;
 use crate::config::ChannelBinding;
+use crate::net::tls::TlsConnectError;
 use crate::net::Stream;
 
 /// How the monitor logs in.
@@ -103,22 +104,16 @@ impl Prober {
     /// says, `prefer` falling back to plain text after a failed handshake), then logs in with
     /// tokio-postgres over it, with the pools' channel binding.
     async fn connect(&self) -> Result<Connected, String> {
-        let address = self.target.address.as_str();
-        let host = address.rsplit_once(':').ok_or("bad address")?.0;
-        let open = || async {
-            let tcp = tokio::net::TcpStream::connect(address).await?;
-            tcp.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(tcp)
+        let nodelay = |tcp: &tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
         };
-        let tcp = open()
-            .await
-            .map_err(|e| format!("error connecting to server: {e}"))?;
-        let (stream, _) = self
-            .target
-            .tls
-            .connect_or_fall_back(tcp, host, open)
-            .await
-            .map_err(|e| with_causes(&e))?;
+        let (stream, _) =
+            crate::net::server_addr::open_server(&self.target.address, &self.target.tls, nodelay)
+                .await
+                .map_err(|e| match e {
+                    TlsConnectError::Io(e) => format!("error connecting to server: {e}"),
+                    e => with_causes(&e),
+                })?;
         let mut cfg = tokio_postgres::Config::new();
         cfg.user(&self.target.user)
             .dbname(&self.target.database)

@@ -52,6 +52,8 @@ pub struct Loaded {
     pub http_listen: Option<SocketAddr>,
     /// `peering.listen`, resolved; `None` without `[peering]`.
     pub peer_listen: Option<SocketAddr>,
+    /// `unix_socket_dir` and `unix_socket_mode`; `None` when there is no socket.
+    pub unix_socket: Option<(std::path::PathBuf, u32)>,
     /// Users by name, with their verifiers precomputed (SCRAM key derivation is slow on
     /// purpose, so it happens here and not per login).
     pub users: HashMap<String, Arc<User>>,
@@ -145,6 +147,13 @@ impl Loaded {
                 ""
             }
         );
+        if let Some((dir, mode)) = &self.unix_socket {
+            let _ = writeln!(
+                s,
+                "unix socket {} (mode {mode:04o})",
+                crate::net::server_addr::socket_path(dir, self.listen.port()).display()
+            );
+        }
         match self.http_listen {
             Some(a) => {
                 let _ = writeln!(s, "http {a}: /metrics /livez /readyz /status");
@@ -307,11 +316,12 @@ impl Loaded {
         let mut out = Vec::new();
         if self.listen != new.listen
             || self.http_listen != new.http_listen
+            || self.unix_socket != new.unix_socket
             || a.workers != b.workers
             || a.so_reuseport != b.so_reuseport
         {
             out.push(
-                "listen/http_listen/workers/so_reuseport changed: takes effect after a restart"
+                "listen/http_listen/unix_socket_dir/unix_socket_mode/workers/so_reuseport changed: takes effect after a restart"
                     .into(),
             );
         }

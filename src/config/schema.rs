@@ -19,6 +19,14 @@ pub struct Config {
     /// disables them. Default `"127.0.0.1:9930"`.
     #[serde(default = "d::http_listen")]
     pub http_listen: Spanned<String>,
+    /// Directory of a Unix-domain socket clients may connect to as well,
+    /// `.s.PGSQL.<port of listen>` (the file libpq looks for with `host=<dir>`). Default `""`:
+    /// none. Changing it needs a restart.
+    #[serde(default = "d::unix_socket_dir")]
+    pub unix_socket_dir: Spanned<String>,
+    /// Permissions of that socket file, in octal. Default `"0777"`.
+    #[serde(default = "d::unix_socket_mode")]
+    pub unix_socket_mode: Spanned<String>,
     /// `"transaction"` (default): a server connection is held only for a transaction.
     /// `"session"`: for the client's whole connection.
     #[serde(default)]
@@ -571,6 +579,12 @@ mod d {
     }
     pub fn http_listen() -> Spanned<String> {
         Spanned::new(0..0, "127.0.0.1:9930".into())
+    }
+    pub fn unix_socket_dir() -> Spanned<String> {
+        Spanned::new(0..0, String::new())
+    }
+    pub fn unix_socket_mode() -> Spanned<String> {
+        Spanned::new(0..0, "0777".into())
     }
     pub fn max_clients() -> usize {
         10_000

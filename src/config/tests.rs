@@ -741,3 +741,55 @@ fn admin_console_users_must_be_able_to_log_in() {
         .diff(&l)
         .contains(&"[admin] changed (new console connections)".to_string()));
 }
+
+#[test]
+fn unix_socket_settings_are_checked() {
+    let l = parse(
+        &format!("unix_socket_dir = \"/run/sy\"\nunix_socket_mode = \"0770\"\n{MINIMAL}"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(l.unix_socket, Some(("/run/sy".into(), 0o770)));
+    assert!(
+        l.describe()
+            .contains("unix socket /run/sy/.s.PGSQL.6432 (mode 0770)"),
+        "{}",
+        l.describe()
+    );
+    assert_eq!(parse(MINIMAL, "t.toml").unwrap().unix_socket, None);
+
+    let e = err(&format!("unix_socket_dir = \"run/sy\"\n{MINIMAL}"));
+    assert!(
+        e.contains("t.toml:1: unix_socket_dir") && e.contains("absolute"),
+        "{e}"
+    );
+    let long = format!("/{}", "d".repeat(95));
+    let e = err(&format!("unix_socket_dir = \"{long}\"\n{MINIMAL}"));
+    assert!(
+        e.contains("unix_socket_dir") && e.contains("107 bytes"),
+        "{e}"
+    );
+    for bad in ["999", "", "0x1ff", "01777", "rw"] {
+        let e = err(&format!("unix_socket_mode = \"{bad}\"\n{MINIMAL}"));
+        assert!(
+            e.contains("unix_socket_mode") && e.contains("octal"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn backends_may_be_socket_directories() {
+    let text = MINIMAL.replace("\"127.0.0.1:5433\"", "\"/var/run/postgresql:5433\"");
+    let l = parse(&text, "t.toml").unwrap();
+    assert_eq!(
+        l.config.backends[1].address.get_ref(),
+        "/var/run/postgresql:5433"
+    );
+    let text = MINIMAL.replace("\"127.0.0.1:5433\"", "\"/var/run/postgresql:0\"");
+    let e = err(&text);
+    assert!(
+        e.contains("t.toml:12: backends.address") && e.contains("invalid port"),
+        "{e}"
+    );
+}

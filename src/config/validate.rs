@@ -132,6 +132,7 @@ impl Validator<'_> {
                 ));
             }
         }
+        let unix_socket = self.validate_unix_socket(&config, listen.port())?;
         self.validate_backends(&config)?;
         let users = self.validate_users(&config)?;
         let p = &config.pool;
@@ -245,10 +246,49 @@ impl Validator<'_> {
             listen,
             http_listen,
             peer_listen,
+            unix_socket,
             users,
             tls,
             server_tls,
         })
+    }
+
+    /// `unix_socket_dir` (absolute, short enough for a socket path) and `unix_socket_mode`.
+    fn validate_unix_socket(
+        &self,
+        config: &Config,
+        port: u16,
+    ) -> Result<Option<(std::path::PathBuf, u32)>, ConfigError> {
+        let mode = config.unix_socket_mode.get_ref();
+        let mode = u32::from_str_radix(mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777 && !mode.is_empty())
+            .ok_or_else(|| {
+                self.err(
+                    config.unix_socket_mode.span(),
+                    "unix_socket_mode",
+                    format!("{mode:?} is not a file mode in octal, like \"0777\" or \"0770\""),
+                )
+            })?;
+        let dir = config.unix_socket_dir.get_ref();
+        if dir.is_empty() {
+            return Ok(None);
+        }
+        let bad = |m: String| self.err(config.unix_socket_dir.span(), "unix_socket_dir", m);
+        if !dir.starts_with('/') {
+            return Err(bad(format!("{dir:?} is not an absolute path")));
+        }
+        // The port as bound: any when `listen` says 0.
+        let port = if port == 0 { u16::MAX } else { port };
+        let longest = crate::net::server_addr::socket_path(dir.as_ref(), port);
+        if longest.as_os_str().len() > crate::net::server_addr::MAX_SOCKET_PATH {
+            return Err(bad(format!(
+                "{dir:?} is too long: the socket path {} would exceed {} bytes",
+                longest.display(),
+                crate::net::server_addr::MAX_SOCKET_PATH
+            )));
+        }
+        Ok(Some((dir.into(), mode)))
     }
 
     /// `[peering]`: its own address, not one of the other listeners', and the peers'.
@@ -376,7 +416,7 @@ impl Validator<'_> {
                 ));
             }
             let addr = b.address.get_ref();
-            if let Err(m) = check_host_port(addr) {
+            if let Err(m) = crate::net::server_addr::Endpoint::parse(addr) {
                 return Err(self.err(b.address.span(), "backends.address", m));
             }
             if addrs.insert(addr.clone(), ()).is_some() {

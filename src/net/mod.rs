@@ -4,6 +4,8 @@
 
 mod client_cert;
 mod end_point;
+pub mod listener;
+pub mod server_addr;
 mod stream;
 pub mod tls;
 

@@ -1,13 +1,14 @@
-//! A connection's byte stream: plain TCP, or TLS over TCP once a client or server agreed to
-//! it. The relay reads and writes through [`Stream`] without knowing which; a plain stream
-//! costs one branch per call.
+//! A connection's byte stream: plain TCP, TLS over TCP once a client or server agreed to
+//! it, or a Unix-domain socket (never encrypted, as in PostgreSQL). The relay reads and
+//! writes through [`Stream`] without knowing which; a plain stream costs one branch per call.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// A client or server connection.
 pub enum Stream {
@@ -15,18 +16,33 @@ pub enum Stream {
     Plain(TcpStream),
     /// TLS: accepted from a client, or opened to a server.
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// A Unix-domain socket: a local client, or a server's socket directory.
+    Unix(UnixStream),
     /// A TLS handshake took the socket and failed: every call fails.
     Gone,
 }
 
 impl Stream {
-    /// The TCP socket underneath (`None` once gone).
+    /// The TCP socket underneath (`None` for a Unix-domain socket, or once gone).
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
             Stream::Plain(s) => Some(s),
             Stream::Tls(s) => Some(s.get_ref().0),
-            Stream::Gone => None,
+            Stream::Unix(_) | Stream::Gone => None,
         }
+    }
+
+    /// The socket's file descriptor (`None` once gone).
+    pub fn fd(&self) -> Option<RawFd> {
+        match self {
+            Stream::Unix(s) => Some(s.as_raw_fd()),
+            _ => self.tcp().map(|t| t.as_raw_fd()),
+        }
+    }
+
+    /// Whether this is a Unix-domain socket.
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Stream::Unix(_))
     }
 
     /// Whether the connection is encrypted.
@@ -61,7 +77,6 @@ impl Stream {
     /// after an administrator ended it, a closed socket. Looks without reading (TLS records
     /// must stay intact) and costs no system call while tokio has seen no readiness event.
     pub fn has_unsolicited_input(&self) -> bool {
-        let Some(tcp) = self.tcp() else { return true };
         // rustls wants to read unless it holds decrypted bytes not taken yet, or the peer
         // said goodbye (close_notify).
         if let Stream::Tls(s) = self {
@@ -70,9 +85,18 @@ impl Stream {
             }
         }
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match tcp.try_io(Interest::READABLE, || {
-            socket2::SockRef::from(tcp).peek(&mut probe)
-        }) {
+        let peeked = match self {
+            Stream::Unix(u) => u.try_io(Interest::READABLE, || {
+                socket2::SockRef::from(u).peek(&mut probe)
+            }),
+            _ => match self.tcp() {
+                Some(tcp) => tcp.try_io(Interest::READABLE, || {
+                    socket2::SockRef::from(tcp).peek(&mut probe)
+                }),
+                None => return true,
+            },
+        };
+        match peeked {
             Ok(_) => true,
             Err(e) => e.kind() != io::ErrorKind::WouldBlock,
         }
@@ -82,6 +106,9 @@ impl Stream {
     pub fn write_now(&mut self, data: &[u8]) {
         match self {
             Stream::Plain(s) => {
+                let _ = s.try_write(data);
+            }
+            Stream::Unix(s) => {
                 let _ = s.try_write(data);
             }
             Stream::Tls(s) => {
@@ -110,6 +137,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
             Stream::Gone => Poll::Ready(Err(gone())),
         }
@@ -125,6 +153,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
             Stream::Gone => Poll::Ready(Err(gone())),
         }
@@ -133,7 +162,7 @@ impl AsyncWrite for Stream {
     #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Plain(_) => Poll::Ready(Ok(())),
+            Stream::Plain(_) | Stream::Unix(_) => Poll::Ready(Ok(())),
             Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
             Stream::Gone => Poll::Ready(Err(gone())),
         }
@@ -142,6 +171,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
             Stream::Gone => Poll::Ready(Ok(())),
         }

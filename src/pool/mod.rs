@@ -18,7 +18,6 @@ pub mod prepared;
 mod registry;
 pub mod server;
 
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -313,7 +312,7 @@ impl Pool {
     /// its opening began): then it returns false, and the connection must not be used.
     fn register(&self, conn: &mut ServerConn, severs: u64) -> bool {
         // A fresh connection always has its socket.
-        let Some(fd) = conn.stream.tcp().map(|t| t.as_raw_fd()) else {
+        let Some(fd) = conn.stream.fd() else {
             return true;
         };
         let mut c = self.conns.lock().expect("conns");

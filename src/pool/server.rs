@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use crate::auth::scram_client::Binding;
 use crate::auth::{DerivedKeys, ScramKeysClient, ServerCredential};
 use crate::config::ChannelBinding;
+use crate::net::tls::TlsConnectError;
 use crate::net::Stream;
 use crate::protocol::{self, tag, ErrorFields, TxnStatus};
 use crate::session::settings::Settings;
@@ -233,25 +234,17 @@ impl ServerConn {
             address: p.address.clone(),
             source,
         };
-        let tcp = TcpStream::connect(&p.address).await.map_err(io_err)?;
-        crate::net::configure_server(&tcp, p.keepalive);
-        let host = p
-            .address
-            .rsplit_once(':')
-            .map_or(p.address.as_str(), |(h, _)| h);
-        let reopen = || async {
-            let tcp = TcpStream::connect(&p.address).await?;
-            crate::net::configure_server(&tcp, p.keepalive);
-            Ok(tcp)
-        };
-        let (stream, tls_fell_back) = p
-            .tls
-            .connect_or_fall_back(tcp, host, reopen)
-            .await
-            .map_err(|source| ConnectError::Tls {
-                address: p.address.clone(),
-                source,
-            })?;
+        let tune = |tcp: &TcpStream| crate::net::configure_server(tcp, p.keepalive);
+        let (stream, tls_fell_back) =
+            crate::net::server_addr::open_server(&p.address, &p.tls, tune)
+                .await
+                .map_err(|e| match e {
+                    TlsConnectError::Io(source) => io_err(source),
+                    source => ConnectError::Tls {
+                        address: p.address.clone(),
+                        source,
+                    },
+                })?;
         let mut conn = ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(8192),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,7 @@ pub struct ClientInfo {
     /// The database it asked for.
     pub database: String,
     /// Its address.
-    pub peer: std::net::SocketAddr,
+    pub peer: crate::net::listener::Peer,
     /// Whether its connection is encrypted.
     pub tls: bool,
     /// `application_name` from its startup packet (the admin console shows the current one).
@@ -319,8 +319,8 @@ impl CancelRegistry {
         };
         // Waiting for the server to close keeps the target connection out of other clients'
         // hands until the backend was signalled.
-        match send_cancel(
-            &t.pool.key.address,
+        match cancel_over(
+            crate::net::server_addr::open_plain(&t.pool.key.address),
             t.pid,
             t.secret,
             SERVER_LIMIT,
@@ -395,15 +395,25 @@ pub async fn send_cancel(
     connect: Duration,
     limit: Duration,
 ) -> std::io::Result<()> {
+    cancel_over(TcpStream::connect(address), pid, secret, connect, limit).await
+}
+
+/// [`send_cancel`] over the connection `open` makes (a server's address may be a Unix-domain
+/// socket).
+async fn cancel_over<S: AsyncRead + AsyncWrite + Unpin>(
+    open: impl std::future::Future<Output = std::io::Result<S>>,
+    pid: i32,
+    secret: i32,
+    connect: Duration,
+    limit: Duration,
+) -> std::io::Result<()> {
     let send = async {
-        let mut s = tokio::time::timeout(connect, TcpStream::connect(address))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no connection within {connect:?}"),
-                )
-            })??;
+        let mut s = tokio::time::timeout(connect, open).await.map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {connect:?}"),
+            )
+        })??;
         let mut buf = BytesMut::new();
         postgres_protocol::message::frontend::cancel_request(pid, secret, &mut buf);
         s.write_all(&buf).await?;

@@ -40,14 +40,16 @@ pub enum First {
 }
 
 /// Reads packets until a StartupMessage or a CancelRequest. An SSLRequest gets `S` and a TLS
-/// handshake when `[tls]` is configured, `N` otherwise; GSS encryption is refused.
+/// handshake when `[tls]` is configured, `N` otherwise and always on a Unix-domain socket
+/// (as PostgreSQL answers there); GSS encryption is refused.
 pub async fn read_startup(
     app: &App,
     stream: &mut Stream,
     buf: &mut BytesMut,
 ) -> Result<First, Fatal> {
     let mut peer = TlsPeer::default();
-    let tls = app.config.load().tls.clone();
+    let local = stream.is_unix();
+    let tls = app.config.load().tls.clone().filter(|_| !local);
     if let Some(tls) = tls.filter(|_| buf.is_empty()) {
         if starts_tls(stream).await? {
             // PostgreSQL 17's `sslnegotiation=direct`: the handshake at once, no SSLRequest.
@@ -85,7 +87,7 @@ pub async fn read_startup(
                         "received unencrypted data after SSL request",
                     ));
                 }
-                let tls = app.config.load().tls.clone();
+                let tls = app.config.load().tls.clone().filter(|_| !local);
                 match tls {
                     Some(tls) if kind == Initial::SslRequest => {
                         peer = start_tls(app, stream, &tls).await?;
@@ -108,7 +110,8 @@ pub async fn read_startup(
     }
 }
 
-/// Refuses a plain-text login when `[tls] mode = "require"`.
+/// Refuses a plain-text login over TCP when `[tls] mode = "require"` (a Unix-domain socket
+/// never leaves the host: PostgreSQL's `hostssl` lines do not apply to it either).
 pub fn check_encrypted(app: &App, stream: &Stream) -> Result<(), Fatal> {
     let required = app
         .config
@@ -116,7 +119,7 @@ pub fn check_encrypted(app: &App, stream: &Stream) -> Result<(), Fatal> {
         .tls
         .as_ref()
         .is_some_and(|t| t.mode == ClientTlsMode::Require);
-    if required && !stream.is_tls() {
+    if required && !stream.is_tls() && !stream.is_unix() {
         app.metrics.rejected("no_tls");
         return Err(Fatal::new(
             "28000",

@@ -28,8 +28,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::net::listener::Peer;
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 
 use crate::net::Stream;
 
@@ -78,8 +78,7 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 /// startup packet (over TLS when it asked for it), as PostgreSQL answers one past
 /// `max_connections`. A cancel request, plain or over TLS, is placed instead: cancelling a
 /// query matters most when the proxy is full. The whole exchange gets [`TURN_AWAY_LIMIT`].
-pub async fn turn_away(app: Arc<App>, tcp: TcpStream) {
-    let mut stream = Stream::Plain(tcp);
+pub async fn turn_away(app: Arc<App>, mut stream: Stream) {
     let mut buf = BytesMut::new();
     let first = tokio::time::timeout(
         TURN_AWAY_LIMIT,
@@ -110,8 +109,7 @@ pub async fn turn_away(app: Arc<App>, tcp: TcpStream) {
 const TURN_AWAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs one client connection to completion.
-pub async fn run(app: Arc<App>, tcp: TcpStream, peer: std::net::SocketAddr) {
-    let mut stream = Stream::Plain(tcp);
+pub async fn run(app: Arc<App>, mut stream: Stream, peer: Peer) {
     use tracing::Instrument;
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("client", id, %peer, user = tracing::field::Empty);
@@ -201,7 +199,7 @@ async fn start(
     app: Arc<App>,
     stream: &mut Stream,
     id: u64,
-    peer: std::net::SocketAddr,
+    peer: Peer,
     span: tracing::Span,
 ) -> Result<Option<Started>, Fatal> {
     let config = app.config.load_full();

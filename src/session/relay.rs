@@ -321,6 +321,7 @@ impl Session {
 fn write_to(cx: &mut Context<'_>, s: &mut Stream, buf: &mut BytesMut) -> Result<(), ()> {
     match s {
         Stream::Plain(t) => write_some(cx, t, buf),
+        Stream::Unix(u) => write_some(cx, u, buf),
         Stream::Tls(t) => write_tls(cx, &mut **t, buf),
         Stream::Gone => Err(()),
     }
@@ -349,6 +350,7 @@ fn read_from(
 ) -> Poll<std::io::Result<usize>> {
     match s {
         Stream::Plain(t) => read_some(cx, t, buf),
+        Stream::Unix(u) => read_some(cx, u, buf),
         Stream::Tls(t) => read_some(cx, &mut **t, buf),
         Stream::Gone => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
     }
