@@ -315,10 +315,11 @@ rss_report() {
         "/proc/$pid/status"
 }
 
-# start_pgbouncer PORT PG_PORT: transaction pooling, 20 server connections, SCRAM auth (lines in
-# PGBOUNCER_EXTRA are added to the [pgbouncer] section).
+# start_pgbouncer PORT PG_PORT [PG_HOST]: transaction pooling, 20 server connections, SCRAM auth
+# (lines in PGBOUNCER_EXTRA are added to the [pgbouncer] section). PG_HOST (default 127.0.0.1)
+# may be a socket directory; with BOUNCER_SOCKET_DIR set, it listens on a socket there too.
 start_pgbouncer() {
-    local port="$1" pgport="$2" d="$WORK/pgbouncer"
+    local port="$1" pgport="$2" pghost="${3:-127.0.0.1}" d="$WORK/pgbouncer"
     as_pg mkdir -p "$d"
     as_pg tee "$d/userlist.txt" >/dev/null <<EOF
 "bench" "$BENCH_PASSWORD"
@@ -326,12 +327,12 @@ EOF
     as_pg chmod 600 "$d/userlist.txt"
     as_pg tee "$d/pgbouncer.ini" >/dev/null <<EOF
 [databases]
-bench = host=127.0.0.1 port=$pgport dbname=bench
+bench = host=$pghost port=$pgport dbname=bench
 
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $port
-unix_socket_dir =
+unix_socket_dir = ${BOUNCER_SOCKET_DIR:-}
 auth_type = scram-sha-256
 auth_file = $d/userlist.txt
 pool_mode = transaction
@@ -351,6 +352,7 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # pgbench runs and results
 
+declare -A HOST_OF=()   # target -> the host pgbench connects to (default 127.0.0.1)
 declare -A RES_TPS=()   # key -> space-separated tps of successful rounds
 declare -A RES_FAIL=()  # key -> failed rounds
 declare -A RES_ERR=()   # key -> distinct error lines (newline separated)
@@ -380,7 +382,8 @@ run_interleaved() {
                     pid="${PID_OF[$target]}"
                     ticks=$([ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
                     # shellcheck disable=SC2086  # $wl is several pgbench options
-                    run_pgbench "${PORT_OF[$target]}" "$out" $wl -c "$c" -j "$jobs"
+                    PGBENCH_HOST="${HOST_OF[$target]:-127.0.0.1}" \
+                        run_pgbench "${PORT_OF[$target]}" "$out" $wl -c "$c" -j "$jobs"
                     record_result "$key" "$out"
                     [ -n "$pid" ] && record_cpu "$key" "$out" "$ticks" "$(cpu_ticks "$pid")"
                     log "[$n/$total] round $round: $wl -c $c -> $target: $RESULT_MSG"
@@ -390,13 +393,14 @@ run_interleaved() {
     done
 }
 
-# run_pgbench PORT OUTFILE PGBENCH_ARGS...: one timed run as user bench on database bench;
+# run_pgbench PORT OUTFILE PGBENCH_ARGS...: one timed run as user bench on database bench (on
+# host PGBENCH_HOST, 127.0.0.1 by default: a socket directory for BENCH_TRANSPORT=unix);
 # pgbench's output goes to OUTFILE, its exit status to OUTFILE.rc.
 run_pgbench() {
     local port="$1" out="$2"
     shift 2
     local rc=0
-    PGPASSWORD="$BENCH_PASSWORD" "$PGBENCH" -h 127.0.0.1 -p "$port" -U bench -n -T "$BENCH_SECONDS" \
+    PGPASSWORD="$BENCH_PASSWORD" "$PGBENCH" -h "${PGBENCH_HOST:-127.0.0.1}" -p "$port" -U bench -n -T "$BENCH_SECONDS" \
         "$@" bench >"$out" 2>&1 &
     PGBENCH_PID=$!
     wait "$PGBENCH_PID" || rc=$?

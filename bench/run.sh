@@ -12,12 +12,16 @@
 #   SWITCHYARD_BIN=... benchmark this binary instead of running `cargo build --release`
 #   PG_BINDIR=...      PostgreSQL server binaries (default: found via pg_config / PATH)
 #   BENCH_KEEP=1       keep the temp dir (data dirs, configs, every pgbench output, logs)
+#   BENCH_TRANSPORT=unix   every connection over Unix-domain sockets (pgbench to each target,
+#                      both proxies to PostgreSQL) instead of TCP on 127.0.0.1
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 read -ra CLIENTS <<<"${BENCH_CLIENTS:-1 16 64}"
+TRANSPORT="${BENCH_TRANSPORT:-tcp}"
+[[ "$TRANSPORT" =~ ^(tcp|unix)$ ]] || die "BENCH_TRANSPORT must be tcp or unix"
 WORKLOADS=("-S -M simple" "-S -M extended" "-S -M prepared" "-N -M simple")
 TARGETS=(direct switchyard pgbouncer)
 
@@ -39,13 +43,23 @@ pg_init "$WORK/primary" "$PG_PORT"
 pg_start "$WORK/primary"
 pg_setup_bench_db "$WORK/primary" "$PG_PORT"
 
+PG_HOST=127.0.0.1 SY_BACKEND="127.0.0.1:$PG_PORT" SY_SOCKET=""
+if [ "$TRANSPORT" = unix ]; then
+    # PostgreSQL's socket directory is the data dir's name plus .sock (pg_settings).
+    PG_HOST="$WORK/primary.sock" SY_BACKEND="$WORK/primary.sock:$PG_PORT"
+    SY_SOCKET="$WORK/sy.sock" BOUNCER_SOCKET_DIR="$WORK/pgbouncer"
+    mkdir -p "$SY_SOCKET"
+    HOST_OF=([direct]="$PG_HOST" [switchyard]="$SY_SOCKET" [pgbouncer]="$BOUNCER_SOCKET_DIR")
+fi
+
 log "PgBouncer on 127.0.0.1:$BOUNCER_PORT"
-start_pgbouncer "$BOUNCER_PORT" "$PG_PORT"
+start_pgbouncer "$BOUNCER_PORT" "$PG_PORT" "$PG_HOST"
 
 log "switchyard on 127.0.0.1:$SY_PORT (http $SY_HTTP)"
 cat >"$WORK/switchyard.toml" <<EOF
 listen = "127.0.0.1:$SY_PORT"
 http_listen = "127.0.0.1:$SY_HTTP"
+unix_socket_dir = "$SY_SOCKET"
 pool_mode = "transaction"
 shutdown_timeout = "2s"
 
@@ -57,7 +71,7 @@ read_write_split = false
 
 [[backends]]
 name = "primary"
-address = "127.0.0.1:$PG_PORT"
+address = "$SY_BACKEND"
 
 [[users]]
 name = "bench"
@@ -80,6 +94,11 @@ print_machine
 echo "## Setup"
 echo
 echo "- One PostgreSQL primary (fsync=off, max_connections=300, shared_buffers=128MB), pgbench scale $BENCH_SCALE."
+if [ "$TRANSPORT" = unix ]; then
+    echo "- Every connection over Unix-domain sockets: pgbench to each target, both proxies to PostgreSQL."
+else
+    echo "- Every connection over TCP on 127.0.0.1."
+fi
 echo "- switchyard: transaction pooling, pool size 20, read_write_split = false, SCRAM client auth."
 echo "- PgBouncer: pool_mode = transaction, default_pool_size = 20, max_client_conn = 500, SCRAM auth."
 echo "- pgbench -n -T $BENCH_SECONDS, -j 2 for 2+ clients; $ROUNDS interleaved round(s); median tps"

@@ -60,6 +60,21 @@ impl Server {
             ),
             None => None,
         };
+        // The unix socket next, for the same reason (it is never shared), when its name is
+        // known before `listen` is bound (not port 0).
+        let bind_unix = |port: u16| match &config.unix_socket {
+            Some((dir, mode)) => UnixSocket::bind(dir, port, *mode)
+                .map(Some)
+                .map_err(|source| RunError::BindUnix {
+                    dir: dir.display().to_string(),
+                    source,
+                }),
+            None => Ok(None),
+        };
+        let mut unix = match config.listen.port() {
+            0 => None,
+            port => bind_unix(port)?,
+        };
         // Then HTTP: once clients can connect, /metrics and /readyz answer too.
         let reuse_port = config.config.so_reuseport;
         let http = match config.http_listen {
@@ -74,18 +89,9 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
-        let unix = match &config.unix_socket {
-            Some((dir, mode)) => {
-                let port = listener.local_addr().map_or(0, |a| a.port());
-                Some(
-                    UnixSocket::bind(dir, port, *mode).map_err(|source| RunError::BindUnix {
-                        dir: dir.display().to_string(),
-                        source,
-                    })?,
-                )
-            }
-            None => None,
-        };
+        if config.listen.port() == 0 {
+            unix = bind_unix(listener.local_addr().map_or(0, |a| a.port()))?;
+        }
         let metrics = Arc::new(Metrics::new());
         let cluster = Arc::new(Cluster::new(ClusterView::default()));
         let pools = Arc::new(crate::pool::Pools::new(metrics.clone()));

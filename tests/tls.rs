@@ -424,8 +424,9 @@ async fn require_mode_refuses_plain_clients_and_survives_bad_handshakes() {
 }
 
 /// A Unix-domain socket never leaves the host: its clients are not offered TLS (an SSLRequest
-/// gets `N`, as from PostgreSQL) and `mode = "require"` does not refuse them, as PostgreSQL's
-/// `hostssl` lines do not apply to `local` connections. TCP clients still need TLS.
+/// gets `N`, as from PostgreSQL), and neither `mode = "require"` nor `client_cert` refuses
+/// them, as PostgreSQL's `hostssl` lines (and their `clientcert`) do not apply to `local`
+/// connections. TCP clients still need TLS and a certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_clients_are_not_offered_tls() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -436,7 +437,11 @@ async fn unix_socket_clients_are_not_offered_tls() {
         .expect("socket dir");
     let proxy = start_ready_proxy(ProxyOptions {
         extra_top: format!("unix_socket_dir = {}\n", toml_path(sock.path())),
-        extra_tables: tls_table(&files.cert, &files.key, "require"),
+        extra_tables: format!(
+            "{}ca = {}\nclient_cert = \"verify-ca\"\n",
+            tls_table(&files.cert, &files.key, "require"),
+            toml_path(&files.pki.ca_file())
+        ),
         ..Default::default()
     });
     let path = sock.path().join(format!(".s.PGSQL.{}", proxy.port()));
@@ -483,12 +488,19 @@ async fn unix_socket_clients_are_not_offered_tls() {
     let r = run(c, Duration::from_secs(60));
     assert_eq!(r.code, Some(0), "{}", r.describe("psql over the socket"));
     assert_eq!(r.stdout.trim(), "local");
-    // Over TCP a plain client is still refused.
+    // Over TCP a plain client is still refused, and one without a certificate too.
     let r = psql(&proxy, "disable", None, "select 1");
     assert!(
         r.stderr.contains("accepts only encrypted connections"),
         "{}",
         r.describe("plain psql over TCP")
+    );
+    let r = psql(&proxy, "require", None, "select 1");
+    assert!(
+        r.stderr
+            .contains("connection requires a valid client certificate"),
+        "{}",
+        r.describe("psql over TLS without a certificate")
     );
 }
 

@@ -120,11 +120,13 @@ async fn clients_use_the_unix_socket() {
 
     let token = client.cancel_token();
     let sleeper = tokio::spawn(async move {
-        let r = client.simple_query("SELECT pg_sleep(60)").await;
+        let r = client
+            .simple_query("SELECT /* unix-client-sleep */ pg_sleep(60)")
+            .await;
         (r, client)
     });
     assert!(
-        tokio::task::spawn_blocking(|| active_anywhere("pg_sleep(60)", STEP))
+        tokio::task::spawn_blocking(|| active_anywhere("unix-client-sleep", STEP))
             .await
             .unwrap(),
         "the sleep never started"
@@ -220,35 +222,47 @@ async fn the_socket_file_lives_with_its_process() {
     let path = socket_file(dir, port);
     wait_socket(&path);
 
-    // A second process cannot take a socket a live one listens on: it exits and says why.
+    // A second process cannot take a socket a live one holds: it exits and says why,
+    // before it shares the TCP port (where the kernel would queue clients for it).
+    let lock = dir.join(format!(".s.PGSQL.{port}.lock"));
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap(),
+        format!("{}\n", first.pid())
+    );
     let second = first.start_beside(true);
     let exit = second.wait_exit(STEP).expect("the second process exits");
     assert_eq!(exit.code(), Some(1), "{}", second.log_tail(20));
     assert!(
         second.log().contains(&format!(
-            "cannot make the unix socket in {}: another process listens on {}",
+            "cannot make the unix socket in {}: another process (PID {}) holds {}",
             dir.display(),
-            path.display()
+            first.pid(),
+            lock.display()
         )),
         "{}",
         second.log_tail(20)
     );
+    assert!(!second.log().contains("accepting connections"));
     assert_eq!(
         psql_unix(dir, port, "SELECT 'still the first'"),
         "still the first"
     );
 
-    // SIGKILL leaves the file behind, with nothing accepting on it.
+    // SIGKILL leaves the files behind, with nothing accepting on the socket.
     first.signal(libc::SIGKILL);
     first.wait_exit(STEP).expect("killed");
-    assert!(path.exists(), "a killed process cannot remove its socket");
+    assert!(
+        path.exists() && lock.exists(),
+        "a killed process cannot remove its files"
+    );
     assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
 
     // The next process on that port replaces it and serves.
     let third =
         Proxy::start_backends_on(first.backends().to_vec(), opts, move || (port, http_port));
     assert!(
-        wait_until(STEP, || third.log().contains("removed a stale socket file")),
+        wait_until(STEP, || third.log().contains("removed a stale socket file")
+            && third.log().contains("removed a stale lock file")),
         "{}",
         third.log_tail(20)
     );
@@ -259,6 +273,7 @@ async fn the_socket_file_lives_with_its_process() {
     let exit = third.wait_exit(STEP).expect("exits on SIGTERM");
     assert!(exit.success(), "{}", third.log_tail(20));
     assert!(!path.exists(), "socket file left after a clean exit");
+    assert!(!lock.exists(), "lock file left after a clean exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,7 @@ pub fn md5_response(inner_hex: &str, salt: [u8; 4]) -> String {
     format!("md5{}", hex(&md5.finalize()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {

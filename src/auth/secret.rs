@@ -61,6 +61,29 @@ impl StoredPassword {
             StoredPassword::Scram(secret) => Some(secret.clone()),
         }
     }
+
+    /// Whether `given`, a password sent in clear text (`password` authentication), is this
+    /// one: compared as it is, hashed with the user name for an md5 hash, derived with the
+    /// verifier's salt and iteration count for SCRAM (as PostgreSQL's `plain_crypt_verify`).
+    /// Constant-time in what it compares.
+    pub fn matches_cleartext(&self, user: &str, given: &str) -> bool {
+        match self {
+            StoredPassword::Plain(p) => super::constant_time_eq(p.as_bytes(), given.as_bytes()),
+            StoredPassword::Md5(hex) => {
+                use ::md5::{Digest, Md5};
+                let mut md5 = Md5::new();
+                md5.update(given.as_bytes());
+                md5.update(user.as_bytes());
+                let got = super::md5::hex(&md5.finalize());
+                super::constant_time_eq(got.as_bytes(), hex.as_bytes())
+            }
+            StoredPassword::Scram(secret) => {
+                let derived = ScramSecret::from_password(given, &secret.salt, secret.iterations);
+                super::constant_time_eq(&derived.stored_key, &secret.stored_key)
+                    && super::constant_time_eq(&derived.server_key, &secret.server_key)
+            }
+        }
+    }
 }
 
 impl fmt::Debug for StoredPassword {

@@ -1308,3 +1308,37 @@ fn a_password_client_refuses_an_iteration_count_it_cannot_afford() {
     }
     assert_eq!(derived.derivations(), 0, "no keys were derived");
 }
+
+#[test]
+fn cleartext_passwords_match_every_stored_form() {
+    let user = "alice";
+    let inner = format!(
+        "md5{}",
+        md5::hex(&{
+            use ::md5::{Digest, Md5};
+            let mut h = Md5::new();
+            h.update(b"s3cret");
+            h.update(user.as_bytes());
+            h.finalize()
+        })
+    );
+    let scram = ScramSecret::from_password("s3cret", b"salty", 16).to_string();
+    for stored in ["s3cret", inner.as_str(), scram.as_str()] {
+        let s = StoredPassword::parse(stored);
+        assert!(s.matches_cleartext(user, "s3cret"), "{s:?}");
+        assert!(!s.matches_cleartext(user, "s3cres"), "{s:?}");
+        assert!(!s.matches_cleartext(user, ""), "{s:?}");
+    }
+    // An md5 hash is salted with the user name.
+    assert!(!StoredPassword::parse(&inner).matches_cleartext("bob", "s3cret"));
+}
+
+#[test]
+fn the_running_user_has_a_name() {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let name = crate::net::os_user_name(uid).expect("a name");
+    assert!(!name.is_empty());
+    assert_eq!(crate::net::os_user_name(0).as_deref(), Some("root"));
+    assert_eq!(crate::net::os_user_name(4_000_000_000), None);
+}

@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use super::health::Observation;
 use super::lag::parse_lsn;
 use crate::config::ChannelBinding;
-use crate::net::tls::TlsConnectError;
+use crate::net::server_addr::OpenError;
 use crate::net::Stream;
 
 /// How the monitor logs in.
@@ -111,8 +111,8 @@ impl Prober {
             crate::net::server_addr::open_server(&self.target.address, &self.target.tls, nodelay)
                 .await
                 .map_err(|e| match e {
-                    TlsConnectError::Io(e) => format!("error connecting to server: {e}"),
-                    e => with_causes(&e),
+                    OpenError::Connect(e) => format!("error connecting to server: {e}"),
+                    OpenError::Tls(e) => with_causes(&e),
                 })?;
         let mut cfg = tokio_postgres::Config::new();
         cfg.user(&self.target.user)

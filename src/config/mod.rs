@@ -54,6 +54,8 @@ pub struct Loaded {
     pub peer_listen: Option<SocketAddr>,
     /// `unix_socket_dir` and `unix_socket_mode`; `None` when there is no socket.
     pub unix_socket: Option<(std::path::PathBuf, u32)>,
+    /// `hba_file`, read and parsed.
+    pub hba: Option<Arc<crate::auth::hba::Hba>>,
     /// Users by name, with their verifiers precomputed (SCRAM key derivation is slow on
     /// purpose, so it happens here and not per login).
     pub users: HashMap<String, Arc<User>>,
@@ -148,10 +150,25 @@ impl Loaded {
             }
         );
         if let Some((dir, mode)) = &self.unix_socket {
+            let _ = match self.listen.port() {
+                0 => writeln!(
+                    s,
+                    "unix socket {}/.s.PGSQL.<the port listen gets> (mode {mode:04o})",
+                    dir.display()
+                ),
+                port => writeln!(
+                    s,
+                    "unix socket {} (mode {mode:04o})",
+                    crate::net::server_addr::socket_path(dir, port).display()
+                ),
+            };
+        }
+        if let (Some(h), Some(path)) = (&self.hba, &c.hba_file) {
             let _ = writeln!(
                 s,
-                "unix socket {} (mode {mode:04o})",
-                crate::net::server_addr::socket_path(dir, self.listen.port()).display()
+                "client access decided by {} ({} rule(s))",
+                path.get_ref(),
+                h.len()
             );
         }
         match self.http_listen {
@@ -359,6 +376,11 @@ impl Loaded {
             );
         } else if peers(a) != peers(b) {
             out.push("peering.peers changed (next cancel request)".into());
+        }
+        if a.hba_file != b.hba_file {
+            out.push("hba_file changed (new logins)".into());
+        } else if self.hba != new.hba {
+            out.push("hba_file rules changed (new logins)".into());
         }
         if a.admin != b.admin {
             out.push("[admin] changed (new console connections)".into());

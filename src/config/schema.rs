@@ -27,6 +27,11 @@ pub struct Config {
     /// Permissions of that socket file, in octal. Default `"0777"`.
     #[serde(default = "d::unix_socket_mode")]
     pub unix_socket_mode: Spanned<String>,
+    /// A file in `pg_hba.conf` form that decides which clients may log in, from where, and
+    /// with which method (it then replaces `[[users]] auth`). Read again on reload. Default:
+    /// none (every `[[users]]` entry logs in from anywhere with its `auth`).
+    #[serde(default)]
+    pub hba_file: Option<Spanned<String>>,
     /// `"transaction"` (default): a server connection is held only for a transaction.
     /// `"session"`: for the client's whole connection.
     #[serde(default)]

@@ -769,7 +769,7 @@ fn unix_socket_settings_are_checked() {
         e.contains("unix_socket_dir") && e.contains("107 bytes"),
         "{e}"
     );
-    for bad in ["999", "", "0x1ff", "01777", "rw"] {
+    for bad in ["999", "", "0x1ff", "01777", "rw", "+777"] {
         let e = err(&format!("unix_socket_mode = \"{bad}\"\n{MINIMAL}"));
         assert!(
             e.contains("unix_socket_mode") && e.contains("octal"),
@@ -786,10 +786,53 @@ fn backends_may_be_socket_directories() {
         l.config.backends[1].address.get_ref(),
         "/var/run/postgresql:5433"
     );
+    let twice = format!(
+        "{}\n[[backends]]\nname = \"pg3\"\naddress = \"/var/run/postgresql\"\n",
+        text.replace(
+            "\"/var/run/postgresql:5433\"",
+            "\"/var/run/postgresql:5432\""
+        )
+    );
+    let e = err(&twice);
+    assert!(e.contains("duplicate backend address"), "{e}");
     let text = MINIMAL.replace("\"127.0.0.1:5433\"", "\"/var/run/postgresql:0\"");
     let e = err(&text);
     assert!(
         e.contains("t.toml:12: backends.address") && e.contains("invalid port"),
         "{e}"
     );
+}
+
+#[test]
+fn hba_file_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hba.conf");
+    std::fs::write(
+        &path,
+        "local all all trust\nhost all app 10.0.0.0/8 scram-sha-256\n",
+    )
+    .unwrap();
+    let text = format!("hba_file = {:?}\n{MINIMAL}", path.display().to_string());
+    let l = parse(&text, "t.toml").unwrap();
+    assert_eq!(l.hba.as_ref().map(|h| h.len()), Some(2));
+    assert!(l.describe().contains("(2 rule(s))"), "{}", l.describe());
+    assert!(parse(MINIMAL, "t.toml").unwrap().hba.is_none());
+
+    std::fs::write(
+        &path,
+        "local all all trust\nhost all app 10.0.0.0/8 kerberos\n",
+    )
+    .unwrap();
+    let e = err(&text);
+    assert!(
+        e.contains("t.toml:1: hba_file")
+            && e.contains(&format!(
+                "{}:2: invalid authentication method \"kerberos\"",
+                path.display()
+            )),
+        "{e}"
+    );
+    let missing = format!("hba_file = \"/nonexistent/hba.conf\"\n{MINIMAL}");
+    let e = err(&missing);
+    assert!(e.contains("hba_file") && e.contains("cannot read"), "{e}");
 }

@@ -133,6 +133,10 @@ impl Validator<'_> {
             }
         }
         let unix_socket = self.validate_unix_socket(&config, listen.port())?;
+        let hba = match &config.hba_file {
+            Some(path) => Some(Arc::new(self.read_hba(path)?)),
+            None => None,
+        };
         self.validate_backends(&config)?;
         let users = self.validate_users(&config)?;
         let p = &config.pool;
@@ -247,9 +251,28 @@ impl Validator<'_> {
             http_listen,
             peer_listen,
             unix_socket,
+            hba,
             users,
             tls,
             server_tls,
+        })
+    }
+
+    /// Reads and parses `hba_file`; an error names the file's line.
+    fn read_hba(&self, path: &toml::Spanned<String>) -> Result<crate::auth::hba::Hba, ConfigError> {
+        let text = std::fs::read_to_string(path.get_ref()).map_err(|e| {
+            self.err(
+                path.span(),
+                "hba_file",
+                format!("cannot read {:?}: {e}", path.get_ref()),
+            )
+        })?;
+        crate::auth::hba::Hba::parse(&text).map_err(|(line, m)| {
+            self.err(
+                path.span(),
+                "hba_file",
+                format!("{}:{line}: {m}", path.get_ref()),
+            )
         })
     }
 
@@ -262,7 +285,7 @@ impl Validator<'_> {
         let mode = config.unix_socket_mode.get_ref();
         let mode = u32::from_str_radix(mode, 8)
             .ok()
-            .filter(|m| *m <= 0o777 && !mode.is_empty())
+            .filter(|m| *m <= 0o777 && !mode.is_empty() && mode.bytes().all(|b| b.is_ascii_digit()))
             .ok_or_else(|| {
                 self.err(
                     config.unix_socket_mode.span(),
@@ -416,10 +439,13 @@ impl Validator<'_> {
                 ));
             }
             let addr = b.address.get_ref();
-            if let Err(m) = crate::net::server_addr::Endpoint::parse(addr) {
-                return Err(self.err(b.address.span(), "backends.address", m));
-            }
-            if addrs.insert(addr.clone(), ()).is_some() {
+            // The same server named twice: one socket written with and without its port.
+            let same = match crate::net::server_addr::Endpoint::parse(addr) {
+                Err(m) => return Err(self.err(b.address.span(), "backends.address", m)),
+                Ok(crate::net::server_addr::Endpoint::Unix(path)) => path.display().to_string(),
+                Ok(crate::net::server_addr::Endpoint::Tcp { address, .. }) => address.to_owned(),
+            };
+            if addrs.insert(same, ()).is_some() {
                 return Err(self.err(
                     b.address.span(),
                     "backends.address",

@@ -29,21 +29,27 @@ impl fmt::Display for Peer {
 }
 
 /// The listening Unix-domain socket; its file goes with it (unless another process has
-/// replaced the file since).
+/// replaced the file since), and so does its lock file.
 #[derive(Debug)]
 pub struct UnixSocket {
     listener: UnixListener,
     path: PathBuf,
     /// The file's (device, inode), to remove only our own.
     file: (u64, u64),
+    /// Dropped after the socket file is removed.
+    _lock: LockFile,
 }
 
 impl UnixSocket {
-    /// Makes `dir/.s.PGSQL.<port>` with permissions `mode`. A socket file left there by a
-    /// process that died (nothing accepts on it) is replaced; one that a live process
-    /// listens on, or a file that is not a socket, is an error.
+    /// Makes `dir/.s.PGSQL.<port>` with permissions `mode`, holding `.s.PGSQL.<port>.lock` as
+    /// PostgreSQL does (its process id on the first line): a live process holding it, a
+    /// PostgreSQL server included, is an error; a lock left by a process that died is taken
+    /// over, and then so is its socket file. A file there that is not a socket is an error.
     pub fn bind(dir: &Path, port: u16, mode: u32) -> io::Result<UnixSocket> {
         let path = socket_path(dir, port);
+        let mut lock = path.clone().into_os_string();
+        lock.push(".lock");
+        let lock = LockFile::take(PathBuf::from(lock))?;
         match std::fs::symlink_metadata(&path) {
             Ok(m) if !m.file_type().is_socket() => {
                 return Err(io::Error::new(
@@ -51,45 +57,36 @@ impl UnixSocket {
                     format!("{} exists and is not a socket", path.display()),
                 ));
             }
-            Ok(_) => match std::os::unix::net::UnixStream::connect(&path) {
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!("another process listens on {}", path.display()),
-                    ));
-                }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    match std::fs::remove_file(&path) {
-                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                        _ => tracing::info!(path = %path.display(), "removed a stale socket file"),
-                    }
-                }
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("{} exists and cannot be checked: {e}", path.display()),
-                    ));
-                }
+            Ok(_) => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => tracing::info!(path = %path.display(), "removed a stale socket file"),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let listener = UnixListener::bind(&path)?;
-        let made = (|| {
+        // Bind, set the mode, then listen: no client connects before the mode holds.
+        let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+        socket.bind(&socket2::SockAddr::unix(&path)?)?;
+        let ready = (|| {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-            std::fs::metadata(&path)
+            let meta = std::fs::metadata(&path)?;
+            socket.listen(1024)?;
+            socket.set_nonblocking(true)?;
+            Ok::<_, io::Error>(meta)
         })();
-        let meta = match made {
+        let meta = match ready {
             Ok(m) => m,
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
                 return Err(e);
             }
         };
+        let listener = UnixListener::from_std(std::os::unix::net::UnixListener::from(socket))?;
         Ok(UnixSocket {
             listener,
             path,
             file: (meta.dev(), meta.ino()),
+            _lock: lock,
         })
     }
 
@@ -114,12 +111,106 @@ impl Drop for UnixSocket {
     }
 }
 
+/// A socket's lock file, in PostgreSQL's form: the holder's process id on the first line
+/// (PostgreSQL refuses a socket whose lock a live process holds, and so does switchyard).
+#[derive(Debug)]
+struct LockFile {
+    path: PathBuf,
+}
+
+impl LockFile {
+    fn take(path: PathBuf) -> io::Result<LockFile> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let own = std::process::id() as i32;
+        // Twice at most: once more after removing a stale lock.
+        for _ in 0..2 {
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+            match created {
+                Ok(mut f) => {
+                    let written = writeln!(f, "{own}").and_then(|_| f.sync_all());
+                    if let Err(e) = written {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(e);
+                    }
+                    return Ok(LockFile { path });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            match text.lines().next().map(|l| l.trim().parse::<i32>()) {
+                Some(Ok(pid)) if pid > 0 && pid != own && alive(pid) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "another process (PID {pid}) holds {}: is another switchyard or PostgreSQL using this socket?",
+                            path.display()
+                        ),
+                    ));
+                }
+                Some(Ok(pid)) if pid > 0 => {
+                    // Its holder is gone (or it is this very process's, left from before).
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                        _ => {
+                            tracing::info!(path = %path.display(), pid, "removed a stale lock file")
+                        }
+                    }
+                }
+                _ => {
+                    // Empty or garbled: maybe a process writing it right now (PostgreSQL
+                    // refuses such a file too).
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!(
+                            "{} holds no process id: remove it if no process is starting on this socket",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} keeps being taken by another process", path.display()),
+        ))
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let own = std::process::id().to_string();
+        let ours = std::fs::read_to_string(&self.path)
+            .is_ok_and(|t| t.lines().next().map(str::trim) == Some(own.as_str()));
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether process `pid` exists (a process of another user counts: signalling it is merely
+/// not permitted), as PostgreSQL checks a lock file's holder.
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn lock_of(dir: &Path, port: u16) -> PathBuf {
+        dir.join(format!(".s.PGSQL.{port}.lock"))
+    }
+
     #[tokio::test]
-    async fn a_socket_file_is_made_replaced_when_stale_and_removed() {
+    async fn socket_and_lock_files_are_made_taken_over_when_stale_and_removed() {
         let dir = std::env::temp_dir().join(format!("sy-unix-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = socket_path(&dir, 7);
@@ -128,26 +219,47 @@ mod tests {
         assert_eq!(first.path(), path);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o770);
-        // A live listener keeps its file.
-        let e = UnixSocket::bind(&dir, 7, 0o777).unwrap_err();
+        let own = format!("{}\n", std::process::id());
+        assert_eq!(std::fs::read_to_string(lock_of(&dir, 7)).unwrap(), own);
+
+        // A lock a live process holds (PID 1 stands for another switchyard, or PostgreSQL)
+        // stops a bind, and nothing of its holder's is touched.
+        std::fs::write(lock_of(&dir, 8), "1\n/some/data/dir\n").unwrap();
+        let held = std::os::unix::net::UnixListener::bind(socket_path(&dir, 8)).unwrap();
+        let e = UnixSocket::bind(&dir, 8, 0o777).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
-        assert!(path.exists());
-        // A socket left behind without a listener (a process that was killed) is replaced.
-        let stale = std::os::unix::net::UnixListener::bind(socket_path(&dir, 8)).unwrap();
-        drop(stale);
+        assert!(e.to_string().contains("(PID 1) holds"), "{e}");
         assert!(socket_path(&dir, 8).exists());
+        drop(held);
+
+        // A lock of a process that is gone is taken over, and its socket file replaced.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        std::fs::write(lock_of(&dir, 8), format!("{gone_pid}\n")).unwrap();
         let second = UnixSocket::bind(&dir, 8, 0o777).unwrap();
+        assert_eq!(std::fs::read_to_string(lock_of(&dir, 8)).unwrap(), own);
         drop(second);
         assert!(!socket_path(&dir, 8).exists());
+        assert!(!lock_of(&dir, 8).exists());
+
+        // An empty lock (a process may be writing it) is left alone.
+        std::fs::write(lock_of(&dir, 10), "").unwrap();
+        let e = UnixSocket::bind(&dir, 10, 0o777).unwrap_err();
+        assert!(e.to_string().contains("holds no process id"), "{e}");
+
         // A file that is not a socket is never removed.
         std::fs::write(socket_path(&dir, 9), b"keep").unwrap();
         assert!(UnixSocket::bind(&dir, 9, 0o777).is_err());
         assert_eq!(std::fs::read(socket_path(&dir, 9)).unwrap(), b"keep");
-        // A file replaced under a listener is not removed with it.
+        assert!(!lock_of(&dir, 9).exists(), "a failed bind keeps no lock");
+
+        // A socket file replaced under a listener is not removed with it.
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"new").unwrap();
         drop(first);
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert!(!lock_of(&dir, 7).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -59,6 +59,27 @@ pub fn configure_server(stream: &TcpStream, keepalive: Duration) {
     }
 }
 
+/// The name of the operating-system user `uid` (`peer` authentication), from the password
+/// database.
+pub fn os_user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: getpwuid_r writes only into `pwd` and `buf` (whose length it is given) and sets
+    // `found` to `&pwd` or null; `pw_name` then points into `buf`, read before it is dropped.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
 /// Writes all of `data` and flushes it (TLS holds back what the socket did not take).
 pub async fn send_all<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> io::Result<()> {
     w.write_all(data).await?;

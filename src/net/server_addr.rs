@@ -74,6 +74,17 @@ impl<'a> Endpoint<'a> {
     }
 }
 
+/// Why [`open_server`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No connection: refused, unreachable, no such socket.
+    #[error("{0}")]
+    Connect(io::Error),
+    /// Connected, but TLS could not be set up as `[server_tls]` asks.
+    #[error(transparent)]
+    Tls(TlsConnectError),
+}
+
 /// Opens a connection to the server at `address`. Over TCP, `tune` is applied to each socket
 /// and TLS is set up as `[server_tls]` says (`prefer` falling back to plain text on a new
 /// connection after a failed handshake; the `bool` says it fell back). Over a Unix-domain
@@ -83,19 +94,26 @@ pub async fn open_server(
     address: &str,
     tls: &ServerTls,
     tune: impl Fn(&TcpStream),
-) -> Result<(Stream, bool), TlsConnectError> {
-    let endpoint =
-        Endpoint::parse(address).map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+) -> Result<(Stream, bool), OpenError> {
+    let endpoint = Endpoint::parse(address)
+        .map_err(|m| OpenError::Connect(io::Error::new(io::ErrorKind::InvalidInput, m)))?;
     match endpoint {
-        Endpoint::Unix(path) => Ok((Stream::Unix(UnixStream::connect(path).await?), false)),
+        Endpoint::Unix(path) => {
+            let s = UnixStream::connect(path)
+                .await
+                .map_err(OpenError::Connect)?;
+            Ok((Stream::Unix(s), false))
+        }
         Endpoint::Tcp { address, host } => {
             let open = || async {
                 let tcp = TcpStream::connect(address).await?;
                 tune(&tcp);
                 Ok(tcp)
             };
-            let tcp = open().await?;
-            tls.connect_or_fall_back(tcp, host, open).await
+            let tcp = open().await.map_err(OpenError::Connect)?;
+            tls.connect_or_fall_back(tcp, host, open)
+                .await
+                .map_err(OpenError::Tls)
         }
     }
 }

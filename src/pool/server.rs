@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use crate::auth::scram_client::Binding;
 use crate::auth::{DerivedKeys, ScramKeysClient, ServerCredential};
 use crate::config::ChannelBinding;
-use crate::net::tls::TlsConnectError;
+use crate::net::server_addr::OpenError;
 use crate::net::Stream;
 use crate::protocol::{self, tag, ErrorFields, TxnStatus};
 use crate::session::settings::Settings;
@@ -239,8 +239,8 @@ impl ServerConn {
             crate::net::server_addr::open_server(&p.address, &p.tls, tune)
                 .await
                 .map_err(|e| match e {
-                    TlsConnectError::Io(source) => io_err(source),
-                    source => ConnectError::Tls {
+                    OpenError::Connect(source) => io_err(source),
+                    OpenError::Tls(source) => ConnectError::Tls {
                         address: p.address.clone(),
                         source,
                     },

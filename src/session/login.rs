@@ -11,8 +11,10 @@ use super::lookup;
 use super::settings::Settings;
 use super::Fatal;
 use crate::app::App;
+use crate::auth::hba::{self, Hba, Method};
 use crate::auth::{self, ScramServer, ServerCredential, StoredPassword};
 use crate::config::{AuthMethod, ClientCertMode, ClientTlsMode, PoolMode, User};
+use crate::net::listener::Peer;
 use crate::net::tls::{ClientTls, TlsPeer};
 use crate::net::{self, Stream};
 use crate::pool::Pooled;
@@ -176,6 +178,7 @@ pub async fn authenticate(
     buf: &mut BytesMut,
     s: &Startup,
     peer: TlsPeer,
+    from: Peer,
 ) -> Result<Login, Fatal> {
     let mut out = BytesMut::new();
     let unsupported: Vec<&str> = s
@@ -221,6 +224,12 @@ pub async fn authenticate(
         .filter(|d| !d.is_empty())
         .unwrap_or(user_name)
         .to_owned();
+    let config = app.config.load_full();
+    // As PostgreSQL: the host-based rules before the startup options are applied.
+    let hba_method = match &config.hba {
+        Some(hba) => Some(hba_method(app, hba, stream, from, user_name, &database)?),
+        None => None,
+    };
     // PostgreSQL applies `options` switches first and then the startup parameters, so a
     // parameter given both ways takes the startup parameter's value.
     let options = match s.param("options") {
@@ -232,15 +241,20 @@ pub async fn authenticate(
         s.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     )
     .map_err(|m| Fatal::new("42704", m))?;
-    let config = app.config.load_full();
     let configured = config.users.get(user_name).cloned();
     // Client certificates first, as PostgreSQL checks `clientcert` before the method.
-    let cert_auth = configured
-        .as_ref()
-        .is_some_and(|u| u.config.auth == AuthMethod::Cert);
+    let cert_auth = match hba_method {
+        Some(m) => m == Method::Cert,
+        None => configured
+            .as_ref()
+            .is_some_and(|u| u.config.auth == AuthMethod::Cert),
+    };
+    // Not on the unix socket, which is never encrypted (as `clientcert` is an option of
+    // PostgreSQL's `hostssl` lines only).
     let client_cert = config
         .tls
         .as_ref()
+        .filter(|_| !stream.is_unix())
         .map_or(ClientCertMode::Optional, |t| t.client_cert);
     if (cert_auth || client_cert != ClientCertMode::Optional) && peer.cert.is_none() {
         app.metrics.rejected("client_cert");
@@ -254,15 +268,31 @@ pub async fn authenticate(
         (None, Some(query)) => lookup::password(app, &config, query, user_name).await?,
         _ => None,
     };
-    let check = match (&configured, &looked_up) {
-        (Some(u), _) => match u.config.auth {
+    let stored = configured
+        .as_ref()
+        .map(|u| &u.stored)
+        .or(looked_up.as_ref());
+    let check = match (hba_method, &configured, stored) {
+        (Some(Method::Trust | Method::Cert), _, _) => Check::Trust,
+        (Some(Method::Peer), _, _) => {
+            check_peer(stream, user_name)?;
+            Check::Trust
+        }
+        (Some(Method::Password), _, stored) => Check::Cleartext(stored),
+        // md5 with a password stored as a SCRAM verifier runs SCRAM, as in PostgreSQL.
+        (Some(Method::Md5), _, Some(s @ (StoredPassword::Md5(_) | StoredPassword::Plain(_)))) => {
+            Check::Md5(s)
+        }
+        (Some(_), Some(u), _) => Check::Scram(u.scram.clone()),
+        (Some(_), None, s) => Check::Scram(s.and_then(StoredPassword::scram_secret)),
+        (None, Some(u), _) => match u.config.auth {
             AuthMethod::Trust | AuthMethod::Cert => Check::Trust,
             AuthMethod::Md5 => Check::Md5(&u.stored),
             AuthMethod::ScramSha256 => Check::Scram(u.scram.clone()),
         },
-        (None, Some(stored @ StoredPassword::Md5(_))) => Check::Md5(stored),
-        (None, Some(stored)) => Check::Scram(stored.scram_secret()),
-        (None, None) => Check::Scram(None),
+        (None, None, Some(stored @ StoredPassword::Md5(_))) => Check::Md5(stored),
+        (None, None, Some(stored)) => Check::Scram(stored.scram_secret()),
+        (None, None, None) => Check::Scram(None),
     };
     let failed = || {
         Fatal::new(
@@ -272,8 +302,23 @@ pub async fn authenticate(
     };
     let limit = 8192;
     let mut proven = None;
+    let mut cleartext = None;
     match check {
         Check::Trust => {}
+        Check::Cleartext(stored) => {
+            encode::auth_cleartext(&mut out);
+            send(stream, &mut out).await?;
+            let body = read_password(stream, buf, limit).await?;
+            let given = body
+                .strip_suffix(&[0])
+                .and_then(|p| std::str::from_utf8(p).ok())
+                .ok_or_else(|| Fatal::protocol("invalid password packet"))?;
+            // PostgreSQL refuses an empty password whatever is stored.
+            if given.is_empty() || !stored.is_some_and(|s| s.matches_cleartext(user_name, given)) {
+                return Err(failed());
+            }
+            cleartext = Some(given.to_owned());
+        }
         Check::Md5(stored) => {
             let salt: [u8; 4] = rand::random();
             encode::auth_md5(&mut out, salt);
@@ -350,6 +395,9 @@ pub async fn authenticate(
             // The servers take what the client proved: the password's SCRAM keys, its md5
             // hash, or a clear-text password the lookup returned.
             let server = match (&stored, proven) {
+                _ if cleartext.is_some() => {
+                    ServerCredential::Password(cleartext.take().unwrap_or_default())
+                }
                 (StoredPassword::Plain(p), _) => ServerCredential::Password(p.clone()),
                 (StoredPassword::Md5(hex), _) => ServerCredential::Md5(hex.clone()),
                 (StoredPassword::Scram(_), Some(keys)) => ServerCredential::Scram(keys),
@@ -370,10 +418,87 @@ pub async fn authenticate(
     })
 }
 
+/// The `hba_file` method for this client. FATAL 28000 with PostgreSQL's messages when no line
+/// matches or the line says `reject`.
+fn hba_method(
+    app: &App,
+    hba: &Hba,
+    stream: &Stream,
+    from: Peer,
+    user: &str,
+    database: &str,
+) -> Result<Method, Fatal> {
+    let addr = match from {
+        Peer::Tcp(a) => Some(a.ip()),
+        Peer::Unix => None,
+    };
+    let client = hba::Client {
+        addr,
+        tls: stream.is_tls(),
+        user,
+        database,
+    };
+    let decision = hba.decide(&client);
+    if let Some(d) = decision.filter(|d| d.method != Method::Reject) {
+        return Ok(d.method);
+    }
+    app.metrics.rejected("hba");
+    let host = addr.map_or("[local]".to_owned(), |a| a.to_string());
+    let encryption = if stream.is_tls() {
+        "SSL encryption"
+    } else {
+        "no encryption"
+    };
+    let what = match decision {
+        Some(d) => {
+            tracing::info!(line = d.line, "hba_file rejects the login");
+            "pg_hba.conf rejects connection"
+        }
+        None => "no pg_hba.conf entry",
+    };
+    Err(Fatal::new(
+        "28000",
+        format!(
+            "{what} for host \"{host}\", user \"{user}\", database \"{database}\", {encryption}"
+        ),
+    ))
+}
+
+/// `peer`: the operating-system user at the other end of the socket must be `user`.
+fn check_peer(stream: &Stream, user: &str) -> Result<(), Fatal> {
+    let failed = || {
+        Fatal::new(
+            "28000",
+            format!("Peer authentication failed for user \"{user}\""),
+        )
+    };
+    let Stream::Unix(s) = stream else {
+        return Err(failed());
+    };
+    let uid = s.peer_cred().map_err(Fatal::Io)?.uid();
+    let Some(os_user) = crate::net::os_user_name(uid) else {
+        return Err(Fatal::new(
+            "28000",
+            format!("could not look up local user ID {uid}"),
+        ));
+    };
+    if os_user != user {
+        tracing::info!(
+            user,
+            os_user = %os_user,
+            "peer authentication: the socket's user is not the user asked for"
+        );
+        return Err(failed());
+    }
+    Ok(())
+}
+
 /// How a client proves who it is.
 enum Check<'a> {
-    /// No exchange (`trust`, and `cert`, whose certificate is checked on its own).
+    /// No exchange (`trust`, `peer`, and `cert`, whose certificate is checked on its own).
     Trust,
+    /// The password in clear text, checked against this one (none: always refused).
+    Cleartext(Option<&'a StoredPassword>),
     /// An md5 challenge, checked against this password.
     Md5(&'a StoredPassword),
     /// A SCRAM-SHA-256 exchange with this verifier; a mock one that fails without.

@@ -28,9 +28,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::net::listener::Peer;
 use bytes::{Bytes, BytesMut};
 
+use crate::net::listener::Peer;
 use crate::net::Stream;
 
 use crate::app::App;
@@ -208,11 +208,12 @@ async fn start(
     let login = tokio::time::timeout(deadline, async {
         match login::read_startup(&app, stream, &mut buf).await? {
             login::First::Cancel { pid, secret } => Ok(Err((pid, secret))),
-            login::First::Startup(s, peer) => {
+            login::First::Startup(s, tls_peer) => {
                 login::check_encrypted(&app, stream)?;
-                Ok(Ok(
-                    login::authenticate(&app, stream, &mut buf, &s, peer).await?
-                ))
+                Ok(Ok(login::authenticate(
+                    &app, stream, &mut buf, &s, tls_peer, peer,
+                )
+                .await?))
             }
         }
     })

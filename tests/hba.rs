@@ -1,0 +1,228 @@
+//! `hba_file`: client access rules in `pg_hba.conf` form, applied by the proxy (the servers see
+//! only its address). The first matching line decides: `trust`, `peer` on the Unix-domain
+//! socket, `password`, `md5`, `scram-sha-256`, `reject`, and no line at all, each with
+//! PostgreSQL's messages and SQLSTATEs; the rules are read again on reload, and a file that
+//! does not parse is rejected with the old rules kept.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::proxy::{Proxy, ProxyOptions};
+use support::raw;
+use support::*;
+
+const STEP: Duration = Duration::from_secs(30);
+
+/// Logs in with tokio-postgres; `Err` carries the SQLSTATE and message of a refusal.
+async fn login(host: &str, port: u16, user: &str, password: &str, db: &str) -> Result<(), String> {
+    let cs = format!(
+        "host={host} port={port} user={user} password={password} dbname={db} connect_timeout=10"
+    );
+    match tokio::time::timeout(STEP, tokio_postgres::connect(&cs, tokio_postgres::NoTls)).await {
+        Err(_) => panic!("login of {user} to {db} via {host} timed out"),
+        Ok(Ok((client, conn))) => {
+            tokio::spawn(conn);
+            let v: String = client
+                .query_one("SELECT current_user::text", &[])
+                .await
+                .map_err(|e| match e.as_db_error() {
+                    Some(d) => format!("{} {}", d.code().code(), d.message()),
+                    None => e.to_string(),
+                })?
+                .get(0);
+            assert_eq!(v, user);
+            Ok(())
+        }
+        Ok(Err(e)) => Err(match e.as_db_error() {
+            Some(d) => format!("{} {}", d.code().code(), d.message()),
+            None => e.to_string(),
+        }),
+    }
+}
+
+/// The first authentication request the proxy sends a TCP client (3 cleartext, 5 md5, 10
+/// SASL), or the error it gets instead.
+async fn first_auth_request(proxy: &Proxy, user: &str, db: &str) -> Result<i32, String> {
+    let mut c = raw::Raw::connect(&proxy.addr()).await;
+    c.send(&raw::startup_packet(
+        raw::PROTO_3_0,
+        &[("user", user), ("database", db)],
+    ))
+    .await
+    .unwrap();
+    let f = c.frame().await;
+    match f.tag {
+        b'R' => Ok(i32::from_be_bytes(f.body[..4].try_into().unwrap())),
+        b'E' => Err(format!("{} {}", f.code(), f.message())),
+        t => panic!("unexpected message {:?}", t as char),
+    }
+}
+
+/// The name of the user this test runs as.
+fn os_user() -> String {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    switchyard::net::os_user_name(uid).expect("the test's own user has a name")
+}
+
+fn write_rules(path: &Path, os: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "# TYPE  DATABASE  USER        ADDRESS       METHOD\n\
+             local   all       \"{os}\"      peer\n\
+             local   all       {APP_USER}  peer\n\
+             local   all       all         trust\n\
+             host    {APP_DB}  {PLAIN_USER} 127.0.0.1/32 password\n\
+             host    {APP_DB}  {MD5_USER}  127.0.0.1 255.255.255.255 md5\n\
+             host    all       {OTHER_USER} 127.0.0.1/32 reject\n\
+             host    {APP_DB}  {APP_USER},{SUPERUSER} 127.0.0.1/32 scram-sha-256\n\
+             host    \"the db\" all        10.0.0.0/8    trust\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hba_rules_decide_who_logs_in_and_how() {
+    let c = shared_cluster();
+    let os = os_user();
+    // The test's own OS user logs in by `peer`: it needs a role and a [[users]] entry (the
+    // proxy logs in to the servers with its password).
+    let mut users = String::new();
+    if os != SUPERUSER && os != APP_USER {
+        c.primary()
+            .psql(&format!(
+                "DO $$ BEGIN CREATE ROLE \"{os}\" LOGIN PASSWORD 'os-pw'; \
+                 EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            ))
+            .unwrap();
+        users = format!("[[users]]\nname = \"{os}\"\npassword = \"os-pw\"\n");
+        // Reads may go to a replica: wait until the role is there too.
+        c.wait_replicas_caught_up(STEP).unwrap();
+    }
+    let sock = tempfile::Builder::new()
+        .prefix("sy-hba-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let rules = sock.path().join("hba.conf");
+    write_rules(&rules, &os);
+    let proxy = Proxy::start_with(
+        c,
+        ProxyOptions {
+            extra_top: format!(
+                "unix_socket_dir = \"{}\"\nhba_file = \"{}\"\n",
+                sock.path().display(),
+                rules.display()
+            ),
+            extra_tables: users,
+            ..Default::default()
+        },
+    );
+    let port = proxy.port();
+    let dir = sock.path().to_str().unwrap().to_owned();
+    let socket = sock.path().join(format!(".s.PGSQL.{port}"));
+    assert!(wait_until(STEP, || socket.exists()));
+
+    // On the socket: peer for the test's own user (no password needed), a peer line that
+    // does not fit for app, trust for the rest (a wrong password does not matter).
+    login(&dir, port, &os, "not-checked", APP_DB).await.unwrap();
+    if os != APP_USER {
+        let e = login(&dir, port, APP_USER, APP_PASSWORD, APP_DB)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            format!("28000 Peer authentication failed for user \"{APP_USER}\"")
+        );
+    }
+    login(&dir, port, OTHER_USER, "wrong", APP_DB)
+        .await
+        .unwrap();
+
+    // Over TCP: each line's method, seen in the first request and in a real login.
+    assert_eq!(first_auth_request(&proxy, PLAIN_USER, APP_DB).await, Ok(3));
+    login("127.0.0.1", port, PLAIN_USER, PLAIN_PASSWORD, APP_DB)
+        .await
+        .unwrap();
+    let e = login("127.0.0.1", port, PLAIN_USER, "wrong", APP_DB)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        format!("28P01 password authentication failed for user \"{PLAIN_USER}\"")
+    );
+    assert_eq!(first_auth_request(&proxy, MD5_USER, APP_DB).await, Ok(5));
+    login("127.0.0.1", port, MD5_USER, MD5_PASSWORD, APP_DB)
+        .await
+        .unwrap();
+    assert_eq!(first_auth_request(&proxy, APP_USER, APP_DB).await, Ok(10));
+    login("127.0.0.1", port, APP_USER, APP_PASSWORD, APP_DB)
+        .await
+        .unwrap();
+    // `reject`, and no line for the database.
+    let rejected = format!(
+        "28000 pg_hba.conf rejects connection for host \"127.0.0.1\", user \"{OTHER_USER}\", database \"{APP_DB}\", no encryption"
+    );
+    assert_eq!(
+        login("127.0.0.1", port, OTHER_USER, OTHER_PASSWORD, APP_DB).await,
+        Err(rejected.clone())
+    );
+    assert_eq!(
+        first_auth_request(&proxy, OTHER_USER, APP_DB).await,
+        Err(rejected)
+    );
+    assert_eq!(
+        login("127.0.0.1", port, APP_USER, APP_PASSWORD, "postgres").await,
+        Err(format!(
+            "28000 no pg_hba.conf entry for host \"127.0.0.1\", user \"{APP_USER}\", database \"postgres\", no encryption"
+        ))
+    );
+    let refused = proxy
+        .metric("switchyard_client_rejected_total{reason=\"hba\"}")
+        .await;
+    assert!(refused >= 3.0, "hba refusals counted: {refused}");
+
+    // A reload reads the file again: `other` gets in.
+    std::fs::write(
+        &rules,
+        format!("host all {OTHER_USER},{APP_USER} 127.0.0.1/32 scram-sha-256\n"),
+    )
+    .unwrap();
+    proxy.reload_ok().await;
+    login("127.0.0.1", port, OTHER_USER, OTHER_PASSWORD, APP_DB)
+        .await
+        .unwrap();
+    login("127.0.0.1", port, APP_USER, APP_PASSWORD, "postgres")
+        .await
+        .unwrap();
+    // No line for the socket any more.
+    let e = login(&dir, port, OTHER_USER, OTHER_PASSWORD, APP_DB)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        format!(
+            "28000 no pg_hba.conf entry for host \"[local]\", user \"{OTHER_USER}\", database \"{APP_DB}\", no encryption"
+        )
+    );
+
+    // A file that does not parse is rejected; the rules before stay.
+    std::fs::write(&rules, "host all all 10.0.0.0/33 trust\n").unwrap();
+    let errors = "switchyard_reloads_total{result=\"error\"}";
+    let before = proxy.metric(errors).await;
+    proxy.reload();
+    proxy.wait_metric(errors, before + 1.0, STEP).await;
+    assert!(
+        proxy
+            .log()
+            .contains(&format!("{}:1: invalid CIDR mask", rules.display())),
+        "{}",
+        proxy.log_tail(10)
+    );
+    login("127.0.0.1", port, OTHER_USER, OTHER_PASSWORD, APP_DB)
+        .await
+        .unwrap();
+}
