@@ -76,7 +76,7 @@ fn write_rules(path: &Path, os: &str) {
              local   all       {APP_USER}  peer\n\
              local   all       all         trust\n\
              host    {APP_DB}  {PLAIN_USER} 127.0.0.1/32 password\n\
-             host    {APP_DB}  {MD5_USER}  127.0.0.1 255.255.255.255 md5\n\
+             host    {APP_DB}  {MD5_USER},{TRUST_USER} 127.0.0.1 255.255.255.255 md5\n\
              host    all       {OTHER_USER} 127.0.0.1/32 reject\n\
              host    {APP_DB}  {APP_USER},{SUPERUSER} 127.0.0.1/32 scram-sha-256\n\
              host    \"the db\" all        10.0.0.0/8    trust\n"
@@ -158,6 +158,31 @@ async fn hba_rules_decide_who_logs_in_and_how() {
     login("127.0.0.1", port, MD5_USER, MD5_PASSWORD, APP_DB)
         .await
         .unwrap();
+    // A user configured without a password (auth = "trust") on an md5 line: the md5 of an
+    // empty password does not let it in (PostgreSQL never stores an empty one).
+    let r = raw::login(
+        &proxy.addr(),
+        raw::PROTO_3_0,
+        &[("user", TRUST_USER), ("database", APP_DB)],
+        Some(""),
+    )
+    .await;
+    let r = raw::refused(r, "md5 with an empty password");
+    assert_eq!(r.auth, vec![5]);
+    assert_eq!(r.error.code(), "28P01", "{}", r.error.message());
+    // An empty password in clear text gets PostgreSQL's own refusal.
+    let r = raw::login(
+        &proxy.addr(),
+        raw::PROTO_3_0,
+        &[("user", PLAIN_USER), ("database", APP_DB)],
+        Some(""),
+    )
+    .await;
+    let r = raw::refused(r, "an empty clear-text password");
+    assert_eq!(
+        (r.error.code(), r.error.message()),
+        ("28P01".into(), "empty password returned by client".into())
+    );
     assert_eq!(first_auth_request(&proxy, APP_USER, APP_DB).await, Ok(10));
     login("127.0.0.1", port, APP_USER, APP_PASSWORD, APP_DB)
         .await

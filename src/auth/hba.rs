@@ -8,9 +8,10 @@
 //! quoted names and comma-separated lists, `all`, `sameuser` (database), `replication` (never
 //! matches: replication connections are refused); addresses as `all`, CIDR, or an address and
 //! a mask; methods `trust`, `reject`, `scram-sha-256`, `md5`, `password`, `cert` and `peer`
-//! (`local` only). What would need the servers' catalog or name resolution (`+group`,
-//! `samerole`, `@file`, host names, `samehost`, `samenet`), other methods and options are
-//! refused when the file is read, naming the line.
+//! (`local` only; `ident` there means `peer`, as in PostgreSQL); a line ending in `\`
+//! continues on the next. What would need the servers' catalog or name resolution (`+group`
+//! users, `samerole`, `@file`, host names, `samehost`, `samenet`), other methods and options
+//! are refused when the file is read, naming the line.
 
 use std::net::IpAddr;
 
@@ -40,7 +41,11 @@ enum NameMatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AddrMatch {
     All,
-    Net { addr: IpAddr, prefix: u8 },
+    /// An address and a mask (a CIDR prefix, or a netmask, contiguous or not).
+    Net {
+        addr: IpAddr,
+        mask: u128,
+    },
 }
 
 /// How a matching client authenticates.
@@ -179,13 +184,14 @@ fn names(field: &[Token], database: bool) -> Result<Vec<NameMatch>, String> {
                     "\"{}\" needs role membership, which switchyard does not know",
                     t.text
                 )),
-                s if s.starts_with('+') => Err(format!(
+                // (In the database field PostgreSQL 15 reads both as plain names.)
+                s if s.starts_with('+') && !database => Err(format!(
                     "\"{s}\": group membership (+role) is not supported"
                 )),
                 s if s.starts_with('@') => {
                     Err(format!("\"{s}\": file inclusion (@file) is not supported"))
                 }
-                s if s.starts_with('/') => {
+                s if s.starts_with('/') && !database => {
                     Err(format!("\"{s}\": regular expressions are not supported"))
                 }
                 "" => Err("an empty name".into()),
@@ -195,26 +201,26 @@ fn names(field: &[Token], database: bool) -> Result<Vec<NameMatch>, String> {
         .collect()
 }
 
-/// The network of `ip` with `mask` (a netmask in the same family, contiguous).
-fn prefix_of_mask(ip: IpAddr, mask: &str) -> Result<u8, String> {
+/// A netmask in the family of `ip`, as bits (PostgreSQL takes any mask, contiguous or not).
+fn netmask(ip: IpAddr, mask: &str) -> Result<u128, String> {
     let m: IpAddr = mask
         .parse()
         .map_err(|_| format!("invalid IP mask \"{mask}\""))?;
-    let (bits, width) = match (ip, m) {
-        (IpAddr::V4(_), IpAddr::V4(m)) => (u32::from(m) as u128, 32),
-        (IpAddr::V6(_), IpAddr::V6(m)) => (u128::from(m), 128),
-        _ => return Err(format!("IP address and mask \"{mask}\" do not match")),
-    };
-    let ones = bits.count_ones();
-    let expect = if ones == 0 {
+    match (ip, m) {
+        (IpAddr::V4(_), IpAddr::V4(m)) => Ok(u32::from(m) as u128),
+        (IpAddr::V6(_), IpAddr::V6(m)) => Ok(u128::from(m)),
+        _ => Err(format!("IP address and mask \"{mask}\" do not match")),
+    }
+}
+
+/// The mask of a CIDR prefix of `prefix` bits in an address of `width` bits.
+fn prefix_mask(prefix: u8, width: u32) -> u128 {
+    let prefix = u32::from(prefix);
+    if prefix == 0 {
         0
     } else {
-        (!0u128 >> (128 - ones)) << (width - ones)
-    };
-    if bits != expect {
-        return Err(format!("invalid IP mask \"{mask}\": not contiguous"));
+        (u128::MAX >> (128 - prefix)) << (width - prefix)
     }
-    Ok(ones as u8)
 }
 
 fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
@@ -247,7 +253,7 @@ fn method(name: &str, conn: ConnType) -> Result<Method, String> {
             return Err("cert authentication is only supported on hostssl connections".into())
         }
         "cert" => Method::Cert,
-        "peer" if conn == ConnType::Local => Method::Peer,
+        "peer" | "ident" if conn == ConnType::Local => Method::Peer,
         "peer" => {
             return Err("peer authentication is only supported on local sockets".into());
         }
@@ -271,12 +277,31 @@ impl Hba {
         self.rules.is_empty()
     }
 
-    /// Reads the file's text; the error names the line (1-based) and what is wrong.
+    /// The first `cert` line, if any (it needs client certificates to be asked for).
+    pub fn cert_line(&self) -> Option<usize> {
+        self.rules
+            .iter()
+            .find(|r| r.method == Method::Cert)
+            .map(|r| r.line)
+    }
+
+    /// Reads the file's text; the error names the line (1-based; a continued line by its
+    /// first) and what is wrong.
     pub fn parse(text: &str) -> Result<Hba, (usize, String)> {
         let mut rules = Vec::new();
-        for (i, line) in text.lines().enumerate() {
+        let mut lines = text.lines().enumerate();
+        while let Some((i, first)) = lines.next() {
             let n = i + 1;
-            let f = fields(line).map_err(|m| (n, m))?;
+            // A backslash at the very end joins the next line, comments and quotes included.
+            let mut line = first.to_owned();
+            while line.ends_with('\\') {
+                line.pop();
+                match lines.next() {
+                    Some((_, more)) => line.push_str(more),
+                    None => break,
+                }
+            }
+            let f = fields(&line).map_err(|m| (n, m))?;
             if f.is_empty() {
                 continue;
             }
@@ -319,15 +344,17 @@ impl Hba {
                     return Err(format!("\"{text}\" is not supported"));
                 }
                 _ => {
-                    let (addr, mut prefix) = parse_cidr(text)?;
-                    if !text.contains('/') {
+                    let (addr, prefix) = parse_cidr(text)?;
+                    let mask = if text.contains('/') {
+                        prefix_mask(prefix, if addr.is_ipv4() { 32 } else { 128 })
+                    } else {
                         let mask = rest
                             .first()
                             .ok_or("end-of-line before netmask specification")?;
-                        prefix = prefix_of_mask(addr, single(mask, "the netmask")?)?;
                         rest = &rest[1..];
-                    }
-                    AddrMatch::Net { addr, prefix }
+                        netmask(addr, single(mask, "the netmask")?)?
+                    };
+                    AddrMatch::Net { addr, mask }
                 }
             })
         };
@@ -356,11 +383,10 @@ impl Hba {
 
     /// The first line that matches `c`, as PostgreSQL's `check_hba`.
     pub fn decide(&self, c: &Client) -> Option<Decision> {
-        // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
-        let addr = c.addr.map(|a| match a {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
-            v4 => v4,
-        });
+        let addr = c.addr.map(unmapped);
+        // PostgreSQL cuts the startup packet's names to NAMEDATALEN - 1 bytes first.
+        let cut = |s: &str| -> Vec<u8> { s.as_bytes()[..s.len().min(63)].to_vec() };
+        let (user, database) = (cut(c.user), cut(c.database));
         self.rules
             .iter()
             .find(|r| {
@@ -375,18 +401,18 @@ impl Hba {
                 conn_ok
                     && r.databases.iter().any(|d| match d {
                         NameMatch::All => true,
-                        NameMatch::SameUser => c.database == c.user,
+                        NameMatch::SameUser => database == user,
                         NameMatch::Replication => false,
-                        NameMatch::Name(n) => n == c.database,
+                        NameMatch::Name(n) => n.as_bytes() == database,
                     })
                     && r.users.iter().any(|u| match u {
-                        NameMatch::Name(n) => n == c.user,
+                        NameMatch::Name(n) => n.as_bytes() == user,
                         _ => true,
                     })
                     && match (r.addr, addr) {
                         (None, _) | (Some(AddrMatch::All), _) => true,
-                        (Some(AddrMatch::Net { addr: net, prefix }), Some(ip)) => {
-                            in_net(ip, net, prefix)
+                        (Some(AddrMatch::Net { addr: net, mask }), Some(ip)) => {
+                            in_net(ip, net, mask)
                         }
                         (Some(_), None) => false,
                     }
@@ -398,19 +424,23 @@ impl Hba {
     }
 }
 
-/// Whether `ip` lies in `net/prefix` (families must agree, as in PostgreSQL).
-fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
-    let (a, b, width) = match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32u32),
-        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+/// An IPv4 client on a dual-stack socket arrives as `::ffff:a.b.c.d`: its IPv4 address.
+pub fn unmapped(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether `ip` is in the network of `net` under `mask` (families must agree, as in
+/// PostgreSQL).
+fn in_net(ip: IpAddr, net: IpAddr, mask: u128) -> bool {
+    let (a, b) = match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b)),
         _ => return false,
     };
-    let prefix = u32::from(prefix);
-    if prefix == 0 {
-        return true;
-    }
-    let shift = width - prefix;
-    (a >> shift) == (b >> shift)
+    (a ^ b) & mask == 0
 }
 
 #[cfg(test)]
@@ -532,6 +562,58 @@ mod tests {
     }
 
     #[test]
+    fn files_postgresql_reads_read_the_same() {
+        // A backslash at the end joins lines, even in a comment (the rule below it is part of
+        // the comment); errors name the first line of a joined one.
+        let hba = Hba::parse(
+            "# old office \\\nhost all all 0.0.0.0/0 trust\n\
+             host app \\\n  all 10.0.0.0/8 md5\n\
+             local all all ident\n\
+             host +ops,/data all 10.0.0.0 255.0.255.0 password\n",
+        )
+        .unwrap();
+        assert_eq!(hba.len(), 3);
+        assert_eq!(decide(&hba, client(Some("1.2.3.4"), false, "u", "x")), None);
+        assert_eq!(
+            decide(&hba, client(Some("10.9.9.9"), false, "u", "app")),
+            Some((3, Method::Md5))
+        );
+        // ident on a socket is peer.
+        assert_eq!(
+            decide(&hba, client(None, false, "u", "x")),
+            Some((5, Method::Peer))
+        );
+        // + and / start plain database names in PostgreSQL 15; masks need not be contiguous.
+        assert_eq!(
+            decide(&hba, client(Some("10.7.0.200"), false, "u", "+ops")),
+            Some((6, Method::Password))
+        );
+        assert_eq!(
+            decide(&hba, client(Some("10.99.0.5"), false, "u", "/data")),
+            Some((6, Method::Password))
+        );
+        assert_eq!(
+            decide(&hba, client(Some("11.7.0.200"), false, "u", "+ops")),
+            None
+        );
+        let e =
+            Hba::parse("local all all trust\nhost \\\nall all 10.0.0.0/33 trust\n").unwrap_err();
+        assert_eq!(e.0, 2, "{e:?}");
+
+        // Names are cut to 63 bytes before they are compared, as PostgreSQL cuts them.
+        let long = "r".repeat(63);
+        let hba = Hba::parse(&format!(
+            "host all {long} all reject\nhost all all all md5\n"
+        ))
+        .unwrap();
+        let longer = format!("{long}x");
+        assert_eq!(
+            decide(&hba, client(Some("1.2.3.4"), false, &longer, "d")),
+            Some((1, Method::Reject))
+        );
+    }
+
+    #[test]
     fn errors_name_the_line_and_the_problem() {
         let cases = [
             ("hots all all all trust", "invalid connection type \"hots\""),
@@ -545,7 +627,6 @@ mod tests {
                 "end-of-line before authentication method",
             ),
             ("host all all 10.0.0.0/33 trust", "invalid CIDR mask"),
-            ("host all all 10.0.0.1 255.0.255.0 trust", "not contiguous"),
             ("host all all 10.0.0.1 ffff:: trust", "do not match"),
             (
                 "host all all db.example.com trust",
@@ -553,6 +634,7 @@ mod tests {
             ),
             ("host all all samenet trust", "\"samenet\" is not supported"),
             ("host all +admins all trust", "group membership"),
+            ("host all /^a all trust", "regular expressions"),
             ("host @dbs all all trust", "file inclusion"),
             ("host samerole all all trust", "role membership"),
             ("host all all all ldap", "\"ldap\" is not supported"),

@@ -18,6 +18,8 @@ pub fn md5_challenge_response_ok(
     client_response: &[u8],
 ) -> bool {
     let inner_hex = match stored {
+        // No password (a `[[users]]` entry without one): nothing proves it.
+        StoredPassword::Plain(password) if password.is_empty() => return false,
         StoredPassword::Plain(password) => {
             let mut md5 = Md5::new();
             md5.update(password.as_bytes());

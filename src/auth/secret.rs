@@ -68,6 +68,8 @@ impl StoredPassword {
     /// Constant-time in what it compares.
     pub fn matches_cleartext(&self, user: &str, given: &str) -> bool {
         match self {
+            // No password (a `[[users]]` entry without one): nothing matches it.
+            StoredPassword::Plain(p) if p.is_empty() => false,
             StoredPassword::Plain(p) => super::constant_time_eq(p.as_bytes(), given.as_bytes()),
             StoredPassword::Md5(hex) => {
                 use ::md5::{Digest, Md5};

@@ -1329,6 +1329,24 @@ fn cleartext_passwords_match_every_stored_form() {
         assert!(!s.matches_cleartext(user, "s3cres"), "{s:?}");
         assert!(!s.matches_cleartext(user, ""), "{s:?}");
     }
+    // No password stored (a passwordless `[[users]]` entry): nothing matches, not even "".
+    let none = StoredPassword::parse("");
+    assert!(!none.matches_cleartext(user, ""));
+    assert!(!md5::md5_challenge_response_ok(
+        &none,
+        user,
+        [1, 2, 3, 4],
+        md5::md5_response(
+            &md5::hex(&{
+                use ::md5::{Digest, Md5};
+                let mut h = Md5::new();
+                h.update(user.as_bytes());
+                h.finalize()
+            }),
+            [1, 2, 3, 4]
+        )
+        .as_bytes()
+    ));
     // An md5 hash is salted with the user name.
     assert!(!StoredPassword::parse(&inner).matches_cleartext("bob", "s3cret"));
 }

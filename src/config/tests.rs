@@ -836,3 +836,37 @@ fn hba_file_is_read_and_checked() {
     let e = err(&missing);
     assert!(e.contains("hba_file") && e.contains("cannot read"), "{e}");
 }
+
+#[test]
+fn with_hba_file_users_are_not_checked_against_their_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hba.conf");
+    std::fs::write(&path, "host all all all scram-sha-256\n").unwrap();
+    let verifier = crate::auth::ScramSecret::from_password("pw", b"salt", 16).to_string();
+    let users = format!(
+        "\n[[users]]\nname = \"md5-with-verifier\"\npassword = \"{verifier}\"\nauth = \"md5\"\n\
+         \n[[users]]\nname = \"nopassword\"\nauth = \"md5\"\n"
+    );
+    let with = format!(
+        "hba_file = {:?}\n{MINIMAL}{users}",
+        path.display().to_string()
+    );
+    let l = parse(&with, "t.toml").unwrap();
+    // Every password that can check a SCRAM login has a verifier, whatever `auth` says.
+    assert!(l.users["md5-with-verifier"].scram.is_some());
+    assert!(l.users["app"].scram.is_some());
+    assert!(l.users["nopassword"].scram.is_none());
+    // Without hba_file the same users are refused.
+    assert!(err(&format!("{MINIMAL}{users}")).contains("users.auth"));
+
+    // cert lines need client certificates to be asked for.
+    std::fs::write(&path, "# certs\nhostssl all all all cert\n").unwrap();
+    let e = err(&with);
+    assert!(
+        e.contains(&format!(
+            "{}:2: cert authentication needs [tls] with `ca`",
+            path.display()
+        )),
+        "{e}"
+    );
+}

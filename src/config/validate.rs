@@ -241,6 +241,19 @@ impl Validator<'_> {
             self.validate_admin(a, &users, config.auth_query.is_some())?;
         }
         let (tls, server_tls) = self.validate_tls(&config)?;
+        if let (Some(h), Some(path)) = (&hba, &config.hba_file) {
+            let has_ca = config.tls.as_ref().is_some_and(|t| t.ca.is_some());
+            if let Some(line) = h.cert_line().filter(|_| !has_ca) {
+                return Err(self.err(
+                    path.span(),
+                    "hba_file",
+                    format!(
+                        "{}:{line}: cert authentication needs [tls] with `ca`, the authorities client certificates must chain to",
+                        path.get_ref()
+                    ),
+                ));
+            }
+        }
         let peer_listen = match &config.peering {
             Some(p) => Some(self.validate_peering(p, listen, http_listen)?),
             None => None,
@@ -475,7 +488,11 @@ impl Validator<'_> {
                 return Err(self.err(span, "users.name", format!("duplicate user {name:?}")));
             }
             let stored = StoredPassword::parse(u.password.as_deref().unwrap_or(""));
+            // With `hba_file` its lines choose the method of each login, so `auth` says
+            // nothing: every password that can check a SCRAM login gets a verifier.
+            let by_hba = config.hba_file.is_some();
             let scram = match u.auth {
+                _ if by_hba => u.password.as_ref().and_then(|_| stored.scram_secret()),
                 AuthMethod::Trust => None,
                 AuthMethod::Cert if config.tls.as_ref().is_some_and(|t| t.ca.is_some()) => None,
                 AuthMethod::Cert => {

@@ -57,10 +57,20 @@ impl UnixSocket {
                     format!("{} exists and is not a socket", path.display()),
                 ));
             }
-            Ok(_) => match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => tracing::info!(path = %path.display(), "removed a stale socket file"),
-            },
+            Ok(_) => {
+                // The lock is ours, but a process that keeps none (PgBouncer, an older
+                // switchyard) may still accept on the file: never displace one.
+                if accepts(&path)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("another process listens on {}", path.display()),
+                    ));
+                }
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => tracing::info!(path = %path.display(), "removed a stale socket file"),
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -142,7 +152,17 @@ impl LockFile {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
             }
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                // Gone meanwhile: try again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot read the lock file {}: {e}", path.display()),
+                    ))
+                }
+            };
             match text.lines().next().map(|l| l.trim().parse::<i32>()) {
                 Some(Ok(pid)) if pid > 0 && pid != own && alive(pid) => {
                     return Err(io::Error::new(
@@ -190,6 +210,30 @@ impl Drop for LockFile {
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Whether something accepts connections on the socket file `path`, asked without blocking
+/// (a listener whose queue is full counts).
+fn accepts(path: &Path) -> io::Result<bool> {
+    let probe = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&socket2::SockAddr::unix(path)?) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(true),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("{} exists and cannot be checked: {e}", path.display()),
+        )),
     }
 }
 
@@ -242,6 +286,15 @@ mod tests {
         drop(second);
         assert!(!socket_path(&dir, 8).exists());
         assert!(!lock_of(&dir, 8).exists());
+
+        // A listener that keeps no lock (PgBouncer, an older switchyard) is not displaced
+        // either, and the lock taken for the check is given back.
+        let other = std::os::unix::net::UnixListener::bind(socket_path(&dir, 11)).unwrap();
+        let e = UnixSocket::bind(&dir, 11, 0o777).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        assert!(e.to_string().contains("another process listens on"), "{e}");
+        assert!(socket_path(&dir, 11).exists() && !lock_of(&dir, 11).exists());
+        drop(other);
 
         // An empty lock (a process may be writing it) is left alone.
         std::fs::write(lock_of(&dir, 10), "").unwrap();

@@ -311,10 +311,15 @@ pub async fn authenticate(
             let body = read_password(stream, buf, limit).await?;
             let given = body
                 .strip_suffix(&[0])
-                .and_then(|p| std::str::from_utf8(p).ok())
-                .ok_or_else(|| Fatal::protocol("invalid password packet"))?;
+                .filter(|p| !p.contains(&0))
+                .ok_or_else(|| Fatal::protocol("invalid password packet size"))?;
             // PostgreSQL refuses an empty password whatever is stored.
-            if given.is_empty() || !stored.is_some_and(|s| s.matches_cleartext(user_name, given)) {
+            if given.is_empty() {
+                return Err(Fatal::new("28P01", "empty password returned by client"));
+            }
+            // (Stored passwords are text: a password that is not UTF-8 matches none.)
+            let given = std::str::from_utf8(given).map_err(|_| failed())?;
+            if !stored.is_some_and(|s| s.matches_cleartext(user_name, given)) {
                 return Err(failed());
             }
             cleartext = Some(given.to_owned());
@@ -401,11 +406,33 @@ pub async fn authenticate(
                 (StoredPassword::Plain(p), _) => ServerCredential::Password(p.clone()),
                 (StoredPassword::Md5(hex), _) => ServerCredential::Md5(hex.clone()),
                 (StoredPassword::Scram(_), Some(keys)) => ServerCredential::Scram(keys),
+                // Let in without a SCRAM exchange (an `hba_file` trust, peer or cert line):
+                // the verifier cannot answer the servers.
+                (StoredPassword::Scram(_), None) if hba_method.is_some() => {
+                    return Err(Fatal::new(
+                        "28000",
+                        format!(
+                            "switchyard cannot log in to the servers as \"{user_name}\": [auth_query] returned a SCRAM verifier, which only a SCRAM login can use"
+                        ),
+                    ))
+                }
                 (StoredPassword::Scram(_), None) => return Err(failed()),
             };
             let user = Arc::new(User::looked_up(user_name, stored, server));
             app.pools.learn(user.clone());
             user
+        }
+        // Let in by an `hba_file` line without a password: said as PostgreSQL says it.
+        (None, None)
+            if matches!(
+                hba_method,
+                Some(Method::Trust | Method::Peer | Method::Cert)
+            ) =>
+        {
+            return Err(Fatal::new(
+                "28000",
+                format!("role \"{user_name}\" does not exist"),
+            ))
         }
         (None, None) => return Err(failed()),
     };
@@ -443,7 +470,7 @@ fn hba_method(
         return Ok(d.method);
     }
     app.metrics.rejected("hba");
-    let host = addr.map_or("[local]".to_owned(), |a| a.to_string());
+    let host = addr.map_or("[local]".to_owned(), |a| hba::unmapped(a).to_string());
     let encryption = if stream.is_tls() {
         "SSL encryption"
     } else {
@@ -475,12 +502,16 @@ fn check_peer(stream: &Stream, user: &str) -> Result<(), Fatal> {
     let Stream::Unix(s) = stream else {
         return Err(failed());
     };
-    let uid = s.peer_cred().map_err(Fatal::Io)?.uid();
+    let uid = match s.peer_cred() {
+        Ok(c) => c.uid(),
+        Err(e) => {
+            tracing::warn!(error = %e, "peer authentication: cannot read the socket's credentials");
+            return Err(failed());
+        }
+    };
     let Some(os_user) = crate::net::os_user_name(uid) else {
-        return Err(Fatal::new(
-            "28000",
-            format!("could not look up local user ID {uid}"),
-        ));
+        tracing::warn!(uid, "peer authentication: could not look up local user ID");
+        return Err(failed());
     };
     if os_user != user {
         tracing::info!(
