@@ -1129,6 +1129,94 @@ fn psql_cert(
     run(c, Duration::from_secs(60))
 }
 
+/// `hba_file` lines with `clientcert=`: `verify-full` needs a certificate naming the user on
+/// top of the password, `verify-ca` any certificate from `[tls] ca`; a `cert` line logs in by
+/// the certificate alone; plain clients fall through to a `host` line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hba_lines_require_client_certificates() {
+    let files = client_side();
+    let root = files.pki.ca_file();
+    let app = files.pki.issue_client("hba-app", APP_USER, 21);
+    let other = files.pki.issue_client("hba-other", "someone-else", 22);
+    let rules = files._dir.path().join("hba.conf");
+    std::fs::write(
+        &rules,
+        format!(
+            "hostssl {APP_DB} {APP_USER} 127.0.0.1/32 scram-sha-256 clientcert=verify-full\n\
+             hostssl {APP_DB} {OTHER_USER} 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n\
+             hostssl {APP_DB} {MD5_USER} 127.0.0.1/32 cert\n\
+             hostnossl all all 127.0.0.1/32 scram-sha-256\n"
+        ),
+    )
+    .unwrap();
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_top: format!("hba_file = {}\n", toml_path(&rules)),
+        extra_tables: format!(
+            "{}ca = {}\n",
+            tls_table(&files.cert, &files.key, "allow"),
+            toml_path(&root)
+        ),
+        ..Default::default()
+    });
+    let ok = |r: &Ran, user: &str, what: &str| {
+        assert_eq!(r.code, Some(0), "{}", r.describe(what));
+        assert_eq!(r.stdout.trim(), user, "{}", r.describe(what));
+    };
+    let refused = |r: &Ran, message: &str, what: &str| {
+        assert_eq!(r.code, Some(2), "{}", r.describe(what));
+        assert!(r.stderr.contains(message), "{}", r.describe(what));
+    };
+    // verify-full: the certificate must name the user, and the password is still asked.
+    let r = psql_cert(&proxy, APP_USER, &root, None, Some(APP_PASSWORD));
+    refused(
+        &r,
+        "connection requires a valid client certificate",
+        "app, no certificate",
+    );
+    let r = psql_cert(&proxy, APP_USER, &root, Some(&other), Some(APP_PASSWORD));
+    refused(
+        &r,
+        &format!("certificate validation (clientcert=verify-full) failed for user \"{APP_USER}\": CN mismatch"),
+        "app, another's certificate",
+    );
+    let r = psql_cert(&proxy, APP_USER, &root, Some(&app), Some("wrong"));
+    refused(
+        &r,
+        "password authentication failed",
+        "app, its certificate, a wrong password",
+    );
+    let r = psql_cert(&proxy, APP_USER, &root, Some(&app), Some(APP_PASSWORD));
+    ok(&r, APP_USER, "app, its certificate and password");
+    // verify-ca: any certificate from the authority, with the password.
+    let r = psql_cert(&proxy, OTHER_USER, &root, None, Some(OTHER_PASSWORD));
+    refused(
+        &r,
+        "connection requires a valid client certificate",
+        "other, no certificate",
+    );
+    let r = psql_cert(
+        &proxy,
+        OTHER_USER,
+        &root,
+        Some(&other),
+        Some(OTHER_PASSWORD),
+    );
+    ok(&r, OTHER_USER, "other, a certificate from the authority");
+    // cert: the certificate alone, naming the user.
+    let md5_cert = files.pki.issue_client("hba-md5", MD5_USER, 23);
+    let r = psql_cert(&proxy, MD5_USER, &root, Some(&md5_cert), None);
+    ok(&r, MD5_USER, "md5_user by certificate");
+    let r = psql_cert(&proxy, MD5_USER, &root, Some(&app), None);
+    refused(
+        &r,
+        &format!("certificate authentication failed for user \"{MD5_USER}\""),
+        "md5_user with app's certificate",
+    );
+    // Plain clients match the hostnossl line.
+    let r = psql(&proxy, "disable", None, "select current_user");
+    assert_eq!(r.code, Some(0), "{}", r.describe("plain psql"));
+}
+
 /// `[tls] ca`: clients are asked for a certificate from that authority. A user with `auth =
 /// "cert"` logs in with one whose common name is its name and no password; `crl` revokes
 /// certificates; `client_cert = "verify-full"` requires every client's certificate, naming

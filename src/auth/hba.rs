@@ -10,8 +10,9 @@
 //! a mask; methods `trust`, `reject`, `scram-sha-256`, `md5`, `password`, `cert` and `peer`
 //! (`local` only; `ident` there means `peer`, as in PostgreSQL); a line ending in `\`
 //! continues on the next. What would need the servers' catalog or name resolution (`+group`
-//! users, `samerole`, `@file`, host names, `samehost`, `samenet`), other methods and options
-//! are refused when the file is read, naming the line.
+//! users, `samerole`, `@file`, host names, `samehost`, `samenet`), other methods, and options
+//! other than `clientcert=verify-ca|verify-full` (on `hostssl` lines) are refused when the
+//! file is read, naming the line.
 
 use std::net::IpAddr;
 
@@ -72,6 +73,7 @@ struct Rule {
     users: Vec<NameMatch>,
     addr: Option<AddrMatch>,
     method: Method,
+    clientcert: Option<CertCheck>,
 }
 
 /// The parsed file.
@@ -95,6 +97,17 @@ pub struct Client<'a> {
 pub struct Decision {
     pub line: usize,
     pub method: Method,
+    /// `clientcert=`: a client certificate is required on top of the method.
+    pub clientcert: Option<CertCheck>,
+}
+
+/// What `clientcert=` requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertCheck {
+    /// A certificate from `[tls] ca`.
+    VerifyCa,
+    /// One whose common name is the user.
+    VerifyFull,
 }
 
 /// One token of a field, and whether any of it was quoted (then it is never a keyword).
@@ -277,11 +290,12 @@ impl Hba {
         self.rules.is_empty()
     }
 
-    /// The first `cert` line, if any (it needs client certificates to be asked for).
+    /// The first line with `cert` or `clientcert`, if any (client certificates must be asked
+    /// for).
     pub fn cert_line(&self) -> Option<usize> {
         self.rules
             .iter()
-            .find(|r| r.method == Method::Cert)
+            .find(|r| r.method == Method::Cert || r.clientcert.is_some())
             .map(|r| r.line)
     }
 
@@ -362,11 +376,29 @@ impl Hba {
             .first()
             .ok_or("end-of-line before authentication method")?;
         let method = method(single(m, "the authentication method")?, conn)?;
-        if let Some(opt) = rest.get(1) {
-            return Err(format!(
-                "authentication option \"{}\" is not supported",
-                opt[0].text
-            ));
+        let mut clientcert = None;
+        for opt in &rest[1..] {
+            let text = single(opt, "an authentication option")?;
+            let Some((name, value)) = text.split_once('=') else {
+                return Err(format!(
+                    "authentication option not in name=value format: {text}"
+                ));
+            };
+            if name != "clientcert" {
+                return Err(format!("authentication option \"{name}\" is not supported"));
+            }
+            if conn != ConnType::HostSsl {
+                return Err("clientcert can only be configured for \"hostssl\" rows".into());
+            }
+            clientcert = Some(match value {
+                "verify-full" => CertCheck::VerifyFull,
+                "verify-ca" if method == Method::Cert => return Err(
+                    "clientcert only accepts \"verify-full\" when using \"cert\" authentication"
+                        .into(),
+                ),
+                "verify-ca" => CertCheck::VerifyCa,
+                _ => return Err(format!("invalid value for clientcert: \"{value}\"")),
+            });
         }
         if method == Method::Cert && conn != ConnType::HostSsl {
             return Err("cert authentication is only supported on hostssl connections".into());
@@ -378,6 +410,7 @@ impl Hba {
             users,
             addr,
             method,
+            clientcert,
         })
     }
 
@@ -420,6 +453,7 @@ impl Hba {
             .map(|r| Decision {
                 line: r.line,
                 method: r.method,
+                clientcert: r.clientcert,
             })
     }
 }
@@ -646,7 +680,23 @@ mod tests {
             ("host all all all cert", "only supported on hostssl"),
             (
                 "host all all all md5 map=x",
-                "option \"map=x\" is not supported",
+                "option \"map\" is not supported",
+            ),
+            (
+                "host all all all md5 clientcert=verify-ca",
+                "only be configured for \"hostssl\"",
+            ),
+            (
+                "hostssl all all all cert clientcert=verify-ca",
+                "only accepts \"verify-full\"",
+            ),
+            (
+                "hostssl all all all md5 clientcert=1",
+                "invalid value for clientcert: \"1\"",
+            ),
+            (
+                "hostssl all all all md5 clientcert",
+                "not in name=value format",
             ),
             ("local \"all all trust", "unterminated quoted string"),
             (

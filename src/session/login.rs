@@ -226,10 +226,11 @@ pub async fn authenticate(
         .to_owned();
     let config = app.config.load_full();
     // As PostgreSQL: the host-based rules before the startup options are applied.
-    let hba_method = match &config.hba {
-        Some(hba) => Some(hba_method(app, hba, stream, from, user_name, &database)?),
+    let hba = match &config.hba {
+        Some(hba) => Some(hba_decision(app, hba, stream, from, user_name, &database)?),
         None => None,
     };
+    let hba_method = hba.map(|d| d.method);
     // PostgreSQL applies `options` switches first and then the startup parameters, so a
     // parameter given both ways takes the startup parameter's value.
     let options = match s.param("options") {
@@ -256,6 +257,14 @@ pub async fn authenticate(
         .as_ref()
         .filter(|_| !stream.is_unix())
         .map_or(ClientCertMode::Optional, |t| t.client_cert);
+    // An `hba_file` line's `clientcert=` adds to it (its lines are `hostssl` ones).
+    let client_cert = match hba.and_then(|d| d.clientcert) {
+        Some(hba::CertCheck::VerifyFull) => ClientCertMode::VerifyFull,
+        Some(hba::CertCheck::VerifyCa) if client_cert == ClientCertMode::Optional => {
+            ClientCertMode::VerifyCa
+        }
+        _ => client_cert,
+    };
     if (cert_auth || client_cert != ClientCertMode::Optional) && peer.cert.is_none() {
         app.metrics.rejected("client_cert");
         return Err(Fatal::new(
@@ -445,16 +454,16 @@ pub async fn authenticate(
     })
 }
 
-/// The `hba_file` method for this client. FATAL 28000 with PostgreSQL's messages when no line
+/// The `hba_file` line for this client. FATAL 28000 with PostgreSQL's messages when no line
 /// matches or the line says `reject`.
-fn hba_method(
+fn hba_decision(
     app: &App,
     hba: &Hba,
     stream: &Stream,
     from: Peer,
     user: &str,
     database: &str,
-) -> Result<Method, Fatal> {
+) -> Result<hba::Decision, Fatal> {
     let addr = match from {
         Peer::Tcp(a) => Some(a.ip()),
         Peer::Unix => None,
@@ -467,7 +476,7 @@ fn hba_method(
     };
     let decision = hba.decide(&client);
     if let Some(d) = decision.filter(|d| d.method != Method::Reject) {
-        return Ok(d.method);
+        return Ok(d);
     }
     app.metrics.rejected("hba");
     let host = addr.map_or("[local]".to_owned(), |a| hba::unmapped(a).to_string());
