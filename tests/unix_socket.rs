@@ -69,6 +69,46 @@ fn psql_unix(dir: &Path, port: u16, sql: &str) -> String {
     r.stdout.trim().to_owned()
 }
 
+/// Runs `sql` (a long sleep marked by a comment unique among the tests) on `client`, waits
+/// until a server runs it, cancels it with a CancelRequest and checks that it fails with
+/// 57014 in time; returns the client.
+async fn cancel_running(
+    client: tokio_postgres::Client,
+    sql: &'static str,
+) -> tokio_postgres::Client {
+    let marker = sql
+        .split("/* ")
+        .nth(1)
+        .and_then(|m| m.split(" */").next())
+        .expect("a /* marker */ in the sleep");
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move {
+        let r = client.simple_query(sql).await;
+        (r, client)
+    });
+    assert!(
+        tokio::task::spawn_blocking(move || active_anywhere(marker, STEP))
+            .await
+            .unwrap(),
+        "the sleep never started"
+    );
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("the cancel request");
+    let (r, client) = tokio::time::timeout(STEP, sleeper)
+        .await
+        .expect("the cancelled query ends")
+        .unwrap();
+    let e = r.expect_err("the sleep was cancelled");
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{e}"
+    );
+    client
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_use_the_unix_socket() {
     let sock = socket_dir();
@@ -118,33 +158,7 @@ async fn clients_use_the_unix_socket() {
     };
     assert_eq!(copied.iter().filter(|&&b| b == b'\n').count(), 1000);
 
-    let token = client.cancel_token();
-    let sleeper = tokio::spawn(async move {
-        let r = client
-            .simple_query("SELECT /* unix-client-sleep */ pg_sleep(60)")
-            .await;
-        (r, client)
-    });
-    assert!(
-        tokio::task::spawn_blocking(|| active_anywhere("unix-client-sleep", STEP))
-            .await
-            .unwrap(),
-        "the sleep never started"
-    );
-    token
-        .cancel_query(tokio_postgres::NoTls)
-        .await
-        .expect("cancel request over the unix socket");
-    let (r, client) = tokio::time::timeout(STEP, sleeper)
-        .await
-        .expect("the cancelled query ends")
-        .unwrap();
-    let e = r.expect_err("the sleep was cancelled");
-    assert_eq!(
-        e.code(),
-        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
-        "{e}"
-    );
+    let client = cancel_running(client, "SELECT /* unix-client-sleep */ pg_sleep(60)").await;
     // The session goes on.
     let rows = text_rows(client.simple_query("SELECT 'after'").await.unwrap());
     assert_eq!(rows, vec![vec![Some("after".into())]]);
@@ -387,29 +401,11 @@ async fn backends_reached_by_their_socket_directory() {
     }
 
     // A cancel request reaches the server over its socket.
-    let token = client.cancel_token();
-    let sleeper = tokio::spawn(async move {
-        client
-            .simple_query("BEGIN; SELECT pg_sleep(60) FROM unix_backend_t; COMMIT")
-            .await
-    });
-    assert!(
-        tokio::task::spawn_blocking(|| active_anywhere("pg_sleep(60) FROM unix_backend_t", STEP))
-            .await
-            .unwrap(),
-        "the sleep never started"
-    );
-    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let r = tokio::time::timeout(STEP, sleeper)
-        .await
-        .expect("the cancelled query ends")
-        .unwrap();
-    let e = r.expect_err("the sleep was cancelled");
-    assert_eq!(
-        e.code(),
-        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
-        "{e}"
-    );
+    cancel_running(
+        client,
+        "BEGIN; SELECT /* unix-backend-sleep */ pg_sleep(60) FROM unix_backend_t; COMMIT",
+    )
+    .await;
     proxy
         .connect_app()
         .await
