@@ -414,3 +414,62 @@ async fn a_reload_keeps_looked_up_sessions_and_switching_it_off_stops_new_logins
     assert_eq!(code, "28P01");
     login(&proxy, APP_USER, APP_PASSWORD, APP_DB).await;
 }
+
+/// `hba_file` lines for roles not in `[[users]]`: a `password` line gets the password in
+/// clear text, checks it against the SCRAM verifier the servers have, and logs in to them
+/// with it; a `trust` line cannot help a role whose verifier only a SCRAM exchange can use,
+/// and says so; a role the lookup does not find is said not to exist, as by PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hba_lines_apply_to_looked_up_roles() {
+    on_primary(
+        "CREATE ROLE lookup_clear LOGIN PASSWORD 'clear pass'; \
+         CREATE ROLE lookup_trusted LOGIN PASSWORD 'trusted pass';",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("hba.conf");
+    std::fs::write(
+        &rules,
+        "host all lookup_clear 127.0.0.1/32 password\n\
+         host all lookup_trusted,lookup_nobody 127.0.0.1/32 trust\n\
+         host all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap();
+    cluster();
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_top: format!("hba_file = {:?}\n", rules.display().to_string()),
+        extra_tables: "[health]\ninterval = \"200ms\"\n\n[auth_query]\nuser = \"postgres\"\n"
+            .into(),
+        ..Default::default()
+    });
+    let r = support::raw::login(
+        &proxy.addr(),
+        support::raw::PROTO_3_0,
+        &[("user", "lookup_clear"), ("database", APP_DB)],
+        Some("clear pass"),
+    )
+    .await;
+    let s = support::raw::ok(r, "a clear-text login of a looked-up role");
+    assert_eq!(
+        s.auth,
+        vec![3, 0],
+        "the client was asked for its password in clear text"
+    );
+    let c = login(&proxy, "lookup_clear", "clear pass", APP_DB).await;
+    assert_eq!(scalar(&c, "SELECT current_user").await, "lookup_clear");
+    let (code, _) = refusal(&proxy, "lookup_clear", "clear wrong", APP_DB).await;
+    assert_eq!(code, "28P01");
+
+    let (code, message) = refusal(&proxy, "lookup_trusted", "", APP_DB).await;
+    assert_eq!(code, "28000", "{message}");
+    assert!(
+        message.contains("switchyard cannot log in to the servers as \"lookup_trusted\""),
+        "{message}"
+    );
+    assert_eq!(
+        refusal(&proxy, "lookup_nobody", "", APP_DB).await,
+        (
+            "28000".into(),
+            "role \"lookup_nobody\" does not exist".into()
+        )
+    );
+}
