@@ -2470,6 +2470,34 @@ fn sync_and_flush_during_copy_in_owe_nothing() {
         }
         let count = raw.query_ok("select count(*) from pr_copysync").await;
         assert_eq!(count, ["4"]);
+        // A Sync and a Flush pipelined right behind a simple-query COPY, before the
+        // CopyInResponse says it is one: the server ignores them as well, and a Sync sent
+        // after the CopyDone is answered (with a second ReadyForQuery).
+        let mut out = fe::query("copy pr_copysync from stdin");
+        out.extend(fe::sync());
+        out.extend(fe::flush());
+        raw.send(&out).await;
+        assert_eq!(raw.recv().await.tag, b'G');
+        let mut out = fe::copy_data(b"5\n");
+        out.extend(fe::copy_done());
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready().await;
+        assert_eq!(tags(&r), "CZ", "{r:?}");
+        assert_eq!(r[0].command_tag(), "COPY 1");
+        assert_eq!(tags(&raw.until_ready().await), "Z");
+        let count = raw.query_ok("select count(*) from pr_copysync").await;
+        assert_eq!(count, ["5"]);
+        // Nothing is owed any more: the one server connection goes back to the pool.
+        let n: i64 = within(Duration::from_secs(15), "another client's query", async {
+            setup
+                .query_one("select count(*) from pr_copysync", &[])
+                .await
+                .unwrap()
+                .get(0)
+        })
+        .await;
+        assert_eq!(n, 5);
     });
 }
 

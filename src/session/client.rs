@@ -162,6 +162,7 @@ impl Session {
                 self.context_unsettled = true;
                 self.check_state = true;
                 self.forget_unnamed();
+                self.copy_ended_since_request = false;
                 self.pending.expect(Kind::Query, Mode::Forward, Hook::None);
             }
             tag::BIND => {
@@ -229,7 +230,7 @@ impl Session {
                     return Ok(None);
                 }
                 if h.tag != tag::COPY_DATA {
-                    self.copy_ended_since_execute = true;
+                    self.copy_ended_since_request = true;
                     self.copy_in = false;
                 }
                 self.forward(h.frame_len);
@@ -296,7 +297,7 @@ impl Session {
             tag::CLOSE => self.handle_describe_or_close(h, Kind::Close)?,
             tag::EXECUTE => {
                 self.forward(h.frame_len);
-                self.copy_ended_since_execute = false;
+                self.copy_ended_since_request = false;
                 self.pending
                     .expect(Kind::Execute, Mode::Forward, Hook::None);
             }
@@ -323,7 +324,7 @@ impl Session {
                         std::mem::take(&mut self.restore_pending) && self.restore_sql.is_some();
                     let hook = if restore {
                         Hook::HoldReady
-                    } else if self.copy_ended_since_execute {
+                    } else if self.copy_ended_since_request {
                         Hook::AfterCopyEnd
                     } else {
                         Hook::None

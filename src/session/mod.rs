@@ -366,7 +366,7 @@ async fn start(
         avoid: 0,
         conflicted: 0,
         fresh_attach: false,
-        copy_ended_since_execute: false,
+        copy_ended_since_request: false,
         batch_open: false,
         leaving: leaving::Leaving::No,
         copy_in: false,
@@ -586,9 +586,9 @@ struct Session {
     conflicted: u64,
     /// The server was just attached for the request at the front of the client buffer.
     fresh_attach: bool,
-    /// A CopyDone/CopyFail was sent after the last Execute (tells which Syncs the server
-    /// ignores during an extended-protocol COPY FROM STDIN).
-    copy_ended_since_execute: bool,
+    /// A CopyDone/CopyFail was sent after the last Execute or Query, either of which may start
+    /// a COPY FROM STDIN (tells which Syncs the server ignores during the copy).
+    copy_ended_since_request: bool,
     /// Extended-protocol messages were sent without their Sync yet.
     batch_open: bool,
     /// Whether the client is leaving with requests still to run or answer.

@@ -413,9 +413,10 @@ impl Pending {
             return m;
         }
         // The client must know the server's reported parameters whoever changed them.
-        if t == tag::COPY_IN_RESPONSE && kind == Kind::Execute {
-            // Extended-protocol COPY FROM STDIN: the server ignores Syncs until the copy ends,
-            // so the ones sent with the Execute get no ReadyForQuery.
+        if t == tag::COPY_IN_RESPONSE && matches!(kind, Kind::Execute | Kind::Query) {
+            // COPY FROM STDIN: the server ignores Syncs until the copy ends, so the ones sent
+            // with the Execute, or after the Query before its CopyInResponse arrived, get no
+            // ReadyForQuery.
             self.drop_syncs_ignored_by_copy();
         }
         // A notification is the client's whatever query it arrives during (the server sends
@@ -848,6 +849,20 @@ mod tests {
         p.on_server(b'G');
         assert_eq!(p.len(), 2);
         assert!(p.on_server(b'C').completed.is_some());
+        assert!(p.on_server(b'Z').completed.is_some());
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_simple_query_copy_drops_the_syncs_sent_before_its_end() {
+        let mut p = Pending::default();
+        p.expect(Kind::Query, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::AfterCopyEnd);
+        p.on_server(b'G');
+        assert_eq!(p.len(), 2);
+        assert!(p.on_server(b'C').completed.is_none());
+        assert!(p.on_server(b'Z').completed.is_some());
         assert!(p.on_server(b'Z').completed.is_some());
         assert!(p.is_empty());
     }

@@ -301,6 +301,7 @@ impl Session {
         }
         self.count_request();
         self.forget_unnamed();
+        self.copy_ended_since_request = false;
         let restore = settings && self.restore_sql.is_some();
         self.pending.expect(
             Kind::Query,
