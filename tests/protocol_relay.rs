@@ -2501,6 +2501,73 @@ fn sync_and_flush_during_copy_in_owe_nothing() {
     });
 }
 
+/// A Query that changes settings and runs COPY FROM STDIN (`RESET ALL; COPY ...`, as a
+/// script through `psql -c` may send): the proxy puts the client's startup values back after
+/// a RESET with a query of its own, which must wait until the copy is over (the server would
+/// take it for copy data and fail the copy). Also when the COPY fails before it begins.
+#[test]
+fn a_settings_change_beside_copy_from_stdin_waits_for_the_copy() {
+    bounded(async {
+        let proxy = proxy("[routing]\nread_write_split = false\n[pool]\nsize = 1\n");
+        let setup = app_client(&proxy).await;
+        setup
+            .batch_execute("drop table if exists pr_copyreset; create table pr_copyreset (id int)")
+            .await
+            .unwrap();
+        let mut raw = Raw::connect(
+            &proxy.addr(),
+            APP_USER,
+            APP_PASSWORD,
+            APP_DB,
+            &[("application_name", "copy-loader")],
+        )
+        .await;
+        raw.send(&fe::query("reset all; copy pr_copyreset from stdin"))
+            .await;
+        let mut m = raw.recv().await;
+        while m.tag == b'S' {
+            m = raw.recv().await;
+        }
+        assert_eq!(m.command_tag(), "RESET");
+        let mut g = raw.recv().await;
+        while g.tag == b'S' {
+            g = raw.recv().await;
+        }
+        assert_eq!(g.tag, b'G', "CopyInResponse expected, got {g:?}");
+        let mut out = fe::copy_data(b"1\n2\n");
+        out.extend(fe::copy_done());
+        raw.send(&out).await;
+        // (The ParameterStatus of the RESET may come along: the value is put back after it.)
+        let r = without_status(raw.until_ready().await);
+        assert_eq!(tags(&r), "CZ", "{r:?}");
+        assert_eq!(r[0].command_tag(), "COPY 2");
+        // The startup value is back, as on a direct connection.
+        let name = raw.query_ok("show application_name").await;
+        assert_eq!(name, ["copy-loader"]);
+        // A COPY that fails before it begins (after a COMMIT that kept the RESET), the client
+        // pinned to its connection by a temporary table: the restore comes before the next
+        // request.
+        raw.query_ok("create temp table pr_copyreset_pin (i int)")
+            .await;
+        raw.send(&fe::query(
+            "reset all; commit; copy no_such_table from stdin",
+        ))
+        .await;
+        let r = without_status(raw.until_ready().await);
+        assert_eq!(tags(&r), "CNCEZ", "{r:?}");
+        assert_eq!(r[3].code(), "42P01");
+        let name = raw.query_ok("show application_name").await;
+        assert_eq!(name, ["copy-loader"]);
+        let count = raw.query_ok("select count(*) from pr_copyreset").await;
+        assert_eq!(count, ["2"]);
+    });
+}
+
+/// The messages without ParameterStatus.
+fn without_status(r: Vec<Msg>) -> Vec<Msg> {
+    r.into_iter().filter(|m| m.tag != b'S').collect()
+}
+
 #[test]
 fn copy_fail_and_copy_errors() {
     bounded(async {

@@ -234,6 +234,10 @@ impl Session {
                     self.copy_in = false;
                 }
                 self.forward(h.frame_len);
+                if h.tag != tag::COPY_DATA && std::mem::take(&mut self.restore_after_copy) {
+                    // The server runs it once the Query's copy (and the rest of it) is over.
+                    self.restore_startup_settings();
+                }
                 return Ok(None);
             }
             tag::QUERY
@@ -249,6 +253,11 @@ impl Session {
                 )));
             }
         };
+        if needs_server && std::mem::take(&mut self.restore_after_copy) && self.server.is_some() {
+            // The Query's COPY never began (it failed first): the restore goes ahead of this
+            // request. (A connection handed back meanwhile gets the settings anew anyway.)
+            self.restore_startup_settings();
+        }
         if self.skip_until_sync && h.tag != tag::SYNC {
             self.client.rbuf.advance(h.frame_len);
             return Ok(None);

@@ -312,6 +312,19 @@ pub async fn authenticate(
     let limit = 8192;
     let mut proven = None;
     let mut cleartext = None;
+    // How PostgreSQL words a failure of this method (`auth_failed`), for the certificate check
+    // after it.
+    let method_failed = match (&check, hba_method) {
+        (Check::Trust, Some(Method::Peer)) => Fatal::new(
+            "28000",
+            format!("Peer authentication failed for user \"{user_name}\""),
+        ),
+        (Check::Trust, _) => Fatal::new(
+            "28000",
+            format!("\"trust\" authentication failed for user \"{user_name}\""),
+        ),
+        _ => failed(),
+    };
     match check {
         Check::Trust => {}
         Check::Cleartext(stored) => {
@@ -391,16 +404,20 @@ pub async fn authenticate(
                 "the client certificate's common name is not the user name"
             );
             app.metrics.rejected("client_cert");
-            return Err(Fatal::new(
-                "28000",
-                if cert_auth {
-                    format!("certificate authentication failed for user \"{user_name}\"")
-                } else {
-                    format!(
-                        "certificate validation (clientcert=verify-full) failed for user \"{user_name}\": CN mismatch"
-                    )
-                },
-            ));
+            if cert_auth {
+                return Err(Fatal::new(
+                    "28000",
+                    format!("certificate authentication failed for user \"{user_name}\""),
+                ));
+            }
+            // As PostgreSQL: the mismatch is for the log; the client learns only that its
+            // login failed, as it would for a wrong password (telling the two apart would
+            // confirm the password to a holder of any certificate from the authority).
+            tracing::warn!(
+                user = user_name,
+                "certificate validation (clientcert=verify-full) failed: CN mismatch"
+            );
+            return Err(method_failed);
         }
     }
     let user = match (configured, looked_up) {

@@ -362,6 +362,7 @@ async fn start(
         custom_names: Default::default(),
         restore_sql: None,
         restore_pending: false,
+        restore_after_copy: false,
         held_ready: None,
         avoid: 0,
         conflicted: 0,
@@ -575,6 +576,9 @@ struct Session {
     restore_sql: Option<Arc<str>>,
     /// A Parse with settings effects was sent: restore after the batch's Sync.
     restore_pending: bool,
+    /// The restore query is owed after a Query that also ran COPY FROM STDIN: sent once the
+    /// client ends the copy (or before its next request, if the copy never began).
+    restore_after_copy: bool,
     /// A ReadyForQuery held back until the restore query behind it completes.
     held_ready: Option<BytesMut>,
     /// The client's span, parent of the relay's log events.

@@ -443,21 +443,23 @@ impl Pending {
         std::mem::take(&mut self.skipped)
     }
 
+    /// Drops the client's Syncs right behind the request that started a COPY FROM STDIN:
+    /// the server ignores Syncs during the copy. Anything else the client sent ends the copy
+    /// (a CopyDone or CopyFail marks the Syncs after it, and any other message fails the
+    /// copy), so every Sync from there on is answered.
     fn drop_syncs_ignored_by_copy(&mut self) {
         let mut i = 1;
         while i < self.q.len() {
             match &self.q[i] {
+                Expect::Synthetic(..) => i += 1,
                 Expect::Server {
                     kind: Kind::Sync,
-                    hook: Hook::AfterCopyEnd,
-                    ..
-                } => break,
-                Expect::Server {
-                    kind: Kind::Sync, ..
-                } => {
+                    mode: Mode::Forward,
+                    hook,
+                } if !matches!(hook, Hook::AfterCopyEnd) => {
                     self.q.remove(i);
                 }
-                _ => i += 1,
+                _ => break,
             }
         }
     }
@@ -865,6 +867,37 @@ mod tests {
         assert!(p.on_server(b'Z').completed.is_some());
         assert!(p.on_server(b'Z').completed.is_some());
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn only_the_syncs_right_behind_a_copy_are_dropped() {
+        // Query(COPY) pipelined with CopyData/CopyDone and a later request: the Syncs behind
+        // that request are answered.
+        let mut p = Pending::default();
+        p.expect(Kind::Query, Mode::Forward, Hook::None);
+        p.expect(Kind::Parse, Mode::Forward, Hook::None);
+        p.expect(Kind::Bind, Mode::Forward, Hook::None);
+        p.expect(Kind::Execute, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Swallow, Hook::None);
+        p.expect(Kind::Query, Mode::Forward, Hook::None);
+        p.on_server(b'G');
+        assert_eq!(p.len(), 7);
+        // An Execute's COPY, then a Query and a Sync after the copy.
+        let mut p = Pending::default();
+        p.expect(Kind::Execute, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        p.expect(Kind::Query, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Forward, Hook::None);
+        p.on_server(b'G');
+        assert_eq!(p.len(), 3);
+        // The proxy's own Sync right behind is kept.
+        let mut p = Pending::default();
+        p.expect(Kind::Query, Mode::Forward, Hook::None);
+        p.expect(Kind::Sync, Mode::Swallow, Hook::None);
+        p.on_server(b'G');
+        assert_eq!(p.len(), 2);
     }
 
     #[test]

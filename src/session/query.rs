@@ -293,6 +293,13 @@ impl Session {
                 &self.client.rbuf[5..h.frame_len],
             ));
         }
+        let restore = settings && self.restore_sql.is_some();
+        // Not behind a COPY FROM STDIN: the server would take the query for copy data and
+        // fail the copy. It follows the client's CopyDone or CopyFail instead.
+        let after_copy = restore
+            && crate::sql::copies_from_stdin(&String::from_utf8_lossy(super::route::query_bytes(
+                &self.client.rbuf[5..h.frame_len],
+            )));
         self.apply_effects(effects, pin);
         if info.execute {
             self.forward_execute(h.frame_len);
@@ -302,13 +309,18 @@ impl Session {
         self.count_request();
         self.forget_unnamed();
         self.copy_ended_since_request = false;
-        let restore = settings && self.restore_sql.is_some();
         self.pending.expect(
             Kind::Query,
             Mode::Forward,
-            if restore { Hook::HoldReady } else { Hook::None },
+            if restore && !after_copy {
+                Hook::HoldReady
+            } else {
+                Hook::None
+            },
         );
-        if restore {
+        if after_copy {
+            self.restore_after_copy = true;
+        } else if restore {
             self.restore_startup_settings();
         }
         None

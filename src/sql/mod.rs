@@ -42,6 +42,7 @@
 
 mod begin;
 pub mod classify;
+mod copy_in;
 mod effects;
 mod functions;
 pub mod lexer;
@@ -67,6 +68,7 @@ use std::fmt;
 
 pub use begin::{begin_modes, chains, BeginModes};
 pub use classify::Classifier;
+pub use copy_in::copies_from_stdin;
 pub use effects::{dropped_database, of_function_call};
 pub use functions::{
     body_keeps_state, body_sets_settings, called_names, calls_any, volatile_functions_defined,
