@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
+use super::access;
 use super::lookup;
 use super::settings::Settings;
 use super::Fatal;
 use crate::app::App;
-use crate::auth::hba::{self, Hba, Method};
+use crate::auth::hba::{self, Method};
 use crate::auth::{self, ScramServer, ServerCredential, StoredPassword};
 use crate::config::{AuthMethod, ClientCertMode, ClientTlsMode, PoolMode, User};
 use crate::net::listener::Peer;
@@ -227,7 +228,9 @@ pub async fn authenticate(
     let config = app.config.load_full();
     // As PostgreSQL: the host-based rules before the startup options are applied.
     let hba = match &config.hba {
-        Some(hba) => Some(hba_decision(app, hba, stream, from, user_name, &database)?),
+        Some(hba) => Some(access::decide(
+            app, hba, stream, from, user_name, &database,
+        )?),
         None => None,
     };
     let hba_method = hba.map(|d| d.method);
@@ -284,7 +287,7 @@ pub async fn authenticate(
     let check = match (hba_method, &configured, stored) {
         (Some(Method::Trust | Method::Cert), _, _) => Check::Trust,
         (Some(Method::Peer), _, _) => {
-            check_peer(stream, user_name)?;
+            access::check_peer(stream, user_name)?;
             Check::Trust
         }
         (Some(Method::Password), _, stored) => Check::Cleartext(stored),
@@ -469,85 +472,6 @@ pub async fn authenticate(
         database,
         startup: settings,
     })
-}
-
-/// The `hba_file` line for this client. FATAL 28000 with PostgreSQL's messages when no line
-/// matches or the line says `reject`.
-fn hba_decision(
-    app: &App,
-    hba: &Hba,
-    stream: &Stream,
-    from: Peer,
-    user: &str,
-    database: &str,
-) -> Result<hba::Decision, Fatal> {
-    let addr = match from {
-        Peer::Tcp(a) => Some(a.ip()),
-        Peer::Unix => None,
-    };
-    let client = hba::Client {
-        addr,
-        tls: stream.is_tls(),
-        user,
-        database,
-    };
-    let decision = hba.decide(&client);
-    if let Some(d) = decision.filter(|d| d.method != Method::Reject) {
-        return Ok(d);
-    }
-    app.metrics.rejected("hba");
-    let host = addr.map_or("[local]".to_owned(), |a| hba::unmapped(a).to_string());
-    let encryption = if stream.is_tls() {
-        "SSL encryption"
-    } else {
-        "no encryption"
-    };
-    let what = match decision {
-        Some(d) => {
-            tracing::info!(line = d.line, "hba_file rejects the login");
-            "pg_hba.conf rejects connection"
-        }
-        None => "no pg_hba.conf entry",
-    };
-    Err(Fatal::new(
-        "28000",
-        format!(
-            "{what} for host \"{host}\", user \"{user}\", database \"{database}\", {encryption}"
-        ),
-    ))
-}
-
-/// `peer`: the operating-system user at the other end of the socket must be `user`.
-fn check_peer(stream: &Stream, user: &str) -> Result<(), Fatal> {
-    let failed = || {
-        Fatal::new(
-            "28000",
-            format!("Peer authentication failed for user \"{user}\""),
-        )
-    };
-    let Stream::Unix(s) = stream else {
-        return Err(failed());
-    };
-    let uid = match s.peer_cred() {
-        Ok(c) => c.uid(),
-        Err(e) => {
-            tracing::warn!(error = %e, "peer authentication: cannot read the socket's credentials");
-            return Err(failed());
-        }
-    };
-    let Some(os_user) = crate::net::os_user_name(uid) else {
-        tracing::warn!(uid, "peer authentication: could not look up local user ID");
-        return Err(failed());
-    };
-    if os_user != user {
-        tracing::info!(
-            user,
-            os_user = %os_user,
-            "peer authentication: the socket's user is not the user asked for"
-        );
-        return Err(failed());
-    }
-    Ok(())
 }
 
 /// How a client proves who it is.

@@ -2,6 +2,7 @@
 //! (`relay`), which forwards requests to a server connection it checks out per transaction
 //! (or per session) and relays responses back.
 
+mod access;
 mod attach;
 pub mod cancel;
 mod choose;
