@@ -219,6 +219,10 @@ impl Msg {
         self.fields().get(&'C').cloned().unwrap_or_default()
     }
 
+    fn severity_of(&self) -> String {
+        self.fields().get(&'V').cloned().unwrap_or_default()
+    }
+
     fn command_tag(&self) -> String {
         split_cstr(&self.body).0
     }
@@ -563,6 +567,38 @@ impl Raw {
             v.push(m);
             if z {
                 return v;
+            }
+        }
+    }
+
+    /// Every message until the peer closes the connection (panics if it stays open).
+    async fn until_closed(&mut self) -> Vec<Msg> {
+        let mut v = Vec::new();
+        loop {
+            if self.buf.len() >= 5 {
+                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
+                if self.buf.len() > len {
+                    let mut m = self.buf.split_to(1 + len);
+                    let tag = m[0];
+                    m.advance(5);
+                    v.push(Msg {
+                        tag,
+                        body: m.freeze(),
+                    });
+                    continue;
+                }
+            }
+            match within(
+                WAIT,
+                "the connection closing",
+                self.s.read_buf(&mut self.buf),
+            )
+            .await
+            {
+                Ok(0) => return v,
+                Ok(_) => {}
+                Err(e) => panic!("raw read failed: {e} (after {v:?})"),
             }
         }
     }
@@ -4235,6 +4271,125 @@ fn function_call_is_relayed_and_its_session_effects_tracked() {
                 "the advisory lock outlived its client"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// A client that sends anything but copy data (or Sync, Flush) while the server reads COPY
+/// FROM STDIN data breaks the protocol: as from PostgreSQL, the copy fails (08P01), the
+/// connection ends with FATAL 08P01, and nothing was copied. The proxy's server connection,
+/// left mid-copy, is given up, and the pool's one connection serves the next client. Before, a
+/// Query sent into an extended-protocol COPY left the client waiting for good.
+#[test]
+fn a_protocol_violation_during_copy_in_ends_the_session_as_postgresql_does() {
+    bounded(async {
+        let proxy = proxy(
+            "[routing]\nread_write_split = false\n[pool]\nsize = 1\ncheckout_timeout = \"20s\"\n",
+        );
+        let direct_addr = shared_cluster().primary().addr();
+        let setup = app_client(&proxy).await;
+        setup
+            .batch_execute(
+                "drop table if exists pr_copyviolation; create table pr_copyviolation (id int)",
+            )
+            .await
+            .unwrap();
+        let simple = fe::query("copy pr_copyviolation from stdin");
+        let extended = [fe::pbe("copy pr_copyviolation from stdin", &[]), fe::sync()].concat();
+        let data = fe::copy_data(b"1\n");
+        // (name, what starts the copy, what follows once it began (empty: all sent at once), the
+        // type of the message out of place)
+        let cases: [(&str, Vec<u8>, Vec<u8>, u8); 5] = [
+            (
+                "a Parse into a simple-query COPY",
+                simple.clone(),
+                [data.clone(), fe::pbe("select 1", &[]), fe::sync()].concat(),
+                b'P',
+            ),
+            (
+                "a Query into an extended COPY",
+                extended.clone(),
+                [data.clone(), fe::query("select 1"), fe::sync()].concat(),
+                b'Q',
+            ),
+            (
+                "a Parse into an extended COPY",
+                extended.clone(),
+                [data.clone(), fe::parse("s1", "select 1", &[]), fe::sync()].concat(),
+                b'P',
+            ),
+            (
+                "a FunctionCall into a simple-query COPY",
+                simple.clone(),
+                [data.clone(), fe::function_call(1299, &[], false)].concat(),
+                b'F',
+            ),
+            (
+                "a Query pipelined behind an extended COPY",
+                [
+                    extended.clone(),
+                    data.clone(),
+                    fe::query("select 1"),
+                    fe::sync(),
+                ]
+                .concat(),
+                vec![],
+                b'Q',
+            ),
+        ];
+        let summary = |r: &[Msg]| -> String {
+            r.iter()
+                .map(|m| match m.tag {
+                    b'E' => format!("E({} {} {})", m.severity_of(), m.code(), m.fields()[&'M']),
+                    t => (t as char).to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for (name, start, then, offender) in cases {
+            let mut answers = Vec::new();
+            for addr in [direct_addr.clone(), proxy.addr()] {
+                let mut raw = Raw::connect(&addr, APP_USER, APP_PASSWORD, APP_DB, &[]).await;
+                raw.send(&start).await;
+                let mut r = Vec::new();
+                if !then.is_empty() {
+                    // Up to the CopyInResponse.
+                    loop {
+                        let m = raw.recv().await;
+                        let g = m.tag == b'G';
+                        r.push(m);
+                        if g {
+                            break;
+                        }
+                    }
+                    raw.send(&then).await;
+                }
+                r.extend(raw.until_closed().await);
+                answers.push(summary(&r));
+            }
+            let expected = format!(
+                "E(ERROR 08P01 unexpected message type 0x{offender:02X} during COPY from stdin) \
+                 E(FATAL 08P01 terminating connection because protocol synchronization was lost)"
+            );
+            assert!(
+                answers[0].ends_with(&expected),
+                "{name}: directly {}",
+                answers[0]
+            );
+            assert_eq!(
+                answers[1], answers[0],
+                "{name}: through the proxy, then directly"
+            );
+            // Nothing was copied, and the one server connection serves the next client.
+            let n: i64 = within(Duration::from_secs(15), "the next client's query", async {
+                setup
+                    .query_one("select count(*) from pr_copyviolation", &[])
+                    .await
+                    .unwrap()
+                    .get(0)
+            })
+            .await;
+            assert_eq!(n, 0, "{name}");
         }
     });
 }

@@ -40,6 +40,15 @@ fn is_frontend_tag(t: u8) -> bool {
     )
 }
 
+/// What a client may send while the server reads COPY FROM STDIN data (a Terminate ends the
+/// session anyway; Sync and Flush are ignored by the server).
+fn during_copy_in(t: u8) -> bool {
+    matches!(
+        t,
+        tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::SYNC | tag::FLUSH | tag::TERMINATE
+    )
+}
+
 /// A statement name no client or proxy uses: a Bind of it fails (see
 /// [`Session::respond_batch_error`]).
 const FAIL_STATEMENT: &[u8] = b"switchyard: failed batch";
@@ -99,6 +108,24 @@ impl Session {
                     "invalid frontend message type {}",
                     h.tag
                 )));
+            }
+            if self.copy_in && self.server.is_some() && !during_copy_in(h.tag) {
+                // As PostgreSQL answers it: the copy fails, and the session ends (the client
+                // and the server no longer agree on what the bytes that follow are). The
+                // server connection, mid-copy, is given up (`finish`).
+                self.app.metrics.error("08P01");
+                encode::error(
+                    &mut self.client.wbuf,
+                    "ERROR",
+                    "08P01",
+                    &format!(
+                        "unexpected message type 0x{:02X} during COPY from stdin",
+                        h.tag
+                    ),
+                );
+                return Err(Fatal::protocol(
+                    "terminating connection because protocol synchronization was lost",
+                ));
             }
             let have = self.client.rbuf.len();
             if have < h.frame_len {

@@ -86,7 +86,16 @@ impl Session {
         };
         loop {
             loop {
-                match self.process_client()? {
+                let step = match self.process_client() {
+                    Ok(step) => step,
+                    Err(f) => {
+                        // What the servers answered before it is the client's, and any error
+                        // the refusal comes with.
+                        self.flush_client(client).await;
+                        return Err(f);
+                    }
+                };
+                match step {
                     Step::Idle => break,
                     Step::NeedServer => self.attach().await?,
                     Step::Terminate if self.answers_due_before_terminate() => {
