@@ -63,10 +63,10 @@ impl Server {
         // The unix socket next, for the same reason (it is never shared), when its name is
         // known before `listen` is bound (not port 0).
         let bind_unix = |port: u16| match &config.unix_socket {
-            Some((dir, mode)) => UnixSocket::bind(dir, port, *mode)
+            Some(u) => UnixSocket::bind(&u.dir, port, u.mode, u.group)
                 .map(Some)
                 .map_err(|source| RunError::BindUnix {
-                    dir: dir.display().to_string(),
+                    dir: u.dir.display().to_string(),
                     source,
                 }),
             None => Ok(None),

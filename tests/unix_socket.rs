@@ -413,3 +413,93 @@ async fn backends_reached_by_their_socket_directory() {
         .await
         .unwrap();
 }
+
+/// `unix_socket_group` with mode 0770: the socket file belongs to that group, so a user who is
+/// not its owner connects as a member of the group and is refused (by the kernel, before the
+/// proxy hears of it) without it. As root the test uses the `postgres` user and group (the
+/// harness runs the servers as that user); otherwise it checks only the file's group, one of
+/// the caller's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_group_decides_who_connects() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let sock = socket_dir();
+    let dir = sock.path();
+    // SAFETY: geteuid and getegid only return the process's ids.
+    let (root, own_gid) = unsafe { (libc::geteuid() == 0, libc::getegid()) };
+    let group = if root {
+        "postgres".to_owned()
+    } else {
+        own_gid.to_string()
+    };
+    let proxy = Proxy::start_with(
+        shared_cluster(),
+        ProxyOptions {
+            extra_top: format!(
+                "unix_socket_dir = \"{}\"\nunix_socket_mode = \"0770\"\nunix_socket_group = \"{group}\"\n",
+                dir.display()
+            ),
+            ..Default::default()
+        },
+    );
+    let port = proxy.port();
+    let path = socket_file(dir, port);
+    wait_socket(&path);
+    let meta = std::fs::metadata(&path).unwrap();
+    let gid = switchyard::net::os_group_id(&group)
+        .unwrap()
+        .unwrap_or(own_gid);
+    assert_eq!((meta.gid(), meta.mode() & 0o777), (gid, 0o770));
+    if !root {
+        return;
+    }
+    // The postgres user, with the postgres group and then with another (std drops the
+    // supplementary groups when it sets the uid).
+    let uid = {
+        let r = run(
+            {
+                let mut c = std::process::Command::new("id");
+                c.args(["-u", "postgres"]);
+                c
+            },
+            STEP,
+        );
+        r.stdout
+            .trim()
+            .parse::<u32>()
+            .expect("the postgres user's uid")
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let psql_as = |gid: u32| {
+        let mut c = pg_command("psql", port);
+        c.args([
+            "-h",
+            dir.to_str().unwrap(),
+            "-d",
+            APP_DB,
+            "-XAtc",
+            "SELECT 'member'",
+        ]);
+        c.uid(uid).gid(gid).env("HOME", "/tmp");
+        run(c, STEP)
+    };
+    let member = psql_as(gid);
+    assert_eq!(
+        (member.code, member.stdout.trim()),
+        (Some(0), "member"),
+        "{}",
+        member.describe("psql as postgres:postgres")
+    );
+    let outsider = psql_as(65534);
+    assert_ne!(
+        outsider.code,
+        Some(0),
+        "{}",
+        outsider.describe("psql as postgres:nogroup")
+    );
+    assert!(
+        outsider.stderr.contains("Permission denied"),
+        "{}",
+        outsider.describe("psql as postgres:nogroup")
+    );
+}

@@ -52,8 +52,9 @@ pub struct Loaded {
     pub http_listen: Option<SocketAddr>,
     /// `peering.listen`, resolved; `None` without `[peering]`.
     pub peer_listen: Option<SocketAddr>,
-    /// `unix_socket_dir` and `unix_socket_mode`; `None` when there is no socket.
-    pub unix_socket: Option<(std::path::PathBuf, u32)>,
+    /// `unix_socket_dir`, `unix_socket_mode` and `unix_socket_group`; `None` when there is no
+    /// socket.
+    pub unix_socket: Option<UnixSocketSpec>,
     /// `hba_file`, read and parsed.
     pub hba: Option<Arc<crate::auth::hba::Hba>>,
     /// Users by name, with their verifiers precomputed (SCRAM key derivation is slow on
@@ -63,6 +64,17 @@ pub struct Loaded {
     pub tls: Option<Arc<crate::net::tls::ClientTls>>,
     /// `[server_tls]` loaded.
     pub server_tls: Arc<crate::net::tls::ServerTls>,
+}
+
+/// The Unix-domain socket clients may connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocketSpec {
+    /// The directory of `.s.PGSQL.<port>`.
+    pub dir: std::path::PathBuf,
+    /// The socket file's permissions.
+    pub mode: u32,
+    /// The group id owning it; `None`: the process's.
+    pub group: Option<u32>,
 }
 
 /// A configured user with derived secrets.
@@ -149,19 +161,15 @@ impl Loaded {
                 ""
             }
         );
-        if let Some((dir, mode)) = &self.unix_socket {
-            let _ = match self.listen.port() {
-                0 => writeln!(
-                    s,
-                    "unix socket {}/.s.PGSQL.<the port listen gets> (mode {mode:04o})",
-                    dir.display()
-                ),
-                port => writeln!(
-                    s,
-                    "unix socket {} (mode {mode:04o})",
-                    crate::net::server_addr::socket_path(dir, port).display()
-                ),
+        if let Some(u) = &self.unix_socket {
+            let path = match self.listen.port() {
+                0 => format!("{}/.s.PGSQL.<the port listen gets>", u.dir.display()),
+                port => crate::net::server_addr::socket_path(&u.dir, port)
+                    .display()
+                    .to_string(),
             };
+            let group = u.group.map(|g| format!(", group {g}")).unwrap_or_default();
+            let _ = writeln!(s, "unix socket {path} (mode {:04o}{group})", u.mode);
         }
         if let (Some(h), Some(path)) = (&self.hba, &c.hba_file) {
             let _ = writeln!(
@@ -338,7 +346,7 @@ impl Loaded {
             || a.so_reuseport != b.so_reuseport
         {
             out.push(
-                "listen/http_listen/unix_socket_dir/unix_socket_mode/workers/so_reuseport changed: takes effect after a restart"
+                "listen/http_listen/unix_socket_dir/unix_socket_mode/unix_socket_group/workers/so_reuseport changed: takes effect after a restart"
                     .into(),
             );
         }

@@ -22,11 +22,15 @@ pub struct Config {
     /// Directory of a Unix-domain socket clients may connect to as well,
     /// `.s.PGSQL.<port of listen>` (the file libpq looks for with `host=<dir>`). Default `""`:
     /// none. Changing it needs a restart.
-    #[serde(default = "d::unix_socket_dir")]
+    #[serde(default = "d::empty")]
     pub unix_socket_dir: Spanned<String>,
     /// Permissions of that socket file, in octal. Default `"0777"`.
     #[serde(default = "d::unix_socket_mode")]
     pub unix_socket_mode: Spanned<String>,
+    /// Group owning that socket file, by name or number (with a mode like `"0770"`, only its
+    /// members connect). Default `""`: the process's own group.
+    #[serde(default = "d::empty")]
+    pub unix_socket_group: Spanned<String>,
     /// A file in `pg_hba.conf` form that decides which clients may log in, from where, and
     /// with which method (it then replaces `[[users]] auth`). Read again on reload. Default:
     /// none (every `[[users]]` entry logs in from anywhere with its `auth`).
@@ -585,7 +589,8 @@ mod d {
     pub fn http_listen() -> Spanned<String> {
         Spanned::new(0..0, "127.0.0.1:9930".into())
     }
-    pub fn unix_socket_dir() -> Spanned<String> {
+    /// An empty string (`unix_socket_dir`, `unix_socket_group`: none).
+    pub fn empty() -> Spanned<String> {
         Spanned::new(0..0, String::new())
     }
     pub fn unix_socket_mode() -> Spanned<String> {

@@ -749,7 +749,14 @@ fn unix_socket_settings_are_checked() {
         "t.toml",
     )
     .unwrap();
-    assert_eq!(l.unix_socket, Some(("/run/sy".into(), 0o770)));
+    assert_eq!(
+        l.unix_socket,
+        Some(crate::config::UnixSocketSpec {
+            dir: "/run/sy".into(),
+            mode: 0o770,
+            group: None
+        })
+    );
     assert!(
         l.describe()
             .contains("unix socket /run/sy/.s.PGSQL.6432 (mode 0770)"),
@@ -776,6 +783,28 @@ fn unix_socket_settings_are_checked() {
             "{bad}: {e}"
         );
     }
+    // A group by number, as PostgreSQL takes it, or by name (every system has "root", 0).
+    for (group, gid) in [("4242", 4242), ("root", 0)] {
+        let l = parse(
+            &format!("unix_socket_dir = \"/run/sy\"\nunix_socket_group = \"{group}\"\n{MINIMAL}"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(l.unix_socket.as_ref().unwrap().group, Some(gid), "{group}");
+        assert!(
+            l.describe().contains(&format!("(mode 0777, group {gid})")),
+            "{}",
+            l.describe()
+        );
+    }
+    let e = err(&format!(
+        "unix_socket_dir = \"/run/sy\"\nunix_socket_group = \"no-such-group-here\"\n{MINIMAL}"
+    ));
+    assert!(
+        e.contains("t.toml:2: unix_socket_group")
+            && e.contains("group \"no-such-group-here\" does not exist"),
+        "{e}"
+    );
 }
 
 #[test]

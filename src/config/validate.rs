@@ -289,12 +289,13 @@ impl Validator<'_> {
         })
     }
 
-    /// `unix_socket_dir` (absolute, short enough for a socket path) and `unix_socket_mode`.
+    /// `unix_socket_dir` (absolute, short enough for a socket path), `unix_socket_mode` and
+    /// `unix_socket_group` (a group that exists, or a number, as PostgreSQL reads it).
     fn validate_unix_socket(
         &self,
         config: &Config,
         port: u16,
-    ) -> Result<Option<(std::path::PathBuf, u32)>, ConfigError> {
+    ) -> Result<Option<super::UnixSocketSpec>, ConfigError> {
         let mode = config.unix_socket_mode.get_ref();
         let mode = u32::from_str_radix(mode, 8)
             .ok()
@@ -306,6 +307,28 @@ impl Validator<'_> {
                     format!("{mode:?} is not a file mode in octal, like \"0777\" or \"0770\""),
                 )
             })?;
+        let group = config.unix_socket_group.get_ref();
+        let group = match group.parse::<u32>() {
+            _ if group.is_empty() => None,
+            Ok(gid) => Some(gid),
+            Err(_) => match crate::net::os_group_id(group) {
+                Ok(Some(gid)) => Some(gid),
+                Ok(None) => {
+                    return Err(self.err(
+                        config.unix_socket_group.span(),
+                        "unix_socket_group",
+                        format!("group {group:?} does not exist"),
+                    ))
+                }
+                Err(e) => {
+                    return Err(self.err(
+                        config.unix_socket_group.span(),
+                        "unix_socket_group",
+                        format!("could not look up group {group:?}: {e}"),
+                    ))
+                }
+            },
+        };
         let dir = config.unix_socket_dir.get_ref();
         if dir.is_empty() {
             return Ok(None);
@@ -324,7 +347,11 @@ impl Validator<'_> {
                 crate::net::server_addr::MAX_SOCKET_PATH
             )));
         }
-        Ok(Some((dir.into(), mode)))
+        Ok(Some(super::UnixSocketSpec {
+            dir: dir.into(),
+            mode,
+            group,
+        }))
     }
 
     /// `[peering]`: its own address, not one of the other listeners', and the peers'.

@@ -41,11 +41,12 @@ pub struct UnixSocket {
 }
 
 impl UnixSocket {
-    /// Makes `dir/.s.PGSQL.<port>` with permissions `mode`, holding `.s.PGSQL.<port>.lock` as
+    /// Makes `dir/.s.PGSQL.<port>` with permissions `mode` (and owned by group `group`, when
+    /// given), holding `.s.PGSQL.<port>.lock` as
     /// PostgreSQL does (its process id on the first line): a live process holding it, a
     /// PostgreSQL server included, is an error; a lock left by a process that died is taken
     /// over, and then so is its socket file. A file there that is not a socket is an error.
-    pub fn bind(dir: &Path, port: u16, mode: u32) -> io::Result<UnixSocket> {
+    pub fn bind(dir: &Path, port: u16, mode: u32, group: Option<u32>) -> io::Result<UnixSocket> {
         let path = socket_path(dir, port);
         let mut lock = path.clone().into_os_string();
         lock.push(".lock");
@@ -74,10 +75,21 @@ impl UnixSocket {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        // Bind, set the mode, then listen: no client connects before the mode holds.
+        // Bind, set the group and the mode, then listen: no client connects before they hold.
         let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
         socket.bind(&socket2::SockAddr::unix(&path)?)?;
         let ready = (|| {
+            if let Some(gid) = group {
+                std::os::unix::fs::chown(&path, None, Some(gid)).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "could not set the group of {} to {gid}: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+            }
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
             let meta = std::fs::metadata(&path)?;
             socket.listen(1024)?;
@@ -259,7 +271,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = socket_path(&dir, 7);
 
-        let first = UnixSocket::bind(&dir, 7, 0o770).unwrap();
+        let first = UnixSocket::bind(&dir, 7, 0o770, None).unwrap();
         assert_eq!(first.path(), path);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o770);
@@ -270,7 +282,7 @@ mod tests {
         // stops a bind, and nothing of its holder's is touched.
         std::fs::write(lock_of(&dir, 8), "1\n/some/data/dir\n").unwrap();
         let held = std::os::unix::net::UnixListener::bind(socket_path(&dir, 8)).unwrap();
-        let e = UnixSocket::bind(&dir, 8, 0o777).unwrap_err();
+        let e = UnixSocket::bind(&dir, 8, 0o777, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
         assert!(e.to_string().contains("(PID 1) holds"), "{e}");
         assert!(socket_path(&dir, 8).exists());
@@ -281,7 +293,7 @@ mod tests {
         let gone_pid = gone.id();
         gone.wait().unwrap();
         std::fs::write(lock_of(&dir, 8), format!("{gone_pid}\n")).unwrap();
-        let second = UnixSocket::bind(&dir, 8, 0o777).unwrap();
+        let second = UnixSocket::bind(&dir, 8, 0o777, None).unwrap();
         assert_eq!(std::fs::read_to_string(lock_of(&dir, 8)).unwrap(), own);
         drop(second);
         assert!(!socket_path(&dir, 8).exists());
@@ -290,7 +302,7 @@ mod tests {
         // A listener that keeps no lock (PgBouncer, an older switchyard) is not displaced
         // either, and the lock taken for the check is given back.
         let other = std::os::unix::net::UnixListener::bind(socket_path(&dir, 11)).unwrap();
-        let e = UnixSocket::bind(&dir, 11, 0o777).unwrap_err();
+        let e = UnixSocket::bind(&dir, 11, 0o777, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
         assert!(e.to_string().contains("another process listens on"), "{e}");
         assert!(socket_path(&dir, 11).exists() && !lock_of(&dir, 11).exists());
@@ -298,12 +310,12 @@ mod tests {
 
         // An empty lock (a process may be writing it) is left alone.
         std::fs::write(lock_of(&dir, 10), "").unwrap();
-        let e = UnixSocket::bind(&dir, 10, 0o777).unwrap_err();
+        let e = UnixSocket::bind(&dir, 10, 0o777, None).unwrap_err();
         assert!(e.to_string().contains("holds no process id"), "{e}");
 
         // A file that is not a socket is never removed.
         std::fs::write(socket_path(&dir, 9), b"keep").unwrap();
-        assert!(UnixSocket::bind(&dir, 9, 0o777).is_err());
+        assert!(UnixSocket::bind(&dir, 9, 0o777, None).is_err());
         assert_eq!(std::fs::read(socket_path(&dir, 9)).unwrap(), b"keep");
         assert!(!lock_of(&dir, 9).exists(), "a failed bind keeps no lock");
 
@@ -313,6 +325,28 @@ mod tests {
         drop(first);
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         assert!(!lock_of(&dir, 7).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_socket_gets_its_group_before_clients_can_connect() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("sy-unix-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Root may give it any group; anyone else one of their own.
+        // SAFETY: geteuid and getegid only return the process's ids.
+        let (root, own) = unsafe { (libc::geteuid() == 0, libc::getegid()) };
+        let gid = if root { 4242 } else { own };
+        let s = UnixSocket::bind(&dir, 12, 0o770, Some(gid)).unwrap();
+        let meta = std::fs::metadata(s.path()).unwrap();
+        assert_eq!((meta.gid(), meta.mode() & 0o777), (gid, 0o770));
+        drop(s);
+        if !root {
+            // A group the process is not in: refused, and nothing is left behind.
+            let e = UnixSocket::bind(&dir, 12, 0o770, Some(4242)).unwrap_err();
+            assert!(e.to_string().contains("could not set the group"), "{e}");
+            assert!(!socket_path(&dir, 12).exists() && !lock_of(&dir, 12).exists());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

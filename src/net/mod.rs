@@ -80,6 +80,39 @@ pub fn os_user_name(uid: u32) -> Option<String> {
     }
 }
 
+/// The id of the group named `name` (the group database, as `getgrnam`); `None` when there
+/// is no such group.
+pub fn os_group_id(name: &str) -> io::Result<Option<u32>> {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return Ok(None);
+    };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    loop {
+        // SAFETY: getgrnam_r writes only into `grp` and `buf` (whose length it is given) and
+        // sets `found` to `&grp` or null; only `gr_gid`, a plain integer, is read.
+        let (rc, gid) = unsafe {
+            let mut grp: libc::group = std::mem::zeroed();
+            let mut found: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            );
+            (rc, (!found.is_null()).then_some(grp.gr_gid))
+        };
+        match rc {
+            0 => return Ok(gid),
+            // A group with many members: its entry needs more room.
+            libc::ERANGE if buf.len() < 1 << 24 => buf.resize(buf.len() * 4, 0),
+            // "Not found" as glibc may report it.
+            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
 /// Writes all of `data` and flushes it (TLS holds back what the socket did not take).
 pub async fn send_all<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> io::Result<()> {
     w.write_all(data).await?;
