@@ -4393,3 +4393,60 @@ fn a_protocol_violation_during_copy_in_ends_the_session_as_postgresql_does() {
         }
     });
 }
+
+/// A client may send a COPY FROM STDIN with its data and CopyDone before the CopyInResponse
+/// comes back, and then its next request while the server still copies (a slow trigger
+/// here). The CopyInResponse the proxy relays after the client's CopyDone does not make that
+/// request (or a Sync) look like one sent into the copy: it runs, as on PostgreSQL.
+#[test]
+fn a_request_behind_a_copy_ended_ahead_of_its_response_is_not_taken_for_copy_data() {
+    bounded(async {
+        let proxy = proxy(
+            "[routing]\nread_write_split = false\n[pool]\nsize = 1\ncheckout_timeout = \"20s\"\n",
+        );
+        let setup = app_client(&proxy).await;
+        setup
+            .batch_execute(
+                "drop table if exists pr_slowcopy;
+                 create table pr_slowcopy (id int);
+                 create function pr_slowcopy_wait() returns trigger language plpgsql as
+                   $$ begin perform pg_sleep(0.5); return new; end $$;
+                 create trigger pr_slowcopy_wait before insert on pr_slowcopy
+                   for each row execute function pr_slowcopy_wait();",
+            )
+            .await
+            .unwrap();
+        let mut raw = Raw::app(&proxy).await;
+        // Simple protocol: the whole copy at once, then a Query while the row is inserted.
+        let mut out = fe::query("copy pr_slowcopy from stdin");
+        out.extend(fe::copy_data(b"1\n"));
+        out.extend(fe::copy_done());
+        raw.send(&out).await;
+        assert_eq!(raw.recv().await.tag, b'G');
+        raw.send(&fe::query("select 'next'")).await;
+        let r = raw.until_ready().await;
+        assert_eq!(tags(&r), "CZ", "{r:?}");
+        assert_eq!(r[0].command_tag(), "COPY 1");
+        let r = raw.until_ready().await;
+        assert_eq!(rows(&r), ["next"], "{r:?}");
+        // Extended protocol: Parse/Bind/Execute/Sync, data, CopyDone and Sync at once (the
+        // first Sync is ignored by the server, the one after the CopyDone answered), then a
+        // Sync sent while the row is inserted, answered too.
+        let mut out = fe::pbe("copy pr_slowcopy from stdin", &[]);
+        out.extend(fe::sync());
+        out.extend(fe::copy_data(b"2\n"));
+        out.extend(fe::copy_done());
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        for t in [b'1', b'2', b'G'] {
+            assert_eq!(raw.recv().await.tag, t);
+        }
+        raw.send(&fe::sync()).await;
+        let r = raw.until_ready().await;
+        assert_eq!(tags(&r), "CZ", "{r:?}");
+        assert_eq!(r[0].command_tag(), "COPY 1");
+        assert_eq!(tags(&raw.until_ready().await), "Z");
+        let count = raw.query_ok("select count(*) from pr_slowcopy").await;
+        assert_eq!(count, ["2"]);
+    });
+}

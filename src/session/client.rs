@@ -109,7 +109,7 @@ impl Session {
                     h.tag
                 )));
             }
-            if self.copy_in && self.server.is_some() && !during_copy_in(h.tag) {
+            if self.client_in_copy() && !during_copy_in(h.tag) {
                 // As PostgreSQL answers it: the copy fails, and the session ends (the client
                 // and the server no longer agree on what the bytes that follow are). The
                 // server connection, mid-copy, is given up (`finish`).
@@ -240,11 +240,19 @@ impl Session {
         Ok(None)
     }
 
+    /// Whether the client's messages now are inside a COPY FROM STDIN: the server said so and
+    /// the client has not ended the copy of its latest request. (A client that sends a COPY
+    /// with its data and CopyDone before the CopyInResponse comes back has ended it although
+    /// the response, relayed afterwards, says it began.)
+    fn client_in_copy(&self) -> bool {
+        self.copy_in && !self.copy_ended_since_request && self.server.is_some()
+    }
+
     /// Handles one complete message. `Some(step)` stops the loop.
     fn handle(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
         let needs_server = match h.tag {
             tag::TERMINATE => return Ok(Some(Step::Terminate)),
-            tag::SYNC | tag::FLUSH if self.copy_in && self.server.is_some() => {
+            tag::SYNC | tag::FLUSH if self.client_in_copy() => {
                 // The server ignores both during COPY FROM STDIN (for clients that send them
                 // after every Execute): passed on, with no answer owed.
                 self.forward(h.frame_len);

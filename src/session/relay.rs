@@ -92,6 +92,14 @@ impl Session {
                         // What the servers answered before it is the client's, and any error
                         // the refusal comes with.
                         self.flush_client(client).await;
+                        if self.server_pass > 0 {
+                            // In the middle of a message to the client: whatever followed would
+                            // be read as its rest.
+                            return Err(match f {
+                                Fatal::Client { message, .. } => Fatal::protocol_silent(message),
+                                f => f,
+                            });
+                        }
                         return Err(f);
                     }
                 };
