@@ -5103,3 +5103,153 @@ fn counters_pgbench(p: &Proxy, tables: &str, mode: &str, threads: usize) {
         "a counter disagrees with its log"
     );
 }
+
+/// A server with no connection slot left for the pool (here the role's `CONNECTION LIMIT 2`;
+/// `max_connections`, or a database's limit, answer the same 53300) stops the pool growing
+/// there: logins and transactions beyond the two connections wait for one to come back, as
+/// they would for a pool of size 2, instead of failing with the server's refusal. Once
+/// nothing comes back within checkout_timeout, the client gets 53300 with the server's own
+/// words; and after the limit is lifted, the pool grows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_free_slots_makes_clients_wait_for_the_pools_connections() {
+    const ROLE: &str = "pool_slot_limited";
+    const NONE: &str = "pool_slot_none";
+    su(&format!(
+        "DROP ROLE IF EXISTS {ROLE}; CREATE ROLE {ROLE} LOGIN PASSWORD 'limited' CONNECTION LIMIT 2;
+         GRANT CONNECT ON DATABASE {APP_DB} TO {ROLE};
+         DROP ROLE IF EXISTS {NONE}; CREATE ROLE {NONE} LOGIN PASSWORD 'limited' CONNECTION LIMIT 0;
+         GRANT CONNECT ON DATABASE {APP_DB} TO {NONE}"
+    ));
+    let users = format!(
+        "[[users]]\nname = \"{ROLE}\"\npassword = \"limited\"\n\n\
+         [[users]]\nname = \"{NONE}\"\npassword = \"limited\"\n"
+    );
+    let p = proxy_with(
+        "transaction",
+        &format!(
+            "[routing]\nread_write_split = false\n\n[pool]\nsize = 10\ncheckout_timeout = \"20s\"\n\n{users}"
+        ),
+    );
+    let cs = format!(
+        "{} connect_timeout=20",
+        p.conn_string(ROLE, "limited", APP_DB)
+    );
+    // Six clients, three transactions each holding a connection for a while: at most two run
+    // at a time, and all of them complete.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let cs = cs.clone();
+        tasks.push(tokio::spawn(async move {
+            let (c, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("client {i} login: {e}"))?;
+            tokio::spawn(conn);
+            for _ in 0..3 {
+                c.batch_execute("BEGIN; SELECT pg_sleep(0.1); COMMIT")
+                    .await
+                    .map_err(|e| format!("client {i}: {e} ({:?})", e.code()))?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for t in tasks {
+        bounded("a client of the limited role", t)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // A pool with no connection open has none to wait for: the server's refusal comes at
+    // once, not after checkout_timeout (20 s).
+    let started = Instant::now();
+    match bounded(
+        "a login of a role with no slot",
+        p.try_connect(NONE, "limited", APP_DB),
+    )
+    .await
+    {
+        Ok(_) => panic!("a role with CONNECTION LIMIT 0 logged in"),
+        Err(e) => assert_eq!(sqlstate(&e), "53300", "{e:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // One checkout at a time tried to open a third connection, with pauses in between
+    // (each attempt costs the server a process start).
+    let refused = p
+        .metric(&format!(
+            "switchyard_server_connect_errors_total{{backend=\"{}\"}}",
+            shared_cluster().primary().name()
+        ))
+        .await;
+    assert!(
+        (1.0..=20.0).contains(&refused),
+        "{refused} refused openings"
+    );
+
+    // Both connections held in open transactions: a third client's login waits until
+    // checkout_timeout, then fails with the server's refusal.
+    let short = proxy_with(
+        "transaction",
+        &format!(
+            "[routing]\nread_write_split = false\n\n[pool]\nsize = 10\ncheckout_timeout = \"1s\"\n\n{users}"
+        ),
+    );
+    // (The first proxy's connections count against the limit too: close them.)
+    drop(p);
+    let cs = format!(
+        "{} connect_timeout=20",
+        short.conn_string(ROLE, "limited", APP_DB)
+    );
+    let a = connect_cs(&cs).await;
+    let b = connect_cs(&cs).await;
+    let c = connect_cs(&cs).await;
+    q(&a, "BEGIN; SELECT 1").await;
+    q(&b, "BEGIN; SELECT 1").await;
+    let waited = Instant::now();
+    let err = match bounded("a third login", short.try_connect(ROLE, "limited", APP_DB)).await {
+        Ok(_) => panic!("a third login got a connection beyond the role's limit"),
+        Err(e) => e,
+    };
+    assert!(
+        waited.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        waited.elapsed()
+    );
+    assert_eq!(sqlstate(&err), "53300", "{err:?}");
+    let db = err.as_db_error().expect("an error from the proxy");
+    assert!(
+        db.message().contains("too many connections for role"),
+        "{}",
+        db.message()
+    );
+    // A logged-in client's query waits for one of the two as well, and gets it.
+    let waiting = tokio::spawn(async move { c.simple_query("SELECT 'waited'").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a query ran beyond the role's limit"
+    );
+    q(&b, "COMMIT").await;
+    let r = bounded("the waiting query", waiting).await.unwrap();
+    assert_eq!(text_rows(r.unwrap())[0][0].as_deref(), Some("waited"));
+    q(&a, "COMMIT").await;
+
+    // The limit lifted: the pool grows past two again (the next opening is tried within the
+    // back-off, at most 2 s).
+    su(&format!("ALTER ROLE {ROLE} CONNECTION LIMIT -1"));
+    let mut more = Vec::new();
+    for _ in 0..3 {
+        let c = connect_cs(&cs).await;
+        q(&c, "BEGIN; SELECT 1").await;
+        more.push(c);
+    }
+    let seen = su(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{ROLE}'"
+    ));
+    assert!(seen.trim().parse::<u32>().unwrap() >= 3, "{seen}");
+    for c in &more {
+        q(c, "COMMIT").await;
+    }
+}

@@ -80,7 +80,10 @@ impl Pool {
             // meanwhile whether the pool has room for one more must see it.
             let slot = {
                 let mut c = self.conns.lock().expect("conns");
-                if c.sockets.len() + c.opening >= self.size.load(Ordering::Relaxed) {
+                // (Nor while the server has no slot left: checkouts probe it.)
+                if c.sockets.len() + c.opening >= self.size.load(Ordering::Relaxed)
+                    || c.full.is_some()
+                {
                     break;
                 }
                 c.opening += 1;

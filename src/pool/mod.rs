@@ -62,13 +62,17 @@ pub enum PoolError {
     /// The backend was declared down (or fenced) while the connection was being opened.
     #[error("the server was declared down while a connection to it was being opened")]
     Severed,
+    /// The server has no connection slot left (it said `message`, 53300) and none of the
+    /// pool's own connections came back within `checkout_timeout`.
+    #[error("the server has no connection slot left ({message}) and no pool connection came back within {timeout:?}")]
+    Full { message: String, timeout: Duration },
 }
 
 impl PoolError {
     /// SQLSTATE for the client.
     pub fn sqlstate(&self) -> &str {
         match self {
-            PoolError::Timeout(_) => "53300",
+            PoolError::Timeout(_) | PoolError::Full { .. } => "53300",
             PoolError::Connect(e) => e.sqlstate(),
             PoolError::Closed | PoolError::Severed => "08006",
         }
@@ -87,6 +91,7 @@ impl PoolError {
                 "no server connection available within {d:?}: too many clients for the pool"
             ),
             PoolError::Connect(e) => e.client_message(),
+            PoolError::Full { message, .. } => message.clone(),
             PoolError::Closed => "server pool closed".into(),
             PoolError::Severed => "the database server was declared unavailable".into(),
         }
@@ -233,7 +238,12 @@ impl Pool {
     }
 
     /// Takes a connection for client `owner` (0 for the proxy's own use), waiting up to
-    /// `checkout_timeout` for a free slot.
+    /// `checkout_timeout` for a free slot. When the server has no connection slot left
+    /// (53300: its `max_connections`, or the role's or database's limit), the pool stops
+    /// growing there: the checkout waits, up to `checkout_timeout` again, for one of the
+    /// pool's connections to come back, while one checkout at a time tries to open another
+    /// after a pause that doubles each time it fails (100 ms to 2 s). A pool with no
+    /// connection open has nothing to wait for: its checkout fails with the server's 53300.
     pub async fn checkout(self: &Arc<Self>, owner: u64) -> Result<Pooled, PoolError> {
         self.checkout_for(owner, false).await
     }
@@ -268,6 +278,8 @@ impl Pool {
         };
         let max_lifetime = clock::ms(self.tuning.lock().expect("tuning").max_lifetime);
         let size = self.size.load(Ordering::Relaxed);
+        // When waiting for a connection to come back from a full server began.
+        let mut full_since = None;
         loop {
             let take = self.conns.lock().expect("conns").take(owner, size, login);
             let mut conn = match take {
@@ -284,7 +296,25 @@ impl Pool {
                     let slot = Opening(self.conns.clone());
                     let conn = self.open().await;
                     drop(slot);
-                    conn?
+                    match conn {
+                        Err(PoolError::Connect(e)) if e.sqlstate() == "53300" => {
+                            let mut c = self.conns.lock().expect("conns");
+                            c.server_full(e.client_message());
+                            if c.sockets.is_empty() {
+                                // None of the pool's to wait for: the server's refusal (a
+                                // read goes to another server).
+                                return Err(PoolError::Connect(e));
+                            }
+                            drop(c);
+                            tracing::info!(backend = %self.key.backend, user = %self.key.user, database = %self.key.database, "the server has no connection slot left: waiting for the pool's own connections ({})", e.client_message());
+                            continue;
+                        }
+                        conn => conn?,
+                    }
+                }
+                Take::Wait(until) => {
+                    self.wait_returned(until, &mut full_since).await?;
+                    continue;
                 }
             };
             if conn.owner != owner {
@@ -297,6 +327,44 @@ impl Pool {
                 pool: Held(self.clone()),
             });
         }
+    }
+
+    /// Waits, with the server full and nothing idle, until a connection comes back or closes,
+    /// or until `until` (when the next opening may be tried); fails once the wait since
+    /// `since` (set on the first) reaches `checkout_timeout`.
+    async fn wait_returned(&self, until: u64, since: &mut Option<u64>) -> Result<(), PoolError> {
+        let now = clock::now_ms();
+        let timeout = self.tuning.lock().expect("tuning").checkout_timeout;
+        let deadline = *since.get_or_insert(now) + clock::ms(timeout);
+        let returned = self.conns.lock().expect("conns").returned.clone();
+        let notified = returned.notified();
+        tokio::pin!(notified);
+        // Registered before the look below: what comes back after it wakes this wait.
+        notified.as_mut().enable();
+        {
+            let c = self.conns.lock().expect("conns");
+            if self.is_retired.load(Ordering::Relaxed) {
+                return Err(PoolError::Closed);
+            }
+            match &c.full {
+                Some(f) if c.idle.is_empty() && !c.sockets.is_empty() && now < f.until => {
+                    if now >= deadline {
+                        return Err(PoolError::Full {
+                            message: f.message.clone(),
+                            timeout,
+                        });
+                    }
+                }
+                // Something came back, a slot was freed, or the next opening may be tried.
+                _ => return Ok(()),
+            }
+        }
+        let wake = until.min(deadline).saturating_sub(now).max(1);
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(Duration::from_millis(wake)) => {}
+        }
+        Ok(())
     }
 
     /// Forgets that `owner` used any of the idle connections: the client left. (Settings it
@@ -355,6 +423,7 @@ impl Pool {
         match ServerConn::connect(&params, self.backend).await {
             Ok(c) => {
                 self.metrics.connects.inc();
+                self.conns.lock().expect("conns").slot_freed(true);
                 self.ever_opened.store(true, Ordering::Relaxed);
                 if c.stream.is_tls() {
                     self.metrics.tls_ok.inc();
@@ -422,6 +491,9 @@ impl Pool {
             return;
         }
         conns.idle.push(c);
+        if conns.full.is_some() {
+            conns.returned.notify_waiters();
+        }
         drop(conns);
         self.metrics.idle.inc();
     }
@@ -446,6 +518,7 @@ impl Pool {
         let drained: Vec<_> = {
             let mut conns = self.conns.lock().expect("conns");
             self.is_retired.store(true, Ordering::Relaxed);
+            conns.returned.notify_waiters();
             std::mem::take(&mut conns.idle)
         };
         for mut c in drained {

@@ -166,7 +166,10 @@ impl Session {
                     // A pool busy for all of `checkout_timeout` is overload, not an outage:
                     // waiting as long again elsewhere would hold the client for a multiple of
                     // it before its 53300.
-                    && !matches!(e, crate::pool::PoolError::Timeout(_)) =>
+                    && !matches!(
+                        e,
+                        crate::pool::PoolError::Timeout(_) | crate::pool::PoolError::Full { .. }
+                    ) =>
             {
                 // A replica that cannot be reached: the read goes elsewhere.
                 tracing::info!(parent: &self.span, backend = %pool.key.backend, error = %e, "replica unavailable: routing the read elsewhere");
