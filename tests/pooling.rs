@@ -5158,6 +5158,18 @@ async fn a_server_without_free_slots_makes_clients_wait_for_the_pools_connection
             .unwrap()
             .unwrap_or_else(|e| panic!("{e}"));
     }
+    // One checkout at a time tried to open a third connection, with pauses in between
+    // (each attempt costs the server a process start).
+    let refused = p
+        .metric(&format!(
+            "switchyard_server_connect_errors_total{{backend=\"{}\"}}",
+            shared_cluster().primary().name()
+        ))
+        .await;
+    assert!(
+        (1.0..=20.0).contains(&refused),
+        "{refused} refused openings"
+    );
     // A pool with no connection open has none to wait for: the server's refusal comes at
     // once, not after checkout_timeout (20 s).
     let started = Instant::now();
@@ -5174,18 +5186,6 @@ async fn a_server_without_free_slots_makes_clients_wait_for_the_pools_connection
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
-    );
-    // One checkout at a time tried to open a third connection, with pauses in between
-    // (each attempt costs the server a process start).
-    let refused = p
-        .metric(&format!(
-            "switchyard_server_connect_errors_total{{backend=\"{}\"}}",
-            shared_cluster().primary().name()
-        ))
-        .await;
-    assert!(
-        (1.0..=20.0).contains(&refused),
-        "{refused} refused openings"
     );
 
     // Both connections held in open transactions: a third client's login waits until

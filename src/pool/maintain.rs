@@ -82,7 +82,7 @@ impl Pool {
                 let mut c = self.conns.lock().expect("conns");
                 // (Nor while the server has no slot left: checkouts probe it.)
                 if c.sockets.len() + c.opening >= self.size.load(Ordering::Relaxed)
-                    || c.full.is_some()
+                    || c.refused_lately()
                 {
                     break;
                 }

@@ -257,11 +257,15 @@ impl Pool {
     }
 
     async fn checkout_for(self: &Arc<Self>, owner: u64, login: bool) -> Result<Pooled, PoolError> {
+        // When this checkout began to wait ([`clock`] ms), for a slot of the pool or for a
+        // connection to come back from a full server: `checkout_timeout` counts from there.
+        let mut waiting_since = None;
         let permit = match self.permits.try_acquire() {
             Ok(p) => p,
             Err(GateError::Closed) => return Err(PoolError::Closed),
             Err(_) => {
                 self.metrics.waits.inc();
+                waiting_since = Some(clock::now_ms());
                 let timeout = self.tuning.lock().expect("tuning").checkout_timeout;
                 let start = Instant::now();
                 // Retiring the pool closes the gate, which ends this wait too.
@@ -278,8 +282,8 @@ impl Pool {
         };
         let max_lifetime = clock::ms(self.tuning.lock().expect("tuning").max_lifetime);
         let size = self.size.load(Ordering::Relaxed);
-        // When waiting for a connection to come back from a full server began.
-        let mut full_since = None;
+        // Whether this checkout waited for a full server's connections already.
+        let mut waited_full = false;
         loop {
             let take = self.conns.lock().expect("conns").take(owner, size, login);
             let mut conn = match take {
@@ -294,13 +298,15 @@ impl Pool {
                 }
                 Take::Open => {
                     let slot = Opening(self.conns.clone());
+                    let started = clock::now_ms();
                     let conn = self.open().await;
                     drop(slot);
                     match conn {
                         Err(PoolError::Connect(e)) if e.sqlstate() == "53300" => {
+                            let timeout = self.tuning.lock().expect("tuning").checkout_timeout;
                             let mut c = self.conns.lock().expect("conns");
-                            c.server_full(e.client_message());
-                            if c.sockets.is_empty() {
+                            c.server_full(e.client_message(), started, clock::ms(timeout) / 2);
+                            if c.sockets.is_empty() && c.opening == 0 && !waited_full {
                                 // None of the pool's to wait for: the server's refusal (a
                                 // read goes to another server).
                                 return Err(PoolError::Connect(e));
@@ -313,7 +319,11 @@ impl Pool {
                     }
                 }
                 Take::Wait(until) => {
-                    self.wait_returned(until, &mut full_since).await?;
+                    if !waited_full {
+                        self.metrics.waits.inc();
+                    }
+                    self.wait_returned(until, &mut waiting_since, &mut waited_full)
+                        .await?;
                     continue;
                 }
             };
@@ -329,10 +339,18 @@ impl Pool {
         }
     }
 
-    /// Waits, with the server full and nothing idle, until a connection comes back or closes,
-    /// or until `until` (when the next opening may be tried); fails once the wait since
-    /// `since` (set on the first) reaches `checkout_timeout`.
-    async fn wait_returned(&self, until: u64, since: &mut Option<u64>) -> Result<(), PoolError> {
+    /// Waits, with the server full and nothing idle, until a connection comes back, opens or
+    /// closes, or until `until` (when the next opening may be tried). A checkout that has not
+    /// waited yet, in a pool with no connection open or being opened, has nothing to wait
+    /// for: it fails at once with the server's refusal. Otherwise the wait fails once
+    /// `checkout_timeout` has passed since `since` (set here if the checkout did not wait
+    /// before).
+    async fn wait_returned(
+        &self,
+        until: u64,
+        since: &mut Option<u64>,
+        waited: &mut bool,
+    ) -> Result<(), PoolError> {
         let now = clock::now_ms();
         let timeout = self.tuning.lock().expect("tuning").checkout_timeout;
         let deadline = *since.get_or_insert(now) + clock::ms(timeout);
@@ -346,19 +364,29 @@ impl Pool {
             if self.is_retired.load(Ordering::Relaxed) {
                 return Err(PoolError::Closed);
             }
-            match &c.full {
-                Some(f) if c.idle.is_empty() && !c.sockets.is_empty() && now < f.until => {
-                    if now >= deadline {
-                        return Err(PoolError::Full {
-                            message: f.message.clone(),
-                            timeout,
-                        });
-                    }
-                }
-                // Something came back, a slot was freed, or the next opening may be tried.
-                _ => return Ok(()),
+            let Some(f) = c.full.as_ref() else {
+                return Ok(());
+            };
+            if !c.idle.is_empty() || (c.opening == 0 && now >= f.until) {
+                // Something came back, or the next opening may be tried.
+                return Ok(());
+            }
+            if c.sockets.is_empty() && c.opening == 0 && !*waited {
+                return Err(PoolError::Connect(ConnectError::Refused {
+                    address: self.key.address.clone(),
+                    severity: "FATAL".into(),
+                    code: "53300".into(),
+                    message: f.message.clone(),
+                }));
+            }
+            if now >= deadline {
+                return Err(PoolError::Full {
+                    message: f.message.clone(),
+                    timeout,
+                });
             }
         }
+        *waited = true;
         let wake = until.min(deadline).saturating_sub(now).max(1);
         tokio::select! {
             _ = notified => {}
