@@ -240,10 +240,11 @@ impl Pool {
     /// Takes a connection for client `owner` (0 for the proxy's own use), waiting up to
     /// `checkout_timeout` for a free slot. When the server has no connection slot left
     /// (53300: its `max_connections`, or the role's or database's limit), the pool stops
-    /// growing there: the checkout waits, up to `checkout_timeout` again, for one of the
-    /// pool's connections to come back, while one checkout at a time tries to open another
-    /// after a pause that doubles each time it fails (100 ms to 2 s). A pool with no
-    /// connection open has nothing to wait for: its checkout fails with the server's 53300.
+    /// growing there (see [`Conns::full`]): the checkout waits for one of the pool's
+    /// connections to come back, within the same `checkout_timeout` counted from its first
+    /// wait, while one checkout at a time tries to open another now and then. A checkout
+    /// that finds nothing open or being opened, and has not waited, fails at once with the
+    /// server's 53300.
     pub async fn checkout(self: &Arc<Self>, owner: u64) -> Result<Pooled, PoolError> {
         self.checkout_for(owner, false).await
     }
