@@ -5196,8 +5196,15 @@ async fn a_server_without_free_slots_makes_clients_wait_for_the_pools_connection
             "[routing]\nread_write_split = false\n\n[pool]\nsize = 10\ncheckout_timeout = \"1s\"\n\n{users}"
         ),
     );
-    // (The first proxy's connections count against the limit too: close them.)
+    // (The first proxy's connections count against the limit too: close them, and wait
+    // until the server has let them go.)
     drop(p);
+    wait_su(
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{ROLE}'"),
+        "0",
+        STEP,
+    )
+    .await;
     let cs = format!(
         "{} connect_timeout=20",
         short.conn_string(ROLE, "limited", APP_DB)
