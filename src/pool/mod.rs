@@ -11,6 +11,7 @@
 
 pub(crate) mod clock;
 mod conns;
+mod full;
 mod gate;
 pub mod holders;
 mod maintain;
@@ -338,62 +339,6 @@ impl Pool {
                 pool: Held(self.clone()),
             });
         }
-    }
-
-    /// Waits, with the server full and nothing idle, until a connection comes back, opens or
-    /// closes, or until `until` (when the next opening may be tried). A checkout that has not
-    /// waited yet, in a pool with no connection open or being opened, has nothing to wait
-    /// for: it fails at once with the server's refusal. Otherwise the wait fails once
-    /// `checkout_timeout` has passed since `since` (set here if the checkout did not wait
-    /// before).
-    async fn wait_returned(
-        &self,
-        until: u64,
-        since: &mut Option<u64>,
-        waited: &mut bool,
-    ) -> Result<(), PoolError> {
-        let now = clock::now_ms();
-        let timeout = self.tuning.lock().expect("tuning").checkout_timeout;
-        let deadline = *since.get_or_insert(now) + clock::ms(timeout);
-        let returned = self.conns.lock().expect("conns").returned.clone();
-        let notified = returned.notified();
-        tokio::pin!(notified);
-        // Registered before the look below: what comes back after it wakes this wait.
-        notified.as_mut().enable();
-        {
-            let c = self.conns.lock().expect("conns");
-            if self.is_retired.load(Ordering::Relaxed) {
-                return Err(PoolError::Closed);
-            }
-            let Some(f) = c.full.as_ref() else {
-                return Ok(());
-            };
-            if !c.idle.is_empty() || (c.opening == 0 && now >= f.until) {
-                // Something came back, or the next opening may be tried.
-                return Ok(());
-            }
-            if c.sockets.is_empty() && c.opening == 0 && !*waited {
-                return Err(PoolError::Connect(ConnectError::Refused {
-                    address: self.key.address.clone(),
-                    severity: "FATAL".into(),
-                    code: "53300".into(),
-                    message: f.message.clone(),
-                }));
-            }
-            if now >= deadline {
-                return Err(PoolError::Full {
-                    message: f.message.clone(),
-                    timeout,
-                });
-            }
-        }
-        *waited = true;
-        let wake = until.min(deadline).saturating_sub(now).max(1);
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep(Duration::from_millis(wake)) => {}
-        }
-        Ok(())
     }
 
     /// Forgets that `owner` used any of the idle connections: the client left. (Settings it
