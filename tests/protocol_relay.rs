@@ -31,6 +31,19 @@ const WAIT: Duration = Duration::from_secs(30);
 // Helpers
 // ----------------------------------------------------------------------------------------
 
+/// `count(*)` of `table` through `client`, within 15 s: when the proxy's only server
+/// connection is still held by another client, this fails instead of waiting for good.
+async fn count_rows(client: &tokio_postgres::Client, table: &str) -> i64 {
+    within(Duration::from_secs(15), "another client's query", async {
+        client
+            .query_one(&format!("select count(*) from {table}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    })
+    .await
+}
+
 /// Awaits `fut`, panicking with `what` if it takes longer than `limit`.
 async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
     match tokio::time::timeout(limit, fut).await {
@@ -2473,14 +2486,7 @@ fn sync_and_flush_during_copy_in_owe_nothing() {
             let count = raw.query_ok("select count(*) from pr_copysync").await;
             assert_eq!(count, [format!("{}", 2 * round)]);
             // The one server connection went back to the pool.
-            let n: i64 = within(Duration::from_secs(15), "another client's query", async {
-                setup
-                    .query_one("select count(*) from pr_copysync", &[])
-                    .await
-                    .unwrap()
-                    .get(0)
-            })
-            .await;
+            let n = count_rows(&setup, "pr_copysync").await;
             assert_eq!(n, 2 * round);
         }
         // Extended-protocol COPY that fails on its data: the Sync the client sends after the
@@ -2525,14 +2531,7 @@ fn sync_and_flush_during_copy_in_owe_nothing() {
         let count = raw.query_ok("select count(*) from pr_copysync").await;
         assert_eq!(count, ["5"]);
         // Nothing is owed any more: the one server connection goes back to the pool.
-        let n: i64 = within(Duration::from_secs(15), "another client's query", async {
-            setup
-                .query_one("select count(*) from pr_copysync", &[])
-                .await
-                .unwrap()
-                .get(0)
-        })
-        .await;
+        let n = count_rows(&setup, "pr_copysync").await;
         assert_eq!(n, 5);
     });
 }
@@ -4381,14 +4380,7 @@ fn a_protocol_violation_during_copy_in_ends_the_session_as_postgresql_does() {
                 "{name}: through the proxy, then directly"
             );
             // Nothing was copied, and the one server connection serves the next client.
-            let n: i64 = within(Duration::from_secs(15), "the next client's query", async {
-                setup
-                    .query_one("select count(*) from pr_copyviolation", &[])
-                    .await
-                    .unwrap()
-                    .get(0)
-            })
-            .await;
+            let n = count_rows(&setup, "pr_copyviolation").await;
             assert_eq!(n, 0, "{name}");
         }
     });
