@@ -48,6 +48,8 @@ pub struct App {
     pub write_cache: crate::session::route::WriteCache,
     /// Each database's volatile functions.
     pub catalogs: crate::catalog::Catalogs,
+    /// Role membership read for `hba_file` lines that need it.
+    pub memberships: crate::session::Memberships,
     /// Round-robin position.
     pub rr: std::sync::atomic::AtomicUsize,
     /// Shared copies of session settings.
@@ -125,6 +127,7 @@ impl App {
             ryw: Default::default(),
             write_cache: Default::default(),
             catalogs: Default::default(),
+            memberships: Default::default(),
             rr: Default::default(),
             settings: Default::default(),
             reloads: Default::default(),

@@ -56,6 +56,9 @@ pub struct Metrics {
     pub pause_waits: IntCounter,
     /// `[auth_query]` lookups by result (`found`, `unknown`, `error`).
     pub auth_queries: IntCounterVec,
+    /// Role-membership reads for `hba_file`'s `+role` and `samerole` by result (`found`,
+    /// `error`).
+    pub hba_role_lookups: IntCounterVec,
     /// Cancel requests by result (`forwarded`, `unknown`).
     pub cancels: IntCounterVec,
     /// TLS handshakes by side (`client`: clients of the proxy, `server`: the proxy's server
@@ -284,6 +287,12 @@ impl Metrics {
                 &r,
                 "auth_queries_total",
                 "Password lookups of roles not in [[users]] (auth_query)",
+                &["result"],
+            ),
+            hba_role_lookups: counter_vec(
+                &r,
+                "hba_role_lookups_total",
+                "Role-membership reads for hba_file lines with +role or samerole",
                 &["result"],
             ),
             cancels: counter_vec(&r, "cancel_requests_total", "Cancel requests", &["result"]),

@@ -2,7 +2,8 @@
 //! only its address). The first matching line decides: `trust`, `peer` on the Unix-domain
 //! socket, `password`, `md5`, `scram-sha-256`, `reject`, and no line at all, each with
 //! PostgreSQL's messages and SQLSTATEs; the rules are read again on reload, and a file that
-//! does not parse is rejected with the old rules kept.
+//! does not parse is rejected with the old rules kept. `+role`, `samerole`, `samehost`,
+//! `samenet` and `@file` match as in PostgreSQL.
 
 mod support;
 
@@ -109,13 +110,16 @@ async fn hba_rules_decide_who_logs_in_and_how() {
         .unwrap();
     let rules = sock.path().join("hba.conf");
     write_rules(&rules, &os);
+    let idents = sock.path().join("ident.conf");
+    std::fs::write(&idents, "").unwrap();
     let proxy = Proxy::start_with(
         c,
         ProxyOptions {
             extra_top: format!(
-                "unix_socket_dir = \"{}\"\nhba_file = \"{}\"\n",
+                "unix_socket_dir = \"{}\"\nhba_file = \"{}\"\nident_file = \"{}\"\n",
                 sock.path().display(),
-                rules.display()
+                rules.display(),
+                idents.display()
             ),
             extra_tables: users,
             ..Default::default()
@@ -250,4 +254,120 @@ async fn hba_rules_decide_who_logs_in_and_how() {
     login("127.0.0.1", port, OTHER_USER, OTHER_PASSWORD, APP_DB)
         .await
         .unwrap();
+
+    // `peer` with `map=`: the map pairs the socket's user with users, by name or by a
+    // regular expression whose group is the user; without a pair, refused.
+    std::fs::write(&rules, "local all all peer map=locals\n").unwrap();
+    std::fs::write(
+        &idents,
+        format!("locals \"{os}\" {OTHER_USER}\nlocals /^({os})$ \\1\n"),
+    )
+    .unwrap();
+    proxy.reload_ok().await;
+    login(&dir, port, OTHER_USER, "not-checked", APP_DB)
+        .await
+        .unwrap();
+    login(&dir, port, &os, "not-checked", APP_DB).await.unwrap();
+    assert_eq!(
+        login(&dir, port, PLAIN_USER, PLAIN_PASSWORD, APP_DB).await,
+        Err(format!(
+            "28000 Peer authentication failed for user \"{PLAIN_USER}\""
+        ))
+    );
+}
+
+/// `+role` users and `samerole` databases are decided by role membership read from the
+/// primary's catalog at each login (a `REVOKE` counts from the next one); `samehost` and
+/// `samenet` by this host's addresses (127.0.0.1 is one, in 127.0.0.0/8); `@file` lists are
+/// read again on reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_membership_and_this_hosts_addresses_decide_lines() {
+    let c = shared_cluster();
+    // staff <- dba <- other: `other` is a member of staff through dba.
+    c.primary()
+        .psql(&format!(
+            "DO $$ BEGIN CREATE ROLE hba_staff NOLOGIN; CREATE ROLE hba_dba NOLOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             GRANT hba_staff TO hba_dba; GRANT hba_dba TO {OTHER_USER}; \
+             GRANT CONNECT ON DATABASE postgres TO hba_staff"
+        ))
+        .unwrap();
+    if c.primary()
+        .psql("SELECT 1 FROM pg_database WHERE datname = 'hba_staff'")
+        .unwrap()
+        .trim()
+        .is_empty()
+    {
+        c.primary().psql("CREATE DATABASE hba_staff").unwrap();
+    }
+    c.wait_replicas_caught_up(STEP).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("hba.conf");
+    let extra = dir.path().join("extra_users");
+    std::fs::write(&extra, "# nobody yet\n").unwrap();
+    std::fs::write(
+        &rules,
+        "host samerole all       127.0.0.1/32 password\n\
+         host all      +hba_staff,@extra_users samehost scram-sha-256\n\
+         host all      all       samenet      md5\n\
+         host all      all       all          reject\n",
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(
+        c,
+        ProxyOptions {
+            extra_top: format!("hba_file = \"{}\"\n", rules.display()),
+            ..Default::default()
+        },
+    );
+    let port = proxy.port();
+
+    // A member of hba_staff (through hba_dba) connecting to the database named like it:
+    // samerole. To another database: +hba_staff.
+    assert_eq!(
+        first_auth_request(&proxy, OTHER_USER, "hba_staff").await,
+        Ok(3)
+    );
+    login("127.0.0.1", port, OTHER_USER, OTHER_PASSWORD, "hba_staff")
+        .await
+        .unwrap();
+    assert_eq!(first_auth_request(&proxy, OTHER_USER, APP_DB).await, Ok(10));
+    login("127.0.0.1", port, OTHER_USER, OTHER_PASSWORD, APP_DB)
+        .await
+        .unwrap();
+    // Every role is a member of itself: app to the database app is samerole too.
+    assert_eq!(first_auth_request(&proxy, APP_USER, APP_DB).await, Ok(3));
+    // Not a member of either: samenet.
+    assert_eq!(first_auth_request(&proxy, MD5_USER, APP_DB).await, Ok(5));
+    login("127.0.0.1", port, MD5_USER, MD5_PASSWORD, APP_DB)
+        .await
+        .unwrap();
+    assert_eq!(first_auth_request(&proxy, PLAIN_USER, APP_DB).await, Ok(5));
+    let found = "switchyard_hba_role_lookups_total{result=\"found\"}";
+    assert!(proxy.metric(found).await >= 6.0);
+
+    // Membership is read at each login: revoked, `other` is no longer staff.
+    c.primary()
+        .psql(&format!("REVOKE hba_dba FROM {OTHER_USER}"))
+        .unwrap();
+    assert_eq!(
+        first_auth_request(&proxy, OTHER_USER, "hba_staff").await,
+        Ok(5)
+    );
+    assert_eq!(first_auth_request(&proxy, OTHER_USER, APP_DB).await, Ok(5));
+
+    // The @file is read again on reload.
+    std::fs::write(&extra, format!("{PLAIN_USER}\n")).unwrap();
+    proxy.reload_ok().await;
+    assert_eq!(first_auth_request(&proxy, PLAIN_USER, APP_DB).await, Ok(10));
+    login("127.0.0.1", port, PLAIN_USER, PLAIN_PASSWORD, APP_DB)
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy
+            .metric("switchyard_hba_role_lookups_total{result=\"error\"}")
+            .await,
+        0.0
+    );
 }

@@ -1145,12 +1145,20 @@ async fn hba_lines_require_client_certificates() {
             "hostssl {APP_DB} {APP_USER} 127.0.0.1/32 scram-sha-256 clientcert=verify-full\n\
              hostssl {APP_DB} {OTHER_USER} 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n\
              hostssl {APP_DB} {MD5_USER} 127.0.0.1/32 cert\n\
+             hostssl {APP_DB} {PLAIN_USER} 127.0.0.1/32 cert map=services\n\
              hostnossl all all 127.0.0.1/32 scram-sha-256\n"
         ),
     )
     .unwrap();
+    // A `cert` line with `map=`: the map decides which names log in as whom.
+    let idents = files._dir.path().join("ident.conf");
+    std::fs::write(&idents, "services /^svc-([a-z_]+)$ \\1\n").unwrap();
     let proxy = start_ready_proxy(ProxyOptions {
-        extra_top: format!("hba_file = {}\n", toml_path(&rules)),
+        extra_top: format!(
+            "hba_file = {}\nident_file = {}\n",
+            toml_path(&rules),
+            toml_path(&idents)
+        ),
         extra_tables: format!(
             "{}ca = {}\n",
             tls_table(&files.cert, &files.key, "allow"),
@@ -1211,6 +1219,23 @@ async fn hba_lines_require_client_certificates() {
         &r,
         &format!("certificate authentication failed for user \"{MD5_USER}\""),
         "md5_user with app's certificate",
+    );
+    let service = files
+        .pki
+        .issue_client("hba-svc", &format!("svc-{PLAIN_USER}"), 24);
+    let r = psql_cert(&proxy, PLAIN_USER, &root, Some(&service), None);
+    ok(
+        &r,
+        PLAIN_USER,
+        "plain_user by a certificate the map pairs with it",
+    );
+    // With a map, a certificate naming the user itself is not enough.
+    let own = files.pki.issue_client("hba-plain", PLAIN_USER, 25);
+    let r = psql_cert(&proxy, PLAIN_USER, &root, Some(&own), None);
+    refused(
+        &r,
+        &format!("certificate authentication failed for user \"{PLAIN_USER}\""),
+        "plain_user with a certificate the map does not list",
     );
     // Plain clients match the hostnossl line.
     let r = psql(&proxy, "disable", None, "select current_user");

@@ -5,16 +5,27 @@
 //!
 //! Supported: connection types `local`, `host`, `hostssl`, `hostnossl`, `hostgssenc` (never
 //! matches: GSS encryption is refused) and `hostnogssenc`; databases and users as names,
-//! quoted names and comma-separated lists, `all`, `sameuser` (database), `replication` (never
-//! matches: replication connections are refused); addresses as `all`, CIDR, or an address and
-//! a mask; methods `trust`, `reject`, `scram-sha-256`, `md5`, `password`, `cert` and `peer`
-//! (`local` only; `ident` there means `peer`, as in PostgreSQL); a line ending in `\`
-//! continues on the next. What would need the servers' catalog or name resolution (`+group`
-//! users, `samerole`, `@file`, host names, `samehost`, `samenet`), other methods, and options
-//! other than `clientcert=verify-ca|verify-full` (on `hostssl` lines) are refused when the
-//! file is read, naming the line.
+//! quoted names and comma-separated lists, `all`, `sameuser` and `samerole` (database),
+//! `replication` (never matches: replication connections are refused), `+role` (user: the
+//! members of a role, directly or through other roles) and `@file` (the names in a file,
+//! relative to the including file's directory); addresses as `all`, `samehost`, `samenet`,
+//! CIDR, or an address and a mask; methods `trust`, `reject`, `scram-sha-256`, `md5`,
+//! `password`, `cert` and `peer` (`local` only; `ident` there means `peer`, as in
+//! PostgreSQL); a line ending in `\` continues on the next; options `clientcert=verify-ca|
+//! verify-full` (on `hostssl` lines) and `map=` (`peer` and `cert` lines: a map of
+//! [`super::ident`]). Host names, other methods and other options are refused when the file
+//! is read, naming the line.
+//!
+//! Role membership is the servers' to know: [`Hba::decide`] asks for it (the caller reads it
+//! from the catalog) only when the walk reaches a line whose `+role` or `samerole` decides.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::net::interfaces::Interface;
+
+/// How deep `@file` inclusions may nest (a file including itself is refused, not followed).
+const MAX_INCLUDE_DEPTH: usize = 10;
 
 /// How a client connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +44,12 @@ enum NameMatch {
     All,
     /// Database field: the database named like the user.
     SameUser,
+    /// Database field: the database named like a role the user is a member of.
+    SameRole,
     /// Database field: replication connections only.
     Replication,
+    /// User field: the members of a role (`+role`), directly or through other roles.
+    Member(String),
     Name(String),
 }
 
@@ -42,6 +57,10 @@ enum NameMatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AddrMatch {
     All,
+    /// One of this host's own addresses.
+    SameHost,
+    /// An address in the network of one of this host's interfaces.
+    SameNet,
     /// An address and a mask (a CIDR prefix, or a netmask, contiguous or not).
     Net {
         addr: IpAddr,
@@ -74,6 +93,8 @@ struct Rule {
     addr: Option<AddrMatch>,
     method: Method,
     clientcert: Option<CertCheck>,
+    /// `map=`: the `ident_file` map that pairs system user names with users.
+    map: Option<String>,
 }
 
 /// The parsed file.
@@ -90,15 +111,25 @@ pub struct Client<'a> {
     pub tls: bool,
     pub user: &'a str,
     pub database: &'a str,
+    /// The roles `user` is a member of, itself included, read from a server's catalog (empty
+    /// when there is no such role); `None` until [`Hba::decide`] asks for them.
+    pub roles: Option<&'a [String]>,
 }
 
-/// The decision for a client: the line and its method.
+/// [`Hba::decide`] reached a line that role membership decides, and `Client::roles` is not
+/// known yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedsRoles;
+
+/// The decision for a client: the line and its method.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub line: usize,
     pub method: Method,
     /// `clientcert=`: a client certificate is required on top of the method.
     pub clientcert: Option<CertCheck>,
+    /// `map=` (`peer` and `cert` lines): the `ident_file` map to look the pair up in.
+    pub map: Option<String>,
 }
 
 /// What `clientcert=` requires.
@@ -112,16 +143,16 @@ pub enum CertCheck {
 
 /// One token of a field, and whether any of it was quoted (then it is never a keyword).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Token {
-    text: String,
-    quoted: bool,
+pub(super) struct Token {
+    pub(super) text: String,
+    pub(super) quoted: bool,
 }
 
 /// Splits a line into fields, each a list of comma-separated tokens, as PostgreSQL does:
 /// whitespace separates fields, a comma continues the list (whitespace may follow it), double
 /// quotes keep whitespace, commas and `#` (`""` inside quotes is one `"`), `#` outside quotes
 /// starts a comment.
-fn fields(line: &str) -> Result<Vec<Vec<Token>>, String> {
+pub(super) fn fields(line: &str) -> Result<Vec<Vec<Token>>, String> {
     let mut out: Vec<Vec<Token>> = Vec::new();
     let mut chars = line.chars().peekable();
     let mut list: Vec<Token> = Vec::new();
@@ -174,6 +205,62 @@ fn fields(line: &str) -> Result<Vec<Vec<Token>>, String> {
     Ok(out)
 }
 
+/// The file's lines as PostgreSQL reads them, each with its (1-based) number: a backslash at
+/// the very end joins the next line, comments and quotes included.
+pub(super) fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((i, first)) = lines.next() {
+        let mut line = first.to_owned();
+        while line.ends_with('\\') {
+            line.pop();
+            match lines.next() {
+                Some((_, more)) => line.push_str(more),
+                None => break,
+            }
+        }
+        out.push((i + 1, line));
+    }
+    out
+}
+
+/// A database or user field with each unquoted `@file` replaced by the names in that file.
+fn expand(field: &[Token], dir: &Path, depth: usize) -> Result<Vec<Token>, String> {
+    let mut out = Vec::with_capacity(field.len());
+    for t in field {
+        match t.text.strip_prefix('@') {
+            Some(name) if !t.quoted && !name.is_empty() => {
+                out.extend(included(&dir.join(name), depth + 1)?);
+            }
+            _ => out.push(t.clone()),
+        }
+    }
+    Ok(out)
+}
+
+/// The names in an `@file`, as PostgreSQL reads one: every token of every line, separated by
+/// whitespace or commas, quoted or not, `#` comments; its own `@file`s relative to its
+/// directory.
+fn included(path: &Path, depth: usize) -> Result<Vec<Token>, String> {
+    if depth > MAX_INCLUDE_DEPTH {
+        return Err(format!(
+            "@{}: more than {MAX_INCLUDE_DEPTH} nested @file inclusions",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("could not open file \"{}\": {e}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (n, line) in logical_lines(&text) {
+        let f = fields(&line).map_err(|m| format!("{}:{n}: {m}", path.display()))?;
+        for field in f {
+            out.extend(expand(&field, dir, depth)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The single, unquoted token of a field that is not a list.
 fn single<'a>(field: &'a [Token], what: &str) -> Result<&'a str, String> {
     match field {
@@ -193,17 +280,9 @@ fn names(field: &[Token], database: bool) -> Result<Vec<NameMatch>, String> {
                 "all" => Ok(NameMatch::All),
                 "sameuser" if database => Ok(NameMatch::SameUser),
                 "replication" if database => Ok(NameMatch::Replication),
-                "samerole" | "samegroup" if database => Err(format!(
-                    "\"{}\" needs role membership, which switchyard does not know",
-                    t.text
-                )),
-                // (In the database field PostgreSQL 15 reads both as plain names.)
-                s if s.starts_with('+') && !database => Err(format!(
-                    "\"{s}\": group membership (+role) is not supported"
-                )),
-                s if s.starts_with('@') => {
-                    Err(format!("\"{s}\": file inclusion (@file) is not supported"))
-                }
+                "samerole" | "samegroup" if database => Ok(NameMatch::SameRole),
+                // (In the database field PostgreSQL 15 reads `+` and `/` as plain names.)
+                s if s.starts_with('+') && !database => Ok(NameMatch::Member(s[1..].to_owned())),
                 s if s.starts_with('/') && !database => {
                     Err(format!("\"{s}\": regular expressions are not supported"))
                 }
@@ -290,6 +369,19 @@ impl Hba {
         self.rules.is_empty()
     }
 
+    /// The maps `map=` options name, each with the first line naming it.
+    pub fn maps(&self) -> Vec<(usize, &str)> {
+        let mut out: Vec<(usize, &str)> = Vec::new();
+        for r in &self.rules {
+            if let Some(m) = r.map.as_deref() {
+                if !out.iter().any(|(_, seen)| *seen == m) {
+                    out.push((r.line, m));
+                }
+            }
+        }
+        out
+    }
+
     /// The first line with `cert` or `clientcert`, if any (client certificates must be asked
     /// for).
     pub fn cert_line(&self) -> Option<usize> {
@@ -299,32 +391,41 @@ impl Hba {
             .map(|r| r.line)
     }
 
-    /// Reads the file's text; the error names the line (1-based; a continued line by its
-    /// first) and what is wrong.
+    /// Reads the file at `path`; the error names the line (1-based; a continued line by its
+    /// first; 0 when the file itself cannot be read) and what is wrong.
+    pub fn read(path: &Path) -> Result<Hba, (usize, String)> {
+        let text = std::fs::read_to_string(path).map_err(|e| (0, e.to_string()))?;
+        let dir = path.parent().map_or(PathBuf::from("."), Path::to_path_buf);
+        Self::parse_in(&text, &dir)
+    }
+
+    /// Reads a file's text, with `@file`s relative to the current directory.
     pub fn parse(text: &str) -> Result<Hba, (usize, String)> {
+        Self::parse_in(text, Path::new("."))
+    }
+
+    /// Reads a file's text, with `@file`s relative to `dir` (the file's directory).
+    pub fn parse_in(text: &str, dir: &Path) -> Result<Hba, (usize, String)> {
         let mut rules = Vec::new();
-        let mut lines = text.lines().enumerate();
-        while let Some((i, first)) = lines.next() {
-            let n = i + 1;
-            // A backslash at the very end joins the next line, comments and quotes included.
-            let mut line = first.to_owned();
-            while line.ends_with('\\') {
-                line.pop();
-                match lines.next() {
-                    Some((_, more)) => line.push_str(more),
-                    None => break,
-                }
-            }
+        for (n, line) in logical_lines(text) {
             let f = fields(&line).map_err(|m| (n, m))?;
             if f.is_empty() {
                 continue;
             }
-            rules.push(Self::rule(n, &f).map_err(|m| (n, m))?);
+            rules.push(Self::rule(n, &f, dir).map_err(|m| (n, m))?);
         }
         Ok(Hba { rules })
     }
 
-    fn rule(line: usize, f: &[Vec<Token>]) -> Result<Rule, String> {
+    /// Whether some line's `+role` or `samerole` may need role membership.
+    pub fn uses_roles(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.databases.contains(&NameMatch::SameRole)
+                || r.users.iter().any(|u| matches!(u, NameMatch::Member(_)))
+        })
+    }
+
+    fn rule(line: usize, f: &[Vec<Token>], dir: &Path) -> Result<Rule, String> {
         let conn = match single(&f[0], "the connection type")? {
             "local" => ConnType::Local,
             "host" => ConnType::Host,
@@ -334,15 +435,12 @@ impl Hba {
             "hostnogssenc" => ConnType::HostNoGssEnc,
             other => return Err(format!("invalid connection type \"{other}\"")),
         };
-        let databases = names(
-            f.get(1)
-                .ok_or("end-of-line before database specification")?,
-            true,
-        )?;
-        let users = names(
-            f.get(2).ok_or("end-of-line before role specification")?,
-            false,
-        )?;
+        let databases = f
+            .get(1)
+            .ok_or("end-of-line before database specification")?;
+        let databases = names(&expand(databases, dir, 0)?, true)?;
+        let users = f.get(2).ok_or("end-of-line before role specification")?;
+        let users = names(&expand(users, dir, 0)?, false)?;
         let mut rest = &f[3..];
         let addr = if conn == ConnType::Local {
             None
@@ -354,9 +452,8 @@ impl Hba {
             rest = &rest[1..];
             Some(match (text, field[0].quoted) {
                 ("all", false) => AddrMatch::All,
-                ("samehost" | "samenet", false) => {
-                    return Err(format!("\"{text}\" is not supported"));
-                }
+                ("samehost", false) => AddrMatch::SameHost,
+                ("samenet", false) => AddrMatch::SameNet,
                 _ => {
                     let (addr, prefix) = parse_cidr(text)?;
                     let mask = if text.contains('/') {
@@ -377,6 +474,7 @@ impl Hba {
             .ok_or("end-of-line before authentication method")?;
         let method = method(single(m, "the authentication method")?, conn)?;
         let mut clientcert = None;
+        let mut map = None;
         for opt in &rest[1..] {
             let text = single(opt, "an authentication option")?;
             let Some((name, value)) = text.split_once('=') else {
@@ -384,6 +482,15 @@ impl Hba {
                     "authentication option not in name=value format: {text}"
                 ));
             };
+            if name == "map" {
+                if !matches!(method, Method::Peer | Method::Cert) {
+                    return Err(
+                        "authentication option \"map\" is only valid for authentication methods ident, peer, gssapi, sspi, and cert".into(),
+                    );
+                }
+                map = Some(value.to_owned());
+                continue;
+            }
             if name != "clientcert" {
                 return Err(format!("authentication option \"{name}\" is not supported"));
             }
@@ -411,50 +518,115 @@ impl Hba {
             addr,
             method,
             clientcert,
+            map,
         })
     }
 
-    /// The first line that matches `c`, as PostgreSQL's `check_hba`.
-    pub fn decide(&self, c: &Client) -> Option<Decision> {
+    /// The first line that matches `c`, as PostgreSQL's `check_hba`. `interfaces` lists
+    /// this host's addresses (`samehost`, `samenet`); it is called at most once, and only
+    /// when such a line is reached. `Err(NeedsRoles)` when the walk reaches a line that only
+    /// the client's role membership decides and `c.roles` is `None`: ask again with them.
+    pub fn decide(
+        &self,
+        c: &Client,
+        interfaces: &dyn Fn() -> Vec<Interface>,
+    ) -> Result<Option<Decision>, NeedsRoles> {
         let addr = c.addr.map(unmapped);
         // PostgreSQL cuts the startup packet's names to NAMEDATALEN - 1 bytes first.
-        let cut = |s: &str| -> Vec<u8> { s.as_bytes()[..s.len().min(63)].to_vec() };
-        let (user, database) = (cut(c.user), cut(c.database));
-        self.rules
-            .iter()
-            .find(|r| {
-                let conn_ok = match (r.conn, addr) {
-                    (ConnType::Local, None) => true,
-                    (ConnType::Local, Some(_)) | (_, None) => false,
-                    (ConnType::Host | ConnType::HostNoGssEnc, Some(_)) => true,
-                    (ConnType::HostSsl, Some(_)) => c.tls,
-                    (ConnType::HostNoSsl, Some(_)) => !c.tls,
-                    (ConnType::HostGssEnc, Some(_)) => false,
-                };
-                conn_ok
-                    && r.databases.iter().any(|d| match d {
-                        NameMatch::All => true,
-                        NameMatch::SameUser => database == user,
-                        NameMatch::Replication => false,
-                        NameMatch::Name(n) => n.as_bytes() == database,
+        let user = cut(c.user);
+        let database = cut(c.database);
+        let member_of = |role: &str| -> Option<bool> {
+            let role = cut(role);
+            c.roles.map(|roles| roles.iter().any(|r| cut(r) == role))
+        };
+        let mut local: Option<Vec<Interface>> = None;
+        for r in &self.rules {
+            let conn_ok = match (r.conn, addr) {
+                (ConnType::Local, None) => true,
+                (ConnType::Local, Some(_)) | (_, None) => false,
+                (ConnType::Host | ConnType::HostNoGssEnc, Some(_)) => true,
+                (ConnType::HostSsl, Some(_)) => c.tls,
+                (ConnType::HostNoSsl, Some(_)) => !c.tls,
+                (ConnType::HostGssEnc, Some(_)) => false,
+            };
+            if !conn_ok {
+                continue;
+            }
+            // The names first, then this host's addresses, then role membership: the
+            // cheapest checks decide most lines, and the costly ones are made only for a
+            // line that nothing else rules out.
+            let db = any3(r.databases.iter().map(|d| match d {
+                NameMatch::All => Some(true),
+                NameMatch::SameUser => Some(database == user),
+                NameMatch::SameRole => member_of(c.database),
+                NameMatch::Replication | NameMatch::Member(_) => Some(false),
+                NameMatch::Name(n) => Some(n.as_bytes() == database),
+            }));
+            let role = any3(r.users.iter().map(|u| match u {
+                NameMatch::Name(n) => Some(n.as_bytes() == user),
+                NameMatch::Member(role) => member_of(role),
+                _ => Some(true),
+            }));
+            if db == Some(false) || role == Some(false) {
+                continue;
+            }
+            let addr_ok = match (r.addr, addr) {
+                (None, _) | (Some(AddrMatch::All), _) => true,
+                (Some(AddrMatch::Net { addr: net, mask }), Some(ip)) => in_net(ip, net, mask),
+                (Some(m @ (AddrMatch::SameHost | AddrMatch::SameNet)), Some(ip)) => {
+                    let local = local.get_or_insert_with(interfaces);
+                    local.iter().any(|i| match m {
+                        AddrMatch::SameHost => unmapped(i.addr) == ip,
+                        _ => in_net(ip, unmapped(i.addr), mask_bits(i.mask)),
                     })
-                    && r.users.iter().any(|u| match u {
-                        NameMatch::Name(n) => n.as_bytes() == user,
-                        _ => true,
-                    })
-                    && match (r.addr, addr) {
-                        (None, _) | (Some(AddrMatch::All), _) => true,
-                        (Some(AddrMatch::Net { addr: net, mask }), Some(ip)) => {
-                            in_net(ip, net, mask)
-                        }
-                        (Some(_), None) => false,
-                    }
-            })
-            .map(|r| Decision {
+                }
+                (Some(_), None) => false,
+            };
+            if !addr_ok {
+                continue;
+            }
+            if db.is_none() || role.is_none() {
+                return Err(NeedsRoles);
+            }
+            return Ok(Some(Decision {
                 line: r.line,
                 method: r.method,
                 clientcert: r.clientcert,
-            })
+                map: r.map.clone(),
+            }));
+        }
+        Ok(None)
+    }
+}
+
+/// A name as PostgreSQL compares it: cut to NAMEDATALEN - 1 bytes.
+fn cut(s: &str) -> &[u8] {
+    &s.as_bytes()[..s.len().min(63)]
+}
+
+/// Whether any entry of a list matches, where an entry may not be known yet (`None`): true
+/// when one is known to, false when all are known not to, unknown otherwise.
+fn any3(entries: impl Iterator<Item = Option<bool>>) -> Option<bool> {
+    let mut unknown = false;
+    for e in entries {
+        match e {
+            Some(true) => return Some(true),
+            Some(false) => {}
+            None => unknown = true,
+        }
+    }
+    if unknown {
+        None
+    } else {
+        Some(false)
+    }
+}
+
+/// A netmask as bits (for [`in_net`]).
+fn mask_bits(mask: IpAddr) -> u128 {
+    match mask {
+        IpAddr::V4(m) => u32::from(m) as u128,
+        IpAddr::V6(m) => u128::from(m),
     }
 }
 
@@ -487,11 +659,21 @@ mod tests {
             tls,
             user,
             database,
+            roles: None,
         }
     }
 
+    /// The decision, on a host whose only interface is 10.1.2.3/16.
     fn decide(hba: &Hba, c: Client) -> Option<(usize, Method)> {
-        hba.decide(&c).map(|d| (d.line, d.method))
+        let local = || {
+            vec![Interface {
+                addr: "10.1.2.3".parse().unwrap(),
+                mask: "255.255.0.0".parse().unwrap(),
+            }]
+        };
+        hba.decide(&c, &local)
+            .expect("no line needs roles")
+            .map(|d| (d.line, d.method))
     }
 
     #[test]
@@ -648,6 +830,187 @@ mod tests {
     }
 
     #[test]
+    fn role_membership_is_asked_for_only_when_a_line_needs_it() {
+        let hba = Hba::parse(
+            "local all      postgres     peer\n\
+             host  all      +admins,bob  10.0.0.0/8  trust\n\
+             host  samerole all          all         md5\n\
+             host  all      \"+ops\"     all         password\n\
+             host  all      all          all         reject\n",
+        )
+        .unwrap();
+        assert!(hba.uses_roles());
+        assert!(!Hba::parse("host all \"+ops\" all trust")
+            .unwrap()
+            .uses_roles());
+        let none = || -> Vec<Interface> { panic!("no samehost/samenet line") };
+        let walk = |addr: &str, user: &str, db: &str, roles: Option<&[String]>| {
+            let mut c = client(Some(addr), false, user, db);
+            c.roles = roles;
+            hba.decide(&c, &none).map(|d| d.map(|d| (d.line, d.method)))
+        };
+        // Decided before any line that needs roles, or by a name on the line that does.
+        assert_eq!(
+            hba.decide(&client(None, false, "postgres", "x"), &none),
+            Ok(Some(Decision {
+                line: 1,
+                method: Method::Peer,
+                clientcert: None,
+                map: None,
+            }))
+        );
+        assert_eq!(
+            walk("10.0.0.1", "bob", "x", None),
+            Ok(Some((2, Method::Trust)))
+        );
+        // Reached a line only membership decides.
+        assert_eq!(walk("10.0.0.1", "alice", "x", None), Err(NeedsRoles));
+        assert_eq!(walk("192.0.2.1", "alice", "x", None), Err(NeedsRoles));
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // A member of admins (through another role: the reader lists every role).
+        let alice = roles(&["alice", "dba", "admins"]);
+        assert_eq!(
+            walk("10.0.0.1", "alice", "x", Some(&alice)),
+            Ok(Some((2, Method::Trust)))
+        );
+        // Not from that network: samerole, the database named like one of her roles.
+        assert_eq!(
+            walk("192.0.2.1", "alice", "dba", Some(&alice)),
+            Ok(Some((3, Method::Md5)))
+        );
+        assert_eq!(
+            walk("192.0.2.1", "alice", "other", Some(&alice)),
+            Ok(Some((5, Method::Reject)))
+        );
+        // A quoted "+ops" is a role named so, not the members of ops.
+        let carol = roles(&["carol", "ops"]);
+        assert_eq!(
+            walk("192.0.2.1", "carol", "x", Some(&carol)),
+            Ok(Some((5, Method::Reject)))
+        );
+        assert_eq!(
+            walk("192.0.2.1", "+ops", "x", Some(&roles(&["+ops"]))),
+            Ok(Some((4, Method::Password)))
+        );
+        // A role that does not exist is a member of nothing.
+        assert_eq!(
+            walk("10.0.0.1", "ghost", "ghost", Some(&[])),
+            Ok(Some((5, Method::Reject)))
+        );
+    }
+
+    #[test]
+    fn samehost_and_samenet_are_this_hosts_addresses_and_networks() {
+        let hba = Hba::parse(
+            "host all a samehost trust\nhost all a samenet md5\nhost all all all reject\n",
+        )
+        .unwrap();
+        // The host of `decide` above: 10.1.2.3/16.
+        assert_eq!(
+            decide(&hba, client(Some("10.1.2.3"), false, "a", "d")),
+            Some((1, Method::Trust))
+        );
+        assert_eq!(
+            decide(&hba, client(Some("::ffff:10.1.2.3"), false, "a", "d")),
+            Some((1, Method::Trust))
+        );
+        assert_eq!(
+            decide(&hba, client(Some("10.1.200.9"), false, "a", "d")),
+            Some((2, Method::Md5))
+        );
+        assert_eq!(
+            decide(&hba, client(Some("10.2.0.1"), false, "a", "d")),
+            Some((3, Method::Reject))
+        );
+        assert_eq!(
+            decide(&hba, client(Some("::1"), false, "a", "d")),
+            Some((3, Method::Reject))
+        );
+        // The addresses are read once per walk, and only when such a line is reached.
+        let reads = std::cell::Cell::new(0);
+        let counted = || {
+            reads.set(reads.get() + 1);
+            Vec::new()
+        };
+        let c = client(Some("10.9.9.9"), false, "a", "d");
+        assert_eq!(hba.decide(&c, &counted).unwrap().unwrap().line, 3);
+        assert_eq!(reads.get(), 1);
+        let b = client(Some("10.9.9.9"), false, "b", "d");
+        assert_eq!(hba.decide(&b, &counted).unwrap().unwrap().line, 3);
+        assert_eq!(reads.get(), 1);
+        assert_eq!(
+            hba.decide(&client(None, false, "a", "d"), &counted),
+            Ok(None)
+        );
+        assert_eq!(reads.get(), 1);
+    }
+
+    #[test]
+    fn at_file_lists_the_names_in_a_file_beside_the_including_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("lists");
+        std::fs::create_dir(&sub).unwrap();
+        // Names over several lines, separated by commas or whitespace, quoted, commented,
+        // and a nested @file relative to the including file.
+        std::fs::write(
+            sub.join("users"),
+            "alice, bob # the first two\n  \"Carol M\"\n@more\n",
+        )
+        .unwrap();
+        std::fs::write(sub.join("more"), "dave\n").unwrap();
+        std::fs::write(dir.path().join("dbs"), "app\nsameuser\n").unwrap();
+        std::fs::write(dir.path().join("empty"), "# nobody\n").unwrap();
+        let path = dir.path().join("hba.conf");
+        std::fs::write(
+            &path,
+            "host @dbs @lists/users all trust\n\
+             host all @empty,\"@dbs\" all md5\n\
+             host all all all reject\n",
+        )
+        .unwrap();
+        let hba = Hba::read(&path).unwrap();
+        for user in ["alice", "bob", "Carol M", "dave"] {
+            assert_eq!(
+                decide(&hba, client(Some("1.2.3.4"), false, user, "app")),
+                Some((1, Method::Trust)),
+                "{user}"
+            );
+        }
+        // sameuser in an included file is the keyword.
+        assert_eq!(
+            decide(&hba, client(Some("1.2.3.4"), false, "dave", "dave")),
+            Some((1, Method::Trust))
+        );
+        assert_eq!(
+            decide(&hba, client(Some("1.2.3.4"), false, "eve", "app")),
+            Some((3, Method::Reject))
+        );
+        // A quoted "@dbs" is a name.
+        assert_eq!(
+            decide(&hba, client(Some("1.2.3.4"), false, "@dbs", "x")),
+            Some((2, Method::Md5))
+        );
+        // A missing file, and a file including itself, are errors naming the line.
+        std::fs::write(&path, "local all all trust\nhost all @nope all trust\n").unwrap();
+        let (line, msg) = Hba::read(&path).unwrap_err();
+        assert_eq!(line, 2);
+        assert!(
+            msg.contains("could not open file") && msg.contains("nope"),
+            "{msg}"
+        );
+        std::fs::write(dir.path().join("loop"), "x @loop\n").unwrap();
+        std::fs::write(&path, "host all @loop all trust\n").unwrap();
+        let (line, msg) = Hba::read(&path).unwrap_err();
+        assert_eq!(line, 1);
+        assert!(msg.contains("nested @file"), "{msg}");
+        // An error inside an included file names that file's line.
+        std::fs::write(dir.path().join("bad"), "ok\n\"unterminated\n").unwrap();
+        std::fs::write(&path, "host all @bad all trust\n").unwrap();
+        let (_, msg) = Hba::read(&path).unwrap_err();
+        assert!(msg.contains("bad:2: unterminated quoted string"), "{msg}");
+    }
+
+    #[test]
     fn errors_name_the_line_and_the_problem() {
         let cases = [
             ("hots all all all trust", "invalid connection type \"hots\""),
@@ -666,11 +1029,11 @@ mod tests {
                 "host all all db.example.com trust",
                 "host names are not supported",
             ),
-            ("host all all samenet trust", "\"samenet\" is not supported"),
-            ("host all +admins all trust", "group membership"),
             ("host all /^a all trust", "regular expressions"),
-            ("host @dbs all all trust", "file inclusion"),
-            ("host samerole all all trust", "role membership"),
+            (
+                "host @no-such-file all all trust",
+                "could not open file \"./no-such-file\"",
+            ),
             ("host all all all ldap", "\"ldap\" is not supported"),
             (
                 "host all all all trusted",
@@ -680,7 +1043,11 @@ mod tests {
             ("host all all all cert", "only supported on hostssl"),
             (
                 "host all all all md5 map=x",
-                "option \"map\" is not supported",
+                "\"map\" is only valid for authentication methods",
+            ),
+            (
+                "host all all all md5 include_realm=0",
+                "option \"include_realm\" is not supported",
             ),
             (
                 "host all all all md5 clientcert=verify-ca",

@@ -15,6 +15,7 @@
 //! [`AuthError::is_protocol_violation`] is true and 28P01 (invalid password) otherwise.
 
 pub mod hba;
+pub mod ident;
 pub mod md5;
 pub mod scram;
 pub mod scram_client;

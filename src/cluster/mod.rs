@@ -5,7 +5,7 @@
 pub mod health;
 pub mod lag;
 mod monitor;
-mod probe;
+pub mod probe;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

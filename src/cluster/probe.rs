@@ -145,29 +145,10 @@ impl Prober {
 
     /// Probes once; `Err` carries a reason for the log.
     pub async fn probe(&mut self) -> Result<Observation, String> {
-        let timeout = self.target.timeout;
-        match tokio::time::timeout(timeout, self.probe_inner()).await {
-            Ok(Ok(o)) => Ok(o),
-            Ok(Err(e)) => {
-                self.client = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.client = None;
-                Err(format!("probe timed out after {timeout:?}"))
-            }
-        }
-    }
-
-    async fn probe_inner(&mut self) -> Result<Observation, String> {
-        if self.client.as_ref().is_none_or(|c| c.client.is_closed()) {
-            self.client = Some(self.connect().await?);
-        }
-        let client = &self.client.as_ref().expect("connected").client;
-        let row = client
-            .query_one(PROBE_SQL, &[])
-            .await
-            .map_err(|e| with_causes(&e))?;
+        let rows = self.query(PROBE_SQL, &[]).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| "the probe returned no row".to_owned())?;
         let in_recovery: bool = row.get(0);
         let lsn = |i: usize| {
             row.get::<_, Option<String>>(i)
@@ -185,5 +166,39 @@ impl Prober {
             last_replay_ms: row.get(7),
         };
         Ok(obs)
+    }
+
+    /// Runs `sql` with text parameters on this connection (opened first when there is none),
+    /// within the probe timeout. After a failure the connection is closed, and the next call
+    /// opens another.
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, String> {
+        let timeout = self.target.timeout;
+        let run = async {
+            if self.client.as_ref().is_none_or(|c| c.client.is_closed()) {
+                self.client = Some(self.connect().await?);
+            }
+            let client = &self.client.as_ref().expect("connected").client;
+            client.query(sql, params).await.map_err(|e| with_causes(&e))
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => {
+                self.client = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.client = None;
+                Err(format!("timed out after {timeout:?}"))
+            }
+        }
+    }
+
+    /// The server this prober connects to, as whom and how.
+    pub fn target(&self) -> &ProbeTarget {
+        &self.target
     }
 }

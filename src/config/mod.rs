@@ -57,6 +57,8 @@ pub struct Loaded {
     pub unix_socket: Option<UnixSocketSpec>,
     /// `hba_file`, read and parsed.
     pub hba: Option<Arc<crate::auth::hba::Hba>>,
+    /// `ident_file`, read and parsed.
+    pub ident: Option<Arc<crate::auth::ident::IdentMap>>,
     /// Users by name, with their verifiers precomputed (SCRAM key derivation is slow on
     /// purpose, so it happens here and not per login).
     pub users: HashMap<String, Arc<User>>,
@@ -178,6 +180,9 @@ impl Loaded {
                 path.get_ref(),
                 h.len()
             );
+        }
+        if let Some(path) = &c.ident_file {
+            let _ = writeln!(s, "user-name maps (map=) from {}", path.get_ref());
         }
         match self.http_listen {
             Some(a) => {
@@ -389,6 +394,11 @@ impl Loaded {
             out.push("hba_file changed (new logins)".into());
         } else if self.hba != new.hba {
             out.push("hba_file rules changed (new logins)".into());
+        }
+        if a.ident_file != b.ident_file {
+            out.push("ident_file changed (new logins)".into());
+        } else if self.ident != new.ident {
+            out.push("ident_file maps changed (new logins)".into());
         }
         if a.admin != b.admin {
             out.push("[admin] changed (new console connections)".into());

@@ -36,6 +36,10 @@ pub struct Config {
     /// none (every `[[users]]` entry logs in from anywhere with its `auth`).
     #[serde(default)]
     pub hba_file: Option<Spanned<String>>,
+    /// A file in `pg_ident.conf` form: the user-name maps `hba_file` lines name with `map=`.
+    /// Read again on reload. Default: none (a `map=` option is then a configuration error).
+    #[serde(default)]
+    pub ident_file: Option<Spanned<String>>,
     /// `"transaction"` (default): a server connection is held only for a transaction.
     /// `"session"`: for the client's whole connection.
     #[serde(default)]

@@ -867,6 +867,49 @@ fn hba_file_is_read_and_checked() {
 }
 
 #[test]
+fn ident_file_gives_the_maps_hba_lines_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let hba = dir.path().join("hba.conf");
+    let ident = dir.path().join("ident.conf");
+    std::fs::write(&hba, "local all all trust\nlocal all all peer map=ops\n").unwrap();
+    std::fs::write(&ident, "ops root postgres\nops /^(.*)$ \\1\n").unwrap();
+    let p = |s: &std::path::Path| format!("{:?}", s.display().to_string());
+    let without = format!("hba_file = {}\n{MINIMAL}", p(&hba));
+    let e = err(&without);
+    assert!(
+        e.contains(&format!("{}:2: map=ops needs `ident_file`", hba.display())),
+        "{e}"
+    );
+    let with = format!("ident_file = {}\n{without}", p(&ident));
+    let l = parse(&with, "t.toml").unwrap();
+    assert!(l
+        .ident
+        .as_ref()
+        .is_some_and(|i| i.permits("ops", "root", "postgres")));
+    assert!(l.describe().contains("user-name maps"), "{}", l.describe());
+    // A changed map is a change a reload reports.
+    std::fs::write(&ident, "ops root postgres\n").unwrap();
+    let l2 = parse(&with, "t.toml").unwrap();
+    assert!(l
+        .diff(&l2)
+        .iter()
+        .any(|d| d.contains("ident_file maps changed")));
+    std::fs::write(&ident, "ops /a( postgres\n").unwrap();
+    let e = err(&with);
+    assert!(
+        e.contains("t.toml:1: ident_file")
+            && e.contains(&format!(
+                "{}:1: invalid regular expression",
+                ident.display()
+            )),
+        "{e}"
+    );
+    let missing = format!("ident_file = \"/nonexistent/ident.conf\"\n{MINIMAL}");
+    let e = err(&missing);
+    assert!(e.contains("ident_file") && e.contains("cannot read"), "{e}");
+}
+
+#[test]
 fn with_hba_file_users_are_not_checked_against_their_auth() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hba.conf");

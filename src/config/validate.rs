@@ -254,6 +254,33 @@ impl Validator<'_> {
                 ));
             }
         }
+        let ident = match &config.ident_file {
+            Some(path) => Some(Arc::new(self.read_ident(path)?)),
+            None => None,
+        };
+        if let (Some(h), Some(path)) = (&hba, &config.hba_file) {
+            for (line, map) in h.maps() {
+                match &ident {
+                    None => {
+                        return Err(self.err(
+                            path.span(),
+                            "hba_file",
+                            format!(
+                            "{}:{line}: map={map} needs `ident_file`, the file of user-name maps",
+                            path.get_ref()
+                        ),
+                        ))
+                    }
+                    Some(i) if !i.has_map(map) => tracing::warn!(
+                        hba_file = %path.get_ref(),
+                        line,
+                        map,
+                        "ident_file has no line for this map: it lets nobody in"
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
         let peer_listen = match &config.peering {
             Some(p) => Some(self.validate_peering(p, listen, http_listen)?),
             None => None,
@@ -265,27 +292,37 @@ impl Validator<'_> {
             peer_listen,
             unix_socket,
             hba,
+            ident,
             users,
             tls,
             server_tls,
         })
     }
 
+    /// Reads and parses `ident_file`; an error names the file's line.
+    fn read_ident(
+        &self,
+        path: &toml::Spanned<String>,
+    ) -> Result<crate::auth::ident::IdentMap, ConfigError> {
+        crate::auth::ident::IdentMap::read(std::path::Path::new(path.get_ref())).map_err(
+            |(line, m)| {
+                let at = match line {
+                    0 => format!("cannot read {:?}: {m}", path.get_ref()),
+                    n => format!("{}:{n}: {m}", path.get_ref()),
+                };
+                self.err(path.span(), "ident_file", at)
+            },
+        )
+    }
+
     /// Reads and parses `hba_file`; an error names the file's line.
     fn read_hba(&self, path: &toml::Spanned<String>) -> Result<crate::auth::hba::Hba, ConfigError> {
-        let text = std::fs::read_to_string(path.get_ref()).map_err(|e| {
-            self.err(
-                path.span(),
-                "hba_file",
-                format!("cannot read {:?}: {e}", path.get_ref()),
-            )
-        })?;
-        crate::auth::hba::Hba::parse(&text).map_err(|(line, m)| {
-            self.err(
-                path.span(),
-                "hba_file",
-                format!("{}:{line}: {m}", path.get_ref()),
-            )
+        crate::auth::hba::Hba::read(std::path::Path::new(path.get_ref())).map_err(|(line, m)| {
+            let at = match line {
+                0 => format!("cannot read {:?}: {m}", path.get_ref()),
+                n => format!("{}:{n}: {m}", path.get_ref()),
+            };
+            self.err(path.span(), "hba_file", at)
         })
     }
 

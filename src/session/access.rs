@@ -5,13 +5,18 @@
 use super::Fatal;
 use crate::app::App;
 use crate::auth::hba::{self, Hba, Method};
+use crate::auth::ident::IdentMap;
+use crate::config::Loaded;
+use crate::net::interfaces::Interface;
 use crate::net::listener::Peer;
 use crate::net::Stream;
 
 /// The `hba_file` line for this client. FATAL 28000 with PostgreSQL's messages when no line
-/// matches or the line says `reject`.
-pub(super) fn decide(
+/// matches or the line says `reject`. The client's role membership is read from a server only
+/// when a line reached needs it (`+role`, `samerole`).
+pub(super) async fn decide(
     app: &App,
+    config: &Loaded,
     hba: &Hba,
     stream: &Stream,
     from: Peer,
@@ -22,16 +27,26 @@ pub(super) fn decide(
         Peer::Tcp(a) => Some(a.ip()),
         Peer::Unix => None,
     };
-    let client = hba::Client {
+    let mut client = hba::Client {
         addr,
         tls: stream.is_tls(),
         user,
         database,
+        roles: None,
     };
-    let decision = hba.decide(&client);
-    if let Some(d) = decision.filter(|d| d.method != Method::Reject) {
-        return Ok(d);
-    }
+    let decision = match hba.decide(&client, &local_interfaces) {
+        Ok(d) => d,
+        Err(hba::NeedsRoles) => {
+            let roles = app.memberships.of(app, config, user).await?;
+            client.roles = Some(&roles);
+            hba.decide(&client, &local_interfaces)
+                .expect("roles are known now")
+        }
+    };
+    let rejected_by = match decision {
+        Some(d) if d.method != Method::Reject => return Ok(d),
+        d => d.map(|d| d.line),
+    };
     app.metrics.rejected("hba");
     let host = addr.map_or("[local]".to_owned(), |a| hba::unmapped(a).to_string());
     let encryption = if stream.is_tls() {
@@ -39,9 +54,9 @@ pub(super) fn decide(
     } else {
         "no encryption"
     };
-    let what = match decision {
-        Some(d) => {
-            tracing::info!(line = d.line, "hba_file rejects the login");
+    let what = match rejected_by {
+        Some(line) => {
+            tracing::info!(line, "hba_file rejects the login");
             "pg_hba.conf rejects connection"
         }
         None => "no pg_hba.conf entry",
@@ -54,8 +69,37 @@ pub(super) fn decide(
     ))
 }
 
-/// `peer`: the operating-system user at the other end of the socket must be `user`.
-pub(super) fn check_peer(stream: &Stream, user: &str) -> Result<(), Fatal> {
+/// This host's addresses (`samehost`, `samenet`); none when they cannot be read, which
+/// PostgreSQL logs and treats the same way.
+fn local_interfaces() -> Vec<Interface> {
+    crate::net::interfaces::interfaces().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "hba_file: error enumerating network interfaces");
+        Vec::new()
+    })
+}
+
+/// Whether the `ident_file` map `map` lets the system user `system` log in as `user` (logged
+/// when it does not, as PostgreSQL logs it).
+pub(super) fn mapped(ident: &IdentMap, map: &str, system: &str, user: &str) -> bool {
+    let ok = ident.permits(map, system, user);
+    if !ok {
+        tracing::info!(
+            map,
+            system_user = system,
+            user,
+            "no match in usermap for the user authenticated as the system user"
+        );
+    }
+    ok
+}
+
+/// `peer`: the operating-system user at the other end of the socket must be `user`, or the
+/// line's `map=` must pair the two.
+pub(super) fn check_peer(
+    stream: &Stream,
+    user: &str,
+    map: Option<(&IdentMap, &str)>,
+) -> Result<(), Fatal> {
     let failed = || {
         Fatal::new(
             "28000",
@@ -76,6 +120,13 @@ pub(super) fn check_peer(stream: &Stream, user: &str) -> Result<(), Fatal> {
         tracing::warn!(uid, "peer authentication: could not look up local user ID");
         return Err(failed());
     };
+    if let Some((ident, map)) = map {
+        return if mapped(ident, map, &os_user, user) {
+            Ok(())
+        } else {
+            Err(failed())
+        };
+    }
     if os_user != user {
         tracing::info!(
             user,

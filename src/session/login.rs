@@ -13,8 +13,9 @@ use super::settings::Settings;
 use super::Fatal;
 use crate::app::App;
 use crate::auth::hba::{self, Method};
+use crate::auth::ident::IdentMap;
 use crate::auth::{self, ScramServer, ServerCredential, StoredPassword};
-use crate::config::{AuthMethod, ClientCertMode, ClientTlsMode, PoolMode, User};
+use crate::config::{AuthMethod, ClientCertMode, ClientTlsMode, Loaded, PoolMode, User};
 use crate::net::listener::Peer;
 use crate::net::tls::{ClientTls, TlsPeer};
 use crate::net::{self, Stream};
@@ -228,12 +229,12 @@ pub async fn authenticate(
     let config = app.config.load_full();
     // As PostgreSQL: the host-based rules before the startup options are applied.
     let hba = match &config.hba {
-        Some(hba) => Some(access::decide(
-            app, hba, stream, from, user_name, &database,
-        )?),
+        Some(hba) => {
+            Some(access::decide(app, &config, hba, stream, from, user_name, &database).await?)
+        }
         None => None,
     };
-    let hba_method = hba.map(|d| d.method);
+    let hba_method = hba.as_ref().map(|d| d.method);
     // PostgreSQL applies `options` switches first and then the startup parameters, so a
     // parameter given both ways takes the startup parameter's value.
     let options = match s.param("options") {
@@ -261,7 +262,7 @@ pub async fn authenticate(
         .filter(|_| !stream.is_unix())
         .map_or(ClientCertMode::Optional, |t| t.client_cert);
     // An `hba_file` line's `clientcert=` adds to it (its lines are `hostssl` ones).
-    let client_cert = match hba.and_then(|d| d.clientcert) {
+    let client_cert = match hba.as_ref().and_then(|d| d.clientcert) {
         Some(hba::CertCheck::VerifyFull) => ClientCertMode::VerifyFull,
         Some(hba::CertCheck::VerifyCa) if client_cert == ClientCertMode::Optional => {
             ClientCertMode::VerifyCa
@@ -287,7 +288,7 @@ pub async fn authenticate(
     let check = match (hba_method, &configured, stored) {
         (Some(Method::Trust | Method::Cert), _, _) => Check::Trust,
         (Some(Method::Peer), _, _) => {
-            access::check_peer(stream, user_name)?;
+            access::check_peer(stream, user_name, usermap(&config, hba.as_ref()))?;
             Check::Trust
         }
         (Some(Method::Password), _, stored) => Check::Cleartext(stored),
@@ -400,7 +401,12 @@ pub async fn authenticate(
     }
     if cert_auth || client_cert == ClientCertMode::VerifyFull {
         let cn = peer.cert.as_ref().and_then(|c| c.cn.as_deref());
-        if cn != Some(user_name) {
+        // A `cert` line's `map=` pairs names; otherwise the name must be the user's.
+        let named = match (cn, usermap(&config, hba.as_ref()).filter(|_| cert_auth)) {
+            (Some(cn), Some((ident, map))) => access::mapped(ident, map, cn, user_name),
+            (cn, _) => cn == Some(user_name),
+        };
+        if !named {
             tracing::warn!(
                 user = user_name,
                 certificate_cn = ?cn,
@@ -714,4 +720,13 @@ impl super::Session {
         }
         Ok(())
     }
+}
+
+/// The `ident_file` map the deciding `hba_file` line names (`map=`), with the file.
+fn usermap<'a>(
+    config: &'a Loaded,
+    hba: Option<&'a hba::Decision>,
+) -> Option<(&'a IdentMap, &'a str)> {
+    let map = hba?.map.as_deref()?;
+    Some((config.ident.as_deref()?, map))
 }

@@ -45,23 +45,11 @@ async fn run(
             format!("could not look up the password of role \"{role}\""),
         )
     };
-    let unavailable = || Fatal::new("57P03", "no database server is available");
     let auth_user = config
         .users
         .get(query.user.get_ref())
         .ok_or_else(|| failed("auth_query.user is not configured".into()))?;
-    let view = app.cluster.view();
-    let found = view
-        .primary
-        .or_else(|| view.backends.iter().position(|b| b.up && !b.fenced));
-    let index = match found {
-        Some(i) => i,
-        None => app
-            .cluster
-            .wait_primary(config.config.routing.primary_wait)
-            .await
-            .ok_or_else(unavailable)?,
-    };
+    let index = catalog_backend(app, config).await?;
     let view = app.cluster.view();
     let backend = view.backends.get(index).ok_or_else(unavailable)?;
     let pool = app.pools.get(PoolSpec {
@@ -111,6 +99,29 @@ async fn run(
         }
     };
     password_of(&rows).map_err(failed)
+}
+
+pub(super) fn unavailable() -> Fatal {
+    Fatal::new("57P03", "no database server is available")
+}
+
+/// The backend whose catalog a login reads (roles, passwords): the primary, or another
+/// healthy server while there is none (a standby has the same roles), waiting for a primary
+/// up to `routing.primary_wait` when no server is up. FATAL 57P03 when none comes.
+pub(super) async fn catalog_backend(app: &App, config: &Loaded) -> Result<usize, Fatal> {
+    let view = app.cluster.view();
+    let found = view
+        .primary
+        .or_else(|| view.backends.iter().position(|b| b.up && !b.fenced));
+    drop(view);
+    match found {
+        Some(i) => Ok(i),
+        None => app
+            .cluster
+            .wait_primary(config.config.routing.primary_wait)
+            .await
+            .ok_or_else(unavailable),
+    }
 }
 
 /// The password in the lookup's rows: none, or one row whose last column is the password

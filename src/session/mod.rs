@@ -13,6 +13,7 @@ mod functions;
 mod leaving;
 mod login;
 mod lookup;
+mod memberships;
 mod parse;
 pub mod pending;
 mod query;
@@ -24,6 +25,8 @@ mod serverside;
 pub mod settings;
 mod shapes;
 pub mod statements;
+
+pub use memberships::Memberships;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
