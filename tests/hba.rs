@@ -274,6 +274,15 @@ async fn hba_rules_decide_who_logs_in_and_how() {
             "28000 Peer authentication failed for user \"{PLAIN_USER}\""
         ))
     );
+    // With a map, only the map decides: the socket's own user name is not enough.
+    std::fs::write(&idents, format!("locals \"{os}\" {OTHER_USER}\n")).unwrap();
+    proxy.reload_ok().await;
+    assert_eq!(
+        login(&dir, port, &os, "not-checked", APP_DB).await,
+        Err(format!(
+            "28000 Peer authentication failed for user \"{os}\""
+        ))
+    );
 }
 
 /// `+role` users and `samerole` databases are decided by role membership read from the
@@ -338,8 +347,12 @@ async fn role_membership_and_this_hosts_addresses_decide_lines() {
         .unwrap();
     // Every role is a member of itself: app to the database app is samerole too.
     assert_eq!(first_auth_request(&proxy, APP_USER, APP_DB).await, Ok(3));
-    // Not a member of either: samenet.
+    // Not a member of either: samenet. A superuser is not a member of every role here.
     assert_eq!(first_auth_request(&proxy, MD5_USER, APP_DB).await, Ok(5));
+    assert_eq!(
+        first_auth_request(&proxy, SUPERUSER, "hba_staff").await,
+        Ok(5)
+    );
     login("127.0.0.1", port, MD5_USER, MD5_PASSWORD, APP_DB)
         .await
         .unwrap();

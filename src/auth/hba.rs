@@ -111,8 +111,9 @@ pub struct Client<'a> {
     pub tls: bool,
     pub user: &'a str,
     pub database: &'a str,
-    /// The roles `user` is a member of, itself included, read from a server's catalog (empty
-    /// when there is no such role); `None` until [`Hba::decide`] asks for them.
+    /// The roles `user` (cut to 63 bytes) is a member of, itself included, read from a
+    /// server's catalog (empty when there is no such role); `None` until [`Hba::decide`] asks
+    /// for them.
     pub roles: Option<&'a [String]>,
 }
 
@@ -141,7 +142,8 @@ pub enum CertCheck {
     VerifyFull,
 }
 
-/// One token of a field, and whether any of it was quoted (then it is never a keyword).
+/// One token of a field, and whether it starts with a double quote (then it is never a
+/// keyword, `@file` or `+role`; `al"l"` is the keyword, as in PostgreSQL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Token {
     pub(super) text: String,
@@ -170,11 +172,13 @@ pub(super) fn fields(line: &str) -> Result<Vec<Vec<Token>>, String> {
         };
         let mut in_quote = false;
         let mut comma = false;
+        let mut first = true;
         while let Some(&c) = chars.peek() {
             if !in_quote && (c.is_ascii_whitespace() || c == '#') {
                 break;
             }
             chars.next();
+            let at_start = std::mem::replace(&mut first, false);
             match c {
                 ',' if !in_quote => {
                     comma = true;
@@ -186,7 +190,7 @@ pub(super) fn fields(line: &str) -> Result<Vec<Vec<Token>>, String> {
                 }
                 '"' => {
                     in_quote = !in_quote;
-                    tok.quoted = true;
+                    tok.quoted |= at_start;
                 }
                 c => tok.text.push(c),
             }
@@ -488,7 +492,8 @@ impl Hba {
                         "authentication option \"map\" is only valid for authentication methods ident, peer, gssapi, sspi, and cert".into(),
                     );
                 }
-                map = Some(value.to_owned());
+                // (An empty map is none: the names must be equal, as in PostgreSQL.)
+                map = Some(value.to_owned()).filter(|m| !m.is_empty());
                 continue;
             }
             if name != "clientcert" {
@@ -535,9 +540,10 @@ impl Hba {
         // PostgreSQL cuts the startup packet's names to NAMEDATALEN - 1 bytes first.
         let user = cut(c.user);
         let database = cut(c.database);
-        let member_of = |role: &str| -> Option<bool> {
-            let role = cut(role);
-            c.roles.map(|roles| roles.iter().any(|r| cut(r) == role))
+        // (A `+role` longer than a name can be is no role's, as in PostgreSQL.)
+        let member_of = |role: &[u8]| -> Option<bool> {
+            c.roles
+                .map(|roles| roles.iter().any(|r| r.as_bytes() == role))
         };
         let mut local: Option<Vec<Interface>> = None;
         for r in &self.rules {
@@ -558,13 +564,13 @@ impl Hba {
             let db = any3(r.databases.iter().map(|d| match d {
                 NameMatch::All => Some(true),
                 NameMatch::SameUser => Some(database == user),
-                NameMatch::SameRole => member_of(c.database),
+                NameMatch::SameRole => member_of(database),
                 NameMatch::Replication | NameMatch::Member(_) => Some(false),
                 NameMatch::Name(n) => Some(n.as_bytes() == database),
             }));
             let role = any3(r.users.iter().map(|u| match u {
                 NameMatch::Name(n) => Some(n.as_bytes() == user),
-                NameMatch::Member(role) => member_of(role),
+                NameMatch::Member(role) => member_of(role.as_bytes()),
                 _ => Some(true),
             }));
             if db == Some(false) || role == Some(false) {
@@ -600,7 +606,7 @@ impl Hba {
 }
 
 /// A name as PostgreSQL compares it: cut to NAMEDATALEN - 1 bytes.
-fn cut(s: &str) -> &[u8] {
+pub fn cut(s: &str) -> &[u8] {
     &s.as_bytes()[..s.len().min(63)]
 }
 
@@ -882,6 +888,22 @@ mod tests {
             walk("192.0.2.1", "alice", "other", Some(&alice)),
             Ok(Some((5, Method::Reject)))
         );
+        // `+"hba_x"` is the members of hba_x (only a leading quote makes a name); an empty
+        // map is none.
+        let partly = Hba::parse("host all +\"ops\",al\"l\" all trust").unwrap();
+        let mut c = client(Some("1.2.3.4"), false, "carol", "d");
+        c.roles = Some(&[]);
+        assert_eq!(partly.decide(&c, &none).unwrap().unwrap().line, 1);
+        assert!(Hba::parse("local all all peer map=")
+            .unwrap()
+            .maps()
+            .is_empty());
+        let partly = Hba::parse("host all +\"ops\" all trust").unwrap();
+        let carol_roles = roles(&["carol", "ops"]);
+        c.roles = Some(&carol_roles);
+        assert_eq!(partly.decide(&c, &none).unwrap().unwrap().line, 1);
+        c.roles = Some(&[]);
+        assert_eq!(partly.decide(&c, &none), Ok(None));
         // A quoted "+ops" is a role named so, not the members of ops.
         let carol = roles(&["carol", "ops"]);
         assert_eq!(
@@ -989,6 +1011,13 @@ mod tests {
         assert_eq!(
             decide(&hba, client(Some("1.2.3.4"), false, "@dbs", "x")),
             Some((2, Method::Md5))
+        );
+        // Only a leading quote makes a name of `@`: `@"dbs"` includes the file.
+        std::fs::write(&path, "host @\"dbs\" all all trust\n").unwrap();
+        let hba = Hba::read(&path).unwrap();
+        assert_eq!(
+            decide(&hba, client(Some("1.2.3.4"), false, "u", "app")),
+            Some((1, Method::Trust))
         );
         // A missing file, and a file including itself, are errors naming the line.
         std::fs::write(&path, "local all all trust\nhost all @nope all trust\n").unwrap();

@@ -97,21 +97,35 @@ impl IdentMap {
     }
 
     /// Whether the map named `map` has a line letting the system user `system` log in as
-    /// the database user `user`.
+    /// the database user `user` (cut to 63 bytes, as PostgreSQL compares it). A line whose
+    /// expression matches without its group while the user name asks for `\1` ends the
+    /// search, refused, as in PostgreSQL.
     pub fn permits(&self, map: &str, system: &str, user: &str) -> bool {
-        self.lines
-            .iter()
-            .filter(|l| l.map == map)
-            .any(|l| match &l.system {
-                System::Name(n) => n == system && l.user == user,
+        let user = super::hba::cut(user);
+        for l in self.lines.iter().filter(|l| l.map == map) {
+            let ok = match &l.system {
+                System::Name(n) => n == system && l.user.as_bytes() == user,
                 System::Regex(r) => match r.captures(system) {
-                    Some(c) => {
-                        let group = c.get(1).map_or("", |g| g.as_str());
-                        l.user.replacen("\\1", group, 1) == user
-                    }
+                    Some(c) if l.user.contains("\\1") => match c.get(1) {
+                        Some(g) => l.user.replacen("\\1", g.as_str(), 1).as_bytes() == user,
+                        None => {
+                            tracing::info!(
+                                map,
+                                regex = r.as_str(),
+                                "the expression matched without its group, which the user name needs"
+                            );
+                            return false;
+                        }
+                    },
+                    Some(_) => l.user.as_bytes() == user,
                     None => false,
                 },
-            })
+            };
+            if ok {
+                return true;
+            }
+        }
+        false
     }
 
     /// Whether a map of this name has any line (an `hba_file` line naming one that has none
@@ -154,6 +168,20 @@ mod tests {
         assert!(!m.permits("web", "xsvc-batch", "app"));
         assert!(m.permits("web", "Bob Smith", "bob"));
         assert!(m.has_map("web map") && !m.has_map("nomap"));
+    }
+
+    #[test]
+    fn a_group_that_took_no_part_ends_the_search_refused() {
+        let m = IdentMap::parse("m /^(x)?y$ \\1admin\nm y yadmin\nm /^z$ \\1\n").unwrap_err();
+        assert!(m.1.contains("no subexpressions"), "{m:?}");
+        let m = IdentMap::parse("m /^(x)?y$ \\1admin\nm y admin\n").unwrap();
+        assert!(m.permits("m", "xy", "xadmin"));
+        // PostgreSQL stops at the first line's error: the second line is not tried.
+        assert!(!m.permits("m", "y", "admin"));
+        // Names are compared as PostgreSQL cuts them.
+        let long = "r".repeat(63);
+        let m = IdentMap::parse(&format!("m alice {long}\n")).unwrap();
+        assert!(m.permits("m", "alice", &format!("{long}xyz")));
     }
 
     #[test]

@@ -35,7 +35,7 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
 
 /// An error with its causes (tokio-postgres's own message is only the kind: "error
 /// performing TLS handshake", "db error").
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -72,6 +72,48 @@ impl tokio_postgres::tls::TlsStream for Stream {
     }
 }
 
+/// Opens the monitor's connection the way the pools open theirs (TLS as `[server_tls]`
+/// says, `prefer` falling back to plain text after a failed handshake), then logs in with
+/// tokio-postgres over it, with the pools' channel binding.
+pub async fn connect(target: &ProbeTarget) -> Result<Connected, String> {
+    let nodelay = |tcp: &tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    };
+    let (stream, _) = crate::net::server_addr::open_server(&target.address, &target.tls, nodelay)
+        .await
+        .map_err(|e| match e {
+            OpenError::Connect(e) => format!("error connecting to server: {e}"),
+            OpenError::Tls(e) => with_causes(&e),
+        })?;
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.user(&target.user)
+        .dbname(&target.database)
+        .application_name("switchyard-monitor")
+        .ssl_mode(if stream.is_tls() {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        })
+        .ssl_negotiation(SslNegotiation::Direct)
+        .channel_binding(match target.tls.channel_binding {
+            ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+            ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+            ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+        });
+    if let Some(p) = &target.password {
+        cfg.password(p);
+    }
+    let (client, conn) = cfg
+        .connect_raw(stream, Negotiated)
+        .await
+        .map_err(|e| with_causes(&e))?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    })
+    .abort_handle();
+    Ok(Connected { client, task })
+}
+
 /// A prober that keeps its connection between probes.
 pub struct Prober {
     target: ProbeTarget,
@@ -81,9 +123,15 @@ pub struct Prober {
 /// The monitor's connection to one backend. Dropping it closes the socket at once, even with
 /// a probe in flight on a server that stopped answering (tokio-postgres' connection task
 /// would otherwise wait for that answer for as long as the socket stays open).
-struct Connected {
+pub struct Connected {
     client: Client,
     task: tokio::task::AbortHandle,
+}
+
+impl Connected {
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
 }
 
 impl Drop for Connected {
@@ -98,49 +146,6 @@ impl Prober {
             target,
             client: None,
         }
-    }
-
-    /// Opens the monitor's connection the way the pools open theirs (TLS as `[server_tls]`
-    /// says, `prefer` falling back to plain text after a failed handshake), then logs in with
-    /// tokio-postgres over it, with the pools' channel binding.
-    async fn connect(&self) -> Result<Connected, String> {
-        let nodelay = |tcp: &tokio::net::TcpStream| {
-            let _ = tcp.set_nodelay(true);
-        };
-        let (stream, _) =
-            crate::net::server_addr::open_server(&self.target.address, &self.target.tls, nodelay)
-                .await
-                .map_err(|e| match e {
-                    OpenError::Connect(e) => format!("error connecting to server: {e}"),
-                    OpenError::Tls(e) => with_causes(&e),
-                })?;
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.user(&self.target.user)
-            .dbname(&self.target.database)
-            .application_name("switchyard-monitor")
-            .ssl_mode(if stream.is_tls() {
-                SslMode::Require
-            } else {
-                SslMode::Disable
-            })
-            .ssl_negotiation(SslNegotiation::Direct)
-            .channel_binding(match self.target.tls.channel_binding {
-                ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
-                ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
-                ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
-            });
-        if let Some(p) = &self.target.password {
-            cfg.password(p);
-        }
-        let (client, conn) = cfg
-            .connect_raw(stream, Negotiated)
-            .await
-            .map_err(|e| with_causes(&e))?;
-        let task = tokio::spawn(async move {
-            let _ = conn.await;
-        })
-        .abort_handle();
-        Ok(Connected { client, task })
     }
 
     /// Probes once; `Err` carries a reason for the log.
@@ -179,7 +184,7 @@ impl Prober {
         let timeout = self.target.timeout;
         let run = async {
             if self.client.as_ref().is_none_or(|c| c.client.is_closed()) {
-                self.client = Some(self.connect().await?);
+                self.client = Some(connect(&self.target).await?);
             }
             let client = &self.client.as_ref().expect("connected").client;
             client.query(sql, params).await.map_err(|e| with_causes(&e))

@@ -28,14 +28,28 @@ pub fn interfaces() -> io::Result<Vec<Interface>> {
             let ifa = &*p;
             (ip_of(ifa.ifa_addr), ip_of(ifa.ifa_netmask), ifa.ifa_next)
         };
-        if let (Some(addr), Some(mask)) = (addr, mask) {
-            out.push(Interface { addr, mask });
+        if let Some(addr) = addr {
+            out.push(Interface {
+                addr,
+                mask: usable_mask(addr, mask),
+            });
         }
         p = next;
     }
     // SAFETY: `head` came from getifaddrs and is freed once; nothing points into it now.
     unsafe { libc::freeifaddrs(head) };
     Ok(out)
+}
+
+/// The interface's mask as PostgreSQL takes it: none, one of another family, or all zeros
+/// (which would make every address "the same network") count as the address alone.
+fn usable_mask(addr: IpAddr, mask: Option<IpAddr>) -> IpAddr {
+    match (addr, mask) {
+        (IpAddr::V4(_), Some(m @ IpAddr::V4(v4))) if !v4.is_unspecified() => m,
+        (IpAddr::V6(_), Some(m @ IpAddr::V6(v6))) if !v6.is_unspecified() => m,
+        (IpAddr::V4(_), _) => IpAddr::V4(Ipv4Addr::BROADCAST),
+        (IpAddr::V6(_), _) => IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+    }
 }
 
 /// The IP address in a sockaddr, if it is an IPv4 or IPv6 one.
@@ -73,5 +87,26 @@ mod tests {
             .find(|i| i.addr == IpAddr::V4(Ipv4Addr::LOCALHOST))
             .unwrap_or_else(|| panic!("no 127.0.0.1 in {all:?}"));
         assert_eq!(lo.mask, IpAddr::V4(Ipv4Addr::new(255, 0, 0, 0)));
+    }
+
+    #[test]
+    fn masks_that_would_match_everything_count_as_the_address_alone() {
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        let ones4 = IpAddr::V4(Ipv4Addr::BROADCAST);
+        let ones6 = IpAddr::V6(Ipv6Addr::from(u128::MAX));
+        let m16 = IpAddr::V4(Ipv4Addr::new(255, 255, 0, 0));
+        assert_eq!(usable_mask(v4, Some(m16)), m16);
+        assert_eq!(usable_mask(v4, None), ones4);
+        assert_eq!(
+            usable_mask(v4, Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
+            ones4
+        );
+        assert_eq!(usable_mask(v4, Some(ones6)), ones4);
+        assert_eq!(
+            usable_mask(v6, Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED))),
+            ones6
+        );
+        assert_eq!(usable_mask(v6, Some(m16)), ones6);
     }
 }

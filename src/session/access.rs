@@ -37,7 +37,12 @@ pub(super) async fn decide(
     let decision = match hba.decide(&client, &local_interfaces) {
         Ok(d) => d,
         Err(hba::NeedsRoles) => {
-            let roles = app.memberships.of(app, config, user).await?;
+            // The role as PostgreSQL looks it up: the name cut to 63 bytes (cut inside a
+            // character, it names no role).
+            let roles = match std::str::from_utf8(hba::cut(user)) {
+                Ok(name) => app.memberships.of(app, config, name).await?,
+                Err(_) => Vec::new(),
+            };
             client.roles = Some(&roles);
             hba.decide(&client, &local_interfaces)
                 .expect("roles are known now")
