@@ -377,10 +377,29 @@ async fn role_membership_and_this_hosts_addresses_decide_lines() {
     login("127.0.0.1", port, PLAIN_USER, PLAIN_PASSWORD, APP_DB)
         .await
         .unwrap();
+    let errors = "switchyard_hba_role_lookups_total{result=\"error\"}";
+    assert_eq!(proxy.metric(errors).await, 0.0);
+
+    // A lookup that fails (the monitor's user may no longer read the catalog) refuses the
+    // login with 57P03 and is counted; once it can read again, logins go on.
+    c.primary()
+        .psql("REVOKE SELECT ON pg_catalog.pg_auth_members FROM PUBLIC")
+        .unwrap();
+    let e = first_auth_request(&proxy, MD5_USER, APP_DB).await;
+    c.primary()
+        .psql("GRANT SELECT ON pg_catalog.pg_auth_members TO PUBLIC")
+        .unwrap();
     assert_eq!(
-        proxy
-            .metric("switchyard_hba_role_lookups_total{result=\"error\"}")
-            .await,
-        0.0
+        e,
+        Err(format!(
+            "57P03 could not read the role membership of \"{MD5_USER}\""
+        ))
     );
+    assert_eq!(proxy.metric(errors).await, 1.0);
+    assert!(
+        proxy.log().contains("permission denied"),
+        "{}",
+        proxy.log_tail(10)
+    );
+    assert_eq!(first_auth_request(&proxy, MD5_USER, APP_DB).await, Ok(5));
 }
