@@ -403,3 +403,48 @@ async fn role_membership_and_this_hosts_addresses_decide_lines() {
     );
     assert_eq!(first_auth_request(&proxy, MD5_USER, APP_DB).await, Ok(5));
 }
+
+/// A line with a host name matches a client whose address resolves to that name and back
+/// (127.0.0.1 is `localhost` in /etc/hosts), case-insensitively; `.suffix` matches names
+/// ending so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_name_lines_match_the_clients_verified_name() {
+    let c = shared_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("hba.conf");
+    std::fs::write(
+        &rules,
+        format!(
+            "host all {OTHER_USER} db.invalid trust\n\
+             host all {OTHER_USER} LOCALHOST password\n\
+             host all {MD5_USER}   .invalid trust\n\
+             host all {MD5_USER}   .localhost trust\n\
+             host all all all reject\n"
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(
+        c,
+        ProxyOptions {
+            extra_top: format!("hba_file = \"{}\"\n", rules.display()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(first_auth_request(&proxy, OTHER_USER, APP_DB).await, Ok(3));
+    login(
+        "127.0.0.1",
+        proxy.port(),
+        OTHER_USER,
+        OTHER_PASSWORD,
+        APP_DB,
+    )
+    .await
+    .unwrap();
+    // `.localhost` is a suffix: it does not match `localhost` itself.
+    assert_eq!(
+        first_auth_request(&proxy, MD5_USER, APP_DB).await,
+        Err(format!(
+            "28000 pg_hba.conf rejects connection for host \"127.0.0.1\", user \"{MD5_USER}\", database \"{APP_DB}\", no encryption"
+        ))
+    );
+}

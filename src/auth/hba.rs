@@ -9,15 +9,16 @@
 //! `replication` (never matches: replication connections are refused), `+role` (user: the
 //! members of a role, directly or through other roles) and `@file` (the names in a file,
 //! relative to the including file's directory); addresses as `all`, `samehost`, `samenet`,
-//! CIDR, or an address and a mask; methods `trust`, `reject`, `scram-sha-256`, `md5`,
+//! CIDR, an address and a mask, or a host name (`.suffix` for any name ending so); methods `trust`, `reject`, `scram-sha-256`, `md5`,
 //! `password`, `cert` and `peer` (`local` only; `ident` there means `peer`, as in
 //! PostgreSQL); a line ending in `\` continues on the next; options `clientcert=verify-ca|
 //! verify-full` (on `hostssl` lines) and `map=` (`peer` and `cert` lines: a map of
-//! [`super::ident`]). Host names, other methods and other options are refused when the file
-//! is read, naming the line.
+//! [`super::ident`]). Other methods and other options are refused when the file is read,
+//! naming the line.
 //!
-//! Role membership is the servers' to know: [`Hba::decide`] asks for it (the caller reads it
-//! from the catalog) only when the walk reaches a line whose `+role` or `samerole` decides.
+//! Role membership is the servers' to know, and a client's host name the resolver's:
+//! [`Hba::decide`] asks for either (the caller reads the catalog, or looks the address up)
+//! only when the walk reaches a line that it decides.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -54,7 +55,7 @@ enum NameMatch {
 }
 
 /// A line's address field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum AddrMatch {
     All,
     /// One of this host's own addresses.
@@ -66,6 +67,9 @@ enum AddrMatch {
         addr: IpAddr,
         mask: u128,
     },
+    /// A host name (`.example.com`: any name ending so), matched against the client's
+    /// verified host name.
+    Host(String),
 }
 
 /// How a matching client authenticates.
@@ -115,12 +119,21 @@ pub struct Client<'a> {
     /// server's catalog (empty when there is no such role); `None` until [`Hba::decide`] asks
     /// for them.
     pub roles: Option<&'a [String]>,
+    /// The client's host name, as PostgreSQL verifies it: the name a reverse lookup of its
+    /// address gives, if a forward lookup of that name gives the address back (`Some(None)`:
+    /// none); `None` until [`Hba::decide`] asks for it.
+    pub host_name: Option<Option<&'a str>>,
 }
 
-/// [`Hba::decide`] reached a line that role membership decides, and `Client::roles` is not
-/// known yet.
+/// What [`Hba::decide`] needs to know before it can go on: the walk reached a line that it
+/// decides, and the caller has not given it yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NeedsRoles;
+pub enum Needs {
+    /// `Client::roles` (a `+role` or `samerole` line).
+    Roles,
+    /// `Client::host_name` (a line with a host name).
+    HostName,
+}
 
 /// The decision for a client: the line and its method.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,14 +332,20 @@ fn prefix_mask(prefix: u8, width: u32) -> u128 {
     }
 }
 
-fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
+/// An address with an optional CIDR prefix; `Ok(None)`: not an address, so a host name.
+fn parse_cidr(text: &str) -> Result<Option<(IpAddr, u8)>, String> {
     let (ip, prefix) = match text.split_once('/') {
         Some((ip, p)) => (ip, Some(p)),
         None => (text, None),
     };
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("invalid IP address \"{text}\" (host names are not supported)"))?;
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return match prefix {
+            None => Ok(None),
+            Some(_) => Err(format!(
+                "specifying both host name and CIDR mask is invalid: \"{text}\""
+            )),
+        };
+    };
     let width = if ip.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
         Some(p) => match p.parse::<u8>() {
@@ -335,7 +354,18 @@ fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
         },
         None => width,
     };
-    Ok((ip, prefix))
+    Ok(Some((ip, prefix)))
+}
+
+/// Whether a line's host name matches the client's: equal, or, for a pattern starting with
+/// `.`, a suffix of it; case-insensitively, as PostgreSQL compares them.
+fn host_matches(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    if p.first() == Some(&b'.') {
+        n.len() >= p.len() && n[n.len() - p.len()..].eq_ignore_ascii_case(p)
+    } else {
+        n.eq_ignore_ascii_case(p)
+    }
 }
 
 fn method(name: &str, conn: ConnType) -> Result<Method, String> {
@@ -458,19 +488,22 @@ impl Hba {
                 ("all", false) => AddrMatch::All,
                 ("samehost", false) => AddrMatch::SameHost,
                 ("samenet", false) => AddrMatch::SameNet,
-                _ => {
-                    let (addr, prefix) = parse_cidr(text)?;
-                    let mask = if text.contains('/') {
-                        prefix_mask(prefix, if addr.is_ipv4() { 32 } else { 128 })
-                    } else {
-                        let mask = rest
-                            .first()
-                            .ok_or("end-of-line before netmask specification")?;
-                        rest = &rest[1..];
-                        netmask(addr, single(mask, "the netmask")?)?
-                    };
-                    AddrMatch::Net { addr, mask }
-                }
+                _ => match parse_cidr(text)? {
+                    // (No netmask field follows a host name.)
+                    None => AddrMatch::Host(text.to_owned()),
+                    Some((addr, prefix)) => {
+                        let mask = if text.contains('/') {
+                            prefix_mask(prefix, if addr.is_ipv4() { 32 } else { 128 })
+                        } else {
+                            let mask = rest
+                                .first()
+                                .ok_or("end-of-line before netmask specification")?;
+                            rest = &rest[1..];
+                            netmask(addr, single(mask, "the netmask")?)?
+                        };
+                        AddrMatch::Net { addr, mask }
+                    }
+                },
             })
         };
         let m = rest
@@ -529,13 +562,14 @@ impl Hba {
 
     /// The first line that matches `c`, as PostgreSQL's `check_hba`. `interfaces` lists
     /// this host's addresses (`samehost`, `samenet`); it is called at most once, and only
-    /// when such a line is reached. `Err(NeedsRoles)` when the walk reaches a line that only
-    /// the client's role membership decides and `c.roles` is `None`: ask again with them.
+    /// when such a line is reached. `Err(needs)` when the walk reaches a line that only the
+    /// client's role membership or host name decides, and `c` does not have it yet: ask again
+    /// with it.
     pub fn decide(
         &self,
         c: &Client,
         interfaces: &dyn Fn() -> Vec<Interface>,
-    ) -> Result<Option<Decision>, NeedsRoles> {
+    ) -> Result<Option<Decision>, Needs> {
         let addr = c.addr.map(unmapped);
         // PostgreSQL cuts the startup packet's names to NAMEDATALEN - 1 bytes first.
         let user = cut(c.user);
@@ -576,9 +610,9 @@ impl Hba {
             if db == Some(false) || role == Some(false) {
                 continue;
             }
-            let addr_ok = match (r.addr, addr) {
+            let addr_ok = match (r.addr.as_ref(), addr) {
                 (None, _) | (Some(AddrMatch::All), _) => true,
-                (Some(AddrMatch::Net { addr: net, mask }), Some(ip)) => in_net(ip, net, mask),
+                (Some(&AddrMatch::Net { addr: net, mask }), Some(ip)) => in_net(ip, net, mask),
                 (Some(m @ (AddrMatch::SameHost | AddrMatch::SameNet)), Some(ip)) => {
                     let local = local.get_or_insert_with(interfaces);
                     local.iter().any(|i| match m {
@@ -586,13 +620,17 @@ impl Hba {
                         _ => in_net(ip, unmapped(i.addr), mask_bits(i.mask)),
                     })
                 }
+                (Some(AddrMatch::Host(pattern)), Some(_)) => match c.host_name {
+                    None => return Err(Needs::HostName),
+                    Some(name) => name.is_some_and(|n| host_matches(pattern, n)),
+                },
                 (Some(_), None) => false,
             };
             if !addr_ok {
                 continue;
             }
             if db.is_none() || role.is_none() {
-                return Err(NeedsRoles);
+                return Err(Needs::Roles);
             }
             return Ok(Some(Decision {
                 line: r.line,
@@ -666,6 +704,7 @@ mod tests {
             user,
             database,
             roles: None,
+            host_name: None,
         }
     }
 
@@ -870,8 +909,8 @@ mod tests {
             Ok(Some((2, Method::Trust)))
         );
         // Reached a line only membership decides.
-        assert_eq!(walk("10.0.0.1", "alice", "x", None), Err(NeedsRoles));
-        assert_eq!(walk("192.0.2.1", "alice", "x", None), Err(NeedsRoles));
+        assert_eq!(walk("10.0.0.1", "alice", "x", None), Err(Needs::Roles));
+        assert_eq!(walk("192.0.2.1", "alice", "x", None), Err(Needs::Roles));
         let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // A member of admins (through another role: the reader lists every role).
         let alice = roles(&["alice", "dba", "admins"]);
@@ -919,6 +958,47 @@ mod tests {
             walk("10.0.0.1", "ghost", "ghost", Some(&[])),
             Ok(Some((5, Method::Reject)))
         );
+    }
+
+    #[test]
+    fn host_names_match_the_clients_verified_name_when_a_line_needs_it() {
+        let hba = Hba::parse(
+            "host all a 10.0.0.0/8 trust\n\
+             host all all DB1.example.com md5\n\
+             host all all .example.org password\n\
+             host all all all reject\n",
+        )
+        .unwrap();
+        let none = || -> Vec<Interface> { panic!("no samehost/samenet line") };
+        let walk = |user: &str, name: Option<Option<&str>>| {
+            let mut c = client(Some("10.1.2.3"), false, user, "d");
+            c.host_name = name;
+            hba.decide(&c, &none).map(|d| d.map(|d| (d.line, d.method)))
+        };
+        // Decided before the first host-name line: no lookup.
+        assert_eq!(walk("a", None), Ok(Some((1, Method::Trust))));
+        assert_eq!(walk("b", None), Err(Needs::HostName));
+        // Case-insensitive; a leading dot matches any name ending so, not the bare domain.
+        assert_eq!(
+            walk("b", Some(Some("db1.EXAMPLE.com"))),
+            Ok(Some((2, Method::Md5)))
+        );
+        assert_eq!(
+            walk("b", Some(Some("web.eu.example.org"))),
+            Ok(Some((3, Method::Password)))
+        );
+        assert_eq!(
+            walk("b", Some(Some("example.org"))),
+            Ok(Some((4, Method::Reject)))
+        );
+        assert_eq!(
+            walk("b", Some(Some("xdb1.example.com"))),
+            Ok(Some((4, Method::Reject)))
+        );
+        // No verified name: no host-name line matches.
+        assert_eq!(walk("b", Some(None)), Ok(Some((4, Method::Reject))));
+        // Sockets never reach host-name lines.
+        assert_eq!(hba.decide(&client(None, false, "b", "d"), &none), Ok(None));
     }
 
     #[test]
@@ -1055,8 +1135,8 @@ mod tests {
             ("host all all 10.0.0.0/33 trust", "invalid CIDR mask"),
             ("host all all 10.0.0.1 ffff:: trust", "do not match"),
             (
-                "host all all db.example.com trust",
-                "host names are not supported",
+                "host all all db.example.com/24 trust",
+                "specifying both host name and CIDR mask is invalid",
             ),
             ("host all /^a all trust", "regular expressions"),
             (

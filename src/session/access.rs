@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::auth::hba::{self, Hba, Method};
 use crate::auth::ident::IdentMap;
 use crate::config::Loaded;
+use crate::net::host_name::HostName;
 use crate::net::interfaces::Interface;
 use crate::net::listener::Peer;
 use crate::net::Stream;
@@ -27,25 +28,33 @@ pub(super) async fn decide(
         Peer::Tcp(a) => Some(a.ip()),
         Peer::Unix => None,
     };
-    let mut client = hba::Client {
-        addr,
-        tls: stream.is_tls(),
-        user,
-        database,
-        roles: None,
-    };
-    let decision = match hba.decide(&client, &local_interfaces) {
-        Ok(d) => d,
-        Err(hba::NeedsRoles) => {
-            // The role as PostgreSQL looks it up: the name cut to 63 bytes (cut inside a
-            // character, it names no role).
-            let roles = match std::str::from_utf8(hba::cut(user)) {
-                Ok(name) => app.memberships.of(app, config, name).await?,
-                Err(_) => Vec::new(),
-            };
-            client.roles = Some(&roles);
-            hba.decide(&client, &local_interfaces)
-                .expect("roles are known now")
+    // What the walk asks for, looked up once each.
+    let mut roles: Option<Vec<String>> = None;
+    let mut host: Option<HostName> = None;
+    let decision = loop {
+        let client = hba::Client {
+            addr,
+            tls: stream.is_tls(),
+            user,
+            database,
+            roles: roles.as_deref(),
+            host_name: host.as_ref().map(HostName::verified),
+        };
+        match hba.decide(&client, &local_interfaces) {
+            Ok(d) => break d,
+            Err(hba::Needs::Roles) => {
+                // The role as PostgreSQL looks it up: the name cut to 63 bytes (cut inside a
+                // character, it names no role).
+                roles = Some(match std::str::from_utf8(hba::cut(user)) {
+                    Ok(name) => app.memberships.of(app, config, name).await?,
+                    Err(_) => Vec::new(),
+                });
+            }
+            Err(hba::Needs::HostName) => {
+                let ip = addr.expect("host name lines match TCP clients only");
+                let found = crate::net::host_name::look_up(ip).await;
+                host = Some(found);
+            }
         }
     };
     let rejected_by = match decision {
@@ -59,12 +68,16 @@ pub(super) async fn decide(
     } else {
         "no encryption"
     };
+    // (PostgreSQL tells the host-name lookup's outcome in the error's detail; here the log.)
     let what = match rejected_by {
         Some(line) => {
-            tracing::info!(line, "hba_file rejects the login");
+            tracing::info!(line, host_name = ?host, "hba_file rejects the login");
             "pg_hba.conf rejects connection"
         }
-        None => "no pg_hba.conf entry",
+        None => {
+            tracing::info!(host_name = ?host, "no hba_file line for the login");
+            "no pg_hba.conf entry"
+        }
     };
     Err(Fatal::new(
         "28000",
