@@ -1146,13 +1146,19 @@ async fn hba_lines_require_client_certificates() {
              hostssl {APP_DB} {OTHER_USER} 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n\
              hostssl {APP_DB} {MD5_USER} 127.0.0.1/32 cert\n\
              hostssl {APP_DB} {PLAIN_USER} 127.0.0.1/32 cert map=services\n\
+             hostssl {APP_DB} {TRUST_USER} 127.0.0.1/32 cert clientname=DN map=subjects\n\
              hostnossl all all 127.0.0.1/32 scram-sha-256\n"
         ),
     )
     .unwrap();
     // A `cert` line with `map=`: the map decides which names log in as whom.
     let idents = files._dir.path().join("ident.conf");
-    std::fs::write(&idents, "services /^svc-([a-z_]+)$ \\1\n").unwrap();
+    std::fs::write(
+        &idents,
+        // (Quoted: a comma would end the field, as in PostgreSQL.)
+        "services /^svc-([a-z_]+)$ \\1\nsubjects \"/^CN=([a-z_]+),OU=db,O=Example$\" \\1\n",
+    )
+    .unwrap();
     let proxy = start_ready_proxy(ProxyOptions {
         extra_top: format!(
             "hba_file = {}\nident_file = {}\n",
@@ -1237,6 +1243,29 @@ async fn hba_lines_require_client_certificates() {
         &format!("certificate authentication failed for user \"{PLAIN_USER}\""),
         "plain_user with a certificate the map does not list",
     );
+    // clientname=DN: the map sees the whole subject, the last name first (RFC 2253).
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(DnType::OrganizationName, "Example");
+    p.distinguished_name
+        .push(DnType::OrganizationalUnitName, "db");
+    p.distinguished_name.push(DnType::CommonName, TRUST_USER);
+    let subject = files.pki.sign("hba-dn", p);
+    let r = psql_cert(&proxy, TRUST_USER, &root, Some(&subject), None);
+    ok(
+        &r,
+        TRUST_USER,
+        "trust_user by a subject the map pairs with it",
+    );
+    // The common name alone is not the subject the map asks for.
+    let cn_only = files.pki.issue_client("hba-cn", TRUST_USER, 26);
+    let r = psql_cert(&proxy, TRUST_USER, &root, Some(&cn_only), None);
+    refused(
+        &r,
+        &format!("certificate authentication failed for user \"{TRUST_USER}\""),
+        "trust_user with a certificate whose subject the map does not list",
+    );
     // Plain clients match the hostnossl line.
     let r = psql(&proxy, "disable", None, "select current_user");
     assert_eq!(r.code, Some(0), "{}", r.describe("plain psql"));
@@ -1306,7 +1335,7 @@ async fn client_certificates_log_users_in_and_are_checked() {
     assert!(
         proxy
             .log()
-            .contains("the client certificate's common name is not the user name"),
+            .contains("the client certificate's name is not the user name"),
         "{}",
         proxy.log_tail(20)
     );

@@ -12,7 +12,7 @@
 //! CIDR, an address and a mask, or a host name (`.suffix` for any name ending so); methods `trust`, `reject`, `scram-sha-256`, `md5`,
 //! `password`, `cert` and `peer` (`local` only; `ident` there means `peer`, as in
 //! PostgreSQL); a line ending in `\` continues on the next; options `clientcert=verify-ca|
-//! verify-full` (on `hostssl` lines) and `map=` (`peer` and `cert` lines: a map of
+//! verify-full` and `clientname=CN|DN` (on `hostssl` lines) and `map=` (`peer` and `cert` lines: a map of
 //! [`super::ident`]). Other methods and other options are refused when the file is read,
 //! naming the line.
 //!
@@ -99,6 +99,7 @@ struct Rule {
     clientcert: Option<CertCheck>,
     /// `map=`: the `ident_file` map that pairs system user names with users.
     map: Option<String>,
+    clientname: CertName,
 }
 
 /// The parsed file.
@@ -144,6 +145,18 @@ pub struct Decision {
     pub clientcert: Option<CertCheck>,
     /// `map=` (`peer` and `cert` lines): the `ident_file` map to look the pair up in.
     pub map: Option<String>,
+    /// `clientname=`: which name of the client certificate is compared with the user.
+    pub clientname: CertName,
+}
+
+/// The name of a client certificate that `cert` and `clientcert=verify-full` compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CertName {
+    /// The subject's common name (`clientname=CN`, the default).
+    #[default]
+    Cn,
+    /// The whole subject in RFC 2253 form (`clientname=DN`).
+    Dn,
 }
 
 /// What `clientcert=` requires.
@@ -512,6 +525,7 @@ impl Hba {
         let method = method(single(m, "the authentication method")?, conn)?;
         let mut clientcert = None;
         let mut map = None;
+        let mut clientname = CertName::Cn;
         for opt in &rest[1..] {
             let text = single(opt, "an authentication option")?;
             let Some((name, value)) = text.split_once('=') else {
@@ -527,6 +541,17 @@ impl Hba {
                 }
                 // (An empty map is none: the names must be equal, as in PostgreSQL.)
                 map = Some(value.to_owned()).filter(|m| !m.is_empty());
+                continue;
+            }
+            if name == "clientname" {
+                if conn != ConnType::HostSsl {
+                    return Err("clientname can only be configured for \"hostssl\" rows".into());
+                }
+                clientname = match value {
+                    "CN" => CertName::Cn,
+                    "DN" => CertName::Dn,
+                    _ => return Err(format!("invalid value for clientname: \"{value}\"")),
+                };
                 continue;
             }
             if name != "clientcert" {
@@ -557,6 +582,7 @@ impl Hba {
             method,
             clientcert,
             map,
+            clientname,
         })
     }
 
@@ -637,6 +663,7 @@ impl Hba {
                 method: r.method,
                 clientcert: r.clientcert,
                 map: r.map.clone(),
+                clientname: r.clientname,
             }));
         }
         Ok(None)
@@ -902,6 +929,7 @@ mod tests {
                 method: Method::Peer,
                 clientcert: None,
                 map: None,
+                clientname: CertName::Cn,
             }))
         );
         assert_eq!(
@@ -1157,6 +1185,14 @@ mod tests {
             (
                 "host all all all md5 include_realm=0",
                 "option \"include_realm\" is not supported",
+            ),
+            (
+                "host all all all md5 clientname=DN",
+                "clientname can only be configured for \"hostssl\" rows",
+            ),
+            (
+                "hostssl all all all cert clientname=dn",
+                "invalid value for clientname: \"dn\"",
             ),
             (
                 "host all all all md5 clientcert=verify-ca",

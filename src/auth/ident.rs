@@ -4,7 +4,8 @@
 //! requiring the two to be equal.
 //!
 //! Each line is `MAPNAME SYSTEM-USERNAME DATABASE-USERNAME`, as in PostgreSQL 15: a system user
-//! name starting with `/` is a regular expression (matched anywhere unless anchored), whose
+//! name starting with `/`, quoted or not (quoted, it may hold commas and spaces), is a regular
+//! expression (matched anywhere unless anchored), whose
 //! first parenthesized group replaces the first `\1` in the database user name. Names are
 //! compared case-sensitively. The file is read at start and on every reload.
 
@@ -148,7 +149,8 @@ mod tests {
              ops        alice                 report\n\
              \"web map\" /^(.*)@example\\.com$  \\1\n\
              web        /^svc-                app\n\
-             web        \"Bob Smith\"         bob # a quoted name\n",
+             web        \"Bob Smith\"         bob # a quoted name\n\
+             dn         \"/^CN=([a-z]+),O=Ex$\" \\1\n",
         )
         .unwrap();
         assert!(m.permits("ops", "root", "postgres"));
@@ -168,6 +170,8 @@ mod tests {
         assert!(!m.permits("web", "xsvc-batch", "app"));
         assert!(m.permits("web", "Bob Smith", "bob"));
         assert!(m.has_map("web map") && !m.has_map("nomap"));
+        // A quoted expression may hold commas.
+        assert!(m.permits("dn", "CN=carol,O=Ex", "carol"));
     }
 
     #[test]

@@ -400,17 +400,29 @@ pub async fn authenticate(
         }
     }
     if cert_auth || client_cert == ClientCertMode::VerifyFull {
-        let cn = peer.cert.as_ref().and_then(|c| c.cn.as_deref());
+        // The subject's common name, or its whole DN on an `hba_file` line with
+        // `clientname=DN`.
+        let by_dn = hba
+            .as_ref()
+            .is_some_and(|d| d.clientname == hba::CertName::Dn);
+        let name = peer.cert.as_ref().and_then(|c| {
+            if by_dn {
+                c.dn.as_deref()
+            } else {
+                c.cn.as_deref()
+            }
+        });
         // A `cert` line's `map=` pairs names; otherwise the name must be the user's.
-        let named = match (cn, usermap(&config, hba.as_ref()).filter(|_| cert_auth)) {
-            (Some(cn), Some((ident, map))) => access::mapped(ident, map, cn, user_name),
-            (cn, _) => cn == Some(user_name),
+        let named = match (name, usermap(&config, hba.as_ref()).filter(|_| cert_auth)) {
+            (Some(name), Some((ident, map))) => access::mapped(ident, map, name, user_name),
+            (name, _) => name == Some(user_name),
         };
         if !named {
             tracing::warn!(
                 user = user_name,
-                certificate_cn = ?cn,
-                "the client certificate's common name is not the user name"
+                certificate_name = ?name,
+                clientname = if by_dn { "DN" } else { "CN" },
+                "the client certificate's name is not the user name"
             );
             app.metrics.rejected("client_cert");
             if cert_auth {
@@ -424,7 +436,7 @@ pub async fn authenticate(
             // confirm the password to a holder of any certificate from the authority).
             tracing::warn!(
                 user = user_name,
-                "certificate validation (clientcert=verify-full) failed: CN mismatch"
+                "certificate validation (clientcert=verify-full) failed: name mismatch"
             );
             return Err(method_failed);
         }
