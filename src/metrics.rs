@@ -48,6 +48,9 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// 1 while the admin console's `PAUSE` holds every database's new transactions, else 0.
     pub paused: IntGauge,
+    /// Pools whose server refused a connection for lack of slots within the last 10 s (set
+    /// when `/metrics` is read).
+    pub pools_server_full: IntGauge,
     /// Databases paused one by one (`PAUSE db`).
     pub paused_databases: IntGauge,
     /// Databases that refuse new logins (`DISABLE db`).
@@ -245,6 +248,11 @@ impl Metrics {
                 "pinned_clients_total",
                 "Clients pinned to one server connection",
                 &["reason"],
+            ),
+            pools_server_full: gauge(
+                &r,
+                "pools_server_full",
+                "Pools whose server refused a connection for lack of slots within the last 10 s",
             ),
             paused: gauge(
                 &r,

@@ -197,6 +197,7 @@ async fn the_console_shows_backends_pools_clients_and_servers() {
     assert_eq!(get(pool, "size"), "20", "{pool:?}");
     assert!(get(pool, "in_use").parse::<i64>().unwrap() >= 1, "{pool:?}");
     assert_eq!(get(pool, "waiting"), "0", "{pool:?}");
+    assert_eq!(get(pool, "server_full"), "f", "{pool:?}");
 
     // Clients: the busy one (active, on the primary, with the pid it was given) and the
     // console itself.

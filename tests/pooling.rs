@@ -5231,6 +5231,10 @@ async fn a_server_without_free_slots_makes_clients_wait_for_the_pools_connection
         "{}",
         db.message()
     );
+    // The state shows: a gauge, and the pool's entry in /status.
+    assert_eq!(short.metric("switchyard_pools_server_full").await, 1.0);
+    let (_, status) = short.http_get("/status").await;
+    assert!(status.contains("\"server_full\":true"), "{status}");
     // A logged-in client's query waits for one of the two as well, and gets it.
     let waiting = tokio::spawn(async move { c.simple_query("SELECT 'waited'").await });
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -269,6 +269,7 @@ impl Command {
                 ("idle", Int8),
                 ("opening", Int8),
                 ("waiting", Int8),
+                ("server_full", Bool),
                 ("paused", Bool),
                 ("disabled", Bool),
             ],

@@ -71,11 +71,16 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 
 fn route(app: &App, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/metrics" => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            app.metrics.render(),
-        ),
+        "/metrics" => {
+            // (Read at the scrape: the pools keep the state, not a gauge.)
+            let full = app.pools.stats().iter().filter(|p| p.server_full).count();
+            app.metrics.pools_server_full.set(full as i64);
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                app.metrics.render(),
+            )
+        }
         "/livez" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             let view = app.cluster.view();
@@ -150,6 +155,7 @@ pub fn status_json(app: &App) -> String {
                 "in_use": p.in_use,
                 "opening": p.opening,
                 "waiting": p.waiting,
+                "server_full": p.server_full,
             })
         })
         .collect();

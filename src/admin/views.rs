@@ -83,6 +83,7 @@ fn pools(app: &App) -> Vec<Vec<Value>> {
                 int(p.idle.len() as i64),
                 int(p.opening as i64),
                 int(p.waiting as i64),
+                boolean(p.server_full),
                 boolean(held),
                 boolean(closed),
             ]

@@ -81,7 +81,7 @@ impl Conns {
     }
 
     /// Whether the server refused a connection lately (no refill to `min_size` meanwhile).
-    pub(super) fn refused_lately(&self) -> bool {
+    pub(crate) fn refused_lately(&self) -> bool {
         self.full
             .as_ref()
             .is_some_and(|f| clock::now_ms() < f.refused_at + FULL_FORGET_MS)

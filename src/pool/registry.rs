@@ -312,6 +312,7 @@ impl Pools {
                     in_use: c.sockets.len() - c.idle.len(),
                     opening: c.opening,
                     waiting,
+                    server_full: c.refused_lately(),
                 }
             })
             .collect();
@@ -340,6 +341,9 @@ pub struct PoolStats {
     pub opening: usize,
     /// Checkouts waiting for a connection.
     pub waiting: usize,
+    /// The server refused one of its connections for lack of slots within the last 10 s (its
+    /// checkouts wait for its own connections meanwhile).
+    pub server_full: bool,
 }
 
 fn connect_params(
