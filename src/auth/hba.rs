@@ -23,6 +23,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::net::host_name::{numeric_address, HostName};
 use crate::net::interfaces::Interface;
 
 /// How deep `@file` inclusions may nest (a file including itself is refused, not followed).
@@ -120,10 +121,9 @@ pub struct Client<'a> {
     /// server's catalog (empty when there is no such role); `None` until [`Hba::decide`] asks
     /// for them.
     pub roles: Option<&'a [String]>,
-    /// The client's host name, as PostgreSQL verifies it: the name a reverse lookup of its
-    /// address gives, if a forward lookup of that name gives the address back (`Some(None)`:
-    /// none); `None` until [`Hba::decide`] asks for it.
-    pub host_name: Option<Option<&'a str>>,
+    /// What is known of the client's host name (reverse lookup, then forward confirmation);
+    /// `None` until [`Hba::decide`] asks for it.
+    pub host_name: Option<&'a HostName>,
 }
 
 /// What [`Hba::decide`] needs to know before it can go on: the walk reached a line that it
@@ -132,8 +132,10 @@ pub struct Client<'a> {
 pub enum Needs {
     /// `Client::roles` (a `+role` or `samerole` line).
     Roles,
-    /// `Client::host_name` (a line with a host name).
+    /// `Client::host_name`, from a reverse lookup (a line with a host name).
     HostName,
+    /// The forward lookup confirming `Client::host_name`'s reversed name (it matches a line).
+    HostConfirmed,
 }
 
 /// The decision for a client: the line and its method.
@@ -351,7 +353,7 @@ fn parse_cidr(text: &str) -> Result<Option<(IpAddr, u8)>, String> {
         Some((ip, p)) => (ip, Some(p)),
         None => (text, None),
     };
-    let Ok(ip) = ip.parse::<IpAddr>() else {
+    let Some(ip) = numeric_address(ip) else {
         return match prefix {
             None => Ok(None),
             Some(_) => Err(format!(
@@ -646,9 +648,15 @@ impl Hba {
                         _ => in_net(ip, unmapped(i.addr), mask_bits(i.mask)),
                     })
                 }
+                // (A forward lookup only for a name that matches, as in PostgreSQL; a name
+                // it did not confirm matches no line.)
                 (Some(AddrMatch::Host(pattern)), Some(_)) => match c.host_name {
                     None => return Err(Needs::HostName),
-                    Some(name) => name.is_some_and(|n| host_matches(pattern, n)),
+                    Some(HostName::Reversed(n)) if host_matches(pattern, n) => {
+                        return Err(Needs::HostConfirmed)
+                    }
+                    Some(HostName::Verified(n)) => host_matches(pattern, n),
+                    Some(_) => false,
                 },
                 (Some(_), None) => false,
             };
@@ -998,33 +1006,51 @@ mod tests {
         )
         .unwrap();
         let none = || -> Vec<Interface> { panic!("no samehost/samenet line") };
-        let walk = |user: &str, name: Option<Option<&str>>| {
+        let walk = |user: &str, name: Option<HostName>| {
             let mut c = client(Some("10.1.2.3"), false, user, "d");
-            c.host_name = name;
+            c.host_name = name.as_ref();
             hba.decide(&c, &none).map(|d| d.map(|d| (d.line, d.method)))
         };
+        let verified = |n: &str| Some(HostName::Verified(n.into()));
         // Decided before the first host-name line: no lookup.
         assert_eq!(walk("a", None), Ok(Some((1, Method::Trust))));
         assert_eq!(walk("b", None), Err(Needs::HostName));
+        // A reversed name that matches a line is confirmed first; one that matches none is
+        // not looked up forward at all.
+        assert_eq!(
+            walk("b", Some(HostName::Reversed("db1.example.com".into()))),
+            Err(Needs::HostConfirmed)
+        );
+        assert_eq!(
+            walk("b", Some(HostName::Reversed("other.net".into()))),
+            Ok(Some((4, Method::Reject)))
+        );
         // Case-insensitive; a leading dot matches any name ending so, not the bare domain.
         assert_eq!(
-            walk("b", Some(Some("db1.EXAMPLE.com"))),
+            walk("b", verified("db1.EXAMPLE.com")),
             Ok(Some((2, Method::Md5)))
         );
         assert_eq!(
-            walk("b", Some(Some("web.eu.example.org"))),
+            walk("b", verified("web.eu.example.org")),
             Ok(Some((3, Method::Password)))
         );
         assert_eq!(
-            walk("b", Some(Some("example.org"))),
+            walk("b", verified("example.org")),
             Ok(Some((4, Method::Reject)))
         );
         assert_eq!(
-            walk("b", Some(Some("xdb1.example.com"))),
+            walk("b", verified("xdb1.example.com")),
             Ok(Some((4, Method::Reject)))
         );
-        // No verified name: no host-name line matches.
-        assert_eq!(walk("b", Some(None)), Ok(Some((4, Method::Reject))));
+        // A name the forward lookup did not confirm, or none: no host-name line matches.
+        assert_eq!(
+            walk("b", Some(HostName::Unconfirmed("db1.example.com".into()))),
+            Ok(Some((4, Method::Reject)))
+        );
+        assert_eq!(
+            walk("b", Some(HostName::Unknown("timed out".into()))),
+            Ok(Some((4, Method::Reject)))
+        );
         // Sockets never reach host-name lines.
         assert_eq!(hba.decide(&client(None, false, "b", "d"), &none), Ok(None));
     }
@@ -1166,6 +1192,8 @@ mod tests {
                 "host all all db.example.com/24 trust",
                 "specifying both host name and CIDR mask is invalid",
             ),
+            // As the system reads addresses: 127.1 is one, so a netmask must follow.
+            ("host all all 127.1 trust", "invalid IP mask \"trust\""),
             ("host all /^a all trust", "regular expressions"),
             (
                 "host @no-such-file all all trust",

@@ -27,11 +27,13 @@ impl ClientCert {
         let Ok((_, c)) = X509Certificate::from_der(der) else {
             return ClientCert { cn: None, dn: None };
         };
+        // (An empty name is none: PostgreSQL refuses "no user name" for it.)
         let cn = c
             .subject()
             .iter_common_name()
             .next()
             .and_then(|a| a.as_str().ok())
+            .filter(|s| !s.is_empty())
             .map(str::to_owned);
         ClientCert {
             cn,
@@ -65,79 +67,93 @@ fn short_name(oid: &str) -> Option<&'static str> {
         "0.9.2342.19200300.100.1.1" => "UID",
         "0.9.2342.19200300.100.1.25" => "DC",
         "1.2.840.113549.1.9.1" => "emailAddress",
+        "1.2.840.113549.1.9.2" => "unstructuredName",
+        "0.9.2342.19200300.100.1.3" => "mail",
+        "2.5.4.16" => "postalAddress",
+        "2.5.4.20" => "telephoneNumber",
+        "2.5.4.41" => "name",
+        "2.5.4.45" => "x500UniqueIdentifier",
+        "2.5.4.72" => "role",
+        "2.5.4.97" => "organizationIdentifier",
+        "1.3.6.1.4.1.311.60.2.1.1" => "jurisdictionL",
+        "1.3.6.1.4.1.311.60.2.1.2" => "jurisdictionST",
+        "1.3.6.1.4.1.311.60.2.1.3" => "jurisdictionC",
         _ => return None,
     })
 }
 
-/// The subject as RFC 2253 prints it: the last RDN first, RDNs separated by `,`, the values
-/// of one RDN by `+`. `None` when a value is of a type this does not print (such a
+/// The subject as PostgreSQL prints it (`X509_NAME_print_ex` with `XN_FLAG_RFC2253`): the
+/// entries in reverse order (the values of a multi-valued RDN too), RDNs separated by `,`,
+/// the values of one by `+`. `None` when it is empty, or a value cannot be printed (such a
 /// certificate's DN then matches nothing).
 fn rfc2253(name: &X509Name) -> Option<String> {
-    let mut out = String::new();
-    for (i, rdn) in name
+    let entries: Vec<(usize, &AttributeTypeAndValue)> = name
         .iter()
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
         .enumerate()
-    {
-        if i > 0 {
-            out.push(',');
+        .flat_map(|(i, rdn)| rdn.iter().map(move |a| (i, a)))
+        .collect();
+    let mut out = String::new();
+    let mut previous = None;
+    for (rdn, attr) in entries.into_iter().rev() {
+        if let Some(p) = previous {
+            out.push(if p == rdn { '+' } else { ',' });
         }
-        for (j, attr) in rdn.iter().enumerate() {
-            if j > 0 {
-                out.push('+');
-            }
-            attribute(&mut out, attr)?;
-        }
+        previous = Some(rdn);
+        attribute(&mut out, attr)?;
     }
-    Some(out)
+    Some(out).filter(|s| !s.is_empty())
 }
 
-/// `TYPE=value`, escaped as RFC 2253 asks; an unknown type as `1.2.3=#<DER in hex>`.
+/// `TYPE=value`, escaped as RFC 2253 asks; a type OpenSSL has no name for, or a value that is
+/// not a string, as OpenSSL dumps it: `1.2.3=#<DER in hex>`.
 fn attribute(out: &mut String, attr: &AttributeTypeAndValue) -> Option<()> {
     let value = attr.attr_value();
     let oid = attr.attr_type().to_id_string();
-    let text = match value.tag() {
-        Tag::Utf8String
-        | Tag::PrintableString
+    let data = value.data;
+    let text: Option<String> = match value.tag() {
+        Tag::Utf8String => Some(std::str::from_utf8(data).ok()?.to_owned()),
+        // One byte per character, read as Latin-1, as OpenSSL reads them.
+        Tag::PrintableString
         | Tag::Ia5String
         | Tag::NumericString
-        | Tag::VisibleString => std::str::from_utf8(value.data).ok()?.to_owned(),
-        // Latin-1, as OpenSSL reads it.
-        Tag::T61String => value.data.iter().map(|&b| char::from(b)).collect(),
+        | Tag::VisibleString
+        | Tag::T61String => Some(data.iter().map(|&b| char::from(b)).collect()),
         Tag::BmpString => {
-            let units: Vec<u16> = value
-                .data
+            let units: Vec<u16> = data
                 .chunks_exact(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
                 .collect();
-            String::from_utf16(&units).ok()?
+            Some(String::from_utf16(&units).ok()?)
         }
-        _ => return None,
+        Tag::UniversalString => Some(
+            data.chunks_exact(4)
+                .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+                .collect::<Option<String>>()?,
+        ),
+        _ => None,
     };
     match short_name(&oid) {
-        Some(sn) => {
-            out.push_str(sn);
-            out.push('=');
-            escape(out, &text);
-        }
+        Some(sn) => out.push_str(sn),
+        None => out.push_str(&oid),
+    }
+    out.push('=');
+    match text.filter(|_| short_name(&oid).is_some()) {
+        Some(text) => escape(out, &text),
         None => {
             // The whole DER of the value: tag, length, contents.
-            let _ = write!(out, "{oid}=#{:02X}", value.tag().0);
-            let len = value.data.len();
-            match len {
-                0..=127 => {
+            let _ = write!(out, "#{:02X}", value.tag().0);
+            match data.len() {
+                len @ 0..=127 => {
                     let _ = write!(out, "{len:02X}");
                 }
-                128..=255 => {
+                len @ 128..=255 => {
                     let _ = write!(out, "81{len:02X}");
                 }
-                _ => {
+                len => {
                     let _ = write!(out, "82{:04X}", u16::try_from(len).ok()?);
                 }
             }
-            for b in value.data {
+            for b in data {
                 let _ = write!(out, "{b:02X}");
             }
         }
@@ -145,23 +161,31 @@ fn attribute(out: &mut String, attr: &AttributeTypeAndValue) -> Option<()> {
     Some(())
 }
 
-/// RFC 2253 escaping as OpenSSL does it: `,+"\<>;` behind a backslash, a leading `#` or
-/// space and a trailing space too, control characters as `\XX`; other characters as they
-/// are.
+/// RFC 2253 escaping as OpenSSL does it for PostgreSQL: `,+"\\<>;` behind a backslash, a
+/// leading `#` or space and a trailing space too (a value of one character only the
+/// latter), control characters and every byte of a non-ASCII character as `\\XX`.
 fn escape(out: &mut String, text: &str) {
-    let last = text.chars().count().saturating_sub(1);
+    let count = text.chars().count();
     for (i, c) in text.chars().enumerate() {
+        let first = i == 0 && count > 1;
+        let last = i + 1 == count;
         match c {
             ',' | '+' | '"' | '\\' | '<' | '>' | ';' => {
                 out.push('\\');
                 out.push(c);
             }
-            '#' if i == 0 => out.push_str("\\#"),
-            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '#' if first => out.push_str("\\#"),
+            ' ' if first || last => out.push_str("\\ "),
             c if c.is_ascii_control() => {
                 let _ = write!(out, "\\{:02X}", c as u32);
             }
-            c => out.push(c),
+            c if c.is_ascii() => out.push(c),
+            c => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\{b:02X}");
+                }
+            }
         }
     }
 }
@@ -216,7 +240,50 @@ mod tests {
         ]));
         assert_eq!(
             c.dn.as_deref(),
-            Some("CN=zoë,1.2.3.4=#0C03616263,DC=example")
+            Some("CN=zo\\C3\\AB,1.2.3.4=#0C03616263,DC=example")
         );
+        // (Expected strings from `openssl x509 -noout -subject -nameopt RFC2253`.)
+        let c = ClientCert::from_der(&cert_with(&[
+            (OrganizationName, "Ex"),
+            (CommonName, "zoë"),
+            (OrganizationalUnitName, "#"),
+            (CustomDnType(vec![2, 5, 4, 97]), "VATDE-1"),
+        ]));
+        assert_eq!(
+            c.dn.as_deref(),
+            Some("organizationIdentifier=VATDE-1,OU=#,CN=zo\\C3\\AB,O=Ex")
+        );
+        // A multi-valued RDN (rcgen makes none: the DER by hand), O=Ex then CN=a+UID=b: its
+        // values reversed too.
+        let oid_cn = [0x06, 0x03, 0x55, 0x04, 0x03];
+        let oid_o = [0x06, 0x03, 0x55, 0x04, 0x0A];
+        let oid_uid = [
+            0x06, 0x0A, 0x09, 0x92, 0x26, 0x89, 0x93, 0xF2, 0x2C, 0x64, 0x01, 0x01,
+        ];
+        let atv = |oid: &[u8], v: &[u8]| {
+            let mut x = vec![0x30, (oid.len() + 2 + v.len()) as u8];
+            x.extend_from_slice(oid);
+            x.extend_from_slice(&[0x0C, v.len() as u8]);
+            x.extend_from_slice(v);
+            x
+        };
+        let set = |items: &[Vec<u8>]| {
+            let body: Vec<u8> = items.concat();
+            let mut x = vec![0x31, body.len() as u8];
+            x.extend(body);
+            x
+        };
+        let rdns = [
+            set(&[atv(&oid_o, b"Ex")]),
+            set(&[atv(&oid_cn, b"a"), atv(&oid_uid, b"b")]),
+        ]
+        .concat();
+        let mut der = vec![0x30, rdns.len() as u8];
+        der.extend(rdns);
+        let (_, name) = X509Name::from_der(&der).unwrap();
+        assert_eq!(rfc2253(&name).as_deref(), Some("UID=b+CN=a,O=Ex"));
+        // No subject: no name at all.
+        let c = ClientCert::from_der(&cert_with(&[]));
+        assert_eq!((c.cn, c.dn), (None, None));
     }
 }

@@ -56,7 +56,7 @@ fn usable_mask(addr: IpAddr, mask: Option<IpAddr>) -> IpAddr {
 ///
 /// # Safety
 /// `sa` is null or points at a sockaddr whose `sa_family` tells its real type.
-unsafe fn ip_of(sa: *const libc::sockaddr) -> Option<IpAddr> {
+pub(super) unsafe fn ip_of(sa: *const libc::sockaddr) -> Option<IpAddr> {
     if sa.is_null() {
         return None;
     }

@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::auth::hba::{self, Hba, Method};
 use crate::auth::ident::IdentMap;
 use crate::config::Loaded;
-use crate::net::host_name::HostName;
+use crate::net::host_name::{self, HostName};
 use crate::net::interfaces::Interface;
 use crate::net::listener::Peer;
 use crate::net::Stream;
@@ -38,7 +38,7 @@ pub(super) async fn decide(
             user,
             database,
             roles: roles.as_deref(),
-            host_name: host.as_ref().map(HostName::verified),
+            host_name: host.as_ref(),
         };
         match hba.decide(&client, &local_interfaces) {
             Ok(d) => break d,
@@ -52,8 +52,15 @@ pub(super) async fn decide(
             }
             Err(hba::Needs::HostName) => {
                 let ip = addr.expect("host name lines match TCP clients only");
-                let found = crate::net::host_name::look_up(ip).await;
-                host = Some(found);
+                host = Some(host_name::reverse(ip).await);
+            }
+            Err(hba::Needs::HostConfirmed) => {
+                let ip = addr.expect("host name lines match TCP clients only");
+                host = Some(match host.take() {
+                    Some(HostName::Reversed(name)) => host_name::confirm(name, ip).await,
+                    // (Asked only after a reversed name matched a line.)
+                    other => other.unwrap_or_else(|| HostName::Unknown("no name".into())),
+                });
             }
         }
     };

@@ -401,10 +401,12 @@ pub async fn authenticate(
     }
     if cert_auth || client_cert == ClientCertMode::VerifyFull {
         // The subject's common name, or its whole DN on an `hba_file` line with
-        // `clientname=DN`.
-        let by_dn = hba
-            .as_ref()
-            .is_some_and(|d| d.clientname == hba::CertName::Dn);
+        // `clientname=DN`, for that line's own check (`cert`, `clientcert=verify-full`; not
+        // `[tls] client_cert`'s).
+        let by_dn = hba.as_ref().is_some_and(|d| {
+            d.clientname == hba::CertName::Dn
+                && (cert_auth || d.clientcert == Some(hba::CertCheck::VerifyFull))
+        });
         let name = peer.cert.as_ref().and_then(|c| {
             if by_dn {
                 c.dn.as_deref()
