@@ -1271,6 +1271,64 @@ async fn hba_lines_require_client_certificates() {
     assert_eq!(r.code, Some(0), "{}", r.describe("plain psql"));
 }
 
+/// `clientname=DN` is a line's own: under `[tls] client_cert = "verify-full"`, a line with
+/// `clientname=DN` and no check of its own leaves the global check on the common name; a
+/// line's own `clientcert=verify-full clientname=DN` compares the whole subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clientname_dn_applies_to_its_own_lines_check_only() {
+    let files = client_side();
+    let root = files.pki.ca_file();
+    let rules = files._dir.path().join("hba.conf");
+    std::fs::write(
+        &rules,
+        format!(
+            "hostssl {APP_DB} {APP_USER} 127.0.0.1/32 scram-sha-256 clientname=DN\n\
+             hostssl {APP_DB} {OTHER_USER} 127.0.0.1/32 scram-sha-256 clientcert=verify-full clientname=DN\n"
+        ),
+    )
+    .unwrap();
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_top: format!("hba_file = {}\n", toml_path(&rules)),
+        extra_tables: format!(
+            "{}ca = {}\nclient_cert = \"verify-full\"\n",
+            tls_table(&files.cert, &files.key, "allow"),
+            toml_path(&root)
+        ),
+        ..Default::default()
+    });
+    let app = files.pki.issue_client("dn-app", APP_USER, 31);
+    let r = psql_cert(&proxy, APP_USER, &root, Some(&app), Some(APP_PASSWORD));
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{}",
+        r.describe("app: the global check, by CN")
+    );
+    assert_eq!(r.stdout.trim(), APP_USER);
+    // The subject of other's certificate is `CN=other`, not `other`.
+    let other = files.pki.issue_client("dn-other", OTHER_USER, 32);
+    let r = psql_cert(
+        &proxy,
+        OTHER_USER,
+        &root,
+        Some(&other),
+        Some(OTHER_PASSWORD),
+    );
+    assert_eq!(
+        r.code,
+        Some(2),
+        "{}",
+        r.describe("other: the line's check, by DN")
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "password authentication failed for user \"{OTHER_USER}\""
+        )),
+        "{}",
+        r.describe("other: the line's check, by DN")
+    );
+}
+
 /// `[tls] ca`: clients are asked for a certificate from that authority. A user with `auth =
 /// "cert"` logs in with one whose common name is its name and no password; `crl` revokes
 /// certificates; `client_cert = "verify-full"` requires every client's certificate, naming
