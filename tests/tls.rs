@@ -1226,22 +1226,32 @@ async fn hba_lines_require_client_certificates() {
         &format!("certificate authentication failed for user \"{MD5_USER}\""),
         "md5_user with app's certificate",
     );
+    // A certificate and the user it asks for: let in, or refused as `cert` refuses.
+    let by_cert = |cert: &(PathBuf, PathBuf), user: &str, let_in: bool, what: &str| {
+        let r = psql_cert(&proxy, user, &root, Some(cert), None);
+        if let_in {
+            ok(&r, user, what);
+        } else {
+            let m = format!("certificate authentication failed for user \"{user}\"");
+            refused(&r, &m, what);
+        }
+    };
     let service = files
         .pki
         .issue_client("hba-svc", &format!("svc-{PLAIN_USER}"), 24);
-    let r = psql_cert(&proxy, PLAIN_USER, &root, Some(&service), None);
-    ok(
-        &r,
+    by_cert(
+        &service,
         PLAIN_USER,
-        "plain_user by a certificate the map pairs with it",
+        true,
+        "a certificate the map pairs with plain_user",
     );
     // With a map, a certificate naming the user itself is not enough.
     let own = files.pki.issue_client("hba-plain", PLAIN_USER, 25);
-    let r = psql_cert(&proxy, PLAIN_USER, &root, Some(&own), None);
-    refused(
-        &r,
-        &format!("certificate authentication failed for user \"{PLAIN_USER}\""),
-        "plain_user with a certificate the map does not list",
+    by_cert(
+        &own,
+        PLAIN_USER,
+        false,
+        "plain_user's own name, not in the map",
     );
     // clientname=DN: the map sees the whole subject, the last name first (RFC 2253).
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -1252,19 +1262,19 @@ async fn hba_lines_require_client_certificates() {
         .push(DnType::OrganizationalUnitName, "db");
     p.distinguished_name.push(DnType::CommonName, TRUST_USER);
     let subject = files.pki.sign("hba-dn", p);
-    let r = psql_cert(&proxy, TRUST_USER, &root, Some(&subject), None);
-    ok(
-        &r,
+    by_cert(
+        &subject,
         TRUST_USER,
-        "trust_user by a subject the map pairs with it",
+        true,
+        "a subject the map pairs with trust_user",
     );
     // The common name alone is not the subject the map asks for.
     let cn_only = files.pki.issue_client("hba-cn", TRUST_USER, 26);
-    let r = psql_cert(&proxy, TRUST_USER, &root, Some(&cn_only), None);
-    refused(
-        &r,
-        &format!("certificate authentication failed for user \"{TRUST_USER}\""),
-        "trust_user with a certificate whose subject the map does not list",
+    by_cert(
+        &cn_only,
+        TRUST_USER,
+        false,
+        "a subject the map does not list",
     );
     // Plain clients match the hostnossl line.
     let r = psql(&proxy, "disable", None, "select current_user");

@@ -304,26 +304,28 @@ impl Validator<'_> {
         &self,
         path: &toml::Spanned<String>,
     ) -> Result<crate::auth::ident::IdentMap, ConfigError> {
-        crate::auth::ident::IdentMap::read(std::path::Path::new(path.get_ref())).map_err(
-            |(line, m)| {
-                let at = match line {
-                    0 => format!("cannot read {:?}: {m}", path.get_ref()),
-                    n => format!("{}:{n}: {m}", path.get_ref()),
-                };
-                self.err(path.span(), "ident_file", at)
-            },
-        )
+        crate::auth::ident::IdentMap::read(std::path::Path::new(path.get_ref()))
+            .map_err(|e| self.file_error(path, "ident_file", e))
     }
 
     /// Reads and parses `hba_file`; an error names the file's line.
     fn read_hba(&self, path: &toml::Spanned<String>) -> Result<crate::auth::hba::Hba, ConfigError> {
-        crate::auth::hba::Hba::read(std::path::Path::new(path.get_ref())).map_err(|(line, m)| {
-            let at = match line {
-                0 => format!("cannot read {:?}: {m}", path.get_ref()),
-                n => format!("{}:{n}: {m}", path.get_ref()),
-            };
-            self.err(path.span(), "hba_file", at)
-        })
+        crate::auth::hba::Hba::read(std::path::Path::new(path.get_ref()))
+            .map_err(|e| self.file_error(path, "hba_file", e))
+    }
+
+    /// The error of a file a key names: its line (0: the file could not be read) and what.
+    fn file_error(
+        &self,
+        path: &toml::Spanned<String>,
+        key: &str,
+        (line, m): (usize, String),
+    ) -> ConfigError {
+        let at = match line {
+            0 => format!("cannot read {:?}: {m}", path.get_ref()),
+            n => format!("{}:{n}: {m}", path.get_ref()),
+        };
+        self.err(path.span(), key, at)
     }
 
     /// `unix_socket_dir` (absolute, short enough for a socket path), `unix_socket_mode` and
