@@ -180,6 +180,13 @@ impl Loaded {
                 path.get_ref(),
                 h.len()
             );
+            if h.uses_roles() {
+                let _ = writeln!(
+                    s,
+                    "  +role/samerole lines: role membership read at login as {} ([health] user)",
+                    self.monitor_credentials().0
+                );
+            }
         }
         if let Some(path) = &c.ident_file {
             let _ = writeln!(s, "user-name maps (map=) from {}", path.get_ref());

@@ -845,6 +845,24 @@ fn hba_file_is_read_and_checked() {
     let l = parse(&text, "t.toml").unwrap();
     assert_eq!(l.hba.as_ref().map(|h| h.len()), Some(2));
     assert!(l.describe().contains("(2 rule(s))"), "{}", l.describe());
+    assert!(
+        !l.describe().contains("role membership"),
+        "{}",
+        l.describe()
+    );
+    std::fs::write(&path, "host samerole all 10.0.0.0/8 trust\n").unwrap();
+    let l = parse(&text, "t.toml").unwrap();
+    assert!(
+        l.describe()
+            .contains("role membership read at login as app ([health] user)"),
+        "{}",
+        l.describe()
+    );
+    std::fs::write(
+        &path,
+        "local all all trust\nhost all app 10.0.0.0/8 scram-sha-256\n",
+    )
+    .unwrap();
     assert!(parse(MINIMAL, "t.toml").unwrap().hba.is_none());
 
     std::fs::write(
