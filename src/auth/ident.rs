@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use super::hba::{fields, logical_lines};
+use super::conf_file::{fields, logical_lines};
 
 /// How a line matches the system user name.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@
 //! `password authentication failed for user "X"`, with SQLSTATE 08P01 (protocol violation) when
 //! [`AuthError::is_protocol_violation`] is true and 28P01 (invalid password) otherwise.
 
+mod conf_file;
 pub mod hba;
 pub mod ident;
 pub mod md5;
