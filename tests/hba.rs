@@ -440,11 +440,19 @@ async fn host_name_lines_match_the_clients_verified_name() {
     )
     .await
     .unwrap();
-    // `.localhost` is a suffix: it does not match `localhost` itself.
+    // `.localhost` is a suffix: it does not match `localhost` itself. The name matched no
+    // line, so it was not looked up forward; the log says what the lookup gave.
     assert_eq!(
         first_auth_request(&proxy, MD5_USER, APP_DB).await,
         Err(format!(
             "28000 pg_hba.conf rejects connection for host \"127.0.0.1\", user \"{MD5_USER}\", database \"{APP_DB}\", no encryption"
         ))
+    );
+    assert!(
+        wait_until(STEP, || proxy
+            .log()
+            .contains("Some(Reversed(\"localhost\"))")),
+        "{}",
+        proxy.log_tail(10)
     );
 }

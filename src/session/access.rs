@@ -13,8 +13,9 @@ use crate::net::listener::Peer;
 use crate::net::Stream;
 
 /// The `hba_file` line for this client. FATAL 28000 with PostgreSQL's messages when no line
-/// matches or the line says `reject`. The client's role membership is read from a server only
-/// when a line reached needs it (`+role`, `samerole`).
+/// matches or the line says `reject`. The client's role membership is read from a server, and
+/// its host name looked up, only when a line reached needs it (`+role`, `samerole`; a host
+/// name).
 pub(super) async fn decide(
     app: &App,
     config: &Loaded,
@@ -69,7 +70,7 @@ pub(super) async fn decide(
         d => d.map(|d| d.line),
     };
     app.metrics.rejected("hba");
-    let host = addr.map_or("[local]".to_owned(), |a| hba::unmapped(a).to_string());
+    let from = addr.map_or("[local]".to_owned(), |a| hba::unmapped(a).to_string());
     let encryption = if stream.is_tls() {
         "SSL encryption"
     } else {
@@ -89,7 +90,7 @@ pub(super) async fn decide(
     Err(Fatal::new(
         "28000",
         format!(
-            "{what} for host \"{host}\", user \"{user}\", database \"{database}\", {encryption}"
+            "{what} for host \"{from}\", user \"{user}\", database \"{database}\", {encryption}"
         ),
     ))
 }
