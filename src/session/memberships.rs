@@ -73,7 +73,10 @@ impl Memberships {
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&role];
         let query = shared.conn.client().query(&shared.lookup, &params);
         match tokio::time::timeout_at(deadline, query).await {
-            Ok(Ok(rows)) => Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect()),
+            Ok(Ok(rows)) => rows
+                .iter()
+                .map(|r| r.try_get::<_, String>(0).map_err(|e| e.to_string()))
+                .collect(),
             Ok(Err(e)) => {
                 self.forget(&shared);
                 Err(probe::with_causes(&e))
