@@ -9,12 +9,12 @@
 //! `replication` (never matches: replication connections are refused), `+role` (user: the
 //! members of a role, directly or through other roles) and `@file` (the names in a file,
 //! relative to the including file's directory); addresses as `all`, `samehost`, `samenet`,
-//! CIDR, an address and a mask, or a host name (`.suffix` for any name ending so); methods `trust`, `reject`, `scram-sha-256`, `md5`,
-//! `password`, `cert` and `peer` (`local` only; `ident` there means `peer`, as in
-//! PostgreSQL); a line ending in `\` continues on the next; options `clientcert=verify-ca|
-//! verify-full` and `clientname=CN|DN` (on `hostssl` lines) and `map=` (`peer` and `cert` lines: a map of
-//! [`super::ident`]). Other methods and other options are refused when the file is read,
-//! naming the line.
+//! CIDR, an address and a mask, or a host name (`.suffix` for any name ending so); methods
+//! `trust`, `reject`, `scram-sha-256`, `md5`, `password`, `cert` and `peer` (`local` only;
+//! `ident` there means `peer`, as in PostgreSQL); a line ending in `\` continues on the next;
+//! options `clientcert=verify-ca|verify-full` and `clientname=CN|DN` (on `hostssl` lines) and
+//! `map=` (`peer` and `cert` lines: a map of [`super::ident`]). Other methods and other options
+//! are refused when the file is read, naming the line.
 //!
 //! Role membership is the servers' to know, and a client's host name the resolver's:
 //! [`Hba::decide`] asks for either (the caller reads the catalog, or looks the address up)
