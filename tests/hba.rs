@@ -3,7 +3,8 @@
 //! socket, `password`, `md5`, `scram-sha-256`, `reject`, and no line at all, each with
 //! PostgreSQL's messages and SQLSTATEs; the rules are read again on reload, and a file that
 //! does not parse is rejected with the old rules kept. `+role`, `samerole`, `samehost`,
-//! `samenet` and `@file` match as in PostgreSQL.
+//! `samenet` and `@file` match as in PostgreSQL; `include` records and regular expressions as
+//! in PostgreSQL 16.
 
 mod support;
 
@@ -455,4 +456,140 @@ async fn host_name_lines_match_the_clients_verified_name() {
         "{}",
         proxy.log_tail(10)
     );
+}
+
+/// PostgreSQL 16's forms: `include_dir`, `include` and `include_if_exists` records in both
+/// files, regular expressions in the database and user fields, and `+role`, `all` and
+/// regular expressions as an `ident_file` map's database user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn includes_and_regular_expressions_as_in_postgresql_16() {
+    let c = shared_cluster();
+    let os = os_user();
+    c.primary()
+        .psql(&format!(
+            "DO $$ BEGIN CREATE ROLE hba16_ops NOLOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             GRANT hba16_ops TO {OTHER_USER}"
+        ))
+        .unwrap();
+    let sock = tempfile::Builder::new()
+        .prefix("sy-hba16-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let p = sock.path();
+    std::fs::create_dir(p.join("hba.d")).unwrap();
+    std::fs::create_dir(p.join("ident.d")).unwrap();
+    let rules = p.join("hba.conf");
+    std::fs::write(
+        &rules,
+        "include_if_exists not-there.conf\ninclude_dir hba.d\nhost all all all reject\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("hba.d/10-local.conf"),
+        "local all all peer map=locals\n",
+    )
+    .unwrap();
+    // `/^ap` matches the database app; the quoted expression the user other only.
+    std::fs::write(
+        p.join("hba.d/20-tcp.conf"),
+        format!(
+            "host /^ap   {MD5_USER}      127.0.0.1/32 md5\n\
+             host all    \"/^{OTHER_USER}$\" 127.0.0.1/32 password\n"
+        ),
+    )
+    .unwrap();
+    // Left out of include_dir: not named *.conf.
+    std::fs::write(p.join("hba.d/30-off.conf.bak"), "host all all all trust\n").unwrap();
+    let idents = p.join("ident.conf");
+    std::fs::write(&idents, "include ident.d/maps\n").unwrap();
+    std::fs::write(
+        p.join("ident.d/maps"),
+        format!("locals \"{os}\" +hba16_ops\nlocals \"{os}\" /^{MD5_USER}$\n"),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(
+        c,
+        ProxyOptions {
+            extra_top: format!(
+                "unix_socket_dir = \"{}\"\nhba_file = \"{}\"\nident_file = \"{}\"\n",
+                p.display(),
+                rules.display(),
+                idents.display()
+            ),
+            ..Default::default()
+        },
+    );
+    let port = proxy.port();
+    let dir = p.to_str().unwrap().to_owned();
+    assert!(wait_until(STEP, || p
+        .join(format!(".s.PGSQL.{port}"))
+        .exists()));
+
+    // Over TCP, the included lines in file-name order, then the configured file's reject.
+    assert_eq!(first_auth_request(&proxy, MD5_USER, APP_DB).await, Ok(5));
+    let rejected = |user: &str, db: &str| {
+        Err(format!(
+            "28000 pg_hba.conf rejects connection for host \"127.0.0.1\", user \"{user}\", database \"{db}\", no encryption"
+        ))
+    };
+    assert_eq!(
+        first_auth_request(&proxy, MD5_USER, "postgres").await,
+        rejected(MD5_USER, "postgres")
+    );
+    assert_eq!(first_auth_request(&proxy, OTHER_USER, APP_DB).await, Ok(3));
+    login("127.0.0.1", port, OTHER_USER, OTHER_PASSWORD, APP_DB)
+        .await
+        .unwrap();
+    assert_eq!(
+        first_auth_request(&proxy, PLAIN_USER, APP_DB).await,
+        rejected(PLAIN_USER, APP_DB)
+    );
+
+    // On the socket, `peer` with the included map: a member of hba16_ops, and the user the
+    // expression names, may log in as the socket's user; others may not.
+    login(&dir, port, OTHER_USER, "not-checked", APP_DB)
+        .await
+        .unwrap();
+    login(&dir, port, MD5_USER, "not-checked", APP_DB)
+        .await
+        .unwrap();
+    assert_eq!(
+        login(&dir, port, PLAIN_USER, "not-checked", APP_DB).await,
+        Err(format!(
+            "28000 Peer authentication failed for user \"{PLAIN_USER}\""
+        ))
+    );
+    // Membership is read at each login that reaches the `+role` line.
+    c.primary()
+        .psql(&format!("REVOKE hba16_ops FROM {OTHER_USER}"))
+        .unwrap();
+    assert_eq!(
+        login(&dir, port, OTHER_USER, "not-checked", APP_DB).await,
+        Err(format!(
+            "28000 Peer authentication failed for user \"{OTHER_USER}\""
+        ))
+    );
+    // `all` lets the socket's user in as anybody; an error in an included file is reported
+    // at the record that includes it, and the old rules stay.
+    std::fs::write(p.join("ident.d/maps"), format!("locals \"{os}\" all\n")).unwrap();
+    proxy.reload_ok().await;
+    login(&dir, port, PLAIN_USER, "not-checked", APP_DB)
+        .await
+        .unwrap();
+    std::fs::write(p.join("hba.d/20-tcp.conf"), "host all all all ldap\n").unwrap();
+    let errors = "switchyard_reloads_total{result=\"error\"}";
+    let before = proxy.metric(errors).await;
+    proxy.reload();
+    proxy.wait_metric(errors, before + 1.0, STEP).await;
+    assert!(
+        proxy.log().contains(&format!(
+            "{}:2: {}:1: authentication method \"ldap\" is not supported",
+            rules.display(),
+            p.join("hba.d/20-tcp.conf").display()
+        )),
+        "{}",
+        proxy.log_tail(10)
+    );
+    assert_eq!(first_auth_request(&proxy, MD5_USER, APP_DB).await, Ok(5));
 }

@@ -3,12 +3,14 @@
 //! addresses have to be applied here. The first line that matches a client's connection type,
 //! database, user and address decides; none matching refuses it.
 //!
-//! Supported: connection types `local`, `host`, `hostssl`, `hostnossl`, `hostgssenc` (never
-//! matches: GSS encryption is refused) and `hostnogssenc`; databases and users as names,
-//! quoted names and comma-separated lists, `all`, `sameuser` and `samerole` (database),
-//! `replication` (never matches: replication connections are refused), `+role` (user: the
-//! members of a role, directly or through other roles) and `@file` (the names in a file,
-//! relative to the including file's directory); addresses as `all`, `samehost`, `samenet`,
+//! Supported, as in PostgreSQL 16: connection types `local`, `host`, `hostssl`, `hostnossl`,
+//! `hostgssenc` (never matches: GSS encryption is refused) and `hostnogssenc`; databases and
+//! users as names, quoted names and comma-separated lists, `all`, `sameuser` and `samerole`
+//! (database), `replication` (never matches: replication connections are refused), `+role`
+//! (user: the members of a role, directly or through other roles), `/regex` (a regular
+//! expression, quoted or not, matched anywhere in the name unless anchored) and `@file` (the
+//! names in a file, relative to the including file's directory); `include`,
+//! `include_if_exists` and `include_dir` records (see [`super::conf_file`]); addresses as `all`, `samehost`, `samenet`,
 //! CIDR, an address and a mask, or a host name (`.suffix` for any name ending so); methods
 //! `trust`, `reject`, `scram-sha-256`, `md5`, `password`, `cert` and `peer` (`local` only;
 //! `ident` there means `peer`, as in PostgreSQL); a line ending in `\` continues on the next;
@@ -21,9 +23,9 @@
 //! only when the walk reaches a line that it decides.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::conf_file::{expand, fields, logical_lines, Token};
+use super::conf_file::{self, At, Pattern, Record, Token};
 
 use crate::net::host_name::{numeric_address, HostName};
 use crate::net::interfaces::Interface;
@@ -51,6 +53,8 @@ enum NameMatch {
     Replication,
     /// User field: the members of a role (`+role`), directly or through other roles.
     Member(String),
+    /// A name the regular expression matches (`/regex`).
+    Regex(Pattern),
     Name(String),
 }
 
@@ -90,7 +94,7 @@ pub enum Method {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
-    line: usize,
+    at: At,
     conn: ConnType,
     databases: Vec<NameMatch>,
     users: Vec<NameMatch>,
@@ -140,7 +144,8 @@ pub enum Needs {
 /// The decision for a client: the line and its method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub line: usize,
+    /// The deciding line.
+    pub at: At,
     pub method: Method,
     /// `clientcert=`: a client certificate is required on top of the method.
     pub clientcert: Option<CertCheck>,
@@ -181,6 +186,10 @@ fn names(field: &[Token], database: bool) -> Result<Vec<NameMatch>, String> {
     field
         .iter()
         .map(|t| {
+            // (Quoted or not, as PostgreSQL compiles them.)
+            if let Some(re) = t.text.strip_prefix('/') {
+                return Ok(NameMatch::Regex(Pattern::new(re)?));
+            }
             if t.quoted {
                 return Ok(NameMatch::Name(t.text.clone()));
             }
@@ -189,11 +198,8 @@ fn names(field: &[Token], database: bool) -> Result<Vec<NameMatch>, String> {
                 "sameuser" if database => Ok(NameMatch::SameUser),
                 "replication" if database => Ok(NameMatch::Replication),
                 "samerole" | "samegroup" if database => Ok(NameMatch::SameRole),
-                // (In the database field PostgreSQL 15 reads `+` and `/` as plain names.)
+                // (In the database field PostgreSQL reads `+` as part of a plain name.)
                 s if s.starts_with('+') && !database => Ok(NameMatch::Member(s[1..].to_owned())),
-                s if s.starts_with('/') && !database => {
-                    Err(format!("\"{s}\": regular expressions are not supported"))
-                }
                 "" => Err("an empty name".into()),
                 s => Ok(NameMatch::Name(s.to_owned())),
             }
@@ -295,12 +301,12 @@ impl Hba {
     }
 
     /// The maps `map=` options name, each with the first line naming it.
-    pub fn maps(&self) -> Vec<(usize, &str)> {
-        let mut out: Vec<(usize, &str)> = Vec::new();
+    pub fn maps(&self) -> Vec<(&At, &str)> {
+        let mut out: Vec<(&At, &str)> = Vec::new();
         for r in &self.rules {
             if let Some(m) = r.map.as_deref() {
                 if !out.iter().any(|(_, seen)| *seen == m) {
-                    out.push((r.line, m));
+                    out.push((&r.at, m));
                 }
             }
         }
@@ -309,19 +315,18 @@ impl Hba {
 
     /// The first line with `cert` or `clientcert`, if any (client certificates must be asked
     /// for).
-    pub fn cert_line(&self) -> Option<usize> {
+    pub fn cert_line(&self) -> Option<&At> {
         self.rules
             .iter()
             .find(|r| r.method == Method::Cert || r.clientcert.is_some())
-            .map(|r| r.line)
+            .map(|r| &r.at)
     }
 
     /// Reads the file at `path`; the error names the line (1-based; a continued line by its
-    /// first; 0 when the file itself cannot be read) and what is wrong.
+    /// first; 0 when the file itself cannot be read; for a line of an included file, the
+    /// record including it, the message naming the file and line) and what is wrong.
     pub fn read(path: &Path) -> Result<Hba, (usize, String)> {
-        let text = std::fs::read_to_string(path).map_err(|e| (0, e.to_string()))?;
-        let dir = path.parent().map_or(PathBuf::from("."), Path::to_path_buf);
-        Self::parse_in(&text, &dir)
+        Self::from_records(conf_file::read(path)?)
     }
 
     /// Reads a file's text, with `@file`s relative to the current directory.
@@ -331,14 +336,14 @@ impl Hba {
 
     /// Reads a file's text, with `@file`s relative to `dir` (the file's directory).
     pub fn parse_in(text: &str, dir: &Path) -> Result<Hba, (usize, String)> {
-        let mut rules = Vec::new();
-        for (n, line) in logical_lines(text) {
-            let f = fields(&line).map_err(|m| (n, m))?;
-            if f.is_empty() {
-                continue;
-            }
-            rules.push(Self::rule(n, &f, dir).map_err(|m| (n, m))?);
-        }
+        Self::from_records(conf_file::parse(text, dir)?)
+    }
+
+    fn from_records(records: Vec<Record>) -> Result<Hba, (usize, String)> {
+        let rules = records
+            .into_iter()
+            .map(|r| Self::rule(&r.fields, r.at.clone()).map_err(|m| r.error(m)))
+            .collect::<Result<_, _>>()?;
         Ok(Hba { rules })
     }
 
@@ -350,7 +355,7 @@ impl Hba {
         })
     }
 
-    fn rule(line: usize, f: &[Vec<Token>], dir: &Path) -> Result<Rule, String> {
+    fn rule(f: &[Vec<Token>], at: At) -> Result<Rule, String> {
         let conn = match single(&f[0], "the connection type")? {
             "local" => ConnType::Local,
             "host" => ConnType::Host,
@@ -363,9 +368,9 @@ impl Hba {
         let databases = f
             .get(1)
             .ok_or("end-of-line before database specification")?;
-        let databases = names(&expand(databases, dir, 0)?, true)?;
+        let databases = names(databases, true)?;
         let users = f.get(2).ok_or("end-of-line before role specification")?;
-        let users = names(&expand(users, dir, 0)?, false)?;
+        let users = names(users, false)?;
         let mut rest = &f[3..];
         let addr = if conn == ConnType::Local {
             None
@@ -452,7 +457,7 @@ impl Hba {
             return Err("cert authentication is only supported on hostssl connections".into());
         }
         Ok(Rule {
-            line,
+            at,
             conn,
             databases,
             users,
@@ -504,12 +509,16 @@ impl Hba {
                 NameMatch::SameUser => Some(database == user),
                 NameMatch::SameRole => member_of(database),
                 NameMatch::Replication | NameMatch::Member(_) => Some(false),
+                NameMatch::Regex(p) => Some(p.is_match(database)),
                 NameMatch::Name(n) => Some(n.as_bytes() == database),
             }));
             let role = any3(r.users.iter().map(|u| match u {
                 NameMatch::Name(n) => Some(n.as_bytes() == user),
                 NameMatch::Member(role) => member_of(role.as_bytes()),
-                _ => Some(true),
+                NameMatch::Regex(p) => Some(p.is_match(user)),
+                NameMatch::All => Some(true),
+                // (Keywords of the database field only.)
+                NameMatch::SameUser | NameMatch::SameRole | NameMatch::Replication => Some(false),
             }));
             if db == Some(false) || role == Some(false) {
                 continue;
@@ -543,7 +552,7 @@ impl Hba {
                 return Err(Needs::Roles);
             }
             return Ok(Some(Decision {
-                line: r.line,
+                at: r.at.clone(),
                 method: r.method,
                 clientcert: r.clientcert,
                 map: r.map.clone(),

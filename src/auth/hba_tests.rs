@@ -23,7 +23,7 @@ fn decide(hba: &Hba, c: Client) -> Option<(usize, Method)> {
     };
     hba.decide(&c, &local)
         .expect("no line needs roles")
-        .map(|d| (d.line, d.method))
+        .map(|d| (d.at.line, d.method))
 }
 
 #[test]
@@ -148,14 +148,19 @@ fn files_postgresql_reads_read_the_same() {
         decide(&hba, client(None, false, "u", "x")),
         Some((5, Method::Peer))
     );
-    // + and / start plain database names in PostgreSQL 15; masks need not be contiguous.
+    // + starts a plain database name, / a regular expression; masks need not be
+    // contiguous.
     assert_eq!(
         decide(&hba, client(Some("10.7.0.200"), false, "u", "+ops")),
         Some((6, Method::Password))
     );
     assert_eq!(
-        decide(&hba, client(Some("10.99.0.5"), false, "u", "/data")),
+        decide(&hba, client(Some("10.99.0.5"), false, "u", "my_database")),
         Some((6, Method::Password))
+    );
+    assert_eq!(
+        decide(&hba, client(Some("10.99.0.5"), false, "u", "/dat")),
+        None
     );
     assert_eq!(
         decide(&hba, client(Some("11.7.0.200"), false, "u", "+ops")),
@@ -195,13 +200,18 @@ fn role_membership_is_asked_for_only_when_a_line_needs_it() {
     let walk = |addr: &str, user: &str, db: &str, roles: Option<&[String]>| {
         let mut c = client(Some(addr), false, user, db);
         c.roles = roles;
-        hba.decide(&c, &none).map(|d| d.map(|d| (d.line, d.method)))
+        hba.decide(&c, &none)
+            .map(|d| d.map(|d| (d.at.line, d.method)))
     };
     // Decided before any line that needs roles, or by a name on the line that does.
     assert_eq!(
         hba.decide(&client(None, false, "postgres", "x"), &none),
         Ok(Some(Decision {
-            line: 1,
+            at: At {
+                line: 1,
+                file: None,
+                top: 1
+            },
             method: Method::Peer,
             clientcert: None,
             map: None,
@@ -236,7 +246,7 @@ fn role_membership_is_asked_for_only_when_a_line_needs_it() {
     let partly = Hba::parse("host all +\"ops\",al\"l\" all trust").unwrap();
     let mut c = client(Some("1.2.3.4"), false, "carol", "d");
     c.roles = Some(&[]);
-    assert_eq!(partly.decide(&c, &none).unwrap().unwrap().line, 1);
+    assert_eq!(partly.decide(&c, &none).unwrap().unwrap().at.line, 1);
     assert!(Hba::parse("local all all peer map=")
         .unwrap()
         .maps()
@@ -244,7 +254,7 @@ fn role_membership_is_asked_for_only_when_a_line_needs_it() {
     let partly = Hba::parse("host all +\"ops\" all trust").unwrap();
     let carol_roles = roles(&["carol", "ops"]);
     c.roles = Some(&carol_roles);
-    assert_eq!(partly.decide(&c, &none).unwrap().unwrap().line, 1);
+    assert_eq!(partly.decide(&c, &none).unwrap().unwrap().at.line, 1);
     c.roles = Some(&[]);
     assert_eq!(partly.decide(&c, &none), Ok(None));
     // A quoted "+ops" is a role named so, not the members of ops.
@@ -277,7 +287,8 @@ fn host_names_match_the_clients_verified_name_when_a_line_needs_it() {
     let walk = |user: &str, name: Option<HostName>| {
         let mut c = client(Some("10.1.2.3"), false, user, "d");
         c.host_name = name.as_ref();
-        hba.decide(&c, &none).map(|d| d.map(|d| (d.line, d.method)))
+        hba.decide(&c, &none)
+            .map(|d| d.map(|d| (d.at.line, d.method)))
     };
     let verified = |n: &str| Some(HostName::Verified(n.into()));
     // Decided before the first host-name line: no lookup.
@@ -356,10 +367,10 @@ fn samehost_and_samenet_are_this_hosts_addresses_and_networks() {
         Vec::new()
     };
     let c = client(Some("10.9.9.9"), false, "a", "d");
-    assert_eq!(hba.decide(&c, &counted).unwrap().unwrap().line, 3);
+    assert_eq!(hba.decide(&c, &counted).unwrap().unwrap().at.line, 3);
     assert_eq!(reads.get(), 1);
     let b = client(Some("10.9.9.9"), false, "b", "d");
-    assert_eq!(hba.decide(&b, &counted).unwrap().unwrap().line, 3);
+    assert_eq!(hba.decide(&b, &counted).unwrap().unwrap().at.line, 3);
     assert_eq!(reads.get(), 1);
     assert_eq!(
         hba.decide(&client(None, false, "a", "d"), &counted),
@@ -432,7 +443,7 @@ fn at_file_lists_the_names_in_a_file_beside_the_including_one() {
     std::fs::write(&path, "host all @loop all trust\n").unwrap();
     let (line, msg) = Hba::read(&path).unwrap_err();
     assert_eq!(line, 1);
-    assert!(msg.contains("nested @file"), "{msg}");
+    assert!(msg.contains("maximum nesting depth exceeded"), "{msg}");
     // An error inside an included file names that file's line.
     std::fs::write(dir.path().join("bad"), "ok\n\"unterminated\n").unwrap();
     std::fs::write(&path, "host all @bad all trust\n").unwrap();
@@ -461,7 +472,11 @@ fn errors_name_the_line_and_the_problem() {
         ),
         // As the system reads addresses: 127.1 is one, so a netmask must follow.
         ("host all all 127.1 trust", "invalid IP mask \"trust\""),
-        ("host all /^a all trust", "regular expressions"),
+        (
+            "host all /^a( all trust",
+            "invalid regular expression \"^a(\"",
+        ),
+        ("host /[ all all trust", "invalid regular expression \"[\""),
         (
             "host @no-such-file all all trust",
             "could not open file \"./no-such-file\"",

@@ -188,8 +188,15 @@ impl Loaded {
                 );
             }
         }
-        if let Some(path) = &c.ident_file {
+        if let (Some(path), Some(i)) = (&c.ident_file, &self.ident) {
             let _ = writeln!(s, "user-name maps (map=) from {}", path.get_ref());
+            if i.uses_roles() {
+                let _ = writeln!(
+                    s,
+                    "  +role map lines: role membership read at login as {} ([health] user)",
+                    self.monitor_credentials().0
+                );
+            }
         }
         match self.http_listen {
             Some(a) => {

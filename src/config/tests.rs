@@ -903,8 +903,27 @@ fn ident_file_gives_the_maps_hba_lines_name() {
     assert!(l
         .ident
         .as_ref()
-        .is_some_and(|i| i.permits("ops", "root", "postgres")));
+        .is_some_and(|i| i.permits("ops", "root", "postgres", None) == Ok(true)));
     assert!(l.describe().contains("user-name maps"), "{}", l.describe());
+    assert!(
+        !l.describe().contains("+role map lines"),
+        "{}",
+        l.describe()
+    );
+    std::fs::write(&ident, "ops root +admins\n").unwrap();
+    let d = parse(&with, "t.toml").unwrap().describe();
+    assert!(d.contains("+role map lines: role membership read"), "{d}");
+    // A line of an included file is named by that file and line.
+    let more = dir.path().join("more.conf");
+    std::fs::write(&more, "local all all trust\nlocal all all peer map=ops\n").unwrap();
+    std::fs::write(&hba, "local all all trust\ninclude more.conf\n").unwrap();
+    let e = err(&without);
+    assert!(
+        e.contains(&format!("{}:2: map=ops needs `ident_file`", more.display())),
+        "{e}"
+    );
+    std::fs::write(&hba, "local all all trust\nlocal all all peer map=ops\n").unwrap();
+    std::fs::write(&ident, "ops root postgres\nops /^(.*)$ \\1\n").unwrap();
     // A changed map is a change a reload reports.
     std::fs::write(&ident, "ops root postgres\n").unwrap();
     let l2 = parse(&with, "t.toml").unwrap();

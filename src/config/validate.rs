@@ -243,13 +243,13 @@ impl Validator<'_> {
         let (tls, server_tls) = self.validate_tls(&config)?;
         if let (Some(h), Some(path)) = (&hba, &config.hba_file) {
             let has_ca = config.tls.as_ref().is_some_and(|t| t.ca.is_some());
-            if let Some(line) = h.cert_line().filter(|_| !has_ca) {
+            if let Some(at) = h.cert_line().filter(|_| !has_ca) {
                 return Err(self.err(
                     path.span(),
                     "hba_file",
                     format!(
-                        "{}:{line}: cert authentication needs [tls] with `ca`, the authorities client certificates must chain to",
-                        path.get_ref()
+                        "{}: cert authentication needs [tls] with `ca`, the authorities client certificates must chain to",
+                        at.in_file(path.get_ref())
                     ),
                 ));
             }
@@ -259,21 +259,21 @@ impl Validator<'_> {
             None => None,
         };
         if let (Some(h), Some(path)) = (&hba, &config.hba_file) {
-            for (line, map) in h.maps() {
+            for (at, map) in h.maps() {
                 match &ident {
                     None => {
                         return Err(self.err(
                             path.span(),
                             "hba_file",
                             format!(
-                            "{}:{line}: map={map} needs `ident_file`, the file of user-name maps",
-                            path.get_ref()
-                        ),
+                                "{}: map={map} needs `ident_file`, the file of user-name maps",
+                                at.in_file(path.get_ref())
+                            ),
                         ))
                     }
                     Some(i) if !i.has_map(map) => tracing::warn!(
                         hba_file = %path.get_ref(),
-                        line,
+                        line = %at,
                         map,
                         "ident_file has no line for this map: it lets nobody in"
                     ),

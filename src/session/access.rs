@@ -5,7 +5,7 @@
 use super::Fatal;
 use crate::app::App;
 use crate::auth::hba::{self, Hba, Method};
-use crate::auth::ident::IdentMap;
+use crate::auth::ident::{IdentMap, NeedsRoles};
 use crate::config::Loaded;
 use crate::net::host_name::{self, HostName};
 use crate::net::interfaces::Interface;
@@ -43,14 +43,7 @@ pub(super) async fn decide(
         };
         match hba.decide(&client, &local_interfaces) {
             Ok(d) => break d,
-            Err(hba::Needs::Roles) => {
-                // The role as PostgreSQL looks it up: the name cut to 63 bytes (cut inside a
-                // character, it names no role).
-                roles = Some(match std::str::from_utf8(hba::cut(user)) {
-                    Ok(name) => app.memberships.of(app, config, name).await?,
-                    Err(_) => Vec::new(),
-                });
-            }
+            Err(hba::Needs::Roles) => roles = Some(roles_of(app, config, user).await?),
             Err(hba::Needs::HostName) => {
                 let ip = addr.expect("host name lines match TCP clients only");
                 host = Some(host_name::reverse(ip).await);
@@ -67,7 +60,7 @@ pub(super) async fn decide(
     };
     let rejected_by = match decision {
         Some(d) if d.method != Method::Reject => return Ok(d),
-        d => d.map(|d| d.line),
+        d => d.map(|d| d.at),
     };
     app.metrics.rejected("hba");
     let from = addr.map_or("[local]".to_owned(), |a| hba::unmapped(a).to_string());
@@ -79,7 +72,7 @@ pub(super) async fn decide(
     // (PostgreSQL tells the host-name lookup's outcome in the error's detail; here the log.)
     let what = match rejected_by {
         Some(line) => {
-            tracing::info!(line, host_name = ?host, "hba_file rejects the login");
+            tracing::info!(line = %line, host_name = ?host, "hba_file rejects the login");
             "pg_hba.conf rejects connection"
         }
         None => {
@@ -105,9 +98,22 @@ fn local_interfaces() -> Vec<Interface> {
 }
 
 /// Whether the `ident_file` map `map` lets the system user `system` log in as `user` (logged
-/// when it does not, as PostgreSQL logs it).
-pub(super) fn mapped(ident: &IdentMap, map: &str, system: &str, user: &str) -> bool {
-    let ok = ident.permits(map, system, user);
+/// when it does not, as PostgreSQL logs it). The user's role membership is read only when a
+/// `+role` line of the map is reached (FATAL 57P03 when it cannot be).
+pub(super) async fn mapped(
+    app: &App,
+    config: &Loaded,
+    (ident, map): (&IdentMap, &str),
+    system: &str,
+    user: &str,
+) -> Result<bool, Fatal> {
+    let mut roles: Option<Vec<String>> = None;
+    let ok = loop {
+        match ident.permits(map, system, user, roles.as_deref()) {
+            Ok(ok) => break ok,
+            Err(NeedsRoles) => roles = Some(roles_of(app, config, user).await?),
+        }
+    };
     if !ok {
         tracing::info!(
             map,
@@ -116,12 +122,23 @@ pub(super) fn mapped(ident: &IdentMap, map: &str, system: &str, user: &str) -> b
             "no match in usermap for the user authenticated as the system user"
         );
     }
-    ok
+    Ok(ok)
+}
+
+/// The roles `user` is a member of, as PostgreSQL looks the role up: the name cut to 63 bytes
+/// (cut inside a character, it names no role).
+async fn roles_of(app: &App, config: &Loaded, user: &str) -> Result<Vec<String>, Fatal> {
+    match std::str::from_utf8(hba::cut(user)) {
+        Ok(name) => app.memberships.of(app, config, name).await,
+        Err(_) => Ok(Vec::new()),
+    }
 }
 
 /// `peer`: the operating-system user at the other end of the socket must be `user`, or the
 /// line's `map=` must pair the two.
-pub(super) fn check_peer(
+pub(super) async fn check_peer(
+    app: &App,
+    config: &Loaded,
     stream: &Stream,
     user: &str,
     map: Option<(&IdentMap, &str)>,
@@ -146,8 +163,8 @@ pub(super) fn check_peer(
         tracing::warn!(uid, "peer authentication: could not look up local user ID");
         return Err(failed());
     };
-    if let Some((ident, map)) = map {
-        return if mapped(ident, map, &os_user, user) {
+    if let Some(map) = map {
+        return if mapped(app, config, map, &os_user, user).await? {
             Ok(())
         } else {
             Err(failed())

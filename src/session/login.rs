@@ -288,7 +288,8 @@ pub async fn authenticate(
     let check = match (hba_method, &configured, stored) {
         (Some(Method::Trust | Method::Cert), _, _) => Check::Trust,
         (Some(Method::Peer), _, _) => {
-            access::check_peer(stream, user_name, usermap(&config, hba.as_ref()))?;
+            let map = usermap(&config, hba.as_ref());
+            access::check_peer(app, &config, stream, user_name, map).await?;
             Check::Trust
         }
         (Some(Method::Password), _, stored) => Check::Cleartext(stored),
@@ -416,7 +417,7 @@ pub async fn authenticate(
         });
         // A `cert` line's `map=` pairs names; otherwise the name must be the user's.
         let named = match (name, usermap(&config, hba.as_ref()).filter(|_| cert_auth)) {
-            (Some(name), Some((ident, map))) => access::mapped(ident, map, name, user_name),
+            (Some(name), Some(map)) => access::mapped(app, &config, map, name, user_name).await?,
             (name, _) => name == Some(user_name),
         };
         if !named {
