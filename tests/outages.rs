@@ -182,6 +182,71 @@ async fn a_server_lost_in_the_middle_of_a_row_ends_the_client_connection() {
     assert_eq!(one, 1);
 }
 
+/// A query of the proxy's own on the connection it just checked out for a client (here the
+/// read of the database's volatile functions, made to wait by a lock on `pg_proc`) outlives
+/// its timeout: the connection is closed unused and the client's query runs on another. Sent
+/// behind the late answer on the same connection, the query would get that answer as its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_query_past_its_timeout_leaves_its_connection_unused() {
+    let cluster = tokio::task::spawn_blocking(|| own_cluster(0))
+        .await
+        .unwrap();
+    let proxy = start_ready_proxy_on(
+        &cluster,
+        ProxyOptions {
+            extra_tables: "[pool]\nconnect_timeout = \"1s\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let client = proxy.connect_app().await;
+    let cs = cluster
+        .primary()
+        .conn_string(SUPERUSER, SUPERUSER_PASSWORD, APP_DB);
+    let (locker, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_proc IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let query = tokio::spawn(async move {
+        let rows = client
+            .simple_query("SELECT 'mine' AS answer")
+            .await
+            .map(text_rows);
+        (client, rows)
+    });
+    // The read waits for the lock past its timeout (a second); then its answer comes.
+    assert!(
+        wait_until(STEP, || {
+            cluster
+                .primary()
+                .psql(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND query LIKE '%pg_proc%'",
+                )
+                .is_ok_and(|n| n.trim() == "1")
+        }),
+        "the proxy's read of pg_proc never waited for the lock"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    locker.batch_execute("COMMIT").await.unwrap();
+    let (client, rows) = tokio::time::timeout(STEP, query)
+        .await
+        .expect("the query got no answer")
+        .unwrap();
+    assert_eq!(rows.unwrap(), vec![vec![Some("mine".to_owned())]]);
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    assert_eq!(
+        proxy
+            .metric("switchyard_server_discards_total{reason=\"setup_failed\"}")
+            .await,
+        1.0
+    );
+}
+
 /// A transaction block whose server connection is lost while the client is idle in it: the
 /// client's ROLLBACK is answered ROLLBACK (the block is gone either way); a COMMIT is told the
 /// block was lost, never that it committed, and nothing of it is in the table.

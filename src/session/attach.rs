@@ -218,6 +218,26 @@ impl Session {
             .count_routed(d.target == Target::Primary, d.reason);
         self.read_functions().await;
         self.check_statement_shapes().await;
+        if self.server.as_ref().is_some_and(|p| p.conn.broken) {
+            // A query of the proxy's own failed on the connection or outlived its timeout:
+            // its answer may still come, ahead of anything sent now. Nothing of the client's
+            // was sent, so the request goes to another connection (a bounded number of times).
+            tracing::info!(parent: &self.span, backend = %pool.key.backend, "a setup query failed on the server connection just checked out: routing again");
+            self.swbuf.clear();
+            self.pending.abandon();
+            self.discard_server("setup_failed");
+            if self.retry_attempts >= super::retry::MAX_ATTEMPTS {
+                self.app.metrics.error("08006");
+                self.fail_request("08006", "the server connection failed while it was set up");
+                self.deferred_begin = None;
+            } else {
+                self.retry_attempts += 1;
+                if d.target == Target::Replica {
+                    self.avoid |= 1u64 << (index % 64);
+                }
+            }
+            return Ok(());
+        }
         self.sync_settings();
         self.close_unheld_statements();
         if let Some(begin) = self.deferred_begin.take() {

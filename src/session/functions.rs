@@ -14,7 +14,9 @@ impl Session {
     /// list is due (see [`crate::catalog`]) and no other session is reading it. Nothing was
     /// sent to the connection yet: what the proxy queued for it goes after this query.
     pub(super) async fn read_functions(&mut self) {
-        if self.txn != TxnStatus::Idle {
+        // (Nor for a request sent to another connection after a failure: one whose read
+        // failed there would fail again, and the request with it.)
+        if self.txn != TxnStatus::Idle || self.retry_attempts > 0 {
             return;
         }
         let epoch = self.app.statements.epoch();
