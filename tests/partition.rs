@@ -773,3 +773,68 @@ async fn a_write_in_flight_on_a_partitioned_primary_fails_in_bounded_time() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A write whose server connection is still being opened (the primary partitioned) when the
+/// monitor declares the primary down: the connection, once open, is closed unused, and the
+/// write is routed again by the new view: it waits for the primary to be back and runs there
+/// once, instead of failing with 08006.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_connection_opened_after_its_server_went_down_is_routed_again() {
+    let cluster = tokio::task::spawn_blocking(|| own_cluster(0))
+        .await
+        .unwrap();
+    let primary = cluster.primary().name().to_string();
+    let relay = Relay::for_node(cluster.primary());
+    let proxy = start_ready_proxy_on(
+        &cluster,
+        ProxyOptions {
+            backends: Some(vec![(primary.clone(), relay.addr_string())]),
+            extra_tables: "[health]\ninterval = \"200ms\"\ntimeout = \"1s\"\nfall = 2\nrise = 2\n\
+                 [pool]\nconnect_timeout = \"60s\"\n\
+                 [routing]\nprimary_wait = \"60s\"\n"
+                .into(),
+            ..Default::default()
+        },
+    );
+    let client = proxy.connect_app().await;
+    client
+        .batch_execute("CREATE TABLE sev_w (v int)")
+        .await
+        .unwrap();
+    // The pool's idle connection ends, so that the write opens a new one.
+    cluster
+        .primary()
+        .psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{APP_USER}'"
+        ))
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(30), || cluster
+        .primary()
+        .psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{APP_USER}'"
+        ))
+        .is_ok_and(|n| n.trim() == "0")));
+    let accepted = relay.accepted();
+    relay.set_mode(Mode::Blackhole);
+    let write = tokio::spawn(async move {
+        let r = client.batch_execute("INSERT INTO sev_w VALUES (1)").await;
+        (client, r)
+    });
+    // The write's connection waits in the partition while the monitor gives up on the primary.
+    assert!(support::wait_until(Duration::from_secs(30), || relay
+        .accepted()
+        > accepted));
+    wait_backend_up(&proxy, &primary, false).await;
+    relay.set_mode(Mode::Pass);
+    let (client, r) = tokio::time::timeout(Duration::from_secs(90), write)
+        .await
+        .expect("the write got no answer")
+        .unwrap();
+    r.expect("the write was routed again once the primary was back");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM sev_w", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}

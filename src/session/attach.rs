@@ -159,6 +159,19 @@ impl Session {
                 return Ok(());
             }
             Ok(p) => self.hold(p),
+            // The monitor declared the server down or fenced it while a connection was being
+            // opened for this request (closed unused): route it again, by the new view (a
+            // write waits for a primary as any other).
+            Err(crate::pool::PoolError::Severed)
+                if self.retry_attempts < super::retry::MAX_ATTEMPTS =>
+            {
+                tracing::info!(parent: &self.span, backend = %pool.key.backend, "the server was declared unavailable during the checkout: routing again");
+                self.retry_attempts += 1;
+                if d.target == Target::Replica {
+                    self.avoid |= 1u64 << (index % 64);
+                }
+                return Ok(());
+            }
             Err(e)
                 if d.target == Target::Replica
                     && self.retry_attempts < super::retry::MAX_ATTEMPTS

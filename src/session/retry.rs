@@ -68,14 +68,18 @@ impl Retry {
         !self.released
     }
 
-    /// Adds response bytes; releases everything to `out` when over budget.
+    /// Adds response bytes; releases everything to `out` when over budget, unless the server
+    /// already refused the request, which is then repeated: what is held is never sent (and
+    /// nothing more is added, the relay drops the rest of the response). The bytes read with
+    /// the refusal may cross the budget; released, they would reach the client without the
+    /// error and ReadyForQuery the relay dropped, and the client would wait for ever.
     pub fn hold(&mut self, bytes: BytesMut, out: &mut BytesMut) {
         if self.released {
             out.unsplit(bytes);
             return;
         }
         self.held.unsplit(bytes);
-        if self.held.len() > HOLD_BUDGET {
+        if self.held.len() > HOLD_BUDGET && self.rescue.is_none() {
             self.release_into(out);
         }
     }
@@ -243,5 +247,16 @@ mod tests {
         assert_eq!(out.len(), HOLD_BUDGET + 3);
         r.hold(BytesMut::from(&b"z"[..]), &mut out);
         assert_eq!(out.len(), HOLD_BUDGET + 4);
+    }
+
+    #[test]
+    fn a_refused_request_stays_held_past_the_budget() {
+        let mut r = Retry::default();
+        let mut out = BytesMut::new();
+        r.hold(BytesMut::from(&vec![0u8; HOLD_BUDGET - 10][..]), &mut out);
+        // The refusal came in the same read as the rows that cross the budget.
+        r.rescue = Some(Refusal::Conflict);
+        r.hold(BytesMut::from(&vec![0u8; 100][..]), &mut out);
+        assert!(r.holding() && out.is_empty());
     }
 }
