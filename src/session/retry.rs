@@ -57,9 +57,11 @@ pub(super) struct Retry {
 }
 
 /// Whether the request in flight is repeated elsewhere when its server connection is lost: its
-/// response is still held back, attempts remain, and no message is half streamed to the server.
+/// response is still held back, attempts remain, no message is half streamed to the server,
+/// and it is a read (not a hinted statement that may write: what it did outside the database
+/// before the server went would be done again).
 pub(super) fn repeats_on_loss(retry: Option<&Retry>, attempts: u32, pass_idle: bool) -> bool {
-    retry.is_some_and(|r| r.holding()) && attempts < MAX_ATTEMPTS && pass_idle
+    retry.is_some_and(|r| r.holding() && !r.may_write) && attempts < MAX_ATTEMPTS && pass_idle
 }
 
 impl Retry {
@@ -247,6 +249,19 @@ mod tests {
         assert_eq!(out.len(), HOLD_BUDGET + 3);
         r.hold(BytesMut::from(&b"z"[..]), &mut out);
         assert_eq!(out.len(), HOLD_BUDGET + 4);
+    }
+
+    #[test]
+    fn only_reads_are_repeated_when_their_server_is_lost() {
+        let read = Retry::default();
+        assert!(repeats_on_loss(Some(&read), 0, true));
+        assert!(!repeats_on_loss(Some(&read), MAX_ATTEMPTS, true));
+        assert!(!repeats_on_loss(Some(&read), 0, false));
+        let hinted = Retry {
+            may_write: true,
+            ..Retry::default()
+        };
+        assert!(!repeats_on_loss(Some(&hinted), 0, true));
     }
 
     #[test]
