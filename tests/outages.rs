@@ -247,6 +247,67 @@ async fn a_setup_query_past_its_timeout_leaves_its_connection_unused() {
     );
 }
 
+/// The server connection is lost while a client has two extended-protocol batches in flight
+/// (the first one running): each fails, with an error and then its ReadyForQuery, as
+/// PostgreSQL answers a failed batch. A bare ReadyForQuery for the second would tell a
+/// pipelining driver that its messages produced nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_batch_in_flight_fails_when_the_server_is_lost() {
+    use postgres_protocol::message::frontend;
+
+    let (cluster, relay, proxy) = tokio::task::spawn_blocking(behind_relay).await.unwrap();
+    let params = [("user", APP_USER), ("database", APP_DB)];
+    let mut s = match login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await {
+        Ok(s) => s,
+        Err(r) => panic!("login refused: {:?}", r.error),
+    };
+    let mut out = bytes::BytesMut::new();
+    for sql in [
+        "SELECT pg_sleep(60) /* first batch */",
+        "INSERT INTO nowhere VALUES (1) /* second batch */",
+    ] {
+        frontend::parse("", sql, std::iter::empty(), &mut out).unwrap();
+        frontend::bind(
+            "",
+            "",
+            std::iter::empty(),
+            std::iter::empty::<i32>(),
+            |_: i32, _: &mut bytes::BytesMut| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> { unreachable!() },
+            std::iter::empty(),
+            &mut out,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        frontend::execute("", 0, &mut out).unwrap();
+        frontend::sync(&mut out);
+    }
+    s.raw.send(&out).await.unwrap();
+    assert!(
+        wait_until(STEP, || {
+            cluster
+            .primary()
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%first batch%' AND state = 'active' AND pid <> pg_backend_pid()")
+            .is_ok_and(|n| n.trim() == "1")
+        }),
+        "the first batch never ran"
+    );
+    relay.reset_all();
+    let mut tags = Vec::new();
+    let mut codes = Vec::new();
+    while tags.iter().filter(|t| **t == 'Z').count() < 2 {
+        let f = tokio::time::timeout(STEP, s.raw.frame())
+            .await
+            .expect("the batches got no answer");
+        if f.tag == b'E' {
+            codes.push(f.code());
+        }
+        tags.push(f.tag as char);
+    }
+    // (ParseComplete and BindComplete wait in the server's buffer while the first runs.)
+    assert_eq!(tags, ['E', 'Z', 'E', 'Z'], "{codes:?}");
+    assert_eq!(codes, ["08006", "08006"]);
+}
+
 /// A transaction block whose server connection is lost while the client is idle in it: the
 /// client's ROLLBACK is answered ROLLBACK (the block is gone either way); a COMMIT is told the
 /// block was lost, never that it committed, and nothing of it is in the table.

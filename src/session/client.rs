@@ -294,6 +294,11 @@ impl Session {
             self.restore_startup_settings();
         }
         if self.skip_until_sync && h.tag != tag::SYNC {
+            // Still part of the request: repeated with it (the server skipped it too).
+            if let Some(r) = self.retry.as_mut().filter(|r| r.holding()) {
+                r.original
+                    .extend_from_slice(&self.client.rbuf[..h.frame_len]);
+            }
             self.client.rbuf.advance(h.frame_len);
             return Ok(None);
         }

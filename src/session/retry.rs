@@ -193,21 +193,22 @@ impl super::Session {
                 Some((m, false)) => format!(": {m}"),
                 _ => String::new(),
             };
-            encode::error(
-                &mut self.client.wbuf,
-                "ERROR",
-                "08006",
-                &format!("the server connection was lost while running the request{why}"),
-            );
+            let message = format!("the server connection was lost while running the request{why}");
             let status = if in_block {
                 TxnStatus::Failed
             } else {
                 TxnStatus::Idle
             };
+            // Every request in flight fails, each as PostgreSQL fails one (an error, then the
+            // ReadyForQuery of its Sync or Query): a pipelined request answered by a bare
+            // ReadyForQuery would read as one whose messages produced nothing.
             for _ in 0..owed {
+                encode::error(&mut self.client.wbuf, "ERROR", "08006", &message);
                 encode::ready_for_query(&mut self.client.wbuf, status);
             }
             if open_batch {
+                // (Its ReadyForQuery answers the client's Sync, when it comes.)
+                encode::error(&mut self.client.wbuf, "ERROR", "08006", &message);
                 self.skip_until_sync = true;
             }
             self.aborted_txn = in_block;
