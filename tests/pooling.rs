@@ -1067,6 +1067,26 @@ async fn a_lone_begin_holds_no_server_connection() {
     }
 }
 
+/// A Flush sent after a batch's Sync opens nothing: the client, idle after it, holds no
+/// server connection (another client gets the pool's only one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_after_a_sync_holds_no_server_connection() {
+    let p = proxy("transaction", "size = 1\ncheckout_timeout = \"3s\"");
+    let mut a = raw_login(&p, &[]).await;
+    let b = connect(&p).await;
+    let mut out = BytesMut::new();
+    m_parse(&mut out, "", "SELECT 1");
+    m_bind(&mut out, "", "", &[]);
+    m_execute(&mut out);
+    m_sync(&mut out);
+    frontend::flush(&mut out);
+    a.raw.send(&out).await.unwrap();
+    while bounded("a's batch", a.raw.frame()).await.tag != b'Z' {}
+    assert_eq!(one(&b, "SELECT 'b runs'").await, "b runs");
+    let (code, _, status) = raw_q(&mut a, "SELECT 2").await;
+    assert_eq!((code.as_str(), status), ("", 'I'));
+}
+
 /// Logs in over the raw protocol (to see ReadyForQuery's transaction status, or to send bytes
 /// that are not UTF-8), with `extra` startup parameters.
 async fn raw_login(p: &Proxy, extra: &[(&str, &str)]) -> support::raw::Session {

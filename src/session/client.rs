@@ -326,11 +326,12 @@ impl Session {
         if self.server.is_some()
             && matches!(
                 h.tag,
-                tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::FLUSH
+                tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE
             )
         {
             // An extended-protocol batch is open until its Sync: the server connection holds
-            // its portals and error state until then.
+            // its portals and error state until then. (A Flush alone opens nothing: after a
+            // Sync, it would have kept the connection from an idle client.)
             self.batch_open = true;
         }
         if h.tag == tag::QUERY {
