@@ -3449,6 +3449,41 @@ async fn currval_follows_the_client_to_its_last_connection() {
     q(&a, "DROP SEQUENCE pool_seq2").await;
 }
 
+/// An unnamed Parse skipped after an error in one pipelined batch does not undo the unnamed
+/// statement a later batch parsed: binding it in a later round trip runs that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_unnamed_parse_leaves_a_later_batchs_statement() {
+    let p = proxy("transaction", "size = 2");
+    let mut a = Raw::app(&p).await;
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "", "SELECT 1/0");
+    m_bind(&mut b, "", "", &[]);
+    m_execute(&mut b);
+    m_parse(&mut b, "", "SELECT 2");
+    m_sync(&mut b);
+    m_parse(&mut b, "", "SELECT 3");
+    m_bind(&mut b, "", "", &[]);
+    m_execute(&mut b);
+    m_sync(&mut b);
+    a.send(&b).await;
+    let first = a.until_ready().await;
+    assert_eq!(
+        error_code(&first).as_deref(),
+        Some("22012"),
+        "{}",
+        tags(&first)
+    );
+    let second = a.until_ready().await;
+    assert_eq!(data_rows(&second), vec![vec![Some("3".to_owned())]]);
+    let third = a.roundtrip(&bind_exec("", &[])).await;
+    assert_eq!(
+        data_rows(&third),
+        vec![vec![Some("3".to_owned())]],
+        "{}",
+        tags(&third)
+    );
+}
+
 /// A request the proxy answers itself, pipelined behind a transaction block's BEGIN still in
 /// flight, reports the block's status ("T"), not the one before the BEGIN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,7 +59,10 @@ impl Session {
                         self.pending.expect(
                             Kind::Parse,
                             Mode::Swallow,
-                            Hook::UnnamedParse { client: false },
+                            Hook::UnnamedParse {
+                                client: false,
+                                seq: owner.1,
+                            },
                         );
                         conn.unnamed_owner = Some(owner);
                     }

@@ -242,7 +242,10 @@ impl Session {
         self.pending.expect(
             Kind::Parse,
             Mode::Forward,
-            Hook::UnnamedParse { client: true },
+            Hook::UnnamedParse {
+                client: true,
+                seq: owner.1,
+            },
         );
     }
 

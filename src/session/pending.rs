@@ -87,6 +87,9 @@ pub enum Hook {
     /// not the client's (and, for the client's own, the client has none it can rely on).
     UnnamedParse {
         client: bool,
+        /// The client's unnamed-statement sequence number the Parse was made under: a later
+        /// unnamed Parse (in a later pipelined batch) is not undone by this one's skip.
+        seq: u64,
     },
     /// A synthetic ParseComplete for the client's statement `name`, already prepared on the
     /// connection as `id`: if an error skips it, the client's Parse did not happen.

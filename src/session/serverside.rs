@@ -391,10 +391,13 @@ impl Session {
                             self.statements.insert(name, statement.0);
                         }
                         Hook::Evicted { id } => conn.prepared.orphan(id),
-                        Hook::UnnamedParse { client } => {
-                            // The server's unnamed statement is whatever it was before.
-                            conn.unnamed_owner = None;
-                            if client {
+                        Hook::UnnamedParse { client, seq } => {
+                            // The server's unnamed statement is whatever it was before, unless
+                            // a later Parse (of a later batch) is on its way.
+                            if conn.unnamed_owner == Some((self.id, seq)) {
+                                conn.unnamed_owner = None;
+                            }
+                            if client && self.unnamed_seq == seq {
                                 self.unnamed = None;
                                 self.unnamed_seq += 1;
                             }
