@@ -3484,6 +3484,70 @@ async fn a_skipped_unnamed_parse_leaves_a_later_batchs_statement() {
     );
 }
 
+/// A later pipelined batch finds the client's statements as the earlier batch left them on
+/// the server: a Parse that batch's error skipped defined nothing (the Bind fails as
+/// PostgreSQL fails it, naming the client's statement), and a Close it skipped closed nothing
+/// (the statement still runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_batch_sees_what_an_earlier_failed_batch_skipped() {
+    let p = proxy("transaction", "size = 2");
+    let mut a = Raw::app(&p).await;
+    let failing = |b: &mut BytesMut| {
+        m_parse(b, "", "SELECT 1/0");
+        m_bind(b, "", "", &[]);
+        m_execute(b);
+    };
+    // A Parse skipped.
+    let mut b = BytesMut::new();
+    failing(&mut b);
+    m_parse(&mut b, "skipped_s", "SELECT 2");
+    m_sync(&mut b);
+    b.extend_from_slice(&bind_exec("skipped_s", &[]));
+    a.send(&b).await;
+    let first = a.until_ready().await;
+    assert_eq!(
+        error_code(&first).as_deref(),
+        Some("22012"),
+        "{}",
+        tags(&first)
+    );
+    let second = a.until_ready().await;
+    assert_eq!(
+        error_code(&second).as_deref(),
+        Some("26000"),
+        "{}",
+        tags(&second)
+    );
+    let e = second.iter().find(|(t, _)| *t == b'E').unwrap();
+    assert_eq!(
+        err_text(&e.1),
+        "ERROR 26000: prepared statement \"skipped_s\" does not exist"
+    );
+    // A Close skipped.
+    let ok = a.roundtrip(&parse_sync("kept_s", "SELECT 5")).await;
+    assert_eq!(tags(&ok), "1Z");
+    let mut b = BytesMut::new();
+    failing(&mut b);
+    m_close(&mut b, "kept_s");
+    m_sync(&mut b);
+    b.extend_from_slice(&bind_exec("kept_s", &[]));
+    a.send(&b).await;
+    let first = a.until_ready().await;
+    assert_eq!(
+        error_code(&first).as_deref(),
+        Some("22012"),
+        "{}",
+        tags(&first)
+    );
+    let second = a.until_ready().await;
+    assert_eq!(
+        data_rows(&second),
+        vec![vec![Some("5".to_owned())]],
+        "{}",
+        tags(&second)
+    );
+}
+
 /// A request the proxy answers itself, pipelined behind a transaction block's BEGIN still in
 /// flight, reports the block's status ("T"), not the one before the BEGIN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -302,7 +302,12 @@ impl Session {
             self.client.rbuf.advance(h.frame_len);
             return Ok(None);
         }
-        if h.tag == tag::PARSE && self.parse_awaits_earlier(h) {
+        let awaits = match h.tag {
+            tag::PARSE => self.parse_awaits_earlier(h),
+            tag::BIND | tag::DESCRIBE | tag::CLOSE => self.statement_awaits_earlier(h),
+            _ => false,
+        };
+        if awaits {
             // Whether the name is taken depends on how the server answers the earlier Parse
             // of it: wait for that answer (a Flush makes the server send it before Sync).
             if !std::mem::replace(&mut self.parse_wait_flushed, true) {

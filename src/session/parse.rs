@@ -30,7 +30,26 @@ impl Session {
             && !self.pending.is_empty()
             && (self.statements.contains_key(name)
                 || self.txn == TxnStatus::Failed
-                || self.pending.parse_outstanding(name))
+                || self.pending.parse_outstanding(name)
+                || self.pending.name_unsettled(name))
+    }
+
+    /// A Bind, or a Describe or Close of a statement, naming one whose Parse or Close an
+    /// earlier pipelined batch still awaits: whether that one happened decides what this one
+    /// finds (an error there makes the server skip it), so it waits for the answer.
+    pub(super) fn statement_awaits_earlier(&self, h: Header) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let body = &self.client.rbuf[5..h.frame_len];
+        let name = match h.tag {
+            tag::BIND => read_cstr(body).and_then(|(_, rest)| read_cstr(rest)),
+            _ => match body.split_first() {
+                Some((b'S', rest)) => read_cstr(rest),
+                _ => None,
+            },
+        };
+        name.is_some_and(|(name, _)| !name.is_empty() && self.pending.name_unsettled(name))
     }
 
     pub(super) fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {

@@ -210,6 +210,31 @@ impl Pending {
         })
     }
 
+    /// Whether a Parse or Close of the client's statement `name` awaits its answer in a batch
+    /// that has ended (a Sync, Query or FunctionCall queued behind it): an error in that batch
+    /// may still make the server skip it, so a later batch cannot know yet whether the name
+    /// is taken.
+    pub fn name_unsettled(&self, name: &[u8]) -> bool {
+        let mut seen = false;
+        for e in &self.q {
+            let ends_batch = match e {
+                Expect::Server { kind, .. } => !kind.extended(),
+                Expect::Synthetic(b, _) => has_ready(b),
+            };
+            if seen && ends_batch {
+                return true;
+            }
+            let (Expect::Server { hook, .. } | Expect::Synthetic(_, hook)) = e;
+            seen |= match hook {
+                Hook::Parse { name: n, .. }
+                | Hook::CachedParse { name: n, .. }
+                | Hook::Closed { name: n, .. } => n[..] == *name,
+                _ => false,
+            };
+        }
+        false
+    }
+
     /// The Parse of the client's statement `name` (`id`) was skipped: the client's statement
     /// never existed, so a Close of it queued since gives the name nothing back when skipped
     /// in turn. `on_connection`: the server has the shared statement all the same (the
