@@ -413,6 +413,11 @@ async fn a_reload_keeps_looked_up_sessions_and_switching_it_off_stops_new_logins
     let (code, _) = refusal(&proxy, "lookup_reload", "reload pass", APP_DB).await;
     assert_eq!(code, "28P01");
     login(&proxy, APP_USER, APP_PASSWORD, APP_DB).await;
+    // Its open session stays, and keeps running transactions (its pool, retired by the
+    // reload, is replaced), through this reload and the next.
+    assert_eq!(scalar(&c, "SELECT current_user").await, "lookup_reload");
+    reload(&proxy, 3).await;
+    assert_eq!(scalar(&c, "SELECT current_user").await, "lookup_reload");
 }
 
 /// `hba_file` lines for roles not in `[[users]]`: a `password` line gets the password in

@@ -487,6 +487,11 @@ impl Pool {
         }
     }
 
+    /// Whether a reload retired it (its sessions look their pool up again).
+    pub fn is_retired(&self) -> bool {
+        self.is_retired.load(Ordering::Relaxed)
+    }
+
     fn retire(&self) {
         self.permits.close();
         let drained: Vec<_> = {

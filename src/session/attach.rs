@@ -28,8 +28,17 @@ impl Session {
             }
             self.topology = self.current.view.topology;
         }
-        if let Some(Some(p)) = self.pools.get(index) {
-            return Some(p.clone());
+        if let Some(slot) = self.pools.get_mut(index) {
+            match slot {
+                Some(p) if !p.is_retired() => return Some(p.clone()),
+                // A reload retired it (its user's entry changed or went, the topology did
+                // not): the session goes on with the pool its login now gets.
+                Some(p) => {
+                    p.disown(self.id);
+                    *slot = None;
+                }
+                None => {}
+            }
         }
         let view = self.current.view.clone();
         let b = view.backends.get(index)?;
