@@ -281,6 +281,18 @@ async fn a_second_sigint_closes_at_once() {
     let (busy, busy_conn) = connect(&p).await;
     q(&busy, "BEGIN").await;
     q(&busy, &format!("INSERT INTO {table} VALUES (1)")).await;
+    // And a client whose request is running.
+    let (sleeper, sleeper_conn) = connect(&p).await;
+    let sleeping = tokio::spawn(async move {
+        let r = try_simple(&sleeper, "SELECT pg_sleep(90) /* lc_second_int sleeper */").await;
+        (sleeper, r)
+    });
+    assert!(blocking(|| wait_until(STEP, || su(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%lc_second_int sleeper%' \
+         AND pid <> pg_backend_pid()"
+    )
+    .trim()
+        == "1")));
 
     p.signal(libc::SIGINT);
     // Signals of one kind that arrive together are delivered once: the second SIGINT goes
@@ -299,6 +311,16 @@ async fn a_second_sigint_closes_at_once() {
          second SIGINT",
     );
     assert_eq!(sqlstate(&err), "57P01", "{err:?}");
+    // (The FATAL answers the request the client waits on; then its connection ends.)
+    let (_, r) = tokio::time::timeout(STEP, sleeping)
+        .await
+        .expect("the request running at the second SIGINT got no answer")
+        .unwrap();
+    let err = r.expect_err("the request running at the second SIGINT completed");
+    assert_eq!(sqlstate(&err), "57P01", "{err:?}");
+    let _ = ended(sleeper_conn, STEP).await;
+    su("SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+        WHERE query LIKE '%lc_second_int sleeper%' AND pid <> pg_backend_pid()");
     let status = blocking(|| p.wait_exit(Duration::from_secs(60))).unwrap_or_else(|| {
         panic!(
             "the proxy still runs 60 s after the second SIGINT (shutdown_timeout 120 s)\n{}",

@@ -309,9 +309,10 @@ impl Session {
                 ev.shutdown = true;
             }
         }
-        // The kill switch likewise: the proxy's fires only while draining, the client's own
-        // (pg_terminate_backend of its pid, see cancel.rs) sets a flag first.
-        if !stop.kill_armed || self.draining || self.cancel.killed() {
+        // The kill switch likewise: the proxy's fires only during a shutdown (a second SIGINT,
+        // with requests running or not), the client's own (pg_terminate_backend of its pid,
+        // see cancel.rs) sets a flag first.
+        if !stop.kill_armed || self.draining || self.cancel.killed() || self.app.shutting_down() {
             stop.kill_armed = true;
             if stop.kill.as_mut().poll(cx).is_ready() {
                 ev.kill = true;
