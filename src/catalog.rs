@@ -46,9 +46,11 @@ const RETRY_MS: u64 = 1_000;
 /// by `(`) a function whose body matters, at any depth. Such a body is then examined by
 /// [`crate::sql::body_sets_settings`], [`crate::sql::body_keeps_state`] and for the
 /// functions it calls ([`crate::sql::called_names`]); the server only narrows down which
-/// bodies are sent.
+/// bodies are sent. A SQL-standard body (`RETURN ...`, `BEGIN ATOMIC ... END`, PostgreSQL 14)
+/// leaves `prosrc` empty: its function's whole definition stands in for it.
 pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; \
-     WITH RECURSIVE f AS (SELECT oid, proname, prosrc FROM pg_catalog.pg_proc \
+     WITH RECURSIVE f AS (SELECT oid, proname, CASE WHEN prosrc OPERATOR(pg_catalog.=) '' \
+         THEN pg_catalog.pg_get_functiondef(oid) ELSE prosrc END AS prosrc FROM pg_catalog.pg_proc \
        WHERE provolatile OPERATOR(pg_catalog.=) 'v' \
          AND prokind OPERATOR(pg_catalog.=) ANY ('{f,p}'::pg_catalog.\"char\"[]) \
          AND oid OPERATOR(pg_catalog.>=) 16384), \

@@ -4476,7 +4476,9 @@ async fn settings_changed_inside_functions_are_tracked() {
         CREATE OR REPLACE FUNCTION sy_fn_dynamic(t text) RETURNS int LANGUAGE plpgsql AS \
         $$ BEGIN EXECUTE 'SET app.fn_dyn = ' || quote_literal(t); RETURN 1; END $$; \
         CREATE OR REPLACE PROCEDURE sy_pr_tenant(t text) LANGUAGE plpgsql AS \
-        $$ BEGIN PERFORM set_config('app.fn_proc', t, false); END $$",
+        $$ BEGIN PERFORM set_config('app.fn_proc', t, false); END $$; \
+        CREATE OR REPLACE FUNCTION sy_fn_std(t text) RETURNS text LANGUAGE sql \
+        RETURN set_config('app.fn_std', t, false)",
     );
     let p = proxy("transaction", "size = 1");
     let a = connect(&p).await;
@@ -4529,8 +4531,27 @@ async fn settings_changed_inside_functions_are_tracked() {
         problems.push(format!("dynamic: a's app.fn_dyn is {own:?}"));
     }
 
+    // A SQL-standard body (no `prosrc`), made through the proxy too.
+    q(
+        &a,
+        "CREATE OR REPLACE FUNCTION sy_fn_atomic(t text) RETURNS text LANGUAGE sql \
+         BEGIN ATOMIC SELECT set_config('app.fn_atomic', t, false); END",
+    )
+    .await;
     for (sql, name, value) in [
         ("CALL sy_pr_tenant('p')", "app.fn_proc", "p"),
+        ("SELECT sy_fn_std('s')", "app.fn_std", "s"),
+        ("SELECT sy_fn_atomic('t')", "app.fn_atomic", "t"),
+        (
+            "SELECT \"set_config\"('app.fn_quoted', 'q', false)",
+            "app.fn_quoted",
+            "q",
+        ),
+        (
+            "SELECT set_config('app.fn$dollar', 'z', false)",
+            "app.fn$dollar",
+            "z",
+        ),
         (
             "DO $$ BEGIN PERFORM set_config('app.fn_do', 'x', false); END $$",
             "app.fn_do",
@@ -4814,6 +4835,11 @@ async fn a_role_taken_by_set_config_never_reaches_another_client() {
 /// the setting, and no other client ever sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setting_named_by_a_parameter_pins_its_client() {
+    // (Made before the proxy starts: it reads the catalog's functions at its first request.)
+    su(
+        "CREATE OR REPLACE FUNCTION sy_fn_computed(k text, v text) RETURNS void \
+        LANGUAGE plpgsql AS $$ BEGIN PERFORM set_config('app.' || k, v, false); END $$",
+    );
     let p = proxy("transaction", "size = 2");
     let a = connect(&p).await;
     let b = connect(&p).await;
@@ -4846,6 +4872,38 @@ async fn a_setting_named_by_a_parameter_pins_its_client() {
         .await;
     if pins < 1.0 {
         problems.push(format!("no pin counted ({pins})"));
+    }
+    drop(a);
+    // Likewise a name built from pieces, and one a called function's body computes.
+    for (sql, name, value) in [
+        (
+            "SELECT set_config('app.' || 'sy_cat_tenant', '43', false)",
+            "app.sy_cat_tenant",
+            "43",
+        ),
+        (
+            "SELECT sy_fn_computed('sy_fn_computed', '44')",
+            "app.sy_fn_computed",
+            "44",
+        ),
+    ] {
+        let a = connect(&p).await;
+        q(&a, sql).await;
+        let seen = format!("SELECT coalesce(current_setting('{name}', true), '')");
+        for round in 0..3 {
+            for (who, other) in [("b", &b), ("c", &c)] {
+                let v = one(other, &seen).await;
+                if !v.is_empty() {
+                    problems.push(format!("{sql}, round {round}: {who} sees {v:?}"));
+                }
+            }
+            let own = one(&a, &seen).await;
+            if own != value {
+                problems.push(format!(
+                    "{sql}, round {round}: a lost its setting ({own:?})"
+                ));
+            }
+        }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

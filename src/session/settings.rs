@@ -134,9 +134,17 @@ pub fn body_custom_names(body: &str) -> Vec<String> {
 
 /// Dotted (custom) setting names a statement sets or resets: `SET [SESSION|LOCAL] a.b ...`,
 /// `RESET a.b`, `set_config('a.b', ...)`. Lower-cased; other names are tracked through
-/// `pg_settings`.
+/// `pg_settings`. (Names switchyard cannot track are left out: see
+/// [`computes_setting_name`].)
 pub fn custom_names(sql: &str) -> Vec<String> {
-    use crate::sql::{Lexer, TokenKind};
+    let mut names = dotted_names(sql);
+    names.retain(|n| valid_name(n));
+    names
+}
+
+/// [`custom_names`], those switchyard cannot track included.
+fn dotted_names(sql: &str) -> Vec<String> {
+    use crate::sql::Lexer;
     let toks: Vec<_> = Lexer::new(sql).filter(|t| !t.is_comment()).collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -163,15 +171,12 @@ pub fn custom_names(sql: &str) -> Vec<String> {
                     break;
                 }
             }
-            if name.contains('.') && valid_name(&name) {
+            if name.contains('.') {
                 out.push(name.to_ascii_lowercase());
             }
-        } else if t.kind == TokenKind::Ident
-            && t.text.eq_ignore_ascii_case("set_config")
-            && toks.get(i + 1).is_some_and(|t| t.is_punct(b'('))
-        {
+        } else if is_set_config(t) && toks.get(i + 1).is_some_and(|t| t.is_punct(b'(')) {
             if let Some(v) = toks.get(i + 2).and_then(|t| t.string_value()) {
-                if v.contains('.') && valid_name(&v) {
+                if v.contains('.') {
                     out.push(v.to_ascii_lowercase());
                 }
             }
@@ -211,22 +216,45 @@ pub fn may_change_parse(sql: &str) -> bool {
     WORDS.iter().any(|w| lower.contains(w)) || computes_setting_name(sql)
 }
 
-/// Whether a statement calls `set_config` with a name that is not written in it (`$1`, a
-/// column, an expression): a custom setting set that way cannot be read back (placeholders
-/// are read by name), so the client is pinned instead (`computed_setting`).
+/// Whether a statement (or a function body) calls `set_config` with a name that is not
+/// written in it as one string (`$1`, a column, `'app.' || $1`), or with a custom name
+/// switchyard cannot track: a custom setting set that way cannot be read back (they are read
+/// by name), so the client is pinned instead (`computed_setting`).
 pub fn computes_setting_name(sql: &str) -> bool {
-    use crate::sql::{Lexer, TokenKind};
-    let toks: Vec<_> = Lexer::new(sql).filter(|t| !t.is_comment()).collect();
-    toks.windows(3).any(|w| {
-        w[0].kind == TokenKind::Ident
-            && w[0].text.eq_ignore_ascii_case("set_config")
-            && w[1].is_punct(b'(')
-            && w[2].string_value().is_none()
-    })
+    let toks: Vec<_> = crate::sql::Lexer::new(sql)
+        .filter(|t| !t.is_comment())
+        .collect();
+    (0..toks.len()).any(|i| {
+        if !(is_set_config(&toks[i]) && toks.get(i + 1).is_some_and(|t| t.is_punct(b'('))) {
+            return false;
+        }
+        if toks.get(i + 2).is_none_or(|t| t.string_value().is_none()) {
+            return true;
+        }
+        // The string, cast to a type or not (`'app.x'::text`, as the server prints a
+        // function's SQL-standard body), then the next argument.
+        let mut k = i + 3;
+        if toks.get(k).is_some_and(|t| t.text == "::") {
+            k += 2;
+            while toks.get(k).is_some_and(|t| t.is_punct(b'.')) {
+                k += 2;
+            }
+        }
+        !toks.get(k).is_some_and(|t| t.is_punct(b','))
+    }) || dotted_names(sql).iter().any(|n| !valid_name(n))
+}
+
+/// `set_config`, quoted or not.
+fn is_set_config(t: &crate::sql::Token<'_>) -> bool {
+    t.is_name() && t.ident_value().as_deref() == Some("set_config")
 }
 
 /// The pin reason for [`computes_setting_name`].
 pub const COMPUTED_SETTING: &str = "computed_setting";
+
+/// Among the custom names a function body sets: it computes one (see
+/// [`computes_setting_name`]; no setting's name has a space).
+pub const COMPUTED_NAME: &str = " computed";
 
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
@@ -353,11 +381,12 @@ pub fn same(a: &Arc<Settings>, b: &Arc<Settings>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
+/// A setting name switchyard tracks: PostgreSQL's (letters, digits, `_`, `$` and `.`, of any
+/// length), ASCII only (the SQL switchyard sends stays ASCII in every client encoding).
 fn valid_name(k: &str) -> bool {
     !k.is_empty()
-        && k.len() < 64
         && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'$')
 }
 
 /// The text whose UTF-8 bytes `hex` spells (bytes that are not UTF-8, possible only in a
@@ -504,6 +533,33 @@ mod tests {
         ));
         assert!(!computes_setting_name("SELECT 'set_config(x'"));
         assert!(!computes_setting_name("SELECT set_config"));
+        // A name built from pieces; a quoted call; a custom name switchyard cannot track.
+        assert!(computes_setting_name(
+            "SELECT set_config('app.' || $1, $2, false)"
+        ));
+        assert!(computes_setting_name(
+            "SELECT \"set_config\"(k, 'v', false)"
+        ));
+        assert!(computes_setting_name(
+            "SELECT set_config('app.größe', 'x', false)"
+        ));
+        assert!(!computes_setting_name(
+            "SELECT set_config('search_path', 'x', false)"
+        ));
+        assert!(!computes_setting_name(
+            "SELECT set_config('app.a$b', 'x', false)"
+        ));
+        assert!(computes_setting_name("SET app.größe = 'x'"));
+        assert!(!computes_setting_name("SET app.size = 'x'"));
+        assert!(!computes_setting_name(
+            "RETURN set_config('app.fn'::text, t, false)"
+        ));
+        assert!(!computes_setting_name(
+            "SELECT set_config('app.fn'::pg_catalog.text, t, false)"
+        ));
+        assert!(computes_setting_name(
+            "SELECT set_config('app.'::text || t, 'v', false)"
+        ));
     }
 
     #[test]
@@ -513,6 +569,12 @@ mod tests {
             vec!["app.tenant_id", "my.x", "app.user", "a.b"]
         );
         assert!(custom_names("select 'set a.b = 1'").is_empty());
+        assert_eq!(
+            custom_names(
+                "SELECT \"set_config\"('app.q', 'a', false), set_config('app.a$b', 'c', false)"
+            ),
+            vec!["app.q", "app.a$b"]
+        );
     }
 
     #[test]

@@ -40,19 +40,20 @@ pub fn called_names(body: &str) -> Vec<String> {
 pub struct Defined {
     /// Its name as PostgreSQL resolves it, without the schema.
     pub name: String,
-    /// The body a `CREATE FUNCTION` gives it (`AS '...'`, its first string for C functions).
+    /// The body a `CREATE FUNCTION` gives it (`AS '...'`, its first string for C functions;
+    /// a SQL-standard body, `RETURN ...` or `BEGIN ATOMIC ... END`, as written).
     pub body: Option<String>,
 }
 
 /// The functions `sql` creates or alters as volatile: `CREATE [OR REPLACE] FUNCTION name`
-/// without `IMMUTABLE` or `STABLE` (volatile is the default), and `ALTER FUNCTION name ...
-/// VOLATILE`.
+/// (or `PROCEDURE`) without `IMMUTABLE` or `STABLE` (volatile is the default), and `ALTER
+/// FUNCTION name ... VOLATILE`.
 pub fn volatile_functions_defined(sql: &str) -> Vec<Defined> {
     let toks: Vec<Token<'_>> = Lexer::new(sql).filter(|t| !t.is_comment()).collect();
     let mut out = Vec::new();
     let mut i = 0;
     while i < toks.len() {
-        let starts = toks[i].is_kw("function")
+        let starts = (toks[i].is_kw("function") || toks[i].is_kw("procedure"))
             && i > 0
             && (toks[i - 1].is_kw("create")
                 || toks[i - 1].is_kw("replace")
@@ -96,6 +97,14 @@ pub fn volatile_functions_defined(sql: &str) -> Vec<Defined> {
                     volatile = true;
                 } else if body.is_none() && j > 0 && toks[j - 1].is_kw("as") {
                     body = t.string_value().map(|b| b.into_owned());
+                } else if body.is_none()
+                    && (t.is_kw("return")
+                        || (t.is_kw("begin") && toks.get(j + 1).is_some_and(|n| n.is_kw("atomic"))))
+                {
+                    // A SQL-standard body (PostgreSQL 14), kept as written: to the end of the
+                    // text (a `BEGIN ATOMIC` body holds `;`s; more than the body is only more
+                    // to look at).
+                    body = Some(sql[t.offset..].to_owned());
                 }
             }
             j += 1;
@@ -256,6 +265,25 @@ mod tests {
             [Defined {
                 name: "t".into(),
                 body: Some(" SELECT 1 ".into())
+            }]
+        );
+        // SQL-standard bodies, as written.
+        assert_eq!(
+            volatile_functions_defined(
+                "CREATE FUNCTION s(t text) RETURNS text LANGUAGE sql RETURN set_config('a.b', t, false)"
+            ),
+            [Defined {
+                name: "s".into(),
+                body: Some("RETURN set_config('a.b', t, false)".into())
+            }]
+        );
+        assert_eq!(
+            volatile_functions_defined(
+                "CREATE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END"
+            ),
+            [Defined {
+                name: "p".into(),
+                body: Some("BEGIN ATOMIC SELECT 1; SELECT 2; END".into())
             }]
         );
         assert_eq!(
