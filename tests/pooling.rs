@@ -4830,6 +4830,25 @@ async fn a_role_taken_by_set_config_never_reaches_another_client() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// A session setting changed inside a transaction block is no query: `SET TRANSACTION
+/// ISOLATION LEVEL` may still follow it, as connected directly (switchyard's own query that
+/// puts startup values back runs only after statements that may reset one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_in_a_block_leaves_set_transaction_possible() {
+    let p = proxy("transaction", "size = 2");
+    let a = connect_cs(&format!("{} application_name=sy_iso", app_cs(&p))).await;
+    q(&a, "BEGIN").await;
+    q(&a, "SET statement_timeout = '1min'").await;
+    q(&a, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").await;
+    assert_eq!(show(&a, "transaction_isolation").await, "serializable");
+    q(&a, "COMMIT").await;
+    assert_eq!(show(&a, "statement_timeout").await, "1min");
+    // A RESET still puts the startup value back at once.
+    q(&a, "SET application_name = 'other'").await;
+    q(&a, "RESET application_name").await;
+    assert_eq!(show(&a, "application_name").await, "sy_iso");
+}
+
 /// A custom setting set with a name the statement does not write out (`set_config($1, $2,
 /// false)`) cannot be read back (placeholders are read by name): its client is pinned, keeps
 /// the setting, and no other client ever sees it.

@@ -331,7 +331,8 @@ impl Session {
         let called = self.function_effects(query);
         self.context_unsettled |=
             called.contains(Effects::SETTINGS) || super::settings::may_change_parse(&text);
-        self.restore_pending = true;
+        self.restore_pending |=
+            called.contains(Effects::SETTINGS) || super::settings::may_reset(&text);
         self.capture = true;
     }
 

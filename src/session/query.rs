@@ -293,7 +293,12 @@ impl Session {
                 &self.client.rbuf[5..h.frame_len],
             ));
         }
-        let restore = settings && self.restore_sql.is_some();
+        let restore = settings
+            && self.restore_sql.is_some()
+            && (called.contains(Effects::SETTINGS)
+                || super::settings::may_reset(&String::from_utf8_lossy(
+                    super::route::query_bytes(&self.client.rbuf[5..h.frame_len]),
+                )));
         // Not behind a COPY FROM STDIN: the server would take the query for copy data and
         // fail the copy. It follows the client's CopyDone or CopyFail instead.
         let after_copy = restore

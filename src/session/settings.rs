@@ -115,6 +115,24 @@ pub fn restore_sql(startup: &Settings) -> Option<String> {
     ))
 }
 
+/// Whether a statement that changes settings may also put one back to its default (`RESET`,
+/// `DISCARD`, `SET ... TO DEFAULT`, `SET TIME ZONE LOCAL`): only then does [`restore_sql`]
+/// run after it. (It is a query: in a transaction block it would take the transaction's
+/// snapshot, after which `SET TRANSACTION ISOLATION LEVEL` fails.)
+pub fn may_reset(sql: &str) -> bool {
+    let toks: Vec<_> = crate::sql::Lexer::new(sql)
+        .filter(|t| !t.is_comment())
+        .collect();
+    toks.iter().enumerate().any(|(i, t)| {
+        t.is_kw("reset")
+            || t.is_kw("discard")
+            || t.is_kw("default")
+            || (t.is_kw("local") && i > 0 && toks[i - 1].is_kw("zone"))
+            // (In a string: a DO block's body, a dynamic EXECUTE.)
+            || t.string_value().is_some_and(|v| may_reset(&v))
+    })
+}
+
 /// The custom setting names a function body (SQL or PL/pgSQL), or a statement that may
 /// change settings, sets or resets: as [`custom_names`] finds them in it and in its string
 /// literals (a `DO` block's body, `EXECUTE 'SET app.x = ' ...`).
@@ -520,6 +538,28 @@ mod tests {
                 .unwrap(),
             "SELECT pg_catalog.set_config(E'a', pg_catalog.convert_from(pg_catalog.decode('636166c3a927', 'hex'), 'UTF8'), false)"
         );
+    }
+
+    #[test]
+    fn statements_that_may_put_settings_back_are_found() {
+        for sql in [
+            "RESET ALL",
+            "reset timezone",
+            "DISCARD ALL",
+            "SET datestyle TO DEFAULT",
+            "SET TIME ZONE LOCAL",
+            "DO $$ BEGIN EXECUTE 'RESET app.x'; END $$",
+        ] {
+            assert!(may_reset(sql), "{sql}");
+        }
+        for sql in [
+            "SET statement_timeout = '1min'",
+            "SET LOCAL statement_timeout = 0",
+            "SET default_transaction_isolation = 'serializable'",
+            "SELECT set_config('app.x', 'y', false)",
+        ] {
+            assert!(!may_reset(sql), "{sql}");
+        }
     }
 
     #[test]
