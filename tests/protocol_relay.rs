@@ -4117,6 +4117,25 @@ fn function_call_of_a_database_function_is_tracked() {
             let r = raw.query(get).await;
             assert_eq!(rows(&r), vec!["t1"], "round {round}");
         }
+        // set_config itself, of a custom setting: read back by the name in its argument.
+        raw.send(&fe::function_call(
+            SET_CONFIG_OID,
+            &[Some(b"app.fc_direct"), Some(b"d1"), Some(b"false")],
+            false,
+        ))
+        .await;
+        let r = raw.until_ready().await;
+        assert_eq!(sync_tags(&r), "VZ", "{r:?}");
+        let get = "SELECT coalesce(current_setting('app.fc_direct', true), '')";
+        for round in 0..3 {
+            let seen: String = other.query_one(get, &[]).await.unwrap().get(0);
+            assert_eq!(
+                seen, "",
+                "round {round}: the other client sees app.fc_direct"
+            );
+            let r = raw.query(get).await;
+            assert_eq!(rows(&r), vec!["d1"], "round {round}");
+        }
     });
 }
 

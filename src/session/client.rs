@@ -362,9 +362,22 @@ impl Session {
                     .get(..4)
                     .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 let (builtin, pin) = crate::sql::of_function_call(oid);
+                let mut pin = pin.map(|p| p.as_str());
+                // set_config(text, text, boolean): its name, as a custom one is read back
+                // by name (one that cannot be pins the client).
+                if oid == 2078 {
+                    use super::settings::CallSetting;
+                    match super::settings::function_call_setting(body) {
+                        CallSetting::Custom(name) => {
+                            self.custom_names.insert(name);
+                        }
+                        CallSetting::Builtin => {}
+                        CallSetting::Untracked => pin = Some(super::settings::COMPUTED_SETTING),
+                    }
+                }
                 let effects = builtin | self.oid_effects(oid);
                 self.context_unsettled |= effects.contains(Effects::SETTINGS);
-                self.apply_effects(effects, pin.map(|p| p.as_str()));
+                self.apply_effects(effects, pin);
                 self.forward(h.frame_len);
                 self.count_request();
                 self.pending

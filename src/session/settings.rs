@@ -262,6 +262,46 @@ pub fn computes_setting_name(sql: &str) -> bool {
     }) || dotted_names(sql).iter().any(|n| !valid_name(n))
 }
 
+/// The first argument of a FunctionCall message's body (after the function's OID), as text;
+/// `None` when null or not readable.
+pub fn function_call_first_arg(body: &[u8]) -> Option<String> {
+    let mut b = body.get(4..)?;
+    let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        let (head, rest) = (b.get(..n)?.to_vec(), b.get(n..)?);
+        *b = rest;
+        Some(head)
+    };
+    let i16_at = |v: Vec<u8>| i16::from_be_bytes([v[0], v[1]]);
+    let formats = i16_at(take(&mut b, 2)?);
+    take(&mut b, 2 * usize::try_from(formats).ok()?)?;
+    if i16_at(take(&mut b, 2)?) < 1 {
+        return None;
+    }
+    let len = take(&mut b, 4)?;
+    let len = usize::try_from(i32::from_be_bytes([len[0], len[1], len[2], len[3]])).ok()?;
+    String::from_utf8(take(&mut b, len)?).ok()
+}
+
+/// What a `set_config` FunctionCall sets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CallSetting {
+    /// A custom setting, read back by this name.
+    Custom(String),
+    /// Another setting (found in `pg_settings`).
+    Builtin,
+    /// One that cannot be tracked (the client is pinned).
+    Untracked,
+}
+
+/// What the `set_config` FunctionCall whose message body is `body` sets.
+pub fn function_call_setting(body: &[u8]) -> CallSetting {
+    match function_call_first_arg(body) {
+        Some(n) if !n.contains('.') => CallSetting::Builtin,
+        Some(n) if valid_name(&n) => CallSetting::Custom(n.to_ascii_lowercase()),
+        _ => CallSetting::Untracked,
+    }
+}
+
 /// `set_config`, quoted or not.
 fn is_set_config(t: &crate::sql::Token<'_>) -> bool {
     t.is_name() && t.ident_value().as_deref() == Some("set_config")
@@ -538,6 +578,30 @@ mod tests {
                 .unwrap(),
             "SELECT pg_catalog.set_config(E'a', pg_catalog.convert_from(pg_catalog.decode('636166c3a927', 'hex'), 'UTF8'), false)"
         );
+    }
+
+    #[test]
+    fn a_function_calls_setting_name_is_read() {
+        // OID, one format (text), three arguments, result format.
+        let mut b = 2078u32.to_be_bytes().to_vec();
+        b.extend_from_slice(&[0, 1, 0, 0, 0, 3]);
+        for arg in [&b"App.X"[..], b"v", b"false"] {
+            b.extend_from_slice(&(arg.len() as i32).to_be_bytes());
+            b.extend_from_slice(arg);
+        }
+        b.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            function_call_setting(&b),
+            CallSetting::Custom("app.x".into())
+        );
+        let mut plain = b.clone();
+        plain.splice(14..19, b"datestyle"[..5].iter().copied());
+        assert_eq!(function_call_setting(&plain), CallSetting::Builtin);
+        // A null name, or a truncated message: not trackable.
+        let mut null = 2078u32.to_be_bytes().to_vec();
+        null.extend_from_slice(&[0, 0, 0, 3, 255, 255, 255, 255]);
+        assert_eq!(function_call_setting(&null), CallSetting::Untracked);
+        assert_eq!(function_call_setting(&b[..12]), CallSetting::Untracked);
     }
 
     #[test]
