@@ -97,6 +97,9 @@ pub struct Function {
     /// Its body may leave state in the session (a temporary table, a session advisory lock,
     /// `LISTEN`).
     pub state: bool,
+    /// Its body sets a setting whose name it computes (its callers are pinned: see
+    /// `settings::computes_setting_name`).
+    pub computes_name: bool,
     /// The names of the functions its body calls (as [`crate::sql::called_names`] finds them).
     pub calls: Vec<String>,
     /// Its OID (0 when not read from the catalog).
@@ -108,6 +111,7 @@ impl Function {
     /// a function again and again keeps one entry).
     fn merge(&mut self, other: Function) {
         self.state |= other.state;
+        self.computes_name |= other.computes_name;
         if let Some(names) = other.settings {
             let mine = self.settings.get_or_insert_with(Vec::new);
             for n in names {
@@ -136,6 +140,8 @@ pub struct Calls {
     pub names: Vec<String>,
     /// Some called function may leave state in the session.
     pub state: bool,
+    /// Some called function sets a setting whose name it computes.
+    pub computes_name: bool,
 }
 
 impl Calls {
@@ -153,15 +159,27 @@ impl Calls {
 
     /// Adds what `other` does; whether that added anything.
     fn merge(&mut self, other: &Calls) -> bool {
-        let before = (self.settings, self.state, self.names.len());
+        let before = (
+            self.settings,
+            self.state,
+            self.computes_name,
+            self.names.len(),
+        );
         self.settings |= other.settings;
         self.state |= other.state;
+        self.computes_name |= other.computes_name;
         for n in &other.names {
             if !self.names.contains(n) {
                 self.names.push(n.clone());
             }
         }
-        before != (self.settings, self.state, self.names.len())
+        before
+            != (
+                self.settings,
+                self.state,
+                self.computes_name,
+                self.names.len(),
+            )
     }
 }
 
@@ -215,6 +233,7 @@ impl Known {
             settings: f.settings.is_some(),
             names: f.settings.clone().unwrap_or_default(),
             state: f.state,
+            computes_name: f.computes_name,
         };
         self.effects
             .entry(f.name.as_str().into())
@@ -308,6 +327,7 @@ impl DbFunctions {
                 let f = found.get_or_insert_with(Calls::default);
                 f.settings |= c.settings;
                 f.state |= c.state;
+                f.computes_name |= c.computes_name;
                 f.names.extend(c.names.iter().cloned());
             }
             false
@@ -407,6 +427,7 @@ mod tests {
             name: name.into(),
             settings: settings.map(strings),
             state,
+            computes_name: false,
             calls: strings(calls),
             oid: 0,
         }

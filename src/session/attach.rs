@@ -58,6 +58,15 @@ impl Session {
         Some(pool)
     }
 
+    /// The request was not sent to backend `index`'s connection and goes to the routing again:
+    /// one more attempt of its bounded number, and a read avoids that backend.
+    fn route_again(&mut self, index: usize, target: Target) {
+        self.retry_attempts += 1;
+        if target == Target::Replica {
+            self.avoid |= 1u64 << (index % 64);
+        }
+    }
+
     /// The admin console paused new transactions (of every database or of this client's): the
     /// request waits, unsent, until `RESUME`.
     /// A shutdown meanwhile ends the session (nothing of the request reached a server).
@@ -175,10 +184,7 @@ impl Session {
                 if self.retry_attempts < super::retry::MAX_ATTEMPTS =>
             {
                 tracing::info!(parent: &self.span, backend = %pool.key.backend, "the server was declared unavailable during the checkout: routing again");
-                self.retry_attempts += 1;
-                if d.target == Target::Replica {
-                    self.avoid |= 1u64 << (index % 64);
-                }
+                self.route_again(index, d.target);
                 return Ok(());
             }
             Err(e)
@@ -200,8 +206,7 @@ impl Session {
                     .retries
                     .with_label_values(&["replica_unavailable"])
                     .inc();
-                self.retry_attempts += 1;
-                self.avoid |= 1u64 << (index % 64);
+                self.route_again(index, d.target);
                 return Ok(());
             }
             Err(e) => {
@@ -253,10 +258,7 @@ impl Session {
                 self.fail_request("08006", "the server connection failed while it was set up");
                 self.deferred_begin = None;
             } else {
-                self.retry_attempts += 1;
-                if d.target == Target::Replica {
-                    self.avoid |= 1u64 << (index % 64);
-                }
+                self.route_again(index, d.target);
             }
             return Ok(());
         }

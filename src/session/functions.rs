@@ -73,19 +73,10 @@ impl Session {
         };
         let effects = calls.effects();
         if calls.settings {
-            let computed = calls
-                .names
-                .iter()
-                .any(|n| n == super::settings::COMPUTED_NAME);
-            self.custom_names.extend(
-                calls
-                    .names
-                    .into_iter()
-                    .filter(|n| n != super::settings::COMPUTED_NAME),
-            );
-            if computed {
-                self.apply_effects(Effects::NONE, Some(super::settings::COMPUTED_SETTING));
-            }
+            self.custom_names.extend(calls.names);
+        }
+        if calls.computes_name {
+            self.apply_effects(Effects::NONE, Some(super::settings::COMPUTED_SETTING));
         }
         effects
     }
@@ -147,20 +138,16 @@ fn function(name: String, body: Option<&str>) -> Function {
     let settings = body
         .filter(|b| crate::sql::body_sets_settings(b))
         .map(super::settings::body_custom_names);
-    // (A body computing a setting's name pins its callers, as such a statement does: noted
-    // among the names it sets, as a name no setting can have.)
-    let settings = settings.map(|mut names| {
-        if body.is_some_and(super::settings::computes_setting_name) {
-            names.push(super::settings::COMPUTED_NAME.to_owned());
-        }
-        names
-    });
+    // (A body computing a setting's name pins its callers, as such a statement does.)
+    let computes_name =
+        settings.is_some() && body.is_some_and(super::settings::computes_setting_name);
     let state = body.is_some_and(crate::sql::body_keeps_state);
     let calls = body.map(crate::sql::called_names).unwrap_or_default();
     Function {
         name,
         settings,
         state,
+        computes_name,
         calls,
         oid: 0,
     }

@@ -310,10 +310,6 @@ fn is_set_config(t: &crate::sql::Token<'_>) -> bool {
 /// The pin reason for [`computes_setting_name`].
 pub const COMPUTED_SETTING: &str = "computed_setting";
 
-/// Among the custom names a function body sets: it computes one (see
-/// [`computes_setting_name`]; no setting's name has a space).
-pub const COMPUTED_NAME: &str = " computed";
-
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 
