@@ -920,6 +920,17 @@ impl Profile {
             "{}: {sql:?}: transaction status",
             self.name
         );
+        // The same ParameterStatus messages, no more: PostgreSQL 14 and later report a
+        // value once it changed, not each step of the proxy's work (pgjdbc closes its
+        // connection on a client_encoding other than UTF8, however short-lived).
+        let (mut ps, mut ds) = (p.params.clone(), d.params.clone());
+        ps.sort();
+        ds.sort();
+        assert_eq!(
+            ps, ds,
+            "{}: {sql:?}: ParameterStatus through the proxy (left) and direct (right)",
+            self.name
+        );
         for (k, v) in &p.params {
             self.seen.insert(k.clone(), v.clone());
         }
@@ -1182,8 +1193,9 @@ async fn options_switches_behave_like_postgres() {
 }
 
 /// The startup packet of the RESET tests.
-const RESET_PROFILE: [(&str, &str); 4] = [
+const RESET_PROFILE: [(&str, &str); 5] = [
     ("application_name", "sy_reset"),
+    ("client_encoding", "LATIN1"),
     ("DateStyle", "SQL, YMD"),
     ("TimeZone", "Australia/Sydney"),
     ("options", "-c statement_timeout=2345 -c work_mem=9MB"),

@@ -99,10 +99,10 @@ pub fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
 }
 
 /// ParameterStatus.
-pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+pub fn parameter_status(buf: &mut BytesMut, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
     message(buf, b'S', |b| {
-        cstr(b, name.as_bytes());
-        cstr(b, value.as_bytes());
+        cstr(b, name.as_ref());
+        cstr(b, value.as_ref());
     });
 }
 

@@ -720,6 +720,7 @@ impl super::Session {
             .any(|(k, v)| k == "is_superuser" && v == "on");
         let mut out = notices;
         greeting(&mut out, &p.conn.params, reg.pid, reg.secret);
+        self.reports = super::reports::Reports::greeted(&p.conn.params);
         for (name, value) in &p.conn.params {
             self.note_reported(name.as_bytes(), value.as_bytes());
         }

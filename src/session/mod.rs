@@ -18,6 +18,7 @@ mod parse;
 pub mod pending;
 mod query;
 mod relay;
+mod reports;
 mod retry;
 pub mod route;
 mod sequences;
@@ -352,6 +353,7 @@ async fn start(
         capture_failed: false,
         synthetic_flushed: false,
         reported: ("on".into(), "UTF8".into()),
+        reports: Default::default(),
         opaque_backslashes: false,
         bound_in_batch: false,
         statement_scope,
@@ -544,6 +546,8 @@ struct Session {
     /// The server's `standard_conforming_strings` and `client_encoding` as last reported to
     /// the client (ParameterStatus).
     reported: (String, String),
+    /// The ParameterStatus values the client knows, and the changes it is still to be told.
+    reports: reports::Reports,
     /// A backslash in the client's text is opaque to the lexer under those (see
     /// [`crate::sql::backslashes_are_opaque`]).
     opaque_backslashes: bool,

@@ -111,6 +111,7 @@ impl super::Session {
         // relay.rs), as it would have with its own server.
         self.settings_lost = std::mem::take(&mut self.capturing).0;
         self.cancel.clear();
+        self.reports.forget();
         tracing::warn!(parent: &self.span, backend = %p.pool().key.backend, error = %error, "server connection lost");
         p.discard("server_lost", &self.app.metrics);
         // Bytes not yet written were for that connection only: what the client is told failed

@@ -259,6 +259,11 @@ impl Session {
                                 .set_application_name(&String::from_utf8_lossy(name));
                         }
                     }
+                    if forward {
+                        // Told with the ReadyForQuery, if it still differs then.
+                        self.reports.note(body);
+                        forward = false;
+                    }
                     let b = body.to_vec();
                     conn.note_parameter(&b);
                     if let Some((name, rest)) = crate::protocol::read_cstr(&b) {
@@ -414,6 +419,7 @@ impl Session {
                 Some((_, Mode::Restore)) => {
                     if let Some(z) = self.held_ready.take() {
                         flush(&mut run, &mut conn.rbuf, &mut out);
+                        self.reports.tell(&mut out);
                         out.extend_from_slice(&z);
                     }
                 }
@@ -455,6 +461,10 @@ impl Session {
                 if lsn {
                     self.ryw.end_commit(self.captured_lsn.take());
                 }
+            }
+            if forward && h.tag == tag::READY_FOR_QUERY && self.reports.pending() {
+                flush(&mut run, &mut conn.rbuf, &mut out);
+                self.reports.tell(&mut out);
             }
             if forward {
                 run += h.frame_len;
