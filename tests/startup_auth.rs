@@ -642,6 +642,10 @@ async fn ssl_and_gssenc_requests_are_answered_n() {
             "GSSENCRequest then SSLRequest",
             vec![raw::gssenc_request(), raw::ssl_request()],
         ),
+        (
+            "SSLRequest then GSSENCRequest",
+            vec![raw::ssl_request(), raw::gssenc_request()],
+        ),
     ] {
         let mut conn = raw::Raw::connect(&addr).await;
         for req in &requests {
@@ -660,6 +664,46 @@ async fn ssl_and_gssenc_requests_are_answered_n() {
         );
         let r = s.raw.query_ok("SELECT 'plain text works'").await;
         assert_eq!(r.scalar(), "plain text works", "{name}");
+    }
+
+    // Each may be asked once, as PostgreSQL allows: asked again, it reads as a startup packet
+    // of an unknown protocol version (rather than be answered for ever).
+    for (name, requests, version) in [
+        (
+            "SSLRequest twice",
+            vec![raw::ssl_request(), raw::ssl_request()],
+            "1234.5679",
+        ),
+        (
+            "GSSENCRequest twice",
+            vec![raw::gssenc_request(), raw::gssenc_request()],
+            "1234.5680",
+        ),
+        (
+            "GSSENCRequest, SSLRequest, GSSENCRequest",
+            vec![
+                raw::gssenc_request(),
+                raw::ssl_request(),
+                raw::gssenc_request(),
+            ],
+            "1234.5680",
+        ),
+    ] {
+        let mut conn = raw::Raw::connect(&addr).await;
+        let (last, answered) = requests.split_last().unwrap();
+        for req in answered {
+            conn.send(req).await.unwrap();
+            assert_eq!(conn.byte(raw::IO).await, Some(b'N'), "{name}: answer");
+        }
+        conn.send(last).await.unwrap();
+        let f = conn.frame().await;
+        assert!(f.is_error(), "{name}: {f:?}");
+        assert_eq!(
+            (f.code().as_str(), f.severity().as_str()),
+            ("0A000", "FATAL"),
+            "{name}: {f:?}"
+        );
+        assert!(f.message().contains(version), "{name}: {f:?}");
     }
 
     // A client library with sslmode=prefer sends SSLRequest and falls back to plain text.

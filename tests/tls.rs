@@ -77,10 +77,12 @@ impl Pki {
 
     /// A revocation list of this authority naming the certificates with these serial
     /// numbers, written to `<file>.crl` beside the authority's.
-    fn revocation_list(&self, file: &str, revoked: &[u64]) -> PathBuf {
+    /// A revocation list of `revoked` serial numbers, to be replaced by `next_update` (a
+    /// year).
+    fn revocation_list(&self, file: &str, revoked: &[u64], next_update: i32) -> PathBuf {
         let crl = rcgen::CertificateRevocationListParams {
             this_update: rcgen::date_time_ymd(2020, 1, 1),
-            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            next_update: rcgen::date_time_ymd(next_update, 1, 1),
             crl_number: 1u64.into(),
             issuing_distribution_point: None,
             revoked_certs: revoked
@@ -705,21 +707,33 @@ async fn direct_tls_clients_skip_the_ssl_request() {
         )
         .await;
 
-    // Inside a TLS session, encryption is no longer negotiable: an SSLRequest is a protocol
-    // violation and a GSSENCRequest an unknown protocol version, as PostgreSQL answers them.
-    for (request, code) in [
-        (support::raw::ssl_request(), "08P01"),
-        (support::raw::gssenc_request(), "0A000"),
+    // Inside a direct TLS session, an SSLRequest and a GSSENCRequest get `N`, as PostgreSQL
+    // 17 answers them, and the login goes on; each asked again is a startup packet of an
+    // unknown protocol version.
+    for (request, version) in [
+        (support::raw::ssl_request(), "1234.5679"),
+        (support::raw::gssenc_request(), "1234.5680"),
     ] {
         let mut raw = support::raw::Raw::connect(&relay).await;
         raw.send(&request).await.unwrap();
-        let f = raw.frame().await;
+        assert_eq!(raw.byte(support::raw::IO).await, Some(b'N'), "{version}");
+        let mut again = support::raw::Raw::connect(&relay).await;
+        again.send(&request).await.unwrap();
+        assert_eq!(again.byte(support::raw::IO).await, Some(b'N'), "{version}");
+        again.send(&request).await.unwrap();
+        let f = again.frame().await;
         assert!(f.is_error(), "{f:?}");
         assert_eq!(
             (f.code().as_str(), f.severity().as_str()),
-            (code, "FATAL"),
+            ("0A000", "FATAL"),
             "{f:?}"
         );
+        assert!(f.message().contains(version), "{f:?}");
+        let params = [("user", APP_USER), ("database", APP_DB)];
+        let s =
+            support::raw::login_on(raw, support::raw::PROTO_3_0, &params, Some(APP_PASSWORD)).await;
+        let mut s = support::raw::ok(s, version);
+        assert_eq!(s.raw.query_ok("SELECT 8").await.scalar(), "8");
     }
     // The session that got in is unaffected.
     let v: i32 = client.query_one("select 7", &[]).await.unwrap().get(0);
@@ -1351,7 +1365,7 @@ async fn client_certificates_log_users_in_and_are_checked() {
     let carol = files.pki.issue_client("carol", "carol", 10);
     let app = files.pki.issue_client("app-client", APP_USER, 11);
     let revoked = files.pki.issue_client("carol-revoked", "carol", 12);
-    let crl = files.pki.revocation_list("clients", &[12]);
+    let crl = files.pki.revocation_list("clients", &[12], 2099);
     let foreign = Pki::new(dir, "foreign-ca").issue_client("carol-foreign", "carol", 10);
     shared_cluster()
         .primary()
@@ -1470,6 +1484,23 @@ async fn client_certificates_log_users_in_and_are_checked() {
     );
     let r = psql_cert(&proxy, "carol", &root, Some(&carol), None);
     ok(&r, "carol", "carol under verify-full");
+
+    // A revocation list past its next update is no longer to be trusted: as PostgreSQL
+    // (OpenSSL), every client certificate is refused until a fresh one is in place.
+    std::fs::copy(files.pki.revocation_list("stale", &[12], 2021), &crl).unwrap();
+    proxy.reload_ok().await;
+    let r = psql_cert(&proxy, "carol", &root, Some(&carol), None);
+    assert!(
+        r.code != Some(0),
+        "{}",
+        r.describe("carol under a stale revocation list")
+    );
+    let r = psql_cert(&proxy, APP_USER, &root, Some(&app), Some(APP_PASSWORD));
+    assert!(
+        r.code != Some(0),
+        "{}",
+        r.describe("app under a stale revocation list")
+    );
 }
 
 /// `[server_tls] cert` and `key`: the proxy presents its own certificate to servers that
@@ -1645,6 +1676,41 @@ async fn channel_binding_stops_a_man_in_the_middle_of_server_logins() {
             .as_deref()
             .is_some_and(|m| m.contains("SCRAM channel binding check failed")),
         "{e:?}\n{}",
+        proxy.log_tail(20)
+    );
+    drop(proxy);
+
+    // An interceptor whose certificate's signature algorithm gives no binding hash
+    // (Ed25519): the logins are refused all the same, never made unbound.
+    let ed = tls_interceptor(
+        cluster.primary().addr(),
+        &Pki::signing_with(&base, "interceptor-ed", &rcgen::PKCS_ED25519),
+        &pki,
+    )
+    .await;
+    let through_ed = |health: &str| ProxyOptions {
+        backends: Some(vec![("pg0".into(), ed.clone())]),
+        extra_tables: format!("[server_tls]\nmode = \"prefer\"\n{health}"),
+        ..Default::default()
+    };
+    let proxy = Proxy::start_with(&cluster, through_ed(""));
+    assert_no_usable_server(&proxy, "SCRAM channel binding check failed").await;
+    drop(proxy);
+    let proxy = start_ready_proxy_on(
+        &cluster,
+        through_ed(&format!("[health]\nuser = \"{TRUST_USER}\"\n")),
+    );
+    let Err(e) = proxy.try_connect(APP_USER, APP_PASSWORD, APP_DB).await else {
+        panic!("a login went unbound through a man in the middle without a binding hash");
+    };
+    assert!(
+        e.as_db_error()
+            .is_some_and(|d| d.message().contains("cannot be made")),
+        "{e:?}"
+    );
+    assert!(
+        proxy.log().contains("no channel-binding hash"),
+        "{}",
         proxy.log_tail(20)
     );
     drop(proxy);

@@ -137,16 +137,33 @@ pub enum Binding {
 }
 
 impl Binding {
-    /// How a client over a connection whose server certificate gave `end_point` (`None`
-    /// without TLS: `tls` false) binds to a server offering `plus`. The mechanism's name and
-    /// the binding.
-    pub fn choose(tls: bool, end_point: Option<Vec<u8>>, plus: bool) -> (&'static str, Binding) {
-        match (tls, end_point, plus) {
-            (true, Some(hash), true) => ("SCRAM-SHA-256-PLUS", Binding::EndPoint(hash)),
-            (true, _, false) => ("SCRAM-SHA-256", Binding::NotOffered),
-            // Without the hash, saying `y` to a server that offers PLUS would read as a
-            // downgrade: plain `n`.
-            _ => ("SCRAM-SHA-256", Binding::None),
+    /// How a client over a connection (`tls`, its server certificate giving `end_point`, or
+    /// none for a signature algorithm without a hash: Ed25519, RSA-PSS) binds to a server
+    /// offering `plus`, unless binding is `disabled`: the mechanism's name and the binding,
+    /// or why the login must stop. As libpq decides: a PLUS offer over a connection that is
+    /// not encrypted, or that cannot be bound, is what a man in the middle relaying the
+    /// exchange to the real server would show, so it fails the login rather than fall back
+    /// to an unbound one.
+    pub fn choose(
+        tls: bool,
+        disabled: bool,
+        end_point: Option<Vec<u8>>,
+        plus: bool,
+    ) -> Result<(&'static str, Binding), &'static str> {
+        match (tls, plus, end_point) {
+            (false, true, _) => Err(
+                "the server offered SCRAM-SHA-256-PLUS authentication over a connection that is \
+                 not encrypted",
+            ),
+            (false, false, _) => Ok(("SCRAM-SHA-256", Binding::None)),
+            (true, _, _) if disabled => Ok(("SCRAM-SHA-256", Binding::None)),
+            (true, false, _) => Ok(("SCRAM-SHA-256", Binding::NotOffered)),
+            (true, true, Some(hash)) => Ok(("SCRAM-SHA-256-PLUS", Binding::EndPoint(hash))),
+            (true, true, None) => Err(
+                "the server offered SCRAM-SHA-256-PLUS, but its certificate's signature \
+                 algorithm gives no channel-binding hash; with channel_binding = \"disable\" \
+                 the login is not bound",
+            ),
         }
     }
 

@@ -1248,7 +1248,7 @@ fn the_keys_client_binds_to_the_certificate_it_saw() {
     use scram_client::Binding;
     let cert = [5u8; 32];
     // Over TLS, with the hash, to a server offering PLUS: bound, and the server checks it.
-    let (mechanism, binding) = Binding::choose(true, Some(cert.to_vec()), true);
+    let (mechanism, binding) = Binding::choose(true, false, Some(cert.to_vec()), true).unwrap();
     assert_eq!(mechanism, "SCRAM-SHA-256-PLUS");
     assert_eq!(
         bound_client_exchange(mechanism, binding, Some(&cert)),
@@ -1265,7 +1265,7 @@ fn the_keys_client_binds_to_the_certificate_it_saw() {
     );
     // Over TLS to a server that offers no PLUS: `y`. Had the server offered it (the offer was
     // cut on the way), it refuses.
-    let (mechanism, binding) = Binding::choose(true, Some(cert.to_vec()), false);
+    let (mechanism, binding) = Binding::choose(true, false, Some(cert.to_vec()), false).unwrap();
     assert_eq!(
         (mechanism, &binding),
         ("SCRAM-SHA-256", &Binding::NotOffered)
@@ -1278,14 +1278,23 @@ fn the_keys_client_binds_to_the_certificate_it_saw() {
         bound_client_exchange(mechanism, binding, Some(&cert)),
         Err(AuthError::ChannelBindingDowngrade)
     );
-    // No hash for the certificate (Ed25519), or no TLS: `n`, which any server takes.
-    for (tls, hash) in [(true, None), (false, Some(cert.to_vec())), (false, None)] {
-        let (mechanism, binding) = Binding::choose(tls, hash, true);
+    // No TLS, or binding disabled: `n`, which any server takes.
+    for (tls, disabled, plus) in [
+        (false, false, false),
+        (true, true, true),
+        (true, true, false),
+    ] {
+        let (mechanism, binding) = Binding::choose(tls, disabled, None, plus).unwrap();
         assert_eq!((mechanism, &binding), ("SCRAM-SHA-256", &Binding::None));
         assert_eq!(
-            bound_client_exchange(mechanism, binding, Some(&cert)),
+            bound_client_exchange(mechanism, binding, plus.then_some(&cert[..])),
             Ok(Ok(()))
         );
+    }
+    // A PLUS offer that cannot be bound (no TLS: stripped; no hash for the certificate:
+    // Ed25519) fails the login, as libpq fails it, even with binding disabled over no TLS.
+    for (tls, disabled) in [(false, false), (false, true), (true, false)] {
+        assert!(Binding::choose(tls, disabled, None, true).is_err());
     }
 }
 

@@ -65,10 +65,15 @@ impl tokio_postgres::tls::TlsConnect<Stream> for Negotiated {
 
 impl tokio_postgres::tls::TlsStream for Stream {
     fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
-        match self.server_end_point() {
-            Some(hash) => tokio_postgres::tls::ChannelBinding::tls_server_end_point(hash),
-            None => tokio_postgres::tls::ChannelBinding::none(),
-        }
+        // Without a hash (no TLS, or a certificate whose signature algorithm has none:
+        // Ed25519, RSA-PSS), tokio-postgres would answer a SCRAM-SHA-256-PLUS offer with an
+        // unbound login, which a man in the middle relaying the exchange passes on; libpq
+        // (and the pools, see `Binding::choose`) refuse it. Given a binding no certificate
+        // matches, tokio-postgres takes the offer and the server refuses the login; a server
+        // that offers no PLUS logs it in as before.
+        tokio_postgres::tls::ChannelBinding::tls_server_end_point(
+            self.server_end_point().unwrap_or_default(),
+        )
     }
 }
 

@@ -99,7 +99,9 @@ impl ClientTls {
                     if crls.is_empty() {
                         return Err((TlsFile::Crl, format!("{path:?} holds no PEM X509 CRL")));
                     }
-                    verifier = verifier.with_crls(crls);
+                    // A list past its next update is not to be trusted: as PostgreSQL (OpenSSL)
+                    // does, every certificate is refused until a fresh list is in place.
+                    verifier = verifier.with_crls(crls).enforce_revocation_expiration();
                 }
                 let verifier = verifier.build().map_err(|e| match e {
                     rustls::server::VerifierBuilderError::InvalidCrl(e) => {
@@ -210,6 +212,9 @@ pub enum TlsConnectError {
     /// `channel_binding = "require"`, and the server's login was not bound.
     #[error("channel binding required, but {0}")]
     Unbound(&'static str),
+    /// The server offered a bound login that cannot be made (see `Binding::choose`).
+    #[error("{0}")]
+    Unbindable(&'static str),
 }
 
 impl ServerTls {

@@ -97,6 +97,12 @@ impl ConnectError {
             } => "the database server's login was not bound to its TLS certificate, \
                   which [server_tls] channel_binding = \"require\" demands"
                 .into(),
+            ConnectError::Tls {
+                source: crate::net::tls::TlsConnectError::Unbindable(_),
+                ..
+            } => "the database server offered a login bound to its TLS certificate that \
+                  cannot be made (a man in the middle may be relaying it)"
+                .into(),
             ConnectError::Tls { .. } => {
                 "could not set up an encrypted connection to the database server".into()
             }
@@ -116,7 +122,8 @@ impl ConnectError {
             ConnectError::Tls {
                 source: crate::net::tls::TlsConnectError::Unsupported(_)
                     | crate::net::tls::TlsConnectError::Handshake(_)
-                    | crate::net::tls::TlsConnectError::Unbound(_),
+                    | crate::net::tls::TlsConnectError::Unbound(_)
+                    | crate::net::tls::TlsConnectError::Unbindable(_),
                 ..
             }
         )
@@ -422,13 +429,16 @@ impl ServerConn {
                         ServerCredential::Scram(keys) => ScramKeysClient::new(keys.clone()),
                         _ => return Err(cannot("SCRAM-SHA-256")),
                     };
-                    let binds =
-                        self.stream.is_tls() && p.tls.channel_binding != ChannelBinding::Disable;
                     let (mechanism, binding) = Binding::choose(
-                        binds,
-                        binds.then(|| self.stream.server_end_point()).flatten(),
+                        self.stream.is_tls(),
+                        p.tls.channel_binding == ChannelBinding::Disable,
+                        self.stream.server_end_point(),
                         offers(b"SCRAM-SHA-256-PLUS"),
-                    );
+                    )
+                    .map_err(|why| ConnectError::Tls {
+                        address: p.address.clone(),
+                        source: crate::net::tls::TlsConnectError::Unbindable(why),
+                    })?;
                     if require && !matches!(binding, Binding::EndPoint(_)) {
                         return Err(unbound(if self.stream.is_tls() {
                             "the server did not offer SCRAM-SHA-256-PLUS, or its certificate's \

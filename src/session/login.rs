@@ -45,7 +45,10 @@ pub enum First {
 
 /// Reads packets until a StartupMessage or a CancelRequest. An SSLRequest gets `S` and a TLS
 /// handshake when `[tls]` is configured, `N` otherwise and always on a Unix-domain socket
-/// (as PostgreSQL answers there); GSS encryption is refused.
+/// or a connection already encrypted (as PostgreSQL answers there); GSS encryption is
+/// refused. Each may be asked once (GSS encryption not after TLS was negotiated), as
+/// PostgreSQL's `ProcessStartupPacket` allows: asked again, it is read as a startup packet
+/// of an unknown protocol version.
 pub async fn read_startup(
     app: &App,
     stream: &mut Stream,
@@ -68,6 +71,9 @@ pub async fn read_startup(
             }
         }
     }
+    // Whether an SSLRequest, a GSSENCRequest was answered (a direct TLS handshake counts as
+    // neither).
+    let (mut ssl_done, mut gss_done) = (false, false);
     loop {
         net::fill_to(stream, buf, 4).await.map_err(Fatal::Io)?;
         let len = startup::declared_len([buf[0], buf[1], buf[2], buf[3]])
@@ -75,43 +81,50 @@ pub async fn read_startup(
         net::fill_to(stream, buf, len).await.map_err(Fatal::Io)?;
         let packet = buf.split_to(len);
         match startup::parse(&packet) {
-            Ok(Initial::GssEncRequest) if stream.is_tls() => {
-                // As PostgreSQL: once TLS is up, GSS encryption is no longer negotiable and
-                // the request is read as a startup packet of an unknown protocol version.
-                return Err(Fatal::new(
-                    "0A000",
-                    "unsupported frontend protocol 1234.5680: server supports 3.0 to 3.0",
-                ));
-            }
+            Ok(Initial::SslRequest) if ssl_done => return Err(unsupported(1234, 5679)),
+            Ok(Initial::GssEncRequest) if gss_done => return Err(unsupported(1234, 5680)),
             Ok(kind @ (Initial::SslRequest | Initial::GssEncRequest)) => {
                 if !buf.is_empty() {
                     // Data pipelined after an encryption request would be a downgrade attack
                     // vector (CVE-2021-23214); PostgreSQL refuses it too.
-                    return Err(Fatal::protocol(
-                        "received unencrypted data after SSL request",
-                    ));
+                    return Err(Fatal::protocol(if kind == Initial::SslRequest {
+                        "received unencrypted data after SSL request"
+                    } else {
+                        "received unencrypted data after GSSAPI encryption request"
+                    }));
                 }
-                let tls = app.config.load().tls.clone().filter(|_| !local);
-                match tls {
+                let tls = app.config.load().tls.clone();
+                match tls.filter(|_| !local && !stream.is_tls()) {
                     Some(tls) if kind == Initial::SslRequest => {
                         peer = start_tls(app, stream, &tls).await?;
+                        // GSS encryption is not negotiable inside TLS.
+                        gss_done = true;
                     }
                     _ => net::send_all(stream, b"N").await.map_err(Fatal::Io)?,
+                }
+                if kind == Initial::SslRequest {
+                    ssl_done = true;
+                } else {
+                    // (An SSLRequest may follow a refused GSSENCRequest.)
+                    (ssl_done, gss_done) = (false, true);
                 }
             }
             Ok(Initial::Cancel { pid, secret }) => return Ok(First::Cancel { pid, secret }),
             Ok(Initial::Startup(s)) => return Ok(First::Startup(s, peer)),
             Err(startup::StartupError::UnsupportedProtocol(major, minor)) => {
-                return Err(Fatal::new(
-                    "0A000",
-                    format!(
-                        "unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0"
-                    ),
-                ));
+                return Err(unsupported(major, minor))
             }
             Err(e) => return Err(Fatal::protocol(e.to_string())),
         }
     }
+}
+
+/// PostgreSQL's FATAL for a startup packet of a protocol version it does not speak.
+fn unsupported(major: impl std::fmt::Display, minor: impl std::fmt::Display) -> Fatal {
+    Fatal::new(
+        "0A000",
+        format!("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0"),
+    )
 }
 
 /// Refuses a plain-text login over TCP when `[tls] mode = "require"` (a Unix-domain socket
@@ -147,9 +160,6 @@ async fn starts_tls(stream: &Stream) -> Result<bool, Fatal> {
 
 /// Answers an SSLRequest with `S` and runs the handshake: `stream` is TLS from here on.
 async fn start_tls(app: &App, stream: &mut Stream, tls: &ClientTls) -> Result<TlsPeer, Fatal> {
-    if stream.is_tls() {
-        return Err(Fatal::protocol("SSLRequest on an encrypted connection"));
-    }
     net::send_all(stream, b"S").await.map_err(Fatal::Io)?;
     handshake(app, stream, tls).await
 }
