@@ -4461,3 +4461,146 @@ fn a_request_behind_a_copy_ended_ahead_of_its_response_is_not_taken_for_copy_dat
         assert_eq!(count, ["2"]);
     });
 }
+
+/// A client that sends its COPY data and CopyDone right behind the COPY, before the server's
+/// CopyInResponse comes back (as pgx does): the copy is over for it when that response is
+/// relayed. Its Terminate right behind still lets the rows commit, as on a direct connection;
+/// queries pipelined after it are answered; an extended batch ends with its Sync after the
+/// copy (the connection goes back to the pool); a RESET in that batch gets its startup value
+/// put back after the copy, not into it; a COPY hinted to a replica fails there cleanly.
+#[test]
+fn copy_data_sent_ahead_of_the_copy_in_response() {
+    bounded(async {
+        let proxy = proxy("[pool]\nsize = 1\n");
+        let setup = app_client(&proxy).await;
+        setup
+            .batch_execute(
+                "drop table if exists pr_ahead;
+                 create table pr_ahead (i int);
+                 create or replace function pr_ahead_slow() returns trigger language plpgsql
+                   as $$ begin perform pg_sleep(0.01); return new; end $$;
+                 create trigger pr_ahead_slow before insert on pr_ahead
+                   for each row execute function pr_ahead_slow();",
+            )
+            .await
+            .unwrap();
+        let rows = |from: i32, to: i32| {
+            let mut out = Vec::new();
+            for i in from..to {
+                out.extend(fe::copy_data(format!("{i}\n").as_bytes()));
+            }
+            out
+        };
+        let count = |c: tokio_postgres::Client| async move {
+            let n: i64 = c
+                .query_one("select count(*) from pr_ahead", &[])
+                .await
+                .unwrap()
+                .get(0);
+            (c, n)
+        };
+
+        // The COPY, its data, CopyDone and Terminate in one write, then the socket closes.
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::query("copy pr_ahead from stdin");
+        out.extend(rows(0, 20));
+        out.extend(fe::copy_done());
+        out.extend(fe::terminate());
+        raw.send(&out).await;
+        drop(raw);
+        let mut c = setup;
+        let mut n = 0;
+        for _ in 0..300 {
+            (c, n) = count(c).await;
+            if n == 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            n,
+            20,
+            "rows of a COPY sent with its Terminate\n{}",
+            proxy.log_tail(20)
+        );
+
+        // Two queries pipelined after a COPY whose data went ahead of its CopyInResponse.
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::query("copy pr_ahead from stdin");
+        out.extend(rows(20, 40));
+        out.extend(fe::copy_done());
+        raw.send(&out).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut out = fe::query("select 1");
+        out.extend(fe::query("select 2"));
+        raw.send(&out).await;
+        let r = raw.until_ready_n(3).await;
+        assert_eq!(tags(&r[0]), "GCZ", "{r:?}");
+        assert_eq!(r[0][1].command_tag(), "COPY 20");
+        assert_eq!(tags(&r[1]), "TDCZ", "{r:?}");
+        assert_eq!(tags(&r[2]), "TDCZ", "{r:?}");
+
+        // The extended protocol, all in one write: the Sync sent with the Execute is ignored
+        // by the server, the one after the copy answered, and the batch is over.
+        let mut out = fe::parse("", "copy pr_ahead from stdin", &[]);
+        out.extend(fe::bind("", "", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        out.extend(rows(40, 60));
+        out.extend(fe::copy_done());
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready().await;
+        assert_eq!(tags(&r), "12GCZ", "{r:?}");
+        raw.assert_silent(Duration::from_millis(300), "after the extended COPY")
+            .await;
+        // One server connection in the pool: another client gets it.
+        let (c, n) = within(WAIT, "another client's query", count(c)).await;
+        assert_eq!(n, 60);
+
+        // A RESET in a batch that copies: the startup value is put back after the copy.
+        let mut raw = Raw::connect(
+            &proxy.addr(),
+            APP_USER,
+            APP_PASSWORD,
+            APP_DB,
+            &[("application_name", "ahead-app")],
+        )
+        .await;
+        raw.query_ok("set application_name = 'changed'").await;
+        let mut out = fe::parse("", "reset application_name", &[]);
+        out.extend(fe::bind("", "", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::parse("", "copy pr_ahead from stdin", &[]));
+        out.extend(fe::bind("", "", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        out.extend(rows(60, 70));
+        out.extend(fe::copy_done());
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r: Vec<Msg> = raw
+            .until_ready()
+            .await
+            .into_iter()
+            .filter(|m| m.tag != b'S')
+            .collect();
+        assert_eq!(tags(&r), "12C12GCZ", "{r:?}");
+        assert_eq!(raw.query_ok("show application_name").await, ["ahead-app"]);
+        let (c, n) = within(WAIT, "count", count(c)).await;
+        assert_eq!(n, 70);
+
+        // Hinted to a replica, with its data ahead: the replica refuses it, and the client
+        // gets that error (the copy data went there: it is not repeated on the primary).
+        let mut out = fe::query("/* switchyard:replica */ copy pr_ahead from stdin");
+        out.extend(rows(70, 80));
+        out.extend(fe::copy_done());
+        raw.send(&out).await;
+        let r = raw.until_ready().await;
+        assert_eq!(tags(&r), "EZ", "{r:?}");
+        assert_eq!(r[0].code(), "25006");
+        assert_eq!(raw.query_ok("select 4").await, ["4"]);
+        let (_, n) = within(WAIT, "count", count(c)).await;
+        assert_eq!(n, 70);
+    });
+}

@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::pending::{Hook, Kind, Mode};
 use super::route::Target;
-use super::{Fatal, Pass, Session};
+use super::{Fatal, Pass, RestoreAfterCopy, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
 use crate::sql::Effects;
 
@@ -240,12 +240,9 @@ impl Session {
         Ok(None)
     }
 
-    /// Whether the client's messages now are inside a COPY FROM STDIN: the server said so and
-    /// the client has not ended the copy of its latest request. (A client that sends a COPY
-    /// with its data and CopyDone before the CopyInResponse comes back has ended it although
-    /// the response, relayed afterwards, says it began.)
+    /// Whether the client's messages now are inside a COPY FROM STDIN (see `copy_in`).
     fn client_in_copy(&self) -> bool {
-        self.copy_in && !self.copy_ended_since_request && self.server.is_some()
+        self.copy_in && self.server.is_some()
     }
 
     /// Handles one complete message. `Some(step)` stops the loop.
@@ -264,14 +261,28 @@ impl Session {
                     self.client.rbuf.advance(h.frame_len);
                     return Ok(None);
                 }
+                if let Some(mut r) = self.retry.take() {
+                    // Copy data went to this server: the request cannot be repeated.
+                    r.release_into(&mut self.client.wbuf);
+                }
                 if h.tag != tag::COPY_DATA {
                     self.copy_ended_since_request = true;
-                    self.copy_in = false;
+                    if self.copy_in {
+                        self.copy_in = false;
+                    } else {
+                        // Sent before the server's CopyInResponse came back.
+                        self.pending.end_copy_ahead();
+                    }
                 }
                 self.forward(h.frame_len);
-                if h.tag != tag::COPY_DATA && std::mem::take(&mut self.restore_after_copy) {
-                    // The server runs it once the Query's copy (and the rest of it) is over.
-                    self.restore_startup_settings();
+                if h.tag != tag::COPY_DATA {
+                    match std::mem::replace(&mut self.restore_after_copy, RestoreAfterCopy::No) {
+                        // The server runs it once the Query's copy (and the rest of it) is
+                        // over.
+                        RestoreAfterCopy::Query => self.restore_startup_settings(),
+                        RestoreAfterCopy::Batch => self.restore_pending = true,
+                        RestoreAfterCopy::No => {}
+                    }
                 }
                 return Ok(None);
             }
@@ -288,7 +299,11 @@ impl Session {
                 )));
             }
         };
-        if needs_server && std::mem::take(&mut self.restore_after_copy) && self.server.is_some() {
+        if needs_server
+            && std::mem::replace(&mut self.restore_after_copy, RestoreAfterCopy::No)
+                != RestoreAfterCopy::No
+            && self.server.is_some()
+        {
             // The Query's COPY never began (it failed first): the restore goes ahead of this
             // request. (A connection handed back meanwhile gets the settings anew anyway.)
             self.restore_startup_settings();
@@ -385,11 +400,20 @@ impl Session {
             }
             tag::SYNC => {
                 self.skip_until_sync = false;
+                let copies = std::mem::take(&mut self.batch_copies_in);
                 if self.server.is_some() {
                     self.forward(h.frame_len);
                     self.count_request();
-                    let restore =
-                        std::mem::take(&mut self.restore_pending) && self.restore_sql.is_some();
+                    let restore = if copies {
+                        // Not into the batch's copy: after it (or before the next request,
+                        // should the copy never begin).
+                        if std::mem::take(&mut self.restore_pending) {
+                            self.restore_after_copy = RestoreAfterCopy::Batch;
+                        }
+                        false
+                    } else {
+                        std::mem::take(&mut self.restore_pending) && self.restore_sql.is_some()
+                    };
                     let hook = if restore {
                         Hook::HoldReady
                     } else if self.copy_ended_since_request {

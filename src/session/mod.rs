@@ -368,7 +368,8 @@ async fn start(
         custom_names: Default::default(),
         restore_sql: None,
         restore_pending: false,
-        restore_after_copy: false,
+        restore_after_copy: RestoreAfterCopy::No,
+        batch_copies_in: false,
         held_ready: None,
         avoid: 0,
         conflicted: 0,
@@ -394,6 +395,20 @@ impl Drop for Session {
             pool.disown(self.id);
         }
     }
+}
+
+/// Where the query putting the startup settings back goes when the request that reset them
+/// also copies from STDIN: not into the copy (the server would take it for copy data, and
+/// fail the copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestoreAfterCopy {
+    No,
+    /// Right behind the client's CopyDone or CopyFail: a Query's copy, after which the server
+    /// finishes the Query.
+    Query,
+    /// With the client's first Sync after its CopyDone or CopyFail: an extended batch's copy,
+    /// after which the server takes nothing but that Sync.
+    Batch,
 }
 
 /// Buffers of one side of the relay.
@@ -584,9 +599,11 @@ struct Session {
     restore_sql: Option<Arc<str>>,
     /// A Parse with settings effects was sent: restore after the batch's Sync.
     restore_pending: bool,
-    /// The restore query is owed after a Query that also ran COPY FROM STDIN: sent once the
-    /// client ends the copy (or before its next request, if the copy never began).
-    restore_after_copy: bool,
+    /// The restore query is owed after a request that also ran COPY FROM STDIN: see
+    /// [`RestoreAfterCopy`].
+    restore_after_copy: RestoreAfterCopy,
+    /// A statement bound in the open extended batch copies from STDIN.
+    batch_copies_in: bool,
     /// A ReadyForQuery held back until the restore query behind it completes.
     held_ready: Option<BytesMut>,
     /// The client's span, parent of the relay's log events.
@@ -605,8 +622,10 @@ struct Session {
     batch_open: bool,
     /// Whether the client is leaving with requests still to run or answer.
     leaving: leaving::Leaving,
-    /// The server is copying data in from the client (CopyInResponse or CopyBothResponse
-    /// relayed, its copy not ended yet).
+    /// The client's messages are copy data: the server began a COPY FROM STDIN
+    /// (CopyInResponse or CopyBothResponse relayed) that the client has not ended. (A client
+    /// that sends its data and CopyDone right behind the request ends the copy before the
+    /// server's response says it began: see `Pending::end_copy_ahead`.)
     copy_in: bool,
     /// A statement that may change a setting a Parse depends on ran since the settings were
     /// last read back (see `parse_context`).

@@ -349,6 +349,7 @@ impl Session {
         if effects.contains(Effects::STATE) {
             self.apply_effects(Effects::STATE, None);
         }
+        self.batch_copies_in |= effects.contains(Effects::COPY_IN);
         if !effects.contains(Effects::SETTINGS) {
             return;
         }

@@ -140,8 +140,14 @@ impl Eq for ClosedStatement {}
 /// One expected response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
-    /// A response from the server.
-    Server { kind: Kind, mode: Mode, hook: Hook },
+    /// A response from the server. `copy_ended`: the client ended the COPY FROM STDIN this
+    /// request may start before the server said it began (see [`Pending::end_copy_ahead`]).
+    Server {
+        kind: Kind,
+        mode: Mode,
+        hook: Hook,
+        copy_ended: bool,
+    },
     /// Bytes the proxy emits in place of a server response (with what to undo if an earlier
     /// error skips it).
     Synthetic(Bytes, Hook),
@@ -168,6 +174,8 @@ pub struct Matched {
     /// An error arrived in an extended-protocol batch whose Sync has not been sent: the server
     /// now discards messages until that Sync.
     pub awaiting_sync: bool,
+    /// The message says a COPY FROM STDIN began that the client has already ended.
+    pub copy_ended: bool,
 }
 
 /// The queue.
@@ -187,7 +195,12 @@ impl Pending {
     /// Appends an expected server response.
     pub fn expect(&mut self, kind: Kind, mode: Mode, hook: Hook) {
         self.parses += usize::from(kind == Kind::Parse);
-        self.q.push_back(Expect::Server { kind, mode, hook });
+        self.q.push_back(Expect::Server {
+            kind,
+            mode,
+            hook,
+            copy_ended: false,
+        });
     }
 
     /// Appends a synthetic response.
@@ -272,7 +285,9 @@ impl Pending {
             return false;
         }
         let mut before = self.q.iter().rev().filter_map(|e| match e {
-            Expect::Server { kind, mode, hook } => Some((*kind, *mode, hook)),
+            Expect::Server {
+                kind, mode, hook, ..
+            } => Some((*kind, *mode, hook)),
             Expect::Synthetic(..) => None,
         });
         // The last such Parse, and whether its batch ended behind it.
@@ -375,12 +390,19 @@ impl Pending {
             skipped: false,
             mode: Mode::Forward,
             awaiting_sync: false,
+            copy_ended: false,
         };
-        let Some(Expect::Server { kind, mode, .. }) = self.q.front() else {
+        let Some(Expect::Server {
+            kind,
+            mode,
+            copy_ended,
+            ..
+        }) = self.q.front()
+        else {
             // Asynchronous message (notice, notification, parameter status) or protocol noise.
             return m;
         };
-        let (kind, mode) = (*kind, *mode);
+        let (kind, mode, copy_ended) = (*kind, *mode, *copy_ended);
         m.mode = mode;
         if t == tag::ERROR_RESPONSE {
             if let Some(Expect::Server {
@@ -446,6 +468,7 @@ impl Pending {
             // with the Execute, or after the Query before its CopyInResponse arrived, get no
             // ReadyForQuery.
             self.drop_syncs_ignored_by_copy();
+            m.copy_ended = copy_ended;
         }
         // A notification is the client's whatever query it arrives during (the server sends
         // pending ones when it goes idle, i.e. just before the proxy's own query's
@@ -454,7 +477,10 @@ impl Pending {
             mode == Mode::Forward || t == tag::PARAMETER_STATUS || t == tag::NOTIFICATION_RESPONSE;
         m.capture = mode == Mode::Capture && t == tag::DATA_ROW;
         if kind.completed_by(t) {
-            if let Some(Expect::Server { kind, mode, hook }) = self.q.pop_front() {
+            if let Some(Expect::Server {
+                kind, mode, hook, ..
+            }) = self.q.pop_front()
+            {
                 self.parses -= usize::from(kind == Kind::Parse);
                 m.completed = Some((kind, mode));
                 m.hold_ready = matches!(hook, Hook::HoldReady);
@@ -466,6 +492,42 @@ impl Pending {
         m
     }
 
+    /// The client ended a COPY FROM STDIN (CopyDone, CopyFail) that the server has not said
+    /// began: the copy of its latest request, if that turns out to start one. (Its data and
+    /// end sent right behind the request, before the CopyInResponse came back.)
+    pub fn end_copy_ahead(&mut self) {
+        let latest = self.q.iter_mut().rev().find_map(|e| match e {
+            Expect::Server {
+                kind: Kind::Query | Kind::Execute,
+                mode: Mode::Forward,
+                copy_ended,
+                ..
+            } => Some(copy_ended),
+            _ => None,
+        });
+        if let Some(ended) = latest {
+            *ended = true;
+        }
+    }
+
+    /// Whether a Sync the client sent after ending its copy is queued right behind the
+    /// request at the front (the Syncs the server ignored dropped): the batch is over.
+    pub fn synced_after_copy(&self) -> bool {
+        self.q
+            .iter()
+            .skip(1)
+            .find(|e| !matches!(e, Expect::Synthetic(..)))
+            .is_some_and(|e| {
+                matches!(
+                    e,
+                    Expect::Server {
+                        kind: Kind::Sync,
+                        ..
+                    }
+                )
+            })
+    }
+
     /// The hooks of the entries errors skipped since the last call.
     pub fn take_skipped(&mut self) -> Vec<Hook> {
         std::mem::take(&mut self.skipped)
@@ -474,7 +536,8 @@ impl Pending {
     /// Drops the client's Syncs right behind the request that started a COPY FROM STDIN:
     /// the server ignores Syncs during the copy. Anything else the client sent ends the copy
     /// (a CopyDone or CopyFail marks the Syncs after it, and any other message fails the
-    /// copy), so every Sync from there on is answered.
+    /// copy), so every Sync from there on is answered. (A Sync that puts the startup settings
+    /// back is one after the copy's end: see `RestoreAfterCopy`.)
     fn drop_syncs_ignored_by_copy(&mut self) {
         let mut i = 1;
         while i < self.q.len() {
@@ -484,7 +547,8 @@ impl Pending {
                     kind: Kind::Sync,
                     mode: Mode::Forward,
                     hook,
-                } if !matches!(hook, Hook::AfterCopyEnd) => {
+                    ..
+                } if !matches!(hook, Hook::AfterCopyEnd | Hook::HoldReady) => {
                     self.q.remove(i);
                 }
                 _ => break,
@@ -590,7 +654,10 @@ mod tests {
     fn unsettled_from_the_front(p: &Pending, is: impl Fn(&Hook) -> bool) -> bool {
         let (mut fallible, mut unsettled, mut found) = (false, false, false);
         for e in &p.q {
-            let Expect::Server { kind, mode, hook } = e else {
+            let Expect::Server {
+                kind, mode, hook, ..
+            } = e
+            else {
                 continue;
             };
             if *kind == Kind::Parse && is(hook) {

@@ -324,7 +324,7 @@ impl Session {
             },
         );
         if after_copy {
-            self.restore_after_copy = true;
+            self.restore_after_copy = super::RestoreAfterCopy::Query;
         } else if restore {
             self.restore_startup_settings();
         }

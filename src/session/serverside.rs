@@ -210,10 +210,18 @@ impl Session {
             let mut forward = m.forward && !rescuing;
             match h.tag {
                 tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE if m.forward => {
-                    self.copy_in = true;
                     // An Execute's COPY: the Syncs sent with it were ignored (see
                     // `Pending::on_server`), so its batch is open until the one after the copy.
-                    self.batch_open |= self.pending.front_kind() == Some(Kind::Execute);
+                    let execute = self.pending.front_kind() == Some(Kind::Execute);
+                    if m.copy_ended {
+                        // The client sent its data and CopyDone (or CopyFail) right behind
+                        // the request: it is past the copy, and past the batch if its Sync
+                        // after the copy came too.
+                        self.batch_open |= execute && !self.pending.synced_after_copy();
+                    } else {
+                        self.copy_in = true;
+                        self.batch_open |= execute;
+                    }
                 }
                 tag::COMMAND_COMPLETE | tag::PORTAL_SUSPENDED if m.forward => {
                     if let Some((_, ran)) = self.terminates.as_mut() {

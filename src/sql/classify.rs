@@ -618,6 +618,9 @@ impl Classifier {
                             && t.is_kw("from") =>
                         {
                             f.copy_to_stdout = Some(false);
+                            if opt_kw(&st.peek(), "stdin") {
+                                out.effects.insert(Effects::COPY_IN);
+                            }
                         }
                         4 if mode.create
                             && t.depth == 0

@@ -29,6 +29,16 @@ fn effects_table() {
         ("SELECT 'currval(1)'", NONE, None),
         ("DISCARD SEQUENCES", Effects::SEQUENCE_RESET, None),
         ("DISCARD TEMP", NONE, None),
+        // copy data from the client
+        ("COPY t FROM STDIN", Effects::COPY_IN, None),
+        (
+            "copy t (a, b) from stdin with (format csv)",
+            Effects::COPY_IN,
+            None,
+        ),
+        ("COPY t FROM '/tmp/f'", NONE, None),
+        ("COPY t TO STDOUT", NONE, None),
+        ("COPY (SELECT 'from stdin') TO STDOUT", NONE, None),
         // settings
         ("SET search_path = app, public", S, None),
         ("set session statement_timeout to '5s'", S, None),

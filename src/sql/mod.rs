@@ -199,6 +199,9 @@ impl Effects {
     /// table, a session advisory lock, a `LISTEN`): after its transaction the proxy looks for
     /// such state, and pins the client if there is some.
     pub const STATE: Effects = Effects(256);
+    /// `COPY ... FROM STDIN`: the server takes copy data from the client, and ignores its
+    /// Syncs, until the client ends the copy.
+    pub const COPY_IN: Effects = Effects(512);
 
     pub const fn empty() -> Self {
         Effects(0)
@@ -207,7 +210,7 @@ impl Effects {
         self.0
     }
     pub const fn from_bits_truncate(bits: u16) -> Self {
-        Effects(bits & 511)
+        Effects(bits & 1023)
     }
     /// Whether all flags of `other` are set in `self`.
     pub const fn contains(self, other: Effects) -> bool {
@@ -258,6 +261,7 @@ impl fmt::Debug for Effects {
             (Effects::SEQUENCE_STATE, "SEQUENCE_STATE"),
             (Effects::SEQUENCE_RESET, "SEQUENCE_RESET"),
             (Effects::DEALLOCATE_ALL, "DEALLOCATE_ALL"),
+            (Effects::COPY_IN, "COPY_IN"),
             (Effects::SCHEMA, "SCHEMA"),
             (Effects::TERMINATE, "TERMINATE"),
             (Effects::STATE, "STATE"),
