@@ -85,7 +85,11 @@ fn runtime(workers: usize) -> tokio::runtime::Runtime {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match switchyard::config::load(&config) {
+        Command::Check { config } => match {
+            // The warnings `run` would log about this configuration (on stderr).
+            init_tracing();
+            switchyard::config::load(&config)
+        } {
             Ok(c) => {
                 print!("{}", c.describe());
                 println!("configuration {} is valid", config.display());
@@ -98,6 +102,13 @@ fn main() -> ExitCode {
         },
         Command::Run { config } => {
             init_tracing();
+            // A SIGHUP before the server takes the signals over (while the configuration is
+            // read) must not end the process, as its default action would; from then on it
+            // reloads.
+            // SAFETY: setting a signal's disposition to SIG_IGN, before any thread starts.
+            unsafe {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            }
             let loaded = match switchyard::config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {

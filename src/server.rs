@@ -33,6 +33,28 @@ pub enum RunError {
     },
     #[error("cannot make the unix socket in {dir}: {source}")]
     BindUnix { dir: String, source: std::io::Error },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The signals the daemon acts on, taken over as soon as it starts binding: one that arrives
+/// while it starts (the cluster probed first, for up to `health.timeout`) waits for the loop
+/// that handles them, rather than ending the process (SIGHUP's default action).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
 }
 
 /// A bound, not yet running proxy.
@@ -46,11 +68,13 @@ pub struct Server {
     peering: Option<TcpListener>,
     monitor: Monitor,
     config_path: Option<PathBuf>,
+    signals: Signals,
 }
 
 impl Server {
     /// Binds the listeners for `config` (nothing is accepted until [`Server::run`]).
     pub async fn bind(config: Loaded, config_path: Option<PathBuf>) -> Result<Server, RunError> {
+        let signals = Signals::install().map_err(RunError::Signals)?;
         // The peering port first: a process that cannot have it fails before it shares
         // (so_reuseport) the other addresses, where the kernel would queue clients for it.
         let peering = match config.peer_listen {
@@ -108,6 +132,7 @@ impl Server {
             peering,
             monitor,
             config_path,
+            signals,
         })
     }
 
@@ -148,7 +173,12 @@ impl Server {
             // Until the process ends: the cancels of clients still draining arrive here too.
             tokio::spawn(crate::peering::serve(app.clone(), peering));
         }
-        tokio::spawn(signals(app.clone(), self.monitor, self.config_path.clone()));
+        tokio::spawn(signals(
+            app.clone(),
+            self.signals,
+            self.monitor,
+            self.config_path.clone(),
+        ));
         match &self.unix {
             Some(u) => tracing::info!(
                 listen = %config.listen,
@@ -244,16 +274,12 @@ pub(crate) async fn refuse<W: tokio::io::AsyncWrite + Unpin>(
 }
 
 /// Signal handling: SIGTERM/SIGINT start shutdown; SIGHUP reloads.
-async fn signals(app: Arc<App>, mut monitor: Monitor, path: Option<PathBuf>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+async fn signals(app: Arc<App>, signals: Signals, mut monitor: Monitor, path: Option<PathBuf>) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     let Some(mut asked) = app.reloads.take_receiver() else {
         tracing::error!("reload requests already taken");
         return;

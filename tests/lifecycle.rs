@@ -839,6 +839,31 @@ async fn check_accepts_valid_configs_and_describes_them() {
     assert!(out.contains("valid"), "{out}");
 }
 
+/// `switchyard check` says what `run` would warn about a valid file: here, an `hba_file` line
+/// whose `map=` the `ident_file` has no line for (it lets nobody in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_the_warnings_run_would_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let hba = dir.path().join("hba.conf");
+    let ident = dir.path().join("ident.conf");
+    std::fs::write(&hba, "local all all peer map=nomap\n").unwrap();
+    std::fs::write(&ident, "othermap root app\n").unwrap();
+    let mut lines = base_config();
+    lines.insert(
+        5,
+        format!(
+            "hba_file = {:?}\nident_file = {:?}",
+            hba.to_str().unwrap(),
+            ident.to_str().unwrap()
+        ),
+    );
+    let path = dir.path().join("warn.toml");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let (code, out, err) = check(&path).await;
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("lets nobody in"), "stderr:\n{err}");
+}
+
 /// `switchyard check` on invalid files: exit 2 and an error naming the key and its line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_rejects_invalid_configs_naming_key_and_line() {
@@ -930,4 +955,68 @@ async fn run_with_an_invalid_config_exits_2_without_binding() {
         "ran although its port is taken:\n{out}\n{err}"
     );
     drop(taken);
+}
+
+/// A SIGHUP while the daemon starts (probing the cluster first, here for `health.timeout` on
+/// a server that does not answer) does not end the process, as the signal's default action
+/// would: it reloads once the daemon runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_while_starting_reloads_once_running() {
+    let c = shared_cluster();
+    let hole = support::relay::Relay::for_node(c.primary());
+    hole.set_mode(support::relay::Mode::Blackhole);
+    let p = Proxy::start_backends(
+        vec![
+            ("pg0".into(), c.primary().addr()),
+            ("pg9".into(), hole.addr_string()),
+        ],
+        ProxyOptions {
+            extra_tables: format!("{NO_SPLIT}\n[health]\ntimeout = \"5s\"\n"),
+            ..Default::default()
+        },
+    );
+    p.reload();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        p.is_running(),
+        "a SIGHUP while starting ended the process\n{}",
+        p.log_tail(20)
+    );
+    wait_reloads(&p, "ok", 1.0).await;
+    let (client, _conn) = connect(&p).await;
+    assert_eq!(one(&client, "SELECT 'up'").await, "up");
+}
+
+/// A reload that replaces a pool (its backend renamed) while a request waits for one of its
+/// connections: nothing of the request was sent, so it runs on the new pool rather than
+/// failing with "server pool closed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_on_a_pool_a_reload_replaces_runs_on_the_new_one() {
+    let c = shared_cluster();
+    let p = Proxy::start_backends(
+        vec![("pg0".into(), c.primary().addr())],
+        ProxyOptions {
+            extra_tables: format!("{NO_SPLIT}\n[pool]\nsize = 1\ncheckout_timeout = \"30s\"\n"),
+            ..Default::default()
+        },
+    );
+    let (holder, _h) = connect(&p).await;
+    let (waiter, _w) = connect(&p).await;
+    q(&holder, "BEGIN").await;
+    assert_eq!(one(&holder, "SELECT 'held'").await, "held");
+    let queued = tokio::spawn(async move { try_simple(&waiter, "SELECT 'queued'").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !queued.is_finished(),
+        "the second request did not wait for the pool"
+    );
+    p.rewrite_backends(&[("pg0-renamed".into(), c.primary().addr())]);
+    p.reload();
+    wait_reloads(&p, "ok", 1.0).await;
+    q(&holder, "COMMIT").await;
+    let rows = bounded("the queued request", queued)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the queued request failed: {e}\n{}", p.log_tail(20)));
+    assert_eq!(rows, vec![vec![Some("queued".to_string())]]);
 }

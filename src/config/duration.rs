@@ -4,9 +4,18 @@ use std::time::Duration;
 
 use serde::{de, Deserialize, Deserializer};
 
+/// The longest duration taken: far beyond any useful timeout, and short enough that adding
+/// it to the clock, or a multiple of it, cannot overflow.
+const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
+
 /// Parses `"500ms"`, `"30s"`, `"1h 30m"`; a bare integer is not accepted (ambiguous unit).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
+    let d =
+        humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    if d > LONGEST {
+        return Err(format!("duration {s:?} is too long (at most 100 years)"));
+    }
+    Ok(d)
 }
 
 /// serde `deserialize_with` for a required duration string.
@@ -95,6 +104,9 @@ mod tests {
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("10").is_err());
+        assert_eq!(parse_duration("100y").map(|d| d > Duration::ZERO), Ok(true));
+        assert!(parse_duration("101y").is_err());
+        assert!(parse_duration("400000000000y").is_err());
     }
 
     #[test]

@@ -162,12 +162,40 @@ fn checks_without_a_span_name_the_key_and_its_line() {
             "max_message_size",
             "max_message_size",
         ),
+        (
+            format!("{MINIMAL}\n[health]\nuser = \"\"\npassword = \"x\"\n"),
+            "user = \"\"",
+            "health.user",
+        ),
+        (
+            format!("{MINIMAL}\n[health]\ndatabase = \"\"\n"),
+            "database",
+            "health.database",
+        ),
     ] {
         let e = err(&text);
         let line = line_of(&text, needle);
         assert!(
             e.starts_with(&format!("t.toml:{line}: {key}:")),
             "{key}: expected line {line}: {e}"
+        );
+    }
+}
+
+/// A duration too long to add to the clock (it would panic where it is used) is refused where
+/// it is written.
+#[test]
+fn durations_past_a_century_are_refused() {
+    for text in [
+        format!("{MINIMAL}\n[health]\ntimeout = \"400000000000y\"\n"),
+        format!("shutdown_timeout = \"500y\"\n{MINIMAL}"),
+        format!("{MINIMAL}\n[routing]\nprimary_wait = \"300000000000y\"\n"),
+    ] {
+        let e = err(&text);
+        let line = line_of(&text, "y\"");
+        assert!(
+            e.contains(&format!("line {line}")) && e.contains("too long"),
+            "{text}: {e}"
         );
     }
 }

@@ -204,6 +204,18 @@ impl Validator<'_> {
                 return Err(self.err(at("health", key), &format!("health.{key}"), what.into()));
             }
         }
+        for (key, empty) in [
+            ("user", h.user.as_deref() == Some("")),
+            ("database", h.database.is_empty()),
+        ] {
+            if empty {
+                return Err(self.err(
+                    at("health", key),
+                    &format!("health.{key}"),
+                    "must not be empty".into(),
+                ));
+            }
+        }
         if let Some(u) = &h.user {
             if h.password.is_none() && !users.contains_key(u) {
                 return Err(self.err(

@@ -178,12 +178,13 @@ impl Session {
             }
             Ok(p) => self.hold(p),
             // The monitor declared the server down or fenced it while a connection was being
-            // opened for this request (closed unused): route it again, by the new view (a
+            // opened for this request (closed unused), or a reload replaced the pool (its
+            // backend renamed, moved or removed): route it again, by the new view and pools (a
             // write waits for a primary as any other).
-            Err(crate::pool::PoolError::Severed)
+            Err(e @ (crate::pool::PoolError::Severed | crate::pool::PoolError::Closed))
                 if self.retry_attempts < super::retry::MAX_ATTEMPTS =>
             {
-                tracing::info!(parent: &self.span, backend = %pool.key.backend, "the server was declared unavailable during the checkout: routing again");
+                tracing::info!(parent: &self.span, backend = %pool.key.backend, error = %e, "the server or its pool went away during the checkout: routing again");
                 self.route_again(index, d.target);
                 return Ok(());
             }
