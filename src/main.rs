@@ -85,21 +85,21 @@ fn runtime(workers: usize) -> tokio::runtime::Runtime {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match {
+        Command::Check { config } => {
             // The warnings `run` would log about this configuration (on stderr).
             init_tracing();
-            switchyard::config::load(&config)
-        } {
-            Ok(c) => {
-                print!("{}", c.describe());
-                println!("configuration {} is valid", config.display());
-                ExitCode::SUCCESS
+            match switchyard::config::load(&config) {
+                Ok(c) => {
+                    print!("{}", c.describe());
+                    println!("configuration {} is valid", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("invalid configuration: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("invalid configuration: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Run { config } => {
             init_tracing();
             // A SIGHUP before the server takes the signals over (while the configuration is
