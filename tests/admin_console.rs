@@ -172,7 +172,8 @@ async fn the_console_shows_backends_pools_clients_and_servers() {
                 "{b:?}"
             );
             assert_eq!(get(b, "lag_bytes"), "NULL", "{b:?}");
-            assert!(get(b, "transactions").parse::<i64>().unwrap() >= 1, "{b:?}");
+            // The one transaction there is still open (logins count none).
+            assert_eq!(get(b, "transactions"), "0", "{b:?}");
         } else {
             assert_eq!(
                 (get(b, "role"), get(b, "elected")),
@@ -864,6 +865,12 @@ async fn every_message_type_gets_the_answer_postgresql_would_give() {
         .await
         .unwrap();
     assert_eq!(tags_until_ready(raw).await, ["CSET", "E42704", "Z"]);
+    // A NUL inside the text, or none at its end: not one string, as PostgreSQL refuses it
+    // (the text is not echoed into the error, where it would cut the fields short).
+    for body in [&b"XX\0\0YY\0"[..], b"KILL \"a\0b\"\0", b"SHOW VERSION"] {
+        raw.send(&msg(b'Q', body)).await.unwrap();
+        assert_eq!(tags_until_ready(raw).await, ["E08P01", "Z"], "{body:?}");
+    }
 
     // Extended protocol, pipelined: a statement described, bound and executed; then an
     // error, after which everything up to Sync is skipped.
@@ -1161,6 +1168,17 @@ async fn pause_warns_about_a_transaction_that_stays_open_and_holds_what_comes_af
         started.elapsed()
     );
     assert_eq!(tags_until_ready(&mut s.raw).await, ["CPAUSE", "Z"]);
+    // PAUSE again (a script that repeats it until no warning comes): it waits and warns the
+    // same, the transaction being still open, rather than report success at once.
+    s.raw.send(&msg(b'Q', b"PAUSE\0")).await.unwrap();
+    let again = s.raw.frame().await;
+    assert_eq!(
+        (again.tag, again.severity(), again.code()),
+        (b'N', "WARNING".into(), "01000".into()),
+        "{again:?}"
+    );
+    assert!(again.message().contains(&pid.to_string()), "{again:?}");
+    assert_eq!(tags_until_ready(&mut s.raw).await, ["CPAUSE", "Z"]);
 
     // That transaction goes on to its end; the next one waits, as does a new login.
     bounded("in txn", open.batch_execute("SELECT 1; COMMIT"))
@@ -1431,4 +1449,71 @@ async fn disable_refuses_a_databases_logins_and_kill_ends_its_clients() {
         bounded("newcomer", newcomer).await.unwrap(),
         "the held login failed after RESUME"
     );
+}
+
+/// A login waiting for a server connection when PAUSE comes (it holds none yet, so PAUSE does
+/// not wait for it) runs nothing on the server until RESUME, though it gets its connection
+/// once the transaction PAUSE waited for ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_waiting_for_a_connection_when_pause_comes_waits_for_resume() {
+    let proxy = start_ready_proxy(ProxyOptions {
+        backends: Some(vec![("pg0".into(), shared_cluster().primary().addr())]),
+        extra_top: "shutdown_timeout = \"20s\"\n".into(),
+        extra_tables: format!(
+            "[pool]\nsize = 1\ncheckout_timeout = \"30s\"\n\n[admin]\nusers = [\"{APP_USER}\"]\n"
+        ),
+        ..Default::default()
+    });
+    let holder = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "holder").await;
+    bounded("begin", holder.batch_execute("BEGIN; SELECT 1"))
+        .await
+        .unwrap();
+    let admin = console(&proxy).await;
+    let newcomer = spawn_login(&proxy);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !newcomer.is_finished(),
+        "the login did not wait for the pool"
+    );
+    let pause = tokio::spawn(async move { admin.simple_query("PAUSE").await.map(|_| admin) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !pause.is_finished(),
+        "PAUSE did not wait for the open transaction"
+    );
+    bounded("commit", holder.batch_execute("COMMIT"))
+        .await
+        .unwrap();
+    let admin = bounded("pause", pause).await.unwrap().expect("PAUSE");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!newcomer.is_finished(), "a login went on while paused");
+    bounded("resume", admin.simple_query("RESUME"))
+        .await
+        .unwrap();
+    assert!(
+        bounded("newcomer", newcomer).await.unwrap(),
+        "the held login failed\n{}",
+        proxy.log_tail(20)
+    );
+}
+
+/// `switchyard_transactions_total` counts the clients' transactions (an autocommit statement
+/// is one), not the proxy's own use of a connection: a login alone counts none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_total_counts_client_transactions_only() {
+    async fn total(proxy: &Proxy) -> f64 {
+        let (_, body) = proxy.http_get("/metrics").await;
+        body.lines()
+            .filter(|l| l.starts_with("switchyard_transactions_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    }
+    let proxy = proxy();
+    let client = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "counted").await;
+    assert_eq!(total(&proxy).await, 0.0, "a login counted as a transaction");
+    for sql in ["SELECT 1", "SELECT 2", "BEGIN; SELECT 3; COMMIT"] {
+        bounded(sql, client.batch_execute(sql)).await.unwrap();
+    }
+    // (A Query message of several statements is one transaction when it holds a block.)
+    assert_eq!(total(&proxy).await, 3.0);
 }

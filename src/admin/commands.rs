@@ -125,26 +125,49 @@ pub const HELP: &[(&str, &str)] = &[
     ),
 ];
 
-/// The statements of a query text, split at semicolons (no console command contains one), with
-/// `--` comments removed; empty statements are dropped.
+/// The statements of a query text, split at semicolons and with comments removed, as SQL
+/// reads them (not inside a quoted name: `"a;b"`, `"a--b"`); empty statements are dropped.
 pub fn statements(text: &str) -> Vec<String> {
-    text.split(';')
-        .map(|piece| {
-            piece
-                .lines()
-                .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
-                .collect::<Vec<_>>()
-                .join(" ")
-                .trim()
-                .to_owned()
+    crate::sql::split_statements(text)
+        .map(|s| {
+            let mut out = String::with_capacity(s.len());
+            let mut at = 0;
+            for c in crate::sql::Lexer::new(s).filter(|t| t.is_comment()) {
+                out.push_str(&s[at..c.offset]);
+                out.push(' ');
+                at = c.end();
+            }
+            out.push_str(&s[at..]);
+            out.trim().to_owned()
         })
         .filter(|s| !s.is_empty())
         .collect()
 }
 
+/// The words of a statement: split at whitespace, but not inside double quotes (a database
+/// named `"my db"`).
+fn words(statement: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (None, false);
+    for (i, c) in statement.char_indices() {
+        if c.is_whitespace() && !quoted {
+            if let Some(s) = start.take() {
+                out.push(&statement[s..i]);
+            }
+            continue;
+        }
+        quoted ^= c == '"';
+        start.get_or_insert(i);
+    }
+    if let Some(s) = start {
+        out.push(&statement[s..]);
+    }
+    out
+}
+
 /// Parses one statement (as [`statements`] returns them; `""` is [`Command::Empty`]).
 pub fn parse(statement: &str) -> Result<Command, CommandError> {
-    let words: Vec<&str> = statement.split_whitespace().collect();
+    let words = words(statement);
     let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
     let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
     match upper.as_slice() {
@@ -336,7 +359,29 @@ mod tests {
         assert!(statements("").is_empty());
         assert!(statements(" ; ;\n").is_empty());
         assert!(statements("-- only a comment").is_empty());
-        assert_eq!(statements("SHOW\n  POOLS"), vec!["SHOW   POOLS"]);
+        assert_eq!(statements("SHOW\n  POOLS"), vec!["SHOW\n  POOLS"]);
+        // Not inside a quoted name; block comments too.
+        assert_eq!(
+            statements("KILL \"a;b\"; DISABLE \"a--b\" /* why */ -- now"),
+            vec!["KILL \"a;b\"", "DISABLE \"a--b\""]
+        );
+    }
+
+    #[test]
+    fn quoted_database_names_are_one_word() {
+        assert_eq!(
+            parse("PAUSE \"my db\""),
+            Ok(Command::Pause(Some("my db".into())))
+        );
+        assert_eq!(
+            parse("disable  \"a--b\""),
+            Ok(Command::Disable("a--b".into()))
+        );
+        assert_eq!(
+            parse("KILL \"say \"\"hi\"\" ;\""),
+            Ok(Command::KillDatabase("say \"hi\" ;".into()))
+        );
+        assert_eq!(parse("KILL \"a\" b").unwrap_err().code, "42601");
     }
 
     #[test]

@@ -169,7 +169,13 @@ impl Console<'_> {
     /// statements: one Query may hold many thousands of them.
     async fn query(&mut self, body: &[u8], stream: &mut Stream) -> Result<(), Fatal> {
         self.portals.clear();
-        let text = body.strip_suffix(&[0]).unwrap_or(body);
+        // One NUL-terminated string, as PostgreSQL reads it (a NUL inside would end the
+        // string early, and cut the text echoed into an error's fields).
+        let Some(text) = body.strip_suffix(&[0]).filter(|t| !t.contains(&0)) else {
+            self.error(&CommandError::new("08P01", "invalid message format"));
+            encode::ready_for_query(&mut self.out, TxnStatus::Idle);
+            return Ok(());
+        };
         let statements = match std::str::from_utf8(text) {
             Ok(t) => commands::statements(t),
             Err(_) => {
@@ -349,17 +355,27 @@ impl Console<'_> {
     /// Holds new transactions (of every database, or of `database`), then waits (up to
     /// `shutdown_timeout`) until no client of those is in one. Clients that keep their server
     /// connection between transactions (session pooling, pinned) are not waited for. Returns
-    /// a notice when some transactions are still open.
+    /// a notice when some transactions are still open. Paused already, it waits all the same
+    /// (a script repeats PAUSE until no transaction is open).
     async fn pause(&self, database: Option<&str>) -> Option<Notice> {
-        let app = self.app;
-        if !app.pause.pause(database) {
-            return notice("already paused");
+        let changed = self.app.pause.pause(database);
+        if changed {
+            self.publish_pause();
+            tracing::warn!(
+                database,
+                "paused from the admin console: new transactions wait for RESUME"
+            );
         }
-        self.publish_pause();
-        tracing::warn!(
-            database,
-            "paused from the admin console: new transactions wait for RESUME"
-        );
+        match self.drain(database).await {
+            None if !changed => notice("already paused"),
+            outcome => outcome,
+        }
+    }
+
+    /// Waits (up to `shutdown_timeout`) until no client of `database` (or of any) is in a
+    /// transaction; a warning naming those still in one.
+    async fn drain(&self, database: Option<&str>) -> Option<Notice> {
+        let app = self.app;
         let grace = app.config.load().config.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + grace;
         loop {

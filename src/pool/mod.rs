@@ -321,7 +321,9 @@ impl Pool {
                     }
                 }
                 Take::Wait(until) => {
-                    if !waited_full {
+                    // One checkout, one wait counted (it may have waited for a slot first, or
+                    // here before).
+                    if waiting_since.is_none() {
                         self.metrics.waits.inc();
                     }
                     self.wait_returned(until, &mut waiting_since, &mut waited_full)
@@ -433,7 +435,6 @@ impl Pool {
 
     /// Returns a connection.
     pub fn checkin(&self, mut p: Pooled) {
-        self.metrics.transactions.inc();
         let max_lifetime = clock::ms(self.tuning.lock().expect("tuning").max_lifetime);
         let now = clock::now_ms();
         if p.conn.broken
@@ -475,6 +476,13 @@ impl Pool {
     /// Counts a request (a simple query, Sync or function call) sent on this pool.
     pub fn count_request(&self) {
         self.metrics.queries.inc();
+    }
+
+    /// Counts transactions of clients that ended on this pool's connections (autocommit
+    /// statements included); the proxy's own use of a connection (a login, a lookup, a
+    /// commit position read back) is not one.
+    pub fn count_transactions(&self, n: u64) {
+        self.metrics.transactions.inc_by(n);
     }
 
     /// Changes the pool size (reload).

@@ -671,6 +671,14 @@ impl super::Session {
             // (The waits above may have crossed a reload that renumbered the backends:
             // login_checkout reads the view the pools are looked up in.)
             let (index, p) = self.login_checkout().await?;
+            if self.app.pause.holds(&self.database) {
+                // PAUSE came while this login waited for a server (and, not holding one yet,
+                // was not waited for): nothing is run on the server until RESUME.
+                p.release();
+                self.wait_resumed().await?;
+                self.refuse_if_disabled()?;
+                continue;
+            }
             if self.still_routable(index, &p.pool().key.backend, target) {
                 break p;
             }

@@ -111,8 +111,10 @@ impl Session {
         // The read-back found state in the session that cannot move (why).
         let mut kept_state: Option<PinReason> = None;
         let mut own_failure = None;
-        // Errors relayed to the client (counted per backend after the loop).
+        // Errors relayed to the client, and its transactions ended (counted per backend after
+        // the loop).
         let mut errors = 0u64;
+        let mut transactions = 0u64;
         loop {
             while let Some(b) = self.pending.pop_synthetic() {
                 flush(&mut run, &mut conn.rbuf, &mut out);
@@ -249,6 +251,7 @@ impl Session {
                     }
                     request_done = self.pending.is_empty();
                     if m.forward {
+                        transactions += u64::from(self.txn == TxnStatus::Idle);
                         // The client's pg_terminate_backend ran (see terminate_client).
                         if let Some((pid, true)) = self.terminates.take() {
                             let (user, su, span) = (&self.user.name, self.superuser, &self.span);
@@ -482,6 +485,9 @@ impl Session {
             }
         }
         flush(&mut run, &mut conn.rbuf, &mut out);
+        if transactions > 0 {
+            p.pool().count_transactions(transactions);
+        }
         if errors > 0 {
             self.app
                 .metrics
