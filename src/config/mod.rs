@@ -375,6 +375,32 @@ impl Loaded {
                 a.pool_mode, b.pool_mode
             ));
         }
+        for (key, changed, when) in [
+            (
+                "max_client_connections",
+                a.max_client_connections != b.max_client_connections,
+                "new logins; the peering port's limit after a restart",
+            ),
+            (
+                "startup_timeout",
+                a.startup_timeout != b.startup_timeout,
+                "new connections",
+            ),
+            (
+                "shutdown_timeout",
+                a.shutdown_timeout != b.shutdown_timeout,
+                "the next drain or PAUSE",
+            ),
+            (
+                "max_message_size",
+                a.max_message_size != b.max_message_size,
+                "new clients",
+            ),
+        ] {
+            if changed {
+                out.push(format!("{key} changed ({when})"));
+            }
+        }
         if a.pool != b.pool {
             out.push("[pool] changed".into());
         }

@@ -295,6 +295,20 @@ fn diff_lists_changes() {
     assert!(d.contains(&"user b added".to_string()), "{d:?}");
     assert!(d.contains(&"[pool] changed".to_string()), "{d:?}");
     assert!(a.diff(&parse(MINIMAL, "t").unwrap()).is_empty());
+    // Top-level limits a reload applies are named too (a reload of only those is no
+    // "0 changes").
+    let c = parse(
+        &format!("max_client_connections = 7\nshutdown_timeout = \"9s\"\n{MINIMAL}"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        a.diff(&c),
+        [
+            "max_client_connections changed (new logins; the peering port's limit after a restart)",
+            "shutdown_timeout changed (the next drain or PAUSE)",
+        ]
+    );
 }
 
 #[test]
