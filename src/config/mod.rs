@@ -32,13 +32,22 @@ pub enum ConfigError {
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     /// A value that parses but is not acceptable.
-    #[error("{origin}:{line}: {key}: {message}")]
+    #[error("{origin}{}: {key}: {message}", on_line(.line))]
     Invalid {
         origin: String,
+        /// 0: written nowhere (a required entry that is missing).
         line: usize,
         key: String,
         message: String,
     },
+}
+
+/// `:line`, or nothing for line 0 (nowhere).
+fn on_line(line: &usize) -> String {
+    match line {
+        0 => String::new(),
+        n => format!(":{n}"),
+    }
 }
 
 /// A validated configuration plus what is derived from it once per load.
@@ -143,7 +152,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
         origin: origin.to_owned(),
         message: e.to_string().trim_end().to_owned(),
     })?;
-    validate::Validator { text, origin }.validate(config)
+    validate::Validator::new(text, origin).validate(config)
 }
 
 impl Loaded {

@@ -172,6 +172,27 @@ fn checks_without_a_span_name_the_key_and_its_line() {
             "database",
             "health.database",
         ),
+        // Inline tables, dotted keys and inline arrays of tables, as the TOML parser reads them.
+        (
+            format!("pool = {{ idle_timeout = \"1m\", size = 0 }}\n{MINIMAL}"),
+            "size = 0",
+            "pool.size",
+        ),
+        (
+            format!("pool.size = 0\n{MINIMAL}"),
+            "pool.size",
+            "pool.size",
+        ),
+        (
+            format!("users = [\n  {{ name = \"a\", password = \"a\" }},\n  {{ name = \"b\", password = \"b\", pool_size = 0 }},\n]\n{}", MINIMAL.replace("[[users]]\nname = \"app\"\npassword = \"app\"\n", "")),
+            "pool_size",
+            "users.pool_size",
+        ),
+        (
+            format!("{MINIMAL}\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_cert = \"verify-ca\"\n"),
+            "client_cert",
+            "tls.client_cert",
+        ),
     ] {
         let e = err(&text);
         let line = line_of(&text, needle);

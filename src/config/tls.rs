@@ -21,7 +21,7 @@ impl Validator<'_> {
                 if t.ca.is_none() {
                     if t.client_cert != ClientCertMode::Optional {
                         return Err(self.err(
-                            0..0,
+                            self.key_at("tls", "client_cert"),
                             "tls.client_cert",
                             "needs `ca`, the authorities client certificates must chain to".into(),
                         ));
@@ -87,12 +87,14 @@ impl Validator<'_> {
             TlsFile::Cert => self.err(span(&st.cert), "server_tls.cert", m),
             TlsFile::Key => self.err(span(&st.key), "server_tls.key", m),
             TlsFile::Ca if st.ca.is_some() => self.err(span(&st.ca), "server_tls.ca", m),
-            _ => self.err(0..0, "server_tls.mode", m),
+            _ => self.err(self.key_at("server_tls", "mode"), "server_tls.mode", m),
         })?;
         server_tls.channel_binding = match (st.mode, st.binding()) {
             (ServerTlsMode::Disable, ChannelBinding::Require) => {
                 return Err(self.err(
-                    st.channel_binding.as_ref().map_or(0..0, |b| b.span()),
+                    st.channel_binding
+                        .as_ref()
+                        .map_or_else(|| self.key_at("server_tls", "mode"), |b| b.span()),
                     "server_tls.channel_binding",
                     "\"require\" needs TLS: [server_tls] mode is \"disable\"".into(),
                 ))

@@ -3,22 +3,27 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
+
+use toml_edit::{ImDocument, Item, Key, TableLike, Value};
 
 use super::*;
 
 pub(super) struct Validator<'a> {
     pub(super) text: &'a str,
     pub(super) origin: &'a str,
+    /// The text as the TOML parser reads it, with the place of every key.
+    doc: Option<ImDocument<&'a str>>,
 }
 
-impl Validator<'_> {
-    pub(super) fn err(
-        &self,
-        span: std::ops::Range<usize>,
-        key: &str,
-        message: String,
-    ) -> ConfigError {
+impl<'a> Validator<'a> {
+    pub(super) fn new(text: &'a str, origin: &'a str) -> Self {
+        let doc = ImDocument::parse(text).ok();
+        Validator { text, origin, doc }
+    }
+
+    pub(super) fn err(&self, span: Range<usize>, key: &str, message: String) -> ConfigError {
         let line = if span.end == 0 {
             0
         } else {
@@ -36,59 +41,45 @@ impl Validator<'_> {
     }
 
     /// Where a key without a span of its own is written, for [`err`](Self::err) to name its
-    /// line: in `table` (`""`: the top level, before any table), else the table's header (a
-    /// value taken from defaults), else nowhere (`0..0`).
-    fn key_at(&self, table: &str, key: &str) -> std::ops::Range<usize> {
+    /// line: `key` in `table` (`""`: the top level), else the line that opens the table (a
+    /// value taken from defaults), else nowhere (`0..0`). Found in the document as the TOML
+    /// parser read it, so inline tables (`pool = { size = 0 }`) and dotted keys
+    /// (`pool.size = 0`) are found too.
+    pub(super) fn key_at(&self, table: &str, key: &str) -> Range<usize> {
+        let Some(root) = self.doc.as_ref().map(|d| d.as_table()) else {
+            return 0..0;
+        };
         if table.is_empty() {
-            return self.key_in_block(0, false, key).unwrap_or(0..0);
+            return root.key(key).and_then(Key::span).unwrap_or(0..0);
         }
-        let header = format!("[{table}]");
-        let mut offset = 0;
-        for line in self.text.split_inclusive('\n') {
-            if line.trim().starts_with(&header) {
-                return self
-                    .key_in_block(offset, true, key)
-                    .unwrap_or(offset..offset + 1);
-            }
-            offset += line.len();
-        }
-        0..0
+        let Some((name, item)) = root.get_key_value(table) else {
+            return 0..0;
+        };
+        item.as_table_like()
+            .and_then(|t| t.key(key))
+            .and_then(Key::span)
+            .or_else(|| name.span())
+            .unwrap_or(0..0)
     }
 
     /// Where `key` is written in the `[[users]]` entry whose name is at `name` (else the name's
     /// line).
-    fn user_key_at(&self, name: std::ops::Range<usize>, key: &str) -> std::ops::Range<usize> {
-        let begin = self.text[..name.start.min(self.text.len())]
-            .rfind("[[")
-            .unwrap_or(0);
-        self.key_in_block(begin, true, key).unwrap_or(name)
-    }
-
-    /// The line setting `key` in the block that starts at byte `begin` (on its header line,
-    /// when `header`) and ends at the next header.
-    fn key_in_block(
-        &self,
-        begin: usize,
-        header: bool,
-        key: &str,
-    ) -> Option<std::ops::Range<usize>> {
-        let mut offset = begin;
-        for (i, line) in self.text[begin..].split_inclusive('\n').enumerate() {
-            let at = offset;
-            offset += line.len();
-            let t = line.trim_start();
-            if t.starts_with('[') {
-                if i == 0 && header {
-                    continue;
-                }
-                return None;
-            }
-            let rest = t.strip_prefix(key).map(str::trim_start);
-            if rest.is_some_and(|r| r.starts_with('=')) {
-                return Some(at..at + line.len().max(1));
-            }
-        }
-        None
+    fn user_key_at(&self, name: Range<usize>, key: &str) -> Range<usize> {
+        let users = self.doc.as_ref().and_then(|d| d.as_table().get("users"));
+        let entries: Vec<&dyn TableLike> = match users {
+            Some(Item::ArrayOfTables(a)) => a.iter().map(|t| t as &dyn TableLike).collect(),
+            Some(Item::Value(Value::Array(a))) => a
+                .iter()
+                .filter_map(|v| v.as_inline_table().map(|t| t as &dyn TableLike))
+                .collect(),
+            _ => Vec::new(),
+        };
+        entries
+            .into_iter()
+            .find(|t| t.get("name").and_then(Item::span) == Some(name.clone()))
+            .and_then(|t| t.key(key))
+            .and_then(Key::span)
+            .unwrap_or(name)
     }
 
     /// An address to listen on: `IP:port`.
