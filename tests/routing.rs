@@ -393,6 +393,100 @@ async fn multi_statement_queries() {
 // ---------------------------------------------------------------------------------------------
 // writes and transactions
 
+/// A server configured twice, by two addresses (`localhost` and `127.0.0.1`), is one server:
+/// its first entry takes its traffic, the second none. The primary named twice is not two
+/// primaries on one timeline (both fenced, every write refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_configured_twice_is_used_once() {
+    let c = tokio::task::spawn_blocking(shared_schema).await.unwrap();
+    let p = Ports::of(c);
+    let backends = vec![
+        ("pg0".to_owned(), format!("127.0.0.1:{}", p.primary)),
+        ("pg1".to_owned(), format!("127.0.0.1:{}", p.replicas[0])),
+        ("pg1b".to_owned(), format!("localhost:{}", p.replicas[0])),
+        ("pg0b".to_owned(), format!("localhost:{}", p.primary)),
+        ("pg2".to_owned(), format!("127.0.0.1:{}", p.replicas[1])),
+    ];
+    let opts = support::proxy::ProxyOptions {
+        extra_tables: format!("{HEALTH}\n[routing]\nconsistency = \"eventual\"\n"),
+        ..Default::default()
+    };
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start_backends(backends, opts))
+        .await
+        .unwrap();
+    let want = [
+        ("pg0", "primary"),
+        ("pg1", "replica"),
+        ("pg1b", "duplicate"),
+        ("pg0b", "duplicate"),
+        ("pg2", "replica"),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(&proxy).await;
+        let roles: Vec<(String, String)> = s["backends"]
+            .as_array()
+            .map(|bs| {
+                bs.iter()
+                    .map(|b| {
+                        (
+                            b["name"].as_str().unwrap_or("").to_owned(),
+                            b["role"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if roles.iter().map(|(n, r)| (n.as_str(), r.as_str())).eq(want) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the monitor never saw pg0b and pg1b as pg0 and pg1 again: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = proxy.connect_app().await;
+    for _ in 0..3 {
+        let got = port(
+            &c,
+            "INSERT INTO routing_t (v) VALUES ('twice') RETURNING inet_server_port()",
+        )
+        .await;
+        assert_eq!(got, p.primary, "the write ran on {}", p.name(got));
+    }
+    let got = many_reads(&proxy, "SELECT inet_server_port()").await;
+    assert_spread_over_replicas("a replica configured twice", &got, &p);
+    for (name, used) in [
+        ("pg0", true),
+        ("pg1", true),
+        ("pg1b", false),
+        ("pg0b", false),
+    ] {
+        let n = proxy
+            .metric(&format!("switchyard_queries_total{{backend=\"{name}\"}}"))
+            .await;
+        assert_eq!(n > 0.0, used, "{name} ran {n} queries");
+    }
+    assert_eq!(
+        proxy
+            .metric("switchyard_backend_role{backend=\"pg0b\"}")
+            .await,
+        -3.0
+    );
+    assert_eq!(
+        proxy
+            .metric("switchyard_backend_role{backend=\"pg0\"}")
+            .await,
+        1.0
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains("reaches the same server as another backend"),
+        "no error names the duplicate: {log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_run_on_the_primary() {
     let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;

@@ -34,6 +34,9 @@ pub struct Observation {
     /// `pg_last_xact_replay_timestamp()` in ms since the epoch, by the replica's own clock
     /// (reported for operators; lag never compares it with another host's clock).
     pub last_replay_ms: Option<i64>,
+    /// `pg_postmaster_start_time()` in µs since the epoch: two backends reporting the same
+    /// are one server configured twice (by two addresses).
+    pub started_us: Option<i64>,
 }
 
 impl Observation {

@@ -66,15 +66,20 @@ pub struct BackendView {
     pub last_replay_ms: Option<i64>,
     /// The WAL receiver is streaming.
     pub receiver_streaming: bool,
+    /// The backend configured before this one that reaches the same server (the same
+    /// postmaster start time), under another address: this one takes no traffic.
+    pub duplicate_of: Option<Arc<str>>,
     /// Live counters.
     pub stats: Arc<BackendStats>,
 }
 
 impl BackendView {
     /// Its role as `/status` and the admin console name it: `primary`, `replica`, `fenced`
-    /// (claims the primary role and takes nothing) or `unknown` (not probed yet).
+    /// (claims the primary role and takes nothing), `duplicate` (a server configured before
+    /// it, under another address; takes nothing) or `unknown` (not probed yet).
     pub fn role_label(&self) -> &'static str {
         match (self.role, self.fenced) {
+            _ if self.duplicate_of.is_some() => "duplicate",
             (_, true) => "fenced",
             (Some(Role::Primary), _) => "primary",
             (Some(Role::Replica), _) => "replica",
@@ -91,7 +96,11 @@ impl BackendView {
 
     /// Whether this backend may serve reads given the lag limit.
     pub fn is_eligible_replica(&self, limit: LagLimit) -> bool {
-        if !self.up || self.fenced || self.role != Some(Role::Replica) {
+        if !self.up
+            || self.fenced
+            || self.role != Some(Role::Replica)
+            || self.duplicate_of.is_some()
+        {
             return false;
         }
         match limit {

@@ -97,6 +97,7 @@ impl Monitor {
                 replay_paused: false,
                 last_replay_ms: None,
                 receiver_streaming: false,
+                duplicate_of: None,
                 stats,
             });
             healths.push(health);
@@ -133,6 +134,7 @@ impl Monitor {
             primary: None,
             epoch: self.epoch,
             to_sever: Vec::new(),
+            same_as: vec![None; c.backends.len()],
             promoted: Vec::new(),
             last_error: vec![None; c.backends.len()],
             stop: token.clone(),
@@ -199,6 +201,7 @@ impl Monitor {
                     replay_paused: b.replay_paused,
                     receiver_streaming: b.receiver_streaming,
                     last_replay_ms: b.last_replay_ms,
+                    started_us: None,
                 });
             }
             self.carried
@@ -248,6 +251,8 @@ struct Aggregator {
     epoch: Epoch,
     /// Backends just fenced: connections to them are cut.
     to_sever: Vec<usize>,
+    /// Of each backend, the one configured before it that reaches the same server.
+    same_as: Vec<Option<usize>>,
     /// Backends that just changed role from standby to primary.
     promoted: Vec<usize>,
     /// The last probe failure of each backend, while it fails: each new reason is logged
@@ -360,7 +365,11 @@ impl Aggregator {
     /// traffic until one of them stops claiming the role.
     fn elect(&mut self) {
         let candidates: Vec<usize> = (0..self.healths.len())
-            .filter(|&i| self.healths[i].up && self.healths[i].role == Some(Role::Primary))
+            .filter(|&i| {
+                self.healths[i].up
+                    && self.healths[i].role == Some(Role::Primary)
+                    && self.same_as[i].is_none()
+            })
             .collect();
         let timeline = |i: usize| self.healths[i].last.and_then(|o| o.timeline).unwrap_or(0);
         let top = candidates.iter().map(|&i| timeline(i)).max();
@@ -432,7 +441,31 @@ impl Aggregator {
         self.primary = winner;
     }
 
+    /// Finds the backends that reach a server configured before them: the same primary
+    /// under two addresses would otherwise be two primaries on one timeline, both fenced.
+    fn find_duplicates(&mut self) {
+        for (i, now) in same_servers(&self.healths).into_iter().enumerate() {
+            if now == self.same_as[i] {
+                continue;
+            }
+            let name = &self.names[i].0;
+            match now {
+                Some(j) => {
+                    tracing::error!(backend = %name, address = %self.names[i].1, same_as = %self.names[j].0, "reaches the same server as another backend (the same postmaster start time): it takes no traffic; configure each server once")
+                }
+                None => {
+                    tracing::info!(backend = %name, "no longer reaches the same server as another backend")
+                }
+            }
+            self.same_as[i] = now;
+            self.views[i].duplicate_of = now.map(|j| self.views[j].name.clone());
+            // (Not a candidate any more: the election would leave a fence from before.)
+            self.views[i].fenced &= now.is_none();
+        }
+    }
+
     fn publish(&mut self) {
+        self.find_duplicates();
         self.elect();
         let now = Instant::now();
         let history = lock(&self.history);
@@ -499,6 +532,7 @@ impl Aggregator {
             let m = &self.metrics;
             m.backend_up.with_label_values(&[&v.name]).set(v.up as i64);
             let role = match (v.role, v.fenced) {
+                _ if v.duplicate_of.is_some() => -3,
                 (Some(Role::Primary), false) => 1,
                 (Some(Role::Replica), _) => 0,
                 (Some(Role::Primary), true) => -2,
@@ -536,6 +570,18 @@ fn lock(h: &Mutex<LsnHistory>) -> MutexGuard<'_, LsnHistory> {
     h.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Of each backend, the first one before it that is up and reports the same postmaster start
+/// time: the same server, reached by another address.
+fn same_servers(healths: &[Health]) -> Vec<Option<usize>> {
+    let started = |h: &Health| h.last.filter(|_| h.up).and_then(|o| o.started_us);
+    (0..healths.len())
+        .map(|i| {
+            let s = started(&healths[i])?;
+            (0..i).find(|&j| started(&healths[j]) == Some(s))
+        })
+        .collect()
+}
+
 /// Of the servers claiming the primary role, as (index, timeline): the one on the highest
 /// timeline (a promotion starts a new one), if it is alone there and not below `floor` (the
 /// timeline a primary was already seen on, or one a standby receives). Two on the same
@@ -554,7 +600,33 @@ fn elected(claims: &[(usize, u32)], floor: u32) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::elected;
+    use super::{elected, same_servers, Health, Observation};
+
+    #[test]
+    fn backends_reporting_one_start_time_are_one_server() {
+        let h = |up: bool, started: Option<i64>| {
+            let mut h = Health::default();
+            h.up = up;
+            h.last = Some(Observation {
+                started_us: started,
+                ..Default::default()
+            });
+            h
+        };
+        let hs = [
+            h(true, Some(7)),
+            h(true, Some(8)),
+            h(true, Some(7)),
+            h(false, Some(8)),
+            h(true, None),
+            h(true, None),
+            h(true, Some(7)),
+        ];
+        assert_eq!(
+            same_servers(&hs),
+            [None, None, Some(0), None, None, None, Some(0)]
+        );
+    }
 
     #[test]
     fn the_one_primary_is_elected() {

@@ -31,7 +31,8 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
     CASE WHEN pg_is_in_recovery() \
         THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1) \
         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
-    (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::bigint";
+    (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::bigint, \
+    (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint";
 
 /// An error with its causes (tokio-postgres's own message is only the kind: "error
 /// performing TLS handshake", "db error").
@@ -174,6 +175,7 @@ impl Prober {
             replay_paused: row.get(4),
             receiver_streaming: row.get::<_, Option<String>>(5).as_deref() == Some("streaming"),
             last_replay_ms: row.get(7),
+            started_us: row.get(8),
         };
         Ok(obs)
     }
