@@ -179,6 +179,11 @@ fn cluster_ready(s: &serde_json::Value) -> bool {
 /// A private cluster with table `f (id int primary key, v text)` owned by the app user, and a
 /// proxy with fast health checks plus `routing` (the `[routing]` table's body).
 async fn setup(routing: &str) -> (Arc<LocalCluster>, Proxy, Ports) {
+    setup_with(&format!("rise = {RISE}"), routing).await
+}
+
+/// [`setup`] with `health` as the `[health]` lines besides the interval and `fall`.
+async fn setup_with(health: &str, routing: &str) -> (Arc<LocalCluster>, Proxy, Ports) {
     let c = tokio::task::spawn_blocking(|| {
         let c = own_cluster(2);
         c.primary()
@@ -195,7 +200,7 @@ async fn setup(routing: &str) -> (Arc<LocalCluster>, Proxy, Ports) {
     .await
     .unwrap();
     let extra = format!(
-        "[health]\ninterval = \"{}ms\"\nfall = {FALL}\nrise = {RISE}\n\n[routing]\n{routing}\n",
+        "[health]\ninterval = \"{}ms\"\nfall = {FALL}\n{health}\n\n[routing]\n{routing}\n",
         INTERVAL.as_millis()
     );
     let c2 = c.clone();
@@ -1420,4 +1425,96 @@ async fn a_promoted_replica_wins_over_the_old_primary_still_running() {
         );
         tokio::time::sleep(INTERVAL / 2).await;
     }
+}
+
+/// A standby that replayed more than the server promoted in its place (asynchronous
+/// replication: the promoted one was behind) cannot follow the new timeline, and stays in hot
+/// standby on the old history, with rows the new primary does not have. Its replay position is
+/// beyond the new primary's, so its lag reads as zero: it must take no reads all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_ahead_of_the_promoted_one_takes_no_reads() {
+    let (c, proxy, p) = setup("consistency = \"eventual\"").await;
+    let lost_at = {
+        let c = c.clone();
+        blocking(move || {
+            // pg1 stops behind; pg2 goes on receiving rows the old primary then takes away.
+            c.replicas()[0].stop();
+            c.primary()
+                .psql_db(
+                    APP_DB,
+                    "SET ROLE app; INSERT INTO f SELECT g, 'lost' FROM generate_series(1, 20000) g",
+                )
+                .expect("writing on pg0");
+            // (The commit flushed, should the cluster commit asynchronously.)
+            let end = c.primary().flush_wal().expect("pg0's position");
+            c.replicas()[1]
+                .wait_replay(end, Duration::from_secs(60))
+                .expect("pg2 replaying pg0's rows");
+            c.primary().kill();
+            c.replicas()[0].start().expect("starting pg1");
+            c.replicas()[0].promote().expect("promoting pg1");
+            end
+        })
+        .await
+    };
+    eprintln!("pg2 replayed {lost_at:?}, which pg1 never had");
+    wait_status(
+        &proxy,
+        "pg1 primary, pg2 diverged",
+        Duration::from_secs(30),
+        |s| backend(s, "pg1")["primary"] == true && backend(s, "pg2")["role"] == "diverged",
+    )
+    .await;
+    let client = proxy.connect_app().await;
+    for _ in 0..20 {
+        let rows = rows(
+            &client,
+            "SELECT inet_server_port(), count(*) FROM f WHERE v = 'lost'",
+        )
+        .await;
+        let at: u16 = rows[0][0].as_deref().unwrap().parse().unwrap();
+        assert_eq!(
+            (p.name(at), rows[0][1].as_deref()),
+            (p.name(p.port("pg1")), Some("0")),
+            "a read ran on a server holding the old primary's lost rows"
+        );
+    }
+    assert!(
+        proxy
+            .log()
+            .contains("a standby has replayed past the primary's position"),
+        "no error names the diverged standby"
+    );
+}
+
+/// A standby seen promoted while the old primary still runs is elected only once `rise`
+/// answers agree, but from its first answer on the old primary is not trusted: a write waits
+/// for the new primary instead of landing on the old history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_stop_going_to_the_old_primary_as_soon_as_a_promotion_is_seen() {
+    // pg1 is elected only after 50 agreeing answers (10 s).
+    let (c, proxy, p) = setup_with("rise = 50", "primary_wait = \"60s\"").await;
+    let client = proxy.connect_app().await;
+    promote_pg1(&c, false).await;
+    // Its first answer as a primary, on its new timeline, has come in.
+    wait_status(&proxy, "pg1 on timeline 2", Duration::from_secs(20), |s| {
+        backend(s, "pg1")["timeline"] == 2
+    })
+    .await;
+    let w = port(
+        &client,
+        "INSERT INTO f VALUES (7, 'after the promotion') RETURNING inet_server_port()",
+    )
+    .await;
+    assert_eq!(w, p.port("pg1"), "the write ran on {}", p.name(w));
+    let on_pg0 = {
+        let c = c.clone();
+        blocking(move || {
+            c.primary()
+                .psql_db(APP_DB, "SELECT count(*) FROM f WHERE id = 7")
+                .expect("reading pg0")
+        })
+        .await
+    };
+    assert_eq!(on_pg0, "0", "the write landed on the old primary too");
 }

@@ -2,6 +2,7 @@
 //! replica is. The monitor publishes an immutable `ClusterView` that readers load without
 //! locking (`arc_swap`); the hot path never waits on the monitor.
 
+mod divergence;
 pub mod health;
 pub mod lag;
 mod monitor;
@@ -69,6 +70,8 @@ pub struct BackendView {
     /// The backend configured before this one that reaches the same server (the same
     /// postmaster start time), under another address: this one takes no traffic.
     pub duplicate_of: Option<Arc<str>>,
+    /// A standby on another history than the primary's (see `divergence.rs`): no reads.
+    pub diverged: bool,
     /// Live counters.
     pub stats: Arc<BackendStats>,
 }
@@ -76,11 +79,13 @@ pub struct BackendView {
 impl BackendView {
     /// Its role as `/status` and the admin console name it: `primary`, `replica`, `fenced`
     /// (claims the primary role and takes nothing), `duplicate` (a server configured before
-    /// it, under another address; takes nothing) or `unknown` (not probed yet).
+    /// it, under another address; takes nothing), `diverged` (a standby on another history
+    /// than the primary's; takes nothing) or `unknown` (not probed yet).
     pub fn role_label(&self) -> &'static str {
         match (self.role, self.fenced) {
             _ if self.duplicate_of.is_some() => "duplicate",
             (_, true) => "fenced",
+            (Some(Role::Replica), _) if self.diverged => "diverged",
             (Some(Role::Primary), _) => "primary",
             (Some(Role::Replica), _) => "replica",
             (None, _) => "unknown",
@@ -100,6 +105,7 @@ impl BackendView {
             || self.fenced
             || self.role != Some(Role::Replica)
             || self.duplicate_of.is_some()
+            || self.diverged
         {
             return false;
         }

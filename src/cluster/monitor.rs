@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::divergence::Divergence;
 use super::health::{Change, Health, Observation, Role};
 use super::lag::LsnHistory;
 use super::probe::{ProbeTarget, Prober};
@@ -31,12 +32,16 @@ pub struct Monitor {
     /// monitor goes on measuring lag against them: a replica far behind stays far behind).
     primary_name: Option<String>,
     history: Arc<Mutex<LsnHistory>>,
+    /// Standbys found diverged, by (name, address), kept across reloads.
+    diverged: std::collections::HashSet<(String, String)>,
     running: Option<CancellationToken>,
     topology: u64,
 }
 
 struct ProbeResult {
     index: usize,
+    /// When the probe was sent: what it observed happened after this.
+    sent: Instant,
     observation: Result<Observation, String>,
 }
 
@@ -52,6 +57,7 @@ impl Monitor {
             epoch: Epoch::default(),
             primary_name: None,
             history: Default::default(),
+            diverged: Default::default(),
             running: None,
             topology: 0,
         }
@@ -98,6 +104,7 @@ impl Monitor {
                 last_replay_ms: None,
                 receiver_streaming: false,
                 duplicate_of: None,
+                diverged: false,
                 stats,
             });
             healths.push(health);
@@ -135,6 +142,8 @@ impl Monitor {
             epoch: self.epoch,
             to_sever: Vec::new(),
             same_as: vec![None; c.backends.len()],
+            divergence: Divergence::new(c.backends.len()),
+            primary_seen: None,
             promoted: Vec::new(),
             last_error: vec![None; c.backends.len()],
             stop: token.clone(),
@@ -147,6 +156,11 @@ impl Monitor {
             .primary_name
             .take()
             .and_then(|n| agg.names.iter().position(|(name, _)| *name == n));
+        for (i, key) in agg.names.iter().enumerate() {
+            if self.diverged.contains(key) {
+                agg.divergence.carry(i);
+            }
+        }
         // Publish the carried state at once so the topology (and pools keyed by it) is current.
         agg.publish();
         // A backend no longer configured leaves no health series behind (an up = 1 or a lag
@@ -188,6 +202,12 @@ impl Monitor {
             self.epoch = view.epoch;
         }
         self.primary_name = view.primary.map(|i| view.backends[i].name.to_string());
+        self.diverged = view
+            .backends
+            .iter()
+            .filter(|b| b.diverged)
+            .map(|b| (b.name.to_string(), b.address.clone()))
+            .collect();
         for b in &view.backends {
             let mut h = Health::carried(b.up, b.role);
             if b.role.is_some() {
@@ -225,11 +245,20 @@ async fn probe_loop(
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let sent = Instant::now();
         let observation = tokio::select! {
             _ = stop.cancelled() => return,
             o = prober.probe() => o,
         };
-        if tx.send(ProbeResult { index, observation }).await.is_err() {
+        if tx
+            .send(ProbeResult {
+                index,
+                sent,
+                observation,
+            })
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -253,6 +282,9 @@ struct Aggregator {
     to_sever: Vec<usize>,
     /// Of each backend, the one configured before it that reaches the same server.
     same_as: Vec<Option<usize>>,
+    divergence: Divergence,
+    /// The elected primary's last probe: when it was sent, and the position it reported.
+    primary_seen: Option<(Instant, u64)>,
     /// Backends that just changed role from standby to primary.
     promoted: Vec<usize>,
     /// The last probe failure of each backend, while it fails: each new reason is logged
@@ -283,7 +315,7 @@ impl Aggregator {
                     None => return,
                 },
             };
-            let went_down = self.apply(r.index, r.observation);
+            let went_down = self.apply(r.index, r.sent, r.observation);
             if self.stop.is_cancelled() {
                 return;
             }
@@ -316,7 +348,7 @@ impl Aggregator {
     }
 
     /// Applies a probe result; returns whether the backend just went down.
-    fn apply(&mut self, index: usize, result: Result<Observation, String>) -> bool {
+    fn apply(&mut self, index: usize, sent: Instant, result: Result<Observation, String>) -> bool {
         let name = &self.names[index].0;
         let h = &mut self.healths[index];
         let obs = match &result {
@@ -352,8 +384,12 @@ impl Aggregator {
             if o.primary && self.primary == Some(index) {
                 if let Some(lsn) = o.current_lsn {
                     lock(&self.history).record(Instant::now(), lsn);
+                    self.primary_seen = Some((sent, lsn));
                 }
             }
+        }
+        if let Some(o) = obs {
+            self.divergence.observed(index, Instant::now(), &o);
         }
         change == Change::WentDown
     }
@@ -364,15 +400,26 @@ impl Aggregator {
     /// configuration error, or a server restarted without `standby.signal`): neither gets
     /// traffic until one of them stops claiming the role.
     fn elect(&mut self) {
+        // A server whose last answer says it is a standby claims nothing, whatever `rise`
+        // says of its role (its timeline is then the one it receives).
+        let claims_now = |i: usize| {
+            let h = &self.healths[i];
+            h.up && self.same_as[i].is_none() && h.last.is_some_and(|o| o.primary)
+        };
         let candidates: Vec<usize> = (0..self.healths.len())
-            .filter(|&i| {
-                self.healths[i].up
-                    && self.healths[i].role == Some(Role::Primary)
-                    && self.same_as[i].is_none()
-            })
+            .filter(|&i| claims_now(i) && self.healths[i].role == Some(Role::Primary))
             .collect();
         let timeline = |i: usize| self.healths[i].last.and_then(|o| o.timeline).unwrap_or(0);
         let top = candidates.iter().map(|&i| timeline(i)).max();
+        // A standby seen promoted (not in recovery, on a newer timeline) is not elected before
+        // `rise` answers agree, but a promotion cannot be undone: the primaries on older
+        // timelines are not trusted from its first answer on (writes wait for the new one
+        // rather than land on the old history).
+        let promoted = (0..self.healths.len())
+            .filter(|&i| claims_now(i))
+            .map(timeline)
+            .max()
+            .unwrap_or(0);
         // While no primary is elected (at start, or after the primary was lost), a standby
         // streaming a newer timeline proves a promotion happened after every primary on an
         // older one: the promoted server's own probe may have failed, or not come in yet,
@@ -392,7 +439,7 @@ impl Aggregator {
         } else {
             0
         };
-        let floor = self.epoch.timeline.max(streamed);
+        let floor = self.epoch.timeline.max(streamed).max(promoted);
 
         let claims: Vec<(usize, u32)> = candidates.iter().map(|&i| (i, timeline(i))).collect();
         let winner = elected(&claims, floor);
@@ -409,6 +456,7 @@ impl Aggregator {
             match winner {
                 Some(w) => {
                     tracing::warn!(backend = %self.names[w].0, timeline = timeline(w), "new primary");
+                    self.primary_seen = None;
                     // Positions from another timeline history mean nothing now.
                     for v in &self.views {
                         v.stats
@@ -494,6 +542,11 @@ impl Aggregator {
                         .fetch_max(r, std::sync::atomic::Ordering::AcqRel);
                 }
                 let replay = last.replay_lsn.or(last.receive_lsn);
+                let (diverged, found) = self.divergence.check(i, replay, self.primary_seen);
+                if found {
+                    tracing::error!(backend = %v.name, replayed = %replay.map(super::lag::format_lsn).unwrap_or_default(), primary_at = %self.primary_seen.map(|(_, l)| super::lag::format_lsn(l)).unwrap_or_default(), "a standby has replayed past the primary's position: it is on another history (ahead of the server promoted in its place, or an old primary restarted as a standby without pg_rewind) and takes no reads until it is restarted");
+                }
+                v.diverged = diverged;
                 v.lag_bytes = match (primary_lsn, replay) {
                     (Some(p), Some(r)) => Some(p.saturating_sub(r)),
                     _ => None,
@@ -507,6 +560,7 @@ impl Aggregator {
                 };
                 v.beyond_history = v.lag_at_least && history.trimmed();
             } else {
+                v.diverged = false;
                 v.lag_bytes = None;
                 v.lag = None;
                 v.lag_at_least = false;
