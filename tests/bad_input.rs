@@ -1200,3 +1200,143 @@ async fn unread_local_answers_do_not_make_the_proxy_buffer() {
     }
     writer.await.unwrap().expect("writer");
 }
+
+/// A session ended while a row is being streamed to it (here: the shutdown's grace period
+/// runs out) is closed between two messages or not told at all: a FATAL written after part of
+/// a row would be read as the rest of its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_mid_row_is_closed_without_a_fatal_inside_the_row() {
+    let p = tokio::task::spawn_blocking(|| {
+        Proxy::start_with(
+            shared_cluster(),
+            ProxyOptions {
+                extra_top: "shutdown_timeout = \"1s\"\n".into(),
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .unwrap();
+    let mut s = raw::ok(
+        login(&p.addr(), PROTO_3_0, &app_params(), Some(APP_PASSWORD)).await,
+        "login",
+    )
+    .raw;
+    let mut q = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query("SELECT repeat('x', 100000000)", &mut q).unwrap();
+    s.send(&q).await.unwrap();
+    // The row header, then a slow reader: 64 kB every 10 ms.
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    let mut signalled = false;
+    let started = Instant::now();
+    loop {
+        use tokio::io::AsyncReadExt;
+        let n = match tokio::time::timeout(Duration::from_secs(20), s.s.read(&mut chunk)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => 0,
+            Err(_) => panic!("the session neither sent nor closed for 20 s"),
+        };
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+        if !signalled && got.len() > 1 << 20 {
+            // Mid-row: the grace period ends 1 s from now, with the row far from sent.
+            p.signal(libc::SIGTERM);
+            signalled = true;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still reading after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(signalled, "the result ended before the row was under way");
+    // T, then D: everything after the row's header up to the end is the value's 'x's.
+    let t_len = u32::from_be_bytes(got[1..5].try_into().unwrap()) as usize;
+    let d = &got[1 + t_len..];
+    assert_eq!(d[0], b'D', "expected the row after the row description");
+    let value = &d[1 + 4 + 2 + 4..];
+    assert!(
+        value.len() < 100_000_000,
+        "the whole row was sent: the session was not ended mid-row"
+    );
+    let bad = value.iter().position(|&b| b != b'x');
+    assert_eq!(
+        bad,
+        None,
+        "bytes other than the value inside the row, from offset {:?}: {:?}",
+        bad,
+        bad.map(|i| String::from_utf8_lossy(&value[i..(i + 80).min(value.len())]).into_owned())
+    );
+}
+
+/// Close, Describe, Execute, Flush, Sync and Terminate longer than PostgreSQL reads them (a
+/// body over 10,000 bytes) end the session at their header, as they end it directly; and a
+/// message that is not streamed through is held to `max_message_size` whether it arrives whole
+/// or in pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_lengths_are_checked_at_their_header() {
+    let witness = Witness::start().await;
+    for t in [b'C', b'D', b'E', b'H', b'S', b'X'] {
+        let name = format!("{:?} announcing 20,000 bytes", t as char);
+        let mut direct = raw::ok(
+            login(
+                &shared_cluster().primary().addr(),
+                PROTO_3_0,
+                &app_params(),
+                Some(APP_PASSWORD),
+            )
+            .await,
+            "direct login",
+        )
+        .raw;
+        send_lossy(&mut direct, &header(t, 20_004)).await;
+        direct
+            .expect_closed(Duration::from_secs(5), &format!("{name}, direct"))
+            .await;
+        let mut conn = logged_in(&name).await;
+        send_lossy(&mut conn, &header(t, 20_004)).await;
+        fatal_then_closed(&mut conn, "08P01", &name).await;
+    }
+    witness
+        .finish("short messages announcing long bodies")
+        .await;
+
+    let p = tokio::task::spawn_blocking(|| {
+        Proxy::start_with(
+            shared_cluster(),
+            ProxyOptions {
+                extra_top: "max_message_size = \"16kB\"\n".into(),
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .unwrap();
+    let mut parse = bytes::BytesMut::new();
+    let sql = format!("SELECT '{}'", "x".repeat(20_000));
+    postgres_protocol::message::frontend::parse("", &sql, [], &mut parse).unwrap();
+    for pieces in [false, true] {
+        let what = if pieces { "in two pieces" } else { "whole" };
+        let mut conn = raw::ok(
+            login(&p.addr(), PROTO_3_0, &app_params(), Some(APP_PASSWORD)).await,
+            "login",
+        )
+        .raw;
+        if pieces {
+            send_lossy(&mut conn, &parse[..100]).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            send_lossy(&mut conn, &parse[100..]).await;
+        } else {
+            send_lossy(&mut conn, &parse).await;
+        }
+        fatal_then_closed(
+            &mut conn,
+            "54000",
+            &format!("a 20 kB Parse {what}, max_message_size 16 kB"),
+        )
+        .await;
+    }
+}

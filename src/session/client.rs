@@ -109,6 +109,23 @@ impl Session {
                     h.tag
                 )));
             }
+            // Lengths refused from the header, before the body is read: PostgreSQL's limit
+            // for the messages that carry a few names at most (`PQ_SMALL_MESSAGE_LIMIT`), and
+            // `max_message_size` for every message that is not streamed through, complete or
+            // not.
+            let body = h.frame_len - 5;
+            if body > SMALL_MESSAGE_LIMIT && is_small(h.tag) {
+                return Err(Fatal::protocol("invalid message length"));
+            }
+            if h.frame_len > self.max_message && !streamable(h.tag) {
+                return Err(Fatal::new(
+                    "54000",
+                    format!(
+                        "message of {} bytes exceeds max_message_size ({} bytes)",
+                        h.frame_len, self.max_message
+                    ),
+                ));
+            }
             if self.client_in_copy() && !during_copy_in(h.tag) {
                 // As PostgreSQL answers it: the copy fails, and the session ends (the client
                 // and the server no longer agree on what the bytes that follow are). The
@@ -143,21 +160,9 @@ impl Session {
     /// A message not yet complete: stream it if it may be large, else wait for the rest.
     /// Returns `None` when streaming started (the loop continues).
     fn start_streaming(&mut self, h: Header) -> Result<Option<Step>, Fatal> {
-        let streamable = match h.tag {
-            tag::COPY_DATA => true,
-            tag::QUERY | tag::BIND => h.frame_len > self.max_message,
-            _ => false,
-        };
-        if !streamable {
-            if h.frame_len > self.max_message {
-                return Err(Fatal::new(
-                    "54000",
-                    format!(
-                        "message of {} bytes exceeds max_message_size ({} bytes)",
-                        h.frame_len, self.max_message
-                    ),
-                ));
-            }
+        // (A message too large not to stream was refused at its header.)
+        let streams = h.tag == tag::COPY_DATA || h.frame_len > self.max_message;
+        if !streams {
             return Ok(Some(Step::Idle));
         }
         if self.skip_until_sync && h.tag != tag::COPY_DATA {
@@ -627,4 +632,23 @@ impl Session {
             p.pool().count_request();
         }
     }
+}
+
+/// PostgreSQL's limit on the body of the messages that carry a few names at most.
+const SMALL_MESSAGE_LIMIT: usize = 10_000;
+
+/// Close, Describe, Execute, Flush, Sync and Terminate: read with `PQ_SMALL_MESSAGE_LIMIT`
+/// by PostgreSQL (`SocketBackend`), which logs "invalid message length" and ends the session
+/// past it.
+fn is_small(t: u8) -> bool {
+    matches!(
+        t,
+        tag::CLOSE | tag::DESCRIBE | tag::EXECUTE | tag::FLUSH | tag::SYNC | tag::TERMINATE
+    )
+}
+
+/// The messages relayed in pieces when larger than `max_message_size` (copy data whatever
+/// its size): the proxy needs only their start.
+fn streamable(t: u8) -> bool {
+    matches!(t, tag::COPY_DATA | tag::QUERY | tag::BIND)
 }

@@ -330,6 +330,7 @@ async fn start(
         parse_wait_flushed: false,
         txn: TxnStatus::Idle,
         server_pass: 0,
+        client_cut: false,
         client_pass: Pass::None,
         lost_txn: false,
         aborted_txn: false,
@@ -514,6 +515,9 @@ struct Session {
     txn: TxnStatus,
     /// Bytes of a server message being relayed in pieces.
     server_pass: usize,
+    /// A flush to the client was cut short (it did not read in time): it has part of a
+    /// message, and no FATAL can follow.
+    client_cut: bool,
     /// A client message being relayed in pieces.
     client_pass: Pass,
     /// The server died inside a transaction: the next request gets an error.

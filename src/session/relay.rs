@@ -76,8 +76,25 @@ impl Session {
         matches!(Header::peek(&self.client.rbuf, usize::MAX), Ok(Some(h)) if self.client.rbuf.len() >= h.frame_len)
     }
 
-    /// The relay loop; returns when the client leaves.
+    /// The relay loop; returns when the client leaves. A FATAL it ends with is told only
+    /// between two messages: after what is buffered for the client, and not once the client
+    /// missed some of that (it did not read it in time) or in the middle of a message being
+    /// streamed to it, where the FATAL's bytes would be read as the rest of a row.
     pub(super) async fn relay(&mut self, client: &mut Stream) -> Result<(), Fatal> {
+        match self.relay_loop(client).await {
+            Err(Fatal::Client { code, message }) => {
+                let whole = self.flush_client(client).await && self.server_pass == 0;
+                Err(if whole && !self.client_cut {
+                    Fatal::Client { code, message }
+                } else {
+                    Fatal::protocol_silent(message)
+                })
+            }
+            r => r,
+        }
+    }
+
+    async fn relay_loop(&mut self, client: &mut Stream) -> Result<(), Fatal> {
         let mut stop = Stop {
             shutdown: Box::pin(self.app.shutdown.clone().cancelled_owned()),
             kill: Box::pin(self.cancel.kill.clone().cancelled_owned()),
@@ -225,16 +242,20 @@ impl Session {
     }
 
     /// Writes what is buffered for the client (bounded: a client that does not read is not
-    /// waited for long).
-    async fn flush_client(&mut self, client: &mut Stream) {
-        if !self.client.wbuf.is_empty() {
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                crate::net::send_all(client, &self.client.wbuf),
-            )
-            .await;
-            self.client.wbuf.clear();
+    /// waited for long); whether all of it was written (else `client_cut` is set).
+    async fn flush_client(&mut self, client: &mut Stream) -> bool {
+        if self.client.wbuf.is_empty() {
+            return true;
         }
+        let sent = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            crate::net::send_all(client, &self.client.wbuf),
+        )
+        .await;
+        self.client.wbuf.clear();
+        let whole = matches!(sent, Ok(Ok(_)));
+        self.client_cut |= !whole;
+        whole
     }
 
     /// Waits until something can be done, writing buffered bytes meanwhile.
