@@ -20,9 +20,9 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-/// The most SCRAM iterations a server may ask for (PostgreSQL's default is 4,096; keys are
-/// derived once per password and salt, on the event loop).
-const MAX_ITERATIONS: u32 = 1_000_000;
+// The most SCRAM iterations a server may ask for (keys are derived once per password and
+// salt, on the event loop).
+use super::secret::MAX_ITERATIONS;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

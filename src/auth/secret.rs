@@ -19,6 +19,11 @@ const SCRAM_PREFIX: &str = "SCRAM-SHA-256$";
 /// A user's password as configured: clear text, or one of the hashed forms of `pg_authid`.
 ///
 /// `Debug` redacts the secret material.
+/// The most SCRAM iterations switchyard derives a key with: for a server that asks for them
+/// (PostgreSQL's default is 4,096), or a password sent in clear text checked against a stored
+/// verifier.
+pub const MAX_ITERATIONS: u32 = 1_000_000;
+
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoredPassword {
     /// A clear-text password.

@@ -356,7 +356,7 @@ pub async fn authenticate(
             }
             // (Stored passwords are text: a password that is not UTF-8 matches none.)
             let given = std::str::from_utf8(given).map_err(|_| failed())?;
-            if !stored.is_some_and(|s| s.matches_cleartext(user_name, given)) {
+            if !cleartext_matches(stored, user_name, given).await {
                 return Err(failed());
             }
             cleartext = Some(given.to_owned());
@@ -763,4 +763,54 @@ fn usermap<'a>(
 ) -> Option<(&'a IdentMap, &'a str)> {
     let map = hba?.map.as_deref()?;
     Some((config.ident.as_deref()?, map))
+}
+
+/// Whether `given`, a password sent in clear text, is the one `stored`. Against a SCRAM
+/// verifier that takes its key derivation, as many rounds as the verifier says: run off the
+/// event loop (every other client waits on it otherwise), and refused past
+/// [`MAX_ITERATIONS`](crate::auth::secret::MAX_ITERATIONS) (a role can store any count with
+/// `ALTER ROLE ... PASSWORD 'SCRAM-SHA-256$2000000000:...'`, and each login attempt would
+/// cost minutes of CPU).
+async fn cleartext_matches(stored: Option<&StoredPassword>, user: &str, given: &str) -> bool {
+    use crate::auth::secret::MAX_ITERATIONS;
+    match stored {
+        None => false,
+        Some(StoredPassword::Scram(s)) if s.iterations > MAX_ITERATIONS => {
+            tracing::warn!(
+                user,
+                iterations = s.iterations,
+                max = MAX_ITERATIONS,
+                "the role's SCRAM verifier asks for more iterations than switchyard derives: password login refused"
+            );
+            false
+        }
+        Some(s @ StoredPassword::Scram(_)) => {
+            let (s, user, given) = (s.clone(), user.to_owned(), given.to_owned());
+            tokio::task::spawn_blocking(move || s.matches_cleartext(&user, &given))
+                .await
+                .unwrap_or(false)
+        }
+        Some(s) => s.matches_cleartext(user, given),
+    }
+}
+
+#[cfg(test)]
+mod cleartext_tests {
+    use super::*;
+    use crate::auth::secret::ScramSecret;
+
+    #[tokio::test]
+    async fn cleartext_against_a_scram_verifier() {
+        let v = |i: u32| StoredPassword::Scram(ScramSecret::from_password("pw", b"salt", i));
+        assert!(cleartext_matches(Some(&v(4096)), "u", "pw").await);
+        assert!(!cleartext_matches(Some(&v(4096)), "u", "other").await);
+        assert!(!cleartext_matches(None, "u", "pw").await);
+        // A verifier asking for two billion rounds is refused at once, not derived.
+        let mut huge = ScramSecret::from_password("pw", b"salt", 1);
+        huge.iterations = 2_000_000_000;
+        let huge = StoredPassword::Scram(huge);
+        let check = cleartext_matches(Some(&huge), "u", "pw");
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), check).await;
+        assert_eq!(r, Ok(false));
+    }
 }
