@@ -393,6 +393,39 @@ async fn multi_statement_queries() {
 // ---------------------------------------------------------------------------------------------
 // writes and transactions
 
+/// A monitor user whose default isolation is serializable (set on the role or the database,
+/// replicated to the standbys, which refuse every query under it) still sees the replicas up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_seen_up_when_the_default_isolation_is_serializable() {
+    let c = tokio::task::spawn_blocking(|| {
+        let c = shared_schema();
+        c.primary()
+            .psql(
+                "DO $$ BEGIN
+                     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'serial_monitor') THEN
+                         CREATE ROLE serial_monitor LOGIN PASSWORD 'sm';
+                     END IF;
+                 END $$;
+                 ALTER ROLE serial_monitor SET default_transaction_isolation = 'serializable'",
+            )
+            .expect("creating serial_monitor");
+        c.wait_replicas_caught_up(Duration::from_secs(60))
+            .expect("replicas catching up");
+        c
+    })
+    .await
+    .unwrap();
+    let opts = support::proxy::ProxyOptions {
+        extra_tables:
+            "[health]\ninterval = \"200ms\"\nuser = \"serial_monitor\"\npassword = \"sm\"\n".into(),
+        ..Default::default()
+    };
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start_with(c, opts))
+        .await
+        .unwrap();
+    wait_cluster_ready(&proxy).await;
+}
+
 /// A server configured twice, by two addresses (`localhost` and `127.0.0.1`), is one server:
 /// its first entry takes its traffic, the second none. The primary named twice is not two
 /// primaries on one timeline (both fenced, every write refused).

@@ -95,6 +95,10 @@ pub async fn connect(target: &ProbeTarget) -> Result<Connected, String> {
     cfg.user(&target.user)
         .dbname(&target.database)
         .application_name("switchyard-monitor")
+        // A standby refuses every query when the default isolation is serializable
+        // (`ALTER DATABASE ... SET default_transaction_isolation`, replicated to it): the
+        // probes would find every replica down.
+        .options("-c default_transaction_isolation=read\\ committed")
         .ssl_mode(if stream.is_tls() {
             SslMode::Require
         } else {
