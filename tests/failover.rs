@@ -1518,3 +1518,77 @@ async fn writes_stop_going_to_the_old_primary_as_soon_as_a_promotion_is_seen() {
     };
     assert_eq!(on_pg0, "0", "the write landed on the old primary too");
 }
+
+/// A replica far behind stays far behind when the primary restarts: its lag history goes on
+/// (it was counted only as far behind as the time since the restart, and took reads for up to
+/// `max_replica_lag` whatever it really lagged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_takes_no_reads_when_the_primary_comes_back() {
+    let (c, proxy, p) = setup("consistency = \"eventual\"\nmax_replica_lag = \"3s\"").await;
+    {
+        let c = c.clone();
+        blocking(move || {
+            // pg2 applies each commit 60 s after it was made.
+            let pg2 = &c.replicas()[1];
+            pg2.psql("ALTER SYSTEM SET recovery_min_apply_delay = '60s'")
+                .expect("delaying pg2");
+            pg2.psql("SELECT pg_reload_conf()").expect("reloading pg2");
+        })
+        .await;
+    }
+    // Commits every 200 ms (on pg0 directly) until pg2 is seen more than 3 s behind.
+    let mut id = 100;
+    let behind = |s: &serde_json::Value| {
+        backend(s, "pg2")["lag_ms"]
+            .as_u64()
+            .is_some_and(|l| l > 3500)
+    };
+    let t0 = Instant::now();
+    while !behind(&status(&proxy).await) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "pg2 never fell behind"
+        );
+        id += 1;
+        let c = c.clone();
+        blocking(move || {
+            c.primary()
+                .psql_db(
+                    APP_DB,
+                    &format!("SET ROLE app; INSERT INTO f VALUES ({id}, 'w')"),
+                )
+                .expect("writing on pg0")
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The primary restarts: lost (down), then back.
+    {
+        let c = c.clone();
+        blocking(move || c.primary().stop()).await;
+    }
+    wait_status(&proxy, "pg0 down", Duration::from_secs(20), |s| {
+        backend(s, "pg0")["up"] == false
+    })
+    .await;
+    {
+        let c = c.clone();
+        blocking(move || c.primary().start().expect("starting pg0")).await;
+    }
+    wait_status(&proxy, "pg0 primary again", Duration::from_secs(30), |s| {
+        backend(s, "pg0")["primary"] == true
+    })
+    .await;
+    let client = proxy.connect_app().await;
+    let mut got = Vec::new();
+    for _ in 0..30 {
+        got.push(port(&client, "SELECT inet_server_port()").await);
+    }
+    let s = status(&proxy).await;
+    assert!(
+        !got.contains(&p.port("pg2")),
+        "pg2, 60 s behind, took reads right after the primary came back: {:?} (lag_ms {})",
+        p.tally(&got),
+        backend(&s, "pg2")["lag_ms"]
+    );
+}

@@ -24,6 +24,8 @@ pub struct Monitor {
     pools: Arc<Pools>,
     /// Stats by backend name, kept across reloads.
     stats: HashMap<String, Arc<BackendStats>>,
+    /// Each backend name's address, as last configured.
+    addresses: HashMap<String, String>,
     /// Health by (name, address), kept across reloads when a backend is unchanged.
     carried: HashMap<(String, String), Health>,
     /// The primaries' timeline, kept across reloads.
@@ -53,6 +55,7 @@ impl Monitor {
             metrics,
             pools,
             stats: HashMap::new(),
+            addresses: HashMap::new(),
             carried: HashMap::new(),
             epoch: Epoch::default(),
             primary_name: None,
@@ -82,6 +85,17 @@ impl Monitor {
             let name = b.name.get_ref().clone();
             let address = b.address.get_ref().clone();
             let stats = self.stats.entry(name.clone()).or_default().clone();
+            if self
+                .addresses
+                .insert(name.clone(), address.clone())
+                .is_some_and(|was| was != address)
+            {
+                // Another server under the same name: what the old one replayed says
+                // nothing of this one (read-your-writes would take it as replayed here).
+                stats
+                    .replay_lsn
+                    .store(0, std::sync::atomic::Ordering::Release);
+            }
             let health = self
                 .carried
                 .get(&(name.clone(), address.clone()))
@@ -143,6 +157,7 @@ impl Monitor {
             to_sever: Vec::new(),
             same_as: vec![None; c.backends.len()],
             divergence: Divergence::new(c.backends.len()),
+            last_elected: None,
             primary_seen: None,
             promoted: Vec::new(),
             last_error: vec![None; c.backends.len()],
@@ -156,6 +171,10 @@ impl Monitor {
             .primary_name
             .take()
             .and_then(|n| agg.names.iter().position(|(name, _)| *name == n));
+        agg.last_elected = agg.primary.map(|p| {
+            let timeline = agg.healths[p].last.and_then(|o| o.timeline).unwrap_or(0);
+            (p, timeline)
+        });
         for (i, key) in agg.names.iter().enumerate() {
             if self.diverged.contains(key) {
                 agg.divergence.carry(i);
@@ -283,6 +302,8 @@ struct Aggregator {
     /// Of each backend, the one configured before it that reaches the same server.
     same_as: Vec<Option<usize>>,
     divergence: Divergence,
+    /// The last primary elected, and its timeline then.
+    last_elected: Option<(usize, u32)>,
     /// The elected primary's last probe: when it was sent, and the position it reported.
     primary_seen: Option<(Instant, u64)>,
     /// Backends that just changed role from standby to primary.
@@ -454,9 +475,21 @@ impl Aggregator {
         }
         if winner != self.primary {
             match winner {
+                Some(w) if self.last_elected == Some((w, timeline(w))) => {
+                    // The primary back after an outage or a restart, on the same timeline:
+                    // the history goes on (a replica far behind stays far behind, rather than
+                    // counted only as far behind as the time since the restart). Should its
+                    // position have gone back, recording it starts the history afresh.
+                    tracing::warn!(backend = %self.names[w].0, timeline = timeline(w), "primary back");
+                    self.primary_seen = None;
+                    if let Some(lsn) = self.healths[w].last.and_then(|o| o.current_lsn) {
+                        lock(&self.history).record(Instant::now(), lsn);
+                    }
+                }
                 Some(w) => {
                     tracing::warn!(backend = %self.names[w].0, timeline = timeline(w), "new primary");
                     self.primary_seen = None;
+                    self.last_elected = Some((w, timeline(w)));
                     // Positions from another timeline history mean nothing now.
                     for v in &self.views {
                         v.stats
