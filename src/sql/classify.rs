@@ -538,6 +538,12 @@ impl Classifier {
             return Kind::Primary(Reason::Write("EXPLAIN"));
         };
         if analyze {
+            // PostgreSQL's grammar has no EXPLAIN of an EXPLAIN: it is refused, wherever it
+            // runs. Not looked into either: each level would recurse, and a client's
+            // `EXPLAIN ANALYZE ` repeated 300,000 times would overflow the stack.
+            if inner.is_kw("explain") {
+                return Kind::Primary(Reason::Write("EXPLAIN"));
+            }
             return match self.head_kind(inner, rest, out) {
                 Kind::ExplainPlain | Kind::Empty | Kind::Copy { .. } => {
                     Kind::Primary(Reason::Write("EXPLAIN"))

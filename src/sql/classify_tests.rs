@@ -841,3 +841,31 @@ fn only_sets_settings() {
         assert!(!c.analyze(sql).only_sets_settings(), "{sql:?}");
     }
 }
+
+/// EXPLAIN of an EXPLAIN (which PostgreSQL refuses) is not looked into: nested thousands of
+/// times, looking into each level overflowed the stack and aborted the proxy.
+#[test]
+fn nested_explain_does_not_overflow_the_stack() {
+    let c = Classifier::default();
+    check(
+        &c,
+        &[
+            (
+                "EXPLAIN ANALYZE EXPLAIN ANALYZE SELECT 1",
+                P,
+                "write: EXPLAIN",
+            ),
+            ("EXPLAIN (ANALYZE) EXPLAIN SELECT 1", P, "write: EXPLAIN"),
+            ("EXPLAIN EXPLAIN SELECT 1", P, "write: EXPLAIN"),
+        ],
+    );
+    let sql = "EXPLAIN ANALYZE ".repeat(300_000) + "SELECT 1";
+    // (A thread of its own: the overflow aborts the process, whatever the test harness.)
+    let route = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || Classifier::default().analyze(&sql).route)
+        .expect("thread")
+        .join()
+        .expect("no panic");
+    assert_eq!(route, P);
+}
