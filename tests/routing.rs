@@ -2215,6 +2215,35 @@ async fn a_read_only_transaction_asking_for_its_process_runs_on_the_primary() {
     execute(&c, "COMMIT").await;
 }
 
+/// A read-only transaction whose first request has a statement a hot standby refuses though a
+/// read-only transaction allows it (`LOCK` in a mode above `ROW EXCLUSIVE`, `NOTIFY`), or asks
+/// what only the primary answers in a statement after its first, runs on the primary: on a
+/// replica it failed with 25006.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_transaction_a_standby_would_refuse_runs_on_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    for first in [
+        "LOCK TABLE routing_t IN SHARE MODE",
+        "LOCK TABLE routing_t",
+        "NOTIFY sy_ch",
+        "SELECT 1; SELECT pg_backend_pid()",
+    ] {
+        execute(&c, "BEGIN READ ONLY").await;
+        execute(&c, first).await;
+        let on = port(&c, "SELECT inet_server_port()").await;
+        execute(&c, "COMMIT").await;
+        assert_eq!(on, p.primary, "{first} ran on {}", p.name(on));
+    }
+    // A lock a standby grants leaves the transaction on a replica.
+    execute(&c, "BEGIN READ ONLY").await;
+    execute(&c, "LOCK TABLE routing_t IN ACCESS SHARE MODE").await;
+    let on = port(&c, "SELECT inet_server_port()").await;
+    execute(&c, "COMMIT").await;
+    assert!(p.is_replica(on), "ACCESS SHARE ran on {}", p.name(on));
+}
+
 /// A read whose replica pool stays busy for all of `checkout_timeout` fails with 53300, as a
 /// write on a busy primary pool does: overload is not an outage, and waiting as long again on
 /// the primary would hold the client for a multiple of the timeout.

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::Session;
 use crate::config::Consistency;
 use crate::protocol::{read_cstr, tag, Header};
-use crate::sql::{BeginModes, Reason, Route, TxnControl};
+use crate::sql::{BeginModes, Route, TxnControl};
 
 /// The kind of server a request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +184,8 @@ impl Session {
     /// what only the primary answers for the
     /// session: its server process (`pg_backend_pid()`, the process its cancel key names),
     /// whether the server is a standby, a view only the primary fills. The transaction then
-    /// runs there: on a replica the answers would be the replica's.
+    /// runs there: on a replica the answers would be the replica's. So it does when a
+    /// standby would refuse the request.
     fn front_asks_the_primary(&self) -> bool {
         let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else {
             return false;
@@ -225,14 +226,13 @@ impl Session {
         let a = analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
         // (A first statement that changes settings, `set_config('role', ...)` say, or leaves
         // session state, a `WITH HOLD` cursor, a `PREPARE`, could leave the session pinned to
-        // the replica, where its later writes fail. A mode a standby refuses fails there.)
+        // the replica, where its later writes fail. A mode a standby refuses fails there, as
+        // does a statement it refuses in any transaction. Every statement of the request
+        // counts, not only its first.)
         a.effects.contains(crate::sql::Effects::SETTINGS)
             || a.pin.is_some()
             || a.txn == TxnControl::SetTransactionReadWrite
-            || matches!(
-                a.reason,
-                Reason::WritingFunction(_) | Reason::PrimaryView(_) | Reason::ServerRole(_)
-            )
+            || a.primary_only
     }
 
     fn front_is_set_transaction_read_only(&self) -> bool {

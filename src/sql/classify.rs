@@ -146,6 +146,8 @@ pub(crate) struct StmtResult<'a> {
     pub out: StmtOut<'a>,
     pub empty: bool,
     pub unparsable: bool,
+    /// See [`Analysis::primary_only`].
+    pub primary_only: bool,
 }
 
 #[inline]
@@ -276,6 +278,7 @@ impl Classifier {
         let mut unparsable = false;
         let mut effects = Effects::NONE;
         let mut pin = None;
+        let mut primary_only = false;
         let mut pos = 0usize;
         loop {
             let mut st = Stmt::new(sql, pos);
@@ -286,6 +289,7 @@ impl Classifier {
                 statements += 1;
                 unparsable |= r.unparsable;
                 effects |= r.out.effects;
+                primary_only |= r.primary_only;
                 if pin.is_none() {
                     pin = r.out.pin;
                 }
@@ -306,6 +310,7 @@ impl Classifier {
                 effects,
                 pin,
                 txn: Default::default(),
+                primary_only,
                 deallocate: None,
                 execute: None,
                 switchyard: None,
@@ -336,6 +341,7 @@ impl Classifier {
             effects,
             pin,
             txn: out.txn,
+            primary_only: primary_only || unparsable,
             deallocate: if single { out.deallocate } else { None },
             execute: if single { out.execute } else { None },
             switchyard: if single { out.switchyard } else { None },
@@ -371,6 +377,10 @@ impl Classifier {
                 out.effects.insert(Effects::STATE);
             }
         }
+        // (Of reads only: a write fails in a read-only transaction wherever it runs.)
+        let primary_only = out.standby_refuses
+            || (mode.read
+                && (f.write_fn.is_some() || f.primary_view.is_some() || f.server_role.is_some()));
         let (route, reason) = match kind {
             Kind::Empty => (Route::Replica, Reason::Empty),
             Kind::Read(k) => read_outcome(&f, k),
@@ -390,12 +400,18 @@ impl Classifier {
             Kind::Create { .. } => (Route::Primary, Reason::Write("CREATE")),
             Kind::Primary(r) => (Route::Primary, r),
         };
+        let primary_only = primary_only
+            || matches!(
+                reason,
+                Reason::WritingFunction(_) | Reason::PrimaryView(_) | Reason::ServerRole(_)
+            );
         StmtResult {
             route,
             reason,
             out,
             empty,
             unparsable,
+            primary_only,
         }
     }
 
@@ -472,6 +488,15 @@ impl Classifier {
             "CREATE" => Kind::Create {
                 temp: effects::create_is_temp(rest),
             },
+            // Allowed in a read-only transaction, refused by a hot standby.
+            "LOCK" => {
+                out.standby_refuses = effects::lock_refused_on_standby(rest);
+                Kind::Primary(Reason::Write(k))
+            }
+            "NOTIFY" | "CLUSTER" | "REINDEX" | "ANALYZE" | "ANALYSE" | "VACUUM" => {
+                out.standby_refuses = true;
+                Kind::Primary(Reason::Write(k))
+            }
             "ALTER" | "DROP" | "IMPORT" => {
                 out.effects.insert(Effects::SCHEMA);
                 Kind::Primary(Reason::Write(k))

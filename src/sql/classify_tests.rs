@@ -869,3 +869,50 @@ fn nested_explain_does_not_overflow_the_stack() {
         .expect("no panic");
     assert_eq!(route, P);
 }
+
+/// Statements a hot standby refuses though a read-only transaction allows them, and what only
+/// the primary answers, in any statement of the string: a read-only transaction they begin
+/// runs on the primary.
+#[test]
+fn primary_only_in_a_read_only_transaction() {
+    let c = Classifier::default();
+    for sql in [
+        "LOCK TABLE t",
+        "lock t in share mode",
+        "LOCK TABLE ONLY t, u IN SHARE UPDATE EXCLUSIVE MODE NOWAIT",
+        "LOCK t IN SHARE ROW EXCLUSIVE MODE",
+        "LOCK t IN EXCLUSIVE MODE",
+        "LOCK t IN ACCESS EXCLUSIVE MODE",
+        "NOTIFY ch",
+        "NOTIFY ch, 'payload'",
+        "LISTEN ch",
+        "PREPARE TRANSACTION 'gid'",
+        "CLUSTER t USING t_pkey",
+        "REINDEX TABLE t",
+        "ANALYZE t",
+        "SELECT pg_backend_pid()",
+        "SELECT 1; SELECT pg_backend_pid()",
+        "SELECT 1; NOTIFY ch",
+        "SELECT 1; SELECT * FROM pg_stat_replication",
+        "SELECT 1; SHOW transaction_read_only",
+        "EXPLAIN ANALYZE SELECT pg_is_in_recovery()",
+        "SELECT 'unterminated",
+    ] {
+        assert!(c.analyze(sql).primary_only, "{sql:?}");
+    }
+    for sql in [
+        "SELECT 1",
+        "SELECT a FROM t WHERE b = $1",
+        "SELECT 1; SELECT 2",
+        "LOCK t IN ACCESS SHARE MODE",
+        "LOCK TABLE t IN ROW SHARE MODE",
+        "LOCK t IN ROW EXCLUSIVE MODE NOWAIT",
+        "UNLISTEN ch",
+        "EXPLAIN SELECT pg_backend_pid()",
+        "SET TRANSACTION READ ONLY",
+        "SAVEPOINT a",
+        "INSERT INTO t VALUES (1)",
+    ] {
+        assert!(!c.analyze(sql).primary_only, "{sql:?}");
+    }
+}

@@ -22,6 +22,9 @@ pub(crate) struct StmtOut<'a> {
     pub deallocate: Option<Deallocate<'a>>,
     pub execute: Option<Execute<'a>>,
     pub switchyard: Option<SwitchyardCommand<'a>>,
+    /// A hot standby refuses it, though a read-only transaction allows it (see
+    /// [`super::Analysis::primary_only`]).
+    pub standby_refuses: bool,
 }
 
 impl<'a> StmtOut<'a> {
@@ -76,8 +79,9 @@ pub(crate) fn transaction_head<'a>(first: &'static str, mut rest: Stmt<'a>, out:
             out.txn = TxnControl::Rollback;
         }
         "PREPARE" => {
-            // PREPARE TRANSACTION 'gid' ends the transaction block.
+            // PREPARE TRANSACTION 'gid' ends the transaction block (not on a standby).
             out.txn = TxnControl::PrepareTransaction;
+            out.standby_refuses = true;
         }
         _ => {}
     }
@@ -115,7 +119,10 @@ pub(crate) fn session_head<'a>(
                 });
             }
         }
-        "LISTEN" => out.pin(PinReason::Listen),
+        "LISTEN" => {
+            out.pin(PinReason::Listen);
+            out.standby_refuses = true;
+        }
         "PREPARE" => out.pin(PinReason::Prepare),
         "LOAD" => out.pin(PinReason::Load),
         "DECLARE" => {
@@ -313,6 +320,19 @@ fn deallocate_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
     } else if whole && t.is_name() {
         out.deallocate = t.ident_value().map(Deallocate::Name);
     }
+}
+
+/// Whether a hot standby refuses `LOCK [TABLE] name [, ...] [IN mode MODE] [NOWAIT]`
+/// (`rest` after `LOCK`): it takes no lock above `ROW EXCLUSIVE`, and without `IN` the mode
+/// is `ACCESS EXCLUSIVE`.
+pub(crate) fn lock_refused_on_standby(mut rest: Stmt<'_>) -> bool {
+    if !rest.any(|t| t.depth == 0 && t.is_kw("in")) {
+        return true;
+    }
+    let (a, b) = (rest.next(), rest.next());
+    let allowed = (kw(&a, "access") && kw(&b, "share"))
+        || (kw(&a, "row") && (kw(&b, "share") || kw(&b, "exclusive")));
+    !allowed
 }
 
 /// `CREATE [OR REPLACE] [GLOBAL|LOCAL] {TEMP|TEMPORARY} [RECURSIVE] {TABLE|VIEW|SEQUENCE}`:

@@ -422,6 +422,12 @@ pub struct Analysis<'a> {
     pub pin: Option<PinReason>,
     /// Transaction control done by the first statement.
     pub txn: TxnControl,
+    /// Some statement needs the primary even in a read-only transaction: a hot standby
+    /// refuses it though a read-only transaction allows it (`LOCK` in a mode above
+    /// `ROW EXCLUSIVE`, `NOTIFY`, `LISTEN`, `PREPARE TRANSACTION`, `CLUSTER`, `REINDEX`,
+    /// `ANALYZE`), or only the primary answers it for the session
+    /// (a function that must run there, a view only it fills, what tells it from a standby).
+    pub primary_only: bool,
     /// Set when the whole string is one `DEALLOCATE`.
     pub deallocate: Option<Deallocate<'a>>,
     /// Set when the whole string is one `EXECUTE`.
@@ -445,6 +451,7 @@ impl Analysis<'_> {
             effects: Effects::SETTINGS | Effects::STATE,
             pin: None,
             txn: TxnControl::None,
+            primary_only: true,
             deallocate: None,
             execute: None,
             switchyard: None,
@@ -461,6 +468,7 @@ impl Analysis<'_> {
             effects: self.effects,
             pin: self.pin,
             txn: self.txn,
+            primary_only: self.primary_only,
             deallocate: self.deallocate.map(|d| match d {
                 Deallocate::Name(n) => Deallocate::Name(own(n)),
                 Deallocate::All => Deallocate::All,

@@ -113,6 +113,7 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
         effects: Effects::NONE,
         pin: None,
         txn: TxnControl::None,
+        primary_only: false,
         deallocate: None,
         execute: None,
         switchyard: None,

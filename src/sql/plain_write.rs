@@ -178,6 +178,7 @@ pub(super) fn plain_write(sql: &[u8]) -> Option<Analysis<'static>> {
         effects: Effects::NONE,
         pin: None,
         txn: TxnControl::None,
+        primary_only: false,
         deallocate: None,
         execute: None,
         switchyard: None,

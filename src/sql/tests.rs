@@ -50,6 +50,7 @@ fn full_analysis_shape() {
             effects: Effects::SETTINGS | Effects::PIN,
             pin: Some(PinReason::Listen),
             txn: TxnControl::Begin { read_only: true },
+            primary_only: true,
             deallocate: None,
             execute: None,
             switchyard: None,
