@@ -125,8 +125,12 @@ impl Session {
                         .map(|modes| self.begin_on_replica(modes, false)),
                     _ => None,
                 };
-                let read =
-                    info.read && !self.app.write_cache.contains(text) && !self.calls_volatile(text);
+                // (A read that pins the client, should the classifier let one through, goes to
+                // the primary: pinned to a replica, the client's writes would fail there.)
+                let read = info.read
+                    && info.pin.is_none()
+                    && !self.app.write_cache.contains(text)
+                    && !self.calls_volatile(text);
                 // A read that changes settings (`SELECT set_config(...)`) goes where a `SET`
                 // goes: on a replica, a role taken that way would pin the client there, and
                 // its writes would fail. (A text that also writes stays a write.)
@@ -277,7 +281,9 @@ impl Session {
                     hint = hint.or(a.hint);
                     // (A statement that changes settings runs on the primary, see `decide`.)
                     let read = underlying_read(&classifier, text, &a)
-                        && !a.effects.contains(crate::sql::Effects::SETTINGS)
+                        && !a
+                            .effects
+                            .intersects(crate::sql::Effects::SETTINGS | crate::sql::Effects::PIN)
                         && !self.calls_volatile(text);
                     if !read && hint != Some(Route::Replica) {
                         return Some((false, hint));
@@ -293,7 +299,9 @@ impl Session {
                         let a = analyze(&classifier, text, self.opaque_backslashes);
                         (
                             underlying_read(&classifier, text, &a)
-                                && !a.effects.contains(crate::sql::Effects::SETTINGS),
+                                && !a.effects.intersects(
+                                    crate::sql::Effects::SETTINGS | crate::sql::Effects::PIN,
+                                ),
                             a.hint,
                         )
                     };

@@ -35,7 +35,8 @@ struct FnName {
 ///    sequence manipulation (`nextval`, `setval`, and `currval`/`lastval` which depend on a
 ///    `nextval` in the same session), advisory locks, `pg_notify`, large-object writes,
 ///    xid assignment, WAL/backup/replication-slot/origin control, server signalling and
-///    statistics resets, BRIN/GIN maintenance, `dblink_exec`, `pg_current_wal_*lsn`;
+///    statistics resets, BRIN/GIN maintenance, `dblink_exec`, `dblink_connect[_u]`,
+///    `pg_current_wal_*lsn`;
 /// 3. `write_functions`.
 ///
 /// A configured name without a schema matches the function in any schema; `schema.name`

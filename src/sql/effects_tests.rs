@@ -216,6 +216,16 @@ fn effects_table() {
         ("SET LOCAL SESSION AUTHORIZATION app", NONE, None),
         ("LOAD 'auto_explain'", PIN, Some(Load)),
         ("SELECT dblink_connect('c', 'dbname=x')", PIN, Some(Dblink)),
+        (
+            "SELECT public.dblink_connect_u('c', 'dbname=x')",
+            PIN,
+            Some(Dblink),
+        ),
+        (
+            "SELECT 1 FROM t WHERE dblink_connect('c', 'dbname=x') = 'OK'",
+            PIN,
+            Some(Dblink),
+        ),
         // unions over statements
         (
             "SET a.b = 1; LISTEN c; SELECT pg_advisory_lock(1)",
@@ -248,6 +258,10 @@ fn effects_table() {
             ));
         }
         assert_eq!(a.pin.is_some(), a.effects.contains(PIN), "{sql:?}");
+        // Pinned on a replica, the client's writes would fail there.
+        if a.pin.is_some() && a.route != super::Route::Primary {
+            failures.push(format!("{sql:?}: pins {:?} on a replica", a.pin));
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

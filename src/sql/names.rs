@@ -113,8 +113,11 @@ builtin_writes!(
     "brin_summarize_range",
     "brin_desummarize_range",
     "gin_clean_pending_list",
-    // extensions
+    // extensions; a named dblink connection pins the client to its server connection, which
+    // must be the primary's (pinned to a replica, its writes would fail)
     "dblink_exec",
+    "dblink_connect",
+    "dblink_connect_u",
     "pg_file_write",
     "pg_file_rename",
     "pg_file_unlink",
@@ -136,7 +139,7 @@ pub fn is_builtin_write(name: &str) -> Option<&'static str> {
         Some(b't') => name == "txid_current",
         Some(b'b') => name.starts_with("brin_"),
         Some(b'g') => name == "gin_clean_pending_list",
-        Some(b'd') => name == "dblink_exec",
+        Some(b'd') => name.starts_with("dblink_"),
         _ => false,
     };
     if !candidate {
