@@ -2244,6 +2244,60 @@ async fn a_read_only_transaction_a_standby_would_refuse_runs_on_the_primary() {
     assert!(p.is_replica(on), "ACCESS SHARE ran on {}", p.name(on));
 }
 
+/// `consistency = primary` ("reads on the primary") and a primary hint, on the BEGIN or on the
+/// transaction's first statement, hold for read-only transactions too: they ran on a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_transactions_follow_consistency_primary_and_primary_hints() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    for _ in 0..3 {
+        execute(&c, "/* switchyard:primary */ BEGIN READ ONLY").await;
+        let on = port(&c, "SELECT inet_server_port()").await;
+        execute(&c, "COMMIT").await;
+        assert_eq!(on, p.primary, "a hinted BEGIN ran on {}", p.name(on));
+        execute(&c, "BEGIN READ ONLY").await;
+        let on = port(&c, "/* switchyard:primary */ SELECT inet_server_port()").await;
+        let then = port(&c, "SELECT inet_server_port()").await;
+        execute(&c, "COMMIT").await;
+        assert_eq!(
+            on,
+            p.primary,
+            "a hinted first statement ran on {}",
+            p.name(on)
+        );
+        assert_eq!(then, p.primary, "the hinted transaction moved");
+    }
+    execute(&c, "SET switchyard.consistency = primary").await;
+    for start in [
+        &["BEGIN READ ONLY"][..],
+        &["START TRANSACTION READ ONLY"],
+        &["BEGIN", "SET TRANSACTION READ ONLY"],
+    ] {
+        for sql in start {
+            execute(&c, sql).await;
+        }
+        let on = port(&c, "SELECT inet_server_port()").await;
+        execute(&c, "COMMIT").await;
+        assert_eq!(
+            on,
+            p.primary,
+            "consistency = primary: {start:?} ran on {}",
+            p.name(on)
+        );
+    }
+    // Without either, read-only transactions still run on a replica.
+    execute(&c, "SET switchyard.consistency = eventual").await;
+    execute(&c, "BEGIN READ ONLY").await;
+    let on = port(&c, "SELECT inet_server_port()").await;
+    execute(&c, "COMMIT").await;
+    assert!(
+        p.is_replica(on),
+        "a read-only transaction ran on {}",
+        p.name(on)
+    );
+}
+
 /// A read whose replica pool stays busy for all of `checkout_timeout` fails with 53300, as a
 /// write on a busy primary pool does: overload is not an outage, and waiting as long again on
 /// the primary would hold the client for a multiple of the timeout.

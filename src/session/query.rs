@@ -115,14 +115,17 @@ impl Session {
             SwitchyardCommand::Reset { name } => (1, name.to_string(), String::new()),
             SwitchyardCommand::Show { name } => (2, name.to_string(), String::new()),
         });
-        // A lone BEGIN the server cannot refuse (see sql/begin.rs) may be deferred.
-        let deferrable_begin = (matches!(a.txn, TxnControl::Begin { .. }) && a.statements == 1)
-            .then(|| {
-                std::str::from_utf8(text)
-                    .ok()
-                    .and_then(crate::sql::begin_modes)
-            })
-            .flatten();
+        // A lone BEGIN the server cannot refuse (see sql/begin.rs) may be deferred; not one
+        // hinted to the primary, where its transaction runs whatever its first statement.
+        let deferrable_begin = (matches!(a.txn, TxnControl::Begin { .. })
+            && a.statements == 1
+            && a.hint != Some(Route::Primary))
+        .then(|| {
+            std::str::from_utf8(text)
+                .ok()
+                .and_then(crate::sql::begin_modes)
+        })
+        .flatten();
         if self.lost_txn
             && self.server.is_none()
             && a.txn == TxnControl::Rollback

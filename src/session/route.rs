@@ -97,10 +97,13 @@ impl Session {
         if let Some(begin) = &self.deferred_begin {
             let ro = self.begin_on_replica(begin.modes, self.front_is_set_transaction_read_only())
                 && !self.front_asks_the_primary();
-            return if ro {
-                Decision::replica(false, "read_only_transaction")
-            } else {
+            return if !ro {
                 Decision::primary(true, "transaction")
+            } else if self.consistency == Consistency::Primary {
+                // Its reads are the session's reads, which this consistency keeps on the primary.
+                Decision::primary(false, "consistency_primary")
+            } else {
+                Decision::replica(false, "read_only_transaction")
             };
         }
         let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else {
@@ -161,10 +164,12 @@ impl Session {
             };
         }
         if let Some(read_only) = txn {
-            return if read_only {
-                Decision::replica(false, "read_only_transaction")
-            } else {
+            return if !read_only {
                 Decision::primary(true, "transaction")
+            } else if self.consistency == Consistency::Primary {
+                Decision::primary(false, "consistency_primary")
+            } else {
+                Decision::replica(false, "read_only_transaction")
             };
         }
         if setting && autocommit {
@@ -189,7 +194,7 @@ impl Session {
     /// session: its server process (`pg_backend_pid()`, the process its cancel key names),
     /// whether the server is a standby, a view only the primary fills. The transaction then
     /// runs there: on a replica the answers would be the replica's. So it does when a
-    /// standby would refuse the request.
+    /// standby would refuse the request, or it is hinted `/* switchyard:primary */`.
     fn front_asks_the_primary(&self) -> bool {
         let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else {
             return false;
@@ -237,6 +242,7 @@ impl Session {
             || a.pin.is_some()
             || a.txn == TxnControl::SetTransactionReadWrite
             || a.primary_only
+            || a.hint == Some(Route::Primary)
     }
 
     fn front_is_set_transaction_read_only(&self) -> bool {
