@@ -2298,6 +2298,34 @@ async fn read_only_transactions_follow_consistency_primary_and_primary_hints() {
     );
 }
 
+/// A snapshot exported by one session (`pg_export_snapshot()`, in a read-only transaction too)
+/// is taken by another's read-only transaction (`SET TRANSACTION SNAPSHOT`, pg_dump's
+/// parallel jobs): both run on the primary, where the snapshot is (a replica answered 22023,
+/// invalid snapshot identifier).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_snapshot_is_taken_on_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let a = proxy.connect_app().await;
+    let b = proxy.connect_app().await;
+    for export in [
+        "BEGIN ISOLATION LEVEL REPEATABLE READ",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    ] {
+        execute(&a, export).await;
+        let r = rows(&a, "SELECT pg_export_snapshot(), inet_server_port()").await;
+        let id = r[0][0].clone().expect("a snapshot id");
+        let on: u16 = r[0][1].as_deref().unwrap().parse().unwrap();
+        assert_eq!(on, p.primary, "{export}: exported on {}", p.name(on));
+        execute(&b, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await;
+        execute(&b, &format!("SET TRANSACTION SNAPSHOT '{id}'")).await;
+        let on = port(&b, "SELECT inet_server_port()").await;
+        execute(&b, "COMMIT").await;
+        execute(&a, "COMMIT").await;
+        assert_eq!(on, p.primary, "{export}: imported on {}", p.name(on));
+    }
+}
+
 /// A read whose replica pool stays busy for all of `checkout_timeout` fails with 53300, as a
 /// write on a busy primary pool does: overload is not an outage, and waiting as long again on
 /// the primary would hold the client for a multiple of the timeout.

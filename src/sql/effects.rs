@@ -177,6 +177,12 @@ fn set_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
         t = n;
     }
     if t.is_kw("transaction") {
+        if kw(&rest.peek(), "snapshot") {
+            // SET TRANSACTION SNAPSHOT 'id': a snapshot another session exported, on the
+            // primary (a standby knows none of the primary's).
+            out.standby_refuses = true;
+            return;
+        }
         // SET [SESSION|LOCAL] TRANSACTION modes: this transaction only.
         let (mut prev_read, mut read_only, mut standby_refuses) = (false, false, false);
         for m in rest.by_ref() {

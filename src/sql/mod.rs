@@ -425,7 +425,7 @@ pub struct Analysis<'a> {
     /// Some statement needs the primary even in a read-only transaction: a hot standby
     /// refuses it though a read-only transaction allows it (`LOCK` in a mode above
     /// `ROW EXCLUSIVE`, `NOTIFY`, `LISTEN`, `PREPARE TRANSACTION`, `CLUSTER`, `REINDEX`,
-    /// `ANALYZE`), or only the primary answers it for the session
+    /// `ANALYZE`, `SET TRANSACTION SNAPSHOT`), or only the primary answers it for the session
     /// (a function that must run there, a view only it fills, what tells it from a standby).
     pub primary_only: bool,
     /// Set when the whole string is one `DEALLOCATE`.

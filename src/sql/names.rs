@@ -59,6 +59,9 @@ builtin_writes!(
     // transaction ids
     "txid_current",
     "pg_current_xact_id",
+    // a snapshot for other sessions to take with `SET TRANSACTION SNAPSHOT`, which runs on
+    // the primary (a snapshot a replica exported is unknown there)
+    "pg_export_snapshot",
     // WAL, backups, recovery
     "pg_switch_wal",
     "pg_create_restore_point",
