@@ -614,7 +614,7 @@ impl Classifier {
                         3 if mode.read && f.locking.is_none() && t.is_kw("for") => {
                             f.locking = locking_clause(st.clone());
                         }
-                        17 | 19 if mode.read && f.primary_view.is_none() => {
+                        8 | 17 | 19 | 20 if mode.read && f.primary_view.is_none() => {
                             f.primary_view = PRIMARY_VIEWS.iter().copied().find(|v| t.name_eq(v));
                         }
                         11 if t.name_eq("pg_settings") => {

@@ -918,3 +918,55 @@ fn primary_only_in_a_read_only_transaction() {
         assert!(!c.analyze(sql).primary_only, "{sql:?}");
     }
 }
+
+/// What each server keeps for itself (its replication slots, its locks: the session's are
+/// the primary's) is read on the primary, by the full classifier and past the shortcut for
+/// plain `SELECT`s.
+#[test]
+fn per_server_state_is_read_on_the_primary() {
+    let slots = "primary-only view pg_replication_slots";
+    check(
+        &Classifier::default(),
+        &[
+            ("SELECT slot_name FROM pg_replication_slots", P, slots),
+            (
+                "select * from PG_CATALOG.pg_replication_slots where active",
+                P,
+                slots,
+            ),
+            ("SELECT * FROM pg_locks", P, "primary-only view pg_locks"),
+            (
+                "SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory'",
+                P,
+                "primary-only view pg_locks",
+            ),
+            (
+                "SELECT pg_blocking_pids(42)",
+                P,
+                "writing function pg_blocking_pids",
+            ),
+            (
+                "SELECT * FROM pg_lock_status()",
+                P,
+                "writing function pg_lock_status",
+            ),
+            (
+                "SELECT * FROM pg_get_replication_slots()",
+                P,
+                "writing function pg_get_replication_slots",
+            ),
+            ("SELECT locks FROM t", R, "read: SELECT"),
+            ("SELECT my_pg_locks FROM t", R, "read: SELECT"),
+        ],
+    );
+    for sql in [
+        "SELECT slot_name FROM pg_replication_slots",
+        "SELECT * FROM pg_locks",
+        "SELECT pid FROM pg_catalog.pg_locks WHERE granted",
+    ] {
+        assert!(
+            super::plain::plain_select(sql.as_bytes()).is_none(),
+            "{sql}"
+        );
+    }
+}

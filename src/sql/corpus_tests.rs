@@ -86,6 +86,7 @@ fn primary_by_policy(r: Reason) -> bool {
             | Reason::Write("ANALYZE")
             | Reason::Write("NOTIFY")
             | Reason::Write("CHECKPOINT")
+            | Reason::PrimaryView(_)
             | Reason::WritingFunction(
                 "pg_advisory_lock"
                     | "pg_advisory_lock_shared"

@@ -7,9 +7,15 @@ use super::lexer::{Token, TokenKind};
 use super::{Effects, PinReason};
 
 /// System views whose rows only the primary has (a standby shows its own, empty or other):
-/// a read of one runs on the primary. (Lengths 17 and 19: classify.rs `scan` relies on them;
-/// plain.rs knows their last eight bytes.)
-pub const PRIMARY_VIEWS: &[&str] = &["pg_prepared_xacts", "pg_stat_replication"];
+/// a read of one runs on the primary. `pg_locks` shows the server's locks, the session's
+/// among them only on the primary. (Lengths 8, 17, 19 and 20: classify.rs `scan` relies on
+/// them; plain.rs knows their last eight bytes.)
+pub const PRIMARY_VIEWS: &[&str] = &[
+    "pg_prepared_xacts",
+    "pg_stat_replication",
+    "pg_replication_slots",
+    "pg_locks",
+];
 
 /// Defines [`BUILTIN_WRITE_FUNCTIONS`] and a `match` over the same names.
 macro_rules! builtin_writes {
@@ -95,6 +101,12 @@ builtin_writes!(
     // the session's own process: the one its BackendKeyData names is on the primary (what
     // pg_cancel_backend, pg_terminate_backend and notifications are compared with)
     "pg_backend_pid",
+    // what the views of [`PRIMARY_VIEWS`] read: the server's own locks and slots, and which
+    // processes block one of the primary's
+    "pg_lock_status",
+    "pg_blocking_pids",
+    "pg_safe_snapshot_blocking_pids",
+    "pg_get_replication_slots",
     // whether the server is a standby: the session's is the primary (drivers asked for a
     // primary or a writable server check this)
     "pg_is_in_recovery",

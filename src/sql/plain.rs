@@ -56,9 +56,11 @@ const INTO: u64 = u64::from_be_bytes([0, 0, 0, 0, b'i', b'n', b't', b'o']);
 /// The last eight bytes of the views read on the primary (names.rs `PRIMARY_VIEWS`, and
 /// `pg_settings`, which shows whether the server is a standby): a word ending so is left to
 /// the full classifier.
-const PRIMARY_VIEW_ENDS: [u64; 3] = [
+const PRIMARY_VIEW_ENDS: [u64; 5] = [
     u64::from_be_bytes(*b"ed_xacts"),
     u64::from_be_bytes(*b"lication"),
+    u64::from_be_bytes(*b"on_slots"),
+    u64::from_be_bytes(*b"pg_locks"),
     u64::from_be_bytes(*b"settings"),
 ];
 
@@ -133,6 +135,8 @@ mod tests {
         for sql in [
             "SELECT gid FROM pg_prepared_xacts",
             "select * from pg_catalog.pg_stat_replication",
+            "SELECT slot_name FROM pg_replication_slots",
+            "SELECT * FROM pg_catalog.PG_LOCKS WHERE granted",
         ] {
             assert!(plain_select(sql.as_bytes()).is_none(), "{sql}");
         }
