@@ -1313,6 +1313,35 @@ async fn set_switchyard_consistency() {
     );
 }
 
+/// `SET LOCAL switchyard.*` is refused (0A000): the proxy's settings last for the session, and
+/// taken as `SET` it outlived the transaction that asked for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_local_switchyard_is_refused() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    let c = proxy.connect_app().await;
+    for sql in [
+        "SET LOCAL switchyard.route = primary",
+        "set local switchyard.consistency to 'primary'",
+        "SET LOCAL switchyard.route TO DEFAULT",
+    ] {
+        assert_eq!(error_code(&c, sql).await, "0A000", "{sql}");
+    }
+    assert_eq!(
+        value(&c, "SHOW switchyard.route").await.as_deref(),
+        Some("auto")
+    );
+    assert_eq!(
+        value(&c, "SHOW switchyard.consistency").await.as_deref(),
+        Some("eventual")
+    );
+    let on = port(&c, "SELECT inet_server_port()").await;
+    assert!(
+        p.is_replica(on),
+        "a read after the refusal ran on {}",
+        p.name(on)
+    );
+}
+
 /// `primary_reads = "include"`: the primary is one of the read targets, with the replicas
 /// (with the default, "fallback", reads stay off it while a replica is eligible: the tests
 /// above).

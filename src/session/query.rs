@@ -114,6 +114,7 @@ impl Session {
             SwitchyardCommand::Set { name, value } => (0u8, name.to_string(), value.to_string()),
             SwitchyardCommand::Reset { name } => (1, name.to_string(), String::new()),
             SwitchyardCommand::Show { name } => (2, name.to_string(), String::new()),
+            SwitchyardCommand::SetLocal { name } => (3, name.to_string(), String::new()),
         });
         // A lone BEGIN the server cannot refuse (see sql/begin.rs) may be deferred; not one
         // hinted to the primary, where its transaction runs whatever its first statement.
@@ -425,7 +426,8 @@ impl Session {
             && self.route_override.is_none()
     }
 
-    /// `SET/RESET/SHOW switchyard.<name>` (kind 0/1/2), answered by the proxy.
+    /// `SET/RESET/SHOW switchyard.<name>` (kind 0/1/2) and `SET LOCAL` (3), answered by the
+    /// proxy.
     fn switchyard_command(
         &mut self,
         kind: u8,
@@ -465,6 +467,14 @@ impl Session {
             (1, "consistency") => {
                 self.consistency = default_consistency;
                 encode::command_complete(out, "RESET");
+            }
+            (3, "route") | (3, "consistency") => {
+                // It would have to end with the transaction, and a transaction's route is
+                // chosen before its statements run; refused, not taken for the session's.
+                return Err((
+                    "0A000",
+                    format!("SET LOCAL is not supported for \"switchyard.{name}\": use SET, which lasts for the session"),
+                ));
             }
             (2, "route") | (2, "consistency") => {
                 let v = if name == "route" {

@@ -241,6 +241,10 @@ fn set_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
     if r.next().is_some() {
         return; // lists and other forms are not ours
     }
+    if local {
+        out.switchyard = Some(SwitchyardCommand::SetLocal { name });
+        return;
+    }
     let value: Cow<'a, str> = match val.kind {
         TokenKind::Ident if val.is_kw("default") => {
             out.switchyard = Some(SwitchyardCommand::Reset { name });

@@ -492,7 +492,13 @@ fn switchyard_commands() {
         ),
         (
             "SET LOCAL switchyard.route = replica",
-            set("route", "replica"),
+            Some(Sy::SetLocal { name: b("route") }),
+        ),
+        (
+            "set local switchyard.consistency to default",
+            Some(Sy::SetLocal {
+                name: b("consistency"),
+            }),
         ),
         ("SET switchyard.max_lag = 5", set("max_lag", "5")),
         ("SET switchyard.note = 'it''s'", set("note", "it's")),

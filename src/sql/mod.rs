@@ -389,10 +389,10 @@ pub struct Execute<'a> {
     pub span: std::ops::Range<usize>,
 }
 
-/// A whole-string `SET [SESSION|LOCAL] switchyard.<name> {=|TO} <value>`,
-/// `RESET switchyard.<name>` (also `SET switchyard.<name> TO DEFAULT`) or
-/// `SHOW switchyard.<name>`. Names are case-folded; values are unquoted (identifiers are
-/// case-folded, string constants kept as written).
+/// A whole-string `SET [SESSION] switchyard.<name> {=|TO} <value>`,
+/// `RESET switchyard.<name>` (also `SET switchyard.<name> TO DEFAULT`),
+/// `SET LOCAL switchyard.<name> ...` or `SHOW switchyard.<name>`. Names are case-folded;
+/// values are unquoted (identifiers are case-folded, string constants kept as written).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SwitchyardCommand<'a> {
     Set {
@@ -400,6 +400,10 @@ pub enum SwitchyardCommand<'a> {
         value: Cow<'a, str>,
     },
     Reset {
+        name: Cow<'a, str>,
+    },
+    /// `SET LOCAL`, which the proxy refuses: its settings are the session's.
+    SetLocal {
         name: Cow<'a, str>,
     },
     Show {
@@ -483,6 +487,9 @@ impl Analysis<'_> {
                     value: own(value),
                 },
                 SwitchyardCommand::Reset { name } => SwitchyardCommand::Reset { name: own(name) },
+                SwitchyardCommand::SetLocal { name } => {
+                    SwitchyardCommand::SetLocal { name: own(name) }
+                }
                 SwitchyardCommand::Show { name } => SwitchyardCommand::Show { name: own(name) },
             }),
             statements: self.statements,
