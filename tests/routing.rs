@@ -2355,6 +2355,56 @@ async fn an_exported_snapshot_is_taken_on_the_primary() {
     }
 }
 
+/// Requests pipelined right behind the end of a read-only transaction on a replica are routed
+/// afresh: an INSERT sent with the COMMIT ran on the replica and failed (25006). After
+/// `COMMIT AND CHAIN` they stay in the new transaction, on the same replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_pipelined_behind_the_end_of_a_replica_transaction_runs_on_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    let first_port = |msgs: &[SimpleQueryMessage]| -> u16 {
+        msgs.iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+                _ => None,
+            })
+            .expect("a row with a port")
+    };
+    let insert = "INSERT INTO routing_t (v) VALUES ('pipelined') RETURNING inet_server_port()";
+    for end in ["COMMIT", "ROLLBACK"] {
+        execute(&c, "BEGIN READ ONLY").await;
+        let on = port(&c, "SELECT inet_server_port()").await;
+        assert!(p.is_replica(on), "the transaction ran on {}", p.name(on));
+        let (ended, inserted) = within("pipelined", async {
+            tokio::join!(c.simple_query(end), c.simple_query(insert))
+        })
+        .await;
+        ended.unwrap_or_else(|e| panic!("{end}: {e}"));
+        let msgs = inserted.unwrap_or_else(|e| panic!("an INSERT behind {end}: {e} ({e:?})"));
+        let at = first_port(&msgs);
+        assert_eq!(
+            at,
+            p.primary,
+            "an INSERT behind {end} ran on {}",
+            p.name(at)
+        );
+    }
+    execute(&c, "BEGIN READ ONLY").await;
+    let on = port(&c, "SELECT inet_server_port()").await;
+    let (chained, read) = within("pipelined", async {
+        tokio::join!(
+            c.simple_query("COMMIT AND CHAIN"),
+            c.simple_query("SELECT inet_server_port()")
+        )
+    })
+    .await;
+    chained.expect("COMMIT AND CHAIN");
+    let at = first_port(&read.expect("a read in the chained transaction"));
+    execute(&c, "COMMIT").await;
+    assert_eq!(at, on, "the chained transaction moved to {}", p.name(at));
+}
+
 /// A read whose replica pool stays busy for all of `checkout_timeout` fails with 53300, as a
 /// write on a busy primary pool does: overload is not an outage, and waiting as long again on
 /// the primary would hold the client for a multiple of the timeout.

@@ -459,10 +459,17 @@ impl Session {
     /// At the start of a request on an attached connection it may not belong on: whether
     /// to wait until that connection goes (then the request is routed afresh).
     fn leave_for_next_request(&mut self) -> bool {
+        // A request sent behind one that ends a read-only transaction on a replica belongs
+        // to no transaction yet: it waits for that one's answer, then is routed (a write
+        // sent right after the COMMIT ran on the replica and failed).
+        let block_ends_on_replica = self.ending_block
+            && self.target == Target::Replica
+            && !self.pending.is_empty()
+            && self.between_requests();
         if self.server.is_some()
             && !std::mem::take(&mut self.fresh_attach)
             && self.releasable()
-            && self.at_request_boundary()
+            && (self.at_request_boundary() || block_ends_on_replica)
         {
             // The next request may need another server: on a replica it waits for the current
             // one to finish (one request at a time), and on the primary it waits when only the

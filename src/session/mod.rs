@@ -375,6 +375,7 @@ async fn start(
         avoid: 0,
         conflicted: 0,
         fresh_attach: false,
+        ending_block: false,
         copy_ended_since_request: false,
         batch_open: false,
         leaving: leaving::Leaving::No,
@@ -619,6 +620,10 @@ struct Session {
     conflicted: u64,
     /// The server was just attached for the request at the front of the client buffer.
     fresh_attach: bool,
+    /// A Query that ends the transaction block (`COMMIT`, `ROLLBACK`, `PREPARE TRANSACTION`,
+    /// not `AND CHAIN`) was sent and is not answered yet: what the client sent behind it is
+    /// routed afresh once it is (see `leave_for_next_request`).
+    ending_block: bool,
     /// A CopyDone/CopyFail was sent after the last Execute or Query, either of which may start
     /// a COPY FROM STDIN (tells which Syncs the server ignores during the copy).
     copy_ended_since_request: bool,

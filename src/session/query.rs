@@ -310,6 +310,13 @@ impl Session {
                 &self.client.rbuf[5..h.frame_len],
             )));
         self.apply_effects(effects, pin);
+        self.ending_block = info.statements == 1
+            && matches!(
+                info.txn,
+                TxnControl::Commit | TxnControl::Rollback | TxnControl::PrepareTransaction
+            )
+            && !std::str::from_utf8(super::route::query_bytes(&self.client.rbuf[5..h.frame_len]))
+                .is_ok_and(crate::sql::chains);
         if info.execute {
             self.forward_execute(h.frame_len);
         } else {

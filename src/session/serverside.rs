@@ -250,6 +250,9 @@ impl Session {
                         }
                     }
                     request_done = self.pending.is_empty();
+                    if request_done {
+                        self.ending_block = false;
+                    }
                     if m.forward {
                         transactions += u64::from(self.txn == TxnStatus::Idle);
                         // The client's pg_terminate_backend ran (see terminate_client).
