@@ -327,7 +327,7 @@ pub async fn reload(
     let loaded = tokio::task::spawn_blocking(move || config::load(&owned))
         .await
         .map_err(|e| e.to_string())?;
-    let new = match loaded {
+    let mut new = match loaded {
         Ok(c) => c,
         Err(e) => {
             app.metrics.reloads.with_label_values(&["error"]).inc();
@@ -336,6 +336,7 @@ pub async fn reload(
         }
     };
     let old = app.config.load_full();
+    new.keep_verifiers(&old);
     let changes = old.diff(&new);
     let restart_monitor = old.config.backends != new.config.backends
         || old.config.health != new.config.health

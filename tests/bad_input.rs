@@ -1340,3 +1340,50 @@ async fn message_lengths_are_checked_at_their_header() {
         .await;
     }
 }
+
+/// A connection that once received a large message does not keep a buffer of its size: eight
+/// idle clients that each sent a 40 MB query hold no 40 MB each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffers_grown_for_a_large_message_are_given_back() {
+    let p = own_proxy().await;
+    let pid = p.pid();
+    let sql = format!("SELECT length('{}')", "x".repeat(40 << 20));
+    let mut q = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query(&sql, &mut q).unwrap();
+    drop(sql);
+    let mut idle = Vec::new();
+    let before = rss_bytes(pid);
+    for i in 0..8 {
+        let mut s = raw::ok(
+            login(&p.addr(), PROTO_3_0, &app_params(), Some(APP_PASSWORD)).await,
+            "login",
+        )
+        .raw;
+        s.send(&q).await.unwrap();
+        let r = within(
+            "the 40 MB query's answer",
+            Duration::from_secs(60),
+            s.read_result("40 MB query"),
+        )
+        .await;
+        assert_eq!(r.scalar(), (40 << 20).to_string(), "client {i}");
+        idle.push(s);
+    }
+    // (Freed memory is given back to the system: allocations this large are mapped.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_bytes(pid);
+    eprintln!(
+        "proxy VmRSS before {} MB, with 8 idle clients that each sent 40 MB: {} MB",
+        before >> 20,
+        after >> 20
+    );
+    assert!(
+        after < before + (100 << 20),
+        "idle clients keep the memory of their large messages: VmRSS {} MB -> {} MB",
+        before >> 20,
+        after >> 20
+    );
+    for s in &mut idle {
+        assert_eq!(s.query_ok("SELECT 1").await.scalar(), "1");
+    }
+}

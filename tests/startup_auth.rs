@@ -1673,3 +1673,114 @@ async fn max_client_connections_bounds_clients() {
     drop(admitted);
     tokio::task::block_in_place(|| drop(proxy));
 }
+
+/// A user name longer than PostgreSQL keeps (63 bytes) logs in as its first 63 bytes, as it
+/// does connected directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_user_names_are_cut_like_postgres() {
+    let long = "u".repeat(63);
+    let given = format!("{long}xyz");
+    let l = long.clone();
+    let proxy = tokio::task::spawn_blocking(move || {
+        let c = shared_cluster();
+        c.primary()
+            .psql(&format!(
+                "DO $$ BEGIN
+                     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{l}') THEN
+                         CREATE ROLE {l} LOGIN PASSWORD 'lp';
+                     END IF;
+                 END $$"
+            ))
+            .expect("creating the role");
+        c.wait_replicas_caught_up(Duration::from_secs(60))
+            .expect("replicas catching up");
+        Proxy::start_with(
+            c,
+            ProxyOptions {
+                extra_tables: format!("[[users]]\nname = \"{l}\"\npassword = \"lp\"\n"),
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .unwrap();
+    let params = [("user", given.as_str()), ("database", APP_DB)];
+    let mut direct = raw::ok(
+        login(
+            &shared_cluster().primary().addr(),
+            PROTO_3_0,
+            &params,
+            Some("lp"),
+        )
+        .await,
+        "direct login with a 66-byte user name",
+    );
+    let mut through = raw::ok(
+        login(&proxy.addr(), PROTO_3_0, &params, Some("lp")).await,
+        "login through switchyard with a 66-byte user name",
+    );
+    for s in [&mut direct, &mut through] {
+        let r = s.raw.query_ok("SELECT current_user::text").await;
+        assert_eq!(r.scalar(), long);
+    }
+}
+
+/// The salt switchyard's SCRAM exchange gives `user` (from server-first-message).
+async fn scram_salt(proxy: &Proxy, user: &str) -> String {
+    let mut conn = raw::Raw::connect(&proxy.addr()).await;
+    conn.send(&raw::startup_packet(
+        PROTO_3_0,
+        &[("user", user), ("database", APP_DB)],
+    ))
+    .await
+    .unwrap();
+    let f = conn.frame().await;
+    assert_eq!(
+        (f.tag, &f.body[..4]),
+        (b'R', &10i32.to_be_bytes()[..]),
+        "{user}: SASL"
+    );
+    let first = b"n,,n=,r=clientnonce";
+    let mut body = b"SCRAM-SHA-256\0".to_vec();
+    body.extend_from_slice(&(first.len() as i32).to_be_bytes());
+    body.extend_from_slice(first);
+    let mut m = vec![b'p'];
+    m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    m.extend_from_slice(&body);
+    conn.send(&m).await.unwrap();
+    let f = conn.frame().await;
+    assert_eq!(
+        (f.tag, &f.body[..4]),
+        (b'R', &11i32.to_be_bytes()[..]),
+        "{user}: continue"
+    );
+    let server_first = String::from_utf8(f.body[4..].to_vec()).unwrap();
+    server_first
+        .split(',')
+        .find_map(|a| a.strip_prefix("s="))
+        .expect("a salt")
+        .to_owned()
+}
+
+/// A reload does not change a configured user's SCRAM salt (its verifier is derived again
+/// only when its password changes): a salt that changed at every reload, while an unknown
+/// user's never does, would tell which users exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_scram_salts() {
+    let proxy = tokio::task::spawn_blocking(|| {
+        Proxy::start_with(shared_cluster(), ProxyOptions::default())
+    })
+    .await
+    .unwrap();
+    let before = (
+        scram_salt(&proxy, APP_USER).await,
+        scram_salt(&proxy, "nobody_here").await,
+    );
+    // The same configuration, read again.
+    proxy.reload_ok().await;
+    let after = (
+        scram_salt(&proxy, APP_USER).await,
+        scram_salt(&proxy, "nobody_here").await,
+    );
+    assert_eq!(before, after, "(configured user, unknown user) salts");
+}

@@ -62,7 +62,7 @@ pub enum AuthError {
     /// The client sent an authorization identity (`a=`), which PostgreSQL does not support.
     #[error("client uses SCRAM authorization identity, which is not supported")]
     AuthzidNotSupported,
-    /// The client sent a SCRAM extension attribute (mandatory `m=` or an optional one).
+    /// The client sent a mandatory SCRAM extension (`m=`).
     #[error("client sent an unsupported SCRAM extension")]
     UnsupportedExtension,
     /// The nonce in client-final-message is not the one the server sent.

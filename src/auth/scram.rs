@@ -15,8 +15,9 @@
 //! flag `p` is a protocol error); with it, flag `y` (the client would bind but thinks the
 //! server cannot) means someone removed PLUS from the offer, and fails. An authorization
 //! identity is rejected, and the user name in
-//! client-first-message (`n=`) is ignored in favour of the startup user. Unlike PostgreSQL,
-//! which skips them, optional extension attributes are rejected too (no known client sends any).
+//! client-first-message (`n=`) is ignored in favour of the startup user. Optional extension
+//! attributes after the nonce are skipped, as PostgreSQL and RFC 5802 skip them; a mandatory
+//! one (`m=`) is refused.
 //! Any error ends the exchange; later calls fail with [`AuthError::InvalidState`].
 
 use std::mem;
@@ -263,12 +264,18 @@ impl ScramServer {
             return Err(AuthError::NonceMismatch);
         }
         cur.expect(b',', "comma expected after nonce")?;
-        let without_proof = &data[..cur.pos - 1];
-        match cur.peek() {
-            Some(b'p') => {}
-            Some(c) if c.is_ascii_alphabetic() => return Err(AuthError::UnsupportedExtension),
-            _ => return Err(AuthError::Malformed("proof attribute expected")),
+        // Optional extensions before the proof, skipped (they are part of what it proves).
+        loop {
+            match cur.peek() {
+                Some(b'p') => break,
+                Some(c) if c.is_ascii_alphabetic() => {
+                    cur.any_attribute()?;
+                    cur.expect(b',', "proof attribute expected")?;
+                }
+                _ => return Err(AuthError::Malformed("proof attribute expected")),
+            }
         }
+        let without_proof = &data[..cur.pos - 1];
         let proof = cur.attribute(b'p', "proof attribute expected")?;
         if !cur.at_end() {
             return Err(AuthError::Malformed(
@@ -396,10 +403,13 @@ fn parse_client_first(data: &[u8]) -> Result<ClientFirst<'_>, AuthError> {
     }
     let client_nonce = std::str::from_utf8(client_nonce)
         .map_err(|_| AuthError::Malformed("non-printable characters in client nonce"))?;
-    match cur.peek() {
-        None => {}
-        Some(b',') => return Err(AuthError::UnsupportedExtension),
-        Some(_) => return Err(AuthError::Malformed("garbage after client nonce")),
+    // Optional extensions, skipped.
+    while cur.peek() == Some(b',') {
+        cur.next();
+        cur.any_attribute()?;
+    }
+    if !cur.at_end() {
+        return Err(AuthError::Malformed("garbage after client nonce"));
     }
     Ok(ClientFirst {
         cbind,
@@ -450,6 +460,14 @@ impl<'a> Cursor<'a> {
             Ok(())
         } else {
             Err(AuthError::Malformed(err))
+        }
+    }
+
+    /// Reads an attribute of any name (a letter) and its value.
+    fn any_attribute(&mut self) -> Result<(), AuthError> {
+        match self.peek() {
+            Some(c) if c.is_ascii_alphabetic() => self.attribute(c, "attribute expected").map(drop),
+            _ => Err(AuthError::Malformed("attribute expected")),
         }
     }
 

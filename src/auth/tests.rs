@@ -463,8 +463,10 @@ fn client_first_malformed() {
         (b"n,a=admin,n=,r=abc", Some(AuthError::AuthzidNotSupported)),
         (b"y,a=,n=,r=abc", Some(AuthError::AuthzidNotSupported)),
         (b"n,,m=ext,n=,r=abc", Some(AuthError::UnsupportedExtension)),
-        (b"n,,n=,r=abc,x=ext", Some(AuthError::UnsupportedExtension)),
-        (b"n,,n=,r=abc,", Some(AuthError::UnsupportedExtension)),
+        (b"n,,n=,r=abc,", None),
+        (b"n,,n=,r=abc,x=ext,", None),
+        (b"n,,n=,r=abc,x", None),
+        (b"n,,n=,r=abc,1=x", None),
     ];
     for (input, expected) in cases {
         let mut server = ScramServer::new(rfc_secret());
@@ -556,10 +558,8 @@ fn client_final_malformed() {
             )),
             Some(AuthError::ChannelBindingMismatch),
         ),
-        (
-            owned(format!("c=biws,r={nonce},x=ext,p={good_proof}")),
-            Some(AuthError::UnsupportedExtension),
-        ),
+        (owned(format!("c=biws,r={nonce},x=ext")), None),
+        (owned(format!("c=biws,r={nonce},x,p={good_proof}")), None),
     ];
     for (input, expected) in cases {
         let (mut server, _) = server_after_first();
@@ -1368,4 +1368,42 @@ fn the_running_user_has_a_name() {
     assert!(!name.is_empty());
     assert_eq!(crate::net::os_user_name(0).as_deref(), Some("root"));
     assert_eq!(crate::net::os_user_name(4_000_000_000), None);
+}
+
+/// Optional extension attributes after the nonce, in client-first and client-final, are
+/// skipped as PostgreSQL skips them (RFC 5802: unknown attributes are ignored); those in
+/// client-final are part of what the proof covers.
+#[test]
+fn optional_extensions_are_skipped() {
+    use crate::auth::secret::{hmac_sha256, salted_password};
+    use sha2::{Digest, Sha256};
+    let secret = ScramSecret::from_password("pw", b"salt", 16);
+    let mut server = ScramServer::with_nonce(secret, "SERVERNONCE");
+    let server_first = server
+        .client_first(SCRAM_SHA_256, b"n,,n=,r=abc,x=one,y=two")
+        .expect("client-first with extensions");
+    let without_proof = "c=biws,r=abcSERVERNONCE,z=three";
+    let salted = salted_password("pw", b"salt", 16);
+    let client_key = hmac_sha256(&salted, &[b"Client Key"]);
+    let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+    let signature = hmac_sha256(
+        &stored_key,
+        &[
+            b"n=,r=abc,x=one,y=two",
+            b",",
+            &server_first,
+            b",",
+            without_proof.as_bytes(),
+        ],
+    );
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(signature)
+        .map(|(k, s)| k ^ s)
+        .collect();
+    let final_message = format!("{without_proof},p={}", STANDARD.encode(proof));
+    let server_final = server
+        .client_final(final_message.as_bytes())
+        .expect("client-final with an extension, proven");
+    assert!(server_final.starts_with(b"v="));
 }

@@ -89,7 +89,7 @@ pub struct UnixSocketSpec {
 }
 
 /// A configured user with derived secrets.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct User {
     /// The configuration entry.
     pub config: UserConfig,
@@ -156,6 +156,26 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
 }
 
 impl Loaded {
+    /// Keeps the SCRAM verifiers `old` derived for the users whose password is unchanged.
+    /// Each load derives a clear-text password's verifier with a fresh random salt: a salt
+    /// that changed at every reload, while an unknown user's (the mock exchange's) never
+    /// does, would tell which users exist, as it never changes in PostgreSQL either.
+    pub fn keep_verifiers(&mut self, old: &Loaded) {
+        for (name, user) in self.users.iter_mut() {
+            let Some(was) = old.users.get(name) else {
+                continue;
+            };
+            if was.config.password == user.config.password
+                && was.scram.is_some()
+                && user.scram.is_some()
+            {
+                let mut kept = User::clone(user);
+                kept.scram = was.scram.clone();
+                *user = Arc::new(kept);
+            }
+        }
+    }
+
     /// Human summary for `switchyard check`.
     pub fn describe(&self) -> String {
         let c = &self.config;

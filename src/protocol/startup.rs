@@ -147,6 +147,16 @@ fn parse_params(mut rest: &[u8]) -> Result<Vec<(String, String)>, StartupError> 
     }
 }
 
+/// A user or database name as PostgreSQL keeps it: its first 63 bytes (`NAMEDATALEN - 1`),
+/// cut at a character boundary.
+pub fn name_cut(s: &str) -> &str {
+    let mut end = s.len().min(63);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +268,15 @@ mod tests {
             Err(StartupError::BadLength)
         );
         assert_eq!(declared_len(8i32.to_be_bytes()), Ok(8));
+    }
+
+    #[test]
+    fn names_are_cut_to_63_bytes() {
+        let long = "u".repeat(70);
+        assert_eq!(name_cut(&long), &long[..63]);
+        assert_eq!(name_cut("app"), "app");
+        // (A character is not split.)
+        let s = format!("{}é", "a".repeat(62));
+        assert_eq!(name_cut(&s), &s[..62]);
     }
 }

@@ -203,12 +203,15 @@ pub async fn authenticate(
         // The field is the newest protocol version supported (3.0), as PostgreSQL sends it.
         encode::negotiate_protocol_version(&mut out, 3 << 16, &unsupported);
     }
+    // Names cut to what PostgreSQL keeps of them (63 bytes), as it cuts them before anything
+    // else: a longer name logs in as its first 63 bytes.
     let user_name = s.param("user").filter(|u| !u.is_empty()).ok_or_else(|| {
         Fatal::new(
             "28000",
             "no PostgreSQL user name specified in startup packet",
         )
     })?;
+    let user_name = startup::name_cut(user_name);
     // As PostgreSQL reads it: a boolean, or `database` (logical replication).
     match s.param("replication").map(|r| (r, startup::parse_bool(r))) {
         None | Some((_, Some(false))) => {}
@@ -231,11 +234,12 @@ pub async fn authenticate(
             ))
         }
     }
-    let database = s
-        .param("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or(user_name)
-        .to_owned();
+    let database = startup::name_cut(
+        s.param("database")
+            .filter(|d| !d.is_empty())
+            .unwrap_or(user_name),
+    )
+    .to_owned();
     let config = app.config.load_full();
     // As PostgreSQL: the host-based rules before the startup options are applied.
     let hba = match &config.hba {

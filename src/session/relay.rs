@@ -21,6 +21,8 @@ use crate::protocol::{tag, Header, TxnStatus};
 pub(super) const OUT_HIGH: usize = 256 * 1024;
 /// Read granularity.
 const READ_RESERVE: usize = 16 * 1024;
+/// A read buffer larger than this is given up once empty.
+const READ_KEEP: usize = 1024 * 1024;
 /// Output buffers up to this capacity are kept between writes (no allocation per request);
 /// runs of bytes longer than this move between buffers without copying.
 const KEEP: usize = 64 * 1024;
@@ -408,9 +410,10 @@ fn write_some<W: AsyncWrite + Unpin>(
             Poll::Pending => return Ok(()),
         }
     }
-    if buf.capacity() > KEEP {
-        // A large buffer, or a slice of the other side's read buffer: let go of it (that
-        // buffer can then reuse its memory).
+    if buf.capacity() > KEEP || buf.capacity() == 0 {
+        // A large buffer, or a slice of the other side's read buffer (written to its end,
+        // it shows no capacity left, whatever the size of what it shares): let go of it, so
+        // that the other side's buffer holds its memory alone and can give it up.
         *buf = BytesMut::new();
     } else {
         buf.clear();
@@ -431,14 +434,20 @@ pub(super) fn move_bytes(dst: &mut BytesMut, src: &mut BytesMut, n: usize) {
     }
 }
 
-/// Reads what is available into `buf`.
+/// Reads what is available into `buf`. An empty buffer that grew for one large message lets
+/// go of its memory (else every connection would keep its largest message's size for life).
 fn read_some<R: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
     r: &mut R,
     buf: &mut BytesMut,
 ) -> Poll<std::io::Result<usize>> {
     if buf.capacity() - buf.len() < READ_RESERVE / 4 {
+        // (When the buffer holds its allocation alone, this takes it all back: the capacity
+        // then shows how large it grew.)
         buf.reserve(READ_RESERVE);
+    }
+    if buf.is_empty() && buf.capacity() > READ_KEEP {
+        *buf = BytesMut::with_capacity(READ_RESERVE);
     }
     tokio_util::io::poll_read_buf(Pin::new(r), cx, buf)
 }
