@@ -48,7 +48,16 @@ fn app_params() -> Vec<(&'static str, &'static str)> {
 /// A proxy of its own with default settings (for tests whose memory use, or memory checks,
 /// must not meet the shared proxy's).
 async fn own_proxy() -> Proxy {
-    tokio::task::spawn_blocking(|| Proxy::start_with(shared_cluster(), ProxyOptions::default()))
+    own_proxy_with("").await
+}
+
+/// [`own_proxy`] with the top-level settings `top`.
+async fn own_proxy_with(top: &'static str) -> Proxy {
+    let opts = ProxyOptions {
+        extra_top: top.into(),
+        ..Default::default()
+    };
+    tokio::task::spawn_blocking(|| Proxy::start_with(shared_cluster(), opts))
         .await
         .unwrap()
 }
@@ -1206,17 +1215,7 @@ async fn unread_local_answers_do_not_make_the_proxy_buffer() {
 /// a row would be read as the rest of its value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ended_mid_row_is_closed_without_a_fatal_inside_the_row() {
-    let p = tokio::task::spawn_blocking(|| {
-        Proxy::start_with(
-            shared_cluster(),
-            ProxyOptions {
-                extra_top: "shutdown_timeout = \"1s\"\n".into(),
-                ..Default::default()
-            },
-        )
-    })
-    .await
-    .unwrap();
+    let p = own_proxy_with("shutdown_timeout = \"1s\"\n").await;
     let mut s = raw::ok(
         login(&p.addr(), PROTO_3_0, &app_params(), Some(APP_PASSWORD)).await,
         "login",
@@ -1304,17 +1303,7 @@ async fn message_lengths_are_checked_at_their_header() {
         .finish("short messages announcing long bodies")
         .await;
 
-    let p = tokio::task::spawn_blocking(|| {
-        Proxy::start_with(
-            shared_cluster(),
-            ProxyOptions {
-                extra_top: "max_message_size = \"16kB\"\n".into(),
-                ..Default::default()
-            },
-        )
-    })
-    .await
-    .unwrap();
+    let p = own_proxy_with("max_message_size = \"16kB\"\n").await;
     let mut parse = bytes::BytesMut::new();
     let sql = format!("SELECT '{}'", "x".repeat(20_000));
     postgres_protocol::message::frontend::parse("", &sql, [], &mut parse).unwrap();
