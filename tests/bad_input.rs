@@ -1376,3 +1376,65 @@ async fn buffers_grown_for_a_large_message_are_given_back() {
         assert_eq!(s.query_ok("SELECT 1").await.scalar(), "1");
     }
 }
+
+/// A Parse, Bind, Describe or Close that breaks the message format is answered as PostgreSQL
+/// answers it: ERROR 08P01, the batch skipped up to its Sync, a failed transaction block if
+/// one was open; the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_extended_messages_fail_the_batch_not_the_session() {
+    let sync = [b'S', 0, 0, 0, 4];
+    let frame = |tag: u8, body: &[u8]| {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    };
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("Describe of kind X", frame(b'D', b"X\0")),
+        ("Close of kind X", frame(b'C', b"X\0")),
+        ("Describe without a name's end", frame(b'D', b"Sab")),
+        ("Parse without a query's end", frame(b'P', b"ab\0c")),
+        ("Bind without a statement name's end", frame(b'B', b"\0st")),
+    ];
+    let direct_addr = shared_cluster().primary().addr();
+    for (what, msg) in &cases {
+        for in_block in [false, true] {
+            let mut got = Vec::new();
+            for addr in [direct_addr.clone(), proxy().addr()] {
+                let mut s = raw::ok(
+                    login(&addr, PROTO_3_0, &app_params(), Some(APP_PASSWORD)).await,
+                    what,
+                )
+                .raw;
+                if in_block {
+                    s.query_ok("BEGIN").await;
+                }
+                let mut m = msg.clone();
+                m.extend_from_slice(&sync);
+                s.send(&m).await.unwrap();
+                let r = s.read_result(what).await;
+                let code = r.error.as_ref().map(|e| (e.severity(), e.code()));
+                // The session goes on (in a failed block: ROLLBACK ends it).
+                let after = if in_block {
+                    s.query("SELECT 1").await.error.map(|e| e.code())
+                } else {
+                    None
+                };
+                if in_block {
+                    s.query_ok("ROLLBACK").await;
+                }
+                let r2 = s.query_ok("SELECT 'on'").await;
+                got.push((code, r.status, after, r2.scalar()));
+            }
+            assert_eq!(
+                got[1], got[0],
+                "{what} (in a block: {in_block}): through switchyard vs directly"
+            );
+            assert_eq!(
+                got[0].0.as_ref().map(|(_, c)| c.as_str()),
+                Some("08P01"),
+                "{what}"
+            );
+        }
+    }
+}

@@ -562,6 +562,9 @@ impl Session {
             // Portal "", statement FAIL_STATEMENT, no formats, parameters or result formats.
             encode::bind_renamed(&mut self.swbuf, b"", FAIL_STATEMENT, &[0; 6]);
             self.pending.expect(Kind::Bind, Mode::Restore, Hook::None);
+        } else {
+            // A block the proxy answered BEGIN for fails all the same (see `fail_request`).
+            self.aborted_txn |= self.deferred_begin.take().is_some();
         }
     }
 

@@ -221,7 +221,9 @@ impl Session {
         let parsed = read_cstr(&frame[5..])
             .and_then(|(portal, rest)| read_cstr(rest).map(|(name, rest)| (portal, name, rest)));
         let Some((portal, name, rest)) = parsed else {
-            return Err(Fatal::protocol("malformed Bind message"));
+            // As PostgreSQL answers it: an error, the batch skipped up to its Sync.
+            self.respond_batch_error("08P01", "invalid string in message");
+            return Ok(());
         };
         if self.fail_changed_shape(name) {
             return Ok(());
@@ -281,9 +283,15 @@ impl Session {
 
     fn describe_or_close(&mut self, frame: &[u8], kind: Kind) -> Result<(), Fatal> {
         let body = &frame[5..];
-        let (Some(&which), Some((name, _))) = (body.first(), body.get(1..).and_then(read_cstr))
-        else {
-            return Err(Fatal::protocol("malformed Describe/Close message"));
+        // A malformed one is answered as PostgreSQL answers it: an error, the batch skipped up
+        // to its Sync.
+        let Some(&which) = body.first() else {
+            self.respond_batch_error("08P01", "no data left in message");
+            return Ok(());
+        };
+        let Some((name, _)) = body.get(1..).and_then(read_cstr) else {
+            self.respond_batch_error("08P01", "invalid string in message");
+            return Ok(());
         };
         let t = if kind == Kind::Describe {
             tag::DESCRIBE
@@ -291,7 +299,13 @@ impl Session {
             tag::CLOSE
         };
         if which != b'S' && which != b'P' {
-            return Err(Fatal::protocol("invalid DESCRIBE/CLOSE message subtype"));
+            let what = if kind == Kind::Describe {
+                "DESCRIBE"
+            } else {
+                "CLOSE"
+            };
+            self.respond_batch_error("08P01", &format!("invalid {what} message subtype {which}"));
+            return Ok(());
         }
         if kind == Kind::Close && which == b'S' && !name.is_empty() {
             // The client's name is forgotten. On the attached connection the statement is

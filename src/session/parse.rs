@@ -70,7 +70,9 @@ impl Session {
         let frame = Bytes::copy_from_slice(&self.client.rbuf[..h.frame_len]);
         self.client.rbuf.advance(h.frame_len);
         let Some((name, query, types)) = statements::split_parse(&frame[5..]) else {
-            return Err(Fatal::protocol("malformed Parse message"));
+            // As PostgreSQL answers it: an error, the batch skipped up to its Sync.
+            self.respond_batch_error("08P01", "invalid string in message");
+            return Ok(());
         };
         let mut deallocate = None;
         // `EXECUTE name` of one of the client's statements: (the text naming the shared
