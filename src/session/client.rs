@@ -454,8 +454,6 @@ impl Session {
         Ok(None)
     }
 
-    /// Whether the requests sent so far are complete from the client's side and no transaction
-    /// is open, so the next message starts a new, separately routed request.
     /// At the start of a request on an attached connection it may not belong on: whether
     /// to wait until that connection goes (then the request is routed afresh).
     fn leave_for_next_request(&mut self) -> bool {
@@ -485,6 +483,8 @@ impl Session {
         false
     }
 
+    /// Whether the requests sent so far are complete from the client's side and no transaction
+    /// is open, so the next message starts a new, separately routed request.
     fn at_request_boundary(&self) -> bool {
         self.txn == TxnStatus::Idle && self.between_requests()
     }
