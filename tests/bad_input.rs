@@ -204,6 +204,16 @@ async fn send_lossy(conn: &mut Raw, b: &[u8]) {
     let _ = conn.send(b).await;
 }
 
+/// A raw client logged in as `app` to the primary itself (what PostgreSQL does).
+async fn logged_in_directly() -> Raw {
+    let addr = shared_cluster().primary().addr();
+    raw::ok(
+        login(&addr, PROTO_3_0, &app_params(), Some(APP_PASSWORD)).await,
+        "direct login",
+    )
+    .raw
+}
+
 /// A logged-in raw client as `app`.
 async fn logged_in(what: &str) -> Raw {
     let s = raw::ok(
@@ -765,17 +775,7 @@ async fn unknown_message_type_is_refused_before_its_body_arrives() {
         ("type 'y' announcing 1 MB", header(b'y', 1 << 20)),
     ] {
         // What PostgreSQL itself does.
-        let mut direct = raw::ok(
-            login(
-                &shared_cluster().primary().addr(),
-                PROTO_3_0,
-                &app_params(),
-                Some(APP_PASSWORD),
-            )
-            .await,
-            "direct login",
-        )
-        .raw;
+        let mut direct = logged_in_directly().await;
         send_lossy(&mut direct, &msg).await;
         fatal_then_closed(
             &mut direct,
@@ -1280,17 +1280,7 @@ async fn message_lengths_are_checked_at_their_header() {
     let witness = Witness::start().await;
     for t in [b'C', b'D', b'E', b'H', b'S', b'X'] {
         let name = format!("{:?} announcing 20,000 bytes", t as char);
-        let mut direct = raw::ok(
-            login(
-                &shared_cluster().primary().addr(),
-                PROTO_3_0,
-                &app_params(),
-                Some(APP_PASSWORD),
-            )
-            .await,
-            "direct login",
-        )
-        .raw;
+        let mut direct = logged_in_directly().await;
         send_lossy(&mut direct, &header(t, 20_004)).await;
         direct
             .expect_closed(Duration::from_secs(5), &format!("{name}, direct"))
