@@ -351,7 +351,7 @@ pub async fn reload(
     }
     app.install(new);
     if restart_monitor {
-        monitor.carry_over();
+        monitor.carry_over().await;
         let cfg = app.config.load_full();
         monitor.start(&cfg, &app.kill).await;
     }

@@ -838,3 +838,70 @@ async fn a_write_whose_connection_opened_after_its_server_went_down_is_routed_ag
         .get(0);
     assert_eq!(n, 1);
 }
+
+/// Reloads come more often than `fall` probes while a replica refuses every connection: the
+/// failed probes still add up across them (each reload restarts the monitor), and the replica
+/// goes down. Before, each reload started the count afresh and the replica stayed up, taking
+/// reads, for as long as reloads kept coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_probes_add_up_across_reloads() {
+    let health = |timeout: &str| {
+        format!("[health]\ninterval = \"250ms\"\ntimeout = \"{timeout}\"\nfall = 8\nrise = 2\n")
+    };
+    let extra = health("2s");
+    let (cluster, relay, proxy) = tokio::task::spawn_blocking(move || {
+        let cluster = own_cluster(1);
+        let relay = Relay::for_node(&cluster.replicas()[0]);
+        let backends = vec![
+            (
+                cluster.primary().name().to_string(),
+                cluster.primary().addr(),
+            ),
+            (
+                cluster.replicas()[0].name().to_string(),
+                relay.addr_string(),
+            ),
+        ];
+        let proxy = start_ready_proxy_on(
+            &cluster,
+            ProxyOptions {
+                backends: Some(backends),
+                extra_tables: extra,
+                ..Default::default()
+            },
+        );
+        (cluster, relay, proxy)
+    })
+    .await
+    .unwrap();
+    let replica = cluster.replicas()[0].name().to_string();
+
+    relay.set_mode(Mode::Refuse);
+    relay.reset_all();
+    // Each reload changes `[health]`, which restarts the monitor: at most about two probes
+    // fail between two reloads, far from `fall = 8`.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut reloads = 0;
+    loop {
+        let status = proxy.status().await;
+        let up = status["backends"]
+            .as_array()
+            .and_then(|bs| bs.iter().find(|b| b["name"] == replica.as_str()))
+            .and_then(|b| b["up"].as_bool());
+        if up == Some(false) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a replica refusing every probe stayed up through {reloads} reloads: {status}"
+        );
+        proxy.rewrite_config(&health(if reloads % 2 == 0 { "1900ms" } else { "2s" }));
+        proxy.reload_ok().await;
+        reloads += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        reloads >= 2,
+        "the replica went down before the reloads began"
+    );
+}

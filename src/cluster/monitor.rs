@@ -36,9 +36,14 @@ pub struct Monitor {
     history: Arc<Mutex<LsnHistory>>,
     /// Standbys found diverged, by (name, address), kept across reloads.
     diverged: std::collections::HashSet<(String, String)>,
-    running: Option<CancellationToken>,
+    /// The running aggregator: its stop token and its task, which hands back each backend's
+    /// health when stopped.
+    running: Option<(CancellationToken, tokio::task::JoinHandle<Carried>)>,
     topology: u64,
 }
+
+/// Each backend's health by (name, address), as an aggregator left it.
+type Carried = HashMap<(String, String), Health>;
 
 struct ProbeResult {
     index: usize,
@@ -70,7 +75,7 @@ impl Monitor {
     /// view with real probe results is published before this returns, or after one probe
     /// timeout at most, so clients are not admitted before the primary is known.
     pub async fn start(&mut self, config: &Loaded, stop: &CancellationToken) {
-        if let Some(old) = self.running.take() {
+        if let Some((old, _)) = self.running.take() {
             old.cancel();
         }
         self.topology += 1;
@@ -206,15 +211,26 @@ impl Monitor {
         let notify = first_round.clone();
         let expected = c.backends.len();
         let wait = first_round.notified();
-        tokio::spawn(agg.run(rx, expected, notify));
+        let task = tokio::spawn(agg.run(rx, expected, notify));
         let _ = tokio::time::timeout(c.health.timeout + c.health.timeout / 2, wait).await;
-        self.running = Some(token);
+        self.running = Some((token, task));
     }
 
     /// Remembers health across a restart of the monitor (called before `start` on reload):
-    /// each backend's state and last observation, so that the new monitor elects the same
-    /// primary and judges lag as the old one did until its own probes come in.
-    pub fn carry_over(&mut self) {
+    /// each backend's state, its streaks of failed and good probes and its last observation,
+    /// so that the new monitor elects the same primary, counts `fall` and `rise` on, and
+    /// judges lag as the old one did until its own probes come in. (A reload used to start
+    /// the streaks afresh: a server failing every probe never went down while reloads came
+    /// more often than `fall` probes.)
+    pub async fn carry_over(&mut self) {
+        let mut exact = Carried::new();
+        if let Some((token, task)) = self.running.take() {
+            token.cancel();
+            // The aggregator stops at its next await; it holds nothing that could keep it.
+            if let Ok(Ok(h)) = tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
+                exact = h;
+            }
+        }
         let view = self.cluster.snapshot();
         self.carried.clear();
         if view.epoch.timeline > self.epoch.timeline {
@@ -228,6 +244,11 @@ impl Monitor {
             .map(|b| (b.name.to_string(), b.address.clone()))
             .collect();
         for b in &view.backends {
+            let key = (b.name.to_string(), b.address.clone());
+            if let Some(h) = exact.remove(&key) {
+                self.carried.insert(key, h);
+                continue;
+            }
             let mut h = Health::carried(b.up, b.role);
             if b.role.is_some() {
                 let primary = b.role == Some(Role::Primary);
@@ -243,8 +264,7 @@ impl Monitor {
                     started_us: None,
                 });
             }
-            self.carried
-                .insert((b.name.to_string(), b.address.clone()), h);
+            self.carried.insert(key, h);
         }
     }
 }
@@ -322,7 +342,7 @@ impl Aggregator {
         mut rx: mpsc::Receiver<ProbeResult>,
         expected: usize,
         first_round: Arc<tokio::sync::Notify>,
-    ) {
+    ) -> Carried {
         let mut seen = vec![false; expected];
         let mut announced = expected == 0;
         if announced {
@@ -330,15 +350,15 @@ impl Aggregator {
         }
         loop {
             let r = tokio::select! {
-                _ = self.stop.cancelled() => return,
+                _ = self.stop.cancelled() => break,
                 r = rx.recv() => match r {
                     Some(r) => r,
-                    None => return,
+                    None => break,
                 },
             };
             let went_down = self.apply(r.index, r.sent, r.observation);
             if self.stop.is_cancelled() {
-                return;
+                break;
             }
             self.publish();
             if went_down {
@@ -366,6 +386,7 @@ impl Aggregator {
                 }
             }
         }
+        self.names.into_iter().zip(self.healths).collect()
     }
 
     /// Applies a probe result; returns whether the backend just went down.

@@ -124,7 +124,10 @@ impl Session {
             .max_by_key(|c| replayed(view, c.index))
             .expect("candidates")
             .index;
-        if self.wait_replayed(best, required, routing.ryw_wait).await {
+        if self
+            .wait_replayed(view, best, required, routing.ryw_wait)
+            .await
+        {
             return Ok(Replica::Chosen(best, d));
         }
         Ok(Replica::Primary("ryw_replica_behind"))
@@ -153,8 +156,16 @@ impl Session {
         }
     }
 
-    /// Polls a replica's replay position until it reaches `lsn` or `wait` passes.
-    async fn wait_replayed(&mut self, index: usize, lsn: u64, wait: Duration) -> bool {
+    /// Polls a replica's replay position until it reaches `lsn` or `wait` passes. `index` is
+    /// the replica's place in `view`, the view its pool is looked up in: the published view may
+    /// have been renumbered by a reload since.
+    async fn wait_replayed(
+        &mut self,
+        view: &ClusterView,
+        index: usize,
+        lsn: u64,
+        wait: Duration,
+    ) -> bool {
         if wait.is_zero() {
             return false;
         }
@@ -165,13 +176,7 @@ impl Session {
         let Ok(Ok(mut p)) = tokio::time::timeout(wait, pool.checkout(0)).await else {
             return false;
         };
-        let stats = self
-            .app
-            .cluster
-            .view()
-            .backends
-            .get(index)
-            .map(|b| b.stats.clone());
+        let stats = view.backends.get(index).map(|b| b.stats.clone());
         let mut ok = false;
         loop {
             match p
