@@ -41,6 +41,8 @@ REPLICA_PORTS=()
 SY_PID=""
 SY_HTTP=""
 cleanup() {
+    # Every step runs whatever the one before returned (errexit would end the trap early).
+    set +e
     [ -n "$SY_PID" ] && kill -INT "$SY_PID" 2>/dev/null && wait "$SY_PID" 2>/dev/null
     local i
     for ((i = 1; i <= ${#REPLICA_PORTS[@]}; i++)); do

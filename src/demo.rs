@@ -21,6 +21,17 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The superuser's password is this run's own: the fixed one the cluster starts with
+    // would let any local user in as superuser (and run programs with `COPY ... TO
+    // PROGRAM`) while the demo runs, directly or through the proxy.
+    let admin_password = format!("{:016x}", rand::random::<u64>());
+    if let Err(e) = cluster.primary().psql(&format!(
+        "ALTER ROLE {} PASSWORD '{admin_password}'",
+        localpg::SUPERUSER
+    )) {
+        eprintln!("could not set the demo superuser's password: {e}");
+        return ExitCode::from(1);
+    }
     // The proxy's unix socket goes into the cluster's directory, removed with it.
     let socket_dir = cluster.dir().display().to_string();
     let mut text = format!(
@@ -38,14 +49,25 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
         localpg::APP_USER,
         localpg::APP_PASSWORD,
         localpg::SUPERUSER,
-        localpg::SUPERUSER_PASSWORD
+        admin_password
     ));
     text.push_str(&format!(
         "\n[admin]\nusers = [\"{}\"]\n",
         localpg::SUPERUSER
     ));
     let path = cluster.dir().join("switchyard.toml");
-    if let Err(e) = std::fs::write(&path, &text) {
+    // Only this user may read it: it holds the superuser's password.
+    let written = {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+    };
+    if let Err(e) = written {
         eprintln!("cannot write {}: {e}", path.display());
         return ExitCode::from(1);
     }
@@ -100,7 +122,7 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
         println!(
             "Admin:    psql \"host=127.0.0.1 port={port} user={} password={} dbname=switchyard\" -c 'SHOW BACKENDS'",
             localpg::SUPERUSER,
-            localpg::SUPERUSER_PASSWORD
+            admin_password
         );
         println!("Metrics:  curl http://127.0.0.1:{http_port}/metrics");
         println!("Status:   curl http://127.0.0.1:{http_port}/status");

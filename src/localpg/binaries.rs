@@ -9,8 +9,9 @@ use super::LocalPgError;
 const REQUIRED: &[&str] = &["initdb", "postgres", "pg_ctl", "pg_basebackup"];
 
 const INSTALL_HINT: &str = "install PostgreSQL's server and client: on Debian/Ubuntu \
-`apt-get install postgresql postgresql-contrib` (or run ./scripts/deps.sh), on Fedora/RHEL \
-`dnf install postgresql-server postgresql-contrib`, on macOS `brew install postgresql`; \
+`sudo apt-get update && sudo apt-get install -y postgresql postgresql-contrib` (or run \
+./scripts/deps.sh, which does that), on Fedora/RHEL `sudo dnf install postgresql-server \
+postgresql-contrib`, on macOS `brew install postgresql`; \
 or point SWITCHYARD_PG_BINDIR at a directory containing initdb, postgres, pg_ctl and \
 pg_basebackup";
 

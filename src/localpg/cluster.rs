@@ -64,17 +64,20 @@ impl LocalCluster {
         let run_as = util::run_as_for_current_user()?;
         let keep_dir = std::env::var_os("SWITCHYARD_KEEP_PGDIR").is_some_and(|v| v != "0");
 
-        let dir = match &opts.base_dir {
+        // A temp dir removes itself on an early error, until the watchdog owns it.
+        let (dir, temp) = match &opts.base_dir {
             Some(d) => {
                 std::fs::create_dir_all(d)
                     .map_err(|e| LocalPgError::io(format!("creating {}", d.display()), e))?;
-                d.clone()
+                (d.clone(), None)
             }
-            None => tempfile::Builder::new()
-                .prefix("switchyard-pg-")
-                .tempdir_in(std::env::temp_dir())
-                .map_err(|e| LocalPgError::io("creating a temp dir", e))?
-                .keep(),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("switchyard-pg-")
+                    .tempdir_in(std::env::temp_dir())
+                    .map_err(|e| LocalPgError::io("creating a temp dir", e))?;
+                (t.path().to_path_buf(), Some(t))
+            }
         };
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
         util::chown_tree(&dir, run_as)?;
@@ -89,6 +92,9 @@ impl LocalCluster {
             .map(|i| dir.join(format!("pg{i}")))
             .collect();
         let watchdog = spawn_watchdog(&dir, &data_dirs, keep_dir)?;
+        if let Some(t) = temp {
+            let _ = t.keep();
+        }
         // From here on, Drop cleans up whatever was started if anything fails.
         let mut cluster = LocalCluster {
             dir,
@@ -170,8 +176,9 @@ impl LocalCluster {
             // primary's value).
             "max_prepared_transactions = 10".into(),
             "wal_level = replica".into(),
-            "max_wal_senders = 10".into(),
-            "max_replication_slots = 10".into(),
+            // Each streaming replica holds one sender, and a base backup takes two more.
+            format!("max_wal_senders = {}", (opts.replicas + 4).max(10)),
+            format!("max_replication_slots = {}", (opts.replicas + 4).max(10)),
             "hot_standby = on".into(),
             "hot_standby_feedback = on".into(),
             "wal_receiver_status_interval = 1s".into(),

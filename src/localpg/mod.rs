@@ -66,6 +66,8 @@ host all all 127.0.0.1/32 scram-sha-256
 pub enum LocalPgError {
     #[error("PostgreSQL server binaries not found: {0}")]
     BinariesNotFound(String),
+    #[error("{0}")]
+    NoServerUser(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -318,6 +318,14 @@ impl Node {
     /// leaves behind. No-op if it isn't running.
     pub fn kill(&self) {
         let mut guard = self.lock_child();
+        // Only a child not yet reaped keeps its pid: once `try_wait` (in `pid`) has reaped
+        // an exited postmaster, the pid may already belong to another process.
+        if guard
+            .as_mut()
+            .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+        {
+            *guard = None;
+        }
         let ours = guard.as_ref().map(|c| c.id() as i32);
         let pid = ours.or_else(|| {
             util::read_postmaster_pid(&self.data_dir)

@@ -25,10 +25,10 @@ pub(crate) fn run_as_for_current_user() -> Result<Option<RunAs>, LocalPgError> {
         return Ok(None);
     }
     lookup_user("postgres").map(Some).ok_or_else(|| {
-        LocalPgError::BinariesNotFound(
+        LocalPgError::NoServerUser(
             "running as root, but there is no `postgres` OS user to run the server as \
              (PostgreSQL refuses to run as root). Install PostgreSQL from packages \
-             (`apt-get install postgresql` on Debian creates the user) or create one: \
+             (`apt-get update && apt-get install postgresql` on Debian creates the user) or create one: \
              `useradd --system --create-home postgres`"
                 .to_string(),
         )
