@@ -269,7 +269,7 @@ impl Node {
                 }
             }
             let last = util::probe(self.port);
-            if last == Probe::Accepting {
+            if last == Probe::Accepting && util::postmaster_accepting(&self.data_dir, self.port) {
                 break;
             }
             if Instant::now() >= deadline {

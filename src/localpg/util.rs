@@ -334,6 +334,22 @@ pub(crate) fn read_postmaster_pid(data_dir: &Path) -> Option<i32> {
     text.lines().next()?.trim().parse().ok().filter(|p| *p > 0)
 }
 
+/// Whether the postmaster of `data_dir` says (in `postmaster.pid`) that it accepts
+/// connections on `port`: what a probe of the port alone cannot tell apart from another
+/// server that took the port first.
+pub(crate) fn postmaster_accepting(data_dir: &Path, port: u16) -> bool {
+    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return false;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    // Line 4: the port; line 8 (from PostgreSQL 10 on): the status, "ready", or "standby"
+    // in hot standby.
+    lines.get(3).is_some_and(|p| p.trim() == port.to_string())
+        && lines
+            .get(7)
+            .is_none_or(|s| matches!(s.trim(), "ready" | "standby"))
+}
+
 /// Whether `pid` runs in `data_dir` (postgres chdirs into its data dir), so a pid read from
 /// a possibly stale postmaster.pid is really that postmaster. Without /proc, trusts the pid.
 pub(crate) fn is_postmaster_of(pid: i32, data_dir: &Path) -> bool {
