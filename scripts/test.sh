@@ -36,9 +36,14 @@ cargo build --profile testing --bins </dev/null
 mkdir -p target
 log=target/test-output.log
 echo "==> cargo test --profile testing ${cargo_args[*]:-} -- --test-threads=2 ${test_args[*]:-}"
+# A hung test must not use up a CI job's time without a summary: the whole run is bounded
+# (every test is bounded on its own; this is the net under them). The test processes' own
+# watchdogs stop the servers and proxies they started.
+limit=${SWITCHYARD_TEST_TIMEOUT:-60m}
 set +e
-cargo test --profile testing "${cargo_args[@]}" -- --test-threads=2 "${test_args[@]}" </dev/null 2>&1 |
-    tee "$log"
+timeout --kill-after=30s "$limit" \
+    cargo test --profile testing "${cargo_args[@]}" -- --test-threads=2 "${test_args[@]}" \
+    </dev/null 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 
@@ -61,7 +66,9 @@ if [ "$failed" -gt 0 ]; then
     echo "failed tests:"
     grep -E '^test .* \.\.\. FAILED$' "$log" | sed 's/^test /  /; s/ \.\.\. FAILED$//' || true
 fi
-if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    echo "the tests did not finish within $limit (SWITCHYARD_TEST_TIMEOUT) and were stopped"
+elif [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
     echo "cargo test exited with status $rc (build error or crashed test binary?)"
 fi
 echo "tests: $passed passed, $failed failed, $ignored skipped"
