@@ -1158,6 +1158,100 @@ async fn routing_hints() {
     }
 }
 
+/// A statement a replica hint sent to a replica although it writes is not run again on the
+/// primary when the replica refuses it (25006): the statements before it in the request ran
+/// there, and what they did outside the database would be done twice. The client gets the
+/// error, as connected to the replica directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hinted_write_a_replica_refuses_is_not_run_again_on_the_primary() {
+    let (c, proxy, p) = start_proxy("").await;
+    static DBLINK: OnceLock<()> = OnceLock::new();
+    tokio::task::spawn_blocking(move || {
+        DBLINK.get_or_init(|| {
+            c.primary()
+                .psql_db(APP_DB, "CREATE EXTENSION IF NOT EXISTS dblink")
+                .expect("CREATE EXTENSION dblink");
+            c.wait_replicas_caught_up(Duration::from_secs(60))
+                .expect("replicas catching up with dblink");
+        });
+    })
+    .await
+    .unwrap();
+    let client = proxy.connect_app().await;
+    let tag = "hinted_dblink";
+    let n0 = count_log(tag).await;
+    // On the replica: the dblink_exec writes on the primary through its own connection, then
+    // the INSERT is refused.
+    let sql = format!(
+        "/* switchyard:replica */ SELECT dblink_exec('host=127.0.0.1 port={} user={APP_USER} \
+         password={APP_PASSWORD} dbname={APP_DB}', 'INSERT INTO routing_log (port, tag) \
+         VALUES (0, ''{tag}'')'); INSERT INTO routing_t (v) VALUES ('{tag}')",
+        p.primary
+    );
+    assert_eq!(error_code(&client, &sql).await, "25006");
+    assert_eq!(
+        count_log(tag).await,
+        n0 + 1,
+        "the dblink_exec before the refused INSERT ran more than once"
+    );
+}
+
+/// A statement a replica hint sent there although it writes, whose server session is ended
+/// (`pg_terminate_backend`) while it runs: it is not repeated, and the client gets the
+/// server's FATAL (57P01) as connected directly, not a connection closed without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hinted_write_whose_session_is_terminated_gets_the_fatal() {
+    let (c, proxy, _) = start_proxy("").await;
+    let client = proxy.connect_app().await;
+    let marker = "hinted_fatal_marker";
+    let sql = format!(
+        "/* switchyard:replica */ SELECT pg_sleep(30) /* {marker} */; \
+         INSERT INTO routing_t (v) VALUES ('{marker}')"
+    );
+    let running = tokio::spawn(async move {
+        let r = client.simple_query(&sql).await;
+        (client, r)
+    });
+    // End the statement's server session on whichever replica runs it.
+    let deadline = std::time::Instant::now() + OP_TIMEOUT;
+    'found: loop {
+        for node in c.replicas() {
+            let cs = node.conn_string(APP_USER, APP_PASSWORD, APP_DB);
+            let (direct, conn) = within(
+                "connect",
+                tokio_postgres::connect(&cs, tokio_postgres::NoTls),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let ended = value(
+                &direct,
+                &format!(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE query LIKE '%{marker} */;%' AND pid <> pg_backend_pid()"
+                ),
+            )
+            .await;
+            if ended.as_deref() != Some("0") {
+                break 'found;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hinted statement never ran on a replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (client, r) = within("the terminated statement", running).await.unwrap();
+    let e = r.expect_err("a statement whose session was terminated cannot succeed");
+    assert_eq!(
+        e.code().map(|s| s.code()),
+        Some("57P01"),
+        "the client should get the server's FATAL: {e} ({e:?})"
+    );
+    assert!(client.is_closed(), "the session ends with its server's");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_switchyard_route() {
     let (_c, proxy, p) = start_proxy("").await;

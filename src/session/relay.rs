@@ -200,6 +200,14 @@ impl Session {
                     // PostgreSQL's own client would, it loses its connection.
                     // Nothing after what the server sent (an ERROR and ReadyForQuery for the
                     // lost request would tell drivers the connection lives on).
+                    if relayed {
+                        // The FATAL may still be held with the answer before it, for a repeat
+                        // that does not come (a hinted statement that may write, attempts used
+                        // up): the client gets it, as connected directly.
+                        if let Some(mut r) = self.retry.take() {
+                            r.release_into(&mut self.client.wbuf);
+                        }
+                    }
                     let sent = self.client.wbuf.len();
                     self.server_lost(e);
                     self.client.wbuf.truncate(sent);

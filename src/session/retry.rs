@@ -230,6 +230,9 @@ impl super::Session {
             self.statements.insert(n, s);
         }
         self.front_query = None;
+        // The first run's server skipping to a Sync (after an error or a FATAL in the batch)
+        // says nothing of the repeat: its messages all go to the new server.
+        self.skip_until_sync = false;
         let mut again = r.original;
         again.unsplit(std::mem::take(&mut self.client.rbuf));
         self.client.rbuf = again;

@@ -338,14 +338,23 @@ impl Session {
                         }
                         self.server_fatal = Some((f.message.to_string(), forward));
                     }
+                    let may_write = self.retry.as_ref().is_some_and(|r| r.may_write);
                     let refused = refused_by_standby(&f).filter(|r| {
                         m.forward
                             && self.target == Target::Replica
-                            // A read cancelled again and again gets its error in the end; what a
-                            // hint sent there although it may write is not repeated.
-                            && (*r != Refusal::Conflict
-                                || (self.retry_attempts + 1 < super::retry::MAX_ATTEMPTS
-                                    && !self.retry.as_ref().is_some_and(|r| r.may_write)))
+                            && match r {
+                                // Refused before anything ran (the transaction's snapshot).
+                                Refusal::Session => true,
+                                // What a hint sent there although it may write is not repeated:
+                                // the statements before the refused one ran, and what they did
+                                // outside the database (a dblink_exec) would be done twice.
+                                Refusal::Statement => !may_write,
+                                // A read cancelled again and again gets its error in the end.
+                                Refusal::Conflict => {
+                                    self.retry_attempts + 1 < super::retry::MAX_ATTEMPTS
+                                        && !may_write
+                                }
+                            }
                     });
                     if refused == Some(Refusal::Session) {
                         self.replica_refused = true;
