@@ -905,3 +905,84 @@ async fn failed_probes_add_up_across_reloads() {
         "the replica went down before the reloads began"
     );
 }
+
+/// A client cancels its read while the read is between two servers: its replica was lost and
+/// the repeat waits for a connection to the other replica, which does not answer. The cancel
+/// is not dropped for finding nothing running: the read is answered as cancelled (57014)
+/// instead of running to its end on the server it lands on next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_a_read_is_being_repeated_cancels_it() {
+    let (cluster, relays, proxy) = tokio::task::spawn_blocking(|| {
+        let cluster = own_cluster(2);
+        let relays: Vec<Relay> = cluster.replicas().iter().map(Relay::for_node).collect();
+        let mut backends = vec![(
+            cluster.primary().name().to_string(),
+            cluster.primary().addr(),
+        )];
+        for (n, r) in cluster.replicas().iter().zip(&relays) {
+            backends.push((n.name().to_string(), r.addr_string()));
+        }
+        // A replica that stops answering stays up for a long while (fall = 50), and opening a
+        // connection to it waits 8 s: the repeat's window.
+        let proxy = start_ready_proxy_on(
+            &cluster,
+            ProxyOptions {
+                backends: Some(backends),
+                extra_tables: "[health]\ninterval = \"200ms\"\ntimeout = \"2s\"\nfall = 50\n\
+                               rise = 2\n[pool]\nconnect_timeout = \"8s\"\n\
+                               [routing]\nconsistency = \"eventual\"\n"
+                    .into(),
+                ..Default::default()
+            },
+        );
+        (cluster, relays, proxy)
+    })
+    .await
+    .unwrap();
+    let client = proxy.connect_app().await;
+    let cancel = client.cancel_token();
+    let marker = "cancel between servers";
+    let read = tokio::spawn(async move {
+        client
+            .simple_query("SELECT pg_sleep(20) /* cancel between servers */")
+            .await
+    });
+    let counts = wait_running(
+        cluster.replicas(),
+        marker,
+        "the read running on a replica",
+        |c| c.iter().sum::<i64>() == 1,
+    )
+    .await;
+    let (lost, other) = if counts[0] == 1 { (0, 1) } else { (1, 0) };
+    let repeats = proxy.metric(SERVER_LOST).await;
+    // The other replica takes no new connection (the read's pool there has none yet), then
+    // the read's replica connection is cut: the read is repeated, and waits to connect.
+    relays[other].set_mode(Mode::Blackhole);
+    relays[lost].reset_all();
+    proxy
+        .wait_metric(SERVER_LOST, repeats + 1.0, Duration::from_secs(30))
+        .await;
+    cancel
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("sending the cancel request");
+    let r = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the read hung")
+        .unwrap();
+    let e = r.expect_err("a read cancelled while being repeated ran to its end");
+    assert_eq!(
+        e.code().map(|s| s.code()),
+        Some("57014"),
+        "the cancelled read should fail as cancelled: {e} ({e:?})"
+    );
+    let deferred = proxy
+        .metric("switchyard_cancel_requests_total{result=\"between_servers\"}")
+        .await;
+    assert_eq!(
+        deferred, 1.0,
+        "the cancel was counted as kept between servers"
+    );
+    relays[other].set_mode(Mode::Pass);
+}

@@ -91,13 +91,14 @@ impl Session {
         self.server_fatal = None;
         // Idle in the pool: no portal exists there.
         p.conn.prepared.mark_quiet();
-        self.cancel.set(cancel::Target {
+        self.cancelled_between = self.cancel.set(cancel::Target {
             pool: p.pool().clone(),
             pid: p.conn.pid,
             secret: p.conn.secret,
             opened: p.conn.created,
             held: self.pool_mode == PoolMode::Session || self.pin.is_some(),
         });
+        self.between_servers = false;
         if p.conn.holder.is_none() {
             let backend = p.pool().key.backend.clone();
             p.conn.holder = Some(self.app.pools.holders.register(backend, p.conn.pid));
@@ -231,6 +232,20 @@ impl Session {
                 self.discard_server("paused_at_checkout");
             }
             self.wait_resumed().await?;
+            return Ok(());
+        }
+        if std::mem::take(&mut self.cancelled_between) {
+            // The client cancelled its request while it was being repeated: it is answered
+            // as its first server would have (nothing of it was sent to this one).
+            if self.swbuf.is_empty() && self.pending.is_empty() {
+                self.release();
+            } else {
+                self.swbuf.clear();
+                self.pending.abandon();
+                self.discard_server("cancelled_between_servers");
+            }
+            self.app.metrics.error("57014");
+            self.fail_request("57014", "canceling statement due to user request");
             return Ok(());
         }
         self.target = d.target;

@@ -84,6 +84,11 @@ struct SlotState {
     stray: Option<(i32, i32)>,
     /// The `application_name` the client set since its startup, if it did.
     application_name: Option<String>,
+    /// The client's request is between two servers (repeated elsewhere after its first
+    /// server failed or refused it): a cancel now is kept for when it is attached again.
+    between: bool,
+    /// A cancel came while `between`.
+    cancelled_between: bool,
 }
 
 impl CancelSlot {
@@ -99,9 +104,29 @@ impl CancelSlot {
         self.kill.cancel();
     }
 
-    /// Records the server connection the client now uses.
-    pub fn set(&self, t: Target) {
-        self.state.lock().expect("cancel slot").target = Some(t);
+    /// Records the server connection the client now uses. Returns whether a cancel came
+    /// while the request was between servers ([`between_servers`](Self::between_servers)):
+    /// the request is to be answered as cancelled instead of sent.
+    pub fn set(&self, t: Target) -> bool {
+        let mut s = self.state.lock().expect("cancel slot");
+        s.target = Some(t);
+        s.between = false;
+        std::mem::take(&mut s.cancelled_between)
+    }
+
+    /// The client's request goes to another server (its first one failed or refused it): a
+    /// cancel until [`set`](Self::set) or [`end_between`](Self::end_between) is kept.
+    pub fn between_servers(&self) {
+        let mut s = self.state.lock().expect("cancel slot");
+        s.between = true;
+        s.cancelled_between = false;
+    }
+
+    /// The request that was between servers is over without reaching one.
+    pub fn end_between(&self) {
+        let mut s = self.state.lock().expect("cancel slot");
+        s.between = false;
+        s.cancelled_between = false;
     }
 
     /// The client keeps its server connection between transactions from now on (pinned).
@@ -301,6 +326,10 @@ impl CancelRegistry {
         let t = {
             let mut s = slot.state.lock().expect("cancel slot");
             let Some(t) = s.target.clone() else {
+                if s.between {
+                    s.cancelled_between = true;
+                    return CancelOutcome::Deferred;
+                }
                 return CancelOutcome::NotRunning;
             };
             // One cancel at a time per server process: a second one while the first is on its
@@ -365,6 +394,9 @@ pub enum CancelOutcome {
     NotRunning,
     /// The key is a client's of this process, and sending to its server failed.
     Failed,
+    /// The key is a client's of this process whose request is between two servers (being
+    /// repeated): it is answered as cancelled instead of being sent again.
+    Deferred,
     /// Not a key this process issued (or its secret is wrong).
     Unknown,
 }
@@ -376,6 +408,7 @@ impl CancelOutcome {
             CancelOutcome::Sent => "forwarded",
             CancelOutcome::NotRunning => "not_running",
             CancelOutcome::Failed => "failed",
+            CancelOutcome::Deferred => "between_servers",
             CancelOutcome::Unknown => "unknown",
         }
     }

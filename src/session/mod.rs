@@ -361,6 +361,8 @@ async fn start(
         target: route::Target::Primary,
         backend_index: None,
         retry: None,
+        between_servers: false,
+        cancelled_between: false,
         retry_attempts: 0,
         capturing: (false, false),
         settings_lost: false,
@@ -587,6 +589,11 @@ struct Session {
     backend_index: Option<usize>,
     /// The retryable request in flight on a replica, if any.
     retry: Option<retry::Retry>,
+    /// The request was put back to be repeated and has not reached a server since (see
+    /// [`cancel::CancelSlot::between_servers`]).
+    between_servers: bool,
+    /// A cancel came while the request was between servers: answer it as cancelled.
+    cancelled_between: bool,
     /// Repetitions of the current request.
     retry_attempts: u32,
     /// The read-back in flight reads (settings, commit position).

@@ -97,6 +97,9 @@ impl super::Session {
     /// The request is over (answered, or failed for good): the next one may try every backend
     /// again, as many times.
     pub(super) fn request_over(&mut self) {
+        if std::mem::take(&mut self.between_servers) {
+            self.cancel.end_between();
+        }
         self.retry_attempts = 0;
         self.avoid = 0;
         self.conflicted = 0;
@@ -223,6 +226,9 @@ impl super::Session {
     /// first run recorded.
     pub(super) fn requeue_request(&mut self) {
         let Some(r) = self.retry.take() else { return };
+        // A cancel from now until the request is attached again is not lost.
+        self.cancel.between_servers();
+        self.between_servers = true;
         for n in &r.names {
             self.statements.remove(n);
         }
