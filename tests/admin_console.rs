@@ -1451,6 +1451,159 @@ async fn disable_refuses_a_databases_logins_and_kill_ends_its_clients() {
     );
 }
 
+/// A proxy with the console on (`app` is an admin) in front of the shared cluster's primary
+/// alone (backend `pg0`), with `pool` as its `[pool]` table.
+fn primary_proxy(pool: &str) -> Proxy {
+    start_ready_proxy(ProxyOptions {
+        backends: Some(vec![("pg0".into(), shared_cluster().primary().addr())]),
+        extra_tables: format!(
+            "[pool]\n{pool}\n\n[health]\ninterval = \"200ms\"\n\n[admin]\nusers = [\"{APP_USER}\"]\n"
+        ),
+        ..Default::default()
+    })
+}
+
+/// A new empty database `db` owned by the app user, on the primary (dropped first if a run
+/// before left it).
+fn throwaway_database(db: &str) {
+    let primary = shared_cluster().primary();
+    primary
+        .psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .unwrap();
+    primary
+        .psql(&format!("CREATE DATABASE {db} OWNER {APP_USER}"))
+        .unwrap();
+}
+
+/// The server processes connected to `db`, counted on the primary itself.
+fn server_sessions(db: &str) -> u32 {
+    shared_cluster()
+        .primary()
+        .psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"
+        ))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// After `KILL db`, the database has no server session and can be dropped, also a couple of
+/// maintenance rounds (one a second) later.
+async fn stays_closed(db: &str) {
+    assert!(
+        wait_until(STEP, || server_sessions(db) == 0),
+        "{} server session(s) to {db} after KILL",
+        server_sessions(db)
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        server_sessions(db),
+        0,
+        "server sessions to {db} were opened after KILL"
+    );
+}
+
+/// `KILL db` keeps the database's server connections closed until `RESUME db`, though
+/// `min_size` asks for some: the pool is not refilled meanwhile, and the database can be
+/// dropped (what KILL is for). After `RESUME`, `min_size` applies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_keeps_a_databases_connections_closed_whatever_min_size_says() {
+    let db = "sy_kill_min_size";
+    throwaway_database(db);
+    let proxy = primary_proxy("size = 4\nmin_size = 2");
+    let admin = console(&proxy).await;
+    let opened = |what: &'static str| {
+        assert!(
+            wait_until(STEP, || server_sessions(db) >= 2),
+            "{what}: min_size connections not opened ({})",
+            server_sessions(db)
+        );
+    };
+    let c = connect(&proxy, APP_USER, APP_PASSWORD, db, "min").await;
+    bounded("warm", c.batch_execute("SELECT 1")).await.unwrap();
+    opened("first");
+    bounded("kill", admin.simple_query(&format!("KILL {db}")))
+        .await
+        .unwrap();
+    stays_closed(db).await;
+
+    bounded("resume", admin.simple_query(&format!("RESUME {db}")))
+        .await
+        .unwrap();
+    let c = connect(&proxy, APP_USER, APP_PASSWORD, db, "min").await;
+    bounded("again", c.batch_execute("SELECT 1")).await.unwrap();
+    opened("after RESUME");
+    bounded("kill", admin.simple_query(&format!("KILL {db}")))
+        .await
+        .unwrap();
+    stays_closed(db).await;
+    shared_cluster()
+        .primary()
+        .psql(&format!("DROP DATABASE {db}"))
+        .expect("DROP DATABASE after KILL");
+}
+
+/// A client that was waiting for a slot of its database's pool when `KILL db` came gets the
+/// slot of a client KILL ended, and a connection opened after the KILL for it: that
+/// connection is closed too, not kept idle (where it would stop a `DROP DATABASE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_closes_the_connection_a_waiting_checkout_opens() {
+    let db = "sy_kill_waiting";
+    throwaway_database(db);
+    let proxy = primary_proxy("size = 1\ncheckout_timeout = \"30s\"");
+    let admin = console(&proxy).await;
+    let holder = connect(&proxy, APP_USER, APP_PASSWORD, db, "holder").await;
+    let waiter = connect(&proxy, APP_USER, APP_PASSWORD, db, "waiter").await;
+    for c in [&holder, &waiter] {
+        bounded("warm", c.batch_execute("SELECT 1")).await.unwrap();
+    }
+    bounded("begin", holder.batch_execute("BEGIN; SELECT 1"))
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move { waiter.simple_query("SELECT 2").await });
+    until(&admin, "SHOW POOLS", |rows| {
+        rows.iter()
+            .any(|p| get(p, "database") == db && get(p, "waiting") == "1")
+    })
+    .await;
+    bounded("kill", admin.simple_query(&format!("KILL {db}")))
+        .await
+        .unwrap();
+    assert!(
+        bounded("waiter", waiting).await.unwrap().is_err(),
+        "the waiting client of the killed database was not ended"
+    );
+    stays_closed(db).await;
+    shared_cluster()
+        .primary()
+        .psql(&format!("DROP DATABASE {db}"))
+        .expect("DROP DATABASE after KILL");
+}
+
+/// A login (by a user switchyard knows) to a database the server does not have leaves no pool
+/// behind that `min_size` would have open connections, failing, every second: the pool is
+/// gone from `SHOW POOLS` and the server connection errors stop growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_to_a_missing_database_leaves_no_pool_connecting_again() {
+    let proxy = primary_proxy("min_size = 1");
+    let admin = console(&proxy).await;
+    let (code, message) = refused_login(&proxy, "sy_no_such_db").await;
+    assert_eq!(code, "3D000", "{message}");
+    until(&admin, "SHOW POOLS", |rows| {
+        !rows.iter().any(|p| get(p, "database") == "sy_no_such_db")
+    })
+    .await;
+    let series = "switchyard_server_connect_errors_total{backend=\"pg0\"}";
+    let errors = proxy.metric(series).await;
+    assert!(errors >= 1.0, "the login's own failure was not counted");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(
+        proxy.metric(series).await,
+        errors,
+        "connections to the missing database went on being tried"
+    );
+}
+
 /// A login waiting for a server connection when PAUSE comes (it holds none yet, so PAUSE does
 /// not wait for it) runs nothing on the server until RESUME, though it gets its connection
 /// once the transaction PAUSE waited for ends.

@@ -295,7 +295,9 @@ impl Console<'_> {
                 self.app.pause.pause(Some(db));
                 self.publish_pause();
                 let ended = self.app.cancels.terminate_database(db);
-                self.app.pools.close_for_database(db);
+                // Closed until RESUME: not only the connections open now, but also any a
+                // checkout under way or a min_size refill opens meanwhile.
+                self.app.pools.kill_database(db);
                 tracing::warn!(
                     database = %db,
                     clients = ended,
@@ -314,6 +316,7 @@ impl Console<'_> {
             Command::WaitClose(db) => Ok(Outcome::Done(self.wait_close(db.as_deref()).await)),
             Command::Resume(db) => match self.app.pause.resume(db.as_deref()) {
                 Ok(changed) => {
+                    self.app.pools.resume(db.as_deref());
                     self.publish_pause();
                     if changed {
                         tracing::warn!(database = db.as_deref(), "resumed from the admin console");

@@ -152,6 +152,19 @@ pub struct Pool {
     close_opened_until: AtomicU64,
     /// A task is opening connections up to `min_size` (see [`maintain`](Self::maintain)).
     refilling: AtomicBool,
+    /// A checkout got a connection from the pool (since it was made, or since the server
+    /// refused a `min_size` connection): only then is it refilled to `min_size`, so that a
+    /// pool a client made for a database or role the server does not know (or no longer
+    /// knows) opens nothing by itself (see [`maintain`](Self::maintain)).
+    refill_armed: AtomicBool,
+    /// No refill before this time ([`clock`] ms): the last one failed (see
+    /// [`refill`](Self::refill)).
+    refill_after: AtomicU64,
+    /// How long the last failed refill made the next wait ([`clock`] ms; 0: it did not fail).
+    refill_backoff: AtomicU64,
+    /// Its database was `KILL`ed: no connection is kept (checked in, reset, refilled) until
+    /// `RESUME` (see [`Pools::kill_database`]).
+    closed: AtomicBool,
     /// A connection was ever opened (the server knows the database and the role).
     ever_opened: AtomicBool,
     /// Since when ([`clock`] ms) the pool has had no connection and nobody using it (0:
@@ -233,6 +246,10 @@ impl Pool {
             is_retired: AtomicBool::new(false),
             close_opened_until: AtomicU64::new(0),
             refilling: AtomicBool::new(false),
+            refill_armed: AtomicBool::new(false),
+            refill_after: AtomicU64::new(0),
+            refill_backoff: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
             ever_opened: AtomicBool::new(false),
             unused_since: AtomicU64::new(0),
         }
@@ -333,6 +350,9 @@ impl Pool {
             };
             if conn.owner != owner {
                 conn.previous_owner = std::mem::replace(&mut conn.owner, owner);
+            }
+            if !self.refill_armed.load(Ordering::Relaxed) {
+                self.refill_armed.store(true, Ordering::Relaxed);
             }
             self.metrics.active.inc();
             return Ok(Pooled {
@@ -450,8 +470,9 @@ impl Pool {
         drop(p.permit);
     }
 
-    /// Puts a connection among the idle ones, or closes it if the pool was retired meanwhile
-    /// or it was open when the pool's connections were marked to close (checked under the lock
+    /// Puts a connection among the idle ones, or closes it if the pool was retired meanwhile,
+    /// its database was `KILL`ed, or it was open when the pool's connections were marked to
+    /// close (checked under the lock
     /// [`retire`](Self::retire) and [`close_open`](Self::close_open) drain the idle list
     /// under, so that no connection can land in a pool nobody will look at again, nor survive
     /// a `RECONNECT`, a promotion or a `DROP DATABASE` because it was being reset or opened
@@ -459,6 +480,7 @@ impl Pool {
     fn park(&self, mut c: Box<ServerConn>) {
         let mut conns = self.conns.lock().expect("conns");
         if self.is_retired.load(Ordering::Relaxed)
+            || self.closed.load(Ordering::Relaxed)
             || c.created <= self.close_opened_until.load(Ordering::Relaxed)
         {
             drop(conns);
@@ -544,6 +566,19 @@ impl Pool {
         for mut c in idle {
             self.metrics.idle.dec();
             c.terminate();
+        }
+    }
+
+    /// Keeps no connection from now on (its database was `KILL`ed), closing the open ones as
+    /// [`close_open`](Self::close_open) does: the idle ones at once, the others when checked
+    /// in, and any a checkout, a reset or a refill under way opens or gives back later; or
+    /// (`false`, `RESUME`) keeps them again.
+    fn set_closed(&self, closed: bool) {
+        // Set before close_open takes the lock that park() decides under: a connection parked
+        // after that sees the flag, one parked before is among the idle ones closed.
+        self.closed.store(closed, Ordering::Relaxed);
+        if closed {
+            self.close_open();
         }
     }
 

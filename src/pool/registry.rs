@@ -1,7 +1,7 @@
 //! Every pool, by (backend, user, database): created on first use, reconfigured on reload,
 //! severed, closed and reported on as a whole.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -28,6 +28,9 @@ pub struct Pools {
     latest: std::sync::Mutex<Option<Arc<crate::config::Loaded>>>,
     /// Which client each server process serves (notifications name the notifier's pid).
     pub holders: holders::Holders,
+    /// The databases `KILL`ed and not resumed since: their pools keep no connection (see
+    /// [`Pools::kill_database`]).
+    killed: RwLock<BTreeSet<String>>,
 }
 
 /// What a pool needs from config to be created.
@@ -49,6 +52,7 @@ impl Pools {
             metrics,
             latest: std::sync::Mutex::new(None),
             holders: holders::Holders::default(),
+            killed: RwLock::new(BTreeSet::new()),
         }
     }
 
@@ -75,14 +79,20 @@ impl Pools {
                 let latest = self.user_now(&spec.user.name, config);
                 let user = latest.as_deref().unwrap_or(spec.user);
                 let connect = connect_params(spec.address, user, spec.database, config);
-                Arc::new(Pool::new(
+                let pool = Pool::new(
                     key,
                     spec.backend_index,
                     connect,
                     user.pool_size(&c.pool),
                     Tuning::from(&c.pool),
                     &self.metrics,
-                ))
+                );
+                // (Read under the map's write lock, which kill_database waits for before it
+                // looks at the pools: a pool made meanwhile is closed one way or the other.)
+                if self.killed.read().expect("killed").contains(spec.database) {
+                    pool.closed.store(true, Ordering::Relaxed);
+                }
+                Arc::new(pool)
             })
             .clone()
     }
@@ -174,10 +184,11 @@ impl Pools {
             let pools: Vec<_> = self.map.read().expect("pools").values().cloned().collect();
             let view = cluster.view();
             for p in &pools {
-                let serving = view
-                    .backends
-                    .iter()
-                    .any(|b| b.name == p.key.backend && b.up && !b.fenced);
+                // (By address too: a pool a session made for a backend's old address, with
+                // the topology before a reload that moved it, is not refilled there.)
+                let serving = view.backends.iter().any(|b| {
+                    b.name == p.key.backend && b.address == p.key.address && b.up && !b.fenced
+                });
                 p.maintain(serving);
             }
             drop(pools);
@@ -194,8 +205,10 @@ impl Pools {
         let mut map = self.map.write().expect("pools");
         map.retain(|_, pool| {
             // Sessions, checked-out connections and upkeep tasks hold their own references;
-            // under the write lock nobody can take one from the map.
-            if Arc::strong_count(pool) > 1 || !pool.is_empty() {
+            // under the write lock nobody can take one from the map. A refill's task is not
+            // a use (a refill opening a connection leaves the pool not empty).
+            let refill = usize::from(pool.refilling.load(Ordering::Acquire));
+            if Arc::strong_count(pool) > 1 + refill || !pool.is_empty() {
                 pool.unused_since.store(0, Ordering::Relaxed);
                 return true;
             }
@@ -242,6 +255,55 @@ impl Pools {
         self.close_open_where(|k| k.database == database)
     }
 
+    /// [`close_for_database`](Self::close_for_database) before a `DROP DATABASE` sent
+    /// through switchyard: the pools of `database` are not refilled to `min_size` either
+    /// until a checkout gets a connection from them again (the `DROP` failed and clients
+    /// went on), so that none opens between this and the `DROP`.
+    pub fn close_for_dropping(&self, database: &str) -> usize {
+        self.close_open_where_then(
+            |k| k.database == database,
+            |p| {
+                p.refill_armed.store(false, Ordering::Relaxed);
+            },
+        )
+    }
+
+    /// The admin console's `KILL db`: the pools of `database` keep no connection until
+    /// [`resume`](Self::resume): the open ones close (idle ones at once, the others when
+    /// released), and whatever is opened or given back later (a checkout that was waiting
+    /// for a slot, a `min_size` refill, a reset) is closed too. Returns the pools touched.
+    pub fn kill_database(&self, database: &str) -> usize {
+        // The map, then the set, as get() takes them; both held throughout, so that a pool
+        // made meanwhile and a RESUME at the same time see one order of events.
+        let map = self.map.read().expect("pools");
+        let mut killed = self.killed.write().expect("killed");
+        killed.insert(database.to_owned());
+        let mut n = 0;
+        for p in map.values().filter(|p| p.key.database == database) {
+            p.set_closed(true);
+            n += 1;
+        }
+        n
+    }
+
+    /// `RESUME db` (or `RESUME`, `None`: every database): the pools of the database (of
+    /// every database) `KILL`ed keep connections again.
+    pub fn resume(&self, database: Option<&str>) {
+        let map = self.map.read().expect("pools");
+        let mut killed = self.killed.write().expect("killed");
+        match database {
+            Some(db) => {
+                killed.remove(db);
+            }
+            None => killed.clear(),
+        }
+        for p in map.values() {
+            if !killed.contains(&p.key.database) {
+                p.set_closed(false);
+            }
+        }
+    }
+
     /// Closes every connection open now, idle ones at once, ones in use when released (the
     /// admin console's `RECONNECT`: new server sessions pick up changed role or database
     /// settings, a new server certificate, a restarted extension). Returns the pools touched.
@@ -256,6 +318,14 @@ impl Pools {
     }
 
     fn close_open_where(&self, which: impl Fn(&PoolKey) -> bool) -> usize {
+        self.close_open_where_then(which, |_| {})
+    }
+
+    fn close_open_where_then(
+        &self,
+        which: impl Fn(&PoolKey) -> bool,
+        then: impl Fn(&Pool),
+    ) -> usize {
         let pools: Vec<_> = self
             .map
             .read()
@@ -265,6 +335,7 @@ impl Pools {
             .cloned()
             .collect();
         for p in &pools {
+            then(p);
             p.close_open();
         }
         pools.len()
@@ -362,5 +433,159 @@ fn connect_params(
         keepalive: pool.tcp_keepalive,
         tls: config.server_tls.clone(),
         derived: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{ConnectError, PoolError};
+
+    /// Two backends nothing listens on, `min_size = 1`.
+    fn config() -> Arc<crate::config::Loaded> {
+        let text = r#"
+listen = "127.0.0.1:6432"
+http_listen = "127.0.0.1:9930"
+
+[[backends]]
+name = "pg1"
+address = "127.0.0.1:1"
+
+[[backends]]
+name = "pg2"
+address = "127.0.0.1:2"
+
+[[users]]
+name = "app"
+password = "app"
+
+[pool]
+min_size = 1
+"#;
+        Arc::new(crate::config::parse(text, "t.toml").expect("config"))
+    }
+
+    fn pool(pools: &Pools, config: &crate::config::Loaded, backend: usize, db: &str) -> Arc<Pool> {
+        let b = &config.config.backends[backend];
+        let name: Arc<str> = b.name.get_ref().as_str().into();
+        pools.get(PoolSpec {
+            backend_index: backend,
+            backend_name: &name,
+            address: b.address.get_ref(),
+            user: &config.users["app"],
+            database: db,
+            config,
+        })
+    }
+
+    fn pools(config: &Arc<crate::config::Loaded>) -> Pools {
+        let pools = Pools::new(Arc::new(Metrics::new()));
+        pools.reconfigure(config);
+        pools
+    }
+
+    #[tokio::test]
+    async fn a_pool_no_checkout_got_a_connection_from_is_not_refilled_and_is_forgotten() {
+        // A client named a database the server does not have: its login failed, and the pool
+        // made for it must not open connections every second, nor stay.
+        let config = config();
+        let pools = pools(&config);
+        let p = pool(&pools, &config, 0, "typo");
+        p.maintain(true);
+        assert!(!p.refilling.load(Ordering::Relaxed), "refilled");
+        drop(p);
+        pools.prune(crate::pool::clock::now_ms());
+        assert!(pools.stats().is_empty(), "the unused pool stayed");
+    }
+
+    #[tokio::test]
+    async fn a_refill_under_way_does_not_keep_an_unused_pool() {
+        let config = config();
+        let pools = pools(&config);
+        let p = pool(&pools, &config, 0, "app");
+        p.refill_armed.store(true, Ordering::Relaxed);
+        p.maintain(true);
+        assert!(p.refilling.load(Ordering::Relaxed), "no refill began");
+        drop(p);
+        // (The refill's task has not run yet: it holds the pool, and opens nothing.)
+        pools.prune(crate::pool::clock::now_ms());
+        assert!(pools.stats().is_empty(), "the refill's task kept the pool");
+    }
+
+    #[test]
+    fn failed_refills_pause_longer_each_time_and_a_refusal_stops_them() {
+        let config = config();
+        let pools = pools(&config);
+        let p = pool(&pools, &config, 0, "app");
+        p.refill_armed.store(true, Ordering::Relaxed);
+        let now = crate::pool::clock::now_ms();
+        assert!(p.refill_due(now));
+        let refused = |code: &str| {
+            PoolError::Connect(ConnectError::Refused {
+                address: "127.0.0.1:1".into(),
+                severity: "FATAL".into(),
+                code: code.into(),
+                message: "no".into(),
+            })
+        };
+        // An outage: the pause doubles, up to a minute.
+        let lost = || {
+            PoolError::Connect(ConnectError::Io {
+                address: "127.0.0.1:1".into(),
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            })
+        };
+        let mut pauses = Vec::new();
+        for _ in 0..8 {
+            p.refill_failed(&lost(), now);
+            pauses.push(p.refill_backoff.load(Ordering::Relaxed));
+        }
+        assert_eq!(pauses, [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000]);
+        assert!(!p.refill_due(crate::pool::clock::now_ms()));
+        assert!(p.refill_due(crate::pool::clock::now_ms() + 60_001));
+        // No slot left on the server: the pool is server_full, as after a checkout's refusal.
+        p.refill_failed(&refused("53300"), now);
+        assert!(p.conns.lock().unwrap().refused_lately());
+        assert!(p.refill_due(crate::pool::clock::now_ms() + 60_001));
+        // The database is gone (or the role's password changed): no refill until a checkout
+        // gets a connection again.
+        p.refill_failed(&refused("3D000"), now);
+        assert!(!p.refill_due(u64::MAX));
+        p.refill_armed.store(true, Ordering::Relaxed);
+        p.refill_failed(&refused("28P01"), now);
+        assert!(!p.refill_due(u64::MAX));
+    }
+
+    #[test]
+    fn a_killed_database_keeps_no_connection_until_resumed() {
+        let config = config();
+        let pools = pools(&config);
+        let app = pool(&pools, &config, 0, "app");
+        let other = pool(&pools, &config, 0, "other");
+        for p in [&app, &other] {
+            p.refill_armed.store(true, Ordering::Relaxed);
+        }
+        let now = crate::pool::clock::now_ms();
+        assert_eq!(pools.kill_database("app"), 1);
+        assert!(app.closed.load(Ordering::Relaxed) && !app.refill_due(now));
+        assert!(!other.closed.load(Ordering::Relaxed) && other.refill_due(now));
+        assert!(
+            app.closing_mark() > 0,
+            "its open connections were not closed"
+        );
+        // A pool made for it afterwards (another backend) is closed as well.
+        let later = pool(&pools, &config, 1, "app");
+        assert!(later.closed.load(Ordering::Relaxed));
+        pools.resume(Some("other"));
+        assert!(
+            app.closed.load(Ordering::Relaxed),
+            "another database's RESUME"
+        );
+        pools.resume(None);
+        assert!(!app.closed.load(Ordering::Relaxed) && !later.closed.load(Ordering::Relaxed));
+        assert!(app.refill_due(now));
+        pools.kill_database("app");
+        pools.resume(Some("app"));
+        assert!(!app.closed.load(Ordering::Relaxed));
     }
 }

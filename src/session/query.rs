@@ -156,8 +156,9 @@ impl Session {
                 .ok()
                 .and_then(crate::sql::dropped_database)
             {
-                // Idle pooled connections to it would make PostgreSQL refuse.
-                self.app.pools.close_for_database(&db);
+                // Idle pooled connections to it would make PostgreSQL refuse (and none is
+                // opened for min_size meanwhile).
+                self.app.pools.close_for_dropping(&db);
             }
         }
         drop(classifier);
