@@ -176,11 +176,24 @@ impl Pool {
         }
         *waited = true;
         let wake = until.min(deadline).saturating_sub(now).max(1);
+        // Counted among the pool's waiting checkouts meanwhile (it holds a permit: the gate
+        // does not count it).
+        self.full_waiting.fetch_add(1, Ordering::Relaxed);
+        let _counted = FullWaiter(self);
         tokio::select! {
             _ = notified => {}
             _ = tokio::time::sleep(Duration::from_millis(wake)) => {}
         }
         Ok(())
+    }
+}
+
+/// A checkout counted in [`Pool::full_waiting`] until dropped (also when the checkout is).
+struct FullWaiter<'a>(&'a Pool);
+
+impl Drop for FullWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.full_waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -165,6 +165,9 @@ pub struct Pool {
     /// Its database was `KILL`ed: no connection is kept (checked in, reset, refilled) until
     /// `RESUME` (see [`Pools::kill_database`]).
     closed: AtomicBool,
+    /// Checkouts waiting for one of the pool's connections to come back from a server with no
+    /// slot left (they hold a permit meanwhile, so the gate does not count them).
+    full_waiting: AtomicUsize,
     /// A connection was ever opened (the server knows the database and the role).
     ever_opened: AtomicBool,
     /// Since when ([`clock`] ms) the pool has had no connection and nobody using it (0:
@@ -250,6 +253,7 @@ impl Pool {
             refill_after: AtomicU64::new(0),
             refill_backoff: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            full_waiting: AtomicUsize::new(0),
             ever_opened: AtomicBool::new(false),
             unused_since: AtomicU64::new(0),
         }

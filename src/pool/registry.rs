@@ -368,7 +368,9 @@ impl Pools {
             .expect("pools")
             .values()
             .map(|p| {
-                let waiting = p.permits.waiting();
+                // Waiting for a slot, or (holding one) for a connection to come back from a
+                // server with no slot left.
+                let waiting = p.permits.waiting() + p.full_waiting.load(Ordering::Relaxed);
                 // One consistent snapshot (permits alone double-count a connection that is
                 // being checked in or out).
                 let c = p.conns.lock().expect("conns");
@@ -587,5 +589,38 @@ min_size = 1
         pools.kill_database("app");
         pools.resume(Some("app"));
         assert!(!app.closed.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_checkout_waiting_for_a_full_servers_connections_is_counted_waiting() {
+        let config = config();
+        let pools = pools(&config);
+        let p = pool(&pools, &config, 0, "app");
+        {
+            // One connection open (in use), the server refused another just now.
+            let mut c = p.conns.lock().unwrap();
+            c.sockets.insert(-7, 0);
+            c.server_full("too many".into(), crate::pool::clock::now_ms(), 2000);
+            c.full.as_mut().unwrap().until = u64::MAX;
+        }
+        let waiter = tokio::spawn({
+            let p = p.clone();
+            async move { p.checkout(1).await.map(|_| ()) }
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            if p.full_waiting.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+        }
+        let stats = pools.stats();
+        assert_eq!((stats[0].waiting, stats[0].in_use), (1, 1));
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(
+            pools.stats()[0].waiting,
+            0,
+            "an abandoned checkout still counted"
+        );
     }
 }
