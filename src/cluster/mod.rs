@@ -203,6 +203,22 @@ impl Cluster {
         self.changed.notify_waiters();
     }
 
+    /// Waits up to `timeout` until a view of a topology newer than `topology` is published
+    /// (a reload's); whether one was.
+    pub async fn wait_topology_after(&self, topology: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // (Created before the look: a publish after it wakes this wait.)
+            let notified = self.changed.notified();
+            if self.view().topology > topology {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.view().topology > topology;
+            }
+        }
+    }
+
     /// Waits up to `timeout` until a primary is known; returns its index.
     pub async fn wait_primary(&self, timeout: Duration) -> Option<usize> {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -56,8 +56,12 @@ impl Pools {
         }
     }
 
-    /// The pool for a (backend, user, database), created on first use.
-    pub fn get(&self, spec: PoolSpec<'_>) -> Arc<Pool> {
+    /// The pool for a (backend, user, database), created on first use; `None` for a backend
+    /// the latest configuration does not have at that address: a session still routing by
+    /// the topology from before a reload that removed or moved it (until the monitor
+    /// publishes the new one) must not bring back a pool that reload retired, which nothing
+    /// would retire again. It routes again by the new topology.
+    pub fn get(&self, spec: PoolSpec<'_>) -> Option<Arc<Pool>> {
         let key = PoolKey {
             backend: spec.backend_name.clone(),
             address: spec.address.to_owned(),
@@ -65,12 +69,16 @@ impl Pools {
             database: spec.database.to_owned(),
         };
         if let Some(p) = self.map.read().expect("pools").get(&key) {
-            return p.clone();
+            return Some(p.clone());
         }
         let mut map = self.map.write().expect("pools");
         let latest = self.latest.lock().expect("latest").clone();
         let config = latest.as_deref().unwrap_or(spec.config);
-        map.entry(key.clone())
+        if !configured(config, &key) {
+            return None;
+        }
+        let pool = map
+            .entry(key.clone())
             .or_insert_with(|| {
                 let c = &config.config;
                 // The user as now configured (the session's record is from its login, before
@@ -94,7 +102,8 @@ impl Pools {
                 }
                 Arc::new(pool)
             })
-            .clone()
+            .clone();
+        Some(pool)
     }
 
     /// A user as it is now: configured, or looked up (while `[auth_query]` is on and no
@@ -150,9 +159,7 @@ impl Pools {
         let mut map = self.map.write().expect("pools");
         *self.latest.lock().expect("latest") = Some(config.clone());
         map.retain(|key, pool| {
-            let backend_ok = config.config.backends.iter().any(|b| {
-                b.name.get_ref().as_str() == &*key.backend && b.address.get_ref() == &key.address
-            });
+            let backend_ok = configured(config, key);
             let user = self.user_now(&key.user, config);
             let Some(user) = user.filter(|_| backend_ok) else {
                 pool.retire();
@@ -419,6 +426,15 @@ pub struct PoolStats {
     pub server_full: bool,
 }
 
+/// Whether `config` has the backend of `key` (its name at its address).
+fn configured(config: &crate::config::Loaded, key: &PoolKey) -> bool {
+    config
+        .config
+        .backends
+        .iter()
+        .any(|b| b.name.get_ref().as_str() == &*key.backend && b.address.get_ref() == &key.address)
+}
+
 fn connect_params(
     address: &str,
     user: &crate::config::User,
@@ -445,17 +461,24 @@ mod tests {
 
     /// Two backends nothing listens on, `min_size = 1`.
     fn config() -> Arc<crate::config::Loaded> {
-        let text = r#"
+        config_with(
+            "[[backends]]\nname = \"pg2\"\naddress = \"127.0.0.1:2\"\n",
+            "127.0.0.1:1",
+        )
+    }
+
+    /// Backend `pg1` at `pg1`, then `backends`; `min_size = 1`.
+    fn config_with(backends: &str, pg1: &str) -> Arc<crate::config::Loaded> {
+        let text = format!(
+            r#"
 listen = "127.0.0.1:6432"
 http_listen = "127.0.0.1:9930"
 
 [[backends]]
 name = "pg1"
-address = "127.0.0.1:1"
+address = "{pg1}"
 
-[[backends]]
-name = "pg2"
-address = "127.0.0.1:2"
+{backends}
 
 [[users]]
 name = "app"
@@ -463,11 +486,18 @@ password = "app"
 
 [pool]
 min_size = 1
-"#;
-        Arc::new(crate::config::parse(text, "t.toml").expect("config"))
+"#
+        );
+        Arc::new(crate::config::parse(&text, "t.toml").expect("config"))
     }
 
-    fn pool(pools: &Pools, config: &crate::config::Loaded, backend: usize, db: &str) -> Arc<Pool> {
+    /// The pool of backend `backend` of `config` (as a session that read it asks).
+    fn get(
+        pools: &Pools,
+        config: &crate::config::Loaded,
+        backend: usize,
+        db: &str,
+    ) -> Option<Arc<Pool>> {
         let b = &config.config.backends[backend];
         let name: Arc<str> = b.name.get_ref().as_str().into();
         pools.get(PoolSpec {
@@ -478,6 +508,33 @@ min_size = 1
             database: db,
             config,
         })
+    }
+
+    fn pool(pools: &Pools, config: &crate::config::Loaded, backend: usize, db: &str) -> Arc<Pool> {
+        get(pools, config, backend, db).expect("a configured backend's pool")
+    }
+
+    #[test]
+    fn a_pool_for_a_backend_a_reload_removed_or_moved_is_not_made_again() {
+        let config = config();
+        let pools = pools(&config);
+        let moved = pool(&pools, &config, 0, "app");
+        let removed = pool(&pools, &config, 1, "app");
+        // The reload: pg1 moved, pg2 removed.
+        let reloaded = config_with("", "127.0.0.1:3");
+        pools.reconfigure(&reloaded);
+        assert!(moved.is_retired() && removed.is_retired());
+        // A session still routing by the topology before the reload (the monitor has not
+        // published the new one yet) gets no pool for either: none is made again.
+        for backend in [0, 1] {
+            assert!(
+                get(&pools, &config, backend, "app").is_none(),
+                "backend {backend}'s retired pool was made again"
+            );
+        }
+        assert!(pools.stats().is_empty());
+        let now = pool(&pools, &reloaded, 0, "app");
+        assert_eq!(now.key.address, "127.0.0.1:3");
     }
 
     fn pools(config: &Arc<crate::config::Loaded>) -> Pools {

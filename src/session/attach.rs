@@ -15,6 +15,10 @@ use crate::config::PoolMode;
 use crate::pool::{Pool, PoolSpec, Pooled};
 use crate::protocol::{encode, tag, Header, TxnStatus};
 
+/// How long a request waits for the monitor to publish the topology of a reload that removed
+/// or moved the backend it was routed to.
+pub(super) const TOPOLOGY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reads the primary's WAL position after a commit (for read-your-writes).
 pub(super) const COMMIT_LSN_SQL: &str =
     "SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text";
@@ -43,6 +47,8 @@ impl Session {
         let view = self.current.view.clone();
         let b = view.backends.get(index)?;
         let config = self.app.config.load();
+        // (None: a reload removed or moved the backend, and the monitor has not published
+        // the new topology yet.)
         let pool = self.app.pools.get(PoolSpec {
             backend_index: index,
             backend_name: &b.name,
@@ -50,12 +56,21 @@ impl Session {
             user: &self.user,
             database: &self.database,
             config: &config,
-        });
+        })?;
         if self.pools.len() <= index {
             self.pools.resize(index + 1, None);
         }
         self.pools[index] = Some(pool.clone());
         Some(pool)
+    }
+
+    /// Waits up to `wait` for a topology newer than the session's current view; whether one
+    /// came (the session's view is refreshed then).
+    pub(super) async fn new_topology_within(&mut self, wait: std::time::Duration) -> bool {
+        let topology = self.current.view.topology;
+        let newer = self.app.cluster.wait_topology_after(topology, wait).await;
+        self.current.refresh(&self.app);
+        newer
     }
 
     /// The request was not sent to backend `index`'s connection and goes to the routing again:
@@ -168,6 +183,14 @@ impl Session {
             }
         }
         let Some(pool) = self.pool(index) else {
+            // The backend is gone from the configuration a reload just installed: route
+            // again once the monitor publishes the topology it made (at once, normally).
+            if self.retry_attempts < super::retry::MAX_ATTEMPTS
+                && self.new_topology_within(TOPOLOGY_WAIT).await
+            {
+                self.route_again(index, d.target);
+                return Ok(());
+            }
             self.fail_request("57P03", "no server is available");
             return Ok(());
         };

@@ -618,10 +618,17 @@ impl super::Session {
             self.current.refresh(&self.app);
             found = self.login_backend();
         }
-        let index = found.ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
-        let pool = self
-            .pool(index)
-            .ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
+        let mut index =
+            found.ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
+        let mut pool = self.pool(index);
+        if pool.is_none() && self.new_topology_within(super::attach::TOPOLOGY_WAIT).await {
+            // A reload removed or moved the backend: log in by the topology it made.
+            index = self
+                .login_backend()
+                .ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
+            pool = self.pool(index);
+        }
+        let pool = pool.ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
         let p = pool
             .checkout_login(self.id)
             .await

@@ -52,14 +52,18 @@ async fn run(
     let index = catalog_backend(app, config).await?;
     let view = app.cluster.view();
     let backend = view.backends.get(index).ok_or_else(unavailable)?;
-    let pool = app.pools.get(PoolSpec {
-        backend_index: index,
-        backend_name: &backend.name,
-        address: &backend.address,
-        user: auth_user,
-        database: &query.database,
-        config,
-    });
+    let pool = app
+        .pools
+        .get(PoolSpec {
+            backend_index: index,
+            backend_name: &backend.name,
+            address: &backend.address,
+            user: auth_user,
+            database: &query.database,
+            config,
+        })
+        // (A reload just removed or moved it.)
+        .ok_or_else(unavailable)?;
     drop(view);
     let mut p = pool
         .checkout(0)
