@@ -2830,6 +2830,57 @@ async fn temp_table_pins_the_client_until_it_disconnects() {
     );
 }
 
+/// With `session_reuse`, a server connection pinned by a replication origin set up in its
+/// session is closed when its client leaves, not reset and handed on: `DISCARD ALL` leaves
+/// the origin set up, and the next client would have its commits tagged with it. The origin
+/// counts even as the client's second reason to be pinned (a temporary table came first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_reuse_hands_no_replication_origin_on() {
+    let origin = "sy_pool_reuse_origin";
+    let p = proxy("transaction", "size = 1\nsession_reuse = true");
+    let cs = p.conn_string(SUPERUSER, SUPERUSER_PASSWORD, APP_DB);
+    let a = connect_cs(&cs).await;
+    q(&a, "CREATE TEMP TABLE pool_origin_tmp (x int)").await;
+    q(
+        &a,
+        &format!(
+            "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin \
+             WHERE roname = '{origin}'"
+        ),
+    )
+    .await;
+    q(
+        &a,
+        &format!("SELECT pg_replication_origin_create('{origin}')"),
+    )
+    .await;
+    q(
+        &a,
+        &format!("SELECT pg_replication_origin_session_setup('{origin}')"),
+    )
+    .await;
+    assert_eq!(
+        one(&a, "SELECT pg_replication_origin_session_is_setup()::text").await,
+        "true"
+    );
+    let a_pid = backend_pid(&a).await;
+    drop(a);
+    wait_clients(&p, 0).await;
+    let b = connect_cs(&cs).await;
+    assert_eq!(
+        one(&b, "SELECT pg_replication_origin_session_is_setup()::text").await,
+        "false",
+        "the next client got the server session with the replication origin set up"
+    );
+    assert_ne!(backend_pid(&b).await, a_pid);
+    wait_backend_gone(a_pid).await;
+    q(
+        &b,
+        &format!("SELECT pg_replication_origin_drop('{origin}')"),
+    )
+    .await;
+}
+
 /// A session advisory lock pins the client: others can't take the lock meanwhile, and the
 /// client can unlock it later; a lock still held when it disconnects is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

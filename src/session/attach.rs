@@ -544,10 +544,14 @@ impl Session {
             return;
         }
         let own_session = self.pool_mode == PoolMode::Session || self.pin.is_some();
-        if own_session && !self.app.config.load().config.pool.session_reuse {
+        if own_session
+            && (!self.app.config.load().config.pool.session_reuse || self.pin_outlives_reset)
+        {
             // The server session was this client's alone (session mode, or pinned by state
             // that `DISCARD ALL` does not fully undo: a temporary schema, loaded libraries):
-            // the next client gets a fresh one.
+            // the next client gets a fresh one. With `session_reuse`, so does the next client
+            // after one that left state `reset_query` does not clear at all and another
+            // client must not inherit (a named dblink connection, a replication origin).
             if let Some(commit) = commit {
                 let unsent = std::mem::take(&mut self.swbuf);
                 let timeout = self.app.config.load().config.pool.connect_timeout;

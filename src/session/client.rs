@@ -606,6 +606,8 @@ impl Session {
         }
         self.note_sequence_effects(effects);
         if let Some(reason) = pin {
+            // (Whether or not an earlier reason pinned the client already.)
+            self.pin_outlives_reset |= matches!(reason, "dblink" | "server_session");
             if self.pin.is_none() {
                 tracing::debug!(parent: &self.span, reason, "client pinned to its server connection");
                 self.app.metrics.pins.with_label_values(&[reason]).inc();

@@ -324,6 +324,7 @@ async fn start(
         check_state: false,
         captured: Vec::new(),
         pin: None,
+        pin_outlives_reset: false,
         reads_sequences: false,
         seq_epoch: 0,
         skip_until_sync: false,
@@ -503,6 +504,10 @@ struct Session {
     captured: Vec<(String, String)>,
     /// Pinned to its server connection, and why.
     pin: Option<&'static str>,
+    /// Pinned (for whatever first reason) by server-session state that `reset_query` does
+    /// not undo (a named `dblink` connection, a replication origin or a backup set up in the
+    /// session): its server connection is closed when it leaves, `session_reuse` or not.
+    pin_outlives_reset: bool,
     /// The client reads its sequence state (`currval`/`lastval`): a server connection it gets
     /// in transaction pooling that holds another client's is cleared first (`DISCARD
     /// SEQUENCES`), so it reads "not yet defined in this session", never a foreign value.
