@@ -188,7 +188,8 @@ impl Session {
             if self.retry_attempts < super::retry::MAX_ATTEMPTS
                 && self.new_topology_within(TOPOLOGY_WAIT).await
             {
-                self.route_again(index, d.target);
+                // (One attempt more, but no backend avoided: `index` was the old view's.)
+                self.retry_attempts += 1;
                 return Ok(());
             }
             self.fail_request("57P03", "no server is available");
