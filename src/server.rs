@@ -189,6 +189,8 @@ impl Server {
         }
         let tracker = TaskTracker::new();
         let turn_away_slots = Arc::new(tokio::sync::Semaphore::new(TURN_AWAY_SLOTS));
+        let console_reserve =
+            Arc::new(tokio::sync::Semaphore::new(crate::session::CONSOLE_RESERVE));
         loop {
             let unix = async {
                 match &self.unix {
@@ -220,9 +222,15 @@ impl Server {
                 match turn_away_slots.clone().try_acquire_owned() {
                     Ok(slot) => {
                         let app = app.clone();
+                        let (tracker, reserve) = (tracker.clone(), console_reserve.clone());
                         tokio::spawn(async move {
-                            crate::session::turn_away(app, stream).await;
+                            let reserved =
+                                crate::session::turn_away(app.clone(), stream, &reserve).await;
                             drop(slot);
+                            if let Some(r) = reserved {
+                                let session = crate::session::run_reserved(app, r, peer);
+                                tracker.track_future(session).await;
+                            }
                         });
                     }
                     Err(_) => {

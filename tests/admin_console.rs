@@ -1670,3 +1670,79 @@ async fn transactions_total_counts_client_transactions_only() {
     // (A Query message of several statements is one transaction when it holds a block.)
     assert_eq!(total(&proxy).await, 3.0);
 }
+
+/// Clients waiting out a PAUSE fill `max_client_connections` (the operator who paused having
+/// left): the admin user still reaches the console, on one of its reserved places (3, then
+/// 53300), and a client that gave up waiting and closed its connection leaves at once, not at
+/// RESUME.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_that_fills_the_proxy_leaves_the_console_reachable() {
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_top: "max_client_connections = 2\n".into(),
+        extra_tables: format!("[admin]\nusers = [\"{APP_USER}\"]\n"),
+        ..Default::default()
+    });
+    let clients = "switchyard_client_connections";
+    let admin = console(&proxy).await;
+    show(&admin, "PAUSE").await;
+    drop(admin);
+    metric_becomes(&proxy, clients, 0.0).await;
+    // Two logins authenticate and wait for RESUME, counted: the proxy is full.
+    let waiting = [spawn_login(&proxy), spawn_login(&proxy)];
+    proxy.wait_metric(clients, 2.0, STEP).await;
+    let full = try_connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "late").await;
+    assert_eq!(
+        full.err().and_then(|e| e.code().cloned()),
+        Some(tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
+    );
+
+    // The console is reachable on its reserved places, three at once.
+    let mut consoles = Vec::new();
+    for _ in 0..3 {
+        consoles.push(console(&proxy).await);
+    }
+    let fourth = try_connect(&proxy, APP_USER, APP_PASSWORD, "switchyard", "ops").await;
+    assert_eq!(
+        fourth.err().and_then(|e| e.code().cloned()),
+        Some(tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS),
+        "the console's reserve is not bounded"
+    );
+    let of_app = |rows: &[Row]| {
+        rows.iter()
+            .filter(|r| r["database"].as_deref() == Some(APP_DB))
+            .count()
+    };
+    let admin = &consoles[0];
+    assert_eq!(of_app(&show(admin, "SHOW CLIENTS").await), 2);
+
+    // The waiting clients give up (their sockets close): they leave while still paused.
+    for w in &waiting {
+        w.abort();
+    }
+    until(admin, "SHOW CLIENTS", |rows| of_app(rows) == 0).await;
+    metric_becomes(&proxy, clients, 3.0).await;
+    show(admin, "RESUME").await;
+    drop(consoles);
+    metric_becomes(&proxy, clients, 0.0).await;
+    let app = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "after").await;
+    bounded("after resume", app.simple_query("SELECT 1"))
+        .await
+        .unwrap();
+}
+
+/// Waits (up to [`STEP`]) until metric `series` is `value`.
+async fn metric_becomes(proxy: &Proxy, series: &str, value: f64) {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let now = proxy.metric(series).await;
+        if now == value {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} is {now}, not {value}, after {STEP:?}\n{}",
+            proxy.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -7,11 +7,13 @@
 use std::sync::Arc;
 
 use bytes::Buf;
+use tokio::io::AsyncReadExt;
 
 use super::cancel;
 use super::route::Target;
 use super::{settings, Fatal, Pass, Session};
 use crate::config::PoolMode;
+use crate::net::Stream;
 use crate::pool::{Pool, PoolSpec, Pooled};
 use crate::protocol::{encode, tag, Header, TxnStatus};
 
@@ -84,10 +86,26 @@ impl Session {
 
     /// The admin console paused new transactions (of every database or of this client's): the
     /// request waits, unsent, until `RESUME`.
-    /// A shutdown meanwhile ends the session (nothing of the request reached a server).
-    pub(super) async fn wait_resumed(&self) -> Result<(), Fatal> {
+    /// A shutdown meanwhile ends the session (nothing of the request reached a server), and so
+    /// does the client closing its connection (a login whose client timed out, a request
+    /// given up): it leaves, and frees its place under `max_client_connections`, now rather
+    /// than at `RESUME`. What the client sends meanwhile is kept for later (up to
+    /// [`super::relay::OUT_HIGH`] bytes; past that it is not read, nor its leaving noticed).
+    pub(super) async fn wait_resumed(&mut self, client: &mut Stream) -> Result<(), Fatal> {
         tracing::debug!(parent: &self.span, "paused: the request waits for RESUME");
         self.app.metrics.pause_waits.inc();
+        let rbuf = &mut self.client.rbuf;
+        let gone = async {
+            while rbuf.len() < super::relay::OUT_HIGH {
+                rbuf.reserve(4096);
+                match client.read_buf(rbuf).await {
+                    Ok(0) => return std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                    Ok(_) => {}
+                    Err(e) => return e,
+                }
+            }
+            std::future::pending().await
+        };
         tokio::select! {
             _ = self.app.pause.resumed(&self.database) => Ok(()),
             _ = self.app.shutdown.cancelled() => Err(Fatal::new(
@@ -98,6 +116,10 @@ impl Session {
                 "57P01",
                 "terminating connection due to administrator command",
             )),
+            e = gone => {
+                tracing::info!(parent: &self.span, "the client left while waiting for RESUME");
+                Err(Fatal::Io(e))
+            }
         }
     }
 
@@ -141,7 +163,7 @@ impl Session {
 
     /// Checks out a server connection for the request at the front of the client buffer. On
     /// failure the request is answered with an error and skipped; the client stays connected.
-    pub(super) async fn attach(&mut self) -> Result<(), Fatal> {
+    pub(super) async fn attach(&mut self, client: &mut Stream) -> Result<(), Fatal> {
         if self.lost_txn {
             self.lost_txn = false;
             self.aborted_txn = true;
@@ -152,7 +174,7 @@ impl Session {
             return Ok(());
         }
         if self.app.pause.holds(&self.database) {
-            self.wait_resumed().await?;
+            self.wait_resumed(client).await?;
         }
         self.current.refresh(&self.app);
         // A failed transaction block is recreated on the primary, whatever comes next.
@@ -255,7 +277,7 @@ impl Session {
                 self.pending.abandon();
                 self.discard_server("paused_at_checkout");
             }
-            self.wait_resumed().await?;
+            self.wait_resumed(client).await?;
             return Ok(());
         }
         if std::mem::take(&mut self.cancelled_between) {

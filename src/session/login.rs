@@ -119,6 +119,17 @@ pub async fn read_startup(
     }
 }
 
+/// The database a startup packet asks for, as PostgreSQL reads it: `database`, else the user
+/// name, cut to 63 bytes. `None` without a user name.
+pub fn requested_database(s: &Startup) -> Option<&str> {
+    let user = s.param("user").filter(|u| !u.is_empty())?;
+    Some(startup::name_cut(
+        s.param("database")
+            .filter(|d| !d.is_empty())
+            .unwrap_or(user),
+    ))
+}
+
 /// PostgreSQL's FATAL for a startup packet of a protocol version it does not speak.
 fn unsupported(major: impl std::fmt::Display, minor: impl std::fmt::Display) -> Fatal {
     Fatal::new(
@@ -234,12 +245,7 @@ pub async fn authenticate(
             ))
         }
     }
-    let database = startup::name_cut(
-        s.param("database")
-            .filter(|d| !d.is_empty())
-            .unwrap_or(user_name),
-    )
-    .to_owned();
+    let database = requested_database(s).unwrap_or(user_name).to_owned();
     let config = app.config.load_full();
     // As PostgreSQL: the host-based rules before the startup options are applied.
     let hba = match &config.hba {
@@ -668,7 +674,7 @@ impl super::Session {
             }
         }
         if self.app.pause.holds(&self.database) {
-            self.wait_resumed().await?;
+            self.wait_resumed(client).await?;
             self.refuse_if_disabled()?;
         }
         // Session mode keeps this connection for every statement: it must still be the
@@ -686,7 +692,7 @@ impl super::Session {
                 // PAUSE came while this login waited for a server (and, not holding one yet,
                 // was not waited for): nothing is run on the server until RESUME.
                 p.release();
-                self.wait_resumed().await?;
+                self.wait_resumed(client).await?;
                 self.refuse_if_disabled()?;
                 continue;
             }

@@ -79,11 +79,32 @@ impl Fatal {
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// How many connections to the admin console's database may log in past
+/// `max_client_connections` at once (as PostgreSQL reserves connections for superusers): an
+/// operator can still run `RESUME` or `KILL` when clients fill the proxy.
+pub const CONSOLE_RESERVE: usize = 3;
+
+/// A connection past `max_client_connections` let in to the admin console on a reserved
+/// place (held until it leaves), its startup packet read.
+pub struct Reserved {
+    stream: Stream,
+    buf: BytesMut,
+    startup: crate::protocol::startup::Startup,
+    tls: crate::net::tls::TlsPeer,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// Answers a connection past `max_client_connections` with FATAL 53300 once it has sent its
 /// startup packet (over TLS when it asked for it), as PostgreSQL answers one past
 /// `max_connections`. A cancel request, plain or over TLS, is placed instead: cancelling a
-/// query matters most when the proxy is full. The whole exchange gets [`TURN_AWAY_LIMIT`].
-pub async fn turn_away(app: Arc<App>, mut stream: Stream) {
+/// query matters most when the proxy is full. A login to the admin console's database takes
+/// one of `reserve`'s places when one is free, and is returned to be run as any login. The
+/// whole exchange gets [`TURN_AWAY_LIMIT`].
+pub async fn turn_away(
+    app: Arc<App>,
+    mut stream: Stream,
+    reserve: &Arc<tokio::sync::Semaphore>,
+) -> Option<Reserved> {
     let mut buf = BytesMut::new();
     let first = tokio::time::timeout(
         TURN_AWAY_LIMIT,
@@ -93,34 +114,79 @@ pub async fn turn_away(app: Arc<App>, mut stream: Stream) {
     match first {
         Ok(Ok(login::First::Cancel { pid, secret })) => {
             cancel::place(&app, pid, secret).await;
-            return;
+            return None;
+        }
+        Ok(Ok(login::First::Startup(startup, tls))) => {
+            let console = app.config.load().config.admin.as_ref().is_some_and(|a| {
+                login::requested_database(&startup).is_some_and(|d| d == a.database)
+            });
+            if console {
+                if let Ok(place) = reserve.clone().try_acquire_owned() {
+                    tracing::info!(
+                        "admin console login past max_client_connections: on a reserved place"
+                    );
+                    return Some(Reserved {
+                        stream,
+                        buf,
+                        startup,
+                        tls,
+                        _place: place,
+                    });
+                }
+            }
         }
         Ok(Err(Fatal::Silent(why))) => {
             // A failed handshake, a TLS client of another protocol: closed unanswered, as
             // when there is room.
             tracing::info!("connection past max_client_connections closed: {why}");
-            return;
+            return None;
         }
-        Ok(Err(Fatal::Io(_))) => return,
+        Ok(Err(Fatal::Io(_))) => return None,
         _ => {}
     }
     app.metrics.rejected("max_clients");
     app.metrics.error("53300");
     crate::server::refuse(&mut stream, "53300", "sorry, too many clients already").await;
+    None
 }
 
 /// How long a connection past `max_client_connections` gets to say what it wants (its TLS
 /// handshake included) before it is refused.
 const TURN_AWAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Runs a console login [`turn_away`] let in on a reserved place, to completion.
+pub async fn run_reserved(app: Arc<App>, reserved: Reserved, peer: Peer) {
+    let Reserved {
+        stream,
+        buf,
+        startup,
+        tls,
+        _place,
+    } = reserved;
+    serve(app, stream, peer, Some((startup, tls, buf))).await;
+}
+
 /// Runs one client connection to completion.
-pub async fn run(app: Arc<App>, mut stream: Stream, peer: Peer) {
+pub async fn run(app: Arc<App>, stream: Stream, peer: Peer) {
+    serve(app, stream, peer, None).await;
+}
+
+/// A startup packet already read (by [`turn_away`]), what its TLS handshake established, and
+/// the bytes that followed it.
+type ReadFirst = (
+    crate::protocol::startup::Startup,
+    crate::net::tls::TlsPeer,
+    BytesMut,
+);
+
+/// Runs one client connection to completion, from its startup packet when `first` has it.
+async fn serve(app: Arc<App>, mut stream: Stream, peer: Peer, first: Option<ReadFirst>) {
     use tracing::Instrument;
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("client", id, %peer, user = tracing::field::Empty);
     // Startup runs inside the span; the relay loop does not (entering a span on every poll
     // costs more than the relay's own work per message), its events name the span as parent.
-    let result = match start(app.clone(), &mut stream, id, peer, span.clone())
+    let result = match start(app.clone(), &mut stream, id, peer, span.clone(), first)
         .instrument(span.clone())
         .await
     {
@@ -206,12 +272,21 @@ async fn start(
     id: u64,
     peer: Peer,
     span: tracing::Span,
+    first: Option<ReadFirst>,
 ) -> Result<Option<Started>, Fatal> {
     let config = app.config.load_full();
-    let mut buf = BytesMut::with_capacity(1024);
+    let reserved = first.is_some();
+    let (first, mut buf) = match first {
+        Some((s, tls, buf)) => (Some(login::First::Startup(s, tls)), buf),
+        None => (None, BytesMut::with_capacity(1024)),
+    };
     let deadline = config.config.startup_timeout;
     let login = tokio::time::timeout(deadline, async {
-        match login::read_startup(&app, stream, &mut buf).await? {
+        let first = match first {
+            Some(f) => f,
+            None => login::read_startup(&app, stream, &mut buf).await?,
+        };
+        match first {
             login::First::Cancel { pid, secret } => Ok(Err((pid, secret))),
             login::First::Startup(s, tls_peer) => {
                 login::check_encrypted(&app, stream)?;
@@ -245,6 +320,12 @@ async fn start(
         .as_ref()
         .filter(|a| a.database == login.database)
         .map(|a| a.access(&login.user.name));
+    if reserved && console.is_none() {
+        // Let in past max_client_connections for the console, which a reload turned off or
+        // moved meanwhile.
+        app.metrics.rejected("max_clients");
+        return Err(Fatal::new("53300", "sorry, too many clients already"));
+    }
     if console == Some(None) {
         app.metrics.rejected("not_admin");
         return Err(Fatal::new(

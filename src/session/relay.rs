@@ -124,7 +124,7 @@ impl Session {
                 };
                 match step {
                     Step::Idle => break,
-                    Step::NeedServer => self.attach().await?,
+                    Step::NeedServer => self.attach(client).await?,
                     Step::Terminate if self.answers_due_before_terminate() => {
                         // As PostgreSQL runs and answers what came before a Terminate, the
                         // requests in flight finish here, not on a connection given up (a
