@@ -1746,3 +1746,45 @@ async fn metric_becomes(proxy: &Proxy, series: &str, value: f64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A console client (a stats user is enough) that sends one Query of many `SHOW HELP`s and
+/// never reads its answers: a `KILL` of it ends it, and so does a shutdown, which then does
+/// not wait out `shutdown_timeout` (60 s here; an exit within 20 s is proof enough).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_that_does_not_read_ends_at_kill_and_shutdown() {
+    use support::raw::{login, ok, PROTO_3_0};
+    let proxy = proxy_with_top("shutdown_timeout = \"60s\"");
+    let stuck = || async {
+        let params = [("user", OTHER_USER), ("database", "switchyard")];
+        let mut s = ok(
+            login(&proxy.addr(), PROTO_3_0, &params, Some(OTHER_PASSWORD)).await,
+            "stats console login",
+        );
+        // About 900 kB of Query (under the console's 1 MB limit), far more of answers.
+        let mut text = "SHOW HELP;".repeat(90_000).into_bytes();
+        text.push(0);
+        s.raw.send(&msg(b'Q', &text)).await.unwrap();
+        s
+    };
+    let first = stuck().await;
+    let pid = first.key.expect("a process id").0;
+    let admin = console(&proxy).await;
+    let listed = |rows: &[Row]| rows.iter().any(|r| r["pid"] == Some(pid.to_string()));
+    until(&admin, "SHOW CLIENTS", listed).await;
+    // Its answers fill the socket buffers, and the console waits for the client to read.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    show(&admin, &format!("KILL {pid}")).await;
+    until(&admin, "SHOW CLIENTS", |rows| !listed(rows)).await;
+    drop(first);
+    drop(admin);
+
+    let _second = stuck().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.signal(libc::SIGTERM);
+    let status = tokio::task::block_in_place(|| proxy.wait_exit(Duration::from_secs(20)));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit: {status:?}\n{}",
+        proxy.log_tail(20)
+    );
+}

@@ -24,6 +24,15 @@ const MAX_MESSAGE: usize = 1 << 20;
 /// `SHOW`s is answered in pieces instead of piling up in memory.
 const OUT_FLUSH: usize = 64 * 1024;
 
+/// How long a console client gets to take each [`OUT_FLUSH`] bytes of its answers; one that
+/// does not read for that long is closed.
+const WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a write still gets once the session is ended (`KILL`) or switchyard starts
+/// shutting down: the answer of a `KILL` of itself or of `SHUTDOWN` still goes out whole to a
+/// client that reads it.
+const STOPPING_WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The PostgreSQL version the console reports (drivers check it), before its own name.
 const REPORTED_VERSION: &str = "15.0";
 
@@ -62,8 +71,7 @@ pub async fn run(
     greeting(&mut c.out, user, application_name, reg.pid, reg.secret);
     loop {
         if !c.out.is_empty() && (!has_message(&buf) || c.out.len() >= OUT_FLUSH) {
-            net::send_all(stream, &c.out).await.map_err(Fatal::Io)?;
-            c.out.clear();
+            write_out(app, reg, stream, &mut c.out).await?;
         }
         let (t, frame) = tokio::select! {
             r = net::read_message(stream, &mut buf, MAX_MESSAGE) => r.map_err(|e| match e.kind() {
@@ -84,7 +92,7 @@ pub async fn run(
             continue;
         }
         match t {
-            tag::QUERY => c.query(body, stream).await?,
+            tag::QUERY => c.query(body, stream, reg).await?,
             tag::PARSE => c.step(|c| c.parse(body)),
             tag::BIND => c.step(|c| c.bind(body)),
             tag::DESCRIBE => c.step(|c| c.describe(body)),
@@ -117,6 +125,49 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Writes `out` to the client and empties it, [`OUT_FLUSH`] bytes at a time, each within
+/// [`WRITE_LIMIT`], and within [`STOPPING_WRITE_LIMIT`] of a `KILL` of the session or the
+/// start of a shutdown: a client that does not read its answers is not waited for past
+/// those (as the relay does not wait for one; a Query of many `SHOW`s answers more than
+/// the socket buffers hold). Cut short, the session ends without a word (the client holds
+/// part of a message).
+async fn write_out(
+    app: &App,
+    reg: &Registration,
+    stream: &mut Stream,
+    out: &mut BytesMut,
+) -> Result<(), Fatal> {
+    let stopping = async {
+        tokio::select! {
+            _ = reg.slot.kill.cancelled() => {}
+            _ = app.shutdown.cancelled() => {}
+        }
+        tokio::time::sleep(STOPPING_WRITE_LIMIT).await;
+    };
+    let write = async {
+        for chunk in out.chunks(OUT_FLUSH) {
+            match tokio::time::timeout(WRITE_LIMIT, net::send_all(stream, chunk)).await {
+                Ok(r) => r.map_err(Fatal::Io)?,
+                Err(_) => {
+                    return Err(Fatal::protocol_silent(
+                        "the console client did not read its answers in time",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    };
+    let written = tokio::select! {
+        biased;
+        r = write => r,
+        _ = stopping => Err(Fatal::protocol_silent(
+            "the console session ended (KILL or shutdown) while its answers were being written",
+        )),
+    };
+    out.clear();
+    written
 }
 
 /// Whether `buf` holds a whole message already (then answers wait for it: one write).
@@ -167,7 +218,12 @@ impl Console<'_> {
     /// A simple Query: every statement in turn, stopping at the first error. Answers are
     /// written out as they pass `OUT_FLUSH`, and the other tasks get a turn between
     /// statements: one Query may hold many thousands of them.
-    async fn query(&mut self, body: &[u8], stream: &mut Stream) -> Result<(), Fatal> {
+    async fn query(
+        &mut self,
+        body: &[u8],
+        stream: &mut Stream,
+        reg: &Registration,
+    ) -> Result<(), Fatal> {
         self.portals.clear();
         // One NUL-terminated string, as PostgreSQL reads it (a NUL inside would end the
         // string early, and cut the text echoed into an error's fields).
@@ -208,8 +264,7 @@ impl Console<'_> {
                 }
             }
             if self.out.len() >= OUT_FLUSH {
-                net::send_all(stream, &self.out).await.map_err(Fatal::Io)?;
-                self.out.clear();
+                write_out(self.app, reg, stream, &mut self.out).await?;
             }
             tokio::task::yield_now().await;
         }
