@@ -114,6 +114,20 @@ impl Pause {
         changed
     }
 
+    /// Whether what a `PAUSE` of `database` (every one: `None`) paused is paused still.
+    pub fn covers(&self, database: Option<&str>) -> bool {
+        let p = self.state.lock().expect("pause");
+        match database {
+            None => p.all,
+            Some(db) => p.holds(db),
+        }
+    }
+
+    /// Changes from now on (each `PAUSE` or `RESUME` that changed something marks it changed).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
     /// Returns once transactions on `database` no longer wait.
     pub async fn resumed(&self, database: &str) {
         let mut rx = self.tx.subscribe();

@@ -1788,3 +1788,59 @@ async fn a_console_that_does_not_read_ends_at_kill_and_shutdown() {
         proxy.log_tail(20)
     );
 }
+
+/// A PAUSE waiting for an open transaction (the grace period 60 s) returns at once, with a
+/// notice and no warning, when another console runs RESUME; and a KILL of the console that
+/// waits in PAUSE ends it at once (57P01).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_pause_ends_at_resume_and_at_kill() {
+    use support::raw::{login, ok, PROTO_3_0};
+    let proxy = proxy_with_top("shutdown_timeout = \"60s\"");
+    let open = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "open-txn").await;
+    bounded("begin", open.batch_execute("BEGIN; SELECT 1"))
+        .await
+        .unwrap();
+    let params = [("user", APP_USER), ("database", "switchyard")];
+    let mut first = ok(
+        login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await,
+        "console login",
+    );
+    let other = console(&proxy).await;
+
+    first.raw.send(&msg(b'Q', b"PAUSE\0")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    show(&other, "RESUME").await;
+    let started = std::time::Instant::now();
+    let n = bounded("notice", first.raw.frame()).await;
+    assert_eq!(
+        (n.tag, n.severity(), n.code()),
+        (b'N', "NOTICE".to_owned(), "00000".to_owned()),
+        "{n:?}"
+    );
+    assert!(n.message().contains("RESUME"), "{}", n.message());
+    assert_eq!(tags_until_ready(&mut first.raw).await, ["CPAUSE", "Z"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // PAUSE again, then KILL of that console from the other.
+    first.raw.send(&msg(b'Q', b"PAUSE\0")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = first.key.expect("a process id").0;
+    show(&other, &format!("KILL {pid}")).await;
+    let fatal = bounded("fatal", first.raw.frame()).await;
+    assert_eq!(
+        (fatal.tag, fatal.severity(), fatal.code()),
+        (b'E', "FATAL".to_owned(), "57P01".to_owned()),
+        "{fatal:?}"
+    );
+    first.raw.expect_closed(STEP, "the killed console").await;
+
+    // The pause it set holds until RESUME; the transaction goes on meanwhile.
+    show(&other, "RESUME").await;
+    bounded("commit", open.batch_execute("COMMIT"))
+        .await
+        .unwrap();
+}

@@ -16,6 +16,7 @@ use crate::net::{self, Stream};
 use crate::protocol::{encode, tag, Header, TxnStatus};
 use crate::session::cancel::Registration;
 use crate::session::Fatal;
+use tokio_util::sync::CancellationToken;
 
 /// The largest message the console reads (its commands are one line).
 const MAX_MESSAGE: usize = 1 << 20;
@@ -46,6 +47,11 @@ pub struct Console<'a> {
     pub(super) portals: HashMap<Vec<u8>, (Command, Vec<bool>)>,
     /// An extended-protocol message failed: the rest is discarded until Sync.
     skipping: bool,
+    /// Ends this session (`KILL` of its process id; the proxy's own kill switch).
+    kill: CancellationToken,
+    /// A `KILL` of this session cut a command's wait (`PAUSE`, `WAIT_CLOSE`) short: nothing
+    /// more is run or answered, the session ends.
+    pub(super) ended: bool,
     pub(super) out: BytesMut,
 }
 
@@ -66,6 +72,8 @@ pub async fn run(
         statements: HashMap::new(),
         portals: HashMap::new(),
         skipping: false,
+        kill: reg.slot.kill.clone(),
+        ended: false,
         out: BytesMut::new(),
     };
     greeting(&mut c.out, user, application_name, reg.pid, reg.secret);
@@ -124,6 +132,13 @@ pub async fn run(
                 )))
             }
         }
+        if c.ended {
+            write_out(app, reg, stream, &mut c.out).await?;
+            return Err(Fatal::new(
+                "57P01",
+                "terminating connection due to administrator command",
+            ));
+        }
     }
 }
 
@@ -168,6 +183,18 @@ async fn write_out(
     };
     out.clear();
     written
+}
+
+/// `wait`'s outcome, or `None` when `kill` fires first.
+async fn until_killed<T>(
+    kill: &CancellationToken,
+    wait: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = kill.cancelled() => None,
+        t = wait => Some(t),
+    }
 }
 
 /// Whether `buf` holds a whole message already (then answers wait for it: one write).
@@ -252,6 +279,7 @@ impl Console<'_> {
                 Err(e) => Err(e),
             };
             match run {
+                Ok(_) if self.ended => return Ok(()),
                 Ok((cmd, outcome)) => {
                     if let (Outcome::Rows(_), Some(columns)) = (&outcome, cmd.columns()) {
                         table::row_description(&mut self.out, columns, &[]);
@@ -367,8 +395,16 @@ impl Console<'_> {
                 Ok(self.set_disabled(db, true))
             }
             Command::Enable(db) => Ok(self.set_disabled(db, false)),
-            Command::Pause(db) => Ok(Outcome::Done(self.pause(db.as_deref()).await)),
-            Command::WaitClose(db) => Ok(Outcome::Done(self.wait_close(db.as_deref()).await)),
+            Command::Pause(db) => {
+                let waited = until_killed(&self.kill, self.pause(db.as_deref())).await;
+                self.ended = waited.is_none();
+                Ok(Outcome::Done(waited.flatten()))
+            }
+            Command::WaitClose(db) => {
+                let waited = until_killed(&self.kill, self.wait_close(db.as_deref())).await;
+                self.ended = waited.is_none();
+                Ok(Outcome::Done(waited.flatten()))
+            }
             Command::Resume(db) => match self.app.pause.resume(db.as_deref()) {
                 Ok(changed) => {
                     self.app.pools.resume(db.as_deref());
@@ -431,20 +467,21 @@ impl Console<'_> {
     }
 
     /// Waits (up to `shutdown_timeout`) until no client of `database` (or of any) is in a
-    /// transaction; a warning naming those still in one.
+    /// transaction; a warning naming those still in one. A `RESUME` meanwhile (from another
+    /// session) ends the wait: a notice says so.
     async fn drain(&self, database: Option<&str>) -> Option<Notice> {
         let app = self.app;
         let grace = app.config.load().config.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + grace;
+        let mut changes = app.pause.subscribe();
         loop {
-            let open: Vec<i32> = app
-                .cancels
-                .clients()
-                .into_iter()
-                .filter(|c| database.is_none_or(|db| c.info.database == db))
-                .filter(|c| c.target.as_ref().is_some_and(|t| !t.held))
-                .map(|c| c.pid)
-                .collect();
+            // (Subscribed before looking: a RESUME after the look wakes the wait below.)
+            if !app.pause.covers(database) {
+                return notice(
+                    "not paused any more: RESUME was run before the open transactions ended",
+                );
+            }
+            let open = app.cancels.in_transaction(database);
             if open.is_empty() {
                 return None;
             }
@@ -458,7 +495,10 @@ impl Console<'_> {
                     pids.join(", ")
                 )));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                _ = changes.changed() => {}
+            }
         }
     }
 

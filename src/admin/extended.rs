@@ -124,6 +124,9 @@ impl Console<'_> {
             .cloned()
             .ok_or_else(|| no_portal(name))?;
         let outcome = self.run(&cmd).await?;
+        if self.ended {
+            return Ok(());
+        }
         self.complete(&cmd, outcome, &formats);
         Ok(())
     }

@@ -255,6 +255,29 @@ impl CancelRegistry {
         reg.pid == pid
     }
 
+    /// The process ids (in order) of the clients of `database` (or of any) in a transaction
+    /// now: holding a server connection they give back when it ends (not session-pooled or
+    /// pinned). For `PAUSE`, which asks every 20 ms: no row is copied.
+    pub fn in_transaction(&self, database: Option<&str>) -> Vec<i32> {
+        let slots: Vec<(i32, Arc<CancelSlot>)> = {
+            let map = self.map.lock().expect("cancels");
+            map.iter()
+                .filter(|(_, (_, slot))| database.is_none_or(|db| slot.info.database == db))
+                .map(|(pid, (_, slot))| (*pid, slot.clone()))
+                .collect()
+        };
+        let mut open: Vec<i32> = slots
+            .into_iter()
+            .filter(|(_, slot)| {
+                let state = slot.state.lock().expect("cancel slot");
+                state.target.as_ref().is_some_and(|t| !t.held)
+            })
+            .map(|(pid, _)| pid)
+            .collect();
+        open.sort_unstable();
+        open
+    }
+
     /// `pg_terminate_backend(pid)` went through the proxy from a client of `user` (a
     /// `superuser` or not): the client that was given `pid` ends as a direct connection
     /// would, if `user` may end it (PostgreSQL lets a role signal its own sessions, and
