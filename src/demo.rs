@@ -135,7 +135,8 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
         server.run().await;
         ExitCode::SUCCESS
     });
-    drop(rt);
+    // (Not waiting without limit for blocking jobs still running: see main.rs.)
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     eprintln!("stopping the demo cluster...");
     drop(cluster);
     code

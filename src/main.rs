@@ -117,7 +117,7 @@ fn main() -> ExitCode {
                 }
             };
             let rt = runtime(loaded.config.workers);
-            rt.block_on(async move {
+            let code = rt.block_on(async move {
                 match switchyard::server::Server::bind(loaded, Some(config)).await {
                     Ok(server) => {
                         server.run().await;
@@ -128,7 +128,12 @@ fn main() -> ExitCode {
                         ExitCode::from(1)
                     }
                 }
-            })
+            });
+            // Not waiting for blocking jobs still running (a host-name lookup the resolver
+            // does not answer, a reload reading a file on hung storage): dropping the runtime
+            // would wait for them without limit.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            code
         }
         Command::Demo {
             replicas,

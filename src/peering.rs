@@ -124,17 +124,45 @@ impl Drop for InFlight {
     }
 }
 
-/// The addresses of a `host:port` peer entry, within [`PEER_CONNECT`].
+/// Peer host names being resolved at once, at most (each holds a blocking thread, and a
+/// lookup given up on still runs until the resolver returns).
+const MAX_LOOKUPS: usize = 8;
+
+static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
+
+/// The addresses of a `host:port` peer entry, within [`PEER_CONNECT`], by at most
+/// [`MAX_LOOKUPS`] lookups at once: while the resolver is slow, unknown cancel keys do not
+/// pile up blocking threads (past that, the entry is skipped for this request).
 async fn resolve(peer: &str) -> std::io::Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = tokio::time::timeout(PEER_CONNECT, tokio::net::lookup_host(peer))
+    resolve_within(&LOOKUPS, peer).await
+}
+
+async fn resolve_within(
+    lookups: &'static tokio::sync::Semaphore,
+    peer: &str,
+) -> std::io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let permit = lookups.try_acquire().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!("more than {MAX_LOOKUPS} peer names being resolved at once"),
+        )
+    })?;
+    let query = peer.to_owned();
+    let task = tokio::task::spawn_blocking(move || {
+        // (Held until the resolver returns, even after the forward stopped waiting.)
+        let _permit = permit;
+        query.to_socket_addrs().map(Iterator::collect::<Vec<_>>)
+    });
+    let addrs: Vec<SocketAddr> = tokio::time::timeout(PEER_CONNECT, task)
         .await
         .map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("name not resolved within {PEER_CONNECT:?}"),
             )
-        })??
-        .collect();
+        })?
+        .map_err(std::io::Error::other)??;
     if addrs.is_empty() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -163,12 +191,11 @@ fn is_self_addr(own: SocketAddr, addr: SocketAddr) -> bool {
 }
 
 /// Serves the peers' cancel requests on `listener` until the proxy stops. At most
-/// `max_client_connections` are handled at once; connections past that are closed unread
-/// (their cancel is lost, as one sent to a PostgreSQL server at its connection limit).
+/// `max_client_connections` (as the configuration says now: a reload changes it) are handled
+/// at once; connections past that are closed unread (their cancel is lost, as one sent to a
+/// PostgreSQL server at its connection limit).
 pub async fn serve(app: Arc<App>, listener: TcpListener) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(
-        app.config.load().config.max_client_connections,
-    ));
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -181,7 +208,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
             },
             _ = app.kill.cancelled() => return,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Some(slot) = Busy::take(&busy, app.config.load().config.max_client_connections) else {
             tracing::debug!("peering port busy: connection closed");
             continue;
         };
@@ -190,6 +217,26 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
             place(&app, stream).await;
             drop(slot);
         });
+    }
+}
+
+/// One of the connections the peering port handles at once.
+struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Busy {
+    /// A place among `max`, if one is free (only the accept loop takes places).
+    fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Busy> {
+        use std::sync::atomic::Ordering;
+        (count.load(Ordering::Acquire) < max).then(|| {
+            count.fetch_add(1, Ordering::AcqRel);
+            Busy(count.clone())
+        })
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -219,7 +266,7 @@ async fn place(app: &App, mut stream: TcpStream) {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_self, is_self_addr, resolve, InFlight};
+    use super::{is_self, is_self_addr, resolve, resolve_within, Busy, InFlight};
 
     #[test]
     fn a_key_is_not_forwarded_again_while_its_forward_is_under_way() {
@@ -267,5 +314,31 @@ mod tests {
         assert!(!names_self("127.0.0.1:7001", "localhost:7002").await);
         assert!(names_self("0.0.0.0:7001", "localhost:7001").await);
         assert!(resolve("no-such-host.invalid:7001").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn lookups_past_the_bound_are_refused_at_once() {
+        static NONE_FREE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+        let e = resolve_within(&NONE_FREE, "localhost:7001")
+            .await
+            .expect_err("no lookup may start");
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+        static ONE_FREE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+        resolve_within(&ONE_FREE, "localhost:7001")
+            .await
+            .expect("one lookup");
+        assert_eq!(ONE_FREE.available_permits(), 1, "its place is given back");
+    }
+
+    #[test]
+    fn the_peering_port_takes_as_many_as_the_limit_says_now() {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let a = Busy::take(&count, 2).expect("first");
+        let b = Busy::take(&count, 2).expect("second");
+        assert!(Busy::take(&count, 2).is_none());
+        let c = Busy::take(&count, 3).expect("a reload raised the limit");
+        assert!(Busy::take(&count, 1).is_none(), "a reload lowered it");
+        drop((a, b, c));
+        assert!(Busy::take(&count, 1).is_some());
     }
 }
