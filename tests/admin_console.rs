@@ -1844,3 +1844,21 @@ async fn a_waiting_pause_ends_at_resume_and_at_kill() {
         .await
         .unwrap();
 }
+
+/// What a console user may do follows the configuration in effect at each command: a reload
+/// that makes an admin a stats user, and drops a stats user, changes their open sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_access_follows_a_reload() {
+    let proxy = proxy();
+    let admin = console(&proxy).await;
+    let viewer = connect(&proxy, OTHER_USER, OTHER_PASSWORD, "switchyard", "viewer").await;
+    show(&viewer, "SHOW POOLS").await;
+    proxy.rewrite_config(&format!(
+        "[health]\ninterval = \"200ms\"\n\n[admin]\nusers = []\nstats_users = [\"{APP_USER}\"]\n"
+    ));
+    proxy.reload_ok().await;
+    assert_eq!(sqlstate(&admin, "PAUSE").await, "42501");
+    assert_eq!(show(&admin, "SHOW VERSION").await.len(), 1);
+    assert_eq!(sqlstate(&viewer, "SHOW POOLS").await, "42501");
+    assert_eq!(proxy.metric("switchyard_paused").await, 0.0);
+}

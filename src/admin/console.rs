@@ -40,7 +40,9 @@ const REPORTED_VERSION: &str = "15.0";
 /// One console connection.
 pub struct Console<'a> {
     app: &'a App,
-    access: AdminAccess,
+    /// The user logged in (its access is looked up in the configuration in effect at each
+    /// command).
+    user: String,
     /// Prepared statements by name.
     pub(super) statements: HashMap<Vec<u8>, Command>,
     /// Bound portals by name: the command and each column's format (true: binary).
@@ -63,12 +65,11 @@ pub async fn run(
     mut buf: BytesMut,
     user: &str,
     application_name: &str,
-    access: AdminAccess,
     reg: &Registration,
 ) -> Result<(), Fatal> {
     let mut c = Console {
         app,
-        access,
+        user: user.to_owned(),
         statements: HashMap::new(),
         portals: HashMap::new(),
         skipping: false,
@@ -340,9 +341,24 @@ impl Console<'_> {
         }
     }
 
-    /// Carries a command out, if this user may.
+    /// Carries a command out, if this user may by the configuration in effect now (a reload
+    /// may have changed what it may do since it logged in).
     pub(super) async fn run(&mut self, cmd: &Command) -> Result<Outcome, CommandError> {
-        if self.access == AdminAccess::Stats && !cmd.only_looks() {
+        let access =
+            (self.app.config.load().config.admin.as_ref()).and_then(|a| a.access(&self.user));
+        let Some(access) = access else {
+            if matches!(cmd, Command::Set | Command::Empty) {
+                return Ok(Outcome::Done(None));
+            }
+            return Err(CommandError::new(
+                "42501",
+                format!(
+                    "permission denied for the admin console: user \"{}\" is no longer in [admin] users or stats_users",
+                    self.user
+                ),
+            ));
+        };
+        if access == AdminAccess::Stats && !cmd.only_looks() {
             return Err(CommandError::new(
                 "42501",
                 format!(

@@ -236,7 +236,6 @@ enum Started {
 /// A client logged in to the admin console.
 struct ConsoleClient {
     login: login::Login,
-    access: crate::config::AdminAccess,
     registration: cancel::Registration,
     buf: BytesMut,
 }
@@ -257,7 +256,6 @@ impl ConsoleClient {
             self.buf,
             &self.login.user.name,
             application_name,
-            self.access,
             &self.registration,
         )
         .await
@@ -352,11 +350,10 @@ async fn start(
     let mut reg = app
         .cancels
         .register(Arc::from(login.user.name.as_str()), info, &app.kill);
-    if let Some(Some(access)) = console {
+    if let Some(Some(_)) = console {
         app.metrics.clients_total.inc();
         return Ok(Some(Started::Console(ConsoleClient {
             login,
-            access,
             registration: reg,
             buf,
         })));
