@@ -934,6 +934,34 @@ async fn every_message_type_gets_the_answer_postgresql_would_give() {
     assert_eq!(tags_until_ready(raw).await, ["3", "E26000", "Z"]);
     assert_eq!(tags_until_ready(raw).await, ["E42601", "Z"]);
 
+    // As PostgreSQL: a named portal bound again before it is closed (42P03; the unnamed one
+    // is replaced), a Describe or Close name with a NUL inside (08P01, the name not echoed),
+    // a result format code other than 0 and 1 (22023).
+    let mut batch = parse("s3", "SHOW VERSION");
+    batch.extend(bind("", "s3", &[], &[]));
+    batch.extend(bind("", "s3", &[], &[]));
+    batch.extend(bind("p1", "s3", &[], &[]));
+    batch.extend(bind("p1", "s3", &[], &[]));
+    batch.extend(msg(b'S', b""));
+    batch.extend(msg(b'D', b"Pa\0b\0"));
+    batch.extend(msg(b'S', b""));
+    batch.extend(msg(b'C', b"Sa\0b\0"));
+    batch.extend(msg(b'S', b""));
+    batch.extend(bind("", "s3", &[], &[2]));
+    batch.extend(msg(b'S', b""));
+    raw.send(&batch).await.unwrap();
+    assert_eq!(
+        tags_until_ready(raw).await,
+        ["1", "2", "2", "2", "E42P03", "Z"]
+    );
+    for _ in 0..2 {
+        let e = raw.frame().await;
+        assert_eq!((e.tag, e.code()), (b'E', "08P01".to_owned()), "{e:?}");
+        assert_eq!(e.message(), "invalid message format");
+        assert_eq!(tags_until_ready(raw).await, ["Z"]);
+    }
+    assert_eq!(tags_until_ready(raw).await, ["E22023", "Z"]);
+
     // A function call is refused; COPY messages outside COPY are ignored.
     raw.send(&msg(b'F', b"\0\0\0\x01\0\0\0\0\0\0"))
         .await

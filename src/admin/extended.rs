@@ -71,10 +71,22 @@ impl Console<'_> {
             ));
         }
         let columns = cmd.columns().map_or(0, <[_]>::len);
-        let formats =
-            table::formats(&result_formats, columns).map_err(|m| CommandError::new("08P01", m))?;
-        if !portal.is_empty() && self.portals.len() >= MAX_NAMED {
-            return Err(too_many());
+        let formats = table::formats(&result_formats, columns)
+            .map_err(|(code, m)| CommandError::new(code, m))?;
+        if !portal.is_empty() {
+            // As PostgreSQL: the unnamed portal is replaced, a named one must not exist.
+            if self.portals.contains_key(portal) {
+                return Err(CommandError::new(
+                    "42P03",
+                    format!(
+                        "cursor \"{}\" already exists",
+                        String::from_utf8_lossy(portal)
+                    ),
+                ));
+            }
+            if self.portals.len() >= MAX_NAMED {
+                return Err(too_many());
+            }
         }
         self.portals.insert(portal.to_vec(), (cmd, formats));
         encode::empty(&mut self.out, tag::BIND_COMPLETE);
@@ -170,12 +182,17 @@ fn bind_shape(rest: &[u8]) -> Option<(usize, Vec<i16>)> {
     Some((params.max(0) as usize, formats))
 }
 
-/// The body of a Describe or Close message: `S` or `P`, then a name (NUL-terminated).
+/// The body of a Describe or Close message: `S` or `P`, then a name (NUL-terminated). A
+/// name with a NUL inside, or none at its end, is refused as PostgreSQL refuses it (08P01
+/// "invalid message format": the string read ends before the message does).
 fn kind_and_name<'a>(body: &'a [u8], message: &str) -> Result<(u8, &'a [u8]), CommandError> {
     let (&kind, name) = body
         .split_first()
         .ok_or_else(|| CommandError::new("08P01", format!("invalid {message} message")))?;
-    Ok((kind, name.strip_suffix(&[0]).unwrap_or(name)))
+    match name.strip_suffix(&[0]) {
+        Some(name) if !name.contains(&0) => Ok((kind, name)),
+        _ => Err(CommandError::new("08P01", "invalid message format")),
+    }
 }
 
 fn no_statement(name: &[u8]) -> CommandError {

@@ -56,19 +56,24 @@ pub fn text(s: impl Into<String>) -> Value {
 
 /// Result formats as a Bind message gives them: none (all text), one for all columns, or one
 /// per column. Returns each column's format (true: binary), or an error message.
-pub fn formats(codes: &[i16], columns: usize) -> Result<Vec<bool>, String> {
+pub fn formats(codes: &[i16], columns: usize) -> Result<Vec<bool>, (&'static str, String)> {
+    // (SQLSTATEs as PostgreSQL's: a code it does not know is an invalid parameter value, a
+    // count that fits no rule a protocol violation.)
     let binary = |c: i16| match c {
         0 => Ok(false),
         1 => Ok(true),
-        _ => Err(format!("unsupported format code: {c}")),
+        _ => Err(("22023", format!("unsupported format code: {c}"))),
     };
     match codes {
         [] => Ok(vec![false; columns]),
         [one] => Ok(vec![binary(*one)?; columns]),
         many if many.len() == columns => many.iter().map(|c| binary(*c)).collect(),
-        many => Err(format!(
-            "bind message has {} result formats but query has {columns} columns",
-            many.len()
+        many => Err((
+            "08P01",
+            format!(
+                "bind message has {} result formats but query has {columns} columns",
+                many.len()
+            ),
         )),
     }
 }
@@ -130,8 +135,12 @@ mod tests {
         assert_eq!(formats(&[], 3), Ok(vec![false; 3]));
         assert_eq!(formats(&[1], 3), Ok(vec![true; 3]));
         assert_eq!(formats(&[0, 1, 0], 3), Ok(vec![false, true, false]));
-        assert!(formats(&[0, 1], 3).unwrap_err().contains("3 columns"));
-        assert!(formats(&[2], 3).unwrap_err().contains("format code: 2"));
+        let (code, message) = formats(&[0, 1], 3).unwrap_err();
+        assert_eq!(code, "08P01");
+        assert!(message.contains("3 columns"), "{message}");
+        let (code, message) = formats(&[2], 3).unwrap_err();
+        assert_eq!(code, "22023");
+        assert!(message.contains("format code: 2"), "{message}");
     }
 
     #[test]
