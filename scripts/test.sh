@@ -35,14 +35,14 @@ cargo build --profile testing --bins </dev/null
 
 mkdir -p target
 log=target/test-output.log
-echo "==> cargo test --profile testing ${cargo_args[*]:-} -- --test-threads=2 ${test_args[*]:-}"
+echo "==> cargo test --profile testing --no-fail-fast ${cargo_args[*]:-} -- --test-threads=2 ${test_args[*]:-}"
 # A hung test must not use up a CI job's time without a summary: the whole run is bounded
 # (every test is bounded on its own; this is the net under them). The test processes' own
 # watchdogs stop the servers and proxies they started.
 limit=${SWITCHYARD_TEST_TIMEOUT:-60m}
 set +e
 timeout --kill-after=30s "$limit" \
-    cargo test --profile testing "${cargo_args[@]}" -- --test-threads=2 "${test_args[@]}" \
+    cargo test --profile testing --no-fail-fast "${cargo_args[@]}" -- --test-threads=2 "${test_args[@]}" \
     </dev/null 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
