@@ -38,7 +38,22 @@ fn setup() -> Setup {
 /// not lose a server to one slow probe); a partitioned server is still marked down within
 /// a few seconds.
 fn setup_with(relay_primary: bool, routing: &str) -> Setup {
-    let cluster = own_cluster(2);
+    setup_tables(
+        2,
+        relay_primary,
+        format!(
+            "[health]\ninterval = \"200ms\"\ntimeout = \"2s\"\nfall = 2\nrise = 2\n\
+             [pool]\nconnect_timeout = \"3s\"\n\
+             [routing]\n{routing}\n"
+        ),
+    )
+}
+
+/// A private cluster of a primary and `replicas` replicas behind relays (and the primary
+/// behind one when `relay_primary`), and a proxy with `extra_tables`, started once its
+/// monitor sees every backend up.
+fn setup_tables(replicas: usize, relay_primary: bool, extra_tables: String) -> Setup {
+    let cluster = own_cluster(replicas);
     let relays: Vec<Relay> = cluster.replicas().iter().map(Relay::for_node).collect();
     let primary_relay = relay_primary.then(|| Relay::for_node(cluster.primary()));
     let mut backends = vec![(
@@ -55,11 +70,7 @@ fn setup_with(relay_primary: bool, routing: &str) -> Setup {
         &cluster,
         ProxyOptions {
             backends: Some(backends),
-            extra_tables: format!(
-                "[health]\ninterval = \"200ms\"\ntimeout = \"2s\"\nfall = 2\nrise = 2\n\
-                 [pool]\nconnect_timeout = \"3s\"\n\
-                 [routing]\n{routing}\n"
-            ),
+            extra_tables,
             ..Default::default()
         },
     );
@@ -849,31 +860,10 @@ async fn failed_probes_add_up_across_reloads() {
         format!("[health]\ninterval = \"250ms\"\ntimeout = \"{timeout}\"\nfall = 8\nrise = 2\n")
     };
     let extra = health("2s");
-    let (cluster, relay, proxy) = tokio::task::spawn_blocking(move || {
-        let cluster = own_cluster(1);
-        let relay = Relay::for_node(&cluster.replicas()[0]);
-        let backends = vec![
-            (
-                cluster.primary().name().to_string(),
-                cluster.primary().addr(),
-            ),
-            (
-                cluster.replicas()[0].name().to_string(),
-                relay.addr_string(),
-            ),
-        ];
-        let proxy = start_ready_proxy_on(
-            &cluster,
-            ProxyOptions {
-                backends: Some(backends),
-                extra_tables: extra,
-                ..Default::default()
-            },
-        );
-        (cluster, relay, proxy)
-    })
-    .await
-    .unwrap();
+    let s = tokio::task::spawn_blocking(move || setup_tables(1, false, extra))
+        .await
+        .unwrap();
+    let (cluster, relay, proxy) = (&s.cluster, &s.relays[0], &s.proxy);
     let replica = cluster.replicas()[0].name().to_string();
 
     relay.set_mode(Mode::Refuse);
@@ -912,33 +902,20 @@ async fn failed_probes_add_up_across_reloads() {
 /// instead of running to its end on the server it lands on next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_while_a_read_is_being_repeated_cancels_it() {
-    let (cluster, relays, proxy) = tokio::task::spawn_blocking(|| {
-        let cluster = own_cluster(2);
-        let relays: Vec<Relay> = cluster.replicas().iter().map(Relay::for_node).collect();
-        let mut backends = vec![(
-            cluster.primary().name().to_string(),
-            cluster.primary().addr(),
-        )];
-        for (n, r) in cluster.replicas().iter().zip(&relays) {
-            backends.push((n.name().to_string(), r.addr_string()));
-        }
-        // A replica that stops answering stays up for a long while (fall = 50), and opening a
-        // connection to it waits 8 s: the repeat's window.
-        let proxy = start_ready_proxy_on(
-            &cluster,
-            ProxyOptions {
-                backends: Some(backends),
-                extra_tables: "[health]\ninterval = \"200ms\"\ntimeout = \"2s\"\nfall = 50\n\
-                               rise = 2\n[pool]\nconnect_timeout = \"8s\"\n\
-                               [routing]\nconsistency = \"eventual\"\n"
-                    .into(),
-                ..Default::default()
-            },
-        );
-        (cluster, relays, proxy)
+    // A replica that stops answering stays up for a long while (fall = 50), and opening a
+    // connection to it waits 8 s: the repeat's window.
+    let s = tokio::task::spawn_blocking(|| {
+        setup_tables(
+            2,
+            false,
+            "[health]\ninterval = \"200ms\"\ntimeout = \"2s\"\nfall = 50\nrise = 2\n\
+             [pool]\nconnect_timeout = \"8s\"\n[routing]\nconsistency = \"eventual\"\n"
+                .into(),
+        )
     })
     .await
     .unwrap();
+    let (cluster, relays, proxy) = (&s.cluster, &s.relays, &s.proxy);
     let client = proxy.connect_app().await;
     let cancel = client.cancel_token();
     let marker = "cancel between servers";
