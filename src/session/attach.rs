@@ -128,7 +128,8 @@ impl Session {
         self.server_fatal = None;
         // Idle in the pool: no portal exists there.
         p.conn.prepared.mark_quiet();
-        self.cancelled_between = self.cancel.set(cancel::Target {
+        // (Or-ed: a connection given back unused for a PAUSE keeps what the first said.)
+        self.cancelled_between |= self.cancel.set(cancel::Target {
             pool: p.pool().clone(),
             pid: p.conn.pid,
             secret: p.conn.secret,

@@ -100,6 +100,7 @@ impl super::Session {
         if std::mem::take(&mut self.between_servers) {
             self.cancel.end_between();
         }
+        self.cancelled_between = false;
         self.retry_attempts = 0;
         self.avoid = 0;
         self.conflicted = 0;
