@@ -162,6 +162,19 @@ impl Session {
             && (target != Target::Primary || view.primary == Some(index))
     }
 
+    /// Gives the connection just checked out back to its pool, nothing of the request sent.
+    /// Unless taking it queued something unsent (clearing its sequence state): then the
+    /// connection is not what it claims to be, and is closed (`reason`).
+    fn give_back_unused(&mut self, reason: &'static str) {
+        if self.swbuf.is_empty() && self.pending.is_empty() {
+            self.release();
+        } else {
+            self.swbuf.clear();
+            self.pending.abandon();
+            self.discard_server(reason);
+        }
+    }
+
     /// Checks out a server connection for the request at the front of the client buffer. On
     /// failure the request is answered with an error and skipped; the client stays connected.
     pub(super) async fn attach(&mut self, client: &mut Stream) -> Result<(), Fatal> {
@@ -268,29 +281,15 @@ impl Session {
         }
         if self.app.pause.holds(&self.database) {
             // PAUSE came while this checkout was under way (and saw no connection held, or
-            // sees this one now): give it back unused and wait. Unless taking it queued
-            // something unsent (clearing its sequence state): then the connection is not
-            // what it claims to be, and is closed.
-            if self.swbuf.is_empty() && self.pending.is_empty() {
-                self.release();
-            } else {
-                self.swbuf.clear();
-                self.pending.abandon();
-                self.discard_server("paused_at_checkout");
-            }
+            // sees this one now): give it back unused and wait.
+            self.give_back_unused("paused_at_checkout");
             self.wait_resumed(client).await?;
             return Ok(());
         }
         if std::mem::take(&mut self.cancelled_between) {
             // The client cancelled its request while it was being repeated: it is answered
             // as its first server would have (nothing of it was sent to this one).
-            if self.swbuf.is_empty() && self.pending.is_empty() {
-                self.release();
-            } else {
-                self.swbuf.clear();
-                self.pending.abandon();
-                self.discard_server("cancelled_between_servers");
-            }
+            self.give_back_unused("cancelled_between_servers");
             self.app.metrics.error("57014");
             self.fail_request("57014", "canceling statement due to user request");
             return Ok(());
