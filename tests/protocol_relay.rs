@@ -3581,6 +3581,64 @@ fn terminate_closes_and_releases_the_server_connection() {
     });
 }
 
+/// A client that half-closes its connection (shuts down its sending side) and reads on gets the
+/// answers to every whole message it sent, as from PostgreSQL, then the end of the connection:
+/// a write among them commits and is answered. A batch without its Sync is not committed
+/// (PostgreSQL ends its implicit transaction unfinished when the input ends).
+#[test]
+fn a_client_that_half_closes_gets_its_answers() {
+    bounded(async {
+        let proxy = proxy("");
+        let setup = app_client(&proxy).await;
+        setup
+            .batch_execute("drop table if exists pr_half; create table pr_half (id int)")
+            .await
+            .unwrap();
+
+        // A read still running when the input ends, a write behind it, and the first bytes
+        // of a message the input ends inside (dropped, as PostgreSQL drops it).
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::query("select pg_sleep(0.5), 'half'");
+        out.extend(fe::query("insert into pr_half values (1)"));
+        out.extend(&fe::query("insert into pr_half values (2)")[..7]);
+        raw.send(&out).await;
+        raw.s.shutdown().await.expect("half-close");
+        let got = raw.until_closed().await;
+        assert_eq!(sync_tags(&got), "TDCZCZ", "{got:?}\n{}", proxy.log_tail(20));
+        assert_eq!(rows(&got), vec![""], "{got:?}");
+
+        // An extended-protocol batch with its Sync.
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::parse("", "insert into pr_half values (3)", &[]);
+        out.extend(fe::bind("", "", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        raw.s.shutdown().await.expect("half-close");
+        let got = raw.until_closed().await;
+        assert_eq!(sync_tags(&got), "12CZ", "{got:?}");
+
+        // The same without its Sync.
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::parse("", "insert into pr_half values (4)", &[]);
+        out.extend(fe::bind("", "", &[]));
+        out.extend(fe::execute("", 0));
+        raw.send(&out).await;
+        raw.s.shutdown().await.expect("half-close");
+        let got = raw.until_closed().await;
+        assert!(got.iter().all(|m| m.tag != b'C'), "{got:?}");
+
+        let ids: Vec<i32> = setup
+            .query("select id from pr_half order by id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(ids, vec![1, 3]);
+    });
+}
+
 // ----------------------------------------------------------------------------------------
 // CancelRequest
 // ----------------------------------------------------------------------------------------

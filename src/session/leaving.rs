@@ -1,7 +1,7 @@
 //! A client leaving: what it sent before its Terminate runs and is answered before its
 //! session ends, as PostgreSQL reads and runs everything before a Terminate (a write sent
 //! with it keeps its read-your-writes position), also when the client closed its connection
-//! right after it.
+//! right after it, or ended its input without one.
 
 use super::{Pass, Session};
 use crate::protocol::{tag, Header};
@@ -56,6 +56,31 @@ impl Session {
             at += h.frame_len;
         }
         false
+    }
+
+    /// The client's input ended without a Terminate (it half-closed its connection, or closed
+    /// it): PostgreSQL runs and answers every whole message it read before the end, then ends
+    /// the session, so the end counts as a Terminate after the last whole message (a part of
+    /// one is dropped). Whether it could: not when the end cuts a message already being passed
+    /// to the server.
+    pub(super) fn end_input(&mut self) -> bool {
+        let rbuf = &mut self.client.rbuf;
+        let mut at = match self.client_pass {
+            Pass::None => 0,
+            Pass::Forward(n) | Pass::Drop(n) => n,
+        };
+        if at > rbuf.len() {
+            return false;
+        }
+        while let Ok(Some(h)) = Header::peek(&rbuf[at..], usize::MAX) {
+            if rbuf.len() < at + h.frame_len {
+                break;
+            }
+            at += h.frame_len;
+        }
+        rbuf.truncate(at);
+        rbuf.extend_from_slice(&[tag::TERMINATE, 0, 0, 0, 4]);
+        true
     }
 
     /// Whether the server still owes the client answers.

@@ -42,6 +42,9 @@ struct Stop {
 struct Events {
     client_data: bool,
     client_closed: bool,
+    /// The client's input ended (it half-closed its connection, or closed it cleanly), rather
+    /// than failed.
+    client_ended: bool,
     server_data: bool,
     server_failed: Option<std::io::Error>,
     shutdown: bool,
@@ -239,12 +242,18 @@ impl Session {
                 self.process_server()?;
             }
             if ev.client_closed {
-                if self.leaving.is_leaving() || !self.terminate_buffered() {
+                if self.leaving.is_leaving() {
                     return Ok(());
                 }
                 // The client sent its last requests and Terminate, and closed without waiting
                 // (its requests queued behind one still running): PostgreSQL reads and runs
-                // everything before the Terminate, and so does the proxy.
+                // everything before the Terminate, and so does the proxy. So it does up to the
+                // end of a client's input without a Terminate (a client that half-closes its
+                // connection and reads the answers gets them).
+                let ends_here = self.terminate_buffered() || (ev.client_ended && self.end_input());
+                if !ends_here {
+                    return Ok(());
+                }
                 self.leaving = Leaving::Closed;
             }
             let _ = ev.client_data;
@@ -326,7 +335,11 @@ impl Session {
                 || !(self.client_has_request() || self.holds_large_message()))
         {
             match read_from(cx, client, &mut self.client.rbuf) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => ev.client_closed = true,
+                Poll::Ready(Ok(0)) => {
+                    ev.client_closed = true;
+                    ev.client_ended = true;
+                }
+                Poll::Ready(Err(_)) => ev.client_closed = true,
                 Poll::Ready(Ok(_)) => ev.client_data = true,
                 Poll::Pending => {}
             }
