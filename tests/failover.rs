@@ -1519,9 +1519,155 @@ async fn writes_stop_going_to_the_old_primary_as_soon_as_a_promotion_is_seen() {
     assert_eq!(on_pg0, "0", "the write landed on the old primary too");
 }
 
+/// A promotion cannot be undone: when the promoted standby is lost before `rise` answers
+/// elected it, the old primary (still running, on the older timeline) stays fenced, and
+/// writes fail cleanly instead of landing on the abandoned history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_lost_before_it_is_elected_keeps_the_old_primary_fenced() {
+    // pg1 would be elected only after 50 agreeing answers (10 s).
+    let (c, proxy, _) = setup_with("rise = 50", "primary_wait = \"1s\"").await;
+    let client = proxy.connect_app().await;
+    promote_pg1(&c, false).await;
+    wait_status(&proxy, "pg1 on timeline 2", Duration::from_secs(20), |s| {
+        backend(s, "pg1")["timeline"] == 2
+    })
+    .await;
+    {
+        let c = c.clone();
+        blocking(move || c.replicas()[0].kill()).await;
+    }
+    wait_status(&proxy, "pg1 down", Duration::from_secs(20), |s| {
+        backend(s, "pg1")["up"] == false
+    })
+    .await;
+    // Long enough for several elections without pg1.
+    tokio::time::sleep(INTERVAL * 5).await;
+    let s = status(&proxy).await;
+    assert!(
+        ["pg0", "pg1", "pg2"]
+            .iter()
+            .all(|b| backend(&s, b)["primary"] == false),
+        "a primary was elected after the promoted standby was lost: {s:#}"
+    );
+    let e = within(
+        "a write with no primary",
+        client.simple_query(
+            "INSERT INTO f VALUES (8, 'after the loss') RETURNING inet_server_port()",
+        ),
+    )
+    .await
+    .expect_err("a write with only the old primary left must fail");
+    assert_eq!(code(&e), "57P03", "{e}");
+    let on_pg0 = {
+        let c = c.clone();
+        blocking(move || {
+            c.primary()
+                .psql_db(APP_DB, "SELECT count(*) FROM f WHERE id = 8")
+                .expect("reading pg0")
+        })
+        .await
+    };
+    assert_eq!(on_pg0, "0", "the write landed on the old primary");
+}
+
+/// A primary that refuses the monitor's connection for lack of slots (53300: the role's
+/// connection limit, or `max_connections`, filled by clients) is up, not lost: it is not taken
+/// down, and the connections in use there are not cut (an open transaction commits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_too_full_for_the_monitor_stays_up() {
+    let (c, proxy, p) = setup("").await;
+    let client = proxy.connect_app().await;
+    execute(&client, "BEGIN").await;
+    let w = port(
+        &client,
+        "INSERT INTO f VALUES (9, 'open') RETURNING inet_server_port()",
+    )
+    .await;
+    assert_eq!(w, p.port("pg0"));
+    let admin = {
+        let cs = c
+            .primary()
+            .conn_string(SUPERUSER, SUPERUSER_PASSWORD, APP_DB);
+        let (a, conn) = within(
+            "connect to pg0",
+            tokio_postgres::connect(&cs, tokio_postgres::NoTls),
+        )
+        .await
+        .expect("connecting to pg0");
+        tokio::spawn(conn);
+        a
+    };
+    let app_sessions = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'";
+    let n: i64 = within("count", admin.query_one(app_sessions, &[]))
+        .await
+        .unwrap()
+        .get(0);
+    // Every slot of the role is taken: the monitor's own one (it logs in as the first user)
+    // goes to a direct connection.
+    execute(&admin, &format!("ALTER ROLE app CONNECTION LIMIT {n}")).await;
+    let mut held = Vec::new();
+    let app_cs = c.primary().conn_string(APP_USER, APP_PASSWORD, APP_DB);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "the monitor kept its slot");
+        execute(
+            &admin,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'switchyard-monitor'",
+        )
+        .await;
+        if let Ok((h, conn)) = tokio_postgres::connect(&app_cs, tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            held.push(h);
+        }
+        let monitor: i64 = within(
+            "count",
+            admin.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'switchyard-monitor'",
+                &[],
+            ),
+        )
+        .await
+        .unwrap()
+        .get(0);
+        if monitor == 0 && !held.is_empty() {
+            break;
+        }
+    }
+    // Many probes' time: each one refused.
+    let t0 = Instant::now();
+    while t0.elapsed() < INTERVAL * (FALL * 4) {
+        let s = status(&proxy).await;
+        assert_eq!(
+            backend(&s, "pg0")["up"],
+            true,
+            "pg0 taken down for refusing the monitor a slot: {s:#}\n{}",
+            proxy.log_tail(20)
+        );
+        tokio::time::sleep(INTERVAL / 2).await;
+    }
+    assert!(
+        proxy.log_tail(200).contains("lack of connection slots"),
+        "the refused probes were not noticed:\n{}",
+        proxy.log_tail(30)
+    );
+    execute(&client, "COMMIT").await;
+    drop(held);
+    execute(&admin, "ALTER ROLE app CONNECTION LIMIT -1").await;
+    let n: String = within(
+        "count",
+        admin.query_one("SELECT count(*)::text FROM f WHERE id = 9", &[]),
+    )
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(n, "1", "the open transaction did not commit");
+}
+
 /// A replica far behind stays far behind when the primary restarts: its lag history goes on
 /// (it was counted only as far behind as the time since the restart, and took reads for up to
-/// `max_replica_lag` whatever it really lagged).
+/// `max_replica_lag` whatever it really lagged), also across a reload while the primary is
+/// down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_replica_takes_no_reads_when_the_primary_comes_back() {
     let (c, proxy, p) = setup("consistency = \"eventual\"\nmax_replica_lag = \"3s\"").await;
@@ -1571,6 +1717,14 @@ async fn a_lagging_replica_takes_no_reads_when_the_primary_comes_back() {
         backend(s, "pg0")["up"] == false
     })
     .await;
+    // A reload that restarts the monitor (a [health] change) while no primary is elected
+    // keeps the history too: pg0 back on its timeline is no new primary.
+    proxy.rewrite_config(&format!(
+        "[health]\ninterval = \"{}ms\"\nfall = {FALL}\nrise = {RISE}\ntimeout = \"900ms\"\n\n\
+         [routing]\nconsistency = \"eventual\"\nmax_replica_lag = \"3s\"\n",
+        INTERVAL.as_millis()
+    ));
+    within("reload", proxy.reload_ok()).await;
     {
         let c = c.clone();
         blocking(move || c.primary().start().expect("starting pg0")).await;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::divergence::Divergence;
 use super::health::{Change, Health, Observation, Role};
 use super::lag::LsnHistory;
-use super::probe::{ProbeTarget, Prober};
+use super::probe::{ProbeError, ProbeTarget, Prober};
 use super::{BackendStats, BackendView, Cluster, ClusterView, Epoch};
 use crate::config::Loaded;
 use crate::metrics::Metrics;
@@ -30,6 +30,12 @@ pub struct Monitor {
     carried: HashMap<(String, String), Health>,
     /// The primaries' timeline, kept across reloads.
     epoch: Epoch,
+    /// The highest timeline a server was seen claiming the primary role on, kept across
+    /// reloads (see [`Aggregator::claimed`]).
+    claimed: u32,
+    /// The last primary elected (name, address) and its timeline then, kept across reloads
+    /// also while no primary is elected (see [`Aggregator::last_elected`]).
+    last_elected: Option<((String, String), u32)>,
     /// The elected primary's name and WAL position history, kept across reloads (the new
     /// monitor goes on measuring lag against them: a replica far behind stays far behind).
     primary_name: Option<String>,
@@ -42,14 +48,21 @@ pub struct Monitor {
     topology: u64,
 }
 
-/// Each backend's health by (name, address), as an aggregator left it.
-type Carried = HashMap<(String, String), Health>;
+/// What a stopped aggregator hands to the next one.
+struct Carried {
+    /// Each backend's health by (name, address).
+    healths: HashMap<(String, String), Health>,
+    /// See [`Aggregator::last_elected`], by (name, address).
+    last_elected: Option<((String, String), u32)>,
+    /// See [`Aggregator::claimed`].
+    claimed: u32,
+}
 
 struct ProbeResult {
     index: usize,
     /// When the probe was sent: what it observed happened after this.
     sent: Instant,
-    observation: Result<Observation, String>,
+    observation: Result<Observation, ProbeError>,
 }
 
 impl Monitor {
@@ -63,6 +76,8 @@ impl Monitor {
             addresses: HashMap::new(),
             carried: HashMap::new(),
             epoch: Epoch::default(),
+            claimed: 0,
+            last_elected: None,
             primary_name: None,
             history: Default::default(),
             diverged: Default::default(),
@@ -159,6 +174,7 @@ impl Monitor {
             topology: self.topology,
             primary: None,
             epoch: self.epoch,
+            claimed: self.claimed,
             to_sever: Vec::new(),
             same_as: vec![None; c.backends.len()],
             divergence: Divergence::new(c.backends.len()),
@@ -176,10 +192,12 @@ impl Monitor {
             .primary_name
             .take()
             .and_then(|n| agg.names.iter().position(|(name, _)| *name == n));
-        agg.last_elected = agg.primary.map(|p| {
-            let timeline = agg.healths[p].last.and_then(|o| o.timeline).unwrap_or(0);
-            (p, timeline)
-        });
+        // The last primary elected, also when it is down now: back on the same timeline, it
+        // is no change of primary.
+        agg.last_elected = self
+            .last_elected
+            .as_ref()
+            .and_then(|(key, t)| Some((agg.names.iter().position(|k| k == key)?, *t)));
         for (i, key) in agg.names.iter().enumerate() {
             if self.diverged.contains(key) {
                 agg.divergence.carry(i);
@@ -223,12 +241,12 @@ impl Monitor {
     /// the streaks afresh: a server failing every probe never went down while reloads came
     /// more often than `fall` probes.)
     pub async fn carry_over(&mut self) {
-        let mut exact = Carried::new();
+        let mut back = None;
         if let Some((token, task)) = self.running.take() {
             token.cancel();
             // The aggregator stops at its next await; it holds nothing that could keep it.
-            if let Ok(Ok(h)) = tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
-                exact = h;
+            if let Ok(Ok(c)) = tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
+                back = Some(c);
             }
         }
         let view = self.cluster.snapshot();
@@ -237,6 +255,23 @@ impl Monitor {
             self.epoch = view.epoch;
         }
         self.primary_name = view.primary.map(|i| view.backends[i].name.to_string());
+        let mut exact = HashMap::new();
+        match back {
+            Some(c) => {
+                exact = c.healths;
+                self.last_elected = c.last_elected;
+                self.claimed = self.claimed.max(c.claimed);
+            }
+            None => {
+                // (The aggregator did not stop in time: what the published view says.)
+                if let Some(i) = view.primary {
+                    let b = &view.backends[i];
+                    let key = (b.name.to_string(), b.address.clone());
+                    self.last_elected = Some((key, b.timeline.unwrap_or(0)));
+                }
+                self.claimed = self.claimed.max(self.epoch.timeline);
+            }
+        }
         self.diverged = view
             .backends
             .iter()
@@ -317,12 +352,18 @@ struct Aggregator {
     primary: Option<usize>,
     /// See [`ClusterView::epoch`].
     epoch: Epoch,
+    /// The highest timeline a server was seen claiming the primary role on, from its first
+    /// answer (before `rise` answers elect it): a promotion cannot be undone, so the primaries
+    /// on older timelines stay untrusted also when the promoted server is lost before it was
+    /// elected (else the old primary, still running, was elected again and took writes on
+    /// the abandoned history).
+    claimed: u32,
     /// Backends just fenced: connections to them are cut.
     to_sever: Vec<usize>,
     /// Of each backend, the one configured before it that reaches the same server.
     same_as: Vec<Option<usize>>,
     divergence: Divergence,
-    /// The last primary elected, and its timeline then.
+    /// The last primary elected, and its timeline then (kept while no primary is elected).
     last_elected: Option<(usize, u32)>,
     /// The elected primary's last probe: when it was sent, and the position it reported.
     primary_seen: Option<(Instant, u64)>,
@@ -386,11 +427,21 @@ impl Aggregator {
                 }
             }
         }
-        self.names.into_iter().zip(self.healths).collect()
+        let last_elected = self.last_elected.map(|(i, t)| (self.names[i].clone(), t));
+        Carried {
+            healths: self.names.into_iter().zip(self.healths).collect(),
+            last_elected,
+            claimed: self.claimed,
+        }
     }
 
     /// Applies a probe result; returns whether the backend just went down.
-    fn apply(&mut self, index: usize, sent: Instant, result: Result<Observation, String>) -> bool {
+    fn apply(
+        &mut self,
+        index: usize,
+        sent: Instant,
+        result: Result<Observation, ProbeError>,
+    ) -> bool {
         let name = &self.names[index].0;
         let h = &mut self.healths[index];
         let obs = match &result {
@@ -399,11 +450,21 @@ impl Aggregator {
                 Some(*o)
             }
             Err(e) => {
-                if self.last_error[index].as_ref() != Some(e) {
-                    tracing::warn!(backend = %name, error = %e, "probe failed");
-                    self.last_error[index] = Some(e.clone());
+                let reason = e.reason();
+                if self.last_error[index].as_deref() != Some(reason) {
+                    if matches!(e, ProbeError::Full(_)) {
+                        tracing::warn!(backend = %name, error = %reason, "probe refused for lack of connection slots: the server is up, its state is kept as last seen (reserve connections for the [health] user)");
+                    } else {
+                        tracing::warn!(backend = %name, error = %reason, "probe failed");
+                    }
+                    self.last_error[index] = Some(reason.to_owned());
                 } else {
-                    tracing::debug!(backend = %name, error = %e, "probe failed");
+                    tracing::debug!(backend = %name, error = %reason, "probe failed");
+                }
+                if matches!(e, ProbeError::Full(_)) {
+                    // No news: a full server is not a lost one (taking it down would cut
+                    // every connection of the pools that fill it).
+                    return false;
                 }
                 None
             }
@@ -413,7 +474,7 @@ impl Aggregator {
             Change::None => {}
             Change::WentUp => tracing::info!(backend = %name, role = ?h.role, "backend up"),
             Change::WentDown => {
-                tracing::warn!(backend = %name, error = %result.as_ref().err().map(String::as_str).unwrap_or(""), "backend down")
+                tracing::warn!(backend = %name, error = %result.as_ref().err().map(ProbeError::reason).unwrap_or(""), "backend down")
             }
             Change::RoleChanged(r) => {
                 tracing::warn!(backend = %name, role = ?r, "backend changed role");
@@ -481,7 +542,8 @@ impl Aggregator {
         } else {
             0
         };
-        let floor = self.epoch.timeline.max(streamed).max(promoted);
+        self.claimed = self.claimed.max(promoted);
+        let floor = self.epoch.timeline.max(streamed).max(self.claimed);
 
         let claims: Vec<(usize, u32)> = candidates.iter().map(|&i| (i, timeline(i))).collect();
         let winner = elected(&claims, floor);

@@ -34,6 +34,40 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
     (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::bigint, \
     (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint";
 
+/// Why a probe brought back no observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeError {
+    /// The server did not answer in time, refused the monitor, or answered wrongly: counts
+    /// toward `fall`.
+    Failed(String),
+    /// The server answered, but had no connection slot for the monitor (53300: clients,
+    /// the pools among them, fill `max_connections` or the role's connection limit). It is
+    /// up: its state stays as last seen.
+    Full(String),
+}
+
+impl ProbeError {
+    /// The reason, for the log.
+    pub fn reason(&self) -> &str {
+        match self {
+            ProbeError::Failed(r) | ProbeError::Full(r) => r,
+        }
+    }
+}
+
+/// A failed connect: why, and whether the server refused it for lack of connection slots.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub reason: String,
+    pub full: bool,
+}
+
+impl From<ConnectError> for String {
+    fn from(e: ConnectError) -> String {
+        e.reason
+    }
+}
+
 /// An error with its causes (tokio-postgres's own message is only the kind: "error
 /// performing TLS handshake", "db error").
 pub fn with_causes(e: &dyn std::error::Error) -> String {
@@ -81,15 +115,19 @@ impl tokio_postgres::tls::TlsStream for Stream {
 /// Opens the monitor's connection the way the pools open theirs (TLS as `[server_tls]`
 /// says, `prefer` falling back to plain text after a failed handshake), then logs in with
 /// tokio-postgres over it, with the pools' channel binding.
-pub async fn connect(target: &ProbeTarget) -> Result<Connected, String> {
+pub async fn connect(target: &ProbeTarget) -> Result<Connected, ConnectError> {
+    let failed = |reason: String| ConnectError {
+        reason,
+        full: false,
+    };
     let nodelay = |tcp: &tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(true);
     };
     let (stream, _) = crate::net::server_addr::open_server(&target.address, &target.tls, nodelay)
         .await
         .map_err(|e| match e {
-            OpenError::Connect(e) => format!("error connecting to server: {e}"),
-            OpenError::Tls(e) => with_causes(&e),
+            OpenError::Connect(e) => failed(format!("error connecting to server: {e}")),
+            OpenError::Tls(e) => failed(with_causes(&e)),
         })?;
     let mut cfg = tokio_postgres::Config::new();
     cfg.user(&target.user)
@@ -116,7 +154,10 @@ pub async fn connect(target: &ProbeTarget) -> Result<Connected, String> {
     let (client, conn) = cfg
         .connect_raw(stream, Negotiated)
         .await
-        .map_err(|e| with_causes(&e))?;
+        .map_err(|e| ConnectError {
+            full: e.code() == Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS),
+            reason: with_causes(&e),
+        })?;
     let task = tokio::spawn(async move {
         let _ = conn.await;
     })
@@ -158,12 +199,12 @@ impl Prober {
         }
     }
 
-    /// Probes once; `Err` carries a reason for the log.
-    pub async fn probe(&mut self) -> Result<Observation, String> {
+    /// Probes once.
+    pub async fn probe(&mut self) -> Result<Observation, ProbeError> {
         let rows = self.query(PROBE_SQL, &[]).await?;
         let row = rows
             .first()
-            .ok_or_else(|| "the probe returned no row".to_owned())?;
+            .ok_or_else(|| ProbeError::Failed("the probe returned no row".to_owned()))?;
         let in_recovery: bool = row.get(0);
         let lsn = |i: usize| {
             row.get::<_, Option<String>>(i)
@@ -191,14 +232,23 @@ impl Prober {
         &mut self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, String> {
+    ) -> Result<Vec<tokio_postgres::Row>, ProbeError> {
         let timeout = self.target.timeout;
         let run = async {
             if self.client.as_ref().is_none_or(|c| c.client.is_closed()) {
-                self.client = Some(connect(&self.target).await?);
+                self.client = Some(connect(&self.target).await.map_err(|e| {
+                    if e.full {
+                        ProbeError::Full(e.reason)
+                    } else {
+                        ProbeError::Failed(e.reason)
+                    }
+                })?);
             }
             let client = &self.client.as_ref().expect("connected").client;
-            client.query(sql, params).await.map_err(|e| with_causes(&e))
+            client
+                .query(sql, params)
+                .await
+                .map_err(|e| ProbeError::Failed(with_causes(&e)))
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(Ok(rows)) => Ok(rows),
@@ -208,7 +258,7 @@ impl Prober {
             }
             Err(_) => {
                 self.client = None;
-                Err(format!("timed out after {timeout:?}"))
+                Err(ProbeError::Failed(format!("timed out after {timeout:?}")))
             }
         }
     }
