@@ -513,8 +513,8 @@ async fn wait_backends_up(p: &Proxy, names: &[&str]) {
 }
 
 /// SIGHUP with a replica added, then another removed: reads reach the added one and no
-/// longer the removed one, which leaves no health series behind, and a client connected
-/// throughout keeps working.
+/// longer the removed one, which leaves no health series behind, a client pinned there loses
+/// its connection, and a client connected throughout keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_adds_and_removes_replicas() {
     let c = shared_cluster();
@@ -560,10 +560,35 @@ async fn sighup_adds_and_removes_replicas() {
         "{metrics}"
     );
 
+    // A client pinned to r1 (SQL PREPARE in a read-only transaction that ran there).
+    let (pinned, _pinned_conn) = connect(&p).await;
+    let deadline = Instant::now() + STEP;
+    loop {
+        q(&pinned, "BEGIN READ ONLY").await;
+        if read_port(&pinned).await == port(&r1) {
+            break;
+        }
+        q(&pinned, "ROLLBACK").await;
+        assert!(
+            Instant::now() < deadline,
+            "no read-only transaction reached r1"
+        );
+    }
+    q(&pinned, "PREPARE lc_pin AS SELECT inet_server_port()").await;
+    q(&pinned, "COMMIT").await;
+    assert_eq!(one(&pinned, "EXECUTE lc_pin").await, port(&r1).to_string());
+
     // Removed: no read runs there any more, and its series are gone.
     p.rewrite_backends(&[primary.clone(), r2.clone()]);
     p.reload_ok().await;
     wait_backends_up(&p, &[&primary.0, &r2.0]).await;
+    // The pinned client's connection there is cut: it runs nothing more on a server the
+    // configuration no longer names (an old primary there would take its writes unfenced).
+    let after = try_simple(&pinned, "EXECUTE lc_pin").await;
+    assert!(
+        after.is_err(),
+        "a client pinned to the removed replica still ran there: {after:?}"
+    );
     for _ in 0..30 {
         assert_eq!(
             read_port(&client).await,

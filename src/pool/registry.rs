@@ -145,7 +145,10 @@ impl Pools {
     }
 
     /// Applies a new configuration: resizes pools, updates credentials and timeouts, retires
-    /// pools whose backend or user is gone.
+    /// pools whose backend or user is gone. A backend removed or moved to another address is
+    /// no longer probed (nor fenced, should it be an old primary): its connections in use are
+    /// cut too, so that pinned and session-mode clients do not go on writing there (a read in
+    /// flight is repeated elsewhere, as when a server is lost).
     pub fn reconfigure(&self, config: &Arc<crate::config::Loaded>) {
         if config.config.auth_query.is_none() {
             self.looked_up.write().expect("looked up").clear();
@@ -163,6 +166,9 @@ impl Pools {
             let user = self.user_now(&key.user, config);
             let Some(user) = user.filter(|_| backend_ok) else {
                 pool.retire();
+                if !backend_ok {
+                    pool.sever();
+                }
                 return false;
             };
             pool.resize(user.pool_size(&config.config.pool));
