@@ -2509,6 +2509,48 @@ async fn a_write_pipelined_behind_the_end_of_a_replica_transaction_runs_on_the_p
     assert_eq!(at, on, "the chained transaction moved to {}", p.name(at));
 }
 
+/// The same with the end of the block sent through the extended protocol (Parse, Bind,
+/// Execute, Sync, as drivers send it): the INSERT pipelined behind it runs on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_pipelined_behind_an_extended_protocol_commit_runs_on_the_primary() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    let insert = "INSERT INTO routing_t (v) VALUES ('pipelined') RETURNING inet_server_port()";
+    for end in ["COMMIT", "ROLLBACK", "END"] {
+        execute(&c, "BEGIN READ ONLY").await;
+        let on = port(&c, "SELECT inet_server_port()").await;
+        assert!(p.is_replica(on), "the transaction ran on {}", p.name(on));
+        let (ended, inserted) = within("pipelined", async {
+            tokio::join!(c.query_typed(end, &[]), c.query_typed(insert, &[]))
+        })
+        .await;
+        ended.unwrap_or_else(|e| panic!("{end}: {e}"));
+        let rows = inserted.unwrap_or_else(|e| panic!("an INSERT behind {end}: {e} ({e:?})"));
+        let at = rows[0].get::<_, i32>(0) as u16;
+        assert_eq!(
+            at,
+            p.primary,
+            "an INSERT behind {end} ran on {}",
+            p.name(at)
+        );
+    }
+    // Behind COMMIT AND CHAIN the next request stays in the new transaction.
+    execute(&c, "BEGIN READ ONLY").await;
+    let on = port(&c, "SELECT inet_server_port()").await;
+    let (chained, read) = within("pipelined", async {
+        tokio::join!(
+            c.query_typed("COMMIT AND CHAIN", &[]),
+            c.query_typed("SELECT inet_server_port()", &[])
+        )
+    })
+    .await;
+    chained.expect("COMMIT AND CHAIN");
+    let at = read.expect("a read in the chained transaction")[0].get::<_, i32>(0) as u16;
+    execute(&c, "COMMIT").await;
+    assert_eq!(at, on, "the chained transaction moved to {}", p.name(at));
+}
+
 /// A read whose replica pool stays busy for all of `checkout_timeout` fails with 53300, as a
 /// write on a busy primary pool does: overload is not an outage, and waiting as long again on
 /// the primary would hold the client for a multiple of the timeout.

@@ -297,6 +297,7 @@ impl Session {
         self.target = d.target;
         self.fresh_attach = true;
         self.ending_block = false;
+        self.batch_ends_block = false;
         self.backend_index = Some(index);
         if let Some(b) = self.current.view.backends.get(index) {
             b.stats

@@ -427,6 +427,9 @@ impl Session {
                         Hook::None
                     };
                     self.pending.expect(Kind::Sync, Mode::Forward, hook);
+                    // The batch ends a read-only transaction on a replica: what follows it
+                    // is routed afresh once it is answered (see `leave_for_next_request`).
+                    self.ending_block |= std::mem::take(&mut self.batch_ends_block);
                     self.batch_open = false;
                     self.bound_in_batch = false;
                     if restore {

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::pending::{Hook, Kind, Mode};
+use super::route::Target;
 use super::statements::{self, Statement};
 use super::{Fatal, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
-use crate::sql::{Effects, TerminateArg};
+use crate::sql::{Effects, TerminateArg, TxnControl};
 
 /// A statement a Bind names: its server-side name, and the client's statement behind it
 /// (`None` for the unnamed statement and for names only the server knows).
@@ -234,6 +235,9 @@ impl Session {
         // A portal may exist from here to the Sync (an Execute with a row limit, a Flush).
         self.bound_in_batch = true;
         self.note_bind_effects(name, stmt.as_deref());
+        if self.target == Target::Replica && self.txn != TxnStatus::Idle {
+            self.batch_ends_block |= self.bound_ends_block(name, stmt.as_deref());
+        }
         if let Some(arg) = self.terminate_arg_of(name, stmt.as_deref()) {
             let pid = match arg {
                 TerminateArg::Pid(pid) => Some(pid),
@@ -250,6 +254,30 @@ impl Session {
         }
         self.pending.expect(Kind::Bind, Mode::Forward, Hook::None);
         Ok(())
+    }
+
+    /// Whether the client's statement `name` (`stmt`, when the proxy knows it) ends the
+    /// transaction block on its own (`COMMIT`, `ROLLBACK`, `PREPARE TRANSACTION`, not `AND
+    /// CHAIN`): the requests behind its batch are then routed afresh, as behind such a Query.
+    fn bound_ends_block(&self, name: &[u8], stmt: Option<&Statement>) -> bool {
+        let text = match stmt {
+            Some(s) => &s.query[..],
+            None if name.is_empty() => match self.unnamed.as_ref() {
+                Some(frame) => match statements::split_parse(&frame[5..]) {
+                    Some((_, q, _)) => q,
+                    None => return false,
+                },
+                None => return false,
+            },
+            None => return false,
+        };
+        let a = super::route::analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
+        a.statements == 1
+            && matches!(
+                a.txn,
+                TxnControl::Commit | TxnControl::Rollback | TxnControl::PrepareTransaction
+            )
+            && !std::str::from_utf8(text).is_ok_and(crate::sql::chains)
     }
 
     /// What the `pg_terminate_backend(...)` call of the client's statement `name` (`stmt`,

@@ -457,6 +457,7 @@ async fn start(
         conflicted: 0,
         fresh_attach: false,
         ending_block: false,
+        batch_ends_block: false,
         copy_ended_since_request: false,
         batch_open: false,
         leaving: leaving::Leaving::No,
@@ -714,6 +715,9 @@ struct Session {
     /// not `AND CHAIN`) was sent and is not answered yet: what the client sent behind it is
     /// routed afresh once it is (see `leave_for_next_request`).
     ending_block: bool,
+    /// A statement bound in the open extended batch ends the transaction block on a replica:
+    /// its Sync sets `ending_block`.
+    batch_ends_block: bool,
     /// A CopyDone/CopyFail was sent after the last Execute or Query, either of which may start
     /// a COPY FROM STDIN (tells which Syncs the server ignores during the copy).
     copy_ended_since_request: bool,
