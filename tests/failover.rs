@@ -182,7 +182,8 @@ async fn setup(routing: &str) -> (Arc<LocalCluster>, Proxy, Ports) {
     setup_with(&format!("rise = {RISE}"), routing).await
 }
 
-/// [`setup`] with `health` as the `[health]` lines besides the interval and `fall`.
+/// [`setup`] with `health` as the `[health]` lines besides the interval (and `fall`, unless
+/// they set it).
 async fn setup_with(health: &str, routing: &str) -> (Arc<LocalCluster>, Proxy, Ports) {
     let c = tokio::task::spawn_blocking(|| {
         let c = own_cluster(2);
@@ -199,8 +200,14 @@ async fn setup_with(health: &str, routing: &str) -> (Arc<LocalCluster>, Proxy, P
     })
     .await
     .unwrap();
+    // (`fall` is FALL unless `health` says otherwise.)
+    let fall = if health.contains("fall =") {
+        String::new()
+    } else {
+        format!("fall = {FALL}\n")
+    };
     let extra = format!(
-        "[health]\ninterval = \"{}ms\"\nfall = {FALL}\n{health}\n\n[routing]\n{routing}\n",
+        "[health]\ninterval = \"{}ms\"\n{fall}{health}\n\n[routing]\n{routing}\n",
         INTERVAL.as_millis()
     );
     let c2 = c.clone();
@@ -1517,6 +1524,46 @@ async fn writes_stop_going_to_the_old_primary_as_soon_as_a_promotion_is_seen() {
         .await
     };
     assert_eq!(on_pg0, "0", "the write landed on the old primary too");
+}
+
+/// In the moments after the primary is lost, before the monitor has seen it down, a client
+/// that connects in transaction pooling logs in on a replica (a login needs a server, not the
+/// primary) and reads; a write fails at once with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_right_after_the_primary_is_lost_goes_to_a_replica() {
+    // The primary is seen down only after 100 failed probes (20 s).
+    let (c, proxy, p) = setup_with(
+        &format!("fall = 100\nrise = {RISE}"),
+        "consistency = \"eventual\"",
+    )
+    .await;
+    {
+        let c = c.clone();
+        blocking(move || c.primary().kill()).await;
+    }
+    for i in 0..5 {
+        let client = proxy
+            .try_connect(APP_USER, APP_PASSWORD, APP_DB)
+            .await
+            .unwrap_or_else(|e| panic!("login {i} after the primary was lost: {e}"));
+        let at = port(&client, "SELECT inet_server_port()").await;
+        assert_ne!(at, p.port("pg0"), "login {i} read on {}", p.name(at));
+        if i == 0 {
+            let e = within(
+                "a write",
+                client.simple_query("INSERT INTO f VALUES (10, 'lost') RETURNING 1"),
+            )
+            .await
+            .expect_err("a write with the primary lost");
+            assert!(code(&e).starts_with("08") || code(&e) == "57P03", "{e}");
+        }
+    }
+    // All of it before the monitor saw the primary down.
+    assert_eq!(
+        backend(&status(&proxy).await, "pg0")["up"],
+        true,
+        "the logins were not made in the moments before the primary was seen down"
+    );
 }
 
 /// A promotion cannot be undone: when the promoted standby is lost before `rise` answers

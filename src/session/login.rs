@@ -604,25 +604,52 @@ impl super::Session {
 
     /// The backend to log in on, in the session's view. Session mode keeps this connection
     /// for every statement: it must be the primary. Transaction mode only needs a server that
-    /// knows the database and the user.
-    fn login_backend(&self) -> Option<usize> {
+    /// knows the database and the user: the primary, or any other up when the primary could
+    /// not be reached (`avoid`, a bit per backend tried) or there is none.
+    fn login_backend(&self, avoid: u64) -> Option<usize> {
         let view = &self.current.view;
-        let any_up = || view.backends.iter().position(|b| b.up && !b.fenced);
+        let untried = |i: usize| avoid & (1u64 << (i % 64)) == 0;
+        let any_up = || {
+            (0..view.backends.len())
+                .find(|&i| view.backends[i].up && !view.backends[i].fenced && untried(i))
+        };
         match self.pool_mode {
             PoolMode::Session => view.primary,
-            PoolMode::Transaction => view.primary.or_else(any_up),
+            PoolMode::Transaction => view.primary.filter(|&p| untried(p)).or_else(any_up),
         }
     }
 
     /// The backend to log in on and a connection checked out of its pool, waiting up to
-    /// `primary_wait` for a primary when there is none.
-    async fn login_checkout(&mut self) -> Result<(usize, Pooled), Fatal> {
+    /// `primary_wait` for a primary when there is none. In transaction mode a server that
+    /// cannot be reached (down, but not yet seen down by the monitor) is avoided: the login
+    /// goes on to another that is up, so clients that connect for each request keep reading
+    /// in the moments after the primary is lost.
+    async fn login_checkout(&mut self, avoid: &mut u64) -> Result<(usize, Pooled), Fatal> {
+        loop {
+            let (index, pool) = self.login_pool(*avoid).await?;
+            match pool.checkout_login(self.id).await {
+                Ok(p) => return Ok((index, p)),
+                Err(e)
+                    if self.pool_mode == PoolMode::Transaction
+                        && unreachable(&e)
+                        && self.login_backend(*avoid | 1u64 << (index % 64)).is_some() =>
+                {
+                    tracing::info!(parent: &self.span, backend = %pool.key.backend, error = %e, "server unavailable: logging in on another");
+                    *avoid |= 1u64 << (index % 64);
+                }
+                Err(e) => return Err(self.login_refused(&e)),
+            }
+        }
+    }
+
+    /// The backend to log in on (see [`login_backend`](Self::login_backend)) and its pool.
+    async fn login_pool(&mut self, avoid: u64) -> Result<(usize, Arc<crate::pool::Pool>), Fatal> {
         self.current.refresh(&self.app);
         let wait = self.current.config.config.routing.primary_wait;
-        let mut found = self.login_backend();
+        let mut found = self.login_backend(avoid);
         if found.is_none() && self.app.cluster.wait_primary(wait).await.is_some() {
             self.current.refresh(&self.app);
-            found = self.login_backend();
+            found = self.login_backend(avoid);
         }
         let mut index =
             found.ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
@@ -630,28 +657,62 @@ impl super::Session {
         if pool.is_none() && self.new_topology_within(super::attach::TOPOLOGY_WAIT).await {
             // A reload removed or moved the backend: log in by the topology it made.
             index = self
-                .login_backend()
+                .login_backend(avoid)
                 .ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
             pool = self.pool(index);
         }
         let pool = pool.ok_or_else(|| Fatal::new("57P03", "no database server is available"))?;
-        let p = pool
-            .checkout_login(self.id)
+        Ok((index, pool))
+    }
+
+    /// Applies the client's startup settings to the connection it logs in on; the notices
+    /// that raises. PostgreSQL sends the notices that applying the startup settings raises (a
+    /// truncated application_name) during startup: they are relayed in the greeting. A setting
+    /// known to raise one is applied again even on a connection that already has it.
+    /// `Err(Ok(e))`: the server refused a setting; `Err(Err(()))`: it did not answer.
+    async fn apply_startup_settings(
+        &self,
+        p: &mut Pooled,
+    ) -> Result<BytesMut, Result<crate::pool::server::ServerError, ()>> {
+        let mut notices = BytesMut::new();
+        let mut applied = std::borrow::Cow::Borrowed(&*p.conn.applied);
+        if raises_notice(&self.desired) {
+            // (Only that setting: what else the connection has is reset or kept as usual.)
+            applied.to_mut().0.remove("application_name");
+        }
+        let Some(sql) = self.desired.sync_sql(&applied, true) else {
+            return Ok(notices);
+        };
+        let timeout = self.current.config.config.pool.connect_timeout;
+        match p
+            .conn
+            .simple_query_noting(&sql, timeout, Some(&mut notices))
             .await
-            .map_err(|e| match e.sqlstate() {
-                // The client proved its identity to the proxy; the server does not know this role
-                // (or has another password for it): a configuration mismatch, not a bad password.
-                "28P01" | "28000" => Fatal::new(
-                    "28000",
-                    format!(
-                        "the database server refused role \"{}\": {}",
-                        self.user.name,
-                        e.client_message()
-                    ),
+        {
+            Ok(Ok(_)) => {
+                p.conn.applied = self.desired.clone();
+                Ok(notices)
+            }
+            Ok(Err(e)) => Err(Ok(e)),
+            Err(_) => Err(Err(())),
+        }
+    }
+
+    /// The client's error for a failed login checkout.
+    fn login_refused(&self, e: &crate::pool::PoolError) -> Fatal {
+        match e.sqlstate() {
+            // The client proved its identity to the proxy; the server does not know this role
+            // (or has another password for it): a configuration mismatch, not a bad password.
+            "28P01" | "28000" => Fatal::new(
+                "28000",
+                format!(
+                    "the database server refused role \"{}\": {}",
+                    self.user.name,
+                    e.client_message()
                 ),
-                code => Fatal::new(code, e.client_message()),
-            })?;
-        Ok((index, p))
+            ),
+            code => Fatal::new(code, e.client_message()),
+        }
     }
 
     /// First server contact: validates database and startup settings on a real server and
@@ -684,10 +745,11 @@ impl super::Session {
             PoolMode::Transaction => super::route::Target::Replica,
         };
         let mut rerouted = 0;
-        let mut p = loop {
+        let mut avoid = 0u64;
+        let (mut p, notices) = loop {
             // (The waits above may have crossed a reload that renumbered the backends:
             // login_checkout reads the view the pools are looked up in.)
-            let (index, p) = self.login_checkout().await?;
+            let (index, mut p) = self.login_checkout(&mut avoid).await?;
             if self.app.pause.holds(&self.database) {
                 // PAUSE came while this login waited for a server (and, not holding one yet,
                 // was not waited for): nothing is run on the server until RESUME.
@@ -696,48 +758,38 @@ impl super::Session {
                 self.refuse_if_disabled()?;
                 continue;
             }
-            if self.still_routable(index, &p.pool().key.backend, target) {
-                break p;
+            if !self.still_routable(index, &p.pool().key.backend, target) {
+                p.discard("role_changed", &self.app.metrics);
+                rerouted += 1;
+                if rerouted == 3 {
+                    return Err(Fatal::new("57P03", "no database server is available"));
+                }
+                continue;
             }
-            p.discard("role_changed", &self.app.metrics);
-            rerouted += 1;
-            if rerouted == 3 {
-                return Err(Fatal::new("57P03", "no database server is available"));
-            }
-        };
-        // PostgreSQL sends the notices that applying the startup settings raises (a truncated
-        // application_name) during startup: they are relayed in the greeting. A setting known
-        // to raise one is applied again even on a connection that already has it.
-        let mut notices = BytesMut::new();
-        let mut applied = std::borrow::Cow::Borrowed(&*p.conn.applied);
-        if raises_notice(&self.desired) {
-            // (Only that setting: what else the connection has is reset or kept as usual.)
-            applied.to_mut().0.remove("application_name");
-        }
-        if let Some(sql) = self.desired.sync_sql(&applied, true) {
-            match p
-                .conn
-                .simple_query_noting(
-                    &sql,
-                    self.current.config.config.pool.connect_timeout,
-                    Some(&mut notices),
-                )
-                .await
-            {
-                Ok(Ok(_)) => p.conn.applied = self.desired.clone(),
-                Ok(Err(e)) => {
+            match self.apply_startup_settings(&mut p).await {
+                Ok(notices) => break (p, notices),
+                Err(Ok(e)) => {
                     p.release();
                     return Err(Fatal::new(e.code, e.message));
                 }
-                Err(_) => {
+                Err(Err(())) => {
                     p.discard("setup_failed", &self.app.metrics);
-                    return Err(Fatal::new(
-                        "08006",
-                        "could not set up the server connection",
-                    ));
+                    // The server stopped answering (lost, and not yet seen so by the
+                    // monitor): in transaction mode another one greets the client.
+                    avoid |= 1u64 << (index % 64);
+                    rerouted += 1;
+                    if self.pool_mode == PoolMode::Session
+                        || rerouted == 3
+                        || self.login_backend(avoid).is_none()
+                    {
+                        return Err(Fatal::new(
+                            "08006",
+                            "could not set up the server connection",
+                        ));
+                    }
                 }
             }
-        }
+        };
         if self.app.cancels.adopt_pid(reg, p.conn.pid) {
             p.conn.told = crate::pool::clock::now_ms().max(1);
             // The client is told the process id of the server process it logs in on. In
@@ -809,6 +861,18 @@ async fn cleartext_matches(stored: Option<&StoredPassword>, user: &str, given: &
         }
         Some(s) => s.matches_cleartext(user, given),
     }
+}
+
+/// Whether a failed login checkout says the server cannot be reached (down, not yet seen so
+/// by the monitor; declared down or replaced meanwhile), so that another may greet the
+/// client: not a refusal of the role or database (any server would refuse it), nor a pool
+/// busy for all of `checkout_timeout` or a server at its connection limit (overload).
+fn unreachable(e: &crate::pool::PoolError) -> bool {
+    !e.is_refusal()
+        && !matches!(
+            e,
+            crate::pool::PoolError::Timeout(_) | crate::pool::PoolError::Full { .. }
+        )
 }
 
 #[cfg(test)]
