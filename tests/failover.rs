@@ -1566,6 +1566,42 @@ async fn a_login_right_after_the_primary_is_lost_goes_to_a_replica() {
     );
 }
 
+/// A replica lost but not yet seen down (`fall` probes) is tried by one read, not by every
+/// read: a checkout that cannot reach it keeps the next reads away from it for a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_stop_trying_a_lost_replica_before_it_is_seen_down() {
+    // pg1 is seen down only after 100 failed probes (20 s).
+    let (c, proxy, p) = setup_with(
+        &format!("fall = 100\nrise = {RISE}"),
+        "consistency = \"eventual\"",
+    )
+    .await;
+    let client = proxy.connect_app().await;
+    {
+        let c = c.clone();
+        blocking(move || c.replicas()[0].kill()).await;
+    }
+    let errors = r#"switchyard_server_connect_errors_total{backend="pg1"}"#;
+    let before = proxy.metric(errors).await;
+    let t0 = Instant::now();
+    for _ in 0..100 {
+        let at = port(&client, "SELECT inet_server_port()").await;
+        assert_ne!(at, p.port("pg1"));
+    }
+    let tried = proxy.metric(errors).await - before;
+    let seconds = t0.elapsed().as_secs_f64();
+    assert_eq!(
+        backend(&status(&proxy).await, "pg1")["up"],
+        true,
+        "the reads were not made before pg1 was seen down"
+    );
+    // About one attempt per second of reading (and not one for every other read).
+    assert!(
+        tried <= seconds.ceil() + 2.0,
+        "{tried} connects to the lost replica during {seconds:.1} s of reads"
+    );
+}
+
 /// A promotion cannot be undone: when the promoted standby is lost before `rise` answers
 /// elected it, the old primary (still running, on the older timeline) stays fenced, and
 /// writes fail cleanly instead of landing on the abandoned history.

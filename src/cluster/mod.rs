@@ -28,6 +28,9 @@ pub struct BackendStats {
     /// Newest replay position seen by anyone (the monitor, or a session waiting for a
     /// read-your-writes position), fresher than the view between probes.
     pub replay_lsn: AtomicU64,
+    /// Until when (coarse clock, ms) reads avoid it: a checkout could not reach it. Until the
+    /// monitor sees it down (`fall` probes), every read would otherwise try it first.
+    pub unreachable_until: AtomicU64,
 }
 
 /// One backend in a view.

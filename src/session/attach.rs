@@ -25,6 +25,9 @@ pub(super) const TOPOLOGY_WAIT: std::time::Duration = std::time::Duration::from_
 pub(super) const COMMIT_LSN_SQL: &str =
     "SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text";
 
+/// How long reads avoid a replica a checkout could not reach.
+pub(super) const UNREACHABLE_MS: u64 = 1000;
+
 impl Session {
     /// The pool for backend `index` in the current topology.
     pub(super) fn pool(&mut self, index: usize) -> Option<Arc<Pool>> {
@@ -261,8 +264,15 @@ impl Session {
                         crate::pool::PoolError::Timeout(_) | crate::pool::PoolError::Full { .. }
                     ) =>
             {
-                // A replica that cannot be reached: the read goes elsewhere.
+                // A replica that cannot be reached: the read goes elsewhere, and the next
+                // reads for a second too.
                 tracing::info!(parent: &self.span, backend = %pool.key.backend, error = %e, "replica unavailable: routing the read elsewhere");
+                if let Some(b) = self.current.view.backends.get(index) {
+                    let until = crate::pool::clock::now_ms() + UNREACHABLE_MS;
+                    b.stats
+                        .unreachable_until
+                        .store(until, std::sync::atomic::Ordering::Relaxed);
+                }
                 self.app
                     .metrics
                     .retries

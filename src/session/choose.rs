@@ -10,6 +10,23 @@ use crate::balance::{self, Candidate};
 use crate::cluster::{BackendView, ClusterView, Role};
 use crate::config::{Consistency, PrimaryReads, RoutingConfig};
 
+/// The backends (a bit each) a checkout could not reach within the last
+/// [`super::attach::UNREACHABLE_MS`].
+fn unreachable(view: &ClusterView) -> u64 {
+    let now = crate::pool::clock::now_ms();
+    let mut bits = 0u64;
+    for (i, b) in view.backends.iter().enumerate() {
+        if b.stats
+            .unreachable_until
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > now
+        {
+            bits |= 1u64 << (i % 64);
+        }
+    }
+    bits
+}
+
 /// What [`Session::choose_replica`] found.
 enum Replica {
     /// This backend, for this decision.
@@ -61,7 +78,7 @@ impl Session {
         d: Decision,
     ) -> Result<Replica, NoBackend> {
         let mut candidates: Vec<Candidate> = Vec::with_capacity(view.backends.len());
-        let mut skip = self.avoid | self.conflicted;
+        let mut skip = self.avoid | self.conflicted | unreachable(view);
         loop {
             for (i, b) in view.backends.iter().enumerate() {
                 let primary_ok =
