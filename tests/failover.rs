@@ -1602,6 +1602,51 @@ async fn reads_stop_trying_a_lost_replica_before_it_is_seen_down() {
     );
 }
 
+/// A transaction block whose server connection was lost with the primary fails as a block
+/// does: its next statements get 25P02 at once, not after waiting `primary_wait` for a
+/// primary (the block is recreated, failed, on any server that serves reads), and a ROLLBACK
+/// ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_lost_with_the_primary_fails_at_once() {
+    let (c, proxy, p) = setup_with(
+        &format!("rise = {RISE}"),
+        "consistency = \"eventual\"\nprimary_wait = \"60s\"",
+    )
+    .await;
+    let client = proxy.connect_app().await;
+    execute(&client, "BEGIN").await;
+    execute(&client, "INSERT INTO f VALUES (11, 'in the block')").await;
+    {
+        let c = c.clone();
+        blocking(move || c.primary().kill()).await;
+    }
+    wait_status(&proxy, "pg0 down", Duration::from_secs(20), |s| {
+        backend(s, "pg0")["up"] == false
+    })
+    .await;
+    // The loss itself is reported once (08006), then the block is failed.
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let e = within(
+            "a statement in the lost block",
+            client.simple_query("SELECT 1"),
+        )
+        .await
+        .expect_err("a statement in a lost block");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "a statement in the lost block waited {:?} ({e})",
+            t.elapsed()
+        );
+        codes.push(code(&e));
+    }
+    assert_eq!(codes.last().map(String::as_str), Some("25P02"), "{codes:?}");
+    execute(&client, "ROLLBACK").await;
+    let at = port(&client, "SELECT inet_server_port()").await;
+    assert_ne!(at, p.port("pg0"), "the read after the ROLLBACK");
+}
+
 /// A promotion cannot be undone: when the promoted standby is lost before `rise` answers
 /// elected it, the old primary (still running, on the older timeline) stays fenced, and
 /// writes fail cleanly instead of landing on the abandoned history.

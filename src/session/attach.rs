@@ -194,8 +194,6 @@ impl Session {
             self.wait_resumed(client).await?;
         }
         self.current.refresh(&self.app);
-        // A failed transaction block is recreated on the primary, whatever comes next.
-        self.force_primary |= self.aborted_txn;
         let decision = self.decide();
         self.force_primary = false;
         let (mut index, d) = match self.choose(decision).await {

@@ -94,6 +94,12 @@ impl Session {
         if self.force_primary {
             return Decision::primary(true, "retry_on_primary");
         }
+        if self.aborted_txn {
+            // A block that failed without a server (its connection lost) is recreated, failed,
+            // on whichever server serves reads: nothing in it runs (25P02 up to its end), so it
+            // needs no primary, which may be the server just lost.
+            return Decision::replica(false, "failed_block");
+        }
         if let Some(begin) = &self.deferred_begin {
             let ro = self.begin_on_replica(begin.modes, self.front_is_set_transaction_read_only())
                 && !self.front_asks_the_primary();
