@@ -99,8 +99,9 @@ impl Session {
             }
             break;
         }
-        // An explicit choice of a replica (hint or SET switchyard.route) is honoured as is.
-        let explicit = d.reason == "hint_replica";
+        // An explicit choice of a replica (hint or SET switchyard.route) is honoured as is, and
+        // a failed block reads nothing.
+        let explicit = d.reason == "hint_replica" || d.reason == "failed_block";
         let required = match self.consistency {
             Consistency::ReadYourWrites if !explicit => {
                 self.ryw.for_reads(routing.ryw_scope).required(view.epoch)
