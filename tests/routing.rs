@@ -2509,6 +2509,54 @@ async fn a_write_pipelined_behind_the_end_of_a_replica_transaction_runs_on_the_p
     assert_eq!(at, on, "the chained transaction moved to {}", p.name(at));
 }
 
+/// A read-only transaction begun through the extended protocol (`BEGIN READ ONLY` as a Parse,
+/// or the Bind of a statement prepared from it, as psycopg and pgjdbc send it) runs on a
+/// replica, as one begun with a Query; a plain `BEGIN` that way runs on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_transaction_begun_through_the_extended_protocol_runs_on_a_replica() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    let port_typed = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, i32>(0) as u16;
+    let begin = c.prepare("BEGIN READ ONLY").await.expect("prepare");
+    for named in [false, true] {
+        if named {
+            c.execute(&begin, &[])
+                .await
+                .expect("BEGIN READ ONLY, named");
+        } else {
+            c.query_typed("BEGIN READ ONLY", &[])
+                .await
+                .expect("BEGIN READ ONLY");
+        }
+        let on = port_typed(
+            c.query_typed("SELECT inet_server_port()", &[])
+                .await
+                .expect("read"),
+        );
+        let again = port_typed(
+            c.query_typed("SELECT inet_server_port()", &[])
+                .await
+                .expect("read"),
+        );
+        c.query_typed("COMMIT", &[]).await.expect("COMMIT");
+        assert!(
+            p.is_replica(on),
+            "the read-only transaction (named: {named}) ran on {}",
+            p.name(on)
+        );
+        assert_eq!(on, again, "the transaction moved");
+    }
+    c.query_typed("BEGIN", &[]).await.expect("BEGIN");
+    let on = port_typed(
+        c.query_typed("SELECT inet_server_port()", &[])
+            .await
+            .expect("read"),
+    );
+    c.query_typed("COMMIT", &[]).await.expect("COMMIT");
+    assert_eq!(on, p.primary, "a plain BEGIN ran on {}", p.name(on));
+}
+
 /// The same with the end of the block sent through the extended protocol (Parse, Bind,
 /// Execute, Sync, as drivers send it): the INSERT pipelined behind it runs on the primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,7 +155,16 @@ impl Session {
             | tag::FLUSH
             | tag::CLOSE => {
                 let (read, hint) = self.batch_is_read().unwrap_or((false, None));
-                (read, hint, None, false)
+                // A read-only transaction begun through the extended protocol runs on a
+                // replica, as one begun with a Query does (its first statement is not looked
+                // at: the BEGIN goes to the server at once, not answered by the proxy).
+                let txn = match h.tag {
+                    tag::PARSE | tag::BIND if self.txn == crate::protocol::TxnStatus::Idle => self
+                        .front_extended_begin()
+                        .map(|modes| self.begin_on_replica(modes, false)),
+                    _ => None,
+                };
+                (read, hint, txn, false)
             }
             _ => (false, None, None, false),
         };
@@ -202,41 +211,8 @@ impl Session {
     /// runs there: on a replica the answers would be the replica's. So it does when a
     /// standby would refuse the request, or it is hinted `/* switchyard:primary */`.
     fn front_asks_the_primary(&self) -> bool {
-        let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else {
+        let Some(text) = self.front_statement_text() else {
             return false;
-        };
-        if self.client.rbuf.len() < h.frame_len {
-            return false;
-        }
-        let body = &self.client.rbuf[5..h.frame_len];
-        let text = match h.tag {
-            tag::QUERY => query_bytes(body),
-            tag::PARSE => match super::statements::split_parse(body) {
-                Some((_, query, _)) => query_bytes(query),
-                None => return false,
-            },
-            tag::BIND => {
-                let Some((name, _)) = read_cstr(body).and_then(|(_, rest)| read_cstr(rest)) else {
-                    return false;
-                };
-                let query = if name.is_empty() {
-                    match self
-                        .unnamed
-                        .as_ref()
-                        .and_then(|p| super::statements::split_parse(&p[5..]))
-                    {
-                        Some((_, query, _)) => query,
-                        None => return false,
-                    }
-                } else {
-                    match self.statements.get(name) {
-                        Some(s) => &s.query[..],
-                        None => return false,
-                    }
-                };
-                query_bytes(query)
-            }
-            _ => return false,
         };
         let a = analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
         // (A first statement that changes settings, `set_config('role', ...)` say, or leaves
@@ -249,6 +225,43 @@ impl Session {
             || a.txn == TxnControl::SetTransactionReadWrite
             || a.primary_only
             || a.hint == Some(Route::Primary)
+    }
+
+    /// The text of the statement the message at the front of the client buffer runs: a
+    /// Query's, a Parse's, or the statement a Bind names (when the proxy knows it).
+    fn front_statement_text(&self) -> Option<&[u8]> {
+        let h = Header::peek(&self.client.rbuf, usize::MAX).ok()??;
+        let body = self.client.rbuf.get(5..h.frame_len)?;
+        let text = match h.tag {
+            tag::QUERY => body,
+            tag::PARSE => super::statements::split_parse(body)?.1,
+            tag::BIND => {
+                let (_, rest) = read_cstr(body)?;
+                let (name, _) = read_cstr(rest)?;
+                if name.is_empty() {
+                    let p = self.unnamed.as_ref()?;
+                    super::statements::split_parse(&p[5..])?.1
+                } else {
+                    &self.statements.get(name)?.query[..]
+                }
+            }
+            _ => return None,
+        };
+        Some(query_bytes(text))
+    }
+
+    /// The modes of the lone `BEGIN` (or `START TRANSACTION`) that the Parse or Bind at the
+    /// front of an extended-protocol batch runs, if it runs one (psycopg's and pgjdbc's
+    /// `BEGIN READ ONLY`). (Only a text starting with the word is examined further: this runs
+    /// for every batch.)
+    fn front_extended_begin(&self) -> Option<crate::sql::BeginModes> {
+        let text = self.front_statement_text()?;
+        let start = text.iter().position(|b| !b.is_ascii_whitespace())?;
+        let word = text.get(start..start + 5)?;
+        if !word.eq_ignore_ascii_case(b"begin") && !word.eq_ignore_ascii_case(b"start") {
+            return None;
+        }
+        crate::sql::begin_modes(std::str::from_utf8(text).ok()?)
     }
 
     fn front_is_set_transaction_read_only(&self) -> bool {
