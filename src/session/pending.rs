@@ -189,12 +189,28 @@ pub struct Pending {
     synthetic_bytes: usize,
     /// Parse entries queued.
     parses: usize,
+    /// Entries whose hook names one of the client's statements (see [`Hook::names`]): while
+    /// there are none, a Bind of a named statement need not look through the queue.
+    named: usize,
+}
+
+impl Hook {
+    /// Whether the hook is about one of the client's named statements: what
+    /// [`Pending::name_unsettled`] and [`Pending::parse_outstanding`] look for.
+    fn names(&self) -> bool {
+        match self {
+            Hook::Parse { name, .. } => !name.is_empty(),
+            Hook::CachedParse { .. } | Hook::Closed { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 impl Pending {
     /// Appends an expected server response.
     pub fn expect(&mut self, kind: Kind, mode: Mode, hook: Hook) {
         self.parses += usize::from(kind == Kind::Parse);
+        self.named += usize::from(hook.names());
         self.q.push_back(Expect::Server {
             kind,
             mode,
@@ -206,6 +222,7 @@ impl Pending {
     /// Appends a synthetic response.
     pub fn synthetic(&mut self, bytes: Bytes, hook: Hook) {
         self.synthetic_bytes += bytes.len();
+        self.named += usize::from(hook.names());
         self.q.push_back(Expect::Synthetic(bytes, hook));
     }
 
@@ -213,14 +230,15 @@ impl Pending {
     /// ParseComplete the proxy gave for it from the connection's statements: an error before
     /// it undoes that one too).
     pub fn parse_outstanding(&self, name: &[u8]) -> bool {
-        self.q.iter().any(|e| match e {
-            Expect::Server {
-                hook: Hook::Parse { name: n, .. },
-                ..
-            }
-            | Expect::Synthetic(_, Hook::CachedParse { name: n, .. }) => n[..] == *name,
-            _ => false,
-        })
+        self.named > 0
+            && self.q.iter().any(|e| match e {
+                Expect::Server {
+                    hook: Hook::Parse { name: n, .. },
+                    ..
+                }
+                | Expect::Synthetic(_, Hook::CachedParse { name: n, .. }) => n[..] == *name,
+                _ => false,
+            })
     }
 
     /// Whether a Parse or Close of the client's statement `name` awaits its answer in a batch
@@ -228,6 +246,11 @@ impl Pending {
     /// may still make the server skip it, so a later batch cannot know yet whether the name
     /// is taken.
     pub fn name_unsettled(&self, name: &[u8]) -> bool {
+        // (Checked for every Bind of a named statement: a long pipeline of them must not
+        // make each one read the whole queue.)
+        if self.named == 0 {
+            return false;
+        }
         let mut seen = false;
         for e in &self.q {
             let ends_batch = match e {
@@ -263,6 +286,7 @@ impl Pending {
             } = hook
             {
                 if n[..] == *name && statement.0.id == id {
+                    self.named -= 1;
                     *hook = if *on_server && on_connection {
                         Hook::Evicted { id }
                     } else {
@@ -325,8 +349,9 @@ impl Pending {
     pub fn pop_synthetic(&mut self) -> Option<Bytes> {
         match self.q.front() {
             Some(Expect::Synthetic(..)) => match self.q.pop_front() {
-                Some(Expect::Synthetic(b, _)) => {
+                Some(Expect::Synthetic(b, hook)) => {
                     self.synthetic_bytes -= b.len();
+                    self.named -= usize::from(hook.names());
                     Some(b)
                 }
                 _ => unreachable!(),
@@ -433,10 +458,12 @@ impl Pending {
                     match self.q.pop_front() {
                         Some(Expect::Server { kind, hook, .. }) => {
                             self.parses -= usize::from(kind == Kind::Parse);
+                            self.named -= usize::from(hook.names());
                             self.skipped.push(hook);
                         }
                         Some(Expect::Synthetic(b, hook)) => {
                             self.synthetic_bytes -= b.len();
+                            self.named -= usize::from(hook.names());
                             self.skipped.push(hook);
                         }
                         None => {}
@@ -482,6 +509,7 @@ impl Pending {
             }) = self.q.pop_front()
             {
                 self.parses -= usize::from(kind == Kind::Parse);
+                self.named -= usize::from(hook.names());
                 m.completed = Some((kind, mode));
                 m.hold_ready = matches!(hook, Hook::HoldReady);
                 if let Hook::Shape { id } = hook {
@@ -549,7 +577,9 @@ impl Pending {
                     hook,
                     ..
                 } if !matches!(hook, Hook::AfterCopyEnd | Hook::HoldReady) => {
-                    self.q.remove(i);
+                    if let Some(Expect::Server { hook, .. }) = self.q.remove(i) {
+                        self.named -= usize::from(hook.names());
+                    }
                 }
                 _ => break,
             }
@@ -588,6 +618,7 @@ impl Pending {
         self.q.clear();
         self.synthetic_bytes = 0;
         self.parses = 0;
+        self.named = 0;
         n
     }
 }
@@ -756,6 +787,86 @@ mod tests {
                     "{p:?}"
                 );
             }
+        }
+    }
+
+    /// The count `name_unsettled` skips its scan by, counted afresh.
+    fn named_recount(p: &Pending) -> usize {
+        p.q.iter()
+            .filter(|e| {
+                let (Expect::Server { hook, .. } | Expect::Synthetic(_, hook)) = e;
+                hook.names()
+            })
+            .count()
+    }
+
+    #[test]
+    fn the_count_of_named_hooks_follows_the_queue() {
+        let reg = crate::session::statements::Registry::default();
+        let stmt = reg.intern(b"select 1", b"", b"");
+        let s1 = || Bytes::from_static(b"s1");
+        let mut seed = 0x9e37_79b9_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2000 {
+            let mut p = Pending::default();
+            for _ in 0..next(16) {
+                let hook = match next(6) {
+                    0 => Hook::Parse {
+                        id: stmt.id,
+                        name: s1(),
+                    },
+                    1 => Hook::Parse {
+                        id: stmt.id,
+                        name: Bytes::new(),
+                    },
+                    2 => Hook::CachedParse {
+                        id: stmt.id,
+                        name: s1(),
+                    },
+                    3 => Hook::Closed {
+                        name: s1(),
+                        statement: ClosedStatement(stmt.clone()),
+                        on_server: next(2) == 0,
+                    },
+                    _ => Hook::None,
+                };
+                match next(7) {
+                    0 => p.synthetic(Bytes::from_static(b"1\0\0\0\x04"), hook),
+                    1 => p.expect(Kind::Sync, Mode::Forward, hook),
+                    2 => p.expect(Kind::Close, Mode::Forward, hook),
+                    3 => p.expect(Kind::Bind, Mode::Forward, hook),
+                    _ => p.expect(Kind::Parse, Mode::Forward, hook),
+                }
+            }
+            // Answers, errors, skipped Parses and a copy's ignored Syncs take entries away.
+            while !p.is_empty() {
+                assert_eq!(p.named, named_recount(&p), "{p:?}");
+                if p.pop_synthetic().is_some() {
+                    continue;
+                }
+                match next(5) {
+                    0 => p.on_server(tag::ERROR_RESPONSE),
+                    1 => {
+                        p.forget_closes(b"s1", stmt.id, next(2) == 0);
+                        continue;
+                    }
+                    2 => p.on_server(tag::COPY_IN_RESPONSE),
+                    _ => match p.front_kind() {
+                        Some(Kind::Parse) => p.on_server(tag::PARSE_COMPLETE),
+                        Some(Kind::Bind) => p.on_server(tag::BIND_COMPLETE),
+                        Some(Kind::Close) => p.on_server(tag::CLOSE_COMPLETE),
+                        _ => p.on_server(tag::READY_FOR_QUERY),
+                    },
+                };
+                p.take_skipped();
+            }
+            assert_eq!(p.named, 0);
+            assert!(!p.name_unsettled(b"s1"));
         }
     }
 
