@@ -3926,6 +3926,34 @@ fn peering_port_is_bounded() {
 /// Extra memory the proxy may use while relaying a large result or value.
 const MEMORY_BUDGET_KB: u64 = 60 * 1024;
 
+/// A client's name for a statement is kept apart from the Parse message that gave it: one
+/// large text parsed under many names is kept once, not once per name.
+#[test]
+fn a_named_statement_does_not_keep_its_parse_message() {
+    bounded(async {
+        let proxy = proxy("");
+        let pid = proxy.pid();
+        let mut raw = Raw::app(&proxy).await;
+        raw.query_ok("select 1").await;
+        let base = proc_kb(pid, "VmRSS");
+        // 1 MB of comment: 150 names would keep 150 MB if each kept its message.
+        let text = format!("/* {} */ select 1", "x".repeat(1 << 20));
+        for i in 0..150 {
+            raw.send(&[fe::parse(&format!("big{i}"), &text, &[]), fe::sync()].concat())
+                .await;
+            assert_eq!(sync_tags(&raw.until_ready().await), "1Z");
+        }
+        let after = proc_kb(pid, "VmRSS");
+        assert!(
+            after.saturating_sub(base) < MEMORY_BUDGET_KB,
+            "proxy RSS grew from {base} kB to {after} kB for 150 names of one statement"
+        );
+        raw.send(&[fe::bind("", "big149", &[]), fe::execute("", 0), fe::sync()].concat())
+            .await;
+        assert_eq!(rows(&raw.until_ready().await), ["1"]);
+    });
+}
+
 #[test]
 fn large_result_streams_with_bounded_memory() {
     bounded(async {

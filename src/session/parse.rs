@@ -210,7 +210,9 @@ impl Session {
             .statements
             .intern_with(&scope, query, types, &context, depends);
         stmt.effects.get_or_init(|| effects);
-        let client_name = frame.slice_ref(name);
+        // (A copy: a slice would keep the whole Parse message, query text and all, for as
+        // long as the client has the statement.)
+        let client_name = Bytes::copy_from_slice(name);
         self.statements.insert(client_name.clone(), stmt.clone());
         if let Some(r) = self.retry.as_mut() {
             r.names.push(client_name.clone());
