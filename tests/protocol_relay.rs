@@ -1885,6 +1885,71 @@ fn a_statement_prepared_again_in_a_failed_batch_is_prepared_for_the_next() {
 }
 
 #[test]
+fn a_parse_failing_on_its_own_is_not_trusted_by_the_next_batch() {
+    bounded(async {
+        // Two names for one failing text, the second pipelined behind the first's Sync: as
+        // on PostgreSQL each Parse fails (the proxy answered the second from the statement
+        // it believed prepared, and the Bind then named a shared statement that did not
+        // exist: 26000), and the name stays free. (Everything on the primary: the batches
+        // of reads on replicas may each be routed afresh.)
+        let proxy = proxy("[routing]\nread_write_split = false\n");
+        let mut raw = Raw::app(&proxy).await;
+        let bad = "select * from no_such_table_twice";
+        let mut out = fe::parse("s1", bad, &[]);
+        out.extend(fe::sync());
+        out.extend(fe::parse("s2", bad, &[]));
+        out.extend(fe::bind("", "s2", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready_n(2).await;
+        for r in &r {
+            assert_eq!(sync_tags(r), "EZ", "{r:?}");
+            assert_eq!(r[0].code(), "42P01", "{r:?}");
+        }
+        let mut out = fe::parse("s2", "select 5", &[]);
+        out.extend(fe::bind("", "s2", &[]));
+        out.extend(fe::execute("", 0));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        assert_eq!(rows(&raw.until_ready().await), ["5"]);
+    });
+}
+
+#[test]
+fn a_statement_whose_table_is_gone_fails_in_every_pipelined_batch() {
+    bounded(async {
+        // A statement prepared before its table was dropped, bound in two pipelined batches
+        // on a new server connection: the proxy's Parse of it there fails, and the second
+        // batch must not count on it (it bound a shared name the server did not have: 26000).
+        let proxy = short_lived_connections();
+        let direct = direct_primary().await;
+        direct
+            .batch_execute("drop table if exists pr_gone; create table pr_gone (v int)")
+            .await
+            .unwrap();
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::parse("x1", "select v from pr_gone", &[]);
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        assert_eq!(tags(&raw.until_ready().await), "1Z");
+        outlive_the_connection().await;
+        direct.batch_execute("drop table pr_gone").await.unwrap();
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            out.extend(fe::bind("", "x1", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::sync());
+        }
+        raw.send(&out).await;
+        for r in raw.until_ready_n(2).await {
+            assert_eq!(sync_tags(&r), "EZ", "{r:?}");
+            assert_eq!(r[0].code(), "42P01", "as directly: {r:?}");
+        }
+    });
+}
+
+#[test]
 fn a_statement_of_another_database_is_not_checked_against_this_ones() {
     bounded(async {
         // The same text prepared in two databases: the tables it names are others (other

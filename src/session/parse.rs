@@ -49,7 +49,19 @@ impl Session {
                 _ => None,
             },
         };
-        name.is_some_and(|(name, _)| !name.is_empty() && self.pending.name_unsettled(name))
+        let Some((name, _)) = name.filter(|(name, _)| !name.is_empty()) else {
+            return false;
+        };
+        // Or, for a Bind or Describe, whose statement a Parse in an earlier batch is still
+        // preparing on this connection: if that Parse fails (on its own: its table dropped
+        // since the client's Parse), the connection does not have it, and this batch must
+        // prepare it again to get the server's own answer.
+        self.pending.name_unsettled(name)
+            || (h.tag != tag::CLOSE
+                && self.statements.get(name).is_some_and(|s| {
+                    self.pending
+                        .parse_answer_due(|h| matches!(h, Hook::Parse { id, .. } if *id == s.id))
+                }))
     }
 
     pub(super) fn handle_parse(&mut self, h: Header) -> Result<(), Fatal> {
@@ -218,8 +230,14 @@ impl Session {
             r.names.push(client_name.clone());
         }
         self.note_quiet();
+        // A Parse of it still unanswered in an earlier batch may fail on its own (its table
+        // dropped): this one is sent too, to get the server's own answer, rather than
+        // answered from what the connection may not have after all.
+        let due = self
+            .pending
+            .parse_answer_due(|h| matches!(h, Hook::Parse { id, .. } if *id == stmt.id));
         let conn = &mut self.server.as_mut().expect("attached").conn;
-        if conn.prepared.touch(stmt.id) {
+        if conn.prepared.touch(stmt.id) && !due {
             let mut b = BytesMut::new();
             encode::empty(&mut b, tag::PARSE_COMPLETE);
             self.respond_undoable(
@@ -230,8 +248,9 @@ impl Session {
                 },
             );
         } else {
-            conn.prepared.insert(&stmt);
-            self.evict_prepared();
+            if conn.prepared.insert(&stmt) {
+                self.evict_prepared();
+            }
             self.close_before_parse(&stmt);
             encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
             self.pending.expect(

@@ -330,6 +330,26 @@ impl Pending {
                 .any(|(kind, mode, _)| !(kind == Kind::Close && mode == Mode::Swallow))
     }
 
+    /// Whether the last Parse whose hook `is` matches awaits its answer in a batch that has
+    /// ended (a Sync, Query or FunctionCall queued after it): it may still fail, on its own or
+    /// after an error before it, and what is sent after that end cannot count on it. Read
+    /// from the back, as [`parse_unsettled`](Self::parse_unsettled).
+    pub fn parse_answer_due(&self, is: impl Fn(&Hook) -> bool) -> bool {
+        if self.parses == 0 {
+            return false;
+        }
+        let mut ended = false;
+        for e in self.q.iter().rev() {
+            if let Expect::Server { kind, hook, .. } = e {
+                if *kind == Kind::Parse && is(hook) {
+                    return ended;
+                }
+                ended |= !kind.extended();
+            }
+        }
+        false
+    }
+
     /// Bytes of the answers the proxy made itself that wait behind the server's.
     pub fn synthetic_bytes(&self) -> usize {
         self.synthetic_bytes
