@@ -1950,6 +1950,42 @@ fn a_statement_whose_table_is_gone_fails_in_every_pipelined_batch() {
 }
 
 #[test]
+fn sql_execute_inside_a_failed_batch_is_skipped_with_it() {
+    bounded(async {
+        // SQL EXECUTE of the client's statement in a Query inside an extended batch, on a
+        // connection that lacks the statement: the proxy prepares it there first, without
+        // a Sync of its own (that Sync ended the server's skip after the batch's error, and
+        // the client got a ReadyForQuery more than it asked for).
+        let proxy = short_lived_connections();
+        let mut raw = Raw::app(&proxy).await;
+        let mut out = fe::parse("e1", "select 42", &[]);
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        assert_eq!(tags(&raw.until_ready().await), "1Z");
+        outlive_the_connection().await;
+        let mut out = fe::bind("", "no_such_statement", &[]);
+        out.extend(fe::execute("", 0));
+        out.extend(fe::query("execute e1"));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready().await;
+        assert_eq!(sync_tags(&r), "EZ", "{r:?}");
+        assert_eq!(r[0].code(), "26000");
+        raw.assert_silent(Duration::from_millis(500), "after the batch's Sync")
+            .await;
+        // Not failed: the Query runs inside the batch, which goes on after it.
+        outlive_the_connection().await;
+        let mut out = fe::pbe("select 1", &[]);
+        out.extend(fe::query("execute e1"));
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        let r = raw.until_ready_n(2).await;
+        assert_eq!(rows(&r[0]), ["1", "42"], "{r:?}");
+        assert_eq!(sync_tags(&r[1]), "Z", "{r:?}");
+    });
+}
+
+#[test]
 fn a_statement_of_another_database_is_not_checked_against_this_ones() {
     bounded(async {
         // The same text prepared in two databases: the tables it names are others (other

@@ -362,11 +362,17 @@ impl Session {
             Some((sql, stmt)) => {
                 let queued = self.pending.len();
                 self.ensure_prepared(&stmt);
-                if self.pending.len() != queued {
+                if self.pending.len() != queued && !self.batch_open {
                     // The statement is prepared here first, with extended-protocol messages:
                     // a Sync of the proxy's own ends them, so that if that Parse fails (the
                     // server then ignores everything up to a Sync) the Query still runs and
                     // gets its answer, instead of being ignored with the client waiting.
+                    // Not inside the client's own batch (no Sync of its yet): there a Sync
+                    // would end the batch early, with a ReadyForQuery the client does not
+                    // expect, the end of a skip the server owes an earlier error, and the
+                    // commit of the batch's implicit transaction. The batch's Sync ends
+                    // the Parse instead, and an error before it skips the Query, as
+                    // PostgreSQL skips a Query in a failed batch.
                     encode::empty(&mut self.swbuf, tag::SYNC);
                     self.pending
                         .expect(Kind::Sync, Mode::Swallow, Hook::ReprepareSync);
