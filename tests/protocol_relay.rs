@@ -1986,6 +1986,44 @@ fn sql_execute_inside_a_failed_batch_is_skipped_with_it() {
 }
 
 #[test]
+fn a_skipped_unnamed_parse_or_close_leaves_the_statement_before() {
+    bounded(async {
+        // As on PostgreSQL, an unnamed Parse (or a Close of the unnamed statement) that an
+        // error earlier in its batch skips leaves the client the unnamed statement it had.
+        // (The proxy ran the skipped Parse's text, or answered 26000.)
+        let proxy = proxy("[routing]\nread_write_split = false\n");
+        let mut raw = Raw::app(&proxy).await;
+        let bind_run = || [fe::bind("", "", &[]), fe::execute("", 0), fe::sync()].concat();
+        let mut out = fe::pbe("select 1", &[]);
+        out.extend(fe::sync());
+        raw.send(&out).await;
+        assert_eq!(rows(&raw.until_ready().await), ["1"]);
+        let failing =
+            |then: Vec<u8>| [fe::bind("", "no_such_statement", &[]), then, fe::sync()].concat();
+        // Pipelined: the Bind behind the skipped Parse.
+        raw.send(&[failing(fe::parse("", "select 2", &[])), bind_run()].concat())
+            .await;
+        let r = raw.until_ready_n(2).await;
+        assert_eq!(r[0][0].code(), "26000", "{r:?}");
+        assert_eq!(rows(&r[1]), ["1"], "pipelined: {r:?}");
+        // In a later round trip.
+        raw.send(&failing(fe::parse("", "select 3", &[]))).await;
+        assert_eq!(sync_tags(&raw.until_ready().await), "EZ");
+        raw.send(&bind_run()).await;
+        assert_eq!(rows(&raw.until_ready().await), ["1"], "after a round trip");
+        // A skipped Close.
+        raw.send(&failing(fe::close(b'S', ""))).await;
+        assert_eq!(sync_tags(&raw.until_ready().await), "EZ");
+        raw.send(&bind_run()).await;
+        assert_eq!(
+            rows(&raw.until_ready().await),
+            ["1"],
+            "after a skipped Close"
+        );
+    });
+}
+
+#[test]
 fn a_statement_of_another_database_is_not_checked_against_this_ones() {
     bounded(async {
         // The same text prepared in two databases: the tables it names are others (other

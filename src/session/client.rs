@@ -581,6 +581,40 @@ impl Session {
         }
     }
 
+    /// Keeps the client's unnamed statement as it is, before an unnamed Parse or Close (the
+    /// next unnamed sequence number) replaces it. (No allocation: shared handles.)
+    pub(super) fn keep_unnamed_before(&mut self) {
+        self.unnamed_before = Some(super::UnnamedBefore {
+            seq: self.unnamed_seq + 1,
+            frame: self.unnamed.clone(),
+            effects: self.unnamed_effects,
+            generation: self.unnamed_generation,
+            deallocates: self.unnamed_deallocates,
+            depends: self.unnamed_depends.clone(),
+        });
+    }
+
+    /// The server skipped the unnamed Parse or Close `seq`, the client's latest: its unnamed
+    /// statement is the one before, if kept (else it has none it can rely on). Under a new
+    /// sequence number, so it is prepared again before it is used: the server's own unnamed
+    /// statement may be another client's.
+    pub(super) fn give_unnamed_back(&mut self, seq: u64) {
+        match self.unnamed_before.take().filter(|b| b.seq == seq) {
+            Some(b) => {
+                self.unnamed = b.frame;
+                self.unnamed_effects = b.effects;
+                self.unnamed_generation = b.generation;
+                self.unnamed_deallocates = b.deallocates;
+                self.unnamed_depends = b.depends;
+            }
+            None => {
+                self.unnamed = None;
+                self.unnamed_depends = None;
+            }
+        }
+        self.unnamed_seq += 1;
+    }
+
     /// The client no longer has an unnamed statement: no server connection holds it.
     pub(super) fn forget_unnamed(&mut self) {
         self.unnamed = None;

@@ -385,7 +385,13 @@ impl Session {
         let mut hook = Hook::None;
         if which == b'P' || kind == Kind::Close {
             if kind == Kind::Close && which == b'S' {
+                // Given back if an error before it makes the server skip it.
+                self.keep_unnamed_before();
                 self.forget_unnamed();
+                hook = Hook::UnnamedParse {
+                    client: true,
+                    seq: self.unnamed_seq,
+                };
             }
             self.swbuf.extend_from_slice(frame);
         } else {

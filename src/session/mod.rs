@@ -79,6 +79,19 @@ impl Fatal {
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// The client's unnamed statement kept while an unnamed Parse or Close replacing it is
+/// unanswered (see `Session::unnamed_before`).
+#[derive(Debug)]
+struct UnnamedBefore {
+    /// The unnamed-statement sequence number of the Parse or Close that replaced it.
+    seq: u64,
+    frame: Option<Bytes>,
+    effects: (crate::sql::Effects, Option<&'static str>),
+    generation: u64,
+    deallocates: bool,
+    depends: Option<Arc<Statement>>,
+}
+
 /// How many connections to the admin console's database may log in past
 /// `max_client_connections` at once (as PostgreSQL reserves connections for superusers): an
 /// operator can still run `RESUME` or `KILL` when clients fill the proxy.
@@ -396,6 +409,7 @@ async fn start(
         unnamed_deallocates: false,
         unnamed_depends: None,
         unnamed_seq: 0,
+        unnamed_before: None,
         desired: startup.clone(),
         startup,
         capture: false,
@@ -569,6 +583,10 @@ struct Session {
     unnamed_depends: Option<Arc<Statement>>,
     /// Counts the client's unnamed Parses (ownership check on the server connection).
     unnamed_seq: u64,
+    /// The client's unnamed statement as it was before its latest unnamed Parse or Close:
+    /// given back if the server skips that one (an error earlier in its batch), as
+    /// PostgreSQL keeps the statement it had.
+    unnamed_before: Option<UnnamedBefore>,
     /// Settings from startup.
     startup: Arc<Settings>,
     /// Startup settings overlaid with the session's own changes.

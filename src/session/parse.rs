@@ -49,9 +49,22 @@ impl Session {
                 _ => None,
             },
         };
-        let Some((name, _)) = name.filter(|(name, _)| !name.is_empty()) else {
+        let Some((name, _)) = name else {
             return false;
         };
+        if name.is_empty() {
+            // The client's unnamed Parse or Close, unanswered in an earlier batch, may be
+            // skipped after an error there, leaving the statement before it: which one this
+            // runs is known from the answer.
+            return h.tag != tag::CLOSE
+                && self
+                    .unnamed_before
+                    .as_ref()
+                    .is_some_and(|b| b.seq == self.unnamed_seq)
+                && self.pending.parse_unsettled(
+                    |h| matches!(h, Hook::UnnamedParse { client: true, seq } if *seq == self.unnamed_seq),
+                );
+        }
         // Or, for a Bind or Describe, whose statement a Parse in an earlier batch is still
         // preparing on this connection: if that Parse fails (on its own: its table dropped
         // since the client's Parse), the connection does not have it, and this batch must
@@ -68,6 +81,10 @@ impl Session {
         // Drivers send the same unnamed statement over and over: the same message as the
         // previous unnamed Parse has the same effects, found without parsing it again (and
         // without keeping another copy of it).
+        if self.client.rbuf.get(5) == Some(&0) {
+            // (Before anything below changes it.)
+            self.keep_unnamed_before();
+        }
         let (effects, pin) = self.unnamed_effects;
         let repeat = self.client.rbuf.get(5) == Some(&0)
             && self.unnamed.as_deref() == Some(&self.client.rbuf[..h.frame_len])

@@ -82,9 +82,10 @@ pub enum Hook {
     /// A Sync the client sent after ending a COPY (the server answers it; Syncs sent while
     /// the server was receiving COPY data are ignored by it).
     AfterCopyEnd,
-    /// A Parse of the unnamed statement: the client's own (`client`), or the proxy putting the
-    /// client's back. If an error makes the server skip it, the server's unnamed statement is
-    /// not the client's (and, for the client's own, the client has none it can rely on).
+    /// A Parse of the unnamed statement: the client's own (`client`, also its Close of it), or
+    /// the proxy putting the client's back. If an error makes the server skip it, the server's
+    /// unnamed statement is not the client's (and, for the client's own, the client's is the
+    /// one before, see `Session::give_unnamed_back`).
     UnnamedParse {
         client: bool,
         /// The client's unnamed-statement sequence number the Parse was made under: a later

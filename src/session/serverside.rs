@@ -111,6 +111,9 @@ impl Session {
         // The read-back found state in the session that cannot move (why).
         let mut kept_state: Option<PinReason> = None;
         let mut own_failure = None;
+        // The client's latest unnamed Parse or Close was skipped (given back after the loop,
+        // which holds the connection).
+        let mut unnamed_skipped = None;
         // Errors relayed to the client, and its transactions ended (counted per backend after
         // the loop).
         let mut errors = 0u64;
@@ -426,8 +429,7 @@ impl Session {
                                 conn.unnamed_owner = None;
                             }
                             if client && self.unnamed_seq == seq {
-                                self.unnamed = None;
-                                self.unnamed_seq += 1;
+                                unnamed_skipped = Some(seq);
                             }
                         }
                         _ => {}
@@ -506,6 +508,9 @@ impl Session {
                 .server_errors
                 .with_label_values(&[&p.pool().key.backend])
                 .inc_by(errors);
+        }
+        if let Some(seq) = unnamed_skipped {
+            self.give_unnamed_back(seq);
         }
         match self.retry.as_mut() {
             Some(r) => r.hold(out, &mut self.client.wbuf),
