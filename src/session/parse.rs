@@ -71,6 +71,7 @@ impl Session {
         // prepare it again to get the server's own answer.
         self.pending.name_unsettled(name)
             || (h.tag != tag::CLOSE
+                && self.pending.parses_queued()
                 && self.statements.get(name).is_some_and(|s| {
                     self.pending
                         .parse_answer_due(|h| matches!(h, Hook::Parse { id, .. } if *id == s.id))

@@ -331,6 +331,11 @@ impl Pending {
                 .any(|(kind, mode, _)| !(kind == Kind::Close && mode == Mode::Swallow))
     }
 
+    /// Whether any Parse awaits its answer.
+    pub fn parses_queued(&self) -> bool {
+        self.parses > 0
+    }
+
     /// Whether the last Parse whose hook `is` matches awaits its answer in a batch that has
     /// ended (a Sync, Query or FunctionCall queued after it): it may still fail, on its own or
     /// after an error before it, and what is sent after that end cannot count on it. Read
