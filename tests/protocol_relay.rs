@@ -3778,6 +3778,43 @@ fn a_client_that_half_closes_gets_its_answers() {
     });
 }
 
+/// A client that closes its connection entirely in the middle of a large result is given up
+/// at the first answer that cannot be written, as before the end of its input was read as a
+/// half-close: its server connection is closed (the server process ends), not read to the
+/// end of the result for nobody.
+#[test]
+fn a_client_gone_mid_result_is_not_read_to_the_end() {
+    bounded(async {
+        let proxy = proxy("[routing]\nread_write_split = false\n");
+        let watcher = direct_primary().await;
+        let sql = "select repeat('x', 100), g from generate_series(1, 300000000) g /* pr_gone */";
+        let mut raw = Raw::app(&proxy).await;
+        raw.send(&fe::query(sql)).await;
+        // Rows are flowing.
+        let first = raw.recv().await;
+        assert_eq!(first.tag, b'T', "{first:?}");
+        // Its input ends (read as a half-close, the answers going on), then it is gone.
+        raw.s.shutdown().await.expect("half-close");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(raw);
+        let running = "select count(*) from pg_stat_activity \
+                       where query like '%pr_gone%' and pid <> pg_backend_pid()";
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let n: i64 = watcher.query_one(running, &[]).await.unwrap().get(0);
+            if n == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the query of a client that left still runs after 30 s\n{}",
+                proxy.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
 // ----------------------------------------------------------------------------------------
 // CancelRequest
 // ----------------------------------------------------------------------------------------

@@ -184,6 +184,8 @@ impl Monitor {
             primary_seen: None,
             promoted: Vec::new(),
             last_error: vec![None; c.backends.len()],
+            full_since: vec![None; c.backends.len()],
+            full_grace: full_grace(c.health.interval.max(c.health.timeout), c.health.fall),
             stop: token.clone(),
         };
         // The primary elected before the reload, still configured at the same address: the
@@ -374,6 +376,11 @@ struct Aggregator {
     /// The last probe failure of each backend, while it fails: each new reason is logged
     /// once at warning level (a certificate or password problem must not hide in debug).
     last_error: Vec<Option<String>>,
+    /// Since when each backend's probes have been refused for lack of connection slots, while
+    /// they are: no news for up to `full_grace`, then failures (a server whose every slot is
+    /// held by sessions stuck on hung storage refuses quickly, and is not a healthy one).
+    full_since: Vec<Option<Instant>>,
+    full_grace: std::time::Duration,
     /// Cancelled when a reload restarts the monitor: from then on this aggregator's
     /// topology is the old one, and it must publish nothing more.
     stop: CancellationToken,
@@ -446,6 +453,14 @@ impl Aggregator {
     ) -> bool {
         let name = &self.names[index].0;
         let h = &mut self.healths[index];
+        let full = matches!(result, Err(ProbeError::Full(_)));
+        let full_for = match (&mut self.full_since[index], full) {
+            (since, true) => Some(since.get_or_insert_with(Instant::now).elapsed()),
+            (since, false) => {
+                *since = None;
+                None
+            }
+        };
         let obs = match &result {
             Ok(o) => {
                 self.last_error[index] = None;
@@ -463,7 +478,7 @@ impl Aggregator {
                 } else {
                     tracing::debug!(backend = %name, error = %reason, "probe failed");
                 }
-                if matches!(e, ProbeError::Full(_)) {
+                if full_for.is_some_and(|d| d < self.full_grace) {
                     // No news: a full server is not a lost one (taking it down would cut
                     // every connection of the pools that fill it).
                     return false;
@@ -603,6 +618,15 @@ impl Aggregator {
             }
         }
     }
+}
+
+/// How long probes refused for lack of connection slots count as no news: ten times `fall`
+/// probes, at least 30 s.
+fn full_grace(every: std::time::Duration, fall: u32) -> std::time::Duration {
+    every
+        .checked_mul(fall.saturating_mul(10))
+        .unwrap_or(std::time::Duration::MAX)
+        .max(std::time::Duration::from_secs(30))
 }
 
 /// The history's lock (a panic elsewhere while holding it leaves nothing half-updated that

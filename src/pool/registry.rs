@@ -145,10 +145,11 @@ impl Pools {
     }
 
     /// Applies a new configuration: resizes pools, updates credentials and timeouts, retires
-    /// pools whose backend or user is gone. A backend removed or moved to another address is
-    /// no longer probed (nor fenced, should it be an old primary): its connections in use are
-    /// cut too, so that pinned and session-mode clients do not go on writing there (a read in
-    /// flight is repeated elsewhere, as when a server is lost).
+    /// pools whose backend or user is gone. A server no longer configured at all (its address
+    /// in no backend) is no longer probed (nor fenced, should it be an old primary): its
+    /// connections in use are cut too, so that pinned and session-mode clients do not go on
+    /// writing there (a read in flight is repeated elsewhere, as when a server is lost). A
+    /// backend only renamed keeps them until they are released.
     pub fn reconfigure(&self, config: &Arc<crate::config::Loaded>) {
         if config.config.auth_query.is_none() {
             self.looked_up.write().expect("looked up").clear();
@@ -166,7 +167,12 @@ impl Pools {
             let user = self.user_now(&key.user, config);
             let Some(user) = user.filter(|_| backend_ok) else {
                 pool.retire();
-                if !backend_ok {
+                let address_gone = !config
+                    .config
+                    .backends
+                    .iter()
+                    .any(|b| b.address.get_ref() == &key.address);
+                if address_gone {
                     pool.sever();
                 }
                 return false;

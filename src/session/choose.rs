@@ -109,7 +109,8 @@ impl Session {
             _ => Some(0),
         };
         if candidates.is_empty() {
-            if routing.primary_reads == PrimaryReads::Never {
+            // (A failed block reads nothing: it may be recreated on the primary.)
+            if routing.primary_reads == PrimaryReads::Never && d.reason != "failed_block" {
                 return Err((
                     "57P03",
                     "no replica is available for reads (routing.primary_reads = \"never\")",

@@ -271,6 +271,27 @@ impl Session {
             },
             None => return false,
         };
+        // (Every Bind of a replica transaction comes here: only a text whose first word may
+        // end a block is examined further.)
+        let start = text
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(text.len());
+        let mut word = [0u8; 9];
+        let mut n = 0;
+        for &b in text[start..].iter().take(word.len()) {
+            if !b.is_ascii_alphabetic() {
+                break;
+            }
+            word[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+        if !matches!(
+            &word[..n],
+            b"commit" | b"end" | b"rollback" | b"abort" | b"prepare"
+        ) {
+            return false;
+        }
         let a = super::route::analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
         a.statements == 1
             && matches!(

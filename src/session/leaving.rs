@@ -11,8 +11,9 @@ use crate::protocol::{tag, Header};
 pub(super) enum Leaving {
     /// It is not: read and written as usual.
     No,
-    /// It closed its connection with a Terminate still queued behind other requests: those
-    /// run, and the Terminate ends the session.
+    /// It closed its connection with a Terminate still queued behind other requests, or its
+    /// input ended (a Terminate is put after its last whole message): those run, and the
+    /// Terminate ends the session.
     Closed,
     /// Its Terminate was read behind requests still being answered: they are answered (and
     /// their commits' positions read back) before the session ends.

@@ -424,6 +424,7 @@ async fn start(
         txn: TxnStatus::Idle,
         server_pass: 0,
         client_cut: false,
+        input_ended: false,
         client_pass: Pass::None,
         lost_txn: false,
         aborted_txn: false,
@@ -623,6 +624,10 @@ struct Session {
     /// A flush to the client was cut short (it did not read in time): it has part of a
     /// message, and no FATAL can follow.
     client_cut: bool,
+    /// The client's input ended without a Terminate (see `leaving::end_input`): its answers
+    /// are written while it reads them (a half-closed connection), but once a write fails it
+    /// is gone, and what it asked for is given up as when a client closes mid-request.
+    input_ended: bool,
     /// A client message being relayed in pieces.
     client_pass: Pass,
     /// The server died inside a transaction: the next request gets an error.

@@ -250,7 +250,11 @@ impl Session {
                 // everything before the Terminate, and so does the proxy. So it does up to the
                 // end of a client's input without a Terminate (a client that half-closes its
                 // connection and reads the answers gets them).
-                let ends_here = self.terminate_buffered() || (ev.client_ended && self.end_input());
+                let ends_here = self.terminate_buffered()
+                    || (ev.client_ended && {
+                        self.input_ended = self.end_input();
+                        self.input_ended
+                    });
                 if !ends_here {
                     return Ok(());
                 }
@@ -291,7 +295,7 @@ impl Session {
         let mut ev = Events::default();
         // Writes first: they make room for reads.
         if let Err(()) = write_to(cx, client, &mut self.client.wbuf) {
-            if !self.leaving.is_leaving() {
+            if !self.leaving.is_leaving() || self.input_ended {
                 ev.client_closed = true;
                 return Poll::Ready(ev);
             }

@@ -97,8 +97,16 @@ impl Session {
         if self.aborted_txn {
             // A block that failed without a server (its connection lost) is recreated, failed,
             // on whichever server serves reads: nothing in it runs (25P02 up to its end), so it
-            // needs no primary, which may be the server just lost.
-            return Decision::replica(false, "failed_block");
+            // needs no primary, which may be the server just lost. (Not for an end that chains
+            // a new transaction, `ROLLBACK AND CHAIN`: that one may write.)
+            let chains = self
+                .front_statement_text()
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .is_some_and(crate::sql::chains);
+            if !chains {
+                return Decision::replica(false, "failed_block");
+            }
+            return Decision::primary(true, "transaction");
         }
         if let Some(begin) = &self.deferred_begin {
             let ro = self.begin_on_replica(begin.modes, self.front_is_set_transaction_read_only())
