@@ -1816,6 +1816,31 @@ async fn outlive_the_connection() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
 }
 
+/// Has `raw`'s client prepare `name` as `select v from table` (running `use_it` as a query
+/// too, unless empty), waits for its server connection to go, and drops the table: the
+/// statement no longer prepares on the connection the client gets next.
+async fn statement_of_a_dropped_table(raw: &mut Raw, name: &str, table: &str, use_it: &str) {
+    let direct = direct_primary().await;
+    direct
+        .batch_execute(&format!(
+            "drop table if exists {table}; create table {table} (v int)"
+        ))
+        .await
+        .unwrap();
+    let mut out = fe::parse(name, &format!("select v from {table}"), &[]);
+    out.extend(fe::sync());
+    raw.send(&out).await;
+    assert_eq!(tags(&raw.until_ready().await), "1Z");
+    if !use_it.is_empty() {
+        assert!(raw.query_ok(use_it).await.is_empty());
+    }
+    outlive_the_connection().await;
+    direct
+        .batch_execute(&format!("drop table {table}"))
+        .await
+        .unwrap();
+}
+
 #[test]
 fn execute_of_a_statement_that_no_longer_prepares_gets_an_answer() {
     bounded(async {
@@ -1825,19 +1850,8 @@ fn execute_of_a_statement_that_no_longer_prepares_gets_an_answer() {
         // goes on working (before, the server ignored the Query, waiting for a Sync, and the
         // client hung; so did the next client of that connection).
         let proxy = short_lived_connections();
-        let direct = direct_primary().await;
-        direct
-            .batch_execute("drop table if exists pr_exec; create table pr_exec (v int)")
-            .await
-            .unwrap();
         let mut raw = Raw::app(&proxy).await;
-        let mut out = fe::parse("s1", "select v from pr_exec", &[]);
-        out.extend(fe::sync());
-        raw.send(&out).await;
-        assert_eq!(tags(&raw.until_ready().await), "1Z");
-        assert!(raw.query_ok("execute s1").await.is_empty());
-        outlive_the_connection().await;
-        direct.batch_execute("drop table pr_exec").await.unwrap();
+        statement_of_a_dropped_table(&mut raw, "s1", "pr_exec", "execute s1").await;
         let r = raw.query("execute s1").await;
         assert_eq!(tags(&r), "EZ", "{r:?}");
         assert_eq!(
@@ -1923,18 +1937,8 @@ fn a_statement_whose_table_is_gone_fails_in_every_pipelined_batch() {
         // on a new server connection: the proxy's Parse of it there fails, and the second
         // batch must not count on it (it bound a shared name the server did not have: 26000).
         let proxy = short_lived_connections();
-        let direct = direct_primary().await;
-        direct
-            .batch_execute("drop table if exists pr_gone; create table pr_gone (v int)")
-            .await
-            .unwrap();
         let mut raw = Raw::app(&proxy).await;
-        let mut out = fe::parse("x1", "select v from pr_gone", &[]);
-        out.extend(fe::sync());
-        raw.send(&out).await;
-        assert_eq!(tags(&raw.until_ready().await), "1Z");
-        outlive_the_connection().await;
-        direct.batch_execute("drop table pr_gone").await.unwrap();
+        statement_of_a_dropped_table(&mut raw, "x1", "pr_gone", "").await;
         let mut out = Vec::new();
         for _ in 0..2 {
             out.extend(fe::bind("", "x1", &[]));

@@ -2460,53 +2460,84 @@ async fn an_exported_snapshot_is_taken_on_the_primary() {
 }
 
 /// Requests pipelined right behind the end of a read-only transaction on a replica are routed
-/// afresh: an INSERT sent with the COMMIT ran on the replica and failed (25006). After
-/// `COMMIT AND CHAIN` they stay in the new transaction, on the same replica.
+/// afresh: an INSERT sent with the COMMIT ran on the replica and failed (25006), whether the
+/// end came as a Query or through the extended protocol (Parse, Bind, Execute, Sync, as
+/// drivers send it). After `COMMIT AND CHAIN` they stay in the new transaction, on the same
+/// replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_pipelined_behind_the_end_of_a_replica_transaction_runs_on_the_primary() {
     let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
     warm_up(&proxy, &p).await;
     let c = proxy.connect_app().await;
-    let first_port = |msgs: &[SimpleQueryMessage]| -> u16 {
-        msgs.iter()
-            .find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
-                _ => None,
-            })
-            .expect("a row with a port")
-    };
     let insert = "INSERT INTO routing_t (v) VALUES ('pipelined') RETURNING inet_server_port()";
-    for end in ["COMMIT", "ROLLBACK"] {
+    for extended in [false, true] {
+        for end in ["COMMIT", "ROLLBACK", "END"] {
+            execute(&c, "BEGIN READ ONLY").await;
+            let on = port(&c, "SELECT inet_server_port()").await;
+            assert!(p.is_replica(on), "the transaction ran on {}", p.name(on));
+            let (ended, inserted) = pipelined(&c, extended, end, insert).await;
+            ended.unwrap_or_else(|e| panic!("{end} (extended: {extended}): {e}"));
+            let at = inserted.unwrap_or_else(|e| {
+                panic!("an INSERT behind {end} (extended: {extended}): {e} ({e:?})")
+            });
+            assert_eq!(
+                at,
+                p.primary,
+                "an INSERT behind {end} (extended: {extended}) ran on {}",
+                p.name(at)
+            );
+        }
         execute(&c, "BEGIN READ ONLY").await;
         let on = port(&c, "SELECT inet_server_port()").await;
-        assert!(p.is_replica(on), "the transaction ran on {}", p.name(on));
-        let (ended, inserted) = within("pipelined", async {
-            tokio::join!(c.simple_query(end), c.simple_query(insert))
-        })
+        let (chained, read) = pipelined(
+            &c,
+            extended,
+            "COMMIT AND CHAIN",
+            "SELECT inet_server_port()",
+        )
         .await;
-        ended.unwrap_or_else(|e| panic!("{end}: {e}"));
-        let msgs = inserted.unwrap_or_else(|e| panic!("an INSERT behind {end}: {e} ({e:?})"));
-        let at = first_port(&msgs);
+        chained.expect("COMMIT AND CHAIN");
+        let at = read.expect("a read in the chained transaction");
+        execute(&c, "COMMIT").await;
         assert_eq!(
             at,
-            p.primary,
-            "an INSERT behind {end} ran on {}",
+            on,
+            "the chained transaction (extended: {extended}) moved to {}",
             p.name(at)
         );
     }
-    execute(&c, "BEGIN READ ONLY").await;
-    let on = port(&c, "SELECT inet_server_port()").await;
-    let (chained, read) = within("pipelined", async {
-        tokio::join!(
-            c.simple_query("COMMIT AND CHAIN"),
-            c.simple_query("SELECT inet_server_port()")
-        )
+}
+
+/// `first` and `second` pipelined (the second sent before the first is answered), as Queries
+/// or through the extended protocol (`query_typed`: Parse, Bind, Describe, Execute, Sync);
+/// the port in the second's first column.
+async fn pipelined(
+    c: &Client,
+    extended: bool,
+    first: &str,
+    second: &str,
+) -> (
+    Result<(), tokio_postgres::Error>,
+    Result<u16, tokio_postgres::Error>,
+) {
+    within("pipelined", async {
+        if extended {
+            let (a, b) = tokio::join!(c.query_typed(first, &[]), c.query_typed(second, &[]));
+            (a.map(|_| ()), b.map(|rows| rows[0].get::<_, i32>(0) as u16))
+        } else {
+            let (a, b) = tokio::join!(c.simple_query(first), c.simple_query(second));
+            let port = |msgs: Vec<SimpleQueryMessage>| {
+                msgs.iter()
+                    .find_map(|m| match m {
+                        SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+                        _ => None,
+                    })
+                    .expect("a row with a port")
+            };
+            (a.map(|_| ()), b.map(port))
+        }
     })
-    .await;
-    chained.expect("COMMIT AND CHAIN");
-    let at = first_port(&read.expect("a read in the chained transaction"));
-    execute(&c, "COMMIT").await;
-    assert_eq!(at, on, "the chained transaction moved to {}", p.name(at));
+    .await
 }
 
 /// A read-only transaction begun through the extended protocol (`BEGIN READ ONLY` as a Parse,
@@ -2555,48 +2586,6 @@ async fn a_read_only_transaction_begun_through_the_extended_protocol_runs_on_a_r
     );
     c.query_typed("COMMIT", &[]).await.expect("COMMIT");
     assert_eq!(on, p.primary, "a plain BEGIN ran on {}", p.name(on));
-}
-
-/// The same with the end of the block sent through the extended protocol (Parse, Bind,
-/// Execute, Sync, as drivers send it): the INSERT pipelined behind it runs on the primary.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_pipelined_behind_an_extended_protocol_commit_runs_on_the_primary() {
-    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
-    warm_up(&proxy, &p).await;
-    let c = proxy.connect_app().await;
-    let insert = "INSERT INTO routing_t (v) VALUES ('pipelined') RETURNING inet_server_port()";
-    for end in ["COMMIT", "ROLLBACK", "END"] {
-        execute(&c, "BEGIN READ ONLY").await;
-        let on = port(&c, "SELECT inet_server_port()").await;
-        assert!(p.is_replica(on), "the transaction ran on {}", p.name(on));
-        let (ended, inserted) = within("pipelined", async {
-            tokio::join!(c.query_typed(end, &[]), c.query_typed(insert, &[]))
-        })
-        .await;
-        ended.unwrap_or_else(|e| panic!("{end}: {e}"));
-        let rows = inserted.unwrap_or_else(|e| panic!("an INSERT behind {end}: {e} ({e:?})"));
-        let at = rows[0].get::<_, i32>(0) as u16;
-        assert_eq!(
-            at,
-            p.primary,
-            "an INSERT behind {end} ran on {}",
-            p.name(at)
-        );
-    }
-    // Behind COMMIT AND CHAIN the next request stays in the new transaction.
-    execute(&c, "BEGIN READ ONLY").await;
-    let on = port(&c, "SELECT inet_server_port()").await;
-    let (chained, read) = within("pipelined", async {
-        tokio::join!(
-            c.query_typed("COMMIT AND CHAIN", &[]),
-            c.query_typed("SELECT inet_server_port()", &[])
-        )
-    })
-    .await;
-    chained.expect("COMMIT AND CHAIN");
-    let at = read.expect("a read in the chained transaction")[0].get::<_, i32>(0) as u16;
-    execute(&c, "COMMIT").await;
-    assert_eq!(at, on, "the chained transaction moved to {}", p.name(at));
 }
 
 /// A read whose replica pool stays busy for all of `checkout_timeout` fails with 53300, as a

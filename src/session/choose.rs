@@ -12,7 +12,7 @@ use crate::config::{Consistency, PrimaryReads, RoutingConfig};
 
 /// The backends (a bit each) a checkout could not reach within the last
 /// [`super::attach::UNREACHABLE_MS`].
-fn unreachable(view: &ClusterView) -> u64 {
+pub(super) fn unreachable(view: &ClusterView) -> u64 {
     let now = crate::pool::clock::now_ms();
     let mut bits = 0u64;
     for (i, b) in view.backends.iter().enumerate() {

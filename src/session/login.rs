@@ -609,8 +609,11 @@ impl super::Session {
     fn login_backend(&self, avoid: u64) -> Option<usize> {
         let view = &self.current.view;
         let untried = |i: usize| avoid & (1u64 << (i % 64)) == 0;
+        // (Starting from a place of the session's own: such logins spread over the servers.)
+        let n = view.backends.len();
         let any_up = || {
-            (0..view.backends.len())
+            (0..n)
+                .map(|k| (k + self.id as usize) % n)
                 .find(|&i| view.backends[i].up && !view.backends[i].fenced && untried(i))
         };
         match self.pool_mode {
@@ -625,6 +628,13 @@ impl super::Session {
     /// goes on to another that is up, so clients that connect for each request keep reading
     /// in the moments after the primary is lost.
     async fn login_checkout(&mut self, avoid: &mut u64) -> Result<(usize, Pooled), Fatal> {
+        // Servers another checkout could not reach just now are not tried first.
+        self.current.refresh(&self.app);
+        let recent = super::choose::unreachable(&self.current.view);
+        if self.pool_mode == PoolMode::Transaction && self.login_backend(*avoid | recent).is_some()
+        {
+            *avoid |= recent;
+        }
         loop {
             let (index, pool) = self.login_pool(*avoid).await?;
             match pool.checkout_login(self.id).await {
@@ -636,6 +646,12 @@ impl super::Session {
                 {
                     tracing::info!(parent: &self.span, backend = %pool.key.backend, error = %e, "server unavailable: logging in on another");
                     *avoid |= 1u64 << (index % 64);
+                    if let Some(b) = self.current.view.backends.get(index) {
+                        let until = crate::pool::clock::now_ms() + super::attach::UNREACHABLE_MS;
+                        b.stats
+                            .unreachable_until
+                            .store(until, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
                 Err(e) => return Err(self.login_refused(&e)),
             }
@@ -669,11 +685,7 @@ impl super::Session {
     /// that raises. PostgreSQL sends the notices that applying the startup settings raises (a
     /// truncated application_name) during startup: they are relayed in the greeting. A setting
     /// known to raise one is applied again even on a connection that already has it.
-    /// `Err(Ok(e))`: the server refused a setting; `Err(Err(()))`: it did not answer.
-    async fn apply_startup_settings(
-        &self,
-        p: &mut Pooled,
-    ) -> Result<BytesMut, Result<crate::pool::server::ServerError, ()>> {
+    async fn apply_startup_settings(&self, p: &mut Pooled) -> Result<BytesMut, SetupFailed> {
         let mut notices = BytesMut::new();
         let mut applied = std::borrow::Cow::Borrowed(&*p.conn.applied);
         if raises_notice(&self.desired) {
@@ -693,8 +705,8 @@ impl super::Session {
                 p.conn.applied = self.desired.clone();
                 Ok(notices)
             }
-            Ok(Err(e)) => Err(Ok(e)),
-            Err(_) => Err(Err(())),
+            Ok(Err(e)) => Err(SetupFailed::Refused(e)),
+            Err(_) => Err(SetupFailed::NoAnswer),
         }
     }
 
@@ -768,11 +780,11 @@ impl super::Session {
             }
             match self.apply_startup_settings(&mut p).await {
                 Ok(notices) => break (p, notices),
-                Err(Ok(e)) => {
+                Err(SetupFailed::Refused(e)) => {
                     p.release();
                     return Err(Fatal::new(e.code, e.message));
                 }
-                Err(Err(())) => {
+                Err(SetupFailed::NoAnswer) => {
                     p.discard("setup_failed", &self.app.metrics);
                     // The server stopped answering (lost, and not yet seen so by the
                     // monitor): in transaction mode another one greets the client.
@@ -861,6 +873,14 @@ async fn cleartext_matches(stored: Option<&StoredPassword>, user: &str, given: &
         }
         Some(s) => s.matches_cleartext(user, given),
     }
+}
+
+/// Why the client's startup settings could not be applied at login.
+enum SetupFailed {
+    /// The server refused one (its error goes to the client).
+    Refused(crate::pool::server::ServerError),
+    /// The server did not answer in time, or the connection failed.
+    NoAnswer,
 }
 
 /// Whether a failed login checkout says the server cannot be reached (down, not yet seen so
