@@ -1816,6 +1816,20 @@ async fn outlive_the_connection() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
 }
 
+/// Has `raw`'s client prepare `name` as `sql` (and run `use_it` as a query, unless empty, which
+/// must return no row), then waits for its server connection to go: the client's next request
+/// gets a connection that lacks the statement.
+async fn prepared_before_a_new_connection(raw: &mut Raw, name: &str, sql: &str, use_it: &str) {
+    let mut out = fe::parse(name, sql, &[]);
+    out.extend(fe::sync());
+    raw.send(&out).await;
+    assert_eq!(tags(&raw.until_ready().await), "1Z");
+    if !use_it.is_empty() {
+        assert!(raw.query_ok(use_it).await.is_empty());
+    }
+    outlive_the_connection().await;
+}
+
 /// Has `raw`'s client prepare `name` as `select v from table` (running `use_it` as a query
 /// too, unless empty), waits for its server connection to go, and drops the table: the
 /// statement no longer prepares on the connection the client gets next.
@@ -1827,14 +1841,7 @@ async fn statement_of_a_dropped_table(raw: &mut Raw, name: &str, table: &str, us
         ))
         .await
         .unwrap();
-    let mut out = fe::parse(name, &format!("select v from {table}"), &[]);
-    out.extend(fe::sync());
-    raw.send(&out).await;
-    assert_eq!(tags(&raw.until_ready().await), "1Z");
-    if !use_it.is_empty() {
-        assert!(raw.query_ok(use_it).await.is_empty());
-    }
-    outlive_the_connection().await;
+    prepared_before_a_new_connection(raw, name, &format!("select v from {table}"), use_it).await;
     direct
         .batch_execute(&format!("drop table {table}"))
         .await
@@ -1875,11 +1882,7 @@ fn a_statement_prepared_again_in_a_failed_batch_is_prepared_for_the_next() {
         // not count on it (it got 26000 "prepared statement does not exist").
         let proxy = short_lived_connections();
         let mut raw = Raw::app(&proxy).await;
-        let mut out = fe::parse("s2", "select 2", &[]);
-        out.extend(fe::sync());
-        raw.send(&out).await;
-        assert_eq!(tags(&raw.until_ready().await), "1Z");
-        outlive_the_connection().await;
+        prepared_before_a_new_connection(&mut raw, "s2", "select 2", "").await;
         let mut out = fe::parse("", "select 1/(random() * 0)::int", &[]);
         out.extend(fe::bind("", "", &[]));
         out.extend(fe::execute("", 0));
@@ -1962,11 +1965,7 @@ fn sql_execute_inside_a_failed_batch_is_skipped_with_it() {
         // the client got a ReadyForQuery more than it asked for).
         let proxy = short_lived_connections();
         let mut raw = Raw::app(&proxy).await;
-        let mut out = fe::parse("e1", "select 42", &[]);
-        out.extend(fe::sync());
-        raw.send(&out).await;
-        assert_eq!(tags(&raw.until_ready().await), "1Z");
-        outlive_the_connection().await;
+        prepared_before_a_new_connection(&mut raw, "e1", "select 42", "").await;
         let mut out = fe::bind("", "no_such_statement", &[]);
         out.extend(fe::execute("", 0));
         out.extend(fe::query("execute e1"));
