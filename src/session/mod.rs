@@ -4,6 +4,7 @@
 
 mod access;
 mod attach;
+mod authenticate;
 pub mod cancel;
 mod choose;
 mod client;
@@ -25,6 +26,7 @@ mod sequences;
 mod serverside;
 pub mod settings;
 mod shapes;
+mod startup;
 pub mod statements;
 
 pub use memberships::Memberships;
@@ -121,17 +123,17 @@ pub async fn turn_away(
     let mut buf = BytesMut::new();
     let first = tokio::time::timeout(
         TURN_AWAY_LIMIT,
-        login::read_startup(&app, &mut stream, &mut buf),
+        startup::read_startup(&app, &mut stream, &mut buf),
     )
     .await;
     match first {
-        Ok(Ok(login::First::Cancel { pid, secret })) => {
+        Ok(Ok(startup::First::Cancel { pid, secret })) => {
             cancel::place(&app, pid, secret).await;
             return None;
         }
-        Ok(Ok(login::First::Startup(startup, tls))) => {
+        Ok(Ok(startup::First::Startup(startup, tls))) => {
             let console = app.config.load().config.admin.as_ref().is_some_and(|a| {
-                login::requested_database(&startup).is_some_and(|d| d == a.database)
+                startup::requested_database(&startup).is_some_and(|d| d == a.database)
             });
             if console {
                 if let Ok(place) = reserve.clone().try_acquire_owned() {
@@ -248,7 +250,7 @@ enum Started {
 
 /// A client logged in to the admin console.
 struct ConsoleClient {
-    login: login::Login,
+    login: authenticate::Login,
     registration: cancel::Registration,
     buf: BytesMut,
 }
@@ -288,20 +290,20 @@ async fn start(
     let config = app.config.load_full();
     let reserved = first.is_some();
     let (first, mut buf) = match first {
-        Some((s, tls, buf)) => (Some(login::First::Startup(s, tls)), buf),
+        Some((s, tls, buf)) => (Some(startup::First::Startup(s, tls)), buf),
         None => (None, BytesMut::with_capacity(1024)),
     };
     let deadline = config.config.startup_timeout;
     let login = tokio::time::timeout(deadline, async {
         let first = match first {
             Some(f) => f,
-            None => login::read_startup(&app, stream, &mut buf).await?,
+            None => startup::read_startup(&app, stream, &mut buf).await?,
         };
         match first {
-            login::First::Cancel { pid, secret } => Ok(Err((pid, secret))),
-            login::First::Startup(s, tls_peer) => {
-                login::check_encrypted(&app, stream)?;
-                Ok(Ok(login::authenticate(
+            startup::First::Cancel { pid, secret } => Ok(Err((pid, secret))),
+            startup::First::Startup(s, tls_peer) => {
+                startup::check_encrypted(&app, stream)?;
+                Ok(Ok(authenticate::authenticate(
                     &app, stream, &mut buf, &s, tls_peer, peer,
                 )
                 .await?))
