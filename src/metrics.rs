@@ -3,15 +3,15 @@
 //! per pool) so that counting is a single atomic add.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// All metrics, registered in `registry`.
 pub struct Metrics {
     /// The registry `/metrics` renders.
     pub registry: Registry,
-    /// Client connections open now.
+    /// Client connections logged in now.
     pub clients: IntGauge,
     /// Client connections accepted since start.
     pub clients_total: IntCounter,
@@ -80,8 +80,6 @@ pub struct Metrics {
     pub routed: IntCounterVec,
     /// Requests transparently repeated on another server, by reason.
     pub retries: IntCounterVec,
-    /// Time spent classifying SQL (sampled histogram in seconds).
-    pub classify_seconds: Histogram,
     /// `routed` children for the known reasons, resolved once: (reason, primary, replica).
     routed_known: Vec<(&'static str, IntCounter, IntCounter)>,
 }
@@ -141,7 +139,7 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let clients = gauge(&r, "client_connections", "Client connections open now");
+        let clients = gauge(&r, "client_connections", "Client connections logged in now");
         let clients_total = counter(
             &r,
             "client_connections_total",
@@ -157,16 +155,6 @@ impl Metrics {
         )
         .expect("metric");
         r.register(Box::new(pool_wait_seconds.clone()))
-            .expect("register");
-        let classify_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "switchyard_classify_seconds",
-                "Time to classify one SQL string",
-            )
-            .buckets(vec![1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 1e-4]),
-        )
-        .expect("metric");
-        r.register(Box::new(classify_seconds.clone()))
             .expect("register");
         let routed = counter_vec(
             &r,
@@ -341,7 +329,6 @@ impl Metrics {
                 "Requests repeated on another server",
                 &["reason"],
             ),
-            classify_seconds,
             registry: r,
         }
     }

@@ -1492,6 +1492,13 @@ async fn a_standby_ahead_of_the_promoted_one_takes_no_reads() {
             .contains("a standby has replayed past the primary's position"),
         "no error names the diverged standby"
     );
+    assert_eq!(
+        proxy
+            .metric("switchyard_backend_role{backend=\"pg2\"}")
+            .await,
+        -4.0,
+        "/metrics shows the diverged standby as such"
+    );
 }
 
 /// A standby seen promoted while the old primary still runs is elected only once `rise`

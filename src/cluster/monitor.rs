@@ -590,6 +590,7 @@ impl Aggregator {
             let role = match (v.role, v.fenced) {
                 _ if v.duplicate_of.is_some() => -3,
                 (Some(Role::Primary), false) => 1,
+                (Some(Role::Replica), _) if v.diverged => -4,
                 (Some(Role::Replica), _) => 0,
                 (Some(Role::Primary), true) => -2,
                 (None, _) => -1,

@@ -408,7 +408,7 @@ impl Loaded {
             (
                 "max_client_connections",
                 a.max_client_connections != b.max_client_connections,
-                "new logins; the peering port's limit after a restart",
+                "new logins and the peering port's limit",
             ),
             (
                 "startup_timeout",

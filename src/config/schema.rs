@@ -410,7 +410,8 @@ pub enum PrimaryReads {
     Fallback,
     /// Always one of the read targets.
     Include,
-    /// Never; reads fail when no replica is eligible.
+    /// Never for load; reads fail when no replica is eligible. A read-your-writes read no
+    /// replica has replayed the client's write for within `ryw_wait` still runs there.
     Never,
 }
 

@@ -326,7 +326,7 @@ fn diff_lists_changes() {
     assert_eq!(
         a.diff(&c),
         [
-            "max_client_connections changed (new logins; the peering port's limit after a restart)",
+            "max_client_connections changed (new logins and the peering port's limit)",
             "shutdown_timeout changed (the next drain or PAUSE)",
         ]
     );
