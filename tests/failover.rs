@@ -1707,7 +1707,10 @@ async fn a_promotion_lost_before_it_is_elected_keeps_the_old_primary_fenced() {
 
 /// A primary that refuses the monitor's connection for lack of slots (53300: the role's
 /// connection limit, or `max_connections`, filled by clients) is up, not lost: it is not taken
-/// down, and the connections in use there are not cut (an open transaction commits).
+/// down, and the connections in use there are not cut (an open transaction commits). Not for
+/// ever: past ten times `fall` probes, at least 30 s, the refusals count as failures (a server
+/// whose every slot is held by sessions stuck on hung storage must go down), and once a slot
+/// is free again it comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_too_full_for_the_monitor_stays_up() {
     let (c, proxy, p) = setup("").await;
@@ -1742,7 +1745,8 @@ async fn a_primary_too_full_for_the_monitor_stays_up() {
     execute(&admin, &format!("ALTER ROLE app CONNECTION LIMIT {n}")).await;
     let mut held = Vec::new();
     let app_cs = c.primary().conn_string(APP_USER, APP_PASSWORD, APP_DB);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let full_from = Instant::now();
+    let deadline = full_from + Duration::from_secs(30);
     loop {
         assert!(Instant::now() < deadline, "the monitor kept its slot");
         execute(
@@ -1787,8 +1791,6 @@ async fn a_primary_too_full_for_the_monitor_stays_up() {
         proxy.log_tail(30)
     );
     execute(&client, "COMMIT").await;
-    drop(held);
-    execute(&admin, "ALTER ROLE app CONNECTION LIMIT -1").await;
     let n: String = within(
         "count",
         admin.query_one("SELECT count(*)::text FROM f WHERE id = 9", &[]),
@@ -1797,6 +1799,22 @@ async fn a_primary_too_full_for_the_monitor_stays_up() {
     .unwrap()
     .get(0);
     assert_eq!(n, "1", "the open transaction did not commit");
+    // Still full (the pool keeps its connections): down after the grace, not before.
+    wait_status(&proxy, "pg0 down", Duration::from_secs(90), |s| {
+        backend(s, "pg0")["up"] == false
+    })
+    .await;
+    let after = full_from.elapsed();
+    assert!(
+        after >= Duration::from_secs(25),
+        "pg0 went down {after:?} after its slots filled, before the 30 s grace"
+    );
+    drop(held);
+    execute(&admin, "ALTER ROLE app CONNECTION LIMIT -1").await;
+    wait_status(&proxy, "pg0 up again", Duration::from_secs(30), |s| {
+        backend(s, "pg0")["up"] == true
+    })
+    .await;
 }
 
 /// A replica far behind stays far behind when the primary restarts: its lag history goes on
