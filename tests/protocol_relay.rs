@@ -100,6 +100,16 @@ async fn app_client(proxy: &Proxy) -> tokio_postgres::Client {
     client
 }
 
+/// Drops `table` if it exists and creates it again with `columns`, through `client`.
+async fn fresh_table(client: &tokio_postgres::Client, table: &str, columns: &str) {
+    client
+        .batch_execute(&format!(
+            "drop table if exists {table}; create table {table} ({columns})"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("creating {table}: {e}"));
+}
+
 /// Runs SQL directly on the primary (not through the proxy) as the app user.
 async fn direct_primary() -> tokio_postgres::Client {
     let p = shared_cluster().primary();
@@ -873,12 +883,7 @@ fn extended_pipelining_with_tokio_postgres() {
     bounded(async {
         let proxy = proxy("");
         let client = std::sync::Arc::new(app_client(&proxy).await);
-        client
-        .batch_execute(
-            "drop table if exists pr_pipe_tp; create table pr_pipe_tp (id int primary key, v text)",
-        )
-        .await
-        .unwrap();
+        fresh_table(&client, "pr_pipe_tp", "id int primary key, v text").await;
 
         // join!: tokio-postgres sends all of these before reading any response.
         let c = &client;
@@ -982,12 +987,7 @@ fn raw_pipeline_many_messages_one_sync() {
     bounded(async {
         let proxy = proxy("");
         let setup = app_client(&proxy).await;
-        setup
-            .batch_execute(
-                "drop table if exists pr_rawpipe; create table pr_rawpipe (id int, v text)",
-            )
-            .await
-            .unwrap();
+        fresh_table(&setup, "pr_rawpipe", "id int, v text").await;
 
         let mut raw = Raw::app(&proxy).await;
         // One named statement, 50 Bind/Describe/Execute, one Sync.
@@ -1094,10 +1094,7 @@ fn raw_pipeline_several_syncs_in_flight() {
     bounded(async {
         let proxy = proxy("");
         let setup = app_client(&proxy).await;
-        setup
-            .batch_execute("drop table if exists pr_syncs; create table pr_syncs (id int)")
-            .await
-            .unwrap();
+        fresh_table(&setup, "pr_syncs", "id int").await;
 
         let mut raw = Raw::app(&proxy).await;
         // 40 requests, each its own Sync, reads and writes mixed, all sent before reading.
@@ -1235,12 +1232,7 @@ fn raw_pipeline_errors_skip_to_sync() {
     bounded(async {
         let proxy = proxy("");
         let setup = app_client(&proxy).await;
-        setup
-            .batch_execute(
-                "drop table if exists pr_pipeerr; create table pr_pipeerr (id int primary key)",
-            )
-            .await
-            .unwrap();
+        fresh_table(&setup, "pr_pipeerr", "id int primary key").await;
 
         let mut raw = Raw::app(&proxy).await;
         let mut out = Vec::new();
@@ -1354,13 +1346,11 @@ fn close_inside_a_failed_pipeline() {
         // the connection must go back to the pool. (Recorded from a failing psycopg run.)
         let proxy = proxy("[pool]\nsize = 1\ncheckout_timeout = \"10s\"\n");
         let other = app_client(&proxy).await;
+        fresh_table(&other, "pr_closepipe", "id int primary key").await;
         other
-        .batch_execute(
-            "drop table if exists pr_closepipe; create table pr_closepipe (id int primary key); \
-             insert into pr_closepipe values (1)",
-        )
-        .await
-        .unwrap();
+            .batch_execute("insert into pr_closepipe values (1)")
+            .await
+            .unwrap();
         let mut raw = Raw::app(&proxy).await;
         for k in 0..3 {
             let mut out = fe::parse(&format!("keep{k}"), &format!("select {k}"), &[]);
@@ -1835,12 +1825,7 @@ async fn prepared_before_a_new_connection(raw: &mut Raw, name: &str, sql: &str, 
 /// statement no longer prepares on the connection the client gets next.
 async fn statement_of_a_dropped_table(raw: &mut Raw, name: &str, table: &str, use_it: &str) {
     let direct = direct_primary().await;
-    direct
-        .batch_execute(&format!(
-            "drop table if exists {table}; create table {table} (v int)"
-        ))
-        .await
-        .unwrap();
+    fresh_table(&direct, table, "v int").await;
     prepared_before_a_new_connection(raw, name, &format!("select v from {table}"), use_it).await;
     direct
         .batch_execute(&format!("drop table {table}"))
@@ -2130,10 +2115,7 @@ fn a_query_too_large_to_inspect_is_not_streamed_onto_a_replica() {
             ..Default::default()
         });
         let direct = direct_primary().await;
-        direct
-            .batch_execute("drop table if exists pr_big; create table pr_big (v text)")
-            .await
-            .unwrap();
+        fresh_table(&direct, "pr_big", "v text").await;
         shared_cluster()
             .wait_replicas_caught_up(Duration::from_secs(20))
             .expect("replicas caught up");
@@ -2280,10 +2262,7 @@ fn commit_and_chain_opens_the_next_block() {
         // follows.
         let proxy = proxy("");
         let direct = direct_primary().await;
-        direct
-            .batch_execute("drop table if exists pr_chain; create table pr_chain (v int)")
-            .await
-            .unwrap();
+        fresh_table(&direct, "pr_chain", "v int").await;
         let mut raw = Raw::app(&proxy).await;
         raw.query_ok("begin").await;
         let r = raw.query("commit and chain").await;
@@ -2446,12 +2425,7 @@ fn copy_in_and_out() {
         use tokio_postgres::types::Type;
         let proxy = proxy("");
         let client = app_client(&proxy).await;
-        client
-            .batch_execute(
-                "drop table if exists pr_copy; create table pr_copy (id int primary key, v text)",
-            )
-            .await
-            .unwrap();
+        fresh_table(&client, "pr_copy", "id int primary key, v text").await;
 
         // Raw text COPY FROM STDIN with rows split across CopyData messages at odd places.
         let mut raw = Raw::app(&proxy).await;
@@ -2598,10 +2572,7 @@ fn sync_and_flush_during_copy_in_owe_nothing() {
             "[routing]\nread_write_split = false\n[pool]\nsize = 1\ncheckout_timeout = \"20s\"\n",
         );
         let setup = app_client(&proxy).await;
-        setup
-            .batch_execute("drop table if exists pr_copysync; create table pr_copysync (id int)")
-            .await
-            .unwrap();
+        fresh_table(&setup, "pr_copysync", "id int").await;
         let mut raw = Raw::app(&proxy).await;
         for (round, begin) in [(1, ""), (2, "begin; ")] {
             raw.send(&fe::query(&format!("{begin}copy pr_copysync from stdin")))
@@ -2687,10 +2658,7 @@ fn a_settings_change_beside_copy_from_stdin_waits_for_the_copy() {
     bounded(async {
         let proxy = proxy("[routing]\nread_write_split = false\n[pool]\nsize = 1\n");
         let setup = app_client(&proxy).await;
-        setup
-            .batch_execute("drop table if exists pr_copyreset; create table pr_copyreset (id int)")
-            .await
-            .unwrap();
+        fresh_table(&setup, "pr_copyreset", "id int").await;
         let mut raw = Raw::connect(
             &proxy.addr(),
             APP_USER,
@@ -2750,12 +2718,7 @@ fn copy_fail_and_copy_errors() {
     bounded(async {
         let proxy = proxy("");
         let setup = app_client(&proxy).await;
-        setup
-            .batch_execute(
-                "drop table if exists pr_copyfail; create table pr_copyfail (id int primary key)",
-            )
-            .await
-            .unwrap();
+        fresh_table(&setup, "pr_copyfail", "id int primary key").await;
         let mut raw = Raw::app(&proxy).await;
 
         // CopyFail: the server ends the COPY with 57014 and the client's message.
@@ -2880,11 +2843,7 @@ fn extended_copy_gives_the_connection_back() {
         );
         let a = app_client(&proxy).await;
         let b = app_client(&proxy).await;
-        a.batch_execute(
-            "drop table if exists pr_xcopy; create table pr_xcopy (id int primary key)",
-        )
-        .await
-        .unwrap();
+        fresh_table(&a, "pr_xcopy", "id int primary key").await;
         let check_b = |what: &'static str| {
             let b = &b;
             async move {
@@ -3435,12 +3394,7 @@ fn errors_outside_and_inside_transactions() {
     bounded(async {
         let proxy = proxy("");
         let client = app_client(&proxy).await;
-        client
-        .batch_execute(
-            "drop table if exists pr_errs; create table pr_errs (id int primary key, v text not null)",
-        )
-        .await
-        .unwrap();
+        fresh_table(&client, "pr_errs", "id int primary key, v text not null").await;
 
         // Outside a transaction: the error, then business as usual.
         let e = client.query("select 1/0", &[]).await.unwrap_err();
@@ -3561,10 +3515,7 @@ fn terminate_closes_and_releases_the_server_connection() {
         // clean (its transaction rolled back, its lock released).
         let proxy = proxy("[pool]\nsize = 1\ncheckout_timeout = \"10s\"\n");
         let setup = app_client(&proxy).await;
-        setup
-            .batch_execute("drop table if exists pr_term; create table pr_term (id int)")
-            .await
-            .unwrap();
+        fresh_table(&setup, "pr_term", "id int").await;
         drop(setup);
 
         // Terminate while idle.
@@ -3732,10 +3683,7 @@ fn a_client_that_half_closes_gets_its_answers() {
     bounded(async {
         let proxy = proxy("");
         let setup = app_client(&proxy).await;
-        setup
-            .batch_execute("drop table if exists pr_half; create table pr_half (id int)")
-            .await
-            .unwrap();
+        fresh_table(&setup, "pr_half", "id int").await;
 
         // A read still running when the input ends, a write behind it, and the first bytes
         // of a message the input ends inside (dropped, as PostgreSQL drops it).
@@ -4571,12 +4519,7 @@ fn a_protocol_violation_during_copy_in_ends_the_session_as_postgresql_does() {
         );
         let direct_addr = shared_cluster().primary().addr();
         let setup = app_client(&proxy).await;
-        setup
-            .batch_execute(
-                "drop table if exists pr_copyviolation; create table pr_copyviolation (id int)",
-            )
-            .await
-            .unwrap();
+        fresh_table(&setup, "pr_copyviolation", "id int").await;
         let simple = fe::query("copy pr_copyviolation from stdin");
         let extended = [fe::pbe("copy pr_copyviolation from stdin", &[]), fe::sync()].concat();
         let data = fe::copy_data(b"1\n");
