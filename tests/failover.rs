@@ -549,12 +549,15 @@ async fn sees(c: &Client, id: i32) -> (bool, u16) {
 }
 
 /// `ryw_scope`: whose writes a read must see. `user` (the default): the writer's other
-/// sessions, not other users'; `global`: every session's, any user's; `session`: only the
-/// writing session's. Replay is paused on both replicas, so a read sent to a replica cannot
+/// sessions (a pinned one's too), not other users'; `global`: every session's, any user's;
+/// `session`: only the writing session's. Replay is paused on both replicas, so a read sent to a replica cannot
 /// see a write made since; the scope is changed by reloads, which keep the recorded writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_scope_user_global_and_session() {
     let (c, proxy, p) = setup(&scope_routing("")).await;
+    // (Pinned before replay pauses: its pinning statement's position is replayed.)
+    let pinned = proxy.connect_app().await;
+    execute(&pinned, "SELECT pg_advisory_lock(42)").await;
     blocking({
         let c = c.clone();
         move || {
@@ -573,7 +576,16 @@ async fn read_your_writes_scope_user_global_and_session() {
     let writer = proxy.connect_app().await;
     let same_user = proxy.connect_app().await;
     let other_user = within("connect", proxy.connect(OTHER_USER, OTHER_PASSWORD, APP_DB)).await;
-    // user (the default).
+    // user (the default). A pinned client's writes count too (its requests run on its own
+    // connection, never routed).
+    write_row(&pinned, &p, 10).await;
+    let (seen, at) = sees(&same_user, 10).await;
+    assert!(
+        seen,
+        "scope user: another session of the user did not see a pinned session's write (read \
+         on {})",
+        p.name(at)
+    );
     write_row(&writer, &p, 1).await;
     let (seen, at) = sees(&same_user, 1).await;
     assert!(
@@ -587,7 +599,6 @@ async fn read_your_writes_scope_user_global_and_session() {
         "scope user: another user's read should not wait for the write (read on {}, saw it: {seen})",
         p.name(at)
     );
-
     // global.
     reload_routing(&proxy, &scope_routing("ryw_scope = \"global\"")).await;
     write_row(&writer, &p, 2).await;

@@ -467,6 +467,17 @@ impl Session {
             && self.target == Target::Replica
             && !self.pending.is_empty()
             && self.between_requests();
+        if self.pin.is_some()
+            && self.server.is_some()
+            && self.pool_mode == crate::config::PoolMode::Transaction
+            && self.current.config.config.routing.read_write_split
+            && self.at_request_boundary()
+        {
+            // A pinned client's requests run on its own connection, never routed: whether
+            // one may write is still told, so that its commit's position is read back for the
+            // reads of its read-your-writes scope (its user's other sessions, everyone's).
+            self.wrote |= self.route_front().write;
+        }
         if self.server.is_some()
             && !std::mem::take(&mut self.fresh_attach)
             && self.releasable()

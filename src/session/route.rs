@@ -91,6 +91,12 @@ impl Session {
         if self.pin.is_some() {
             return Decision::primary(true, "pinned");
         }
+        self.route_front()
+    }
+
+    /// The route of the request at the front of the client buffer for a client not pinned
+    /// (with reads split, in transaction pooling).
+    pub(super) fn route_front(&self) -> Decision {
         if self.force_primary {
             return Decision::primary(true, "retry_on_primary");
         }
