@@ -310,7 +310,7 @@ async fn every_batch_in_flight_fails_when_the_server_is_lost() {
 
 /// A transaction block whose server connection is lost while the client is idle in it: the
 /// client's ROLLBACK is answered ROLLBACK (the block is gone either way); a COMMIT is told the
-/// block was lost, never that it committed, and nothing of it is in the table.
+/// block was lost, never that it committed, and ends it; nothing of it is in the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_lost_with_its_server_ends_cleanly() {
     let (_cluster, relay, proxy) = tokio::task::spawn_blocking(behind_relay).await.unwrap();
@@ -333,23 +333,32 @@ async fn a_block_lost_with_its_server_ends_cleanly() {
         .await
         .expect("ROLLBACK of a block lost with its server");
 
-    let before = proxy.metric(LOST).await;
-    client
-        .batch_execute("BEGIN; INSERT INTO lost_block VALUES (2)")
-        .await
-        .unwrap();
-    relay.reset_all();
-    proxy.wait_metric(LOST, before + 1.0, STEP).await;
-    let e = client
-        .batch_execute("COMMIT")
-        .await
+    // The failed COMMIT ends the block, as PostgreSQL's COMMIT of a failed block does: the
+    // next statement runs (it got 25P02 until a ROLLBACK). Through both protocols.
+    for (v, extended) in [(2, false), (3, true)] {
+        let before = proxy.metric(LOST).await;
+        client
+            .batch_execute(&format!("BEGIN; INSERT INTO lost_block VALUES ({v})"))
+            .await
+            .unwrap();
+        relay.reset_all();
+        proxy.wait_metric(LOST, before + 1.0, STEP).await;
+        let e = if extended {
+            client.execute("COMMIT", &[]).await.map(drop)
+        } else {
+            client.batch_execute("COMMIT").await
+        }
         .expect_err("COMMIT of a block lost with its server must fail");
-    assert_eq!(
-        e.code().map(|c| c.code()),
-        Some("08006"),
-        "COMMIT of a lost block: {e}"
-    );
-    client.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(
+            e.code().map(|c| c.code()),
+            Some("08006"),
+            "COMMIT of a lost block (extended: {extended}): {e}"
+        );
+        client
+            .batch_execute("SELECT 1")
+            .await
+            .unwrap_or_else(|e| panic!("after the failed COMMIT (extended: {extended}): {e}"));
+    }
 
     let n: i64 = client
         .query_one("SELECT count(*) FROM lost_block", &[])

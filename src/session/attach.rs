@@ -183,7 +183,9 @@ impl Session {
     pub(super) async fn attach(&mut self, client: &mut Stream) -> Result<(), Fatal> {
         if self.lost_txn {
             self.lost_txn = false;
-            self.aborted_txn = true;
+            // The block is failed from now on, unless this request ends it: a COMMIT ends a
+            // failed block in PostgreSQL too (a ROLLBACK never comes here: see `query`).
+            self.aborted_txn = !self.front_ends_block();
             self.fail_request(
                 "08006",
                 "the server connection was lost; the transaction was rolled back",
@@ -396,6 +398,28 @@ impl Session {
                 super::pending::Hook::None,
             );
         }
+    }
+
+    /// Whether the request at the front of the client buffer is one statement that ends a
+    /// transaction block without beginning another (`COMMIT`, `END`, `ROLLBACK`, `ABORT`,
+    /// `PREPARE TRANSACTION`; not `AND CHAIN`).
+    fn front_ends_block(&self) -> bool {
+        self.front_statement_text()
+            .is_some_and(|text| self.ends_block(text))
+    }
+
+    /// Whether `text` is one statement that ends a transaction block without beginning
+    /// another (see [`Self::front_ends_block`]).
+    pub(super) fn ends_block(&self, text: &[u8]) -> bool {
+        let a = super::route::analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
+        a.statements == 1
+            && matches!(
+                a.txn,
+                crate::sql::TxnControl::Commit
+                    | crate::sql::TxnControl::Rollback
+                    | crate::sql::TxnControl::PrepareTransaction
+            )
+            && !std::str::from_utf8(text).is_ok_and(crate::sql::chains)
     }
 
     /// Answers the request at the front of the client buffer with an error, without a server.

@@ -11,7 +11,7 @@ use super::route::Target;
 use super::statements::{self, Statement};
 use super::{Fatal, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
-use crate::sql::{Effects, TerminateArg, TxnControl};
+use crate::sql::{Effects, TerminateArg};
 
 /// A statement a Bind names: its server-side name, and the client's statement behind it
 /// (`None` for the unnamed statement and for names only the server knows).
@@ -292,13 +292,7 @@ impl Session {
         ) {
             return false;
         }
-        let a = super::route::analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
-        a.statements == 1
-            && matches!(
-                a.txn,
-                TxnControl::Commit | TxnControl::Rollback | TxnControl::PrepareTransaction
-            )
-            && !std::str::from_utf8(text).is_ok_and(crate::sql::chains)
+        self.ends_block(text)
     }
 
     /// What the `pg_terminate_backend(...)` call of the client's statement `name` (`stmt`,

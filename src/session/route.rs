@@ -243,7 +243,7 @@ impl Session {
 
     /// The text of the statement the message at the front of the client buffer runs: a
     /// Query's, a Parse's, or the statement a Bind names (when the proxy knows it).
-    fn front_statement_text(&self) -> Option<&[u8]> {
+    pub(super) fn front_statement_text(&self) -> Option<&[u8]> {
         let h = Header::peek(&self.client.rbuf, usize::MAX).ok()??;
         let body = self.client.rbuf.get(5..h.frame_len)?;
         let text = match h.tag {
