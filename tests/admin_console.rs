@@ -1333,6 +1333,97 @@ async fn pause_of_one_database_holds_only_its_clients() {
     assert_eq!(proxy.metric("switchyard_paused").await, 0.0);
 }
 
+/// A request waiting out a PAUSE is cancelled by its client: it fails with 57014 at once (as
+/// PostgreSQL answers a statement cancelled while blocked), does not run at RESUME, and the
+/// client goes on. (The cancel used to find nothing running and be dropped, and the INSERT
+/// committed at RESUME.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_waiting_out_a_pause_cancels_the_request() {
+    let table = "console_cancel_paused_t";
+    tokio::task::spawn_blocking(move || {
+        shared_cluster()
+            .primary()
+            .psql_db(
+                APP_DB,
+                &format!(
+                    "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (v text); \
+                     ALTER TABLE {table} OWNER TO {APP_USER}"
+                ),
+            )
+            .expect("creating the table")
+    })
+    .await
+    .unwrap();
+    let proxy = proxy();
+    let admin = console(&proxy).await;
+    let client = std::sync::Arc::new(connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "w").await);
+    bounded("pause", admin.simple_query("PAUSE")).await.unwrap();
+    let waits = proxy.metric("switchyard_pause_waits_total").await;
+    let c = client.clone();
+    let insert = tokio::spawn(async move {
+        c.simple_query(&format!(
+            "INSERT INTO {table} VALUES ('should-be-cancelled')"
+        ))
+        .await
+    });
+    proxy
+        .wait_metric("switchyard_pause_waits_total", waits + 1.0, STEP)
+        .await;
+    let start = std::time::Instant::now();
+    bounded(
+        "cancel",
+        client.cancel_token().cancel_query(tokio_postgres::NoTls),
+    )
+    .await
+    .expect("sending the cancel request");
+    // (Bounded well below STEP: a cancel that is not taken waits for RESUME.)
+    let e = tokio::time::timeout(Duration::from_secs(10), insert)
+        .await
+        .expect("the INSERT was not answered within 10 s of its cancel")
+        .unwrap()
+        .expect_err("the cancelled INSERT ran");
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {e:?}"));
+    assert_eq!(
+        (db.code().code(), db.message()),
+        ("57014", "canceling statement due to user request"),
+        "{e:?} after {:?}",
+        start.elapsed()
+    );
+    bounded("resume", admin.simple_query("RESUME"))
+        .await
+        .unwrap();
+    // (On the primary itself: a replica may not have the new table yet.)
+    let on_primary = move |sql: String| {
+        tokio::task::spawn_blocking(move || {
+            shared_cluster()
+                .primary()
+                .psql_db(APP_DB, &sql)
+                .expect("superuser SQL on the primary")
+        })
+    };
+    let count = format!("SELECT count(*) FROM {table}");
+    assert_eq!(
+        on_primary(count.clone()).await.unwrap(),
+        "0",
+        "the cancelled INSERT ran"
+    );
+    bounded(
+        "insert after",
+        client.simple_query(&format!("INSERT INTO {table} VALUES ('after')")),
+    )
+    .await
+    .expect("the client's next request after its cancel");
+    assert_eq!(on_primary(count).await.unwrap(), "1");
+    assert_eq!(
+        proxy
+            .metric("switchyard_cancel_requests_total{result=\"waiting\"}")
+            .await,
+        1.0
+    );
+}
+
 /// The SQLSTATE and message of a refused login.
 async fn refused_login(proxy: &Proxy, db: &str) -> (String, String) {
     match try_connect(proxy, APP_USER, APP_PASSWORD, db, "refused").await {

@@ -376,6 +376,8 @@ struct Raw {
     rbuf: BytesMut,
     /// The process id of the client's BackendKeyData.
     key_pid: i32,
+    /// The secret of the client's BackendKeyData.
+    key_secret: i32,
 }
 
 impl Raw {
@@ -389,6 +391,7 @@ impl Raw {
             s,
             rbuf: BytesMut::new(),
             key_pid: 0,
+            key_secret: 0,
         };
         let mut out = BytesMut::new();
         frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
@@ -431,7 +434,10 @@ impl Raw {
                     raw.send(&out).await;
                 }
                 b'E' => panic!("raw login failed: {}", err_text(&body)),
-                b'K' => raw.key_pid = i32::from_be_bytes(body[..4].try_into().unwrap()),
+                b'K' => {
+                    raw.key_pid = i32::from_be_bytes(body[..4].try_into().unwrap());
+                    raw.key_secret = i32::from_be_bytes(body[4..8].try_into().unwrap());
+                }
                 b'Z' => return raw,
                 _ => {}
             }
@@ -515,6 +521,25 @@ impl Raw {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out).unwrap();
         self.roundtrip(&out).await
+    }
+
+    /// Sends a CancelRequest with this client's key to the proxy and waits until the proxy
+    /// closes that connection (it has placed the request).
+    async fn cancel(&self, p: &Proxy) {
+        let mut s = bounded("cancel connect", TcpStream::connect(p.addr()))
+            .await
+            .expect("cancel connect");
+        let mut b = BytesMut::new();
+        frontend::cancel_request(self.key_pid, self.key_secret, &mut b);
+        bounded("cancel write", s.write_all(&b))
+            .await
+            .expect("cancel write");
+        let mut sink = [0u8; 16];
+        while let Ok(n) = bounded("cancel close", s.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
     }
 
     /// Closes the socket with a RST instead of a FIN.
@@ -1250,6 +1275,119 @@ async fn checkout_timeout_fails_with_53300_instead_of_hanging() {
         p.metric("switchyard_errors_total{sqlstate=\"53300\"}")
             .await
             >= 1.0
+    );
+}
+
+/// A client cancels its request while the request waits for a server connection (the pool's
+/// two are held by open transactions). As PostgreSQL answers a statement cancelled while it is
+/// blocked, the request fails with 57014 at once (long before `checkout_timeout`), nothing of
+/// it runs, ever, and the client goes on. The same for an extended-protocol batch: its error,
+/// then the ReadyForQuery of its Sync, the rest skipped. (The cancel used to find nothing
+/// running and be dropped, and the INSERT committed once a connection was free.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_waiting_for_a_pool_connection_cancels_the_request() {
+    create_table("pool_cancel_wait_t", "v text");
+    let p = proxy("transaction", "size = 2\ncheckout_timeout = \"60s\"");
+    let waiter = Arc::new(connect(&p).await);
+    let mut raw = Raw::app(&p).await;
+    let holders = [connect(&p).await, connect(&p).await];
+    for h in &holders {
+        q(h, "BEGIN").await;
+        q(h, "SELECT 1").await;
+    }
+    let waits = format!(
+        "switchyard_pool_waits_total{{backend=\"{}\"}}",
+        shared_cluster().primary().name()
+    );
+    let before = p.metric(&waits).await;
+
+    // The simple protocol.
+    let w = waiter.clone();
+    let insert = tokio::spawn(async move {
+        w.simple_query("INSERT INTO pool_cancel_wait_t VALUES ('should-be-cancelled')")
+            .await
+    });
+    // It waits for a connection (counted) before it is cancelled.
+    p.wait_metric(&waits, before + 1.0, STEP).await;
+    let start = Instant::now();
+    bounded(
+        "cancel",
+        waiter.cancel_token().cancel_query(tokio_postgres::NoTls),
+    )
+    .await
+    .expect("sending the cancel request");
+    let e = bounded("the cancelled INSERT", insert)
+        .await
+        .unwrap()
+        .expect_err("the cancelled INSERT ran");
+    let took = start.elapsed();
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {e:?}"));
+    assert_eq!(
+        (db.code().code(), db.message()),
+        ("57014", "canceling statement due to user request"),
+        "{e:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "answered {took:?} after the cancel (checkout_timeout is 60 s)"
+    );
+
+    // An extended-protocol batch: the INSERT's error, then the Sync's ReadyForQuery; the
+    // SELECT behind it in the batch is skipped, as PostgreSQL skips up to the Sync.
+    let mut batch = BytesMut::new();
+    m_parse(
+        &mut batch,
+        "",
+        "INSERT INTO pool_cancel_wait_t VALUES ('also-cancelled')",
+    );
+    m_bind(&mut batch, "", "", &[]);
+    m_execute(&mut batch);
+    m_parse(&mut batch, "", "SELECT 'skipped'");
+    m_bind(&mut batch, "", "", &[]);
+    m_execute(&mut batch);
+    m_sync(&mut batch);
+    raw.send(&batch).await;
+    p.wait_metric(&waits, before + 2.0, STEP).await;
+    let start = Instant::now();
+    raw.cancel(&p).await;
+    let msgs = raw.until_ready().await;
+    let took = start.elapsed();
+    assert_eq!(tags(&msgs), "EZ", "{msgs:?}");
+    assert_eq!(error_code(&msgs).as_deref(), Some("57014"));
+    assert_eq!(ready_status(&msgs), 'I');
+    assert!(
+        took < Duration::from_secs(10),
+        "answered {took:?} after the cancel (checkout_timeout is 60 s)"
+    );
+
+    // The connections come free: nothing cancelled runs, and both clients go on.
+    for h in &holders {
+        q(h, "COMMIT").await;
+    }
+    assert_eq!(
+        one(&waiter, "SELECT count(*) FROM pool_cancel_wait_t").await,
+        "0"
+    );
+    q(&waiter, "INSERT INTO pool_cancel_wait_t VALUES ('after')").await;
+    let msgs = raw
+        .simple("SELECT string_agg(v, ',') FROM pool_cancel_wait_t")
+        .await;
+    assert_eq!(single(&msgs, "the raw client after its cancel"), "after");
+    // (Directly on the server too, a while later: nothing was left to run.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(su("SELECT count(*) FROM pool_cancel_wait_t"), "1");
+    assert_eq!(
+        p.metric("switchyard_cancel_requests_total{result=\"waiting\"}")
+            .await,
+        2.0,
+        "both cancels counted as kept for a waiting request"
+    );
+    assert_eq!(
+        p.metric("switchyard_cancel_requests_total{result=\"not_running\"}")
+            .await,
+        0.0
     );
 }
 

@@ -25,6 +25,11 @@ pub(super) const TOPOLOGY_WAIT: std::time::Duration = std::time::Duration::from_
 pub(super) const COMMIT_LSN_SQL: &str =
     "SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text";
 
+/// What a request the client cancelled before it reached a server is answered (PostgreSQL's
+/// own words for a cancelled statement).
+pub(super) const CANCELLED: super::route::NoBackend =
+    ("57014", "canceling statement due to user request");
+
 /// How long reads avoid a replica a checkout could not reach.
 pub(super) const UNREACHABLE_MS: u64 = 1000;
 
@@ -94,7 +99,9 @@ impl Session {
     /// given up): it leaves, and frees its place under `max_client_connections`, now rather
     /// than at `RESUME`. What the client sends meanwhile is kept for later (up to
     /// [`super::relay::OUT_HIGH`] bytes; past that it is not read, nor its leaving noticed).
-    pub(super) async fn wait_resumed(&mut self, client: &mut Stream) -> Result<(), Fatal> {
+    /// Returns `false` when the client cancelled the request meanwhile (see
+    /// [`waiting_for_server`](Self::waiting_for_server); a login has none to cancel).
+    pub(super) async fn wait_resumed(&mut self, client: &mut Stream) -> Result<bool, Fatal> {
         tracing::debug!(parent: &self.span, "paused: the request waits for RESUME");
         self.app.metrics.pause_waits.inc();
         let rbuf = &mut self.client.rbuf;
@@ -110,7 +117,8 @@ impl Session {
             std::future::pending().await
         };
         tokio::select! {
-            _ = self.app.pause.resumed(&self.database) => Ok(()),
+            _ = self.app.pause.resumed(&self.database) => Ok(true),
+            () = self.cancel.cancelled_unattached() => Ok(false),
             _ = self.app.shutdown.cancelled() => Err(Fatal::new(
                 "57P01",
                 "terminating connection because switchyard is shutting down",
@@ -124,6 +132,22 @@ impl Session {
                 Err(Fatal::Io(e))
             }
         }
+    }
+
+    /// The request at the front of the client buffer waits for a server connection from now
+    /// until [`hold`](Self::hold) (or until it is answered without one): a cancel meanwhile
+    /// ends the wait, and the request is answered as PostgreSQL answers a cancelled statement
+    /// ([`fail_cancelled`](Self::fail_cancelled)) instead of running.
+    fn waiting_for_server(&mut self) {
+        self.cancel.waiting();
+        self.between_servers = true;
+    }
+
+    /// The client cancelled its request before it reached a server: nothing of it ran.
+    fn fail_cancelled(&mut self) {
+        tracing::debug!(parent: &self.span, "the request was cancelled before it reached a server");
+        self.app.metrics.error(CANCELLED.0);
+        self.fail_request(CANCELLED.0, CANCELLED.1);
     }
 
     /// Takes ownership of a checked-out connection.
@@ -192,8 +216,10 @@ impl Session {
             );
             return Ok(());
         }
-        if self.app.pause.holds(&self.database) {
-            self.wait_resumed(client).await?;
+        self.waiting_for_server();
+        if self.app.pause.holds(&self.database) && !self.wait_resumed(client).await? {
+            self.fail_cancelled();
+            return Ok(());
         }
         self.current.refresh(&self.app);
         let decision = self.decide();
@@ -234,7 +260,17 @@ impl Session {
             self.fail_request("57P03", "no server is available");
             return Ok(());
         };
-        match pool.checkout(self.id).await {
+        // (Biased: a connection at hand is taken without looking at the cancel slot.)
+        let checkout = tokio::select! {
+            biased;
+            r = pool.checkout(self.id) => Some(r),
+            () = self.cancel.cancelled_unattached() => None,
+        };
+        let Some(checkout) = checkout else {
+            self.fail_cancelled();
+            return Ok(());
+        };
+        match checkout {
             Ok(p) if !self.still_routable(index, &pool.key.backend, d.target) => {
                 tracing::info!(parent: &self.span, backend = %pool.key.backend, "the server changed role or went away during the checkout: routing again");
                 p.discard("role_changed", &self.app.metrics);
@@ -293,15 +329,18 @@ impl Session {
             // PAUSE came while this checkout was under way (and saw no connection held, or
             // sees this one now): give it back unused and wait.
             self.give_back_unused("paused_at_checkout");
-            self.wait_resumed(client).await?;
+            self.waiting_for_server();
+            if !self.wait_resumed(client).await? {
+                self.fail_cancelled();
+            }
             return Ok(());
         }
         if std::mem::take(&mut self.cancelled_between) {
-            // The client cancelled its request while it was being repeated: it is answered
-            // as its first server would have (nothing of it was sent to this one).
+            // The client cancelled its request while it waited for this connection or was
+            // being repeated: it is answered as its first server would have (nothing of it
+            // was sent to this one).
             self.give_back_unused("cancelled_between_servers");
-            self.app.metrics.error("57014");
-            self.fail_request("57014", "canceling statement due to user request");
+            self.fail_cancelled();
             return Ok(());
         }
         self.target = d.target;

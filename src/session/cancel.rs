@@ -4,7 +4,7 @@
 //! a `pg_terminate_backend` call through the proxy names ([`CancelRegistry::terminate`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,7 +69,28 @@ pub struct CancelSlot {
     pub kill: CancellationToken,
     /// `kill` was cancelled for this client alone (read without the token's lock).
     killed: AtomicBool,
+    /// Where the client's request stands while it has no server connection: [`IDLE`],
+    /// [`WAITING`] or [`BETWEEN`], with [`CANCELLED`] once a cancel came meanwhile. An atomic,
+    /// not in `state`: a request marks itself waiting each time it needs a server, and takes
+    /// no lock for it (the slot's lock is taken once the connection is attached, which reads
+    /// and resets this under it).
+    unattached: AtomicU8,
+    /// Wakes a wait of the request's ([`cancelled_unattached`](Self::cancelled_unattached))
+    /// when a cancel comes.
+    cancelled: tokio::sync::Notify,
 }
+
+/// No request is waiting for a server: a cancel has nothing to do (as PostgreSQL ignores one
+/// for an idle session).
+const IDLE: u8 = 0;
+/// The request waits for a server connection: a slot of the pool, a primary
+/// (`primary_wait`), a replica to replay its session's last commit (`ryw_wait`), a `RESUME`.
+const WAITING: u8 = 1;
+/// The request goes to another server (its first one failed or refused it).
+const BETWEEN: u8 = 2;
+/// Flag: a cancel came while [`WAITING`] or [`BETWEEN`]; the request is answered as
+/// cancelled instead of being sent.
+const CANCELLED: u8 = 4;
 
 #[derive(Default)]
 struct SlotState {
@@ -84,11 +105,6 @@ struct SlotState {
     stray: Option<(i32, i32)>,
     /// The `application_name` the client set since its startup, if it did.
     application_name: Option<String>,
-    /// The client's request is between two servers (repeated elsewhere after its first
-    /// server failed or refused it): a cancel now is kept for when it is attached again.
-    between: bool,
-    /// A cancel came while `between`.
-    cancelled_between: bool,
 }
 
 impl CancelSlot {
@@ -105,28 +121,60 @@ impl CancelSlot {
     }
 
     /// Records the server connection the client now uses. Returns whether a cancel came
-    /// while the request was between servers ([`between_servers`](Self::between_servers)):
-    /// the request is to be answered as cancelled instead of sent.
+    /// while the request waited for it ([`waiting`](Self::waiting)) or was between servers
+    /// ([`between_servers`](Self::between_servers)): the request is to be answered as
+    /// cancelled instead of sent.
     pub fn set(&self, t: Target) -> bool {
         let mut s = self.state.lock().expect("cancel slot");
         s.target = Some(t);
-        s.between = false;
-        std::mem::take(&mut s.cancelled_between)
+        // (Under the lock: a cancel sees either this connection or the request unattached.)
+        self.unattached.swap(IDLE, Ordering::AcqRel) & CANCELLED != 0
+    }
+
+    /// The client's request waits for a server connection: a cancel until [`set`](Self::set)
+    /// or [`end_wait`](Self::end_wait) is kept, and ends the wait
+    /// ([`cancelled_unattached`](Self::cancelled_unattached)). A request already waiting or
+    /// between servers keeps what it has (a cancel that came meanwhile included). No lock: it
+    /// runs for every request that needs a server.
+    #[inline]
+    pub fn waiting(&self) {
+        let _ =
+            self.unattached
+                .compare_exchange(IDLE, WAITING, Ordering::AcqRel, Ordering::Relaxed);
     }
 
     /// The client's request goes to another server (its first one failed or refused it): a
-    /// cancel until [`set`](Self::set) or [`end_between`](Self::end_between) is kept.
+    /// cancel until [`set`](Self::set) or [`end_wait`](Self::end_wait) is kept.
     pub fn between_servers(&self) {
-        let mut s = self.state.lock().expect("cancel slot");
-        s.between = true;
-        s.cancelled_between = false;
+        self.unattached.store(BETWEEN, Ordering::Release);
     }
 
-    /// The request that was between servers is over without reaching one.
-    pub fn end_between(&self) {
-        let mut s = self.state.lock().expect("cancel slot");
-        s.between = false;
-        s.cancelled_between = false;
+    /// The request that waited for a server or was between servers is over without reaching
+    /// one (answered with an error, cancelled ones included): a cancel from now on finds it
+    /// idle.
+    pub fn end_wait(&self) {
+        self.unattached.store(IDLE, Ordering::Release);
+    }
+
+    /// Whether a cancel came for the request while it had no server connection.
+    pub fn cancelled_while_unattached(&self) -> bool {
+        self.unattached.load(Ordering::Acquire) & CANCELLED != 0
+    }
+
+    /// Completes once a cancel came for the request while it had no server connection (at
+    /// once if one came already): a wait of the request's selects on it to end early. Cancel
+    /// safe.
+    pub async fn cancelled_unattached(&self) {
+        loop {
+            let notified = self.cancelled.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the flag is read: a cancel after the read wakes it.
+            notified.as_mut().enable();
+            if self.cancelled_while_unattached() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The client keeps its server connection between transactions from now on (pinned).
@@ -223,6 +271,8 @@ impl CancelRegistry {
             info,
             kill: kill.child_token(),
             killed: AtomicBool::new(false),
+            unattached: AtomicU8::new(IDLE),
+            cancelled: tokio::sync::Notify::new(),
         });
         let mut map = self.map.lock().expect("cancels");
         loop {
@@ -349,11 +399,24 @@ impl CancelRegistry {
         let t = {
             let mut s = slot.state.lock().expect("cancel slot");
             let Some(t) = s.target.clone() else {
-                if s.between {
-                    s.cancelled_between = true;
-                    return CancelOutcome::Deferred;
-                }
-                return CancelOutcome::NotRunning;
+                // (Under the lock: `set` reads the flag under it.)
+                let before =
+                    slot.unattached
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                            (u != IDLE).then_some(u | CANCELLED)
+                        });
+                drop(s);
+                return match before {
+                    Ok(u) => {
+                        slot.cancelled.notify_waiters();
+                        if u & BETWEEN != 0 {
+                            CancelOutcome::Deferred
+                        } else {
+                            CancelOutcome::Waiting
+                        }
+                    }
+                    Err(_) => CancelOutcome::NotRunning,
+                };
             };
             // One cancel at a time per server process: a second one while the first is on its
             // way has nothing more to do (the query it would cancel is the one being
@@ -420,6 +483,10 @@ pub enum CancelOutcome {
     /// The key is a client's of this process whose request is between two servers (being
     /// repeated): it is answered as cancelled instead of being sent again.
     Deferred,
+    /// The key is a client's of this process whose request waits for a server connection (a
+    /// full pool, a primary, a replica to replay, a `RESUME`): the wait ends, and the request
+    /// is answered as cancelled without being sent.
+    Waiting,
     /// Not a key this process issued (or its secret is wrong).
     Unknown,
 }
@@ -432,6 +499,7 @@ impl CancelOutcome {
             CancelOutcome::NotRunning => "not_running",
             CancelOutcome::Failed => "failed",
             CancelOutcome::Deferred => "between_servers",
+            CancelOutcome::Waiting => "waiting",
             CancelOutcome::Unknown => "unknown",
         }
     }
@@ -483,4 +551,83 @@ async fn cancel_over<S: AsyncRead + AsyncWrite + Unpin>(
             format!("no answer within {limit:?}"),
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(registry: &CancelRegistry) -> Registration {
+        let info = ClientInfo {
+            database: "db".into(),
+            peer: crate::net::listener::Peer::Unix,
+            tls: false,
+            application_name: String::new(),
+            since: std::time::Instant::now(),
+            console: false,
+        };
+        registry.register("u".into(), info, &CancellationToken::new())
+    }
+
+    #[tokio::test]
+    async fn a_cancel_while_waiting_for_a_server_is_kept_and_wakes_the_wait() {
+        let registry = CancelRegistry::default();
+        let reg = registration(&registry);
+        let slot = reg.slot.clone();
+        // Idle: nothing to cancel, and nothing is remembered for the next request.
+        assert_eq!(
+            registry.cancel(reg.pid, reg.secret).await,
+            CancelOutcome::NotRunning
+        );
+        slot.waiting();
+        assert!(!slot.cancelled_while_unattached());
+        let wait = tokio::spawn({
+            let slot = slot.clone();
+            async move { slot.cancelled_unattached().await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(
+            registry.cancel(reg.pid, reg.secret).await,
+            CancelOutcome::Waiting
+        );
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("woken")
+            .expect("wait");
+        // Marking it waiting again (routed again) keeps the cancel.
+        slot.waiting();
+        assert!(slot.cancelled_while_unattached());
+        // Answered without a server: the next request starts clean.
+        slot.end_wait();
+        assert!(!slot.cancelled_while_unattached());
+        assert_eq!(
+            registry.cancel(reg.pid, reg.secret).await,
+            CancelOutcome::NotRunning
+        );
+        slot.waiting();
+        assert!(!slot.cancelled_while_unattached());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_while_between_servers_is_told_apart_and_read_when_attached() {
+        let registry = CancelRegistry::default();
+        let reg = registration(&registry);
+        let slot = reg.slot.clone();
+        slot.between_servers();
+        // (A request being repeated stays so when it waits for its next server.)
+        slot.waiting();
+        assert_eq!(
+            registry.cancel(reg.pid, reg.secret).await,
+            CancelOutcome::Deferred
+        );
+        assert!(slot.cancelled_while_unattached());
+        slot.end_wait();
+        slot.waiting();
+        // Wrong secrets are ignored, whatever the state.
+        assert_eq!(
+            registry.cancel(reg.pid, reg.secret.wrapping_add(1)).await,
+            CancelOutcome::Unknown
+        );
+        assert!(!slot.cancelled_while_unattached());
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::attach::CANCELLED;
 use super::route::{Decision, NoBackend, Target};
 use super::Session;
 use crate::balance::{self, Candidate};
@@ -145,13 +146,14 @@ impl Session {
             .index;
         if self
             .wait_replayed(view, best, required, routing.ryw_wait)
-            .await
+            .await?
         {
             return Ok(Replica::Chosen(best, d));
         }
         Ok(Replica::Primary("ryw_replica_behind"))
     }
 
+    /// The primary for a decision, waiting up to `wait` for one (a cancel ends the wait).
     async fn primary(
         &self,
         view: &ClusterView,
@@ -160,7 +162,10 @@ impl Session {
     ) -> Result<(usize, Decision), NoBackend> {
         let index = match view.primary {
             Some(p) => Some(p),
-            None => self.app.cluster.wait_primary(wait).await,
+            None => tokio::select! {
+                i = self.app.cluster.wait_primary(wait) => i,
+                () = self.cancel.cancelled_unattached() => return Err(CANCELLED),
+            },
         };
         match index {
             Some(i) => Ok((
@@ -175,25 +180,30 @@ impl Session {
         }
     }
 
-    /// Polls a replica's replay position until it reaches `lsn` or `wait` passes. `index` is
-    /// the replica's place in `view`, the view its pool is looked up in: the published view may
-    /// have been renumbered by a reload since.
+    /// Polls a replica's replay position until it reaches `lsn` (`Ok(true)`) or `wait` passes
+    /// (`Ok(false)`), or the client cancels the request. `index` is the replica's place in
+    /// `view`, the view its pool is looked up in: the published view may have been renumbered
+    /// by a reload since.
     async fn wait_replayed(
         &mut self,
         view: &ClusterView,
         index: usize,
         lsn: u64,
         wait: Duration,
-    ) -> bool {
+    ) -> Result<bool, NoBackend> {
         if wait.is_zero() {
-            return false;
+            return Ok(false);
         }
         let Some(pool) = self.pool(index) else {
-            return false;
+            return Ok(false);
         };
         let deadline = Instant::now() + wait;
-        let Ok(Ok(mut p)) = tokio::time::timeout(wait, pool.checkout(0)).await else {
-            return false;
+        let checkout = tokio::select! {
+            r = tokio::time::timeout(wait, pool.checkout(0)) => r,
+            () = self.cancel.cancelled_unattached() => return Err(CANCELLED),
+        };
+        let Ok(Ok(mut p)) = checkout else {
+            return Ok(false);
         };
         let stats = view.backends.get(index).map(|b| b.stats.clone());
         let mut ok = false;
@@ -224,7 +234,10 @@ impl Session {
                 }
                 _ => break,
             }
-            if Instant::now() + Duration::from_millis(2) > deadline {
+            // (A probe is not cut short: the connection would be left mid-answer.)
+            if Instant::now() + Duration::from_millis(2) > deadline
+                || self.cancel.cancelled_while_unattached()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -234,7 +247,10 @@ impl Session {
         } else {
             p.release();
         }
-        ok
+        if !ok && self.cancel.cancelled_while_unattached() {
+            return Err(CANCELLED);
+        }
+        Ok(ok)
     }
 }
 

@@ -698,10 +698,12 @@ struct Session {
     backend_index: Option<usize>,
     /// The retryable request in flight on a replica, if any.
     retry: Option<retry::Retry>,
-    /// The request was put back to be repeated and has not reached a server since (see
+    /// The request waits for a server connection, or was put back to be repeated, and has not
+    /// reached a server since (see [`cancel::CancelSlot::waiting`] and
     /// [`cancel::CancelSlot::between_servers`]).
     between_servers: bool,
-    /// A cancel came while the request was between servers: answer it as cancelled.
+    /// A cancel came while the request waited for a server or was between servers: answer it
+    /// as cancelled.
     cancelled_between: bool,
     /// Repetitions of the current request.
     retry_attempts: u32,

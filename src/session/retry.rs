@@ -98,7 +98,7 @@ impl super::Session {
     /// again, as many times.
     pub(super) fn request_over(&mut self) {
         if std::mem::take(&mut self.between_servers) {
-            self.cancel.end_between();
+            self.cancel.end_wait();
         }
         self.cancelled_between = false;
         self.retry_attempts = 0;
