@@ -963,3 +963,67 @@ async fn a_cancel_while_a_read_is_being_repeated_cancels_it() {
     );
     relays[other].set_mode(Mode::Pass);
 }
+
+/// A read waiting for a slot of a replica's pool when the replica is partitioned is routed
+/// again once the monitor declares the replica down, at once: before, it was handed the slot
+/// the severed connections gave back and opened a connection into the partition, waiting all
+/// of `connect_timeout` (or failing with 53300 after `checkout_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_waiting_for_a_partitioned_replica_is_routed_again() {
+    let s = tokio::task::spawn_blocking(|| {
+        setup_tables(
+            1,
+            false,
+            "[health]\ninterval = \"200ms\"\ntimeout = \"2s\"\nfall = 2\nrise = 2\n\
+             [pool]\nsize = 1\nconnect_timeout = \"40s\"\ncheckout_timeout = \"60s\"\n\
+             [routing]\nconsistency = \"eventual\"\n"
+                .into(),
+        )
+    })
+    .await
+    .unwrap();
+    let replica = &s.cluster.replicas()[0];
+    let primary = s.cluster.primary().port() as i32;
+    // The replica's only connection is held by a long read...
+    let holder = start_reads(
+        &s.proxy,
+        1,
+        "SELECT inet_server_port(), pg_sleep(5) /* holds the replica's slot */",
+    )
+    .await;
+    wait_running(
+        std::slice::from_ref(replica),
+        "holds the replica's slot",
+        "the long read on the replica",
+        |c| c[0] == 1,
+    )
+    .await;
+    // ... so the next read waits for it.
+    let waits = format!(
+        "switchyard_pool_waits_total{{backend=\"{}\"}}",
+        replica.name()
+    );
+    let before = s.proxy.metric(&waits).await;
+    let waiting = start_reads(&s.proxy, 1, "SELECT inet_server_port()").await;
+    s.proxy
+        .wait_metric(&waits, before + 1.0, Duration::from_secs(30))
+        .await;
+    s.relays[0].set_mode(Mode::Blackhole);
+    let t0 = Instant::now();
+    for t in waiting.into_iter().chain(holder) {
+        let port = tokio::time::timeout(Duration::from_secs(90), t)
+            .await
+            .expect("read hung")
+            .unwrap()
+            .expect("reads must survive the partitioned replica");
+        assert_eq!(port, primary, "only the primary is left to read on");
+    }
+    wait_backend_up(&s.proxy, replica.name(), false).await;
+    let waited = t0.elapsed();
+    // (Down within fall probes of 2 s each; a connection into the partition takes 40 s.)
+    assert!(
+        waited < Duration::from_secs(25),
+        "the waiting read took {waited:?} after the partition began\n{}",
+        s.proxy.log_tail(20)
+    );
+}

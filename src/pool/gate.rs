@@ -31,6 +31,8 @@ pub enum GateError {
     Timeout,
     /// The gate was closed.
     Closed,
+    /// The wait was interrupted ([`Gate::interrupt`]): the pool's server was declared down.
+    Interrupted,
 }
 
 /// A pool's permits.
@@ -54,6 +56,7 @@ const WAITING: u8 = 0;
 const GRANTED: u8 = 1;
 const EXPIRED: u8 = 2;
 const CLOSED: u8 = 3;
+const INTERRUPTED: u8 = 4;
 
 struct Waiter {
     outcome: Arc<AtomicU8>,
@@ -164,6 +167,15 @@ impl Gate {
         }
     }
 
+    /// Fails the waits under way (not later ones): the server was declared down, and what
+    /// waits for it is to be routed again rather than be handed a connection to open there.
+    pub fn interrupt(&self) {
+        let mut st = self.lock();
+        for w in std::mem::take(&mut st.waiters) {
+            w.settle(INTERRUPTED);
+        }
+    }
+
     fn release(&self) {
         let mut st = self.lock();
         if st.to_forget > 0 {
@@ -266,6 +278,7 @@ impl Future for Acquire {
             return Poll::Ready(match settled {
                 GRANTED => Ok(Permit { gate: gate.clone() }),
                 EXPIRED => Err(GateError::Timeout),
+                INTERRUPTED => Err(GateError::Interrupted),
                 _ => Err(GateError::Closed),
             });
         }
@@ -437,6 +450,25 @@ mod tests {
             assert_eq!(gate.acquire(LONG).await.err(), Some(GateError::Closed));
             assert_eq!(gate.try_acquire().err(), Some(GateError::Closed));
             drop(held);
+        });
+    }
+
+    #[test]
+    fn interrupting_fails_the_waiters_but_not_later_acquisitions() {
+        rt().block_on(async {
+            let (gate, held) = gate_in_use();
+            let waiter = tokio::spawn({
+                let gate = gate.clone();
+                async move { gate.acquire(LONG).await.err() }
+            });
+            tokio::task::yield_now().await;
+            gate.interrupt();
+            assert_eq!(waiter.await.unwrap(), Some(GateError::Interrupted));
+            assert!(gate.lock().waiters.is_empty());
+            // The permit held comes back free, for later checkouts.
+            drop(held);
+            assert_eq!(gate.available(), 1);
+            assert!(gate.acquire(LONG).await.is_ok());
         });
     }
 

@@ -295,6 +295,8 @@ impl Pool {
                 let p = match self.permits.acquire(timeout).await {
                     Ok(p) => p,
                     Err(GateError::Closed) => return Err(PoolError::Closed),
+                    // (Its server was declared down while it waited.)
+                    Err(GateError::Interrupted) => return Err(PoolError::Severed),
                     Err(_) => return Err(PoolError::Timeout(timeout)),
                 };
                 self.metrics
@@ -397,8 +399,11 @@ impl Pool {
     }
 
     /// Fails every in-flight request on this pool's connections at once (their reads see EOF)
-    /// and closes the idle ones: the backend was declared down.
+    /// and closes the idle ones: the backend was declared down. Checkouts waiting for a slot
+    /// fail too ([`PoolError::Severed`]: their requests are routed again), instead of being
+    /// handed the slots the severed connections give back and opening connections there.
     pub fn sever(&self) {
+        self.permits.interrupt();
         let idle = {
             let mut c = self.conns.lock().expect("conns");
             c.severs += 1;
