@@ -696,6 +696,101 @@ async fn primary_hinted_read_does_not_raise_the_read_your_writes_position() {
     );
 }
 
+/// The `/status` position of backend `name` (`None` while unknown).
+fn lsn_of(s: &serde_json::Value, name: &str) -> Option<Lsn> {
+    backend(s, name)["lsn"]
+        .as_str()
+        .and_then(|l| l.parse().ok())
+}
+
+/// A standby that comes back from a crash behind what it had replayed (hot standby reopens
+/// from its last restartpoint, and its commits are now applied an hour late) is trusted only
+/// as far as it says: a session's read-your-writes read does not go there for a write it had
+/// replayed before. (The highest position it was ever seen at was kept, so the read ran on it
+/// and missed the write.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_behind_a_write_it_had_replayed_is_not_read_for_it() {
+    let (c, proxy, p) = setup(&scope_routing("ryw_scope = \"session\"")).await;
+    blocking({
+        let c = c.clone();
+        move || {
+            // Only pg2 is to have the write; pg1 stops replaying before it.
+            c.replicas()[0].pause_replay().expect("pausing pg1");
+            // A restartpoint on pg2 before the write: its crash recovery replays from there.
+            c.primary().psql("CHECKPOINT").expect("checkpoint on pg0");
+            let at = c.primary().flush_wal().expect("flushing pg0's WAL");
+            let pg2 = &c.replicas()[1];
+            pg2.wait_replay(at, Duration::from_secs(30))
+                .expect("pg2 replaying the checkpoint");
+            pg2.psql("CHECKPOINT").expect("restartpoint on pg2");
+        }
+    })
+    .await;
+    wait_status(&proxy, "pg1 paused", Duration::from_secs(30), |s| {
+        backend(s, "pg1")["replay_paused"] == true
+    })
+    .await;
+    let a = proxy.connect_app().await;
+    write_row(&a, &p, 1).await;
+    // (The insert position: commits are asynchronous in these clusters, so the written one
+    // may not have the write's commit yet.)
+    let after_write: Lsn = blocking({
+        let c = c.clone();
+        move || c.primary().psql("SELECT pg_current_wal_insert_lsn()")
+    })
+    .await
+    .expect("pg0's position")
+    .parse()
+    .expect("an LSN");
+    wait_status(&proxy, "pg2 past the write", Duration::from_secs(30), |s| {
+        lsn_of(s, "pg2").is_some_and(|l| l >= after_write)
+    })
+    .await;
+    // pg2 crashes and restarts, applying commits an hour after they were made: it is back
+    // in hot standby without the write's commit.
+    blocking({
+        let c = c.clone();
+        move || {
+            let pg2 = &c.replicas()[1];
+            pg2.psql("ALTER SYSTEM SET recovery_min_apply_delay = '1h'")
+                .expect("delaying pg2");
+            pg2.kill();
+            pg2.start().expect("restarting pg2");
+        }
+    })
+    .await;
+    wait_status(
+        &proxy,
+        &format!("pg2 up again, behind the write's {after_write}"),
+        Duration::from_secs(30),
+        |s| {
+            let b = backend(s, "pg2");
+            b["up"] == true
+                && b["role"] == "replica"
+                && lsn_of(s, "pg2").is_some_and(|l| l < after_write)
+        },
+    )
+    .await;
+    // pg2 takes the reads that need nothing it lacks (it is not out for its lag)...
+    wait_reads_reach(&proxy, &p, &["pg2"], Duration::from_secs(30)).await;
+    // ...but not the writing session's.
+    let mut stale = Vec::new();
+    for _ in 0..10 {
+        let (seen, at) = sees(&a, 1).await;
+        if !seen {
+            stale.push(p.name(at));
+        }
+    }
+    let s = status(&proxy).await;
+    assert!(
+        stale.is_empty(),
+        "read-your-writes: the writing session missed its write in {} of 10 reads, on {stale:?} \
+         (pg2 is back at {:?}, behind the write's {after_write})",
+        stale.len(),
+        lsn_of(&s, "pg2").map(|l| l.to_string())
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // lag
 

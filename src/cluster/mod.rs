@@ -25,8 +25,11 @@ use crate::config::LagLimit;
 pub struct BackendStats {
     /// Requests in flight on this backend (for least-outstanding balancing).
     pub outstanding: AtomicUsize,
-    /// Newest replay position seen by anyone (the monitor, or a session waiting for a
-    /// read-your-writes position), fresher than the view between probes.
+    /// Replay position as last read: set by each of the monitor's probes (0, unknown, when one
+    /// fails: a server that restarts, or is rebuilt from an older backup, may come back
+    /// behind what it had replayed), and by a session reading it while it waits for a
+    /// read-your-writes position (fresher than the view between probes). Never only raised:
+    /// a position that went back must not be trusted past the next read.
     pub replay_lsn: AtomicU64,
     /// Until when (coarse clock, ms) reads avoid it: a checkout could not reach it. Until the
     /// monitor sees it down (`fall` probes), every read would otherwise try it first.
@@ -95,11 +98,11 @@ impl BackendView {
         }
     }
 
-    /// The newest known replay position of this replica.
+    /// This replica's replay position as last read (0: unknown). Not `lsn`: that is the last
+    /// successful probe's, kept while later probes fail, and can be higher than what a
+    /// restarted server has replayed.
     pub fn replay_lsn(&self) -> u64 {
-        self.lsn
-            .unwrap_or(0)
-            .max(self.stats.replay_lsn.load(Ordering::Acquire))
+        self.stats.replay_lsn.load(Ordering::Acquire)
     }
 
     /// Whether this backend may serve reads given the lag limit.
@@ -244,5 +247,47 @@ impl Cluster {
     /// How many views have been published.
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(lsn: Option<u64>) -> BackendView {
+        BackendView {
+            name: "r".into(),
+            address: "localhost:5432".into(),
+            weight: 1,
+            up: true,
+            role: Some(Role::Replica),
+            fenced: false,
+            timeline: Some(1),
+            lsn,
+            lag_bytes: Some(0),
+            lag: Some(Duration::ZERO),
+            lag_at_least: false,
+            beyond_history: false,
+            replay_paused: false,
+            last_replay_ms: None,
+            receiver_streaming: true,
+            duplicate_of: None,
+            diverged: false,
+            stats: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn a_replay_position_that_went_back_is_believed() {
+        // The view's position is the last successful probe's, 1000; since then the server
+        // restarted: a failed probe made it unknown, and the next one read 400.
+        let b = replica(Some(1_000));
+        b.stats.replay_lsn.store(0, Ordering::Release);
+        assert_eq!(b.replay_lsn(), 0, "unknown, not the view's older 1000");
+        b.stats.replay_lsn.store(400, Ordering::Release);
+        assert_eq!(b.replay_lsn(), 400);
+        // A session's direct read between probes is newer than the view.
+        b.stats.replay_lsn.store(1_200, Ordering::Release);
+        assert_eq!(b.replay_lsn(), 1_200);
     }
 }

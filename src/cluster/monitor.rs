@@ -452,6 +452,10 @@ impl Aggregator {
         result: Result<Observation, ProbeError>,
     ) -> bool {
         let name = &self.names[index].0;
+        self.views[index]
+            .stats
+            .replay_lsn
+            .store(replayed(&result), std::sync::atomic::Ordering::Release);
         let h = &mut self.healths[index];
         let full = matches!(result, Err(ProbeError::Full(_)));
         let full_for = match (&mut self.full_since[index], full) {
@@ -538,11 +542,6 @@ impl Aggregator {
                 last.replay_lsn
             };
             if h.role == Some(Role::Replica) {
-                if let Some(r) = last.replay_lsn {
-                    v.stats
-                        .replay_lsn
-                        .fetch_max(r, std::sync::atomic::Ordering::AcqRel);
-                }
                 let replay = last.replay_lsn.or(last.receive_lsn);
                 let (diverged, found) = self.divergence.check(i, replay, self.primary_seen);
                 if found {
@@ -621,6 +620,19 @@ impl Aggregator {
     }
 }
 
+/// What a probe result says the backend has replayed, for read-your-writes: the position it
+/// reported, or 0 (unknown) when the probe failed. Stored as it is, never merged with what was
+/// known before: a standby restarted after a crash reopens from its last restartpoint, and one
+/// rebuilt from an older backup starts further back still, below what it had replayed. A
+/// failure counts as unknown even when the server only lacked a slot for the monitor: nothing
+/// says it did not restart meanwhile (sessions waiting for a position read it directly).
+fn replayed(result: &Result<Observation, ProbeError>) -> u64 {
+    match result {
+        Ok(o) => o.replay_lsn.unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
 /// How long probes refused for lack of connection slots count as no news: ten times `fall`
 /// probes, at least 30 s.
 fn full_grace(every: std::time::Duration, fall: u32) -> std::time::Duration {
@@ -634,4 +646,25 @@ fn full_grace(every: std::time::Duration, fall: u32) -> std::time::Duration {
 /// matters: the samples are only ever appended or cleared).
 fn lock(h: &Mutex<LsnHistory>) -> MutexGuard<'_, LsnHistory> {
     h.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_says_what_was_replayed_or_that_it_is_unknown() {
+        let at = |lsn| {
+            Ok(Observation {
+                replay_lsn: Some(lsn),
+                ..Default::default()
+            })
+        };
+        assert_eq!(replayed(&at(1_000)), 1_000);
+        // Lower than before (a restarted standby): taken as it is.
+        assert_eq!(replayed(&at(400)), 400);
+        assert_eq!(replayed(&Ok(Observation::default())), 0, "a primary");
+        assert_eq!(replayed(&Err(ProbeError::Failed("refused".into()))), 0);
+        assert_eq!(replayed(&Err(ProbeError::Full("53300".into()))), 0);
+    }
 }

@@ -224,8 +224,10 @@ impl Session {
                         .and_then(crate::cluster::lag::parse_lsn)
                         .unwrap_or(0);
                     if let Some(s) = &stats {
+                        // As read, also when lower than what was known (a restarted standby):
+                        // storing over a newer read or probe only makes the next read wait.
                         s.replay_lsn
-                            .fetch_max(replay, std::sync::atomic::Ordering::AcqRel);
+                            .store(replay, std::sync::atomic::Ordering::Release);
                     }
                     if replay >= lsn {
                         ok = true;
