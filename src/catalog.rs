@@ -23,6 +23,14 @@
 //! first time a database is used, after a schema change seen through switchyard, and when the
 //! list is older than [`MAX_AGE_MS`] (functions created elsewhere). A `CREATE FUNCTION` sent
 //! through switchyard adds its function at once, so its session's next read already knows it.
+//!
+//! A read that falls due is made on the primary, or on a replica that has replayed the
+//! primary's position as the monitor last saw it when the list fell due: a replica further
+//! behind (replay paused, lagging) lacks the functions created since, and what it read would
+//! pass for fresh for [`MAX_AGE_MS`] more, again and again while it stays behind. The list
+//! stays due until such a server is checked out. Only the first read of a database runs
+//! wherever its first checkout lands (a list without the newest functions beats none); read
+//! on a server not known to be caught up, it falls due again after [`RETRY_MS`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,8 +43,9 @@ use crate::sql::Effects;
 /// A list older than this is read again.
 pub const MAX_AGE_MS: u64 = 30_000;
 
-/// A failed read is tried again after this long.
-const RETRY_MS: u64 = 1_000;
+/// A failed read is tried again after this long, and so is one made on a server that may be
+/// behind the primary.
+pub const RETRY_MS: u64 = 1_000;
 
 /// The catalog query (in a READ COMMITTED transaction of its own: a hot standby refuses a
 /// snapshot to a session whose transactions default to SERIALIZABLE): each volatile
@@ -65,6 +74,29 @@ pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ C
      SELECT proname, CASE WHEN pg_catalog.lower(proname) OPERATOR(pg_catalog.=) ANY \
        (SELECT name FROM matters) \
        THEN prosrc END, oid::pg_catalog.text FROM f";
+
+/// The server a read of the list would run on, for what it can see of the primary's latest
+/// changes (asked only when a read is due).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// The primary: it has everything.
+    Primary,
+    /// A replica that has replayed up to `replayed` (0: unknown), with the primary last seen
+    /// at `primary` (`None`: no primary seen yet).
+    Replica { replayed: u64, primary: Option<u64> },
+}
+
+/// A read of the list claimed by [`DbFunctions::begin_read`], to be ended with
+/// [`DbFunctions::finish_read`].
+#[derive(Debug)]
+pub struct Read {
+    /// The statement registry's schema epoch when it began.
+    epoch: u64,
+    /// When it began (`pool::clock::now_ms`).
+    at_ms: u64,
+    /// It runs on a server known to have what the primary had when the list fell due.
+    current: bool,
+}
 
 /// Every database's [`DbFunctions`].
 #[derive(Default)]
@@ -284,6 +316,13 @@ pub struct DbFunctions {
     read_epoch: AtomicU64,
     /// When it was last read (`pool::clock::now_ms`).
     read_at: AtomicU64,
+    /// The last read ran on a server not known to be caught up (the first read of the
+    /// database, on a replica behind): the list is due again after [`RETRY_MS`].
+    read_behind: AtomicBool,
+    /// The primary's WAL position when the list fell due, as the first checkout on a replica
+    /// to see it due found it in its view (0: not recorded; 1: due while no primary position
+    /// was known). A replica reads the list only once it has replayed that far.
+    due_lsn: AtomicU64,
     /// When a read last began (0: never).
     tried_at: AtomicU64,
     /// A session is reading it now.
@@ -386,30 +425,67 @@ impl DbFunctions {
         self.known.store(Arc::new(known));
     }
 
-    /// Whether the list should be read now (schema `epoch` of the statement registry), and if
-    /// so, claims the reading (the caller must then call [`DbFunctions::finish_read`]).
-    pub fn begin_read(&self, epoch: u64, now_ms: u64) -> bool {
+    /// Whether the list should be read now (schema `epoch` of the statement registry) on the
+    /// connection just checked out to `server` (asked only when a read is due), and if so,
+    /// claims the reading (the caller must then call [`DbFunctions::finish_read`]). When no
+    /// read is due this costs a few relaxed atomic loads and comparisons (every checkout).
+    pub fn begin_read(
+        &self,
+        epoch: u64,
+        now_ms: u64,
+        server: impl FnOnce() -> Server,
+    ) -> Option<Read> {
+        let age = now_ms.saturating_sub(self.read_at.load(Ordering::Relaxed));
         let due = self.read_epoch.load(Ordering::Acquire) != epoch + 1
-            || now_ms.saturating_sub(self.read_at.load(Ordering::Relaxed)) > MAX_AGE_MS;
+            || age > MAX_AGE_MS
+            || (age > RETRY_MS && self.read_behind.load(Ordering::Relaxed));
         let tried = self.tried_at.load(Ordering::Relaxed);
         let backoff = tried != 0 && now_ms.saturating_sub(tried) < RETRY_MS && {
             // (Only after a failure: a schema change is read at once.)
             self.read_at.load(Ordering::Relaxed) < tried
         };
-        if !due || backoff || self.reading.swap(true, Ordering::AcqRel) {
-            return false;
+        if !due || backoff {
+            return None;
+        }
+        let current = match server() {
+            Server::Primary => true,
+            Server::Replica { replayed, primary } => {
+                let wanted = primary.unwrap_or(0).max(1);
+                let wanted = match self.due_lsn.compare_exchange(
+                    0,
+                    wanted,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => wanted,
+                    Err(recorded) => recorded,
+                };
+                replayed >= wanted
+            }
+        };
+        let first = self.read_at.load(Ordering::Relaxed) == 0;
+        if (!current && !first) || self.reading.swap(true, Ordering::AcqRel) {
+            return None;
         }
         self.tried_at.store(now_ms.max(1), Ordering::Relaxed);
-        true
+        Some(Read {
+            epoch,
+            at_ms: now_ms,
+            current,
+        })
     }
 
-    /// Ends a read begun at schema `epoch`: `functions` when it succeeded.
-    pub fn finish_read(&self, functions: Option<Vec<Function>>, epoch: u64, now_ms: u64) {
+    /// Ends `read`: `functions` when it succeeded.
+    pub fn finish_read(&self, functions: Option<Vec<Function>>, read: Read) {
         if let Some(functions) = functions {
             let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
             self.publish(Known::of(functions.iter().chain(created.iter())));
-            self.read_epoch.store(epoch + 1, Ordering::Release);
-            self.read_at.store(now_ms, Ordering::Relaxed);
+            self.read_epoch.store(read.epoch + 1, Ordering::Release);
+            self.read_at.store(read.at_ms.max(1), Ordering::Relaxed);
+            self.read_behind.store(!read.current, Ordering::Relaxed);
+            if read.current {
+                self.due_lsn.store(0, Ordering::Release);
+            }
         }
         self.reading.store(false, Ordering::Release);
     }
@@ -437,40 +513,134 @@ mod tests {
         func(name, None, false, &[])
     }
 
+    fn primary() -> Server {
+        Server::Primary
+    }
+
+    /// A read of `functions` on the primary, due at schema `epoch` and time `now`.
+    fn read(f: &DbFunctions, epoch: u64, now: u64, functions: Vec<Function>) {
+        let r = f.begin_read(epoch, now, primary).expect("a read due");
+        f.finish_read(Some(functions), r);
+    }
+
     #[test]
     fn reads_are_due_first_after_a_schema_change_and_when_old() {
         let f = DbFunctions::default();
         assert!(!f.calls_volatile(b"SELECT 1", &[]));
-        assert!(f.begin_read(0, 1_000));
-        assert!(!f.begin_read(0, 1_000), "one reader at a time");
-        f.finish_read(Some(vec![plain("f")]), 0, 1_000);
-        assert!(!f.begin_read(0, 2_000), "fresh");
+        let r = f.begin_read(0, 1_000, primary).unwrap();
+        assert!(
+            f.begin_read(0, 1_000, primary).is_none(),
+            "one reader at a time"
+        );
+        f.finish_read(Some(vec![plain("f")]), r);
+        assert!(f.begin_read(0, 2_000, primary).is_none(), "fresh");
         assert!(f.calls_volatile(b"SELECT f(1)", &[]));
         assert!(!f.calls_volatile(b"SELECT g(1)", &[]));
         assert!(!f.calls_volatile(b"SELECT f(1)", &["f".into()]));
         assert!(!f.calls_volatile(b"SELECT f(1)", &["public.f".into()]));
-        assert!(f.begin_read(1, 2_000), "a schema change since");
-        f.finish_read(None, 1, 2_000);
+        let r = f
+            .begin_read(1, 2_000, primary)
+            .expect("a schema change since");
+        f.finish_read(None, r);
         assert!(
-            !f.begin_read(1, 2_500),
+            f.begin_read(1, 2_500, primary).is_none(),
             "a failed read is not retried at once"
         );
-        assert!(f.begin_read(1, 3_001), "but after a while");
-        f.finish_read(Some(vec![]), 1, 2_000);
-        assert!(!f.begin_read(1, 2_000 + MAX_AGE_MS));
-        assert!(f.begin_read(1, 2_001 + MAX_AGE_MS), "old");
-        f.finish_read(Some(vec![]), 1, 3_000);
+        let r = f.begin_read(1, 3_001, primary).expect("but after a while");
+        f.finish_read(Some(vec![]), r);
+        assert!(f.begin_read(1, 3_001 + MAX_AGE_MS, primary).is_none());
+        let r = f.begin_read(1, 3_002 + MAX_AGE_MS, primary).expect("old");
+        f.finish_read(Some(vec![]), r);
+    }
+
+    #[test]
+    fn a_due_read_waits_for_a_server_with_what_the_primary_had_then() {
+        let f = DbFunctions::default();
+        let replica = |replayed, primary| {
+            move || Server::Replica {
+                replayed,
+                primary: Some(primary),
+            }
+        };
+        // The first read runs wherever its checkout landed, on a replica behind too...
+        let r = f
+            .begin_read(0, 1_000, replica(100, 200))
+            .expect("a first read");
+        f.finish_read(Some(vec![plain("old")]), r);
+        assert!(f.calls_volatile(b"SELECT old()", &[]));
+        // ...but is due again soon, and then read only where the primary's position at the
+        // time, 200, was replayed.
+        assert!(f.begin_read(0, 1_500, primary).is_none(), "not at once");
+        assert!(
+            f.begin_read(0, 2_001, replica(150, 300)).is_none(),
+            "behind"
+        );
+        let r = f
+            .begin_read(0, 2_001, replica(200, 300))
+            .expect("caught up");
+        f.finish_read(Some(vec![plain("old"), plain("new")]), r);
+        assert!(
+            f.begin_read(0, 2_001 + MAX_AGE_MS, primary).is_none(),
+            "fresh"
+        );
+        // Old: a replica paused at 300 since does not read it, however often it is checked
+        // out; one that replayed 400, the primary's position when it fell due, does, though
+        // the primary moved on since.
+        let due = 2_002 + MAX_AGE_MS;
+        assert!(f.begin_read(0, due, replica(300, 400)).is_none());
+        assert!(f.begin_read(0, due + 5_000, replica(300, 900)).is_none());
+        let r = f
+            .begin_read(0, due + 5_000, replica(400, 900))
+            .expect("caught up");
+        f.finish_read(None, r);
+        assert!(
+            f.begin_read(0, due + 5_500, primary).is_none(),
+            "a failed read is not retried at once"
+        );
+        assert!(f.begin_read(0, due + 6_001, replica(300, 1_000)).is_none());
+        let r = f
+            .begin_read(0, due + 6_001, replica(450, 1_000))
+            .expect("caught up");
+        f.finish_read(Some(vec![plain("new")]), r);
+        assert!(!f.calls_volatile(b"SELECT old()", &[]), "dropped since");
+        // The primary reads it whenever it is due; the position wanted is the one at the time.
+        let r = f
+            .begin_read(1, due + 6_002, primary)
+            .expect("a schema change");
+        f.finish_read(Some(vec![]), r);
+        let due = due + 6_003 + MAX_AGE_MS;
+        assert!(f.begin_read(1, due, replica(900, 1_500)).is_none());
+        assert!(f.begin_read(1, due, replica(1_500, 1_500)).is_some());
+    }
+
+    #[test]
+    fn without_a_primary_seen_a_replica_reads_once_its_position_is_known() {
+        let f = DbFunctions::default();
+        let replica = |replayed| {
+            move || Server::Replica {
+                replayed,
+                primary: None,
+            }
+        };
+        let r = f.begin_read(0, 10, replica(0)).expect("a first read");
+        f.finish_read(Some(vec![]), r);
+        assert!(
+            f.begin_read(0, 1_011, replica(0)).is_none(),
+            "position unknown"
+        );
+        assert!(f.begin_read(0, 1_011, replica(5)).is_some());
     }
 
     #[test]
     fn created_functions_survive_reads_of_the_catalog() {
         let f = DbFunctions::default();
         f.add_created(vec![plain("made_here")]);
-        assert!(f.begin_read(0, 10));
-        f.finish_read(Some(vec![]), 0, 10);
+        read(&f, 0, 10, vec![]);
         assert!(f.calls_volatile(b"SELECT made_here()", &[]));
-        assert!(f.begin_read(1, 20), "a schema change is read at once");
-        f.finish_read(Some(vec![plain("other")]), 1, 20);
+        let r = f
+            .begin_read(1, 20, primary)
+            .expect("a schema change is read at once");
+        f.finish_read(Some(vec![plain("other")]), r);
         assert!(f.calls_volatile(b"SELECT made_here()", &[]));
         assert!(f.calls_volatile(b"SELECT other()", &[]));
         assert!(!f.calls_volatile(b"SELECT made_here", &[]), "not a call");
@@ -479,17 +649,17 @@ mod tests {
     #[test]
     fn calls_of_functions_that_change_the_session_are_found() {
         let f = DbFunctions::default();
-        assert!(f.begin_read(0, 10));
-        f.finish_read(
-            Some(vec![
+        read(
+            &f,
+            0,
+            10,
+            vec![
                 plain("plain"),
                 func("tenant", Some(&["app.tenant"]), false, &[]),
                 func("path", Some(&[]), false, &[]),
                 func("tenant", Some(&["app.user", "app.tenant"]), false, &[]),
                 func("scratch", None, true, &[]),
-            ]),
-            0,
-            10,
+            ],
         );
         let calls = |text: &[u8]| f.session_calls(text);
         assert_eq!(calls(b"SELECT plain(1)"), None);
@@ -504,8 +674,7 @@ mod tests {
         assert!(c.state && !c.settings);
         f.add_created(vec![func("made", Some(&["app.m"]), false, &[])]);
         assert_eq!(calls(b"SELECT made(), plain()").unwrap().names, ["app.m"]);
-        assert!(f.begin_read(1, 20));
-        f.finish_read(Some(vec![]), 1, 20);
+        read(&f, 1, 20, vec![]);
         assert_eq!(calls(b"SELECT made()").unwrap().names, ["app.m"], "kept");
         assert_eq!(calls(b"SELECT tenant(1)"), None, "dropped");
     }
@@ -513,9 +682,11 @@ mod tests {
     #[test]
     fn a_function_has_the_effects_of_the_functions_it_calls() {
         let f = DbFunctions::default();
-        assert!(f.begin_read(0, 10));
-        f.finish_read(
-            Some(vec![
+        read(
+            &f,
+            0,
+            10,
+            vec![
                 // Callers listed before their callees: the order does not matter.
                 func("login", None, false, &["lower", "mid"]),
                 func("mid", None, false, &["set_tenant", "scratch"]),
@@ -524,9 +695,7 @@ mod tests {
                 func("loop_a", None, false, &["loop_b", "loop_a"]),
                 func("loop_b", None, false, &["loop_a"]),
                 func("unrelated", None, false, &["lower"]),
-            ]),
-            0,
-            10,
+            ],
         );
         let c = f.session_calls(b"SELECT login('x')").unwrap();
         assert!(c.settings && c.state);
@@ -559,9 +728,11 @@ mod tests {
     #[test]
     fn function_calls_by_oid_have_the_effects_of_the_function() {
         let f = DbFunctions::default();
-        assert!(f.begin_read(0, 10));
-        f.finish_read(
-            Some(vec![
+        read(
+            &f,
+            0,
+            10,
+            vec![
                 Function {
                     oid: 16_401,
                     ..func("tenant", Some(&["app.tenant"]), false, &[])
@@ -570,9 +741,7 @@ mod tests {
                     oid: 16_402,
                     ..plain("plain")
                 },
-            ]),
-            0,
-            10,
+            ],
         );
         assert_eq!(f.oid_calls(16_401).unwrap().names, ["app.tenant"]);
         assert_eq!(f.oid_calls(16_402), None);

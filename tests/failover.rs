@@ -791,6 +791,88 @@ async fn a_replica_restarted_behind_a_write_it_had_replayed_is_not_read_for_it()
     );
 }
 
+/// The database's volatile functions are read again every 30 s, but not on a replica behind
+/// the primary: a function created directly on the primary while replay is paused is missing
+/// there, and a list read there passed for fresh for 30 s more (again and again while the
+/// replica stayed behind), so reads calling the function kept going to replicas after they
+/// caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_volatile_functions_are_not_read_again_on_a_replica_behind() {
+    let (c, proxy, p) = setup("consistency = \"eventual\"\nmax_replica_lag = \"1h\"").await;
+    let client = proxy.connect_app().await;
+    // The first read of the list, wherever it runs: every server is caught up.
+    let first = port(&client, "SELECT inet_server_port()").await;
+    let read_at = Instant::now();
+    assert_ne!(first, p.port("pg0"), "an eventual read ran on the primary");
+    blocking({
+        let c = c.clone();
+        move || {
+            for r in c.replicas() {
+                r.pause_replay().expect("pause_replay");
+            }
+        }
+    })
+    .await;
+    wait_replay_paused(&proxy).await;
+    blocking({
+        let c = c.clone();
+        move || {
+            c.primary()
+                .psql_db(
+                    APP_DB,
+                    "SET ROLE app; CREATE FUNCTION vnow() RETURNS int LANGUAGE sql VOLATILE \
+                     AS 'SELECT inet_server_port()'",
+                )
+                .expect("creating vnow() on pg0")
+        }
+    })
+    .await;
+    // The list falls due while every read lands on a paused replica.
+    tokio::time::sleep(
+        (read_at + Duration::from_secs(31)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    for _ in 0..20 {
+        let at = port(&client, "SELECT inet_server_port()").await;
+        assert_ne!(at, p.port("pg0"), "an eventual read ran on the primary");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    blocking({
+        let c = c.clone();
+        move || {
+            for r in c.replicas() {
+                r.resume_replay().expect("resume_replay");
+            }
+            c.wait_replicas_caught_up(Duration::from_secs(30))
+                .expect("replicas catching up");
+        }
+    })
+    .await;
+    // Caught up, a replica reads the list at its next checkout: vnow() is soon known, long
+    // before the 30 s a list read on the paused replica would have passed for fresh.
+    let t0 = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let at = port(&client, "SELECT vnow()").await;
+        seen.push(at);
+        if at == p.port("pg0") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "vnow(), volatile, still ran on replicas {:?} after they caught up ({:?} since the \
+             first read of the list)",
+            p.tally(&seen),
+            read_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..5 {
+        let at = port(&client, "SELECT vnow()").await;
+        assert_eq!(at, p.port("pg0"), "vnow() ran on {}", p.name(at));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // lag
 

@@ -5,14 +5,15 @@ use std::sync::atomic::Ordering;
 
 use super::statements::Statement;
 use super::Session;
-use crate::catalog::{Calls, Function, VOLATILE_FUNCTIONS_SQL};
+use crate::catalog::{Calls, Function, Server, VOLATILE_FUNCTIONS_SQL};
 use crate::protocol::TxnStatus;
 use crate::sql::Effects;
 
 impl Session {
     /// Reads the database's volatile functions on the connection just checked out, when the
-    /// list is due (see [`crate::catalog`]) and no other session is reading it. Nothing was
-    /// sent to the connection yet: what the proxy queued for it goes after this query.
+    /// list is due (see [`crate::catalog`]), this server may read it (the primary, or a replica
+    /// caught up with it) and no other session is reading it. Nothing was sent to the
+    /// connection yet: what the proxy queued for it goes after this query.
     pub(super) async fn read_functions(&mut self) {
         // (Nor for a request sent to another connection after a failure: one whose read
         // failed there would fail again, and the request with it.)
@@ -21,12 +22,22 @@ impl Session {
         }
         let epoch = self.app.statements.epoch();
         let now = crate::pool::clock::now_ms();
-        if !self.functions.begin_read(epoch, now) {
+        let (view, index) = (&self.current.view, self.backend_index);
+        let server = || match index {
+            Some(i) if view.primary == Some(i) => Server::Primary,
+            _ => Server::Replica {
+                replayed: index
+                    .and_then(|i| view.backends.get(i))
+                    .map_or(0, |b| b.replay_lsn()),
+                primary: view.primary_lsn,
+            },
+        };
+        let Some(read) = self.functions.begin_read(epoch, now, server) else {
             return;
-        }
+        };
         let timeout = self.current.config.config.pool.connect_timeout;
         let Some(p) = self.server.as_mut() else {
-            self.functions.finish_read(None, epoch, now);
+            self.functions.finish_read(None, read);
             return;
         };
         let functions = match p.conn.simple_query(VOLATILE_FUNCTIONS_SQL, timeout).await {
@@ -54,7 +65,7 @@ impl Session {
             let settings = f.iter().filter(|f| f.settings.is_some()).count();
             tracing::debug!(parent: &self.span, functions = f.len(), settings, "volatile functions read");
         }
-        self.functions.finish_read(functions, epoch, now);
+        self.functions.finish_read(functions, read);
     }
 
     /// The session effects of the query text `text` through its calls of the database's
