@@ -136,26 +136,7 @@ impl super::Session {
         if let Some(commit) = commit {
             // (After the bookkeeping, which counts in the view the connection was attached
             // under.)
-            self.current.refresh(&self.app);
-            let primary = self.current.view.primary;
-            let pool = primary
-                .filter(|_| self.current.view.epoch.timeline == commit.epoch().timeline)
-                .and_then(|i| self.pool(i));
-            let timeout = self.current.config.config.pool.connect_timeout;
-            tokio::spawn(async move {
-                let mut lsn = None;
-                if let Some(pool) = pool {
-                    if let Ok(mut p) = pool.checkout(0).await {
-                        if let Ok(Ok(rows)) = p.conn.simple_query(COMMIT_LSN_SQL, timeout).await {
-                            for row in rows {
-                                super::attach::commit_position(row, &mut lsn);
-                            }
-                        }
-                        p.release();
-                    }
-                }
-                commit.resolve(lsn);
-            });
+            self.read_position_elsewhere(commit);
         }
         let repeat = super::retry::repeats_on_loss(
             self.retry.as_ref(),
@@ -221,6 +202,33 @@ impl super::Session {
             self.lost_txn = true;
         }
         self.txn = TxnStatus::Idle;
+    }
+
+    /// Reads the position of a commit that reached the client on another connection to the
+    /// primary (the connection that was to read it is gone, or its read failed: the client's
+    /// cancel landed on it). Until then reads in its scope stay on the primary; given up if
+    /// the primary changed since or cannot be read.
+    pub(super) fn read_position_elsewhere(&mut self, commit: crate::ryw::CommitInFlight) {
+        self.current.refresh(&self.app);
+        let primary = self.current.view.primary;
+        let pool = primary
+            .filter(|_| self.current.view.epoch.timeline == commit.epoch().timeline)
+            .and_then(|i| self.pool(i));
+        let timeout = self.current.config.config.pool.connect_timeout;
+        tokio::spawn(async move {
+            let mut lsn = None;
+            if let Some(pool) = pool {
+                if let Ok(mut p) = pool.checkout(0).await {
+                    if let Ok(Ok(rows)) = p.conn.simple_query(COMMIT_LSN_SQL, timeout).await {
+                        for row in rows {
+                            super::attach::commit_position(row, &mut lsn);
+                        }
+                    }
+                    p.release();
+                }
+            }
+            commit.resolve(lsn);
+        });
     }
 
     /// Puts the repeatable request back at the front of the client buffer, undoing what its

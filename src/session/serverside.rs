@@ -111,6 +111,7 @@ impl Session {
         // The read-back found state in the session that cannot move (why).
         let mut kept_state: Option<PinReason> = None;
         let mut own_failure = None;
+        let mut position_unread = None;
         // The client's latest unnamed Parse or Close was skipped (given back after the loop,
         // which holds the connection).
         let mut unnamed_skipped = None;
@@ -484,7 +485,12 @@ impl Session {
                     resync = true;
                 }
                 if lsn {
-                    self.ryw.end_commit(self.captured_lsn.take());
+                    match self.captured_lsn.take() {
+                        Some(l) => self.ryw.end_commit(Some(l)),
+                        // The read failed (the client's cancel landed on it): read on
+                        // another connection, below.
+                        None => position_unread = self.ryw.hand_off(),
+                    }
                 }
             }
             if forward && h.tag == tag::READY_FOR_QUERY && self.reports.pending() {
@@ -518,6 +524,9 @@ impl Session {
         }
         if let Some(e) = own_failure {
             tracing::warn!(parent: &self.span, error = %e, "the proxy's own query failed on the server");
+        }
+        if let Some(commit) = position_unread {
+            self.read_position_elsewhere(commit);
         }
         if identity_changed {
             // Another client must never run as the role this one took; nor can the role
