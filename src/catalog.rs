@@ -483,9 +483,10 @@ impl DbFunctions {
             self.read_epoch.store(read.epoch + 1, Ordering::Release);
             self.read_at.store(read.at_ms.max(1), Ordering::Relaxed);
             self.read_behind.store(!read.current, Ordering::Relaxed);
-            if read.current {
-                self.due_lsn.store(0, Ordering::Release);
-            }
+            // The next time it falls due, the primary's position then is the one to have
+            // (also after a first read behind: the position recorded for that one is old by
+            // the time the list falls due again, and a replica paused since may have it).
+            self.due_lsn.store(0, Ordering::Release);
         }
         self.reading.store(false, Ordering::Release);
     }
@@ -568,15 +569,16 @@ mod tests {
             .expect("a first read");
         f.finish_read(Some(vec![plain("old")]), r);
         assert!(f.calls_volatile(b"SELECT old()", &[]));
-        // ...but is due again soon, and then read only where the primary's position at the
-        // time, 200, was replayed.
+        // ...but is due again soon, and then read only where the primary's position when it
+        // fell due again, 300, was replayed (not the first read's 200: a replica paused at 200
+        // since would read the list without what was created after).
         assert!(f.begin_read(0, 1_500, primary).is_none(), "not at once");
         assert!(
-            f.begin_read(0, 2_001, replica(150, 300)).is_none(),
-            "behind"
+            f.begin_read(0, 2_001, replica(200, 300)).is_none(),
+            "behind what the primary had when it fell due again"
         );
         let r = f
-            .begin_read(0, 2_001, replica(200, 300))
+            .begin_read(0, 2_001, replica(300, 350))
             .expect("caught up");
         f.finish_read(Some(vec![plain("old"), plain("new")]), r);
         assert!(
