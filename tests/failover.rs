@@ -132,6 +132,20 @@ fn backend<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no backend {name} in /status: {s}"))
 }
 
+/// Pauses replay on both replicas and waits until the proxy has seen it.
+async fn pause_replicas(c: &Arc<LocalCluster>, proxy: &Proxy) {
+    blocking({
+        let c = c.clone();
+        move || {
+            for r in c.replicas() {
+                r.pause_replay().expect("pause_replay");
+            }
+        }
+    })
+    .await;
+    wait_replay_paused(proxy).await;
+}
+
 /// Waits until the proxy has seen replay paused on both replicas.
 async fn wait_replay_paused(proxy: &Proxy) {
     wait_status(
@@ -329,16 +343,7 @@ async fn wait_reads_reach(proxy: &Proxy, p: &Ports, want: &[&str], timeout: Dura
 async fn read_your_writes_with_replay_paused_everywhere() {
     let (c, proxy, p) = setup("").await;
     // Both replicas stop replaying: nothing written from now on is visible there.
-    blocking({
-        let c = c.clone();
-        move || {
-            for r in c.replicas() {
-                r.pause_replay().expect("pause_replay");
-            }
-        }
-    })
-    .await;
-    wait_replay_paused(&proxy).await;
+    pause_replicas(&c, &proxy).await;
 
     let writer = proxy.connect_app().await;
     let other = proxy.connect_app().await;
@@ -804,16 +809,7 @@ async fn the_volatile_functions_are_not_read_again_on_a_replica_behind() {
     let first = port(&client, "SELECT inet_server_port()").await;
     let read_at = Instant::now();
     assert_ne!(first, p.port("pg0"), "an eventual read ran on the primary");
-    blocking({
-        let c = c.clone();
-        move || {
-            for r in c.replicas() {
-                r.pause_replay().expect("pause_replay");
-            }
-        }
-    })
-    .await;
-    wait_replay_paused(&proxy).await;
+    pause_replicas(&c, &proxy).await;
     blocking({
         let c = c.clone();
         move || {

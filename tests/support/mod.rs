@@ -107,3 +107,16 @@ pub fn active_anywhere(text: &str, within: std::time::Duration) -> bool {
             .any(|n| n.psql(&seen).is_ok_and(|n| n == "1"))
     })
 }
+
+/// Asserts that `e` is PostgreSQL's answer to a cancelled statement: 57014, "canceling
+/// statement due to user request".
+pub fn assert_cancelled(e: &tokio_postgres::Error, context: &str) {
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error ({context}): {e:?}"));
+    assert_eq!(
+        (db.code().code(), db.message()),
+        ("57014", "canceling statement due to user request"),
+        "{e:?} ({context})"
+    );
+}
