@@ -1027,3 +1027,80 @@ async fn a_read_waiting_for_a_partitioned_replica_is_routed_again() {
         s.proxy.log_tail(20)
     );
 }
+
+/// A write waiting out `primary_wait` for a primary (the only one partitioned and seen down)
+/// is cancelled by its client's cancel request: it is answered 57014 at once, not after the
+/// wait, and it does not run when the primary comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_a_write_waits_for_a_primary_cancels_it() {
+    let s = tokio::task::spawn_blocking(|| {
+        setup_tables(
+            0,
+            true,
+            "[health]\ninterval = \"200ms\"\ntimeout = \"2s\"\nfall = 2\nrise = 2\n\
+             [pool]\nconnect_timeout = \"3s\"\n[routing]\nprimary_wait = \"60s\"\n"
+                .into(),
+        )
+    })
+    .await
+    .unwrap();
+    let relay = s.primary_relay.as_ref().expect("the primary's relay");
+    let primary = s.cluster.primary().name().to_string();
+    let client = s.proxy.connect_app().await;
+    client
+        .batch_execute("CREATE TABLE pw_cancel (v text)")
+        .await
+        .unwrap();
+    // (Answered only once the session state the CREATE may have changed was read back: a
+    // server lost during that read-back would end the client's connection.)
+    client.batch_execute("SELECT 1").await.unwrap();
+    relay.set_mode(Mode::Blackhole);
+    relay.reset_all();
+    wait_backend_up(&s.proxy, &primary, false).await;
+
+    let cancel = client.cancel_token();
+    let waiting = "switchyard_cancel_requests_total{result=\"waiting\"}";
+    let write = tokio::spawn(async move {
+        let r = client
+            .simple_query("INSERT INTO pw_cancel VALUES ('should be cancelled')")
+            .await;
+        (client, r)
+    });
+    // A cancel that comes before the write waits finds the client idle and is dropped (as
+    // PostgreSQL drops one for an idle session): cancel until one lands in the wait.
+    let t0 = Instant::now();
+    while !write.is_finished() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no cancel ended the wait for a primary\n{}",
+            s.proxy.log_tail(20)
+        );
+        cancel
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("sending the cancel request");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (client, r) = write.await.unwrap();
+    let e = r.expect_err("the cancelled write ran");
+    support::assert_cancelled(&e, "waiting for a primary");
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "answered {:?} after the first cancel (primary_wait is 60 s)",
+        t0.elapsed()
+    );
+    assert_eq!(s.proxy.metric(waiting).await, 1.0);
+
+    // The primary comes back: the cancelled write never runs, and the client goes on.
+    relay.set_mode(Mode::Pass);
+    wait_backend_up(&s.proxy, &primary, true).await;
+    client
+        .batch_execute("INSERT INTO pw_cancel VALUES ('after')")
+        .await
+        .expect("a write once the primary is back");
+    let rows = client
+        .query_one("SELECT string_agg(v, ',') FROM pw_cancel", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.get::<_, Option<String>>(0).as_deref(), Some("after"));
+}
