@@ -58,9 +58,12 @@ impl StoredPassword {
     /// The SCRAM verifier to check a SCRAM-SHA-256 login against: derived with a fresh random
     /// salt for a clear-text password (costly: [`DEFAULT_ITERATIONS`] HMACs, so compute it once
     /// per user and keep it, not once per login), cloned for a SCRAM verifier, and `None` for an
-    /// md5 hash (SCRAM cannot be verified from it; offer md5 authentication instead).
+    /// md5 hash (SCRAM cannot be verified from it; offer md5 authentication instead) and for
+    /// an empty password, which is no password: PostgreSQL stores none for `''`, and nothing
+    /// may prove it.
     pub fn scram_secret(&self) -> Option<ScramSecret> {
         match self {
+            StoredPassword::Plain(password) if password.is_empty() => None,
             StoredPassword::Plain(password) => Some(ScramSecret::generate(password)),
             StoredPassword::Md5(_) => None,
             StoredPassword::Scram(secret) => Some(secret.clone()),

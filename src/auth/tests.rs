@@ -783,6 +783,10 @@ fn stored_password_parse() {
         Some(secret.clone())
     );
     assert_eq!(StoredPassword::parse(&md5).scram_secret(), None);
+    // An empty password is none (an `[auth_query]` answer, an `hba_file` user): no verifier
+    // for it, so no SCRAM proof of '' is accepted.
+    assert_eq!(StoredPassword::parse("").scram_secret(), None);
+    assert!(StoredPassword::parse("x").scram_secret().is_some());
 
     // Generated secrets round-trip through the text form.
     for password in ["", "a", "pässwörd", "with:colon$and$dollar"] {

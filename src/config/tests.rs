@@ -94,6 +94,24 @@ fn users_are_checked() {
     )
     .unwrap();
     assert!(ok.users["b"].scram.is_none());
+    // An empty password is none: a SCRAM or md5 user with one is refused (a verifier for ''
+    // would let anyone in who sends an empty password), a trusted one is not.
+    for auth in ["", "auth = \"md5\"\n", "auth = \"scram-sha-256\"\n"] {
+        let text = format!("{MINIMAL}\n[[users]]\nname = \"b\"\n{auth}password = \"\"\n");
+        let e = err(&text);
+        assert!(
+            e.contains(&format!("t.toml:{}", line_of(&text, "password = \"\"")))
+                && e.contains("users.password")
+                && e.contains("an empty password is no password"),
+            "{auth}: {e}"
+        );
+    }
+    let ok = parse(
+        &format!("{MINIMAL}\n[[users]]\nname = \"b\"\nauth = \"trust\"\npassword = \"\"\n"),
+        "t",
+    )
+    .unwrap();
+    assert!(ok.users["b"].scram.is_none());
     let e = err(&format!(
         "{MINIMAL}\n[[users]]\nname = \"b\"\nauth = \"kerberos\"\npassword = \"x\"\n"
     ));

@@ -582,6 +582,16 @@ impl<'a> Validator<'a> {
                         ),
                     ));
                 }
+                // (No password at all: nothing could prove it, as PostgreSQL's `''`.)
+                _ if u.password.as_deref() == Some("") => {
+                    return Err(self.err(
+                        self.user_key_at(span, "password"),
+                        "users.password",
+                        format!(
+                            "user {name:?}: an empty password is no password; give one, or auth = \"trust\" or \"cert\""
+                        ),
+                    ));
+                }
                 AuthMethod::Md5 if matches!(stored, StoredPassword::Scram(_)) => {
                     return Err(self.err(
                         self.user_key_at(span, "password"),

@@ -156,14 +156,14 @@ pub async fn authenticate(
             Check::Md5(s)
         }
         (Some(_), Some(u), _) => Check::Scram(u.scram.clone()),
-        (Some(_), None, s) => Check::Scram(s.and_then(StoredPassword::scram_secret)),
+        (Some(_), None, s) => Check::Scram(looked_up_verifier(s).await),
         (None, Some(u), _) => match u.config.auth {
             AuthMethod::Trust | AuthMethod::Cert => Check::Trust,
             AuthMethod::Md5 => Check::Md5(&u.stored),
             AuthMethod::ScramSha256 => Check::Scram(u.scram.clone()),
         },
         (None, None, Some(stored @ StoredPassword::Md5(_))) => Check::Md5(stored),
-        (None, None, Some(stored)) => Check::Scram(stored.scram_secret()),
+        (None, None, Some(stored)) => Check::Scram(looked_up_verifier(Some(stored)).await),
         (None, None, None) => Check::Scram(None),
     };
     let failed = || {
@@ -439,6 +439,24 @@ async fn cleartext_matches(stored: Option<&StoredPassword>, user: &str, given: &
                 .unwrap_or(false)
         }
         Some(s) => s.matches_cleartext(user, given),
+    }
+}
+
+/// The SCRAM verifier for a password `[auth_query]` looked up. One in clear text (a role
+/// from before SCRAM, a custom query) is derived anew at each login, [`DEFAULT_ITERATIONS`]
+/// HMACs: off the event loop, where a stream of logins for such a role would hold up every
+/// other client.
+///
+/// [`DEFAULT_ITERATIONS`]: crate::auth::secret::DEFAULT_ITERATIONS
+async fn looked_up_verifier(stored: Option<&StoredPassword>) -> Option<auth::ScramSecret> {
+    match stored? {
+        StoredPassword::Plain(p) if !p.is_empty() => {
+            let p = p.clone();
+            tokio::task::spawn_blocking(move || auth::ScramSecret::generate(&p))
+                .await
+                .ok()
+        }
+        s => s.scram_secret(),
     }
 }
 
