@@ -61,6 +61,9 @@ pub struct App {
     /// The address the peering port is bound to (set once at start; a reload does not
     /// move it).
     pub peer_listen: std::sync::OnceLock<std::net::SocketAddr>,
+    /// How many client connections the open-file limit leaves room for
+    /// ([`crate::net::fd_limit::client_room`]), set when the listeners are bound.
+    pub client_room: std::sync::OnceLock<usize>,
     /// The admin console's `DISABLE`: databases that refuse new logins.
     pub disabled: crate::pause::Disabled,
 }
@@ -134,6 +137,7 @@ impl App {
             pause: Default::default(),
             disabled: Default::default(),
             peer_listen: Default::default(),
+            client_room: Default::default(),
         })
     }
 

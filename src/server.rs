@@ -124,6 +124,12 @@ impl Server {
         if let Some(addr) = peering.as_ref().and_then(|l| l.local_addr().ok()) {
             let _ = app.peer_listen.set(addr);
         }
+        let open_files = crate::net::fd_limit::raise();
+        let _ = app.client_room.set(crate::net::fd_limit::client_room(
+            open_files,
+            TURN_AWAY_SLOTS,
+        ));
+        warn_if_short_of_files(&app);
         Ok(Server {
             app,
             listener,
@@ -188,6 +194,7 @@ impl Server {
             None => tracing::info!(listen = %config.listen, "switchyard accepting connections"),
         }
         let tracker = TaskTracker::new();
+        let client_room = app.client_room.get().copied().unwrap_or(usize::MAX);
         let turn_away_slots = Arc::new(tokio::sync::Semaphore::new(TURN_AWAY_SLOTS));
         let console_reserve =
             Arc::new(tokio::sync::Semaphore::new(crate::session::CONSOLE_RESERVE));
@@ -217,7 +224,7 @@ impl Server {
                 crate::net::configure(tcp, c.config.pool.tcp_keepalive);
             }
             if app.metrics.clients.get() as usize >= c.config.max_client_connections
-                || tracker.len() >= c.config.max_client_connections * 2
+                || tracker.len() >= (c.config.max_client_connections * 2).min(client_room)
             {
                 match turn_away_slots.clone().try_acquire_owned() {
                     Ok(slot) => {
@@ -324,6 +331,23 @@ async fn signals(app: Arc<App>, signals: Signals, mut monitor: Monitor, path: Op
 
 /// Re-reads the configuration; an invalid file is rejected and the old one stays. Returns the
 /// number of changes, or the error.
+/// Says so when the open-file limit leaves room for fewer client connections than
+/// `max_client_connections`: those past it are refused (53300) all the same.
+fn warn_if_short_of_files(app: &App) {
+    let room = app.client_room.get().copied().unwrap_or(usize::MAX);
+    let max = app.config.load().config.max_client_connections;
+    if room < max {
+        tracing::warn!(
+            max_client_connections = max,
+            room,
+            "the open-file limit leaves room for fewer client connections than \
+             max_client_connections (a quarter of it is kept for server connections): clients \
+             past that are refused with 53300; raise the limit (ulimit -n, systemd's \
+             LimitNOFILE=) or lower max_client_connections"
+        );
+    }
+}
+
 pub async fn reload(
     app: &App,
     monitor: &mut Monitor,
@@ -357,7 +381,11 @@ pub async fn reload(
     for c in &changes {
         tracing::info!(change = %c, "reload");
     }
+    let more_clients = new.config.max_client_connections > old.config.max_client_connections;
     app.install(new);
+    if more_clients {
+        warn_if_short_of_files(app);
+    }
     if restart_monitor {
         monitor.carry_over().await;
         let cfg = app.config.load_full();

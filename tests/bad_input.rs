@@ -1428,3 +1428,109 @@ async fn malformed_extended_messages_fail_the_batch_not_the_session() {
         }
     }
 }
+
+/// Sockets that connect and say nothing cannot take the file descriptors the pools need. With
+/// an open-file limit of 1024 and 1,100 such sockets held open, clients logged in before them
+/// go on, their pool opening server connections; the sockets past the share of the limit
+/// kept for clients are refused at once (53300). Before, every one was accepted (up to twice
+/// `max_client_connections`) and new server connections failed with "Too many open files".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_do_not_take_the_descriptors_the_pools_need() {
+    let opts = ProxyOptions {
+        extra_top: "startup_timeout = \"60s\"\n".into(),
+        extra_tables: "[pool]\nsize = 8\nidle_timeout = \"1s\"\n".into(),
+        open_files: Some(1024),
+        ..Default::default()
+    };
+    let p = tokio::task::spawn_blocking(|| Proxy::start_with(shared_cluster(), opts))
+        .await
+        .unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(p.connect_app().await);
+    }
+    // The pools' connections close once idle, so that the reads below open new ones.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = metric_sum(&p, "switchyard_server_connections{").await;
+        if n == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} server connections still open"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let refused = "switchyard_client_rejected_total{reason=\"max_clients\"}";
+    let before = p.metric(refused).await;
+    let mut silent = Vec::new();
+    for _ in 0..1100 {
+        let c = tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::net::TcpStream::connect(p.addr()),
+        )
+        .await;
+        if let Ok(Ok(s)) = c {
+            silent.push(s);
+        }
+    }
+    // The limit leaves clients 1024 - 256 - 256 - 256 = 256 places, and 256 more are heard out
+    // before being refused: the rest is refused at once.
+    p.wait_metric(refused, before + 500.0, Duration::from_secs(30))
+        .await;
+
+    let connects = "switchyard_server_connects_total{";
+    let opened = metric_sum(&p, connects).await;
+    let mut reads = tokio::task::JoinSet::new();
+    for c in clients {
+        reads.spawn(async move {
+            let r = c.simple_query("SELECT pg_sleep(0.5)").await.map(|_| ());
+            (c, r)
+        });
+    }
+    let mut clients = Vec::new();
+    while let Some(r) = within("the reads", Duration::from_secs(60), reads.join_next()).await {
+        let (c, r) = r.unwrap();
+        r.unwrap_or_else(|e| {
+            panic!(
+                "a logged-in client's read during the flood: {e:?}\n{}",
+                p.log_tail(20)
+            )
+        });
+        clients.push(c);
+    }
+    assert!(
+        metric_sum(&p, connects).await > opened,
+        "the reads opened no server connection: the test proves nothing"
+    );
+    assert!(
+        !p.log().contains("Too many open files"),
+        "{}",
+        p.log_tail(20)
+    );
+
+    // Once the sockets are gone, new clients log in again.
+    drop(silent);
+    let c = within("a login after the flood", Duration::from_secs(30), async {
+        loop {
+            match p.try_connect(APP_USER, APP_PASSWORD, APP_DB).await {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await;
+    c.simple_query("SELECT 1").await.unwrap();
+    drop(clients);
+}
+
+/// The sum of the `/metrics` series starting with `prefix` (every backend's, say).
+async fn metric_sum(p: &Proxy, prefix: &str) -> f64 {
+    let (_, body) = p.http_get("/metrics").await;
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

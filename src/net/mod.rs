@@ -4,6 +4,7 @@
 
 mod client_cert;
 mod end_point;
+pub mod fd_limit;
 pub mod host_name;
 pub mod interfaces;
 pub mod listener;

@@ -24,6 +24,8 @@ pub struct ProxyOptions {
     pub backends: Option<Vec<(String, String)>>,
     /// Extra environment variables for the proxy process.
     pub env: Vec<(String, String)>,
+    /// The proxy process's limit on open files (soft and hard), when not inherited.
+    pub open_files: Option<u64>,
 }
 
 impl Default for ProxyOptions {
@@ -34,6 +36,7 @@ impl Default for ProxyOptions {
             extra_tables: String::new(),
             backends: None,
             env: Vec::new(),
+            open_files: None,
         }
     }
 }
@@ -163,6 +166,23 @@ impl Proxy {
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if let Some(n) = opts.open_files {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let child = cmd
             .spawn()
