@@ -51,8 +51,9 @@ pub const RETRY_MS: u64 = 1_000;
 /// snapshot to a session whose transactions default to SERIALIZABLE): each volatile
 /// function's name, its body when that may matter (below) and its OID (for FunctionCall
 /// messages, which name a function by OID). The body matters when it mentions `set_config`,
-/// `SET`/`RESET`, temporary objects, advisory locks or `LISTEN`, or calls (by a name followed
-/// by `(`) a function whose body matters, at any depth. Such a body is then examined by
+/// `SET`/`RESET`, temporary objects, advisory locks, `LISTEN` or `EXECUTE` (a dynamic one may
+/// run any statement: `EXECUTE stmt`), or calls (by a name followed by `(`) a function whose
+/// body matters, at any depth. Such a body is then examined by
 /// [`crate::sql::body_sets_settings`], [`crate::sql::body_keeps_state`] and for the
 /// functions it calls ([`crate::sql::called_names`]); the server only narrows down which
 /// bodies are sent. A SQL-standard body (`RETURN ...`, `BEGIN ATOMIC ... END`, PostgreSQL 14)
@@ -67,7 +68,7 @@ pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ C
        pg_catalog.regexp_matches(f.prosrc, E'\"?([[:alpha:]_][[:alnum:]_$]*)\"?\\\\s*\\\\(', 'g') AS m), \
      matters(name) AS ( \
        SELECT pg_catalog.lower(proname) FROM f WHERE prosrc OPERATOR(pg_catalog.~*) \
-         E'set_config|\\\\m(re)?set\\\\M|(\\\\m|_)temp|advisory_lock|\\\\mlisten\\\\M' \
+         E'set_config|\\\\m(re)?set\\\\M|(\\\\m|_)temp|advisory_lock|\\\\mlisten\\\\M|\\\\mexecute\\\\M' \
        UNION SELECT pg_catalog.lower(f.proname) FROM f \
          JOIN calls c ON c.oid OPERATOR(pg_catalog.=) f.oid \
          JOIN matters ON matters.name OPERATOR(pg_catalog.=) c.callee) \

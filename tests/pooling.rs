@@ -5012,6 +5012,125 @@ async fn a_role_taken_by_set_config_never_reaches_another_client() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// A function or `DO` block whose `EXECUTE` runs a statement built as it runs
+/// (`format('SET %I = %L', ...)`, `'SET ' || quote_ident(k) || ...`, a statement passed in)
+/// may change any setting: the settings it changes follow its client to its next
+/// transactions, and neither the next client of the connection nor a client that comes after
+/// it left sees them. A role taken so (`format('SET %s %s', 'ROLE', r)`) pins the client, and
+/// no other client ever runs as that role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_a_dynamic_execute_changes_never_reach_another_client() {
+    // (Made before the proxy starts: it reads the catalog's functions at its first request.)
+    su(&format!(
+        "DO $$ BEGIN CREATE ROLE sy_dyn_role NOLOGIN; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+         GRANT sy_dyn_role TO {APP_USER}; \
+         CREATE OR REPLACE FUNCTION sy_dyn_set(k text, v text) RETURNS void LANGUAGE plpgsql AS \
+         $$ BEGIN EXECUTE 'SET ' || quote_ident(k) || ' = ' || quote_literal(v); END $$; \
+         CREATE OR REPLACE FUNCTION sy_dyn_run(stmt text) RETURNS void LANGUAGE plpgsql AS \
+         $$ BEGIN EXECUTE stmt; END $$"
+    ));
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let names = [
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+    ];
+    let mut defaults = Vec::new();
+    for name in names {
+        defaults.push(show(&b, name).await);
+    }
+    let mut problems = Vec::new();
+    let mut mine: Vec<(&str, &str)> = Vec::new();
+    for (sql, name, value) in [
+        (
+            "DO $$ BEGIN EXECUTE format('SET %I = %L', 'statement_timeout', '1234ms'); END $$",
+            "statement_timeout",
+            "1234ms",
+        ),
+        (
+            "SELECT sy_dyn_set('lock_timeout', '4321ms')",
+            "lock_timeout",
+            "4321ms",
+        ),
+        (
+            "SELECT sy_dyn_run('SET idle_in_transaction_session_timeout = ''55s''')",
+            "idle_in_transaction_session_timeout",
+            "55s",
+        ),
+    ] {
+        q(&a, sql).await;
+        mine.push((name, value));
+        for (n, d) in names.iter().zip(&defaults) {
+            let seen = show(&b, n).await;
+            if &seen != d {
+                problems.push(format!("{sql}: b sees {n} = {seen:?}"));
+            }
+        }
+        // a's own settings, all made so far, in its next transactions.
+        for (n, v) in &mine {
+            let own = show(&a, n).await;
+            if own != *v {
+                problems.push(format!("{sql}: a's {n} is {own:?}"));
+            }
+        }
+    }
+    // After a left, a new client gets the connection's defaults.
+    drop(a);
+    wait_clients(&p, 1).await;
+    let c = connect(&p).await;
+    for (n, d) in names.iter().zip(&defaults) {
+        let seen = show(&c, n).await;
+        if &seen != d {
+            problems.push(format!("after a left: c sees {n} = {seen:?}"));
+        }
+    }
+    drop((b, c));
+
+    // A role: the client is pinned; b and c share the one connection a did not keep.
+    let p = proxy("transaction", "size = 2");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let c = connect(&p).await;
+    let who = "SELECT current_user::text";
+    q(
+        &a,
+        "DO $$ DECLARE r text := 'sy_dyn_role'; \
+         BEGIN EXECUTE format('SET %s %s', 'ROLE', r); END $$",
+    )
+    .await;
+    for round in 0..3 {
+        for (name, other) in [("b", &b), ("c", &c)] {
+            let seen = one(other, who).await;
+            if seen != APP_USER {
+                problems.push(format!("role, round {round}: {name} runs as {seen}"));
+            }
+        }
+        let own = one(&a, who).await;
+        if own != "sy_dyn_role" {
+            problems.push(format!("role, round {round}: a runs as {own}"));
+        }
+    }
+    let pins = p
+        .metric("switchyard_pinned_clients_total{reason=\"role\"}")
+        .await;
+    if pins < 1.0 {
+        problems.push(format!("role: no pin counted ({pins})"));
+    }
+    drop(a);
+    wait_clients(&p, 2).await;
+    let d = connect(&p).await;
+    for (name, other) in [("b", &b), ("c", &c), ("d", &d)] {
+        let seen = one(other, who).await;
+        if seen != APP_USER {
+            problems.push(format!("role, after a left: {name} runs as {seen}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// A session setting changed inside a transaction block is no query: `SET TRANSACTION
 /// ISOLATION LEVEL` may still follow it, as connected directly (switchyard's own query that
 /// puts startup values back runs only after statements that may reset one).

@@ -209,9 +209,9 @@ fn dotted_names(sql: &str) -> Vec<String> {
 /// settings applications change in every transaction.
 pub fn may_change_parse(sql: &str) -> bool {
     // (Words of the settings a Parse depends on, of the statements that set them another
-    // way, of RESET and DISCARD, and of a role change, which changes what `$user` names in
-    // the search_path.)
-    const WORDS: [&str; 17] = [
+    // way, of RESET and DISCARD, of a role change, which changes what `$user` names in the
+    // search_path, and of a dynamic EXECUTE in a DO block, which may run any of those.)
+    const WORDS: [&str; 18] = [
         "search_path",
         "schema",
         "time",
@@ -229,6 +229,7 @@ pub fn may_change_parse(sql: &str) -> bool {
         "discard",
         "role",
         "authorization",
+        "execute",
     ];
     let lower = sql.to_ascii_lowercase();
     WORDS.iter().any(|w| lower.contains(w)) || computes_setting_name(sql)
@@ -619,6 +620,23 @@ mod tests {
             "SELECT set_config('app.x', 'y', false)",
         ] {
             assert!(!may_reset(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn statements_that_may_change_what_a_parse_depends_on_are_found() {
+        for sql in [
+            "SET search_path = a, public",
+            "SET ROLE x",
+            "DO $$ BEGIN EXECUTE current_setting('app.stmt'); END $$",
+        ] {
+            assert!(may_change_parse(sql), "{sql}");
+        }
+        for sql in [
+            "SET app.tenant = '5'",
+            "DO $$ BEGIN PERFORM set_config('app.tenant', '5', false); END $$",
+        ] {
+            assert!(!may_change_parse(sql), "{sql}");
         }
     }
 

@@ -2,7 +2,7 @@
 //! which functions a statement calls, which functions a `CREATE FUNCTION` or `ALTER
 //! FUNCTION` makes volatile, and whether a function's body may change session settings.
 
-use super::lexer::{Lexer, Token};
+use super::lexer::{Lexer, StrKind, Token, TokenKind};
 
 /// Whether `sql` calls a function whose name (as PostgreSQL resolves it: unquoted names
 /// folded to lower case; the schema is ignored) `listed` accepts: a name followed by `(`.
@@ -120,22 +120,97 @@ pub fn volatile_functions_defined(sql: &str) -> Vec<Defined> {
 /// Whether a function body (`pg_proc.prosrc` of a SQL or PL/pgSQL function) may change a
 /// session setting when it runs: it calls `set_config(`, or has a `SET` or `RESET`
 /// statement other than `SET LOCAL`, `SET TRANSACTION` and `SET CONSTRAINTS` (one that
-/// begins the body, follows `;` or begins a block or branch), also as the text of a dynamic
-/// `EXECUTE '...'`. A setting made so outlives the call, like a `SET` sent by the client.
+/// begins the body, follows `;` or begins a block or branch), also as the text of a string
+/// (`EXECUTE 'SET ...'`, and the head of one whose name is put in later: `'SET %I = %L'`,
+/// `'SET '`), or it runs a statement that is not one constant string (see
+/// [`executes_dynamic`]). A setting made so outlives the call, like a `SET` sent by the
+/// client.
 pub fn body_sets_settings(body: &str) -> bool {
-    sets_settings(body, 2)
+    sets_settings(body, BODY)
 }
 
 /// Whether a function body may leave state in the server session that outlives its
 /// transaction and cannot follow a client to another connection: it creates a temporary
-/// object, takes a session-level advisory lock, or runs `LISTEN` (also in a dynamic
-/// `EXECUTE '...'`). Whether it did is checked after the call's transaction.
+/// object, takes a session-level advisory lock, or runs `LISTEN` (also in a constant
+/// `EXECUTE '...'`), or it runs a statement that is not one constant string (see
+/// [`executes_dynamic`]). Whether it did is checked after the call's transaction.
 pub fn body_keeps_state(body: &str) -> bool {
-    keeps_state(body, 2)
+    keeps_state(body, BODY)
+}
+
+/// The depth [`sets_settings`] and [`keeps_state`] are given for a body (a function's source,
+/// a `DO` block's); each string they look into is looked at one level down, as the text of a
+/// statement (SQL, where `EXECUTE name` runs a prepared statement).
+const BODY: u8 = 2;
+
+/// Whether the token at `i` begins a statement of a body: it is the first, or follows `;` or
+/// a word that begins a block, branch or loop.
+fn starts_statement(toks: &[Token<'_>], i: usize) -> bool {
+    i == 0 || {
+        let p = &toks[i - 1];
+        p.is_punct(b';') || ["begin", "then", "else", "loop"].iter().any(|k| p.is_kw(k))
+    }
+}
+
+/// Whether a body (`toks`, without comments) has an `EXECUTE` whose statement is not one
+/// constant string: PL/pgSQL's `EXECUTE` (a statement of its own, or after `RETURN QUERY`,
+/// `FOR ... IN` or `OPEN ... FOR`) of `format(...)`, a concatenation, a variable, a call.
+/// Which statement that runs is known only when it runs (`'SE' || 'T ROLE x'`), so it may set
+/// any setting or keep any state. One constant string (`EXECUTE 'SELECT 1' INTO x USING y`) is
+/// not counted here: the string is looked at as the statement it is. (In a SQL function's
+/// body, `EXECUTE name` runs a prepared statement, which may call `set_config` too: it counts
+/// as well. `GRANT EXECUTE ON`, a trigger's `EXECUTE FUNCTION` are at no such place.)
+fn executes_dynamic(toks: &[Token<'_>]) -> bool {
+    toks.iter().enumerate().any(|(i, t)| {
+        let placed = || {
+            starts_statement(toks, i) || ["query", "in", "for"].iter().any(|k| toks[i - 1].is_kw(k))
+        };
+        if !(t.is_kw("execute") && placed()) {
+            return false;
+        }
+        match toks.get(i + 1) {
+            None => false,
+            // (`REVOKE GRANT OPTION FOR EXECUTE ON FUNCTION ...`.)
+            Some(n) if n.is_kw("on") => false,
+            Some(n) if read_as_written(n) => !toks.get(i + 2).is_none_or(|e| {
+                e.is_punct(b';') || ["into", "using", "loop"].iter().any(|k| e.is_kw(k))
+            }),
+            Some(_) => true,
+        }
+    })
+}
+
+/// Whether `t` is a string constant whose value [`Token::string_value`] gives as the server
+/// reads it: not `U&'...'`, nor `E'...'` with an octal, hex or Unicode escape (which it does
+/// not decode: `E'\123ET ROLE x'` is `SET ROLE x`).
+fn read_as_written(t: &Token<'_>) -> bool {
+    match t.kind {
+        TokenKind::String(StrKind::Standard | StrKind::Dollar | StrKind::National) => true,
+        TokenKind::String(StrKind::Escape) => !t.text.as_bytes().windows(2).any(|w| {
+            w[0] == b'\\' && (w[1].is_ascii_digit() || matches!(w[1], b'x' | b'u' | b'U'))
+        }),
+        _ => false,
+    }
+}
+
+/// Whether the text after a `SET` or `RESET` that begins a string (`rest`, its next token not
+/// a name) is the head of a statement whose setting's name is put in later: nothing but space
+/// (`'SET ' || quote_ident(k)`), a `format` placeholder (`'SET %I = %L'`, `'SET %1$s'`) or an
+/// open quote (`'SET "' || k`). A bare word (`'reset'`, a value) or a message (`'Set % rows'`,
+/// `'Set-up'`) is not one.
+fn name_put_in_later(rest: &str) -> bool {
+    let r = rest.trim_start();
+    (r.is_empty() && !rest.is_empty())
+        || r.starts_with('"')
+        || r.strip_prefix('%')
+            .is_some_and(|f| f.starts_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
 fn keeps_state(body: &str, depth: u8) -> bool {
     let toks: Vec<Token<'_>> = Lexer::new(body).filter(|t| !t.is_comment()).collect();
+    if depth == BODY && executes_dynamic(&toks) {
+        return true;
+    }
     toks.iter().enumerate().any(|(i, t)| {
         let next = toks.get(i + 1);
         let call = next.is_some_and(|n| n.is_punct(b'('));
@@ -175,23 +250,23 @@ fn keeps_state(body: &str, depth: u8) -> bool {
 
 fn sets_settings(body: &str, depth: u8) -> bool {
     let toks: Vec<Token<'_>> = Lexer::new(body).filter(|t| !t.is_comment()).collect();
-    let starts_statement = |i: usize| {
-        i == 0 || {
-            let p = &toks[i - 1];
-            p.is_punct(b';') || ["begin", "then", "else", "loop"].iter().any(|k| p.is_kw(k))
-        }
-    };
+    if depth == BODY && executes_dynamic(&toks) {
+        return true;
+    }
     toks.iter().enumerate().any(|(i, t)| {
         let next = toks.get(i + 1);
         if t.is_kw("set_config") && next.is_some_and(|n| n.is_punct(b'(')) {
             return true;
         }
-        if (t.is_kw("set") || t.is_kw("reset")) && starts_statement(i) {
-            return next.is_some_and(|n| {
-                n.is_name()
-                    && !(t.is_kw("set")
+        if (t.is_kw("set") || t.is_kw("reset")) && starts_statement(&toks, i) {
+            return match next {
+                Some(n) if n.is_name() => {
+                    !(t.is_kw("set")
                         && (n.is_kw("local") || n.is_kw("transaction") || n.is_kw("constraints")))
-            });
+                }
+                // (In a string only: a body's own `SET` always names its setting.)
+                _ => depth < BODY && name_put_in_later(&body[t.end()..]),
+            };
         }
         depth > 0
             && t.string_value().is_some_and(|v| {
@@ -343,6 +418,62 @@ mod tests {
             "BEGIN EXECUTE 'UPDATE t SET x = 1'; END",
         ] {
             assert!(!body_sets_settings(body), "{body}");
+        }
+    }
+
+    /// An `EXECUTE` of anything but one constant string may run any statement: it may change
+    /// settings and keep state. One constant string is looked at as the statement it is.
+    #[test]
+    fn dynamic_execute_may_change_settings_and_keep_state() {
+        for body in [
+            "BEGIN EXECUTE format('SET %I = %L', k, v); END",
+            "DECLARE r text := 'x'; BEGIN EXECUTE format('SET %s %s', 'ROLE', r); END",
+            "begin execute 'SET ' || quote_ident(k) || ' = ' || quote_literal(v); end",
+            "BEGIN EXECUTE 'SE' || 'T ROLE x'; END",
+            "DECLARE stmt text; BEGIN stmt := current_setting('app.stmt'); EXECUTE stmt; END",
+            "BEGIN IF a THEN EXECUTE q; ELSE EXECUTE f(a) INTO b; END IF; END",
+            "BEGIN LOOP EXECUTE $1; EXIT; END LOOP; END",
+            "BEGIN RETURN QUERY EXECUTE format('SELECT * FROM %I', t); END",
+            "BEGIN FOR r IN EXECUTE q LOOP NULL; END LOOP; END",
+            "BEGIN OPEN c FOR EXECUTE q; END",
+            "BEGIN EXECUTE ('SET ROLE x'); END",
+            "BEGIN EXECUTE 'SET ROLE ' 'x'; END",
+            "BEGIN EXECUTE E'\\123ET ROLE x'; END",
+            "BEGIN EXECUTE U&'\\0053ET ROLE x'; END",
+            "BEGIN EXECUTE format('CREATE TEMP TABLE %I (a int)', t); END",
+            "BEGIN EXECUTE 'LIS' || 'TEN ' || ch; END",
+            "BEGIN EXECUTE format('SELECT pg_advisory_%s(%s)', 'lock', k); END",
+            // (A SQL function running a prepared statement, which may call set_config.)
+            "EXECUTE p(1)",
+        ] {
+            assert!(body_sets_settings(body), "{body}");
+            assert!(body_keeps_state(body), "{body}");
+        }
+        // The head of a SET whose name is put in later, wherever the string goes.
+        for body in [
+            "DECLARE s text := format('SET %I = %L', k, v); BEGIN PERFORM run(s); END",
+            "BEGIN PERFORM run('SET ' || k || ' = 1'); END",
+            "BEGIN PERFORM run('RESET %1$I'); END",
+            "BEGIN PERFORM run('SET \"' || k || '\" = 1'); END",
+        ] {
+            assert!(body_sets_settings(body), "{body}");
+        }
+        for body in [
+            "BEGIN EXECUTE 'SELECT 1'; END",
+            "BEGIN EXECUTE 'SELECT count(*) FROM t' INTO n USING x; END",
+            "BEGIN RETURN QUERY EXECUTE 'select a, b from t where c = $1' USING c; END",
+            "BEGIN FOR r IN EXECUTE $q$select 1$q$ LOOP NULL; END LOOP; END",
+            "BEGIN EXECUTE E'SELECT \\'a\\''; END",
+            "SELECT a FROM t WHERE b = $1",
+            "BEGIN UPDATE t SET state = 'reset'; RAISE NOTICE 'Set % rows', n; END",
+            "BEGIN RAISE NOTICE 'set'; RAISE NOTICE 'Set-up done'; END",
+            "BEGIN GRANT EXECUTE ON FUNCTION f() TO x; END",
+            "REVOKE GRANT OPTION FOR EXECUTE ON FUNCTION f() FROM x",
+            "BEGIN CREATE TRIGGER t AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f(); END",
+            "SELECT execute FROM t",
+        ] {
+            assert!(!body_sets_settings(body), "{body}");
+            assert!(!body_keeps_state(body), "{body}");
         }
     }
 }
