@@ -1041,6 +1041,49 @@ async fn session_mode_gives_each_client_a_fresh_server_session() {
     );
 }
 
+/// After a reload from transaction to session pooling, a new session client still gets a
+/// server session nobody used, with the pool at its size and every idle connection one the
+/// transaction-mode clients used: not one whose sequence state they left (`currval`, as on a
+/// new server session, is not defined yet). One of the used connections makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_client_after_a_reload_from_transaction_pooling_gets_an_unused_session() {
+    su(
+        "DROP SEQUENCE IF EXISTS pool_mode_seq; CREATE SEQUENCE pool_mode_seq; \
+        ALTER SEQUENCE pool_mode_seq OWNER TO app",
+    );
+    let p = proxy("transaction", "size = 3");
+    // Three transactions at once: each of the pool's three connections serves one.
+    let clients = [connect(&p).await, connect(&p).await, connect(&p).await];
+    let mut used = HashSet::new();
+    for c in &clients {
+        q(c, "BEGIN").await;
+        q(c, "SELECT nextval('pool_mode_seq')").await;
+        used.insert(backend_pid(c).await);
+    }
+    assert_eq!(used.len(), 3, "{used:?}");
+    for c in &clients {
+        q(c, "COMMIT").await;
+    }
+    drop(clients);
+    let text = p.config_text();
+    p.write_raw_config(&text.replace("pool_mode = \"transaction\"", "pool_mode = \"session\""));
+    p.reload_ok().await;
+
+    let discards = "switchyard_server_discards_total{reason=\"unused_session\"}";
+    let before = p.metric(discards).await;
+    let s = connect(&p).await;
+    let pid = backend_pid(&s).await;
+    assert!(
+        !used.contains(&pid),
+        "a used server session ({pid}) was handed on"
+    );
+    let e = try_simple(&s, "SELECT currval('pool_mode_seq')")
+        .await
+        .expect_err("currval in a session nobody used");
+    assert_eq!(sqlstate(&e), "55000", "{e:?}");
+    assert_eq!(p.metric(discards).await, before + 1.0);
+}
+
 /// A lone BEGIN holds no server connection: the proxy answers it and sends it with the
 /// transaction's first statement (one round trip less, and the connection serves others
 /// meanwhile). The transaction is real all the same.

@@ -36,10 +36,26 @@ pub(super) struct Conns {
     pub(super) returned: Arc<Notify>,
 }
 
+/// What a checkout is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// A client's request.
+    Request,
+    /// A client's login, whose process id will be the server process's (see
+    /// [`Conns::take`]).
+    Login,
+    /// The login of a session-mode client that must get a server session nobody used
+    /// (`session_reuse = false`): a connection that never served a client, or a new one.
+    OwnSession,
+}
+
 /// What checkout does when the client's own connection is not idle.
 pub(super) enum Take {
     /// This idle connection.
     Idle(Box<ServerConn>),
+    /// Close this idle connection, which served other clients, to make room for a new one
+    /// ([`Use::OwnSession`] in a pool at its size), then look again.
+    Replace(Box<ServerConn>),
     /// Open a new connection (the caller holds an [`Opening`] slot).
     Open,
     /// The server has no slot left and nothing is idle: wait for a connection to come back
@@ -51,11 +67,18 @@ impl Conns {
     /// Picks a connection for `owner` (0: nobody in particular): its own idle one; else the
     /// most recently used idle one that no connected client owns; else a new one while the
     /// pool has room; else the idle one unused the longest (its client is the least likely
-    /// to be back soon). For a `login`, a free connection whose process id was given to a
-    /// client before comes after a new one, and among those the one given out longest ago.
-    pub(super) fn take(&mut self, owner: u64, size: usize, login: bool) -> Take {
-        if login {
-            return self.take_for_login(size);
+    /// to be back soon). For a [`Use::Login`], a free connection whose process id was given
+    /// to a client before comes after a new one, and among those the one given out longest
+    /// ago. For a [`Use::OwnSession`], only a connection that never served a client will do:
+    /// else a new one, made room for by closing an idle one when the pool is at its size (a
+    /// pool's connections may have served transaction-mode clients before a reload made
+    /// its clients session-mode ones: their sequence state, statistics and the like are not
+    /// reset).
+    pub(super) fn take(&mut self, owner: u64, size: usize, use_: Use) -> Take {
+        match use_ {
+            Use::Request => {}
+            Use::Login => return self.take_for_login(size),
+            Use::OwnSession => return self.take_unused(size),
         }
         let mut free = None;
         for (i, c) in self.idle.iter().enumerate().rev() {
@@ -78,6 +101,20 @@ impl Conns {
             }
         }
         Take::Idle(self.idle.remove(0))
+    }
+
+    fn take_unused(&mut self, size: usize) -> Take {
+        let unused = |c: &ServerConn| c.owner == 0 && c.told == 0 && c.holder.is_none();
+        if let Some(i) = self.idle.iter().rposition(|c| unused(c)) {
+            return Take::Idle(self.idle.remove(i));
+        }
+        if self.idle.is_empty() || self.sockets.len() + self.opening < size {
+            if let Some(t) = self.open_or_wait() {
+                return t;
+            }
+        }
+        // The one unused the longest.
+        Take::Replace(self.idle.remove(0))
     }
 
     fn take_for_login(&mut self, size: usize) -> Take {

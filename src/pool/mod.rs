@@ -29,6 +29,7 @@ pub use conns::SocketGuard;
 pub use registry::{PoolSpec, PoolStats, Pools};
 pub use server::{ConnectError, ConnectParams, ServerConn};
 
+pub use conns::Use;
 use conns::{Conns, Opening, Take};
 use gate::{Gate, GateError, Permit};
 
@@ -131,6 +132,9 @@ struct PoolMetrics {
     queries: IntCounter,
     tls_ok: IntCounter,
     tls_errors: IntCounter,
+    /// `server_discards_total{reason="unused_session"}`: closed to make room for a new
+    /// connection for a session-mode login ([`Use::OwnSession`]).
+    replaced: IntCounter,
 }
 
 /// One pool.
@@ -238,6 +242,9 @@ impl Pool {
                 tls_errors: metrics
                     .tls_handshakes
                     .with_label_values(&["server", "error"]),
+                replaced: metrics
+                    .server_discards
+                    .with_label_values(&["unused_session"]),
             },
             key,
             backend,
@@ -268,18 +275,29 @@ impl Pool {
     /// that finds nothing open or being opened, and has not waited, fails at once with the
     /// server's 53300.
     pub async fn checkout(self: &Arc<Self>, owner: u64) -> Result<Pooled, PoolError> {
-        self.checkout_for(owner, false).await
+        self.checkout_for(owner, Use::Request).await
     }
 
     /// [`checkout`](Self::checkout) for a client's login, whose process id will be the
     /// server process's: prefers a connection whose id no client was given yet, then a new
     /// one while the pool has room, so that a client does not get the id of one that just
     /// left (as a new server process never would).
-    pub async fn checkout_login(self: &Arc<Self>, owner: u64) -> Result<Pooled, PoolError> {
-        self.checkout_for(owner, true).await
+    /// With `own_session` (a session-mode client, `session_reuse = false`), only a
+    /// connection that never served a client, or a new one ([`Use::OwnSession`]).
+    pub async fn checkout_login(
+        self: &Arc<Self>,
+        owner: u64,
+        own_session: bool,
+    ) -> Result<Pooled, PoolError> {
+        let use_ = if own_session {
+            Use::OwnSession
+        } else {
+            Use::Login
+        };
+        self.checkout_for(owner, use_).await
     }
 
-    async fn checkout_for(self: &Arc<Self>, owner: u64, login: bool) -> Result<Pooled, PoolError> {
+    async fn checkout_for(self: &Arc<Self>, owner: u64, use_: Use) -> Result<Pooled, PoolError> {
         // When this checkout began to wait ([`clock`] ms), for a slot of the pool or for a
         // connection to come back from a full server: `checkout_timeout` counts from there.
         let mut waiting_since = None;
@@ -310,7 +328,7 @@ impl Pool {
         // Whether this checkout waited for a full server's connections already.
         let mut waited_full = false;
         loop {
-            let take = self.conns.lock().expect("conns").take(owner, size, login);
+            let take = self.conns.lock().expect("conns").take(owner, size, use_);
             let mut conn = match take {
                 Take::Idle(mut conn) => {
                     self.metrics.idle.dec();
@@ -342,6 +360,12 @@ impl Pool {
                         }
                         conn => conn?,
                     }
+                }
+                Take::Replace(mut conn) => {
+                    self.metrics.idle.dec();
+                    self.metrics.replaced.inc();
+                    conn.terminate();
+                    continue;
                 }
                 Take::Wait(until) => {
                     // One checkout, one wait counted (it may have waited for a slot first, or

@@ -83,7 +83,11 @@ impl super::Session {
         }
         loop {
             let (index, pool) = self.login_pool(*avoid).await?;
-            match pool.checkout_login(self.id).await {
+            // A session-mode client's server session is its own, as a direct connection's
+            // would be, unless `session_reuse` lets it reuse one reset with DISCARD ALL.
+            let own_session = self.pool_mode == PoolMode::Session
+                && !self.current.config.config.pool.session_reuse;
+            match pool.checkout_login(self.id, own_session).await {
                 Ok(p) => return Ok((index, p)),
                 Err(e)
                     if self.pool_mode == PoolMode::Transaction
