@@ -137,6 +137,41 @@ struct PoolMetrics {
     replaced: IntCounter,
 }
 
+/// A checkout's wait (for a slot of the pool, for a full server's connections, or both),
+/// counted in `pool_waits_total` when it begins and observed in `pool_wait_seconds` once,
+/// when the checkout ends (with a connection, an error, or dropped), so that the histogram
+/// counts every wait whatever its outcome. Its length runs from its beginning to the end of
+/// its last part (a checkout dropped while it waits: to then).
+struct Wait<'a> {
+    seconds: &'a Histogram,
+    start: Instant,
+    end: Option<Instant>,
+}
+
+impl<'a> Wait<'a> {
+    fn begin(metrics: &'a PoolMetrics) -> Self {
+        metrics.waits.inc();
+        Wait {
+            seconds: &metrics.wait_seconds,
+            start: Instant::now(),
+            end: None,
+        }
+    }
+
+    /// A part of the wait ended (the checkout may wait again).
+    fn ended(&mut self) {
+        self.end = Some(Instant::now());
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        let end = self.end.unwrap_or_else(Instant::now);
+        self.seconds
+            .observe(end.saturating_duration_since(self.start).as_secs_f64());
+    }
+}
+
 /// One pool.
 pub struct Pool {
     /// Its identity.
@@ -301,26 +336,25 @@ impl Pool {
         // When this checkout began to wait ([`clock`] ms), for a slot of the pool or for a
         // connection to come back from a full server: `checkout_timeout` counts from there.
         let mut waiting_since = None;
+        // This checkout's wait, counted once and observed once, whatever its outcome.
+        let mut wait = None;
         let permit = match self.permits.try_acquire() {
             Ok(p) => p,
             Err(GateError::Closed) => return Err(PoolError::Closed),
             Err(_) => {
-                self.metrics.waits.inc();
+                let wait = wait.insert(Wait::begin(&self.metrics));
                 waiting_since = Some(clock::now_ms());
                 let timeout = self.tuning.lock().expect("tuning").checkout_timeout;
-                let start = Instant::now();
                 // Retiring the pool closes the gate, which ends this wait too.
-                let p = match self.permits.acquire(timeout).await {
+                let acquired = self.permits.acquire(timeout).await;
+                wait.ended();
+                match acquired {
                     Ok(p) => p,
                     Err(GateError::Closed) => return Err(PoolError::Closed),
                     // (Its server was declared down while it waited.)
                     Err(GateError::Interrupted) => return Err(PoolError::Severed),
                     Err(_) => return Err(PoolError::Timeout(timeout)),
-                };
-                self.metrics
-                    .wait_seconds
-                    .observe(start.elapsed().as_secs_f64());
-                p
+                }
             }
         };
         let max_lifetime = clock::ms(self.tuning.lock().expect("tuning").max_lifetime);
@@ -370,11 +404,12 @@ impl Pool {
                 Take::Wait(until) => {
                     // One checkout, one wait counted (it may have waited for a slot first, or
                     // here before).
-                    if waiting_since.is_none() {
-                        self.metrics.waits.inc();
-                    }
-                    self.wait_returned(until, &mut waiting_since, &mut waited_full)
-                        .await?;
+                    let wait = wait.get_or_insert_with(|| Wait::begin(&self.metrics));
+                    let returned = self
+                        .wait_returned(until, &mut waiting_since, &mut waited_full)
+                        .await;
+                    wait.ended();
+                    returned?;
                     continue;
                 }
             };

@@ -224,3 +224,72 @@ async fn a_checkout_waiting_for_a_full_servers_connections_is_counted_waiting() 
         "an abandoned checkout still counted"
     );
 }
+
+/// `pool_waits_total` and `pool_wait_seconds`'s count for `p`'s backend.
+fn waits(p: &Pool) -> (u64, u64) {
+    (
+        p.metrics.waits.get(),
+        p.metrics.wait_seconds.get_sample_count(),
+    )
+}
+
+#[tokio::test]
+async fn a_wait_for_a_slot_is_observed_whatever_its_outcome() {
+    let config = config();
+    let pools = pools(&config);
+    let p = pool(&pools, &config, 0, "app");
+    p.tuning.lock().unwrap().checkout_timeout = Duration::from_millis(20);
+    // Every slot taken (by a checkout that has its connection).
+    let held: Vec<_> = std::iter::from_fn(|| p.permits.try_acquire().ok()).collect();
+    assert!(!held.is_empty());
+    assert!(matches!(p.checkout(1).await, Err(PoolError::Timeout(_))));
+    assert_eq!(waits(&p), (1, 1), "a wait that timed out");
+    assert!(p.metrics.wait_seconds.get_sample_sum() >= 0.015);
+    // One abandoned while it waits (its client left).
+    let waiter = tokio::spawn({
+        let p = p.clone();
+        async move { p.checkout(2).await.map(|_| ()) }
+    });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        if p.metrics.waits.get() == 2 {
+            break;
+        }
+    }
+    waiter.abort();
+    let _ = waiter.await;
+    assert_eq!(waits(&p), (2, 2), "a wait abandoned");
+    // One the server's going down interrupts.
+    p.tuning.lock().unwrap().checkout_timeout = Duration::from_secs(10);
+    let waiter = tokio::spawn({
+        let p = p.clone();
+        async move { p.checkout(3).await.map(|_| ()) }
+    });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        if p.metrics.waits.get() == 3 {
+            break;
+        }
+    }
+    p.sever();
+    assert!(matches!(waiter.await.unwrap(), Err(PoolError::Severed)));
+    assert_eq!(waits(&p), (3, 3), "a wait interrupted");
+}
+
+#[tokio::test]
+async fn a_wait_for_a_full_servers_connections_is_observed_when_it_times_out() {
+    let config = config();
+    let pools = pools(&config);
+    let p = pool(&pools, &config, 0, "app");
+    p.tuning.lock().unwrap().checkout_timeout = Duration::from_millis(30);
+    {
+        // One connection open (in use), the server refused another just now.
+        let mut c = p.conns.lock().unwrap();
+        c.sockets.insert(-7, 0);
+        c.server_full("too many".into(), crate::pool::clock::now_ms(), 2000);
+        c.full.as_mut().unwrap().until = u64::MAX;
+    }
+    assert!(matches!(p.checkout(1).await, Err(PoolError::Full { .. })));
+    assert_eq!(waits(&p), (1, 1));
+    assert!(p.metrics.wait_seconds.get_sample_sum() >= 0.025);
+}
