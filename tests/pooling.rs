@@ -3878,6 +3878,150 @@ async fn a_server_ending_the_session_in_use_ends_the_client_connection() {
     assert_eq!(single(&r, "idle client"), "idle client goes on");
 }
 
+/// `switchyard_errors_total{sqlstate}` of `code`.
+async fn errors_of(p: &Proxy, code: &str) -> f64 {
+    p.metric(&format!("switchyard_errors_total{{sqlstate=\"{code}\"}}"))
+        .await
+}
+
+/// The SQLSTATEs of the ErrorResponses in `msgs`.
+fn error_codes(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter()
+        .filter(|(t, _)| *t == b'E')
+        .filter_map(|(_, b)| err_field(b, b'C'))
+        .collect()
+}
+
+/// `errors_total` counts each error the proxy answers a client with once, as the client gets
+/// it: a Parse of a statement name in use (42P05: alone, and queued behind the server's
+/// answers), a `SET switchyard.*` it refuses (42704), a Bind of one of its own statement names
+/// (26000). Not one the server's error before it in the batch made PostgreSQL skip, nor an
+/// 08006 the client never got (it got the server's own FATAL: 57P01).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_total_counts_each_error_the_client_gets_once() {
+    let p = proxy("transaction", "size = 2");
+    let mut a = Raw::app(&p).await;
+    let r = a.roundtrip(&parse_sync("S_1", "SELECT 1/$1::int4")).await;
+    assert_eq!(error_codes(&r), Vec::<String>::new());
+
+    let before = errors_of(&p, "42P05").await;
+    let r = a.roundtrip(&parse_sync("S_1", "SELECT 2")).await;
+    assert_eq!(error_codes(&r), ["42P05"]);
+    assert_eq!(errors_of(&p, "42P05").await, before + 1.0, "alone");
+    // Behind a Parse the server answers.
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "S_2", "SELECT 'errors_total'");
+    m_parse(&mut b, "S_1", "SELECT 3");
+    m_sync(&mut b);
+    let r = a.roundtrip(&b).await;
+    assert_eq!(error_codes(&r), ["42P05"], "{}", tags(&r));
+    assert_eq!(errors_of(&p, "42P05").await, before + 2.0, "queued");
+    // Behind the server's error (division by zero): the server skips to the Sync, and the
+    // client gets only that.
+    let mut b = BytesMut::new();
+    m_bind(&mut b, "", "S_1", &["0"]);
+    m_execute(&mut b);
+    m_parse(&mut b, "S_1", "SELECT 4");
+    m_sync(&mut b);
+    let r = a.roundtrip(&b).await;
+    assert_eq!(error_codes(&r), ["22012"], "{}", tags(&r));
+    assert_eq!(errors_of(&p, "42P05").await, before + 2.0, "skipped");
+
+    let before = errors_of(&p, "42704").await;
+    let r = a.simple("SET switchyard.bogus = 1").await;
+    assert_eq!(error_codes(&r), ["42704"]);
+    assert_eq!(errors_of(&p, "42704").await, before + 1.0);
+
+    let before = errors_of(&p, "26000").await;
+    let r = a.roundtrip(&bind_exec("_sy1", &[])).await;
+    assert_eq!(error_codes(&r), ["26000"]);
+    assert_eq!(errors_of(&p, "26000").await, before + 1.0);
+
+    let lost = errors_of(&p, "08006").await;
+    let got = a
+        .killed_mid_request("SELECT pg_sleep(60) /* errors_total */")
+        .await;
+    assert_eq!(error_codes(&got), ["57P01"]);
+    assert_eq!(
+        errors_of(&p, "08006").await,
+        lost,
+        "an 08006 the client never got"
+    );
+}
+
+/// Server connections lost without a word from the server: `errors_total{sqlstate="08006"}`
+/// counts the 08006 errors the clients get, each once: the request after a transaction's
+/// loss, the FATAL of a pinned client (not also the ERROR it is not sent), every request of a
+/// pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_total_counts_each_08006_a_lost_connection_sends() {
+    let (p, relay) = relayed_proxy("transaction", "size = 4");
+    let up = format!(
+        "switchyard_backend_up{{backend=\"{}\"}}",
+        shared_cluster().primary().name()
+    );
+    // A transaction lost between its statements.
+    let mut a = Raw::app(&p).await;
+    assert_eq!(ready_status(&a.simple("BEGIN").await), 'T');
+    let pid: i32 = single(&a.simple("SELECT pg_backend_pid()").await, "in a block")
+        .parse()
+        .unwrap();
+    let before = errors_of(&p, "08006").await;
+    let relay = cut(relay).await;
+    kill_server(pid).await;
+    let r = a.simple("SELECT 1").await;
+    assert_eq!(error_codes(&r), ["08006"], "{}", tags(&r));
+    assert_eq!(errors_of(&p, "08006").await, before + 1.0, "the lost block");
+    assert_eq!(ready_status(&a.simple("ROLLBACK").await), 'I');
+    p.wait_metric(&up, 1.0, STEP).await;
+
+    // A pinned client (an advisory lock) loses its connection with one FATAL.
+    let mut b = Raw::app(&p).await;
+    let r = b.simple("SELECT pg_advisory_lock(4243)").await;
+    assert_eq!(error_codes(&r), Vec::<String>::new());
+    let mut q = BytesMut::new();
+    let sql = "SELECT pg_sleep(60) /* pinned, cut */";
+    frontend::query(sql, &mut q).unwrap();
+    b.send(&q).await;
+    let pid = running(sql).await;
+    let before = errors_of(&p, "08006").await;
+    let relay = cut(relay).await;
+    let got = b.until_closed().await;
+    assert_eq!(error_codes(&got), ["08006"], "{}", tags(&got));
+    assert_eq!(
+        errors_of(&p, "08006").await,
+        before + 1.0,
+        "the pinned client"
+    );
+    kill_server(pid).await;
+    p.wait_metric(&up, 1.0, STEP).await;
+
+    // Three requests in flight: each gets its error (those sent after the loss run).
+    let mut c = Raw::app(&p).await;
+    let mut q = BytesMut::new();
+    for i in 0..3 {
+        frontend::query(&format!("SELECT pg_sleep(2) /* pipelined {i} */"), &mut q).unwrap();
+    }
+    c.send(&q).await;
+    let pid = running("SELECT pg_sleep(2) /* pipelined 0 */").await;
+    let before = errors_of(&p, "08006").await;
+    let relay = cut(relay).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.extend(c.until_ready().await);
+    }
+    let sent = error_codes(&got).iter().filter(|c| *c == "08006").count();
+    assert!(sent >= 1, "{}", tags(&got));
+    assert_eq!(
+        errors_of(&p, "08006").await,
+        before + sent as f64,
+        "the pipeline's errors: {}",
+        tags(&got)
+    );
+    kill_server(pid).await;
+    drop(relay);
+}
+
 /// A server connection that holds a client's session (session pooling, or a client pinned
 /// by an advisory lock) is lost: the client loses its connection, as it would connected
 /// directly, instead of going on in a fresh server session without its lock or settings.

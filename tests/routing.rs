@@ -1935,6 +1935,45 @@ async fn read_that_writes_is_rescued_on_the_primary() {
     assert_eq!(count_log("simple").await, n0 + 7);
 }
 
+/// The sum of every sample of the family whose lines begin with `prefix`.
+async fn metric_sum(proxy: &Proxy, prefix: &str) -> f64 {
+    let (_, body) = within("GET /metrics", proxy.http_get("/metrics")).await;
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A read a replica refused (25006) and the primary ran is one transaction, counted where it
+/// ran, and no server error: the client saw neither the replica's error nor its
+/// ReadyForQuery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescued_read_counts_one_transaction_and_no_server_error() {
+    let (_c, proxy, p) = start_proxy(RESCUE).await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    let errors = "switchyard_server_errors_total{";
+    let transactions = "switchyard_transactions_total{";
+    let before = (
+        proxy.metric(READ_ONLY_VIOLATIONS).await,
+        metric_sum(&proxy, errors).await,
+        metric_sum(&proxy, transactions).await,
+    );
+    let got = port(&c, "SELECT routing_writer('counted once')").await;
+    assert_eq!(got, p.primary, "answered by {}", p.name(got));
+    let after = (
+        proxy.metric(READ_ONLY_VIOLATIONS).await,
+        metric_sum(&proxy, errors).await,
+        metric_sum(&proxy, transactions).await,
+    );
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+        (1.0, 0.0, 1.0),
+        "(retries, server errors, transactions) for one rescued read\n{}",
+        routing_metrics(&proxy).await
+    );
+}
+
 /// A read only the primary can answer, which the classifier cannot know (a function calling
 /// `pg_current_wal_lsn()`; a hot standby says 55000, "recovery is in progress"): the client gets
 /// the primary's answer, and the statement goes there directly afterwards.

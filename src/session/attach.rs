@@ -146,7 +146,6 @@ impl Session {
     /// The client cancelled its request before it reached a server: nothing of it ran.
     fn fail_cancelled(&mut self) {
         tracing::debug!(parent: &self.span, "the request was cancelled before it reached a server");
-        self.app.metrics.error(CANCELLED.0);
         self.fail_request(CANCELLED.0, CANCELLED.1);
     }
 
@@ -227,7 +226,6 @@ impl Session {
         let (mut index, d) = match self.choose(decision).await {
             Ok(x) => x,
             Err((code, message)) => {
-                self.app.metrics.error(code);
                 self.fail_request(code, message);
                 self.deferred_begin = None;
                 return Ok(());
@@ -240,7 +238,6 @@ impl Session {
             match self.current.view.primary {
                 Some(p) => index = p,
                 None => {
-                    self.app.metrics.error("57P03");
                     self.fail_request("57P03", "no primary server is available");
                     self.deferred_begin = None;
                     return Ok(());
@@ -319,7 +316,6 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(parent: &self.span, error = %e, "server checkout failed");
-                self.app.metrics.error(e.sqlstate());
                 self.fail_request(e.sqlstate(), &e.client_message());
                 self.deferred_begin = None;
                 return Ok(());
@@ -367,7 +363,6 @@ impl Session {
             self.pending.abandon();
             self.discard_server("setup_failed");
             if self.retry_attempts >= super::retry::MAX_ATTEMPTS {
-                self.app.metrics.error("08006");
                 self.fail_request("08006", "the server connection failed while it was set up");
                 self.deferred_begin = None;
             } else {
@@ -463,7 +458,8 @@ impl Session {
 
     /// Answers the request at the front of the client buffer with an error, without a server.
     /// Inside a transaction block (one the proxy answered BEGIN for, or one whose server was
-    /// lost) the block is failed from then on, as PostgreSQL's would be.
+    /// lost) the block is failed from then on, as PostgreSQL's would be. Counted in
+    /// `errors_total` here.
     pub(super) fn fail_request(&mut self, code: &str, message: &str) {
         self.front_query = None;
         // The request is over: the next one may try every backend again.
@@ -474,6 +470,7 @@ impl Session {
         } else {
             TxnStatus::Idle
         };
+        self.app.metrics.error(code);
         encode::error(&mut self.client.wbuf, "ERROR", code, message);
         let front = Header::peek(&self.client.rbuf, usize::MAX).ok().flatten();
         match front {

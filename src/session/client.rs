@@ -542,6 +542,18 @@ impl Session {
         }
     }
 
+    /// [`respond`](Self::respond) with `b`, an ErrorResponse of the proxy's own (SQLSTATE
+    /// `code`), counted in `errors_total` once it is the client's: now, or, queued behind
+    /// answers of the server, when its turn comes (`process_server`). One an error of the
+    /// server before it in the batch skips is never sent (PostgreSQL would not have raised
+    /// it), nor counted.
+    pub(super) fn respond_error(&mut self, b: BytesMut, code: &str) {
+        if self.pending.is_empty() {
+            self.app.metrics.error(code);
+        }
+        self.respond(b);
+    }
+
     pub(super) fn respond_ready(&mut self) {
         let mut b = BytesMut::new();
         let status = if self.server.is_some() {
@@ -564,13 +576,13 @@ impl Session {
     pub(super) fn respond_batch_error(&mut self, code: &str, message: &str) {
         let mut b = BytesMut::new();
         encode::error(&mut b, "ERROR", code, message);
-        self.respond_batch_error_message(b);
+        self.respond_batch_error_message(b, code);
     }
 
     /// [`respond_batch_error`](Self::respond_batch_error) with an ErrorResponse message made
-    /// by the caller.
-    pub(super) fn respond_batch_error_message(&mut self, b: BytesMut) {
-        self.respond(b);
+    /// by the caller (SQLSTATE `code`).
+    pub(super) fn respond_batch_error_message(&mut self, b: BytesMut, code: &str) {
+        self.respond_error(b, code);
         self.skip_until_sync = true;
         if self.server.is_some() {
             // Portal "", statement FAIL_STATEMENT, no formats, parameters or result formats.

@@ -99,7 +99,7 @@ impl Session {
             let mut b = BytesMut::new();
             let msg = format!("prepared statement \"{name}\" does not exist");
             encode::error(&mut b, "ERROR", "26000", &msg);
-            self.respond(b);
+            self.respond_error(b, "26000");
             self.respond_ready();
             return Ok(None);
         }
@@ -168,13 +168,13 @@ impl Session {
             self.client.rbuf.advance(h.frame_len);
             let mut b = BytesMut::new();
             match self.switchyard_command(kind, &name, &value, &mut b) {
-                Ok(()) => {}
+                Ok(()) => self.respond(b),
                 Err((code, message)) => {
                     b.clear();
                     encode::error(&mut b, "ERROR", code, &message);
+                    self.respond_error(b, code);
                 }
             }
-            self.respond(b);
             self.respond_ready();
             return Ok(None);
         }

@@ -212,7 +212,7 @@ impl Session {
                         }
                     }
                     let sent = self.client.wbuf.len();
-                    self.server_lost(e);
+                    self.server_lost(e, false);
                     self.client.wbuf.truncate(sent);
                     self.flush_client(client).await;
                     if relayed {
@@ -230,7 +230,7 @@ impl Session {
                         "the server connection holding this session was lost",
                     ));
                 }
-                self.server_lost(e);
+                self.server_lost(e, true);
                 if self.settings_lost {
                     self.flush_client(client).await;
                     return Err(Fatal::new(

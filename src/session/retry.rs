@@ -107,8 +107,9 @@ impl super::Session {
     }
 
     /// The server connection failed: repeat a repeatable request elsewhere, else answer what
-    /// the client still waits for with an error; drop the connection.
-    pub(super) fn server_lost(&mut self, error: std::io::Error) {
+    /// the client still waits for with an error (unless not `answer`: the client's connection
+    /// ends instead); drop the connection.
+    pub(super) fn server_lost(&mut self, error: std::io::Error, answer: bool) {
         let Some(p) = self.server.take() else { return };
         // Settings a statement changed were being read back: what the client's session has
         // now is unknown (its next connection would silently lack them), so it ends (see
@@ -174,28 +175,33 @@ impl super::Session {
             self.client_pass = Pass::Drop(n);
         }
         if was_busy {
-            self.app.metrics.error("08006");
-            let why = match self.server_fatal.take() {
-                Some((m, false)) => format!(": {m}"),
-                _ => String::new(),
-            };
-            let message = format!("the server connection was lost while running the request{why}");
-            let status = if in_block {
-                TxnStatus::Failed
-            } else {
-                TxnStatus::Idle
-            };
-            // Every request in flight fails, each as PostgreSQL fails one (an error, then the
-            // ReadyForQuery of its Sync or Query): a pipelined request answered by a bare
-            // ReadyForQuery would read as one whose messages produced nothing.
-            for _ in 0..owed {
-                encode::error(&mut self.client.wbuf, "ERROR", "08006", &message);
-                encode::ready_for_query(&mut self.client.wbuf, status);
-            }
-            if open_batch {
-                // (Its ReadyForQuery answers the client's Sync, when it comes.)
-                encode::error(&mut self.client.wbuf, "ERROR", "08006", &message);
-                self.skip_until_sync = true;
+            // (Unless the client's connection ends instead: nothing is sent, nor counted.)
+            if answer {
+                let why = match self.server_fatal.take() {
+                    Some((m, false)) => format!(": {m}"),
+                    _ => String::new(),
+                };
+                let message =
+                    format!("the server connection was lost while running the request{why}");
+                let status = if in_block {
+                    TxnStatus::Failed
+                } else {
+                    TxnStatus::Idle
+                };
+                // Every request in flight fails, each as PostgreSQL fails one (an error, then
+                // the ReadyForQuery of its Sync or Query): a pipelined request answered by a
+                // bare ReadyForQuery would read as one whose messages produced nothing.
+                for _ in 0..owed {
+                    self.app.metrics.error("08006");
+                    encode::error(&mut self.client.wbuf, "ERROR", "08006", &message);
+                    encode::ready_for_query(&mut self.client.wbuf, status);
+                }
+                if open_batch {
+                    // (Its ReadyForQuery answers the client's Sync, when it comes.)
+                    self.app.metrics.error("08006");
+                    encode::error(&mut self.client.wbuf, "ERROR", "08006", &message);
+                    self.skip_until_sync = true;
+                }
             }
             self.aborted_txn = in_block;
         } else if in_block {

@@ -115,12 +115,17 @@ impl Session {
         // The client's latest unnamed Parse or Close was skipped (given back after the loop,
         // which holds the connection).
         let mut unnamed_skipped = None;
-        // Errors relayed to the client, and its transactions ended (counted per backend after
-        // the loop).
+        // Errors relayed to the client, and its transactions ended it is told of (counted per
+        // backend after the loop).
         let mut errors = 0u64;
         let mut transactions = 0u64;
         loop {
             while let Some(b) = self.pending.pop_synthetic() {
+                if b.first() == Some(&tag::ERROR_RESPONSE) {
+                    // An error of the proxy's own, its turn come (see `respond_error`).
+                    let code = b.get(5..).map_or("", |body| ErrorFields::parse(body).code);
+                    self.app.metrics.error(code);
+                }
                 flush(&mut run, &mut conn.rbuf, &mut out);
                 let start = out.len();
                 out.extend_from_slice(&b);
@@ -257,8 +262,10 @@ impl Session {
                     if request_done {
                         self.ending_block = false;
                     }
+                    // (Not the ReadyForQuery of a read the replica refused: the client has
+                    // the one of its repeat, counted where it ran.)
+                    transactions += u64::from(forward && self.txn == TxnStatus::Idle);
                     if m.forward {
-                        transactions += u64::from(self.txn == TxnStatus::Idle);
                         // The client's pg_terminate_backend ran (see terminate_client).
                         if let Some((pid, true)) = self.terminates.take() {
                             let (user, su, span) = (&self.user.name, self.superuser, &self.span);
@@ -371,7 +378,9 @@ impl Session {
                             forward = false;
                         }
                     }
-                    if m.forward {
+                    // What reaches the client: not a refusal or a lost session its read is
+                    // repeated for, but the FATAL of a session it was using.
+                    if forward {
                         errors += 1;
                     }
                 }

@@ -157,7 +157,7 @@ impl Session {
                 "cached plan must not change result type",
                 &[(b'F', "plancache.c"), (b'R', "RevalidateCachedQuery")],
             );
-            self.respond_batch_error_message(b);
+            self.respond_batch_error_message(b, "0A000");
         }
         changed
     }
