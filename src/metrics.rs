@@ -307,7 +307,7 @@ impl Metrics {
             backend_role: gauge_vec(
                 &r,
                 "backend_role",
-                "Backend role (1 primary, 0 replica, -1 unknown, -2 fenced primary, -3 a server configured twice)",
+                "Backend role (1 primary, 0 replica, -1 unknown, -2 fenced primary, -3 a server configured twice, -4 a diverged standby)",
                 &["backend"],
             ),
             replica_lag_bytes: gauge_vec(

@@ -1838,6 +1838,45 @@ async fn a_block_lost_with_the_primary_fails_at_once() {
     assert_ne!(at, p.port("pg0"), "the read after the ROLLBACK");
 }
 
+/// A replica down shows no lag and no streaming WAL receiver in `/status`, as `/metrics` has
+/// no lag series for it: its last lag would go on growing with the primary's writes and read
+/// as a replica that still replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_shows_no_lag_in_status() {
+    let (c, proxy, _) = setup("").await;
+    wait_status(&proxy, "pg1's lag known", Duration::from_secs(20), |s| {
+        backend(s, "pg1")["lag_bytes"].is_u64()
+    })
+    .await;
+    {
+        let c = c.clone();
+        blocking(move || c.replicas()[0].kill()).await;
+    }
+    wait_status(&proxy, "pg1 down", Duration::from_secs(20), |s| {
+        backend(s, "pg1")["up"] == false
+    })
+    .await;
+    // The primary moves on.
+    let client = proxy.connect_app().await;
+    within(
+        "a write",
+        client.simple_query("INSERT INTO f VALUES (1, 'moves the primary on')"),
+    )
+    .await
+    .expect("the write");
+    tokio::time::sleep(INTERVAL * 3).await;
+    let s = status(&proxy).await;
+    let b = backend(&s, "pg1");
+    assert!(
+        b["lag_bytes"].is_null() && b["lag_ms"].is_null() && b["receiver_streaming"] == false,
+        "pg1 down: {b:#}"
+    );
+    assert!(
+        backend(&s, "pg2")["lag_bytes"].is_u64(),
+        "pg2, up, lost its lag: {s:#}"
+    );
+}
+
 /// A promotion cannot be undone: when the promoted standby is lost before `rise` answers
 /// elected it, the old primary (still running, on the older timeline) stays fenced, and
 /// writes fail cleanly instead of landing on the abandoned history.

@@ -124,6 +124,7 @@ pub fn status_json(app: &App) -> String {
         .enumerate()
         .map(|(i, b)| {
             let role = b.role_label();
+            let (lag_bytes, lag) = b.shown_lag();
             serde_json::json!({
                 "name": &*b.name,
                 "address": b.address,
@@ -132,10 +133,10 @@ pub fn status_json(app: &App) -> String {
                 "primary": view.primary == Some(i),
                 "timeline": b.timeline,
                 "lsn": b.lsn.map(crate::cluster::lag::format_lsn),
-                "lag_bytes": b.lag_bytes,
-                "lag_ms": b.lag.map(|d| d.as_millis() as u64),
+                "lag_bytes": lag_bytes,
+                "lag_ms": lag.map(|d| d.as_millis() as u64),
                 "replay_paused": b.replay_paused,
-                "receiver_streaming": b.receiver_streaming,
+                "receiver_streaming": b.shown_streaming(),
                 "last_replay_ms": b.last_replay_ms,
                 "outstanding": b.stats.outstanding.load(std::sync::atomic::Ordering::Relaxed),
             })

@@ -3,6 +3,9 @@
 
 use std::sync::atomic::Ordering;
 
+use prometheus::core::Collector;
+use prometheus::IntCounterVec;
+
 use super::commands::{Show, HELP};
 use super::table::{boolean, int, text, Value};
 use crate::app::App;
@@ -41,7 +44,8 @@ fn backends(app: &App) -> Vec<Vec<Value>> {
         .enumerate()
         .map(|(i, b)| {
             let role = b.role_label();
-            let name = [&*b.name];
+            let name = &*b.name;
+            let (lag_bytes, lag) = b.shown_lag();
             vec![
                 text(&*b.name),
                 text(b.address.as_str()),
@@ -51,18 +55,30 @@ fn backends(app: &App) -> Vec<Vec<Value>> {
                 int(b.weight),
                 b.timeline.map(int).unwrap_or_default(),
                 b.lsn.map(crate::cluster::lag::format_lsn),
-                b.lag_bytes.map(|n| int(n as i64)).unwrap_or_default(),
-                b.lag.map(|d| int(d.as_millis() as i64)).unwrap_or_default(),
+                lag_bytes.map(|n| int(n as i64)).unwrap_or_default(),
+                lag.map(|d| int(d.as_millis() as i64)).unwrap_or_default(),
                 boolean(b.replay_paused),
                 int(b.stats.outstanding.load(Ordering::Relaxed) as i64),
-                int(m.transactions.with_label_values(&name).get() as i64),
-                int(m.queries.with_label_values(&name).get() as i64),
-                int(m.server_connects.with_label_values(&name).get() as i64),
-                int(m.server_connect_errors.with_label_values(&name).get() as i64),
-                int(m.pool_waits.with_label_values(&name).get() as i64),
+                int(counted(&m.transactions, name)),
+                int(counted(&m.queries, name)),
+                int(counted(&m.server_connects, name)),
+                int(counted(&m.server_connect_errors, name)),
+                int(counted(&m.pool_waits, name)),
             ]
         })
         .collect()
+}
+
+/// Backend `name`'s count in `counter` (one label, `backend`), 0 when it has no series: read
+/// without making one (a backend shown once would otherwise keep zero-valued series of
+/// its own, after a reload removed it too).
+fn counted(counter: &IntCounterVec, name: &str) -> i64 {
+    counter
+        .collect()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .find(|s| s.get_label().iter().any(|l| l.get_value() == name))
+        .map_or(0, |s| s.get_counter().get_value() as i64)
 }
 
 fn pools(app: &App) -> Vec<Vec<Value>> {

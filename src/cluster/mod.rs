@@ -98,6 +98,23 @@ impl BackendView {
         }
     }
 
+    /// The replay lag as shown (`/metrics`, `/status`, the admin console), in bytes and in
+    /// time: none for a server down rather than its last lag, which goes on growing with the
+    /// primary's position and reads as a replica that still replays.
+    pub fn shown_lag(&self) -> (Option<u64>, Option<Duration>) {
+        if self.up {
+            (self.lag_bytes, self.lag)
+        } else {
+            (None, None)
+        }
+    }
+
+    /// Whether its WAL receiver streams as shown: not for a server down (what its last probe
+    /// said is not so any more).
+    pub fn shown_streaming(&self) -> bool {
+        self.up && self.receiver_streaming
+    }
+
     /// This replica's replay position as last read (0: unknown). Not `lsn`: that is the last
     /// successful probe's, kept while later probes fail, and can be higher than what a
     /// restarted server has replayed.

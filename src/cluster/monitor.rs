@@ -598,7 +598,8 @@ impl Aggregator {
             // A lag nobody knows (a primary, a server down, no primary to compare with) is no
             // series at all rather than a 0 that reads as "caught up".
             let labels = [v.name.as_ref()];
-            match v.lag_bytes.filter(|_| v.up) {
+            let (lag_bytes, lag) = v.shown_lag();
+            match lag_bytes {
                 Some(b) => m
                     .replica_lag_bytes
                     .with_label_values(&labels)
@@ -607,7 +608,7 @@ impl Aggregator {
                     let _ = m.replica_lag_bytes.remove_label_values(&labels);
                 }
             }
-            match v.lag.filter(|_| v.up) {
+            match lag {
                 Some(d) => m
                     .replica_lag_ms
                     .with_label_values(&labels)
