@@ -217,11 +217,15 @@ suite_db() {
 }
 
 # Tests that cannot pass through switchyard for a reason outside the proxy's relay, one per
-# line as in the .tsv files: known_differences SUITE
+# line as in the .tsv files: known_differences SUITE MODE. (pg8000's test_bytes_password
+# tests were here until switchyard learned auth_query: they log in as a role they create.)
 known_differences() {
-    case "$1" in
-        # None at present. (pg8000's test_bytes_password tests were here until switchyard
-        # learned auth_query: they log in as a role they create.)
+    case "$1 $2" in
+        # With reads split, a read of pg_prepared_statements lists the statements of the
+        # server that ran it (README, "Known limitations"): the statement this test prepared
+        # and ran lives on a connection to one replica, and its count may be read on the
+        # other.
+        "pg8000 split") echo test.native.test_query::test_close_prepared_statement ;;
         *) ;;
     esac
 }
@@ -376,8 +380,8 @@ for suite in "${SUITES[@]}"; do
                 }
             }' "$out/direct.tsv" "$out/$mode.tsv" | sort)
         # (lines "  TEST (outcome)"; an empty pattern list matches nothing)
-        known=$(grep -F -f <(known_differences "$suite" | sed 's/.*/  & (/') <<<"$worse" || true)
-        worse=$(grep -v -F -f <(known_differences "$suite" | sed 's/.*/  & (/') <<<"$worse" || true)
+        known=$(grep -F -f <(known_differences "$suite" "$mode" | sed 's/.*/  & (/') <<<"$worse" || true)
+        worse=$(grep -v -F -f <(known_differences "$suite" "$mode" | sed 's/.*/  & (/') <<<"$worse" || true)
         if [ -n "$known" ]; then
             log "$suite, $mode: fails where PostgreSQL directly passes, for the known reason given above this verdict in drivers.sh:"
             echo "$known" >&2
