@@ -16,8 +16,12 @@
 //! leave state in the session (a temporary table, a session advisory lock, `LISTEN`: see
 //! [`crate::sql::body_keeps_state`]) is noted too: after a call of one, the session is
 //! checked for such state, and a client that has some is pinned to its connection. A
-//! function whose body calls such a function (at any depth: `login()` calling `set_tenant()`
-//! calling `set_config`) has the effects of the ones it calls.
+//! function whose body calls `dblink_connect[_u]`, `pg_backup_start`, `pg_start_backup` or
+//! `pg_replication_origin_session_setup` (see [`crate::sql::body_pin`]) pins its caller at
+//! once, as the client's own call of that function does: that state is not looked for after
+//! the transaction, and `DISCARD ALL` does not end it. A function whose body calls such a
+//! function (at any depth: `login()` calling `set_tenant()` calling `set_config`) has the
+//! effects of the ones it calls.
 //!
 //! The list is read from the catalog on a connection a session has just checked out: the
 //! first time a database is used, after a schema change seen through switchyard, and when the
@@ -38,7 +42,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::sql::Effects;
+use crate::sql::{Effects, PinReason};
 
 /// A list older than this is read again.
 pub const MAX_AGE_MS: u64 = 30_000;
@@ -51,12 +55,13 @@ pub const RETRY_MS: u64 = 1_000;
 /// snapshot to a session whose transactions default to SERIALIZABLE): each volatile
 /// function's name, its body when that may matter (below) and its OID (for FunctionCall
 /// messages, which name a function by OID). The body matters when it mentions `set_config`,
-/// `SET`/`RESET`, temporary objects, advisory locks, `LISTEN` or `EXECUTE` (a dynamic one may
-/// run any statement: `EXECUTE stmt`), or calls (by a name followed by `(`) a function whose
-/// body matters, at any depth. Such a body is then examined by
-/// [`crate::sql::body_sets_settings`], [`crate::sql::body_keeps_state`] and for the
-/// functions it calls ([`crate::sql::called_names`]); the server only narrows down which
-/// bodies are sent. A SQL-standard body (`RETURN ...`, `BEGIN ATOMIC ... END`, PostgreSQL 14)
+/// `SET`/`RESET`, temporary objects, advisory locks, `LISTEN`, `EXECUTE` (a dynamic one may
+/// run any statement: `EXECUTE stmt`) or a function that pins (`dblink_connect`,
+/// `pg_backup_start`, `pg_start_backup`, `..._origin_session_setup`), or calls (by a name
+/// followed by `(`) a function whose body matters, at any depth. Such a body is then examined
+/// by [`crate::sql::body_sets_settings`], [`crate::sql::body_keeps_state`],
+/// [`crate::sql::body_pin`] and for the functions it calls ([`crate::sql::called_names`]);
+/// the server only narrows down which bodies are sent. A SQL-standard body (`RETURN ...`, `BEGIN ATOMIC ... END`, PostgreSQL 14)
 /// leaves `prosrc` empty: its function's whole definition stands in for it.
 pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; \
      WITH RECURSIVE f AS (SELECT oid, proname, CASE WHEN prosrc OPERATOR(pg_catalog.=) '' \
@@ -68,7 +73,8 @@ pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ C
        pg_catalog.regexp_matches(f.prosrc, E'\"?([[:alpha:]_][[:alnum:]_$]*)\"?\\\\s*\\\\(', 'g') AS m), \
      matters(name) AS ( \
        SELECT pg_catalog.lower(proname) FROM f WHERE prosrc OPERATOR(pg_catalog.~*) \
-         E'set_config|\\\\m(re)?set\\\\M|(\\\\m|_)temp|advisory_lock|\\\\mlisten\\\\M|\\\\mexecute\\\\M' \
+         E'set_config|\\\\m(re)?set\\\\M|(\\\\m|_)temp|advisory_lock|\\\\mlisten\\\\M|\\\\mexecute\\\\M\
+         |dblink_connect|pg_backup_start|pg_start_backup|origin_session_setup' \
        UNION SELECT pg_catalog.lower(f.proname) FROM f \
          JOIN calls c ON c.oid OPERATOR(pg_catalog.=) f.oid \
          JOIN matters ON matters.name OPERATOR(pg_catalog.=) c.callee) \
@@ -133,6 +139,9 @@ pub struct Function {
     /// Its body sets a setting whose name it computes (its callers are pinned: see
     /// `settings::computes_setting_name`).
     pub computes_name: bool,
+    /// Its body calls a function that pins its caller for good (see
+    /// [`crate::sql::body_pin`]).
+    pub pin: Option<PinReason>,
     /// The names of the functions its body calls (as [`crate::sql::called_names`] finds them).
     pub calls: Vec<String>,
     /// Its OID (0 when not read from the catalog).
@@ -145,6 +154,7 @@ impl Function {
     fn merge(&mut self, other: Function) {
         self.state |= other.state;
         self.computes_name |= other.computes_name;
+        self.pin = self.pin.or(other.pin);
         if let Some(names) = other.settings {
             let mine = self.settings.get_or_insert_with(Vec::new);
             for n in names {
@@ -175,10 +185,13 @@ pub struct Calls {
     pub state: bool,
     /// Some called function sets a setting whose name it computes.
     pub computes_name: bool,
+    /// Some called function pins its caller for good (the first such reason found).
+    pub pin: Option<PinReason>,
 }
 
 impl Calls {
-    /// As statement effects: [`Effects::SETTINGS`], [`Effects::STATE`].
+    /// As statement effects: [`Effects::SETTINGS`], [`Effects::STATE`], [`Effects::PIN`]
+    /// (whose reason is [`Calls::pin`]).
     pub fn effects(&self) -> Effects {
         let mut e = Effects::NONE;
         if self.settings {
@@ -186,6 +199,9 @@ impl Calls {
         }
         if self.state {
             e |= Effects::STATE;
+        }
+        if self.pin.is_some() {
+            e |= Effects::PIN;
         }
         e
     }
@@ -196,11 +212,13 @@ impl Calls {
             self.settings,
             self.state,
             self.computes_name,
+            self.pin,
             self.names.len(),
         );
         self.settings |= other.settings;
         self.state |= other.state;
         self.computes_name |= other.computes_name;
+        self.pin = self.pin.or(other.pin);
         for n in &other.names {
             if !self.names.contains(n) {
                 self.names.push(n.clone());
@@ -211,6 +229,7 @@ impl Calls {
                 self.settings,
                 self.state,
                 self.computes_name,
+                self.pin,
                 self.names.len(),
             )
     }
@@ -221,8 +240,8 @@ impl Calls {
 struct Known {
     /// Every volatile function's name.
     volatile: HashSet<Box<str>>,
-    /// Those whose body may change settings or keep session state, directly or through the
-    /// functions it calls → what calls of them do.
+    /// Those whose body may change settings, keep session state or pin, directly or through
+    /// the functions it calls → what calls of them do.
     effects: HashMap<Box<str>, Calls>,
     /// The functions whose bodies call functions: name, names called.
     callers: HashMap<Box<str>, Vec<Box<str>>>,
@@ -259,7 +278,7 @@ impl Known {
                 }
             }
         }
-        if f.settings.is_none() && !f.state {
+        if f.settings.is_none() && !f.state && f.pin.is_none() {
             return;
         }
         let direct = Calls {
@@ -267,6 +286,7 @@ impl Known {
             names: f.settings.clone().unwrap_or_default(),
             state: f.state,
             computes_name: f.computes_name,
+            pin: f.pin,
         };
         self.effects
             .entry(f.name.as_str().into())
@@ -368,6 +388,7 @@ impl DbFunctions {
                 f.settings |= c.settings;
                 f.state |= c.state;
                 f.computes_name |= c.computes_name;
+                f.pin = f.pin.or(c.pin);
                 f.names.extend(c.names.iter().cloned());
             }
             false

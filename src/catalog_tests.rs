@@ -11,6 +11,7 @@ fn func(name: &str, settings: Option<&[&str]>, state: bool, calls: &[&str]) -> F
         settings: settings.map(strings),
         state,
         computes_name: false,
+        pin: None,
         calls: strings(calls),
         oid: 0,
     }
@@ -254,4 +255,43 @@ fn function_calls_by_oid_have_the_effects_of_the_function() {
     assert_eq!(f.oid_calls(16_401).unwrap().names, ["app.tenant"]);
     assert_eq!(f.oid_calls(16_402), None);
     assert_eq!(f.oid_calls(16_403), None);
+}
+
+/// A function whose body pins its caller for good (a named dblink connection, a backup, a
+/// replication origin) pins the callers of its callers too, with its reason.
+#[test]
+fn a_function_that_pins_pins_its_callers() {
+    let f = DbFunctions::default();
+    let pins = |name: &str, pin: PinReason, calls: &[&str]| Function {
+        pin: Some(pin),
+        ..func(name, None, false, calls)
+    };
+    read(
+        &f,
+        0,
+        10,
+        vec![
+            func("login", None, false, &["myconn", "lower"]),
+            pins("myconn", PinReason::Dblink, &["dblink_connect"]),
+            pins("backup", PinReason::ServerSession, &["pg_backup_start"]),
+            Function {
+                oid: 16_410,
+                ..func("tagged", Some(&["app.t"]), false, &["backup"])
+            },
+        ],
+    );
+    let c = f.session_calls(b"SELECT login()").unwrap();
+    assert_eq!(c.pin, Some(PinReason::Dblink));
+    assert!(!c.settings && !c.state);
+    assert_eq!(c.effects(), Effects::PIN);
+    let c = f.oid_calls(16_410).unwrap();
+    assert_eq!(c.pin, Some(PinReason::ServerSession));
+    assert_eq!(c.effects(), Effects::SETTINGS | Effects::PIN);
+    assert_eq!(f.session_calls(b"SELECT lower('x')"), None);
+    // Created through switchyard: known at once.
+    f.add_created(vec![func("outer", None, false, &["backup"])]);
+    assert_eq!(
+        f.session_calls(b"SELECT outer()").unwrap().pin,
+        Some(PinReason::ServerSession)
+    );
 }

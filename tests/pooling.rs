@@ -3055,6 +3055,113 @@ async fn session_reuse_hands_no_replication_origin_on() {
     .await;
 }
 
+/// A named dblink connection or a replication origin made inside a `DO` block or one of the
+/// database's functions (also one it calls) pins its client as the client's own call of
+/// `dblink_connect` or `pg_replication_origin_session_setup` does: the client is counted as
+/// pinned, and when it leaves its server connection is closed, in transaction pooling and in
+/// session pooling with `session_reuse` alike. `DISCARD ALL` ends neither, and nothing after
+/// the transaction looks for them: the next client on that server process would have the
+/// dblink connection (logged in as someone else), or its commits tagged with the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dblink_connection_or_origin_made_in_a_function_or_do_block_pins_its_client() {
+    let cluster = shared_cluster();
+    let dblink_cs = format!(
+        "host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname={APP_DB}",
+        cluster.primary().port()
+    );
+    su(&format!(
+        "CREATE EXTENSION IF NOT EXISTS dblink; \
+        CREATE OR REPLACE FUNCTION sy_fn_origin(o text) RETURNS void LANGUAGE plpgsql AS \
+        $$ BEGIN PERFORM pg_replication_origin_session_setup(o); END $$; \
+        CREATE OR REPLACE FUNCTION sy_fn_origin_outer(o text) RETURNS void LANGUAGE sql AS \
+        $$ SELECT sy_fn_origin(o) $$; \
+        CREATE OR REPLACE FUNCTION sy_fn_dblink() RETURNS text LANGUAGE sql AS \
+        $$ SELECT dblink_connect('sy_fn_c', '{dblink_cs}') $$"
+    ));
+    let origin_probe = "SELECT pg_replication_origin_session_is_setup()::text";
+    let dblink_probe = "SELECT (dblink_get_connections() IS NOT NULL)::text";
+    let mut problems = Vec::new();
+    for (n, (mode, pool, reason, call)) in [
+        (
+            "transaction",
+            "size = 1",
+            "server_session",
+            "DO $$ BEGIN PERFORM pg_replication_origin_session_setup('ORIGIN'); END $$".to_owned(),
+        ),
+        (
+            "transaction",
+            "size = 1",
+            "server_session",
+            "SELECT sy_fn_origin_outer('ORIGIN')".to_owned(),
+        ),
+        (
+            "session",
+            "size = 1\nsession_reuse = true",
+            "server_session",
+            "SELECT sy_fn_origin('ORIGIN')".to_owned(),
+        ),
+        (
+            "transaction",
+            "size = 1",
+            "dblink",
+            "SELECT sy_fn_dblink()".to_owned(),
+        ),
+        (
+            "session",
+            "size = 1\nsession_reuse = true",
+            "dblink",
+            format!("DO $$ BEGIN PERFORM dblink_connect('sy_do_c', '{dblink_cs}'); END $$"),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let case = format!("{mode}, {call}");
+        let p = proxy(mode, pool);
+        // A replication origin is a superuser's; the dblink connection is the application's.
+        let (cs, probe) = if reason == "dblink" {
+            (app_cs(&p), dblink_probe)
+        } else {
+            (
+                p.conn_string(SUPERUSER, SUPERUSER_PASSWORD, APP_DB),
+                origin_probe,
+            )
+        };
+        let origin = format!("sy_pool_fn_origin_{n}");
+        let drop_origin = format!(
+            "SELECT count(pg_replication_origin_drop(roname)) FROM pg_replication_origin \
+             WHERE roname = '{origin}'"
+        );
+        su(&drop_origin);
+        su(&format!("SELECT pg_replication_origin_create('{origin}')"));
+        let a = connect_cs(&cs).await;
+        q(&a, &call.replace("ORIGIN", &origin)).await;
+        if one(&a, probe).await != "true" {
+            problems.push(format!("{case}: the call made nothing"));
+        }
+        let series = format!("switchyard_pinned_clients_total{{reason=\"{reason}\"}}");
+        if p.metric(&series).await != 1.0 {
+            problems.push(format!("{case}: the client was not counted as pinned"));
+        }
+        let a_pid = backend_pid(&a).await;
+        drop(a);
+        wait_clients(&p, 0).await;
+        let b = connect_cs(&cs).await;
+        if one(&b, probe).await != "false" {
+            problems.push(format!(
+                "{case}: the next client got a's server session state"
+            ));
+        }
+        let b_pid = backend_pid(&b).await;
+        drop(b);
+        drop(p);
+        wait_backend_gone(a_pid).await;
+        wait_backend_gone(b_pid).await;
+        su(&drop_origin);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// A session advisory lock pins the client: others can't take the lock meanwhile, and the
 /// client can unlock it later; a lock still held when it disconnects is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -352,7 +352,7 @@ impl Session {
         self.app
             .metrics
             .count_routed(d.target == Target::Primary, d.reason);
-        self.read_functions().await;
+        self.read_functions(index).await;
         self.check_statement_shapes().await;
         if self.server.as_ref().is_some_and(|p| p.conn.broken) {
             // A query of the proxy's own failed on the connection or outlived its timeout:

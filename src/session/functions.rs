@@ -10,11 +10,12 @@ use crate::protocol::TxnStatus;
 use crate::sql::Effects;
 
 impl Session {
-    /// Reads the database's volatile functions on the connection just checked out, when the
-    /// list is due (see [`crate::catalog`]), this server may read it (the primary, or a replica
-    /// caught up with it) and no other session is reading it. Nothing was sent to the
-    /// connection yet: what the proxy queued for it goes after this query.
-    pub(super) async fn read_functions(&mut self) {
+    /// Reads the database's volatile functions on the connection just checked out (from
+    /// backend `index`), when the list is due (see [`crate::catalog`]), this server may read
+    /// it (the primary, or a replica caught up with it) and no other session is reading it.
+    /// Nothing was sent to the connection yet: what the proxy queued for it goes after this
+    /// query.
+    pub(super) async fn read_functions(&mut self, index: usize) {
         // (Nor for a request sent to another connection after a failure: one whose read
         // failed there would fail again, and the request with it.)
         if self.txn != TxnStatus::Idle || self.retry_attempts > 0 {
@@ -22,15 +23,16 @@ impl Session {
         }
         let epoch = self.app.statements.epoch();
         let now = crate::pool::clock::now_ms();
-        let (view, index) = (&self.current.view, self.backend_index);
-        let server = || match index {
-            Some(i) if view.primary == Some(i) => Server::Primary,
-            _ => Server::Replica {
-                replayed: index
-                    .and_then(|i| view.backends.get(i))
-                    .map_or(0, |b| b.replay_lsn()),
-                primary: view.primary_lsn,
-            },
+        let view = &self.current.view;
+        let server = || {
+            if view.primary == Some(index) {
+                Server::Primary
+            } else {
+                Server::Replica {
+                    replayed: view.backends.get(index).map_or(0, |b| b.replay_lsn()),
+                    primary: view.primary_lsn,
+                }
+            }
         };
         let Some(read) = self.functions.begin_read(epoch, now, server) else {
             return;
@@ -71,7 +73,8 @@ impl Session {
     /// The session effects of the query text `text` through its calls of the database's
     /// functions: [`Effects::SETTINGS`] when a called function's body may change settings
     /// (the custom setting names those bodies name are noted, to be read back with the
-    /// others), [`Effects::STATE`] when one may keep state in the session.
+    /// others), [`Effects::STATE`] when one may keep state in the session, [`Effects::PIN`]
+    /// when one pins its caller (the client is pinned now, for that reason).
     pub(super) fn function_effects(&mut self, text: &[u8]) -> Effects {
         let calls = self.functions.session_calls(text);
         self.note_calls(calls)
@@ -89,12 +92,16 @@ impl Session {
         if calls.computes_name {
             self.apply_effects(Effects::NONE, Some(super::settings::COMPUTED_SETTING));
         }
+        if let Some(p) = calls.pin {
+            self.apply_effects(Effects::NONE, Some(p.as_str()));
+        }
         effects
     }
 
     /// What the calls of the database's functions in statement `s` do to the session
-    /// ([`Effects::SETTINGS`], [`Effects::STATE`]) with the function list known now: found
-    /// again only when the list changed since the statement was last looked at.
+    /// ([`Effects::SETTINGS`], [`Effects::STATE`], [`Effects::PIN`]) with the function list
+    /// known now: found again only when the list changed since the statement was last looked
+    /// at.
     pub(super) fn statement_calls(&self, s: &Statement) -> Effects {
         if !self.functions.any_effects() {
             return Effects::NONE;
@@ -143,8 +150,8 @@ impl Session {
 }
 
 /// The volatile function `name` with body `body` (when known): whether the body may change
-/// settings (and which custom ones it names) or keep state in the session, and which
-/// functions it calls.
+/// settings (and which custom ones it names), keep state in the session or pin its caller,
+/// and which functions it calls.
 fn function(name: String, body: Option<&str>) -> Function {
     let settings = body
         .filter(|b| crate::sql::body_sets_settings(b))
@@ -153,12 +160,14 @@ fn function(name: String, body: Option<&str>) -> Function {
     let computes_name =
         settings.is_some() && body.is_some_and(super::settings::computes_setting_name);
     let state = body.is_some_and(crate::sql::body_keeps_state);
+    let pin = body.and_then(crate::sql::body_pin);
     let calls = body.map(crate::sql::called_names).unwrap_or_default();
     Function {
         name,
         settings,
         state,
         computes_name,
+        pin,
         calls,
         oid: 0,
     }

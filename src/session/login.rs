@@ -208,7 +208,7 @@ impl super::Session {
         };
         let mut rerouted = 0;
         let mut avoid = 0u64;
-        let (mut p, notices) = loop {
+        let (index, mut p, notices) = loop {
             // (The waits above may have crossed a reload that renumbered the backends:
             // login_checkout reads the view the pools are looked up in.)
             let (index, mut p) = self.login_checkout(&mut avoid).await?;
@@ -229,7 +229,7 @@ impl super::Session {
                 continue;
             }
             match self.apply_startup_settings(&mut p).await {
-                Ok(notices) => break (p, notices),
+                Ok(notices) => break (index, p, notices),
                 Err(SetupFailed::Refused(e)) => {
                     p.release();
                     return Err(Fatal::new(e.code, e.message));
@@ -280,6 +280,12 @@ impl super::Session {
         }
         if self.pool_mode == PoolMode::Session {
             self.hold(p);
+            // With `session_reuse` the connection goes to the next client unless this one
+            // made state `DISCARD ALL` does not end, also in one of the database's functions:
+            // the functions' list is read as a transaction-mode checkout reads it.
+            if self.current.config.config.pool.session_reuse {
+                self.read_functions(index).await;
+            }
         } else {
             p.release();
         }

@@ -383,7 +383,16 @@ impl Session {
     pub(super) fn note_bind_effects(&mut self, name: &[u8], stmt: Option<&Statement>) {
         let effects = match stmt {
             // With what its calls do by the functions known now (learnt since its Parse, too).
-            Some(s) => s.effects.get().copied().unwrap_or(Effects::NONE) | self.statement_calls(s),
+            Some(s) => {
+                let called = self.statement_calls(s);
+                // A pin its calls make was made at its Parse, unless what pins was learnt
+                // since (the list is cached without the reason: found again, once).
+                if called.contains(Effects::PIN) && !self.pin_outlives_reset {
+                    let calls = self.functions.session_calls(&s.query);
+                    self.note_calls(calls);
+                }
+                s.effects.get().copied().unwrap_or(Effects::NONE) | called
+            }
             None if name.is_empty() => self.unnamed_effects.0 | self.unnamed_calls(),
             None => Effects::NONE,
         };

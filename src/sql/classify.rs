@@ -504,13 +504,17 @@ impl Classifier {
             }
             "DO" => {
                 // The block runs like a function's body: a setting it changes, or state it
-                // leaves in the session, outlives it.
+                // leaves in the session, outlives it; a call in it that pins (a named dblink
+                // connection, a backup, a replication origin) pins as the client's own would.
                 for body in rest.filter_map(|t| t.string_value()) {
                     if super::functions::body_sets_settings(&body) {
                         out.effects.insert(Effects::SETTINGS);
                     }
                     if super::functions::body_keeps_state(&body) {
                         out.effects.insert(Effects::STATE);
+                    }
+                    if let Some(p) = super::functions::body_pin(&body) {
+                        out.pin(p);
                     }
                 }
                 Kind::Primary(Reason::Write(k))

@@ -88,6 +88,27 @@ fn effects_table() {
             Effects::STATE,
             None,
         ),
+        // ... and its calls pin as the client's own would.
+        (
+            "DO $$BEGIN PERFORM dblink_connect('c1', 'dbname=x'); END$$",
+            PIN,
+            Some(Dblink),
+        ),
+        (
+            "DO $$BEGIN PERFORM pg_replication_origin_session_setup('o'); END$$",
+            PIN,
+            Some(ServerSession),
+        ),
+        (
+            "DO $d$BEGIN EXECUTE 'SELECT pg_backup_start(''l'', true)'; END$d$",
+            PIN,
+            Some(ServerSession),
+        ),
+        (
+            "DO $$BEGIN PERFORM dblink_exec('c1', 'SELECT 1'); END$$",
+            NONE,
+            None,
+        ),
         ("SELECT pg_catalog.set_config('a.b', 'c', true)", S, None),
         ("SELECT \"set_config\"('a', 'b', false)", S, None),
         (

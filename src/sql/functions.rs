@@ -3,6 +3,8 @@
 //! FUNCTION` makes volatile, and whether a function's body may change session settings.
 
 use super::lexer::{Lexer, StrKind, Token, TokenKind};
+use super::names::{call_effect, CallEffect};
+use super::PinReason;
 
 /// Whether `sql` calls a function whose name (as PostgreSQL resolves it: unquoted names
 /// folded to lower case; the schema is ignored) `listed` accepts: a name followed by `(`.
@@ -138,6 +140,20 @@ pub fn body_keeps_state(body: &str) -> bool {
     keeps_state(body, BODY)
 }
 
+/// The pin a function body (a function's source, a `DO` block's) makes when it runs: it calls
+/// `dblink_connect[_u]` (a named dblink connection, [`PinReason::Dblink`]), `pg_backup_start`
+/// or `pg_start_backup` (a non-exclusive backup) or `pg_replication_origin_session_setup`
+/// ([`PinReason::ServerSession`]), also in a string (`EXECUTE 'SELECT dblink_connect(...)'`,
+/// the template of a `format`). Such state lives in the server session, `DISCARD ALL` does
+/// not end it and nothing after the transaction looks for it, so the body counts as the
+/// client's own call of the function would (see [`super::names::call_effect`]): its caller is
+/// pinned at once, and its connection is closed, not reset, when it leaves. (A name the body
+/// computes, `EXECUTE 'SELECT dblink_' || f || '(...)'`, is not seen; advisory locks, which
+/// `DISCARD ALL` ends and the state check finds, are [`body_keeps_state`]'s.)
+pub fn body_pin(body: &str) -> Option<PinReason> {
+    pin_of(body, BODY)
+}
+
 /// The depth [`sets_settings`] and [`keeps_state`] are given for a body (a function's source,
 /// a `DO` block's); each string they look into is looked at one level down, as the text of a
 /// statement (SQL, where `EXECUTE name` runs a prepared statement).
@@ -245,6 +261,36 @@ fn keeps_state(body: &str, depth: u8) -> bool {
                     .any(|k| head.starts_with(k))
                     && keeps_state(&v, depth - 1)
             })
+    })
+}
+
+fn pin_of(body: &str, depth: u8) -> Option<PinReason> {
+    let toks: Vec<Token<'_>> = Lexer::new(body).filter(|t| !t.is_comment()).collect();
+    toks.iter().enumerate().find_map(|(i, t)| {
+        if toks.get(i + 1).is_some_and(|n| n.is_punct(b'(')) {
+            let pin = t.ident_value().and_then(|n| match call_effect(&n) {
+                Some(CallEffect::Pin(p @ (PinReason::Dblink | PinReason::ServerSession))) => {
+                    Some(p)
+                }
+                _ => None,
+            });
+            if pin.is_some() {
+                return pin;
+            }
+        }
+        // (Only a string that names one is looked into as a statement.)
+        let v = t.string_value().filter(|_| depth > 0)?;
+        let lower = v.to_ascii_lowercase();
+        [
+            "dblink_connect",
+            "start_backup",
+            "backup_start",
+            "origin_session_setup",
+        ]
+        .iter()
+        .any(|n| lower.contains(n))
+        .then(|| pin_of(&v, depth - 1))
+        .flatten()
     })
 }
 
@@ -391,6 +437,60 @@ mod tests {
             "SELECT 'a temporary note' -- temp",
         ] {
             assert!(!body_keeps_state(body), "{body}");
+        }
+    }
+
+    /// A body that calls a function pinning its caller for good (as the client's own call
+    /// would), with the reason; also in a string it runs or builds a statement from.
+    #[test]
+    fn bodies_that_pin_their_callers_are_found() {
+        use PinReason::*;
+        for (body, pin) in [
+            ("SELECT dblink_connect('c2', 'dbname=x')", Dblink),
+            (
+                "BEGIN PERFORM public.dblink_connect_u('c', 'dbname=x'); END",
+                Dblink,
+            ),
+            (
+                "BEGIN RETURN pg_backup_start('x', true); END",
+                ServerSession,
+            ),
+            (
+                "SELECT pg_catalog.PG_START_BACKUP('x', false, false)",
+                ServerSession,
+            ),
+            (
+                "BEGIN PERFORM pg_replication_origin_session_setup(o); END",
+                ServerSession,
+            ),
+            ("RETURN dblink_connect('c', $1)", Dblink),
+            (
+                "BEGIN EXECUTE 'SELECT dblink_connect($1, $2)' USING n, c; END",
+                Dblink,
+            ),
+            (
+                "BEGIN EXECUTE format('SELECT dblink_connect(%L, %L)', n, c); END",
+                Dblink,
+            ),
+            (
+                "BEGIN EXECUTE $x$DO $y$BEGIN PERFORM pg_backup_start('l'); END$y$$x$; END",
+                ServerSession,
+            ),
+        ] {
+            assert_eq!(body_pin(body), Some(pin), "{body}");
+        }
+        for body in [
+            "SELECT 1",
+            "BEGIN PERFORM dblink_exec('c', 'SELECT 1'); PERFORM dblink_disconnect('c'); END",
+            "SELECT dblink('dbname=x', 'SELECT 1')",
+            "BEGIN PERFORM pg_backup_stop(); PERFORM pg_replication_origin_session_reset(); END",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT dblink_connect -- dblink_connect('c', 'x')",
+            "BEGIN RAISE NOTICE 'call dblink_connect first'; END",
+            // (A name computed as the body runs is not seen.)
+            "BEGIN EXECUTE 'SELECT dblink_' || f || '($1, $2)'; END",
+        ] {
+            assert_eq!(body_pin(body), None, "{body}");
         }
     }
 

@@ -71,8 +71,8 @@ pub use classify::Classifier;
 pub use copy_in::copies_from_stdin;
 pub use effects::{dropped_database, of_function_call};
 pub use functions::{
-    body_keeps_state, body_sets_settings, called_names, calls_any, volatile_functions_defined,
-    Defined,
+    body_keeps_state, body_pin, body_sets_settings, called_names, calls_any,
+    volatile_functions_defined, Defined,
 };
 pub use lexer::{Lexer, StrKind, Token, TokenKind, Unterminated};
 pub use split::split_statements;
