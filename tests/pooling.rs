@@ -1041,6 +1041,40 @@ async fn session_mode_gives_each_client_a_fresh_server_session() {
     );
 }
 
+/// A login waiting for a slot of a full session pool whose client gives up (closes its
+/// connection) leaves at once: its place under `max_client_connections` is freed, and it does
+/// not take the slot when one comes free (before, it waited out `checkout_timeout`, then took
+/// the slot first and opened a server session for nobody).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_given_up_while_waiting_for_a_session_slot_leaves_at_once() {
+    let p = proxy("session", "size = 1\ncheckout_timeout = \"60s\"");
+    let holder = connect(&p).await;
+    wait_clients(&p, 1).await;
+    let cs = p.conn_string(APP_USER, APP_PASSWORD, APP_DB);
+    let waiting =
+        tokio::spawn(async move { tokio_postgres::connect(&cs, tokio_postgres::NoTls).await });
+    // Authenticated and counted, it waits for the slot the holder has.
+    wait_clients(&p, 2).await;
+    waiting.abort();
+    let _ = waiting.await;
+    wait_clients(&p, 1).await;
+    // The slot goes to the next live login.
+    let connects = format!(
+        "switchyard_server_connects_total{{backend=\"{}\"}}",
+        shared_cluster().primary().name()
+    );
+    let opened = p.metric(&connects).await;
+    drop(holder);
+    wait_clients(&p, 0).await;
+    let next = connect(&p).await;
+    assert_eq!(one(&next, "SELECT 1").await, "1");
+    assert_eq!(
+        p.metric(&connects).await,
+        opened + 1.0,
+        "server sessions opened for the next login"
+    );
+}
+
 /// After a reload from transaction to session pooling, a new session client still gets a
 /// server session nobody used, with the pool at its size and every idle connection one the
 /// transaction-mode clients used: not one whose sequence state they left (`currval`, as on a

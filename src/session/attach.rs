@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 
 use super::cancel;
@@ -104,18 +104,7 @@ impl Session {
     pub(super) async fn wait_resumed(&mut self, client: &mut Stream) -> Result<bool, Fatal> {
         tracing::debug!(parent: &self.span, "paused: the request waits for RESUME");
         self.app.metrics.pause_waits.inc();
-        let rbuf = &mut self.client.rbuf;
-        let gone = async {
-            while rbuf.len() < super::relay::OUT_HIGH {
-                rbuf.reserve(4096);
-                match client.read_buf(rbuf).await {
-                    Ok(0) => return std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-                    Ok(_) => {}
-                    Err(e) => return e,
-                }
-            }
-            std::future::pending().await
-        };
+        let gone = client_gone(client, &mut self.client.rbuf);
         tokio::select! {
             _ = self.app.pause.resumed(&self.database) => Ok(true),
             () = self.cancel.cancelled_unattached() => Ok(false),
@@ -726,4 +715,19 @@ pub(super) fn commit_position(row: Vec<Option<String>>, lsn: &mut Option<u64>) {
     if let [Some(l)] = row.as_slice() {
         *lsn = crate::cluster::lag::parse_lsn(l).or(*lsn);
     }
+}
+
+/// Completes when the client closes its connection (or it fails) while a request or login of
+/// its waits: what it sends meanwhile is kept in `rbuf` for later, up to
+/// [`super::relay::OUT_HIGH`] bytes (past that it is not read, nor its leaving noticed).
+pub(super) async fn client_gone(client: &mut Stream, rbuf: &mut BytesMut) -> std::io::Error {
+    while rbuf.len() < super::relay::OUT_HIGH {
+        rbuf.reserve(4096);
+        match client.read_buf(rbuf).await {
+            Ok(0) => return std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+    }
+    std::future::pending().await
 }

@@ -108,6 +108,28 @@ impl super::Session {
         }
     }
 
+    /// [`login_checkout`](Self::login_checkout), given up when the client closes its
+    /// connection meanwhile (its connect timeout fired while the login waited for a slot of a
+    /// full pool, or for a primary): it leaves at once, freeing its place under
+    /// `max_client_connections`, instead of taking the next free slot and opening a server
+    /// session for a client that is gone. What the client sends meanwhile is kept.
+    async fn login_checkout_watched(
+        &mut self,
+        client: &mut Stream,
+        avoid: &mut u64,
+    ) -> Result<(usize, Pooled), Fatal> {
+        let mut rbuf = std::mem::take(&mut self.client.rbuf);
+        let r = tokio::select! {
+            r = self.login_checkout(avoid) => r,
+            e = super::attach::client_gone(client, &mut rbuf) => {
+                tracing::info!(parent: &self.span, "the client left while its login waited for a server connection");
+                Err(Fatal::Io(e))
+            }
+        };
+        self.client.rbuf = rbuf;
+        r
+    }
+
     /// The backend to log in on (see [`login_backend`](Self::login_backend)) and its pool.
     async fn login_pool(&mut self, avoid: u64) -> Result<(usize, Arc<crate::pool::Pool>), Fatal> {
         self.current.refresh(&self.app);
@@ -211,7 +233,7 @@ impl super::Session {
         let (index, mut p, notices) = loop {
             // (The waits above may have crossed a reload that renumbered the backends:
             // login_checkout reads the view the pools are looked up in.)
-            let (index, mut p) = self.login_checkout(&mut avoid).await?;
+            let (index, mut p) = self.login_checkout_watched(client, &mut avoid).await?;
             if self.app.pause.holds(&self.database) {
                 // PAUSE came while this login waited for a server (and, not holding one yet,
                 // was not waited for): nothing is run on the server until RESUME.
