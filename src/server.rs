@@ -329,8 +329,6 @@ async fn signals(app: Arc<App>, signals: Signals, mut monitor: Monitor, path: Op
     }
 }
 
-/// Re-reads the configuration; an invalid file is rejected and the old one stays. Returns the
-/// number of changes, or the error.
 /// Says so when the open-file limit leaves room for fewer client connections than
 /// `max_client_connections`: those past it are refused (53300) all the same.
 fn warn_if_short_of_files(app: &App) {
@@ -348,6 +346,8 @@ fn warn_if_short_of_files(app: &App) {
     }
 }
 
+/// Re-reads the configuration; an invalid file is rejected and the old one stays. Returns the
+/// number of changes, or the error.
 pub async fn reload(
     app: &App,
     monitor: &mut Monitor,
