@@ -1685,6 +1685,18 @@ async fn a_standby_ahead_of_the_promoted_one_takes_no_reads() {
     );
 }
 
+/// SIGKILLs pg1 (the first replica's postmaster) and waits until the proxy sees it down.
+async fn kill_pg1(c: &Arc<LocalCluster>, proxy: &Proxy) {
+    {
+        let c = c.clone();
+        blocking(move || c.replicas()[0].kill()).await;
+    }
+    wait_status(proxy, "pg1 down", Duration::from_secs(20), |s| {
+        backend(s, "pg1")["up"] == false
+    })
+    .await;
+}
+
 /// A standby seen promoted while the old primary still runs is elected only once `rise`
 /// answers agree, but from its first answer on the old primary is not trusted: a write waits
 /// for the new primary instead of landing on the old history.
@@ -1848,14 +1860,7 @@ async fn a_replica_down_shows_no_lag_in_status() {
         backend(s, "pg1")["lag_bytes"].is_u64()
     })
     .await;
-    {
-        let c = c.clone();
-        blocking(move || c.replicas()[0].kill()).await;
-    }
-    wait_status(&proxy, "pg1 down", Duration::from_secs(20), |s| {
-        backend(s, "pg1")["up"] == false
-    })
-    .await;
+    kill_pg1(&c, &proxy).await;
     // The primary moves on.
     let client = proxy.connect_app().await;
     within(
@@ -1890,14 +1895,7 @@ async fn a_promotion_lost_before_it_is_elected_keeps_the_old_primary_fenced() {
         backend(s, "pg1")["timeline"] == 2
     })
     .await;
-    {
-        let c = c.clone();
-        blocking(move || c.replicas()[0].kill()).await;
-    }
-    wait_status(&proxy, "pg1 down", Duration::from_secs(20), |s| {
-        backend(s, "pg1")["up"] == false
-    })
-    .await;
+    kill_pg1(&c, &proxy).await;
     // Long enough for several elections without pg1.
     tokio::time::sleep(INTERVAL * 5).await;
     let s = status(&proxy).await;
