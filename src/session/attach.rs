@@ -104,8 +104,11 @@ impl Session {
     pub(super) async fn wait_resumed(&mut self, client: &mut Stream) -> Result<bool, Fatal> {
         tracing::debug!(parent: &self.span, "paused: the request waits for RESUME");
         self.app.metrics.pause_waits.inc();
-        let gone = client_gone(client, &mut self.client.rbuf);
-        tokio::select! {
+        // (Read into a buffer of its own, appended to the session's afterwards: see
+        // `client_gone`.)
+        let mut sent = BytesMut::new();
+        let gone = client_gone(client, &mut sent);
+        let r = tokio::select! {
             _ = self.app.pause.resumed(&self.database) => Ok(true),
             () = self.cancel.cancelled_unattached() => Ok(false),
             _ = self.app.shutdown.cancelled() => Err(Fatal::new(
@@ -120,7 +123,11 @@ impl Session {
                 tracing::info!(parent: &self.span, "the client left while waiting for RESUME");
                 Err(Fatal::Io(e))
             }
+        };
+        if !sent.is_empty() {
+            self.client.rbuf.extend_from_slice(&sent);
         }
+        r
     }
 
     /// The request at the front of the client buffer waits for a server connection from now
@@ -720,6 +727,9 @@ pub(super) fn commit_position(row: Vec<Option<String>>, lsn: &mut Option<u64>) {
 /// Completes when the client closes its connection (or it fails) while a request or login of
 /// its waits: what it sends meanwhile is kept in `rbuf` for later, up to
 /// [`super::relay::OUT_HIGH`] bytes (past that it is not read, nor its leaving noticed).
+/// `rbuf` is best a buffer of the wait's own, appended to the session's read buffer after:
+/// reading into that one changes how it grows later, and a buffer grown for a large message
+/// could then keep its memory (`tests/bad_input.rs`, `buffers_grown_...`).
 pub(super) async fn client_gone(client: &mut Stream, rbuf: &mut BytesMut) -> std::io::Error {
     while rbuf.len() < super::relay::OUT_HIGH {
         rbuf.reserve(4096);

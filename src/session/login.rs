@@ -118,15 +118,19 @@ impl super::Session {
         client: &mut Stream,
         avoid: &mut u64,
     ) -> Result<(usize, Pooled), Fatal> {
-        let mut rbuf = std::mem::take(&mut self.client.rbuf);
+        // (Read into a buffer of its own: the session's read buffer is not touched unless
+        // the client sent something.)
+        let mut sent = BytesMut::new();
         let r = tokio::select! {
             r = self.login_checkout(avoid) => r,
-            e = super::attach::client_gone(client, &mut rbuf) => {
+            e = super::attach::client_gone(client, &mut sent) => {
                 tracing::info!(parent: &self.span, "the client left while its login waited for a server connection");
                 Err(Fatal::Io(e))
             }
         };
-        self.client.rbuf = rbuf;
+        if !sent.is_empty() {
+            self.client.rbuf.extend_from_slice(&sent);
+        }
         r
     }
 
