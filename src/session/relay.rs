@@ -454,6 +454,12 @@ pub(super) fn move_bytes(dst: &mut BytesMut, src: &mut BytesMut, n: usize) {
         src.advance(n);
     } else if dst.is_empty() {
         *dst = src.split_to(n);
+        if src.is_empty() {
+            // Nothing after it was read yet: `src` lets go of the allocation at once, and
+            // `dst` frees it once written, however `src` grew to hold it (a view of its
+            // tail would keep it alive, and reclaiming it depends on how it grew).
+            *src = BytesMut::new();
+        }
     } else {
         dst.unsplit(src.split_to(n));
     }
