@@ -78,7 +78,24 @@ impl Session {
         routing: &RoutingConfig,
         d: Decision,
     ) -> Result<Replica, NoBackend> {
-        let mut candidates: Vec<Candidate> = Vec::with_capacity(view.backends.len());
+        let mut candidates = std::mem::take(&mut self.candidates);
+        candidates.clear();
+        let chosen = self
+            .choose_replica_among(view, routing, d, &mut candidates)
+            .await;
+        self.candidates = candidates;
+        chosen
+    }
+
+    /// [`choose_replica`](Self::choose_replica), listing the candidates in `candidates`
+    /// (empty), and then the fresh enough ones after them.
+    async fn choose_replica_among(
+        &mut self,
+        view: &ClusterView,
+        routing: &RoutingConfig,
+        d: Decision,
+        candidates: &mut Vec<Candidate>,
+    ) -> Result<Replica, NoBackend> {
         let mut skip = self.avoid | self.conflicted | unreachable(view);
         loop {
             for (i, b) in view.backends.iter().enumerate() {
@@ -122,13 +139,16 @@ impl Session {
         let Some(required) = required else {
             return Ok(Replica::Primary("ryw_commit_in_flight"));
         };
-        let fresh: Vec<Candidate> = candidates
-            .iter()
-            .copied()
-            .filter(|c| replayed(view, c.index) >= required || Some(c.index) == view.primary)
-            .collect();
+        let listed = candidates.len();
+        for i in 0..listed {
+            let c = candidates[i];
+            if replayed(view, c.index) >= required || Some(c.index) == view.primary {
+                candidates.push(c);
+            }
+        }
+        let (candidates, fresh) = candidates.split_at(listed);
         if !fresh.is_empty() {
-            let index = balance::pick(routing.balance, &fresh, &self.app.rr, rand::random())
+            let index = balance::pick(routing.balance, fresh, &self.app.rr, rand::random())
                 .expect("candidates");
             let target = if Some(index) == view.primary {
                 Target::Primary

@@ -471,6 +471,7 @@ async fn start(
         batch_copies_in: false,
         held_ready: None,
         avoid: 0,
+        candidates: Vec::new(),
         conflicted: 0,
         fresh_attach: false,
         ending_block: false,
@@ -733,6 +734,9 @@ struct Session {
     span: tracing::Span,
     /// Backends (bit per index) that failed the current request: a repeat avoids them.
     avoid: u64,
+    /// Room for the replicas a read may go to, kept between requests (no allocation per
+    /// read): see `choose_replica`.
+    candidates: Vec<crate::balance::Candidate>,
     /// Replicas (bit per index) that cancelled the current request for a conflict with
     /// recovery: a repeat avoids them while the routing has another server for it.
     conflicted: u64,

@@ -435,13 +435,16 @@ fn write_some<W: AsyncWrite + Unpin>(
             Poll::Pending => return Ok(()),
         }
     }
-    if buf.capacity() > KEEP || buf.capacity() == 0 {
-        // A large buffer, or a slice of the other side's read buffer (written to its end,
-        // it shows no capacity left, whatever the size of what it shares): let go of it, so
-        // that the other side's buffer holds its memory alone and can give it up.
+    // Written to its end, the buffer shows only the room after what it held; reclaiming
+    // takes back the room before it, and fails for a slice of the other side's read buffer
+    // (a long message handed over while that buffer still holds more). Let go of an
+    // allocation larger than KEEP, whatever part of it the buffer shows, and of such a slice,
+    // so that the other side's buffer holds its memory alone and can give it up. A small
+    // buffer of our own is kept, however exactly the message filled it: no allocation per
+    // request.
+    buf.clear();
+    if buf.try_reclaim(KEEP + 1) || !buf.try_reclaim(1) {
         *buf = BytesMut::new();
-    } else {
-        buf.clear();
     }
     Ok(())
 }
@@ -577,5 +580,65 @@ mod tests {
             .expect("every byte arrives");
             assert!(got == payload, "the bytes changed on the way");
         });
+    }
+
+    /// Writes all of `buf` to a sink that takes everything.
+    fn write_all(buf: &mut BytesMut) -> Vec<u8> {
+        let mut sink = Vec::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        write_some(&mut cx, &mut sink, buf).expect("a Vec takes everything");
+        assert!(buf.is_empty());
+        sink
+    }
+
+    /// A short request or response copied into an output buffer leaves it holding its memory
+    /// once written, even when it filled the buffer exactly: the next one is copied in
+    /// without an allocation.
+    #[test]
+    fn short_messages_reuse_the_output_buffer() {
+        let message = [7u8; 55];
+        let mut out = BytesMut::new();
+        for _ in 0..3 {
+            let mut read = BytesMut::from(&message[..]);
+            move_bytes(&mut out, &mut read, message.len());
+            let at = out.as_ptr();
+            assert_eq!(write_all(&mut out), message);
+            assert!(
+                out.capacity() >= message.len(),
+                "the buffer let go of its memory"
+            );
+            let mut read = BytesMut::from(&message[..]);
+            move_bytes(&mut out, &mut read, message.len());
+            assert_eq!(out.as_ptr(), at, "the next message was copied elsewhere");
+            out.clear();
+        }
+    }
+
+    /// A long message handed over from a read buffer that holds more is a slice of that
+    /// buffer: once written it is let go, and the read buffer holds its allocation alone again.
+    /// A buffer of our own that grew past KEEP is let go as well.
+    #[test]
+    fn long_messages_and_grown_buffers_are_let_go_once_written() {
+        let mut read = BytesMut::with_capacity(4 * KEEP);
+        read.extend_from_slice(&[1u8; 3 * KEEP]);
+        let mut out = BytesMut::new();
+        move_bytes(&mut out, &mut read, 2 * KEEP);
+        write_all(&mut out);
+        assert_eq!(
+            out.capacity(),
+            0,
+            "the written slice still shares the read buffer"
+        );
+        read.clear();
+        assert!(
+            read.try_reclaim(4 * KEEP),
+            "the read buffer is still shared"
+        );
+
+        // (Written to its end, it shows only the few bytes after what it held.)
+        let mut out = BytesMut::with_capacity(2 * KEEP + 100);
+        out.extend_from_slice(&[3u8; 2 * KEEP + 10]);
+        write_all(&mut out);
+        assert_eq!(out.capacity(), 0, "a grown buffer kept its memory");
     }
 }

@@ -20,7 +20,8 @@ pub(super) fn one_statement(sql: &[u8]) -> &[u8] {
 }
 
 /// What each byte value reads as in the scan over what follows `SELECT`: a word byte as its
-/// lowercase self, a separator (whitespace, `, . = < > * +`) as 0, anything else as [`BAD`].
+/// lowercase self (`0` or above), a separator (whitespace, `, . = < > * +`) as 0, `$` as
+/// [`PARAM`], anything else as [`BAD`].
 static MAP: [u8; 256] = {
     let mut t = [BAD; 256];
     let mut c = 0;
@@ -41,8 +42,8 @@ static MAP: [u8; 256] = {
     t
 };
 
-/// Not allowed in a plain `SELECT`.
-const BAD: u8 = 0xff;
+/// Not allowed in a plain `SELECT`. (Below `b'0'`, as everything but a word byte.)
+const BAD: u8 = 2;
 
 /// `$`, allowed as the start of a parameter `$n` after a separator.
 const PARAM: u8 = 1;
@@ -79,17 +80,23 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
     // The last eight mapped bytes (a separator before `rest`): at each separator, the word
     // just ended is in the low bytes, a separator before it.
     let mut last: u64 = 0;
+    // (Only a word ending in `r`, `o`, `n` or `s` can be one of them.)
     let special = |last: u64| {
-        last & 0xffff_ffff == FOR
-            || last & 0xff_ffff_ffff == INTO
-            || PRIMARY_VIEW_ENDS.contains(&last)
+        matches!(last as u8, b'r' | b'o' | b'n' | b's')
+            && (last & 0xffff_ffff == FOR
+                || last & 0xff_ffff_ffff == INTO
+                || PRIMARY_VIEW_ENDS.contains(&last))
     };
+    // (The tests in the order of how common each byte is: word bytes first.)
     for (i, &c) in rest.iter().enumerate() {
         let m = MAP[c as usize];
-        if m == BAD {
-            return None;
-        }
-        if m == 0 {
+        if m >= b'0' {
+            if m >= b'_' && (last as u8).is_ascii_digit() {
+                // A letter right after a digit: PostgreSQL reads `1for` as `1 for` and `1into`
+                // as `1 into` (and `1e5` as a number); the full classifier knows which.
+                return None;
+            }
+        } else if m == 0 {
             if special(last) {
                 return None;
             }
@@ -98,9 +105,7 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
             if last as u8 != 0 || !rest.get(i + 1).is_some_and(u8::is_ascii_digit) {
                 return None;
             }
-        } else if m >= b'_' && (last as u8).is_ascii_digit() {
-            // A letter right after a digit: PostgreSQL reads `1for` as `1 for` and `1into` as
-            // `1 into` (and `1e5` as a number); the full classifier knows which.
+        } else {
             return None;
         }
         last = (last << 8) | u64::from(m);
