@@ -1305,6 +1305,80 @@ async fn a_transaction_whose_server_dies_stays_failed() {
     drop(relay);
 }
 
+/// A COMMIT whose server connection is lost while it runs fails (08006), but ends the block
+/// all the same, as a failed COMMIT does in PostgreSQL: the client is not left in a failed
+/// block ("E"), where its next statements would get 25P02 and its next COMMIT a ROLLBACK.
+/// Through both protocols. (The COMMIT runs for seconds, in a deferred trigger, so that it is
+/// in flight when the connection is cut; its server process is ended then, so nothing
+/// commits.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_server_dies_ends_the_block() {
+    let (p, relay) = relayed_proxy("transaction", "size = 2");
+    create_table("pool_lost_commit_t", "v int");
+    su(
+        "CREATE OR REPLACE FUNCTION pool_slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+        $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$; \
+        CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON pool_lost_commit_t \
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pool_slow_commit()",
+    );
+    let check = connect(&p).await;
+    let insert = "INSERT INTO pool_lost_commit_t VALUES (1)";
+    // Cuts the server connection of process `pid` once it runs the COMMIT, and ends it.
+    let cut_commit = |pid: i32, relay| async move {
+        let running =
+            format!("SELECT state || ':' || query FROM pg_stat_activity WHERE pid = {pid}");
+        wait_su(&running, "active:COMMIT", STEP).await;
+        let relay = cut(relay).await;
+        kill_server(pid).await;
+        relay
+    };
+
+    let mut a = raw_login(&p, &[]).await;
+    assert_eq!(raw_q(&mut a, "BEGIN").await.2, 'T');
+    assert_eq!(raw_q(&mut a, insert).await.2, 'T');
+    let r = bounded("pid", a.raw.query("SELECT pg_backend_pid()")).await;
+    let pid: i32 = r.scalar().parse().unwrap();
+    let mut commit = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query("COMMIT", &mut commit).unwrap();
+    a.raw.send(&commit).await.unwrap();
+    let relay = cut_commit(pid, relay).await;
+    let r = bounded("COMMIT", a.raw.read_result("COMMIT")).await;
+    let code = r.error.as_ref().map(|e| e.code()).unwrap_or_default();
+    assert_eq!(
+        (code.as_str(), r.status as char),
+        ("08006", 'I'),
+        "the lost COMMIT ends the block"
+    );
+    assert_eq!(
+        raw_q(&mut a, "SELECT 1").await,
+        ("".into(), vec!["SELECT 1".into()], 'I'),
+        "the next statement runs on its own"
+    );
+
+    // The extended protocol: tokio-postgres's execute() sends the COMMIT as Parse, Describe,
+    // Sync, then Bind, Execute, Sync.
+    let c = connect(&p).await;
+    q(&c, "BEGIN").await;
+    q(&c, insert).await;
+    let pid: i32 = one(&c, "SELECT pg_backend_pid()").await.parse().unwrap();
+    let (e, relay) = tokio::join!(
+        bounded("COMMIT", c.execute("COMMIT", &[])),
+        cut_commit(pid, relay)
+    );
+    let e = e.expect_err("the COMMIT's server is gone");
+    assert_eq!(e.code().map(|c| c.code()), Some("08006"), "{e:?}");
+    assert_eq!(
+        one(&c, "SELECT 1").await,
+        "1",
+        "after the lost COMMIT the client is in no block"
+    );
+    assert_eq!(
+        one(&check, "SELECT count(*) FROM pool_lost_commit_t").await,
+        "0"
+    );
+    drop(relay);
+}
+
 /// A pool of 1 whose connection is held by an open transaction: another client's query fails
 /// with SQLSTATE 53300 after checkout_timeout (not a hang), a new login fails the same way, and
 /// the client stays usable once the connection is free again. checkout_timeout is 6 s, above

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::pending::{Hook, Kind, Mode};
-use super::route::Target;
 use super::statements::{self, Statement};
 use super::{Fatal, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
@@ -235,7 +234,7 @@ impl Session {
         // A portal may exist from here to the Sync (an Execute with a row limit, a Flush).
         self.bound_in_batch = true;
         self.note_bind_effects(name, stmt.as_deref());
-        if self.target == Target::Replica && self.txn != TxnStatus::Idle {
+        if self.txn != TxnStatus::Idle {
             self.batch_ends_block |= self.bound_ends_block(name, stmt.as_deref());
         }
         if let Some(arg) = self.terminate_arg_of(name, stmt.as_deref()) {
@@ -271,8 +270,8 @@ impl Session {
             },
             None => return false,
         };
-        // (Every Bind of a replica transaction comes here: only a text whose first word may
-        // end a block is examined further.)
+        // (Every Bind in a transaction comes here: only a text whose first word may end a
+        // block is examined further.)
         let start = text
             .iter()
             .position(|b| !b.is_ascii_whitespace())

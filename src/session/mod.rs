@@ -742,12 +742,13 @@ struct Session {
     conflicted: u64,
     /// The server was just attached for the request at the front of the client buffer.
     fresh_attach: bool,
-    /// A Query that ends the transaction block (`COMMIT`, `ROLLBACK`, `PREPARE TRANSACTION`,
-    /// not `AND CHAIN`) was sent and is not answered yet: what the client sent behind it is
-    /// routed afresh once it is (see `leave_for_next_request`).
+    /// A request that ends the transaction block (`COMMIT`, `ROLLBACK`, `PREPARE TRANSACTION`,
+    /// not `AND CHAIN`) was sent and is not answered yet: on a replica, what the client sent
+    /// behind it is routed afresh once it is (see `leave_for_next_request`); if the server
+    /// connection is lost meanwhile, the block is over all the same (see `server_lost`).
     ending_block: bool,
-    /// A statement bound in the open extended batch ends the transaction block on a replica:
-    /// its Sync sets `ending_block`.
+    /// A statement bound in the open extended batch ends the transaction block: its Sync
+    /// sets `ending_block`.
     batch_ends_block: bool,
     /// A CopyDone/CopyFail was sent after the last Execute or Query, either of which may start
     /// a COPY FROM STDIN (tells which Syncs the server ignores during the copy).

@@ -168,8 +168,13 @@ impl super::Session {
         }
         let open_batch = matches!(self.pending.last_kind(), Some(k) if !matches!(k, super::pending::Kind::Sync | super::pending::Kind::Query | super::pending::Kind::FunctionCall));
         let owed = self.pending.abandon();
-        // A transaction block dies with its server: the client's block has failed.
+        // A transaction block dies with its server: the client's block has failed. Unless
+        // the request lost ends the block (a COMMIT, ROLLBACK or PREPARE TRANSACTION, sent
+        // last): whether it ran or not, the block is over once it is answered, as a COMMIT
+        // that fails in PostgreSQL ends the block too (a client that then begins anew must
+        // not find itself in a failed block).
         let in_block = self.txn != TxnStatus::Idle;
+        let block_ends = in_block && owed > 0 && std::mem::take(&mut self.ending_block);
         let was_busy = owed > 0 || open_batch;
         if let Pass::Forward(n) = self.client_pass {
             self.client_pass = Pass::Drop(n);
@@ -181,17 +186,23 @@ impl super::Session {
                     Some((m, false)) => format!(": {m}"),
                     _ => String::new(),
                 };
-                let message =
-                    format!("the server connection was lost while running the request{why}");
-                let status = if in_block {
-                    TxnStatus::Failed
+                let unknown = if block_ends {
+                    " (whether the transaction committed is not known)"
                 } else {
-                    TxnStatus::Idle
+                    ""
                 };
+                let message = format!(
+                    "the server connection was lost while running the request{why}{unknown}"
+                );
                 // Every request in flight fails, each as PostgreSQL fails one (an error, then
                 // the ReadyForQuery of its Sync or Query): a pipelined request answered by a
                 // bare ReadyForQuery would read as one whose messages produced nothing.
-                for _ in 0..owed {
+                for i in 1..=owed {
+                    let status = if in_block && !(block_ends && i == owed) {
+                        TxnStatus::Failed
+                    } else {
+                        TxnStatus::Idle
+                    };
                     self.app.metrics.error("08006");
                     encode::error(&mut self.client.wbuf, "ERROR", "08006", &message);
                     encode::ready_for_query(&mut self.client.wbuf, status);
@@ -203,7 +214,7 @@ impl super::Session {
                     self.skip_until_sync = true;
                 }
             }
-            self.aborted_txn = in_block;
+            self.aborted_txn = in_block && !block_ends;
         } else if in_block {
             self.lost_txn = true;
         }
