@@ -1685,6 +1685,107 @@ async fn a_standby_ahead_of_the_promoted_one_takes_no_reads() {
     );
 }
 
+/// The same under writes (failover review): pg1, promoted, takes writes before it is elected,
+/// so its position is past pg2's by the time it is. Compared only with the elected primary's
+/// position, pg2 was kept as a replica with a lag, and read with the lost rows until that lag
+/// passed `max_replica_lag` (here never). pg1's first answers as a primary, before any write,
+/// show about where its timeline began: pg2 had replayed past that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_ahead_of_the_promoted_one_is_diverged_though_the_new_primary_writes_past_it() {
+    // pg1 is elected only after 15 agreeing answers (3 s).
+    let (c, proxy, p) = setup_with(
+        "rise = 15",
+        "consistency = \"eventual\"\nmax_replica_lag = \"1h\"",
+    )
+    .await;
+    let lost_at = {
+        let c = c.clone();
+        blocking(move || {
+            // pg1 stays up as a standby but receives nothing more; pg2 goes on receiving rows
+            // the old primary then takes away.
+            let pg1 = &c.replicas()[0];
+            pg1.psql("ALTER SYSTEM SET primary_conninfo = ''").unwrap();
+            pg1.psql("SELECT pg_reload_conf()").unwrap();
+            let detached = wait_until(Duration::from_secs(30), || {
+                pg1.psql("SELECT count(*) FROM pg_stat_wal_receiver")
+                    .is_ok_and(|n| n == "0")
+            });
+            assert!(detached, "pg1's WAL receiver did not stop");
+            c.primary()
+                .psql_db(
+                    APP_DB,
+                    "SET ROLE app; INSERT INTO f SELECT g, 'lost' FROM generate_series(1, 20000) g",
+                )
+                .expect("writing on pg0");
+            let end = c.primary().flush_wal().expect("pg0's position");
+            c.replicas()[1]
+                .wait_replay(end, Duration::from_secs(60))
+                .expect("pg2 replaying pg0's rows");
+            c.primary().kill();
+            pg1.promote().expect("promoting pg1");
+            end
+        })
+        .await
+    };
+    // Its first answer as a primary, on its new timeline, has come in; it is not elected yet.
+    wait_status(&proxy, "pg1 on timeline 2", Duration::from_secs(20), |s| {
+        backend(s, "pg1")["timeline"] == 2
+    })
+    .await;
+    let pg1_at = {
+        let c = c.clone();
+        blocking(move || {
+            let pg1 = &c.replicas()[0];
+            pg1.psql_db(
+                APP_DB,
+                "SET ROLE app; \
+                 INSERT INTO f SELECT g, 'new' FROM generate_series(100001, 160000) g",
+            )
+            .expect("writing on pg1");
+            pg1.flush_wal().expect("pg1's position")
+        })
+        .await
+    };
+    assert!(
+        pg1_at > lost_at,
+        "pg1 ({pg1_at:?}) must be past what pg2 replayed ({lost_at:?}) before it is elected"
+    );
+    let s = status(&proxy).await;
+    assert_ne!(
+        backend(&s, "pg1")["primary"],
+        true,
+        "pg1 was elected before it wrote past pg2: {s:#}"
+    );
+    wait_status(
+        &proxy,
+        "pg1 primary, pg2 diverged",
+        Duration::from_secs(30),
+        |s| backend(s, "pg1")["primary"] == true && backend(s, "pg2")["role"] == "diverged",
+    )
+    .await;
+    let client = proxy.connect_app().await;
+    for _ in 0..20 {
+        let rows = rows(
+            &client,
+            "SELECT inet_server_port(), count(*) FROM f WHERE v = 'lost'",
+        )
+        .await;
+        let at: u16 = rows[0][0].as_deref().unwrap().parse().unwrap();
+        assert_eq!(
+            (p.name(at), rows[0][1].as_deref()),
+            (p.name(p.port("pg1")), Some("0")),
+            "a read ran on a server holding the old primary's lost rows"
+        );
+    }
+    assert_eq!(
+        proxy
+            .metric("switchyard_backend_role{backend=\"pg2\"}")
+            .await,
+        -4.0,
+        "/metrics shows the diverged standby as such"
+    );
+}
+
 /// SIGKILLs pg1 (the first replica's postmaster) and waits until the proxy sees it down.
 async fn kill_pg1(c: &Arc<LocalCluster>, proxy: &Proxy) {
     {

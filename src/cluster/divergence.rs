@@ -5,6 +5,13 @@
 //! hot standby, answering reads from a history the primary does not have. Its replay position
 //! is then beyond the primary's, which a standby of that primary can never be (it replays only
 //! what the primary has written), so the time lag would read as zero.
+//!
+//! The comparison must be with the primary's position *at the time* the standby answered: once
+//! the new primary takes writes it soon passes the diverged standby, whose position then looks
+//! like a lag. So a standby's answer is compared with a primary probe sent after it arrived,
+//! and its answer before the last one is kept too: the probe that matters most is a newly
+//! promoted server's first, which shows the position its timeline began near, before writes
+//! reach it, and a standby's latest answer may have come in while that probe was out.
 
 use std::time::Instant;
 
@@ -18,11 +25,20 @@ pub struct Divergence {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Seen {
-    /// When its last probe answer arrived: what it reported happened before.
-    at: Option<Instant>,
+    /// Its last two probe answers since it started, the latest first.
+    answers: [Option<Answer>; 2],
     /// Its postmaster's start time as last reported.
     started_us: Option<i64>,
     diverged: bool,
+}
+
+/// One probe answer of a backend.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    /// When it arrived: what it reported happened before.
+    at: Instant,
+    /// The position it had replayed (received, when replay is not known); none from a primary.
+    replay: Option<u64>,
 }
 
 impl Divergence {
@@ -38,36 +54,37 @@ impl Divergence {
     }
 
     /// Notes a probe answer from backend `i` that arrived `at`. A restarted server (rewound,
-    /// or recreated from a base backup) or one that became a primary is judged afresh.
+    /// or recreated from a base backup) or one that became a primary is judged afresh: what
+    /// it had replayed before says nothing of it now.
     pub fn observed(&mut self, i: usize, at: Instant, o: &Observation) {
         let s = &mut self.seen[i];
-        if o.primary || (s.started_us.is_some() && s.started_us != o.started_us) {
+        let restarted = s.started_us.is_some() && s.started_us != o.started_us;
+        if o.primary || restarted {
             s.diverged = false;
+            s.answers = [None, None];
         }
         s.started_us = o.started_us;
-        s.at = Some(at);
+        let replay = (!o.primary)
+            .then(|| o.replay_lsn.or(o.receive_lsn))
+            .flatten();
+        s.answers = [Some(Answer { at, replay }), s.answers[0]];
     }
 
-    /// Whether standby `i`, which last reported having replayed up to `replay`, is on another
-    /// history than the primary last seen at `primary` (when that probe was sent, and the
-    /// position it reported): it is once the primary, asked after the standby answered, was
-    /// behind the standby. It stays so until the server restarts. Returns (diverged, found
-    /// just now).
-    pub fn check(
-        &mut self,
-        i: usize,
-        replay: Option<u64>,
-        primary: Option<(Instant, u64)>,
-    ) -> (bool, bool) {
+    /// Whether standby `i` is on another history than the primary probed at `primary` (when
+    /// that probe was sent, and the position it reported): it is once it had replayed past
+    /// that position in an answer that arrived before the probe was sent. It stays so until
+    /// the server restarts. Returns whether it is diverged and, when that was found just now,
+    /// the position it had replayed.
+    pub fn check(&mut self, i: usize, primary: Option<(Instant, u64)>) -> (bool, Option<u64>) {
         let s = &mut self.seen[i];
-        let mut now = false;
-        if let (Some(at), Some(r), Some((sent, lsn))) = (s.at, replay, primary) {
-            if sent > at && r > lsn && !s.diverged {
-                s.diverged = true;
-                now = true;
-            }
+        let mut found = None;
+        if let Some((sent, lsn)) = primary.filter(|_| !s.diverged) {
+            // (Its latest answer that came in before the probe was sent.)
+            let before = s.answers.iter().flatten().find(|a| a.at < sent);
+            found = before.and_then(|a| a.replay).filter(|&replay| replay > lsn);
+            s.diverged = found.is_some();
         }
-        (s.diverged, now)
+        (s.diverged, found)
     }
 }
 
@@ -76,47 +93,80 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn standby(started: i64) -> Observation {
+    fn standby(started: i64, replay: u64) -> Observation {
         Observation {
             started_us: Some(started),
+            replay_lsn: Some(replay),
             ..Default::default()
         }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]
     fn a_standby_ahead_of_a_primary_asked_after_it_is_diverged_until_it_restarts() {
         let t0 = Instant::now();
-        let later = t0 + Duration::from_millis(10);
+        let later = t0 + ms(10);
         let mut d = Divergence::new(2);
-        d.observed(1, t0, &standby(5));
+        d.observed(1, t0, &standby(5, 200));
         // The primary was asked before the standby answered: it may have written more since.
-        assert_eq!(
-            d.check(1, Some(200), Some((t0 - Duration::from_millis(1), 100))),
-            (false, false)
-        );
+        assert_eq!(d.check(1, Some((t0 - ms(1), 100))), (false, None));
         // Asked after: a standby of it cannot be ahead of it.
-        assert_eq!(d.check(1, Some(200), Some((later, 100))), (true, true));
+        assert_eq!(d.check(1, Some((later, 100))), (true, Some(200)));
         // Sticky, even once the primary has written past that position.
-        d.observed(1, later, &standby(5));
-        assert_eq!(
-            d.check(1, Some(200), Some((later + later.duration_since(t0), 300))),
-            (true, false)
-        );
-        // Restarted (rewound): judged afresh.
-        d.observed(1, later, &standby(6));
-        assert_eq!(d.check(1, Some(200), Some((later, 300))), (false, false));
+        d.observed(1, later, &standby(5, 200));
+        assert_eq!(d.check(1, Some((later + ms(10), 300))), (true, None));
+        // Restarted (rewound): judged afresh, and what it had replayed before is forgotten.
+        d.observed(1, later + ms(20), &standby(6, 50));
+        assert_eq!(d.check(1, Some((later + ms(30), 100))), (false, None));
     }
 
     #[test]
     fn a_standby_behind_or_level_with_the_primary_is_not_diverged() {
         let t0 = Instant::now();
+        let after = Some((t0 + ms(1), 100));
+        for replay in [100, 50] {
+            let mut d = Divergence::new(1);
+            d.observed(0, t0, &standby(5, replay));
+            assert_eq!(d.check(0, after), (false, None));
+        }
         let mut d = Divergence::new(1);
-        d.observed(0, t0, &standby(5));
-        let after = Some((t0 + Duration::from_millis(1), 100));
-        assert_eq!(d.check(0, Some(100), after), (false, false));
-        assert_eq!(d.check(0, Some(50), after), (false, false));
-        assert_eq!(d.check(0, None, after), (false, false));
-        assert_eq!(d.check(0, Some(500), None), (false, false));
+        d.observed(0, t0, &Observation::default());
+        assert_eq!(d.check(0, after), (false, None), "replay unknown");
+        d.observed(0, t0, &standby(5, 500));
+        assert_eq!(d.check(0, None), (false, None), "no primary");
+    }
+
+    /// A new primary's first probe shows where its timeline began, before writes reach it.
+    /// The standby's answer that came in while that probe was out is newer than the probe:
+    /// the one before it is what the primary's position is compared with.
+    #[test]
+    fn a_standby_past_where_a_new_primary_began_is_diverged_though_it_answered_since() {
+        let t0 = Instant::now();
+        let (first_probe, answered_since) = (t0 + ms(5), t0 + ms(8));
+        let mut d = Divergence::new(1);
+        d.observed(0, t0, &standby(5, 200));
+        d.observed(0, answered_since, &standby(5, 200));
+        assert_eq!(d.check(0, Some((first_probe, 150))), (true, Some(200)));
+    }
+
+    /// A standby that follows the new primary passes where it began only after it began: its
+    /// answer from before the primary's probe was behind it.
+    #[test]
+    fn a_standby_that_caught_up_with_a_new_primary_since_its_probe_is_not_diverged() {
+        let t0 = Instant::now();
+        let (first_probe, answered_since) = (t0 + ms(5), t0 + ms(8));
+        let mut d = Divergence::new(1);
+        d.observed(0, t0, &standby(5, 100));
+        d.observed(0, answered_since, &standby(5, 200));
+        assert_eq!(d.check(0, Some((first_probe, 150))), (false, None));
+        // (Both answers after the probe: not judged by it.)
+        let mut d = Divergence::new(1);
+        d.observed(0, answered_since, &standby(5, 200));
+        d.observed(0, answered_since + ms(1), &standby(5, 200));
+        assert_eq!(d.check(0, Some((first_probe, 150))), (false, None));
     }
 
     #[test]
@@ -124,15 +174,15 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Divergence::new(1);
         d.carry(0);
-        assert_eq!(d.check(0, Some(1), None), (true, false));
+        assert_eq!(d.check(0, None), (true, None));
         d.observed(
             0,
             t0,
             &Observation {
                 primary: true,
-                ..standby(5)
+                ..standby(5, 1)
             },
         );
-        assert_eq!(d.check(0, Some(1), None), (false, false));
+        assert_eq!(d.check(0, Some((t0 + ms(1), 0))), (false, None));
     }
 }

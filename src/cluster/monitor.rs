@@ -369,8 +369,10 @@ struct Aggregator {
     divergence: Divergence,
     /// The last primary elected, and its timeline then (kept while no primary is elected).
     last_elected: Option<(usize, u32)>,
-    /// The elected primary's last probe: when it was sent, and the position it reported.
-    primary_seen: Option<(Instant, u64)>,
+    /// The last probe of the elected primary, or of a server promoted since (claiming the
+    /// role on a newer timeline than the elected primaries'): which backend, when the probe
+    /// was sent, and the position it reported. Standbys are judged diverged against it.
+    primary_seen: Option<(usize, Instant, u64)>,
     /// Backends that just changed role from standby to primary.
     promoted: Vec<usize>,
     /// The last probe failure of each backend, while it fails: each new reason is logged
@@ -508,7 +510,16 @@ impl Aggregator {
             if o.primary && self.primary == Some(index) {
                 if let Some(lsn) = o.current_lsn {
                     lock(&self.history).record(Instant::now(), lsn);
-                    self.primary_seen = Some((sent, lsn));
+                    self.primary_seen = Some((index, sent, lsn));
+                }
+            } else if o.primary && self.epoch.timeline > 0 && o.timeline > Some(self.epoch.timeline)
+            {
+                // Promoted after a primary was elected: its first answers, before `rise` elect
+                // it and writes reach it, show about where its timeline began. A standby that
+                // had replayed past that is on the old history (it stays behind the new
+                // primary's position once that takes writes, and would look only lagging).
+                if let Some(lsn) = o.current_lsn {
+                    self.primary_seen = Some((index, sent, lsn));
                 }
             }
         }
@@ -543,9 +554,10 @@ impl Aggregator {
             };
             if h.role == Some(Role::Replica) {
                 let replay = last.replay_lsn.or(last.receive_lsn);
-                let (diverged, found) = self.divergence.check(i, replay, self.primary_seen);
-                if found {
-                    tracing::error!(backend = %v.name, replayed = %replay.map(super::lag::format_lsn).unwrap_or_default(), primary_at = %self.primary_seen.map(|(_, l)| super::lag::format_lsn(l)).unwrap_or_default(), "a standby has replayed past the primary's position: it is on another history (ahead of the server promoted in its place, or an old primary restarted as a standby without pg_rewind) and takes no reads until it is restarted");
+                let seen = self.primary_seen.map(|(_, sent, lsn)| (sent, lsn));
+                let (diverged, found) = self.divergence.check(i, seen);
+                if let Some(replayed) = found {
+                    tracing::error!(backend = %v.name, replayed = %super::lag::format_lsn(replayed), primary_at = %seen.map(|(_, l)| super::lag::format_lsn(l)).unwrap_or_default(), "a standby has replayed past the primary's position: it is on another history (ahead of the server promoted in its place, or an old primary restarted as a standby without pg_rewind) and takes no reads until it is restarted");
                 }
                 v.diverged = diverged;
                 v.lag_bytes = match (primary_lsn, replay) {

@@ -81,7 +81,8 @@ impl Aggregator {
                 }
                 Some(w) => {
                     tracing::warn!(backend = %self.names[w].0, timeline = timeline(w), "new primary");
-                    self.primary_seen = None;
+                    // (Its own probes from before the election stay: see `apply`.)
+                    self.primary_seen = self.primary_seen.filter(|&(i, _, _)| i == w);
                     self.last_elected = Some((w, timeline(w)));
                     // Positions from another timeline history mean nothing now.
                     for v in &self.views {
