@@ -146,7 +146,7 @@ impl Session {
                 candidates.push(c);
             }
         }
-        let (candidates, fresh) = candidates.split_at(listed);
+        let fresh = &candidates[listed..];
         if !fresh.is_empty() {
             let index = balance::pick(routing.balance, fresh, &self.app.rr, rand::random())
                 .expect("candidates");
@@ -158,12 +158,13 @@ impl Session {
             return Ok(Replica::Chosen(index, Decision { target, ..d }));
         }
         // No replica has replayed the session's last write yet: wait a little for the most
-        // advanced one, asking it directly (the monitor's view is up to an interval old).
-        let best = candidates
-            .iter()
-            .max_by_key(|c| replayed(view, c.index))
-            .expect("candidates")
-            .index;
+        // advanced one, asking it directly (the monitor's view is up to an interval old). Of
+        // several as advanced, the balance strategy chooses: only the one asked has its
+        // position refreshed, so always taking the same one (the last, as `max_by_key` does)
+        // kept it the only fresh one, and it took nearly every read.
+        let most = most_advanced(candidates, |i| replayed(view, i));
+        let best =
+            balance::pick(routing.balance, most, &self.app.rr, rand::random()).expect("candidates");
         if self
             .wait_replayed(view, best, required, routing.ryw_wait)
             .await?
@@ -287,11 +288,70 @@ fn candidate(index: usize, b: &BackendView) -> Candidate {
     }
 }
 
+/// Appends to `candidates` those of them that have replayed the most (`replayed` of their
+/// index), and returns these.
+fn most_advanced(candidates: &mut Vec<Candidate>, replayed: impl Fn(usize) -> u64) -> &[Candidate] {
+    let listed = candidates.len();
+    let most = candidates.iter().map(|c| replayed(c.index)).max();
+    for i in 0..listed {
+        if Some(replayed(candidates[i].index)) == most {
+            candidates.push(candidates[i]);
+        }
+    }
+    &candidates[listed..]
+}
+
 fn replayed(view: &ClusterView, index: usize) -> u64 {
     let b = &view.backends[index];
     if b.role == Some(Role::Primary) {
         u64::MAX
     } else {
         b.replay_lsn()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Balance;
+    use std::sync::atomic::AtomicUsize;
+
+    fn listed(indexes: &[usize]) -> Vec<Candidate> {
+        indexes
+            .iter()
+            .map(|&index| Candidate {
+                index,
+                weight: 1,
+                outstanding: 0,
+            })
+            .collect()
+    }
+
+    fn indexes(cs: &[Candidate]) -> Vec<usize> {
+        cs.iter().map(|c| c.index).collect()
+    }
+
+    #[test]
+    fn the_most_advanced_replicas_are_all_of_those_as_advanced() {
+        let replayed = |i: usize| [0, 500, 300, 500][i];
+        let mut cs = listed(&[0, 1, 2, 3]);
+        assert_eq!(indexes(most_advanced(&mut cs, replayed)), [1, 3]);
+        let mut cs = listed(&[0, 2]);
+        assert_eq!(indexes(most_advanced(&mut cs, replayed)), [2]);
+    }
+
+    /// Read-your-writes reads with no replica known to have replayed the write: the replicas
+    /// as advanced share them (failover review: the last listed took nearly all).
+    #[test]
+    fn replicas_as_advanced_share_the_reads_that_wait_for_one() {
+        let rr = AtomicUsize::new(0);
+        let mut got = [0; 3];
+        for n in 0..100u64 {
+            let mut cs = listed(&[0, 1, 2]);
+            let most = most_advanced(&mut cs, |i| [700, 300, 700][i]);
+            let best = balance::pick(Balance::RoundRobin, most, &rr, n).expect("candidates");
+            got[best] += 1;
+        }
+        assert_eq!(got, [50, 0, 50]);
     }
 }
