@@ -159,11 +159,22 @@ impl App {
     /// from the snapshot, from the reconfiguration, or (made after it, by a session that read
     /// the old snapshot) from the copy the reconfiguration left the pools; never only the
     /// old ones.
+    ///
+    /// A changed `[server_tls]` closes the server connections opened under the old one: the
+    /// pools' (idle ones at once, ones in use when released), among them those `[auth_query]`
+    /// looks passwords up on, and the `hba_file` membership lookups' connection. A server
+    /// connection that does not meet `[server_tls]` is never used; one opened in plain text
+    /// before a reload that asks for TLS would otherwise serve on until `max_lifetime`.
     pub fn install(&self, config: Loaded) {
+        let server_tls_changed = self.config.load().config.server_tls != config.config.server_tls;
         self.classifier.store(Arc::new(classifier_for(&config)));
         let config = Arc::new(config);
         self.config.store(config.clone());
         self.pools.reconfigure(&config);
+        if server_tls_changed {
+            self.pools.reconnect();
+            self.memberships.close();
+        }
         self.config_version
             .fetch_add(1, std::sync::atomic::Ordering::Release);
     }

@@ -1003,6 +1003,100 @@ async fn server_connections_use_tls_as_the_mode_says() {
     assert!(!server_side_ssl(&proxy.connect_app().await).await);
 }
 
+/// A reload that makes `[server_tls]` ask for TLS closes the plain-text server connections
+/// opened before it: idle ones at once, one in use when its transaction ends. Every later
+/// transaction, also of a client connected across the reload, runs encrypted, and so do the
+/// `[auth_query]` lookups and the `hba_file` `+role` membership lookups: no plain-text
+/// connection of the proxy's is left on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_asks_for_tls_closes_plain_server_connections() {
+    let SslServer { cluster, pki, .. } = ssl_server(|_| Vec::new());
+    let primary = cluster.primary();
+    primary
+        .psql(
+            "SET password_encryption = 'scram-sha-256'; \
+             CREATE ROLE tls_member; \
+             CREATE ROLE tls_lookup LOGIN PASSWORD 'lookup pass' IN ROLE tls_member; \
+             GRANT ALL ON DATABASE postgres TO tls_lookup",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("hba.conf");
+    std::fs::write(
+        &rules,
+        "host all +tls_member 127.0.0.1/32 scram-sha-256\n\
+         host all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap();
+    let tables = |server_tls: &str| {
+        format!(
+            "[health]\ninterval = \"200ms\"\n\n[auth_query]\nuser = \"postgres\"\n\n{server_tls}"
+        )
+    };
+    let proxy = start_ready_proxy_on(
+        &cluster,
+        ProxyOptions {
+            extra_top: format!("hba_file = {}\n", toml_path(&rules)),
+            extra_tables: tables("[server_tls]\nmode = \"disable\"\n"),
+            ..Default::default()
+        },
+    );
+    let plain_connections = || {
+        primary
+            .psql(
+                "select count(*) from pg_stat_ssl s join pg_stat_activity a using (pid) \
+                 where a.client_addr is not null and not s.ssl",
+            )
+            .unwrap()
+    };
+    let stayed = proxy.connect_app().await;
+    assert!(!server_side_ssl(&stayed).await, "before the reload");
+    let looked_up = proxy.connect("tls_lookup", "lookup pass", "postgres").await;
+    assert!(!server_side_ssl(&looked_up).await, "before the reload");
+    // A transaction open across the reload keeps its connection until it ends.
+    let in_transaction = proxy.connect_app().await;
+    in_transaction.batch_execute("BEGIN").await.unwrap();
+    assert!(!server_side_ssl(&in_transaction).await);
+    assert_ne!(
+        plain_connections(),
+        "0",
+        "no plain-text connection before the reload"
+    );
+
+    proxy.rewrite_config(&tables(&format!(
+        "[server_tls]\nmode = \"verify-full\"\nca = {}\n",
+        toml_path(&pki.ca_file())
+    )));
+    proxy.reload_ok().await;
+    assert!(
+        !server_side_ssl(&in_transaction).await,
+        "the open transaction keeps its server connection"
+    );
+    in_transaction.batch_execute("COMMIT").await.unwrap();
+    for client in [&stayed, &looked_up, &in_transaction] {
+        for _ in 0..5 {
+            assert!(
+                server_side_ssl(client).await,
+                "a transaction after the reload"
+            );
+        }
+    }
+    // New logins: the lookup and the membership lookup run on new connections too.
+    let new_login = proxy.connect("tls_lookup", "lookup pass", "postgres").await;
+    assert!(server_side_ssl(&new_login).await);
+    assert!(
+        wait_until(Duration::from_secs(20), || plain_connections() == "0"),
+        "plain-text connections left after the reload: {}",
+        primary
+            .psql(
+                "select string_agg(a.usename || ' ' || a.application_name || ' ' || \
+                 left(a.query, 40), '; ') from pg_stat_ssl s join pg_stat_activity a \
+                 using (pid) where a.client_addr is not null and not s.ssl"
+            )
+            .unwrap()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_reads_renewed_certificate_files() {
     let files = client_side();

@@ -392,6 +392,14 @@ impl Pool {
                             tracing::info!(backend = %self.key.backend, user = %self.key.user, database = %self.key.database, "the server has no connection slot left: waiting for the pool's own connections ({})", e.client_message());
                             continue;
                         }
+                        Ok(mut conn)
+                            if conn.created <= self.close_opened_until.load(Ordering::Relaxed) =>
+                        {
+                            // Opened with the settings of before a reload that changed
+                            // `[server_tls]` (or a `RECONNECT`): not to be used.
+                            conn.terminate();
+                            continue;
+                        }
                         conn => conn?,
                     }
                 }
@@ -484,8 +492,13 @@ impl Pool {
     async fn open(&self) -> Result<Box<ServerConn>, PoolError> {
         let params = self.connect.lock().expect("connect").clone();
         let severs = self.conns.lock().expect("conns").severs;
+        // A connection counts as open from when its opening began: one whose settings were
+        // taken before its pool's connections were marked to close (see
+        // [`close_open`](Self::close_open)) is among those marked.
+        let began = clock::now_ms();
         match ServerConn::connect(&params, self.backend).await {
-            Ok(c) => {
+            Ok(mut c) => {
+                c.created = began;
                 self.metrics.connects.inc();
                 self.conns.lock().expect("conns").slot_freed(true);
                 self.ever_opened.store(true, Ordering::Relaxed);

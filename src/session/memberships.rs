@@ -121,6 +121,12 @@ impl Memberships {
             .cloned()
     }
 
+    /// Drops the shared connection (it closes when the last lookup on it ends): the next
+    /// lookup opens another, with the settings then configured (`[server_tls]` changed).
+    pub fn close(&self) {
+        self.shared.lock().expect("not poisoned").take();
+    }
+
     /// Drops `s` as the shared connection (it closes when the last lookup on it ends).
     fn forget(&self, s: &Arc<Shared>) {
         let mut shared = self.shared.lock().expect("not poisoned");
