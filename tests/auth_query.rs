@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use support::proxy::{Proxy, ProxyOptions};
-use support::ready::start_ready_proxy;
+use support::ready::{start_ready_proxy, start_ready_proxy_on};
 use support::*;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -476,5 +476,50 @@ async fn hba_lines_apply_to_looked_up_roles() {
             "28000".into(),
             "role \"lookup_nobody\" does not exist".into()
         )
+    );
+}
+
+/// A lookup whose server connection fails (the server died, and the monitor has not seen it
+/// down yet) is made once more on another server that is up; with none, the login is told to
+/// try again (57P03, as when no server is up), not refused as if its role could not log in
+/// (28000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_whose_server_dies_goes_to_another_or_answers_57p03() {
+    let c = own_cluster(1);
+    c.primary()
+        .psql(
+            "SET password_encryption = 'scram-sha-256'; \
+             CREATE ROLE lookup_lost LOGIN PASSWORD 'lost pass';",
+        )
+        .unwrap();
+    c.wait_replicas_caught_up(Duration::from_secs(30))
+        .expect("replicas catch up");
+    // Probes far apart: the monitor does not see the servers die during the test.
+    let proxy = start_ready_proxy_on(
+        &c,
+        ProxyOptions {
+            extra_tables: "[health]\ninterval = \"10m\"\n\n[auth_query]\nuser = \"postgres\"\n"
+                .into(),
+            ..Default::default()
+        },
+    );
+    let before = login(&proxy, "lookup_lost", "lost pass", APP_DB).await;
+    assert_eq!(scalar(&before, "SELECT current_user").await, "lookup_lost");
+
+    c.primary().kill();
+    let after = login(&proxy, "lookup_lost", "lost pass", APP_DB).await;
+    assert_eq!(scalar(&after, "SELECT current_user").await, "lookup_lost");
+    assert!(
+        proxy.log().contains("auth_query lookup lost its server"),
+        "{}",
+        proxy.log_tail(20)
+    );
+
+    c.replicas()[0].kill();
+    let (code, message) = refusal(&proxy, "lookup_lost", "lost pass", APP_DB).await;
+    assert_eq!(code, "57P03", "{message}\n{}", proxy.log_tail(20));
+    assert_eq!(
+        message,
+        "could not look up the password of role \"lookup_lost\""
     );
 }

@@ -38,20 +38,78 @@ async fn run(
     query: &AuthQueryConfig,
     role: &str,
 ) -> Result<Option<StoredPassword>, Fatal> {
-    let failed = |why: String| {
-        tracing::warn!(role, reason = %why, "auth_query failed");
-        Fatal::new(
-            "28000",
-            format!("could not look up the password of role \"{role}\""),
-        )
-    };
     let auth_user = config
         .users
         .get(query.user.get_ref())
-        .ok_or_else(|| failed("auth_query.user is not configured".into()))?;
-    let index = catalog_backend(app, config).await?;
+        .ok_or_else(|| Failure::Refused("auth_query.user is not configured".into()).fatal(role))?;
+    let first = catalog_backend(app, config).await?;
+    let failure = match run_on(app, config, query, auth_user, first, role).await {
+        Ok(found) => return Ok(found),
+        Err(failure) => failure,
+    };
+    // The server died or hangs, and the monitor has not seen it down yet: once more on another
+    // server that is up (a standby has the same roles), as a login itself would go there.
+    let failure = match (failure, other_backend(app, first)) {
+        (Failure::Lost(why), Some(other)) => {
+            tracing::info!(role, reason = %why, "auth_query lookup lost its server: trying another");
+            match run_on(app, config, query, auth_user, other, role).await {
+                Ok(found) => return Ok(found),
+                Err(failure) => failure,
+            }
+        }
+        (failure, _) => failure,
+    };
+    Err(failure.fatal(role))
+}
+
+/// Why a lookup failed.
+enum Failure {
+    /// The lookup says nothing of the role because its server connection failed, was lost or
+    /// timed out, or none came (the server died or hangs, the pool is exhausted): the login
+    /// may succeed in a moment, and is told so (57P03, as when no server is up).
+    Lost(String),
+    /// The lookup itself failed: the server refused `user`, the query failed, or its rows are
+    /// not a lookup's. The login is refused (28000).
+    Refused(String),
+}
+
+impl Failure {
+    /// A server's error on the lookup connection: one that ends the connection (the server
+    /// shuts down, is in recovery, the connection failed) is [`Failure::Lost`].
+    fn of_server(code: &str, why: String) -> Failure {
+        if code.starts_with("57P") || code.starts_with("08") {
+            Failure::Lost(why)
+        } else {
+            Failure::Refused(why)
+        }
+    }
+
+    /// The login's FATAL (the reason is logged).
+    fn fatal(self, role: &str) -> Fatal {
+        let (code, why) = match self {
+            Failure::Lost(why) => ("57P03", why),
+            Failure::Refused(why) => ("28000", why),
+        };
+        tracing::warn!(role, reason = %why, "auth_query failed");
+        Fatal::new(
+            code,
+            format!("could not look up the password of role \"{role}\""),
+        )
+    }
+}
+
+/// Runs the lookup on backend `index`.
+async fn run_on(
+    app: &App,
+    config: &Loaded,
+    query: &AuthQueryConfig,
+    auth_user: &crate::config::User,
+    index: usize,
+    role: &str,
+) -> Result<Option<StoredPassword>, Failure> {
+    let gone = || Failure::Lost("the server is no longer configured".into());
     let view = app.cluster.view();
-    let backend = view.backends.get(index).ok_or_else(unavailable)?;
+    let backend = view.backends.get(index).ok_or_else(gone)?;
     let pool = app
         .pools
         .get(PoolSpec {
@@ -63,12 +121,16 @@ async fn run(
             config,
         })
         // (A reload just removed or moved it.)
-        .ok_or_else(unavailable)?;
+        .ok_or_else(gone)?;
     drop(view);
-    let mut p = pool
-        .checkout(0)
-        .await
-        .map_err(|e| failed(format!("connecting as the auth_query user: {e}")))?;
+    let mut p = pool.checkout(0).await.map_err(|e| {
+        let why = format!("connecting as the auth_query user: {e}");
+        if e.is_refusal() {
+            Failure::Refused(why)
+        } else {
+            Failure::Lost(why)
+        }
+    })?;
     let timeout = config.config.pool.connect_timeout;
     // A client logged in as the auth user may have left its settings on this connection (a
     // statement_timeout, a search_path): the lookup runs with the defaults.
@@ -77,14 +139,12 @@ async fn run(
             Ok(Ok(_)) => p.conn.applied = Arc::default(),
             Ok(Err(e)) => {
                 p.release();
-                return Err(failed(format!(
-                    "resetting settings: {} {}",
-                    e.code, e.message
-                )));
+                let why = format!("resetting settings: {} {}", e.code, e.message);
+                return Err(Failure::of_server(&e.code, why));
             }
             Err(e) => {
                 p.discard("auth_query_failed", &app.metrics);
-                return Err(failed(e.to_string()));
+                return Err(Failure::Lost(e.to_string()));
             }
         }
     }
@@ -95,14 +155,27 @@ async fn run(
         }
         Ok(Err(e)) => {
             p.release();
-            return Err(failed(format!("{} {}", e.code, e.message)));
+            let why = format!("{} {}", e.code, e.message);
+            return Err(Failure::of_server(&e.code, why));
         }
         Err(e) => {
             p.discard("auth_query_failed", &app.metrics);
-            return Err(failed(e.to_string()));
+            return Err(Failure::Lost(e.to_string()));
         }
     };
-    password_of(&rows).map_err(failed)
+    password_of(&rows).map_err(Failure::Refused)
+}
+
+/// A server other than `failed` that is up and not fenced (the primary first).
+fn other_backend(app: &App, failed: usize) -> Option<usize> {
+    let view = app.cluster.view();
+    view.primary.filter(|&i| i != failed).or_else(|| {
+        view.backends
+            .iter()
+            .enumerate()
+            .find(|(i, b)| *i != failed && b.up && !b.fenced)
+            .map(|(i, _)| i)
+    })
 }
 
 pub(super) fn unavailable() -> Fatal {
