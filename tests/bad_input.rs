@@ -946,9 +946,14 @@ async fn malformed_scram_exchanges_are_refused_cleanly() {
                 Some(b"p=tls-server-end-point,,n=,r=abcdefghijklmnop"),
             ),
         ),
+        // Not supported, as PostgreSQL answers it (0A000).
         (
             "authorization identity",
             sasl_initial("SCRAM-SHA-256", Some(b"n,a=postgres,n=,r=abcdefghijklmnop")),
+        ),
+        (
+            "mandatory extension",
+            sasl_initial("SCRAM-SHA-256", Some(b"n,,m=ext,n=,r=abcdefghijklmnop")),
         ),
         // Challenged with an empty SASLContinue first, as PostgreSQL does.
         (
@@ -996,7 +1001,11 @@ async fn malformed_scram_exchanges_are_refused_cleanly() {
                     let c = conn.frame().await;
                     assert_eq!((c.tag, &c.body[..]), (b'R', &[0, 0, 0, 11][..]), "{what}");
                 }
-                let f = fatal_then_closed(&mut conn, "08P01", &what).await;
+                let code = match name {
+                    "authorization identity" | "mandatory extension" => "0A000",
+                    _ => "08P01",
+                };
+                let f = fatal_then_closed(&mut conn, code, &what).await;
                 outcomes.lock().unwrap().push(format!("{what}: {f:?}"));
             });
         }

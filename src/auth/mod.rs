@@ -9,10 +9,10 @@
 //!   servers as a role looked up with `auth_query` ([`ScramKeysClient`]).
 //! * [`ServerCredential`]: what the proxy logs in to servers with.
 //!
-//! Nothing in here panics on client input. Every failure is an [`AuthError`] whose text is meant
-//! for the proxy's log only: the client must only ever be told
-//! `password authentication failed for user "X"`, with SQLSTATE 08P01 (protocol violation) when
-//! [`AuthError::is_protocol_violation`] is true and 28P01 (invalid password) otherwise.
+//! Nothing in here panics on client input. Every failure is an [`AuthError`], answered with the
+//! SQLSTATE PostgreSQL answers it with ([`AuthError::sqlstate`]): a failed password check
+//! (28P01) only ever as `password authentication failed for user "X"`, the others with their
+//! text.
 
 mod conf_file;
 pub mod hba;
@@ -54,16 +54,16 @@ pub enum AuthError {
     /// A channel binding type other than `tls-server-end-point`.
     #[error("unsupported SCRAM channel-binding type {0:?}")]
     UnsupportedChannelBinding(String),
-    /// The `c=` attribute of client-final-message does not match the gs2 header of
-    /// client-first-message (and the channel binding data, when bound): for a bound client, the
-    /// certificate it saw is not switchyard's.
+    /// The `c=` attribute of a bound client's client-final-message does not match its gs2
+    /// header and the channel binding data: the certificate it saw is not switchyard's. (An
+    /// unbound client's wrong `c=` is [`AuthError::Malformed`], as in PostgreSQL.)
     #[error("SCRAM channel binding check failed")]
     ChannelBindingMismatch,
     /// The client sent an authorization identity (`a=`), which PostgreSQL does not support.
-    #[error("client uses SCRAM authorization identity, which is not supported")]
+    #[error("client uses authorization identity, but it is not supported")]
     AuthzidNotSupported,
     /// The client sent a mandatory SCRAM extension (`m=`).
-    #[error("client sent an unsupported SCRAM extension")]
+    #[error("client requires an unsupported SCRAM extension")]
     UnsupportedExtension,
     /// The nonce in client-final-message is not the one the server sent.
     #[error("SCRAM nonce mismatch")]
@@ -77,10 +77,29 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// Whether this is a protocol violation (SQLSTATE 08P01) rather than a failed password
-    /// check (SQLSTATE 28P01).
+    /// The SQLSTATE the client is told, as PostgreSQL 15 answers the same exchange: 28P01 for
+    /// a failed password check; 28000 when channel binding fails (the certificate a bound
+    /// client saw is not switchyard's, or PLUS was cut from the offer on the way); 0A000 for
+    /// what PostgreSQL does not support (an authorization identity, a mandatory extension);
+    /// 08P01 (protocol violation) for the rest.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            AuthError::WrongPassword => "28P01",
+            AuthError::ChannelBindingMismatch | AuthError::ChannelBindingDowngrade => "28000",
+            AuthError::AuthzidNotSupported | AuthError::UnsupportedExtension => "0A000",
+            AuthError::UnsupportedMechanism(_)
+            | AuthError::ChannelBindingNotSupported
+            | AuthError::ChannelBindingRequired
+            | AuthError::UnsupportedChannelBinding(_)
+            | AuthError::NonceMismatch
+            | AuthError::Malformed(_)
+            | AuthError::InvalidState => "08P01",
+        }
+    }
+
+    /// Whether this is a protocol violation (SQLSTATE 08P01).
     pub fn is_protocol_violation(&self) -> bool {
-        !matches!(self, AuthError::WrongPassword)
+        self.sqlstate() == "08P01"
     }
 }
 

@@ -256,7 +256,15 @@ impl ScramServer {
         let mut cur = Cursor::new(data);
         let cbind = cur.attribute(b'c', "channel-binding attribute expected")?;
         if cbind != STANDARD.encode(&cbind_input).as_bytes() {
-            return Err(AuthError::ChannelBindingMismatch);
+            // A bound client saw another certificate; an unbound one just sent something else
+            // than its gs2 header (PostgreSQL answers the two differently).
+            return Err(if cbind_input.starts_with(b"p=") {
+                AuthError::ChannelBindingMismatch
+            } else {
+                AuthError::Malformed(
+                    "unexpected SCRAM channel-binding attribute in client-final-message",
+                )
+            });
         }
         cur.expect(b',', "comma expected after channel-binding attribute")?;
         let client_nonce = cur.attribute(b'r', "nonce attribute expected")?;

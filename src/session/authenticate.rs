@@ -366,13 +366,12 @@ enum Check<'a> {
 }
 
 fn scram_fatal(e: auth::AuthError, user: &str) -> Fatal {
-    if e.is_protocol_violation() {
-        Fatal::new("08P01", e.to_string())
-    } else {
-        Fatal::new(
+    match e.sqlstate() {
+        "28P01" => Fatal::new(
             "28P01",
             format!("password authentication failed for user \"{user}\""),
-        )
+        ),
+        code => Fatal::new(code, e.to_string()),
     }
 }
 
