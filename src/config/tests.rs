@@ -563,6 +563,16 @@ fn tls_files_are_read_and_checked_at_load() {
         e.contains("t.toml:20: tls.key") && e.contains("does not fit"),
         "{e}"
     );
+    // An X.509 v1 certificate (`openssl x509 -req` without `-extfile`) with its own key:
+    // refused as what it is, not as a key that does not fit.
+    std::fs::write(path("v1.crt"), V1_CERT).unwrap();
+    std::fs::write(path("v1.key"), V1_KEY).unwrap();
+    let e = err(&tls("v1.crt", "v1.key", ""));
+    assert!(
+        e.contains("t.toml:19: tls.cert") && e.contains("is an X.509 v1 certificate"),
+        "{e}"
+    );
+    assert!(!e.contains("does not fit"), "{e}");
     let e = err(&tls("one.crt", "missing.key", ""));
     assert!(e.contains("tls.key") && e.contains("missing.key"), "{e}");
     let e = err(&tls("one.crt", "one.key", "mode = \"sometimes\"\n"));
@@ -1060,3 +1070,22 @@ fn with_hba_file_users_are_not_checked_against_their_auth() {
         "{e}"
     );
 }
+
+/// A self-signed X.509 v1 certificate for 127.0.0.1 (P-256; `openssl req -new` then
+/// `openssl x509 -req -signkey`, no extensions) and its key.
+const V1_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBJDCBywIUfnhrIgqpLzB8ZmoYglfzgp2fyfgwCgYIKoZIzj0EAwIwFDESMBAG
+A1UEAwwJMTI3LjAuMC4xMCAXDTI2MTIwNjEwMTgwMloYDzIxMjYxMTEyMTAxODAy
+WjAUMRIwEAYDVQQDDAkxMjcuMC4wLjEwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC
+AAQl9KOAyG7iZMperQuKzDwNI1pNcq7IM6TdS2r60beBcXClXUV8ie9eUBs+jBIL
+vBzabSb9+ItFNQa6DQ6H3oMnMAoGCCqGSM49BAMCA0gAMEUCIAQMnDNm8nl4ygAw
+4ZUHJJ+hINzvYNA1PLwwJ5jYNB82AiEAwgu0U6gV6yJVIZAHZPB6QX3vBRM7XhNF
+Ptgo/bj2tjY=
+-----END CERTIFICATE-----
+";
+const V1_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgC4Q3N/O1NtqlBGDJ
+5Bz15G1j7C4IyYuPp1DBfwqB61KhRANCAAQl9KOAyG7iZMperQuKzDwNI1pNcq7I
+M6TdS2r60beBcXClXUV8ie9eUBs+jBILvBzabSb9+ItFNQa6DQ6H3oMn
+-----END PRIVATE KEY-----
+";

@@ -112,12 +112,10 @@ impl ClientTls {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder.with_single_cert(chain, key_der).map_err(|e| {
-            (
-                TlsFile::Key,
-                format!("{key:?} does not fit the certificate: {e}"),
-            )
-        })?;
+        let leaf = chain[0].clone();
+        let mut config = builder
+            .with_single_cert(chain, key_der)
+            .map_err(|e| refused_pair(cert, key, &leaf, e))?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(ClientTls {
             mode: t.mode,
@@ -263,12 +261,10 @@ impl ServerTls {
             Some((cert, key)) => {
                 let chain = read_chain(cert).map_err(|m| (TlsFile::Cert, m))?;
                 let key_der = read_key(key).map_err(|m| (TlsFile::Key, m))?;
-                builder.with_client_auth_cert(chain, key_der).map_err(|e| {
-                    (
-                        TlsFile::Key,
-                        format!("{key:?} does not fit the certificate: {e}"),
-                    )
-                })?
+                let leaf = chain[0].clone();
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| refused_pair(cert, key, &leaf, e))?
             }
         };
         config.alpn_protocols = vec![ALPN.to_vec()];
@@ -443,4 +439,58 @@ impl ServerCertVerifier for AnyName {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
     }
+}
+
+/// Why rustls refused a certificate and its key: an X.509 v1 certificate (which webpki, and
+/// so rustls, never accepts: what `openssl x509 -req` makes without `-extfile`) is named as
+/// such; anything else is taken for a key that does not fit.
+fn refused_pair(
+    cert: &str,
+    key: &str,
+    leaf: &rustls::pki_types::CertificateDer<'_>,
+    e: rustls::Error,
+) -> (TlsFile, String) {
+    if is_x509_v1(leaf) {
+        return (
+            TlsFile::Cert,
+            format!(
+                "{cert:?} is an X.509 v1 certificate; switchyard needs v3 (issue it with \
+                 extensions: openssl x509 -req ... -extfile with basicConstraints=CA:FALSE and \
+                 subjectAltName=...): {e}"
+            ),
+        );
+    }
+    (
+        TlsFile::Key,
+        format!("{key:?} does not fit the certificate: {e}"),
+    )
+}
+
+/// Whether `der` is an X.509 v1 certificate: its TBSCertificate does not begin with the
+/// `[0] EXPLICIT` version field (v2 and v3 have it).
+fn is_x509_v1(der: &[u8]) -> bool {
+    /// The contents of the DER SEQUENCE at the start of `d`.
+    fn sequence(d: &[u8]) -> Option<&[u8]> {
+        let (&tag, rest) = d.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        if tag != 0x30 {
+            return None;
+        }
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let (bytes, rest) = rest.split_at(n);
+            let len = bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b));
+            (len, rest)
+        };
+        rest.get(..len)
+    }
+    sequence(der)
+        .and_then(sequence)
+        .and_then(|tbs| tbs.first())
+        .is_some_and(|&tag| tag != 0xa0)
 }
