@@ -2547,6 +2547,129 @@ async fn a_write_pipelined_behind_the_end_of_a_replica_transaction_runs_on_the_p
     }
 }
 
+/// A write in the same request as the end of a read-only transaction on a replica, after it
+/// (`COMMIT; INSERT ...` as one Query, or one extended batch with a single Sync, also one
+/// that begins the transaction too), runs on the primary, as it runs directly: it ran on the
+/// replica and failed (25006). The client gets one answer per request as from PostgreSQL, and
+/// when something before the end fails, nothing after it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_the_end_of_a_replica_transaction_in_the_same_request_runs_on_the_primary() {
+    use postgres_protocol::message::frontend;
+    use support::raw::{login, PROTO_3_0};
+
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let params = [("user", APP_USER), ("database", APP_DB)];
+    let mut s = match login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await {
+        Ok(s) => s,
+        Err(r) => panic!("login refused: {:?}", r.error),
+    };
+    let port_of = |row: &Vec<Option<Vec<u8>>>| -> u16 {
+        String::from_utf8_lossy(row[0].as_ref().expect("a port"))
+            .parse()
+            .expect("a port")
+    };
+    let insert = |mark: &str| {
+        format!("INSERT INTO routing_t (v) VALUES ('{mark}') RETURNING inet_server_port()")
+    };
+    // One extended batch of `statements`, each Parse/Bind/Execute, and one Sync.
+    let batch = |statements: &[&str]| {
+        let mut out = bytes::BytesMut::new();
+        for sql in statements {
+            frontend::parse("", sql, std::iter::empty(), &mut out).unwrap();
+            frontend::bind(
+                "",
+                "",
+                std::iter::empty(),
+                std::iter::empty::<i32>(),
+                |_: i32, _: &mut bytes::BytesMut| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> { unreachable!() },
+                std::iter::empty(),
+                &mut out,
+            )
+            .map_err(|_| ())
+            .unwrap();
+            frontend::execute("", 0, &mut out).unwrap();
+        }
+        frontend::sync(&mut out);
+        out
+    };
+    for extended in [false, true] {
+        for (end, ends) in [
+            ("COMMIT", &["COMMIT"][..]),
+            ("ROLLBACK", &["ROLLBACK"]),
+            ("COMMIT AND CHAIN; COMMIT", &["COMMIT", "COMMIT"]),
+        ] {
+            let what = format!("{end}; INSERT (extended: {extended})");
+            let begin = s.raw.query_ok("BEGIN READ ONLY").await;
+            assert_eq!(begin.status, b'T');
+            let on = port_of(&s.raw.query_ok("SELECT inet_server_port()").await.rows[0]);
+            assert!(p.is_replica(on), "the transaction ran on {}", p.name(on));
+            let write = insert(&format!("same request {extended} {end}"));
+            let r = if extended {
+                let mut statements: Vec<&str> = end.split("; ").collect();
+                statements.push(&write);
+                s.raw.send(&batch(&statements)).await.unwrap();
+                s.raw.read_result(&what).await
+            } else {
+                s.raw.query(&format!("{end}; {write}")).await
+            };
+            assert!(r.error.is_none(), "{what}: {:?}", r.error);
+            let mut tags = ends.to_vec();
+            tags.push("INSERT 0 1");
+            assert_eq!(r.tags, tags, "{what}");
+            assert_eq!(r.status, b'I', "{what}");
+            let at = port_of(&r.rows[0]);
+            assert_eq!(at, p.primary, "{what}: the INSERT ran on {}", p.name(at));
+            // Nothing more came: the next request gets its own answer.
+            assert_eq!(s.raw.query_ok("SELECT 7").await.scalar(), "7", "{what}");
+        }
+        // A failure before the end: the rest of the request does not run, as in PostgreSQL.
+        let mark = format!("not after a failure {extended}");
+        s.raw.query_ok("BEGIN READ ONLY").await;
+        s.raw.query_ok("SELECT inet_server_port()").await;
+        let write = insert(&mark);
+        let r = if extended {
+            s.raw
+                .send(&batch(&["SELECT 1/0", "COMMIT", &write]))
+                .await
+                .unwrap();
+            s.raw.read_result("failing batch").await
+        } else {
+            s.raw.query(&format!("SELECT 1/0; COMMIT; {write}")).await
+        };
+        let code = r.error.as_ref().map(|e| e.code());
+        assert_eq!(code.as_deref(), Some("22012"), "extended: {extended}");
+        assert!(r.tags.is_empty(), "extended: {extended}: {:?}", r.tags);
+        assert_eq!(r.status, b'E', "extended: {extended}");
+        assert_eq!(s.raw.query_ok("ROLLBACK").await.tags, ["ROLLBACK"]);
+        let count = s
+            .raw
+            .query_ok(&format!(
+                "/* switchyard:primary */ SELECT count(*) FROM routing_t WHERE v = '{mark}'"
+            ))
+            .await;
+        assert_eq!(count.scalar(), "0", "extended: {extended}");
+    }
+    // A whole read-only transaction and a write after it in one batch.
+    let write = insert("whole batch");
+    s.raw
+        .send(&batch(&[
+            "BEGIN READ ONLY",
+            "SELECT inet_server_port()",
+            "COMMIT",
+            &write,
+        ]))
+        .await
+        .unwrap();
+    let r = s.raw.read_result("whole batch").await;
+    assert!(r.error.is_none(), "whole batch: {:?}", r.error);
+    assert_eq!(r.tags, ["BEGIN", "SELECT 1", "COMMIT", "INSERT 0 1"]);
+    assert_eq!(r.status, b'I');
+    let at = port_of(&r.rows[1]);
+    assert_eq!(at, p.primary, "the INSERT ran on {}", p.name(at));
+    assert_eq!(s.raw.query_ok("SELECT 8").await.scalar(), "8");
+}
+
 /// `first` and `second` pipelined (the second sent before the first is answered), as Queries
 /// or through the extended protocol (`query_typed`: Parse, Bind, Describe, Execute, Sync);
 /// the port in the second's first column.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::pending::{Hook, Kind, Mode};
+use super::route::Target;
 use super::statements::{self, Statement};
 use super::{Fatal, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
@@ -234,7 +235,8 @@ impl Session {
         // A portal may exist from here to the Sync (an Execute with a row limit, a Flush).
         self.bound_in_batch = true;
         self.note_bind_effects(name, stmt.as_deref());
-        if self.txn != TxnStatus::Idle {
+        // (A batch on a replica may begin its read-only transaction too.)
+        if self.txn != TxnStatus::Idle || self.target == Target::Replica {
             self.batch_ends_block |= self.bound_ends_block(name, stmt.as_deref());
         }
         if let Some(arg) = self.terminate_arg_of(name, stmt.as_deref()) {

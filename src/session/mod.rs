@@ -476,6 +476,8 @@ async fn start(
         fresh_attach: false,
         ending_block: false,
         batch_ends_block: false,
+        split_first: false,
+        drop_split_rest: false,
         copy_ended_since_request: false,
         batch_open: false,
         leaving: leaving::Leaving::No,
@@ -750,6 +752,12 @@ struct Session {
     /// A statement bound in the open extended batch ends the transaction block: its Sync
     /// sets `ending_block`.
     batch_ends_block: bool,
+    /// The Query at the front of the client buffer is the first part of one split after the
+    /// end of a read-only transaction on a replica (see `split_query_after_block_end`).
+    split_first: bool,
+    /// That first part failed: the rest of the Query, next in the client buffer, is dropped
+    /// unanswered (PostgreSQL stops a Query at its first error).
+    drop_split_rest: bool,
     /// A CopyDone/CopyFail was sent after the last Execute or Query, either of which may start
     /// a COPY FROM STDIN (tells which Syncs the server ignores during the copy).
     copy_ended_since_request: bool,

@@ -124,6 +124,19 @@ pub enum Hook {
         statement: ClosedStatement,
         on_server: bool,
     },
+    /// The proxy's Sync that ends an extended batch on a replica right after the statement
+    /// that ends its read-only transaction: what the client sends after it in the batch is
+    /// routed afresh (see `Session::split_after_block_end`). Its ReadyForQuery is not relayed;
+    /// an error before it makes the proxy skip the rest of the client's batch, as the server
+    /// would have.
+    SplitSync,
+    /// The first part of a simple Query split after the statement that ends a read-only
+    /// transaction on a replica (see `Session::split_query_after_block_end`): its
+    /// ReadyForQuery is the client's only if it fails (then the rest is not run).
+    SplitFirst,
+    /// That part, after an error: its ReadyForQuery goes to the client, and the rest of the
+    /// Query is dropped.
+    SplitFailed,
 }
 
 /// The statement a [`Hook::Closed`] gives back (compared by identity).
@@ -177,6 +190,9 @@ pub struct Matched {
     pub awaiting_sync: bool,
     /// The message says a COPY FROM STDIN began that the client has already ended.
     pub copy_ended: bool,
+    /// The ReadyForQuery of the first part of a split Query that failed: the rest of that
+    /// Query is not to run.
+    pub split_failed: bool,
 }
 
 /// The queue.
@@ -442,6 +458,7 @@ impl Pending {
             mode: Mode::Forward,
             awaiting_sync: false,
             copy_ended: false,
+            split_failed: false,
         };
         let Some(Expect::Server {
             kind,
@@ -464,6 +481,13 @@ impl Pending {
                 *hook = Hook::None;
                 m.forward = false;
                 return m;
+            }
+            if let Some(Expect::Server {
+                hook: hook @ Hook::SplitFirst,
+                ..
+            }) = self.q.front_mut()
+            {
+                *hook = Hook::SplitFailed;
             }
             // Errors always reach the client, except answers to the proxy's own queries and
             // to what it sent to fail.
@@ -497,7 +521,15 @@ impl Pending {
                     m.skipped = true;
                 }
                 // No Sync sent yet: the server ignores what the client sends until its Sync.
-                m.awaiting_sync = self.q.is_empty();
+                // Nor has the client's been, when the proxy's Sync split its batch.
+                m.awaiting_sync = self.q.is_empty()
+                    || matches!(
+                        self.q.front(),
+                        Some(Expect::Server {
+                            hook: Hook::SplitSync,
+                            ..
+                        })
+                    );
                 if let Some(Expect::Server {
                     hook: Hook::ReprepareSync,
                     ..
@@ -538,6 +570,9 @@ impl Pending {
                 self.named -= usize::from(hook.names());
                 m.completed = Some((kind, mode));
                 m.hold_ready = matches!(hook, Hook::HoldReady);
+                // (The client's ReadyForQuery comes with the rest of its batch, or Query.)
+                m.forward &= !matches!(hook, Hook::SplitFirst | Hook::SplitSync);
+                m.split_failed = matches!(hook, Hook::SplitFailed);
                 if let Hook::Shape { id } = hook {
                     m.shape_of = Some(id);
                 }

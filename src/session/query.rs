@@ -311,12 +311,16 @@ impl Session {
                 &self.client.rbuf[5..h.frame_len],
             )));
         self.apply_effects(effects, pin);
-        self.ending_block = info.statements == 1
-            && matches!(
-                info.txn,
-                TxnControl::Commit | TxnControl::Rollback | TxnControl::PrepareTransaction
-            )
-            && !std::str::from_utf8(super::route::query_bytes(&self.client.rbuf[5..h.frame_len]))
+        let split_first = std::mem::take(&mut self.split_first);
+        self.ending_block = split_first
+            || info.statements == 1
+                && matches!(
+                    info.txn,
+                    TxnControl::Commit | TxnControl::Rollback | TxnControl::PrepareTransaction
+                )
+                && !std::str::from_utf8(super::route::query_bytes(
+                    &self.client.rbuf[5..h.frame_len],
+                ))
                 .is_ok_and(crate::sql::chains);
         if info.execute {
             self.forward_execute(h.frame_len);
@@ -329,7 +333,9 @@ impl Session {
         self.pending.expect(
             Kind::Query,
             Mode::Forward,
-            if restore && !after_copy {
+            if split_first {
+                Hook::SplitFirst
+            } else if restore && !after_copy {
                 Hook::HoldReady
             } else {
                 Hook::None

@@ -219,6 +219,8 @@ impl Session {
             }
             let body = &conn.rbuf[run + 5..run + h.frame_len];
             let mut forward = m.forward && !rescuing;
+            // The first part of a split Query failed: PostgreSQL would not run the rest.
+            self.drop_split_rest |= m.split_failed;
             match h.tag {
                 tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE if m.forward => {
                     // An Execute's COPY: the Syncs sent with it were ignored (see
