@@ -2406,6 +2406,62 @@ async fn same_statement_text_under_different_search_paths() {
     }
 }
 
+/// DEALLOCATE name, DEALLOCATE ALL and DISCARD ALL pipelined behind requests that fail a
+/// block or open one: answered as PostgreSQL answers them (25P02, 25001), and the client's
+/// statements stay, as on PostgreSQL. (The proxy decided when it read the command, before the
+/// earlier answers came: it answered DEALLOCATE ALL itself in the failed block, and forgot
+/// the statements each time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_pipelined_behind_a_failure_keeps_the_statements() {
+    let p = proxy("transaction", "size = 1");
+    let mut x = Raw::app(&p).await;
+    assert_eq!(
+        tags(&x.roundtrip(&parse_sync("di", "SELECT 1")).await),
+        "1Z"
+    );
+    for command in ["DEALLOCATE ALL", "DEALLOCATE di", "DISCARD ALL"] {
+        let mut b = BytesMut::new();
+        for sql in ["BEGIN", "SELECT 1/0", command] {
+            frontend::query(sql, &mut b).unwrap();
+        }
+        x.send(&b).await;
+        x.until_ready().await;
+        assert_eq!(error_code(&x.until_ready().await).as_deref(), Some("22012"));
+        let r = x.until_ready().await;
+        assert_eq!(
+            error_code(&r).as_deref(),
+            Some("25P02"),
+            "{command}: {}",
+            tags(&r)
+        );
+        assert_eq!(
+            r.last().map(|m| m.1.clone()),
+            Some(b"E".to_vec()),
+            "{command}"
+        );
+        assert_eq!(tags(&x.simple("ROLLBACK").await), "CZ");
+        let r = x.roundtrip(&bind_exec("di", &[])).await;
+        assert_eq!(
+            single(&r, &format!("di after {command} in a failed block")),
+            "1"
+        );
+    }
+    // DISCARD ALL behind an extended-protocol BEGIN: 25001, the statements stay.
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "", "BEGIN");
+    m_bind(&mut b, "", "", &[]);
+    m_execute(&mut b);
+    m_sync(&mut b);
+    frontend::query("DISCARD ALL", &mut b).unwrap();
+    x.send(&b).await;
+    assert_eq!(error_code(&x.until_ready().await), None);
+    let r = x.until_ready().await;
+    assert_eq!(error_code(&r).as_deref(), Some("25001"), "{}", tags(&r));
+    assert_eq!(tags(&x.simple("ROLLBACK").await), "CZ");
+    let r = x.roundtrip(&bind_exec("di", &[])).await;
+    assert_eq!(single(&r, "di after a failed DISCARD ALL"), "1");
+}
+
 /// DEALLOCATE name / DEALLOCATE ALL of protocol-level statements (as psycopg sends them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deallocate_of_protocol_statements() {

@@ -71,6 +71,19 @@ impl Session {
         let text = super::route::query_bytes(body);
         let classifier = self.app.classifier.load();
         let a = super::route::analyze(&classifier, text, self.opaque_backslashes);
+        let forgets = a.deallocate.is_some()
+            || a.effects
+                .intersects(Effects::DISCARD_ALL | Effects::DEALLOCATE_ALL);
+        if forgets && self.server.is_some() && !self.pending.is_empty() {
+            // Whether it runs, and so whether the client's statements are gone, depends on how
+            // the requests ahead of it end (an error fails their block, a BEGIN opens one):
+            // it waits for their answers (a Flush makes the server send those of an open
+            // batch).
+            if self.batch_open && !std::mem::replace(&mut self.parse_wait_flushed, true) {
+                encode::empty(&mut self.swbuf, tag::FLUSH);
+            }
+            return Ok(Some(Step::Idle));
+        }
         // Protocol-level statements are the proxy's: DEALLOCATE of one is answered here (also
         // when pinned; SQL-level PREPAREs of a pinned client go to its server).
         // (In a failed transaction block the server answers, with 25P02.)
