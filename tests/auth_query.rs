@@ -299,7 +299,7 @@ async fn a_changed_password_counts_from_the_next_login() {
         .unwrap_or_else(|| panic!("not a server error: {e:?}"));
     assert_eq!(db.code().code(), "28P01");
     assert!(
-        db.message().contains("changed on the server"),
+        db.message().contains("changed or expired on the server"),
         "{}",
         db.message()
     );

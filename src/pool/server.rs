@@ -459,8 +459,9 @@ impl ServerConn {
                                 p,
                                 "28P01",
                                 format!(
-                                    "the password of role \"{}\" changed on the server since \
-                                     its client logged in",
+                                    "the server no longer accepts the password role \"{}\" \
+                                     logged in with (it changed or expired on the server since \
+                                     its client logged in)",
                                     p.user
                                 ),
                             ),
