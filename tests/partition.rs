@@ -611,6 +611,105 @@ async fn a_read_lost_before_its_held_answer_was_sent_is_repeated() {
     );
 }
 
+/// With reads split, a Query that ends a read-only transaction on a replica and writes after
+/// that (`COMMIT; INSERT ...`) is split after its COMMIT (the write runs on the primary). If
+/// the replica is lost while that COMMIT runs, the client gets one error and one
+/// ReadyForQuery for its one Query, the block is over, and the write after it does not run:
+/// PostgreSQL runs nothing of a Query after its first error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_query_whose_replica_is_lost_is_answered_once_and_not_run_on() {
+    use postgres_protocol::message::frontend;
+    let s = tokio::task::spawn_blocking(setup).await.unwrap();
+    s.proxy
+        .connect_app()
+        .await
+        .batch_execute("CREATE TABLE IF NOT EXISTS part_split (v int)")
+        .await
+        .unwrap();
+    let insert = "INSERT INTO part_split VALUES (1)";
+    // The same as one extended batch: Parse, Bind, Execute of each, then one Sync.
+    let mut batch = bytes::BytesMut::new();
+    for sql in ["COMMIT", insert] {
+        frontend::parse("", sql, std::iter::empty(), &mut batch).unwrap();
+        frontend::bind(
+            "",
+            "",
+            std::iter::empty(),
+            std::iter::empty::<i32>(),
+            |_: i32, _: &mut bytes::BytesMut| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> { unreachable!() },
+            std::iter::empty(),
+            &mut batch,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        frontend::execute("", 0, &mut batch).unwrap();
+    }
+    frontend::sync(&mut batch);
+    let mut query = bytes::BytesMut::new();
+    frontend::query(&format!("COMMIT; {insert}"), &mut query).unwrap();
+
+    for (form, request) in [("Query", query), ("extended batch", batch)] {
+        let mut sess = login_app(&s.proxy).await;
+        sess.raw.query_ok("BEGIN READ ONLY").await;
+        let port: u16 = sess
+            .raw
+            .query_ok("SELECT inet_server_port()")
+            .await
+            .scalar()
+            .parse()
+            .unwrap();
+        let i = s
+            .cluster
+            .replicas()
+            .iter()
+            .position(|n| n.port() == port)
+            .expect("the read-only transaction runs on a replica");
+        s.relays[i].set_mode(Mode::Blackhole);
+        sess.raw.send(&request).await.unwrap();
+        // (The COMMIT reaches the relay, which holds it.)
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.relays[i].reset_all();
+        s.relays[i].set_mode(Mode::Pass);
+
+        let mut got = Vec::new();
+        loop {
+            match sess.raw.next(Duration::from_secs(30)).await {
+                Next::Frame(f) if f.tag == b'Z' => {
+                    got.push(f);
+                    break;
+                }
+                Next::Frame(f) => got.push(f),
+                other => panic!("{form}: expected its answer, got {other:?} after {got:?}"),
+            }
+        }
+        let codes: Vec<String> = got
+            .iter()
+            .filter(|f| f.is_error())
+            .map(|f| f.code())
+            .collect();
+        assert_eq!(codes, ["08006"], "{form}: {got:?}");
+        assert_eq!(got.last().unwrap().body, b"I", "{form}: the block is over");
+        match sess.raw.next(Duration::from_secs(2)).await {
+            Next::Timeout => {}
+            other => {
+                panic!("{form}: one ReadyForQuery for one request, then nothing: got {other:?}")
+            }
+        }
+        let rows = tokio::task::block_in_place(|| {
+            s.cluster
+                .primary()
+                .psql_db(APP_DB, "SELECT count(*) FROM part_split")
+                .unwrap()
+        });
+        assert_eq!(rows, "0", "{form}: the INSERT after the lost COMMIT ran");
+        assert_eq!(
+            sess.raw.query_ok("SELECT 1").await.scalar(),
+            "1",
+            "{form}: the client goes on"
+        );
+    }
+}
+
 /// `primary_reads = "never"`: with no replica up, reads fail (57P03, as writes without a
 /// primary do) rather than run on the primary; writes go on; reads come back with a replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -662,6 +662,29 @@ impl Pending {
 
     /// Empties the queue (server lost); returns how many ReadyForQuery the client still awaits
     /// (those of its requests the proxy was to answer itself included).
+    /// Which parts of a split request are in flight: (the proxy's Sync that split the
+    /// client's extended batch is the last thing sent, the first part of a split Query is
+    /// not answered yet).
+    pub fn splits(&self) -> (bool, bool) {
+        let split_sync = matches!(
+            self.q.back(),
+            Some(Expect::Server {
+                hook: Hook::SplitSync,
+                ..
+            })
+        );
+        let split_query = self.q.iter().any(|e| {
+            matches!(
+                e,
+                Expect::Server {
+                    hook: Hook::SplitFirst | Hook::SplitFailed,
+                    ..
+                }
+            )
+        });
+        (split_sync, split_query)
+    }
+
     pub fn abandon(&mut self) -> usize {
         let n = self
             .q

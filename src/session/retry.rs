@@ -166,15 +166,24 @@ impl super::Session {
             // lost.
             self.client.wbuf.unsplit(z);
         }
-        let open_batch = matches!(self.pending.last_kind(), Some(k) if !matches!(k, super::pending::Kind::Sync | super::pending::Kind::Query | super::pending::Kind::FunctionCall));
-        let owed = self.pending.abandon();
+        // A request the proxy split after the end of a read-only block on a replica (see
+        // `split_after_block_end`) is one request to the client: the Sync that split its
+        // batch gets no ReadyForQuery of its own (the batch is the client's, still open: the
+        // rest of it is skipped up to its Sync), and the rest of a split Query is not run
+        // (the error ends the Query, as PostgreSQL's first error does).
+        let (split_sync, split_query) = self.pending.splits();
+        self.drop_split_rest |= split_query;
+        let open_batch = split_sync
+            || matches!(self.pending.last_kind(), Some(k) if !matches!(k, super::pending::Kind::Sync | super::pending::Kind::Query | super::pending::Kind::FunctionCall));
+        let owed = self.pending.abandon() - usize::from(split_sync);
         // A transaction block dies with its server: the client's block has failed. Unless
         // the request lost ends the block (a COMMIT, ROLLBACK or PREPARE TRANSACTION, sent
         // last): whether it ran or not, the block is over once it is answered, as a COMMIT
         // that fails in PostgreSQL ends the block too (a client that then begins anew must
         // not find itself in a failed block).
         let in_block = self.txn != TxnStatus::Idle;
-        let block_ends = in_block && owed > 0 && std::mem::take(&mut self.ending_block);
+        let block_ends =
+            in_block && (owed > 0 || split_sync) && std::mem::take(&mut self.ending_block);
         let was_busy = owed > 0 || open_batch;
         if let Pass::Forward(n) = self.client_pass {
             self.client_pass = Pass::Drop(n);
@@ -198,7 +207,9 @@ impl super::Session {
                 // the ReadyForQuery of its Sync or Query): a pipelined request answered by a
                 // bare ReadyForQuery would read as one whose messages produced nothing.
                 for i in 1..=owed {
-                    let status = if in_block && !(block_ends && i == owed) {
+                    // (A Sync of the proxy's ends the block, not one of these.)
+                    let ends = block_ends && !split_sync && i == owed;
+                    let status = if in_block && !ends {
                         TxnStatus::Failed
                     } else {
                         TxnStatus::Idle
