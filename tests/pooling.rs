@@ -1216,6 +1216,72 @@ async fn raw_q(s: &mut support::raw::Session, sql: &str) -> (String, Vec<String>
     (code, r.tags, r.status as char)
 }
 
+/// COMMIT, ROLLBACK, END and ABORT outside any transaction block are answered as PostgreSQL
+/// answers them (WARNING 25P01 "there is no transaction in progress", then the tag), with no
+/// server: while the only server connection is taken they do not wait for one (nor, with no
+/// primary, for a primary). With `client_min_messages = error`, no warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_or_rollback_outside_a_block_needs_no_server() {
+    use support::raw::Next;
+    let p = proxy("transaction", "size = 1\ncheckout_timeout = \"1s\"");
+    let mut a = raw_login(&p, &[]).await;
+    let holder = connect(&p).await;
+    q(&holder, "BEGIN").await;
+    q(&holder, "SELECT 1").await;
+    // Each answer: (notices as severity/code/message, tags, errors, status).
+    async fn answer(
+        s: &mut support::raw::Session,
+        sql: &str,
+    ) -> (Vec<String>, Vec<String>, Vec<String>, char) {
+        let mut out = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut out).unwrap();
+        s.raw.send(&out).await.unwrap();
+        let (mut notices, mut tags, mut errors) = (vec![], vec![], vec![]);
+        loop {
+            match s.raw.next(STEP).await {
+                Next::Frame(f) if f.tag == b'N' => {
+                    notices.push(format!("{} {} {}", f.severity(), f.code(), f.message()))
+                }
+                Next::Frame(f) if f.tag == b'C' => {
+                    tags.push(String::from_utf8_lossy(&f.body[..f.body.len() - 1]).into_owned())
+                }
+                Next::Frame(f) if f.is_error() => errors.push(f.code()),
+                Next::Frame(f) if f.tag == b'Z' => {
+                    return (notices, tags, errors, f.body[0] as char)
+                }
+                Next::Frame(_) => {}
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+    }
+    let warning = vec!["WARNING 25P01 there is no transaction in progress".to_string()];
+    for (sql, tag) in [
+        ("COMMIT", "COMMIT"),
+        ("rollback;", "ROLLBACK"),
+        ("END", "COMMIT"),
+        ("ABORT TRANSACTION", "ROLLBACK"),
+    ] {
+        assert_eq!(
+            answer(&mut a, sql).await,
+            (warning.clone(), vec![tag.to_string()], vec![], 'I'),
+            "{sql}"
+        );
+    }
+    // (SET needs a server: given back first.)
+    q(&holder, "COMMIT").await;
+    assert_eq!(
+        raw_q(&mut a, "SET client_min_messages = error").await.2,
+        'I'
+    );
+    q(&holder, "BEGIN").await;
+    q(&holder, "SELECT 1").await;
+    assert_eq!(
+        answer(&mut a, "ROLLBACK").await,
+        (vec![], vec!["ROLLBACK".to_string()], vec![], 'I')
+    );
+    q(&holder, "COMMIT").await;
+}
+
 /// A transaction block that fails without a server fails as PostgreSQL's would. After a BEGIN
 /// the proxy answered, no server for the first statement (53300) leaves the block failed
 /// ("E"); a ROLLBACK ends it without a server; once a server is to be had, statements in the

@@ -164,6 +164,10 @@ impl Session {
             && std::str::from_utf8(text)
                 .ok()
                 .is_some_and(crate::sql::chains);
+        // (Not `AND CHAIN`: outside a block PostgreSQL refuses it.)
+        let alone_outside_block = ends_deferred
+            && self.outside_any_block()
+            && !std::str::from_utf8(text).is_ok_and(crate::sql::chains);
         if a.statements == 1 && a.reason == crate::sql::Reason::Write("DROP") {
             if let Some(db) = std::str::from_utf8(text)
                 .ok()
@@ -221,6 +225,26 @@ impl Session {
                 self.deferred_begin = None;
             }
             let mut b = BytesMut::new();
+            encode::command_complete(&mut b, if is_commit { "COMMIT" } else { "ROLLBACK" });
+            self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
+        if alone_outside_block {
+            // COMMIT or ROLLBACK with no transaction open: PostgreSQL only warns that there is
+            // none. Answered here, it waits for no server (a pool's ROLLBACK on giving a
+            // connection back goes on while there is no primary) and costs no round trip.
+            self.client.rbuf.advance(h.frame_len);
+            let mut b = BytesMut::new();
+            if !self.warnings_muted() {
+                encode::error_fields(
+                    &mut b,
+                    tag::NOTICE_RESPONSE,
+                    "WARNING",
+                    "25P01",
+                    "there is no transaction in progress",
+                );
+            }
             encode::command_complete(&mut b, if is_commit { "COMMIT" } else { "ROLLBACK" });
             self.respond(b);
             self.respond_ready();
@@ -457,6 +481,29 @@ impl Session {
         self.pool_mode == crate::config::PoolMode::Transaction
             && self.pin.is_none()
             && self.route_override.is_none()
+    }
+
+    /// Between transactions in transaction pooling: no block open (nor one the proxy answered
+    /// BEGIN for, nor one that failed or was lost), nothing in flight, no server held.
+    fn outside_any_block(&self) -> bool {
+        self.server.is_none()
+            && self.pool_mode == PoolMode::Transaction
+            && self.pin.is_none()
+            && self.txn == TxnStatus::Idle
+            && self.deferred_begin.is_none()
+            && !self.aborted_txn
+            && !self.lost_txn
+            && !self.batch_open
+            && self.pending.is_empty()
+    }
+
+    /// Whether the client's `client_min_messages` (as far as the proxy knows it: from its
+    /// startup packet or its own `SET`s) keeps warnings from it.
+    fn warnings_muted(&self) -> bool {
+        self.desired
+            .0
+            .get("client_min_messages")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("error"))
     }
 
     /// `SET/RESET/SHOW switchyard.<name>` (kind 0/1/2) and `SET LOCAL` (3), answered by the
