@@ -266,19 +266,7 @@ async fn every_batch_in_flight_fails_when_the_server_is_lost() {
         "SELECT pg_sleep(60) /* first batch */",
         "INSERT INTO nowhere VALUES (1) /* second batch */",
     ] {
-        frontend::parse("", sql, std::iter::empty(), &mut out).unwrap();
-        frontend::bind(
-            "",
-            "",
-            std::iter::empty(),
-            std::iter::empty::<i32>(),
-            |_: i32, _: &mut bytes::BytesMut| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> { unreachable!() },
-            std::iter::empty(),
-            &mut out,
-        )
-        .map_err(|_| ())
-        .unwrap();
-        frontend::execute("", 0, &mut out).unwrap();
+        raw::parse_bind_execute(sql, &mut out);
         frontend::sync(&mut out);
     }
     s.raw.send(&out).await.unwrap();

@@ -630,19 +630,7 @@ async fn a_split_query_whose_replica_is_lost_is_answered_once_and_not_run_on() {
     // The same as one extended batch: Parse, Bind, Execute of each, then one Sync.
     let mut batch = bytes::BytesMut::new();
     for sql in ["COMMIT", insert] {
-        frontend::parse("", sql, std::iter::empty(), &mut batch).unwrap();
-        frontend::bind(
-            "",
-            "",
-            std::iter::empty(),
-            std::iter::empty::<i32>(),
-            |_: i32, _: &mut bytes::BytesMut| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> { unreachable!() },
-            std::iter::empty(),
-            &mut batch,
-        )
-        .map_err(|_| ())
-        .unwrap();
-        frontend::execute("", 0, &mut batch).unwrap();
+        raw::parse_bind_execute(sql, &mut batch);
     }
     frontend::sync(&mut batch);
     let mut query = bytes::BytesMut::new();

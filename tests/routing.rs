@@ -2576,19 +2576,7 @@ async fn a_write_after_the_end_of_a_replica_transaction_in_the_same_request_runs
     let batch = |statements: &[&str]| {
         let mut out = bytes::BytesMut::new();
         for sql in statements {
-            frontend::parse("", sql, std::iter::empty(), &mut out).unwrap();
-            frontend::bind(
-                "",
-                "",
-                std::iter::empty(),
-                std::iter::empty::<i32>(),
-                |_: i32, _: &mut bytes::BytesMut| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> { unreachable!() },
-                std::iter::empty(),
-                &mut out,
-            )
-            .map_err(|_| ())
-            .unwrap();
-            frontend::execute("", 0, &mut out).unwrap();
+            raw::parse_bind_execute(sql, &mut out);
         }
         frontend::sync(&mut out);
         out

@@ -301,6 +301,28 @@ impl QueryResult {
 }
 
 /// A StartupMessage with any protocol version.
+/// Appends Parse, Bind and Execute of `sql` as the unnamed statement and portal (no
+/// parameters, results in text): one statement of an extended-protocol batch.
+pub fn parse_bind_execute(sql: &str, out: &mut BytesMut) {
+    frontend::parse("", sql, std::iter::empty(), out).unwrap();
+    frontend::bind(
+        "",
+        "",
+        std::iter::empty(),
+        std::iter::empty::<i32>(),
+        |_: i32,
+         _: &mut BytesMut|
+         -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            unreachable!()
+        },
+        std::iter::empty(),
+        out,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    frontend::execute("", 0, out).unwrap();
+}
+
 pub fn startup_packet(version: i32, params: &[(&str, &str)]) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&version.to_be_bytes());
