@@ -26,6 +26,7 @@ mod sequences;
 mod serverside;
 pub mod settings;
 mod shapes;
+mod split;
 mod startup;
 pub mod statements;
 
