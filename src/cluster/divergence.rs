@@ -9,9 +9,10 @@
 //! The comparison must be with the primary's position *at the time* the standby answered: once
 //! the new primary takes writes it soon passes the diverged standby, whose position then looks
 //! like a lag. So a standby's answer is compared with a primary probe sent after it arrived,
-//! and its answer before the last one is kept too: the probe that matters most is a newly
+//! and its last few answers are kept ([`KEPT`]): the probe that matters most is a newly
 //! promoted server's first, which shows the position its timeline began near, before writes
-//! reach it, and a standby's latest answer may have come in while that probe was out.
+//! reach it, and it may be out for several of the standby's probe intervals (a server ending
+//! recovery on a loaded machine answers late), each bringing a newer answer.
 
 use std::time::Instant;
 
@@ -23,10 +24,13 @@ pub struct Divergence {
     seen: Vec<Seen>,
 }
 
+/// A standby's answers kept: its positions over the last few probe intervals.
+const KEPT: usize = 8;
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Seen {
-    /// Its last two probe answers since it started, the latest first.
-    answers: [Option<Answer>; 2],
+    /// Its last [`KEPT`] probe answers since it started, the latest first.
+    answers: [Option<Answer>; KEPT],
     /// Its postmaster's start time as last reported.
     started_us: Option<i64>,
     diverged: bool,
@@ -61,13 +65,14 @@ impl Divergence {
         let restarted = s.started_us.is_some() && s.started_us != o.started_us;
         if o.primary || restarted {
             s.diverged = false;
-            s.answers = [None, None];
+            s.answers = [None; KEPT];
         }
         s.started_us = o.started_us;
         let replay = (!o.primary)
             .then(|| o.replay_lsn.or(o.receive_lsn))
             .flatten();
-        s.answers = [Some(Answer { at, replay }), s.answers[0]];
+        s.answers.rotate_right(1);
+        s.answers[0] = Some(Answer { at, replay });
     }
 
     /// Whether standby `i` is on another history than the primary probed at `primary` (when
@@ -149,6 +154,20 @@ mod tests {
         let mut d = Divergence::new(1);
         d.observed(0, t0, &standby(5, 200));
         d.observed(0, answered_since, &standby(5, 200));
+        assert_eq!(d.check(0, Some((first_probe, 150))), (true, Some(200)));
+    }
+
+    /// The new primary's first probe was out for several of the standby's answers: the one
+    /// from before it is still kept.
+    #[test]
+    fn a_slow_first_probe_of_a_new_primary_still_finds_the_standby_ahead() {
+        let t0 = Instant::now();
+        let mut d = Divergence::new(1);
+        d.observed(0, t0, &standby(5, 200));
+        let first_probe = t0 + ms(1);
+        for n in 2..=KEPT as u64 {
+            d.observed(0, t0 + ms(n), &standby(5, 200));
+        }
         assert_eq!(d.check(0, Some((first_probe, 150))), (true, Some(200)));
     }
 
