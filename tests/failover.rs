@@ -1630,18 +1630,7 @@ async fn a_standby_ahead_of_the_promoted_one_takes_no_reads() {
         blocking(move || {
             // pg1 stops behind; pg2 goes on receiving rows the old primary then takes away.
             c.replicas()[0].stop();
-            c.primary()
-                .psql_db(
-                    APP_DB,
-                    "SET ROLE app; INSERT INTO f SELECT g, 'lost' FROM generate_series(1, 20000) g",
-                )
-                .expect("writing on pg0");
-            // (The commit flushed, should the cluster commit asynchronously.)
-            let end = c.primary().flush_wal().expect("pg0's position");
-            c.replicas()[1]
-                .wait_replay(end, Duration::from_secs(60))
-                .expect("pg2 replaying pg0's rows");
-            c.primary().kill();
+            let end = lose_rows_on_pg0(&c);
             c.replicas()[0].start().expect("starting pg1");
             c.replicas()[0].promote().expect("promoting pg1");
             end
@@ -1691,17 +1680,7 @@ async fn a_standby_ahead_of_the_promoted_one_is_diverged_though_the_new_primary_
                     .is_ok_and(|n| n == "0")
             });
             assert!(detached, "pg1's WAL receiver did not stop");
-            c.primary()
-                .psql_db(
-                    APP_DB,
-                    "SET ROLE app; INSERT INTO f SELECT g, 'lost' FROM generate_series(1, 20000) g",
-                )
-                .expect("writing on pg0");
-            let end = c.primary().flush_wal().expect("pg0's position");
-            c.replicas()[1]
-                .wait_replay(end, Duration::from_secs(60))
-                .expect("pg2 replaying pg0's rows");
-            c.primary().kill();
+            let end = lose_rows_on_pg0(&c);
             pg1.promote().expect("promoting pg1");
             end
         })
@@ -1770,6 +1749,24 @@ async fn pg2_diverged_and_unread(proxy: &Proxy, p: &Ports) {
             "a read ran on a server holding the old primary's lost rows"
         );
     }
+}
+
+/// Writes rows on pg0 that pg2 replays (pg1, stopped or detached, does not), then SIGKILLs
+/// pg0: the rows are lost with it. Returns pg0's position after them.
+fn lose_rows_on_pg0(c: &LocalCluster) -> switchyard::localpg::Lsn {
+    c.primary()
+        .psql_db(
+            APP_DB,
+            "SET ROLE app; INSERT INTO f SELECT g, 'lost' FROM generate_series(1, 20000) g",
+        )
+        .expect("writing on pg0");
+    // (The commit flushed, should the cluster commit asynchronously.)
+    let end = c.primary().flush_wal().expect("pg0's position");
+    c.replicas()[1]
+        .wait_replay(end, Duration::from_secs(60))
+        .expect("pg2 replaying pg0's rows");
+    c.primary().kill();
+    end
 }
 
 /// SIGKILLs pg1 (the first replica's postmaster) and waits until the proxy sees it down.
