@@ -2204,3 +2204,90 @@ async fn a_lagging_replica_takes_no_reads_when_the_primary_comes_back() {
         backend(&s, "pg2")["lag_ms"]
     );
 }
+
+/// A reload that renames the primary (same address) keeps its role and history: no "new
+/// primary", no moment without one. One that moves it to another address starts it unknown
+/// until its probes answer; a read-your-writes read whose wait for a replica ends meanwhile
+/// goes to the primary and waits for it (up to `primary_wait`), as a write would, rather than
+/// failing with 57P03 (a reviewer saw such reads fail at every rename or move of the primary
+/// under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_renames_or_moves_the_primary_fails_no_read() {
+    let routing = "max_replica_lag = \"1h\"\nryw_wait = \"3s\"\nprimary_wait = \"30s\"\n";
+    let (c, proxy, p) = setup(routing).await;
+    pause_replicas(&c, &proxy).await;
+    let new_primaries = |log: &str| log.matches("new primary").count();
+    let before = new_primaries(&proxy.log());
+    let mut backends = proxy.backends().to_vec();
+    assert_eq!(backends[0].0, "pg0");
+    backends[0].0 = "main".into();
+    proxy.rewrite_backends(&backends);
+    within("reload", proxy.reload_ok()).await;
+    wait_status(&proxy, "main as primary", Duration::from_secs(30), |s| {
+        backend(s, "main")["primary"] == true
+    })
+    .await;
+    // (Several probe rounds: an election would have happened by now.)
+    tokio::time::sleep(INTERVAL * 5).await;
+    let log = proxy.log();
+    assert_eq!(
+        new_primaries(&log),
+        before,
+        "renaming the primary was taken for a new primary:\n{}",
+        proxy.log_tail(30)
+    );
+
+    // Moved behind a relay that answers nothing yet.
+    let relay = support::relay::Relay::for_node(c.primary());
+    relay.set_mode(support::relay::Mode::Blackhole);
+    let writer = Arc::new(proxy.connect_app().await);
+    write_row(&writer, &p, 7).await;
+    // (The commit position is read back after the write's answer.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let read = tokio::spawn({
+        let writer = writer.clone();
+        async move {
+            let t0 = Instant::now();
+            let r = tokio::time::timeout(
+                Duration::from_secs(60),
+                writer.simple_query("SELECT inet_server_port(), count(*) FROM f WHERE id = 7"),
+            )
+            .await;
+            (r, t0.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    backends[0].1 = relay.addr_string();
+    proxy.rewrite_backends(&backends);
+    within("reload", proxy.reload_ok()).await;
+    // The read's wait for a replica (3 s) ends while the moved primary is unknown.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !read.is_finished(),
+        "the read did not wait for the moved primary"
+    );
+    relay.set_mode(support::relay::Mode::Pass);
+    let (r, took) = within("the read", read).await.unwrap();
+    let rows = r
+        .expect("the read hung")
+        .unwrap_or_else(|e| panic!("the read failed once the primary moved: {} ({e})", code(&e)));
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((r.get(0).unwrap().to_owned(), r.get(1).map(str::to_owned)))
+            }
+            _ => None,
+        })
+        .expect("a row");
+    assert_eq!(
+        row.0,
+        p.port("pg0").to_string(),
+        "the read ran elsewhere after {took:?}"
+    );
+    assert_eq!(
+        row.1.as_deref(),
+        Some("1"),
+        "the read did not see the write"
+    );
+}

@@ -28,7 +28,8 @@ pub struct Monitor {
     stats: HashMap<String, Arc<BackendStats>>,
     /// Each backend name's address, as last configured.
     addresses: HashMap<String, String>,
-    /// Health by (name, address), kept across reloads when a backend is unchanged.
+    /// Health by (name, address), kept across reloads for the server at the same address
+    /// (renamed or not: the address is the server).
     carried: HashMap<(String, String), Health>,
     /// The primaries' timeline, kept across reloads.
     epoch: Epoch,
@@ -38,9 +39,9 @@ pub struct Monitor {
     /// The last primary elected (name, address) and its timeline then, kept across reloads
     /// also while no primary is elected (see [`Aggregator::last_elected`]).
     last_elected: Option<((String, String), u32)>,
-    /// The elected primary's name and WAL position history, kept across reloads (the new
+    /// The elected primary's address and WAL position history, kept across reloads (the new
     /// monitor goes on measuring lag against them: a replica far behind stays far behind).
-    primary_name: Option<String>,
+    primary_address: Option<String>,
     history: Arc<Mutex<LsnHistory>>,
     /// Standbys found diverged, by (name, address), kept across reloads.
     diverged: std::collections::HashSet<(String, String)>,
@@ -80,7 +81,7 @@ impl Monitor {
             epoch: Epoch::default(),
             claimed: 0,
             last_elected: None,
-            primary_name: None,
+            primary_address: None,
             history: Default::default(),
             diverged: Default::default(),
             running: None,
@@ -118,10 +119,13 @@ impl Monitor {
                     .replay_lsn
                     .store(0, std::sync::atomic::Ordering::Release);
             }
+            // (By address: a backend renamed in the reload is still the same server, and
+            // goes on as it was rather than unknown until its first probe.)
             let health = self
                 .carried
-                .get(&(name.clone(), address.clone()))
-                .cloned()
+                .iter()
+                .find(|((_, a), _)| *a == address)
+                .map(|(_, h)| h.clone())
                 .unwrap_or_default();
             views.push(BackendView {
                 name: name.clone().into(),
@@ -193,17 +197,17 @@ impl Monitor {
         // while the primary is down) it goes on too, so that replicas' lag keeps growing
         // from the last position seen; electing any primary then starts it afresh.
         agg.primary = self
-            .primary_name
+            .primary_address
             .take()
-            .and_then(|n| agg.names.iter().position(|(name, _)| *name == n));
+            .and_then(|a| agg.names.iter().position(|(_, address)| *address == a));
         // The last primary elected, also when it is down now: back on the same timeline, it
         // is no change of primary.
         agg.last_elected = self
             .last_elected
             .as_ref()
-            .and_then(|(key, t)| Some((agg.names.iter().position(|k| k == key)?, *t)));
-        for (i, key) in agg.names.iter().enumerate() {
-            if self.diverged.contains(key) {
+            .and_then(|((_, a), t)| Some((agg.names.iter().position(|(_, b)| b == a)?, *t)));
+        for (i, (_, address)) in agg.names.iter().enumerate() {
+            if self.diverged.iter().any(|(_, a)| a == address) {
                 agg.divergence.carry(i);
             }
         }
@@ -258,7 +262,7 @@ impl Monitor {
         if view.epoch.timeline > self.epoch.timeline {
             self.epoch = view.epoch;
         }
-        self.primary_name = view.primary.map(|i| view.backends[i].name.to_string());
+        self.primary_address = view.primary.map(|i| view.backends[i].address.clone());
         let mut exact = HashMap::new();
         match back {
             Some(c) => {

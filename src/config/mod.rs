@@ -440,7 +440,11 @@ impl Loaded {
             out.push("[routing] changed".into());
         }
         if a.backends != b.backends {
-            out.push("[[backends]] changed".into());
+            let changes = backend_changes(&a.backends, &b.backends);
+            if changes.is_empty() {
+                out.push("[[backends]] order changed".into());
+            }
+            out.extend(changes);
         }
         if a.auth_query != b.auth_query {
             out.push("[auth_query] changed".into());
@@ -494,4 +498,42 @@ impl Loaded {
 /// Where `switchyard run` looks when `--config` is not given.
 pub fn default_path() -> PathBuf {
     PathBuf::from("config/switchyard.toml")
+}
+
+/// Each backend a reload adds, removes, renames (the same address under another name), moves
+/// (the same name at another address) or weighs differently, one line each.
+fn backend_changes(old: &[BackendConfig], new: &[BackendConfig]) -> Vec<String> {
+    let name = |b: &BackendConfig| b.name.get_ref().clone();
+    let address = |b: &BackendConfig| b.address.get_ref().clone();
+    let mut out = Vec::new();
+    for b in new {
+        let (n, at) = (name(b), address(b));
+        match old.iter().find(|o| name(o) == n) {
+            Some(o) if address(o) != at => {
+                out.push(format!("backend {n} moved from {} to {at}", address(o)));
+            }
+            Some(o) if o.weight != b.weight => {
+                out.push(format!("backend {n} weight {} -> {}", o.weight, b.weight));
+            }
+            Some(_) => {}
+            None => match old
+                .iter()
+                .find(|o| address(o) == at && !new.iter().any(|x| name(x) == name(o)))
+            {
+                Some(o) => out.push(format!("backend {} renamed to {n} ({at})", name(o))),
+                None => out.push(format!("backend {n} added ({at})")),
+            },
+        }
+    }
+    for o in old {
+        let (n, at) = (name(o), address(o));
+        let kept = new.iter().any(|b| name(b) == n);
+        let renamed = new
+            .iter()
+            .any(|b| address(b) == at && !old.iter().any(|x| name(x) == name(b)));
+        if !kept && !renamed {
+            out.push(format!("backend {n} removed ({at})"));
+        }
+    }
+    out
 }

@@ -1089,3 +1089,48 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgC4Q3N/O1NtqlBGDJ
 M6TdS2r60beBcXClXUV8ie9eUBs+jBILvBzabSb9+ItFNQa6DQ6H3oMn
 -----END PRIVATE KEY-----
 ";
+
+#[test]
+fn a_reload_names_each_backend_it_changes() {
+    let a = parse(MINIMAL, "t").unwrap();
+    let backends = |list: &str| {
+        let mut text = MINIMAL.split("[[backends]]").next().unwrap().to_owned();
+        for b in list.split(';') {
+            let (name, rest) = b.split_once('@').unwrap();
+            let (port, weight) = rest.split_once('*').unwrap_or((rest, "1"));
+            text += &format!(
+                "[[backends]]\nname = \"{name}\"\naddress = \"127.0.0.1:{port}\"\nweight = {weight}\n"
+            );
+        }
+        text += "[[users]]\nname = \"app\"\npassword = \"app\"\n";
+        parse(&text, "t").unwrap()
+    };
+    assert!(a.diff(&backends("pg1@5432;pg2@5433")).is_empty());
+    assert_eq!(
+        a.diff(&backends("main@5432;pg2@5434;pg3@5435*3")),
+        [
+            "backend pg1 renamed to main (127.0.0.1:5432)",
+            "backend pg2 moved from 127.0.0.1:5433 to 127.0.0.1:5434",
+            "backend pg3 added (127.0.0.1:5435)",
+        ]
+    );
+    assert_eq!(
+        a.diff(&backends("pg1@5432*2")),
+        [
+            "backend pg1 weight 1 -> 2",
+            "backend pg2 removed (127.0.0.1:5433)"
+        ]
+    );
+    assert_eq!(
+        a.diff(&backends("pg2@5433;pg1@5432")),
+        ["[[backends]] order changed"]
+    );
+    // Names swapped between the two servers: each is moved, not renamed.
+    assert_eq!(
+        a.diff(&backends("pg2@5432;pg1@5433")),
+        [
+            "backend pg2 moved from 127.0.0.1:5433 to 127.0.0.1:5432",
+            "backend pg1 moved from 127.0.0.1:5432 to 127.0.0.1:5433",
+        ]
+    );
+}

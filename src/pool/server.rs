@@ -103,6 +103,18 @@ impl ConnectError {
             } => "the database server offered a login bound to its TLS certificate that \
                   cannot be made (a man in the middle may be relaying it)"
                 .into(),
+            // The connection failed before any TLS was spoken (a forwarder in front of a
+            // server that is gone accepts, then closes): an outage like any other.
+            ConnectError::Tls {
+                source: crate::net::tls::TlsConnectError::Io(e),
+                ..
+            } if !matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            ) =>
+            {
+                "could not connect to the database server".into()
+            }
             ConnectError::Tls { .. } => {
                 "could not set up an encrypted connection to the database server".into()
             }
@@ -802,6 +814,36 @@ mod tests {
             severity: "FATAL".into(),
             code: code.into(),
             message: "no".into(),
+        }
+    }
+
+    #[test]
+    fn a_connection_closed_before_tls_is_a_failed_connection() {
+        use crate::net::tls::TlsConnectError;
+        let tls = |source| ConnectError::Tls {
+            address: "127.0.0.1:5432".into(),
+            source,
+        };
+        let io = |kind| std::io::Error::new(kind, "x");
+        for kind in [
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::ConnectionReset,
+        ] {
+            assert_eq!(
+                tls(TlsConnectError::Io(io(kind))).client_message(),
+                "could not connect to the database server"
+            );
+        }
+        // (An answer to SSLRequest that is neither S nor N, a host that is no TLS name.)
+        for e in [
+            TlsConnectError::Io(io(std::io::ErrorKind::InvalidData)),
+            TlsConnectError::Io(io(std::io::ErrorKind::InvalidInput)),
+            TlsConnectError::Handshake(io(std::io::ErrorKind::UnexpectedEof)),
+        ] {
+            assert_eq!(
+                tls(e).client_message(),
+                "could not set up an encrypted connection to the database server"
+            );
         }
     }
 

@@ -231,6 +231,20 @@ impl Session {
             // Waiting for a primary may have crossed a reload that renumbered the backends:
             // the index must be the primary of the view the pools are looked up in.
             self.current.refresh(&self.app);
+            if self.current.view.primary.is_none() {
+                // The primary went from the view after it was chosen (a reload that moved it
+                // is published before its first probe; a read-your-writes wait came first):
+                // the request waits for one, as it would have if there had been none then.
+                let wait = self.current.config.config.routing.primary_wait;
+                tokio::select! {
+                    _ = self.app.cluster.wait_primary(wait) => {}
+                    () = self.cancel.cancelled_unattached() => {
+                        self.fail_cancelled();
+                        return Ok(());
+                    }
+                }
+                self.current.refresh(&self.app);
+            }
             match self.current.view.primary {
                 Some(p) => index = p,
                 None => {
