@@ -15,8 +15,8 @@ pub struct Metrics {
     pub clients: IntGauge,
     /// Client connections accepted since start.
     pub clients_total: IntCounter,
-    /// Client connections refused, by reason (`max_clients`, `no_tls`, `client_cert`,
-    /// `not_admin`, `disabled`). Failed logins count in `errors_total` by SQLSTATE.
+    /// Client connections refused, by reason (`max_clients`, `no_tls`, `no_alpn`,
+    /// `client_cert`, `not_admin`, `disabled`, `hba`). Failed logins count in `errors_total` by SQLSTATE.
     pub clients_rejected: IntCounterVec,
     /// Server connections open now, by backend and state (`idle`, `active`).
     pub server_conns: IntGaugeVec,
@@ -62,7 +62,8 @@ pub struct Metrics {
     /// Role-membership reads for `hba_file`'s `+role` and `samerole` by result (`found`,
     /// `error`).
     pub hba_role_lookups: IntCounterVec,
-    /// Cancel requests by result (`forwarded`, `unknown`).
+    /// Cancel requests by result (`forwarded`, `not_running`, `failed`, `between_servers`,
+    /// `waiting`, `unknown`; see README).
     pub cancels: IntCounterVec,
     /// TLS handshakes by side (`client`: clients of the proxy, `server`: the proxy's server
     /// connections) and result (`ok`, `error`).
@@ -70,7 +71,7 @@ pub struct Metrics {
     /// Backend health as seen by the monitor (1 up, 0 down).
     pub backend_up: IntGaugeVec,
     /// Backend role (1 primary, 0 replica, -1 unknown, -2 fenced: claims the primary role and
-    /// takes nothing).
+    /// takes nothing, -3 a duplicate of an earlier entry, -4 a diverged standby).
     pub backend_role: IntGaugeVec,
     /// Replication lag of replicas in bytes (no series while unknown).
     pub replica_lag_bytes: IntGaugeVec,

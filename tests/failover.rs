@@ -1680,12 +1680,25 @@ async fn a_standby_ahead_of_the_promoted_one_is_diverged_though_the_new_primary_
                     .is_ok_and(|n| n == "0")
             });
             assert!(detached, "pg1's WAL receiver did not stop");
-            let end = lose_rows_on_pg0(&c);
-            pg1.promote().expect("promoting pg1");
-            end
+            lose_rows_on_pg0(&c)
         })
         .await
     };
+    // The monitor has seen pg2 past where pg1's timeline will begin. (Without this, on a fast
+    // machine pg1 could be promoted and take its writes before any probe answer of pg2's
+    // showing the lost rows came in ahead of a probe of pg1's: nothing then tells the two
+    // histories apart, the limit README states.)
+    wait_status(
+        &proxy,
+        "pg2 past the lost rows",
+        Duration::from_secs(20),
+        |s| lsn_of(s, "pg2").is_some_and(|l| l >= lost_at),
+    )
+    .await;
+    {
+        let c = c.clone();
+        blocking(move || c.replicas()[0].promote().expect("promoting pg1")).await;
+    }
     // Its first answer as a primary, on its new timeline, has come in; it is not elected yet.
     wait_status(&proxy, "pg1 on timeline 2", Duration::from_secs(20), |s| {
         backend(s, "pg1")["timeline"] == 2

@@ -1673,6 +1673,26 @@ async fn idle_timeout_closes_connections_and_min_size_keeps_them() {
     assert_eq!(s, Some((2, 0)), "min_size connections were not kept");
 }
 
+/// max_lifetime = "0s": each server connection serves one transaction and is closed when
+/// released, however quickly (the age check once missed a connection given back within the
+/// coarse clock's step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_max_lifetime_uses_each_server_connection_once() {
+    let p = proxy(
+        "transaction",
+        "size = 2
+max_lifetime = \"0s\"",
+    );
+    let c = connect(&p).await;
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..10 {
+        assert!(
+            pids.insert(backend_pid(&c).await),
+            "a server connection served a second transaction: {pids:?}"
+        );
+    }
+}
+
 /// max_lifetime: a server connection older than it is replaced (new backend pid, the old
 /// backend gone), but never in the middle of a transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,8 +59,8 @@ pub struct Config {
         deserialize_with = "duration::deserialize"
     )]
     pub startup_timeout: Duration,
-    /// Largest client message buffered whole (bytes or `"64MB"`); COPY data and Bind parameters
-    /// stream through regardless. Default `"64MB"`.
+    /// Largest client message buffered whole (bytes or `"64MB"`); COPY data, Bind parameters
+    /// and the text of a long Query stream through regardless (see `streamable`). Default `"64MB"`.
     #[serde(
         default = "d::max_message_size",
         deserialize_with = "duration::deserialize_bytes"

@@ -21,9 +21,24 @@ pub fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Whether a connection opened at `created` has outlived `max_lifetime` (ms) at `now`. A
+/// zero lifetime is always outlived: each connection is used once, also when it is given
+/// back within the clock's step of a few milliseconds.
+pub fn outlived(now: u64, created: u64, max_lifetime: u64) -> bool {
+    max_lifetime == 0 || now.saturating_sub(created) > max_lifetime
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_lifetime_is_outlived_at_once() {
+        assert!(outlived(100, 100, 0));
+        assert!(!outlived(100, 100, 1));
+        assert!(!outlived(101, 100, 1));
+        assert!(outlived(102, 100, 1));
+    }
 
     #[test]
     fn advances_with_time() {

@@ -51,7 +51,7 @@ impl Pool {
             let now = clock::now_ms();
             for mut c in std::mem::take(idle) {
                 let expired =
-                    now.saturating_sub(c.created) > clock::ms(t.max_lifetime) || c.is_dead();
+                    clock::outlived(now, c.created, clock::ms(t.max_lifetime)) || c.is_dead();
                 let stale = now.saturating_sub(c.idle_since) > clock::ms(t.idle_timeout);
                 if expired || (stale && keep == 0) {
                     closed.push(c);

@@ -366,7 +366,8 @@ impl Pool {
             let mut conn = match take {
                 Take::Idle(mut conn) => {
                     self.metrics.idle.dec();
-                    if conn.is_dead() || clock::now_ms().saturating_sub(conn.created) > max_lifetime
+                    if conn.is_dead()
+                        || clock::outlived(clock::now_ms(), conn.created, max_lifetime)
                     {
                         conn.terminate();
                         continue;
@@ -540,7 +541,7 @@ impl Pool {
         let now = clock::now_ms();
         if p.conn.broken
             || p.conn.needs_reset
-            || now.saturating_sub(p.conn.created) > max_lifetime
+            || clock::outlived(now, p.conn.created, max_lifetime)
             || p.conn.created <= self.close_opened_until.load(Ordering::Relaxed)
         {
             p.conn.terminate();
