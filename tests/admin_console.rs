@@ -1479,6 +1479,9 @@ async fn disable_refuses_a_databases_logins_and_kill_ends_its_clients() {
     // The console's own database cannot be closed; a stats user may not close any.
     assert_eq!(sqlstate(&admin, "DISABLE switchyard").await, "55000");
     assert_eq!(sqlstate(&admin, "KILL switchyard").await, "55000");
+    // Nor paused (it would show as paused and hold nothing).
+    assert_eq!(sqlstate(&admin, "PAUSE switchyard").await, "55000");
+    assert_eq!(proxy.metric("switchyard_paused_databases").await, 0.0);
     let looker = connect(&proxy, OTHER_USER, OTHER_PASSWORD, "switchyard", "v").await;
     assert_eq!(sqlstate(&looker, "ENABLE postgres").await, "42501");
     assert_eq!(sqlstate(&looker, "KILL postgres").await, "42501");

@@ -1673,6 +1673,58 @@ async fn idle_timeout_closes_connections_and_min_size_keeps_them() {
     assert_eq!(s, Some((2, 0)), "min_size connections were not kept");
 }
 
+/// A cancel that comes as the client's SET ends (too late for it: the SET succeeds) may land
+/// on the proxy's reading back of the client's settings. That read is made again, and the
+/// client is not pinned to its server connection for the rest of its session: with a pool of
+/// one, every other client would then get 53300 (a reviewer's finding: such cancels pinned
+/// a client within 1-7 rounds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_cancel_does_not_pin_a_client_whose_settings_were_being_read_back() {
+    let p = proxy(
+        "transaction",
+        "size = 1
+checkout_timeout = \"3s\"",
+    );
+    let b = connect(&p).await;
+    let series = "switchyard_pinned_clients_total{reason=\"unread_settings\"}";
+    let (mut cancelled, mut retried) = (0, 0.0);
+    for i in 0..300u64 {
+        let token = b.cancel_token();
+        // The cancel goes out a little after the SET, at a different moment each round.
+        let delay = Duration::from_micros((i * 37) % 900);
+        let cancel = async move {
+            tokio::time::sleep(delay).await;
+            let _ = token.cancel_query(tokio_postgres::NoTls).await;
+        };
+        let set = format!("SET work_mem = '{}MB'", 4 + i % 8);
+        let (r, ()) = tokio::join!(b.simple_query(&set), cancel);
+        match r {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+                cancelled += 1
+            }
+            Err(e) => panic!("SET failed: {e}"),
+        }
+        retried = p.metric(series).await;
+        if retried > 0.0 {
+            break;
+        }
+    }
+    assert_eq!(
+        retried, 0.0,
+        "a cancel that came too late pinned the client (after {cancelled} cancelled SETs)"
+    );
+    // The pool's one connection is free for another client.
+    let a = connect(&p).await;
+    q(&a, "SELECT 1").await;
+    // And the client's settings are what it last set.
+    let wm = b.simple_query("SHOW work_mem").await.unwrap();
+    assert!(
+        matches!(&wm[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0).is_some_and(|v| v.ends_with("MB"))),
+        "{wm:?}"
+    );
+}
+
 /// max_lifetime = "0s": each server connection serves one transaction and is closed when
 /// released, however quickly (the age check once missed a connection given back within the
 /// coarse clock's step).

@@ -412,6 +412,11 @@ impl Console<'_> {
             }
             Command::Enable(db) => Ok(self.set_disabled(db, false)),
             Command::Pause(db) => {
+                if let Some(db) = db {
+                    // (The console's logins are never paused: it would show as paused and
+                    // hold nothing.)
+                    self.not_the_console(db)?;
+                }
                 let waited = until_killed(&self.kill, self.pause(db.as_deref())).await;
                 self.ended = waited.is_none();
                 Ok(Outcome::Done(waited.flatten()))
@@ -518,7 +523,8 @@ impl Console<'_> {
         }
     }
 
-    /// `KILL` and `DISABLE` of the console's own database would lock the operators out.
+    /// `KILL` and `DISABLE` of the console's own database would lock the operators out, and
+    /// `PAUSE` of it would do nothing.
     fn not_the_console(&self, database: &str) -> Result<(), CommandError> {
         let config = self.app.config.load();
         match &config.config.admin {

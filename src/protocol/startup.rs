@@ -110,7 +110,12 @@ pub fn parse(packet: &[u8]) -> Result<Initial, StartupError> {
         GSSENC_REQUEST => Ok(Initial::GssEncRequest),
         CANCEL_REQUEST => {
             let (pid, rest) = read_i32(rest).ok_or(StartupError::BadLength)?;
-            let (secret, _) = read_i32(rest).ok_or(StartupError::BadLength)?;
+            let (secret, rest) = read_i32(rest).ok_or(StartupError::BadLength)?;
+            // Exactly 16 bytes, as PostgreSQL takes it (the keys switchyard hands out are 4
+            // bytes: a longer packet cancels nothing).
+            if !rest.is_empty() {
+                return Err(StartupError::BadLength);
+            }
             Ok(Initial::Cancel { pid, secret })
         }
         _ => {
@@ -238,6 +243,12 @@ mod tests {
         assert_eq!(
             parse(&packet(CANCEL_REQUEST, &body)),
             Ok(Initial::Cancel { pid: 7, secret: 9 })
+        );
+        body.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            parse(&packet(CANCEL_REQUEST, &body)),
+            Err(StartupError::BadLength),
+            "a cancel request of 20 bytes"
         );
     }
 

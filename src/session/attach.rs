@@ -531,6 +531,7 @@ impl Session {
                 _ => COMMIT_LSN_SQL.to_owned(),
             };
             self.capturing = (settings, lsn);
+            self.capture_state = state;
             self.own_query(
                 &sql,
                 super::pending::Mode::Capture,
@@ -576,6 +577,8 @@ impl Session {
         self.bound_in_batch = false;
         self.copy_in = false;
         self.capture_failed = false;
+        self.capture_cancelled = false;
+        self.capture_retries = 0;
         self.wrote = false;
         self.uncount_outstanding();
         self.ryw.end_commit(None);

@@ -449,6 +449,9 @@ async fn start(
         counted: None,
         pin_unread_settings: false,
         capture_failed: false,
+        capture_cancelled: false,
+        capture_retries: 0,
+        capture_state: false,
         synthetic_flushed: false,
         reported: ("on".into(), "UTF8".into()),
         reports: Default::default(),
@@ -690,6 +693,12 @@ struct Session {
     pin_unread_settings: bool,
     /// The read-back under way got an error (its ReadyForQuery is still to come).
     capture_failed: bool,
+    /// ... and the error was a cancel (57014).
+    capture_cancelled: bool,
+    /// Read-backs made again in a row because a cancel hit them (see `process_server`).
+    capture_retries: u8,
+    /// Whether the read-back under way also reads session state (`check_state`).
+    capture_state: bool,
     /// A Flush was sent because the proxy's own answers piled up (see `process_client`).
     synthetic_flushed: bool,
     /// Counts the client in `switchyard_clients` from its login on.

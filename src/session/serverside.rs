@@ -14,6 +14,10 @@ use crate::pool::server::parse_data_row;
 use crate::protocol::{tag, ErrorFields, Header, TxnStatus};
 use crate::sql::{Effects, PinReason};
 
+/// How many times in a row a read-back of the client's settings that a cancel hit is made
+/// again before the client is pinned instead.
+const CAPTURE_RETRIES: u8 = 3;
+
 /// Server messages are trusted up to PostgreSQL's own limit.
 const MAX_SERVER_MESSAGE: usize = (1 << 30) + 64;
 
@@ -326,6 +330,7 @@ impl Session {
                             // they are is unknown. (A failed query leaves the connection as it
                             // was; its ReadyForQuery may come in a later read.)
                             self.capture_failed = true;
+                            self.capture_cancelled = f.code == "57014";
                         } else {
                             conn.broken = true;
                         }
@@ -465,12 +470,25 @@ impl Session {
             if let Some((Kind::Query, Mode::Capture)) = m.completed {
                 let (settings, lsn) = std::mem::take(&mut self.capturing);
                 let capture_failed = std::mem::take(&mut self.capture_failed);
-                if settings && capture_failed {
+                let cancelled = std::mem::take(&mut self.capture_cancelled);
+                if settings && capture_failed && cancelled && self.capture_retries < CAPTURE_RETRIES
+                {
+                    // A cancel of the client's that came as its statement ended (too late
+                    // to cancel it: the client has its success) landed on the read-back. The
+                    // cancel is spent: read again rather than pin the client for the rest of
+                    // its session (each such pin holds a pool slot).
+                    self.captured.clear();
+                    self.capture_retries += 1;
+                    self.capture = true;
+                    self.check_state = self.capture_state;
+                } else if settings && capture_failed {
+                    self.capture_retries = 0;
                     // The settings stay unknown: the client keeps this connection, which has
                     // them, rather than have them replaced by what was partly read.
                     self.captured.clear();
                     self.pin_unread_settings = true;
                 } else if settings {
+                    self.capture_retries = 0;
                     let (state, rows): (Vec<_>, Vec<_>) = std::mem::take(&mut self.captured)
                         .into_iter()
                         .partition(|(k, _)| k == super::settings::STATE_ROW);
