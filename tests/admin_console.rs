@@ -1369,6 +1369,13 @@ async fn a_cancel_while_waiting_out_a_pause_cancels_the_request() {
     proxy
         .wait_metric("switchyard_pause_waits_total", waits + 1.0, STEP)
         .await;
+    // SHOW CLIENTS tells the held request from an idle client.
+    let rows = show(&admin, "SHOW CLIENTS").await;
+    let held = rows
+        .iter()
+        .find(|c| get(c, "application_name") == "w")
+        .unwrap_or_else(|| panic!("the held client is not listed: {rows:?}"));
+    assert_eq!(get(held, "state"), "waiting", "{held:?}");
     let start = std::time::Instant::now();
     bounded(
         "cancel",

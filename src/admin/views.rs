@@ -115,6 +115,7 @@ fn clients(app: &App) -> Vec<Vec<Value>> {
             let state = match (&c.target, c.info.console) {
                 (_, true) => "console",
                 (Some(_), _) => "active",
+                (None, _) if c.waiting => "waiting",
                 (None, _) => "idle",
             };
             vec![

@@ -56,6 +56,9 @@ pub struct ClientRow {
     pub info: ClientInfo,
     /// The server connection it holds now, if any.
     pub target: Option<Target>,
+    /// Its request waits for a server connection (a pool slot, a primary, `RESUME`) or is
+    /// on its way to another server.
+    pub waiting: bool,
 }
 
 /// One client's slot.
@@ -378,6 +381,7 @@ impl CancelRegistry {
                     user: slot.user.clone(),
                     info,
                     target: state.target.clone(),
+                    waiting: slot.unattached.load(Ordering::Acquire) & !CANCELLED != IDLE,
                 }
             })
             .collect();
