@@ -1680,11 +1680,7 @@ async fn idle_timeout_closes_connections_and_min_size_keeps_them() {
 /// a client within 1-7 rounds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_cancel_does_not_pin_a_client_whose_settings_were_being_read_back() {
-    let p = proxy(
-        "transaction",
-        "size = 1
-checkout_timeout = \"3s\"",
-    );
+    let p = proxy("transaction", "size = 1\ncheckout_timeout = \"3s\"");
     let b = connect(&p).await;
     let series = "switchyard_pinned_clients_total{reason=\"unread_settings\"}";
     let (mut cancelled, mut retried) = (0, 0.0);
@@ -1730,11 +1726,7 @@ checkout_timeout = \"3s\"",
 /// coarse clock's step).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_max_lifetime_uses_each_server_connection_once() {
-    let p = proxy(
-        "transaction",
-        "size = 2
-max_lifetime = \"0s\"",
-    );
+    let p = proxy("transaction", "size = 2\nmax_lifetime = \"0s\"");
     let c = connect(&p).await;
     let mut pids = std::collections::HashSet::new();
     for _ in 0..10 {
