@@ -605,6 +605,15 @@ fn parse_sync(name: &str, sql: &str) -> BytesMut {
     out
 }
 
+/// Prepares `name` on `x`'s connection (Parse, Sync): ParseComplete and ReadyForQuery.
+async fn parsed(x: &mut Raw, name: &str, sql: &str) {
+    assert_eq!(
+        tags(&x.roundtrip(&parse_sync(name, sql)).await),
+        "1Z",
+        "Parse of {name:?}"
+    );
+}
+
 fn err_field(body: &[u8], field: u8) -> Option<String> {
     let mut rest = body;
     while let Some((&t, r)) = rest.split_first() {
@@ -2455,8 +2464,8 @@ async fn jdbc_style_statement_names_from_different_clients_do_not_clash() {
 
     // Same name, same SQL in both clients: closing it in x does not affect y.
     let same = "SELECT $1::int4 + 7";
-    assert_eq!(tags(&x.roundtrip(&parse_sync("S_3", same)).await), "1Z");
-    assert_eq!(tags(&y.roundtrip(&parse_sync("S_3", same)).await), "1Z");
+    parsed(&mut x, "S_3", same).await;
+    parsed(&mut y, "S_3", same).await;
     let mut c = BytesMut::new();
     m_close(&mut c, "S_3");
     m_sync(&mut c);
@@ -2473,13 +2482,7 @@ async fn jdbc_style_statement_names_from_different_clients_do_not_clash() {
     let r = y.roundtrip(&bind_exec("S_3", &["1"])).await;
     assert_eq!(single(&r, "y S_3 after x closed its S_3"), "8");
     // x may reuse the name for something else.
-    assert_eq!(
-        tags(
-            &x.roundtrip(&parse_sync("S_3", "SELECT 'new' || $1::text"))
-                .await
-        ),
-        "1Z"
-    );
+    parsed(&mut x, "S_3", "SELECT 'new' || $1::text").await;
     let r = x.roundtrip(&bind_exec("S_3", &["!"])).await;
     assert_eq!(single(&r, "x new S_3"), "new!");
     let r = y.roundtrip(&bind_exec("S_3", &["2"])).await;
@@ -2545,10 +2548,7 @@ async fn same_statement_text_under_different_search_paths() {
 async fn deallocate_pipelined_behind_a_failure_keeps_the_statements() {
     let p = proxy("transaction", "size = 1");
     let mut x = Raw::app(&p).await;
-    assert_eq!(
-        tags(&x.roundtrip(&parse_sync("di", "SELECT 1")).await),
-        "1Z"
-    );
+    parsed(&mut x, "di", "SELECT 1").await;
     for command in ["DEALLOCATE ALL", "DEALLOCATE di", "DISCARD ALL"] {
         let mut b = BytesMut::new();
         for sql in ["BEGIN", "SELECT 1/0", command] {
@@ -2604,13 +2604,7 @@ async fn deallocate_of_protocol_statements() {
     m_parse(&mut b, "s_c", "SELECT 'c' || $1::text");
     m_sync(&mut b);
     assert_eq!(tags(&x.roundtrip(&b).await), "111Z");
-    assert_eq!(
-        tags(
-            &y.roundtrip(&parse_sync("s_a", "SELECT 'ya' || $1::text"))
-                .await
-        ),
-        "1Z"
-    );
+    parsed(&mut y, "s_a", "SELECT 'ya' || $1::text").await;
 
     let r = x.simple("DEALLOCATE s_a").await;
     assert_eq!(error_code(&r), None, "DEALLOCATE s_a failed: {}", tags(&r));
@@ -2627,13 +2621,7 @@ async fn deallocate_of_protocol_statements() {
     let r = y.roundtrip(&bind_exec("s_a", &["1"])).await;
     assert_eq!(single(&r, "y's s_a after x's DEALLOCATE s_a"), "ya1");
     // The name can be used again.
-    assert_eq!(
-        tags(
-            &x.roundtrip(&parse_sync("s_a", "SELECT 'a2' || $1::text"))
-                .await
-        ),
-        "1Z"
-    );
+    parsed(&mut x, "s_a", "SELECT 'a2' || $1::text").await;
     assert_eq!(
         single(&x.roundtrip(&bind_exec("s_a", &["!"])).await, "new s_a"),
         "a2!"
@@ -2658,13 +2646,7 @@ async fn deallocate_of_protocol_statements() {
     }
     let r = y.roundtrip(&bind_exec("s_a", &["2"])).await;
     assert_eq!(single(&r, "y's s_a after x's DEALLOCATE ALL"), "ya2");
-    assert_eq!(
-        tags(
-            &x.roundtrip(&parse_sync("s_b", "SELECT 'b2' || $1::text"))
-                .await
-        ),
-        "1Z"
-    );
+    parsed(&mut x, "s_b", "SELECT 'b2' || $1::text").await;
     assert_eq!(
         single(&x.roundtrip(&bind_exec("s_b", &["?"])).await, "new s_b"),
         "b2?"
@@ -2725,13 +2707,7 @@ async fn deallocate_of_protocol_statements_while_pinned() {
         Some("26000"),
         "s_d survived DEALLOCATE"
     );
-    assert_eq!(
-        tags(
-            &x.roundtrip(&parse_sync("s_d", "SELECT 'd2' || $1::text"))
-                .await
-        ),
-        "1Z"
-    );
+    parsed(&mut x, "s_d", "SELECT 'd2' || $1::text").await;
     assert_eq!(
         single(&x.roundtrip(&bind_exec("s_d", &["!"])).await, "new s_d"),
         "d2!"
@@ -2746,13 +2722,7 @@ async fn deallocate_of_protocol_statements_while_pinned() {
         "s_e survived DEALLOCATE ALL"
     );
     // Re-preparing the same SQL under the same name works after DEALLOCATE ALL.
-    assert_eq!(
-        tags(
-            &x.roundtrip(&parse_sync("s_e", "SELECT 'e' || $1::text"))
-                .await
-        ),
-        "1Z"
-    );
+    parsed(&mut x, "s_e", "SELECT 'e' || $1::text").await;
     assert_eq!(
         single(
             &x.roundtrip(&bind_exec("s_e", &["2"])).await,
@@ -2872,10 +2842,7 @@ async fn unnamed_statement_across_round_trips() {
         assert_eq!(single(&r, "x unnamed again"), "42");
     }
     // Parse + Sync, then y, then Describe + Bind + Execute + Sync.
-    assert_eq!(
-        tags(&x.roundtrip(&parse_sync("", "SELECT $1::text || '?'")).await),
-        "1Z"
-    );
+    parsed(&mut x, "", "SELECT $1::text || '?'").await;
     assert_eq!(single(&y.simple("SELECT 2").await, "y"), "2");
     let mut b = BytesMut::new();
     m_describe(&mut b, "");
@@ -2896,10 +2863,7 @@ async fn unnamed_statement_across_round_trips() {
     );
     // Also one the proxy answers itself.
     for local in ["SHOW switchyard.route", "BEGIN"] {
-        assert_eq!(
-            tags(&x.roundtrip(&parse_sync("", "SELECT $1::text")).await),
-            "1Z"
-        );
+        parsed(&mut x, "", "SELECT $1::text").await;
         assert_eq!(error_code(&x.simple(local).await), None, "{local}");
         let r = x.roundtrip(&bind_exec("", &["1"])).await;
         assert_eq!(
@@ -2919,10 +2883,7 @@ async fn an_error_the_proxy_answers_fails_the_transaction() {
     create_table("pool_local_error", "v int");
     let p = proxy("transaction", "size = 2");
     let mut a = Raw::app(&p).await;
-    assert_eq!(
-        tags(&a.roundtrip(&parse_sync("s1", "SELECT 1")).await),
-        "1Z"
-    );
+    parsed(&mut a, "s1", "SELECT 1").await;
     let mut b = BytesMut::new();
     m_parse(&mut b, "", "INSERT INTO pool_local_error VALUES (1)");
     m_bind(&mut b, "", "", &[]);
@@ -2973,7 +2934,7 @@ async fn statements_prepared_again_after_a_failed_discard_all() {
     let p = proxy("transaction", "size = 1");
     let text = "SELECT 'after a failed discard'";
     let mut a = Raw::app(&p).await;
-    assert_eq!(tags(&a.roundtrip(&parse_sync("s1", text)).await), "1Z");
+    parsed(&mut a, "s1", text).await;
     assert_eq!(ready_status(&a.simple("BEGIN").await), 'T');
     let r = a.simple("DISCARD ALL").await;
     assert_eq!(error_code(&r).as_deref(), Some("25001"));
@@ -3042,10 +3003,7 @@ async fn statements_deallocated_in_a_block_are_closed_at_once() {
     let r = a.roundtrip(&b).await;
     assert_eq!(error_code(&r), None, "{}", tags(&r));
     assert_eq!(data_rows(&r).len(), 3, "the portal's last three rows");
-    assert_eq!(
-        tags(&a.roundtrip(&parse_sync("s3", "SELECT 3")).await),
-        "1Z"
-    );
+    parsed(&mut a, "s3", "SELECT 3").await;
     assert_eq!(single(&a.simple(count).await, "count"), "1");
     assert_eq!(ready_status(&a.simple("ROLLBACK").await), 'I');
     assert_eq!(single(&a.simple(count).await, "count after rollback"), "1");
@@ -3069,10 +3027,7 @@ async fn statements_deallocated_in_a_block_are_closed_at_once() {
 async fn a_skipped_parse_of_a_prepared_statement_defines_nothing() {
     let p = proxy("transaction", "size = 1");
     let mut a = Raw::app(&p).await;
-    assert_eq!(
-        tags(&a.roundtrip(&parse_sync("s1", "SELECT 7")).await),
-        "1Z"
-    );
+    parsed(&mut a, "s1", "SELECT 7").await;
     let mut b = BytesMut::new();
     m_bind(&mut b, "", "no_such_statement", &[]);
     m_parse(&mut b, "s2", "SELECT 7");
@@ -3100,10 +3055,7 @@ async fn deallocate_through_the_extended_protocol() {
         b
     };
     for round in 0..2 {
-        assert_eq!(
-            tags(&a.roundtrip(&parse_sync("s1", "SELECT 5")).await),
-            "1Z"
-        );
+        parsed(&mut a, "s1", "SELECT 5").await;
         let r = a.roundtrip(&dealloc("s1")).await;
         assert_eq!(tags(&r), "12CZ", "round {round}: {:?}", error_code(&r));
         let r = a.roundtrip(&bind_exec("s1", &[])).await;
@@ -3113,14 +3065,8 @@ async fn deallocate_through_the_extended_protocol() {
     assert_eq!(error_code(&r).as_deref(), Some("26000"));
     // Another client's statement of the same text is unaffected.
     let mut b = Raw::app(&p).await;
-    assert_eq!(
-        tags(&b.roundtrip(&parse_sync("t1", "SELECT 5")).await),
-        "1Z"
-    );
-    assert_eq!(
-        tags(&a.roundtrip(&parse_sync("s1", "SELECT 5")).await),
-        "1Z"
-    );
+    parsed(&mut b, "t1", "SELECT 5").await;
+    parsed(&mut a, "s1", "SELECT 5").await;
     let r = a.roundtrip(&dealloc("s1")).await;
     assert_eq!(
         tags(&r),
@@ -4528,7 +4474,7 @@ async fn statements_parsed_after_a_schema_change_see_it() {
     let p = proxy("transaction", "size = 1");
     let text = "SELECT * FROM pool_ddl";
     let mut a = Raw::app(&p).await;
-    assert_eq!(tags(&a.roundtrip(&parse_sync("s1", text)).await), "1Z");
+    parsed(&mut a, "s1", text).await;
     assert_eq!(
         single(&a.roundtrip(&bind_exec("s1", &[])).await, "before"),
         "1"
@@ -4539,7 +4485,7 @@ async fn statements_parsed_after_a_schema_change_see_it() {
     assert!(error_code(&r).is_none(), "{:?}", error_code(&r));
 
     let mut b = Raw::app(&p).await;
-    assert_eq!(tags(&b.roundtrip(&parse_sync("s1", text)).await), "1Z");
+    parsed(&mut b, "s1", text).await;
     let r = b.roundtrip(&bind_exec("s1", &[])).await;
     assert_eq!(error_code(&r), None, "{}", tags(&r));
     assert_eq!(
@@ -5499,7 +5445,7 @@ async fn an_unnamed_statement_parsed_before_its_function_changed_settings_is_tra
         let get = format!("SELECT coalesce(current_setting('app.{f}', true), '<unset>')");
         // a reads its own with a named statement: a simple query would end its unnamed one.
         let mine = format!("get_{f}");
-        assert_eq!(tags(&a.roundtrip(&parse_sync(&mine, &get)).await), "1Z");
+        parsed(&mut a, &mine, &get).await;
         for value in ["v1", "v2"] {
             let mut m = if reparse {
                 parse.clone()

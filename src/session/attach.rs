@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 
 use super::cancel;
 use super::route::Target;
-use super::{settings, Fatal, Pass, Session};
+use super::{settings, Fatal, Pass, ReadBack, Session};
 use crate::config::PoolMode;
 use crate::net::Stream;
 use crate::pool::{Pool, PoolSpec, Pooled};
@@ -576,8 +576,7 @@ impl Session {
         self.batch_open = false;
         self.bound_in_batch = false;
         self.copy_in = false;
-        self.capture_failed = false;
-        self.capture_cancelled = false;
+        self.read_back = ReadBack::Fine;
         self.capture_retries = 0;
         self.wrote = false;
         self.uncount_outstanding();

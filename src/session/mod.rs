@@ -448,8 +448,7 @@ async fn start(
         ryw: crate::ryw::Scopes::new(&app.ryw, &user_name),
         counted: None,
         pin_unread_settings: false,
-        capture_failed: false,
-        capture_cancelled: false,
+        read_back: ReadBack::Fine,
         capture_retries: 0,
         capture_state: false,
         synthetic_flushed: false,
@@ -535,6 +534,17 @@ enum Pass {
     Forward(usize),
     /// This many more bytes are dropped (the message was refused mid-stream).
     Drop(usize),
+}
+
+/// How the proxy's reading back of a client's settings went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum ReadBack {
+    #[default]
+    Fine,
+    /// The server answered it with an error: the settings are unknown.
+    Failed,
+    /// ... a cancel (57014): the client's, come too late for its own statement.
+    Cancelled,
 }
 
 /// The state of one logged-in client.
@@ -691,10 +701,8 @@ struct Session {
     opaque_backslashes: bool,
     /// Reading the client's settings back failed: pin it (see `process_server`).
     pin_unread_settings: bool,
-    /// The read-back under way got an error (its ReadyForQuery is still to come).
-    capture_failed: bool,
-    /// ... and the error was a cancel (57014).
-    capture_cancelled: bool,
+    /// How the read-back under way went (its ReadyForQuery is still to come).
+    read_back: ReadBack,
     /// Read-backs made again in a row because a cancel hit them (see `process_server`).
     capture_retries: u8,
     /// Whether the read-back under way also reads session state (`check_state`).

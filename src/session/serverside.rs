@@ -9,7 +9,7 @@ use super::pending::{Hook, Kind, Mode};
 use super::retry::Refusal;
 use super::route::Target;
 use super::settings::Settings;
-use super::{Fatal, Pass, Session};
+use super::{Fatal, Pass, ReadBack, Session};
 use crate::pool::server::parse_data_row;
 use crate::protocol::{tag, ErrorFields, Header, TxnStatus};
 use crate::sql::{Effects, PinReason};
@@ -329,8 +329,11 @@ impl Session {
                             // statement_timeout or a cancel of the client's own hit it): what
                             // they are is unknown. (A failed query leaves the connection as it
                             // was; its ReadyForQuery may come in a later read.)
-                            self.capture_failed = true;
-                            self.capture_cancelled = f.code == "57014";
+                            self.read_back = if f.code == "57014" {
+                                ReadBack::Cancelled
+                            } else {
+                                ReadBack::Failed
+                            };
                         } else {
                             conn.broken = true;
                         }
@@ -469,9 +472,10 @@ impl Session {
             }
             if let Some((Kind::Query, Mode::Capture)) = m.completed {
                 let (settings, lsn) = std::mem::take(&mut self.capturing);
-                let capture_failed = std::mem::take(&mut self.capture_failed);
-                let cancelled = std::mem::take(&mut self.capture_cancelled);
-                if settings && capture_failed && cancelled && self.capture_retries < CAPTURE_RETRIES
+                let read_back = std::mem::take(&mut self.read_back);
+                if settings
+                    && read_back == ReadBack::Cancelled
+                    && self.capture_retries < CAPTURE_RETRIES
                 {
                     // A cancel of the client's that came as its statement ended (too late
                     // to cancel it: the client has its success) landed on the read-back. The
@@ -481,7 +485,7 @@ impl Session {
                     self.capture_retries += 1;
                     self.capture = true;
                     self.check_state = self.capture_state;
-                } else if settings && capture_failed {
+                } else if settings && read_back != ReadBack::Fine {
                     self.capture_retries = 0;
                     // The settings stay unknown: the client keeps this connection, which has
                     // them, rather than have them replaced by what was partly read.
