@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Foundation benchmark: pgbench against PostgreSQL directly, through switchyard, and through
-# PgBouncer, all on one fresh throwaway primary. Prints a Markdown report on stdout (progress
+# PgBouncer, all on one fresh throwaway primary. switchyard runs twice: with its default pool
+# affinity, and with `[pool] affinity = false` (PgBouncer's order: the most recently used
+# connection), as target switchyard-mru. Prints a Markdown report on stdout (progress
 # goes to stderr).
 #
 # Usage: bench/run.sh
@@ -23,7 +25,7 @@ read -ra CLIENTS <<<"${BENCH_CLIENTS:-1 16 64}"
 TRANSPORT="${BENCH_TRANSPORT:-tcp}"
 [[ "$TRANSPORT" =~ ^(tcp|unix)$ ]] || die "BENCH_TRANSPORT must be tcp or unix"
 WORKLOADS=("-S -M simple" "-S -M extended" "-S -M prepared" "-N -M simple")
-TARGETS=(direct switchyard pgbouncer)
+TARGETS=(direct switchyard switchyard-mru pgbouncer)
 
 install_traps
 find_pg_bindir
@@ -36,6 +38,8 @@ prepare_switchyard
 free_port PG_PORT
 free_port SY_PORT
 free_port SY_HTTP
+free_port MRU_PORT
+free_port MRU_HTTP
 free_port BOUNCER_PORT
 
 log "PostgreSQL primary on 127.0.0.1:$PG_PORT ($PG_BINDIR)"
@@ -47,24 +51,27 @@ PG_HOST=127.0.0.1 SY_BACKEND="127.0.0.1:$PG_PORT" SY_SOCKET=""
 if [ "$TRANSPORT" = unix ]; then
     # PostgreSQL's socket directory is the data dir's name plus .sock (pg_settings).
     PG_HOST="$WORK/primary.sock" SY_BACKEND="$WORK/primary.sock:$PG_PORT"
-    SY_SOCKET="$WORK/sy.sock" BOUNCER_SOCKET_DIR="$WORK/pgbouncer"
-    mkdir -p "$SY_SOCKET"
-    HOST_OF=([direct]="$PG_HOST" [switchyard]="$SY_SOCKET" [pgbouncer]="$BOUNCER_SOCKET_DIR")
+    SY_SOCKET="$WORK/sy.sock" MRU_SOCKET="$WORK/mru.sock" BOUNCER_SOCKET_DIR="$WORK/pgbouncer"
+    mkdir -p "$SY_SOCKET" "$MRU_SOCKET"
+    HOST_OF=([direct]="$PG_HOST" [switchyard]="$SY_SOCKET" [switchyard-mru]="$MRU_SOCKET"
+        [pgbouncer]="$BOUNCER_SOCKET_DIR")
 fi
 
 log "PgBouncer on 127.0.0.1:$BOUNCER_PORT"
 start_pgbouncer "$BOUNCER_PORT" "$PG_PORT" "$PG_HOST"
 
-log "switchyard on 127.0.0.1:$SY_PORT (http $SY_HTTP)"
-cat >"$WORK/switchyard.toml" <<EOF
-listen = "127.0.0.1:$SY_PORT"
-http_listen = "127.0.0.1:$SY_HTTP"
-unix_socket_dir = "$SY_SOCKET"
+# sy_config PORT HTTP SOCKET_DIR AFFINITY
+sy_config() {
+    cat <<EOF
+listen = "127.0.0.1:$1"
+http_listen = "127.0.0.1:$2"
+unix_socket_dir = "$3"
 pool_mode = "transaction"
 shutdown_timeout = "2s"
 
 [pool]
 size = 20
+affinity = $4
 
 [routing]
 read_write_split = false
@@ -78,14 +85,23 @@ name = "bench"
 password = "$BENCH_PASSWORD"
 auth = "scram-sha-256"
 EOF
-start_switchyard sy "$WORK/switchyard.toml" "$SY_PORT" "$SY_HTTP"
+}
 
-declare -A PORT_OF=([direct]="$PG_PORT" [switchyard]="$SY_PORT" [pgbouncer]="$BOUNCER_PORT")
-declare -A PID_OF=([direct]="" [switchyard]="$SY_PID_sy" [pgbouncer]="$(cat "$PGBOUNCER_PIDFILE")")
+log "switchyard on 127.0.0.1:$SY_PORT (http $SY_HTTP); with affinity = false on 127.0.0.1:$MRU_PORT"
+sy_config "$SY_PORT" "$SY_HTTP" "$SY_SOCKET" true >"$WORK/switchyard.toml"
+sy_config "$MRU_PORT" "$MRU_HTTP" "${MRU_SOCKET:-}" false >"$WORK/switchyard-mru.toml"
+start_switchyard sy "$WORK/switchyard.toml" "$SY_PORT" "$SY_HTTP"
+start_switchyard mru "$WORK/switchyard-mru.toml" "$MRU_PORT" "$MRU_HTTP"
+
+declare -A PORT_OF=([direct]="$PG_PORT" [switchyard]="$SY_PORT" [switchyard-mru]="$MRU_PORT"
+    [pgbouncer]="$BOUNCER_PORT")
+declare -A PID_OF=([direct]="" [switchyard]="$SY_PID_sy" [switchyard-mru]="$SY_PID_mru"
+    [pgbouncer]="$(cat "$PGBOUNCER_PIDFILE")")
 
 run_interleaved
 
 SY_RSS="$(rss_report "$SY_PID_sy")"
+MRU_RSS="$(rss_report "$SY_PID_mru")"
 
 echo
 echo "# switchyard foundation benchmark"
@@ -100,6 +116,8 @@ else
     echo "- Every connection over TCP on 127.0.0.1."
 fi
 echo "- switchyard: transaction pooling, pool size 20, read_write_split = false, SCRAM client auth."
+echo "- switchyard-mru: the same with \`[pool] affinity = false\` (the most recently used server"
+echo "  connection, PgBouncer's order, instead of each client's own)."
 echo "- PgBouncer: pool_mode = transaction, default_pool_size = 20, max_client_conn = 500, SCRAM auth."
 echo "- pgbench -n -T $BENCH_SECONDS, -j 2 for 2+ clients; $ROUNDS interleaved round(s); median tps"
 echo "  (tps excludes connection time). Every process shares the same $(nproc) CPUs, so proxies"
@@ -107,17 +125,19 @@ echo "  compete with PostgreSQL and pgbench for CPU."
 echo
 echo "## Results (median tps)"
 echo
-echo "| workload | clients | direct tps | switchyard tps | pgbouncer tps | switchyard/direct | switchyard/pgbouncer | same-round switchyard/pgbouncer |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| workload | clients | direct tps | switchyard tps | switchyard-mru tps | pgbouncer tps | switchyard/direct | switchyard/pgbouncer | same-round | mru/direct | mru/pgbouncer | same-round |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for wl in "${WORKLOADS[@]}"; do
     for c in "${CLIENTS[@]}"; do
         cell "$wl|$c|direct"
         d="$CELL" dn="$CELL_NUM"
         cell "$wl|$c|switchyard"
         s="$CELL" sn="$CELL_NUM"
+        cell "$wl|$c|switchyard-mru"
+        m="$CELL" mn="$CELL_NUM"
         cell "$wl|$c|pgbouncer"
         b="$CELL" bn="$CELL_NUM"
-        echo "| \`$wl\` | $c | $d | $s | $b | $(ratio "$sn" "$dn") | $(ratio "$sn" "$bn") | $(paired "$wl|$c|switchyard" "$wl|$c|pgbouncer") |"
+        echo "| \`$wl\` | $c | $d | $s | $m | $b | $(ratio "$sn" "$dn") | $(ratio "$sn" "$bn") | $(paired "$wl|$c|switchyard" "$wl|$c|pgbouncer") | $(ratio "$mn" "$dn") | $(ratio "$mn" "$bn") | $(paired "$wl|$c|switchyard-mru" "$wl|$c|pgbouncer") |"
     done
 done
 pgb_prep_ok=""
@@ -138,25 +158,25 @@ echo "User plus system CPU of the proxy process over each run, divided by the tr
 echo "carried; median over rounds, in microseconds. It does not depend on how much CPU other jobs"
 echo "left the run, so it compares the two proxies' cost more steadily than tps does."
 echo
-echo "| workload | clients | switchyard µs | pgbouncer µs | switchyard/pgbouncer |"
-echo "|---|---:|---:|---:|---:|"
+echo "| workload | clients | switchyard µs | switchyard-mru µs | pgbouncer µs | switchyard/pgbouncer |"
+echo "|---|---:|---:|---:|---:|---:|"
 for wl in "${WORKLOADS[@]}"; do
     for c in "${CLIENTS[@]}"; do
-        sc="$(cpu_cell "$wl|$c|switchyard")" bc="$(cpu_cell "$wl|$c|pgbouncer")"
+        sc="$(cpu_cell "$wl|$c|switchyard")" mc="$(cpu_cell "$wl|$c|switchyard-mru")" bc="$(cpu_cell "$wl|$c|pgbouncer")"
         r="n/a"
         [ "$sc" != n/a ] && [ "$bc" != n/a ] && r="$(ratio "$sc" "$bc")"
-        echo "| \`$wl\` | $c | $sc | $bc | $r |"
+        echo "| \`$wl\` | $c | $sc | $mc | $bc | $r |"
     done
 done
 if [ "$ROUNDS" -gt 1 ]; then
     echo
     echo "### Spread over rounds (min-max tps)"
     echo
-    echo "| workload | clients | direct | switchyard | pgbouncer |"
-    echo "|---|---:|---:|---:|---:|"
+    echo "| workload | clients | direct | switchyard | switchyard-mru | pgbouncer |"
+    echo "|---|---:|---:|---:|---:|---:|"
     for wl in "${WORKLOADS[@]}"; do
         for c in "${CLIENTS[@]}"; do
-            echo "| \`$wl\` | $c | $(spread "$wl|$c|direct") | $(spread "$wl|$c|switchyard") | $(spread "$wl|$c|pgbouncer") |"
+            echo "| \`$wl\` | $c | $(spread "$wl|$c|direct") | $(spread "$wl|$c|switchyard") | $(spread "$wl|$c|switchyard-mru") | $(spread "$wl|$c|pgbouncer") |"
         done
     done
 fi
@@ -165,4 +185,6 @@ echo
 echo "## switchyard process"
 echo
 echo "- $SY_RSS (after all runs)"
+echo "- switchyard-mru: $MRU_RSS"
 print_proxy_log_summary sy
+print_proxy_log_summary mru

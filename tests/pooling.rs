@@ -788,6 +788,58 @@ async fn many_clients_share_a_small_transaction_pool() {
     .await;
 }
 
+/// `[pool] affinity = false`: every transaction gets the most recently used idle connection,
+/// whoever used it (PgBouncer's order), so interleaved clients run one after another on one
+/// server process; a reload turning affinity on gives each client its own back again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_affinity_the_most_recently_used_connection_is_handed_out() {
+    let p = proxy("transaction", "size = 3\naffinity = false");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    let c = connect(&p).await;
+    // Each logged in on a server process of its own (its key's process id).
+    let mut own = HashSet::new();
+    for client in [&a, &b, &c] {
+        q(client, "BEGIN; SELECT 1; COMMIT").await;
+        own.insert(backend_pid(client).await);
+    }
+    let last = backend_pid(&c).await;
+    for round in 0..5 {
+        for client in [&a, &b, &c] {
+            q(client, "BEGIN; SELECT 1; COMMIT").await;
+            assert_eq!(
+                backend_pid(client).await,
+                last,
+                "round {round}: sequential transactions reuse the connection used last"
+            );
+        }
+    }
+
+    p.rewrite_config("[routing]\nread_write_split = false\n\n[pool]\nsize = 3\n");
+    p.reload_ok().await;
+    // With affinity each client keeps one connection; the three are different ones.
+    let mut mine = Vec::new();
+    for client in [&a, &b, &c] {
+        mine.push(backend_pid(client).await);
+    }
+    for round in 0..5 {
+        for (i, client) in [&c, &a, &b].into_iter().enumerate() {
+            q(client, "BEGIN; SELECT 1; COMMIT").await;
+            let want = mine[(i + 2) % 3];
+            assert_eq!(
+                backend_pid(client).await,
+                want,
+                "after the reload, round {round}"
+            );
+        }
+    }
+    assert_eq!(
+        mine.iter().collect::<HashSet<_>>().len(),
+        3,
+        "after the reload each client has its own connection: {mine:?} (logins: {own:?})"
+    );
+}
+
 /// Transaction pooling with affinity: while the pool has room, each client gets its own server
 /// connection back for every transaction (so server-session state no proxy can move stays
 /// with it); a client that leaves frees its connection for the next client instead of the

@@ -331,13 +331,14 @@ impl Loaded {
         let _ = writeln!(
             s,
             "pools: size {} min {} checkout_timeout {:?} idle_timeout {:?} max_lifetime {:?} \
-             max_prepared_statements {}",
+             max_prepared_statements {} affinity {}",
             c.pool.size,
             c.pool.min_size,
             c.pool.checkout_timeout,
             c.pool.idle_timeout,
             c.pool.max_lifetime,
-            c.pool.max_prepared_statements
+            c.pool.max_prepared_statements,
+            c.pool.affinity
         );
         if c.pool_mode == PoolMode::Session {
             let _ = writeln!(

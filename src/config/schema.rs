@@ -347,6 +347,12 @@ pub struct PoolConfig {
     /// recently used one is closed there (and prepared again when a client uses it).
     /// Default `200`.
     pub max_prepared_statements: usize,
+    /// Transaction pooling gives a client its own server connection back while nobody else
+    /// needs it, so server-session state no proxy can move (`currval`, a C function's static
+    /// variables, `pg_backend_pid()`) stays with it. `false`: the most recently used idle
+    /// connection, whoever used it, as PgBouncer does: faster on a busy host (fewer server
+    /// processes take turns, so PostgreSQL runs in warmer CPU caches). Default `true`.
+    pub affinity: bool,
 }
 
 /// `[health]`.
@@ -536,6 +542,7 @@ impl Default for PoolConfig {
             reset_query: "DISCARD ALL".into(),
             session_reuse: false,
             max_prepared_statements: 200,
+            affinity: true,
         }
     }
 }

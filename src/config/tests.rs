@@ -27,6 +27,7 @@ fn minimal_file_from_the_issue_loads_with_defaults() {
     let l = parse(MINIMAL, "t.toml").unwrap();
     assert_eq!(l.listen.port(), 6432);
     assert_eq!(l.config.pool.size, 20);
+    assert!(l.config.pool.affinity);
     assert_eq!(l.config.pool_mode, PoolMode::Transaction);
     assert_eq!(l.config.health.fall, 3);
     assert_eq!(

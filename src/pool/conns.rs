@@ -64,35 +64,30 @@ pub(super) enum Take {
 }
 
 impl Conns {
-    /// Picks a connection for `owner` (0: nobody in particular): its own idle one; else the
-    /// most recently used idle one that no connected client owns; else a new one while the
-    /// pool has room; else the idle one unused the longest (its client is the least likely
-    /// to be back soon). For a [`Use::Login`], a free connection whose process id was given
+    /// Picks a connection for `owner` (0: nobody in particular). With `affinity`: its own idle
+    /// one; else the most recently used idle one that no connected client owns; else a new
+    /// one while the pool has room; else the idle one unused the longest (its client is the
+    /// least likely to be back soon). Without: the most recently used idle one, whoever used
+    /// it (its server process is the likeliest to still be in the CPU's caches), else a new
+    /// one. For a [`Use::Login`], a free connection whose process id was given
     /// to a client before comes after a new one, and among those the one given out longest
     /// ago. For a [`Use::OwnSession`], only a connection that never served a client will do:
     /// else a new one, made room for by closing an idle one when the pool is at its size (a
     /// pool's connections may have served transaction-mode clients before a reload made
     /// its clients session-mode ones: their sequence state, statistics and the like are not
     /// reset).
-    pub(super) fn take(&mut self, owner: u64, size: usize, use_: Use) -> Take {
+    pub(super) fn take(&mut self, owner: u64, size: usize, use_: Use, affinity: bool) -> Take {
         match use_ {
             Use::Request => {}
             Use::Login => return self.take_for_login(size),
             Use::OwnSession => return self.take_unused(size),
         }
-        let mut free = None;
-        for (i, c) in self.idle.iter().enumerate().rev() {
-            if owner != 0 && c.owner == owner {
-                return Take::Idle(self.idle.remove(i));
-            }
-            if c.owner == 0 && free.is_none() {
-                free = Some(i);
-                if owner == 0 {
-                    break;
-                }
-            }
-        }
-        if let Some(i) = free {
+        let pick = if affinity {
+            self.own_or_free(owner)
+        } else {
+            self.idle.len().checked_sub(1)
+        };
+        if let Some(i) = pick {
             return Take::Idle(self.idle.remove(i));
         }
         if self.idle.is_empty() || self.sockets.len() + self.opening < size {
@@ -101,6 +96,24 @@ impl Conns {
             }
         }
         Take::Idle(self.idle.remove(0))
+    }
+
+    /// The index of `owner`'s own idle connection, else of the most recently used one that no
+    /// connected client owns.
+    fn own_or_free(&self, owner: u64) -> Option<usize> {
+        let mut free = None;
+        for (i, c) in self.idle.iter().enumerate().rev() {
+            if owner != 0 && c.owner == owner {
+                return Some(i);
+            }
+            if c.owner == 0 && free.is_none() {
+                free = Some(i);
+                if owner == 0 {
+                    break;
+                }
+            }
+        }
+        free
     }
 
     fn take_unused(&mut self, size: usize) -> Take {

@@ -209,26 +209,26 @@ mod tests {
     #[test]
     fn a_full_server_makes_checkouts_wait_with_one_try_at_a_time() {
         let mut c = Conns::default();
-        assert!(matches!(c.take(1, 10, Use::Request), Take::Open));
+        assert!(matches!(c.take(1, 10, Use::Request, true), Take::Open));
         c.opening -= 1;
         // Two connections open, in use; the server refuses a third.
         c.sockets.insert(7, 0);
         c.sockets.insert(8, 0);
         let t0 = clock::now_ms();
         c.server_full("too many connections for role \"x\"".into(), t0, 2000);
-        let until = match c.take(1, 10, Use::Request) {
+        let until = match c.take(1, 10, Use::Request, true) {
             Take::Wait(until) => until,
             _ => panic!("a checkout opened while the server is full"),
         };
-        assert!(matches!(c.take(2, 10, Use::Login), Take::Wait(u) if u == until));
+        assert!(matches!(c.take(2, 10, Use::Login, true), Take::Wait(u) if u == until));
         // The pause over, one checkout tries again; while it does, the others wait.
         c.full.as_mut().unwrap().until = 0;
-        assert!(matches!(c.take(1, 10, Use::Request), Take::Open));
+        assert!(matches!(c.take(1, 10, Use::Request, true), Take::Open));
         assert_eq!(c.opening, 1);
-        assert!(matches!(c.take(2, 10, Use::Request), Take::Wait(_)));
+        assert!(matches!(c.take(2, 10, Use::Request, true), Take::Wait(_)));
         c.full.as_mut().unwrap().until = 0;
         assert!(
-            matches!(c.take(3, 10, Use::Request), Take::Wait(_)),
+            matches!(c.take(3, 10, Use::Request, true), Take::Wait(_)),
             "two tries at once"
         );
         // It failed as well: the pause doubles; a refusal of an opening begun before the
@@ -251,7 +251,7 @@ mod tests {
         // One opened: the next may try at once, the pauses start over.
         c.slot_freed(true);
         assert_eq!((full(&c).until, full(&c).backoff), (0, FULL_BACKOFF_MS));
-        assert!(matches!(c.take(1, 10, Use::Request), Take::Open));
+        assert!(matches!(c.take(1, 10, Use::Request, true), Take::Open));
         c.opening -= 1;
         // Refill stays off while refusals are recent; an old refusal is forgotten, and the
         // pool grows as usual again.
@@ -259,7 +259,7 @@ mod tests {
         c.full.as_mut().unwrap().refused_at = clock::now_ms().saturating_sub(FULL_FORGET_MS + 1);
         c.full.as_mut().unwrap().until = u64::MAX;
         assert!(!c.refused_lately());
-        assert!(matches!(c.take(1, 10, Use::Request), Take::Open));
+        assert!(matches!(c.take(1, 10, Use::Request, true), Take::Open));
         assert!(c.full.is_none());
     }
 }

@@ -7,7 +7,10 @@
 //! connection back while nobody else needs it. Transaction pooling then changes server sessions
 //! only under contention, so whatever a server session keeps that no proxy can move (sequence
 //! `currval`, a C function's static state, warm caches, the statements already prepared there)
-//! stays with its client as long as the pool has room.
+//! stays with its client as long as the pool has room. The price is speed on a busy host: each
+//! client's server process takes its turn, where handing out the most recently used connection
+//! (`[pool] affinity = false`, PgBouncer's order) keeps fewer of them running, in warmer CPU
+//! caches.
 
 pub(crate) mod clock;
 mod conns;
@@ -107,6 +110,8 @@ pub struct Tuning {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub min_size: usize,
+    /// `[pool] affinity`: a client gets its own connection back while nobody else needs it.
+    pub affinity: bool,
 }
 
 impl From<&PoolConfig> for Tuning {
@@ -116,6 +121,7 @@ impl From<&PoolConfig> for Tuning {
             idle_timeout: c.idle_timeout,
             max_lifetime: c.max_lifetime,
             min_size: c.min_size,
+            affinity: c.affinity,
         }
     }
 }
@@ -357,12 +363,19 @@ impl Pool {
                 }
             }
         };
-        let max_lifetime = clock::ms(self.tuning.lock().expect("tuning").max_lifetime);
+        let (max_lifetime, affinity) = {
+            let t = self.tuning.lock().expect("tuning");
+            (clock::ms(t.max_lifetime), t.affinity)
+        };
         let size = self.size.load(Ordering::Relaxed);
         // Whether this checkout waited for a full server's connections already.
         let mut waited_full = false;
         loop {
-            let take = self.conns.lock().expect("conns").take(owner, size, use_);
+            let take = self
+                .conns
+                .lock()
+                .expect("conns")
+                .take(owner, size, use_, affinity);
             let mut conn = match take {
                 Take::Idle(mut conn) => {
                     self.metrics.idle.dec();
