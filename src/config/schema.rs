@@ -350,8 +350,9 @@ pub struct PoolConfig {
     /// Transaction pooling gives a client its own server connection back while nobody else
     /// needs it, so server-session state no proxy can move (`currval`, a C function's static
     /// variables, `pg_backend_pid()`) stays with it. `false`: the most recently used idle
-    /// connection, whoever used it, as PgBouncer does: faster on a busy host (fewer server
-    /// processes take turns, so PostgreSQL runs in warmer CPU caches). Default `true`.
+    /// connection, whoever used it, as PgBouncer does: can be faster for short reads on a busy
+    /// host (fewer server processes take turns, so PostgreSQL runs in warmer CPU caches).
+    /// Default `true`.
     pub affinity: bool,
 }
 

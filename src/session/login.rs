@@ -282,7 +282,8 @@ impl super::Session {
             p.conn.told = crate::pool::clock::now_ms().max(1);
             // The client is told the process id of the server process it logs in on. In
             // session pooling it keeps that process for its whole session; in transaction
-            // pooling the process is its own (the pool's affinity) while the pool has room.
+            // pooling the process is its own (`[pool] affinity`, the default) while the pool
+            // has room.
             // Either way pg_backend_pid(), notifications and pg_terminate_backend agree with
             // the BackendKeyData. (Another client's key with that number: a random one, above
             // any process id.)

@@ -1,8 +1,8 @@
 //! Sequence state (`currval`, `lastval`) under transaction pooling. It lives in the server
 //! session, where no statement can move it. A client gets the server connection it used last
-//! while nobody else needs it (the pool's affinity); a client that reads sequence state and
-//! gets another connection gets it cleared with `DISCARD SEQUENCES` first,
-//! so it reads "not yet defined in this session" (55000) rather than another client's value.
+//! while nobody else needs it (`[pool] affinity`, the default); a client that reads sequence
+//! state and gets another connection gets it cleared with `DISCARD SEQUENCES` first, so it
+//! reads "not yet defined in this session" (55000) rather than another client's value.
 //! Each connection records whose state it holds ([`SeqState`]); clients that never read it
 //! cost nothing beyond that mark.
 
