@@ -221,6 +221,8 @@ mod tests {
             _ => panic!("a checkout opened while the server is full"),
         };
         assert!(matches!(c.take(2, 10, Use::Login, true), Take::Wait(u) if u == until));
+        // Without affinity too (nothing idle: the same wait).
+        assert!(matches!(c.take(3, 10, Use::Request, false), Take::Wait(u) if u == until));
         // The pause over, one checkout tries again; while it does, the others wait.
         c.full.as_mut().unwrap().until = 0;
         assert!(matches!(c.take(1, 10, Use::Request, true), Take::Open));
