@@ -2728,6 +2728,52 @@ async fn deallocate_of_protocol_statements() {
     assert_eq!(single(&r, "s_b after a failed block"), "b2!");
 }
 
+/// DEALLOCATE ALL and DISCARD ALL prepared by name (psycopg with `prepare_threshold=0` sends
+/// every statement so): preparing one drops nothing; running it drops the client's statements,
+/// as in PostgreSQL, and every statement of the server connection it ran on, so another
+/// client's statements there are prepared again instead of found missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_all_prepared_by_name_keeps_other_clients_statements_working() {
+    // One server connection: both clients use it.
+    let p = proxy("transaction", "size = 1");
+    for command in ["DEALLOCATE ALL", "DISCARD ALL"] {
+        let mut x = Raw::app(&p).await;
+        let mut y = Raw::app(&p).await;
+        parsed(&mut x, "x_s", "SELECT 'x' || $1::text").await;
+        parsed(&mut x, "dx", command).await;
+        assert_eq!(
+            single(
+                &x.roundtrip(&bind_exec("x_s", &["1"])).await,
+                "x_s after dx's Parse"
+            ),
+            "x1",
+            "{command}"
+        );
+        parsed(&mut y, "y_s", "SELECT 'y' || $1::text").await;
+        assert_eq!(
+            single(&y.roundtrip(&bind_exec("y_s", &["1"])).await, "y_s"),
+            "y1"
+        );
+        let r = x.roundtrip(&bind_exec("dx", &[])).await;
+        assert_eq!(error_code(&r), None, "{command}: {}", tags(&r));
+        for round in 0..2 {
+            let r = y.roundtrip(&bind_exec("y_s", &["2"])).await;
+            assert_eq!(
+                single(&r, &format!("{command}: y_s after x's, round {round}")),
+                "y2"
+            );
+        }
+        for name in ["x_s", "dx"] {
+            let r = x.roundtrip(&bind_exec(name, &["1"])).await;
+            assert_eq!(
+                error_code(&r).as_deref(),
+                Some("26000"),
+                "{command}: {name} survived it"
+            );
+        }
+    }
+}
+
 /// The same for a client pinned to its server connection (it made a temporary table), where
 /// DEALLOCATE reaches the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,9 @@ use super::{Fatal, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
 use crate::sql::{Effects, TxnControl};
 
+/// The effects of a statement that drops every prepared statement of the server session.
+const FORGETS_ALL: Effects = Effects::DISCARD_ALL.union(Effects::DEALLOCATE_ALL);
+
 impl Session {
     /// A named Parse whose name an earlier, still unanswered Parse of this client took (if
     /// that one fails, the name is free again, as on the server), or whose name is taken, or
@@ -187,7 +190,14 @@ impl Session {
         if effects.contains(Effects::SCHEMA) {
             self.note_created_functions(query);
         }
-        self.apply_effects(effects, pin);
+        // A named statement's DEALLOCATE ALL or DISCARD ALL forgets the prepared statements
+        // when it runs, on the connection it runs on (see `note_bind_effects`), not when it
+        // is prepared.
+        let mut now = effects;
+        if !name.is_empty() {
+            now.remove(FORGETS_ALL);
+        }
+        self.apply_effects(now, pin);
         let (query, depends) = match &executes {
             Some((text, target)) => {
                 // The statement it runs exists on this connection first.
@@ -398,6 +408,15 @@ impl Session {
         };
         if effects.contains(Effects::STATE) {
             self.apply_effects(Effects::STATE, None);
+        }
+        if stmt.is_some() && effects.intersects(FORGETS_ALL) {
+            // Run on this connection, it drops every statement there, other clients' shared
+            // ones too: the connection is known to have none left (they are prepared again
+            // when used), and the client's are gone, as in PostgreSQL.
+            self.apply_effects(
+                Effects::from_bits_truncate(effects.bits() & FORGETS_ALL.bits()),
+                None,
+            );
         }
         self.batch_copies_in |= effects.contains(Effects::COPY_IN);
         if !effects.contains(Effects::SETTINGS) {
