@@ -2774,6 +2774,97 @@ async fn deallocate_all_prepared_by_name_keeps_other_clients_statements_working(
     }
 }
 
+/// The same for the unnamed statement: parsed, it forgets nothing (the client's statements
+/// work on); run, it forgets every statement on the connection it runs on, and the unnamed
+/// statement itself stays, as in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_all_as_the_unnamed_statement_forgets_when_run() {
+    let p = proxy("transaction", "size = 1");
+    for command in ["DEALLOCATE ALL", "DISCARD ALL"] {
+        let mut x = Raw::app(&p).await;
+        let mut y = Raw::app(&p).await;
+        parsed(&mut x, "x_s", "SELECT 'x' || $1::text").await;
+        parsed(&mut x, "", command).await;
+        assert_eq!(
+            single(
+                &x.roundtrip(&bind_exec("x_s", &["1"])).await,
+                "x_s after the unnamed Parse"
+            ),
+            "x1",
+            "{command}"
+        );
+        parsed(&mut y, "y_s", "SELECT 'y' || $1::text").await;
+        assert_eq!(
+            single(&y.roundtrip(&bind_exec("y_s", &["1"])).await, "y_s"),
+            "y1"
+        );
+        for run in 0..2 {
+            let r = x.roundtrip(&bind_exec("", &[])).await;
+            assert_eq!(error_code(&r), None, "{command}, run {run}: {}", tags(&r));
+        }
+        for round in 0..2 {
+            let r = y.roundtrip(&bind_exec("y_s", &["2"])).await;
+            assert_eq!(
+                single(&r, &format!("{command}: y_s after x's, round {round}")),
+                "y2"
+            );
+        }
+        let r = x.roundtrip(&bind_exec("x_s", &["1"])).await;
+        assert_eq!(
+            error_code(&r).as_deref(),
+            Some("26000"),
+            "{command}: x_s survived it"
+        );
+    }
+}
+
+/// `DEALLOCATE name` prepared under a name of its own, naming one of the client's protocol-level
+/// statements: run, it drops that statement (the server knows it by its shared name), and run
+/// again, it gets the server's 26000, as on PostgreSQL. Another client's statement of the same
+/// text, shared on the same connection, works on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_by_name_prepared_under_a_name_drops_the_clients_statement() {
+    let p = proxy("transaction", "size = 1");
+    for (i, command) in ["DEALLOCATE x_s", "deallocate prepare \"x_s\""]
+        .into_iter()
+        .enumerate()
+    {
+        let mut x = Raw::app(&p).await;
+        let mut y = Raw::app(&p).await;
+        let text = format!("SELECT 'shared{i}' || $1::text");
+        parsed(&mut x, "x_s", &text).await;
+        parsed(&mut y, "y_s", &text).await;
+        parsed(&mut x, "dn", command).await;
+        let r = x.roundtrip(&bind_exec("dn", &[])).await;
+        assert_eq!(error_code(&r), None, "{command}: {}", tags(&r));
+        let r = x.roundtrip(&bind_exec("x_s", &["1"])).await;
+        assert_eq!(
+            error_code(&r).as_deref(),
+            Some("26000"),
+            "{command}: x_s survived it"
+        );
+        for round in 0..2 {
+            let r = y.roundtrip(&bind_exec("y_s", &["2"])).await;
+            assert_eq!(
+                single(&r, &format!("{command}: y_s, round {round}")),
+                format!("shared{i}2")
+            );
+        }
+        let r = x.roundtrip(&bind_exec("dn", &[])).await;
+        assert_eq!(
+            error_code(&r).as_deref(),
+            Some("26000"),
+            "{command} run again: {}",
+            tags(&r)
+        );
+        parsed(&mut x, "x_s", "SELECT 'again' || $1::text").await;
+        assert_eq!(
+            single(&x.roundtrip(&bind_exec("x_s", &["!"])).await, "new x_s"),
+            "again!"
+        );
+    }
+}
+
 /// The same for a client pinned to its server connection (it made a temporary table), where
 /// DEALLOCATE reaches the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -219,10 +219,10 @@ impl Session {
                 let prefix = 5 + portal.len() + 1 + name.len() + 1;
                 let (portal, name) = (Bytes::copy_from_slice(portal), Bytes::copy_from_slice(name));
                 let stmt = self.statements.get(&name).cloned();
-                self.note_bind_effects(&name, stmt.as_deref());
                 let Some(server_name) = self.prepare_for_use(&name)? else {
                     return Ok(None);
                 };
+                self.note_bind_effects(&name, stmt.as_deref());
                 let new_len = h.frame_len - name.len() + server_name.len();
                 let mut head = BytesMut::with_capacity(prefix + 8);
                 head.extend_from_slice(&[tag::BIND]);
@@ -688,18 +688,28 @@ impl Session {
                 p.conn.needs_reset = true;
             }
         }
-        // DISCARD ALL fails in a transaction block; nothing runs in a failed one.
-        let clears = (effects.contains(Effects::DISCARD_ALL) && self.txn == TxnStatus::Idle)
-            || (effects.contains(Effects::DEALLOCATE_ALL) && self.txn != TxnStatus::Failed);
-        if clears {
-            // (Should the command fail all the same, the server keeps statements the proxy now
-            // believes gone: every statement it prepares again is closed first, see
-            // ensure_prepared.)
-            self.statements.clear();
+        if self.forgets_statements(effects) {
+            self.forget_statements();
+            // (A simple query drops the unnamed statement whatever it runs.)
             self.forget_unnamed();
-            if let Some(p) = self.server.as_mut() {
-                p.conn.prepared.clear();
-            }
+        }
+    }
+
+    /// Whether a DISCARD ALL or DEALLOCATE ALL among `effects` runs: DISCARD ALL fails in a
+    /// transaction block; nothing runs in a failed one.
+    pub(super) fn forgets_statements(&self, effects: Effects) -> bool {
+        (effects.contains(Effects::DISCARD_ALL) && self.txn == TxnStatus::Idle)
+            || (effects.contains(Effects::DEALLOCATE_ALL) && self.txn != TxnStatus::Failed)
+    }
+
+    /// The client's named statements are gone, and the attached connection has none left.
+    /// (Should the command fail all the same, the server keeps statements the proxy now
+    /// believes gone: every statement it prepares again is closed first, see
+    /// `close_before_parse`.)
+    pub(super) fn forget_statements(&mut self) {
+        self.statements.clear();
+        if let Some(p) = self.server.as_mut() {
+            p.conn.prepared.clear();
         }
     }
 

@@ -229,9 +229,18 @@ impl Session {
         if self.fail_changed_shape(name) {
             return Ok(());
         }
-        let Some((server_name, stmt)) = self.prepare_statement(name)? else {
+        let Some((mut server_name, stmt)) = self.prepare_statement(name)? else {
             return Ok(());
         };
+        if let Some(s) = stmt.as_ref().filter(|s| {
+            s.effects
+                .get()
+                .is_some_and(|e| e.contains(Effects::DEALLOCATE_NAME))
+        }) {
+            if let Some(n) = self.bind_deallocate(s) {
+                server_name = n;
+            }
+        }
         // A portal may exist from here to the Sync (an Execute with a row limit, a Flush).
         self.bound_in_batch = true;
         self.note_bind_effects(name, stmt.as_deref());
@@ -255,6 +264,44 @@ impl Session {
         }
         self.pending.expect(Kind::Bind, Mode::Forward, Hook::None);
         Ok(())
+    }
+
+    /// A Bind of the client's statement `DEALLOCATE n`, prepared under a name of its own, where
+    /// `n` is one of the client's protocol-level statements: the server knows that one by its
+    /// shared name, so what is bound instead is a `DEALLOCATE` of that name (prepared on
+    /// this connection, with the statement it drops). The client's `n` is gone from here on,
+    /// and the connection is known not to have the shared statement any more (it is prepared
+    /// again when used). The name of the statement to bind, or `None` to bind the client's
+    /// as it is (`n` is not the client's: the server answers, 26000 or a SQL-level `PREPARE`'s
+    /// `DEALLOCATE`; or the block failed, and the server answers 25P02).
+    fn bind_deallocate(&mut self, stmt: &Statement) -> Option<Bytes> {
+        if self.txn == TxnStatus::Failed {
+            return None;
+        }
+        let a = super::route::analyze(&self.app.classifier.load(), &stmt.query, false);
+        let Some(crate::sql::Deallocate::Name(n)) = a.deallocate else {
+            return None;
+        };
+        let target = self.statements.get(n.as_bytes()).cloned()?;
+        self.ensure_prepared(&target);
+        let text = format!(
+            "DEALLOCATE {}",
+            String::from_utf8_lossy(&target.server_name)
+        );
+        let dealloc = self.app.statements.intern_with(
+            &self.statement_scope,
+            text.as_bytes(),
+            &stmt.types,
+            &[],
+            None,
+        );
+        dealloc.effects.get_or_init(|| Effects::NONE);
+        self.ensure_prepared(&dealloc);
+        self.statements.remove(n.as_bytes());
+        if let Some(p) = self.server.as_mut() {
+            p.conn.prepared.remove(target.id);
+        }
+        Some(dealloc.server_name.clone())
     }
 
     /// Whether the client's statement `name` (`stmt`, when the proxy knows it) ends the

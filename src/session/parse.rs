@@ -95,7 +95,7 @@ impl Session {
             && !effects.contains(Effects::SETTINGS)
             && !self.unnamed_deallocates;
         if repeat {
-            self.apply_effects(effects, pin);
+            self.apply_effects(effects.difference(FORGETS_ALL), pin);
             self.forward(h.frame_len);
             self.note_unnamed_parse();
             return Ok(());
@@ -146,6 +146,7 @@ impl Session {
                     self.respond_batch_error("26000", &msg);
                     return Ok(());
                 }
+                let mut effects = a.effects;
                 match &a.deallocate {
                     Some(crate::sql::Deallocate::Name(n)) if name.is_empty() => {
                         deallocate = self
@@ -153,9 +154,11 @@ impl Session {
                             .get(n.as_bytes())
                             .map(|s| (n.to_string(), s.clone()));
                     }
+                    // Which statement it names is known when it runs (see `bind_deallocate`).
+                    Some(crate::sql::Deallocate::Name(_)) => effects |= Effects::DEALLOCATE_NAME,
                     _ => {}
                 }
-                (a.effects, a.pin_reason())
+                (effects, a.pin_reason())
             }
         };
         let generation = self.functions.generation();
@@ -190,14 +193,9 @@ impl Session {
         if effects.contains(Effects::SCHEMA) {
             self.note_created_functions(query);
         }
-        // A named statement's DEALLOCATE ALL or DISCARD ALL forgets the prepared statements
-        // when it runs, on the connection it runs on (see `note_bind_effects`), not when it
-        // is prepared.
-        let mut now = effects;
-        if !name.is_empty() {
-            now.remove(FORGETS_ALL);
-        }
-        self.apply_effects(now, pin);
+        // A DEALLOCATE ALL or DISCARD ALL forgets the prepared statements when it runs, on
+        // the connection it runs on (see `note_bind_effects`), not when it is parsed.
+        self.apply_effects(effects.difference(FORGETS_ALL), pin);
         let (query, depends) = match &executes {
             Some((text, target)) => {
                 // The statement it runs exists on this connection first.
@@ -409,14 +407,12 @@ impl Session {
         if effects.contains(Effects::STATE) {
             self.apply_effects(Effects::STATE, None);
         }
-        if stmt.is_some() && effects.intersects(FORGETS_ALL) {
-            // Run on this connection, it drops every statement there, other clients' shared
-            // ones too: the connection is known to have none left (they are prepared again
-            // when used), and the client's are gone, as in PostgreSQL.
-            self.apply_effects(
-                Effects::from_bits_truncate(effects.bits() & FORGETS_ALL.bits()),
-                None,
-            );
+        if (stmt.is_some() || name.is_empty()) && self.forgets_statements(effects) {
+            // Run on this connection, it drops every named statement there, other clients'
+            // shared ones too: the connection is known to have none left (they are prepared
+            // again when used), and the client's are gone, as in PostgreSQL. The unnamed
+            // statement stays (it is the one running).
+            self.forget_statements();
         }
         self.batch_copies_in |= effects.contains(Effects::COPY_IN);
         if !effects.contains(Effects::SETTINGS) {

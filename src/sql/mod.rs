@@ -202,6 +202,10 @@ impl Effects {
     /// `COPY ... FROM STDIN`: the server takes copy data from the client, and ignores its
     /// Syncs, until the client ends the copy.
     pub const COPY_IN: Effects = Effects(512);
+    /// A named protocol-level statement whose text is `DEALLOCATE name`: when it runs, `name`
+    /// is one of the client's statements, which the server knows by another name (set by the
+    /// session, not by [`analyze`]).
+    pub const DEALLOCATE_NAME: Effects = Effects(1024);
 
     pub const fn empty() -> Self {
         Effects(0)
@@ -210,7 +214,7 @@ impl Effects {
         self.0
     }
     pub const fn from_bits_truncate(bits: u16) -> Self {
-        Effects(bits & 1023)
+        Effects(bits & 2047)
     }
     /// Whether all flags of `other` are set in `self`.
     pub const fn contains(self, other: Effects) -> bool {
@@ -222,6 +226,10 @@ impl Effects {
     }
     pub const fn union(self, other: Effects) -> Self {
         Effects(self.0 | other.0)
+    }
+    /// The flags of `self` that `other` does not have.
+    pub const fn difference(self, other: Effects) -> Self {
+        Effects(self.0 & !other.0)
     }
     pub const fn is_empty(self) -> bool {
         self.0 == 0
@@ -265,6 +273,7 @@ impl fmt::Debug for Effects {
             (Effects::SCHEMA, "SCHEMA"),
             (Effects::TERMINATE, "TERMINATE"),
             (Effects::STATE, "STATE"),
+            (Effects::DEALLOCATE_NAME, "DEALLOCATE_NAME"),
         ] {
             if self.contains(flag) {
                 if !first {
