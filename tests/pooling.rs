@@ -1346,6 +1346,79 @@ async fn a_commit_or_rollback_outside_a_block_needs_no_server() {
     q(&holder, "COMMIT").await;
 }
 
+/// The same through the extended protocol (a driver's prepared `rollback`, psycopg's
+/// pipeline mode): a Bind and Execute of a statement that is a lone COMMIT or ROLLBACK, with
+/// or without its unnamed Parse and a Describe of its portal, is answered with no server
+/// while the only connection is taken; an unnamed one parsed so is the client's unnamed
+/// statement afterwards, on a server too. `COMMIT AND CHAIN` is not answered so (PostgreSQL
+/// refuses it outside a block): it waits for a server, here in vain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_commit_or_rollback_outside_a_block_needs_no_server() {
+    let p = proxy("transaction", "size = 1\ncheckout_timeout = \"1s\"");
+    let mut a = Raw::app(&p).await;
+    parsed(&mut a, "rb", "ROLLBACK").await;
+    parsed(&mut a, "cm", "commit").await;
+    let holder = connect(&p).await;
+    q(&holder, "BEGIN").await;
+    q(&holder, "SELECT 1").await;
+    // (Message types, command tags, SQLSTATE of an error.)
+    let outline = |r: &[Msg]| {
+        let cmd: Vec<String> = r
+            .iter()
+            .filter(|(t, _)| *t == b'C')
+            .map(|(_, b)| String::from_utf8_lossy(&b[..b.len() - 1]).into_owned())
+            .collect();
+        (tags(r), cmd, error_code(r))
+    };
+    let done = |t: &str, cmd: &str| (t.to_string(), vec![cmd.to_string()], None);
+    assert_eq!(
+        outline(&a.roundtrip(&bind_exec("rb", &[])).await),
+        done("2NCZ", "ROLLBACK")
+    );
+    let mut b = BytesMut::new();
+    m_bind(&mut b, "", "cm", &[]);
+    frontend::describe(b'P', "", &mut b).unwrap();
+    m_execute(&mut b);
+    m_sync(&mut b);
+    assert_eq!(outline(&a.roundtrip(&b).await), done("2nNCZ", "COMMIT"));
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "", "  rollback;");
+    b.extend_from_slice(&bind_exec("", &[]));
+    assert_eq!(outline(&a.roundtrip(&b).await), done("12NCZ", "ROLLBACK"));
+    assert_eq!(
+        outline(&a.roundtrip(&bind_exec("", &[])).await),
+        done("2NCZ", "ROLLBACK")
+    );
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "cc", "COMMIT AND CHAIN");
+    m_sync(&mut b);
+    assert_eq!(error_code(&a.roundtrip(&b).await).as_deref(), Some("53300"));
+
+    q(&holder, "COMMIT").await;
+    // On a server, in a block: its unnamed statement is the ROLLBACK parsed above. (A
+    // Query would destroy it.)
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "bg", "BEGIN");
+    m_bind(&mut b, "", "bg", &[]);
+    m_execute(&mut b);
+    b.extend_from_slice(&bind_exec("", &[]));
+    let r = a.roundtrip(&b).await;
+    assert_eq!(
+        outline(&r),
+        (
+            "12C2CZ".into(),
+            vec!["BEGIN".into(), "ROLLBACK".into()],
+            None
+        )
+    );
+    assert_eq!(r.last().map(|(_, b)| b[0]), Some(b'I'));
+    parsed(&mut a, "s", "SELECT 'x' || $1::text").await;
+    assert_eq!(
+        single(&a.roundtrip(&bind_exec("s", &["1"])).await, "s"),
+        "x1"
+    );
+}
+
 /// A transaction block that fails without a server fails as PostgreSQL's would. After a BEGIN
 /// the proxy answered, no server for the first statement (53300) leaves the block failed
 /// ("E"); a ROLLBACK ends it without a server; once a server is to be had, statements in the

@@ -4819,3 +4819,148 @@ fn copy_data_sent_ahead_of_the_copy_in_response() {
         assert_eq!(n, 70);
     });
 }
+
+/// One answer as message types, command tags, SQLSTATEs and rows (asynchronous messages
+/// left out), for comparing a direct answer with the proxy's.
+fn outline(msgs: &[Msg]) -> String {
+    msgs.iter()
+        .filter(|m| !matches!(m.tag, b'N' | b'S' | b'A'))
+        .map(|m| match m.tag {
+            b'C' => format!("C({})", m.command_tag()),
+            b'E' => format!("E({})", m.code()),
+            b'D' => format!("D{:?}", m.row()),
+            b'Z' => format!("Z({})", m.status()),
+            t => (t as char).to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Sends each request in turn (a round trip each) directly and through the proxy, after
+/// `setup` run directly; the outlines of the answers, direct first.
+async fn direct_and_proxied(
+    proxy: &Proxy,
+    setup: &str,
+    requests: &[Vec<u8>],
+) -> (Vec<String>, Vec<String>) {
+    let direct = direct_primary().await;
+    let mut answers = Vec::new();
+    for addr in [shared_cluster().primary().addr(), proxy.addr()] {
+        direct.batch_execute(setup).await.unwrap();
+        let mut raw = Raw::connect(&addr, APP_USER, APP_PASSWORD, APP_DB, &[]).await;
+        let mut got = Vec::new();
+        for r in requests {
+            raw.send(r).await;
+            got.push(outline(&raw.until_ready().await));
+        }
+        answers.push(got);
+    }
+    let proxied = answers.pop().unwrap();
+    (answers.pop().unwrap(), proxied)
+}
+
+/// A Parse of the unnamed statement that fails leaves none (PostgreSQL drops the previous
+/// one before parsing the new one): a later Bind or Describe of it gets 26000, rather than
+/// run the statement before again (which repeated an INSERT).
+#[test]
+fn a_failed_unnamed_parse_leaves_no_unnamed_statement() {
+    bounded(async {
+        let proxy = proxy("");
+        let cat = |parts: &[Vec<u8>]| parts.concat();
+        let requests = [
+            cat(&[
+                fe::parse("", "insert into pr_unnamed values (1)", &[]),
+                fe::bind("", "", &[]),
+                fe::execute("", 0),
+                fe::sync(),
+            ]),
+            // A syntax error, then a missing table.
+            cat(&[
+                fe::parse("", "insert into pr_unnamed values (2", &[]),
+                fe::sync(),
+            ]),
+            cat(&[fe::bind("", "", &[]), fe::execute("", 0), fe::sync()]),
+            cat(&[fe::describe(b'S', ""), fe::sync()]),
+            cat(&[fe::parse("", "select 5", &[]), fe::sync()]),
+            cat(&[
+                fe::parse("", "insert into pr_missing values (3)", &[]),
+                fe::sync(),
+            ]),
+            cat(&[fe::bind("", "", &[]), fe::execute("", 0), fe::sync()]),
+            // Failing with a later unnamed Parse behind it in the batch (skipped).
+            cat(&[fe::parse("", "select 6", &[]), fe::sync()]),
+            cat(&[
+                fe::parse("", "select 7 +", &[]),
+                fe::parse("", "select 8", &[]),
+                fe::sync(),
+            ]),
+            cat(&[fe::bind("", "", &[]), fe::execute("", 0), fe::sync()]),
+            fe::query("select count(*) from pr_unnamed"),
+        ];
+        let setup = "drop table if exists pr_unnamed; create table pr_unnamed (x int)";
+        let (direct, proxied) = direct_and_proxied(&proxy, setup, &requests).await;
+        assert_eq!(direct[2], "E(26000) Z(I)", "direct: {direct:?}");
+        assert_eq!(direct[10], r#"T D[Some("1")] C(SELECT 1) Z(I)"#);
+        assert_eq!(proxied, direct);
+    });
+}
+
+/// `START TRANSACTION`, answered by the proxy (it sends it with the block's first
+/// statement), gets PostgreSQL's tag for it, not `BEGIN`'s.
+#[test]
+fn start_transaction_is_answered_with_its_own_tag() {
+    bounded(async {
+        let proxy = proxy("");
+        let requests: Vec<Vec<u8>> = [
+            "start transaction",
+            "commit",
+            "START TRANSACTION READ ONLY;",
+            "rollback",
+            "/* first */ start transaction isolation level serializable",
+            "select 1",
+            "commit",
+            "begin",
+            "end",
+            "begin work",
+            "abort",
+        ]
+        .iter()
+        .map(|q| fe::query(q))
+        .collect();
+        let (direct, proxied) = direct_and_proxied(&proxy, "select 1", &requests).await;
+        assert_eq!(direct[0], "C(START TRANSACTION) Z(T)");
+        assert_eq!(proxied, direct);
+    });
+}
+
+/// A Describe or Close of a statement with bytes after its name is refused (08P01) before
+/// anything is done, as PostgreSQL does: the statement stays.
+#[test]
+fn close_and_describe_with_bytes_after_the_name_change_nothing() {
+    bounded(async {
+        let proxy = proxy("");
+        let junk = |tag: u8, body: &[u8]| {
+            let mut m = vec![tag];
+            m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+            m.extend_from_slice(body);
+            m
+        };
+        let cat = |parts: &[Vec<u8>]| parts.concat();
+        let requests = [
+            cat(&[fe::parse("s1", "select 1", &[]), fe::sync()]),
+            cat(&[junk(b'C', b"Ss1\0junk"), fe::sync()]),
+            cat(&[fe::bind("", "s1", &[]), fe::execute("", 0), fe::sync()]),
+            cat(&[junk(b'D', b"Ss1\0junk"), fe::sync()]),
+            cat(&[fe::parse("", "select 5", &[]), fe::sync()]),
+            cat(&[junk(b'C', b"S\0junk"), fe::sync()]),
+            cat(&[fe::bind("", "", &[]), fe::execute("", 0), fe::sync()]),
+            cat(&[junk(b'C', b"Snope\0x"), fe::sync()]),
+            cat(&[junk(b'D', b"P\0x"), fe::sync()]),
+        ];
+        let (direct, proxied) = direct_and_proxied(&proxy, "select 1", &requests).await;
+        assert_eq!(direct[1], "E(08P01) Z(I)", "direct: {direct:?}");
+        assert_eq!(direct[2], r#"2 D[Some("1")] C(SELECT 1) Z(I)"#);
+        assert_eq!(direct[6], r#"2 D[Some("5")] C(SELECT 1) Z(I)"#);
+        assert_eq!(proxied, direct);
+    });
+}

@@ -373,6 +373,9 @@ impl Session {
             return self.handle_query(h);
         }
         if needs_server && self.server.is_none() {
+            if matches!(h.tag, tag::PARSE | tag::BIND) && self.answer_lone_end() {
+                return Ok(None);
+            }
             return Ok(Some(Step::NeedServer));
         }
         match h.tag {
@@ -625,6 +628,23 @@ impl Session {
             deallocates: self.unnamed_deallocates,
             depends: self.unnamed_depends.clone(),
         });
+    }
+
+    /// The client's unnamed Parse `seq` failed: PostgreSQL dropped the unnamed statement before
+    /// parsing it, so when that Parse is the client's latest, or a later one in its batch was
+    /// skipped (`later_skipped`), the client has none; one in a later batch stands, and should
+    /// that one be skipped, none comes back.
+    pub(super) fn unnamed_parse_failed(&mut self, seq: u64, later_skipped: bool) {
+        match self.unnamed_before.as_mut() {
+            Some(b) if b.seq > seq && !later_skipped => {
+                b.frame = None;
+                b.depends = None;
+            }
+            _ => self.unnamed_before = None,
+        }
+        if self.unnamed_seq == seq || later_skipped {
+            self.forget_unnamed();
+        }
     }
 
     /// The server skipped the unnamed Parse or Close `seq`, the client's latest: its unnamed

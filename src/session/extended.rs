@@ -380,10 +380,15 @@ impl Session {
             self.respond_batch_error("08P01", "no data left in message");
             return Ok(());
         };
-        let Some((name, _)) = body.get(1..).and_then(read_cstr) else {
+        let Some((name, rest)) = body.get(1..).and_then(read_cstr) else {
             self.respond_batch_error("08P01", "invalid string in message");
             return Ok(());
         };
+        if !rest.is_empty() {
+            // Bytes after the name: PostgreSQL refuses the message before looking at it.
+            self.respond_batch_error("08P01", "invalid message format");
+            return Ok(());
+        }
         let t = if kind == Kind::Describe {
             tag::DESCRIBE
         } else {

@@ -13,6 +13,7 @@ mod extended;
 mod functions;
 mod leaving;
 mod login;
+mod lone_end;
 mod lookup;
 mod memberships;
 mod parse;

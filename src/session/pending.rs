@@ -92,6 +92,12 @@ pub enum Hook {
         /// unnamed Parse (in a later pipelined batch) is not undone by this one's skip.
         seq: u64,
     },
+    /// The client's unnamed Parse `seq` that failed itself (its error answers it): PostgreSQL
+    /// dropped the unnamed statement before parsing the new one, so there is none now (see
+    /// `Session::give_unnamed_back` for one skipped instead).
+    UnnamedParseFailed {
+        seq: u64,
+    },
     /// A synthetic ParseComplete for the client's statement `name`, already prepared on the
     /// connection as `id`: if an error skips it, the client's Parse did not happen.
     CachedParse {
@@ -488,6 +494,17 @@ impl Pending {
             }) = self.q.front_mut()
             {
                 *hook = Hook::SplitFailed;
+            }
+            if let Some(Expect::Server {
+                kind: Kind::Parse,
+                hook: hook @ Hook::UnnamedParse { client: true, .. },
+                ..
+            }) = self.q.front_mut()
+            {
+                // The client's unnamed Parse failed (rather than being skipped).
+                if let Hook::UnnamedParse { seq, .. } = *hook {
+                    *hook = Hook::UnnamedParseFailed { seq };
+                }
             }
             // Errors always reach the client, except answers to the proxy's own queries and
             // to what it sent to fail.

@@ -257,9 +257,10 @@ impl Session {
             // ONLY makes it a replica's): answer BEGIN now, send it with that statement.
             // Without splitting this still saves a round trip per transaction.
             let frame = self.client.rbuf.split_to(h.frame_len).freeze();
+            let tag = begin_tag(super::route::query_bytes(&frame[5..]));
             self.deferred_begin = Some(super::route::DeferredBegin { frame, modes });
             let mut b = BytesMut::new();
-            encode::command_complete(&mut b, "BEGIN");
+            encode::command_complete(&mut b, tag);
             self.respond(b);
             self.respond_ready();
             return Ok(None);
@@ -485,7 +486,7 @@ impl Session {
 
     /// Between transactions in transaction pooling: no block open (nor one the proxy answered
     /// BEGIN for, nor one that failed or was lost), nothing in flight, no server held.
-    fn outside_any_block(&self) -> bool {
+    pub(super) fn outside_any_block(&self) -> bool {
         self.server.is_none()
             && self.pool_mode == PoolMode::Transaction
             && self.pin.is_none()
@@ -499,7 +500,7 @@ impl Session {
 
     /// Whether the client's `client_min_messages` (as far as the proxy knows it: from its
     /// startup packet or its own `SET`s) keeps warnings from it.
-    fn warnings_muted(&self) -> bool {
+    pub(super) fn warnings_muted(&self) -> bool {
         self.desired
             .0
             .get("client_min_messages")
@@ -583,5 +584,19 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+/// The command tag PostgreSQL answers a transaction-starting statement with: `START
+/// TRANSACTION` for that one, `BEGIN` for `BEGIN` (and `BEGIN WORK`, `BEGIN TRANSACTION`).
+fn begin_tag(query: &[u8]) -> &'static str {
+    let text = String::from_utf8_lossy(query);
+    let start = crate::sql::Lexer::new(&text)
+        .find(|t| !t.is_comment())
+        .is_some_and(|t| t.is_kw("start"));
+    if start {
+        "START TRANSACTION"
+    } else {
+        "BEGIN"
     }
 }

@@ -119,6 +119,7 @@ impl Session {
         // The client's latest unnamed Parse or Close was skipped (given back after the loop,
         // which holds the connection).
         let mut unnamed_skipped = None;
+        let mut unnamed_failed = None;
         // Errors relayed to the client, and its transactions ended it is told of (counted per
         // backend after the loop).
         let mut errors = 0u64;
@@ -452,6 +453,12 @@ impl Session {
                                 unnamed_skipped = Some(seq);
                             }
                         }
+                        Hook::UnnamedParseFailed { seq } => {
+                            if conn.unnamed_owner == Some((self.id, seq)) {
+                                conn.unnamed_owner = None;
+                            }
+                            unnamed_failed = Some(seq);
+                        }
                         _ => {}
                     }
                 }
@@ -548,7 +555,9 @@ impl Session {
                 .with_label_values(&[&p.pool().key.backend])
                 .inc_by(errors);
         }
-        if let Some(seq) = unnamed_skipped {
+        if let Some(seq) = unnamed_failed {
+            self.unnamed_parse_failed(seq, unnamed_skipped.is_some());
+        } else if let Some(seq) = unnamed_skipped {
             self.give_unnamed_back(seq);
         }
         match self.retry.as_mut() {
