@@ -1390,13 +1390,28 @@ async fn an_extended_commit_or_rollback_outside_a_block_needs_no_server() {
         done("2NCZ", "ROLLBACK")
     );
     let mut b = BytesMut::new();
-    m_parse(&mut b, "cc", "COMMIT AND CHAIN");
-    m_sync(&mut b);
+    m_parse(&mut b, "", "COMMIT AND CHAIN");
+    b.extend_from_slice(&bind_exec("", &[]));
     assert_eq!(error_code(&a.roundtrip(&b).await).as_deref(), Some("53300"));
 
+    // Ending a block whose BEGIN the proxy holds (nothing ran in it): no warning; AND CHAIN
+    // keeps a block open.
+    let mut begin = BytesMut::new();
+    frontend::query("BEGIN", &mut begin).unwrap();
+    assert_eq!(tags(&a.roundtrip(&begin).await), "CZ");
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "", "ROLLBACK AND CHAIN");
+    b.extend_from_slice(&bind_exec("", &[]));
+    let r = a.roundtrip(&b).await;
+    assert_eq!(outline(&r), done("12CZ", "ROLLBACK"));
+    assert_eq!(r.last().map(|(_, b)| b[0]), Some(b'T'));
+    let r = a.roundtrip(&bind_exec("cm", &[])).await;
+    assert_eq!(outline(&r), done("2CZ", "COMMIT"));
+    assert_eq!(r.last().map(|(_, b)| b[0]), Some(b'I'));
+
     q(&holder, "COMMIT").await;
-    // On a server, in a block: its unnamed statement is the ROLLBACK parsed above. (A
-    // Query would destroy it.)
+    // On a server, in a block: its unnamed statement is the ROLLBACK AND CHAIN parsed
+    // above. (A Query would destroy it.)
     let mut b = BytesMut::new();
     m_parse(&mut b, "bg", "BEGIN");
     m_bind(&mut b, "", "bg", &[]);
@@ -1411,7 +1426,10 @@ async fn an_extended_commit_or_rollback_outside_a_block_needs_no_server() {
             None
         )
     );
-    assert_eq!(r.last().map(|(_, b)| b[0]), Some(b'I'));
+    assert_eq!(r.last().map(|(_, b)| b[0]), Some(b'T'));
+    let mut b = BytesMut::new();
+    frontend::query("ROLLBACK", &mut b).unwrap();
+    assert_eq!(tags(&a.roundtrip(&b).await), "CZ");
     parsed(&mut a, "s", "SELECT 'x' || $1::text").await;
     assert_eq!(
         single(&a.roundtrip(&bind_exec("s", &["1"])).await, "s"),

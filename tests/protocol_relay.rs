@@ -4820,20 +4820,40 @@ fn copy_data_sent_ahead_of_the_copy_in_response() {
     });
 }
 
-/// One answer as message types, command tags, SQLSTATEs and rows (asynchronous messages
-/// left out), for comparing a direct answer with the proxy's.
+/// One answer as message types, command tags, SQLSTATEs (of errors and notices) and rows
+/// (parameter statuses and notifications left out), for comparing a direct answer with the
+/// proxy's.
 fn outline(msgs: &[Msg]) -> String {
     msgs.iter()
-        .filter(|m| !matches!(m.tag, b'N' | b'S' | b'A'))
+        .filter(|m| !matches!(m.tag, b'S' | b'A'))
         .map(|m| match m.tag {
             b'C' => format!("C({})", m.command_tag()),
-            b'E' => format!("E({})", m.code()),
+            b'E' | b'N' => format!("{}({})", m.tag as char, m.code()),
             b'D' => format!("D{:?}", m.row()),
             b'Z' => format!("Z({})", m.status()),
             t => (t as char).to_string(),
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A message of type `tag` with the given body, however malformed.
+fn junk(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// How many ReadyForQuery messages answer `request` (its Syncs and Queries).
+fn readies(mut request: &[u8]) -> usize {
+    let mut n = 0;
+    while request.len() >= 5 {
+        n += usize::from(matches!(request[0], b'S' | b'Q'));
+        let len = u32::from_be_bytes([request[1], request[2], request[3], request[4]]) as usize;
+        request = &request[1 + len..];
+    }
+    n
 }
 
 /// Sends each request in turn (a round trip each) directly and through the proxy, after
@@ -4851,7 +4871,9 @@ async fn direct_and_proxied(
         let mut got = Vec::new();
         for r in requests {
             raw.send(r).await;
-            got.push(outline(&raw.until_ready().await));
+            for answer in raw.until_ready_n(readies(r)).await {
+                got.push(outline(&answer));
+            }
         }
         answers.push(got);
     }
@@ -4896,11 +4918,59 @@ fn a_failed_unnamed_parse_leaves_no_unnamed_statement() {
             ]),
             cat(&[fe::bind("", "", &[]), fe::execute("", 0), fe::sync()]),
             fe::query("select count(*) from pr_unnamed"),
+            // Pipelined: a failing Parse, then in the next batch one that succeeds, a failing
+            // Bind and a Parse skipped behind it: the one that succeeded stands.
+            cat(&[
+                fe::parse("", "select 1 +", &[]),
+                fe::sync(),
+                fe::parse("", "select $1::int", &[]),
+                fe::bind("", "", &[]),
+                fe::parse("", "select 3", &[]),
+                fe::sync(),
+                fe::bind("", "", &[Some(b"7")]),
+                fe::execute("", 0),
+                fe::sync(),
+            ]),
+            // Malformed (its parameter types cut short, or bytes after them): refused before
+            // the unnamed statement is dropped.
+            cat(&[fe::parse("", "select 9", &[]), fe::sync()]),
+            cat(&[
+                junk(b'P', b"\0select 1\0\0\x01"),
+                fe::sync(),
+                junk(b'P', b"\0select 2\0\0\0x"),
+                fe::sync(),
+                fe::bind("", "", &[]),
+                fe::execute("", 0),
+                fe::sync(),
+            ]),
         ];
         let setup = "drop table if exists pr_unnamed; create table pr_unnamed (x int)";
         let (direct, proxied) = direct_and_proxied(&proxy, setup, &requests).await;
         assert_eq!(direct[2], "E(26000) Z(I)", "direct: {direct:?}");
         assert_eq!(direct[10], r#"T D[Some("1")] C(SELECT 1) Z(I)"#);
+        assert_eq!(direct[13], r#"2 D[Some("7")] C(SELECT 1) Z(I)"#);
+        assert_eq!(direct[17], r#"2 D[Some("9")] C(SELECT 1) Z(I)"#);
+        assert_eq!(proxied, direct);
+    });
+}
+
+/// An unnamed statement dropped (here by a Query) runs nothing when bound: its Bind gets
+/// 26000, and a `DEALLOCATE ALL` it was leaves the client's statements be.
+#[test]
+fn a_dropped_unnamed_statement_does_nothing_when_bound() {
+    bounded(async {
+        let proxy = proxy("");
+        let cat = |parts: &[Vec<u8>]| parts.concat();
+        let requests = [
+            cat(&[fe::parse("", "DEALLOCATE ALL", &[]), fe::sync()]),
+            fe::query("select 1"),
+            cat(&[fe::parse("s1", "select 'one'", &[]), fe::sync()]),
+            cat(&[fe::bind("", "", &[]), fe::execute("", 0), fe::sync()]),
+            cat(&[fe::bind("", "s1", &[]), fe::execute("", 0), fe::sync()]),
+        ];
+        let (direct, proxied) = direct_and_proxied(&proxy, "select 1", &requests).await;
+        assert_eq!(direct[3], "E(26000) Z(I)", "direct: {direct:?}");
+        assert_eq!(direct[4], r#"2 D[Some("one")] C(SELECT 1) Z(I)"#);
         assert_eq!(proxied, direct);
     });
 }
@@ -4939,12 +5009,6 @@ fn start_transaction_is_answered_with_its_own_tag() {
 fn close_and_describe_with_bytes_after_the_name_change_nothing() {
     bounded(async {
         let proxy = proxy("");
-        let junk = |tag: u8, body: &[u8]| {
-            let mut m = vec![tag];
-            m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-            m.extend_from_slice(body);
-            m
-        };
         let cat = |parts: &[Vec<u8>]| parts.concat();
         let requests = [
             cat(&[fe::parse("s1", "select 1", &[]), fe::sync()]),
@@ -4961,6 +5025,68 @@ fn close_and_describe_with_bytes_after_the_name_change_nothing() {
         assert_eq!(direct[1], "E(08P01) Z(I)", "direct: {direct:?}");
         assert_eq!(direct[2], r#"2 D[Some("1")] C(SELECT 1) Z(I)"#);
         assert_eq!(direct[6], r#"2 D[Some("5")] C(SELECT 1) Z(I)"#);
+        assert_eq!(proxied, direct);
+    });
+}
+
+/// What only looks like a COMMIT or ROLLBACK (words after it PostgreSQL's grammar does not
+/// take), or one bound without the parameters its statement declares, is not answered by the
+/// proxy as the end of a block: the server answers it (a syntax error that fails the block
+/// open, 08P01), as directly. The forms the grammar takes are.
+#[test]
+fn only_well_formed_transaction_ends_are_answered_by_the_proxy() {
+    bounded(async {
+        let proxy = proxy("");
+        let cat = |parts: &[Vec<u8>]| parts.concat();
+        let extended = |sql: &str| {
+            cat(&[
+                fe::parse("", sql, &[]),
+                fe::bind("", "", &[]),
+                fe::execute("", 0),
+                fe::sync(),
+            ])
+        };
+        let mut requests = Vec::new();
+        for sql in [
+            "COMMIT foo",
+            "ROLLBACK x y",
+            "COMMIT WORK WORK",
+            "END TRANSACTION foo",
+            "COMMIT \"PREPARED\" 'G'",
+            "COMMIT AND NO",
+            "ABORT AND CHAIN foo",
+            "rollback work and no chain",
+            "END TRANSACTION AND CHAIN",
+        ] {
+            requests.push(fe::query(sql));
+            requests.push(extended(sql));
+            // In a block whose BEGIN the proxy holds: a syntax error fails it.
+            requests.push(fe::query("BEGIN"));
+            requests.push(fe::query(sql));
+            requests.push(fe::query("SELECT 1"));
+            requests.push(fe::query("ROLLBACK"));
+        }
+        // Declared parameter types the Bind does not supply.
+        requests.push(cat(&[fe::parse("c1", "COMMIT", &[23]), fe::sync()]));
+        requests.push(cat(&[
+            fe::bind("", "c1", &[]),
+            fe::execute("", 0),
+            fe::sync(),
+        ]));
+        requests.push(cat(&[fe::parse("", "ROLLBACK", &[23]), fe::sync()]));
+        requests.push(cat(&[
+            fe::bind("", "", &[]),
+            fe::execute("", 0),
+            fe::sync(),
+        ]));
+        let (direct, proxied) = direct_and_proxied(&proxy, "select 1", &requests).await;
+        assert_eq!(direct[0], "E(42601) Z(I)", "direct: {direct:?}");
+        assert_eq!(direct[4], "E(25P02) Z(E)", "direct: {direct:?}");
+        assert_eq!(
+            direct[42], "N(25P01) C(ROLLBACK) Z(I)",
+            "direct: {direct:?}"
+        );
+        assert_eq!(direct[55], "E(08P01) Z(I)", "direct: {direct:?}");
         assert_eq!(proxied, direct);
     });
 }

@@ -632,14 +632,16 @@ impl Session {
 
     /// The client's unnamed Parse `seq` failed: PostgreSQL dropped the unnamed statement before
     /// parsing it, so when that Parse is the client's latest, or a later one in its batch was
-    /// skipped (`later_skipped`), the client has none; one in a later batch stands, and should
-    /// that one be skipped, none comes back.
+    /// skipped (`later_skipped`), the client has none. One in a later batch stands; should
+    /// that one be skipped, what comes back is none if it came right after the failed one
+    /// (what it replaced is the failed one's), else what it replaced.
     pub(super) fn unnamed_parse_failed(&mut self, seq: u64, later_skipped: bool) {
         match self.unnamed_before.as_mut() {
-            Some(b) if b.seq > seq && !later_skipped => {
+            Some(b) if b.seq == seq + 1 && !later_skipped => {
                 b.frame = None;
                 b.depends = None;
             }
+            Some(b) if b.seq > seq + 1 && !later_skipped => {}
             _ => self.unnamed_before = None,
         }
         if self.unnamed_seq == seq || later_skipped {
@@ -672,6 +674,9 @@ impl Session {
     pub(super) fn forget_unnamed(&mut self) {
         self.unnamed = None;
         self.unnamed_depends = None;
+        // (A Bind of the unnamed statement now fails: nothing of the old one runs.)
+        self.unnamed_effects = (Effects::NONE, None);
+        self.unnamed_deallocates = false;
         self.unnamed_seq += 1;
         if let Some(p) = self.server.as_mut() {
             p.conn.unnamed_owner = None;

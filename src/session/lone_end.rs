@@ -1,7 +1,8 @@
-//! A lone `COMMIT` or `ROLLBACK` sent through the extended protocol while no transaction is
-//! open (a connection pool's ROLLBACK on taking a connection back, a driver's statement cache
-//! running its prepared `rollback`): answered by the proxy, as the same statement in a Query
-//! is (see `handle_query`), so it waits for no server, and for no primary during a failover.
+//! A `COMMIT` or `ROLLBACK` sent through the extended protocol while no transaction is open
+//! (a connection pool's ROLLBACK on taking a connection back, a driver's statement cache
+//! running its prepared `rollback`), or ending a block whose `BEGIN` the proxy answered and
+//! holds (nothing ran in it yet): answered by the proxy, as the same statement in a Query is
+//! (see `handle_query`), so it waits for no server, and for no primary during a failover.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -14,18 +15,25 @@ use crate::sql::TxnControl;
 const MAX_MESSAGES: usize = 5;
 
 impl Session {
-    /// With no server attached and no block open, whether the buffered batch at the front of
-    /// the client's buffer (up to its Sync, all of it here) only runs a `COMMIT` or
-    /// `ROLLBACK` (no `AND CHAIN`, no parameters): then it is answered as PostgreSQL answers
-    /// it outside a block (its warning 25P01 included) and consumed. An unnamed Parse in it
-    /// becomes the client's unnamed statement, prepared on a server when next used.
+    /// With no server attached and no block open but one the proxy holds the BEGIN of,
+    /// whether the buffered batch at the front of the client's buffer (up to its Sync, all of
+    /// it here) only runs a `COMMIT` or `ROLLBACK` of a statement with no parameters: then it
+    /// is answered as PostgreSQL answers it (outside a block, its warning 25P01 included; `AND
+    /// CHAIN` only ending a block) and consumed. An unnamed Parse in it becomes the client's
+    /// unnamed statement, prepared on a server when next used.
     pub(super) fn answer_lone_end(&mut self) -> bool {
-        if !self.outside_any_block() || self.skip_until_sync || self.retry.is_some() {
+        if !self.nothing_on_a_server() || self.skip_until_sync || self.retry.is_some() {
             return false;
         }
         let Some(batch) = self.lone_end_batch() else {
             return false;
         };
+        // `AND CHAIN` with no block open is refused by the server; ending a held block, the
+        // held BEGIN (with its modes) stands for the new one.
+        let in_block = self.deferred_begin.is_some();
+        if batch.chains && !in_block {
+            return false;
+        }
         let mut b = BytesMut::new();
         if let Some(parse) = &batch.parse {
             encode::empty(&mut b, tag::PARSE_COMPLETE);
@@ -41,7 +49,7 @@ impl Session {
         if batch.describes {
             encode::empty(&mut b, tag::NO_DATA);
         }
-        if !self.warnings_muted() {
+        if !in_block && !self.warnings_muted() {
             encode::error_fields(
                 &mut b,
                 tag::NOTICE_RESPONSE,
@@ -51,6 +59,9 @@ impl Session {
             );
         }
         encode::command_complete(&mut b, if batch.commit { "COMMIT" } else { "ROLLBACK" });
+        if !batch.chains {
+            self.deferred_begin = None;
+        }
         self.client.rbuf.advance(batch.len);
         self.respond(b);
         self.respond_ready();
@@ -83,22 +94,36 @@ impl Session {
                 (tag::BIND, _, false) => {
                     let (p, rest) = read_cstr(body)?;
                     let (stmt, rest) = read_cstr(rest)?;
-                    // Parameter formats, then no parameters.
-                    let formats = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+                    // At most one parameter format, no parameters, result formats, nothing
+                    // after them (else PostgreSQL refuses the message: the server answers).
+                    let count = |b: &[u8], at: usize| {
+                        b.get(at..at + 2)
+                            .map(|c| usize::from(u16::from_be_bytes([c[0], c[1]])))
+                    };
+                    let formats = count(rest, 0)?;
                     let at = 2 + 2 * formats;
-                    if rest.get(at..at + 2)? != [0, 0] {
+                    if formats > 1 || count(rest, at)? != 0 {
                         return None;
                     }
-                    let t = match (stmt.is_empty(), &parse) {
-                        (true, Some((_, q))) => q,
+                    let results = count(rest, at + 2)?;
+                    if rest.len() != at + 4 + 2 * results {
+                        return None;
+                    }
+                    // The statement's text, and its declared parameter types: none.
+                    let (t, types) = match (stmt.is_empty(), &parse) {
+                        (true, Some((_, q))) => (*q, &[0u8, 0][..]),
                         (false, Some(_)) => return None,
                         (true, None) => {
                             let frame = self.unnamed.as_ref()?;
-                            super::statements::split_parse(&frame[5..])?.1
+                            let (_, q, types) = super::statements::split_parse(&frame[5..])?;
+                            (q, types)
                         }
-                        (false, None) => &self.statements.get(stmt)?.query[..],
+                        (false, None) => {
+                            let s = self.statements.get(stmt)?;
+                            (&s.query[..], &s.types[..])
+                        }
                     };
-                    if !may_end(t) {
+                    if !may_end(t) || types != [0, 0] {
                         return None;
                     }
                     text = Some(t);
@@ -122,12 +147,13 @@ impl Session {
                     if h.tag != tag::SYNC || h.frame_len != 5 || buf.len() < off + 5 {
                         return None;
                     }
-                    let commit = self.lone_end_kind(text?)?;
+                    let (commit, chains) = self.lone_end_kind(text?)?;
                     return Some(LoneEnd {
                         len: off + 5,
                         parse: parse.map(|(f, _)| f),
                         describes,
                         commit,
+                        chains,
                     });
                 }
                 _ => return None,
@@ -136,9 +162,9 @@ impl Session {
         None
     }
 
-    /// `Some(true)` for a lone `COMMIT`/`END`, `Some(false)` for a lone `ROLLBACK`/`ABORT`
-    /// (neither `AND CHAIN`), else `None`.
-    fn lone_end_kind(&self, text: &[u8]) -> Option<bool> {
+    /// For a lone `COMMIT`/`END` or `ROLLBACK`/`ABORT`: whether it commits, and whether it
+    /// ends `AND CHAIN`.
+    fn lone_end_kind(&self, text: &[u8]) -> Option<(bool, bool)> {
         let a = super::route::analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
         if a.statements != 1 {
             return None;
@@ -148,8 +174,8 @@ impl Session {
             TxnControl::Rollback => false,
             _ => return None,
         };
-        let chains = std::str::from_utf8(text).map_or(true, crate::sql::chains);
-        (!chains).then_some(commit)
+        let chains = crate::sql::chains(std::str::from_utf8(text).ok()?);
+        Some((commit, chains))
     }
 }
 
@@ -163,6 +189,8 @@ struct LoneEnd {
     describes: bool,
     /// `COMMIT` rather than `ROLLBACK`.
     commit: bool,
+    /// `AND CHAIN`.
+    chains: bool,
 }
 
 /// Whether `text` may be a `COMMIT`, `END`, `ROLLBACK` or `ABORT`, by its first letter after

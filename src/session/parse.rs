@@ -107,6 +107,22 @@ impl Session {
             self.respond_batch_error("08P01", "invalid string in message");
             return Ok(());
         };
+        // Its parameter types, counted, and nothing after them: else PostgreSQL refuses the
+        // message before looking at it (the unnamed statement stays).
+        match types {
+            [hi, lo, rest @ ..]
+                if rest.len() >= 4 * usize::from(u16::from_be_bytes([*hi, *lo])) =>
+            {
+                if rest.len() > 4 * usize::from(u16::from_be_bytes([*hi, *lo])) {
+                    self.respond_batch_error("08P01", "invalid message format");
+                    return Ok(());
+                }
+            }
+            _ => {
+                self.respond_batch_error("08P01", "insufficient data left in message");
+                return Ok(());
+            }
+        }
         let mut deallocate = None;
         // `EXECUTE name` of one of the client's statements: (the text naming the shared
         // statement, that statement).

@@ -487,11 +487,16 @@ impl Session {
     /// Between transactions in transaction pooling: no block open (nor one the proxy answered
     /// BEGIN for, nor one that failed or was lost), nothing in flight, no server held.
     pub(super) fn outside_any_block(&self) -> bool {
+        self.deferred_begin.is_none() && self.nothing_on_a_server()
+    }
+
+    /// No server connection attached or needed by what the client has open: at most a block
+    /// whose BEGIN the proxy answered and holds (`deferred_begin`).
+    pub(super) fn nothing_on_a_server(&self) -> bool {
         self.server.is_none()
             && self.pool_mode == PoolMode::Transaction
             && self.pin.is_none()
             && self.txn == TxnStatus::Idle
-            && self.deferred_begin.is_none()
             && !self.aborted_txn
             && !self.lost_txn
             && !self.batch_open

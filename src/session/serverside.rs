@@ -116,10 +116,9 @@ impl Session {
         let mut kept_state: Option<PinReason> = None;
         let mut own_failure = None;
         let mut position_unread = None;
-        // The client's latest unnamed Parse or Close was skipped (given back after the loop,
-        // which holds the connection).
-        let mut unnamed_skipped = None;
-        let mut unnamed_failed = None;
+        // What errors did to the client's unnamed statement, in order (applied after the
+        // loop, which holds the connection).
+        let mut unnamed_outcomes: Vec<UnnamedOutcome> = Vec::new();
         // Errors relayed to the client, and its transactions ended it is told of (counted per
         // backend after the loop).
         let mut errors = 0u64;
@@ -411,6 +410,9 @@ impl Session {
                 self.skip_until_sync = true;
             }
             if m.skipped {
+                // The client's latest unnamed Parse or Close skipped, its unnamed Parse that
+                // failed.
+                let (mut unnamed_skipped, mut unnamed_failed) = (None, None);
                 // Undone latest first (a Close then a Parse of the same name: the Parse's
                 // statement goes, then the closed one comes back).
                 for hook in self.pending.take_skipped().into_iter().rev() {
@@ -461,6 +463,14 @@ impl Session {
                         }
                         _ => {}
                     }
+                }
+                match (unnamed_failed, unnamed_skipped) {
+                    (Some(seq), later) => unnamed_outcomes.push(UnnamedOutcome::Failed {
+                        seq,
+                        later_skipped: later.is_some(),
+                    }),
+                    (None, Some(seq)) => unnamed_outcomes.push(UnnamedOutcome::Skipped(seq)),
+                    (None, None) => {}
                 }
             }
             match m.completed {
@@ -555,10 +565,13 @@ impl Session {
                 .with_label_values(&[&p.pool().key.backend])
                 .inc_by(errors);
         }
-        if let Some(seq) = unnamed_failed {
-            self.unnamed_parse_failed(seq, unnamed_skipped.is_some());
-        } else if let Some(seq) = unnamed_skipped {
-            self.give_unnamed_back(seq);
+        for outcome in unnamed_outcomes {
+            match outcome {
+                UnnamedOutcome::Failed { seq, later_skipped } => {
+                    self.unnamed_parse_failed(seq, later_skipped)
+                }
+                UnnamedOutcome::Skipped(seq) => self.give_unnamed_back(seq),
+            }
         }
         match self.retry.as_mut() {
             Some(r) => r.hold(out, &mut self.client.wbuf),
@@ -663,6 +676,15 @@ impl Session {
         }
         self.requeue_request();
     }
+}
+
+/// What one error did to the client's unnamed statement.
+enum UnnamedOutcome {
+    /// Its unnamed Parse `seq` failed; `later_skipped`: a later one of its batch, the client's
+    /// latest, was skipped.
+    Failed { seq: u64, later_skipped: bool },
+    /// Its latest unnamed Parse or Close, `seq`, was skipped.
+    Skipped(u64),
 }
 
 #[cfg(test)]

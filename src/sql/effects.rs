@@ -65,18 +65,33 @@ pub(crate) fn transaction_head<'a>(first: &'static str, mut rest: Stmt<'a>, out:
             }
             out.txn = TxnControl::Begin { read_only };
         }
-        "COMMIT" | "END" if !kw(&rest.peek(), "prepared") => {
-            out.txn = TxnControl::Commit;
-        }
-        "ROLLBACK" | "ABORT" => {
-            if kw(&rest.peek(), "prepared") {
+        "COMMIT" | "END" | "ROLLBACK" | "ABORT" => {
+            // PostgreSQL's grammar (TransactionStmt): the keyword, [WORK | TRANSACTION],
+            // [AND [NO] CHAIN]. Anything else is another statement (`COMMIT PREPARED 'gid'`,
+            // `ROLLBACK [WORK] TO [SAVEPOINT] name`) or one the server refuses (a syntax
+            // error, which fails an open block): not the end of a block.
+            let mut t = rest.next();
+            if kw(&t, "work") || kw(&t, "transaction") {
+                t = rest.next();
+            }
+            if kw(&t, "and") {
+                t = rest.next();
+                if kw(&t, "no") {
+                    t = rest.next();
+                }
+                if !kw(&t, "chain") {
+                    return;
+                }
+                t = rest.next();
+            }
+            if t.is_some() {
                 return;
             }
-            // ROLLBACK [WORK|TRANSACTION] TO [SAVEPOINT] name
-            if rest.any(|t| t.is_kw("to")) {
-                return;
-            }
-            out.txn = TxnControl::Rollback;
+            out.txn = if matches!(first, "COMMIT" | "END") {
+                TxnControl::Commit
+            } else {
+                TxnControl::Rollback
+            };
         }
         "PREPARE" => {
             // PREPARE TRANSACTION 'gid' ends the transaction block (not on a standby).
