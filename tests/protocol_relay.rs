@@ -5090,3 +5090,45 @@ fn only_well_formed_transaction_ends_are_answered_by_the_proxy() {
         assert_eq!(proxied, direct);
     });
 }
+
+/// Two unnamed Parses an error makes the server skip (in one batch, or one in each of two
+/// pipelined batches): the server keeps the statement it had before both. The proxy does not
+/// know which one that was, so a later Bind of the unnamed statement fails (26000) or runs
+/// that one; it never runs the first skipped Parse's statement, which the server never had.
+#[test]
+fn two_skipped_unnamed_parses_never_run_the_first_ones_statement() {
+    bounded(async {
+        let proxy = proxy("");
+        let cat = |parts: &[Vec<u8>]| parts.concat();
+        let skip_two = [
+            cat(&[
+                fe::bind("", "nosuch", &[]),
+                fe::parse("", "select 'x1'", &[]),
+                fe::parse("", "select 'y1'", &[]),
+                fe::sync(),
+            ]),
+            cat(&[
+                fe::bind("", "nosuch", &[]),
+                fe::parse("", "select 'x2'", &[]),
+                fe::sync(),
+                fe::bind("", "nosuch", &[]),
+                fe::parse("", "select 'y2'", &[]),
+                fe::sync(),
+            ]),
+        ];
+        for skipped in skip_two {
+            let requests = [
+                cat(&[fe::parse("", "select 'w'", &[]), fe::sync()]),
+                skipped,
+                cat(&[fe::bind("", "", &[]), fe::execute("", 0), fe::sync()]),
+            ];
+            let (direct, proxied) = direct_and_proxied(&proxy, "select 1", &requests).await;
+            let last = direct.len() - 1;
+            assert_eq!(direct[last], r#"2 D[Some("w")] C(SELECT 1) Z(I)"#);
+            assert!(
+                proxied[last] == direct[last] || proxied[last] == "E(26000) Z(I)",
+                "{proxied:?}"
+            );
+        }
+    });
+}

@@ -453,6 +453,18 @@ impl Session {
                             }
                             if client && self.unnamed_seq == seq {
                                 unnamed_skipped = Some(seq);
+                            } else if client {
+                                // An earlier one of the client's, skipped (in this batch or an
+                                // earlier one): the statement the Parse after it replaced was
+                                // never the server's. Which one the server kept is not known
+                                // here: should that later Parse be skipped too, the client has
+                                // none (a Bind of it fails rather than run the wrong one).
+                                if let Some(b) =
+                                    self.unnamed_before.as_mut().filter(|b| b.seq == seq + 1)
+                                {
+                                    b.frame = None;
+                                    b.depends = None;
+                                }
                             }
                         }
                         Hook::UnnamedParseFailed { seq } => {
