@@ -49,14 +49,8 @@ impl Session {
         if batch.describes {
             encode::empty(&mut b, tag::NO_DATA);
         }
-        if !in_block && !self.warnings_muted() {
-            encode::error_fields(
-                &mut b,
-                tag::NOTICE_RESPONSE,
-                "WARNING",
-                "25P01",
-                "there is no transaction in progress",
-            );
+        if !in_block {
+            self.warn_no_transaction(&mut b);
         }
         encode::command_complete(&mut b, if batch.commit { "COMMIT" } else { "ROLLBACK" });
         if !batch.chains {

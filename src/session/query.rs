@@ -236,15 +236,7 @@ impl Session {
             // connection back goes on while there is no primary) and costs no round trip.
             self.client.rbuf.advance(h.frame_len);
             let mut b = BytesMut::new();
-            if !self.warnings_muted() {
-                encode::error_fields(
-                    &mut b,
-                    tag::NOTICE_RESPONSE,
-                    "WARNING",
-                    "25P01",
-                    "there is no transaction in progress",
-                );
-            }
+            self.warn_no_transaction(&mut b);
             encode::command_complete(&mut b, if is_commit { "COMMIT" } else { "ROLLBACK" });
             self.respond(b);
             self.respond_ready();
@@ -503,9 +495,23 @@ impl Session {
             && self.pending.is_empty()
     }
 
+    /// PostgreSQL's warning for a COMMIT or ROLLBACK with no transaction open, unless the
+    /// client keeps warnings from it.
+    pub(super) fn warn_no_transaction(&self, b: &mut BytesMut) {
+        if !self.warnings_muted() {
+            encode::error_fields(
+                b,
+                tag::NOTICE_RESPONSE,
+                "WARNING",
+                "25P01",
+                "there is no transaction in progress",
+            );
+        }
+    }
+
     /// Whether the client's `client_min_messages` (as far as the proxy knows it: from its
     /// startup packet or its own `SET`s) keeps warnings from it.
-    pub(super) fn warnings_muted(&self) -> bool {
+    fn warnings_muted(&self) -> bool {
         self.desired
             .0
             .get("client_min_messages")
