@@ -815,6 +815,7 @@ async fn primary_reads_never_fails_reads_without_a_replica() {
 /// A primary partitioned with a write in flight (no RST, no FIN: the request just gets no
 /// answer): once the monitor declares it down, the client gets 08006 in bounded time
 /// rather than waiting forever, and goes on; writes work again once the partition heals.
+/// Then every server is lost: a read and a write each get 57P03 saying what is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_in_flight_on_a_partitioned_primary_fails_in_bounded_time() {
     let s = tokio::task::spawn_blocking(|| setup_with(true, ""))
@@ -871,6 +872,38 @@ async fn a_write_in_flight_on_a_partitioned_primary_fails_in_bounded_time() {
             ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every server lost: a read has no replica and no primary to fall back to, and says so
+    // rather than blaming the primary alone; a write says there is no primary.
+    for r in s.relays.iter().chain(s.primary_relay.iter()) {
+        r.set_mode(Mode::Refuse);
+        r.reset_all();
+    }
+    wait_backend_up(&s.proxy, &primary_name, false).await;
+    for n in s.cluster.replicas() {
+        wait_backend_up(&s.proxy, n.name(), false).await;
+    }
+    for (sql, message) in [
+        (
+            "SELECT 1",
+            "no server is available: no replica can take the read and no primary is known",
+        ),
+        (
+            "INSERT INTO part_w VALUES (3)",
+            "no primary server is available",
+        ),
+    ] {
+        let e = tokio::time::timeout(Duration::from_secs(60), client.simple_query(sql))
+            .await
+            .expect("no answer with every server lost")
+            .expect_err("a statement ran with every server lost");
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
+        assert_eq!(
+            (db.code().code(), db.message()),
+            ("57P03", message),
+            "{sql}"
+        );
     }
 }
 

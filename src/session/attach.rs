@@ -248,7 +248,8 @@ impl Session {
             match self.current.view.primary {
                 Some(p) => index = p,
                 None => {
-                    self.fail_request("57P03", "no primary server is available");
+                    let (code, message) = super::choose::NO_PRIMARY;
+                    self.fail_request(code, message);
                     self.deferred_begin = None;
                     return Ok(());
                 }

@@ -28,6 +28,15 @@ pub(super) fn unreachable(view: &ClusterView) -> u64 {
     bits
 }
 
+/// No primary for a request that needs one.
+pub(super) const NO_PRIMARY: NoBackend = ("57P03", "no primary server is available");
+
+/// A read found no replica to run on, and no primary to fall back to either.
+const NO_SERVER_FOR_READ: NoBackend = (
+    "57P03",
+    "no server is available: no replica can take the read and no primary is known",
+);
+
 /// What [`Session::choose_replica`] found.
 enum Replica {
     /// This backend, for this decision.
@@ -62,7 +71,15 @@ impl Session {
                         reason,
                         ..d
                     };
-                    return self.primary(&view, routing.primary_wait, d).await;
+                    // With no replica and no primary either, say so: "no primary" alone
+                    // reads as if the read needed one.
+                    return self
+                        .primary(&view, routing.primary_wait, d)
+                        .await
+                        .map_err(|e| match (e, reason) {
+                            (NO_PRIMARY, "no_replica") => NO_SERVER_FOR_READ,
+                            (e, _) => e,
+                        });
                 }
             }
         }
@@ -197,7 +214,7 @@ impl Session {
                     ..d
                 },
             )),
-            None => Err(("57P03", "no primary server is available")),
+            None => Err(NO_PRIMARY),
         }
     }
 
