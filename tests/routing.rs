@@ -2416,6 +2416,84 @@ async fn a_read_only_transaction_a_standby_would_refuse_runs_on_the_primary() {
     assert!(p.is_replica(on), "ACCESS SHARE ran on {}", p.name(on));
 }
 
+/// `BEGIN` and `SET TRANSACTION READ ONLY` sent as two requests make a read-only transaction
+/// whose next request is looked at as after `BEGIN READ ONLY`: one a standby refuses, or one
+/// asking what only the primary answers, takes it to the primary. The SET went to a replica at
+/// once, and with it the transaction: a `PREPARE` there left the client pinned to the
+/// replica, and every later write failed with 25006.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_transaction_begun_in_two_requests_looks_at_the_next_one() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    for next in [
+        "LOCK TABLE routing_t IN SHARE MODE",
+        "NOTIFY sy_ch",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SET TRANSACTION READ WRITE",
+        "SELECT pg_export_snapshot()",
+        "PREPARE sy_two_requests AS SELECT 1",
+    ] {
+        // (A PREPARE pins its client: it gets one of its own.)
+        let pins = next.starts_with("PREPARE");
+        let own = if pins {
+            Some(proxy.connect_app().await)
+        } else {
+            None
+        };
+        let c = own.as_ref().unwrap_or(&c);
+        execute(c, "BEGIN").await;
+        execute(c, "SET TRANSACTION READ ONLY").await;
+        execute(c, next).await;
+        let on = port(c, "SELECT inet_server_port()").await;
+        execute(c, "COMMIT").await;
+        assert_eq!(
+            on,
+            p.primary,
+            "BEGIN; SET TRANSACTION READ ONLY; {next} ran on {}",
+            p.name(on)
+        );
+        if pins {
+            // The statement prepared there is the client's, and its writes go on.
+            assert_eq!(
+                value(c, "EXECUTE sy_two_requests").await.as_deref(),
+                Some("1")
+            );
+            execute(c, "INSERT INTO routing_t (v) VALUES ('two requests')").await;
+        }
+    }
+    // A plain read still runs on a replica, read-only, also with an isolation level given.
+    for set in [
+        "SET TRANSACTION READ ONLY",
+        "set transaction isolation level repeatable read, read only;",
+    ] {
+        execute(&c, "BEGIN").await;
+        execute(&c, set).await;
+        let on = port(&c, "SELECT inet_server_port()").await;
+        assert_eq!(
+            value(&c, "SHOW transaction_read_only").await.as_deref(),
+            Some("on"),
+            "{set}"
+        );
+        execute(&c, "COMMIT").await;
+        assert!(
+            p.is_replica(on),
+            "BEGIN; {set}; a read ran on {}",
+            p.name(on)
+        );
+    }
+    // Ended with nothing run, or rolled back after a read, the session goes on.
+    execute(&c, "BEGIN").await;
+    execute(&c, "SET TRANSACTION READ ONLY").await;
+    execute(&c, "COMMIT").await;
+    execute(&c, "BEGIN").await;
+    execute(&c, "SET TRANSACTION READ ONLY").await;
+    let code = error_code(&c, "INSERT INTO routing_t (v) VALUES ('ro')").await;
+    assert_eq!(code, "25006", "a write in the read-only transaction");
+    execute(&c, "ROLLBACK").await;
+    execute(&c, "INSERT INTO routing_t (v) VALUES ('after')").await;
+}
+
 /// `consistency = primary` ("reads on the primary") and a primary hint, on the BEGIN or on the
 /// transaction's first statement, hold for read-only transactions too: they ran on a replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -385,11 +385,13 @@ impl Session {
         self.close_unheld_statements();
         if let Some(begin) = self.deferred_begin.take() {
             self.swbuf.extend_from_slice(&begin.frame);
-            self.pending.expect(
-                super::pending::Kind::Query,
-                super::pending::Mode::Swallow,
-                super::pending::Hook::None,
-            );
+            for _ in 0..begin.queries {
+                self.pending.expect(
+                    super::pending::Kind::Query,
+                    super::pending::Mode::Swallow,
+                    super::pending::Hook::None,
+                );
+            }
             // Open from the client's view since the proxy answered the BEGIN.
             self.txn = TxnStatus::InTransaction;
         }

@@ -140,6 +140,18 @@ impl Session {
                 .and_then(crate::sql::begin_modes)
         })
         .flatten();
+        // A lone `SET TRANSACTION` making a held block read-only (see `hold_set_transaction`).
+        let held_set_transaction = (self.server.is_none()
+            && self.deferred_begin.is_some()
+            && a.statements == 1
+            && a.txn == TxnControl::SetTransactionReadOnly)
+            .then(|| {
+                std::str::from_utf8(text)
+                    .ok()
+                    .and_then(crate::sql::set_transaction_modes)
+            })
+            .flatten()
+            .filter(|m| m.read_only == Some(true) && m.serializable != Some(true));
         if self.lost_txn
             && self.server.is_none()
             && a.txn == TxnControl::Rollback
@@ -207,6 +219,7 @@ impl Session {
                 encode::message(&mut frame, tag::QUERY, |b| b.extend_from_slice(b"BEGIN\0"));
                 self.deferred_begin = Some(super::route::DeferredBegin {
                     frame: frame.freeze(),
+                    queries: 1,
                     modes: Default::default(),
                 });
             }
@@ -242,6 +255,9 @@ impl Session {
             self.respond_ready();
             return Ok(None);
         }
+        if held_set_transaction.is_some_and(|m| self.hold_set_transaction(m, h.frame_len)) {
+            return Ok(None);
+        }
         if let Some(modes) = deferrable_begin.filter(|_| {
             self.server.is_none() && self.deferred_begin.is_none() && self.can_defer_begin()
         }) {
@@ -250,7 +266,11 @@ impl Session {
             // Without splitting this still saves a round trip per transaction.
             let frame = self.client.rbuf.split_to(h.frame_len).freeze();
             let tag = begin_tag(super::route::query_bytes(&frame[5..]));
-            self.deferred_begin = Some(super::route::DeferredBegin { frame, modes });
+            self.deferred_begin = Some(super::route::DeferredBegin {
+                frame,
+                queries: 1,
+                modes,
+            });
             let mut b = BytesMut::new();
             encode::command_complete(&mut b, tag);
             self.respond(b);
@@ -474,6 +494,31 @@ impl Session {
         self.pool_mode == crate::config::PoolMode::Transaction
             && self.pin.is_none()
             && self.route_override.is_none()
+    }
+
+    /// A lone `SET TRANSACTION` making a held block read-only (and not SERIALIZABLE), right
+    /// after its BEGIN: held with the BEGIN and answered here, so that the block's next
+    /// request decides where it runs, as it does after `BEGIN READ ONLY` (a first request a
+    /// standby refuses, or one asking what only the primary answers, takes it to the
+    /// primary). Sent to the replica at once, it committed the block there whatever came
+    /// next: a `PREPARE` then left the client pinned to the replica, its writes failing.
+    fn hold_set_transaction(&mut self, modes: crate::sql::BeginModes, len: usize) -> bool {
+        let Some(begin) = self.deferred_begin.as_mut() else {
+            return false;
+        };
+        let mut frame = BytesMut::with_capacity(begin.frame.len() + len);
+        frame.extend_from_slice(&begin.frame);
+        frame.extend_from_slice(&self.client.rbuf[..len]);
+        self.client.rbuf.advance(len);
+        begin.frame = frame.freeze();
+        begin.queries += 1;
+        begin.modes.read_only = Some(true);
+        begin.modes.serializable = modes.serializable.or(begin.modes.serializable);
+        let mut b = BytesMut::new();
+        encode::command_complete(&mut b, "SET");
+        self.respond(b);
+        self.respond_ready();
+        true
     }
 
     /// Between transactions in transaction pooling: no block open (nor one the proxy answered

@@ -478,8 +478,10 @@ impl WriteCache {
 
 /// A BEGIN answered by the proxy, sent with the transaction's first statement.
 pub(super) struct DeferredBegin {
-    /// Its request bytes.
+    /// Its request bytes: the BEGIN's Query, then any `SET TRANSACTION` Queries held with it.
     pub frame: Bytes,
+    /// How many Queries `frame` holds.
+    pub queries: usize,
     /// What it asks for (where the transaction may run).
     pub modes: BeginModes,
 }

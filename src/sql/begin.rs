@@ -36,7 +36,7 @@ pub fn begin_modes(sql: &str) -> Option<BeginModes> {
     let mut words = Lexer::new(sql).filter(|t| !t.is_comment());
     let mut next = move || words.next();
     let first = next()?;
-    let mut t = if first.is_kw("begin") {
+    let t = if first.is_kw("begin") {
         match next() {
             Some(w) if w.is_kw("work") || w.is_kw("transaction") => next(),
             other => other,
@@ -46,6 +46,29 @@ pub fn begin_modes(sql: &str) -> Option<BeginModes> {
     } else {
         return None;
     };
+    modes_list(t, next)
+}
+
+/// The modes of `sql` if it is one well-formed `SET TRANSACTION` (a trailing `;` allowed; no
+/// comment, which may hold a routing hint) that names each kind of mode at most once.
+pub fn set_transaction_modes(sql: &str) -> Option<BeginModes> {
+    if Lexer::new(sql).any(|t| t.is_comment()) {
+        return None;
+    }
+    let mut words = Lexer::new(sql);
+    let mut next = move || words.next();
+    if !next()?.is_kw("set") || !next()?.is_kw("transaction") {
+        return None;
+    }
+    let first = next()?;
+    modes_list(Some(first), next)
+}
+
+/// A transaction's mode list, from its first word `t` on (`next` gives the words after it).
+fn modes_list<'a>(
+    mut t: Option<Token<'a>>,
+    mut next: impl FnMut() -> Option<Token<'a>>,
+) -> Option<BeginModes> {
     let mut m = BeginModes::default();
     let mut deferrable = false;
     let mut items = 0;
@@ -131,6 +154,46 @@ mod tests {
         }
     }
     use super::*;
+
+    #[test]
+    fn set_transaction_modes_are_read() {
+        let ro = BeginModes {
+            read_only: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(set_transaction_modes("SET TRANSACTION READ ONLY"), Some(ro));
+        assert_eq!(
+            set_transaction_modes("set transaction read only;"),
+            Some(ro)
+        );
+        assert_eq!(
+            set_transaction_modes("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+            Some(BeginModes {
+                serializable: Some(false),
+                ..ro
+            })
+        );
+        assert_eq!(
+            set_transaction_modes("SET TRANSACTION READ ONLY ISOLATION LEVEL SERIALIZABLE"),
+            Some(BeginModes {
+                serializable: Some(true),
+                ..ro
+            })
+        );
+        for sql in [
+            "SET TRANSACTION",
+            "SET TRANSACTION SNAPSHOT '00000003-0000001B-1'",
+            "SET TRANSACTION READ ONLY /* switchyard:primary */",
+            "-- x\nSET TRANSACTION READ ONLY",
+            "SET TRANSACTION READ ONLY; SELECT 1",
+            "SET TRANSACTION READ ONLY, READ WRITE",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            "SET LOCAL transaction_read_only = on",
+            "BEGIN READ ONLY",
+        ] {
+            assert_eq!(set_transaction_modes(sql), None, "{sql}");
+        }
+    }
 
     #[test]
     fn well_formed_begins_are_accepted() {
