@@ -2016,6 +2016,83 @@ async fn a_promotion_lost_before_it_is_elected_keeps_the_old_primary_fenced() {
     assert_eq!(on_pg0, "0", "the write landed on the old primary");
 }
 
+/// A reload that gives the monitor a wrong password (or a password rotated on the server
+/// alone) makes every probe's login fail with 28P01. The server answered: the primary is not
+/// taken down, and the connections in use there are not cut (an open transaction commits,
+/// writes go on), while the log says what is wrong. Replicas, whose lag is then unknown, go
+/// down once the grace a full server gets is over. Before, every backend went down after
+/// `fall` probes and the clients' requests in flight failed with 08006.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_login_refused_by_the_primary_does_not_take_it_down() {
+    let (c, proxy, p) = setup("").await;
+    let client = proxy.connect_app().await;
+    execute(&client, "BEGIN").await;
+    let w = port(
+        &client,
+        "INSERT INTO f VALUES (11, 'open') RETURNING inet_server_port()",
+    )
+    .await;
+    assert_eq!(w, p.port("pg0"));
+    let good = proxy.config_text();
+    assert!(good.contains("[health]\n"), "{good}");
+    proxy.write_raw_config(&good.replacen(
+        "[health]\n",
+        &format!("[health]\nuser = \"{APP_USER}\"\npassword = \"wrong\"\n"),
+        1,
+    ));
+    proxy.reload_ok().await;
+    // The monitor's open connections logged in with the old password: end them.
+    tokio::task::block_in_place(|| {
+        c.primary()
+            .psql_db(
+                APP_DB,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'switchyard-monitor'",
+            )
+            .unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !proxy.log().contains("refused the monitor's login") {
+        assert!(
+            Instant::now() < deadline,
+            "no probe was refused:\n{}",
+            proxy.log_tail(30)
+        );
+        tokio::time::sleep(INTERVAL).await;
+    }
+    // Past the grace a server refusing the monitor a slot gets (at least 30 s), each probe
+    // refused: the primary stays.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(36) {
+        let s = status(&proxy).await;
+        let pg0 = backend(&s, "pg0");
+        assert!(
+            pg0["up"] == true && pg0["role"] == "primary",
+            "pg0 taken down for refusing the monitor's login: {s:#}\n{}",
+            proxy.log_tail(20)
+        );
+        tokio::time::sleep(INTERVAL * 2).await;
+    }
+    // The replicas' lag is not known meanwhile: they are down by now, and reads run on the
+    // primary.
+    let s = status(&proxy).await;
+    for r in ["pg1", "pg2"] {
+        assert_eq!(backend(&s, r)["up"], false, "{r}: {s:#}");
+    }
+    execute(&client, "COMMIT").await;
+    assert_eq!(port(&client, "SELECT inet_server_port()").await, w);
+    execute(&client, "INSERT INTO f VALUES (12, 'after')").await;
+    let n = tokio::task::block_in_place(|| {
+        c.primary()
+            .psql_db(APP_DB, "SELECT count(*) FROM f WHERE id IN (11, 12)")
+            .unwrap()
+    });
+    assert_eq!(n, "2", "the open transaction or the next write was lost");
+    // The right password back: probes log in again.
+    proxy.write_raw_config(&good);
+    proxy.reload_ok().await;
+}
+
 /// A primary that refuses the monitor's connection for lack of slots (53300: the role's
 /// connection limit, or `max_connections`, filled by clients) is up, not lost: it is not taken
 /// down, and the connections in use there are not cut (an open transaction commits). Not for

@@ -463,7 +463,12 @@ impl Aggregator {
             .replay_lsn
             .store(replayed(&result), std::sync::atomic::Ordering::Release);
         let h = &mut self.healths[index];
-        let full = matches!(result, Err(ProbeError::Full(_)));
+        let full = matches!(result, Err(ProbeError::Full(_) | ProbeError::Refused(_)));
+        // A primary whose probes are refused their login keeps taking writes: it answered,
+        // and taking it down would cut every connection writing to it. (A replica's lag is
+        // not known meanwhile: it is taken down once the grace is over.)
+        let refused_primary =
+            matches!(result, Err(ProbeError::Refused(_))) && h.up && h.role == Some(Role::Primary);
         let full_for = match (&mut self.full_since[index], full) {
             (since, true) => Some(since.get_or_insert_with(Instant::now).elapsed()),
             (since, false) => {
@@ -481,6 +486,8 @@ impl Aggregator {
                 if self.last_error[index].as_deref() != Some(reason) {
                     if matches!(e, ProbeError::Full(_)) {
                         tracing::warn!(backend = %name, error = %reason, "probe refused for lack of connection slots: the server is up, its state is kept as last seen (reserve connections for the [health] user)");
+                    } else if matches!(e, ProbeError::Refused(_)) {
+                        tracing::error!(backend = %name, error = %reason, "the server refused the monitor's login: check the [health] user, password and database; the server is up: a primary stays as last seen until a probe logs in (not followed through a failover meanwhile), any other server is taken down after the grace given to a full one");
                     } else {
                         tracing::warn!(backend = %name, error = %reason, "probe failed");
                     }
@@ -488,7 +495,7 @@ impl Aggregator {
                 } else {
                     tracing::debug!(backend = %name, error = %reason, "probe failed");
                 }
-                if full_for.is_some_and(|d| d < self.full_grace) {
+                if full_for.is_some_and(|d| d < self.full_grace) || refused_primary {
                     // No news: a full server is not a lost one (taking it down would cut
                     // every connection of the pools that fill it).
                     return false;

@@ -44,13 +44,18 @@ pub enum ProbeError {
     /// the pools among them, fill `max_connections` or the role's connection limit). It is
     /// up: its state stays as last seen.
     Full(String),
+    /// The server answered, but refused the monitor's login: its credentials, its database
+    /// or its right to connect (28000, 28P01, 3D000, 42501), which a reload or a password
+    /// changed on the server alone can make wrong. That is the configuration's fault, not
+    /// the server's: it stays as last seen, its connections uncut, for as long as it lasts.
+    Refused(String),
 }
 
 impl ProbeError {
     /// The reason, for the log.
     pub fn reason(&self) -> &str {
         match self {
-            ProbeError::Failed(r) | ProbeError::Full(r) => r,
+            ProbeError::Failed(r) | ProbeError::Full(r) | ProbeError::Refused(r) => r,
         }
     }
 }
@@ -60,6 +65,8 @@ impl ProbeError {
 pub struct ConnectError {
     pub reason: String,
     pub full: bool,
+    /// The server refused the login itself (see [`ProbeError::Refused`]).
+    pub refused: bool,
 }
 
 impl From<ConnectError> for String {
@@ -119,6 +126,7 @@ pub async fn connect(target: &ProbeTarget) -> Result<Connected, ConnectError> {
     let failed = |reason: String| ConnectError {
         reason,
         full: false,
+        refused: false,
     };
     let nodelay = |tcp: &tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(true);
@@ -151,13 +159,19 @@ pub async fn connect(target: &ProbeTarget) -> Result<Connected, ConnectError> {
     if let Some(p) = &target.password {
         cfg.password(p);
     }
-    let (client, conn) = cfg
-        .connect_raw(stream, Negotiated)
-        .await
-        .map_err(|e| ConnectError {
-            full: e.code() == Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS),
+    let (client, conn) = cfg.connect_raw(stream, Negotiated).await.map_err(|e| {
+        use tokio_postgres::error::SqlState;
+        let code = e.code();
+        ConnectError {
+            full: code == Some(&SqlState::TOO_MANY_CONNECTIONS),
+            refused: code.is_some_and(|c| {
+                c.code().starts_with("28")
+                    || *c == SqlState::INVALID_CATALOG_NAME
+                    || *c == SqlState::INSUFFICIENT_PRIVILEGE
+            }),
             reason: with_causes(&e),
-        })?;
+        }
+    })?;
     let task = tokio::spawn(async move {
         let _ = conn.await;
     })
@@ -239,6 +253,8 @@ impl Prober {
                 self.client = Some(connect(&self.target).await.map_err(|e| {
                     if e.full {
                         ProbeError::Full(e.reason)
+                    } else if e.refused {
+                        ProbeError::Refused(e.reason)
                     } else {
                         ProbeError::Failed(e.reason)
                     }
