@@ -2416,6 +2416,59 @@ async fn a_read_only_transaction_a_standby_would_refuse_runs_on_the_primary() {
     assert!(p.is_replica(on), "ACCESS SHARE ran on {}", p.name(on));
 }
 
+/// A hot standby has no rows of an unlogged table and refuses to read one (0A000, "cannot
+/// access temporary or unlogged relations during recovery"): such a read runs on the primary,
+/// in the simple and the extended protocol, and once refused goes there directly, also as
+/// the first statement of a read-only transaction. Every read of one failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_an_unlogged_table_run_on_the_primary() {
+    let (cluster, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    execute(&c, "CREATE UNLOGGED TABLE routing_unlogged (v int)").await;
+    execute(&c, "INSERT INTO routing_unlogged VALUES (1), (2)").await;
+    // (The replicas must know the table, to refuse reading it.)
+    tokio::task::spawn_blocking(move || cluster.wait_replicas_caught_up(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("replicas catching up");
+    let simple = "SELECT count(*), inet_server_port() FROM routing_unlogged";
+    let extended = "SELECT count(*)::int, inet_server_port() FROM routing_unlogged WHERE v > $1";
+    let refused = "switchyard_retries_total{reason=\"read_only_violation\"}";
+    let mut learned = 0.0;
+    for round in 0..3 {
+        let r = rows(&c, simple).await;
+        assert_eq!(r[0][0].as_deref(), Some("2"), "simple, round {round}");
+        assert_eq!(r[0][1].as_deref(), Some(p.primary.to_string().as_str()));
+        let row = within("extended read", c.query_one(extended, &[&0i32]))
+            .await
+            .unwrap_or_else(|e| panic!("extended, round {round}: {e}"));
+        assert_eq!(
+            (row.get::<_, i32>(0), row.get::<_, i32>(1)),
+            (2, p.primary as i32)
+        );
+        if round == 0 {
+            learned = proxy.metric(refused).await;
+            assert!(
+                learned >= 2.0,
+                "the replica's refusals were not counted: {learned}"
+            );
+        }
+    }
+    assert_eq!(
+        proxy.metric(refused).await,
+        learned,
+        "reads a replica refused before were sent to one again"
+    );
+    execute(&c, "BEGIN READ ONLY").await;
+    let r = rows(&c, simple).await;
+    execute(&c, "COMMIT").await;
+    assert_eq!(r[0][0].as_deref(), Some("2"), "in a read-only transaction");
+    // Other reads still run on the replicas.
+    let on = port(&c, "SELECT inet_server_port()").await;
+    assert!(p.is_replica(on), "a plain read ran on {}", p.name(on));
+}
+
 /// `BEGIN` and `SET TRANSACTION READ ONLY` sent as two requests make a read-only transaction
 /// whose next request is looked at as after `BEGIN READ ONLY`: one a standby refuses, or one
 /// asking what only the primary answers, takes it to the primary. The SET went to a replica at

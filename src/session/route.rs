@@ -228,6 +228,10 @@ impl Session {
         let Some(text) = self.front_statement_text() else {
             return false;
         };
+        if self.app.write_cache.contains(text) {
+            // A replica refused it before.
+            return true;
+        }
         let a = analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
         // (A first statement that changes settings, `set_config('role', ...)` say, or leaves
         // session state, a `WITH HOLD` cursor, a `PREPARE`, could leave the session pinned to
@@ -323,7 +327,8 @@ impl Session {
                         && !a
                             .effects
                             .intersects(crate::sql::Effects::SETTINGS | crate::sql::Effects::PIN)
-                        && !self.calls_volatile(text);
+                        && !self.calls_volatile(text)
+                        && !self.app.write_cache.contains(text);
                     if !read && hint != Some(Route::Replica) {
                         return Some((false, hint));
                     }
@@ -347,7 +352,11 @@ impl Session {
                     // (The classification of a statement is kept with it; whether it calls
                     // one of the database's volatile functions is asked each time: the list
                     // changes.)
-                    let volatile = |query: &[u8]| self.calls_volatile(query_bytes(query));
+                    // (Nor is whether a replica refused it: see `WriteCache`.)
+                    let volatile = |query: &[u8]| {
+                        let text = query_bytes(query);
+                        self.calls_volatile(text) || self.app.write_cache.contains(text)
+                    };
                     let (read, h) = if name.is_empty() {
                         match &self.unnamed {
                             Some(parse) => {
@@ -435,7 +444,9 @@ pub(super) fn query_bytes(body: &[u8]) -> &[u8] {
     body.strip_suffix(&[0]).unwrap_or(body)
 }
 
-/// A bounded set of statement texts that turned out to write although classified as reads.
+/// A bounded set of statement texts that a replica refused although classified as reads
+/// (they write after all, call what only the primary runs, or read an unlogged table): they
+/// run on the primary from then on, as Queries, as Parses and bound.
 #[derive(Default)]
 pub struct WriteCache {
     set: std::sync::Mutex<std::collections::HashSet<u64>>,

@@ -52,6 +52,15 @@ fn refused_by_standby(f: &ErrorFields) -> Option<Refusal> {
         {
             Some(Refusal::Session)
         }
+        // "cannot access temporary or unlogged relations during recovery": an unlogged table
+        // (a standby has none of its rows), planned in get_relation_info. (A temporary table
+        // is the session's: its reads already run where it was made.)
+        "0A000"
+            if f.routine == "get_relation_info"
+                || (f.routine.is_empty() && f.message.contains("unlogged relations")) =>
+        {
+            Some(Refusal::Statement)
+        }
         _ => None,
     }
 }
@@ -651,15 +660,8 @@ impl Session {
     /// A replica refused a read: remember the statement if it was the reason, and run it on
     /// the primary.
     fn rescue_on_primary(&mut self, r: super::retry::Retry) {
-        if let Ok(Some(h)) = Header::peek(&r.original, usize::MAX) {
-            if r.rescue == Some(Refusal::Statement)
-                && h.tag == tag::QUERY
-                && r.original.len() >= h.frame_len
-            {
-                self.app
-                    .write_cache
-                    .insert(super::route::query_bytes(&r.original[5..h.frame_len]));
-            }
+        if r.rescue == Some(Refusal::Statement) {
+            self.remember_refused(&r.original);
         }
         self.app
             .metrics
@@ -672,6 +674,36 @@ impl Session {
         tracing::debug!(parent: &self.span, "a replica refused a read: repeating it on the primary");
         self.requeue(r);
         self.force_primary = true;
+    }
+
+    /// Remembers the statements of a request a replica refused for one of them (a Query's
+    /// text; each statement a batch parses or binds) as needing the primary.
+    fn remember_refused(&self, request: &[u8]) {
+        let mut at = 0;
+        while let Ok(Some(h)) = Header::peek(&request[at..], usize::MAX) {
+            let Some(body) = request.get(at + 5..at + h.frame_len) else {
+                return;
+            };
+            let text = match h.tag {
+                tag::QUERY => Some(body),
+                tag::PARSE => super::statements::split_parse(body).map(|p| p.1),
+                tag::BIND => crate::protocol::read_cstr(body)
+                    .and_then(|(_, rest)| crate::protocol::read_cstr(rest))
+                    .and_then(|(name, _)| {
+                        if name.is_empty() {
+                            let p = self.unnamed.as_ref()?;
+                            super::statements::split_parse(&p[5..]).map(|p| p.1)
+                        } else {
+                            self.statements.get(name).map(|s| &s.query[..])
+                        }
+                    }),
+                _ => None,
+            };
+            if let Some(t) = text {
+                self.app.write_cache.insert(super::route::query_bytes(t));
+            }
+            at += h.frame_len;
+        }
     }
 
     /// Gives the server connection up and puts the refused request back in front of the
@@ -742,5 +774,18 @@ mod tests {
             Some(Refusal::Session)
         );
         assert_eq!(refusal("ERROR", "0A000", "RevalidateCachedQuery", ""), None);
+        assert_eq!(
+            refusal("ERROR", "0A000", "get_relation_info", ""),
+            Some(Refusal::Statement)
+        );
+        assert_eq!(
+            refusal(
+                "ERROR",
+                "0A000",
+                "",
+                "cannot access temporary or unlogged relations during recovery"
+            ),
+            Some(Refusal::Statement)
+        );
     }
 }
