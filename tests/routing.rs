@@ -2469,6 +2469,62 @@ async fn reads_of_an_unlogged_table_run_on_the_primary() {
     assert!(p.is_replica(on), "a plain read ran on {}", p.name(on));
 }
 
+/// A seeded random generator (`SET seed`, `setseed()`) is the server session's: the client is
+/// pinned to its server connection on the primary, and `random()` gives what it gives
+/// connected directly. Split, each `random()` ran on some replica with another generator.
+/// A sequence's last value is the primary's (a standby's is ahead by what the primary
+/// logged in advance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_random_generator_and_a_sequences_last_value_are_the_sessions() {
+    let (cluster, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let cs = cluster
+        .primary()
+        .conn_string(APP_USER, APP_PASSWORD, APP_DB);
+    let (direct, conn) = within(
+        "connect",
+        tokio_postgres::connect(&cs, tokio_postgres::NoTls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for seed in ["SET seed TO 0.5", "SELECT setseed(0.25)"] {
+        let c = proxy.connect_app().await;
+        let mut want = Vec::new();
+        let mut got = Vec::new();
+        execute(&direct, seed).await;
+        execute(&c, seed).await;
+        for _ in 0..4 {
+            want.push(value(&direct, "SELECT random()").await);
+            got.push(value(&c, "SELECT random()").await);
+        }
+        assert_eq!(got, want, "{seed}: random() after it");
+        let on = port(&c, "SELECT inet_server_port()").await;
+        assert_eq!(
+            on,
+            p.primary,
+            "{seed}: the client's reads ran on {}",
+            p.name(on)
+        );
+    }
+    let c = proxy.connect_app().await;
+    execute(&c, "CREATE SEQUENCE IF NOT EXISTS routing_seq").await;
+    for _ in 0..3 {
+        execute(&c, "SELECT nextval('routing_seq')").await;
+    }
+    tokio::task::spawn_blocking(move || cluster.wait_replicas_caught_up(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("replicas catching up");
+    let want = value(&direct, "SELECT pg_sequence_last_value('routing_seq')").await;
+    for _ in 0..4 {
+        assert_eq!(
+            value(&c, "SELECT pg_sequence_last_value('routing_seq')").await,
+            want
+        );
+    }
+}
+
 /// `BEGIN` and `SET TRANSACTION READ ONLY` sent as two requests make a read-only transaction
 /// whose next request is looked at as after `BEGIN READ ONLY`: one a standby refuses, or one
 /// asking what only the primary answers, takes it to the primary. The SET went to a replica at

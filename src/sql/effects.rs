@@ -215,6 +215,12 @@ fn set_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
     if t.is_kw("constraints") {
         return; // transaction-local
     }
+    if t.name_eq("seed") {
+        // `SET [LOCAL] seed`: the generator's state outlives the transaction either way.
+        out.effects.insert(Effects::SETTINGS);
+        out.pin(PinReason::Seed);
+        return;
+    }
     if t.is_kw("role") || (t.is_kw("session") && kw(&rest.peek(), "authorization")) {
         if !local {
             out.effects.insert(Effects::SETTINGS);

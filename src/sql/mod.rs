@@ -311,6 +311,8 @@ pub enum PinReason {
     /// A non-exclusive backup (`pg_backup_start`, `pg_start_backup`) or a replication origin
     /// (`pg_replication_origin_session_setup`): its end must run in the same server session.
     ServerSession,
+    /// `SET seed`, `setseed()`: what `random()` returns next is the server session's.
+    Seed,
 }
 
 impl PinReason {
@@ -326,6 +328,7 @@ impl PinReason {
             PinReason::Load => "load",
             PinReason::Dblink => "dblink",
             PinReason::ServerSession => "server_session",
+            PinReason::Seed => "seed",
         }
     }
 }

@@ -36,6 +36,12 @@ builtin_writes!(
     "setval",
     "currval",
     "lastval",
+    // a sequence's last value: a standby's is ahead of the primary's by the values the
+    // primary logged in advance (up to 32)
+    "pg_sequence_last_value",
+    // the session's random number generator, seeded: the client is pinned (see
+    // `call_effect`), and only on the primary can it write
+    "setseed",
     // advisory locks (session and transaction level)
     "pg_advisory_lock",
     "pg_advisory_lock_shared",
@@ -149,7 +155,7 @@ pub fn is_builtin_write(name: &str) -> Option<&'static str> {
         Some(b'p') => b.len() > 3 && b[1] == b'g' && b[2] == b'_',
         Some(b'l') => name == "lastval" || (b.len() > 5 && b[1] == b'o'),
         Some(b'n') => name == "nextval",
-        Some(b's') => name == "setval",
+        Some(b's') => name == "setval" || name == "setseed",
         Some(b'c') => name == "currval",
         Some(b't') => name == "txid_current",
         Some(b'b') => name.starts_with("brin_"),
@@ -294,6 +300,9 @@ pub(super) fn call_effect(key: &str) -> Option<CallEffect> {
     let b = key.as_bytes();
     if b.len() == 7 && (key == "currval" || key == "lastval") {
         return Some(CallEffect::Session(Effects::SEQUENCE_STATE));
+    }
+    if key == "setseed" {
+        return Some(CallEffect::Pin(PinReason::Seed));
     }
     if b.len() < 10 || !matches!(b[0], b's' | b'p' | b'd') {
         return None;
