@@ -332,6 +332,64 @@ impl Metrics {
             ),
             registry: r,
         }
+        .with_known_labels()
+    }
+
+    /// Every known label of the labelled counters at 0, so that a series exists (and a
+    /// `rate()` over it is 0, not absent) before its first event, as `routed_total`'s do.
+    fn with_known_labels(self) -> Metrics {
+        let known: [(&IntCounterVec, &[&str]); 4] = [
+            (
+                &self.retries,
+                &[
+                    "server_lost",
+                    "replica_unavailable",
+                    "read_only_violation",
+                    "serializable",
+                    "recovery_conflict",
+                ],
+            ),
+            (
+                &self.clients_rejected,
+                &[
+                    "max_clients",
+                    "no_tls",
+                    "no_alpn",
+                    "client_cert",
+                    "not_admin",
+                    "disabled",
+                    "hba",
+                ],
+            ),
+            (
+                &self.cancels,
+                &[
+                    "forwarded",
+                    "not_running",
+                    "failed",
+                    "between_servers",
+                    "waiting",
+                    "unknown",
+                    "to_peers",
+                ],
+            ),
+            (
+                &self.pins,
+                &[
+                    crate::session::settings::COMPUTED_SETTING,
+                    "unread_settings",
+                ],
+            ),
+        ];
+        for (vec, labels) in known {
+            for l in labels {
+                vec.with_label_values(&[l]);
+            }
+        }
+        for p in crate::sql::PinReason::ALL {
+            self.pins.with_label_values(&[p.as_str()]);
+        }
+        self
     }
 
     /// The Prometheus text exposition of every metric.
@@ -424,5 +482,15 @@ mod tests {
             text.contains("switchyard_errors_total{sqlstate=\"53300\"} 1"),
             "{text}"
         );
+        // Known labels exist before their first event.
+        for series in [
+            "switchyard_retries_total{reason=\"server_lost\"} 0",
+            "switchyard_client_rejected_total{reason=\"hba\"} 0",
+            "switchyard_cancel_requests_total{result=\"forwarded\"} 0",
+            "switchyard_pinned_clients_total{reason=\"seed\"} 0",
+            "switchyard_pinned_clients_total{reason=\"computed_setting\"} 0",
+        ] {
+            assert!(text.contains(series), "{series}\n{text}");
+        }
     }
 }

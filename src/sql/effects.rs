@@ -267,10 +267,8 @@ fn set_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
         return;
     }
     let value: Cow<'a, str> = match val.kind {
-        TokenKind::Ident if val.is_kw("default") => {
-            out.switchyard = Some(SwitchyardCommand::Reset { name });
-            return;
-        }
+        // (`TO DEFAULT` is a SET, tagged so; its value means the default as `RESET` does.)
+        TokenKind::Ident if val.is_kw("default") => Cow::Borrowed("default"),
         TokenKind::Ident | TokenKind::QuotedIdent => match val.ident_value() {
             Some(v) => v,
             None => return,

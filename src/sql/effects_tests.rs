@@ -294,20 +294,7 @@ fn effects_table() {
 
 #[test]
 fn pin_labels() {
-    use PinReason::*;
-    let labels: Vec<_> = [
-        TempTable,
-        AdvisoryLock,
-        Listen,
-        Prepare,
-        HoldCursor,
-        Role,
-        Load,
-        Dblink,
-    ]
-    .iter()
-    .map(|p| p.as_str())
-    .collect();
+    let labels: Vec<_> = PinReason::ALL.iter().map(|p| p.as_str()).collect();
     assert_eq!(
         labels,
         [
@@ -318,7 +305,9 @@ fn pin_labels() {
             "hold_cursor",
             "role",
             "load",
-            "dblink"
+            "dblink",
+            "server_session",
+            "seed"
         ]
     );
     let c = Classifier::default();
@@ -539,8 +528,9 @@ fn switchyard_commands() {
             set("route", "primary"),
         ),
         (
+            // (Answered with the tag SET, as PostgreSQL answers it.)
             "SET switchyard.route TO DEFAULT",
-            Some(Sy::Reset { name: b("route") }),
+            set("route", "default"),
         ),
         (
             "RESET switchyard.route",

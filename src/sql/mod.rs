@@ -316,6 +316,20 @@ pub enum PinReason {
 }
 
 impl PinReason {
+    /// Every reason.
+    pub const ALL: [PinReason; 10] = [
+        PinReason::TempTable,
+        PinReason::AdvisoryLock,
+        PinReason::Listen,
+        PinReason::Prepare,
+        PinReason::HoldCursor,
+        PinReason::Role,
+        PinReason::Load,
+        PinReason::Dblink,
+        PinReason::ServerSession,
+        PinReason::Seed,
+    ];
+
     /// A metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
