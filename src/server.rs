@@ -370,6 +370,7 @@ pub async fn reload(
     let old = app.config.load_full();
     new.keep_verifiers(&old);
     let changes = old.diff(&new);
+    new.keep_restart_only(&old);
     let restart_monitor = old.config.backends != new.config.backends
         || old.config.health != new.config.health
         || old.config.users != new.config.users

@@ -541,6 +541,36 @@ async fn only_admin_users_reload_and_kill_and_only_console_users_connect() {
             .await
             >= 1.0
     );
+
+    // A changed listen address waits for a restart: the configuration in effect still says
+    // the address the proxy listens on, and the log names the key.
+    proxy.rewrite_config(&format!(
+        "[health]\ninterval = \"200ms\"\n\n[pool]\nsize = 7\n\n[admin]\nusers = [\"{APP_USER}\"]\n\
+         stats_users = [\"{OTHER_USER}\"]\n"
+    ));
+    let text = proxy.config_text();
+    let listen = format!("listen = \"127.0.0.1:{}\"", proxy.port());
+    assert!(text.contains(&listen), "{text}");
+    let other = support::proxy::free_port_pair().0;
+    proxy.write_raw_config(&text.replace(&listen, &format!("listen = \"127.0.0.1:{other}\"")));
+    bounded("reload", admin.simple_query("RELOAD"))
+        .await
+        .unwrap();
+    let config = show(&admin, "SHOW CONFIG").await;
+    let running = format!("listen 127.0.0.1:{} ", proxy.port());
+    assert!(
+        config
+            .iter()
+            .any(|r| get(r, "setting").starts_with(&running)),
+        "{running}: {config:?}"
+    );
+    assert!(
+        proxy
+            .log()
+            .contains("listen changed: takes effect after a restart"),
+        "{}",
+        proxy.log_tail(10)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

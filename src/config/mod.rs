@@ -157,6 +157,18 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
 
 impl Loaded {
     /// Keeps the SCRAM verifiers `old` derived for the users whose password is unchanged.
+    /// Keeps what a reload cannot change, as it runs (the listeners, the worker threads), so
+    /// that what the configuration in effect says (`SHOW CONFIG`) is true until a restart.
+    /// Call after [`Loaded::diff`], which reports the changes that wait for it.
+    pub fn keep_restart_only(&mut self, old: &Loaded) {
+        self.listen = old.listen;
+        self.http_listen = old.http_listen;
+        self.peer_listen = old.peer_listen;
+        self.unix_socket.clone_from(&old.unix_socket);
+        self.config.workers = old.config.workers;
+        self.config.so_reuseport = old.config.so_reuseport;
+    }
+
     /// Each load derives a clear-text password's verifier with a fresh random salt: a salt
     /// that changed at every reload, while an unknown user's (the mock exchange's) never
     /// does, would tell which users exist, as it never changes in PostgreSQL either.
@@ -388,16 +400,24 @@ impl Loaded {
     pub fn diff(&self, new: &Loaded) -> Vec<String> {
         let (a, b) = (&self.config, &new.config);
         let mut out = Vec::new();
-        if self.listen != new.listen
-            || self.http_listen != new.http_listen
-            || self.unix_socket != new.unix_socket
-            || a.workers != b.workers
-            || a.so_reuseport != b.so_reuseport
-        {
-            out.push(
-                "listen/http_listen/unix_socket_dir/unix_socket_mode/unix_socket_group/workers/so_reuseport changed: takes effect after a restart"
-                    .into(),
-            );
+        let restart_only: Vec<&str> = [
+            ("listen", self.listen != new.listen),
+            ("http_listen", self.http_listen != new.http_listen),
+            (
+                "unix_socket_dir/unix_socket_mode/unix_socket_group",
+                self.unix_socket != new.unix_socket,
+            ),
+            ("workers", a.workers != b.workers),
+            ("so_reuseport", a.so_reuseport != b.so_reuseport),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        if !restart_only.is_empty() {
+            out.push(format!(
+                "{} changed: takes effect after a restart (SHOW CONFIG shows what runs)",
+                restart_only.join(", ")
+            ));
         }
         if a.pool_mode != b.pool_mode {
             out.push(format!(
