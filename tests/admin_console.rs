@@ -1251,6 +1251,14 @@ async fn pause_warns_about_a_transaction_that_stays_open_and_holds_what_comes_af
         .await;
     assert!(!next.is_finished(), "a transaction began while paused");
     assert!(!newcomer.is_finished(), "a login completed while paused");
+    // SHOW CLIENTS says both wait, the login too (it showed the login idle).
+    let viewer = console(&proxy).await;
+    let clients = show(&viewer, "SHOW CLIENTS").await;
+    let waiting = clients
+        .iter()
+        .filter(|c| get(c, "state") == "waiting")
+        .count();
+    assert_eq!(waiting, 2, "{clients:?}");
 
     s.raw.send(&msg(b'Q', b"RESUME\0")).await.unwrap();
     assert_eq!(tags_until_ready(&mut s.raw).await, ["CRESUME", "Z"]);

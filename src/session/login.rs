@@ -222,6 +222,9 @@ impl super::Session {
                 return Err(Fatal::new("53300", "sorry, too many clients already"));
             }
         }
+        // Waiting (for RESUME, for a pool slot, for a primary) until greeted, as SHOW CLIENTS
+        // says. (No cancel can come: the client has no key yet.)
+        self.cancel.waiting();
         if self.app.pause.holds(&self.database) {
             self.wait_resumed(client).await?;
             self.refuse_if_disabled()?;
@@ -278,6 +281,7 @@ impl super::Session {
                 }
             }
         };
+        self.cancel.end_wait();
         if self.app.cancels.adopt_pid(reg, p.conn.pid) {
             p.conn.told = crate::pool::clock::now_ms().max(1);
             // The client is told the process id of the server process it logs in on. In
