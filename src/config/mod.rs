@@ -495,7 +495,7 @@ impl Loaded {
             out.push("ident_file maps changed (new logins)".into());
         }
         if a.admin != b.admin {
-            out.push("[admin] changed (new console connections)".into());
+            out.push("[admin] changed (console logins and open console sessions)".into());
         }
         if a.server_tls != b.server_tls {
             out.push("[server_tls] changed (new server connections)".into());

@@ -831,7 +831,7 @@ fn admin_console_users_must_be_able_to_log_in() {
     let off = parse(MINIMAL, "t.toml").unwrap();
     assert!(off
         .diff(&l)
-        .contains(&"[admin] changed (new console connections)".to_string()));
+        .contains(&"[admin] changed (console logins and open console sessions)".to_string()));
 }
 
 #[test]

@@ -228,7 +228,8 @@ async fn serve(app: Arc<App>, mut stream: Stream, peer: Peer, first: Option<Read
             Fatal::Io(e) => tracing::debug!(error = %e, "client connection closed"),
             Fatal::Silent(m) => tracing::info!(reason = %m, "closing client connection"),
             Fatal::Client { code, message } => {
-                tracing::info!(sqlstate = %code, %message, "client connection refused");
+                // (A login refused, or a session ended: KILL, a shutdown, a lost server.)
+                tracing::info!(sqlstate = %code, %message, "client connection ended with FATAL");
                 app.metrics.error(&code);
                 let mut out = BytesMut::new();
                 encode::error(&mut out, "FATAL", &code, &message);
