@@ -3881,12 +3881,14 @@ fn cancel_reaches_only_the_clients_query() {
 #[test]
 fn cancel_reaches_the_clients_process_through_a_peer() {
     bounded(async {
-        let [pa, pb, dead] = {
-            let held: Vec<std::net::TcpListener> = (0..3)
-                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-                .collect();
-            [0, 1, 2].map(|i| held[i].local_addr().unwrap().port())
-        };
+        let mut held: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let [pa, pb, dead] = [0, 1, 2].map(|i| held[i].local_addr().unwrap().port());
+        // The peers' ports are freed for them to listen on; `dead` stays taken until every
+        // proxy has its own ports (one got it as its http_listen), then refuses connections.
+        let dead_port = held.pop();
+        drop(held);
         // One list for every process: its own entry is skipped; `dead` refuses connections.
         let peers =
             format!("peers = [\"127.0.0.1:{pa}\", \"127.0.0.1:{pb}\", \"127.0.0.1:{dead}\"]\n");
@@ -3895,6 +3897,7 @@ fn cancel_reaches_the_clients_process_through_a_peer() {
         ));
         let b = proxy(&format!("[peering]\nlisten = \"127.0.0.1:{pb}\"\n{peers}"));
         let lone = proxy("");
+        drop(dead_port);
         let series =
             |result: &str| format!("switchyard_cancel_requests_total{{result=\"{result}\"}}");
 

@@ -2591,6 +2591,44 @@ async fn a_read_only_transaction_begun_in_two_requests_looks_at_the_next_one() {
             p.name(on)
         );
     }
+    // After a BEGIN a standby refuses (SERIALIZABLE, READ WRITE), the SET does not make the
+    // transaction a replica's: it runs on the primary, as PostgreSQL takes it there.
+    for (begin, set) in [
+        (
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        ),
+        ("BEGIN READ WRITE", "SET TRANSACTION READ ONLY"),
+    ] {
+        execute(&c, begin).await;
+        execute(&c, set).await;
+        let on = port(&c, "SELECT inet_server_port()").await;
+        assert_eq!(
+            value(&c, "SHOW transaction_read_only").await.as_deref(),
+            Some("on"),
+            "{begin}; {set}"
+        );
+        execute(&c, "COMMIT").await;
+        assert_eq!(
+            on,
+            p.primary,
+            "{begin}; {set}; a read ran on {}",
+            p.name(on)
+        );
+    }
+    // Nor does one after `SET switchyard.route = primary` inside the block.
+    execute(&c, "BEGIN").await;
+    execute(&c, "SET switchyard.route = primary").await;
+    execute(&c, "SET TRANSACTION READ ONLY").await;
+    let on = port(&c, "SELECT inet_server_port()").await;
+    execute(&c, "COMMIT").await;
+    execute(&c, "RESET switchyard.route").await;
+    assert_eq!(
+        on,
+        p.primary,
+        "routed to the primary in the block, ran on {}",
+        p.name(on)
+    );
     // Ended with nothing run, or rolled back after a read, the session goes on.
     execute(&c, "BEGIN").await;
     execute(&c, "SET TRANSACTION READ ONLY").await;

@@ -156,7 +156,6 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
 }
 
 impl Loaded {
-    /// Keeps the SCRAM verifiers `old` derived for the users whose password is unchanged.
     /// Keeps what a reload cannot change, as it runs (the listeners, the worker threads), so
     /// that what the configuration in effect says (`SHOW CONFIG`) is true until a restart.
     /// Call after [`Loaded::diff`], which reports the changes that wait for it.
@@ -169,6 +168,7 @@ impl Loaded {
         self.config.so_reuseport = old.config.so_reuseport;
     }
 
+    /// Keeps the SCRAM verifiers `old` derived for the users whose password is unchanged.
     /// Each load derives a clear-text password's verifier with a fresh random salt: a salt
     /// that changed at every reload, while an unknown user's (the mock exchange's) never
     /// does, would tell which users exist, as it never changes in PostgreSQL either.

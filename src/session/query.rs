@@ -141,8 +141,12 @@ impl Session {
         })
         .flatten();
         // A lone `SET TRANSACTION` making a held block read-only (see `hold_set_transaction`).
+        // (Not after a BEGIN a standby refuses, SERIALIZABLE or READ WRITE: sent with it, the
+        // SET would not make a replica's transaction of it.)
         let held_set_transaction = (self.server.is_none()
-            && self.deferred_begin.is_some()
+            && self.deferred_begin.as_ref().is_some_and(|b| {
+                b.modes.serializable != Some(true) && b.modes.read_only != Some(false)
+            })
             && a.statements == 1
             && a.txn == TxnControl::SetTransactionReadOnly)
             .then(|| {

@@ -72,12 +72,17 @@ impl Session {
     /// Whether a transaction begun with `modes` may run on a replica: READ ONLY given (or
     /// made so by a `SET TRANSACTION` first: `later_read_only`), or no access mode and
     /// `default_transaction_read_only` on; never SERIALIZABLE (given, or the session's
-    /// default), which a hot standby refuses.
+    /// default), which a hot standby refuses, nor READ WRITE given, which it refuses too
+    /// (the BEGIN saying so is sent as it is).
     fn begin_on_replica(&self, modes: BeginModes, later_read_only: bool) -> bool {
-        !modes
-            .serializable
-            .unwrap_or_else(|| self.serializable_default())
-            && (modes.read_only.unwrap_or_else(|| self.default_read_only()) || later_read_only)
+        let read_only = match modes.read_only {
+            Some(given) => given,
+            None => self.default_read_only() || later_read_only,
+        };
+        read_only
+            && !modes
+                .serializable
+                .unwrap_or_else(|| self.serializable_default())
     }
 
     /// Decides the route of the request at the front of the client buffer.
@@ -115,7 +120,9 @@ impl Session {
             return Decision::primary(true, "transaction");
         }
         if let Some(begin) = &self.deferred_begin {
+            // (`SET switchyard.route = primary` may come after the BEGIN it answered.)
             let ro = self.begin_on_replica(begin.modes, self.front_is_set_transaction_read_only())
+                && self.route_override != Some(Route::Primary)
                 && !self.front_asks_the_primary();
             return if !ro {
                 Decision::primary(true, "transaction")
@@ -470,19 +477,22 @@ impl WriteCache {
         if !self.used.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
+        // (Hashed before the lock is taken: held only for the lookup.)
+        let key = Self::key(sql);
         self.set
             .lock()
-            .expect("write cache")
-            .contains(&Self::key(sql))
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
     }
 
     /// Remembers `sql` as a write.
     pub fn insert(&self, sql: &[u8]) {
-        let mut set = self.set.lock().expect("write cache");
+        let key = Self::key(sql);
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
         if set.len() >= WRITE_CACHE_MAX {
             set.clear();
         }
-        set.insert(Self::key(sql));
+        set.insert(key);
         self.used.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -676,9 +676,13 @@ impl Session {
         self.force_primary = true;
     }
 
-    /// Remembers the statements of a request a replica refused for one of them (a Query's
-    /// text; each statement a batch parses or binds) as needing the primary.
+    /// Remembers the statement of a request a replica refused as needing the primary: a
+    /// Query's text, or the one statement a batch parses or binds. (Of a batch of several
+    /// statements, which one was refused is not known here: none is remembered, rather than
+    /// every client's use of the others sent to the primary; the batch is repeated there each
+    /// time.)
     fn remember_refused(&self, request: &[u8]) {
+        let mut one: Option<&[u8]> = None;
         let mut at = 0;
         while let Ok(Some(h)) = Header::peek(&request[at..], usize::MAX) {
             let Some(body) = request.get(at + 5..at + h.frame_len) else {
@@ -699,10 +703,16 @@ impl Session {
                     }),
                 _ => None,
             };
-            if let Some(t) = text {
-                self.app.write_cache.insert(super::route::query_bytes(t));
+            if let Some(t) = text.map(super::route::query_bytes) {
+                match one {
+                    Some(o) if o != t => return,
+                    _ => one = Some(t),
+                }
             }
             at += h.frame_len;
+        }
+        if let Some(t) = one {
+            self.app.write_cache.insert(t);
         }
     }
 
