@@ -1791,8 +1791,9 @@ async fn warm_up(proxy: &Proxy, p: &Ports) {
     panic!("reads never reached both replicas: {:?}", tally(&seen, p));
 }
 
-/// Rows of routing_log with `tag`, read directly on the primary (not through the proxy).
-async fn count_log(tag: &str) -> i64 {
+/// A connection of the app user straight to the shared cluster's primary (not through the
+/// proxy).
+async fn direct_primary() -> Client {
     let cs = shared_cluster()
         .primary()
         .conn_string(APP_USER, APP_PASSWORD, APP_DB);
@@ -1803,6 +1804,12 @@ async fn count_log(tag: &str) -> i64 {
     .await
     .unwrap();
     tokio::spawn(conn);
+    direct
+}
+
+/// Rows of routing_log with `tag`, read directly on the primary (not through the proxy).
+async fn count_log(tag: &str) -> i64 {
+    let direct = direct_primary().await;
     value(
         &direct,
         &format!("SELECT count(*) FROM routing_log WHERE tag = '{tag}'"),
@@ -2478,16 +2485,7 @@ async fn reads_of_an_unlogged_table_run_on_the_primary() {
 async fn a_seeded_random_generator_and_a_sequences_last_value_are_the_sessions() {
     let (cluster, proxy, p) = start_proxy("consistency = \"eventual\"").await;
     warm_up(&proxy, &p).await;
-    let cs = cluster
-        .primary()
-        .conn_string(APP_USER, APP_PASSWORD, APP_DB);
-    let (direct, conn) = within(
-        "connect",
-        tokio_postgres::connect(&cs, tokio_postgres::NoTls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let direct = direct_primary().await;
     for seed in ["SET seed TO 0.5", "SELECT setseed(0.25)"] {
         let c = proxy.connect_app().await;
         let mut want = Vec::new();
