@@ -73,6 +73,9 @@ pub struct Metrics {
     /// Backend role (1 primary, 0 replica, -1 unknown, -2 fenced: claims the primary role and
     /// takes nothing, -3 a duplicate of an earlier entry, -4 a diverged standby).
     pub backend_role: IntGaugeVec,
+    /// Health probes that failed, by backend and kind (`failed`, `full`: no connection slot
+    /// for the monitor, `login_refused`: the server refused the monitor's login).
+    pub probe_errors: IntCounterVec,
     /// Replication lag of replicas in bytes (no series while unknown).
     pub replica_lag_bytes: IntGaugeVec,
     /// Replication lag of replicas in milliseconds.
@@ -310,6 +313,12 @@ impl Metrics {
                 "backend_role",
                 "Backend role (1 primary, 0 replica, -1 unknown, -2 fenced primary, -3 a server configured twice, -4 a diverged standby)",
                 &["backend"],
+            ),
+            probe_errors: counter_vec(
+                &r,
+                "probe_errors_total",
+                "Health probes that failed, by kind (failed, full, login_refused)",
+                &["backend", "kind"],
             ),
             replica_lag_bytes: gauge_vec(
                 &r,

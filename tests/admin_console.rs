@@ -183,6 +183,7 @@ async fn the_console_shows_backends_pools_clients_and_servers() {
             assert_ne!(get(b, "lag_bytes"), "NULL", "{b:?}");
         }
         assert!(get(b, "lsn").contains('/'), "{b:?}");
+        assert_eq!(get(b, "probe_error"), "NULL", "{b:?}");
     }
 
     // Pools: the busy client's, with its connection in use.

@@ -283,7 +283,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
-/// Reads until both `want` ports answered (bounded); panics with what was seen.
 /// The value of one `/metrics` series, `None` when the proxy exports no such series.
 async fn series(proxy: &Proxy, name: &str) -> Option<f64> {
     let (_, body) = proxy.http_get("/metrics").await;
@@ -2079,6 +2078,14 @@ async fn a_monitor_login_refused_by_the_primary_does_not_take_it_down() {
     for r in ["pg1", "pg2"] {
         assert_eq!(backend(&s, r)["up"], false, "{r}: {s:#}");
     }
+    // Why is shown (`/status`; SHOW BACKENDS shows the same) and counted (`/metrics`), for an alert.
+    let why = backend(&s, "pg0")["probe_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(why.contains("password authentication failed"), "{s:#}");
+    let refused = "switchyard_probe_errors_total{backend=\"pg0\",kind=\"login_refused\"}";
+    assert!(proxy.metric(refused).await >= 10.0, "{refused}");
     execute(&client, "COMMIT").await;
     assert_eq!(port(&client, "SELECT inet_server_port()").await, w);
     execute(&client, "INSERT INTO f VALUES (12, 'after')").await;
@@ -2091,6 +2098,15 @@ async fn a_monitor_login_refused_by_the_primary_does_not_take_it_down() {
     // The right password back: probes log in again.
     proxy.write_raw_config(&good);
     proxy.reload_ok().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(&proxy).await;
+        if backend(&s, "pg0")["probe_error"].is_null() && backend(&s, "pg1")["up"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "probes still fail: {s:#}");
+        tokio::time::sleep(INTERVAL).await;
+    }
 }
 
 /// A primary that refuses the monitor's connection for lack of slots (53300: the role's

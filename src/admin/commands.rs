@@ -282,6 +282,7 @@ impl Command {
                 ("server_connects", Int8),
                 ("server_connect_errors", Int8),
                 ("pool_waits", Int8),
+                ("probe_error", Text),
             ],
             Show::Pools => &[
                 ("backend", Text),

@@ -139,6 +139,7 @@ pub fn status_json(app: &App) -> String {
                 "receiver_streaming": b.shown_streaming(),
                 "last_replay_ms": b.last_replay_ms,
                 "outstanding": b.stats.outstanding.load(std::sync::atomic::Ordering::Relaxed),
+                "probe_error": b.probe_error.as_deref(),
             })
         })
         .collect();

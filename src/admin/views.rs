@@ -64,6 +64,7 @@ fn backends(app: &App) -> Vec<Vec<Value>> {
                 int(counted(&m.server_connects, name)),
                 int(counted(&m.server_connect_errors, name)),
                 int(counted(&m.pool_waits, name)),
+                b.probe_error.as_deref().map(str::to_owned),
             ]
         })
         .collect()

@@ -78,6 +78,9 @@ pub struct BackendView {
     pub duplicate_of: Option<Arc<str>>,
     /// A standby on another history than the primary's (see `divergence.rs`): no reads.
     pub diverged: bool,
+    /// Why the last probe failed, while probes fail (also while the server is still up: a
+    /// full server, a login the server refuses, fewer failures than `fall`).
+    pub probe_error: Option<Arc<str>>,
     /// Live counters.
     pub stats: Arc<BackendStats>,
 }
@@ -290,6 +293,7 @@ mod tests {
             receiver_streaming: true,
             duplicate_of: None,
             diverged: false,
+            probe_error: None,
             stats: Arc::default(),
         }
     }

@@ -145,6 +145,7 @@ impl Monitor {
                 receiver_streaming: false,
                 duplicate_of: None,
                 diverged: false,
+                probe_error: None,
                 stats,
             });
             healths.push(health);
@@ -190,6 +191,7 @@ impl Monitor {
             last_error: vec![None; c.backends.len()],
             full_since: vec![None; c.backends.len()],
             full_grace: full_grace(c.health.interval.max(c.health.timeout), c.health.fall),
+            failed_probe: None,
             stop: token.clone(),
         };
         // The primary elected before the reload, still configured at the same address: the
@@ -230,6 +232,9 @@ impl Monitor {
                     &m.replica_lag_ms,
                 ] {
                     let _ = g.remove_label_values(&labels);
+                }
+                for kind in ProbeError::KINDS {
+                    let _ = m.probe_errors.remove_label_values(&[labels[0], kind]);
                 }
             }
         });
@@ -387,6 +392,9 @@ struct Aggregator {
     /// held by sessions stuck on hung storage refuses quickly, and is not a healthy one).
     full_since: Vec<Option<Instant>>,
     full_grace: std::time::Duration,
+    /// The probe failure just applied, counted (`probe_errors_total`) when the view is
+    /// published: (backend, kind).
+    failed_probe: Option<(usize, &'static str)>,
     /// Cancelled when a reload restarts the monitor: from then on this aggregator's
     /// topology is the old one, and it must publish nothing more.
     stop: CancellationToken,
@@ -476,6 +484,8 @@ impl Aggregator {
                 None
             }
         };
+        self.views[index].probe_error = result.as_ref().err().map(|e| e.reason().into());
+        self.failed_probe = result.as_ref().err().map(|e| (index, e.kind()));
         let obs = match &result {
             Ok(o) => {
                 self.last_error[index] = None;
@@ -601,11 +611,19 @@ impl Aggregator {
         };
         // The metrics with the view, under the same lock, only if it is taken: a replaced
         // aggregator's last result must not bring back a removed backend's series.
-        self.cluster.publish(view, || self.write_metrics());
+        let failed = self.failed_probe.take();
+        self.cluster.publish(view, || self.write_metrics(failed));
     }
 
-    /// Each backend's health series, from the views just published.
-    fn write_metrics(&self) {
+    /// Each backend's health series, from the views just published, and the probe failure
+    /// just applied.
+    fn write_metrics(&self, failed: Option<(usize, &'static str)>) {
+        if let Some((i, kind)) = failed {
+            self.metrics
+                .probe_errors
+                .with_label_values(&[&self.views[i].name, kind])
+                .inc();
+        }
         for v in &self.views {
             let m = &self.metrics;
             m.backend_up.with_label_values(&[&v.name]).set(v.up as i64);

@@ -52,10 +52,22 @@ pub enum ProbeError {
 }
 
 impl ProbeError {
+    /// Every [`ProbeError::kind`].
+    pub const KINDS: [&'static str; 3] = ["failed", "full", "login_refused"];
+
     /// The reason, for the log.
     pub fn reason(&self) -> &str {
         match self {
             ProbeError::Failed(r) | ProbeError::Full(r) | ProbeError::Refused(r) => r,
+        }
+    }
+
+    /// Its kind, as `probe_errors_total` labels it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeError::Failed(_) => Self::KINDS[0],
+            ProbeError::Full(_) => Self::KINDS[1],
+            ProbeError::Refused(_) => Self::KINDS[2],
         }
     }
 }
