@@ -6578,3 +6578,82 @@ async fn a_server_without_free_slots_makes_clients_wait_for_the_pools_connection
         q(c, "COMMIT").await;
     }
 }
+
+/// A statement's literals are read under the settings its Parse ran with (a time zone, a date
+/// style), as PostgreSQL reads them once: a Parse inside a `SET LOCAL` is not the copy another
+/// client with other settings gets, nor is a statement prepared again on a connection after
+/// its client changed its settings (the client's own copy, under its new settings: a known
+/// limitation); and in session pooling, where settings are not read back, a Parse after a
+/// `SET` is analysed under it rather than answered from one analysed before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_are_shared_only_under_the_settings_they_were_parsed_with() {
+    const Q: &str = "SELECT ('2024-01-01 00:00'::timestamptz)::text, ('01/02/2003'::date)::text";
+    async fn run(c: &Client, st: &tokio_postgres::Statement) -> (String, String) {
+        let row = bounded("execute", c.query_one(st, &[])).await.unwrap();
+        (row.get(0), row.get(1))
+    }
+    let utc = ("2024-01-01 00:00:00+00".to_owned(), "2003-01-02".to_owned());
+    // One server connection for both clients, and room for two statements on it.
+    let p = proxy("transaction", "size = 1\nmax_prepared_statements = 2");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    for c in [&a, &b] {
+        q(c, "SET timezone = 'UTC'; SET datestyle = 'ISO, MDY'").await;
+    }
+
+    q(
+        &a,
+        "BEGIN; SET LOCAL timezone = 'America/New_York'; SET LOCAL datestyle = 'ISO, DMY'",
+    )
+    .await;
+    let local = bounded("prepare", a.prepare(Q)).await.unwrap();
+    assert_eq!(
+        run(&a, &local).await,
+        ("2024-01-01 00:00:00-05".to_owned(), "2003-02-01".to_owned())
+    );
+    q(&a, "COMMIT").await;
+    q(&b, "BEGIN").await;
+    let shared = bounded("prepare", b.prepare(Q)).await.unwrap();
+    assert_eq!(run(&b, &shared).await, utc, "B got A's SET LOCAL analysis");
+    q(&b, "COMMIT").await;
+
+    // A prepares the text under the same settings as B (one shared statement), a third
+    // client's DISCARD ALL drops it from the connection, A changes its time zone and runs
+    // it again: prepared again there, under A's settings now, for A alone.
+    let mine = bounded("prepare", a.prepare(Q)).await.unwrap();
+    assert_eq!(run(&a, &mine).await, utc);
+    let c = connect(&p).await;
+    q(&c, "DISCARD ALL").await;
+    q(&a, "SET timezone = 'America/New_York'").await;
+    let (mine_now, _) = run(&a, &mine).await;
+    assert!(mine_now.ends_with("-05"), "{mine_now}");
+    assert_eq!(
+        run(&b, &shared).await,
+        utc,
+        "B got the copy A prepared again"
+    );
+    let again = bounded("prepare", b.prepare(Q)).await.unwrap();
+    assert_eq!(run(&b, &again).await, utc);
+
+    // Session pooling: the second Parse of the text, after a SET, is analysed under it.
+    let p = proxy("session", "");
+    let s = connect(&p).await;
+    q(&s, "SET timezone = 'UTC'; SET datestyle = 'ISO, MDY'").await;
+    let before = bounded("prepare", s.prepare(Q)).await.unwrap();
+    assert_eq!(run(&s, &before).await, utc);
+    q(
+        &s,
+        "SET timezone = 'Asia/Tokyo'; SET datestyle = 'ISO, DMY'",
+    )
+    .await;
+    let after = bounded("prepare", s.prepare(Q)).await.unwrap();
+    assert_eq!(
+        run(&s, &after).await,
+        ("2024-01-01 00:00:00+09".to_owned(), "2003-02-01".to_owned())
+    );
+    // The first statement keeps what its Parse read, as in PostgreSQL.
+    assert_eq!(
+        run(&s, &before).await,
+        ("2024-01-01 09:00:00+09".to_owned(), "2003-01-02".to_owned())
+    );
+}

@@ -519,8 +519,13 @@ impl Session {
         }
         let pooled = self.pool_mode == PoolMode::Transaction && self.pin.is_none();
         let settings = self.capture && pooled;
+        // Known again once read back, or when nothing changed them but for the transaction
+        // (a `SET LOCAL`); not for a client whose settings are not read back (session
+        // pooling, pinned): `desired` stays what it was, so its Parses are shared with nobody.
+        if settings || !self.capture {
+            self.context_unsettled = false;
+        }
         self.capture = false;
-        self.context_unsettled = false;
         let state = std::mem::take(&mut self.check_state);
         let lsn = self.ryw.commit_pending() && !p.conn.broken;
         if settings || lsn {

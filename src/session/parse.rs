@@ -205,6 +205,8 @@ impl Session {
         }
         if effects.contains(Effects::SETTINGS) {
             self.note_settings_statement(query);
+        } else if effects.contains(Effects::LOCAL_SETTINGS) {
+            self.note_local_settings(query);
         }
         if effects.contains(Effects::SCHEMA) {
             self.note_created_functions(query);
@@ -355,7 +357,7 @@ impl Session {
     /// XML input settings. Two clients' Parses of one text share a server-side statement only
     /// when these agree. While a statement that may have changed one of them is not read back
     /// yet, the settings are not known: the statement is shared with nobody.
-    fn parse_context(&self) -> Vec<u8> {
+    pub(super) fn parse_context(&self) -> Vec<u8> {
         const PARSE_SETTINGS: [&str; 12] = [
             "timezone_abbreviations",
             "array_nulls",
@@ -431,7 +433,7 @@ impl Session {
             self.forget_statements();
         }
         self.batch_copies_in |= effects.contains(Effects::COPY_IN);
-        if !effects.contains(Effects::SETTINGS) {
+        if !effects.intersects(Effects::SETTINGS | Effects::LOCAL_SETTINGS) {
             return;
         }
         let query = match stmt {
@@ -441,8 +443,20 @@ impl Session {
             }),
         };
         if let Some(q) = query {
-            self.note_settings_statement(&q);
+            if effects.contains(Effects::SETTINGS) {
+                self.note_settings_statement(&q);
+            } else {
+                self.note_local_settings(&q);
+            }
         }
+    }
+
+    /// A `SET LOCAL` (or a `DO` block running one) is about to run: until its transaction
+    /// ends, a Parse is analysed under settings the proxy does not know, when it sets one a
+    /// Parse depends on (see `parse_context`).
+    fn note_local_settings(&mut self, query: &[u8]) {
+        self.context_unsettled |=
+            super::settings::may_change_parse(&String::from_utf8_lossy(query));
     }
 
     /// What the unnamed statement's calls of the database's functions do, counted again when

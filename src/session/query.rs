@@ -337,7 +337,8 @@ impl Session {
         let called = self.note_calls(calls);
         let effects = info.effects | called;
         let settings = effects.contains(Effects::SETTINGS);
-        if settings {
+        if settings || effects.contains(Effects::LOCAL_SETTINGS) {
+            // (A `SET LOCAL` too: a Parse later in its transaction is analysed under it.)
             self.context_unsettled |= called.contains(Effects::SETTINGS)
                 || super::settings::may_change_parse(&String::from_utf8_lossy(
                     super::route::query_bytes(&self.client.rbuf[5..h.frame_len]),

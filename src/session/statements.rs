@@ -50,6 +50,10 @@ pub struct Statement {
     /// shape clients that keep it decode results with. After a schema change, the proxy
     /// checks a connection's new copy against it (attach.rs `check_statement_shapes`).
     pub shape: std::sync::OnceLock<Bytes>,
+    /// The settings it was parsed under (see `Session::parse_context`): prepared again on
+    /// a connection by a client whose settings now differ, it is that client's copy there,
+    /// not the one shared under this name (see `Session::ensure_prepared`).
+    pub context: Bytes,
     /// The registry's schema epoch it was interned in.
     epoch: u64,
     /// The registry still holds it (it was not swept or replaced since).
@@ -200,6 +204,7 @@ impl Registry {
             terminate: std::sync::OnceLock::new(),
             depends: depends.cloned(),
             shape: std::sync::OnceLock::new(),
+            context: Bytes::copy_from_slice(context),
             epoch,
             in_registry: std::sync::atomic::AtomicBool::new(true),
         });

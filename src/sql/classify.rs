@@ -510,6 +510,9 @@ impl Classifier {
                     if super::functions::body_sets_settings(&body) {
                         out.effects.insert(Effects::SETTINGS);
                     }
+                    if super::functions::body_sets_local_settings(&body) {
+                        out.effects.insert(Effects::LOCAL_SETTINGS);
+                    }
                     if super::functions::body_keeps_state(&body) {
                         out.effects.insert(Effects::STATE);
                     }

@@ -215,6 +215,9 @@ fn set_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
     if t.is_kw("constraints") {
         return; // transaction-local
     }
+    if local {
+        out.effects.insert(Effects::LOCAL_SETTINGS);
+    }
     if t.name_eq("seed") {
         // `SET [LOCAL] seed`: the generator's state outlives the transaction either way.
         out.effects.insert(Effects::SETTINGS);

@@ -42,9 +42,13 @@ fn effects_table() {
         // settings
         ("SET search_path = app, public", S, None),
         ("set session statement_timeout to '5s'", S, None),
-        ("SET LOCAL statement_timeout = 0", NONE, None),
+        (
+            "SET LOCAL statement_timeout = 0",
+            Effects::LOCAL_SETTINGS,
+            None,
+        ),
         ("SET TIME ZONE 'UTC'", S, None),
-        ("SET LOCAL TIME ZONE 'UTC'", NONE, None),
+        ("SET LOCAL TIME ZONE 'UTC'", Effects::LOCAL_SETTINGS, None),
         ("SET NAMES 'UTF8'", S, None),
         ("SET SCHEMA 'app'", S, None),
         // pg_settings's update rule calls set_config
@@ -82,7 +86,11 @@ fn effects_table() {
             None,
         ),
         ("DO $$BEGIN UPDATE t SET a = 1; END$$", NONE, None),
-        ("DO $$BEGIN SET LOCAL work_mem = '8MB'; END$$", NONE, None),
+        (
+            "DO $$BEGIN SET LOCAL work_mem = '8MB'; END$$",
+            Effects::LOCAL_SETTINGS,
+            None,
+        ),
         (
             "DO $$BEGIN CREATE TEMP TABLE t (a int); END$$",
             Effects::STATE,
@@ -190,7 +198,11 @@ fn effects_table() {
         ("SELECT pg_catalog.setseed(0.5), random()", PIN, Some(Seed)),
         ("SELECT 'setseed(1)'", NONE, None),
         ("SET seed TO 0.5", S | PIN, Some(Seed)),
-        ("SET LOCAL seed = 0.25", S | PIN, Some(Seed)),
+        (
+            "SET LOCAL seed = 0.25",
+            S | PIN | Effects::LOCAL_SETTINGS,
+            Some(Seed),
+        ),
         ("SELECT pg_advisory_xact_lock(1)", NONE, None),
         ("SELECT pg_try_advisory_xact_lock(1)", NONE, None),
         ("SELECT pg_try_advisory_xact_lock_shared(1)", NONE, None),
@@ -236,10 +248,14 @@ fn effects_table() {
         ),
         ("SET ROLE app", S | PIN, Some(Role)),
         ("SET SESSION ROLE app", S | PIN, Some(Role)),
-        ("SET LOCAL ROLE app", NONE, None),
+        ("SET LOCAL ROLE app", Effects::LOCAL_SETTINGS, None),
         ("SET SESSION AUTHORIZATION app", S | PIN, Some(Role)),
         ("SET SESSION SESSION AUTHORIZATION app", S | PIN, Some(Role)),
-        ("SET LOCAL SESSION AUTHORIZATION app", NONE, None),
+        (
+            "SET LOCAL SESSION AUTHORIZATION app",
+            Effects::LOCAL_SETTINGS,
+            None,
+        ),
         ("LOAD 'auto_explain'", PIN, Some(Load)),
         ("SELECT dblink_connect('c', 'dbname=x')", PIN, Some(Dblink)),
         (
@@ -263,7 +279,7 @@ fn effects_table() {
         ("DEALLOCATE ALL; SET x = 1", S | DEA, None),
         (
             "SELECT 1; CREATE TEMP TABLE tt (a int); SET LOCAL x = 1",
-            PIN,
+            PIN | Effects::LOCAL_SETTINGS,
             Some(TempTable),
         ),
         // strings and comments do not count

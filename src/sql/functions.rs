@@ -131,6 +131,15 @@ pub fn body_sets_settings(body: &str) -> bool {
     sets_settings(body, BODY)
 }
 
+/// Whether a function body (a `DO` block's) runs `SET LOCAL`: the settings of the rest of
+/// its transaction may differ from the session's.
+pub fn body_sets_local_settings(body: &str) -> bool {
+    let toks: Vec<Token<'_>> = Lexer::new(body).filter(|t| !t.is_comment()).collect();
+    toks.windows(2)
+        .enumerate()
+        .any(|(i, w)| w[0].is_kw("set") && w[1].is_kw("local") && starts_statement(&toks, i))
+}
+
 /// Whether a function body may leave state in the server session that outlives its
 /// transaction and cannot follow a client to another connection: it creates a temporary
 /// object, takes a session-level advisory lock, or runs `LISTEN` (also in a constant

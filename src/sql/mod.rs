@@ -206,6 +206,10 @@ impl Effects {
     /// is one of the client's statements, which the server knows by another name (set by the
     /// session, not by [`analyze`]).
     pub const DEALLOCATE_NAME: Effects = Effects(1024);
+    /// May change settings for the rest of its transaction: `SET LOCAL` (not of the
+    /// transaction's modes or constraints), a `DO` block whose body runs `SET LOCAL`. What a
+    /// Parse after it in the transaction is analysed under is not the session's settings.
+    pub const LOCAL_SETTINGS: Effects = Effects(2048);
 
     pub const fn empty() -> Self {
         Effects(0)
@@ -274,6 +278,7 @@ impl fmt::Debug for Effects {
             (Effects::TERMINATE, "TERMINATE"),
             (Effects::STATE, "STATE"),
             (Effects::DEALLOCATE_NAME, "DEALLOCATE_NAME"),
+            (Effects::LOCAL_SETTINGS, "LOCAL_SETTINGS"),
         ] {
             if self.contains(flag) {
                 if !first {
