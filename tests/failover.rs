@@ -2390,3 +2390,78 @@ async fn a_reload_that_renames_or_moves_the_primary_fails_no_read() {
         "the read did not see the write"
     );
 }
+
+/// The primary lost with a tail of writes no replica received (their WAL receivers cut first):
+/// reads go on on the replicas. The writing client's reads do not wait for a primary to show
+/// its writes (nothing that can be read has them), and the replicas' lag is counted up to the
+/// most advanced of them, not up to the lost primary's last position, which no replica will
+/// reach: past `max_replica_lag` they still take every read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_on_after_the_primary_is_lost_with_writes_no_replica_has() {
+    let (c, proxy, p) = setup("max_replica_lag = \"2s\"").await;
+    {
+        let c = c.clone();
+        blocking(move || {
+            for r in c.replicas() {
+                r.psql("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1'")
+                    .expect("cutting replication");
+                r.psql("SELECT pg_reload_conf()").expect("reloading");
+            }
+        })
+        .await;
+    }
+    wait_status(
+        &proxy,
+        "replicas not streaming",
+        Duration::from_secs(30),
+        |s| {
+            ["pg1", "pg2"]
+                .iter()
+                .all(|r| backend(s, r)["receiver_streaming"] == false)
+        },
+    )
+    .await;
+    let writer = proxy.connect_app().await;
+    for id in 600..605 {
+        execute(&writer, &format!("INSERT INTO f VALUES ({id}, 'tail')")).await;
+    }
+    // The monitor has seen the primary past both replicas.
+    wait_status(&proxy, "replicas behind", Duration::from_secs(20), |s| {
+        ["pg1", "pg2"]
+            .iter()
+            .all(|r| backend(s, r)["lag_bytes"].as_u64().is_some_and(|b| b > 0))
+    })
+    .await;
+    {
+        let c = c.clone();
+        blocking(move || c.primary().kill()).await;
+    }
+    wait_status(&proxy, "pg0 down", Duration::from_secs(20), |s| {
+        backend(s, "pg0")["up"] == false
+    })
+    .await;
+    let replicas = [p.port("pg1"), p.port("pg2")];
+    let t0 = Instant::now();
+    let read = port(&writer, "SELECT inet_server_port() FROM f LIMIT 1").await;
+    assert!(replicas.contains(&read), "read on {read}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "the writer's read waited {:?} for a primary",
+        t0.elapsed()
+    );
+    // Past `max_replica_lag` since the primary was lost.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = status(&proxy).await;
+    for client in [&writer, &proxy.connect_app().await] {
+        for _ in 0..5 {
+            let read = port(client, "SELECT inet_server_port()").await;
+            assert!(replicas.contains(&read), "read on {read}: {s:#}");
+        }
+    }
+    for r in ["pg1", "pg2"] {
+        assert!(
+            backend(&s, r)["lag_ms"].as_u64().is_some_and(|l| l < 2000),
+            "{r}: {s:#}"
+        );
+    }
+}

@@ -556,6 +556,24 @@ impl Aggregator {
         let now = Instant::now();
         let history = lock(&self.history);
         let primary_lsn = history.latest();
+        // With no primary up, nothing newer than what the most advanced live replica has is
+        // on any server that can be read: lag is counted up to that (a replica stale before
+        // stays behind it), not up to the lost primary's last position, which no replica
+        // may ever reach (the tail it did not send) and which would make every replica
+        // ineligible within `max_replica_lag` while they are up and serving.
+        let reference = match self.primary {
+            Some(_) => None,
+            None => (0..self.healths.len())
+                .filter(|&i| {
+                    let h = &self.healths[i];
+                    h.up && h.role == Some(Role::Replica) && !self.views[i].diverged
+                })
+                .filter_map(|i| {
+                    let last = self.healths[i].last?;
+                    last.replay_lsn.or(last.receive_lsn)
+                })
+                .max(),
+        };
         for (i, v) in self.views.iter_mut().enumerate() {
             let h = &self.healths[i];
             v.up = h.up;
@@ -582,12 +600,15 @@ impl Aggregator {
                 }
                 v.diverged = diverged;
                 v.lag_bytes = match (primary_lsn, replay) {
-                    (Some(p), Some(r)) => Some(p.saturating_sub(r)),
+                    (Some(p), Some(r)) => Some(reference.map_or(p, |c| c.min(p)).saturating_sub(r)),
                     _ => None,
                 };
                 (v.lag, v.lag_at_least) = match (primary_lsn, replay) {
                     (Some(_), Some(r)) => {
-                        let (lag, at_least) = history.time_lag(r, now);
+                        let (lag, at_least) = match reference {
+                            Some(c) => history.time_lag_behind(r, c, now),
+                            None => history.time_lag(r, now),
+                        };
                         (Some(lag), at_least)
                     }
                     _ => (None, false),

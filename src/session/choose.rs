@@ -153,7 +153,18 @@ impl Session {
             }
             return Ok(Replica::Primary("no_replica"));
         }
+        // With no primary up, the session's writes that no replica has are on no server that
+        // can be read (lost with the primary, unless it comes back): the most advanced
+        // replica is as fresh as a read can be, rather than waiting for a primary and
+        // failing read after read for as long as there is none.
+        let no_primary = view.primary.is_none();
         let Some(required) = required else {
+            if no_primary {
+                let most = most_advanced(candidates, |i| replayed(view, i));
+                let best = balance::pick(routing.balance, most, &self.app.rr, rand::random())
+                    .expect("candidates");
+                return Ok(Replica::Chosen(best, d));
+            }
             return Ok(Replica::Primary("ryw_commit_in_flight"));
         };
         let listed = candidates.len();
@@ -182,9 +193,10 @@ impl Session {
         let most = most_advanced(candidates, |i| replayed(view, i));
         let best =
             balance::pick(routing.balance, most, &self.app.rr, rand::random()).expect("candidates");
-        if self
-            .wait_replayed(view, best, required, routing.ryw_wait)
-            .await?
+        if no_primary
+            || self
+                .wait_replayed(view, best, required, routing.ryw_wait)
+                .await?
         {
             return Ok(Replica::Chosen(best, d));
         }
