@@ -348,11 +348,87 @@ async fn clients_get_the_configured_certificate_and_every_message_type_over_tls(
         proxy.log_tail(20)
     );
 
+    // No session is resumed (a resumed one would carry its first client certificate
+    // unchecked): a client that keeps sessions gets a full handshake every time, TLS 1.3 and 1.2.
+    for versions in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(files.pki.ca.der().clone()).unwrap();
+        let config = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[versions])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        );
+        for round in 0..2 {
+            let kind = tls_login_handshake(&proxy.addr(), config.clone()).await;
+            assert_eq!(
+                kind,
+                Some(rustls::HandshakeKind::Full),
+                "{versions:?} connection {round}"
+            );
+        }
+    }
+
     let ok = proxy
         .metric("switchyard_tls_handshakes_total{result=\"ok\",side=\"client\"}")
         .await;
     // psql ×2, tokio-postgres, its cancel request, pgbench's 8 clients.
     assert!(ok >= 12.0, "client handshakes counted: {ok}");
+}
+
+/// An SSLRequest, a handshake with `config` (which keeps what the server offers to resume),
+/// a startup packet and the server's first answer (which brings TLS 1.3 session tickets, if
+/// any, to the client); the handshake's kind.
+async fn tls_login_handshake(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Option<rustls::HandshakeKind> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let step = Duration::from_secs(10);
+    let mut tcp = tokio::time::timeout(step, tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(step, tcp.read_u8())
+            .await
+            .unwrap()
+            .unwrap(),
+        b'S'
+    );
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio::time::timeout(
+        step,
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let kind = tls.get_ref().1.handshake_kind();
+    let mut startup = Vec::new();
+    for kv in [APP_USER, "user", APP_DB, "database"].chunks(2) {
+        startup.extend_from_slice(kv[1].as_bytes());
+        startup.push(0);
+        startup.extend_from_slice(kv[0].as_bytes());
+        startup.push(0);
+    }
+    startup.push(0);
+    let mut packet = ((startup.len() + 8) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&196608i32.to_be_bytes());
+    packet.extend_from_slice(&startup);
+    tls.write_all(&packet).await.unwrap();
+    let first = tokio::time::timeout(step, tls.read_u8())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, b'R', "an authentication request");
+    kind
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,6 +117,11 @@ impl ClientTls {
             .with_single_cert(chain, key_der)
             .map_err(|e| refused_pair(cert, key, &leaf, e))?;
         config.alpn_protocols = vec![ALPN.to_vec()];
+        // No session resumption, as in PostgreSQL: a resumed session carries the client
+        // certificate of its first handshake without checking it again (its expiry, a CRL
+        // read since), so every handshake is a full one.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(ClientTls {
             mode: t.mode,
             client_cert: t.client_cert,
