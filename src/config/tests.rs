@@ -131,6 +131,67 @@ fn pool_bounds() {
     }
 }
 
+/// Values that load but could not work: more threads than a process should start, no reset
+/// between clients, a keepalive Linux refuses, port 0 on a server's or peer's address, role
+/// names PostgreSQL never keeps whole.
+#[test]
+fn values_that_cannot_work_are_refused() {
+    for (text, key) in [
+        (format!("workers = 1025\n{MINIMAL}"), "workers"),
+        (
+            format!("workers = 9223372036854775807\n{MINIMAL}"),
+            "workers",
+        ),
+        (
+            format!("{MINIMAL}\n[pool]\nreset_query = \"  \"\n"),
+            "pool.reset_query",
+        ),
+        (
+            format!("{MINIMAL}\n[pool]\nreset_query = \"\"\n"),
+            "pool.reset_query",
+        ),
+        (
+            format!("{MINIMAL}\n[pool]\ntcp_keepalive = \"10h\"\n"),
+            "pool.tcp_keepalive",
+        ),
+        (MINIMAL.replace("127.0.0.1:5433", "127.0.0.1:0"), "backends"),
+        (MINIMAL.replace("127.0.0.1:5433", "[::1]:0"), "backends"),
+        (
+            format!(
+                "{MINIMAL}\n[peering]\nlisten = \"127.0.0.1:7000\"\npeers = [\"127.0.0.1:0\"]\n"
+            ),
+            "peering.peers",
+        ),
+        (
+            format!(
+                "{MINIMAL}\n[[users]]\nname = \"{}\"\npassword = \"x\"\n",
+                "v".repeat(64)
+            ),
+            "users.name",
+        ),
+        (
+            format!(
+                "{MINIMAL}\n[health]\nuser = \"{}\"\npassword = \"x\"\n",
+                "v".repeat(64)
+            ),
+            "health.user",
+        ),
+    ] {
+        let e = err(&text);
+        assert!(e.contains(key), "{key}: {e}");
+    }
+    for ok in [
+        format!("workers = 1024\n{MINIMAL}"),
+        format!("{MINIMAL}\n[pool]\ntcp_keepalive = \"9h\"\n"),
+        format!(
+            "{MINIMAL}\n[[users]]\nname = \"{}\"\npassword = \"x\"\n",
+            "v".repeat(63)
+        ),
+    ] {
+        parse(&ok, "t").unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}
+
 /// The line `needle` first appears on.
 fn line_of(text: &str, needle: &str) -> usize {
     1 + text[..text.find(needle).expect("needle")]

@@ -179,6 +179,30 @@ impl<'a> Validator<'a> {
                 "must be at least 1kB".into(),
             ));
         }
+        if config.workers > 1024 {
+            // (Each is an operating-system thread, started at once.)
+            return Err(self.err(
+                at("", "workers"),
+                "workers",
+                "must be from 0 to 1024".into(),
+            ));
+        }
+        if p.reset_query.trim().is_empty() {
+            return Err(self.err(
+                at("pool", "reset_query"),
+                "pool.reset_query",
+                "must not be empty: it cleans a server session before another client gets it"
+                    .into(),
+            ));
+        }
+        if p.tcp_keepalive > std::time::Duration::from_secs(32_767) {
+            // (Linux refuses a longer idle time, and the kernel's default, 2 h, would apply.)
+            return Err(self.err(
+                at("pool", "tcp_keepalive"),
+                "pool.tcp_keepalive",
+                "must be at most 32767s (9h 6m 7s), the longest idle time Linux takes".into(),
+            ));
+        }
         let h = &config.health;
         for (key, zero) in [
             ("fall", h.fall == 0),
@@ -208,6 +232,9 @@ impl<'a> Validator<'a> {
             }
         }
         if let Some(u) = &h.user {
+            if u.len() > NAME_MAX {
+                return Err(self.err(at("health", "user"), "health.user", too_long(u)));
+            }
             if h.password.is_none() && !users.contains_key(u) {
                 return Err(self.err(
                     at("health", "user"),
@@ -215,6 +242,17 @@ impl<'a> Validator<'a> {
                     format!("{u:?} is not a configured user and health.password is not set"),
                 ));
             }
+        }
+        let monitor = h.user.as_ref().unwrap_or(config.users[0].name.get_ref());
+        let monitor_password = h.password.is_some()
+            || users
+                .get(monitor)
+                .is_some_and(|u| u.config.server_password().is_some());
+        if !monitor_password {
+            tracing::warn!(
+                user = %monitor,
+                "the health monitor has no password to log in with: set [health] password, or the user's server_password (its password is a SCRAM verifier, or it has none); a server that asks for one refuses every probe, and the backends are taken down"
+            );
         }
         if let Some(a) = &config.auth_query {
             let name = a.user.get_ref();
@@ -556,6 +594,9 @@ impl<'a> Validator<'a> {
             if users.contains_key(&name) {
                 return Err(self.err(span, "users.name", format!("duplicate user {name:?}")));
             }
+            if name.len() > NAME_MAX {
+                return Err(self.err(span, "users.name", too_long(&name)));
+            }
             let stored = StoredPassword::parse(u.password.as_deref().unwrap_or(""));
             // With `hba_file` its lines choose the method of each login, so `auth` says
             // nothing: every password that can check a SCRAM login gets a verifier.
@@ -639,9 +680,23 @@ impl<'a> Validator<'a> {
 }
 
 /// Checks `host:port` syntax (host may be a name, an IPv4 address or a bracketed IPv6 address).
+/// The longest role name PostgreSQL keeps (NAMEDATALEN - 1 bytes).
+const NAME_MAX: usize = 63;
+
+fn too_long(name: &str) -> String {
+    format!(
+        "{name:?} is {} bytes long: PostgreSQL keeps role names to 63 bytes, and cuts a client's \
+         to that before it looks for it, so it could never log in",
+        name.len()
+    )
+}
+
 fn check_host_port(addr: &str) -> Result<(), String> {
-    if addr.parse::<SocketAddr>().is_ok() {
-        return Ok(());
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return match a.port() {
+            0 => Err(format!("{addr:?} has an invalid port")),
+            _ => Ok(()),
+        };
     }
     let Some((host, port)) = addr.rsplit_once(':') else {
         return Err(format!("{addr:?} is not host:port"));

@@ -55,7 +55,10 @@ impl<'a> Endpoint<'a> {
             }
             return Ok(Endpoint::Unix(path));
         }
-        if address.parse::<SocketAddr>().is_ok() {
+        if let Ok(a) = address.parse::<SocketAddr>() {
+            if a.port() == 0 {
+                return Err(format!("{address:?} has an invalid port"));
+            }
             let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
             return Ok(Endpoint::Tcp { address, host });
         }
