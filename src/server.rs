@@ -299,32 +299,52 @@ async fn signals(app: Arc<App>, signals: Signals, mut monitor: Monitor, path: Op
         tracing::error!("reload requests already taken");
         return;
     };
+    let on_term = |app: &App| {
+        tracing::info!("SIGTERM: draining");
+        app.begin_shutdown();
+    };
+    let on_int = |app: &App| {
+        if app.shutting_down() {
+            tracing::info!("second SIGINT: closing now");
+            app.kill.cancel();
+        } else {
+            tracing::info!("SIGINT: draining");
+            app.begin_shutdown();
+        }
+    };
     loop {
-        tokio::select! {
-            Some(reply) = asked.recv() => {
-                let outcome = match &path {
-                    Some(p) => reload(&app, &mut monitor, p).await,
-                    None => Err("switchyard was started without a configuration file".into()),
-                };
-                let _ = reply.send(outcome);
-            }
-            _ = term.recv() => { tracing::info!("SIGTERM: draining"); app.begin_shutdown(); }
-            _ = int.recv() => {
-                if app.shutting_down() {
-                    tracing::info!("second SIGINT: closing now");
-                    app.kill.cancel();
-                } else {
-                    tracing::info!("SIGINT: draining");
-                    app.begin_shutdown();
-                }
-            }
-            _ = hup.recv() => match &path {
-                Some(p) => {
-                    let _ = reload(&app, &mut monitor, p).await;
+        let reply = tokio::select! {
+            Some(reply) = asked.recv() => Some(reply),
+            _ = term.recv() => { on_term(&app); continue; }
+            _ = int.recv() => { on_int(&app); continue; }
+            _ = hup.recv() => None,
+            _ = app.kill.cancelled() => return,
+        };
+        let Some(p) = &path else {
+            match reply {
+                Some(reply) => {
+                    let _ = reply.send(Err(
+                        "switchyard was started without a configuration file".into()
+                    ));
                 }
                 None => tracing::warn!("SIGHUP ignored: no configuration file"),
-            },
-            _ = app.kill.cancelled() => return,
+            }
+            continue;
+        };
+        // The stop signals are heard while a reload runs: reading its files can hang (a
+        // file on hung storage, a FIFO), and draining or closing must not wait for that.
+        let reloading = reload(&app, &mut monitor, p);
+        tokio::pin!(reloading);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut reloading => break outcome,
+                _ = term.recv() => on_term(&app),
+                _ = int.recv() => on_int(&app),
+                _ = app.kill.cancelled() => return,
+            }
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
         }
     }
 }

@@ -9,6 +9,7 @@
 mod support;
 
 use std::future::Future;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -331,6 +332,35 @@ async fn a_second_sigint_closes_at_once() {
     assert!(
         blocking(|| wait_until(STEP, || nothing_left_of(table))),
         "the transaction cut by the second SIGINT left a row or a server session behind"
+    );
+}
+
+/// A reload whose file read hangs (a FIFO nobody writes, as a file on hung storage) does not
+/// keep the stop signals waiting: SIGTERM still drains and the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_heard_while_a_reload_hangs_reading_its_file() {
+    let p = proxy("", NO_SPLIT);
+    let (c, _conn) = connect(&p).await;
+    assert_eq!(one(&c, "SELECT 1").await, "1");
+    let path = p.config_path().to_path_buf();
+    std::fs::remove_file(&path).unwrap();
+    let fifo = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    p.signal(libc::SIGHUP);
+    // The reload is reading (blocked on the FIFO) before the stop signal comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(p.is_running());
+    p.signal(libc::SIGTERM);
+    let status = blocking(|| p.wait_exit(Duration::from_secs(30)));
+    // Unblock the reader whatever happened, so nothing stays behind.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path);
+    assert!(
+        status.is_some(),
+        "the proxy still runs 30 s after SIGTERM, a reload hanging on its file\n{}",
+        p.log_tail(20)
     );
 }
 
