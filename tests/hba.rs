@@ -188,6 +188,56 @@ async fn hba_rules_decide_who_logs_in_and_how() {
         (r.error.code(), r.error.message()),
         ("28P01".into(), "empty password returned by client".into())
     );
+    // md5 answers are read as PostgreSQL reads a password packet: an empty one is refused as
+    // such, one not ending with its NUL (the right hash, even) or holding another is malformed.
+    let salted = |salt: &[u8]| {
+        postgres_protocol::authentication::md5_hash(
+            MD5_USER.as_bytes(),
+            MD5_PASSWORD.as_bytes(),
+            salt.try_into().unwrap(),
+        )
+    };
+    for (what, body, code, message) in [
+        (
+            "empty",
+            Some(b"\0".to_vec()),
+            "28P01",
+            "empty password returned by client",
+        ),
+        (
+            "without its NUL",
+            None,
+            "08P01",
+            "invalid password packet size",
+        ),
+        (
+            "two NULs",
+            Some(b"md5\0\0".to_vec()),
+            "08P01",
+            "invalid password packet size",
+        ),
+    ] {
+        let mut raw = raw::Raw::connect(&proxy.addr()).await;
+        raw.send(&raw::startup_packet(
+            raw::PROTO_3_0,
+            &[("user", MD5_USER), ("database", APP_DB)],
+        ))
+        .await
+        .unwrap();
+        let f = raw.frame().await;
+        assert_eq!((f.tag, &f.body[..4]), (b'R', &[0, 0, 0, 5][..]), "{what}");
+        let body = body.unwrap_or_else(|| salted(&f.body[4..8]).into_bytes());
+        let mut msg = vec![b'p'];
+        msg.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        msg.extend_from_slice(&body);
+        raw.send(&msg).await.unwrap();
+        let e = raw.frame().await;
+        assert_eq!(
+            (e.code(), e.message()),
+            (code.into(), message.into()),
+            "{what}"
+        );
+    }
     assert_eq!(first_auth_request(&proxy, APP_USER, APP_DB).await, Ok(10));
     login("127.0.0.1", port, APP_USER, APP_PASSWORD, APP_DB)
         .await

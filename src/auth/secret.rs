@@ -78,7 +78,12 @@ impl StoredPassword {
         match self {
             // No password (a `[[users]]` entry without one): nothing matches it.
             StoredPassword::Plain(p) if p.is_empty() => false,
-            StoredPassword::Plain(p) => super::constant_time_eq(p.as_bytes(), given.as_bytes()),
+            // (After SASLprep, as PostgreSQL compares them: it keeps a SCRAM verifier of the
+            // password, which maps `given` the same way.)
+            StoredPassword::Plain(p) => {
+                let (p, given) = (prepared(p), prepared(given));
+                super::constant_time_eq(p.as_bytes(), given.as_bytes())
+            }
             StoredPassword::Md5(hex) => {
                 use ::md5::{Digest, Md5};
                 let mut md5 = Md5::new();
@@ -240,12 +245,13 @@ fn decode_key(s: &str) -> Option<[u8; 32]> {
 /// SaltedPassword = Hi(SASLprep(password), salt, iterations), SASLprep falling back to the raw
 /// bytes where it fails, as PostgreSQL does. Costly by design (`iterations` HMACs).
 pub(crate) fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
-    let prepared = stringprep::saslprep(password);
-    let bytes = match &prepared {
-        Ok(p) => p.as_bytes(),
-        Err(_) => password.as_bytes(),
-    };
-    hi(bytes, salt, iterations.max(1))
+    hi(prepared(password).as_bytes(), salt, iterations.max(1))
+}
+
+/// SASLprep of a password, or the password as it is where SASLprep fails, as PostgreSQL
+/// prepares one.
+fn prepared(password: &str) -> std::borrow::Cow<'_, str> {
+    stringprep::saslprep(password).unwrap_or(std::borrow::Cow::Borrowed(password))
 }
 
 /// ClientKey = HMAC(SaltedPassword, "Client Key").

@@ -1202,6 +1202,13 @@ fn saslprep_applies_as_in_postgresql() {
         password_exchange("password x", &DerivedKeys::default(), &secret),
         Ok(Ok(()))
     );
+    // A clear-text password checked against one configured in clear text (hba `password`)
+    // is compared after SASLprep too: PostgreSQL keeps a verifier of it.
+    let stored = StoredPassword::parse("pa\u{00AD}ss\u{2168}");
+    assert!(stored.matches_cleartext("u", "passIX"));
+    assert!(stored.matches_cleartext("u", "pa\u{00AD}ss\u{2168}"));
+    assert!(!stored.matches_cleartext("u", "passIx"));
+    assert!(StoredPassword::parse("tab\tpass").matches_cleartext("u", "tab\tpass"));
     // Where SASLprep fails (a control character), the raw bytes count, as in PostgreSQL.
     let secret = ScramSecret::generate("tab\tpass");
     let mut server = ScramServer::new(secret.clone());

@@ -214,7 +214,14 @@ pub async fn authenticate(
             encode::auth_md5(&mut out, salt);
             send(stream, &mut out).await?;
             let body = read_password(stream, buf, limit).await?;
-            let response = body.strip_suffix(&[0]).unwrap_or(&body);
+            // (Read as PostgreSQL reads any password packet: one NUL-terminated string.)
+            let response = body
+                .strip_suffix(&[0])
+                .filter(|p| !p.contains(&0))
+                .ok_or_else(|| Fatal::protocol("invalid password packet size"))?;
+            if response.is_empty() {
+                return Err(Fatal::new("28P01", "empty password returned by client"));
+            }
             if !auth::md5_challenge_response_ok(stored, user_name, salt, response) {
                 return Err(failed());
             }
