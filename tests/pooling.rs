@@ -6657,3 +6657,38 @@ async fn statements_are_shared_only_under_the_settings_they_were_parsed_with() {
         ("2024-01-01 09:00:00+09".to_owned(), "2003-01-02".to_owned())
     );
 }
+
+/// Statement names are told apart by their first 63 bytes, as PostgreSQL's table of prepared
+/// statements compares them: a longer name that agrees with another there is that statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_names_are_compared_by_their_first_63_bytes() {
+    let p = proxy("transaction", "size = 1");
+    let mut x = Raw::app(&p).await;
+    let long = "a".repeat(70);
+    let same = format!("{}{}", "a".repeat(63), "b".repeat(7));
+    parsed(&mut x, &long, "SELECT 1").await;
+    let r = x.roundtrip(&parse_sync(&same, "SELECT 2")).await;
+    assert_eq!(error_code(&r).as_deref(), Some("42P05"), "{}", tags(&r));
+    assert_eq!(
+        single(&x.roundtrip(&bind_exec(&same, &[])).await, "same"),
+        "1"
+    );
+    assert_eq!(
+        single(&x.roundtrip(&bind_exec(&"a".repeat(63), &[])).await, "63"),
+        "1"
+    );
+    let mut b = BytesMut::new();
+    m_close(&mut b, &same);
+    m_sync(&mut b);
+    assert_eq!(tags(&x.roundtrip(&b).await), "3Z");
+    let r = x.roundtrip(&bind_exec(&long, &[])).await;
+    assert_eq!(error_code(&r).as_deref(), Some("26000"), "{}", tags(&r));
+    // SQL's EXECUTE and DEALLOCATE name it as the server cuts identifiers: 63 bytes.
+    parsed(&mut x, &"c".repeat(64), "SELECT 3").await;
+    let r = x.simple(&format!("EXECUTE {}", "c".repeat(63))).await;
+    assert_eq!(single(&r, "EXECUTE"), "3");
+    let r = x.simple(&format!("DEALLOCATE {}", "c".repeat(70))).await;
+    assert_eq!(error_code(&r), None, "{}", tags(&r));
+    let r = x.roundtrip(&bind_exec(&"c".repeat(64), &[])).await;
+    assert_eq!(error_code(&r).as_deref(), Some("26000"), "{}", tags(&r));
+}

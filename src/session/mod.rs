@@ -33,7 +33,6 @@ pub mod statements;
 
 pub use memberships::Memberships;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -402,7 +401,7 @@ async fn start(
         server: None,
         swbuf: BytesMut::new(),
         pending: Pending::default(),
-        statements: HashMap::new(),
+        statements: Default::default(),
         sweep_statements: false,
         functions,
         shapes_epoch: 0,
@@ -578,7 +577,7 @@ struct Session {
     /// Responses still expected from the server, in order.
     pending: Pending,
     /// The client's named prepared statements (client name → interned statement).
-    statements: HashMap<Bytes, Arc<Statement>>,
+    statements: statements::Names,
     /// The client dropped statements: the next connection attached closes those no client
     /// has any more (see `close_unheld_statements`).
     sweep_statements: bool,

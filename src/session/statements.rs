@@ -233,6 +233,46 @@ impl Registry {
 /// Parse is refused as PostgreSQL refuses a statement that runs out of stack.
 pub const MAX_CHAIN: usize = 32;
 
+/// The longest statement name PostgreSQL tells apart (NAMEDATALEN - 1 bytes): its table of
+/// prepared statements compares only that much of a name.
+const NAME_MAX: usize = 63;
+
+/// A client's named statements, by name as PostgreSQL compares names: two that agree in their
+/// first 63 bytes are one statement.
+#[derive(Default)]
+pub struct Names(HashMap<Bytes, Arc<Statement>>);
+
+impl Names {
+    fn key(name: &[u8]) -> &[u8] {
+        &name[..name.len().min(NAME_MAX)]
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
+        self.0.get(Self::key(name))
+    }
+
+    pub fn contains_key(&self, name: &[u8]) -> bool {
+        self.0.contains_key(Self::key(name))
+    }
+
+    pub fn remove(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
+        self.0.remove(Self::key(name))
+    }
+
+    pub fn insert(&mut self, name: Bytes, statement: Arc<Statement>) -> Option<Arc<Statement>> {
+        let name = name.slice(..name.len().min(NAME_MAX));
+        self.0.insert(name, statement)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Arc<Statement>> {
+        self.0.values()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear()
+    }
+}
+
 /// The length of the chain of statements `stmt` runs through `EXECUTE`, itself included.
 pub fn chain_len(stmt: &Statement) -> usize {
     std::iter::successors(Some(stmt), |s| s.depends.as_deref()).count()
