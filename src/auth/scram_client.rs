@@ -94,6 +94,15 @@ impl DerivedKeys {
         keys
     }
 
+    /// Whether the keys for `salt` and `iterations` are the ones kept.
+    fn has(&self, salt: &[u8], iterations: u32) -> bool {
+        self.last
+            .lock()
+            .expect("keys")
+            .as_ref()
+            .is_some_and(|k| k.salt == salt && k.iterations == iterations)
+    }
+
     /// How many derivations were made (tests).
     pub fn derivations(&self) -> usize {
         self.derivations.load(std::sync::atomic::Ordering::Relaxed)
@@ -224,6 +233,33 @@ impl ScramKeysClient {
         let message = format!("{}{first_bare}", self.binding.gs2_header()).into_bytes();
         self.state = State::SentFirst { first_bare };
         message
+    }
+
+    /// The derivation [`server_first`](Self::server_first) would make for `data` (keys of the
+    /// password for a salt and iteration count not derived yet), to run off the event loop
+    /// first: up to a million HMACs for a verifier a role's owner chose. `None` when there is
+    /// nothing to derive (known keys, keys derived before, a message `server_first` refuses).
+    pub fn derivation(&self, data: &[u8]) -> Option<impl FnOnce() + Send + 'static> {
+        let Source::Password(password, derived) = &self.source else {
+            return None;
+        };
+        let text = std::str::from_utf8(data).ok()?;
+        let (mut salt, mut iterations) = (None, None);
+        for attribute in text.split(',') {
+            match attribute.split_once('=') {
+                Some(("s", v)) => salt = STANDARD.decode(v).ok(),
+                Some(("i", v)) => iterations = v.parse::<u32>().ok(),
+                _ => {}
+            }
+        }
+        let (salt, iterations) = (salt?, iterations?);
+        if !(1..=MAX_ITERATIONS).contains(&iterations) || derived.has(&salt, iterations) {
+            return None;
+        }
+        let (password, derived) = (password.clone(), derived.clone());
+        Some(move || {
+            derived.get(&password, &salt, iterations);
+        })
     }
 
     /// Takes server-first-message (`AuthenticationSASLContinue`) and returns

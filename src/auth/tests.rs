@@ -1153,6 +1153,36 @@ fn password_exchange(
     )
 }
 
+/// The derivation a server-first-message needs is handed out to run elsewhere (off the event
+/// loop), once: the exchange then uses its keys without deriving them again.
+#[test]
+fn a_password_clients_derivation_runs_apart_from_the_exchange() {
+    let derived = DerivedKeys::default();
+    let secret = ScramSecret::generate("pool password");
+    let mut server = ScramServer::new(secret.clone());
+    let mut client = ScramKeysClient::from_password("pool password", derived.clone());
+    let first = client.client_first();
+    let server_first = server.client_first(SCRAM_SHA_256, &first).unwrap();
+    let derive = client.derivation(&server_first).expect("keys to derive");
+    std::thread::spawn(derive).join().unwrap();
+    assert_eq!(derived.derivations(), 1);
+    assert!(
+        client.derivation(&server_first).is_none(),
+        "derived already"
+    );
+    let client_final = client.server_first(&server_first).unwrap();
+    let server_final = server.client_final(&client_final).unwrap();
+    assert_eq!(client.server_final(&server_final), Ok(()));
+    assert_eq!(derived.derivations(), 1, "the exchange derived them again");
+    // Known keys need no derivation.
+    let keys = ScramKeysClient::new(ScramKeys::from_password(
+        "pool password",
+        &secret.salt,
+        secret.iterations,
+    ));
+    assert!(keys.derivation(&server_first).is_none());
+}
+
 #[test]
 fn a_password_client_derives_its_keys_once_per_verifier() {
     let derived = DerivedKeys::default();

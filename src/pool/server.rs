@@ -465,6 +465,10 @@ impl ServerConn {
                     scram = Some(s);
                 }
                 11 => {
+                    // (The keys are derived off the event loop every client shares.)
+                    if let Some(derive) = scram.as_ref().and_then(|s| s.derivation(data)) {
+                        let _ = tokio::task::spawn_blocking(derive).await;
+                    }
                     let message = match scram.as_mut() {
                         Some(s) => s.server_first(data).map_err(|e| match e {
                             crate::auth::AuthError::WrongPassword => Self::refused_by_us(
