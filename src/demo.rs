@@ -101,6 +101,9 @@ pub fn run(replicas: usize, port: u16, http_port: u16) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        // (The ports bound: 0 asks the system for free ones.)
+        let port = server.local_addr().port();
+        let http_port = server.http_addr().map_or(http_port, |a| a.port());
         println!();
         println!("switchyard demo is running: 1 primary + {replicas} replica(s) behind the proxy.");
         for (name, addr, dir) in &nodes {

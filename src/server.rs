@@ -152,10 +152,18 @@ impl Server {
         self.listener.local_addr().expect("bound")
     }
 
+    /// The bound HTTP address, if `http_listen` is set.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().and_then(|h| h.local_addr().ok())
+    }
+
     /// Runs until shutdown completes.
     pub async fn run(mut self) {
         let app = self.app.clone();
         let config = app.config.load_full();
+        // (The addresses bound: with port 0 in the configuration, the ports the system chose.)
+        let listen = self.local_addr();
+        let http = self.http_addr();
         // Probes go on through a shutdown's drain: a server failing meanwhile is still noticed
         // (its requests failed at once, a fenced primary cut off) until connections are killed.
         self.monitor.start(&config, &app.kill).await;
@@ -185,13 +193,15 @@ impl Server {
             self.monitor,
             self.config_path.clone(),
         ));
+        let http = http.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
         match &self.unix {
             Some(u) => tracing::info!(
-                listen = %config.listen,
+                %listen,
+                %http,
                 unix_socket = %u.path().display(),
                 "switchyard accepting connections"
             ),
-            None => tracing::info!(listen = %config.listen, "switchyard accepting connections"),
+            None => tracing::info!(%listen, %http, "switchyard accepting connections"),
         }
         let tracker = TaskTracker::new();
         let client_room = app.client_room.get().copied().unwrap_or(usize::MAX);
