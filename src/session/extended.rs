@@ -125,13 +125,15 @@ impl Session {
                 .parse_unsettled(|h| matches!(h, Hook::Parse { id, .. } if *id == stmt.id));
         if !present || unsettled {
             if !present {
-                if *stmt.context != *self.parse_context() {
+                if stmt.shared_context() && *stmt.context != *self.parse_context() {
                     // The client's settings changed since its Parse (or are not known now):
                     // the server would analyse the text under settings other than those the
                     // shared statement stands for (a time zone, a date style, a search_path
                     // its literals and names were read with). Prepared for this use only, and
                     // not recorded: whoever uses the name on this connection next prepares
-                    // it again (closed first), so no other client runs this copy.
+                    // it again (closed first), so no other client runs this copy. (A
+                    // statement parsed under settings not known is shared with nobody: its
+                    // copy is recorded as usual.)
                     self.close_before_parse(stmt);
                     encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
                     self.pending.expect(Kind::Parse, Mode::Swallow, Hook::None);

@@ -61,6 +61,13 @@ pub struct Statement {
 }
 
 impl Statement {
+    /// Whether clients share it: it was parsed under settings known then (its context is
+    /// `name=value` entries, each ending with a NUL), not under the `unsettled <n>` mark a
+    /// session's unknown settings give, which no other Parse has.
+    pub fn shared_context(&self) -> bool {
+        self.context.is_empty() || self.context.ends_with(&[0])
+    }
+
     /// Interned before the schema last changed (by [`Registry::epoch`] `now`): a new Parse of
     /// its text may give another row shape.
     pub fn older_than(&self, now: u64) -> bool {
