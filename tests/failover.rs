@@ -2393,12 +2393,12 @@ async fn a_reload_that_renames_or_moves_the_primary_fails_no_read() {
 
 /// The primary lost with a tail of writes no replica received (their WAL receivers cut first):
 /// reads go on on the replicas. The writing client's reads do not wait for a primary to show
-/// its writes (nothing that can be read has them), and the replicas' lag is counted up to the
-/// most advanced of them, not up to the lost primary's last position, which no replica will
+/// its writes (nothing that can be read has them), and the replicas' lag is counted as of when
+/// the primary was last seen, not up to now against its last position, which no replica will
 /// reach: past `max_replica_lag` they still take every read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_on_after_the_primary_is_lost_with_writes_no_replica_has() {
-    let (c, proxy, p) = setup("max_replica_lag = \"2s\"").await;
+    let (c, proxy, p) = setup("max_replica_lag = \"5s\"").await;
     {
         let c = c.clone();
         blocking(move || {
@@ -2450,7 +2450,7 @@ async fn reads_go_on_after_the_primary_is_lost_with_writes_no_replica_has() {
         t0.elapsed()
     );
     // Past `max_replica_lag` since the primary was lost.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let s = status(&proxy).await;
     for client in [&writer, &proxy.connect_app().await] {
         for _ in 0..5 {
@@ -2460,7 +2460,7 @@ async fn reads_go_on_after_the_primary_is_lost_with_writes_no_replica_has() {
     }
     for r in ["pg1", "pg2"] {
         assert!(
-            backend(&s, r)["lag_ms"].as_u64().is_some_and(|l| l < 2000),
+            backend(&s, r)["lag_ms"].as_u64().is_some_and(|l| l < 5000),
             "{r}: {s:#}"
         );
     }

@@ -6646,6 +6646,8 @@ async fn statements_are_shared_only_under_the_settings_they_were_parsed_with() {
         "SET timezone = 'Asia/Tokyo'; SET datestyle = 'ISO, DMY'",
     )
     .await;
+    // (Not read back at the next transaction either.)
+    q(&s, "SELECT 1").await;
     let after = bounded("prepare", s.prepare(Q)).await.unwrap();
     assert_eq!(
         run(&s, &after).await,

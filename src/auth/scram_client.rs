@@ -68,6 +68,9 @@ impl ScramKeys {
 pub struct DerivedKeys {
     last: Arc<Mutex<Option<ScramKeys>>>,
     derivations: Arc<std::sync::atomic::AtomicUsize>,
+    /// Held while keys are derived ahead of an exchange: connections opened together wait
+    /// for one derivation rather than each making its own.
+    deriving: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for DerivedKeys {
@@ -260,6 +263,21 @@ impl ScramKeysClient {
         Some(move || {
             derived.get(&password, &salt, iterations);
         })
+    }
+
+    /// Runs [`derivation`](Self::derivation) for `data` on a blocking thread, one at a time
+    /// per pool (the others then find the keys derived).
+    pub async fn derive_ahead(&self, data: &[u8]) {
+        let Source::Password(_, derived) = &self.source else {
+            return;
+        };
+        if self.derivation(data).is_none() {
+            return;
+        }
+        let _one = derived.deriving.lock().await;
+        if let Some(derive) = self.derivation(data) {
+            let _ = tokio::task::spawn_blocking(derive).await;
+        }
     }
 
     /// Takes server-first-message (`AuthenticationSASLContinue`) and returns

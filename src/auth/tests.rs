@@ -1174,6 +1174,29 @@ fn a_password_clients_derivation_runs_apart_from_the_exchange() {
     let server_final = server.client_final(&client_final).unwrap();
     assert_eq!(client.server_final(&server_final), Ok(()));
     assert_eq!(derived.derivations(), 1, "the exchange derived them again");
+    // Connections opened together wait for one derivation.
+    let derived = DerivedKeys::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut clients: Vec<_> = (0..4)
+            .map(|_| ScramKeysClient::from_password("pool password", derived.clone()))
+            .collect();
+        let firsts: Vec<_> = clients
+            .iter_mut()
+            .map(|c| {
+                let first = c.client_first();
+                ScramServer::new(secret.clone())
+                    .client_first(SCRAM_SHA_256, &first)
+                    .unwrap()
+            })
+            .collect();
+        let ahead = clients.iter().zip(&firsts).map(|(c, f)| c.derive_ahead(f));
+        futures_util::future::join_all(ahead).await;
+    });
+    assert_eq!(derived.derivations(), 1, "four connections, one derivation");
     // Known keys need no derivation.
     let keys = ScramKeysClient::new(ScramKeys::from_password(
         "pool password",

@@ -51,19 +51,6 @@ impl LsnHistory {
         }
     }
 
-    /// Time lag of a replica at `replay` behind one at `reference` (the most advanced live
-    /// replica, while no primary is up): how much later the primary first went beyond
-    /// `reference` than beyond `replay`; zero when it has replayed `reference`. The flag as
-    /// [`time_lag`](Self::time_lag)'s.
-    pub fn time_lag_behind(&self, replay: u64, reference: u64, now: Instant) -> (Duration, bool) {
-        if replay >= reference {
-            return (Duration::ZERO, false);
-        }
-        let (lag, at_least) = self.time_lag(replay, now);
-        let (ahead, _) = self.time_lag(reference, now);
-        (lag.saturating_sub(ahead), at_least)
-    }
-
     /// Whether samples were dropped (see `trimmed`).
     pub fn trimmed(&self) -> bool {
         self.trimmed
@@ -116,30 +103,17 @@ mod tests {
     }
 
     #[test]
-    fn time_lag_behind_the_most_advanced_replica() {
+    fn time_lag_as_of_when_the_primary_was_last_seen() {
         let t0 = Instant::now();
         let mut h = LsnHistory::default();
         h.record(t0, 100);
         h.record(t0 + Duration::from_secs(1), 200);
         h.record(t0 + Duration::from_secs(2), 300);
-        // Long after the primary was lost at 300: the replica at 250 has all anyone has.
-        let now = t0 + Duration::from_secs(60);
-        assert_eq!(h.time_lag_behind(250, 250, now), (Duration::ZERO, false));
-        assert_eq!(h.time_lag_behind(260, 250, now), (Duration::ZERO, false));
-        // One that was a second behind it stays a second behind.
-        assert_eq!(
-            h.time_lag_behind(150, 250, now),
-            (Duration::from_secs(1), false)
-        );
-        assert_eq!(
-            h.time_lag_behind(50, 250, now),
-            (Duration::from_secs(2), true)
-        );
-        // Against the lost primary's position itself, as `time_lag`.
-        assert_eq!(
-            h.time_lag_behind(250, 300, now),
-            (Duration::from_secs(58), false)
-        );
+        // The primary last seen at 2.5 s and lost: as of then, however long ago.
+        let seen = t0 + Duration::from_millis(2500);
+        assert_eq!(h.time_lag(300, seen), (Duration::ZERO, false));
+        assert_eq!(h.time_lag(250, seen), (Duration::from_millis(500), false));
+        assert_eq!(h.time_lag(150, seen), (Duration::from_millis(1500), false));
     }
 
     #[test]

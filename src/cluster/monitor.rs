@@ -556,23 +556,27 @@ impl Aggregator {
         let now = Instant::now();
         let history = lock(&self.history);
         let primary_lsn = history.latest();
-        // With no primary up, nothing newer than what the most advanced live replica has is
-        // on any server that can be read: lag is counted up to that (a replica stale before
-        // stays behind it), not up to the lost primary's last position, which no replica
-        // may ever reach (the tail it did not send) and which would make every replica
-        // ineligible within `max_replica_lag` while they are up and serving.
-        let reference = match self.primary {
-            Some(_) => None,
-            None => (0..self.healths.len())
-                .filter(|&i| {
-                    let h = &self.healths[i];
-                    h.up && h.role == Some(Role::Replica) && !self.views[i].diverged
-                })
-                .filter_map(|i| {
-                    let last = self.healths[i].last?;
-                    last.replay_lsn.or(last.receive_lsn)
-                })
-                .max(),
+        // With no primary up, replicas' lag is counted as of when a primary was last seen:
+        // a replica a second behind then stays a second behind (and one stale then stays
+        // stale), rather than falling further behind a server that takes no writes, whose
+        // last position the replicas may never reach (the tail of WAL it did not send before
+        // it died: counted against it, every replica would pass `max_replica_lag` and reads
+        // would stop while they are up). In bytes, up to the most advanced live replica.
+        let (as_of, reference) = match (self.primary, self.primary_seen) {
+            (Some(_), _) => (now, None),
+            (None, seen) => (
+                seen.map_or(now, |(_, sent, _)| sent),
+                (0..self.healths.len())
+                    .filter(|&i| {
+                        let h = &self.healths[i];
+                        h.up && h.role == Some(Role::Replica) && !self.views[i].diverged
+                    })
+                    .filter_map(|i| {
+                        let last = self.healths[i].last?;
+                        last.replay_lsn.or(last.receive_lsn)
+                    })
+                    .max(),
+            ),
         };
         for (i, v) in self.views.iter_mut().enumerate() {
             let h = &self.healths[i];
@@ -605,10 +609,7 @@ impl Aggregator {
                 };
                 (v.lag, v.lag_at_least) = match (primary_lsn, replay) {
                     (Some(_), Some(r)) => {
-                        let (lag, at_least) = match reference {
-                            Some(c) => history.time_lag_behind(r, c, now),
-                            None => history.time_lag(r, now),
-                        };
+                        let (lag, at_least) = history.time_lag(r, as_of);
                         (Some(lag), at_least)
                     }
                     _ => (None, false),

@@ -466,8 +466,8 @@ impl ServerConn {
                 }
                 11 => {
                     // (The keys are derived off the event loop every client shares.)
-                    if let Some(derive) = scram.as_ref().and_then(|s| s.derivation(data)) {
-                        let _ = tokio::task::spawn_blocking(derive).await;
+                    if let Some(s) = scram.as_ref() {
+                        s.derive_ahead(data).await;
                     }
                     let message = match scram.as_mut() {
                         Some(s) => s.server_first(data).map_err(|e| match e {

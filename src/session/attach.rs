@@ -521,8 +521,10 @@ impl Session {
         let settings = self.capture && pooled;
         // Known again once read back, or when nothing changed them but for the transaction
         // (a `SET LOCAL`); not for a client whose settings are not read back (session
-        // pooling, pinned): `desired` stays what it was, so its Parses are shared with nobody.
-        if settings || !self.capture {
+        // pooling, pinned), once it changed one: `desired` stays what it was, so its Parses
+        // are shared with nobody from then on.
+        self.settings_unread |= self.capture && !pooled;
+        if settings || !self.settings_unread {
             self.context_unsettled = false;
         }
         self.capture = false;

@@ -193,10 +193,11 @@ impl Session {
         let most = most_advanced(candidates, |i| replayed(view, i));
         let best =
             balance::pick(routing.balance, most, &self.app.rr, rand::random()).expect("candidates");
-        if no_primary
-            || self
-                .wait_replayed(view, best, required, routing.ryw_wait)
-                .await?
+        // (With no primary, after the wait too: a replica about to replay the write gets it.)
+        if self
+            .wait_replayed(view, best, required, routing.ryw_wait)
+            .await?
+            || no_primary
         {
             return Ok(Replica::Chosen(best, d));
         }

@@ -125,7 +125,7 @@ impl Session {
                 .parse_unsettled(|h| matches!(h, Hook::Parse { id, .. } if *id == stmt.id));
         if !present || unsettled {
             if !present {
-                if stmt.shared_context() && *stmt.context != *self.parse_context() {
+                if stmt.shared_context() && !self.parses_under(&stmt.context) {
                     // The client's settings changed since its Parse (or are not known now):
                     // the server would analyse the text under settings other than those the
                     // shared statement stands for (a time zone, a date style, a search_path
@@ -428,7 +428,7 @@ impl Session {
             if let (Some(s), Some(r)) = (&stmt, self.retry.as_mut()) {
                 // Back if the request is repeated: its Bind may come before this Close. (One
                 // the request defined itself is simply undone.)
-                if !r.names.iter().any(|n| n[..] == *name) {
+                if !r.names.iter().any(|n| statements::same_name(n, name)) {
                     r.closed.push((Bytes::copy_from_slice(name), s.clone()));
                 }
             }

@@ -487,6 +487,7 @@ async fn start(
         leaving: leaving::Leaving::No,
         copy_in: false,
         context_unsettled: false,
+        settings_unread: false,
         span,
     };
     session.restore_sql = settings::restore_sql(&session.startup).map(Into::into);
@@ -792,4 +793,7 @@ struct Session {
     /// A statement that may change a setting a Parse depends on ran since the settings were
     /// last read back (see `parse_context`).
     context_unsettled: bool,
+    /// Settings changed and not read back since (session pooling, a pinned client: nothing
+    /// reads them back), so `desired` no longer says what a Parse is analysed under.
+    settings_unread: bool,
 }

@@ -358,6 +358,20 @@ impl Session {
     /// when these agree. While a statement that may have changed one of them is not read back
     /// yet, the settings are not known: the statement is shared with nobody.
     pub(super) fn parse_context(&self) -> Vec<u8> {
+        let mut c = self.settled_context();
+        if self.context_unsettled {
+            c.extend_from_slice(format!("unsettled {}", self.app.statements.unique()).as_bytes());
+        }
+        c
+    }
+
+    /// Whether a Parse now is analysed under `context`: the settings are known, and the same.
+    pub(super) fn parses_under(&self, context: &[u8]) -> bool {
+        !self.context_unsettled && self.settled_context() == context
+    }
+
+    /// [`parse_context`](Self::parse_context) from the settings as last known.
+    fn settled_context(&self) -> Vec<u8> {
         const PARSE_SETTINGS: [&str; 12] = [
             "timezone_abbreviations",
             "array_nulls",
@@ -380,9 +394,6 @@ impl Session {
                 c.extend_from_slice(v.as_bytes());
                 c.push(0);
             }
-        }
-        if self.context_unsettled {
-            c.extend_from_slice(format!("unsettled {}", self.app.statements.unique()).as_bytes());
         }
         c
     }
@@ -456,7 +467,7 @@ impl Session {
     /// Parse depends on (see `parse_context`).
     fn note_local_settings(&mut self, query: &[u8]) {
         self.context_unsettled |=
-            super::settings::may_change_parse(&String::from_utf8_lossy(query));
+            super::settings::local_may_change_parse(&String::from_utf8_lossy(query));
     }
 
     /// What the unnamed statement's calls of the database's functions do, counted again when

@@ -259,7 +259,9 @@ impl Pending {
                     hook: Hook::Parse { name: n, .. },
                     ..
                 }
-                | Expect::Synthetic(_, Hook::CachedParse { name: n, .. }) => n[..] == *name,
+                | Expect::Synthetic(_, Hook::CachedParse { name: n, .. }) => {
+                    super::statements::same_name(n, name)
+                }
                 _ => false,
             })
     }
@@ -287,7 +289,7 @@ impl Pending {
             seen |= match hook {
                 Hook::Parse { name: n, .. }
                 | Hook::CachedParse { name: n, .. }
-                | Hook::Closed { name: n, .. } => n[..] == *name,
+                | Hook::Closed { name: n, .. } => super::statements::same_name(n, name),
                 _ => false,
             };
         }
@@ -308,7 +310,7 @@ impl Pending {
                 on_server,
             } = hook
             {
-                if n[..] == *name && statement.0.id == id {
+                if super::statements::same_name(n, name) && statement.0.id == id {
                     self.named -= 1;
                     *hook = if *on_server && on_connection {
                         Hook::Evicted { id }

@@ -337,10 +337,15 @@ impl Session {
         let called = self.note_calls(calls);
         let effects = info.effects | called;
         let settings = effects.contains(Effects::SETTINGS);
-        if settings || effects.contains(Effects::LOCAL_SETTINGS) {
-            // (A `SET LOCAL` too: a Parse later in its transaction is analysed under it.)
+        if settings {
             self.context_unsettled |= called.contains(Effects::SETTINGS)
                 || super::settings::may_change_parse(&String::from_utf8_lossy(
+                    super::route::query_bytes(&self.client.rbuf[5..h.frame_len]),
+                ));
+        } else if effects.contains(Effects::LOCAL_SETTINGS) {
+            // (A `SET LOCAL` too: a Parse later in its transaction is analysed under it.)
+            self.context_unsettled |=
+                super::settings::local_may_change_parse(&String::from_utf8_lossy(
                     super::route::query_bytes(&self.client.rbuf[5..h.frame_len]),
                 ));
         }

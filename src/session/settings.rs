@@ -235,6 +235,41 @@ pub fn may_change_parse(sql: &str) -> bool {
     WORDS.iter().any(|w| lower.contains(w)) || computes_setting_name(sql)
 }
 
+/// Whether a text running `SET LOCAL` may change a setting a Parse depends on: each `SET
+/// LOCAL` names its setting (not `statement_timeout`, `work_mem`, ...), while a `DO` block
+/// (whose body is a string) is judged by its words, as [`may_change_parse`].
+pub fn local_may_change_parse(sql: &str) -> bool {
+    // (The settings `parse_context` reads, and the forms that set them, or what `$user`
+    // names in the search_path, another way.)
+    const NAMES: [&str; 17] = [
+        "timezone_abbreviations",
+        "array_nulls",
+        "xmloption",
+        "search_path",
+        "timezone",
+        "datestyle",
+        "intervalstyle",
+        "client_encoding",
+        "standard_conforming_strings",
+        "backslash_quote",
+        "transform_null_equals",
+        "lc_monetary",
+        "time",
+        "schema",
+        "names",
+        "role",
+        "session",
+    ];
+    let toks: Vec<_> = crate::sql::Lexer::new(sql)
+        .filter(|t| !t.is_comment())
+        .collect();
+    if toks.iter().any(|t| t.is_kw("do")) {
+        return may_change_parse(sql);
+    }
+    toks.windows(3)
+        .any(|w| w[0].is_kw("set") && w[1].is_kw("local") && NAMES.iter().any(|n| w[2].name_eq(n)))
+}
+
 /// Whether a statement (or a function body) calls `set_config` with a name that is not
 /// written in it as one string (`$1`, a column, `'app.' || $1`), or with a custom name
 /// switchyard cannot track: a custom setting set that way cannot be read back (they are read
@@ -711,6 +746,28 @@ mod tests {
                 && r.contains("source OPERATOR(pg_catalog.<>) 'session'"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn set_local_of_a_setting_parses_depend_on() {
+        for sql in [
+            "SET LOCAL timezone = 'UTC'",
+            "BEGIN; set local TIME ZONE 'UTC'",
+            "SET LOCAL datestyle = 'ISO, DMY'",
+            "SET LOCAL search_path = s",
+            "set local role app",
+            "DO $$BEGIN SET LOCAL timezone = 'UTC'; END$$",
+        ] {
+            assert!(local_may_change_parse(sql), "{sql}");
+        }
+        for sql in [
+            "SET LOCAL statement_timeout = 0",
+            "BEGIN; SET LOCAL lock_timeout = '1s'; SET LOCAL work_mem = '8MB'",
+            "SET LOCAL idle_in_transaction_session_timeout = 0",
+            "DO $$BEGIN SET LOCAL work_mem = '8MB'; END$$",
+        ] {
+            assert!(!local_may_change_parse(sql), "{sql}");
+        }
     }
 
     #[test]

@@ -249,6 +249,11 @@ const NAME_MAX: usize = 63;
 #[derive(Default)]
 pub struct Names(HashMap<Bytes, Arc<Statement>>);
 
+/// Whether two statement names are one to PostgreSQL (see [`Names`]).
+pub fn same_name(a: &[u8], b: &[u8]) -> bool {
+    Names::key(a) == Names::key(b)
+}
+
 impl Names {
     fn key(name: &[u8]) -> &[u8] {
         &name[..name.len().min(NAME_MAX)]
