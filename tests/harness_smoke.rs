@@ -468,10 +468,9 @@ async fn relay_modes() {
     roundtrip(&mut d, b"after reset").await;
     assert_eq!(relay.accepted(), 4);
 
-    // Dropping the relay stops it.
-    let addr = relay.addr();
+    // Dropping the relay stops it: its connections close. (Not checked by connecting to its
+    // port again: once freed, the port may already be another test's, run alongside.)
     drop(relay);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     match read_within(&mut d, 2000).await {
         Some(Ok(0)) | Some(Err(_)) => {}
         other => panic!("connection should be closed when the relay stops, got {other:?}"),
