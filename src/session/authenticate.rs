@@ -194,14 +194,7 @@ pub async fn authenticate(
             encode::auth_cleartext(&mut out);
             send(stream, &mut out).await?;
             let body = read_password(stream, buf, limit).await?;
-            let given = body
-                .strip_suffix(&[0])
-                .filter(|p| !p.contains(&0))
-                .ok_or_else(|| Fatal::protocol("invalid password packet size"))?;
-            // PostgreSQL refuses an empty password whatever is stored.
-            if given.is_empty() {
-                return Err(Fatal::new("28P01", "empty password returned by client"));
-            }
+            let given = password_of(&body)?;
             // (Stored passwords are text: a password that is not UTF-8 matches none.)
             let given = std::str::from_utf8(given).map_err(|_| failed())?;
             if !cleartext_matches(stored, user_name, given).await {
@@ -214,14 +207,7 @@ pub async fn authenticate(
             encode::auth_md5(&mut out, salt);
             send(stream, &mut out).await?;
             let body = read_password(stream, buf, limit).await?;
-            // (Read as PostgreSQL reads any password packet: one NUL-terminated string.)
-            let response = body
-                .strip_suffix(&[0])
-                .filter(|p| !p.contains(&0))
-                .ok_or_else(|| Fatal::protocol("invalid password packet size"))?;
-            if response.is_empty() {
-                return Err(Fatal::new("28P01", "empty password returned by client"));
-            }
+            let response = password_of(&body)?;
             if !auth::md5_challenge_response_ok(stored, user_name, salt, response) {
                 return Err(failed());
             }
@@ -425,6 +411,20 @@ fn usermap<'a>(
 /// [`MAX_ITERATIONS`](crate::auth::secret::MAX_ITERATIONS) (a role can store any count with
 /// `ALTER ROLE ... PASSWORD 'SCRAM-SHA-256$2000000000:...'`, and each login attempt would
 /// cost minutes of CPU).
+/// The password of a password packet (clear text or an md5 answer), read as PostgreSQL reads
+/// one: a single NUL-terminated string (else 08P01), not empty (PostgreSQL refuses an empty
+/// password whatever is stored).
+fn password_of(body: &[u8]) -> Result<&[u8], Fatal> {
+    let given = body
+        .strip_suffix(&[0])
+        .filter(|p| !p.contains(&0))
+        .ok_or_else(|| Fatal::protocol("invalid password packet size"))?;
+    if given.is_empty() {
+        return Err(Fatal::new("28P01", "empty password returned by client"));
+    }
+    Ok(given)
+}
+
 async fn cleartext_matches(stored: Option<&StoredPassword>, user: &str, given: &str) -> bool {
     use crate::auth::secret::MAX_ITERATIONS;
     match stored {

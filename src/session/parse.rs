@@ -372,22 +372,8 @@ impl Session {
 
     /// [`parse_context`](Self::parse_context) from the settings as last known.
     fn settled_context(&self) -> Vec<u8> {
-        const PARSE_SETTINGS: [&str; 12] = [
-            "timezone_abbreviations",
-            "array_nulls",
-            "xmloption",
-            "search_path",
-            "timezone",
-            "datestyle",
-            "intervalstyle",
-            "client_encoding",
-            "standard_conforming_strings",
-            "backslash_quote",
-            "transform_null_equals",
-            "lc_monetary",
-        ];
         let mut c = Vec::new();
-        for k in PARSE_SETTINGS {
+        for k in super::settings::PARSE_SETTINGS {
             if let Some(v) = self.desired.0.get(k) {
                 c.extend_from_slice(k.as_bytes());
                 c.push(b'=');

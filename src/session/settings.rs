@@ -235,39 +235,46 @@ pub fn may_change_parse(sql: &str) -> bool {
     WORDS.iter().any(|w| lower.contains(w)) || computes_setting_name(sql)
 }
 
+/// The settings a statement's meaning depends on as it is parsed (see
+/// `Session::parse_context`): the search_path names its tables, types and functions; literals
+/// become constants under the time zone (and its abbreviations), date and interval styles,
+/// encoding, string syntax, array and XML input settings.
+pub const PARSE_SETTINGS: [&str; 12] = [
+    "timezone_abbreviations",
+    "array_nulls",
+    "xmloption",
+    "search_path",
+    "timezone",
+    "datestyle",
+    "intervalstyle",
+    "client_encoding",
+    "standard_conforming_strings",
+    "backslash_quote",
+    "transform_null_equals",
+    "lc_monetary",
+];
+
 /// Whether a text running `SET LOCAL` may change a setting a Parse depends on: each `SET
 /// LOCAL` names its setting (not `statement_timeout`, `work_mem`, ...), while a `DO` block
 /// (whose body is a string) is judged by its words, as [`may_change_parse`].
 pub fn local_may_change_parse(sql: &str) -> bool {
-    // (The settings `parse_context` reads, and the forms that set them, or what `$user`
-    // names in the search_path, another way.)
-    const NAMES: [&str; 17] = [
-        "timezone_abbreviations",
-        "array_nulls",
-        "xmloption",
-        "search_path",
-        "timezone",
-        "datestyle",
-        "intervalstyle",
-        "client_encoding",
-        "standard_conforming_strings",
-        "backslash_quote",
-        "transform_null_equals",
-        "lc_monetary",
-        "time",
-        "schema",
-        "names",
-        "role",
-        "session",
-    ];
+    // (Besides the settings a Parse reads, the forms that set them, or what `$user` names
+    // in the search_path, another way.)
+    const OTHER_FORMS: [&str; 5] = ["time", "schema", "names", "role", "session"];
     let toks: Vec<_> = crate::sql::Lexer::new(sql)
         .filter(|t| !t.is_comment())
         .collect();
     if toks.iter().any(|t| t.is_kw("do")) {
         return may_change_parse(sql);
     }
-    toks.windows(3)
-        .any(|w| w[0].is_kw("set") && w[1].is_kw("local") && NAMES.iter().any(|n| w[2].name_eq(n)))
+    toks.windows(3).any(|w| {
+        w[0].is_kw("set")
+            && w[1].is_kw("local")
+            && PARSE_SETTINGS
+                .iter()
+                .chain(&OTHER_FORMS)
+                .any(|n| w[2].name_eq(n))
+    })
 }
 
 /// Whether a statement (or a function body) calls `set_config` with a name that is not
