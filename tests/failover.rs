@@ -1826,7 +1826,8 @@ async fn a_login_right_after_the_primary_is_lost_goes_to_a_replica() {
     // The primary is seen down only after 100 failed probes (20 s).
     let (c, proxy, p) = setup_with(
         &format!("fall = 100\nrise = {RISE}"),
-        "consistency = \"eventual\"",
+        // (A write waits this long for the monitor's word on the primary it cannot reach.)
+        "consistency = \"eventual\"\nprimary_wait = \"1s\"",
     )
     .await;
     {
@@ -1937,6 +1938,50 @@ async fn a_block_lost_with_the_primary_fails_at_once() {
     execute(&client, "ROLLBACK").await;
     let at = port(&client, "SELECT inet_server_port()").await;
     assert_ne!(at, p.port("pg0"), "the read after the ROLLBACK");
+}
+
+/// A write that finds the primary refusing connections (killed, and not yet seen down by the
+/// monitor, or restarting) waits for it as it would wait for a primary during a failover: it
+/// runs once the server is back, instead of failing with 08006 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_reach_the_primary_waits_for_it() {
+    let (c, proxy, p) = setup("primary_wait = \"60s\"").await;
+    let client = Arc::new(proxy.connect_app().await);
+    execute(&client, "INSERT INTO f VALUES (21, 'before')").await;
+    const CONNECT_ERRORS: &str = "switchyard_server_connect_errors_total{backend=\"pg0\"}";
+    let before = series(&proxy, CONNECT_ERRORS).await.unwrap_or(0.0);
+    {
+        let c = c.clone();
+        blocking(move || c.primary().kill()).await;
+    }
+    let write = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .simple_query("INSERT INTO f VALUES (22, 'while down')")
+                .await
+                .map(drop)
+        }
+    });
+    // It tried the server and failed (the old behaviour answered 08006 right then).
+    proxy
+        .wait_metric(CONNECT_ERRORS, before + 1.0, OP_TIMEOUT)
+        .await;
+    assert!(
+        !write.is_finished(),
+        "the write was answered while the primary was down: {:?}",
+        write.await
+    );
+    {
+        let c = c.clone();
+        blocking(move || c.primary().start().expect("restarting pg0")).await;
+    }
+    within("the write made while pg0 was down", write)
+        .await
+        .unwrap()
+        .expect("a write made while the primary restarted");
+    let (at, v) = port_and(&client, "SELECT inet_server_port(), v FROM f WHERE id = 22").await;
+    assert_eq!(v.as_deref(), Some("while down"), "read on {}", p.name(at));
 }
 
 /// A replica down shows no lag and no streaming WAL receiver in `/status`, as `/metrics` has

@@ -1182,6 +1182,63 @@ async fn a_session_client_after_a_reload_from_transaction_pooling_gets_an_unused
     assert_eq!(p.metric(discards).await, before + 1.0);
 }
 
+/// A reload that shrinks `[pool] size` closes the server connections above the new size:
+/// the idle ones at once, the ones in use when their transactions end (not only once
+/// `idle_timeout` has passed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_shrunk_by_a_reload_closes_the_connections_above_its_size() {
+    let p = proxy("transaction", "size = 6\nidle_timeout = \"10min\"");
+    let mut clients = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..6 {
+        let c = connect(&p).await;
+        q(&c, "BEGIN").await;
+        pids.push(backend_pid(&c).await);
+        clients.push(c);
+    }
+    let list = pids
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let alive = || {
+        su(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid IN ({list})"
+        ))
+        .trim()
+        .parse::<usize>()
+        .unwrap()
+    };
+    assert_eq!(alive(), 6, "{pids:?}");
+    // Three idle in the pool, three in use.
+    for c in &clients[..3] {
+        q(c, "COMMIT").await;
+    }
+    p.rewrite_config(
+        "[routing]\nread_write_split = false\n\n[pool]\nsize = 2\nidle_timeout = \"10min\"\n",
+    );
+    p.reload_ok().await;
+    assert!(
+        wait_until(Duration::from_secs(20), || alive() == 3),
+        "the idle connections above the new size were not closed: {} of 6 left",
+        alive()
+    );
+    // The clients still in their transactions finish them; then two connections remain.
+    for c in &clients[3..] {
+        q(c, "SELECT 1").await;
+        q(c, "COMMIT").await;
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || alive() == 2),
+        "the connections in use above the new size were kept: {} of 6 left",
+        alive()
+    );
+    // The pool serves on, within its new size.
+    for c in &clients {
+        assert_eq!(one(c, "SELECT 'on'").await, "on");
+    }
+}
+
 /// A lone BEGIN holds no server connection: the proxy answers it and sends it with the
 /// transaction's first statement (one round trip less, and the connection serves others
 /// meanwhile). The transaction is real all the same.
@@ -5343,6 +5400,110 @@ async fn a_described_statement_keeps_its_row_shape_on_another_connection() {
     );
     assert_eq!(r.raw.query_ok("SELECT 1").await.scalar(), "1");
     q(&ddl, "DROP TABLE shape_t").await;
+}
+
+/// A Bind, Execute and Sync of statement `name` (no Describe: the driver knows its shape).
+async fn bind_execute(r: &mut support::raw::Raw, name: &str) -> (Vec<char>, Option<String>) {
+    let mut b = BytesMut::new();
+    m_bind(&mut b, "", name, &[]);
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::sync(&mut b);
+    r.send(&b).await.unwrap();
+    let (tags, error) = bounded("Bind/Execute", until_ready(r)).await;
+    (tags, error.and_then(|e| e.get(&'C').cloned()))
+}
+
+/// The row shape a driver learned from a Describe of the portal (pgjdbc: Parse, Bind,
+/// Describe portal, Execute; never a Describe of the statement) is kept as one learned from
+/// the statement's: after a schema change that alters it, a Bind on another server connection
+/// fails with 0A000 as on PostgreSQL, instead of returning rows the driver decodes with the
+/// old types (`text` bytes read as a binary `int4`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_shape_learned_from_a_portal_describe_is_kept() {
+    let p = proxy("transaction", "size = 2");
+    let ddl = connect(&p).await;
+    q(&ddl, "DROP TABLE IF EXISTS shape_portal_t").await;
+    q(&ddl, "CREATE TABLE shape_portal_t (a int, b int)").await;
+    q(&ddl, "INSERT INTO shape_portal_t VALUES (1, 2)").await;
+    let mut r = raw_login(&p, &[]).await;
+    let mut b = BytesMut::new();
+    frontend::parse("S_1", "SELECT * FROM shape_portal_t", [], &mut b).unwrap();
+    m_bind(&mut b, "", "S_1", &[]);
+    frontend::describe(b'P', "", &mut b).unwrap();
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::sync(&mut b);
+    r.raw.send(&b).await.unwrap();
+    let (tags, error) = bounded("Parse/Bind/Describe/Execute", until_ready(&mut r.raw)).await;
+    assert_eq!(tags, ['1', '2', 'T', 'D', 'C', 'Z'], "{error:?}");
+    let pid: i32 = r
+        .raw
+        .query_ok("SELECT pg_backend_pid()")
+        .await
+        .scalar()
+        .parse()
+        .unwrap();
+    q(&ddl, "ALTER TABLE shape_portal_t ALTER COLUMN b TYPE text").await;
+    kill_server(pid).await;
+    let (tags, code) = bind_execute(&mut r.raw, "S_1").await;
+    assert_eq!(
+        (tags, code.as_deref()),
+        (vec!['E', 'Z'], Some("0A000")),
+        "a Bind after the row shape changed, on another connection"
+    );
+    assert_eq!(r.raw.query_ok("SELECT 1").await.scalar(), "1");
+    q(&ddl, "DROP TABLE shape_portal_t").await;
+}
+
+/// A client that holds its server connection (session pooling) keeps its statements' row
+/// shapes too: a described statement evicted from the connection (past
+/// `max_prepared_statements`) is prepared there again, and after a schema change that alters
+/// it, its Bind fails with 0A000 as on PostgreSQL rather than returning rows of the new shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_connection_checks_the_row_shape_of_an_evicted_statement() {
+    let p = proxy("session", "size = 3\nmax_prepared_statements = 2");
+    let ddl = connect(&p).await;
+    q(&ddl, "DROP TABLE IF EXISTS shape_evict_t").await;
+    q(&ddl, "CREATE TABLE shape_evict_t (a int, b int)").await;
+    q(&ddl, "INSERT INTO shape_evict_t VALUES (1, 2)").await;
+    let mut r = raw_login(&p, &[]).await;
+    let mut b = BytesMut::new();
+    frontend::parse("s1", "SELECT * FROM shape_evict_t", [], &mut b).unwrap();
+    frontend::describe(b'S', "s1", &mut b).unwrap();
+    frontend::sync(&mut b);
+    r.raw.send(&b).await.unwrap();
+    let (tags, error) = bounded("Parse/Describe", until_ready(&mut r.raw)).await;
+    assert_eq!(tags, ['1', 't', 'T', 'Z'], "{error:?}");
+    assert_eq!(
+        bind_execute(&mut r.raw, "s1").await,
+        (vec!['2', 'D', 'C', 'Z'], None)
+    );
+    // Two more statements used: s1 is evicted from the connection.
+    for (name, sql) in [("s2", "SELECT 2"), ("s3", "SELECT 3")] {
+        let mut b = BytesMut::new();
+        frontend::parse(name, sql, [], &mut b).unwrap();
+        frontend::sync(&mut b);
+        r.raw.send(&b).await.unwrap();
+        bounded("Parse", until_ready(&mut r.raw)).await;
+        assert_eq!(
+            bind_execute(&mut r.raw, name).await,
+            (vec!['2', 'D', 'C', 'Z'], None)
+        );
+    }
+    let on_server = r
+        .raw
+        .query_ok("SELECT count(*) FROM pg_prepared_statements WHERE statement = 'SELECT * FROM shape_evict_t'")
+        .await
+        .scalar();
+    assert_eq!(on_server, "0", "s1 was not evicted");
+    q(&ddl, "ALTER TABLE shape_evict_t ALTER COLUMN b TYPE text").await;
+    let (tags, code) = bind_execute(&mut r.raw, "s1").await;
+    assert_eq!(
+        (tags, code.as_deref()),
+        (vec!['E', 'Z'], Some("0A000")),
+        "a Bind of the evicted statement after the row shape changed"
+    );
+    assert_eq!(r.raw.query_ok("SELECT 1").await.scalar(), "1");
+    q(&ddl, "DROP TABLE shape_evict_t").await;
 }
 
 /// Messages up to ReadyForQuery: their tags, and the fields of an ErrorResponse among them.

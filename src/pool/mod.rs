@@ -566,8 +566,8 @@ impl Pool {
     }
 
     /// Puts a connection among the idle ones, or closes it if the pool was retired meanwhile,
-    /// its database was `KILL`ed, or it was open when the pool's connections were marked to
-    /// close (checked under the lock
+    /// its database was `KILL`ed, a reload shrank the pool below the connections open, or it
+    /// was open when the pool's connections were marked to close (checked under the lock
     /// [`retire`](Self::retire) and [`close_open`](Self::close_open) drain the idle list
     /// under, so that no connection can land in a pool nobody will look at again, nor survive
     /// a `RECONNECT`, a promotion or a `DROP DATABASE` because it was being reset or opened
@@ -577,6 +577,8 @@ impl Pool {
         if self.is_retired.load(Ordering::Relaxed)
             || self.closed.load(Ordering::Relaxed)
             || c.created <= self.close_opened_until.load(Ordering::Relaxed)
+            // (This connection is among the sockets.)
+            || conns.sockets.len() + conns.opening > self.size.load(Ordering::Relaxed)
         {
             drop(conns);
             c.terminate();
@@ -602,13 +604,25 @@ impl Pool {
         self.metrics.transactions.inc_by(n);
     }
 
-    /// Changes the pool size (reload).
+    /// Changes the pool size (reload). Shrunk, the pool closes its idle connections above
+    /// the new size at once, the least recently used first, and the ones in use above it
+    /// when they are checked in ([`park`](Self::park)).
     fn resize(&self, size: usize) {
         let old = self.size.swap(size, Ordering::AcqRel);
         if size > old {
             self.permits.add(size - old);
         } else if size < old {
             self.permits.remove(old - size);
+            let excess: Vec<_> = {
+                let mut conns = self.conns.lock().expect("conns");
+                let over = (conns.sockets.len() + conns.opening).saturating_sub(size);
+                let n = over.min(conns.idle.len());
+                conns.idle.drain(..n).collect()
+            };
+            for mut c in excess {
+                self.metrics.idle.dec();
+                c.terminate();
+            }
         }
     }
 

@@ -83,6 +83,52 @@ impl Session {
         newer
     }
 
+    /// The primary (backend `index`) could not be reached for a request nothing of which was
+    /// sent: whether to route it again. A server just killed or restarting refuses
+    /// connections for a while before the monitor has seen `fall` probes fail; a request
+    /// waits for that word as it would wait for a primary once the server is known down, up
+    /// to `primary_wait` since its first failed attempt: until the view no longer has that
+    /// server as an up primary, or one `[health] interval` (a probe's time) has passed, so a
+    /// restarted primary is tried again at that pace. `Some(false)`: the wait is used up;
+    /// `None`: the client cancelled the request meanwhile.
+    async fn await_primary_news(&mut self, index: usize) -> Option<bool> {
+        let now = tokio::time::Instant::now();
+        self.primary_unreachable_since.get_or_insert(now);
+        let left = self.primary_wait_left();
+        if left.is_zero() {
+            return Some(false);
+        }
+        let pause = now + left.min(self.current.config.config.health.interval);
+        let same = |view: &crate::cluster::ClusterView| {
+            view.primary == Some(index) && view.backends.get(index).is_some_and(|b| b.up)
+        };
+        let news = async {
+            loop {
+                let now = tokio::time::Instant::now();
+                if now >= pause || !same(&self.app.cluster.view()) {
+                    break;
+                }
+                self.app.cluster.changed(pause - now).await;
+            }
+        };
+        tokio::select! {
+            () = news => {}
+            () = self.cancel.cancelled_unattached() => return None,
+        }
+        self.current.refresh(&self.app);
+        Some(true)
+    }
+
+    /// How long the current request may still wait for a primary: `primary_wait`, less what
+    /// it already waited for an unreachable one (see `await_primary_news`).
+    pub(super) fn primary_wait_left(&self) -> std::time::Duration {
+        let wait = self.current.config.config.routing.primary_wait;
+        match self.primary_unreachable_since {
+            Some(t) => wait.saturating_sub(t.elapsed()),
+            None => wait,
+        }
+    }
+
     /// The request was not sent to backend `index`'s connection and goes to the routing again:
     /// one more attempt of its bounded number, and a read avoids that backend.
     fn route_again(&mut self, index: usize, target: Target) {
@@ -235,7 +281,7 @@ impl Session {
                 // The primary went from the view after it was chosen (a reload that moved it
                 // is published before its first probe; a read-your-writes wait came first):
                 // the request waits for one, as it would have if there had been none then.
-                let wait = self.current.config.config.routing.primary_wait;
+                let wait = self.primary_wait_left();
                 tokio::select! {
                     _ = self.app.cluster.wait_primary(wait) => {}
                     () = self.cancel.cancelled_unattached() => {
@@ -326,6 +372,25 @@ impl Session {
                 return Ok(());
             }
             Err(e) => {
+                if d.target == Target::Primary
+                    && !e.is_refusal()
+                    && !matches!(
+                        e,
+                        crate::pool::PoolError::Timeout(_) | crate::pool::PoolError::Full { .. }
+                    )
+                {
+                    match self.await_primary_news(index).await {
+                        Some(true) => {
+                            tracing::info!(parent: &self.span, backend = %pool.key.backend, error = %e, "primary unreachable: routing again after the monitor's next word on it");
+                            return Ok(());
+                        }
+                        Some(false) => {}
+                        None => {
+                            self.fail_cancelled();
+                            return Ok(());
+                        }
+                    }
+                }
                 tracing::warn!(parent: &self.span, error = %e, "server checkout failed");
                 self.fail_request(e.sqlstate(), &e.client_message());
                 self.deferred_begin = None;

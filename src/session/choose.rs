@@ -74,7 +74,7 @@ impl Session {
                     // With no replica and no primary either, say so: "no primary" alone
                     // reads as if the read needed one.
                     return self
-                        .primary(&view, routing.primary_wait, d)
+                        .primary(&view, self.primary_wait_left(), d)
                         .await
                         .map_err(|e| match (e, reason) {
                             (NO_PRIMARY, "no_replica") => NO_SERVER_FOR_READ,
@@ -83,7 +83,7 @@ impl Session {
                 }
             }
         }
-        self.primary(&view, routing.primary_wait, d).await
+        self.primary(&view, self.primary_wait_left(), d).await
     }
 
     /// Chooses a replica for a read (or the primary, when `routing.primary_reads` lets reads

@@ -272,6 +272,11 @@ impl Session {
                 self.terminate_client(pid);
             }
         }
+        // A driver that describes the portal rather than the statement (pgjdbc) learns the
+        // row shape from its answer: recorded as the statement's (see shapes.rs).
+        self.shape_portal = stmt
+            .filter(|s| s.shape.get().is_none())
+            .map(|s| (Bytes::copy_from_slice(portal), s.id));
         if server_name.as_ref() == name {
             self.swbuf.extend_from_slice(frame);
         } else {
@@ -380,8 +385,18 @@ impl Session {
         // A portal (as in every extended query's Describe) goes to the server unchanged.
         let frame = &self.client.rbuf[..h.frame_len];
         if self.server.is_some() && frame.get(5) == Some(&b'P') && frame[6..].contains(&0) {
+            let hook = match self.shape_portal.take() {
+                Some((portal, id))
+                    if kind == Kind::Describe
+                        && frame[6..].starts_with(&portal)
+                        && frame.get(6 + portal.len()) == Some(&0) =>
+                {
+                    Hook::Shape { id }
+                }
+                _ => Hook::None,
+            };
             self.forward(h.frame_len);
-            self.pending.expect(kind, Mode::Forward, Hook::None);
+            self.pending.expect(kind, Mode::Forward, hook);
             return Ok(());
         }
         self.in_place(h.frame_len, |s, frame| s.describe_or_close(frame, kind))

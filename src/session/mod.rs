@@ -407,6 +407,7 @@ async fn start(
         shapes_epoch: 0,
         stale_shapes: false,
         changed_shapes: Vec::new(),
+        shape_portal: None,
         unnamed: None,
         unnamed_effects: Default::default(),
         unnamed_generation: 0,
@@ -464,6 +465,7 @@ async fn start(
         between_servers: false,
         cancelled_between: false,
         retry_attempts: 0,
+        primary_unreachable_since: None,
         capturing: (false, false),
         settings_lost: false,
         captured_lsn: None,
@@ -590,6 +592,9 @@ struct Session {
     stale_shapes: bool,
     /// Statements whose row shape changed, found for the current request (shapes.rs).
     changed_shapes: Vec<u64>,
+    /// The portal the client's last Bind made from a statement whose row shape is not
+    /// recorded yet, and that statement: a Describe of the portal records it (shapes.rs).
+    shape_portal: Option<(Bytes, u64)>,
     /// The client's unnamed statement: its whole Parse message, to replay on another server.
     unnamed: Option<Bytes>,
     /// Session effects and pin reason of `unnamed` (valid while it is `Some`).
@@ -730,6 +735,9 @@ struct Session {
     cancelled_between: bool,
     /// Repetitions of the current request.
     retry_attempts: u32,
+    /// When the current request first found the primary unreachable (see
+    /// `await_primary_news`).
+    primary_unreachable_since: Option<tokio::time::Instant>,
     /// The read-back in flight reads (settings, commit position).
     capturing: (bool, bool),
     /// The server connection was lost while the settings were read back (see

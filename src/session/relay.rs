@@ -108,6 +108,9 @@ impl Session {
         };
         loop {
             loop {
+                if self.shapes_due() {
+                    self.check_statement_shapes().await;
+                }
                 let step = match self.process_client() {
                     Ok(step) => step,
                     Err(f) => {

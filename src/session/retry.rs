@@ -102,6 +102,7 @@ impl super::Session {
         }
         self.cancelled_between = false;
         self.retry_attempts = 0;
+        self.primary_unreachable_since = None;
         self.avoid = 0;
         self.conflicted = 0;
     }

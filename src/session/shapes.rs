@@ -11,7 +11,12 @@
 //! before the change, not on that connection), the proxy prepares and describes it there
 //! first, one round trip, and answers the Bind (or Describe) with PostgreSQL's error if the
 //! shape differs.
-//! Costs nothing until a schema change: one comparison per attach.
+//! A request starting outside a transaction on a connection the client holds (session
+//! pooling, a pinned client) is checked the same way: a statement evicted there since is
+//! prepared again. A Describe of a portal bound from a statement whose shape is not known yet
+//! records it as a Describe of the statement does (pgjdbc describes only portals).
+//! Costs nothing until a schema change: one comparison per attach, and per request on a held
+//! connection.
 
 use std::sync::Arc;
 
@@ -47,6 +52,18 @@ fn same_row_type(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Session {
+    /// Whether a request is about to begin on a connection the client holds (session pooling,
+    /// a pinned client) after a schema change: statements evicted from the connection since
+    /// are prepared there again, and checked as on a connection just attached.
+    pub(super) fn shapes_due(&self) -> bool {
+        (self.stale_shapes || self.app.statements.epoch() != self.shapes_epoch)
+            && self.server.is_some()
+            && self.txn == TxnStatus::Idle
+            && self.pending.is_empty()
+            && !self.batch_open
+            && self.client_has_request()
+    }
+
     /// See the module documentation. Runs on a connection just checked out: nothing was sent
     /// to it yet (what the proxy queued for it goes after this exchange, whose answers are read
     /// here).
