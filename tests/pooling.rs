@@ -1657,6 +1657,75 @@ async fn a_commit_whose_server_dies_ends_the_block() {
     drop(relay);
 }
 
+/// A transaction block the client began in the request whose server connection is lost (a
+/// Query `BEGIN; INSERT ...; SELECT pg_sleep(...)`, or the same statements bound in one
+/// extended batch, as pgjdbc sends them with autocommit off) has failed: the error comes with
+/// ReadyForQuery "E", the client's next statements get 25P02, and its COMMIT is answered
+/// ROLLBACK. Never does what the client sends next run on its own (it committed row by row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_begun_in_the_request_lost_with_its_server_stays_failed() {
+    let (p, relay) = relayed_proxy("transaction", "size = 2");
+    create_table("pool_lost_begin_t", "v int");
+    let check = connect(&p).await;
+    let mut relay = relay;
+    for extended in [false, true] {
+        let mut a = raw_login(&p, &[]).await;
+        let sleep = format!("SELECT pg_sleep(60) /* lost begin {extended} */");
+        let mut b = BytesMut::new();
+        if extended {
+            for sql in ["BEGIN", "INSERT INTO pool_lost_begin_t VALUES (1)", &sleep] {
+                m_parse(&mut b, "", sql);
+                m_bind(&mut b, "", "", &[]);
+                m_execute(&mut b);
+            }
+            m_sync(&mut b);
+        } else {
+            frontend::query(
+                &format!("BEGIN; INSERT INTO pool_lost_begin_t VALUES (1); {sleep}"),
+                &mut b,
+            )
+            .unwrap();
+        }
+        a.raw.send(&b).await.unwrap();
+        // (pg_stat_activity shows the whole Query, or the statement the batch runs.)
+        let pid = running(if extended {
+            &sleep
+        } else {
+            "BEGIN; INSERT INTO pool_lost_begin_t"
+        })
+        .await;
+        relay = cut(relay).await;
+        kill_server(pid).await;
+        let r = bounded("the lost request", a.raw.read_result("lost")).await;
+        let code = r.error.as_ref().map(|e| e.code()).unwrap_or_default();
+        assert_eq!(
+            (code.as_str(), r.status as char),
+            ("08006", 'E'),
+            "extended: {extended}: the block the request began has failed"
+        );
+        assert_eq!(
+            raw_q(&mut a, "INSERT INTO pool_lost_begin_t VALUES (2)").await,
+            ("25P02".into(), vec![], 'E'),
+            "extended: {extended}: a statement of the failed block"
+        );
+        assert_eq!(
+            raw_q(&mut a, "COMMIT").await,
+            ("".into(), vec!["ROLLBACK".into()], 'I'),
+            "extended: {extended}: the failed block's COMMIT"
+        );
+        assert_eq!(
+            raw_q(&mut a, "SELECT 1").await,
+            ("".into(), vec!["SELECT 1".into()], 'I'),
+        );
+    }
+    assert_eq!(
+        one(&check, "SELECT count(*) FROM pool_lost_begin_t").await,
+        "0",
+        "nothing of the lost blocks committed"
+    );
+    drop(relay);
+}
+
 /// A pool of 1 whose connection is held by an open transaction: another client's query fails
 /// with SQLSTATE 53300 after checkout_timeout (not a hang), a new login fails the same way, and
 /// the client stays usable once the connection is free again. checkout_timeout is 6 s, above

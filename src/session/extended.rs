@@ -263,6 +263,9 @@ impl Session {
         if self.txn != TxnStatus::Idle || self.target == Target::Replica {
             self.batch_ends_block |= self.bound_ends_block(name, stmt.as_deref());
         }
+        if self.txn == TxnStatus::Idle && !self.request_begins {
+            self.request_begins = self.bound_begins_block(name, stmt.as_deref());
+        }
         if let Some(arg) = self.terminate_arg_of(name, stmt.as_deref()) {
             let pid = match arg {
                 TerminateArg::Pid(pid) => Some(pid),
@@ -341,19 +344,7 @@ impl Session {
         };
         // (Every Bind in a transaction comes here: only a text whose first word may end a
         // block is examined further.)
-        let start = text
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(text.len());
-        let mut word = [0u8; 9];
-        let mut n = 0;
-        for &b in text[start..].iter().take(word.len()) {
-            if !b.is_ascii_alphabetic() {
-                break;
-            }
-            word[n] = b.to_ascii_lowercase();
-            n += 1;
-        }
+        let (word, n) = first_word(text);
         if !matches!(
             &word[..n],
             b"commit" | b"end" | b"rollback" | b"abort" | b"prepare"
@@ -361,6 +352,25 @@ impl Session {
             return false;
         }
         self.ends_block(text)
+    }
+
+    /// Whether the client's statement `name` (`stmt`) begins a transaction block (`BEGIN`,
+    /// `START TRANSACTION`): if its server connection is lost before the batch is answered,
+    /// the client's block has failed (see `server_lost`).
+    fn bound_begins_block(&self, name: &[u8], stmt: Option<&Statement>) -> bool {
+        let text = match stmt {
+            Some(s) => &s.query[..],
+            None if name.is_empty() => match self.unnamed.as_ref() {
+                Some(frame) => match statements::split_parse(&frame[5..]) {
+                    Some((_, q, _)) => q,
+                    None => return false,
+                },
+                None => return false,
+            },
+            None => return false,
+        };
+        let (word, n) = first_word(text);
+        matches!(&word[..n], b"begin" | b"start")
     }
 
     /// What the `pg_terminate_backend(...)` call of the client's statement `name` (`stmt`,
@@ -511,6 +521,24 @@ impl Session {
         self.pending.expect(kind, Mode::Forward, hook);
         Ok(())
     }
+}
+
+/// The first word of a statement's text (up to 9 letters, lowercased) and its length.
+fn first_word(text: &[u8]) -> ([u8; 9], usize) {
+    let start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len());
+    let mut word = [0u8; 9];
+    let mut n = 0;
+    for &b in text[start..].iter().take(word.len()) {
+        if !b.is_ascii_alphabetic() {
+            break;
+        }
+        word[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    (word, n)
 }
 
 /// Parameter `n` (1-based) of a Bind message as a process id, from `rest` (the message after

@@ -432,6 +432,7 @@ async fn start(
         input_ended: false,
         client_pass: Pass::None,
         lost_txn: false,
+        request_begins: false,
         aborted_txn: false,
         replica_refused: false,
         schema_changed: false,
@@ -658,6 +659,10 @@ struct Session {
     client_pass: Pass,
     /// The server died inside a transaction: the next request gets an error.
     lost_txn: bool,
+    /// A request in flight begins a transaction block (its Query's first statement, or a
+    /// statement bound in its batch, is `BEGIN`): until its ReadyForQuery says so, `txn`
+    /// does not show it, and a server lost meanwhile fails the block the client began.
+    request_begins: bool,
     /// The client's transaction block failed and no server holds it (its server connection
     /// was lost, or none could be had for the first statement after a BEGIN the proxy
     /// answered). As in PostgreSQL's failed block, ReadyForQuery says "E" and nothing runs

@@ -371,6 +371,7 @@ impl Session {
                 &self.client.rbuf[5..h.frame_len],
             )));
         self.apply_effects(effects, pin);
+        self.request_begins |= matches!(info.txn, TxnControl::Begin { .. });
         let split_first = std::mem::take(&mut self.split_first);
         self.ending_block = split_first
             || info.statements == 1

@@ -155,6 +155,7 @@ impl super::Session {
             self.pending.abandon();
             self.requeue_request();
             self.txn = TxnStatus::Idle;
+            self.request_begins = false;
             return;
         }
         if let Some(mut r) = self.retry.take() {
@@ -182,7 +183,9 @@ impl super::Session {
         // last): whether it ran or not, the block is over once it is answered, as a COMMIT
         // that fails in PostgreSQL ends the block too (a client that then begins anew must
         // not find itself in a failed block).
-        let in_block = self.txn != TxnStatus::Idle;
+        // (Or the client began one in the requests lost: the server may have run its BEGIN,
+        // its answer not yet read; then what the client sends next must not run outside it.)
+        let in_block = self.txn != TxnStatus::Idle || std::mem::take(&mut self.request_begins);
         let block_ends =
             in_block && (owed > 0 || split_sync) && std::mem::take(&mut self.ending_block);
         let was_busy = owed > 0 || open_batch;

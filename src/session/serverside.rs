@@ -276,6 +276,7 @@ impl Session {
                     request_done = self.pending.is_empty();
                     if request_done {
                         self.ending_block = false;
+                        self.request_begins = false;
                     }
                     // (Not the ReadyForQuery of a read the replica refused: the client has
                     // the one of its repeat, counted where it ran.)
