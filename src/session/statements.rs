@@ -97,6 +97,11 @@ pub struct Registry {
     next: AtomicU64,
     /// Size at which the next sweep runs.
     sweep_at: AtomicUsize,
+    /// Bytes of text the interned statements hold (changed under the map's lock).
+    bytes: AtomicUsize,
+    /// Bytes at which the next sweep runs, whatever the size: a few statements of megabytes
+    /// each that no client holds any more must not stay until a thousand others came.
+    sweep_bytes_at: AtomicUsize,
     /// Interned statements, for the metrics.
     gauge: Option<IntGauge>,
     /// Bumped when the schema may have changed: statements interned before are not handed to
@@ -114,6 +119,14 @@ pub fn scope(database: &str, user: &str) -> Bytes {
 
 /// Sweeps never run below this size.
 const MIN_SWEEP: usize = 1024;
+
+/// Nor below this many bytes of statement text, unless [`MIN_SWEEP`] statements are interned.
+const MIN_SWEEP_BYTES: usize = 16 << 20;
+
+/// The bytes a statement keeps in the registry (its key shares them).
+fn footprint(s: &Statement) -> usize {
+    s.query.len() + s.types.len() + s.context.len()
+}
 
 /// The server-side name of statement `id`.
 pub fn server_name(id: u64) -> String {
@@ -133,6 +146,8 @@ impl Registry {
             map: Mutex::default(),
             next: AtomicU64::new(0),
             sweep_at: AtomicUsize::new(MIN_SWEEP),
+            bytes: AtomicUsize::new(0),
+            sweep_bytes_at: AtomicUsize::new(MIN_SWEEP_BYTES),
             gauge,
             epoch: AtomicU64::new(0),
         }
@@ -186,38 +201,50 @@ impl Registry {
         if let Some(s) = map.get(&key).filter(|s| s.epoch == epoch) {
             return s.clone();
         }
-        if map.len() >= self.sweep_at.load(Ordering::Relaxed) {
+        let mut bytes = self.bytes.load(Ordering::Relaxed);
+        if map.len() >= self.sweep_at.load(Ordering::Relaxed)
+            || bytes + query.len() >= self.sweep_bytes_at.load(Ordering::Relaxed)
+        {
             // Statements no client holds any more (closed, discarded, client gone). Server
             // connections may still have them; their limit closes them in time.
             map.retain(|_, s| {
                 let keep = Arc::strong_count(s) > 1;
                 if !keep {
                     s.in_registry.store(false, Ordering::Release);
+                    bytes -= footprint(s);
                 }
                 keep
             });
             self.sweep_at
                 .store((map.len() * 2).max(MIN_SWEEP), Ordering::Relaxed);
+            self.sweep_bytes_at.store(
+                (bytes.saturating_add(query.len()) * 2).max(MIN_SWEEP_BYTES),
+                Ordering::Relaxed,
+            );
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        // (The key's copies, shared: the text is kept once.)
         let s = Arc::new(Statement {
             id,
             server_name: Bytes::from(server_name(id)),
-            query: Bytes::copy_from_slice(query),
-            types: Bytes::copy_from_slice(types),
+            query: key.1.clone(),
+            types: key.2.clone(),
             route: std::sync::OnceLock::new(),
             effects: std::sync::OnceLock::new(),
             calls: std::sync::atomic::AtomicU64::new(0),
             terminate: std::sync::OnceLock::new(),
             depends: depends.cloned(),
             shape: std::sync::OnceLock::new(),
-            context: Bytes::copy_from_slice(context),
+            context: key.3.clone(),
             epoch,
             in_registry: std::sync::atomic::AtomicBool::new(true),
         });
+        bytes += footprint(&s);
         if let Some(old) = map.insert(key, s.clone()) {
             old.in_registry.store(false, Ordering::Release);
+            bytes -= footprint(&old);
         }
+        self.bytes.store(bytes, Ordering::Relaxed);
         if let Some(g) = &self.gauge {
             g.set(map.len() as i64);
         }
@@ -359,6 +386,37 @@ mod tests {
             "the sweep kept the 10 held statements and added one"
         );
         assert_ne!(new.id, held[9].id);
+    }
+
+    #[test]
+    fn large_statements_nobody_holds_are_swept_by_their_bytes() {
+        let r = Registry::default();
+        let big = |i: usize| format!("select '{i}{}'", "x".repeat(1 << 20));
+        let held = r.intern(big(0).as_bytes(), b"", b"");
+        // The text is kept once: the statement's query is the key's.
+        assert!(r
+            .map
+            .lock()
+            .unwrap()
+            .keys()
+            .all(|k| k.1.as_ptr() == held.query.as_ptr()));
+        for i in 1..100 {
+            drop(r.intern(big(i).as_bytes(), b"", b""));
+            let bytes = r.bytes.load(Ordering::Relaxed);
+            assert!(
+                bytes <= 2 * MIN_SWEEP_BYTES + (2 << 20),
+                "{i}: {bytes} bytes of statements nobody holds kept"
+            );
+        }
+        assert!(r.len() < 40, "{} statements kept", r.len());
+        assert_eq!(
+            r.intern(big(0).as_bytes(), b"", b"").id,
+            held.id,
+            "the held one stays"
+        );
+        // What the registry counts is what it holds.
+        let counted: usize = r.map.lock().unwrap().values().map(|s| footprint(s)).sum();
+        assert_eq!(r.bytes.load(Ordering::Relaxed), counted);
     }
 
     #[test]
