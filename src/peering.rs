@@ -181,13 +181,23 @@ pub fn is_self(own: SocketAddr, peer: &str) -> bool {
 
 /// Whether a peer at `addr` is this process, whose peering port is bound to `own`: the same
 /// address, or, bound to a wildcard (`0.0.0.0:6442`), the same port on an address of this
-/// host (binding a socket to an address succeeds only on a host that has it).
+/// host (binding a socket to an address succeeds only on a host that has it). `[::]` takes
+/// IPv4 connections too, unless the host makes IPv6 sockets IPv6-only.
 fn is_self_addr(own: SocketAddr, addr: SocketAddr) -> bool {
     addr == own
         || (own.ip().is_unspecified()
             && addr.port() == own.port()
-            && addr.is_ipv4() == own.is_ipv4()
+            && (addr.is_ipv4() == own.is_ipv4() || (own.is_ipv6() && !ipv6_only()))
             && std::net::UdpSocket::bind((addr.ip(), 0)).is_ok())
+}
+
+/// Whether IPv6 sockets bound to `[::]` take only IPv6 (Linux `net.ipv6.bindv6only`; off by
+/// default, and then they take IPv4 connections too).
+fn ipv6_only() -> bool {
+    static ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ONLY.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "1")
+    })
 }
 
 /// Serves the peers' cancel requests on `listener` until the proxy stops. At most
@@ -266,7 +276,7 @@ async fn place(app: &App, mut stream: TcpStream) {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_self, is_self_addr, resolve, resolve_within, Busy, InFlight};
+    use super::{ipv6_only, is_self, is_self_addr, resolve, resolve_within, Busy, InFlight};
 
     #[test]
     fn a_key_is_not_forwarded_again_while_its_forward_is_under_way() {
@@ -299,6 +309,14 @@ mod tests {
             "TEST-NET-1: not this host's"
         );
         assert!(!is_self(wildcard, "[::1]:7001"), "another family");
+        // `[::]` takes IPv4 connections too (unless the host says IPv6-only).
+        let dual = "[::]:7001".parse().unwrap();
+        assert_eq!(is_self(dual, "127.0.0.1:7001"), !ipv6_only());
+        assert!(!is_self(dual, "127.0.0.1:7002"));
+        assert!(
+            !is_self(dual, "192.0.2.1:7001"),
+            "TEST-NET-1: not this host's"
+        );
     }
 
     #[tokio::test]

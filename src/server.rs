@@ -208,6 +208,9 @@ impl Server {
         let turn_away_slots = Arc::new(tokio::sync::Semaphore::new(TURN_AWAY_SLOTS));
         let console_reserve =
             Arc::new(tokio::sync::Semaphore::new(crate::session::CONSOLE_RESERVE));
+        // (PostgreSQL's period for the same.)
+        let mut touch = tokio::time::interval(Duration::from_secs(58 * 60));
+        touch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let unix = async {
                 match &self.unix {
@@ -219,6 +222,12 @@ impl Server {
                 r = self.listener.accept() => r.map(|(tcp, peer)| (Stream::Plain(tcp), Peer::Tcp(peer))),
                 r = unix => r.map(|s| (Stream::Unix(s), Peer::Unix)),
                 _ = app.shutdown.cancelled() => break,
+                _ = touch.tick() => {
+                    if let Some(u) = &self.unix {
+                        u.touch();
+                    }
+                    continue;
+                }
             };
             let (stream, peer) = match accepted {
                 Ok(s) => s,

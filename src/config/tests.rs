@@ -923,6 +923,11 @@ fn unix_socket_settings_are_checked() {
         e.contains("t.toml:1: unix_socket_dir") && e.contains("absolute"),
         "{e}"
     );
+    let e = err(&format!("unix_socket_dir = \"@sy\"\n{MINIMAL}"));
+    assert!(
+        e.contains("t.toml:1: unix_socket_dir") && e.contains("abstract"),
+        "{e}"
+    );
     let long = format!("/{}", "d".repeat(95));
     let e = err(&format!("unix_socket_dir = \"{long}\"\n{MINIMAL}"));
     assert!(

@@ -414,6 +414,11 @@ impl<'a> Validator<'a> {
             return Ok(None);
         }
         let bad = |m: String| self.err(config.unix_socket_dir.span(), "unix_socket_dir", m);
+        if dir.starts_with('@') {
+            return Err(bad(format!(
+                "{dir:?}: abstract unix sockets (@name) are not supported; give a directory"
+            )));
+        }
         if !dir.starts_with('/') {
             return Err(bad(format!("{dir:?} is not an absolute path")));
         }

@@ -113,6 +113,21 @@ impl UnixSocket {
     }
 
     /// The socket file.
+    /// Sets the socket file's and the lock file's times to now, as PostgreSQL does every 58
+    /// minutes, so that a cleaner of old files in `/tmp` leaves them alone.
+    pub fn touch(&self) {
+        for p in [&self.path, &self._lock.path] {
+            let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+                continue;
+            };
+            // SAFETY: a NUL-terminated path; null times mean now.
+            let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
+            if rc != 0 {
+                tracing::debug!(path = %p.display(), error = %io::Error::last_os_error(), "could not touch the unix socket's file");
+            }
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -176,7 +191,7 @@ impl LockFile {
                 }
             };
             match text.lines().next().map(|l| l.trim().parse::<i32>()) {
-                Some(Ok(pid)) if pid > 0 && pid != own && alive(pid) => {
+                Some(Ok(pid)) if pid > 0 && !ancestors(own).contains(&pid) && alive(pid) => {
                     return Err(io::Error::new(
                         io::ErrorKind::AddrInUse,
                         format!(
@@ -251,6 +266,14 @@ fn accepts(path: &Path) -> io::Result<bool> {
 
 /// Whether process `pid` exists (a process of another user counts: signalling it is merely
 /// not permitted), as PostgreSQL checks a lock file's holder.
+/// This process and its parent: a lock file naming either is stale, as PostgreSQL judges it
+/// (in a container restarted with the same process ids, the process that wrote it is gone
+/// and its id now names this process or the one that started it).
+fn ancestors(own: i32) -> [i32; 2] {
+    // SAFETY: getppid cannot fail.
+    [own, unsafe { libc::getppid() }]
+}
+
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
     let rc = unsafe { libc::kill(pid, 0) };
@@ -278,13 +301,27 @@ mod tests {
         let own = format!("{}\n", std::process::id());
         assert_eq!(std::fs::read_to_string(lock_of(&dir, 7)).unwrap(), own);
 
-        // A lock a live process holds (PID 1 stands for another switchyard, or PostgreSQL)
-        // stops a bind, and nothing of its holder's is touched.
-        std::fs::write(lock_of(&dir, 8), "1\n/some/data/dir\n").unwrap();
+        // A lock a live process holds (a child of this one stands for another switchyard,
+        // or PostgreSQL) stops a bind, and nothing of its holder's is touched.
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::write(
+            lock_of(&dir, 8),
+            format!("{}\n/some/data/dir\n", other.id()),
+        )
+        .unwrap();
         let held = std::os::unix::net::UnixListener::bind(socket_path(&dir, 8)).unwrap();
         let e = UnixSocket::bind(&dir, 8, 0o777, None).unwrap_err();
+        let _ = other.kill();
+        let _ = other.wait();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
-        assert!(e.to_string().contains("(PID 1) holds"), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("(PID {}) holds", other.id())),
+            "{e}"
+        );
         assert!(socket_path(&dir, 8).exists());
         drop(held);
 
@@ -298,6 +335,17 @@ mod tests {
         drop(second);
         assert!(!socket_path(&dir, 8).exists());
         assert!(!lock_of(&dir, 8).exists());
+
+        // A lock naming this process's parent is stale, as PostgreSQL judges it (a container
+        // restarted with the same process ids).
+        for pid in &ancestors(std::process::id() as i32)[1..] {
+            assert!(alive(*pid), "{pid}");
+            std::fs::write(lock_of(&dir, 13), format!("{pid}\n")).unwrap();
+            let third = UnixSocket::bind(&dir, 13, 0o777, None)
+                .unwrap_or_else(|e| panic!("a lock naming an ancestor ({pid}): {e}"));
+            assert_eq!(std::fs::read_to_string(lock_of(&dir, 13)).unwrap(), own);
+            drop(third);
+        }
 
         // A listener that keeps no lock (PgBouncer, an older switchyard) is not displaced
         // either, and the lock taken for the check is given back.
@@ -318,6 +366,35 @@ mod tests {
         assert!(UnixSocket::bind(&dir, 9, 0o777, None).is_err());
         assert_eq!(std::fs::read(socket_path(&dir, 9)).unwrap(), b"keep");
         assert!(!lock_of(&dir, 9).exists(), "a failed bind keeps no lock");
+
+        // Touched, both files are new again.
+        for p in [&path, &lock_of(&dir, 7)] {
+            let aged = std::process::Command::new("touch")
+                .args(["-m", "-d", "@1000000"])
+                .arg(p)
+                .status()
+                .unwrap();
+            assert!(aged.success());
+            let age = std::fs::symlink_metadata(p)
+                .unwrap()
+                .modified()
+                .unwrap()
+                .elapsed();
+            assert!(age.is_ok_and(|a| a > std::time::Duration::from_secs(3600)));
+        }
+        first.touch();
+        for p in [&path, &lock_of(&dir, 7)] {
+            let age = std::fs::symlink_metadata(p)
+                .unwrap()
+                .modified()
+                .unwrap()
+                .elapsed();
+            assert!(
+                age.is_ok_and(|a| a < std::time::Duration::from_secs(60)),
+                "{}",
+                p.display()
+            );
+        }
 
         // A socket file replaced under a listener is not removed with it.
         std::fs::remove_file(&path).unwrap();

@@ -55,6 +55,13 @@ impl<'a> Endpoint<'a> {
             }
             return Ok(Endpoint::Unix(path));
         }
+        if address.starts_with('@') {
+            // (libpq reads `@name` as a socket in the abstract namespace.)
+            return Err(format!(
+                "{address:?}: abstract unix sockets (@name) are not supported; give the server a \
+                 socket directory (unix_socket_directories) or a TCP address"
+            ));
+        }
         if let Ok(a) = address.parse::<SocketAddr>() {
             if a.port() == 0 {
                 return Err(format!("{address:?} has an invalid port"));
@@ -189,6 +196,7 @@ mod tests {
             "h:x",
             "h/x:1",
             "relative/dir",
+            "@abstract:5432",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
