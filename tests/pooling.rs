@@ -1726,6 +1726,73 @@ async fn a_block_begun_in_the_request_lost_with_its_server_stays_failed() {
     drop(relay);
 }
 
+/// A server session ended (an administrator's `pg_terminate_backend`) while it runs the
+/// proxy's own work ahead of a client's request (here the Parse that prepares the client's
+/// statement on a connection that lacks it, waiting for a lock): the request never ran, and
+/// the client, which was not using that session, keeps its own: an error for the request,
+/// not the server's FATAL and a closed connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_before_the_request_ran_does_not_end_the_client() {
+    let p = proxy("transaction", "size = 2");
+    create_table("pool_fatal_own_t", "v int");
+    let sql = "SELECT v FROM pool_fatal_own_t /* fatal own */";
+    let mut a = Raw::app(&p).await;
+    parsed(&mut a, "s", sql).await;
+    assert_eq!(tags(&a.roundtrip(&bind_exec("s", &[])).await), "2CZ");
+    let pid: i32 = data_rows(&a.simple("SELECT pg_backend_pid()").await)[0][0]
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Between transactions: a's session goes on, on a connection without its statement.
+    kill_server(pid).await;
+    let locker = connect(&p).await;
+    q(&locker, "BEGIN").await;
+    q(
+        &locker,
+        "LOCK TABLE pool_fatal_own_t IN ACCESS EXCLUSIVE MODE",
+    )
+    .await;
+    a.send(&bind_exec("s", &[])).await;
+    let waiting = format!(
+        "SELECT coalesce(max(pid), 0) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query = '{sql}'"
+    );
+    let deadline = Instant::now() + STEP;
+    let parsing = loop {
+        let pid: i32 = su(&waiting).parse().unwrap();
+        if pid != 0 {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Parse never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    kill_server(parsing).await;
+    let got = a.until_ready().await;
+    let e = got
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .unwrap_or_else(|| panic!("no error: {}", tags(&got)));
+    assert_eq!(
+        err_field(&e.1, b'S').as_deref(),
+        Some("ERROR"),
+        "{}",
+        err_text(&e.1)
+    );
+    assert!(
+        err_text(&e.1).contains("nothing of it ran"),
+        "{}",
+        err_text(&e.1)
+    );
+    assert_eq!(ready_status(&got), 'I');
+    q(&locker, "COMMIT").await;
+    // The client's session goes on, and so does its statement.
+    assert_eq!(tags(&a.roundtrip(&bind_exec("s", &[])).await), "2CZ");
+}
+
 /// A pool of 1 whose connection is held by an open transaction: another client's query fails
 /// with SQLSTATE 53300 after checkout_timeout (not a hang), a new login fails the same way, and
 /// the client stays usable once the connection is free again. checkout_timeout is 6 s, above

@@ -194,6 +194,7 @@ impl Session {
     /// Takes ownership of a checked-out connection.
     pub(super) fn hold(&mut self, mut p: Pooled) {
         self.server_fatal = None;
+        self.fatal_unstarted = false;
         // Idle in the pool: no portal exists there.
         p.conn.prepared.mark_quiet();
         // (Or-ed: a connection given back unused for a PAUSE keeps what the first said.)

@@ -437,6 +437,7 @@ async fn start(
         replica_refused: false,
         schema_changed: false,
         server_fatal: None,
+        fatal_unstarted: false,
         pools: Vec::new(),
         topology: 0,
         cancel: reg.slot.clone(),
@@ -681,6 +682,9 @@ struct Session {
     /// it was relayed (the client's own session ends with it) or not (transaction pooling:
     /// the client goes on, and the error it gets for the lost request says why).
     server_fatal: Option<(String, bool)>,
+    /// That FATAL came while the proxy's own query ahead of the client's request ran, outside
+    /// a transaction: the request never ran (see `server_lost`).
+    fatal_unstarted: bool,
     /// Pools by backend index for the current topology.
     pools: Vec<Option<Arc<Pool>>>,
     topology: u64,

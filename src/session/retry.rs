@@ -204,9 +204,13 @@ impl super::Session {
                 } else {
                     ""
                 };
-                let message = format!(
-                    "the server connection was lost while running the request{why}{unknown}"
-                );
+                let message = if std::mem::take(&mut self.fatal_unstarted) {
+                    format!("the server connection ended before the request was run{why}; nothing of it ran")
+                } else {
+                    format!(
+                        "the server connection was lost while running the request{why}{unknown}"
+                    )
+                };
                 // Every request in flight fails, each as PostgreSQL fails one (an error, then
                 // the ReadyForQuery of its Sync or Query): a pipelined request answered by a
                 // bare ReadyForQuery would read as one whose messages produced nothing.
@@ -234,6 +238,7 @@ impl super::Session {
             self.lost_txn = true;
         }
         self.txn = TxnStatus::Idle;
+        self.fatal_unstarted = false;
     }
 
     /// Reads the position of a commit that reached the client on another connection to the

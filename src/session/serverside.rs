@@ -357,15 +357,23 @@ impl Session {
                             // the FATAL and loses its connection (relay.rs) when it was
                             // using it (a request in flight, a transaction open). Not when
                             // its read is repeated elsewhere (it never hears of this server),
-                            // nor when only the proxy's own query ran there.
+                            // nor when only the proxy's own query ran there: also when the
+                            // client's request waited behind it (the server ends the session
+                            // before it reads the next message: the request never ran, and
+                            // the client is told so with an error, its session kept).
                             let repeats = super::retry::repeats_on_loss(
                                 self.retry.as_ref(),
                                 self.retry_attempts,
                                 self.client_pass == Pass::None,
                             );
-                            let using =
-                                self.txn != TxnStatus::Idle || self.pending.client_waiting();
+                            // (The entry at the head says whose work it ended: an error of
+                            // the proxy's own Parse of the client's statement is forwarded,
+                            // but the client's Bind behind it has not run.)
+                            let own = m.mode != Mode::Forward;
+                            let using = self.txn != TxnStatus::Idle
+                                || (!own && self.pending.client_waiting());
                             forward = using && !repeats && !rescuing;
+                            self.fatal_unstarted = own && self.txn == TxnStatus::Idle;
                         }
                         self.server_fatal = Some((f.message.to_string(), forward));
                     }
