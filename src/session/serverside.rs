@@ -53,10 +53,12 @@ fn refused_by_standby(f: &ErrorFields) -> Option<Refusal> {
             Some(Refusal::Session)
         }
         // "cannot access temporary or unlogged relations during recovery": an unlogged table
-        // (a standby has none of its rows), planned in get_relation_info. (A temporary table
-        // is the session's: its reads already run where it was made.)
+        // (a standby has none of its rows), planned in get_relation_info, or copied out by
+        // `COPY t TO STDOUT` (BeginCopyTo). (A temporary table is the session's: its reads
+        // already run where it was made.)
         "0A000"
             if f.routine == "get_relation_info"
+                || f.routine == "BeginCopyTo"
                 || (f.routine.is_empty() && f.message.contains("unlogged relations")) =>
         {
             Some(Refusal::Statement)

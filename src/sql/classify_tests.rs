@@ -250,6 +250,16 @@ fn writes_and_primary_reads() {
                 "writing function pg_is_in_recovery",
             ),
             (
+                "SELECT pg_wal_replay_pause()",
+                P,
+                "writing function pg_wal_replay_pause",
+            ),
+            (
+                "SELECT pg_wal_replay_resume()",
+                P,
+                "writing function pg_wal_replay_resume",
+            ),
+            (
                 "SHOW transaction_read_only",
                 P,
                 "server role transaction_read_only",

@@ -88,6 +88,12 @@ builtin_writes!(
     "pg_walfile_name",
     "pg_walfile_name_offset",
     "pg_logical_emit_message",
+    // recovery control: sent to a replica it would pause or resume that replica's replay
+    // (the session's primary refuses it, 55000). (What reads a standby's replay state,
+    // `pg_last_wal_replay_lsn()` and the like, reads the replica the read runs on, as the
+    // statistics views do.)
+    "pg_wal_replay_pause",
+    "pg_wal_replay_resume",
     // replication slots and origins
     "pg_create_physical_replication_slot",
     "pg_create_logical_replication_slot",
