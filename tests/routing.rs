@@ -1639,6 +1639,25 @@ async fn switchyard_settings_never_reach_postgres() {
         }
     }
     assert!(seen.contains(&p.primary) && seen.iter().any(|&x| p.is_replica(x)));
+    // RESET ALL and DISCARD ALL put them back too, as every session setting (a pool that
+    // runs DISCARD ALL on a returned connection must not hand on a route to the replicas).
+    execute(&client, "RESET switchyard.consistency").await;
+    let default_consistency = value(&client, "SHOW switchyard.consistency").await;
+    for reset in ["RESET ALL", "DISCARD ALL", "reset /* x */ all"] {
+        execute(&client, "SET switchyard.route = replica").await;
+        execute(&client, "SET switchyard.consistency = primary").await;
+        execute(&client, reset).await;
+        assert_eq!(
+            value(&client, "SHOW switchyard.route").await.as_deref(),
+            Some("auto"),
+            "{reset}"
+        );
+        assert_eq!(
+            value(&client, "SHOW switchyard.consistency").await,
+            default_consistency,
+            "{reset}"
+        );
+    }
     drop(client);
 
     // The logs: the marker is there (logging works), no SET/RESET/SHOW switchyard.* is.

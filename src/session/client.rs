@@ -700,6 +700,17 @@ impl Session {
             self.app.statements.invalidate();
         }
         self.note_sequence_effects(effects);
+        if (effects.contains(Effects::RESET_ALL) && self.txn != TxnStatus::Failed)
+            || (effects.contains(Effects::DISCARD_ALL) && self.txn == TxnStatus::Idle)
+        {
+            // (switchyard.* are answered by the proxy: the server's RESET ALL cannot reach them.)
+            self.route_override = None;
+            self.consistency = self
+                .user
+                .config
+                .consistency
+                .unwrap_or(self.app.config.load().config.routing.consistency);
+        }
         if let Some(reason) = pin {
             // (Whether or not an earlier reason pinned the client already.)
             self.pin_outlives_reset |= matches!(reason, "dblink" | "server_session");

@@ -112,6 +112,9 @@ pub(crate) fn session_head<'a>(
         "SET" => set_head(rest, out),
         "RESET" => {
             out.effects.insert(Effects::SETTINGS);
+            if kw(&rest.peek(), "all") {
+                out.effects.insert(Effects::RESET_ALL);
+            }
             if let Some(name) = switchyard_name(&mut rest) {
                 if rest.next().is_none() {
                     out.switchyard = Some(SwitchyardCommand::Reset { name });

@@ -71,7 +71,7 @@ fn effects_table() {
         ),
         ("SET CONSTRAINTS ALL DEFERRED", NONE, None),
         ("RESET search_path", S, None),
-        ("RESET ALL", S, None),
+        ("RESET ALL", S | Effects::RESET_ALL, None),
         ("RESET ROLE", S, None),
         ("select set_config('a.b', 'c', false)", S, None),
         // a DO block's body runs like a function's

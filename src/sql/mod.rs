@@ -210,6 +210,9 @@ impl Effects {
     /// transaction's modes or constraints), a `DO` block whose body runs `SET LOCAL`. What a
     /// Parse after it in the transaction is analysed under is not the session's settings.
     pub const LOCAL_SETTINGS: Effects = Effects(2048);
+    /// `RESET ALL` (as `DISCARD ALL`, outside a transaction block): every setting back to
+    /// its default, the proxy's own `switchyard.*` too.
+    pub const RESET_ALL: Effects = Effects(4096);
 
     pub const fn empty() -> Self {
         Effects(0)
@@ -279,6 +282,7 @@ impl fmt::Debug for Effects {
             (Effects::STATE, "STATE"),
             (Effects::DEALLOCATE_NAME, "DEALLOCATE_NAME"),
             (Effects::LOCAL_SETTINGS, "LOCAL_SETTINGS"),
+            (Effects::RESET_ALL, "RESET_ALL"),
         ] {
             if self.contains(flag) {
                 if !first {
@@ -542,7 +546,7 @@ impl Analysis<'_> {
     pub fn only_sets_settings(&self) -> bool {
         self.statements == 1
             && self.reason == Reason::SessionCommand
-            && self.effects == Effects::SETTINGS
+            && Effects(self.effects.0 & !Effects::RESET_ALL.0) == Effects::SETTINGS
             && self.hint.is_none()
     }
 }
