@@ -1723,6 +1723,34 @@ async fn a_block_begun_in_the_request_lost_with_its_server_stays_failed() {
         "0",
         "nothing of the lost blocks committed"
     );
+    // A block begun and ended by an earlier request of a pipeline: the request lost after it
+    // fails on its own, outside any block.
+    let mut a = raw_login(&p, &[]).await;
+    let sleep = "SELECT pg_sleep(60) /* lost after a block */";
+    let mut b = BytesMut::new();
+    frontend::query(
+        "BEGIN; INSERT INTO pool_lost_begin_t VALUES (3); COMMIT",
+        &mut b,
+    )
+    .unwrap();
+    frontend::query(sleep, &mut b).unwrap();
+    a.raw.send(&b).await.unwrap();
+    let pid = running(sleep).await;
+    relay = cut(relay).await;
+    kill_server(pid).await;
+    let first = bounded("the block", a.raw.read_result("block")).await;
+    assert!(
+        first.error.is_none() && first.status == b'I',
+        "{:?}",
+        first.tags
+    );
+    let r = bounded("the lost request", a.raw.read_result("lost")).await;
+    let code = r.error.as_ref().map(|e| e.code()).unwrap_or_default();
+    assert_eq!((code.as_str(), r.status as char), ("08006", 'I'));
+    assert_eq!(
+        raw_q(&mut a, "SELECT 1").await,
+        ("".into(), vec!["SELECT 1".into()], 'I'),
+    );
     drop(relay);
 }
 
@@ -1791,6 +1819,65 @@ async fn a_session_ended_before_the_request_ran_does_not_end_the_client() {
     q(&locker, "COMMIT").await;
     // The client's session goes on, and so does its statement.
     assert_eq!(tags(&a.roundtrip(&bind_exec("s", &[])).await), "2CZ");
+
+    // But when part of the client's batch ran before the proxy's own work (a block that
+    // committed, then a Bind of a statement to prepare there), the client is never told that
+    // nothing ran: it gets the server's FATAL, as connected directly.
+    create_table("pool_fatal_own_u", "v int");
+    let pid: i32 = data_rows(&a.simple("SELECT pg_backend_pid()").await)[0][0]
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    kill_server(pid).await;
+    q(&locker, "BEGIN").await;
+    q(
+        &locker,
+        "LOCK TABLE pool_fatal_own_t IN ACCESS EXCLUSIVE MODE",
+    )
+    .await;
+    let mut b = BytesMut::new();
+    for sql in ["BEGIN", "INSERT INTO pool_fatal_own_u VALUES (1)", "COMMIT"] {
+        m_parse(&mut b, "", sql);
+        m_bind(&mut b, "", "", &[]);
+        m_execute(&mut b);
+    }
+    m_bind(&mut b, "", "s", &[]);
+    m_execute(&mut b);
+    m_sync(&mut b);
+    a.send(&b).await;
+    let deadline = Instant::now() + STEP;
+    let parsing = loop {
+        let pid: i32 = su(&waiting).parse().unwrap();
+        if pid != 0 {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Parse never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    kill_server(parsing).await;
+    assert_eq!(su("SELECT count(*) FROM pool_fatal_own_u"), "1");
+    let mut fatal = None;
+    while let Some(m) = bounded("the batch's answers", a.try_recv()).await {
+        if m.0 == b'E' {
+            assert!(
+                !err_text(&m.1).contains("nothing of it ran"),
+                "told nothing ran after its block committed: {}",
+                err_text(&m.1)
+            );
+            fatal = Some(err_text(&m.1));
+        }
+    }
+    assert!(
+        fatal
+            .as_deref()
+            .is_some_and(|f| f.starts_with("FATAL 57P01")),
+        "{fatal:?}"
+    );
+    q(&locker, "COMMIT").await;
 }
 
 /// A pool of 1 whose connection is held by an open transaction: another client's query fails

@@ -33,6 +33,28 @@ pub(super) const CANCELLED: super::route::NoBackend =
 /// How long reads avoid a replica a checkout could not reach.
 pub(super) const UNREACHABLE_MS: u64 = 1000;
 
+/// Whether a checkout's failure says the primary is down or restarting (`Some`: whether it
+/// failed at once, refused or reset, rather than after the connect timeout): not a refused
+/// login, a full server (53300) or pool, nor a protocol or TLS setup problem.
+fn primary_outage(e: &crate::pool::PoolError) -> Option<bool> {
+    use crate::pool::ConnectError as C;
+    match e {
+        crate::pool::PoolError::Connect(c) => match c {
+            C::Io { .. } => Some(true),
+            C::Timeout(_) => Some(false),
+            // Shutting down, starting up, in crash recovery.
+            C::Refused { code, .. } if code.starts_with("57P") => Some(true),
+            // A forwarder in front of a server that is gone accepts, then closes.
+            C::Tls {
+                source: crate::net::tls::TlsConnectError::Io(_),
+                ..
+            } => Some(true),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 impl Session {
     /// The pool for backend `index` in the current topology.
     pub(super) fn pool(&mut self, index: usize) -> Option<Arc<Pool>> {
@@ -91,14 +113,21 @@ impl Session {
     /// server as an up primary, or one `[health] interval` (a probe's time) has passed, so a
     /// restarted primary is tried again at that pace. `Some(false)`: the wait is used up;
     /// `None`: the client cancelled the request meanwhile.
-    async fn await_primary_news(&mut self, index: usize) -> Option<bool> {
+    /// A connection attempt that took its whole timeout (`quick` false: a server that does
+    /// not answer) is not made again at that pace: the request waits for the monitor.
+    async fn await_primary_news(&mut self, index: usize, quick: bool) -> Option<bool> {
         let now = tokio::time::Instant::now();
         self.primary_unreachable_since.get_or_insert(now);
         let left = self.primary_wait_left();
         if left.is_zero() {
             return Some(false);
         }
-        let pause = now + left.min(self.current.config.config.health.interval);
+        let pace = if quick {
+            self.current.config.config.health.interval
+        } else {
+            left
+        };
+        let pause = now + left.min(pace);
         let same = |view: &crate::cluster::ClusterView| {
             view.primary == Some(index) && view.backends.get(index).is_some_and(|b| b.up)
         };
@@ -373,14 +402,8 @@ impl Session {
                 return Ok(());
             }
             Err(e) => {
-                if d.target == Target::Primary
-                    && !e.is_refusal()
-                    && !matches!(
-                        e,
-                        crate::pool::PoolError::Timeout(_) | crate::pool::PoolError::Full { .. }
-                    )
-                {
-                    match self.await_primary_news(index).await {
+                if let Some(quick) = primary_outage(&e).filter(|_| d.target == Target::Primary) {
+                    match self.await_primary_news(index, quick).await {
                         Some(true) => {
                             tracing::info!(parent: &self.span, backend = %pool.key.backend, error = %e, "primary unreachable: routing again after the monitor's next word on it");
                             return Ok(());

@@ -418,6 +418,7 @@ impl Session {
             }
             tag::SYNC => {
                 self.skip_until_sync = false;
+                self.shape_portal = None;
                 let copies = std::mem::take(&mut self.batch_copies_in);
                 if self.server.is_some() {
                     self.forward(h.frame_len);

@@ -263,8 +263,12 @@ impl Session {
         if self.txn != TxnStatus::Idle || self.target == Target::Replica {
             self.batch_ends_block |= self.bound_ends_block(name, stmt.as_deref());
         }
-        if self.txn == TxnStatus::Idle && !self.request_begins {
-            self.request_begins = self.bound_begins_block(name, stmt.as_deref());
+        if self.txn == TxnStatus::Idle
+            && self.request_begins.is_none()
+            && self.bound_begins_block(name, stmt.as_deref())
+        {
+            // (Answered by the ReadyForQuery of this batch's Sync, after those owed now.)
+            self.request_begins = Some(self.pending.readies_due() + 1);
         }
         if let Some(arg) = self.terminate_arg_of(name, stmt.as_deref()) {
             let pid = match arg {

@@ -432,7 +432,8 @@ async fn start(
         input_ended: false,
         client_pass: Pass::None,
         lost_txn: false,
-        request_begins: false,
+        request_begins: None,
+        client_ran: false,
         aborted_txn: false,
         replica_refused: false,
         schema_changed: false,
@@ -662,8 +663,12 @@ struct Session {
     lost_txn: bool,
     /// A request in flight begins a transaction block (its Query's first statement, or a
     /// statement bound in its batch, is `BEGIN`): until its ReadyForQuery says so, `txn`
-    /// does not show it, and a server lost meanwhile fails the block the client began.
-    request_begins: bool,
+    /// does not show it, and a server lost meanwhile fails the block the client began. The
+    /// number of ReadyForQuery messages still to come up to that request's.
+    request_begins: Option<usize>,
+    /// A client's Execute completed since the last ReadyForQuery: a FATAL now ends a batch
+    /// part of which ran (see `fatal_unstarted`).
+    client_ran: bool,
     /// The client's transaction block failed and no server holds it (its server connection
     /// was lost, or none could be had for the first statement after a BEGIN the proxy
     /// answered). As in PostgreSQL's failed block, ReadyForQuery says "E" and nothing runs

@@ -390,6 +390,23 @@ impl Pending {
         self.q.is_empty()
     }
 
+    /// ReadyForQuery messages the server owes for what was sent (the proxy's own queries
+    /// included): a request queued now is answered by the one after them.
+    pub fn readies_due(&self) -> usize {
+        self.q
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Expect::Server {
+                        kind: Kind::Sync | Kind::Query | Kind::FunctionCall,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
     /// Entries outstanding.
     pub fn len(&self) -> usize {
         self.q.len()

@@ -371,7 +371,10 @@ impl Session {
                 &self.client.rbuf[5..h.frame_len],
             )));
         self.apply_effects(effects, pin);
-        self.request_begins |= matches!(info.txn, TxnControl::Begin { .. });
+        if matches!(info.txn, TxnControl::Begin { .. }) && self.request_begins.is_none() {
+            self.request_begins = Some(self.pending.readies_due() + 1);
+        }
+        self.shape_portal = None;
         let split_first = std::mem::take(&mut self.split_first);
         self.ending_block = split_first
             || info.statements == 1

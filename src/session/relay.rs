@@ -110,6 +110,16 @@ impl Session {
             loop {
                 if self.shapes_due() {
                     self.check_statement_shapes().await;
+                    if self.server.as_ref().is_some_and(|p| p.conn.broken) {
+                        // The check's exchange failed or outlived its timeout: its answers may
+                        // still come, ahead of anything sent now. The connection was the
+                        // client's session (session pooling, pinned).
+                        self.flush_client(client).await;
+                        return Err(Fatal::new(
+                            "08006",
+                            "the server connection holding this session was lost",
+                        ));
+                    }
                 }
                 let step = match self.process_client() {
                     Ok(step) => step,

@@ -155,7 +155,7 @@ impl super::Session {
             self.pending.abandon();
             self.requeue_request();
             self.txn = TxnStatus::Idle;
-            self.request_begins = false;
+            self.request_begins = None;
             return;
         }
         if let Some(mut r) = self.retry.take() {
@@ -185,7 +185,7 @@ impl super::Session {
         // not find itself in a failed block).
         // (Or the client began one in the requests lost: the server may have run its BEGIN,
         // its answer not yet read; then what the client sends next must not run outside it.)
-        let in_block = self.txn != TxnStatus::Idle || std::mem::take(&mut self.request_begins);
+        let in_block = self.txn != TxnStatus::Idle || self.request_begins.take().is_some();
         let block_ends =
             in_block && (owed > 0 || split_sync) && std::mem::take(&mut self.ending_block);
         let was_busy = owed > 0 || open_batch;

@@ -58,8 +58,8 @@ fn refused_by_standby(f: &ErrorFields) -> Option<Refusal> {
         // already run where it was made.)
         "0A000"
             if f.routine == "get_relation_info"
-                || f.routine == "BeginCopyTo"
-                || (f.routine.is_empty() && f.message.contains("unlogged relations")) =>
+                || ((f.routine == "BeginCopyTo" || f.routine.is_empty())
+                    && f.message.contains("unlogged relations")) =>
         {
             Some(Refusal::Statement)
         }
@@ -204,6 +204,9 @@ impl Session {
                 continue;
             }
             let m = self.pending.on_server(h.tag);
+            if matches!(m.completed, Some((Kind::Execute, Mode::Forward))) {
+                self.client_ran = true;
+            }
             if h.tag == tag::NOTIFICATION_RESPONSE && h.frame_len >= 9 {
                 // A notification names the process id the notifying client was given, as
                 // PostgreSQL's would name its process: this client's own (its NOTIFY ran on
@@ -276,9 +279,12 @@ impl Session {
                         }
                     }
                     request_done = self.pending.is_empty();
+                    self.client_ran = false;
+                    // (The request that began a block is answered: `txn` says it now.)
+                    self.request_begins = self.request_begins.filter(|&n| n > 1).map(|n| n - 1);
                     if request_done {
                         self.ending_block = false;
-                        self.request_begins = false;
+                        self.request_begins = None;
                     }
                     // (Not the ReadyForQuery of a read the replica refused: the client has
                     // the one of its repeat, counted where it ran.)
@@ -371,7 +377,7 @@ impl Session {
                             // (The entry at the head says whose work it ended: an error of
                             // the proxy's own Parse of the client's statement is forwarded,
                             // but the client's Bind behind it has not run.)
-                            let own = m.mode != Mode::Forward;
+                            let own = m.mode != Mode::Forward && !self.client_ran;
                             let using = self.txn != TxnStatus::Idle
                                 || (!own && self.pending.client_waiting());
                             forward = using && !repeats && !rescuing;

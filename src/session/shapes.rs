@@ -16,7 +16,7 @@
 //! prepared again. A Describe of a portal bound from a statement whose shape is not known yet
 //! records it as a Describe of the statement does (pgjdbc describes only portals).
 //! Costs nothing until a schema change: one comparison per attach, and per request on a held
-//! connection.
+//! connection; after one, a held connection's requests are scanned for such Binds.
 
 use std::sync::Arc;
 
@@ -58,6 +58,7 @@ impl Session {
     pub(super) fn shapes_due(&self) -> bool {
         (self.stale_shapes || self.app.statements.epoch() != self.shapes_epoch)
             && self.server.is_some()
+            && !self.releasable()
             && self.txn == TxnStatus::Idle
             && self.pending.is_empty()
             && !self.batch_open
