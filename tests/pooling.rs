@@ -1754,6 +1754,32 @@ async fn a_block_begun_in_the_request_lost_with_its_server_stays_failed() {
     drop(relay);
 }
 
+/// The server process whose statement `sql` waits for a lock (bounded).
+async fn waiting_for_lock(sql: &str) -> i32 {
+    let waiting = format!(
+        "SELECT coalesce(max(pid), 0) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query = '{sql}'"
+    );
+    let deadline = Instant::now() + STEP;
+    loop {
+        let pid: i32 = su(&waiting).parse().unwrap();
+        if pid != 0 {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "{sql}: never waited for a lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The server process a raw client's next statement runs on.
+async fn raw_backend_pid(a: &mut Raw) -> i32 {
+    data_rows(&a.simple("SELECT pg_backend_pid()").await)[0][0]
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// A server session ended (an administrator's `pg_terminate_backend`) while it runs the
 /// proxy's own work ahead of a client's request (here the Parse that prepares the client's
 /// statement on a connection that lacks it, waiting for a lock): the request never ran, and
@@ -1767,11 +1793,7 @@ async fn a_session_ended_before_the_request_ran_does_not_end_the_client() {
     let mut a = Raw::app(&p).await;
     parsed(&mut a, "s", sql).await;
     assert_eq!(tags(&a.roundtrip(&bind_exec("s", &[])).await), "2CZ");
-    let pid: i32 = data_rows(&a.simple("SELECT pg_backend_pid()").await)[0][0]
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = raw_backend_pid(&mut a).await;
     // Between transactions: a's session goes on, on a connection without its statement.
     kill_server(pid).await;
     let locker = connect(&p).await;
@@ -1782,22 +1804,7 @@ async fn a_session_ended_before_the_request_ran_does_not_end_the_client() {
     )
     .await;
     a.send(&bind_exec("s", &[])).await;
-    let waiting = format!(
-        "SELECT coalesce(max(pid), 0) FROM pg_stat_activity \
-         WHERE wait_event_type = 'Lock' AND query = '{sql}'"
-    );
-    let deadline = Instant::now() + STEP;
-    let parsing = loop {
-        let pid: i32 = su(&waiting).parse().unwrap();
-        if pid != 0 {
-            break pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the Parse never waited for the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let parsing = waiting_for_lock(sql).await;
     kill_server(parsing).await;
     let got = a.until_ready().await;
     let e = got
@@ -1824,11 +1831,7 @@ async fn a_session_ended_before_the_request_ran_does_not_end_the_client() {
     // committed, then a Bind of a statement to prepare there), the client is never told that
     // nothing ran: it gets the server's FATAL, as connected directly.
     create_table("pool_fatal_own_u", "v int");
-    let pid: i32 = data_rows(&a.simple("SELECT pg_backend_pid()").await)[0][0]
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = raw_backend_pid(&mut a).await;
     kill_server(pid).await;
     q(&locker, "BEGIN").await;
     q(
@@ -1846,18 +1849,7 @@ async fn a_session_ended_before_the_request_ran_does_not_end_the_client() {
     m_execute(&mut b);
     m_sync(&mut b);
     a.send(&b).await;
-    let deadline = Instant::now() + STEP;
-    let parsing = loop {
-        let pid: i32 = su(&waiting).parse().unwrap();
-        if pid != 0 {
-            break pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the Parse never waited for the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let parsing = waiting_for_lock(sql).await;
     kill_server(parsing).await;
     assert_eq!(su("SELECT count(*) FROM pool_fatal_own_u"), "1");
     let mut fatal = None;

@@ -331,20 +331,26 @@ impl Session {
         Some(dealloc.server_name.clone())
     }
 
+    /// The text of the client's statement `name` (`stmt`, when the proxy knows it; the
+    /// unnamed statement's from its Parse), if known.
+    fn bound_text<'a>(&'a self, name: &[u8], stmt: Option<&'a Statement>) -> Option<&'a [u8]> {
+        match stmt {
+            Some(s) => Some(&s.query[..]),
+            None if name.is_empty() => self
+                .unnamed
+                .as_ref()
+                .and_then(|frame| statements::split_parse(&frame[5..]))
+                .map(|(_, q, _)| q),
+            None => None,
+        }
+    }
+
     /// Whether the client's statement `name` (`stmt`, when the proxy knows it) ends the
     /// transaction block on its own (`COMMIT`, `ROLLBACK`, `PREPARE TRANSACTION`, not `AND
     /// CHAIN`): the requests behind its batch are then routed afresh, as behind such a Query.
     fn bound_ends_block(&self, name: &[u8], stmt: Option<&Statement>) -> bool {
-        let text = match stmt {
-            Some(s) => &s.query[..],
-            None if name.is_empty() => match self.unnamed.as_ref() {
-                Some(frame) => match statements::split_parse(&frame[5..]) {
-                    Some((_, q, _)) => q,
-                    None => return false,
-                },
-                None => return false,
-            },
-            None => return false,
+        let Some(text) = self.bound_text(name, stmt) else {
+            return false;
         };
         // (Every Bind in a transaction comes here: only a text whose first word may end a
         // block is examined further.)
@@ -362,19 +368,10 @@ impl Session {
     /// `START TRANSACTION`): if its server connection is lost before the batch is answered,
     /// the client's block has failed (see `server_lost`).
     fn bound_begins_block(&self, name: &[u8], stmt: Option<&Statement>) -> bool {
-        let text = match stmt {
-            Some(s) => &s.query[..],
-            None if name.is_empty() => match self.unnamed.as_ref() {
-                Some(frame) => match statements::split_parse(&frame[5..]) {
-                    Some((_, q, _)) => q,
-                    None => return false,
-                },
-                None => return false,
-            },
-            None => return false,
-        };
-        let (word, n) = first_word(text);
-        matches!(&word[..n], b"begin" | b"start")
+        self.bound_text(name, stmt).is_some_and(|text| {
+            let (word, n) = first_word(text);
+            matches!(&word[..n], b"begin" | b"start")
+        })
     }
 
     /// What the `pg_terminate_backend(...)` call of the client's statement `name` (`stmt`,
@@ -527,12 +524,40 @@ impl Session {
     }
 }
 
-/// The first word of a statement's text (up to 9 letters, lowercased) and its length.
+/// The first word of a statement's text (up to 9 letters, lowercased) and its length, after
+/// white space and comments (`--` to the end of the line, `/* */` nested as PostgreSQL
+/// nests them).
 fn first_word(text: &[u8]) -> ([u8; 9], usize) {
-    let start = text
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(text.len());
+    let mut start = 0;
+    loop {
+        match &text[start..] {
+            [b, ..] if b.is_ascii_whitespace() => start += 1,
+            [b'-', b'-', rest @ ..] => {
+                start = text.len() - rest.len();
+                start += rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            }
+            [b'/', b'*', ..] => {
+                let mut depth = 0usize;
+                let mut i = start;
+                while i < text.len() {
+                    if text[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if text[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                start = i;
+            }
+            _ => break,
+        }
+    }
     let mut word = [0u8; 9];
     let mut n = 0;
     for &b in text[start..].iter().take(word.len()) {
@@ -563,7 +588,24 @@ fn bind_int_param(rest: &[u8], n: usize) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::bind_int_param;
+    use super::{bind_int_param, first_word};
+
+    #[test]
+    fn the_first_word_comes_after_comments() {
+        for (text, want) in [
+            (&b"BEGIN"[..], &b"begin"[..]),
+            (b"  start transaction", b"start"),
+            (b"/* x */ BEGIN", b"begin"),
+            (b"/* a /* nested */ b */begin", b"begin"),
+            (b"-- note\n  Commit", b"commit"),
+            (b"-- only a comment", b""),
+            (b"/* unterminated", b""),
+            (b"1", b""),
+        ] {
+            let (w, n) = first_word(text);
+            assert_eq!(&w[..n], want, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
 
     /// The part of a Bind after its two names.
     fn bind_rest(formats: &[i16], params: &[Option<&[u8]>]) -> Vec<u8> {
