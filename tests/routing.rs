@@ -825,6 +825,19 @@ async fn begins_a_replica_would_refuse_run_on_the_primary() {
         execute(&c, "COMMIT").await;
         assert_eq!(seen, p.primary, "BEGIN; {first} ran on {}", p.name(seen));
     }
+    // ... or by a later statement of the transaction's first request (a replica refused it:
+    // 0A000 "cannot set transaction read-write mode during recovery").
+    for first in [
+        "SET LOCAL statement_timeout = '5s'; SET TRANSACTION READ WRITE",
+        "SET LOCAL lock_timeout = '1s'; SET LOCAL transaction_read_only = off",
+        "SET CONSTRAINTS ALL DEFERRED; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+    ] {
+        execute(&c, "BEGIN").await;
+        execute(&c, first).await;
+        let seen = port(&c, "SELECT inet_server_port()").await;
+        execute(&c, "COMMIT").await;
+        assert_eq!(seen, p.primary, "BEGIN; {first} ran on {}", p.name(seen));
+    }
     execute(&c, "RESET default_transaction_read_only").await;
     // A BEGIN the server refuses is answered by the server (pooling.rs checks what follows).
     for bad in [
@@ -3048,4 +3061,145 @@ async fn a_busy_replica_pool_fails_the_read_with_53300() {
         port(&reader, "SELECT inet_server_port()").await,
         replica_port
     );
+}
+
+/// A batch that binds and executes nothing before its Flush (asyncpg's Parse, Describe, Flush,
+/// then Bind, Execute, Sync once it has the answers) is routed by what it parses: a read's runs
+/// on a replica. It went to the primary, counted as a write (so the user's other sessions'
+/// reads waited for its "commit"). What follows it there that is not a read (a write bound, or
+/// a Query, before the Sync) moves it to the primary, where it runs. And a write's batch ended
+/// by a Query rather than a Sync has its commit's position read back once answered: it stayed
+/// in flight for as long as the client stayed, and every read of the user's other sessions
+/// went to the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses() {
+    use postgres_protocol::message::frontend;
+    use support::raw::{login, Raw, PROTO_3_0};
+
+    let (_c, proxy, p) = start_proxy("").await;
+    warm_up(&proxy, &p).await;
+    let params = [("user", APP_USER), ("database", APP_DB)];
+    let mut s = match login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await {
+        Ok(s) => s,
+        Err(r) => panic!("login refused: {:?}", r.error),
+    };
+    // Parse (and Describe) `sql` as `name`, then Flush; reads the answers.
+    async fn prepare_flushed(raw: &mut Raw, name: &str, sql: &str) {
+        let mut out = bytes::BytesMut::new();
+        frontend::parse(name, sql, std::iter::empty(), &mut out).unwrap();
+        frontend::describe(b'S', name, &mut out).unwrap();
+        frontend::flush(&mut out);
+        raw.send(&out).await.unwrap();
+        for want in [b'1', b't'] {
+            let f = raw.frame().await;
+            assert_eq!(f.tag, want, "{sql}: {:?}", f.fields());
+        }
+        let f = raw.frame().await;
+        assert!(matches!(f.tag, b'T' | b'n'), "{sql}: {:?}", f.fields());
+    }
+    // Bind, Execute and Sync of statement `name`; the first column of the first row, a port.
+    async fn run_bound(raw: &mut Raw, name: &str, what: &str) -> u16 {
+        let mut out = bytes::BytesMut::new();
+        frontend::bind(
+            "",
+            name,
+            std::iter::empty(),
+            std::iter::empty::<i32>(),
+            |_: i32,
+             _: &mut bytes::BytesMut|
+             -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                unreachable!()
+            },
+            std::iter::empty(),
+            &mut out,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        frontend::execute("", 0, &mut out).unwrap();
+        frontend::sync(&mut out);
+        raw.send(&out).await.unwrap();
+        let r = raw.read_result(what).await;
+        assert!(r.error.is_none(), "{what}: {:?}", r.error);
+        assert_eq!(r.status, b'I', "{what}");
+        r.scalar().parse().expect("a port")
+    }
+    for name in ["", "sy_flushed_read"] {
+        prepare_flushed(&mut s.raw, name, "SELECT inet_server_port()").await;
+        let on = run_bound(&mut s.raw, name, "a flushed read").await;
+        assert!(
+            p.is_replica(on),
+            "a flushed read ({name:?}) ran on {}",
+            p.name(on)
+        );
+    }
+    // A write bound after a flushed read, before the Sync: moved to the primary.
+    let write = "INSERT INTO routing_t (v) VALUES ('after a flush') RETURNING inet_server_port()";
+    prepare_flushed(&mut s.raw, "sy_flushed_write", write).await;
+    let mut sync = bytes::BytesMut::new();
+    frontend::sync(&mut sync);
+    s.raw.send(&sync).await.unwrap();
+    assert_eq!(s.raw.read_result("Sync").await.status, b'I');
+    for _ in 0..2 {
+        prepare_flushed(&mut s.raw, "", "SELECT inet_server_port()").await;
+        let on = run_bound(
+            &mut s.raw,
+            "sy_flushed_write",
+            "a write after a flushed read",
+        )
+        .await;
+        assert_eq!(
+            on,
+            p.primary,
+            "a write after a flushed read ran on {}",
+            p.name(on)
+        );
+    }
+    // A write sent as a Query after a flushed read (asyncpg's copy_records_to_table).
+    prepare_flushed(&mut s.raw, "", "SELECT 1").await;
+    let r = s.raw.query(write).await;
+    assert!(
+        r.error.is_none(),
+        "a Query after a flushed read: {:?}",
+        r.error
+    );
+    let on: u16 = r.scalar().parse().unwrap();
+    assert_eq!(
+        on,
+        p.primary,
+        "a Query after a flushed read ran on {}",
+        p.name(on)
+    );
+
+    // A flushed write's batch, ended by a Query that writes: the commit's position is read,
+    // and the user's reads elsewhere go to replicas again while this client stays.
+    prepare_flushed(&mut s.raw, "", write).await;
+    let r = s.raw.query(write).await;
+    assert!(
+        r.error.is_none(),
+        "a Query after a flushed write: {:?}",
+        r.error
+    );
+    assert_eq!(r.status, b'I');
+    let other = proxy.connect_app().await;
+    let in_flight = || {
+        metric_sum(
+            &proxy,
+            "switchyard_routed_total{reason=\"ryw_commit_in_flight\"",
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let before = in_flight().await;
+        port(&other, "SELECT inet_server_port()").await;
+        if in_flight().await == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit stayed in flight: the user's reads still go to the primary"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The session goes on.
+    assert_eq!(s.raw.query_ok("SELECT 7").await.scalar(), "7");
 }

@@ -714,7 +714,14 @@ impl Session {
         // unread instead.
         let mut lsn = self.captured_lsn.take();
         let commit = match (self.capturing.1, lsn) {
-            (false, _) => None,
+            // Not asked yet (the connection was not quiet since: a batch of the client's
+            // open behind the commit): read on another connection to the primary.
+            (false, _) => {
+                if let Some(c) = self.ryw.hand_off() {
+                    self.read_position_elsewhere(c);
+                }
+                None
+            }
             // (Its answer is already here: the watermarks are raised now.)
             (true, Some(_)) => {
                 if let Some(c) = self.ryw.hand_off() {

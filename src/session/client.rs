@@ -474,6 +474,37 @@ impl Session {
     /// At the start of a request on an attached connection it may not belong on: whether
     /// to wait until that connection goes (then the request is routed afresh).
     fn leave_for_next_request(&mut self) -> bool {
+        if self.batch_open
+            && !self.bound_in_batch
+            && self.pending.is_empty()
+            && self.server.is_some()
+            && self.txn == TxnStatus::Idle
+            && !self.skip_until_sync
+            && self.pool_mode == crate::config::PoolMode::Transaction
+            && self.current.config.config.routing.read_write_split
+            && !matches!(self.client.rbuf.first(), Some(&(tag::SYNC | tag::FLUSH)))
+        {
+            // What the client sends once a batch that ran nothing (asyncpg's Parse, Describe,
+            // Flush) is answered, before its Sync: the batch was routed by what it parsed. A
+            // write (or a statement for the primary) that follows it on a replica moves it: a
+            // Sync of the proxy's own ends it there (nothing ran in it), and this is routed
+            // afresh, its statements prepared again where it goes. Elsewhere, whether it may
+            // write is told now, for read-your-writes.
+            let d = self.route_front();
+            if self.target == Target::Replica
+                && d.target == Target::Primary
+                && self.pin.is_none()
+                && self.swbuf.is_empty()
+                && self.client_pass == Pass::None
+                && self.server_pass == 0
+            {
+                encode::empty(&mut self.swbuf, tag::SYNC);
+                self.pending.expect(Kind::Sync, Mode::Swallow, Hook::None);
+                self.batch_open = false;
+                return true;
+            }
+            self.wrote |= d.write;
+        }
         // A request sent behind one that ends a read-only transaction on a replica belongs
         // to no transaction yet: it waits for that one's answer, then is routed (a write
         // sent right after the COMMIT ran on the replica and failed).

@@ -394,6 +394,14 @@ impl Session {
         self.count_request();
         self.forget_unnamed();
         self.copy_ended_since_request = false;
+        if self.batch_open {
+            // Inside an extended-protocol batch (asyncpg's Parse, Describe, Flush before it): the
+            // server runs the Query as part of the batch's implicit transaction and ends that
+            // with it, as a Sync would (unless an error skips it, see `Pending::on_server`).
+            self.batch_open = false;
+            self.bound_in_batch = false;
+            self.ending_block |= std::mem::take(&mut self.batch_ends_block);
+        }
         self.pending.expect(
             Kind::Query,
             Mode::Forward,

@@ -307,21 +307,29 @@ impl Session {
     }
 
     /// Scans an extended-protocol batch up to its Sync: `Some(true)` when every statement it
-    /// binds or parses is a read, `None` when the batch is not complete in the buffer.
+    /// binds or parses is a read, `None` when the batch is not complete in the buffer. A
+    /// batch that binds and executes nothing before a Flush that ends the buffer (asyncpg's
+    /// Parse, Describe, Flush: the client waits for the answers) is looked at as far as it
+    /// goes: what it parses decides, and what the client sends after its answers is looked
+    /// at again (see `leave_for_next_request`).
     fn batch_is_read(&self) -> Option<(bool, Option<Route>)> {
         let buf = &self.client.rbuf[..];
         let mut at = 0;
         let mut saw_statement = false;
+        // (Whether it binds or executes anything; whether the last message was a Flush.)
+        let (mut runs, mut flushed) = (false, false);
         // (Under a replica hint a statement that is not a read goes on: the batch runs there,
         // but is not a read.)
         let mut all_read = true;
         let mut hint = None;
         let classifier = self.app.classifier.load();
         loop {
-            let h = Header::peek(&buf[at..], usize::MAX).ok()??;
-            if buf.len() - at < h.frame_len {
-                return None;
-            }
+            let h = match Header::peek(&buf[at..], usize::MAX).ok()? {
+                Some(h) if buf.len() - at >= h.frame_len => h,
+                // (More of it to come.)
+                _ => return (!runs && flushed && at == buf.len()).then_some((all_read, hint)),
+            };
+            flushed = h.tag == tag::FLUSH;
             let body = &buf[at + 5..at + h.frame_len];
             match h.tag {
                 tag::PARSE => {
@@ -343,6 +351,7 @@ impl Session {
                     saw_statement = true;
                 }
                 tag::BIND => {
+                    runs = true;
                     let (_, rest) = read_cstr(body)?;
                     let (name, _) = read_cstr(rest)?;
                     let classify = |query: &[u8]| {
@@ -390,7 +399,8 @@ impl Session {
                     all_read &= read;
                     saw_statement = true;
                 }
-                tag::DESCRIBE | tag::EXECUTE | tag::FLUSH | tag::CLOSE => {}
+                tag::EXECUTE => runs = true,
+                tag::DESCRIBE | tag::FLUSH | tag::CLOSE => {}
                 tag::SYNC => return Some((saw_statement && all_read, hint)),
                 _ => return Some((false, hint)),
             }

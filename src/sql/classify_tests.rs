@@ -909,6 +909,13 @@ fn primary_only_in_a_read_only_transaction() {
         "SELECT 1; SHOW transaction_read_only",
         "EXPLAIN ANALYZE SELECT pg_is_in_recovery()",
         "SELECT 'unterminated",
+        // A mode a standby refuses, also after other statements of the request.
+        "SET TRANSACTION READ WRITE",
+        "set local statement_timeout = '5s'; set transaction read write; insert into t values (1)",
+        "set local lock_timeout = '1s'; set local transaction_read_only = off",
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION READ WRITE",
+        "SET CONSTRAINTS ALL DEFERRED; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SET LOCAL statement_timeout = '5s'; SET transaction_isolation = 'serializable'",
     ] {
         assert!(c.analyze(sql).primary_only, "{sql:?}");
     }
@@ -922,6 +929,9 @@ fn primary_only_in_a_read_only_transaction() {
         "UNLISTEN ch",
         "EXPLAIN SELECT pg_backend_pid()",
         "SET TRANSACTION READ ONLY",
+        "SET LOCAL statement_timeout = '5s'; SET TRANSACTION READ ONLY",
+        "SET transaction_read_only = on",
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
         "SAVEPOINT a",
         "INSERT INTO t VALUES (1)",
     ] {

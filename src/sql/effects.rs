@@ -209,6 +209,8 @@ fn set_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
             prev_read = m.is_kw("read");
         }
         if standby_refuses {
+            // (Also when not the first statement of its request: see `standby_refuses`.)
+            out.standby_refuses = true;
             out.txn = TxnControl::SetTransactionReadWrite;
         } else if read_only {
             out.txn = TxnControl::SetTransactionReadOnly;
@@ -252,6 +254,7 @@ fn set_head<'a>(mut rest: Stmt<'a>, out: &mut StmtOut<'a>) {
                 (false, _) if value_is(&val, "serializable") => TxnControl::SetTransactionReadWrite,
                 (false, _) => TxnControl::None,
             };
+            out.standby_refuses = out.txn == TxnControl::SetTransactionReadWrite;
         }
         return;
     }
