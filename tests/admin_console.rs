@@ -494,6 +494,41 @@ async fn only_admin_users_reload_and_kill_and_only_console_users_connect() {
         !rows.iter().any(|c| get(c, "application_name") == "victim")
     })
     .await;
+    // ... and the statement it was running ends with it, on whichever server ran it, as
+    // pg_terminate_backend's does (closing the socket alone left it running, locks and all,
+    // until it next wrote).
+    let sleeper = connect(&proxy, APP_USER, APP_PASSWORD, APP_DB, "sleeper").await;
+    let pid: i32 = bounded("pid", sleeper.query_one("SELECT pg_backend_pid()", &[]))
+        .await
+        .unwrap()
+        .get(0);
+    let sleeping = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(61.5)").await });
+    let running = || {
+        shared_cluster()
+            .nodes()
+            .iter()
+            .map(|n| {
+                n.psql(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE query = 'SELECT pg_sleep(61.5)' AND state = 'active'",
+                )
+                .unwrap()
+            })
+            .filter(|c| c != "0")
+            .count()
+    };
+    assert!(wait_until(STEP, || running() == 1), "the sleep never ran");
+    bounded("kill", admin.simple_query(&format!("KILL {pid}")))
+        .await
+        .unwrap();
+    bounded("the killed sleep", sleeping)
+        .await
+        .unwrap()
+        .expect_err("the killed client's statement completed");
+    assert!(
+        wait_until(STEP, || running() == 0),
+        "the killed client's statement still runs on its server"
+    );
 
     // RELOAD applies a changed file and says so; a broken file is rejected and the old
     // configuration stays.

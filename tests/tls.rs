@@ -719,6 +719,51 @@ async fn direct_tls_relay(target: String, config: rustls::ClientConfig) -> Strin
     addr
 }
 
+/// A TLS connection ends as PostgreSQL ends one, with a `close_notify` alert: a client that
+/// reads to the end finds a clean end, after a cancel request and after a refused login.
+/// libpq 17's cancel API (psycopg's `cancel_safe()`) reported every cancel sent over TLS as
+/// failed ("SSL error: unexpected eof while reading"), though it was placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_end_with_a_close_notify() {
+    use postgres_protocol::message::frontend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let files = client_side();
+    let proxy = start_ready_proxy(ProxyOptions {
+        extra_tables: tls_table(&files.cert, &files.key, "require"),
+        ..Default::default()
+    });
+    let mut config = files.pki.client_config();
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    for what in ["a cancel request", "a login refused"] {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.expect("a TLS handshake");
+        let mut out = bytes::BytesMut::new();
+        if what == "a cancel request" {
+            // (A key nobody holds: placed nowhere.)
+            frontend::cancel_request(4711, 42, &mut out);
+        } else {
+            // (Protocol 9.0: refused at once.)
+            out.extend_from_slice(&[0, 0, 0, 8, 0, 9, 0, 0]);
+        }
+        tls.write_all(&out).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the connection stayed open"));
+        assert!(
+            end.is_ok(),
+            "{what}: the connection ended without a close_notify: {end:?}"
+        );
+        if what == "a login refused" {
+            assert_eq!(rest.first(), Some(&b'E'), "{what}: {rest:?}");
+        }
+    }
+}
+
 /// Direct TLS: a client that opens with its ClientHello and names `postgresql` in ALPN logs
 /// in, queries and cancels without an SSLRequest; one without that ALPN is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

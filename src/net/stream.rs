@@ -102,6 +102,17 @@ impl Stream {
         }
     }
 
+    /// Ends a TLS session as PostgreSQL does before it closes the socket, with a
+    /// `close_notify` alert, waiting up to `within` for it to be sent (libpq 17's cancel API
+    /// takes an end without one for a failed cancel). Nothing for a plain socket, which its
+    /// close ends.
+    pub async fn close_tls(&mut self, within: std::time::Duration) {
+        if let Stream::Tls(s) = self {
+            let _ =
+                tokio::time::timeout(within, tokio::io::AsyncWriteExt::shutdown(&mut **s)).await;
+        }
+    }
+
     /// Writes `data` if the socket takes it now, without waiting (a best-effort goodbye).
     pub fn write_now(&mut self, data: &[u8]) {
         match self {

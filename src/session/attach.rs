@@ -746,6 +746,24 @@ impl Session {
             || self.server_pass > 0
             || (!self.swbuf.is_empty() && own_queries == 0);
         if busy {
+            if self.cancel.kill.is_cancelled() {
+                // Ended by the proxy (`KILL`, `pg_terminate_backend`, a shutdown past its
+                // timeout) while its request ran: as a terminated backend's, the statement
+                // ends too (closing the socket stops it only once the server writes, and it
+                // holds its locks meanwhile). (Not for a client that left on its own: connected
+                // directly, its statement would run on.)
+                let (pid, secret) = (p.conn.pid, p.conn.secret);
+                let address = p.pool().key.address.clone();
+                tokio::spawn(async move {
+                    let limit = super::cancel::SERVER_LIMIT;
+                    let open = crate::net::server_addr::open_plain(&address);
+                    if let Err(e) =
+                        super::cancel::cancel_over(open, pid, secret, limit, limit).await
+                    {
+                        tracing::warn!(error = %e, "cancel request to server failed");
+                    }
+                });
+            }
             p.discard("client_left_mid_request", &self.app.metrics);
             return;
         }

@@ -528,7 +528,7 @@ pub async fn send_cancel(
 
 /// [`send_cancel`] over the connection `open` makes (a server's address may be a Unix-domain
 /// socket).
-async fn cancel_over<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn cancel_over<S: AsyncRead + AsyncWrite + Unpin>(
     open: impl std::future::Future<Output = std::io::Result<S>>,
     pid: i32,
     secret: i32,

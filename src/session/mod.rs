@@ -130,6 +130,7 @@ pub async fn turn_away(
     match first {
         Ok(Ok(startup::First::Cancel { pid, secret })) => {
             cancel::place(&app, pid, secret).await;
+            stream.close_tls(CLOSE_WAIT).await;
             return None;
         }
         Ok(Ok(startup::First::Startup(startup, tls))) => {
@@ -163,6 +164,7 @@ pub async fn turn_away(
     app.metrics.rejected("max_clients");
     app.metrics.error("53300");
     crate::server::refuse(&mut stream, "53300", "sorry, too many clients already").await;
+    stream.close_tls(CLOSE_WAIT).await;
     None
 }
 
@@ -240,7 +242,12 @@ async fn serve(app: Arc<App>, mut stream: Stream, peer: Peer, first: Option<Read
             }
         }
     }
+    stream.close_tls(CLOSE_WAIT).await;
 }
+
+/// How long a TLS connection's `close_notify` may wait to be sent (to a client that reads
+/// nothing more) before the socket closes anyway.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a logged-in client goes on to.
 enum Started {
