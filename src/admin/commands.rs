@@ -170,6 +170,24 @@ pub fn parse(statement: &str) -> Result<Command, CommandError> {
     let words = words(statement);
     let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
     let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
+    if upper.first() != Some(&"SET") {
+        // Quoted names as PostgreSQL's lexer takes them: closed, and not empty.
+        if statement.matches('"').count() % 2 == 1 {
+            return Err(CommandError::new(
+                "42601",
+                format!(
+                    "unterminated quoted identifier in \"{}\"",
+                    statement.chars().take(60).collect::<String>()
+                ),
+            ));
+        }
+        if words.contains(&"\"\"") {
+            return Err(CommandError::new(
+                "42601",
+                "zero-length delimited identifier at or near \"\"\"\"",
+            ));
+        }
+    }
     match upper.as_slice() {
         [] => Ok(Command::Empty),
         ["SHOW", what] => match *what {
@@ -184,7 +202,7 @@ pub fn parse(statement: &str) -> Result<Command, CommandError> {
                 "42704",
                 format!(
                     "unrecognized SHOW item \"{}\": SHOW HELP lists the commands",
-                    words[1]
+                    database(words[1])
                 ),
             )),
         },
@@ -383,6 +401,14 @@ mod tests {
             Ok(Command::KillDatabase("say \"hi\" ;".into()))
         );
         assert_eq!(parse("KILL \"a\" b").unwrap_err().code, "42601");
+        // Unterminated or empty: refused as PostgreSQL's lexer refuses them.
+        for bad in ["KILL \"abc", "PAUSE \"a\"\"b", "KILL \"\"", "RESUME \"\""] {
+            assert_eq!(parse(bad).unwrap_err().code, "42601", "{bad}");
+        }
+        let e = parse("SHOW \"pools\"").unwrap_err();
+        assert_eq!(e.code, "42704");
+        assert!(e.message.contains("item \"pools\""), "{}", e.message);
+        assert_eq!(parse("SET application_name = 'a\"b'"), Ok(Command::Set));
     }
 
     #[test]
