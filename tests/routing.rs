@@ -3097,8 +3097,8 @@ async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses(
         let f = raw.frame().await;
         assert!(matches!(f.tag, b'T' | b'n'), "{sql}: {:?}", f.fields());
     }
-    // Bind, Execute and Sync of statement `name`; the first column of the first row, a port.
-    async fn run_bound(raw: &mut Raw, name: &str, what: &str) -> u16 {
+    // Bind, Execute and Sync of statement `name` (no parameters, text results).
+    fn bound(name: &str) -> bytes::BytesMut {
         let mut out = bytes::BytesMut::new();
         frontend::bind(
             "",
@@ -3117,7 +3117,11 @@ async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses(
         .unwrap();
         frontend::execute("", 0, &mut out).unwrap();
         frontend::sync(&mut out);
-        raw.send(&out).await.unwrap();
+        out
+    }
+    // [`bound`], run: the first column of the first row, a port.
+    async fn run_bound(raw: &mut Raw, name: &str, what: &str) -> u16 {
+        raw.send(&bound(name)).await.unwrap();
         let r = raw.read_result(what).await;
         assert!(r.error.is_none(), "{what}: {:?}", r.error);
         assert_eq!(r.status, b'I', "{what}");
@@ -3154,6 +3158,39 @@ async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses(
             p.name(on)
         );
     }
+    // The same sent before the answers to the flushed read came (a client that does not wait
+    // for them): it waits for them, then moves. (Whether the proxy read the two parts apart
+    // depends on timing: the gaps vary.)
+    for round in 0..40u64 {
+        let mut first = bytes::BytesMut::new();
+        frontend::parse(
+            "",
+            "SELECT inet_server_port()",
+            std::iter::empty(),
+            &mut first,
+        )
+        .unwrap();
+        frontend::describe(b'S', "", &mut first).unwrap();
+        frontend::flush(&mut first);
+        let mut rest = bytes::BytesMut::new();
+        raw::parse_bind_execute(write, &mut rest);
+        frontend::sync(&mut rest);
+        s.raw.send(&first).await.unwrap();
+        tokio::time::sleep(Duration::from_micros(round * 40)).await;
+        s.raw.send(&rest).await.unwrap();
+        let r = s
+            .raw
+            .read_result("a write pipelined past a flushed read")
+            .await;
+        assert!(r.error.is_none(), "round {round}: {:?}", r.error);
+        let on: u16 = r.scalar().parse().unwrap();
+        assert_eq!(
+            on,
+            p.primary,
+            "round {round}: the write ran on {}",
+            p.name(on)
+        );
+    }
     // A write sent as a Query after a flushed read (asyncpg's copy_records_to_table).
     prepare_flushed(&mut s.raw, "", "SELECT 1").await;
     let r = s.raw.query(write).await;
@@ -3168,6 +3205,42 @@ async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses(
         p.primary,
         "a Query after a flushed read ran on {}",
         p.name(on)
+    );
+
+    // A statement the connection already has, parsed (answered by the proxy itself), then
+    // described and synced (tokio-postgres's prepare): a read, not moved, not a write. A
+    // flushed batch sent to a replica by a hint: not a write there either (its commit
+    // position was read on the replica, and failed).
+    let writes = || metric_sum(&proxy, "switchyard_routed_total{reason=\"write\"");
+    let before = writes().await;
+    for i in 0..4 {
+        let mut out = bytes::BytesMut::new();
+        let name = format!("sy_cached_{i}");
+        frontend::parse(
+            &name,
+            "SELECT inet_server_port()",
+            std::iter::empty(),
+            &mut out,
+        )
+        .unwrap();
+        frontend::describe(b'S', &name, &mut out).unwrap();
+        frontend::sync(&mut out);
+        s.raw.send(&out).await.unwrap();
+        let r = s.raw.read_result("a cached Parse, Describe, Sync").await;
+        assert!(r.error.is_none(), "{:?}", r.error);
+        // (nextval() is not a read: the replica refuses it, and the client gets that.)
+        let hinted = format!("/* switchyard:replica */ SELECT nextval('routing_seq') /* {i} */");
+        prepare_flushed(&mut s.raw, "", &hinted).await;
+        s.raw.send(&bound("")).await.unwrap();
+        let r = s.raw.read_result("a hinted flushed batch").await;
+        let code = r.error.as_ref().map(|e| e.code());
+        assert_eq!(code.as_deref(), Some("25006"), "not on a replica?");
+    }
+    assert_eq!(writes().await, before, "reads counted as writes");
+    assert!(
+        !proxy.log().contains("the proxy's own query failed"),
+        "{}",
+        proxy.log_tail(20)
     );
 
     // A flushed write's batch, ended by a Query that writes: the commit's position is read,

@@ -674,6 +674,7 @@ impl Session {
         self.server_pass = 0;
         self.batch_open = false;
         self.bound_in_batch = false;
+        self.flushed_batch = false;
         self.copy_in = false;
         self.read_back = ReadBack::Fine;
         self.capture_retries = 0;
@@ -752,17 +753,14 @@ impl Session {
                 // ends too (closing the socket stops it only once the server writes, and it
                 // holds its locks meanwhile). (Not for a client that left on its own: connected
                 // directly, its statement would run on.)
+                // (Waited for, boundedly: a shutdown waits for the sessions, not for tasks
+                // they would leave behind.)
                 let (pid, secret) = (p.conn.pid, p.conn.secret);
-                let address = p.pool().key.address.clone();
-                tokio::spawn(async move {
-                    let limit = super::cancel::SERVER_LIMIT;
-                    let open = crate::net::server_addr::open_plain(&address);
-                    if let Err(e) =
-                        super::cancel::cancel_over(open, pid, secret, limit, limit).await
-                    {
-                        tracing::warn!(error = %e, "cancel request to server failed");
-                    }
-                });
+                let open = crate::net::server_addr::open_plain(&p.pool().key.address);
+                let limit = std::time::Duration::from_secs(1);
+                if let Err(e) = super::cancel::cancel_over(open, pid, secret, limit, limit).await {
+                    tracing::warn!(error = %e, "cancel request to server failed");
+                }
             }
             p.discard("client_left_mid_request", &self.app.metrics);
             return;

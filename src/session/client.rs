@@ -195,6 +195,7 @@ impl Session {
                 self.check_state = true;
                 self.forget_unnamed();
                 self.copy_ended_since_request = false;
+                self.query_ends_batch();
                 self.pending.expect(Kind::Query, Mode::Forward, Hook::None);
             }
             tag::BIND => {
@@ -446,6 +447,7 @@ impl Session {
                     self.ending_block |= std::mem::take(&mut self.batch_ends_block);
                     self.batch_open = false;
                     self.bound_in_batch = false;
+                    self.flushed_batch = false;
                     if restore {
                         self.restore_startup_settings();
                     }
@@ -461,6 +463,7 @@ impl Session {
                         // Sync): once it has them, the request cannot be repeated.
                         r.release_into(&mut self.client.wbuf);
                     }
+                    self.flushed_batch = self.batch_open && !self.bound_in_batch;
                     self.forward(h.frame_len);
                 } else {
                     self.client.rbuf.advance(h.frame_len);
@@ -474,36 +477,47 @@ impl Session {
     /// At the start of a request on an attached connection it may not belong on: whether
     /// to wait until that connection goes (then the request is routed afresh).
     fn leave_for_next_request(&mut self) -> bool {
-        if self.batch_open
-            && !self.bound_in_batch
-            && self.pending.is_empty()
+        if self.flushed_batch
             && self.server.is_some()
-            && self.txn == TxnStatus::Idle
-            && !self.skip_until_sync
-            && self.pool_mode == crate::config::PoolMode::Transaction
-            && self.current.config.config.routing.read_write_split
             && !matches!(self.client.rbuf.first(), Some(&(tag::SYNC | tag::FLUSH)))
         {
-            // What the client sends once a batch that ran nothing (asyncpg's Parse, Describe,
-            // Flush) is answered, before its Sync: the batch was routed by what it parsed. A
-            // write (or a statement for the primary) that follows it on a replica moves it: a
-            // Sync of the proxy's own ends it there (nothing ran in it), and this is routed
-            // afresh, its statements prepared again where it goes. Elsewhere, whether it may
-            // write is told now, for read-your-writes.
-            let d = self.route_front();
-            if self.target == Target::Replica
-                && d.target == Target::Primary
-                && self.pin.is_none()
-                && self.swbuf.is_empty()
-                && self.client_pass == Pass::None
-                && self.server_pass == 0
+            if self.batch_open
+                && !self.bound_in_batch
+                && self.txn == TxnStatus::Idle
+                && self.pool_mode == crate::config::PoolMode::Transaction
+                && self.current.config.config.routing.read_write_split
             {
-                encode::empty(&mut self.swbuf, tag::SYNC);
-                self.pending.expect(Kind::Sync, Mode::Swallow, Hook::None);
-                self.batch_open = false;
-                return true;
+                // What the client sends after a Flush in a batch that ran nothing (asyncpg's
+                // Parse, Describe, Flush), before its Sync: the batch was routed by what it
+                // parsed. A write (or a statement for the primary) that follows it on a replica
+                // moves it, once the answers so far are in: a Sync of the proxy's own ends it
+                // there (nothing ran in it), and this is routed afresh, its statements
+                // prepared again where it goes. On the primary, whether it may write is told
+                // now, for read-your-writes.
+                let d = self.route_front();
+                if self.target == Target::Replica
+                    && d.target == Target::Primary
+                    && self.pin.is_none()
+                {
+                    let quiet = self.pending.is_empty()
+                        && self.swbuf.is_empty()
+                        && self.client_pass == Pass::None
+                        && self.server_pass == 0;
+                    if quiet {
+                        encode::empty(&mut self.swbuf, tag::SYNC);
+                        self.pending.expect(Kind::Sync, Mode::Swallow, Hook::None);
+                        self.batch_open = false;
+                        self.flushed_batch = false;
+                    }
+                    // (Looked at again when the answers are in: an error among them skips
+                    // this, as the server would, up to the client's Sync.)
+                    return true;
+                }
+                if self.target == Target::Primary {
+                    self.wrote |= d.write;
+                }
             }
-            self.wrote |= d.write;
+            self.flushed_batch = false;
         }
         // A request sent behind one that ends a read-only transaction on a replica belongs
         // to no transaction yet: it waits for that one's answer, then is routed (a write

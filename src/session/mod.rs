@@ -468,6 +468,7 @@ async fn start(
         reports: Default::default(),
         opaque_backslashes: false,
         bound_in_batch: false,
+        flushed_batch: false,
         statement_scope,
         target: route::Target::Primary,
         backend_index: None,
@@ -719,6 +720,10 @@ struct Session {
     /// A Bind was sent in the open extended batch: its portal may still exist on the server
     /// (so no statement may be evicted until the Sync).
     bound_in_batch: bool,
+    /// The client's last message was a Flush in an open batch that bound nothing (asyncpg's
+    /// Parse, Describe, Flush): what it sends next is looked at for where the batch belongs
+    /// (see `leave_for_next_request`).
+    flushed_batch: bool,
     /// The server's `standard_conforming_strings` and `client_encoding` as last reported to
     /// the client (ParameterStatus).
     reported: (String, String),

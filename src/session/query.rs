@@ -394,14 +394,7 @@ impl Session {
         self.count_request();
         self.forget_unnamed();
         self.copy_ended_since_request = false;
-        if self.batch_open {
-            // Inside an extended-protocol batch (asyncpg's Parse, Describe, Flush before it): the
-            // server runs the Query as part of the batch's implicit transaction and ends that
-            // with it, as a Sync would (unless an error skips it, see `Pending::on_server`).
-            self.batch_open = false;
-            self.bound_in_batch = false;
-            self.ending_block |= std::mem::take(&mut self.batch_ends_block);
-        }
+        self.query_ends_batch();
         self.pending.expect(
             Kind::Query,
             Mode::Forward,
@@ -419,6 +412,18 @@ impl Session {
             self.restore_startup_settings();
         }
         None
+    }
+
+    /// A Query sent inside an extended-protocol batch (asyncpg's Parse, Describe, Flush before
+    /// it): the server runs it as part of the batch's implicit transaction and ends that with
+    /// it, as a Sync would (unless an error skips it, see `Pending::on_server`).
+    pub(super) fn query_ends_batch(&mut self) {
+        if self.batch_open {
+            self.batch_open = false;
+            self.bound_in_batch = false;
+            self.flushed_batch = false;
+            self.ending_block |= std::mem::take(&mut self.batch_ends_block);
+        }
     }
 
     /// Sends the Query at the front, `EXECUTE` of one of the client's protocol-level
