@@ -3136,11 +3136,33 @@ async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses(
             p.name(on)
         );
     }
+    // A Parse of a name the client has (asyncpg preparing "foobar" twice): its error comes
+    // at once, before any Sync (it was held back with the read, for ever).
+    let mut again = bytes::BytesMut::new();
+    frontend::parse(
+        "sy_flushed_read",
+        "SELECT 1",
+        std::iter::empty(),
+        &mut again,
+    )
+    .unwrap();
+    frontend::describe(b'S', "sy_flushed_read", &mut again).unwrap();
+    frontend::flush(&mut again);
+    s.raw.send(&again).await.unwrap();
+    let f = s.raw.frame().await;
+    assert_eq!(
+        (f.tag, f.code()),
+        (b'E', "42P05".to_owned()),
+        "{:?}",
+        f.fields()
+    );
+    let mut sync = bytes::BytesMut::new();
+    frontend::sync(&mut sync);
+    s.raw.send(&sync).await.unwrap();
+    assert_eq!(s.raw.read_result("Sync after 42P05").await.status, b'I');
     // A write bound after a flushed read, before the Sync: moved to the primary.
     let write = "INSERT INTO routing_t (v) VALUES ('after a flush') RETURNING inet_server_port()";
     prepare_flushed(&mut s.raw, "sy_flushed_write", write).await;
-    let mut sync = bytes::BytesMut::new();
-    frontend::sync(&mut sync);
     s.raw.send(&sync).await.unwrap();
     assert_eq!(s.raw.read_result("Sync").await.status, b'I');
     for _ in 0..2 {

@@ -315,6 +315,15 @@ impl Session {
             self.restore_startup_settings();
         }
         if self.skip_until_sync && h.tag != tag::SYNC {
+            if h.tag == tag::FLUSH {
+                // The client waits for the answers so far, the error among them (PostgreSQL
+                // sends an error at once): a read held back to be repeated is let go. (An
+                // error the proxy answers itself, a Parse of a name the client has, left
+                // asyncpg waiting for ever after a Parse, Describe, Flush sent to a replica.)
+                if let Some(r) = self.retry.as_mut() {
+                    r.release_into(&mut self.client.wbuf);
+                }
+            }
             // Still part of the request: repeated with it (the server skipped it too).
             if let Some(r) = self.retry.as_mut().filter(|r| r.holding()) {
                 r.original
