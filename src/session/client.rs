@@ -320,7 +320,9 @@ impl Session {
                 // sends an error at once): a read held back to be repeated is let go. (An
                 // error the proxy answers itself, a Parse of a name the client has, left
                 // asyncpg waiting for ever after a Parse, Describe, Flush sent to a replica.)
-                if let Some(r) = self.retry.as_mut() {
+                // Not a read the replica refused, which is repeated on the primary: the client
+                // gets the repeat's answers instead.
+                if let Some(r) = self.retry.as_mut().filter(|r| r.rescue.is_none()) {
                     r.release_into(&mut self.client.wbuf);
                 }
             }
