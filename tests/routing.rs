@@ -1974,6 +1974,17 @@ async fn read_that_writes_is_rescued_on_the_primary() {
     assert_eq!(count_log("simple").await, n0 + 7);
 }
 
+/// A raw-protocol session of the app user through `proxy`, logged in.
+async fn raw_app_session(proxy: &Proxy) -> support::raw::Session {
+    let params = [("user", APP_USER), ("database", APP_DB)];
+    let addr = proxy.addr();
+    let login = support::raw::login(&addr, support::raw::PROTO_3_0, &params, Some(APP_PASSWORD));
+    match login.await {
+        Ok(s) => s,
+        Err(r) => panic!("login refused: {:?}", r.error),
+    }
+}
+
 /// The sum of every sample of the family whose lines begin with `prefix`.
 async fn metric_sum(proxy: &Proxy, prefix: &str) -> f64 {
     let (_, body) = within("GET /metrics", proxy.http_get("/metrics")).await;
@@ -2824,15 +2835,10 @@ async fn a_write_pipelined_behind_the_end_of_a_replica_transaction_runs_on_the_p
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_after_the_end_of_a_replica_transaction_in_the_same_request_runs_on_the_primary() {
     use postgres_protocol::message::frontend;
-    use support::raw::{login, PROTO_3_0};
 
     let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
     warm_up(&proxy, &p).await;
-    let params = [("user", APP_USER), ("database", APP_DB)];
-    let mut s = match login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await {
-        Ok(s) => s,
-        Err(r) => panic!("login refused: {:?}", r.error),
-    };
+    let mut s = raw_app_session(&proxy).await;
     let port_of = |row: &Vec<Option<Vec<u8>>>| -> u16 {
         String::from_utf8_lossy(row[0].as_ref().expect("a port"))
             .parse()
@@ -3074,15 +3080,11 @@ async fn a_busy_replica_pool_fails_the_read_with_53300() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses() {
     use postgres_protocol::message::frontend;
-    use support::raw::{login, Raw, PROTO_3_0};
+    use support::raw::Raw;
 
     let (_c, proxy, p) = start_proxy("").await;
     warm_up(&proxy, &p).await;
-    let params = [("user", APP_USER), ("database", APP_DB)];
-    let mut s = match login(&proxy.addr(), PROTO_3_0, &params, Some(APP_PASSWORD)).await {
-        Ok(s) => s,
-        Err(r) => panic!("login refused: {:?}", r.error),
-    };
+    let mut s = raw_app_session(&proxy).await;
     // Parse (and Describe) `sql` as `name`, then Flush; reads the answers.
     async fn prepare_flushed(raw: &mut Raw, name: &str, sql: &str) {
         let mut out = bytes::BytesMut::new();
