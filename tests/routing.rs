@@ -3085,13 +3085,17 @@ async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses(
     let (_c, proxy, p) = start_proxy("").await;
     warm_up(&proxy, &p).await;
     let mut s = raw_app_session(&proxy).await;
-    // Parse (and Describe) `sql` as `name`, then Flush; reads the answers.
-    async fn prepare_flushed(raw: &mut Raw, name: &str, sql: &str) {
+    // Parse and Describe of `sql` as `name`, then Flush.
+    fn flushed_parse(name: &str, sql: &str) -> bytes::BytesMut {
         let mut out = bytes::BytesMut::new();
         frontend::parse(name, sql, std::iter::empty(), &mut out).unwrap();
         frontend::describe(b'S', name, &mut out).unwrap();
         frontend::flush(&mut out);
-        raw.send(&out).await.unwrap();
+        out
+    }
+    // [`flushed_parse`], sent; reads the answers.
+    async fn prepare_flushed(raw: &mut Raw, name: &str, sql: &str) {
+        raw.send(&flushed_parse(name, sql)).await.unwrap();
         for want in [b'1', b't'] {
             let f = raw.frame().await;
             assert_eq!(f.tag, want, "{sql}: {:?}", f.fields());
@@ -3140,17 +3144,10 @@ async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses(
     }
     // A Parse of a name the client has (asyncpg preparing "foobar" twice): its error comes
     // at once, before any Sync (it was held back with the read, for ever).
-    let mut again = bytes::BytesMut::new();
-    frontend::parse(
-        "sy_flushed_read",
-        "SELECT 1",
-        std::iter::empty(),
-        &mut again,
-    )
-    .unwrap();
-    frontend::describe(b'S', "sy_flushed_read", &mut again).unwrap();
-    frontend::flush(&mut again);
-    s.raw.send(&again).await.unwrap();
+    s.raw
+        .send(&flushed_parse("sy_flushed_read", "SELECT 1"))
+        .await
+        .unwrap();
     let f = s.raw.frame().await;
     assert_eq!(
         (f.tag, f.code()),
@@ -3186,16 +3183,7 @@ async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses(
     // for them): it waits for them, then moves. (Whether the proxy read the two parts apart
     // depends on timing: the gaps vary.)
     for round in 0..40u64 {
-        let mut first = bytes::BytesMut::new();
-        frontend::parse(
-            "",
-            "SELECT inet_server_port()",
-            std::iter::empty(),
-            &mut first,
-        )
-        .unwrap();
-        frontend::describe(b'S', "", &mut first).unwrap();
-        frontend::flush(&mut first);
+        let first = flushed_parse("", "SELECT inet_server_port()");
         let mut rest = bytes::BytesMut::new();
         raw::parse_bind_execute(write, &mut rest);
         frontend::sync(&mut rest);
