@@ -206,6 +206,13 @@ impl Server {
         let tracker = TaskTracker::new();
         let client_room = app.client_room.get().copied().unwrap_or(usize::MAX);
         let turn_away_slots = Arc::new(tokio::sync::Semaphore::new(TURN_AWAY_SLOTS));
+        let mut flood_refusal = BytesMut::new();
+        encode::error(
+            &mut flood_refusal,
+            "FATAL",
+            "53300",
+            "sorry, too many clients already",
+        );
         let console_reserve =
             Arc::new(tokio::sync::Semaphore::new(crate::session::CONSOLE_RESERVE));
         // (PostgreSQL's period for the same.)
@@ -260,10 +267,14 @@ impl Server {
                         });
                     }
                     Err(_) => {
-                        // A flood past the limit: no reads, no handshakes, refused at once.
+                        // A flood past the limit: no reads, no handshakes, refused at once,
+                        // here (a fresh socket takes the few bytes): a task per refusal held
+                        // its descriptor until it ran, and a flood accepted faster than they
+                        // ran took the descriptors the pools need ("Too many open files").
                         app.metrics.rejected("max_clients");
                         app.metrics.error("53300");
-                        tokio::spawn(refuse(stream, "53300", "sorry, too many clients already"));
+                        let mut stream = stream;
+                        stream.write_now(&flood_refusal);
                     }
                 }
                 continue;
