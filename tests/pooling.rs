@@ -5721,6 +5721,86 @@ async fn a_held_connection_checks_the_row_shape_of_an_evicted_statement() {
     q(&ddl, "DROP TABLE shape_evict_t").await;
 }
 
+/// A notification that reaches a LISTENing client's server connection while the proxy checks a
+/// statement's row shape there (its own Parse and Describe, after a schema change) is the
+/// client's: it arrives with the answer to the request that followed, not dropped. (The
+/// proxy's Parse waits on a lock another session holds on the table, and the notification is
+/// sent meanwhile: PostgreSQL delivers it just before that exchange's ReadyForQuery.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_sent_while_a_row_shape_is_checked_reach_the_listener() {
+    let p = proxy("session", "size = 4\nmax_prepared_statements = 2");
+    let ddl = connect(&p).await;
+    let other = connect(&p).await;
+    q(&ddl, "DROP TABLE IF EXISTS shape_notify_t").await;
+    q(&ddl, "CREATE TABLE shape_notify_t (a int)").await;
+    q(&ddl, "INSERT INTO shape_notify_t VALUES (7)").await;
+    let mut r = raw_login(&p, &[]).await;
+    r.raw.query_ok("LISTEN shape_chan").await;
+    let mut b = BytesMut::new();
+    frontend::parse("s1", "SELECT a FROM shape_notify_t", [], &mut b).unwrap();
+    frontend::describe(b'S', "s1", &mut b).unwrap();
+    frontend::sync(&mut b);
+    r.raw.send(&b).await.unwrap();
+    let (tags, error) = bounded("Parse/Describe", until_ready(&mut r.raw)).await;
+    assert_eq!(tags, ['1', 't', 'T', 'Z'], "{error:?}");
+    // Two more statements: s1 is evicted from the connection, so its next Bind after a
+    // schema change has it prepared and described there first.
+    for (name, sql) in [("s2", "SELECT 2"), ("s3", "SELECT 3")] {
+        let mut b = BytesMut::new();
+        frontend::parse(name, sql, [], &mut b).unwrap();
+        frontend::sync(&mut b);
+        r.raw.send(&b).await.unwrap();
+        bounded("Parse", until_ready(&mut r.raw)).await;
+    }
+    // A schema change that leaves s1's rows as they were.
+    q(&ddl, "DROP TABLE IF EXISTS shape_notify_other").await;
+    q(&ddl, "CREATE TABLE shape_notify_other (a int)").await;
+    q(&ddl, "BEGIN").await;
+    q(&ddl, "LOCK TABLE shape_notify_t IN ACCESS EXCLUSIVE MODE").await;
+    let mut b = BytesMut::new();
+    m_bind(&mut b, "", "s1", &[]);
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::sync(&mut b);
+    r.raw.send(&b).await.unwrap();
+    // The proxy's Parse of s1 waits for the lock.
+    let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted \
+                   AND relation = 'shape_notify_t'::regclass";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while one(&other, waiting).await != "1" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shape check never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    q(&other, "NOTIFY shape_chan, 'during the check'").await;
+    q(&ddl, "COMMIT").await;
+    let mut tags = Vec::new();
+    let mut payloads = Vec::new();
+    loop {
+        let f = r.raw.frame().await;
+        tags.push(f.tag as char);
+        if f.tag == b'A' {
+            // Process id, channel, payload.
+            let mut parts = f.body[4..].split(|&c| c == 0);
+            assert_eq!(parts.next(), Some(&b"shape_chan"[..]));
+            payloads.push(String::from_utf8_lossy(parts.next().unwrap()).into_owned());
+        }
+        if f.tag == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(
+        (tags, payloads),
+        (
+            vec!['A', '2', 'D', 'C', 'Z'],
+            vec!["during the check".to_owned()]
+        ),
+        "the notification sent while the proxy checked s1's row shape"
+    );
+    q(&ddl, "DROP TABLE shape_notify_t, shape_notify_other").await;
+}
+
 /// Messages up to ReadyForQuery: their tags, and the fields of an ErrorResponse among them.
 async fn until_ready(
     r: &mut support::raw::Raw,

@@ -192,6 +192,26 @@ pub enum SeqState {
     Mixed,
 }
 
+/// Where an exchange of the proxy's own ([`ServerConn::simple_query`] and its kin) keeps the
+/// asynchronous messages the server sends meanwhile; dropped where not given.
+#[derive(Default)]
+pub struct Asides<'a> {
+    /// NoticeResponse messages, whole.
+    pub notices: Option<&'a mut BytesMut>,
+    /// NotificationResponse messages, whole: on a connection a LISTENing client holds, they
+    /// are that client's.
+    pub notifications: Option<&'a mut BytesMut>,
+}
+
+/// Puts the notifications an exchange of the proxy's own read back in front of what the
+/// connection still has buffered, for the relay to pass on as if just read.
+pub fn put_back(rbuf: &mut BytesMut, mut notifications: BytesMut) {
+    if !notifications.is_empty() {
+        notifications.extend_from_slice(rbuf);
+        *rbuf = notifications;
+    }
+}
+
 /// An authenticated server connection, idle or in use.
 pub struct ServerConn {
     /// The socket's registration with its pool. First field: dropped (unregistered) before
@@ -558,20 +578,21 @@ impl ServerConn {
         sql: &str,
         timeout: Duration,
     ) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
-        self.simple_query_noting(sql, timeout, None).await
+        self.simple_query_noting(sql, timeout, Asides::default())
+            .await
     }
 
-    /// [`Self::simple_query`], appending the NoticeResponse messages the server sent (whole)
-    /// to `notices` when given.
+    /// [`Self::simple_query`], keeping the asynchronous messages the server sent meanwhile
+    /// where `asides` says.
     pub async fn simple_query_noting(
         &mut self,
         sql: &str,
         timeout: Duration,
-        notices: Option<&mut BytesMut>,
+        asides: Asides<'_>,
     ) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
         let mut out = BytesMut::new();
         protocol::encode::query(&mut out, sql);
-        self.exchange(&out, timeout, notices).await
+        self.exchange(&out, timeout, asides).await
     }
 
     /// Runs `sql` with text parameters in the extended protocol (the unnamed statement), to
@@ -606,17 +627,21 @@ impl ServerConn {
             .and_then(|()| frontend::execute("", 0, &mut out));
         encoded?;
         frontend::sync(&mut out);
-        self.exchange(&out, timeout, None).await
+        self.exchange(&out, timeout, Asides::default()).await
     }
 
     /// Sends `out` and reads to ReadyForQuery: the data rows' columns as text, or the first
-    /// error; notices go to `notices` when given.
+    /// error; notices and notifications go where `asides` says.
     async fn exchange(
         &mut self,
         out: &[u8],
         timeout: Duration,
-        mut notices: Option<&mut BytesMut>,
+        asides: Asides<'_>,
     ) -> io::Result<Result<Vec<Vec<Option<String>>>, ServerError>> {
+        let Asides {
+            mut notices,
+            mut notifications,
+        } = asides;
         self.unnamed_owner = None;
         let fut = async {
             crate::net::send_all(&mut self.stream, out).await?;
@@ -634,6 +659,11 @@ impl ServerConn {
                     tag::PARAMETER_STATUS => self.note_parameter(body),
                     tag::NOTICE_RESPONSE => {
                         if let Some(n) = notices.as_deref_mut() {
+                            n.extend_from_slice(&frame);
+                        }
+                    }
+                    tag::NOTIFICATION_RESPONSE => {
+                        if let Some(n) = notifications.as_deref_mut() {
                             n.extend_from_slice(&frame);
                         }
                     }
@@ -665,13 +695,16 @@ impl ServerConn {
 
     /// Prepares statement `name` anew (closing a copy the connection may hold) and describes
     /// it, outside the relay, on an idle connection: returns the RowDescription or NoData
-    /// message, or the server's error (the statement is then not prepared). Not cancel safe.
+    /// message, or the server's error (the statement is then not prepared). Notifications
+    /// the server sends meanwhile (a LISTENing client's) are appended to `notifications`.
+    /// Not cancel safe.
     pub async fn prepare_described(
         &mut self,
         name: &[u8],
         query: &[u8],
         types: &[u8],
         timeout: Duration,
+        notifications: &mut BytesMut,
     ) -> io::Result<Result<bytes::Bytes, ServerError>> {
         use protocol::encode;
         let fut = async {
@@ -688,6 +721,7 @@ impl ServerConn {
                     crate::net::read_message(&mut self.stream, &mut self.rbuf, 64 << 20).await?;
                 match t {
                     tag::ROW_DESCRIPTION | tag::NO_DATA => shape = Some(frame.freeze()),
+                    tag::NOTIFICATION_RESPONSE => notifications.extend_from_slice(&frame),
                     tag::ERROR_RESPONSE if error.is_none() => {
                         error = Some(ServerError::from(ErrorFields::parse(&frame[5..])))
                     }

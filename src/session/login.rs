@@ -174,7 +174,14 @@ impl super::Session {
         let timeout = self.current.config.config.pool.connect_timeout;
         match p
             .conn
-            .simple_query_noting(&sql, timeout, Some(&mut notices))
+            .simple_query_noting(
+                &sql,
+                timeout,
+                crate::pool::server::Asides {
+                    notices: Some(&mut notices),
+                    notifications: None,
+                },
+            )
             .await
         {
             Ok(Ok(_)) => {

@@ -24,6 +24,7 @@ use bytes::BytesMut;
 
 use super::statements::Statement;
 use super::{settings, Session};
+use crate::pool::server::Asides;
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
 
 /// Client messages of a request looked at for Binds and Describes.
@@ -119,11 +120,33 @@ impl Session {
         if check.is_empty() {
             return;
         }
+        // The connection may be one the client LISTENs on: what it is notified of meanwhile
+        // is its own, and relayed as the rest of what the server sends.
+        let mut notifications = BytesMut::new();
+        self.prepare_checked(check, &mut notifications).await;
+        if let Some(p) = self.server.as_mut() {
+            crate::pool::server::put_back(&mut p.conn.rbuf, notifications);
+        }
+    }
+
+    /// Prepares and describes the statements of [`Session::check_statement_shapes`] on the
+    /// attached connection, noting those whose row shape changed.
+    async fn prepare_checked(&mut self, check: Vec<Arc<Statement>>, notifications: &mut BytesMut) {
+        let Some(p) = self.server.as_mut() else {
+            return;
+        };
         let timeout = self.current.config.config.pool.connect_timeout;
         // The text means what it means under the client's settings (search_path).
         if !settings::same(&self.desired, &p.conn.applied) {
             if let Some(sql) = self.desired.sync_sql(&p.conn.applied, true) {
-                if !matches!(p.conn.simple_query(&sql, timeout).await, Ok(Ok(_))) {
+                let asides = Asides {
+                    notices: None,
+                    notifications: Some(&mut *notifications),
+                };
+                if !matches!(
+                    p.conn.simple_query_noting(&sql, timeout, asides).await,
+                    Ok(Ok(_))
+                ) {
                     return;
                 }
             }
@@ -133,7 +156,7 @@ impl Session {
             let p = self.server.as_mut().expect("attached");
             match p
                 .conn
-                .prepare_described(&s.server_name, &s.query, &s.types, timeout)
+                .prepare_described(&s.server_name, &s.query, &s.types, timeout, notifications)
                 .await
             {
                 Ok(Ok(shape)) if s.shape.get().is_some_and(|old| same_row_type(old, &shape)) => {
