@@ -2501,7 +2501,7 @@ async fn reads_of_an_unlogged_table_run_on_the_primary() {
             Ok::<_, tokio_postgres::Error>(bytes)
         })
         .await
-        .unwrap_or_else(|e| panic!("COPY of the unlogged table, round {round}: {e}"));
+        .unwrap_or_else(|e| panic!("COPY of the unlogged table, round {round}: {e} ({e:?})"));
         assert_eq!(copied, b"1\n2\n", "round {round}");
         if round == 0 {
             learned = proxy.metric(refused).await;

@@ -63,6 +63,11 @@ fn refused_by_standby(f: &ErrorFields) -> Option<Refusal> {
         {
             Some(Refusal::Statement)
         }
+        // "could not open file": the same unlogged table read without the planner, by a
+        // PostgreSQL whose BeginCopyTo does not check (15.18's `COPY t TO STDOUT` reaches
+        // for the table's main fork, which a standby does not have: it has only the init
+        // fork). Repeated on the primary, as any read would be after a broken replica's error.
+        "58P01" if f.severity == "ERROR" && f.routine == "mdopenfork" => Some(Refusal::Statement),
         _ => None,
     }
 }
@@ -814,5 +819,15 @@ mod tests {
             ),
             Some(Refusal::Statement)
         );
+        assert_eq!(
+            refusal(
+                "ERROR",
+                "58P01",
+                "mdopenfork",
+                "could not open file \"base/16389/16473\": No such file or directory"
+            ),
+            Some(Refusal::Statement)
+        );
+        assert_eq!(refusal("ERROR", "58P01", "pg_read_file", ""), None);
     }
 }
