@@ -3061,6 +3061,55 @@ async fn a_busy_replica_pool_fails_the_read_with_53300() {
     );
 }
 
+/// Parse and Describe of `sql` as `name`, then Flush (asyncpg's and postgres.js's prepare).
+fn flushed_parse(name: &str, sql: &str) -> bytes::BytesMut {
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::parse(name, sql, std::iter::empty(), &mut out).unwrap();
+    postgres_protocol::message::frontend::describe(b'S', name, &mut out).unwrap();
+    postgres_protocol::message::frontend::flush(&mut out);
+    out
+}
+/// [`flushed_parse`], sent; reads the answers.
+async fn prepare_flushed(raw: &mut support::raw::Raw, name: &str, sql: &str) {
+    raw.send(&flushed_parse(name, sql)).await.unwrap();
+    for want in [b'1', b't'] {
+        let f = raw.frame().await;
+        assert_eq!(f.tag, want, "{sql}: {:?}", f.fields());
+    }
+    let f = raw.frame().await;
+    assert!(matches!(f.tag, b'T' | b'n'), "{sql}: {:?}", f.fields());
+}
+/// Bind, Execute and Sync of statement `name` (no parameters, text results).
+fn bound(name: &str) -> bytes::BytesMut {
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::bind(
+        "",
+        name,
+        std::iter::empty(),
+        std::iter::empty::<i32>(),
+        |_: i32,
+         _: &mut bytes::BytesMut|
+         -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            unreachable!()
+        },
+        std::iter::empty(),
+        &mut out,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    postgres_protocol::message::frontend::execute("", 0, &mut out).unwrap();
+    postgres_protocol::message::frontend::sync(&mut out);
+    out
+}
+/// [`bound`], run: the first column of the first row, a port.
+async fn run_bound(raw: &mut support::raw::Raw, name: &str, what: &str) -> u16 {
+    raw.send(&bound(name)).await.unwrap();
+    let r = raw.read_result(what).await;
+    assert!(r.error.is_none(), "{what}: {:?}", r.error);
+    assert_eq!(r.status, b'I', "{what}");
+    r.scalar().parse().expect("a port")
+}
+
 /// A batch that binds and executes nothing before its Flush (asyncpg's Parse, Describe, Flush,
 /// then Bind, Execute, Sync once it has the answers) is routed by what it parses: a read's runs
 /// on a replica. It went to the primary, counted as a write (so the user's other sessions'
@@ -3072,59 +3121,10 @@ async fn a_busy_replica_pool_fails_the_read_with_53300() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses() {
     use postgres_protocol::message::frontend;
-    use support::raw::Raw;
 
     let (_c, proxy, p) = start_proxy("").await;
     warm_up(&proxy, &p).await;
     let mut s = raw_app_session(&proxy).await;
-    // Parse and Describe of `sql` as `name`, then Flush.
-    fn flushed_parse(name: &str, sql: &str) -> bytes::BytesMut {
-        let mut out = bytes::BytesMut::new();
-        frontend::parse(name, sql, std::iter::empty(), &mut out).unwrap();
-        frontend::describe(b'S', name, &mut out).unwrap();
-        frontend::flush(&mut out);
-        out
-    }
-    // [`flushed_parse`], sent; reads the answers.
-    async fn prepare_flushed(raw: &mut Raw, name: &str, sql: &str) {
-        raw.send(&flushed_parse(name, sql)).await.unwrap();
-        for want in [b'1', b't'] {
-            let f = raw.frame().await;
-            assert_eq!(f.tag, want, "{sql}: {:?}", f.fields());
-        }
-        let f = raw.frame().await;
-        assert!(matches!(f.tag, b'T' | b'n'), "{sql}: {:?}", f.fields());
-    }
-    // Bind, Execute and Sync of statement `name` (no parameters, text results).
-    fn bound(name: &str) -> bytes::BytesMut {
-        let mut out = bytes::BytesMut::new();
-        frontend::bind(
-            "",
-            name,
-            std::iter::empty(),
-            std::iter::empty::<i32>(),
-            |_: i32,
-             _: &mut bytes::BytesMut|
-             -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-                unreachable!()
-            },
-            std::iter::empty(),
-            &mut out,
-        )
-        .map_err(|_| ())
-        .unwrap();
-        frontend::execute("", 0, &mut out).unwrap();
-        frontend::sync(&mut out);
-        out
-    }
-    // [`bound`], run: the first column of the first row, a port.
-    async fn run_bound(raw: &mut Raw, name: &str, what: &str) -> u16 {
-        raw.send(&bound(name)).await.unwrap();
-        let r = raw.read_result(what).await;
-        assert!(r.error.is_none(), "{what}: {:?}", r.error);
-        assert_eq!(r.status, b'I', "{what}");
-        r.scalar().parse().expect("a port")
-    }
     for name in ["", "sy_flushed_read"] {
         prepare_flushed(&mut s.raw, name, "SELECT inet_server_port()").await;
         let on = run_bound(&mut s.raw, name, "a flushed read").await;
@@ -3279,4 +3279,261 @@ async fn a_batch_that_runs_nothing_before_its_flush_is_routed_by_what_it_parses(
     }
     // The session goes on.
     assert_eq!(s.raw.query_ok("SELECT 7").await.scalar(), "7");
+}
+
+/// A read prepared with Parse, Describe, Flush and then run with Bind, Execute, Sync
+/// (asyncpg's and postgres.js's first use of a statement, and every use with their statement
+/// caches off) is repeated like any autocommit read when its replica refuses it or its server
+/// session ends before the answer: the client got 0A000 or 08006 once the Parse and Describe
+/// answers had reached it. It is repeated without those answers (the client has them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_prepared_with_a_flush_is_repeated_when_its_replica_refuses_or_fails() {
+    let (c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let setup = proxy.connect_app().await;
+    execute(&setup, "DROP TABLE IF EXISTS routing_unlogged_flush").await;
+    execute(
+        &setup,
+        "CREATE UNLOGGED TABLE routing_unlogged_flush (v int)",
+    )
+    .await;
+    execute(
+        &setup,
+        "INSERT INTO routing_unlogged_flush VALUES (1), (2), (3)",
+    )
+    .await;
+    let cluster = c;
+    tokio::task::spawn_blocking(move || cluster.wait_replicas_caught_up(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("replicas catching up");
+    let mut s = raw_app_session(&proxy).await;
+    // A replica refuses it (an unlogged table): it runs on the primary, unnamed as
+    // postgres.js's `prepare: false` sends every query, then named.
+    for (i, name) in ["", "", "sy_flush_unlogged"].into_iter().enumerate() {
+        let sql = format!(
+            "SELECT count(*)::int * 0 + inet_server_port() FROM routing_unlogged_flush WHERE {i} >= 0"
+        );
+        prepare_flushed(&mut s.raw, name, &sql).await;
+        let on = run_bound(&mut s.raw, name, "a read of an unlogged table").await;
+        assert_eq!(on, p.primary, "{name:?} {i}: ran on {}", p.name(on));
+    }
+    // Its server session ends while it runs on a replica: it runs elsewhere.
+    let sleep = "SELECT inet_server_port() FROM pg_sleep(2) WHERE 'flush-repeat' <> ''";
+    prepare_flushed(&mut s.raw, "", sleep).await;
+    s.raw.send(&bound("")).await.unwrap();
+    let terminate = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE query LIKE '%flush-repeat%' AND pid <> pg_backend_pid()";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        let cluster = c;
+        let ended = tokio::task::spawn_blocking(move || {
+            cluster
+                .replicas()
+                .iter()
+                .find(|r| r.psql_db(APP_DB, terminate).is_ok_and(|n| n.trim() == "1"))
+                .map(|r| r.port())
+        })
+        .await
+        .unwrap();
+        if let Some(port) = ended {
+            break port;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read never ran on a replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let r = s.raw.read_result("a read whose server session ended").await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.status, b'I');
+    let on: u16 = r.scalar().parse().unwrap();
+    assert_ne!(on, ended, "repeated on the replica whose session ended");
+    assert!(
+        proxy.log().contains("server connection lost"),
+        "{}",
+        proxy.log_tail(20)
+    );
+    execute(&setup, "DROP TABLE routing_unlogged_flush").await;
+}
+
+/// A batch that parses the unnamed statement and binds it (node-postgres's every query with
+/// parameters) is routed by the statement it parses, not by the unnamed statement the client
+/// had before: a read after a write went to the primary, counted as a write (holding the
+/// user's other sessions' reads there for read-your-writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_parsed_unnamed_after_an_unnamed_write_runs_on_a_replica() {
+    use postgres_protocol::message::frontend;
+
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let mut s = raw_app_session(&proxy).await;
+    let writes = || metric_sum(&proxy, "switchyard_routed_total{reason=\"write\"");
+    for round in 0..3 {
+        let mut out = bytes::BytesMut::new();
+        raw::parse_bind_execute(
+            "INSERT INTO routing_t (v) VALUES ('unnamed') RETURNING inet_server_port()",
+            &mut out,
+        );
+        frontend::sync(&mut out);
+        s.raw.send(&out).await.unwrap();
+        let r = s.raw.read_result("an unnamed write").await;
+        assert!(r.error.is_none(), "round {round}: {:?}", r.error);
+        assert_eq!(r.scalar(), p.primary.to_string(), "round {round}");
+        let before = writes().await;
+        let mut out = bytes::BytesMut::new();
+        raw::parse_bind_execute("SELECT inet_server_port()", &mut out);
+        frontend::sync(&mut out);
+        s.raw.send(&out).await.unwrap();
+        let r = s.raw.read_result("an unnamed read").await;
+        assert!(r.error.is_none(), "round {round}: {:?}", r.error);
+        let on: u16 = r.scalar().parse().unwrap();
+        assert!(
+            p.is_replica(on),
+            "round {round}: a read parsed after an unnamed write ran on {}",
+            p.name(on)
+        );
+        assert_eq!(
+            writes().await,
+            before,
+            "round {round}: the read counted as a write"
+        );
+    }
+}
+
+/// A cursor read through the extended protocol before its Sync (pg-cursor and
+/// pg-query-stream, postgres.js's `cursor()`: Parse, Bind of a named portal, Describe,
+/// Flush; then Execute with a row limit and Flush as rows are wanted; Close and Sync at the
+/// end) runs on a replica: it went to the primary, counted as a write. Its Executes, Close
+/// and Sync stay where it runs, and are no write. A write the client sends after some of its
+/// rows, before the Sync, moves to the primary (the cursor's portal ends on the replica, as
+/// the batch's implicit transaction would end at the Sync) rather than fail there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_read_before_its_sync_runs_on_a_replica() {
+    use postgres_protocol::message::frontend;
+    use support::raw::Raw;
+
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let mut s = raw_app_session(&proxy).await;
+    let cursor = "SELECT inet_server_port() FROM generate_series(1, 5)";
+    // Opens `sql` as portal `portal`, as pg-cursor does; reads the answers.
+    async fn open(raw: &mut Raw, sql: &str, portal: &str) {
+        let mut out = bytes::BytesMut::new();
+        frontend::parse("", sql, std::iter::empty(), &mut out).unwrap();
+        frontend::bind(
+            portal,
+            "",
+            std::iter::empty(),
+            std::iter::empty::<i32>(),
+            |_: i32,
+             _: &mut bytes::BytesMut|
+             -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                unreachable!()
+            },
+            std::iter::empty(),
+            &mut out,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        frontend::describe(b'P', portal, &mut out).unwrap();
+        frontend::flush(&mut out);
+        raw.send(&out).await.unwrap();
+        for want in [b'1', b'2', b'T'] {
+            let f = raw.frame().await;
+            assert_eq!(f.tag, want, "{sql}: {:?}", f.fields());
+        }
+    }
+    // Up to `n` more rows of `portal`: their first columns, and whether the portal is done.
+    async fn fetch(raw: &mut Raw, portal: &str, n: i32) -> (Vec<String>, bool) {
+        let mut out = bytes::BytesMut::new();
+        frontend::execute(portal, n, &mut out).unwrap();
+        frontend::flush(&mut out);
+        raw.send(&out).await.unwrap();
+        let mut rows = Vec::new();
+        loop {
+            let f = raw.frame().await;
+            match f.tag {
+                b'D' => rows.push(String::from_utf8(f.data_row()[0].clone().unwrap()).unwrap()),
+                b's' => return (rows, false),
+                b'C' => return (rows, true),
+                _ => panic!("fetch from {portal}: {} {:?}", f.tag as char, f.fields()),
+            }
+        }
+    }
+    let writes = || metric_sum(&proxy, "switchyard_routed_total{reason=\"write\"");
+    let before = writes().await;
+    for round in 0..3 {
+        open(&mut s.raw, cursor, "C_1").await;
+        let mut ports = Vec::new();
+        loop {
+            let (rows, done) = fetch(&mut s.raw, "C_1", 2).await;
+            ports.extend(rows);
+            if done {
+                break;
+            }
+        }
+        let mut out = bytes::BytesMut::new();
+        frontend::close(b'P', "C_1", &mut out).unwrap();
+        frontend::sync(&mut out);
+        s.raw.send(&out).await.unwrap();
+        for want in [b'3', b'Z'] {
+            let f = s.raw.frame().await;
+            assert_eq!(f.tag, want, "round {round}: {:?}", f.fields());
+        }
+        assert_eq!(ports.len(), 5, "round {round}");
+        let on: u16 = ports[0].parse().unwrap();
+        assert!(
+            ports.iter().all(|p| *p == ports[0]) && p.is_replica(on),
+            "round {round}: a cursor read ran on {}",
+            p.name(on)
+        );
+    }
+    assert_eq!(
+        writes().await,
+        before,
+        "a cursor read (or its Close and Sync) was counted as a write"
+    );
+    // A write after some of the cursor's rows, before the Sync: it runs, on the primary.
+    open(&mut s.raw, cursor, "C_2").await;
+    let (rows, done) = fetch(&mut s.raw, "C_2", 2).await;
+    assert!(!done && rows.len() == 2, "{rows:?}");
+    let on: u16 = rows[0].parse().unwrap();
+    assert!(p.is_replica(on), "the cursor ran on {}", p.name(on));
+    let mut out = bytes::BytesMut::new();
+    raw::parse_bind_execute(
+        "INSERT INTO routing_t (v) VALUES ('after a cursor') RETURNING inet_server_port()",
+        &mut out,
+    );
+    frontend::sync(&mut out);
+    s.raw.send(&out).await.unwrap();
+    let r = s.raw.read_result("a write after a cursor's rows").await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.status, b'I');
+    let on: u16 = r.scalar().parse().unwrap();
+    assert_eq!(on, p.primary, "the write ran on {}", p.name(on));
+    // A cursor over a write runs on the primary.
+    open(
+        &mut s.raw,
+        "INSERT INTO routing_t (v) VALUES ('by a cursor') RETURNING inet_server_port()",
+        "C_3",
+    )
+    .await;
+    let (rows, done) = fetch(&mut s.raw, "C_3", 5).await;
+    assert!(done, "{rows:?}");
+    assert_eq!(rows, [p.primary.to_string()]);
+    let mut out = bytes::BytesMut::new();
+    frontend::close(b'P', "C_3", &mut out).unwrap();
+    frontend::sync(&mut out);
+    s.raw.send(&out).await.unwrap();
+    assert_eq!(s.raw.read_result("Close, Sync").await.status, b'I');
+    // The session goes on: a plain read on a replica.
+    let r = s.raw.query("SELECT inet_server_port()").await;
+    let on: u16 = r.scalar().parse().unwrap();
+    assert!(
+        p.is_replica(on),
+        "a read after the cursors ran on {}",
+        p.name(on)
+    );
 }

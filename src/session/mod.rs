@@ -720,9 +720,9 @@ struct Session {
     /// A Bind was sent in the open extended batch: its portal may still exist on the server
     /// (so no statement may be evicted until the Sync).
     bound_in_batch: bool,
-    /// The client's last message was a Flush in an open batch that bound nothing (asyncpg's
-    /// Parse, Describe, Flush): what it sends next is looked at for where the batch belongs
-    /// (see `leave_for_next_request`).
+    /// The client's last message was a Flush in an open batch (asyncpg's Parse, Describe,
+    /// Flush; a cursor's Bind or Execute with a row limit, then Flush): what it sends next is
+    /// looked at for where the batch belongs (see `leave_for_next_request`).
     flushed_batch: bool,
     /// The server's `standard_conforming_strings` and `client_encoding` as last reported to
     /// the client (ParameterStatus).

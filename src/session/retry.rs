@@ -46,6 +46,9 @@ pub(super) struct Retry {
     pub held: BytesMut,
     /// Set once anything reached the client: no repeating after that.
     pub released: bool,
+    /// The client asked for the answers as they come (a Flush): none is held back, and the
+    /// first to reach the client sets `released`.
+    pub streaming: bool,
     /// Repeat when the request completes on the server: the replica refused it as a hot
     /// standby must (25006, 55000, 0A000: on the primary) or cancelled it for a conflict with
     /// recovery (40001: elsewhere), for this reason.
@@ -76,12 +79,24 @@ impl Retry {
     /// the refusal may cross the budget; released, they would reach the client without the
     /// error and ReadyForQuery the relay dropped, and the client would wait for ever.
     pub fn hold(&mut self, bytes: BytesMut, out: &mut BytesMut) {
-        if self.released {
+        if self.released || (self.streaming && !bytes.is_empty()) {
+            self.released = true;
             out.unsplit(bytes);
             return;
         }
         self.held.unsplit(bytes);
         if self.held.len() > HOLD_BUDGET && self.rescue.is_none() {
+            self.release_into(out);
+        }
+    }
+
+    /// The client asks for the answers so far (a Flush): what is held goes to `out`, and
+    /// what comes later goes as it comes. Until something reaches the client, the request
+    /// can still be repeated (a server lost before it answered the Flush).
+    pub fn flush_into(&mut self, out: &mut BytesMut) {
+        if self.held.is_empty() {
+            self.streaming = true;
+        } else {
             self.release_into(out);
         }
     }

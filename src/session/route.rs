@@ -308,16 +308,18 @@ impl Session {
 
     /// Scans an extended-protocol batch up to its Sync: `Some(true)` when every statement it
     /// binds or parses is a read, `None` when the batch is not complete in the buffer. A
-    /// batch that binds and executes nothing before a Flush that ends the buffer (asyncpg's
-    /// Parse, Describe, Flush: the client waits for the answers) is looked at as far as it
-    /// goes: what it parses decides, and what the client sends after its answers is looked
-    /// at again (see `leave_for_next_request`).
+    /// batch whose buffer ends with a Flush (asyncpg's Parse, Describe, Flush; a cursor's
+    /// Parse, Bind, Describe, Flush, or Execute with a row limit, Flush: the client waits for
+    /// the answers) is looked at as far as it goes: what it parses and binds decides, and
+    /// what the client sends after its answers is looked at again (see
+    /// `leave_for_next_request`).
     fn batch_is_read(&self) -> Option<(bool, Option<Route>)> {
         let buf = &self.client.rbuf[..];
         let mut at = 0;
         let mut saw_statement = false;
-        // (Whether it binds or executes anything; whether the last message was a Flush.)
-        let (mut runs, mut flushed) = (false, false);
+        // (Whether the last message was a Flush; whether the batch parsed the unnamed
+        // statement, which its Binds of it then run, not the one the client had.)
+        let (mut flushed, mut parsed_unnamed) = (false, false);
         // (Under a replica hint a statement that is not a read goes on: the batch runs there,
         // but is not a read.)
         let mut all_read = true;
@@ -327,13 +329,14 @@ impl Session {
             let h = match Header::peek(&buf[at..], usize::MAX).ok()? {
                 Some(h) if buf.len() - at >= h.frame_len => h,
                 // (More of it to come.)
-                _ => return (!runs && flushed && at == buf.len()).then_some((all_read, hint)),
+                _ => return (flushed && at == buf.len()).then_some((all_read, hint)),
             };
             flushed = h.tag == tag::FLUSH;
             let body = &buf[at + 5..at + h.frame_len];
             match h.tag {
                 tag::PARSE => {
-                    let (_, query, _) = super::statements::split_parse(body)?;
+                    let (name, query, _) = super::statements::split_parse(body)?;
+                    parsed_unnamed |= name.is_empty();
                     let text = query_bytes(query);
                     let a = analyze(&classifier, text, self.opaque_backslashes);
                     hint = hint.or(a.hint);
@@ -351,7 +354,6 @@ impl Session {
                     saw_statement = true;
                 }
                 tag::BIND => {
-                    runs = true;
                     let (_, rest) = read_cstr(body)?;
                     let (name, _) = read_cstr(rest)?;
                     let classify = |query: &[u8]| {
@@ -373,7 +375,10 @@ impl Session {
                         let text = query_bytes(query);
                         self.calls_volatile(text) || self.app.write_cache.contains(text)
                     };
-                    let (read, h) = if name.is_empty() {
+                    let (read, h) = if name.is_empty() && parsed_unnamed {
+                        // (Checked at its Parse.)
+                        (true, None)
+                    } else if name.is_empty() {
                         match &self.unnamed {
                             Some(parse) => {
                                 let query = super::statements::split_parse(&parse[5..])?.1;
@@ -399,8 +404,7 @@ impl Session {
                     all_read &= read;
                     saw_statement = true;
                 }
-                tag::EXECUTE => runs = true,
-                tag::DESCRIBE | tag::FLUSH | tag::CLOSE => {}
+                tag::EXECUTE | tag::DESCRIBE | tag::FLUSH | tag::CLOSE => {}
                 tag::SYNC => return Some((saw_statement && all_read, hint)),
                 _ => return Some((false, hint)),
             }
