@@ -102,6 +102,7 @@ const ROUTE_REASONS: &[&str] = &[
     "hint_primary",
     "hint_replica",
     "consistency_primary",
+    "primary_answer",
     "serializable",
     "no_replica",
     "ryw_commit_in_flight",

@@ -2320,6 +2320,11 @@ async fn questions_that_tell_a_primary_from_a_standby_are_answered_by_the_primar
         reads.iter().any(|&r| p.is_replica(r)),
         "no read reached a replica: {reads:?}"
     );
+    // They run on the primary as reads, not writes (whose commits the user's reads would wait
+    // for on the replicas).
+    let writes = || metric_sum(&proxy, "switchyard_routed_total{reason=\"write\"");
+    let answers = || metric_sum(&proxy, "switchyard_routed_total{reason=\"primary_answer\"");
+    let (writes_before, answers_before) = (writes().await, answers().await);
     for (sql, want) in [
         ("SHOW transaction_read_only", "off"),
         ("show In_Hot_Standby", "off"),
@@ -2360,6 +2365,29 @@ async fn questions_that_tell_a_primary_from_a_standby_are_answered_by_the_primar
         tokio::spawn(conn);
         drop(client);
     }
+    // Through the extended protocol too, unnamed and named (tokio-postgres names them).
+    for _ in 0..4 {
+        let row = within(
+            "query",
+            c.query_one("SELECT pg_is_in_recovery(), pg_backend_pid()", &[]),
+        )
+        .await
+        .unwrap();
+        assert!(!row.get::<_, bool>(0));
+    }
+    let mut s = raw_app_session(&proxy).await;
+    let mut out = bytes::BytesMut::new();
+    raw::parse_bind_execute("SELECT pg_current_wal_lsn()::text", &mut out);
+    postgres_protocol::message::frontend::sync(&mut out);
+    s.raw.send(&out).await.unwrap();
+    let r = s.raw.read_result("an unnamed question").await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(writes().await, writes_before, "questions counted as writes");
+    assert!(
+        answers().await >= answers_before + 7.0 * 8.0 + 8.0 + 8.0 + 4.0 + 1.0,
+        "{} questions routed as such",
+        answers().await - answers_before
+    );
     // Inside a read-only transaction on a replica, the replica answers (it is the server).
     execute(&c, "BEGIN READ ONLY").await;
     let on = port(&c, "SELECT inet_server_port()").await;

@@ -21,6 +21,9 @@ pub(super) struct QueryInfo {
     pub read: bool,
     /// One `SET`/`RESET` of settings (see [`crate::sql::Analysis::only_sets_settings`]).
     pub setting: bool,
+    /// One read only the primary answers (see
+    /// [`crate::sql::Analysis::only_asks_the_primary`]).
+    pub asks_primary: bool,
     pub hint: Option<Route>,
     pub txn: TxnControl,
     pub statements: u32,
@@ -36,6 +39,7 @@ impl QueryInfo {
         QueryInfo {
             read: super::route::underlying_read(c, text, a),
             setting: a.only_sets_settings(),
+            asks_primary: a.only_asks_the_primary(),
             hint: a.hint,
             txn: a.txn,
             statements: a.statements,

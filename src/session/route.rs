@@ -136,7 +136,7 @@ impl Session {
         let Ok(Some(h)) = Header::peek(&self.client.rbuf, usize::MAX) else {
             return Decision::primary(true, "unknown");
         };
-        let (read, hint, txn, setting) = match h.tag {
+        let (read, hint, txn, setting, asks_primary) = match h.tag {
             tag::QUERY if self.client.rbuf.len() >= h.frame_len => {
                 let text = query_bytes(&self.client.rbuf[5..h.frame_len]);
                 let info = match self.front_query_info(h.frame_len) {
@@ -166,7 +166,10 @@ impl Session {
                 // its writes would fail. (A text that also writes stays a write.)
                 let setting =
                     info.setting || (read && info.effects.contains(crate::sql::Effects::SETTINGS));
-                (read, info.hint, txn, setting)
+                let asks = info.asks_primary
+                    && !self.app.write_cache.contains(text)
+                    && !self.calls_volatile(text);
+                (read, info.hint, txn, setting, asks)
             }
             tag::PARSE
             | tag::BIND
@@ -175,7 +178,7 @@ impl Session {
             | tag::SYNC
             | tag::FLUSH
             | tag::CLOSE => {
-                let (read, hint) = self.batch_is_read().unwrap_or((false, None));
+                let (read, hint, asks) = self.batch_is_read().unwrap_or((false, None, false));
                 // A read-only transaction begun through the extended protocol runs on a
                 // replica, as one begun with a Query does (its first statement is not looked
                 // at: the BEGIN goes to the server at once, not answered by the proxy).
@@ -185,9 +188,9 @@ impl Session {
                         .map(|modes| self.begin_on_replica(modes, false)),
                     _ => None,
                 };
-                (read, hint, txn, false)
+                (read, hint, txn, false, asks)
             }
-            _ => (false, None, None, false),
+            _ => (false, None, None, false, false),
         };
         let autocommit = self.txn == crate::protocol::TxnStatus::Idle;
         if let Some(forced) = self.route_override.or(hint) {
@@ -211,6 +214,12 @@ impl Session {
         if setting && autocommit {
             // The session's settings live on the primary's side too; no data changes.
             return Decision::primary(false, "setting");
+        }
+        if asks_primary && autocommit {
+            // What only the primary answers (`pg_is_in_recovery()`, `SHOW
+            // transaction_read_only`, `pg_locks`): it runs there, and writes nothing, so the
+            // user's reads need not wait for its "commit" to reach the replicas.
+            return Decision::primary(false, "primary_answer");
         }
         if !read || !autocommit {
             return Decision::primary(true, if read { "transaction" } else { "write" });
@@ -313,13 +322,16 @@ impl Session {
     /// the answers) is looked at as far as it goes: what it parses and binds decides, and
     /// what the client sends after its answers is looked at again (see
     /// `leave_for_next_request`).
-    fn batch_is_read(&self) -> Option<(bool, Option<Route>)> {
+    /// The third value: some statement is one that only the primary answers, and none
+    /// writes (see [`crate::sql::Analysis::only_asks_the_primary`]).
+    fn batch_is_read(&self) -> Option<(bool, Option<Route>, bool)> {
         let buf = &self.client.rbuf[..];
         let mut at = 0;
         let mut saw_statement = false;
         // (Whether the last message was a Flush; whether the batch parsed the unnamed
         // statement, which its Binds of it then run, not the one the client had.)
         let (mut flushed, mut parsed_unnamed) = (false, false);
+        let mut asks = false;
         // (Under a replica hint a statement that is not a read goes on: the batch runs there,
         // but is not a read.)
         let mut all_read = true;
@@ -329,7 +341,7 @@ impl Session {
             let h = match Header::peek(&buf[at..], usize::MAX).ok()? {
                 Some(h) if buf.len() - at >= h.frame_len => h,
                 // (More of it to come.)
-                _ => return (flushed && at == buf.len()).then_some((all_read, hint)),
+                _ => return (flushed && at == buf.len()).then_some((all_read, hint, asks)),
             };
             flushed = h.tag == tag::FLUSH;
             let body = &buf[at + 5..at + h.frame_len];
@@ -348,7 +360,13 @@ impl Session {
                         && !self.calls_volatile(text)
                         && !self.app.write_cache.contains(text);
                     if !read && hint != Some(Route::Replica) {
-                        return Some((false, hint));
+                        if !(a.only_asks_the_primary()
+                            && !self.calls_volatile(text)
+                            && !self.app.write_cache.contains(text))
+                        {
+                            return Some((false, hint, false));
+                        }
+                        asks = true;
                     }
                     all_read &= read;
                     saw_statement = true;
@@ -365,6 +383,7 @@ impl Session {
                                     crate::sql::Effects::SETTINGS | crate::sql::Effects::PIN,
                                 ),
                             a.hint,
+                            a.only_asks_the_primary(),
                         )
                     };
                     // (The classification of a statement is kept with it; whether it calls
@@ -375,38 +394,43 @@ impl Session {
                         let text = query_bytes(query);
                         self.calls_volatile(text) || self.app.write_cache.contains(text)
                     };
-                    let (read, h) = if name.is_empty() && parsed_unnamed {
+                    let (read, h, asking) = if name.is_empty() && parsed_unnamed {
                         // (Checked at its Parse.)
-                        (true, None)
+                        (true, None, false)
                     } else if name.is_empty() {
                         match &self.unnamed {
                             Some(parse) => {
                                 let query = super::statements::split_parse(&parse[5..])?.1;
-                                let (read, h) = classify(query);
-                                (read && !volatile(query), h)
+                                let (read, h, asking) = classify(query);
+                                let volatile = volatile(query);
+                                (read && !volatile, h, asking && !volatile)
                             }
                             // Parsed earlier in this batch (already checked) or nothing at all.
-                            None => (saw_statement, None),
+                            None => (saw_statement, None, false),
                         }
                     } else {
                         match self.statements.get(name) {
                             Some(s) => {
-                                let (read, h) = *s.route.get_or_init(|| classify(&s.query));
-                                (read && !volatile(&s.query), h)
+                                let (read, h, asking) = *s.route.get_or_init(|| classify(&s.query));
+                                let volatile = volatile(&s.query);
+                                (read && !volatile, h, asking && !volatile)
                             }
-                            None => (saw_statement, None),
+                            None => (saw_statement, None, false),
                         }
                     };
                     hint = hint.or(h);
                     if !read && hint != Some(Route::Replica) {
-                        return Some((false, hint));
+                        if !asking {
+                            return Some((false, hint, false));
+                        }
+                        asks = true;
                     }
                     all_read &= read;
                     saw_statement = true;
                 }
                 tag::EXECUTE | tag::DESCRIBE | tag::FLUSH | tag::CLOSE => {}
-                tag::SYNC => return Some((saw_statement && all_read, hint)),
-                _ => return Some((false, hint)),
+                tag::SYNC => return Some((saw_statement && all_read, hint, asks)),
+                _ => return Some((false, hint, false)),
             }
             at += h.frame_len;
         }

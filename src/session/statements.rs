@@ -31,8 +31,9 @@ pub struct Statement {
     pub query: Bytes,
     /// The raw parameter-type section of Parse (Int16 count, Int32 OIDs).
     pub types: Bytes,
-    /// Whether it is a read by classification, and its routing hint (classified once).
-    pub route: std::sync::OnceLock<(bool, Option<crate::sql::Route>)>,
+    /// Whether it is a read by classification, its routing hint, and whether it is a read
+    /// only the primary answers (classified once).
+    pub route: std::sync::OnceLock<(bool, Option<crate::sql::Route>, bool)>,
     /// Its session effects, as classified when a client first parsed it: those of each run
     /// (settings it changes) apply at every Bind, not only at the Parse.
     pub effects: std::sync::OnceLock<crate::sql::Effects>,

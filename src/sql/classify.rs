@@ -762,7 +762,12 @@ impl Classifier {
             return;
         }
         if let Some(w) = is_builtin_write(key) {
-            f.write_fn = Some(w);
+            if super::names::ASKING_FUNCTIONS.contains(&w) {
+                // Runs on the primary for what it answers, writing nothing.
+                f.server_role = f.server_role.or(Some(w));
+            } else {
+                f.write_fn = Some(w);
+            }
             return;
         }
         if let Some(n) = self.write_functions.iter().find(|n| matches(n)) {

@@ -238,16 +238,12 @@ fn writes_and_primary_reads() {
             ("SELECT nextval/* x */('s')", P, "writing function nextval"),
             ("SELECT currval('s')", P, "writing function currval"),
             // The process the client's BackendKeyData names is a primary's.
-            (
-                "SELECT pg_backend_pid()",
-                P,
-                "writing function pg_backend_pid",
-            ),
+            ("SELECT pg_backend_pid()", P, "server role pg_backend_pid"),
             // Whether the server is a standby: the session's server is the primary.
             (
                 "SELECT pg_is_in_recovery()",
                 P,
-                "writing function pg_is_in_recovery",
+                "server role pg_is_in_recovery",
             ),
             (
                 "SELECT pg_wal_replay_pause()",
@@ -852,6 +848,38 @@ fn only_sets_settings() {
     }
 }
 
+/// Which strings are one read only the primary answers (not writes for read-your-writes).
+#[test]
+fn only_asks_the_primary() {
+    let c = Classifier::default();
+    for sql in [
+        "SELECT pg_is_in_recovery()",
+        "SHOW transaction_read_only",
+        "select current_setting('transaction_read_only')",
+        "SELECT * FROM pg_locks WHERE NOT granted",
+        "SELECT gid FROM pg_prepared_xacts",
+        "SELECT name, setting FROM pg_settings",
+        "SELECT pg_backend_pid()",
+        "SELECT pg_current_wal_lsn()::text",
+    ] {
+        assert!(c.analyze(sql).only_asks_the_primary(), "{sql:?}");
+    }
+    for sql in [
+        "SELECT pg_is_in_recovery(); INSERT INTO t VALUES (1)",
+        "INSERT INTO t SELECT pid FROM pg_locks",
+        "SELECT nextval('s')",
+        "SELECT pg_backend_pid(), nextval('s')",
+        "SELECT nextval('s'), pg_is_in_recovery()",
+        "SELECT pg_is_in_recovery() FROM t FOR UPDATE",
+        "SELECT 1",
+        "/* switchyard:primary */ SELECT pg_is_in_recovery()",
+        "SELECT * FROM pg_locks FOR UPDATE",
+        "SET x = 1",
+    ] {
+        assert!(!c.analyze(sql).only_asks_the_primary(), "{sql:?}");
+    }
+}
+
 /// EXPLAIN of an EXPLAIN (which PostgreSQL refuses) is not looked into: nested thousands of
 /// times, looking into each level overflowed the stack and aborted the proxy.
 #[test]
@@ -963,17 +991,17 @@ fn per_server_state_is_read_on_the_primary() {
             (
                 "SELECT pg_blocking_pids(42)",
                 P,
-                "writing function pg_blocking_pids",
+                "server role pg_blocking_pids",
             ),
             (
                 "SELECT * FROM pg_lock_status()",
                 P,
-                "writing function pg_lock_status",
+                "server role pg_lock_status",
             ),
             (
                 "SELECT * FROM pg_get_replication_slots()",
                 P,
-                "writing function pg_get_replication_slots",
+                "server role pg_get_replication_slots",
             ),
             ("SELECT locks FROM t", R, "read: SELECT"),
             ("SELECT my_pg_locks FROM t", R, "read: SELECT"),

@@ -123,8 +123,10 @@ pub enum Reason {
     WritingFunction(&'static str),
     /// A read of what tells a primary from a standby (`SHOW transaction_read_only`,
     /// `in_hot_standby` or `ALL`; `current_setting()` of the first two, `pg_settings`,
-    /// `pg_show_all_settings()`): the client's session is the primary's, and a replica would
-    /// answer "on" (drivers asked for a writable server check this): "server role
+    /// `pg_show_all_settings()`, `pg_is_in_recovery()`): the client's session is the
+    /// primary's, and a replica would answer "on" (drivers asked for a writable server check
+    /// this); or of what else only the primary answers for the session without writing
+    /// (`pg_backend_pid()`, `pg_current_wal_lsn()`: names.rs `ASKING_FUNCTIONS`): "server role
     /// transaction_read_only".
     ServerRole(&'static str),
     /// BEGIN/START/COMMIT/END/ROLLBACK/ABORT/SAVEPOINT/RELEASE/PREPARE TRANSACTION/...:
@@ -547,6 +549,18 @@ impl Analysis<'_> {
         self.statements == 1
             && self.reason == Reason::SessionCommand
             && Effects(self.effects.0 & !Effects::RESET_ALL.0) == Effects::SETTINGS
+            && self.hint.is_none()
+    }
+
+    /// Whether the string is one read that only the primary answers for the session (what
+    /// tells it from a standby, a view only it fills): it runs there, but writes nothing (so
+    /// it is not a write for read-your-writes).
+    pub fn only_asks_the_primary(&self) -> bool {
+        self.statements == 1
+            && self.route == Route::Primary
+            && matches!(self.reason, Reason::ServerRole(_) | Reason::PrimaryView(_))
+            && self.effects == Effects::NONE
+            && self.pin.is_none()
             && self.hint.is_none()
     }
 }

@@ -328,6 +328,23 @@ pub(super) fn call_effect(key: &str) -> Option<CallEffect> {
     }
 }
 
+/// Functions of the list above that run on the primary for what they answer (the session's
+/// process, whether the server is a standby, its WAL position, its locks and slots), writing
+/// nothing: a read calling one is [`super::Reason::ServerRole`], not a write.
+pub(super) const ASKING_FUNCTIONS: [&str; 11] = [
+    "pg_backend_pid",
+    "pg_is_in_recovery",
+    "pg_current_wal_lsn",
+    "pg_current_wal_insert_lsn",
+    "pg_current_wal_flush_lsn",
+    "pg_walfile_name",
+    "pg_walfile_name_offset",
+    "pg_lock_status",
+    "pg_blocking_pids",
+    "pg_safe_snapshot_blocking_pids",
+    "pg_get_replication_slots",
+];
+
 /// The settings whose values tell a primary from a standby (a standby reports both "on"):
 /// the client's session is the primary's, so reads of them go there.
 const SERVER_ROLE_SETTINGS: [&str; 2] = ["transaction_read_only", "in_hot_standby"];
