@@ -3386,6 +3386,167 @@ async fn a_read_prepared_with_a_flush_is_repeated_when_its_replica_refuses_or_fa
     execute(&setup, "DROP TABLE routing_unlogged_flush").await;
 }
 
+/// A schema change committed on the servers before the proxy has its answer (a Query that
+/// commits it and then runs on; a replica replaying it before the primary's answer arrives)
+/// is in flight: a statement a client described before it, prepared meanwhile on a
+/// connection that has the change, gets its row shape checked, and fails as on PostgreSQL
+/// (0A000) rather than return rows of the new type for the client to decode as the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_described_before_a_schema_change_in_flight_is_checked() {
+    use postgres_protocol::message::frontend;
+
+    let (c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let d = proxy.connect_app().await;
+    execute(&d, "DROP FUNCTION IF EXISTS shape_race_f(int)").await;
+    execute(
+        &d,
+        "CREATE FUNCTION shape_race_f(int) RETURNS int STABLE LANGUAGE sql AS 'SELECT $1'",
+    )
+    .await;
+    // The change, sent and not committed.
+    execute(
+        &d,
+        "BEGIN; DROP FUNCTION shape_race_f(int); \
+         CREATE FUNCTION shape_race_f(int) RETURNS bigint STABLE LANGUAGE sql \
+         AS 'SELECT $1::bigint'",
+    )
+    .await;
+    // A client prepares and describes a statement on the primary (in a block of its own),
+    // seeing the function as it was.
+    let mut s = raw_app_session(&proxy).await;
+    s.raw.query_ok("BEGIN").await;
+    prepare_flushed(&mut s.raw, "sy_shape_race", "SELECT shape_race_f(100) AS v").await;
+    let mut out = bytes::BytesMut::new();
+    frontend::sync(&mut out);
+    s.raw.send(&out).await.unwrap();
+    assert_eq!(s.raw.read_result("Sync").await.status, b'T');
+    s.raw.query_ok("COMMIT").await;
+    // The change commits; its Query runs on for a while before the proxy has the answer.
+    let committing = tokio::spawn(async move {
+        let r = d
+            .simple_query("COMMIT; SELECT pg_sleep(4)")
+            .await
+            .map(|_| ());
+        (d, r)
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let replayed = tokio::task::spawn_blocking(move || {
+            c.replicas().iter().all(|r| {
+                r.psql_db(
+                    APP_DB,
+                    "SELECT prorettype::regtype FROM pg_proc WHERE proname = 'shape_race_f'",
+                )
+                .is_ok_and(|t| t.trim() == "bigint")
+            })
+        })
+        .await
+        .unwrap();
+        if replayed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replicas never replayed the change"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !committing.is_finished(),
+        "the change's Query ended too soon"
+    );
+    // The statement runs on a replica, where it was never prepared: as on PostgreSQL, the
+    // change of its result type is an error, not rows of another type.
+    s.raw.send(&bound("sy_shape_race")).await.unwrap();
+    let r = s.raw.read_result("a Bind after the change committed").await;
+    assert_eq!(
+        r.error.as_ref().map(|e| e.code()).as_deref(),
+        Some("0A000"),
+        "rows {:?}",
+        r.rows
+    );
+    let (d, done) = within("the change's Query", committing).await.unwrap();
+    done.unwrap();
+    // Prepared again, it runs.
+    s.raw.query_ok("DEALLOCATE ALL").await;
+    prepare_flushed(&mut s.raw, "sy_shape_race", "SELECT shape_race_f(100) AS v").await;
+    let mut out = bound("sy_shape_race");
+    out.truncate(0);
+    frontend::sync(&mut out);
+    s.raw.send(&out).await.unwrap();
+    s.raw.read_result("Sync").await;
+    let r = {
+        s.raw.send(&bound("sy_shape_race")).await.unwrap();
+        s.raw
+            .read_result("a Bind of the statement prepared again")
+            .await
+    };
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.scalar(), "100");
+    execute(&d, "DROP FUNCTION shape_race_f(int)").await;
+}
+
+/// A replica that refuses a Parse, Describe, Flush (asyncpg's prepare) for the session's
+/// SERIALIZABLE default, set on its role where the proxy does not see it: the client, waiting
+/// on its Flush, gets the replica's error (0A000), as before; it waited for ever for a repeat
+/// that waited for its Sync. Its later reads run on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_while_the_client_waits_on_a_flush_reaches_it() {
+    let c = tokio::task::spawn_blocking(|| {
+        let c = shared_schema();
+        c.primary()
+            .psql(&format!(
+                "DO $$ BEGIN
+                     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'serial_app') THEN
+                         CREATE ROLE serial_app LOGIN PASSWORD 'sa';
+                     END IF;
+                 END $$;
+                 ALTER ROLE serial_app SET default_transaction_isolation = 'serializable';
+                 GRANT ALL ON DATABASE {APP_DB} TO serial_app"
+            ))
+            .expect("creating serial_app");
+        c.wait_replicas_caught_up(Duration::from_secs(60))
+            .expect("replicas catching up");
+        c
+    })
+    .await
+    .unwrap();
+    let extra = format!(
+        "{HEALTH}\n[routing]\nconsistency = \"eventual\"\n\n[[users]]\nname = \"serial_app\"\npassword = \"sa\"\n"
+    );
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start(c, &extra))
+        .await
+        .unwrap();
+    wait_cluster_ready(&proxy).await;
+    let p = Ports::of(c);
+    let params = [("user", "serial_app"), ("database", APP_DB)];
+    let addr = proxy.addr();
+    let login = support::raw::login(&addr, support::raw::PROTO_3_0, &params, Some("sa"));
+    let mut s = match login.await {
+        Ok(s) => s,
+        Err(r) => panic!("login refused: {:?}", r.error),
+    };
+    s.raw
+        .send(&flushed_parse("", "SELECT inet_server_port()"))
+        .await
+        .unwrap();
+    let f = s.raw.frame().await;
+    assert_eq!(
+        (f.tag, f.code()),
+        (b'E', "0A000".to_owned()),
+        "{:?}",
+        f.fields()
+    );
+    let mut sync = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::sync(&mut sync);
+    s.raw.send(&sync).await.unwrap();
+    assert_eq!(s.raw.read_result("Sync").await.status, b'I');
+    prepare_flushed(&mut s.raw, "", "SELECT inet_server_port()").await;
+    let on = run_bound(&mut s.raw, "", "a read after the refusal").await;
+    assert_eq!(on, p.primary, "ran on {}", p.name(on));
+}
+
 /// A batch that parses the unnamed statement and binds it (node-postgres's every query with
 /// parameters) is routed by the statement it parses, not by the unnamed statement the client
 /// had before: a read after a write went to the primary, counted as a write (holding the
@@ -3428,140 +3589,4 @@ async fn a_read_parsed_unnamed_after_an_unnamed_write_runs_on_a_replica() {
             "round {round}: the read counted as a write"
         );
     }
-}
-
-/// A cursor read through the extended protocol before its Sync (pg-cursor and
-/// pg-query-stream, postgres.js's `cursor()`: Parse, Bind of a named portal, Describe,
-/// Flush; then Execute with a row limit and Flush as rows are wanted; Close and Sync at the
-/// end) runs on a replica: it went to the primary, counted as a write. Its Executes, Close
-/// and Sync stay where it runs, and are no write. A write the client sends after some of its
-/// rows, before the Sync, moves to the primary (the cursor's portal ends on the replica, as
-/// the batch's implicit transaction would end at the Sync) rather than fail there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cursor_read_before_its_sync_runs_on_a_replica() {
-    use postgres_protocol::message::frontend;
-    use support::raw::Raw;
-
-    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
-    warm_up(&proxy, &p).await;
-    let mut s = raw_app_session(&proxy).await;
-    let cursor = "SELECT inet_server_port() FROM generate_series(1, 5)";
-    // Opens `sql` as portal `portal`, as pg-cursor does; reads the answers.
-    async fn open(raw: &mut Raw, sql: &str, portal: &str) {
-        let mut out = bytes::BytesMut::new();
-        frontend::parse("", sql, std::iter::empty(), &mut out).unwrap();
-        frontend::bind(
-            portal,
-            "",
-            std::iter::empty(),
-            std::iter::empty::<i32>(),
-            |_: i32,
-             _: &mut bytes::BytesMut|
-             -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-                unreachable!()
-            },
-            std::iter::empty(),
-            &mut out,
-        )
-        .map_err(|_| ())
-        .unwrap();
-        frontend::describe(b'P', portal, &mut out).unwrap();
-        frontend::flush(&mut out);
-        raw.send(&out).await.unwrap();
-        for want in [b'1', b'2', b'T'] {
-            let f = raw.frame().await;
-            assert_eq!(f.tag, want, "{sql}: {:?}", f.fields());
-        }
-    }
-    // Up to `n` more rows of `portal`: their first columns, and whether the portal is done.
-    async fn fetch(raw: &mut Raw, portal: &str, n: i32) -> (Vec<String>, bool) {
-        let mut out = bytes::BytesMut::new();
-        frontend::execute(portal, n, &mut out).unwrap();
-        frontend::flush(&mut out);
-        raw.send(&out).await.unwrap();
-        let mut rows = Vec::new();
-        loop {
-            let f = raw.frame().await;
-            match f.tag {
-                b'D' => rows.push(String::from_utf8(f.data_row()[0].clone().unwrap()).unwrap()),
-                b's' => return (rows, false),
-                b'C' => return (rows, true),
-                _ => panic!("fetch from {portal}: {} {:?}", f.tag as char, f.fields()),
-            }
-        }
-    }
-    let writes = || metric_sum(&proxy, "switchyard_routed_total{reason=\"write\"");
-    let before = writes().await;
-    for round in 0..3 {
-        open(&mut s.raw, cursor, "C_1").await;
-        let mut ports = Vec::new();
-        loop {
-            let (rows, done) = fetch(&mut s.raw, "C_1", 2).await;
-            ports.extend(rows);
-            if done {
-                break;
-            }
-        }
-        let mut out = bytes::BytesMut::new();
-        frontend::close(b'P', "C_1", &mut out).unwrap();
-        frontend::sync(&mut out);
-        s.raw.send(&out).await.unwrap();
-        for want in [b'3', b'Z'] {
-            let f = s.raw.frame().await;
-            assert_eq!(f.tag, want, "round {round}: {:?}", f.fields());
-        }
-        assert_eq!(ports.len(), 5, "round {round}");
-        let on: u16 = ports[0].parse().unwrap();
-        assert!(
-            ports.iter().all(|p| *p == ports[0]) && p.is_replica(on),
-            "round {round}: a cursor read ran on {}",
-            p.name(on)
-        );
-    }
-    assert_eq!(
-        writes().await,
-        before,
-        "a cursor read (or its Close and Sync) was counted as a write"
-    );
-    // A write after some of the cursor's rows, before the Sync: it runs, on the primary.
-    open(&mut s.raw, cursor, "C_2").await;
-    let (rows, done) = fetch(&mut s.raw, "C_2", 2).await;
-    assert!(!done && rows.len() == 2, "{rows:?}");
-    let on: u16 = rows[0].parse().unwrap();
-    assert!(p.is_replica(on), "the cursor ran on {}", p.name(on));
-    let mut out = bytes::BytesMut::new();
-    raw::parse_bind_execute(
-        "INSERT INTO routing_t (v) VALUES ('after a cursor') RETURNING inet_server_port()",
-        &mut out,
-    );
-    frontend::sync(&mut out);
-    s.raw.send(&out).await.unwrap();
-    let r = s.raw.read_result("a write after a cursor's rows").await;
-    assert!(r.error.is_none(), "{:?}", r.error);
-    assert_eq!(r.status, b'I');
-    let on: u16 = r.scalar().parse().unwrap();
-    assert_eq!(on, p.primary, "the write ran on {}", p.name(on));
-    // A cursor over a write runs on the primary.
-    open(
-        &mut s.raw,
-        "INSERT INTO routing_t (v) VALUES ('by a cursor') RETURNING inet_server_port()",
-        "C_3",
-    )
-    .await;
-    let (rows, done) = fetch(&mut s.raw, "C_3", 5).await;
-    assert!(done, "{rows:?}");
-    assert_eq!(rows, [p.primary.to_string()]);
-    let mut out = bytes::BytesMut::new();
-    frontend::close(b'P', "C_3", &mut out).unwrap();
-    frontend::sync(&mut out);
-    s.raw.send(&out).await.unwrap();
-    assert_eq!(s.raw.read_result("Close, Sync").await.status, b'I');
-    // The session goes on: a plain read on a replica.
-    let r = s.raw.query("SELECT inet_server_port()").await;
-    let on: u16 = r.scalar().parse().unwrap();
-    assert!(
-        p.is_replica(on),
-        "a read after the cursors ran on {}",
-        p.name(on)
-    );
 }

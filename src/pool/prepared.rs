@@ -11,8 +11,10 @@ use crate::session::statements::Statement;
 /// Statement ids prepared on a server connection, with when each was last used.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    /// Statement id → use stamp, and the statement (to tell whether any client still has it).
-    used: HashMap<u64, (u64, Weak<Statement>)>,
+    /// Statement id → use stamp, the statement (to tell whether any client still has it), and
+    /// whether it was prepared while a schema change was in flight (its row shape is then
+    /// checked before a client that described it uses it: see session/shapes.rs).
+    used: HashMap<u64, (u64, Weak<Statement>, bool)>,
     /// Advances on every use.
     clock: u64,
     /// Stamp when the connection was last quiet: later uses are protected from eviction.
@@ -27,7 +29,7 @@ impl Prepared {
     pub fn touch(&mut self, id: u64) -> bool {
         self.clock += 1;
         match self.used.get_mut(&id) {
-            Some((stamp, _)) => {
+            Some((stamp, _, _)) => {
                 *stamp = self.clock;
                 true
             }
@@ -35,11 +37,18 @@ impl Prepared {
         }
     }
 
-    /// Records `stmt` as prepared (and used now). False if it already was.
-    pub fn insert(&mut self, stmt: &Arc<Statement>) -> bool {
+    /// Whether `id` is prepared here and was not while a schema change was in flight; marks
+    /// it used.
+    pub fn trusted(&mut self, id: u64) -> bool {
+        self.touch(id) && self.used.get(&id).is_some_and(|(_, _, suspect)| !suspect)
+    }
+
+    /// Records `stmt` as prepared (and used now), `suspect` if a schema change is in flight.
+    /// False if it already was.
+    pub fn insert(&mut self, stmt: &Arc<Statement>, suspect: bool) -> bool {
         self.clock += 1;
         self.used
-            .insert(stmt.id, (self.clock, Arc::downgrade(stmt)))
+            .insert(stmt.id, (self.clock, Arc::downgrade(stmt), suspect))
             .is_none()
     }
 
@@ -49,7 +58,7 @@ impl Prepared {
         let gone: Vec<u64> = self
             .used
             .iter()
-            .filter(|(_, (_, s))| !Statement::is_held(s))
+            .filter(|(_, (_, s, _))| !Statement::is_held(s))
             .map(|(&id, _)| id)
             .collect();
         for id in &gone {
@@ -107,8 +116,8 @@ impl Prepared {
         let (&id, _) = self
             .used
             .iter()
-            .filter(|(_, (stamp, _))| *stamp <= self.batch_start)
-            .min_by_key(|(_, (stamp, _))| *stamp)?;
+            .filter(|(_, (stamp, _, _))| *stamp <= self.batch_start)
+            .min_by_key(|(_, (stamp, _, _))| *stamp)?;
         self.used.remove(&id);
         Some(id)
     }
@@ -129,19 +138,34 @@ mod tests {
     }
 
     #[test]
+    fn copies_prepared_during_a_schema_change_are_not_trusted() {
+        let r = Registry::default();
+        let v = statements(&r);
+        let mut p = Prepared::default();
+        p.insert(&v[0], false);
+        p.insert(&v[1], true);
+        assert!(p.trusted(1));
+        assert!(!p.trusted(2) && p.touch(2), "present, not trusted");
+        assert!(!p.trusted(3), "absent");
+        // Checked again, with no change in flight: trusted.
+        assert!(!p.insert(&v[1], false));
+        assert!(p.trusted(2));
+    }
+
+    #[test]
     fn evicts_least_recently_used_beyond_the_limit() {
         let r = Registry::default();
         let v = statements(&r);
         let mut p = Prepared::default();
         for id in 1..=3 {
-            assert!(p.insert(&v[id as usize - 1]));
+            assert!(p.insert(&v[id as usize - 1], false));
         }
         p.mark_quiet();
         assert!(p.touch(1));
         assert!(!p.touch(9));
         assert_eq!(p.evict(3), None, "at the limit nothing goes");
         p.mark_quiet();
-        assert!(p.insert(&v[4 - 1]));
+        assert!(p.insert(&v[4 - 1], false));
         assert_eq!(p.evict(3), Some(2), "2 is the least recently used");
         assert_eq!(p.evict(3), None);
         assert_eq!(p.len(), 3);
@@ -154,10 +178,10 @@ mod tests {
         let v = statements(&r);
         let mut p = Prepared::default();
         for id in 1..=3 {
-            p.insert(&v[id as usize - 1]);
+            p.insert(&v[id as usize - 1], false);
         }
         p.mark_quiet();
-        p.insert(&v[4 - 1]);
+        p.insert(&v[4 - 1], false);
         assert_eq!(p.evict(3), Some(1));
         // Its Close was skipped: closed again first thing next time, even under the limit.
         p.orphan(1);
@@ -165,7 +189,7 @@ mod tests {
         assert_eq!(p.evict(3), None);
         // Unless prepared again meanwhile (then it is as the server has it), or reset.
         p.orphan(1);
-        p.insert(&v[1 - 1]);
+        p.insert(&v[1 - 1], false);
         assert_eq!(p.evict(9), None);
         p.orphan(2);
         assert_eq!(p.evict(9), None, "2 is prepared: no orphan");
@@ -181,19 +205,19 @@ mod tests {
         let r = Registry::default();
         let v = statements(&r);
         let mut p = Prepared::default();
-        p.insert(&v[1 - 1]);
-        p.insert(&v[2 - 1]);
+        p.insert(&v[1 - 1], false);
+        p.insert(&v[2 - 1], false);
         // Same batch: both protected, the set grows past the limit for now.
         assert_eq!(p.evict(1), None);
         assert_eq!(p.len(), 2);
         p.mark_quiet();
-        p.insert(&v[3 - 1]);
+        p.insert(&v[3 - 1], false);
         assert_eq!(p.evict(1), Some(1));
         assert_eq!(p.evict(1), Some(2));
         assert_eq!(p.evict(1), None, "3 belongs to the current batch");
         p.remove(3);
         assert!(p.is_empty());
-        p.insert(&v[5 - 1]);
+        p.insert(&v[5 - 1], false);
         p.clear();
         assert!(p.is_empty());
     }
@@ -204,7 +228,7 @@ mod tests {
         let mut v = statements(&r);
         let mut p = Prepared::default();
         for s in &v[..3] {
-            p.insert(s);
+            p.insert(s, false);
         }
         // Clients hold 1 and 2 (a second reference each, as a client's map would); 3 is only
         // in the registry.

@@ -683,6 +683,14 @@ impl Session {
         self.ryw.end_commit(None);
     }
 
+    /// This session's schema change is no longer in flight (its transaction ended, or its
+    /// connection or the session did).
+    pub(super) fn end_schema_change(&mut self) {
+        if std::mem::take(&mut self.change_counted) {
+            self.app.statements.end_change();
+        }
+    }
+
     /// Ends the attached backend's count of this session's request (also when the session's
     /// task dies: see `Drop for Session`).
     pub(super) fn uncount_outstanding(&mut self) {

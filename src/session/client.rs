@@ -474,7 +474,7 @@ impl Session {
                         // Sync): once it has any, the request cannot be repeated.
                         r.flush_into(&mut self.client.wbuf);
                     }
-                    self.flushed_batch = self.batch_open;
+                    self.flushed_batch = self.batch_open && !self.bound_in_batch;
                     self.forward(h.frame_len);
                 } else {
                     self.client.rbuf.advance(h.frame_len);
@@ -485,25 +485,6 @@ impl Session {
         Ok(None)
     }
 
-    /// Whether what the client sent after a Flush, up to its Sync, parses, binds or queries
-    /// anything (rather than only executing, describing or closing what the batch has).
-    fn continuation_starts_statements(&self) -> bool {
-        let buf = &self.client.rbuf[..];
-        let mut at = 0;
-        while let Ok(Some(h)) = Header::peek(&buf[at..], usize::MAX) {
-            match h.tag {
-                tag::PARSE | tag::BIND | tag::QUERY | tag::FUNCTION_CALL => return true,
-                tag::SYNC => return false,
-                _ => {}
-            }
-            at += h.frame_len;
-            if at >= buf.len() {
-                break;
-            }
-        }
-        false
-    }
-
     /// At the start of a request on an attached connection it may not belong on: whether
     /// to wait until that connection goes (then the request is routed afresh).
     fn leave_for_next_request(&mut self) -> bool {
@@ -512,21 +493,18 @@ impl Session {
             && !matches!(self.client.rbuf.first(), Some(&(tag::SYNC | tag::FLUSH)))
         {
             if self.batch_open
-                && (!self.bound_in_batch || self.continuation_starts_statements())
+                && !self.bound_in_batch
                 && self.txn == TxnStatus::Idle
                 && self.pool_mode == crate::config::PoolMode::Transaction
                 && self.current.config.config.routing.read_write_split
             {
-                // What the client sends after a Flush, before its Sync: the batch was routed
-                // by what it parsed and bound (asyncpg's Parse, Describe, Flush; a cursor's
-                // Parse, Bind, Describe, Flush and Executes with a row limit). A write (or a
-                // statement for the primary) that follows it on a replica moves it, once the
-                // answers so far are in: a Sync of the proxy's own ends it there (what ran in
-                // it only read; a cursor's portal goes with it), and this is routed afresh,
-                // its statements prepared again where it goes. A batch that bound something
-                // is looked at again only when the client parses, binds or queries more (a
-                // cursor's next Executes, and its Close and Sync, go where it runs). On the
-                // primary, whether it may write is told now, for read-your-writes.
+                // What the client sends after a Flush in a batch that ran nothing (asyncpg's
+                // Parse, Describe, Flush), before its Sync: the batch was routed by what it
+                // parsed. A write (or a statement for the primary) that follows it on a replica
+                // moves it, once the answers so far are in: a Sync of the proxy's own ends it
+                // there (nothing ran in it), and this is routed afresh, its statements
+                // prepared again where it goes. On the primary, whether it may write is told
+                // now, for read-your-writes.
                 let d = self.route_front();
                 if self.target == Target::Replica
                     && d.target == Target::Primary
@@ -550,8 +528,8 @@ impl Session {
                     self.wrote |= d.write;
                 }
                 if self.target == Target::Replica
-                    && !self.bound_in_batch
                     && d.retryable
+                    && self.pending.is_empty()
                     && self.retry.as_ref().is_none_or(|r| !r.holding())
                 {
                     // Nothing ran yet: what runs now (asyncpg's and postgres.js's Bind,
@@ -789,6 +767,9 @@ impl Session {
         }
         if effects.contains(Effects::SCHEMA) {
             self.schema_changed = true;
+            if !std::mem::replace(&mut self.change_counted, true) {
+                self.app.statements.begin_change();
+            }
             // This session sees the change at once: what it parses from now on is prepared
             // anew (a statement interned before would still carry, say, a dropped type's
             // id). Others see it once it commits (invalidated again then).

@@ -139,8 +139,9 @@ impl Session {
                     self.pending.expect(Kind::Parse, Mode::Swallow, Hook::None);
                     return;
                 }
+                let changing = self.app.statements.changing();
                 let conn = &mut self.server.as_mut().expect("attached").conn;
-                conn.prepared.insert(stmt);
+                conn.prepared.insert(stmt, changing);
                 self.evict_prepared();
             }
             self.close_before_parse(stmt);

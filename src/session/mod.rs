@@ -444,6 +444,7 @@ async fn start(
         aborted_txn: false,
         replica_refused: false,
         schema_changed: false,
+        change_counted: false,
         server_fatal: None,
         fatal_unstarted: false,
         pools: Vec::new(),
@@ -513,6 +514,7 @@ impl Drop for Session {
     /// The client is gone (however it ended): its idle server connections are anybody's.
     fn drop(&mut self) {
         self.uncount_outstanding();
+        self.end_schema_change();
         for pool in self.pools.iter().flatten() {
             pool.disown(self.id);
         }
@@ -691,6 +693,9 @@ struct Session {
     /// A statement that changes the schema was sent: once its transaction is over, the
     /// registry's statements are invalidated (statements.rs).
     schema_changed: bool,
+    /// `schema_changed` is counted among the registry's changes in flight (see
+    /// [`statements::Registry::begin_change`]).
+    change_counted: bool,
     /// The attached server connection sent a FATAL (it is ending): its message, and whether
     /// it was relayed (the client's own session ends with it) or not (transaction pooling:
     /// the client goes on, and the error it gets for the lost request says why).
@@ -720,9 +725,9 @@ struct Session {
     /// A Bind was sent in the open extended batch: its portal may still exist on the server
     /// (so no statement may be evicted until the Sync).
     bound_in_batch: bool,
-    /// The client's last message was a Flush in an open batch (asyncpg's Parse, Describe,
-    /// Flush; a cursor's Bind or Execute with a row limit, then Flush): what it sends next is
-    /// looked at for where the batch belongs (see `leave_for_next_request`).
+    /// The client's last message was a Flush in an open batch that bound nothing (asyncpg's
+    /// Parse, Describe, Flush): what it sends next is looked at for where the batch belongs
+    /// (see `leave_for_next_request`).
     flushed_batch: bool,
     /// The server's `standard_conforming_strings` and `client_encoding` as last reported to
     /// the client (ParameterStatus).

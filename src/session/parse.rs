@@ -292,7 +292,7 @@ impl Session {
                 },
             );
         } else {
-            if conn.prepared.insert(&stmt) {
+            if conn.prepared.insert(&stmt, self.app.statements.changing()) {
                 self.evict_prepared();
             }
             self.close_before_parse(&stmt);

@@ -79,7 +79,7 @@ impl Retry {
     /// the refusal may cross the budget; released, they would reach the client without the
     /// error and ReadyForQuery the relay dropped, and the client would wait for ever.
     pub fn hold(&mut self, bytes: BytesMut, out: &mut BytesMut) {
-        if self.released || (self.streaming && !bytes.is_empty()) {
+        if self.released || (self.streaming && !bytes.is_empty() && self.rescue.is_none()) {
             self.released = true;
             out.unsplit(bytes);
             return;
@@ -94,7 +94,7 @@ impl Retry {
     /// what comes later goes as it comes. Until something reaches the client, the request
     /// can still be repeated (a server lost before it answered the Flush).
     pub fn flush_into(&mut self, out: &mut BytesMut) {
-        if self.held.is_empty() {
+        if self.held.is_empty() && self.rescue.is_none() {
             self.streaming = true;
         } else {
             self.release_into(out);
@@ -149,6 +149,12 @@ impl super::Session {
         // the position is read on another connection to the primary. Until then reads in
         // scope stay on the primary.
         let commit = self.ryw.hand_off();
+        if std::mem::take(&mut self.schema_changed) {
+            // Whether its schema change committed is unknown: statements parsed from now on
+            // are parsed anew, as after one that did.
+            self.app.statements.invalidate();
+            self.end_schema_change();
+        }
         self.detach_bookkeeping();
         if let Some(commit) = commit {
             // (After the bookkeeping, which counts in the view the connection was attached

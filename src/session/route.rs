@@ -317,11 +317,10 @@ impl Session {
 
     /// Scans an extended-protocol batch up to its Sync: `Some(true)` when every statement it
     /// binds or parses is a read, `None` when the batch is not complete in the buffer. A
-    /// batch whose buffer ends with a Flush (asyncpg's Parse, Describe, Flush; a cursor's
-    /// Parse, Bind, Describe, Flush, or Execute with a row limit, Flush: the client waits for
-    /// the answers) is looked at as far as it goes: what it parses and binds decides, and
-    /// what the client sends after its answers is looked at again (see
-    /// `leave_for_next_request`).
+    /// batch that binds and executes nothing before a Flush that ends the buffer (asyncpg's
+    /// Parse, Describe, Flush: the client waits for the answers) is looked at as far as it
+    /// goes: what it parses decides, and what the client sends after its answers is looked
+    /// at again (see `leave_for_next_request`).
     /// The third value: some statement is one that only the primary answers, and none
     /// writes (see [`crate::sql::Analysis::only_asks_the_primary`]).
     fn batch_is_read(&self) -> Option<(bool, Option<Route>, bool)> {
@@ -331,6 +330,8 @@ impl Session {
         // (Whether the last message was a Flush; whether the batch parsed the unnamed
         // statement, which its Binds of it then run, not the one the client had.)
         let (mut flushed, mut parsed_unnamed) = (false, false);
+        // (Whether it binds or executes anything.)
+        let mut runs = false;
         let mut asks = false;
         // (Under a replica hint a statement that is not a read goes on: the batch runs there,
         // but is not a read.)
@@ -341,7 +342,9 @@ impl Session {
             let h = match Header::peek(&buf[at..], usize::MAX).ok()? {
                 Some(h) if buf.len() - at >= h.frame_len => h,
                 // (More of it to come.)
-                _ => return (flushed && at == buf.len()).then_some((all_read, hint, asks)),
+                _ => {
+                    return (!runs && flushed && at == buf.len()).then_some((all_read, hint, asks))
+                }
             };
             flushed = h.tag == tag::FLUSH;
             let body = &buf[at + 5..at + h.frame_len];
@@ -372,6 +375,7 @@ impl Session {
                     saw_statement = true;
                 }
                 tag::BIND => {
+                    runs = true;
                     let (_, rest) = read_cstr(body)?;
                     let (name, _) = read_cstr(rest)?;
                     let classify = |query: &[u8]| {
@@ -428,7 +432,8 @@ impl Session {
                     all_read &= read;
                     saw_statement = true;
                 }
-                tag::EXECUTE | tag::DESCRIBE | tag::FLUSH | tag::CLOSE => {}
+                tag::EXECUTE => runs = true,
+                tag::DESCRIBE | tag::FLUSH | tag::CLOSE => {}
                 tag::SYNC => return Some((saw_statement && all_read, hint, asks)),
                 _ => return Some((false, hint, false)),
             }

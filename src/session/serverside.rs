@@ -273,6 +273,11 @@ impl Session {
                             // parsed from now on see it.
                             self.app.statements.invalidate();
                             self.schema_changed = !self.pending.is_empty();
+                            if !self.schema_changed && std::mem::take(&mut self.change_counted) {
+                                // (Session::end_schema_change, apart for the borrow of the
+                                // connection.)
+                                self.app.statements.end_change();
+                            }
                         }
                         if s == TxnStatus::Idle && self.wrote && m.forward {
                             // The client learns of the commit with this message: until its WAL
@@ -412,7 +417,11 @@ impl Session {
                         self.replica_refused = true;
                     }
                     if refused.is_some() {
-                        if let Some(r) = self.retry.as_mut().filter(|r| r.holding()) {
+                        // (Not while the client waits on a Flush: the repeat would wait for
+                        // the replica's ReadyForQuery, which comes only after the client's
+                        // Sync. Its error is the client's, as connected to the replica.)
+                        if let Some(r) = self.retry.as_mut().filter(|r| r.holding() && !r.streaming)
+                        {
                             // A read only the primary can run: nothing reached the client, so
                             // run it there once the replica is done with it.
                             r.rescue = refused;
@@ -471,7 +480,8 @@ impl Session {
                             // The server skipped the Close: the statement is still there
                             // (and on this connection, if it was closed here).
                             if on_server {
-                                conn.prepared.insert(&statement.0);
+                                conn.prepared
+                                    .insert(&statement.0, self.app.statements.changing());
                             }
                             self.statements.insert(name, statement.0);
                         }

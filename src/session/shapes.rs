@@ -57,7 +57,9 @@ impl Session {
     /// a pinned client) after a schema change: statements evicted from the connection since
     /// are prepared there again, and checked as on a connection just attached.
     pub(super) fn shapes_due(&self) -> bool {
-        (self.stale_shapes || self.app.statements.epoch() != self.shapes_epoch)
+        (self.stale_shapes
+            || self.app.statements.epoch() != self.shapes_epoch
+            || self.app.statements.changing())
             && self.server.is_some()
             && !self.releasable()
             && self.txn == TxnStatus::Idle
@@ -79,7 +81,11 @@ impl Session {
                 .values()
                 .any(|s| s.shape.get().is_some() && s.older_than(now));
         }
-        if !self.stale_shapes || self.txn != TxnStatus::Idle {
+        // While a schema change is in flight, a server may have it committed before the
+        // epoch moves: every statement a client described is checked where it is not known
+        // to have been prepared before the change (a copy prepared meanwhile is checked too).
+        let changing = self.app.statements.changing();
+        if !(self.stale_shapes || changing) || self.txn != TxnStatus::Idle {
             return;
         }
         let Some(p) = self.server.as_mut() else {
@@ -107,10 +113,10 @@ impl Session {
             };
             if let Some(s) = name.and_then(|n| self.statements.get(n)) {
                 if s.shape.get().is_some()
-                    && s.older_than(now)
+                    && (changing || s.older_than(now))
                     && s.depends.is_none()
                     && !check.iter().any(|c| c.id == s.id)
-                    && !p.conn.prepared.touch(s.id)
+                    && !p.conn.prepared.trusted(s.id)
                 {
                     check.push(s.clone());
                 }
@@ -160,7 +166,7 @@ impl Session {
                 .await
             {
                 Ok(Ok(shape)) if s.shape.get().is_some_and(|old| same_row_type(old, &shape)) => {
-                    p.conn.prepared.insert(&s);
+                    p.conn.prepared.insert(&s, self.app.statements.changing());
                     self.evict_prepared();
                 }
                 Ok(Ok(_)) => {

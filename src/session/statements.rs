@@ -110,6 +110,9 @@ pub struct Registry {
     /// Parse, as a client's own statement on PostgreSQL does; a new Parse must see the new
     /// schema, as it would on PostgreSQL).
     epoch: AtomicU64,
+    /// Sessions whose schema change is in flight (sent, its transaction not yet seen to end):
+    /// it may be committed on a server (and replayed on a replica) before the epoch moves.
+    changing: AtomicUsize,
 }
 
 /// The scope statements are shared in: clients of one database logged in as one role
@@ -151,6 +154,7 @@ impl Registry {
             sweep_bytes_at: AtomicUsize::new(MIN_SWEEP_BYTES),
             gauge,
             epoch: AtomicU64::new(0),
+            changing: AtomicUsize::new(0),
         }
     }
 
@@ -162,6 +166,26 @@ impl Registry {
     /// The current schema epoch (see [`Registry::invalidate`]).
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether a schema change is in flight (see [`Registry::begin_change`]): a server may
+    /// have it committed already, so a statement prepared on a connection now may get a row
+    /// shape other than the one its clients described.
+    pub fn changing(&self) -> bool {
+        self.changing.load(Ordering::Acquire) > 0
+    }
+
+    /// A session sent a schema change; [`Registry::end_change`] when its transaction is seen
+    /// to end (or the session or its connection does).
+    pub fn begin_change(&self) {
+        self.changing.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// See [`Registry::begin_change`].
+    pub fn end_change(&self) {
+        let _ = self
+            .changing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     /// The schema may have changed (a DDL statement completed, or a server said a statement's
@@ -366,6 +390,21 @@ mod tests {
         assert_ne!(b.id, a.id);
         assert_eq!(r.intern(b"select * from t", b"", b"").id, b.id);
         assert_eq!(r.len(), 1, "the old entry was replaced");
+    }
+
+    #[test]
+    fn schema_changes_in_flight_are_counted() {
+        let r = Registry::default();
+        assert!(!r.changing());
+        r.begin_change();
+        r.begin_change();
+        r.end_change();
+        assert!(r.changing());
+        r.end_change();
+        assert!(!r.changing());
+        // (An unmatched end does not wrap around.)
+        r.end_change();
+        assert!(!r.changing());
     }
 
     #[test]
