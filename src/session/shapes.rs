@@ -57,15 +57,17 @@ impl Session {
     /// a pinned client) after a schema change: statements evicted from the connection since
     /// are prepared there again, and checked as on a connection just attached.
     pub(super) fn shapes_due(&self) -> bool {
-        (self.stale_shapes
-            || self.app.statements.epoch() != self.shapes_epoch
-            || self.app.statements.changing())
+        // (The registry's shared counters last: in transaction pooling, per relay pass, the
+        // first test is false.)
+        !self.releasable()
             && self.server.is_some()
-            && !self.releasable()
             && self.txn == TxnStatus::Idle
             && self.pending.is_empty()
             && !self.batch_open
             && self.client_has_request()
+            && (self.stale_shapes
+                || self.app.statements.epoch() != self.shapes_epoch
+                || self.app.statements.changing())
     }
 
     /// See the module documentation. Runs on a connection just checked out: nothing was sent
