@@ -93,8 +93,12 @@ impl Retry {
     /// The client asks for the answers so far (a Flush): what is held goes to `out`, and
     /// what comes later goes as it comes. Until something reaches the client, the request
     /// can still be repeated (a server lost before it answered the Flush).
+    /// (Nothing while a refusal is being repeated: what is held is never sent.)
     pub fn flush_into(&mut self, out: &mut BytesMut) {
-        if self.held.is_empty() && self.rescue.is_none() {
+        if self.rescue.is_some() {
+            return;
+        }
+        if self.held.is_empty() {
             self.streaming = true;
         } else {
             self.release_into(out);

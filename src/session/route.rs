@@ -167,6 +167,7 @@ impl Session {
                 let setting =
                     info.setting || (read && info.effects.contains(crate::sql::Effects::SETTINGS));
                 let asks = info.asks_primary
+                    && crate::sql::names::plain_question(text)
                     && !self.app.write_cache.contains(text)
                     && !self.calls_volatile(text);
                 (read, info.hint, txn, setting, asks)
@@ -363,10 +364,11 @@ impl Session {
                         && !self.calls_volatile(text)
                         && !self.app.write_cache.contains(text);
                     if !read && hint != Some(Route::Replica) {
-                        if !(a.only_asks_the_primary()
+                        let asking = a.only_asks_the_primary()
+                            && crate::sql::names::plain_question(text)
                             && !self.calls_volatile(text)
-                            && !self.app.write_cache.contains(text))
-                        {
+                            && !self.app.write_cache.contains(text);
+                        if !asking {
                             return Some((false, hint, false));
                         }
                         asks = true;
@@ -387,7 +389,7 @@ impl Session {
                                     crate::sql::Effects::SETTINGS | crate::sql::Effects::PIN,
                                 ),
                             a.hint,
-                            a.only_asks_the_primary(),
+                            a.only_asks_the_primary() && crate::sql::names::plain_question(text),
                         )
                     };
                     // (The classification of a statement is kept with it; whether it calls

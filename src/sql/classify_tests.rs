@@ -880,6 +880,30 @@ fn only_asks_the_primary() {
     }
 }
 
+/// Which questions can hide no write (a view's or a function's of the database's own).
+#[test]
+fn plain_questions() {
+    use super::names::plain_question;
+    for sql in [
+        "SHOW transaction_read_only",
+        "  show all",
+        "SELECT pg_is_in_recovery()",
+        "select pg_catalog.pg_backend_pid(), current_setting('transaction_read_only')",
+        "SELECT pg_current_wal_lsn()::text",
+    ] {
+        assert!(plain_question(sql.as_bytes()), "{sql:?}");
+    }
+    for sql in [
+        "SELECT pg_backend_pid(), * FROM v",
+        "SELECT * FROM pg_locks",
+        "SELECT pg_is_in_recovery(), my_logger()",
+        "SELECT pg_is_in_recovery ()",
+        "SELECT pg_is_in_recovery() WHERE log_it(1)",
+    ] {
+        assert!(!plain_question(sql.as_bytes()), "{sql:?}");
+    }
+}
+
 /// EXPLAIN of an EXPLAIN (which PostgreSQL refuses) is not looked into: nested thousands of
 /// times, looking into each level overflowed the stack and aborted the proxy.
 #[test]

@@ -345,6 +345,46 @@ pub(super) const ASKING_FUNCTIONS: [&str; 11] = [
     "pg_get_replication_slots",
 ];
 
+/// Whether `text`, a question only the primary answers (see
+/// [`super::Analysis::only_asks_the_primary`]), can hide no write: a `SHOW`, or a statement
+/// without `FROM` (no view, whose body may call a function that writes) whose every call is
+/// one of [`ASKING_FUNCTIONS`] or `current_setting` (no function of the database's own, known
+/// to the proxy as volatile yet or not). Conservative: anything else stays a write.
+pub fn plain_question(text: &[u8]) -> bool {
+    let t = text.trim_ascii();
+    if t.get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"show")) {
+        return true;
+    }
+    let lower = t.to_ascii_lowercase();
+    let word = |w: &[u8]| {
+        lower.windows(w.len()).enumerate().any(|(i, s)| {
+            s == w
+                && (i == 0 || !is_word_byte(lower[i - 1]))
+                && lower.get(i + w.len()).is_none_or(|&c| !is_word_byte(c))
+        })
+    };
+    if word(b"from") {
+        return false;
+    }
+    let calls = lower.iter().filter(|&&c| c == b'(').count();
+    let allowed: usize = ASKING_FUNCTIONS
+        .iter()
+        .chain(&["current_setting"])
+        .map(|name| {
+            let call = format!("{name}(");
+            lower
+                .windows(call.len())
+                .filter(|w| *w == call.as_bytes())
+                .count()
+        })
+        .sum();
+    calls == allowed
+}
+
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
 /// The settings whose values tell a primary from a standby (a standby reports both "on"):
 /// the client's session is the primary's, so reads of them go there.
 const SERVER_ROLE_SETTINGS: [&str; 2] = ["transaction_read_only", "in_hot_standby"];
