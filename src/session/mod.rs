@@ -514,6 +514,11 @@ impl Drop for Session {
     /// The client is gone (however it ended): its idle server connections are anybody's.
     fn drop(&mut self) {
         self.uncount_outstanding();
+        if self.schema_changed {
+            // Left with its schema change in flight: whether it committed (a COMMIT sent
+            // before leaving) is not known, so statements parsed from now on are parsed anew.
+            self.app.statements.invalidate();
+        }
         self.end_schema_change();
         for pool in self.pools.iter().flatten() {
             pool.disown(self.id);
