@@ -5,8 +5,8 @@
 //! instructions re-deriving it.
 //!
 //! Plain means: nothing but words, numbers, parameters `$n`, whitespace, `, . = < > * +` and at
-//! most a trailing `;`, no letter right after a digit (PostgreSQL splits `1for` into `1 for`),
-//! and neither `INTO` nor `FOR` among the words. So no parenthesis (no function call, no
+//! most a trailing `;`, numbers of digits only (PostgreSQL splits `1for` into `1 for`), and
+//! neither `INTO` nor `FOR` among the words. So no parenthesis (no function call, no
 //! subquery), quote, comment, cast, operator that could hide one, `SELECT ... INTO` or locking
 //! clause. Anything else goes to the full classifier, as does anything this module is unsure
 //! of: it may only ever answer what the full analysis would.
@@ -48,22 +48,44 @@ const BAD: u8 = 2;
 /// `$`, allowed as the start of a parameter `$n` after a separator.
 const PARAM: u8 = 1;
 
-/// Words that change what a `SELECT` does (`SELECT ... INTO` creates a table, `FOR UPDATE`
-/// and the other locking clauses need the primary), as the scan's last bytes hold them when
-/// they end a word: a separator, then the word.
-const FOR: u64 = u64::from_be_bytes([0, 0, 0, 0, 0, b'f', b'o', b'r']);
-const INTO: u64 = u64::from_be_bytes([0, 0, 0, 0, b'i', b'n', b't', b'o']);
-
 /// The last eight bytes of the views read on the primary (names.rs `PRIMARY_VIEWS`, and
-/// `pg_settings`, which shows whether the server is a standby): a word ending so is left to
-/// the full classifier.
+/// `pg_settings`, which shows whether the server is a standby), as [`folded`] reads them: a
+/// word ending so is left to the full classifier.
 const PRIMARY_VIEW_ENDS: [u64; 5] = [
-    u64::from_be_bytes(*b"ed_xacts"),
-    u64::from_be_bytes(*b"lication"),
-    u64::from_be_bytes(*b"on_slots"),
-    u64::from_be_bytes(*b"pg_locks"),
-    u64::from_be_bytes(*b"settings"),
+    folded(*b"ed_xacts"),
+    folded(*b"lication"),
+    folded(*b"on_slots"),
+    folded(*b"pg_locks"),
+    folded(*b"settings"),
 ];
+
+/// Eight word bytes read as one number, case folded: setting each byte's 0x20 bit maps an
+/// upper-case letter to its lower case, and no two word bytes (letters, digits, `_`) to the
+/// same value.
+const fn folded(b: [u8; 8]) -> u64 {
+    u64::from_be_bytes(b) | 0x2020_2020_2020_2020
+}
+
+/// Whether a word (letters, digits and `_`, as [`MAP`] reads them) leaves a `SELECT` plain: a
+/// number is digits only (PostgreSQL reads `1for` as `1 for`, `1into` as `1 into`, and `1e5`
+/// as a number; the full classifier knows which), and the word is neither `INTO` (`SELECT ...
+/// INTO` creates a table) nor `FOR` (the locking clauses need the primary), nor ends as a
+/// view read on the primary does.
+fn plain_word(w: &[u8]) -> bool {
+    if w[0].is_ascii_digit() {
+        return w.iter().all(u8::is_ascii_digit);
+    }
+    match w.len() {
+        3 => !w.eq_ignore_ascii_case(b"for"),
+        4 => !w.eq_ignore_ascii_case(b"into"),
+        l if l >= 8 => {
+            // (Only a view's end is eight bytes or longer; they all end in `s` or `n`.)
+            let end: [u8; 8] = w[l - 8..].try_into().expect("eight bytes");
+            !matches!(w[l - 1] | 0x20, b's' | b'n') || !PRIMARY_VIEW_ENDS.contains(&folded(end))
+        }
+        _ => true,
+    }
+}
 
 /// The analysis of `sql` (the text of a query, not necessarily UTF-8) if it is a plain
 /// `SELECT`. A plain `SELECT` is ASCII, so the text need not be validated first.
@@ -77,41 +99,37 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
         }
         _ => return None,
     };
-    // The last eight mapped bytes (a separator before `rest`): at each separator, the word
-    // just ended is in the low bytes, a separator before it.
-    let mut last: u64 = 0;
-    // (Only a word ending in `r`, `o`, `n` or `s` can be one of them.)
-    let special = |last: u64| {
-        matches!(last as u8, b'r' | b'o' | b'n' | b's')
-            && (last & 0xffff_ffff == FOR
-                || last & 0xff_ffff_ffff == INTO
-                || PRIMARY_VIEW_ENDS.contains(&last))
-    };
-    // (The tests in the order of how common each byte is: word bytes first.)
-    for (i, &c) in rest.iter().enumerate() {
-        let m = MAP[c as usize];
+    // Word by word: a word's bytes are passed over in a tight loop, and the word looked at
+    // once it ends. (The tests in the order of how common each byte is: word bytes first.)
+    let n = rest.len();
+    let mut i = 0;
+    // Whether the byte before `i` is a word byte.
+    let mut after_word = false;
+    while i < n {
+        let m = MAP[rest[i] as usize];
         if m >= b'0' {
-            if m >= b'_' && (last as u8).is_ascii_digit() {
-                // A letter right after a digit: PostgreSQL reads `1for` as `1 for` and `1into`
-                // as `1 into` (and `1e5` as a number); the full classifier knows which.
+            let start = i;
+            i += 1;
+            while i < n && MAP[rest[i] as usize] >= b'0' {
+                i += 1;
+            }
+            if !plain_word(&rest[start..i]) {
                 return None;
             }
-        } else if m == 0 {
-            if special(last) {
+            after_word = true;
+            continue;
+        }
+        if m == PARAM {
+            // `$n` after a separator; not `a$b`, `$$`, `$tag$` or `$` alone. (The number
+            // after it is a word, digits only.)
+            if after_word || !rest.get(i + 1).is_some_and(u8::is_ascii_digit) {
                 return None;
             }
-        } else if m == PARAM {
-            // `$n` after a separator; not `a$b`, `$$`, `$tag$` or `$` alone.
-            if last as u8 != 0 || !rest.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                return None;
-            }
-        } else {
+        } else if m != 0 {
             return None;
         }
-        last = (last << 8) | u64::from(m);
-    }
-    if special(last) {
-        return None;
+        after_word = false;
+        i += 1;
     }
     Some(Analysis {
         route: Route::Replica,
@@ -161,6 +179,7 @@ mod tests {
             "SELECT 1 UNION SELECT 2",
             "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
             "SELECT $1, $2 , $10",
+            "SELECT c1x, t2_y FROM s3a.t4b WHERE _1a = 5",
         ];
         for sql in recognised {
             assert!(
@@ -181,6 +200,9 @@ mod tests {
             "SELECT * FROM t WHERE a = 1for update",
             "SELECT 1into x",
             "SELECT 1e5",
+            "SELECT 1_000",
+            "SELECT x FROM t WHERE y = 0x1F",
+            "SELECT x FROM pg_catalog.PG_SETTINGS",
             "SELECT x INTO",
             "SELECT x INTO y FROM t",
             "SELECT 'a'",
@@ -248,6 +270,9 @@ mod tests {
             " from t",
             "forx",
             " intox",
+            "x1y",
+            "1_0",
+            " pg_locks",
         ];
         let statements = generated_statements(&heads, &pieces, 20_000);
         let accepted = agreeing_answers(plain_select, statements.iter().map(String::as_str));
