@@ -762,8 +762,11 @@ impl Classifier {
             return;
         }
         if let Some(w) = is_builtin_write(key) {
-            if super::names::ASKING_FUNCTIONS.contains(&w) {
-                // Runs on the primary for what it answers, writing nothing.
+            if super::names::ASKING_FUNCTIONS.contains(&w)
+                && !self.write_functions.iter().any(matches)
+            {
+                // Runs on the primary for what it answers, writing nothing (unless the
+                // configuration says it writes: a wrapper of the same name, say).
                 f.server_role = f.server_role.or(Some(w));
             } else {
                 f.write_fn = Some(w);

@@ -851,6 +851,15 @@ fn only_sets_settings() {
 /// Which strings are one read only the primary answers (not writes for read-your-writes).
 #[test]
 fn only_asks_the_primary() {
+    // A function the configuration says writes is a write, whatever else it answers.
+    let configured = Classifier::new(&["pg_backend_pid".into()], &[]);
+    let a = configured.analyze("SELECT pg_backend_pid()");
+    assert!(!a.only_asks_the_primary());
+    assert_eq!(a.route, Route::Primary);
+    assert_eq!(a.reason.to_string(), "writing function pg_backend_pid");
+    assert!(configured
+        .analyze("SELECT pg_is_in_recovery()")
+        .only_asks_the_primary());
     let c = Classifier::default();
     for sql in [
         "SELECT pg_is_in_recovery()",
