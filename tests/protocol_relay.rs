@@ -1586,6 +1586,131 @@ fn skipped_parses_and_closes_leave_names_as_postgresql_does() {
     });
 }
 
+/// A named Parse in the same batch as, and behind, the ROLLBACK TO SAVEPOINT, ROLLBACK or
+/// COMMIT of a failed block is parsed after it, as PostgreSQL parses it: not refused with
+/// 25P02 for the status the block had before the batch (which left the statement missing and,
+/// after a savepoint, the whole transaction rolled back at its COMMIT). Also when the client
+/// waits for the rollback's answer behind a Flush before sending the Parse.
+#[test]
+fn a_named_parse_behind_the_rollback_of_a_failed_block_is_parsed_after_it() {
+    bounded(async {
+        let proxy = proxy("[routing]\nread_write_split = false\n[pool]\nsize = 2\n");
+        let direct_addr = shared_cluster().primary().addr();
+        let direct = direct_primary().await;
+        let summary = |r: &[Msg]| {
+            let codes: Vec<String> = r
+                .iter()
+                .filter(|m| m.tag == b'E')
+                .map(|m| m.code())
+                .collect();
+            let status = r.last().map(|m| m.status()).unwrap_or('?');
+            format!("{} {codes:?} {:?} {status}", tags(r), rows(r))
+        };
+        let mut answers = Vec::new();
+        for addr in [direct_addr.clone(), proxy.addr()] {
+            direct
+                .batch_execute("drop table if exists pr_rts; create table pr_rts (id int)")
+                .await
+                .unwrap();
+            let mut raw = Raw::connect(&addr, APP_USER, APP_PASSWORD, APP_DB, &[]).await;
+            let mut got: Vec<String> = Vec::new();
+            // Each block fails first, its error answered: the batch behind it is looked at
+            // with the block known to have failed.
+            let failing = [
+                "begin; insert into pr_rts values (42); savepoint a; select 1/0",
+                "begin; select 1/0",
+                "begin; select 1/0",
+            ];
+            // ROLLBACK TO SAVEPOINT, then a new named statement, one batch.
+            let mut first = fe::parse("", "rollback to savepoint a", &[]);
+            first.extend(fe::bind("", "", &[]));
+            first.extend(fe::execute("", 0));
+            first.extend(fe::parse("s1", "select $1::int", &[23]));
+            first.extend(fe::bind("", "s1", &[Some(&b"5"[..])]));
+            first.extend(fe::execute("", 0));
+            first.extend(fe::sync());
+            first.extend(fe::query("commit"));
+            first.extend(fe::query("select count(*) from pr_rts where id = 42"));
+            // ROLLBACK, then a named Parse, one batch; the statement is there after it.
+            let mut second = fe::parse("", "rollback", &[]);
+            second.extend(fe::bind("", "", &[]));
+            second.extend(fe::execute("", 0));
+            second.extend(fe::parse("s2", "select 2", &[]));
+            second.extend(fe::sync());
+            second.extend(fe::bind("", "s2", &[]));
+            second.extend(fe::execute("", 0));
+            second.extend(fe::sync());
+            // COMMIT of a failed block (answered ROLLBACK), then a named Parse.
+            let mut third = fe::parse("", "commit", &[]);
+            third.extend(fe::bind("", "", &[]));
+            third.extend(fe::execute("", 0));
+            third.extend(fe::parse("s3", "select 3", &[]));
+            third.extend(fe::bind("", "s3", &[]));
+            third.extend(fe::execute("", 0));
+            third.extend(fe::sync());
+            for (fail, (batch, answers)) in
+                failing.iter().zip([(first, 3), (second, 2), (third, 1)])
+            {
+                raw.send(&fe::query(fail)).await;
+                got.push(summary(&raw.until_ready().await));
+                raw.send(&batch).await;
+                for r in raw.until_ready_n(answers).await {
+                    got.push(summary(&r));
+                }
+            }
+            // The rollback answered behind a Flush before the Parse is sent.
+            let mut out =
+                fe::query("begin; insert into pr_rts values (43); savepoint b; select 1/0");
+            out.extend(fe::parse("", "rollback to savepoint b", &[]));
+            out.extend(fe::bind("", "", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::flush());
+            raw.send(&out).await;
+            got.push(summary(&raw.until_ready().await));
+            let mut flushed = Vec::new();
+            while flushed.len() < 3 {
+                flushed.push(raw.recv().await);
+            }
+            got.push(tags(&flushed));
+            let mut out = fe::parse("s4", "select 4", &[]);
+            out.extend(fe::bind("", "s4", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::sync());
+            out.extend(fe::query("commit"));
+            out.extend(fe::query("select count(*) from pr_rts where id = 43"));
+            raw.send(&out).await;
+            for r in raw.until_ready_n(3).await {
+                got.push(summary(&r));
+            }
+            answers.push(got);
+        }
+        assert_eq!(
+            answers[0],
+            [
+                "CCCEZ [\"22012\"] [] E",
+                "12C12DCZ [] [\"5\"] T",
+                "CZ [] [] I",
+                "TDCZ [] [\"1\"] I",
+                "CEZ [\"22012\"] [] E",
+                "12C1Z [] [] I",
+                "2DCZ [] [\"2\"] I",
+                "CEZ [\"22012\"] [] E",
+                "12C12DCZ [] [\"3\"] I",
+                "CCCEZ [\"22012\"] [] E",
+                "12C",
+                "12DCZ [] [\"4\"] T",
+                "CZ [] [] I",
+                "TDCZ [] [\"1\"] I",
+            ],
+            "PostgreSQL answered otherwise than this test expects"
+        );
+        assert_eq!(
+            answers[1], answers[0],
+            "through the proxy (left) and directly (right)"
+        );
+    });
+}
+
 /// The Close of a statement evicted from a server connection, skipped after an error in its
 /// batch, is sent again: the connection never keeps more than `max_prepared_statements`.
 #[test]

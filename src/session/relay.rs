@@ -441,6 +441,15 @@ fn write_some<W: AsyncWrite + Unpin>(
     w: &mut W,
     buf: &mut BytesMut,
 ) -> Result<(), ()> {
+    if buf.is_empty() {
+        // Nothing to write. What emptied it, the write below, let large memory go; a buffer
+        // cleared otherwise (a request given up) lets it go here. (A slice of the other
+        // side's read buffer is handed over only when larger than KEEP.)
+        if buf.capacity() > KEEP {
+            *buf = BytesMut::new();
+        }
+        return Ok(());
+    }
     while !buf.is_empty() {
         match Pin::new(&mut *w).poll_write(cx, buf) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(()),
