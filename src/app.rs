@@ -114,8 +114,11 @@ impl App {
         metrics: Arc<Metrics>,
     ) -> Arc<App> {
         let classifier = classifier_for(&config);
+        let config = Arc::new(config);
+        // (The pools know the configuration from the start: a reload compares with it.)
+        pools.reconfigure(&config);
         Arc::new(App {
-            config: ArcSwap::from_pointee(config),
+            config: ArcSwap::new(config),
             config_version: Default::default(),
             classifier: ArcSwap::from_pointee(classifier),
             cluster,

@@ -21,6 +21,10 @@ pub struct Pools {
     /// Roles looked up with `[auth_query]`, as their latest login left them (the credential
     /// the servers take for them changes with their password).
     looked_up: RwLock<HashMap<String, Arc<crate::config::User>>>,
+    /// Users a reload removed from `[[users]]`, as last configured: their sessions go on, and
+    /// the pools they make again log in to the servers as the configuration last said (not
+    /// with the password of the session's login, changed since, perhaps).
+    removed: RwLock<HashMap<String, Arc<crate::config::User>>>,
     metrics: Arc<Metrics>,
     /// The configuration the latest [`reconfigure`](Pools::reconfigure) applied (set and read
     /// under the map's write lock): a pool created after it takes these settings even for a
@@ -49,6 +53,7 @@ impl Pools {
         Pools {
             map: RwLock::new(HashMap::new()),
             looked_up: RwLock::new(HashMap::new()),
+            removed: RwLock::new(HashMap::new()),
             metrics,
             latest: std::sync::Mutex::new(None),
             holders: holders::Holders::default(),
@@ -82,9 +87,10 @@ impl Pools {
             .or_insert_with(|| {
                 let c = &config.config;
                 // The user as now configured (the session's record is from its login, before
-                // any reload that changed its server password or pool size), or as the latest
-                // login of a looked-up role left it.
-                let latest = self.user_now(&spec.user.name, config);
+                // any reload that changed its server password or pool size), as the latest
+                // login of a looked-up role left it, or as last configured before a reload
+                // removed it.
+                let latest = self.user_last(&spec.user.name, config);
                 let user = latest.as_deref().unwrap_or(spec.user);
                 let connect = connect_params(spec.address, user, spec.database, config);
                 let pool = Pool::new(
@@ -118,6 +124,17 @@ impl Pools {
         }
         config.config.auth_query.as_ref()?;
         self.looked_up.read().expect("looked up").get(name).cloned()
+    }
+
+    /// A user as last known: as now ([`user_now`](Self::user_now)), or as last configured
+    /// before a reload removed it.
+    fn user_last(
+        &self,
+        name: &str,
+        config: &crate::config::Loaded,
+    ) -> Option<Arc<crate::config::User>> {
+        self.user_now(name, config)
+            .or_else(|| self.removed.read().expect("removed").get(name).cloned())
     }
 
     /// Records what a looked-up role's login proved: its pools log in to the servers with it
@@ -161,7 +178,18 @@ impl Pools {
                 .retain(|name, _| !config.users.contains_key(name));
         }
         let mut map = self.map.write().expect("pools");
-        *self.latest.lock().expect("latest") = Some(config.clone());
+        let previous = self.latest.lock().expect("latest").replace(config.clone());
+        {
+            let mut removed = self.removed.write().expect("removed");
+            removed.retain(|name, _| !config.users.contains_key(name));
+            if let Some(previous) = previous {
+                for (name, user) in &previous.users {
+                    if !config.users.contains_key(name) {
+                        removed.insert(name.clone(), user.clone());
+                    }
+                }
+            }
+        }
         map.retain(|key, pool| {
             let backend_ok = configured(config, key);
             let user = self.user_now(&key.user, config);

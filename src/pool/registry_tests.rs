@@ -293,3 +293,73 @@ async fn a_wait_for_a_full_servers_connections_is_observed_when_it_times_out() {
     assert_eq!(waits(&p), (1, 1));
     assert!(p.metrics.wait_seconds.get_sample_sum() >= 0.025);
 }
+
+/// A configuration with users `app` and, when given its password, `app2`.
+fn config_with_app2(app2: Option<&str>) -> Arc<crate::config::Loaded> {
+    let app2 = app2.map_or(String::new(), |p| {
+        format!("[[users]]\nname = \"app2\"\npassword = \"{p}\"\n")
+    });
+    let text = format!(
+        r#"
+listen = "127.0.0.1:6432"
+http_listen = "127.0.0.1:9930"
+
+[[backends]]
+name = "pg1"
+address = "127.0.0.1:1"
+
+[[users]]
+name = "app"
+password = "app"
+
+{app2}
+"#
+    );
+    Arc::new(crate::config::parse(&text, "t.toml").expect("config"))
+}
+
+#[test]
+fn the_pools_of_a_user_a_reload_removed_log_in_as_last_configured() {
+    let first = config_with_app2(Some("old"));
+    let pools = pools(&first);
+    // A session of app2 logged in under the first configuration: its record says "old".
+    let login = first.users["app2"].clone();
+    let get_app2 = |config: &crate::config::Loaded| {
+        let b = &config.config.backends[0];
+        let name: Arc<str> = b.name.get_ref().as_str().into();
+        pools
+            .get(PoolSpec {
+                backend_index: 0,
+                backend_name: &name,
+                address: b.address.get_ref(),
+                user: &login,
+                database: "app",
+                config,
+            })
+            .expect("a pool")
+    };
+    let credential = |p: &Arc<Pool>| match &p.connect.lock().expect("connect").credential {
+        crate::auth::ServerCredential::Password(p) => format!("{p:?}"),
+        _ => "not a password".to_string(),
+    };
+    let before = get_app2(&first);
+    assert!(credential(&before).contains("\"old\""));
+    // Its password changed, then it was removed.
+    let changed = config_with_app2(Some("new"));
+    pools.reconfigure(&changed);
+    assert!(credential(&get_app2(&changed)).contains("\"new\""));
+    let removed = config_with_app2(None);
+    pools.reconfigure(&removed);
+    assert!(before.is_retired());
+    // The pool its session makes again logs in with the password last configured.
+    let again = get_app2(&removed);
+    assert!(
+        credential(&again).contains("\"new\""),
+        "{}",
+        credential(&again)
+    );
+    // Configured again: as now configured.
+    let back = config_with_app2(Some("third"));
+    pools.reconfigure(&back);
+    assert!(credential(&get_app2(&back)).contains("\"third\""));
+}
