@@ -2407,6 +2407,50 @@ async fn questions_that_tell_a_primary_from_a_standby_are_answered_by_the_primar
     execute(&c, "COMMIT").await;
 }
 
+/// A temporary table or a LISTEN a replica refused, in a read-only transaction that runs
+/// there (the first refused on the primary as well in such a transaction), pins the client
+/// to nothing:
+/// after the ROLLBACK its writes run on the primary. (They got 25006 for the rest of the
+/// session, the client pinned to the replica's connection.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_replica_refuses_in_a_read_only_transaction_pins_nothing() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    execute(&c, "CREATE TABLE IF NOT EXISTS ro_refused (id int)").await;
+    let pins = || async {
+        proxy
+            .metric("switchyard_pinned_clients_total{reason=\"temp_table\"}")
+            .await
+            + proxy
+                .metric("switchyard_pinned_clients_total{reason=\"listen\"}")
+                .await
+    };
+    let pins_before = pins().await;
+    for refused in ["CREATE TEMP TABLE ro_tmp (a int)", "LISTEN ro_channel"] {
+        execute(&c, "BEGIN READ ONLY").await;
+        let on = port(&c, "SELECT inet_server_port()").await;
+        assert!(p.is_replica(on), "BEGIN READ ONLY ran on {}", p.name(on));
+        // (A standby refuses both; a primary refuses the first in a read-only transaction
+        // too, but would run the LISTEN: a LISTEN after the first request of a read-only
+        // transaction on a replica fails, see the README.)
+        let code = error_code(&c, refused).await;
+        assert_eq!(code, "25006", "{refused}");
+        execute(&c, "ROLLBACK").await;
+        execute(&c, "INSERT INTO ro_refused VALUES (1)").await;
+        assert_eq!(
+            value(&c, "SELECT pg_is_in_recovery()").await.as_deref(),
+            Some("f"),
+            "after {refused}"
+        );
+    }
+    assert_eq!(
+        pins().await,
+        pins_before,
+        "pinned for what a replica refused"
+    );
+}
+
 /// A read-only transaction runs on a replica, unless its first statement asks what only the
 /// primary answers for the session: `pg_backend_pid()` (the process the client's cancel key
 /// names, which lib/pq's `TestPing` then terminates), whether the server is a standby, a view

@@ -8,7 +8,7 @@ use super::pending::{Hook, Kind, Mode};
 use super::route::Target;
 use super::{Fatal, Pass, RestoreAfterCopy, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
-use crate::sql::Effects;
+use crate::sql::{Effects, PinReason};
 
 /// What the relay loop should do next.
 pub(super) enum Step {
@@ -787,7 +787,15 @@ impl Session {
                 .consistency
                 .unwrap_or(self.app.config.load().config.routing.consistency);
         }
-        if let Some(reason) = pin {
+        // A standby refuses to make a temporary table or to LISTEN: the statement fails there
+        // (as it would in the read-only transaction that brought it there) and leaves nothing
+        // to pin the client to that server for.
+        let refused_here = self.server.is_some()
+            && self.target == Target::Replica
+            && pin.is_some_and(|r| {
+                r == PinReason::TempTable.as_str() || r == PinReason::Listen.as_str()
+            });
+        if let Some(reason) = pin.filter(|_| !refused_here) {
             // (Whether or not an earlier reason pinned the client already.)
             self.pin_outlives_reset |= matches!(reason, "dblink" | "server_session");
             if self.pin.is_none() {
