@@ -1682,6 +1682,32 @@ fn a_named_parse_behind_the_rollback_of_a_failed_block_is_parsed_after_it() {
             for r in raw.until_ready_n(3).await {
                 got.push(summary(&r));
             }
+            // A ROLLBACK bound but not yet executed ends nothing: the Parse behind it fails,
+            // and its name stays free. (Also when the connection has the statement's text
+            // prepared already, for another of the client's names.)
+            let mut out = fe::parse("s6", "select 5", &[]);
+            out.extend(fe::bind("", "s6", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::sync());
+            out.extend(fe::query("begin; select 1/0"));
+            raw.send(&out).await;
+            for r in raw.until_ready_n(2).await {
+                got.push(summary(&r));
+            }
+            let mut out = fe::parse("", "rollback", &[]);
+            out.extend(fe::bind("", "", &[]));
+            out.extend(fe::parse("s5", "select 5", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::sync());
+            out.extend(fe::query("rollback"));
+            out.extend(fe::parse("s5", "select 5", &[]));
+            out.extend(fe::bind("", "s5", &[]));
+            out.extend(fe::execute("", 0));
+            out.extend(fe::sync());
+            raw.send(&out).await;
+            for r in raw.until_ready_n(3).await {
+                got.push(summary(&r));
+            }
             answers.push(got);
         }
         assert_eq!(
@@ -1701,6 +1727,11 @@ fn a_named_parse_behind_the_rollback_of_a_failed_block_is_parsed_after_it() {
                 "12DCZ [] [\"4\"] T",
                 "CZ [] [] I",
                 "TDCZ [] [\"1\"] I",
+                "12DCZ [] [\"5\"] I",
+                "CEZ [\"22012\"] [] E",
+                "12EZ [\"25P02\"] [] E",
+                "CZ [] [] I",
+                "12DCZ [] [\"5\"] I",
             ],
             "PostgreSQL answered otherwise than this test expects"
         );

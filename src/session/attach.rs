@@ -674,6 +674,7 @@ impl Session {
         self.server_pass = 0;
         self.batch_open = false;
         self.bound_in_batch = false;
+        self.executed_in_batch = false;
         self.flushed_batch = false;
         self.copy_in = false;
         self.read_back = ReadBack::Fine;

@@ -396,6 +396,7 @@ impl Session {
             tag::DESCRIBE => self.handle_describe_or_close(h, Kind::Describe)?,
             tag::CLOSE => self.handle_describe_or_close(h, Kind::Close)?,
             tag::EXECUTE => {
+                self.executed_in_batch = true;
                 self.forward(h.frame_len);
                 self.copy_ended_since_request = false;
                 self.pending
@@ -458,6 +459,7 @@ impl Session {
                     self.ending_block |= std::mem::take(&mut self.batch_ends_block);
                     self.batch_open = false;
                     self.bound_in_batch = false;
+                    self.executed_in_batch = false;
                     self.flushed_batch = false;
                     if restore {
                         self.restore_startup_settings();
@@ -756,6 +758,19 @@ impl Session {
         }
     }
 
+    /// Whether `pin`, the reason a Query about to run pins the client, is state a standby
+    /// refuses to make (a temporary table, a `LISTEN`) while the Query runs on a replica: it
+    /// fails there (as it would in the read-only transaction that brought it there), leaving
+    /// nothing to pin the client to that server for. (Not so for a Parse: a standby parses
+    /// the statement, and a Bind of it may run it later where it succeeds.)
+    pub(super) fn refused_by_standby(&self, pin: Option<&'static str>) -> bool {
+        self.server.is_some()
+            && self.target == Target::Replica
+            && pin.is_some_and(|r| {
+                r == PinReason::TempTable.as_str() || r == PinReason::Listen.as_str()
+            })
+    }
+
     /// Session effects of the message about to be forwarded (called before it is queued).
     pub(super) fn apply_effects(&mut self, effects: Effects, pin: Option<&'static str>) {
         if effects.contains(Effects::SETTINGS) {
@@ -787,15 +802,7 @@ impl Session {
                 .consistency
                 .unwrap_or(self.app.config.load().config.routing.consistency);
         }
-        // A standby refuses to make a temporary table or to LISTEN: the statement fails there
-        // (as it would in the read-only transaction that brought it there) and leaves nothing
-        // to pin the client to that server for.
-        let refused_here = self.server.is_some()
-            && self.target == Target::Replica
-            && pin.is_some_and(|r| {
-                r == PinReason::TempTable.as_str() || r == PinReason::Listen.as_str()
-            });
-        if let Some(reason) = pin.filter(|_| !refused_here) {
+        if let Some(reason) = pin {
             // (Whether or not an earlier reason pinned the client already.)
             self.pin_outlives_reset |= matches!(reason, "dblink" | "server_session");
             if self.pin.is_none() {

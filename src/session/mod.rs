@@ -469,6 +469,7 @@ async fn start(
         reports: Default::default(),
         opaque_backslashes: false,
         bound_in_batch: false,
+        executed_in_batch: false,
         flushed_batch: false,
         statement_scope,
         target: route::Target::Primary,
@@ -730,6 +731,9 @@ struct Session {
     /// A Bind was sent in the open extended batch: its portal may still exist on the server
     /// (so no statement may be evicted until the Sync).
     bound_in_batch: bool,
+    /// An Execute was sent in the open extended batch: in a failed block, what it ran ended
+    /// the failure if it was answered without an error (see `handle_parse`).
+    executed_in_batch: bool,
     /// The client's last message was a Flush in an open batch that bound nothing (asyncpg's
     /// Parse, Describe, Flush): what it sends next is looked at for where the batch belongs
     /// (see `leave_for_next_request`).

@@ -374,6 +374,7 @@ impl Session {
             && crate::sql::copies_from_stdin(&String::from_utf8_lossy(super::route::query_bytes(
                 &self.client.rbuf[5..h.frame_len],
             )));
+        let pin = pin.filter(|_| !self.refused_by_standby(pin));
         self.apply_effects(effects, pin);
         if matches!(info.txn, TxnControl::Begin { .. }) && self.request_begins.is_none() {
             self.request_begins = Some(self.pending.readies_due() + 1);
@@ -425,6 +426,7 @@ impl Session {
         if self.batch_open {
             self.batch_open = false;
             self.bound_in_batch = false;
+            self.executed_in_batch = false;
             self.flushed_batch = false;
             self.ending_block |= std::mem::take(&mut self.batch_ends_block);
         }

@@ -443,8 +443,9 @@ fn write_some<W: AsyncWrite + Unpin>(
 ) -> Result<(), ()> {
     if buf.is_empty() {
         // Nothing to write. What emptied it, the write below, let large memory go; a buffer
-        // cleared otherwise (a request given up) lets it go here. (A slice of the other
-        // side's read buffer is handed over only when larger than KEEP.)
+        // cleared otherwise (a request given up) lets it go here if it shows more than KEEP
+        // (a slice of the other side's read buffer is handed over only when larger than
+        // that; one cleared after part of it was written is let go at the next write).
         if buf.capacity() > KEEP {
             *buf = BytesMut::new();
         }

@@ -105,6 +105,8 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
     let mut i = 0;
     // Whether the byte before `i` is a word byte.
     let mut after_word = false;
+    // Where the last number (a word of digits) ended.
+    let mut number_end = usize::MAX;
     while i < n {
         let m = MAP[rest[i] as usize];
         if m >= b'0' {
@@ -113,7 +115,16 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
             while i < n && MAP[rest[i] as usize] >= b'0' {
                 i += 1;
             }
-            if !plain_word(&rest[start..i]) {
+            let w = &rest[start..i];
+            if !plain_word(w) {
+                return None;
+            }
+            if w[0].is_ascii_digit() {
+                number_end = i;
+            } else if start >= 1 && number_end == start - 1 && rest[start - 1] == b'.' {
+                // A word right after `1.`: `1.e5for` is the number `1.e5` and then `for` to
+                // PostgreSQL 14 and the full classifier (later versions refuse it), `1._x`
+                // the number `1.` and then `_x`.
                 return None;
             }
             after_word = true;
@@ -200,6 +211,10 @@ mod tests {
             "SELECT * FROM t WHERE a = 1for update",
             "SELECT 1into x",
             "SELECT 1e5",
+            "SELECT * FROM t WHERE a = 1.e5for update",
+            "SELECT 1.e5into x",
+            "SELECT 1.E5FOR UPDATE",
+            "SELECT 1._for update",
             "SELECT 1_000",
             "SELECT x FROM t WHERE y = 0x1F",
             "SELECT x FROM pg_catalog.PG_SETTINGS",
@@ -272,6 +287,9 @@ mod tests {
             " intox",
             "x1y",
             "1_0",
+            "1.e5for",
+            "1.",
+            "e5",
             " pg_locks",
         ];
         let statements = generated_statements(&heads, &pieces, 20_000);
