@@ -20,11 +20,6 @@ pub(super) enum Step {
     Terminate,
 }
 
-/// Whether state that pins the client for `reason` is what a standby refuses to make.
-pub(super) fn standby_refuses(reason: &str) -> bool {
-    reason == PinReason::TempTable.as_str() || reason == PinReason::Listen.as_str()
-}
-
 /// Message types a client may send after startup.
 fn is_frontend_tag(t: u8) -> bool {
     matches!(
@@ -763,14 +758,17 @@ impl Session {
         }
     }
 
-    /// Whether `pin`, the reason a statement about to run (or be parsed) pins the client, is
-    /// state a standby refuses to make (a temporary table, a `LISTEN`) while the client is on
-    /// a replica: it fails there (as it would in the read-only transaction that brought it
-    /// there), leaving nothing to pin the client to that server for. (A standby parses such
-    /// a statement; a Bind of it that runs it elsewhere later pins the client there, see
-    /// `note_bind_effects`.)
+    /// Whether `pin`, the reason a Query about to run pins the client, is state a standby
+    /// refuses to make (a temporary table, a `LISTEN`) while the Query runs on a replica: it
+    /// fails there (as it would in the read-only transaction that brought it there), leaving
+    /// nothing to pin the client to that server for. (Not so for a Parse: a standby parses
+    /// the statement, and a Bind of it may run it later where it succeeds.)
     pub(super) fn refused_by_standby(&self, pin: Option<&'static str>) -> bool {
-        self.server.is_some() && self.target == Target::Replica && pin.is_some_and(standby_refuses)
+        self.server.is_some()
+            && self.target == Target::Replica
+            && pin.is_some_and(|r| {
+                r == PinReason::TempTable.as_str() || r == PinReason::Listen.as_str()
+            })
     }
 
     /// Session effects of the message about to be forwarded (called before it is queued).

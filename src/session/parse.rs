@@ -95,7 +95,6 @@ impl Session {
             && !effects.contains(Effects::SETTINGS)
             && !self.unnamed_deallocates;
         if repeat {
-            let pin = pin.filter(|_| !self.refused_by_standby(pin));
             self.apply_effects(effects.difference(FORGETS_ALL), pin);
             self.forward(h.frame_len);
             self.note_unnamed_parse();
@@ -214,7 +213,6 @@ impl Session {
         }
         // A DEALLOCATE ALL or DISCARD ALL forgets the prepared statements when it runs, on
         // the connection it runs on (see `note_bind_effects`), not when it is parsed.
-        let pin = pin.filter(|_| !self.refused_by_standby(pin));
         self.apply_effects(effects.difference(FORGETS_ALL), pin);
         let (query, depends) = match &executes {
             Some((text, target)) => {
@@ -427,21 +425,6 @@ impl Session {
         };
         if effects.contains(Effects::STATE) {
             self.apply_effects(Effects::STATE, None);
-        }
-        if effects.contains(Effects::PIN) && self.pin.is_none() {
-            // A temporary table or LISTEN parsed on a replica pinned nothing there (see
-            // `refused_by_standby`): run anywhere else, it pins the client now.
-            let reason = match stmt {
-                Some(s) => {
-                    super::route::analyze(&self.app.classifier.load(), &s.query, false).pin_reason()
-                }
-                None => self.unnamed_effects.1,
-            };
-            if reason.is_some_and(super::client::standby_refuses)
-                && !self.refused_by_standby(reason)
-            {
-                self.apply_effects(Effects::NONE, reason);
-            }
         }
         if (stmt.is_some() || name.is_empty()) && self.forgets_statements(effects) {
             // Run on this connection, it drops every named statement there, other clients'
