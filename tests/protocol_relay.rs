@@ -1594,7 +1594,9 @@ fn skipped_parses_and_closes_leave_names_as_postgresql_does() {
 #[test]
 fn a_named_parse_behind_the_rollback_of_a_failed_block_is_parsed_after_it() {
     bounded(async {
-        let proxy = proxy("[routing]\nread_write_split = false\n[pool]\nsize = 2\n");
+        // (One server connection: the statement prepared for `s6` is on the one the failed
+        // block runs on.)
+        let proxy = proxy("[routing]\nread_write_split = false\n[pool]\nsize = 1\n");
         let direct_addr = shared_cluster().primary().addr();
         let direct = direct_primary().await;
         let summary = |r: &[Msg]| {

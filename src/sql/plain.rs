@@ -123,8 +123,8 @@ pub(super) fn plain_select(sql: &[u8]) -> Option<Analysis<'static>> {
                 number_end = i;
             } else if start >= 1 && number_end == start - 1 && rest[start - 1] == b'.' {
                 // A word right after `1.`: `1.e5for` is the number `1.e5` and then `for` to
-                // PostgreSQL 14 and the full classifier (later versions refuse it), `1._x`
-                // the number `1.` and then `_x`.
+                // PostgreSQL 14 and the full classifier (later versions refuse it); `1._for`
+                // is the number `1._` and then `for` to the full classifier.
                 return None;
             }
             after_word = true;
