@@ -5617,6 +5617,105 @@ async fn a_described_statement_keeps_its_row_shape_on_another_connection() {
     q(&ddl, "DROP TABLE shape_t").await;
 }
 
+/// A statement the client described, bound after its own `SET search_path` on a server
+/// connection that lacks it: PostgreSQL analyses it again under the new path (another table
+/// of the same name), and fails the Bind with 0A000 when that changes its row type; so does
+/// the proxy, which prepares it anew there. With a path whose table has the same row type, it
+/// runs and reads that table, as on PostgreSQL; back under the first path, it runs as
+/// described.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_described_statement_read_under_a_new_search_path_keeps_its_row_shape() {
+    su("DROP SCHEMA IF EXISTS pool_rs_b CASCADE; DROP SCHEMA IF EXISTS pool_rs_c CASCADE; \
+        DROP TABLE IF EXISTS pool_rs_t; \
+        CREATE SCHEMA pool_rs_b AUTHORIZATION app; CREATE SCHEMA pool_rs_c AUTHORIZATION app; \
+        CREATE TABLE pool_rs_t (a int, b int); INSERT INTO pool_rs_t VALUES (1, 2); \
+        CREATE TABLE pool_rs_b.pool_rs_t (a int, other text); \
+        INSERT INTO pool_rs_b.pool_rs_t VALUES (1, 'bee'); \
+        CREATE TABLE pool_rs_c.pool_rs_t (a int, b int); INSERT INTO pool_rs_c.pool_rs_t VALUES (3, 4); \
+        ALTER TABLE pool_rs_t OWNER TO app; ALTER TABLE pool_rs_b.pool_rs_t OWNER TO app; \
+        ALTER TABLE pool_rs_c.pool_rs_t OWNER TO app");
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let st = bounded("prepare", a.prepare("SELECT * FROM pool_rs_t"))
+        .await
+        .unwrap();
+    let b_of = |rows: &[tokio_postgres::Row]| rows[0].get::<_, i32>(1);
+    assert_eq!(b_of(&bounded("query", a.query(&st, &[])).await.unwrap()), 2);
+
+    // Another row type under the new path, on a new server connection.
+    q(&a, "SET search_path = pool_rs_b, public").await;
+    kill_server(backend_pid(&a).await).await;
+    match bounded("query under pool_rs_b", a.query(&st, &[])).await {
+        Ok(rows) => panic!(
+            "the statement ran with a new row shape ({:?}) under the new search_path",
+            rows[0].columns()
+        ),
+        Err(e) => {
+            assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+            assert_eq!(
+                e.as_db_error().and_then(|d| d.routine()),
+                Some("RevalidateCachedQuery"),
+                "{e:?}"
+            );
+        }
+    }
+    assert_eq!(one(&a, "SELECT 1").await, "1");
+
+    // The same row type under another path: that table's rows.
+    q(&a, "SET search_path = pool_rs_c, public").await;
+    kill_server(backend_pid(&a).await).await;
+    let rows = bounded("query under pool_rs_c", a.query(&st, &[]))
+        .await
+        .unwrap_or_else(|e| panic!("under a path with the same row type: {e:?}"));
+    assert_eq!(b_of(&rows), 4, "the table the new path names");
+    // That copy, read under the client's path, is not the statement another client shares
+    // under the first path (on the same, only server connection).
+    let other = connect(&p).await;
+    let st2 = bounded("prepare", other.prepare("SELECT * FROM pool_rs_t"))
+        .await
+        .unwrap();
+    let rows = bounded("another client's query", other.query(&st2, &[]))
+        .await
+        .unwrap();
+    assert_eq!(b_of(&rows), 2, "another client read the copy of pool_rs_c");
+
+    // Back under the first path: as described.
+    q(&a, "RESET search_path").await;
+    kill_server(backend_pid(&a).await).await;
+    let rows = bounded("query back under public", a.query(&st, &[]))
+        .await
+        .unwrap_or_else(|e| panic!("back under the first path: {e:?}"));
+    assert_eq!(b_of(&rows), 2);
+
+    // A copy checked under a changed time zone (which PostgreSQL does not analyse again for)
+    // is not recorded as the shared statement either: another client's Bind of the same text
+    // there reads the literal under its own time zone, not under the first client's.
+    let sql = "SELECT '2024-01-01 00:00'::timestamptz::text AS t";
+    q(&a, "SET TimeZone = 'UTC'").await;
+    q(&other, "SET TimeZone = 'UTC'").await;
+    let lit = bounded("prepare", a.prepare(sql)).await.unwrap();
+    let text = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, String>(0);
+    assert_eq!(
+        text(bounded("literal", a.query(&lit, &[])).await.unwrap()),
+        "2024-01-01 00:00:00+00"
+    );
+    q(&a, "SET TimeZone = 'Asia/Tokyo'").await;
+    kill_server(backend_pid(&a).await).await;
+    bounded("literal under Tokyo", a.query(&lit, &[]))
+        .await
+        .unwrap();
+    let lit2 = bounded("prepare", other.prepare(sql)).await.unwrap();
+    assert_eq!(
+        text(
+            bounded("another client's literal", other.query(&lit2, &[]))
+                .await
+                .unwrap()
+        ),
+        "2024-01-01 00:00:00+00",
+        "another client got the literal as read under the first client's time zone"
+    );
+}
+
 /// A Bind, Execute and Sync of statement `name` (no Describe: the driver knows its shape).
 async fn bind_execute(r: &mut support::raw::Raw, name: &str) -> (Vec<char>, Option<String>) {
     let mut b = BytesMut::new();

@@ -413,6 +413,7 @@ async fn start(
         functions,
         shapes_epoch: 0,
         stale_shapes: false,
+        context_moved: false,
         changed_shapes: Vec::new(),
         shape_portal: None,
         unnamed: None,
@@ -609,6 +610,10 @@ struct Session {
     shapes_epoch: u64,
     /// Some statement the client described was interned before the schema last changed.
     stale_shapes: bool,
+    /// The settings a Parse is analysed under (search_path above all) changed since the
+    /// client logged in: a statement it described under others is read differently where it
+    /// is prepared anew (shapes.rs).
+    context_moved: bool,
     /// Statements whose row shape changed, found for the current request (shapes.rs).
     changed_shapes: Vec<u64>,
     /// The portal the client's last Bind made from a statement whose row shape is not

@@ -375,19 +375,9 @@ impl Session {
     }
 
     /// [`parse_context`](Self::parse_context) from the settings as last known.
-    fn settled_context(&self) -> Vec<u8> {
-        let mut c = Vec::new();
-        for k in super::settings::PARSE_SETTINGS {
-            if let Some(v) = self.desired.0.get(k) {
-                c.extend_from_slice(k.as_bytes());
-                c.push(b'=');
-                c.extend_from_slice(v.as_bytes());
-                c.push(0);
-            }
-        }
-        c
+    pub(super) fn settled_context(&self) -> Vec<u8> {
+        context_of(&self.desired)
     }
-
     fn note_settings_statement(&mut self, query: &[u8]) {
         let text = String::from_utf8_lossy(query);
         for n in super::settings::body_custom_names(&text) {
@@ -479,4 +469,18 @@ impl Session {
         self.unnamed_effects.0 |= effects;
         effects
     }
+}
+
+/// The parse context (see [`Session::parse_context`]) of `settings`.
+pub(super) fn context_of(settings: &super::settings::Settings) -> Vec<u8> {
+    let mut c = Vec::new();
+    for k in super::settings::PARSE_SETTINGS {
+        if let Some(v) = settings.0.get(k) {
+            c.extend_from_slice(k.as_bytes());
+            c.push(b'=');
+            c.extend_from_slice(v.as_bytes());
+            c.push(0);
+        }
+    }
+    c
 }

@@ -579,7 +579,11 @@ impl Session {
                         .find(|r| r.as_str() == v)
                     });
                     let observed = Settings::from_rows(rows);
+                    let context =
+                        (!self.context_moved).then(|| super::parse::context_of(&self.desired));
                     self.desired = self.app.settings.intern(self.startup.overlay(&observed));
+                    self.context_moved |=
+                        context.is_some_and(|c| c != super::parse::context_of(&self.desired));
                     // Whether reads may use a replica again is for the new settings to say.
                     self.replica_refused = false;
                     conn.applied = self.app.settings.intern(observed);

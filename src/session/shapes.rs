@@ -15,8 +15,12 @@
 //! pooling, a pinned client) is checked the same way: a statement evicted there since is
 //! prepared again. A Describe of a portal bound from a statement whose shape is not known yet
 //! records it as a Describe of the statement does (pgjdbc describes only portals).
-//! Costs nothing until a schema change: one comparison per attach, and per request on a held
-//! connection; after one, a held connection's requests are scanned for such Binds.
+//! Likewise after the client changed the settings a Parse is analysed under (its
+//! `search_path`) since it described a statement: PostgreSQL analyses the statement again under
+//! the new path, and fails its Bind with the same error if the row type changed; the proxy,
+//! preparing it anew on a connection that lacks it, checks that copy the same way.
+//! Costs nothing until a schema change or such a settings change: one comparison per attach,
+//! and per request on a held connection; after one, the requests are scanned for such Binds.
 
 use std::sync::Arc;
 
@@ -66,6 +70,7 @@ impl Session {
             && !self.batch_open
             && self.client_has_request()
             && (self.stale_shapes
+                || self.context_moved
                 || self.app.statements.epoch() != self.shapes_epoch
                 || self.app.statements.changing())
     }
@@ -87,9 +92,19 @@ impl Session {
         // epoch moves: every statement a client described is checked where it is not known
         // to have been prepared before the change (a copy prepared meanwhile is checked too).
         let changing = self.app.statements.changing();
-        if !(self.stale_shapes || changing) || self.txn != TxnStatus::Idle {
+        if !(self.stale_shapes || changing || self.context_moved) || self.txn != TxnStatus::Idle {
             return;
         }
+        // A statement described under other settings than the client's now (prepared anew,
+        // it is read under these: see `Session::ensure_prepared`).
+        let context = self
+            .context_moved
+            .then(|| (!self.context_unsettled).then(|| self.settled_context()));
+        let moved = |s: &Statement| {
+            context
+                .as_ref()
+                .is_some_and(|c| s.shared_context() && c.as_deref() != Some(&s.context[..]))
+        };
         let Some(p) = self.server.as_mut() else {
             return;
         };
@@ -115,7 +130,7 @@ impl Session {
             };
             if let Some(s) = name.and_then(|n| self.statements.get(n)) {
                 if s.shape.get().is_some()
-                    && (changing || s.older_than(now))
+                    && (changing || s.older_than(now) || moved(s))
                     && s.depends.is_none()
                     && !check.iter().any(|c| c.id == s.id)
                     && !p.conn.prepared.trusted(s.id)
@@ -161,6 +176,9 @@ impl Session {
             p.conn.applied = self.desired.clone();
         }
         for s in check {
+            // (A copy read under the client's changed settings is not the statement shared
+            // under this name: the Bind prepares it again, unrecorded.)
+            let shared_here = !s.shared_context() || self.parses_under(&s.context);
             let p = self.server.as_mut().expect("attached");
             match p
                 .conn
@@ -168,8 +186,10 @@ impl Session {
                 .await
             {
                 Ok(Ok(shape)) if s.shape.get().is_some_and(|old| same_row_type(old, &shape)) => {
-                    p.conn.prepared.insert(&s, self.app.statements.changing());
-                    self.evict_prepared();
+                    if shared_here {
+                        p.conn.prepared.insert(&s, self.app.statements.changing());
+                        self.evict_prepared();
+                    }
                 }
                 Ok(Ok(_)) => {
                     tracing::debug!(parent: &self.span, statement = s.id, "row shape changed since the client described its statement");
