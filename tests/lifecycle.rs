@@ -643,6 +643,123 @@ async fn sighup_adds_and_removes_replicas() {
     assert_eq!(one(&client, "SELECT 41 + 1").await, "42");
 }
 
+/// SIGHUP that moves the primary to another address (another relay in front of the same
+/// server) while requests run there, held on a lock: an autocommit write in flight finishes
+/// and is answered (its outcome known, not cut halfway), as does a pinned client's statement,
+/// whose session then ends (nothing more runs on a server the configuration no longer names:
+/// its next statement fails); a transaction open there rolls back, its COMMIT fails;
+/// writes reach the primary by its new address, and no connection is left through the old
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_moves_the_primary_lets_the_requests_in_flight_finish() {
+    use support::relay::Relay;
+    let c = shared_cluster();
+    create_table("lc_moved");
+    create_table("lc_moved_open");
+    let (old, new) = (Relay::for_node(c.primary()), Relay::for_node(c.primary()));
+    let p = Proxy::start_backends(
+        vec![("pg1".into(), old.addr_string())],
+        ProxyOptions {
+            extra_tables: format!("{NO_SPLIT}[health]\ninterval = \"200ms\"\n"),
+            ..Default::default()
+        },
+    );
+    wait_backends_up(&p, &["pg1"]).await;
+    let (writer, _writer_conn) = connect(&p).await;
+    let (pinned, pinned_conn) = connect(&p).await;
+    let (open, _open_conn) = connect(&p).await;
+    q(&pinned, "SELECT pg_advisory_lock(4711)").await;
+    q(&open, "BEGIN").await;
+    q(&open, "INSERT INTO lc_moved_open VALUES (3)").await;
+
+    // A session holding the table's lock directly: the two requests wait for it.
+    let (holder, holder_conn) = bounded(
+        "direct connect",
+        tokio_postgres::connect(
+            &format!(
+                "{} connect_timeout=10",
+                c.primary().conn_string(APP_USER, APP_PASSWORD, APP_DB)
+            ),
+            tokio_postgres::NoTls,
+        ),
+    )
+    .await
+    .expect("direct connection");
+    tokio::spawn(holder_conn);
+    q(&holder, "BEGIN").await;
+    q(&holder, "LOCK TABLE lc_moved IN ACCESS EXCLUSIVE MODE").await;
+    let write = tokio::spawn(async move {
+        let r = writer.simple_query("INSERT INTO lc_moved VALUES (1)").await;
+        (writer, r)
+    });
+    let read = tokio::spawn(async move {
+        let r = pinned
+            .simple_query("SELECT count(*) AS lc_pinned_read FROM lc_moved")
+            .await;
+        (pinned, r)
+    });
+    for text in ["INSERT INTO lc_moved VALUES (1)", "lc_pinned_read"] {
+        assert!(
+            blocking(|| active_anywhere(text, STEP)),
+            "{text} never ran\n{}",
+            p.log_tail(30)
+        );
+    }
+
+    p.rewrite_backends(&[("pg1".into(), new.addr_string())]);
+    p.reload_ok().await;
+    q(&holder, "COMMIT").await;
+
+    let (writer, wrote) = bounded("the write in flight", write).await.expect("join");
+    wrote.unwrap_or_else(|e| {
+        panic!(
+            "the write in flight at the reload failed: {e:?}\n{}",
+            p.log_tail(30)
+        )
+    });
+    let (pinned, counted) = bounded("the pinned read in flight", read)
+        .await
+        .expect("join");
+    // (0 or 1: the write waited for the same lock.)
+    let counted =
+        text_rows(counted.unwrap_or_else(|e| panic!("the pinned read in flight failed: {e:?}")));
+    assert!(
+        counted == [[Some("0".to_string())]] || counted == [[Some("1".to_string())]],
+        "the pinned read's answer: {counted:?}"
+    );
+    // Its session ended after it: it runs nothing more there, nor anywhere as if nothing
+    // happened (its advisory lock is gone).
+    let after = try_simple(&pinned, "SELECT 1").await;
+    assert!(after.is_err(), "the pinned client went on: {after:?}");
+    ended(pinned_conn, STEP).await.ok();
+    // The open transaction's server session ended too: its COMMIT fails (the client goes on,
+    // as after any server lost in a transaction block).
+    let commit = try_simple(&open, "COMMIT").await;
+    assert!(
+        commit.is_err(),
+        "the open transaction committed: {commit:?}"
+    );
+    assert_eq!(one(&open, "SELECT 'after'").await, "after");
+
+    q(&writer, "INSERT INTO lc_moved VALUES (2)").await;
+    assert_eq!(
+        su("SELECT string_agg(id::text, ',' ORDER BY id) FROM lc_moved"),
+        "1,2",
+        "the rows: the write in flight and the one after the reload"
+    );
+    assert_eq!(
+        su("SELECT count(*) FROM lc_moved_open"),
+        "0",
+        "the open transaction's row"
+    );
+    assert!(
+        wait_until(STEP, || old.active_connections() == 0),
+        "{} connections left through the old address\n{}",
+        old.active_connections(),
+        p.log_tail(30)
+    );
+}
+
 /// SIGHUP with a user's new `server_password` (rotated on the server too): a client that
 /// logged in before the reload and then needs a pool that did not exist yet (its first read
 /// on a replica) connects with the new password, not the one of its login time.

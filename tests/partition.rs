@@ -972,6 +972,164 @@ async fn a_write_whose_connection_opened_after_its_server_went_down_is_routed_ag
     assert_eq!(n, 1);
 }
 
+/// A write whose server connection is being opened into a partition that lasts: when the
+/// monitor declares the primary down, the opening is given up at once (not after all of
+/// `connect_timeout`, 60 s here) and the write is routed again, waits `primary_wait` for a
+/// primary and fails with 57P03, nothing of it having run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_being_opened_into_a_partition_is_given_up_when_its_server_goes_down() {
+    let cluster = tokio::task::spawn_blocking(|| own_cluster(0))
+        .await
+        .unwrap();
+    let primary = cluster.primary().name().to_string();
+    let relay = Relay::for_node(cluster.primary());
+    let proxy = start_ready_proxy_on(
+        &cluster,
+        ProxyOptions {
+            backends: Some(vec![(primary.clone(), relay.addr_string())]),
+            extra_tables: "[health]\ninterval = \"200ms\"\ntimeout = \"1s\"\nfall = 2\nrise = 2\n\
+                 [pool]\nconnect_timeout = \"60s\"\n\
+                 [routing]\nprimary_wait = \"2s\"\n"
+                .into(),
+            ..Default::default()
+        },
+    );
+    let client = proxy.connect_app().await;
+    client
+        .batch_execute("CREATE TABLE sev_open (v int)")
+        .await
+        .unwrap();
+    // The pool's idle connection ends, so that the write opens a new one.
+    cluster
+        .primary()
+        .psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{APP_USER}'"
+        ))
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(30), || cluster
+        .primary()
+        .psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{APP_USER}'"
+        ))
+        .is_ok_and(|n| n.trim() == "0")));
+    let accepted = relay.accepted();
+    relay.set_mode(Mode::Blackhole);
+    let write = tokio::spawn(async move {
+        let r = client
+            .batch_execute("INSERT INTO sev_open VALUES (1)")
+            .await;
+        (client, r)
+    });
+    assert!(support::wait_until(Duration::from_secs(30), || relay
+        .accepted()
+        > accepted));
+    wait_backend_up(&proxy, &primary, false).await;
+    let down = Instant::now();
+    let (client, r) = tokio::time::timeout(Duration::from_secs(90), write)
+        .await
+        .expect("the write got no answer")
+        .unwrap();
+    let waited = down.elapsed();
+    let e = r.expect_err("the write ran on a partitioned primary");
+    assert_eq!(
+        e.code().map(|c| c.code()),
+        Some("57P03"),
+        "{e:?}\n{}",
+        proxy.log_tail(20)
+    );
+    // (primary_wait is 2 s; the connect timeout 60 s.)
+    assert!(
+        waited < Duration::from_secs(30),
+        "the write was answered {waited:?} after its server went down\n{}",
+        proxy.log_tail(20)
+    );
+    relay.set_mode(Mode::Pass);
+    wait_backend_up(&proxy, &primary, true).await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM sev_open", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the failed write ran");
+}
+
+/// A read that waits `ryw_wait` for a replica to replay its user's last write, whose probe of
+/// the replica's position gets no answer in that time (the replica partitioned for a moment,
+/// as a busy one is slow): the read goes to the primary when the wait ends, and the probe's
+/// late answer is read once it comes, so the replica's connection goes back to the pool,
+/// instead of being closed for another to be opened (`ryw_probe_failed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_to_a_replay_probe_keeps_its_connection() {
+    let s = tokio::task::spawn_blocking(|| {
+        setup_tables(
+            1,
+            false,
+            "[health]\ninterval = \"200ms\"\ntimeout = \"2s\"\nfall = 10\nrise = 1\n\
+             [routing]\nryw_wait = \"50ms\"\n"
+                .into(),
+        )
+    })
+    .await
+    .unwrap();
+    let replica = &s.cluster.replicas()[0];
+    let (primary_port, replica_port) = (
+        i32::from(s.cluster.primary().port()),
+        i32::from(replica.port()),
+    );
+    let client = s.proxy.connect_app().await;
+    client
+        .batch_execute("CREATE TABLE ryw_late (v int)")
+        .await
+        .unwrap();
+    let on_replica = || async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while port_of_read(&client, "SELECT inet_server_port()").await != replica_port {
+            assert!(Instant::now() < deadline, "no read reached the replica");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // The replica's pool has a connection.
+    on_replica().await;
+    let discards = "switchyard_server_discards_total{reason=\"ryw_probe_failed\"}";
+    let behind = "switchyard_routed_total{reason=\"ryw_replica_behind\",target=\"primary\"}";
+    let before = (s.proxy.metric(discards).await, s.proxy.metric(behind).await);
+
+    s.relays[0].set_mode(Mode::Blackhole);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.proxy.metric(behind).await == before.1 {
+        assert!(
+            Instant::now() < deadline,
+            "no read waited for the replica\n{}",
+            s.proxy.log_tail(20)
+        );
+        client
+            .batch_execute("INSERT INTO ryw_late VALUES (1)")
+            .await
+            .unwrap();
+        assert_eq!(
+            port_of_read(&client, "SELECT inet_server_port()").await,
+            primary_port,
+            "a read after the write, with the replica's probe unanswered"
+        );
+    }
+    s.relays[0].set_mode(Mode::Pass);
+    // The late answer read, the connection is back among the idle ones, not closed.
+    let idle = format!(
+        "switchyard_server_connections{{backend=\"{}\",state=\"idle\"}}",
+        replica.name()
+    );
+    s.proxy
+        .wait_metric(&idle, 1.0, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        s.proxy.metric(discards).await,
+        before.0,
+        "the replica's connection was closed\n{}",
+        s.proxy.log_tail(20)
+    );
+    on_replica().await;
+}
+
 /// Reloads come more often than `fall` probes while a replica refuses every connection: the
 /// failed probes still add up across them (each reload restarts the monitor), and the replica
 /// goes down. Before, each reload started the count afresh and the replica stayed up, taking

@@ -192,6 +192,8 @@ pub struct Pool {
     size: AtomicUsize,
     /// The pool was retired (its gate is closed too, failing checkouts).
     is_retired: AtomicBool,
+    /// Woken when the pool is severed: connections being opened are given up.
+    severed: tokio::sync::Notify,
     /// Connections opened at or before this time ([`clock`] ms; 0: none) are closed when
     /// checked in (their database is being dropped).
     close_opened_until: AtomicU64,
@@ -295,6 +297,7 @@ impl Pool {
             permits: Gate::new(size),
             size: AtomicUsize::new(size),
             is_retired: AtomicBool::new(false),
+            severed: tokio::sync::Notify::new(),
             close_opened_until: AtomicU64::new(0),
             refilling: AtomicBool::new(false),
             refill_armed: AtomicBool::new(false),
@@ -484,6 +487,21 @@ impl Pool {
     /// fail too ([`PoolError::Severed`]: their requests are routed again), instead of being
     /// handed the slots the severed connections give back and opening connections there.
     pub fn sever(&self) {
+        self.shut_down(libc::SHUT_RDWR);
+    }
+
+    /// Ends every connection's server session after what was sent on it: the sending side of
+    /// each socket is shut down, so the server runs and answers what it has (a write in
+    /// flight finishes and its answer reaches the client) and then, reading the end of its
+    /// input, ends the session (an open transaction rolls back). Nothing more can be sent on
+    /// them. Idle connections close at once and checkouts waiting for a slot fail, as in
+    /// [`sever`](Self::sever). For a server a reload no longer names: nothing is in doubt
+    /// that was not already sent.
+    pub fn end_sessions(&self) {
+        self.shut_down(libc::SHUT_WR);
+    }
+
+    fn shut_down(&self, how: libc::c_int) {
         self.permits.interrupt();
         let idle = {
             let mut c = self.conns.lock().expect("conns");
@@ -492,11 +510,12 @@ impl Pool {
                 // SAFETY: the fd belongs to a live connection: guards remove it under this lock
                 // before their socket closes. shutdown(2) only changes socket state.
                 unsafe {
-                    libc::shutdown(fd, libc::SHUT_RDWR);
+                    libc::shutdown(fd, how);
                 }
             }
             std::mem::take(&mut c.idle)
         };
+        self.severed.notify_waiters();
         for mut conn in idle {
             self.metrics.idle.dec();
             conn.terminate();
@@ -505,12 +524,22 @@ impl Pool {
 
     async fn open(&self) -> Result<Box<ServerConn>, PoolError> {
         let params = self.connect.lock().expect("connect").clone();
+        // (Made before `severs` is read: a sever after that read wakes it.)
+        let severed = self.severed.notified();
         let severs = self.conns.lock().expect("conns").severs;
         // A connection counts as open from when its opening began: one whose settings were
         // taken before its pool's connections were marked to close (see
         // [`close_open`](Self::close_open)) is among those marked.
         let began = clock::now_ms();
-        match ServerConn::connect(&params, self.backend).await {
+        // A server declared down (or fenced, or no longer configured) while the connection
+        // is being opened: given up at once rather than after the connect timeout (a
+        // partitioned server accepts and never answers), and the request routed again.
+        let opened = tokio::select! {
+            biased;
+            () = severed => return Err(PoolError::Severed),
+            r = ServerConn::connect(&params, self.backend) => r,
+        };
+        match opened {
             Ok(mut c) => {
                 c.created = began;
                 self.metrics.connects.inc();

@@ -164,9 +164,10 @@ impl Pools {
     /// Applies a new configuration: resizes pools, updates credentials and timeouts, retires
     /// pools whose backend or user is gone. A server no longer configured at all (its address
     /// in no backend) is no longer probed (nor fenced, should it be an old primary): its
-    /// connections in use are cut too, so that pinned and session-mode clients do not go on
-    /// writing there (a read in flight is repeated elsewhere, as when a server is lost). A
-    /// backend only renamed keeps them until they are released.
+    /// connections in use end after what was sent on them, so that pinned and session-mode
+    /// clients do not go on writing there, while a write in flight is answered rather than
+    /// cut with its outcome unknown. A backend only renamed keeps them until they are
+    /// released.
     pub fn reconfigure(&self, config: &Arc<crate::config::Loaded>) {
         if config.config.auth_query.is_none() {
             self.looked_up.write().expect("looked up").clear();
@@ -201,7 +202,7 @@ impl Pools {
                     .iter()
                     .any(|b| b.address.get_ref() == &key.address);
                 if address_gone {
-                    pool.sever();
+                    pool.end_sessions();
                 }
                 return false;
             };

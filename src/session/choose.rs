@@ -250,61 +250,92 @@ impl Session {
         };
         let deadline = Instant::now() + wait;
         let checkout = tokio::select! {
-            r = tokio::time::timeout(wait, pool.checkout(0)) => r,
+            // (The client's own connection if idle, as the read's checkout would take it:
+            // the read takes it back next.)
+            r = tokio::time::timeout(wait, pool.checkout(self.id)) => r,
             () = self.cancel.cancelled_unattached() => return Err(CANCELLED),
         };
-        let Ok(Ok(mut p)) = checkout else {
+        let Ok(Ok(p)) = checkout else {
             return Ok(false);
         };
         let stats = view.backends.get(index).map(|b| b.stats.clone());
-        let mut ok = false;
-        loop {
-            match p
-                .conn
-                .simple_query(
-                    "SELECT pg_catalog.pg_last_wal_replay_lsn()::pg_catalog.text",
-                    wait,
-                )
-                .await
-            {
-                Ok(Ok(rows)) => {
-                    let replay = rows
-                        .first()
-                        .and_then(|r| r.first().cloned().flatten())
-                        .as_deref()
-                        .and_then(crate::cluster::lag::parse_lsn)
-                        .unwrap_or(0);
-                    if let Some(s) = &stats {
-                        // As read, also when lower than what was known (a restarted standby):
-                        // storing over a newer read or probe only makes the next read wait.
-                        s.replay_lsn
-                            .store(replay, std::sync::atomic::Ordering::Release);
-                    }
-                    if replay >= lsn {
-                        ok = true;
-                        break;
-                    }
-                }
-                _ => break,
-            }
-            // (A probe is not cut short: the connection would be left mid-answer.)
-            if Instant::now() + Duration::from_millis(2) > deadline
-                || self.cancel.cancelled_while_unattached()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        // A probe's answer may take longer than the read waits (a busy replica): the probes
+        // run in their own task, which reads a late answer to its end and hands the
+        // connection back clean, rather than closing it for another to be opened. One that
+        // does not answer within the connect timeout is closed.
+        let answer = self.current.config.config.pool.connect_timeout.max(wait);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(probe_replay(
+            p,
+            lsn,
+            deadline,
+            answer,
+            stats,
+            self.app.clone(),
+            tx,
+        ));
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline.into(), rx) => Ok(matches!(r, Ok(Ok(true)))),
+            () = self.cancel.cancelled_unattached() => Err(CANCELLED),
         }
-        if p.conn.broken {
-            p.discard("ryw_probe_failed", &self.app.metrics);
-        } else {
-            p.release();
-        }
-        if !ok && self.cancel.cancelled_while_unattached() {
-            return Err(CANCELLED);
-        }
-        Ok(ok)
     }
+}
+
+/// Reads a replica's replay position on `p` until it reaches `lsn` (then sends true), the
+/// `deadline` passes or the waiting read gave up (false), then hands the connection back.
+/// Each probe's answer is read to its end (up to `answer`), also after the read stopped
+/// waiting for it.
+async fn probe_replay(
+    mut p: crate::pool::Pooled,
+    lsn: u64,
+    deadline: Instant,
+    answer: Duration,
+    stats: Option<std::sync::Arc<crate::cluster::BackendStats>>,
+    app: std::sync::Arc<crate::app::App>,
+    tx: tokio::sync::oneshot::Sender<bool>,
+) {
+    let mut ok = false;
+    loop {
+        match p
+            .conn
+            .simple_query(
+                "SELECT pg_catalog.pg_last_wal_replay_lsn()::pg_catalog.text",
+                answer,
+            )
+            .await
+        {
+            Ok(Ok(rows)) => {
+                let replay = rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .as_deref()
+                    .and_then(crate::cluster::lag::parse_lsn)
+                    .unwrap_or(0);
+                if let Some(s) = &stats {
+                    // As read, also when lower than what was known (a restarted standby):
+                    // storing over a newer read or probe only makes the next read wait.
+                    s.replay_lsn
+                        .store(replay, std::sync::atomic::Ordering::Release);
+                }
+                if replay >= lsn {
+                    ok = true;
+                    break;
+                }
+            }
+            _ => break,
+        }
+        if Instant::now() + Duration::from_millis(2) > deadline || tx.is_closed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Back in the pool first: the read that waited takes it next.
+    if p.conn.broken {
+        p.discard("ryw_probe_failed", &app.metrics);
+    } else {
+        p.release();
+    }
+    let _ = tx.send(ok);
 }
 
 fn candidate(index: usize, b: &BackendView) -> Candidate {
