@@ -1,8 +1,8 @@
 //! Servers failing in ways the failover and partition tests do not make: a replica that
 //! refuses new sessions while it shuts down, a primary connection lost in the middle of a row,
 //! a transaction block lost with its server while the client sat idle in it, a replica
-//! cancelling a read for a conflict with recovery, and two primaries on one timeline. Each
-//! test has its own cluster.
+//! cancelling a read for a conflict with recovery, two primaries on one timeline, and a replica
+//! killed while reads wait for it to replay their writes. Each test has its own cluster.
 
 mod support;
 
@@ -595,4 +595,61 @@ async fn two_primaries_on_one_timeline_are_fenced_until_one_stops() {
         .expect("a write once one primary is left");
     let n = tokio::task::block_in_place(|| a.primary().psql_db(APP_DB, exists).unwrap());
     assert_eq!(n, "1", "the write ran on the server left");
+}
+
+/// A replica killed while reads must wait for it to replay their user's last write: the read
+/// that finds it refusing connections goes to the primary, and the reads after it avoid the
+/// replica for a second, as after a read's own failed checkout, rather than each connecting
+/// there again until the monitor declares it down (here after ten seconds of failed probes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_waiting_for_a_killed_replica_do_not_each_connect_to_it() {
+    let cluster = tokio::task::spawn_blocking(|| own_cluster(1))
+        .await
+        .unwrap();
+    let opts = ProxyOptions {
+        extra_tables: "[health]\ninterval = \"200ms\"\nfall = 50\n".into(),
+        ..Default::default()
+    };
+    let proxy = {
+        let c = &cluster;
+        tokio::task::block_in_place(|| start_ready_proxy_on(c, opts))
+    };
+    let replica = &cluster.replicas()[0];
+    let client = proxy.connect_app().await;
+    client
+        .batch_execute("CREATE TABLE killed_ryw (v int)")
+        .await
+        .unwrap();
+    let errors = format!(
+        "switchyard_server_connect_errors_total{{backend=\"{}\"}}",
+        replica.name()
+    );
+    tokio::task::block_in_place(|| replica.kill());
+    let before = proxy.metric(&errors).await;
+    let t0 = Instant::now();
+    let mut reads = 0u32;
+    while reads < 60 && t0.elapsed() < STEP {
+        let step = async {
+            client
+                .batch_execute("INSERT INTO killed_ryw VALUES (1)")
+                .await?;
+            client
+                .query_one("SELECT count(*) FROM killed_ryw", &[])
+                .await
+        };
+        tokio::time::timeout(STEP, step)
+            .await
+            .expect("a write and read timed out")
+            .unwrap_or_else(|e| panic!("a read after the replica was killed failed: {e:?}"));
+        reads += 1;
+    }
+    let errs = proxy.metric(&errors).await - before;
+    // About one a second (and one from the pool's first checkout); each read was one before.
+    let allowed = 2.0 * t0.elapsed().as_secs_f64() + 3.0;
+    assert!(
+        errs <= allowed,
+        "{errs} connection attempts to the killed replica for {reads} reads in {:?}\n{}",
+        t0.elapsed(),
+        proxy.log_tail(20)
+    );
 }

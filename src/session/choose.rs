@@ -255,8 +255,31 @@ impl Session {
             r = tokio::time::timeout(wait, pool.checkout(self.id)) => r,
             () = self.cancel.cancelled_unattached() => return Err(CANCELLED),
         };
-        let Ok(Ok(p)) = checkout else {
-            return Ok(false);
+        let p = match checkout {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                if !e.is_refusal()
+                    && !matches!(
+                        e,
+                        crate::pool::PoolError::Timeout(_)
+                            | crate::pool::PoolError::Full { .. }
+                            | crate::pool::PoolError::Severed
+                            | crate::pool::PoolError::Closed
+                    )
+                {
+                    // Not reachable (refused, reset: a replica just killed): the reads that
+                    // follow avoid it for a second, as when a read's own checkout fails,
+                    // rather than each trying to connect until the monitor sees it down.
+                    if let Some(b) = view.backends.get(index) {
+                        let until = crate::pool::clock::now_ms() + super::attach::UNREACHABLE_MS;
+                        b.stats
+                            .unreachable_until
+                            .store(until, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                return Ok(false);
+            }
+            Err(_) => return Ok(false),
         };
         let stats = view.backends.get(index).map(|b| b.stats.clone());
         // A probe's answer may take longer than the read waits (a busy replica): the probes
