@@ -648,8 +648,8 @@ async fn sighup_adds_and_removes_replicas() {
 /// and is answered (its outcome known, not cut halfway), as does a pinned client's statement,
 /// whose session then ends (nothing more runs on a server the configuration no longer names:
 /// its next statement fails); a transaction open there rolls back, its COMMIT fails;
-/// writes reach the primary by its new address, and no connection is left through the old
-/// one.
+/// a statement still running there after `shutdown_timeout` is cut; writes reach the primary
+/// by its new address, and no connection is left through the old one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_moves_the_primary_lets_the_requests_in_flight_finish() {
     use support::relay::Relay;
@@ -660,6 +660,7 @@ async fn a_reload_that_moves_the_primary_lets_the_requests_in_flight_finish() {
     let p = Proxy::start_backends(
         vec![("pg1".into(), old.addr_string())],
         ProxyOptions {
+            extra_top: "shutdown_timeout = \"5s\"\n".into(),
             extra_tables: format!("{NO_SPLIT}[health]\ninterval = \"200ms\"\n"),
             ..Default::default()
         },
@@ -671,6 +672,17 @@ async fn a_reload_that_moves_the_primary_lets_the_requests_in_flight_finish() {
     q(&pinned, "SELECT pg_advisory_lock(4711)").await;
     q(&open, "BEGIN").await;
     q(&open, "INSERT INTO lc_moved_open VALUES (3)").await;
+    // A statement that does not end in time is cut after `shutdown_timeout` (the server
+    // runs it to its end, 16 s, after which its session ends too).
+    let (sleeper, _sleeper_conn) = connect(&p).await;
+    q(&sleeper, "BEGIN").await;
+    let sleep = tokio::spawn(async move {
+        let t0 = Instant::now();
+        let r = sleeper
+            .simple_query("SELECT pg_sleep(16) AS lc_sleeper")
+            .await;
+        (t0.elapsed(), r.map(|_| ()))
+    });
 
     // A session holding the table's lock directly: the two requests wait for it.
     let (holder, holder_conn) = bounded(
@@ -698,7 +710,11 @@ async fn a_reload_that_moves_the_primary_lets_the_requests_in_flight_finish() {
             .await;
         (pinned, r)
     });
-    for text in ["INSERT INTO lc_moved VALUES (1)", "lc_pinned_read"] {
+    for text in [
+        "INSERT INTO lc_moved VALUES (1)",
+        "lc_pinned_read",
+        "lc_sleeper",
+    ] {
         assert!(
             blocking(|| active_anywhere(text, STEP)),
             "{text} never ran\n{}",
@@ -740,6 +756,14 @@ async fn a_reload_that_moves_the_primary_lets_the_requests_in_flight_finish() {
         "the open transaction committed: {commit:?}"
     );
     assert_eq!(one(&open, "SELECT 'after'").await, "after");
+
+    let (slept, r) = bounded("the statement that does not end", sleep)
+        .await
+        .expect("join");
+    assert!(
+        r.is_err() && slept < Duration::from_secs(14),
+        "the statement still running there after shutdown_timeout: {r:?} after {slept:?}"
+    );
 
     q(&writer, "INSERT INTO lc_moved VALUES (2)").await;
     assert_eq!(

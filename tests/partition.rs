@@ -975,7 +975,8 @@ async fn a_write_whose_connection_opened_after_its_server_went_down_is_routed_ag
 /// A write whose server connection is being opened into a partition that lasts: when the
 /// monitor declares the primary down, the opening is given up at once (not after all of
 /// `connect_timeout`, 60 s here) and the write is routed again, waits `primary_wait` for a
-/// primary and fails with 57P03, nothing of it having run.
+/// primary and fails with 57P03, nothing of it having run. So is a login, which then gets
+/// the primary back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_being_opened_into_a_partition_is_given_up_when_its_server_goes_down() {
     let cluster = tokio::task::spawn_blocking(|| own_cluster(0))
@@ -989,7 +990,7 @@ async fn a_connection_being_opened_into_a_partition_is_given_up_when_its_server_
             backends: Some(vec![(primary.clone(), relay.addr_string())]),
             extra_tables: "[health]\ninterval = \"200ms\"\ntimeout = \"1s\"\nfall = 2\nrise = 2\n\
                  [pool]\nconnect_timeout = \"60s\"\n\
-                 [routing]\nprimary_wait = \"2s\"\n"
+                 [routing]\nprimary_wait = \"8s\"\n"
                 .into(),
             ..Default::default()
         },
@@ -1037,7 +1038,7 @@ async fn a_connection_being_opened_into_a_partition_is_given_up_when_its_server_
         "{e:?}\n{}",
         proxy.log_tail(20)
     );
-    // (primary_wait is 2 s; the connect timeout 60 s.)
+    // (primary_wait is 8 s; the connect timeout 60 s.)
     assert!(
         waited < Duration::from_secs(30),
         "the write was answered {waited:?} after its server went down\n{}",
@@ -1051,6 +1052,43 @@ async fn a_connection_being_opened_into_a_partition_is_given_up_when_its_server_
         .unwrap()
         .get(0);
     assert_eq!(n, 0, "the failed write ran");
+
+    // A login whose connection is being opened into a partition when the primary is
+    // declared down is placed again by the new view: it waits for a primary (the partition
+    // heals at once), rather than failing with 08006.
+    cluster
+        .primary()
+        .psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{APP_USER}'"
+        ))
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(30), || cluster
+        .primary()
+        .psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{APP_USER}'"
+        ))
+        .is_ok_and(|n| n.trim() == "0")));
+    let accepted = relay.accepted();
+    relay.set_mode(Mode::Blackhole);
+    let cs = format!(
+        "{} connect_timeout=90",
+        proxy.conn_string(APP_USER, APP_PASSWORD, APP_DB)
+    );
+    let login = tokio::spawn(async move {
+        let (c, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        c.query_one("SELECT 1", &[]).await.map(|_| ())
+    });
+    assert!(support::wait_until(Duration::from_secs(30), || relay
+        .accepted()
+        > accepted));
+    wait_backend_up(&proxy, &primary, false).await;
+    relay.set_mode(Mode::Pass);
+    tokio::time::timeout(Duration::from_secs(90), login)
+        .await
+        .expect("the login got no answer")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the login failed: {e:?}\n{}", proxy.log_tail(20)));
 }
 
 /// A read that waits `ryw_wait` for a replica to replay its user's last write, whose probe of

@@ -5620,17 +5620,17 @@ async fn a_described_statement_keeps_its_row_shape_on_another_connection() {
 /// A statement the client described, bound after its own `SET search_path` on a server
 /// connection that lacks it: PostgreSQL analyses it again under the new path (another table
 /// of the same name), and fails the Bind with 0A000 when that changes its row type; so does
-/// the proxy, which prepares it anew there. With a path whose table has the same row type, it
-/// runs and reads that table, as on PostgreSQL; back under the first path, it runs as
-/// described.
+/// the proxy, which prepares it anew there. A parameter keeps the type it was described with.
+/// With a path whose table has the same row type, it runs and reads that table, as on
+/// PostgreSQL; back under the first path, it runs as described.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_described_statement_read_under_a_new_search_path_keeps_its_row_shape() {
     su("DROP SCHEMA IF EXISTS pool_rs_b CASCADE; DROP SCHEMA IF EXISTS pool_rs_c CASCADE; \
         DROP TABLE IF EXISTS pool_rs_t; \
         CREATE SCHEMA pool_rs_b AUTHORIZATION app; CREATE SCHEMA pool_rs_c AUTHORIZATION app; \
         CREATE TABLE pool_rs_t (a int, b int); INSERT INTO pool_rs_t VALUES (1, 2); \
-        CREATE TABLE pool_rs_b.pool_rs_t (a int, other text); \
-        INSERT INTO pool_rs_b.pool_rs_t VALUES (1, 'bee'); \
+        CREATE TABLE pool_rs_b.pool_rs_t (a text, other text); \
+        INSERT INTO pool_rs_b.pool_rs_t VALUES ('1', 'bee'); \
         CREATE TABLE pool_rs_c.pool_rs_t (a int, b int); INSERT INTO pool_rs_c.pool_rs_t VALUES (3, 4); \
         ALTER TABLE pool_rs_t OWNER TO app; ALTER TABLE pool_rs_b.pool_rs_t OWNER TO app; \
         ALTER TABLE pool_rs_c.pool_rs_t OWNER TO app");
@@ -5641,6 +5641,18 @@ async fn a_described_statement_read_under_a_new_search_path_keeps_its_row_shape(
         .unwrap();
     let b_of = |rows: &[tokio_postgres::Row]| rows[0].get::<_, i32>(1);
     assert_eq!(b_of(&bounded("query", a.query(&st, &[])).await.unwrap()), 2);
+    // Its parameter is an int4 (the client sends it so, in binary).
+    let count = bounded(
+        "prepare",
+        a.prepare("SELECT count(*) FROM pool_rs_t WHERE a = $1"),
+    )
+    .await
+    .unwrap();
+    let counted = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, i64>(0);
+    assert_eq!(
+        counted(bounded("count", a.query(&count, &[&1i32])).await.unwrap()),
+        1
+    );
 
     // Another row type under the new path, on a new server connection.
     q(&a, "SET search_path = pool_rs_b, public").await;
@@ -5659,6 +5671,26 @@ async fn a_described_statement_read_under_a_new_search_path_keeps_its_row_shape(
             );
         }
     }
+    assert_eq!(one(&a, "SELECT 1").await, "1");
+    // Again (as PostgreSQL, for as long as the path stays), also where the proxy knows the
+    // answer without asking again.
+    kill_server(backend_pid(&a).await).await;
+    let again = bounded("query under pool_rs_b again", a.query(&st, &[])).await;
+    assert_eq!(
+        again.as_ref().err().map(sqlstate).as_deref(),
+        Some("0A000"),
+        "{again:?}"
+    );
+    // A parameter keeps the type of the statement's first Parse, as on PostgreSQL, which
+    // finds no `text = integer` operator for the new path's column (42883); inferred again,
+    // it would be text, and the client's binary int4 read as text.
+    kill_server(backend_pid(&a).await).await;
+    let typed = bounded("count under pool_rs_b", a.query(&count, &[&1i32])).await;
+    assert_eq!(
+        typed.as_ref().err().map(sqlstate).as_deref(),
+        Some("42883"),
+        "{typed:?}"
+    );
     assert_eq!(one(&a, "SELECT 1").await, "1");
 
     // The same row type under another path: that table's rows.

@@ -1637,7 +1637,7 @@ async fn max_client_connections_bounds_clients() {
     // Clients that connect together all pass the first check at once (nobody is logged in
     // yet): the limit still holds when they finish logging in.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while proxy.metric("switchyard_clients").await > 0.0 {
+    while proxy.metric("switchyard_client_connections").await > 0.0 {
         assert!(
             Instant::now() < deadline,
             "the clients that left are still counted"

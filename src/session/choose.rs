@@ -353,12 +353,17 @@ async fn probe_replay(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // Back in the pool first: the read that waited takes it next.
+    let (pool, owner) = (p.pool().clone(), p.conn.owner);
     if p.conn.broken {
         p.discard("ryw_probe_failed", &app.metrics);
     } else {
         p.release();
     }
-    let _ = tx.send(ok);
+    if tx.send(ok).is_err() {
+        // The read stopped waiting, and its client may have left meanwhile (its session
+        // disowns only the connections idle then): the connection is nobody's.
+        pool.disown(owner);
+    }
 }
 
 fn candidate(index: usize, b: &BackendView) -> Candidate {

@@ -135,7 +135,12 @@ impl Session {
                     // statement parsed under settings not known is shared with nobody: its
                     // copy is recorded as usual.)
                     self.close_before_parse(stmt);
-                    encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
+                    encode::parse(
+                        &mut self.swbuf,
+                        &stmt.server_name,
+                        &stmt.query,
+                        stmt.parse_types(),
+                    );
                     self.pending.expect(Kind::Parse, Mode::Swallow, Hook::None);
                     return;
                 }
@@ -145,7 +150,12 @@ impl Session {
                 self.evict_prepared();
             }
             self.close_before_parse(stmt);
-            encode::parse(&mut self.swbuf, &stmt.server_name, &stmt.query, &stmt.types);
+            encode::parse(
+                &mut self.swbuf,
+                &stmt.server_name,
+                &stmt.query,
+                stmt.parse_types(),
+            );
             self.pending.expect(
                 Kind::Parse,
                 Mode::Swallow,

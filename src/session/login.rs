@@ -81,6 +81,7 @@ impl super::Session {
         {
             *avoid |= recent;
         }
+        let mut rerouted = 0;
         loop {
             let (index, pool) = self.login_pool(*avoid).await?;
             // A session-mode client's server session is its own, as a direct connection's
@@ -102,6 +103,15 @@ impl super::Session {
                             .unreachable_until
                             .store(until, std::sync::atomic::Ordering::Relaxed);
                     }
+                }
+                // The server was declared down (or fenced) while the login's connection was
+                // being opened, or a reload replaced its pool: the login is placed again by
+                // the view published since (waiting for a primary as any login).
+                Err(e @ (crate::pool::PoolError::Severed | crate::pool::PoolError::Closed))
+                    if rerouted < super::retry::MAX_ATTEMPTS =>
+                {
+                    tracing::info!(parent: &self.span, backend = %pool.key.backend, error = %e, "the server or its pool went away during the login's checkout: placing it again");
+                    rerouted += 1;
                 }
                 Err(e) => return Err(self.login_refused(&e)),
             }

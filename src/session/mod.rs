@@ -413,7 +413,8 @@ async fn start(
         functions,
         shapes_epoch: 0,
         stale_shapes: false,
-        context_moved: false,
+        path_moved: false,
+        path_shapes: Default::default(),
         changed_shapes: Vec::new(),
         shape_portal: None,
         unnamed: None,
@@ -610,10 +611,13 @@ struct Session {
     shapes_epoch: u64,
     /// Some statement the client described was interned before the schema last changed.
     stale_shapes: bool,
-    /// The settings a Parse is analysed under (search_path above all) changed since the
-    /// client logged in: a statement it described under others is read differently where it
-    /// is prepared anew (shapes.rs).
-    context_moved: bool,
+    /// The client's `search_path` changed since it logged in (as read back): a statement
+    /// it described under another path names other tables where it is prepared anew
+    /// (shapes.rs).
+    path_moved: bool,
+    /// Whether such a statement (id) keeps its row shape under a path (shapes.rs), as found
+    /// since the schema last changed.
+    path_shapes: std::collections::HashMap<(u64, Option<String>), bool>,
     /// Statements whose row shape changed, found for the current request (shapes.rs).
     changed_shapes: Vec<u64>,
     /// The portal the client's last Bind made from a statement whose row shape is not

@@ -471,6 +471,13 @@ impl Session {
     }
 }
 
+/// The value of setting `key` in a parse context (see [`context_of`]), if it has one.
+pub(super) fn context_value<'a>(context: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    context
+        .split(|&b| b == 0)
+        .find_map(|e| e.strip_prefix(key.as_bytes())?.strip_prefix(b"="))
+}
+
 /// The parse context (see [`Session::parse_context`]) of `settings`.
 pub(super) fn context_of(settings: &super::settings::Settings) -> Vec<u8> {
     let mut c = Vec::new();
@@ -483,4 +490,20 @@ pub(super) fn context_of(settings: &super::settings::Settings) -> Vec<u8> {
         }
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::context_value;
+
+    #[test]
+    fn a_parse_context_gives_each_value_by_its_whole_key() {
+        let c = b"search_path=a, b\0timezone=UTC\0";
+        assert_eq!(context_value(c, "search_path"), Some(&b"a, b"[..]));
+        assert_eq!(context_value(c, "timezone"), Some(&b"UTC"[..]));
+        assert_eq!(context_value(c, "datestyle"), None);
+        // Not a key that only begins another.
+        assert_eq!(context_value(c, "time"), None);
+        assert_eq!(context_value(b"", "search_path"), None);
+    }
 }

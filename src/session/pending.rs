@@ -613,6 +613,15 @@ impl Pending {
                     m.shape_of = Some(id);
                 }
             }
+        } else if t == tag::PARAMETER_DESCRIPTION {
+            // The parameter types, ahead of the row shape in a Describe's answer.
+            if let Some(Expect::Server {
+                hook: Hook::Shape { id },
+                ..
+            }) = self.q.front()
+            {
+                m.shape_of = Some(*id);
+            }
         }
         m
     }

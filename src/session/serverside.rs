@@ -229,15 +229,23 @@ impl Session {
                     }
                 }
             }
-            if let Some(id) = m
-                .shape_of
-                .filter(|_| matches!(h.tag, tag::ROW_DESCRIPTION | tag::NO_DATA))
-            {
-                // The row shape the client now knows its statement by.
+            if let Some(id) = m.shape_of.filter(|_| {
+                matches!(
+                    h.tag,
+                    tag::ROW_DESCRIPTION | tag::NO_DATA | tag::PARAMETER_DESCRIPTION
+                )
+            }) {
+                // The row shape and parameter types the client now knows its statement by.
                 if let Some(s) = self.statements.values().find(|s| s.id == id) {
-                    let _ = s
-                        .shape
-                        .set(Bytes::copy_from_slice(&conn.rbuf[run..run + h.frame_len]));
+                    if h.tag == tag::PARAMETER_DESCRIPTION {
+                        let _ = s.params.set(Bytes::copy_from_slice(
+                            &conn.rbuf[run + 5..run + h.frame_len],
+                        ));
+                    } else {
+                        let _ = s
+                            .shape
+                            .set(Bytes::copy_from_slice(&conn.rbuf[run..run + h.frame_len]));
+                    }
                 }
             }
             let body = &conn.rbuf[run + 5..run + h.frame_len];
@@ -579,11 +587,9 @@ impl Session {
                         .find(|r| r.as_str() == v)
                     });
                     let observed = Settings::from_rows(rows);
-                    let context =
-                        (!self.context_moved).then(|| super::parse::context_of(&self.desired));
+                    let path = self.desired.0.get("search_path").cloned();
                     self.desired = self.app.settings.intern(self.startup.overlay(&observed));
-                    self.context_moved |=
-                        context.is_some_and(|c| c != super::parse::context_of(&self.desired));
+                    self.path_moved |= self.desired.0.get("search_path") != path.as_ref();
                     // Whether reads may use a replica again is for the new settings to say.
                     self.replica_refused = false;
                     conn.applied = self.app.settings.intern(observed);

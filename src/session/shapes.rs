@@ -70,7 +70,7 @@ impl Session {
             && !self.batch_open
             && self.client_has_request()
             && (self.stale_shapes
-                || self.context_moved
+                || self.path_moved
                 || self.app.statements.epoch() != self.shapes_epoch
                 || self.app.statements.changing())
     }
@@ -87,23 +87,25 @@ impl Session {
                 .statements
                 .values()
                 .any(|s| s.shape.get().is_some() && s.older_than(now));
+            self.path_shapes.clear();
         }
         // While a schema change is in flight, a server may have it committed before the
         // epoch moves: every statement a client described is checked where it is not known
         // to have been prepared before the change (a copy prepared meanwhile is checked too).
         let changing = self.app.statements.changing();
-        if !(self.stale_shapes || changing || self.context_moved) || self.txn != TxnStatus::Idle {
+        if !(self.stale_shapes || changing || self.path_moved) || self.txn != TxnStatus::Idle {
             return;
         }
-        // A statement described under other settings than the client's now (prepared anew,
-        // it is read under these: see `Session::ensure_prepared`).
-        let context = self
-            .context_moved
-            .then(|| (!self.context_unsettled).then(|| self.settled_context()));
+        // The client's search_path, when it moved since the login and is known now: a
+        // statement described under another path is read under this one where it is prepared
+        // anew (see `Session::ensure_prepared`), and checked once per path.
+        let path = self.current_path();
         let moved = |s: &Statement| {
-            context
-                .as_ref()
-                .is_some_and(|c| s.shared_context() && c.as_deref() != Some(&s.context[..]))
+            path.as_ref().is_some_and(|p| {
+                s.shared_context()
+                    && super::parse::context_value(&s.context, "search_path")
+                        != p.as_deref().map(str::as_bytes)
+            })
         };
         let Some(p) = self.server.as_mut() else {
             return;
@@ -129,13 +131,26 @@ impl Session {
                 _ => None,
             };
             if let Some(s) = name.and_then(|n| self.statements.get(n)) {
+                let stale = changing || s.older_than(now);
                 if s.shape.get().is_some()
-                    && (changing || s.older_than(now) || moved(s))
+                    && (stale || moved(s))
                     && s.depends.is_none()
                     && !check.iter().any(|c| c.id == s.id)
                     && !p.conn.prepared.trusted(s.id)
                 {
-                    check.push(s.clone());
+                    let known = path
+                        .as_ref()
+                        .filter(|_| !stale)
+                        .and_then(|p| self.path_shapes.get(&(s.id, p.clone())));
+                    match known {
+                        Some(true) => {}
+                        Some(false) => {
+                            if !self.changed_shapes.contains(&s.id) {
+                                self.changed_shapes.push(s.id);
+                            }
+                        }
+                        None => check.push(s.clone()),
+                    }
                 }
             }
             at += h.frame_len;
@@ -175,6 +190,11 @@ impl Session {
             }
             p.conn.applied = self.desired.clone();
         }
+        // (Not while a schema change is in flight: its end moves the epoch, which forgets
+        // what was found per path, but a server may have it committed before.)
+        let path = self
+            .current_path()
+            .filter(|_| !self.app.statements.changing());
         for s in check {
             // (A copy read under the client's changed settings is not the statement shared
             // under this name: the Bind prepares it again, unrecorded.)
@@ -182,21 +202,37 @@ impl Session {
             let p = self.server.as_mut().expect("attached");
             match p
                 .conn
-                .prepare_described(&s.server_name, &s.query, &s.types, timeout, notifications)
+                .prepare_described(
+                    &s.server_name,
+                    &s.query,
+                    s.parse_types(),
+                    timeout,
+                    notifications,
+                )
                 .await
             {
                 Ok(Ok(shape)) if s.shape.get().is_some_and(|old| same_row_type(old, &shape)) => {
                     if shared_here {
                         p.conn.prepared.insert(&s, self.app.statements.changing());
                         self.evict_prepared();
+                    } else {
+                        // The name there is this client's reading now, not the shared one.
+                        p.conn.prepared.remove(s.id);
+                    }
+                    if let Some(path) = &path {
+                        self.path_shapes.insert((s.id, path.clone()), true);
                     }
                 }
                 Ok(Ok(_)) => {
-                    tracing::debug!(parent: &self.span, statement = s.id, "row shape changed since the client described its statement");
-                    self.changed_shapes.push(s.id);
                     // Not left prepared there with the new shape (nor recorded as prepared:
                     // a client that knows the old one would get rows of the new).
+                    p.conn.prepared.remove(s.id);
+                    tracing::debug!(parent: &self.span, statement = s.id, "row shape changed since the client described its statement");
+                    self.changed_shapes.push(s.id);
                     self.close_before_parse(&s);
+                    if let Some(path) = &path {
+                        self.path_shapes.insert((s.id, path.clone()), false);
+                    }
                 }
                 // Not prepared there: the Bind prepares it again, and reports the error.
                 Ok(Err(_)) => {}
@@ -204,6 +240,13 @@ impl Session {
                 Err(_) => return,
             }
         }
+    }
+
+    /// The client's `search_path` (`Some(None)`: not set), when it moved since the login and
+    /// the settings are known now.
+    fn current_path(&self) -> Option<Option<String>> {
+        (self.path_moved && !self.context_unsettled)
+            .then(|| self.desired.0.get("search_path").cloned())
     }
 
     /// If the client's statement `name` changed its row shape since the client described it

@@ -51,6 +51,13 @@ pub struct Statement {
     /// shape clients that keep it decode results with. After a schema change, the proxy
     /// checks a connection's new copy against it (attach.rs `check_statement_shapes`).
     pub shape: std::sync::OnceLock<Bytes>,
+    /// The parameter types a client's Describe of it got first (the ParameterDescription's
+    /// body, laid out as Parse's type section): the types clients send their values in.
+    /// PostgreSQL keeps a statement's parameter types from its first Parse; prepared anew
+    /// elsewhere, it is parsed with these rather than left to infer them again (under a
+    /// changed search_path or schema they could differ, and a value would be read as
+    /// another type). See [`Statement::parse_types`].
+    pub params: std::sync::OnceLock<Bytes>,
     /// The settings it was parsed under (see `Session::parse_context`): prepared again on
     /// a connection by a client whose settings now differ, it is that client's copy there,
     /// not the one shared under this name (see `Session::ensure_prepared`).
@@ -71,6 +78,12 @@ impl Statement {
 
     /// Interned before the schema last changed (by [`Registry::epoch`] `now`): a new Parse of
     /// its text may give another row shape.
+    /// The type section to prepare it anew with: the parameter types clients were told, when
+    /// one described it, else those its Parse declared.
+    pub fn parse_types(&self) -> &[u8] {
+        self.params.get().unwrap_or(&self.types)
+    }
+
     pub fn older_than(&self, now: u64) -> bool {
         self.epoch != now
     }
@@ -260,6 +273,7 @@ impl Registry {
             terminate: std::sync::OnceLock::new(),
             depends: depends.cloned(),
             shape: std::sync::OnceLock::new(),
+            params: std::sync::OnceLock::new(),
             context: key.3.clone(),
             epoch,
             in_registry: std::sync::atomic::AtomicBool::new(true),
