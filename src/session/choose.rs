@@ -352,16 +352,21 @@ async fn probe_replay(
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    // Back in the pool first: the read that waited takes it next.
+    // Back in the pool first: the read that waited takes it next. One that stopped waiting
+    // does not take it, and its client may have left meanwhile (a session that leaves
+    // disowns only the connections idle then): it goes back as nobody's.
     let (pool, owner) = (p.pool().clone(), p.conn.owner);
+    let given_up = tx.is_closed();
+    if given_up {
+        p.conn.owner = 0;
+    }
     if p.conn.broken {
         p.discard("ryw_probe_failed", &app.metrics);
     } else {
         p.release();
     }
-    if tx.send(ok).is_err() {
-        // The read stopped waiting, and its client may have left meanwhile (its session
-        // disowns only the connections idle then): the connection is nobody's.
+    if tx.send(ok).is_err() && !given_up {
+        // (It gave up in the moment between.)
         pool.disown(owner);
     }
 }

@@ -521,7 +521,11 @@ impl Session {
             let Some((server_name, stmt)) = self.prepare_statement(name)? else {
                 return Ok(());
             };
-            if let Some(s) = stmt.filter(|s| s.shape.get().is_none()) {
+            // (Not from a copy prepared for this client under other settings than the
+            // statement's: its shape and parameter types are this client's reading only.)
+            if let Some(s) = stmt.filter(|s| {
+                s.shape.get().is_none() && (!s.shared_context() || self.parses_under(&s.context))
+            }) {
                 hook = Hook::Shape { id: s.id };
             }
             if server_name.as_ref() == name {

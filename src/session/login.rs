@@ -354,9 +354,13 @@ enum SetupFailed {
 /// client: not a refusal of the role or database (any server would refuse it), nor a pool
 /// busy for all of `checkout_timeout` or a server at its connection limit (overload).
 fn unreachable(e: &crate::pool::PoolError) -> bool {
+    // (Not a pool severed or retired meanwhile: the login is placed again by the new view.)
     !e.is_refusal()
         && !matches!(
             e,
-            crate::pool::PoolError::Timeout(_) | crate::pool::PoolError::Full { .. }
+            crate::pool::PoolError::Timeout(_)
+                | crate::pool::PoolError::Full { .. }
+                | crate::pool::PoolError::Severed
+                | crate::pool::PoolError::Closed
         )
 }

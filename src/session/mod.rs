@@ -615,9 +615,10 @@ struct Session {
     /// it described under another path names other tables where it is prepared anew
     /// (shapes.rs).
     path_moved: bool,
-    /// Whether such a statement (id) keeps its row shape under a path (shapes.rs), as found
-    /// since the schema last changed.
-    path_shapes: std::collections::HashMap<(u64, Option<String>), bool>,
+    /// Whether such a statement (id) keeps its row shape under the path it is for (shapes.rs),
+    /// as found since the schema last changed. Only the latest path's: a client that moves
+    /// through many keeps no more than its statements.
+    path_shapes: (Option<String>, std::collections::HashMap<u64, bool>),
     /// Statements whose row shape changed, found for the current request (shapes.rs).
     changed_shapes: Vec<u64>,
     /// The portal the client's last Bind made from a statement whose row shape is not

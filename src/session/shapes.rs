@@ -87,7 +87,7 @@ impl Session {
                 .statements
                 .values()
                 .any(|s| s.shape.get().is_some() && s.older_than(now));
-            self.path_shapes.clear();
+            self.path_shapes.1.clear();
         }
         // While a schema change is in flight, a server may have it committed before the
         // epoch moves: every statement a client described is checked where it is not known
@@ -138,10 +138,11 @@ impl Session {
                     && !check.iter().any(|c| c.id == s.id)
                     && !p.conn.prepared.trusted(s.id)
                 {
+                    // (What was found is of this epoch: its change cleared the rest.)
                     let known = path
                         .as_ref()
-                        .filter(|_| !stale)
-                        .and_then(|p| self.path_shapes.get(&(s.id, p.clone())));
+                        .filter(|p| !changing && self.path_shapes.0 == **p)
+                        .and_then(|_| self.path_shapes.1.get(&s.id));
                     match known {
                         Some(true) => {}
                         Some(false) => {
@@ -220,7 +221,7 @@ impl Session {
                         p.conn.prepared.remove(s.id);
                     }
                     if let Some(path) = &path {
-                        self.path_shapes.insert((s.id, path.clone()), true);
+                        self.found_under(path, s.id, true);
                     }
                 }
                 Ok(Ok(_)) => {
@@ -231,15 +232,26 @@ impl Session {
                     self.changed_shapes.push(s.id);
                     self.close_before_parse(&s);
                     if let Some(path) = &path {
-                        self.path_shapes.insert((s.id, path.clone()), false);
+                        self.found_under(path, s.id, false);
                     }
                 }
-                // Not prepared there: the Bind prepares it again, and reports the error.
-                Ok(Err(_)) => {}
+                // Not prepared there (and the name closed): the Bind prepares it again, and
+                // reports the error.
+                Ok(Err(_)) => {
+                    p.conn.prepared.remove(s.id);
+                }
                 // The relay finds the connection broken.
                 Err(_) => return,
             }
         }
+    }
+
+    /// Notes whether statement `id` keeps its row shape under `path`.
+    fn found_under(&mut self, path: &Option<String>, id: u64, same: bool) {
+        if self.path_shapes.0 != *path {
+            self.path_shapes = (path.clone(), Default::default());
+        }
+        self.path_shapes.1.insert(id, same);
     }
 
     /// The client's `search_path` (`Some(None)`: not set), when it moved since the login and

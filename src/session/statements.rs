@@ -76,14 +76,14 @@ impl Statement {
         self.context.is_empty() || self.context.ends_with(&[0])
     }
 
-    /// Interned before the schema last changed (by [`Registry::epoch`] `now`): a new Parse of
-    /// its text may give another row shape.
     /// The type section to prepare it anew with: the parameter types clients were told, when
     /// one described it, else those its Parse declared.
     pub fn parse_types(&self) -> &[u8] {
         self.params.get().unwrap_or(&self.types)
     }
 
+    /// Interned before the schema last changed (by [`Registry::epoch`] `now`): a new Parse of
+    /// its text may give another row shape.
     pub fn older_than(&self, now: u64) -> bool {
         self.epoch != now
     }
