@@ -907,12 +907,10 @@ async fn a_write_in_flight_on_a_partitioned_primary_fails_in_bounded_time() {
     }
 }
 
-/// A write whose server connection is still being opened (the primary partitioned) when the
-/// monitor declares the primary down: the connection, once open, is closed unused, and the
-/// write is routed again by the new view: it waits for the primary to be back and runs there
-/// once, instead of failing with 08006.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_whose_connection_opened_after_its_server_went_down_is_routed_again() {
+/// A private cluster of a primary alone, reached through a relay, and a proxy in front that
+/// declares a server down after two failed probes of 200 ms, waits `primary_wait` for a
+/// primary, and gives a connection 60 s to open.
+async fn primary_behind_relay(primary_wait: &str) -> (LocalCluster, String, Relay, Proxy) {
     let cluster = tokio::task::spawn_blocking(|| own_cluster(0))
         .await
         .unwrap();
@@ -922,19 +920,20 @@ async fn a_write_whose_connection_opened_after_its_server_went_down_is_routed_ag
         &cluster,
         ProxyOptions {
             backends: Some(vec![(primary.clone(), relay.addr_string())]),
-            extra_tables: "[health]\ninterval = \"200ms\"\ntimeout = \"1s\"\nfall = 2\nrise = 2\n\
+            extra_tables: format!(
+                "[health]\ninterval = \"200ms\"\ntimeout = \"1s\"\nfall = 2\nrise = 2\n\
                  [pool]\nconnect_timeout = \"60s\"\n\
-                 [routing]\nprimary_wait = \"60s\"\n"
-                .into(),
+                 [routing]\nprimary_wait = \"{primary_wait}\"\n"
+            ),
             ..Default::default()
         },
     );
-    let client = proxy.connect_app().await;
-    client
-        .batch_execute("CREATE TABLE sev_w (v int)")
-        .await
-        .unwrap();
-    // The pool's idle connection ends, so that the write opens a new one.
+    (cluster, primary, relay, proxy)
+}
+
+/// Ends the app user's server sessions on the primary (the pool's idle connections, and the
+/// monitor's), and waits until none is left, so that the next request opens a connection.
+fn end_app_sessions(cluster: &LocalCluster) {
     cluster
         .primary()
         .psql(&format!(
@@ -947,6 +946,22 @@ async fn a_write_whose_connection_opened_after_its_server_went_down_is_routed_ag
             "SELECT count(*) FROM pg_stat_activity WHERE usename = '{APP_USER}'"
         ))
         .is_ok_and(|n| n.trim() == "0")));
+}
+
+/// A write whose server connection is still being opened (the primary partitioned) when the
+/// monitor declares the primary down: the connection, once open, is closed unused, and the
+/// write is routed again by the new view: it waits for the primary to be back and runs there
+/// once, instead of failing with 08006.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_connection_opened_after_its_server_went_down_is_routed_again() {
+    let (cluster, primary, relay, proxy) = primary_behind_relay("60s").await;
+    let client = proxy.connect_app().await;
+    client
+        .batch_execute("CREATE TABLE sev_w (v int)")
+        .await
+        .unwrap();
+    // The pool's idle connection ends, so that the write opens a new one.
+    end_app_sessions(&cluster);
     let accepted = relay.accepted();
     relay.set_mode(Mode::Blackhole);
     let write = tokio::spawn(async move {
@@ -979,40 +994,14 @@ async fn a_write_whose_connection_opened_after_its_server_went_down_is_routed_ag
 /// the primary back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_being_opened_into_a_partition_is_given_up_when_its_server_goes_down() {
-    let cluster = tokio::task::spawn_blocking(|| own_cluster(0))
-        .await
-        .unwrap();
-    let primary = cluster.primary().name().to_string();
-    let relay = Relay::for_node(cluster.primary());
-    let proxy = start_ready_proxy_on(
-        &cluster,
-        ProxyOptions {
-            backends: Some(vec![(primary.clone(), relay.addr_string())]),
-            extra_tables: "[health]\ninterval = \"200ms\"\ntimeout = \"1s\"\nfall = 2\nrise = 2\n\
-                 [pool]\nconnect_timeout = \"60s\"\n\
-                 [routing]\nprimary_wait = \"8s\"\n"
-                .into(),
-            ..Default::default()
-        },
-    );
+    let (cluster, primary, relay, proxy) = primary_behind_relay("8s").await;
     let client = proxy.connect_app().await;
     client
         .batch_execute("CREATE TABLE sev_open (v int)")
         .await
         .unwrap();
     // The pool's idle connection ends, so that the write opens a new one.
-    cluster
-        .primary()
-        .psql(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{APP_USER}'"
-        ))
-        .unwrap();
-    assert!(support::wait_until(Duration::from_secs(30), || cluster
-        .primary()
-        .psql(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{APP_USER}'"
-        ))
-        .is_ok_and(|n| n.trim() == "0")));
+    end_app_sessions(&cluster);
     let accepted = relay.accepted();
     relay.set_mode(Mode::Blackhole);
     let write = tokio::spawn(async move {
@@ -1056,18 +1045,7 @@ async fn a_connection_being_opened_into_a_partition_is_given_up_when_its_server_
     // A login whose connection is being opened into a partition when the primary is
     // declared down is placed again by the new view: it waits for a primary (the partition
     // heals at once), rather than failing with 08006.
-    cluster
-        .primary()
-        .psql(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{APP_USER}'"
-        ))
-        .unwrap();
-    assert!(support::wait_until(Duration::from_secs(30), || cluster
-        .primary()
-        .psql(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{APP_USER}'"
-        ))
-        .is_ok_and(|n| n.trim() == "0")));
+    end_app_sessions(&cluster);
     let accepted = relay.accepted();
     relay.set_mode(Mode::Blackhole);
     let cs = format!(
