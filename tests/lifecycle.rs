@@ -672,9 +672,9 @@ async fn a_reload_that_moves_the_primary_lets_the_requests_in_flight_finish() {
     q(&pinned, "SELECT pg_advisory_lock(4711)").await;
     q(&open, "BEGIN").await;
     q(&open, "INSERT INTO lc_moved_open VALUES (3)").await;
-    // A statement that does not end in time is cut after `shutdown_timeout` (the server
-    // runs it to its end, 30 s, after which its session ends too: had it ended first, its
-    // client would have had its answer).
+    // A statement that does not end in time is cancelled on the server after
+    // `shutdown_timeout` (cutting the connection alone would leave it running there for its
+    // 30 s, holding its locks), and its client gets the cancel's error.
     let (sleeper, _sleeper_conn) = connect(&p).await;
     q(&sleeper, "BEGIN").await;
     let sleep = tokio::spawn(async move {
@@ -761,9 +761,16 @@ async fn a_reload_that_moves_the_primary_lets_the_requests_in_flight_finish() {
     let (slept, r) = bounded("the statement that does not end", sleep)
         .await
         .expect("join");
+    let e = r.expect_err(&format!(
+        "the statement still running there after shutdown_timeout: after {slept:?}"
+    ));
+    assert_cancelled(&e, "the statement outlasting shutdown_timeout");
+    let count_sleepers = "SELECT count(*) FROM pg_stat_activity \
+         WHERE strpos(query, 'lc_sleeper') > 0 AND pid <> pg_backend_pid()";
     assert!(
-        r.is_err(),
-        "the statement still running there after shutdown_timeout: {r:?} after {slept:?}"
+        blocking(|| wait_until(Duration::from_secs(10), || su(count_sleepers) == "0")),
+        "the statement still runs on the server\n{}",
+        p.log_tail(30)
     );
 
     q(&writer, "INSERT INTO lc_moved VALUES (2)").await;

@@ -20,8 +20,8 @@ pub(super) struct Conns {
     /// Boxed so a checkout or checkin moves a pointer, not the whole connection state.
     #[allow(clippy::vec_box)]
     pub(super) idle: Vec<Box<ServerConn>>,
-    /// Each open connection's socket, with when it was opened ([`clock`] milliseconds).
-    pub(super) sockets: HashMap<RawFd, u64>,
+    /// Each open connection's socket.
+    pub(super) sockets: HashMap<RawFd, Socket>,
     /// Connections being opened (counted against the pool size with `sockets`).
     pub(super) opening: usize,
     /// How many times the pool was severed: a connection whose opening began before the
@@ -34,6 +34,15 @@ pub(super) struct Conns {
     pub(super) full: Option<Full>,
     /// Woken when, with `full` set, a connection comes back idle, opens or closes.
     pub(super) returned: Arc<Notify>,
+}
+
+/// An open connection's registration.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Socket {
+    /// When it was opened ([`clock`] milliseconds).
+    pub(super) opened: u64,
+    /// Its server process's id and cancel secret.
+    pub(super) key: (i32, i32),
 }
 
 /// What a checkout is for.

@@ -199,7 +199,7 @@ impl Drop for FullWaiter<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::conns::Use;
+    use super::super::conns::{Socket, Use};
     use super::*;
 
     fn full(c: &Conns) -> &Full {
@@ -212,8 +212,8 @@ mod tests {
         assert!(matches!(c.take(1, 10, Use::Request, true), Take::Open));
         c.opening -= 1;
         // Two connections open, in use; the server refuses a third.
-        c.sockets.insert(7, 0);
-        c.sockets.insert(8, 0);
+        c.sockets.insert(7, Socket::default());
+        c.sockets.insert(8, Socket::default());
         let t0 = clock::now_ms();
         c.server_full("too many connections for role \"x\"".into(), t0, 2000);
         let until = match c.take(1, 10, Use::Request, true) {

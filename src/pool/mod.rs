@@ -33,7 +33,7 @@ pub use registry::{PoolSpec, PoolStats, Pools};
 pub use server::{ConnectError, ConnectParams, ServerConn};
 
 pub use conns::Use;
-use conns::{Conns, Opening, Take};
+use conns::{Conns, Opening, Socket, Take};
 use gate::{Gate, GateError, Permit};
 
 use crate::config::PoolConfig;
@@ -177,6 +177,10 @@ impl Drop for Wait<'_> {
             .observe(end.saturating_duration_since(self.start).as_secs_f64());
     }
 }
+
+/// How long [`Pool::cancel_running`] waits for the cancels to be taken, and then for the
+/// cancelled connections to end.
+const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 /// One pool.
 pub struct Pool {
@@ -473,7 +477,13 @@ impl Pool {
         if c.severs != severs {
             return false;
         }
-        c.sockets.insert(fd, conn.created);
+        c.sockets.insert(
+            fd,
+            Socket {
+                opened: conn.created,
+                key: (conn.pid, conn.secret),
+            },
+        );
         drop(c);
         conn.socket = Some(SocketGuard {
             conns: self.conns.clone(),
@@ -499,6 +509,50 @@ impl Pool {
     /// that was not already sent.
     pub fn end_sessions(&self) {
         self.shut_down(libc::SHUT_WR);
+    }
+
+    /// After [`end_sessions`](Self::end_sessions), when `shutdown_timeout` has passed: asks
+    /// the server to cancel the statements still running on this pool's connections (closing
+    /// a socket stops a statement only once it writes: it would run on, holding its locks, and
+    /// an autocommit write would commit after its client was told the connection failed),
+    /// then waits up to [`CANCEL_WAIT`] for those connections to end (their input was shut
+    /// down, so the server ends each session once it has answered: the client gets the
+    /// cancel's 57014). The caller severs what is left.
+    pub async fn cancel_running(&self) {
+        let keys: Vec<(i32, i32)> = {
+            let c = self.conns.lock().expect("conns");
+            c.sockets.values().map(|s| s.key).collect()
+        };
+        if keys.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            backend = %self.key.address,
+            connections = keys.len(),
+            "shutdown_timeout over: cancelling what still runs on a server no longer configured"
+        );
+        let until = Instant::now() + CANCEL_WAIT;
+        let mut cancels = tokio::task::JoinSet::new();
+        for (pid, secret) in keys {
+            let address = self.key.address.clone();
+            cancels.spawn(async move {
+                let open = crate::net::server_addr::open_plain(&address);
+                let sent = crate::session::cancel::cancel_over(
+                    open,
+                    pid,
+                    secret,
+                    CANCEL_WAIT,
+                    CANCEL_WAIT,
+                );
+                if let Err(e) = sent.await {
+                    tracing::warn!(error = %e, pid, "cancel request to server failed");
+                }
+            });
+        }
+        while cancels.join_next().await.is_some() {}
+        while Instant::now() < until && !self.conns.lock().expect("conns").sockets.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn shut_down(&self, how: libc::c_int) {
@@ -686,10 +740,7 @@ impl Pool {
     pub fn marked_open(&self) -> usize {
         let until = self.closing_mark();
         let c = self.conns.lock().expect("conns");
-        c.sockets
-            .values()
-            .filter(|&&opened| opened <= until)
-            .count()
+        c.sockets.values().filter(|s| s.opened <= until).count()
     }
 
     /// Closes the connections open now: the idle ones at once, the ones in use when they are

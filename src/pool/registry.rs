@@ -204,11 +204,13 @@ impl Pools {
                 if address_gone {
                     pool.end_sessions();
                     // What still runs there after `shutdown_timeout` (a statement that does
-                    // not end, a server that does not answer: nothing probes it now) is cut.
+                    // not end, a server that does not answer: nothing probes it now) is
+                    // cancelled on the server, then cut.
                     if let Ok(rt) = tokio::runtime::Handle::try_current() {
                         let (pool, grace) = (pool.clone(), config.config.shutdown_timeout);
                         rt.spawn(async move {
                             tokio::time::sleep(grace).await;
+                            pool.cancel_running().await;
                             pool.sever();
                         });
                     }

@@ -1,6 +1,7 @@
 //! Unit tests of the pool registry (registry.rs).
 
 use super::*;
+use crate::pool::conns::Socket;
 use crate::pool::{ConnectError, PoolError};
 
 /// Two backends nothing listens on, `min_size = 1`.
@@ -200,7 +201,7 @@ async fn a_checkout_waiting_for_a_full_servers_connections_is_counted_waiting() 
     {
         // One connection open (in use), the server refused another just now.
         let mut c = p.conns.lock().unwrap();
-        c.sockets.insert(-7, 0);
+        c.sockets.insert(-7, Socket::default());
         c.server_full("too many".into(), crate::pool::clock::now_ms(), 2000);
         c.full.as_mut().unwrap().until = u64::MAX;
     }
@@ -285,7 +286,7 @@ async fn a_wait_for_a_full_servers_connections_is_observed_when_it_times_out() {
     {
         // One connection open (in use), the server refused another just now.
         let mut c = p.conns.lock().unwrap();
-        c.sockets.insert(-7, 0);
+        c.sockets.insert(-7, Socket::default());
         c.server_full("too many".into(), crate::pool::clock::now_ms(), 2000);
         c.full.as_mut().unwrap().until = u64::MAX;
     }
