@@ -1496,8 +1496,9 @@ async fn an_extended_commit_or_rollback_outside_a_block_needs_no_server() {
 
 /// A transaction block that fails without a server fails as PostgreSQL's would. After a BEGIN
 /// the proxy answered, no server for the first statement (53300) leaves the block failed
-/// ("E"); a ROLLBACK ends it without a server; once a server is to be had, statements in the
-/// failed block are refused (25P02) and COMMIT is answered ROLLBACK; nothing of it commits.
+/// ("E"); a ROLLBACK ends it without a server; statements in the failed block are refused
+/// (25P02) at once, as PostgreSQL refuses them, while no server is to be had as after; COMMIT
+/// is answered ROLLBACK; nothing of it commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_that_fails_without_a_server_stays_failed() {
     let p = proxy("transaction", "size = 1\ncheckout_timeout = \"300ms\"");
@@ -1523,6 +1524,15 @@ async fn a_transaction_that_fails_without_a_server_stays_failed() {
     assert_eq!(raw_q(&mut a, "BEGIN").await.2, 'T');
     let (code, _, status) = raw_q(&mut a, insert).await;
     assert_eq!((code.as_str(), status), ("53300", 'E'));
+    // (Not each after waiting for a server, to fail with 53300.)
+    for sql in [insert, "SELECT 1", "/* c */ select 2; select 3"] {
+        let (code, _, status) = raw_q(&mut a, sql).await;
+        assert_eq!(
+            (code.as_str(), status),
+            ("25P02", 'E'),
+            "{sql} in the failed block, the only connection still taken"
+        );
+    }
     q(&holder, "COMMIT").await;
     for sql in [insert, "SELECT 1"] {
         let (code, _, status) = raw_q(&mut a, sql).await;

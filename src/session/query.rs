@@ -198,6 +198,22 @@ impl Session {
                 self.app.pools.close_for_dropping(&db);
             }
         }
+        // In a block that failed without a server, a query whose first statement does not end
+        // the block (nor roll back to a savepoint) is ignored by PostgreSQL with 25P02: it is
+        // answered so here, at once, rather than after waiting for a connection to recreate
+        // the failed block on (a pool that is full would make each such statement wait for
+        // its `checkout_timeout` and fail with 53300). As with a Parse in a failed block
+        // (parse.rs), a syntax error in it gets 25P02 too.
+        let ignored_in_failed_block = self.aborted_txn
+            && self.server.is_none()
+            && !self.lost_txn
+            && crate::sql::Lexer::new(&String::from_utf8_lossy(text))
+                .find(|t| !t.is_comment())
+                .is_some_and(|t| {
+                    !["commit", "end", "rollback", "abort", "prepare"]
+                        .iter()
+                        .any(|k| t.is_kw(k))
+                });
         drop(classifier);
         // Any simple query destroys the unnamed statement, the ones answered here included.
         self.forget_unnamed();
@@ -234,6 +250,19 @@ impl Session {
             let mut b = BytesMut::new();
             encode::command_complete(&mut b, "ROLLBACK");
             self.respond(b);
+            self.respond_ready();
+            return Ok(None);
+        }
+        if ignored_in_failed_block {
+            self.client.rbuf.advance(h.frame_len);
+            let mut b = BytesMut::new();
+            encode::error(
+                &mut b,
+                "ERROR",
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            );
+            self.respond_error(b, "25P02");
             self.respond_ready();
             return Ok(None);
         }
