@@ -120,17 +120,19 @@ pub fn restore_sql(startup: &Settings) -> Option<String> {
 /// run after it. (It is a query: in a transaction block it would take the transaction's
 /// snapshot, after which `SET TRANSACTION ISOLATION LEVEL` fails.)
 pub fn may_reset(sql: &str) -> bool {
-    let toks: Vec<_> = crate::sql::Lexer::new(sql)
+    let mut after_zone = false;
+    crate::sql::Lexer::new(sql)
         .filter(|t| !t.is_comment())
-        .collect();
-    toks.iter().enumerate().any(|(i, t)| {
-        t.is_kw("reset")
-            || t.is_kw("discard")
-            || t.is_kw("default")
-            || (t.is_kw("local") && i > 0 && toks[i - 1].is_kw("zone"))
-            // (In a string: a DO block's body, a dynamic EXECUTE.)
-            || t.string_value().is_some_and(|v| may_reset(&v))
-    })
+        .any(|t| {
+            let resets = t.is_kw("reset")
+                || t.is_kw("discard")
+                || t.is_kw("default")
+                || (t.is_kw("local") && after_zone)
+                // (In a string: a DO block's body, a dynamic EXECUTE.)
+                || t.string_value().is_some_and(|v| may_reset(&v));
+            after_zone = t.is_kw("zone");
+            resets
+        })
 }
 
 /// The custom setting names a function body (SQL or PL/pgSQL), or a statement that may
@@ -162,27 +164,24 @@ pub fn custom_names(sql: &str) -> Vec<String> {
 
 /// [`custom_names`], those switchyard cannot track included.
 fn dotted_names(sql: &str) -> Vec<String> {
-    use crate::sql::Lexer;
-    let toks: Vec<_> = Lexer::new(sql).filter(|t| !t.is_comment()).collect();
+    let mut toks = crate::sql::lexer::Ahead::new(sql);
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < toks.len() {
-        let t = &toks[i];
+    while let Some(t) = toks.at(0) {
         if t.is_kw("set") || t.is_kw("reset") {
-            let mut j = i + 1;
+            let mut j = 1;
             if toks
-                .get(j)
+                .at(j)
                 .is_some_and(|t| t.is_kw("session") || t.is_kw("local"))
             {
                 j += 1;
             }
             let mut name = String::new();
-            while let Some(tok) = toks.get(j) {
+            while let Some(tok) = toks.at(j) {
                 match tok.ident_value() {
                     Some(v) if tok.is_name() => name.push_str(&v),
                     _ => break,
                 }
-                if toks.get(j + 1).is_some_and(|t| t.is_punct(b'.')) {
+                if toks.at(j + 1).is_some_and(|t| t.is_punct(b'.')) {
                     name.push('.');
                     j += 2;
                 } else {
@@ -192,14 +191,14 @@ fn dotted_names(sql: &str) -> Vec<String> {
             if name.contains('.') {
                 out.push(name.to_ascii_lowercase());
             }
-        } else if is_set_config(t) && toks.get(i + 1).is_some_and(|t| t.is_punct(b'(')) {
-            if let Some(v) = toks.get(i + 2).and_then(|t| t.string_value()) {
+        } else if is_set_config(&t) && toks.at(1).is_some_and(|t| t.is_punct(b'(')) {
+            if let Some(v) = toks.at(2).and_then(|t| t.string_value()) {
                 if v.contains('.') {
                     out.push(v.to_ascii_lowercase());
                 }
             }
         }
-        i += 1;
+        toks.advance();
     }
     out
 }
@@ -261,20 +260,28 @@ pub fn local_may_change_parse(sql: &str) -> bool {
     // (Besides the settings a Parse reads, the forms that set them, or what `$user` names
     // in the search_path, another way.)
     const OTHER_FORMS: [&str; 5] = ["time", "schema", "names", "role", "session"];
-    let toks: Vec<_> = crate::sql::Lexer::new(sql)
+    if crate::sql::Lexer::new(sql)
         .filter(|t| !t.is_comment())
-        .collect();
-    if toks.iter().any(|t| t.is_kw("do")) {
+        .any(|t| t.is_kw("do"))
+    {
         return may_change_parse(sql);
     }
-    toks.windows(3).any(|w| {
-        w[0].is_kw("set")
-            && w[1].is_kw("local")
-            && PARSE_SETTINGS
-                .iter()
-                .chain(&OTHER_FORMS)
-                .any(|n| w[2].name_eq(n))
-    })
+    let mut toks = crate::sql::lexer::Ahead::new(sql);
+    while let Some(t) = toks.at(0) {
+        if t.is_kw("set")
+            && toks.at(1).is_some_and(|t| t.is_kw("local"))
+            && toks.at(2).is_some_and(|t| {
+                PARSE_SETTINGS
+                    .iter()
+                    .chain(&OTHER_FORMS)
+                    .any(|n| t.name_eq(n))
+            })
+        {
+            return true;
+        }
+        toks.advance();
+    }
+    false
 }
 
 /// Whether a statement (or a function body) calls `set_config` with a name that is not
@@ -282,27 +289,28 @@ pub fn local_may_change_parse(sql: &str) -> bool {
 /// switchyard cannot track: a custom setting set that way cannot be read back (they are read
 /// by name), so the client is pinned instead (`computed_setting`).
 pub fn computes_setting_name(sql: &str) -> bool {
-    let toks: Vec<_> = crate::sql::Lexer::new(sql)
-        .filter(|t| !t.is_comment())
-        .collect();
-    (0..toks.len()).any(|i| {
-        if !(is_set_config(&toks[i]) && toks.get(i + 1).is_some_and(|t| t.is_punct(b'('))) {
-            return false;
-        }
-        if toks.get(i + 2).is_none_or(|t| t.string_value().is_none()) {
-            return true;
-        }
-        // The string, cast to a type or not (`'app.x'::text`, as the server prints a
-        // function's SQL-standard body), then the next argument.
-        let mut k = i + 3;
-        if toks.get(k).is_some_and(|t| t.text == "::") {
-            k += 2;
-            while toks.get(k).is_some_and(|t| t.is_punct(b'.')) {
+    let mut toks = crate::sql::lexer::Ahead::new(sql);
+    while let Some(t) = toks.at(0) {
+        if is_set_config(&t) && toks.at(1).is_some_and(|t| t.is_punct(b'(')) {
+            if toks.at(2).is_none_or(|t| t.string_value().is_none()) {
+                return true;
+            }
+            // The string, cast to a type or not (`'app.x'::text`, as the server prints a
+            // function's SQL-standard body), then the next argument.
+            let mut k = 3;
+            if toks.at(k).is_some_and(|t| t.text == "::") {
                 k += 2;
+                while toks.at(k).is_some_and(|t| t.is_punct(b'.')) {
+                    k += 2;
+                }
+            }
+            if !toks.at(k).is_some_and(|t| t.is_punct(b',')) {
+                return true;
             }
         }
-        !toks.get(k).is_some_and(|t| t.is_punct(b','))
-    }) || dotted_names(sql).iter().any(|n| !valid_name(n))
+        toks.advance();
+    }
+    dotted_names(sql).iter().any(|n| !valid_name(n))
 }
 
 /// The first argument of a FunctionCall message's body (after the function's OID), as text;
@@ -347,7 +355,7 @@ pub fn function_call_setting(body: &[u8]) -> CallSetting {
 
 /// `set_config`, quoted or not.
 fn is_set_config(t: &crate::sql::Token<'_>) -> bool {
-    t.is_name() && t.ident_value().as_deref() == Some("set_config")
+    t.name_eq("set_config")
 }
 
 /// The pin reason for [`computes_setting_name`].

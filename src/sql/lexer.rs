@@ -297,6 +297,39 @@ fn is_op_char(b: u8) -> bool {
     CLASS[b as usize] & OP_CHAR != 0
 }
 
+/// The tokens of a text other than comments, looked at one by one with a few ahead: read from
+/// the lexer only as far as looked at, so that a text of millions of tokens (a Query of many
+/// statements) is never held as a list of them.
+pub struct Ahead<'a> {
+    lexer: Lexer<'a>,
+    buf: std::collections::VecDeque<Token<'a>>,
+}
+
+impl<'a> Ahead<'a> {
+    pub fn new(src: &'a str) -> Self {
+        Ahead {
+            lexer: Lexer::new(src),
+            buf: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The token `k` places after the current one (0: the current one).
+    pub fn at(&mut self, k: usize) -> Option<Token<'a>> {
+        while self.buf.len() <= k {
+            let t = self.lexer.by_ref().find(|t| !t.is_comment())?;
+            self.buf.push_back(t);
+        }
+        Some(self.buf[k])
+    }
+
+    /// Moves on to the next token.
+    pub fn advance(&mut self) {
+        if self.buf.pop_front().is_none() {
+            let _ = self.lexer.by_ref().find(|t| !t.is_comment());
+        }
+    }
+}
+
 /// The lexer: an iterator of tokens over a SQL string. Cheap to clone (for look-ahead).
 #[derive(Debug, Clone)]
 pub struct Lexer<'a> {

@@ -307,3 +307,28 @@ fn split_table() {
         assert_eq!(got, want.to_vec(), "splitting {sql:?}");
     }
 }
+
+#[test]
+fn ahead_looks_ahead_past_comments_and_moves_on() {
+    let mut a = super::lexer::Ahead::new("SET /* c */ a -- d\n . b = 1");
+    fn text(t: Option<super::lexer::Token<'_>>) -> Option<&str> {
+        t.map(|t| t.text)
+    }
+    assert_eq!(text(a.at(3)), Some("b"));
+    assert_eq!(text(a.at(0)), Some("SET"));
+    a.advance();
+    assert_eq!(text(a.at(0)), Some("a"));
+    assert_eq!(text(a.at(1)), Some("."));
+    a.advance();
+    a.advance();
+    a.advance();
+    assert_eq!(text(a.at(0)), Some("="));
+    // Moving on past what was never looked at reads it from the lexer.
+    let mut b = super::lexer::Ahead::new("x y z");
+    b.advance();
+    b.advance();
+    assert_eq!(text(b.at(0)), Some("z"));
+    assert_eq!(text(b.at(1)), None);
+    b.advance();
+    assert_eq!(text(b.at(0)), None);
+}
