@@ -222,6 +222,72 @@ async fn sigint_drains_transactions_then_exits_zero() {
     graceful_shutdown(libc::SIGINT, "lc_drain_int").await;
 }
 
+/// During a shutdown, a client that sends its next request as soon as it has the answer of the
+/// COMMIT ending its transaction begins no new transaction: the request is answered FATAL
+/// 57P01 and nothing of it runs. With reads split the proxy reads the commit's position back
+/// after the COMMIT's answer, so the request arrives before the client's session is done
+/// with. Several rounds, each its own proxy: the request's timing varies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_right_after_the_last_commit_of_a_drain_is_refused() {
+    let table = "lc_after_last_commit";
+    create_table(table);
+    for round in 0..3 {
+        let p = proxy("shutdown_timeout = \"120s\"", "");
+        let mut c = raw_login(&p).await;
+        assert_eq!(c.raw.query_ok("BEGIN").await.status, b'T');
+        let insert = format!("INSERT INTO {table} VALUES ({round})");
+        assert_eq!(c.raw.query_ok(&insert).await.status, b'T');
+        p.signal(libc::SIGTERM);
+        assert!(
+            blocking(|| wait_until(STEP, || refuses_connections(&p.addr()))),
+            "new connections still accepted after the signal"
+        );
+        assert_eq!(c.raw.query_ok("COMMIT").await.status, b'I');
+        let mut next = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::query(
+            &format!("INSERT INTO {table} VALUES (100 + {round})"),
+            &mut next,
+        )
+        .unwrap();
+        c.raw.send(&next).await.expect("send the next request");
+        let got = match c.raw.next(STEP).await {
+            support::raw::Next::Frame(f) => f,
+            other => panic!("round {round}: no answer to the request: {other:?}"),
+        };
+        assert_eq!(
+            (got.tag, got.severity(), got.code()),
+            (b'E', "FATAL".to_string(), "57P01".to_string()),
+            "round {round}: the request after the last COMMIT: {got:?}\n{}",
+            p.log_tail(20)
+        );
+        c.raw.expect_closed(STEP, "after the FATAL").await;
+        assert!(blocking(|| p.wait_exit(STEP)).is_some(), "no exit");
+    }
+    assert_eq!(
+        su(&format!(
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM {table}"
+        )),
+        "0,1,2",
+        "only the transactions open at the signal committed"
+    );
+}
+
+async fn raw_login(p: &Proxy) -> support::raw::Session {
+    support::raw::ok(
+        bounded(
+            "raw login",
+            support::raw::login(
+                &p.addr(),
+                support::raw::PROTO_3_0,
+                &[("user", APP_USER), ("database", APP_DB)],
+                Some(APP_PASSWORD),
+            ),
+        )
+        .await,
+        "raw client",
+    )
+}
+
 /// Whether the table has no row and no server session still runs an INSERT into it.
 fn nothing_left_of(table: &str) -> bool {
     su(&format!("SELECT count(*) FROM {table}")) == "0"

@@ -76,6 +76,21 @@ impl Session {
         }
     }
 
+    /// Whether a shutdown is under way and the client is between transactions, with every
+    /// request it sent answered: its session ends now.
+    fn drained(&self) -> bool {
+        (self.draining || self.app.shutting_down())
+            && self.pending.is_empty()
+            && self.txn == TxnStatus::Idle
+            && self.client_pass == Pass::None
+            // Nor in the middle of what the client sees as open: an extended batch (a
+            // suspended portal), a BEGIN the proxy has not sent yet, a failed block.
+            && !self.batch_open
+            && !self.skip_until_sync
+            && self.deferred_begin.is_none()
+            && !self.aborted_txn
+    }
+
     /// Whether the next client message is already complete in the buffer.
     pub(super) fn client_has_request(&self) -> bool {
         matches!(Header::peek(&self.client.rbuf, usize::MAX), Ok(Some(h)) if self.client.rbuf.len() >= h.frame_len)
@@ -108,6 +123,16 @@ impl Session {
         };
         loop {
             loop {
+                if self.drained() {
+                    // A request read after the last transaction ended during a shutdown (the
+                    // client sent it as soon as it had the answer of its COMMIT, while the
+                    // proxy read back the commit's position): no new transaction begins.
+                    self.flush_client(client).await;
+                    return Err(Fatal::new(
+                        "57P01",
+                        "terminating connection due to administrator command",
+                    ));
+                }
                 if self.shapes_due() {
                     self.check_statement_shapes().await;
                     if self.server.as_ref().is_some_and(|p| p.conn.broken) {
@@ -171,17 +196,7 @@ impl Session {
                 self.flush_client(client).await;
                 return Ok(());
             }
-            if self.draining
-                && self.pending.is_empty()
-                && self.txn == TxnStatus::Idle
-                && self.client_pass == Pass::None
-                // Nor in the middle of what the client sees as open: an extended batch (a
-                // suspended portal), a BEGIN the proxy has not sent yet, a failed block.
-                && !self.batch_open
-                && !self.skip_until_sync
-                && self.deferred_begin.is_none()
-                && !self.aborted_txn
-            {
+            if self.drained() {
                 // Everything the client asked for is answered (a COMMIT's result included):
                 // deliver it, then say goodbye.
                 self.flush_client(client).await;
