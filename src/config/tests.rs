@@ -218,6 +218,11 @@ fn checks_without_a_span_name_the_key_and_its_line() {
             "pool.connect_timeout",
         ),
         (
+            format!("{MINIMAL}\n[pool]\ncheckout_timeout = \"0ms\"\n"),
+            "checkout_timeout",
+            "pool.checkout_timeout",
+        ),
+        (
             format!("startup_timeout = \"0ms\"\n{MINIMAL}"),
             "startup_timeout",
             "startup_timeout",

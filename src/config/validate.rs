@@ -157,6 +157,17 @@ impl<'a> Validator<'a> {
                 "must be positive".into(),
             ));
         }
+        if p.checkout_timeout.is_zero() {
+            // (Every checkout that has to wait would fail at once; PgBouncer's 0 for its
+            // `query_wait_timeout` means no limit, which a reader of the file may expect.)
+            return Err(self.err(
+                at("pool", "checkout_timeout"),
+                "pool.checkout_timeout",
+                "must be positive (0 would fail every wait for a connection at once; there is no \
+                 \"no limit\")"
+                    .into(),
+            ));
+        }
         if config.startup_timeout.is_zero() {
             // (Every client would time out before its startup packet.)
             return Err(self.err(
