@@ -272,6 +272,45 @@ async fn a_request_right_after_the_last_commit_of_a_drain_is_refused() {
     );
 }
 
+/// During a shutdown, a read-only block on a replica ended by a Query that goes on to write
+/// (`COMMIT; INSERT ...`, split by the proxy so that the write runs on the primary) runs
+/// whole, and its client then gets FATAL 57P01.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_request_in_flight_at_a_shutdown_runs_whole() {
+    let table = "lc_split_at_shutdown";
+    create_table(table);
+    let p = proxy("shutdown_timeout = \"120s\"", "");
+    let mut c = raw_login(&p).await;
+    assert_eq!(c.raw.query_ok("BEGIN READ ONLY").await.status, b'T');
+    let port = c.raw.query_ok("SELECT inet_server_port()").await.scalar();
+    assert_ne!(
+        port,
+        shared_cluster().primary().port().to_string(),
+        "the read-only block runs on a replica"
+    );
+    p.signal(libc::SIGTERM);
+    assert!(
+        blocking(|| wait_until(STEP, || refuses_connections(&p.addr()))),
+        "new connections still accepted after the signal"
+    );
+    let r = c
+        .raw
+        .query(&format!("COMMIT; INSERT INTO {table} VALUES (7)"))
+        .await;
+    assert!(r.error.is_none(), "{r:?}\n{}", p.log_tail(20));
+    assert_eq!(r.tags, ["COMMIT", "INSERT 0 1"], "{r:?}");
+    assert_eq!(r.status, b'I');
+    let after = c.raw.expect_closed(STEP, "after the request").await;
+    assert!(
+        after.first().is_some_and(|f| f.code() == "57P01"),
+        "{after:?}"
+    );
+    assert_eq!(
+        su(&format!("SELECT count(*) FROM {table} WHERE id = 7")),
+        "1"
+    );
+}
+
 async fn raw_login(p: &Proxy) -> support::raw::Session {
     support::raw::ok(
         bounded(

@@ -1525,7 +1525,12 @@ async fn a_transaction_that_fails_without_a_server_stays_failed() {
     let (code, _, status) = raw_q(&mut a, insert).await;
     assert_eq!((code.as_str(), status), ("53300", 'E'));
     // (Not each after waiting for a server, to fail with 53300.)
-    for sql in [insert, "SELECT 1", "/* c */ select 2; select 3"] {
+    for sql in [
+        insert,
+        "SELECT 1",
+        "/* c */ select 2; select 3",
+        "; ; select 4",
+    ] {
         let (code, _, status) = raw_q(&mut a, sql).await;
         assert_eq!(
             (code.as_str(), status),

@@ -531,7 +531,6 @@ impl Pool {
             connections = keys.len(),
             "shutdown_timeout over: cancelling what still runs on a server no longer configured"
         );
-        let until = Instant::now() + CANCEL_WAIT;
         let mut cancels = tokio::task::JoinSet::new();
         for (pid, secret) in keys {
             let address = self.key.address.clone();
@@ -550,6 +549,7 @@ impl Pool {
             });
         }
         while cancels.join_next().await.is_some() {}
+        let until = Instant::now() + CANCEL_WAIT;
         while Instant::now() < until && !self.conns.lock().expect("conns").sockets.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

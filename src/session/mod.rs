@@ -498,6 +498,7 @@ async fn start(
         ending_block: false,
         batch_ends_block: false,
         split_first: false,
+        drain_due: false,
         drop_split_rest: false,
         copy_ended_since_request: false,
         batch_open: false,
@@ -833,6 +834,10 @@ struct Session {
     /// The Query at the front of the client buffer is the first part of one split after the
     /// end of a read-only transaction on a replica (see `split_query_after_block_end`).
     split_first: bool,
+    /// A shutdown found the client between transactions while the proxy's own queries after
+    /// its last one still ran: its session ends once they are answered, and no request it
+    /// sends meanwhile runs (relay.rs).
+    drain_due: bool,
     /// That first part failed: the rest of the Query, next in the client buffer, is dropped
     /// unanswered (PostgreSQL stops a Query at its first error).
     drop_split_rest: bool,

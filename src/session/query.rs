@@ -202,13 +202,15 @@ impl Session {
         // the block (nor roll back to a savepoint) is ignored by PostgreSQL with 25P02: it is
         // answered so here, at once, rather than after waiting for a connection to recreate
         // the failed block on (a pool that is full would make each such statement wait for
-        // its `checkout_timeout` and fail with 53300). As with a Parse in a failed block
-        // (parse.rs), a syntax error in it gets 25P02 too.
+        // its `checkout_timeout` and fail with 53300). As with a Parse in a block the server
+        // failed (parse.rs), a syntax error in it gets 25P02 too. (Empty statements are
+        // passed over, as PostgreSQL does; an empty Query goes to the server.)
         let ignored_in_failed_block = self.aborted_txn
             && self.server.is_none()
             && !self.lost_txn
+            && a.statements > 0
             && crate::sql::Lexer::new(&String::from_utf8_lossy(text))
-                .find(|t| !t.is_comment())
+                .find(|t| !t.is_comment() && !t.is_punct(b';'))
                 .is_some_and(|t| {
                     !["commit", "end", "rollback", "abort", "prepare"]
                         .iter()

@@ -77,10 +77,12 @@ impl Session {
     }
 
     /// Whether a shutdown is under way and the client is between transactions, with every
-    /// request it sent answered: its session ends now.
-    fn drained(&self) -> bool {
+    /// request it sent answered (the proxy's own queries after them may still run): its
+    /// session ends.
+    fn drain_boundary(&self) -> bool {
+        // (`draining` is set only when the relay sees the shutdown with nothing pending.)
         (self.draining || self.app.shutting_down())
-            && self.pending.is_empty()
+            && self.pending.own_queries_only().is_some()
             && self.txn == TxnStatus::Idle
             && self.client_pass == Pass::None
             // Nor in the middle of what the client sees as open: an extended batch (a
@@ -123,10 +125,15 @@ impl Session {
         };
         loop {
             loop {
-                if self.drained() {
-                    // A request read after the last transaction ended during a shutdown (the
-                    // client sent it as soon as it had the answer of its COMMIT, while the
-                    // proxy read back the commit's position): no new transaction begins.
+                if self.drain_due && self.client.rbuf.first() != Some(&tag::TERMINATE) {
+                    // The client's last transaction ended during a shutdown, and the proxy's
+                    // own queries after it (reading the commit's position back) were still
+                    // running: what the client sent meanwhile (as soon as it had its COMMIT's
+                    // answer) begins no new transaction. It waits for them, then the session
+                    // ends.
+                    if !self.pending.is_empty() {
+                        break;
+                    }
                     self.flush_client(client).await;
                     return Err(Fatal::new(
                         "57P01",
@@ -196,14 +203,19 @@ impl Session {
                 self.flush_client(client).await;
                 return Ok(());
             }
-            if self.drained() {
-                // Everything the client asked for is answered (a COMMIT's result included):
-                // deliver it, then say goodbye.
-                self.flush_client(client).await;
-                return Err(Fatal::new(
-                    "57P01",
-                    "terminating connection due to administrator command",
-                ));
+            if self.drain_boundary() {
+                if self.pending.is_empty() {
+                    // Everything the client asked for is answered (a COMMIT's result
+                    // included): deliver it, then say goodbye.
+                    self.flush_client(client).await;
+                    return Err(Fatal::new(
+                        "57P01",
+                        "terminating connection due to administrator command",
+                    ));
+                }
+                // Only the proxy's own queries are left: the session ends once they are
+                // answered (see the start of the loop).
+                self.drain_due = true;
             }
             let ev = self.wait(client, &mut stop).await;
             if ev.kill {
