@@ -274,12 +274,20 @@ async fn a_request_right_after_the_last_commit_of_a_drain_is_refused() {
 
 /// During a shutdown, a read-only block on a replica ended by a Query that goes on to write
 /// (`COMMIT; INSERT ...`, split by the proxy so that the write runs on the primary) runs
-/// whole, and its client then gets FATAL 57P01.
+/// whole, and its client then gets FATAL 57P01. The block changed a setting, so the proxy
+/// reads the settings back between the two parts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_request_in_flight_at_a_shutdown_runs_whole() {
     let table = "lc_split_at_shutdown";
     create_table(table);
     let p = proxy("shutdown_timeout = \"120s\"", "");
+    // Both replicas up in the proxy's view, so that the block runs on one.
+    p.wait_status("three backends up", STEP, |v| {
+        v["backends"]
+            .as_array()
+            .is_some_and(|bs| bs.len() == 3 && bs.iter().all(|b| b["up"] == true))
+    })
+    .await;
     let mut c = raw_login(&p).await;
     assert_eq!(c.raw.query_ok("BEGIN READ ONLY").await.status, b'T');
     let port = c.raw.query_ok("SELECT inet_server_port()").await.scalar();
@@ -288,6 +296,7 @@ async fn a_split_request_in_flight_at_a_shutdown_runs_whole() {
         shared_cluster().primary().port().to_string(),
         "the read-only block runs on a replica"
     );
+    c.raw.query_ok("SET application_name = 'lc_split'").await;
     p.signal(libc::SIGTERM);
     assert!(
         blocking(|| wait_until(STEP, || refuses_connections(&p.addr()))),

@@ -1539,6 +1539,9 @@ async fn a_transaction_that_fails_without_a_server_stays_failed() {
         );
     }
     q(&holder, "COMMIT").await;
+    // An empty Query is no statement to ignore: PostgreSQL answers it (EmptyQueryResponse),
+    // the block still failed.
+    assert_eq!(raw_q(&mut a, ";").await, ("".into(), vec![], 'E'));
     for sql in [insert, "SELECT 1"] {
         let (code, _, status) = raw_q(&mut a, sql).await;
         assert_eq!(

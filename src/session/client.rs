@@ -361,6 +361,7 @@ impl Session {
         if self.leave_for_next_request() {
             return Ok(Some(Step::Idle));
         }
+        self.split_rest_due = false;
         if self.sweep_statements && self.server.is_some() && self.between_requests() {
             // The client dropped statements and its next request follows on the connection it
             // has: those no client has any more are closed ahead of it.

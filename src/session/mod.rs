@@ -499,6 +499,7 @@ async fn start(
         batch_ends_block: false,
         split_first: false,
         drain_due: false,
+        split_rest_due: false,
         drop_split_rest: false,
         copy_ended_since_request: false,
         batch_open: false,
@@ -838,6 +839,9 @@ struct Session {
     /// its last one still ran: its session ends once they are answered, and no request it
     /// sends meanwhile runs (relay.rs).
     drain_due: bool,
+    /// The first part of the client's split request (split.rs) is answered and the rest is
+    /// not sent yet: the client, owed its ReadyForQuery, is not between requests.
+    split_rest_due: bool,
     /// That first part failed: the rest of the Query, next in the client buffer, is dropped
     /// unanswered (PostgreSQL stops a Query at its first error).
     drop_split_rest: bool,

@@ -199,6 +199,9 @@ pub struct Matched {
     /// The ReadyForQuery of the first part of a split Query that failed: the rest of that
     /// Query is not to run.
     pub split_failed: bool,
+    /// The ReadyForQuery of the first part of a split request that did not fail: the rest
+    /// of that request, still the client's, comes next.
+    pub split_done: bool,
 }
 
 /// The queue.
@@ -484,6 +487,7 @@ impl Pending {
             awaiting_sync: false,
             copy_ended: false,
             split_failed: false,
+            split_done: false,
         };
         let Some(Expect::Server {
             kind,
@@ -609,6 +613,7 @@ impl Pending {
                 // (The client's ReadyForQuery comes with the rest of its batch, or Query.)
                 m.forward &= !matches!(hook, Hook::SplitFirst | Hook::SplitSync);
                 m.split_failed = matches!(hook, Hook::SplitFailed);
+                m.split_done = matches!(hook, Hook::SplitFirst | Hook::SplitSync);
                 if let Hook::Shape { id } = hook {
                     m.shape_of = Some(id);
                 }

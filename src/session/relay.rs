@@ -83,6 +83,7 @@ impl Session {
         // (`draining` is set only when the relay sees the shutdown with nothing pending.)
         (self.draining || self.app.shutting_down())
             && self.pending.own_queries_only().is_some()
+            && !self.split_rest_due
             && self.txn == TxnStatus::Idle
             && self.client_pass == Pass::None
             // Nor in the middle of what the client sees as open: an extended batch (a

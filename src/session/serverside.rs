@@ -252,6 +252,7 @@ impl Session {
             let mut forward = m.forward && !rescuing;
             // The first part of a split Query failed: PostgreSQL would not run the rest.
             self.drop_split_rest |= m.split_failed;
+            self.split_rest_due |= m.split_done;
             match h.tag {
                 tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE if m.forward => {
                     // An Execute's COPY: the Syncs sent with it were ignored (see
