@@ -265,17 +265,7 @@ async fn promote_pg1(c: &Arc<LocalCluster>, kill_primary: bool) -> Instant {
 
 /// A client of the proxy that speaks the protocol itself, logged in as the app user.
 async fn raw_app(proxy: &Proxy) -> support::raw::Raw {
-    support::raw::ok(
-        support::raw::login(
-            &proxy.addr(),
-            support::raw::PROTO_3_0,
-            &[("user", APP_USER), ("database", APP_DB)],
-            Some(APP_PASSWORD),
-        )
-        .await,
-        "login",
-    )
-    .raw
+    support::raw::login_app(&proxy.addr(), &[]).await.raw
 }
 
 /// Runs a blocking node operation off the async workers.

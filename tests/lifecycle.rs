@@ -233,7 +233,7 @@ async fn a_request_right_after_the_last_commit_of_a_drain_is_refused() {
     create_table(table);
     for round in 0..3 {
         let p = proxy("shutdown_timeout = \"120s\"", "");
-        let mut c = raw_login(&p).await;
+        let mut c = support::raw::login_app(&p.addr(), &[]).await;
         assert_eq!(c.raw.query_ok("BEGIN").await.status, b'T');
         let insert = format!("INSERT INTO {table} VALUES ({round})");
         assert_eq!(c.raw.query_ok(&insert).await.status, b'T');
@@ -288,7 +288,7 @@ async fn a_split_request_in_flight_at_a_shutdown_runs_whole() {
             .is_some_and(|bs| bs.len() == 3 && bs.iter().all(|b| b["up"] == true))
     })
     .await;
-    let mut c = raw_login(&p).await;
+    let mut c = support::raw::login_app(&p.addr(), &[]).await;
     assert_eq!(c.raw.query_ok("BEGIN READ ONLY").await.status, b'T');
     let port = c.raw.query_ok("SELECT inet_server_port()").await.scalar();
     assert_ne!(
@@ -318,22 +318,6 @@ async fn a_split_request_in_flight_at_a_shutdown_runs_whole() {
         su(&format!("SELECT count(*) FROM {table} WHERE id = 7")),
         "1"
     );
-}
-
-async fn raw_login(p: &Proxy) -> support::raw::Session {
-    support::raw::ok(
-        bounded(
-            "raw login",
-            support::raw::login(
-                &p.addr(),
-                support::raw::PROTO_3_0,
-                &[("user", APP_USER), ("database", APP_DB)],
-                Some(APP_PASSWORD),
-            ),
-        )
-        .await,
-        "raw client",
-    )
 }
 
 /// Whether the table has no row and no server session still runs an INSERT into it.

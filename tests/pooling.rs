@@ -1313,21 +1313,7 @@ async fn a_flush_after_a_sync_holds_no_server_connection() {
 /// Logs in over the raw protocol (to see ReadyForQuery's transaction status, or to send bytes
 /// that are not UTF-8), with `extra` startup parameters.
 async fn raw_login(p: &Proxy, extra: &[(&str, &str)]) -> support::raw::Session {
-    let mut params = vec![("user", APP_USER), ("database", APP_DB)];
-    params.extend_from_slice(extra);
-    support::raw::ok(
-        bounded(
-            "raw login",
-            support::raw::login(
-                &p.addr(),
-                support::raw::PROTO_3_0,
-                &params,
-                Some(APP_PASSWORD),
-            ),
-        )
-        .await,
-        "raw client",
-    )
+    support::raw::login_app(&p.addr(), extra).await
 }
 
 /// Runs `sql` over the raw protocol: (SQLSTATE or "", command tags, transaction status).

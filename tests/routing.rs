@@ -1968,13 +1968,7 @@ async fn read_that_writes_is_rescued_on_the_primary() {
 
 /// A raw-protocol session of the app user through `proxy`, logged in.
 async fn raw_app_session(proxy: &Proxy) -> support::raw::Session {
-    let params = [("user", APP_USER), ("database", APP_DB)];
-    let addr = proxy.addr();
-    let login = support::raw::login(&addr, support::raw::PROTO_3_0, &params, Some(APP_PASSWORD));
-    match login.await {
-        Ok(s) => s,
-        Err(r) => panic!("login refused: {:?}", r.error),
-    }
+    support::raw::login_app(&proxy.addr(), &[]).await
 }
 
 /// The sum of every sample of the family whose lines begin with `prefix`.

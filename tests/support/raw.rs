@@ -517,6 +517,19 @@ pub async fn login_on(
     })
 }
 
+/// Logs in as the app user to its database (with `extra` startup parameters); panics when
+/// refused or after [`IO`].
+pub async fn login_app(addr: &str, extra: &[(&str, &str)]) -> Session {
+    use switchyard::localpg::{APP_DB, APP_PASSWORD, APP_USER};
+    let mut params = vec![("user", APP_USER), ("database", APP_DB)];
+    params.extend_from_slice(extra);
+    let login = login(addr, PROTO_3_0, &params, Some(APP_PASSWORD));
+    match tokio::time::timeout(IO, login).await {
+        Ok(r) => ok(r, "app login"),
+        Err(_) => panic!("app login to {addr}: no answer within {IO:?}"),
+    }
+}
+
 /// Unwraps a successful login.
 pub fn ok(r: LoginResult, what: &str) -> Session {
     match r {
