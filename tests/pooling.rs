@@ -1555,6 +1555,82 @@ async fn a_transaction_that_fails_without_a_server_stays_failed() {
     );
 }
 
+/// The same through the extended protocol: in a block that failed without a server, a Parse
+/// or a Bind of a statement that does not end the block is refused (25P02) at once and the
+/// batch skipped to its Sync ("E"), while no server is to be had; a Bind of the client's
+/// prepared ROLLBACK or COMMIT ends the block ("ROLLBACK", "I") without one. A statement whose
+/// Parse was refused does not exist afterwards; nothing of the block commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_request_in_a_block_that_failed_without_a_server_is_refused_at_once() {
+    let p = proxy("transaction", "size = 1\ncheckout_timeout = \"300ms\"");
+    create_table("pool_failed_x", "v int");
+    let mut a = Raw::app(&p).await;
+    parsed(&mut a, "ins", "INSERT INTO pool_failed_x VALUES ($1::int)").await;
+    parsed(&mut a, "rb", "ROLLBACK").await;
+    parsed(&mut a, "cm", "COMMIT").await;
+    let holder = connect(&p).await;
+    q(&holder, "BEGIN").await;
+    q(&holder, "SELECT 1").await;
+    // (Message types, SQLSTATE of an error, transaction status.)
+    let outline = |r: &[Msg]| {
+        (
+            tags(r),
+            error_code(r),
+            r.last().map_or('?', |(_, b)| b[0] as char),
+        )
+    };
+    let refused = || ("EZ".to_string(), Some("25P02".to_string()), 'E');
+    let cmd_tags = |r: &[Msg]| -> Vec<String> {
+        r.iter()
+            .filter(|(t, _)| *t == b'C')
+            .map(|(_, b)| String::from_utf8_lossy(&b[..b.len() - 1]).into_owned())
+            .collect()
+    };
+    for end in ["rb", "cm"] {
+        assert_eq!(outline(&a.simple("BEGIN").await).2, 'T');
+        let r = a.roundtrip(&bind_exec("ins", &["1"])).await;
+        assert_eq!(outline(&r), ("EZ".into(), Some("53300".into()), 'E'));
+        let mut unnamed = BytesMut::new();
+        m_parse(&mut unnamed, "", "SELECT 1");
+        unnamed.extend_from_slice(&bind_exec("", &[]));
+        let mut described = BytesMut::new();
+        m_parse(&mut described, "", "/* c */ select $1::int");
+        m_describe(&mut described, "");
+        m_sync(&mut described);
+        for (what, batch) in [
+            ("an unnamed Parse, Bind, Execute", unnamed),
+            ("a Bind of a prepared INSERT", bind_exec("ins", &["2"])),
+            ("a named Parse", parse_sync("newer", "SELECT 2")),
+            ("a Parse and Describe", described),
+        ] {
+            assert_eq!(
+                outline(&a.roundtrip(&batch).await),
+                refused(),
+                "{what} in the failed block, the only connection still taken"
+            );
+        }
+        let r = a.roundtrip(&bind_exec(end, &[])).await;
+        assert_eq!(
+            (tags(&r), cmd_tags(&r), r.last().map(|(_, b)| b[0])),
+            ("2CZ".into(), vec!["ROLLBACK".to_string()], Some(b'I')),
+            "{end} ends the failed block, the only connection still taken"
+        );
+    }
+    q(&holder, "COMMIT").await;
+    assert_eq!(
+        one(&holder, "SELECT count(*) FROM pool_failed_x").await,
+        "0"
+    );
+    // The refused Parse made no statement: its name is free.
+    parsed(&mut a, "newer", "SELECT 3").await;
+    let r = a.roundtrip(&bind_exec("ins", &["4"])).await;
+    assert_eq!(outline(&r), ("2CZ".into(), None, 'I'));
+    assert_eq!(
+        one(&holder, "SELECT count(*) FROM pool_failed_x").await,
+        "1"
+    );
+}
+
 /// A transaction whose server connection is lost (without a word from the server: a crash, a
 /// partition) fails: the client's next request gets 08006 with the block failed ("E"), later
 /// ones 25P02, COMMIT is answered ROLLBACK, and nothing of it commits (a client that goes on

@@ -386,8 +386,22 @@ impl Session {
             return self.handle_query(h);
         }
         if needs_server && self.server.is_none() {
-            if matches!(h.tag, tag::PARSE | tag::BIND) && self.answer_lone_end() {
-                return Ok(None);
+            if matches!(h.tag, tag::PARSE | tag::BIND) {
+                if self.answer_lone_end() {
+                    return Ok(None);
+                }
+                if self.ignored_in_failed_block(h) {
+                    // As PostgreSQL drops the unnamed statement before it refuses a Parse.
+                    if h.tag == tag::PARSE && self.client.rbuf.get(5) == Some(&0) {
+                        self.forget_unnamed();
+                    }
+                    self.client.rbuf.advance(h.frame_len);
+                    self.respond_batch_error(
+                        "25P02",
+                        "current transaction is aborted, commands ignored until end of transaction block",
+                    );
+                    return Ok(None);
+                }
             }
             return Ok(Some(Step::NeedServer));
         }

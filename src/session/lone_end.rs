@@ -1,8 +1,9 @@
 //! A `COMMIT` or `ROLLBACK` sent through the extended protocol while no transaction is open
 //! (a connection pool's ROLLBACK on taking a connection back, a driver's statement cache
 //! running its prepared `rollback`), or ending a block whose `BEGIN` the proxy answered and
-//! holds (nothing ran in it yet): answered by the proxy, as the same statement in a Query is
-//! (see `handle_query`), so it waits for no server, and for no primary during a failover.
+//! holds (nothing ran in it yet), or one that failed without a server: answered by the proxy,
+//! as the same statement in a Query is (see `handle_query`), so it waits for no server, and
+//! for no primary during a failover.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -15,21 +16,25 @@ use crate::sql::TxnControl;
 const MAX_MESSAGES: usize = 5;
 
 impl Session {
-    /// With no server attached and no block open but one the proxy holds the BEGIN of,
-    /// whether the buffered batch at the front of the client's buffer (up to its Sync, all of
-    /// it here) only runs a `COMMIT` or `ROLLBACK` of a statement with no parameters: then it
-    /// is answered as PostgreSQL answers it (outside a block, its warning 25P01 included; `AND
-    /// CHAIN` only ending a block) and consumed. An unnamed Parse in it becomes the client's
-    /// unnamed statement, prepared on a server when next used.
+    /// With no server attached and no block open but one the proxy holds the BEGIN of, or
+    /// one that [failed without a server](Self::failed_without_server), whether the buffered
+    /// batch at the front of the client's buffer (up to its Sync, all of it here) only runs a
+    /// `COMMIT` or `ROLLBACK` of a statement with no parameters: then it is answered as
+    /// PostgreSQL answers it (outside a block, its warning 25P01 included; in a failed block,
+    /// `ROLLBACK` for a `COMMIT` too; `AND CHAIN` only ending a block the proxy holds the
+    /// BEGIN of) and consumed. An unnamed Parse in it becomes the client's unnamed statement,
+    /// prepared on a server when next used.
     pub(super) fn answer_lone_end(&mut self) -> bool {
-        if !self.nothing_on_a_server() || self.skip_until_sync || self.retry.is_some() {
+        let failed = self.failed_without_server();
+        if !(self.nothing_on_a_server() || failed) || self.skip_until_sync || self.retry.is_some() {
             return false;
         }
         let Some(batch) = self.lone_end_batch() else {
             return false;
         };
         // `AND CHAIN` with no block open is refused by the server; ending a held block, the
-        // held BEGIN (with its modes) stands for the new one.
+        // held BEGIN (with its modes) stands for the new one. (Ending a failed block, the new
+        // one's modes are not known here: the server answers it, on the block recreated.)
         let in_block = self.deferred_begin.is_some();
         if batch.chains && !in_block {
             return false;
@@ -49,13 +54,15 @@ impl Session {
         if batch.describes {
             encode::empty(&mut b, tag::NO_DATA);
         }
-        if !in_block {
+        if !in_block && !failed {
             self.warn_no_transaction(&mut b);
         }
-        encode::command_complete(&mut b, if batch.commit { "COMMIT" } else { "ROLLBACK" });
+        let commits = batch.commit && !failed;
+        encode::command_complete(&mut b, if commits { "COMMIT" } else { "ROLLBACK" });
         if !batch.chains {
             self.deferred_begin = None;
         }
+        self.aborted_txn = false;
         self.client.rbuf.advance(batch.len);
         self.respond(b);
         self.respond_ready();

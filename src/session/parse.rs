@@ -344,7 +344,7 @@ impl Session {
     /// sets, and startup values a `RESET` in it replaced are put back at its Sync.
     /// Whether `query` may be parsed in a failed transaction block: PostgreSQL's
     /// `IsTransactionExitStmt` (`COMMIT`, `ROLLBACK`, `ROLLBACK TO`, `PREPARE TRANSACTION`).
-    fn ends_a_block(&self, query: &[u8]) -> bool {
+    pub(super) fn ends_a_block(&self, query: &[u8]) -> bool {
         let a = super::route::analyze(&self.app.classifier.load(), query, self.opaque_backslashes);
         matches!(
             a.txn,

@@ -11,7 +11,7 @@ use super::pending::{Hook, Kind, Mode};
 use super::statements;
 use super::{Fatal, Session};
 use crate::config::{Consistency, PoolMode};
-use crate::protocol::{encode, tag, Header, TxnStatus};
+use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
 use crate::sql::{Deallocate, Effects, Route, SwitchyardCommand, TxnControl};
 
 /// What the proxy needs to know about a simple Query, kept between routing and forwarding so
@@ -602,6 +602,65 @@ impl Session {
             && !self.lost_txn
             && !self.batch_open
             && self.pending.is_empty()
+    }
+
+    /// The client's transaction block failed without a server (no connection for a statement
+    /// in it: 53300; or the one it had was lost and the client was told): no server holds it,
+    /// and what ends it or is refused in it needs none.
+    pub(super) fn failed_without_server(&self) -> bool {
+        self.server.is_none() && self.aborted_txn && !self.lost_txn && self.retry.is_none()
+    }
+
+    /// In a block that [failed without a server](Self::failed_without_server), whether the
+    /// Parse or Bind at the front of the client buffer is one PostgreSQL refuses there with
+    /// 25P02 (its statement does not end the block): a Parse of a statement, or a Bind of a
+    /// statement the client has, that is not a COMMIT, ROLLBACK (to a savepoint too) or
+    /// PREPARE TRANSACTION. It is answered so at once, as such a Query is (`handle_query`),
+    /// rather than after waiting for a connection to recreate the failed block on. (A syntax
+    /// error in the Parse, or a Bind with a wrong number of parameters, gets 25P02 too, where
+    /// PostgreSQL reports those first.)
+    pub(super) fn ignored_in_failed_block(&self, h: Header) -> bool {
+        if !self.failed_without_server() {
+            return false;
+        }
+        let body = &self.client.rbuf[5..h.frame_len];
+        let text = match h.tag {
+            tag::PARSE => match super::statements::split_parse(body) {
+                // (A malformed one is left to the server to refuse.)
+                Some((_, query, [hi, lo, rest @ ..]))
+                    if rest.len() == 4 * usize::from(u16::from_be_bytes([*hi, *lo])) =>
+                {
+                    query
+                }
+                _ => return false,
+            },
+            tag::BIND => {
+                let Some((_, rest)) = read_cstr(body) else {
+                    return false;
+                };
+                let Some((name, _)) = read_cstr(rest) else {
+                    return false;
+                };
+                // (One the client does not have: the server's error, 26000, comes first.)
+                let stmt = if name.is_empty() {
+                    self.unnamed
+                        .as_ref()
+                        .and_then(|f| super::statements::split_parse(&f[5..]))
+                        .map(|(_, q, _)| q)
+                } else {
+                    self.statements.get(name).map(|s| &s.query[..])
+                };
+                match stmt {
+                    Some(q) => q,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+        // (An empty statement is no command to refuse: PostgreSQL parses it. Several are
+        // refused first for being several.)
+        let a = super::route::analyze(&self.app.classifier.load(), text, self.opaque_backslashes);
+        a.statements == 1 && !self.ends_a_block(text)
     }
 
     /// PostgreSQL's warning for a COMMIT or ROLLBACK with no transaction open, unless the
