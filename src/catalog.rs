@@ -5,8 +5,10 @@
 //! replica refuses, and the statement could be repeated on the primary only until rows reached
 //! the client) or change session state a replica's process would keep (a C function's static
 //! variable, a setting made by `set_config` inside it), so it runs where the session's writes
-//! run. Functions declared `STABLE` or `IMMUTABLE` stay on replicas; `routing.read_functions`
-//! sends a volatile one there anyway.
+//! run. Functions declared `STABLE` or `IMMUTABLE` stay on replicas, but for those whose body
+//! calls `set_config` or takes a session advisory lock, which PostgreSQL lets such a function
+//! do (see [`crate::sql::stable_body_effects`]), or calls a function with such effects: they
+//! are listed with the volatile ones. `routing.read_functions` sends a listed one there anyway.
 //!
 //! A function whose body may change session settings (`set_config(...)`, a `SET` statement:
 //! see [`crate::sql::body_sets_settings`]) is noted with the custom setting names its body
@@ -53,8 +55,10 @@ pub const RETRY_MS: u64 = 1_000;
 
 /// The catalog query (in a READ COMMITTED transaction of its own: a hot standby refuses a
 /// snapshot to a session whose transactions default to SERIALIZABLE): each volatile
-/// function's name, its body when that may matter (below) and its OID (for FunctionCall
-/// messages, which name a function by OID). The body matters when it mentions `set_config`,
+/// function's name, its body when that may matter (below), its OID (for FunctionCall
+/// messages, which name a function by OID) and its volatility; and the same of each
+/// function declared `STABLE` or `IMMUTABLE` whose body matters (one may call `set_config`
+/// or take an advisory lock: see [`crate::sql::stable_body_effects`]). The body matters when it mentions `set_config`,
 /// `SET`/`RESET`, temporary objects, advisory locks, `LISTEN`, `EXECUTE` (a dynamic one may
 /// run any statement: `EXECUTE stmt`) or a function that pins (`dblink_connect`,
 /// `pg_backup_start`, `pg_start_backup`, `..._origin_session_setup`), or calls (by a name
@@ -64,10 +68,9 @@ pub const RETRY_MS: u64 = 1_000;
 /// the server only narrows down which bodies are sent. A SQL-standard body (`RETURN ...`, `BEGIN ATOMIC ... END`, PostgreSQL 14)
 /// leaves `prosrc` empty: its function's whole definition stands in for it.
 pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; \
-     WITH RECURSIVE f AS (SELECT oid, proname, CASE WHEN prosrc OPERATOR(pg_catalog.=) '' \
+     WITH RECURSIVE f AS (SELECT oid, proname, provolatile, CASE WHEN prosrc OPERATOR(pg_catalog.=) '' \
          THEN pg_catalog.pg_get_functiondef(oid) ELSE prosrc END AS prosrc FROM pg_catalog.pg_proc \
-       WHERE provolatile OPERATOR(pg_catalog.=) 'v' \
-         AND prokind OPERATOR(pg_catalog.=) ANY ('{f,p}'::pg_catalog.\"char\"[]) \
+       WHERE prokind OPERATOR(pg_catalog.=) ANY ('{f,p}'::pg_catalog.\"char\"[]) \
          AND oid OPERATOR(pg_catalog.>=) 16384), \
      calls AS (SELECT DISTINCT f.oid, pg_catalog.lower(m[1]) AS callee FROM f, \
        pg_catalog.regexp_matches(f.prosrc, E'\"?([[:alpha:]_][[:alnum:]_$]*)\"?\\\\s*\\\\(', 'g') AS m), \
@@ -80,7 +83,9 @@ pub const VOLATILE_FUNCTIONS_SQL: &str = "SET TRANSACTION ISOLATION LEVEL READ C
          JOIN matters ON matters.name OPERATOR(pg_catalog.=) c.callee) \
      SELECT proname, CASE WHEN pg_catalog.lower(proname) OPERATOR(pg_catalog.=) ANY \
        (SELECT name FROM matters) \
-       THEN prosrc END, oid::pg_catalog.text FROM f";
+       THEN prosrc END, oid::pg_catalog.text, provolatile::pg_catalog.text FROM f \
+     WHERE provolatile OPERATOR(pg_catalog.=) 'v' \
+       OR pg_catalog.lower(proname) OPERATOR(pg_catalog.=) ANY (SELECT name FROM matters)";
 
 /// The server a read of the list would run on, for what it can see of the primary's latest
 /// changes (asked only when a read is due).
@@ -125,11 +130,14 @@ impl Catalogs {
     }
 }
 
-/// A volatile function, as read from the catalog or from a `CREATE FUNCTION`.
+/// A volatile function, as read from the catalog or from a `CREATE FUNCTION`; or one declared
+/// `STABLE` or `IMMUTABLE` whose body may change settings or leave state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Function {
     /// Its name (as in `pg_proc.proname`).
     pub name: String,
+    /// Declared volatile (`pg_proc.provolatile = 'v'`).
+    pub volatile: bool,
     /// When its body may change session settings: the custom (dotted) setting names the body
     /// names (others are found in `pg_settings`).
     pub settings: Option<Vec<String>>,
@@ -152,6 +160,7 @@ impl Function {
     /// Adds what another definition under the same name does (an application that redefines
     /// a function again and again keeps one entry).
     fn merge(&mut self, other: Function) {
+        self.volatile |= other.volatile;
         self.state |= other.state;
         self.computes_name |= other.computes_name;
         self.pin = self.pin.or(other.pin);
@@ -238,7 +247,9 @@ impl Calls {
 /// What is known of a database's volatile functions at one time.
 #[derive(Default, Clone)]
 struct Known {
-    /// Every volatile function's name.
+    /// Every volatile function's name, and that of every other function whose body may change
+    /// settings, keep session state or pin, directly or through the functions it calls: a
+    /// call of one runs on the primary.
     volatile: HashSet<Box<str>>,
     /// Those whose body may change settings, keep session state or pin, directly or through
     /// the functions it calls → what calls of them do.
@@ -265,7 +276,9 @@ impl Known {
     }
 
     fn add(&mut self, f: &Function) {
-        self.volatile.insert(f.name.as_str().into());
+        if f.volatile {
+            self.volatile.insert(f.name.as_str().into());
+        }
         if f.oid != 0 {
             self.by_oid.insert(f.oid, f.name.as_str().into());
         }
@@ -315,6 +328,9 @@ impl Known {
                 }
             }
         }
+        // (A function declared STABLE whose effects are the session's runs where the
+        // session's writes run, as a volatile one does.)
+        self.volatile.extend(effects.keys().cloned());
     }
 }
 

@@ -8,6 +8,7 @@ fn func(name: &str, settings: Option<&[&str]>, state: bool, calls: &[&str]) -> F
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
     Function {
         name: name.into(),
+        volatile: true,
         settings: settings.map(strings),
         state,
         computes_name: false,
@@ -294,4 +295,38 @@ fn a_function_that_pins_pins_its_callers() {
         f.session_calls(b"SELECT outer()").unwrap().pin,
         Some(PinReason::ServerSession)
     );
+}
+
+/// A function declared STABLE or IMMUTABLE is listed only when its body may change the session
+/// (PostgreSQL lets it call `set_config` or take a session advisory lock) or calls one that
+/// does: a call of it then runs on the primary, as a volatile function's does, and has its
+/// effects. Others stay off the list: their calls may run on replicas.
+#[test]
+fn a_stable_function_that_changes_the_session_is_treated_as_volatile() {
+    let f = DbFunctions::default();
+    let stable = |name: &str, state: bool, calls: &[&str]| Function {
+        volatile: false,
+        ..func(name, None, state, calls)
+    };
+    read(
+        &f,
+        0,
+        10,
+        vec![
+            stable("lockw", true, &["pg_advisory_lock"]),
+            stable("wraps", false, &["lockw", "lower"]),
+            stable("report", false, &["format"]),
+            plain("w"),
+        ],
+    );
+    for sql in ["SELECT lockw()", "SELECT wraps()", "SELECT w()"] {
+        assert!(f.calls_volatile(sql.as_bytes(), &[]), "{sql}");
+    }
+    assert!(!f.calls_volatile(b"SELECT report('t')", &[]));
+    assert_eq!(
+        f.session_calls(b"SELECT wraps()").unwrap().effects(),
+        Effects::STATE
+    );
+    assert_eq!(f.session_calls(b"SELECT report('t'), w()"), None);
+    assert!(!f.calls_volatile(b"SELECT lockw()", &["lockw".into()]));
 }

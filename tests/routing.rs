@@ -1852,9 +1852,12 @@ const RESCUE: &str =
 
 /// A read that calls one of the database's own volatile functions runs on the primary (it may
 /// write, or keep session state in the server process); one calling a `STABLE` function runs
-/// on a replica. Functions created directly on the primary are learnt from the catalog; one
-/// created through the proxy counts at once (its session's next read may call it: with
-/// eventual consistency, on a replica that has not replayed it yet, it would not even exist).
+/// on a replica, unless that function takes a session advisory lock (PostgreSQL lets a
+/// `STABLE` function call one): the lock is the session's, held on the primary, where the
+/// client's own unlock finds it and other sessions wait for it. Functions created directly on
+/// the primary are learnt from the catalog; one created through the proxy counts at once (its
+/// session's next read may call it: with eventual consistency, on a replica that has not
+/// replayed it yet, it would not even exist).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_calling_volatile_functions_run_on_the_primary() {
     let c = tokio::task::spawn_blocking(shared_schema).await.unwrap();
@@ -1866,7 +1869,13 @@ async fn reads_calling_volatile_functions_run_on_the_primary() {
                  CREATE OR REPLACE FUNCTION routing_volatile_port() RETURNS int LANGUAGE sql
                      AS 'SELECT inet_server_port()';
                  CREATE OR REPLACE FUNCTION routing_stable_port() RETURNS int STABLE
-                     LANGUAGE sql AS 'SELECT inet_server_port()';",
+                     LANGUAGE sql AS 'SELECT inet_server_port()';
+                 CREATE OR REPLACE FUNCTION routing_stable_temp() RETURNS int STABLE
+                     LANGUAGE plpgsql AS $$DECLARE temp int; BEGIN
+                     EXECUTE format('SELECT %s', 'inet_server_port()') INTO temp;
+                     RETURN temp; END$$;
+                 CREATE OR REPLACE FUNCTION routing_stable_lock() RETURNS int STABLE
+                     LANGUAGE sql AS 'SELECT inet_server_port() FROM pg_advisory_lock(4343)';",
             )
             .expect("creating functions");
         c.wait_replicas_caught_up(Duration::from_secs(60))
@@ -1880,12 +1889,10 @@ async fn reads_calling_volatile_functions_run_on_the_primary() {
     for _ in 0..4 {
         let got = port(&client, "SELECT routing_volatile_port()").await;
         assert_eq!(got, p.primary, "a volatile function ran on {}", p.name(got));
-        let got = port(&client, "SELECT routing_stable_port()").await;
-        assert!(
-            p.is_replica(got),
-            "a stable function ran on {}",
-            p.name(got)
-        );
+        for f in ["routing_stable_port", "routing_stable_temp"] {
+            let got = port(&client, &format!("SELECT {f}()")).await;
+            assert!(p.is_replica(got), "{f}() ran on {}", p.name(got));
+        }
     }
     let r = within(
         "extended",
@@ -1910,6 +1917,30 @@ async fn reads_calling_volatile_functions_run_on_the_primary() {
         p.name(got)
     );
     execute(&client, "DROP FUNCTION routing_made_here()").await;
+
+    let locker = proxy.connect_app().await;
+    let got = port(&locker, "SELECT routing_stable_lock()").await;
+    assert_eq!(
+        got,
+        p.primary,
+        "the locking function ran on {}",
+        p.name(got)
+    );
+    let other = direct_primary().await;
+    assert_eq!(
+        value(&other, "SELECT pg_try_advisory_lock(4343)")
+            .await
+            .as_deref(),
+        Some("f"),
+        "another session on the primary took the lock the client holds"
+    );
+    assert_eq!(
+        value(&locker, "SELECT pg_advisory_unlock(4343)")
+            .await
+            .as_deref(),
+        Some("t"),
+        "the client's unlock did not find its lock"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

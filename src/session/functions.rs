@@ -50,9 +50,10 @@ impl Session {
                         let name = cols.next().flatten()?;
                         let body = cols.next().flatten();
                         let oid = cols.next().flatten().and_then(|o| o.parse().ok());
+                        let volatile = cols.next().flatten().is_none_or(|v| v == "v");
                         Some(Function {
                             oid: oid.unwrap_or_default(),
-                            ..function(name, body.as_deref())
+                            ..function(name, body.as_deref(), volatile)
                         })
                     })
                     .collect::<Vec<Function>>(),
@@ -143,27 +144,35 @@ impl Session {
         self.functions.add_created(
             defined
                 .into_iter()
-                .map(|d| function(d.name, d.body.as_deref()))
+                .map(|d| function(d.name, d.body.as_deref(), true))
                 .collect(),
         );
     }
 }
 
-/// The volatile function `name` with body `body` (when known): whether the body may change
-/// settings (and which custom ones it names), keep state in the session or pin its caller,
-/// and which functions it calls.
-fn function(name: String, body: Option<&str>) -> Function {
+/// The function `name` (`volatile` or not) with body `body` (when known): whether the body
+/// may change settings (and which custom ones it names), keep state in the session or pin its
+/// caller, and which functions it calls.
+fn function(name: String, body: Option<&str>, volatile: bool) -> Function {
+    let (sets, state) = match body {
+        Some(b) if volatile => (
+            crate::sql::body_sets_settings(b),
+            crate::sql::body_keeps_state(b),
+        ),
+        Some(b) => crate::sql::stable_body_effects(b),
+        None => (false, false),
+    };
     let settings = body
-        .filter(|b| crate::sql::body_sets_settings(b))
+        .filter(|_| sets)
         .map(super::settings::body_custom_names);
     // (A body computing a setting's name pins its callers, as such a statement does.)
     let computes_name =
         settings.is_some() && body.is_some_and(super::settings::computes_setting_name);
-    let state = body.is_some_and(crate::sql::body_keeps_state);
     let pin = body.and_then(crate::sql::body_pin);
     let calls = body.map(crate::sql::called_names).unwrap_or_default();
     Function {
         name,
+        volatile,
         settings,
         state,
         computes_name,

@@ -249,16 +249,7 @@ fn keeps_state(body: &str, depth: u8) -> bool {
         }) {
             return true;
         }
-        if call
-            && [
-                "pg_advisory_lock",
-                "pg_advisory_lock_shared",
-                "pg_try_advisory_lock",
-                "pg_try_advisory_lock_shared",
-            ]
-            .iter()
-            .any(|f| t.is_kw(f))
-        {
+        if call && SESSION_LOCKS.iter().any(|f| t.is_kw(f)) {
             return true;
         }
         // (Only a string that reads as a statement: `EXECUTE 'CREATE TEMP TABLE ...'`.)
@@ -271,6 +262,46 @@ fn keeps_state(body: &str, depth: u8) -> bool {
                     && keeps_state(&v, depth - 1)
             })
     })
+}
+
+/// The functions that take a session-level advisory lock (one that outlives the transaction).
+const SESSION_LOCKS: [&str; 4] = [
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+];
+
+/// What the body of a function declared `STABLE` or `IMMUTABLE` may do to the session:
+/// (whether it may change settings, whether it may leave state). PostgreSQL runs such a
+/// function's statements read-only (a `SET`, `LISTEN` or `CREATE TEMP TABLE` in it fails),
+/// but they may call functions: `set_config(` changes a setting, and a session advisory lock
+/// outlives the call, also when called in a constant string the body executes. (A statement
+/// it computes, `EXECUTE format(...)`, is not looked into, unlike a volatile function's: a
+/// query such a function builds is most often a read, which would otherwise take it off the
+/// replicas.)
+pub fn stable_body_effects(body: &str) -> (bool, bool) {
+    let mut found = (false, false);
+    stable_effects(body, BODY, &mut found);
+    found
+}
+
+fn stable_effects(body: &str, depth: u8, found: &mut (bool, bool)) {
+    let toks: Vec<Token<'_>> = Lexer::new(body).filter(|t| !t.is_comment()).collect();
+    for (i, t) in toks.iter().enumerate() {
+        if toks.get(i + 1).is_some_and(|n| n.is_punct(b'(')) {
+            found.0 |= t.is_kw("set_config");
+            found.1 |= SESSION_LOCKS.iter().any(|f| t.is_kw(f));
+        } else if depth > 0 {
+            // (Only a string that reads as a query: `EXECUTE 'SELECT pg_advisory_lock(1)'`.)
+            if let Some(v) = t.string_value() {
+                let head = v.trim_start().to_ascii_lowercase();
+                if head.starts_with("select") || head.starts_with("with") {
+                    stable_effects(&v, depth - 1, found);
+                }
+            }
+        }
+    }
 }
 
 fn pin_of(body: &str, depth: u8) -> Option<PinReason> {
@@ -335,6 +366,41 @@ fn sets_settings(body: &str, depth: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A STABLE function's statements are read-only: only its calls of `set_config` and of
+    /// the session advisory locks (also in a constant string it executes) change the session;
+    /// words such as `temp`, `SET` or a dynamic `EXECUTE` are no sign of it.
+    #[test]
+    fn stable_bodies_change_the_session_only_through_calls() {
+        for (body, want) in [
+            ("SELECT 1 FROM pg_advisory_lock(42)", (false, true)),
+            (
+                "BEGIN PERFORM pg_catalog.PG_TRY_ADVISORY_LOCK_SHARED(1, 2); END",
+                (false, true),
+            ),
+            ("SELECT set_config('app.x', $1, false)", (true, false)),
+            (
+                "BEGIN EXECUTE 'SELECT pg_advisory_lock(7)'; END",
+                (false, true),
+            ),
+            (
+                "BEGIN EXECUTE ' select set_config(''a.b'', ''1'', false)'; END",
+                (true, false),
+            ),
+            ("SELECT pg_advisory_xact_lock(1)", (false, false)),
+            ("SELECT temp FROM readings WHERE city = $1", (false, false)),
+            (
+                "BEGIN RETURN QUERY EXECUTE format('SELECT * FROM %I', t); END",
+                (false, false),
+            ),
+            (
+                "-- pg_advisory_lock(1)\nSELECT 'set_config(x)'",
+                (false, false),
+            ),
+        ] {
+            assert_eq!(stable_body_effects(body), want, "{body}");
+        }
+    }
 
     #[test]
     fn calls_are_found_by_resolved_name() {

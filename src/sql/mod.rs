@@ -71,7 +71,7 @@ pub use classify::Classifier;
 pub use copy_in::copies_from_stdin;
 pub use effects::{dropped_database, of_function_call};
 pub use functions::{
-    body_keeps_state, body_pin, body_sets_settings, called_names, calls_any,
+    body_keeps_state, body_pin, body_sets_settings, called_names, calls_any, stable_body_effects,
     volatile_functions_defined, Defined,
 };
 pub use lexer::{Lexer, StrKind, Token, TokenKind, Unterminated};
