@@ -1943,6 +1943,27 @@ async fn reads_calling_volatile_functions_run_on_the_primary() {
     );
 }
 
+/// A read that turns out to write only after more of its rows reached the client than can be
+/// held back (past 256 kB) cannot be repeated: the client gets the replica's 25006, as
+/// connected to it. But the statement is remembered, and runs on the primary from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_refused_too_late_to_repeat_runs_on_the_primary_next_time() {
+    let (_c, proxy, p) = start_proxy(RESCUE).await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    let n0 = count_log("late").await;
+    let sql = "SELECT repeat('x', 1000) FROM generate_series(1, 400) \
+               UNION ALL SELECT routing_writer('late')::text";
+    assert_eq!(error_code(&c, sql).await, "25006");
+    for _ in 0..2 {
+        let r = rows(&c, sql).await;
+        assert_eq!(r.len(), 401, "every row, the writer's last");
+        let got: u16 = r[400][0].as_deref().unwrap().parse().unwrap();
+        assert_eq!(got, p.primary, "ran on {}", p.name(got));
+    }
+    assert_eq!(count_log("late").await, n0 + 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_that_writes_is_rescued_on_the_primary() {
     let (_c, proxy, p) = start_proxy(RESCUE).await;

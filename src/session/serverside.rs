@@ -118,6 +118,8 @@ impl Session {
         };
         // Bytes at the front of conn.rbuf already scanned and to be relayed.
         let mut run = 0usize;
+        // A replica refused the client's statement when it could no longer be repeated.
+        let mut refused_late = false;
         let flush = |run: &mut usize, rbuf: &mut BytesMut, out: &mut BytesMut| {
             if *run > 0 {
                 super::relay::move_bytes(out, rbuf, *run);
@@ -435,6 +437,11 @@ impl Session {
                             // run it there once the replica is done with it.
                             r.rescue = refused;
                             forward = false;
+                        } else if refused == Some(Refusal::Statement) {
+                            // Too late to repeat (rows reached the client): it gets the error,
+                            // as connected to the replica, but the statement is remembered,
+                            // so that it runs on the primary from now on.
+                            refused_late = true;
                         }
                     }
                     // What reaches the client: not a refusal or a lost session its read is
@@ -628,6 +635,11 @@ impl Session {
                 .server_errors
                 .with_label_values(&[&p.pool().key.backend])
                 .inc_by(errors);
+        }
+        if refused_late {
+            if let Some(r) = &self.retry {
+                self.remember_refused(&r.original);
+            }
         }
         for outcome in unnamed_outcomes {
             match outcome {
