@@ -2497,6 +2497,40 @@ async fn what_a_replica_refuses_in_a_read_only_transaction_pins_nothing() {
     );
 }
 
+/// A client pinned to a replica (a session advisory lock taken after the first statement of a
+/// read-only transaction there, see the README) gets 25006 for its writes, as connected to
+/// the replica; the proxy does not then try to read a commit position there (which a standby
+/// refuses: a warning per write in the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_pinned_to_a_replica_reads_no_commit_position_there() {
+    let (_c, proxy, p) = start_proxy("consistency = \"eventual\"").await;
+    warm_up(&proxy, &p).await;
+    let c = proxy.connect_app().await;
+    execute(&c, "BEGIN READ ONLY").await;
+    let on = port(&c, "SELECT inet_server_port()").await;
+    assert!(p.is_replica(on), "BEGIN READ ONLY ran on {}", p.name(on));
+    execute(&c, "SELECT pg_advisory_lock(4545)").await;
+    execute(&c, "COMMIT").await;
+    for _ in 0..3 {
+        assert_eq!(
+            error_code(
+                &c,
+                "INSERT INTO routing_log (port, tag) VALUES (0, 'pinned')"
+            )
+            .await,
+            "25006"
+        );
+    }
+    assert_eq!(port(&c, "SELECT inet_server_port()").await, on);
+    execute(&c, "SELECT pg_advisory_unlock(4545)").await;
+    let log = proxy.log();
+    assert!(
+        !log.contains("the proxy's own query failed"),
+        "{}",
+        proxy.log_tail(20)
+    );
+}
+
 /// A read-only transaction runs on a replica, unless its first statement asks what only the
 /// primary answers for the session: `pg_backend_pid()` (the process the client's cancel key
 /// names, which lib/pq's `TestPing` then terminates), whether the server is a standby, a view

@@ -572,6 +572,7 @@ impl Session {
             && self.between_requests();
         if self.pin.is_some()
             && self.server.is_some()
+            && self.target == Target::Primary
             && self.pool_mode == crate::config::PoolMode::Transaction
             && self.current.config.config.routing.read_write_split
             && self.at_request_boundary()
@@ -579,6 +580,7 @@ impl Session {
             // A pinned client's requests run on its own connection, never routed: whether
             // one may write is still told, so that its commit's position is read back for the
             // reads of its read-your-writes scope (its user's other sessions, everyone's).
+            // (Not on a replica, which refuses a write and has no such position.)
             self.wrote |= self.route_front().write;
         }
         if self.server.is_some()
