@@ -701,6 +701,19 @@ impl Classifier {
                         _ => {}
                     }
                 }
+                // The same views named in double quotes (as exactly so spelt).
+                TokenKind::QuotedIdent => {
+                    if mode.read && f.primary_view.is_none() {
+                        f.primary_view = PRIMARY_VIEWS.iter().copied().find(|v| t.name_eq(v));
+                    }
+                    if t.name_eq("pg_settings") {
+                        if mode.read {
+                            f.server_role = Some("pg_settings");
+                        } else {
+                            out.effects.insert(Effects::SETTINGS);
+                        }
+                    }
+                }
                 TokenKind::Punct => match t.text.as_bytes()[0] {
                     b'(' => {
                         if let Some(name) = p1.filter(|p| p.is_name()) {

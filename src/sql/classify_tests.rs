@@ -1038,6 +1038,23 @@ fn per_server_state_is_read_on_the_primary() {
             ),
             ("SELECT locks FROM t", R, "read: SELECT"),
             ("SELECT my_pg_locks FROM t", R, "read: SELECT"),
+            // Named in double quotes, as spelt.
+            (
+                "SELECT * FROM \"pg_locks\"",
+                P,
+                "primary-only view pg_locks",
+            ),
+            (
+                "SELECT * FROM pg_catalog.\"pg_stat_replication\"",
+                P,
+                "primary-only view pg_stat_replication",
+            ),
+            (
+                "SELECT setting FROM \"pg_settings\" WHERE name = 'transaction_read_only'",
+                P,
+                "server role pg_settings",
+            ),
+            ("SELECT * FROM \"PG_LOCKS\"", R, "read: SELECT"),
         ],
     );
     for sql in [
