@@ -339,9 +339,6 @@ impl Session {
         );
     }
 
-    /// A statement that may change session settings is about to run (parsed, or bound
-    /// again): they are read back when its transaction ends, with the custom names its text
-    /// sets, and startup values a `RESET` in it replaced are put back at its Sync.
     /// Whether `query` may be parsed in a failed transaction block: PostgreSQL's
     /// `IsTransactionExitStmt` (`COMMIT`, `ROLLBACK`, `ROLLBACK TO`, `PREPARE TRANSACTION`).
     pub(super) fn ends_a_block(&self, query: &[u8]) -> bool {
@@ -378,6 +375,9 @@ impl Session {
     pub(super) fn settled_context(&self) -> Vec<u8> {
         context_of(&self.desired)
     }
+    /// A statement that may change session settings is about to run (parsed, or bound
+    /// again): they are read back when its transaction ends, with the custom names its text
+    /// sets, and startup values a `RESET` in it replaced are put back at its Sync.
     fn note_settings_statement(&mut self, query: &[u8]) {
         let text = String::from_utf8_lossy(query);
         for n in super::settings::body_custom_names(&text) {

@@ -72,6 +72,21 @@ fn refused_by_standby(f: &ErrorFields) -> Option<Refusal> {
     }
 }
 
+/// Whether `request` (a client's messages, whole) ends with a Query or a Sync: a request
+/// complete.
+fn ends_request(request: &[u8]) -> bool {
+    let mut at = 0;
+    let mut last = None;
+    while let Ok(Some(h)) = Header::peek(&request[at..], usize::MAX) {
+        if request.len() < at + h.frame_len {
+            return false;
+        }
+        last = Some(h.tag);
+        at += h.frame_len;
+    }
+    at == request.len() && matches!(last, Some(tag::QUERY | tag::SYNC))
+}
+
 /// See [`Session::note_reported`] (apart, for the borrow of the server connection).
 fn note_reported(
     reported: &mut (String, String),
@@ -637,7 +652,9 @@ impl Session {
                 .inc_by(errors);
         }
         if refused_late {
-            if let Some(r) = &self.retry {
+            // (Only a request kept whole: the rest of a batch the client sent after its first
+            // rows were released is not in `original`, and the refused statement may be there.)
+            if let Some(r) = self.retry.as_ref().filter(|r| ends_request(&r.original)) {
                 self.remember_refused(&r.original);
             }
         }
@@ -862,5 +879,22 @@ mod tests {
             Some(Refusal::Statement)
         );
         assert_eq!(refusal("ERROR", "58P01", "pg_read_file", ""), None);
+    }
+
+    /// A request kept whole ends with its Query or Sync; a batch whose Sync (or any part)
+    /// came after the request stopped being kept does not.
+    #[test]
+    fn only_whole_requests_end_with_a_query_or_sync() {
+        use crate::protocol::encode;
+        let mut q = BytesMut::new();
+        encode::query(&mut q, "SELECT 1");
+        assert!(ends_request(&q));
+        let mut batch = BytesMut::new();
+        encode::parse(&mut batch, b"", b"SELECT 1", &[0, 0]);
+        assert!(!ends_request(&batch), "no Sync yet");
+        encode::empty(&mut batch, tag::SYNC);
+        assert!(ends_request(&batch));
+        assert!(!ends_request(&batch[..batch.len() - 2]), "cut short");
+        assert!(!ends_request(b""));
     }
 }

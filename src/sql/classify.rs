@@ -701,8 +701,9 @@ impl Classifier {
                         _ => {}
                     }
                 }
-                // The same views named in double quotes (as exactly so spelt).
-                TokenKind::QuotedIdent => {
+                // The same views named in double quotes (as exactly so spelt): their lengths
+                // with the quotes, checked first (an ORM quotes every name).
+                TokenKind::QuotedIdent if matches!(t.text.len(), 10 | 13 | 19 | 21 | 22) => {
                     if mode.read && f.primary_view.is_none() {
                         f.primary_view = PRIMARY_VIEWS.iter().copied().find(|v| t.name_eq(v));
                     }
