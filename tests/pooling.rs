@@ -1568,6 +1568,7 @@ async fn an_extended_request_in_a_block_that_failed_without_a_server_is_refused_
     parsed(&mut a, "ins", "INSERT INTO pool_failed_x VALUES ($1::int)").await;
     parsed(&mut a, "rb", "ROLLBACK").await;
     parsed(&mut a, "cm", "COMMIT").await;
+    parsed(&mut a, "rbc", "ROLLBACK AND CHAIN").await;
     let holder = connect(&p).await;
     q(&holder, "BEGIN").await;
     q(&holder, "SELECT 1").await;
@@ -1616,7 +1617,40 @@ async fn an_extended_request_in_a_block_that_failed_without_a_server_is_refused_
             "{end} ends the failed block, the only connection still taken"
         );
     }
+    // Statements PostgreSQL refuses in a failed block though they begin like those that end
+    // it, through the simple protocol: refused at once too.
+    assert_eq!(
+        outline(&a.simple("BEGIN ISOLATION LEVEL REPEATABLE READ").await).2,
+        'T'
+    );
+    let r = a.roundtrip(&bind_exec("ins", &["1"])).await;
+    assert_eq!(outline(&r).1.as_deref(), Some("53300"));
+    for sql in ["COMMIT PREPARED 'g'", "PREPARE p AS SELECT 1"] {
+        let r = a.simple(sql).await;
+        assert_eq!(
+            (tags(&r), error_code(&r), r.last().map(|(_, b)| b[0])),
+            ("EZ".into(), Some("25P02".into()), Some(b'E')),
+            "{sql} in the failed block, the only connection still taken"
+        );
+    }
+    // A ROLLBACK AND CHAIN ends it at once and begins the next block as it began.
+    let r = a.roundtrip(&bind_exec("rbc", &[])).await;
+    assert_eq!(
+        (tags(&r), cmd_tags(&r), r.last().map(|(_, b)| b[0])),
+        ("2CZ".into(), vec!["ROLLBACK".to_string()], Some(b'T')),
+        "ROLLBACK AND CHAIN ends the failed block, the only connection still taken"
+    );
     q(&holder, "COMMIT").await;
+    let r = a.simple("SHOW transaction_isolation").await;
+    assert_eq!(
+        (
+            single(&r, "transaction_isolation"),
+            r.last().map(|(_, b)| b[0])
+        ),
+        ("repeatable read".to_string(), Some(b'T')),
+        "the chained block's modes"
+    );
+    assert_eq!(outline(&a.simple("ROLLBACK").await).2, 'I');
     assert_eq!(
         one(&holder, "SELECT count(*) FROM pool_failed_x").await,
         "0"

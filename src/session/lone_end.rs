@@ -21,8 +21,8 @@ impl Session {
     /// batch at the front of the client's buffer (up to its Sync, all of it here) only runs a
     /// `COMMIT` or `ROLLBACK` of a statement with no parameters: then it is answered as
     /// PostgreSQL answers it (outside a block, its warning 25P01 included; in a failed block,
-    /// `ROLLBACK` for a `COMMIT` too; `AND CHAIN` only ending a block the proxy holds the
-    /// BEGIN of) and consumed. An unnamed Parse in it becomes the client's unnamed statement,
+    /// `ROLLBACK` for a `COMMIT` too; `AND CHAIN` only ending a block, the one the proxy holds
+    /// the BEGIN of or the failed one) and consumed. An unnamed Parse in it becomes the client's unnamed statement,
     /// prepared on a server when next used.
     pub(super) fn answer_lone_end(&mut self) -> bool {
         let failed = self.failed_without_server();
@@ -33,10 +33,10 @@ impl Session {
             return false;
         };
         // `AND CHAIN` with no block open is refused by the server; ending a held block, the
-        // held BEGIN (with its modes) stands for the new one. (Ending a failed block, the new
-        // one's modes are not known here: the server answers it, on the block recreated.)
+        // held BEGIN (with its modes) stands for the new one, and ending a failed block, the
+        // BEGIN of that one (`chain_failed_block`).
         let in_block = self.deferred_begin.is_some();
-        if batch.chains && !in_block {
+        if batch.chains && !in_block && !failed {
             return false;
         }
         let mut b = BytesMut::new();
@@ -61,6 +61,8 @@ impl Session {
         encode::command_complete(&mut b, if commits { "COMMIT" } else { "ROLLBACK" });
         if !batch.chains {
             self.deferred_begin = None;
+        } else if failed {
+            self.chain_failed_block();
         }
         self.aborted_txn = false;
         self.client.rbuf.advance(batch.len);

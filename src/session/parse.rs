@@ -11,7 +11,7 @@ use super::pending::{Hook, Kind, Mode};
 use super::statements::{self, Statement};
 use super::{Fatal, Session};
 use crate::protocol::{encode, read_cstr, tag, Header, TxnStatus};
-use crate::sql::{Effects, TxnControl};
+use crate::sql::Effects;
 
 /// The effects of a statement that drops every prepared statement of the server session.
 const FORGETS_ALL: Effects = Effects::DISCARD_ALL.union(Effects::DEALLOCATE_ALL);
@@ -339,17 +339,10 @@ impl Session {
         );
     }
 
-    /// Whether `query` may be parsed in a failed transaction block: PostgreSQL's
-    /// `IsTransactionExitStmt` (`COMMIT`, `ROLLBACK`, `ROLLBACK TO`, `PREPARE TRANSACTION`).
+    /// Whether `query` may be parsed in a failed transaction block: its first statement is
+    /// one PostgreSQL runs there ([`crate::sql::exits_failed_block`]).
     pub(super) fn ends_a_block(&self, query: &[u8]) -> bool {
-        let a = super::route::analyze(&self.app.classifier.load(), query, self.opaque_backslashes);
-        matches!(
-            a.txn,
-            TxnControl::Commit | TxnControl::Rollback | TxnControl::PrepareTransaction
-        ) || (a.statements == 1
-            && crate::sql::Lexer::new(&String::from_utf8_lossy(query))
-                .find(|t| !t.is_comment())
-                .is_some_and(|t| t.is_kw("rollback") || t.is_kw("abort")))
+        crate::sql::exits_failed_block(&String::from_utf8_lossy(query))
     }
 
     /// The settings a statement's meaning depends on, as it is parsed now: the search_path

@@ -170,6 +170,7 @@ impl Session {
             // lost first: see `attach`.)
             self.lost_txn = false;
             self.aborted_txn = true;
+            self.failed_begin = None;
         }
         let ends_deferred =
             matches!(a.txn, TxnControl::Commit | TxnControl::Rollback) && a.statements == 1;
@@ -209,13 +210,7 @@ impl Session {
             && self.server.is_none()
             && !self.lost_txn
             && a.statements > 0
-            && crate::sql::Lexer::new(&String::from_utf8_lossy(text))
-                .find(|t| !t.is_comment() && !t.is_punct(b';'))
-                .is_some_and(|t| {
-                    !["commit", "end", "rollback", "abort", "prepare"]
-                        .iter()
-                        .any(|k| t.is_kw(k))
-                });
+            && !self.ends_a_block(text);
         drop(classifier);
         // Any simple query destroys the unnamed statement, the ones answered here included.
         self.forget_unnamed();
@@ -239,15 +234,7 @@ impl Session {
             self.client.rbuf.advance(h.frame_len);
             self.aborted_txn = false;
             if chained {
-                // (The failed block's modes are not known here: the new one has the
-                // defaults.)
-                let mut frame = BytesMut::new();
-                encode::message(&mut frame, tag::QUERY, |b| b.extend_from_slice(b"BEGIN\0"));
-                self.deferred_begin = Some(super::route::DeferredBegin {
-                    frame: frame.freeze(),
-                    queries: 1,
-                    modes: Default::default(),
-                });
+                self.chain_failed_block();
             }
             let mut b = BytesMut::new();
             encode::command_complete(&mut b, "ROLLBACK");
@@ -602,6 +589,31 @@ impl Session {
             && !self.lost_txn
             && !self.batch_open
             && self.pending.is_empty()
+    }
+
+    /// A block the proxy held the BEGIN of fails (a request in it could not be run): from now
+    /// on it [failed without a server](Self::failed_without_server).
+    pub(super) fn fail_held_block(&mut self) {
+        if let Some(held) = self.deferred_begin.take() {
+            self.aborted_txn = true;
+            self.failed_begin = Some(held);
+        }
+    }
+
+    /// A `ROLLBACK AND CHAIN` (or `COMMIT AND CHAIN`) ended a block that failed without a
+    /// server: the next block begins as that one did, with the BEGIN the proxy held for it,
+    /// or a plain one when the block began on a server (its modes are not known here).
+    pub(super) fn chain_failed_block(&mut self) {
+        let begin = self.failed_begin.take().unwrap_or_else(|| {
+            let mut frame = BytesMut::new();
+            encode::message(&mut frame, tag::QUERY, |b| b.extend_from_slice(b"BEGIN\0"));
+            super::route::DeferredBegin {
+                frame: frame.freeze(),
+                queries: 1,
+                modes: Default::default(),
+            }
+        });
+        self.deferred_begin = Some(begin);
     }
 
     /// The client's transaction block failed without a server (no connection for a statement

@@ -30,6 +30,27 @@ pub fn chains(sql: &str) -> bool {
     }
 }
 
+/// Whether the first statement of `sql` is one PostgreSQL runs in a failed transaction block
+/// (its `IsTransactionExitStmt`): `COMMIT`/`END`, `ROLLBACK`/`ABORT` (`ROLLBACK TO SAVEPOINT`
+/// too) or `PREPARE TRANSACTION 'gid'`, not `COMMIT PREPARED`, `ROLLBACK PREPARED` nor SQL
+/// `PREPARE`. Any other is refused there with 25P02.
+pub fn exits_failed_block(sql: &str) -> bool {
+    let mut words = Lexer::new(sql).filter(|t| !t.is_comment() && !t.is_punct(b';'));
+    let Some(first) = words.next() else {
+        return false;
+    };
+    if first.is_kw("end") || first.is_kw("abort") {
+        return true;
+    }
+    if first.is_kw("commit") || first.is_kw("rollback") {
+        return !words.next().is_some_and(|t| t.is_kw("prepared"));
+    }
+    // (`PREPARE transaction AS ...` prepares a statement named "transaction".)
+    first.is_kw("prepare")
+        && words.next().is_some_and(|t| t.is_kw("transaction"))
+        && words.next().is_some_and(|t| t.string_value().is_some())
+}
+
 /// The modes of `sql` if it is one well-formed `BEGIN` or `START TRANSACTION` (comments and a
 /// trailing `;` allowed) that names each kind of mode at most once.
 pub fn begin_modes(sql: &str) -> Option<BeginModes> {
@@ -154,6 +175,34 @@ mod tests {
         }
     }
     use super::*;
+
+    #[test]
+    fn what_a_failed_block_runs_is_told_apart() {
+        for sql in [
+            "COMMIT",
+            "end work",
+            "/* c */ ROLLBACK TO SAVEPOINT s",
+            "rollback and chain; select 1",
+            "ABORT",
+            "PREPARE TRANSACTION 'g'",
+            "; COMMIT",
+        ] {
+            assert!(exits_failed_block(sql), "{sql}");
+        }
+        for sql in [
+            "",
+            ";",
+            "SELECT 1; COMMIT",
+            "COMMIT PREPARED 'g'",
+            "rollback prepared 'g'",
+            "PREPARE p AS SELECT 1",
+            "PREPARE transaction AS SELECT 1",
+            "SAVEPOINT s",
+            "RELEASE s",
+        ] {
+            assert!(!exits_failed_block(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn set_transaction_modes_are_read() {

@@ -66,7 +66,7 @@ mod tests;
 use std::borrow::Cow;
 use std::fmt;
 
-pub use begin::{begin_modes, chains, set_transaction_modes, BeginModes};
+pub use begin::{begin_modes, chains, exits_failed_block, set_transaction_modes, BeginModes};
 pub use classify::Classifier;
 pub use copy_in::copies_from_stdin;
 pub use effects::{dropped_database, of_function_call};
