@@ -1633,7 +1633,8 @@ async fn an_extended_request_in_a_block_that_failed_without_a_server_is_refused_
             "{sql} in the failed block, the only connection still taken"
         );
     }
-    // A ROLLBACK AND CHAIN ends it at once and begins the next block as it began.
+    // A ROLLBACK AND CHAIN ends it at once and begins the next block, with the defaults as
+    // PostgreSQL's (the failed block's modes were undone with it).
     let r = a.roundtrip(&bind_exec("rbc", &[])).await;
     assert_eq!(
         (tags(&r), cmd_tags(&r), r.last().map(|(_, b)| b[0])),
@@ -1647,7 +1648,7 @@ async fn an_extended_request_in_a_block_that_failed_without_a_server_is_refused_
             single(&r, "transaction_isolation"),
             r.last().map(|(_, b)| b[0])
         ),
-        ("repeatable read".to_string(), Some(b'T')),
+        ("read committed".to_string(), Some(b'T')),
         "the chained block's modes"
     );
     assert_eq!(outline(&a.simple("ROLLBACK").await).2, 'I');
@@ -7359,6 +7360,42 @@ async fn statements_are_shared_only_under_the_settings_they_were_parsed_with() {
         run(&s, &before).await,
         ("2024-01-01 09:00:00+09".to_owned(), "2003-01-02".to_owned())
     );
+}
+
+/// A constant that the output of `bytea` or `float8` makes text is folded into the plan the
+/// server caches for a statement, under the `bytea_output` and `extra_float_digits` of its
+/// first execution (their output functions are immutable): clients whose settings differ
+/// there do not share the statement, each gets its own formatting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constants_folded_under_output_settings_are_not_shared() {
+    const Q: &str = "SELECT decode('0102', 'hex')::text, (0.1::float8 + 0.2::float8)::text";
+    async fn run(c: &Client, st: &tokio_postgres::Statement) -> (String, String) {
+        let row = bounded("execute", c.query_one(st, &[])).await.unwrap();
+        (row.get(0), row.get(1))
+    }
+    // One server connection for both clients.
+    let p = proxy("transaction", "size = 1");
+    let a = connect(&p).await;
+    let b = connect(&p).await;
+    q(&a, "SET bytea_output = escape; SET extra_float_digits = 0").await;
+    let escaped = ("\\001\\002".to_owned(), "0.3".to_owned());
+    let hex = ("\\x0102".to_owned(), "0.30000000000000004".to_owned());
+    let st = bounded("prepare", a.prepare(Q)).await.unwrap();
+    assert_eq!(run(&a, &st).await, escaped);
+    let st = bounded("prepare", b.prepare(Q)).await.unwrap();
+    assert_eq!(run(&b, &st).await, hex, "B got A's folded constants");
+    // Each way round.
+    let c = connect(&p).await;
+    q(&c, "SET bytea_output = escape; SET extra_float_digits = 0").await;
+    let st = bounded("prepare", c.prepare(&format!("{Q} /* c */")))
+        .await
+        .unwrap();
+    let d = connect(&p).await;
+    let std_ = bounded("prepare", d.prepare(&format!("{Q} /* c */")))
+        .await
+        .unwrap();
+    assert_eq!(run(&d, &std_).await, hex);
+    assert_eq!(run(&c, &st).await, escaped, "C got D's folded constants");
 }
 
 /// Statement names are told apart by their first 63 bytes, as PostgreSQL's table of prepared

@@ -695,7 +695,7 @@ impl Session {
             self.pending.expect(Kind::Bind, Mode::Restore, Hook::None);
         } else {
             // A block the proxy answered BEGIN for fails all the same (see `fail_request`).
-            self.fail_held_block();
+            self.aborted_txn |= self.deferred_begin.take().is_some();
         }
     }
 

@@ -458,7 +458,6 @@ async fn start(
         route_override: None,
         consistency: login_consistency,
         deferred_begin: None,
-        failed_begin: None,
         force_primary: false,
         wrote: false,
         ryw: crate::ryw::Scopes::new(&app.ryw, &user_name),
@@ -705,9 +704,6 @@ struct Session {
     /// and anything else gets a server whose transaction is made to fail first (attach.rs), so
     /// that it answers everything exactly as PostgreSQL would.
     aborted_txn: bool,
-    /// The BEGIN the proxy held for the block that failed without a server, when that is how
-    /// it failed: a `ROLLBACK AND CHAIN` ending the block begins the next with its modes.
-    failed_begin: Option<route::DeferredBegin>,
     /// A replica refused one of this session's reads as a hot standby must (0A000: the
     /// session's transactions are SERIALIZABLE by a role, database or server default, which
     /// the proxy does not see): its reads run on the primary until its settings change.

@@ -170,7 +170,6 @@ impl Session {
             // lost first: see `attach`.)
             self.lost_txn = false;
             self.aborted_txn = true;
-            self.failed_begin = None;
         }
         let ends_deferred =
             matches!(a.txn, TxnControl::Commit | TxnControl::Rollback) && a.statements == 1;
@@ -591,29 +590,19 @@ impl Session {
             && self.pending.is_empty()
     }
 
-    /// A block the proxy held the BEGIN of fails (a request in it could not be run): from now
-    /// on it [failed without a server](Self::failed_without_server).
-    pub(super) fn fail_held_block(&mut self) {
-        if let Some(held) = self.deferred_begin.take() {
-            self.aborted_txn = true;
-            self.failed_begin = Some(held);
-        }
-    }
-
     /// A `ROLLBACK AND CHAIN` (or `COMMIT AND CHAIN`) ended a block that failed without a
-    /// server: the next block begins as that one did, with the BEGIN the proxy held for it,
-    /// or a plain one when the block began on a server (its modes are not known here).
+    /// server: the next block begins with the session's defaults, as PostgreSQL begins it
+    /// (the failed block's modes were undone with it: PostgreSQL 15 chains `read committed`
+    /// after a failed `BEGIN ISOLATION LEVEL REPEATABLE READ`, whatever its documentation
+    /// says of chained transactions' characteristics).
     pub(super) fn chain_failed_block(&mut self) {
-        let begin = self.failed_begin.take().unwrap_or_else(|| {
-            let mut frame = BytesMut::new();
-            encode::message(&mut frame, tag::QUERY, |b| b.extend_from_slice(b"BEGIN\0"));
-            super::route::DeferredBegin {
-                frame: frame.freeze(),
-                queries: 1,
-                modes: Default::default(),
-            }
+        let mut frame = BytesMut::new();
+        encode::message(&mut frame, tag::QUERY, |b| b.extend_from_slice(b"BEGIN\0"));
+        self.deferred_begin = Some(super::route::DeferredBegin {
+            frame: frame.freeze(),
+            queries: 1,
+            modes: Default::default(),
         });
-        self.deferred_begin = Some(begin);
     }
 
     /// The client's transaction block failed without a server (no connection for a statement

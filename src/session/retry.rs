@@ -259,7 +259,6 @@ impl super::Session {
                 }
             }
             self.aborted_txn = in_block && !block_ends;
-            self.failed_begin = None;
         } else if in_block {
             self.lost_txn = true;
         }

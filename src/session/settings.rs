@@ -210,7 +210,7 @@ pub fn may_change_parse(sql: &str) -> bool {
     // (Words of the settings a Parse depends on, of the statements that set them another
     // way, of RESET and DISCARD, of a role change, which changes what `$user` names in the
     // search_path, and of a dynamic EXECUTE in a DO block, which may run any of those.)
-    const WORDS: [&str; 18] = [
+    const WORDS: [&str; 20] = [
         "search_path",
         "schema",
         "time",
@@ -224,6 +224,8 @@ pub fn may_change_parse(sql: &str) -> bool {
         "null",
         "xml",
         "monetary",
+        "bytea",
+        "float",
         "reset",
         "discard",
         "role",
@@ -237,8 +239,12 @@ pub fn may_change_parse(sql: &str) -> bool {
 /// The settings a statement's meaning depends on as it is parsed (see
 /// `Session::parse_context`): the search_path names its tables, types and functions; literals
 /// become constants under the time zone (and its abbreviations), date and interval styles,
-/// encoding, string syntax, array and XML input settings.
-pub const PARSE_SETTINGS: [&str; 12] = [
+/// encoding, string syntax, array and XML input settings. And as it is planned: the output
+/// functions of `bytea` and the floating-point and geometric types are immutable though they
+/// follow `bytea_output` and `extra_float_digits`, so a constant such as
+/// `decode('0102', 'hex')::text` is folded into the plan the server caches for the statement
+/// under the settings of its first execution.
+pub const PARSE_SETTINGS: [&str; 14] = [
     "timezone_abbreviations",
     "array_nulls",
     "xmloption",
@@ -251,6 +257,8 @@ pub const PARSE_SETTINGS: [&str; 12] = [
     "backslash_quote",
     "transform_null_equals",
     "lc_monetary",
+    "bytea_output",
+    "extra_float_digits",
 ];
 
 /// Whether a text running `SET LOCAL` may change a setting a Parse depends on: each `SET
@@ -679,6 +687,8 @@ mod tests {
             "SET search_path = a, public",
             "SET ROLE x",
             "DO $$ BEGIN EXECUTE current_setting('app.stmt'); END $$",
+            "SET bytea_output = escape",
+            "SELECT set_config('extra_float_digits', '0', false)",
         ] {
             assert!(may_change_parse(sql), "{sql}");
         }
