@@ -7362,6 +7362,73 @@ async fn statements_are_shared_only_under_the_settings_they_were_parsed_with() {
     );
 }
 
+/// After an error in an extended-protocol batch PostgreSQL ignores every message up to the
+/// batch's Sync, a simple Query among them too: that Query gets no answer of its own (no
+/// ReadyForQuery), and the client gets the error and the Sync's ReadyForQuery, its
+/// connection and the pool's going on as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_skips_a_query_sent_inside_its_batch() {
+    let p = proxy("transaction", "size = 1");
+    let mut a = Raw::app(&p).await;
+    parsed(&mut a, "s2", "SELECT 2").await;
+    let query = |out: &mut BytesMut, sql: &str| frontend::query(sql, out).unwrap();
+    let no_portal = |out: &mut BytesMut| frontend::execute("p1", 0, out).unwrap();
+    let mut batches = Vec::new();
+    let mut b = BytesMut::new();
+    no_portal(&mut b);
+    m_parse(&mut b, "s3", "SELECT 1");
+    query(&mut b, "SELECT 1");
+    m_bind(&mut b, "", "s3", &[]);
+    m_sync(&mut b);
+    batches.push(("a Bind after it", b, "EZ", 'I'));
+    let mut b = BytesMut::new();
+    no_portal(&mut b);
+    m_parse(&mut b, "s4", "SELECT 1");
+    query(&mut b, "SELECT 1");
+    m_describe(&mut b, "s4");
+    m_sync(&mut b);
+    batches.push(("a Describe after it", b, "EZ", 'I'));
+    let mut b = BytesMut::new();
+    no_portal(&mut b);
+    query(&mut b, "SELECT 1");
+    m_parse(&mut b, "s2", "SELECT 2");
+    m_sync(&mut b);
+    batches.push(("a Parse of a name the client has after it", b, "EZ", 'I'));
+    let mut b = BytesMut::new();
+    m_parse(&mut b, "", "BEGIN READ ONLY");
+    m_bind(&mut b, "", "", &[]);
+    m_execute(&mut b);
+    m_parse(&mut b, "", "SELECT 1/0");
+    m_bind(&mut b, "", "", &[]);
+    m_execute(&mut b);
+    query(&mut b, "SELECT 1");
+    m_sync(&mut b);
+    // (`1/0` fails at the Bind, where PostgreSQL plans the unnamed statement and folds it.)
+    batches.push(("a block begun in the batch", b, "12C1EZ", 'E'));
+    for (what, batch, want, status) in batches {
+        let r = a.roundtrip(&batch).await;
+        assert_eq!(
+            (tags(&r), r.last().map_or('?', |(_, b)| b[0] as char)),
+            (want.to_string(), status),
+            "{what}"
+        );
+        if status == 'E' {
+            assert_eq!(tags(&a.simple("ROLLBACK").await), "CZ");
+        }
+        // The statements the server skipped were not made; the connection answers, and
+        // the pool's only one is free for another client.
+        assert_eq!(single(&a.simple("SELECT 5").await, "after"), "5", "{what}");
+        let mut other = Raw::app(&p).await;
+        assert_eq!(
+            single(&other.simple("SELECT 6").await, "other"),
+            "6",
+            "{what}"
+        );
+    }
+    parsed(&mut a, "s3", "SELECT 3").await;
+    parsed(&mut a, "s4", "SELECT 4").await;
+}
+
 /// A constant that the output of `bytea` or `float8` makes text is folded into the plan the
 /// server caches for a statement, under the `bytea_output` and `extra_float_digits` of its
 /// first execution (their output functions are immutable): clients whose settings differ

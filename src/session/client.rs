@@ -610,9 +610,12 @@ impl Session {
 
     /// Whether the next client message starts a request of its own (in or out of a
     /// transaction block): what the proxy sends now is answered before it, whatever the
-    /// server makes of the requests ahead.
+    /// server makes of the requests ahead. (Not while the server skips the client's messages
+    /// up to its Sync after an error: a simple Query sent in the batch, which ended it in the
+    /// proxy's view, was skipped too, and the batch goes on to that Sync.)
     fn between_requests(&self) -> bool {
         !self.batch_open
+            && !self.skip_until_sync
             && matches!(
                 self.pending.last_kind(),
                 Some(Kind::Sync | Kind::Query | Kind::FunctionCall) | None
