@@ -1258,6 +1258,50 @@ async fn a_cancel_while_a_read_is_being_repeated_cancels_it() {
         "the cancel was counted as kept between servers"
     );
     relays[other].set_mode(Mode::Pass);
+
+    // A cancel that came before the loss and could not reach the read's replica (it had
+    // stopped answering): the read is not run again elsewhere either.
+    let client = proxy.connect_app().await;
+    let cancel = client.cancel_token();
+    let read = tokio::spawn(async move {
+        client
+            .simple_query("SELECT pg_sleep(20) /* cancel before the loss */")
+            .await
+    });
+    let counts = wait_running(
+        cluster.replicas(),
+        "cancel before the loss",
+        "the second read running on a replica",
+        |c| c.iter().sum::<i64>() == 1,
+    )
+    .await;
+    let on = if counts[0] == 1 { 0 } else { 1 };
+    let failed = "switchyard_cancel_requests_total{result=\"failed\"}";
+    let failures = proxy.metric(failed).await;
+    relays[on].set_mode(Mode::Blackhole);
+    let sent = tokio::spawn(async move { cancel.cancel_query(tokio_postgres::NoTls).await });
+    proxy
+        .wait_metric(failed, failures + 1.0, Duration::from_secs(30))
+        .await;
+    let repeats = proxy.metric(SERVER_LOST).await;
+    relays[on].reset_all();
+    let r = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the read hung")
+        .unwrap();
+    let e = r.expect_err("a read whose cancel could not be delivered ran again elsewhere");
+    assert_eq!(
+        e.code().map(|s| s.code()),
+        Some("57014"),
+        "the read cancelled before its server was lost should fail as cancelled: {e} ({e:?})"
+    );
+    assert_eq!(
+        proxy.metric(SERVER_LOST).await,
+        repeats + 1.0,
+        "the read's loss was met with a repeat (answered as cancelled)"
+    );
+    relays[on].set_mode(Mode::Pass);
+    let _ = sent.await;
 }
 
 /// A read waiting for a slot of a replica's pool when the replica is partitioned is routed

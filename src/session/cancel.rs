@@ -147,9 +147,16 @@ impl CancelSlot {
     }
 
     /// The client's request goes to another server (its first one failed or refused it): a
-    /// cancel until [`set`](Self::set) or [`end_wait`](Self::end_wait) is kept.
-    pub fn between_servers(&self) {
-        self.unattached.store(BETWEEN, Ordering::Release);
+    /// cancel until [`set`](Self::set) or [`end_wait`](Self::end_wait) is kept. `cancelled`:
+    /// one came already, for the server connection lost (on its way there, or not delivered):
+    /// the request is answered as cancelled rather than run again.
+    pub fn between_servers(&self, cancelled: bool) {
+        let state = if cancelled {
+            BETWEEN | CANCELLED
+        } else {
+            BETWEEN
+        };
+        self.unattached.store(state, Ordering::Release);
     }
 
     /// The request that waited for a server or was between servers is over without reaching
@@ -617,7 +624,7 @@ mod tests {
         let registry = CancelRegistry::default();
         let reg = registration(&registry);
         let slot = reg.slot.clone();
-        slot.between_servers();
+        slot.between_servers(false);
         // (A request being repeated stays so when it waits for its next server.)
         slot.waiting();
         assert_eq!(

@@ -135,7 +135,8 @@ impl super::Session {
         // now is unknown (its next connection would silently lack them), so it ends (see
         // relay.rs), as it would have with its own server.
         self.settings_lost = std::mem::take(&mut self.capturing).0;
-        self.cancel.clear();
+        // (A cancel on its way to the connection, or not delivered: see `requeue_request`.)
+        let cancel_pending = !self.cancel.clear();
         self.reports.forget();
         tracing::warn!(parent: &self.span, backend = %p.pool().key.backend, error = %error, "server connection lost");
         p.discard("server_lost", &self.app.metrics);
@@ -178,7 +179,7 @@ impl super::Session {
                 .inc();
             self.retry_attempts += 1;
             self.pending.abandon();
-            self.requeue_request();
+            self.requeue_request(cancel_pending);
             self.txn = TxnStatus::Idle;
             self.request_begins = None;
             return;
@@ -294,11 +295,13 @@ impl super::Session {
     }
 
     /// Puts the repeatable request back at the front of the client buffer, undoing what its
-    /// first run recorded.
-    pub(super) fn requeue_request(&mut self) {
+    /// first run recorded. `cancelled`: the client's cancel of it was on its way to the server
+    /// it ran on (or could not be delivered there) when it was given up.
+    pub(super) fn requeue_request(&mut self, cancelled: bool) {
         let Some(r) = self.retry.take() else { return };
-        // A cancel from now until the request is attached again is not lost.
-        self.cancel.between_servers();
+        // A cancel from now until the request is attached again is not lost, nor one that
+        // came before and may not have reached the server lost.
+        self.cancel.between_servers(cancelled);
         self.between_servers = true;
         for n in &r.names {
             self.statements.remove(n);

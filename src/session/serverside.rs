@@ -800,7 +800,7 @@ impl Session {
             self.discard_server("refused_in_block");
             self.txn = TxnStatus::Idle;
         }
-        self.requeue_request();
+        self.requeue_request(false);
     }
 }
 
