@@ -1652,6 +1652,29 @@ async fn an_extended_request_in_a_block_that_failed_without_a_server_is_refused_
         "the chained block's modes"
     );
     assert_eq!(outline(&a.simple("ROLLBACK").await).2, 'I');
+    // A block begun by a chain keeps the chain's modes through a failure, as PostgreSQL
+    // gives them to it (not as settings made in it): a ROLLBACK AND CHAIN chains them again.
+    q(&holder, "BEGIN").await;
+    q(&holder, "SELECT 1").await;
+    for sql in ["BEGIN ISOLATION LEVEL REPEATABLE READ", "COMMIT AND CHAIN"] {
+        assert_eq!(outline(&a.simple(sql).await).2, 'T', "{sql}");
+    }
+    let r = a.roundtrip(&bind_exec("ins", &["1"])).await;
+    assert_eq!(outline(&r).1.as_deref(), Some("53300"));
+    let r = a.roundtrip(&bind_exec("rbc", &[])).await;
+    assert_eq!(
+        (tags(&r), r.last().map(|(_, b)| b[0])),
+        ("2CZ".into(), Some(b'T')),
+        "ROLLBACK AND CHAIN of a failed chained block"
+    );
+    q(&holder, "COMMIT").await;
+    let r = a.simple("SHOW transaction_isolation").await;
+    assert_eq!(
+        single(&r, "transaction_isolation"),
+        "repeatable read",
+        "the modes of a failed chained block, chained again"
+    );
+    assert_eq!(outline(&a.simple("ROLLBACK").await).2, 'I');
     assert_eq!(
         one(&holder, "SELECT count(*) FROM pool_failed_x").await,
         "0"
@@ -7427,6 +7450,16 @@ async fn an_error_skips_a_query_sent_inside_its_batch() {
     }
     parsed(&mut a, "s3", "SELECT 3").await;
     parsed(&mut a, "s4", "SELECT 4").await;
+    // In a block the server failed, a named Parse of several statements is refused for being
+    // several (42601), and an empty one is taken, as PostgreSQL answers them; one statement
+    // that does not end the block gets 25P02.
+    assert_eq!(tags(&a.simple("BEGIN; SELECT 1/0").await), "CEZ");
+    let r = a.roundtrip(&parse_sync("m", "SELECT 1; SELECT 2")).await;
+    assert_eq!(error_code(&r).as_deref(), Some("42601"), "{}", tags(&r));
+    assert_eq!(tags(&a.roundtrip(&parse_sync("e", "")).await), "1Z");
+    let r = a.roundtrip(&parse_sync("o", "SELECT 1")).await;
+    assert_eq!(error_code(&r).as_deref(), Some("25P02"), "{}", tags(&r));
+    assert_eq!(tags(&a.simple("ROLLBACK").await), "CZ");
 }
 
 /// A constant that the output of `bytea` or `float8` makes text is folded into the plan the

@@ -281,6 +281,7 @@ impl Session {
             // The block is failed from now on, unless this request ends it: a COMMIT ends a
             // failed block in PostgreSQL too (a ROLLBACK never comes here: see `query`).
             self.aborted_txn = !self.front_ends_block();
+            self.failed_chain = None;
             self.fail_request(
                 "08006",
                 "the server connection was lost; the transaction was rolled back",
@@ -566,7 +567,7 @@ impl Session {
         self.front_query = None;
         // The request is over: the next one may try every backend again.
         self.request_over();
-        self.aborted_txn |= self.deferred_begin.take().is_some();
+        self.fail_held_block();
         let status = if self.aborted_txn {
             TxnStatus::Failed
         } else {

@@ -698,7 +698,7 @@ impl Session {
             self.pending.expect(Kind::Bind, Mode::Restore, Hook::None);
         } else {
             // A block the proxy answered BEGIN for fails all the same (see `fail_request`).
-            self.aborted_txn |= self.deferred_begin.take().is_some();
+            self.fail_held_block();
         }
     }
 

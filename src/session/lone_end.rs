@@ -63,6 +63,8 @@ impl Session {
             self.deferred_begin = None;
         } else if failed {
             self.chain_failed_block();
+        } else if let Some(d) = self.deferred_begin.as_mut() {
+            d.chain();
         }
         self.aborted_txn = false;
         self.client.rbuf.advance(batch.len);

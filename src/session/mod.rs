@@ -458,6 +458,7 @@ async fn start(
         route_override: None,
         consistency: login_consistency,
         deferred_begin: None,
+        failed_chain: None,
         force_primary: false,
         wrote: false,
         ryw: crate::ryw::Scopes::new(&app.ryw, &user_name),
@@ -704,6 +705,10 @@ struct Session {
     /// and anything else gets a server whose transaction is made to fail first (attach.rs), so
     /// that it answers everything exactly as PostgreSQL would.
     aborted_txn: bool,
+    /// The block that failed without a server was begun by a chain the proxy answered: the
+    /// BEGIN of that chain, which a `ROLLBACK AND CHAIN` of it chains again
+    /// (`chain_failed_block`).
+    failed_chain: Option<route::DeferredBegin>,
     /// A replica refused one of this session's reads as a hot standby must (0A000: the
     /// session's transactions are SERIALIZABLE by a role, database or server default, which
     /// the proxy does not see): its reads run on the primary until its settings change.

@@ -234,13 +234,21 @@ impl Session {
             self.forward_unnamed_parse(frame, depends.cloned());
             return Ok(());
         }
-        if self.txn == TxnStatus::Failed && !self.executed_in_batch && !self.ends_a_block(query) {
+        if self.txn == TxnStatus::Failed
+            && !self.executed_in_batch
+            && !self.ends_a_block(query)
+            && super::route::analyze(&self.app.classifier.load(), query, self.opaque_backslashes)
+                .statements
+                == 1
+        {
             // As PostgreSQL answers a Parse in a failed block (before looking at its name),
             // not from the statements the connection has. (Not when the batch executed
             // something before it: answered without an error, that was a ROLLBACK, a ROLLBACK
             // TO SAVEPOINT or a COMMIT, which ended the failure before this Parse; the status
             // reported after it comes only with the batch's ReadyForQuery. Parses wait for
-            // the answers due first: see `parse_awaits_earlier`. A Bind alone ends nothing.)
+            // the answers due first: see `parse_awaits_earlier`. A Bind alone ends nothing.
+            // Nor an empty text, which PostgreSQL takes there, nor several statements, which
+            // it refuses first for being several: the server answers those.)
             self.respond_batch_error(
                 "25P02",
                 "current transaction is aborted, commands ignored until end of transaction block",

@@ -170,6 +170,7 @@ impl Session {
             // lost first: see `attach`.)
             self.lost_txn = false;
             self.aborted_txn = true;
+            self.failed_chain = None;
         }
         let ends_deferred =
             matches!(a.txn, TxnControl::Commit | TxnControl::Rollback) && a.statements == 1;
@@ -258,9 +259,10 @@ impl Session {
             // BEGIN ... COMMIT with nothing in between: no server needed. (Not BEGIN ...
             // PREPARE TRANSACTION: that leaves a prepared transaction, empty or not.)
             self.client.rbuf.advance(h.frame_len);
-            if !chained {
+            match self.deferred_begin.as_mut() {
                 // (Chained, the deferred BEGIN with its modes stands for the new block.)
-                self.deferred_begin = None;
+                Some(d) if chained => d.chain(),
+                _ => self.deferred_begin = None,
             }
             let mut b = BytesMut::new();
             encode::command_complete(&mut b, if is_commit { "COMMIT" } else { "ROLLBACK" });
@@ -295,6 +297,7 @@ impl Session {
                 frame,
                 queries: 1,
                 modes,
+                chained_from: None,
             });
             let mut b = BytesMut::new();
             encode::command_complete(&mut b, tag);
@@ -590,19 +593,28 @@ impl Session {
             && self.pending.is_empty()
     }
 
+    /// A block the proxy held the BEGIN of fails (a request in it could not be run): from now
+    /// on it [failed without a server](Self::failed_without_server).
+    pub(super) fn fail_held_block(&mut self) {
+        if let Some(held) = self.deferred_begin.take() {
+            self.aborted_txn = true;
+            self.failed_chain = held.chained_from.map(|b| *b);
+        }
+    }
+
     /// A `ROLLBACK AND CHAIN` (or `COMMIT AND CHAIN`) ended a block that failed without a
     /// server: the next block begins with the session's defaults, as PostgreSQL begins it
-    /// (the failed block's modes were undone with it: PostgreSQL 15 chains `read committed`
-    /// after a failed `BEGIN ISOLATION LEVEL REPEATABLE READ`, whatever its documentation
-    /// says of chained transactions' characteristics).
+    /// (modes set in the failed block were undone with it: PostgreSQL 15 chains `read
+    /// committed` after a failed `BEGIN ISOLATION LEVEL REPEATABLE READ`), or, when the
+    /// failed block was itself begun by a chain the proxy answered, with that chain's modes,
+    /// which PostgreSQL keeps ([`DeferredBegin::chained_from`]).
     pub(super) fn chain_failed_block(&mut self) {
-        let mut frame = BytesMut::new();
-        encode::message(&mut frame, tag::QUERY, |b| b.extend_from_slice(b"BEGIN\0"));
-        self.deferred_begin = Some(super::route::DeferredBegin {
-            frame: frame.freeze(),
-            queries: 1,
-            modes: Default::default(),
-        });
+        let mut begin = self
+            .failed_chain
+            .take()
+            .unwrap_or_else(super::route::DeferredBegin::plain);
+        begin.chain();
+        self.deferred_begin = Some(begin);
     }
 
     /// The client's transaction block failed without a server (no connection for a statement

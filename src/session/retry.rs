@@ -260,6 +260,7 @@ impl super::Session {
                 }
             }
             self.aborted_txn = in_block && !block_ends;
+            self.failed_chain = None;
         } else if in_block {
             self.lost_txn = true;
         }

@@ -550,4 +550,35 @@ pub(super) struct DeferredBegin {
     pub queries: usize,
     /// What it asks for (where the transaction may run).
     pub modes: BeginModes,
+    /// The block was begun by a `COMMIT AND CHAIN` or `ROLLBACK AND CHAIN` the proxy answered:
+    /// the BEGIN as it was then. PostgreSQL gives a chained block its modes directly (not
+    /// as settings made in it), so they outlive the block's failure, unlike a `SET
+    /// TRANSACTION` made in it: a `ROLLBACK AND CHAIN` of the failed block chains them again.
+    pub chained_from: Option<Box<DeferredBegin>>,
+}
+
+impl DeferredBegin {
+    /// A plain `BEGIN`, the session's defaults.
+    pub fn plain() -> Self {
+        let mut frame = bytes::BytesMut::new();
+        crate::protocol::encode::message(&mut frame, crate::protocol::tag::QUERY, |b| {
+            b.extend_from_slice(b"BEGIN\0")
+        });
+        DeferredBegin {
+            frame: frame.freeze(),
+            queries: 1,
+            modes: BeginModes::default(),
+            chained_from: None,
+        }
+    }
+
+    /// The block ends `AND CHAIN`: this BEGIN now stands for the next block, as it is now.
+    pub fn chain(&mut self) {
+        self.chained_from = Some(Box::new(DeferredBegin {
+            frame: self.frame.clone(),
+            queries: self.queries,
+            modes: self.modes,
+            chained_from: None,
+        }));
+    }
 }

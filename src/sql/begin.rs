@@ -35,7 +35,9 @@ pub fn chains(sql: &str) -> bool {
 /// too) or `PREPARE TRANSACTION 'gid'`, not `COMMIT PREPARED`, `ROLLBACK PREPARED` nor SQL
 /// `PREPARE`. Any other is refused there with 25P02.
 pub fn exits_failed_block(sql: &str) -> bool {
-    let mut words = Lexer::new(sql).filter(|t| !t.is_comment() && !t.is_punct(b';'));
+    let mut words = Lexer::new(sql)
+        .filter(|t| !t.is_comment())
+        .skip_while(|t| t.is_punct(b';'));
     let Some(first) = words.next() else {
         return false;
     };
@@ -186,6 +188,7 @@ mod tests {
             "ABORT",
             "PREPARE TRANSACTION 'g'",
             "; COMMIT",
+            "COMMIT; PREPARED",
         ] {
             assert!(exits_failed_block(sql), "{sql}");
         }
@@ -197,6 +200,7 @@ mod tests {
             "rollback prepared 'g'",
             "PREPARE p AS SELECT 1",
             "PREPARE transaction AS SELECT 1",
+            "PREPARE; TRANSACTION 'g'",
             "SAVEPOINT s",
             "RELEASE s",
         ] {
