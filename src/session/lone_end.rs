@@ -33,8 +33,8 @@ impl Session {
             return false;
         };
         // `AND CHAIN` with no block open is refused by the server; ending a held block, the
-        // held BEGIN (with its modes) stands for the new one, and ending a failed block, a
-        // plain one (`chain_failed_block`).
+        // held BEGIN (with its modes) stands for the new one, and ending a failed block, the
+        // one `chain_failed_block` gives (the defaults, or a failed chain's modes).
         let in_block = self.deferred_begin.is_some();
         if batch.chains && !in_block && !failed {
             return false;
