@@ -1304,6 +1304,70 @@ async fn a_cancel_while_a_read_is_being_repeated_cancels_it() {
     let _ = sent.await;
 }
 
+/// A client cancels a read that a replica then refuses (an unlogged table, which a standby
+/// cannot read): the cancel could not be delivered (the replica had stopped answering), so it
+/// may still reach that server. The refused read is answered as cancelled (57014) instead of
+/// being run again on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_refused_while_its_cancel_is_undelivered_is_cancelled() {
+    let s = tokio::task::spawn_blocking(|| {
+        setup_tables(
+            1,
+            false,
+            "[health]\ninterval = \"200ms\"\ntimeout = \"2s\"\nfall = 50\nrise = 2\n\
+             [routing]\nconsistency = \"eventual\"\n"
+                .into(),
+        )
+    })
+    .await
+    .unwrap();
+    let (cluster, relays, proxy) = (&s.cluster, &s.relays, &s.proxy);
+    let setup = proxy.connect_app().await;
+    setup
+        .batch_execute("CREATE UNLOGGED TABLE refused_cancelled (v int)")
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| cluster.wait_replicas_caught_up(Duration::from_secs(30)))
+        .expect("the replica replaying the table's creation");
+    let client = proxy.connect_app().await;
+    // The client's connection to the replica, kept for its next read.
+    let replica = cluster.replicas()[0].port() as i32;
+    assert_eq!(
+        port_of_read(&client, "SELECT inet_server_port()").await,
+        replica,
+        "the first read ran on the replica"
+    );
+    let cancel = client.cancel_token();
+    relays[0].set_mode(Mode::Blackhole);
+    let read = tokio::spawn(async move {
+        client
+            .simple_query("SELECT count(*) FROM refused_cancelled /* refused, cancelled */")
+            .await
+    });
+    let failed = "switchyard_cancel_requests_total{result=\"failed\"}";
+    let refused = "switchyard_retries_total{reason=\"read_only_violation\"}";
+    let (failures, refusals) = (proxy.metric(failed).await, proxy.metric(refused).await);
+    // The read waits in the partition; its cancel cannot reach the replica either.
+    let sent = tokio::spawn(async move { cancel.cancel_query(tokio_postgres::NoTls).await });
+    proxy
+        .wait_metric(failed, failures + 1.0, Duration::from_secs(30))
+        .await;
+    // The partition heals: the replica gets the read, refuses it.
+    relays[0].set_mode(Mode::Pass);
+    let r = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the read hung")
+        .unwrap();
+    assert_eq!(
+        proxy.metric(refused).await,
+        refusals + 1.0,
+        "the replica refused the read"
+    );
+    let e = r.expect_err("a read refused while its cancel was undelivered ran on the primary");
+    support::assert_cancelled(&e, "the read refused while its cancel was undelivered");
+    let _ = sent.await;
+}
+
 /// A read waiting for a slot of a replica's pool when the replica is partitioned is routed
 /// again once the monitor declares the replica down, at once: before, it was handed the slot
 /// the severed connections gave back and opened a connection into the partition, waiting all

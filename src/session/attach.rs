@@ -647,27 +647,34 @@ impl Session {
         true
     }
 
-    /// Returns the server connection to its pool.
-    pub(super) fn release(&mut self) {
+    /// Returns the server connection to its pool, or closes it when a cancel of the client's
+    /// is on its way there or may be (one that could not be delivered). Returns whether one
+    /// is: a request given up on that connection to run elsewhere is then cancelled rather
+    /// than repeated (see `requeue_request`).
+    pub(super) fn release(&mut self) -> bool {
         let Some(p) = self.server.take() else {
-            return;
+            return false;
         };
         self.detach_bookkeeping();
         if self.cancel.clear() {
             p.release();
+            false
         } else {
             p.discard("cancel_in_flight", &self.app.metrics);
+            true
         }
     }
 
-    /// Closes the attached server connection (not fit for another client).
-    pub(super) fn discard_server(&mut self, reason: &str) {
+    /// Closes the attached server connection (not fit for another client). Returns whether a
+    /// cancel was on its way to it, as [`release`](Self::release) does.
+    pub(super) fn discard_server(&mut self, reason: &str) -> bool {
         let Some(p) = self.server.take() else {
-            return;
+            return false;
         };
         self.detach_bookkeeping();
-        self.cancel.clear();
+        let cancel_pending = !self.cancel.clear();
         p.discard(reason, &self.app.metrics);
+        cancel_pending
     }
 
     /// Per-attachment state to clear when the server connection goes.

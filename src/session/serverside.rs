@@ -789,18 +789,20 @@ impl Session {
     }
 
     /// Gives the server connection up and puts the refused request back in front of the
-    /// client's buffer, to be routed again.
+    /// client's buffer, to be routed again (or answered as cancelled: a cancel of it was on
+    /// its way to that server, or could not be delivered there).
     fn requeue(&mut self, r: super::retry::Retry) {
         self.retry = Some(r);
-        if self.txn == TxnStatus::Idle {
-            self.release();
+        let cancel_pending = if self.txn == TxnStatus::Idle {
+            self.release()
         } else {
             // The refused Query had opened a block there ("BEGIN; SELECT ..."): the connection
             // is not for anyone else, and the client's transaction starts over.
-            self.discard_server("refused_in_block");
+            let cancel_pending = self.discard_server("refused_in_block");
             self.txn = TxnStatus::Idle;
-        }
-        self.requeue_request(false);
+            cancel_pending
+        };
+        self.requeue_request(cancel_pending);
     }
 }
 
