@@ -2113,6 +2113,26 @@ async fn read_that_writes_is_rescued_on_the_primary_extended_protocol() {
         n0 + 3,
         "each call ran once with effect"
     );
+    // A cursor-style batch with a Flush before its Sync, all in one write: the client waits
+    // for the whole answer, which is held back as without the Flush, and the read is rescued
+    // (before, the Flush let the replica's 25006 through).
+    let mut s = raw_app_session(&proxy).await;
+    let refusals = proxy.metric(READ_ONLY_VIOLATIONS).await;
+    let mut out = bytes::BytesMut::new();
+    raw::parse_bind_execute("SELECT routing_writer('extended') AS flushed", &mut out);
+    postgres_protocol::message::frontend::flush(&mut out);
+    postgres_protocol::message::frontend::sync(&mut out);
+    s.raw.send(&out).await.unwrap();
+    let r = s.raw.read_result("a read that writes, with a Flush").await;
+    assert!(r.error.is_none(), "a Flush before the Sync: {:?}", r.error);
+    let got: u16 = r.scalar().parse().expect("a port");
+    assert_eq!(got, p.primary, "with a Flush: ran on {}", p.name(got));
+    assert_eq!(
+        proxy.metric(READ_ONLY_VIOLATIONS).await,
+        refusals + 1.0,
+        "with a Flush: refused by a replica once, then run on the primary"
+    );
+    assert_eq!(count_log("extended").await, n0 + 4, "the call with a Flush");
     // The connection is still in a sane state (reads right after a write are the subject of
     // eventual_reads_right_after_a_write_go_to_replicas).
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -488,8 +488,13 @@ impl Session {
                 if self.server.is_some() {
                     if let Some(r) = self.retry.as_mut() {
                         // The client asks for the answers so far (a cursor's rows before its
-                        // Sync): once it has any, the request cannot be repeated.
-                        r.flush_into(&mut self.client.wbuf);
+                        // Sync): once it has any, the request cannot be repeated. Not when it
+                        // sent its Sync with the Flush: it waits for the whole answer then,
+                        // which is held back as without the Flush (and the read can still be
+                        // repeated elsewhere).
+                        if !sync_follows(&self.client.rbuf[h.frame_len..]) {
+                            r.flush_into(&mut self.client.wbuf);
+                        }
                     }
                     self.flushed_batch = self.batch_open && !self.bound_in_batch;
                     self.forward(h.frame_len);
@@ -890,4 +895,19 @@ fn is_small(t: u8) -> bool {
 /// its size): the proxy needs only their start.
 fn streamable(t: u8) -> bool {
     matches!(t, tag::COPY_DATA | tag::QUERY | tag::BIND)
+}
+
+/// Whether the whole messages at the start of `buf` include a Sync.
+fn sync_follows(buf: &[u8]) -> bool {
+    let mut at = 0;
+    while let Ok(Some(h)) = Header::peek(&buf[at..], usize::MAX) {
+        if buf.len() - at < h.frame_len {
+            return false;
+        }
+        if h.tag == tag::SYNC {
+            return true;
+        }
+        at += h.frame_len;
+    }
+    false
 }
