@@ -3103,6 +3103,71 @@ async fn a_write_after_the_end_of_a_replica_transaction_in_the_same_request_runs
     let at = port_of(&r.rows[1]);
     assert_eq!(at, p.primary, "the INSERT ran on {}", p.name(at));
     assert_eq!(s.raw.query_ok("SELECT 8").await.scalar(), "8");
+    // The end of the block answered (the client flushed after it and read the answers) before
+    // the rest of its batch comes, which closes a statement prepared in the block and writes:
+    // the write runs on the primary.
+    for close in [true, false] {
+        let what = format!("the rest of the batch after the end was answered (Close: {close})");
+        s.raw.query_ok("BEGIN READ ONLY").await;
+        s.raw.query_ok("SELECT inet_server_port()").await;
+        let mut out = bytes::BytesMut::new();
+        raw::parse_bind_execute_as("in_block", "SELECT inet_server_port()", &mut out);
+        postgres_protocol::message::frontend::sync(&mut out);
+        raw::parse_bind_execute("COMMIT", &mut out);
+        postgres_protocol::message::frontend::flush(&mut out);
+        s.raw.send(&out).await.unwrap();
+        let first = s.raw.read_result(&what).await;
+        assert!(first.error.is_none(), "{what}: {:?}", first.error);
+        assert_eq!(first.status, b'T', "{what}");
+        loop {
+            match s.raw.next(Duration::from_secs(30)).await {
+                raw::Next::Frame(f) if f.tag == b'C' => break,
+                raw::Next::Frame(f) if f.tag == b'1' || f.tag == b'2' => {}
+                other => panic!("{what}: the COMMIT's answer, got {other:?}"),
+            }
+        }
+        let mut out = bytes::BytesMut::new();
+        if close {
+            postgres_protocol::message::frontend::close(b'S', "in_block", &mut out).unwrap();
+        }
+        raw::parse_bind_execute(&insert(&what), &mut out);
+        postgres_protocol::message::frontend::sync(&mut out);
+        s.raw.send(&out).await.unwrap();
+        let r = s.raw.read_result(&what).await;
+        assert!(r.error.is_none(), "{what}: {:?}", r.error);
+        assert_eq!(r.tags, ["INSERT 0 1"], "{what}");
+        assert_eq!(r.status, b'I', "{what}");
+        let at = port_of(&r.rows[0]);
+        assert_eq!(at, p.primary, "{what}: the INSERT ran on {}", p.name(at));
+    }
+    // The same sent in one write: the end was told from the answers still due, and when all
+    // of those had come in one read by the time the Close was looked at (it waits for the
+    // answer to the Parse of the statement it closes), the write followed the Close on the
+    // replica and failed (25006): in about half the rounds on a loaded machine, none on an
+    // idle one.
+    for round in 0..10 {
+        let what = format!("a Close after the end in one write, round {round}");
+        s.raw.query_ok("BEGIN READ ONLY").await;
+        s.raw.query_ok("SELECT inet_server_port()").await;
+        let mut out = bytes::BytesMut::new();
+        raw::parse_bind_execute_as("in_block", "SELECT inet_server_port()", &mut out);
+        postgres_protocol::message::frontend::sync(&mut out);
+        raw::parse_bind_execute("COMMIT", &mut out);
+        postgres_protocol::message::frontend::close(b'S', "in_block", &mut out).unwrap();
+        raw::parse_bind_execute(&insert(&what), &mut out);
+        postgres_protocol::message::frontend::sync(&mut out);
+        s.raw.send(&out).await.unwrap();
+        let first = s.raw.read_result(&what).await;
+        assert!(first.error.is_none(), "{what}: {:?}", first.error);
+        assert_eq!(first.status, b'T', "{what}");
+        let r = s.raw.read_result(&what).await;
+        assert!(r.error.is_none(), "{what}: {:?}", r.error);
+        assert_eq!(r.tags, ["COMMIT", "INSERT 0 1"], "{what}");
+        assert_eq!(r.status, b'I', "{what}");
+        let at = port_of(&r.rows[0]);
+        assert_eq!(at, p.primary, "{what}: the INSERT ran on {}", p.name(at));
+    }
+    assert_eq!(s.raw.query_ok("SELECT 9").await.scalar(), "9");
 }
 
 /// `first` and `second` pipelined (the second sent before the first is answered), as Queries

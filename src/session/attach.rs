@@ -444,6 +444,7 @@ impl Session {
         self.fresh_attach = true;
         self.ending_block = false;
         self.batch_ends_block = false;
+        self.ended_block_last = false;
         self.backend_index = Some(index);
         if let Some(b) = self.current.view.backends.get(index) {
             b.stats

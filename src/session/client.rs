@@ -412,6 +412,7 @@ impl Session {
             tag::CLOSE => self.handle_describe_or_close(h, Kind::Close)?,
             tag::EXECUTE => {
                 self.executed_in_batch = true;
+                self.ended_block_last = self.batch_ends_block;
                 self.forward(h.frame_len);
                 self.copy_ended_since_request = false;
                 self.pending
@@ -472,6 +473,7 @@ impl Session {
                     // The batch ends a read-only transaction on a replica: what follows it
                     // is routed afresh once it is answered (see `leave_for_next_request`).
                     self.ending_block |= std::mem::take(&mut self.batch_ends_block);
+                    self.ended_block_last = false;
                     self.batch_open = false;
                     self.bound_in_batch = false;
                     self.executed_in_batch = false;

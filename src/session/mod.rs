@@ -498,6 +498,7 @@ async fn start(
         fresh_attach: false,
         ending_block: false,
         batch_ends_block: false,
+        ended_block_last: false,
         split_first: false,
         drain_due: false,
         split_rest_due: false,
@@ -837,6 +838,10 @@ struct Session {
     /// A statement bound in the open extended batch ends the transaction block: its Sync
     /// sets `ending_block`.
     batch_ends_block: bool,
+    /// The last message sent in the open batch was an Execute while `batch_ends_block` (the
+    /// block's end, run): what the client sends next in the batch is split from it (see
+    /// `split_after_block_end`). (Not told by what answers are due: those may all be in.)
+    ended_block_last: bool,
     /// The Query at the front of the client buffer is the first part of one split after the
     /// end of a read-only transaction on a replica (see `split_query_after_block_end`).
     split_first: bool,

@@ -18,12 +18,16 @@ impl Session {
     /// proxy's own, so that what the client sends after it (a write, say) is routed afresh
     /// once it is answered, as behind a Sync of the client's, rather than fail on the replica.
     pub(super) fn split_after_block_end(&mut self, h: Header) {
+        if matches!(h.tag, tag::SYNC | tag::FLUSH) {
+            return;
+        }
+        // (Sent after the end, this message is the last one sent from now on.)
+        let ended_last = std::mem::take(&mut self.ended_block_last);
         if !self.batch_ends_block
-            || matches!(h.tag, tag::SYNC | tag::FLUSH)
+            || !ended_last
             || self.server.is_none()
             || self.target != Target::Replica
             || !self.releasable()
-            || self.pending.last_kind() != Some(Kind::Execute)
         {
             return;
         }

@@ -304,10 +304,15 @@ impl QueryResult {
 /// Appends Parse, Bind and Execute of `sql` as the unnamed statement and portal (no
 /// parameters, results in text): one statement of an extended-protocol batch.
 pub fn parse_bind_execute(sql: &str, out: &mut BytesMut) {
-    frontend::parse("", sql, std::iter::empty(), out).unwrap();
+    parse_bind_execute_as("", sql, out);
+}
+
+/// Parse of `sql` as the statement `name`, Bind of it to the unnamed portal, Execute.
+pub fn parse_bind_execute_as(name: &str, sql: &str, out: &mut BytesMut) {
+    frontend::parse(name, sql, std::iter::empty(), out).unwrap();
     frontend::bind(
         "",
-        "",
+        name,
         std::iter::empty(),
         std::iter::empty::<i32>(),
         |_: i32,
