@@ -3105,7 +3105,8 @@ async fn a_write_after_the_end_of_a_replica_transaction_in_the_same_request_runs
     assert_eq!(s.raw.query_ok("SELECT 8").await.scalar(), "8");
     // The end of the block answered (the client flushed after it and read the answers) before
     // the rest of its batch comes, which closes a statement prepared in the block and writes:
-    // the write runs on the primary.
+    // the write runs on the primary. (Before, the end was told from the answers still due,
+    // none by then: the write ran on the replica and failed, 25006.)
     for close in [true, false] {
         let what = format!("the rest of the batch after the end was answered (Close: {close})");
         s.raw.query_ok("BEGIN READ ONLY").await;
@@ -3150,10 +3151,10 @@ async fn a_write_after_the_end_of_a_replica_transaction_in_the_same_request_runs
         s.raw.query_ok("BEGIN READ ONLY").await;
         s.raw.query_ok("SELECT inet_server_port()").await;
         let mut out = bytes::BytesMut::new();
-        raw::parse_bind_execute_as("in_block", "SELECT inet_server_port()", &mut out);
+        raw::parse_bind_execute_as("in_block_once", "SELECT inet_server_port()", &mut out);
         postgres_protocol::message::frontend::sync(&mut out);
         raw::parse_bind_execute("COMMIT", &mut out);
-        postgres_protocol::message::frontend::close(b'S', "in_block", &mut out).unwrap();
+        postgres_protocol::message::frontend::close(b'S', "in_block_once", &mut out).unwrap();
         raw::parse_bind_execute(&insert(&what), &mut out);
         postgres_protocol::message::frontend::sync(&mut out);
         s.raw.send(&out).await.unwrap();
