@@ -3107,14 +3107,19 @@ async fn a_write_after_the_end_of_a_replica_transaction_in_the_same_request_runs
     // the rest of its batch comes, which closes a statement prepared in the block and writes:
     // the write runs on the primary. (Before, the end was told from the answers still due,
     // none by then: the write ran on the replica and failed, 25006.)
+    // (A batch that runs `name` in the block, then one that ends the block with a COMMIT.)
+    let in_block_then_commit = |name: &str| {
+        let mut out = bytes::BytesMut::new();
+        raw::parse_bind_execute_as(name, "SELECT inet_server_port()", &mut out);
+        postgres_protocol::message::frontend::sync(&mut out);
+        raw::parse_bind_execute("COMMIT", &mut out);
+        out
+    };
     for close in [true, false] {
         let what = format!("the rest of the batch after the end was answered (Close: {close})");
         s.raw.query_ok("BEGIN READ ONLY").await;
         s.raw.query_ok("SELECT inet_server_port()").await;
-        let mut out = bytes::BytesMut::new();
-        raw::parse_bind_execute_as("in_block", "SELECT inet_server_port()", &mut out);
-        postgres_protocol::message::frontend::sync(&mut out);
-        raw::parse_bind_execute("COMMIT", &mut out);
+        let mut out = in_block_then_commit("in_block");
         postgres_protocol::message::frontend::flush(&mut out);
         s.raw.send(&out).await.unwrap();
         let first = s.raw.read_result(&what).await;
@@ -3150,10 +3155,7 @@ async fn a_write_after_the_end_of_a_replica_transaction_in_the_same_request_runs
         let what = format!("a Close after the end in one write, round {round}");
         s.raw.query_ok("BEGIN READ ONLY").await;
         s.raw.query_ok("SELECT inet_server_port()").await;
-        let mut out = bytes::BytesMut::new();
-        raw::parse_bind_execute_as("in_block_once", "SELECT inet_server_port()", &mut out);
-        postgres_protocol::message::frontend::sync(&mut out);
-        raw::parse_bind_execute("COMMIT", &mut out);
+        let mut out = in_block_then_commit("in_block_once");
         postgres_protocol::message::frontend::close(b'S', "in_block_once", &mut out).unwrap();
         raw::parse_bind_execute(&insert(&what), &mut out);
         postgres_protocol::message::frontend::sync(&mut out);
